@@ -1,0 +1,1 @@
+//! netns/veth rigs for xlb's scenario tests and benchmarks.

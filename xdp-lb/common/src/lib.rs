@@ -1,0 +1,13 @@
+//! Map keys and values shared by the xlb eBPF programs and their loader.
+//!
+//! Every type here crosses the kernel/user boundary byte for byte, so each one is
+//! `#[repr(C)]`, `Copy`, has no `bool`/enum/`Option` fields, spells out its padding,
+//! and has its size pinned by a `const` assertion. With the `user` feature each
+//! type implements `aya::Pod` so the loader can read and write it in maps.
+#![no_std]
+
+pub mod stats;
+
+/// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
+/// type or meaning changes, so that an agent never reinterprets older bytes.
+pub const LAYOUT_VERSION: u32 = 1;

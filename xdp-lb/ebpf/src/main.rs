@@ -1,0 +1,56 @@
+//! The xlb eBPF programs.
+//!
+//! - `xdp_lb`: the NIC-side program. For now it parses every frame and counts it
+//!   by class (or by the reason it is malformed), then passes it untouched.
+//! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
+//!   that another program redirects into (this kernel delivers XDP_REDIRECT into
+//!   a veth only when the peer has an XDP program).
+//! - `xdp_floor`: the benchmark floor of DESIGN.md — parse Ethernet/IPv4/TCP, bump
+//!   one per-CPU counter, pass.
+#![no_std]
+#![no_main]
+#![allow(
+    unreachable_pub,
+    reason = "a binary crate: `pub` marks what a module offers the rest of the crate"
+)]
+
+mod maps;
+mod packet;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+use crate::{packet::Frame, parse::parse};
+
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let parsed = parse(&frame);
+    maps::count_parse(parsed.counter, frame.len());
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn xdp_floor(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    if parse::is_plain_tcp4(&frame) {
+        maps::count_floor(frame.len());
+    }
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // Unreachable: the verifier rejects any program with a reachable panic path.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,1 @@
+//! Loader for the xlb eBPF programs.
