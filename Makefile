@@ -1,0 +1,38 @@
+# xlb — every target runs scripts/setup first (idempotent, fast when nothing is missing).
+#
+#   make demo    build, then run the demo in a throwaway netns rig (needs root)
+#   make test    formatting, lints, every test (needs root: netns rigs, BPF)
+#   make bench   criterion benchmarks and xlb-bench measurements
+#   make fmt     format the workspace
+#   make lint    rustfmt --check and clippy -D warnings
+
+SHELL := /bin/bash
+# bpf-linker must find LLVM 22's tools first; cargo-installed tools live in ~/.cargo/bin.
+export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: setup demo test bench fmt lint build
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	target/release/xlb-demo
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	scripts/root-ns-guard snapshot target/root-ns.before
+	$(CARGO) test --workspace --no-fail-fast
+	scripts/root-ns-guard verify target/root-ns.before
+
+bench: setup
+	$(CARGO) bench -p consistent-hash
+
+fmt: setup
+	$(CARGO) fmt --all

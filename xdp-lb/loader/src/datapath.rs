@@ -1,0 +1,205 @@
+//! Loading the programs and attaching them to interfaces.
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use tracing::{debug, warn};
+
+use crate::{EBPF_OBJECT, Error};
+
+/// The XDP programs of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProgramName {
+    /// The NIC-side program: parse and count (the load balancer grows here).
+    XdpLb,
+    /// Passes every frame; attached to the receiving end of a veth that another
+    /// program redirects into (this kernel needs one there to deliver).
+    XdpPass,
+    /// The benchmark floor: parse Ethernet/IPv4/TCP, bump one counter, pass.
+    XdpFloor,
+}
+
+impl ProgramName {
+    /// Every program in the object.
+    pub const ALL: [Self; 3] = [Self::XdpLb, Self::XdpPass, Self::XdpFloor];
+
+    /// The program's symbol name in the object.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::XdpLb => "xdp_lb",
+            Self::XdpPass => "xdp_pass",
+            Self::XdpFloor => "xdp_floor",
+        }
+    }
+}
+
+/// How to attach an XDP program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode; falls back to generic mode with a warning when the
+    /// driver refuses it.
+    #[default]
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+/// One program attached to one interface. Detached with [`Datapath::detach`],
+/// or when the `Datapath` is dropped.
+#[derive(Debug)]
+pub struct Attachment {
+    program: ProgramName,
+    iface: String,
+    mode: XdpMode,
+    link: XdpLinkId,
+}
+
+impl Attachment {
+    /// The attached program.
+    pub const fn program(&self) -> ProgramName {
+        self.program
+    }
+
+    /// The interface it is attached to.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// True when the program runs in native (driver) mode.
+    pub fn is_native(&self) -> bool {
+        self.mode == XdpMode::Driver
+    }
+}
+
+/// What the verifier did with one program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifierReport {
+    pub program: ProgramName,
+    /// Instructions in the program as loaded.
+    pub instructions: u32,
+    /// Instructions the verifier processed (`verified_insns`, kernel ≥ 5.16).
+    pub processed: u32,
+}
+
+/// The loaded programs and their maps.
+///
+/// Loading verifies every program, so a `Datapath` that exists is one the
+/// kernel accepted in full.
+#[derive(Debug)]
+pub struct Datapath {
+    pub(crate) ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads the embedded object and every program in it.
+    pub fn load() -> Result<Self, Error> {
+        // RLIMIT_MEMLOCK cannot be raised on these hosts (no CAP_SYS_RESOURCE in
+        // some containers) and this kernel accounts BPF memory by memcg, so a
+        // failure is only worth a debug line.
+        raise_memlock_rlimit();
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(Error::Load)?;
+        for name in ProgramName::ALL {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| Error::Verify { program: name.as_str(), source })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Attaches `program` to `iface` in the calling thread's network namespace.
+    pub fn attach(
+        &mut self,
+        program: ProgramName,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attachment, Error> {
+        let prog = program_mut(&mut self.ebpf, program)?;
+        let attach = |prog: &mut Xdp, mode| {
+            prog.attach(iface, mode).map_err(|source| match source {
+                ProgramError::UnknownInterface { .. } => {
+                    Error::UnknownInterface { iface: iface.to_owned() }
+                }
+                source => Error::Attach {
+                    program: program.as_str(),
+                    iface: iface.to_owned(),
+                    source,
+                },
+            })
+        };
+        let (link, mode) = match mode {
+            AttachMode::Generic => (attach(prog, XdpMode::Skb)?, XdpMode::Skb),
+            AttachMode::Native => match attach(prog, XdpMode::Driver) {
+                Ok(link) => (link, XdpMode::Driver),
+                Err(Error::Attach { source, .. }) => {
+                    warn!(
+                        iface,
+                        program = program.as_str(),
+                        error = %source,
+                        "native XDP refused; falling back to generic mode"
+                    );
+                    (attach(prog, XdpMode::Skb)?, XdpMode::Skb)
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        debug!(iface, program = program.as_str(), ?mode, "attached");
+        Ok(Attachment { program, iface: iface.to_owned(), mode, link })
+    }
+
+    /// Detaches one attachment.
+    pub fn detach(&mut self, attachment: Attachment) -> Result<(), Error> {
+        let Attachment { program, iface, link, .. } = attachment;
+        program_mut(&mut self.ebpf, program)?
+            .detach(link)
+            .map_err(|source| Error::Attach { program: program.as_str(), iface, source })
+    }
+
+    /// The verifier's account of every program.
+    pub fn verifier_report(&self) -> Result<Vec<VerifierReport>, Error> {
+        ProgramName::ALL
+            .into_iter()
+            .map(|name| {
+                let info = program(&self.ebpf, name)?
+                    .info()
+                    .map_err(|source| Error::ProgramInfo { program: name.as_str(), source })?;
+                let instructions = u32::try_from(info.size_translated().unwrap_or(0) / 8)
+                    .unwrap_or(u32::MAX);
+                Ok(VerifierReport {
+                    program: name,
+                    instructions,
+                    processed: info.verified_instruction_count().unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn program(&self, name: ProgramName) -> Result<&Xdp, Error> {
+        program(&self.ebpf, name)
+    }
+}
+
+fn program(ebpf: &Ebpf, name: ProgramName) -> Result<&Xdp, Error> {
+    ebpf.program(name.as_str())
+        .ok_or(Error::MissingProgram { program: name.as_str() })?
+        .try_into()
+        .map_err(|source| Error::ProgramType { program: name.as_str(), source })
+}
+
+fn program_mut(ebpf: &mut Ebpf, name: ProgramName) -> Result<&mut Xdp, Error> {
+    ebpf.program_mut(name.as_str())
+        .ok_or(Error::MissingProgram { program: name.as_str() })?
+        .try_into()
+        .map_err(|source| Error::ProgramType { program: name.as_str(), source })
+}
+
+fn raise_memlock_rlimit() {
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads a valid, initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if ret != 0 {
+        debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK; relying on memcg accounting"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+/// What went wrong while loading, attaching or using the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the eBPF object failed")]
+    Load(#[source] aya::EbpfError),
+
+    #[error("program `{program}` is missing from the eBPF object (built from an older source?)")]
+    MissingProgram { program: &'static str },
+
+    #[error("program `{program}` has an unexpected type")]
+    ProgramType {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("the kernel rejected program `{program}` (the verifier log follows the cause)")]
+    Verify {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("attaching `{program}` to interface `{iface}` failed")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("interface `{iface}` does not exist in this network namespace")]
+    UnknownInterface { iface: String },
+
+    #[error("map `{map}` is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+
+    #[error("map `{map}`: {op} failed")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("reading information about program `{program}` failed")]
+    ProgramInfo {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("BPF_PROG_TEST_RUN of `{program}` failed")]
+    TestRun {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("pin directory {path} is not usable")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,51 @@
+//! `BPF_PROG_TEST_RUN`: running a program on a packet without a NIC.
+use std::time::Duration;
+
+use aya::programs::{TestRun as _, TestRunOptions};
+
+use crate::{Datapath, Error, ProgramName};
+
+/// Room for the output packet: the input plus headroom for encapsulation.
+const OUTPUT_SLACK: usize = 256;
+
+/// The result of one test run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The program's return value (an `xdp_action`).
+    pub action: u32,
+    /// The packet as the program left it.
+    pub packet: Vec<u8>,
+    /// The kernel-measured duration (per run, averaged by the kernel over `repeat`).
+    pub duration: Duration,
+}
+
+impl Datapath {
+    /// Runs `program` on `packet` once (`repeat` = 1) and returns the verdict and
+    /// the output packet.
+    pub fn test_run(&self, program: ProgramName, packet: &[u8]) -> Result<TestRunOutput, Error> {
+        self.test_run_repeat(program, packet, 1)
+    }
+
+    /// Runs `program` on `packet` `repeat` times in the kernel. With `repeat` > 1
+    /// the kernel does not restore the packet between runs: only use it for
+    /// programs that do not rewrite (DESIGN.md, "Measuring ns/packet").
+    pub fn test_run_repeat(
+        &self,
+        program: ProgramName,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutput, Error> {
+        let mut out = vec![0u8; packet.len() + OUTPUT_SLACK];
+        let result = self
+            .program(program)?
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| Error::TestRun { program: program.as_str(), source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutput { action: result.return_value, packet: out, duration: result.duration })
+    }
+}
