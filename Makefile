@@ -29,6 +29,8 @@ lint: setup
 test: lint
 	scripts/root-ns-guard snapshot target/root-ns.before
 	$(CARGO) test --workspace --no-fail-fast
+	@echo "--- verifier cost of every program"
+	@$(CARGO) test -q -p xdp-lb --test verifier -- --nocapture 2>&1 | grep '^verifier:'
 	scripts/root-ns-guard verify target/root-ns.before
 
 bench: setup

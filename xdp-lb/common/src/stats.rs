@@ -19,7 +19,7 @@ macro_rules! parse_counters {
         /// What the parser made of a frame. Each variant is one slot of the
         /// `PARSE_STATS` per-CPU array; every frame lands in exactly one slot.
         #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum ParseCounter {
             $( $(#[doc = $doc])* $variant, )+
         }

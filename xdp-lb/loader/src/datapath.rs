@@ -101,7 +101,10 @@ impl Datapath {
         for name in ProgramName::ALL {
             program_mut(&mut ebpf, name)?
                 .load()
-                .map_err(|source| Error::Verify { program: name.as_str(), source })?;
+                .map_err(|source| Error::Verify {
+                    program: name.as_str(),
+                    source,
+                })?;
         }
         Ok(Self { ebpf })
     }
@@ -116,9 +119,9 @@ impl Datapath {
         let prog = program_mut(&mut self.ebpf, program)?;
         let attach = |prog: &mut Xdp, mode| {
             prog.attach(iface, mode).map_err(|source| match source {
-                ProgramError::UnknownInterface { .. } => {
-                    Error::UnknownInterface { iface: iface.to_owned() }
-                }
+                ProgramError::UnknownInterface { .. } => Error::UnknownInterface {
+                    iface: iface.to_owned(),
+                },
                 source => Error::Attach {
                     program: program.as_str(),
                     iface: iface.to_owned(),
@@ -143,15 +146,29 @@ impl Datapath {
             },
         };
         debug!(iface, program = program.as_str(), ?mode, "attached");
-        Ok(Attachment { program, iface: iface.to_owned(), mode, link })
+        Ok(Attachment {
+            program,
+            iface: iface.to_owned(),
+            mode,
+            link,
+        })
     }
 
     /// Detaches one attachment.
     pub fn detach(&mut self, attachment: Attachment) -> Result<(), Error> {
-        let Attachment { program, iface, link, .. } = attachment;
+        let Attachment {
+            program,
+            iface,
+            link,
+            ..
+        } = attachment;
         program_mut(&mut self.ebpf, program)?
             .detach(link)
-            .map_err(|source| Error::Attach { program: program.as_str(), iface, source })
+            .map_err(|source| Error::Attach {
+                program: program.as_str(),
+                iface,
+                source,
+            })
     }
 
     /// The verifier's account of every program.
@@ -159,11 +176,15 @@ impl Datapath {
         ProgramName::ALL
             .into_iter()
             .map(|name| {
-                let info = program(&self.ebpf, name)?
-                    .info()
-                    .map_err(|source| Error::ProgramInfo { program: name.as_str(), source })?;
-                let instructions = u32::try_from(info.size_translated().unwrap_or(0) / 8)
-                    .unwrap_or(u32::MAX);
+                let info =
+                    program(&self.ebpf, name)?
+                        .info()
+                        .map_err(|source| Error::ProgramInfo {
+                            program: name.as_str(),
+                            source,
+                        })?;
+                // One BPF instruction is 8 bytes.
+                let instructions = info.size_translated().unwrap_or(0) / 8;
                 Ok(VerifierReport {
                     program: name,
                     instructions,
@@ -180,20 +201,33 @@ impl Datapath {
 
 fn program(ebpf: &Ebpf, name: ProgramName) -> Result<&Xdp, Error> {
     ebpf.program(name.as_str())
-        .ok_or(Error::MissingProgram { program: name.as_str() })?
+        .ok_or(Error::MissingProgram {
+            program: name.as_str(),
+        })?
         .try_into()
-        .map_err(|source| Error::ProgramType { program: name.as_str(), source })
+        .map_err(|source| Error::ProgramType {
+            program: name.as_str(),
+            source,
+        })
 }
 
 fn program_mut(ebpf: &mut Ebpf, name: ProgramName) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(name.as_str())
-        .ok_or(Error::MissingProgram { program: name.as_str() })?
+        .ok_or(Error::MissingProgram {
+            program: name.as_str(),
+        })?
         .try_into()
-        .map_err(|source| Error::ProgramType { program: name.as_str(), source })
+        .map_err(|source| Error::ProgramType {
+            program: name.as_str(),
+            source,
+        })
 }
 
 fn raise_memlock_rlimit() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit reads a valid, initialised struct.
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
     if ret != 0 {

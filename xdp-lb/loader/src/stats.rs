@@ -15,7 +15,10 @@ pub struct ParseStats {
 impl ParseStats {
     /// Packets and bytes counted in one slot.
     pub fn get(&self, counter: ParseCounter) -> Counter {
-        self.counters.get(counter as usize).copied().unwrap_or_default()
+        self.counters
+            .get(counter as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Every slot with its counts, in slot order.
@@ -32,7 +35,10 @@ impl ParseStats {
 impl Datapath {
     /// Reads the parser counters (a snapshot; each CPU's slot is read once).
     pub fn parse_stats(&self) -> Result<ParseStats, Error> {
-        let map = self.ebpf.map(PARSE_STATS).ok_or(Error::MissingMap { map: PARSE_STATS })?;
+        let map = self
+            .ebpf
+            .map(PARSE_STATS)
+            .ok_or(Error::MissingMap { map: PARSE_STATS })?;
         let array = PerCpuArray::<_, Counter>::try_from(map).map_err(|source| Error::Map {
             map: PARSE_STATS,
             op: "open",

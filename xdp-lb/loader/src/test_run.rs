@@ -44,8 +44,15 @@ impl Datapath {
                 repeat,
                 ..TestRunOptions::default()
             })
-            .map_err(|source| Error::TestRun { program: program.as_str(), source })?;
+            .map_err(|source| Error::TestRun {
+                program: program.as_str(),
+                source,
+            })?;
         out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutput { action: result.return_value, packet: out, duration: result.duration })
+        Ok(TestRunOutput {
+            action: result.return_value,
+            packet: out,
+            duration: result.duration,
+        })
     }
 }
