@@ -4,8 +4,19 @@
 //! `#[repr(C)]`, `Copy`, has no `bool`/enum/`Option` fields, spells out its padding,
 //! and has its size pinned by a `const` assertion. With the `user` feature each
 //! type implements `aya::Pod` so the loader can read and write it in maps.
+//! The checksum arithmetic lives here too, so that it is tested on the host and
+//! run unchanged in the kernel.
 #![no_std]
 
+mod pod;
+
+pub mod addr;
+pub mod backend;
+pub mod config;
+pub mod conntrack;
+pub mod csum;
+pub mod select;
+pub mod service;
 pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,

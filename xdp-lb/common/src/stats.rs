@@ -14,29 +14,47 @@ const _: () = assert!(size_of::<Counter>() == 16);
 // SAFETY: repr(C), two u64 fields, no padding; every bit pattern is valid.
 unsafe impl aya::Pod for Counter {}
 
-macro_rules! parse_counters {
-    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )+) => {
-        /// What the parser made of a frame. Each variant is one slot of the
-        /// `PARSE_STATS` per-CPU array; every frame lands in exactly one slot.
+/// Defines a dense `#[repr(u32)]` counter enum: each variant is one slot of a
+/// per-CPU array, with a stable snake_case name for CLI output and metrics.
+macro_rules! counter_enum {
+    (
+        $(#[doc = $enum_doc:literal])*
+        $enum:ident {
+            $( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )+
+        }
+    ) => {
+        $(#[doc = $enum_doc])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum ParseCounter {
+        pub enum $enum {
             $( $(#[doc = $doc])* $variant, )+
         }
 
-        impl ParseCounter {
+        impl From<$enum> for u32 {
+            fn from(counter: $enum) -> u32 {
+                counter as u32
+            }
+        }
+
+        impl $enum {
             /// Every counter, in slot order.
-            pub const ALL: &'static [ParseCounter] = &[$(ParseCounter::$variant,)+];
+            pub const ALL: &'static [$enum] = &[$($enum::$variant,)+];
+
+            /// Number of slots in the counter array.
+            pub const COUNT: u32 = Self::ALL.len() as u32;
 
             /// Stable snake_case name, used in CLI output and metrics labels.
             pub const fn name(self) -> &'static str {
-                match self { $( ParseCounter::$variant => $name, )+ }
+                match self { $( $enum::$variant => $name, )+ }
             }
         }
     };
 }
 
-parse_counters! {
+counter_enum! {
+    /// What the parser made of a frame. Each variant is one slot of the
+    /// `PARSE_STATS` per-CPU array; every frame lands in exactly one slot.
+    ParseCounter {
     /// TCP over IPv4 (first or only fragment).
     Tcp4 = "tcp4",
     /// UDP over IPv4 (first or only fragment).
@@ -93,15 +111,76 @@ parse_counters! {
     TruncatedIcmp4 = "truncated_icmp4",
     /// ICMPv6 header shorter than 8 bytes in the frame.
     TruncatedIcmp6 = "truncated_icmp6",
+    }
 }
 
 impl ParseCounter {
-    /// Number of slots in the `PARSE_STATS` map.
-    pub const COUNT: u32 = Self::ALL.len() as u32;
-
     /// True for the slots that count a malformed or truncated frame.
     pub const fn is_malformed(self) -> bool {
         self as u32 >= ParseCounter::TruncatedEthernet as u32
+    }
+}
+
+counter_enum! {
+    /// What `xdp_lb` did with a frame: every frame lands in exactly one slot of
+    /// the `VERDICT_STATS` per-CPU array. `Pass*` leave the frame untouched unless
+    /// the name says it was rewritten.
+    Verdict {
+    /// Not IPv4/IPv6 (ARP, other EtherTypes): passed untouched.
+    PassNotIp = "pass_not_ip",
+    /// Malformed or truncated (see the parser counters): passed untouched.
+    PassMalformed = "pass_malformed",
+    /// Not addressed to a frontend address and not a reply of a tracked flow.
+    PassNotFrontend = "pass_not_frontend",
+    /// To a node address, but not to a NodePort service: SSH, the kubelet,
+    /// replies to the node's own connections. Passed untouched.
+    PassNodeAddress = "pass_node_address",
+    /// To a frontend address with a protocol xlb does not balance (ICMP, other L4).
+    PassOtherProtocol = "pass_other_protocol",
+    /// The TTL or hop limit would expire here: passed untouched so the kernel
+    /// answers with ICMP time exceeded.
+    PassTtlExpired = "pass_ttl_expired",
+    /// To a VIP-only address on a port no service listens on.
+    DropUnknownPort = "drop_unknown_port",
+    /// To a service with no backend in its table.
+    DropNoBackend = "drop_no_backend",
+    /// A fragment addressed to a frontend: it carries no ports to balance by
+    /// (non-first fragments) or cannot be reassembled here.
+    DropFragment = "drop_fragment",
+    /// Translated to a backend (DNAT) and sent out by XDP_TX or a redirect.
+    ForwardToBackend = "forward_to_backend",
+    /// Translated to a backend and passed to the kernel: the next hop's
+    /// neighbour entry is not known yet, or the FIB lookup did not succeed.
+    PassToBackendViaStack = "pass_to_backend_via_stack",
+    /// A reply translated back (reverse NAT) and sent out by XDP_TX or a redirect.
+    ForwardReply = "forward_reply",
+    /// A reply translated back and passed to the kernel (neighbour unknown, or
+    /// FIB lookup failed).
+    PassReplyViaStack = "pass_reply_via_stack",
+    }
+}
+
+counter_enum! {
+    /// Connection-tracking events of `xdp_lb` (a frame may count several).
+    CtEvent {
+    /// A new flow was selected by Maglev and an entry created.
+    Created = "created",
+    /// A packet of a tracked flow kept its backend.
+    Hit = "hit",
+    /// An entry was found but had timed out: treated as a new flow.
+    Expired = "expired",
+    /// The flow's backend is gone (retired, or its ID reused): re-selected.
+    ReselectedBackendGone = "reselected_backend_gone",
+    /// A TCP SYN on a closing entry (a new connection on an old 5-tuple): re-selected.
+    ReselectedClosing = "reselected_closing",
+    /// A conntrack insert failed (map full with no LRU victim): the packet still
+    /// goes to the Maglev backend, but is not tracked.
+    InsertFailed = "insert_failed",
+    /// A reply matched its flow and was translated back.
+    ReplyHit = "reply_hit",
+    /// A reply entry whose flow entry is gone or disagrees: deleted, the packet
+    /// is treated as untracked.
+    ReplyOrphan = "reply_orphan",
     }
 }
 
@@ -111,20 +190,35 @@ pub const MAX_IP6_EXTENSIONS: usize = 6;
 
 #[cfg(test)]
 mod tests {
-    use super::ParseCounter;
+    extern crate std;
+    use std::{collections::BTreeSet, vec::Vec};
+
+    use super::{CtEvent, ParseCounter, Verdict};
+
+    fn check_dense_and_unique(slots: &[u32], names: &[&str]) {
+        for (i, slot) in slots.iter().enumerate() {
+            assert_eq!(*slot as usize, i, "{} is out of slot order", names[i]);
+        }
+        let unique: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "duplicate counter name in {names:?}"
+        );
+    }
 
     #[test]
     fn slots_are_dense_and_names_unique() {
-        for (i, c) in ParseCounter::ALL.iter().enumerate() {
-            assert_eq!(*c as usize, i, "{c:?} is out of slot order");
-        }
-        let mut names: [&str; ParseCounter::COUNT as usize] = [""; ParseCounter::COUNT as usize];
-        for (i, c) in ParseCounter::ALL.iter().enumerate() {
-            names[i] = c.name();
-        }
-        names.sort_unstable();
-        for w in names.windows(2) {
-            assert_ne!(w[0], w[1], "duplicate counter name");
-        }
+        let (s, n): (Vec<u32>, Vec<&str>) = ParseCounter::ALL
+            .iter()
+            .map(|c| (*c as u32, c.name()))
+            .unzip();
+        check_dense_and_unique(&s, &n);
+        let (s, n): (Vec<u32>, Vec<&str>) =
+            Verdict::ALL.iter().map(|c| (*c as u32, c.name())).unzip();
+        check_dense_and_unique(&s, &n);
+        let (s, n): (Vec<u32>, Vec<&str>) =
+            CtEvent::ALL.iter().map(|c| (*c as u32, c.name())).unzip();
+        check_dense_and_unique(&s, &n);
     }
 }

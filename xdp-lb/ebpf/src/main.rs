@@ -1,7 +1,8 @@
 //! The xlb eBPF programs.
 //!
-//! - `xdp_lb`: the NIC-side program. For now it parses every frame and counts it
-//!   by class (or by the reason it is malformed), then passes it untouched.
+//! - `xdp_lb`: the NIC-side program: parse, reply-direction reverse NAT,
+//!   frontend lookup, conntrack, Maglev, DNAT and forwarding (`lb` decides,
+//!   `xdp` applies).
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
 //!   that another program redirects into (this kernel delivers XDP_REDIRECT into
 //!   a veth only when the peer has an XDP program).
@@ -16,20 +17,19 @@
     reason = "a binary crate: `pub` marks what a module offers the rest of the crate"
 )]
 
+mod lb;
 mod maps;
 mod packet;
 mod parse;
+mod xdp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-use crate::{packet::Frame, parse::parse};
+use crate::packet::Frame;
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
-    let parsed = parse(&frame);
-    maps::count_parse(parsed.counter, frame.len());
-    xdp_action::XDP_PASS
+    xdp::run(&ctx)
 }
 
 #[xdp]

@@ -1,14 +1,100 @@
 //! The maps of the programs, and the small helpers that update them.
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use xdp_lb_common::stats::{Counter, ParseCounter};
+//!
+//! Sizes here are defaults: the loader sets every size at load time
+//! (`LoadOptions`), and reads them back from the kernel.
+use aya_ebpf::{
+    bindings::BPF_F_INNER_MAP,
+    btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use xdp_lb_common::{
+    backend::Backend,
+    config::Config,
+    conntrack::{CtEntry, FlowTuple},
+    service::{AddressInfo, AddressKey, FrontendKey, Service},
+    stats::{Counter, CtEvent, ParseCounter, Verdict},
+};
 
 /// Per-CPU packets and bytes per parser verdict (`ParseCounter` slot).
 #[btf_map]
-static PARSE_STATS: PerCpuArray<Counter, { ParseCounter::COUNT as usize }> = PerCpuArray::new();
+pub static PARSE_STATS: PerCpuArray<Counter, { ParseCounter::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU packets and bytes per `xdp_lb` verdict.
+#[btf_map]
+pub static VERDICT_STATS: PerCpuArray<Counter, { Verdict::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU connection-tracking events.
+#[btf_map]
+pub static CT_STATS: PerCpuArray<Counter, { CtEvent::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU packets and bytes per service ID (both directions).
+#[btf_map]
+pub static SERVICE_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
+
+/// Per-CPU packets and bytes per backend ID (both directions).
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
 
 /// The single counter of the `xdp_floor` benchmark program.
 #[btf_map]
-static FLOOR_STATS: PerCpuArray<Counter, 1> = PerCpuArray::new();
+pub static FLOOR_STATS: PerCpuArray<Counter, 1> = PerCpuArray::new();
+
+/// Global settings (slot 0).
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// The pinned layout's version (slot 0), written by the loader.
+#[btf_map]
+pub static LAYOUT: Array<u32, 1> = Array::new();
+
+/// Frontend addresses and their kind (VIP-only or node address).
+#[btf_map]
+pub static ADDRESSES: HashMap<AddressKey, AddressInfo, 4096> = HashMap::new();
+
+/// Frontends `(address, port, protocol)` → service.
+#[btf_map]
+pub static SERVICES: HashMap<FrontendKey, Service, 65536> = HashMap::new();
+
+/// Backend records, indexed by backend ID.
+#[btf_map]
+pub static BACKENDS: Array<Backend, 65536> = Array::new();
+
+/// Service ID → its Maglev table: slot 0 holds M, slots `1..=M` backend IDs.
+/// `BPF_F_INNER_MAP` lets every inner array have its own size.
+#[btf_map]
+pub static MAGLEV_TABLES: HashOfMaps<u32, Array<u32, 252, { BPF_F_INNER_MAP as usize }>, 65536> =
+    HashOfMaps::new();
+
+/// Flow entries, keyed by the client's tuple.
+#[btf_map]
+pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072> = LruHashMap::new();
+
+/// Reply entries: the backend's tuple → the flow's key in `CONNTRACK`.
+#[btf_map]
+pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072> = LruHashMap::new();
+
+/// One per-CPU scratch slot, see `forget_range`.
+#[btf_map]
+static SCRATCH: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Returns `value` through a per-CPU map slot, so that the verifier sees an
+/// unknown scalar instead of the range it tracked.
+///
+/// The parser's paths leave header offsets with many different ranges; the
+/// verifier would then walk everything after the parser once per range (state
+/// explosion). Passing an offset through here (and bounding it again where it
+/// is used) collapses those states into one.
+#[inline(always)]
+pub fn forget_range(value: usize) -> usize {
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return value;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    unsafe {
+        core::ptr::write_volatile(slot, value as u64);
+        core::ptr::read_volatile(slot) as usize
+    }
+}
 
 #[inline(always)]
 fn bump(slot: Option<*mut Counter>, bytes: usize) {
@@ -25,6 +111,26 @@ fn bump(slot: Option<*mut Counter>, bytes: usize) {
 #[inline(always)]
 pub fn count_parse(counter: ParseCounter, bytes: usize) {
     bump(PARSE_STATS.get_ptr_mut(counter as u32), bytes);
+}
+
+#[inline(always)]
+pub fn count_verdict(verdict: Verdict, bytes: usize) {
+    bump(VERDICT_STATS.get_ptr_mut(verdict as u32), bytes);
+}
+
+#[inline(always)]
+pub fn count_ct(event: CtEvent) {
+    bump(CT_STATS.get_ptr_mut(event as u32), 0);
+}
+
+#[inline(always)]
+pub fn count_service(id: u32, bytes: usize) {
+    bump(SERVICE_STATS.get_ptr_mut(id), bytes);
+}
+
+#[inline(always)]
+pub fn count_backend(id: u32, bytes: usize) {
+    bump(BACKEND_STATS.get_ptr_mut(id), bytes);
 }
 
 #[inline(always)]

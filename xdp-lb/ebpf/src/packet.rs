@@ -5,6 +5,22 @@
 //! both. Every read goes through `Frame::get`, which compares against
 //! `data_end` in the form the verifier can follow.
 
+/// Where a BPF subprogram gets its own view of the packet.
+///
+/// Each subprogram loads `data`/`data_end` afresh rather than receiving the
+/// caller's pointers: the verifier attaches what a bounds check proved to every
+/// copy of a pointer, also in the caller's frame, so shared pointers would carry
+/// each path's proven range back out and multiply the states it explores.
+pub trait FrameSource {
+    fn frame(&self) -> Frame;
+}
+
+/// No header this code reads starts beyond this offset: a linear XDP frame is
+/// at most a page. The check in `get` also gives the verifier an upper bound for
+/// offsets that crossed a BPF-to-BPF call or a struct copy, where it may have
+/// lost track of their range.
+const MAX_OFFSET: usize = 4096;
+
 /// The linear packet data of one frame.
 #[derive(Clone, Copy)]
 pub struct Frame {
@@ -30,11 +46,29 @@ impl Frame {
     /// so that the verifier knows its range.
     #[inline(always)]
     pub fn get<T>(&self, offset: usize) -> Option<*const T> {
+        if offset > MAX_OFFSET {
+            return None;
+        }
         let start = self.data + offset;
         if start + size_of::<T>() > self.end {
             return None;
         }
         Some(start as *const T)
+    }
+
+    /// A writable pointer to a `T` at `offset`, if the whole `T` lies inside the frame.
+    #[inline(always)]
+    pub fn get_mut<T>(&self, offset: usize) -> Option<*mut T> {
+        self.get::<T>(offset).map(<*const T>::cast_mut)
+    }
+
+    /// Writes `value` at `offset` (unaligned); `None` if it does not fit.
+    #[inline(always)]
+    pub fn write<T: Copy>(&self, offset: usize, value: T) -> Option<()> {
+        // SAFETY: `get_mut` checked that the bytes lie inside the packet, which
+        // the program owns while it runs.
+        self.get_mut::<T>(offset)
+            .map(|p| unsafe { p.write_unaligned(value) })
     }
 
     /// Reads a `T` at `offset` (unaligned), if it lies inside the frame.

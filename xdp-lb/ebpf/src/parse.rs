@@ -16,7 +16,7 @@ use network_types::{
 };
 use xdp_lb_common::stats::{MAX_IP6_EXTENSIONS, ParseCounter};
 
-use crate::packet::Frame;
+use crate::packet::{Frame, FrameSource};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
@@ -78,9 +78,11 @@ impl Parsed {
 }
 
 /// Parses the frame. Never fails: a frame that cannot be parsed gets the counter
-/// of the first reason found.
-#[inline(always)]
-pub fn parse(frame: &Frame) -> Parsed {
+/// of the first reason found. A BPF subprogram of its own (not inlined): its
+/// header reads need stack that the caller then gets back.
+#[inline(never)]
+pub fn parse<S: FrameSource>(source: &S) -> Parsed {
+    let frame = &source.frame();
     let Some(eth) = frame.read::<EthHdr>(0) else {
         return Parsed::new(ParseCounter::TruncatedEthernet);
     };
@@ -136,7 +138,9 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
     }
     match ip.proto {
         IPPROTO_TCP => check_tcp(frame, p, ParseCounter::Tcp4),
-        IPPROTO_UDP => check_len::<UdpHdr>(frame, p, ParseCounter::Udp4, ParseCounter::TruncatedUdp),
+        IPPROTO_UDP => {
+            check_len::<UdpHdr>(frame, p, ParseCounter::Udp4, ParseCounter::TruncatedUdp)
+        }
         IPPROTO_ICMP => {
             check_len::<Icmpv4Hdr>(frame, p, ParseCounter::Icmp4, ParseCounter::TruncatedIcmp4)
         }
@@ -208,7 +212,9 @@ fn parse_ip6_l4(frame: &Frame, mut p: Parsed, proto: u8, offset: usize) -> Parse
     p.l4_proto = proto;
     match proto {
         IPPROTO_TCP => check_tcp(frame, p, ParseCounter::Tcp6),
-        IPPROTO_UDP => check_len::<UdpHdr>(frame, p, ParseCounter::Udp6, ParseCounter::TruncatedUdp),
+        IPPROTO_UDP => {
+            check_len::<UdpHdr>(frame, p, ParseCounter::Udp6, ParseCounter::TruncatedUdp)
+        }
         // ICMPv6's fixed header is the same 8 bytes as ICMPv4's.
         IPPROTO_ICMPV6 => {
             check_len::<Icmpv4Hdr>(frame, p, ParseCounter::Icmp6, ParseCounter::TruncatedIcmp6)
@@ -219,7 +225,11 @@ fn parse_ip6_l4(frame: &Frame, mut p: Parsed, proto: u8, offset: usize) -> Parse
 
 #[inline(always)]
 fn check_len<T: Copy>(frame: &Frame, p: Parsed, ok: ParseCounter, short: ParseCounter) -> Parsed {
-    if frame.get::<T>(p.l4_offset).is_some() { p.with(ok) } else { p.with(short) }
+    if frame.get::<T>(p.l4_offset).is_some() {
+        p.with(ok)
+    } else {
+        p.with(short)
+    }
 }
 
 #[inline(always)]
@@ -238,11 +248,15 @@ fn check_tcp(frame: &Frame, p: Parsed, ok: ParseCounter) -> Parsed {
 /// 20-byte IPv4 header.
 #[inline(always)]
 pub fn is_plain_tcp4(frame: &Frame) -> bool {
-    let Some(eth) = frame.read::<EthHdr>(0) else { return false };
+    let Some(eth) = frame.read::<EthHdr>(0) else {
+        return false;
+    };
     if u16::from_be(eth.ether_type) != ETH_P_IPV4 {
         return false;
     }
-    let Some(ip) = frame.read::<Ipv4Hdr>(EthHdr::LEN) else { return false };
+    let Some(ip) = frame.read::<Ipv4Hdr>(EthHdr::LEN) else {
+        return false;
+    };
     ip.vihl == 0x45
         && ip.proto == IPPROTO_TCP
         && frame.get::<TcpHdr>(EthHdr::LEN + Ipv4Hdr::LEN).is_some()

@@ -5,12 +5,16 @@ use aya::{
 };
 use tracing::{debug, warn};
 
-use crate::{EBPF_OBJECT, Error};
+use crate::{
+    EBPF_OBJECT, Error, maps,
+    options::{LoadOptions, MapSizes},
+};
 
 /// The XDP programs of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProgramName {
-    /// The NIC-side program: parse and count (the load balancer grows here).
+    /// The NIC-side load balancer: parse, reverse NAT, frontend lookup,
+    /// conntrack, Maglev, DNAT, forwarding.
     XdpLb,
     /// Passes every frame; attached to the receiving end of a veth that another
     /// program redirects into (this kernel needs one there to deliver).
@@ -88,16 +92,48 @@ pub struct VerifierReport {
 #[derive(Debug)]
 pub struct Datapath {
     pub(crate) ebpf: Ebpf,
+    pub(crate) sizes: MapSizes,
 }
 
 impl Datapath {
-    /// Loads the embedded object and every program in it.
+    /// Loads the embedded object and every program in it, with default map
+    /// sizes and nothing pinned.
     pub fn load() -> Result<Self, Error> {
+        Self::load_with(&LoadOptions::default())
+    }
+
+    /// Loads the embedded object with `options`: map sizes, and a pin
+    /// directory whose maps are reused if they are already there.
+    pub fn load_with(options: &LoadOptions) -> Result<Self, Error> {
+        options.validate()?;
         // RLIMIT_MEMLOCK cannot be raised on these hosts (no CAP_SYS_RESOURCE in
         // some containers) and this kernel accounts BPF memory by memcg, so a
         // failure is only worth a debug line.
         raise_memlock_rlimit();
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(Error::Load)?;
+        let mut loader = EbpfLoader::new();
+        let sizes = &options.sizes;
+        for (map, size) in [
+            (maps::SERVICES, sizes.services),
+            (maps::SERVICE_STATS, sizes.services),
+            (maps::MAGLEV_TABLES, sizes.services),
+            (maps::BACKENDS, sizes.backends),
+            (maps::BACKEND_STATS, sizes.backends),
+            (maps::CONNTRACK, sizes.conntrack),
+            (maps::CONNTRACK_REPLY, sizes.conntrack),
+            (maps::ADDRESSES, sizes.addresses),
+        ] {
+            loader.map_max_entries(map, size);
+        }
+        if let Some(dir) = &options.pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
+            for map in maps::ALL {
+                loader.map_pin_path(map, dir.join(map));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(Error::Load)?;
         for name in ProgramName::ALL {
             program_mut(&mut ebpf, name)?
                 .load()
@@ -106,7 +142,12 @@ impl Datapath {
                     source,
                 })?;
         }
-        Ok(Self { ebpf })
+        let mut datapath = Self {
+            ebpf,
+            sizes: *sizes,
+        };
+        datapath.adopt_or_initialise()?;
+        Ok(datapath)
     }
 
     /// Attaches `program` to `iface` in the calling thread's network namespace.

@@ -59,6 +59,30 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: &'static str,
+    },
+
+    #[error(
+        "{kind} ID {id} is out of range (the map holds IDs below {limit}; backend ID 0 is reserved)"
+    )]
+    IdOutOfRange {
+        kind: &'static str,
+        id: u32,
+        limit: u32,
+    },
+
+    #[error("Maglev table for service {service} rejected: {reason}")]
+    InvalidTable { service: u32, reason: &'static str },
+
+    #[error(
+        "pinned maps have layout version {found}, this build reads version {expected}; \
+         migrate or remove the pinned state"
+    )]
+    Layout { found: u32, expected: u32 },
+
     #[error("pin directory {path} is not usable")]
     PinDir {
         path: PathBuf,

@@ -4,19 +4,39 @@
 //! The object file is built from `xdp-lb/ebpf` by `build.rs` (aya-build, nightly,
 //! bpfel-unknown-none) and embedded with `include_bytes_aligned!`, so a binary
 //! that links this crate carries its own datapath.
+//!
+//! - [`Datapath::load_with`]: map sizes, pinning ([`LoadOptions`]);
+//! - [`Datapath::attach`] / [`Datapath::detach`]: per interface and mode;
+//! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
+//!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
+//!   [`Datapath::retire_backend`], [`Datapath::swap_table`];
+//! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`], counters;
+//! - [`Datapath::simulate`]: which backend a flow would hit;
+//! - [`Datapath::test_run`]: `BPF_PROG_TEST_RUN`.
 
+mod conntrack;
 mod datapath;
 mod error;
+mod maps;
+mod net;
+mod options;
+mod simulate;
 mod stats;
 mod test_run;
 
+pub use conntrack::{FlowState, TrackedFlow};
 pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport};
 pub use error::Error;
-pub use stats::ParseStats;
+pub use maps::{AddressKind, BackendRecord, MAX_TABLE_SIZE};
+pub use net::{Flow, Frontend, Protocol};
+pub use options::{LoadOptions, MapSizes};
+pub use simulate::Simulation;
+pub use stats::{Counters, CtStats, ParseStats, VerdictStats};
 pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
-    stats::{Counter, MAX_IP6_EXTENSIONS, ParseCounter},
+    config::Config,
+    stats::{Counter, CtEvent, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
 };
 
 /// The eBPF object, as built for this host's endianness.

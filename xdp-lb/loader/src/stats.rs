@@ -1,29 +1,41 @@
-//! Reading the parser's per-CPU counters.
+//! Reading the programs' per-CPU counters, summed over CPUs.
 use aya::maps::PerCpuArray;
-use xdp_lb_common::stats::{Counter, ParseCounter};
+use xdp_lb_common::stats::{Counter, CtEvent, ParseCounter, Verdict};
 
-use crate::{Datapath, Error};
+use crate::{
+    Datapath, Error,
+    maps::{
+        BACKEND_STATS, CT_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS, VERDICT_STATS, map_err,
+    },
+};
 
-const PARSE_STATS: &str = "PARSE_STATS";
-
-/// The parser's counters, summed over all CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ParseStats {
+/// A snapshot of one counter array, summed over CPUs, indexed by a counter enum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters<C: 'static> {
+    all: &'static [C],
     counters: Vec<Counter>,
 }
 
-impl ParseStats {
+/// The parser's counters.
+pub type ParseStats = Counters<ParseCounter>;
+/// The verdict counters of `xdp_lb`.
+pub type VerdictStats = Counters<Verdict>;
+/// The connection-tracking event counters.
+pub type CtStats = Counters<CtEvent>;
+
+impl<C: Copy + Into<u32>> Counters<C> {
     /// Packets and bytes counted in one slot.
-    pub fn get(&self, counter: ParseCounter) -> Counter {
+    pub fn get(&self, counter: C) -> Counter {
+        let slot: u32 = counter.into();
         self.counters
-            .get(counter as usize)
+            .get(slot as usize)
             .copied()
             .unwrap_or_default()
     }
 
     /// Every slot with its counts, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (ParseCounter, Counter)> + '_ {
-        ParseCounter::ALL.iter().map(|&c| (c, self.get(c)))
+    pub fn iter(&self) -> impl Iterator<Item = (C, Counter)> + '_ {
+        self.all.iter().map(|&c| (c, self.get(c)))
     }
 
     /// Total packets over every slot.
@@ -32,30 +44,75 @@ impl ParseStats {
     }
 }
 
+fn sum(per_cpu: &[Counter]) -> Counter {
+    per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
+
 impl Datapath {
-    /// Reads the parser counters (a snapshot; each CPU's slot is read once).
+    fn counter_slots(&self, map: &'static str, slots: u32) -> Result<Vec<Counter>, Error> {
+        let array =
+            PerCpuArray::<_, Counter>::try_from(self.map(map)?).map_err(map_err(map, "open"))?;
+        (0..slots)
+            .map(|slot| {
+                array
+                    .get(&slot, 0)
+                    .map(|v| sum(&v))
+                    .map_err(map_err(map, "lookup"))
+            })
+            .collect()
+    }
+
+    fn counter_slot(&self, map: &'static str, slot: u32) -> Result<Counter, Error> {
+        let array =
+            PerCpuArray::<_, Counter>::try_from(self.map(map)?).map_err(map_err(map, "open"))?;
+        array
+            .get(&slot, 0)
+            .map(|v| sum(&v))
+            .map_err(map_err(map, "lookup"))
+    }
+
+    /// The parser counters (each CPU's slot read once).
     pub fn parse_stats(&self) -> Result<ParseStats, Error> {
-        let map = self
-            .ebpf
-            .map(PARSE_STATS)
-            .ok_or(Error::MissingMap { map: PARSE_STATS })?;
-        let array = PerCpuArray::<_, Counter>::try_from(map).map_err(|source| Error::Map {
-            map: PARSE_STATS,
-            op: "open",
-            source,
-        })?;
-        let mut counters = Vec::with_capacity(ParseCounter::COUNT as usize);
-        for slot in 0..ParseCounter::COUNT {
-            let per_cpu = array.get(&slot, 0).map_err(|source| Error::Map {
-                map: PARSE_STATS,
-                op: "lookup",
-                source,
-            })?;
-            counters.push(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            }));
-        }
-        Ok(ParseStats { counters })
+        let counters = self.counter_slots(PARSE_STATS, ParseCounter::COUNT)?;
+        Ok(Counters {
+            all: ParseCounter::ALL,
+            counters,
+        })
+    }
+
+    /// The verdict counters of `xdp_lb`.
+    pub fn verdict_stats(&self) -> Result<VerdictStats, Error> {
+        let counters = self.counter_slots(VERDICT_STATS, Verdict::COUNT)?;
+        Ok(Counters {
+            all: Verdict::ALL,
+            counters,
+        })
+    }
+
+    /// The connection-tracking event counters (packets only).
+    pub fn ct_stats(&self) -> Result<CtStats, Error> {
+        let counters = self.counter_slots(CT_STATS, CtEvent::COUNT)?;
+        Ok(Counters {
+            all: CtEvent::ALL,
+            counters,
+        })
+    }
+
+    /// Packets and bytes translated for service `id`, both directions.
+    pub fn service_stats(&self, id: u32) -> Result<Counter, Error> {
+        self.counter_slot(SERVICE_STATS, id)
+    }
+
+    /// Packets and bytes translated to or from backend `id`.
+    pub fn backend_stats(&self, id: u32) -> Result<Counter, Error> {
+        self.counter_slot(BACKEND_STATS, id)
+    }
+
+    /// The `xdp_floor` program's one counter.
+    pub fn floor_stats(&self) -> Result<Counter, Error> {
+        self.counter_slot(FLOOR_STATS, 0)
     }
 }

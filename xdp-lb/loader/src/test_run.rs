@@ -35,12 +35,46 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutput, Error> {
+        self.run(program, packet, repeat, None)
+    }
+
+    /// Runs `program` once on `packet` as if it arrived on interface
+    /// `ingress_ifindex` of the calling thread's network namespace: the FIB
+    /// lookup then routes from there, and a next hop out of the same
+    /// interface is XDP_TX. Nothing is transmitted: a redirect is only a verdict.
+    pub fn test_run_on(
+        &self,
+        program: ProgramName,
+        packet: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<TestRunOutput, Error> {
+        self.run(program, packet, 1, Some(ingress_ifindex))
+    }
+
+    fn run(
+        &self,
+        program: ProgramName,
+        packet: &[u8],
+        repeat: u32,
+        ingress_ifindex: Option<u32>,
+    ) -> Result<TestRunOutput, Error> {
         let mut out = vec![0u8; packet.len() + OUTPUT_SLACK];
+        // `struct xdp_md`: data (metadata length) 0, data_end = the packet's
+        // length, as BPF_PROG_TEST_RUN requires; then the ingress interface.
+        let ctx = ingress_ifindex.map(|ifindex| {
+            let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+            let fields = [0, len, 0, ifindex, 0, 0];
+            fields
+                .iter()
+                .flat_map(|f: &u32| f.to_ne_bytes())
+                .collect::<Vec<u8>>()
+        });
         let result = self
             .program(program)?
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                ctx_in: ctx.as_deref(),
                 repeat,
                 ..TestRunOptions::default()
             })

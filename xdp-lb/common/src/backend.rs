@@ -1,0 +1,50 @@
+//! Backend records: the `BACKENDS` array, indexed by backend ID.
+
+use crate::{addr::Addr, pod::impl_pod};
+
+/// `Backend::flags`: the record is live. Flows keep a live backend even when it
+/// is no longer in any Maglev table (draining, terminating).
+pub const BACKEND_ACTIVE: u32 = 1 << 0;
+
+/// ID 0 is never a backend: an all-zero table slot means "no backend".
+pub const NO_BACKEND: u32 = 0;
+
+/// One backend. Records are immutable: a changed address or port is a new ID.
+/// An ID is reused only with a higher `generation`, and conntrack entries carry
+/// the generation they were made with, so a reused ID never inherits old flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend address (IPv4-mapped for IPv4).
+    pub addr: Addr,
+    /// The backend port, in network byte order.
+    pub port_be: u16,
+    pub _pad: u16,
+    /// `BACKEND_*` flags.
+    pub flags: u32,
+    /// Bumped every time this ID is given to a new backend.
+    pub generation: u32,
+    pub _reserved: u32,
+}
+const _: () = assert!(size_of::<Backend>() == 32);
+
+impl Backend {
+    /// A live backend record.
+    pub const fn new(addr: Addr, port: u16, generation: u32) -> Self {
+        Self {
+            addr,
+            port_be: port.to_be(),
+            _pad: 0,
+            flags: BACKEND_ACTIVE,
+            generation,
+            _reserved: 0,
+        }
+    }
+
+    /// True when flows may still use this record.
+    pub const fn is_active(&self) -> bool {
+        self.flags & BACKEND_ACTIVE != 0
+    }
+}
+
+impl_pod!(Backend);

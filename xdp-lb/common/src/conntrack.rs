@@ -1,0 +1,62 @@
+//! Connection tracking: a flow entry keyed by the client's tuple, and a reply
+//! entry keyed by the backend's tuple that points back to it.
+//!
+//! The flow entry (`CONNTRACK`, LRU) holds everything. The reply entry
+//! (`CONNTRACK_REPLY`, LRU) holds only the flow's key. A reply entry is used only
+//! after its flow entry is found and names the same backend; one whose flow entry
+//! was evicted is deleted on sight and counted (`CtEvent::ReplyOrphan`), so an
+//! orphan never translates a packet. The forward path rewrites the reply entry
+//! whenever it refreshes `last_seen` (at most once a second), so an active flow's
+//! reply entry comes back even if the LRU took it.
+
+use crate::{addr::Addr, pod::impl_pod};
+
+/// A flow's 5-tuple as seen in one direction. Ports in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowTuple {
+    pub src_addr: Addr,
+    pub dst_addr: Addr,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowTuple>() == 40);
+
+/// TCP states as the LB sees them (both directions pass through it in NAT mode).
+pub const TCP_SYN_SENT: u8 = 1;
+/// Packets seen in both directions, no FIN/RST yet.
+pub const TCP_ESTABLISHED: u8 = 2;
+/// A FIN or RST was seen: short timeout; a new SYN re-selects.
+pub const TCP_CLOSING: u8 = 3;
+/// Not TCP.
+pub const NOT_TCP: u8 = 0;
+
+/// `CtEntry::flags`: a packet of the reply direction has been seen.
+pub const CT_SEEN_REPLY: u8 = 1 << 0;
+
+/// Value of `CONNTRACK`: the flow's backend and translated tuple, and its state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns()` when last refreshed (at most once a second).
+    pub last_seen_ns: u64,
+    /// The backend the flow was given.
+    pub backend_id: u32,
+    /// The backend record's generation when the flow was given to it.
+    pub generation: u32,
+    /// The backend address the flow is translated to.
+    pub backend_addr: Addr,
+    /// The backend port, network order.
+    pub backend_port_be: u16,
+    /// `TCP_*` or `NOT_TCP`.
+    pub state: u8,
+    /// `CT_*` flags.
+    pub flags: u8,
+    /// The service, for the reply direction's counters.
+    pub service_id: u32,
+}
+const _: () = assert!(size_of::<CtEntry>() == 40);
+
+impl_pod!(FlowTuple, CtEntry);

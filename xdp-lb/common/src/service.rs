@@ -1,0 +1,80 @@
+//! Frontends and services: what `xdp_lb` matches a packet's destination against.
+
+use crate::{addr::Addr, pod::impl_pod};
+
+/// IANA protocol numbers xlb balances.
+pub const PROTO_TCP: u8 = 6;
+/// UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of the `SERVICES` map: one frontend `(address, port, protocol)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrontendKey {
+    /// The frontend address (IPv4-mapped for IPv4).
+    pub addr: Addr,
+    /// The frontend port, in network byte order (as in the packet).
+    pub port_be: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FrontendKey>() == 20);
+
+impl FrontendKey {
+    /// A key from a host-order port.
+    pub const fn new(addr: Addr, port: u16, proto: u8) -> Self {
+        Self {
+            addr,
+            port_be: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// `Service::flags`: ClientIP session affinity (the flow hash ignores the source port).
+pub const SERVICE_AFFINITY_CLIENT_IP: u32 = 1 << 0;
+
+/// Value of the `SERVICES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index into `MAGLEV_TABLES` and the per-service counters.
+    pub id: u32,
+    /// `SERVICE_*` flags.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Service>() == 8);
+
+/// Value of the `ADDRESSES` map: what kind of address a frontend address is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressInfo {
+    /// `ADDRESS_VIP` or `ADDRESS_NODE`.
+    pub kind: u32,
+}
+const _: () = assert!(size_of::<AddressInfo>() == 4);
+
+/// An address that exists only as a service VIP (ClusterIP, LoadBalancer IP, an
+/// externalIP that is not a node address): every port of it belongs to xlb, and
+/// a port without a service is dropped with a reason.
+pub const ADDRESS_VIP: u32 = 1;
+/// A node's own address: only the NodePort range is matched; every other port
+/// passes untouched (SSH, the kubelet, replies to the node's own connections).
+pub const ADDRESS_NODE: u32 = 2;
+
+/// Key of the `ADDRESSES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddressKey {
+    pub addr: Addr,
+}
+const _: () = assert!(size_of::<AddressKey>() == 16);
+
+/// A Maglev table in `MAGLEV_TABLES` holds its size M in slot 0 and the backend
+/// IDs in slots `1..=M`, so that size and entries are swapped together by one
+/// update of the outer map.
+pub const TABLE_HEADER_SLOTS: u32 = 1;
+
+impl_pod!(FrontendKey, Service, AddressInfo, AddressKey);

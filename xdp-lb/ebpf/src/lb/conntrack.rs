@@ -1,0 +1,200 @@
+//! Connection tracking: find a flow's entry, decide whether it still holds, and
+//! create or refresh entries. Expiry is decided here, lazily, on lookup; the
+//! agent's garbage collector only deletes what this code already treats as gone.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use xdp_lb_common::{
+    backend::Backend,
+    config::Config,
+    conntrack::{
+        CT_SEEN_REPLY, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+    },
+    stats::CtEvent,
+};
+
+use crate::{
+    lb::{End, Nat, flow::Flow},
+    maps::{BACKENDS, CONNTRACK, CONNTRACK_REPLY, count_ct},
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+/// `last_seen` is rewritten at most this often, so a busy flow does not make
+/// every CPU write the same cache line on every packet.
+const REFRESH_NS: u64 = NS_PER_SEC;
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The timeout of an entry in `state`, in nanoseconds.
+#[inline(always)]
+fn timeout_ns(state: u8, config: &Config) -> u64 {
+    // Masked to the four states: LLVM may turn this match into an offset into
+    // `Config`, and the verifier must see that offset bounded.
+    let seconds = match state & 3 {
+        TCP_SYN_SENT => config.tcp_syn_timeout_s,
+        TCP_ESTABLISHED => config.tcp_established_timeout_s,
+        TCP_CLOSING => config.tcp_closing_timeout_s,
+        _ => config.udp_timeout_s,
+    };
+    u64::from(seconds) * NS_PER_SEC
+}
+
+/// The tuple a reply from the backend carries.
+#[inline(always)]
+pub fn reply_tuple(flow: &FlowTuple, backend: &Backend) -> FlowTuple {
+    FlowTuple {
+        src_addr: backend.addr,
+        dst_addr: flow.src_addr,
+        src_port_be: backend.port_be,
+        dst_port_be: flow.src_port_be,
+        proto: flow.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The state a TCP entry moves to on a packet with `flow`'s flags.
+#[inline(always)]
+fn next_state(state: u8, flags: u8, flow: &Flow) -> u8 {
+    if !flow.is_tcp {
+        NOT_TCP
+    } else if flow.is_closing() || state == TCP_CLOSING {
+        TCP_CLOSING
+    } else if flags & CT_SEEN_REPLY != 0 {
+        TCP_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// Looks up the flow's entry from the client side. Returns its backend (or
+/// `Nat::NONE`) when the
+/// flow may keep it: the entry is not expired, its backend record is live with
+/// the same generation, and it is not a new SYN on a closing entry. Counts why
+/// an entry was not kept.
+#[inline(never)]
+pub fn lookup(flow: &Flow, config: &Config, now: u64) -> Nat {
+    find(flow, config, now).unwrap_or(Nat::NONE)
+}
+
+#[inline(always)]
+fn find(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
+    let entry = CONNTRACK.get_ptr_mut(&flow.tuple)?;
+    // SAFETY: a pointer into the map value; concurrent updates of the same flow
+    // on another CPU can only race on the fields written below, each of which
+    // is a whole word written with a value valid on its own.
+    let e = unsafe { &mut *entry };
+    if now.saturating_sub(e.last_seen_ns) > timeout_ns(e.state, config) {
+        count_ct(CtEvent::Expired);
+        return None;
+    }
+    let backend = match BACKENDS.get(e.backend_id) {
+        Some(b) if b.is_active() && b.generation == e.generation => *b,
+        _ => {
+            count_ct(CtEvent::ReselectedBackendGone);
+            return None;
+        }
+    };
+    if flow.is_syn() && e.state == TCP_CLOSING {
+        count_ct(CtEvent::ReselectedClosing);
+        return None;
+    }
+    count_ct(CtEvent::Hit);
+    let state = next_state(e.state, e.flags, flow);
+    if state != e.state {
+        e.state = state;
+    }
+    if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
+        e.last_seen_ns = now;
+        // Rewrite the reply entry with the refresh: if the LRU took it while the
+        // flow was alive, it comes back within a second.
+        let _ = CONNTRACK_REPLY.insert(reply_tuple(&flow.tuple, &backend), &flow.tuple, 0);
+    }
+    Some(Nat {
+        end: End::Destination,
+        addr: backend.addr,
+        port_be: backend.port_be,
+        service_id: e.service_id,
+        backend_id: e.backend_id,
+    })
+}
+
+/// Creates (or replaces) the flow's entry and its reply entry.
+#[inline(never)]
+pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, now: u64) {
+    let state = if !flow.is_tcp {
+        NOT_TCP
+    } else if flow.is_syn() {
+        TCP_SYN_SENT
+    } else if flow.is_closing() {
+        TCP_CLOSING
+    } else {
+        // A mid-stream packet without an entry (evicted, or the flow began on
+        // another LB instance): Maglev picks the same backend, carry on.
+        TCP_ESTABLISHED
+    };
+    let entry = CtEntry {
+        last_seen_ns: now,
+        backend_id: id,
+        generation: backend.generation,
+        backend_addr: backend.addr,
+        backend_port_be: backend.port_be,
+        state,
+        flags: 0,
+        service_id,
+    };
+    let reply = reply_tuple(&flow.tuple, backend);
+    if CONNTRACK.insert(&flow.tuple, entry, 0).is_err()
+        || CONNTRACK_REPLY.insert(reply, &flow.tuple, 0).is_err()
+    {
+        count_ct(CtEvent::InsertFailed);
+        return;
+    }
+    count_ct(CtEvent::Created);
+}
+
+/// A reply's flow: its entry is found through the reply entry, must name this
+/// backend, and must not be expired. Updates the TCP state and the seen-reply
+/// flag. Returns the reverse translation: the source becomes the frontend.
+#[inline(never)]
+pub fn lookup_reply(flow: &Flow, config: &Config, now: u64) -> Nat {
+    find_reply(flow, config, now).unwrap_or(Nat::NONE)
+}
+
+#[inline(always)]
+fn find_reply(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
+    let original = CONNTRACK_REPLY.get_ptr(&flow.tuple)?;
+    // SAFETY: a live map value of the right type; the kernel accepts a map
+    // value as a lookup key.
+    let original = unsafe { &*original };
+    let live = CONNTRACK.get_ptr_mut(original).and_then(|p| {
+        // SAFETY: as in `lookup`.
+        let e = unsafe { &mut *p };
+        let same_backend =
+            e.backend_addr == flow.tuple.src_addr && e.backend_port_be == flow.tuple.src_port_be;
+        let alive = now.saturating_sub(e.last_seen_ns) <= timeout_ns(e.state, config);
+        (same_backend && alive).then_some(e)
+    });
+    let Some(e) = live else {
+        count_ct(CtEvent::ReplyOrphan);
+        let _ = CONNTRACK_REPLY.remove(&flow.tuple);
+        return None;
+    };
+    count_ct(CtEvent::ReplyHit);
+    if e.flags & CT_SEEN_REPLY == 0 {
+        e.flags |= CT_SEEN_REPLY;
+    }
+    let state = next_state(e.state, e.flags, flow);
+    if state != e.state {
+        e.state = state;
+    }
+    Some(Nat {
+        end: End::Source,
+        addr: original.dst_addr,
+        port_be: original.dst_port_be,
+        service_id: e.service_id,
+        backend_id: e.backend_id,
+    })
+}

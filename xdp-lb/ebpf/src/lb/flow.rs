@@ -1,0 +1,205 @@
+//! The flow a parsed frame belongs to: its 5-tuple and what the NAT needs.
+
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+use xdp_lb_common::{
+    addr::{Addr, v4_mapped},
+    conntrack::FlowTuple,
+    stats::ParseCounter,
+};
+
+use crate::{
+    maps::forget_range,
+    packet::{Frame, FrameSource},
+    parse::Parsed,
+};
+
+/// The network header follows Ethernet and at most one 802.1Q tag.
+const MAX_L3_OFFSET: usize = 18;
+/// The transport header starts within the first page of a linear frame.
+const MAX_L4_OFFSET: usize = 4096;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
+/// TCP flag bits.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP or UDP packet, as the core sees it.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub tuple: FlowTuple,
+    pub is_v4: bool,
+    pub is_tcp: bool,
+    /// TCP flags, 0 for UDP.
+    pub tcp_flags: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    pub l3_offset: usize,
+    pub l4_offset: usize,
+    /// The frame carries an 802.1Q tag.
+    pub has_vlan: bool,
+}
+
+/// What the core needs of a parsed frame.
+///
+/// Plain fields rather than `Option`s: this type is in a BPF subprogram's
+/// signature, and the kernel rejects the BTF that Rust's data-carrying enums
+/// become.
+pub struct Packet {
+    pub counter: ParseCounter,
+    /// A fragment (first or later) of a larger datagram.
+    pub is_fragment: bool,
+    /// `flow` is set: a well-formed, unfragmented TCP or UDP packet.
+    pub has_flow: bool,
+    /// `dst` is set: an IP frame that is not a whole TCP/UDP packet.
+    pub has_dst: bool,
+    pub flow: Flow,
+    pub dst: Addr,
+}
+
+impl Packet {
+    /// Fills `self` from a parsed frame (in place: this runs on the 512-byte
+    /// BPF stack, where a returned copy would cost another `Packet`).
+    #[inline(never)]
+    pub fn fill<S: FrameSource>(&mut self, source: &S, parsed: &Parsed) {
+        let frame = &source.frame();
+        self.counter = parsed.counter;
+        self.is_fragment = parsed.is_fragment != 0;
+        self.has_flow = !self.is_fragment && fill_flow(frame, parsed, &mut self.flow).is_some();
+        self.has_dst = false;
+        if !self.has_flow
+            && let Some(dst) = destination(frame, parsed)
+        {
+            self.dst = dst;
+            self.has_dst = true;
+        }
+    }
+
+    /// An empty packet, to `fill`.
+    pub const EMPTY: Self = Self {
+        counter: ParseCounter::OtherEthertype,
+        is_fragment: false,
+        has_flow: false,
+        has_dst: false,
+        flow: Flow::EMPTY,
+        dst: [0; 16],
+    };
+}
+
+impl Flow {
+    const EMPTY: Self = Self {
+        tuple: FlowTuple {
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port_be: 0,
+            dst_port_be: 0,
+            proto: 0,
+            _pad: [0; 3],
+        },
+        is_v4: false,
+        is_tcp: false,
+        tcp_flags: 0,
+        ttl: 0,
+        l3_offset: 0,
+        l4_offset: 0,
+        has_vlan: false,
+    };
+
+    /// A SYN that opens a connection (no ACK).
+    #[inline(always)]
+    pub const fn is_syn(&self) -> bool {
+        self.is_tcp && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// A FIN or RST: the connection is closing.
+    #[inline(always)]
+    pub const fn is_closing(&self) -> bool {
+        self.is_tcp && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+}
+
+/// The destination address of an IP frame (IPv4-mapped for IPv4), whatever its
+/// transport: used to tell whether a non-TCP/UDP packet is for a frontend.
+#[inline(always)]
+fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
+    let l3 = parsed.l3_offset;
+    match parsed.counter {
+        ParseCounter::Tcp4
+        | ParseCounter::Udp4
+        | ParseCounter::Icmp4
+        | ParseCounter::OtherL4Ip4
+        | ParseCounter::Fragment4 => frame.read::<[u8; 4]>(l3 + 16).map(v4_mapped),
+        ParseCounter::Tcp6
+        | ParseCounter::Udp6
+        | ParseCounter::Icmp6
+        | ParseCounter::OtherL4Ip6
+        | ParseCounter::Fragment6 => frame.read::<[u8; 16]>(l3 + 24),
+        _ => None,
+    }
+}
+
+/// Writes the flow of a well-formed TCP or UDP frame into `out`; `None` for
+/// anything else.
+#[inline(always)]
+fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
+    let (is_v4, is_tcp) = match parsed.counter {
+        ParseCounter::Tcp4 => (true, true),
+        ParseCounter::Udp4 => (true, false),
+        ParseCounter::Tcp6 => (false, true),
+        ParseCounter::Udp6 => (false, false),
+        _ => return None,
+    };
+    // Header offsets from the parser, with their ranges forgotten (see
+    // `forget_range`); `Frame` bounds them again on every access.
+    let l3 = forget_range(parsed.l3_offset);
+    let l4 = forget_range(parsed.l4_offset);
+    // Bounded before any arithmetic, so that no derived offset can wrap.
+    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+        return None;
+    }
+    // One bounds check per header, then field reads through the checked
+    // pointer: the verifier follows that; separate checks per field LLVM may
+    // merge into one the verifier cannot relate to the other fields.
+    // SAFETY (all reads below): `get` checked the whole header lies in the frame.
+    let (src_addr, dst_addr, ttl) = if is_v4 {
+        let ip = frame.get::<Ipv4Hdr>(l3)?;
+        unsafe {
+            (
+                v4_mapped((*ip).src_addr),
+                v4_mapped((*ip).dst_addr),
+                (*ip).ttl,
+            )
+        }
+    } else {
+        let ip = frame.get::<Ipv6Hdr>(l3)?;
+        unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).hop_limit) }
+    };
+    // TCP and UDP both start with source and destination port; the parser
+    // checked the whole TCP header is there, and byte 13 holds its flags.
+    let (ports, tcp_flags) = if is_tcp {
+        let tcp = frame.get::<[u8; TCP_FLAGS_OFFSET + 1]>(l4)?;
+        // SAFETY: as above.
+        unsafe {
+            (
+                [(*tcp)[0], (*tcp)[1], (*tcp)[2], (*tcp)[3]],
+                (*tcp)[TCP_FLAGS_OFFSET],
+            )
+        }
+    } else {
+        (frame.read::<[u8; 4]>(l4)?, 0)
+    };
+    out.tuple.src_addr = src_addr;
+    out.tuple.dst_addr = dst_addr;
+    out.tuple.src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
+    out.tuple.dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    out.tuple.proto = parsed.l4_proto;
+    out.is_v4 = is_v4;
+    out.is_tcp = is_tcp;
+    out.tcp_flags = tcp_flags;
+    out.ttl = ttl;
+    out.l3_offset = l3;
+    out.l4_offset = l4;
+    out.has_vlan = parsed.has_vlan != 0;
+    Some(())
+}

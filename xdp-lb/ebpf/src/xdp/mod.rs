@@ -1,0 +1,82 @@
+//! The XDP side: apply the core's `Decision` with direct packet access.
+
+mod forward;
+mod rewrite;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
+use xdp_lb_common::stats::Verdict;
+
+use crate::{
+    lb::{
+        Action, End, Nat, decide,
+        flow::{Flow, Packet},
+    },
+    maps::{count_backend, count_parse, count_service, count_verdict},
+    packet::{Frame, FrameSource},
+    parse::parse,
+    xdp::forward::forward,
+};
+
+impl FrameSource for XdpContext {
+    #[inline(always)]
+    fn frame(&self) -> Frame {
+        // Two separate 32-bit loads: LLVM may otherwise merge the adjacent
+        // `data` and `data_end` fields into one 64-bit load and split it with
+        // shifts, which the verifier forbids on packet pointers.
+        // SAFETY: `ctx` is the program's `xdp_md`, valid while it runs.
+        unsafe {
+            let md = self.ctx;
+            let data = core::ptr::read_volatile(&raw const (*md).data);
+            let end = core::ptr::read_volatile(&raw const (*md).data_end);
+            Frame::new(data as usize, end as usize)
+        }
+    }
+}
+
+/// The whole of `xdp_lb`.
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    let len = ctx.frame().len();
+    let parsed = parse(ctx);
+    count_parse(parsed.counter, len);
+    let mut packet = Packet::EMPTY;
+    packet.fill(ctx, &parsed);
+    let decision = decide(&packet);
+    let (verdict, action) = match decision.action {
+        Action::Pass => (decision.verdict, XDP_PASS),
+        Action::Drop => (decision.verdict, XDP_DROP),
+        // The core translates only frames it has a flow of.
+        Action::Translate if packet.has_flow => apply(ctx, &packet.flow, &decision.nat),
+        Action::Translate => (Verdict::PassMalformed, XDP_PASS),
+    };
+    count_verdict(verdict, len);
+    action
+}
+
+/// Rewrites the frame and forwards it.
+#[inline(never)]
+fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
+    let frame = &ctx.frame();
+    count_service(nat.service_id, frame.len());
+    count_backend(nat.backend_id, frame.len());
+    let (out, via_stack) = match nat.end {
+        End::Destination => (Verdict::ForwardToBackend, Verdict::PassToBackendViaStack),
+        End::Source => (Verdict::ForwardReply, Verdict::PassReplyViaStack),
+    };
+    if rewrite::translate(frame, flow, nat).is_none() {
+        // Unreachable after a successful parse; the frame is unchanged.
+        return (Verdict::PassMalformed, XDP_PASS);
+    }
+    // A tagged frame would leave with its tag on an untagged device: the kernel
+    // forwards it instead.
+    if flow.has_vlan {
+        return (via_stack, XDP_PASS);
+    }
+    match forward(ctx, flow, nat) {
+        XDP_PASS => (via_stack, XDP_PASS),
+        action => (out, action),
+    }
+}

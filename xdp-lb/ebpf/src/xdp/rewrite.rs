@@ -1,0 +1,152 @@
+//! NAT rewrites with direct packet access and incremental checksum updates
+//! (`xdp_lb_common::csum`, tested on the host against full recomputation).
+//! Frames from a wire carry full checksums, so incremental updates keep them
+//! valid (DESIGN.md, "Which hook where").
+//!
+//! Each header is bounds-checked once and then read and written at constant
+//! offsets from the checked pointer, the form the verifier follows.
+
+use xdp_lb_common::csum;
+
+use crate::{
+    lb::{End, Nat, flow::Flow},
+    packet::Frame,
+};
+
+const IP4_HLEN: usize = 20;
+const IP6_HLEN: usize = 40;
+const IP4_TTL: usize = 8;
+const IP4_CSUM: usize = 10;
+const IP4_SRC: usize = 12;
+const IP4_DST: usize = 16;
+const IP6_HOP_LIMIT: usize = 7;
+const IP6_SRC: usize = 8;
+const IP6_DST: usize = 24;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+const SRC_PORT: usize = 0;
+const DST_PORT: usize = 2;
+
+/// `N` bytes at `offset` from a checked header pointer.
+///
+/// # Safety
+/// `header + offset .. + N` lies inside the packet.
+#[inline(always)]
+unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N] {
+    // SAFETY: the caller's guarantee.
+    unsafe { header.add(offset).cast::<[u8; N]>().read_unaligned() }
+}
+
+/// Writes `bytes` at `offset` from a checked header pointer.
+///
+/// # Safety
+/// As for `load`.
+#[inline(always)]
+unsafe fn store<const N: usize>(header: *mut u8, offset: usize, bytes: [u8; N]) {
+    // SAFETY: the caller's guarantee.
+    unsafe { header.add(offset).cast::<[u8; N]>().write_unaligned(bytes) }
+}
+
+#[inline(always)]
+fn l4_replace<const N: usize>(is_tcp: bool, check: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
+    if is_tcp {
+        csum::replace(check, old, new)
+    } else {
+        csum::replace_udp(check, old, new)
+    }
+}
+
+/// Replaces one end's address and port, with the checksums. Both headers are
+/// checked before the first write, so a `None` leaves the frame unchanged.
+#[inline(always)]
+pub fn translate(frame: &Frame, flow: &Flow, nat: &Nat) -> Option<()> {
+    let source = nat.end == End::Source;
+    let (l4_len, l4_csum_at) = if flow.is_tcp {
+        (TCP_HLEN, TCP_CSUM)
+    } else {
+        (UDP_HLEN, UDP_CSUM)
+    };
+    let port_at = if source { SRC_PORT } else { DST_PORT };
+    let new_port = nat.port_be.to_ne_bytes();
+    if flow.is_v4 {
+        let ip = frame
+            .get_mut::<[u8; IP4_HLEN]>(flow.l3_offset)?
+            .cast::<u8>();
+        let l4 = l4_header(frame, flow.l4_offset, l4_len)?;
+        let addr_at = if source { IP4_SRC } else { IP4_DST };
+        let new = [nat.addr[12], nat.addr[13], nat.addr[14], nat.addr[15]];
+        // SAFETY: offsets within the checked IPv4 and transport headers.
+        unsafe {
+            let old = load::<4>(ip, addr_at);
+            let old_port = load::<2>(l4, port_at);
+            let ip_csum = csum::replace(u16::from_be_bytes(load(ip, IP4_CSUM)), &old, &new);
+            let mut l4_csum = u16::from_be_bytes(load(l4, l4_csum_at));
+            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old, &new);
+            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old_port, &new_port);
+            store(ip, addr_at, new);
+            store(ip, IP4_CSUM, ip_csum.to_be_bytes());
+            store(l4, port_at, new_port);
+            store(l4, l4_csum_at, l4_csum.to_be_bytes());
+        }
+    } else {
+        let ip = frame
+            .get_mut::<[u8; IP6_HLEN]>(flow.l3_offset)?
+            .cast::<u8>();
+        let l4 = l4_header(frame, flow.l4_offset, l4_len)?;
+        let addr_at = if source { IP6_SRC } else { IP6_DST };
+        // SAFETY: offsets within the checked IPv6 and transport headers.
+        unsafe {
+            let old = load::<16>(ip, addr_at);
+            let old_port = load::<2>(l4, port_at);
+            let mut l4_csum = u16::from_be_bytes(load(l4, l4_csum_at));
+            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old, &nat.addr);
+            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old_port, &new_port);
+            store(ip, addr_at, nat.addr);
+            store(l4, port_at, new_port);
+            store(l4, l4_csum_at, l4_csum.to_be_bytes());
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn l4_header(frame: &Frame, offset: usize, len: usize) -> Option<*mut u8> {
+    if len == TCP_HLEN {
+        frame
+            .get_mut::<[u8; TCP_HLEN]>(offset)
+            .map(<*mut [u8; TCP_HLEN]>::cast)
+    } else {
+        frame
+            .get_mut::<[u8; UDP_HLEN]>(offset)
+            .map(<*mut [u8; UDP_HLEN]>::cast)
+    }
+}
+
+/// Decrements the IPv4 TTL (updating the header checksum) or the IPv6 hop
+/// limit, as a router does when it forwards. The core has already passed
+/// packets whose TTL would expire.
+#[inline(always)]
+pub fn decrement_ttl(frame: &Frame, l3: usize, is_v4: bool) -> Option<()> {
+    if is_v4 {
+        let ip = frame.get_mut::<[u8; IP4_HLEN]>(l3)?.cast::<u8>();
+        // SAFETY: offsets within the checked IPv4 header.
+        unsafe {
+            // TTL shares a 16-bit word with the protocol number.
+            let old = load::<2>(ip, IP4_TTL);
+            let new = [old[0].wrapping_sub(1), old[1]];
+            let ip_csum = csum::replace(u16::from_be_bytes(load(ip, IP4_CSUM)), &old, &new);
+            store(ip, IP4_TTL, new);
+            store(ip, IP4_CSUM, ip_csum.to_be_bytes());
+        }
+    } else {
+        let ip = frame.get_mut::<[u8; IP6_HLEN]>(l3)?.cast::<u8>();
+        // SAFETY: offset within the checked IPv6 header.
+        unsafe {
+            let hop_limit = load::<1>(ip, IP6_HOP_LIMIT)[0];
+            store(ip, IP6_HOP_LIMIT, [hop_limit.wrapping_sub(1)]);
+        }
+    }
+    Some(())
+}

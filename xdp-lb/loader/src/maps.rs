@@ -1,0 +1,336 @@
+//! Typed, safe operations on the datapath's configuration maps.
+//!
+//! Ordering is the caller's part of make-before-break: write backends before
+//! the tables that name them, tables before the services that use them, and
+//! remove in the opposite order. Each single operation here is atomic for the
+//! datapath (one map update), and a table swap replaces a whole table at once.
+
+use std::net::{IpAddr, SocketAddr};
+
+use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError};
+use xdp_lb_common::{
+    LAYOUT_VERSION,
+    backend::{BACKEND_ACTIVE, Backend, NO_BACKEND},
+    config::Config,
+    service::{ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, Service, TABLE_HEADER_SLOTS},
+};
+
+use crate::{
+    Datapath, Error,
+    net::{Frontend, socket, to_addr},
+};
+
+pub(crate) const PARSE_STATS: &str = "PARSE_STATS";
+pub(crate) const VERDICT_STATS: &str = "VERDICT_STATS";
+pub(crate) const CT_STATS: &str = "CT_STATS";
+pub(crate) const SERVICE_STATS: &str = "SERVICE_STATS";
+pub(crate) const BACKEND_STATS: &str = "BACKEND_STATS";
+pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
+pub(crate) const CONFIG: &str = "CONFIG";
+pub(crate) const LAYOUT: &str = "LAYOUT";
+pub(crate) const ADDRESSES: &str = "ADDRESSES";
+pub(crate) const SERVICES: &str = "SERVICES";
+pub(crate) const BACKENDS: &str = "BACKENDS";
+pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
+pub(crate) const CONNTRACK: &str = "CONNTRACK";
+pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
+/// The scratch slot the programs use to make the verifier forget ranges.
+const SCRATCH: &str = "SCRATCH";
+
+/// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
+pub(crate) const ALL: [&str; 15] = [
+    PARSE_STATS,
+    VERDICT_STATS,
+    CT_STATS,
+    SERVICE_STATS,
+    BACKEND_STATS,
+    FLOOR_STATS,
+    CONFIG,
+    LAYOUT,
+    ADDRESSES,
+    SERVICES,
+    BACKENDS,
+    MAGLEV_TABLES,
+    CONNTRACK,
+    CONNTRACK_REPLY,
+    SCRATCH,
+];
+
+/// The largest Maglev table the datapath takes (the largest listed prime).
+pub const MAX_TABLE_SIZE: u32 = 131_071;
+
+/// `BPF_F_INNER_MAP`: inner arrays of one map-of-maps may differ in size.
+const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// What a frontend address is (DESIGN.md, "Per packet", step 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressKind {
+    /// Only a service VIP: every port belongs to xlb; unknown ports are dropped.
+    Vip,
+    /// A node's own address: only the NodePort range is matched.
+    Node,
+}
+
+/// A backend record as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendRecord {
+    pub addr: SocketAddr,
+    pub generation: u32,
+    /// False once retired: its flows are re-selected.
+    pub active: bool,
+}
+
+pub(crate) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map { map, op, source }
+}
+
+impl Datapath {
+    pub(crate) fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.ebpf.map(name).ok_or(Error::MissingMap { map: name })
+    }
+
+    pub(crate) fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(Error::MissingMap { map: name })
+    }
+
+    /// On a fresh load, records the layout version and writes the default
+    /// configuration; on maps reopened from a pin directory, checks that they
+    /// have the layout this build reads.
+    pub(crate) fn adopt_or_initialise(&mut self) -> Result<(), Error> {
+        let mut layout =
+            Array::<_, u32>::try_from(self.map_mut(LAYOUT)?).map_err(map_err(LAYOUT, "open"))?;
+        match layout.get(&0, 0).map_err(map_err(LAYOUT, "read"))? {
+            0 => {
+                layout
+                    .set(0, LAYOUT_VERSION, 0)
+                    .map_err(map_err(LAYOUT, "write"))?;
+                self.set_config(&Config::default())
+            }
+            LAYOUT_VERSION => Ok(()),
+            found => Err(Error::Layout {
+                found,
+                expected: LAYOUT_VERSION,
+            }),
+        }
+    }
+
+    /// The map capacities this datapath was loaded with.
+    pub const fn sizes(&self) -> crate::MapSizes {
+        self.sizes
+    }
+
+    /// Replaces the global configuration (hash seed, timeouts, NodePort range).
+    pub fn set_config(&mut self, config: &Config) -> Result<(), Error> {
+        if config.nodeport_min > config.nodeport_max {
+            return Err(Error::InvalidOption {
+                option: "nodeport range",
+                reason: "the first port is above the last",
+            });
+        }
+        Array::<_, Config>::try_from(self.map_mut(CONFIG)?)
+            .map_err(map_err(CONFIG, "open"))?
+            .set(0, *config, 0)
+            .map_err(map_err(CONFIG, "write"))
+    }
+
+    /// The global configuration.
+    pub fn config(&self) -> Result<Config, Error> {
+        Array::<_, Config>::try_from(self.map(CONFIG)?)
+            .map_err(map_err(CONFIG, "open"))?
+            .get(&0, 0)
+            .map_err(map_err(CONFIG, "read"))
+    }
+
+    /// Declares `addr` a frontend address of `kind`.
+    pub fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Error> {
+        let kind = match kind {
+            AddressKind::Vip => ADDRESS_VIP,
+            AddressKind::Node => ADDRESS_NODE,
+        };
+        HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
+            .map_err(map_err(ADDRESSES, "open"))?
+            .insert(
+                AddressKey {
+                    addr: to_addr(addr),
+                },
+                AddressInfo { kind },
+                0,
+            )
+            .map_err(map_err(ADDRESSES, "insert"))
+    }
+
+    /// Forgets a frontend address: its traffic passes untouched again.
+    pub fn remove_address(&mut self, addr: IpAddr) -> Result<(), Error> {
+        HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
+            .map_err(map_err(ADDRESSES, "open"))?
+            .remove(&AddressKey {
+                addr: to_addr(addr),
+            })
+            .map_err(map_err(ADDRESSES, "remove"))
+    }
+
+    /// Points `frontend` at service `id` (whose table should exist already).
+    /// `client_ip_affinity` leaves the source port out of the flow hash.
+    pub fn upsert_service(
+        &mut self,
+        frontend: &Frontend,
+        id: u32,
+        client_ip_affinity: bool,
+    ) -> Result<(), Error> {
+        self.check_service_id(id)?;
+        let flags = if client_ip_affinity {
+            xdp_lb_common::service::SERVICE_AFFINITY_CLIENT_IP
+        } else {
+            0
+        };
+        HashMap::<_, _, Service>::try_from(self.map_mut(SERVICES)?)
+            .map_err(map_err(SERVICES, "open"))?
+            .insert(frontend.key(), Service { id, flags }, 0)
+            .map_err(map_err(SERVICES, "insert"))
+    }
+
+    /// Removes `frontend`.
+    pub fn remove_service(&mut self, frontend: &Frontend) -> Result<(), Error> {
+        HashMap::<_, _, Service>::try_from(self.map_mut(SERVICES)?)
+            .map_err(map_err(SERVICES, "open"))?
+            .remove(&frontend.key())
+            .map_err(map_err(SERVICES, "remove"))
+    }
+
+    /// Writes backend `id`: live, at `addr`, made for `generation`. A record
+    /// is immutable in meaning: give a changed backend a new ID, or the same ID
+    /// with a higher generation once its old flows may be dropped.
+    pub fn put_backend(&mut self, id: u32, addr: SocketAddr, generation: u32) -> Result<(), Error> {
+        self.check_backend_id(id)?;
+        let record = Backend::new(to_addr(addr.ip()), addr.port(), generation);
+        Array::<_, Backend>::try_from(self.map_mut(BACKENDS)?)
+            .map_err(map_err(BACKENDS, "open"))?
+            .set(id, record, 0)
+            .map_err(map_err(BACKENDS, "write"))
+    }
+
+    /// Retires backend `id`: flows that still point at it are re-selected on
+    /// their next packet (UDP at once, TCP too — the new backend answers a
+    /// stray segment with a reset).
+    pub fn retire_backend(&mut self, id: u32) -> Result<(), Error> {
+        self.check_backend_id(id)?;
+        let mut backends = Array::<_, Backend>::try_from(self.map_mut(BACKENDS)?)
+            .map_err(map_err(BACKENDS, "open"))?;
+        let mut record = backends.get(&id, 0).map_err(map_err(BACKENDS, "read"))?;
+        record.flags &= !BACKEND_ACTIVE;
+        backends
+            .set(id, record, 0)
+            .map_err(map_err(BACKENDS, "write"))
+    }
+
+    /// Backend `id` as stored, if it was ever written.
+    pub fn backend(&self, id: u32) -> Result<Option<BackendRecord>, Error> {
+        self.check_backend_id(id)?;
+        let record = Array::<_, Backend>::try_from(self.map(BACKENDS)?)
+            .map_err(map_err(BACKENDS, "open"))?
+            .get(&id, 0)
+            .map_err(map_err(BACKENDS, "read"))?;
+        Ok((record != Backend::default()).then(|| BackendRecord {
+            addr: socket(&record.addr, record.port_be),
+            generation: record.generation,
+            active: record.is_active(),
+        }))
+    }
+
+    /// Replaces service `id`'s Maglev table: a new inner map is filled
+    /// completely, then swapped in with one update of the outer map, so a packet
+    /// sees either the whole old table or the whole new one.
+    pub fn swap_table(&mut self, id: u32, table: &[u32]) -> Result<(), Error> {
+        self.check_service_id(id)?;
+        let size = u32::try_from(table.len()).unwrap_or(u32::MAX);
+        if size == 0 || size > MAX_TABLE_SIZE {
+            return Err(Error::InvalidTable {
+                service: id,
+                reason: "size must be 1..=131071",
+            });
+        }
+        if table
+            .iter()
+            .any(|&b| b == NO_BACKEND || b >= self.sizes.backends)
+        {
+            return Err(Error::InvalidTable {
+                service: id,
+                reason: "a slot names backend ID 0 or an ID beyond the backends map",
+            });
+        }
+        let mut inner = Array::<MapData, u32>::create(size + TABLE_HEADER_SLOTS, BPF_F_INNER_MAP)
+            .map_err(map_err(MAGLEV_TABLES, "create table"))?;
+        inner
+            .set(0, size, 0)
+            .map_err(map_err(MAGLEV_TABLES, "fill table"))?;
+        for (slot, &backend) in (TABLE_HEADER_SLOTS..).zip(table) {
+            inner
+                .set(slot, backend, 0)
+                .map_err(map_err(MAGLEV_TABLES, "fill table"))?;
+        }
+        HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map_mut(MAGLEV_TABLES)?)
+            .map_err(map_err(MAGLEV_TABLES, "open"))?
+            .insert(id, &inner, 0)
+            .map_err(map_err(MAGLEV_TABLES, "swap"))
+    }
+
+    /// Service `id`'s table as the datapath sees it, if it has one.
+    pub fn table(&self, id: u32) -> Result<Option<Vec<u32>>, Error> {
+        let tables = HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map(MAGLEV_TABLES)?)
+            .map_err(map_err(MAGLEV_TABLES, "open"))?;
+        let inner = match tables.get(&id, 0) {
+            Ok(inner) => inner,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Map {
+                    map: MAGLEV_TABLES,
+                    op: "lookup",
+                    source,
+                });
+            }
+        };
+        let size = inner
+            .get(&0, 0)
+            .map_err(map_err(MAGLEV_TABLES, "read table"))?;
+        (TABLE_HEADER_SLOTS..size + TABLE_HEADER_SLOTS)
+            .map(|slot| {
+                inner
+                    .get(&slot, 0)
+                    .map_err(map_err(MAGLEV_TABLES, "read table"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Removes service `id`'s table (after every frontend using it is gone).
+    pub fn remove_table(&mut self, id: u32) -> Result<(), Error> {
+        HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map_mut(MAGLEV_TABLES)?)
+            .map_err(map_err(MAGLEV_TABLES, "open"))?
+            .remove(&id)
+            .map_err(map_err(MAGLEV_TABLES, "remove"))
+    }
+
+    fn check_service_id(&self, id: u32) -> Result<(), Error> {
+        if id >= self.sizes.services {
+            return Err(Error::IdOutOfRange {
+                kind: "service",
+                id,
+                limit: self.sizes.services,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_backend_id(&self, id: u32) -> Result<(), Error> {
+        if id == NO_BACKEND || id >= self.sizes.backends {
+            return Err(Error::IdOutOfRange {
+                kind: "backend",
+                id,
+                limit: self.sizes.backends,
+            });
+        }
+        Ok(())
+    }
+}

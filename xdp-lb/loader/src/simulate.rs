@@ -1,0 +1,142 @@
+//! "Which backend would this flow hit?" (Katran's simulator), answered from the
+//! live maps with the very lookup the kernel runs (`xdp_lb_common::select`).
+
+use std::net::SocketAddr;
+
+use aya::maps::{Array, HashMap, HashOfMaps, MapData, MapError};
+use xdp_lb_common::{
+    backend::{Backend, NO_BACKEND},
+    select::table_index,
+    service::{ADDRESS_NODE, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP, Service},
+};
+
+use crate::{
+    Datapath, Error,
+    maps::{ADDRESSES, BACKENDS, MAGLEV_TABLES, SERVICES, map_err},
+    net::{Flow, socket},
+};
+
+/// How a simulated flow would be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simulation {
+    /// Not for a service: the datapath passes it (not a frontend address, or a
+    /// node address outside the NodePort range or without a service there).
+    Pass,
+    /// A VIP-only address with no service on this port: dropped.
+    UnknownPort,
+    /// A service whose table is missing or names no live backend: dropped.
+    NoBackend { service_id: u32 },
+    /// Translated to this backend.
+    Backend {
+        service_id: u32,
+        backend_id: u32,
+        addr: SocketAddr,
+        tracked: bool,
+    },
+}
+
+impl Datapath {
+    /// Where `flow` would go now: to its tracked backend if conntrack has a
+    /// live entry (not expired by timeout is not checked here), else to the
+    /// backend Maglev picks.
+    pub fn simulate(&self, flow: &Flow) -> Result<Simulation, Error> {
+        let tuple = flow.tuple();
+        let addresses = HashMap::<_, AddressKey, AddressInfo>::try_from(self.map(ADDRESSES)?)
+            .map_err(map_err(ADDRESSES, "open"))?;
+        let kind = match addresses.get(
+            &AddressKey {
+                addr: tuple.dst_addr,
+            },
+            0,
+        ) {
+            Ok(info) => info.kind,
+            Err(MapError::KeyNotFound) => return Ok(Simulation::Pass),
+            Err(source) => {
+                return Err(Error::Map {
+                    map: ADDRESSES,
+                    op: "lookup",
+                    source,
+                });
+            }
+        };
+        let config = self.config()?;
+        let port = flow.dst.port();
+        let is_node = kind == ADDRESS_NODE;
+        if is_node && !(config.nodeport_min..=config.nodeport_max).contains(&port) {
+            return Ok(Simulation::Pass);
+        }
+        let services = HashMap::<_, _, Service>::try_from(self.map(SERVICES)?)
+            .map_err(map_err(SERVICES, "open"))?;
+        let frontend = crate::net::Frontend::new(flow.dst, flow.proto);
+        let service = match services.get(&frontend.key(), 0) {
+            Ok(service) => service,
+            Err(MapError::KeyNotFound) if is_node => return Ok(Simulation::Pass),
+            Err(MapError::KeyNotFound) => return Ok(Simulation::UnknownPort),
+            Err(source) => {
+                return Err(Error::Map {
+                    map: SERVICES,
+                    op: "lookup",
+                    source,
+                });
+            }
+        };
+        if let Some(tracked) = self.tracked_flow(flow)?
+            && let Some(backend) = self.live_backend(tracked.backend_id)?
+            && backend.generation == tracked.generation
+        {
+            return Ok(Simulation::Backend {
+                service_id: tracked.service_id,
+                backend_id: tracked.backend_id,
+                addr: tracked.backend,
+                tracked: true,
+            });
+        }
+        let none = Simulation::NoBackend {
+            service_id: service.id,
+        };
+        let tables = HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map(MAGLEV_TABLES)?)
+            .map_err(map_err(MAGLEV_TABLES, "open"))?;
+        let table = match tables.get(&service.id, 0) {
+            Ok(table) => table,
+            Err(MapError::KeyNotFound) => return Ok(none),
+            Err(source) => {
+                return Err(Error::Map {
+                    map: MAGLEV_TABLES,
+                    op: "lookup",
+                    source,
+                });
+            }
+        };
+        let size = table
+            .get(&0, 0)
+            .map_err(map_err(MAGLEV_TABLES, "read table"))?;
+        if size == 0 {
+            return Ok(none);
+        }
+        let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+        let index = table_index(&tuple, affinity, config.hash_seed, size);
+        let id = table
+            .get(&index, 0)
+            .map_err(map_err(MAGLEV_TABLES, "read table"))?;
+        match self.live_backend(id)? {
+            Some(backend) => Ok(Simulation::Backend {
+                service_id: service.id,
+                backend_id: id,
+                addr: socket(&backend.addr, backend.port_be),
+                tracked: false,
+            }),
+            None => Ok(none),
+        }
+    }
+
+    fn live_backend(&self, id: u32) -> Result<Option<Backend>, Error> {
+        if id == NO_BACKEND || id >= self.sizes.backends {
+            return Ok(None);
+        }
+        let backend = Array::<_, Backend>::try_from(self.map(BACKENDS)?)
+            .map_err(map_err(BACKENDS, "open"))?
+            .get(&id, 0)
+            .map_err(map_err(BACKENDS, "read"))?;
+        Ok(backend.is_active().then_some(backend))
+    }
+}
