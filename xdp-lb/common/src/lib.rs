@@ -12,6 +12,7 @@ mod pod;
 
 pub mod addr;
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod conntrack;
 pub mod csum;

@@ -6,6 +6,9 @@
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
 //!   that another program redirects into (this kernel delivers XDP_REDIRECT into
 //!   a veth only when the peer has an XDP program).
+//! - `xdp_bench`: restores a stored packet and tail-calls the program under
+//!   test, so that `BPF_PROG_TEST_RUN` with `repeat` measures rewriting paths
+//!   on their input (DESIGN.md, "Measuring ns/packet", method B).
 //! - `xdp_floor`: the benchmark floor of DESIGN.md — parse Ethernet/IPv4/TCP, bump
 //!   one per-CPU counter, pass.
 // Only the bpf target is a real build; on the host the crate is compiled as an
@@ -17,6 +20,7 @@
     reason = "a binary crate: `pub` marks what a module offers the rest of the crate"
 )]
 
+mod bench;
 mod lb;
 mod maps;
 mod packet;
@@ -30,6 +34,11 @@ use crate::packet::Frame;
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     xdp::run(&ctx)
+}
+
+#[xdp]
+pub fn xdp_bench(ctx: XdpContext) -> u32 {
+    bench::run(&ctx)
 }
 
 #[xdp]

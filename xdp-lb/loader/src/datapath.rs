@@ -21,11 +21,14 @@ pub enum ProgramName {
     XdpPass,
     /// The benchmark floor: parse Ethernet/IPv4/TCP, bump one counter, pass.
     XdpFloor,
+    /// The measuring wrapper: restores a stored packet, then tail-calls the
+    /// program under test (see [`Datapath::bench_target`]).
+    XdpBench,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 3] = [Self::XdpLb, Self::XdpPass, Self::XdpFloor];
+    pub const ALL: [Self; 4] = [Self::XdpLb, Self::XdpPass, Self::XdpFloor, Self::XdpBench];
 
     /// The program's symbol name in the object.
     pub const fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl ProgramName {
             Self::XdpLb => "xdp_lb",
             Self::XdpPass => "xdp_pass",
             Self::XdpFloor => "xdp_floor",
+            Self::XdpBench => "xdp_bench",
         }
     }
 }

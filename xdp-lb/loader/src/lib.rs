@@ -14,6 +14,7 @@
 //! - [`Datapath::simulate`]: which backend a flow would hit;
 //! - [`Datapath::test_run`]: `BPF_PROG_TEST_RUN`.
 
+mod bench;
 mod conntrack;
 mod datapath;
 mod error;
@@ -35,6 +36,7 @@ pub use stats::{Counters, CtStats, ParseStats, VerdictStats};
 pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
+    bench::{BENCH_MAX_PACKET, Rotation},
     config::Config,
     stats::{Counter, CtEvent, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
 };

@@ -36,9 +36,11 @@ pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
+pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
+pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 15] = [
+pub(crate) const ALL: [&str; 17] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -54,6 +56,8 @@ pub(crate) const ALL: [&str; 15] = [
     CONNTRACK,
     CONNTRACK_REPLY,
     SCRATCH,
+    BENCH_INPUT,
+    BENCH_TARGET,
 ];
 
 /// The largest Maglev table the datapath takes (the largest listed prime).

@@ -139,3 +139,54 @@ fn tcp4_syn_to_a_vip_is_translated_to_the_simulated_backend() {
         assert_eq!(tracked.backend, addr);
     });
 }
+
+#[test]
+fn bench_wrapper_restores_the_packet_before_every_run() {
+    in_private_netns(|| {
+        let up0 = lb_interfaces();
+        let _ = up0;
+        let mut dp = Datapath::load().expect("load");
+        let input = tcp4(CLIENT_MAC, UP_MAC, (CLIENT, 40000), (VIP, 80), 64);
+        dp.bench_target(ProgramName::XdpFloor, &input)
+            .expect("bench setup");
+        let out = dp
+            .test_run_repeat(ProgramName::XdpBench, &input, 1000)
+            .expect("run");
+        assert_eq!(out.action, 2, "XDP_PASS from the floor through the wrapper");
+        assert_eq!(dp.floor_stats().expect("floor").packets, 1000);
+    });
+}
+
+#[test]
+fn bench_wrapper_rotation_makes_every_run_a_new_flow() {
+    in_private_netns(|| {
+        let up0 = lb_interfaces();
+        let mut dp = Datapath::load().expect("load");
+        dp.set_address(IpAddr::from(VIP), AddressKind::Vip)
+            .expect("address");
+        for (id, ip) in (1..).zip(BACKENDS) {
+            dp.put_backend(id, SocketAddr::from((ip, 8080)), 1)
+                .expect("backend");
+        }
+        let table: Vec<u32> = (0..251).map(|i| 1 + i % 2).collect();
+        dp.swap_table(7, &table).expect("table");
+        let frontend = Frontend::new(SocketAddr::from((VIP, 80)), Protocol::Tcp);
+        dp.upsert_service(&frontend, 7, false).expect("service");
+        let _ = up0;
+        let input = tcp4(CLIENT_MAC, UP_MAC, (CLIENT, 10000), (VIP, 80), 64);
+        // The TCP source port: Ethernet 14 + IPv4 20.
+        let rotation = xdp_lb::Rotation {
+            offset: 34,
+            base: 10000,
+            modulus: 0,
+            divisor: 1,
+        };
+        dp.bench_target_rotating(ProgramName::XdpLb, &input, &[rotation])
+            .expect("setup");
+        dp.test_run_repeat(ProgramName::XdpBench, &input, 500)
+            .expect("run");
+        let ct = dp.ct_stats().expect("ct stats");
+        assert_eq!(ct.get(xdp_lb::CtEvent::Created).packets, 500);
+        assert_eq!(dp.conntrack().expect("conntrack").len(), 500);
+    });
+}

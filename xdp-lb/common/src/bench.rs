@@ -1,0 +1,65 @@
+//! The benchmark wrapper's input: the packet `xdp_bench` writes back before
+//! every run (DESIGN.md, "Measuring ns/packet", method B), and the fields it
+//! rotates so that every run can be a new flow or hit another service.
+
+use crate::pod::impl_pod;
+
+/// The longest packet the wrapper restores (a power of two).
+pub const BENCH_MAX_PACKET: usize = 512;
+/// How many fields the wrapper can rotate.
+pub const BENCH_ROTATIONS: usize = 2;
+
+/// A 16-bit big-endian field the wrapper rewrites before run `n` (counting
+/// from 0) to `base + (n / divisor) % modulus`. `offset` 0 means unused (byte 0
+/// is the destination MAC, never a rotated field). The packet's checksums are
+/// not adjusted: the programs under test do not verify them, and a benchmark
+/// that checks output bytes computes the expected frame for the same `n`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    pub offset: u16,
+    pub base: u16,
+    pub modulus: u32,
+    pub divisor: u32,
+}
+const _: () = assert!(size_of::<Rotation>() == 12);
+
+/// Value of the `BENCH_INPUT` array (slot 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchInput {
+    /// Bytes of `packet` in use.
+    pub len: u32,
+    /// Runs so far; the wrapper counts them (per map, not per CPU: a test run
+    /// executes on one CPU).
+    pub runs: u32,
+    pub rotations: [Rotation; BENCH_ROTATIONS],
+    pub packet: [u8; BENCH_MAX_PACKET],
+}
+const _: () = assert!(size_of::<BenchInput>() == 8 + 24 + BENCH_MAX_PACKET);
+
+impl Default for BenchInput {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            runs: 0,
+            rotations: [Rotation::default(); BENCH_ROTATIONS],
+            packet: [0; BENCH_MAX_PACKET],
+        }
+    }
+}
+
+impl Rotation {
+    /// The value the field takes in run `n`.
+    pub const fn value(&self, n: u32) -> u16 {
+        let divisor = if self.divisor == 0 { 1 } else { self.divisor };
+        let step = if self.modulus == 0 {
+            n / divisor
+        } else {
+            (n / divisor) % self.modulus
+        };
+        self.base.wrapping_add(step as u16)
+    }
+}
+
+impl_pod!(Rotation, BenchInput);

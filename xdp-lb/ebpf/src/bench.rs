@@ -1,0 +1,79 @@
+//! `xdp_bench`: the measuring wrapper of DESIGN.md's method B. With `repeat`
+//! > 1, `BPF_PROG_TEST_RUN` does not restore the packet between runs, so a
+//! program that rewrites it would measure its own output from the second run
+//! on. This wrapper writes the original packet back (with the fields it is
+//! told to rotate set for this run, so a run can be a new flow), then tail-calls the
+//! program under test (slot 0 of `BENCH_TARGET`); the floor is measured
+//! through the same wrapper, so the ratio compares like with like.
+
+use aya_ebpf::{
+    bindings::xdp_action::XDP_ABORTED,
+    btf_maps::{Array, ProgramArray},
+    helpers::bpf_xdp_store_bytes,
+    macros::btf_map,
+    programs::XdpContext,
+};
+use xdp_lb_common::bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, BenchInput};
+
+const _: () = assert!(BENCH_MAX_PACKET.is_power_of_two());
+
+/// The packet to restore (slot 0), written by the loader.
+#[btf_map]
+static BENCH_INPUT: Array<BenchInput, 1> = Array::new();
+
+/// The program under test (slot 0), set by the loader.
+#[btf_map]
+static BENCH_TARGET: ProgramArray<1> = ProgramArray::new();
+
+/// Restores the packet and runs the program under test. XDP_ABORTED means the
+/// setup is wrong (no input, or no target): a benchmark checks the verdict.
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    let Some(input) = BENCH_INPUT.get_ptr_mut(0) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: a map value of the right type.
+    let len = unsafe { (*input).len };
+    if len == 0 || len as usize > BENCH_MAX_PACKET {
+        return XDP_ABORTED;
+    }
+    // A no-op for the lengths that passed the check, written so that the
+    // verifier sees 1..=BENCH_MAX_PACKET (LLVM folds the check above into a
+    // form it cannot follow).
+    let len = ((len - 1) & (BENCH_MAX_PACKET as u32 - 1)) + 1;
+    // SAFETY: `len` bytes of the map value are readable; the helper checks
+    // them against the packet's length.
+    let stored =
+        unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, (*input).packet.as_mut_ptr().cast(), len) };
+    if stored != 0 {
+        return XDP_ABORTED;
+    }
+    // SAFETY: a map value of the right type; this CPU runs the test alone.
+    let run = unsafe {
+        let run = (*input).runs;
+        (*input).runs = run.wrapping_add(1);
+        run
+    };
+    for i in 0..BENCH_ROTATIONS {
+        // SAFETY: as above.
+        let rotation = unsafe { (*input).rotations[i] };
+        if rotation.offset != 0 {
+            let mut value = rotation.value(run).to_be_bytes();
+            // SAFETY: a two-byte stack buffer; the helper checks the offset.
+            let stored = unsafe {
+                bpf_xdp_store_bytes(
+                    ctx.ctx,
+                    u32::from(rotation.offset),
+                    value.as_mut_ptr().cast(),
+                    2,
+                )
+            };
+            if stored != 0 {
+                return XDP_ABORTED;
+            }
+        }
+    }
+    // SAFETY: a tail call with this program's own context.
+    unsafe { BENCH_TARGET.tail_call(ctx, 0) };
+    XDP_ABORTED
+}
