@@ -1,0 +1,75 @@
+//! `xlb-bench rig`: housekeeping for netns rigs.
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use netns_tests::SweepReport;
+
+/// `xlb-bench rig <command>`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RigCommand {
+    /// Remove what crashed rigs left behind: kill the processes inside their
+    /// namespaces, delete the namespaces, unmount their bpffs mounts and
+    /// remove their work directories.
+    Sweep {
+        /// Only names starting with this; it must start with `xlb-rig-`
+        /// (default: every rig, including live ones of running tests).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only rigs whose creating process is gone (`xlb-rig-<pid>-...`
+        /// with no such pid), so running tests keep their rigs.
+        #[arg(long, conflicts_with = "prefix")]
+        orphans: bool,
+    },
+}
+
+pub(crate) fn run(command: &RigCommand) -> anyhow::Result<()> {
+    match command {
+        RigCommand::Sweep { prefix, orphans } => {
+            let report = if *orphans {
+                netns_tests::sweep_orphans().context("sweeping orphaned rigs")?
+            } else {
+                let prefix = prefix.as_deref().unwrap_or(netns_tests::PREFIX);
+                netns_tests::sweep(prefix)
+                    .with_context(|| format!("sweeping rigs with prefix {prefix:?}"))?
+            };
+            print_report(&report)?;
+            anyhow::ensure!(
+                report.failures.is_empty(),
+                "{} leftover(s) could not be removed (see above); run again as root, \
+                 or stop the processes holding them",
+                report.failures.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_report(report: &SweepReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let removed = &report.removed;
+    for name in &removed.namespaces {
+        writeln!(out, "removed namespace {name}")?;
+    }
+    for pid in &report.killed {
+        writeln!(out, "killed process {pid}")?;
+    }
+    for mount in &removed.mounts {
+        writeln!(out, "unmounted {}", mount.display())?;
+    }
+    for dir in &removed.dirs {
+        writeln!(out, "removed directory {}", dir.display())?;
+    }
+    for failure in &report.failures {
+        writeln!(out, "FAILED: {failure}")?;
+    }
+    writeln!(
+        out,
+        "swept: {} namespace(s), {} process(es), {} mount(s), {} directory(ies), {} failure(s)",
+        removed.namespaces.len(),
+        report.killed.len(),
+        removed.mounts.len(),
+        removed.dirs.len(),
+        report.failures.len()
+    )?;
+    Ok(())
+}
