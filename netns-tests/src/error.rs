@@ -115,6 +115,10 @@ pub enum Error {
         source: Box<xdp_lb::Error>,
     },
 
+    /// A datapath operation (load, map access) failed.
+    #[error("datapath")]
+    Datapath(#[source] Box<xdp_lb::Error>),
+
     /// An echo server answered something other than its name and the request.
     #[error("echo {server}: unexpected reply {reply:?} to {request:?}")]
     EchoReply {

@@ -43,6 +43,7 @@ mod wait;
 mod xdp;
 
 pub mod packets;
+pub mod parser_run;
 pub mod raw_socket;
 
 pub use addr::{Cidr, Mac, RIG_RANGE_V4, RIG_RANGE_V6, is_rig_address};

@@ -4,31 +4,13 @@
 //! Two paths: `BPF_PROG_TEST_RUN` (the kernel runs the program on a buffer), and a
 //! real veth inside a rig (frames sent with `AF_PACKET` from one namespace and
 //! received by the program attached in another).
-use std::collections::BTreeMap;
-
-use netns_tests::packets::{self, Sample};
-use xdp_lb::{Counter, Datapath, ParseCounter, ProgramName};
+use netns_tests::{
+    packets::{self, Sample},
+    parser_run::{counted, expected_counts},
+};
+use xdp_lb::{Datapath, ParseCounter, ProgramName};
 
 const XDP_PASS: u32 = 2;
-
-/// What the counters must read after `samples` went through the program once each.
-fn expected_counters(samples: &[Sample]) -> BTreeMap<ParseCounter, Counter> {
-    let mut expected = BTreeMap::new();
-    for sample in samples {
-        let slot: &mut Counter = expected.entry(sample.expect).or_default();
-        slot.packets += 1;
-        slot.bytes += sample.frame.len() as u64;
-    }
-    expected
-}
-
-fn nonzero_counters(datapath: &Datapath) -> BTreeMap<ParseCounter, Counter> {
-    let stats = datapath.parse_stats().expect("parse counters are readable");
-    stats
-        .iter()
-        .filter(|(_, c)| c.packets != 0 || c.bytes != 0)
-        .collect()
-}
 
 #[test]
 fn every_sample_lands_in_its_counter_and_passes_unchanged() {
@@ -58,7 +40,10 @@ fn every_sample_lands_in_its_counter_and_passes_unchanged() {
         );
     }
     // And nothing else was counted anywhere.
-    assert_eq!(nonzero_counters(&datapath), expected_counters(&samples));
+    assert_eq!(
+        counted(&datapath).expect("readable"),
+        expected_counts(&samples)
+    );
 }
 
 #[test]
@@ -76,4 +61,14 @@ fn every_counter_the_rig_can_reach_is_exercised() {
             "no sample exercises {counter:?}"
         );
     }
+}
+
+#[test]
+fn counters_match_a_known_mix_sent_over_a_veth_exactly() {
+    let run = netns_tests::parser_run::run(3).expect("rig, program and sender work");
+    assert!(!run.sent.is_empty());
+    assert_eq!(
+        run.counted, run.expected,
+        "the parser's counters must equal the frames sent, slot by slot"
+    );
 }
