@@ -186,6 +186,10 @@ fn find_reply(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
     if e.flags & CT_SEEN_REPLY == 0 {
         e.flags |= CT_SEEN_REPLY;
     }
+    // Replies keep a flow alive too (a server that only sends, over UDP).
+    if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
+        e.last_seen_ns = now;
+    }
     let state = next_state(e.state, e.flags, flow);
     if state != e.state {
         e.state = state;

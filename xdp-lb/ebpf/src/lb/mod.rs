@@ -146,7 +146,7 @@ fn decide_flow(flow: &Flow) -> Decision {
     // 1. The reply direction first: a backend answering a tracked flow.
     let nat = conntrack::lookup_reply(flow, config, now);
     if nat.is_some() {
-        return Decision::translate(nat);
+        return translate_unless_expiring(flow, nat);
     }
 
     // 2. Frontend lookup, with the node-address rule.
@@ -176,6 +176,7 @@ fn decide_flow(flow: &Flow) -> Decision {
     // SAFETY: as above.
     let service = unsafe { *service };
     if flow.ttl <= 1 {
+        // Before conntrack: an expiring packet creates no state.
         return Decision::pass(Verdict::PassTtlExpired);
     }
 
@@ -221,6 +222,17 @@ fn not_balanced(packet: &Packet) -> Decision {
         Decision::drop(Verdict::DropFragment)
     } else {
         Decision::pass(Verdict::PassOtherProtocol)
+    }
+}
+
+/// A packet whose TTL (hop limit) would expire here is passed untouched, so the
+/// kernel answers with ICMP time exceeded, as a router would.
+#[inline(always)]
+fn translate_unless_expiring(flow: &Flow, nat: Nat) -> Decision {
+    if flow.ttl <= 1 {
+        Decision::pass(Verdict::PassTtlExpired)
+    } else {
+        Decision::translate(nat)
     }
 }
 
