@@ -12,7 +12,7 @@
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`];
 //! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`], counters;
 //! - [`Datapath::simulate`]: which backend a flow would hit;
-//! - [`Datapath::test_run`]: `BPF_PROG_TEST_RUN`.
+//! - [`Datapath::test_run`]: runs a program on a packet (`BPF_PROG_TEST_RUN`).
 
 mod bench;
 mod conntrack;

@@ -182,6 +182,18 @@ fn find_reply(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
         let _ = CONNTRACK_REPLY.remove(&flow.tuple);
         return None;
     };
+    let nat = Nat {
+        end: End::Source,
+        addr: original.dst_addr,
+        port_be: original.dst_port_be,
+        service_id: e.service_id,
+        backend_id: e.backend_id,
+    };
+    if flow.ttl <= 1 {
+        // It will not reach the client (the caller passes it untouched): it
+        // changes nothing in the flow.
+        return Some(nat);
+    }
     count_ct(CtEvent::ReplyHit);
     if e.flags & CT_SEEN_REPLY == 0 {
         e.flags |= CT_SEEN_REPLY;
@@ -194,11 +206,5 @@ fn find_reply(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
     if state != e.state {
         e.state = state;
     }
-    Some(Nat {
-        end: End::Source,
-        addr: original.dst_addr,
-        port_be: original.dst_port_be,
-        service_id: e.service_id,
-        backend_id: e.backend_id,
-    })
+    Some(nat)
 }

@@ -2,7 +2,7 @@
 
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
-    addr::{Addr, v4_mapped},
+    addr::{Addr, is_v4_mapped, v4_mapped},
     conntrack::FlowTuple,
     stats::ParseCounter,
 };
@@ -134,7 +134,9 @@ fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
         | ParseCounter::Udp6
         | ParseCounter::Icmp6
         | ParseCounter::OtherL4Ip6
-        | ParseCounter::Fragment6 => frame.read::<[u8; 16]>(l3 + 24),
+        | ParseCounter::Fragment6 => frame
+            .read::<[u8; 16]>(l3 + 24)
+            .filter(|dst| !is_v4_mapped(dst)),
         _ => None,
     }
 }
@@ -175,6 +177,12 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
         let ip = frame.get::<Ipv6Hdr>(l3)?;
         unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).hop_limit) }
     };
+    // The maps key IPv4 as IPv4-mapped IPv6: an IPv6 packet carrying such an
+    // address (never valid on the wire, RFC 4291 §2.5.5.2) must not match an
+    // IPv4 frontend or flow.
+    if !is_v4 && (is_v4_mapped(&src_addr) || is_v4_mapped(&dst_addr)) {
+        return None;
+    }
     // TCP and UDP both start with source and destination port; the parser
     // checked the whole TCP header is there, and byte 13 holds its flags.
     let (ports, tcp_flags) = if is_tcp {
