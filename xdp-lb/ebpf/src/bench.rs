@@ -1,10 +1,11 @@
-//! `xdp_bench`: the measuring wrapper of DESIGN.md's method B. With `repeat`
-//! > 1, `BPF_PROG_TEST_RUN` does not restore the packet between runs, so a
-//! program that rewrites it would measure its own output from the second run
-//! on. This wrapper writes the original packet back (with the fields it is
-//! told to rotate set for this run, so a run can be a new flow), then tail-calls the
-//! program under test (slot 0 of `BENCH_TARGET`); the floor is measured
-//! through the same wrapper, so the ratio compares like with like.
+//! `xdp_bench`: the measuring wrapper of DESIGN.md's method B. With a
+//! `repeat` above 1, `BPF_PROG_TEST_RUN` does not restore the packet between
+//! runs, so a program that rewrites it would measure its own output from the
+//! second run on. This wrapper writes the original packet back (with the
+//! fields it is told to rotate set for this run, so a run can be a new flow),
+//! then tail-calls the program under test (slot 0 of `BENCH_TARGET`); the
+//! floor is measured through the same wrapper, so the ratio compares like
+//! with like.
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_ABORTED,

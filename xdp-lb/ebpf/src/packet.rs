@@ -62,15 +62,6 @@ impl Frame {
         self.get::<T>(offset).map(<*const T>::cast_mut)
     }
 
-    /// Writes `value` at `offset` (unaligned); `None` if it does not fit.
-    #[inline(always)]
-    pub fn write<T: Copy>(&self, offset: usize, value: T) -> Option<()> {
-        // SAFETY: `get_mut` checked that the bytes lie inside the packet, which
-        // the program owns while it runs.
-        self.get_mut::<T>(offset)
-            .map(|p| unsafe { p.write_unaligned(value) })
-    }
-
     /// Reads a `T` at `offset` (unaligned), if it lies inside the frame.
     #[inline(always)]
     pub fn read<T: Copy>(&self, offset: usize) -> Option<T> {

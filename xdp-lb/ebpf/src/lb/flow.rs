@@ -163,9 +163,9 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     // One bounds check per header, then field reads through the checked
     // pointer: the verifier follows that; separate checks per field LLVM may
     // merge into one the verifier cannot relate to the other fields.
-    // SAFETY (all reads below): `get` checked the whole header lies in the frame.
     let (src_addr, dst_addr, ttl) = if is_v4 {
         let ip = frame.get::<Ipv4Hdr>(l3)?;
+        // SAFETY: `get` checked the whole header lies in the frame.
         unsafe {
             (
                 v4_mapped((*ip).src_addr),
@@ -175,6 +175,7 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
         }
     } else {
         let ip = frame.get::<Ipv6Hdr>(l3)?;
+        // SAFETY: as above.
         unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).hop_limit) }
     };
     // The maps key IPv4 as IPv4-mapped IPv6: an IPv6 packet carrying such an
