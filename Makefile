@@ -35,6 +35,8 @@ test: lint
 
 bench: setup
 	$(CARGO) bench -p consistent-hash
+	$(CARGO) build --release -p bench-tools
+	target/release/xlb-bench prog --json target/xlb-bench-prog.json
 
 fmt: setup
 	$(CARGO) fmt --all

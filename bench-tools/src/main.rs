@@ -1,6 +1,10 @@
 //! `xlb-bench`: datapath microbenchmarks, Maglev analysis, traffic rigs and baselines.
 use clap::{Parser, Subcommand};
 
+mod maglev;
+mod prog;
+mod rig;
+
 #[derive(Debug, Parser)]
 #[command(name = "xlb-bench", version, about)]
 struct Cli {
@@ -9,7 +13,15 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Build a Maglev table and report build time, balance and disruption.
+    Maglev(maglev::MaglevArgs),
+    /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
+    Prog(prog::ProgArgs),
+    /// Manage netns rigs (e.g. sweep leftovers of a crashed run).
+    #[command(subcommand)]
+    Rig(rig::RigCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -20,5 +32,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Maglev(args) => maglev::run(&args),
+        Command::Prog(args) => prog::run(&args),
+        Command::Rig(command) => rig::run(&command),
+    }
 }

@@ -1,0 +1,481 @@
+//! The measured cases of one scale, and the flows they need tracked first.
+//!
+//! Every case is a frame for run 0 plus two rotations (DESIGN.md, method B): the
+//! wrapper, and method A in user space, rewrite those fields for run `n`, so
+//! that a case walks over many services and flows instead of one cache-hot
+//! entry, and a new-flow case is really new in every run.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tracing::info;
+use xdp_lb::{Datapath, Flow, ProgramName, Protocol, Rotation, Simulation};
+
+use super::{
+    check::{Snapshot, XDP_REDIRECT},
+    fixture::{BACKEND_PORT, Layout, SHARED_BACKEND, backend_ip, backend_mac},
+    frame::{DST_IP_LO, Headers, L4, SRC_IP_LO, SRC_PORT, ipv4_plus, keep, rotate},
+    netns::{DOWN_MAC, GATEWAY_MAC, LB_ADDR, UP_MAC},
+};
+
+/// The first client of the conntrack-hit flows (TCP) and of the UDP flows;
+/// more flows take the next source ports, then the next addresses.
+const TCP_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const UDP_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const FIRST_TRACKED_PORT: u16 = 20_000;
+/// Source ports per client address of the tracked flows.
+const PORTS_PER_CLIENT: u32 = 40_000;
+/// The client port of the reply flows.
+const CLIENT_PORT: u16 = 40_000;
+/// Clients of the reply flows: 10.2.0.0 + k, so the wrapper can rotate them.
+const REPLY_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 0);
+/// At most this many reply flows (their clients' low 16 bits must not wrap).
+const MAX_REPLY_FLOWS: u32 = 60_000;
+/// Fresh clients, one per new-flow run: 10.64.0.0 and up.
+const FRESH_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 0);
+/// First source port of a new-flow run; the rotation counts up from here and
+/// stops short of wrapping to port 0.
+const FIRST_NEW_PORT: u16 = 10_000;
+
+/// The classes of DESIGN.md's table, plus the floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    /// `xdp_floor`: parse Ethernet/IPv4/TCP, bump one counter, pass.
+    Floor,
+    /// A TCP SYN of a flow never seen: Maglev, conntrack insert, DNAT, forward.
+    NewTcpFlow,
+    /// A TCP ACK of a tracked flow: conntrack hit, DNAT, forward.
+    ConntrackHit,
+    /// A UDP datagram of a tracked flow.
+    Udp,
+    /// A backend's answer to a tracked flow: reverse NAT, forward.
+    Reply,
+    /// A frame to an address that is not a frontend: passed untouched.
+    NonVipPass,
+}
+
+impl Kind {
+    /// Table order.
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Floor,
+        Self::NewTcpFlow,
+        Self::ConntrackHit,
+        Self::Udp,
+        Self::Reply,
+        Self::NonVipPass,
+    ];
+
+    /// The row label.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Floor => "floor (`xdp_floor`)",
+            Self::NewTcpFlow => "new TCP flow (SYN)",
+            Self::ConntrackHit => "conntrack hit (TCP ACK)",
+            Self::Udp => "UDP (conntrack hit)",
+            Self::Reply => "reply reverse-NAT",
+            Self::NonVipPass => "non-VIP pass",
+        }
+    }
+}
+
+/// What the datapath must do with every frame of a case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// XDP_PASS, the frame untouched.
+    Pass,
+    /// DNAT to the backend `simulate` names for the flow, out of `dn0`.
+    Dnat,
+    /// Reverse NAT: the source becomes the frontend of reply flow `n % len`
+    /// (the flows' clients are consecutive addresses), out of `up0`.
+    Reply { frontends: Vec<SocketAddrV4> },
+}
+
+/// One measured case of one scale.
+#[derive(Clone, Debug)]
+pub(crate) struct Case {
+    pub(crate) kind: Kind,
+    pub(crate) program: ProgramName,
+    /// The frame of run 0. A new-flow case replaces the client for every run.
+    pub(crate) headers: Headers,
+    /// Exactly two (see [`keep`]).
+    pub(crate) rotations: Vec<Rotation>,
+    /// Distinct flows the rotations walk through before repeating; for a new
+    /// flow case, how many runs one client can make before a flow repeats.
+    pub(crate) cycle: u32,
+    pub(crate) expect: Expect,
+}
+
+impl Case {
+    /// True when every run starts from a fresh client (and its counter from 0).
+    pub(crate) fn is_new_flow(&self) -> bool {
+        self.kind == Kind::NewTcpFlow
+    }
+
+    /// The frame of run 0, for `client` if the case takes one per run.
+    pub(crate) fn frame(&self, client: Option<Ipv4Addr>) -> Vec<u8> {
+        self.headers_for(client).build()
+    }
+
+    /// The headers of run 0, for `client` if given.
+    pub(crate) fn headers_for(&self, client: Option<Ipv4Addr>) -> Headers {
+        let mut headers = self.headers;
+        if let Some(client) = client {
+            headers.src.set_ip(client);
+        }
+        headers
+    }
+
+    /// The frame of run `n`.
+    pub(crate) fn frame_at(&self, client: Option<Ipv4Addr>, n: u32) -> Vec<u8> {
+        let mut frame = self.frame(client);
+        rotate(&mut frame, &self.rotations, n);
+        frame
+    }
+}
+
+/// Hands out clients that have never sent anything, one per new-flow run.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    next: u32,
+}
+
+impl Clients {
+    pub(crate) fn fresh(&mut self) -> anyhow::Result<Ipv4Addr> {
+        let client = ipv4_plus(FRESH_CLIENTS, self.next)?;
+        anyhow::ensure!(self.next < 1 << 22, "out of fresh clients in 10.64.0.0/10");
+        self.next += 1;
+        Ok(client)
+    }
+}
+
+/// Pads `rotations` to exactly two with rotations that change nothing.
+fn two(frame: &[u8], mut rotations: Vec<Rotation>) -> Vec<Rotation> {
+    while rotations.len() < 2 {
+        rotations.push(keep(frame, rotations.len() == 1));
+    }
+    rotations
+}
+
+/// A client-side frame to service 0's frontend.
+fn to_service(layout: &Layout, client: Ipv4Addr, port: u16, l4: L4) -> Headers {
+    Headers {
+        src_mac: GATEWAY_MAC,
+        dst_mac: UP_MAC,
+        src: SocketAddrV4::new(client, port),
+        dst: layout.frontend(0),
+        ttl: 64,
+        l4,
+    }
+}
+
+/// The rotations that walk over the tracked flows of `client`: every service in
+/// turn, then (when a field is left) the next source port, then the next client
+/// address, until at least `min_flows` flows; and how many flows that makes.
+fn tracked_flows(layout: &Layout, client: Ipv4Addr, min_flows: u32) -> (Vec<Rotation>, u32) {
+    let n = layout.services;
+    // One service: its rotation would rewrite the VIP with its own value; the
+    // two fields serve the flows instead.
+    let mut rotations = if n > 1 { layout.rotations() } else { vec![] };
+    let mut flows = n;
+    let per_service = min_flows.div_ceil(n);
+    if per_service > 1 && rotations.len() < 2 {
+        // As few client addresses as the ports allow, then as few ports as
+        // those addresses need: the count lands on `per_service` or just above.
+        let [_, _, hi, lo] = client.octets();
+        let first = u16::from_be_bytes([hi, lo]);
+        let addresses = if rotations.is_empty() {
+            per_service
+                .div_ceil(PORTS_PER_CLIENT)
+                .min(u32::from(u16::MAX - first))
+        } else {
+            1
+        };
+        let ports = per_service.div_ceil(addresses).min(PORTS_PER_CLIENT);
+        rotations.push(Rotation {
+            offset: SRC_PORT,
+            base: FIRST_TRACKED_PORT,
+            modulus: ports,
+            divisor: flows,
+        });
+        flows *= ports;
+        if addresses > 1 {
+            rotations.push(Rotation {
+                offset: SRC_IP_LO,
+                base: first,
+                modulus: addresses,
+                divisor: flows,
+            });
+            flows *= addresses;
+        }
+    }
+    (rotations, flows)
+}
+
+/// Flows the cases of a scale track before they are measured: the TCP and the
+/// UDP flows, the reply flows (at most), and one per case for the checks.
+pub(crate) fn tracked_before(layout: &Layout, min_flows: u32) -> u64 {
+    let (_, tcp) = tracked_flows(layout, TCP_CLIENT, min_flows);
+    let (_, udp) = tracked_flows(layout, UDP_CLIENT, min_flows);
+    let replies = layout.services.min(MAX_REPLY_FLOWS);
+    u64::from(tcp) + u64::from(udp) + u64::from(replies) + Kind::ALL.len() as u64
+}
+
+/// Builds the cases of a scale, tracking the flows they need first. The
+/// conntrack-hit and UDP cases walk over at least `min_flows` flows (and at
+/// least one per service).
+pub(crate) fn build(
+    dp: &mut Datapath,
+    layout: &Layout,
+    min_flows: u32,
+) -> anyhow::Result<Vec<Case>> {
+    let n = layout.services;
+    let services = layout.rotations();
+    let mut cases = Vec::new();
+
+    let established = to_service(layout, TCP_CLIENT, FIRST_TRACKED_PORT, L4::Ack);
+    let frame = established.build();
+    cases.push(Case {
+        kind: Kind::Floor,
+        program: ProgramName::XdpFloor,
+        headers: established,
+        rotations: two(&frame, vec![]),
+        cycle: 1,
+        expect: Expect::Pass,
+    });
+
+    // New flows: every service in turn and, while one VIP rotation is enough,
+    // the source port counting up once per pass over the services.
+    let template = to_service(layout, Ipv4Addr::UNSPECIFIED, FIRST_NEW_PORT, L4::Syn);
+    let mut rotations = services;
+    let cycle = if rotations.len() == 1 {
+        rotations.push(Rotation {
+            offset: SRC_PORT,
+            base: FIRST_NEW_PORT,
+            modulus: 0,
+            divisor: n,
+        });
+        n.saturating_mul(u32::from(u16::MAX - FIRST_NEW_PORT))
+    } else {
+        n
+    };
+    cases.push(Case {
+        kind: Kind::NewTcpFlow,
+        program: ProgramName::XdpLb,
+        headers: template,
+        rotations: two(&template.build(), rotations),
+        cycle,
+        expect: Expect::Dnat,
+    });
+
+    // The tracked flows, TCP and UDP, created by the very rotations that
+    // measure them.
+    let (rotations, flows) = tracked_flows(layout, TCP_CLIENT, min_flows);
+    let syn = Headers {
+        l4: L4::Syn,
+        ..established
+    };
+    track_rotated(dp, &syn, &rotations, flows).context("tracking the TCP flows")?;
+    cases.push(Case {
+        kind: Kind::ConntrackHit,
+        program: ProgramName::XdpLb,
+        headers: established,
+        rotations: two(&frame, rotations),
+        cycle: flows,
+        expect: Expect::Dnat,
+    });
+    let udp = to_service(layout, UDP_CLIENT, FIRST_TRACKED_PORT, L4::Udp);
+    let (rotations, flows) = tracked_flows(layout, UDP_CLIENT, min_flows);
+    track_rotated(dp, &udp, &rotations, flows).context("tracking the UDP flows")?;
+    cases.push(Case {
+        kind: Kind::Udp,
+        program: ProgramName::XdpLb,
+        headers: udp,
+        rotations: two(&udp.build(), rotations),
+        cycle: flows,
+        expect: Expect::Dnat,
+    });
+
+    cases.push(reply_case(dp, layout)?);
+
+    let other = Headers {
+        dst: SocketAddrV4::new(LB_ADDR, 22),
+        ..established
+    };
+    cases.push(Case {
+        kind: Kind::NonVipPass,
+        program: ProgramName::XdpLb,
+        headers: other,
+        rotations: two(&other.build(), vec![]),
+        cycle: 1,
+        expect: Expect::Pass,
+    });
+    Ok(cases)
+}
+
+/// Runs `headers` through `xdp_lb` `count` times with `rotations` (one run per
+/// service), checking that every run created a flow.
+fn track_rotated(
+    dp: &mut Datapath,
+    headers: &Headers,
+    rotations: &[Rotation],
+    count: u32,
+) -> anyhow::Result<()> {
+    let frame = headers.build();
+    dp.bench_target_rotating(ProgramName::XdpLb, &frame, rotations)?;
+    let before = Snapshot::take(dp)?;
+    let out = dp.test_run_repeat(ProgramName::XdpBench, &frame, count)?;
+    anyhow::ensure!(
+        out.action == XDP_REDIRECT,
+        "creating flows: verdict {} instead of XDP_REDIRECT",
+        out.action
+    );
+    Snapshot::take(dp)?.ensure_created(&before, u64::from(count))
+}
+
+/// The reply case: answers from the shared backend to clients 10.2.0.b + k.
+///
+/// A reply carries its backend's address, and the wrapper can only rotate
+/// fields, so the rotated replies must all come from one backend: for each
+/// client, the flow goes to the first service (from `k % N` on) whose Maglev
+/// table sends that flow to the shared backend, which every service has.
+fn reply_case(dp: &mut Datapath, layout: &Layout) -> anyhow::Result<Case> {
+    let n = layout.services;
+    let target = n.min(MAX_REPLY_FLOWS);
+    let mut base = None;
+    for b in 0..64 {
+        if let Some(frontend) = reply_service(dp, layout, reply_client(b)?, 0)? {
+            base = Some((b, frontend));
+            break;
+        }
+    }
+    let (base, first) = base.context("no service sends a reply client to the shared backend")?;
+    let mut frontends = vec![first];
+    for k in 1..target {
+        match reply_service(dp, layout, reply_client(base + k)?, k)? {
+            Some(frontend) => frontends.push(frontend),
+            None => break,
+        }
+    }
+    info!(
+        services = n,
+        flows = frontends.len(),
+        "tracking the reply flows"
+    );
+    let before = Snapshot::take(dp)?;
+    for (k, frontend) in (base..).zip(&frontends) {
+        let syn = Headers {
+            src_mac: GATEWAY_MAC,
+            dst_mac: UP_MAC,
+            src: SocketAddrV4::new(reply_client(k)?, CLIENT_PORT),
+            dst: *frontend,
+            ttl: 64,
+            l4: L4::Syn,
+        };
+        let out = dp.test_run(ProgramName::XdpLb, &syn.build())?;
+        anyhow::ensure!(
+            out.action == XDP_REDIRECT,
+            "creating reply flow {k}: verdict {}",
+            out.action
+        );
+    }
+    let flows = u32::try_from(frontends.len())?;
+    Snapshot::take(dp)?.ensure_created(&before, u64::from(flows))?;
+    let headers = Headers {
+        src_mac: backend_mac(SHARED_BACKEND),
+        dst_mac: DOWN_MAC,
+        src: SocketAddrV4::new(backend_ip(SHARED_BACKEND), BACKEND_PORT),
+        dst: SocketAddrV4::new(reply_client(base)?, CLIENT_PORT),
+        ttl: 64,
+        l4: L4::Ack,
+    };
+    let rotation = Rotation {
+        offset: DST_IP_LO,
+        base: u16::try_from(base)?,
+        modulus: flows,
+        divisor: 1,
+    };
+    Ok(Case {
+        kind: Kind::Reply,
+        program: ProgramName::XdpLb,
+        headers,
+        rotations: two(&headers.build(), vec![rotation]),
+        cycle: flows,
+        expect: Expect::Reply { frontends },
+    })
+}
+
+fn reply_client(k: u32) -> anyhow::Result<Ipv4Addr> {
+    ipv4_plus(REPLY_CLIENTS, k)
+}
+
+/// The frontend of the first service, from `start % N` on, that would send the
+/// flow of `client` to the shared backend (tried on at most 64 services).
+fn reply_service(
+    dp: &Datapath,
+    layout: &Layout,
+    client: Ipv4Addr,
+    start: u32,
+) -> anyhow::Result<Option<SocketAddrV4>> {
+    let n = layout.services;
+    for j in 0..n.min(64) {
+        let frontend = layout.frontend((start + j) % n);
+        let flow = Flow::new(
+            SocketAddr::V4(SocketAddrV4::new(client, CLIENT_PORT)),
+            SocketAddr::V4(frontend),
+            Protocol::Tcp,
+        );
+        if let Simulation::Backend {
+            backend_id: SHARED_BACKEND,
+            tracked: false,
+            ..
+        } = dp.simulate(&flow)?
+        {
+            return Ok(Some(frontend));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::prog::frame::flow_of;
+
+    /// Every flow the rotations of `client` produce, one per run of a pass.
+    fn walk(layout: &Layout, min_flows: u32) -> (u32, usize) {
+        let (rotations, flows) = tracked_flows(layout, TCP_CLIENT, min_flows);
+        let frame = to_service(layout, TCP_CLIENT, FIRST_TRACKED_PORT, L4::Ack).build();
+        let distinct: HashSet<_> = (0..flows)
+            .map(|n| {
+                let mut f = frame.clone();
+                rotate(&mut f, &rotations, n);
+                flow_of(&f).unwrap()
+            })
+            .collect();
+        (flows, distinct.len())
+    }
+
+    #[test]
+    fn tracked_flows_are_distinct_and_at_least_asked_for() {
+        for (services, min_flows) in [(1, 1), (1, 100_000), (1000, 100_000), (100_000, 1)] {
+            let layout = Layout::new(services).unwrap();
+            let (flows, distinct) = walk(&layout, min_flows);
+            assert!(flows >= min_flows.max(services), "{services}: {flows}");
+            assert!(flows <= min_flows.max(services) + 2, "{services}: {flows}");
+            assert_eq!(distinct as u32, flows);
+        }
+    }
+
+    #[test]
+    fn fresh_clients_never_repeat() {
+        let mut clients = Clients::default();
+        let a = clients.fresh().unwrap();
+        let b = clients.fresh().unwrap();
+        assert_ne!(a, b);
+        assert!(a.octets()[0] == 10 && a.octets()[1] >= 64);
+    }
+}

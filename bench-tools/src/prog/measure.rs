@@ -1,0 +1,213 @@
+//! The two ways of timing a case (DESIGN.md, "Measuring ns/packet"), one run
+//! at a time, each run checked.
+//!
+//! - Method A: one run per `BPF_PROG_TEST_RUN` call (repeat = 1), the kernel's
+//!   durations averaged over many calls, as Katran's `--perf_testing` does. It
+//!   includes the kernel's per-call timing overhead.
+//! - Method B: `repeat` runs per call through `xdp_bench`, which restores the
+//!   frame (and sets the rotated fields) before every run, so a rewriting path
+//!   is never timed on its own output. The kernel reports the average.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use xdp_lb::{Datapath, ProgramName};
+
+use super::{
+    cases::{Case, Clients},
+    check::{Snapshot, action, expected_output},
+    frame::{ensure_frame, rotate, same_but_checksums},
+};
+
+/// A timing method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    A,
+    B,
+}
+
+/// Where method A of a case goes on from: the rotations keep counting across
+/// runs, so that successive runs walk on over the services instead of starting
+/// again from the first.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    next: u32,
+}
+
+/// Method B's repeat for `case`: `repeat`, rounded up to whole passes over the
+/// case's flows (the wrapper's counter restarts with every run, so a run that
+/// stopped half-way would leave the other half unmeasured).
+pub(crate) fn repeat_for(case: &Case, repeat: u32) -> u32 {
+    if case.is_new_flow() || case.cycle <= 1 {
+        repeat
+    } else {
+        repeat.div_ceil(case.cycle).saturating_mul(case.cycle)
+    }
+}
+
+/// One method-B run of `repeat` runs; returns the kernel's ns per run.
+pub(crate) fn run_b(
+    dp: &mut Datapath,
+    case: &Case,
+    repeat: u32,
+    clients: &mut Clients,
+) -> anyhow::Result<f64> {
+    let client = case.is_new_flow().then(|| clients.fresh()).transpose()?;
+    anyhow::ensure!(
+        !case.is_new_flow() || repeat <= case.cycle,
+        "{}: {repeat} runs would repeat a flow after {}; lower --repeat",
+        case.kind.label(),
+        case.cycle
+    );
+    let frame = case.frame(client);
+    dp.bench_target_rotating(case.program, &frame, &case.rotations)?;
+    let before = Snapshot::take(dp)?;
+    let out = dp.test_run_repeat(ProgramName::XdpBench, &frame, repeat)?;
+    let label = case.kind.label();
+    anyhow::ensure!(
+        out.action == action(case),
+        "{label} (method B): the wrapper returned {} instead of {}",
+        out.action,
+        action(case)
+    );
+    Snapshot::take(dp)?.ensure_counted(&before, case.kind, u64::from(repeat))?;
+    // The frame the last run left: what run `repeat - 1` must come out as.
+    let last = case.frame_at(client, repeat - 1);
+    let expected = expected_output(dp, case, &last)?;
+    ensure_frame(
+        same_but_checksums(&out.packet, &expected),
+        label,
+        &out.packet,
+        &expected,
+    )?;
+    Ok(ns(out.duration))
+}
+
+/// One method-A run of `calls` calls; returns the average of the kernel's
+/// per-call durations, in ns.
+pub(crate) fn run_a(
+    dp: &Datapath,
+    case: &Case,
+    calls: u32,
+    progress: &mut Progress,
+    clients: &mut Clients,
+) -> anyhow::Result<f64> {
+    let label = case.kind.label();
+    let client = case.is_new_flow().then(|| clients.fresh()).transpose()?;
+    let first = if case.is_new_flow() {
+        anyhow::ensure!(
+            calls <= case.cycle,
+            "{label}: {calls} calls would repeat a flow after {}; lower --calls",
+            case.cycle
+        );
+        0
+    } else {
+        progress.next
+    };
+    let mut frame = case.frame(client);
+    let before = Snapshot::take(dp)?;
+    let mut total = Duration::ZERO;
+    let mut last = None;
+    for i in 0..calls {
+        let n = first.wrapping_add(i);
+        rotate(&mut frame, &case.rotations, n);
+        let out = dp
+            .test_run(case.program, &frame)
+            .with_context(|| format!("{label}: test run"))?;
+        anyhow::ensure!(
+            out.action == action(case),
+            "{label} (method A): verdict {} instead of {}",
+            out.action,
+            action(case)
+        );
+        total += out.duration;
+        if i + 1 == calls {
+            last = Some(out.packet);
+        }
+    }
+    progress.next = first.wrapping_add(calls);
+    Snapshot::take(dp)?.ensure_counted(&before, case.kind, u64::from(calls))?;
+    if let Some(out) = last {
+        let expected = expected_output(dp, case, &frame)?;
+        ensure_frame(same_but_checksums(&out, &expected), label, &out, &expected)?;
+    }
+    Ok(ns(total) / f64::from(calls.max(1)))
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// The per-run figures of one (scale, case, method), and their summary.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Samples {
+    /// ns/packet of each run, in the order measured.
+    pub(crate) runs_ns: Vec<f64>,
+    /// ns/packet of the floor, run the same way just before each run (empty
+    /// for the floor itself): a shared machine's slow phases then weigh on
+    /// both sides of each ratio.
+    pub(crate) floor_ns: Vec<f64>,
+    /// Packets per run: method B's repeat, or method A's calls.
+    pub(crate) packets_per_run: u32,
+}
+
+/// Order statistics of a set of runs.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) p10: f64,
+    pub(crate) p90: f64,
+}
+
+impl Summary {
+    pub(crate) fn of(values: &[f64]) -> Option<Self> {
+        let mut v = values.to_vec();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        // Nearest-rank percentiles.
+        let at = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+            p10: at(0.1),
+            p90: at(0.9),
+        })
+    }
+}
+
+impl Samples {
+    pub(crate) fn new(packets_per_run: u32) -> Self {
+        Self {
+            runs_ns: Vec::new(),
+            floor_ns: Vec::new(),
+            packets_per_run,
+        }
+    }
+
+    pub(crate) fn summary(&self) -> Option<Summary> {
+        Summary::of(&self.runs_ns)
+    }
+
+    /// The median over runs of each run's figure over the floor's just before.
+    pub(crate) fn over_floor(&self) -> Option<f64> {
+        let ratios: Vec<f64> = self
+            .runs_ns
+            .iter()
+            .zip(&self.floor_ns)
+            .filter(|(_, floor)| **floor > 0.0)
+            .map(|(ns, floor)| ns / floor)
+            .collect();
+        Summary::of(&ratios).map(|s| s.median)
+    }
+}

@@ -1,0 +1,325 @@
+//! `xlb-bench prog`: ns/packet of the datapath under `BPF_PROG_TEST_RUN`, with
+//! the methods of DESIGN.md ("Measuring ns/packet"), beside the floor program
+//! measured the same way in the same run.
+//!
+//! A scale is a number of services and a number of tracked flows the hit
+//! cases walk over: one service with one cache-hot flow (how DESIGN.md's Katran
+//! figures were taken, and where the × floor targets are checked), then every
+//! `--services` count at `--flows` flows, so that scales compare at equal flows.
+//! For every scale it loads a datapath of its own, configures the services,
+//! tracks the flows the cases need, checks every case once on its real
+//! interface, and then measures in interleaved rounds: each round runs every
+//! (scale, case, method) once, so that the noise of a shared machine falls on
+//! every row alike and each ratio pairs figures taken close in time. Everything
+//! runs in a private network namespace (see `netns`).
+
+mod cases;
+mod check;
+mod fixture;
+mod frame;
+mod measure;
+mod netns;
+mod report;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+use xdp_lb::Datapath;
+
+use self::{
+    cases::{Case, Clients, Kind},
+    fixture::Layout,
+    measure::{Method, Progress, Samples},
+    report::{Row, Setup},
+};
+
+/// `xlb-bench prog [--runs N] [--repeat R] [--calls C] [--services 1,1000,100000]
+/// [--flows F] [--method a|b|both] [--json FILE]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProgArgs {
+    /// Measured runs per case and method (the median is reported, with min and max).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Method B: runs per BPF_PROG_TEST_RUN call through the `xdp_bench` wrapper.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Method A: calls (one run each) per measured run.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    calls: u32,
+    /// Numbers of services to measure at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000, 100_000])]
+    services: Vec<u32>,
+    /// Tracked flows the conntrack-hit and UDP cases walk over at every scale
+    /// of --services (spread over its services, at least one per service), so
+    /// that scales compare at equal flows. One service with one flow (Katran's
+    /// single cache-hot flow, the scale the × floor targets are checked at) is
+    /// measured besides.
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u32).range(1..=10_000_000)
+    )]
+    flows: u32,
+    /// Conntrack capacity at every scale (default: every flow the run tracks,
+    /// plus a tenth).
+    #[arg(long)]
+    conntrack_entries: Option<u32>,
+    /// Which methods to run.
+    #[arg(long, value_enum, default_value_t = MethodChoice::Both)]
+    method: MethodChoice,
+    /// Stop after the round that ends past this many seconds of measuring (set-up
+    /// not counted; at least three rounds are measured, or --runs if fewer).
+    #[arg(long, default_value_t = 120)]
+    budget_secs: u64,
+    /// Seed of the Maglev tables and the flow hash.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Write every raw figure to this file as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// `--method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MethodChoice {
+    A,
+    B,
+    Both,
+}
+
+impl MethodChoice {
+    fn includes(self, method: Method) -> bool {
+        match self {
+            Self::Both => true,
+            Self::A => method == Method::A,
+            Self::B => method == Method::B,
+        }
+    }
+}
+
+/// A scale: services configured, and the flows the hit cases walk over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Spec {
+    services: u32,
+    flows: u32,
+}
+
+/// One service, one flow: the scale DESIGN.md's Katran figures compare with.
+const HOT: Spec = Spec {
+    services: 1,
+    flows: 1,
+};
+
+/// The hot scale, then --services at --flows.
+fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
+    anyhow::ensure!(
+        !args.services.is_empty(),
+        "--services needs at least one count"
+    );
+    let mut specs: Vec<Spec> = args
+        .services
+        .iter()
+        .map(|&services| Spec {
+            services,
+            flows: args.flows,
+        })
+        .collect();
+    specs.sort_unstable();
+    specs.insert(0, HOT);
+    specs.dedup();
+    Ok(specs)
+}
+
+pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
+    let specs = specs(args)?;
+    // The maps are pinned (see `fixture::write_tables`) in a private bpffs,
+    // unmounted with the rig.
+    let mut rig = netns_tests::Rig::new()?;
+    let bpffs = rig.bpffs()?;
+    let (setup, rows) = netns::in_private_netns(|| measure_all(args, &specs, &bpffs))?;
+    drop(rig);
+    let targets = report::targets(&rows, args.flows);
+    report::markdown(&mut std::io::stdout().lock(), &setup, &rows, &targets)?;
+    if let Some(path) = &args.json {
+        report::json(path, &setup, &rows, &targets)?;
+        info!(path = %path.display(), "raw figures written");
+    }
+    Ok(())
+}
+
+/// One scale: its datapath, its cases and their figures.
+#[derive(Debug)]
+struct Scale {
+    dp: Datapath,
+    cases: Vec<Case>,
+    progress: Vec<Progress>,
+    rows: Vec<Row>,
+}
+
+fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<(Setup, Vec<Row>)> {
+    let interfaces = netns::set_up().context("setting up the private namespace")?;
+    let conntrack = match args.conntrack_entries {
+        Some(entries) => entries,
+        None => conntrack_entries(args, specs)?,
+    };
+    let mut clients = Clients::default();
+    let mut scales = Vec::new();
+    for spec in specs {
+        let (n, flows) = (spec.services, spec.flows);
+        info!(services = n, flows, conntrack, "setting up a scale");
+        let layout = Layout::new(n)?;
+        let pins = bpffs.join(format!("services-{n}-flows-{flows}"));
+        let mut dp = fixture::load(&layout, conntrack, args.seed, &pins)?;
+        let cases = cases::build(&mut dp, &layout, flows)?;
+        for case in &cases {
+            check::golden(&dp, case, interfaces, &mut clients).with_context(|| {
+                format!(
+                    "checking {} at {n} services, {flows} flows",
+                    case.kind.label()
+                )
+            })?;
+        }
+        let samples = |method, per_run| args.method.includes(method).then(|| Samples::new(per_run));
+        let rows = cases
+            .iter()
+            .map(|case| Row {
+                services: n,
+                scale_flows: flows,
+                case: case.kind,
+                flows: case.cycle,
+                method_a: samples(Method::A, args.calls),
+                method_b: samples(Method::B, measure::repeat_for(case, args.repeat)),
+            })
+            .collect();
+        scales.push(Scale {
+            dp,
+            progress: vec![Progress::default(); cases.len()],
+            cases,
+            rows,
+        });
+    }
+    info!("every case checked; measuring");
+
+    let budget = Duration::from_secs(args.budget_secs);
+    let started = Instant::now();
+    let mut rounds = 0;
+    // Round 0 warms caches and refreshes the tracked flows; it is not recorded.
+    for round in 0..=args.runs {
+        for scale in &mut scales {
+            measure_round(args, scale, &mut clients, round == 0)?;
+        }
+        if round == 0 {
+            continue;
+        }
+        rounds = round;
+        info!(round, of = args.runs, "round measured");
+        if round >= args.runs.min(3) && started.elapsed() > budget && round < args.runs {
+            warn!(rounds = round, "time budget spent; stopping early");
+            break;
+        }
+    }
+    let setup = Setup {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        rounds,
+        repeat: args.repeat,
+        calls: args.calls,
+        seed: args.seed,
+        conntrack_entries: conntrack,
+        table_size: fixture::table_size()?.get(),
+        backends_per_service: fixture::BACKENDS_PER_SERVICE,
+    };
+    let rows = scales.into_iter().flat_map(|s| s.rows).collect();
+    Ok((setup, rows))
+}
+
+/// Runs every case of a scale once with each method, each right after a run
+/// of the floor (whose figure the case's ratio takes).
+fn measure_round(
+    args: &ProgArgs,
+    scale: &mut Scale,
+    clients: &mut Clients,
+    warm_up: bool,
+) -> anyhow::Result<()> {
+    let floor = scale
+        .cases
+        .iter()
+        .position(|c| c.kind == Kind::Floor)
+        .context("a scale without the floor")?;
+    // Method A's floor beside a case: a quarter of the calls is plenty for a
+    // figure that barely moves, and saves most of its syscalls.
+    let floor_calls = (args.calls / 4).max(1);
+    for (i, case) in scale.cases.iter().enumerate() {
+        let row = &mut scale.rows[i];
+        let context = || format!("{} at {} services", case.kind.label(), row.services);
+        let beside = (i != floor).then_some(&scale.cases[floor]);
+        if let Some(samples) = &mut row.method_a {
+            // A shorter warm-up: method A costs microseconds per packet.
+            let calls = if warm_up {
+                (args.calls / 10).max(1)
+            } else {
+                args.calls
+            };
+            let floor_ns = match beside {
+                Some(f) => Some(measure::run_a(
+                    &scale.dp,
+                    f,
+                    floor_calls,
+                    &mut Progress::default(),
+                    clients,
+                )?),
+                None => None,
+            };
+            let ns = measure::run_a(&scale.dp, case, calls, &mut scale.progress[i], clients)
+                .with_context(context)?;
+            if !warm_up {
+                samples.runs_ns.push(ns);
+                samples.floor_ns.extend(floor_ns);
+            }
+        }
+        if let Some(samples) = &mut row.method_b {
+            let floor_ns = match beside {
+                Some(f) => Some(measure::run_b(
+                    &mut scale.dp,
+                    f,
+                    measure::repeat_for(f, args.repeat),
+                    clients,
+                )?),
+                None => None,
+            };
+            let ns = measure::run_b(&mut scale.dp, case, samples.packets_per_run, clients)
+                .with_context(context)?;
+            if !warm_up {
+                samples.runs_ns.push(ns);
+                samples.floor_ns.extend(floor_ns);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Conntrack capacity, equal at every scale: every flow the busiest scale
+/// tracks (its tracked flows and every new flow of every run, warm-up
+/// included), plus a tenth, so that the LRU never has to evict.
+fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
+    let runs = u64::from(args.runs) + 1;
+    let mut new_flows = 0;
+    if args.method.includes(Method::A) {
+        new_flows += runs * u64::from(args.calls);
+    }
+    if args.method.includes(Method::B) {
+        new_flows += runs * u64::from(args.repeat);
+    }
+    let mut tracked = 0;
+    for spec in specs {
+        let layout = Layout::new(spec.services)?;
+        tracked = tracked.max(cases::tracked_before(&layout, spec.flows));
+    }
+    let total = (tracked + new_flows) * 11 / 10 + 1024;
+    u32::try_from(total).context("too many flows for one conntrack map: lower --runs")
+}

@@ -1,0 +1,283 @@
+//! The results: a Markdown table like DESIGN.md's Katran table, the acceptance
+//! targets of the microbenchmark marked pass/fail, and every raw figure as JSON.
+
+use std::{io::Write, path::Path};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{
+    cases::Kind,
+    measure::{Samples, Summary},
+};
+
+/// The figures of one case at one scale.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Row {
+    pub(crate) services: u32,
+    /// The flows the scale's hit cases were asked to walk over (`--flows`, or
+    /// 1 at the hot scale).
+    pub(crate) scale_flows: u32,
+    pub(crate) case: Kind,
+    /// Distinct flows the runs walk over (new-flow case: every packet is a new flow).
+    pub(crate) flows: u32,
+    pub(crate) method_a: Option<Samples>,
+    pub(crate) method_b: Option<Samples>,
+}
+
+impl Row {
+    /// One service, one flow: Katran's configuration in DESIGN.md's table.
+    fn is_hot(&self) -> bool {
+        self.services == 1 && self.scale_flows == 1
+    }
+}
+
+/// How the figures were taken.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Setup {
+    pub(crate) kernel: String,
+    pub(crate) rounds: u32,
+    pub(crate) repeat: u32,
+    pub(crate) calls: u32,
+    pub(crate) seed: u64,
+    pub(crate) conntrack_entries: u32,
+    pub(crate) table_size: u32,
+    pub(crate) backends_per_service: u32,
+}
+
+/// One acceptance target of the microbenchmark.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Target {
+    pub(crate) what: String,
+    pub(crate) services: String,
+    pub(crate) measured: f64,
+    pub(crate) limit: f64,
+    pub(crate) aim: Option<f64>,
+    pub(crate) pass: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    tool: &'static str,
+    unit: &'static str,
+    methods: Methods,
+    setup: &'a Setup,
+    rows: Vec<JsonRow<'a>>,
+    targets: &'a [Target],
+}
+
+#[derive(Debug, Serialize)]
+struct Methods {
+    a: &'static str,
+    b: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    row: &'a Row,
+    method_a_summary: Option<Summary>,
+    method_b_summary: Option<Summary>,
+    /// Median over runs of the run's figure over the floor's just before it.
+    method_a_over_floor: Option<f64>,
+    method_b_over_floor: Option<f64>,
+}
+
+const METHOD_A: &str = "one run per BPF_PROG_TEST_RUN call (repeat = 1), the kernel's \
+                        durations averaged over the calls of a run (Katran's --perf_testing)";
+const METHOD_B: &str = "repeat runs per call through xdp_bench, which restores the frame and \
+                        sets the rotated fields before every run; the kernel's average";
+
+/// `row` over the floor (method B if `b`, else A): 1 for the floor itself.
+fn over_floor(row: &Row, b: bool) -> Option<f64> {
+    let samples = if b { &row.method_b } else { &row.method_a };
+    let samples = samples.as_ref()?;
+    if row.case == Kind::Floor {
+        return samples.summary().map(|_| 1.0);
+    }
+    samples.over_floor()
+}
+
+/// Checks the acceptance targets (method B, DESIGN.md): at the hot scale (one
+/// service, one flow, as Katran was measured), conntrack hit at most 5.4× the
+/// floor (aim 4×), new TCP flow at most 8×, non-VIP pass at most 2×; and among
+/// the scales at `flows` flows, every class at the most services within 15% of
+/// the fewest.
+pub(crate) fn targets(rows: &[Row], flows: u32) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for row in rows.iter().filter(|r| r.is_hot()) {
+        let (limit, aim) = match row.case {
+            Kind::ConntrackHit => (5.4, Some(4.0)),
+            Kind::NewTcpFlow => (8.0, None),
+            Kind::NonVipPass => (2.0, None),
+            Kind::Floor | Kind::Udp | Kind::Reply => continue,
+        };
+        let Some(measured) = over_floor(row, true) else {
+            continue;
+        };
+        targets.push(Target {
+            what: format!("{} ≤ {limit}× floor", row.case.label()),
+            services: "1 (hot)".to_owned(),
+            measured,
+            limit,
+            aim,
+            pass: measured <= limit,
+        });
+    }
+    let scaled = || rows.iter().filter(|r| r.scale_flows == flows);
+    let smallest = scaled().map(|r| r.services).min();
+    let largest = scaled().map(|r| r.services).max();
+    if let (Some(small), Some(large)) = (smallest, largest)
+        && small != large
+    {
+        for kind in Kind::ALL.into_iter().filter(|&k| k != Kind::Floor) {
+            let at = |n: u32| scaled().find(|r| r.services == n && r.case == kind);
+            let (Some(few), Some(many)) = (at(small), at(large)) else {
+                continue;
+            };
+            // Compared over the floor: the two scales are measured at
+            // different moments of a round.
+            if let (Some(a), Some(b)) = (over_floor(few, true), over_floor(many, true)) {
+                let measured = b / a;
+                let flows = |r: &Row| match (r.case, r.flows) {
+                    (Kind::NewTcpFlow, _) => "new flows".to_owned(),
+                    (_, 1) => "1 flow".to_owned(),
+                    (_, n) => format!("{n} flows"),
+                };
+                targets.push(Target {
+                    what: format!(
+                        "{}: {large} services ({}) within 15% of {small} ({})",
+                        kind.label(),
+                        flows(many),
+                        flows(few)
+                    ),
+                    services: format!("{large} vs {small}"),
+                    measured,
+                    limit: 1.15,
+                    aim: None,
+                    pass: measured <= 1.15,
+                });
+            }
+        }
+    }
+    targets
+}
+
+fn cell(samples: Option<&Samples>) -> String {
+    match samples.and_then(Samples::summary) {
+        Some(s) => format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max),
+        None => "—".to_owned(),
+    }
+}
+
+fn ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// Writes the Markdown tables.
+pub(crate) fn markdown(
+    out: &mut impl Write,
+    setup: &Setup,
+    rows: &[Row],
+    targets: &[Target],
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "## xlb-bench prog: ns/packet under BPF_PROG_TEST_RUN (kernel {})\n",
+        setup.kernel
+    )?;
+    writeln!(
+        out,
+        "- ns/packet: median over {} runs, [min–max] beside it.\n\
+         - Method A: {METHOD_A}; {} calls per run.\n\
+         - Method B: {METHOD_B}; repeat {} per run, rounded up to whole passes over the flows.\n\
+         - × floor: the median over runs of each run's figure over `xdp_floor`'s, measured the \
+         same way at the same scale just before it (a shared machine's slow phases then weigh \
+         on both). \"Within 15%\" compares these × floor figures of two scales.\n\
+         - Services: a TCP and a UDP frontend each, {} backends, Maglev M = {}. \"1 (hot)\": \
+         one service and one flow, as DESIGN.md's Katran figures were taken; the other scales \
+         walk over many services and flows (the flows column), so that no entry stays \
+         cache-hot.\n",
+        setup.rounds, setup.calls, setup.repeat, setup.backends_per_service, setup.table_size
+    )?;
+    writeln!(
+        out,
+        "| case | services | flows | method A ns | × floor (A) | method B ns | × floor (B) |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for row in rows {
+        let flows = if row.case == Kind::NewTcpFlow {
+            "new each".to_owned()
+        } else {
+            row.flows.to_string()
+        };
+        let services = if row.is_hot() {
+            "1 (hot)".to_owned()
+        } else {
+            row.services.to_string()
+        };
+        writeln!(
+            out,
+            "| {} | {services} | {flows} | {} | {} | {} | {} |",
+            row.case.label(),
+            cell(row.method_a.as_ref()),
+            ratio(over_floor(row, false)),
+            cell(row.method_b.as_ref()),
+            ratio(over_floor(row, true)),
+        )?;
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nAcceptance (method B, × floor as above):\n")?;
+    writeln!(out, "| target | services | measured | limit | result |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for t in targets {
+        let aim = match t.aim {
+            Some(aim) if t.measured <= aim => format!(" (aim {aim}× met)"),
+            Some(aim) => format!(" (aim {aim}× missed)"),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {:.2}× | {}× | {}{aim} |",
+            t.what,
+            t.services,
+            t.measured,
+            t.limit,
+            if t.pass { "pass" } else { "FAIL" },
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes every raw figure to `path` as one JSON document.
+pub(crate) fn json(
+    path: &Path,
+    setup: &Setup,
+    rows: &[Row],
+    targets: &[Target],
+) -> anyhow::Result<()> {
+    let document = Document {
+        tool: "xlb-bench prog",
+        unit: "ns/packet",
+        methods: Methods {
+            a: METHOD_A,
+            b: METHOD_B,
+        },
+        setup,
+        rows: rows
+            .iter()
+            .map(|row| JsonRow {
+                row,
+                method_a_summary: row.method_a.as_ref().and_then(Samples::summary),
+                method_b_summary: row.method_b.as_ref().and_then(Samples::summary),
+                method_a_over_floor: over_floor(row, false),
+                method_b_over_floor: over_floor(row, true),
+            })
+            .collect(),
+        targets,
+    };
+    let text = serde_json::to_string_pretty(&document)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
