@@ -35,9 +35,49 @@ pub const fn is_v4_mapped(addr: &Addr) -> bool {
     (high | (middle ^ u32::from_ne_bytes([0, 0, 0xff, 0xff])) as u64) == 0
 }
 
+/// Bits in the address filter (`ADDRESS_FILTER`): one per IPv4 /24, and IPv6
+/// /64s folded onto the same bits.
+pub const FILTER_BITS: u32 = 1 << 24;
+/// 64-bit words of the address filter.
+pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
+
+/// The filter bit of `addr`: its IPv4 /24, or a fold of its IPv6 /64.
+///
+/// The filter is the datapath's first test on every packet: a bit is set for
+/// the prefix of every frontend and backend address, so a packet whose source
+/// and destination prefixes are both clear cannot be for a service nor a reply
+/// from a backend, and passes without a hash lookup. A shared or stale bit
+/// only sends a packet down the full lookup path.
+#[inline(always)]
+pub const fn filter_bit(addr: &Addr) -> u32 {
+    let a = addr;
+    if is_v4_mapped(addr) {
+        (a[12] as u32) << 16 | (a[13] as u32) << 8 | a[14] as u32
+    } else {
+        let prefix = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+        ((prefix >> 40) ^ (prefix >> 16) ^ prefix) as u32 & (FILTER_BITS - 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_bits_are_ipv4_slash_24s_and_in_range() {
+        let a = v4_mapped([198, 18, 2, 5]);
+        let b = v4_mapped([198, 18, 2, 200]);
+        let c = v4_mapped([198, 18, 3, 5]);
+        assert_eq!(filter_bit(&a), filter_bit(&b));
+        assert_ne!(filter_bit(&a), filter_bit(&c));
+        assert_eq!(filter_bit(&a), 198 << 16 | 18 << 8 | 2);
+        let mut v6 = [0xffu8; 16];
+        v6[0] = 0x20;
+        assert!(filter_bit(&v6) < FILTER_BITS);
+        let mut same_64 = v6;
+        same_64[15] = 0;
+        assert_eq!(filter_bit(&v6), filter_bit(&same_64));
+    }
 
     #[test]
     fn mapping_round_trips_and_rejects_ipv6() {

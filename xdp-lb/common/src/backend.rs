@@ -47,4 +47,26 @@ impl Backend {
     }
 }
 
-impl_pod!(Backend);
+/// A cached next hop toward a backend (`NEXT_HOPS`, per CPU, by backend ID):
+/// what `bpf_fib_lookup` answered, reused for a short while so that a busy
+/// backend does not cost a FIB and neighbour lookup on every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// When the lookup was made (`bpf_ktime_get_coarse_ns`); 0 = empty.
+    pub looked_up_ns: u64,
+    /// The interface the answer holds for (the lookup's input).
+    pub ingress_ifindex: u32,
+    /// Where to send.
+    pub egress_ifindex: u32,
+    /// Destination MAC, then source MAC: the frame's first 12 bytes.
+    pub macs: [u8; 12],
+    pub _reserved: u32,
+}
+const _: () = assert!(size_of::<NextHop>() == 32);
+
+/// How long a cached next hop is trusted. A changed route or neighbour reaches
+/// a backend's packets at most this late.
+pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+
+impl_pod!(Backend, NextHop);

@@ -20,9 +20,33 @@ pub struct FlowTuple {
     pub src_port_be: u16,
     pub dst_port_be: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Scalars, not `[u8; 3]`: a zeroed array becomes a `memset` call in BPF.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 const _: () = assert!(size_of::<FlowTuple>() == 40);
+
+impl FlowTuple {
+    /// A tuple; ports in network byte order.
+    #[inline(always)]
+    pub const fn new(
+        src_addr: Addr,
+        dst_addr: Addr,
+        src_port_be: u16,
+        dst_port_be: u16,
+        proto: u8,
+    ) -> Self {
+        Self {
+            src_addr,
+            dst_addr,
+            src_port_be,
+            dst_port_be,
+            proto,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+}
 
 /// TCP states as the LB sees them (both directions pass through it in NAT mode).
 pub const TCP_SYN_SENT: u8 = 1;

@@ -33,14 +33,13 @@ mod tests {
     use crate::addr::v4_mapped;
 
     fn tuple(src_port: u16) -> FlowTuple {
-        FlowTuple {
-            src_addr: v4_mapped([198, 18, 0, 1]),
-            dst_addr: v4_mapped([198, 18, 100, 1]),
-            src_port_be: src_port.to_be(),
-            dst_port_be: 80u16.to_be(),
-            proto: 6,
-            _pad: [0; 3],
-        }
+        FlowTuple::new(
+            v4_mapped([198, 18, 0, 1]),
+            v4_mapped([198, 18, 100, 1]),
+            src_port.to_be(),
+            80u16.to_be(),
+            6,
+        )
     }
 
     #[test]

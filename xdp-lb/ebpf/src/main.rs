@@ -15,6 +15,7 @@
 // ordinary binary so that `cargo clippy --workspace` checks this code too.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![no_builtins]
 #![allow(
     unreachable_pub,
     reason = "a binary crate: `pub` marks what a module offers the rest of the crate"

@@ -3,12 +3,13 @@
 //! Sizes here are defaults: the loader sets every size at load time
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
-    bindings::BPF_F_INNER_MAP,
+    bindings::{BPF_F_INNER_MAP, BPF_F_NO_COMMON_LRU},
     btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use xdp_lb_common::{
-    backend::Backend,
+    addr::{Addr, FILTER_WORDS, filter_bit},
+    backend::{Backend, NextHop},
     config::Config,
     conntrack::{CtEntry, FlowTuple},
     service::{AddressInfo, AddressKey, FrontendKey, Service},
@@ -47,6 +48,12 @@ pub static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 pub static LAYOUT: Array<u32, 1> = Array::new();
 
+/// One bit per IPv4 /24 (and folded IPv6 /64) holding a frontend or backend
+/// address: the first, lookup-free test of every packet
+/// (`xdp_lb_common::addr::filter_bit`).
+#[btf_map]
+pub static ADDRESS_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
 /// Frontend addresses and their kind (VIP-only or node address).
 #[btf_map]
 pub static ADDRESSES: HashMap<AddressKey, AddressInfo, 4096> = HashMap::new();
@@ -59,19 +66,29 @@ pub static SERVICES: HashMap<FrontendKey, Service, 65536> = HashMap::new();
 #[btf_map]
 pub static BACKENDS: Array<Backend, 65536> = Array::new();
 
+/// Per CPU, by backend ID: the cached next hop toward the backend.
+#[btf_map]
+pub static NEXT_HOPS: PerCpuArray<NextHop, 65536> = PerCpuArray::new();
+
 /// Service ID → its Maglev table: slot 0 holds M, slots `1..=M` backend IDs.
 /// `BPF_F_INNER_MAP` lets every inner array have its own size.
 #[btf_map]
 pub static MAGLEV_TABLES: HashOfMaps<u32, Array<u32, 252, { BPF_F_INNER_MAP as usize }>, 65536> =
     HashOfMaps::new();
 
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU. New flows then take free
+/// entries and evict without a lock shared by every CPU (as Katran's per-CPU
+/// LRU maps do); entries stay visible to all CPUs.
+const NO_COMMON_LRU: usize = BPF_F_NO_COMMON_LRU as usize;
+
 /// Flow entries, keyed by the client's tuple.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072> = LruHashMap::new();
+pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072, NO_COMMON_LRU> = LruHashMap::new();
 
 /// Reply entries: the backend's tuple → the flow's key in `CONNTRACK`.
 #[btf_map]
-pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072> = LruHashMap::new();
+pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_LRU> =
+    LruHashMap::new();
 
 /// One per-CPU scratch slot, see `forget_range`.
 #[btf_map]
@@ -93,6 +110,16 @@ pub fn forget_range(value: usize) -> usize {
     unsafe {
         core::ptr::write_volatile(slot, value as u64);
         core::ptr::read_volatile(slot) as usize
+    }
+}
+
+/// False when no frontend or backend address shares `addr`'s filter bit.
+#[inline(always)]
+pub fn may_be_ours(addr: &Addr) -> bool {
+    let bit = filter_bit(addr);
+    match ADDRESS_FILTER.get(bit / 64) {
+        Some(word) => word & (1 << (bit % 64)) != 0,
+        None => true,
     }
 }
 

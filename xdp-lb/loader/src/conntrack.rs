@@ -101,14 +101,13 @@ impl Datapath {
             return Ok(false);
         };
         let key = flow.tuple();
-        let reply = FlowTuple {
-            src_addr: crate::net::to_addr(tracked.backend.ip()),
-            dst_addr: key.src_addr,
-            src_port_be: tracked.backend.port().to_be(),
-            dst_port_be: key.src_port_be,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
+        let reply = FlowTuple::new(
+            crate::net::to_addr(tracked.backend.ip()),
+            key.src_addr,
+            tracked.backend.port().to_be(),
+            key.src_port_be,
+            key.proto,
+        );
         // The flow entry first: a reply entry left alone for a moment is never
         // used without its flow entry (and is deleted on sight), while a flow
         // entry left alone would bring its reply entry back on its next refresh.

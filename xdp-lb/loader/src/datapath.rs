@@ -122,6 +122,7 @@ impl Datapath {
             (maps::MAGLEV_TABLES, sizes.services),
             (maps::BACKENDS, sizes.backends),
             (maps::BACKEND_STATS, sizes.backends),
+            (maps::NEXT_HOPS, sizes.backends),
             (maps::CONNTRACK, sizes.conntrack),
             (maps::CONNTRACK_REPLY, sizes.conntrack),
             (maps::ADDRESSES, sizes.addresses),

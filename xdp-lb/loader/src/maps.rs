@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError};
 use xdp_lb_common::{
     LAYOUT_VERSION,
+    addr::filter_bit,
     backend::{BACKEND_ACTIVE, Backend, NO_BACKEND},
     config::Config,
     service::{ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, Service, TABLE_HEADER_SLOTS},
@@ -29,9 +30,11 @@ pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
 pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
+pub(crate) const ADDRESS_FILTER: &str = "ADDRESS_FILTER";
 pub(crate) const SERVICES: &str = "SERVICES";
 pub(crate) const BACKENDS: &str = "BACKENDS";
 pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
+pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
 /// The scratch slot the programs use to make the verifier forget ranges.
@@ -40,7 +43,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 17] = [
+pub(crate) const ALL: [&str; 19] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -50,9 +53,11 @@ pub(crate) const ALL: [&str; 17] = [
     CONFIG,
     LAYOUT,
     ADDRESSES,
+    ADDRESS_FILTER,
     SERVICES,
     BACKENDS,
     MAGLEV_TABLES,
+    NEXT_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,
     SCRATCH,
@@ -153,6 +158,9 @@ impl Datapath {
             AddressKind::Vip => ADDRESS_VIP,
             AddressKind::Node => ADDRESS_NODE,
         };
+        // The filter bit before the address: a packet that finds the address
+        // must never be turned away by the filter.
+        self.mark_address(addr)?;
         HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
             .map_err(map_err(ADDRESSES, "open"))?
             .insert(
@@ -163,6 +171,25 @@ impl Datapath {
                 0,
             )
             .map_err(map_err(ADDRESSES, "insert"))
+    }
+
+    /// Sets `addr`'s bit in the address filter. Bits are never cleared: one
+    /// that outlives its addresses only sends packets down the full lookup
+    /// path (the datapath treats a set bit as "maybe").
+    fn mark_address(&mut self, addr: IpAddr) -> Result<(), Error> {
+        let bit = filter_bit(&to_addr(addr));
+        let mut filter = Array::<_, u64>::try_from(self.map_mut(ADDRESS_FILTER)?)
+            .map_err(map_err(ADDRESS_FILTER, "open"))?;
+        let word = filter
+            .get(&(bit / 64), 0)
+            .map_err(map_err(ADDRESS_FILTER, "read"))?;
+        let marked = word | 1 << (bit % 64);
+        if marked != word {
+            filter
+                .set(bit / 64, marked, 0)
+                .map_err(map_err(ADDRESS_FILTER, "write"))?;
+        }
+        Ok(())
     }
 
     /// Forgets a frontend address: its traffic passes untouched again.
@@ -208,6 +235,8 @@ impl Datapath {
     /// with a higher generation once its old flows may be dropped.
     pub fn put_backend(&mut self, id: u32, addr: SocketAddr, generation: u32) -> Result<(), Error> {
         self.check_backend_id(id)?;
+        // Replies come from this address: the filter must let them through.
+        self.mark_address(addr.ip())?;
         let record = Backend::new(to_addr(addr.ip()), addr.port(), generation);
         Array::<_, Backend>::try_from(self.map_mut(BACKENDS)?)
             .map_err(map_err(BACKENDS, "open"))?

@@ -69,14 +69,13 @@ impl Flow {
     }
 
     pub(crate) fn tuple(&self) -> FlowTuple {
-        FlowTuple {
-            src_addr: to_addr(self.src.ip()),
-            dst_addr: to_addr(self.dst.ip()),
-            src_port_be: self.src.port().to_be(),
-            dst_port_be: self.dst.port().to_be(),
-            proto: self.proto.number(),
-            _pad: [0; 3],
-        }
+        FlowTuple::new(
+            to_addr(self.src.ip()),
+            to_addr(self.dst.ip()),
+            self.src.port().to_be(),
+            self.dst.port().to_be(),
+            self.proto.number(),
+        )
     }
 }
 

@@ -8,7 +8,9 @@
               copied onto the 512-byte BPF stack"
 )]
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use xdp_lb_common::{
     backend::Backend,
     config::Config,
@@ -28,10 +30,12 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// every CPU write the same cache line on every packet.
 const REFRESH_NS: u64 = NS_PER_SEC;
 
+/// `CLOCK_MONOTONIC` at jiffy resolution: plenty for timeouts in seconds, and
+/// cheaper per packet than the precise clock.
 #[inline(always)]
-pub fn now_ns() -> u64 {
+fn now_ns() -> u64 {
     // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The timeout of an entry in `state`, in nanoseconds.
@@ -51,14 +55,13 @@ fn timeout_ns(state: u8, config: &Config) -> u64 {
 /// The tuple a reply from the backend carries.
 #[inline(always)]
 pub fn reply_tuple(flow: &FlowTuple, backend: &Backend) -> FlowTuple {
-    FlowTuple {
-        src_addr: backend.addr,
-        dst_addr: flow.src_addr,
-        src_port_be: backend.port_be,
-        dst_port_be: flow.src_port_be,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+    FlowTuple::new(
+        backend.addr,
+        flow.src_addr,
+        backend.port_be,
+        flow.src_port_be,
+        flow.proto,
+    )
 }
 
 /// The state a TCP entry moves to on a packet with `flow`'s flags.
@@ -75,19 +78,21 @@ fn next_state(state: u8, flags: u8, flow: &Flow) -> u8 {
     }
 }
 
-/// Looks up the flow's entry from the client side. Returns its backend (or
-/// `Nat::NONE`) when the
+/// Looks up the flow's entry from the client side. Writes its translation to
+/// `out` and returns true when the
 /// flow may keep it: the entry is not expired, its backend record is live with
 /// the same generation, and it is not a new SYN on a closing entry. Counts why
 /// an entry was not kept.
 #[inline(never)]
-pub fn lookup(flow: &Flow, config: &Config, now: u64) -> Nat {
-    find(flow, config, now).unwrap_or(Nat::NONE)
+pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
+    find(flow, config).map(|nat| out.write(nat)).is_some()
 }
 
 #[inline(always)]
-fn find(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
+fn find(flow: &Flow, config: &Config) -> Option<Nat> {
     let entry = CONNTRACK.get_ptr_mut(&flow.tuple)?;
+    // The clock is read only once there is an entry to judge.
+    let now = now_ns();
     // SAFETY: a pointer into the map value; concurrent updates of the same flow
     // on another CPU can only race on the fields written below, each of which
     // is a whole word written with a value valid on its own.
@@ -129,7 +134,8 @@ fn find(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
 
 /// Creates (or replaces) the flow's entry and its reply entry.
 #[inline(never)]
-pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, now: u64) {
+pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32) {
+    let now = now_ns();
     let state = if !flow.is_tcp {
         NOT_TCP
     } else if flow.is_syn() {
@@ -163,15 +169,17 @@ pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, now: u64
 
 /// A reply's flow: its entry is found through the reply entry, must name this
 /// backend, and must not be expired. Updates the TCP state and the seen-reply
-/// flag. Returns the reverse translation: the source becomes the frontend.
+/// flag. Writes the reverse translation to `out` (the source becomes the
+/// frontend) and returns true.
 #[inline(never)]
-pub fn lookup_reply(flow: &Flow, config: &Config, now: u64) -> Nat {
-    find_reply(flow, config, now).unwrap_or(Nat::NONE)
+pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
+    find_reply(flow, config).map(|nat| out.write(nat)).is_some()
 }
 
 #[inline(always)]
-fn find_reply(flow: &Flow, config: &Config, now: u64) -> Option<Nat> {
+fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
     let original = CONNTRACK_REPLY.get_ptr(&flow.tuple)?;
+    let now = now_ns();
     // SAFETY: a live map value of the right type; the kernel accepts a map
     // value as a lookup key.
     let original = unsafe { &*original };

@@ -89,14 +89,7 @@ impl Packet {
 
 impl Flow {
     const EMPTY: Self = Self {
-        tuple: FlowTuple {
-            src_addr: [0; 16],
-            dst_addr: [0; 16],
-            src_port_be: 0,
-            dst_port_be: 0,
-            proto: 0,
-            _pad: [0; 3],
-        },
+        tuple: FlowTuple::new([0; 16], [0; 16], 0, 0, 0),
         is_v4: false,
         is_tcp: false,
         tcp_flags: 0,

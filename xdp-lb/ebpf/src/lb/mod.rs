@@ -13,17 +13,19 @@ pub mod conntrack;
 pub mod flow;
 pub mod select;
 
+use core::mem::MaybeUninit;
+
 use xdp_lb_common::{
     addr::Addr,
     backend::NO_BACKEND,
     config::Config,
-    service::{ADDRESS_NODE, AddressKey, FrontendKey},
+    service::{ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey},
     stats::{ParseCounter, Verdict},
 };
 
 use crate::{
     lb::flow::{Flow, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES},
+    maps::{ADDRESSES, CONFIG, SERVICES, may_be_ours},
 };
 
 /// What to do with a frame.
@@ -39,12 +41,13 @@ pub enum Action {
 
 /// The core's answer for one frame. A struct rather than a data-carrying enum:
 /// it is returned by BPF subprograms, and the kernel rejects the BTF that Rust
-/// enums with data become.
+/// enums with data become. The rewrite of `Action::Translate` is written to the
+/// `Nat` the caller passes in: returning a whole `Nat` for every pass would
+/// zero it each time, and a zeroed struct is a byte-loop `memset` call in BPF.
 #[derive(Clone, Copy)]
 pub struct Decision {
     pub action: Action,
     pub verdict: Verdict,
-    pub nat: Nat,
 }
 
 impl Decision {
@@ -53,7 +56,6 @@ impl Decision {
         Self {
             action: Action::Pass,
             verdict,
-            nat: Nat::NONE,
         }
     }
 
@@ -62,20 +64,19 @@ impl Decision {
         Self {
             action: Action::Drop,
             verdict,
-            nat: Nat::NONE,
         }
     }
 
+    /// A translation (already written to the caller's `Nat`).
     #[inline(always)]
-    const fn translate(nat: Nat) -> Self {
-        let verdict = match nat.end {
+    const fn translate(end: End) -> Self {
+        let verdict = match end {
             End::Destination => Verdict::ForwardToBackend,
             End::Source => Verdict::ForwardReply,
         };
         Self {
             action: Action::Translate,
             verdict,
-            nat,
         }
     }
 }
@@ -90,7 +91,6 @@ pub enum End {
 }
 
 /// A NAT rewrite: which end, the new address and port, and who to count it for.
-/// `backend_id == NO_BACKEND` means "none" where a function may not find one.
 #[derive(Clone, Copy)]
 pub struct Nat {
     pub end: End,
@@ -100,24 +100,10 @@ pub struct Nat {
     pub backend_id: u32,
 }
 
-impl Nat {
-    pub const NONE: Self = Self {
-        end: End::Destination,
-        addr: [0; 16],
-        port_be: 0,
-        service_id: 0,
-        backend_id: NO_BACKEND,
-    };
-
-    #[inline(always)]
-    pub const fn is_some(&self) -> bool {
-        self.backend_id != NO_BACKEND
-    }
-}
-
 /// Decides what to do with a frame (DESIGN.md, "Per packet, in this order").
+/// When it returns `Action::Translate` it has initialised `nat`.
 #[inline(never)]
-pub fn decide(packet: &Packet) -> Decision {
+pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
     if packet.counter.is_malformed() {
         return Decision::pass(Verdict::PassMalformed);
     }
@@ -128,35 +114,60 @@ pub fn decide(packet: &Packet) -> Decision {
         return Decision::pass(Verdict::PassNotIp);
     }
     if packet.has_flow {
-        decide_flow(&packet.flow)
+        decide_flow(&packet.flow, nat)
     } else {
         not_balanced(packet)
     }
 }
 
+/// `AddressInfo::kind` of an address that is not in `ADDRESSES`.
+const NOT_A_FRONTEND: u32 = 0;
+
 /// A whole TCP or UDP packet.
 #[inline(never)]
-fn decide_flow(flow: &Flow) -> Decision {
+fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
     let Some(config) = CONFIG.get(0) else {
         // The array always has its slot; this keeps the verifier satisfied.
         return Decision::pass(Verdict::PassNotFrontend);
     };
-    let now = conntrack::now_ns();
+    // The address filter first: most packets that are neither for a service
+    // nor from a backend leave here, without a hash lookup.
+    let dst_marked = may_be_ours(&flow.tuple.dst_addr);
+    let src_marked = may_be_ours(&flow.tuple.src_addr);
+    if !dst_marked && !src_marked {
+        return Decision::pass(Verdict::PassNotFrontend);
+    }
+    // A plain integer, 0 for "not a frontend address": an `Option` here leaves
+    // an undefined payload that LLVM may spill, and the verifier rejects
+    // reading an uninitialised register.
+    let address = if dst_marked {
+        ADDRESSES.get_ptr(AddressKey {
+            addr: flow.tuple.dst_addr,
+        })
+    } else {
+        None
+    };
+    let kind = match address {
+        // SAFETY: a map value of the right type, read once.
+        Some(address) => unsafe { (*address).kind },
+        None => NOT_A_FRONTEND,
+    };
 
-    // 1. The reply direction first: a backend answering a tracked flow.
-    let nat = conntrack::lookup_reply(flow, config, now);
-    if nat.is_some() {
-        return translate_unless_expiring(flow, nat);
+    // 1. The reply direction first: a backend answering a tracked flow. A
+    //    VIP-only address never receives a reply (a client is never a VIP), so
+    //    requests to a VIP skip this lookup; a node address can (the replies
+    //    to its source-NATed flows, and to its own connections).
+    if src_marked && kind != ADDRESS_VIP {
+        if conntrack::lookup_reply(flow, config, nat) {
+            return translate_unless_expiring(flow, End::Source);
+        }
     }
 
     // 2. Frontend lookup, with the node-address rule.
-    let Some(address) = ADDRESSES.get_ptr(AddressKey {
-        addr: flow.tuple.dst_addr,
-    }) else {
+    if kind == NOT_A_FRONTEND {
         return Decision::pass(Verdict::PassNotFrontend);
-    };
-    // SAFETY: a map value of the right type, read once.
-    let is_node_address = unsafe { (*address).kind } == ADDRESS_NODE;
+    }
+    let is_node_address = kind == ADDRESS_NODE;
     if is_node_address && !in_nodeport_range(flow.tuple.dst_port_be, config) {
         return Decision::pass(Verdict::PassNodeAddress);
     }
@@ -181,24 +192,27 @@ fn decide_flow(flow: &Flow) -> Decision {
     }
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend.
-    let nat = conntrack::lookup(flow, config, now);
-    if nat.is_some() {
-        return Decision::translate(nat);
+    if conntrack::lookup(flow, config, nat) {
+        return Decision::translate(End::Destination);
     }
 
     // 4. Maglev.
-    let selected = select::select(&flow.tuple, &service, config.hash_seed);
-    if selected.id == NO_BACKEND {
+    let mut backend = MaybeUninit::uninit();
+    let id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+    if id == NO_BACKEND {
         return Decision::drop(Verdict::DropNoBackend);
     }
-    conntrack::create(flow, selected.id, &selected.backend, service.id, now);
-    Decision::translate(Nat {
+    // SAFETY: `select` initialises the backend when it returns an ID.
+    let backend = unsafe { backend.assume_init_ref() };
+    conntrack::create(flow, id, backend, service.id);
+    nat.write(Nat {
         end: End::Destination,
-        addr: selected.backend.addr,
-        port_be: selected.backend.port_be,
+        addr: backend.addr,
+        port_be: backend.port_be,
         service_id: service.id,
-        backend_id: selected.id,
-    })
+        backend_id: id,
+    });
+    Decision::translate(End::Destination)
 }
 
 /// A frame that is IP but not a whole TCP/UDP packet: fragments and other
@@ -208,7 +222,7 @@ fn decide_flow(flow: &Flow) -> Decision {
 /// the node's own traffic and pass.
 #[inline(never)]
 fn not_balanced(packet: &Packet) -> Decision {
-    if !packet.has_dst {
+    if !packet.has_dst || !may_be_ours(&packet.dst) {
         return Decision::pass(Verdict::PassNotFrontend);
     }
     let Some(address) = ADDRESSES.get_ptr(AddressKey { addr: packet.dst }) else {
@@ -228,11 +242,11 @@ fn not_balanced(packet: &Packet) -> Decision {
 /// A packet whose TTL (hop limit) would expire here is passed untouched, so the
 /// kernel answers with ICMP time exceeded, as a router would.
 #[inline(always)]
-fn translate_unless_expiring(flow: &Flow, nat: Nat) -> Decision {
+fn translate_unless_expiring(flow: &Flow, end: End) -> Decision {
     if flow.ttl <= 1 {
         Decision::pass(Verdict::PassTtlExpired)
     } else {
-        Decision::translate(nat)
+        Decision::translate(end)
     }
 }
 

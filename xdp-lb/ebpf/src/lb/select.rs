@@ -1,6 +1,8 @@
 //! Maglev selection: the flow hash of `consistent-hash` (the very function the
 //! control plane and `Datapath::simulate` use) indexes the service's table.
 
+use core::mem::MaybeUninit;
+
 use xdp_lb_common::{
     backend::{Backend, NO_BACKEND},
     conntrack::FlowTuple,
@@ -10,34 +12,27 @@ use xdp_lb_common::{
 
 use crate::maps::{BACKENDS, MAGLEV_TABLES};
 
-/// A backend and its ID; `id == NO_BACKEND` when there is none.
-#[derive(Clone, Copy)]
-pub struct Selected {
-    pub id: u32,
-    pub backend: Backend,
-}
-
-const NONE: Selected = Selected {
-    id: NO_BACKEND,
-    backend: Backend {
-        addr: [0; 16],
-        port_be: 0,
-        _pad: 0,
-        flags: 0,
-        generation: 0,
-        _reserved: 0,
-    },
-};
-
-/// The backend Maglev picks for `tuple` in `service`'s table; none when the
-/// table is missing, empty, or names a backend that is not live.
+/// The backend Maglev picks for `tuple` in `service`'s table: its ID, with the
+/// record written to `out`; `NO_BACKEND` when the table is missing, empty, or
+/// names a backend that is not live.
 #[inline(never)]
-pub fn select(tuple: &FlowTuple, service: &Service, seed: u64) -> Selected {
-    pick(tuple, service, seed).unwrap_or(NONE)
+pub fn select(
+    tuple: &FlowTuple,
+    service: &Service,
+    seed: u64,
+    out: &mut MaybeUninit<Backend>,
+) -> u32 {
+    match pick(tuple, service, seed) {
+        Some((id, backend)) => {
+            out.write(backend);
+            id
+        }
+        None => NO_BACKEND,
+    }
 }
 
 #[inline(always)]
-fn pick(tuple: &FlowTuple, service: &Service, seed: u64) -> Option<Selected> {
+fn pick(tuple: &FlowTuple, service: &Service, seed: u64) -> Option<(u32, Backend)> {
     // One outer lookup: size and slots then come from the same table, even if
     // the control plane swaps in a new one meanwhile.
     // SAFETY: inner tables are never written in place, only replaced whole by
@@ -53,5 +48,5 @@ fn pick(tuple: &FlowTuple, service: &Service, seed: u64) -> Option<Selected> {
         return None;
     }
     let backend = *BACKENDS.get(id)?;
-    backend.is_active().then_some(Selected { id, backend })
+    backend.is_active().then_some((id, backend))
 }

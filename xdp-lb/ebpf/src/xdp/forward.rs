@@ -1,21 +1,27 @@
-//! Forwarding a translated frame: `bpf_fib_lookup` for the next hop, MAC
-//! rewrite, and XDP_TX or a redirect. When the kernel does not know the next
-//! hop's neighbour yet (or has no route), the frame goes to the kernel, which
-//! resolves it (or answers with an ICMP error) — it is already translated, so
-//! the kernel only routes it.
+//! Forwarding a translated frame: `bpf_fib_lookup` for the next hop (cached
+//! per CPU and backend for a second), MAC rewrite, and XDP_TX or a redirect.
+//! When the kernel does not know the next hop's neighbour yet (or has no
+//! route), the frame goes to the kernel, which resolves it (or answers with an
+//! ICMP error) — it is already translated, so the kernel only routes it.
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_PASS, XDP_TX},
     },
-    helpers::{bpf_fib_lookup, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
-use xdp_lb_common::addr::Addr;
+use xdp_lb_common::{
+    addr::Addr,
+    backend::{NEXT_HOP_TTL_NS, NextHop},
+};
 
 use crate::{
     lb::{End, Nat, flow::Flow},
+    maps::NEXT_HOPS,
     packet::FrameSource,
     xdp::rewrite,
 };
@@ -27,49 +33,28 @@ const AF_INET6: u8 = 10;
 /// XDP_TX or the redirect's action, or XDP_PASS to hand it to the kernel.
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> u32 {
-    // After the rewrite: the request's new destination, or the reply's new source.
-    let (src, dst, sport, dport) = match nat.end {
-        End::Destination => (
-            &flow.tuple.src_addr,
-            &nat.addr,
-            flow.tuple.src_port_be,
-            nat.port_be,
-        ),
-        End::Source => (
-            &nat.addr,
-            &flow.tuple.dst_addr,
-            nat.port_be,
-            flow.tuple.dst_port_be,
-        ),
-    };
-    // SAFETY: `bpf_fib_lookup` is plain data; all-zero is a valid value.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    params.ifindex = ingress;
-    params.l4_protocol = flow.tuple.proto;
-    params.sport = sport;
-    params.dport = dport;
-    if flow.is_v4 {
-        params.family = AF_INET;
-        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
-        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
-    } else {
-        params.family = AF_INET6;
-        params.__bindgen_anon_3.ipv6_src = words(src);
-        params.__bindgen_anon_4.ipv6_dst = words(dst);
-    }
-    // SAFETY: `params` is a valid, initialised struct of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            &mut params,
-            size_of::<FibParams>() as i32,
-            0,
-        )
+    // In memory rather than as an `Option<NextHop>`: LLVM may spill the
+    // undefined payload of a `None`, and the verifier rejects reading it.
+    let mut hop = MaybeUninit::<NextHop>::uninit();
+    let found = match nat.end {
+        End::Destination => backend_hop(ctx, flow, nat, ingress, &mut hop),
+        // After the reverse translation the source is the frontend.
+        End::Source => {
+            let ends = (
+                &nat.addr,
+                &flow.tuple.dst_addr,
+                nat.port_be,
+                flow.tuple.dst_port_be,
+            );
+            lookup(ctx, flow, ingress, ends, coarse_now(), &mut hop)
+        }
     };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+    if !found {
         return XDP_PASS;
     }
+    // SAFETY: written by whichever function answered true.
+    let hop = unsafe { hop.assume_init_ref() };
     let frame = &ctx.frame();
     let Some(macs) = frame.get_mut::<[u8; 12]>(0) else {
         return XDP_PASS;
@@ -77,17 +62,132 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> u32 {
     if rewrite::decrement_ttl(frame, flow.l3_offset, flow.is_v4).is_none() {
         return XDP_PASS;
     }
-    let mut addresses = [0u8; 12];
-    addresses[..6].copy_from_slice(&params.dmac);
-    addresses[6..].copy_from_slice(&params.smac);
     // SAFETY: `get_mut` checked the 12 MAC bytes lie inside the frame.
-    unsafe { macs.write_unaligned(addresses) };
-    if params.ifindex == ingress {
+    unsafe { macs.write_unaligned(hop.macs) };
+    if hop.egress_ifindex == ingress {
         XDP_TX
     } else {
         // SAFETY: a helper taking plain integers.
-        let action = unsafe { bpf_redirect(params.ifindex, 0) };
+        let action = unsafe { bpf_redirect(hop.egress_ifindex, 0) };
         action as u32
+    }
+}
+
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The next hop toward a backend (the request's new destination): from this
+/// CPU's cache while it is fresh, else from the FIB, then cached.
+#[inline(always)]
+fn backend_hop(
+    ctx: &XdpContext,
+    flow: &Flow,
+    nat: &Nat,
+    ingress: u32,
+    out: &mut MaybeUninit<NextHop>,
+) -> bool {
+    let ends = (
+        &flow.tuple.src_addr,
+        &nat.addr,
+        flow.tuple.src_port_be,
+        nat.port_be,
+    );
+    let now = coarse_now();
+    let Some(entry) = NEXT_HOPS.get_ptr_mut(nat.backend_id) else {
+        return lookup(ctx, flow, ingress, ends, now, out);
+    };
+    // SAFETY: this CPU's slot of a per-CPU map; nothing else runs on this CPU
+    // meanwhile.
+    let entry = unsafe { &mut *entry };
+    if fresh(entry, ingress, now) {
+        out.write(*entry);
+        return true;
+    }
+    if !lookup(ctx, flow, ingress, ends, now, out) {
+        return false;
+    }
+    // SAFETY: `lookup` wrote `out` when it answered true.
+    *entry = unsafe { out.assume_init_read() };
+    true
+}
+
+/// A cached next hop that holds for a packet that came in on `ingress`.
+#[inline(always)]
+fn fresh(hop: &NextHop, ingress: u32, now: u64) -> bool {
+    hop.looked_up_ns != 0
+        && hop.ingress_ifindex == ingress
+        && now.wrapping_sub(hop.looked_up_ns) < NEXT_HOP_TTL_NS
+}
+
+/// Asks the kernel's FIB (and neighbour table) for the next hop and writes it
+/// to `out`; false when it has no complete answer (no route, neighbour not
+/// resolved yet, ...).
+#[inline(always)]
+fn lookup(
+    ctx: &XdpContext,
+    flow: &Flow,
+    ingress: u32,
+    (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
+    now: u64,
+    out: &mut MaybeUninit<NextHop>,
+) -> bool {
+    // Filled in place: a copy of a zeroed struct may come out as a `memset`
+    // call, or as registers LLVM treats as undefined.
+    let mut params = MaybeUninit::<FibParams>::uninit();
+    let p = params.as_mut_ptr();
+    zero(p);
+    // SAFETY: `p` points at a zeroed `FibParams` on this stack frame.
+    unsafe {
+        (*p).ifindex = ingress;
+        (*p).l4_protocol = flow.tuple.proto;
+        (*p).sport = sport;
+        (*p).dport = dport;
+        if flow.is_v4 {
+            (*p).family = AF_INET;
+            (*p).__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
+            (*p).__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
+        } else {
+            (*p).family = AF_INET6;
+            (*p).__bindgen_anon_3.ipv6_src = words(src);
+            (*p).__bindgen_anon_4.ipv6_dst = words(dst);
+        }
+    }
+    // SAFETY: `p` is a valid, initialised struct of the size passed.
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return false;
+    }
+    // SAFETY: initialised above, and filled in by the helper.
+    let params = unsafe { params.assume_init_ref() };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&params.dmac);
+    macs[6..].copy_from_slice(&params.smac);
+    out.write(NextHop {
+        // Never 0, which marks an empty slot.
+        looked_up_ns: now | 1,
+        ingress_ifindex: ingress,
+        egress_ifindex: params.ifindex,
+        macs,
+        _reserved: 0,
+    });
+    true
+}
+
+/// Zeroes the lookup parameters with volatile word stores: LLVM turns a zeroed
+/// struct into a `memset` call, a byte loop in BPF.
+#[inline(always)]
+fn zero(params: *mut FibParams) {
+    const WORDS: usize = size_of::<FibParams>() / 8;
+    const _: () = assert!(size_of::<FibParams>() % 8 == 0);
+    let words = params.cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: `i` words into a `FibParams`-sized buffer.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
 }
 

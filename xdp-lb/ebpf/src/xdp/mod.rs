@@ -3,6 +3,8 @@
 mod forward;
 mod rewrite;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
@@ -44,12 +46,16 @@ pub fn run(ctx: &XdpContext) -> u32 {
     count_parse(parsed.counter, len);
     let mut packet = Packet::EMPTY;
     packet.fill(ctx, &parsed);
-    let decision = decide(&packet);
+    let mut nat = MaybeUninit::uninit();
+    let decision = decide(&packet, &mut nat);
     let (verdict, action) = match decision.action {
         Action::Pass => (decision.verdict, XDP_PASS),
         Action::Drop => (decision.verdict, XDP_DROP),
         // The core translates only frames it has a flow of.
-        Action::Translate if packet.has_flow => apply(ctx, &packet.flow, &decision.nat),
+        Action::Translate if packet.has_flow => {
+            // SAFETY: `decide` initialises `nat` when it answers Translate.
+            apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() })
+        }
         Action::Translate => (Verdict::PassMalformed, XDP_PASS),
     };
     count_verdict(verdict, len);
@@ -57,16 +63,16 @@ pub fn run(ctx: &XdpContext) -> u32 {
 }
 
 /// Rewrites the frame and forwards it.
-#[inline(never)]
+#[inline(always)]
 fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
-    let frame = &ctx.frame();
-    count_service(nat.service_id, frame.len());
-    count_backend(nat.backend_id, frame.len());
+    let len = ctx.frame().len();
+    count_service(nat.service_id, len);
+    count_backend(nat.backend_id, len);
     let (out, via_stack) = match nat.end {
         End::Destination => (Verdict::ForwardToBackend, Verdict::PassToBackendViaStack),
         End::Source => (Verdict::ForwardReply, Verdict::PassReplyViaStack),
     };
-    if rewrite::translate(frame, flow, nat).is_none() {
+    if !rewrite::translate(ctx, flow, nat) {
         // Unreachable after a successful parse; the frame is unchanged.
         return (Verdict::PassMalformed, XDP_PASS);
     }

@@ -8,9 +8,11 @@
 
 use xdp_lb_common::csum;
 
+use aya_ebpf::programs::XdpContext;
+
 use crate::{
     lb::{End, Nat, flow::Flow},
-    packet::Frame,
+    packet::{Frame, FrameSource},
 };
 
 const IP4_HLEN: usize = 20;
@@ -59,9 +61,16 @@ fn l4_replace<const N: usize>(is_tcp: bool, check: u16, old: &[u8; N], new: &[u8
 }
 
 /// Replaces one end's address and port, with the checksums. Both headers are
-/// checked before the first write, so a `None` leaves the frame unchanged.
+/// checked before the first write, so `false` leaves the frame unchanged. A
+/// subprogram of its own, beside `forward` rather than above it: the 512-byte
+/// stack limit counts the deepest chain of frames.
+#[inline(never)]
+pub fn translate(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> bool {
+    rewrite_end(&ctx.frame(), flow, nat).is_some()
+}
+
 #[inline(always)]
-pub fn translate(frame: &Frame, flow: &Flow, nat: &Nat) -> Option<()> {
+fn rewrite_end(frame: &Frame, flow: &Flow, nat: &Nat) -> Option<()> {
     let source = nat.end == End::Source;
     let (l4_len, l4_csum_at) = if flow.is_tcp {
         (TCP_HLEN, TCP_CSUM)
