@@ -97,7 +97,8 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
     // on another CPU can only race on the fields written below, each of which
     // is a whole word written with a value valid on its own.
     let e = unsafe { &mut *entry };
-    if now.saturating_sub(e.last_seen_ns) > timeout_ns(e.state, config) {
+    // `>=`: a timeout of 0 s means "never reused", whatever the clock's resolution.
+    if now.saturating_sub(e.last_seen_ns) >= timeout_ns(e.state, config) {
         count_ct(CtEvent::Expired);
         return None;
     }
@@ -188,7 +189,7 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         let e = unsafe { &mut *p };
         let same_backend =
             e.backend_addr == flow.tuple.src_addr && e.backend_port_be == flow.tuple.src_port_be;
-        let alive = now.saturating_sub(e.last_seen_ns) <= timeout_ns(e.state, config);
+        let alive = now.saturating_sub(e.last_seen_ns) < timeout_ns(e.state, config);
         (same_backend && alive).then_some(e)
     });
     let Some(e) = live else {
