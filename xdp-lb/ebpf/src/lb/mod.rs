@@ -157,10 +157,8 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
     //    VIP-only address never receives a reply (a client is never a VIP), so
     //    requests to a VIP skip this lookup; a node address can (the replies
     //    to its source-NATed flows, and to its own connections).
-    if src_marked && kind != ADDRESS_VIP {
-        if conntrack::lookup_reply(flow, config, nat) {
-            return translate_unless_expiring(flow, End::Source);
-        }
+    if src_marked && kind != ADDRESS_VIP && conntrack::lookup_reply(flow, config, nat) {
+        return translate_unless_expiring(flow, End::Source);
     }
 
     // 2. Frontend lookup, with the node-address rule.

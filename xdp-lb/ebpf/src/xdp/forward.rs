@@ -183,7 +183,7 @@ fn lookup(
 #[inline(always)]
 fn zero(params: *mut FibParams) {
     const WORDS: usize = size_of::<FibParams>() / 8;
-    const _: () = assert!(size_of::<FibParams>() % 8 == 0);
+    const _: () = assert!(size_of::<FibParams>().is_multiple_of(8));
     let words = params.cast::<u64>();
     for i in 0..WORDS {
         // SAFETY: `i` words into a `FibParams`-sized buffer.
