@@ -27,10 +27,10 @@
 //! - and, in a rig whose neighbours are not pinned, the first packets of a
 //!   flow that the program hands to the kernel (`*ViaStack`) arrive too.
 //!
-//! The Maglev tables here are round-robin fills of the size the sizing policy
-//! picks for three backends (509): the datapath reads whatever table it is
-//! given, and this test is about translation and forwarding, not about how
-//! tables are built (netns-tests does not depend on `consistent-hash`).
+//! The Maglev tables are built by `consistent-hash` as the control plane will
+//! build them: backends keyed by `ip:port/PROTO`, the size from the sizing
+//! policy (509 for three backends).
+use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
@@ -69,8 +69,6 @@ const UDP_FLOWS: usize = 60;
 const BULK_BYTES: usize = 10 * 1024 * 1024;
 /// The Maglev hash seed.
 const HASH_SEED: u64 = 0x786c_6200_0000_0004;
-/// The table size `SizingPolicy` picks for three backends (M > 100·N).
-const TABLE_SIZE: usize = 509;
 /// The client's ephemeral ports: exactly [`TCP_FLOWS`] of them, so the 1000
 /// connections of a family use every port once (each stays in TIME_WAIT) and
 /// the set of 5-tuples, hence the spread, is the same on every run.
@@ -162,10 +160,22 @@ fn vip(family: Family) -> IpAddr {
     }
 }
 
-/// A lookup table of [`TABLE_SIZE`] slots shared equally by `ids`, in turn
-/// (see the module documentation for why not a Maglev fill).
-fn table(ids: &[u32]) -> Vec<u32> {
-    (0..TABLE_SIZE).map(|slot| ids[slot % ids.len()]).collect()
+/// The Maglev table of `backends` (ID and address), keyed `ip:port/PROTO`.
+fn table(backends: &[(u32, SocketAddr)], proto: &str) -> Vec<u32> {
+    let ids: BTreeMap<Vec<u8>, u32> = backends
+        .iter()
+        .map(|&(id, addr)| (format!("{addr}/{proto}").into_bytes(), id))
+        .collect();
+    let size = SizingPolicy::default()
+        .size_for(backends.len(), None)
+        .expect("a size fits");
+    let keys = ids.keys().map(|key| MaglevBackend::new(key.clone()));
+    let table = Table::build(HASH_SEED, size, keys).expect("table builds");
+    table
+        .slots()
+        .iter()
+        .map(|&index| ids[&table.backends()[index as usize].key])
+        .collect()
 }
 
 fn name(backend: usize) -> String {
@@ -203,13 +213,23 @@ impl Scenario {
                 .set_address(vip(family), AddressKind::Vip)
                 .expect("VIP");
             for kind in Kind::ALL {
-                let ids: Vec<u32> = (0..BACKENDS).map(|i| backend_id(family, kind, i)).collect();
-                for (i, &id) in ids.iter().enumerate() {
-                    let addr = topo.backends[i].socket(family, kind.backend_port());
+                let backends: Vec<(u32, SocketAddr)> = (0..BACKENDS)
+                    .map(|i| {
+                        let addr = topo.backends[i].socket(family, kind.backend_port());
+                        (backend_id(family, kind, i), addr)
+                    })
+                    .collect();
+                for &(id, addr) in &backends {
                     datapath.put_backend(id, addr, 1).expect("backend");
                 }
                 let service = service_id(family, kind);
-                datapath.swap_table(service, &table(&ids)).expect("table");
+                let proto = match kind.protocol() {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                };
+                datapath
+                    .swap_table(service, &table(&backends, proto))
+                    .expect("table");
                 let frontend = Frontend::new(
                     SocketAddr::new(vip(family), kind.vip_port()),
                     kind.protocol(),
