@@ -90,26 +90,31 @@ pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072, NO_COMMON_LRU> = Lr
 pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_LRU> =
     LruHashMap::new();
 
-/// One per-CPU scratch slot, see `forget_range`.
+/// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]
-static SCRATCH: PerCpuArray<u64, 1> = PerCpuArray::new();
+static SCRATCH: PerCpuArray<[u64; 2], 1> = PerCpuArray::new();
 
-/// Returns `value` through a per-CPU map slot, so that the verifier sees an
-/// unknown scalar instead of the range it tracked.
+/// Returns `a` and `b` through a per-CPU map slot, so that the verifier sees
+/// unknown scalars instead of the ranges it tracked.
 ///
 /// The parser's paths leave header offsets with many different ranges; the
 /// verifier would then walk everything after the parser once per range (state
-/// explosion). Passing an offset through here (and bounding it again where it
-/// is used) collapses those states into one.
+/// explosion). Passing the offsets through here (and bounding them again where
+/// they are used) collapses those states into one.
 #[inline(always)]
-pub fn forget_range(value: usize) -> usize {
+pub fn forget_ranges(a: usize, b: usize) -> (usize, usize) {
     let Some(slot) = SCRATCH.get_ptr_mut(0) else {
-        return value;
+        return (a, b);
     };
-    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    let slot = slot.cast::<u64>();
+    // SAFETY: this CPU's two-word slot; nothing else runs on this CPU meanwhile.
     unsafe {
-        core::ptr::write_volatile(slot, value as u64);
-        core::ptr::read_volatile(slot) as usize
+        core::ptr::write_volatile(slot, a as u64);
+        core::ptr::write_volatile(slot.add(1), b as u64);
+        (
+            core::ptr::read_volatile(slot) as usize,
+            core::ptr::read_volatile(slot.add(1)) as usize,
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    maps::forget_range,
+    maps::forget_ranges,
     packet::{Frame, FrameSource},
     parse::Parsed,
 };
@@ -146,9 +146,8 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
         _ => return None,
     };
     // Header offsets from the parser, with their ranges forgotten (see
-    // `forget_range`); `Frame` bounds them again on every access.
-    let l3 = forget_range(parsed.l3_offset);
-    let l4 = forget_range(parsed.l4_offset);
+    // `forget_ranges`); `Frame` bounds them again on every access.
+    let (l3, l4) = forget_ranges(parsed.l3_offset, parsed.l4_offset);
     // Bounded before any arithmetic, so that no derived offset can wrap.
     if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
         return None;
