@@ -61,7 +61,9 @@ pub struct NextHop {
     pub egress_ifindex: u32,
     /// Destination MAC, then source MAC: the frame's first 12 bytes.
     pub macs: [u8; 12],
-    pub _reserved: u32,
+    /// The generation of the backend ID the lookup was for: a reused ID is
+    /// another backend, with a next hop of its own.
+    pub generation: u32,
 }
 const _: () = assert!(size_of::<NextHop>() == 32);
 

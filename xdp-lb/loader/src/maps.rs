@@ -309,20 +309,25 @@ impl Datapath {
             .map_err(map_err(MAGLEV_TABLES, "swap"))
     }
 
-    /// Service `id`'s table as the datapath sees it, if it has one.
-    pub fn table(&self, id: u32) -> Result<Option<Vec<u32>>, Error> {
+    /// The inner map holding service `id`'s table, if it has one.
+    pub(crate) fn table_map(&self, id: u32) -> Result<Option<Array<MapData, u32>>, Error> {
         let tables = HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map(MAGLEV_TABLES)?)
             .map_err(map_err(MAGLEV_TABLES, "open"))?;
-        let inner = match tables.get(&id, 0) {
-            Ok(inner) => inner,
-            Err(MapError::KeyNotFound) => return Ok(None),
-            Err(source) => {
-                return Err(Error::Map {
-                    map: MAGLEV_TABLES,
-                    op: "lookup",
-                    source,
-                });
-            }
+        match tables.get(&id, 0) {
+            Ok(inner) => Ok(Some(inner)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(Error::Map {
+                map: MAGLEV_TABLES,
+                op: "lookup",
+                source,
+            }),
+        }
+    }
+
+    /// Service `id`'s table as the datapath sees it, if it has one.
+    pub fn table(&self, id: u32) -> Result<Option<Vec<u32>>, Error> {
+        let Some(inner) = self.table_map(id)? else {
+            return Ok(None);
         };
         let size = inner
             .get(&0, 0)

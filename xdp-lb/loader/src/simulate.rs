@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use aya::maps::{Array, HashMap, HashOfMaps, MapData, MapError};
+use aya::maps::{Array, HashMap, MapError};
 use xdp_lb_common::{
     backend::{Backend, NO_BACKEND},
     select::table_index,
@@ -94,18 +94,8 @@ impl Datapath {
         let none = Simulation::NoBackend {
             service_id: service.id,
         };
-        let tables = HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map(MAGLEV_TABLES)?)
-            .map_err(map_err(MAGLEV_TABLES, "open"))?;
-        let table = match tables.get(&service.id, 0) {
-            Ok(table) => table,
-            Err(MapError::KeyNotFound) => return Ok(none),
-            Err(source) => {
-                return Err(Error::Map {
-                    map: MAGLEV_TABLES,
-                    op: "lookup",
-                    source,
-                });
-            }
+        let Some(table) = self.table_map(service.id)? else {
+            return Ok(none);
         };
         let size = table
             .get(&0, 0)

@@ -130,6 +130,7 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
         port_be: backend.port_be,
         service_id: e.service_id,
         backend_id: e.backend_id,
+        generation: e.generation,
     })
 }
 
@@ -203,6 +204,7 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         port_be: original.dst_port_be,
         service_id: e.service_id,
         backend_id: e.backend_id,
+        generation: e.generation,
     };
     if flow.ttl <= 1 {
         // It will not reach the client (the caller passes it untouched): it

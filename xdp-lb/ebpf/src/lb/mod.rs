@@ -98,6 +98,8 @@ pub struct Nat {
     pub port_be: u16,
     pub service_id: u32,
     pub backend_id: u32,
+    /// The backend ID's generation (a reused ID is another backend).
+    pub generation: u32,
 }
 
 /// Decides what to do with a frame (DESIGN.md, "Per packet, in this order").
@@ -209,6 +211,7 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
         port_be: backend.port_be,
         service_id: service.id,
         backend_id: id,
+        generation: backend.generation,
     });
     Decision::translate(End::Destination)
 }

@@ -102,7 +102,7 @@ fn backend_hop(
     // SAFETY: this CPU's slot of a per-CPU map; nothing else runs on this CPU
     // meanwhile.
     let entry = unsafe { &mut *entry };
-    if fresh(entry, ingress, now) {
+    if fresh(entry, nat.generation, ingress, now) {
         out.write(*entry);
         return true;
     }
@@ -110,14 +110,18 @@ fn backend_hop(
         return false;
     }
     // SAFETY: `lookup` wrote `out` when it answered true.
+    unsafe { (*out.as_mut_ptr()).generation = nat.generation };
+    // SAFETY: `lookup` wrote `out` when it answered true.
     *entry = unsafe { out.assume_init_read() };
     true
 }
 
-/// A cached next hop that holds for a packet that came in on `ingress`.
+/// A cached next hop that holds for a packet of this backend generation that
+/// came in on `ingress`.
 #[inline(always)]
-fn fresh(hop: &NextHop, ingress: u32, now: u64) -> bool {
+fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
     hop.looked_up_ns != 0
+        && hop.generation == generation
         && hop.ingress_ifindex == ingress
         && now.wrapping_sub(hop.looked_up_ns) < NEXT_HOP_TTL_NS
 }
@@ -173,7 +177,8 @@ fn lookup(
         ingress_ifindex: ingress,
         egress_ifindex: params.ifindex,
         macs,
-        _reserved: 0,
+        // The caller that caches the answer sets the backend's generation.
+        generation: 0,
     });
     true
 }

@@ -225,38 +225,37 @@ impl Lb {
     /// counts, all others are zero.
     pub(crate) fn assert_verdicts(&self, expected: &[(Verdict, u64)]) {
         let stats = self.dp.verdict_stats().expect("verdict stats");
-        let actual: Vec<(&str, u64)> = Verdict::ALL
-            .iter()
-            .map(|&v| (v.name(), stats.get(v).packets))
-            .filter(|&(_, n)| n != 0)
-            .collect();
-        let wanted: Vec<(&str, u64)> = Verdict::ALL
-            .iter()
-            .map(|&v| {
-                let n = expected.iter().filter(|e| e.0 == v).map(|e| e.1).sum();
-                (v.name(), n)
-            })
-            .filter(|&(_, n)| n != 0)
-            .collect();
-        assert_eq!(actual, wanted, "verdict counters");
+        assert_counters("verdict counters", &stats, Verdict::name, expected);
     }
 
     /// Checks every conntrack event counter, as `assert_verdicts`.
     pub(crate) fn assert_ct(&self, expected: &[(CtEvent, u64)]) {
         let stats = self.dp.ct_stats().expect("ct stats");
-        let actual: Vec<(&str, u64)> = CtEvent::ALL
-            .iter()
-            .map(|&v| (v.name(), stats.get(v).packets))
-            .filter(|&(_, n)| n != 0)
-            .collect();
-        let wanted: Vec<(&str, u64)> = CtEvent::ALL
-            .iter()
-            .map(|&v| {
-                let n = expected.iter().filter(|e| e.0 == v).map(|e| e.1).sum();
-                (v.name(), n)
-            })
-            .filter(|&(_, n)| n != 0)
-            .collect();
-        assert_eq!(actual, wanted, "conntrack event counters");
+        assert_counters("conntrack event counters", &stats, CtEvent::name, expected);
     }
+}
+
+/// The nonzero packet counts of `stats` equal `expected` (summed per counter).
+fn assert_counters<C: Copy + PartialEq + Into<u32>>(
+    what: &str,
+    stats: &xdp_lb::Counters<C>,
+    name: fn(C) -> &'static str,
+    expected: &[(C, u64)],
+) {
+    let actual: Vec<(&str, u64)> = stats
+        .iter()
+        .map(|(c, n)| (name(c), n.packets))
+        .filter(|&(_, n)| n != 0)
+        .collect();
+    let wanted: Vec<(&str, u64)> = stats
+        .iter()
+        .map(|(c, _)| {
+            (
+                name(c),
+                expected.iter().filter(|e| e.0 == c).map(|e| e.1).sum(),
+            )
+        })
+        .filter(|&(_, n)| n != 0)
+        .collect();
+    assert_eq!(actual, wanted, "{what}");
 }
