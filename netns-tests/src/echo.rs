@@ -132,12 +132,15 @@ impl EchoServer {
         };
         self.stop.store(true, Ordering::Release);
         // A listening TCP socket that is shut down makes a blocked accept(2)
-        // return (EINVAL); a UDP socket's blocked recv returns as well. Errors
-        // are expected (ENOTCONN on UDP) and harmless: the flag and the UDP
-        // poll interval stop the loop anyway.
-        // SAFETY: `wake` is an open socket descriptor owned by `self`.
-        unsafe {
-            libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
+        // return (EINVAL). A UDP socket is not shut down: its blocked
+        // recv_from would then return without a source address, which std
+        // asserts against (a panic); the flag and the UDP poll interval stop
+        // that loop instead.
+        if self.proto == Proto::Tcp {
+            // SAFETY: `wake` is an open socket descriptor owned by `self`.
+            unsafe {
+                libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
+            }
         }
         // A panic is reported, not resumed: this runs in `Drop`, possibly
         // while a test is already unwinding.

@@ -42,6 +42,7 @@ mod veth;
 mod wait;
 mod xdp;
 
+pub mod lb_scenario;
 pub mod packets;
 pub mod parser_run;
 pub mod raw_socket;
