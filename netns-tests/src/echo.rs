@@ -264,13 +264,7 @@ fn serve_udp(socket: &UdpSocket, name: &str, stop: &AtomicBool) {
                     debug!(%peer, error = %err, "echo reply failed");
                 }
             }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(err) if is_poll_timeout(&err) => {}
             Err(err) => {
                 warn!(error = %err, "echo server receive failed");
                 std::thread::sleep(UDP_POLL);
@@ -435,13 +429,7 @@ fn udp_request(server: SocketAddr, request: &str, timeout: Duration) -> Result<E
                     return echo;
                 }
             }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(err) if is_poll_timeout(&err) => {}
             Err(err) => return Err(Error::io(what("receive"))(err)),
         }
     }
@@ -488,4 +476,13 @@ fn check_target(ip: IpAddr) -> Result<()> {
             addr: ip.to_string(),
         })
     }
+}
+
+/// A receive that ended because the poll interval passed (or a signal came):
+/// not an error, the loop checks its stop flag and waits again.
+fn is_poll_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
