@@ -11,7 +11,9 @@ pub struct MapSizes {
     pub services: u32,
     /// Backend IDs (`BACKENDS`, per-backend counters).
     pub backends: u32,
-    /// Tracked flows (`CONNTRACK`, and as many reply entries).
+    /// Tracked flows (`CONNTRACK`, and as many reply entries). The LRU lists
+    /// are per CPU, so each CPU evicts from its own share: size for the busiest
+    /// CPU's flows times the CPU count.
     pub conntrack: u32,
     /// Frontend addresses (`ADDRESSES`).
     pub addresses: u32,
