@@ -5,13 +5,9 @@
 /// An IPv6 address, or an IPv4 address mapped into IPv6.
 pub type Addr = [u8; 16];
 
-/// The IPv4-mapped form of `a.b.c.d`.
-#[inline(always)]
-pub const fn v4_mapped(v4: [u8; 4]) -> Addr {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
-}
+/// The IPv4-mapped form of `a.b.c.d`: the flow hash's own mapping, so that map
+/// keys and hash input can never disagree.
+pub use consistent_hash::hash::ipv4_mapped as v4_mapped;
 
 /// The IPv4 address inside an IPv4-mapped address, or `None` for IPv6.
 #[inline(always)]

@@ -46,6 +46,19 @@ impl FlowTuple {
             _pad1: 0,
         }
     }
+
+    /// The tuple a reply carries when this flow is translated to the backend
+    /// at `backend_addr`:`backend_port_be`: the key of its `CONNTRACK_REPLY` entry.
+    #[inline(always)]
+    pub const fn reply_from(&self, backend_addr: Addr, backend_port_be: u16) -> Self {
+        Self::new(
+            backend_addr,
+            self.src_addr,
+            backend_port_be,
+            self.src_port_be,
+            self.proto,
+        )
+    }
 }
 
 /// TCP states as the LB sees them (both directions pass through it in NAT mode).

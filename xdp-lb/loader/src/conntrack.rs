@@ -101,12 +101,9 @@ impl Datapath {
             return Ok(false);
         };
         let key = flow.tuple();
-        let reply = FlowTuple::new(
+        let reply = key.reply_from(
             crate::net::to_addr(tracked.backend.ip()),
-            key.src_addr,
             tracked.backend.port().to_be(),
-            key.src_port_be,
-            key.proto,
         );
         // The flow entry first: a reply entry left alone for a moment is never
         // used without its flow entry (and is deleted on sight), while a flow

@@ -14,9 +14,7 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use xdp_lb_common::{
     backend::Backend,
     config::Config,
-    conntrack::{
-        CT_SEEN_REPLY, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
-    },
+    conntrack::{CT_SEEN_REPLY, CtEntry, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
     stats::CtEvent,
 };
 
@@ -50,18 +48,6 @@ fn timeout_ns(state: u8, config: &Config) -> u64 {
         _ => config.udp_timeout_s,
     };
     u64::from(seconds) * NS_PER_SEC
-}
-
-/// The tuple a reply from the backend carries.
-#[inline(always)]
-pub fn reply_tuple(flow: &FlowTuple, backend: &Backend) -> FlowTuple {
-    FlowTuple::new(
-        backend.addr,
-        flow.src_addr,
-        backend.port_be,
-        flow.src_port_be,
-        flow.proto,
-    )
 }
 
 /// The state a TCP entry moves to on a packet with `flow`'s flags.
@@ -122,7 +108,11 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
         e.last_seen_ns = now;
         // Rewrite the reply entry with the refresh: if the LRU took it while the
         // flow was alive, it comes back within a second.
-        let _ = CONNTRACK_REPLY.insert(reply_tuple(&flow.tuple, &backend), &flow.tuple, 0);
+        let _ = CONNTRACK_REPLY.insert(
+            flow.tuple.reply_from(backend.addr, backend.port_be),
+            &flow.tuple,
+            0,
+        );
     }
     Some(Nat {
         end: End::Destination,
@@ -159,7 +149,7 @@ pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32) {
         flags: 0,
         service_id,
     };
-    let reply = reply_tuple(&flow.tuple, backend);
+    let reply = flow.tuple.reply_from(backend.addr, backend.port_be);
     if CONNTRACK.insert(&flow.tuple, entry, 0).is_err()
         || CONNTRACK_REPLY.insert(reply, &flow.tuple, 0).is_err()
     {
