@@ -35,7 +35,8 @@ pub enum Action {
     Pass,
     /// Drop it, counted as `verdict`.
     Drop,
-    /// Rewrite it as `nat` says and forward it (the verdict follows from how).
+    /// Rewrite it as `nat` says and forward it; the attaching program counts
+    /// the verdict, by how the frame left.
     Translate,
 }
 
@@ -67,16 +68,14 @@ impl Decision {
         }
     }
 
-    /// A translation (already written to the caller's `Nat`).
+    /// A translation (already written to the caller's `Nat`). Its verdict is
+    /// counted by the attaching program, which alone knows how the frame left
+    /// (sent on, or handed to the kernel); `verdict` here is not read.
     #[inline(always)]
-    const fn translate(end: End) -> Self {
-        let verdict = match end {
-            End::Destination => Verdict::ForwardToBackend,
-            End::Source => Verdict::ForwardReply,
-        };
+    const fn translate() -> Self {
         Self {
             action: Action::Translate,
-            verdict,
+            verdict: Verdict::ForwardToBackend,
         }
     }
 }
@@ -160,7 +159,7 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
     //    requests to a VIP skip this lookup; a node address can (the replies
     //    to its source-NATed flows, and to its own connections).
     if src_marked && kind != ADDRESS_VIP && conntrack::lookup_reply(flow, config, nat) {
-        return translate_unless_expiring(flow, End::Source);
+        return translate_unless_expiring(flow);
     }
 
     // 2. Frontend lookup, with the node-address rule.
@@ -193,7 +192,7 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend.
     if conntrack::lookup(flow, config, nat) {
-        return Decision::translate(End::Destination);
+        return Decision::translate();
     }
 
     // 4. Maglev.
@@ -213,7 +212,7 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
         backend_id: id,
         generation: backend.generation,
     });
-    Decision::translate(End::Destination)
+    Decision::translate()
 }
 
 /// A frame that is IP but not a whole TCP/UDP packet: fragments and other
@@ -243,11 +242,11 @@ fn not_balanced(packet: &Packet) -> Decision {
 /// A packet whose TTL (hop limit) would expire here is passed untouched, so the
 /// kernel answers with ICMP time exceeded, as a router would.
 #[inline(always)]
-fn translate_unless_expiring(flow: &Flow, end: End) -> Decision {
+fn translate_unless_expiring(flow: &Flow) -> Decision {
     if flow.ttl <= 1 {
         Decision::pass(Verdict::PassTtlExpired)
     } else {
-        Decision::translate(end)
+        Decision::translate()
     }
 }
 
