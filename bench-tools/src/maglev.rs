@@ -30,14 +30,7 @@ pub(crate) struct MaglevArgs {
 /// The key of the `i`-th backend: `198.18.2.0:8080/TCP` and up (RFC 2544 range), as the
 /// consistent-hash benchmarks name them.
 fn backend_key(i: u32) -> String {
-    let a = (198u32 << 24 | 18 << 16 | 2 << 8) + i;
-    format!(
-        "{}.{}.{}.{}:8080/TCP",
-        a >> 24,
-        a >> 16 & 255,
-        a >> 8 & 255,
-        a & 255
-    )
+    format!("{}:8080/TCP", std::net::Ipv4Addr::from(0xc612_0200 + i))
 }
 
 pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {

@@ -3,15 +3,7 @@
 
 /// The key of the `i`-th test backend: `198.18.2.0:8080/TCP` and up.
 pub(crate) fn backend_key(i: u32) -> Vec<u8> {
-    let a = (198u32 << 24 | 18 << 16 | 2 << 8) + i;
-    format!(
-        "{}.{}.{}.{}:8080/TCP",
-        a >> 24,
-        a >> 16 & 255,
-        a >> 8 & 255,
-        a & 255
-    )
-    .into_bytes()
+    format!("{}:8080/TCP", std::net::Ipv4Addr::from(0xc612_0200 + i)).into_bytes()
 }
 
 /// The keys of the first `n` test backends.

@@ -9,8 +9,8 @@ use support::{
     frame::{Packet, TcpFlags, arp_request, ethertype_frame, icmp4_echo, udp4_fragment},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4,
-        NODE6, UP_MAC, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_REDIRECT, backend4, cycling, mac_of,
+        CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4, NODE6, UP_MAC, VIP4, VIP6,
+        XDP_DROP, XDP_PASS, XDP_REDIRECT, backend4, mac_of,
     },
 };
 use xdp_lb::{AddressKind, Config, CtEvent, Protocol, Simulation, Verdict};
@@ -20,18 +20,7 @@ const SERVICE: u32 = 7;
 /// The fixture with VIP4:80 and VIP6:80 (TCP) served.
 fn lb() -> Lb {
     let mut lb = Lb::new();
-    lb.service(
-        SERVICE,
-        SocketAddr::from((VIP4, 80)),
-        Protocol::Tcp,
-        &cycling(&BACKEND4_IDS, 251),
-    );
-    lb.service(
-        9,
-        SocketAddr::from((VIP6, 80)),
-        Protocol::Tcp,
-        &cycling(&BACKEND6_IDS, 251),
-    );
+    lb.serve_both_vips((SERVICE, 9), 80, Protocol::Tcp);
     lb
 }
 

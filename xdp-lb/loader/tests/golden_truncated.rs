@@ -10,8 +10,8 @@ use support::{
     frame::{IpExtras, L4, Packet, TcpFlags},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6, XDP_ABORTED,
-        XDP_DROP, XDP_PASS, XDP_REDIRECT, cycling,
+        CLIENT4, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS,
+        XDP_REDIRECT,
     },
 };
 use xdp_lb::{CtEvent, Protocol};
@@ -44,30 +44,8 @@ fn golden_frames() -> Vec<Packet> {
 fn a_cut_frame_is_never_aborted_tracked_or_translated() {
     in_private_netns(|| {
         let mut lb = Lb::new();
-        lb.service(
-            1,
-            SocketAddr::from((VIP4, 80)),
-            Protocol::Tcp,
-            &cycling(&BACKEND4_IDS, 251),
-        );
-        lb.service(
-            2,
-            SocketAddr::from((VIP6, 80)),
-            Protocol::Tcp,
-            &cycling(&BACKEND6_IDS, 251),
-        );
-        lb.service(
-            3,
-            SocketAddr::from((VIP4, 53)),
-            Protocol::Udp,
-            &cycling(&BACKEND4_IDS, 251),
-        );
-        lb.service(
-            4,
-            SocketAddr::from((VIP6, 53)),
-            Protocol::Udp,
-            &cycling(&BACKEND6_IDS, 251),
-        );
+        lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+        lb.serve_both_vips((3, 4), 53, Protocol::Udp);
         let frames = golden_frames();
         for packet in &frames {
             let frame = packet.bytes();

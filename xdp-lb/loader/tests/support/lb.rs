@@ -201,6 +201,23 @@ impl Lb {
             .expect("service");
     }
 
+    /// Serves `port`/`proto` on VIP4 (service `ids.0`) and VIP6 (`ids.1`),
+    /// each with a 251-slot table over its family's backends.
+    pub(crate) fn serve_both_vips(&mut self, ids: (u32, u32), port: u16, proto: Protocol) {
+        self.service(
+            ids.0,
+            SocketAddr::from((VIP4, port)),
+            proto,
+            &cycling(&BACKEND4_IDS, 251),
+        );
+        self.service(
+            ids.1,
+            SocketAddr::from((VIP6, port)),
+            proto,
+            &cycling(&BACKEND6_IDS, 251),
+        );
+    }
+
     /// Runs `xdp_lb` on `frame` arriving on `ifindex`.
     pub(crate) fn send(&self, frame: &[u8], ifindex: u32) -> TestRunOutput {
         self.dp
