@@ -571,6 +571,13 @@ pub struct Baseline {
     ct: CtStats,
 }
 
+impl Baseline {
+    /// The link counters at the time of the baseline.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+}
+
 /// What crossed the links and what the LB counted over some time.
 #[derive(Clone, Debug)]
 pub struct Traffic {

@@ -289,6 +289,19 @@ fn tcp_udp_and_bulk_through_the_vip_on_both_families() {
     for family in Family::ALL {
         flows += tcp_through_vip(&s, family);
         flows += udp_through_vip(&s, family);
+    }
+    // The echo traffic never fills a link: no frame may be lost on it. The
+    // bulk transfers can: a veth whose peer runs XDP queues frames in a
+    // 256-entry ring, and a TCP burst that overflows it is dropped on the
+    // sender (counted as its `tx_dropped`, never seen by the program) and
+    // retransmitted. Those are reported, not failed.
+    let echo_links = s.links().expect("link counters").since(&base.links());
+    for (what, link) in std::iter::once(("client", &echo_links.client))
+        .chain(echo_links.backends.iter().map(|b| ("backend", b)))
+    {
+        assert_eq!(link.tx_dropped, 0, "echo traffic, {what}: {link:?}");
+    }
+    for family in Family::ALL {
         bulk_through_vip(&s, family);
         flows += 1;
     }
@@ -327,11 +340,10 @@ fn tcp_udp_and_bulk_through_the_vip_on_both_families() {
             "pinned neighbours: every frame leaves by redirect: {verdicts:?}"
         );
     }
-    for (what, link) in std::iter::once(("client", &links.client))
-        .chain(links.backends.iter().map(|b| ("backend", b)))
-    {
-        assert_eq!(link.tx_dropped, 0, "{what}: {link:?}");
-    }
+    report!(
+        "frames dropped on the links by a full veth XDP ring during the bulk transfers: {}",
+        links.tx_dropped()
+    );
 
     // One conntrack entry per flow, every reply matched to its flow.
     assert_eq!(
