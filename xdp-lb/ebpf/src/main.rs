@@ -32,8 +32,28 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 use crate::packet::Frame;
 
+/// The build's version stamp, written by the loader before the object is
+/// loaded (`EbpfLoader::override_global`, `xdp_lb::LoadOptions`), so that two
+/// loads of one build can stand for two builds in upgrade tests, and a pinned
+/// link's program can be told from another.
+///
+/// It lives alone in its own read-only section: aya makes that section a
+/// frozen one-entry array map whose value is exactly this `u32`, which the
+/// loader reads back (`Datapath::version_stamp`). `no_mangle` gives it the
+/// symbol name the loader patches.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.stamp")]
+static BUILD_STAMP: u32 = 0;
+
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    // Unused on purpose: without a reference from a program the linker drops
+    // the static and its section (and with them the loader's only way to tell
+    // builds apart). Volatile, so the read is not folded into the constant 0
+    // of this object. The verifier knows the frozen value: this costs two
+    // instructions and adds no state.
+    // SAFETY: a plain read of an initialised, immutable static.
+    let _stamp = unsafe { core::ptr::read_volatile(&raw const BUILD_STAMP) };
     xdp::run(&ctx)
 }
 

@@ -1,10 +1,20 @@
-//! Reading and deleting conntrack entries from user space.
+//! Reading and deleting conntrack entries from user space, and the garbage
+//! collector.
+//!
+//! The datapath decides expiry lazily, on lookup (`xdp-lb/ebpf/src/lb/
+//! conntrack.rs`): an entry is gone once `now - last_seen >= timeout(state)`,
+//! `now` being `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC_COARSE`) and the
+//! timeouts those of `CONFIG`. The collector applies the very same rule with
+//! the same clock, read once before the walk: the clock only moves forward, so
+//! whatever it finds expired the datapath already treats as expired (and would
+//! replace on the flow's next packet).
 
 use std::{net::SocketAddr, time::Duration};
 
-use aya::maps::HashMap;
-use xdp_lb_common::conntrack::{
-    CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+use aya::maps::{HashMap, MapError};
+use xdp_lb_common::{
+    config::Config,
+    conntrack::{CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
 };
 
 use crate::{
@@ -132,5 +142,204 @@ impl Datapath {
                 source,
             }),
         }
+    }
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns()` (both
+/// read the timekeeper's coarse monotonic time). Not valid in a time namespace
+/// with a monotonic offset, which would shift only this side.
+fn coarse_monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    // A supported clock and a valid pointer cannot fail (Linux >= 2.6.32).
+    debug_assert_eq!(ret, 0);
+    (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
+}
+
+/// The datapath's `timeout_ns`: the state's timeout from `CONFIG`, with the
+/// state masked to its two bits exactly as the datapath masks it.
+fn timeout_ns(state: u8, config: &Config) -> u64 {
+    let seconds = match state & 3 {
+        TCP_SYN_SENT => config.tcp_syn_timeout_s,
+        TCP_ESTABLISHED => config.tcp_established_timeout_s,
+        TCP_CLOSING => config.tcp_closing_timeout_s,
+        _ => config.udp_timeout_s,
+    };
+    u64::from(seconds) * NS_PER_SEC
+}
+
+/// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.
+fn is_expired(entry: &CtEntry, config: &Config, now_ns: u64) -> bool {
+    now_ns.saturating_sub(entry.last_seen_ns) >= timeout_ns(entry.state, config)
+}
+
+impl Datapath {
+    /// Deletes every flow the datapath already treats as expired, and the
+    /// reply entry of each. Returns how many flows were deleted.
+    ///
+    /// A flow is expired when `now - last_seen >= timeout(state)` (SYN sent,
+    /// established, closing, or non-TCP, from [`Config`]), on the clock the
+    /// datapath uses. A live flow is never deleted: each candidate is read
+    /// again right before its deletion and kept if a packet has refreshed or
+    /// replaced it meanwhile. (The kernel has no compare-and-delete: a flow
+    /// whose first packet after expiry lands between that read and the
+    /// delete, a few microseconds, loses its fresh entry; its next packet
+    /// makes a new one, to the same backend unless the table changed.)
+    pub fn expire_flows(&mut self) -> Result<usize, Error> {
+        let config = self.config()?;
+        let now = coarse_monotonic_ns();
+        self.delete_flows_where(|entry| is_expired(entry, &config, now))
+    }
+
+    /// Deletes every flow given to backend `backend_id` (whatever its
+    /// generation) and their reply entries; returns how many. For a removed
+    /// backend: the datapath already re-selects such flows on their next
+    /// packet (the record is retired), this frees their entries now rather
+    /// than at their timeout. A flow given to another backend meanwhile is
+    /// kept (each entry is read again right before its deletion).
+    pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
+        self.check_backend_id(backend_id)?;
+        self.delete_flows_where(|entry| entry.backend_id == backend_id)
+    }
+
+    /// Deletes the flows whose entry satisfies `doomed` when read just before
+    /// the deletion, flow entry first, then its reply entry (an orphaned reply
+    /// entry is never used: the datapath deletes it on sight).
+    fn delete_flows_where(&mut self, doomed: impl Fn(&CtEntry) -> bool) -> Result<usize, Error> {
+        let (keys, entries, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
+        let candidates: Vec<FlowTuple> = keys
+            .into_iter()
+            .zip(&entries)
+            .filter(|(_, entry)| doomed(entry))
+            .map(|(key, _)| key)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let (mut flows, mut replies) = (None, None);
+        for (name, map) in self.ebpf.maps_mut() {
+            match name {
+                CONNTRACK => flows = Some(map),
+                CONNTRACK_REPLY => replies = Some(map),
+                _ => {}
+            }
+        }
+        let mut flows = HashMap::<_, FlowTuple, CtEntry>::try_from(
+            flows.ok_or(Error::MissingMap { map: CONNTRACK })?,
+        )
+        .map_err(map_err(CONNTRACK, "open"))?;
+        let mut replies =
+            HashMap::<_, FlowTuple, FlowTuple>::try_from(replies.ok_or(Error::MissingMap {
+                map: CONNTRACK_REPLY,
+            })?)
+            .map_err(map_err(CONNTRACK_REPLY, "open"))?;
+        let mut deleted = 0;
+        for key in candidates {
+            let Some(entry) = present(flows.get(&key, 0), CONNTRACK)? else {
+                continue;
+            };
+            if !doomed(&entry) || !absent(flows.remove(&key), CONNTRACK, "remove")? {
+                continue;
+            }
+            deleted += 1;
+            // The reply entry goes only if it still points at this flow, and
+            // no new entry of the same flow (a new packet since) relies on it.
+            let reply = key.reply_from(entry.backend_addr, entry.backend_port_be);
+            if present(replies.get(&reply, 0), CONNTRACK_REPLY)? != Some(key) {
+                continue;
+            }
+            let claimed = present(flows.get(&key, 0), CONNTRACK)?.is_some_and(|again| {
+                !doomed(&again)
+                    && again.backend_addr == entry.backend_addr
+                    && again.backend_port_be == entry.backend_port_be
+            });
+            if !claimed {
+                absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// A lookup's value; `None` for a missing key.
+fn present<V>(result: Result<V, MapError>, map: &'static str) -> Result<Option<V>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(Error::Map {
+            map,
+            op: "lookup",
+            source,
+        }),
+    }
+}
+
+/// A removal's outcome: true if this call removed the key, false if it was
+/// gone already (evicted, or deleted by the datapath).
+fn absent(
+    result: Result<(), MapError>,
+    map: &'static str,
+    op: &'static str,
+) -> Result<bool, Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(source) => Err(Error::Map { map, op, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: u8, last_seen_ns: u64) -> CtEntry {
+        CtEntry {
+            state,
+            last_seen_ns,
+            ..CtEntry::default()
+        }
+    }
+
+    #[test]
+    fn expiry_follows_the_datapath_rule_per_state() {
+        let config = Config {
+            tcp_syn_timeout_s: 1,
+            tcp_established_timeout_s: 2,
+            tcp_closing_timeout_s: 3,
+            udp_timeout_s: 4,
+            ..Config::default()
+        };
+        let t0 = 100 * NS_PER_SEC;
+        for (state, timeout) in [
+            (TCP_SYN_SENT, 1),
+            (TCP_ESTABLISHED, 2),
+            (TCP_CLOSING, 3),
+            (xdp_lb_common::conntrack::NOT_TCP, 4),
+            // Masked to two bits, as the datapath does: 5 & 3 = SYN sent.
+            (5, 1),
+        ] {
+            let deadline = t0 + timeout * NS_PER_SEC;
+            assert!(
+                !is_expired(&entry(state, t0), &config, deadline - 1),
+                "{state}"
+            );
+            assert!(is_expired(&entry(state, t0), &config, deadline), "{state}");
+        }
+        // A clock behind the entry (an entry refreshed after the walk began).
+        assert!(!is_expired(&entry(TCP_SYN_SENT, t0), &config, t0 - 5));
+        let zero = Config {
+            udp_timeout_s: 0,
+            ..config
+        };
+        assert!(
+            is_expired(&entry(0, t0), &zero, t0),
+            "0 s has always expired"
+        );
     }
 }

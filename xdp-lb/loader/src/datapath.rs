@@ -1,14 +1,21 @@
 //! Loading the programs and attaching them to interfaces.
 use aya::{
     Ebpf, EbpfLoader,
+    maps::Array,
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tracing::{debug, warn};
 
 use crate::{
-    EBPF_OBJECT, Error, maps,
-    options::{LoadOptions, MapSizes},
+    EBPF_OBJECT, Error,
+    maps::{self, map_err},
+    options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes},
 };
+
+/// The symbol of the version stamp in the eBPF object.
+const BUILD_STAMP: &str = "BUILD_STAMP";
+/// Its section, which aya turns into a map of that name.
+const STAMP_SECTION: &str = ".rodata.stamp";
 
 /// The XDP programs of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,14 +114,29 @@ impl Datapath {
     }
 
     /// Loads the embedded object with `options`: map sizes, and a pin
-    /// directory whose maps are reused if they are already there.
+    /// directory whose maps are reused if they are already there. The programs
+    /// carry [`DEFAULT_VERSION_STAMP`].
     pub fn load_with(options: &LoadOptions) -> Result<Self, Error> {
+        Self::load_stamped(options, DEFAULT_VERSION_STAMP)
+    }
+
+    /// As [`Datapath::load_with`], with `version_stamp` written into the
+    /// programs' read-only data (`BUILD_STAMP` in the eBPF object) before they
+    /// are loaded, and readable back with [`Datapath::version_stamp`]. Upgrade
+    /// tests load "another build" this way: new programs (new program IDs)
+    /// carrying another stamp, sharing whatever maps are pinned. (The program
+    /// tag stays the same: the kernel hashes the instructions without the
+    /// data they reference.)
+    pub fn load_stamped(options: &LoadOptions, version_stamp: u32) -> Result<Self, Error> {
         options.validate()?;
         // RLIMIT_MEMLOCK cannot be raised on these hosts (no CAP_SYS_RESOURCE in
         // some containers) and this kernel accounts BPF memory by memcg, so a
         // failure is only worth a debug line.
         raise_memlock_rlimit();
         let mut loader = EbpfLoader::new();
+        // `must_exist`: an object without the stamp is another build's, and
+        // `version_stamp()` would have nothing to read.
+        loader.override_global(BUILD_STAMP, &version_stamp, true);
         let sizes = &options.sizes;
         for (map, size) in [
             (maps::SERVICES, sizes.services),
@@ -155,6 +177,27 @@ impl Datapath {
         Ok(datapath)
     }
 
+    /// The version stamp the programs were loaded with, read back from the
+    /// kernel (the frozen map that holds `BUILD_STAMP`).
+    pub fn version_stamp(&self) -> Result<u32, Error> {
+        Array::<_, u32>::try_from(self.map(STAMP_SECTION)?)
+            .map_err(map_err(STAMP_SECTION, "open"))?
+            .get(&0, 0)
+            .map_err(map_err(STAMP_SECTION, "read"))
+    }
+
+    /// The kernel's ID of `program` as loaded by this `Datapath` (what a link
+    /// running it reports, see [`Datapath::pinned_link`]).
+    pub fn program_id(&self, program: ProgramName) -> Result<u32, Error> {
+        self.program(program)?
+            .info()
+            .map(|info| info.id())
+            .map_err(|source| Error::ProgramInfo {
+                program: program.as_str(),
+                source,
+            })
+    }
+
     /// Attaches `program` to `iface` in the calling thread's network namespace.
     pub fn attach(
         &mut self,
@@ -162,6 +205,23 @@ impl Datapath {
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attachment, Error> {
+        let (link, mode) = self.attach_link(program, iface, mode)?;
+        Ok(Attachment {
+            program,
+            iface: iface.to_owned(),
+            mode,
+            link,
+        })
+    }
+
+    /// Attaches `program` to `iface` (native mode falling back to generic),
+    /// and leaves the link with the program.
+    pub(crate) fn attach_link(
+        &mut self,
+        program: ProgramName,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<(XdpLinkId, XdpMode), Error> {
         let prog = program_mut(&mut self.ebpf, program)?;
         let attach = |prog: &mut Xdp, mode| {
             prog.attach(iface, mode).map_err(|source| match source {
@@ -192,12 +252,7 @@ impl Datapath {
             },
         };
         debug!(iface, program = program.as_str(), ?mode, "attached");
-        Ok(Attachment {
-            program,
-            iface: iface.to_owned(),
-            mode,
-            link,
-        })
+        Ok((link, mode))
     }
 
     /// Detaches one attachment.
@@ -242,6 +297,10 @@ impl Datapath {
 
     pub(crate) fn program(&self, name: ProgramName) -> Result<&Xdp, Error> {
         program(&self.ebpf, name)
+    }
+
+    pub(crate) fn program_mut(&mut self, name: ProgramName) -> Result<&mut Xdp, Error> {
+        program_mut(&mut self.ebpf, name)
     }
 }
 

@@ -83,6 +83,55 @@ pub enum Error {
     )]
     Layout { found: u32, expected: u32 },
 
+    #[error("map `{map}`: {op} failed")]
+    Syscall {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("map `{map}`: {op} stopped after {done} of {total} elements")]
+    Batch {
+        map: &'static str,
+        op: &'static str,
+        /// Elements the kernel had processed before the failing one.
+        done: usize,
+        total: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("map `{map}` holds an entry this build cannot read: {reason}")]
+    Corrupt {
+        map: &'static str,
+        reason: &'static str,
+    },
+
+    #[error("pinned link {path}: {op} failed")]
+    PinnedLink {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("pinning the link at {path} failed")]
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+
+    #[error(
+        "interface `{iface}`: the kernel attached XDP without a bpf_link (kernel < 5.9?), \
+         which cannot be pinned"
+    )]
+    LinkUnsupported { iface: String },
+
+    #[error("{path} is not a link this datapath may take over: {reason}")]
+    ForeignLink { path: PathBuf, reason: &'static str },
+
     #[error("pin directory {path} is not usable")]
     PinDir {
         path: PathBuf,

@@ -6,11 +6,20 @@
 //! that links this crate carries its own datapath.
 //!
 //! - [`Datapath::load_with`]: map sizes, pinning ([`LoadOptions`]);
+//!   [`Datapath::load_stamped`] with another version stamp;
 //! - [`Datapath::attach`] / [`Datapath::detach`]: per interface and mode;
+//!   [`Datapath::attach_pinned`] / [`Datapath::detach_pinned`]: through a
+//!   pinned bpf_link that outlives the process, taken over atomically by the
+//!   next agent;
 //! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
 //!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
-//!   [`Datapath::retire_backend`], [`Datapath::swap_table`];
-//! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`], counters;
+//!   [`Datapath::retire_backend`], [`Datapath::swap_table`],
+//!   [`Datapath::swap_tables`] (many per grace period),
+//!   [`Datapath::patch_table`] (slots in place);
+//! - recovery after a restart: [`Datapath::frontends`],
+//!   [`Datapath::backends`], [`Datapath::table_ids`], [`Datapath::map_usage`];
+//! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`],
+//!   [`Datapath::expire_flows`], [`Datapath::delete_flows_of_backend`], counters;
 //! - [`Datapath::simulate`]: which backend a flow would hit;
 //! - [`Datapath::test_run`]: runs a program on a packet (`BPF_PROG_TEST_RUN`).
 
@@ -18,21 +27,28 @@ mod bench;
 mod conntrack;
 mod datapath;
 mod error;
+mod links;
 mod maps;
 mod net;
 mod options;
+mod recovery;
 mod simulate;
 mod stats;
+mod sys;
+mod tables;
 mod test_run;
 
 pub use conntrack::{FlowState, TrackedFlow};
 pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport};
 pub use error::Error;
+pub use links::{PinnedAttachment, PinnedLinkInfo};
 pub use maps::{AddressKind, BackendRecord, MAX_TABLE_SIZE};
 pub use net::{Flow, Frontend, Protocol};
-pub use options::{LoadOptions, MapSizes};
+pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
+pub use recovery::MapUsage;
 pub use simulate::Simulation;
 pub use stats::{Counters, CtStats, ParseStats, VerdictStats};
+pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,

@@ -5,9 +5,15 @@
 //! remove in the opposite order. Each single operation here is atomic for the
 //! datapath (one map update), and a table swap replaces a whole table at once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsFd as _, BorrowedFd},
+};
 
-use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError};
+use aya::{
+    Pod,
+    maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError},
+};
 use xdp_lb_common::{
     LAYOUT_VERSION,
     addr::filter_bit,
@@ -19,6 +25,7 @@ use xdp_lb_common::{
 use crate::{
     Datapath, Error,
     net::{Frontend, socket, to_addr},
+    sys,
 };
 
 pub(crate) const PARSE_STATS: &str = "PARSE_STATS";
@@ -65,11 +72,13 @@ pub(crate) const ALL: [&str; 19] = [
     BENCH_TARGET,
 ];
 
+/// Entries per batched lookup when a whole map is read: few syscalls, a
+/// bounded buffer, and far more than any hash bucket holds (the kernel
+/// returns whole buckets).
+const WALK_CHUNK: u32 = 4096;
+
 /// The largest Maglev table the datapath takes (the largest listed prime).
 pub const MAX_TABLE_SIZE: u32 = 131_071;
-
-/// `BPF_F_INNER_MAP`: inner arrays of one map-of-maps may differ in size.
-const BPF_F_INNER_MAP: u32 = 1 << 12;
 
 /// What a frontend address is (DESIGN.md, "Per packet", step 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +98,17 @@ pub struct BackendRecord {
     pub active: bool,
 }
 
+impl BackendRecord {
+    /// The record stored as `record`; `None` for a slot never written.
+    pub(crate) fn from_stored(record: &Backend) -> Option<Self> {
+        (*record != Backend::default()).then(|| Self {
+            addr: socket(&record.addr, record.port_be),
+            generation: record.generation,
+            active: record.is_active(),
+        })
+    }
+}
+
 pub(crate) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
     move |source| Error::Map { map, op, source }
 }
@@ -102,6 +122,56 @@ impl Datapath {
         self.ebpf
             .map_mut(name)
             .ok_or(Error::MissingMap { map: name })
+    }
+
+    /// Map `name`'s kernel object, for the commands of `sys`.
+    pub(crate) fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
+        match self.map(name)? {
+            Map::Array(data)
+            | Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::HashOfMaps(data)
+            | Map::PerCpuArray(data) => Ok(data),
+            _ => Err(Error::Corrupt {
+                map: name,
+                reason: "the map does not have the type this build expects",
+            }),
+        }
+    }
+
+    /// The descriptor of map `name`, for the commands of `sys`. Check the
+    /// map's key and value types through its typed aya wrapper first: the
+    /// kernel reads and writes elements of the sizes the map was made with.
+    pub(crate) fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, Error> {
+        Ok(self.map_data(name)?.fd().as_fd())
+    }
+
+    /// Every entry of map `name` (a hash map or an array), read with batched
+    /// lookups, and the map's capacity. The key and value sizes are checked
+    /// against what the kernel reports for the map.
+    pub(crate) fn walk<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<(Vec<K>, Vec<V>, u32), Error> {
+        let data = self.map_data(name)?;
+        let info = data.info().map_err(map_err(name, "info"))?;
+        if info.key_size() as usize != size_of::<K>()
+            || info.value_size() as usize != size_of::<V>()
+        {
+            return Err(Error::Corrupt {
+                map: name,
+                reason: "its key or value size is not the one this build reads",
+            });
+        }
+        let (keys, values) =
+            sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| {
+                Error::Syscall {
+                    map: name,
+                    op: "batch lookup",
+                    source,
+                }
+            })?;
+        Ok((keys, values, info.max_entries()))
     }
 
     /// On a fresh load, records the layout version and writes the default
@@ -265,48 +335,19 @@ impl Datapath {
             .map_err(map_err(BACKENDS, "open"))?
             .get(&id, 0)
             .map_err(map_err(BACKENDS, "read"))?;
-        Ok((record != Backend::default()).then(|| BackendRecord {
-            addr: socket(&record.addr, record.port_be),
-            generation: record.generation,
-            active: record.is_active(),
-        }))
+        Ok(BackendRecord::from_stored(&record))
     }
 
     /// Replaces service `id`'s Maglev table: a new inner map is filled
     /// completely, then swapped in with one update of the outer map, so a packet
     /// sees either the whole old table or the whole new one.
+    ///
+    /// Refused: an empty table or one over [`MAX_TABLE_SIZE`] slots, and a
+    /// slot naming backend ID 0 or an ID beyond the backends map. To swap many
+    /// tables, [`Datapath::swap_tables`] waits for one grace period per batch
+    /// instead of one per table.
     pub fn swap_table(&mut self, id: u32, table: &[u32]) -> Result<(), Error> {
-        self.check_service_id(id)?;
-        let size = u32::try_from(table.len()).unwrap_or(u32::MAX);
-        if size == 0 || size > MAX_TABLE_SIZE {
-            return Err(Error::InvalidTable {
-                service: id,
-                reason: "size must be 1..=131071",
-            });
-        }
-        if table
-            .iter()
-            .any(|&b| b == NO_BACKEND || b >= self.sizes.backends)
-        {
-            return Err(Error::InvalidTable {
-                service: id,
-                reason: "a slot names backend ID 0 or an ID beyond the backends map",
-            });
-        }
-        let mut inner = Array::<MapData, u32>::create(size + TABLE_HEADER_SLOTS, BPF_F_INNER_MAP)
-            .map_err(map_err(MAGLEV_TABLES, "create table"))?;
-        inner
-            .set(0, size, 0)
-            .map_err(map_err(MAGLEV_TABLES, "fill table"))?;
-        for (slot, &backend) in (TABLE_HEADER_SLOTS..).zip(table) {
-            inner
-                .set(slot, backend, 0)
-                .map_err(map_err(MAGLEV_TABLES, "fill table"))?;
-        }
-        HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map_mut(MAGLEV_TABLES)?)
-            .map_err(map_err(MAGLEV_TABLES, "open"))?
-            .insert(id, &inner, 0)
-            .map_err(map_err(MAGLEV_TABLES, "swap"))
+        self.swap_tables(&[(id, table)])
     }
 
     /// The inner map holding service `id`'s table, if it has one.
@@ -350,7 +391,7 @@ impl Datapath {
             .map_err(map_err(MAGLEV_TABLES, "remove"))
     }
 
-    fn check_service_id(&self, id: u32) -> Result<(), Error> {
+    pub(crate) fn check_service_id(&self, id: u32) -> Result<(), Error> {
         if id >= self.sizes.services {
             return Err(Error::IdOutOfRange {
                 kind: "service",
@@ -361,7 +402,7 @@ impl Datapath {
         Ok(())
     }
 
-    fn check_backend_id(&self, id: u32) -> Result<(), Error> {
+    pub(crate) fn check_backend_id(&self, id: u32) -> Result<(), Error> {
         if id == NO_BACKEND || id >= self.sizes.backends {
             return Err(Error::IdOutOfRange {
                 kind: "backend",

@@ -55,7 +55,35 @@ impl MapSizes {
     }
 }
 
-/// Options for [`crate::Datapath::load_with`].
+/// The version stamp [`crate::Datapath::load_with`] gives the programs:
+/// `major * 1_000_000 + minor * 1_000 + patch` of this crate's version, so a
+/// newer release has a larger stamp. [`crate::Datapath::load_stamped`] sets
+/// another (upgrade tests load "another build" from this one).
+pub const DEFAULT_VERSION_STAMP: u32 = {
+    let major = parse_decimal(env!("CARGO_PKG_VERSION_MAJOR"));
+    let minor = parse_decimal(env!("CARGO_PKG_VERSION_MINOR"));
+    let patch = parse_decimal(env!("CARGO_PKG_VERSION_PATCH"));
+    assert!(minor < 1_000 && patch < 1_000 && major < 4_000);
+    major * 1_000_000 + minor * 1_000 + patch
+};
+
+/// A decimal number, at compile time (the version parts cargo sets).
+const fn parse_decimal(digits: &str) -> u32 {
+    let bytes = digits.as_bytes();
+    assert!(!bytes.is_empty());
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i].is_ascii_digit());
+        value = value * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}
+
+/// Options for [`crate::Datapath::load_with`]. (The version stamp is an
+/// argument of [`crate::Datapath::load_stamped`] rather than a field here, so
+/// that struct literals of these options written before it keep compiling.)
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     pub sizes: MapSizes,
@@ -67,5 +95,24 @@ pub struct LoadOptions {
 impl LoadOptions {
     pub(crate) fn validate(&self) -> Result<(), Error> {
         self.sizes.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_stamp_is_the_crate_version() {
+        let version: Vec<u32> = env!("CARGO_PKG_VERSION")
+            .split(['.', '-'])
+            .take(3)
+            .map(|part| part.parse().unwrap())
+            .collect();
+        assert_eq!(
+            DEFAULT_VERSION_STAMP,
+            version[0] * 1_000_000 + version[1] * 1_000 + version[2]
+        );
+        assert_eq!(parse_decimal("407"), 407);
     }
 }

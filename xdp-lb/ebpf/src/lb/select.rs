@@ -35,8 +35,11 @@ pub fn select(
 fn pick(tuple: &FlowTuple, service: &Service, seed: u64) -> Option<(u32, Backend)> {
     // One outer lookup: size and slots then come from the same table, even if
     // the control plane swaps in a new one meanwhile.
-    // SAFETY: inner tables are never written in place, only replaced whole by
-    // one update of the outer map, so this one stays consistent while used.
+    // SAFETY: the size (slot 0) never changes in a live table: a new size
+    // comes only as a whole new table swapped in by one outer update. Slots
+    // may be rewritten in place (`Datapath::patch_table`), one 4-byte backend
+    // ID at a time, each naming a live backend before and after, so whatever
+    // mix of old and new slots a packet meets is a valid table.
     let table = unsafe { MAGLEV_TABLES.get(&service.id) }?;
     let size = *table.get(0)?;
     if size == 0 {

@@ -1,0 +1,142 @@
+//! Reading back what the maps hold: what a restarted agent rebuilds its state
+//! from (service and backend IDs, generations) before its first sync, and how
+//! full each map is.
+
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashOfMaps, MapData};
+use xdp_lb_common::{
+    backend::{Backend, NO_BACKEND},
+    conntrack::{CtEntry, FlowTuple},
+    service::{
+        ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
+        SERVICE_AFFINITY_CLIENT_IP, Service,
+    },
+};
+
+use crate::{
+    AddressKind, BackendRecord, Datapath, Error,
+    maps::{ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, MAGLEV_TABLES, SERVICES, map_err},
+    net::{Frontend, Protocol, from_addr, socket},
+};
+
+/// How full one map is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    /// The map's name in the object (and its pin).
+    pub name: &'static str,
+    /// Entries in use: for `BACKENDS`, the active records (retired ones are
+    /// kept for their generation but serve no new flow).
+    pub entries: u64,
+    /// Entries the map can hold, as the kernel reports it; for `BACKENDS`
+    /// the usable IDs (ID 0 is never a backend).
+    pub capacity: u64,
+}
+
+impl Datapath {
+    /// Every frontend: `(frontend, service ID, ClientIP affinity)`, in no
+    /// particular order.
+    pub fn frontends(&self) -> Result<Vec<(Frontend, u32, bool)>, Error> {
+        let (keys, services, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
+        keys.iter()
+            .zip(&services)
+            .map(|(key, service)| {
+                let proto = Protocol::from_number(key.proto).ok_or(Error::Corrupt {
+                    map: SERVICES,
+                    reason: "a frontend with a protocol other than TCP or UDP",
+                })?;
+                let frontend = Frontend::new(socket(&key.addr, key.port_be), proto);
+                let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+                Ok((frontend, service.id, affinity))
+            })
+            .collect()
+    }
+
+    /// Every backend record ever written, by ID (ascending): active ones and
+    /// retired ones alike, each with its generation (an ID is reused only with
+    /// a higher one).
+    pub fn backends(&self) -> Result<Vec<(u32, BackendRecord)>, Error> {
+        let (ids, records, _) = self.walk::<u32, Backend>(BACKENDS)?;
+        Ok(ids
+            .into_iter()
+            .zip(&records)
+            .filter(|&(id, _)| id != NO_BACKEND)
+            .filter_map(|(id, record)| Some((id, BackendRecord::from_stored(record)?)))
+            .collect())
+    }
+
+    /// Every frontend address with its kind, in no particular order.
+    pub fn addresses(&self) -> Result<Vec<(IpAddr, AddressKind)>, Error> {
+        let (keys, infos, _) = self.walk::<AddressKey, AddressInfo>(ADDRESSES)?;
+        keys.iter()
+            .zip(&infos)
+            .map(|(key, info)| {
+                let kind = match info.kind {
+                    ADDRESS_VIP => AddressKind::Vip,
+                    ADDRESS_NODE => AddressKind::Node,
+                    _ => {
+                        return Err(Error::Corrupt {
+                            map: ADDRESSES,
+                            reason: "an address that is neither a VIP nor a node address",
+                        });
+                    }
+                };
+                Ok((from_addr(&key.addr), kind))
+            })
+            .collect()
+    }
+
+    /// The size M of service `id`'s table, if it has one (one read: the size
+    /// sits in the table's header slot).
+    pub fn table_size(&self, id: u32) -> Result<Option<u32>, Error> {
+        self.table_map(id)?
+            .map(|inner| {
+                inner
+                    .get(&0, 0)
+                    .map_err(map_err(MAGLEV_TABLES, "read table size"))
+            })
+            .transpose()
+    }
+
+    /// How full the configuration and conntrack maps are: `SERVICES`,
+    /// `ADDRESSES`, `BACKENDS`, `MAGLEV_TABLES`, `CONNTRACK`,
+    /// `CONNTRACK_REPLY`, in that order. Each count is a snapshot taken by
+    /// walking the map; conntrack moves while it is walked.
+    pub fn map_usage(&self) -> Result<Vec<MapUsage>, Error> {
+        let usage = |name, entries: usize, capacity: u32| MapUsage {
+            name,
+            entries: entries as u64,
+            capacity: u64::from(capacity),
+        };
+        let (services, _, services_max) = self.walk::<FrontendKey, Service>(SERVICES)?;
+        let (addresses, _, addresses_max) = self.walk::<AddressKey, AddressInfo>(ADDRESSES)?;
+        let (_, backends, backends_max) = self.walk::<u32, Backend>(BACKENDS)?;
+        let active = backends
+            .iter()
+            .skip(NO_BACKEND as usize + 1)
+            .filter(|b| b.is_active())
+            .count();
+        // Counted by key: only the keys matter, not the inner maps.
+        let tables = HashOfMaps::<_, u32, Array<MapData, u32>>::try_from(self.map(MAGLEV_TABLES)?)
+            .map_err(map_err(MAGLEV_TABLES, "open"))?;
+        let table_count = tables
+            .keys()
+            .try_fold(0usize, |n, key| key.map(|_| n + 1))
+            .map_err(map_err(MAGLEV_TABLES, "iterate"))?;
+        let tables_max = self
+            .map_data(MAGLEV_TABLES)?
+            .info()
+            .map_err(map_err(MAGLEV_TABLES, "info"))?
+            .max_entries();
+        let (flows, _, flows_max) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
+        let (replies, _, replies_max) = self.walk::<FlowTuple, FlowTuple>(CONNTRACK_REPLY)?;
+        Ok(vec![
+            usage(SERVICES, services.len(), services_max),
+            usage(ADDRESSES, addresses.len(), addresses_max),
+            usage(BACKENDS, active, backends_max.saturating_sub(1)),
+            usage(MAGLEV_TABLES, table_count, tables_max),
+            usage(CONNTRACK, flows.len(), flows_max),
+            usage(CONNTRACK_REPLY, replies.len(), replies_max),
+        ])
+    }
+}

@@ -1,0 +1,364 @@
+//! What a restarted agent reads back (frontends, backends, table IDs, map
+//! usage), and the conntrack garbage collector: it deletes exactly what the
+//! datapath already treats as expired, and a removed backend's flows.
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use support::{
+    frame::{L4, Packet, TcpFlags},
+    in_private_netns,
+    lb::{
+        BACKEND4_IDS, CLIENT4, DOWN_MAC, FIXTURE_SIZES, FROM_CLIENT, Lb, VIP4, VIP6, backend4,
+        backend6, cycling, mac_of,
+    },
+    with_private_bpffs,
+};
+use xdp_lb::{
+    AddressKind, BackendRecord, Config, CtEvent, Datapath, Error, FlowState, Frontend, LoadOptions,
+    MapSizes, MapUsage, Protocol,
+};
+
+const SIZES: MapSizes = MapSizes {
+    services: 16,
+    backends: 32,
+    conntrack: 64,
+    addresses: 4,
+};
+
+fn usage(name: &'static str, entries: u64, capacity: u64) -> MapUsage {
+    MapUsage {
+        name,
+        entries,
+        capacity,
+    }
+}
+
+#[test]
+fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            let options = LoadOptions {
+                sizes: SIZES,
+                pin_dir: Some(bpffs.join("xlb")),
+            };
+            let mut first = Datapath::load_with(&options).unwrap();
+            let empty = first.map_usage().unwrap();
+            assert_eq!(
+                empty,
+                [
+                    usage("SERVICES", 0, 16),
+                    usage("ADDRESSES", 0, 4),
+                    usage("BACKENDS", 0, 31),
+                    usage("MAGLEV_TABLES", 0, 16),
+                    usage("CONNTRACK", 0, 64),
+                    usage("CONNTRACK_REPLY", 0, 64),
+                ]
+            );
+            assert!(first.frontends().unwrap().is_empty());
+            assert!(first.backends().unwrap().is_empty());
+            assert!(first.table_ids().unwrap().is_empty());
+
+            first
+                .set_address(IpAddr::from(VIP4), AddressKind::Vip)
+                .unwrap();
+            first
+                .set_address(IpAddr::from(VIP6), AddressKind::Vip)
+                .unwrap();
+            let written: BTreeMap<u32, BackendRecord> = [
+                (1, backend4(0), 1),
+                (2, backend6(1), 4),
+                (9, backend4(2), 2),
+                (31, backend6(3), 1),
+            ]
+            .into_iter()
+            .map(|(id, addr, generation)| {
+                first.put_backend(id, addr, generation).unwrap();
+                let active = id != 9;
+                (
+                    id,
+                    BackendRecord {
+                        addr,
+                        generation,
+                        active,
+                    },
+                )
+            })
+            .collect();
+            first.retire_backend(9).unwrap();
+            first
+                .swap_tables(&[(3, &[1, 2][..]), (15, &[31][..])])
+                .unwrap();
+            let frontends = [
+                (
+                    Frontend::new(SocketAddr::from((VIP4, 80)), Protocol::Tcp),
+                    3,
+                    false,
+                ),
+                (
+                    Frontend::new(SocketAddr::from((VIP4, 53)), Protocol::Udp),
+                    3,
+                    true,
+                ),
+                (
+                    Frontend::new(SocketAddr::from((VIP6, 443)), Protocol::Tcp),
+                    15,
+                    false,
+                ),
+            ];
+            for (frontend, id, affinity) in frontends {
+                first.upsert_service(&frontend, id, affinity).unwrap();
+            }
+            drop(first);
+
+            let second = Datapath::load_with(&options).unwrap();
+            let mut read = second.frontends().unwrap();
+            read.sort_by_key(|(f, id, _)| (*id, f.addr, f.proto));
+            let mut expected = frontends.to_vec();
+            expected.sort_by_key(|(f, id, _)| (*id, f.addr, f.proto));
+            assert_eq!(read, expected);
+            assert_eq!(
+                second.backends().unwrap(),
+                written.into_iter().collect::<Vec<_>>(),
+                "every record, the retired one with its generation"
+            );
+            assert_eq!(second.table_ids().unwrap(), [3, 15]);
+            assert_eq!(
+                second.map_usage().unwrap(),
+                [
+                    usage("SERVICES", 3, 16),
+                    usage("ADDRESSES", 2, 4),
+                    usage("BACKENDS", 3, 31),
+                    usage("MAGLEV_TABLES", 2, 16),
+                    usage("CONNTRACK", 0, 64),
+                    usage("CONNTRACK_REPLY", 0, 64),
+                ]
+            );
+        });
+    });
+}
+
+/// The fixture with TCP on VIP4:80 (service 7) and UDP on VIP4:53 (service 5).
+fn lb() -> Lb {
+    let mut lb = Lb::new();
+    let table = cycling(&BACKEND4_IDS, 251);
+    lb.service(7, SocketAddr::from((VIP4, 80)), Protocol::Tcp, &table);
+    lb.service(5, SocketAddr::from((VIP4, 53)), Protocol::Udp, &table);
+    lb
+}
+
+fn syn(port: u16) -> Packet {
+    Packet::tcp(
+        FROM_CLIENT,
+        SocketAddr::from((CLIENT4, port)),
+        SocketAddr::from((VIP4, 80)),
+        TcpFlags::SYN,
+    )
+}
+
+fn datagram(port: u16) -> Packet {
+    Packet::udp(
+        FROM_CLIENT,
+        SocketAddr::from((CLIENT4, port)),
+        SocketAddr::from((VIP4, 53)),
+        b"q",
+    )
+}
+
+/// Sends `packet` from the client; the flow is then tracked.
+fn open(lb: &Lb, packet: &Packet) -> SocketAddr {
+    let out = lb.send(&packet.bytes(), lb.up0);
+    assert_eq!(out.action, support::lb::XDP_REDIRECT);
+    lb.dp.tracked_flow(&packet.flow()).unwrap().unwrap().backend
+}
+
+/// The backend's answer to `request`, arriving on `dn0`.
+fn answer(lb: &Lb, request: &Packet, backend: SocketAddr, l4: L4) {
+    let reply = Packet {
+        src_mac: mac_of(backend.ip()),
+        dst_mac: DOWN_MAC,
+        src: backend,
+        dst: request.src,
+        l4,
+        ..request.clone()
+    };
+    let out = lb.send(&reply.bytes(), lb.dn0);
+    assert_eq!(out.action, support::lb::XDP_REDIRECT, "a tracked reply");
+}
+
+fn state(lb: &Lb, packet: &Packet) -> Option<FlowState> {
+    lb.dp
+        .tracked_flow(&packet.flow())
+        .unwrap()
+        .map(|flow| flow.state)
+}
+
+fn entries(lb: &Lb, map: &str) -> u64 {
+    lb.dp
+        .map_usage()
+        .unwrap()
+        .into_iter()
+        .find(|u| u.name == map)
+        .unwrap()
+        .entries
+}
+
+#[test]
+fn expire_flows_deletes_exactly_the_flows_the_datapath_treats_as_expired() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let syn_sent = syn(40_001);
+        open(&lb, &syn_sent);
+        let established = syn(40_002);
+        let backend = open(&lb, &established);
+        answer(&lb, &established, backend, L4::Tcp(TcpFlags::SYN_ACK));
+        let closing = syn(40_003);
+        open(&lb, &closing);
+        open(&lb, &closing.with_flags(TcpFlags::FIN_ACK));
+        let udp = datagram(5_000);
+        open(&lb, &udp);
+        let udp_probe = datagram(5_001);
+        open(&lb, &udp_probe);
+        let states = [
+            (&syn_sent, FlowState::SynSent),
+            (&established, FlowState::Established),
+            (&closing, FlowState::Closing),
+            (&udp, FlowState::Datagram),
+            (&udp_probe, FlowState::Datagram),
+        ];
+        for (packet, expected) in states {
+            assert_eq!(state(&lb, packet), Some(expected));
+        }
+        assert_eq!(lb.dp.expire_flows().unwrap(), 0, "nothing expired yet");
+        assert_eq!(
+            (entries(&lb, "CONNTRACK"), entries(&lb, "CONNTRACK_REPLY")),
+            (5, 5)
+        );
+
+        // SYN-sent and UDP flows expire at once; the datapath agrees: the
+        // probe's next datagram finds its entry expired.
+        lb.dp
+            .set_config(&Config {
+                tcp_syn_timeout_s: 0,
+                udp_timeout_s: 0,
+                ..lb.dp.config().unwrap()
+            })
+            .unwrap();
+        let expired_before = lb.dp.ct_stats().unwrap().get(CtEvent::Expired).packets;
+        open(&lb, &udp_probe);
+        assert_eq!(
+            lb.dp.ct_stats().unwrap().get(CtEvent::Expired).packets,
+            expired_before + 1
+        );
+        assert_eq!(lb.dp.expire_flows().unwrap(), 3);
+        assert_eq!(state(&lb, &syn_sent), None);
+        assert_eq!(state(&lb, &udp), None);
+        assert_eq!(state(&lb, &udp_probe), None);
+        assert_eq!(state(&lb, &established), Some(FlowState::Established));
+        assert_eq!(state(&lb, &closing), Some(FlowState::Closing));
+        assert_eq!(
+            (entries(&lb, "CONNTRACK"), entries(&lb, "CONNTRACK_REPLY")),
+            (2, 2),
+            "the reply entries went with their flows"
+        );
+        // The live flows carry on: a hit, and the reply still translated.
+        let hits = lb.dp.ct_stats().unwrap().get(CtEvent::Hit).packets;
+        open(&lb, &established.with_flags(TcpFlags::ACK));
+        assert_eq!(
+            lb.dp.ct_stats().unwrap().get(CtEvent::Hit).packets,
+            hits + 1
+        );
+        answer(&lb, &established, backend, L4::Tcp(TcpFlags::ACK));
+
+        // Closing flows next.
+        lb.dp
+            .set_config(&Config {
+                tcp_closing_timeout_s: 0,
+                ..lb.dp.config().unwrap()
+            })
+            .unwrap();
+        assert_eq!(lb.dp.expire_flows().unwrap(), 1);
+        assert_eq!(state(&lb, &closing), None);
+        assert_eq!(state(&lb, &established), Some(FlowState::Established));
+        assert_eq!(lb.dp.expire_flows().unwrap(), 0);
+        assert_eq!(
+            (entries(&lb, "CONNTRACK"), entries(&lb, "CONNTRACK_REPLY")),
+            (1, 1)
+        );
+    });
+}
+
+#[test]
+fn expire_flows_uses_the_datapath_clock() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        lb.dp
+            .set_config(&Config {
+                udp_timeout_s: 1,
+                ..lb.dp.config().unwrap()
+            })
+            .unwrap();
+        let udp = datagram(6_000);
+        let sent = Instant::now();
+        open(&lb, &udp);
+        // Poll until the collector takes the flow: not before its second is
+        // up (the coarse clock lags the precise one by up to a tick), and not
+        // long after.
+        let deleted_at = loop {
+            let elapsed = sent.elapsed();
+            if lb.dp.expire_flows().unwrap() == 1 {
+                break elapsed;
+            }
+            assert!(elapsed < Duration::from_secs(3), "never expired");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            deleted_at >= Duration::from_millis(980),
+            "deleted after {deleted_at:?}, before its timeout"
+        );
+        assert_eq!(state(&lb, &udp), None);
+    });
+}
+
+#[test]
+fn deleting_a_backends_flows_leaves_the_others() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let flows: Vec<Packet> = (7_000..7_040).map(datagram).collect();
+        for flow in &flows {
+            open(&lb, flow);
+        }
+        let tracked = lb.dp.conntrack().unwrap();
+        let of = |id: u32| tracked.iter().filter(|f| f.backend_id == id).count();
+        assert!(of(2) > 0 && of(3) > 0, "flows spread over the backends");
+        let replies = entries(&lb, "CONNTRACK_REPLY");
+
+        assert_eq!(lb.dp.delete_flows_of_backend(2).unwrap(), of(2));
+        let left = lb.dp.conntrack().unwrap();
+        assert!(left.iter().all(|f| f.backend_id != 2));
+        assert_eq!(left.len(), tracked.len() - of(2));
+        assert_eq!(
+            entries(&lb, "CONNTRACK_REPLY"),
+            replies - of(2) as u64,
+            "their reply entries too"
+        );
+        assert_eq!(lb.dp.delete_flows_of_backend(2).unwrap(), 0);
+        assert!(matches!(
+            lb.dp.delete_flows_of_backend(0),
+            Err(Error::IdOutOfRange { id: 0, .. })
+        ));
+        assert!(matches!(
+            lb.dp.delete_flows_of_backend(FIXTURE_SIZES.backends),
+            Err(Error::IdOutOfRange { .. })
+        ));
+        assert_eq!(lb.dp.delete_flows_of_backend(3).unwrap(), of(3));
+        assert_eq!(
+            lb.dp.conntrack().unwrap().len(),
+            tracked.len() - of(2) - of(3)
+        );
+    });
+}
