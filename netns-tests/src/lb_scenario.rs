@@ -1,5 +1,5 @@
 //! The load balancer's netns scenario: `xdp_lb` balancing real TCP and UDP
-//! traffic, shared by the `lb_nat` test and `make demo`.
+//! traffic, as the `lb_nat` test uses it.
 //!
 //! ```text
 //! client eth0 ─── eth0 [xdp_lb] lb [xdp_lb] eth1 ─── p0 [xdp_pass] switch ─┬─ b0
@@ -22,8 +22,7 @@
 //! [`Scenario`] is the rig with everything configured; [`Scenario::echo`] runs
 //! echo requests through the VIP and pairs every answer with the backend
 //! `Datapath::simulate` predicted for it; [`Scenario::settle`] reads what the
-//! LB counted beside what crossed the links. [`run_demo`] is the LB part of
-//! `make demo`.
+//! LB counted beside what crossed the links.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -645,79 +644,4 @@ fn ct_since(now: &CtStats, then: &CtStats) -> BTreeMap<CtEvent, u64> {
         .map(|&e| (e, now.get(e).packets - then.get(e).packets))
         .filter(|&(_, n)| n > 0)
         .collect()
-}
-
-/// The LB part of `make demo`: what [`run_demo`] sent and what it saw.
-#[derive(Debug)]
-pub struct LbDemo {
-    /// Every program ran in native mode.
-    pub native: bool,
-    /// TCP then UDP, IPv4 then IPv6.
-    pub runs: Vec<EchoRun>,
-    /// The LB's counters beside the links'.
-    pub traffic: Traffic,
-    /// The spread tolerance the TCP runs are held to.
-    pub tolerance: f64,
-    /// How long the whole part took, rig included.
-    pub elapsed: Duration,
-}
-
-impl LbDemo {
-    /// Distinct flows over all runs (one conntrack entry each).
-    pub fn flows(&self) -> usize {
-        self.runs.iter().map(EchoRun::flows).sum()
-    }
-
-    /// True when the TCP runs' spread is within the tolerance.
-    pub fn spread_ok(&self) -> bool {
-        self.runs
-            .iter()
-            .filter(|r| r.proto == Proto::Tcp)
-            .all(|r| r.max_deviation() <= self.tolerance)
-    }
-
-    /// True when the LB's counters match the links, nothing was dropped and
-    /// every flow got exactly one conntrack entry.
-    pub fn counters_ok(&self) -> bool {
-        let t = &self.traffic;
-        t.accounted()
-            && t.drops() == 0
-            && t.links.tx_dropped() == 0
-            && t.ct_event(CtEvent::Created) == self.flows() as u64
-            && t.ct_event(CtEvent::ReplyHit) == t.links.backends_tx()
-    }
-
-    /// True when everything matched.
-    pub fn ok(&self) -> bool {
-        self.runs.iter().all(EchoRun::all_as_predicted) && self.spread_ok() && self.counters_ok()
-    }
-}
-
-/// Builds the scenario (pinned neighbours: every frame leaves the LB by
-/// redirect), sends `tcp` TCP connections and `udp` UDP requests through the
-/// VIP on each family, and reads the LB's counters. The client's port range
-/// has exactly `tcp` ports, so the TCP spread is the same on every run and is
-/// held to `tolerance` (0.15 = ±15% of the equal share). Mismatches are in the
-/// report, not errors; errors are for a rig that could not be built or read.
-pub fn run_demo(tcp: u16, udp: u16, tolerance: f64) -> Result<LbDemo> {
-    let started = Instant::now();
-    let options = Options {
-        static_neighbours: true,
-        ..Options::default()
-    };
-    let scenario = Scenario::build(&options, tcp.max(udp))?;
-    let base = scenario.baseline()?;
-    let mut runs = Vec::with_capacity(4);
-    for family in Family::ALL {
-        runs.push(scenario.echo(family, Proto::Tcp, tcp.into())?);
-        runs.push(scenario.echo(family, Proto::Udp, udp.into())?);
-    }
-    let traffic = scenario.settle(&base, SETTLE)?;
-    Ok(LbDemo {
-        native: scenario.native(),
-        runs,
-        traffic,
-        tolerance,
-        elapsed: started.elapsed(),
-    })
 }

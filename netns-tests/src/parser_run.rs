@@ -1,5 +1,5 @@
 //! Frames of every class through the parser on a real veth: the check behind
-//! the parser's netns test and `make demo`.
+//! the parser's netns test.
 //!
 //! A two-host rig (quiet: no kernel chatter on the link) gets `xdp_lb` on host
 //! `b`'s interface; host `a` sends a known mix of frames — every packet class

@@ -295,7 +295,7 @@ fn tcp_udp_and_bulk_through_the_vip_on_both_families() {
     // 256-entry ring, and a TCP burst that overflows it is dropped on the
     // sender (counted as its `tx_dropped`, never seen by the program) and
     // retransmitted. Those are reported, not failed.
-    let echo_links = s.links().expect("link counters").since(&base.links());
+    let echo_links = s.links().expect("link counters").since(base.links());
     for (what, link) in std::iter::once(("client", &echo_links.client))
         .chain(echo_links.backends.iter().map(|b| ("backend", b)))
     {
