@@ -1,0 +1,44 @@
+//! The admin API: HTTP/JSON on a Unix socket, served from whatever implements
+//! [`Admin`] (the agent; a fake in tests), and the client `xlb` uses.
+
+pub mod client;
+pub mod server;
+
+pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
+pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
+
+use crate::api::{
+    BackendView, DrainRequest, DrainView, FlowView, MaglevView, MapUsageView, ServiceView,
+    SimulateRequest, SimulateView, StatsView, StatusView,
+};
+
+/// What the admin API can ask of the agent. Calls are synchronous and short
+/// (map reads, one reconcile for a drain); the server runs them off the
+/// async executor.
+pub trait Admin: Send + Sync + 'static {
+    fn services(&self) -> Result<Vec<ServiceView>, AdminError>;
+    fn backends(&self) -> Result<Vec<BackendView>, AdminError>;
+    /// Tracked flows, only those of `service` when given.
+    fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError>;
+    fn stats(&self) -> Result<StatsView, AdminError>;
+    fn maps(&self) -> Result<Vec<MapUsageView>, AdminError>;
+    fn maglev(&self, service: &str) -> Result<MaglevView, AdminError>;
+    fn simulate(&self, request: &SimulateRequest) -> Result<SimulateView, AdminError>;
+    /// Drains (`drain == true`) or undrains a backend.
+    fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError>;
+    fn status(&self) -> Result<StatusView, AdminError>;
+}
+
+/// Why an admin call failed; the server maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 404: no such service, backend or table.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request itself is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 500: the agent failed (a map read, a reconcile).
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,385 @@
+//! The admin API's server: axum routes over a Unix socket, answered by an
+//! [`Admin`].
+//!
+//! Routes (all JSON; errors are an [`ErrorView`] with a 4xx/5xx status):
+//!
+//! | Method | Path                      | Body / query              | Answer               |
+//! |--------|---------------------------|---------------------------|----------------------|
+//! | GET    | `/v1/services`            |                           | `[ServiceView]`      |
+//! | GET    | `/v1/backends`            |                           | `[BackendView]`      |
+//! | GET    | `/v1/conntrack`           | `?service=NAME` (optional)| `[FlowView]`         |
+//! | GET    | `/v1/stats`               |                           | `StatsView`          |
+//! | GET    | `/v1/maps`                |                           | `[MapUsageView]`     |
+//! | GET    | `/v1/maglev/{service}`    |                           | `MaglevView`         |
+//! | GET    | `/v1/status`              |                           | `StatusView`         |
+//! | POST   | `/v1/simulate`            | `SimulateRequest`         | `SimulateView`       |
+//! | POST   | `/v1/drain`, `/v1/undrain`| `DrainRequest`            | `DrainView`          |
+//!
+//! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
+//! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
+//! bytes outside `[A-Za-z0-9-._~:/]` are percent-encoded by the client.
+
+use std::{
+    future::Future,
+    io,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{
+    Json, Router,
+    extract::{
+        Path as UrlPath, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use nix::unistd::{Gid, Group};
+use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{Admin, AdminError};
+use crate::api::{DrainRequest, ErrorView, SimulateRequest};
+
+/// The admin socket's mode: owner and group may connect, others may not
+/// (connecting to a Unix socket needs write permission on its file).
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Why the admin server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket's directory could not be created.
+    #[error("creating the admin socket's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Something that is not a socket sits where the socket goes; it is left alone.
+    #[error("{path} exists and is not a socket; remove it or choose another --admin-socket")]
+    NotASocket { path: PathBuf },
+    /// Another process answers on the socket (a second agent?).
+    #[error("another process is serving on {path}; stop it or choose another --admin-socket")]
+    InUse { path: PathBuf },
+    /// A stale socket from an earlier run could not be removed.
+    #[error("removing the stale admin socket {path}: {source}")]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("binding the admin socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("setting mode 0660 on the admin socket {path}: {source}")]
+    Mode {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("giving the admin socket {path} to group {gid}: {source}")]
+    Chown {
+        path: PathBuf,
+        gid: Gid,
+        #[source]
+        source: nix::Error,
+    },
+    /// The server failed while running.
+    #[error("serving the admin API on {path}: {source}")]
+    Serve {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A group name or ID that names no group.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("admin group {0:?}: no such group (give a group name or a numeric ID)")]
+    Unknown(String),
+    #[error("admin group {name:?}: looking it up failed: {source}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Resolves `--admin-group`: a numeric ID is taken as is (it need not have a
+/// name), anything else is looked up in the group database.
+pub fn resolve_group(name_or_id: &str) -> Result<Gid, GroupError> {
+    if let Ok(id) = name_or_id.parse::<u32>() {
+        return Ok(Gid::from_raw(id));
+    }
+    match Group::from_name(name_or_id) {
+        Ok(Some(group)) => Ok(group.gid),
+        Ok(None) => Err(GroupError::Unknown(name_or_id.to_owned())),
+        Err(source) => Err(GroupError::Lookup {
+            name: name_or_id.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A bound admin socket, not yet serving. Binding first lets the agent fail
+/// at start-up (and tests know the socket is ready) before anything is served.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl AdminServer {
+    /// Binds `socket` with mode 0660, owned by `group` when given (else by
+    /// the process's group). A stale socket left by an earlier run is
+    /// replaced; a live one (another agent answering) or a non-socket file
+    /// is an error, never removed.
+    pub async fn bind(socket: &Path, group: Option<Gid>) -> Result<Self, ServeError> {
+        let path = socket.to_path_buf();
+        if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| ServeError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        remove_stale(socket).await?;
+        let listener = UnixListener::bind(socket).map_err(|source| ServeError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        // bind(2) creates the file with 0777 & ~umask; until the chmod below
+        // the usual umask (022) already keeps group and others from writing,
+        // i.e. from connecting.
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+            |source| ServeError::Mode {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        if let Some(gid) = group {
+            nix::unistd::chown(socket, None, Some(gid)).map_err(|source| ServeError::Chown {
+                path: path.clone(),
+                gid,
+                source,
+            })?;
+        }
+        Ok(Self { listener, path })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves the admin API from `admin` until `shutdown` completes, then
+    /// lets requests in flight finish and removes the socket file, so that
+    /// `xlb` says the agent is not running rather than "connection refused".
+    pub async fn serve(
+        self,
+        admin: Arc<dyn Admin>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self { listener, path } = self;
+        tracing::info!(socket = %path.display(), "admin API listening");
+        let served = axum::serve(listener, router(admin))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %path.display(), %error, "could not remove the admin socket");
+        }
+        served.map_err(|source| ServeError::Serve { path, source })
+    }
+}
+
+/// Binds `socket` (see [`AdminServer::bind`]) and serves `admin` on it until
+/// `shutdown` completes.
+pub async fn serve(
+    admin: Arc<dyn Admin>,
+    socket: &Path,
+    group: Option<Gid>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    AdminServer::bind(socket, group)
+        .await?
+        .serve(admin, shutdown)
+        .await
+}
+
+/// Removes a socket file nobody answers on; refuses anything else.
+async fn remove_stale(socket: &Path) -> Result<(), ServeError> {
+    let metadata = match tokio::fs::symlink_metadata(socket).await {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ServeError::RemoveStale {
+                path: socket.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(ServeError::NotASocket {
+            path: socket.to_path_buf(),
+        });
+    }
+    if UnixStream::connect(socket).await.is_ok() {
+        return Err(ServeError::InUse {
+            path: socket.to_path_buf(),
+        });
+    }
+    tokio::fs::remove_file(socket)
+        .await
+        .map_err(|source| ServeError::RemoveStale {
+            path: socket.to_path_buf(),
+            source,
+        })
+}
+
+/// The admin API's routes over `admin` (see the module docs for the table).
+pub fn router(admin: Arc<dyn Admin>) -> Router {
+    Router::new()
+        .route("/v1/services", get(services))
+        .route("/v1/backends", get(backends))
+        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/stats", get(stats))
+        .route("/v1/maps", get(maps))
+        .route("/v1/maglev/{*service}", get(maglev))
+        .route("/v1/status", get(status))
+        .route("/v1/simulate", post(simulate))
+        .route("/v1/drain", post(drain))
+        .route("/v1/undrain", post(undrain))
+        .fallback(no_route)
+        .with_state(admin)
+}
+
+type AdminState = State<Arc<dyn Admin>>;
+
+/// Runs one trait call on the blocking pool (calls read maps or reconcile)
+/// and turns its result into a response.
+async fn call<T, F>(admin: Arc<dyn Admin>, f: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&dyn Admin) -> Result<T, AdminError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || f(admin.as_ref())).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(error)) => admin_error(&error),
+        Err(join) => {
+            tracing::error!(error = %join, "an admin call panicked");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the agent failed while answering (see its log)".to_owned(),
+            )
+        }
+    }
+}
+
+fn admin_error(error: &AdminError) -> Response {
+    let status = match error {
+        AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+        AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::warn!(%error, "admin call failed");
+    }
+    error_response(status, error.to_string())
+}
+
+fn error_response(status: StatusCode, error: String) -> Response {
+    (status, Json(ErrorView { error })).into_response()
+}
+
+async fn services(State(admin): AdminState) -> Response {
+    call(admin, |a| a.services()).await
+}
+
+async fn backends(State(admin): AdminState) -> Response {
+    call(admin, |a| a.backends()).await
+}
+
+/// `?service=` of `/v1/conntrack`.
+#[derive(Debug, Deserialize)]
+struct ConntrackQuery {
+    service: Option<String>,
+}
+
+async fn conntrack(
+    State(admin): AdminState,
+    query: Result<Query<ConntrackQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(query)) => call(admin, move |a| a.conntrack(query.service.as_deref())).await,
+        Err(rejection) => error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
+    }
+}
+
+async fn stats(State(admin): AdminState) -> Response {
+    call(admin, |a| a.stats()).await
+}
+
+async fn maps(State(admin): AdminState) -> Response {
+    call(admin, |a| a.maps()).await
+}
+
+async fn maglev(State(admin): AdminState, UrlPath(service): UrlPath<String>) -> Response {
+    call(admin, move |a| a.maglev(&service)).await
+}
+
+async fn status(State(admin): AdminState) -> Response {
+    call(admin, |a| a.status()).await
+}
+
+async fn simulate(
+    State(admin): AdminState,
+    body: Result<Json<SimulateRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(request)) => call(admin, move |a| a.simulate(&request)).await,
+        Err(rejection) => bad_body(&rejection),
+    }
+}
+
+async fn drain(
+    State(admin): AdminState,
+    body: Result<Json<DrainRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(request)) => call(admin, move |a| a.drain(&request, true)).await,
+        Err(rejection) => bad_body(&rejection),
+    }
+}
+
+async fn undrain(
+    State(admin): AdminState,
+    body: Result<Json<DrainRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(request)) => call(admin, move |a| a.drain(&request, false)).await,
+        Err(rejection) => bad_body(&rejection),
+    }
+}
+
+/// A body that is not the route's JSON document is the client's fault: 400
+/// with serde's description of what was wrong.
+fn bad_body(rejection: &JsonRejection) -> Response {
+    error_response(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
+async fn no_route(uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!("no admin route {}", uri.path()),
+    )
+}

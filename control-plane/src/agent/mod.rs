@@ -1,0 +1,265 @@
+//! The agent: loads and pins the datapath, attaches it, and keeps it equal to
+//! the configuration file — reloads, health checks, admin API, metrics.
+//!
+//! Restart without loss: maps are pinned under `<pin-dir>/maps` and the XDP
+//! links under `<pin-dir>/links`, so the programs keep forwarding while no
+//! agent runs. A starting agent reopens the pinned maps, rebuilds its IDs and
+//! generations from them ([`crate::reconcile::Reconciler::recover`]), swaps
+//! its own program build into the pinned links (one atomic link update), and
+//! deletes pinned state only with its first full sync from the file.
+
+mod bpffs;
+mod core;
+mod options;
+mod recover;
+mod views;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use consistent_hash::SizingPolicy;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    time::{MissedTickBehavior, interval},
+};
+use xdp_lb::{AttachMode, Config, Datapath, LoadOptions, MapSizes, ProgramName};
+
+pub use options::AgentOptions;
+
+use self::{
+    core::{Core, Status},
+    views::AgentAdmin,
+};
+use crate::{
+    admin::{self, Admin},
+    api::AttachmentView,
+    health::HealthChecker,
+    metrics::{self, Metrics},
+    reconcile::Reconciler,
+    source,
+};
+
+/// How often the configuration file is checked for changes.
+const FILE_POLL: Duration = Duration::from_secs(1);
+/// How often expired conntrack entries are collected.
+const GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the agent until SIGTERM or SIGINT. The datapath keeps forwarding
+/// after it exits: links and maps stay pinned for the next agent.
+pub fn run(options: AgentOptions) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_async(options))
+}
+
+async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
+    let group = options
+        .admin_group
+        .as_deref()
+        .map(admin::server::resolve_group)
+        .transpose()
+        .context("--admin-group")?;
+    bpffs::ensure(&options.pin_dir)?;
+    let sizes = MapSizes {
+        services: options.max_services,
+        backends: options.max_backends,
+        conntrack: options.conntrack_size,
+        addresses: options.max_addresses,
+    };
+    let mut datapath = Datapath::load_stamped(
+        &LoadOptions {
+            sizes,
+            pin_dir: Some(options.pin_dir.join("maps")),
+        },
+        options
+            .version_stamp
+            .unwrap_or(xdp_lb::DEFAULT_VERSION_STAMP),
+    )
+    .context("loading the datapath (pinned maps of an older layout are refused: see --pin-dir)")?;
+    datapath
+        .set_config(&Config {
+            hash_seed: options.hash_seed,
+            ..datapath.config()?
+        })
+        .context("writing the datapath configuration")?;
+    let recovered = recover::read(&datapath).context("reading the pinned state")?;
+    let adopted = !recovered.frontends.is_empty() || !recovered.backends.is_empty();
+    if adopted {
+        tracing::info!(
+            frontends = recovered.frontends.len(),
+            backends = recovered.backends.len(),
+            tables = recovered.tables.len(),
+            "adopted the pinned state of an earlier agent"
+        );
+    }
+    let reconciler = Reconciler::recover(
+        options.hash_seed,
+        SizingPolicy::default(),
+        sizes.services,
+        sizes.backends,
+        &recovered,
+    );
+    let (health, mut health_changes) = HealthChecker::new();
+    let metrics = Arc::new(Metrics::new());
+    let mut core = Core {
+        datapath,
+        reconciler,
+        model: Default::default(),
+        drains: Default::default(),
+        health,
+        metrics: Arc::clone(&metrics),
+        status: Status {
+            config_file: options.config.clone(),
+            attached: Vec::new(),
+            synced: false,
+            last_reload: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_sync: None,
+            started: Instant::now(),
+        },
+    };
+
+    // The first load: a bad file with nothing pinned is fatal; with pinned
+    // state, that state keeps forwarding until a good file arrives (nothing
+    // is withdrawn because a file is broken).
+    if let Err(errors) = source::file::load(&options.config)
+        && !adopted
+    {
+        return Err(anyhow::anyhow!("{errors}").context("the configuration file is invalid"));
+    }
+    core.reload(Instant::now())?;
+
+    let mode = if options.generic_xdp {
+        AttachMode::Generic
+    } else {
+        AttachMode::Native
+    };
+    let links = options.pin_dir.join("links");
+    for iface in &options.interfaces {
+        let attached = core
+            .datapath
+            .attach_pinned(ProgramName::XdpLb, iface, mode, &links)
+            .with_context(|| format!("attaching xdp_lb to {iface}"))?;
+        core.status.attached.push(AttachmentView {
+            interface: iface.clone(),
+            // A taken-over link keeps the mode it was made in.
+            mode: match (attached.replaced(), mode) {
+                (true, _) => "adopted",
+                (false, AttachMode::Native) => "native",
+                (false, AttachMode::Generic) => "generic",
+            }
+            .to_owned(),
+        });
+    }
+    tracing::info!(interfaces = ?options.interfaces, "xdp_lb attached");
+
+    let core = Arc::new(Mutex::new(core));
+    let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
+        core: Arc::clone(&core),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group)
+        .await
+        .context("binding the admin socket")?;
+    let metrics_server = metrics::MetricsServer::bind(options.metrics_address)
+        .await
+        .context("binding the metrics address")?;
+    let admin_task =
+        tokio::spawn(admin_server.serve(Arc::clone(&admin_api), until_stopped(stopped.clone())));
+    let metrics_task = tokio::spawn(metrics_server.serve(
+        Arc::clone(&metrics),
+        Arc::clone(&admin_api),
+        until_stopped(stopped.clone()),
+    ));
+
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut file_poll = interval(FILE_POLL);
+    file_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut gc = interval(GC_INTERVAL);
+    gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stamp = file_stamp(&options.config);
+    tracing::info!("agent running");
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                stamp = file_stamp(&options.config);
+                locked(&core, |c| c.reload(Instant::now()));
+            }
+            _ = file_poll.tick() => {
+                let now = file_stamp(&options.config);
+                if now != stamp {
+                    stamp = now;
+                    locked(&core, |c| c.reload(Instant::now()));
+                }
+            }
+            Some(change) = health_changes.recv() => {
+                let since = Instant::now();
+                tracing::info!(
+                    backend = %change.target,
+                    healthy = change.healthy,
+                    reason = change.reason.as_deref().unwrap_or(""),
+                    "backend health changed"
+                );
+                locked(&core, |c| c.sync(since).map(drop).map_err(Into::into));
+            }
+            _ = gc.tick() => {
+                locked(&core, |c| {
+                    let expired = c.datapath.expire_flows()?;
+                    if expired > 0 {
+                        tracing::debug!(expired, "conntrack entries collected");
+                    }
+                    Ok(())
+                });
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("stopping; the datapath keeps forwarding from its pinned links and maps");
+    let _ = stop.send(true);
+    admin_task
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
+    metrics_task
+        .await
+        .context("metrics server task")?
+        .context("metrics server")?;
+    Ok(())
+}
+
+/// Runs `f` on the agent's state, off the async executor (a sync may take a
+/// while), and logs its error: a failed sync is retried by the next event.
+fn locked(core: &Mutex<Core>, f: impl FnOnce(&mut Core) -> anyhow::Result<()>) {
+    tokio::task::block_in_place(|| match core.lock() {
+        Ok(mut core) => {
+            if let Err(error) = f(&mut core) {
+                tracing::error!(error = format!("{error:#}"), "agent step failed");
+            }
+        }
+        Err(_) => tracing::error!("the agent's state is poisoned"),
+    });
+}
+
+/// What changes when the file is rewritten or replaced (editors and
+/// ConfigMap updates rename a new file over the old one).
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}

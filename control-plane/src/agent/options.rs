@@ -1,0 +1,74 @@
+//! `xlb agent`'s flags, each also an `XLB_*` environment variable.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+
+/// How to run the agent.
+#[derive(Clone, Debug, Args)]
+pub struct AgentOptions {
+    /// The configuration file: native xlb services and/or Kubernetes
+    /// Service + EndpointSlice documents. Reloaded when it changes and on SIGHUP.
+    #[arg(long, short = 'c', env = "XLB_CONFIG")]
+    pub config: PathBuf,
+
+    /// Interfaces to attach `xdp_lb` to (comma-separated or repeated).
+    #[arg(
+        long = "interface",
+        short = 'i',
+        env = "XLB_INTERFACES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub interfaces: Vec<String>,
+
+    /// Attach in generic (skb) mode instead of native XDP.
+    #[arg(long, env = "XLB_GENERIC_XDP")]
+    pub generic_xdp: bool,
+
+    /// Where maps and links are pinned; bpffs is mounted there if it is not.
+    #[arg(long, env = "XLB_PIN_DIR", default_value = "/sys/fs/bpf/xlb")]
+    pub pin_dir: PathBuf,
+
+    /// Capacity of the frontend and service-ID maps.
+    #[arg(long, env = "XLB_MAX_SERVICES", default_value_t = 65_536)]
+    pub max_services: u32,
+
+    /// Capacity of the backend-ID maps.
+    #[arg(long, env = "XLB_MAX_BACKENDS", default_value_t = 65_536)]
+    pub max_backends: u32,
+
+    /// Capacity of the conntrack maps (flows, summed over CPUs).
+    #[arg(long, env = "XLB_CONNTRACK_SIZE", default_value_t = 131_072)]
+    pub conntrack_size: u32,
+
+    /// Capacity of the frontend-address map.
+    #[arg(long, env = "XLB_MAX_ADDRESSES", default_value_t = 4_096)]
+    pub max_addresses: u32,
+
+    /// The Maglev hash seed. Every LB instance serving the same services must
+    /// use the same seed, or a flow lands on different backends.
+    #[arg(long, env = "XLB_HASH_SEED", default_value_t = 0)]
+    pub hash_seed: u64,
+
+    /// Address of the `/metrics` and `/healthz` HTTP endpoint.
+    #[arg(long, env = "XLB_METRICS_ADDRESS", default_value = "127.0.0.1:10256")]
+    pub metrics_address: SocketAddr,
+
+    /// The admin API's Unix socket (mode 0660).
+    #[arg(long, env = "XLB_ADMIN_SOCKET", default_value = "/run/xlb/admin.sock")]
+    pub admin_socket: PathBuf,
+
+    /// Group owning the admin socket (name or numeric ID); root's group when unset.
+    #[arg(long, env = "XLB_ADMIN_GROUP")]
+    pub admin_group: Option<String>,
+
+    /// Overrides the datapath build's version stamp (tests use it to stand
+    /// in for an upgrade to another program build).
+    #[arg(long, env = "XLB_VERSION_STAMP", hide = true)]
+    pub version_stamp: Option<u32>,
+
+    /// Log level or `tracing` filter (e.g. `info`, `xlb=debug`); `RUST_LOG` wins when set.
+    #[arg(long, env = "XLB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}

@@ -1,0 +1,36 @@
+//! Reading back what an earlier agent programmed, from the pinned maps.
+
+use xdp_lb::Datapath;
+
+use crate::{model::Protocol, reconcile::Recovered};
+
+/// The pinned state of `datapath`, as the reconciler adopts it.
+pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
+    let frontends = datapath
+        .frontends()?
+        .into_iter()
+        .map(|(frontend, id, affinity)| {
+            let protocol = match frontend.proto {
+                xdp_lb::Protocol::Tcp => Protocol::Tcp,
+                xdp_lb::Protocol::Udp => Protocol::Udp,
+            };
+            ((frontend.addr, protocol), id, affinity)
+        })
+        .collect();
+    let backends = datapath
+        .backends()?
+        .into_iter()
+        .map(|(id, record)| (id, record.addr, record.generation, record.active))
+        .collect();
+    let tables = datapath
+        .table_ids()?
+        .into_iter()
+        .map(|id| Ok((id, datapath.table_size(id)?.unwrap_or(0))))
+        .collect::<Result<_, xdp_lb::Error>>()?;
+    Ok(Recovered {
+        frontends,
+        backends,
+        tables,
+        addresses: datapath.addresses()?,
+    })
+}

@@ -1,0 +1,381 @@
+//! The admin API's answers, read from the agent's state and the maps.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use xdp_lb::{Flow, FlowState, Simulation, TrackedFlow};
+
+use super::core::Core;
+use crate::{
+    admin::{Admin, AdminError},
+    api::{
+        BackendStatus, BackendView, DrainRequest, DrainView, FlowView, FrontendView, MaglevView,
+        MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
+        StatusView,
+    },
+    model::{Protocol, ServiceName},
+    reconcile::proto,
+};
+
+/// The agent as the admin API sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentAdmin {
+    pub(crate) core: Arc<Mutex<Core>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> AdminError {
+    AdminError::Internal(e.to_string())
+}
+
+impl AgentAdmin {
+    fn lock(&self) -> Result<MutexGuard<'_, Core>, AdminError> {
+        self.core
+            .lock()
+            .map_err(|_| AdminError::Internal("the agent's state is poisoned".to_owned()))
+    }
+}
+
+fn service_name(core: &Core, name: &str) -> Result<ServiceName, AdminError> {
+    let name = ServiceName(name.to_owned());
+    if core.model.services.contains_key(&name) {
+        Ok(name)
+    } else {
+        Err(AdminError::NotFound(format!(
+            "no service {name}: `xlb service list` shows them"
+        )))
+    }
+}
+
+fn protocol(p: xdp_lb::Protocol) -> Protocol {
+    match p {
+        xdp_lb::Protocol::Tcp => Protocol::Tcp,
+        xdp_lb::Protocol::Udp => Protocol::Udp,
+    }
+}
+
+impl Admin for AgentAdmin {
+    fn services(&self) -> Result<Vec<ServiceView>, AdminError> {
+        let core = self.lock()?;
+        let model = core.effective_model();
+        let mut views = Vec::new();
+        for (name, service) in &model.services {
+            let id = core.reconciler.service_id(name);
+            let slots = core.reconciler.table(name).unwrap_or_default();
+            let mut held: BTreeMap<u32, u32> = BTreeMap::new();
+            for &b in slots {
+                *held.entry(b).or_default() += 1;
+            }
+            let counter = match id {
+                Some(id) => core.datapath.service_stats(id).map_err(internal)?,
+                None => xdp_lb::Counter::default(),
+            };
+            views.push(ServiceView {
+                id: id.unwrap_or_default(),
+                name: name.to_string(),
+                protocol: service.protocol,
+                mode: service.mode,
+                frontends: service
+                    .frontends
+                    .iter()
+                    .map(|f| FrontendView {
+                        address: SocketAddr::new(f.addr, f.port),
+                        protocol: f.protocol,
+                        kind: f.kind,
+                    })
+                    .collect(),
+                affinity_timeout_seconds: service.affinity.map(|a| a.timeout.as_secs()),
+                table_size: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+                backends: service
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let id = core.reconciler.backend(b.addr).map_or(0, |r| r.id);
+                        ServiceBackendView {
+                            id,
+                            address: b.addr,
+                            weight: b.weight,
+                            status: BackendStatus::of(b.state, core.healthy(name, b.addr)),
+                            slots: held.get(&id).copied().unwrap_or(0),
+                        }
+                    })
+                    .collect(),
+                packets: counter.packets,
+                bytes: counter.bytes,
+            });
+        }
+        Ok(views)
+    }
+
+    fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
+        let core = self.lock()?;
+        let model = core.effective_model();
+        // One view per backend address, over every service listing it; its
+        // status is the best any service gives it.
+        let mut by_addr: BTreeMap<SocketAddr, (Protocol, BackendStatus, String, Vec<String>)> =
+            BTreeMap::new();
+        for (name, service) in &model.services {
+            for b in &service.backends {
+                let healthy = core.healthy(name, b.addr);
+                let status = BackendStatus::of(b.state, healthy);
+                let health = match &service.health_check {
+                    None => "unchecked",
+                    Some(_) if healthy => "up",
+                    Some(_) => "down",
+                };
+                let entry = by_addr.entry(b.addr).or_insert((
+                    service.protocol,
+                    status,
+                    health.to_owned(),
+                    Vec::new(),
+                ));
+                entry.1 = entry.1.min(status);
+                entry.3.push(name.to_string());
+            }
+        }
+        let mut views = Vec::new();
+        for (addr, (protocol, status, health, services)) in by_addr {
+            let record = core.reconciler.backend(addr);
+            let counter = match record {
+                Some(r) => core.datapath.backend_stats(r.id).map_err(internal)?,
+                None => xdp_lb::Counter::default(),
+            };
+            views.push(BackendView {
+                id: record.map_or(0, |r| r.id),
+                address: addr,
+                protocol,
+                generation: record.map_or(0, |r| r.generation),
+                status,
+                health,
+                services,
+                packets: counter.packets,
+                bytes: counter.bytes,
+            });
+        }
+        Ok(views)
+    }
+
+    fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
+        let core = self.lock()?;
+        let only = service.map(|s| service_name(&core, s)).transpose()?;
+        let only_id = match &only {
+            Some(name) => Some(core.reconciler.service_id(name).ok_or_else(|| {
+                AdminError::NotFound(format!("service {name} is not programmed yet"))
+            })?),
+            None => None,
+        };
+        let names: BTreeMap<u32, String> = core
+            .model
+            .services
+            .keys()
+            .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
+            .collect();
+        let now = monotonic_now();
+        let flows = core.datapath.conntrack().map_err(internal)?;
+        Ok(flows
+            .into_iter()
+            .filter(|f| only_id.is_none_or(|id| f.service_id == id))
+            .map(|f| flow_view(&core, &names, &f, now))
+            .collect())
+    }
+
+    fn stats(&self) -> Result<StatsView, AdminError> {
+        let core = self.lock()?;
+        let dp = &core.datapath;
+        let named = |pairs: Vec<(&'static str, u64)>| {
+            pairs
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(k, n)| (k.to_owned(), n))
+                .collect()
+        };
+        let verdicts = dp.verdict_stats().map_err(internal)?;
+        let ct = dp.ct_stats().map_err(internal)?;
+        let parse = dp.parse_stats().map_err(internal)?;
+        Ok(StatsView {
+            verdicts: named(
+                verdicts
+                    .iter()
+                    .map(|(v, c)| (v.name(), c.packets))
+                    .collect(),
+            ),
+            conntrack: named(ct.iter().map(|(v, c)| (v.name(), c.packets)).collect()),
+            parser: named(parse.iter().map(|(v, c)| (v.name(), c.packets)).collect()),
+        })
+    }
+
+    fn maps(&self) -> Result<Vec<MapUsageView>, AdminError> {
+        let core = self.lock()?;
+        Ok(core
+            .datapath
+            .map_usage()
+            .map_err(internal)?
+            .into_iter()
+            .map(|u| MapUsageView {
+                name: u.name.to_owned(),
+                entries: u.entries,
+                capacity: u.capacity,
+            })
+            .collect())
+    }
+
+    fn maglev(&self, service: &str) -> Result<MaglevView, AdminError> {
+        let core = self.lock()?;
+        let name = service_name(&core, service)?;
+        let id = core.reconciler.service_id(&name).unwrap_or_default();
+        let slots = core.reconciler.table(&name).unwrap_or_default().to_vec();
+        let mut shares = BTreeMap::new();
+        for &b in &slots {
+            *shares.entry(b).or_default() += 1;
+        }
+        Ok(MaglevView {
+            service: name.to_string(),
+            id,
+            size: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+            slots,
+            shares,
+        })
+    }
+
+    fn simulate(&self, request: &SimulateRequest) -> Result<SimulateView, AdminError> {
+        let core = self.lock()?;
+        let flow = Flow::new(request.client, request.frontend, proto(request.protocol));
+        let simulation = core.datapath.simulate(&flow).map_err(internal)?;
+        let name_of = |id: u32| {
+            core.model
+                .services
+                .keys()
+                .find(|n| core.reconciler.service_id(n) == Some(id))
+                .map(ToString::to_string)
+        };
+        Ok(match simulation {
+            Simulation::Pass => SimulateView {
+                outcome: "not_a_frontend".to_owned(),
+                service: None,
+                backend_id: None,
+                backend: None,
+            },
+            Simulation::UnknownPort => SimulateView {
+                outcome: "unknown_port".to_owned(),
+                service: None,
+                backend_id: None,
+                backend: None,
+            },
+            Simulation::NoBackend { service_id } => SimulateView {
+                outcome: "no_backend".to_owned(),
+                service: name_of(service_id),
+                backend_id: None,
+                backend: None,
+            },
+            Simulation::Backend {
+                service_id,
+                backend_id,
+                addr,
+                tracked,
+            } => SimulateView {
+                outcome: if tracked { "tracked" } else { "backend" }.to_owned(),
+                service: name_of(service_id),
+                backend_id: Some(backend_id),
+                backend: Some(addr),
+            },
+        })
+    }
+
+    fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError> {
+        let since = Instant::now();
+        let mut core = self.lock()?;
+        let only = request
+            .service
+            .as_deref()
+            .map(|s| service_name(&core, s))
+            .transpose()?;
+        let services: BTreeSet<String> = core
+            .model
+            .services
+            .iter()
+            .filter(|(n, _)| only.as_ref().is_none_or(|o| o == *n))
+            .filter(|(_, s)| s.backends.iter().any(|b| b.addr == request.backend))
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if services.is_empty() {
+            return Err(AdminError::NotFound(format!(
+                "no service has backend {}{}",
+                request.backend,
+                only.map(|o| format!(" (looked in {o})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let key = (only, request.backend);
+        if drain {
+            core.drains.insert(key);
+        } else {
+            // Undraining everywhere also lifts per-service drains.
+            if key.0.is_none() {
+                core.drains.retain(|(_, addr)| *addr != request.backend);
+            } else {
+                core.drains.remove(&key);
+            }
+        }
+        tracing::info!(backend = %request.backend, drain, ?services, "drain changed");
+        core.sync(since).map_err(internal)?;
+        Ok(DrainView {
+            services: services.into_iter().collect(),
+        })
+    }
+
+    fn status(&self) -> Result<StatusView, AdminError> {
+        let core = self.lock()?;
+        let s = &core.status;
+        Ok(StatusView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            layout_version: xdp_lb::LAYOUT_VERSION,
+            config_file: Some(s.config_file.display().to_string()),
+            attached: s.attached.clone(),
+            services: core.model.services.len(),
+            backends: core.reconciler.backends().filter(|(_, b)| b.live).count(),
+            synced: s.synced,
+            last_reload: s.last_reload.clone(),
+            reloads_ok: s.reloads_ok,
+            reloads_failed: s.reloads_failed,
+            last_sync_seconds: s.last_sync.map(|d| d.as_secs_f64()),
+            uptime_seconds: s.started.elapsed().as_secs(),
+        })
+    }
+}
+
+fn flow_view(
+    core: &Core,
+    names: &BTreeMap<u32, String>,
+    f: &TrackedFlow,
+    now: std::time::Duration,
+) -> FlowView {
+    let live = core.reconciler.backends().any(|(addr, b)| {
+        b.id == f.backend_id && b.generation == f.generation && addr == f.backend && b.live
+    });
+    FlowView {
+        protocol: protocol(f.flow.proto),
+        client: f.flow.src,
+        frontend: f.flow.dst,
+        backend_id: f.backend_id,
+        backend: live.then_some(f.backend),
+        service: names.get(&f.service_id).cloned(),
+        state: match f.state {
+            FlowState::SynSent => "syn",
+            FlowState::Established => "established",
+            FlowState::Closing => "closing",
+            FlowState::Datagram => "udp",
+        }
+        .to_owned(),
+        idle_seconds: now.saturating_sub(f.last_seen).as_secs(),
+    }
+}
+
+/// `CLOCK_MONOTONIC`, the clock conntrack's last-seen is on.
+fn monotonic_now() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
+}

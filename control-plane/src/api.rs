@@ -1,0 +1,227 @@
+//! The admin API's JSON documents: what the agent serves on its Unix socket
+//! and what `xlb` prints with `-o json`. Field names are stable for scripts;
+//! add fields, never rename them.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BackendState, FrontendKind, Mode, Protocol};
+
+/// `GET /v1/services`: one entry per service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// The datapath's service ID (stable across reloads and restarts).
+    pub id: u32,
+    pub name: String,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub frontends: Vec<FrontendView>,
+    /// Seconds a ClientIP affinity lasts; absent without affinity.
+    pub affinity_timeout_seconds: Option<u64>,
+    /// Maglev table size M (0 while the service has no usable backend).
+    pub table_size: u32,
+    pub backends: Vec<ServiceBackendView>,
+    /// Packets and bytes the datapath translated for this service.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A frontend of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendView {
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    pub kind: FrontendKind,
+}
+
+/// A backend as one service sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBackendView {
+    pub id: u32,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub status: BackendStatus,
+    /// Maglev slots this backend holds in the service's table.
+    pub slots: u32,
+}
+
+/// What a backend is doing right now: the desired state with health overlaid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendStatus {
+    /// In the table, healthy or unchecked.
+    Active,
+    /// Drained: keeps established flows, gets no new ones.
+    Draining,
+    /// Terminating: keeps established flows, gets no new ones.
+    Terminating,
+    /// Failed its health check: out of the table, its flows re-selected.
+    Down,
+}
+
+impl BackendStatus {
+    /// The status of a backend in `state`, `healthy` or not.
+    pub const fn of(state: BackendState, healthy: bool) -> Self {
+        match (state, healthy) {
+            (_, false) => Self::Down,
+            (BackendState::Active, true) => Self::Active,
+            (BackendState::Draining, true) => Self::Draining,
+            (BackendState::Terminating, true) => Self::Terminating,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Terminating => "terminating",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// `GET /v1/backends`: one entry per backend ID.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub id: u32,
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    /// Bumped each time the ID is given to a new backend; conntrack entries of
+    /// an older generation are treated as gone.
+    pub generation: u32,
+    pub status: BackendStatus,
+    /// Health-check state: `up`, `down`, or `unchecked`.
+    pub health: String,
+    /// Names of the services this backend serves.
+    pub services: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `GET /v1/conntrack`: one tracked flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowView {
+    pub protocol: Protocol,
+    pub client: SocketAddr,
+    pub frontend: SocketAddr,
+    pub backend_id: u32,
+    /// The backend's address, when the ID still names a live backend of the
+    /// flow's generation.
+    pub backend: Option<SocketAddr>,
+    /// The service owning the frontend, if it still exists.
+    pub service: Option<String>,
+    /// TCP state (`syn`, `established`, `closing`) or `udp`.
+    pub state: String,
+    /// Seconds since the datapath last refreshed the entry.
+    pub idle_seconds: u64,
+}
+
+/// `GET /v1/maglev/{service}`: a service's table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaglevView {
+    pub service: String,
+    pub id: u32,
+    pub size: u32,
+    /// Backend ID per slot.
+    pub slots: Vec<u32>,
+    /// Slots held, per backend ID.
+    pub shares: BTreeMap<u32, u32>,
+}
+
+/// `POST /v1/simulate`: which backend would this flow hit?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimulateRequest {
+    pub client: SocketAddr,
+    pub frontend: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// The answer to a [`SimulateRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimulateView {
+    /// `backend` (balanced), `tracked` (an existing flow keeps its backend),
+    /// `no_backend`, `not_a_frontend`, or `unknown_port`.
+    pub outcome: String,
+    pub service: Option<String>,
+    pub backend_id: Option<u32>,
+    pub backend: Option<SocketAddr>,
+}
+
+/// `POST /v1/drain` and `/v1/undrain`: a backend address, in every service
+/// or only in `service`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub backend: SocketAddr,
+    pub service: Option<String>,
+}
+
+/// The answer to a [`DrainRequest`]: the services whose backend changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainView {
+    pub services: Vec<String>,
+}
+
+/// `GET /v1/stats`: the datapath's counters, by name (the names the datapath
+/// counters carry, e.g. `forward_to_backend`), packets only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub verdicts: BTreeMap<String, u64>,
+    pub conntrack: BTreeMap<String, u64>,
+    pub parser: BTreeMap<String, u64>,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The agent's version and the datapath layout version it reads.
+    pub version: String,
+    pub layout_version: u32,
+    pub config_file: Option<String>,
+    /// Interfaces with `xdp_lb` attached, and how (`native` or `generic`).
+    pub attached: Vec<AttachmentView>,
+    pub services: usize,
+    pub backends: usize,
+    /// True once the first full sync from the source has been programmed.
+    pub synced: bool,
+    /// The last reload of the configuration, good or bad.
+    pub last_reload: Option<ReloadView>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Duration of the last full sync, in seconds.
+    pub last_sync_seconds: Option<f64>,
+    pub uptime_seconds: u64,
+}
+
+/// An attached interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub interface: String,
+    pub mode: String,
+}
+
+/// One configuration reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadView {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// `ok` or `rejected`.
+    pub outcome: String,
+    /// Why the file was rejected (every error, one per line).
+    pub error: Option<String>,
+}
+
+/// An error answer of the admin API (any non-2xx status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorView {
+    pub error: String,
+}
+
+/// `GET /v1/maps`: how full a datapath map is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapUsageView {
+    /// The map's name in the datapath (`CONNTRACK`, `SERVICES`, `BACKENDS`, ...).
+    pub name: String,
+    pub entries: u64,
+    pub capacity: u64,
+}

@@ -1,0 +1,559 @@
+//! `xlb`: runs the agent (`xlb agent`) and talks to it over the admin socket
+//! (everything else). Lists print a table by default, or the admin API's own
+//! JSON/YAML documents with `-o json|yaml`; errors go to stderr with exit
+//! status 1.
+
+mod output;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{self, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use clap_complete::Shell;
+
+use self::output::Format;
+use crate::{
+    admin::AdminClient,
+    agent::AgentOptions,
+    api::{DrainRequest, SimulateRequest, StatsView},
+    model::Protocol,
+};
+
+/// The admin socket when neither `--admin-socket` nor `XLB_ADMIN_SOCKET` says otherwise.
+const DEFAULT_ADMIN_SOCKET: &str = "/run/xlb/admin.sock";
+
+/// xlb: an XDP layer-4 load balancer — the agent and its command line.
+#[derive(Debug, Parser)]
+#[command(name = "xlb", version, propagate_version = true)]
+struct Cli {
+    /// The agent's admin socket.
+    // Same ID, flag and variable as `AgentOptions::admin_socket`: clap
+    // skips a global for a subcommand that has its own argument of that ID
+    // and hands it the value given on either side, so `xlb --admin-socket S
+    // agent` and `xlb agent --admin-socket S` agree.
+    #[arg(
+        long,
+        global = true,
+        env = "XLB_ADMIN_SOCKET",
+        default_value = DEFAULT_ADMIN_SOCKET,
+        value_name = "PATH"
+    )]
+    admin_socket: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: load and attach the datapath and keep it equal to the
+    /// configuration file.
+    Agent(AgentOptions),
+    /// Validate a configuration file as the agent would, without applying it.
+    CheckConfig {
+        /// The configuration file (native xlb services and/or Kubernetes
+        /// Service + EndpointSlice documents).
+        file: PathBuf,
+    },
+    /// Services, their frontends and backends.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Backends, with their status, health and traffic.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// What the datapath maps hold.
+    #[command(subcommand)]
+    Bpf(BpfCommand),
+    /// Connection tracking.
+    #[command(subcommand)]
+    Ct(CtCommand),
+    /// Maglev lookup tables.
+    #[command(subcommand)]
+    Maglev(MaglevCommand),
+    /// Which backend a flow would reach, and why.
+    Simulate(SimulateArgs),
+    /// The datapath's counters.
+    Stats(StatsArgs),
+    /// Drain a backend: it keeps its established flows and gets no new ones.
+    Drain(DrainArgs),
+    /// Undo a drain: the backend takes new flows again.
+    Undrain(DrainArgs),
+    /// The agent's state: version, attachments, sync, reloads.
+    Status(OutputArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// List services like `cilium service list`: one row per frontend.
+    List(OutputArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCommand {
+    /// List backends.
+    List(OutputArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfCommand {
+    /// The load-balancing maps.
+    #[command(subcommand)]
+    Lb(BpfLbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfLbCommand {
+    /// Frontend → backend, as programmed.
+    List(OutputArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CtCommand {
+    /// List tracked flows.
+    List {
+        /// Only the flows of this service.
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MaglevCommand {
+    /// A service's table: slots held per backend.
+    Show {
+        /// The service's name (`web`, or `namespace/name:port`).
+        service: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    /// The client's address and port.
+    #[arg(long, value_name = "IP:PORT")]
+    client: SocketAddr,
+    /// The address and port the client connects to.
+    #[arg(long, value_name = "IP:PORT")]
+    frontend: SocketAddr,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp)]
+    protocol: ProtocolArg,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// `--protocol`, lowercase on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ProtocolArg {
+    Tcp,
+    Udp,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(protocol: ProtocolArg) -> Self {
+        match protocol {
+            ProtocolArg::Tcp => Self::Tcp,
+            ProtocolArg::Udp => Self::Udp,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Print what the counters counted every interval, until Ctrl-C.
+    #[arg(long, short)]
+    watch: bool,
+    /// The watch interval (`500ms`, `1s`, `1m`).
+    #[arg(long, requires = "watch", default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval.is_zero() {
+        return Err("the interval must be longer than 0".into());
+    }
+    Ok(interval)
+}
+
+#[derive(Debug, Args)]
+struct DrainArgs {
+    /// The backend's address and port.
+    #[arg(value_name = "IP:PORT")]
+    backend: SocketAddr,
+    /// Only in this service (default: every service the backend serves).
+    #[arg(long)]
+    service: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Runs the `xlb` command line and returns its exit status: 0 on success, 1
+/// on any failure (with the error on stderr), 2 for a usage error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            // A closed pipe (`xlb service list | head`) is not a failure.
+            if let Some(io_error) = error.downcast_ref::<io::Error>()
+                && io_error.kind() == io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            writeln!(io::stderr(), "xlb: {error:#}").ok();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&cli.admin_socket);
+    let command = match cli.command {
+        Command::Agent(options) => {
+            init_tracing(&options.log_level)?;
+            crate::agent::run(options)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        command => command,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(admin_command(&client, command))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` when set, else by `--log-level`.
+fn init_tracing(level: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
+            .with_context(|| format!("RUST_LOG={directives:?} is not a tracing filter"))?,
+        _ => EnvFilter::try_new(level).with_context(|| {
+            format!("--log-level {level:?} is not a level (error, warn, info, debug, trace) or tracing filter")
+        })?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+}
+
+/// `xlb check-config`: validation only. Exit 1 and every problem on stderr
+/// when the file is bad; a one-line summary on stdout otherwise.
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    match crate::source::file::load(file) {
+        Ok(model) => {
+            let frontends = model.frontends().count();
+            // A backend is an address:port/protocol, however many services share it
+            // (the agent gives it one ID).
+            let backends: BTreeSet<_> = model
+                .services
+                .values()
+                .flat_map(|s| s.backends.iter().map(move |b| (b.addr, s.protocol)))
+                .collect();
+            let services = model.services.len();
+            print(&format!(
+                "{}: ok: {services} {}, {frontends} {}, {} {}\n",
+                file.display(),
+                plural(services, "service", "services"),
+                plural(frontends, "frontend", "frontends"),
+                backends.len(),
+                plural(backends.len(), "backend", "backends"),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            // One problem per line, each already naming the file and the
+            // place (`FILE: services[2].port: ...`), as compilers do; an
+            // unreadable file also gets its cause.
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(source) = cause {
+                text.push_str(&format!(": {source}"));
+                cause = source.source();
+            }
+            writeln!(io::stderr(), "{text}")?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+/// Writes to stdout; a write error (a closed pipe) is returned as an
+/// `io::Error` so [`main`] can tell it apart.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The commands that ask the agent.
+async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Service(ServiceCommand::List(out)) => {
+            let services = client.services().await.context("listing services")?;
+            print(&output::render(out.output, &services, |s| {
+                output::services_table(s)
+            })?)
+        }
+        Command::Backend(BackendCommand::List(out)) => {
+            let backends = client.backends().await.context("listing backends")?;
+            print(&output::render(out.output, &backends, |b| {
+                output::backends_table(b)
+            })?)
+        }
+        Command::Bpf(BpfCommand::Lb(BpfLbCommand::List(out))) => {
+            let services = client.services().await.context("listing services")?;
+            let entries = output::lb_entries(&services);
+            print(&output::render(out.output, &entries, |e| {
+                output::lb_table(e)
+            })?)
+        }
+        Command::Ct(CtCommand::List {
+            service,
+            output: out,
+        }) => {
+            let flows = client
+                .conntrack(service.as_deref())
+                .await
+                .context("listing tracked flows")?;
+            print(&output::render(out.output, &flows, |f| {
+                output::flows_table(f)
+            })?)
+        }
+        Command::Maglev(MaglevCommand::Show {
+            service,
+            output: out,
+        }) => {
+            let table = client
+                .maglev(&service)
+                .await
+                .with_context(|| format!("reading the Maglev table of {service}"))?;
+            if let Some(document) = output::document(out.output, &table)? {
+                return print(&document);
+            }
+            let addresses: BTreeMap<u32, SocketAddr> = client
+                .services()
+                .await
+                .context("listing services for the backends' addresses")?
+                .into_iter()
+                .filter(|s| s.name == table.service)
+                .flat_map(|s| s.backends)
+                .map(|b| (b.id, b.address))
+                .collect();
+            print(&output::maglev_text(&table, &addresses))
+        }
+        Command::Simulate(args) => {
+            let request = SimulateRequest {
+                client: args.client,
+                frontend: args.frontend,
+                protocol: args.protocol.into(),
+            };
+            let view = client
+                .simulate(&request)
+                .await
+                .context("simulating the flow")?;
+            print(&output::render(args.output.output, &view, |v| {
+                output::simulate_text(&request, v)
+            })?)
+        }
+        Command::Stats(args) if args.watch => {
+            watch_stats(client, args.interval, args.output.output).await
+        }
+        Command::Stats(args) => {
+            let stats = client.stats().await.context("reading the counters")?;
+            print(&output::render(args.output.output, &stats, |s| {
+                output::stats_table(s)
+            })?)
+        }
+        Command::Drain(args) => drain(client, args, true).await,
+        Command::Undrain(args) => drain(client, args, false).await,
+        Command::Status(out) => {
+            let status = client
+                .status()
+                .await
+                .context("reading the agent's status")?;
+            print(&output::render(out.output, &status, |s| {
+                output::status_text(s)
+            })?)
+        }
+        Command::Agent(_) | Command::CheckConfig { .. } | Command::Completions { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Result<()> {
+    let request = DrainRequest {
+        backend: args.backend,
+        service: args.service,
+    };
+    let what = if drain { "draining" } else { "undraining" };
+    let view = if drain {
+        client.drain(&request).await
+    } else {
+        client.undrain(&request).await
+    }
+    .with_context(|| format!("{what} {}", request.backend))?;
+    print(&output::render(args.output.output, &view, |v| {
+        output::drain_text(request.backend, drain, v)
+    })?)
+}
+
+/// `xlb stats --watch`: what the counters counted in each interval, until
+/// Ctrl-C. JSON prints one document per line, YAML one document per interval.
+async fn watch_stats(
+    client: &AdminClient,
+    interval: Duration,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(interval);
+    // A slow agent should not make the next intervals shorter.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut last: Option<(StatsView, tokio::time::Instant)> = None;
+    let mut printed = false;
+    loop {
+        let tick = tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.context("waiting for Ctrl-C")?;
+                return Ok(());
+            }
+            tick = ticks.tick() => tick,
+        };
+        let stats = client.stats().await.context("reading the counters")?;
+        if let Some((before, then)) = &last {
+            let delta = output::stats_delta(before, &stats);
+            let elapsed = tick.duration_since(*then);
+            let text = match format {
+                // A blank line between intervals keeps the blocks apart.
+                Format::Table if printed => {
+                    "\n".to_owned() + &output::stats_delta_table(&delta, SystemTime::now(), elapsed)
+                }
+                Format::Table => output::stats_delta_table(&delta, SystemTime::now(), elapsed),
+                Format::Json => serde_json::to_string(&delta).context("encoding JSON")? + "\n",
+                Format::Yaml => {
+                    "---\n".to_owned()
+                        + &serde_yaml_ng::to_string(&delta).context("encoding YAML")?
+                }
+            };
+            print(&text)?;
+            printed = true;
+        }
+        last = Some((stats, tick));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_socket_reaches_the_agent_from_either_side() {
+        let agent = |args: &[&str]| match Cli::try_parse_from(args).expect("parses").command {
+            Command::Agent(options) => options.admin_socket,
+            other => panic!("not the agent: {other:?}"),
+        };
+        let base = ["xlb", "--config", "c.yaml", "--interface", "eth0"];
+        let before: Vec<&str> = ["xlb", "--admin-socket", "/tmp/a.sock", "agent"]
+            .into_iter()
+            .chain(base[1..].iter().copied())
+            .collect();
+        assert_eq!(agent(&before), PathBuf::from("/tmp/a.sock"));
+        let after: Vec<&str> = ["xlb", "agent"]
+            .into_iter()
+            .chain(base[1..].iter().copied())
+            .chain(["--admin-socket", "/tmp/b.sock"])
+            .collect();
+        assert_eq!(agent(&after), PathBuf::from("/tmp/b.sock"));
+    }
+
+    #[test]
+    fn lists_take_an_output_format() {
+        let cli = Cli::try_parse_from(["xlb", "ct", "list", "--service", "web", "-o", "yaml"])
+            .expect("parses");
+        match cli.command {
+            Command::Ct(CtCommand::List { service, output }) => {
+                assert_eq!(service.as_deref(), Some("web"));
+                assert_eq!(output.output, Format::Yaml);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["xlb", "service", "list", "-o", "xml"]).is_err());
+    }
+
+    #[test]
+    fn stats_interval_needs_watch_and_a_duration() {
+        let cli = Cli::try_parse_from(["xlb", "stats", "--watch", "--interval", "250ms"])
+            .expect("parses");
+        match cli.command {
+            Command::Stats(args) => {
+                assert!(args.watch);
+                assert_eq!(args.interval, Duration::from_millis(250));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["xlb", "stats", "--interval", "2s"]).is_err());
+        assert!(Cli::try_parse_from(["xlb", "stats", "-w", "--interval", "0s"]).is_err());
+    }
+
+    #[test]
+    fn simulate_defaults_to_tcp() {
+        let cli = Cli::try_parse_from([
+            "xlb",
+            "simulate",
+            "--client",
+            "198.51.100.7:40000",
+            "--frontend",
+            "198.18.100.1:80",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Simulate(args) => assert!(matches!(args.protocol, ProtocolArg::Tcp)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,868 @@
+//! What `xlb` prints: aligned tables and short reports for people, JSON and
+//! YAML (the admin API's own documents) for scripts. Pure functions from the
+//! API's views to text, so the exact output is unit-tested here.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{
+        BackendView, DrainView, FlowView, MaglevView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
+    },
+    model::{FrontendKind, Protocol},
+};
+
+/// `-o`: how a command prints its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The admin API's JSON document (stable for scripts).
+    Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+/// `value` as `format`; `table` renders the human form.
+pub(crate) fn render<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    Ok(document(format, value)?.unwrap_or_else(|| table(value)))
+}
+
+/// `value` as a JSON or YAML document; `None` for [`Format::Table`].
+pub(crate) fn document<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+) -> anyhow::Result<Option<String>> {
+    Ok(match format {
+        Format::Table => None,
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(value).context("encoding JSON")?;
+            json.push('\n');
+            Some(json)
+        }
+        Format::Yaml => Some(serde_yaml_ng::to_string(value).context("encoding YAML")?),
+    })
+}
+
+/// Columns separated by [`GAP`], each as wide as its widest line. A cell may
+/// hold several lines (a service's backends); the row then spans as many
+/// lines, the other cells blank below their first line.
+#[derive(Debug)]
+pub(crate) struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// Spaces between columns.
+const GAP: usize = 3;
+
+impl Table {
+    pub(crate) fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; missing cells are blank.
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (column, cell) in row.iter().enumerate().take(columns) {
+                for line in cell.lines() {
+                    widths[column] = widths[column].max(line.chars().count());
+                }
+            }
+        }
+        let mut out = String::new();
+        let mut line_out = |cells: &[&str]| {
+            let mut line = String::new();
+            for (column, cell) in cells.iter().enumerate() {
+                line.push_str(cell);
+                if column + 1 < cells.len() {
+                    let pad = widths[column] - cell.chars().count() + GAP;
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        };
+        let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
+        line_out(&header);
+        for row in &self.rows {
+            let cells: Vec<Vec<&str>> = (0..columns)
+                .map(|c| {
+                    row.get(c)
+                        .map_or_else(Vec::new, |cell| cell.lines().collect())
+                })
+                .collect();
+            let height = cells.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            for i in 0..height {
+                let physical: Vec<&str> = cells
+                    .iter()
+                    .map(|lines| lines.get(i).copied().unwrap_or(""))
+                    .collect();
+                line_out(&physical);
+            }
+        }
+        out
+    }
+}
+
+/// `addr/PROTO`, as cilium prints frontends and backends.
+fn with_protocol(address: SocketAddr, protocol: Protocol) -> String {
+    format!("{address}/{protocol}")
+}
+
+/// `VIP` or `NodePort` (the `Service Type` column).
+fn kind_name(kind: FrontendKind) -> &'static str {
+    match kind {
+        FrontendKind::Vip => "VIP",
+        FrontendKind::Node => "NodePort",
+    }
+}
+
+/// `1 => 198.18.2.5:8080/TCP (active)` per backend, numbered within the
+/// service as `cilium service list` does.
+fn backend_lines(backends: &[ServiceBackendView], protocol: Protocol) -> String {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                "{} => {} ({})",
+                i + 1,
+                with_protocol(b.address, protocol),
+                b.status.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `xlb service list`: one row per frontend, its service's backends under it.
+pub(crate) fn services_table(services: &[ServiceView]) -> String {
+    let mut table = Table::new(&["ID", "Frontend", "Service Type", "Backend"]);
+    for service in services {
+        let backends = backend_lines(&service.backends, service.protocol);
+        if service.frontends.is_empty() {
+            table.row(vec![
+                service.id.to_string(),
+                "-".into(),
+                "-".into(),
+                backends.clone(),
+            ]);
+        }
+        for frontend in &service.frontends {
+            table.row(vec![
+                service.id.to_string(),
+                with_protocol(frontend.address, frontend.protocol),
+                kind_name(frontend.kind).into(),
+                backends.clone(),
+            ]);
+        }
+    }
+    table.render()
+}
+
+/// `xlb backend list`.
+pub(crate) fn backends_table(backends: &[BackendView]) -> String {
+    let mut table = Table::new(&[
+        "ID", "Address", "Status", "Health", "Gen", "Services", "Packets", "Bytes",
+    ]);
+    for b in backends {
+        table.row(vec![
+            b.id.to_string(),
+            with_protocol(b.address, b.protocol),
+            b.status.as_str().into(),
+            b.health.clone(),
+            b.generation.to_string(),
+            if b.services.is_empty() {
+                "-".into()
+            } else {
+                b.services.join(",")
+            },
+            b.packets.to_string(),
+            b.bytes.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+/// One frontend as the datapath balances it (`xlb bpf lb list -o json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LbEntry {
+    pub(crate) frontend: SocketAddr,
+    pub(crate) protocol: Protocol,
+    pub(crate) kind: FrontendKind,
+    pub(crate) service: String,
+    pub(crate) service_id: u32,
+    pub(crate) table_size: u32,
+    pub(crate) backends: Vec<ServiceBackendView>,
+}
+
+/// The services flattened to one entry per frontend.
+pub(crate) fn lb_entries(services: &[ServiceView]) -> Vec<LbEntry> {
+    services
+        .iter()
+        .flat_map(|s| {
+            s.frontends.iter().map(|f| LbEntry {
+                frontend: f.address,
+                protocol: f.protocol,
+                kind: f.kind,
+                service: s.name.clone(),
+                service_id: s.id,
+                table_size: s.table_size,
+                backends: s.backends.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `xlb bpf lb list`: frontend → backend (ID) with its state and Maglev slots.
+pub(crate) fn lb_table(entries: &[LbEntry]) -> String {
+    let mut table = Table::new(&["Service Address", "Backend Address (ID)", "State", "Slots"]);
+    for entry in entries {
+        let frontend = format!(
+            "{} ({})",
+            with_protocol(entry.frontend, entry.protocol),
+            entry.service_id
+        );
+        if entry.backends.is_empty() {
+            table.row(vec![frontend, "(no backends)".into()]);
+            continue;
+        }
+        let column = |f: &dyn Fn(&ServiceBackendView) -> String| {
+            entry.backends.iter().map(f).collect::<Vec<_>>().join("\n")
+        };
+        table.row(vec![
+            frontend,
+            column(&|b| format!("{} ({})", with_protocol(b.address, entry.protocol), b.id)),
+            column(&|b| b.status.as_str().to_owned()),
+            column(&|b| b.slots.to_string()),
+        ]);
+    }
+    table.render()
+}
+
+/// `xlb ct list`.
+pub(crate) fn flows_table(flows: &[FlowView]) -> String {
+    let mut table = Table::new(&[
+        "Protocol", "Client", "Frontend", "Backend", "Service", "State", "Idle",
+    ]);
+    for flow in flows {
+        let backend = match flow.backend {
+            Some(address) => format!("{} => {address}", flow.backend_id),
+            None => format!("{} (gone)", flow.backend_id),
+        };
+        table.row(vec![
+            flow.protocol.to_string(),
+            flow.client.to_string(),
+            flow.frontend.to_string(),
+            backend,
+            flow.service.clone().unwrap_or_else(|| "-".into()),
+            flow.state.clone(),
+            format!("{}s", flow.idle_seconds),
+        ]);
+    }
+    table.render()
+}
+
+/// `xlb maglev show`: the table's shares per backend; `addresses` names the
+/// backend IDs where known.
+pub(crate) fn maglev_text(view: &MaglevView, addresses: &BTreeMap<u32, SocketAddr>) -> String {
+    let mut out = format!(
+        "Service:      {} (ID {})\nTable size:   {}\n\n",
+        view.service, view.id, view.size
+    );
+    let mut table = Table::new(&["Backend", "Address", "Slots", "Share"]);
+    for (id, slots) in &view.shares {
+        let share = if view.size == 0 {
+            0.0
+        } else {
+            f64::from(*slots) * 100.0 / f64::from(view.size)
+        };
+        table.row(vec![
+            id.to_string(),
+            addresses
+                .get(id)
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            slots.to_string(),
+            format!("{share:.1}%"),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// `xlb simulate`: the flow and what the datapath would do with it.
+pub(crate) fn simulate_text(request: &SimulateRequest, view: &SimulateView) -> String {
+    let explanation = match view.outcome.as_str() {
+        "backend" => "a new flow: balanced by the service's Maglev table",
+        "tracked" => "an existing flow: keeps the backend conntrack holds",
+        "no_backend" => "the service has no backend taking new flows: dropped",
+        "not_a_frontend" => "not a frontend: passed to the host's stack",
+        "unknown_port" => "a VIP without a frontend on this port: dropped",
+        _ => "",
+    };
+    let mut out = format!(
+        "Flow:      {} -> {}/{}\nOutcome:   {}",
+        request.client, request.frontend, request.protocol, view.outcome
+    );
+    if !explanation.is_empty() {
+        write!(out, " ({explanation})").ok();
+    }
+    out.push('\n');
+    if let Some(service) = &view.service {
+        writeln!(out, "Service:   {service}").ok();
+    }
+    match (view.backend_id, view.backend) {
+        (Some(id), Some(address)) => writeln!(out, "Backend:   {id} => {address}").ok(),
+        (Some(id), None) => writeln!(out, "Backend:   {id}").ok(),
+        (None, Some(address)) => writeln!(out, "Backend:   {address}").ok(),
+        (None, None) => None,
+    };
+    out
+}
+
+/// `xlb drain` / `xlb undrain`.
+pub(crate) fn drain_text(backend: SocketAddr, drain: bool, view: &DrainView) -> String {
+    let verb = if drain { "draining" } else { "undrained" };
+    if view.services.is_empty() {
+        let already = if drain {
+            "already draining"
+        } else {
+            "not draining"
+        };
+        format!("{backend}: no service changed ({already}?)\n")
+    } else {
+        format!("{backend}: {verb} in {}\n", view.services.join(", "))
+    }
+}
+
+/// Every counter of a [`StatsView`] as (group, name, packets).
+fn counters(stats: &StatsView) -> impl Iterator<Item = (&'static str, &str, u64)> {
+    fn group<'a>(
+        name: &'static str,
+        map: &'a BTreeMap<String, u64>,
+    ) -> impl Iterator<Item = (&'static str, &'a str, u64)> {
+        map.iter().map(move |(k, v)| (name, k.as_str(), *v))
+    }
+    group("verdict", &stats.verdicts)
+        .chain(group("conntrack", &stats.conntrack))
+        .chain(group("parser", &stats.parser))
+}
+
+/// `xlb stats`: every datapath counter.
+pub(crate) fn stats_table(stats: &StatsView) -> String {
+    let mut table = Table::new(&["Group", "Counter", "Packets"]);
+    for (group, name, packets) in counters(stats) {
+        table.row(vec![group.into(), name.into(), packets.to_string()]);
+    }
+    table.render()
+}
+
+/// What each counter counted between `before` and `after`. A counter that
+/// went down was reset (the agent recreated its maps): it counted `after`.
+pub(crate) fn stats_delta(before: &StatsView, after: &StatsView) -> StatsView {
+    fn delta(
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, u64> {
+        after
+            .iter()
+            .map(|(name, now)| {
+                let then = before.get(name).copied().unwrap_or(0);
+                let counted = if *now >= then { now - then } else { *now };
+                (name.clone(), counted)
+            })
+            .collect()
+    }
+    StatsView {
+        verdicts: delta(&before.verdicts, &after.verdicts),
+        conntrack: delta(&before.conntrack, &after.conntrack),
+        parser: delta(&before.parser, &after.parser),
+    }
+}
+
+/// One `xlb stats --watch` interval: the counters that moved, with a rate.
+pub(crate) fn stats_delta_table(delta: &StatsView, at: SystemTime, interval: Duration) -> String {
+    let mut out = format!(
+        "{} (+{})\n",
+        humantime::format_rfc3339_seconds(at),
+        humantime::format_duration(interval)
+    );
+    let seconds = interval.as_secs_f64();
+    let mut table = Table::new(&["Group", "Counter", "Packets", "Per second"]);
+    let mut moved = false;
+    for (group, name, packets) in counters(delta).filter(|(_, _, n)| *n > 0) {
+        moved = true;
+        let rate = if seconds > 0.0 {
+            packets as f64 / seconds
+        } else {
+            0.0
+        };
+        table.row(vec![
+            group.into(),
+            name.into(),
+            packets.to_string(),
+            format!("{rate:.1}"),
+        ]);
+    }
+    if moved {
+        out.push_str(&table.render());
+    } else {
+        out.push_str("no packets\n");
+    }
+    out
+}
+
+/// `xlb status`.
+pub(crate) fn status_text(status: &StatusView) -> String {
+    let mut out = String::new();
+    let mut field = |name: &str, value: &str| {
+        writeln!(out, "{:<14}{value}", format!("{name}:")).ok();
+    };
+    field(
+        "Version",
+        &format!(
+            "{} (datapath layout {})",
+            status.version, status.layout_version
+        ),
+    );
+    field("Config", status.config_file.as_deref().unwrap_or("-"));
+    let attached = if status.attached.is_empty() {
+        "none".to_owned()
+    } else {
+        status
+            .attached
+            .iter()
+            .map(|a| format!("{} ({})", a.interface, a.mode))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    field("Attached", &attached);
+    let synced = match (status.synced, status.last_sync_seconds) {
+        (true, Some(seconds)) => format!("yes (last full sync took {seconds:.3}s)"),
+        (true, None) => "yes".to_owned(),
+        (false, _) => "no (the first full sync is not programmed yet)".to_owned(),
+    };
+    field("Synced", &synced);
+    field("Services", &status.services.to_string());
+    field("Backends", &status.backends.to_string());
+    field(
+        "Reloads",
+        &format!(
+            "{} ok, {} rejected",
+            status.reloads_ok, status.reloads_failed
+        ),
+    );
+    if let Some(reload) = &status.last_reload {
+        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(reload.at));
+        field("Last reload", &format!("{} at {at}", reload.outcome));
+        if let Some(error) = &reload.error {
+            for line in error.lines() {
+                writeln!(out, "{:<14}{line}", "").ok();
+            }
+        }
+    }
+    let uptime = humantime::format_duration(Duration::from_secs(status.uptime_seconds));
+    writeln!(out, "{:<14}{uptime}", "Uptime:").ok();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{AttachmentView, BackendStatus, FrontendView, ReloadView},
+        model::Mode,
+    };
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn backend(id: u32, address: &str, status: BackendStatus, slots: u32) -> ServiceBackendView {
+        ServiceBackendView {
+            id,
+            address: addr(address),
+            weight: 1,
+            status,
+            slots,
+        }
+    }
+
+    fn web() -> ServiceView {
+        ServiceView {
+            id: 1,
+            name: "web".into(),
+            protocol: Protocol::Tcp,
+            mode: Mode::Nat,
+            frontends: vec![
+                FrontendView {
+                    address: addr("198.18.100.1:80"),
+                    protocol: Protocol::Tcp,
+                    kind: FrontendKind::Vip,
+                },
+                FrontendView {
+                    address: addr("10.0.0.5:30080"),
+                    protocol: Protocol::Tcp,
+                    kind: FrontendKind::Node,
+                },
+            ],
+            affinity_timeout_seconds: None,
+            table_size: 7,
+            backends: vec![
+                backend(3, "198.18.2.1:8080", BackendStatus::Active, 7),
+                backend(4, "198.18.2.2:8080", BackendStatus::Draining, 0),
+            ],
+            packets: 10,
+            bytes: 1000,
+        }
+    }
+
+    fn dns() -> ServiceView {
+        ServiceView {
+            id: 12,
+            name: "kube-system/dns:dns".into(),
+            protocol: Protocol::Udp,
+            mode: Mode::Nat,
+            frontends: vec![FrontendView {
+                address: addr("10.96.0.10:53"),
+                protocol: Protocol::Udp,
+                kind: FrontendKind::Vip,
+            }],
+            affinity_timeout_seconds: Some(10800),
+            table_size: 0,
+            backends: vec![],
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_by_content_and_spans_multiline_cells() {
+        let mut table = Table::new(&["A", "Longer", "C"]);
+        table.row(vec!["wide cell".into(), "x".into(), "1\n2".into()]);
+        table.row(vec!["y".into(), "two\nlines".into()]);
+        assert_eq!(
+            table.render(),
+            "\
+A           Longer   C
+wide cell   x        1
+                     2
+y           two
+            lines
+"
+        );
+    }
+
+    #[test]
+    fn service_list_is_cilium_shaped() {
+        assert_eq!(
+            services_table(&[web(), dns()]),
+            "\
+ID   Frontend              Service Type   Backend
+1    198.18.100.1:80/TCP   VIP            1 => 198.18.2.1:8080/TCP (active)
+                                          2 => 198.18.2.2:8080/TCP (draining)
+1    10.0.0.5:30080/TCP    NodePort       1 => 198.18.2.1:8080/TCP (active)
+                                          2 => 198.18.2.2:8080/TCP (draining)
+12   10.96.0.10:53/UDP     VIP
+"
+        );
+    }
+
+    #[test]
+    fn backend_list() {
+        let view = BackendView {
+            id: 3,
+            address: addr("198.18.2.1:8080"),
+            protocol: Protocol::Tcp,
+            generation: 2,
+            status: BackendStatus::Down,
+            health: "down".into(),
+            services: vec!["web".into(), "api".into()],
+            packets: 5,
+            bytes: 300,
+        };
+        assert_eq!(
+            backends_table(&[view]),
+            "\
+ID   Address               Status   Health   Gen   Services   Packets   Bytes
+3    198.18.2.1:8080/TCP   down     down     2     web,api    5         300
+"
+        );
+    }
+
+    #[test]
+    fn bpf_lb_list_lists_each_frontend_with_its_backends() {
+        let entries = lb_entries(&[web(), dns()]);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[1].frontend, addr("10.0.0.5:30080"));
+        assert_eq!(entries[1].kind, FrontendKind::Node);
+        assert_eq!(
+            lb_table(&entries),
+            "\
+Service Address           Backend Address (ID)      State      Slots
+198.18.100.1:80/TCP (1)   198.18.2.1:8080/TCP (3)   active     7
+                          198.18.2.2:8080/TCP (4)   draining   0
+10.0.0.5:30080/TCP (1)    198.18.2.1:8080/TCP (3)   active     7
+                          198.18.2.2:8080/TCP (4)   draining   0
+10.96.0.10:53/UDP (12)    (no backends)
+"
+        );
+    }
+
+    #[test]
+    fn conntrack_list() {
+        let flows = [
+            FlowView {
+                protocol: Protocol::Tcp,
+                client: addr("198.51.100.7:40000"),
+                frontend: addr("198.18.100.1:80"),
+                backend_id: 3,
+                backend: Some(addr("198.18.2.1:8080")),
+                service: Some("web".into()),
+                state: "established".into(),
+                idle_seconds: 4,
+            },
+            FlowView {
+                protocol: Protocol::Udp,
+                client: addr("198.51.100.7:5353"),
+                frontend: addr("10.96.0.10:53"),
+                backend_id: 9,
+                backend: None,
+                service: None,
+                state: "udp".into(),
+                idle_seconds: 120,
+            },
+        ];
+        assert_eq!(
+            flows_table(&flows),
+            "\
+Protocol   Client               Frontend          Backend                Service   State         Idle
+TCP        198.51.100.7:40000   198.18.100.1:80   3 => 198.18.2.1:8080   web       established   4s
+UDP        198.51.100.7:5353    10.96.0.10:53     9 (gone)               -         udp           120s
+"
+        );
+    }
+
+    #[test]
+    fn maglev_shows_shares() {
+        let view = MaglevView {
+            service: "web".into(),
+            id: 1,
+            size: 7,
+            slots: vec![3, 3, 4, 3, 4, 3, 4],
+            shares: BTreeMap::from([(3, 4), (4, 3)]),
+        };
+        let addresses = BTreeMap::from([(3, addr("198.18.2.1:8080"))]);
+        assert_eq!(
+            maglev_text(&view, &addresses),
+            "\
+Service:      web (ID 1)
+Table size:   7
+
+Backend   Address           Slots   Share
+3         198.18.2.1:8080   4       57.1%
+4         -                 3       42.9%
+"
+        );
+    }
+
+    #[test]
+    fn simulate_explains_the_outcome() {
+        let request = SimulateRequest {
+            client: addr("198.51.100.7:40000"),
+            frontend: addr("198.18.100.1:80"),
+            protocol: Protocol::Tcp,
+        };
+        let view = SimulateView {
+            outcome: "backend".into(),
+            service: Some("web".into()),
+            backend_id: Some(3),
+            backend: Some(addr("198.18.2.1:8080")),
+        };
+        assert_eq!(
+            simulate_text(&request, &view),
+            "\
+Flow:      198.51.100.7:40000 -> 198.18.100.1:80/TCP
+Outcome:   backend (a new flow: balanced by the service's Maglev table)
+Service:   web
+Backend:   3 => 198.18.2.1:8080
+"
+        );
+        let view = SimulateView {
+            outcome: "not_a_frontend".into(),
+            service: None,
+            backend_id: None,
+            backend: None,
+        };
+        assert_eq!(
+            simulate_text(&request, &view),
+            "\
+Flow:      198.51.100.7:40000 -> 198.18.100.1:80/TCP
+Outcome:   not_a_frontend (not a frontend: passed to the host's stack)
+"
+        );
+    }
+
+    #[test]
+    fn drain_reports_the_services_changed() {
+        let backend = addr("198.18.2.2:8080");
+        let changed = DrainView {
+            services: vec!["web".into(), "api".into()],
+        };
+        assert_eq!(
+            drain_text(backend, true, &changed),
+            "198.18.2.2:8080: draining in web, api\n"
+        );
+        assert_eq!(
+            drain_text(backend, false, &DrainView { services: vec![] }),
+            "198.18.2.2:8080: no service changed (not draining?)\n"
+        );
+    }
+
+    fn stats(verdicts: &[(&str, u64)], parser: &[(&str, u64)]) -> StatsView {
+        let map = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        StatsView {
+            verdicts: map(verdicts),
+            conntrack: BTreeMap::new(),
+            parser: map(parser),
+        }
+    }
+
+    #[test]
+    fn stats_lists_every_counter() {
+        let view = stats(
+            &[("forward_to_backend", 12), ("drop_no_backend", 0)],
+            &[("ipv4", 12)],
+        );
+        assert_eq!(
+            stats_table(&view),
+            "\
+Group     Counter              Packets
+verdict   drop_no_backend      0
+verdict   forward_to_backend   12
+parser    ipv4                 12
+"
+        );
+    }
+
+    #[test]
+    fn stats_watch_prints_what_moved() {
+        let before = stats(
+            &[("forward_to_backend", 100), ("drop_no_backend", 7)],
+            &[("ipv4", 50)],
+        );
+        let after = stats(
+            &[
+                ("forward_to_backend", 300),
+                ("drop_no_backend", 7),
+                ("pass", 4),
+            ],
+            // Reset (maps recreated): counted 20 since.
+            &[("ipv4", 20)],
+        );
+        let delta = stats_delta(&before, &after);
+        assert_eq!(delta.verdicts["forward_to_backend"], 200);
+        assert_eq!(delta.verdicts["drop_no_backend"], 0);
+        assert_eq!(delta.verdicts["pass"], 4);
+        assert_eq!(delta.parser["ipv4"], 20);
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            stats_delta_table(&delta, at, Duration::from_secs(2)),
+            "\
+2023-11-14T22:13:20Z (+2s)
+Group     Counter              Packets   Per second
+verdict   forward_to_backend   200       100.0
+verdict   pass                 4         2.0
+parser    ipv4                 20        10.0
+"
+        );
+        assert_eq!(
+            stats_delta_table(&stats_delta(&after, &after), at, Duration::from_secs(1)),
+            "2023-11-14T22:13:20Z (+1s)\nno packets\n"
+        );
+    }
+
+    #[test]
+    fn status_report() {
+        let status = StatusView {
+            version: "0.1.0".into(),
+            layout_version: 1,
+            config_file: Some("/etc/xlb/xlb.yaml".into()),
+            attached: vec![AttachmentView {
+                interface: "eth0".into(),
+                mode: "native".into(),
+            }],
+            services: 3,
+            backends: 9,
+            synced: true,
+            last_reload: Some(ReloadView {
+                at: 1_700_000_000,
+                outcome: "rejected".into(),
+                error: Some(
+                    "services[0].port: 70000 is out of range 1-65535\nservices[1]: x".into(),
+                ),
+            }),
+            reloads_ok: 4,
+            reloads_failed: 1,
+            last_sync_seconds: Some(0.0124),
+            uptime_seconds: 3723,
+        };
+        assert_eq!(
+            status_text(&status),
+            "\
+Version:      0.1.0 (datapath layout 1)
+Config:       /etc/xlb/xlb.yaml
+Attached:     eth0 (native)
+Synced:       yes (last full sync took 0.012s)
+Services:     3
+Backends:     9
+Reloads:      4 ok, 1 rejected
+Last reload:  rejected at 2023-11-14T22:13:20Z
+              services[0].port: 70000 is out of range 1-65535
+              services[1]: x
+Uptime:       1h 2m 3s
+"
+        );
+    }
+
+    #[test]
+    fn json_and_yaml_are_the_api_documents() {
+        let services = vec![web()];
+        let json = render(Format::Json, &services, |_| unreachable!()).expect("json");
+        let back: Vec<ServiceView> = serde_json::from_str(&json).expect("parse json");
+        assert_eq!(back, services);
+        let yaml = render(Format::Yaml, &services, |_| unreachable!()).expect("yaml");
+        let back: Vec<ServiceView> = serde_yaml_ng::from_str(&yaml).expect("parse yaml");
+        assert_eq!(back, services);
+        let table = render(Format::Table, &services, |s| services_table(s)).expect("table");
+        assert!(table.starts_with("ID   Frontend"), "{table}");
+    }
+}

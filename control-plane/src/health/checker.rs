@@ -1,0 +1,604 @@
+//! The health checker: one probing task per (backend address, check), the
+//! rise/fall state each task keeps, and the transitions it reports.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::{
+    sync::mpsc,
+    task::JoinHandle,
+    time::{self, MissedTickBehavior},
+};
+use tracing::{debug, info, trace, warn};
+
+use super::{
+    probe::{self, ProbeError},
+    state::{Health, HealthState},
+};
+use crate::model::HealthCheck;
+
+/// `tokio::time::interval` panics on a zero period; validation rejects a
+/// zero interval, and the checker probes at most this often regardless.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A backend to check, by its address (the address traffic goes to, not
+/// necessarily the one probed: see [`Target::probe_addr`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Where `check` probes this backend: its IP, on `check.port` if set,
+    /// else on the backend's own port.
+    pub fn probe_addr(self, check: &HealthCheck) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), check.port.unwrap_or(self.addr.port()))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// A target's health changed. Sent once per transition, never for a probe
+/// that leaves the health as it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthChange {
+    pub target: Target,
+    pub check: HealthCheck,
+    pub healthy: bool,
+    /// Why the last probe failed, when the target went down.
+    pub reason: Option<String>,
+}
+
+/// What status shows of one checked target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub target: Target,
+    pub check: HealthCheck,
+    /// The address probed: [`Target::probe_addr`].
+    pub probe_addr: SocketAddr,
+    pub health: Health,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    /// Why the most recent failed probe failed; kept after a recovery so
+    /// status can say what went wrong last.
+    pub last_error: Option<String>,
+}
+
+/// Runs one probe. [`NetProber`] is the real one; tests of code that
+/// drives a [`HealthChecker`] can script results with their own.
+pub trait Prober: Send + Sync + 'static {
+    /// Probes `addr` as `check` says, within `check.timeout`.
+    fn probe(
+        &self,
+        addr: SocketAddr,
+        check: &HealthCheck,
+    ) -> impl Future<Output = Result<(), ProbeError>> + Send;
+}
+
+/// Probes over the network: [`probe::probe`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetProber;
+
+impl Prober for NetProber {
+    fn probe(
+        &self,
+        addr: SocketAddr,
+        check: &HealthCheck,
+    ) -> impl Future<Output = Result<(), ProbeError>> + Send {
+        probe::probe(&check.probe, addr, check.timeout)
+    }
+}
+
+/// Active health checks of a set of targets, each probed by its own task
+/// on the Tokio runtime that called [`HealthChecker::set_targets`].
+///
+/// A target is checked per (address, check): a backend listed by several
+/// services with the same check is probed once, and one checked differently
+/// by two services is probed once per check, each with its own verdict —
+/// [`HealthChecker::is_healthy`] answers for the check a service asks about.
+///
+/// Transitions arrive on the channel returned by [`HealthChecker::new`].
+/// Treat one as a prompt to recompute from [`HealthChecker::is_healthy`],
+/// which is always current: a change sent just before a
+/// [`set_targets`](HealthChecker::set_targets) may still be queued for a
+/// target that is gone.
+///
+/// Dropping the checker aborts every task; once they are gone the channel
+/// reports closed.
+#[derive(Debug)]
+pub struct HealthChecker<P = NetProber> {
+    prober: Arc<P>,
+    changes: mpsc::UnboundedSender<HealthChange>,
+    /// Per backend address, its checks in the order they were first set.
+    targets: HashMap<Target, Vec<Checked>>,
+}
+
+/// One running check of one target.
+#[derive(Debug)]
+struct Checked {
+    check: HealthCheck,
+    shared: Arc<Mutex<Shared>>,
+    _task: AbortOnDrop,
+}
+
+/// What a check's task updates and the checker reads. The lock is held
+/// for a field update or a copy, never across an await.
+#[derive(Debug)]
+struct Shared {
+    state: HealthState,
+    last_error: Option<String>,
+}
+
+/// Aborts the task when dropped, so that no probing task outlives the
+/// target (or the checker) it belongs to.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl HealthChecker {
+    /// A checker probing over the network, with no target yet, and the
+    /// receiving end of its transitions. The channel is unbounded: it
+    /// carries transitions only, at most one per target per `interval`.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<HealthChange>) {
+        Self::with_prober(NetProber)
+    }
+}
+
+impl<P: Prober> HealthChecker<P> {
+    /// A checker that runs its probes through `prober`.
+    pub fn with_prober(prober: P) -> (Self, mpsc::UnboundedReceiver<HealthChange>) {
+        let (changes, receiver) = mpsc::unbounded_channel();
+        let checker = Self {
+            prober: Arc::new(prober),
+            changes,
+            targets: HashMap::new(),
+        };
+        (checker, receiver)
+    }
+
+    /// Checks exactly `targets` from now on; call it on every reload,
+    /// before reading [`is_healthy`](Self::is_healthy) for the new model.
+    ///
+    /// - A (target, check) that stays keeps its state and its task: a
+    ///   reload neither resets counts nor delays the next probe.
+    /// - A removed one's task is aborted at once.
+    /// - A new one is probed at once. It starts up, except when the same
+    ///   call removes a check of the same address that was down: a reload
+    ///   that only edits a check (its interval, say) keeps a dead backend
+    ///   out until the new check sees it `rise` times in a row.
+    /// - Duplicates are checked once.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, when a new target's task cannot be spawned.
+    pub fn set_targets(&mut self, targets: impl IntoIterator<Item = (Target, HealthCheck)>) {
+        let mut wanted: HashMap<Target, Vec<HealthCheck>> = HashMap::new();
+        for (target, check) in targets {
+            let checks = wanted.entry(target).or_default();
+            if !checks.contains(&check) {
+                checks.push(check);
+            }
+        }
+
+        let mut down_before: HashSet<Target> = HashSet::new();
+        self.targets.retain(|target, running| {
+            let keep = wanted.get(target).map_or(&[][..], Vec::as_slice);
+            running.retain(|checked| {
+                let stays = keep.contains(&checked.check);
+                if !stays {
+                    if checked.health() == Health::Down {
+                        down_before.insert(*target);
+                    }
+                    debug!(%target, check = ?checked.check, "health check stopped");
+                }
+                stays
+            });
+            !running.is_empty()
+        });
+
+        for (target, checks) in wanted {
+            for check in checks {
+                let running = self.targets.get(&target).map_or(&[][..], Vec::as_slice);
+                if running.iter().any(|checked| checked.check == check) {
+                    continue;
+                }
+                let initial = if down_before.contains(&target) {
+                    Health::Down
+                } else {
+                    Health::Up
+                };
+                debug!(%target, ?check, %initial, "health check started");
+                let checked = self.start(target, check, initial);
+                self.targets.entry(target).or_default().push(checked);
+            }
+        }
+    }
+
+    fn start(&self, target: Target, check: HealthCheck, initial: Health) -> Checked {
+        let shared = Arc::new(Mutex::new(Shared {
+            state: HealthState::starting(initial, check.rise, check.fall),
+            last_error: None,
+        }));
+        let task = tokio::spawn(run(
+            Arc::clone(&self.prober),
+            target,
+            check.clone(),
+            Arc::clone(&shared),
+            self.changes.clone(),
+        ));
+        Checked {
+            check,
+            shared,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// The health of `addr` under `check`, or `None` when that pair is not
+    /// being checked.
+    pub fn health(&self, addr: SocketAddr, check: &HealthCheck) -> Option<Health> {
+        self.targets
+            .get(&Target { addr })?
+            .iter()
+            .find(|checked| checked.check == *check)
+            .map(Checked::health)
+    }
+
+    /// Whether `addr` passes `check`. A pair that is not checked counts as
+    /// healthy: a backend without a health check takes traffic.
+    pub fn is_healthy(&self, addr: SocketAddr, check: &HealthCheck) -> bool {
+        self.health(addr, check).is_none_or(Health::is_up)
+    }
+
+    /// Every checked target, ordered by address, then by the order its
+    /// checks were first set.
+    pub fn snapshot(&self) -> Vec<TargetStatus> {
+        let mut targets: Vec<_> = self.targets.iter().collect();
+        targets.sort_unstable_by_key(|(target, _)| **target);
+        targets
+            .into_iter()
+            .flat_map(|(target, running)| {
+                running.iter().map(|checked| {
+                    let shared = checked.lock();
+                    TargetStatus {
+                        target: *target,
+                        check: checked.check.clone(),
+                        probe_addr: target.probe_addr(&checked.check),
+                        health: shared.state.health(),
+                        consecutive_successes: shared.state.consecutive_successes(),
+                        consecutive_failures: shared.state.consecutive_failures(),
+                        last_error: shared.last_error.clone(),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+impl Checked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic cannot leave `Shared` half-updated (each update is one
+        // call on plain data), so a poisoned lock still holds good state.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn health(&self) -> Health {
+        self.lock().state.health()
+    }
+}
+
+/// Probes `target` every `check.interval` until aborted. Probes never
+/// overlap: a probe that outlasts the interval delays the next tick
+/// (`MissedTickBehavior::Delay`) rather than triggering a burst.
+async fn run<P: Prober>(
+    prober: Arc<P>,
+    target: Target,
+    check: HealthCheck,
+    shared: Arc<Mutex<Shared>>,
+    changes: mpsc::UnboundedSender<HealthChange>,
+) {
+    let probe_addr = target.probe_addr(&check);
+    // The first tick completes at once: a new target is probed right away.
+    let mut ticker = time::interval(check.interval.max(MIN_INTERVAL));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let reason = prober
+            .probe(probe_addr, &check)
+            .await
+            .err()
+            .map(|error| error.reason());
+        if let Some(reason) = &reason {
+            debug!(%target, %probe_addr, reason, "health probe failed");
+        }
+        // The state is updated before the change is sent, so a receiver that
+        // asks `is_healthy` sees the new health.
+        let transition = {
+            let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if reason.is_some() {
+                shared.last_error.clone_from(&reason);
+            }
+            shared.state.record(reason.is_none())
+        };
+        let Some(health) = transition else {
+            continue;
+        };
+        match health {
+            Health::Down => warn!(%target, %probe_addr, reason, "backend down"),
+            Health::Up => info!(%target, %probe_addr, "backend up"),
+        }
+        let change = HealthChange {
+            target,
+            check: check.clone(),
+            healthy: health.is_up(),
+            reason: if health.is_up() { None } else { reason },
+        };
+        if changes.send(change).is_err() {
+            trace!(%target, "health change dropped: nobody is listening");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::model::Probe;
+
+    /// Long enough for a test waiting on a few 10 ms probes on a busy
+    /// machine; only reached when the behaviour is wrong.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// Answers each probe address as scripted (default: pass) and counts
+    /// the probes, publishing the counts so tests can wait on them.
+    #[derive(Debug)]
+    struct ScriptedProber {
+        failing: Mutex<HashSet<SocketAddr>>,
+        probes: watch::Sender<HashMap<SocketAddr, u32>>,
+    }
+
+    impl ScriptedProber {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                failing: Mutex::new(HashSet::new()),
+                probes: watch::Sender::new(HashMap::new()),
+            })
+        }
+
+        fn set_failing(&self, addr: SocketAddr, failing: bool) {
+            let mut set = self.failing.lock().unwrap();
+            if failing {
+                set.insert(addr);
+            } else {
+                set.remove(&addr);
+            }
+        }
+
+        fn count(&self, addr: SocketAddr) -> u32 {
+            self.probes.borrow().get(&addr).copied().unwrap_or(0)
+        }
+
+        /// Waits until `addr` has been probed `n` times in all.
+        async fn wait_for_probes(&self, addr: SocketAddr, n: u32) {
+            let mut probes = self.probes.subscribe();
+            time::timeout(
+                DEADLINE,
+                probes.wait_for(|counts| counts.get(&addr).copied().unwrap_or(0) >= n),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{addr} not probed {n} times within {DEADLINE:?}"))
+            .unwrap();
+        }
+    }
+
+    /// The checker owns a prober; tests keep a second handle to script it.
+    impl Prober for Arc<ScriptedProber> {
+        fn probe(
+            &self,
+            addr: SocketAddr,
+            _check: &HealthCheck,
+        ) -> impl Future<Output = Result<(), ProbeError>> + Send {
+            self.probes
+                .send_modify(|counts| *counts.entry(addr).or_default() += 1);
+            let failing = self.failing.lock().unwrap().contains(&addr);
+            async move {
+                if failing {
+                    Err(ProbeError::Status { addr, code: 503 })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn addr(last: u8, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)), port)
+    }
+
+    fn check(fall: u32) -> HealthCheck {
+        HealthCheck {
+            probe: Probe::Tcp,
+            port: None,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(10),
+            rise: 2,
+            fall,
+        }
+    }
+
+    async fn next_change(changes: &mut mpsc::UnboundedReceiver<HealthChange>) -> HealthChange {
+        time::timeout(DEADLINE, changes.recv())
+            .await
+            .expect("no health change within the deadline")
+            .expect("the checker is alive")
+    }
+
+    #[tokio::test]
+    async fn a_failing_target_goes_down_and_comes_back() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        prober.set_failing(a, true);
+        checker.set_targets([(Target { addr: a }, check(3))]);
+        assert!(checker.is_healthy(a, &check(3)), "a new target starts up");
+
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.target, Target { addr: a });
+        assert!(!change.healthy);
+        assert_eq!(
+            change.reason.as_deref(),
+            Some("198.18.0.1:80 answered HTTP status 503; a healthy backend answers 2xx or 3xx")
+        );
+        assert!(!checker.is_healthy(a, &check(3)));
+        assert!(prober.count(a) >= 3, "down only after `fall` probes");
+
+        prober.set_failing(a, false);
+        let change = next_change(&mut changes).await;
+        assert!(change.healthy);
+        assert_eq!(change.reason, None);
+        let [status] = checker.snapshot().try_into().unwrap();
+        assert_eq!(status.health, Health::Up);
+        assert!(status.consecutive_successes >= 2);
+        assert!(
+            status.last_error.is_some(),
+            "the last error outlives recovery"
+        );
+    }
+
+    #[tokio::test]
+    async fn set_targets_keeps_the_state_of_targets_that_stay() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (a, b) = (addr(1, 80), addr(2, 80));
+        prober.set_failing(a, true);
+        checker.set_targets([(Target { addr: a }, check(2))]);
+        assert!(!next_change(&mut changes).await.healthy);
+        let failures = checker.snapshot()[0].consecutive_failures;
+
+        checker.set_targets([
+            (Target { addr: b }, check(2)),
+            (Target { addr: a }, check(2)),
+        ]);
+        assert!(
+            !checker.is_healthy(a, &check(2)),
+            "a reload does not revive a"
+        );
+        assert!(checker.is_healthy(b, &check(2)));
+        let seen = prober.count(a);
+        prober.wait_for_probes(a, seen + 3).await;
+        let status = checker
+            .snapshot()
+            .into_iter()
+            .find(|s| s.target.addr == a)
+            .unwrap();
+        assert!(
+            status.consecutive_failures >= failures + 3,
+            "the failure run went on across the reload: {status:?}"
+        );
+        assert!(changes.try_recv().is_err(), "no second transition for a");
+    }
+
+    #[tokio::test]
+    async fn set_targets_stops_removed_targets() {
+        let prober = ScriptedProber::new();
+        let (mut checker, _changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (a, b) = (addr(1, 80), addr(2, 80));
+        checker.set_targets([
+            (Target { addr: a }, check(2)),
+            (Target { addr: b }, check(2)),
+        ]);
+        prober.wait_for_probes(b, 2).await;
+
+        checker.set_targets([(Target { addr: a }, check(2))]);
+        // The runtime is single-threaded and this task has not yielded since
+        // the abort, so b cannot be mid-probe: its count is final.
+        let b_probes = prober.count(b);
+        prober.wait_for_probes(a, prober.count(a) + 5).await;
+        assert_eq!(prober.count(b), b_probes, "b was probed after its removal");
+        assert_eq!(checker.health(b, &check(2)), None);
+        assert_eq!(checker.snapshot().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_checker_ends_every_task() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        checker.set_targets((1..=4).map(|i| (Target { addr: addr(i, 80) }, check(2))));
+        prober.wait_for_probes(addr(4, 80), 1).await;
+        drop(checker);
+        // Every task holds a sender: the channel closes only once all of
+        // them are gone.
+        let closed = time::timeout(DEADLINE, changes.recv()).await;
+        assert_eq!(closed, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn one_task_per_address_and_check() {
+        let prober = ScriptedProber::new();
+        let (mut checker, _changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        let on_8080 = HealthCheck {
+            port: Some(8080),
+            ..check(2)
+        };
+        checker.set_targets([
+            (Target { addr: a }, check(2)),
+            (Target { addr: a }, check(2)),
+            (Target { addr: a }, on_8080.clone()),
+        ]);
+        prober.set_failing(addr(1, 8080), true);
+
+        let statuses = checker.snapshot();
+        assert_eq!(statuses.len(), 2, "{statuses:?}");
+        assert_eq!(statuses[0].probe_addr, a);
+        assert_eq!(statuses[1].probe_addr, addr(1, 8080));
+        prober.wait_for_probes(addr(1, 8080), 4).await;
+        assert!(checker.is_healthy(a, &check(2)));
+        assert!(
+            !checker.is_healthy(a, &on_8080),
+            "each check has its own verdict"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edited_check_of_a_down_backend_starts_down() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (a, b) = (addr(1, 80), addr(2, 80));
+        prober.set_failing(a, true);
+        checker.set_targets([
+            (Target { addr: a }, check(2)),
+            (Target { addr: b }, check(2)),
+        ]);
+        assert!(!next_change(&mut changes).await.healthy);
+
+        checker.set_targets([
+            (Target { addr: a }, check(3)),
+            (Target { addr: b }, check(3)),
+        ]);
+        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
+        assert_eq!(checker.health(b, &check(3)), Some(Health::Up));
+
+        prober.set_failing(a, false);
+        let change = next_change(&mut changes).await;
+        assert_eq!((change.target.addr, change.healthy), (a, true));
+        assert_eq!(change.check, check(3));
+    }
+}

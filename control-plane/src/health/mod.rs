@@ -1,0 +1,97 @@
+//! Active health checks of backends: TCP connect or HTTP GET, every
+//! `interval`, each probe bounded by `timeout`; a backend leaves after
+//! `fall` failed probes in a row and returns after `rise` passed ones.
+//!
+//! Health is not part of the desired state ([`crate::model`]): the agent
+//! hands the checked backends to a [`HealthChecker`] on every reload
+//! ([`targets`] lists them), and overlays [`HealthChecker::is_healthy`] on
+//! the model when it programs the datapath, again on every
+//! [`HealthChange`] it receives.
+//!
+//! - [`state`]: the pure rise/fall state machine;
+//! - [`probe`]: one probe, over the network;
+//! - the checker: one task per (backend address, check).
+
+mod checker;
+pub mod probe;
+pub mod state;
+
+pub use checker::{HealthChange, HealthChecker, NetProber, Prober, Target, TargetStatus};
+pub use probe::ProbeError;
+pub use state::{Health, HealthState};
+
+use crate::model::{HealthCheck, Model};
+
+/// Every (backend, check) pair of `model`: each backend of each service
+/// that has a health check, whatever the backend's state — a draining
+/// backend's health still shows in status. Pairs repeat when services share
+/// a backend; [`HealthChecker::set_targets`] checks each pair once.
+pub fn targets(model: &Model) -> impl Iterator<Item = (Target, HealthCheck)> + '_ {
+    model.services.values().flat_map(|service| {
+        service.health_check.iter().flat_map(|check| {
+            service
+                .backends
+                .iter()
+                .map(|backend| (Target { addr: backend.addr }, check.clone()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, time::Duration};
+
+    use super::*;
+    use crate::model::{Backend, BackendState, Mode, Probe, Protocol, Service, ServiceName};
+
+    fn service(backends: &[&str], health_check: Option<HealthCheck>) -> Service {
+        Service {
+            protocol: Protocol::Tcp,
+            frontends: Vec::new(),
+            backends: backends
+                .iter()
+                .map(|addr| Backend {
+                    addr: addr.parse().unwrap(),
+                    weight: 1,
+                    state: BackendState::Draining,
+                })
+                .collect(),
+            mode: Mode::Nat,
+            affinity: None,
+            health_check,
+        }
+    }
+
+    #[test]
+    fn lists_the_backends_of_checked_services_only() {
+        let check = HealthCheck {
+            probe: Probe::Http {
+                path: "/healthz".into(),
+            },
+            port: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        };
+        let mut model = Model::default();
+        model.services.insert(
+            ServiceName("checked".into()),
+            service(&["198.18.0.1:80", "198.18.0.2:80"], Some(check.clone())),
+        );
+        model.services.insert(
+            ServiceName("unchecked".into()),
+            service(&["198.18.0.3:80"], None),
+        );
+        let listed: Vec<(SocketAddr, HealthCheck)> = targets(&model)
+            .map(|(target, check)| (target.addr, check))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("198.18.0.1:80".parse().unwrap(), check.clone()),
+                ("198.18.0.2:80".parse().unwrap(), check),
+            ]
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The xlb control plane: sources → model → reconcile → datapath.
+//!
+//! - [`source`] turns a YAML file (native format or Kubernetes documents) into
+//!   a [`model::Model`];
+//! - [`reconcile`] diffs a model against what is programmed and writes the
+//!   datapath maps make-before-break;
+//! - [`health`] overlays backend health on the model;
+//! - [`agent`] runs all of it: reloads, health checks, the admin API
+//!   ([`admin`]) and the metrics ([`metrics`]);
+//! - [`cli`] is the `xlb` command line.
+
+pub mod admin;
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod reconcile;
+pub mod source;

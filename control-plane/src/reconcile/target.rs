@@ -1,0 +1,267 @@
+//! What the reconciler writes to: the datapath maps ([`xdp_lb::Datapath`]) or,
+//! in tests, [`MemoryTarget`], which checks the make-before-break order too.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use xdp_lb::{AddressKind, Datapath, Frontend};
+
+/// The datapath operations the reconciler needs, in the words of the maps.
+/// Each one is atomic for the datapath; the reconciler orders them.
+pub trait Target {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Writes backend `id` as live at `addr`, made for `generation`.
+    fn put_backend(
+        &mut self,
+        id: u32,
+        addr: SocketAddr,
+        generation: u32,
+    ) -> Result<(), Self::Error>;
+    /// Retires backend `id`: flows still pointing at it are re-selected.
+    fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error>;
+    /// Deletes the tracked flows of backend `id` (after it was retired).
+    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Self::Error>;
+    /// Replaces whole tables (service ID, backend ID per slot), one batch.
+    fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error>;
+    /// Rewrites slots of service `id`'s live table in place.
+    fn patch_table(&mut self, id: u32, changes: &[(u32, u32)]) -> Result<(), Self::Error>;
+    /// Removes service `id`'s table.
+    fn remove_table(&mut self, id: u32) -> Result<(), Self::Error>;
+    /// Declares a frontend address.
+    fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Self::Error>;
+    /// Forgets a frontend address.
+    fn remove_address(&mut self, addr: IpAddr) -> Result<(), Self::Error>;
+    /// Points a frontend at service `id`.
+    fn upsert_frontend(
+        &mut self,
+        frontend: &Frontend,
+        id: u32,
+        client_ip_affinity: bool,
+    ) -> Result<(), Self::Error>;
+    /// Removes a frontend.
+    fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error>;
+}
+
+impl Target for Datapath {
+    type Error = xdp_lb::Error;
+
+    fn put_backend(
+        &mut self,
+        id: u32,
+        addr: SocketAddr,
+        generation: u32,
+    ) -> Result<(), Self::Error> {
+        Self::put_backend(self, id, addr, generation)
+    }
+
+    fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error> {
+        Self::retire_backend(self, id)
+    }
+
+    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Self::Error> {
+        Self::delete_flows_of_backend(self, id)
+    }
+
+    fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error> {
+        Self::swap_tables(self, tables)
+    }
+
+    fn patch_table(&mut self, id: u32, changes: &[(u32, u32)]) -> Result<(), Self::Error> {
+        Self::patch_table(self, id, changes)
+    }
+
+    fn remove_table(&mut self, id: u32) -> Result<(), Self::Error> {
+        Self::remove_table(self, id)
+    }
+
+    fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Self::Error> {
+        Self::set_address(self, addr, kind)
+    }
+
+    fn remove_address(&mut self, addr: IpAddr) -> Result<(), Self::Error> {
+        Self::remove_address(self, addr)
+    }
+
+    fn upsert_frontend(
+        &mut self,
+        frontend: &Frontend,
+        id: u32,
+        client_ip_affinity: bool,
+    ) -> Result<(), Self::Error> {
+        self.upsert_service(frontend, id, client_ip_affinity)
+    }
+
+    fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error> {
+        self.remove_service(frontend)
+    }
+}
+
+/// An in-memory datapath for reconciler tests. Every write checks the
+/// invariant a packet relies on — a frontend names a service whose table
+/// names only live backends — and fails the write (as a [`Violation`]) if the
+/// reconciler's order would break it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryTarget {
+    /// Backend ID → (address, generation, active).
+    pub backends: BTreeMap<u32, (SocketAddr, u32, bool)>,
+    /// Service ID → backend ID per slot.
+    pub tables: BTreeMap<u32, Vec<u32>>,
+    pub addresses: BTreeMap<IpAddr, AddressKind>,
+    /// Frontend (as `addr:port/proto`) → (service ID, ClientIP affinity).
+    pub frontends: BTreeMap<(SocketAddr, u8), (u32, bool)>,
+    /// Backend IDs whose flows were deleted, in order.
+    pub flows_deleted: Vec<u32>,
+    /// Operations applied, by name (for tests that count them).
+    pub ops: BTreeMap<&'static str, usize>,
+}
+
+/// A write that would let a packet see a half-made state.
+#[derive(Debug, thiserror::Error)]
+#[error("make-before-break violated: {0}")]
+pub struct Violation(pub String);
+
+impl MemoryTarget {
+    fn count(&mut self, op: &'static str) {
+        *self.ops.entry(op).or_default() += 1;
+    }
+
+    fn live(&self, id: u32) -> bool {
+        self.backends.get(&id).is_some_and(|b| b.2)
+    }
+
+    fn check_table(&self, id: u32, slots: &[u32]) -> Result<(), Violation> {
+        match slots.iter().find(|&&b| !self.live(b)) {
+            Some(b) => Err(Violation(format!(
+                "table {id} would name backend {b}, which is not live"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Backend IDs named by any table.
+    fn in_tables(&self) -> BTreeSet<u32> {
+        self.tables.values().flatten().copied().collect()
+    }
+}
+
+fn key(frontend: &Frontend) -> (SocketAddr, u8) {
+    (frontend.addr, frontend.proto.number())
+}
+
+impl Target for MemoryTarget {
+    type Error = Violation;
+
+    fn put_backend(&mut self, id: u32, addr: SocketAddr, generation: u32) -> Result<(), Violation> {
+        if let Some(&(old, old_generation, _)) = self.backends.get(&id)
+            && (old != addr || generation < old_generation)
+            && self.in_tables().contains(&id)
+        {
+            return Err(Violation(format!(
+                "backend {id} rewritten from {old} to {addr} while a table names it"
+            )));
+        }
+        self.count("put_backend");
+        self.backends.insert(id, (addr, generation, true));
+        Ok(())
+    }
+
+    fn retire_backend(&mut self, id: u32) -> Result<(), Violation> {
+        if self.in_tables().contains(&id) {
+            return Err(Violation(format!(
+                "backend {id} retired while a table names it"
+            )));
+        }
+        self.count("retire_backend");
+        match self.backends.get_mut(&id) {
+            Some(b) => {
+                b.2 = false;
+                Ok(())
+            }
+            None => Err(Violation(format!("backend {id} retired but never written"))),
+        }
+    }
+
+    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Violation> {
+        self.count("delete_flows_of_backend");
+        self.flows_deleted.push(id);
+        Ok(0)
+    }
+
+    fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Violation> {
+        for &(id, slots) in tables {
+            self.check_table(id, slots)?;
+        }
+        self.count("swap_tables");
+        for &(id, slots) in tables {
+            self.tables.insert(id, slots.to_vec());
+        }
+        Ok(())
+    }
+
+    fn patch_table(&mut self, id: u32, changes: &[(u32, u32)]) -> Result<(), Violation> {
+        let ids: Vec<u32> = changes.iter().map(|&(_, b)| b).collect();
+        self.check_table(id, &ids)?;
+        self.count("patch_table");
+        let table = self
+            .tables
+            .get_mut(&id)
+            .ok_or_else(|| Violation(format!("patch of table {id}, which does not exist")))?;
+        for &(slot, backend) in changes {
+            let cell = table
+                .get_mut(slot as usize)
+                .ok_or_else(|| Violation(format!("slot {slot} beyond table {id}")))?;
+            *cell = backend;
+        }
+        Ok(())
+    }
+
+    fn remove_table(&mut self, id: u32) -> Result<(), Violation> {
+        self.count("remove_table");
+        self.tables.remove(&id);
+        Ok(())
+    }
+
+    fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Violation> {
+        self.count("set_address");
+        self.addresses.insert(addr, kind);
+        Ok(())
+    }
+
+    fn remove_address(&mut self, addr: IpAddr) -> Result<(), Violation> {
+        if self.frontends.keys().any(|(a, _)| a.ip() == addr) {
+            return Err(Violation(format!(
+                "address {addr} removed while a frontend uses it"
+            )));
+        }
+        self.count("remove_address");
+        self.addresses.remove(&addr);
+        Ok(())
+    }
+
+    fn upsert_frontend(
+        &mut self,
+        frontend: &Frontend,
+        id: u32,
+        client_ip_affinity: bool,
+    ) -> Result<(), Violation> {
+        if !self.addresses.contains_key(&frontend.addr.ip()) {
+            return Err(Violation(format!(
+                "frontend {} written before its address",
+                frontend.addr
+            )));
+        }
+        self.count("upsert_frontend");
+        self.frontends
+            .insert(key(frontend), (id, client_ip_affinity));
+        Ok(())
+    }
+
+    fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Violation> {
+        self.count("remove_frontend");
+        self.frontends.remove(&key(frontend));
+        Ok(())
+    }
+}

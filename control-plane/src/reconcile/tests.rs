@@ -1,0 +1,350 @@
+//! The reconciler against [`MemoryTarget`], which refuses any write that
+//! would break make-before-break.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use consistent_hash::SizingPolicy;
+use proptest::prelude::*;
+use xdp_lb::AddressKind;
+
+use super::{Desired, MemoryTarget, Reconciler, Recovered, SyncReport};
+use crate::model::{
+    Backend, BackendState, Frontend, FrontendKind, Mode, Model, Protocol, Service, ServiceName,
+};
+
+const SEED: u64 = 7;
+
+fn backend(i: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([198, 18, 2, i]), 8080)
+}
+
+fn vip(i: u8) -> IpAddr {
+    IpAddr::from([198, 18, 100, i])
+}
+
+fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
+    Service {
+        protocol: Protocol::Tcp,
+        frontends: vec![Frontend {
+            addr: vip(vip_index),
+            port: 80,
+            protocol: Protocol::Tcp,
+            kind: FrontendKind::Vip,
+        }],
+        backends: backends
+            .iter()
+            .map(|&(i, state)| Backend {
+                addr: backend(i),
+                weight: 1,
+                state,
+            })
+            .collect(),
+        mode: Mode::Nat,
+        affinity: None,
+        health_check: None,
+    }
+}
+
+fn model(services: impl IntoIterator<Item = (&'static str, Service)>) -> Model {
+    Model {
+        services: services
+            .into_iter()
+            .map(|(n, s)| (ServiceName(n.to_owned()), s))
+            .collect(),
+    }
+}
+
+fn active(ids: &[u8]) -> Vec<(u8, BackendState)> {
+    ids.iter().map(|&i| (i, BackendState::Active)).collect()
+}
+
+fn all_healthy(_: &ServiceName, _: SocketAddr) -> bool {
+    true
+}
+
+fn reconciler() -> Reconciler {
+    Reconciler::new(SEED, SizingPolicy::default(), 64, 64)
+}
+
+fn sync(r: &mut Reconciler, m: &Model, t: &mut MemoryTarget) -> SyncReport {
+    r.sync(&Desired::new(m, all_healthy), t).expect("sync")
+}
+
+/// Asserts the target holds exactly `m`: each frontend names its service's
+/// ID, whose table holds exactly the active backends, all live.
+fn assert_programs(r: &Reconciler, m: &Model, t: &MemoryTarget) {
+    assert_programs_with(r, m, t, all_healthy);
+}
+
+/// [`assert_programs`] with some backends down.
+fn assert_programs_with(
+    r: &Reconciler,
+    m: &Model,
+    t: &MemoryTarget,
+    healthy: impl Fn(&ServiceName, SocketAddr) -> bool,
+) {
+    let desired = Desired::new(m, healthy);
+    let mut frontends = BTreeMap::new();
+    for (name, service) in &desired.services {
+        let id = r.service_id(name).expect("service has an ID");
+        for &(addr, proto) in &service.frontends {
+            frontends.insert((addr, super::proto(proto).number()), (id, false));
+        }
+        let table = t.tables.get(&id);
+        if service.members.is_empty() {
+            assert!(table.is_none(), "{name}: no members, no table");
+            continue;
+        }
+        let table = table.expect("table");
+        let named: BTreeSet<u32> = table.iter().copied().collect();
+        let members: BTreeSet<u32> = service
+            .members
+            .iter()
+            .map(|(a, _)| r.backend(*a).expect("member has a record").id)
+            .collect();
+        assert_eq!(
+            named, members,
+            "{name}: the table names exactly its members"
+        );
+        assert_eq!(Some(table.as_slice()), r.table(name));
+    }
+    assert_eq!(t.frontends, frontends);
+    let live: BTreeSet<SocketAddr> = desired.live_backends().into_iter().collect();
+    let programmed_live: BTreeSet<SocketAddr> =
+        t.backends.values().filter(|b| b.2).map(|b| b.0).collect();
+    assert_eq!(programmed_live, live);
+    assert_eq!(
+        t.addresses.keys().copied().collect::<BTreeSet<_>>(),
+        desired.addresses.iter().map(|&(a, _)| a).collect()
+    );
+}
+
+#[test]
+fn first_sync_programs_everything_and_a_second_writes_nothing() {
+    let m = model([("web", service(1, &active(&[1, 2, 3])))]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.backends_written, 3);
+    assert_eq!(report.tables_swapped, 1);
+    assert_eq!(report.frontends_written, 1);
+    assert_eq!(t.addresses.get(&vip(1)), Some(&AddressKind::Vip));
+    assert_eq!(t.tables.values().next().map(Vec::len), Some(509));
+    assert_programs(&r, &m, &t);
+    assert!(sync(&mut r, &m, &mut t).is_empty());
+}
+
+#[test]
+fn removing_a_backend_patches_its_slots_then_retires_it() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([("web", service(1, &active(&[1, 2, 3, 4])))]),
+        &mut t,
+    );
+    let gone = r.backend(backend(4)).expect("record").id;
+    let before = r.table(&ServiceName("web".into())).expect("table").to_vec();
+    let held = before.iter().filter(|&&b| b == gone).count();
+
+    let m = model([("web", service(1, &active(&[1, 2, 3])))]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.tables_swapped, 0, "same size: patched in place");
+    assert_eq!(report.tables_patched, 1);
+    // Maglev moves the removed backend's slots and a few others.
+    assert!(report.slots_patched >= held && report.slots_patched < held * 2);
+    assert_eq!(report.backends_retired, 1);
+    assert_eq!(t.flows_deleted, vec![gone]);
+    assert!(!t.backends[&gone].2, "retired");
+    assert_programs(&r, &m, &t);
+}
+
+#[test]
+fn a_draining_backend_keeps_its_record_but_leaves_the_table() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([("web", service(1, &active(&[1, 2, 3])))]),
+        &mut t,
+    );
+    let drained = r.backend(backend(2)).expect("record");
+    let mut backends = active(&[1, 3]);
+    backends.push((2, BackendState::Draining));
+    let m = model([("web", service(1, &backends))]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.backends_retired, 0);
+    assert!(t.flows_deleted.is_empty(), "established flows stay");
+    assert!(t.backends[&drained.id].2, "still live");
+    let table = r.table(&ServiceName("web".into())).expect("table");
+    assert!(!table.contains(&drained.id), "no new flows");
+    assert_programs(&r, &m, &t);
+}
+
+#[test]
+fn an_unhealthy_backend_is_retired_and_returns_with_a_new_generation() {
+    let m = model([("web", service(1, &active(&[1, 2, 3])))]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &m, &mut t);
+    let before = r.backend(backend(3)).expect("record");
+    let down = |_: &ServiceName, a: SocketAddr| a != backend(3);
+    let report = r.sync(&Desired::new(&m, down), &mut t).expect("sync");
+    assert_eq!(report.backends_retired, 1);
+    assert_eq!(t.flows_deleted, vec![before.id]);
+    assert!(r.backend(backend(3)).is_none());
+
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.backends_written, 1);
+    let after = r.backend(backend(3)).expect("record");
+    assert!(
+        (after.id, after.generation) != (before.id, before.generation),
+        "flows of the old record must not be revived: {before:?} -> {after:?}"
+    );
+    assert_programs(&r, &m, &t);
+}
+
+#[test]
+fn a_service_without_usable_backends_keeps_its_frontend_and_loses_its_table() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([("web", service(1, &active(&[1, 2])))]),
+        &mut t,
+    );
+    let m = model([("web", service(1, &[]))]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.tables_removed, 1);
+    assert_eq!(report.backends_retired, 2);
+    assert_eq!(t.frontends.len(), 1, "the datapath counts drop_no_backend");
+    assert_programs(&r, &m, &t);
+}
+
+#[test]
+fn removing_a_service_removes_frontend_table_address_and_backends() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([
+            ("web", service(1, &active(&[1, 2]))),
+            ("api", service(2, &active(&[2, 3]))),
+        ]),
+        &mut t,
+    );
+    let m = model([("api", service(2, &active(&[2, 3])))]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.frontends_removed, 1);
+    assert_eq!(report.tables_removed, 1);
+    assert_eq!(report.addresses_removed, 1);
+    assert_eq!(report.backends_retired, 1, "backend 2 is still api's");
+    assert_programs(&r, &m, &t);
+}
+
+#[test]
+fn growing_past_the_size_swaps_a_bigger_table() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([("web", service(1, &active(&[1, 2])))]),
+        &mut t,
+    );
+    let m = model([("web", service(1, &active(&[1, 2, 3, 4, 5, 6])))]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.tables_swapped, 1);
+    assert_eq!(t.tables.values().next().map(Vec::len), Some(1021));
+    assert_programs(&r, &m, &t);
+}
+
+/// What a restarted agent reads back from the pinned maps of `t`.
+fn recovered(t: &MemoryTarget) -> Recovered {
+    Recovered {
+        frontends: t
+            .frontends
+            .iter()
+            .map(|(&(addr, proto), &(id, affinity))| {
+                let proto = if proto == 6 {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                };
+                ((addr, proto), id, affinity)
+            })
+            .collect(),
+        backends: t
+            .backends
+            .iter()
+            .map(|(&id, &(addr, generation, live))| (id, addr, generation, live))
+            .collect(),
+        tables: t
+            .tables
+            .iter()
+            .map(|(&id, slots)| (id, slots.len() as u32))
+            .collect(),
+        addresses: t.addresses.iter().map(|(&a, &k)| (a, k)).collect(),
+    }
+}
+
+#[test]
+fn a_restarted_reconciler_keeps_ids_and_rewrites_tables_identically() {
+    let m = model([
+        ("web", service(1, &active(&[1, 2, 3]))),
+        ("api", service(2, &active(&[3, 4]))),
+    ]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &m, &mut t);
+    let before = t.clone();
+
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &recovered(&t));
+    let report = sync(&mut restarted, &m, &mut t);
+    assert_eq!(report.backends_written, 0);
+    assert_eq!(report.frontends_written, 0);
+    assert_eq!(report.tables_swapped, 0, "same sizes: rewritten in place");
+    assert_eq!(report.tables_patched, 2, "contents were not read back");
+    assert_eq!(t.tables, before.tables, "the same tables");
+    assert_eq!(t.backends, before.backends);
+    assert_programs(&restarted, &m, &t);
+
+    // What the source no longer has goes only now, after the first sync.
+    let fewer = model([("api", service(2, &active(&[3, 4])))]);
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &recovered(&t));
+    sync(&mut restarted, &fewer, &mut t);
+    assert_programs(&restarted, &fewer, &t);
+}
+
+fn arbitrary_model() -> impl Strategy<Value = Model> {
+    let backends = proptest::collection::btree_map(
+        1u8..12,
+        prop_oneof![
+            4 => Just(BackendState::Active),
+            1 => Just(BackendState::Draining),
+        ],
+        0..8,
+    );
+    proptest::collection::btree_map(1u8..6, backends, 0..5).prop_map(|services| Model {
+        services: services
+            .into_iter()
+            .map(|(i, backends)| {
+                let list: Vec<(u8, BackendState)> = backends.into_iter().collect();
+                (ServiceName(format!("svc-{i}")), service(i, &list))
+            })
+            .collect(),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any sequence of models, with any backends down, is programmed without
+    /// ever breaking make-before-break (the target refuses such a write), and
+    /// each sync leaves exactly the model in the target.
+    #[test]
+    fn any_sequence_of_models_is_programmed_make_before_break(
+        models in proptest::collection::vec((arbitrary_model(), 0u8..12), 1..8)
+    ) {
+        let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+        for (m, down) in &models {
+            let healthy = |_: &ServiceName, a: SocketAddr| a != backend(*down);
+            r.sync(&Desired::new(m, healthy), &mut t).expect("sync");
+            assert_programs_with(&r, m, &t, healthy);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What is wrong with a configuration: every problem, each with its place.
+
+use std::{fmt, io, path::PathBuf};
+
+/// One thing wrong with a configuration, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, as a path into the document: `services[2].backends[0].address`
+    /// in the native document; `documents[3] (Service default/web):
+    /// spec.ports[0].port` in a Kubernetes one; `documents[1]` for a whole
+    /// document.
+    pub place: String,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(place: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            place: place.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.place.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.place, self.message)
+        }
+    }
+}
+
+/// A configuration that cannot be used. Nothing of it is applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration file", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: io::Error,
+    },
+    /// The text is not a valid configuration. Holds every problem found, in
+    /// document order; displayed one per line, each prefixed with the file
+    /// name when there is one.
+    #[error("{}", Lines { file: file.as_ref(), problems })]
+    Invalid {
+        /// The file the text came from; `None` for [`super::parse`].
+        file: Option<PathBuf>,
+        /// At least one.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem found; empty for [`ConfigError::Read`].
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+struct Lines<'a> {
+    file: Option<&'a PathBuf>,
+    problems: &'a [Problem],
+}
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if let Some(file) = self.file {
+                write!(f, "{}: ", file.display())?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_problem_per_line_prefixed_with_the_file() {
+        let error = ConfigError::Invalid {
+            file: Some(PathBuf::from("/etc/xlb/xlb.yaml")),
+            problems: vec![
+                Problem::new("services[0].name", "required"),
+                Problem::new("documents[1]", "not a mapping"),
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "/etc/xlb/xlb.yaml: services[0].name: required\n\
+             /etc/xlb/xlb.yaml: documents[1]: not a mapping"
+        );
+        assert_eq!(error.problems().len(), 2);
+    }
+
+    #[test]
+    fn display_without_a_file_has_no_prefix() {
+        let error = ConfigError::Invalid {
+            file: None,
+            problems: vec![Problem::new("", "did not find expected key at line 2")],
+        };
+        assert_eq!(error.to_string(), "did not find expected key at line 2");
+    }
+
+    #[test]
+    fn a_read_error_names_the_path_and_keeps_its_cause() {
+        let error = ConfigError::Read {
+            path: PathBuf::from("/nonexistent/xlb.yaml"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            error.to_string(),
+            "/nonexistent/xlb.yaml: cannot read the configuration file"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(error.problems().is_empty());
+    }
+}

@@ -1,0 +1,1546 @@
+//! The configuration file: one YAML file holding a native document (see
+//! `docs/config.md`) and/or plain Kubernetes `Service` and `EndpointSlice`
+//! documents, which go through the same [`translate`] as the Kubernetes
+//! mode.
+//!
+//! Validation is as strict as the Kubernetes API server's, and reports every
+//! problem it finds with its place, not just the first; a file with any
+//! problem yields no model at all, so a bad reload never applies half of
+//! itself.
+
+mod error;
+mod native;
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use k8s_openapi::api::{core::v1::Service as KubeService, discovery::v1::EndpointSlice};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_yaml_ng::Value;
+
+pub use self::error::{ConfigError, Problem};
+use self::native::NativeDocument;
+use crate::{
+    model::{Frontend, FrontendKind, Model, Protocol, ServiceName},
+    source::kube::{
+        LABEL_SERVICE_NAME, TranslateOptions, selected, translate,
+        validate::{self, ServiceType},
+    },
+};
+
+/// A valid configuration and what its translation had to say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The services to balance.
+    pub model: Model,
+    /// Things left out or unused that are not errors (an SCTP port, an
+    /// EndpointSlice without its Service, NodePorts without `node:`), one
+    /// line each, naming the object.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates the configuration file at `path`. Warnings are
+/// logged; [`load_with_warnings`] returns them instead.
+pub fn load(path: &Path) -> Result<Model, ConfigError> {
+    load_with_warnings(path).map(log_warnings)
+}
+
+/// Validates a configuration given as text (see [`load`]).
+pub fn parse(text: &str) -> Result<Model, ConfigError> {
+    parse_with_warnings(text).map(log_warnings)
+}
+
+/// Reads and validates the configuration file at `path`, returning the
+/// warnings with the model. Problems are prefixed with the file name when
+/// displayed.
+pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    read(&text).map_err(|problems| ConfigError::Invalid {
+        file: Some(path.to_owned()),
+        problems,
+    })
+}
+
+/// Validates a configuration given as text, returning the warnings with the
+/// model.
+pub fn parse_with_warnings(text: &str) -> Result<Loaded, ConfigError> {
+    read(text).map_err(|problems| ConfigError::Invalid {
+        file: None,
+        problems,
+    })
+}
+
+fn log_warnings(loaded: Loaded) -> Model {
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    loaded.model
+}
+
+/// A Kubernetes object from the file, with the document it came from.
+#[derive(Debug)]
+struct KubeDocument<T> {
+    /// `documents[3] (Service default/web)`: the prefix of its problems.
+    label: String,
+    object: T,
+}
+
+#[derive(Debug, Default)]
+struct Documents {
+    /// The native document and its index.
+    native: Option<(usize, NativeDocument)>,
+    /// Valid Services and EndpointSlices, each name once.
+    services: Vec<KubeDocument<KubeService>>,
+    slices: Vec<KubeDocument<EndpointSlice>>,
+    /// `Kind namespace/name` → the place that defined it.
+    names: BTreeMap<String, String>,
+}
+
+fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut documents = Documents::default();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let place = format!("documents[{index}]");
+        match Value::deserialize(document) {
+            Ok(value) => read_document(index, &place, value, &mut documents, &mut problems),
+            Err(e) => {
+                // The parser cannot resynchronise after a syntax error (it
+                // would report the same one for every later document).
+                problems.push(Problem::new(place, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (loaded, more) = assemble(documents);
+    problems.extend(more);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read_document(
+    index: usize,
+    place: &str,
+    value: Value,
+    documents: &mut Documents,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        // An empty document, like the one after a trailing `---`.
+        Value::Null => {}
+        Value::Mapping(map) if map.contains_key("apiVersion") || map.contains_key("kind") => {
+            read_kube(place, Value::Mapping(map), false, documents, problems);
+        }
+        Value::Mapping(map) => {
+            if let Some((first, _)) = &documents.native {
+                problems.push(Problem::new(
+                    place,
+                    format!(
+                        "a second native document (the first is documents[{first}]): put every \
+                         service in one"
+                    ),
+                ));
+            } else {
+                documents.native = Some((index, native::read(&map, problems)));
+            }
+        }
+        _ => problems.push(Problem::new(
+            place,
+            "not a mapping: a document is the native format (node:, services:) or a Kubernetes \
+             object (apiVersion:, kind:)",
+        )),
+    }
+}
+
+/// `(Kind namespace/name)` of an object not yet deserialised, for places.
+fn object_label(kind: &str, value: &Value) -> String {
+    let meta = value.get("metadata");
+    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    match field("name") {
+        Some(name) => format!("{kind} {}/{name}", field("namespace").unwrap_or("default")),
+        None => kind.to_owned(),
+    }
+}
+
+fn read_kube(
+    place: &str,
+    value: Value,
+    in_list: bool,
+    documents: &mut Documents,
+    problems: &mut Vec<Problem>,
+) {
+    let api_version = value.get("apiVersion").and_then(Value::as_str);
+    let kind = value.get("kind").and_then(Value::as_str);
+    match (api_version, kind) {
+        (Some("v1"), Some("Service")) => {
+            let label = format!("{place} ({})", object_label("Service", &value));
+            if let Some(object) = deserialize::<KubeService>(value, &label, problems)
+                && checked(
+                    &object,
+                    place,
+                    &label,
+                    validate::service,
+                    &mut documents.names,
+                    problems,
+                )
+            {
+                documents.services.push(KubeDocument { label, object });
+            }
+        }
+        (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {
+            let label = format!("{place} ({})", object_label("EndpointSlice", &value));
+            if let Some(object) = deserialize::<EndpointSlice>(value, &label, problems)
+                && checked(
+                    &object,
+                    place,
+                    &label,
+                    validate::endpoint_slice,
+                    &mut documents.names,
+                    problems,
+                )
+            {
+                documents.slices.push(KubeDocument { label, object });
+            }
+        }
+        (Some("v1"), Some("List")) if !in_list => match value.get("items") {
+            None | Some(Value::Null) => {}
+            Some(Value::Sequence(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    read_kube(
+                        &format!("{place}.items[{i}]"),
+                        item.clone(),
+                        true,
+                        documents,
+                        problems,
+                    );
+                }
+            }
+            Some(_) => problems.push(Problem::new(
+                format!("{place}.items"),
+                "must be a list of objects",
+            )),
+        },
+        (None, _) => problems.push(Problem::new(
+            format!("{place}.apiVersion"),
+            "required: v1 for a Service or List, discovery.k8s.io/v1 for an EndpointSlice",
+        )),
+        (_, None) => problems.push(Problem::new(
+            format!("{place}.kind"),
+            "required: Service, EndpointSlice or List",
+        )),
+        (Some(version), Some(kind @ ("Service" | "List"))) => problems.push(Problem::new(
+            format!("{place}.apiVersion"),
+            format!("{version} is not the apiVersion of a {kind}: use v1"),
+        )),
+        (Some(version), Some("EndpointSlice")) => problems.push(Problem::new(
+            format!("{place}.apiVersion"),
+            format!("{version} is not supported for an EndpointSlice: use discovery.k8s.io/v1"),
+        )),
+        (Some(_), Some("Endpoints")) => problems.push(Problem::new(
+            place,
+            "kind Endpoints is not supported: write EndpointSlices (discovery.k8s.io/v1), which \
+             is what xlb reads",
+        )),
+        (Some(version), Some(kind)) => problems.push(Problem::new(
+            place,
+            format!(
+                "kind {kind} ({version}) is not supported{}: a document is the native format, a \
+                 v1 Service, a discovery.k8s.io/v1 EndpointSlice{}",
+                if in_list { " in a List" } else { "" },
+                if in_list { "" } else { " or a v1 List of them" }
+            ),
+        )),
+    }
+}
+
+/// Deserialises a Kubernetes object strictly, like `kubectl
+/// --validate=strict`: a field the API does not know is an error (the
+/// Kubernetes types themselves ignore unknown fields, so a misspelt
+/// `externalTrafficPolicy` would silently mean `Cluster`).
+fn deserialize<T: DeserializeOwned + Serialize>(
+    value: Value,
+    label: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let object: T = match serde_path_to_error::deserialize(value.clone()) {
+        Ok(object) => object,
+        Err(e) => {
+            let place = match e.path().to_string().as_str() {
+                "." => label.to_owned(),
+                path => format!("{label}: {path}"),
+            };
+            problems.push(Problem::new(place, e.inner().to_string()));
+            return None;
+        }
+    };
+    // What the types kept, compared with what was written: a written key
+    // that did not survive the round trip is one they do not know.
+    let kept = match serde_yaml_ng::to_value(&object) {
+        Ok(kept) => kept,
+        Err(e) => {
+            problems.push(Problem::new(label, format!("cannot be checked: {e}")));
+            return None;
+        }
+    };
+    let mut unknown = Vec::new();
+    unknown_fields(&value, &kept, "", &mut unknown);
+    for path in &unknown {
+        problems.push(Problem::new(
+            format!("{label}: {path}"),
+            "unknown field (not in the Kubernetes 1.33 API)",
+        ));
+    }
+    unknown.is_empty().then_some(object)
+}
+
+/// The paths of the keys of `written` that `kept` lacks. Null values are
+/// skipped: they mean "unset", which the types do not write back.
+fn unknown_fields(written: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+    match (written, kept) {
+        (Value::Mapping(written), Value::Mapping(kept)) => {
+            for (key, value) in written {
+                if value.is_null() {
+                    continue;
+                }
+                let name = key
+                    .as_str()
+                    .map_or_else(|| format!("{key:?}"), str::to_owned);
+                let here = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                match kept.get(key) {
+                    None => out.push(here),
+                    Some(kept) => unknown_fields(value, kept, &here, out),
+                }
+            }
+        }
+        (Value::Sequence(written), Value::Sequence(kept)) => {
+            for (i, (value, kept)) in written.iter().zip(kept).enumerate() {
+                unknown_fields(value, kept, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Translates the (valid) Kubernetes objects and checks everything together: frontends are unique across all services and an address is
+/// either a vip or a node address.
+fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let native = documents.native.map(|(_, n)| n).unwrap_or_default();
+
+    let services = documents.services;
+    let slices = documents.slices;
+    let service_labels: BTreeMap<String, &str> = services
+        .iter()
+        .map(|d| (validate::object_name(&d.object.metadata), d.label.as_str()))
+        .collect();
+    for slice in &slices {
+        if slice.object.address_type == "FQDN" {
+            continue;
+        }
+        match slice
+            .object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE_NAME))
+        {
+            None => warnings.push(format!(
+                "{}: no {LABEL_SERVICE_NAME} label, so no Service uses its endpoints",
+                slice.label
+            )),
+            Some(service) => {
+                let namespace = slice
+                    .object
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("default");
+                let key = format!("{namespace}/{service}");
+                if !service_labels.contains_key(&key) {
+                    warnings.push(format!(
+                        "{}: no Service {key} in this file, so its endpoints are unused",
+                        slice.label
+                    ));
+                }
+            }
+        }
+    }
+
+    let options = TranslateOptions::default();
+    let mut node_ports = false;
+    for service in &services {
+        if !selected(&service.object, &options) {
+            warnings.push(format!(
+                "{}: labelled for another proxy (service.kubernetes.io/service-proxy-name or \
+                 service.kubernetes.io/headless), so not served",
+                service.label
+            ));
+        }
+        let spec = service.object.spec.as_ref();
+        node_ports |= spec.is_some_and(|s| {
+            ServiceType::of(s).is_ok_and(ServiceType::has_node_ports)
+                && s.ports.iter().flatten().any(|p| p.node_port.is_some())
+        });
+    }
+    if node_ports && native.node.is_none() {
+        warnings.push(
+            "NodePort frontends are not created: the native document has no `node:` with this \
+             node's addresses"
+                .to_owned(),
+        );
+    }
+
+    let mut model = Model::default();
+    let mut frontends = Frontends::default();
+    if let Some(node) = &native.node {
+        for (i, addr) in node.addresses.iter().enumerate() {
+            frontends
+                .kinds
+                .insert(*addr, (FrontendKind::Node, format!("node.addresses[{i}]")));
+        }
+    }
+    for service in native.services {
+        let place = format!("services[{}]", service.index);
+        for (j, frontend) in service.service.frontends.iter().enumerate() {
+            frontends.claim(
+                frontend,
+                &service.name,
+                format!("{place}.frontends[{j}]"),
+                &mut problems,
+            );
+        }
+        model.services.insert(service.name, service.service);
+    }
+
+    if !services.is_empty() || !slices.is_empty() {
+        let objects: Vec<KubeService> = services.iter().map(|d| d.object.clone()).collect();
+        let slice_objects: Vec<EndpointSlice> = slices.iter().map(|d| d.object.clone()).collect();
+        let node = native.node.clone().unwrap_or_default();
+        let translation = translate(&objects, &slice_objects, &node, &options);
+        warnings.extend(translation.warnings);
+        for (name, service) in translation.model.services {
+            let label = service_labels
+                .get(kube_object_of(&name.0))
+                .copied()
+                .unwrap_or_default();
+            for frontend in &service.frontends {
+                frontends.claim(
+                    frontend,
+                    &name,
+                    format!("{label}: frontend {frontend} of {name}"),
+                    &mut problems,
+                );
+            }
+            model.services.insert(name, service);
+        }
+    }
+    (Loaded { model, warnings }, problems)
+}
+
+/// Whether `object` is one the API server would accept and the first of its
+/// kind and name; reports its problems otherwise. `names` maps `Kind
+/// namespace/name` to the place of the object that took it.
+fn checked<T>(
+    object: &T,
+    place: &str,
+    label: &str,
+    validate: fn(&T) -> Vec<validate::FieldError>,
+    names: &mut BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> bool
+where
+    T: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let errors = validate(object);
+    for error in &errors {
+        problems.push(Problem::new(
+            format!("{label}: {}", error.place),
+            error.message.clone(),
+        ));
+    }
+    if !errors.is_empty() {
+        return false;
+    }
+    let name = format!("{} {}", T::KIND, validate::object_name(object.metadata()));
+    if let Some(first) = names.get(&name) {
+        problems.push(Problem::new(
+            format!("{label}: metadata.name"),
+            format!("{name} is already defined by {first}"),
+        ));
+        return false;
+    }
+    names.insert(name, place.to_owned());
+    true
+}
+
+/// The `namespace/name` of the Service a translated service came from
+/// (`default/web:http/ipv6/external` → `default/web`).
+fn kube_object_of(name: &str) -> &str {
+    let Some(slash) = name.find('/') else {
+        return name;
+    };
+    let end = name[slash + 1..]
+        .find([':', '/'])
+        .map_or(name.len(), |i| slash + 1 + i);
+    &name[..end]
+}
+
+/// Who holds each frontend and what kind each address is, to report clashes
+/// with both places.
+#[derive(Debug, Default)]
+struct Frontends {
+    owners: BTreeMap<(IpAddr, u16, Protocol), (ServiceName, String)>,
+    kinds: BTreeMap<IpAddr, (FrontendKind, String)>,
+}
+
+impl Frontends {
+    fn claim(
+        &mut self,
+        frontend: &Frontend,
+        service: &ServiceName,
+        place: String,
+        problems: &mut Vec<Problem>,
+    ) {
+        let key = (frontend.addr, frontend.port, frontend.protocol);
+        if let Some((owner, first)) = self.owners.get(&key) {
+            problems.push(Problem::new(
+                place,
+                format!("{frontend} is already a frontend of service {owner} ({first})"),
+            ));
+            return;
+        }
+        match self.kinds.get(&frontend.addr) {
+            Some((kind, first)) if *kind != frontend.kind => {
+                let (this, that) = match kind {
+                    FrontendKind::Node => ("a vip", "a node address"),
+                    FrontendKind::Vip => ("a node address", "a vip"),
+                };
+                problems.push(Problem::new(
+                    place,
+                    format!(
+                        "{} is used as {this} here but is {that} in {first}: an address is \
+                         either a vip or a node address",
+                        frontend.addr
+                    ),
+                ));
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.kinds
+                    .insert(frontend.addr, (frontend.kind, place.clone()));
+            }
+        }
+        self.owners.insert(key, (service.clone(), place));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Affinity, Backend, BackendState, HealthCheck, Mode, Probe, Service};
+
+    /// Every problem of `text`, displayed (`place: message`).
+    fn problems(text: &str) -> Vec<String> {
+        match parse_with_warnings(text) {
+            Ok(loaded) => panic!("expected problems, got {:?}", loaded.model),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn model(text: &str) -> Model {
+        match parse(text) {
+            Ok(model) => model,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// One service `web` with the given frontend and backend lines.
+    fn web(body: &str) -> String {
+        format!("services:\n  - name: web\n{body}")
+    }
+
+    const ONE_FRONTEND: &str = "    frontends:\n      - address: 198.18.100.1\n        port: 80\n";
+
+    #[test]
+    fn the_defaults_of_a_minimal_service() {
+        let m = model(&web(&format!(
+            "{ONE_FRONTEND}    backends:\n      - address: 198.18.2.1:8080\n"
+        )));
+        let service = &m.services[&ServiceName("web".to_owned())];
+        assert_eq!(
+            *service,
+            Service {
+                protocol: Protocol::Tcp,
+                frontends: vec![Frontend {
+                    addr: "198.18.100.1".parse().unwrap(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    kind: FrontendKind::Vip,
+                }],
+                backends: vec![Backend {
+                    addr: "198.18.2.1:8080".parse().unwrap(),
+                    weight: 1,
+                    state: BackendState::Active,
+                }],
+                mode: Mode::Nat,
+                affinity: None,
+                health_check: None,
+            }
+        );
+    }
+
+    #[test]
+    fn every_field_of_a_service() {
+        let m = model(
+            "
+services:
+  - name: dns.v2
+    protocol: UDP
+    mode: nat
+    frontends:
+      - address: 2001:2::53
+        port: 53
+        kind: vip
+      - address: 2001:2::10
+        port: 30053
+        kind: node
+    backends:
+      - address: \"[2001:2::2:1]:5353\"
+        weight: 10000
+        state: draining
+      - address: \"[2001:2::2:2]:5353\"
+    session_affinity:
+      type: client_ip
+      timeout: 1h 30m
+    health_check:
+      type: http
+      path: /healthz?full=1
+      port: 8080
+      interval: 500ms
+      timeout: 250ms
+      rise: 1
+      fall: 100
+",
+        );
+        let service = &m.services[&ServiceName("dns.v2".to_owned())];
+        assert_eq!(service.protocol, Protocol::Udp);
+        assert_eq!(
+            service
+                .frontends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["[2001:2::53]:53/UDP", "[2001:2::10]:30053/UDP"]
+        );
+        assert_eq!(service.frontends[1].kind, FrontendKind::Node);
+        assert_eq!(
+            service.backends,
+            [
+                Backend {
+                    addr: "[2001:2::2:1]:5353".parse().unwrap(),
+                    weight: 10000,
+                    state: BackendState::Draining,
+                },
+                Backend {
+                    addr: "[2001:2::2:2]:5353".parse().unwrap(),
+                    weight: 1,
+                    state: BackendState::Active,
+                },
+            ]
+        );
+        assert_eq!(
+            service.affinity,
+            Some(Affinity {
+                timeout: Duration::from_secs(5400)
+            })
+        );
+        assert_eq!(
+            service.health_check,
+            Some(HealthCheck {
+                probe: Probe::Http {
+                    path: "/healthz?full=1".to_owned()
+                },
+                port: Some(8080),
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(250),
+                rise: 1,
+                fall: 100,
+            })
+        );
+    }
+
+    #[test]
+    fn affinity_and_health_check_defaults() {
+        let m = model(&web(&format!(
+            "{ONE_FRONTEND}    session_affinity:\n      type: client_ip\n    health_check:\n      type: tcp\n"
+        )));
+        let service = &m.services[&ServiceName("web".to_owned())];
+        assert_eq!(
+            service.affinity.map(|a| a.timeout),
+            Some(Duration::from_secs(10_800))
+        );
+        assert_eq!(
+            service.health_check,
+            Some(HealthCheck {
+                probe: Probe::Tcp,
+                port: None,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+            })
+        );
+    }
+
+    #[test]
+    fn a_service_without_backends_is_valid() {
+        let m = model(&web(ONE_FRONTEND));
+        assert!(
+            m.services[&ServiceName("web".to_owned())]
+                .backends
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_empty_model() {
+        assert_eq!(model(""), Model::default());
+        assert_eq!(model("services: []\n"), Model::default());
+        assert_eq!(model("---\nservices:\n---\n"), Model::default());
+    }
+
+    #[test]
+    fn frontend_problems() {
+        let text = web("    frontends:
+      - address: 198.18.100.1
+        port: 70000
+      - address: 198.18.100.1
+        port: 0
+      - address: 224.0.0.5
+        port: 80
+      - address: 255.255.255.255
+        port: 80
+      - address: 0.0.0.0
+        port: 80
+      - address: 127.0.0.1
+        port: 80
+      - address: web.example
+        port: 80
+      - address: 198.18.100.2
+        port: 8080
+        kind: node
+      - address: 198.18.100.3
+        port: 80
+        kind: anycast
+      - address: 2001:2::1
+        port: 80
+      - address: 198.18.100.9
+        port: 80
+      - address: 198.18.100.9
+        port: 80
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].frontends[0].port: 70000 is out of range 1-65535",
+                "services[0].frontends[1].port: 0 is out of range 1-65535",
+                "services[0].frontends[2].address: 224.0.0.5 is a multicast address \
+                 (224.0.0.0/4): give a unicast address",
+                "services[0].frontends[3].address: 255.255.255.255 is the broadcast address: give \
+                 a unicast address",
+                "services[0].frontends[4].address: 0.0.0.0 is unspecified: give a unicast address",
+                "services[0].frontends[5].address: 127.0.0.1 is a loopback address \
+                 (127.0.0.0/8): give a unicast address",
+                "services[0].frontends[6].address: `web.example` is not an IP address",
+                "services[0].frontends[7].port: 8080 is outside the NodePort range 30000-32767: a \
+                 node address only serves NodePorts (or use kind vip)",
+                "services[0].frontends[8].kind: `anycast` is not a frontend kind: use vip or node",
+                "services[0].frontends[9].address: 2001:2::1 is IPv6 but \
+                 services[0].frontends[0] is IPv4: a service balances one address family \
+                 (define another service for IPv6)",
+                "services[0].frontends[11]: 198.18.100.9:80/TCP is already \
+                 services[0].frontends[10]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_needs_a_frontend() {
+        assert_eq!(
+            problems("services:\n  - name: web\n    backends: []\n"),
+            ["services[0].frontends: a service needs at least one frontend (address and port)"]
+        );
+    }
+
+    #[test]
+    fn backend_problems() {
+        let text = web(&format!(
+            "{ONE_FRONTEND}    backends:
+      - address: 198.18.2.1
+      - address: 2001:2::1:80
+      - address: 198.18.2.1:0
+      - address: 198.18.2.1:70000
+      - address: 198.18.2.1:http
+      - address: 198.18.2.300:80
+      - address: \"[2001:2::1]:80\"
+      - address: 198.18.2.1:80
+        weight: 0
+      - address: 198.18.2.1:80
+        weight: 10001
+      - address: 198.18.2.1:80
+        state: terminating
+      - address: 198.18.2.1:80
+        state: up
+      - address: 198.18.2.2:80
+      - address: 198.18.2.2:80
+      - address: [198.18.2.3, 80]
+"
+        ));
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].backends[13].address: invalid type: sequence, expected ip:port, \
+                 with IPv6 quoted as \"[2001:2::1]:80\"",
+            ]
+        );
+        // Without the list-shaped one, every value problem is reported.
+        let text = text.replace("      - address: [198.18.2.3, 80]\n", "");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].backends[0].address: `198.18.2.1` is not ip:port (IPv6 as \
+                 [2001:2::1]:80)",
+                "services[0].backends[1].address: `2001:2::1:80`: an IPv6 address needs \
+                 brackets: [2001:2::1]:80",
+                "services[0].backends[2].address: `198.18.2.1:0`: port 0 is out of range 1-65535",
+                "services[0].backends[3].address: `198.18.2.1:70000`: port 70000 is out of range \
+                 1-65535",
+                "services[0].backends[4].address: `198.18.2.1:http`: `http` is not a port number",
+                "services[0].backends[5].address: `198.18.2.300` is not an IP address",
+                "services[0].backends[6].address: [2001:2::1]:80 is IPv6 but the service's \
+                 frontends are IPv4: the datapath translates within one address family (no \
+                 NAT46 or NAT64)",
+                "services[0].backends[7].weight: 0 is not a weight (1-10000): to stop new flows \
+                 to a backend, set state: draining",
+                "services[0].backends[8].weight: 10001 is out of range 1-10000",
+                "services[0].backends[9].state: terminating comes from Kubernetes endpoints \
+                 only: use active or draining",
+                "services[0].backends[10].state: `up` is not a backend state: use active or \
+                 draining",
+                "services[0].backends[12].address: 198.18.2.2:80 is already \
+                 services[0].backends[11]",
+            ]
+        );
+    }
+
+    #[test]
+    fn service_level_problems() {
+        let text = format!(
+            "services:
+  - name: Web
+    protocol: tcp
+    mode: dsr
+{ONE_FRONTEND}  - name: dns
+    protocol: SCTP
+    mode: maglev
+{ONE_FRONTEND}  - name: dns
+    frontends:
+      - address: 198.18.100.2
+        port: 53
+"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].name: `Web` is not a name: lowercase letters, digits, '.' and '-', \
+                 starting with a lowercase letter or digit and ending with a letter or digit",
+                "services[0].protocol: `tcp` is not a protocol: use TCP or UDP",
+                "services[0].mode: mode dsr is not supported by this build yet: use nat",
+                "services[1].protocol: SCTP is not supported: use TCP or UDP",
+                "services[1].mode: `maglev` is not a mode: use nat",
+                "services[2].name: `dns` is already the name of services[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_their_place() {
+        let text = "
+services:
+  - name: a
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+        prot: TCP
+  - name: b
+    frontends:
+      - address: 198.18.100.2
+        port: \"80\"
+  - name: c
+    frontends:
+      - address: 198.18.100.3
+        port: 80
+    health_check:
+      type: tcp
+      interval: 2
+  - name: d
+    frontends: 198.18.100.4
+  - frontends: []
+servics: []
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[0].frontends[0].prot: unknown field `prot`, expected one of \
+                 `address`, `port`, `kind`",
+                "services[1].frontends[0].port: invalid type: string \"80\", expected i64",
+                "services[2].health_check.interval: invalid type: integer `2`, expected a \
+                 duration with a unit, like 2s, 500ms or 3h",
+                "services[3].frontends: invalid type: string \"198.18.100.4\", expected a \
+                 sequence",
+                "services[4]: missing field `name`",
+                "servics: unknown key: the native document has `node` and `services`",
+            ]
+        );
+        assert_eq!(
+            problems("services: web\n"),
+            ["services: must be a list of services (`- name: ...`)"]
+        );
+    }
+
+    #[test]
+    fn affinity_problems() {
+        let case = |affinity: &str| {
+            problems(&web(&format!(
+                "{ONE_FRONTEND}    session_affinity:\n{affinity}"
+            )))
+        };
+        assert_eq!(
+            case("      type: cookie\n"),
+            [
+                "services[0].session_affinity.type: `cookie` is not a session affinity: use \
+              client_ip (or leave session_affinity out)"
+            ]
+        );
+        assert_eq!(
+            case("      type: client_ip\n      timeout: 0s\n"),
+            ["services[0].session_affinity.timeout: 0s is out of range 1s-1day"]
+        );
+        assert_eq!(
+            case("      type: client_ip\n      timeout: 86401s\n"),
+            ["services[0].session_affinity.timeout: 86401s is out of range 1s-1day"]
+        );
+        assert_eq!(
+            case("      type: client_ip\n      timeout: 1500ms\n"),
+            ["services[0].session_affinity.timeout: 1s 500ms is not a whole number of seconds"]
+        );
+        assert_eq!(
+            case("      type: client_ip\n      timeout: soon\n"),
+            [
+                "services[0].session_affinity.timeout: `soon` is not a duration (expected number \
+              at 0): write it like 2s, 500ms or 3h"
+            ]
+        );
+        let m = model(&web(&format!(
+            "{ONE_FRONTEND}    session_affinity:\n      type: client_ip\n      timeout: 86400s\n"
+        )));
+        assert_eq!(
+            m.services[&ServiceName("web".to_owned())].affinity,
+            Some(Affinity {
+                timeout: Duration::from_secs(86_400)
+            })
+        );
+    }
+
+    #[test]
+    fn health_check_problems() {
+        let case =
+            |check: &str| problems(&web(&format!("{ONE_FRONTEND}    health_check:\n{check}")));
+        assert_eq!(
+            case("      type: http\n"),
+            [
+                "services[0].health_check.path: required for an http check: the path to GET, like \
+              /healthz"
+            ]
+        );
+        assert_eq!(
+            case("      type: tcp\n      path: /healthz\n"),
+            [
+                "services[0].health_check.path: only an http check has a path: remove it or use \
+              type: http"
+            ]
+        );
+        assert_eq!(
+            case("      type: http\n      path: healthz\n"),
+            [
+                "services[0].health_check.path: `healthz` is not a request path: it starts with \
+              '/' and has no spaces or control characters"
+            ]
+        );
+        assert_eq!(
+            case("      type: icmp\n"),
+            ["services[0].health_check.type: `icmp` is not a health check type: use tcp or http"]
+        );
+        assert_eq!(
+            case(
+                "      type: tcp\n      port: 0\n      interval: 50ms\n      rise: 0\n      fall: 101\n"
+            ),
+            [
+                "services[0].health_check.port: 0 is out of range 1-65535",
+                "services[0].health_check.interval: 50ms is out of range 100ms-1h",
+                "services[0].health_check.rise: 0 is out of range 1-100",
+                "services[0].health_check.fall: 101 is out of range 1-100",
+            ]
+        );
+        assert_eq!(
+            case("      type: tcp\n      interval: 1s\n"),
+            ["services[0].health_check.timeout: 1s must be shorter than the interval (1s)"]
+        );
+        assert_eq!(
+            case("      type: tcp\n      interval: 2h\n"),
+            ["services[0].health_check.interval: 2h is out of range 100ms-1h"]
+        );
+    }
+
+    #[test]
+    fn problems_of_every_service_are_reported_together() {
+        let text = "
+services:
+  - name: a
+    frontends:
+      - address: 198.18.100.1
+        port: 70000
+  - name: b
+    frontends:
+      - address: 198.18.100.2
+        port: 80
+    backends:
+      - address: 198.18.2.1:80
+        weight: 0
+  - name: c
+    frontends:
+      - address: 198.18.100.3
+        port: 80
+    mode: dsr
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[0].frontends[0].port: 70000 is out of range 1-65535",
+                "services[1].backends[0].weight: 0 is not a weight (1-10000): to stop new flows \
+                 to a backend, set state: draining",
+                "services[2].mode: mode dsr is not supported by this build yet: use nat",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frontend_is_unique_across_services_naming_both_places() {
+        let text = "
+services:
+  - name: a
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+  - name: b
+    frontends:
+      - address: 198.18.100.2
+        port: 80
+      - address: 198.18.100.1
+        port: 80
+  - name: c
+    protocol: UDP
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[1].frontends[1]: 198.18.100.1:80/TCP is already a frontend of service a \
+              (services[0].frontends[0])"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_address_is_either_a_vip_or_a_node_address() {
+        let text = "
+node:
+  name: node-a
+  addresses: [198.18.0.10, 198.18.0.11]
+services:
+  - name: a
+    frontends:
+      - address: 198.18.0.10
+        port: 30080
+        kind: node
+  - name: b
+    frontends:
+      - address: 198.18.0.11
+        port: 80
+  - name: c
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+  - name: d
+    frontends:
+      - address: 198.18.100.1
+        port: 30081
+        kind: node
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[1].frontends[0]: 198.18.0.11 is used as a vip here but is a node \
+                 address in node.addresses[1]: an address is either a vip or a node address",
+                "services[3].frontends[0]: 198.18.100.1 is used as a node address here but is a \
+                 vip in services[2].frontends[0]: an address is either a vip or a node address",
+            ]
+        );
+    }
+
+    #[test]
+    fn node_problems() {
+        let text = "
+node:
+  name: Node_A
+  addresses: [198.18.0.10, 198.18.0.10, 127.0.0.1]
+  zone: a
+";
+        assert_eq!(
+            problems(text),
+            ["node.zone: unknown field `zone`, expected `name` or `addresses`"]
+        );
+        assert_eq!(
+            problems(&text.replace("  zone: a\n", "")),
+            [
+                "node.name: `Node_A` is not a DNS subdomain (RFC 1123): lowercase letters, \
+                 digits, '-' and '.', starting and ending with a letter or digit",
+                "node.addresses[1]: 198.18.0.10 is already node.addresses[0]",
+                "node.addresses[2]: 127.0.0.1 is a loopback address (127.0.0.0/8): give a \
+                 unicast address",
+            ]
+        );
+    }
+
+    // --- Documents --------------------------------------------------------
+
+    const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: NodePort
+  clusterIP: 198.18.100.1
+  ports:
+    - name: http
+      port: 80
+      nodePort: 30080
+";
+
+    const SLICE: &str = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+  - name: http
+    port: 8080
+endpoints:
+  - addresses: [198.18.2.1]
+    conditions: {ready: true}
+";
+
+    const NATIVE: &str = "node:
+  name: node-a
+  addresses: [198.18.0.10]
+services:
+  - name: api
+    frontends:
+      - address: 198.18.100.2
+        port: 443
+";
+
+    #[test]
+    fn native_and_kubernetes_documents_make_one_model() {
+        let loaded = parse_with_warnings(&format!("{NATIVE}---\n{SERVICE}---\n{SLICE}")).unwrap();
+        let names: Vec<&str> = loaded.model.services.keys().map(|k| k.0.as_str()).collect();
+        assert_eq!(names, ["api", "shop/web:http"]);
+        let web = &loaded.model.services[&ServiceName("shop/web:http".to_owned())];
+        assert_eq!(
+            web.frontends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["198.18.0.10:30080/TCP", "198.18.100.1:80/TCP"]
+        );
+        assert_eq!(
+            web.backends
+                .iter()
+                .map(|b| b.addr)
+                .collect::<Vec<SocketAddr>>(),
+            ["198.18.2.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn kubernetes_documents_alone_and_in_a_list() {
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}{}",
+            indent_item(SERVICE),
+            indent_item(SLICE)
+        );
+        let loaded = parse_with_warnings(&list).unwrap();
+        assert_eq!(
+            loaded
+                .model
+                .services
+                .keys()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<_>>(),
+            ["shop/web:http"]
+        );
+        assert_eq!(
+            loaded.warnings,
+            [
+                "NodePort frontends are not created: the native document has no `node:` with \
+                 this node's addresses",
+                "shop/web:http: nodePort 30080/TCP not served: the node has no IPv4 address",
+            ]
+        );
+    }
+
+    fn indent_item(document: &str) -> String {
+        let mut out = String::new();
+        for (i, line) in document.lines().enumerate() {
+            let prefix = if i == 0 { "  - " } else { "    " };
+            let _ = writeln!(out, "{prefix}{line}");
+        }
+        out
+    }
+
+    #[test]
+    fn document_kinds_that_are_not_supported() {
+        let text = "services: []
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+---
+services: []
+---
+- a list
+---
+apiVersion: v1
+kind: Endpoints
+---
+apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+---
+apiVersion: v2
+kind: Service
+---
+kind: Service
+---
+apiVersion: v1
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: ConfigMap
+";
+        assert_eq!(
+            problems(text),
+            [
+                "documents[1]: kind Deployment (apps/v1) is not supported: a document is the \
+                 native format, a v1 Service, a discovery.k8s.io/v1 EndpointSlice or a v1 List \
+                 of them",
+                "documents[2]: a second native document (the first is documents[0]): put every \
+                 service in one",
+                "documents[3]: not a mapping: a document is the native format (node:, \
+                 services:) or a Kubernetes object (apiVersion:, kind:)",
+                "documents[4]: kind Endpoints is not supported: write EndpointSlices \
+                 (discovery.k8s.io/v1), which is what xlb reads",
+                "documents[5].apiVersion: discovery.k8s.io/v1beta1 is not supported for an \
+                 EndpointSlice: use discovery.k8s.io/v1",
+                "documents[6].apiVersion: v2 is not the apiVersion of a Service: use v1",
+                "documents[7].apiVersion: required: v1 for a Service or List, \
+                 discovery.k8s.io/v1 for an EndpointSlice",
+                "documents[8].kind: required: Service, EndpointSlice or List",
+                "documents[9].items[0]: kind ConfigMap (v1) is not supported in a List: a \
+                 document is the native format, a v1 Service, a discovery.k8s.io/v1 \
+                 EndpointSlice",
+            ]
+        );
+    }
+
+    #[test]
+    fn kubernetes_problems_name_the_document_and_the_field() {
+        let bad_port = SERVICE.replace("port: 80\n", "port: 70000\n");
+        let bad_type = SERVICE.replace("nodePort: 30080", "nodePort: thirty");
+        let bad_slice = SLICE.replace("[198.18.2.1]", "[198.18.2.1, \"2001:2::1\"]");
+        let text = format!("{bad_port}---\n{bad_type}---\n{bad_slice}");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].port: 70000 is out of range \
+                 1-65535",
+                "documents[1] (Service shop/web): spec.ports[0].nodePort: invalid type: string \
+                 \"thirty\", expected i32",
+                "documents[2] (EndpointSlice shop/web-abc): endpoints[0].addresses[1]: 2001:2::1 \
+                 is IPv6 but addressType is IPv4",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kubernetes_fields_are_errors_like_kubectl_strict_validation() {
+        let text = SERVICE
+            .replace(
+                "  type: NodePort\n",
+                "  type: NodePort\n  externalTraficPolicy: Local\n",
+            )
+            .replace(
+                "      nodePort: 30080\n",
+                "      nodePort: 30080\n      nodeport: 30081\n",
+            )
+            .replace(
+                "  namespace: shop\n",
+                "  namespace: shop\n  creationTimestamp: null\n",
+            );
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.externalTraficPolicy: unknown field (not \
+                 in the Kubernetes 1.33 API)",
+                "documents[0] (Service shop/web): spec.ports[0].nodeport: unknown field (not in \
+                 the Kubernetes 1.33 API)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kubernetes_object_is_defined_once() {
+        let text = format!("{SERVICE}---\n{SERVICE}");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[1] (Service shop/web): metadata.name: Service shop/web is already \
+              defined by documents[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn kubernetes_frontends_clash_with_native_ones() {
+        let native = NATIVE.replace(
+            "198.18.100.2\n        port: 443",
+            "198.18.100.1\n        port: 80",
+        );
+        assert_eq!(
+            problems(&format!("{native}---\n{SERVICE}")),
+            [
+                "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
+              198.18.100.1:80/TCP is already a frontend of service api (services[0].frontends[0])"
+            ]
+        );
+    }
+
+    #[test]
+    fn warnings_for_objects_that_are_not_used() {
+        let orphan = SLICE.replace("service-name: web", "service-name: db");
+        let unlabelled = SLICE
+            .replace("  labels:\n    kubernetes.io/service-name: web\n", "")
+            .replace("web-abc", "web-def");
+        let other_proxy = SERVICE.replace(
+            "  namespace: shop\n",
+            "  namespace: shop\n  labels:\n    service.kubernetes.io/service-proxy-name: other\n",
+        );
+        let text = format!("{NATIVE}---\n{orphan}---\n{unlabelled}---\n{other_proxy}");
+        let loaded = parse_with_warnings(&text).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            [
+                "documents[1] (EndpointSlice shop/web-abc): no Service shop/db in this file, so \
+                 its endpoints are unused",
+                "documents[2] (EndpointSlice shop/web-def): no kubernetes.io/service-name \
+                 label, so no Service uses its endpoints",
+                "documents[3] (Service shop/web): labelled for another proxy \
+                 (service.kubernetes.io/service-proxy-name or service.kubernetes.io/headless), \
+                 so not served",
+            ]
+        );
+        assert_eq!(
+            loaded
+                .model
+                .services
+                .keys()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<_>>(),
+            ["api"]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_document_and_line() {
+        assert_eq!(
+            problems("services: []\n---\nservices: [\n"),
+            [
+                "documents[1]: did not find expected node content at line 4 column 1, while \
+              parsing a flow node"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_yaml_keys_are_errors() {
+        assert_eq!(
+            problems("services: []\nservices: []\n"),
+            ["documents[0]: duplicate entry with key \"services\""]
+        );
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xlb.yaml");
+        std::fs::write(&path, web("    frontends: []\n")).unwrap();
+        let error = load(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: services[0].frontends: a service needs at least one frontend (address and \
+                 port)",
+                path.display()
+            )
+        );
+        std::fs::write(&path, web(ONE_FRONTEND)).unwrap();
+        assert_eq!(load(&path).unwrap().services.len(), 1);
+
+        let missing = dir.path().join("missing.yaml");
+        let error = load(&missing).unwrap_err();
+        assert!(matches!(&error, ConfigError::Read { path, .. } if *path == missing));
+    }
+
+    #[test]
+    fn kube_object_of_strips_port_family_and_external() {
+        assert_eq!(
+            kube_object_of("default/web:http/ipv6/external"),
+            "default/web"
+        );
+        assert_eq!(kube_object_of("default/web/external"), "default/web");
+        assert_eq!(kube_object_of("default/web"), "default/web");
+    }
+
+    // --- Round trip -------------------------------------------------------
+
+    /// A valid native service `svc-<index>`: its own /24 of frontends, one
+    /// family for frontends and backends, distinct backends.
+    fn arb_service(index: usize) -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::btree_set(1u16..=65535, 1..4),
+            proptest::collection::btree_set((1u8..=254, 1u16..=65535), 0..6),
+            proptest::collection::vec((1u32..=10_000, any::<bool>()), 6),
+            proptest::option::of(1u64..=86_400),
+        )
+            .prop_map(move |(v6, udp, ports, backends, weights, affinity)| {
+                let mut text = format!(
+                    "  - name: svc-{index}\n    protocol: {}\n    frontends:\n",
+                    if udp { "UDP" } else { "TCP" }
+                );
+                for port in &ports {
+                    let address = if v6 {
+                        format!("2001:2::{index}:1")
+                    } else {
+                        format!("198.18.{index}.1")
+                    };
+                    let _ = writeln!(text, "      - address: {address}\n        port: {port}");
+                }
+                text.push_str("    backends:\n");
+                for ((host, port), (weight, draining)) in backends.iter().zip(&weights) {
+                    let address = if v6 {
+                        format!("\"[2001:2::2:{host:x}]:{port}\"")
+                    } else {
+                        format!("198.19.{index}.{host}:{port}")
+                    };
+                    let state = if *draining { "draining" } else { "active" };
+                    let _ = writeln!(
+                        text,
+                        "      - address: {address}\n        weight: {weight}\n        state: {state}"
+                    );
+                }
+                if let Some(secs) = affinity {
+                    let _ = writeln!(
+                        text,
+                        "    session_affinity:\n      type: client_ip\n      timeout: {secs}s"
+                    );
+                }
+                text
+            })
+    }
+
+    fn arb_config() -> impl Strategy<Value = (String, usize, usize, usize)> {
+        proptest::collection::vec(any::<u8>(), 0..8).prop_flat_map(|seeds| {
+            let services: Vec<_> = (0..seeds.len()).map(arb_service).collect();
+            services.prop_map(|texts| {
+                let frontends = texts
+                    .iter()
+                    .map(|t| {
+                        t.matches("      - address: 2001:2::").count()
+                            + t.matches("      - address: 198.18.").count()
+                    })
+                    .sum();
+                let backends = texts
+                    .iter()
+                    .map(|t| t.matches("        weight:").count())
+                    .sum();
+                let count = texts.len();
+                (
+                    format!("services:\n{}", texts.concat()),
+                    count,
+                    frontends,
+                    backends,
+                )
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_native_config_round_trips_into_the_model(
+            (text, services, frontends, backends) in arb_config()
+        ) {
+            let m = match parse(&text) {
+                Ok(m) => m,
+                Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
+            };
+            prop_assert_eq!(m.services.len(), services);
+            prop_assert_eq!(m.frontends().count(), frontends);
+            prop_assert_eq!(m.services.values().map(|s| s.backends.len()).sum::<usize>(), backends);
+        }
+    }
+}

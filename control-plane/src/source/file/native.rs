@@ -1,0 +1,745 @@
+//! The native document: `node:` and `services:`, deserialised strictly and
+//! validated service by service.
+//!
+//! Numbers, addresses and durations are read as plain text or wide integers
+//! and checked here, so that a wrong value is reported in the format's own
+//! words (`70000 is out of range 1-65535`) rather than as a serde type error,
+//! and so that one bad service does not hide the problems of the others.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde_yaml_ng::{Mapping, Value};
+
+use super::error::Problem;
+use crate::{
+    model::{
+        Affinity, Backend, BackendState, Frontend, FrontendKind, HealthCheck, Mode, Probe,
+        Protocol, Service, ServiceName,
+    },
+    source::kube::{
+        NodeInfo,
+        validate::{
+            MAX_AFFINITY_TIMEOUT_SECS, check_dns1123_subdomain, check_native_name, check_node_port,
+            check_port, family_name, parse_ip,
+        },
+    },
+};
+
+/// The largest backend weight: Maglev fills a table of M slots in proportion
+/// to the weights, and past this ratio the lightest backend's share rounds to
+/// nothing at the table sizes xlb uses.
+pub(crate) const MAX_WEIGHT: i64 = 10_000;
+/// The ClientIP affinity timeout when none is given (Kubernetes' default).
+const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10_800);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_RISE: i64 = 2;
+const DEFAULT_FALL: i64 = 3;
+const MAX_THRESHOLD: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    protocol: Option<String>,
+    mode: Option<String>,
+    #[serde(default)]
+    frontends: Vec<RawFrontend>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+    session_affinity: Option<RawAffinity>,
+    health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrontend {
+    address: String,
+    port: i64,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: BackendAddress,
+    weight: Option<i64>,
+    state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAffinity {
+    #[serde(rename = "type")]
+    kind: String,
+    timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<String>,
+    port: Option<i64>,
+    interval: Option<DurationText>,
+    timeout: Option<DurationText>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+}
+
+/// A backend's `ip:port`, as text: the type error for anything else says
+/// how to write one (an unquoted `[v6]:port` is a YAML list).
+#[derive(Debug)]
+struct BackendAddress(String);
+
+impl<'de> Deserialize<'de> for BackendAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BackendAddress;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("ip:port, with IPv6 quoted as \"[2001:2::1]:80\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BackendAddress(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A duration as text with a unit (`2s`, `500ms`, `3h`): a bare number would
+/// leave the unit to guess.
+#[derive(Debug)]
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with a unit, like 2s, 500ms or 3h")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DurationText(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A valid native service and where it was written.
+#[derive(Debug)]
+pub(super) struct NativeService {
+    /// Its index in `services:`.
+    pub(super) index: usize,
+    pub(super) name: ServiceName,
+    pub(super) service: Service,
+}
+
+/// What the native document holds. Services with problems are left out (and
+/// their problems reported), so the cross-service checks still see the rest.
+#[derive(Debug, Default)]
+pub(super) struct NativeDocument {
+    pub(super) node: Option<NodeInfo>,
+    pub(super) services: Vec<NativeService>,
+}
+
+/// Reads and validates the native document `doc`, adding every problem found
+/// to `problems`.
+pub(super) fn read(doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument {
+    let mut out = NativeDocument::default();
+    for (key, value) in doc {
+        match key.as_str() {
+            Some("node") => out.node = read_node(value, problems),
+            Some("services") => out.services = read_services(value, problems),
+            Some(other) => problems.push(Problem::new(
+                other,
+                "unknown key: the native document has `node` and `services`",
+            )),
+            None => problems.push(Problem::new(
+                "",
+                format!("{key:?} is not a key: the native document has `node` and `services`"),
+            )),
+        }
+    }
+    out
+}
+
+/// Deserialises `value` at `place`, naming the exact field of a failure.
+fn deserialize<T: DeserializeOwned>(
+    value: &Value,
+    place: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize(value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(Problem::new(
+                join(place, &e.path().to_string()),
+                e.inner().to_string(),
+            ));
+            None
+        }
+    }
+}
+
+/// `place` followed by a serde_path_to_error path (`.` for the value itself).
+fn join(place: &str, path: &str) -> String {
+    match path {
+        "." | "" => place.to_owned(),
+        p if p.starts_with('[') || place.is_empty() => format!("{place}{p}"),
+        p => format!("{place}.{p}"),
+    }
+}
+
+fn read_node(value: &Value, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
+    let raw: RawNode = deserialize(value, "node", problems)?;
+    let before = problems.len();
+    let name = raw.name.unwrap_or_default();
+    if !name.is_empty()
+        && let Err(e) = check_dns1123_subdomain(&name)
+    {
+        problems.push(Problem::new("node.name", e));
+    }
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for (i, text) in raw.addresses.iter().enumerate() {
+        let place = format!("node.addresses[{i}]");
+        match parse_ip(text) {
+            Err(e) => problems.push(Problem::new(place, e)),
+            Ok(ip) => match addresses.iter().position(|a| *a == ip) {
+                Some(first) => problems.push(Problem::new(
+                    place,
+                    format!("{ip} is already node.addresses[{first}]"),
+                )),
+                None => addresses.push(ip),
+            },
+        }
+    }
+    (problems.len() == before).then_some(NodeInfo { name, addresses })
+}
+
+fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeService> {
+    let items: &[Value] = match value {
+        Value::Null => &[],
+        Value::Sequence(items) => items,
+        _ => {
+            problems.push(Problem::new(
+                "services",
+                "must be a list of services (`- name: ...`)",
+            ));
+            return Vec::new();
+        }
+    };
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut services = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let place = format!("services[{index}]");
+        let Some(raw) = deserialize::<RawService>(item, &place, problems) else {
+            continue;
+        };
+        let before = problems.len();
+        if let Err(e) = check_native_name(&raw.name) {
+            problems.push(Problem::new(format!("{place}.name"), e));
+        } else if let Some(first) = names.get(&raw.name) {
+            problems.push(Problem::new(
+                format!("{place}.name"),
+                format!("`{}` is already the name of services[{first}]", raw.name),
+            ));
+        } else {
+            names.insert(raw.name.clone(), index);
+        }
+        let service = read_service(&raw, &place, problems);
+        if let Some(service) = service
+            && problems.len() == before
+        {
+            services.push(NativeService {
+                index,
+                name: ServiceName(raw.name),
+                service,
+            });
+        }
+    }
+    services
+}
+
+/// One service; `None` when it has problems (all of them reported).
+fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> Option<Service> {
+    let before = problems.len();
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("TCP") => Protocol::Tcp,
+        Some("UDP") => Protocol::Udp,
+        Some("SCTP") => {
+            problems.push(Problem::new(
+                format!("{place}.protocol"),
+                "SCTP is not supported: use TCP or UDP",
+            ));
+            Protocol::Tcp
+        }
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{place}.protocol"),
+                format!("`{other}` is not a protocol: use TCP or UDP"),
+            ));
+            Protocol::Tcp
+        }
+    };
+    let mode = match raw.mode.as_deref() {
+        None | Some("nat") => Mode::Nat,
+        Some("dsr") => {
+            problems.push(Problem::new(
+                format!("{place}.mode"),
+                "mode dsr is not supported by this build yet: use nat",
+            ));
+            Mode::Nat
+        }
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{place}.mode"),
+                format!("`{other}` is not a mode: use nat"),
+            ));
+            Mode::Nat
+        }
+    };
+
+    // `family`: the one every backend must have, as the datapath rewrites
+    // addresses within one family (no NAT46 / NAT64).
+    let (frontends, family) = read_frontends(&raw.frontends, place, protocol, problems);
+    let backends = read_backends(&raw.backends, place, family, problems);
+    let affinity = raw
+        .session_affinity
+        .as_ref()
+        .and_then(|a| read_affinity(a, &format!("{place}.session_affinity"), problems));
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .and_then(|h| read_health_check(h, &format!("{place}.health_check"), problems));
+
+    if problems.len() != before {
+        return None;
+    }
+    Some(Service {
+        protocol,
+        frontends: frontends?,
+        backends,
+        mode,
+        affinity,
+        health_check,
+    })
+}
+
+fn read_frontends(
+    raw: &[RawFrontend],
+    place: &str,
+    protocol: Protocol,
+    problems: &mut Vec<Problem>,
+) -> (Option<Vec<Frontend>>, Option<bool>) {
+    if raw.is_empty() {
+        problems.push(Problem::new(
+            format!("{place}.frontends"),
+            "a service needs at least one frontend (address and port)",
+        ));
+        return (None, None);
+    }
+    let before = problems.len();
+    let mut frontends: Vec<Frontend> = Vec::with_capacity(raw.len());
+    // Where each address and port was first written, for messages.
+    let mut seen: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
+    let mut first_family: Option<(usize, IpAddr)> = None;
+    for (j, f) in raw.iter().enumerate() {
+        let at = format!("{place}.frontends[{j}]");
+        let kind = match f.kind.as_deref() {
+            None | Some("vip") => Some(FrontendKind::Vip),
+            Some("node") => Some(FrontendKind::Node),
+            Some(other) => {
+                problems.push(Problem::new(
+                    format!("{at}.kind"),
+                    format!("`{other}` is not a frontend kind: use vip or node"),
+                ));
+                None
+            }
+        };
+        let port = match kind {
+            Some(FrontendKind::Node) => check_node_port(f.port).map_err(|e| {
+                format!("{e}: a node address only serves NodePorts (or use kind vip)")
+            }),
+            _ => check_port(f.port),
+        };
+        let port = port
+            .map_err(|e| problems.push(Problem::new(format!("{at}.port"), e)))
+            .ok();
+        let addr = match parse_ip(&f.address) {
+            Err(e) => {
+                problems.push(Problem::new(format!("{at}.address"), e));
+                None
+            }
+            Ok(ip) => match first_family {
+                Some((first, ip0)) if ip0.is_ipv4() != ip.is_ipv4() => {
+                    problems.push(Problem::new(
+                        format!("{at}.address"),
+                        format!(
+                            "{ip} is {} but {place}.frontends[{first}] is {}: a service balances \
+                             one address family (define another service for {})",
+                            family_name(ip),
+                            family_name(ip0),
+                            family_name(ip)
+                        ),
+                    ));
+                    None
+                }
+                Some(_) => Some(ip),
+                None => {
+                    first_family = Some((j, ip));
+                    Some(ip)
+                }
+            },
+        };
+        let (Some(addr), Some(port), Some(kind)) = (addr, port, kind) else {
+            continue;
+        };
+        let frontend = Frontend {
+            addr,
+            port,
+            protocol,
+            kind,
+        };
+        match seen.get(&(addr, port)) {
+            Some(first) => problems.push(Problem::new(
+                at,
+                format!("{frontend} is already {place}.frontends[{first}]"),
+            )),
+            None => {
+                seen.insert((addr, port), j);
+            }
+        }
+        frontends.push(frontend);
+    }
+    let family = first_family.map(|(_, ip)| ip.is_ipv4());
+    ((problems.len() == before).then_some(frontends), family)
+}
+
+fn read_backends(
+    raw: &[RawBackend],
+    place: &str,
+    family: Option<bool>,
+    problems: &mut Vec<Problem>,
+) -> Vec<Backend> {
+    let mut backends: Vec<Backend> = Vec::with_capacity(raw.len());
+    // Where each address was first written, for messages.
+    let mut seen: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+    for (j, b) in raw.iter().enumerate() {
+        let at = format!("{place}.backends[{j}]");
+        let addr = match parse_backend_address(&b.address.0) {
+            Err(e) => {
+                problems.push(Problem::new(format!("{at}.address"), e));
+                None
+            }
+            Ok(addr) => match family {
+                Some(v4) if v4 != addr.is_ipv4() => {
+                    problems.push(Problem::new(
+                        format!("{at}.address"),
+                        format!(
+                            "{addr} is {} but the service's frontends are {}: the datapath \
+                             translates within one address family (no NAT46 or NAT64)",
+                            family_name(addr.ip()),
+                            if v4 { "IPv4" } else { "IPv6" }
+                        ),
+                    ));
+                    None
+                }
+                _ => Some(addr),
+            },
+        };
+        let weight = match b.weight {
+            None => Some(1),
+            Some(0) => {
+                problems.push(Problem::new(
+                    format!("{at}.weight"),
+                    format!(
+                        "0 is not a weight (1-{MAX_WEIGHT}): to stop new flows to a backend, \
+                         set state: draining"
+                    ),
+                ));
+                None
+            }
+            Some(w) => match u32::try_from(w)
+                .ok()
+                .filter(|w| i64::from(*w) <= MAX_WEIGHT)
+            {
+                Some(w) => Some(w),
+                None => {
+                    problems.push(Problem::new(
+                        format!("{at}.weight"),
+                        format!("{w} is out of range 1-{MAX_WEIGHT}"),
+                    ));
+                    None
+                }
+            },
+        };
+        let state = match b.state.as_deref() {
+            None | Some("active") => Some(BackendState::Active),
+            Some("draining") => Some(BackendState::Draining),
+            Some("terminating") => {
+                problems.push(Problem::new(
+                    format!("{at}.state"),
+                    "terminating comes from Kubernetes endpoints only: use active or draining",
+                ));
+                None
+            }
+            Some(other) => {
+                problems.push(Problem::new(
+                    format!("{at}.state"),
+                    format!("`{other}` is not a backend state: use active or draining"),
+                ));
+                None
+            }
+        };
+        let (Some(addr), Some(weight), Some(state)) = (addr, weight, state) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&addr) {
+            problems.push(Problem::new(
+                format!("{at}.address"),
+                format!("{addr} is already {place}.backends[{first}]"),
+            ));
+            continue;
+        }
+        seen.insert(addr, j);
+        backends.push(Backend {
+            addr,
+            weight,
+            state,
+        });
+    }
+    backends
+}
+
+/// `ip:port` or `[ipv6]:port`, with the address rules of frontends.
+fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
+    let shape = || format!("`{text}` is not ip:port (IPv6 as [2001:2::1]:80)");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(shape)?;
+        (host, after.strip_prefix(':').ok_or_else(shape)?)
+    } else {
+        let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+        if host.contains(':') {
+            return Err(format!(
+                "`{text}`: an IPv6 address needs brackets: [{host}]:{port}"
+            ));
+        }
+        (host, port)
+    };
+    let port: i64 = port
+        .parse()
+        .map_err(|_| format!("`{text}`: `{port}` is not a port number"))?;
+    let port = check_port(port).map_err(|e| format!("`{text}`: port {e}"))?;
+    Ok(SocketAddr::new(parse_ip(host)?, port))
+}
+
+/// A duration within `min..=max`, `default` when absent.
+fn read_duration(
+    raw: Option<&DurationText>,
+    place: String,
+    default: Duration,
+    (min, max): (Duration, Duration),
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    let Some(DurationText(text)) = raw else {
+        return Some(default);
+    };
+    let value = match humantime::parse_duration(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(Problem::new(
+                place,
+                format!("`{text}` is not a duration ({e}): write it like 2s, 500ms or 3h"),
+            ));
+            return None;
+        }
+    };
+    if !(min..=max).contains(&value) {
+        problems.push(Problem::new(
+            place,
+            format!(
+                "{text} is out of range {}-{}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) -> Option<Affinity> {
+    if raw.kind != "client_ip" {
+        problems.push(Problem::new(
+            format!("{place}.type"),
+            format!(
+                "`{}` is not a session affinity: use client_ip (or leave session_affinity out)",
+                raw.kind
+            ),
+        ));
+    }
+    let timeout = read_duration(
+        raw.timeout.as_ref(),
+        format!("{place}.timeout"),
+        DEFAULT_AFFINITY_TIMEOUT,
+        (
+            Duration::from_secs(1),
+            Duration::from_secs(MAX_AFFINITY_TIMEOUT_SECS),
+        ),
+        problems,
+    )?;
+    if timeout.subsec_nanos() != 0 {
+        // The datapath keeps affinity in whole seconds, like Kubernetes'
+        // timeoutSeconds.
+        problems.push(Problem::new(
+            format!("{place}.timeout"),
+            format!(
+                "{} is not a whole number of seconds",
+                humantime::format_duration(timeout)
+            ),
+        ));
+        return None;
+    }
+    (raw.kind == "client_ip").then_some(Affinity { timeout })
+}
+
+fn read_threshold(
+    raw: Option<i64>,
+    place: String,
+    default: i64,
+    problems: &mut Vec<Problem>,
+) -> Option<u32> {
+    let value = raw.unwrap_or(default);
+    match u32::try_from(value)
+        .ok()
+        .filter(|v| (1..=MAX_THRESHOLD).contains(&i64::from(*v)))
+    {
+        Some(v) => Some(v),
+        None => {
+            problems.push(Problem::new(
+                place,
+                format!("{value} is out of range 1-{MAX_THRESHOLD}"),
+            ));
+            None
+        }
+    }
+}
+
+fn read_health_check(
+    raw: &RawHealthCheck,
+    place: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<HealthCheck> {
+    let before = problems.len();
+    let probe = match (raw.kind.as_str(), raw.path.as_deref()) {
+        ("tcp", None) => Some(Probe::Tcp),
+        ("tcp", Some(_)) => {
+            problems.push(Problem::new(
+                format!("{place}.path"),
+                "only an http check has a path: remove it or use type: http",
+            ));
+            None
+        }
+        ("http", None) => {
+            problems.push(Problem::new(
+                format!("{place}.path"),
+                "required for an http check: the path to GET, like /healthz",
+            ));
+            None
+        }
+        ("http", Some(path)) => {
+            if !path.starts_with('/') || !path.chars().all(|c| c.is_ascii_graphic()) {
+                problems.push(Problem::new(
+                    format!("{place}.path"),
+                    format!(
+                        "`{path}` is not a request path: it starts with '/' and has no spaces \
+                         or control characters"
+                    ),
+                ));
+                None
+            } else {
+                Some(Probe::Http {
+                    path: path.to_owned(),
+                })
+            }
+        }
+        (other, _) => {
+            problems.push(Problem::new(
+                format!("{place}.type"),
+                format!("`{other}` is not a health check type: use tcp or http"),
+            ));
+            None
+        }
+    };
+    let port = match raw.port {
+        None => None,
+        Some(p) => match check_port(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(Problem::new(format!("{place}.port"), e));
+                None
+            }
+        },
+    };
+    let interval = read_duration(
+        raw.interval.as_ref(),
+        format!("{place}.interval"),
+        DEFAULT_INTERVAL,
+        (MIN_INTERVAL, MAX_INTERVAL),
+        problems,
+    );
+    let timeout = read_duration(
+        raw.timeout.as_ref(),
+        format!("{place}.timeout"),
+        DEFAULT_PROBE_TIMEOUT,
+        (Duration::from_millis(1), MAX_INTERVAL),
+        problems,
+    );
+    if let (Some(interval), Some(timeout)) = (interval, timeout)
+        && timeout >= interval
+    {
+        // A probe still running when the next one is due would overlap it.
+        problems.push(Problem::new(
+            format!("{place}.timeout"),
+            format!(
+                "{} must be shorter than the interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    let rise = read_threshold(raw.rise, format!("{place}.rise"), DEFAULT_RISE, problems);
+    let fall = read_threshold(raw.fall, format!("{place}.fall"), DEFAULT_FALL, problems);
+    if problems.len() != before {
+        return None;
+    }
+    Some(HealthCheck {
+        probe: probe?,
+        port,
+        interval: interval?,
+        timeout: timeout?,
+        rise: rise?,
+        fall: fall?,
+    })
+}

@@ -1,0 +1,133 @@
+//! Kubernetes objects as a source: the pure [`translate`] from `Service` and
+//! `discovery.k8s.io/v1` `EndpointSlice` objects to a [`Model`], with
+//! kube-proxy's semantics (DESIGN.md, "Kubernetes semantics").
+//!
+//! The same function serves the Kubernetes mode (objects from reflector
+//! stores) and the file source (objects from YAML documents), so a cluster and
+//! a file with the same objects program the same datapath.
+
+mod endpoints;
+mod translate;
+pub(crate) mod validate;
+
+use std::{collections::BTreeMap, fmt, net::IpAddr, ops::RangeInclusive};
+
+use crate::model::Model;
+
+pub(crate) use translate::selected;
+pub use translate::translate;
+
+/// The label that ties an EndpointSlice to its Service (same namespace).
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label that hands a Service to a non-default proxy; kube-proxy (and xlb
+/// without `--service-proxy-name`) leaves such Services alone.
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+/// The label the EndpointSlice controller puts on the objects of headless
+/// Services; kube-proxy's selector excludes it.
+pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+
+/// Kubernetes' default `--service-node-port-range`, which is also the range
+/// the datapath balances on node addresses (every other port of a node
+/// address passes to the node's own stack).
+pub const NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
+
+/// The node this agent runs on, as the translation needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's name, compared with `EndpointSlice` endpoints' `nodeName`
+    /// for the `Local` traffic policies. Empty: no endpoint is local.
+    pub name: String,
+    /// The node addresses that serve NodePorts (like kube-proxy's
+    /// `--nodeport-addresses`). Empty: no NodePort frontend is created.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Choices that change which objects are translated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// `None`: replace kube-proxy, serving every Service that is not labelled
+    /// [`LABEL_SERVICE_PROXY_NAME`] or [`LABEL_HEADLESS`] (kube-proxy's own
+    /// selector). `Some(name)`: coexist with kube-proxy, serving only the
+    /// Services labelled `service.kubernetes.io/service-proxy-name=<name>`
+    /// (and still not those labelled headless).
+    pub service_proxy_name: Option<String>,
+}
+
+/// What [`translate`] made of the objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Translation {
+    /// The services to balance.
+    pub model: Model,
+    /// One line per thing left out or degraded that an operator may not
+    /// expect, each starting with the object it concerns (`default/dns:dns-sctp:
+    /// SCTP is not supported; skipped`). In a deterministic order.
+    pub warnings: Vec<String>,
+    /// How many things were left out, by reason (see [`SkipReason`] for what
+    /// each reason counts). Reasons that never happened are absent.
+    pub skipped: BTreeMap<SkipReason, usize>,
+}
+
+/// Why [`translate`] left something out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// A Service of type `ExternalName` (DNS only; nothing to balance).
+    ExternalName,
+    /// A headless Service (`clusterIP: None`): clients reach pods directly.
+    Headless,
+    /// A Service outside this proxy's label selector (see
+    /// [`TranslateOptions::service_proxy_name`]).
+    NotSelected,
+    /// A Service or EndpointSlice the API server would have rejected (one
+    /// per object; the warning names the first problem).
+    Invalid,
+    /// A second object with the same kind, namespace and name (every copy is
+    /// skipped, since which one is meant cannot be known).
+    Duplicate,
+    /// A Service port with protocol SCTP (one per port).
+    Sctp,
+    /// An externalIP or LoadBalancer ingress IP of an address family the
+    /// Service has no clusterIP in (one per address and port), as kube-proxy
+    /// ignores them.
+    OtherFamily,
+    /// A NodePort that no node address of its family can serve (one per
+    /// node port and family).
+    NoNodeAddress,
+    /// A frontend on one of the node's own addresses with a port outside
+    /// [`NODE_PORT_RANGE`] (one per frontend): the datapath passes those
+    /// ports to the node.
+    NodeAddressPort,
+    /// LoadBalancer ingress IPs of a Service with `loadBalancerSourceRanges`
+    /// (one per address and port): the model cannot carry the allow-list
+    /// yet, and serving them to every source would open what the Service
+    /// closes.
+    SourceRanges,
+    /// A LoadBalancer ingress IP with `ipMode: Proxy` (one per address and
+    /// port): the load balancer proxies to the nodes, so the IP is not
+    /// served here (KEP-1860, as kube-proxy).
+    ProxyIpMode,
+    /// A frontend already claimed by a service whose name sorts first (one
+    /// per frontend): two Services can name the same externalIP and port.
+    FrontendConflict,
+    /// An EndpointSlice of `addressType: FQDN` (one per slice).
+    FqdnSlice,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ExternalName => "external_name",
+            Self::Headless => "headless",
+            Self::NotSelected => "not_selected",
+            Self::Invalid => "invalid",
+            Self::Duplicate => "duplicate",
+            Self::Sctp => "sctp",
+            Self::OtherFamily => "other_family",
+            Self::NoNodeAddress => "no_node_address",
+            Self::NodeAddressPort => "node_address_port",
+            Self::SourceRanges => "source_ranges",
+            Self::ProxyIpMode => "proxy_ip_mode",
+            Self::FrontendConflict => "frontend_conflict",
+            Self::FqdnSlice => "fqdn_slice",
+        })
+    }
+}

@@ -1,0 +1,1588 @@
+//! Services and EndpointSlices to a [`Model`], with kube-proxy's semantics.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Service as KubeService, ServicePort},
+    discovery::v1::EndpointSlice,
+};
+
+use super::{
+    LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, NODE_PORT_RANGE, NodeInfo,
+    SkipReason, TranslateOptions, Translation, endpoints,
+    validate::{self, FieldError, ServiceType},
+};
+use crate::model::{
+    Affinity, Backend, Frontend, FrontendKind, Mode, Model, Protocol, Service, ServiceName,
+};
+
+/// kube-proxy's default ClientIP affinity timeout (3 hours).
+const DEFAULT_AFFINITY_SECS: u64 = 10_800;
+
+/// Translates Services and EndpointSlices into the services xlb balances on
+/// `node`. Pure and deterministic: the result depends on neither the order of
+/// `services` nor that of `slices`.
+///
+/// **Names.** One model service per Service port, named like kube-proxy's
+/// service port name: `namespace/name:port` — or `namespace/name` when the
+/// port has no name (the API allows that only for a Service's single port).
+/// Two suffixes split it further, each because the datapath balances one
+/// backend pool per service:
+/// - `/external`: when `internalTrafficPolicy` and `externalTrafficPolicy`
+///   differ (one `Local`, the other `Cluster`), the external frontends
+///   (NodePorts, LoadBalancer ingress IPs, externalIPs) get their own service
+///   with their own backends. The split follows the policies, not the
+///   endpoints, so a name never comes and goes as pods move.
+/// - `/ipv4` or `/ipv6`: a dual-stack Service's second family (that of
+///   `clusterIPs[1]`): the datapath translates within one family. The first
+///   family keeps the plain name, so turning a Service dual-stack does not
+///   rename what already runs.
+///
+/// A Service with both reads `namespace/name:port/ipv6/external`. Names and
+/// namespaces cannot contain '/', so none of these can collide.
+///
+/// **Frontends.** Every `clusterIPs` entry at `port` (kind vip); for NodePort
+/// and LoadBalancer Services with a `nodePort`, every node address of the
+/// family at `nodePort` (kind node); `status.loadBalancer.ingress[].ip`
+/// (unless `ipMode: Proxy`, KEP-1860) and `spec.externalIPs` at `port` (kind
+/// vip; node when the address is one of the node's, which the datapath only
+/// serves within [`NODE_PORT_RANGE`]). Addresses of a family the Service has no
+/// clusterIP in are ignored, as kube-proxy does. A frontend claimed by two
+/// services goes to the one whose name sorts first.
+///
+/// **Backends.** The endpoints of the Service's slices (label
+/// `kubernetes.io/service-name`, same namespace, addressType IPv4/IPv6), ports
+/// matched by name and protocol, KEP-1669 conditions (see
+/// `endpoints::backends`), `publishNotReadyAddresses` making every endpoint
+/// ready; weight 1 each; mode NAT. `internalTrafficPolicy: Local` limits the
+/// clusterIP frontends to endpoints on `node` (by `nodeName`);
+/// `externalTrafficPolicy: Local` does the same for the external frontends.
+/// A `Local` service with no local endpoint gets no backend: the datapath
+/// drops its packets, as kube-proxy does. The [`Model`] cannot yet tell that
+/// case from a service with no endpoints at all, which kube-proxy refuses
+/// (TCP RST / ICMP unreachable) rather than drops, so both drop for now.
+///
+/// **Affinity.** `sessionAffinity: ClientIP`, timeout
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800 s).
+///
+/// **Left out** (counted in [`Translation::skipped`]): ExternalName and
+/// headless Services, Services outside the label selector (see
+/// [`TranslateOptions`]), SCTP ports, FQDN slices, objects the API server
+/// would reject, and LoadBalancer ingress IPs of Services with
+/// `loadBalancerSourceRanges` (the model cannot carry the allow-list yet, and
+/// ignoring it would open what the Service closes). Topology hints and
+/// `trafficDistribution` are preferences and are not applied: every endpoint
+/// the policy allows is used.
+pub fn translate(
+    services: &[KubeService],
+    slices: &[EndpointSlice],
+    node: &NodeInfo,
+    options: &TranslateOptions,
+) -> Translation {
+    let mut out = Output::default();
+    let slices_by_service = index_slices(slices, &mut out);
+    let node_addresses: BTreeSet<IpAddr> = node.addresses.iter().copied().collect();
+
+    for service in unique_objects("Service", services, |s| &s.metadata, &mut out) {
+        let key = validate::object_name(&service.metadata);
+        let service_slices = slices_by_service.get(&key).map_or(&[][..], Vec::as_slice);
+        translate_service(
+            service,
+            service_slices,
+            node,
+            &node_addresses,
+            options,
+            &mut out,
+        );
+    }
+    out.resolve_conflicts();
+    Translation {
+        model: Model {
+            services: out.services,
+        },
+        warnings: out.warnings,
+        skipped: out.skipped,
+    }
+}
+
+/// Whether the label selector of `options` keeps `service` (kube-proxy's
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`,
+/// or `service.kubernetes.io/service-proxy-name=<name>` to coexist).
+pub(crate) fn selected(service: &KubeService, options: &TranslateOptions) -> bool {
+    let labels = service.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if label(LABEL_HEADLESS).is_some() {
+        return false;
+    }
+    match options.service_proxy_name.as_deref() {
+        None => label(LABEL_SERVICE_PROXY_NAME).is_none(),
+        Some(name) => label(LABEL_SERVICE_PROXY_NAME) == Some(name),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Output {
+    services: BTreeMap<ServiceName, Service>,
+    warnings: Vec<String>,
+    skipped: BTreeMap<SkipReason, usize>,
+}
+
+impl Output {
+    fn skip(&mut self, reason: SkipReason, warning: Option<String>) {
+        *self.skipped.entry(reason).or_default() += 1;
+        self.warnings.extend(warning);
+    }
+
+    /// Gives each frontend to the first service (by name) that claims it.
+    fn resolve_conflicts(&mut self) {
+        let mut owners: BTreeMap<(IpAddr, u16, Protocol), ServiceName> = BTreeMap::new();
+        let mut emptied = Vec::new();
+        let mut conflicts = Vec::new();
+        for (name, service) in &mut self.services {
+            service
+                .frontends
+                .retain(|f| match owners.get(&(f.addr, f.port, f.protocol)) {
+                    Some(owner) => {
+                        conflicts.push(format!(
+                            "{name}: frontend {f} is already served by {owner}; skipped"
+                        ));
+                        false
+                    }
+                    None => {
+                        owners.insert((f.addr, f.port, f.protocol), name.clone());
+                        true
+                    }
+                });
+            if service.frontends.is_empty() {
+                emptied.push(name.clone());
+            }
+        }
+        for warning in conflicts {
+            self.skip(SkipReason::FrontendConflict, Some(warning));
+        }
+        for name in emptied {
+            self.services.remove(&name);
+        }
+    }
+}
+
+/// The objects in `namespace/name` order, each name once: every copy of a
+/// name that appears more than once is skipped, as no order can say which
+/// one is meant.
+fn unique_objects<'a, T>(
+    kind: &str,
+    objects: &'a [T],
+    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    out: &mut Output,
+) -> Vec<&'a T> {
+    let mut by_name: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    for object in objects {
+        by_name
+            .entry(validate::object_name(meta(object)))
+            .or_default()
+            .push(object);
+    }
+    let mut unique = Vec::with_capacity(by_name.len());
+    for (name, copies) in by_name {
+        if let [only] = copies[..] {
+            unique.push(only);
+        } else {
+            out.warnings.push(format!(
+                "{kind} {name}: given {} times; every copy skipped",
+                copies.len()
+            ));
+            *out.skipped.entry(SkipReason::Duplicate).or_default() += copies.len();
+        }
+    }
+    unique
+}
+
+/// Valid IP slices by their Service's `namespace/name`, each list in slice
+/// name order.
+fn index_slices<'a>(
+    slices: &'a [EndpointSlice],
+    out: &mut Output,
+) -> BTreeMap<String, Vec<&'a EndpointSlice>> {
+    let mut index: BTreeMap<String, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in unique_objects("EndpointSlice", slices, |s| &s.metadata, out) {
+        let name = validate::object_name(&slice.metadata);
+        if let Some(first) = validate::endpoint_slice(slice).first() {
+            out.skip(
+                SkipReason::Invalid,
+                Some(invalid_warning("EndpointSlice", &name, first)),
+            );
+            continue;
+        }
+        if slice.address_type == "FQDN" {
+            out.skip(SkipReason::FqdnSlice, None);
+            continue;
+        }
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE_NAME))
+        else {
+            // Not a Service's slice (a custom controller's): nobody reads it.
+            continue;
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        index
+            .entry(format!("{namespace}/{service}"))
+            .or_default()
+            .push(slice);
+    }
+    index
+}
+
+fn invalid_warning(kind: &str, name: &str, error: &FieldError) -> String {
+    format!(
+        "{kind} {name}: {}: {}; skipped (the API server would reject it)",
+        error.place, error.message
+    )
+}
+
+/// What one Service port's frontends share: the Service-level fields.
+struct ServiceContext<'a> {
+    name: String,
+    ty: ServiceType,
+    /// The clusterIPs, primary family first.
+    cluster_ips: Vec<IpAddr>,
+    /// externalIPs and the LoadBalancer ingress IPs that are served.
+    external_ips: BTreeSet<IpAddr>,
+    internal_local: bool,
+    external_local: bool,
+    affinity: Option<Affinity>,
+    publish_not_ready: bool,
+    node: &'a NodeInfo,
+    node_addresses: &'a BTreeSet<IpAddr>,
+}
+
+fn translate_service(
+    service: &KubeService,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    node_addresses: &BTreeSet<IpAddr>,
+    options: &TranslateOptions,
+    out: &mut Output,
+) {
+    let name = validate::object_name(&service.metadata);
+    if !selected(service, options) {
+        out.skip(SkipReason::NotSelected, None);
+        return;
+    }
+    let errors = validate::service(service);
+    if let Some(first) = errors.first() {
+        out.skip(
+            SkipReason::Invalid,
+            Some(invalid_warning("Service", &name, first)),
+        );
+        return;
+    }
+    let Some(spec) = service.spec.as_ref() else {
+        // Unreachable after validation, which requires spec; skipping keeps
+        // this function total anyway.
+        return;
+    };
+    let Ok(ty) = ServiceType::of(spec) else {
+        return;
+    };
+    if ty == ServiceType::ExternalName {
+        out.skip(SkipReason::ExternalName, None);
+        return;
+    }
+    if validate::is_headless(spec) {
+        out.skip(SkipReason::Headless, None);
+        return;
+    }
+
+    let cluster_ips: Vec<IpAddr> = validate::cluster_ips(spec)
+        .iter()
+        .filter_map(|(_, ip)| ip.parse().ok())
+        .collect();
+    let mut external_ips: BTreeSet<IpAddr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let source_ranges = spec
+        .load_balancer_source_ranges
+        .as_ref()
+        .is_some_and(|r| !r.is_empty());
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    let port_count = spec.ports.as_ref().map_or(0, Vec::len);
+    for entry in ingress {
+        let Some(ip) = entry.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        if entry.ip_mode.as_deref() == Some("Proxy") {
+            *out.skipped.entry(SkipReason::ProxyIpMode).or_default() += port_count;
+        } else if source_ranges {
+            out.warnings.push(format!(
+                "Service {name}: LoadBalancer IP {ip} not served: loadBalancerSourceRanges \
+                 cannot be enforced by this build"
+            ));
+            *out.skipped.entry(SkipReason::SourceRanges).or_default() += port_count;
+        } else {
+            external_ips.insert(ip);
+        }
+    }
+
+    let timeout_secs = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(DEFAULT_AFFINITY_SECS);
+    let context = ServiceContext {
+        ty,
+        cluster_ips,
+        external_ips,
+        internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+        external_local: validate::externally_accessible(spec, ty)
+            && spec.external_traffic_policy.as_deref() == Some("Local"),
+        affinity: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| Affinity {
+            timeout: Duration::from_secs(timeout_secs),
+        }),
+        publish_not_ready: spec.publish_not_ready_addresses == Some(true),
+        node,
+        node_addresses,
+        name,
+    };
+    for port in spec.ports.iter().flatten() {
+        translate_port(&context, port, slices, out);
+    }
+}
+
+fn translate_port(
+    context: &ServiceContext<'_>,
+    port: &ServicePort,
+    slices: &[&EndpointSlice],
+    out: &mut Output,
+) {
+    let port_name = port.name.as_deref().unwrap_or("");
+    let port_id = if port_name.is_empty() {
+        context.name.clone()
+    } else {
+        format!("{}:{port_name}", context.name)
+    };
+    let protocol_name = port.protocol.as_deref().unwrap_or("TCP");
+    let protocol = match protocol_name {
+        "TCP" => Protocol::Tcp,
+        "UDP" => Protocol::Udp,
+        _ => {
+            out.skip(
+                SkipReason::Sctp,
+                Some(format!(
+                    "{port_id}: {protocol_name} is not supported; skipped"
+                )),
+            );
+            return;
+        }
+    };
+    // Validated: 1-65535.
+    let Ok(number) = u16::try_from(port.port) else {
+        return;
+    };
+    let node_port = port
+        .node_port
+        .filter(|_| context.ty.has_node_ports())
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n != 0);
+
+    for ip in &context.external_ips {
+        if !context
+            .cluster_ips
+            .iter()
+            .any(|c| c.is_ipv4() == ip.is_ipv4())
+        {
+            out.skip(
+                SkipReason::OtherFamily,
+                Some(format!(
+                    "{port_id}: {ip} not served: the Service has no {} clusterIP",
+                    validate::family_name(*ip)
+                )),
+            );
+        }
+    }
+
+    let endpoints = endpoints::collect(slices, port_name, protocol_name, context.publish_not_ready);
+    for (index, cluster_ip) in context.cluster_ips.iter().enumerate() {
+        let ipv4 = cluster_ip.is_ipv4();
+        let base = match (index, ipv4) {
+            (0, _) => port_id.clone(),
+            (_, true) => format!("{port_id}/ipv4"),
+            (_, false) => format!("{port_id}/ipv6"),
+        };
+        let frontend = |addr: IpAddr, port: u16, out: &mut Output| {
+            frontend(context, &base, addr, port, protocol, out)
+        };
+
+        let cluster: Vec<Frontend> = frontend(*cluster_ip, number, out).into_iter().collect();
+        let mut external = Vec::new();
+        if let Some(node_port) = node_port {
+            let addresses: Vec<IpAddr> = context
+                .node_addresses
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv4() == ipv4)
+                .collect();
+            if addresses.is_empty() {
+                out.skip(
+                    SkipReason::NoNodeAddress,
+                    Some(format!(
+                        "{base}: nodePort {node_port}/{protocol} not served: the node has no {} \
+                         address",
+                        validate::family_name(*cluster_ip)
+                    )),
+                );
+            }
+            external.extend(addresses.into_iter().map(|addr| Frontend {
+                addr,
+                port: node_port,
+                protocol,
+                kind: FrontendKind::Node,
+            }));
+        }
+        for ip in context
+            .external_ips
+            .iter()
+            .filter(|ip| ip.is_ipv4() == ipv4)
+        {
+            external.extend(frontend(*ip, number, out));
+        }
+
+        let backends = |local: bool| {
+            let node = local.then_some(context.node.name.as_str());
+            endpoints::backends(&endpoints, ipv4, node)
+        };
+        if context.internal_local == context.external_local {
+            let mut frontends = cluster;
+            frontends.extend(external);
+            insert(
+                context,
+                out,
+                base,
+                frontends,
+                protocol,
+                backends(context.internal_local),
+            );
+        } else {
+            let external_name = format!("{base}/external");
+            insert(
+                context,
+                out,
+                base,
+                cluster,
+                protocol,
+                backends(context.internal_local),
+            );
+            insert(
+                context,
+                out,
+                external_name,
+                external,
+                protocol,
+                backends(context.external_local),
+            );
+        }
+    }
+}
+
+/// A frontend at `addr`: kind node when `addr` is one of the node's
+/// addresses — then only a port in the NodePort range can be served, as the
+/// datapath passes every other port of a node address to the node.
+fn frontend(
+    context: &ServiceContext<'_>,
+    service: &str,
+    addr: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    out: &mut Output,
+) -> Option<Frontend> {
+    let kind = if context.node_addresses.contains(&addr) {
+        if !NODE_PORT_RANGE.contains(&port) {
+            out.skip(
+                SkipReason::NodeAddressPort,
+                Some(format!(
+                    "{service}: {addr} is this node's address and port {port} is outside the \
+                     NodePort range {}-{}; not served",
+                    NODE_PORT_RANGE.start(),
+                    NODE_PORT_RANGE.end()
+                )),
+            );
+            return None;
+        }
+        FrontendKind::Node
+    } else {
+        FrontendKind::Vip
+    };
+    Some(Frontend {
+        addr,
+        port,
+        protocol,
+        kind,
+    })
+}
+
+fn insert(
+    context: &ServiceContext<'_>,
+    out: &mut Output,
+    name: String,
+    frontends: Vec<Frontend>,
+    protocol: Protocol,
+    backends: Vec<Backend>,
+) {
+    let frontends: BTreeSet<Frontend> = frontends.into_iter().collect();
+    if frontends.is_empty() {
+        return;
+    }
+    out.services.insert(
+        ServiceName(name),
+        Service {
+            protocol,
+            frontends: frontends.into_iter().collect(),
+            backends,
+            mode: Mode::Nat,
+            affinity: context.affinity,
+            health_check: None,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::{core::v1::Service as KubeService, discovery::v1::EndpointSlice};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::model::{BackendState, Model};
+
+    fn service(value: Value) -> KubeService {
+        serde_json::from_value(value).expect("a Service")
+    }
+
+    /// A Service `default/<name>` with `spec`.
+    fn svc(name: &str, spec: Value) -> KubeService {
+        service(json!({ "metadata": { "name": name, "namespace": "default" }, "spec": spec }))
+    }
+
+    /// A ClusterIP Service `default/web` at 198.18.100.1 with one port `http` 80/TCP.
+    fn web(extra: Value) -> KubeService {
+        let mut spec = json!({
+            "clusterIP": "198.18.100.1",
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }],
+        });
+        merge(&mut spec, extra);
+        svc("web", spec)
+    }
+
+    fn merge(into: &mut Value, extra: Value) {
+        if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+            into.extend(extra);
+        }
+    }
+
+    fn slice(
+        name: &str,
+        service: &str,
+        family: &str,
+        ports: Value,
+        endpoints: Value,
+    ) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "labels": { "kubernetes.io/service-name": service },
+            },
+            "addressType": family,
+            "ports": ports,
+            "endpoints": endpoints,
+        }))
+        .expect("an EndpointSlice")
+    }
+
+    /// An endpoint on `node` with the given conditions (`null`: unset).
+    fn ep(addr: &str, node: &str, ready: Value, serving: Value, terminating: Value) -> Value {
+        json!({
+            "addresses": [addr],
+            "nodeName": node,
+            "conditions": { "ready": ready, "serving": serving, "terminating": terminating },
+        })
+    }
+
+    fn ready(addr: &str, node: &str) -> Value {
+        ep(addr, node, json!(true), json!(true), json!(false))
+    }
+
+    fn terminating(addr: &str, node: &str) -> Value {
+        ep(addr, node, json!(false), json!(true), json!(true))
+    }
+
+    /// The slice of `default/web` with port `http` 8080/TCP.
+    fn web_slice(endpoints: Value) -> EndpointSlice {
+        slice(
+            "web-1",
+            "web",
+            "IPv4",
+            json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]),
+            endpoints,
+        )
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "node-a".to_owned(),
+            addresses: vec![
+                "198.18.0.10".parse().unwrap(),
+                "2001:2::10".parse().unwrap(),
+            ],
+        }
+    }
+
+    fn run(services: &[KubeService], slices: &[EndpointSlice]) -> Translation {
+        translate(services, slices, &node(), &TranslateOptions::default())
+    }
+
+    /// One line per service: `name: frontends => backends [affinity]`.
+    fn describe(model: &Model) -> Vec<String> {
+        model
+            .services
+            .iter()
+            .map(|(name, s)| {
+                assert_eq!(s.mode, Mode::Nat);
+                assert!(s.health_check.is_none());
+                let frontends: Vec<String> = s
+                    .frontends
+                    .iter()
+                    .map(|f| {
+                        assert_eq!(f.protocol, s.protocol);
+                        let kind = match f.kind {
+                            FrontendKind::Vip => "vip",
+                            FrontendKind::Node => "node",
+                        };
+                        format!("{f} {kind}")
+                    })
+                    .collect();
+                let backends: Vec<String> = s
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        assert_eq!(b.weight, 1);
+                        let state = match b.state {
+                            BackendState::Active => "active",
+                            BackendState::Draining => "draining",
+                            BackendState::Terminating => "terminating",
+                        };
+                        format!("{} {state}", b.addr)
+                    })
+                    .collect();
+                let affinity = s
+                    .affinity
+                    .map(|a| format!(" affinity {}s", a.timeout.as_secs()))
+                    .unwrap_or_default();
+                format!(
+                    "{name}: {} => {}{affinity}",
+                    frontends.join(", "),
+                    backends.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    fn skipped(t: &Translation) -> Vec<(SkipReason, usize)> {
+        t.skipped.iter().map(|(r, n)| (*r, *n)).collect()
+    }
+
+    #[test]
+    fn cluster_ip_named_port_is_namespace_name_port() {
+        let t = run(
+            &[web(json!({}))],
+            &[web_slice(json!([ready("198.18.2.1", "node-a")]))],
+        );
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+        assert!(t.warnings.is_empty() && t.skipped.is_empty());
+    }
+
+    #[test]
+    fn an_unnamed_port_is_namespace_name() {
+        let s = svc(
+            "web",
+            json!({ "clusterIP": "198.18.100.1", "ports": [{ "port": 80 }] }),
+        );
+        let sl = slice(
+            "web-1",
+            "web",
+            "IPv4",
+            json!([{ "port": 8080 }]),
+            json!([ready("198.18.2.1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[sl]).model),
+            ["default/web: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+    }
+
+    #[test]
+    fn each_port_is_a_service_with_endpoints_matched_by_port_name() {
+        let s = web(json!({ "ports": [
+            { "name": "http", "port": 80 },
+            { "name": "metrics", "port": 9090 },
+        ]}));
+        let sl = slice(
+            "web-1",
+            "web",
+            "IPv4",
+            json!([{ "name": "metrics", "port": 19090 }, { "name": "http", "port": 8080 }]),
+            json!([ready("198.18.2.1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[sl]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active",
+                "default/web:metrics: 198.18.100.1:9090/TCP vip => 198.18.2.1:19090 active",
+            ]
+        );
+    }
+
+    #[test]
+    fn slice_ports_match_by_protocol_too() {
+        let s = svc(
+            "dns",
+            json!({ "clusterIP": "198.18.100.10", "ports": [
+                { "name": "dns", "port": 53, "protocol": "UDP" },
+                { "name": "dns-tcp", "port": 53, "protocol": "TCP" },
+            ]}),
+        );
+        let sl = slice(
+            "dns-1",
+            "dns",
+            "IPv4",
+            // A TCP port named like the UDP one does not serve it.
+            json!([{ "name": "dns", "port": 5353, "protocol": "TCP" },
+                   { "name": "dns-tcp", "port": 53, "protocol": "TCP" }]),
+            json!([ready("198.18.2.1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[sl]).model),
+            [
+                "default/dns:dns: 198.18.100.10:53/UDP vip => ",
+                "default/dns:dns-tcp: 198.18.100.10:53/TCP vip => 198.18.2.1:53 active",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_without_matching_endpoints_is_a_service_without_backends() {
+        let sl = slice(
+            "web-1",
+            "web",
+            "IPv4",
+            json!([{ "name": "https", "port": 8443 }]),
+            json!([ready("198.18.2.1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[sl]).model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+    }
+
+    #[test]
+    fn dual_stack_is_one_service_per_family_the_second_suffixed() {
+        let s = web(
+            json!({ "clusterIPs": ["2001:2::100", "198.18.100.1"], "clusterIP": "2001:2::100" }),
+        );
+        let v4 = web_slice(json!([ready("198.18.2.1", "n")]));
+        let v6 = slice(
+            "web-2",
+            "web",
+            "IPv6",
+            json!([{ "name": "http", "port": 8080 }]),
+            json!([ready("2001:2::2:1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[v4, v6]).model),
+            [
+                "default/web:http: [2001:2::100]:80/TCP vip => [2001:2::2:1]:8080 active",
+                "default/web:http/ipv4: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active",
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_of_another_family_are_not_backends() {
+        let v6 = slice(
+            "web-2",
+            "web",
+            "IPv6",
+            json!([{ "name": "http", "port": 8080 }]),
+            json!([ready("2001:2::2:1", "n")]),
+        );
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[v6]).model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+    }
+
+    #[test]
+    fn node_port_is_served_on_the_node_addresses_of_its_family() {
+        let s = web(json!({ "type": "NodePort",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }));
+        let t = run(&[s], &[web_slice(json!([ready("198.18.2.1", "n")]))]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/web:http: 198.18.0.10:30080/TCP node, 198.18.100.1:80/TCP vip => \
+              198.18.2.1:8080 active"
+            ]
+        );
+        assert!(t.warnings.is_empty());
+    }
+
+    #[test]
+    fn node_port_without_a_node_address_of_its_family_warns() {
+        let s = web(json!({ "type": "NodePort",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }));
+        let t = translate(
+            &[s],
+            &[],
+            &NodeInfo::default(),
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            ["default/web:http: nodePort 30080/TCP not served: the node has no IPv4 address"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::NoNodeAddress, 1)]);
+    }
+
+    #[test]
+    fn load_balancer_serves_ingress_ips_and_node_ports() {
+        let mut s = web(json!({ "type": "LoadBalancer",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }));
+        s.status = serde_json::from_value(json!({ "loadBalancer": { "ingress": [
+            { "ip": "198.18.200.1" }, { "hostname": "lb.example" },
+        ]}}))
+        .unwrap();
+        assert_eq!(
+            describe(&run(&[s], &[]).model),
+            [
+                "default/web:http: 198.18.0.10:30080/TCP node, 198.18.100.1:80/TCP vip, \
+              198.18.200.1:80/TCP vip => "
+            ]
+        );
+    }
+
+    #[test]
+    fn load_balancer_without_node_ports_has_none() {
+        let s = web(json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false }));
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert!(t.warnings.is_empty());
+    }
+
+    #[test]
+    fn ingress_ip_mode_proxy_is_not_served_here() {
+        let mut s = web(json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false }));
+        s.status = serde_json::from_value(json!({ "loadBalancer": { "ingress": [
+            { "ip": "198.18.200.1", "ipMode": "Proxy" }, { "ip": "198.18.200.2", "ipMode": "VIP" },
+        ]}}))
+        .unwrap();
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip, 198.18.200.2:80/TCP vip => "]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::ProxyIpMode, 1)]);
+    }
+
+    #[test]
+    fn source_ranges_keep_ingress_ips_closed() {
+        let mut s = web(
+            json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "loadBalancerSourceRanges": ["198.18.0.0/24"] }),
+        );
+        s.status = serde_json::from_value(
+            json!({ "loadBalancer": { "ingress": [{ "ip": "198.18.200.1" }]}}),
+        )
+        .unwrap();
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            [
+                "Service default/web: LoadBalancer IP 198.18.200.1 not served: \
+              loadBalancerSourceRanges cannot be enforced by this build"
+            ]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::SourceRanges, 1)]);
+    }
+
+    #[test]
+    fn external_ips_are_vips() {
+        let s = web(json!({ "externalIPs": ["198.18.201.1", "198.18.201.1", "198.18.201.2"] }));
+        assert_eq!(
+            describe(&run(&[s], &[]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip, 198.18.201.1:80/TCP vip, \
+              198.18.201.2:80/TCP vip => "
+            ]
+        );
+    }
+
+    #[test]
+    fn external_ips_of_a_family_without_cluster_ip_are_ignored() {
+        let s = web(json!({ "externalIPs": ["2001:2::201"] }));
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            ["default/web:http: 2001:2::201 not served: the Service has no IPv6 clusterIP"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::OtherFamily, 1)]);
+    }
+
+    #[test]
+    fn an_external_ip_on_a_node_address_is_a_node_frontend_within_the_node_port_range() {
+        let s = web(json!({ "externalIPs": ["198.18.0.10"], "ports": [
+            { "name": "http", "port": 80 }, { "name": "alt", "port": 30999 },
+        ]}));
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/web:alt: 198.18.0.10:30999/TCP node, 198.18.100.1:30999/TCP vip => ",
+                "default/web:http: 198.18.100.1:80/TCP vip => ",
+            ]
+        );
+        assert_eq!(
+            t.warnings,
+            [
+                "default/web:http: 198.18.0.10 is this node's address and port 80 is outside the \
+              NodePort range 30000-32767; not served"
+            ]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::NodeAddressPort, 1)]);
+    }
+
+    #[test]
+    fn external_name_and_headless_services_are_skipped_silently() {
+        let external = svc(
+            "ext",
+            json!({ "type": "ExternalName", "externalName": "db.example" }),
+        );
+        let headless = svc(
+            "db",
+            json!({ "clusterIP": "None", "ports": [{ "port": 5432 }] }),
+        );
+        let t = run(&[external, headless], &[]);
+        assert!(t.model.services.is_empty());
+        assert!(t.warnings.is_empty());
+        assert_eq!(
+            skipped(&t),
+            [(SkipReason::ExternalName, 1), (SkipReason::Headless, 1)]
+        );
+    }
+
+    fn labelled(labels: Value) -> KubeService {
+        let mut s = web(json!({}));
+        s.metadata.labels = serde_json::from_value(labels).unwrap();
+        s
+    }
+
+    #[test]
+    fn without_a_proxy_name_labelled_services_are_left_to_their_proxy() {
+        for labels in [
+            json!({ "service.kubernetes.io/service-proxy-name": "other" }),
+            json!({ "service.kubernetes.io/headless": "" }),
+        ] {
+            let t = run(&[labelled(labels)], &[]);
+            assert!(t.model.services.is_empty());
+            assert_eq!(skipped(&t), [(SkipReason::NotSelected, 1)]);
+        }
+        let t = run(&[labelled(json!({ "app": "web" }))], &[]);
+        assert_eq!(t.model.services.len(), 1);
+    }
+
+    #[test]
+    fn with_a_proxy_name_only_services_labelled_with_it_are_served() {
+        let options = TranslateOptions {
+            service_proxy_name: Some("xlb".to_owned()),
+        };
+        let mine = labelled(json!({ "service.kubernetes.io/service-proxy-name": "xlb" }));
+        let mut other = labelled(json!({ "service.kubernetes.io/service-proxy-name": "other" }));
+        other.metadata.name = Some("other".to_owned());
+        let mut plain = web(json!({}));
+        plain.metadata.name = Some("plain".to_owned());
+        let t = translate(&[mine, other, plain], &[], &node(), &options);
+        assert_eq!(
+            t.model
+                .services
+                .keys()
+                .map(|k| k.0.as_str())
+                .collect::<Vec<_>>(),
+            ["default/web:http"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::NotSelected, 2)]);
+    }
+
+    #[test]
+    fn sctp_ports_are_skipped_with_a_warning() {
+        let s = svc(
+            "dns",
+            json!({ "clusterIP": "198.18.100.10", "ports": [
+                { "name": "dns", "port": 53, "protocol": "UDP" },
+                { "name": "dns-sctp", "port": 53, "protocol": "SCTP" },
+            ]}),
+        );
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/dns:dns: 198.18.100.10:53/UDP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            ["default/dns:dns-sctp: SCTP is not supported; skipped"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::Sctp, 1)]);
+    }
+
+    #[test]
+    fn slices_of_other_namespaces_or_without_the_label_are_not_used() {
+        let mut elsewhere = web_slice(json!([ready("198.18.2.1", "n")]));
+        elsewhere.metadata.namespace = Some("other".to_owned());
+        let mut unlabelled = web_slice(json!([ready("198.18.2.2", "n")]));
+        unlabelled.metadata.name = Some("web-2".to_owned());
+        unlabelled.metadata.labels = None;
+        let t = run(&[web(json!({}))], &[elsewhere, unlabelled]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert!(t.warnings.is_empty());
+    }
+
+    #[test]
+    fn fqdn_slices_are_ignored() {
+        let fqdn = slice(
+            "web-1",
+            "web",
+            "FQDN",
+            json!([{ "name": "http", "port": 8080 }]),
+            json!([{ "addresses": ["backend.example"] }]),
+        );
+        let t = run(&[web(json!({}))], &[fqdn]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::FqdnSlice, 1)]);
+    }
+
+    #[test]
+    fn endpoints_are_deduplicated_across_slices_and_a_ready_copy_wins() {
+        let first = web_slice(json!([
+            terminating("198.18.2.1", "n"),
+            ready("198.18.2.2", "n")
+        ]));
+        let mut second = web_slice(json!([ready("198.18.2.1", "n"), ready("198.18.2.2", "n")]));
+        second.metadata.name = Some("web-2".to_owned());
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[first, second]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active, \
+              198.18.2.2:8080 active"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_first_address_of_an_endpoint_is_used() {
+        let sl = web_slice(json!([{ "addresses": ["198.18.2.1", "198.18.2.9"] }]));
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[sl]).model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+    }
+
+    #[test]
+    fn unset_conditions_count_as_ready() {
+        let sl = web_slice(json!([
+            { "addresses": ["198.18.2.1"] },
+            ep("198.18.2.2", "n", json!(null), json!(null), json!(null)),
+        ]));
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[sl]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active, \
+              198.18.2.2:8080 active"
+            ]
+        );
+    }
+
+    #[test]
+    fn with_ready_endpoints_terminating_ones_keep_only_their_flows() {
+        let sl = web_slice(json!([
+            ready("198.18.2.1", "n"),
+            terminating("198.18.2.2", "n"),
+            // Not ready, not terminating: starting up, never a backend.
+            ep("198.18.2.3", "n", json!(false), json!(false), json!(false)),
+            // Terminating and no longer serving: gone.
+            ep("198.18.2.4", "n", json!(false), json!(false), json!(true)),
+        ]));
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[sl]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active, \
+              198.18.2.2:8080 terminating"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_ready_endpoints_serving_terminating_ones_take_new_flows() {
+        let sl = web_slice(json!([
+            terminating("198.18.2.2", "n"),
+            ep("198.18.2.3", "n", json!(false), json!(true), json!(false)),
+        ]));
+        assert_eq!(
+            describe(&run(&[web(json!({}))], &[sl]).model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.2:8080 active"]
+        );
+    }
+
+    #[test]
+    fn publish_not_ready_addresses_makes_every_endpoint_ready() {
+        let sl = web_slice(json!([
+            ready("198.18.2.1", "n"),
+            terminating("198.18.2.2", "n"),
+            ep("198.18.2.3", "n", json!(false), json!(false), json!(false)),
+        ]));
+        assert_eq!(
+            describe(&run(&[web(json!({ "publishNotReadyAddresses": true }))], &[sl]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active, \
+              198.18.2.2:8080 active, 198.18.2.3:8080 active"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_with_default_and_given_timeout() {
+        let t = run(&[web(json!({ "sessionAffinity": "ClientIP" }))], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip =>  affinity 10800s"]
+        );
+        let t = run(
+            &[web(json!({ "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 60 } } }))],
+            &[],
+        );
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip =>  affinity 60s"]
+        );
+        let t = run(&[web(json!({ "sessionAffinity": "None" }))], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+    }
+
+    fn two_nodes() -> EndpointSlice {
+        web_slice(json!([
+            ready("198.18.2.1", "node-a"),
+            ready("198.18.2.2", "node-b")
+        ]))
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_uses_node_local_endpoints() {
+        let t = run(
+            &[web(json!({ "internalTrafficPolicy": "Local" }))],
+            &[two_nodes()],
+        );
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+    }
+
+    #[test]
+    fn local_policy_applies_kep_1669_among_local_endpoints() {
+        let sl = web_slice(json!([
+            ready("198.18.2.2", "node-b"),
+            terminating("198.18.2.1", "node-a"),
+        ]));
+        let t = run(&[web(json!({ "internalTrafficPolicy": "Local" }))], &[sl]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_splits_off_the_external_frontends() {
+        let s = web(
+            json!({ "type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }),
+        );
+        let t = run(&[s], &[two_nodes()]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active, \
+                 198.18.2.2:8080 active",
+                "default/web:http/external: 198.18.0.10:30080/TCP node => 198.18.2.1:8080 active",
+            ]
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_without_local_endpoints_has_no_backends() {
+        let s = web(
+            json!({ "type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }),
+        );
+        let sl = web_slice(json!([ready("198.18.2.2", "node-b")]));
+        let t = run(&[s], &[sl]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.2:8080 active",
+                "default/web:http/external: 198.18.0.10:30080/TCP node => ",
+            ]
+        );
+    }
+
+    #[test]
+    fn both_policies_local_is_one_service_of_local_endpoints() {
+        let s = web(
+            json!({ "externalIPs": ["198.18.201.1"], "externalTrafficPolicy": "Local",
+            "internalTrafficPolicy": "Local" }),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[two_nodes()]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip, 198.18.201.1:80/TCP vip => \
+              198.18.2.1:8080 active"
+            ]
+        );
+    }
+
+    #[test]
+    fn internal_local_with_external_cluster_splits_too() {
+        let s = web(json!({ "externalIPs": ["198.18.201.1"], "internalTrafficPolicy": "Local" }));
+        assert_eq!(
+            describe(&run(&[s], &[two_nodes()]).model),
+            [
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active",
+                "default/web:http/external: 198.18.201.1:80/TCP vip => 198.18.2.1:8080 active, \
+                 198.18.2.2:8080 active",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_policy_on_a_node_without_a_name_has_no_local_endpoints() {
+        let s = web(json!({ "internalTrafficPolicy": "Local" }));
+        let node = NodeInfo::default();
+        let t = translate(&[s], &[two_nodes()], &node, &TranslateOptions::default());
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+    }
+
+    #[test]
+    fn dual_stack_with_external_local_names_family_then_external() {
+        let s = web(
+            json!({ "type": "NodePort", "externalTrafficPolicy": "Local",
+            "clusterIPs": ["198.18.100.1", "2001:2::100"],
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }),
+        );
+        let names: Vec<String> = run(&[s], &[])
+            .model
+            .services
+            .into_keys()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "default/web:http",
+                "default/web:http/external",
+                "default/web:http/ipv6",
+                "default/web:http/ipv6/external",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frontend_claimed_twice_goes_to_the_first_name() {
+        let a = web(json!({ "externalIPs": ["198.18.201.1"] }));
+        let mut b = web(json!({ "externalIPs": ["198.18.201.1"], "clusterIP": "198.18.100.2" }));
+        b.metadata.name = Some("api".to_owned());
+        let t = run(&[a, b], &[]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/api:http: 198.18.100.2:80/TCP vip, 198.18.201.1:80/TCP vip => ",
+                "default/web:http: 198.18.100.1:80/TCP vip => ",
+            ]
+        );
+        assert_eq!(
+            t.warnings,
+            [
+                "default/web:http: frontend 198.18.201.1:80/TCP is already served by \
+              default/api:http; skipped"
+            ]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::FrontendConflict, 1)]);
+    }
+
+    #[test]
+    fn an_object_given_twice_is_skipped_entirely() {
+        let t = run(&[web(json!({})), web(json!({}))], &[]);
+        assert!(t.model.services.is_empty());
+        assert_eq!(
+            t.warnings,
+            ["Service default/web: given 2 times; every copy skipped"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::Duplicate, 2)]);
+    }
+
+    #[test]
+    fn an_invalid_service_is_skipped_naming_its_first_problem() {
+        let s = web(json!({ "ports": [{ "name": "http", "port": 70000 }] }));
+        let t = run(&[s], &[]);
+        assert!(t.model.services.is_empty());
+        assert_eq!(
+            t.warnings,
+            [
+                "Service default/web: spec.ports[0].port: 70000 is out of range 1-65535; skipped \
+              (the API server would reject it)"
+            ]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::Invalid, 1)]);
+    }
+
+    #[test]
+    fn an_invalid_slice_is_skipped_naming_its_first_problem() {
+        let sl = web_slice(json!([ready("198.18.2.1", "n"), ready("2001:2::1", "n")]));
+        let t = run(&[web(json!({}))], &[sl]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            [
+                "EndpointSlice default/web-1: endpoints[1].addresses[0]: 2001:2::1 is IPv6 but \
+              addressType is IPv4; skipped (the API server would reject it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_ip_on_a_node_address_is_a_node_frontend() {
+        let s = web(json!({ "clusterIP": "198.18.0.10",
+            "ports": [{ "name": "http", "port": 31000 }] }));
+        assert_eq!(
+            describe(&run(&[s], &[]).model),
+            ["default/web:http: 198.18.0.10:31000/TCP node => "]
+        );
+    }
+
+    #[test]
+    fn a_service_left_without_frontends_is_not_in_the_model() {
+        // Its only frontend is a node address outside the NodePort range.
+        let s = web(json!({ "clusterIP": "198.18.0.10" }));
+        let t = run(&[s], &[]);
+        assert!(t.model.services.is_empty());
+        assert_eq!(skipped(&t), [(SkipReason::NodeAddressPort, 1)]);
+    }
+
+    #[test]
+    fn udp_services_are_udp_throughout() {
+        let s = svc(
+            "dns",
+            json!({ "clusterIP": "198.18.100.10",
+                "ports": [{ "name": "dns", "port": 53, "protocol": "UDP" }] }),
+        );
+        let sl = slice(
+            "dns-1",
+            "dns",
+            "IPv4",
+            json!([{ "name": "dns", "port": 53, "protocol": "UDP" }]),
+            json!([ready("198.18.2.1", "n")]),
+        );
+        let t = run(&[s], &[sl]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/dns:dns: 198.18.100.10:53/UDP vip => 198.18.2.1:53 active"]
+        );
+        assert!(
+            t.model
+                .services
+                .values()
+                .all(|s| s.protocol == Protocol::Udp)
+        );
+    }
+
+    // --- Order independence -------------------------------------------------
+
+    fn arb_endpoint() -> impl Strategy<Value = Value> {
+        (
+            0u8..6,
+            prop_oneof![Just("node-a"), Just("node-b")],
+            prop_oneof![Just(json!(true)), Just(json!(false)), Just(json!(null))],
+            prop_oneof![Just(json!(true)), Just(json!(false))],
+            prop_oneof![Just(json!(true)), Just(json!(false)), Just(json!(null))],
+        )
+            .prop_map(|(host, node, ready, serving, terminating)| {
+                ep(
+                    &format!("198.18.2.{}", host + 1),
+                    node,
+                    ready,
+                    serving,
+                    terminating,
+                )
+            })
+    }
+
+    fn arb_service(index: usize) -> impl Strategy<Value = KubeService> {
+        (
+            prop_oneof![Just("ClusterIP"), Just("NodePort"), Just("LoadBalancer")],
+            prop_oneof![Just("Cluster"), Just("Local")],
+            prop_oneof![Just("Cluster"), Just("Local")],
+            proptest::option::of(0u8..3),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                move |(ty, internal, external, external_ip, udp, two_ports)| {
+                    let protocol = if udp { "UDP" } else { "TCP" };
+                    let node_port =
+                        |n: usize| (ty != "ClusterIP").then_some(json!(30000 + index * 2 + n));
+                    let mut ports = vec![json!({ "name": "p0", "port": 80, "protocol": protocol,
+                    "nodePort": node_port(0) })];
+                    if two_ports {
+                        ports.push(json!({ "name": "p1", "port": 81, "protocol": protocol,
+                        "nodePort": node_port(1) }));
+                    }
+                    let mut spec = json!({
+                        "type": ty,
+                        "clusterIP": format!("198.18.100.{}", index + 1),
+                        "ports": ports,
+                        "internalTrafficPolicy": internal,
+                    });
+                    if let Some(ip) = external_ip {
+                        merge(
+                            &mut spec,
+                            json!({ "externalIPs": [format!("198.18.201.{}", ip + 1)] }),
+                        );
+                    }
+                    if ty != "ClusterIP" || external_ip.is_some() {
+                        merge(&mut spec, json!({ "externalTrafficPolicy": external }));
+                    }
+                    svc(&format!("svc-{index}"), spec)
+                },
+            )
+    }
+
+    fn arb_slice(index: usize) -> impl Strategy<Value = EndpointSlice> {
+        (
+            0usize..4,
+            any::<bool>(),
+            proptest::collection::vec(arb_endpoint(), 0..5),
+        )
+            .prop_map(move |(service, udp, endpoints)| {
+                let protocol = if udp { "UDP" } else { "TCP" };
+                slice(
+                    &format!("slice-{index}"),
+                    &format!("svc-{service}"),
+                    "IPv4",
+                    json!([{ "name": "p0", "port": 8080, "protocol": protocol },
+                           { "name": "p1", "port": 8081, "protocol": protocol }]),
+                    Value::Array(endpoints),
+                )
+            })
+    }
+
+    fn arb_objects() -> impl Strategy<Value = (Vec<KubeService>, Vec<EndpointSlice>)> {
+        let services: Vec<_> = (0..4).map(arb_service).collect();
+        let slices: Vec<_> = (0..6).map(arb_slice).collect();
+        (services, slices, 0usize..=4, 0usize..=6).prop_map(|(mut s, mut l, ns, nl)| {
+            s.truncate(ns);
+            l.truncate(nl);
+            (s, l)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn translate_is_deterministic_and_order_independent(
+            (services, slices, service_perm, slice_perm) in arb_objects().prop_flat_map(|(s, l)| {
+                let sp = Just((0..s.len()).collect::<Vec<_>>()).prop_shuffle();
+                let lp = Just((0..l.len()).collect::<Vec<_>>()).prop_shuffle();
+                (Just(s), Just(l), sp, lp)
+            }),
+        ) {
+            let expected = run(&services, &slices);
+            prop_assert_eq!(&run(&services, &slices), &expected);
+            let services: Vec<_> = service_perm.iter().map(|&i| services[i].clone()).collect();
+            let slices: Vec<_> = slice_perm.iter().map(|&i| slices[i].clone()).collect();
+            let got = run(&services, &slices);
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn skip_reasons_have_metric_label_names() {
+        let names: BTreeMap<String, SkipReason> = [
+            SkipReason::ExternalName,
+            SkipReason::Sctp,
+            SkipReason::FrontendConflict,
+        ]
+        .into_iter()
+        .map(|r| (r.to_string(), r))
+        .collect();
+        assert_eq!(
+            names.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["external_name", "frontend_conflict", "sctp"]
+        );
+    }
+}

@@ -1,0 +1,1127 @@
+//! The API server's validation of the Service and EndpointSlice fields that
+//! [`super::translate`] reads, plus the address rules the native format
+//! shares with it.
+//!
+//! Objects from a live API server already passed these checks; objects from a
+//! file did not, and the file source reports every problem found here.
+//! `translate` runs them too, so that an object no API server would accept is
+//! skipped rather than half-translated.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use k8s_openapi::api::{
+    core::v1::{Service, ServicePort, ServiceSpec},
+    discovery::v1::EndpointSlice,
+};
+
+use super::NODE_PORT_RANGE;
+
+/// One problem with one field of an object: `place` is the field's path in
+/// the object as written in YAML (`spec.ports[0].port`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    pub(crate) place: String,
+    pub(crate) message: String,
+}
+
+impl FieldError {
+    fn new(place: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            place: place.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The largest `sessionAffinityConfig.clientIP.timeoutSeconds` the API server
+/// accepts (one day); also the native format's limit.
+pub(crate) const MAX_AFFINITY_TIMEOUT_SECS: u64 = 86_400;
+
+/// Parses an address and applies [`check_unicast`]. Rust's parser already
+/// refuses what Kubernetes' strict parsing refuses (IPv4 octets with leading
+/// zeros, which some parsers read as octal).
+pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address"))?;
+    check_unicast(ip)?;
+    Ok(ip)
+}
+
+/// The API server's rules for an endpoint or external IP (`ValidateEndpointIP`,
+/// `ValidateNonSpecialIP`), plus multicast and broadcast, which cannot be a
+/// flow's destination either. IPv4-mapped IPv6 addresses are refused because
+/// the datapath uses that form for IPv4 itself: the two would be one address.
+pub(crate) fn check_unicast(ip: IpAddr) -> Result<(), String> {
+    let problem = match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() {
+                Some("is unspecified")
+            } else if v4 == Ipv4Addr::BROADCAST {
+                Some("is the broadcast address")
+            } else if v4.is_multicast() {
+                Some("is a multicast address (224.0.0.0/4)")
+            } else if v4.is_loopback() {
+                Some("is a loopback address (127.0.0.0/8)")
+            } else if v4.is_link_local() {
+                Some("is a link-local address (169.254.0.0/16)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() {
+                Some("is unspecified")
+            } else if v6.is_multicast() {
+                Some("is a multicast address (ff00::/8)")
+            } else if v6.is_loopback() {
+                Some("is the loopback address")
+            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                Some("is a link-local address (fe80::/10)")
+            } else if v6.to_ipv4_mapped().is_some() {
+                return Err(format!(
+                    "{ip} is an IPv4-mapped IPv6 address: write the IPv4 address itself"
+                ));
+            } else {
+                None
+            }
+        }
+    };
+    match problem {
+        Some(what) => Err(format!("{ip} {what}: give a unicast address")),
+        None => Ok(()),
+    }
+}
+
+/// `"IPv4"` or `"IPv6"`, as Kubernetes spells the families.
+pub(crate) fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// A port number in 1-65535.
+pub(crate) fn check_port(port: i64) -> Result<u16, String> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port} is out of range 1-65535"))
+}
+
+/// A NodePort: in [`NODE_PORT_RANGE`].
+pub(crate) fn check_node_port(port: i64) -> Result<u16, String> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| NODE_PORT_RANGE.contains(p))
+        .ok_or_else(|| {
+            format!(
+                "{port} is outside the NodePort range {}-{}",
+                NODE_PORT_RANGE.start(),
+                NODE_PORT_RANGE.end()
+            )
+        })
+}
+
+/// RFC 1123 label: lowercase alphanumerics and '-', alphanumeric at both
+/// ends, at most 63 characters (namespaces, port names).
+pub(crate) fn check_dns1123_label(name: &str) -> Result<(), String> {
+    check_name(name, 63, true, false, "a DNS label (RFC 1123)")
+}
+
+/// RFC 1035 label: like RFC 1123 but starting with a letter (Service names).
+pub(crate) fn check_dns1035_label(name: &str) -> Result<(), String> {
+    check_name(name, 63, false, false, "a DNS label (RFC 1035)")
+}
+
+/// RFC 1123 subdomain: labels joined by '.', at most 253 characters
+/// (EndpointSlice and node names).
+pub(crate) fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err(format!(
+            "`{name}` is longer than 253 characters: must be a DNS subdomain (RFC 1123)"
+        ));
+    }
+    if name
+        .split('.')
+        .all(|label| check_dns1123_label(label).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a DNS subdomain (RFC 1123): lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The native format's service names: lowercase alphanumerics, '-' and '.',
+/// alphanumeric at both ends, at most 63 characters. No '/' or ':', so they
+/// can never equal a Kubernetes service name (`namespace/name:port`).
+pub(crate) fn check_native_name(name: &str) -> Result<(), String> {
+    check_name(name, 63, true, true, "a name")
+}
+
+fn check_name(
+    name: &str,
+    max: usize,
+    digit_first: bool,
+    allow_dot: bool,
+    what: &str,
+) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("required: {what}"));
+    }
+    if name.len() > max {
+        return Err(format!(
+            "`{name}` is {} characters long; {what} has at most {max}",
+            name.len()
+        ));
+    }
+    let inner_ok = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_dot && c == '.')
+    };
+    let end_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || (digit_first && c.is_ascii_digit()));
+    let last = name.chars().next_back().is_some_and(end_ok);
+    if first && last && name.chars().all(inner_ok) {
+        return Ok(());
+    }
+    let start = if digit_first {
+        "a lowercase letter or digit"
+    } else {
+        "a lowercase letter"
+    };
+    let dot = if allow_dot { ", '.'" } else { "" };
+    Err(format!(
+        "`{name}` is not {what}: lowercase letters, digits{dot} and '-', starting with {start} \
+         and ending with a letter or digit"
+    ))
+}
+
+/// A Service's `metadata.namespace/metadata.name`, with `default` for a
+/// missing namespace (as `kubectl apply` assumes).
+pub(crate) fn object_name(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+fn check_meta(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    check_name: fn(&str) -> Result<(), String>,
+    errors: &mut Vec<FieldError>,
+) {
+    match meta.name.as_deref() {
+        None | Some("") => errors.push(FieldError::new("metadata.name", "required")),
+        Some(name) => {
+            if let Err(e) = check_name(name) {
+                errors.push(FieldError::new("metadata.name", e));
+            }
+        }
+    }
+    if let Some(ns) = meta.namespace.as_deref()
+        && let Err(e) = check_dns1123_label(ns)
+    {
+        errors.push(FieldError::new("metadata.namespace", e));
+    }
+}
+
+/// The Service types xlb knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ServiceType {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+impl ServiceType {
+    /// `spec.type`, `ClusterIP` when unset (the API server's default).
+    pub(crate) fn of(spec: &ServiceSpec) -> Result<Self, String> {
+        match spec.type_.as_deref() {
+            None | Some("") | Some("ClusterIP") => Ok(Self::ClusterIp),
+            Some("NodePort") => Ok(Self::NodePort),
+            Some("LoadBalancer") => Ok(Self::LoadBalancer),
+            Some("ExternalName") => Ok(Self::ExternalName),
+            Some(other) => Err(format!(
+                "`{other}` is not a service type: use ClusterIP, NodePort, LoadBalancer or \
+                 ExternalName"
+            )),
+        }
+    }
+
+    /// Whether the Service has node ports.
+    pub(crate) const fn has_node_ports(self) -> bool {
+        matches!(self, Self::NodePort | Self::LoadBalancer)
+    }
+}
+
+/// A Service port's protocol, `TCP` when unset (the API server's default).
+pub(crate) fn port_protocol(protocol: Option<&str>) -> Result<&str, String> {
+    match protocol {
+        None | Some("") => Ok("TCP"),
+        Some(p @ ("TCP" | "UDP" | "SCTP")) => Ok(p),
+        Some(other) => Err(format!("`{other}` is not a protocol: use TCP, UDP or SCTP")),
+    }
+}
+
+/// `spec.clusterIPs` if set, else `spec.clusterIP`, each with its place.
+/// Empty strings count as unset.
+pub(crate) fn cluster_ips(spec: &ServiceSpec) -> Vec<(String, &str)> {
+    match spec.cluster_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (format!("spec.clusterIPs[{i}]"), ip.as_str()))
+            .collect(),
+        _ => spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| vec![("spec.clusterIP".to_owned(), ip)])
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether a Service is headless (`clusterIP: None`).
+pub(crate) fn is_headless(spec: &ServiceSpec) -> bool {
+    cluster_ips(spec)
+        .first()
+        .is_some_and(|(_, ip)| *ip == "None")
+}
+
+/// Every problem the API server would find in the fields of `service` that
+/// `translate` reads. Empty: the Service is valid.
+pub(crate) fn service(service: &Service) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    check_meta(&service.metadata, check_dns1035_label, &mut errors);
+    let Some(spec) = service.spec.as_ref() else {
+        errors.push(FieldError::new("spec", "required"));
+        return errors;
+    };
+    let ty = match ServiceType::of(spec) {
+        Ok(ty) => ty,
+        Err(e) => {
+            errors.push(FieldError::new("spec.type", e));
+            return errors;
+        }
+    };
+    if ty == ServiceType::ExternalName {
+        // Skipped by translate: nothing else of it is read.
+        return errors;
+    }
+    let headless = is_headless(spec);
+    check_cluster_ips(spec, ty, headless, &mut errors);
+    check_ports(spec, ty, headless, &mut errors);
+
+    for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+        if let Err(e) = parse_ip(ip) {
+            errors.push(FieldError::new(format!("spec.externalIPs[{i}]"), e));
+        }
+    }
+    check_affinity(spec, &mut errors);
+    check_traffic_policies(spec, ty, &mut errors);
+
+    if let Some(ranges) = spec.load_balancer_source_ranges.as_deref() {
+        if !ranges.is_empty() && ty != ServiceType::LoadBalancer {
+            errors.push(FieldError::new(
+                "spec.loadBalancerSourceRanges",
+                "may only be set when type is LoadBalancer",
+            ));
+        }
+        for (i, range) in ranges.iter().enumerate() {
+            if let Err(e) = check_cidr(range) {
+                errors.push(FieldError::new(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    e,
+                ));
+            }
+        }
+    }
+
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    for (i, entry) in ingress.iter().enumerate() {
+        let place = format!("status.loadBalancer.ingress[{i}]");
+        if let Some(ip) = entry.ip.as_deref()
+            && let Err(e) = parse_ip(ip)
+        {
+            errors.push(FieldError::new(format!("{place}.ip"), e));
+        }
+        match entry.ip_mode.as_deref() {
+            None | Some("VIP" | "Proxy") => {}
+            Some(other) => errors.push(FieldError::new(
+                format!("{place}.ipMode"),
+                format!("`{other}` is not an ipMode: use VIP or Proxy"),
+            )),
+        }
+        if entry.ip_mode.is_some() && entry.ip.is_none() {
+            errors.push(FieldError::new(
+                format!("{place}.ipMode"),
+                "may only be set together with ip",
+            ));
+        }
+    }
+    errors
+}
+
+fn check_cluster_ips(
+    spec: &ServiceSpec,
+    ty: ServiceType,
+    headless: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    let ips = cluster_ips(spec);
+    if let (Some(single), Some(list)) = (spec.cluster_ip.as_deref(), spec.cluster_ips.as_deref())
+        && !single.is_empty()
+        && list.first().is_some_and(|first| first != single)
+    {
+        errors.push(FieldError::new(
+            "spec.clusterIPs[0]",
+            format!("must equal spec.clusterIP ({single})"),
+        ));
+    }
+    if ips.is_empty() {
+        errors.push(FieldError::new(
+            "spec.clusterIP",
+            "required: the Service's cluster IP (there is no allocator here), or None for a \
+             headless Service",
+        ));
+        return;
+    }
+    if headless {
+        if ips.len() > 1 {
+            errors.push(FieldError::new(
+                "spec.clusterIPs",
+                "None must be the only entry of a headless Service",
+            ));
+        }
+        if ty != ServiceType::ClusterIp {
+            errors.push(FieldError::new(
+                "spec.clusterIP",
+                "None (headless) is only allowed for type ClusterIP",
+            ));
+        }
+        return;
+    }
+    if ips.len() > 2 {
+        errors.push(FieldError::new(
+            "spec.clusterIPs",
+            format!(
+                "{} entries; at most 2 (one IPv4 and one IPv6 address)",
+                ips.len()
+            ),
+        ));
+    }
+    let mut first_family = None;
+    for (place, ip) in &ips {
+        match parse_ip(ip) {
+            Err(e) => errors.push(FieldError::new(place.clone(), e)),
+            Ok(ip) => match first_family {
+                None => first_family = Some(ip.is_ipv4()),
+                Some(v4) if v4 == ip.is_ipv4() => errors.push(FieldError::new(
+                    place.clone(),
+                    format!(
+                        "{ip} is {} like spec.clusterIPs[0]: a dual-stack Service has one IPv4 \
+                         and one IPv6 cluster IP",
+                        family_name(ip)
+                    ),
+                )),
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut Vec<FieldError>) {
+    let ports: &[ServicePort] = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && !headless {
+        errors.push(FieldError::new("spec.ports", "required: at least one port"));
+    }
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut numbers: BTreeMap<(i32, &str), usize> = BTreeMap::new();
+    let mut node_ports: BTreeMap<(i32, &str), usize> = BTreeMap::new();
+    let allocates_node_ports = match ty {
+        ServiceType::NodePort => true,
+        ServiceType::LoadBalancer => spec.allocate_load_balancer_node_ports != Some(false),
+        ServiceType::ClusterIp | ServiceType::ExternalName => false,
+    };
+    for (i, port) in ports.iter().enumerate() {
+        let place = format!("spec.ports[{i}]");
+        let name = port.name.as_deref().unwrap_or("");
+        if name.is_empty() {
+            if ports.len() > 1 {
+                errors.push(FieldError::new(
+                    format!("{place}.name"),
+                    "required when a Service has more than one port",
+                ));
+            }
+        } else if let Err(e) = check_dns1123_label(name) {
+            errors.push(FieldError::new(format!("{place}.name"), e));
+        } else if let Some(first) = names.get(name) {
+            errors.push(FieldError::new(
+                format!("{place}.name"),
+                format!("`{name}` is already the name of spec.ports[{first}]"),
+            ));
+        } else {
+            names.insert(name, i);
+        }
+        if let Err(e) = check_port(port.port.into()) {
+            errors.push(FieldError::new(format!("{place}.port"), e));
+        }
+        let protocol = match port_protocol(port.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(FieldError::new(format!("{place}.protocol"), e));
+                continue;
+            }
+        };
+        if let Some(first) = numbers.get(&(port.port, protocol)) {
+            errors.push(FieldError::new(
+                place.clone(),
+                format!(
+                    "port {}/{protocol} is already spec.ports[{first}]",
+                    port.port
+                ),
+            ));
+        } else {
+            numbers.insert((port.port, protocol), i);
+        }
+        match port.node_port.filter(|n| *n != 0) {
+            None if allocates_node_ports => errors.push(FieldError::new(
+                format!("{place}.nodePort"),
+                format!(
+                    "required for a {} Service (there is no allocator here): give a port in {}-{}",
+                    if ty == ServiceType::NodePort {
+                        "NodePort"
+                    } else {
+                        "LoadBalancer"
+                    },
+                    NODE_PORT_RANGE.start(),
+                    NODE_PORT_RANGE.end()
+                ),
+            )),
+            None => {}
+            Some(_) if !ty.has_node_ports() => errors.push(FieldError::new(
+                format!("{place}.nodePort"),
+                "may only be set when type is NodePort or LoadBalancer",
+            )),
+            Some(node_port) => {
+                if let Err(e) = check_node_port(node_port.into()) {
+                    errors.push(FieldError::new(format!("{place}.nodePort"), e));
+                } else if let Some(first) = node_ports.get(&(node_port, protocol)) {
+                    errors.push(FieldError::new(
+                        format!("{place}.nodePort"),
+                        format!(
+                            "{node_port}/{protocol} is already the nodePort of spec.ports[{first}]"
+                        ),
+                    ));
+                } else {
+                    node_ports.insert((node_port, protocol), i);
+                }
+            }
+        }
+    }
+}
+
+fn check_affinity(spec: &ServiceSpec, errors: &mut Vec<FieldError>) {
+    let client_ip = match spec.session_affinity.as_deref() {
+        None | Some("" | "None") => false,
+        Some("ClientIP") => true,
+        Some(other) => {
+            errors.push(FieldError::new(
+                "spec.sessionAffinity",
+                format!("`{other}` is not a session affinity: use None or ClientIP"),
+            ));
+            return;
+        }
+    };
+    let config = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref());
+    match (client_ip, config) {
+        (false, Some(_)) => errors.push(FieldError::new(
+            "spec.sessionAffinityConfig",
+            "must not be set when sessionAffinity is None",
+        )),
+        (true, Some(config)) => {
+            if let Some(secs) = config.timeout_seconds
+                && !(1..=MAX_AFFINITY_TIMEOUT_SECS).contains(&u64::try_from(secs).unwrap_or(0))
+            {
+                errors.push(FieldError::new(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("{secs} is out of range 1-{MAX_AFFINITY_TIMEOUT_SECS}"),
+                ));
+            }
+        }
+        (_, None) => {}
+    }
+}
+
+/// kube-proxy's `ExternallyAccessible`: the Service has frontends outside
+/// the cluster network, to which `externalTrafficPolicy` applies.
+pub(crate) fn externally_accessible(spec: &ServiceSpec, ty: ServiceType) -> bool {
+    ty.has_node_ports()
+        || (ty == ServiceType::ClusterIp
+            && spec
+                .external_ips
+                .as_ref()
+                .is_some_and(|ips| !ips.is_empty()))
+}
+
+fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<FieldError>) {
+    for (place, value) in [
+        ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+        ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+    ] {
+        match value.as_deref() {
+            None | Some("" | "Cluster" | "Local") => {}
+            Some(other) => errors.push(FieldError::new(
+                place,
+                format!("`{other}` is not a traffic policy: use Cluster or Local"),
+            )),
+        }
+    }
+    if spec
+        .external_traffic_policy
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+        && !externally_accessible(spec, ty)
+    {
+        errors.push(FieldError::new(
+            "spec.externalTrafficPolicy",
+            "may only be set for a NodePort or LoadBalancer Service or one with externalIPs",
+        ));
+    }
+}
+
+fn check_cidr(text: &str) -> Result<(), String> {
+    let wrong = || format!("`{text}` is not a CIDR: write address/prefix, like 198.18.0.0/15");
+    let (addr, prefix) = text.split_once('/').ok_or_else(wrong)?;
+    let addr: IpAddr = addr.parse().map_err(|_| wrong())?;
+    let prefix: u8 = prefix.parse().map_err(|_| wrong())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(format!("`{text}`: prefix length {prefix} exceeds {max}"));
+    }
+    Ok(())
+}
+
+/// The most endpoints and ports an EndpointSlice may have.
+const MAX_SLICE_ENDPOINTS: usize = 1000;
+const MAX_SLICE_PORTS: usize = 100;
+const MAX_ENDPOINT_ADDRESSES: usize = 100;
+
+/// Every problem the API server would find in the fields of `slice` that
+/// `translate` reads. Empty: the EndpointSlice is valid.
+pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    check_meta(&slice.metadata, check_dns1123_subdomain, &mut errors);
+    let v4 = match slice.address_type.as_str() {
+        "IPv4" => true,
+        "IPv6" => false,
+        // Names, not addresses: translate ignores these slices.
+        "FQDN" => return errors,
+        "" => {
+            errors.push(FieldError::new(
+                "addressType",
+                "required: IPv4, IPv6 or FQDN",
+            ));
+            return errors;
+        }
+        other => {
+            errors.push(FieldError::new(
+                "addressType",
+                format!("`{other}` is not an address type: use IPv4, IPv6 or FQDN"),
+            ));
+            return errors;
+        }
+    };
+    if slice.endpoints.len() > MAX_SLICE_ENDPOINTS {
+        errors.push(FieldError::new(
+            "endpoints",
+            format!(
+                "{} endpoints; at most {MAX_SLICE_ENDPOINTS}",
+                slice.endpoints.len()
+            ),
+        ));
+    }
+    for (i, endpoint) in slice.endpoints.iter().enumerate() {
+        let place = format!("endpoints[{i}]");
+        if endpoint.addresses.is_empty() {
+            errors.push(FieldError::new(
+                format!("{place}.addresses"),
+                "required: at least one address",
+            ));
+        }
+        if endpoint.addresses.len() > MAX_ENDPOINT_ADDRESSES {
+            errors.push(FieldError::new(
+                format!("{place}.addresses"),
+                format!(
+                    "{} addresses; at most {MAX_ENDPOINT_ADDRESSES}",
+                    endpoint.addresses.len()
+                ),
+            ));
+        }
+        for (j, addr) in endpoint.addresses.iter().enumerate() {
+            let at = format!("{place}.addresses[{j}]");
+            match parse_ip(addr) {
+                Err(e) => errors.push(FieldError::new(at, e)),
+                Ok(ip) if ip.is_ipv4() != v4 => errors.push(FieldError::new(
+                    at,
+                    format!(
+                        "{ip} is {} but addressType is {}",
+                        family_name(ip),
+                        slice.address_type
+                    ),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if let Some(node) = endpoint.node_name.as_deref()
+            && let Err(e) = check_dns1123_subdomain(node)
+        {
+            errors.push(FieldError::new(format!("{place}.nodeName"), e));
+        }
+    }
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    if ports.len() > MAX_SLICE_PORTS {
+        errors.push(FieldError::new(
+            "ports",
+            format!("{} ports; at most {MAX_SLICE_PORTS}", ports.len()),
+        ));
+    }
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        let place = format!("ports[{i}]");
+        let name = port.name.as_deref().unwrap_or("");
+        if !name.is_empty()
+            && let Err(e) = check_dns1123_label(name)
+        {
+            errors.push(FieldError::new(format!("{place}.name"), e));
+        } else if let Some(first) = names.get(name) {
+            errors.push(FieldError::new(
+                format!("{place}.name"),
+                format!("`{name}` is already the name of ports[{first}]"),
+            ));
+        } else {
+            names.insert(name, i);
+        }
+        if let Some(number) = port.port
+            && let Err(e) = check_port(number.into())
+        {
+            errors.push(FieldError::new(format!("{place}.port"), e));
+        }
+        if let Err(e) = port_protocol(port.protocol.as_deref()) {
+            errors.push(FieldError::new(format!("{place}.protocol"), e));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn problems_of_service(spec: Value) -> Vec<String> {
+        let object: Service = serde_json::from_value(
+            json!({ "metadata": { "name": "web", "namespace": "default" }, "spec": spec }),
+        )
+        .expect("a Service");
+        service(&object)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect()
+    }
+
+    fn with_port(extra: Value) -> Value {
+        let mut spec = json!({ "clusterIP": "198.18.100.1", "ports": [{ "port": 80 }] });
+        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        spec
+    }
+
+    #[test]
+    fn a_valid_service_has_no_problems() {
+        assert!(problems_of_service(with_port(json!({}))).is_empty());
+        assert!(
+            problems_of_service(json!({
+                "type": "LoadBalancer",
+                "clusterIPs": ["198.18.100.1", "2001:2::100"],
+                "ports": [{ "name": "http", "port": 80, "nodePort": 30080 },
+                          { "name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053 }],
+                "externalIPs": ["198.18.201.1"],
+                "externalTrafficPolicy": "Local",
+                "internalTrafficPolicy": "Cluster",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 86400 } },
+                "loadBalancerSourceRanges": ["198.18.0.0/15"],
+            }))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn service_rules_name_their_field() {
+        let cases: Vec<(Value, &[&str])> = vec![
+            (
+                json!({ "type": "Foo" }),
+                &[
+                    "spec.type: `Foo` is not a service type: use ClusterIP, NodePort, LoadBalancer \
+                 or ExternalName",
+                ],
+            ),
+            (
+                json!({ "ports": [{ "port": 80 }] }),
+                &[
+                    "spec.clusterIP: required: the Service's cluster IP (there is no allocator \
+                 here), or None for a headless Service",
+                ],
+            ),
+            (
+                with_port(json!({ "clusterIP": "198.18.100.300" })),
+                &["spec.clusterIP: `198.18.100.300` is not an IP address"],
+            ),
+            (
+                with_port(json!({ "clusterIPs": ["198.18.100.2"] })),
+                &["spec.clusterIPs[0]: must equal spec.clusterIP (198.18.100.1)"],
+            ),
+            (
+                with_port(json!({ "clusterIP": "198.18.100.1",
+                "clusterIPs": ["198.18.100.1", "198.18.100.2"] })),
+                &[
+                    "spec.clusterIPs[1]: 198.18.100.2 is IPv4 like spec.clusterIPs[0]: a dual-stack \
+                 Service has one IPv4 and one IPv6 cluster IP",
+                ],
+            ),
+            (
+                json!({ "clusterIP": "None", "type": "NodePort",
+                "ports": [{ "port": 80, "nodePort": 30080 }] }),
+                &["spec.clusterIP: None (headless) is only allowed for type ClusterIP"],
+            ),
+            (
+                json!({ "clusterIP": "198.18.100.1" }),
+                &["spec.ports: required: at least one port"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "port": 70000 }] })),
+                &["spec.ports[0].port: 70000 is out of range 1-65535"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "port": 0 }] })),
+                &["spec.ports[0].port: 0 is out of range 1-65535"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "name": "a", "port": 80 }, { "port": 81 }] })),
+                &["spec.ports[1].name: required when a Service has more than one port"],
+            ),
+            (
+                with_port(
+                    json!({ "ports": [{ "name": "a", "port": 80 }, { "name": "a", "port": 81 }] }),
+                ),
+                &["spec.ports[1].name: `a` is already the name of spec.ports[0]"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "name": "Web_1", "port": 80 }] })),
+                &[
+                    "spec.ports[0].name: `Web_1` is not a DNS label (RFC 1123): lowercase letters, \
+                 digits and '-', starting with a lowercase letter or digit and ending with a \
+                 letter or digit",
+                ],
+            ),
+            (
+                with_port(
+                    json!({ "ports": [{ "name": "a", "port": 80 }, { "name": "b", "port": 80 }] }),
+                ),
+                &["spec.ports[1]: port 80/TCP is already spec.ports[0]"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "port": 80, "protocol": "tcp" }] })),
+                &["spec.ports[0].protocol: `tcp` is not a protocol: use TCP, UDP or SCTP"],
+            ),
+            (
+                with_port(json!({ "ports": [{ "port": 80, "nodePort": 30080 }] })),
+                &["spec.ports[0].nodePort: may only be set when type is NodePort or LoadBalancer"],
+            ),
+            (
+                with_port(json!({ "type": "NodePort", "ports": [{ "port": 80 }] })),
+                &[
+                    "spec.ports[0].nodePort: required for a NodePort Service (there is no allocator \
+                 here): give a port in 30000-32767",
+                ],
+            ),
+            (
+                with_port(
+                    json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 8080 }] }),
+                ),
+                &["spec.ports[0].nodePort: 8080 is outside the NodePort range 30000-32767"],
+            ),
+            (
+                with_port(json!({ "type": "NodePort", "ports": [
+                { "name": "a", "port": 80, "nodePort": 30080 },
+                { "name": "b", "port": 81, "nodePort": 30080 }] })),
+                &["spec.ports[1].nodePort: 30080/TCP is already the nodePort of spec.ports[0]"],
+            ),
+            (
+                with_port(json!({ "externalIPs": ["0.0.0.0", "198.18.201.1", "127.0.0.1"] })),
+                &[
+                    "spec.externalIPs[0]: 0.0.0.0 is unspecified: give a unicast address",
+                    "spec.externalIPs[2]: 127.0.0.1 is a loopback address (127.0.0.0/8): give a \
+                 unicast address",
+                ],
+            ),
+            (
+                with_port(json!({ "sessionAffinity": "Sticky" })),
+                &["spec.sessionAffinity: `Sticky` is not a session affinity: use None or ClientIP"],
+            ),
+            (
+                with_port(json!({ "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 86401 } } })),
+                &[
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds: 86401 is out of range \
+                 1-86400",
+                ],
+            ),
+            (
+                with_port(json!({ "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 0 } } })),
+                &["spec.sessionAffinityConfig.clientIP.timeoutSeconds: 0 is out of range 1-86400"],
+            ),
+            (
+                with_port(json!({
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 60 } } })),
+                &["spec.sessionAffinityConfig: must not be set when sessionAffinity is None"],
+            ),
+            (
+                with_port(json!({ "externalTrafficPolicy": "Local" })),
+                &[
+                    "spec.externalTrafficPolicy: may only be set for a NodePort or LoadBalancer \
+                 Service or one with externalIPs",
+                ],
+            ),
+            (
+                with_port(json!({ "internalTrafficPolicy": "Nearest" })),
+                &[
+                    "spec.internalTrafficPolicy: `Nearest` is not a traffic policy: use Cluster or \
+                 Local",
+                ],
+            ),
+            (
+                with_port(json!({ "loadBalancerSourceRanges": ["198.18.0.0/33"] })),
+                &[
+                    "spec.loadBalancerSourceRanges: may only be set when type is LoadBalancer",
+                    "spec.loadBalancerSourceRanges[0]: `198.18.0.0/33`: prefix length 33 exceeds 32",
+                ],
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(problems_of_service(spec.clone()), expected, "spec: {spec}");
+        }
+    }
+
+    #[test]
+    fn service_metadata_and_status_rules() {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": { "name": "Web", "namespace": "Team_A" },
+            "spec": { "clusterIP": "198.18.100.1", "ports": [{ "port": 80 }],
+                      "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false },
+            "status": { "loadBalancer": { "ingress": [
+                { "ip": "224.0.0.1" }, { "ip": "198.18.200.1", "ipMode": "Direct" },
+                { "hostname": "lb.example", "ipMode": "VIP" },
+            ]}},
+        }))
+        .unwrap();
+        let problems: Vec<String> = super::service(&service)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "metadata.name: `Web` is not a DNS label (RFC 1035): lowercase letters, digits \
+                 and '-', starting with a lowercase letter and ending with a letter or digit",
+                "metadata.namespace: `Team_A` is not a DNS label (RFC 1123): lowercase letters, \
+                 digits and '-', starting with a lowercase letter or digit and ending with a \
+                 letter or digit",
+                "status.loadBalancer.ingress[0].ip: 224.0.0.1 is a multicast address \
+                 (224.0.0.0/4): give a unicast address",
+                "status.loadBalancer.ingress[1].ipMode: `Direct` is not an ipMode: use VIP or \
+                 Proxy",
+                "status.loadBalancer.ingress[2].ipMode: may only be set together with ip",
+            ]
+        );
+        let nameless: Service = serde_json::from_value(json!({})).unwrap();
+        let problems: Vec<String> = super::service(&nameless)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect();
+        assert_eq!(problems, ["metadata.name: required", "spec: required"]);
+    }
+
+    #[test]
+    fn headless_and_external_name_services_need_no_ports() {
+        assert!(problems_of_service(json!({ "clusterIP": "None" })).is_empty());
+        assert!(
+            problems_of_service(json!({ "type": "ExternalName", "externalName": "x" })).is_empty()
+        );
+    }
+
+    fn problems_of_slice(slice: Value) -> Vec<String> {
+        let mut object = json!({ "metadata": { "name": "web-1", "namespace": "default" } });
+        if let (Some(o), Value::Object(extra)) = (object.as_object_mut(), slice) {
+            o.extend(extra);
+        }
+        let slice: EndpointSlice = serde_json::from_value(object).expect("an EndpointSlice");
+        endpoint_slice(&slice)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_slice_rules_name_their_field() {
+        assert!(
+            problems_of_slice(json!({ "addressType": "IPv6", "endpoints": [
+                { "addresses": ["2001:2::1"], "nodeName": "node-a.example" }],
+                "ports": [{ "name": "http", "port": 8080 }, { "port": 9090 }] }))
+            .is_empty()
+        );
+        assert!(
+            problems_of_slice(json!({ "addressType": "FQDN", "endpoints": [
+                { "addresses": ["not an ip"] }] }))
+            .is_empty()
+        );
+        let cases: Vec<(Value, &[&str])> = vec![
+            (
+                json!({ "addressType": "", "endpoints": [] }),
+                &["addressType: required: IPv4, IPv6 or FQDN"],
+            ),
+            (
+                json!({ "addressType": "IPv5", "endpoints": [] }),
+                &["addressType: `IPv5` is not an address type: use IPv4, IPv6 or FQDN"],
+            ),
+            (
+                json!({ "addressType": "IPv4", "endpoints": [{ "addresses": [] }] }),
+                &["endpoints[0].addresses: required: at least one address"],
+            ),
+            (
+                json!({ "addressType": "IPv4", "endpoints": [
+                { "addresses": ["198.18.2.1"] },
+                { "addresses": ["2001:2::1", "169.254.0.1", "x"] }] }),
+                &[
+                    "endpoints[1].addresses[0]: 2001:2::1 is IPv6 but addressType is IPv4",
+                    "endpoints[1].addresses[1]: 169.254.0.1 is a link-local address \
+                 (169.254.0.0/16): give a unicast address",
+                    "endpoints[1].addresses[2]: `x` is not an IP address",
+                ],
+            ),
+            (
+                json!({ "addressType": "IPv4", "endpoints": [
+                { "addresses": ["198.18.2.1"], "nodeName": "Node_A" }] }),
+                &[
+                    "endpoints[0].nodeName: `Node_A` is not a DNS subdomain (RFC 1123): lowercase \
+                 letters, digits, '-' and '.', starting and ending with a letter or digit",
+                ],
+            ),
+            (
+                json!({ "addressType": "IPv4", "endpoints": [], "ports": [
+                { "name": "http", "port": 0 }, { "name": "http", "port": 80, "protocol": "ICMP" }] }),
+                &[
+                    "ports[0].port: 0 is out of range 1-65535",
+                    "ports[1].name: `http` is already the name of ports[0]",
+                    "ports[1].protocol: `ICMP` is not a protocol: use TCP, UDP or SCTP",
+                ],
+            ),
+        ];
+        for (slice, expected) in cases {
+            assert_eq!(problems_of_slice(slice.clone()), expected, "slice: {slice}");
+        }
+    }
+
+    #[test]
+    fn unicast_rules() {
+        let cases = [
+            ("198.18.0.1", None),
+            ("2001:2::1", None),
+            (
+                "0.0.0.0",
+                Some("0.0.0.0 is unspecified: give a unicast address"),
+            ),
+            ("::", Some(":: is unspecified: give a unicast address")),
+            (
+                "255.255.255.255",
+                Some("255.255.255.255 is the broadcast address: give a unicast address"),
+            ),
+            (
+                "239.1.1.1",
+                Some("239.1.1.1 is a multicast address (224.0.0.0/4): give a unicast address"),
+            ),
+            (
+                "ff02::1",
+                Some("ff02::1 is a multicast address (ff00::/8): give a unicast address"),
+            ),
+            (
+                "127.0.0.2",
+                Some("127.0.0.2 is a loopback address (127.0.0.0/8): give a unicast address"),
+            ),
+            (
+                "::1",
+                Some("::1 is the loopback address: give a unicast address"),
+            ),
+            (
+                "fe80::1",
+                Some("fe80::1 is a link-local address (fe80::/10): give a unicast address"),
+            ),
+            (
+                "::ffff:198.18.0.1",
+                Some(
+                    "::ffff:198.18.0.1 is an IPv4-mapped IPv6 address: write the IPv4 address itself",
+                ),
+            ),
+            ("198.018.0.1", Some("`198.018.0.1` is not an IP address")),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_ip(text).err().as_deref(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(check_native_name("web.v2-a").is_ok());
+        assert!(check_native_name("0web").is_ok());
+        assert_eq!(
+            check_native_name("default/web").unwrap_err(),
+            "`default/web` is not a name: lowercase letters, digits, '.' and '-', starting with \
+             a lowercase letter or digit and ending with a letter or digit"
+        );
+        assert!(check_native_name("web-").is_err());
+        assert!(check_native_name("").is_err());
+        assert_eq!(
+            check_native_name(&"a".repeat(64)).unwrap_err(),
+            format!(
+                "`{}` is 64 characters long; a name has at most 63",
+                "a".repeat(64)
+            )
+        );
+        assert!(check_dns1035_label("0web").is_err());
+        assert!(check_dns1035_label("web-0").is_ok());
+        assert!(check_dns1123_subdomain("node-a.example").is_ok());
+        assert!(check_dns1123_subdomain("node-a..example").is_err());
+    }
+}

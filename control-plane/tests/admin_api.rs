@@ -1,0 +1,580 @@
+//! The admin API end to end: a fake agent served on a Unix socket in a
+//! tempdir, asked through `AdminClient` (and, for permissions, through the
+//! `xlb` binary run as another user).
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use control_plane::{
+    admin::{Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group},
+    api::{
+        AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView, FlowView,
+        FrontendView, MaglevView, MapUsageView, ReloadView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
+    },
+    model::{FrontendKind, Mode, Protocol},
+};
+use hyper::StatusCode;
+use nix::unistd::Gid;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// `nobody`/`nogroup` on Debian and Ubuntu.
+const NOBODY: u32 = 65_534;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// An agent made of fixed data; records drains.
+#[derive(Debug)]
+struct FakeAdmin {
+    services: Vec<ServiceView>,
+    backends: Vec<BackendView>,
+    flows: Vec<FlowView>,
+    stats: StatsView,
+    maps: Vec<MapUsageView>,
+    status: StatusView,
+    drains: Mutex<Vec<(DrainRequest, bool)>>,
+}
+
+impl FakeAdmin {
+    fn new() -> Self {
+        let backend = |id, address: &str, status| ServiceBackendView {
+            id,
+            address: addr(address),
+            weight: 1,
+            status,
+            slots: if status == BackendStatus::Active {
+                7
+            } else {
+                0
+            },
+        };
+        let services = vec![
+            ServiceView {
+                id: 1,
+                name: "default/web:http".into(),
+                protocol: Protocol::Tcp,
+                mode: Mode::Nat,
+                frontends: vec![FrontendView {
+                    address: addr("198.18.100.1:80"),
+                    protocol: Protocol::Tcp,
+                    kind: FrontendKind::Vip,
+                }],
+                affinity_timeout_seconds: Some(10_800),
+                table_size: 7,
+                backends: vec![
+                    backend(1, "198.18.2.1:8080", BackendStatus::Active),
+                    backend(2, "198.18.2.2:8080", BackendStatus::Draining),
+                ],
+                packets: 10,
+                bytes: 1_500,
+            },
+            ServiceView {
+                id: 2,
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                mode: Mode::Nat,
+                frontends: vec![FrontendView {
+                    address: addr("10.0.0.5:30053"),
+                    protocol: Protocol::Udp,
+                    kind: FrontendKind::Node,
+                }],
+                affinity_timeout_seconds: None,
+                table_size: 0,
+                backends: vec![],
+                packets: 0,
+                bytes: 0,
+            },
+        ];
+        let backends = vec![BackendView {
+            id: 1,
+            address: addr("198.18.2.1:8080"),
+            protocol: Protocol::Tcp,
+            generation: 3,
+            status: BackendStatus::Active,
+            health: "up".into(),
+            services: vec!["default/web:http".into()],
+            packets: 10,
+            bytes: 1_500,
+        }];
+        let flow = |client: &str, service: Option<&str>| FlowView {
+            protocol: Protocol::Tcp,
+            client: addr(client),
+            frontend: addr("198.18.100.1:80"),
+            backend_id: 1,
+            backend: Some(addr("198.18.2.1:8080")),
+            service: service.map(str::to_owned),
+            state: "established".into(),
+            idle_seconds: 3,
+        };
+        let flows = vec![
+            flow("198.51.100.7:40000", Some("default/web:http")),
+            flow("198.51.100.8:40000", Some("other")),
+            flow("198.51.100.9:40000", None),
+        ];
+        let stats = StatsView {
+            verdicts: BTreeMap::from([
+                ("forward_to_backend".into(), 10),
+                ("drop_no_backend".into(), 1),
+            ]),
+            conntrack: BTreeMap::from([("created".into(), 3)]),
+            parser: BTreeMap::from([("ipv4".into(), 11)]),
+        };
+        let maps = vec![MapUsageView {
+            name: "CONNTRACK".into(),
+            entries: 3,
+            capacity: 1_024,
+        }];
+        let status = StatusView {
+            version: "0.1.0-test".into(),
+            layout_version: 1,
+            config_file: Some("/etc/xlb/xlb.yaml".into()),
+            attached: vec![AttachmentView {
+                interface: "eth0".into(),
+                mode: "native".into(),
+            }],
+            services: 2,
+            backends: 1,
+            synced: true,
+            last_reload: Some(ReloadView {
+                at: 1_700_000_000,
+                outcome: "ok".into(),
+                error: None,
+            }),
+            reloads_ok: 1,
+            reloads_failed: 0,
+            last_sync_seconds: Some(0.25),
+            uptime_seconds: 60,
+        };
+        Self {
+            services,
+            backends,
+            flows,
+            stats,
+            maps,
+            status,
+            drains: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn service(&self, name: &str) -> Result<&ServiceView, AdminError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| AdminError::NotFound(format!("no service named {name}")))
+    }
+
+    fn maglev_of(service: &ServiceView) -> MaglevView {
+        MaglevView {
+            service: service.name.clone(),
+            id: service.id,
+            size: service.table_size,
+            slots: vec![1; service.table_size as usize],
+            shares: BTreeMap::from([(1, service.table_size)]),
+        }
+    }
+}
+
+impl Admin for FakeAdmin {
+    fn services(&self) -> Result<Vec<ServiceView>, AdminError> {
+        Ok(self.services.clone())
+    }
+    fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
+        Ok(self.backends.clone())
+    }
+    fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
+        if let Some(name) = service {
+            self.service(name)?;
+        }
+        Ok(self
+            .flows
+            .iter()
+            .filter(|f| service.is_none() || f.service.as_deref() == service)
+            .cloned()
+            .collect())
+    }
+    fn stats(&self) -> Result<StatsView, AdminError> {
+        Ok(self.stats.clone())
+    }
+    fn maps(&self) -> Result<Vec<MapUsageView>, AdminError> {
+        Ok(self.maps.clone())
+    }
+    fn maglev(&self, service: &str) -> Result<MaglevView, AdminError> {
+        Ok(Self::maglev_of(self.service(service)?))
+    }
+    fn simulate(&self, request: &SimulateRequest) -> Result<SimulateView, AdminError> {
+        if request.client.is_ipv6() {
+            return Err(AdminError::BadRequest("xlb balances IPv4 only".into()));
+        }
+        Ok(SimulateView {
+            outcome: "backend".into(),
+            service: Some("default/web:http".into()),
+            backend_id: Some(u32::from(request.client.port() % 2) + 1),
+            backend: None,
+        })
+    }
+    fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError> {
+        self.drains
+            .lock()
+            .expect("drains lock")
+            .push((request.clone(), drain));
+        if request.service.as_deref() == Some("broken") {
+            return Err(AdminError::Internal("writing the table failed".into()));
+        }
+        Ok(DrainView {
+            services: vec![
+                request
+                    .service
+                    .clone()
+                    .unwrap_or_else(|| "default/web:http".into()),
+            ],
+        })
+    }
+    fn status(&self) -> Result<StatusView, AdminError> {
+        Ok(self.status.clone())
+    }
+}
+
+/// A fake agent served on `socket` until dropped.
+struct Served {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Served {
+    async fn start(admin: Arc<FakeAdmin>, socket: &Path, group: Option<Gid>) -> Self {
+        let server = AdminServer::bind(socket, group)
+            .await
+            .expect("bind the admin socket");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(admin, async move {
+            stopped.await.ok();
+        }));
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().expect("running").send(()).ok();
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("server task")
+            .expect("served");
+    }
+}
+
+fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("admin.sock")
+}
+
+#[tokio::test]
+async fn every_route_answers_with_the_agents_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let fake = Arc::new(FakeAdmin::new());
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let client = AdminClient::new(&socket);
+
+    assert_eq!(client.services().await.expect("services"), fake.services);
+    assert_eq!(client.backends().await.expect("backends"), fake.backends);
+    assert_eq!(client.conntrack(None).await.expect("conntrack"), fake.flows);
+    assert_eq!(
+        client
+            .conntrack(Some("default/web:http"))
+            .await
+            .expect("conntrack of web"),
+        fake.flows[..1].to_vec()
+    );
+    assert_eq!(client.stats().await.expect("stats"), fake.stats);
+    assert_eq!(client.maps().await.expect("maps"), fake.maps);
+    // The name carries '/' and ':', which the route keeps.
+    assert_eq!(
+        client.maglev("default/web:http").await.expect("maglev"),
+        FakeAdmin::maglev_of(&fake.services[0])
+    );
+    assert_eq!(client.status().await.expect("status"), fake.status);
+
+    let request = SimulateRequest {
+        client: addr("198.51.100.7:40001"),
+        frontend: addr("198.18.100.1:80"),
+        protocol: Protocol::Tcp,
+    };
+    assert_eq!(
+        client.simulate(&request).await.expect("simulate"),
+        SimulateView {
+            outcome: "backend".into(),
+            service: Some("default/web:http".into()),
+            backend_id: Some(2),
+            backend: None,
+        }
+    );
+
+    let drain = DrainRequest {
+        backend: addr("198.18.2.2:8080"),
+        service: Some("default/web:http".into()),
+    };
+    assert_eq!(
+        client.drain(&drain).await.expect("drain").services,
+        vec!["default/web:http".to_owned()]
+    );
+    let undrain = DrainRequest {
+        backend: addr("198.18.2.2:8080"),
+        service: None,
+    };
+    client.undrain(&undrain).await.expect("undrain");
+    assert_eq!(
+        *fake.drains.lock().expect("drains lock"),
+        vec![(drain, true), (undrain, false)]
+    );
+
+    served.stop().await;
+    assert!(!socket.exists(), "the socket is removed on shutdown");
+}
+
+#[tokio::test]
+async fn errors_carry_their_status_and_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
+    let client = AdminClient::new(&socket);
+
+    let error = client
+        .maglev("default/nope:http")
+        .await
+        .expect_err("unknown service");
+    assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(error.to_string(), "no service named default/nope:http");
+
+    let error = client
+        .conntrack(Some("a b&c"))
+        .await
+        .expect_err("unknown service");
+    assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+    // The query value arrives decoded.
+    assert_eq!(error.to_string(), "no service named a b&c");
+
+    let ipv6 = SimulateRequest {
+        client: addr("[2001:db8::1]:40000"),
+        frontend: addr("198.18.100.1:80"),
+        protocol: Protocol::Tcp,
+    };
+    let error = client.simulate(&ipv6).await.expect_err("bad request");
+    assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(error.to_string(), "xlb balances IPv4 only");
+
+    let broken = DrainRequest {
+        backend: addr("198.18.2.2:8080"),
+        service: Some("broken".into()),
+    };
+    let error = client.drain(&broken).await.expect_err("internal");
+    assert_eq!(error.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(error.to_string(), "writing the table failed");
+
+    served.stop().await;
+}
+
+/// Sends `request` as is and returns the status line and the body.
+async fn raw(socket: &Path, request: &str) -> (String, String) {
+    let mut stream = UnixStream::connect(socket).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn malformed_requests_get_an_error_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
+
+    let body = r#"{"client":"not an address"}"#;
+    let (status, answer) = raw(
+        &socket,
+        &format!(
+            "POST /v1/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+    assert!(error.error.contains("client"), "{error:?}");
+
+    let (status, answer) = raw(
+        &socket,
+        "GET /v2/everything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+    assert_eq!(error.error, "no admin route /v2/everything");
+
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn bind_replaces_a_stale_socket_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+
+    // A socket file left by a killed agent: replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a stale socket"));
+    let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
+    AdminClient::new(&socket)
+        .status()
+        .await
+        .expect("serves after replacing");
+
+    // A live agent on it: refused, and still serving.
+    let error = AdminServer::bind(&socket, None).await.expect_err("in use");
+    assert!(matches!(error, ServeError::InUse { .. }), "{error:?}");
+    AdminClient::new(&socket)
+        .status()
+        .await
+        .expect("still serving");
+    served.stop().await;
+
+    // Not a socket: left alone.
+    std::fs::write(&socket, "precious").expect("write a file");
+    let error = AdminServer::bind(&socket, None)
+        .await
+        .expect_err("not a socket");
+    assert!(matches!(error, ServeError::NotASocket { .. }), "{error:?}");
+    assert_eq!(std::fs::read_to_string(&socket).expect("read"), "precious");
+
+    // A missing directory is created.
+    let nested = dir.path().join("run/xlb/admin.sock");
+    let served = Served::start(Arc::new(FakeAdmin::new()), &nested, None).await;
+    AdminClient::new(&nested)
+        .status()
+        .await
+        .expect("serves in a new directory");
+    served.stop().await;
+}
+
+#[test]
+fn groups_resolve_by_name_or_id() {
+    assert_eq!(
+        resolve_group("nogroup").expect("nogroup"),
+        Gid::from_raw(NOBODY)
+    );
+    assert_eq!(resolve_group("4242").expect("numeric"), Gid::from_raw(4242));
+    let error = resolve_group("xlb-no-such-group").expect_err("unknown");
+    assert_eq!(
+        error.to_string(),
+        "admin group \"xlb-no-such-group\": no such group (give a group name or a numeric ID)"
+    );
+}
+
+fn assert_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test changes socket ownership and switches users: run it as root (as `make test` does)"
+    );
+}
+
+/// `xlb status` on `socket`, run as uid `nobody` with only group `gid`.
+async fn status_as_nobody(socket: &Path, gid: u32) -> std::process::Output {
+    tokio::process::Command::new("setpriv")
+        .args([
+            "--reuid".to_owned(),
+            NOBODY.to_string(),
+            "--regid".to_owned(),
+            gid.to_string(),
+            "--clear-groups".to_owned(),
+            env!("CARGO_BIN_EXE_xlb").to_owned(),
+            "--admin-socket".to_owned(),
+        ])
+        .arg(socket)
+        .arg("status")
+        .output()
+        .await
+        .expect("run setpriv")
+}
+
+#[tokio::test]
+async fn socket_is_0660_and_only_its_group_gets_in() {
+    assert_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Others may reach the socket's directory; the socket's own mode decides.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the tempdir");
+    let socket = socket_in(&dir);
+    let served = Served::start(
+        Arc::new(FakeAdmin::new()),
+        &socket,
+        Some(Gid::from_raw(NOBODY)),
+    )
+    .await;
+
+    let metadata = std::fs::metadata(&socket).expect("stat the socket");
+    assert_eq!(metadata.mode() & 0o7777, 0o660);
+    assert_eq!(metadata.gid(), NOBODY);
+
+    // Root connects.
+    AdminClient::new(&socket)
+        .status()
+        .await
+        .expect("root connects");
+
+    // A user outside the socket's group is refused, with what to do about it.
+    let outsider = status_as_nobody(&socket, NOBODY - 1).await;
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    assert_eq!(outsider.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "permission denied on {}: run as root or as a member of the socket's group",
+            socket.display()
+        )),
+        "stderr: {stderr}"
+    );
+
+    // The same user in the socket's group gets in.
+    let member = status_as_nobody(&socket, NOBODY).await;
+    let stdout = String::from_utf8_lossy(&member.stdout);
+    assert!(
+        member.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    assert!(stdout.contains("0.1.0-test"), "stdout: {stdout}");
+
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors_name_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let error = AdminClient::new(&socket)
+        .services()
+        .await
+        .expect_err("no agent");
+    assert!(matches!(error, ClientError::NoSocket { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!("is the agent running? no socket at {}", socket.display())
+    );
+}

@@ -1,0 +1,404 @@
+//! The `xlb` binary against a fake agent on a Unix socket: what a user sees.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::Arc,
+    thread::JoinHandle,
+};
+
+use control_plane::{
+    admin::{Admin, AdminError, AdminServer},
+    api::{
+        BackendStatus, BackendView, DrainRequest, DrainView, FlowView, FrontendView, MaglevView,
+        MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
+        StatusView,
+    },
+    model::{FrontendKind, Mode, Protocol},
+};
+use tokio::sync::oneshot;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// One service with two backends; everything else minimal.
+#[derive(Debug)]
+struct FakeAdmin;
+
+fn web() -> ServiceView {
+    let backend = |id, address: &str, status| ServiceBackendView {
+        id,
+        address: addr(address),
+        weight: 1,
+        status,
+        slots: 0,
+    };
+    ServiceView {
+        id: 1,
+        name: "default/web:http".into(),
+        protocol: Protocol::Tcp,
+        mode: Mode::Nat,
+        frontends: vec![FrontendView {
+            address: addr("198.18.100.1:80"),
+            protocol: Protocol::Tcp,
+            kind: FrontendKind::Vip,
+        }],
+        affinity_timeout_seconds: None,
+        table_size: 7,
+        backends: vec![
+            backend(5, "198.18.2.1:8080", BackendStatus::Active),
+            backend(6, "198.18.2.2:8080", BackendStatus::Draining),
+        ],
+        packets: 0,
+        bytes: 0,
+    }
+}
+
+fn flow() -> FlowView {
+    FlowView {
+        protocol: Protocol::Tcp,
+        client: addr("198.51.100.7:40000"),
+        frontend: addr("198.18.100.1:80"),
+        backend_id: 5,
+        backend: Some(addr("198.18.2.1:8080")),
+        service: Some("default/web:http".into()),
+        state: "established".into(),
+        idle_seconds: 2,
+    }
+}
+
+impl Admin for FakeAdmin {
+    fn services(&self) -> Result<Vec<ServiceView>, AdminError> {
+        Ok(vec![web()])
+    }
+    fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
+        Ok(vec![])
+    }
+    fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
+        match service {
+            None | Some("default/web:http") => Ok(vec![flow()]),
+            Some(other) => Err(AdminError::NotFound(format!("no service named {other}"))),
+        }
+    }
+    fn stats(&self) -> Result<StatsView, AdminError> {
+        Ok(StatsView {
+            verdicts: BTreeMap::from([("forward_to_backend".into(), 12)]),
+            ..StatsView::default()
+        })
+    }
+    fn maps(&self) -> Result<Vec<MapUsageView>, AdminError> {
+        Ok(vec![])
+    }
+    fn maglev(&self, service: &str) -> Result<MaglevView, AdminError> {
+        if service != "default/web:http" {
+            return Err(AdminError::NotFound(format!("no service named {service}")));
+        }
+        Ok(MaglevView {
+            service: service.into(),
+            id: 1,
+            size: 7,
+            slots: vec![5, 5, 5, 5, 5, 5, 5],
+            shares: BTreeMap::from([(5, 7)]),
+        })
+    }
+    fn simulate(&self, _: &SimulateRequest) -> Result<SimulateView, AdminError> {
+        Ok(SimulateView {
+            outcome: "backend".into(),
+            service: Some("default/web:http".into()),
+            backend_id: Some(5),
+            backend: Some(addr("198.18.2.1:8080")),
+        })
+    }
+    fn drain(&self, request: &DrainRequest, _: bool) -> Result<DrainView, AdminError> {
+        Ok(DrainView {
+            services: request.service.iter().cloned().collect(),
+        })
+    }
+    fn status(&self) -> Result<StatusView, AdminError> {
+        Err(AdminError::Internal("status is not faked".into()))
+    }
+}
+
+/// The fake agent on a socket in its own tempdir, served from a thread
+/// (the test drives the `xlb` binary synchronously) until dropped.
+struct FakeAgent {
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeAgent {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("admin.sock");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let server = AdminServer::bind(&socket, None).await.expect("bind");
+                ready.send(()).expect("test waiting");
+                server
+                    .serve(Arc::new(FakeAdmin), async move {
+                        stopped.await.ok();
+                    })
+                    .await
+                    .expect("serve");
+            });
+        });
+        is_ready.recv().expect("the fake agent bound its socket");
+        Self {
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// Runs `xlb --admin-socket <socket> args...`.
+    fn xlb(&self, args: &[&str]) -> Output {
+        xlb_with_socket(&self.socket(), args)
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+fn xlb_with_socket(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("--admin-socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("XLB_ADMIN_SOCKET")
+        .output()
+        .expect("run xlb")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "xlb failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn service_list_json_is_the_api_document() {
+    let agent = FakeAgent::start();
+    let json = stdout(&agent.xlb(&["service", "list", "-o", "json"]));
+    let services: Vec<ServiceView> = serde_json::from_str(&json).expect("JSON services");
+    assert_eq!(services, vec![web()]);
+}
+
+#[test]
+fn service_list_table_is_cilium_shaped() {
+    let agent = FakeAgent::start();
+    let table = stdout(&agent.xlb(&["service", "list"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "ID   Frontend              Service Type   Backend",
+            "1    198.18.100.1:80/TCP   VIP            1 => 198.18.2.1:8080/TCP (active)",
+            "                                          2 => 198.18.2.2:8080/TCP (draining)",
+        ]
+    );
+}
+
+#[test]
+fn conntrack_filter_and_yaml() {
+    let agent = FakeAgent::start();
+    let yaml = stdout(&agent.xlb(&["ct", "list", "--service", "default/web:http", "-o", "yaml"]));
+    let flows: Vec<FlowView> = serde_yaml_ng::from_str(&yaml).expect("YAML flows");
+    assert_eq!(flows, vec![flow()]);
+
+    let unknown = agent.xlb(&["ct", "list", "--service", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no service named nope"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
+fn maglev_show_names_the_backends() {
+    let agent = FakeAgent::start();
+    let text = stdout(&agent.xlb(&["maglev", "show", "default/web:http"]));
+    assert!(
+        text.contains("5         198.18.2.1:8080   7       100.0%"),
+        "{text}"
+    );
+}
+
+#[test]
+fn simulate_and_drain() {
+    let agent = FakeAgent::start();
+    let text = stdout(&agent.xlb(&[
+        "simulate",
+        "--client",
+        "198.51.100.7:40000",
+        "--frontend",
+        "198.18.100.1:80",
+    ]));
+    assert!(text.contains("Backend:   5 => 198.18.2.1:8080"), "{text}");
+    let text = stdout(&agent.xlb(&["drain", "198.18.2.2:8080", "--service", "default/web:http"]));
+    assert_eq!(text, "198.18.2.2:8080: draining in default/web:http\n");
+}
+
+#[test]
+fn agent_errors_go_to_stderr() {
+    let agent = FakeAgent::start();
+    let output = agent.xlb(&["status"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr(&output),
+        "xlb: reading the agent's status: status is not faked\n"
+    );
+}
+
+#[test]
+fn missing_socket_says_what_to_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("admin.sock");
+    let output = xlb_with_socket(&socket, &["service", "list"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr(&output).contains(&format!(
+            "is the agent running? no socket at {}",
+            socket.display()
+        )),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn admin_socket_comes_from_the_environment() {
+    let agent = FakeAgent::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(["bpf", "lb", "list"])
+        .env("XLB_ADMIN_SOCKET", agent.socket())
+        .output()
+        .expect("run xlb");
+    let text = stdout(&output);
+    assert!(
+        text.contains("198.18.100.1:80/TCP (1)   198.18.2.1:8080/TCP (5)   active"),
+        "{text}"
+    );
+}
+
+fn check_config(file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("run xlb")
+}
+
+#[test]
+fn check_config_summarises_a_good_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.yaml");
+    // The native format, as examples/demo.yaml documents it; 198.18.2.1 is
+    // a backend of both services and counts once.
+    std::fs::write(
+        &file,
+        "\
+services:
+  - name: web
+    protocol: TCP
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+      - address: 198.18.100.2
+        port: 80
+    backends:
+      - address: \"198.18.2.1:8080\"
+      - address: \"198.18.2.2:8080\"
+  - name: api
+    protocol: TCP
+    frontends:
+      - address: 198.18.100.3
+        port: 443
+    backends:
+      - address: \"198.18.2.1:8080\"
+",
+    )
+    .expect("write");
+    assert_eq!(
+        stdout(&check_config(&file)),
+        format!(
+            "{}: ok: 2 services, 3 frontends, 2 backends\n",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without FILE it is a usage error.
+    let usage = xlb_with_socket(&dir.path().join("unused.sock"), &["check-config"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "services: [\n  this is: not: valid yaml\n").expect("write");
+    let output = check_config(&file);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    let stderr = stderr(&output);
+    assert!(!stderr.is_empty());
+    // Every problem names the file.
+    for line in stderr.lines() {
+        assert!(
+            line.starts_with(&format!("{}: ", file.display())),
+            "{stderr}"
+        );
+    }
+
+    let missing = dir.path().join("missing.yaml");
+    let output = check_config(&missing);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = self::stderr(&output);
+    assert!(
+        stderr.starts_with(&missing.display().to_string()) && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn completions_for_bash() {
+    let output = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("run xlb");
+    let script = stdout(&output);
+    assert!(script.contains("_xlb()"), "{script}");
+    assert!(script.contains("check-config"), "{script}");
+}

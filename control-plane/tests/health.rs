@@ -1,0 +1,301 @@
+//! Health checks against real TCP and HTTP servers, each test in its own
+//! network namespace so that it can bind and kill servers freely.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
+
+use control_plane::{
+    health::{Health, HealthChange, HealthChecker, Target, TargetStatus},
+    model::{HealthCheck, Probe},
+};
+use nix::sched::{CloneFlags, unshare};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    task::JoinHandle,
+    time::{self, Instant},
+};
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_millis(200);
+/// For waits with no timing claim of their own; only reached on failure.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `test` on a current-thread runtime in a thread of its own, inside
+/// a fresh network namespace with `lo` up.
+fn in_netns<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let thread = std::thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (run as root)");
+        // `ip` inherits this thread's namespace.
+        let status = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("running `ip link set lo up`");
+        assert!(status.success(), "`ip link set lo up`: {status}");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a runtime")
+            .block_on(test());
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn check(probe: Probe, port: Option<u16>, rise: u32, fall: u32) -> HealthCheck {
+    HealthCheck {
+        probe,
+        port,
+        interval: INTERVAL,
+        timeout: TIMEOUT,
+        rise,
+        fall,
+    }
+}
+
+/// The next change, which must arrive within `within`.
+async fn change_within(
+    changes: &mut mpsc::UnboundedReceiver<HealthChange>,
+    within: Duration,
+) -> HealthChange {
+    time::timeout(within, changes.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no health change within {within:?}"))
+        .expect("the checker is alive")
+}
+
+/// Waits until the only checked target's status satisfies `done`.
+async fn wait_for_status(
+    checker: &HealthChecker,
+    done: impl Fn(&TargetStatus) -> bool,
+) -> TargetStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let [status] = <[TargetStatus; 1]>::try_from(checker.snapshot()).expect("one target");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never got there: {status:?}"
+        );
+        // Polling the snapshot: the checker only signals transitions.
+        time::sleep(INTERVAL / 10).await;
+    }
+}
+
+/// Accepts and closes connections until aborted; the listener goes with it.
+fn accept_forever(listener: TcpListener) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    })
+}
+
+/// Aborts `server` and waits until its listener is closed.
+async fn kill(server: JoinHandle<()>) {
+    server.abort();
+    assert!(server.await.unwrap_err().is_cancelled());
+}
+
+#[test]
+fn tcp_check_follows_the_server_down_and_back() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = accept_forever(listener);
+        let (rise, fall) = (2, 3);
+        let check = check(Probe::Tcp, None, rise, fall);
+        let (mut checker, mut changes) = HealthChecker::new();
+        checker.set_targets([(Target { addr }, check.clone())]);
+
+        let status = wait_for_status(&checker, |s| s.consecutive_successes >= fall + 2).await;
+        assert_eq!(status.health, Health::Up);
+        assert!(
+            changes.try_recv().is_err(),
+            "no transition while the server is up"
+        );
+
+        kill(server).await;
+        let change = change_within(&mut changes, INTERVAL * fall + TIMEOUT).await;
+        assert_eq!(change.target, Target { addr });
+        assert!(!change.healthy, "{change:?}");
+        let reason = change.reason.expect("a down change says why");
+        assert!(
+            reason.contains(&format!("connecting to {addr}")),
+            "{reason}"
+        );
+        assert!(!checker.is_healthy(addr, &check));
+
+        let server = accept_forever(TcpListener::bind(addr).await.unwrap());
+        let change = change_within(&mut changes, INTERVAL * rise + TIMEOUT).await;
+        assert!(change.healthy, "{change:?}");
+        assert_eq!(change.reason, None);
+        assert!(checker.is_healthy(addr, &check));
+        let status = wait_for_status(&checker, |_| true).await;
+        assert!(status.last_error.is_some_and(|e| e == reason));
+        kill(server).await;
+    });
+}
+
+/// An HTTP server answering every request with the status in `status`
+/// (read per request), and sending each request head it gets to `heads`.
+fn http_server(
+    listener: TcpListener,
+    status: Arc<AtomicU16>,
+    heads: mpsc::UnboundedSender<String>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let head = read_head(&mut stream).await;
+            let _ = heads.send(head);
+            let code = status.load(Ordering::SeqCst);
+            let response = format!(
+                "HTTP/1.1 {code} Whatever\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            // The probe may already be gone (timed out); nothing to do then.
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    })
+}
+
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0; 512];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn http_check_follows_the_status_code() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(AtomicU16::new(200));
+        let (heads_tx, mut heads) = mpsc::unbounded_channel();
+        let server = http_server(listener, Arc::clone(&status), heads_tx);
+        // Traffic goes to port 1, where nothing listens; the check probes
+        // the server's port instead.
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (rise, fall) = (1, 2);
+        let check = check(
+            Probe::Http {
+                path: "/healthz?full=1".into(),
+            },
+            Some(port),
+            rise,
+            fall,
+        );
+        let (mut checker, mut changes) = HealthChecker::new();
+        checker.set_targets([(Target { addr }, check.clone())]);
+
+        let head = time::timeout(PATIENCE, heads.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            head.starts_with("GET /healthz?full=1 HTTP/1.1\r\n"),
+            "{head:?}"
+        );
+        assert!(
+            head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{head:?}"
+        );
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head:?}");
+        let up = wait_for_status(&checker, |s| s.consecutive_successes > fall).await;
+        assert_eq!(up.health, Health::Up);
+        assert_eq!(up.probe_addr.port(), port);
+        assert!(changes.try_recv().is_err(), "200 keeps it up");
+
+        status.store(500, Ordering::SeqCst);
+        let change = change_within(&mut changes, INTERVAL * fall + TIMEOUT).await;
+        assert!(!change.healthy, "{change:?}");
+        let reason = change.reason.unwrap();
+        assert!(reason.contains("HTTP status 500"), "{reason}");
+        assert!(!checker.is_healthy(addr, &check));
+
+        // 3xx passes too: a redirect says the server is alive.
+        status.store(302, Ordering::SeqCst);
+        let change = change_within(&mut changes, INTERVAL * rise + TIMEOUT).await;
+        assert!(change.healthy, "{change:?}");
+        kill(server).await;
+    });
+}
+
+#[test]
+fn http_check_fails_on_a_non_http_answer() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                read_head(&mut stream).await;
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+            }
+        });
+        let check = check(Probe::Http { path: "/".into() }, None, 1, 2);
+        let (mut checker, mut changes) = HealthChecker::new();
+        checker.set_targets([(Target { addr }, check)]);
+
+        let change = change_within(&mut changes, INTERVAL * 2 + TIMEOUT).await;
+        assert!(!change.healthy);
+        let reason = change.reason.unwrap();
+        assert!(
+            reason.contains(
+                r#"answered "SSH-2.0-OpenSSH_9.6", which is not an HTTP/1.x status line"#
+            ),
+            "{reason}"
+        );
+        let status = wait_for_status(&checker, |s| s.consecutive_failures >= 2).await;
+        assert_eq!(status.last_error.as_deref(), Some(reason.as_str()));
+        kill(server).await;
+    });
+}
+
+#[test]
+fn http_check_times_out_on_a_silent_server() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads the request, and never answers.
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                read_head(&mut stream).await;
+                open.push(stream);
+            }
+        });
+        let check = check(Probe::Http { path: "/".into() }, None, 1, 1);
+        let (mut checker, mut changes) = HealthChecker::new();
+        let started = Instant::now();
+        checker.set_targets([(Target { addr }, check)]);
+
+        // The first probe starts at once and gives up after the timeout.
+        let change = change_within(&mut changes, TIMEOUT + INTERVAL).await;
+        assert!(!change.healthy);
+        assert!(started.elapsed() >= TIMEOUT, "gave up before the timeout");
+        let reason = change.reason.unwrap();
+        assert_eq!(reason, format!("no answer from {addr} within {TIMEOUT:?}"));
+        kill(server).await;
+    });
+}
