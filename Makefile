@@ -19,7 +19,9 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace --bins
 
-demo: build
+# The demo runs the xlb agent built next to it: build both binaries.
+demo: setup
+	$(CARGO) build --release -p control-plane -p netns-tests --bins
 	target/release/xlb-demo
 
 lint: setup
@@ -37,6 +39,7 @@ bench: setup
 	$(CARGO) bench -p consistent-hash
 	$(CARGO) build --release -p bench-tools
 	target/release/xlb-bench prog --json target/xlb-bench-prog.json
+	target/release/xlb-bench sync --json target/xlb-bench-sync.json
 
 fmt: setup
 	$(CARGO) fmt --all

@@ -42,6 +42,8 @@ mod veth;
 mod wait;
 mod xdp;
 
+pub mod agent_rig;
+pub mod http;
 pub mod lb_scenario;
 pub mod packets;
 pub mod parser_run;

@@ -1,40 +1,38 @@
-//! `make demo`, in two parts, each in a throwaway netns rig:
+//! `make demo`: the xlb agent balancing HTTP in a throwaway netns rig.
 //!
-//! 1. frames of every class through the XDP packet parser on a veth, and the
-//!    program's per-class counters printed beside what was sent;
-//! 2. the load balancer: a client opens TCP connections and sends UDP requests
-//!    to a VIP (IPv4 and IPv6) that `xdp_lb` spreads over three backends
-//!    ([`lb_scenario::run_demo`]); printed are the connections per backend
-//!    beside the equal share, whether every answer came from the backend
-//!    `Datapath::simulate` predicted, and the LB's verdict counters beside the
-//!    frames that crossed the links.
+//! A client, the load balancer and three backends (`b0`, `b1`, `b2`) running
+//! HTTP servers that answer with their own name. The agent (the `xlb` binary
+//! next to this one) runs in the LB's namespace on `examples/demo.yaml`
+//! (embedded here). The demo sends 30 requests through the VIP and shows the
+//! spread, shows `xlb service list` and `xlb stats`, drains one backend live
+//! with `xlb drain`, sends 30 more requests and shows that none reached the
+//! drained backend, then removes everything.
 //!
-//! Exits 0 only when every counter and every answer matches.
-//!
-//! Needs root (namespaces, BPF). Touches nothing outside the rig it creates.
+//! Exits 0 only when every request was answered and the drained backend got
+//! no new request. Needs root (namespaces, BPF); touches nothing outside the
+//! rig it creates.
 
 use std::{
-    io::{self, Write as _},
+    io::{self, Write},
+    path::PathBuf,
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
+use anyhow::{Context as _, bail};
 use netns_tests::{
-    Proto,
-    lb_scenario::{self, BACKENDS, DROPS, LbDemo, backend_name},
-    parser_run,
-    topology::Family,
+    agent_rig::{AgentRig, BACKEND_PORT, BACKENDS, VIP_PORT, backend_name, backend_named},
+    http::http_get,
 };
-use xdp_lb::{Counter, CtEvent, ParseCounter, Verdict};
 
-/// Copies of each sample frame in the mix.
-const COPIES: usize = 10;
-/// TCP connections through the VIP, per family.
-const TCP_FLOWS: u16 = 300;
-/// UDP requests through the VIP, per family.
-const UDP_FLOWS: u16 = 60;
-/// How far a backend's share of the TCP connections may be from the equal
-/// share (the client's ports, hence the spread, are the same on every run).
-const SPREAD_TOLERANCE: f64 = 0.15;
+/// The demo's configuration (the `web` service on the rig's addresses).
+const DEMO_CONFIG: &str = include_str!("../../../examples/demo.yaml");
+/// Requests per round.
+const REQUESTS: usize = 30;
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The backend the demo drains.
+const DRAINED: usize = 1;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -44,215 +42,267 @@ fn main() -> ExitCode {
         )
         .with_writer(io::stderr)
         .init();
-    let parser = parser_demo().unwrap_or_else(|err| {
-        tracing::error!("parser demo failed: {err:#}");
-        false
-    });
-    let lb = lb_demo().unwrap_or_else(|err| {
-        tracing::error!("load-balancer demo failed: {err:#}");
-        false
-    });
-    if parser && lb {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let mut out = io::stdout().lock();
+    match run(&mut out) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            let _ = writeln!(io::stderr(), "\nxlb-demo: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn parser_demo() -> anyhow::Result<bool> {
-    let run = parser_run::run(COPIES)?;
-    let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "xlb demo, part 1: the packet parser\n\n{} frames ({} samples x {COPIES}) sent over a veth into xdp_lb ({} mode)\n",
-        run.sent.len(),
-        run.sent.len() / COPIES,
-        if run.native { "native" } else { "generic" },
-    )?;
-    writeln!(
-        out,
-        "{:<26} {:>12} {:>12} {:>10} {:>10}",
-        "counter", "packets sent", "counted", "bytes sent", "counted"
-    )?;
-    for &slot in ParseCounter::ALL {
-        let sent = run.expected.get(&slot).copied().unwrap_or_default();
-        let counted = run.counted.get(&slot).copied().unwrap_or_default();
-        if sent == Counter::default() && counted == Counter::default() {
-            continue;
+/// The `xlb` binary: the one built next to this demo.
+fn xlb_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("finding the demo's own executable")?;
+    let dir = me
+        .parent()
+        .context("the demo's executable has no directory")?;
+    let xlb = dir.join("xlb");
+    if !xlb.is_file() {
+        bail!(
+            "{} is missing: the demo runs the xlb agent built next to it; build both with \
+             `cargo build --release -p control-plane -p netns-tests --bins` (or run `make demo`)",
+            xlb.display()
+        );
+    }
+    Ok(xlb)
+}
+
+/// Answers per backend, from one round of requests.
+#[derive(Debug, Default)]
+struct Round {
+    per_backend: [usize; BACKENDS],
+    failures: Vec<String>,
+}
+
+fn requests(rig: &AgentRig, count: usize) -> Round {
+    let vip = rig.vip_addr(VIP_PORT);
+    let mut round = Round::default();
+    for _ in 0..count {
+        match http_get(rig.client(), vip, "/", REQUEST_TIMEOUT) {
+            Ok(answer) if answer.status == 200 => match backend_named(answer.body.trim()) {
+                Some(i) => round.per_backend[i] += 1,
+                None => round
+                    .failures
+                    .push(format!("unknown answer {:?}", answer.body)),
+            },
+            Ok(answer) => round
+                .failures
+                .push(format!("status {}: {:?}", answer.status, answer.body)),
+            Err(e) => round.failures.push(e.to_string()),
         }
-        let mark = if sent == counted { "ok" } else { "MISMATCH" };
+    }
+    round
+}
+
+fn print_round(out: &mut impl Write, round: &Round) -> io::Result<()> {
+    for (i, &n) in round.per_backend.iter().enumerate() {
+        let line = format!("  {:<3} {n:>3}  {}", backend_name(i), "#".repeat(n));
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    if !round.failures.is_empty() {
         writeln!(
             out,
-            "{:<26} {:>12} {:>12} {:>10} {:>10}  {mark}",
-            slot.name(),
-            sent.packets,
-            counted.packets,
-            sent.bytes,
-            counted.bytes
+            "  {} requests FAILED, first: {}",
+            round.failures.len(),
+            round.failures[0]
         )?;
     }
-    let matches = run.matches();
-    writeln!(
-        out,
-        "\n{}",
-        if matches {
-            "every counter matches what was sent"
-        } else {
-            "counters differ from what was sent"
-        }
-    )?;
-    Ok(matches)
+    Ok(())
 }
 
-fn lb_demo() -> anyhow::Result<bool> {
-    let demo = lb_scenario::run_demo(TCP_FLOWS, UDP_FLOWS, SPREAD_TOLERANCE)?;
-    let mut out = io::stdout().lock();
-    print_lb(&mut out, &demo)?;
-    Ok(demo.ok())
+fn heading(out: &mut impl Write, step: usize, title: &str) -> io::Result<()> {
+    writeln!(out, "\n== {step}. {title}\n")
 }
 
-fn ok(good: bool) -> &'static str {
-    if good { "ok" } else { "MISMATCH" }
-}
-
-fn family_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
+/// Runs `xlb args...` and prints it as typed, then its output.
+fn show_xlb(out: &mut impl Write, rig: &AgentRig, args: &[&str]) -> anyhow::Result<()> {
+    writeln!(out, "$ xlb {}", args.join(" "))?;
+    let output = rig.xlb_ok(args)?;
+    for line in output.lines() {
+        writeln!(out, "  {line}")?;
     }
+    Ok(())
 }
 
-fn print_lb(out: &mut impl io::Write, demo: &LbDemo) -> io::Result<()> {
+fn run(out: &mut impl Write) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let xlb = xlb_binary()?;
     writeln!(
         out,
-        "\nxlb demo, part 2: the load balancer\n\n\
-         client -> [xdp_lb] lb [xdp_lb] -> switch -> {BACKENDS} backends ({} mode); \
-         VIPs {} and {}\n\
-         {TCP_FLOWS} TCP connections and {UDP_FLOWS} UDP requests per family to VIP port {}\n",
-        if demo.native { "native" } else { "generic" },
-        lb_scenario::vip(Family::V4),
-        lb_scenario::vip(Family::V6),
-        lb_scenario::VIP_PORT,
+        "xlb demo: the xlb agent load-balancing HTTP in a throwaway rig of network namespaces"
     )?;
-    write!(
+
+    heading(out, 1, "The rig")?;
+    let mut rig = AgentRig::build(&xlb)?;
+    let outcome = steps(out, &mut rig);
+    if outcome.is_err() {
+        let _ = writeln!(io::stderr(), "the agent's log:\n{}", rig.all_logs());
+    }
+    let (answered, drain_held) = outcome?;
+
+    heading(out, 7, "Clean up")?;
+    writeln!(
         out,
-        "{:<6} {:<5} {:>8} {:>8} {:>12}",
-        "family", "proto", "sent", "answered", "as predicted"
+        "  stopping the agent, unmounting the rig's bpffs (its pinned maps and links go with \
+         it) and deleting the namespaces (the interfaces and their XDP programs go with them)"
+    )?;
+    drop(rig);
+    writeln!(out)?;
+    if answered && drain_held {
+        writeln!(
+            out,
+            "ok: {} requests answered, none reached the drained backend ({:.1?} in all)",
+            2 * REQUESTS,
+            started.elapsed()
+        )?;
+    }
+    Ok(answered && drain_held)
+}
+
+/// Steps 1 to 6; whether every request was answered, and whether the drain
+/// held (failures are printed as they are found).
+fn steps(out: &mut impl Write, rig: &mut AgentRig) -> anyhow::Result<(bool, bool)> {
+    for i in 0..BACKENDS {
+        rig.serve_http(i, BACKEND_PORT)?;
+    }
+    writeln!(
+        out,
+        "  client {}  ->  VIP {}  ->  [xdp_lb on the LB's eth0 and eth1]  ->  backends",
+        rig.client_ip(),
+        rig.vip_addr(VIP_PORT)
     )?;
     for i in 0..BACKENDS {
-        write!(out, " {:>13}", backend_name(i))?;
-    }
-    writeln!(
-        out,
-        " {:>11} {:>9} {:>6}",
-        "equal share", "predicted", "spread"
-    )?;
-    for run in &demo.runs {
-        let as_predicted = run.answers.iter().filter(|a| a.as_predicted()).count();
-        write!(
-            out,
-            "{:<6} {:<5} {:>8} {:>8} {:>12}",
-            family_name(run.family),
-            match run.proto {
-                Proto::Tcp => "TCP",
-                Proto::Udp => "UDP",
-            },
-            run.requested,
-            run.answers.len(),
-            as_predicted,
-        )?;
-        let share = run.equal_share();
-        for n in run.per_backend() {
-            let off = (n as f64 - share) / share * 100.0;
-            write!(out, " {n:>5} ({off:>+5.1}%)")?;
-        }
-        // UDP sockets take random ports: their spread is shown, not held.
-        let spread = match run.proto {
-            Proto::Tcp => ok(run.max_deviation() <= demo.tolerance),
-            Proto::Udp => "-",
-        };
         writeln!(
             out,
-            " {share:>11.1} {:>9} {spread:>6}",
-            ok(run.all_as_predicted())
+            "  {}: an HTTP server on {} answering \"{}\"",
+            backend_name(i),
+            rig.backend_addr(i, BACKEND_PORT),
+            backend_name(i)
         )?;
-        if let Some(err) = run.failures.first() {
-            writeln!(
-                out,
-                "       {} unanswered, first: {err}",
-                run.failures.len()
-            )?;
-        }
-        if let Some(answer) = run.mispredicted().next() {
-            writeln!(out, "       not as predicted, first: {answer:?}")?;
-        }
     }
+
+    heading(
+        out,
+        2,
+        "Start the agent on examples/demo.yaml (inside the LB)",
+    )?;
+    rig.write_config(DEMO_CONFIG)?;
     writeln!(
         out,
-        "\n(columns per backend: answers and their distance from the equal share; TCP \
-         spreads must stay within ±{:.0}%, UDP ports are random)",
-        demo.tolerance * 100.0
+        "lb$ xlb {}",
+        rig.agent_args(&[])
+            .iter()
+            .map(|a| a.replace(
+                &rig.config_path().display().to_string(),
+                "examples/demo.yaml"
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )?;
+    rig.start_agent(&[])?;
+    writeln!(
+        out,
+        "  ready: xdp_lb attached to eth0 and eth1 (pinned under {}), the services programmed",
+        rig.pin_dir().display()
+    )?;
+    writeln!(
+        out,
+        "\n  Every xlb command below talks to the agent through its admin socket:\n  \
+         $ export XLB_ADMIN_SOCKET={}",
+        rig.admin_socket().display()
     )?;
 
-    let t = &demo.traffic;
-    let client_tx = t.links.client.tx_packets;
-    let backends_tx = t.links.backends_tx();
-    writeln!(
+    heading(
         out,
-        "\n{:<26} {:>10} {:>14}",
-        "LB verdict", "packets", "links say"
+        3,
+        &format!("{REQUESTS} requests from the client to the VIP"),
     )?;
     writeln!(
         out,
-        "{:<26} {:>10} {:>14}  {}",
-        Verdict::ForwardToBackend.name(),
-        t.verdict(Verdict::ForwardToBackend),
-        format!("{client_tx} sent"),
-        ok(t.to_backend() == client_tx),
+        "client$ for i in $(seq {REQUESTS}); do curl -s http://{}/; done | sort | uniq -c",
+        rig.vip_addr(VIP_PORT).ip()
+    )?;
+    let first = requests(rig, REQUESTS);
+    print_round(out, &first)?;
+    writeln!(
+        out,
+        "  (each connection comes from a new client port, so Maglev hashing spreads them)"
+    )?;
+
+    heading(
+        out,
+        4,
+        "What the agent programmed, and what the datapath counted",
+    )?;
+    show_xlb(out, rig, &["service", "list"])?;
+    writeln!(out)?;
+    show_xlb(out, rig, &["stats"])?;
+
+    let drained = rig.backend_addr(DRAINED, BACKEND_PORT);
+    heading(
+        out,
+        5,
+        &format!("Drain {} live ({drained})", backend_name(DRAINED)),
+    )?;
+    let served_before = rig
+        .http_server(DRAINED, BACKEND_PORT)
+        .map(|s| s.served())
+        .context("the drained backend's server")?;
+    let drain_arg = drained.to_string();
+    show_xlb(out, rig, &["drain", &drain_arg])?;
+    writeln!(out)?;
+    show_xlb(out, rig, &["backend", "list"])?;
+    writeln!(
+        out,
+        "  (a draining backend keeps its established connections and gets no new ones)"
+    )?;
+
+    heading(
+        out,
+        6,
+        &format!(
+            "{REQUESTS} more requests: none may reach {}",
+            backend_name(DRAINED)
+        ),
     )?;
     writeln!(
         out,
-        "{:<26} {:>10} {:>14}  {}",
-        Verdict::ForwardReply.name(),
-        t.verdict(Verdict::ForwardReply),
-        format!("{backends_tx} sent"),
-        ok(t.replies() == backends_tx),
+        "client$ for i in $(seq {REQUESTS}); do curl -s http://{}/; done | sort | uniq -c",
+        rig.vip_addr(VIP_PORT).ip()
     )?;
-    for verdict in DROPS {
+    let second = requests(rig, REQUESTS);
+    print_round(out, &second)?;
+    let served_after = rig
+        .http_server(DRAINED, BACKEND_PORT)
+        .map(|s| s.served())
+        .context("the drained backend's server")?;
+    let reached = second.per_backend[DRAINED];
+    let server_saw = served_after - served_before;
+    writeln!(
+        out,
+        "  {}: {reached} answers seen by the client, {server_saw} requests seen by its server",
+        backend_name(DRAINED)
+    )?;
+
+    let answered = first.failures.is_empty() && second.failures.is_empty();
+    let drain_held = reached == 0 && server_saw == 0;
+    if !answered {
         writeln!(
             out,
-            "{:<26} {:>10} {:>14}  {}",
-            verdict.name(),
-            t.verdict(verdict),
-            "0",
-            ok(t.verdict(verdict) == 0),
+            "\nFAILED: {} of {} requests were not answered",
+            first.failures.len() + second.failures.len(),
+            2 * REQUESTS
         )?;
     }
-    let shown = [Verdict::ForwardToBackend, Verdict::ForwardReply];
-    for (&verdict, &n) in &t.verdicts {
-        if !shown.contains(&verdict) && !DROPS.contains(&verdict) {
-            writeln!(out, "{:<26} {n:>10}", verdict.name())?;
-        }
+    if !drain_held {
+        writeln!(
+            out,
+            "\nFAILED: the drained backend got new requests ({reached} answers, {server_saw} \
+             seen by its server)"
+        )?;
     }
-    writeln!(
-        out,
-        "\nconntrack: {} entries created for {} flows, {} replies matched to their flow, \
-         {} frames dropped on the links  {}",
-        t.ct_event(CtEvent::Created),
-        demo.flows(),
-        t.ct_event(CtEvent::ReplyHit),
-        t.links.tx_dropped(),
-        ok(demo.counters_ok()),
-    )?;
-    let good = demo.ok();
-    writeln!(
-        out,
-        "\n{} (load-balancer part: {:.1?})",
-        if good {
-            "every answer came from the predicted backend and every counter matches"
-        } else {
-            "something did not match: see MISMATCH above"
-        },
-        demo.elapsed,
-    )
+    Ok((answered, drain_held))
 }

@@ -1,0 +1,1005 @@
+//! Issue 6's acceptance scenarios: the real `xlb agent` binary in a netns rig
+//! ([`netns_tests::agent_rig::AgentRig`]: client → LB running the agent with
+//! `xdp_lb` on eth0 and eth1 → switch → backends b0, b1, b2; the VIP is
+//! plan VIP 1, 198.19.0.1).
+//!
+//! - restart and upgrade without loss: a TCP stream of at least 10 s and a
+//!   loop of TCP echo requests run while the agent is SIGKILLed and
+//!   restarted, then SIGKILLed and restarted as another program build
+//!   (`--version-stamp`): no request fails, nothing is reset, every byte of
+//!   the stream comes back intact, and the program on the interface is
+//!   replaced by the upgrade;
+//! - backend changes under load: adding a backend breaks none of 30
+//!   established connections (data exchanged on each before and after) nor
+//!   any request of a request loop; removing one leaves every connection on
+//!   the other backends working; a UDP client with a fixed source port on the
+//!   removed backend reaches a live one within 1 s;
+//! - a bad configuration reload keeps the previous configuration serving and
+//!   shows in `xlb status` and in `xlb_config_reloads_total`;
+//! - health checks: a backend whose server dies leaves within
+//!   interval × fall (+ one probe timeout + a stated margin), new requests
+//!   avoid it, and it returns when its server does;
+//! - the admin socket is mode 0660: a user outside its group is refused, a
+//!   user in it (`--admin-group`) gets through;
+//! - tearing the rig down leaves none of the agent's BPF programs, links or
+//!   maps behind;
+//! - `examples/demo.yaml` (what `make demo` runs) names the rig's addresses.
+//!
+//! Every scenario builds its own rig, so they run in parallel. Needs root.
+//! Measured figures are printed to stderr (`--nocapture` shows them).
+
+use std::{
+    collections::BTreeMap,
+    io::{self, ErrorKind},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::unix::{
+        fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+        net::{UnixListener, UnixStream},
+    },
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use control_plane::api::{BackendView, StatusView};
+use netns_tests::{
+    EchoClient, Netns, Proto,
+    agent_rig::{
+        AgentRig, BACKEND_PORT, BACKENDS, StreamSession, VIP_PORT, backend_name, backend_named,
+        io_error_kind, vip,
+    },
+    topology::plan::{self, BACKEND_LAN, Subnet},
+    wait_for, wait_until,
+};
+
+/// The `xlb` binary under test.
+const XLB: &str = env!("CARGO_BIN_EXE_xlb");
+/// The stream service's port, on the VIP and on the backends.
+const STREAM_PORT: u16 = 9000;
+/// The health check of the scenarios that use one.
+const INTERVAL: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+const RISE: u32 = 2;
+const FALL: u32 = 3;
+/// Time for the agent to see a health change, program it, and for the test
+/// to see it in `xlb backend list`: one reconcile (milliseconds), the poll
+/// interval of `wait_until` (at most 100 ms) and one `xlb` command (tens of
+/// milliseconds).
+const HEALTH_MARGIN: Duration = Duration::from_millis(300);
+/// How long the stream of the restart scenario runs at least.
+const STREAM_MIN: Duration = Duration::from_secs(10);
+/// Hard limits of every traffic loop (they stop by themselves).
+const TRAFFIC_CAP: Duration = Duration::from_secs(90);
+const MAX_REQUESTS: u64 = 20_000;
+/// Pause between two requests of a request loop, and between two chunks of
+/// a stream: keeps the load modest while other scenarios run in parallel.
+const REQUEST_PACE: Duration = Duration::from_millis(5);
+const STREAM_PACE: Duration = Duration::from_millis(1);
+/// Bytes per stream exchange.
+const CHUNK: usize = 16 * 1024;
+/// How long one request or exchange may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Waits with no timing claim of their own; only reached on failure.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// The version stamp of the "upgraded" program build.
+const UPGRADE_STAMP: u32 = 1_921_681;
+/// Requests that must succeed in each phase of the restart scenario.
+const PER_PHASE: u64 = 20;
+/// Held connections in the backend-change scenario.
+const HELD: usize = 30;
+/// The fixed source port of the UDP client.
+const UDP_CLIENT_PORT: u16 = 40_000;
+
+/// Prints a measured figure (shown with `--nocapture`).
+#[expect(
+    clippy::print_stderr,
+    reason = "the scenarios' figures, for --nocapture"
+)]
+fn report(line: &str) {
+    eprintln!("agent_netns: {line}");
+}
+
+/// A service of the configuration file, in the native format.
+fn service(name: &str, protocol: &str, port: u16, backends: &[SocketAddr], health: bool) -> String {
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{address: \"{b}\"}}"))
+        .collect();
+    let mut yaml = format!(
+        "  - name: {name}\n    protocol: {protocol}\n    frontends: [{{address: {}, port: {port}}}]\n    backends: [{}]\n",
+        vip(),
+        backends.join(", ")
+    );
+    if health {
+        yaml.push_str(&format!(
+            "    health_check: {{type: tcp, interval: {}ms, timeout: {}ms, rise: {RISE}, fall: {FALL}}}\n",
+            INTERVAL.as_millis(),
+            PROBE_TIMEOUT.as_millis()
+        ));
+    }
+    yaml
+}
+
+fn config(services: &[String]) -> String {
+    format!("services:\n{}", services.concat())
+}
+
+/// The backends `which` on `port`.
+fn backends(rig: &AgentRig, which: &[usize], port: u16) -> Vec<SocketAddr> {
+    which.iter().map(|&i| rig.backend_addr(i, port)).collect()
+}
+
+fn backend_list(rig: &AgentRig) -> Vec<BackendView> {
+    serde_json::from_value(
+        rig.xlb_json(&["backend", "list"])
+            .expect("xlb backend list"),
+    )
+    .expect("BackendViews")
+}
+
+/// Sends `count` TCP echo requests through the VIP; answers per backend, and
+/// the failures.
+fn echo_requests(rig: &AgentRig, count: usize) -> ([usize; BACKENDS], Vec<String>) {
+    let outcomes = EchoClient::new(rig.client())
+        .with_timeout(IO_TIMEOUT)
+        .each(Proto::Tcp, rig.vip_addr(VIP_PORT), count)
+        .expect("running echo requests in the client namespace");
+    let mut per_backend = [0; BACKENDS];
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome.map(|echo| backend_named(&echo.server)) {
+            Ok(Some(i)) => per_backend[i] += 1,
+            Ok(None) => failures.push("an answer from an unknown server".to_owned()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    (per_backend, failures)
+}
+
+/// TCP echo requests through the VIP one after another, on a thread of its
+/// own, until stopped (or [`TRAFFIC_CAP`] / [`MAX_REQUESTS`]).
+struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    succeeded: Arc<AtomicU64>,
+    thread: JoinHandle<LoopReport>,
+}
+
+#[derive(Debug, Default)]
+struct LoopReport {
+    succeeded: u64,
+    failures: Vec<String>,
+    resets: u64,
+    per_backend: [u64; BACKENDS],
+    elapsed: Duration,
+}
+
+impl RequestLoop {
+    fn start(client: &Netns, vip: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let succeeded = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, succeeded, echo) = (
+                stop.clone(),
+                succeeded.clone(),
+                EchoClient::new(client).with_timeout(IO_TIMEOUT),
+            );
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut report = LoopReport::default();
+                let mut sent = 0;
+                while !stop.load(Ordering::Acquire)
+                    && started.elapsed() < TRAFFIC_CAP
+                    && sent < MAX_REQUESTS
+                {
+                    sent += 1;
+                    let outcome = echo
+                        .each(Proto::Tcp, vip, 1)
+                        .map(|mut all| all.pop().expect("one outcome"));
+                    match outcome.and_then(|o| o) {
+                        Ok(answer) => {
+                            if let Some(i) = backend_named(&answer.server) {
+                                report.per_backend[i] += 1;
+                            }
+                            report.succeeded += 1;
+                            succeeded.fetch_add(1, Ordering::AcqRel);
+                        }
+                        Err(e) => {
+                            if io_error_kind(&e) == Some(ErrorKind::ConnectionReset) {
+                                report.resets += 1;
+                            }
+                            report
+                                .failures
+                                .push(format!("{:.3?}: {e}", started.elapsed()));
+                        }
+                    }
+                    std::thread::sleep(REQUEST_PACE);
+                }
+                report.elapsed = started.elapsed();
+                report
+            })
+        };
+        Self {
+            stop,
+            succeeded,
+            thread,
+        }
+    }
+
+    fn succeeded(&self) -> u64 {
+        self.succeeded.load(Ordering::Acquire)
+    }
+
+    /// Waits until `more` requests have succeeded since now.
+    fn wait_for_more(&self, more: u64, what: &str) {
+        let target = self.succeeded() + more;
+        wait_until(PATIENCE, what, || self.succeeded() >= target).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {} requests succeeded, {target} expected",
+                self.succeeded()
+            )
+        });
+    }
+
+    fn finish(self) -> LoopReport {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("the request loop panicked")
+    }
+}
+
+/// The byte at `offset` of a stream: a hash of the offset, so a lost,
+/// repeated or reordered chunk cannot echo back as the expected bytes.
+fn pattern(offset: u64) -> u8 {
+    (offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
+}
+
+/// A stream through the VIP that exchanges [`CHUNK`]-byte chunks (each sent,
+/// echoed and checked) for at least `min`, then until stopped.
+struct StreamRun {
+    stop: Arc<AtomicBool>,
+    echoed: Arc<AtomicU64>,
+    thread: JoinHandle<StreamReport>,
+}
+
+#[derive(Debug)]
+struct StreamReport {
+    server: String,
+    bytes: u64,
+    error: Option<String>,
+    reset: bool,
+    elapsed: Duration,
+}
+
+impl StreamRun {
+    fn start(mut session: StreamSession, min: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, echoed) = (stop.clone(), echoed.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let server = session.server().to_owned();
+                let mut chunk = vec![0u8; CHUNK];
+                let mut failed = None;
+                loop {
+                    let elapsed = started.elapsed();
+                    if (elapsed >= min && stop.load(Ordering::Acquire)) || elapsed >= TRAFFIC_CAP {
+                        break;
+                    }
+                    let offset = session.echoed();
+                    for (i, byte) in chunk.iter_mut().enumerate() {
+                        *byte = pattern(offset + i as u64);
+                    }
+                    if let Err(e) = session.exchange(&chunk) {
+                        failed = Some(e);
+                        break;
+                    }
+                    echoed.store(session.echoed(), Ordering::Release);
+                    std::thread::sleep(STREAM_PACE);
+                }
+                let bytes = session.echoed();
+                if failed.is_none()
+                    && let Err(e) = session.close()
+                {
+                    failed = Some(e);
+                }
+                StreamReport {
+                    server,
+                    bytes,
+                    reset: failed
+                        .as_ref()
+                        .is_some_and(|e| e.kind() == ErrorKind::ConnectionReset),
+                    error: failed.map(|e| e.to_string()),
+                    elapsed: started.elapsed(),
+                }
+            })
+        };
+        Self {
+            stop,
+            echoed,
+            thread,
+        }
+    }
+
+    fn echoed(&self) -> u64 {
+        self.echoed.load(Ordering::Acquire)
+    }
+
+    /// Waits until more bytes have come back than now.
+    fn wait_for_progress(&self, what: &str) {
+        let now = self.echoed();
+        wait_until(PATIENCE, what, || self.echoed() > now)
+            .unwrap_or_else(|e| panic!("{e}: the stream is stuck at {now} bytes"));
+    }
+
+    fn finish(self) -> StreamReport {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("the stream panicked")
+    }
+}
+
+#[test]
+fn restart_and_upgrade_lose_nothing() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+        rig.serve_stream(i, STREAM_PORT).expect("stream server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    rig.write_config(&config(&[
+        service(
+            "web",
+            "TCP",
+            VIP_PORT,
+            &backends(&rig, &all, BACKEND_PORT),
+            true,
+        ),
+        service(
+            "stream",
+            "TCP",
+            STREAM_PORT,
+            &backends(&rig, &all, STREAM_PORT),
+            false,
+        ),
+    ]))
+    .expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let first_stamp = rig.xdp_prog_stamp("eth0").expect("the program's stamp");
+    let first_prog = rig
+        .xdp_prog_id("eth0")
+        .expect("ip link")
+        .expect("xdp_lb on eth0");
+
+    let session = StreamSession::open(rig.client(), rig.vip_addr(STREAM_PORT), IO_TIMEOUT)
+        .expect("a stream through the VIP");
+    let stream = StreamRun::start(session, STREAM_MIN);
+    let requests = RequestLoop::start(rig.client(), rig.vip_addr(VIP_PORT));
+    requests.wait_for_more(PER_PHASE, "requests with the first agent");
+
+    // Restart: SIGKILL, traffic with no agent at all, a new agent.
+    rig.kill_agent().expect("SIGKILL");
+    requests.wait_for_more(PER_PHASE, "requests while no agent runs");
+    stream.wait_for_progress("the stream while no agent runs");
+    let started = Instant::now();
+    rig.start_agent(&[]).expect("the restarted agent");
+    let restart = started.elapsed();
+    let restarted_prog = rig
+        .xdp_prog_id("eth0")
+        .expect("ip link")
+        .expect("xdp_lb on eth0");
+    requests.wait_for_more(PER_PHASE, "requests with the restarted agent");
+
+    // Upgrade: the same, to a build with another version stamp.
+    rig.kill_agent().expect("SIGKILL");
+    requests.wait_for_more(PER_PHASE, "requests while no agent runs (upgrade)");
+    stream.wait_for_progress("the stream while no agent runs (upgrade)");
+    let started = Instant::now();
+    let new_stamp = UPGRADE_STAMP.to_string();
+    rig.start_agent(&["--version-stamp", &new_stamp])
+        .expect("the upgraded agent");
+    let upgrade = started.elapsed();
+    let upgraded_prog = rig
+        .xdp_prog_id("eth0")
+        .expect("ip link")
+        .expect("xdp_lb on eth0");
+    let upgraded_stamp = rig.xdp_prog_stamp("eth0").expect("the program's stamp");
+    let upgraded_prog_eth1 = rig
+        .xdp_prog_id("eth1")
+        .expect("ip link")
+        .expect("xdp_lb on eth1");
+    requests.wait_for_more(PER_PHASE, "requests with the upgraded agent");
+    stream.wait_for_progress("the stream with the upgraded agent");
+
+    let stream = stream.finish();
+    let requests = requests.finish();
+    report(&format!(
+        "restart: agent ready {restart:.2?} after start, upgrade: {upgrade:.2?}; \
+         xdp prog id on eth0 {first_prog} -> {restarted_prog} (restart) -> {upgraded_prog} \
+         (upgrade; eth1 {upgraded_prog_eth1}); its version stamp {first_stamp:?} -> \
+         {upgraded_stamp:?}"
+    ));
+    report(&format!(
+        "restart: {} requests in {:.1?} ({:?} per backend), {} failed, {} resets; stream via {}: \
+         {} bytes echoed intact in {:.1?}, error {:?}",
+        requests.succeeded,
+        requests.elapsed,
+        requests.per_backend,
+        requests.failures.len(),
+        requests.resets,
+        stream.server,
+        stream.bytes,
+        stream.elapsed,
+        stream.error
+    ));
+    assert!(
+        requests.failures.is_empty(),
+        "{} requests failed, first: {:?}",
+        requests.failures.len(),
+        requests.failures.first()
+    );
+    assert_eq!(requests.resets, 0);
+    assert!(
+        stream.error.is_none(),
+        "the stream broke (reset: {}): {:?}",
+        stream.reset,
+        stream.error
+    );
+    assert!(stream.elapsed >= STREAM_MIN && stream.bytes > 0);
+    assert_ne!(
+        upgraded_prog, restarted_prog,
+        "the upgrade must replace the program on eth0"
+    );
+    assert_eq!(
+        upgraded_prog, upgraded_prog_eth1,
+        "one program build serves both interfaces"
+    );
+    assert_ne!(first_stamp, Some(UPGRADE_STAMP));
+    assert_eq!(
+        upgraded_stamp,
+        Some(UPGRADE_STAMP),
+        "the upgraded build runs on eth0"
+    );
+}
+
+/// A UDP client bound to a fixed source port, connected to the VIP, so its
+/// 5-tuple (hence its conntrack entry) never changes.
+struct UdpFlow {
+    socket: UdpSocket,
+    sent: u64,
+}
+
+impl UdpFlow {
+    fn open(client: &Netns, local: SocketAddr, server: SocketAddr) -> Self {
+        let socket = client
+            .run(move || {
+                let socket = UdpSocket::bind(local)?;
+                socket.connect(server)?;
+                io::Result::Ok(socket)
+            })
+            .expect("entering the client namespace")
+            .expect("binding the UDP client");
+        Self { socket, sent: 0 }
+    }
+
+    /// Sends one request and returns the name of the backend that answered
+    /// it, or `None` when no answer came within `timeout`. Late answers to
+    /// earlier requests are skipped.
+    fn ask(&mut self, timeout: Duration) -> Option<String> {
+        self.sent += 1;
+        let request = format!("udp-{}", self.sent);
+        self.socket.send(request.as_bytes()).expect("UDP send");
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.socket
+                .set_read_timeout(Some(left))
+                .expect("UDP timeout");
+            // Errors are timeouts, or ICMP errors reported on the connected
+            // socket: both mean no answer yet.
+            if let Ok(len) = self.socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..len]);
+                if let Some((name, echoed)) = text.split_once(' ')
+                    && echoed == request
+                {
+                    return Some(name.to_owned());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn backend_changes_under_load() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+        rig.serve_echo(i, Proto::Udp, BACKEND_PORT)
+            .expect("UDP echo server");
+        rig.serve_stream(i, STREAM_PORT).expect("stream server");
+    }
+    let with = |rig: &AgentRig, which: &[usize]| {
+        config(&[
+            service(
+                "web",
+                "TCP",
+                VIP_PORT,
+                &backends(rig, which, BACKEND_PORT),
+                false,
+            ),
+            service(
+                "stream",
+                "TCP",
+                STREAM_PORT,
+                &backends(rig, which, STREAM_PORT),
+                false,
+            ),
+            service(
+                "dns",
+                "UDP",
+                VIP_PORT,
+                &backends(rig, which, BACKEND_PORT),
+                false,
+            ),
+        ])
+    };
+    rig.write_config(&with(&rig, &[0, 1])).expect("config");
+    rig.start_agent(&[]).expect("agent");
+
+    // The UDP flow, on b0 or b1.
+    let mut udp = UdpFlow::open(
+        rig.client(),
+        SocketAddr::new(rig.client_ip(), UDP_CLIENT_PORT),
+        rig.vip_addr(VIP_PORT),
+    );
+    let udp_backend = wait_for(PATIENCE, "an answer to the UDP client", || {
+        Ok(udp.ask(Duration::from_millis(200)))
+    })
+    .expect("the UDP flow");
+    let removed = backend_named(&udp_backend).expect("a known backend");
+
+    // Held connections, each exchanging data once.
+    let mut held: Vec<StreamSession> = (0..HELD)
+        .map(|_| {
+            StreamSession::open(rig.client(), rig.vip_addr(STREAM_PORT), IO_TIMEOUT)
+                .expect("a held connection")
+        })
+        .collect();
+    let exchange = |session: &mut StreamSession, round: u64| {
+        let data: Vec<u8> = (0..4096).map(|i| pattern(round * 4096 + i)).collect();
+        session.exchange(&data)
+    };
+    for session in &mut held {
+        exchange(session, 1).expect("an exchange before the change");
+    }
+    let on = |held: &[StreamSession], i: usize| {
+        held.iter()
+            .filter(|s| s.server() == backend_name(i))
+            .count()
+    };
+    report(&format!(
+        "backend changes: {HELD} held connections, {} on b0, {} on b1; the UDP flow on {udp_backend}",
+        on(&held, 0),
+        on(&held, 1)
+    ));
+    assert_eq!(on(&held, 0) + on(&held, 1), HELD);
+
+    // Add b2 under load.
+    let requests = RequestLoop::start(rig.client(), rig.vip_addr(VIP_PORT));
+    requests.wait_for_more(PER_PHASE, "requests before the change");
+    let status = rig
+        .apply_config(&with(&rig, &[0, 1, 2]), PATIENCE)
+        .expect("adding b2");
+    assert_eq!(status["last_reload"]["outcome"], "ok", "{status}");
+    let broken: Vec<String> = held
+        .iter_mut()
+        .filter_map(|s| {
+            exchange(s, 2)
+                .err()
+                .map(|e| format!("{} via {}: {e}", s.local_addr(), s.server()))
+        })
+        .collect();
+    requests.wait_for_more(PER_PHASE, "requests after the change");
+    // New connections reach b2: the change took effect.
+    let mut tries = 0;
+    wait_until(PATIENCE, "a new connection on b2", || {
+        tries += 1;
+        StreamSession::open(rig.client(), rig.vip_addr(STREAM_PORT), IO_TIMEOUT)
+            .is_ok_and(|s| s.server() == "b2" && s.close().is_ok())
+    })
+    .expect("b2 takes new connections");
+    let requests = requests.finish();
+    report(&format!(
+        "adding b2: {} of {HELD} held connections broke; request loop {} ok, {} failed \
+         ({:?} per backend); b2 took a new connection after {tries} tries",
+        broken.len(),
+        requests.succeeded,
+        requests.failures.len(),
+        requests.per_backend
+    ));
+    assert!(broken.is_empty(), "held connections broke: {broken:#?}");
+    assert!(
+        requests.failures.is_empty(),
+        "requests failed while adding b2: {:#?}",
+        requests.failures
+    );
+
+    // Remove the UDP flow's backend; time until the flow reaches another.
+    let remaining: Vec<usize> = (0..BACKENDS).filter(|&i| i != removed).collect();
+    let reloads = rig.reloads().expect("reload count");
+    rig.write_config(&with(&rig, &remaining)).expect("config");
+    rig.hangup().expect("SIGHUP");
+    let removal = Instant::now();
+    let moved_to = wait_for(PATIENCE, "the UDP flow to reach a live backend", || {
+        Ok(udp
+            .ask(Duration::from_millis(20))
+            .filter(|name| *name != udp_backend))
+    })
+    .expect("the UDP flow moves");
+    let moved_after = removal.elapsed();
+    wait_until(PATIENCE, "the agent to reload", || {
+        rig.reloads().is_ok_and(|n| n > reloads)
+    })
+    .expect("reload");
+    let mut kept = 0;
+    let mut lost: BTreeMap<String, usize> = BTreeMap::new();
+    for session in &mut held {
+        let result = exchange(session, 3);
+        if session.server() == backend_name(removed) {
+            let outcome = result
+                .err()
+                .map_or("still works".to_owned(), |e| e.to_string());
+            *lost.entry(outcome).or_default() += 1;
+        } else {
+            result.unwrap_or_else(|e| {
+                panic!(
+                    "connection {} on {} (not removed) broke: {e}",
+                    session.local_addr(),
+                    session.server()
+                )
+            });
+            kept += 1;
+        }
+    }
+    report(&format!(
+        "removing {udp_backend}: the UDP flow answered by {moved_to} {moved_after:.3?} after \
+         the SIGHUP; {kept} connections on the other backends all work; the {} on \
+         {udp_backend}: {lost:?}",
+        lost.values().sum::<usize>()
+    ));
+    assert!(
+        moved_after <= Duration::from_secs(1),
+        "the UDP flow took {moved_after:?} to reach a live backend"
+    );
+    assert!(
+        kept > 0 && !lost.is_empty(),
+        "both backends must have held connections"
+    );
+    for session in held
+        .into_iter()
+        .filter(|s| s.server() != backend_name(removed))
+    {
+        session.close().expect("an orderly close");
+    }
+}
+
+#[test]
+fn a_bad_reload_keeps_the_running_configuration() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let good = config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        false,
+    )]);
+    rig.write_config(&good).expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let (before, failures) = echo_requests(&rig, 30);
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Not YAML at all.
+    let status = rig
+        .apply_config(
+            "services:\n  - name: web\n    frontends: [{address: 198.19.0.1, port: 80\n",
+            PATIENCE,
+        )
+        .expect("a reload");
+    let status: StatusView = serde_json::from_value(status).expect("a StatusView");
+    let reload = status.last_reload.clone().expect("a last reload");
+    assert_eq!(reload.outcome, "rejected", "{status:?}");
+    assert!(
+        reload.error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{status:?}"
+    );
+    assert_eq!(status.services, 1, "{status:?}");
+    let (after, failures) = echo_requests(&rig, 30);
+    assert!(
+        failures.is_empty(),
+        "requests failed after a bad reload: {failures:?}"
+    );
+    assert!(after.iter().filter(|&&n| n > 0).count() >= 2, "{after:?}");
+
+    // YAML, but a port out of range: the error names the place.
+    let bad_port = good.replace("port: 80}", "port: 70000}");
+    assert_ne!(bad_port, good);
+    let status: StatusView =
+        serde_json::from_value(rig.apply_config(&bad_port, PATIENCE).expect("a reload"))
+            .expect("a StatusView");
+    let reload = status.last_reload.clone().expect("a last reload");
+    let error = reload.error.unwrap_or_default();
+    assert_eq!(reload.outcome, "rejected");
+    assert!(error.contains("services[0]"), "{error}");
+    let (_, failures) = echo_requests(&rig, 10);
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let text = rig.xlb_ok(&["status"]).expect("xlb status");
+    assert!(text.contains("rejected"), "{text}");
+    let metrics = rig.metrics_get("/metrics").expect("GET /metrics");
+    assert_eq!(metrics.status, 200);
+    let rejected = metric(
+        &metrics.body,
+        r#"xlb_config_reloads_total{outcome="rejected"}"#,
+    );
+    report(&format!(
+        "bad reload: answers per backend before {before:?}, after {after:?}; status says \
+         {} ok / {} rejected, last error {error:?}; metrics say rejected = {rejected:?}",
+        status.reloads_ok, status.reloads_failed
+    ));
+    assert!(rejected.is_some_and(|n| n >= 2.0), "{}", metrics.body);
+    assert!(status.reloads_failed >= 2, "{status:?}");
+}
+
+/// The value of the sample `name` (with its labels) in OpenMetrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// The status of the backend at `addr` in `xlb backend list`.
+fn backend_status(rig: &AgentRig, addr: SocketAddr) -> Option<String> {
+    backend_list(rig)
+        .into_iter()
+        .find(|b| b.address == addr)
+        .map(|b| b.status.as_str().to_owned())
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_back() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    rig.write_config(&config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        true,
+    )]))
+    .expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let victim = 1;
+    let addr = rig.backend_addr(victim, BACKEND_PORT);
+    wait_until(PATIENCE, "every backend active", || {
+        let list = backend_list(&rig);
+        list.len() == BACKENDS && list.iter().all(|b| b.status.as_str() == "active")
+    })
+    .expect("backends up");
+
+    rig.stop_echo(victim, Proto::Tcp, BACKEND_PORT)
+        .expect("stopping b1");
+    let killed = Instant::now();
+    wait_until(PATIENCE, "b1 down", || {
+        backend_status(&rig, addr).as_deref() == Some("down")
+    })
+    .expect("b1 goes down");
+    let down_after = killed.elapsed();
+    let bound = INTERVAL * FALL + PROBE_TIMEOUT + HEALTH_MARGIN;
+    let (spread, failures) = echo_requests(&rig, 30);
+
+    rig.serve_echo(victim, Proto::Tcp, BACKEND_PORT)
+        .expect("restarting b1");
+    let restarted = Instant::now();
+    wait_until(PATIENCE, "b1 active again", || {
+        backend_status(&rig, addr).as_deref() == Some("active")
+    })
+    .expect("b1 comes back");
+    let up_after = restarted.elapsed();
+    let mut reached = 0;
+    let mut sent = 0;
+    wait_until(PATIENCE, "a request answered by b1", || {
+        let (per_backend, _) = echo_requests(&rig, 10);
+        sent += 10;
+        reached += per_backend[victim];
+        reached > 0
+    })
+    .expect("requests reach b1 again");
+    report(&format!(
+        "health: b1 down {down_after:.3?} after its server stopped (bound {bound:?} = \
+         {INTERVAL:?} x {FALL} + {PROBE_TIMEOUT:?} + margin {HEALTH_MARGIN:?}); 30 requests \
+         while down: {spread:?} per backend, {} failed; back up {up_after:.3?} after its \
+         restart (rise {RISE} x {INTERVAL:?}); {reached} of the next {sent} requests reached it",
+        failures.len()
+    ));
+    assert!(
+        down_after <= bound,
+        "b1 went down after {down_after:?}, more than {bound:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed with b1 down: {failures:?}"
+    );
+    assert_eq!(spread[victim], 0);
+}
+
+/// Runs `f` on a thread of its own whose file-system credentials are
+/// `uid`/`gid` with no supplementary group, as a user other than root would
+/// connect. Only that thread changes: the raw system calls set the calling
+/// thread's credentials (glibc's wrapper of setgroups would change every
+/// thread of the process), and the thread ends with `f`.
+fn as_user<T: Send + 'static>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: a plain system call on the calling thread's credentials,
+        // with an empty list.
+        let dropped =
+            unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) };
+        assert_eq!(dropped, 0, "setgroups: {}", io::Error::last_os_error());
+        // SAFETY: setfsgid/setfsuid change this thread only; moving the
+        // fsuid away from 0 drops the file capabilities (CAP_DAC_OVERRIDE...)
+        // from its effective set, so the permission checks are a user's.
+        // Called with an invalid ID, they change nothing and return the
+        // current one.
+        let (now_uid, now_gid) = unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+            (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX))
+        };
+        assert_eq!((now_uid as u32, now_gid as u32), (uid, gid));
+        f()
+    })
+    .join()
+    .expect("the credential thread panicked")
+}
+
+#[test]
+fn the_admin_socket_is_for_its_group_only() {
+    const NOBODY: u32 = 65_534;
+    const ADMINS: u32 = 4_242;
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    rig.write_config(&config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        false,
+    )]))
+    .expect("config");
+    rig.start_agent(&["--admin-group", &ADMINS.to_string()])
+        .expect("agent");
+    let socket = rig.admin_socket().to_owned();
+    let meta = std::fs::metadata(&socket).expect("the admin socket");
+    report(&format!(
+        "admin socket {}: mode {:o}, owner {}:{}",
+        socket.display(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid()
+    ));
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    assert_eq!(meta.gid(), ADMINS);
+
+    // Let other users reach the socket's directory, so that only the
+    // socket's own mode decides; a socket anyone may use, beside it, shows
+    // that the directories let them through.
+    std::fs::set_permissions(rig.workdir(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod the work directory");
+    let dir = socket.parent().expect("the socket's directory").to_owned();
+    let dir_mode = std::fs::metadata(&dir).expect("socket directory").mode() & 0o7777;
+    let open = dir.join("anyone.sock");
+    let _listener = UnixListener::bind(&open).expect("a control socket");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let connect = |path: &Path| {
+        let path = path.to_owned();
+        move || UnixStream::connect(&path).map(drop)
+    };
+    let outsider_open = as_user(NOBODY, NOBODY, connect(&open));
+    let outsider = as_user(NOBODY, NOBODY, connect(&socket));
+    let member = as_user(NOBODY, ADMINS, connect(&socket));
+    report(&format!(
+        "admin socket: directory mode {dir_mode:o}; a user outside the group: {outsider:?} \
+         (a mode-666 socket beside it: {outsider_open:?}); a user in group {ADMINS}: {member:?}"
+    ));
+    outsider_open.expect("the directories let other users through");
+    assert_eq!(
+        outsider.map_err(|e| e.kind()),
+        Err(ErrorKind::PermissionDenied)
+    );
+    member.expect("a member of the admin group connects");
+}
+
+#[test]
+fn tearing_the_rig_down_leaves_no_bpf_object() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    rig.write_config(&config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        false,
+    )]))
+    .expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let objects = rig.bpf_objects().expect("the agent's BPF objects");
+    let pin_dir = rig.pin_dir().to_owned();
+    report(&format!(
+        "teardown: the agent owns programs {:?}, links {:?}, {} maps",
+        objects.programs,
+        objects.links,
+        objects.maps.len()
+    ));
+    assert!(
+        !objects.programs.is_empty() && objects.links.len() >= 2 && !objects.maps.is_empty(),
+        "{objects:?}"
+    );
+    assert_eq!(
+        objects.alive().expect("bpftool"),
+        objects,
+        "bpftool finds every object while the rig lives"
+    );
+    drop(rig);
+    let started = Instant::now();
+    let mut left = objects.clone();
+    wait_until(PATIENCE, "the agent's BPF objects to be freed", || {
+        left = objects.alive().expect("bpftool");
+        left.is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: still there: {left:?}"));
+    report(&format!(
+        "teardown: all freed {:.2?} after the rig was dropped",
+        started.elapsed()
+    ));
+    assert!(!pin_dir.exists(), "{} is still there", pin_dir.display());
+}
+
+#[test]
+fn the_demo_configuration_names_the_rig_addresses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.yaml");
+    let model = control_plane::source::file::load(&path)
+        .unwrap_or_else(|e| panic!("{} is not valid: {e}", path.display()));
+    let (vip4, _) = plan::vip(1);
+    let lan = Subnet::lan(BACKEND_LAN);
+    let plan_backends: Vec<SocketAddr> = (0..BACKENDS)
+        .map(|i| {
+            let host = u8::try_from(100 + i).expect("a host number");
+            SocketAddr::new(lan.host(host).0.addr(), BACKEND_PORT)
+        })
+        .collect();
+    assert_eq!(model.services.len(), 1);
+    let (name, web) = model.services.iter().next().expect("one service");
+    assert_eq!(name.0, "web");
+    let frontends: Vec<(IpAddr, u16)> = web.frontends.iter().map(|f| (f.addr, f.port)).collect();
+    assert_eq!(frontends, [(IpAddr::V4(vip4), VIP_PORT)]);
+    let backends: Vec<SocketAddr> = web.backends.iter().map(|b| b.addr).collect();
+    assert_eq!(backends, plan_backends);
+    assert!(web.health_check.is_some());
+}
