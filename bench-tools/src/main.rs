@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod maglev;
 mod prog;
 mod rig;
+mod sync;
 
 #[derive(Debug, Parser)]
 #[command(name = "xlb-bench", version, about)]
@@ -18,6 +19,9 @@ enum Command {
     Maglev(maglev::MaglevArgs),
     /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
     Prog(prog::ProgArgs),
+    /// Time the control plane: a full sync of N services × B backends from one
+    /// file, and the programming latency of single backend changes.
+    Sync(sync::SyncArgs),
     /// Manage netns rigs (e.g. sweep leftovers of a crashed run).
     #[command(subcommand)]
     Rig(rig::RigCommand),
@@ -36,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Maglev(args) => maglev::run(&args),
         Command::Prog(args) => prog::run(&args),
         Command::Rig(command) => rig::run(&command),
+        Command::Sync(args) => sync::run(&args),
     }
 }
