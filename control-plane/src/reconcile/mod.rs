@@ -142,12 +142,13 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler for an empty datapath whose maps hold `services` service
-    /// IDs and `backends` backend IDs (ID 0 is never a backend).
+    /// IDs and `backends` backend IDs. ID 0 is never given out: it means "none"
+    /// in views (and is never a backend in the datapath).
     pub fn new(seed: u64, policy: SizingPolicy, services: u32, backends: u32) -> Self {
         Self {
             seed,
             policy,
-            service_ids: IdAllocator::new(0, services),
+            service_ids: IdAllocator::new(1, services),
             backend_ids: IdAllocator::new(1, backends),
             services: BTreeMap::new(),
             names: BTreeMap::new(),
