@@ -13,13 +13,8 @@ use xdp_lb::{AddressKind, Datapath, Frontend};
 pub trait Target {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Writes backend `id` as live at `addr`, made for `generation`.
-    fn put_backend(
-        &mut self,
-        id: u32,
-        addr: SocketAddr,
-        generation: u32,
-    ) -> Result<(), Self::Error>;
+    /// Writes backends `(id, addr, generation)` as live, in one batch.
+    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Self::Error>;
     /// Retires backend `id`: flows still pointing at it are re-selected.
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error>;
     /// Deletes the tracked flows of backend `id` (after it was retired).
@@ -48,13 +43,8 @@ pub trait Target {
 impl Target for Datapath {
     type Error = xdp_lb::Error;
 
-    fn put_backend(
-        &mut self,
-        id: u32,
-        addr: SocketAddr,
-        generation: u32,
-    ) -> Result<(), Self::Error> {
-        Self::put_backend(self, id, addr, generation)
+    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Self::Error> {
+        Self::put_backends(self, backends)
     }
 
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error> {
@@ -154,17 +144,22 @@ fn key(frontend: &Frontend) -> (SocketAddr, u8) {
 impl Target for MemoryTarget {
     type Error = Violation;
 
-    fn put_backend(&mut self, id: u32, addr: SocketAddr, generation: u32) -> Result<(), Violation> {
-        if let Some(&(old, old_generation, _)) = self.backends.get(&id)
-            && (old != addr || generation < old_generation)
-            && self.in_tables().contains(&id)
-        {
-            return Err(Violation(format!(
-                "backend {id} rewritten from {old} to {addr} while a table names it"
-            )));
+    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Violation> {
+        let named = self.in_tables();
+        for &(id, addr, generation) in backends {
+            if let Some(&(old, old_generation, _)) = self.backends.get(&id)
+                && (old != addr || generation < old_generation)
+                && named.contains(&id)
+            {
+                return Err(Violation(format!(
+                    "backend {id} rewritten from {old} to {addr} while a table names it"
+                )));
+            }
         }
-        self.count("put_backend");
-        self.backends.insert(id, (addr, generation, true));
+        self.count("put_backends");
+        for &(id, addr, generation) in backends {
+            self.backends.insert(id, (addr, generation, true));
+        }
         Ok(())
     }
 

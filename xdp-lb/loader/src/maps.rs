@@ -247,17 +247,28 @@ impl Datapath {
     /// that outlives its addresses only sends packets down the full lookup
     /// path (the datapath treats a set bit as "maybe").
     fn mark_address(&mut self, addr: IpAddr) -> Result<(), Error> {
-        let bit = filter_bit(&to_addr(addr));
+        self.mark_addresses(std::iter::once(addr))
+    }
+
+    /// [`Self::mark_address`] for many addresses: each filter word is read
+    /// and written once, however many addresses fall in it.
+    fn mark_addresses(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<(), Error> {
+        let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for addr in addrs {
+            let bit = filter_bit(&to_addr(addr));
+            *words.entry(bit / 64).or_default() |= 1 << (bit % 64);
+        }
         let mut filter = Array::<_, u64>::try_from(self.map_mut(ADDRESS_FILTER)?)
             .map_err(map_err(ADDRESS_FILTER, "open"))?;
-        let word = filter
-            .get(&(bit / 64), 0)
-            .map_err(map_err(ADDRESS_FILTER, "read"))?;
-        let marked = word | 1 << (bit % 64);
-        if marked != word {
-            filter
-                .set(bit / 64, marked, 0)
-                .map_err(map_err(ADDRESS_FILTER, "write"))?;
+        for (index, bits) in words {
+            let word = filter
+                .get(&index, 0)
+                .map_err(map_err(ADDRESS_FILTER, "read"))?;
+            if word | bits != word {
+                filter
+                    .set(index, word | bits, 0)
+                    .map_err(map_err(ADDRESS_FILTER, "write"))?;
+            }
         }
         Ok(())
     }
@@ -312,6 +323,28 @@ impl Datapath {
             .map_err(map_err(BACKENDS, "open"))?
             .set(id, record, 0)
             .map_err(map_err(BACKENDS, "write"))
+    }
+
+    /// [`Self::put_backend`] for many backends: the filter bits of all their
+    /// addresses first, then every record with one batched update. Every ID
+    /// is checked before anything is written; a batch the kernel stops
+    /// part-way reports how many records it wrote.
+    pub fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Error> {
+        for &(id, ..) in backends {
+            self.check_backend_id(id)?;
+        }
+        self.mark_addresses(backends.iter().map(|&(_, addr, _)| addr.ip()))?;
+        let (ids, records): (Vec<u32>, Vec<Backend>) = backends
+            .iter()
+            .map(|&(id, addr, generation)| {
+                (
+                    id,
+                    Backend::new(to_addr(addr.ip()), addr.port(), generation),
+                )
+            })
+            .unzip();
+        crate::sys::map_update_batch(self.map_fd(BACKENDS)?, &ids, &records, 0)
+            .map_err(crate::tables::batch_err(BACKENDS, "write", ids.len()))
     }
 
     /// Retires backend `id`: flows that still point at it are re-selected on

@@ -36,7 +36,7 @@ pub const TABLES_PER_BATCH: usize = 256;
 /// returns it for a batch command the map type lacks).
 const ENOTSUPP: i32 = 524;
 
-fn batch_err(
+pub(crate) fn batch_err(
     map: &'static str,
     op: &'static str,
     total: usize,

@@ -108,6 +108,13 @@ fn ids_beyond_the_map_sizes_are_refused() {
         "backend",
         SIZES.backends,
     );
+    // A batch with one bad ID writes nothing.
+    out_of_range(
+        dp.put_backends(&[(2, backend4(0), 1), (SIZES.backends, backend4(1), 1)]),
+        "backend",
+        SIZES.backends,
+    );
+    assert_eq!(dp.backend(2).unwrap(), None, "nothing of the batch written");
     // The last IDs are fine.
     dp.put_backend(SIZES.backends - 1, backend4(0), 1).unwrap();
     dp.swap_table(SIZES.services - 1, &[SIZES.backends - 1])

@@ -178,12 +178,17 @@ impl Lb {
         for vip in [IpAddr::from(VIP4), IpAddr::from(VIP6)] {
             dp.set_address(vip, AddressKind::Vip).expect("address");
         }
-        for i in 0..4 {
-            dp.put_backend(BACKEND4_IDS[i], backend4(i), 1)
-                .expect("backend");
-            dp.put_backend(BACKEND6_IDS[i], backend6(i), 1)
-                .expect("backend");
-        }
+        // One batch, as the agent writes them: every reply test then also
+        // checks that the batch marked each backend's address in the filter.
+        let backends: Vec<(u32, SocketAddr, u32)> = (0..4)
+            .flat_map(|i| {
+                [
+                    (BACKEND4_IDS[i], backend4(i), 1),
+                    (BACKEND6_IDS[i], backend6(i), 1),
+                ]
+            })
+            .collect();
+        dp.put_backends(&backends).expect("backends");
         Self { dp, up0, dn0 }
     }
 
