@@ -107,7 +107,16 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         sizes.backends,
         &recovered,
     );
-    let (health, mut health_changes) = HealthChecker::new();
+    let (mut health, mut health_changes) = HealthChecker::new();
+    // Backends the previous agent had retired stay out until they pass
+    // their checks again (the others start up, as on a first start).
+    health.presume_down(
+        recovered
+            .backends
+            .iter()
+            .filter(|&&(.., live)| !live)
+            .map(|&(_, addr, ..)| crate::health::Target { addr }),
+    );
     let metrics = Arc::new(Metrics::new());
     let mut core = Core {
         datapath,

@@ -121,6 +121,8 @@ pub struct HealthChecker<P = NetProber> {
     changes: mpsc::UnboundedSender<HealthChange>,
     /// Per backend address, its checks in the order they were first set.
     targets: HashMap<Target, Vec<Checked>>,
+    /// Targets whose first check starts down (see [`Self::presume_down`]).
+    presumed_down: HashSet<Target>,
 }
 
 /// One running check of one target.
@@ -167,6 +169,7 @@ impl<P: Prober> HealthChecker<P> {
             prober: Arc::new(prober),
             changes,
             targets: HashMap::new(),
+            presumed_down: HashSet::new(),
         };
         (checker, receiver)
     }
@@ -217,7 +220,8 @@ impl<P: Prober> HealthChecker<P> {
                 if running.iter().any(|checked| checked.check == check) {
                     continue;
                 }
-                let initial = if down_before.contains(&target) {
+                let initial = if down_before.contains(&target) || self.presumed_down.remove(&target)
+                {
                     Health::Down
                 } else {
                     Health::Up
@@ -227,6 +231,19 @@ impl<P: Prober> HealthChecker<P> {
                 self.targets.entry(target).or_default().push(checked);
             }
         }
+    }
+
+    /// Makes the first check of each of `targets` start down rather than up:
+    /// a restarted agent's backends that the previous agent had taken out
+    /// (their records are retired in the pinned maps) stay out until they
+    /// pass `rise` probes, instead of getting traffic for `fall` probes.
+    /// Applies to targets that are not checked yet, once.
+    pub fn presume_down(&mut self, targets: impl IntoIterator<Item = Target>) {
+        self.presumed_down.extend(
+            targets
+                .into_iter()
+                .filter(|t| !self.targets.contains_key(t)),
+        );
     }
 
     fn start(&self, target: Target, check: HealthCheck, initial: Health) -> Checked {
@@ -600,5 +617,26 @@ mod tests {
         let change = next_change(&mut changes).await;
         assert_eq!((change.target.addr, change.healthy), (a, true));
         assert_eq!(change.check, check(3));
+    }
+
+    #[tokio::test]
+    async fn a_presumed_down_target_starts_down_once() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (a, b) = (addr(1, 80), addr(2, 80));
+        checker.presume_down([Target { addr: a }]);
+        checker.set_targets([
+            (Target { addr: a }, check(2)),
+            (Target { addr: b }, check(2)),
+        ]);
+        assert_eq!(checker.health(a, &check(2)), Some(Health::Down));
+        assert_eq!(checker.health(b, &check(2)), Some(Health::Up));
+        // It passes its probes: back after `rise`.
+        let change = next_change(&mut changes).await;
+        assert_eq!((change.target.addr, change.healthy), (a, true));
+
+        // Once only: checked again later with another check, it starts up.
+        checker.set_targets([(Target { addr: a }, check(3))]);
+        assert_eq!(checker.health(a, &check(3)), Some(Health::Up));
     }
 }
