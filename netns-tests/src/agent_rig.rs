@@ -27,18 +27,11 @@
 //! its output, the agent's log), so this module reports them with `anyhow`.
 use std::{
     fmt::Write as _,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    io::{self, Read as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Output, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail};
@@ -46,6 +39,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 use xdp_lb::{AttachMode, Attachment, Datapath, ProgramName};
 
+pub use crate::stream::{StreamEchoServer, StreamSession};
 use crate::{
     Error, Netns, Proto, Result, Spawned,
     http::{HttpResponse, HttpServer, http_get},
@@ -210,11 +204,7 @@ impl AgentRig {
     /// Starts an HTTP server on backend `i` (its IPv4 address, `port`)
     /// answering `b<i>`.
     pub fn serve_http(&mut self, i: usize, port: u16) -> anyhow::Result<()> {
-        let server = HttpServer::start(
-            self.backend(i),
-            self.backend_addr(i, port),
-            &backend_name(i),
-        )?;
+        let server = self.start_on_backend(i, port, HttpServer::start)?;
         self.http.push(server);
         Ok(())
     }
@@ -247,13 +237,24 @@ impl AgentRig {
 
     /// Starts a [`StreamEchoServer`] on backend `i`.
     pub fn serve_stream(&mut self, i: usize, port: u16) -> anyhow::Result<()> {
-        let server = StreamEchoServer::start(
+        let server = self.start_on_backend(i, port, StreamEchoServer::start)?;
+        self.streams.push(server);
+        Ok(())
+    }
+
+    /// Starts a server on backend `i`'s IPv4 address and `port`, answering
+    /// as `b<i>`.
+    fn start_on_backend<T>(
+        &self,
+        i: usize,
+        port: u16,
+        start: impl FnOnce(&Netns, SocketAddr, &str) -> Result<T>,
+    ) -> Result<T> {
+        start(
             self.backend(i),
             self.backend_addr(i, port),
             &backend_name(i),
-        )?;
-        self.streams.push(server);
-        Ok(())
+        )
     }
 
     /// Writes the agent's configuration file. The new file is renamed over
@@ -771,294 +772,6 @@ fn pinned_id(path: &Path) -> anyhow::Result<(BpfKind, u32)> {
     ))
 }
 
-/// How long a stream connection's thread waits on a read before it looks at
-/// the stop flag again.
-const STREAM_POLL: Duration = Duration::from_millis(100);
-/// How long a stream connection may stay idle before the server closes it.
-const STREAM_MAX_IDLE: Duration = Duration::from_secs(120);
-/// How long a stream server waits for one write to go out.
-const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A TCP server on its own thread inside a namespace that greets every
-/// connection with its name and a newline, then echoes every byte back until
-/// the client closes: long-lived connections that say which backend holds
-/// them. Stopped (its connections closed, its threads joined) on drop.
-#[derive(Debug)]
-pub struct StreamEchoServer {
-    name: String,
-    local: SocketAddr,
-    stop: Arc<AtomicBool>,
-    wake: OwnedFd,
-    thread: Option<JoinHandle<Result<()>>>,
-}
-
-impl StreamEchoServer {
-    /// Binds `bind` (TCP) inside `netns` and starts serving as `name`.
-    pub fn start(netns: &Netns, bind: SocketAddr, name: &str) -> Result<Self> {
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Error::Invalid {
-                what: "stream server name",
-                input: name.to_owned(),
-                expected: "a non-empty name without whitespace",
-            });
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let thread = {
-            let (stop, name) = (stop.clone(), name.to_owned());
-            netns.spawn(move || serve_streams(bind, &name, &stop, &ready_tx))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok((local, wake))) => Ok(Self {
-                name: name.to_owned(),
-                local,
-                stop,
-                wake,
-                thread: Some(thread),
-            }),
-            Ok(Err(err)) => {
-                let _ = thread.join();
-                Err(err)
-            }
-            Err(mpsc::RecvError) => Err(match thread.join() {
-                Ok(Err(err)) => err,
-                _ => Error::Io {
-                    what: format!("starting a stream server in {netns}"),
-                    source: io::Error::other("the server thread ended before binding"),
-                },
-            }),
-        }
-    }
-
-    /// The address the server listens on.
-    pub const fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Stops the server and waits for its connections to end.
-    pub fn stop(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.stop.store(true, Ordering::Release);
-        // SAFETY: `wake` is an open socket descriptor owned by `self`;
-        // shutting the listener down makes its blocked accept(2) return.
-        unsafe {
-            libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
-        }
-        thread.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                what: format!("stream server {} on {}", self.name, self.local),
-                source: io::Error::other("the server thread panicked"),
-            })
-        })
-    }
-}
-
-impl Drop for StreamEchoServer {
-    fn drop(&mut self) {
-        if let Err(err) = self.shutdown() {
-            warn!(local = %self.local, error = %err, "stream server ended with an error");
-        }
-    }
-}
-
-type StreamReady = mpsc::SyncSender<Result<(SocketAddr, OwnedFd)>>;
-
-fn serve_streams(bind: SocketAddr, name: &str, stop: &Arc<AtomicBool>, ready: &StreamReady) {
-    let bound = TcpListener::bind(bind).and_then(|listener| {
-        let wake = listener.as_fd().try_clone_to_owned()?;
-        Ok((listener.local_addr()?, listener, wake))
-    });
-    let listener = match bound {
-        Ok((local, listener, wake)) => {
-            if ready.send(Ok((local, wake))).is_err() {
-                return;
-            }
-            listener
-        }
-        Err(source) => {
-            let _ = ready.send(Err(Error::Io {
-                what: format!("binding a stream server to {bind}"),
-                source,
-            }));
-            return;
-        }
-    };
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let (name, stop) = (name.to_owned(), stop.clone());
-                connections.retain(|c| !c.is_finished());
-                connections.push(std::thread::spawn(move || {
-                    if let Err(err) = echo_stream(&stream, &name, &stop) {
-                        debug!(%peer, error = %err, "stream connection failed");
-                    }
-                }));
-            }
-            Err(_) if stop.load(Ordering::Acquire) => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                warn!(error = %err, "stream server accept failed");
-                std::thread::sleep(STREAM_POLL);
-            }
-        }
-    }
-    // Each connection looks at the stop flag every STREAM_POLL.
-    for connection in connections {
-        let _ = connection.join();
-    }
-}
-
-fn echo_stream(mut stream: &TcpStream, name: &str, stop: &AtomicBool) -> io::Result<()> {
-    stream.set_write_timeout(Some(STREAM_WRITE_TIMEOUT))?;
-    stream.set_read_timeout(Some(STREAM_POLL))?;
-    stream.write_all(format!("{name}\n").as_bytes())?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        match stream.read(&mut buf) {
-            Ok(0) => return stream.shutdown(Shutdown::Write),
-            Ok(n) => {
-                stream.write_all(&buf[..n])?;
-                last = Instant::now();
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if last.elapsed() > STREAM_MAX_IDLE {
-                    return Ok(());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// A client connection to a [`StreamEchoServer`] (through the VIP, say),
-/// opened from a namespace; usable from any thread afterwards (a socket
-/// stays in the namespace it was opened in).
-#[derive(Debug)]
-pub struct StreamSession {
-    stream: TcpStream,
-    server: String,
-    local: SocketAddr,
-    timeout: Duration,
-    /// Bytes echoed back and checked so far.
-    echoed: u64,
-}
-
-impl StreamSession {
-    /// Connects from `netns` to `addr` and reads the server's greeting; every
-    /// later read or write may take at most `timeout`.
-    pub fn open(netns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<Self> {
-        let what = move |step: &str| format!("stream to {addr}: {step}");
-        let stream = netns
-            .run(move || TcpStream::connect_timeout(&addr, timeout))?
-            .map_err(Error::io(what("connect")))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(Error::io(what("socket options")))?;
-        let local = stream
-            .local_addr()
-            .map_err(Error::io(what("local address")))?;
-        let mut greeting = String::new();
-        BufReader::new((&stream).take(256))
-            .read_line(&mut greeting)
-            .map_err(Error::io(what("greeting")))?;
-        let server = greeting.trim_end().to_owned();
-        if !greeting.ends_with('\n') || server.is_empty() {
-            return Err(Error::Io {
-                what: what("greeting"),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("greeted with {greeting:?}"),
-                ),
-            });
-        }
-        Ok(Self {
-            stream,
-            server,
-            local,
-            timeout,
-            echoed: 0,
-        })
-    }
-
-    /// The name of the server holding the connection.
-    pub fn server(&self) -> &str {
-        &self.server
-    }
-
-    /// The client's address of the connection.
-    pub const fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Bytes echoed back and checked so far.
-    pub const fn echoed(&self) -> u64 {
-        self.echoed
-    }
-
-    /// Sends `data` and reads it back; an error unless every byte comes back
-    /// as sent, in time.
-    pub fn exchange(&mut self, data: &[u8]) -> io::Result<()> {
-        (&self.stream).write_all(data)?;
-        let mut back = vec![0u8; data.len()];
-        (&self.stream).read_exact(&mut back)?;
-        if let Some(at) = data.iter().zip(&back).position(|(a, b)| a != b) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "byte {} of the stream came back as {:#04x}, sent {:#04x}",
-                    self.echoed + at as u64,
-                    back[at],
-                    data[at]
-                ),
-            ));
-        }
-        self.echoed += data.len() as u64;
-        Ok(())
-    }
-
-    /// Closes our side and waits for the server's orderly close; an error if
-    /// anything but the end of the stream (a reset, stray bytes) comes first.
-    pub fn close(self) -> io::Result<()> {
-        self.stream.shutdown(Shutdown::Write)?;
-        let mut rest = Vec::new();
-        let deadline = Instant::now() + self.timeout;
-        (&self.stream).take(1024).read_to_end(&mut rest)?;
-        if !rest.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} stray bytes before the end of the stream", rest.len()),
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the close took too long",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// The first I/O error in `err`'s chain, for telling resets from timeouts.
 pub fn io_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
     let mut next = Some(err);
@@ -1074,10 +787,6 @@ pub fn io_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        HostKind,
-        topology::{Family, TwoHosts},
-    };
 
     #[test]
     fn prog_ids_from_ip_link_json() {
@@ -1107,30 +816,5 @@ mod tests {
         assert!(is_ready(&status(true, &["eth0", "eth1"])));
         assert!(!is_ready(&status(false, &["eth0", "eth1"])));
         assert!(!is_ready(&status(true, &["eth0"])));
-    }
-
-    /// Needs root: a rig of two namespaces.
-    #[test]
-    fn stream_sessions_echo_every_byte_and_close_in_order() {
-        let hosts = TwoHosts::build(HostKind::Wire, &Options::default()).unwrap();
-        let server =
-            StreamEchoServer::start(&hosts.b.netns, hosts.b.socket(Family::V4, 9000), "b1")
-                .unwrap();
-        let timeout = Duration::from_secs(2);
-        let mut session =
-            StreamSession::open(&hosts.a.netns, server.local_addr(), timeout).unwrap();
-        assert_eq!(session.server(), "b1");
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        for chunk in data.chunks(16 * 1024) {
-            session.exchange(chunk).unwrap();
-        }
-        assert_eq!(session.echoed(), data.len() as u64);
-        session.close().unwrap();
-        // A second session after the first has closed.
-        let mut again = StreamSession::open(&hosts.a.netns, server.local_addr(), timeout).unwrap();
-        again.exchange(b"x").unwrap();
-        // Stopping the server ends its connections: the next exchange fails.
-        server.stop().unwrap();
-        assert!(again.exchange(b"y").is_err());
     }
 }

@@ -8,19 +8,17 @@
 use std::{
     io::{self, Read as _, Write as _},
     net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc,
-    },
-    thread::JoinHandle,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use tracing::{debug, warn};
 
-use crate::{Error, Netns, Result, addr::is_rig_address};
+use crate::{
+    Error, Netns, Result,
+    addr::is_rig_address,
+    server::{self, Bound, Kind, ServerThread, Shared, accept_until_stopped},
+};
 
 /// The largest request a server reads.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -28,6 +26,8 @@ const MAX_REQUEST: u64 = 64 * 1024;
 const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a UDP server looks at its stop flag when no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(50);
+/// How errors and logs name the server.
+const KIND: Kind = Kind::new("an", "echo");
 
 /// A transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,13 +41,7 @@ pub enum Proto {
 #[derive(Debug)]
 pub struct EchoServer {
     proto: Proto,
-    name: Arc<str>,
-    netns: Netns,
-    local: SocketAddr,
-    stop: Arc<AtomicBool>,
-    /// A duplicate of the server's socket, used to wake it up on stop.
-    wake: OwnedFd,
-    thread: Option<JoinHandle<Result<()>>>,
+    server: ServerThread,
 }
 
 impl EchoServer {
@@ -57,58 +51,39 @@ impl EchoServer {
     /// free port ([`local_addr`](Self::local_addr) tells which). `name` must
     /// be non-empty and without whitespace.
     pub fn start(netns: &Netns, proto: Proto, bind: SocketAddr, name: &str) -> Result<Self> {
-        check_local(bind.ip())?;
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Error::Invalid {
-                what: "echo server name",
-                input: name.to_owned(),
-                expected: "a non-empty name without whitespace",
-            });
-        }
-        let name: Arc<str> = name.into();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let thread = {
-            let name = name.clone();
-            let stop = stop.clone();
-            netns.spawn(move || serve(proto, bind, &name, &stop, &ready_tx))?
+        server::check_bind(bind.ip())?;
+        server::check_name("echo server name", name)?;
+        let bind_socket = move || {
+            let bound = match proto {
+                Proto::Tcp => Bound::tcp(bind).map(|bound| bound.map(Socket::Tcp)),
+                Proto::Udp => bind_udp(bind),
+            };
+            bound.map_err(|source| Error::Io {
+                what: format!("binding a {proto:?} echo server to {bind}"),
+                source,
+            })
         };
-        match ready_rx.recv() {
-            Ok(Ok((local, wake))) => {
-                debug!(netns = %netns, %local, ?proto, name = &*name, "echo server up");
-                Ok(Self {
-                    proto,
-                    name,
-                    netns: netns.clone(),
-                    local,
-                    stop,
-                    wake,
-                    thread: Some(thread),
+        let serve = |socket, shared: Shared| match socket {
+            Socket::Tcp(listener) => {
+                accept_until_stopped(&listener, &shared, KIND, UDP_POLL, |stream, shared| {
+                    answer_tcp(stream, shared.name())
                 })
             }
-            Ok(Err(err)) => {
-                let _ = thread.join();
-                Err(err)
-            }
-            // The thread ended before binding: it could not enter the namespace.
-            Err(mpsc::RecvError) => Err(match thread.join() {
-                Ok(Err(err)) => err,
-                _ => Error::Io {
-                    what: format!("starting an echo server in {netns}"),
-                    source: io::Error::other("the server thread ended before binding"),
-                },
-            }),
-        }
+            Socket::Udp(socket) => serve_udp(&socket, &shared),
+        };
+        let server = ServerThread::start(netns, KIND, name, bind_socket, serve)?;
+        debug!(netns = %netns, local = %server.local_addr(), ?proto, name, "echo server up");
+        Ok(Self { proto, server })
     }
 
     /// The address the server listens on.
     pub const fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.server.local_addr()
     }
 
     /// The name the server answers with.
     pub fn name(&self) -> &str {
-        &self.name
+        self.server.name()
     }
 
     /// The protocol the server speaks.
@@ -118,83 +93,12 @@ impl EchoServer {
 
     /// The namespace the server listens in.
     pub const fn netns(&self) -> &Netns {
-        &self.netns
+        self.server.netns()
     }
 
     /// Stops the server and waits for its thread (and its connections) to end.
-    pub fn stop(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.stop.store(true, Ordering::Release);
-        // A listening TCP socket that is shut down makes a blocked accept(2)
-        // return (EINVAL). A UDP socket is not shut down: its blocked
-        // recv_from would then return without a source address, which std
-        // asserts against (a panic); the flag and the UDP poll interval stop
-        // that loop instead.
-        if self.proto == Proto::Tcp {
-            // SAFETY: `wake` is an open socket descriptor owned by `self`.
-            unsafe {
-                libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
-            }
-        }
-        // A panic is reported, not resumed: this runs in `Drop`, possibly
-        // while a test is already unwinding.
-        thread.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                what: format!("echo server {} on {}", self.name, self.local),
-                source: io::Error::other("the server thread panicked"),
-            })
-        })
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        if let Err(err) = self.shutdown() {
-            warn!(local = %self.local, error = %err, "echo server ended with an error");
-        }
-    }
-}
-
-type Ready = mpsc::SyncSender<Result<(SocketAddr, OwnedFd)>>;
-
-/// The server thread: binds, reports the bound address, then serves until
-/// stopped.
-fn serve(proto: Proto, bind: SocketAddr, name: &str, stop: &AtomicBool, ready: &Ready) {
-    let bound = match proto {
-        Proto::Tcp => TcpListener::bind(bind).and_then(|l| {
-            let wake = l.as_fd().try_clone_to_owned()?;
-            Ok((Socket::Tcp(l), wake))
-        }),
-        Proto::Udp => UdpSocket::bind(bind).and_then(|s| {
-            s.set_read_timeout(Some(UDP_POLL))?;
-            let wake = s.as_fd().try_clone_to_owned()?;
-            Ok((Socket::Udp(s), wake))
-        }),
-    };
-    let socket = match bound.and_then(|(s, w)| Ok((s.local_addr()?, s, w))) {
-        Ok((local, socket, wake)) => {
-            if ready.send(Ok((local, wake))).is_err() {
-                return;
-            }
-            socket
-        }
-        Err(source) => {
-            let _ = ready.send(Err(Error::Io {
-                what: format!("binding a {proto:?} echo server to {bind}"),
-                source,
-            }));
-            return;
-        }
-    };
-    match socket {
-        Socket::Tcp(listener) => serve_tcp(&listener, name, stop),
-        Socket::Udp(socket) => serve_udp(&socket, name, stop),
+    pub fn stop(self) -> Result<()> {
+        self.server.stop()
     }
 }
 
@@ -203,44 +107,18 @@ enum Socket {
     Udp(UdpSocket),
 }
 
-impl Socket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Tcp(l) => l.local_addr(),
-            Self::Udp(s) => s.local_addr(),
-        }
-    }
-}
-
-fn serve_tcp(listener: &TcpListener, name: &str, stop: &AtomicBool) {
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let name = name.to_owned();
-                connections.retain(|c| !c.is_finished());
-                connections.push(std::thread::spawn(move || {
-                    if let Err(err) = answer_tcp(stream, &name) {
-                        debug!(%peer, error = %err, "echo connection failed");
-                    }
-                }));
-            }
-            Err(_) if stop.load(Ordering::Acquire) => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                // E.g. out of descriptors: back off instead of spinning.
-                warn!(error = %err, "echo server accept failed");
-                std::thread::sleep(UDP_POLL);
-            }
-        }
-    }
-    // Every connection has I/O timeouts, so these joins are bounded.
-    for connection in connections {
-        let _ = connection.join();
-    }
+/// A UDP socket on `bind`, with no descriptor to wake it on stop: a UDP
+/// socket that is shut down makes its blocked recv_from return without a
+/// source address, which std asserts against (a panic). The stop flag and
+/// the poll interval end its loop instead.
+fn bind_udp(bind: SocketAddr) -> io::Result<Bound<Socket>> {
+    let socket = UdpSocket::bind(bind)?;
+    socket.set_read_timeout(Some(UDP_POLL))?;
+    Ok(Bound {
+        local: socket.local_addr()?,
+        socket: Socket::Udp(socket),
+        wake: None,
+    })
 }
 
 fn answer_tcp(mut stream: TcpStream, name: &str) -> io::Result<()> {
@@ -252,15 +130,15 @@ fn answer_tcp(mut stream: TcpStream, name: &str) -> io::Result<()> {
     stream.shutdown(Shutdown::Both)
 }
 
-fn serve_udp(socket: &UdpSocket, name: &str, stop: &AtomicBool) {
+fn serve_udp(socket: &UdpSocket, shared: &Shared) {
     let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Acquire) {
+    while !shared.stopping() {
         match socket.recv_from(&mut buf) {
             Ok((len, peer)) => {
-                if stop.load(Ordering::Acquire) {
+                if shared.stopping() {
                     break;
                 }
-                if let Err(err) = socket.send_to(&reply(name, &buf[..len]), peer) {
+                if let Err(err) = socket.send_to(&reply(shared.name(), &buf[..len]), peer) {
                     debug!(%peer, error = %err, "echo reply failed");
                 }
             }
@@ -453,17 +331,6 @@ fn parse_reply(
             request: request.to_owned(),
             reply: text.into_owned(),
         }),
-    }
-}
-
-/// A server may bind the unspecified address, loopback, or a rig address.
-fn check_local(ip: IpAddr) -> Result<()> {
-    if ip.is_unspecified() || ip.is_loopback() || is_rig_address(ip) {
-        Ok(())
-    } else {
-        Err(Error::AddressOutOfRange {
-            addr: ip.to_string(),
-        })
     }
 }
 

@@ -12,20 +12,21 @@
 //! coding, or by the end of the connection.
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    net::{Shutdown, SocketAddr, TcpStream},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc,
+        atomic::{AtomicU64, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::{Error, Netns, Result, addr::is_rig_address};
+use crate::{
+    Error, Netns, Result,
+    addr::is_rig_address,
+    server::{self, Kind, ServerThread},
+};
 
 /// The longest request head (request line and headers) the server reads.
 const MAX_HEAD: u64 = 8 * 1024;
@@ -35,19 +36,15 @@ const MAX_BODY: u64 = 4 * 1024 * 1024;
 const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop backs off after an accept error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How errors and logs name the server.
+const KIND: Kind = Kind::new("an", "HTTP");
 
 /// An HTTP server on its own thread inside a namespace, answering every
 /// `GET` with its name; stopped (and its thread joined) on drop.
 #[derive(Debug)]
 pub struct HttpServer {
-    name: Arc<str>,
-    netns: Netns,
-    local: SocketAddr,
-    stop: Arc<AtomicBool>,
     served: Arc<AtomicU64>,
-    /// A duplicate of the listening socket, shut down to wake the accept loop.
-    wake: OwnedFd,
-    thread: Option<JoinHandle<Result<()>>>,
+    server: ServerThread,
 }
 
 impl HttpServer {
@@ -57,12 +54,7 @@ impl HttpServer {
     /// free port ([`local_addr`](Self::local_addr) tells which). `name` must be
     /// non-empty, printable ASCII without whitespace.
     pub fn start(netns: &Netns, bind: SocketAddr, name: &str) -> Result<Self> {
-        let ip = bind.ip();
-        if !(ip.is_unspecified() || ip.is_loopback() || is_rig_address(ip)) {
-            return Err(Error::AddressOutOfRange {
-                addr: ip.to_string(),
-            });
-        }
+        server::check_bind(bind.ip())?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::Invalid {
                 what: "HTTP server name",
@@ -70,55 +62,33 @@ impl HttpServer {
                 expected: "non-empty printable ASCII without whitespace",
             });
         }
-        let name: Arc<str> = name.into();
-        let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let thread = {
-            let (name, stop, served) = (name.clone(), stop.clone(), served.clone());
-            netns.spawn(move || serve(bind, &name, &stop, &served, &ready_tx))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok((local, wake))) => {
-                debug!(netns = %netns, %local, name = &*name, "HTTP server up");
-                Ok(Self {
-                    name,
-                    netns: netns.clone(),
-                    local,
-                    stop,
-                    served,
-                    wake,
-                    thread: Some(thread),
-                })
-            }
-            Ok(Err(err)) => {
-                let _ = thread.join();
-                Err(err)
-            }
-            // The thread ended before binding: it could not enter the namespace.
-            Err(mpsc::RecvError) => Err(match thread.join() {
-                Ok(Err(err)) => err,
-                _ => Error::Io {
-                    what: format!("starting an HTTP server in {netns}"),
-                    source: io::Error::other("the server thread ended before binding"),
-                },
-            }),
-        }
+        let counter = served.clone();
+        let server = ServerThread::tcp(
+            netns,
+            KIND,
+            name,
+            bind,
+            ACCEPT_BACKOFF,
+            move |stream, shared| answer(stream, shared.name(), &counter),
+        )?;
+        debug!(netns = %netns, local = %server.local_addr(), name, "HTTP server up");
+        Ok(Self { served, server })
     }
 
     /// The address the server listens on.
     pub const fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.server.local_addr()
     }
 
     /// The name the server answers with.
     pub fn name(&self) -> &str {
-        &self.name
+        self.server.name()
     }
 
     /// The namespace the server listens in.
     pub const fn netns(&self) -> &Netns {
-        &self.netns
+        self.server.netns()
     }
 
     /// `GET` requests answered so far.
@@ -127,89 +97,8 @@ impl HttpServer {
     }
 
     /// Stops the server and waits for its thread (and its connections) to end.
-    pub fn stop(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.stop.store(true, Ordering::Release);
-        // A listening socket that is shut down makes a blocked accept(2)
-        // return (EINVAL), so the loop sees the flag.
-        // SAFETY: `wake` is an open socket descriptor owned by `self`.
-        unsafe {
-            libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
-        }
-        // Reported, not resumed: this runs in `Drop`, maybe while unwinding.
-        thread.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                what: format!("HTTP server {} on {}", self.name, self.local),
-                source: io::Error::other("the server thread panicked"),
-            })
-        })
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Err(err) = self.shutdown() {
-            warn!(local = %self.local, error = %err, "HTTP server ended with an error");
-        }
-    }
-}
-
-type Ready = mpsc::SyncSender<Result<(SocketAddr, OwnedFd)>>;
-
-/// The server thread: binds, reports the bound address, serves until stopped.
-fn serve(bind: SocketAddr, name: &str, stop: &AtomicBool, served: &Arc<AtomicU64>, ready: &Ready) {
-    let bound = TcpListener::bind(bind).and_then(|listener| {
-        let wake = listener.as_fd().try_clone_to_owned()?;
-        Ok((listener.local_addr()?, listener, wake))
-    });
-    let listener = match bound {
-        Ok((local, listener, wake)) => {
-            if ready.send(Ok((local, wake))).is_err() {
-                return;
-            }
-            listener
-        }
-        Err(source) => {
-            let _ = ready.send(Err(Error::Io {
-                what: format!("binding an HTTP server to {bind}"),
-                source,
-            }));
-            return;
-        }
-    };
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let (name, served) = (name.to_owned(), served.clone());
-                connections.retain(|c| !c.is_finished());
-                connections.push(std::thread::spawn(move || {
-                    if let Err(err) = answer(stream, &name, &served) {
-                        debug!(%peer, error = %err, "HTTP connection failed");
-                    }
-                }));
-            }
-            Err(_) if stop.load(Ordering::Acquire) => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                // E.g. out of descriptors: back off instead of spinning.
-                warn!(error = %err, "HTTP server accept failed");
-                std::thread::sleep(ACCEPT_BACKOFF);
-            }
-        }
-    }
-    // Every connection has I/O timeouts, so these joins are bounded.
-    for connection in connections {
-        let _ = connection.join();
+    pub fn stop(self) -> Result<()> {
+        self.server.stop()
     }
 }
 

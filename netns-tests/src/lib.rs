@@ -36,6 +36,7 @@ mod netns;
 mod process;
 mod rig;
 mod route;
+mod server;
 mod sweep;
 pub mod topology;
 mod veth;
@@ -48,6 +49,7 @@ pub mod lb_scenario;
 pub mod packets;
 pub mod parser_run;
 pub mod raw_socket;
+pub mod stream;
 
 pub use addr::{Cidr, Mac, RIG_RANGE_V4, RIG_RANGE_V6, is_rig_address};
 pub use counters::LinkStats;
