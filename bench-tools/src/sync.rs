@@ -146,8 +146,9 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     );
     let all_healthy = |_: &ServiceName, _: SocketAddr| true;
     let started = Instant::now();
+    let mut desired = Desired::new(&model, all_healthy);
     let full = reconciler
-        .sync(&Desired::new(&model, all_healthy), &mut datapath)
+        .sync(&desired, &mut datapath)
         .context("full sync")?;
     let full_sync = started.elapsed();
     tracing::info!(?full_sync, ?full, "full sync done");
@@ -170,7 +171,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
             }
         }
         let started = Instant::now();
-        let desired = Desired::new(&model, all_healthy);
+        desired.refresh(&model, all_healthy);
         let computed = started.elapsed();
         let report = reconciler
             .sync(&desired, &mut datapath)

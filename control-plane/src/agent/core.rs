@@ -2,6 +2,7 @@
 //! desired state (model + drains + health) and let the reconciler sync it.
 
 use std::{
+    borrow::Cow,
     collections::BTreeSet,
     net::SocketAddr,
     path::PathBuf,
@@ -33,6 +34,8 @@ pub(crate) struct Core {
     /// The last good configuration, as loaded.
     pub(crate) model: Model,
     pub(crate) drains: BTreeSet<Drain>,
+    /// The desired state of the last sync, refreshed in place by the next.
+    pub(crate) desired: Desired,
     pub(crate) health: HealthChecker,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) status: Status,
@@ -52,8 +55,12 @@ pub(crate) struct Status {
 }
 
 impl Core {
-    /// The model with the operator's drains applied.
-    pub(crate) fn effective_model(&self) -> Model {
+    /// The model with the operator's drains applied (the model itself when
+    /// nothing is drained: no copy of 10 000 services per sync).
+    pub(crate) fn effective_model(&self) -> Cow<'_, Model> {
+        if self.drains.is_empty() {
+            return Cow::Borrowed(&self.model);
+        }
         let mut model = self.model.clone();
         for (name, service) in &mut model.services {
             for backend in &mut service.backends {
@@ -64,7 +71,7 @@ impl Core {
                 }
             }
         }
-        model
+        Cow::Owned(model)
     }
 
     /// True when the backend at `addr` of service `name` passes its service's
@@ -83,9 +90,13 @@ impl Core {
     /// metric.
     pub(crate) fn sync(&mut self, since: Instant) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
-        let model = self.effective_model();
-        let desired = Desired::new(&model, |name, addr| self.healthy(name, addr));
-        let report = self.reconciler.sync(&desired, &mut self.datapath)?;
+        let mut desired = std::mem::take(&mut self.desired);
+        desired.refresh(&self.effective_model(), |name, addr| {
+            self.healthy(name, addr)
+        });
+        let synced = self.reconciler.sync(&desired, &mut self.datapath);
+        self.desired = desired;
+        let report = synced?;
         let took = started.elapsed();
         self.metrics.observe_sync(took);
         if !report.is_empty() {

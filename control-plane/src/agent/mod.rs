@@ -123,6 +123,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         reconciler,
         model: Default::default(),
         drains: Default::default(),
+        desired: Default::default(),
         health,
         metrics: Arc::clone(&metrics),
         status: Status {

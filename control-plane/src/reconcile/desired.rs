@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use xdp_lb::AddressKind;
 
 use super::FrontendKey;
-use crate::model::{FrontendKind, Model, Protocol, ServiceName};
+use crate::model::{FrontendKind, Model, Protocol, Service, ServiceName};
 
 /// The datapath's view of the desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +35,41 @@ pub struct DesiredService {
 }
 
 impl DesiredService {
+    /// Overwrites `self` with `service` as the datapath should hold it,
+    /// reusing the vectors' memory.
+    fn fill(
+        &mut self,
+        name: &ServiceName,
+        service: &Service,
+        healthy: &impl Fn(&ServiceName, SocketAddr) -> bool,
+    ) {
+        self.frontends.clear();
+        self.frontends.extend(
+            service
+                .frontends
+                .iter()
+                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
+        );
+        self.frontends.sort_unstable();
+        self.frontends.dedup();
+        self.client_ip_affinity = service.affinity.is_some();
+        self.members.clear();
+        self.live.clear();
+        for backend in &service.backends {
+            if !healthy(name, backend.addr) {
+                continue;
+            }
+            self.live.push(backend.addr);
+            if backend.state.takes_new_flows() {
+                self.members.push((backend.addr, backend.weight));
+            }
+        }
+        self.members.sort_unstable();
+        self.members.dedup_by_key(|m| m.0);
+        self.live.sort_unstable();
+        self.live.dedup();
+    }
+
     /// True when the service keeps `addr` live.
     pub fn keeps(&self, addr: SocketAddr) -> bool {
         self.live.binary_search(&addr).is_ok()
@@ -50,45 +85,35 @@ impl Desired {
     /// The model with health overlaid: `healthy(service, backend)` is false
     /// for a backend whose health check failed.
     pub fn new(model: &Model, healthy: impl Fn(&ServiceName, SocketAddr) -> bool) -> Self {
-        let services = model
-            .services
-            .iter()
-            .map(|(name, service)| {
-                let mut frontends: Vec<FrontendKey> = service
-                    .frontends
-                    .iter()
-                    .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol))
-                    .collect();
-                frontends.sort_unstable();
-                frontends.dedup();
-                let mut members = Vec::with_capacity(service.backends.len());
-                let mut live = Vec::with_capacity(service.backends.len());
-                for backend in &service.backends {
-                    if !healthy(name, backend.addr) {
-                        continue;
-                    }
-                    live.push(backend.addr);
-                    if backend.state.takes_new_flows() {
-                        members.push((backend.addr, backend.weight));
-                    }
-                }
-                members.sort_unstable();
-                members.dedup_by_key(|m| m.0);
-                live.sort_unstable();
-                live.dedup();
-                let desired = DesiredService {
-                    frontends,
-                    client_ip_affinity: service.affinity.is_some(),
-                    members,
-                    live,
-                };
-                (name.clone(), desired)
-            })
-            .collect();
-        Self {
-            services,
-            addresses: address_kinds(model),
+        let mut desired = Self::default();
+        desired.refresh(model, healthy);
+        desired
+    }
+
+    /// Recomputes the desired state from `model`, as [`Self::new`] does, but
+    /// keeps the entries of services that come out the same: a sync after a
+    /// single change then allocates for that service only.
+    pub fn refresh(&mut self, model: &Model, healthy: impl Fn(&ServiceName, SocketAddr) -> bool) {
+        let mut old = std::mem::take(&mut self.services).into_iter().peekable();
+        let mut services = Vec::with_capacity(model.services.len());
+        let mut scratch = DesiredService {
+            frontends: Vec::new(),
+            client_ip_affinity: false,
+            members: Vec::new(),
+            live: Vec::new(),
+        };
+        for (name, service) in &model.services {
+            scratch.fill(name, service, &healthy);
+            // Both sides are sorted by name: skip what the model dropped.
+            while old.next_if(|(n, _)| n < name).is_some() {}
+            match old.next_if(|(n, _)| n == name) {
+                Some((name, kept)) if kept == scratch => services.push((name, kept)),
+                Some((name, _)) => services.push((name, scratch.clone())),
+                None => services.push((name.clone(), scratch.clone())),
+            }
         }
+        self.services = services;
+        self.addresses = address_kinds(model);
     }
 
     /// The desired state of service `name`.

@@ -341,9 +341,13 @@ proptest! {
         models in proptest::collection::vec((arbitrary_model(), 0u8..12), 1..8)
     ) {
         let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+        let mut refreshed = Desired::default();
         for (m, down) in &models {
             let healthy = |_: &ServiceName, a: SocketAddr| a != backend(*down);
-            r.sync(&Desired::new(m, healthy), &mut t).expect("sync");
+            // Refreshing in place gives what building anew gives.
+            refreshed.refresh(m, healthy);
+            prop_assert_eq!(&refreshed, &Desired::new(m, healthy));
+            r.sync(&refreshed, &mut t).expect("sync");
             assert_programs_with(&r, m, &t, healthy);
         }
     }

@@ -3,7 +3,7 @@
 //! Sizes here are defaults: the loader sets every size at load time
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
-    bindings::{BPF_F_INNER_MAP, BPF_F_NO_COMMON_LRU},
+    bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -71,10 +71,14 @@ pub static BACKENDS: Array<Backend, 65536> = Array::new();
 pub static NEXT_HOPS: PerCpuArray<NextHop, 65536> = PerCpuArray::new();
 
 /// Service ID → its Maglev table: slot 0 holds M, slots `1..=M` backend IDs.
-/// `BPF_F_INNER_MAP` lets every inner array have its own size.
+/// `BPF_F_INNER_MAP` lets every inner array have its own size;
+/// `BPF_F_MMAPABLE` lets the control plane write tables through a memory
+/// mapping instead of one element per bpf(2) copy.
 #[btf_map]
-pub static MAGLEV_TABLES: HashOfMaps<u32, Array<u32, 252, { BPF_F_INNER_MAP as usize }>, 65536> =
-    HashOfMaps::new();
+pub static MAGLEV_TABLES: HashOfMaps<u32, Array<u32, 252, TABLE_FLAGS>, 65536> = HashOfMaps::new();
+
+/// The flags of every Maglev table (the loader creates them with the same).
+const TABLE_FLAGS: usize = (BPF_F_INNER_MAP | BPF_F_MMAPABLE) as usize;
 
 /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU. New flows then take free
 /// entries and evict without a lock shared by every CPU (as Katran's per-CPU

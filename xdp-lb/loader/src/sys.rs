@@ -16,6 +16,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::Path,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use aya::Pod;
@@ -320,6 +321,76 @@ pub(crate) fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::
     // SAFETY: an attr of plain descriptors, no pointers.
     unsafe { bpf(BPF_LINK_UPDATE, &mut attr) }?;
     Ok(())
+}
+
+/// A shared, writable mapping of the values of a `BPF_F_MMAPABLE` array of
+/// `u32`, unmapped on drop. Writes through it are plain aligned 4-byte atomic
+/// stores into the map's memory: no syscall, and a program reading a slot
+/// meanwhile sees its old or its new value, never a mix.
+pub(crate) struct U32ArrayMapping {
+    base: std::ptr::NonNull<AtomicU32>,
+    entries: usize,
+    bytes: usize,
+}
+
+/// The kernel stores array elements `round_up(value_size, 8)` bytes apart.
+const ARRAY_ELEM_STRIDE: usize = 8;
+
+impl U32ArrayMapping {
+    /// Maps the `entries` values of the array behind `map`, which must have
+    /// been created with `BPF_F_MMAPABLE` and a 4-byte value.
+    pub(crate) fn new(map: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
+        let entries = entries as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::other("no page size"))?;
+        let bytes = (entries * ARRAY_ELEM_STRIDE).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's value area (offset 0)
+        // of at most the size the kernel allocated for it (rounded up to
+        // pages, as the kernel rounds it); nothing else aliases it in Rust.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<AtomicU32>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self {
+            base,
+            entries,
+            bytes,
+        })
+    }
+
+    /// Stores `value` in element `index` (which must be below the entries).
+    pub(crate) fn store(&self, index: u32, value: u32) {
+        let index = index as usize;
+        assert!(index < self.entries, "array index {index} out of range");
+        // SAFETY: `index` is in range, so the element lies inside the
+        // mapping; elements are 8-byte aligned (page-aligned base, 8-byte
+        // stride), and the kernel reads the same bytes only atomically or
+        // through the program's 4-byte loads.
+        let slot = unsafe { &*self.base.as_ptr().add(index * (ARRAY_ELEM_STRIDE / 4)) };
+        slot.store(value, Ordering::Relaxed);
+    }
+}
+
+impl Drop for U32ArrayMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this length and is
+        // unmapped once.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.bytes);
+        }
+    }
 }
 
 #[cfg(test)]

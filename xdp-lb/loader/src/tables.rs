@@ -8,8 +8,10 @@
 //! (arrays do not wait), then inserts up to [`TABLES_PER_BATCH`] of them into
 //! `MAGLEV_TABLES` with one batch update of the outer map: one grace period for
 //! all of them (measured on 6.18: 256 tables inserted in 8–16 ms, one wait).
-//! Filling is then the larger cost: the kernel copies a batch element by
-//! element, ~170 ns each (a 1021-slot table ≈ 0.17 ms).
+//! Tables are `BPF_F_MMAPABLE` arrays, filled and patched through a shared
+//! memory mapping: a batch update would copy element by element through the
+//! kernel (~170 ns each; half of a 10 000-table sync), a mapping is a store
+//! per slot.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -23,8 +25,11 @@ use crate::{
     sys::{self, BatchError},
 };
 
-/// `BPF_F_INNER_MAP`: inner arrays of one map-of-maps may differ in size.
-const BPF_F_INNER_MAP: u32 = 1 << 12;
+/// The flags of every table: `BPF_F_INNER_MAP` (inner arrays of one
+/// map-of-maps may differ in size) and `BPF_F_MMAPABLE` (tables are written
+/// through a memory mapping, not element by element through bpf(2)). They
+/// must equal the flags of `MAGLEV_TABLES`' inner map in the eBPF object.
+const TABLE_FLAGS: u32 = (1 << 12) | (1 << 10);
 
 /// Tables created, filled and swapped in per outer batch. Each new table is
 /// an open file descriptor until it is in the outer map: this keeps a large
@@ -171,13 +176,8 @@ impl Datapath {
     /// packet already in flight keeps the ID it read; an established flow
     /// keeps its conntrack entry either way.
     ///
-    /// (The kernel writes the value with `copy_map_value`, a `memcpy` of the
-    /// value size: `movl` on x86-64 CPUs without FSRM, `rep movsb` on those
-    /// with it, like this one. No architecture manual promises that a 4-byte
-    /// `rep movsb` is one single-copy atomic store, though an aligned short
-    /// copy is one in practice. A torn ID would be an arbitrary ID for one
-    /// lookup: refused by the datapath if that record is unwritten or
-    /// retired, another live backend otherwise.)
+    /// (The slots are written through a shared mapping of the table's memory
+    /// with aligned 4-byte atomic stores, which no reader can see half-done.)
     ///
     /// Refused, with nothing written: a service without a table, a slot at
     /// or beyond the table's size, and backend IDs [`Datapath::swap_table`]
@@ -201,15 +201,17 @@ impl Datapath {
                 reason: "a slot is beyond the table's size",
             });
         }
-        let (keys, values): (Vec<u32>, Vec<u32>) = changes
-            .iter()
-            .map(|&(slot, backend)| (slot + TABLE_HEADER_SLOTS, backend))
-            .unzip();
-        sys::map_update_batch(inner.map().fd().as_fd(), &keys, &values, 0).map_err(batch_err(
-            MAGLEV_TABLES,
-            "patch table",
-            keys.len(),
-        ))
+        let mapping =
+            sys::U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
+                .map_err(|source| Error::Syscall {
+                    map: MAGLEV_TABLES,
+                    op: "map table memory",
+                    source,
+                })?;
+        for &(slot, backend) in changes {
+            mapping.store(slot + TABLE_HEADER_SLOTS, backend);
+        }
+        Ok(())
     }
 
     /// The IDs of every service that has a table.
@@ -230,16 +232,17 @@ impl Datapath {
 fn filled_table(table: &[u32]) -> Result<Array<MapData, u32>, Error> {
     // Checked by `check_table`: at most MAX_TABLE_SIZE slots.
     let size = table.len() as u32;
-    let inner = Array::<MapData, u32>::create(size + TABLE_HEADER_SLOTS, BPF_F_INNER_MAP)
+    let inner = Array::<MapData, u32>::create(size + TABLE_HEADER_SLOTS, TABLE_FLAGS)
         .map_err(map_err(MAGLEV_TABLES, "create table"))?;
-    let keys: Vec<u32> = (0..size + TABLE_HEADER_SLOTS).collect();
-    let mut values = Vec::with_capacity(keys.len());
-    values.push(size);
-    values.extend_from_slice(table);
-    sys::map_update_batch(inner.map().fd().as_fd(), &keys, &values, 0).map_err(batch_err(
-        MAGLEV_TABLES,
-        "fill table",
-        keys.len(),
-    ))?;
+    let mapping = sys::U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
+        .map_err(|source| Error::Syscall {
+            map: MAGLEV_TABLES,
+            op: "map new table memory",
+            source,
+        })?;
+    mapping.store(0, size);
+    for (slot, &backend) in (TABLE_HEADER_SLOTS..).zip(table) {
+        mapping.store(slot, backend);
+    }
     Ok(inner)
 }
