@@ -1,7 +1,7 @@
 //! The admin API's answers, read from the agent's state and the maps.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
@@ -173,12 +173,20 @@ impl Admin for AgentAdmin {
             .keys()
             .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
             .collect();
+        // Backend ID → (address, generation) of live records, to tell which
+        // flows still have their backend.
+        let live: HashMap<u32, (SocketAddr, u32)> = core
+            .reconciler
+            .backends()
+            .filter(|(_, b)| b.live)
+            .map(|(addr, b)| (b.id, (addr, b.generation)))
+            .collect();
         let now = monotonic_now();
         let flows = core.datapath.conntrack().map_err(internal)?;
         Ok(flows
             .into_iter()
             .filter(|f| only_id.is_none_or(|id| f.service_id == id))
-            .map(|f| flow_view(&core, &names, &f, now))
+            .map(|f| flow_view(&live, &names, &f, now))
             .collect())
     }
 
@@ -347,14 +355,12 @@ impl Admin for AgentAdmin {
 }
 
 fn flow_view(
-    core: &Core,
+    live: &HashMap<u32, (SocketAddr, u32)>,
     names: &BTreeMap<u32, String>,
     f: &TrackedFlow,
     now: std::time::Duration,
 ) -> FlowView {
-    let live = core.reconciler.backends().any(|(addr, b)| {
-        b.id == f.backend_id && b.generation == f.generation && addr == f.backend && b.live
-    });
+    let live = live.get(&f.backend_id) == Some(&(f.backend, f.generation));
     FlowView {
         protocol: protocol(f.flow.proto),
         client: f.flow.src,

@@ -274,15 +274,19 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
 /// `xlb check-config`: validation only. Exit 1 and every problem on stderr
 /// when the file is bad; a one-line summary on stdout otherwise.
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
-    match crate::source::file::load(file) {
-        Ok(model) => {
+    match crate::source::file::load_with_warnings(file) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                writeln!(io::stderr(), "{}: warning: {warning}", file.display())?;
+            }
+            let model = loaded.model;
             let frontends = model.frontends().count();
-            // A backend is an address:port/protocol, however many services share it
+            // A backend is an address:port, however many services share it
             // (the agent gives it one ID).
             let backends: BTreeSet<_> = model
                 .services
                 .values()
-                .flat_map(|s| s.backends.iter().map(move |b| (b.addr, s.protocol)))
+                .flat_map(|s| s.backends.iter().map(|b| b.addr))
                 .collect();
             let services = model.services.len();
             print(&format!(
