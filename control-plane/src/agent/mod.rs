@@ -162,10 +162,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         core.status.attached.push(AttachmentView {
             interface: iface.clone(),
             // A taken-over link keeps the mode it was made in.
-            mode: match (attached.replaced(), mode) {
-                (true, _) => "adopted",
-                (false, AttachMode::Native) => "native",
-                (false, AttachMode::Generic) => "generic",
+            mode: match attached.native() {
+                Some(true) => "native",
+                Some(false) => "generic",
+                None => "kept (program replaced in the pinned link)",
             }
             .to_owned(),
         });

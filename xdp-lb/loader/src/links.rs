@@ -19,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::links::FdLink;
+use aya::programs::{XdpMode, links::FdLink};
 use tracing::{debug, warn};
 
 use crate::{
@@ -36,6 +36,8 @@ pub struct PinnedAttachment {
     path: PathBuf,
     link: PinnedLinkInfo,
     replaced: bool,
+    /// For a new link: whether it runs in native (driver) mode.
+    native: Option<bool>,
 }
 
 impl PinnedAttachment {
@@ -63,6 +65,13 @@ impl PinnedAttachment {
     /// replaced), false when a new link was made and pinned.
     pub const fn replaced(&self) -> bool {
         self.replaced
+    }
+
+    /// For a new link, whether it was attached in native (driver) mode
+    /// rather than generic; `None` for a taken-over link, which keeps the
+    /// mode it was made in.
+    pub const fn native(&self) -> Option<bool> {
+        self.native
     }
 }
 
@@ -121,12 +130,13 @@ impl Datapath {
     ) -> Result<PinnedAttachment, Error> {
         let path = link_path(link_dir, iface)?;
         let ifindex = ifindex(iface)?;
-        let attachment = |link: LinkInfo, replaced| PinnedAttachment {
+        let attachment = |link: LinkInfo, native: Option<bool>| PinnedAttachment {
             program,
             iface: iface.to_owned(),
             path: path.clone(),
             link: link.into(),
-            replaced,
+            replaced: native.is_none(),
+            native,
         };
         match pinned(&path)? {
             Pinned::Link(link, info) if info.ifindex == ifindex => {
@@ -147,7 +157,7 @@ impl Datapath {
                             link = info.id,
                             "program replaced"
                         );
-                        return Ok(attachment(info, true));
+                        return Ok(attachment(info, None));
                     }
                     // The interface went away between the two calls.
                     Err(err) if err.raw_os_error() == Some(libc::ENOLINK) => warn!(
@@ -215,7 +225,7 @@ impl Datapath {
             link = info.id,
             "attached and pinned"
         );
-        Ok(attachment(info, false))
+        Ok(attachment(info, Some(mode == XdpMode::Driver)))
     }
 
     /// Removes the pin of `iface`'s link under `link_dir`; the kernel detaches

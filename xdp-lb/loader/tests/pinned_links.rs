@@ -141,6 +141,7 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
                 .attach_pinned(ProgramName::XdpLb, "xa0", AttachMode::Native, &links)
                 .expect("attach and pin");
             assert!(!attached.replaced());
+            assert_eq!(attached.native(), Some(true), "veths take native XDP");
             assert_eq!(attached.path(), links.join("xa0"));
             let link = attached.link();
             assert_eq!(link.program_id, prog_a);
@@ -165,6 +166,7 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
                 .attach_pinned(ProgramName::XdpLb, "xa0", AttachMode::Native, &links)
                 .expect("replace the program");
             assert!(upgraded.replaced());
+            assert_eq!(upgraded.native(), None, "the link keeps its mode");
             assert_eq!(
                 upgraded.link(),
                 PinnedLinkInfo {
