@@ -5,7 +5,6 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
-    sync::atomic::{AtomicU32, Ordering},
     time::Instant,
 };
 
@@ -117,9 +116,6 @@ impl Layout {
     }
 }
 
-/// Datapaths writing tables at once, at most (see [`write_tables`]).
-const TABLE_WRITERS: u32 = 48;
-
 /// Loads a datapath sized for `layout`, its maps pinned in `pin_dir` (on a
 /// bpffs), and configures every service.
 pub(crate) fn load(
@@ -153,7 +149,7 @@ pub(crate) fn load(
         dp.put_backend(id, SocketAddr::from((backend_ip(id), BACKEND_PORT)), 1)?;
     }
     let started = Instant::now();
-    write_tables(&options, n, seed)?;
+    write_tables(&mut dp, n, seed)?;
     for v in 0..layout.vips {
         dp.set_address(IpAddr::V4(Layout::vip(v)), AddressKind::Vip)?;
     }
@@ -172,40 +168,31 @@ pub(crate) fn load(
     Ok(dp)
 }
 
-/// Writes every service's table.
-///
-/// Each `swap_table` updates a map-of-maps, and the kernel makes every such
-/// update wait for an RCU grace period (`maybe_wait_bpf_programs`, ~10 ms
-/// here), so one writer manages ~100 services a second: 100 000 would take a
-/// quarter of an hour. Concurrent waits share grace periods, so the tables are
-/// written by several datapaths opened on the same pinned maps, each from its
-/// own thread, through the same public API.
-fn write_tables(options: &LoadOptions, n: u32, seed: u64) -> anyhow::Result<()> {
+/// Writes every service's table with `swap_tables`: every map-of-maps update
+/// waits for an RCU grace period (~10 ms here), and a batch of tables pays
+/// one wait for all of them, where one table per update would take a quarter
+/// of an hour for 100 000 services.
+fn write_tables(dp: &mut Datapath, n: u32, seed: u64) -> anyhow::Result<()> {
+    const CHUNK: u32 = 4096;
     let size = table_size()?;
-    let writers = n.div_ceil(100).clamp(1, TABLE_WRITERS);
-    let written = AtomicU32::new(0);
-    let written = &written;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                scope.spawn(move || -> anyhow::Result<()> {
-                    let mut dp = Datapath::load_with(options)
-                        .context("reopening the pinned maps to write tables")?;
-                    for i in (w..n).step_by(writers as usize) {
-                        dp.swap_table(i + 1, &maglev_slots(seed, size, i)?)?;
-                        let done = written.fetch_add(1, Ordering::Relaxed) + 1;
-                        if done.is_multiple_of(10_000) {
-                            info!(tables = done, of = n, "tables written");
-                        }
-                    }
-                    Ok(())
-                })
-            })
+    for first in (0..n).step_by(CHUNK as usize) {
+        let ids: Vec<u32> = (first..n.min(first + CHUNK)).collect();
+        let tables = ids
+            .iter()
+            .map(|&i| maglev_slots(seed, size, i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let batch: Vec<(u32, &[u32])> = ids
+            .iter()
+            .zip(&tables)
+            .map(|(&i, t)| (i + 1, t.as_slice()))
             .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })
+        dp.swap_tables(&batch)?;
+        let done = first + batch.len() as u32;
+        if done.is_multiple_of(20_480) || done == n {
+            info!(tables = done, of = n, "tables written");
+        }
+    }
+    Ok(())
 }
 
 /// The size the sizing policy gives a service of [`BACKENDS_PER_SERVICE`] backends.
