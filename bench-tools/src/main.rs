@@ -1,6 +1,7 @@
 //! `xlb-bench`: datapath microbenchmarks, Maglev analysis, traffic rigs and baselines.
 use clap::{Parser, Subcommand};
 
+mod kube_proxy;
 mod maglev;
 mod prog;
 mod rig;

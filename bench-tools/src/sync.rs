@@ -7,12 +7,20 @@
 //! time, each timed from "the new model is in hand" to "the maps hold it"
 //! (what kube-proxy calls network programming latency, less the source's
 //! own delay): the desired state is recomputed, diffed and written.
+//!
+//! Beside it (`--baselines`, on by default), the same services as kube-proxy
+//! would program them: its nftables-mode ruleset loaded with `nft -f` and its
+//! iptables-mode ruleset with `iptables-restore`, each into an empty private
+//! network namespace, then single backend changes applied the way
+//! kube-proxy's partial sync applies them. Only the tool's own process time
+//! is measured (kube-proxy's computation of the text is not).
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -27,6 +35,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use xdp_lb::{Datapath, LoadOptions, MapSizes};
 
+use crate::kube_proxy;
+
 /// `xlb-bench sync [--services N] [--backends B] [--changes C] [--json FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SyncArgs {
@@ -39,6 +49,20 @@ pub(crate) struct SyncArgs {
     /// Single backend changes to time.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     changes: u32,
+    /// Also time loading kube-proxy's nftables and iptables rulesets for the
+    /// same services (in a private network namespace).
+    #[arg(long, default_value_t = true, overrides_with = "no_baselines")]
+    baselines: bool,
+    /// Skip the kube-proxy baselines.
+    #[arg(long = "no-baselines", overrides_with = "baselines")]
+    no_baselines: bool,
+    /// Single backend changes to time for each kube-proxy baseline.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    baseline_changes: u32,
+    /// Give up on a kube-proxy ruleset whose full load takes longer than
+    /// this many seconds (its row then says so).
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
+    baseline_timeout: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -65,6 +89,40 @@ struct Results {
     /// Changes written in place (table size unchanged) and as table swaps.
     changes_patched: usize,
     changes_swapped: usize,
+    /// kube-proxy's rulesets for the same services (absent with `--no-baselines`).
+    baselines: Option<Baselines>,
+}
+
+/// The cost of the equivalent kube-proxy rulesets.
+#[derive(Debug, Serialize)]
+struct Baselines {
+    /// `nft --version`.
+    nft_version: String,
+    /// `iptables -V`: names the backend, `nf_tables` or `legacy`.
+    iptables_version: String,
+    nftables: RulesetCost,
+    iptables: RulesetCost,
+}
+
+/// Loading one ruleset and changing it.
+#[derive(Debug, Serialize)]
+struct RulesetCost {
+    /// The command that loaded the full ruleset.
+    full_load_command: String,
+    ruleset_bytes: usize,
+    /// Wall time of the full load, or of the attempt when it timed out.
+    full_load_seconds: f64,
+    /// The full load did not finish within `--baseline-timeout` and was
+    /// killed; no changes were timed.
+    full_load_timed_out: bool,
+    /// The command that applied each change.
+    change_command: String,
+    /// Mean size of one change's input.
+    change_bytes: usize,
+    changes: u32,
+    change_p50_ms: f64,
+    change_p99_ms: f64,
+    change_max_ms: f64,
 }
 
 /// The writes of a sync.
@@ -198,7 +256,15 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         change_max_ms: ms(histogram.max()),
         changes_patched: patched,
         changes_swapped: swapped,
+        baselines: None,
     };
+    // The datapath's maps are not needed any more; free them before the
+    // baselines fill the kernel with rules.
+    drop(datapath);
+    let mut results = results;
+    if args.baselines && !args.no_baselines {
+        results.baselines = Some(baselines(args)?);
+    }
     print_table(&results);
     if let Some(json) = &args.json {
         std::fs::write(json, serde_json::to_string_pretty(&results)?)
@@ -209,6 +275,40 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
 #[expect(clippy::print_stdout, reason = "the benchmark's report")]
 fn print_table(r: &Results) {
+    print_xlb_rows(r);
+    if let Some(b) = &r.baselines {
+        for (name, version, cost) in [
+            ("kube-proxy nftables", &b.nft_version, &b.nftables),
+            ("kube-proxy iptables", &b.iptables_version, &b.iptables),
+        ] {
+            println!(
+                "| {name}: full load, `{} FILE` ({} KiB; {version}) | {}{:.3} s | — |",
+                cost.full_load_command,
+                cost.ruleset_bytes / 1024,
+                if cost.full_load_timed_out {
+                    "did not finish in "
+                } else {
+                    ""
+                },
+                cost.full_load_seconds
+            );
+            if cost.changes == 0 {
+                continue;
+            }
+            println!(
+                "| {name}: single backend change, p50 ({} changes, `{} FILE`, {} bytes each) | {:.3} ms | — |",
+                cost.changes, cost.change_command, cost.change_bytes, cost.change_p50_ms
+            );
+            println!(
+                "| {name}: single backend change, p99 / max | {:.3} / {:.3} ms | — |",
+                cost.change_p99_ms, cost.change_max_ms
+            );
+        }
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the benchmark's report")]
+fn print_xlb_rows(r: &Results) {
     println!(
         "xlb-bench sync: {} services × {} backends ({} KiB of YAML)\n",
         r.services,
@@ -240,4 +340,209 @@ fn print_table(r: &Results) {
         "| single backend change, max | {:.3} ms | — |",
         r.change_max_ms
     );
+}
+
+/// The benchmark's services as kube-proxy sees them: the same VIPs, port
+/// and backends as the YAML file.
+fn kube_services(services: u32, per_service: u32) -> Vec<kube_proxy::Service> {
+    (0..services)
+        .map(|i| kube_proxy::Service {
+            name: format!("svc-{i}"),
+            vip: vip(i),
+            port: 80,
+            endpoints: (0..per_service)
+                .filter_map(|j| match backend(i, j, per_service) {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One ruleset flavour: how to load it whole and how to apply a change.
+struct Flavour {
+    name: &'static str,
+    full: fn(&[kube_proxy::Service]) -> String,
+    full_args: &'static [&'static str],
+    /// The change text for `services[changed]`, which held `old` before.
+    change: fn(&[kube_proxy::Service], usize, &kube_proxy::Service) -> String,
+    change_args: &'static [&'static str],
+}
+
+const NFTABLES: Flavour = Flavour {
+    name: "nftables",
+    full: kube_proxy::nftables::ruleset,
+    full_args: &["nft", "-f"],
+    change: |services, changed, old| kube_proxy::nftables::endpoint_change(old, &services[changed]),
+    change_args: &["nft", "-f"],
+};
+
+const IPTABLES: Flavour = Flavour {
+    name: "iptables",
+    full: kube_proxy::iptables::ruleset,
+    full_args: &["iptables-restore", "--noflush"],
+    change: kube_proxy::iptables::partial_sync,
+    change_args: &["iptables-restore", "--noflush"],
+};
+
+fn baselines(args: &SyncArgs) -> anyhow::Result<Baselines> {
+    let dir = std::env::temp_dir().join(format!("xlb-bench-sync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = (|| {
+        Ok(Baselines {
+            nft_version: version(&["nft", "--version"])?,
+            iptables_version: version(&["iptables", "-V"])?,
+            nftables: measure_flavour(&NFTABLES, args, &dir)?,
+            iptables: measure_flavour(&IPTABLES, args, &dir)?,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The first line a `--version` prints (harmless anywhere: it loads nothing).
+fn version(argv: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .with_context(|| format!("running {argv:?} (is it installed?)"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}
+
+/// Loads `flavour`'s full ruleset into a fresh private namespace, then
+/// applies `--baseline-changes` single backend changes, timing each process.
+fn measure_flavour(flavour: &Flavour, args: &SyncArgs, dir: &Path) -> anyhow::Result<RulesetCost> {
+    let mut services = kube_services(args.services, args.backends);
+    let text = (flavour.full)(&services);
+    let full_path = dir.join(format!("{}-full", flavour.name));
+    std::fs::write(&full_path, &text)
+        .with_context(|| format!("writing {}", full_path.display()))?;
+    let change_path = dir.join(format!("{}-change", flavour.name));
+    tracing::info!(
+        flavour = flavour.name,
+        bytes = text.len(),
+        "loading the kube-proxy ruleset in a private namespace"
+    );
+    in_private_netns(|| {
+        let limit = Duration::from_secs(args.baseline_timeout);
+        let (full_load, timed_out) = match run_timed(flavour.full_args, &full_path, limit)
+            .with_context(|| format!("full load of the {} ruleset", flavour.name))?
+        {
+            Some(took) => (took, false),
+            None => (limit, true),
+        };
+        tracing::info!(
+            flavour = flavour.name,
+            ?full_load,
+            timed_out,
+            "full load done"
+        );
+        let changes = if timed_out { 0 } else { args.baseline_changes };
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?;
+        let mut change_bytes = 0;
+        let mut removed: BTreeMap<usize, SocketAddrV4> = BTreeMap::new();
+        for c in 0..changes {
+            // The same spread and toggling as xlb's changes.
+            let i = (c as usize * 7_919) % services.len();
+            let old = services[i].clone();
+            match removed.remove(&i) {
+                Some(ep) => services[i].endpoints.push(ep),
+                None => {
+                    let ep = services[i]
+                        .endpoints
+                        .pop()
+                        .context("an endpoint to remove")?;
+                    removed.insert(i, ep);
+                }
+            }
+            let delta = (flavour.change)(&services, i, &old);
+            change_bytes += delta.len();
+            std::fs::write(&change_path, &delta)
+                .with_context(|| format!("writing {}", change_path.display()))?;
+            let took = run_timed(flavour.change_args, &change_path, limit)
+                .with_context(|| format!("change {c} of the {} ruleset", flavour.name))?
+                .with_context(|| format!("change {c} of the {} ruleset timed out", flavour.name))?;
+            histogram
+                .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1))
+                .context("histogram")?;
+        }
+        let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1e3;
+        Ok(RulesetCost {
+            full_load_command: flavour.full_args.join(" "),
+            ruleset_bytes: text.len(),
+            full_load_seconds: full_load.as_secs_f64(),
+            full_load_timed_out: timed_out,
+            change_command: flavour.change_args.join(" "),
+            change_bytes: change_bytes / (changes as usize).max(1),
+            changes,
+            change_p50_ms: ms(histogram.value_at_quantile(0.5)),
+            change_p99_ms: ms(histogram.value_at_quantile(0.99)),
+            change_max_ms: ms(histogram.max()),
+        })
+    })
+}
+
+/// Runs `argv file` to completion (in the calling thread's namespace: the
+/// child inherits it) and returns its wall time, or `None` if it ran past
+/// `limit` and was killed.
+fn run_timed(argv: &[&str], file: &Path, limit: Duration) -> anyhow::Result<Option<Duration>> {
+    // Errors go to a file, not a pipe: a pipe nobody reads while the child
+    // runs would stall a child that writes much.
+    let errors = file.with_extension("stderr");
+    let stderr =
+        std::fs::File::create(&errors).with_context(|| format!("creating {}", errors.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("spawning {}", argv[0]))?;
+    // Poll rather than block, so a pathological load is bounded in time.
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the child")? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            // Our own child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::warn!(?argv, ?limit, "timed out: killed");
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    let took = started.elapsed();
+    if !status.success() {
+        let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+        anyhow::bail!("{argv:?} {} failed ({status}): {stderr}", file.display());
+    }
+    Ok(Some(took))
+}
+
+/// Runs `f` in a new thread inside a fresh, empty network namespace: the
+/// rulesets never reach the root namespace, and vanish with the thread.
+fn in_private_netns<T: Send>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("xlb-bench-sync".into())
+            .spawn_scoped(scope, || {
+                // Only this thread moves: the process stays where it was.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .context("unshare(CLONE_NEWNET): the baselines need root")?;
+                f()
+            })
+            .context("spawning the baseline thread")?;
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
