@@ -1,6 +1,9 @@
 //! The datapath's runtime configuration: one entry of the `CONFIG` array.
 
-use crate::pod::impl_pod;
+use crate::{
+    conntrack::{TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
+    pod::impl_pod,
+};
 
 /// Global settings read by every packet.
 #[repr(C)]
@@ -40,5 +43,26 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// The conntrack timeout of an entry in `state`, in nanoseconds: the one
+    /// rule the datapath expires entries by and the loader's garbage
+    /// collector deletes them by. The state is masked to its two bits, so
+    /// that LLVM's lowering of the match into an offset into `Config` stays
+    /// bounded for the verifier.
+    #[inline(always)]
+    pub const fn timeout_ns(&self, state: u8) -> u64 {
+        let seconds = match state & 3 {
+            TCP_SYN_SENT => self.tcp_syn_timeout_s,
+            TCP_ESTABLISHED => self.tcp_established_timeout_s,
+            TCP_CLOSING => self.tcp_closing_timeout_s,
+            _ => self.udp_timeout_s,
+        };
+        seconds as u64 * NS_PER_SEC
+    }
+}
+
+/// Nanoseconds per second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
 
 impl_pod!(Config);

@@ -13,7 +13,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use aya::maps::{HashMap, MapError};
 use xdp_lb_common::{
-    config::Config,
+    config::{Config, NS_PER_SEC},
     conntrack::{CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
 };
 
@@ -145,8 +145,6 @@ impl Datapath {
     }
 }
 
-const NS_PER_SEC: u64 = 1_000_000_000;
-
 /// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns()` (both
 /// read the timekeeper's coarse monotonic time). Not valid in a time namespace
 /// with a monotonic offset, which would shift only this side.
@@ -162,21 +160,9 @@ fn coarse_monotonic_ns() -> u64 {
     (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
 }
 
-/// The datapath's `timeout_ns`: the state's timeout from `CONFIG`, with the
-/// state masked to its two bits exactly as the datapath masks it.
-fn timeout_ns(state: u8, config: &Config) -> u64 {
-    let seconds = match state & 3 {
-        TCP_SYN_SENT => config.tcp_syn_timeout_s,
-        TCP_ESTABLISHED => config.tcp_established_timeout_s,
-        TCP_CLOSING => config.tcp_closing_timeout_s,
-        _ => config.udp_timeout_s,
-    };
-    u64::from(seconds) * NS_PER_SEC
-}
-
 /// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.
 fn is_expired(entry: &CtEntry, config: &Config, now_ns: u64) -> bool {
-    now_ns.saturating_sub(entry.last_seen_ns) >= timeout_ns(entry.state, config)
+    now_ns.saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state)
 }
 
 impl Datapath {

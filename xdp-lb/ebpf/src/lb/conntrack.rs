@@ -13,7 +13,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use xdp_lb_common::{
     backend::Backend,
-    config::Config,
+    config::{Config, NS_PER_SEC},
     conntrack::{CT_SEEN_REPLY, CtEntry, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
     stats::CtEvent,
 };
@@ -23,7 +23,6 @@ use crate::{
     maps::{BACKENDS, CONNTRACK, CONNTRACK_REPLY, count_ct},
 };
 
-const NS_PER_SEC: u64 = 1_000_000_000;
 /// `last_seen` is rewritten at most this often, so a busy flow does not make
 /// every CPU write the same cache line on every packet.
 const REFRESH_NS: u64 = NS_PER_SEC;
@@ -34,20 +33,6 @@ const REFRESH_NS: u64 = NS_PER_SEC;
 fn now_ns() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// The timeout of an entry in `state`, in nanoseconds.
-#[inline(always)]
-fn timeout_ns(state: u8, config: &Config) -> u64 {
-    // Masked to the four states: LLVM may turn this match into an offset into
-    // `Config`, and the verifier must see that offset bounded.
-    let seconds = match state & 3 {
-        TCP_SYN_SENT => config.tcp_syn_timeout_s,
-        TCP_ESTABLISHED => config.tcp_established_timeout_s,
-        TCP_CLOSING => config.tcp_closing_timeout_s,
-        _ => config.udp_timeout_s,
-    };
-    u64::from(seconds) * NS_PER_SEC
 }
 
 /// The state a TCP entry moves to on a packet with `flow`'s flags.
@@ -84,7 +69,7 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
     // is a whole word written with a value valid on its own.
     let e = unsafe { &mut *entry };
     // `>=`: a timeout of 0 s means "never reused", whatever the clock's resolution.
-    if now.saturating_sub(e.last_seen_ns) >= timeout_ns(e.state, config) {
+    if now.saturating_sub(e.last_seen_ns) >= config.timeout_ns(e.state) {
         count_ct(CtEvent::Expired);
         return None;
     }
@@ -180,7 +165,7 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         let e = unsafe { &mut *p };
         let same_backend =
             e.backend_addr == flow.tuple.src_addr && e.backend_port_be == flow.tuple.src_port_be;
-        let alive = now.saturating_sub(e.last_seen_ns) < timeout_ns(e.state, config);
+        let alive = now.saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state);
         (same_backend && alive).then_some(e)
     });
     let Some(e) = live else {
