@@ -106,6 +106,24 @@ impl fmt::Display for Protocol {
     }
 }
 
+impl From<Protocol> for xdp_lb::Protocol {
+    fn from(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Tcp => Self::Tcp,
+            Protocol::Udp => Self::Udp,
+        }
+    }
+}
+
+impl From<xdp_lb::Protocol> for Protocol {
+    fn from(protocol: xdp_lb::Protocol) -> Self {
+        match protocol {
+            xdp_lb::Protocol::Tcp => Self::Tcp,
+            xdp_lb::Protocol::Udp => Self::Udp,
+        }
+    }
+}
+
 /// One backend of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backend {

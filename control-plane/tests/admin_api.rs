@@ -119,9 +119,9 @@ impl FakeAdmin {
             idle_seconds: 3,
         };
         let flows = vec![
-            flow("198.51.100.7:40000", Some("default/web:http")),
-            flow("198.51.100.8:40000", Some("other")),
-            flow("198.51.100.9:40000", None),
+            flow("198.18.50.77:40000", Some("default/web:http")),
+            flow("198.18.50.78:40000", Some("other")),
+            flow("198.18.50.79:40000", None),
         ];
         let stats = StatsView {
             verdicts: BTreeMap::from([
@@ -310,7 +310,7 @@ async fn every_route_answers_with_the_agents_data() {
     assert_eq!(client.status().await.expect("status"), fake.status);
 
     let request = SimulateRequest {
-        client: addr("198.51.100.7:40001"),
+        client: addr("198.18.50.77:40001"),
         frontend: addr("198.18.100.1:80"),
         protocol: Protocol::Tcp,
     };

@@ -60,7 +60,7 @@ fn web() -> ServiceView {
 fn flow() -> FlowView {
     FlowView {
         protocol: Protocol::Tcp,
-        client: addr("198.51.100.7:40000"),
+        client: addr("198.18.50.77:40000"),
         frontend: addr("198.18.100.1:80"),
         backend_id: 5,
         backend: Some(addr("198.18.2.1:8080")),
@@ -260,7 +260,7 @@ fn simulate_and_drain() {
     let text = stdout(&agent.xlb(&[
         "simulate",
         "--client",
-        "198.51.100.7:40000",
+        "198.18.50.77:40000",
         "--frontend",
         "198.18.100.1:80",
     ]));

@@ -2,20 +2,14 @@
 
 use xdp_lb::Datapath;
 
-use crate::{model::Protocol, reconcile::Recovered};
+use crate::reconcile::Recovered;
 
 /// The pinned state of `datapath`, as the reconciler adopts it.
 pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
     let frontends = datapath
         .frontends()?
         .into_iter()
-        .map(|(frontend, id, affinity)| {
-            let protocol = match frontend.proto {
-                xdp_lb::Protocol::Tcp => Protocol::Tcp,
-                xdp_lb::Protocol::Udp => Protocol::Udp,
-            };
-            ((frontend.addr, protocol), id, affinity)
-        })
+        .map(|(frontend, id, affinity)| ((frontend.addr, frontend.proto.into()), id, affinity))
         .collect();
     let backends = datapath
         .backends()?

@@ -18,7 +18,6 @@ use crate::{
         StatusView,
     },
     model::{Protocol, ServiceName},
-    reconcile::proto,
 };
 
 /// The agent as the admin API sees it.
@@ -47,13 +46,6 @@ fn service_name(core: &Core, name: &str) -> Result<ServiceName, AdminError> {
         Err(AdminError::NotFound(format!(
             "no service {name}: `xlb service list` shows them"
         )))
-    }
-}
-
-fn protocol(p: xdp_lb::Protocol) -> Protocol {
-    match p {
-        xdp_lb::Protocol::Tcp => Protocol::Tcp,
-        xdp_lb::Protocol::Udp => Protocol::Udp,
     }
 }
 
@@ -250,7 +242,7 @@ impl Admin for AgentAdmin {
 
     fn simulate(&self, request: &SimulateRequest) -> Result<SimulateView, AdminError> {
         let core = self.lock()?;
-        let flow = Flow::new(request.client, request.frontend, proto(request.protocol));
+        let flow = Flow::new(request.client, request.frontend, request.protocol.into());
         let simulation = core.datapath.simulate(&flow).map_err(internal)?;
         let name_of = |id: u32| {
             core.model
@@ -362,7 +354,7 @@ fn flow_view(
 ) -> FlowView {
     let live = live.get(&f.backend_id) == Some(&(f.backend, f.generation));
     FlowView {
-        protocol: protocol(f.flow.proto),
+        protocol: f.flow.proto.into(),
         client: f.flow.src,
         frontend: f.flow.dst,
         backend_id: f.backend_id,

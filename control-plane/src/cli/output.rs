@@ -547,7 +547,7 @@ mod tests {
             protocol: Protocol::Udp,
             mode: Mode::Nat,
             frontends: vec![FrontendView {
-                address: addr("10.96.0.10:53"),
+                address: addr("198.19.9.1:53"),
                 protocol: Protocol::Udp,
                 kind: FrontendKind::Vip,
             }],
@@ -586,7 +586,7 @@ ID   Frontend              Service Type   Backend
                                           2 => 198.18.2.2:8080/TCP (draining)
 1    10.0.0.5:30080/TCP    NodePort       1 => 198.18.2.1:8080/TCP (active)
                                           2 => 198.18.2.2:8080/TCP (draining)
-12   10.96.0.10:53/UDP     VIP
+12   198.19.9.1:53/UDP     VIP
 "
         );
     }
@@ -627,7 +627,7 @@ Service Address           Backend Address (ID)      State      Slots
                           198.18.2.2:8080/TCP (4)   draining   0
 10.0.0.5:30080/TCP (1)    198.18.2.1:8080/TCP (3)   active     7
                           198.18.2.2:8080/TCP (4)   draining   0
-10.96.0.10:53/UDP (12)    (no backends)
+198.19.9.1:53/UDP (12)    (no backends)
 "
         );
     }
@@ -637,7 +637,7 @@ Service Address           Backend Address (ID)      State      Slots
         let flows = [
             FlowView {
                 protocol: Protocol::Tcp,
-                client: addr("198.51.100.7:40000"),
+                client: addr("198.18.50.77:40000"),
                 frontend: addr("198.18.100.1:80"),
                 backend_id: 3,
                 backend: Some(addr("198.18.2.1:8080")),
@@ -647,8 +647,8 @@ Service Address           Backend Address (ID)      State      Slots
             },
             FlowView {
                 protocol: Protocol::Udp,
-                client: addr("198.51.100.7:5353"),
-                frontend: addr("10.96.0.10:53"),
+                client: addr("198.18.50.77:5353"),
+                frontend: addr("198.19.9.1:53"),
                 backend_id: 9,
                 backend: None,
                 service: None,
@@ -660,8 +660,8 @@ Service Address           Backend Address (ID)      State      Slots
             flows_table(&flows),
             "\
 Protocol   Client               Frontend          Backend                Service   State         Idle
-TCP        198.51.100.7:40000   198.18.100.1:80   3 => 198.18.2.1:8080   web       established   4s
-UDP        198.51.100.7:5353    10.96.0.10:53     9 (gone)               -         udp           120s
+TCP        198.18.50.77:40000   198.18.100.1:80   3 => 198.18.2.1:8080   web       established   4s
+UDP        198.18.50.77:5353    198.19.9.1:53     9 (gone)               -         udp           120s
 "
         );
     }
@@ -692,7 +692,7 @@ Backend   Address           Slots   Share
     #[test]
     fn simulate_explains_the_outcome() {
         let request = SimulateRequest {
-            client: addr("198.51.100.7:40000"),
+            client: addr("198.18.50.77:40000"),
             frontend: addr("198.18.100.1:80"),
             protocol: Protocol::Tcp,
         };
@@ -705,7 +705,7 @@ Backend   Address           Slots   Share
         assert_eq!(
             simulate_text(&request, &view),
             "\
-Flow:      198.51.100.7:40000 -> 198.18.100.1:80/TCP
+Flow:      198.18.50.77:40000 -> 198.18.100.1:80/TCP
 Outcome:   backend (a new flow: balanced by the service's Maglev table)
 Service:   web
 Backend:   3 => 198.18.2.1:8080
@@ -720,7 +720,7 @@ Backend:   3 => 198.18.2.1:8080
         assert_eq!(
             simulate_text(&request, &view),
             "\
-Flow:      198.51.100.7:40000 -> 198.18.100.1:80/TCP
+Flow:      198.18.50.77:40000 -> 198.18.100.1:80/TCP
 Outcome:   not_a_frontend (not a frontend: passed to the host's stack)
 "
         );

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use xdp_lb::AddressKind;
 
 use super::FrontendKey;
-use crate::model::{FrontendKind, Model, Protocol, Service, ServiceName};
+use crate::model::{FrontendKind, Model, Service, ServiceName};
 
 /// The datapath's view of the desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -124,18 +124,6 @@ impl Desired {
             .map(|i| &self.services[i].1)
     }
 
-    /// Every backend address whose record must be live (sorted, unique).
-    pub fn live_backends(&self) -> Vec<SocketAddr> {
-        let mut live: Vec<SocketAddr> = self
-            .services
-            .iter()
-            .flat_map(|(_, s)| s.live.iter().copied())
-            .collect();
-        live.sort_unstable();
-        live.dedup();
-        live
-    }
-
     /// The kind of frontend address `addr`, if it is one.
     pub fn address(&self, addr: IpAddr) -> Option<AddressKind> {
         self.addresses
@@ -171,12 +159,4 @@ fn address_kinds(model: &Model) -> Vec<(IpAddr, AddressKind)> {
         }
     }
     kinds
-}
-
-/// The datapath's protocol for the model's.
-pub const fn proto(protocol: Protocol) -> xdp_lb::Protocol {
-    match protocol {
-        Protocol::Tcp => xdp_lb::Protocol::Tcp,
-        Protocol::Udp => xdp_lb::Protocol::Udp,
-    }
 }

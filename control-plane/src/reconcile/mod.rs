@@ -29,7 +29,7 @@ use std::{
 use consistent_hash::{SizingPolicy, TableSize};
 use xdp_lb::AddressKind;
 
-pub use desired::{Desired, DesiredService, proto};
+pub use desired::{Desired, DesiredService};
 pub use ids::{Exhausted, IdAllocator};
 pub use target::{MemoryTarget, Target, Violation};
 
@@ -363,7 +363,7 @@ struct Change {
 }
 
 fn frontend((addr, protocol): FrontendKey) -> xdp_lb::Frontend {
-    xdp_lb::Frontend::new(addr, proto(protocol))
+    xdp_lb::Frontend::new(addr, protocol.into())
 }
 
 fn show((addr, protocol): FrontendKey) -> String {

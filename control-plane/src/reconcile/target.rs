@@ -104,8 +104,6 @@ pub struct MemoryTarget {
     pub frontends: BTreeMap<(SocketAddr, u8), (u32, bool)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
-    /// Operations applied, by name (for tests that count them).
-    pub ops: BTreeMap<&'static str, usize>,
 }
 
 /// A write that would let a packet see a half-made state.
@@ -114,10 +112,6 @@ pub struct MemoryTarget {
 pub struct Violation(pub String);
 
 impl MemoryTarget {
-    fn count(&mut self, op: &'static str) {
-        *self.ops.entry(op).or_default() += 1;
-    }
-
     fn live(&self, id: u32) -> bool {
         self.backends.get(&id).is_some_and(|b| b.2)
     }
@@ -156,7 +150,6 @@ impl Target for MemoryTarget {
                 )));
             }
         }
-        self.count("put_backends");
         for &(id, addr, generation) in backends {
             self.backends.insert(id, (addr, generation, true));
         }
@@ -169,7 +162,6 @@ impl Target for MemoryTarget {
                 "backend {id} retired while a table names it"
             )));
         }
-        self.count("retire_backend");
         match self.backends.get_mut(&id) {
             Some(b) => {
                 b.2 = false;
@@ -180,7 +172,6 @@ impl Target for MemoryTarget {
     }
 
     fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Violation> {
-        self.count("delete_flows_of_backend");
         self.flows_deleted.push(id);
         Ok(0)
     }
@@ -189,7 +180,6 @@ impl Target for MemoryTarget {
         for &(id, slots) in tables {
             self.check_table(id, slots)?;
         }
-        self.count("swap_tables");
         for &(id, slots) in tables {
             self.tables.insert(id, slots.to_vec());
         }
@@ -199,7 +189,6 @@ impl Target for MemoryTarget {
     fn patch_table(&mut self, id: u32, changes: &[(u32, u32)]) -> Result<(), Violation> {
         let ids: Vec<u32> = changes.iter().map(|&(_, b)| b).collect();
         self.check_table(id, &ids)?;
-        self.count("patch_table");
         let table = self
             .tables
             .get_mut(&id)
@@ -214,13 +203,11 @@ impl Target for MemoryTarget {
     }
 
     fn remove_table(&mut self, id: u32) -> Result<(), Violation> {
-        self.count("remove_table");
         self.tables.remove(&id);
         Ok(())
     }
 
     fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Violation> {
-        self.count("set_address");
         self.addresses.insert(addr, kind);
         Ok(())
     }
@@ -231,7 +218,6 @@ impl Target for MemoryTarget {
                 "address {addr} removed while a frontend uses it"
             )));
         }
-        self.count("remove_address");
         self.addresses.remove(&addr);
         Ok(())
     }
@@ -248,14 +234,12 @@ impl Target for MemoryTarget {
                 frontend.addr
             )));
         }
-        self.count("upsert_frontend");
         self.frontends
             .insert(key(frontend), (id, client_ip_affinity));
         Ok(())
     }
 
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Violation> {
-        self.count("remove_frontend");
         self.frontends.remove(&key(frontend));
         Ok(())
     }

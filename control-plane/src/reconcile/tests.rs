@@ -91,7 +91,7 @@ fn assert_programs_with(
     for (name, service) in &desired.services {
         let id = r.service_id(name).expect("service has an ID");
         for &(addr, proto) in &service.frontends {
-            frontends.insert((addr, super::proto(proto).number()), (id, false));
+            frontends.insert((addr, xdp_lb::Protocol::from(proto).number()), (id, false));
         }
         let table = t.tables.get(&id);
         if service.members.is_empty() {
@@ -112,7 +112,11 @@ fn assert_programs_with(
         assert_eq!(Some(table.as_slice()), r.table(name));
     }
     assert_eq!(t.frontends, frontends);
-    let live: BTreeSet<SocketAddr> = desired.live_backends().into_iter().collect();
+    let live: BTreeSet<SocketAddr> = desired
+        .services
+        .iter()
+        .flat_map(|(_, s)| s.live.iter().copied())
+        .collect();
     let programmed_live: BTreeSet<SocketAddr> =
         t.backends.values().filter(|b| b.2).map(|b| b.0).collect();
     assert_eq!(programmed_live, live);
