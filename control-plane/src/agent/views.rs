@@ -173,12 +173,11 @@ impl Admin for AgentAdmin {
             .filter(|(_, b)| b.live)
             .map(|(addr, b)| (b.id, (addr, b.generation)))
             .collect();
-        let now = monotonic_now();
         let flows = core.datapath.conntrack().map_err(internal)?;
         Ok(flows
             .into_iter()
             .filter(|f| only_id.is_none_or(|id| f.service_id == id))
-            .map(|f| flow_view(&live, &names, &f, now))
+            .map(|f| flow_view(&live, &names, &f))
             .collect())
     }
 
@@ -350,7 +349,6 @@ fn flow_view(
     live: &HashMap<u32, (SocketAddr, u32)>,
     names: &BTreeMap<u32, String>,
     f: &TrackedFlow,
-    now: std::time::Duration,
 ) -> FlowView {
     let live = live.get(&f.backend_id) == Some(&(f.backend, f.generation));
     FlowView {
@@ -367,13 +365,6 @@ fn flow_view(
             FlowState::Datagram => "udp",
         }
         .to_owned(),
-        idle_seconds: now.saturating_sub(f.last_seen).as_secs(),
+        idle_seconds: f.idle().as_secs(),
     }
-}
-
-/// `CLOCK_MONOTONIC`, the clock conntrack's last-seen is on.
-fn monotonic_now() -> std::time::Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(std::time::Duration::from)
-        .unwrap_or_default()
 }

@@ -51,6 +51,15 @@ pub struct TrackedFlow {
     pub last_seen: Duration,
 }
 
+impl TrackedFlow {
+    /// How long ago the datapath last refreshed the entry, on the datapath's
+    /// own clock (so at most about a second more than the flow's real idle
+    /// time: the refresh is throttled).
+    pub fn idle(&self) -> Duration {
+        Duration::from_nanos(coarse_monotonic_ns()).saturating_sub(self.last_seen)
+    }
+}
+
 fn tracked(key: &FlowTuple, entry: &CtEntry) -> Option<TrackedFlow> {
     let proto = Protocol::from_number(key.proto)?;
     let state = match entry.state {
