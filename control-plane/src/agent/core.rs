@@ -111,7 +111,9 @@ impl Core {
     /// Re-reads the configuration file. A good file replaces the model (and
     /// the health targets) and is synced; a bad one is logged, counted and
     /// shown by `xlb status`, and the running configuration keeps serving.
-    pub(crate) fn reload(&mut self, since: Instant) -> anyhow::Result<()> {
+    /// Returns the rejection (every problem, one per line) when the file was
+    /// bad; the error is for a sync that failed.
+    pub(crate) fn reload(&mut self, since: Instant) -> anyhow::Result<Result<(), String>> {
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -134,7 +136,7 @@ impl Core {
                     self.health.set_targets(crate::health::targets(&self.model));
                 }
                 self.sync(since)?;
-                Ok(())
+                Ok(Ok(()))
             }
             Err(errors) => {
                 self.metrics.reload(false);
@@ -147,9 +149,9 @@ impl Core {
                 self.status.last_reload = Some(ReloadView {
                     at,
                     outcome: "rejected".to_owned(),
-                    error: Some(error),
+                    error: Some(error.clone()),
                 });
-                Ok(())
+                Ok(Err(error))
             }
         }
     }

@@ -41,7 +41,6 @@ use crate::{
     health::HealthChecker,
     metrics::{self, Metrics},
     reconcile::Reconciler,
-    source,
 };
 
 /// How often the configuration file is checked for changes.
@@ -141,12 +140,11 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     // The first load: a bad file with nothing pinned is fatal; with pinned
     // state, that state keeps forwarding until a good file arrives (nothing
     // is withdrawn because a file is broken).
-    if let Err(errors) = source::file::load(&options.config)
+    if let Err(rejected) = core.reload(Instant::now())?
         && !adopted
     {
-        return Err(anyhow::anyhow!("{errors}").context("the configuration file is invalid"));
+        return Err(anyhow::anyhow!("{rejected}").context("the configuration file is invalid"));
     }
-    core.reload(Instant::now())?;
 
     let mode = if options.generic_xdp {
         AttachMode::Generic
@@ -208,13 +206,13 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 stamp = file_stamp(&options.config);
-                locked(&core, |c| c.reload(Instant::now()));
+                locked(&core, |c| c.reload(Instant::now()).map(drop));
             }
             _ = file_poll.tick() => {
                 let now = file_stamp(&options.config);
                 if now != stamp {
                     stamp = now;
-                    locked(&core, |c| c.reload(Instant::now()));
+                    locked(&core, |c| c.reload(Instant::now()).map(drop));
                 }
             }
             Some(change) = health_changes.recv() => {
