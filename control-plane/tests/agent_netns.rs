@@ -133,6 +133,19 @@ fn backends(rig: &AgentRig, which: &[usize], port: u16) -> Vec<SocketAddr> {
     which.iter().map(|&i| rig.backend_addr(i, port)).collect()
 }
 
+/// The configuration of one TCP service `web` on the VIP, served by every
+/// backend on [`BACKEND_PORT`], with a health check when `health`.
+fn web_on_every_backend(rig: &AgentRig, health: bool) -> String {
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(rig, &all, BACKEND_PORT),
+        health,
+    )])
+}
+
 fn backend_list(rig: &AgentRig) -> Vec<BackendView> {
     serde_json::from_value(
         rig.xlb_json(&["backend", "list"])
@@ -785,15 +798,8 @@ fn health_checks_take_a_dead_backend_out_and_back() {
         rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
             .expect("echo server");
     }
-    let all: Vec<usize> = (0..BACKENDS).collect();
-    rig.write_config(&config(&[service(
-        "web",
-        "TCP",
-        VIP_PORT,
-        &backends(&rig, &all, BACKEND_PORT),
-        true,
-    )]))
-    .expect("config");
+    rig.write_config(&web_on_every_backend(&rig, true))
+        .expect("config");
     rig.start_agent(&[]).expect("agent");
     let victim = 1;
     let addr = rig.backend_addr(victim, BACKEND_PORT);
@@ -883,15 +889,8 @@ fn the_admin_socket_is_for_its_group_only() {
     const NOBODY: u32 = 65_534;
     const ADMINS: u32 = 4_242;
     let mut rig = AgentRig::build(XLB).expect("rig");
-    let all: Vec<usize> = (0..BACKENDS).collect();
-    rig.write_config(&config(&[service(
-        "web",
-        "TCP",
-        VIP_PORT,
-        &backends(&rig, &all, BACKEND_PORT),
-        false,
-    )]))
-    .expect("config");
+    rig.write_config(&web_on_every_backend(&rig, false))
+        .expect("config");
     rig.start_agent(&["--admin-group", &ADMINS.to_string()])
         .expect("agent");
     let socket = rig.admin_socket().to_owned();
@@ -939,15 +938,8 @@ fn the_admin_socket_is_for_its_group_only() {
 #[test]
 fn tearing_the_rig_down_leaves_no_bpf_object() {
     let mut rig = AgentRig::build(XLB).expect("rig");
-    let all: Vec<usize> = (0..BACKENDS).collect();
-    rig.write_config(&config(&[service(
-        "web",
-        "TCP",
-        VIP_PORT,
-        &backends(&rig, &all, BACKEND_PORT),
-        false,
-    )]))
-    .expect("config");
+    rig.write_config(&web_on_every_backend(&rig, false))
+        .expect("config");
     rig.start_agent(&[]).expect("agent");
     let objects = rig.bpf_objects().expect("the agent's BPF objects");
     let pin_dir = rig.pin_dir().to_owned();
