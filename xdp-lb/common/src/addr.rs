@@ -48,11 +48,23 @@ pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 pub const fn filter_bit(addr: &Addr) -> u32 {
     let a = addr;
     if is_v4_mapped(addr) {
-        (a[12] as u32) << 16 | (a[13] as u32) << 8 | a[14] as u32
+        filter_bit_v4([a[12], a[13], a[14], a[15]])
     } else {
-        let prefix = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
-        ((prefix >> 40) ^ (prefix >> 16) ^ prefix) as u32 & (FILTER_BITS - 1)
+        filter_bit_v6([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]])
     }
+}
+
+/// The filter bit of an IPv4 address: its /24.
+#[inline(always)]
+pub const fn filter_bit_v4(a: [u8; 4]) -> u32 {
+    (a[0] as u32) << 16 | (a[1] as u32) << 8 | a[2] as u32
+}
+
+/// The filter bit of an IPv6 address, from its first 8 bytes (its /64).
+#[inline(always)]
+pub const fn filter_bit_v6(prefix: [u8; 8]) -> u32 {
+    let prefix = u64::from_be_bytes(prefix);
+    ((prefix >> 40) ^ (prefix >> 16) ^ prefix) as u32 & (FILTER_BITS - 1)
 }
 
 #[cfg(test)]

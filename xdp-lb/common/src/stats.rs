@@ -119,6 +119,16 @@ impl ParseCounter {
     pub const fn is_malformed(self) -> bool {
         self as u32 >= ParseCounter::TruncatedEthernet as u32
     }
+
+    /// True for a well-formed IPv4 packet (whatever its transport).
+    pub const fn is_ip4(self) -> bool {
+        self as u32 <= ParseCounter::Fragment4 as u32
+    }
+
+    /// True for a well-formed IPv6 packet (whatever its transport).
+    pub const fn is_ip6(self) -> bool {
+        self as u32 >= ParseCounter::Tcp6 as u32 && self as u32 <= ParseCounter::Fragment6 as u32
+    }
 }
 
 counter_enum! {
@@ -220,5 +230,16 @@ mod tests {
         let (s, n): (Vec<u32>, Vec<&str>) =
             CtEvent::ALL.iter().map(|c| (*c as u32, c.name())).unzip();
         check_dense_and_unique(&s, &n);
+    }
+
+    #[test]
+    fn families_cover_exactly_the_well_formed_ip_classes() {
+        for c in ParseCounter::ALL {
+            let ip4 = c.name().ends_with("ip4") || c.name().ends_with('4');
+            let ip6 = c.name().ends_with("ip6") || c.name().ends_with('6');
+            let well_formed_ip = !c.is_malformed() && (ip4 || ip6);
+            assert_eq!(c.is_ip4(), well_formed_ip && ip4, "{}", c.name());
+            assert_eq!(c.is_ip6(), well_formed_ip && ip6, "{}", c.name());
+        }
     }
 }

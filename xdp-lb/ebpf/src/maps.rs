@@ -125,7 +125,12 @@ pub fn forget_ranges(a: usize, b: usize) -> (usize, usize) {
 /// False when no frontend or backend address shares `addr`'s filter bit.
 #[inline(always)]
 pub fn may_be_ours(addr: &Addr) -> bool {
-    let bit = filter_bit(addr);
+    filter_has(filter_bit(addr))
+}
+
+/// False when `bit` of the address filter is clear.
+#[inline(always)]
+pub fn filter_has(bit: u32) -> bool {
     match ADDRESS_FILTER.get(bit / 64) {
         Some(word) => word & (1 << (bit % 64)) != 0,
         None => true,

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The network header follows Ethernet and at most one 802.1Q tag.
-const MAX_L3_OFFSET: usize = 18;
+pub const MAX_L3_OFFSET: usize = 18;
 /// The transport header starts within the first page of a linear frame.
 const MAX_L4_OFFSET: usize = 4096;
 /// Offset of the flags byte in the TCP header.

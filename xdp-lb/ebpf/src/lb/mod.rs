@@ -16,7 +16,7 @@ pub mod select;
 use core::mem::MaybeUninit;
 
 use xdp_lb_common::{
-    addr::Addr,
+    addr::{Addr, filter_bit_v4, filter_bit_v6},
     backend::NO_BACKEND,
     config::Config,
     service::{ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey},
@@ -24,8 +24,10 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    lb::flow::{Flow, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES, may_be_ours},
+    lb::flow::{Flow, MAX_L3_OFFSET, Packet},
+    maps::{ADDRESSES, CONFIG, SERVICES, filter_has, may_be_ours},
+    packet::FrameSource,
+    parse::Parsed,
 };
 
 /// What to do with a frame.
@@ -99,6 +101,50 @@ pub struct Nat {
     pub backend_id: u32,
     /// The backend ID's generation (a reused ID is another backend).
     pub generation: u32,
+}
+
+/// The address filter, read straight from the IP header: false when neither
+/// the source nor the destination of a well-formed IP packet shares a filter
+/// bit with a frontend or backend address. Such a packet is neither for a
+/// service nor a reply of a tracked flow, so the caller passes it untouched as
+/// `Verdict::PassNotFrontend` — what `decide` would answer — before anything
+/// is copied out of the frame: most of what a NIC receives leaves here. True
+/// for everything else, which `decide` classifies.
+///
+/// A subprogram of its own: inlined, its header reads would add to the
+/// caller's frame, which the 512-byte limit counts with the deepest callee's.
+#[inline(never)]
+pub fn may_concern_us<S: FrameSource>(source: &S, parsed: &Parsed) -> bool {
+    let frame = &source.frame();
+    let l3 = parsed.l3_offset;
+    if l3 > MAX_L3_OFFSET {
+        return true;
+    }
+    if parsed.counter.is_ip4() {
+        // Source and destination, bytes 12..20 of the IPv4 header.
+        let Some(a) = frame.read::<[u8; 8]>(l3 + 12) else {
+            return true;
+        };
+        filter_has(filter_bit_v4([a[0], a[1], a[2], a[3]]))
+            || filter_has(filter_bit_v4([a[4], a[5], a[6], a[7]]))
+    } else if parsed.counter.is_ip6() {
+        // Source and destination, bytes 8..40 of the IPv6 header; the
+        // filter takes their /64s.
+        let Some(a) = frame.get::<[u8; 32]>(l3 + 8) else {
+            return true;
+        };
+        // SAFETY: `get` checked the 32 bytes lie inside the frame.
+        let (src, dst) = unsafe {
+            let a = &*a;
+            (
+                [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]],
+                [a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23]],
+            )
+        };
+        filter_has(filter_bit_v6(src)) || filter_has(filter_bit_v6(dst))
+    } else {
+        true
+    }
 }
 
 /// Decides what to do with a frame (DESIGN.md, "Per packet, in this order").

@@ -15,6 +15,7 @@ use crate::{
     lb::{
         Action, End, Nat, decide,
         flow::{Flow, Packet},
+        may_concern_us,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
     packet::{Frame, FrameSource},
@@ -44,6 +45,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let len = ctx.frame().len();
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
+    if !may_concern_us(ctx, &parsed) {
+        count_verdict(Verdict::PassNotFrontend, len);
+        return XDP_PASS;
+    }
     let mut packet = Packet::EMPTY;
     packet.fill(ctx, &parsed);
     let mut nat = MaybeUninit::uninit();
