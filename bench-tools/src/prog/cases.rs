@@ -5,16 +5,16 @@
 //! that a case walks over many services and flows instead of one cache-hot
 //! entry, and a new-flow case is really new in every run.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use tracing::info;
-use xdp_lb::{Datapath, Flow, ProgramName, Protocol, Rotation, Simulation};
+use xdp_lb::{Datapath, ProgramName, Rotation};
 
 use super::{
     check::{Snapshot, XDP_REDIRECT},
-    fixture::{BACKEND_PORT, Layout, SHARED_BACKEND, backend_ip, backend_mac},
+    fixture::{self, BACKEND_PORT, Layout, SHARED_BACKEND, backend_ip, backend_mac},
     frame::{DST_IP_LO, Headers, L4, SRC_IP_LO, SRC_PORT, ipv4_plus, keep, rotate},
     netns::{DOWN_MAC, GATEWAY_MAC, LB_ADDR, UP_MAC},
 };
@@ -28,7 +28,8 @@ const FIRST_TRACKED_PORT: u16 = 20_000;
 const PORTS_PER_CLIENT: u32 = 40_000;
 /// The client port of the reply flows.
 const CLIENT_PORT: u16 = 40_000;
-/// Clients of the reply flows: 10.2.0.0 + k, so the wrapper can rotate them.
+/// Clients of the reply flows: 10.2.0.0 + k, so the wrapper can rotate them
+/// (their low 16 bits).
 const REPLY_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 0);
 /// At most this many reply flows (their clients' low 16 bits must not wrap).
 const MAX_REPLY_FLOWS: u32 = 60_000;
@@ -218,17 +219,19 @@ fn tracked_flows(layout: &Layout, client: Ipv4Addr, min_flows: u32) -> (Vec<Rota
 pub(crate) fn tracked_before(layout: &Layout, min_flows: u32) -> u64 {
     let (_, tcp) = tracked_flows(layout, TCP_CLIENT, min_flows);
     let (_, udp) = tracked_flows(layout, UDP_CLIENT, min_flows);
-    let replies = layout.services.min(MAX_REPLY_FLOWS);
+    let replies = reply_flows(layout, min_flows);
     u64::from(tcp) + u64::from(udp) + u64::from(replies) + Kind::ALL.len() as u64
 }
 
 /// Builds the cases of a scale, tracking the flows they need first. The
-/// conntrack-hit and UDP cases walk over at least `min_flows` flows (and at
-/// least one per service).
+/// conntrack-hit, UDP and reply cases walk over at least `min_flows` flows
+/// (the reply case over at most `MAX_REPLY_FLOWS`; the others at least one
+/// per service).
 pub(crate) fn build(
     dp: &mut Datapath,
     layout: &Layout,
     min_flows: u32,
+    seed: u64,
 ) -> anyhow::Result<Vec<Case>> {
     let n = layout.services;
     let services = layout.rotations();
@@ -297,7 +300,7 @@ pub(crate) fn build(
         expect: Expect::Dnat,
     });
 
-    cases.push(reply_case(dp, layout)?);
+    cases.push(reply_case(dp, layout, min_flows, seed)?);
 
     let other = Headers {
         dst: SocketAddrV4::new(LB_ADDR, 22),
@@ -334,37 +337,33 @@ fn track_rotated(
     Snapshot::take(dp)?.ensure_created(&before, u64::from(count))
 }
 
-/// The reply case: answers from the shared backend to clients 10.2.0.b + k.
+/// How many reply flows a scale walks over: as many as the hit cases (at most
+/// `MAX_REPLY_FLOWS`), so that scales compare at equal flows.
+fn reply_flows(layout: &Layout, min_flows: u32) -> u32 {
+    min_flows.max(layout.services).min(MAX_REPLY_FLOWS)
+}
+
+/// The reply case: answers from the shared backend to clients 10.2.0.0 + k.
 ///
 /// A reply carries its backend's address, and the wrapper can only rotate
-/// fields, so the rotated replies must all come from one backend: for each
-/// client, the flow goes to the first service (from `k % N` on) whose Maglev
-/// table sends that flow to the shared backend, which every service has.
-fn reply_case(dp: &mut Datapath, layout: &Layout) -> anyhow::Result<Case> {
+/// fields, so the rotated replies must all come from one backend. Flow `k`
+/// goes to service `k % N`, whose table is pinned to the shared backend while
+/// the flow's SYN goes through and restored afterwards: a tracked flow keeps
+/// its backend across a table change.
+fn reply_case(
+    dp: &mut Datapath,
+    layout: &Layout,
+    min_flows: u32,
+    seed: u64,
+) -> anyhow::Result<Case> {
     let n = layout.services;
-    let target = n.min(MAX_REPLY_FLOWS);
-    let mut base = None;
-    for b in 0..64 {
-        if let Some(frontend) = reply_service(dp, layout, reply_client(b)?, 0)? {
-            base = Some((b, frontend));
-            break;
-        }
-    }
-    let (base, first) = base.context("no service sends a reply client to the shared backend")?;
-    let mut frontends = vec![first];
-    for k in 1..target {
-        match reply_service(dp, layout, reply_client(base + k)?, k)? {
-            Some(frontend) => frontends.push(frontend),
-            None => break,
-        }
-    }
-    info!(
-        services = n,
-        flows = frontends.len(),
-        "tracking the reply flows"
-    );
+    let flows = reply_flows(layout, min_flows);
+    let services = 0..n.min(flows);
+    let frontends: Vec<SocketAddrV4> = (0..flows).map(|k| layout.frontend(k % n)).collect();
+    info!(services = n, flows, "tracking the reply flows");
+    fixture::pin_to_shared_backend(dp, services.clone())?;
     let before = Snapshot::take(dp)?;
-    for (k, frontend) in (base..).zip(&frontends) {
+    for (k, frontend) in (0..).zip(&frontends) {
         let syn = Headers {
             src_mac: GATEWAY_MAC,
             dst_mac: UP_MAC,
@@ -380,19 +379,19 @@ fn reply_case(dp: &mut Datapath, layout: &Layout) -> anyhow::Result<Case> {
             out.action
         );
     }
-    let flows = u32::try_from(frontends.len())?;
     Snapshot::take(dp)?.ensure_created(&before, u64::from(flows))?;
+    fixture::restore_tables(dp, services, seed)?;
     let headers = Headers {
         src_mac: backend_mac(SHARED_BACKEND),
         dst_mac: DOWN_MAC,
         src: SocketAddrV4::new(backend_ip(SHARED_BACKEND), BACKEND_PORT),
-        dst: SocketAddrV4::new(reply_client(base)?, CLIENT_PORT),
+        dst: SocketAddrV4::new(reply_client(0)?, CLIENT_PORT),
         ttl: 64,
         l4: L4::Ack,
     };
     let rotation = Rotation {
         offset: DST_IP_LO,
-        base: u16::try_from(base)?,
+        base: u16::from_be_bytes([REPLY_CLIENTS.octets()[2], REPLY_CLIENTS.octets()[3]]),
         modulus: flows,
         divisor: 1,
     };
@@ -408,34 +407,6 @@ fn reply_case(dp: &mut Datapath, layout: &Layout) -> anyhow::Result<Case> {
 
 fn reply_client(k: u32) -> anyhow::Result<Ipv4Addr> {
     ipv4_plus(REPLY_CLIENTS, k)
-}
-
-/// The frontend of the first service, from `start % N` on, that would send the
-/// flow of `client` to the shared backend (tried on at most 64 services).
-fn reply_service(
-    dp: &Datapath,
-    layout: &Layout,
-    client: Ipv4Addr,
-    start: u32,
-) -> anyhow::Result<Option<SocketAddrV4>> {
-    let n = layout.services;
-    for j in 0..n.min(64) {
-        let frontend = layout.frontend((start + j) % n);
-        let flow = Flow::new(
-            SocketAddr::V4(SocketAddrV4::new(client, CLIENT_PORT)),
-            SocketAddr::V4(frontend),
-            Protocol::Tcp,
-        );
-        if let Simulation::Backend {
-            backend_id: SHARED_BACKEND,
-            tracked: false,
-            ..
-        } = dp.simulate(&flow)?
-        {
-            return Ok(Some(frontend));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    ops::Range,
     path::Path,
     time::Instant,
 };
@@ -173,23 +174,52 @@ pub(crate) fn load(
 /// one wait for all of them, where one table per update would take a quarter
 /// of an hour for 100 000 services.
 fn write_tables(dp: &mut Datapath, n: u32, seed: u64) -> anyhow::Result<()> {
-    const CHUNK: u32 = 4096;
     let size = table_size()?;
-    for first in (0..n).step_by(CHUNK as usize) {
-        let ids: Vec<u32> = (first..n.min(first + CHUNK)).collect();
-        let tables = ids
+    swap_tables(dp, 0..n, |i| maglev_slots(seed, size, i))
+}
+
+/// Services `services` (0-based) get tables whose every slot is the shared
+/// backend, so that the flows created meanwhile all go to it; `restore_tables`
+/// puts their Maglev tables back (the flows keep their backend).
+pub(crate) fn pin_to_shared_backend(dp: &mut Datapath, services: Range<u32>) -> anyhow::Result<()> {
+    let slots = vec![SHARED_BACKEND; table_size()?.get() as usize];
+    swap_tables(dp, services, |_| Ok(slots.clone()))
+}
+
+/// Rewrites the Maglev tables of `services` (0-based), see `pin_to_shared_backend`.
+pub(crate) fn restore_tables(
+    dp: &mut Datapath,
+    services: Range<u32>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let size = table_size()?;
+    swap_tables(dp, services, |i| maglev_slots(seed, size, i))
+}
+
+/// Swaps in the table `slots(i)` for every service `i` of `services`, in
+/// batches.
+fn swap_tables(
+    dp: &mut Datapath,
+    services: Range<u32>,
+    slots: impl Fn(u32) -> anyhow::Result<Vec<u32>>,
+) -> anyhow::Result<()> {
+    const CHUNK: usize = 4096;
+    let (first, n) = (services.start, services.len());
+    let ids: Vec<u32> = services.collect();
+    for (done, chunk) in (CHUNK..).step_by(CHUNK).zip(ids.chunks(CHUNK)) {
+        let tables = chunk
             .iter()
-            .map(|&i| maglev_slots(seed, size, i))
+            .map(|&i| slots(i))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let batch: Vec<(u32, &[u32])> = ids
+        let batch: Vec<(u32, &[u32])> = chunk
             .iter()
             .zip(&tables)
             .map(|(&i, t)| (i + 1, t.as_slice()))
             .collect();
         dp.swap_tables(&batch)?;
-        let done = first + batch.len() as u32;
+        let done = done.min(n);
         if done.is_multiple_of(20_480) || done == n {
-            info!(tables = done, of = n, "tables written");
+            info!(first, tables = done, of = n, "tables written");
         }
     }
     Ok(())

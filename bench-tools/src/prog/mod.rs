@@ -174,7 +174,7 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
         let layout = Layout::new(n)?;
         let pins = bpffs.join(format!("services-{n}-flows-{flows}"));
         let mut dp = fixture::load(&layout, conntrack, args.seed, &pins)?;
-        let cases = cases::build(&mut dp, &layout, flows)?;
+        let cases = cases::build(&mut dp, &layout, flows, args.seed)?;
         for case in &cases {
             check::golden(&dp, case, interfaces, &mut clients).with_context(|| {
                 format!(
