@@ -350,6 +350,7 @@ fn kube_services(services: u32, per_service: u32) -> Vec<kube_proxy::Service> {
             name: format!("svc-{i}"),
             vip: vip(i),
             port: 80,
+            protocol: kube_proxy::Protocol::Tcp,
             endpoints: (0..per_service)
                 .filter_map(|j| match backend(i, j, per_service) {
                     SocketAddr::V4(a) => Some(a),

@@ -14,14 +14,17 @@ use super::{CLUSTER_CIDR, MASQ_MARK, Service, digest};
 
 /// `KUBE-SVC-<hash of the service port and protocol>`.
 fn svc_chain(s: &Service) -> String {
-    format!("KUBE-SVC-{}", digest(&format!("{}tcp", s.port_name()), 16))
+    format!(
+        "KUBE-SVC-{}",
+        digest(&format!("{}{}", s.port_name(), s.protocol.name()), 16)
+    )
 }
 
 /// `KUBE-SEP-<hash of the service port, protocol and endpoint>`.
 fn sep_chain(s: &Service, ep: SocketAddrV4) -> String {
     format!(
         "KUBE-SEP-{}",
-        digest(&format!("{}tcp{ep}", s.port_name()), 16)
+        digest(&format!("{}{}{ep}", s.port_name(), s.protocol.name()), 16)
     )
 }
 
@@ -76,9 +79,10 @@ fn write_nat_fixed_rules(out: &mut String) {
 
 /// `KUBE-SERVICES`' jump for one service.
 fn write_service_jump(out: &mut String, s: &Service) {
+    let proto = s.protocol.name();
     let _ = writeln!(
         out,
-        "-A KUBE-SERVICES -m comment --comment \"{} cluster IP\" -m tcp -p tcp -d {}/32 --dport {} -j {}",
+        "-A KUBE-SERVICES -m comment --comment \"{} cluster IP\" -m {proto} -p {proto} -d {}/32 --dport {} -j {}",
         s.port_name(),
         s.vip,
         s.port,
@@ -98,10 +102,11 @@ fn write_nodeports_jump(out: &mut String) {
 fn write_service_chains(chains: &mut String, rules: &mut String, s: &Service) {
     let svc = svc_chain(s);
     let name = s.port_name();
+    let proto = s.protocol.name();
     let _ = writeln!(chains, ":{svc} - [0:0]");
     let _ = writeln!(
         rules,
-        "-A {svc} -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {}/32 --dport {} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ",
+        "-A {svc} -m comment --comment \"{name} cluster IP\" -m {proto} -p {proto} -d {}/32 --dport {} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ",
         s.vip, s.port
     );
     let n = s.endpoints.len();
@@ -132,7 +137,7 @@ fn write_service_chains(chains: &mut String, rules: &mut String, s: &Service) {
         );
         let _ = writeln!(
             rules,
-            "-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}"
+            "-A {sep} -m comment --comment {name} -m {proto} -p {proto} -j DNAT --to-destination {ep}"
         );
     }
 }
@@ -210,7 +215,7 @@ pub(crate) fn partial_sync(services: &[Service], changed: usize, old: &Service) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_proxy::tests::two_services;
+    use crate::kube_proxy::tests::{tcp_and_udp_services, two_services};
 
     #[test]
     fn ruleset_has_kube_proxys_structure() {
@@ -334,5 +339,55 @@ mod tests {
             svc_chain(&services[1])
         )));
         assert!(nat.ends_with(&format!("-X {stale}\nCOMMIT\n")));
+    }
+
+    #[test]
+    fn udp_service_uses_udp_forms() {
+        let services = tcp_and_udp_services();
+        let (tcp, udp) = (&services[0], &services[1]);
+        let text = ruleset(&services);
+        let nat = text.split("*nat\n").nth(1).unwrap();
+        let lines: Vec<&str> = nat.lines().collect();
+        let svc_tcp = svc_chain(tcp);
+        let svc_udp = svc_chain(udp);
+        let sep_udp = sep_chain(udp, udp.endpoints[0]);
+        // Same VIP, port and port name: the protocol alone sets the chains apart.
+        assert_ne!(svc_tcp, svc_udp);
+        assert_ne!(sep_chain(tcp, tcp.endpoints[0]), sep_udp);
+        assert_eq!(svc_udp.len(), "KUBE-SVC-".len() + 16);
+        assert!(lines.contains(&format!("-A KUBE-SERVICES -m comment --comment \"ns/dns:http cluster IP\" -m udp -p udp -d 198.19.0.10/32 --dport 53 -j {svc_udp}").as_str()));
+        assert!(lines.contains(&format!("-A KUBE-SERVICES -m comment --comment \"ns/dns:http cluster IP\" -m tcp -p tcp -d 198.19.0.10/32 --dport 53 -j {svc_tcp}").as_str()));
+        assert!(lines.contains(&format!("-A {svc_udp} -m comment --comment \"ns/dns:http cluster IP\" -m udp -p udp -d 198.19.0.10/32 --dport 53 ! -s 198.18.0.0/16 -j KUBE-MARK-MASQ").as_str()));
+        assert!(lines.contains(&format!("-A {sep_udp} -m comment --comment ns/dns:http -m udp -p udp -j DNAT --to-destination 198.18.0.1:5353").as_str()));
+        // Every rule of the UDP service's own chains is in UDP terms.
+        let udp_chains: Vec<String> = std::iter::once(svc_udp.clone())
+            .chain(udp.endpoints.iter().map(|&ep| sep_chain(udp, ep)))
+            .collect();
+        let udp_rules: Vec<&&str> = lines
+            .iter()
+            .filter(|l| {
+                udp_chains
+                    .iter()
+                    .any(|c| l.starts_with(&format!("-A {c} ")))
+            })
+            .collect();
+        assert_eq!(udp_rules.len(), 3 + 2 * 2);
+        assert!(udp_rules.iter().all(|l| !l.contains("tcp")));
+        // Both services' chains are declared, none shared.
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with(':')).count(),
+            4 + 2 * 3
+        );
+        // A partial sync of the UDP service stays in UDP terms.
+        let mut changed = services.clone();
+        changed[1].endpoints.pop();
+        let partial = partial_sync(&changed, 1, udp);
+        assert!(partial.contains(&format!(
+            "-A {svc_udp} -m comment --comment \"ns/dns:http cluster IP\" -m udp -p udp "
+        )));
+        assert!(partial.ends_with(&format!(
+            "-X {}\nCOMMIT\n",
+            sep_chain(udp, udp.endpoints[1])
+        )));
     }
 }

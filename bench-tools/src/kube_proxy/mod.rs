@@ -3,8 +3,9 @@
 //!
 //! Pure functions over plain data: the caller decides where (and whether) the
 //! text is loaded. The shapes follow what kube-proxy generates for ClusterIP
-//! services over TCP (`pkg/proxy/nftables` and `pkg/proxy/iptables`): the NAT
-//! path that every packet to a service takes, with the masquerade marking.
+//! services over TCP and UDP (`pkg/proxy/nftables` and
+//! `pkg/proxy/iptables`): the NAT path that every packet to a service takes,
+//! with the masquerade marking.
 //! Chains kube-proxy keeps empty for plain ClusterIP services (firewall,
 //! node ports, external IPs) are declared but not filled.
 
@@ -13,8 +14,26 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub(crate) mod iptables;
 pub(crate) mod nftables;
 
-/// One ClusterIP service port, `ns/<name>:http` over TCP, with its ready
-/// endpoints in the order kube-proxy would list them.
+/// A service port's transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The lower-case name kube-proxy writes in rules and hashes into chain
+    /// names: `tcp` or `udp`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One ClusterIP service port, `ns/<name>:http` over TCP or UDP, with its
+/// ready endpoints in the order kube-proxy would list them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Service {
     /// The Service's name (namespace [`NAMESPACE`]).
@@ -23,6 +42,8 @@ pub(crate) struct Service {
     pub(crate) vip: Ipv4Addr,
     /// The service port.
     pub(crate) port: u16,
+    /// The service port's protocol.
+    pub(crate) protocol: Protocol,
     /// Ready endpoints.
     pub(crate) endpoints: Vec<SocketAddrV4>,
 }
@@ -73,11 +94,35 @@ pub(crate) mod tests {
                 name: format!("svc-{i}"),
                 vip: Ipv4Addr::new(198, 19, 0, i),
                 port: 80,
+                protocol: Protocol::Tcp,
                 endpoints: (0..2u8)
                     .map(|j| SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1 + 2 * i + j), 8000))
                     .collect(),
             })
             .collect()
+    }
+
+    /// One service of two endpoints per protocol, both on the same VIP and
+    /// port, named alike: only the protocol tells them apart.
+    pub(crate) fn tcp_and_udp_services() -> Vec<Service> {
+        [Protocol::Tcp, Protocol::Udp]
+            .into_iter()
+            .map(|protocol| Service {
+                name: "dns".to_owned(),
+                vip: Ipv4Addr::new(198, 19, 0, 10),
+                port: 53,
+                protocol,
+                endpoints: (0..2u8)
+                    .map(|j| SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1 + j), 5353))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn protocol_names_are_lower_case() {
+        assert_eq!(Protocol::Tcp.name(), "tcp");
+        assert_eq!(Protocol::Udp.name(), "udp");
     }
 
     #[test]
