@@ -11,6 +11,9 @@
 //!   on their input (DESIGN.md, "Measuring ns/packet", method B).
 //! - `xdp_floor`: the benchmark floor of DESIGN.md — parse Ethernet/IPv4/TCP, bump
 //!   one per-CPU counter, pass.
+//! - `xdp_sink`: counts every frame (in the floor's counter) and drops it: the
+//!   netns rig's receiving end when a figure should isolate the path under test
+//!   from the receiving host's stack.
 // Only the bpf target is a real build; on the host the crate is compiled as an
 // ordinary binary so that `cargo clippy --workspace` checks this code too.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -74,6 +77,12 @@ pub fn xdp_floor(ctx: XdpContext) -> u32 {
         maps::count_floor(frame.len());
     }
     xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn xdp_sink(ctx: XdpContext) -> u32 {
+    maps::count_floor(Frame::new(ctx.data(), ctx.data_end()).len());
+    xdp_action::XDP_DROP
 }
 
 #[cfg(target_arch = "bpf")]

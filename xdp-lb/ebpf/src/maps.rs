@@ -36,7 +36,8 @@ pub static SERVICE_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
 #[btf_map]
 pub static BACKEND_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
 
-/// The single counter of the `xdp_floor` benchmark program.
+/// The single counter of the benchmark programs `xdp_floor` and `xdp_sink`
+/// (a datapath loaded for one of them never runs the other).
 #[btf_map]
 pub static FLOOR_STATS: PerCpuArray<Counter, 1> = PerCpuArray::new();
 

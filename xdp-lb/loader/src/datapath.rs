@@ -31,11 +31,20 @@ pub enum ProgramName {
     /// The measuring wrapper: restores a stored packet, then tail-calls the
     /// program under test (see [`Datapath::bench_target`]).
     XdpBench,
+    /// A traffic sink: counts every frame (in [`Datapath::floor_stats`]) and
+    /// drops it.
+    XdpSink,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 4] = [Self::XdpLb, Self::XdpPass, Self::XdpFloor, Self::XdpBench];
+    pub const ALL: [Self; 5] = [
+        Self::XdpLb,
+        Self::XdpPass,
+        Self::XdpFloor,
+        Self::XdpBench,
+        Self::XdpSink,
+    ];
 
     /// The program's symbol name in the object.
     pub const fn as_str(self) -> &'static str {
@@ -44,6 +53,7 @@ impl ProgramName {
             Self::XdpPass => "xdp_pass",
             Self::XdpFloor => "xdp_floor",
             Self::XdpBench => "xdp_bench",
+            Self::XdpSink => "xdp_sink",
         }
     }
 }

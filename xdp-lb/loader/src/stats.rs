@@ -111,7 +111,7 @@ impl Datapath {
         self.counter_slot(BACKEND_STATS, id)
     }
 
-    /// The `xdp_floor` program's one counter.
+    /// The one counter of the `xdp_floor` and `xdp_sink` programs.
     pub fn floor_stats(&self) -> Result<Counter, Error> {
         self.counter_slot(FLOOR_STATS, 0)
     }
