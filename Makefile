@@ -2,7 +2,7 @@
 #
 #   make demo    build, then run the demo in a throwaway netns rig (needs root)
 #   make test    formatting, lints, every test (needs root: netns rigs, BPF)
-#   make bench   criterion benchmarks and xlb-bench measurements
+#   make bench   criterion benchmarks and xlb-bench measurements; regenerates BENCHMARKS.md
 #   make fmt     format the workspace
 #   make lint    rustfmt --check and clippy -D warnings
 
@@ -35,11 +35,16 @@ test: lint
 	@$(CARGO) test -q -p xdp-lb --test verifier -- --nocapture 2>&1 | grep '^verifier:'
 	scripts/root-ns-guard verify target/root-ns.before
 
+# BENCHMARKS.md and docs/bench/*.svg are regenerated from the JSON of this run.
 bench: setup
 	$(CARGO) bench -p consistent-hash
 	$(CARGO) build --release -p bench-tools
 	target/release/xlb-bench prog --json target/xlb-bench-prog.json
 	target/release/xlb-bench sync --json target/xlb-bench-sync.json
+	target/release/xlb-bench rig --services 1,1000,10000 --seconds 1.5 --json target/xlb-bench-rig.json
+	target/release/xlb-bench report --prog target/xlb-bench-prog.json \
+		--sync target/xlb-bench-sync.json --rig target/xlb-bench-rig.json \
+		--out BENCHMARKS.md --plots docs/bench
 
 fmt: setup
 	$(CARGO) fmt --all

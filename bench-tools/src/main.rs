@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod kube_proxy;
 mod maglev;
 mod prog;
+mod report;
 mod rig;
 mod sync;
 
@@ -23,9 +24,15 @@ enum Command {
     /// Time the control plane: a full sync of N services × B backends from one
     /// file, and the programming latency of single backend changes.
     Sync(sync::SyncArgs),
-    /// Manage netns rigs (e.g. sweep leftovers of a crashed run).
-    #[command(subcommand)]
-    Rig(rig::RigCommand),
+    /// Measure throughput and latency through an LB namespace in several
+    /// modes (xlb, kube-proxy's nftables and iptables rulesets, plain
+    /// forwarding), interleaved in one run; `rig sweep` removes what crashed
+    /// rigs left behind.
+    Rig(rig::RigArgs),
+    /// Write BENCHMARKS.md and its SVG plots from the JSON files of `prog`,
+    /// `sync` and `rig`, so that `make bench` regenerates the published
+    /// figures instead of anyone copying them by hand.
+    Report(report::ReportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Maglev(args) => maglev::run(&args),
         Command::Prog(args) => prog::run(&args),
-        Command::Rig(command) => rig::run(&command),
+        Command::Report(args) => report::run(&args),
+        Command::Rig(args) => rig::run(&args),
         Command::Sync(args) => sync::run(&args),
     }
 }

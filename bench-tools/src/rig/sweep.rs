@@ -1,4 +1,4 @@
-//! `xlb-bench rig`: housekeeping for netns rigs.
+//! `xlb-bench rig sweep`: housekeeping for netns rigs.
 use std::io::Write as _;
 
 use anyhow::Context as _;
@@ -6,7 +6,7 @@ use netns_tests::SweepReport;
 
 /// `xlb-bench rig <command>`.
 #[derive(Debug, clap::Subcommand)]
-pub(crate) enum RigCommand {
+pub(crate) enum SweepCommand {
     /// Remove what crashed rigs left behind: kill the processes inside their
     /// namespaces, delete the namespaces, unmount their bpffs mounts and
     /// remove their work directories.
@@ -22,9 +22,9 @@ pub(crate) enum RigCommand {
     },
 }
 
-pub(crate) fn run(command: &RigCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: &SweepCommand) -> anyhow::Result<()> {
     match command {
-        RigCommand::Sweep { prefix, orphans } => {
+        SweepCommand::Sweep { prefix, orphans } => {
             let report = if *orphans {
                 netns_tests::sweep_orphans().context("sweeping orphaned rigs")?
             } else {

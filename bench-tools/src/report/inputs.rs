@@ -1,0 +1,175 @@
+//! The JSON documents `prog`, `sync` and `rig` write, as far as the report
+//! reads them. Only the fields read are declared (serde skips the others), so
+//! that a field added to a writer does not break the report; modes, workloads
+//! and cases stay strings, so that a new one shows up under its own name
+//! instead of failing the whole report.
+
+use std::{io::ErrorKind, path::Path};
+
+use anyhow::Context as _;
+use serde::{Deserialize, de::DeserializeOwned};
+
+/// `xlb-bench prog --json` (`prog::report::json`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Prog {
+    pub(super) methods: ProgMethods,
+    pub(super) setup: ProgSetup,
+    pub(super) rows: Vec<ProgRow>,
+    pub(super) targets: Vec<ProgTarget>,
+}
+
+/// What each timing method is, in the tool's own words.
+#[derive(Debug, Deserialize)]
+pub(super) struct ProgMethods {
+    pub(super) b: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ProgSetup {
+    pub(super) kernel: String,
+    /// Runs per (scale, case, method): `--runs`.
+    pub(super) rounds: u32,
+    pub(super) repeat: u32,
+    pub(super) table_size: u32,
+    pub(super) backends_per_service: u32,
+}
+
+/// One case at one scale.
+#[derive(Debug, Deserialize)]
+pub(super) struct ProgRow {
+    pub(super) services: u32,
+    pub(super) scale_flows: u32,
+    /// `Kind`, snake_case.
+    pub(super) case: String,
+    pub(super) method_b_summary: Option<ProgSummary>,
+    pub(super) method_b_over_floor: Option<f64>,
+}
+
+impl ProgRow {
+    /// One service, one flow: the scale DESIGN.md's Katran figures were taken at.
+    pub(super) fn is_hot(&self) -> bool {
+        self.services == 1 && self.scale_flows == 1
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ProgSummary {
+    pub(super) median: f64,
+}
+
+/// One acceptance target, judged by `prog` itself.
+#[derive(Debug, Deserialize)]
+pub(super) struct ProgTarget {
+    pub(super) what: String,
+    pub(super) services: String,
+    pub(super) measured: f64,
+    pub(super) limit: f64,
+    pub(super) aim: Option<f64>,
+    pub(super) pass: bool,
+}
+
+/// `xlb-bench sync --json`: one N per document.
+#[derive(Debug, Deserialize)]
+pub(super) struct Sync {
+    pub(super) services: u32,
+    pub(super) backends_per_service: u32,
+    pub(super) full_sync_seconds: f64,
+    pub(super) changes: u32,
+    pub(super) change_p50_ms: f64,
+    pub(super) change_p99_ms: f64,
+    pub(super) baselines: Option<SyncBaselines>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SyncBaselines {
+    pub(super) nft_version: String,
+    pub(super) iptables_version: String,
+    pub(super) nftables: RulesetCost,
+    pub(super) iptables: RulesetCost,
+}
+
+/// Loading one kube-proxy ruleset, and changing it.
+#[derive(Debug, Deserialize)]
+pub(super) struct RulesetCost {
+    pub(super) full_load_seconds: f64,
+    pub(super) full_load_timed_out: bool,
+    /// 0 when the full load timed out.
+    pub(super) changes: u32,
+    pub(super) change_p50_ms: f64,
+    pub(super) change_p99_ms: f64,
+}
+
+/// `xlb-bench rig --json` (`rig::report::Json`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Rig {
+    pub(super) setup: RigSetup,
+    pub(super) samples: Vec<RigSample>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RigSetup {
+    pub(super) kernel: String,
+    pub(super) cpus: usize,
+    pub(super) seconds: f64,
+    pub(super) rounds: u32,
+    pub(super) crr_clients: u32,
+    /// Length of a `/proc/stat` clock tick, in ns.
+    pub(super) tick_ns: f64,
+    pub(super) iptables: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RigSample {
+    /// kebab-case `Mode`.
+    pub(super) mode: String,
+    pub(super) services: u32,
+    /// kebab-case `Workload`.
+    pub(super) workload: String,
+    /// UDP: where the frames ended (kebab-case `Sink`); absent from files
+    /// written before `rig` had sinks.
+    #[serde(default)]
+    pub(super) sink: Option<String>,
+    pub(super) delivered: u64,
+    pub(super) errors: u64,
+    pub(super) seconds: f64,
+    pub(super) softirq_ticks: u64,
+    pub(super) latency_us: Option<RigLatency>,
+}
+
+impl RigSample {
+    /// Packets (UDP), requests (TCP) or bytes (stream) per second, as `rig`
+    /// computes it.
+    pub(super) fn rate(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.delivered as f64 / self.seconds)
+    }
+
+    /// Softirq ns of the whole machine per packet, request or byte delivered.
+    pub(super) fn softirq_ns(&self, tick_ns: f64) -> Option<f64> {
+        (self.delivered > 0).then(|| self.softirq_ticks as f64 * tick_ns / self.delivered as f64)
+    }
+}
+
+/// Request latency percentiles of one sample, in µs.
+#[derive(Debug, Deserialize)]
+pub(super) struct RigLatency {
+    pub(super) p50: u64,
+    pub(super) p99: u64,
+    pub(super) p999: u64,
+}
+
+/// Reads `path`, or `None` if there is no such file: a benchmark that was not
+/// run this time leaves its section saying so rather than failing the report.
+/// A file that is there but does not parse is an error.
+pub(super) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "no such file: its section says not measured");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("parsing {}", path.display()))
+}

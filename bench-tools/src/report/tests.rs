@@ -1,0 +1,391 @@
+//! The report on small hand-written documents shaped like the real ones
+//! (fields the report does not read included, as the tools write them).
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+
+const PROG: &str = r#"{
+  "tool": "xlb-bench prog",
+  "unit": "ns/packet",
+  "methods": { "a": "method A text", "b": "repeat runs per call through xdp_bench" },
+  "setup": { "kernel": "6.18.0-test", "rounds": 5, "repeat": 1000, "calls": 1000, "seed": 1,
+             "conntrack_entries": 4096, "table_size": 509, "backends_per_service": 3 },
+  "rows": [
+    { "services": 1, "scale_flows": 1, "case": "floor", "flows": 1,
+      "method_a": null,
+      "method_b": { "runs_ns": [40.0, 41.0, 39.0], "floor_ns": [], "packets_per_run": 1000 },
+      "method_a_summary": null,
+      "method_b_summary": { "median": 40.0, "min": 39.0, "max": 41.0, "p10": 39.0, "p90": 41.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 1.0 },
+    { "services": 1, "scale_flows": 1, "case": "conntrack_hit", "flows": 1,
+      "method_a": null,
+      "method_b": { "runs_ns": [200.0], "floor_ns": [40.0], "packets_per_run": 1000 },
+      "method_a_summary": null,
+      "method_b_summary": { "median": 200.0, "min": 200.0, "max": 200.0, "p10": 200.0, "p90": 200.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 5.0 },
+    { "services": 1, "scale_flows": 100000, "case": "floor", "flows": 1,
+      "method_a": null, "method_b": null, "method_a_summary": null,
+      "method_b_summary": { "median": 45.0, "min": 45.0, "max": 45.0, "p10": 45.0, "p90": 45.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 1.0 },
+    { "services": 1, "scale_flows": 100000, "case": "conntrack_hit", "flows": 100002,
+      "method_a": null, "method_b": null, "method_a_summary": null,
+      "method_b_summary": { "median": 250.0, "min": 240.0, "max": 260.0, "p10": 240.0, "p90": 260.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 5.55 },
+    { "services": 1000, "scale_flows": 100000, "case": "floor", "flows": 1,
+      "method_a": null, "method_b": null, "method_a_summary": null,
+      "method_b_summary": { "median": 55.0, "min": 55.0, "max": 55.0, "p10": 55.0, "p90": 55.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 1.0 },
+    { "services": 1000, "scale_flows": 100000, "case": "conntrack_hit", "flows": 100000,
+      "method_a": null, "method_b": null, "method_a_summary": null,
+      "method_b_summary": { "median": 300.0, "min": 290.0, "max": 310.0, "p10": 290.0, "p90": 310.0 },
+      "method_a_over_floor": null, "method_b_over_floor": 7.27 }
+  ],
+  "targets": [
+    { "what": "conntrack hit (TCP ACK) ≤ 5.4× floor", "services": "1 (hot)",
+      "measured": 5.0, "limit": 5.4, "aim": 4.0, "pass": true },
+    { "what": "conntrack hit (TCP ACK): 1000 services (100000 flows) within 15% of 1 (100002 flows)",
+      "services": "1000 vs 1", "measured": 1.31, "limit": 1.15, "aim": null, "pass": false }
+  ]
+}"#;
+
+const SYNC_SMALL: &str = r#"{
+  "services": 100, "backends_per_service": 10, "file_bytes": 20000, "parse_seconds": 0.002,
+  "full_sync_seconds": 0.0126,
+  "full_sync": { "backends_written": 1000, "tables_swapped": 100, "frontends_written": 100, "addresses_written": 10 },
+  "changes": 50, "change_p50_ms": 0.042, "change_p99_ms": 0.187, "change_max_ms": 0.3,
+  "changes_patched": 40, "changes_swapped": 10,
+  "baselines": {
+    "nft_version": "nftables v1.1.3 (Commodore Bullmoose #4)",
+    "iptables_version": "iptables v1.8.11 (nf_tables)",
+    "nftables": { "full_load_command": "nft -f", "ruleset_bytes": 50000, "full_load_seconds": 0.25,
+                  "full_load_timed_out": false, "change_command": "nft -f", "change_bytes": 300,
+                  "changes": 20, "change_p50_ms": 3.5, "change_p99_ms": 9.75, "change_max_ms": 10.0 },
+    "iptables": { "full_load_command": "iptables-restore --noflush", "ruleset_bytes": 90000,
+                  "full_load_seconds": 180.0, "full_load_timed_out": true,
+                  "change_command": "iptables-restore --noflush", "change_bytes": 0,
+                  "changes": 0, "change_p50_ms": 0.0, "change_p99_ms": 0.0, "change_max_ms": 0.0 }
+  }
+}"#;
+
+const SYNC_LARGE: &str = r#"{
+  "services": 10000, "backends_per_service": 10, "file_bytes": 2000000, "parse_seconds": 0.2,
+  "full_sync_seconds": 1.375,
+  "full_sync": { "backends_written": 100000, "tables_swapped": 10000, "frontends_written": 10000, "addresses_written": 10 },
+  "changes": 500, "change_p50_ms": 0.061, "change_p99_ms": 0.412, "change_max_ms": 1.0,
+  "changes_patched": 400, "changes_swapped": 100,
+  "baselines": null
+}"#;
+
+/// One rig sample as `rig::report::Sample` serializes it.
+fn sample(
+    round: u32,
+    mode: &str,
+    services: u32,
+    (workload, sink): (&str, Option<&str>),
+    delivered: u64,
+    latency: Option<[u64; 3]>,
+) -> serde_json::Value {
+    json!({
+        "round": round, "mode": mode, "services": services, "workload": workload, "sink": sink,
+        "sent": delivered, "delivered": delivered, "errors": round + 1, "seconds": 2.0,
+        "softirq_ticks": delivered / 10_000,
+        "latency_us": latency.map(|[p50, p99, p999]| json!({ "p50": p50, "p99": p99, "p999": p999 })),
+        "xlb_verdicts": if mode == "xlb" { json!({ "tx": delivered }) } else { json!(null) },
+    })
+}
+
+fn rig_document() -> String {
+    let mut samples = Vec::new();
+    for round in 0..2 {
+        for services in [1, 100] {
+            // Forward's rate differs between rounds, so that its median is
+            // the mean of the two.
+            let forward = if round == 0 { 2_000_000 } else { 2_200_000 };
+            for (mode, delivered) in [
+                ("forward", forward),
+                ("xlb", 1_000_000),
+                ("nftables", 500_000 / u64::from(services)),
+            ] {
+                let new = |sink| ("udp-new", Some(sink));
+                let established = |sink| ("udp-established", Some(sink));
+                samples.push(sample(round, mode, services, new("stack"), delivered, None));
+                samples.push(sample(
+                    round,
+                    mode,
+                    services,
+                    new("xdp"),
+                    delivered * 3,
+                    None,
+                ));
+                for sink in ["stack", "xdp"] {
+                    let (w, d) = (established(sink), delivered * 2);
+                    samples.push(sample(round, mode, services, w, d, None));
+                }
+                let r = u64::from(round);
+                let latency = [100 + 20 * r, 500 + 200 * r, 900 + 200 * r];
+                let crr = ("tcp-crr", None);
+                samples.push(sample(round, mode, services, crr, 20_000, Some(latency)));
+                // 5 Gbit/s: 1.25 GB in 2 s.
+                let stream = ("tcp-stream", None);
+                samples.push(sample(round, mode, services, stream, 1_250_000_000, None));
+            }
+        }
+    }
+    json!({
+        "setup": { "kernel": "6.18.0-rig", "cpus": 2, "seconds": 2.0, "rounds": 2, "crr_clients": 2,
+                   "tick_ns": 10_000_000.0, "iptables": "iptables v1.8.11 (nf_tables)" },
+        "samples": samples,
+    })
+    .to_string()
+}
+
+fn machine() -> Machine {
+    Machine {
+        date: "2025-06-30".into(),
+        kernel: "6.18.0-here".into(),
+        cpus: 2,
+        cpu_model: "Test CPU @ 2.0GHz".into(),
+        memory_gib: Some(24.0),
+    }
+}
+
+fn args(dir: &Path) -> ReportArgs {
+    ReportArgs {
+        prog: Some(dir.join("prog.json")),
+        sync: vec![dir.join("sync-10000.json"), dir.join("sync-100.json")],
+        rig: Some(dir.join("rig.json")),
+        out: dir.join("BENCHMARKS.md"),
+        plots: dir.join("docs/bench"),
+    }
+}
+
+/// Writes every input into `dir` and generates the report there.
+fn full_report(dir: &Path) -> String {
+    std::fs::write(dir.join("prog.json"), PROG).unwrap();
+    std::fs::write(dir.join("sync-100.json"), SYNC_SMALL).unwrap();
+    std::fs::write(dir.join("sync-10000.json"), SYNC_LARGE).unwrap();
+    std::fs::write(dir.join("rig.json"), rig_document()).unwrap();
+    let args = args(dir);
+    let inputs = Inputs::load(&args).unwrap();
+    generate(&args, &inputs, &machine()).unwrap()
+}
+
+fn assert_has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+}
+
+#[test]
+fn report_header_names_the_commands_and_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = full_report(dir.path());
+    assert!(text.starts_with("# xlb benchmarks\n\nThis file is generated by `make bench`"));
+    let d = dir.path().display();
+    assert_has(&text, &format!("`xlb-bench prog --json {d}/prog.json`"));
+    assert_has(&text, &format!("`xlb-bench sync --json {d}/sync-100.json`"));
+    assert_has(
+        &text,
+        &format!(
+            "`xlb-bench report --prog {d}/prog.json --sync {d}/sync-10000.json --sync {d}/sync-100.json \
+             --rig {d}/rig.json --out {d}/BENCHMARKS.md --plots {d}/docs/bench`"
+        ),
+    );
+    assert_has(
+        &text,
+        "Generated on 2025-06-30 (UTC) on Linux 6.18.0-here, 2 CPUs (Test CPU @ 2.0GHz), 24.0 GiB of memory.",
+    );
+}
+
+#[test]
+fn report_prog_section_has_cases_by_scale_and_the_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = full_report(dir.path());
+    assert_has(&text, "`xlb-bench prog` on kernel 6.18.0-test");
+    assert_has(
+        &text,
+        "| case | 1 service, 1 flow (hot) | 1 service, 100000 flows | 1000 services, 100000 flows |",
+    );
+    assert_has(
+        &text,
+        "| floor (`xdp_floor`) | 40 ns, 1.00× | 45 ns, 1.00× | 55 ns, 1.00× |",
+    );
+    assert_has(
+        &text,
+        "| conntrack hit (TCP ACK) | 200 ns, 5.00× | 250 ns, 5.55× | 300 ns, 7.27× |",
+    );
+    assert_has(
+        &text,
+        "| conntrack hit (TCP ACK) ≤ 5.4× floor | 1 (hot) | 5.00× | 5.4× | pass (aim 4× missed) |",
+    );
+    assert_has(&text, "| 1000 vs 1 | 1.31× | 1.15× | FAIL |");
+    assert_has(&text, "](docs/bench/prog-ns-per-packet.svg)");
+}
+
+#[test]
+fn report_sync_section_has_each_n_beside_kube_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = full_report(dir.path());
+    // Sorted by N whatever the order of the options.
+    let small = text.find("| 100 | 10 | 0.013 s").unwrap();
+    let large = text.find("| 10000 | 10 | 1.375 s").unwrap();
+    assert!(small < large);
+    assert_has(
+        &text,
+        "| 100 | 10 | 0.013 s | 0.042 / 0.187 ms (50 changes) | 0.250 s | did not finish in 180 s |",
+    );
+    assert_has(
+        &text,
+        "| 10000 | 10 | 1.375 s | 0.061 / 0.412 ms (500 changes) | not measured | not measured |",
+    );
+    assert_has(&text, "| 100 | 3.500 / 9.750 ms (20 changes) | — |");
+    assert_has(&text, "`nftables v1.1.3 (Commodore Bullmoose #4)`");
+    assert_has(&text, "](docs/bench/sync-change-p99.svg)");
+}
+
+#[test]
+fn report_rig_section_has_medians_ratios_softirq_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = full_report(dir.path());
+    assert_has(
+        &text,
+        "`xlb-bench rig` on kernel 6.18.0-rig, 2 CPUs: 2 round(s) of 2.0 s",
+    );
+    assert_has(
+        &text,
+        "| services | workload | forward | xlb | nftables | xlb / forward | xlb / nftables |",
+    );
+    // Rates: forward (1.0 M + 1.1 M) / 2, xlb 0.5 M, nftables 0.25 M per s.
+    assert_has(
+        &text,
+        "| 1 | UDP, new flows, stack sink | 1050 kpps | 500 kpps | 250 kpps | 0.48× | 2.00× |",
+    );
+    assert_has(
+        &text,
+        "| 1 | UDP, new flows, XDP sink | 3150 kpps | 1500 kpps | 750 kpps | 0.48× | 2.00× |",
+    );
+    assert_has(
+        &text,
+        "| 100 | UDP, new flows, stack sink | 1050 kpps | 500 kpps | 2.50 kpps | 0.48× | 200.00× |",
+    );
+    assert_has(
+        &text,
+        "| 1 | UDP, established flows, XDP sink | 2100 kpps | 1000 kpps | 500 kpps | 0.48× | 2.00× |",
+    );
+    assert_has(
+        &text,
+        "| 1 | TCP connect/request/close | 10000/s | 10000/s | 10000/s | 1.00× | 1.00× |",
+    );
+    assert_has(
+        &text,
+        "| 1 | TCP stream, offloads as each mode leaves them | 5.00 Gbit/s | 5.00 Gbit/s | 5.00 Gbit/s | 1.00× | 1.00× |",
+    );
+    // Streams count bytes: no softirq figure per packet for them.
+    assert_eq!(text.matches("| 1 | TCP stream").count(), 1, "{text}");
+    // Softirq: delivered / 10 000 ticks of 10 ms each = 1000 ns per packet.
+    assert_has(
+        &text,
+        "| 1 | UDP, new flows, stack sink | 1000 | 1000 | 1000 |",
+    );
+    // Latency: medians over the two rounds; failed connections 1 + 2.
+    assert_has(&text, "| 1 | xlb | 110 | 600 | 1000 | 3 |");
+    assert_has(&text, "| 100 | nftables | 110 | 600 | 1000 | 3 |");
+    assert_has(&text, "](docs/bench/rig-udp-throughput.svg)");
+}
+
+#[test]
+fn report_writes_well_formed_svg_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    full_report(dir.path());
+    for name in [PROG_PLOT, SYNC_PLOT, RIG_PLOT] {
+        let path = dir.path().join("docs/bench").join(name);
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg"),
+            "{name}: {}",
+            &svg[..svg.len().min(80)]
+        );
+        assert!(svg.trim_end().ends_with("</svg>"), "{name}");
+        assert!(svg.contains("<text"), "{name}: no text");
+        assert!(svg.contains("services"), "{name}: no axis label");
+    }
+    let rig = std::fs::read_to_string(dir.path().join("docs/bench").join(RIG_PLOT)).unwrap();
+    for legend in [
+        "forward",
+        "xlb",
+        "nftables",
+        "UDP, new flows",
+        "UDP, established flows",
+    ] {
+        assert!(rig.contains(legend), "rig plot lacks {legend}");
+    }
+}
+
+#[test]
+fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plots = dir.path().join("plots");
+    std::fs::create_dir_all(&plots).unwrap();
+    // A plot an earlier run left goes away with its section.
+    std::fs::write(plots.join(RIG_PLOT), "<svg></svg>").unwrap();
+    let args = ReportArgs {
+        prog: None,
+        sync: vec![dir.path().join("no-such-sync.json")],
+        rig: Some(dir.path().join("no-such-rig.json")),
+        out: dir.path().join("BENCHMARKS.md"),
+        plots,
+    };
+    let inputs = Inputs::load(&args).unwrap();
+    let text = generate(&args, &inputs, &machine()).unwrap();
+    assert_eq!(
+        text.matches("Not measured in this run.").count(),
+        3,
+        "{text}"
+    );
+    assert_has(
+        &text,
+        "`target/release/xlb-bench prog --json target/xlb-bench-prog.json`",
+    );
+    assert_has(&text, "`xlb-bench report --rig target/xlb-bench-rig.json`");
+    assert!(!text.contains("!["), "{text}");
+    assert_eq!(std::fs::read_dir(&args.plots).unwrap().count(), 0);
+}
+
+#[test]
+fn rig_files_from_before_sinks_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rig.json");
+    let mut document: serde_json::Value = serde_json::from_str(&rig_document()).unwrap();
+    for sample in document["samples"].as_array_mut().unwrap() {
+        sample.as_object_mut().unwrap().remove("sink");
+    }
+    std::fs::write(&path, document.to_string()).unwrap();
+    let rig = inputs::load::<Rig>(&path).unwrap().unwrap();
+    assert!(rig.samples.iter().all(|s| s.sink.is_none()));
+    let mut text = String::new();
+    rig::section(&mut text, Some(&rig), None).unwrap();
+    assert_has(&text, "| 1 | UDP, new flows | ");
+}
+
+#[test]
+fn a_malformed_input_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prog.json");
+    std::fs::write(&path, r#"{ "rows": 3 }"#).unwrap();
+    let err = inputs::load::<Prog>(&path).unwrap_err();
+    assert!(format!("{err:#}").contains("parsing"), "{err:#}");
+}
+
+#[test]
+fn plot_links_are_relative_to_the_markdown() {
+    assert_eq!(
+        relative(Path::new("/repo"), Path::new("/repo/docs/bench")),
+        "docs/bench"
+    );
+    assert_eq!(
+        relative(Path::new("/repo/docs"), Path::new("/repo/plots")),
+        "../plots"
+    );
+    assert_eq!(relative(Path::new("/repo"), Path::new("/repo")), "");
+}

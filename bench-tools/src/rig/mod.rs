@@ -1,0 +1,403 @@
+//! `xlb-bench rig`: throughput and latency through an LB namespace, in several
+//! modes measured interleaved in one run, so that every ratio compares figures
+//! taken minutes apart on the same machine.
+//!
+//! - `forward`: the LB only routes; the client addresses the backends
+//!   themselves. The floor every balancing mode is compared with.
+//! - `xlb`: `xdp_lb` on both LB interfaces.
+//! - `nftables`: the ruleset kube-proxy's nftables mode writes for the same
+//!   services (`kube_proxy::nftables`), in the LB's namespace.
+//! - `iptables`: kube-proxy's iptables-mode ruleset, loaded with
+//!   `iptables-nft-restore` (Debian's default iptables, on nf_tables);
+//!   `iptables-legacy` loads it with `iptables-legacy-restore` (x_tables).
+//!
+//! Workloads, each bounded in seconds (and UDP in packets):
+//! - `udp-new`: every packet a new 5-tuple, spread over all services;
+//! - `udp-established`: a fixed set of flows, every one already seen;
+//! - `tcp-crr`: connect, request, response, close, with each request's latency;
+//! - `tcp-stream`: one iperf3 stream, with the offloads each mode leaves (XDP on
+//!   a veth turns TSO and GSO off on its peer, so the XDP mode's client
+//!   segments in software while the others hand 64 KB segments through);
+//! - `tcp-stream-no-offloads`: the same with TSO, GSO and GRO off on every
+//!   interface of the path, in every mode: like for like.
+//!
+//! UDP figures count what the backends' interfaces received (the "stack
+//! sink": a bound socket nobody reads, so every datagram crosses the backend's
+//! whole receive path) over the seconds the generator sent.
+
+mod modes;
+mod report;
+mod stand;
+mod sweep;
+mod traffic;
+
+use std::{path::PathBuf, thread, time::Duration};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use self::{
+    report::{Sample, Setup},
+    stand::Stand,
+    traffic::FlowPick,
+};
+
+/// `xlb-bench rig [OPTIONS]`, or `xlb-bench rig sweep`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct RigArgs {
+    #[command(subcommand)]
+    command: Option<sweep::SweepCommand>,
+    #[command(flatten)]
+    measure: MeasureArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct MeasureArgs {
+    /// Modes to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [Mode::Forward, Mode::Xlb, Mode::Nftables, Mode::Iptables, Mode::IptablesLegacy])]
+    modes: Vec<Mode>,
+    /// Numbers of services, comma-separated (each service has a TCP and a
+    /// UDP port). kube-proxy's rulesets take minutes to load at 10 000.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000])]
+    services: Vec<u32>,
+    /// Workloads, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [
+              Workload::UdpNew, Workload::UdpEstablished, Workload::TcpCrr,
+              Workload::TcpStream, Workload::TcpStreamNoOffloads,
+          ])]
+    workloads: Vec<Workload>,
+    /// Where UDP frames end: `stack`, a bound socket nobody reads (the
+    /// backend's whole receive path, the realistic case), or `xdp`, a
+    /// count-and-drop XDP program on the backends' interfaces (isolates the
+    /// path through the LB). TCP always ends in the stack.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Sink::Stack, Sink::Xdp])]
+    sinks: Vec<Sink>,
+    /// Rounds: each measures every workload in every mode once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// At most this many UDP packets per measurement.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_packets: u64,
+    /// Leave a ruleset mode out at a number of services when its ruleset takes
+    /// longer than this many seconds to load (the report says so).
+    #[arg(long, default_value_t = 300)]
+    load_timeout: u64,
+    /// Client threads of the TCP connect-request-close workload.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    crr_clients: u32,
+    /// Write every sample to this file as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// How the LB namespace balances (or does not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    Forward,
+    Xlb,
+    Nftables,
+    Iptables,
+    IptablesLegacy,
+}
+
+impl Mode {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Forward => "forward",
+            Self::Xlb => "xlb",
+            Self::Nftables => "nftables",
+            Self::Iptables => "iptables-nft",
+            Self::IptablesLegacy => "iptables-legacy",
+        }
+    }
+
+    /// The restore command of an iptables mode.
+    const fn restore_command(self) -> &'static str {
+        match self {
+            Self::IptablesLegacy => "iptables-legacy-restore",
+            _ => "iptables-nft-restore",
+        }
+    }
+}
+
+/// Where the UDP frames end on the backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Sink {
+    Stack,
+    Xdp,
+}
+
+impl Sink {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Stack => "stack sink",
+            Self::Xdp => "XDP sink",
+        }
+    }
+}
+
+/// What a measurement sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Workload {
+    UdpNew,
+    UdpEstablished,
+    TcpCrr,
+    TcpStream,
+    TcpStreamNoOffloads,
+}
+
+impl Workload {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::UdpNew => "UDP, new flows",
+            Self::UdpEstablished => "UDP, established flows",
+            Self::TcpCrr => "TCP connect/request/close",
+            Self::TcpStream => "TCP stream, offloads as each mode leaves them",
+            Self::TcpStreamNoOffloads => "TCP stream, TSO/GSO/GRO off everywhere",
+        }
+    }
+
+    pub(crate) const fn is_udp(self) -> bool {
+        matches!(self, Self::UdpNew | Self::UdpEstablished)
+    }
+
+    pub(crate) const fn is_stream(self) -> bool {
+        matches!(self, Self::TcpStream | Self::TcpStreamNoOffloads)
+    }
+}
+
+/// Flows of the established workload: at least one per service.
+fn established_flows(services: u32) -> u64 {
+    u64::from(services.max(1024))
+}
+
+/// Time for in-flight frames to land before the counters are read.
+const SETTLE: Duration = Duration::from_millis(300);
+
+pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
+    if let Some(command) = &args.command {
+        return sweep::run(command);
+    }
+    let m = &args.measure;
+    anyhow::ensure!(!m.modes.is_empty(), "--modes needs at least one mode");
+    anyhow::ensure!(
+        m.seconds > 0.0 && m.seconds <= 60.0,
+        "--seconds must be in (0, 60]"
+    );
+    let duration = Duration::from_secs_f64(m.seconds);
+    let mut modes = m.modes.clone();
+    modes.sort_unstable();
+    modes.dedup();
+    let mut samples = Vec::new();
+    let mut left_out = Vec::new();
+    for &services in &m.services {
+        anyhow::ensure!(
+            (1..=60_000).contains(&services),
+            "--services: {services} is not in 1..=60000"
+        );
+        let mut stands = Vec::new();
+        for &mode in &modes {
+            let started = std::time::Instant::now();
+            let stand = match Stand::build(mode, services, Duration::from_secs(m.load_timeout)) {
+                Ok(stand) => stand,
+                Err(e) if e.downcast_ref::<modes::LoadTimedOut>().is_some() => {
+                    warn!(mode = mode.name(), services, error = %e, "mode left out");
+                    left_out.push(report::LeftOut {
+                        mode,
+                        services,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    return Err(
+                        e.context(format!("setting up {} at {services} services", mode.name()))
+                    );
+                }
+            };
+            stands.push(stand);
+            info!(
+                mode = mode.name(),
+                services,
+                seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                "stand ready"
+            );
+        }
+        let mut next_new = vec![0u64; stands.len()];
+        let per_round: usize = m
+            .workloads
+            .iter()
+            .map(|w| if w.is_udp() { m.sinks.len() } else { 1 })
+            .sum();
+        let bar = progress_bar(
+            (per_round * stands.len() * m.rounds as usize) as u64,
+            services,
+        );
+        for round in 0..m.rounds {
+            for &workload in &m.workloads {
+                let sinks: Vec<Option<Sink>> = if workload.is_udp() {
+                    m.sinks.iter().copied().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+                for &sink in &sinks {
+                    // Each round starts from another mode, so no mode is always
+                    // measured first (or right after the same neighbour).
+                    for k in 0..stands.len() {
+                        let i = (k + round as usize) % stands.len();
+                        let stand = &mut stands[i];
+                        let sample = measure(m, stand, workload, sink, duration, &mut next_new[i])
+                            .with_context(|| {
+                                format!(
+                                    "{} in {} mode at {services} services",
+                                    workload.name(),
+                                    stand.mode.name()
+                                )
+                            })?;
+                        debug!(
+                            round,
+                            mode = stand.mode.name(),
+                            workload = workload.name(),
+                            sink = sink.map(Sink::name),
+                            rate = format!("{:.0}", sample.rate()),
+                            "measured"
+                        );
+                        bar.inc(1);
+                        samples.push(Sample { round, ..sample });
+                    }
+                }
+            }
+        }
+        bar.finish_and_clear();
+    }
+    let setup = Setup::of_this_machine(m.seconds, m.rounds, m.crr_clients)?;
+    report::markdown(
+        &mut std::io::stdout().lock(),
+        &setup,
+        &modes,
+        &samples,
+        &left_out,
+    )?;
+    if let Some(path) = &m.json {
+        report::json(path, &setup, &samples, &left_out)?;
+        info!(path = %path.display(), "samples written");
+    }
+    Ok(())
+}
+
+/// A bar over the measurements at one number of services; drawn on stderr
+/// only when it is a terminal.
+fn progress_bar(total: u64, services: u32) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} (eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(format!("{services} services"));
+    bar
+}
+
+/// One workload in one stand.
+fn measure(
+    m: &MeasureArgs,
+    stand: &mut Stand,
+    workload: Workload,
+    sink: Option<Sink>,
+    duration: Duration,
+    next_new: &mut u64,
+) -> anyhow::Result<Sample> {
+    let mut sample = Sample::new(stand.mode, stand.services, workload);
+    sample.sink = sink;
+    if sink == Some(Sink::Xdp) {
+        stand.attach_xdp_sinks()?;
+    }
+    let received = |stand: &Stand| match sink {
+        Some(Sink::Xdp) => stand.sunk(),
+        _ => stand.delivered(),
+    };
+    let verdicts = stand.xlb_verdicts()?;
+    match workload {
+        Workload::UdpNew | Workload::UdpEstablished => {
+            let flows = traffic::UdpFlows::new(stand.client_mac, stand.lb_mac, stand.udp_targets());
+            let pick = if workload == Workload::UdpNew {
+                FlowPick::New { first: *next_new }
+            } else {
+                // Every flow once first, so the measured packets all belong
+                // to flows the LB has seen.
+                let count = established_flows(stand.services);
+                let warm = FlowPick::Cycle { count };
+                traffic::blast(&stand.generator, &flows, warm, duration, count)?;
+                thread::sleep(SETTLE);
+                warm
+            };
+            let before = received(stand)?;
+            let softirq = report::softirq_ticks()?;
+            let sent = traffic::blast(&stand.generator, &flows, pick, duration, m.max_packets)?;
+            thread::sleep(SETTLE);
+            let softirq = report::softirq_ticks()? - softirq;
+            if workload == Workload::UdpNew {
+                *next_new += sent.packets;
+            }
+            sample.sent = sent.packets;
+            sample.delivered = received(stand)? - before;
+            sample.seconds = sent.elapsed.as_secs_f64();
+            sample.softirq_ticks = softirq;
+        }
+        Workload::TcpCrr => {
+            let softirq = report::softirq_ticks()?;
+            let crr = traffic::connect_request_close(
+                &stand.topo.client.netns,
+                &stand.tcp_targets(),
+                m.crr_clients as usize,
+                duration,
+            )?;
+            sample.softirq_ticks = report::softirq_ticks()? - softirq;
+            sample.delivered = crr.connections;
+            sample.errors = crr.errors;
+            sample.seconds = crr.elapsed.as_secs_f64();
+            sample.latency_us = Some(report::Latency::of(&crr.latency_us));
+        }
+        Workload::TcpStream | Workload::TcpStreamNoOffloads => {
+            let off = workload == Workload::TcpStreamNoOffloads;
+            if off {
+                stand.segmentation_offloads_off(true)?;
+            }
+            let softirq = report::softirq_ticks()?;
+            let stream = traffic::stream(&stand.topo.client.netns, stand.stream_target(), duration);
+            sample.softirq_ticks = report::softirq_ticks()? - softirq;
+            if off {
+                stand.segmentation_offloads_off(false)?;
+            }
+            let stream = stream?;
+            sample.delivered = stream.bytes;
+            sample.seconds = stream.seconds;
+            sample.errors = stream.retransmits;
+        }
+    }
+    stand.detach_xdp_sinks()?;
+    if let (Some(before), Some(after)) = (verdicts, stand.xlb_verdicts()?) {
+        sample.xlb_verdicts = Some(
+            after
+                .into_iter()
+                .map(|(name, n)| {
+                    let gained = n.saturating_sub(before.get(&name).copied().unwrap_or(0));
+                    (name, gained)
+                })
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+        );
+    }
+    Ok(sample)
+}

@@ -1,0 +1,114 @@
+//! Every `xlb-bench` subcommand, run for about a second with tiny parameters,
+//! so that the tool cannot rot unnoticed between `make bench` runs. The
+//! figures are not checked (a smoke run is too short to mean anything); that
+//! each subcommand runs to the end and prints its tables is.
+//!
+//! Needs root (network namespaces, BPF), as `make test` runs.
+
+use std::process::Command;
+
+fn xlb_bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb-bench"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running xlb-bench");
+    assert!(
+        out.status.success(),
+        "xlb-bench {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+#[test]
+fn maglev_builds_and_reports() {
+    let out = xlb_bench(&["maglev", "--backends", "10", "--runs", "3"]);
+    assert!(out.contains("10"), "{out}");
+}
+
+#[test]
+fn prog_measures_every_case() {
+    let out = xlb_bench(&[
+        "prog",
+        "--method",
+        "both",
+        "--services",
+        "1",
+        "--flows",
+        "16",
+        "--runs",
+        "1",
+        "--repeat",
+        "256",
+        "--calls",
+        "256",
+        "--budget-secs",
+        "1",
+    ]);
+    for case in [
+        "floor",
+        "new TCP flow",
+        "conntrack hit",
+        "reply reverse-NAT",
+        "non-VIP pass",
+    ] {
+        assert!(out.contains(case), "no {case} row:\n{out}");
+    }
+}
+
+#[test]
+fn sync_times_a_small_file() {
+    let out = xlb_bench(&[
+        "sync",
+        "--services",
+        "20",
+        "--backends",
+        "2",
+        "--changes",
+        "5",
+        "--no-baselines",
+    ]);
+    assert!(out.contains("20"), "{out}");
+}
+
+#[test]
+fn rig_measures_every_mode_and_workload() {
+    let out = xlb_bench(&[
+        "rig",
+        "--services",
+        "1",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.2",
+    ]);
+    for row in [
+        "UDP, new flows",
+        "UDP, established flows",
+        "TCP connect/request/close",
+    ] {
+        assert!(out.contains(row), "no {row} row:\n{out}");
+    }
+    for mode in ["forward", "xlb", "nftables", "iptables-nft"] {
+        assert!(out.contains(mode), "no {mode} column:\n{out}");
+    }
+}
+
+#[test]
+fn rig_sweep_of_orphans_runs() {
+    let out = xlb_bench(&["rig", "sweep", "--orphans"]);
+    assert!(out.contains("swept:"), "{out}");
+}
+
+#[test]
+fn report_writes_markdown_and_plots_from_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("BENCHMARKS.md");
+    let plots = dir.path().join("plots");
+    let (out_arg, plots_arg) = (out.to_str().unwrap(), plots.to_str().unwrap());
+    xlb_bench(&["report", "--out", out_arg, "--plots", plots_arg]);
+    let text = std::fs::read_to_string(&out).expect("BENCHMARKS.md written");
+    assert!(text.contains("make bench"), "{text}");
+}
