@@ -194,6 +194,18 @@ impl Rig {
             "0",
         ])?;
         netns.ip(&["link", "set", "dev", BRIDGE, "up"])?;
+        // A switch only moves frames: when `br_netfilter` is loaded (by
+        // anything on the machine), bridged frames would also cross the
+        // switch namespace's netfilter hooks, a cost no real switch adds.
+        const BRIDGE_NETFILTER: [&str; 3] = [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ];
+        if netns.sysctl(BRIDGE_NETFILTER[0]).is_ok() {
+            let off: Vec<(&str, &str)> = BRIDGE_NETFILTER.iter().map(|&k| (k, "0")).collect();
+            netns.write_sysctls(&off)?;
+        }
         Ok(Switch {
             netns,
             bridge: BRIDGE.to_owned(),
