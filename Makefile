@@ -44,7 +44,7 @@ bench: setup
 	target/release/xlb-bench rig --services 1,1000,10000 --seconds 1.5 --json target/xlb-bench-rig.json
 	target/release/xlb-bench report --prog target/xlb-bench-prog.json \
 		--sync target/xlb-bench-sync.json --rig target/xlb-bench-rig.json \
-		--out BENCHMARKS.md --plots docs/bench
+		--out BENCHMARKS.md --plots docs/bench --notes docs/bench/notes.md
 
 fmt: setup
 	$(CARGO) fmt --all

@@ -40,6 +40,9 @@ pub(super) fn header(out: &mut String, args: &ReportArgs, machine: &Machine) -> 
         shown(&args.out),
         shown(&args.plots)
     )?;
+    if let Some(notes) = &args.notes {
+        write!(report, " --notes {}", shown(notes))?;
+    }
     writeln!(out, "# xlb benchmarks\n")?;
     let measured = if measure.is_empty() {
         "measures nothing (no input was given)".to_owned()

@@ -11,6 +11,7 @@ mod markdown;
 mod plots;
 mod prog;
 mod rig;
+mod rig_targets;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,10 @@ pub(crate) struct ReportArgs {
     /// relative to its own directory.
     #[arg(long, value_name = "DIR", default_value = "docs/bench")]
     plots: PathBuf,
+    /// Hand-written Markdown appended as it is: what the figures mean and why
+    /// a target is missed, which no generator can say. Left out when absent.
+    #[arg(long, value_name = "FILE")]
+    notes: Option<PathBuf>,
 }
 
 /// The plot files, one per section.
@@ -104,6 +109,18 @@ fn generate(args: &ReportArgs, inputs: &Inputs, machine: &Machine) -> anyhow::Re
     prog::section(&mut out, inputs.prog.as_ref(), prog_plot.as_deref())?;
     sync::section(&mut out, &inputs.sync, sync_plot.as_deref())?;
     rig::section(&mut out, inputs.rig.as_ref(), rig_plot.as_deref())?;
+    if let Some(path) = &args.notes {
+        match std::fs::read_to_string(path) {
+            Ok(notes) => {
+                out.push_str(notes.trim_end());
+                out.push('\n');
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "no notes file: left out");
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
     Ok(out.trim_end().to_owned() + "\n")
 }
 

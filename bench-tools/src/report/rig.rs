@@ -8,6 +8,7 @@ use super::{
     inputs::{Rig, RigLatency, RigSample},
     markdown,
     plots::{Chart, Panel, Series, YScale},
+    rig_targets,
 };
 
 /// Modes in `rig`'s order, with the names its tables use.
@@ -185,6 +186,7 @@ pub(super) fn section(
         }
         writeln!(out)?;
     }
+    rig_targets::write(out, &rig_targets::targets(rig))?;
     if let Some(plot) = plot {
         writeln!(
             out,

@@ -159,6 +159,7 @@ fn args(dir: &Path) -> ReportArgs {
         rig: Some(dir.join("rig.json")),
         out: dir.join("BENCHMARKS.md"),
         plots: dir.join("docs/bench"),
+        notes: Some(dir.join("notes.md")),
     }
 }
 
@@ -168,6 +169,7 @@ fn full_report(dir: &Path) -> String {
     std::fs::write(dir.join("sync-100.json"), SYNC_SMALL).unwrap();
     std::fs::write(dir.join("sync-10000.json"), SYNC_LARGE).unwrap();
     std::fs::write(dir.join("rig.json"), rig_document()).unwrap();
+    std::fs::write(dir.join("notes.md"), "## Notes\n\nWritten by hand.\n").unwrap();
     let args = args(dir);
     let inputs = Inputs::load(&args).unwrap();
     generate(&args, &inputs, &machine()).unwrap()
@@ -189,12 +191,16 @@ fn report_header_names_the_commands_and_the_machine() {
         &text,
         &format!(
             "`xlb-bench report --prog {d}/prog.json --sync {d}/sync-10000.json --sync {d}/sync-100.json \
-             --rig {d}/rig.json --out {d}/BENCHMARKS.md --plots {d}/docs/bench`"
+             --rig {d}/rig.json --out {d}/BENCHMARKS.md --plots {d}/docs/bench --notes {d}/notes.md`"
         ),
     );
     assert_has(
         &text,
         "Generated on 2025-06-30 (UTC) on Linux 6.18.0-here, 2 CPUs (Test CPU @ 2.0GHz), 24.0 GiB of memory.",
+    );
+    assert!(
+        text.ends_with("## Notes\n\nWritten by hand.\n"),
+        "the notes close the file"
     );
 }
 
@@ -335,6 +341,7 @@ fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
         rig: Some(dir.path().join("no-such-rig.json")),
         out: dir.path().join("BENCHMARKS.md"),
         plots,
+        notes: None,
     };
     let inputs = Inputs::load(&args).unwrap();
     let text = generate(&args, &inputs, &machine()).unwrap();
