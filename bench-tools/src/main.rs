@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod kube_proxy;
 mod maglev;
 mod prog;
+mod progress;
 mod report;
 mod rig;
 mod sync;

@@ -432,12 +432,14 @@ fn measure_flavour(flavour: &Flavour, args: &SyncArgs, dir: &Path) -> anyhow::Re
     );
     in_private_netns(|| {
         let limit = Duration::from_secs(args.baseline_timeout);
-        let (full_load, timed_out) = match run_timed(flavour.full_args, &full_path, limit)
-            .with_context(|| format!("full load of the {} ruleset", flavour.name))?
-        {
-            Some(took) => (took, false),
-            None => (limit, true),
-        };
+        let spinner = crate::progress::spinner(format!("loading the {} ruleset", flavour.name));
+        let loaded = run_timed(flavour.full_args, &full_path, limit);
+        spinner.finish_and_clear();
+        let (full_load, timed_out) =
+            match loaded.with_context(|| format!("full load of the {} ruleset", flavour.name))? {
+                Some(took) => (took, false),
+                None => (limit, true),
+            };
         tracing::info!(
             flavour = flavour.name,
             ?full_load,

@@ -207,21 +207,24 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
     let budget = Duration::from_secs(args.budget_secs);
     let started = Instant::now();
     let mut rounds = 0;
+    let bar = crate::progress::bar(u64::from(args.runs) + 1, "rounds".to_owned());
     // Round 0 warms caches and refreshes the tracked flows; it is not recorded.
     for round in 0..=args.runs {
         for scale in &mut scales {
             measure_round(args, scale, &mut clients, round == 0)?;
         }
+        bar.inc(1);
         if round == 0 {
             continue;
         }
         rounds = round;
-        info!(round, of = args.runs, "round measured");
+        tracing::debug!(round, of = args.runs, "round measured");
         if round >= args.runs.min(3) && started.elapsed() > budget && round < args.runs {
-            warn!(rounds = round, "time budget spent; stopping early");
+            bar.suspend(|| warn!(rounds = round, "time budget spent; stopping early"));
             break;
         }
     }
+    bar.finish_and_clear();
     let setup = Setup {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())

@@ -34,9 +34,10 @@ mod traffic;
 use std::{path::PathBuf, thread, time::Duration};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tracing::{debug, info, warn};
+
+use crate::progress;
 
 use self::{
     report::{Sample, Setup},
@@ -240,9 +241,9 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
             .iter()
             .map(|w| if w.is_udp() { m.sinks.len() } else { 1 })
             .sum();
-        let bar = progress_bar(
+        let bar = progress::bar(
             (per_round * stands.len() * m.rounds as usize) as u64,
-            services,
+            format!("{services} services"),
         );
         for round in 0..m.rounds {
             for &workload in &m.workloads {
@@ -294,19 +295,6 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         info!(path = %path.display(), "samples written");
     }
     Ok(())
-}
-
-/// A bar over the measurements at one number of services; drawn on stderr
-/// only when it is a terminal.
-fn progress_bar(total: u64, services: u32) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} (eta {eta})",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_prefix(format!("{services} services"));
-    bar
 }
 
 /// One workload in one stand.
