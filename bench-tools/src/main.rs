@@ -7,6 +7,7 @@ mod prog;
 mod progress;
 mod report;
 mod rig;
+mod stats;
 mod sync;
 
 #[derive(Debug, Parser)]

@@ -48,8 +48,9 @@ impl RawSocket {
         Ok(Self { fd, ifindex })
     }
 
-    /// Sends one frame, byte for byte.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+    /// The link-layer address `frame` goes to: this socket's interface, and
+    /// the frame's destination MAC.
+    fn address(&self, frame: &[u8]) -> libc::sockaddr_ll {
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -58,6 +59,12 @@ impl RawSocket {
         if let Some(dst) = frame.get(..6) {
             addr.sll_addr[..6].copy_from_slice(dst);
         }
+        addr
+    }
+
+    /// Sends one frame, byte for byte.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let addr = self.address(frame);
         // SAFETY: `frame` and `addr` are valid for the lengths given.
         let sent = unsafe {
             libc::sendto(
@@ -87,20 +94,8 @@ impl RawSocket {
     pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
         const MAX_BATCH: usize = 1024;
         let frames = &frames[..frames.len().min(MAX_BATCH)];
-        let mut addrs: Vec<libc::sockaddr_ll> = frames
-            .iter()
-            .map(|frame| {
-                // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-                let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_ifindex = self.ifindex;
-                addr.sll_halen = 6;
-                if let Some(dst) = frame.get(..6) {
-                    addr.sll_addr[..6].copy_from_slice(dst);
-                }
-                addr
-            })
-            .collect();
+        let mut addrs: Vec<libc::sockaddr_ll> =
+            frames.iter().map(|frame| self.address(frame)).collect();
         let mut iovecs: Vec<libc::iovec> = frames
             .iter()
             .map(|frame| libc::iovec {

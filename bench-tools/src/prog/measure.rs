@@ -171,13 +171,8 @@ impl Summary {
         v.sort_by(f64::total_cmp);
         // Nearest-rank percentiles.
         let at = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-        let median = if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        };
         Some(Self {
-            median,
+            median: crate::stats::median(v.clone())?,
             min: v[0],
             max: v[v.len() - 1],
             p10: at(0.1),

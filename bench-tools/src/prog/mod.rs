@@ -19,7 +19,7 @@ mod fixture;
 mod frame;
 mod measure;
 mod netns;
-mod report;
+pub(crate) mod report;
 
 use std::{
     path::{Path, PathBuf},

@@ -45,8 +45,8 @@ pub(crate) struct Setup {
     pub(crate) backends_per_service: u32,
 }
 
-/// One acceptance target of the microbenchmark.
-#[derive(Clone, Debug, Serialize)]
+/// One acceptance target of the microbenchmark (read back by `xlb-bench report`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub(crate) struct Target {
     pub(crate) what: String,
     pub(crate) services: String,
@@ -233,22 +233,29 @@ pub(crate) fn markdown(
     writeln!(out, "| target | services | measured | limit | result |")?;
     writeln!(out, "|---|---|---|---|---|")?;
     for t in targets {
-        let aim = match t.aim {
-            Some(aim) if t.measured <= aim => format!(" (aim {aim}× met)"),
+        writeln!(out, "{}", t.table_row())?;
+    }
+    Ok(())
+}
+
+impl Target {
+    /// The target's row of the Markdown table `| target | services |
+    /// measured | limit | result |`.
+    pub(crate) fn table_row(&self) -> String {
+        let aim = match self.aim {
+            Some(aim) if self.measured <= aim => format!(" (aim {aim}× met)"),
             Some(aim) => format!(" (aim {aim}× missed)"),
             None => String::new(),
         };
-        writeln!(
-            out,
+        format!(
             "| {} | {} | {:.2}× | {}× | {}{aim} |",
-            t.what,
-            t.services,
-            t.measured,
-            t.limit,
-            if t.pass { "pass" } else { "FAIL" },
-        )?;
+            self.what,
+            self.services,
+            self.measured,
+            self.limit,
+            if self.pass { "pass" } else { "FAIL" },
+        )
     }
-    Ok(())
 }
 
 /// Writes every raw figure to `path` as one JSON document.

@@ -15,7 +15,8 @@ pub(super) struct Prog {
     pub(super) methods: ProgMethods,
     pub(super) setup: ProgSetup,
     pub(super) rows: Vec<ProgRow>,
-    pub(super) targets: Vec<ProgTarget>,
+    /// The acceptance targets, as `prog` judged them.
+    pub(super) targets: Vec<crate::prog::report::Target>,
 }
 
 /// What each timing method is, in the tool's own words.
@@ -55,17 +56,6 @@ impl ProgRow {
 #[derive(Debug, Deserialize)]
 pub(super) struct ProgSummary {
     pub(super) median: f64,
-}
-
-/// One acceptance target, judged by `prog` itself.
-#[derive(Debug, Deserialize)]
-pub(super) struct ProgTarget {
-    pub(super) what: String,
-    pub(super) services: String,
-    pub(super) measured: f64,
-    pub(super) limit: f64,
-    pub(super) aim: Option<f64>,
-    pub(super) pass: bool,
 }
 
 /// `xlb-bench sync --json`: one N per document.

@@ -116,20 +116,7 @@ pub(super) fn section(
     writeln!(out, "| target | services | measured | limit | result |")?;
     writeln!(out, "|---|---|---|---|---|")?;
     for t in &prog.targets {
-        let aim = match t.aim {
-            Some(aim) if t.measured <= aim => format!(" (aim {aim}× met)"),
-            Some(aim) => format!(" (aim {aim}× missed)"),
-            None => String::new(),
-        };
-        writeln!(
-            out,
-            "| {} | {} | {:.2}× | {}× | {}{aim} |",
-            t.what,
-            t.services,
-            t.measured,
-            t.limit,
-            if t.pass { "pass" } else { "FAIL" }
-        )?;
+        writeln!(out, "{}", t.table_row())?;
     }
     writeln!(out)?;
     Ok(())

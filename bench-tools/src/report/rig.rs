@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
+    super::stats::median,
     inputs::{Rig, RigLatency, RigSample},
     markdown,
     plots::{Chart, Panel, Series, YScale},
@@ -76,19 +77,6 @@ fn cells(rig: &Rig) -> BTreeMap<Row<'_>, Cell<'_>> {
             .push(s);
     }
     cells
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 fn median_of(cell: &Cell<'_>, mode: Key<'_>, f: impl Fn(&RigSample) -> Option<f64>) -> Option<f64> {

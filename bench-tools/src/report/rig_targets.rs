@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::inputs::{Rig, RigSample};
+use crate::stats::median;
 
 /// How a measured figure is held against its limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,27 +54,18 @@ fn median_of(
     mode: &str,
     f: impl Fn(&RigSample) -> Option<f64>,
 ) -> Option<f64> {
-    let mut v: Vec<f64> = rig
-        .samples
-        .iter()
-        .filter(|s| {
-            s.services == services
-                && s.workload == workload
-                && s.sink.as_deref() == sink
-                && s.mode == mode
-        })
-        .filter_map(f)
-        .collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    median(
+        rig.samples
+            .iter()
+            .filter(|s| {
+                s.services == services
+                    && s.workload == workload
+                    && s.sink.as_deref() == sink
+                    && s.mode == mode
+            })
+            .filter_map(f)
+            .collect(),
+    )
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {

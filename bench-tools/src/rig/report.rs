@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{Mode, Sink, Workload};
+use crate::stats::median;
 
 /// Request latency percentiles of one sample, in µs.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -150,19 +151,6 @@ pub(crate) fn softirq_ticks() -> anyhow::Result<u64> {
 fn parse_softirq(stat: &str) -> Option<u64> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     line.split_whitespace().nth(7)?.parse().ok()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// The samples of one (services, workload, sink), by mode.
