@@ -40,8 +40,10 @@ use crate::kube_proxy;
 /// `xlb-bench sync [--services N] [--backends B] [--changes C] [--json FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SyncArgs {
-    /// Services in the generated file.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    /// Services in the generated file (one frontend each: the first 65 536
+    /// on port 80 of their own VIP in 198.19.0.0/16, the next ones on port 81
+    /// of the same VIPs).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=131_072))]
     services: u32,
     /// Backends per service.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=100))]
@@ -145,9 +147,15 @@ impl From<SyncReport> for Ops {
     }
 }
 
-/// VIP of service `i`: 198.19.0.0/16, one address each.
-fn vip(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i)
+/// VIPs per port: 198.19.0.0/16, inside the rig range 198.18.0.0/15.
+const VIPS: u32 = 1 << 16;
+
+/// The frontend of service `i`: VIP `i % 65 536` of 198.19.0.0/16, port 80
+/// for the first 65 536 services, 81 for the next.
+fn frontend(i: u32) -> (Ipv4Addr, u16) {
+    let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i % VIPS);
+    let port = 80 + u16::try_from(i / VIPS).expect("at most 131 072 services");
+    (vip, port)
 }
 
 /// Backend `j` of service `i`: on one of [`BACKEND_HOSTS`] hosts in
@@ -163,10 +171,10 @@ fn backend(i: u32, j: u32, per_service: u32) -> SocketAddr {
 fn config(services: u32, per_service: u32) -> String {
     let mut out = String::from("services:\n");
     for i in 0..services {
+        let (vip, port) = frontend(i);
         let _ = writeln!(
             out,
-            "  - name: svc-{i}\n    frontends: [{{address: {}, port: 80}}]\n    backends:",
-            vip(i)
+            "  - name: svc-{i}\n    frontends: [{{address: {vip}, port: {port}}}]\n    backends:"
         );
         for j in 0..per_service {
             let _ = writeln!(out, "      - address: \"{}\"", backend(i, j, per_service));
@@ -189,7 +197,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         services: args.services.next_power_of_two().max(1024),
         backends: (args.services * args.backends + 2).next_power_of_two(),
         conntrack: 1024,
-        addresses: (args.services + 1).next_power_of_two().max(1024),
+        addresses: (args.services.min(VIPS) + 1).next_power_of_two().max(1024),
     };
     let mut datapath = Datapath::load_with(&LoadOptions {
         sizes,
@@ -348,8 +356,8 @@ fn kube_services(services: u32, per_service: u32) -> Vec<kube_proxy::Service> {
     (0..services)
         .map(|i| kube_proxy::Service {
             name: format!("svc-{i}"),
-            vip: vip(i),
-            port: 80,
+            vip: frontend(i).0,
+            port: frontend(i).1,
             protocol: kube_proxy::Protocol::Tcp,
             endpoints: (0..per_service)
                 .filter_map(|j| match backend(i, j, per_service) {
@@ -548,4 +556,19 @@ fn in_private_netns<T: Send>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> an
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn frontends_are_distinct_and_in_the_vip_range() {
+        let all: HashSet<(Ipv4Addr, u16)> = (0..131_072).map(frontend).collect();
+        assert_eq!(all.len(), 131_072);
+        assert!(all.iter().all(|(vip, _)| vip.octets()[..2] == [198, 19]));
+        assert_eq!(frontend(65_536), (Ipv4Addr::new(198, 19, 0, 0), 81));
+    }
 }

@@ -174,6 +174,7 @@ pub(super) fn section(
         }
         writeln!(out)?;
     }
+    over_forward(out, &cells, &modes)?;
     rig_targets::write(out, &rig_targets::targets(rig))?;
     if let Some(plot) = plot {
         writeln!(
@@ -205,6 +206,41 @@ pub(super) fn section(
     }
     latency(out, &cells)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// Every mode's median over the `forward` floor's, per row, if `forward` was
+/// measured: how much of plain routing each way of balancing keeps.
+fn over_forward(
+    out: &mut String,
+    cells: &BTreeMap<Row<'_>, Cell<'_>>,
+    modes: &[Key<'_>],
+) -> anyhow::Result<()> {
+    let forward = key(&MODES, "forward");
+    if !modes.contains(&forward) {
+        return Ok(());
+    }
+    let others: Vec<Key<'_>> = modes.iter().copied().filter(|&m| m != forward).collect();
+    writeln!(
+        out,
+        "\nEach mode over `forward` (plain routing), same rows:\n"
+    )?;
+    write!(out, "| services | workload |")?;
+    for m in &others {
+        write!(out, " {} / forward |", display(&MODES, m.1))?;
+    }
+    writeln!(out, "\n|{}", "---|".repeat(2 + others.len()))?;
+    for (&(services, workload, sink), cell) in cells {
+        write!(out, "| {services} | {} |", label(workload, sink))?;
+        let floor = median_of(cell, forward, RigSample::rate);
+        for &m in &others {
+            match (median_of(cell, m, RigSample::rate), floor) {
+                (Some(a), Some(b)) if b > 0.0 => write!(out, " {:.2}× |", a / b)?,
+                _ => write!(out, " — |")?,
+            }
+        }
+        writeln!(out)?;
+    }
     Ok(())
 }
 

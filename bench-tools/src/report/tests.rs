@@ -287,8 +287,15 @@ fn report_rig_section_has_medians_ratios_softirq_and_latency() {
         &text,
         "| 1 | TCP stream, offloads as each mode leaves them | 5.00 Gbit/s | 5.00 Gbit/s | 5.00 Gbit/s | 1.00× | 1.00× |",
     );
-    // Streams count bytes: no softirq figure per packet for them.
-    assert_eq!(text.matches("| 1 | TCP stream").count(), 1, "{text}");
+    // Each mode over forward: xlb 500 / 1050, nftables 250 / 1050.
+    assert_has(
+        &text,
+        "| services | workload | xlb / forward | nftables / forward |",
+    );
+    assert_has(&text, "| 1 | UDP, new flows, stack sink | 0.48× | 0.24× |");
+    // Streams count bytes: in the rate and over-forward tables, not in the
+    // softirq one.
+    assert_eq!(text.matches("| 1 | TCP stream").count(), 2, "{text}");
     // Softirq: delivered / 10 000 ticks of 10 ms each = 1000 ns per packet.
     assert_has(
         &text,
