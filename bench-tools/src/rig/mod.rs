@@ -196,91 +196,17 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         m.seconds > 0.0 && m.seconds <= 60.0,
         "--seconds must be in (0, 60]"
     );
-    let duration = Duration::from_secs_f64(m.seconds);
+    if let Some(bad) = m.services.iter().find(|n| !(1..=60_000).contains(*n)) {
+        anyhow::bail!("--services: {bad} is not in 1..=60000");
+    }
     let mut modes = m.modes.clone();
     modes.sort_unstable();
     modes.dedup();
     let mut samples = Vec::new();
     let mut left_out = Vec::new();
     for &services in &m.services {
-        anyhow::ensure!(
-            (1..=60_000).contains(&services),
-            "--services: {services} is not in 1..=60000"
-        );
-        let mut stands = Vec::new();
-        for &mode in &modes {
-            let started = std::time::Instant::now();
-            let stand = match Stand::build(mode, services, Duration::from_secs(m.load_timeout)) {
-                Ok(stand) => stand,
-                Err(e) if e.downcast_ref::<modes::LoadTimedOut>().is_some() => {
-                    warn!(mode = mode.name(), services, error = %e, "mode left out");
-                    left_out.push(report::LeftOut {
-                        mode,
-                        services,
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    return Err(
-                        e.context(format!("setting up {} at {services} services", mode.name()))
-                    );
-                }
-            };
-            stands.push(stand);
-            info!(
-                mode = mode.name(),
-                services,
-                seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
-                "stand ready"
-            );
-        }
-        let mut next_new = vec![0u64; stands.len()];
-        let per_round: usize = m
-            .workloads
-            .iter()
-            .map(|w| if w.is_udp() { m.sinks.len() } else { 1 })
-            .sum();
-        let bar = progress::bar(
-            (per_round * stands.len() * m.rounds as usize) as u64,
-            format!("{services} services"),
-        );
-        for round in 0..m.rounds {
-            for &workload in &m.workloads {
-                let sinks: Vec<Option<Sink>> = if workload.is_udp() {
-                    m.sinks.iter().copied().map(Some).collect()
-                } else {
-                    vec![None]
-                };
-                for &sink in &sinks {
-                    // Each round starts from another mode, so no mode is always
-                    // measured first (or right after the same neighbour).
-                    for k in 0..stands.len() {
-                        let i = (k + round as usize) % stands.len();
-                        let stand = &mut stands[i];
-                        let sample = measure(m, stand, workload, sink, duration, &mut next_new[i])
-                            .with_context(|| {
-                                format!(
-                                    "{} in {} mode at {services} services",
-                                    workload.name(),
-                                    stand.mode.name()
-                                )
-                            })?;
-                        debug!(
-                            round,
-                            mode = stand.mode.name(),
-                            workload = workload.name(),
-                            sink = sink.map(Sink::name),
-                            rate = format!("{:.0}", sample.rate()),
-                            "measured"
-                        );
-                        bar.inc(1);
-                        samples.push(Sample { round, ..sample });
-                    }
-                }
-            }
-        }
-        bar.finish_and_clear();
+        let mut stands = build_stands(m, &modes, services, &mut left_out)?;
+        samples.extend(measure_rounds(m, &mut stands, services)?);
     }
     let setup = Setup::of_this_machine(m.seconds, m.rounds, m.crr_clients)?;
     report::markdown(
@@ -295,6 +221,98 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         info!(path = %path.display(), "samples written");
     }
     Ok(())
+}
+
+/// A stand per mode at `services`; a mode whose ruleset does not load in
+/// time is left out (and recorded in `left_out`), any other failure ends the
+/// run.
+fn build_stands(
+    m: &MeasureArgs,
+    modes: &[Mode],
+    services: u32,
+    left_out: &mut Vec<report::LeftOut>,
+) -> anyhow::Result<Vec<Stand>> {
+    let mut stands = Vec::new();
+    for &mode in modes {
+        let started = std::time::Instant::now();
+        match Stand::build(mode, services, Duration::from_secs(m.load_timeout)) {
+            Ok(stand) => stands.push(stand),
+            Err(e) if e.downcast_ref::<modes::LoadTimedOut>().is_some() => {
+                warn!(mode = mode.name(), services, error = %e, "mode left out");
+                left_out.push(report::LeftOut {
+                    mode,
+                    services,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => {
+                return Err(e.context(format!("setting up {} at {services} services", mode.name())));
+            }
+        }
+        info!(
+            mode = mode.name(),
+            services,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "stand ready"
+        );
+    }
+    Ok(stands)
+}
+
+/// Every round of every workload (and sink) in every stand, interleaved.
+fn measure_rounds(
+    m: &MeasureArgs,
+    stands: &mut [Stand],
+    services: u32,
+) -> anyhow::Result<Vec<Sample>> {
+    let duration = Duration::from_secs_f64(m.seconds);
+    let sinks_of = |workload: Workload| -> Vec<Option<Sink>> {
+        if workload.is_udp() {
+            m.sinks.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        }
+    };
+    let per_round: usize = m.workloads.iter().map(|&w| sinks_of(w).len()).sum();
+    let bar = progress::bar(
+        (per_round * stands.len() * m.rounds as usize) as u64,
+        format!("{services} services"),
+    );
+    let mut next_new = vec![0u64; stands.len()];
+    let mut samples = Vec::new();
+    for round in 0..m.rounds {
+        for &workload in &m.workloads {
+            for sink in sinks_of(workload) {
+                // Each round starts from another mode, so no mode is always
+                // measured first (or right after the same neighbour).
+                for k in 0..stands.len() {
+                    let i = (k + round as usize) % stands.len();
+                    let stand = &mut stands[i];
+                    let sample = measure(m, stand, workload, sink, duration, &mut next_new[i])
+                        .with_context(|| {
+                            format!(
+                                "{} in {} mode at {services} services",
+                                workload.name(),
+                                stand.mode.name()
+                            )
+                        })?;
+                    debug!(
+                        round,
+                        mode = stand.mode.name(),
+                        workload = workload.name(),
+                        sink = sink.map(Sink::name),
+                        rate = format!("{:.0}", sample.rate()),
+                        "measured"
+                    );
+                    bar.inc(1);
+                    samples.push(Sample { round, ..sample });
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(samples)
 }
 
 /// One workload in one stand.
