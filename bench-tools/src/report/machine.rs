@@ -2,7 +2,7 @@
 //! mean little without the CPU and memory they were taken on. Whatever cannot
 //! be read is shown as unknown rather than failing the report.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// What BENCHMARKS.md says about the machine.
 #[derive(Clone, Debug)]
@@ -26,12 +26,9 @@ impl Machine {
                 .inspect_err(|e| tracing::warn!(path, %e, "cannot describe the machine"))
                 .unwrap_or_default()
         };
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
         Self {
-            date: date(secs),
+            date: date(SystemTime::now()),
             kernel: if kernel.is_empty() {
                 UNKNOWN.to_owned()
             } else {
@@ -75,21 +72,14 @@ fn mem_total_kib(meminfo: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The UTC date of `secs` since the epoch, as `YYYY-MM-DD` (Howard Hinnant's
-/// days-to-civil algorithm: a date is all the report needs, not a calendar
-/// crate).
-fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+/// The UTC date of `time`, as `YYYY-MM-DD`: the first ten characters of its
+/// RFC 3339 form.
+fn date(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .chars()
+        .take(10)
+        .collect()
 }
 
 #[cfg(test)]
@@ -97,12 +87,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_civil_utc() {
-        assert_eq!(date(0), "1970-01-01");
-        // 2000-02-29 12:00:00 UTC: a leap day of a year divisible by 400.
-        assert_eq!(date(951_825_600), "2000-02-29");
-        // 2024-12-31 23:59:59 UTC.
-        assert_eq!(date(1_735_689_599), "2024-12-31");
+    fn dates_are_utc_days() {
+        let at = |secs| date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01");
+        // 2000-02-29 12:00:00 UTC, and the last second of 2024.
+        assert_eq!(at(951_825_600), "2000-02-29");
+        assert_eq!(at(1_735_689_599), "2024-12-31");
     }
 
     #[test]
