@@ -334,6 +334,7 @@ fn measure(
         _ => stand.delivered(),
     };
     let verdicts = stand.xlb_verdicts()?;
+    let drops = stand.veth_drops()?;
     match workload {
         Workload::UdpNew | Workload::UdpEstablished => {
             let flows = traffic::UdpFlows::new(stand.client_mac, stand.lb_mac, stand.udp_targets());
@@ -393,6 +394,7 @@ fn measure(
         }
     }
     stand.detach_xdp_sinks()?;
+    sample.veth_drops = stand.veth_drops()?.saturating_sub(drops);
     if let (Some(before), Some(after)) = (verdicts, stand.xlb_verdicts()?) {
         sample.xlb_verdicts = Some(
             after

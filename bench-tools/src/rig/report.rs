@@ -49,6 +49,9 @@ pub(crate) struct Sample {
     /// Softirq time of the whole machine meanwhile, in clock ticks.
     pub(crate) softirq_ticks: u64,
     pub(crate) latency_us: Option<Latency>,
+    /// Frames the stand's veths dropped during the measurement (full rings
+    /// or backlogs), whatever the mode.
+    pub(crate) veth_drops: u64,
     /// `xlb` mode: packets per `xdp_lb` verdict during the measurement.
     pub(crate) xlb_verdicts: Option<BTreeMap<String, u64>>,
 }
@@ -67,6 +70,7 @@ impl Sample {
             seconds: 0.0,
             softirq_ticks: 0,
             latency_us: None,
+            veth_drops: 0,
             xlb_verdicts: None,
         }
     }
@@ -283,10 +287,13 @@ pub(crate) fn markdown(
     if !crr.is_empty() {
         writeln!(
             out,
-            "\nTCP request latency (connect to close), µs, medians over rounds of each round's percentiles; failed connections beside:\n"
+            "\nTCP request latency (connect to close), µs, medians over rounds of each round's percentiles; failed connections and frames the rig's veths dropped (full rings or backlogs), summed over rounds, beside:\n"
         )?;
-        writeln!(out, "| services | mode | p50 | p99 | p99.9 | failed |")?;
-        writeln!(out, "|---|---|---|---|---|---|")?;
+        writeln!(
+            out,
+            "| services | mode | p50 | p99 | p99.9 | failed | veth drops |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|")?;
         for ((services, _, _), cell) in crr {
             for &mode in modes {
                 let Some(s) = cell.get(&mode) else { continue };
@@ -300,9 +307,10 @@ pub(crate) fn markdown(
                     .map_or("—".to_owned(), |v| format!("{v:.0}"))
                 };
                 let failed: u64 = s.iter().map(|s| s.errors).sum();
+                let dropped: u64 = s.iter().map(|s| s.veth_drops).sum();
                 writeln!(
                     out,
-                    "| {services} | {} | {} | {} | {} | {failed} |",
+                    "| {services} | {} | {} | {} | {} | {failed} | {dropped} |",
                     mode.name(),
                     pct(|l| l.p50),
                     pct(|l| l.p99),

@@ -250,6 +250,18 @@ impl Stand {
         Ok(())
     }
 
+    /// Frames every veth end of the stand dropped so far (`tx_dropped` +
+    /// `rx_dropped`): a full ring or backlog on the way, which no mode's
+    /// own counters see.
+    pub(crate) fn veth_drops(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for end in all_ends(&self.topo) {
+            let stats = end.netns.link_stats(&end.dev)?;
+            total += stats.tx_dropped + stats.rx_dropped;
+        }
+        Ok(total)
+    }
+
     /// Frames the XDP sinks dropped so far.
     pub(crate) fn sunk(&self) -> anyhow::Result<u64> {
         Ok(self.sink.floor_stats()?.packets)
@@ -304,6 +316,21 @@ fn pin_switch_ports(topo: &ClientLbBackends) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Every veth end of the stand: client, LB, switch ports and backends.
+fn all_ends(topo: &ClientLbBackends) -> Vec<VethEnd> {
+    let mut ends = vec![
+        topo.client.end(),
+        topo.lb_front.end(),
+        topo.lb_back.end(),
+        topo.lb_back.peer.clone(),
+    ];
+    for b in &topo.backends {
+        ends.push(b.peer.clone());
+        ends.push(b.end());
+    }
+    ends
 }
 
 /// The interfaces from the client to `b0`, the stream's backend.
