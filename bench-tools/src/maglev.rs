@@ -1,10 +1,16 @@
 //! `xlb-bench maglev`: build a Maglev table and report its build time, balance, and the
-//! disruption of removing and adding one backend.
-use std::io::Write as _;
-use std::time::{Duration, Instant};
+//! disruption of removing and adding one backend, as a Markdown table and (with `--json`) as
+//! JSON that `xlb-bench report` reads back.
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use consistent_hash::{Backend, Balance, Diff, Disruption, SizingPolicy, Table, TableSize};
+use serde::{Deserialize, Serialize};
 
 /// `xlb-bench maglev --size M --backends N [--weights w1,w2,...] [--seed S]`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +31,45 @@ pub(crate) struct MaglevArgs {
     /// Builds to time; the median is reported.
     #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What one `xlb-bench maglev` run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MaglevResult {
+    /// Table size M.
+    pub(crate) size: u32,
+    /// Backends N, and how many have a positive weight.
+    pub(crate) backends: u32,
+    pub(crate) active: usize,
+    pub(crate) seed: u64,
+    /// Build time over `runs` builds, in ms.
+    pub(crate) runs: u32,
+    pub(crate) build_ms_median: f64,
+    pub(crate) build_ms_min: f64,
+    pub(crate) build_ms_max: f64,
+    /// Slots of the emptiest and the fullest backend.
+    pub(crate) slots_min: u32,
+    pub(crate) slots_max: u32,
+    /// The largest distance from a backend's ideal share, in % of that share.
+    pub(crate) max_deviation_pct: f64,
+    /// Removing one backend, then adding one (either may be skipped).
+    pub(crate) changes: Vec<Change>,
+}
+
+/// The disruption of one change to the backend set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Change {
+    pub(crate) what: String,
+    /// Slots whose backend changed, in %; the least possible beside it.
+    pub(crate) moved_pct: f64,
+    pub(crate) ideal_pct: f64,
+    /// Slots that moved between backends the change did not touch, in %.
+    pub(crate) collateral_pct: f64,
+    /// Slots a patch in place writes.
+    pub(crate) slots_written: usize,
 }
 
 /// The key of the `i`-th backend: `198.18.2.0:8080/TCP` and up (RFC 2544 range), as the
@@ -34,6 +79,18 @@ fn backend_key(i: u32) -> String {
 }
 
 pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
+    let result = measure(args)?;
+    std::io::stdout()
+        .lock()
+        .write_all(markdown(&result).as_bytes())?;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&result)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn measure(args: &MaglevArgs) -> anyhow::Result<MaglevResult> {
     anyhow::ensure!(args.backends > 0, "--backends must be at least 1");
     let weights = match &args.weights {
         Some(w) => {
@@ -63,11 +120,10 @@ pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
     let (times, table) = time_builds(args.seed, size, &backends, args.runs)?;
     let balance = Balance::of(&table);
 
-    // Remove the middle backend in key order; add the next key up.
+    // Remove the middle backend by key order, then add one more of weight 1.
     let mut by_key: Vec<&Backend> = backends.iter().collect();
     by_key.sort_by(|a, b| a.key.cmp(&b.key));
     let removed = by_key[by_key.len() / 2].key.clone();
-    // The share of the slots that must move: the removed backend's, or the new one's.
     let removed_share = f64::from(by_key[by_key.len() / 2].weight) / total_weight as f64;
     let added_share = 1.0 / (total_weight + 1) as f64;
     let fewer: Vec<Backend> = backends
@@ -78,61 +134,83 @@ pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
     let added = Backend::new(backend_key(args.backends));
     let more: Vec<Backend> = backends.iter().cloned().chain([added.clone()]).collect();
 
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "Maglev table: M = {} slots, N = {} backends ({active} with a positive weight), seed {:#x}",
-        size, args.backends, args.seed
-    )?;
-    writeln!(
-        out,
-        "build:      median {} over {} runs (min {}, max {})",
-        duration(times[times.len() / 2]),
-        times.len(),
-        duration(times[0]),
-        duration(times[times.len() - 1])
-    )?;
-    writeln!(
-        out,
-        "balance:    slots per backend {} to {} (mean {:.2}); farthest from its ideal share by \
-         {:.3}% ({:.2} slots)",
-        balance.min,
-        balance.max,
-        f64::from(size.get()) / active as f64,
-        balance.max_deviation * 100.0,
-        balance.max_slot_error
-    )?;
+    let mut changes = Vec::new();
     if fewer.iter().any(|b| b.weight > 0) {
         let new = Table::build(args.seed, size, fewer).context("building without one backend")?;
-        let label = format!("remove {}", String::from_utf8_lossy(&removed));
-        report_change(&mut out, &label, &table, &new, removed_share)?;
-    } else {
-        writeln!(
+        let what = format!("remove {}", String::from_utf8_lossy(&removed));
+        changes.push(change(what, &table, &new, removed_share)?);
+    }
+    if let Ok(new) = Table::build(args.seed, size, more) {
+        let what = format!("add {} (weight 1)", added.display_key());
+        changes.push(change(what, &table, &new, added_share)?);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(MaglevResult {
+        size: size.get(),
+        backends: args.backends,
+        active,
+        seed: args.seed,
+        runs: times.len() as u32,
+        build_ms_median: ms(times[times.len() / 2]),
+        build_ms_min: ms(times[0]),
+        build_ms_max: ms(times[times.len() - 1]),
+        slots_min: balance.min,
+        slots_max: balance.max,
+        max_deviation_pct: balance.max_deviation * 100.0,
+        changes,
+    })
+}
+
+/// The result as two Markdown tables: the build and balance, then one row
+/// per change.
+pub(crate) fn markdown(r: &MaglevResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| M | N (active) | seed | build, median of {} (min–max) | slots per backend | farthest from its ideal share |",
+        r.runs
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---|---|---:|");
+    let _ = writeln!(
+        out,
+        "| {} | {} ({}) | {:#x} | {} ({}–{}) | {}–{} | {:.3}% |",
+        r.size,
+        r.backends,
+        r.active,
+        r.seed,
+        ms(r.build_ms_median),
+        ms(r.build_ms_min),
+        ms(r.build_ms_max),
+        r.slots_min,
+        r.slots_max,
+        r.max_deviation_pct
+    );
+    if !r.changes.is_empty() {
+        let _ = writeln!(
             out,
-            "remove:     skipped, no backend with a positive weight would remain"
-        )?;
-    }
-    match Table::build(args.seed, size, more) {
-        Ok(new) => {
-            let label = format!("add {} (weight 1)", added.display_key());
-            report_change(&mut out, &label, &table, &new, added_share)?;
+            "\n| change | slots moved | ideal | collateral | slots a patch writes |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for c in &r.changes {
+            let _ = writeln!(
+                out,
+                "| {} | {:.3}% | {:.3}% | {:.3}% | {} |",
+                c.what, c.moved_pct, c.ideal_pct, c.collateral_pct, c.slots_written
+            );
         }
-        Err(e) => writeln!(out, "add:        skipped: {e}")?,
     }
-    Ok(())
+    out
 }
 
-/// `1.234 ms`, or `56.7 µs` below a millisecond.
-fn duration(d: Duration) -> String {
-    let seconds = d.as_secs_f64();
-    if seconds < 1e-3 {
-        format!("{:.1} µs", seconds * 1e6)
+fn ms(value: f64) -> String {
+    if value < 1.0 {
+        format!("{:.1} µs", value * 1e3)
     } else {
-        format!("{:.3} ms", seconds * 1e3)
+        format!("{value:.3} ms")
     }
 }
 
-/// Builds the table `runs` times; returns the sorted times and the table.
+/// Builds the table `runs` times; returns the sorted build times and the table.
 fn time_builds(
     seed: u64,
     size: TableSize,
@@ -142,7 +220,6 @@ fn time_builds(
     let mut times = Vec::with_capacity(runs as usize);
     let mut table = None;
     for _ in 0..runs {
-        // The clone is the caller's input, not part of the build.
         let input = backends.to_vec();
         let start = Instant::now();
         let built = Table::build(seed, size, input).context("building the table")?;
@@ -153,24 +230,57 @@ fn time_builds(
     Ok((times, table.context("no build ran")?))
 }
 
-/// One line on the change from `old` to `new`; `ideal` is the share of the slots that must move.
-fn report_change(
-    out: &mut impl std::io::Write,
-    label: &str,
-    old: &Table,
-    new: &Table,
-    ideal: f64,
-) -> anyhow::Result<()> {
+/// The change from `old` to `new`; `ideal` is the share of the slots that must move.
+fn change(what: String, old: &Table, new: &Table, ideal: f64) -> anyhow::Result<Change> {
     let d = Disruption::between(old, new)?;
     let diff = Diff::between(old, new)?;
-    writeln!(
-        out,
-        "{label}: {:.3}% of the slots moved (ideal {:.3}%); {:.3}% of the other backends' \
-         slots moved between them (collateral); the diff writes {} slots",
-        d.moved_share() * 100.0,
-        ideal * 100.0,
-        d.kept_moved_share() * 100.0,
-        diff.len()
-    )?;
-    Ok(())
+    Ok(Change {
+        what,
+        moved_pct: d.moved_share() * 100.0,
+        ideal_pct: ideal * 100.0,
+        collateral_pct: d.kept_moved_share() * 100.0,
+        slots_written: diff.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(backends: u32) -> MaglevArgs {
+        MaglevArgs {
+            size: Some(251),
+            backends,
+            weights: None,
+            seed: 7,
+            runs: 3,
+            json: None,
+        }
+    }
+
+    #[test]
+    fn a_run_reports_balance_and_both_changes() {
+        let r = measure(&args(4)).unwrap();
+        assert_eq!((r.size, r.backends, r.active, r.runs), (251, 4, 4, 3));
+        assert!(r.slots_min <= 63 && r.slots_max >= 62, "{r:?}");
+        assert_eq!(r.changes.len(), 2);
+        assert!((r.changes[0].ideal_pct - 25.0).abs() < 1e-9);
+        let text = markdown(&r);
+        assert!(text.contains("| 251 | 4 (4) | 0x7 |"), "{text}");
+        assert!(text.contains("| remove 198.18.2."), "{text}");
+        // JSON keeps every field (floats to within a rounding step).
+        let back: MaglevResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(
+            (back.size, back.slots_min, back.changes.len()),
+            (251, r.slots_min, 2)
+        );
+        assert!((back.build_ms_max - r.build_ms_max).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_backend_cannot_be_removed() {
+        let r = measure(&args(1)).unwrap();
+        assert_eq!(r.changes.len(), 1, "only the addition: {r:?}");
+        assert!(r.changes[0].what.starts_with("add "));
+    }
 }

@@ -15,6 +15,12 @@ fn shown(path: &std::path::Path) -> String {
 /// commands, when and on what.
 pub(super) fn header(out: &mut String, args: &ReportArgs, machine: &Machine) -> anyhow::Result<()> {
     let mut measure = Vec::new();
+    if let Some(maglev) = &args.maglev {
+        measure.push(format!(
+            "`xlb-bench maglev --backends 1000 --size 65537 --json {}`",
+            shown(maglev)
+        ));
+    }
     if let Some(prog) = &args.prog {
         measure.push(format!("`xlb-bench prog --json {}`", shown(prog)));
     }
@@ -25,6 +31,9 @@ pub(super) fn header(out: &mut String, args: &ReportArgs, machine: &Machine) -> 
         measure.push(format!("`xlb-bench rig --json {}`", shown(rig)));
     }
     let mut report = String::from("xlb-bench report");
+    if let Some(maglev) = &args.maglev {
+        write!(report, " --maglev {}", shown(maglev))?;
+    }
     if let Some(prog) = &args.prog {
         write!(report, " --prog {}", shown(prog))?;
     }

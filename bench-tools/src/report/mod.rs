@@ -7,6 +7,7 @@
 
 mod inputs;
 mod machine;
+mod maglev;
 mod markdown;
 mod plots;
 mod prog;
@@ -29,6 +30,9 @@ use self::{
 /// `xlb-bench report [--prog FILE] [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReportArgs {
+    /// What `xlb-bench maglev --json` wrote.
+    #[arg(long, value_name = "FILE")]
+    maglev: Option<PathBuf>,
     /// What `xlb-bench prog --json` wrote.
     #[arg(long, value_name = "FILE")]
     prog: Option<PathBuf>,
@@ -60,6 +64,7 @@ const RIG_PLOT: &str = "rig-udp-throughput.svg";
 /// The documents read.
 #[derive(Debug, Default)]
 struct Inputs {
+    maglev: Option<crate::maglev::MaglevResult>,
     prog: Option<Prog>,
     /// By number of services.
     sync: Vec<Sync>,
@@ -79,7 +84,14 @@ impl Inputs {
             syncs.extend(inputs::load(path)?);
         }
         let rig = args.rig.as_deref().map(inputs::load).transpose()?.flatten();
+        let maglev = args
+            .maglev
+            .as_deref()
+            .map(inputs::load)
+            .transpose()?
+            .flatten();
         Ok(Self {
+            maglev,
             prog,
             sync: sync::sorted(syncs),
             rig,
@@ -107,6 +119,7 @@ fn generate(args: &ReportArgs, inputs: &Inputs, machine: &Machine) -> anyhow::Re
     let mut out = String::new();
     markdown::header(&mut out, args, machine)?;
     prog::section(&mut out, inputs.prog.as_ref(), prog_plot.as_deref())?;
+    maglev::section(&mut out, inputs.maglev.as_ref())?;
     sync::section(&mut out, &inputs.sync, sync_plot.as_deref())?;
     rig::section(&mut out, inputs.rig.as_ref(), rig_plot.as_deref())?;
     if let Some(path) = &args.notes {

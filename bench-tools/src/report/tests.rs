@@ -154,6 +154,7 @@ fn machine() -> Machine {
 
 fn args(dir: &Path) -> ReportArgs {
     ReportArgs {
+        maglev: None,
         prog: Some(dir.join("prog.json")),
         sync: vec![dir.join("sync-10000.json"), dir.join("sync-100.json")],
         rig: Some(dir.join("rig.json")),
@@ -343,6 +344,7 @@ fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
     // A plot an earlier run left goes away with its section.
     std::fs::write(plots.join(RIG_PLOT), "<svg></svg>").unwrap();
     let args = ReportArgs {
+        maglev: None,
         prog: None,
         sync: vec![dir.path().join("no-such-sync.json")],
         rig: Some(dir.path().join("no-such-rig.json")),
@@ -352,9 +354,10 @@ fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
     };
     let inputs = Inputs::load(&args).unwrap();
     let text = generate(&args, &inputs, &machine()).unwrap();
+    // Maglev, prog and rig: their inputs are missing; sync's file too.
     assert_eq!(
         text.matches("Not measured in this run.").count(),
-        3,
+        4,
         "{text}"
     );
     assert_has(
