@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use xdp_lb_common::{
-    addr::{Addr, FILTER_WORDS, filter_bit},
+    addr::FILTER_WORDS,
     backend::{Backend, NextHop},
     config::Config,
     conntrack::{CtEntry, FlowTuple},
@@ -121,12 +121,6 @@ pub fn forget_ranges(a: usize, b: usize) -> (usize, usize) {
             core::ptr::read_volatile(slot.add(1)) as usize,
         )
     }
-}
-
-/// False when no frontend or backend address shares `addr`'s filter bit.
-#[inline(always)]
-pub fn may_be_ours(addr: &Addr) -> bool {
-    filter_has(filter_bit(addr))
 }
 
 /// False when `bit` of the address filter is clear.

@@ -56,6 +56,10 @@ pub struct Packet {
     pub has_dst: bool,
     pub flow: Flow,
     pub dst: Addr,
+    /// Which ends the address filter holds (`MARK_DST`, `MARK_SRC` of
+    /// `lb`): set by the attaching program from `lb::filter_marks`, which
+    /// reads the filter once per packet.
+    pub marks: u8,
 }
 
 impl Packet {
@@ -84,6 +88,7 @@ impl Packet {
         has_dst: false,
         flow: Flow::EMPTY,
         dst: [0; 16],
+        marks: 0,
     };
 }
 

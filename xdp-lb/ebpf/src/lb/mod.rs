@@ -25,7 +25,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::flow::{Flow, MAX_L3_OFFSET, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES, filter_has, may_be_ours},
+    maps::{ADDRESSES, CONFIG, SERVICES, filter_has},
     packet::FrameSource,
     parse::Parsed,
 };
@@ -103,48 +103,65 @@ pub struct Nat {
     pub generation: u32,
 }
 
-/// The address filter, read straight from the IP header: false when neither
-/// the source nor the destination of a well-formed IP packet shares a filter
-/// bit with a frontend or backend address. Such a packet is neither for a
-/// service nor a reply of a tracked flow, so the caller passes it untouched as
+/// `Packet::marks`: the address filter holds the destination's bit.
+pub const MARK_DST: u8 = 1;
+/// `Packet::marks`: the address filter holds the source's bit.
+pub const MARK_SRC: u8 = 2;
+
+/// The address filter, read straight from the IP header: which ends of a
+/// well-formed IP packet share a filter bit with a frontend or backend address
+/// (`MARK_DST`, `MARK_SRC`). With neither, the packet is neither for a service
+/// nor a reply of a tracked flow, so the caller passes it untouched as
 /// `Verdict::PassNotFrontend` — what `decide` would answer — before anything
-/// is copied out of the frame: most of what a NIC receives leaves here. True
-/// for everything else, which `decide` classifies.
+/// is copied out of the frame: most of what a NIC receives leaves here.
+/// Otherwise the caller hands the marks to `decide` in `Packet::marks`, so the
+/// filter is read once per packet. Anything that is not a well-formed IP
+/// packet gets both marks: `decide` classifies it.
 ///
 /// A subprogram of its own: inlined, its header reads would add to the
 /// caller's frame, which the 512-byte limit counts with the deepest callee's.
 #[inline(never)]
-pub fn may_concern_us<S: FrameSource>(source: &S, parsed: &Parsed) -> bool {
+pub fn filter_marks<S: FrameSource>(source: &S, parsed: &Parsed) -> u8 {
+    const BOTH: u8 = MARK_DST | MARK_SRC;
     let frame = &source.frame();
     let l3 = parsed.l3_offset;
     if l3 > MAX_L3_OFFSET {
-        return true;
+        return BOTH;
     }
-    if parsed.counter.is_ip4() {
+    let (src, dst) = if parsed.counter.is_ip4() {
         // Source and destination, bytes 12..20 of the IPv4 header.
         let Some(a) = frame.read::<[u8; 8]>(l3 + 12) else {
-            return true;
+            return BOTH;
         };
-        filter_has(filter_bit_v4([a[0], a[1], a[2], a[3]]))
-            || filter_has(filter_bit_v4([a[4], a[5], a[6], a[7]]))
+        (
+            filter_bit_v4([a[0], a[1], a[2], a[3]]),
+            filter_bit_v4([a[4], a[5], a[6], a[7]]),
+        )
     } else if parsed.counter.is_ip6() {
         // Source and destination, bytes 8..40 of the IPv6 header; the
         // filter takes their /64s.
         let Some(a) = frame.get::<[u8; 32]>(l3 + 8) else {
-            return true;
+            return BOTH;
         };
         // SAFETY: `get` checked the 32 bytes lie inside the frame.
-        let (src, dst) = unsafe {
+        unsafe {
             let a = &*a;
             (
-                [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]],
-                [a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23]],
+                filter_bit_v6([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+                filter_bit_v6([a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23]]),
             )
-        };
-        filter_has(filter_bit_v6(src)) || filter_has(filter_bit_v6(dst))
+        }
     } else {
-        true
+        return BOTH;
+    };
+    let mut marks = 0;
+    if filter_has(dst) {
+        marks |= MARK_DST;
     }
+    if filter_has(src) {
+        marks |= MARK_SRC;
+    }
+    marks
 }
 
 /// Decides what to do with a frame (DESIGN.md, "Per packet, in this order").
@@ -161,7 +178,7 @@ pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
         return Decision::pass(Verdict::PassNotIp);
     }
     if packet.has_flow {
-        decide_flow(&packet.flow, nat)
+        decide_flow(&packet.flow, packet.marks, nat)
     } else {
         not_balanced(packet)
     }
@@ -172,15 +189,15 @@ const NOT_A_FRONTEND: u32 = 0;
 
 /// A whole TCP or UDP packet.
 #[inline(never)]
-fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
+fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     let Some(config) = CONFIG.get(0) else {
         // The array always has its slot; this keeps the verifier satisfied.
         return Decision::pass(Verdict::PassNotFrontend);
     };
     // The address filter first: most packets that are neither for a service
     // nor from a backend leave here, without a hash lookup.
-    let dst_marked = may_be_ours(&flow.tuple.dst_addr);
-    let src_marked = may_be_ours(&flow.tuple.src_addr);
+    let dst_marked = marks & MARK_DST != 0;
+    let src_marked = marks & MARK_SRC != 0;
     if !dst_marked && !src_marked {
         return Decision::pass(Verdict::PassNotFrontend);
     }
@@ -268,7 +285,7 @@ fn decide_flow(flow: &Flow, nat: &mut MaybeUninit<Nat>) -> Decision {
 /// the node's own traffic and pass.
 #[inline(never)]
 fn not_balanced(packet: &Packet) -> Decision {
-    if !packet.has_dst || !may_be_ours(&packet.dst) {
+    if !packet.has_dst || packet.marks & MARK_DST == 0 {
         return Decision::pass(Verdict::PassNotFrontend);
     }
     let Some(address) = ADDRESSES.get_ptr(AddressKey { addr: packet.dst }) else {

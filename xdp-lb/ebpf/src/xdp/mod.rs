@@ -13,9 +13,8 @@ use xdp_lb_common::stats::Verdict;
 
 use crate::{
     lb::{
-        Action, End, Nat, decide,
+        Action, End, Nat, decide, filter_marks,
         flow::{Flow, Packet},
-        may_concern_us,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
     packet::{Frame, FrameSource},
@@ -45,12 +44,14 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let len = ctx.frame().len();
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
-    if !may_concern_us(ctx, &parsed) {
+    let marks = filter_marks(ctx, &parsed);
+    if marks == 0 {
         count_verdict(Verdict::PassNotFrontend, len);
         return XDP_PASS;
     }
     let mut packet = Packet::EMPTY;
     packet.fill(ctx, &parsed);
+    packet.marks = marks;
     let mut nat = MaybeUninit::uninit();
     let decision = decide(&packet, &mut nat);
     let (verdict, action) = match decision.action {
