@@ -24,8 +24,14 @@ fn xlb_bench(args: &[&str]) -> String {
 
 #[test]
 fn maglev_builds_and_reports() {
-    let out = xlb_bench(&["maglev", "--backends", "10", "--runs", "3"]);
-    assert!(out.contains("10"), "{out}");
+    let out = xlb_bench(&["maglev", "--backends", "10", "--size", "251", "--runs", "3"]);
+    // The table's row (M, N and its active count), and both changes.
+    assert!(out.contains("| 251 | 10 (10) |"), "{out}");
+    assert!(out.contains("| remove 198.18.2."), "{out}");
+    assert!(
+        out.contains("| add 198.18.2.10:8080/TCP (weight 1) |"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -70,7 +76,11 @@ fn sync_times_a_small_file() {
         "5",
         "--no-baselines",
     ]);
-    assert!(out.contains("20"), "{out}");
+    assert!(
+        out.contains("full sync (40 backends, 20 tables, 20 frontends)"),
+        "{out}"
+    );
+    assert!(out.contains("single backend change, p99"), "{out}");
 }
 
 #[test]
@@ -110,5 +120,10 @@ fn report_writes_markdown_and_plots_from_nothing() {
     let (out_arg, plots_arg) = (out.to_str().unwrap(), plots.to_str().unwrap());
     xlb_bench(&["report", "--out", out_arg, "--plots", plots_arg]);
     let text = std::fs::read_to_string(&out).expect("BENCHMARKS.md written");
-    assert!(text.contains("make bench"), "{text}");
+    // No input: each of the four sections says how to measure it.
+    assert_eq!(
+        text.matches("Not measured in this run.").count(),
+        4,
+        "{text}"
+    );
 }

@@ -31,7 +31,11 @@ mod stand;
 mod sweep;
 mod traffic;
 
-use std::{path::PathBuf, thread, time::Duration};
+use std::{
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -183,8 +187,33 @@ fn established_flows(services: u32) -> u64 {
     u64::from(services.max(1024))
 }
 
-/// Time for in-flight frames to land before the counters are read.
-const SETTLE: Duration = Duration::from_millis(300);
+/// How often `settled` reads a counter, and for how long at most.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Reads `counter` until two reads `SETTLE_POLL` apart agree, so that the
+/// frames still in flight when the generator stopped are counted (and none of
+/// the next measurement's); after `SETTLE_LIMIT` the last read stands, with a
+/// warning.
+fn settled(counter: impl Fn() -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut last = counter()?;
+    loop {
+        thread::sleep(SETTLE_POLL);
+        let now = counter()?;
+        if now == last {
+            return Ok(now);
+        }
+        if Instant::now() >= deadline {
+            warn!(
+                last,
+                now, "a counter still moved after {SETTLE_LIMIT:?}; taking it as it is"
+            );
+            return Ok(now);
+        }
+        last = now;
+    }
+}
 
 pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
     if let Some(command) = &args.command {
@@ -234,7 +263,7 @@ fn build_stands(
 ) -> anyhow::Result<Vec<Stand>> {
     let mut stands = Vec::new();
     for &mode in modes {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match Stand::build(mode, services, Duration::from_secs(m.load_timeout)) {
             Ok(stand) => stands.push(stand),
             Err(e) if e.downcast_ref::<modes::LoadTimedOut>().is_some() => {
@@ -346,19 +375,18 @@ fn measure(
                 let count = established_flows(stand.services);
                 let warm = FlowPick::Cycle { count };
                 traffic::blast(&stand.generator, &flows, warm, duration, count)?;
-                thread::sleep(SETTLE);
                 warm
             };
-            let before = received(stand)?;
+            let before = settled(|| received(stand))?;
             let softirq = report::softirq_ticks()?;
             let sent = traffic::blast(&stand.generator, &flows, pick, duration, m.max_packets)?;
-            thread::sleep(SETTLE);
+            let after = settled(|| received(stand))?;
             let softirq = report::softirq_ticks()? - softirq;
             if workload == Workload::UdpNew {
                 *next_new += sent.packets;
             }
             sample.sent = sent.packets;
-            sample.delivered = received(stand)? - before;
+            sample.delivered = after - before;
             sample.seconds = sent.elapsed.as_secs_f64();
             sample.softirq_ticks = softirq;
         }
