@@ -89,64 +89,6 @@ pub(super) struct RulesetCost {
     pub(super) change_p99_ms: f64,
 }
 
-/// `xlb-bench rig --json` (`rig::report::Json`).
-#[derive(Debug, Deserialize)]
-pub(super) struct Rig {
-    pub(super) setup: RigSetup,
-    pub(super) samples: Vec<RigSample>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct RigSetup {
-    pub(super) kernel: String,
-    pub(super) cpus: usize,
-    pub(super) seconds: f64,
-    pub(super) rounds: u32,
-    pub(super) crr_clients: u32,
-    /// Length of a `/proc/stat` clock tick, in ns.
-    pub(super) tick_ns: f64,
-    pub(super) iptables: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct RigSample {
-    /// kebab-case `Mode`.
-    pub(super) mode: String,
-    pub(super) services: u32,
-    /// kebab-case `Workload`.
-    pub(super) workload: String,
-    /// UDP: where the frames ended (kebab-case `Sink`); absent from files
-    /// written before `rig` had sinks.
-    #[serde(default)]
-    pub(super) sink: Option<String>,
-    pub(super) delivered: u64,
-    pub(super) errors: u64,
-    pub(super) seconds: f64,
-    pub(super) softirq_ticks: u64,
-    pub(super) latency_us: Option<RigLatency>,
-}
-
-impl RigSample {
-    /// Packets (UDP), requests (TCP) or bytes (stream) per second, as `rig`
-    /// computes it.
-    pub(super) fn rate(&self) -> Option<f64> {
-        (self.seconds > 0.0).then(|| self.delivered as f64 / self.seconds)
-    }
-
-    /// Softirq ns of the whole machine per packet, request or byte delivered.
-    pub(super) fn softirq_ns(&self, tick_ns: f64) -> Option<f64> {
-        (self.delivered > 0).then(|| self.softirq_ticks as f64 * tick_ns / self.delivered as f64)
-    }
-}
-
-/// Request latency percentiles of one sample, in µs.
-#[derive(Debug, Deserialize)]
-pub(super) struct RigLatency {
-    pub(super) p50: u64,
-    pub(super) p99: u64,
-    pub(super) p999: u64,
-}
-
 /// Reads `path`, or `None` if there is no such file: a benchmark that was not
 /// run this time leaves its section saying so rather than failing the report.
 /// A file that is there but does not parse is an error.

@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context as _;
 
 use self::{
-    inputs::{Prog, Rig, Sync},
+    inputs::{Prog, Sync},
     machine::Machine,
     plots::Chart,
 };
@@ -68,7 +68,7 @@ struct Inputs {
     prog: Option<Prog>,
     /// By number of services.
     sync: Vec<Sync>,
-    rig: Option<Rig>,
+    rig: Option<crate::rig::report::Json>,
 }
 
 impl Inputs {

@@ -5,8 +5,10 @@
 
 use std::fmt::Write as _;
 
-use super::inputs::{Rig, RigSample};
-use crate::stats::median;
+use crate::rig::{
+    Mode, Sink, Workload,
+    report::{Json as Rig, Sample, median_over},
+};
 
 /// How a measured figure is held against its limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,29 +47,6 @@ impl Target {
     }
 }
 
-/// The median over rounds of `f` for one (services, workload, sink, mode).
-fn median_of(
-    rig: &Rig,
-    services: u32,
-    workload: &str,
-    sink: Option<&str>,
-    mode: &str,
-    f: impl Fn(&RigSample) -> Option<f64>,
-) -> Option<f64> {
-    median(
-        rig.samples
-            .iter()
-            .filter(|s| {
-                s.services == services
-                    && s.workload == workload
-                    && s.sink.as_deref() == sink
-                    && s.mode == mode
-            })
-            .filter_map(f)
-            .collect(),
-    )
-}
-
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -82,16 +61,18 @@ pub(super) fn targets(rig: &Rig) -> Vec<Target> {
         return Vec::new();
     };
     let rate = |workload, sink, mode, services| {
-        median_of(rig, services, workload, sink, mode, RigSample::rate)
+        median_over(&rig.samples, (services, workload, sink, mode), |s| {
+            Some(s.rate())
+        })
     };
     let softirq = |workload, sink, mode| {
-        median_of(rig, n, workload, sink, mode, |s| {
+        median_over(&rig.samples, (n, workload, sink, mode), |s: &Sample| {
             s.softirq_ns(rig.setup.tick_ns)
         })
     };
     let xlb_over = |workload, sink, other| {
         ratio(
-            rate(workload, sink, "xlb", n),
+            rate(workload, sink, Mode::Xlb, n),
             rate(workload, sink, other, n),
         )
     };
@@ -101,72 +82,75 @@ pub(super) fn targets(rig: &Rig) -> Vec<Target> {
         measured,
         rule,
     };
-    let (stack, xdp) = (Some("stack"), Some("xdp"));
-    let (new, established) = ("udp-new", "udp-established");
+    let (stack, xdp) = (Some(Sink::Stack), Some(Sink::Xdp));
+    let (new, established) = (Workload::UdpNew, Workload::UdpEstablished);
     vec![
         target(
             "new UDP flows, stack sink: xlb / nftables",
-            xlb_over(new, stack, "nftables"),
+            xlb_over(new, stack, Mode::Nftables),
             Rule::AtLeast(2.0),
         ),
         target(
             "new UDP flows, stack sink: xlb / iptables-nft",
-            xlb_over(new, stack, "iptables"),
+            xlb_over(new, stack, Mode::Iptables),
             Rule::AtLeast(10.0),
         ),
         target(
             "new UDP flows, stack sink: xlb / iptables-legacy",
-            xlb_over(new, stack, "iptables-legacy"),
+            xlb_over(new, stack, Mode::IptablesLegacy),
             Rule::AtLeast(5.0),
         ),
         target(
             "established UDP flows, XDP sink: xlb / nftables",
-            xlb_over(established, xdp, "nftables"),
+            xlb_over(established, xdp, Mode::Nftables),
             Rule::AtLeast(1.5),
         ),
         target(
             "established UDP flows, stack sink: xlb / nftables",
-            xlb_over(established, stack, "nftables"),
+            xlb_over(established, stack, Mode::Nftables),
             Rule::AtLeast(1.15),
         ),
         target(
             "established UDP flows, XDP sink: xlb / forward",
-            xlb_over(established, xdp, "forward"),
+            xlb_over(established, xdp, Mode::Forward),
             Rule::AtLeast(1.0),
         ),
         target(
             "established UDP flows, stack sink: xlb / forward",
-            xlb_over(established, stack, "forward"),
+            xlb_over(established, stack, Mode::Forward),
             Rule::AtLeast(0.75),
         ),
         target(
             &format!("established UDP flows, stack sink: xlb at {n} / at 1 service"),
             ratio(
-                rate(established, stack, "xlb", n),
-                rate(established, stack, "xlb", 1),
+                rate(established, stack, Mode::Xlb, n),
+                rate(established, stack, Mode::Xlb, 1),
             ),
             Rule::AtLeast(0.9),
         ),
         target(
             "TCP connections/s: xlb / nftables",
-            xlb_over("tcp-crr", None, "nftables"),
+            xlb_over(Workload::TcpCrr, None, Mode::Nftables),
             Rule::AtLeast(1.0),
         ),
         target(
             "TCP connections/s: xlb / iptables-nft",
-            xlb_over("tcp-crr", None, "iptables"),
+            xlb_over(Workload::TcpCrr, None, Mode::Iptables),
             Rule::AtLeast(2.0),
         ),
         target(
             "softirq ns per packet, new UDP flows, stack sink: xlb / nftables",
-            ratio(softirq(new, stack, "xlb"), softirq(new, stack, "nftables")),
+            ratio(
+                softirq(new, stack, Mode::Xlb),
+                softirq(new, stack, Mode::Nftables),
+            ),
             Rule::Below,
         ),
         target(
             "softirq ns per packet, new UDP flows, stack sink: nftables / iptables-nft",
             ratio(
-                softirq(new, stack, "nftables"),
-                softirq(new, stack, "iptables"),
+                softirq(new, stack, Mode::Nftables),
+                softirq(new, stack, Mode::Iptables),
             ),
             Rule::Below,
         ),
@@ -213,7 +197,7 @@ mod tests {
             .map(|(mode, services, workload, sink, delivered)| {
                 let sink = sink.map_or("null".to_owned(), |s| format!("\"{s}\""));
                 format!(
-                    r#"{{"mode": "{mode}", "services": {services}, "workload": "{workload}",
+                    r#"{{"round": 0, "sent": {delivered}, "mode": "{mode}", "services": {services}, "workload": "{workload}",
                         "sink": {sink}, "delivered": {delivered}, "errors": 0,
                         "seconds": 1.0, "softirq_ticks": 10, "latency_us": null}}"#
                 )

@@ -26,9 +26,10 @@
 //! whole receive path) over the seconds the generator sent.
 
 mod modes;
-mod report;
+pub(crate) mod report;
 mod stand;
 mod sweep;
+pub(crate) mod tables;
 mod traffic;
 
 use std::{
@@ -104,7 +105,19 @@ struct MeasureArgs {
 }
 
 /// How the LB namespace balances (or does not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Mode {
     Forward,
@@ -135,7 +148,19 @@ impl Mode {
 }
 
 /// Where the UDP frames end on the backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Sink {
     Stack,
@@ -152,7 +177,19 @@ impl Sink {
 }
 
 /// What a measurement sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Workload {
     UdpNew,
@@ -238,7 +275,7 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         samples.extend(measure_rounds(m, &mut stands, services)?);
     }
     let setup = Setup::of_this_machine(m.seconds, m.rounds, m.crr_clients)?;
-    report::markdown(
+    tables::markdown(
         &mut std::io::stdout().lock(),
         &setup,
         &modes,
@@ -246,7 +283,12 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         &left_out,
     )?;
     if let Some(path) = &m.json {
-        report::json(path, &setup, &samples, &left_out)?;
+        let document = report::Json {
+            setup,
+            samples,
+            left_out,
+        };
+        report::json(path, &document)?;
         info!(path = %path.display(), "samples written");
     }
     Ok(())
@@ -422,7 +464,7 @@ fn measure(
         }
     }
     stand.detach_xdp_sinks()?;
-    sample.veth_drops = stand.veth_drops()?.saturating_sub(drops);
+    sample.veth_drops = Some(stand.veth_drops()?.saturating_sub(drops));
     if let (Some(before), Some(after)) = (verdicts, stand.xlb_verdicts()?) {
         sample.xlb_verdicts = Some(
             after
