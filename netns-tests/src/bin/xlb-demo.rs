@@ -97,6 +97,19 @@ fn requests(rig: &AgentRig, count: usize) -> Round {
     round
 }
 
+/// Shows the client's command, sends `REQUESTS` requests through the VIP
+/// and prints where they went.
+fn request_round(out: &mut impl Write, rig: &AgentRig) -> io::Result<Round> {
+    writeln!(
+        out,
+        "client$ for i in $(seq {REQUESTS}); do curl -s http://{}/; done | sort | uniq -c",
+        rig.vip_addr(VIP_PORT).ip()
+    )?;
+    let round = requests(rig, REQUESTS);
+    print_round(out, &round)?;
+    Ok(round)
+}
+
 fn print_round(out: &mut impl Write, round: &Round) -> io::Result<()> {
     for (i, &n) in round.per_backend.iter().enumerate() {
         let line = format!("  {:<3} {n:>3}  {}", backend_name(i), "#".repeat(n));
@@ -220,13 +233,7 @@ fn steps(out: &mut impl Write, rig: &mut AgentRig) -> anyhow::Result<(bool, bool
         3,
         &format!("{REQUESTS} requests from the client to the VIP"),
     )?;
-    writeln!(
-        out,
-        "client$ for i in $(seq {REQUESTS}); do curl -s http://{}/; done | sort | uniq -c",
-        rig.vip_addr(VIP_PORT).ip()
-    )?;
-    let first = requests(rig, REQUESTS);
-    print_round(out, &first)?;
+    let first = request_round(out, rig)?;
     writeln!(
         out,
         "  (each connection comes from a new client port, so Maglev hashing spreads them)"
@@ -268,13 +275,7 @@ fn steps(out: &mut impl Write, rig: &mut AgentRig) -> anyhow::Result<(bool, bool
             backend_name(DRAINED)
         ),
     )?;
-    writeln!(
-        out,
-        "client$ for i in $(seq {REQUESTS}); do curl -s http://{}/; done | sort | uniq -c",
-        rig.vip_addr(VIP_PORT).ip()
-    )?;
-    let second = requests(rig, REQUESTS);
-    print_round(out, &second)?;
+    let second = request_round(out, rig)?;
     let served_after = rig
         .http_server(DRAINED, BACKEND_PORT)
         .map(|s| s.served())
