@@ -34,7 +34,7 @@ use std::{
 use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use xdp_lb::{
     AddressKind, AttachMode, Attachment, Config, CtEvent, CtStats, Datapath, Flow, Frontend,
-    ProgramName, Protocol, Simulation, Verdict, VerdictStats,
+    LoadOptions, MapSizes, ProgramName, Protocol, Simulation, Verdict, VerdictStats,
 };
 
 use crate::{
@@ -212,6 +212,12 @@ impl Scenario {
     /// port once and the set of 5-tuples, hence the spread, is the same on
     /// every run).
     pub fn build(options: &Options, ports: u16) -> Result<Self> {
+        Self::build_with_sizes(options, ports, MapSizes::default())
+    }
+
+    /// As [`Scenario::build`], with the datapath's maps sized by `sizes` (a
+    /// small conntrack, for tests that fill it).
+    pub fn build_with_sizes(options: &Options, ports: u16, sizes: MapSizes) -> Result<Self> {
         let last = FIRST_CLIENT_PORT
             .checked_add(ports.max(1) - 1)
             .filter(|&last| last <= 60999)
@@ -227,7 +233,11 @@ impl Scenario {
             "net.ipv4.ip_local_port_range",
             &format!("{FIRST_CLIENT_PORT} {last}"),
         )?;
-        let mut datapath = Datapath::load().map_err(datapath_error)?;
+        let mut datapath = Datapath::load_with(&LoadOptions {
+            sizes,
+            pin_dir: None,
+        })
+        .map_err(datapath_error)?;
         datapath
             .set_config(&Config {
                 hash_seed: HASH_SEED,

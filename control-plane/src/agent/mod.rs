@@ -86,6 +86,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     datapath
         .set_config(&Config {
             hash_seed: options.hash_seed,
+            new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
             ..datapath.config()?
         })
         .context("writing the datapath configuration")?;

@@ -51,6 +51,17 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u64,
 
+    /// The new-flow flood guard: conntrack entries each CPU may create per
+    /// second (Katran's default). Past it, new flows still reach their Maglev
+    /// backend but are not tracked, so a flood cannot push established flows
+    /// out of conntrack. 0 turns the guard off.
+    #[arg(
+        long,
+        env = "XLB_NEW_FLOWS_PER_CPU",
+        default_value_t = xdp_lb::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC
+    )]
+    pub new_flows_per_cpu: u32,
+
     /// Address of the `/metrics` and `/healthz` HTTP endpoint.
     #[arg(long, env = "XLB_METRICS_ADDRESS", default_value = "127.0.0.1:10256")]
     pub metrics_address: SocketAddr,

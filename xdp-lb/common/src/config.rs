@@ -23,13 +23,17 @@ pub struct Config {
     pub nodeport_min: u16,
     /// Last port of the NodePort range (host order, inclusive).
     pub nodeport_max: u16,
-    pub _reserved: u32,
+    /// The new-flow flood guard: conntrack entries each CPU may create per
+    /// second; past it, new flows go to their Maglev backend untracked
+    /// (`CtEvent::NotTrackedFloodGuard`). 0 turns the guard off.
+    pub new_flows_per_cpu_per_sec: u32,
 }
 const _: () = assert!(size_of::<Config>() == 32);
 
 impl Default for Config {
     /// DESIGN.md's defaults: SYN 60 s, established 8000 s, FIN/RST 10 s,
-    /// non-TCP 60 s; Kubernetes' default NodePort range 30000–32767.
+    /// non-TCP 60 s; Kubernetes' default NodePort range 30000–32767; Katran's
+    /// flood guard of 125 000 new flows per second per CPU.
     fn default() -> Self {
         Self {
             hash_seed: 0,
@@ -39,7 +43,7 @@ impl Default for Config {
             udp_timeout_s: 60,
             nodeport_min: 30000,
             nodeport_max: 32767,
-            _reserved: 0,
+            new_flows_per_cpu_per_sec: DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
         }
     }
 }
@@ -62,7 +66,22 @@ impl Config {
     }
 }
 
+/// Katran's flood guard: 125 000 new flows per second per core.
+pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;
+
+/// One CPU's window of the new-flow flood guard (the `FLOOD_GUARD` per-CPU
+/// array): flows tracked since the window began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodWindow {
+    /// `bpf_ktime_get_coarse_ns()` when the window began.
+    pub start_ns: u64,
+    /// Entries created in this window.
+    pub created: u64,
+}
+const _: () = assert!(size_of::<FloodWindow>() == 16);
+
 /// Nanoseconds per second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 
-impl_pod!(Config);
+impl_pod!(Config, FloodWindow);

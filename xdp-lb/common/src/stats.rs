@@ -186,6 +186,9 @@ counter_enum! {
     /// A conntrack insert failed (map full with no LRU victim): the packet still
     /// goes to the Maglev backend, but is not tracked.
     InsertFailed = "insert_failed",
+    /// The new-flow flood guard's rate was reached on this CPU: the packet
+    /// goes to its Maglev backend, but no entry is created.
+    NotTrackedFloodGuard = "not_tracked_flood_guard",
     /// A reply matched its flow and was translated back.
     ReplyHit = "reply_hit",
     /// A reply entry whose flow entry is gone or disagrees: deleted, the packet

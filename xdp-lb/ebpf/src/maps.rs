@@ -10,7 +10,7 @@ use aya_ebpf::{
 use xdp_lb_common::{
     addr::FILTER_WORDS,
     backend::{Backend, NextHop},
-    config::Config,
+    config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
     service::{AddressInfo, AddressKey, FrontendKey, Service},
     stats::{Counter, CtEvent, ParseCounter, Verdict},
@@ -94,6 +94,10 @@ pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072, NO_COMMON_LRU> = Lr
 #[btf_map]
 pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_LRU> =
     LruHashMap::new();
+
+/// Per CPU: the new-flow flood guard's current one-second window.
+#[btf_map]
+pub static FLOOD_GUARD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
 
 /// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]

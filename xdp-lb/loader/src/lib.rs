@@ -53,7 +53,7 @@ pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
     bench::{BENCH_MAX_PACKET, Rotation},
-    config::Config,
+    config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
     stats::{Counter, CtEvent, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
 };
 

@@ -44,13 +44,15 @@ pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
 pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
+/// The new-flow flood guard's per-CPU windows.
+const FLOOD_GUARD: &str = "FLOOD_GUARD";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
 pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 19] = [
+pub(crate) const ALL: [&str; 20] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -67,6 +69,7 @@ pub(crate) const ALL: [&str; 19] = [
     NEXT_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,
+    FLOOD_GUARD,
     SCRATCH,
     BENCH_INPUT,
     BENCH_TARGET,

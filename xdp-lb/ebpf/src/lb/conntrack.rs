@@ -20,7 +20,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::{BACKENDS, CONNTRACK, CONNTRACK_REPLY, count_ct},
+    maps::{BACKENDS, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct},
 };
 
 /// `last_seen` is rewritten at most this often, so a busy flow does not make
@@ -109,10 +109,42 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
     })
 }
 
-/// Creates (or replaces) the flow's entry and its reply entry.
+/// The new-flow flood guard (Katran's): true while this CPU has created fewer
+/// entries than `config.new_flows_per_cpu_per_sec` in the current one-second
+/// window, and counts this one. Past the rate, a flood of new flows can no
+/// longer push established flows out of the LRU: those go on being found,
+/// while the flood's packets still reach their Maglev backend, untracked.
+#[inline(always)]
+fn flood_guard_admits(now: u64, config: &Config) -> bool {
+    let limit = u64::from(config.new_flows_per_cpu_per_sec);
+    if limit == 0 {
+        return true;
+    }
+    let Some(window) = FLOOD_GUARD.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
+    let window = unsafe { &mut *window };
+    if now.saturating_sub(window.start_ns) >= NS_PER_SEC {
+        window.start_ns = now;
+        window.created = 0;
+    }
+    if window.created >= limit {
+        return false;
+    }
+    window.created += 1;
+    true
+}
+
+/// Creates (or replaces) the flow's entry and its reply entry, unless the
+/// flood guard holds new flows back.
 #[inline(never)]
-pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32) {
+pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, config: &Config) {
     let now = now_ns();
+    if !flood_guard_admits(now, config) {
+        count_ct(CtEvent::NotTrackedFloodGuard);
+        return;
+    }
     let state = if !flow.is_tcp {
         NOT_TCP
     } else if flow.is_syn() {

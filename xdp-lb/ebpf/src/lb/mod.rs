@@ -266,7 +266,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     }
     // SAFETY: `select` initialises the backend when it returns an ID.
     let backend = unsafe { backend.assume_init_ref() };
-    conntrack::create(flow, id, backend, service.id);
+    conntrack::create(flow, id, backend, service.id, config);
     nat.write(Nat {
         end: End::Destination,
         addr: backend.addr,
