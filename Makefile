@@ -40,11 +40,12 @@ bench: setup
 	$(CARGO) bench -p consistent-hash
 	$(CARGO) build --release -p bench-tools
 	target/release/xlb-bench maglev --backends 1000 --size 65537 --json target/xlb-bench-maglev.json
+	target/release/xlb-bench verifier --json target/xlb-bench-verifier.json
 	target/release/xlb-bench prog --json target/xlb-bench-prog.json
 	target/release/xlb-bench sync --json target/xlb-bench-sync.json
 	target/release/xlb-bench rig --services 1,1000,10000 --seconds 1.5 --json target/xlb-bench-rig.json
 	target/release/xlb-bench report --maglev target/xlb-bench-maglev.json \
-		--prog target/xlb-bench-prog.json \
+		--verifier target/xlb-bench-verifier.json --prog target/xlb-bench-prog.json \
 		--sync target/xlb-bench-sync.json --rig target/xlb-bench-rig.json \
 		--out BENCHMARKS.md --plots docs/bench --notes docs/bench/notes.md
 

@@ -9,6 +9,7 @@ mod report;
 mod rig;
 mod stats;
 mod sync;
+mod verifier;
 
 #[derive(Debug, Parser)]
 #[command(name = "xlb-bench", version, about)]
@@ -21,6 +22,10 @@ struct Cli {
 enum Command {
     /// Build a Maglev table and report build time, balance and disruption.
     Maglev(maglev::MaglevArgs),
+    /// Load every program and report its instruction count and the
+    /// verifier's processed-instruction count against the kernel's 1M limit;
+    /// fails when a program needs over half of it.
+    Verifier(verifier::VerifierArgs),
     /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
     Prog(prog::ProgArgs),
     /// Time the control plane: a full sync of N services × B backends from one
@@ -31,9 +36,9 @@ enum Command {
     /// forwarding), interleaved in one run; `rig sweep` removes what crashed
     /// rigs left behind.
     Rig(rig::RigArgs),
-    /// Write BENCHMARKS.md and its SVG plots from the JSON files of `prog`,
-    /// `sync` and `rig`, so that `make bench` regenerates the published
-    /// figures instead of anyone copying them by hand.
+    /// Write BENCHMARKS.md and its SVG plots from the JSON files of `maglev`,
+    /// `verifier`, `prog`, `sync` and `rig`, so that `make bench` regenerates
+    /// the published figures instead of anyone copying them by hand.
     Report(report::ReportArgs),
 }
 
@@ -52,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args),
         Command::Rig(args) => rig::run(&args),
         Command::Sync(args) => sync::run(&args),
+        Command::Verifier(args) => verifier::run(&args),
     }
 }

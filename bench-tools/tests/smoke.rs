@@ -35,6 +35,30 @@ fn maglev_builds_and_reports() {
 }
 
 #[test]
+fn verifier_reports_every_program() {
+    let out = xlb_bench(&["verifier"]);
+    // One row per program of the object, each with counts the kernel
+    // reported (a zero count fails the command itself).
+    for program in ["xdp_lb", "xdp_pass", "xdp_floor", "xdp_bench", "xdp_sink"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{program}` | ")))
+            .unwrap_or_else(|| panic!("no {program} row:\n{out}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // ["", program, instructions, %, processed, %, ""]
+        assert_eq!(cells.len(), 7, "{row}");
+        let count = |i: usize| {
+            cells[i]
+                .parse::<u32>()
+                .unwrap_or_else(|e| panic!("{row}: {e}"))
+        };
+        let share = |i: usize| format!("{:.2}%", f64::from(count(i)) / 1e4);
+        assert!(count(2) > 0 && count(4) > 0, "{row}");
+        assert_eq!((cells[3], cells[5]), (&*share(2), &*share(4)), "{row}");
+    }
+}
+
+#[test]
 fn prog_measures_every_case() {
     let out = xlb_bench(&[
         "prog",
@@ -120,10 +144,10 @@ fn report_writes_markdown_and_plots_from_nothing() {
     let (out_arg, plots_arg) = (out.to_str().unwrap(), plots.to_str().unwrap());
     xlb_bench(&["report", "--out", out_arg, "--plots", plots_arg]);
     let text = std::fs::read_to_string(&out).expect("BENCHMARKS.md written");
-    // No input: each of the four sections says how to measure it.
+    // No input: each of the five sections says how to measure it.
     assert_eq!(
         text.matches("Not measured in this run.").count(),
-        4,
+        5,
         "{text}"
     );
 }

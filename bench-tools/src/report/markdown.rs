@@ -21,6 +21,9 @@ pub(super) fn header(out: &mut String, args: &ReportArgs, machine: &Machine) -> 
             shown(maglev)
         ));
     }
+    if let Some(verifier) = &args.verifier {
+        measure.push(format!("`xlb-bench verifier --json {}`", shown(verifier)));
+    }
     if let Some(prog) = &args.prog {
         measure.push(format!("`xlb-bench prog --json {}`", shown(prog)));
     }
@@ -33,6 +36,9 @@ pub(super) fn header(out: &mut String, args: &ReportArgs, machine: &Machine) -> 
     let mut report = String::from("xlb-bench report");
     if let Some(maglev) = &args.maglev {
         write!(report, " --maglev {}", shown(maglev))?;
+    }
+    if let Some(verifier) = &args.verifier {
+        write!(report, " --verifier {}", shown(verifier))?;
     }
     if let Some(prog) = &args.prog {
         write!(report, " --prog {}", shown(prog))?;

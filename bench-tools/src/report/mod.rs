@@ -1,6 +1,7 @@
 //! `xlb-bench report`: BENCHMARKS.md and its SVG plots, generated from the
-//! JSON files `prog`, `sync` and `rig` write, so that the published figures
-//! are always those a run measured and never copied by hand.
+//! JSON files `maglev`, `verifier`, `prog`, `sync` and `rig` write, so that
+//! the published figures are always those a run measured and never copied by
+//! hand.
 //!
 //! Every input is optional: a benchmark that was not run (no option, or no
 //! such file) leaves its section saying so and how to run it.
@@ -16,6 +17,7 @@ mod rig_targets;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod verifier;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,12 +29,16 @@ use self::{
     plots::Chart,
 };
 
-/// `xlb-bench report [--prog FILE] [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR]`.
+/// `xlb-bench report [--maglev FILE] [--verifier FILE] [--prog FILE]
+/// [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR] [--notes FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReportArgs {
     /// What `xlb-bench maglev --json` wrote.
     #[arg(long, value_name = "FILE")]
     maglev: Option<PathBuf>,
+    /// What `xlb-bench verifier --json` wrote.
+    #[arg(long, value_name = "FILE")]
+    verifier: Option<PathBuf>,
     /// What `xlb-bench prog --json` wrote.
     #[arg(long, value_name = "FILE")]
     prog: Option<PathBuf>,
@@ -65,6 +71,7 @@ const RIG_PLOT: &str = "rig-udp-throughput.svg";
 #[derive(Debug, Default)]
 struct Inputs {
     maglev: Option<crate::maglev::MaglevResult>,
+    verifier: Option<crate::verifier::VerifierResult>,
     prog: Option<Prog>,
     /// By number of services.
     sync: Vec<Sync>,
@@ -90,8 +97,15 @@ impl Inputs {
             .map(inputs::load)
             .transpose()?
             .flatten();
+        let verifier = args
+            .verifier
+            .as_deref()
+            .map(inputs::load)
+            .transpose()?
+            .flatten();
         Ok(Self {
             maglev,
+            verifier,
             prog,
             sync: sync::sorted(syncs),
             rig,
@@ -119,6 +133,7 @@ fn generate(args: &ReportArgs, inputs: &Inputs, machine: &Machine) -> anyhow::Re
     let mut out = String::new();
     markdown::header(&mut out, args, machine)?;
     prog::section(&mut out, inputs.prog.as_ref(), prog_plot.as_deref())?;
+    verifier::section(&mut out, inputs.verifier.as_ref())?;
     maglev::section(&mut out, inputs.maglev.as_ref())?;
     sync::section(&mut out, &inputs.sync, sync_plot.as_deref())?;
     rig::section(&mut out, inputs.rig.as_ref(), rig_plot.as_deref())?;
