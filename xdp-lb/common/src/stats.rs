@@ -167,6 +167,17 @@ counter_enum! {
     /// A reply translated back and passed to the kernel (neighbour unknown, or
     /// FIB lookup failed).
     PassReplyViaStack = "pass_reply_via_stack",
+    /// An ICMP or ICMPv6 error from the client's side about a tracked flow's
+    /// reply (e.g. fragmentation needed on the way to the client): sent on to
+    /// the flow's backend, outer and quoted headers translated.
+    ForwardIcmpErrorToBackend = "forward_icmp_error_to_backend",
+    /// An ICMP or ICMPv6 error from the backend's side about a tracked flow's
+    /// request (e.g. a router's packet too big): sent on to the client with
+    /// the quoted header translated back to the frontend.
+    ForwardIcmpErrorToClient = "forward_icmp_error_to_client",
+    /// A translated ICMP error passed to the kernel (neighbour unknown, FIB
+    /// lookup failed, or a VLAN-tagged frame).
+    PassIcmpErrorViaStack = "pass_icmp_error_via_stack",
     }
 }
 

@@ -99,6 +99,15 @@ pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_L
 #[btf_map]
 pub static FLOOD_GUARD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
 
+/// Words of an `ICMP_ERROR` slot: room for one `lb::icmp::IcmpError`.
+pub const ICMP_ERROR_WORDS: usize = 24;
+
+/// Per CPU: the ICMP error being translated (`lb::icmp::IcmpError`), kept
+/// here rather than in a stack frame, which the 512-byte limit counts with
+/// its callers' and callees'.
+#[btf_map]
+pub static ICMP_ERROR: PerCpuArray<[u64; ICMP_ERROR_WORDS], 1> = PerCpuArray::new();
+
 /// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]
 static SCRATCH: PerCpuArray<[u64; 2], 1> = PerCpuArray::new();

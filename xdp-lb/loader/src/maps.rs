@@ -46,13 +46,15 @@ pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
 /// The new-flow flood guard's per-CPU windows.
 const FLOOD_GUARD: &str = "FLOOD_GUARD";
+/// The per-CPU slot of the ICMP error being translated.
+const ICMP_ERROR: &str = "ICMP_ERROR";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
 pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 20] = [
+pub(crate) const ALL: [&str; 21] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -70,6 +72,7 @@ pub(crate) const ALL: [&str; 20] = [
     CONNTRACK,
     CONNTRACK_REPLY,
     FLOOD_GUARD,
+    ICMP_ERROR,
     SCRATCH,
     BENCH_INPUT,
     BENCH_TARGET,

@@ -14,7 +14,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use xdp_lb_common::{
     backend::Backend,
     config::{Config, NS_PER_SEC},
-    conntrack::{CT_SEEN_REPLY, CtEntry, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
+    conntrack::{
+        CT_SEEN_REPLY, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+    },
     stats::CtEvent,
 };
 
@@ -231,4 +233,62 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         e.state = state;
     }
     Some(nat)
+}
+
+/// The live entry of the flow keyed `tuple`: not expired, its backend record
+/// live with the same generation. Read only: a packet about a flow (an ICMP
+/// error) is not one of its own, and neither refreshes nor changes it.
+#[inline(always)]
+fn live_entry(tuple: &FlowTuple, config: &Config) -> Option<(CtEntry, Backend)> {
+    // SAFETY: a map value of the right type, copied out at once.
+    let entry = unsafe { *CONNTRACK.get_ptr(tuple)? };
+    if now_ns().saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state) {
+        return None;
+    }
+    let backend = *BACKENDS.get(entry.backend_id)?;
+    (backend.is_active() && backend.generation == entry.generation).then_some((entry, backend))
+}
+
+/// For an ICMP error about a reply of the flow keyed `flow` (sent to its
+/// client): writes the translation toward the flow's backend.
+#[inline(always)]
+pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
+    let Some((entry, backend)) = live_entry(flow, config) else {
+        return false;
+    };
+    out.write(Nat {
+        end: End::Destination,
+        addr: backend.addr,
+        port_be: backend.port_be,
+        service_id: entry.service_id,
+        backend_id: entry.backend_id,
+        generation: entry.generation,
+    });
+    true
+}
+
+/// For an ICMP error about a request of the flow whose reply key is `reply`
+/// (sent to its backend): writes the translation back to the frontend.
+#[inline(always)]
+pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
+    // SAFETY: a map value of the right type; the kernel accepts a map value
+    // as a lookup key.
+    let Some(original) = CONNTRACK_REPLY.get_ptr(reply).map(|p| unsafe { &*p }) else {
+        return false;
+    };
+    let Some((entry, _)) = live_entry(original, config) else {
+        return false;
+    };
+    if entry.backend_addr != reply.src_addr || entry.backend_port_be != reply.src_port_be {
+        return false;
+    }
+    out.write(Nat {
+        end: End::Source,
+        addr: original.dst_addr,
+        port_be: original.dst_port_be,
+        service_id: entry.service_id,
+        backend_id: entry.backend_id,
+        generation: entry.generation,
+    });
+    true
 }

@@ -16,7 +16,7 @@ use crate::{
 /// The network header follows Ethernet and at most one 802.1Q tag.
 pub const MAX_L3_OFFSET: usize = 18;
 /// The transport header starts within the first page of a linear frame.
-const MAX_L4_OFFSET: usize = 4096;
+pub const MAX_L4_OFFSET: usize = 4096;
 /// Offset of the flags byte in the TCP header.
 const TCP_FLAGS_OFFSET: usize = 13;
 /// TCP flag bits.

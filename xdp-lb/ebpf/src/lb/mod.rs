@@ -11,6 +11,7 @@
 
 pub mod conntrack;
 pub mod flow;
+pub mod icmp;
 pub mod select;
 
 use core::mem::MaybeUninit;

@@ -1,6 +1,7 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
 mod forward;
+mod icmp;
 mod rewrite;
 
 use core::mem::MaybeUninit;
@@ -9,7 +10,7 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
 };
-use xdp_lb_common::stats::Verdict;
+use xdp_lb_common::stats::{ParseCounter, Verdict};
 
 use crate::{
     lb::{
@@ -38,12 +39,19 @@ impl FrameSource for XdpContext {
     }
 }
 
-/// The whole of `xdp_lb`.
+/// The whole of `xdp_lb`: ICMP errors about tracked flows on a path of their
+/// own (`icmp::run`), everything else through the core's `decide`.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     let len = ctx.frame().len();
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
+    if matches!(parsed.counter, ParseCounter::Icmp4 | ParseCounter::Icmp6) {
+        let action = icmp::run(ctx, &parsed);
+        if action != icmp::NOT_HANDLED {
+            return action;
+        }
+    }
     let marks = filter_marks(ctx, &parsed);
     if marks == 0 {
         count_verdict(Verdict::PassNotFrontend, len);

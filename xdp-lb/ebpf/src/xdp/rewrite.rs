@@ -36,7 +36,7 @@ const DST_PORT: usize = 2;
 /// # Safety
 /// `header + offset .. + N` lies inside the packet.
 #[inline(always)]
-unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N] {
+pub(super) unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N] {
     // SAFETY: the caller's guarantee.
     unsafe { header.add(offset).cast::<[u8; N]>().read_unaligned() }
 }
@@ -46,13 +46,19 @@ unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N] {
 /// # Safety
 /// As for `load`.
 #[inline(always)]
-unsafe fn store<const N: usize>(header: *mut u8, offset: usize, bytes: [u8; N]) {
+pub(super) unsafe fn store<const N: usize>(header: *mut u8, offset: usize, bytes: [u8; N]) {
     // SAFETY: the caller's guarantee.
     unsafe { header.add(offset).cast::<[u8; N]>().write_unaligned(bytes) }
 }
 
+/// A TCP or UDP checksum after `old` became `new` (a zero UDP checksum stays zero).
 #[inline(always)]
-fn l4_replace<const N: usize>(is_tcp: bool, check: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
+pub(super) fn l4_replace<const N: usize>(
+    is_tcp: bool,
+    check: u16,
+    old: &[u8; N],
+    new: &[u8; N],
+) -> u16 {
     if is_tcp {
         csum::replace(check, old, new)
     } else {

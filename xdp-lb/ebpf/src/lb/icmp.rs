@@ -1,0 +1,270 @@
+//! ICMP and ICMPv6 errors about a tracked flow, so that path-MTU discovery
+//! (and traceroute, and "port unreachable") work through the load balancer.
+//!
+//! An error quotes the packet it is about. Reversed, the quoted tuple is the
+//! key of that packet's flow in one direction or the other:
+//! - an error to a frontend address quotes a reply the LB sent to a client
+//!   (VIP:port → client): reversed, it is the flow's own key, and the error
+//!   goes on to the flow's backend;
+//! - any other error quotes a request the LB translated (client →
+//!   backend:port): reversed, it is the flow's reply key, and the error goes
+//!   on to the client with the quoted destination translated back.
+//!
+//! Policy: only errors that quote an unfragmented-or-first-fragment TCP or UDP
+//! header of the outer packet's family are translated; a quoted IPv6 packet
+//! with extension headers is not walked. Everything else goes the way of any
+//! other ICMP packet (`decide`): passed, or left to the kernel.
+
+use core::mem::MaybeUninit;
+
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+use xdp_lb_common::{
+    addr::{Addr, filter_bit_v4, filter_bit_v6, is_v4_mapped, v4_mapped},
+    conntrack::FlowTuple,
+    service::AddressKey,
+    stats::ParseCounter,
+};
+
+use crate::{
+    lb::{
+        Nat, conntrack,
+        flow::{Flow, MAX_L3_OFFSET, MAX_L4_OFFSET},
+    },
+    maps::{ADDRESSES, CONFIG, ICMP_ERROR, ICMP_ERROR_WORDS, filter_has, forget_ranges},
+    packet::FrameSource,
+    parse::Parsed,
+};
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// The ICMP header: type, code, checksum and four bytes of the type's own.
+const ICMP_HLEN: usize = 8;
+/// Where the transport checksum sits in a quoted TCP or UDP header.
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+/// IPv4 "fragment offset" bits of the 16-bit flags field.
+const IP4_OFFSET_MASK: u16 = 0x1fff;
+
+/// An ICMP or ICMPv6 error and the packet it quotes.
+#[derive(Clone, Copy)]
+pub struct IcmpError {
+    /// The error itself, as a flow without ports: its addresses, protocol,
+    /// TTL and offsets (the transport offset is the ICMP header's). It is
+    /// forwarded like a translated flow.
+    pub outer: Flow,
+    /// The quoted packet's tuple, as it was sent.
+    pub inner: FlowTuple,
+    /// Offsets of the quoted network and transport headers.
+    pub inner_l3: usize,
+    pub inner_l4: usize,
+    /// The quoted transport header is TCP.
+    pub inner_is_tcp: bool,
+    /// The quoted transport checksum lies inside the frame (an IPv4 router
+    /// may quote only 8 bytes of TCP, which stop before it).
+    pub inner_has_csum: bool,
+}
+
+const _: () = assert!(size_of::<IcmpError>() <= ICMP_ERROR_WORDS * 8);
+
+/// This CPU's `IcmpError` slot (in the `ICMP_ERROR` map), for `read_error`
+/// to fill.
+#[inline(always)]
+pub fn error_slot() -> Option<&'static mut MaybeUninit<IcmpError>> {
+    let slot = ICMP_ERROR.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, large and aligned enough for an `IcmpError`
+    // (asserted above; u64 words); nothing else runs on this CPU meanwhile,
+    // and the reference does not outlive the program's run.
+    Some(unsafe { &mut *slot.cast::<MaybeUninit<IcmpError>>() })
+}
+
+/// What `decide_error` made of an error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDecision {
+    /// Not about a flow this LB tracks: the caller goes on as with any other
+    /// ICMP packet.
+    NotTracked,
+    /// Translate it as the caller's `Nat` says and forward it.
+    Translate,
+    /// About a tracked flow, but its TTL would expire here: passed untouched.
+    TtlExpired,
+}
+
+/// Reads an ICMP or ICMPv6 error that quotes a TCP or UDP header into `out`;
+/// false for anything else (echo, errors quoting other protocols, quotes cut
+/// short). A subprogram of its own; it writes `out` field by field as it reads
+/// the headers, because copies of them would not fit its stack frame.
+#[inline(never)]
+pub fn read_error<S: FrameSource>(
+    source: &S,
+    parsed: &Parsed,
+    out: &mut MaybeUninit<IcmpError>,
+) -> bool {
+    let frame = &source.frame();
+    let is_v4 = match parsed.counter {
+        ParseCounter::Icmp4 => true,
+        ParseCounter::Icmp6 => false,
+        _ => return false,
+    };
+    let (l3, l4) = forget_ranges(parsed.l3_offset, parsed.l4_offset);
+    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+        return false;
+    }
+    // Type and code: two bytes, as a one-byte read's bounds check compiles
+    // to a comparison the verifier does not take as a range.
+    let Some([icmp_type, _code]) = frame.read::<[u8; 2]>(l4) else {
+        return false;
+    };
+    let is_error = if is_v4 {
+        // Destination unreachable (with fragmentation needed), time
+        // exceeded, parameter problem.
+        matches!(icmp_type, 3 | 11 | 12)
+    } else {
+        // Destination unreachable, packet too big, time exceeded, parameter
+        // problem.
+        matches!(icmp_type, 1..=4)
+    };
+    if !is_error {
+        return false;
+    }
+    let e = out.as_mut_ptr();
+    let inner_l3 = l4 + ICMP_HLEN;
+    let (inner_proto, inner_l4) = if is_v4 {
+        let (Some(ip), Some(quoted)) = (frame.get::<Ipv4Hdr>(l3), frame.get::<Ipv4Hdr>(inner_l3))
+        else {
+            return false;
+        };
+        // SAFETY: `get` checked both whole headers lie in the frame; `e`
+        // points at the caller's `IcmpError`, written field by field.
+        unsafe {
+            let header_len = (((*quoted).vihl & 0x0f) as usize) * 4;
+            let later_fragment = u16::from_be_bytes((*quoted).frags) & IP4_OFFSET_MASK != 0;
+            if (*quoted).vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || later_fragment {
+                return false;
+            }
+            (*e).outer.tuple.src_addr = v4_mapped((*ip).src_addr);
+            (*e).outer.tuple.dst_addr = v4_mapped((*ip).dst_addr);
+            (*e).outer.ttl = (*ip).ttl;
+            (*e).inner.src_addr = v4_mapped((*quoted).src_addr);
+            (*e).inner.dst_addr = v4_mapped((*quoted).dst_addr);
+            ((*quoted).proto, inner_l3 + header_len)
+        }
+    } else {
+        let (Some(ip), Some(quoted)) = (frame.get::<Ipv6Hdr>(l3), frame.get::<Ipv6Hdr>(inner_l3))
+        else {
+            return false;
+        };
+        // SAFETY: as above.
+        unsafe {
+            if (*quoted).vcf[0] >> 4 != 6 {
+                return false;
+            }
+            (*e).outer.tuple.src_addr = (*ip).src_addr;
+            (*e).outer.tuple.dst_addr = (*ip).dst_addr;
+            (*e).outer.ttl = (*ip).hop_limit;
+            (*e).inner.src_addr = (*quoted).src_addr;
+            (*e).inner.dst_addr = (*quoted).dst_addr;
+            // As in `Flow`: an IPv6 packet never carries IPv4-mapped addresses.
+            if is_v4_mapped(&(*e).outer.tuple.src_addr)
+                || is_v4_mapped(&(*e).outer.tuple.dst_addr)
+                || is_v4_mapped(&(*e).inner.src_addr)
+                || is_v4_mapped(&(*e).inner.dst_addr)
+            {
+                return false;
+            }
+            ((*quoted).next_hdr, inner_l3 + Ipv6Hdr::LEN)
+        }
+    };
+    let inner_is_tcp = match inner_proto {
+        IPPROTO_TCP => true,
+        IPPROTO_UDP => false,
+        _ => return false,
+    };
+    // Source and destination port: the first four bytes of TCP and UDP alike.
+    let Some(ports) = frame.read::<[u8; 4]>(inner_l4) else {
+        return false;
+    };
+    let csum_at = inner_l4 + if inner_is_tcp { TCP_CSUM } else { UDP_CSUM };
+    // SAFETY: as above; every field not written above is written here.
+    unsafe {
+        let outer = &raw mut (*e).outer;
+        (*outer).tuple.src_port_be = 0;
+        (*outer).tuple.dst_port_be = 0;
+        (*outer).tuple.proto = if is_v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+        (*outer).tuple._pad0 = 0;
+        (*outer).tuple._pad1 = 0;
+        (*outer).is_v4 = is_v4;
+        (*outer).is_tcp = false;
+        (*outer).tcp_flags = 0;
+        (*outer).l3_offset = l3;
+        (*outer).l4_offset = l4;
+        (*outer).has_vlan = parsed.has_vlan != 0;
+        let inner = &raw mut (*e).inner;
+        (*inner).src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
+        (*inner).dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
+        (*inner).proto = inner_proto;
+        (*inner)._pad0 = 0;
+        (*inner)._pad1 = 0;
+        (*e).inner_l3 = inner_l3;
+        (*e).inner_l4 = inner_l4;
+        (*e).inner_is_tcp = inner_is_tcp;
+        (*e).inner_has_csum = frame.get::<[u8; 2]>(csum_at).is_some();
+    }
+    true
+}
+
+/// Finds the tracked flow an error is about and writes the translation to
+/// `nat`: `End::Destination` with the backend when the error goes to the
+/// backend, `End::Source` with the frontend when it goes to the client. The
+/// quoted header is translated at the other end (see `xdp::icmp`).
+#[inline(never)]
+pub fn decide_error(err: &IcmpError, nat: &mut MaybeUninit<Nat>) -> ErrorDecision {
+    let Some(config) = CONFIG.get(0) else {
+        return ErrorDecision::NotTracked;
+    };
+    let inner = &err.inner;
+    // The quoted packet came from or went to a frontend or a backend: one of
+    // its ends is in the address filter, or the flow cannot be tracked here.
+    if !marked(&inner.src_addr, err.outer.is_v4) && !marked(&inner.dst_addr, err.outer.is_v4) {
+        return ErrorDecision::NotTracked;
+    }
+    let reversed = FlowTuple::new(
+        inner.dst_addr,
+        inner.src_addr,
+        inner.dst_port_be,
+        inner.src_port_be,
+        inner.proto,
+    );
+    let to_frontend = ADDRESSES
+        .get_ptr(AddressKey {
+            addr: err.outer.tuple.dst_addr,
+        })
+        .is_some();
+    let found = if to_frontend {
+        conntrack::error_to_backend(&reversed, config, nat)
+    } else {
+        conntrack::error_to_client(&reversed, config, nat)
+    };
+    if !found {
+        ErrorDecision::NotTracked
+    } else if err.outer.ttl <= 1 {
+        ErrorDecision::TtlExpired
+    } else {
+        ErrorDecision::Translate
+    }
+}
+
+/// The address filter holds `addr`'s bit.
+#[inline(always)]
+fn marked(addr: &Addr, is_v4: bool) -> bool {
+    let bit = if is_v4 {
+        filter_bit_v4([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        filter_bit_v6([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ])
+    };
+    filter_has(bit)
+}

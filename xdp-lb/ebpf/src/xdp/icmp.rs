@@ -1,0 +1,285 @@
+//! Applying `lb::icmp`'s answer: an ICMP or ICMPv6 error about a tracked flow
+//! is translated — the outer address that named the frontend or backend, the
+//! quoted header's address and port, and every checksum they are under — and
+//! forwarded like the flow's own packets.
+//!
+//! Checksums, all incremental (`xdp_lb_common::csum`):
+//! - the quoted IPv4 header's checksum, and the quoted TCP or UDP checksum
+//!   when the quote reaches it (a quote is usually cut short, so it cannot be
+//!   verified, but the client compares it after undoing its own state);
+//! - the ICMP checksum, over every quoted byte that changed (the checksums
+//!   above included); ICMPv6's also covers the outer addresses;
+//! - the outer IPv4 header's checksum.
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
+use xdp_lb_common::{csum, stats::Verdict};
+
+use crate::{
+    lb::{
+        End, Nat,
+        icmp::{ErrorDecision, IcmpError, decide_error, error_slot, read_error},
+    },
+    maps::{count_backend, count_service, count_verdict},
+    packet::{Frame, FrameSource},
+    parse::Parsed,
+    xdp::{
+        forward::forward,
+        rewrite::{l4_replace, load, store},
+    },
+};
+
+/// `run`'s answer for a frame that is not an error about a tracked flow.
+pub const NOT_HANDLED: u32 = u32::MAX;
+
+const IP4_HLEN: usize = 20;
+const IP6_HLEN: usize = 40;
+const IP4_CSUM: usize = 10;
+const IP4_SRC: usize = 12;
+const IP4_DST: usize = 16;
+const IP6_SRC: usize = 8;
+const IP6_DST: usize = 24;
+const ICMP_CSUM: usize = 2;
+const SRC_PORT: usize = 0;
+const DST_PORT: usize = 2;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+
+/// Translates and forwards an ICMP error about a tracked flow, counting its
+/// verdict, and returns the XDP action; `NOT_HANDLED` when the frame is not
+/// one (nothing counted, nothing changed).
+#[inline(never)]
+pub fn run(ctx: &XdpContext, parsed: &Parsed) -> u32 {
+    let Some(err) = error_slot() else {
+        return NOT_HANDLED;
+    };
+    if !read_error(ctx, parsed, err) {
+        return NOT_HANDLED;
+    }
+    // SAFETY: `read_error` initialised it when it answered true.
+    let err = unsafe { err.assume_init_ref() };
+    let mut nat = MaybeUninit::uninit();
+    let len = ctx.frame().len();
+    match decide_error(err, &mut nat) {
+        ErrorDecision::NotTracked => NOT_HANDLED,
+        ErrorDecision::TtlExpired => {
+            count_verdict(Verdict::PassTtlExpired, len);
+            XDP_PASS
+        }
+        ErrorDecision::Translate => {
+            // SAFETY: `decide_error` initialises `nat` when it answers Translate.
+            let nat = unsafe { nat.assume_init_ref() };
+            let (verdict, action) = translate_and_forward(ctx, err, nat);
+            count_verdict(verdict, len);
+            action
+        }
+    }
+}
+
+#[inline(always)]
+fn translate_and_forward(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdict, u32) {
+    let len = ctx.frame().len();
+    count_service(nat.service_id, len);
+    count_backend(nat.backend_id, len);
+    if rewrite(&ctx.frame(), err, nat).is_none() {
+        // Unreachable after `read_error`; the frame is unchanged.
+        return (Verdict::PassMalformed, XDP_PASS);
+    }
+    // As in `xdp::apply`: a tagged frame is left to the kernel.
+    if err.outer.has_vlan {
+        return (Verdict::PassIcmpErrorViaStack, XDP_PASS);
+    }
+    let sent = match nat.end {
+        End::Destination => Verdict::ForwardIcmpErrorToBackend,
+        End::Source => Verdict::ForwardIcmpErrorToClient,
+    };
+    match forward(ctx, &err.outer, nat) {
+        XDP_PASS => (Verdict::PassIcmpErrorViaStack, XDP_PASS),
+        action => (sent, action),
+    }
+}
+
+/// Rewrites the error in place. Every header is checked before the first
+/// write, so `None` leaves the frame unchanged.
+///
+/// Going to the backend (`End::Destination`), the quoted reply's source
+/// (the frontend) becomes the backend, and so does the outer destination.
+/// Going to the client (`End::Source`), the quoted request's destination
+/// (the backend) becomes the frontend, and so does the outer source when it
+/// was the backend itself (a router's address is left as it is).
+#[inline(always)]
+fn rewrite(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
+    if err.outer.is_v4 {
+        rewrite_v4(frame, err, nat)
+    } else {
+        rewrite_v6(frame, err, nat)
+    }
+}
+
+/// The parts of a translation both families share: the quoted port, the
+/// quoted transport checksum, and the ICMP checksum so far.
+struct Quote {
+    icmp: *mut u8,
+    l4: *mut u8,
+    /// Null when the quote stops before it: a plain pointer rather than an
+    /// `Option`, whose undefined payload LLVM may spill for the verifier to
+    /// reject.
+    l4_csum: *mut u8,
+    port_at: usize,
+    old_port: [u8; 2],
+    new_port: [u8; 2],
+    /// The ICMP checksum with every change so far.
+    icmp_csum: u16,
+}
+
+impl Quote {
+    #[inline(always)]
+    fn read(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<Self> {
+        let icmp = frame.get_mut::<[u8; 4]>(err.outer.l4_offset)?.cast::<u8>();
+        let l4 = frame.get_mut::<[u8; 4]>(err.inner_l4)?.cast::<u8>();
+        let csum_at = err.inner_l4 + if err.inner_is_tcp { TCP_CSUM } else { UDP_CSUM };
+        let l4_csum = if err.inner_has_csum {
+            frame.get_mut::<[u8; 2]>(csum_at)?.cast::<u8>()
+        } else {
+            core::ptr::null_mut()
+        };
+        let port_at = if nat.end == End::Destination {
+            SRC_PORT
+        } else {
+            DST_PORT
+        };
+        let new_port = nat.port_be.to_ne_bytes();
+        // SAFETY: offsets within the headers `get_mut` checked.
+        let (old_port, icmp_csum) = unsafe { (load::<2>(l4, port_at), load::<2>(icmp, ICMP_CSUM)) };
+        Some(Self {
+            icmp,
+            l4,
+            l4_csum,
+            port_at,
+            old_port,
+            new_port,
+            icmp_csum: csum::replace(u16::from_be_bytes(icmp_csum), &old_port, &new_port),
+        })
+    }
+
+    /// Adds the change of `old` to `new` to the ICMP checksum.
+    #[inline(always)]
+    fn changed<const N: usize>(&mut self, old: &[u8; N], new: &[u8; N]) {
+        self.icmp_csum = csum::replace(self.icmp_csum, old, new);
+    }
+
+    /// Writes the port, and the quoted transport checksum after the address
+    /// went from `old` to `new`.
+    #[inline(always)]
+    fn write_port_and_l4<const N: usize>(&mut self, is_tcp: bool, old: &[u8; N], new: &[u8; N]) {
+        // SAFETY: offsets within the headers `read` checked.
+        unsafe {
+            if !self.l4_csum.is_null() {
+                let before = load::<2>(self.l4_csum, 0);
+                let after = l4_replace(is_tcp, u16::from_be_bytes(before), old, new);
+                let after = l4_replace(is_tcp, after, &self.old_port, &self.new_port).to_be_bytes();
+                self.changed(&before, &after);
+                store(self.l4_csum, 0, after);
+            }
+            store(self.l4, self.port_at, self.new_port);
+        }
+    }
+
+    /// Writes the ICMP checksum.
+    #[inline(always)]
+    fn finish(&self) {
+        // SAFETY: within the ICMP header `read` checked.
+        unsafe { store(self.icmp, ICMP_CSUM, self.icmp_csum.to_be_bytes()) };
+    }
+}
+
+/// `rewrite` for IPv4. Its own subprogram, like `rewrite_v6`: the two
+/// families' temporaries never share a frame.
+#[inline(never)]
+fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
+    let to_backend = nat.end == End::Destination;
+    let mut quote = Quote::read(frame, err, nat)?;
+    let outer = frame
+        .get_mut::<[u8; IP4_HLEN]>(err.outer.l3_offset)?
+        .cast::<u8>();
+    let quoted = frame.get_mut::<[u8; IP4_HLEN]>(err.inner_l3)?.cast::<u8>();
+    let new = [nat.addr[12], nat.addr[13], nat.addr[14], nat.addr[15]];
+    let (addr_at, outer_at) = if to_backend {
+        (IP4_SRC, IP4_DST)
+    } else {
+        (IP4_DST, IP4_SRC)
+    };
+    // SAFETY: offsets within the IPv4 headers `get_mut` checked.
+    unsafe {
+        let old = load::<4>(quoted, addr_at);
+        quote.changed(&old, &new);
+        let old_ip_csum = load::<2>(quoted, IP4_CSUM);
+        let ip_csum = csum::replace(u16::from_be_bytes(old_ip_csum), &old, &new).to_be_bytes();
+        quote.changed(&old_ip_csum, &ip_csum);
+        quote.write_port_and_l4(err.inner_is_tcp, &old, &new);
+        store(quoted, addr_at, new);
+        store(quoted, IP4_CSUM, ip_csum);
+        // ICMPv4's checksum does not cover the outer header.
+        let old_outer = load::<4>(outer, outer_at);
+        if to_backend || old_outer == old {
+            let outer_csum = u16::from_be_bytes(load(outer, IP4_CSUM));
+            store(outer, outer_at, new);
+            store(
+                outer,
+                IP4_CSUM,
+                csum::replace(outer_csum, &old_outer, &new).to_be_bytes(),
+            );
+        }
+    }
+    quote.finish();
+    Some(())
+}
+
+/// `rewrite` for IPv6: no header checksum, but ICMPv6's covers the outer
+/// addresses (its pseudo-header). The old addresses are read in place rather
+/// than copied: 16-byte copies would not fit the frame this path may have.
+#[inline(never)]
+fn rewrite_v6(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
+    let to_backend = nat.end == End::Destination;
+    let mut quote = Quote::read(frame, err, nat)?;
+    let outer = frame
+        .get_mut::<[u8; IP6_HLEN]>(err.outer.l3_offset)?
+        .cast::<u8>();
+    let quoted = frame.get_mut::<[u8; IP6_HLEN]>(err.inner_l3)?.cast::<u8>();
+    let (addr_at, outer_at) = if to_backend {
+        (IP6_SRC, IP6_DST)
+    } else {
+        (IP6_DST, IP6_SRC)
+    };
+    // SAFETY: offsets within the IPv6 headers `get_mut` checked; the
+    // references are dropped before the stores.
+    unsafe {
+        let old = &*quoted.add(addr_at).cast::<[u8; 16]>();
+        let old_outer = &*outer.add(outer_at).cast::<[u8; 16]>();
+        let outer_too = to_backend || same_address(old_outer, old);
+        quote.changed(old, &nat.addr);
+        if outer_too {
+            quote.changed(old_outer, &nat.addr);
+        }
+        quote.write_port_and_l4(err.inner_is_tcp, old, &nat.addr);
+        store(quoted, addr_at, nat.addr);
+        if outer_too {
+            store(outer, outer_at, nat.addr);
+        }
+    }
+    quote.finish();
+    Some(())
+}
+
+/// Two IPv6 addresses are equal, compared in two 8-byte words (a slice
+/// comparison may become a `bcmp` call).
+#[inline(always)]
+fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let words = |x: &[u8; 16]| {
+        let p = x.as_ptr().cast::<u64>();
+        // SAFETY: both words lie within the 16 bytes.
+        unsafe { (p.read_unaligned(), p.add(1).read_unaligned()) }
+    };
+    words(a) == words(b)
+}

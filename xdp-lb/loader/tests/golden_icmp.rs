@@ -1,0 +1,318 @@
+//! Golden packets, ICMP and ICMPv6 errors about tracked flows: an error from
+//! the backend's side (a router's "fragmentation needed" or "packet too big",
+//! a backend's "port unreachable") reaches the client with its quoted header
+//! translated back to the frontend; an error from the client's side reaches
+//! the flow's backend with the quoted header translated to it. Every expected
+//! frame, quoted packet included, is built by etherparse with its checksums
+//! computed from scratch. Errors about flows the LB does not track are passed
+//! untouched.
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader,
+    icmpv6::DestUnreachableCode,
+};
+use support::{
+    frame::{Packet, TcpFlags},
+    in_private_netns,
+    lb::{
+        CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_PASS,
+        XDP_REDIRECT, mac_of,
+    },
+};
+use xdp_lb::{Protocol, Verdict};
+
+/// A router between the LB and the backends (on the backends' link).
+const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 9);
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
+const MTU: u16 = 1280;
+const CLIENT_PORT: u16 = 40_000;
+
+/// What an error says.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// IPv4 fragmentation needed, IPv6 packet too big.
+    TooBig,
+    /// Port unreachable.
+    PortUnreachable,
+}
+
+/// An ICMP (IPv4) or ICMPv6 error from `from` to `to` quoting `quoted` (an IP
+/// packet, possibly cut short), every checksum computed by etherparse.
+fn error(
+    macs: ([u8; 6], [u8; 6]),
+    from: IpAddr,
+    to: IpAddr,
+    ttl: u8,
+    kind: Kind,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(macs.0, macs.1);
+    let mut out = Vec::new();
+    match (from, to) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => {
+            let header = match kind {
+                Kind::TooBig => DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: MTU },
+                Kind::PortUnreachable => DestUnreachableHeader::Port,
+            };
+            eth.ipv4(from.octets(), to.octets(), ttl)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
+                .write(&mut out, quoted)
+        }
+        (IpAddr::V6(from), IpAddr::V6(to)) => {
+            let icmp = match kind {
+                Kind::TooBig => Icmpv6Type::PacketTooBig {
+                    mtu: u32::from(MTU),
+                },
+                Kind::PortUnreachable => {
+                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port)
+                }
+            };
+            eth.ipv6(from.octets(), to.octets(), ttl)
+                .icmpv6(icmp)
+                .write(&mut out, quoted)
+        }
+        _ => panic!("mixed families"),
+    }
+    .expect("ICMP error frame");
+    out
+}
+
+/// The IP packet of a frame (without its Ethernet header).
+fn ip_packet(frame: &[u8]) -> Vec<u8> {
+    frame[14..].to_vec()
+}
+
+fn vip(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::from((VIP6, port))
+    } else {
+        SocketAddr::from((VIP4, port))
+    }
+}
+
+fn client(v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::from((CLIENT6, CLIENT_PORT))
+    } else {
+        SocketAddr::from((CLIENT4, CLIENT_PORT))
+    }
+}
+
+fn router(v6: bool) -> IpAddr {
+    if v6 { ROUTER6.into() } else { ROUTER4.into() }
+}
+
+/// An LB serving TCP on port 80 and UDP on port 53 of both VIPs, and the
+/// request `request` already sent through it; returns its backend.
+fn lb_with_flow(request: &Packet) -> (Lb, SocketAddr) {
+    let mut lb = Lb::new();
+    lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+    lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+    let (_, backend, _) = lb.simulated(&request.flow());
+    assert_eq!(lb.send(&request.bytes(), lb.up0).action, XDP_REDIRECT);
+    (lb, backend)
+}
+
+fn syn(v6: bool) -> Packet {
+    Packet::tcp(FROM_CLIENT, client(v6), vip(v6, 80), TcpFlags::SYN)
+}
+
+/// A router's error about a request the LB sent to its backend: it reaches
+/// the client quoting the request as the client sent it (to the VIP), as much
+/// of it as the router quoted.
+fn router_error_reaches_the_client(v6: bool, quote_len: Option<usize>) {
+    in_private_netns(|| {
+        let request = syn(v6);
+        let (lb, backend) = lb_with_flow(&request);
+        let cut = |p: Vec<u8>| match quote_len {
+            Some(len) => p[..len].to_vec(),
+            None => p,
+        };
+        let sent_on = request
+            .with_dst(backend)
+            .routed(DOWN_MAC, mac_of(backend.ip()));
+        let input = error(
+            (ROUTER_MAC, DOWN_MAC),
+            router(v6),
+            client(v6).ip(),
+            64,
+            Kind::TooBig,
+            &cut(ip_packet(&sent_on.bytes())),
+        );
+        let out = lb.send(&input, lb.dn0);
+        assert_eq!(out.action, XDP_REDIRECT);
+        let as_sent = request.routed(DOWN_MAC, mac_of(backend.ip()));
+        let expected = error(
+            (UP_MAC, CLIENT_MAC),
+            router(v6),
+            client(v6).ip(),
+            63,
+            Kind::TooBig,
+            &cut(ip_packet(&as_sent.bytes())),
+        );
+        assert_eq!(out.packet, expected);
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 1),
+            (Verdict::ForwardIcmpErrorToClient, 1),
+        ]);
+    });
+}
+
+#[test]
+fn a_routers_fragmentation_needed_reaches_the_client_translated_back() {
+    router_error_reaches_the_client(false, None);
+}
+
+#[test]
+fn a_quote_of_eight_transport_bytes_is_translated_too() {
+    // IPv4 routers may quote only the IP header and 8 bytes (RFC 792), which
+    // stop before the TCP checksum.
+    router_error_reaches_the_client(false, Some(20 + 8));
+}
+
+#[test]
+fn a_routers_packet_too_big_reaches_the_client_translated_back() {
+    router_error_reaches_the_client(true, None);
+}
+
+/// The client's error about a reply of the flow (VIP → client) reaches the
+/// flow's backend, the outer destination and the quoted source translated.
+fn client_error_reaches_the_backend(v6: bool) {
+    in_private_netns(|| {
+        let request = syn(v6);
+        let (lb, backend) = lb_with_flow(&request);
+        let reply = Packet::tcp(
+            (UP_MAC, CLIENT_MAC),
+            vip(v6, 80),
+            client(v6),
+            TcpFlags::SYN_ACK,
+        );
+        let input = error(
+            FROM_CLIENT,
+            client(v6).ip(),
+            vip(v6, 80).ip(),
+            64,
+            Kind::TooBig,
+            &ip_packet(&reply.bytes()),
+        );
+        let out = lb.send(&input, lb.up0);
+        assert_eq!(out.action, XDP_REDIRECT);
+        let expected = error(
+            (DOWN_MAC, mac_of(backend.ip())),
+            client(v6).ip(),
+            backend.ip(),
+            63,
+            Kind::TooBig,
+            &ip_packet(&reply.with_src(backend).bytes()),
+        );
+        assert_eq!(out.packet, expected);
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 1),
+            (Verdict::ForwardIcmpErrorToBackend, 1),
+        ]);
+    });
+}
+
+#[test]
+fn a_clients_error_about_a_reply_reaches_the_backend_v4() {
+    client_error_reaches_the_backend(false);
+}
+
+#[test]
+fn a_clients_error_about_a_reply_reaches_the_backend_v6() {
+    client_error_reaches_the_backend(true);
+}
+
+/// A backend's own error (UDP port unreachable) leaves with the frontend as
+/// its outer source too, so the client never sees the backend's address.
+fn backends_own_error_comes_from_the_vip(v6: bool) {
+    in_private_netns(|| {
+        let request = Packet::udp(FROM_CLIENT, client(v6), vip(v6, 53), b"query");
+        let (lb, backend) = lb_with_flow(&request);
+        let sent_on = request
+            .with_dst(backend)
+            .routed(DOWN_MAC, mac_of(backend.ip()));
+        let input = error(
+            (mac_of(backend.ip()), DOWN_MAC),
+            backend.ip(),
+            client(v6).ip(),
+            64,
+            Kind::PortUnreachable,
+            &ip_packet(&sent_on.bytes()),
+        );
+        let out = lb.send(&input, lb.dn0);
+        assert_eq!(out.action, XDP_REDIRECT);
+        let as_sent = request.routed(DOWN_MAC, mac_of(backend.ip()));
+        let expected = error(
+            (UP_MAC, CLIENT_MAC),
+            vip(v6, 53).ip(),
+            client(v6).ip(),
+            63,
+            Kind::PortUnreachable,
+            &ip_packet(&as_sent.bytes()),
+        );
+        assert_eq!(out.packet, expected);
+    });
+}
+
+#[test]
+fn a_backends_port_unreachable_comes_from_the_vip_v4() {
+    backends_own_error_comes_from_the_vip(false);
+}
+
+#[test]
+fn a_backends_port_unreachable_comes_from_the_vip_v6() {
+    backends_own_error_comes_from_the_vip(true);
+}
+
+#[test]
+fn errors_about_untracked_flows_pass_untouched() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let request = syn(v6);
+            let (lb, backend) = lb_with_flow(&request);
+            // Another client port: a flow the LB never saw.
+            let other = Packet::tcp(
+                FROM_CLIENT,
+                SocketAddr::new(client(v6).ip(), CLIENT_PORT + 1),
+                backend,
+                TcpFlags::SYN,
+            );
+            let to_client = error(
+                (ROUTER_MAC, DOWN_MAC),
+                router(v6),
+                client(v6).ip(),
+                64,
+                Kind::TooBig,
+                &ip_packet(&other.bytes()),
+            );
+            let out = lb.send(&to_client, lb.dn0);
+            assert_eq!((out.action, &out.packet), (XDP_PASS, &to_client));
+            let reply = Packet::tcp(
+                (UP_MAC, CLIENT_MAC),
+                vip(v6, 80),
+                SocketAddr::new(client(v6).ip(), CLIENT_PORT + 1),
+                TcpFlags::SYN_ACK,
+            );
+            let to_vip = error(
+                FROM_CLIENT,
+                client(v6).ip(),
+                vip(v6, 80).ip(),
+                64,
+                Kind::TooBig,
+                &ip_packet(&reply.bytes()),
+            );
+            let out = lb.send(&to_vip, lb.up0);
+            assert_eq!((out.action, &out.packet), (XDP_PASS, &to_vip));
+            lb.assert_verdicts(&[
+                (Verdict::ForwardToBackend, 1),
+                (Verdict::PassNotFrontend, 1),
+                (Verdict::PassOtherProtocol, 1),
+            ]);
+        });
+    }
+}
