@@ -2,7 +2,10 @@
 //! and a router spreading VIP traffic over several LBs with ECMP.
 use super::{
     Endpoint, Options, endpoint, pin,
-    plan::{self, BACKEND_LAN, CLIENT_LAN, LB_LINK_BASE, MAX_BACKENDS, MAX_LBS, Subnet},
+    plan::{
+        self, BACKEND_LAN, BEHIND_ROUTER_LAN, CLIENT_LAN, LB_LINK_BASE, MAX_BACKENDS, MAX_LBS,
+        Subnet,
+    },
     route_rig_via,
 };
 use crate::{Cidr, Error, HostKind, Netns, Result, Rig, Route, Switch};
@@ -69,6 +72,82 @@ impl ClientLbBackends {
             lb_back,
             switch,
             backends,
+        })
+    }
+}
+
+/// `client` — `lb` — `router` — `backend`: a router between the LB and one
+/// backend, so that a test can narrow the path past the LB (the router's
+/// `eth1`) while every endpoint keeps its own MTU.
+///
+/// ```text
+/// client eth0 ─── eth0 lb eth1 ─── eth0 router eth1 ─── eth0 backend
+///   LAN 0 .2       .1      LAN 1 .1  .2          LAN 3 .1  .2
+/// ```
+/// The LB and the router forward; every host routes the rig range toward the
+/// next hop on the way to the others. Everything is wire-like.
+#[derive(Debug)]
+pub struct ClientLbRouterBackend {
+    pub rig: Rig,
+    pub client: Endpoint,
+    pub lb: Netns,
+    /// The LB's client-facing interface (`eth0`).
+    pub lb_front: Endpoint,
+    /// The LB's router-facing interface (`eth1`).
+    pub lb_back: Endpoint,
+    pub router: Netns,
+    /// The router's LB-facing interface (`eth0`).
+    pub router_front: Endpoint,
+    /// The router's backend-facing interface (`eth1`).
+    pub router_back: Endpoint,
+    pub backend: Endpoint,
+}
+
+impl ClientLbRouterBackend {
+    /// Builds the topology.
+    pub fn build(options: &Options) -> Result<Self> {
+        let mut rig = options.rig()?;
+        let client_ns = rig.add_host("client", HostKind::Wire)?;
+        let lb = rig.add_host("lb", HostKind::Wire)?;
+        let router = rig.add_host("router", HostKind::Wire)?;
+        let backend_ns = rig.add_host("b0", HostKind::Wire)?;
+
+        let client_lan = Subnet::lan(CLIENT_LAN);
+        let front = rig.add_veth_with(&client_ns, "eth0", &lb, "eth0", &options.veth())?;
+        let client = endpoint(&mut rig, &front.a, &front.b, client_lan.host(2))?;
+        let lb_front = endpoint(&mut rig, &front.b, &front.a, client_lan.host(1))?;
+
+        let middle_lan = Subnet::lan(BACKEND_LAN);
+        let middle = rig.add_veth_with(&lb, "eth1", &router, "eth0", &options.veth())?;
+        let lb_back = endpoint(&mut rig, &middle.a, &middle.b, middle_lan.host(1))?;
+        let router_front = endpoint(&mut rig, &middle.b, &middle.a, middle_lan.host(2))?;
+
+        let far_lan = Subnet::lan(BEHIND_ROUTER_LAN);
+        let far = rig.add_veth_with(&router, "eth1", &backend_ns, "eth0", &options.veth())?;
+        let router_back = endpoint(&mut rig, &far.a, &far.b, far_lan.host(1))?;
+        let backend = endpoint(&mut rig, &far.b, &far.a, far_lan.host(2))?;
+
+        rig.enable_forwarding(&lb)?;
+        rig.enable_forwarding(&router)?;
+        route_rig_via(&mut rig, &client_ns, &lb_front)?;
+        // The LB reaches the backend's LAN through the router, everything
+        // else (the client's LAN is connected) the same way.
+        route_rig_via(&mut rig, &lb, &router_front)?;
+        route_rig_via(&mut rig, &router, &lb_back)?;
+        route_rig_via(&mut rig, &backend_ns, &router_back)?;
+        pin(&rig, options, &[&client, &lb_front])?;
+        pin(&rig, options, &[&lb_back, &router_front])?;
+        pin(&rig, options, &[&router_back, &backend])?;
+        Ok(Self {
+            rig,
+            client,
+            lb,
+            lb_front,
+            lb_back,
+            router,
+            router_front,
+            router_back,
+            backend,
         })
     }
 }

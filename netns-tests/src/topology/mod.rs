@@ -14,7 +14,7 @@ pub mod plan;
 mod pods;
 
 pub use hosts::TwoHosts;
-pub use lb::{ClientLbBackends, EcmpLb, EcmpLbs};
+pub use lb::{ClientLbBackends, ClientLbRouterBackend, EcmpLb, EcmpLbs};
 pub use pods::{Node, NodeWithPods, Pod, TwoNodes};
 
 /// How a topology is built.

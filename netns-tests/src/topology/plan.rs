@@ -6,6 +6,7 @@
 //! | client LAN               | LAN 0                      |                                   |
 //! | backend LAN (switch)     | LAN 1                      |                                   |
 //! | node fabric              | LAN 2                      |                                   |
+//! | behind a router          | LAN 3                      |                                   |
 //! | router ↔ LB `i`          | LAN 16 + i                 |                                   |
 //! | pods of node `n`         | 198.18.(64 + n).0/24       | 2001:2:0:(8000 + 100·n)::/56 (hex) |
 //! | pod `i` of node `n`      | .4i/30 (node .4i+1, pod .4i+2) | 2001:2:0:(8000 + 100·n + i)::/64 |
@@ -20,6 +21,8 @@ pub const CLIENT_LAN: u8 = 0;
 pub const BACKEND_LAN: u8 = 1;
 /// The LAN between nodes.
 pub const FABRIC_LAN: u8 = 2;
+/// A backend's LAN behind a router (`ClientLbRouterBackend`).
+pub const BEHIND_ROUTER_LAN: u8 = 3;
 /// The first router ↔ LB link.
 pub const LB_LINK_BASE: u8 = 16;
 /// The most LBs behind one router.

@@ -1,0 +1,177 @@
+//! The hardening issue's path-MTU scenario (a): a router between the LB and
+//! the backend forwards toward the backend over an egress with MTU 1280, while
+//! every endpoint has MTU 1500. A 1 MB TCP upload from the client through the
+//! VIP completes only if the router's "fragmentation needed" (IPv4) or
+//! "packet too big" (IPv6) reaches the client with its quoted header
+//! translated back to the VIP: the client's TCP then lowers its segment size.
+//! Untranslated, the error quotes the backend's address, which no socket of
+//! the client knows, and the upload stalls.
+//!
+//! ```text
+//! client ─── [xdp_lb] lb [xdp_lb] ─── router ══(MTU 1280)══ backend
+//! ```
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use netns_tests::{
+    Netns,
+    topology::{ClientLbRouterBackend, Family, Options, plan},
+};
+use xdp_lb::{
+    AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, ProgramName, Protocol, Verdict,
+};
+
+const PORT: u16 = 9000;
+const UPLOAD: usize = 1 << 20;
+const NARROW_MTU: u32 = 1280;
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// One backend fills every slot of a 251-slot table.
+const TABLE_SIZE: usize = 251;
+
+/// Prints one of the scenario's figures (shown with `--nocapture`).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        #[allow(clippy::print_stderr, reason = "the scenario's figures, for --nocapture")]
+        {
+            eprintln!($($arg)*);
+        }
+    }};
+}
+
+fn vip(family: Family) -> IpAddr {
+    let (v4, v6) = plan::vip(1);
+    match family {
+        Family::V4 => v4.into(),
+        Family::V6 => v6.into(),
+    }
+}
+
+/// The rig with `xdp_lb` on both LB interfaces (and `xdp_pass` on the far
+/// ends it redirects into), serving VIP:`PORT` on both families from the one
+/// backend, and the router's backend-facing link narrowed.
+struct PathMtuRig {
+    // Declared first so the programs detach before the rig goes.
+    _attachments: Vec<Attachment>,
+    datapath: Datapath,
+    topo: ClientLbRouterBackend,
+}
+
+impl PathMtuRig {
+    fn build() -> Self {
+        let options = Options {
+            static_neighbours: true,
+            ..Options::default()
+        };
+        let topo = ClientLbRouterBackend::build(&options).expect("topology");
+        topo.rig
+            .set_mtu(&topo.router, &topo.router_back.dev, NARROW_MTU)
+            .expect("narrow link");
+        let mut datapath = Datapath::load().expect("datapath");
+        datapath
+            .set_config(&Config {
+                hash_seed: 7,
+                ..Config::default()
+            })
+            .expect("config");
+        for (id, family) in [(1, Family::V4), (2, Family::V6)] {
+            datapath
+                .set_address(vip(family), AddressKind::Vip)
+                .expect("VIP");
+            datapath
+                .put_backend(id, topo.backend.socket(family, PORT), 1)
+                .expect("backend");
+            datapath.swap_table(id, &[id; TABLE_SIZE]).expect("table");
+            let frontend = Frontend::new(SocketAddr::new(vip(family), PORT), Protocol::Tcp);
+            datapath
+                .upsert_service(&frontend, id, false)
+                .expect("service");
+        }
+        let mut attachments = Vec::new();
+        for far_end in [&topo.lb_front.peer, &topo.lb_back.peer] {
+            attachments.push(
+                far_end
+                    .attach_xdp(&mut datapath, ProgramName::XdpPass, AttachMode::Native)
+                    .expect("xdp_pass"),
+            );
+        }
+        for dev in [&topo.lb_front.dev, &topo.lb_back.dev] {
+            attachments.push(
+                topo.lb
+                    .attach_xdp(dev, &mut datapath, ProgramName::XdpLb, AttachMode::Native)
+                    .expect("xdp_lb"),
+            );
+        }
+        Self {
+            _attachments: attachments,
+            datapath,
+            topo,
+        }
+    }
+}
+
+/// A one-connection sink on the backend: reads to the end, answers with the
+/// byte count.
+fn sink(netns: &Netns, bind: SocketAddr) -> JoinHandle<std::io::Result<usize>> {
+    let listener = netns
+        .run(move || TcpListener::bind(bind))
+        .expect("enters the backend")
+        .expect("binds");
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut received = Vec::with_capacity(UPLOAD);
+        stream.read_to_end(&mut received)?;
+        stream.write_all(received.len().to_string().as_bytes())?;
+        Ok(received.len())
+    })
+}
+
+fn upload(netns: &Netns, to: SocketAddr) -> std::io::Result<String> {
+    netns
+        .run(move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            stream.set_write_timeout(Some(IO_TIMEOUT))?;
+            stream.write_all(&vec![0x5a; UPLOAD])?;
+            stream.shutdown(Shutdown::Write)?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+        .expect("enters the client")
+}
+
+#[test]
+fn an_upload_through_the_vip_completes_past_a_narrower_link() {
+    let rig = PathMtuRig::build();
+    for family in Family::ALL {
+        let before = rig.datapath.verdict_stats().expect("verdicts");
+        let server = sink(
+            &rig.topo.backend.netns,
+            rig.topo.backend.socket(family, PORT),
+        );
+        let started = Instant::now();
+        let answer = upload(&rig.topo.client.netns, SocketAddr::new(vip(family), PORT));
+        let elapsed = started.elapsed();
+        let received = server.join().expect("sink thread");
+        let answer = answer.unwrap_or_else(|e| panic!("{family:?}: upload through the VIP: {e}"));
+        assert_eq!(
+            answer,
+            UPLOAD.to_string(),
+            "{family:?}: the backend's count"
+        );
+        assert_eq!(received.expect("sink"), UPLOAD);
+        let after = rig.datapath.verdict_stats().expect("verdicts");
+        let errors = after.get(Verdict::ForwardIcmpErrorToClient).packets
+            - before.get(Verdict::ForwardIcmpErrorToClient).packets;
+        report!(
+            "{family:?}: {} KiB through a {NARROW_MTU}-byte link in {elapsed:.2?}, {errors} ICMP error(s) translated",
+            UPLOAD >> 10
+        );
+        assert!(errors > 0, "{family:?}: no ICMP error was translated");
+    }
+}
