@@ -1,14 +1,18 @@
-//! The hardening issue's path-MTU scenario (a): a router between the LB and
-//! the backend forwards toward the backend over an egress with MTU 1280, while
-//! every endpoint has MTU 1500. A 1 MB TCP upload from the client through the
-//! VIP completes only if the router's "fragmentation needed" (IPv4) or
-//! "packet too big" (IPv6) reaches the client with its quoted header
-//! translated back to the VIP: the client's TCP then lowers its segment size.
-//! Untranslated, the error quotes the backend's address, which no socket of
-//! the client knows, and the upload stalls.
+//! The hardening issue's path-MTU scenarios. Every endpoint has MTU 1500,
+//! and one link on the way to the backend 1280; a 1 MB TCP upload from the
+//! client through the VIP completes only if the client learns of it, on both
+//! families:
+//!
+//! (a) the router's egress is the narrow one: its "fragmentation needed"
+//!     (IPv4) or "packet too big" (IPv6) must reach the client with the quoted
+//!     header translated back to the VIP. Untranslated, it quotes the
+//!     backend's address, which no socket of the client knows, and the upload
+//!     stalls;
+//! (b) the LB's own egress is: XDP cannot fragment, and a redirect drops what
+//!     does not fit, so the LB answers with the ICMP error itself.
 //!
 //! ```text
-//! client ─── [xdp_lb] lb [xdp_lb] ─── router ══(MTU 1280)══ backend
+//! client ─── [xdp_lb] lb [xdp_lb] ══(b)══ router ══(a)══ backend
 //! ```
 use std::{
     io::{Read as _, Write as _},
@@ -50,9 +54,18 @@ fn vip(family: Family) -> IpAddr {
     }
 }
 
+/// Which link is the narrow one.
+#[derive(Clone, Copy, Debug)]
+enum Narrow {
+    /// The router's, toward the backend.
+    Router,
+    /// The LB's, toward the router.
+    Lb,
+}
+
 /// The rig with `xdp_lb` on both LB interfaces (and `xdp_pass` on the far
 /// ends it redirects into), serving VIP:`PORT` on both families from the one
-/// backend, and the router's backend-facing link narrowed.
+/// backend, with one link narrowed.
 struct PathMtuRig {
     // Declared first so the programs detach before the rig goes.
     _attachments: Vec<Attachment>,
@@ -61,14 +74,18 @@ struct PathMtuRig {
 }
 
 impl PathMtuRig {
-    fn build() -> Self {
+    fn build(narrow: Narrow) -> Self {
         let options = Options {
             static_neighbours: true,
             ..Options::default()
         };
         let topo = ClientLbRouterBackend::build(&options).expect("topology");
+        let (netns, dev) = match narrow {
+            Narrow::Router => (&topo.router, &topo.router_back.dev),
+            Narrow::Lb => (&topo.lb, &topo.lb_back.dev),
+        };
         topo.rig
-            .set_mtu(&topo.router, &topo.router_back.dev, NARROW_MTU)
+            .set_mtu(netns, dev, NARROW_MTU)
             .expect("narrow link");
         let mut datapath = Datapath::load().expect("datapath");
         datapath
@@ -145,9 +162,10 @@ fn upload(netns: &Netns, to: SocketAddr) -> std::io::Result<String> {
         .expect("enters the client")
 }
 
-#[test]
-fn an_upload_through_the_vip_completes_past_a_narrower_link() {
-    let rig = PathMtuRig::build();
+/// Uploads through the VIP on both families; `told` is the verdict that
+/// counts how the client learned of the narrow link.
+fn uploads_complete(narrow: Narrow, told: Verdict) {
+    let rig = PathMtuRig::build(narrow);
     for family in Family::ALL {
         let before = rig.datapath.verdict_stats().expect("verdicts");
         let server = sink(
@@ -158,7 +176,7 @@ fn an_upload_through_the_vip_completes_past_a_narrower_link() {
         let answer = upload(&rig.topo.client.netns, SocketAddr::new(vip(family), PORT));
         let elapsed = started.elapsed();
         let received = server.join().expect("sink thread");
-        let answer = answer.unwrap_or_else(|e| panic!("{family:?}: upload through the VIP: {e}"));
+        let answer = answer.unwrap_or_else(|e| panic!("{narrow:?}, {family:?}: upload: {e}"));
         assert_eq!(
             answer,
             UPLOAD.to_string(),
@@ -166,12 +184,27 @@ fn an_upload_through_the_vip_completes_past_a_narrower_link() {
         );
         assert_eq!(received.expect("sink"), UPLOAD);
         let after = rig.datapath.verdict_stats().expect("verdicts");
-        let errors = after.get(Verdict::ForwardIcmpErrorToClient).packets
-            - before.get(Verdict::ForwardIcmpErrorToClient).packets;
+        let errors = after.get(told).packets - before.get(told).packets;
         report!(
-            "{family:?}: {} KiB through a {NARROW_MTU}-byte link in {elapsed:.2?}, {errors} ICMP error(s) translated",
-            UPLOAD >> 10
+            "{narrow:?} link, {family:?}: {} KiB through {NARROW_MTU} bytes in {elapsed:.2?}, \
+             {errors} × {}",
+            UPLOAD >> 10,
+            told.name()
         );
-        assert!(errors > 0, "{family:?}: no ICMP error was translated");
+        assert!(
+            errors > 0,
+            "{narrow:?}, {family:?}: nothing counted as {}",
+            told.name()
+        );
     }
+}
+
+#[test]
+fn a_routers_icmp_error_reaches_the_client_translated() {
+    uploads_complete(Narrow::Router, Verdict::ForwardIcmpErrorToClient);
+}
+
+#[test]
+fn the_lb_answers_for_its_own_narrow_link() {
+    uploads_complete(Narrow::Lb, Verdict::AnswerTooBig);
 }

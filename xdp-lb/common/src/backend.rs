@@ -64,8 +64,12 @@ pub struct NextHop {
     /// The generation of the backend ID the lookup was for: a reused ID is
     /// another backend, with a next hop of its own.
     pub generation: u32,
+    /// The egress device's MTU (bytes of IP packet): a larger frame would be
+    /// dropped by the redirect.
+    pub mtu: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<NextHop>() == 40);
 
 /// How long a cached next hop is trusted. A changed route or neighbour reaches
 /// a backend's packets at most this late.

@@ -3,6 +3,8 @@
 //! When the kernel does not know the next hop's neighbour yet (or has no
 //! route), the frame goes to the kernel, which resolves it (or answers with an
 //! ICMP error) — it is already translated, so the kernel only routes it.
+//! A frame larger than the egress device's MTU is not sent (a redirect would
+//! drop it): the caller answers it (`TOO_BIG`).
 
 use core::mem::MaybeUninit;
 
@@ -11,7 +13,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_PASS, XDP_TX},
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
 use xdp_lb_common::{
@@ -29,10 +31,15 @@ use crate::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// `forward`'s answer for a frame larger than the egress device's MTU; it
+/// writes the MTU to its `mtu` argument and leaves the frame as it was.
+pub const TOO_BIG: u32 = u32::MAX;
+
 /// Looks up the route of the translated frame and sends it on its way: returns
-/// XDP_TX or the redirect's action, or XDP_PASS to hand it to the kernel.
+/// XDP_TX or the redirect's action, XDP_PASS to hand it to the kernel, or
+/// `TOO_BIG` (with the egress MTU in `mtu`).
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> u32 {
+pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
     // In memory rather than as an `Option<NextHop>`: LLVM may spill the
     // undefined payload of a `None`, and the verifier rejects reading it.
@@ -56,6 +63,13 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> u32 {
     // SAFETY: written by whichever function answered true.
     let hop = unsafe { hop.assume_init_ref() };
     let frame = &ctx.frame();
+    // XDP_TX leaves by the interface the frame came in on, which took it.
+    if hop.egress_ifindex != ingress
+        && frame.len().saturating_sub(flow.l3_offset) > hop.mtu as usize
+    {
+        *mtu = hop.mtu;
+        return TOO_BIG;
+    }
     let Some(macs) = frame.get_mut::<[u8; 12]>(0) else {
         return XDP_PASS;
     };
@@ -168,6 +182,14 @@ fn lookup(
     }
     // SAFETY: initialised above, and filled in by the helper.
     let params = unsafe { params.assume_init_ref() };
+    // With a length of 0 the helper only reads the device's MTU into `mtu`.
+    let mut mtu = 0u32;
+    // SAFETY: the program's context and a valid `u32` on this stack frame.
+    let rc = unsafe { bpf_check_mtu(ctx.ctx.cast(), params.ifindex, &raw mut mtu, 0, 0) };
+    if rc < 0 {
+        // The device is gone: no limit the redirect could enforce either.
+        mtu = u32::MAX;
+    }
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&params.dmac);
     macs[6..].copy_from_slice(&params.smac);
@@ -179,17 +201,21 @@ fn lookup(
         macs,
         // The caller that caches the answer sets the backend's generation.
         generation: 0,
+        mtu,
+        _pad: 0,
     });
     true
 }
 
 /// Zeroes the lookup parameters with volatile word stores: LLVM turns a zeroed
-/// struct into a `memset` call, a byte loop in BPF.
+/// struct into a `memset` call, a byte loop in BPF. Four-byte words: the
+/// struct is only 4-byte aligned, and the verifier rejects a misaligned
+/// 8-byte stack store.
 #[inline(always)]
 fn zero(params: *mut FibParams) {
-    const WORDS: usize = size_of::<FibParams>() / 8;
-    const _: () = assert!(size_of::<FibParams>().is_multiple_of(8));
-    let words = params.cast::<u64>();
+    const WORDS: usize = size_of::<FibParams>() / 4;
+    const _: () = assert!(size_of::<FibParams>().is_multiple_of(4));
+    let words = params.cast::<u32>();
     for i in 0..WORDS {
         // SAFETY: `i` words into a `FibParams`-sized buffer.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };

@@ -25,7 +25,7 @@ use crate::{
     packet::{Frame, FrameSource},
     parse::Parsed,
     xdp::{
-        forward::forward,
+        forward::{TOO_BIG, forward},
         rewrite::{l4_replace, load, store},
     },
 };
@@ -94,8 +94,10 @@ fn translate_and_forward(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdi
         End::Destination => Verdict::ForwardIcmpErrorToBackend,
         End::Source => Verdict::ForwardIcmpErrorToClient,
     };
-    match forward(ctx, &err.outer, nat) {
-        XDP_PASS => (Verdict::PassIcmpErrorViaStack, XDP_PASS),
+    // An error is small: it fits any MTU a path to the backend may have.
+    let mut mtu = 0;
+    match forward(ctx, &err.outer, nat, &mut mtu) {
+        XDP_PASS | TOO_BIG => (Verdict::PassIcmpErrorViaStack, XDP_PASS),
         action => (sent, action),
     }
 }

@@ -1,5 +1,6 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
+mod answer;
 mod forward;
 mod icmp;
 mod rewrite;
@@ -7,7 +8,7 @@ mod rewrite;
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     programs::XdpContext,
 };
 use xdp_lb_common::stats::{ParseCounter, Verdict};
@@ -95,8 +96,50 @@ fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
     if flow.has_vlan {
         return (via_stack, XDP_PASS);
     }
-    match forward(ctx, flow, nat) {
+    let mut mtu = 0;
+    match forward(ctx, flow, nat, &mut mtu) {
         XDP_PASS => (via_stack, XDP_PASS),
+        forward::TOO_BIG => match too_big(ctx, flow, nat, mtu) {
+            Verdict::AnswerTooBig => (Verdict::AnswerTooBig, XDP_TX),
+            Verdict::DropTooBig => (Verdict::DropTooBig, XDP_DROP),
+            _ => (via_stack, XDP_PASS),
+        },
         action => (out, action),
     }
+}
+
+/// A translated frame larger than the MTU toward its next hop. Toward a
+/// backend, with DF set (always, on IPv6), the client is told, as a router
+/// would tell it: the translation is undone and the frame becomes the ICMP
+/// error (`AnswerTooBig`, or `DropTooBig` when it cannot be answered).
+/// Otherwise (`PassToBackendViaStack`, which the caller counts as its own
+/// pass verdict) the kernel takes the translated frame and fragments it, or,
+/// for a reply, answers the backend itself. A subprogram of its own: the
+/// copy of the translation stays out of the program's main frame.
+#[inline(never)]
+fn too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
+    if nat.end != End::Destination || (flow.is_v4 && !dont_fragment(ctx, flow)) {
+        return Verdict::PassToBackendViaStack;
+    }
+    let original = Nat {
+        addr: flow.tuple.dst_addr,
+        port_be: flow.tuple.dst_port_be,
+        ..*nat
+    };
+    if !rewrite::translate(ctx, flow, &original) {
+        return Verdict::DropTooBig;
+    }
+    match answer::too_big(ctx, flow, mtu) {
+        answer::Answered::Yes => Verdict::AnswerTooBig,
+        answer::Answered::NotAnswerable | answer::Answered::Broken => Verdict::DropTooBig,
+    }
+}
+
+/// The IPv4 header's DF bit.
+#[inline(always)]
+fn dont_fragment(ctx: &XdpContext, flow: &Flow) -> bool {
+    const DF: u8 = 0x40;
+    ctx.frame()
+        .read::<[u8; 2]>(flow.l3_offset + 6)
+        .is_some_and(|flags| flags[0] & DF != 0)
 }
