@@ -152,7 +152,9 @@ counter_enum! {
     PassTtlExpired = "pass_ttl_expired",
     /// To a VIP-only address on a port no service listens on.
     DropUnknownPort = "drop_unknown_port",
-    /// To a service with no backend in its table.
+    /// To a service with no backend in its table, and not answerable: a TCP
+    /// reset (never answered), or a packet with IPv4 options or IPv6
+    /// extension headers (see `RefuseReset`, `RefuseUnreachable`).
     DropNoBackend = "drop_no_backend",
     /// A fragment addressed to a frontend: it carries no ports to balance by
     /// (non-first fragments) or cannot be reassembled here.
@@ -187,6 +189,13 @@ counter_enum! {
     /// options or IPv6 extension headers, which push the ports out of the
     /// 8 quoted transport bytes.
     DropTooBig = "drop_too_big",
+    /// TCP to a service with no backend: answered with a reset, as a host
+    /// without a listener answers (kube-proxy rejects too; never a silent
+    /// black hole).
+    RefuseReset = "refuse_reset",
+    /// UDP to a service with no backend: answered with ICMP / ICMPv6 port
+    /// unreachable.
+    RefuseUnreachable = "refuse_unreachable",
     }
 }
 

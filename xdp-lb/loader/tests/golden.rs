@@ -12,8 +12,8 @@ use support::{
     in_private_netns,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT4_2, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
-        NO_NEIGHBOUR4, UNROUTED4, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, backend4,
-        cycling, mac_of,
+        NO_NEIGHBOUR4, UNROUTED4, VIP4, VIP6, XDP_PASS, XDP_REDIRECT, XDP_TX, backend4, cycling,
+        mac_of,
     },
 };
 use xdp_lb::{
@@ -533,12 +533,13 @@ fn a_tcp_checksum_that_becomes_zero_stays_zero() {
 }
 
 #[test]
-fn a_service_without_a_live_backend_drops_with_a_reason() {
+fn a_service_without_a_live_backend_refuses_with_a_reason() {
     in_private_netns(|| {
         let mut lb = Lb::new();
         let frontend = Frontend::new(vip4(), Protocol::Tcp);
         let syn = Packet::tcp(FROM_CLIENT, client4(40000), vip4(), TcpFlags::SYN);
-        let drops = |lb: &Lb| {
+        // Refused with a reset (`golden_refuse` checks the frame).
+        let refuses = |lb: &Lb| {
             assert_eq!(
                 lb.dp.simulate(&syn.flow()).unwrap(),
                 Simulation::NoBackend {
@@ -546,29 +547,29 @@ fn a_service_without_a_live_backend_drops_with_a_reason() {
                 }
             );
             let out = lb.send(&syn.bytes(), lb.up0);
-            assert_eq!(out.action, XDP_DROP);
+            assert_eq!(out.action, XDP_TX);
         };
         // No table at all.
         lb.dp.upsert_service(&frontend, SERVICE, false).unwrap();
-        drops(&lb);
+        refuses(&lb);
         // A table whose backend records were never written (all zero).
         lb.dp.swap_table(SERVICE, &cycling(&[30, 31], 251)).unwrap();
-        drops(&lb);
+        refuses(&lb);
         // A table of retired backends.
         lb.dp.swap_table(SERVICE, &cycling(&[1, 2], 251)).unwrap();
         lb.dp.retire_backend(1).unwrap();
         lb.dp.retire_backend(2).unwrap();
-        drops(&lb);
+        refuses(&lb);
         // The table removed again.
         lb.dp.remove_table(SERVICE).unwrap();
         assert_eq!(lb.dp.table(SERVICE).unwrap(), None);
-        drops(&lb);
-        lb.assert_verdicts(&[(Verdict::DropNoBackend, 4)]);
+        refuses(&lb);
+        lb.assert_verdicts(&[(Verdict::RefuseReset, 4)]);
         lb.assert_ct(&[]);
         assert!(lb.dp.conntrack().unwrap().is_empty());
         let stats = lb.dp.verdict_stats().unwrap();
         assert_eq!(
-            stats.get(Verdict::DropNoBackend).bytes,
+            stats.get(Verdict::RefuseReset).bytes,
             4 * syn.bytes().len() as u64
         );
     });

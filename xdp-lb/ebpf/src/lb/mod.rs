@@ -41,6 +41,9 @@ pub enum Action {
     /// Rewrite it as `nat` says and forward it; the attaching program counts
     /// the verdict, by how the frame left.
     Translate,
+    /// A whole TCP or UDP packet for a service with no backend: the attaching
+    /// program answers it (a TCP reset, ICMP port unreachable) and counts how.
+    Refuse,
 }
 
 /// The core's answer for one frame. A struct rather than a data-carrying enum:
@@ -68,6 +71,16 @@ impl Decision {
         Self {
             action: Action::Drop,
             verdict,
+        }
+    }
+
+    /// A refusal; its verdict is counted by the attaching program, by the
+    /// answer it wrote (`verdict` here is the one for no answer).
+    #[inline(always)]
+    const fn refuse() -> Self {
+        Self {
+            action: Action::Refuse,
+            verdict: Verdict::DropNoBackend,
         }
     }
 
@@ -263,7 +276,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     let mut backend = MaybeUninit::uninit();
     let id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
     if id == NO_BACKEND {
-        return Decision::drop(Verdict::DropNoBackend);
+        return Decision::refuse();
     }
     // SAFETY: `select` initialises the backend when it returns an ID.
     let backend = unsafe { backend.assume_init_ref() };

@@ -72,6 +72,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
             apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() })
         }
         Action::Translate => (Verdict::PassMalformed, XDP_PASS),
+        Action::Refuse => match refuse(ctx, &packet.flow) {
+            verdict @ (Verdict::RefuseReset | Verdict::RefuseUnreachable) => (verdict, XDP_TX),
+            verdict => (verdict, XDP_DROP),
+        },
     };
     count_verdict(verdict, len);
     action
@@ -129,9 +133,29 @@ fn too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
     if !rewrite::translate(ctx, flow, &original) {
         return Verdict::DropTooBig;
     }
-    match answer::too_big(ctx, flow, mtu) {
+    match answer::icmp_error(ctx, flow, answer::IcmpError::TooBig, mtu) {
         answer::Answered::Yes => Verdict::AnswerTooBig,
         answer::Answered::NotAnswerable | answer::Answered::Broken => Verdict::DropTooBig,
+    }
+}
+
+/// Answers a packet for a service without a backend: a reset for TCP, ICMP
+/// port unreachable for UDP (`RefuseReset`, `RefuseUnreachable`), or nothing
+/// (`DropNoBackend`). A subprogram of its own, like `too_big`.
+#[inline(never)]
+fn refuse(ctx: &XdpContext, flow: &Flow) -> Verdict {
+    let (answered, verdict) = if flow.is_tcp {
+        (answer::reset(ctx, flow), Verdict::RefuseReset)
+    } else {
+        let unreachable = answer::IcmpError::PortUnreachable;
+        (
+            answer::icmp_error(ctx, flow, unreachable, 0),
+            Verdict::RefuseUnreachable,
+        )
+    };
+    match answered {
+        answer::Answered::Yes => verdict,
+        answer::Answered::NotAnswerable | answer::Answered::Broken => Verdict::DropNoBackend,
     }
 }
 
