@@ -166,8 +166,9 @@ pub enum Mode {
 /// `sessionAffinity: ClientIP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Affinity {
-    /// How long a client stays on its backend after its last packet
-    /// (Kubernetes default 10800 s, at most 86400 s).
+    /// How long a client stays on its backend after its last new connection
+    /// (as kube-proxy's iptables mode renews it; Kubernetes default 10800 s,
+    /// at most 86400 s).
     pub timeout: Duration,
 }
 

@@ -271,7 +271,7 @@ impl Scenario {
                     kind.protocol(),
                 );
                 datapath
-                    .upsert_service(&frontend, service, false)
+                    .upsert_service(&frontend, service, None)
                     .map_err(datapath_error)?;
             }
         }

@@ -104,7 +104,7 @@ impl PathMtuRig {
             datapath.swap_table(id, &[id; TABLE_SIZE]).expect("table");
             let frontend = Frontend::new(SocketAddr::new(vip(family), PORT), Protocol::Tcp);
             datapath
-                .upsert_service(&frontend, id, false)
+                .upsert_service(&frontend, id, None)
                 .expect("service");
         }
         let mut attachments = Vec::new();

@@ -28,7 +28,7 @@ fn a_service_without_backends_refuses_at_once() {
         for proto in [Protocol::Tcp, Protocol::Udp] {
             let frontend = Frontend::new(SocketAddr::new(vip(family), EMPTY_PORT), proto);
             s.datapath
-                .upsert_service(&frontend, EMPTY_SERVICE, false)
+                .upsert_service(&frontend, EMPTY_SERVICE, None)
                 .expect("service");
         }
     }

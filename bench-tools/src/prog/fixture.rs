@@ -160,7 +160,7 @@ pub(crate) fn load(
     for i in 0..n {
         let addr = SocketAddr::V4(layout.frontend(i));
         for proto in [Protocol::Tcp, Protocol::Udp] {
-            dp.upsert_service(&Frontend::new(addr, proto), i + 1, false)?;
+            dp.upsert_service(&Frontend::new(addr, proto), i + 1, None)?;
         }
     }
     info!(

@@ -201,7 +201,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
                 Protocol::Udp => UDP_PORT,
             };
             let frontend = Frontend::new(SocketAddr::new(addr, port), *proto);
-            dp.upsert_service(&frontend, 2 * i + 1 + p as u32, false)?;
+            dp.upsert_service(&frontend, 2 * i + 1 + p as u32, None)?;
         }
     }
     // The stream service: b0 alone.
@@ -217,7 +217,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
     dp.upsert_service(
         &Frontend::new(SocketAddr::new(vip, STREAM_PORT), Protocol::Tcp),
         id,
-        false,
+        None,
     )?;
     let mut attachments = Vec::new();
     for peer in [&topo.lb_front.peer, &topo.lb_back.peer] {

@@ -4,7 +4,10 @@
 //! vectors: a sync of 10 000 services recomputes it in a few milliseconds,
 //! and the reconciler compares it with the last one by a merge walk.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use xdp_lb::AddressKind;
 
@@ -25,7 +28,8 @@ pub struct Desired {
 pub struct DesiredService {
     /// Frontends by address and protocol, sorted, unique.
     pub frontends: Vec<FrontendKey>,
-    pub client_ip_affinity: bool,
+    /// ClientIP affinity's timeout, when the service has it.
+    pub client_ip_affinity: Option<Duration>,
     /// The backends in the Maglev table (active and healthy) with their
     /// weights, sorted by address.
     pub members: Vec<(SocketAddr, u32)>,
@@ -52,7 +56,7 @@ impl DesiredService {
         );
         self.frontends.sort_unstable();
         self.frontends.dedup();
-        self.client_ip_affinity = service.affinity.is_some();
+        self.client_ip_affinity = service.affinity.map(|a| a.timeout);
         self.members.clear();
         self.live.clear();
         for backend in &service.backends {
@@ -98,7 +102,7 @@ impl Desired {
         let mut services = Vec::with_capacity(model.services.len());
         let mut scratch = DesiredService {
             frontends: Vec::new(),
-            client_ip_affinity: false,
+            client_ip_affinity: None,
             members: Vec::new(),
             live: Vec::new(),
         };

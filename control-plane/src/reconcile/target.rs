@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
+    time::Duration,
 };
 
 use xdp_lb::{AddressKind, Datapath, Frontend};
@@ -34,7 +35,7 @@ pub trait Target {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: bool,
+        client_ip_affinity: Option<Duration>,
     ) -> Result<(), Self::Error>;
     /// Removes a frontend.
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error>;
@@ -79,7 +80,7 @@ impl Target for Datapath {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: bool,
+        client_ip_affinity: Option<Duration>,
     ) -> Result<(), Self::Error> {
         self.upsert_service(frontend, id, client_ip_affinity)
     }
@@ -100,8 +101,8 @@ pub struct MemoryTarget {
     /// Service ID → backend ID per slot.
     pub tables: BTreeMap<u32, Vec<u32>>,
     pub addresses: BTreeMap<IpAddr, AddressKind>,
-    /// Frontend (as `addr:port/proto`) → (service ID, ClientIP affinity).
-    pub frontends: BTreeMap<(SocketAddr, u8), (u32, bool)>,
+    /// Frontend (as `addr:port/proto`) → (service ID, ClientIP affinity timeout).
+    pub frontends: BTreeMap<(SocketAddr, u8), (u32, Option<Duration>)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
 }
@@ -226,7 +227,7 @@ impl Target for MemoryTarget {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: bool,
+        client_ip_affinity: Option<Duration>,
     ) -> Result<(), Violation> {
         if !self.addresses.contains_key(&frontend.addr.ip()) {
             return Err(Violation(format!(

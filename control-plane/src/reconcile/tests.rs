@@ -91,7 +91,10 @@ fn assert_programs_with(
     for (name, service) in &desired.services {
         let id = r.service_id(name).expect("service has an ID");
         for &(addr, proto) in &service.frontends {
-            frontends.insert((addr, xdp_lb::Protocol::from(proto).number()), (id, false));
+            frontends.insert(
+                (addr, xdp_lb::Protocol::from(proto).number()),
+                (id, service.client_ip_affinity),
+            );
         }
         let table = t.tables.get(&id);
         if service.members.is_empty() {

@@ -11,6 +11,7 @@
 mod pod;
 
 pub mod addr;
+pub mod affinity;
 pub mod backend;
 pub mod bench;
 pub mod config;

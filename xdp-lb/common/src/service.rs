@@ -33,7 +33,9 @@ impl FrontendKey {
     }
 }
 
-/// `Service::flags`: ClientIP session affinity (the flow hash ignores the source port).
+/// `Service::flags`: ClientIP session affinity: a client's new flows go to the
+/// backend of its last one while `Service::affinity_timeout_s` holds, and the
+/// flow hash ignores the source port.
 pub const SERVICE_AFFINITY_CLIENT_IP: u32 = 1 << 0;
 
 /// Value of the `SERVICES` map.
@@ -44,8 +46,11 @@ pub struct Service {
     pub id: u32,
     /// `SERVICE_*` flags.
     pub flags: u32,
+    /// With `SERVICE_AFFINITY_CLIENT_IP`: how long a client stays with its
+    /// backend after its last new flow, in seconds.
+    pub affinity_timeout_s: u32,
 }
-const _: () = assert!(size_of::<Service>() == 8);
+const _: () = assert!(size_of::<Service>() == 12);
 
 /// Value of the `ADDRESSES` map: what kind of address a frontend address is.
 #[repr(C)]

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     addr::FILTER_WORDS,
+    affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, NextHop},
     config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
@@ -93,6 +94,12 @@ pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072, NO_COMMON_LRU> = Lr
 /// Reply entries: the backend's tuple → the flow's key in `CONNTRACK`.
 #[btf_map]
 pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_LRU> =
+    LruHashMap::new();
+
+/// ClientIP affinity: (client, service) → the backend of the client's last
+/// new flow to it (`lb::affinity`). Sized like the conntrack.
+#[btf_map]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityEntry, 131072, NO_COMMON_LRU> =
     LruHashMap::new();
 
 /// Per CPU: the new-flow flood guard's current one-second window.

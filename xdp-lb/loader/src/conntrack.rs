@@ -157,7 +157,7 @@ impl Datapath {
 /// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns()` (both
 /// read the timekeeper's coarse monotonic time). Not valid in a time namespace
 /// with a monotonic offset, which would shift only this side.
-fn coarse_monotonic_ns() -> u64 {
+pub(crate) fn coarse_monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

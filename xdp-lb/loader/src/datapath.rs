@@ -157,6 +157,7 @@ impl Datapath {
             (maps::NEXT_HOPS, sizes.backends),
             (maps::CONNTRACK, sizes.conntrack),
             (maps::CONNTRACK_REPLY, sizes.conntrack),
+            (maps::AFFINITY, sizes.conntrack),
             (maps::ADDRESSES, sizes.addresses),
         ] {
             loader.map_max_entries(map, size);

@@ -8,6 +8,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     os::fd::{AsFd as _, BorrowedFd},
+    time::Duration,
 };
 
 use aya::{
@@ -19,7 +20,10 @@ use xdp_lb_common::{
     addr::filter_bit,
     backend::{BACKEND_ACTIVE, Backend, NO_BACKEND},
     config::Config,
-    service::{ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, Service, TABLE_HEADER_SLOTS},
+    service::{
+        ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP, Service,
+        TABLE_HEADER_SLOTS,
+    },
 };
 
 use crate::{
@@ -44,6 +48,8 @@ pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
 pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
+/// ClientIP affinity: (client, service) → backend.
+pub(crate) const AFFINITY: &str = "AFFINITY";
 /// The new-flow flood guard's per-CPU windows.
 const FLOOD_GUARD: &str = "FLOOD_GUARD";
 /// The per-CPU slot of the ICMP error being translated.
@@ -54,7 +60,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 21] = [
+pub(crate) const ALL: [&str; 22] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -71,6 +77,7 @@ pub(crate) const ALL: [&str; 21] = [
     NEXT_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,
+    AFFINITY,
     FLOOD_GUARD,
     ICMP_ERROR,
     SCRATCH,
@@ -290,22 +297,29 @@ impl Datapath {
     }
 
     /// Points `frontend` at service `id` (whose table should exist already).
-    /// `client_ip_affinity` leaves the source port out of the flow hash.
+    /// `client_ip_affinity`: ClientIP session affinity with this timeout
+    /// (whole seconds, 1 s to 1 day, as Kubernetes allows): a client's new
+    /// flows go to the backend of its last one until the timeout passes
+    /// without one, and the flow hash leaves the source port out.
     pub fn upsert_service(
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: bool,
+        client_ip_affinity: Option<Duration>,
     ) -> Result<(), Error> {
         self.check_service_id(id)?;
-        let flags = if client_ip_affinity {
-            xdp_lb_common::service::SERVICE_AFFINITY_CLIENT_IP
-        } else {
-            0
+        let (flags, affinity_timeout_s) = match client_ip_affinity {
+            None => (0, 0),
+            Some(timeout) => (SERVICE_AFFINITY_CLIENT_IP, affinity_seconds(timeout)?),
+        };
+        let service = Service {
+            id,
+            flags,
+            affinity_timeout_s,
         };
         HashMap::<_, _, Service>::try_from(self.map_mut(SERVICES)?)
             .map_err(map_err(SERVICES, "open"))?
-            .insert(frontend.key(), Service { id, flags }, 0)
+            .insert(frontend.key(), service, 0)
             .map_err(map_err(SERVICES, "insert"))
     }
 
@@ -451,4 +465,22 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// The longest ClientIP affinity timeout Kubernetes allows: one day.
+pub const MAX_AFFINITY_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A ClientIP affinity timeout in the datapath's whole seconds.
+fn affinity_seconds(timeout: Duration) -> Result<u32, Error> {
+    let invalid = |reason| Error::InvalidOption {
+        option: "client_ip_affinity",
+        reason,
+    };
+    if timeout.subsec_nanos() != 0 {
+        return Err(invalid("the timeout must be whole seconds"));
+    }
+    if timeout.is_zero() || timeout > MAX_AFFINITY_TIMEOUT {
+        return Err(invalid("the timeout must be from 1 s to 1 day"));
+    }
+    u32::try_from(timeout.as_secs()).map_err(|_| invalid("the timeout must be from 1 s to 1 day"))
 }

@@ -2,7 +2,7 @@
 //! from (service and backend IDs, generations) before its first sync, and how
 //! full each map is.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
@@ -34,9 +34,9 @@ pub struct MapUsage {
 }
 
 impl Datapath {
-    /// Every frontend: `(frontend, service ID, ClientIP affinity)`, in no
-    /// particular order.
-    pub fn frontends(&self) -> Result<Vec<(Frontend, u32, bool)>, Error> {
+    /// Every frontend: `(frontend, service ID, ClientIP affinity timeout)`,
+    /// in no particular order.
+    pub fn frontends(&self) -> Result<Vec<(Frontend, u32, Option<Duration>)>, Error> {
         let (keys, services, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
         keys.iter()
             .zip(&services)
@@ -46,7 +46,8 @@ impl Datapath {
                     reason: "a frontend with a protocol other than TCP or UDP",
                 })?;
                 let frontend = Frontend::new(socket(&key.addr, key.port_be), proto);
-                let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+                let affinity = (service.flags & SERVICE_AFFINITY_CLIENT_IP != 0)
+                    .then(|| Duration::from_secs(service.affinity_timeout_s.into()));
                 Ok((frontend, service.id, affinity))
             })
             .collect()

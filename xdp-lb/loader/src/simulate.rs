@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 
 use aya::maps::{Array, HashMap, MapError};
 use xdp_lb_common::{
+    addr::Addr,
+    affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, NO_BACKEND},
+    config::NS_PER_SEC,
     select::table_index,
     service::{ADDRESS_NODE, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP, Service},
 };
 
 use crate::{
     Datapath, Error,
-    maps::{ADDRESSES, BACKENDS, MAGLEV_TABLES, SERVICES, map_err},
+    conntrack::coarse_monotonic_ns,
+    maps::{ADDRESSES, AFFINITY, BACKENDS, MAGLEV_TABLES, SERVICES, map_err},
     net::{Flow, socket},
 };
 
@@ -24,7 +28,8 @@ pub enum Simulation {
     Pass,
     /// A VIP-only address with no service on this port: dropped.
     UnknownPort,
-    /// A service whose table is missing or names no live backend: dropped.
+    /// A service whose table is missing or names no live backend: refused (a
+    /// TCP reset, ICMP port unreachable).
     NoBackend { service_id: u32 },
     /// Translated to this backend.
     Backend {
@@ -37,8 +42,10 @@ pub enum Simulation {
 
 impl Datapath {
     /// Where `flow` would go now: to its tracked backend if conntrack has a
-    /// live entry (not expired by timeout is not checked here), else to the
-    /// backend Maglev picks.
+    /// live entry (not expired by timeout is not checked here), else, for a
+    /// service with ClientIP affinity, to the backend the client's last new
+    /// flow went to while the affinity holds, else to the backend Maglev
+    /// picks.
     pub fn simulate(&self, flow: &Flow) -> Result<Simulation, Error> {
         let tuple = flow.tuple();
         let addresses = HashMap::<_, AddressKey, AddressInfo>::try_from(self.map(ADDRESSES)?)
@@ -91,6 +98,17 @@ impl Datapath {
                 tracked: true,
             });
         }
+        let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+        if affinity
+            && let Some((backend_id, addr)) = self.sticky_backend(&tuple.src_addr, &service)?
+        {
+            return Ok(Simulation::Backend {
+                service_id: service.id,
+                backend_id,
+                addr,
+                tracked: false,
+            });
+        }
         let none = Simulation::NoBackend {
             service_id: service.id,
         };
@@ -103,7 +121,6 @@ impl Datapath {
         if size == 0 {
             return Ok(none);
         }
-        let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
         let index = table_index(&tuple, affinity, config.hash_seed, size);
         let id = table
             .get(&index, 0)
@@ -117,6 +134,41 @@ impl Datapath {
             }),
             None => Ok(none),
         }
+    }
+
+    /// The backend ClientIP affinity holds `client` to in `service`, as the
+    /// datapath's `lb::affinity::recall` judges it.
+    fn sticky_backend(
+        &self,
+        client: &Addr,
+        service: &Service,
+    ) -> Result<Option<(u32, SocketAddr)>, Error> {
+        let key = AffinityKey {
+            client: *client,
+            service_id: service.id,
+        };
+        let entry = match HashMap::<_, AffinityKey, AffinityEntry>::try_from(self.map(AFFINITY)?)
+            .map_err(map_err(AFFINITY, "open"))?
+            .get(&key, 0)
+        {
+            Ok(entry) => entry,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Map {
+                    map: AFFINITY,
+                    op: "lookup",
+                    source,
+                });
+            }
+        };
+        let timeout = u64::from(service.affinity_timeout_s) * NS_PER_SEC;
+        if coarse_monotonic_ns().saturating_sub(entry.last_seen_ns) >= timeout {
+            return Ok(None);
+        }
+        Ok(self
+            .live_backend(entry.backend_id)?
+            .filter(|backend| backend.generation == entry.generation)
+            .map(|backend| (entry.backend_id, socket(&backend.addr, backend.port_be))))
     }
 
     fn live_backend(&self, id: u32) -> Result<Option<Backend>, Error> {

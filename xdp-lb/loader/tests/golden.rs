@@ -5,7 +5,7 @@
 //! Other topics are in `golden_*.rs`; the fixture is `support::lb`.
 mod support;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use support::{
     frame::{IpExtras, Packet, TcpFlags, l4_checksum, with_zero_sum_after},
@@ -348,13 +348,15 @@ fn client_ip_affinity_puts_every_connection_of_a_client_on_one_backend() {
             ids
         };
         // Without affinity the 16 connections spread...
-        lb.dp.upsert_service(&frontend, SERVICE, false).unwrap();
+        lb.dp.upsert_service(&frontend, SERVICE, None).unwrap();
         assert!(backends_of(&lb, CLIENT4).len() > 1);
         for flow in lb.dp.conntrack().unwrap() {
             lb.dp.delete_flow(&flow.flow).unwrap();
         }
         // ...with it, each client's connections share one backend.
-        lb.dp.upsert_service(&frontend, SERVICE, true).unwrap();
+        lb.dp
+            .upsert_service(&frontend, SERVICE, Some(Duration::from_secs(10_800)))
+            .unwrap();
         assert_eq!(backends_of(&lb, CLIENT4).len(), 1);
         assert_eq!(backends_of(&lb, CLIENT4_2).len(), 1);
         lb.assert_verdicts(&[(Verdict::ForwardToBackend, 48)]);
@@ -550,7 +552,7 @@ fn a_service_without_a_live_backend_refuses_with_a_reason() {
             assert_eq!(out.action, XDP_TX);
         };
         // No table at all.
-        lb.dp.upsert_service(&frontend, SERVICE, false).unwrap();
+        lb.dp.upsert_service(&frontend, SERVICE, None).unwrap();
         refuses(&lb);
         // A table whose backend records were never written (all zero).
         lb.dp.swap_table(SERVICE, &cycling(&[30, 31], 251)).unwrap();

@@ -92,7 +92,7 @@ fn ids_beyond_the_map_sizes_are_refused() {
         SIZES.services,
     );
     out_of_range(
-        dp.upsert_service(&frontend, SIZES.services, false),
+        dp.upsert_service(&frontend, SIZES.services, None),
         "service",
         SIZES.services,
     );
@@ -119,7 +119,7 @@ fn ids_beyond_the_map_sizes_are_refused() {
     dp.put_backend(SIZES.backends - 1, backend4(0), 1).unwrap();
     dp.swap_table(SIZES.services - 1, &[SIZES.backends - 1])
         .unwrap();
-    dp.upsert_service(&frontend, SIZES.services - 1, false)
+    dp.upsert_service(&frontend, SIZES.services - 1, None)
         .unwrap();
     assert_eq!(dp.backend(1).unwrap(), None, "never written");
 }
@@ -219,7 +219,7 @@ fn pinned_state_is_reopened_and_a_foreign_layout_refused() {
             first.retire_backend(3).unwrap();
             first.swap_table(7, &cycling(&[1, 2], 251)).unwrap();
             first
-                .upsert_service(&Frontend::new(vip, Protocol::Tcp), 7, false)
+                .upsert_service(&Frontend::new(vip, Protocol::Tcp), 7, None)
                 .unwrap();
             let Simulation::Backend { addr, .. } = first.simulate(&syn.flow()).unwrap() else {
                 panic!("no backend");

@@ -43,7 +43,7 @@ fn ends(v6: bool, port: u16) -> (SocketAddr, SocketAddr) {
 fn lb_without_backends(frontend: SocketAddr, proto: Protocol) -> Lb {
     let mut lb = Lb::new();
     lb.dp
-        .upsert_service(&Frontend::new(frontend, proto), SERVICE, false)
+        .upsert_service(&Frontend::new(frontend, proto), SERVICE, None)
         .expect("service");
     lb
 }

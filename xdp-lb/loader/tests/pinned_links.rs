@@ -135,7 +135,8 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
             // Agent A: stamp 1, a service, attached through a pinned link.
             let mut a = load(&maps, 1);
             assert_eq!(a.version_stamp().unwrap(), 1);
-            a.upsert_service(&frontend, 5, true).unwrap();
+            a.upsert_service(&frontend, 5, Some(Duration::from_secs(10_800)))
+                .unwrap();
             let prog_a = a.program_id(ProgramName::XdpLb).unwrap();
             let attached = a
                 .attach_pinned(ProgramName::XdpLb, "xa0", AttachMode::Native, &links)
@@ -159,7 +160,10 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
             // Agent B: another build (stamp 2) on the same pinned maps.
             let mut b = load(&maps, 2);
             assert_eq!(b.version_stamp().unwrap(), 2);
-            assert_eq!(b.frontends().unwrap(), [(frontend, 5, true)]);
+            assert_eq!(
+                b.frontends().unwrap(),
+                [(frontend, 5, Some(Duration::from_secs(10_800)))]
+            );
             let prog_b = b.program_id(ProgramName::XdpLb).unwrap();
             assert_ne!(prog_b, prog_a);
             let upgraded = b

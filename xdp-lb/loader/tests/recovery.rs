@@ -97,17 +97,17 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                 (
                     Frontend::new(SocketAddr::from((VIP4, 80)), Protocol::Tcp),
                     3,
-                    false,
+                    None,
                 ),
                 (
                     Frontend::new(SocketAddr::from((VIP4, 53)), Protocol::Udp),
                     3,
-                    true,
+                    Some(Duration::from_secs(600)),
                 ),
                 (
                     Frontend::new(SocketAddr::from((VIP6, 443)), Protocol::Tcp),
                     15,
-                    false,
+                    None,
                 ),
             ];
             for (frontend, id, affinity) in frontends {

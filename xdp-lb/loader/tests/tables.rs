@@ -268,7 +268,7 @@ fn a_batch_swapped_table_serves_packets() {
             .swap_tables(&[(7, &only_backend_2[..]), (8, &only_backend_3[..])])
             .unwrap();
         lb.dp
-            .upsert_service(&xdp_lb::Frontend::new(vip, Protocol::Tcp), 8, false)
+            .upsert_service(&xdp_lb::Frontend::new(vip, Protocol::Tcp), 8, None)
             .unwrap();
         let syn = Packet::tcp(
             FROM_CLIENT,

@@ -9,6 +9,7 @@
 //! verifier sees small functions and each keeps its own stack frame within the
 //! 512-byte limit.
 
+pub mod affinity;
 pub mod conntrack;
 pub mod flow;
 pub mod icmp;
@@ -20,7 +21,7 @@ use xdp_lb_common::{
     addr::{Addr, filter_bit_v4, filter_bit_v6},
     backend::NO_BACKEND,
     config::Config,
-    service::{ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey},
+    service::{ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey, SERVICE_AFFINITY_CLIENT_IP},
     stats::{ParseCounter, Verdict},
 };
 
@@ -272,13 +273,29 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         return Decision::translate();
     }
 
-    // 4. Maglev.
+    // 4. ClientIP affinity: the backend of the client's last new flow, while
+    //    it holds; else Maglev (whose hash then leaves the source port out).
     let mut backend = MaybeUninit::uninit();
-    let id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+    let sticky = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+    let mut id = if sticky {
+        affinity::recall(&flow.tuple.src_addr, &service, &mut backend)
+    } else {
+        NO_BACKEND
+    };
     if id == NO_BACKEND {
-        return Decision::refuse();
+        id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+        if id == NO_BACKEND {
+            return Decision::refuse();
+        }
+        if sticky {
+            // SAFETY: `select` initialises the backend when it returns an ID.
+            affinity::remember(&flow.tuple.src_addr, &service, id, unsafe {
+                backend.assume_init_ref()
+            });
+        }
     }
-    // SAFETY: `select` initialises the backend when it returns an ID.
+    // SAFETY: `recall` and `select` initialise the backend when they return
+    // an ID.
     let backend = unsafe { backend.assume_init_ref() };
     conntrack::create(flow, id, backend, service.id, config);
     nat.write(Nat {

@@ -202,7 +202,7 @@ impl Lb {
     ) {
         self.dp.swap_table(id, table).expect("table");
         self.dp
-            .upsert_service(&Frontend::new(frontend, proto), id, false)
+            .upsert_service(&Frontend::new(frontend, proto), id, None)
             .expect("service");
     }
 
