@@ -27,8 +27,13 @@ pub struct Config {
     /// second; past it, new flows go to their Maglev backend untracked
     /// (`CtEvent::NotTrackedFloodGuard`). 0 turns the guard off.
     pub new_flows_per_cpu_per_sec: u32,
+    /// Flow events (`events::FlowEvent`): one in this many new flows and
+    /// drops is written to the `FLOW_EVENTS` ring buffer, chosen at random.
+    /// 0 writes none.
+    pub flow_event_sampling: u32,
+    pub _reserved: u32,
 }
-const _: () = assert!(size_of::<Config>() == 32);
+const _: () = assert!(size_of::<Config>() == 40);
 
 impl Default for Config {
     /// DESIGN.md's defaults: SYN 60 s, established 8000 s, FIN/RST 10 s,
@@ -44,6 +49,8 @@ impl Default for Config {
             nodeport_min: 30000,
             nodeport_max: 32767,
             new_flows_per_cpu_per_sec: DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
+            flow_event_sampling: 0,
+            _reserved: 0,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod conntrack;
 pub mod csum;
+pub mod events;
 pub mod select;
 pub mod service;
 pub mod stats;

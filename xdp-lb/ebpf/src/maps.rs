@@ -4,7 +4,7 @@
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
-    btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use xdp_lb_common::{
@@ -13,6 +13,7 @@ use xdp_lb_common::{
     backend::{Backend, NextHop},
     config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
+    events::FlowEvent,
     service::{AddressInfo, AddressKey, FrontendKey, Service},
     stats::{Counter, CtEvent, ParseCounter, Verdict},
 };
@@ -101,6 +102,11 @@ pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_L
 #[btf_map]
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityEntry, 131072, NO_COMMON_LRU> =
     LruHashMap::new();
+
+/// Sampled flow events (`lb::events`), for the loader's `FlowEvents` reader:
+/// 256 KiB, some 2900 events.
+#[btf_map]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, { 256 * 1024 }> = RingBuf::new();
 
 /// Per CPU: the new-flow flood guard's current one-second window.
 #[btf_map]

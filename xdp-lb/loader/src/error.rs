@@ -138,4 +138,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("reading flow events failed ({call})")]
+    FlowEvents {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }

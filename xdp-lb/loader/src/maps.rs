@@ -52,6 +52,8 @@ pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
 pub(crate) const AFFINITY: &str = "AFFINITY";
 /// The new-flow flood guard's per-CPU windows.
 const FLOOD_GUARD: &str = "FLOOD_GUARD";
+/// Sampled flow events.
+pub(crate) const FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// The per-CPU slot of the ICMP error being translated.
 const ICMP_ERROR: &str = "ICMP_ERROR";
 /// The scratch slot the programs use to make the verifier forget ranges.
@@ -60,7 +62,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 22] = [
+pub(crate) const ALL: [&str; 23] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -79,6 +81,7 @@ pub(crate) const ALL: [&str; 22] = [
     CONNTRACK_REPLY,
     AFFINITY,
     FLOOD_GUARD,
+    FLOW_EVENTS,
     ICMP_ERROR,
     SCRATCH,
     BENCH_INPUT,

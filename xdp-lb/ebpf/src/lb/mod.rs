@@ -11,6 +11,7 @@
 
 pub mod affinity;
 pub mod conntrack;
+pub mod events;
 pub mod flow;
 pub mod icmp;
 pub mod select;
@@ -306,6 +307,8 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         backend_id: id,
         generation: backend.generation,
     });
+    // SAFETY: written just above.
+    events::new_flow(flow, unsafe { nat.assume_init_ref() });
     Decision::translate()
 }
 

@@ -15,7 +15,7 @@ use xdp_lb_common::stats::{ParseCounter, Verdict};
 
 use crate::{
     lb::{
-        Action, End, Nat, decide, filter_marks,
+        Action, End, Nat, decide, events, filter_marks,
         flow::{Flow, Packet},
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
@@ -78,6 +78,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
         },
     };
     count_verdict(verdict, len);
+    if action == XDP_DROP {
+        events::dropped(&packet, verdict);
+    }
     action
 }
 

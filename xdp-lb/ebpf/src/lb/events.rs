@@ -1,0 +1,101 @@
+//! Sampled flow events (`xdp_lb_common::events`): a new flow and the backend
+//! it was given, a drop and its reason. Each is written straight into space
+//! reserved in the `FLOW_EVENTS` ring buffer, never built on the stack; when
+//! the buffer is full (nobody reading) the event is skipped.
+
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+use xdp_lb_common::{
+    events::{EVENT_DROP, EVENT_NEW_FLOW},
+    stats::Verdict,
+};
+
+use crate::{
+    lb::{
+        Nat,
+        flow::{Flow, Packet},
+    },
+    maps::{CONFIG, FLOW_EVENTS},
+};
+
+/// True for one in `Config::flow_event_sampling` calls, chosen at random.
+#[inline(always)]
+fn sampled() -> bool {
+    let every = match CONFIG.get(0) {
+        Some(config) => config.flow_event_sampling,
+        None => 0,
+    };
+    // SAFETY: a helper without arguments.
+    every != 0 && unsafe { bpf_get_prandom_u32() } % every == 0
+}
+
+/// Writes a new-flow event, if this one is sampled: `flow` was given the
+/// backend of `nat`.
+#[inline(never)]
+pub fn new_flow(flow: &Flow, nat: &Nat) {
+    if !sampled() {
+        return;
+    }
+    let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved, writable, `FlowEvent`-sized entry; every
+    // field is written before it is submitted.
+    unsafe {
+        (*e).time_ns = bpf_ktime_get_coarse_ns();
+        (*e).kind = EVENT_NEW_FLOW;
+        (*e).verdict = 0;
+        (*e).service_id = nat.service_id;
+        (*e).backend_id = nat.backend_id;
+        (*e).client = flow.tuple.src_addr;
+        (*e).frontend = flow.tuple.dst_addr;
+        (*e).backend = nat.addr;
+        (*e).client_port_be = flow.tuple.src_port_be;
+        (*e).frontend_port_be = flow.tuple.dst_port_be;
+        (*e).backend_port_be = nat.port_be;
+        (*e).proto = flow.tuple.proto;
+        (*e)._pad = 0;
+    }
+    entry.submit(0);
+}
+
+/// Writes a drop event, if this one is sampled: `packet` was dropped as
+/// `verdict`. A packet without a whole flow (a fragment) names only its
+/// destination.
+#[inline(never)]
+pub fn dropped(packet: &Packet, verdict: Verdict) {
+    if !sampled() {
+        return;
+    }
+    let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    let flow = &packet.flow;
+    let has_flow = packet.has_flow;
+    // SAFETY: as in `new_flow`.
+    unsafe {
+        (*e).time_ns = bpf_ktime_get_coarse_ns();
+        (*e).kind = EVENT_DROP;
+        (*e).verdict = verdict as u32;
+        (*e).service_id = 0;
+        (*e).backend_id = 0;
+        (*e).backend = [0; 16];
+        (*e).backend_port_be = 0;
+        (*e)._pad = 0;
+        if has_flow {
+            (*e).client = flow.tuple.src_addr;
+            (*e).frontend = flow.tuple.dst_addr;
+            (*e).client_port_be = flow.tuple.src_port_be;
+            (*e).frontend_port_be = flow.tuple.dst_port_be;
+            (*e).proto = flow.tuple.proto;
+        } else {
+            (*e).client = [0; 16];
+            (*e).frontend = packet.dst;
+            (*e).client_port_be = 0;
+            (*e).frontend_port_be = 0;
+            (*e).proto = 0;
+        }
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,128 @@
+//! Golden packets, flow events: with sampling at 1 every new flow and every
+//! drop is written to the ring buffer and read back by `FlowEvents` — the
+//! new flow with the backend `simulate` names, the drop with its reason; with
+//! sampling at 0 (the default) nothing is written.
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use support::{
+    frame::{Packet, TcpFlags},
+    in_private_netns,
+    lb::{CLIENT4, FROM_CLIENT, Lb, VIP4, XDP_DROP, XDP_REDIRECT},
+};
+use xdp_lb::{Config, FlowEvent, FlowEventKind, Protocol, Verdict};
+
+const WAIT: Duration = Duration::from_millis(200);
+
+fn lb_sampling(every: u32) -> Lb {
+    let mut lb = Lb::new();
+    let config = lb.dp.config().expect("config");
+    lb.dp
+        .set_config(&Config {
+            flow_event_sampling: every,
+            ..config
+        })
+        .expect("config");
+    lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+    lb
+}
+
+fn syn(port: u16, vip_port: u16) -> Packet {
+    Packet::tcp(
+        FROM_CLIENT,
+        SocketAddr::from((CLIENT4, port)),
+        SocketAddr::from((VIP4, vip_port)),
+        TcpFlags::SYN,
+    )
+}
+
+#[test]
+fn new_flows_and_drops_are_reported_with_their_backend_and_reason() {
+    in_private_netns(|| {
+        let lb = lb_sampling(1);
+        let mut events = lb.dp.flow_events().expect("reader");
+        let new = syn(40_000, 80);
+        let (backend_id, backend, _) = lb.simulated(&new.flow());
+        assert_eq!(lb.send(&new.bytes(), lb.up0).action, XDP_REDIRECT);
+        let unknown = syn(40_001, 81);
+        assert_eq!(lb.send(&unknown.bytes(), lb.up0).action, XDP_DROP);
+
+        let first = events.next(WAIT).expect("read").expect("a new-flow event");
+        let FlowEvent {
+            client,
+            frontend,
+            protocol,
+            kind,
+            ..
+        } = first;
+        assert_eq!(
+            (client, frontend, protocol),
+            (Some(new.src), new.dst, Some(Protocol::Tcp))
+        );
+        assert_eq!(
+            kind,
+            FlowEventKind::NewFlow {
+                service_id: 1,
+                backend_id,
+                backend,
+            }
+        );
+        let second = events.next(WAIT).expect("read").expect("a drop event");
+        assert_eq!(
+            (second.client, second.frontend, second.kind),
+            (
+                Some(unknown.src),
+                unknown.dst,
+                FlowEventKind::Drop {
+                    verdict: Verdict::DropUnknownPort
+                }
+            )
+        );
+        // A packet of the tracked flow is no new flow.
+        let ack = new.with_flags(TcpFlags::ACK);
+        assert_eq!(lb.send(&ack.bytes(), lb.up0).action, XDP_REDIRECT);
+        assert_eq!(events.next(WAIT).expect("read"), None);
+        assert_eq!(events.skipped(), 0);
+    });
+}
+
+#[test]
+fn nothing_is_written_without_sampling() {
+    in_private_netns(|| {
+        let lb = lb_sampling(0);
+        let mut events = lb.dp.flow_events().expect("reader");
+        assert_eq!(
+            lb.send(&syn(40_000, 80).bytes(), lb.up0).action,
+            XDP_REDIRECT
+        );
+        assert_eq!(lb.send(&syn(40_001, 81).bytes(), lb.up0).action, XDP_DROP);
+        assert_eq!(events.next(WAIT).expect("read"), None);
+    });
+}
+
+#[test]
+fn one_in_n_is_written() {
+    in_private_netns(|| {
+        const FLOWS: u16 = 2000;
+        const EVERY: u32 = 10;
+        let lb = lb_sampling(EVERY);
+        let mut events = lb.dp.flow_events().expect("reader");
+        for port in 0..FLOWS {
+            assert_eq!(
+                lb.send(&syn(20_000 + port, 80).bytes(), lb.up0).action,
+                XDP_REDIRECT
+            );
+        }
+        let mut read = 0;
+        while events.next(WAIT).expect("read").is_some() {
+            read += 1;
+        }
+        // 200 expected; a binomial(2000, 0.1) lies within ±60 of it but for
+        // a chance below one in a million.
+        assert!(
+            (140..=260).contains(&read),
+            "{read} events of {FLOWS} flows at 1 in {EVERY}"
+        );
+    });
+}
