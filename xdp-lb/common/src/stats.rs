@@ -97,19 +97,20 @@ counter_enum! {
     BadIp6Version = "bad_ip6_version",
     /// IPv6 payload length longer than the frame.
     BadIp6PayloadLength = "bad_ip6_payload_length",
-    /// An IPv6 extension header runs past the frame.
+    /// An IPv6 extension header runs past the datagram.
     TruncatedIp6Extension = "truncated_ip6_extension",
     /// More IPv6 extension headers than the parser walks (see `MAX_IP6_EXTENSIONS`).
     TooManyIp6Extensions = "too_many_ip6_extensions",
-    /// TCP header shorter than 20 bytes in the frame.
+    /// TCP header shorter than 20 bytes in the datagram (bytes after the IP
+    /// datagram are Ethernet padding, not packet).
     TruncatedTcp = "truncated_tcp",
-    /// TCP data offset below 5 or past the frame.
+    /// TCP data offset below 5 or past the datagram.
     BadTcpDataOffset = "bad_tcp_data_offset",
-    /// UDP header shorter than 8 bytes in the frame.
+    /// UDP header shorter than 8 bytes in the datagram.
     TruncatedUdp = "truncated_udp",
-    /// ICMP header shorter than 8 bytes in the frame.
+    /// ICMP header shorter than 8 bytes in the datagram.
     TruncatedIcmp4 = "truncated_icmp4",
-    /// ICMPv6 header shorter than 8 bytes in the frame.
+    /// ICMPv6 header shorter than 8 bytes in the datagram.
     TruncatedIcmp6 = "truncated_icmp6",
     }
 }

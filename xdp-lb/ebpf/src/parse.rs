@@ -128,6 +128,8 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
     }
     p.l4_offset = l3 + header_len;
     p.l4_proto = ip.proto;
+    // Transport headers must lie in the datagram, not in the padding after it.
+    let end = l3 + total_len;
     let frags = u16::from_be_bytes(ip.frags);
     if frags & (IP4_MF | IP4_OFFSET_MASK) != 0 {
         p.is_fragment = 1;
@@ -137,13 +139,21 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
         }
     }
     match ip.proto {
-        IPPROTO_TCP => check_tcp(frame, p, ParseCounter::Tcp4),
-        IPPROTO_UDP => {
-            check_len::<UdpHdr>(frame, p, ParseCounter::Udp4, ParseCounter::TruncatedUdp)
-        }
-        IPPROTO_ICMP => {
-            check_len::<Icmpv4Hdr>(frame, p, ParseCounter::Icmp4, ParseCounter::TruncatedIcmp4)
-        }
+        IPPROTO_TCP => check_tcp(frame, p, end, ParseCounter::Tcp4),
+        IPPROTO_UDP => check_len::<UdpHdr>(
+            frame,
+            p,
+            end,
+            ParseCounter::Udp4,
+            ParseCounter::TruncatedUdp,
+        ),
+        IPPROTO_ICMP => check_len::<Icmpv4Hdr>(
+            frame,
+            p,
+            end,
+            ParseCounter::Icmp4,
+            ParseCounter::TruncatedIcmp4,
+        ),
         _ => p.with(ParseCounter::OtherL4Ip4),
     }
 }
@@ -163,6 +173,8 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
     if l3 + Ipv6Hdr::LEN + payload_len > frame.len() {
         return p.with(ParseCounter::BadIp6PayloadLength);
     }
+    // Headers must lie in the datagram, not in the padding after it.
+    let end = l3 + Ipv6Hdr::LEN + payload_len;
     let mut next = ip.next_hdr;
     let mut offset = l3 + Ipv6Hdr::LEN;
     // Bounded walk (RFC 8200 §4.1 order); `offset` grows by at most 2048 per step.
@@ -170,11 +182,11 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next Header, Hdr Ext Len (in 8-octet units, not counting the first 8).
-                let Some(ext) = frame.read::<[u8; 2]>(offset) else {
+                let Some(ext) = frame.read::<[u8; 2]>(offset).filter(|_| offset + 2 <= end) else {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 };
                 let len = (ext[1] as usize + 1) * 8;
-                if offset + len > frame.len() {
+                if offset + len > end {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 }
                 next = ext[0];
@@ -182,7 +194,7 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
             }
             IPPROTO_FRAGMENT => {
                 // Next Header, reserved, Fragment Offset (13 bits) + flags, Identification.
-                let Some(ext) = frame.read::<[u8; 8]>(offset) else {
+                let Some(ext) = frame.read::<[u8; 8]>(offset).filter(|_| offset + 8 <= end) else {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 };
                 p.is_fragment = 1;
@@ -195,37 +207,53 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
                     return p.with(ParseCounter::Fragment6);
                 }
             }
-            _ => return parse_ip6_l4(frame, p, next, offset),
+            _ => return parse_ip6_l4(frame, p, next, offset, end),
         }
     }
     match next {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
             p.with(ParseCounter::TooManyIp6Extensions)
         }
-        _ => parse_ip6_l4(frame, p, next, offset),
+        _ => parse_ip6_l4(frame, p, next, offset, end),
     }
 }
 
 #[inline(always)]
-fn parse_ip6_l4(frame: &Frame, mut p: Parsed, proto: u8, offset: usize) -> Parsed {
+fn parse_ip6_l4(frame: &Frame, mut p: Parsed, proto: u8, offset: usize, end: usize) -> Parsed {
     p.l4_offset = offset;
     p.l4_proto = proto;
     match proto {
-        IPPROTO_TCP => check_tcp(frame, p, ParseCounter::Tcp6),
-        IPPROTO_UDP => {
-            check_len::<UdpHdr>(frame, p, ParseCounter::Udp6, ParseCounter::TruncatedUdp)
-        }
+        IPPROTO_TCP => check_tcp(frame, p, end, ParseCounter::Tcp6),
+        IPPROTO_UDP => check_len::<UdpHdr>(
+            frame,
+            p,
+            end,
+            ParseCounter::Udp6,
+            ParseCounter::TruncatedUdp,
+        ),
         // ICMPv6's fixed header is the same 8 bytes as ICMPv4's.
-        IPPROTO_ICMPV6 => {
-            check_len::<Icmpv4Hdr>(frame, p, ParseCounter::Icmp6, ParseCounter::TruncatedIcmp6)
-        }
+        IPPROTO_ICMPV6 => check_len::<Icmpv4Hdr>(
+            frame,
+            p,
+            end,
+            ParseCounter::Icmp6,
+            ParseCounter::TruncatedIcmp6,
+        ),
         _ => p.with(ParseCounter::OtherL4Ip6),
     }
 }
 
+/// The transport header `T` lies whole in the frame and in the datagram,
+/// which ends at `end` (the rest of the frame is Ethernet padding).
 #[inline(always)]
-fn check_len<T: Copy>(frame: &Frame, p: Parsed, ok: ParseCounter, short: ParseCounter) -> Parsed {
-    if frame.get::<T>(p.l4_offset).is_some() {
+fn check_len<T: Copy>(
+    frame: &Frame,
+    p: Parsed,
+    end: usize,
+    ok: ParseCounter,
+    short: ParseCounter,
+) -> Parsed {
+    if frame.get::<T>(p.l4_offset).is_some() && p.l4_offset + size_of::<T>() <= end {
         p.with(ok)
     } else {
         p.with(short)
@@ -233,12 +261,15 @@ fn check_len<T: Copy>(frame: &Frame, p: Parsed, ok: ParseCounter, short: ParseCo
 }
 
 #[inline(always)]
-fn check_tcp(frame: &Frame, p: Parsed, ok: ParseCounter) -> Parsed {
+fn check_tcp(frame: &Frame, p: Parsed, end: usize, ok: ParseCounter) -> Parsed {
     let Some(tcp) = frame.read::<TcpHdr>(p.l4_offset) else {
         return p.with(ParseCounter::TruncatedTcp);
     };
+    if p.l4_offset + TcpHdr::LEN > end {
+        return p.with(ParseCounter::TruncatedTcp);
+    }
     let data_offset = (tcp.doff() as usize) * 4;
-    if data_offset < TcpHdr::LEN || p.l4_offset + data_offset > frame.len() {
+    if data_offset < TcpHdr::LEN || p.l4_offset + data_offset > end {
         return p.with(ParseCounter::BadTcpDataOffset);
     }
     p.with(ok)

@@ -129,28 +129,12 @@ impl Datapath {
         // entry left alone would bring its reply entry back on its next refresh.
         let mut flows = HashMap::<_, FlowTuple, CtEntry>::try_from(self.map_mut(CONNTRACK)?)
             .map_err(map_err(CONNTRACK, "open"))?;
-        let existed = match flows.remove(&key) {
-            Ok(()) => true,
-            Err(aya::maps::MapError::KeyNotFound) => false,
-            Err(source) => {
-                return Err(Error::Map {
-                    map: CONNTRACK,
-                    op: "remove",
-                    source,
-                });
-            }
-        };
+        let existed = absent(flows.remove(&key), CONNTRACK, "remove")?;
         let mut replies =
             HashMap::<_, FlowTuple, FlowTuple>::try_from(self.map_mut(CONNTRACK_REPLY)?)
                 .map_err(map_err(CONNTRACK_REPLY, "open"))?;
-        match replies.remove(&reply) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(existed),
-            Err(source) => Err(Error::Map {
-                map: CONNTRACK_REPLY,
-                op: "remove",
-                source,
-            }),
-        }
+        absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+        Ok(existed)
     }
 }
 
@@ -284,14 +268,42 @@ fn absent(
 ) -> Result<bool, Error> {
     match result {
         Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) if is_missing(&e) => Ok(false),
         Err(source) => Err(Error::Map { map, op, source }),
+    }
+}
+
+/// The key was not in the map. aya reports a lookup's miss as `KeyNotFound`
+/// but a removal's as the syscall's ENOENT.
+fn is_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removal_of_a_missing_key_is_no_error() {
+        let enoent = || {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })
+        };
+        assert!(!absent(Err(enoent()), CONNTRACK, "remove").unwrap());
+        assert!(!absent(Err(MapError::KeyNotFound), CONNTRACK, "remove").unwrap());
+        assert!(absent(Ok(()), CONNTRACK, "remove").unwrap());
+        let eperm = MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+        assert!(absent(Err(eperm), CONNTRACK, "remove").is_err());
+    }
 
     fn entry(state: u8, last_seen_ns: u64) -> CtEntry {
         CtEntry {

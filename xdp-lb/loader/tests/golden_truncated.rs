@@ -1,7 +1,8 @@
 //! Every golden frame cut at every length from the Ethernet header up: the
 //! program never aborts, never creates conntrack state for a frame it cannot
 //! read whole, and never translates one — a cut frame is passed untouched or
-//! dropped with a counted reason.
+//! dropped with a counted reason. And a transport header in the Ethernet
+//! padding after the datagram is not read.
 mod support;
 
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use support::{
         XDP_REDIRECT,
     },
 };
-use xdp_lb::{CtEvent, Protocol};
+use xdp_lb::{CtEvent, ParseCounter, Protocol, Verdict};
 
 /// Requests to both VIPs (TCP and UDP, IPv4 and IPv6, with VLAN tags, IPv4
 /// options and IPv6 extension headers): frames the program translates when
@@ -92,5 +93,56 @@ fn a_cut_frame_is_never_aborted_tracked_or_translated() {
             ),
             (4, 3)
         );
+    });
+}
+
+/// A transport header past the end of the IP datagram lies in the Ethernet
+/// padding, not in the packet: the frame is counted as truncated and passed
+/// untouched, never balanced (the kernel would drop it as truncated).
+#[test]
+fn a_transport_header_in_the_padding_is_not_read() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+        lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+        let c4 = SocketAddr::from((CLIENT4, 40000));
+        let c6 = SocketAddr::from((CLIENT6, 40000));
+        let tcp4 = Packet::tcp(FROM_CLIENT, c4, SocketAddr::from((VIP4, 80)), TcpFlags::SYN);
+        let udp6 = Packet::udp(FROM_CLIENT, c6, SocketAddr::from((VIP6, 53)), b"");
+        // IPv4: total length 20, the header alone (with its checksum fixed).
+        let mut v4 = tcp4.bytes();
+        v4[16..18].copy_from_slice(&20u16.to_be_bytes());
+        v4[24..26].fill(0);
+        let header: [u8; 20] = v4[14..34].try_into().expect("20 bytes");
+        let sum = etherparse::Ipv4HeaderSlice::from_slice(&header)
+            .expect("an IPv4 header")
+            .to_header()
+            .calc_header_checksum();
+        v4[24..26].copy_from_slice(&sum.to_be_bytes());
+        // IPv6: payload length 4, half a UDP header.
+        let mut v6 = udp6.bytes();
+        v6[18..20].copy_from_slice(&4u16.to_be_bytes());
+        for (frame, counter) in [
+            (v4, ParseCounter::TruncatedTcp),
+            (v6, ParseCounter::TruncatedUdp),
+        ] {
+            let before = lb
+                .dp
+                .parse_stats()
+                .expect("parse stats")
+                .get(counter)
+                .packets;
+            let out = lb.send(&frame, lb.up0);
+            assert_eq!((out.action, &out.packet), (XDP_PASS, &frame));
+            let after = lb
+                .dp
+                .parse_stats()
+                .expect("parse stats")
+                .get(counter)
+                .packets;
+            assert_eq!(after - before, 1, "{}", counter.name());
+        }
+        lb.assert_verdicts(&[(Verdict::PassMalformed, 2)]);
+        assert!(lb.dp.conntrack().expect("conntrack").is_empty());
     });
 }
