@@ -9,7 +9,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, TcpHeader,
+    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
     icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
 };
 use support::{
@@ -75,8 +75,19 @@ fn answer_ip(from: IpAddr, to: IpAddr) -> IpHeaders {
     }
 }
 
-/// The reset the LB answers `client → vip` with.
+/// The reset the LB answers `client → vip` with (untagged).
 fn reset(client: SocketAddr, vip: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
+    tagged_reset(None, client, vip, seq, ack)
+}
+
+/// The reset the LB answers `client → vip` with, in VLAN `vlan` if given.
+fn tagged_reset(
+    vlan: Option<u16>,
+    client: SocketAddr,
+    vip: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+) -> Vec<u8> {
     let mut tcp = TcpHeader::new(vip.port(), client.port(), seq, 0);
     tcp.rst = true;
     if let Some(ack) = ack {
@@ -84,11 +95,17 @@ fn reset(client: SocketAddr, vip: SocketAddr, seq: u32, ack: Option<u32>) -> Vec
         tcp.acknowledgment_number = ack;
     }
     let mut out = Vec::new();
-    PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC)
-        .ip(answer_ip(vip.ip(), client.ip()))
-        .tcp_header(tcp)
-        .write(&mut out, &[])
-        .expect("a reset");
+    let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
+    let ip = answer_ip(vip.ip(), client.ip());
+    match vlan {
+        Some(id) => eth
+            .single_vlan(VlanId::try_new(id).expect("a VLAN ID"))
+            .ip(ip)
+            .tcp_header(tcp)
+            .write(&mut out, &[]),
+        None => eth.ip(ip).tcp_header(tcp).write(&mut out, &[]),
+    }
+    .expect("a reset");
     out
 }
 
@@ -127,6 +144,22 @@ fn a_fin_with_data_and_no_ack_is_acknowledged_whole() {
         ..TcpFlags::default()
     };
     refuses_tcp(false, fin, 10, 0, Some(CLIENT_SEQ + 10 + 1));
+}
+
+#[test]
+fn a_tagged_syn_is_refused_in_its_vlan() {
+    in_private_netns(|| {
+        let (client, vip) = ends(false, 80);
+        let lb = lb_without_backends(vip, Protocol::Tcp);
+        let syn = Packet {
+            vlan: Some(100),
+            ..Packet::tcp(FROM_CLIENT, client, vip, TcpFlags::SYN)
+        };
+        let out = lb.send(&syn.bytes(), lb.up0);
+        assert_eq!(out.action, XDP_TX);
+        let expected = tagged_reset(Some(100), client, vip, 0, Some(CLIENT_SEQ + 1));
+        assert_eq!(out.packet, expected);
+    });
 }
 
 #[test]
