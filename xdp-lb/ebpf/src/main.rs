@@ -29,6 +29,7 @@ mod lb;
 mod maps;
 mod packet;
 mod parse;
+mod wire;
 mod xdp;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

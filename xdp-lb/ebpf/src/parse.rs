@@ -16,25 +16,14 @@ use network_types::{
 };
 use xdp_lb_common::stats::{MAX_IP6_EXTENSIONS, ParseCounter};
 
-use crate::packet::{Frame, FrameSource};
-
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_IPV6: u16 = 0x86DD;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-
-/// IPv4 "more fragments" flag and offset mask, in host order of the 16-bit field.
-const IP4_MF: u16 = 0x2000;
-const IP4_OFFSET_MASK: u16 = 0x1fff;
+use crate::{
+    packet::{Frame, FrameSource},
+    wire::{
+        ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, IP4_MF, IP4_OFFSET_MASK, IPPROTO_DSTOPTS,
+        IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING,
+        IPPROTO_TCP, IPPROTO_UDP,
+    },
+};
 
 /// Where the headers of a parsed frame are. Offsets are from the start of the
 /// frame; they are meaningful only as far as `counter` says the frame got.

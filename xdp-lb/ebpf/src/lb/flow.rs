@@ -11,19 +11,13 @@ use crate::{
     maps::forget_ranges,
     packet::{Frame, FrameSource},
     parse::Parsed,
+    wire::{TCP_ACK, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SYN},
 };
 
 /// The network header follows Ethernet and at most one 802.1Q tag.
 pub const MAX_L3_OFFSET: usize = 18;
 /// The transport header starts within the first page of a linear frame.
 pub const MAX_L4_OFFSET: usize = 4096;
-/// Offset of the flags byte in the TCP header.
-const TCP_FLAGS_OFFSET: usize = 13;
-/// TCP flag bits.
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
 
 /// A TCP or UDP packet, as the core sees it.
 #[derive(Clone, Copy)]
@@ -184,12 +178,12 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     // TCP and UDP both start with source and destination port; the parser
     // checked the whole TCP header is there, and byte 13 holds its flags.
     let (ports, tcp_flags) = if is_tcp {
-        let tcp = frame.get::<[u8; TCP_FLAGS_OFFSET + 1]>(l4)?;
+        let tcp = frame.get::<[u8; TCP_FLAGS + 1]>(l4)?;
         // SAFETY: as above.
         unsafe {
             (
                 [(*tcp)[0], (*tcp)[1], (*tcp)[2], (*tcp)[3]],
-                (*tcp)[TCP_FLAGS_OFFSET],
+                (*tcp)[TCP_FLAGS],
             )
         }
     } else {

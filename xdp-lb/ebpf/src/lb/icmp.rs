@@ -33,20 +33,11 @@ use crate::{
     maps::{ADDRESSES, CONFIG, ICMP_ERROR, ICMP_ERROR_WORDS, filter_has, forget_ranges},
     packet::FrameSource,
     parse::Parsed,
+    wire::{
+        ICMP_HLEN, IP4_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+        TCP_CSUM, UDP_CSUM,
+    },
 };
-
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
-
-/// The ICMP header: type, code, checksum and four bytes of the type's own.
-const ICMP_HLEN: usize = 8;
-/// Where the transport checksum sits in a quoted TCP or UDP header.
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
-/// IPv4 "fragment offset" bits of the 16-bit flags field.
-const IP4_OFFSET_MASK: u16 = 0x1fff;
 
 /// An ICMP or ICMPv6 error and the packet it quotes.
 #[derive(Clone, Copy)]

@@ -30,29 +30,24 @@ use crate::{
     lb::flow::{Flow, MAX_L3_OFFSET},
     maps::forget_ranges,
     packet::FrameSource,
+    wire::{
+        ICMP_HLEN, IP4_HLEN, IP6_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, TCP_ACK, TCP_FIN,
+        TCP_HLEN, TCP_RST, TCP_SYN,
+    },
 };
 
-const IP4_HLEN: usize = 20;
-const IP6_HLEN: usize = 40;
-const ICMP_HLEN: usize = 8;
 /// Transport bytes quoted after the network header.
 const QUOTED_L4: usize = 8;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
+// Every answer's length fits the one byte its header is written with.
 const _: () = assert!(IP4_HLEN + ICMP_HLEN + IP4_HLEN + QUOTED_L4 < 256);
 const _: () = assert!(ICMP_HLEN + IP6_HLEN + QUOTED_L4 < 256);
+/// ICMP types and codes (RFC 792, 1191) and ICMPv6's (RFC 4443).
+const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 const ICMPV6_PORT_UNREACH: u8 = 4;
-const IPPROTO_TCP: u8 = 6;
-const TCP_HLEN: usize = 20;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 /// TTL / hop limit of the errors the LB writes (Linux's default).
 const TTL: u8 = 64;
 

@@ -24,6 +24,10 @@ use crate::{
     maps::{count_backend, count_service, count_verdict},
     packet::{Frame, FrameSource},
     parse::Parsed,
+    wire::{
+        DST_PORT, ICMP_CSUM, IP4_CSUM, IP4_DST, IP4_HLEN, IP4_SRC, IP6_DST, IP6_HLEN, IP6_SRC,
+        SRC_PORT, TCP_CSUM, UDP_CSUM,
+    },
     xdp::{
         forward::{TOO_BIG, forward},
         rewrite::{l4_replace, load, store},
@@ -32,19 +36,6 @@ use crate::{
 
 /// `run`'s answer for a frame that is not an error about a tracked flow.
 pub const NOT_HANDLED: u32 = u32::MAX;
-
-const IP4_HLEN: usize = 20;
-const IP6_HLEN: usize = 40;
-const IP4_CSUM: usize = 10;
-const IP4_SRC: usize = 12;
-const IP4_DST: usize = 16;
-const IP6_SRC: usize = 8;
-const IP6_DST: usize = 24;
-const ICMP_CSUM: usize = 2;
-const SRC_PORT: usize = 0;
-const DST_PORT: usize = 2;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
 
 /// Translates and forwards an ICMP error about a tracked flow, counting its
 /// verdict, and returns the XDP action; `NOT_HANDLED` when the frame is not

@@ -13,23 +13,11 @@ use aya_ebpf::programs::XdpContext;
 use crate::{
     lb::{End, Nat, flow::Flow},
     packet::{Frame, FrameSource},
+    wire::{
+        DST_PORT, IP4_CSUM, IP4_DST, IP4_HLEN, IP4_SRC, IP4_TTL, IP6_DST, IP6_HLEN, IP6_HOP_LIMIT,
+        IP6_SRC, SRC_PORT, TCP_CSUM, TCP_HLEN, UDP_CSUM, UDP_HLEN,
+    },
 };
-
-const IP4_HLEN: usize = 20;
-const IP6_HLEN: usize = 40;
-const IP4_TTL: usize = 8;
-const IP4_CSUM: usize = 10;
-const IP4_SRC: usize = 12;
-const IP4_DST: usize = 16;
-const IP6_HOP_LIMIT: usize = 7;
-const IP6_SRC: usize = 8;
-const IP6_DST: usize = 24;
-const TCP_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
-const SRC_PORT: usize = 0;
-const DST_PORT: usize = 2;
 
 /// `N` bytes at `offset` from a checked header pointer.
 ///
