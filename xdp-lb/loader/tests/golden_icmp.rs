@@ -122,6 +122,23 @@ fn syn(v6: bool) -> Packet {
     Packet::tcp(FROM_CLIENT, client(v6), vip(v6, 80), TcpFlags::SYN)
 }
 
+/// The LB's SYN-ACK to `client`, as the client receives it.
+fn syn_ack_to(v6: bool, client: SocketAddr) -> Packet {
+    Packet::tcp((UP_MAC, CLIENT_MAC), vip(v6, 80), client, TcpFlags::SYN_ACK)
+}
+
+/// The client's "too big" error to the VIP about `reply`.
+fn too_big_from_the_client(v6: bool, reply: &Packet) -> Vec<u8> {
+    error(
+        FROM_CLIENT,
+        client(v6).ip(),
+        vip(v6, 80).ip(),
+        64,
+        Kind::TooBig,
+        &ip_packet(&reply.bytes()),
+    )
+}
+
 /// A router's error about a request the LB sent to its backend: it reaches
 /// the client quoting the request as the client sent it (to the VIP), as much
 /// of it as the router quoted.
@@ -186,20 +203,8 @@ fn client_error_reaches_the_backend(v6: bool) {
     in_private_netns(|| {
         let request = syn(v6);
         let (lb, backend) = lb_with_flow(&request);
-        let reply = Packet::tcp(
-            (UP_MAC, CLIENT_MAC),
-            vip(v6, 80),
-            client(v6),
-            TcpFlags::SYN_ACK,
-        );
-        let input = error(
-            FROM_CLIENT,
-            client(v6).ip(),
-            vip(v6, 80).ip(),
-            64,
-            Kind::TooBig,
-            &ip_packet(&reply.bytes()),
-        );
+        let reply = syn_ack_to(v6, client(v6));
+        let input = too_big_from_the_client(v6, &reply);
         let out = lb.send(&input, lb.up0);
         assert_eq!(out.action, XDP_REDIRECT);
         let expected = error(
@@ -293,20 +298,8 @@ fn errors_about_untracked_flows_pass_untouched() {
             );
             let out = lb.send(&to_client, lb.dn0);
             assert_eq!((out.action, &out.packet), (XDP_PASS, &to_client));
-            let reply = Packet::tcp(
-                (UP_MAC, CLIENT_MAC),
-                vip(v6, 80),
-                SocketAddr::new(client(v6).ip(), CLIENT_PORT + 1),
-                TcpFlags::SYN_ACK,
-            );
-            let to_vip = error(
-                FROM_CLIENT,
-                client(v6).ip(),
-                vip(v6, 80).ip(),
-                64,
-                Kind::TooBig,
-                &ip_packet(&reply.bytes()),
-            );
+            let reply = syn_ack_to(v6, SocketAddr::new(client(v6).ip(), CLIENT_PORT + 1));
+            let to_vip = too_big_from_the_client(v6, &reply);
             let out = lb.send(&to_vip, lb.up0);
             assert_eq!((out.action, &out.packet), (XDP_PASS, &to_vip));
             lb.assert_verdicts(&[
