@@ -85,7 +85,7 @@ pub enum ErrorDecision {
 
 /// Reads an ICMP or ICMPv6 error that quotes a TCP or UDP header into `out`;
 /// false for anything else (echo, errors quoting other protocols, quotes cut
-/// short). A subprogram of its own; it writes `out` field by field as it reads
+/// short by the datagram's end). A subprogram of its own; it writes `out` field by field as it reads
 /// the headers, because copies of them would not fit its stack frame.
 #[inline(never)]
 pub fn read_error<S: FrameSource>(
@@ -122,7 +122,10 @@ pub fn read_error<S: FrameSource>(
     }
     let e = out.as_mut_ptr();
     let inner_l3 = l4 + ICMP_HLEN;
-    let (inner_proto, inner_l4) = if is_v4 {
+    // `end`: where the error's datagram ends. The quote is read only up to
+    // there: bytes past it are Ethernet padding, which the ICMP checksum does
+    // not cover, and a translation must not write.
+    let (inner_proto, inner_l4, end) = if is_v4 {
         let (Some(ip), Some(quoted)) = (frame.get::<Ipv4Hdr>(l3), frame.get::<Ipv4Hdr>(inner_l3))
         else {
             return false;
@@ -132,7 +135,12 @@ pub fn read_error<S: FrameSource>(
         unsafe {
             let header_len = (((*quoted).vihl & 0x0f) as usize) * 4;
             let later_fragment = u16::from_be_bytes((*quoted).frags) & IP4_OFFSET_MASK != 0;
-            if (*quoted).vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || later_fragment {
+            let end = l3 + usize::from(u16::from_be_bytes((*ip).tot_len));
+            if (*quoted).vihl >> 4 != 4
+                || header_len < Ipv4Hdr::LEN
+                || later_fragment
+                || inner_l3 + header_len > end
+            {
                 return false;
             }
             (*e).outer.tuple.src_addr = v4_mapped((*ip).src_addr);
@@ -140,7 +148,7 @@ pub fn read_error<S: FrameSource>(
             (*e).outer.ttl = (*ip).ttl;
             (*e).inner.src_addr = v4_mapped((*quoted).src_addr);
             (*e).inner.dst_addr = v4_mapped((*quoted).dst_addr);
-            ((*quoted).proto, inner_l3 + header_len)
+            ((*quoted).proto, inner_l3 + header_len, end)
         }
     } else {
         let (Some(ip), Some(quoted)) = (frame.get::<Ipv6Hdr>(l3), frame.get::<Ipv6Hdr>(inner_l3))
@@ -149,7 +157,8 @@ pub fn read_error<S: FrameSource>(
         };
         // SAFETY: as above.
         unsafe {
-            if (*quoted).vcf[0] >> 4 != 6 {
+            let end = l3 + Ipv6Hdr::LEN + usize::from(u16::from_be_bytes((*ip).payload_len));
+            if (*quoted).vcf[0] >> 4 != 6 || inner_l3 + Ipv6Hdr::LEN > end {
                 return false;
             }
             (*e).outer.tuple.src_addr = (*ip).src_addr;
@@ -165,7 +174,7 @@ pub fn read_error<S: FrameSource>(
             {
                 return false;
             }
-            ((*quoted).next_hdr, inner_l3 + Ipv6Hdr::LEN)
+            ((*quoted).next_hdr, inner_l3 + Ipv6Hdr::LEN, end)
         }
     };
     let inner_is_tcp = match inner_proto {
@@ -174,7 +183,10 @@ pub fn read_error<S: FrameSource>(
         _ => return false,
     };
     // Source and destination port: the first four bytes of TCP and UDP alike.
-    let Some(ports) = frame.read::<[u8; 4]>(inner_l4) else {
+    let Some(ports) = frame
+        .read::<[u8; 4]>(inner_l4)
+        .filter(|_| inner_l4 + 4 <= end)
+    else {
         return false;
     };
     let csum_at = inner_l4 + if inner_is_tcp { TCP_CSUM } else { UDP_CSUM };
@@ -201,7 +213,7 @@ pub fn read_error<S: FrameSource>(
         (*e).inner_l3 = inner_l3;
         (*e).inner_l4 = inner_l4;
         (*e).inner_is_tcp = inner_is_tcp;
-        (*e).inner_has_csum = frame.get::<[u8; 2]>(csum_at).is_some();
+        (*e).inner_has_csum = csum_at + 2 <= end && frame.get::<[u8; 2]>(csum_at).is_some();
     }
     true
 }

@@ -1,0 +1,462 @@
+//! Fuzzing `xdp_lb` through `BPF_PROG_TEST_RUN`: random bytes, well-formed
+//! frames toward every kind of destination — ICMP errors about the run's own
+//! flows included — and mutations of them, each checked against a userspace
+//! model (`fuzz/model.rs`) of what the datapath must do:
+//!
+//! - never XDP_ABORTED; every frame counted in exactly one parser slot and
+//!   one verdict slot — the ones the model names;
+//! - a frame that is neither for a frontend, nor a reply of a tracked flow,
+//!   nor an ICMP error about one leaves untouched, or is dropped for a
+//!   documented reason;
+//! - a translated frame is the input with exactly its destination (request)
+//!   or source (reply) replaced — by the backend `simulate` names, a live
+//!   backend of the service, or by the frontend the flow was sent to — routed
+//!   (MACs, TTL) when the datapath sends it on itself, with its IPv4 header and
+//!   TCP/UDP checksums, recomputed from scratch, holding as they held before;
+//! - an ICMP error about a tracked flow is the input with exactly the quoted
+//!   header and the outer address translated (`fuzz/icmp.rs`), routed likewise,
+//!   every checksum over the rewritten bytes moved with them;
+//! - a request too big for the link toward its backend, and a packet for a
+//!   service without a live backend, is answered byte for byte as the model
+//!   builds the answer with etherparse (`fuzz/answer.rs`), or dropped where
+//!   no answer can be written;
+//! - conntrack holds exactly the flows the model saw translated.
+//!
+//! `XLB_FUZZ_PACKETS` sets the number of frames (default 100 000) and
+//! `XLB_FUZZ_SEED` the seed (default `DEFAULT_SEED`); a failure names both,
+//! with the frame's index and bytes, so the run can be replayed.
+#![expect(
+    clippy::print_stderr,
+    reason = "the seed and the mix of frames are this test's report"
+)]
+
+mod support;
+
+#[path = "fuzz/answer.rs"]
+mod answer;
+#[path = "fuzz/check.rs"]
+mod check;
+#[path = "fuzz/checksum.rs"]
+mod checksum;
+#[path = "fuzz/fixture.rs"]
+mod fixture;
+#[path = "fuzz/generate.rs"]
+mod generate;
+#[path = "fuzz/icmp.rs"]
+mod icmp;
+#[path = "fuzz/model.rs"]
+mod model;
+#[path = "fuzz/mutate.rs"]
+mod mutate;
+#[path = "fuzz/parse.rs"]
+mod parse;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    time::Instant,
+};
+
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use xdp_lb::{Counters, ParseCounter, ProgramName, TestRunOutput, Verdict};
+
+use crate::{
+    check::Outcome,
+    fixture::Fixture,
+    generate::{Case, Kind, Side},
+    model::{Expected, Model, Prediction},
+    parse::IpPacket,
+    support::{in_private_netns, lb::Lb},
+};
+
+/// The seed of a run without `XLB_FUZZ_SEED` ("xlb fuzz").
+const DEFAULT_SEED: u64 = 0x786c_6220_6675_7a7a;
+const DEFAULT_PACKETS: u64 = 100_000;
+/// Conntrack is compared with the model and emptied when the model tracks
+/// this many flows: far below the fixture's LRU capacity (4096 entries over
+/// per-CPU lists), so that no entry is ever evicted behind the model's back.
+const MAX_TRACKED_FLOWS: usize = 512;
+
+/// A run's parameters, from the environment.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    seed: u64,
+    packets: u64,
+}
+
+impl Run {
+    fn from_env() -> Self {
+        Self {
+            seed: env_number("XLB_FUZZ_SEED").unwrap_or(DEFAULT_SEED),
+            packets: env_number("XLB_FUZZ_PACKETS").unwrap_or(DEFAULT_PACKETS),
+        }
+    }
+
+    /// ChaCha (proptest's default generator) seeded from the run's seed.
+    fn rng(&self) -> TestRng {
+        let seed: Vec<u8> = (0..4).flat_map(|_| self.seed.to_le_bytes()).collect();
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed)
+    }
+
+    /// How to run exactly this again.
+    fn replay(&self, packets: u64) -> String {
+        format!(
+            "XLB_FUZZ_SEED={:#x} XLB_FUZZ_PACKETS={packets} cargo test -p xdp-lb --test fuzz",
+            self.seed
+        )
+    }
+}
+
+/// A decimal or `0x` hexadecimal number from the environment (unset or
+/// empty: none).
+fn env_number(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim().replace('_', "");
+    if text.is_empty() {
+        return None;
+    }
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("{name}={text}: not a number ({e})")))
+}
+
+/// Lowercase hex, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+#[test]
+fn random_and_mutated_frames_keep_the_datapath_invariants() {
+    let run = Run::from_env();
+    eprintln!(
+        "fuzz: seed {:#x}, {} frames (XLB_FUZZ_SEED, XLB_FUZZ_PACKETS)",
+        run.seed, run.packets
+    );
+    let started = Instant::now();
+    let mix = in_private_netns(|| Fuzzer::new(run).run());
+    eprintln!(
+        "fuzz: {} frames in {:.1} s\n{mix}",
+        run.packets,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// One run: the datapath, the model of it, and the frames sent so far.
+struct Fuzzer {
+    run: Run,
+    lb: Lb,
+    model: Model,
+    rng: TestRng,
+    counters: CounterSnapshot,
+    mix: Mix,
+}
+
+impl Fuzzer {
+    fn new(run: Run) -> Self {
+        let mut lb = Lb::new();
+        let model = Model::new(Fixture::configure(&mut lb));
+        Self {
+            run,
+            counters: CounterSnapshot::read(&lb),
+            lb,
+            model,
+            rng: run.rng(),
+            mix: Mix::default(),
+        }
+    }
+
+    /// Sends `run.packets` frames, checks each, and returns the mix sent.
+    fn run(mut self) -> Mix {
+        for index in 0..self.run.packets {
+            self.send_one(index);
+            if self.model.conntrack.len() >= MAX_TRACKED_FLOWS {
+                empty_conntrack(&mut self.lb, &mut self.model)
+                    .unwrap_or_else(|why| self.fail_after(index, &why));
+                self.mix.emptied += 1;
+            }
+        }
+        let last = self.run.packets.saturating_sub(1);
+        check_conntrack(&self.lb, &self.model).unwrap_or_else(|why| self.fail_after(last, &why));
+        let verdicts = self.lb.dp.verdict_stats().expect("verdict stats");
+        if verdicts.total_packets() != self.run.packets {
+            self.fail_after(
+                last,
+                &format!("{} frames counted", verdicts.total_packets()),
+            );
+        }
+        self.mix
+    }
+
+    /// Generates frame `index`, sends it, and checks what became of it.
+    fn send_one(&mut self, index: u64) {
+        let case = generate::case(&mut self.rng, &self.model);
+        let fail = |out: Option<&TestRunOutput>, why: String| -> ! {
+            panic!("{}", failure(&self.run, index, &case, out, &why))
+        };
+        let prediction = self
+            .model
+            .predict(&self.lb, &case.frame)
+            .unwrap_or_else(|why| fail(None, why));
+        let ingress = match case.side {
+            Side::Clients => self.lb.up0,
+            Side::Backends => self.lb.dn0,
+        };
+        // Not `Lb::send`: a refused frame must fail with this report too.
+        let out = self
+            .lb
+            .dp
+            .test_run_on(ProgramName::XdpLb, &case.frame, ingress)
+            .unwrap_or_else(|e| fail(None, format!("test run: {e}")));
+        let (counter, verdict) = self
+            .counters
+            .advance(&self.lb, case.frame.len())
+            .unwrap_or_else(|why| fail(Some(&out), why));
+        let outcome = Outcome {
+            action: out.action,
+            packet: &out.packet,
+            counter,
+            verdict,
+        };
+        check::outcome(
+            &self.model.fixture,
+            &prediction,
+            &case.frame,
+            ingress,
+            &outcome,
+        )
+        .unwrap_or_else(|why| {
+            fail(
+                Some(&out),
+                format!("{why}\nexpected: {:?}", prediction.expected),
+            )
+        });
+        self.model.learn(&prediction.expected);
+        self.mix.add(&case, verdict, &prediction);
+    }
+
+    /// Fails on state that frames up to `index` left behind.
+    fn fail_after(&self, index: u64, why: &str) -> ! {
+        panic!(
+            "fuzz failure after frame {index} (seed {:#x}): {why}\nreplay: {}",
+            self.run.seed,
+            self.run.replay(index + 1)
+        )
+    }
+}
+
+/// The failure report of one frame: everything needed to replay it.
+fn failure(run: &Run, index: u64, case: &Case, out: Option<&TestRunOutput>, why: &str) -> String {
+    let mut report = format!(
+        "fuzz failure at frame {index} (seed {:#x}): {why}\n\
+         replay: {}\n\
+         kind: {:?}, arriving on {:?}, mutations: {:?}\n\
+         frame ({} bytes): {}",
+        run.seed,
+        run.replay(index + 1),
+        case.kind,
+        case.side,
+        case.mutations,
+        case.frame.len(),
+        hex(&case.frame)
+    );
+    if let Some(out) = out {
+        let _ = write!(
+            report,
+            "\noutput (action {}, {} bytes): {}",
+            out.action,
+            out.packet.len(),
+            hex(&out.packet)
+        );
+    }
+    report
+}
+
+/// Compares the datapath's conntrack with the model's flows: no entry
+/// evicted, none created by a frame the model did not see translated, every
+/// one on the model's backend.
+fn check_conntrack(lb: &Lb, model: &Model) -> Result<(), String> {
+    let tracked: HashMap<_, _> = lb
+        .dp
+        .conntrack()
+        .map_err(|e| format!("conntrack: {e}"))?
+        .into_iter()
+        .map(|t| (t.flow, t.backend))
+        .collect();
+    let expected = model.conntrack.entries();
+    if &tracked == expected {
+        return Ok(());
+    }
+    let unexpected: Vec<_> = tracked
+        .iter()
+        .filter(|(flow, backend)| expected.get(flow) != Some(backend))
+        .take(5)
+        .collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(flow, backend)| tracked.get(flow) != Some(backend))
+        .take(5)
+        .collect();
+    Err(format!(
+        "conntrack holds {} flows, the model {}; not in the model: {unexpected:?}; \
+         not in conntrack: {missing:?}",
+        tracked.len(),
+        expected.len()
+    ))
+}
+
+/// Checks conntrack, then deletes every flow from it (`delete_flow`, in the
+/// order they were created) and from the model, and checks it is empty.
+/// Flows whose translated tuples clash share one reply entry: the first
+/// deletion takes it, and the next finds it gone, which is no error.
+fn empty_conntrack(lb: &mut Lb, model: &mut Model) -> Result<(), String> {
+    check_conntrack(lb, model)?;
+    for index in 0..model.conntrack.len() {
+        let (flow, _) = model.conntrack.nth(index).expect("a tracked flow");
+        match lb.dp.delete_flow(&flow) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("delete_flow: {flow:?} was not tracked")),
+            Err(e) => return Err(format!("delete_flow {flow:?}: {e}")),
+        }
+    }
+    model.conntrack.clear();
+    check_conntrack(lb, model)
+}
+
+/// The counters from the last frame, to tell which slots the next one bumps.
+struct CounterSnapshot {
+    parse: Counters<ParseCounter>,
+    verdicts: Counters<Verdict>,
+}
+
+impl CounterSnapshot {
+    fn read(lb: &Lb) -> Self {
+        Self {
+            parse: lb.dp.parse_stats().expect("parse stats"),
+            verdicts: lb.dp.verdict_stats().expect("verdict stats"),
+        }
+    }
+
+    /// The parser slot and the verdict slot the last frame (of `len` bytes)
+    /// was counted in: exactly one of each, by one packet and `len` bytes.
+    fn advance(&mut self, lb: &Lb, len: usize) -> Result<(ParseCounter, Verdict), String> {
+        let now = Self::read(lb);
+        let counter = counted_once(&self.parse, &now.parse, len, ParseCounter::name)?;
+        let verdict = counted_once(&self.verdicts, &now.verdicts, len, Verdict::name)?;
+        *self = now;
+        Ok((counter, verdict))
+    }
+}
+
+/// The one slot that grew from `before` to `after`, by one packet of `len` bytes.
+fn counted_once<C: Copy + Into<u32>>(
+    before: &Counters<C>,
+    after: &Counters<C>,
+    len: usize,
+    name: fn(C) -> &'static str,
+) -> Result<C, String> {
+    let grown: Vec<(C, u64, u64)> = after
+        .iter()
+        .map(|(c, n)| {
+            let was = before.get(c);
+            (c, n.packets - was.packets, n.bytes - was.bytes)
+        })
+        .filter(|&(_, packets, bytes)| packets != 0 || bytes != 0)
+        .collect();
+    match grown[..] {
+        [(c, 1, bytes)] if bytes == len as u64 => Ok(c),
+        _ => Err(format!(
+            "counted as {:?} (slot, packets, bytes), not once in one slot",
+            grown
+                .iter()
+                .map(|&(c, p, b)| (name(c), p, b))
+                .collect::<Vec<_>>()
+        )),
+    }
+}
+
+/// How many frames of each kind were sent, their verdicts, and how many of
+/// them reached the corners the checks are about.
+#[derive(Debug, Default)]
+struct Mix {
+    kinds: BTreeMap<Kind, u64>,
+    verdicts: BTreeMap<&'static str, u64>,
+    /// Translated frames whose checksums all held before (and so must after).
+    translated_whole: u64,
+    /// Translated frames with a checksum that did not hold (nor may after).
+    translated_broken: u64,
+    /// Replies whose tuple several tracked flows share (`Expected::Reply`).
+    clashing_replies: u64,
+    /// Translated ICMP errors whose ICMP checksum held before, and not.
+    errors_whole: u64,
+    errors_broken: u64,
+    /// Times conntrack was checked and emptied flow by flow.
+    emptied: u64,
+}
+
+impl Mix {
+    fn add(&mut self, case: &Case, verdict: Verdict, prediction: &Prediction) {
+        *self.kinds.entry(case.kind).or_default() += 1;
+        *self.verdicts.entry(verdict.name()).or_default() += 1;
+        match (&prediction.expected, prediction.headers.ip) {
+            (Expected::Request { .. }, Some(ip)) => self.add_translated(&case.frame, &ip),
+            (Expected::Reply { frontends, .. }, Some(ip)) => {
+                if frontends.len() > 1 {
+                    self.clashing_replies += 1;
+                }
+                self.add_translated(&case.frame, &ip);
+            }
+            (Expected::IcmpError { error, .. }, _) => {
+                if checksum::icmp_holds(&case.frame, &error.ip) {
+                    self.errors_whole += 1;
+                } else {
+                    self.errors_broken += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn add_translated(&mut self, frame: &[u8], ip: &IpPacket) {
+        if (!ip.is_v4() || checksum::ip4_header_holds(frame, ip))
+            && checksum::transport_holds(frame, ip) == Some(true)
+        {
+            self.translated_whole += 1;
+        } else {
+            self.translated_broken += 1;
+        }
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "frames by kind:")?;
+        for (kind, n) in &self.kinds {
+            writeln!(f, "  {n:>8}  {kind:?}")?;
+        }
+        writeln!(f, "frames by verdict:")?;
+        for (verdict, n) in &self.verdicts {
+            writeln!(f, "  {n:>8}  {verdict}")?;
+        }
+        writeln!(f, "translated frames:")?;
+        writeln!(f, "  {:>8}  checksums holding", self.translated_whole)?;
+        writeln!(f, "  {:>8}  a checksum not holding", self.translated_broken)?;
+        writeln!(
+            f,
+            "  {:>8}  replies to a tuple that several flows share",
+            self.clashing_replies
+        )?;
+        writeln!(f, "translated ICMP errors:")?;
+        writeln!(f, "  {:>8}  ICMP checksum holding", self.errors_whole)?;
+        writeln!(f, "  {:>8}  ICMP checksum not holding", self.errors_broken)?;
+        write!(
+            f,
+            "conntrack checked and emptied {} times, flow by flow",
+            self.emptied
+        )
+    }
+}
