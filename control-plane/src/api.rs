@@ -117,6 +117,28 @@ pub struct FlowView {
     pub idle_seconds: u64,
 }
 
+/// `GET /v1/events`: one sampled flow event (the agent's
+/// `--flow-event-sampling`): a new flow and the backend it was given, or a
+/// drop and its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEventView {
+    /// `CLOCK_MONOTONIC` of the node when it happened, in ns (for ordering
+    /// and intervals).
+    pub time_ns: u64,
+    /// `new_flow` or `drop`.
+    pub kind: String,
+    /// TCP or UDP; absent for a dropped fragment.
+    pub protocol: Option<Protocol>,
+    /// The client; absent for a dropped fragment (no ports).
+    pub client: Option<SocketAddr>,
+    pub frontend: SocketAddr,
+    /// The service and backend a new flow was given.
+    pub service: Option<String>,
+    pub backend: Option<SocketAddr>,
+    /// The verdict of a drop (`drop_unknown_port`, ...).
+    pub reason: Option<String>,
+}
+
 /// `GET /v1/maglev/{service}`: a service's table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaglevView {

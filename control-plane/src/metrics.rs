@@ -442,14 +442,14 @@ async fn healthz(State(state): State<MetricsState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::{collections::BTreeMap, time::Duration};
 
     use super::*;
     use crate::{
         admin::AdminError,
         api::{
-            AttachmentView, DrainRequest, DrainView, FlowView, MaglevView, ServiceBackendView,
-            SimulateRequest, SimulateView, StatusView,
+            AttachmentView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
+            ServiceBackendView, SimulateRequest, SimulateView, StatusView,
         },
         model::{Mode, Protocol},
     };
@@ -553,6 +553,9 @@ mod tests {
         }
         fn drain(&self, _: &DrainRequest, _: bool) -> Result<DrainView, AdminError> {
             Err(AdminError::BadRequest("unused".into()))
+        }
+        fn events(&self, _: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+            Ok(Vec::new())
         }
         fn status(&self) -> Result<StatusView, AdminError> {
             Ok(StatusView {

@@ -8,14 +8,15 @@ use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use control_plane::{
     admin::{Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group},
     api::{
-        AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView, FlowView,
-        FrontendView, MaglevView, MapUsageView, ReloadView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView,
+        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -45,6 +46,8 @@ struct FakeAdmin {
     maps: Vec<MapUsageView>,
     status: StatusView,
     drains: Mutex<Vec<(DrainRequest, bool)>>,
+    /// The waits `events` was asked for.
+    waits: Mutex<Vec<Duration>>,
 }
 
 impl FakeAdmin {
@@ -165,6 +168,7 @@ impl FakeAdmin {
             maps,
             status,
             drains: Mutex::new(Vec::new()),
+            waits: Mutex::new(Vec::new()),
         }
     }
 
@@ -244,6 +248,23 @@ impl Admin for FakeAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(self.status.clone())
     }
+    /// Answers `max` events at once and records the wait it was given: the
+    /// route's parameters are what is tested.
+    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+        self.waits.lock().expect("waits lock").push(wait);
+        Ok((0..max)
+            .map(|i| FlowEventView {
+                time_ns: i as u64,
+                kind: "new_flow".into(),
+                protocol: Some(Protocol::Tcp),
+                client: Some(addr("198.18.50.77:40000")),
+                frontend: addr("198.18.100.1:80"),
+                service: Some("default/web:http".into()),
+                backend: Some(addr("198.18.2.1:8080")),
+                reason: None,
+            })
+            .collect())
+    }
 }
 
 /// A fake agent served on `socket` until dropped.
@@ -308,6 +329,15 @@ async fn every_route_answers_with_the_agents_data() {
         FakeAdmin::maglev_of(&fake.services[0])
     );
     assert_eq!(client.status().await.expect("status"), fake.status);
+    let events = client
+        .events(3, Duration::from_millis(250))
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        *fake.waits.lock().expect("waits lock"),
+        [Duration::from_millis(250)]
+    );
 
     let request = SimulateRequest {
         client: addr("198.18.50.77:40001"),
@@ -430,6 +460,23 @@ async fn malformed_requests_get_an_error_document() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
     assert_eq!(error.error, "no admin route /v2/everything");
+
+    // The events route's bounds.
+    for query in [
+        "max=0&wait_ms=10",
+        "max=5000&wait_ms=10",
+        "max=1&wait_ms=60000",
+        "max=1",
+    ] {
+        let (status, answer) = raw(
+            &socket,
+            &format!("GET /v1/events?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{query}");
+        let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+        assert!(!error.error.is_empty(), "{query}");
+    }
 
     served.stop().await;
 }

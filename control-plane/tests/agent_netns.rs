@@ -45,7 +45,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use control_plane::api::{BackendView, StatusView};
+use control_plane::api::{BackendView, FlowEventView, StatusView};
 use netns_tests::{
     EchoClient, Netns, Proto,
     agent_rig::{
@@ -994,4 +994,58 @@ fn the_demo_configuration_names_the_rig_addresses() {
     let backends: Vec<SocketAddr> = web.backends.iter().map(|b| b.addr).collect();
     assert_eq!(backends, plan_backends);
     assert!(web.health_check.is_some());
+}
+
+#[test]
+fn observe_shows_each_new_flow_and_its_backend() {
+    const REQUESTS: usize = 12;
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let servers = backends(&rig, &all, BACKEND_PORT);
+    rig.write_config(&config(&[service("web", "TCP", VIP_PORT, &servers, false)]))
+        .expect("config");
+    rig.start_agent(&["--flow-event-sampling", "1"])
+        .expect("agent");
+    let (_, failures) = echo_requests(&rig, REQUESTS);
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let count = REQUESTS.to_string();
+    let json = rig
+        .xlb_ok(&[
+            "observe",
+            "--count",
+            &count,
+            "--duration",
+            "10s",
+            "-o",
+            "json",
+        ])
+        .expect("xlb observe");
+    let events: Vec<FlowEventView> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one event per line"))
+        .collect();
+    assert_eq!(events.len(), REQUESTS, "{json}");
+    for event in &events {
+        assert_eq!(event.kind, "new_flow", "{event:?}");
+        assert_eq!(event.service.as_deref(), Some("web"), "{event:?}");
+        assert_eq!(event.frontend, rig.vip_addr(VIP_PORT), "{event:?}");
+        assert_eq!(
+            event.client.map(|c| c.ip()),
+            Some(rig.client_ip()),
+            "{event:?}"
+        );
+        assert!(
+            event.backend.is_some_and(|b| servers.contains(&b)),
+            "{event:?}"
+        );
+    }
+    report(&format!(
+        "observe: {} new flows reported for {REQUESTS} requests",
+        events.len()
+    ));
 }

@@ -7,14 +7,15 @@ use std::{
     process::{Command, Output},
     sync::Arc,
     thread::JoinHandle,
+    time::Duration,
 };
 
 use control_plane::{
     admin::{Admin, AdminError, AdminServer},
     api::{
-        BackendStatus, BackendView, DrainRequest, DrainView, FlowView, FrontendView, MaglevView,
-        MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
-        StatusView,
+        BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
+        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
+        StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -55,6 +56,32 @@ fn web() -> ServiceView {
         packets: 0,
         bytes: 0,
     }
+}
+
+/// The fake agent's flow events: a new flow and a drop.
+fn events() -> Vec<FlowEventView> {
+    vec![
+        FlowEventView {
+            time_ns: 1_000,
+            kind: "new_flow".into(),
+            protocol: Some(Protocol::Tcp),
+            client: Some(addr("198.18.50.77:40000")),
+            frontend: addr("198.18.100.1:80"),
+            service: Some("default/web:http".into()),
+            backend: Some(addr("198.18.2.1:8080")),
+            reason: None,
+        },
+        FlowEventView {
+            time_ns: 2_000,
+            kind: "drop".into(),
+            protocol: Some(Protocol::Udp),
+            client: Some(addr("198.18.50.77:40001")),
+            frontend: addr("198.18.100.1:81"),
+            service: None,
+            backend: None,
+            reason: Some("drop_unknown_port".into()),
+        },
+    ]
 }
 
 fn flow() -> FlowView {
@@ -119,6 +146,9 @@ impl Admin for FakeAdmin {
     }
     fn status(&self) -> Result<StatusView, AdminError> {
         Err(AdminError::Internal("status is not faked".into()))
+    }
+    fn events(&self, max: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+        Ok(events().into_iter().take(max).collect())
     }
 }
 
@@ -242,6 +272,26 @@ fn conntrack_filter_and_yaml() {
         "{}",
         stderr(&unknown)
     );
+}
+
+#[test]
+fn observe_prints_a_line_per_event_until_its_count() {
+    let agent = FakeAgent::start();
+    let text = stdout(&agent.xlb(&["observe", "--count", "2"]));
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "new_flow tcp 198.18.50.77:40000 -> 198.18.100.1:80 default/web:http => 198.18.2.1:8080",
+            "drop     udp 198.18.50.77:40001 -> 198.18.100.1:81 drop_unknown_port",
+        ]
+    );
+    // JSON: one object per line, the API's own document; the count holds.
+    let json = stdout(&agent.xlb(&["observe", "-n", "1", "-o", "json"]));
+    let lines: Vec<FlowEventView> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines, events()[..1]);
 }
 
 #[test]

@@ -15,8 +15,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    BackendView, DrainRequest, DrainView, ErrorView, FlowView, MaglevView, MapUsageView,
-    ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+    BackendView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView, MaglevView,
+    MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
 /// How long a call may take before the client gives up: drains run one
@@ -121,6 +121,22 @@ impl AdminClient {
             }
             None => self.get("/v1/conntrack").await,
         }
+    }
+
+    /// `GET /v1/events`: at most `max` sampled flow events, waiting up to
+    /// `wait` for the first.
+    pub async fn events(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<FlowEventView>, ClientError> {
+        let route = format!("/v1/events?max={max}&wait_ms={}", wait.as_millis());
+        // The call itself may take `wait`: the client's timeout comes on top.
+        let patient = Self {
+            socket: self.socket.clone(),
+            timeout: self.timeout + wait,
+        };
+        patient.get(&route).await
     }
 
     /// `GET /v1/stats`.

@@ -7,14 +7,16 @@ pub mod server;
 pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
+use std::time::Duration;
+
 use crate::api::{
-    BackendView, DrainRequest, DrainView, FlowView, MaglevView, MapUsageView, ServiceView,
-    SimulateRequest, SimulateView, StatsView, StatusView,
+    BackendView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView, MapUsageView,
+    ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
 /// What the admin API can ask of the agent. Calls are synchronous and short
-/// (map reads, one reconcile for a drain); the server runs them off the
-/// async executor.
+/// (map reads, one reconcile for a drain; `events` waits a bounded time); the
+/// server runs them off the async executor.
 pub trait Admin: Send + Sync + 'static {
     fn services(&self) -> Result<Vec<ServiceView>, AdminError>;
     fn backends(&self) -> Result<Vec<BackendView>, AdminError>;
@@ -27,6 +29,9 @@ pub trait Admin: Send + Sync + 'static {
     /// Drains (`drain == true`) or undrains a backend.
     fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError>;
     fn status(&self) -> Result<StatusView, AdminError>;
+    /// The next sampled flow events: at most `max`, waiting up to `wait` for
+    /// the first (events are read once: two readers share them).
+    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError>;
 }
 
 /// Why an admin call failed; the server maps each to an HTTP status.

@@ -12,6 +12,7 @@
 //! | GET    | `/v1/maps`                |                           | `[MapUsageView]`     |
 //! | GET    | `/v1/maglev/{service}`    |                           | `MaglevView`         |
 //! | GET    | `/v1/status`              |                           | `StatusView`         |
+//! | GET    | `/v1/events`              | `?max=N&wait_ms=T`        | `[FlowEventView]`    |
 //! | POST   | `/v1/simulate`            | `SimulateRequest`         | `SimulateView`       |
 //! | POST   | `/v1/drain`, `/v1/undrain`| `DrainRequest`            | `DrainView`          |
 //!
@@ -25,6 +26,7 @@ use std::{
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use axum::{
@@ -256,6 +258,7 @@ pub fn router(admin: Arc<dyn Admin>) -> Router {
         .route("/v1/maps", get(maps))
         .route("/v1/maglev/{*service}", get(maglev))
         .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
         .route("/v1/simulate", post(simulate))
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
@@ -323,6 +326,37 @@ async fn conntrack(
         Ok(Query(query)) => call(admin, move |a| a.conntrack(query.service.as_deref())).await,
         Err(rejection) => error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
     }
+}
+
+/// The longest `/v1/events` may wait, and the most it returns at once.
+pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(10);
+pub const MAX_EVENTS: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    max: usize,
+    wait_ms: u64,
+}
+
+async fn events(
+    State(admin): AdminState,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let wait = Duration::from_millis(query.wait_ms);
+    if query.max == 0 || query.max > MAX_EVENTS || wait > MAX_EVENTS_WAIT {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "max must be 1 to {MAX_EVENTS} and wait_ms at most {}",
+                MAX_EVENTS_WAIT.as_millis()
+            ),
+        );
+    }
+    call(admin, move |a| a.events(query.max, wait)).await
 }
 
 async fn stats(State(admin): AdminState) -> Response {

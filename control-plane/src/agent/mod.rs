@@ -87,6 +87,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .set_config(&Config {
             hash_seed: options.hash_seed,
             new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
+            flow_event_sampling: options.flow_event_sampling,
             ..datapath.config()?
         })
         .context("writing the datapath configuration")?;
@@ -171,9 +172,14 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!(interfaces = ?options.interfaces, "xdp_lb attached");
 
+    let events = core
+        .datapath
+        .flow_events()
+        .context("opening the datapath's flow events")?;
     let core = Arc::new(Mutex::new(core));
     let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
         core: Arc::clone(&core),
+        events: Arc::new(Mutex::new(events)),
     });
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -62,6 +62,11 @@ pub struct AgentOptions {
     )]
     pub new_flows_per_cpu: u32,
 
+    /// Flow events for `xlb observe`: one in this many new flows and drops,
+    /// chosen at random, is reported. 0 reports none.
+    #[arg(long, env = "XLB_FLOW_EVENT_SAMPLING", default_value_t = 0)]
+    pub flow_event_sampling: u32,
+
     /// Address of the `/metrics` and `/healthz` HTTP endpoint.
     #[arg(long, env = "XLB_METRICS_ADDRESS", default_value = "127.0.0.1:10256")]
     pub metrics_address: SocketAddr,

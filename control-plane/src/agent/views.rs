@@ -4,18 +4,18 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use xdp_lb::{Flow, FlowState, Simulation, TrackedFlow};
+use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowEvents, FlowState, Simulation, TrackedFlow};
 
 use super::core::Core;
 use crate::{
     admin::{Admin, AdminError},
     api::{
-        BackendStatus, BackendView, DrainRequest, DrainView, FlowView, FrontendView, MaglevView,
-        MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
-        StatusView,
+        BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
+        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
+        StatsView, StatusView,
     },
     model::{Protocol, ServiceName},
 };
@@ -24,6 +24,9 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct AgentAdmin {
     pub(crate) core: Arc<Mutex<Core>>,
+    /// The datapath's flow events, read by one caller at a time (a reader of
+    /// its own: waiting for events does not hold the core).
+    pub(crate) events: Arc<Mutex<FlowEvents>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> AdminError {
@@ -325,6 +328,36 @@ impl Admin for AgentAdmin {
         })
     }
 
+    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+        let mut read = Vec::new();
+        {
+            let mut events = self
+                .events
+                .lock()
+                .map_err(|_| AdminError::Internal("the event reader is poisoned".to_owned()))?;
+            if let Some(first) = events.next(wait).map_err(internal)? {
+                read.push(first);
+                while read.len() < max {
+                    let Some(event) = events.try_next() else {
+                        break;
+                    };
+                    read.push(event);
+                }
+            }
+        }
+        if read.is_empty() {
+            return Ok(Vec::new());
+        }
+        let core = self.lock()?;
+        let names: BTreeMap<u32, String> = core
+            .model
+            .services
+            .keys()
+            .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
+            .collect();
+        Ok(read.iter().map(|e| event_view(&names, e)).collect())
+    }
+
     fn status(&self) -> Result<StatusView, AdminError> {
         let core = self.lock()?;
         let s = &core.status;
@@ -366,5 +399,32 @@ fn flow_view(
         }
         .to_owned(),
         idle_seconds: f.idle().as_secs(),
+    }
+}
+
+/// A flow event as the admin API shows it, its service by name.
+fn event_view(names: &BTreeMap<u32, String>, event: &FlowEvent) -> FlowEventView {
+    let (kind, service, backend, reason) = match event.kind {
+        FlowEventKind::NewFlow {
+            service_id,
+            backend,
+            ..
+        } => (
+            "new_flow",
+            names.get(&service_id).cloned(),
+            Some(backend),
+            None,
+        ),
+        FlowEventKind::Drop { verdict } => ("drop", None, None, Some(verdict.name().to_owned())),
+    };
+    FlowEventView {
+        time_ns: event.time_ns,
+        kind: kind.to_owned(),
+        protocol: event.protocol.map(Protocol::from),
+        client: event.client,
+        frontend: event.frontend,
+        service,
+        backend,
+        reason,
     }
 }

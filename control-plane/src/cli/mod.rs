@@ -81,6 +81,10 @@ enum Command {
     Simulate(SimulateArgs),
     /// The datapath's counters.
     Stats(StatsArgs),
+    /// Watch sampled flow events (start the agent with
+    /// `--flow-event-sampling N`): new flows and their backend, drops and
+    /// their reason, one line each, until Ctrl-C, `--count` or `--duration`.
+    Observe(ObserveArgs),
     /// Drain a backend: it keeps its established flows and gets no new ones.
     Drain(DrainArgs),
     /// Undo a drain: the backend takes new flows again.
@@ -189,6 +193,19 @@ struct StatsArgs {
     interval: Duration,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct ObserveArgs {
+    /// Stop after this many events.
+    #[arg(long, short = 'n')]
+    count: Option<usize>,
+    /// Stop after this long (`10s`, `1m`).
+    #[arg(long, value_parser = parse_interval)]
+    duration: Option<Duration>,
+    /// Output format: a line per event (JSON: one object per line).
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -407,6 +424,7 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
                 output::stats_table(s)
             })?)
         }
+        Command::Observe(args) => observe(client, &args).await,
         Command::Drain(args) => drain(client, args, true).await,
         Command::Undrain(args) => drain(client, args, false).await,
         Command::Status(out) => {
@@ -439,6 +457,45 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
     print(&output::render(args.output.output, &view, |v| {
         output::drain_text(request.backend, drain, v)
     })?)
+}
+
+/// `xlb observe`: events as they come, until Ctrl-C, `--count` events or
+/// `--duration`. Each call to the agent waits at most a second, so the
+/// bounds hold to about that.
+async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()> {
+    const POLL: Duration = Duration::from_secs(1);
+    const BATCH: usize = 256;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut seen = 0;
+    loop {
+        let left = args.count.map(|n| n.saturating_sub(seen));
+        let wait = match deadline {
+            Some(at) => at
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(POLL),
+            None => POLL,
+        };
+        if left == Some(0) || (deadline.is_some() && wait.is_zero()) {
+            return Ok(());
+        }
+        let events = tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.context("waiting for Ctrl-C")?;
+                return Ok(());
+            }
+            events = client.events(left.unwrap_or(BATCH).min(BATCH), wait) => {
+                events.context("reading flow events")?
+            }
+        };
+        let mut text = String::new();
+        for event in &events {
+            text += &output::event_line(args.output, event)?;
+        }
+        seen += events.len();
+        print(&text)?;
+    }
 }
 
 /// `xlb stats --watch`: what the counters counted in each interval, until

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{
-        BackendView, DrainView, FlowView, MaglevView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -436,6 +436,34 @@ pub(crate) fn stats_delta_table(delta: &StatsView, at: SystemTime, interval: Dur
 }
 
 /// `xlb status`.
+/// One flow event as a line: `new_flow tcp CLIENT -> FRONTEND service => BACKEND`
+/// or `drop tcp CLIENT -> FRONTEND reason`; JSON: the event as one object.
+pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Result<String> {
+    if format != Format::Table {
+        let one_line = match format {
+            Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(event)?),
+            _ => serde_json::to_string(event).context("encoding JSON")? + "\n",
+        };
+        return Ok(one_line);
+    }
+    let protocol = event
+        .protocol
+        .map_or("-".to_owned(), |p| format!("{p:?}").to_lowercase());
+    let client = event.client.map_or("-".to_owned(), |c| c.to_string());
+    let what = match (&event.backend, &event.reason) {
+        (Some(backend), _) => format!(
+            "{} => {backend}",
+            event.service.as_deref().unwrap_or("(unknown service)")
+        ),
+        (None, Some(reason)) => reason.clone(),
+        (None, None) => String::new(),
+    };
+    Ok(format!(
+        "{:<8} {protocol:<3} {client} -> {} {what}\n",
+        event.kind, event.frontend
+    ))
+}
+
 pub(crate) fn status_text(status: &StatusView) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: &str| {
