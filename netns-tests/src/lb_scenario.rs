@@ -34,7 +34,8 @@ use std::{
 use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use xdp_lb::{
     AddressKind, AttachMode, Attachment, Config, CtEvent, CtStats, Datapath, Flow, Frontend,
-    LoadOptions, MapSizes, ProgramName, Protocol, Simulation, Verdict, VerdictStats,
+    LoadOptions, MapSizes, ProgramName, Protocol, ServiceOptions, Simulation, Verdict,
+    VerdictStats,
 };
 
 use crate::{
@@ -271,7 +272,7 @@ impl Scenario {
                     kind.protocol(),
                 );
                 datapath
-                    .upsert_service(&frontend, service, None)
+                    .upsert_service(&frontend, service, &ServiceOptions::default())
                     .map_err(datapath_error)?;
             }
         }

@@ -26,7 +26,8 @@ use netns_tests::{
     topology::{ClientLbRouterBackend, Family, Options, plan},
 };
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, ProgramName, Protocol, Verdict,
+    AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, ProgramName, Protocol,
+    ServiceOptions, Verdict,
 };
 
 const PORT: u16 = 9000;
@@ -104,7 +105,7 @@ impl PathMtuRig {
             datapath.swap_table(id, &[id; TABLE_SIZE]).expect("table");
             let frontend = Frontend::new(SocketAddr::new(vip(family), PORT), Protocol::Tcp);
             datapath
-                .upsert_service(&frontend, id, None)
+                .upsert_service(&frontend, id, &ServiceOptions::default())
                 .expect("service");
         }
         let mut attachments = Vec::new();

@@ -12,7 +12,7 @@ use netns_tests::{
     lb_scenario::{Scenario, vip},
     topology::{Family, Options},
 };
-use xdp_lb::{Frontend, Protocol, Verdict};
+use xdp_lb::{Frontend, Protocol, ServiceOptions, Verdict};
 
 /// A port of the VIP whose service has no table, hence no backend.
 const EMPTY_PORT: u16 = 81;
@@ -28,7 +28,7 @@ fn a_service_without_backends_refuses_at_once() {
         for proto in [Protocol::Tcp, Protocol::Udp] {
             let frontend = Frontend::new(SocketAddr::new(vip(family), EMPTY_PORT), proto);
             s.datapath
-                .upsert_service(&frontend, EMPTY_SERVICE, None)
+                .upsert_service(&frontend, EMPTY_SERVICE, &ServiceOptions::default())
                 .expect("service");
         }
     }

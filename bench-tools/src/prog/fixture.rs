@@ -12,7 +12,10 @@ use std::{
 use anyhow::Context as _;
 use consistent_hash::{Backend, SizingPolicy, Table};
 use tracing::info;
-use xdp_lb::{AddressKind, Config, Datapath, Frontend, LoadOptions, MapSizes, Protocol, Rotation};
+use xdp_lb::{
+    AddressKind, Config, Datapath, Frontend, LoadOptions, MapSizes, Protocol, Rotation,
+    ServiceOptions,
+};
 
 use super::frame::{DST_IP_LO, DST_PORT};
 
@@ -160,7 +163,11 @@ pub(crate) fn load(
     for i in 0..n {
         let addr = SocketAddr::V4(layout.frontend(i));
         for proto in [Protocol::Tcp, Protocol::Udp] {
-            dp.upsert_service(&Frontend::new(addr, proto), i + 1, None)?;
+            dp.upsert_service(
+                &Frontend::new(addr, proto),
+                i + 1,
+                &ServiceOptions::default(),
+            )?;
         }
     }
     info!(

@@ -14,7 +14,7 @@ use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use netns_tests::topology::{ClientLbBackends, plan};
 use xdp_lb::{
     AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, LoadOptions, MapSizes,
-    ProgramName, Protocol,
+    ProgramName, Protocol, ServiceOptions,
 };
 
 use super::{
@@ -201,7 +201,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
                 Protocol::Udp => UDP_PORT,
             };
             let frontend = Frontend::new(SocketAddr::new(addr, port), *proto);
-            dp.upsert_service(&frontend, 2 * i + 1 + p as u32, None)?;
+            dp.upsert_service(&frontend, 2 * i + 1 + p as u32, &ServiceOptions::default())?;
         }
     }
     // The stream service: b0 alone.
@@ -217,7 +217,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
     dp.upsert_service(
         &Frontend::new(SocketAddr::new(vip, STREAM_PORT), Protocol::Tcp),
         id,
-        None,
+        &ServiceOptions::default(),
     )?;
     let mut attachments = Vec::new();
     for peer in [&topo.lb_front.peer, &topo.lb_back.peer] {

@@ -9,7 +9,10 @@ pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
     let frontends = datapath
         .frontends()?
         .into_iter()
-        .map(|(frontend, id, affinity)| ((frontend.addr, frontend.proto.into()), id, affinity))
+        .map(|(frontend, id, options)| {
+            let key = (frontend.addr, frontend.proto.into());
+            (key, id, options.client_ip_affinity)
+        })
         .collect();
     let backends = datapath
         .backends()?

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use xdp_lb::{AddressKind, Datapath, Frontend};
+use xdp_lb::{AddressKind, Datapath, Frontend, ServiceOptions};
 
 /// The datapath operations the reconciler needs, in the words of the maps.
 /// Each one is atomic for the datapath; the reconciler orders them.
@@ -82,7 +82,11 @@ impl Target for Datapath {
         id: u32,
         client_ip_affinity: Option<Duration>,
     ) -> Result<(), Self::Error> {
-        self.upsert_service(frontend, id, client_ip_affinity)
+        let options = ServiceOptions {
+            client_ip_affinity,
+            ..ServiceOptions::default()
+        };
+        self.upsert_service(frontend, id, &options)
     }
 
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error> {

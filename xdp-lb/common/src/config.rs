@@ -31,9 +31,14 @@ pub struct Config {
     /// drops is written to the `FLOW_EVENTS` ring buffer, chosen at random.
     /// 0 writes none.
     pub flow_event_sampling: u32,
-    pub _reserved: u32,
+    /// The outer source address of IPv4 encapsulation (direct server
+    /// return): this LB's own address; all zeros for none, which leaves
+    /// DSR over IPv4 off.
+    pub encap_source_v4: [u8; 4],
+    /// The same for IPv6 encapsulation.
+    pub encap_source_v6: [u8; 16],
 }
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 56);
 
 impl Default for Config {
     /// DESIGN.md's defaults: SYN 60 s, established 8000 s, FIN/RST 10 s,
@@ -50,7 +55,8 @@ impl Default for Config {
             nodeport_max: 32767,
             new_flows_per_cpu_per_sec: DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             flow_event_sampling: 0,
-            _reserved: 0,
+            encap_source_v4: [0; 4],
+            encap_source_v6: [0; 16],
         }
     }
 }

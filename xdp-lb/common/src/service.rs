@@ -38,6 +38,12 @@ impl FrontendKey {
 /// flow hash ignores the source port.
 pub const SERVICE_AFFINITY_CLIENT_IP: u32 = 1 << 0;
 
+/// `Service::flags`: direct server return: packets reach the backend
+/// unchanged inside an IPIP / IP6IP6 / IPv4-in-IPv6 header (the backend
+/// decapsulates, holds the VIP itself and answers the client directly), and
+/// the port is not translated.
+pub const SERVICE_DSR: u32 = 1 << 1;
+
 /// Value of the `SERVICES` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -197,6 +197,16 @@ counter_enum! {
     /// UDP to a service with no backend: answered with ICMP / ICMPv6 port
     /// unreachable.
     RefuseUnreachable = "refuse_unreachable",
+    /// Direct server return: encapsulated toward the backend and sent out by
+    /// XDP_TX or a redirect.
+    ForwardEncapsulated = "forward_encapsulated",
+    /// Encapsulated and passed to the kernel (neighbour unknown, FIB lookup
+    /// failed, or a VLAN-tagged frame).
+    PassEncapsulatedViaStack = "pass_encapsulated_via_stack",
+    /// Direct server return that cannot be done: IPv6 to an IPv4 backend (no
+    /// 6-in-4 here), no encapsulation source configured for the backend's
+    /// family, or no headroom to grow the frame.
+    DropEncapUnsupported = "drop_encap_unsupported",
     }
 }
 

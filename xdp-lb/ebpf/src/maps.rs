@@ -121,6 +121,15 @@ pub const ICMP_ERROR_WORDS: usize = 24;
 #[btf_map]
 pub static ICMP_ERROR: PerCpuArray<[u64; ICMP_ERROR_WORDS], 1> = PerCpuArray::new();
 
+/// Words of an `OUTER_FLOW` slot: room for one `lb::flow::Flow`.
+pub const OUTER_FLOW_WORDS: usize = 12;
+
+/// Per CPU: the outer packet of a direct-server-return encapsulation, as
+/// `xdp::encap::send` hands it to `forward` (kept out of its stack frame,
+/// as `ICMP_ERROR` is).
+#[btf_map]
+pub static OUTER_FLOW: PerCpuArray<[u64; OUTER_FLOW_WORDS], 1> = PerCpuArray::new();
+
 /// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]
 static SCRATCH: PerCpuArray<[u64; 2], 1> = PerCpuArray::new();

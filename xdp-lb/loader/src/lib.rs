@@ -44,7 +44,7 @@ pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport
 pub use error::Error;
 pub use events::{FlowEvent, FlowEventKind, FlowEvents};
 pub use links::{PinnedAttachment, PinnedLinkInfo};
-pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE};
+pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, ServiceOptions};
 pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use recovery::MapUsage;

@@ -21,8 +21,8 @@ use xdp_lb_common::{
     backend::{BACKEND_ACTIVE, Backend, NO_BACKEND},
     config::Config,
     service::{
-        ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP, Service,
-        TABLE_HEADER_SLOTS,
+        ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP,
+        SERVICE_DSR, Service, TABLE_HEADER_SLOTS,
     },
 };
 
@@ -56,13 +56,15 @@ const FLOOD_GUARD: &str = "FLOOD_GUARD";
 pub(crate) const FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// The per-CPU slot of the ICMP error being translated.
 const ICMP_ERROR: &str = "ICMP_ERROR";
+/// The per-CPU slot of an encapsulation's outer packet.
+const OUTER_FLOW: &str = "OUTER_FLOW";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
 pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 23] = [
+pub(crate) const ALL: [&str; 24] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -83,6 +85,7 @@ pub(crate) const ALL: [&str; 23] = [
     FLOOD_GUARD,
     FLOW_EVENTS,
     ICMP_ERROR,
+    OUTER_FLOW,
     SCRATCH,
     BENCH_INPUT,
     BENCH_TARGET,
@@ -299,22 +302,22 @@ impl Datapath {
             .map_err(map_err(ADDRESSES, "remove"))
     }
 
-    /// Points `frontend` at service `id` (whose table should exist already).
-    /// `client_ip_affinity`: ClientIP session affinity with this timeout
-    /// (whole seconds, 1 s to 1 day, as Kubernetes allows): a client's new
-    /// flows go to the backend of its last one until the timeout passes
-    /// without one, and the flow hash leaves the source port out.
+    /// Points `frontend` at service `id` (whose table should exist already),
+    /// with `options` (ClientIP affinity, direct server return).
     pub fn upsert_service(
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: Option<Duration>,
+        options: &ServiceOptions,
     ) -> Result<(), Error> {
         self.check_service_id(id)?;
-        let (flags, affinity_timeout_s) = match client_ip_affinity {
+        let (mut flags, affinity_timeout_s) = match options.client_ip_affinity {
             None => (0, 0),
             Some(timeout) => (SERVICE_AFFINITY_CLIENT_IP, affinity_seconds(timeout)?),
         };
+        if options.dsr {
+            flags |= SERVICE_DSR;
+        }
         let service = Service {
             id,
             flags,
@@ -468,6 +471,20 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// How a service treats its flows, beside its frontend and table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// ClientIP session affinity with this timeout (whole seconds, 1 s to 1
+    /// day, as Kubernetes allows): a client's new flows go to the backend of
+    /// its last one until the timeout passes without one, and the flow hash
+    /// leaves the source port out.
+    pub client_ip_affinity: Option<Duration>,
+    /// Direct server return: packets reach the backend unchanged inside an
+    /// outer header from `Config::encap_source_*`, and its replies go to the
+    /// client directly.
+    pub dsr: bool,
 }
 
 /// The longest ClientIP affinity timeout Kubernetes allows: one day.

@@ -10,12 +10,12 @@ use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
-        SERVICE_AFFINITY_CLIENT_IP, Service,
+        SERVICE_AFFINITY_CLIENT_IP, SERVICE_DSR, Service,
     },
 };
 
 use crate::{
-    AddressKind, BackendRecord, Datapath, Error,
+    AddressKind, BackendRecord, Datapath, Error, ServiceOptions,
     maps::{ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, MAGLEV_TABLES, SERVICES, map_err},
     net::{Frontend, Protocol, from_addr, socket},
 };
@@ -34,9 +34,9 @@ pub struct MapUsage {
 }
 
 impl Datapath {
-    /// Every frontend: `(frontend, service ID, ClientIP affinity timeout)`,
-    /// in no particular order.
-    pub fn frontends(&self) -> Result<Vec<(Frontend, u32, Option<Duration>)>, Error> {
+    /// Every frontend: `(frontend, service ID, its options)`, in no
+    /// particular order.
+    pub fn frontends(&self) -> Result<Vec<(Frontend, u32, ServiceOptions)>, Error> {
         let (keys, services, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
         keys.iter()
             .zip(&services)
@@ -46,9 +46,12 @@ impl Datapath {
                     reason: "a frontend with a protocol other than TCP or UDP",
                 })?;
                 let frontend = Frontend::new(socket(&key.addr, key.port_be), proto);
-                let affinity = (service.flags & SERVICE_AFFINITY_CLIENT_IP != 0)
-                    .then(|| Duration::from_secs(service.affinity_timeout_s.into()));
-                Ok((frontend, service.id, affinity))
+                let options = ServiceOptions {
+                    client_ip_affinity: (service.flags & SERVICE_AFFINITY_CLIENT_IP != 0)
+                        .then(|| Duration::from_secs(service.affinity_timeout_s.into())),
+                    dsr: service.flags & SERVICE_DSR != 0,
+                };
+                Ok((frontend, service.id, options))
             })
             .collect()
     }

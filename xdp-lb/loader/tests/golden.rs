@@ -17,7 +17,8 @@ use support::{
     },
 };
 use xdp_lb::{
-    Config, Counter, CtEvent, FlowState, Frontend, ProgramName, Protocol, Simulation, Verdict,
+    Config, Counter, CtEvent, FlowState, Frontend, ProgramName, Protocol, ServiceOptions,
+    Simulation, Verdict,
 };
 
 const SERVICE: u32 = 7;
@@ -348,14 +349,23 @@ fn client_ip_affinity_puts_every_connection_of_a_client_on_one_backend() {
             ids
         };
         // Without affinity the 16 connections spread...
-        lb.dp.upsert_service(&frontend, SERVICE, None).unwrap();
+        lb.dp
+            .upsert_service(&frontend, SERVICE, &ServiceOptions::default())
+            .unwrap();
         assert!(backends_of(&lb, CLIENT4).len() > 1);
         for flow in lb.dp.conntrack().unwrap() {
             lb.dp.delete_flow(&flow.flow).unwrap();
         }
         // ...with it, each client's connections share one backend.
         lb.dp
-            .upsert_service(&frontend, SERVICE, Some(Duration::from_secs(10_800)))
+            .upsert_service(
+                &frontend,
+                SERVICE,
+                &ServiceOptions {
+                    client_ip_affinity: Some(Duration::from_secs(10_800)),
+                    ..ServiceOptions::default()
+                },
+            )
             .unwrap();
         assert_eq!(backends_of(&lb, CLIENT4).len(), 1);
         assert_eq!(backends_of(&lb, CLIENT4_2).len(), 1);
@@ -552,7 +562,9 @@ fn a_service_without_a_live_backend_refuses_with_a_reason() {
             assert_eq!(out.action, XDP_TX);
         };
         // No table at all.
-        lb.dp.upsert_service(&frontend, SERVICE, None).unwrap();
+        lb.dp
+            .upsert_service(&frontend, SERVICE, &ServiceOptions::default())
+            .unwrap();
         refuses(&lb);
         // A table whose backend records were never written (all zero).
         lb.dp.swap_table(SERVICE, &cycling(&[30, 31], 251)).unwrap();

@@ -12,11 +12,18 @@ use support::{
     in_private_netns,
     lb::{BACKEND4_IDS, CLIENT4, DOWN_MAC, FROM_CLIENT, Lb, VIP4, XDP_REDIRECT, backend4, mac_of},
 };
-use xdp_lb::{Error, Frontend, Protocol};
+use xdp_lb::{Error, Frontend, Protocol, ServiceOptions};
 
 const SERVICE: u32 = 4;
 const TABLE_SIZE: usize = 251;
 const TIMEOUT: Duration = Duration::from_secs(1);
+
+fn affinity(timeout: Duration) -> ServiceOptions {
+    ServiceOptions {
+        client_ip_affinity: Some(timeout),
+        ..ServiceOptions::default()
+    }
+}
 
 fn vip() -> SocketAddr {
     SocketAddr::from((VIP4, 80))
@@ -56,7 +63,11 @@ fn a_client_stays_with_its_backend_until_the_timeout() {
         let mut lb = Lb::new();
         lb.service(SERVICE, vip(), Protocol::Tcp, &all_to(0));
         lb.dp
-            .upsert_service(&Frontend::new(vip(), Protocol::Tcp), SERVICE, Some(TIMEOUT))
+            .upsert_service(
+                &Frontend::new(vip(), Protocol::Tcp),
+                SERVICE,
+                &affinity(TIMEOUT),
+            )
             .expect("service");
         assert_eq!(new_flow(&lb, 40_000), backend4(0));
         // The table now names another backend for everyone, but the client's
@@ -88,7 +99,7 @@ fn an_affinity_timeout_outside_kubernetes_range_is_refused() {
         ] {
             let err = lb
                 .dp
-                .upsert_service(&frontend, SERVICE, Some(timeout))
+                .upsert_service(&frontend, SERVICE, &affinity(timeout))
                 .expect_err("out of range");
             assert!(
                 matches!(err, Error::InvalidOption { .. }),

@@ -16,7 +16,7 @@ use support::{
 };
 use xdp_lb::{
     AddressKind, Config, CtEvent, Datapath, Error, FlowState, Frontend, LAYOUT_VERSION,
-    LoadOptions, MAX_TABLE_SIZE, MapSizes, ProgramName, Protocol, Simulation,
+    LoadOptions, MAX_TABLE_SIZE, MapSizes, ProgramName, Protocol, ServiceOptions, Simulation,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -92,7 +92,7 @@ fn ids_beyond_the_map_sizes_are_refused() {
         SIZES.services,
     );
     out_of_range(
-        dp.upsert_service(&frontend, SIZES.services, None),
+        dp.upsert_service(&frontend, SIZES.services, &ServiceOptions::default()),
         "service",
         SIZES.services,
     );
@@ -119,7 +119,7 @@ fn ids_beyond_the_map_sizes_are_refused() {
     dp.put_backend(SIZES.backends - 1, backend4(0), 1).unwrap();
     dp.swap_table(SIZES.services - 1, &[SIZES.backends - 1])
         .unwrap();
-    dp.upsert_service(&frontend, SIZES.services - 1, None)
+    dp.upsert_service(&frontend, SIZES.services - 1, &ServiceOptions::default())
         .unwrap();
     assert_eq!(dp.backend(1).unwrap(), None, "never written");
 }
@@ -219,7 +219,11 @@ fn pinned_state_is_reopened_and_a_foreign_layout_refused() {
             first.retire_backend(3).unwrap();
             first.swap_table(7, &cycling(&[1, 2], 251)).unwrap();
             first
-                .upsert_service(&Frontend::new(vip, Protocol::Tcp), 7, None)
+                .upsert_service(
+                    &Frontend::new(vip, Protocol::Tcp),
+                    7,
+                    &ServiceOptions::default(),
+                )
                 .unwrap();
             let Simulation::Backend { addr, .. } = first.simulate(&syn.flow()).unwrap() else {
                 panic!("no backend");

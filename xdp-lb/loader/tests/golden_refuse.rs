@@ -17,7 +17,7 @@ use support::{
     in_private_netns,
     lb::{CLIENT_MAC, CLIENT4, CLIENT6, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_DROP, XDP_TX},
 };
-use xdp_lb::{Frontend, Protocol, Verdict};
+use xdp_lb::{Frontend, Protocol, ServiceOptions, Verdict};
 
 const SERVICE: u32 = 9;
 const CLIENT_PORT: u16 = 40_000;
@@ -43,7 +43,11 @@ fn ends(v6: bool, port: u16) -> (SocketAddr, SocketAddr) {
 fn lb_without_backends(frontend: SocketAddr, proto: Protocol) -> Lb {
     let mut lb = Lb::new();
     lb.dp
-        .upsert_service(&Frontend::new(frontend, proto), SERVICE, None)
+        .upsert_service(
+            &Frontend::new(frontend, proto),
+            SERVICE,
+            &ServiceOptions::default(),
+        )
         .expect("service");
     lb
 }

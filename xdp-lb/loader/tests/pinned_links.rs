@@ -15,7 +15,7 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use support::{in_private_netns, ip_batch, run, with_private_bpffs};
 use xdp_lb::{
     AttachMode, Counter, DEFAULT_VERSION_STAMP, Datapath, Error, Frontend, LoadOptions, MapSizes,
-    ParseCounter, PinnedLinkInfo, ProgramName, Protocol,
+    ParseCounter, PinnedLinkInfo, ProgramName, Protocol, ServiceOptions,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -135,8 +135,15 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
             // Agent A: stamp 1, a service, attached through a pinned link.
             let mut a = load(&maps, 1);
             assert_eq!(a.version_stamp().unwrap(), 1);
-            a.upsert_service(&frontend, 5, Some(Duration::from_secs(10_800)))
-                .unwrap();
+            a.upsert_service(
+                &frontend,
+                5,
+                &ServiceOptions {
+                    client_ip_affinity: Some(Duration::from_secs(10_800)),
+                    ..ServiceOptions::default()
+                },
+            )
+            .unwrap();
             let prog_a = a.program_id(ProgramName::XdpLb).unwrap();
             let attached = a
                 .attach_pinned(ProgramName::XdpLb, "xa0", AttachMode::Native, &links)
@@ -162,7 +169,14 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
             assert_eq!(b.version_stamp().unwrap(), 2);
             assert_eq!(
                 b.frontends().unwrap(),
-                [(frontend, 5, Some(Duration::from_secs(10_800)))]
+                [(
+                    frontend,
+                    5,
+                    ServiceOptions {
+                        client_ip_affinity: Some(Duration::from_secs(10_800)),
+                        dsr: false,
+                    }
+                )]
             );
             let prog_b = b.program_id(ProgramName::XdpLb).unwrap();
             assert_ne!(prog_b, prog_a);

@@ -20,7 +20,7 @@ use support::{
 };
 use xdp_lb::{
     AddressKind, BackendRecord, Config, CtEvent, Datapath, Error, FlowState, Frontend, LoadOptions,
-    MapSizes, MapUsage, Protocol,
+    MapSizes, MapUsage, Protocol, ServiceOptions,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -97,21 +97,27 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                 (
                     Frontend::new(SocketAddr::from((VIP4, 80)), Protocol::Tcp),
                     3,
-                    None,
+                    ServiceOptions::default(),
                 ),
                 (
                     Frontend::new(SocketAddr::from((VIP4, 53)), Protocol::Udp),
                     3,
-                    Some(Duration::from_secs(600)),
+                    ServiceOptions {
+                        client_ip_affinity: Some(Duration::from_secs(600)),
+                        dsr: false,
+                    },
                 ),
                 (
                     Frontend::new(SocketAddr::from((VIP6, 443)), Protocol::Tcp),
                     15,
-                    None,
+                    ServiceOptions {
+                        client_ip_affinity: None,
+                        dsr: true,
+                    },
                 ),
             ];
-            for (frontend, id, affinity) in frontends {
-                first.upsert_service(&frontend, id, affinity).unwrap();
+            for (frontend, id, options) in &frontends {
+                first.upsert_service(frontend, *id, options).unwrap();
             }
             drop(first);
 

@@ -14,7 +14,8 @@ use support::{
     lb::{BACKEND4_IDS, CLIENT4, DOWN_MAC, FROM_CLIENT, Lb, VIP4, XDP_REDIRECT, backend4, mac_of},
 };
 use xdp_lb::{
-    CtEvent, Datapath, Error, LoadOptions, MapSizes, ProgramName, Protocol, TABLES_PER_BATCH,
+    CtEvent, Datapath, Error, LoadOptions, MapSizes, ProgramName, Protocol, ServiceOptions,
+    TABLES_PER_BATCH,
 };
 
 /// Tables to swap: `(service ID, slots)`.
@@ -268,7 +269,11 @@ fn a_batch_swapped_table_serves_packets() {
             .swap_tables(&[(7, &only_backend_2[..]), (8, &only_backend_3[..])])
             .unwrap();
         lb.dp
-            .upsert_service(&xdp_lb::Frontend::new(vip, Protocol::Tcp), 8, None)
+            .upsert_service(
+                &xdp_lb::Frontend::new(vip, Protocol::Tcp),
+                8,
+                &ServiceOptions::default(),
+            )
             .unwrap();
         let syn = Packet::tcp(
             FROM_CLIENT,

@@ -17,6 +17,7 @@ use xdp_lb_common::{
     conntrack::{
         CT_SEEN_REPLY, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     },
+    service::{SERVICE_DSR, Service},
     stats::CtEvent,
 };
 
@@ -57,12 +58,14 @@ fn next_state(state: u8, flags: u8, flow: &Flow) -> u8 {
 /// the same generation, and it is not a new SYN on a closing entry. Counts why
 /// an entry was not kept.
 #[inline(never)]
-pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
-    find(flow, config).map(|nat| out.write(nat)).is_some()
+pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUninit<Nat>) -> bool {
+    find(flow, config, service)
+        .map(|nat| out.write(nat))
+        .is_some()
 }
 
 #[inline(always)]
-fn find(flow: &Flow, config: &Config) -> Option<Nat> {
+fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
     let entry = CONNTRACK.get_ptr_mut(&flow.tuple)?;
     // The clock is read only once there is an entry to judge.
     let now = now_ns();
@@ -94,12 +97,15 @@ fn find(flow: &Flow, config: &Config) -> Option<Nat> {
     if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
         // Rewrite the reply entry with the refresh: if the LRU took it while the
-        // flow was alive, it comes back within a second.
-        let _ = CONNTRACK_REPLY.insert(
-            flow.tuple.reply_from(backend.addr, backend.port_be),
-            &flow.tuple,
-            0,
-        );
+        // flow was alive, it comes back within a second. A DSR flow has none:
+        // its replies do not come back this way.
+        if !is_dsr(service) {
+            let _ = CONNTRACK_REPLY.insert(
+                flow.tuple.reply_from(backend.addr, backend.port_be),
+                &flow.tuple,
+                0,
+            );
+        }
     }
     Some(Nat {
         end: End::Destination,
@@ -138,10 +144,17 @@ fn flood_guard_admits(now: u64, config: &Config) -> bool {
     true
 }
 
-/// Creates (or replaces) the flow's entry and its reply entry, unless the
-/// flood guard holds new flows back.
+/// Direct server return: the backend answers the client itself.
+#[inline(always)]
+const fn is_dsr(service: &Service) -> bool {
+    service.flags & SERVICE_DSR != 0
+}
+
+/// Creates (or replaces) the flow's entry and its reply entry (none for a
+/// DSR service, whose replies do not come back), unless the flood guard holds
+/// new flows back.
 #[inline(never)]
-pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, config: &Config) {
+pub fn create(flow: &Flow, id: u32, backend: &Backend, service: &Service, config: &Config) {
     let now = now_ns();
     if !flood_guard_admits(now, config) {
         count_ct(CtEvent::NotTrackedFloodGuard);
@@ -165,12 +178,14 @@ pub fn create(flow: &Flow, id: u32, backend: &Backend, service_id: u32, config: 
         backend_addr: backend.addr,
         backend_port_be: backend.port_be,
         state,
-        flags: 0,
-        service_id,
+        // A DSR flow's replies never pass here: its next segment after the
+        // SYN establishes it.
+        flags: if is_dsr(service) { CT_SEEN_REPLY } else { 0 },
+        service_id: service.id,
     };
     let reply = flow.tuple.reply_from(backend.addr, backend.port_be);
     if CONNTRACK.insert(&flow.tuple, entry, 0).is_err()
-        || CONNTRACK_REPLY.insert(reply, &flow.tuple, 0).is_err()
+        || (!is_dsr(service) && CONNTRACK_REPLY.insert(reply, &flow.tuple, 0).is_err())
     {
         count_ct(CtEvent::InsertFailed);
         return;

@@ -22,7 +22,10 @@ use xdp_lb_common::{
     addr::{Addr, filter_bit_v4, filter_bit_v6},
     backend::NO_BACKEND,
     config::Config,
-    service::{ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey, SERVICE_AFFINITY_CLIENT_IP},
+    service::{
+        ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey, SERVICE_AFFINITY_CLIENT_IP,
+        SERVICE_DSR, Service,
+    },
     stats::{ParseCounter, Verdict},
 };
 
@@ -46,6 +49,9 @@ pub enum Action {
     /// A whole TCP or UDP packet for a service with no backend: the attaching
     /// program answers it (a TCP reset, ICMP port unreachable) and counts how.
     Refuse,
+    /// Direct server return: wrap the packet, unchanged, in an outer header
+    /// to `nat`'s backend and forward it; the attaching program counts how.
+    Encapsulate,
 }
 
 /// The core's answer for one frame. A struct rather than a data-carrying enum:
@@ -83,6 +89,26 @@ impl Decision {
         Self {
             action: Action::Refuse,
             verdict: Verdict::DropNoBackend,
+        }
+    }
+
+    /// An encapsulation toward the backend already written to the caller's
+    /// `Nat` (direct server return).
+    #[inline(always)]
+    const fn encapsulate() -> Self {
+        Self {
+            action: Action::Encapsulate,
+            verdict: Verdict::ForwardEncapsulated,
+        }
+    }
+
+    /// A translation or, for a DSR service, an encapsulation.
+    #[inline(always)]
+    const fn toward_backend(service: &Service) -> Self {
+        if service.flags & SERVICE_DSR != 0 {
+            Self::encapsulate()
+        } else {
+            Self::translate()
         }
     }
 
@@ -270,8 +296,8 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     }
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend.
-    if conntrack::lookup(flow, config, nat) {
-        return Decision::translate();
+    if conntrack::lookup(flow, config, &service, nat) {
+        return Decision::toward_backend(&service);
     }
 
     // 4. ClientIP affinity: the backend of the client's last new flow, while
@@ -298,7 +324,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     // SAFETY: `recall` and `select` initialise the backend when they return
     // an ID.
     let backend = unsafe { backend.assume_init_ref() };
-    conntrack::create(flow, id, backend, service.id, config);
+    conntrack::create(flow, id, backend, &service, config);
     nat.write(Nat {
         end: End::Destination,
         addr: backend.addr,
@@ -309,7 +335,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     });
     // SAFETY: written just above.
     events::new_flow(flow, unsafe { nat.assume_init_ref() });
-    Decision::translate()
+    Decision::toward_backend(&service)
 }
 
 /// A frame that is IP but not a whole TCP/UDP packet: fragments and other

@@ -1,6 +1,7 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
 mod answer;
+mod encap;
 mod forward;
 mod icmp;
 mod rewrite;
@@ -66,12 +67,36 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let (verdict, action) = match decision.action {
         Action::Pass => (decision.verdict, XDP_PASS),
         Action::Drop => (decision.verdict, XDP_DROP),
-        // The core translates only frames it has a flow of.
+        // The core translates or encapsulates only frames it has a flow of.
         Action::Translate if packet.has_flow => {
             // SAFETY: `decide` initialises `nat` when it answers Translate.
             apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() })
         }
-        Action::Translate => (Verdict::PassMalformed, XDP_PASS),
+        Action::Encapsulate if packet.has_flow => {
+            // SAFETY: `decide` initialises `nat` when it answers Encapsulate.
+            let nat = unsafe { nat.assume_init_ref() };
+            count_service(nat.service_id, len);
+            count_backend(nat.backend_id, len);
+            let overhead = encap::wrap(ctx, &packet.flow, nat);
+            let mut outcome = encap::Outcome {
+                verdict: Verdict::DropEncapUnsupported,
+                mtu: 0,
+            };
+            if overhead == 0 {
+                (outcome.verdict, XDP_DROP)
+            } else {
+                match encap::send(ctx, &packet.flow, nat, overhead, &mut outcome) {
+                    forward::TOO_BIG => {
+                        match encap::answer_too_big(ctx, &packet.flow, nat, outcome.mtu) {
+                            Verdict::AnswerTooBig => (Verdict::AnswerTooBig, XDP_TX),
+                            verdict => (verdict, XDP_DROP),
+                        }
+                    }
+                    action => (outcome.verdict, action),
+                }
+            }
+        }
+        Action::Translate | Action::Encapsulate => (Verdict::PassMalformed, XDP_PASS),
         Action::Refuse => match refuse(ctx, &packet.flow) {
             verdict @ (Verdict::RefuseReset | Verdict::RefuseUnreachable) => (verdict, XDP_TX),
             verdict => (verdict, XDP_DROP),

@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use xdp_lb::{AddressKind, Config, Frontend, Protocol};
+use xdp_lb::{AddressKind, Config, Frontend, Protocol, ServiceOptions};
 
 use crate::support::lb::{
     BACKEND4_IDS, BACKEND6_IDS, BACKENDS4, BACKENDS6, CLIENT4, CLIENT4_2, CLIENT6, CLIENT6_2,
@@ -246,7 +246,9 @@ fn install(lb: &mut Lb, id: u32, frontend: Frontend, table: Table) -> Service {
             vec![addr]
         }
         Table::Missing => {
-            lb.dp.upsert_service(&frontend, id, None).expect("service");
+            lb.dp
+                .upsert_service(&frontend, id, &ServiceOptions::default())
+                .expect("service");
             Vec::new()
         }
     };

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use xdp_lb::{
     AddressKind, Config, CtEvent, Datapath, Flow, Frontend, LoadOptions, MapSizes, ProgramName,
-    Protocol, Simulation, TestRunOutput, Verdict,
+    Protocol, ServiceOptions, Simulation, TestRunOutput, Verdict,
 };
 
 use super::{ifindex, ip_batch, run};
@@ -202,7 +202,11 @@ impl Lb {
     ) {
         self.dp.swap_table(id, table).expect("table");
         self.dp
-            .upsert_service(&Frontend::new(frontend, proto), id, None)
+            .upsert_service(
+                &Frontend::new(frontend, proto),
+                id,
+                &ServiceOptions::default(),
+            )
             .expect("service");
     }
 

@@ -1,0 +1,324 @@
+//! Direct server return: the client's packet, unchanged, inside an outer
+//! header to its backend, which strips it (`xdp_decap`), holds the VIP itself
+//! and answers the client directly. As Katran does:
+//!
+//! | inner | backend | outer |
+//! |---|---|---|
+//! | IPv4 | IPv4 | IPv4, protocol 4 (IPIP) |
+//! | IPv4 | IPv6 | IPv6, next header 4 (IPv4-in-IPv6) |
+//! | IPv6 | IPv6 | IPv6, next header 41 (IP6IP6) |
+//! | IPv6 | IPv4 | not done (`DropEncapUnsupported`) |
+//!
+//! The outer source is this LB's address of the backend's family
+//! (`Config::encap_source_*`), the outer TTL 64, the traffic class copied, and
+//! an outer IPv4 header has DF set. A packet that would not fit the egress
+//! once wrapped is answered like a router answers: "fragmentation needed" /
+//! "packet too big" with the MTU left for the inner packet, quoting it as the
+//! client sent it.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_xdp_adjust_head,
+    programs::XdpContext,
+};
+use xdp_lb_common::{
+    addr::{Addr, is_v4_mapped, v4_mapped},
+    conntrack::FlowTuple,
+    csum,
+    stats::Verdict,
+};
+
+use crate::{
+    lb::{
+        Nat,
+        flow::{Flow, MAX_L3_OFFSET},
+    },
+    maps::{CONFIG, OUTER_FLOW, OUTER_FLOW_WORDS},
+    packet::FrameSource,
+    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN},
+    xdp::{
+        answer,
+        forward::{TOO_BIG, forward},
+    },
+};
+
+const _: () = assert!(size_of::<Flow>() <= OUTER_FLOW_WORDS * 8);
+
+/// IPv4 in an outer header (IPIP, and IPv4-in-IPv6).
+const IPPROTO_IPIP: u8 = 4;
+/// IPv6 in an outer header (IP6IP6).
+const IPPROTO_IPV6: u8 = 41;
+/// The outer header's TTL / hop limit.
+const TTL: u8 = 64;
+/// IPv4 "don't fragment", in the high byte of the flags field.
+const DF: u8 = 0x40;
+
+/// What `encapsulate` did, beside its XDP action.
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// With `TOO_BIG`: the egress MTU the wrapped packet did not fit.
+    pub mtu: u32,
+}
+
+/// Sends the packet `wrap` wrapped (`overhead` bytes of outer header) to
+/// `nat`'s backend: returns the XDP action with its verdict in `outcome`, or
+/// `TOO_BIG` (the MTU in `outcome`) for the caller to answer with
+/// `answer_too_big`. `wrap`, this and `answer_too_big` are subprograms the
+/// caller calls one after another rather than one from the other: the
+/// 512-byte stack limit counts the deepest chain of frames.
+#[inline(never)]
+pub fn send(
+    ctx: &XdpContext,
+    flow: &Flow,
+    nat: &Nat,
+    overhead: usize,
+    outcome: &mut Outcome,
+) -> u32 {
+    let Some(slot) = OUTER_FLOW.get_ptr_mut(0) else {
+        return XDP_DROP;
+    };
+    let outer = slot.cast::<Flow>();
+    // SAFETY: this CPU's slot, large and aligned enough for a `Flow`
+    // (asserted below; u64 words); nothing else runs on this CPU meanwhile.
+    // The outer packet, as `forward` routes it (by its destination; the
+    // source is only a routing-policy input, left out).
+    unsafe {
+        outer.write(Flow {
+            tuple: FlowTuple::new([0; 16], nat.addr, 0, 0, 0),
+            is_v4: is_v4_mapped(&nat.addr),
+            is_tcp: false,
+            tcp_flags: 0,
+            ttl: TTL,
+            l3_offset: flow.l3_offset,
+            l4_offset: flow.l3_offset + overhead,
+            has_vlan: flow.has_vlan,
+        });
+    }
+    // SAFETY: written just above.
+    let outer = unsafe { &*outer };
+    // As in `xdp::apply`: a tagged frame is left to the kernel.
+    if flow.has_vlan {
+        outcome.verdict = Verdict::PassEncapsulatedViaStack;
+        return XDP_PASS;
+    }
+    match forward(ctx, outer, nat, &mut outcome.mtu) {
+        XDP_PASS => {
+            outcome.verdict = Verdict::PassEncapsulatedViaStack;
+            XDP_PASS
+        }
+        TOO_BIG => {
+            outcome.verdict = Verdict::DropTooBig;
+            TOO_BIG
+        }
+        action => {
+            outcome.verdict = Verdict::ForwardEncapsulated;
+            action
+        }
+    }
+}
+
+/// The bytes the outer header adds for `nat`'s backend.
+#[inline(always)]
+fn overhead_for(nat: &Nat) -> usize {
+    if is_v4_mapped(&nat.addr) {
+        IP4_HLEN
+    } else {
+        IP6_HLEN
+    }
+}
+
+/// Grows the frame's head and writes the link and outer headers for `nat`'s
+/// backend: returns the bytes added, or 0 when the packet cannot be wrapped
+/// (the frame unchanged) or a helper failed halfway (the caller drops it
+/// either way, as `DropEncapUnsupported`).
+#[inline(never)]
+pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
+    let Some(config) = CONFIG.get(0) else {
+        return 0;
+    };
+    let outer_v4 = is_v4_mapped(&nat.addr);
+    let l3 = flow.l3_offset;
+    if l3 > MAX_L3_OFFSET || (outer_v4 && !flow.is_v4) {
+        return 0;
+    }
+    let configured = if outer_v4 {
+        u32::from_ne_bytes(config.encap_source_v4) != 0
+    } else {
+        let words = config.encap_source_v6.as_ptr().cast::<u64>();
+        // SAFETY: two 8-byte words within the 16-byte address.
+        unsafe { words.read_unaligned() | words.add(1).read_unaligned() != 0 }
+    };
+    if !configured {
+        return 0;
+    }
+    let frame = ctx.frame();
+    let (Some(link), Some(inner)) = (
+        frame.read::<[u8; MAX_L3_OFFSET]>(0),
+        frame.read::<[u8; 8]>(l3),
+    ) else {
+        return 0;
+    };
+    // The inner packet's length and traffic class, from its own header.
+    let (inner_len, class) = if flow.is_v4 {
+        (
+            usize::from(u16::from_be_bytes([inner[2], inner[3]])),
+            inner[1],
+        )
+    } else {
+        let payload = usize::from(u16::from_be_bytes([inner[4], inner[5]]));
+        (IP6_HLEN + payload, (inner[0] << 4) | (inner[1] >> 4))
+    };
+    let header = Outer {
+        src: if outer_v4 {
+            v4_mapped(config.encap_source_v4)
+        } else {
+            config.encap_source_v6
+        },
+        dst: nat.addr,
+        inner_len,
+        class,
+        proto: if flow.is_v4 {
+            IPPROTO_IPIP
+        } else {
+            IPPROTO_IPV6
+        },
+    };
+    let overhead = overhead_for(nat);
+    // SAFETY: the program's context; a negative delta grows the head.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
+        return 0;
+    }
+    let written = if outer_v4 {
+        write_v4(ctx, l3, &link, &header)
+    } else {
+        write_v6(ctx, l3, &link, &header)
+    };
+    if written.is_some() { overhead } else { 0 }
+}
+
+/// What an outer header says.
+struct Outer {
+    src: Addr,
+    dst: Addr,
+    /// The inner packet's length (its IP datagram).
+    inner_len: usize,
+    /// The inner packet's traffic class (IPv4 TOS), copied.
+    class: u8,
+    /// IPv6 next header (IPv4's protocol is always IPIP).
+    proto: u8,
+}
+
+/// Writes the link header (with the outer family's EtherType) and an outer
+/// IPv4 header. Inlined into `wrap`, as `write_v6` is: a call would add a
+/// frame to the deepest chain.
+#[inline(always)]
+fn write_v4(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Outer) -> Option<()> {
+    write_link(ctx, l3, link, ETH_P_IPV4)?;
+    let out = ctx.frame().get_mut::<[u8; IP4_HLEN]>(l3)?;
+    // SAFETY: `get_mut` checked the header lies in the frame.
+    let out = unsafe { &mut *out };
+    let [hi, lo] = ((IP4_HLEN + header.inner_len) as u16).to_be_bytes();
+    let class = header.class;
+    out[..12].copy_from_slice(&[0x45, class, hi, lo, 0, 0, DF, 0, TTL, IPPROTO_IPIP, 0, 0]);
+    out[12..16].copy_from_slice(&header.src[12..]);
+    out[16..].copy_from_slice(&header.dst[12..]);
+    let sum = csum::finish(csum::add(0, out));
+    out[10..12].copy_from_slice(&sum.to_be_bytes());
+    Some(())
+}
+
+/// Writes the link header and an outer IPv6 header.
+#[inline(always)]
+fn write_v6(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Outer) -> Option<()> {
+    write_link(ctx, l3, link, ETH_P_IPV6)?;
+    let out = ctx.frame().get_mut::<[u8; IP6_HLEN]>(l3)?;
+    // SAFETY: `get_mut` checked the header lies in the frame.
+    let out = unsafe { &mut *out };
+    let [hi, lo] = (header.inner_len as u16).to_be_bytes();
+    let (class, proto) = (header.class, header.proto);
+    out[..8].copy_from_slice(&[0x60 | (class >> 4), class << 4, 0, 0, hi, lo, proto, TTL]);
+    out[8..24].copy_from_slice(&header.src);
+    out[24..].copy_from_slice(&header.dst);
+    Some(())
+}
+
+/// The link header at the new front: the packet's own (MACs as they came,
+/// `forward` rewrites them), the EtherType before the network header set to
+/// `ethertype`.
+#[inline(always)]
+fn write_link(
+    ctx: &XdpContext,
+    l3: usize,
+    link: &[u8; MAX_L3_OFFSET],
+    ethertype: u16,
+) -> Option<()> {
+    let out = ctx.frame().get_mut::<[u8; MAX_L3_OFFSET]>(0)?;
+    // SAFETY: `get_mut` checked the 18 bytes lie in the frame.
+    let out = unsafe { &mut *out };
+    out.copy_from_slice(link);
+    // 12 untagged, 16 behind a VLAN tag.
+    let at = if l3 == MAX_L3_OFFSET { 16 } else { 12 };
+    out[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+    Some(())
+}
+
+/// Moves the link header (the MACs and any VLAN tag) from the front to just
+/// before the inner packet, `overhead` bytes on, with `ethertype` before the
+/// network header: with the head then shrunk by `overhead`, the frame is the
+/// packet as it came. In place, word by word: a copy on the stack would
+/// deepen the deepest chain of frames.
+#[inline(always)]
+fn move_link(ctx: &XdpContext, l3: usize, overhead: usize, ethertype: u16) -> Option<()> {
+    let frame = ctx.frame();
+    let from = frame.get::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
+    let to = frame.get_mut::<[u8; MAX_L3_OFFSET]>(overhead)?.cast::<u8>();
+    // SAFETY: both 18-byte ranges lie in the frame (checked above) and do
+    // not overlap (`overhead` is at least 20).
+    unsafe {
+        let macs = from.cast::<[u8; 12]>().read_unaligned();
+        to.cast::<[u8; 12]>().write_unaligned(macs);
+        let at = if l3 == MAX_L3_OFFSET {
+            let tag = from.add(12).cast::<[u8; 4]>().read_unaligned();
+            to.add(12).cast::<[u8; 4]>().write_unaligned(tag);
+            16
+        } else {
+            12
+        };
+        to.add(at)
+            .cast::<[u8; 2]>()
+            .write_unaligned(ethertype.to_be_bytes());
+    }
+    Some(())
+}
+
+/// The wrapped packet (`encapsulate` answered `TOO_BIG`) does not fit the
+/// egress: unwraps it and, for IPv6 or an IPv4 packet with DF, answers the
+/// client with the MTU left for the inner packet (`AnswerTooBig`); otherwise,
+/// as the LB cannot fragment, drops it (`DropTooBig`).
+#[inline(never)]
+pub fn answer_too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
+    let overhead = overhead_for(nat);
+    let l3 = flow.l3_offset;
+    let inner_type = if flow.is_v4 { ETH_P_IPV4 } else { ETH_P_IPV6 };
+    if l3 > MAX_L3_OFFSET || move_link(ctx, l3, overhead, inner_type).is_none() {
+        return Verdict::DropTooBig;
+    }
+    // SAFETY: the program's context; a positive delta shrinks the head back
+    // to where the packet began.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, overhead as i32) } != 0 {
+        return Verdict::DropTooBig;
+    }
+    let dont_fragment = !flow.is_v4
+        || ctx
+            .frame()
+            .read::<[u8; 2]>(l3 + 6)
+            .is_some_and(|flags| flags[0] & DF != 0);
+    if !dont_fragment {
+        return Verdict::DropTooBig;
+    }
+    let left = mtu.saturating_sub(overhead as u32);
+    match answer::icmp_error(ctx, flow, answer::IcmpError::TooBig, left) {
+        answer::Answered::Yes => Verdict::AnswerTooBig,
+        answer::Answered::NotAnswerable | answer::Answered::Broken => Verdict::DropTooBig,
+    }
+}
