@@ -237,6 +237,25 @@ counter_enum! {
     }
 }
 
+counter_enum! {
+    /// What `xdp_decap` (on a direct-server-return backend) did with a frame:
+    /// every frame lands in exactly one slot of the `DECAP_STATS` per-CPU
+    /// array. All but `Decapsulated` pass the frame untouched.
+    DecapVerdict {
+    /// An IPIP, IPv4-in-IPv6 or IP6IP6 packet for a configured VIP: its outer
+    /// header stripped, the inner packet passed to the stack.
+    Decapsulated = "decapsulated",
+    /// Not an encapsulated packet.
+    PassNotEncapsulated = "pass_not_encapsulated",
+    /// Encapsulated, but the inner destination is not a configured VIP (this
+    /// host strips only what is meant for it).
+    PassNotOurVip = "pass_not_our_vip",
+    /// Encapsulated, but the inner header is cut short or not of the family
+    /// the outer one says.
+    PassMalformed = "pass_malformed",
+    }
+}
+
 /// The parser walks at most this many IPv6 extension headers; a chain that is
 /// longer is counted as `TooManyIp6Extensions` (and passed untouched).
 pub const MAX_IP6_EXTENSIONS: usize = 6;

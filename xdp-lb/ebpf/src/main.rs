@@ -3,6 +3,8 @@
 //! - `xdp_lb`: the NIC-side program: parse, reply-direction reverse NAT,
 //!   frontend lookup, conntrack, Maglev, DNAT and forwarding (`lb` decides,
 //!   `xdp` applies).
+//! - `xdp_decap`: on the backends of direct-server-return services, strips the
+//!   outer header of packets for configured VIPs and passes the inner packet.
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
 //!   that another program redirects into (this kernel delivers XDP_REDIRECT into
 //!   a veth only when the peer has an XDP program).
@@ -64,6 +66,11 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_bench(ctx: XdpContext) -> u32 {
     bench::run(&ctx)
+}
+
+#[xdp]
+pub fn xdp_decap(ctx: XdpContext) -> u32 {
+    xdp::decap::run(&ctx)
 }
 
 #[xdp]

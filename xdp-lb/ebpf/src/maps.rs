@@ -15,7 +15,7 @@ use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     events::FlowEvent,
     service::{AddressInfo, AddressKey, FrontendKey, Service},
-    stats::{Counter, CtEvent, ParseCounter, Verdict},
+    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
 };
 
 /// Per-CPU packets and bytes per parser verdict (`ParseCounter` slot).
@@ -42,6 +42,15 @@ pub static BACKEND_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
 /// (a datapath loaded for one of them never runs the other).
 #[btf_map]
 pub static FLOOR_STATS: PerCpuArray<Counter, 1> = PerCpuArray::new();
+
+/// Per-CPU packets and bytes per `xdp_decap` verdict.
+#[btf_map]
+pub static DECAP_STATS: PerCpuArray<Counter, { DecapVerdict::COUNT as usize }> = PerCpuArray::new();
+
+/// The VIPs `xdp_decap` strips encapsulated packets for (the value is not
+/// read).
+#[btf_map]
+pub static DECAP_VIPS: HashMap<AddressKey, u32, 1024> = HashMap::new();
 
 /// Global settings (slot 0).
 #[btf_map]
@@ -205,6 +214,10 @@ pub fn count_backend(id: u32, bytes: usize) {
 }
 
 #[inline(always)]
+pub fn count_decap(verdict: DecapVerdict, bytes: usize) {
+    bump(DECAP_STATS.get_ptr_mut(verdict as u32), bytes);
+}
+
 pub fn count_floor(bytes: usize) {
     bump(FLOOR_STATS.get_ptr_mut(0), bytes);
 }

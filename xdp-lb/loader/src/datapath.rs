@@ -34,16 +34,20 @@ pub enum ProgramName {
     /// A traffic sink: counts every frame (in [`Datapath::floor_stats`]) and
     /// drops it.
     XdpSink,
+    /// On a direct-server-return backend: strips the outer header of packets
+    /// for the VIPs of [`Datapath::add_decap_vip`] and passes the inner one.
+    XdpDecap,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::XdpLb,
         Self::XdpPass,
         Self::XdpFloor,
         Self::XdpBench,
         Self::XdpSink,
+        Self::XdpDecap,
     ];
 
     /// The program's symbol name in the object.
@@ -54,6 +58,7 @@ impl ProgramName {
             Self::XdpFloor => "xdp_floor",
             Self::XdpBench => "xdp_bench",
             Self::XdpSink => "xdp_sink",
+            Self::XdpDecap => "xdp_decap",
         }
     }
 }

@@ -26,6 +26,7 @@
 mod bench;
 mod conntrack;
 mod datapath;
+mod decap;
 mod error;
 mod events;
 mod links;
@@ -49,14 +50,14 @@ pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
-pub use stats::{Counters, CtStats, ParseStats, VerdictStats};
+pub use stats::{Counters, CtStats, DecapStats, ParseStats, VerdictStats};
 pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
     bench::{BENCH_MAX_PACKET, Rotation},
     config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
-    stats::{Counter, CtEvent, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
+    stats::{Counter, CtEvent, DecapVerdict, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
 };
 
 /// The eBPF object, as built for this host's endianness.

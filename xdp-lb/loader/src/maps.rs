@@ -38,6 +38,8 @@ pub(crate) const CT_STATS: &str = "CT_STATS";
 pub(crate) const SERVICE_STATS: &str = "SERVICE_STATS";
 pub(crate) const BACKEND_STATS: &str = "BACKEND_STATS";
 pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
+pub(crate) const DECAP_STATS: &str = "DECAP_STATS";
+pub(crate) const DECAP_VIPS: &str = "DECAP_VIPS";
 pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
@@ -64,13 +66,15 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 24] = [
+pub(crate) const ALL: [&str; 26] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
     SERVICE_STATS,
     BACKEND_STATS,
     FLOOR_STATS,
+    DECAP_STATS,
+    DECAP_VIPS,
     CONFIG,
     LAYOUT,
     ADDRESSES,

@@ -1,11 +1,12 @@
 //! Reading the programs' per-CPU counters, summed over CPUs.
 use aya::maps::PerCpuArray;
-use xdp_lb_common::stats::{Counter, CtEvent, ParseCounter, Verdict};
+use xdp_lb_common::stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict};
 
 use crate::{
     Datapath, Error,
     maps::{
-        BACKEND_STATS, CT_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS, VERDICT_STATS, map_err,
+        BACKEND_STATS, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS,
+        VERDICT_STATS, map_err,
     },
 };
 
@@ -18,6 +19,8 @@ pub struct Counters<C: 'static> {
 
 /// The parser's counters.
 pub type ParseStats = Counters<ParseCounter>;
+/// The counters of `xdp_decap`.
+pub type DecapStats = Counters<DecapVerdict>;
 /// The verdict counters of `xdp_lb`.
 pub type VerdictStats = Counters<Verdict>;
 /// The connection-tracking event counters.
@@ -88,6 +91,15 @@ impl Datapath {
         let counters = self.counter_slots(VERDICT_STATS, Verdict::COUNT)?;
         Ok(Counters {
             all: Verdict::ALL,
+            counters,
+        })
+    }
+
+    /// The verdict counters of `xdp_decap`.
+    pub fn decap_stats(&self) -> Result<DecapStats, Error> {
+        let counters = self.counter_slots(DECAP_STATS, DecapVerdict::COUNT)?;
+        Ok(Counters {
+            all: DecapVerdict::ALL,
             counters,
         })
     }

@@ -11,11 +11,10 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, IpNumber, Ipv4Header, Ipv6Header, PacketBuilder,
-    icmpv4::DestUnreachableHeader,
+    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
 };
 use support::{
-    frame::{Packet, TcpFlags},
+    frame::{Packet, TcpFlags, encapsulated},
     in_private_netns,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
@@ -98,45 +97,14 @@ fn syn(v6: bool, port: u16) -> Packet {
     )
 }
 
-/// `inner` (an IP packet) wrapped for `backend` as the LB sends it: outer
-/// TTL 64 less the hop, DF on IPv4, the inner packet's next header.
+/// `inner` (an IP packet) wrapped for `backend` as the LB sends it: from the
+/// family's source, outer TTL 64 less the hop.
 fn wrapped(inner: &[u8], backend: IpAddr) -> Vec<u8> {
-    let next = if inner[0] >> 4 == 4 {
-        IpNumber(4)
-    } else {
-        IpNumber(41)
+    let source = match backend {
+        IpAddr::V4(_) => IpAddr::V4(SOURCE4),
+        IpAddr::V6(_) => IpAddr::V6(SOURCE6),
     };
-    let mut out = Vec::new();
-    let eth = PacketBuilder::ethernet2(DOWN_MAC, mac_of(backend));
-    let ip = match backend {
-        IpAddr::V4(backend) => {
-            let mut header = Ipv4Header::new(
-                inner.len() as u16,
-                63,
-                next,
-                SOURCE4.octets(),
-                backend.octets(),
-            )
-            .expect("an IPv4 header");
-            header.dont_fragment = true;
-            IpHeaders::Ipv4(header, Default::default())
-        }
-        IpAddr::V6(backend) => IpHeaders::Ipv6(
-            Ipv6Header {
-                payload_length: inner.len() as u16,
-                next_header: next,
-                hop_limit: 63,
-                source: SOURCE6.octets(),
-                destination: backend.octets(),
-                ..Ipv6Header::default()
-            },
-            Default::default(),
-        ),
-    };
-    eth.ip(ip)
-        .write(&mut out, next, inner)
-        .expect("a wrapped frame");
-    out
+    encapsulated((DOWN_MAC, mac_of(backend)), source, backend, 63, inner)
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
 mod answer;
+pub mod decap;
 mod encap;
 mod forward;
 mod icmp;

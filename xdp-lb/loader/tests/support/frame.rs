@@ -367,3 +367,47 @@ pub(crate) fn icmp4_echo(macs: ([u8; 6], [u8; 6]), src: [u8; 4], dst: [u8; 4]) -
         .expect("an ICMP frame");
     out
 }
+
+/// `inner` (an IP packet) inside an outer header from `source` to `to`, as
+/// direct server return sends it: the inner family's next header (4 or 41),
+/// DF on IPv4, `ttl`; every checksum computed by etherparse.
+pub(crate) fn encapsulated(
+    macs: ([u8; 6], [u8; 6]),
+    source: IpAddr,
+    to: IpAddr,
+    ttl: u8,
+    inner: &[u8],
+) -> Vec<u8> {
+    let next = if inner[0] >> 4 == 4 {
+        IpNumber(4)
+    } else {
+        IpNumber(41)
+    };
+    let ip = match (source, to) {
+        (IpAddr::V4(source), IpAddr::V4(to)) => {
+            let length = u16::try_from(inner.len()).expect("a packet");
+            let mut header = Ipv4Header::new(length, ttl, next, source.octets(), to.octets())
+                .expect("an IPv4 header");
+            header.dont_fragment = true;
+            IpHeaders::Ipv4(header, Default::default())
+        }
+        (IpAddr::V6(source), IpAddr::V6(to)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                payload_length: u16::try_from(inner.len()).expect("a packet"),
+                next_header: next,
+                hop_limit: ttl,
+                source: source.octets(),
+                destination: to.octets(),
+                ..Ipv6Header::default()
+            },
+            Default::default(),
+        ),
+        _ => panic!("source and destination of different families"),
+    };
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ip(ip)
+        .write(&mut out, next, inner)
+        .expect("an encapsulated frame");
+    out
+}

@@ -1,0 +1,121 @@
+//! `xdp_decap`, for the backends of direct-server-return services: strips the
+//! outer header (IPIP, IPv4-in-IPv6, IP6IP6) of a packet whose inner
+//! destination is a configured VIP (`DECAP_VIPS`) and passes the inner
+//! packet to the stack, where the VIP sits on `lo` and the reply goes to the
+//! client directly. This kernel has no ipip module, so the decapsulation is
+//! this program's. Anything else passes untouched; every frame is counted in
+//! one `DecapVerdict`.
+
+use aya_ebpf::{
+    bindings::xdp_action::XDP_PASS, helpers::bpf_xdp_adjust_head, programs::XdpContext,
+};
+use xdp_lb_common::{
+    addr::v4_mapped,
+    service::AddressKey,
+    stats::{DecapVerdict, ParseCounter},
+};
+
+use crate::{
+    lb::flow::{MAX_L3_OFFSET, MAX_L4_OFFSET},
+    maps::{DECAP_VIPS, count_decap, forget_ranges},
+    packet::{Frame, FrameSource},
+    parse::parse,
+    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN},
+};
+
+/// IPv4 and IPv6 as the outer header's protocol.
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+
+/// The whole of `xdp_decap`.
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    let len = ctx.frame().len();
+    let verdict = decapsulate(ctx);
+    count_decap(verdict, len);
+    XDP_PASS
+}
+
+#[inline(never)]
+fn decapsulate(ctx: &XdpContext) -> DecapVerdict {
+    let parsed = parse(ctx);
+    let outer_v4 = match parsed.counter {
+        ParseCounter::OtherL4Ip4 => true,
+        ParseCounter::OtherL4Ip6 => false,
+        _ => return DecapVerdict::PassNotEncapsulated,
+    };
+    let inner_v4 = match parsed.l4_proto {
+        IPPROTO_IPIP => true,
+        IPPROTO_IPV6 if !outer_v4 => false,
+        _ => return DecapVerdict::PassNotEncapsulated,
+    };
+    let (l3, inner) = forget_ranges(parsed.l3_offset, parsed.l4_offset);
+    if l3 > MAX_L3_OFFSET || inner > MAX_L4_OFFSET || inner <= l3 {
+        return DecapVerdict::PassMalformed;
+    }
+    let frame = ctx.frame();
+    // The inner version and destination.
+    let destination = if inner_v4 {
+        match frame.read::<[u8; IP4_HLEN]>(inner) {
+            Some(h) if h[0] >> 4 == 4 => v4_mapped([h[16], h[17], h[18], h[19]]),
+            _ => return DecapVerdict::PassMalformed,
+        }
+    } else {
+        let Some(h) = frame.get::<[u8; IP6_HLEN]>(inner) else {
+            return DecapVerdict::PassMalformed;
+        };
+        let h = h.cast::<u8>();
+        // SAFETY: `get` checked the whole header lies in the frame.
+        unsafe {
+            if h.read() >> 4 != 6 {
+                return DecapVerdict::PassMalformed;
+            }
+            h.add(24).cast::<[u8; 16]>().read_unaligned()
+        }
+    };
+    if DECAP_VIPS
+        .get_ptr(AddressKey { addr: destination })
+        .is_none()
+    {
+        return DecapVerdict::PassNotOurVip;
+    }
+    let outer_len = inner - l3;
+    let ethertype = if inner_v4 { ETH_P_IPV4 } else { ETH_P_IPV6 };
+    if move_link(&frame, l3, outer_len, ethertype).is_none() {
+        return DecapVerdict::PassMalformed;
+    }
+    // SAFETY: the program's context; a positive delta drops the outer header
+    // (the link header now lies just before the inner packet).
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+        return DecapVerdict::PassMalformed;
+    }
+    DecapVerdict::Decapsulated
+}
+
+/// Moves the link header (the MACs and any VLAN tag) `by` bytes on, with
+/// `ethertype` before the network header, word by word in the frame.
+#[inline(always)]
+fn move_link(frame: &Frame, l3: usize, by: usize, ethertype: u16) -> Option<()> {
+    // An outer header is at least 20 bytes: the two ranges never overlap.
+    if by < IP4_HLEN {
+        return None;
+    }
+    let from = frame.get::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
+    let to = frame.get_mut::<[u8; MAX_L3_OFFSET]>(by)?.cast::<u8>();
+    // SAFETY: both 18-byte ranges lie in the frame and do not overlap.
+    unsafe {
+        let macs = from.cast::<[u8; 12]>().read_unaligned();
+        to.cast::<[u8; 12]>().write_unaligned(macs);
+        let at = if l3 == MAX_L3_OFFSET {
+            let tag = from.add(12).cast::<[u8; 4]>().read_unaligned();
+            to.add(12).cast::<[u8; 4]>().write_unaligned(tag);
+            16
+        } else {
+            12
+        };
+        to.add(at)
+            .cast::<[u8; 2]>()
+            .write_unaligned(ethertype.to_be_bytes());
+    }
+    Some(())
+}
