@@ -161,6 +161,10 @@ pub enum Mode {
     /// Destination NAT to the backend, reverse NAT of its replies.
     #[default]
     Nat,
+    /// Direct server return: the packet reaches the backend unchanged inside
+    /// an outer header (the backend strips it with `xlb decap`, holds the VIP
+    /// and answers the client itself); ports are not translated.
+    Dsr,
 }
 
 /// `sessionAffinity: ClientIP`.

@@ -1049,3 +1049,67 @@ fn observe_shows_each_new_flow_and_its_backend() {
         events.len()
     ));
 }
+
+#[test]
+fn a_dsr_service_through_the_agent_and_xlb_decap() {
+    const REQUESTS: usize = 30;
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let any = SocketAddr::from(([0, 0, 0, 0], VIP_PORT));
+    for i in 0..BACKENDS {
+        let netns = rig.backend(i).clone();
+        let host = netns_tests::Cidr::new(vip(), 32).expect("a host prefix");
+        rig.topo
+            .rig
+            .add_address(&netns, "lo", host)
+            .expect("the VIP on lo");
+        // On every address: the VIP's traffic, and the health checks' on
+        // the backend's own.
+        rig.topo
+            .rig
+            .serve_echo(&netns, Proto::Tcp, any, &backend_name(i))
+            .expect("echo server");
+        rig.topo
+            .rig
+            .spawn(
+                &netns,
+                XLB,
+                &["decap", "--interface", "eth0", "--vip", &vip().to_string()],
+            )
+            .expect("xlb decap");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let servers = backends(&rig, &all, VIP_PORT);
+    let mut yaml = service("web", "TCP", VIP_PORT, &servers, true);
+    yaml.push_str("    mode: dsr\n");
+    rig.write_config(&config(&[yaml])).expect("config");
+    let source = rig.topo.lb_back.v4.to_string();
+    rig.start_agent(&["--encap-source", &source])
+        .expect("agent");
+    // `xlb decap` attaches in the background: the first requests may come
+    // before it.
+    let served = wait_for(
+        PATIENCE,
+        "requests through the DSR VIP all answered",
+        || {
+            let (per_backend, failures) = echo_requests(&rig, REQUESTS);
+            Ok(failures.is_empty().then_some(per_backend))
+        },
+    )
+    .expect("requests through the DSR VIP");
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "every backend answers a share: {served:?}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&rig.xlb_ok(&["stats", "-o", "json"]).expect("xlb stats"))
+            .expect("stats JSON");
+    let encapsulated = stats["verdicts"]["forward_encapsulated"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(encapsulated >= REQUESTS as u64, "{stats}");
+    assert!(stats["verdicts"].get("forward_reply").is_none(), "{stats}");
+    report(&format!(
+        "dsr: {REQUESTS} requests answered directly by the backends {served:?}, \
+         {encapsulated} packets encapsulated"
+    ));
+}

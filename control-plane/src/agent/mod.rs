@@ -15,6 +15,7 @@ mod recover;
 mod views;
 
 use std::{
+    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -83,11 +84,14 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .unwrap_or(xdp_lb::DEFAULT_VERSION_STAMP),
     )
     .context("loading the datapath (pinned maps of an older layout are refused: see --pin-dir)")?;
+    let (encap_source_v4, encap_source_v6) = encap_sources(&options.encap_sources)?;
     datapath
         .set_config(&Config {
             hash_seed: options.hash_seed,
             new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
             flow_event_sampling: options.flow_event_sampling,
+            encap_source_v4,
+            encap_source_v6,
             ..datapath.config()?
         })
         .context("writing the datapath configuration")?;
@@ -277,4 +281,26 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// `--encap-source`: at most one address per family, as the datapath's
+/// `Config` holds them (unset: all zeros).
+fn encap_sources(addresses: &[IpAddr]) -> anyhow::Result<([u8; 4], [u8; 16])> {
+    let (mut v4, mut v6) = (None, None);
+    for &address in addresses {
+        let slot = match address {
+            IpAddr::V4(a) => v4.replace(a).map(IpAddr::V4),
+            IpAddr::V6(a) => v6.replace(a).map(IpAddr::V6),
+        };
+        if let Some(earlier) = slot {
+            anyhow::bail!(
+                "--encap-source {earlier} and {address}: one address per family (the outer \
+                 source of every encapsulated packet)"
+            );
+        }
+    }
+    Ok((
+        v4.map_or([0; 4], |a| a.octets()),
+        v6.map_or([0; 16], |a| a.octets()),
+    ))
 }

@@ -1,6 +1,9 @@
 //! `xlb agent`'s flags, each also an `XLB_*` environment variable.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::Args;
 
@@ -61,6 +64,18 @@ pub struct AgentOptions {
         default_value_t = xdp_lb::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC
     )]
     pub new_flows_per_cpu: u32,
+
+    /// This LB's own address(es) toward the backends, the outer source of
+    /// direct-server-return encapsulation: one per family (`--encap-source
+    /// 198.18.1.1 --encap-source 2001:2:0:1::1`). Needed by `mode: dsr`
+    /// services; without one for a backend's family their packets are
+    /// dropped (`drop_encap_unsupported`).
+    #[arg(
+        long = "encap-source",
+        env = "XLB_ENCAP_SOURCES",
+        value_delimiter = ','
+    )]
+    pub encap_sources: Vec<IpAddr>,
 
     /// Flow events for `xlb observe`: one in this many new flows and drops,
     /// chosen at random, is reported. 0 reports none.

@@ -9,10 +9,7 @@ pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
     let frontends = datapath
         .frontends()?
         .into_iter()
-        .map(|(frontend, id, options)| {
-            let key = (frontend.addr, frontend.proto.into());
-            (key, id, options.client_ip_affinity)
-        })
+        .map(|(frontend, id, options)| ((frontend.addr, frontend.proto.into()), id, options))
         .collect();
     let backends = datapath
         .backends()?

@@ -3,6 +3,7 @@
 //! JSON/YAML documents with `-o json|yaml`; errors go to stderr with exit
 //! status 1.
 
+mod decap;
 mod output;
 
 use std::{
@@ -56,6 +57,10 @@ enum Command {
     /// Run the agent: load and attach the datapath and keep it equal to the
     /// configuration file.
     Agent(AgentOptions),
+    /// On a backend of direct-server-return services: strip the LB's outer
+    /// header from packets for these VIPs (held on `lo`) until SIGINT or
+    /// SIGTERM.
+    Decap(decap::DecapArgs),
     /// Validate a configuration file as the agent would, without applying it.
     CheckConfig {
         /// The configuration file (native xlb services and/or Kubernetes
@@ -266,6 +271,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Command::Decap(args) = &command {
+        init_tracing("info")?;
+        runtime.block_on(decap::run(args))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     runtime.block_on(admin_command(&client, command))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -436,7 +446,10 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
                 output::status_text(s)
             })?)
         }
-        Command::Agent(_) | Command::CheckConfig { .. } | Command::Completions { .. } => {
+        Command::Agent(_)
+        | Command::Decap(_)
+        | Command::CheckConfig { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }

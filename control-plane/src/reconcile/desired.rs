@@ -4,15 +4,12 @@
 //! vectors: a sync of 10 000 services recomputes it in a few milliseconds,
 //! and the reconciler compares it with the last one by a merge walk.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, SocketAddr};
 
-use xdp_lb::AddressKind;
+use xdp_lb::{AddressKind, ServiceOptions};
 
 use super::FrontendKey;
-use crate::model::{FrontendKind, Model, Service, ServiceName};
+use crate::model::{FrontendKind, Mode, Model, Service, ServiceName};
 
 /// The datapath's view of the desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,8 +25,8 @@ pub struct Desired {
 pub struct DesiredService {
     /// Frontends by address and protocol, sorted, unique.
     pub frontends: Vec<FrontendKey>,
-    /// ClientIP affinity's timeout, when the service has it.
-    pub client_ip_affinity: Option<Duration>,
+    /// ClientIP affinity and direct server return, as the datapath takes them.
+    pub options: ServiceOptions,
     /// The backends in the Maglev table (active and healthy) with their
     /// weights, sorted by address.
     pub members: Vec<(SocketAddr, u32)>,
@@ -56,7 +53,10 @@ impl DesiredService {
         );
         self.frontends.sort_unstable();
         self.frontends.dedup();
-        self.client_ip_affinity = service.affinity.map(|a| a.timeout);
+        self.options = ServiceOptions {
+            client_ip_affinity: service.affinity.map(|a| a.timeout),
+            dsr: service.mode == Mode::Dsr,
+        };
         self.members.clear();
         self.live.clear();
         for backend in &service.backends {
@@ -102,7 +102,7 @@ impl Desired {
         let mut services = Vec::with_capacity(model.services.len());
         let mut scratch = DesiredService {
             frontends: Vec::new(),
-            client_ip_affinity: None,
+            options: ServiceOptions::default(),
             members: Vec::new(),
             live: Vec::new(),
         };

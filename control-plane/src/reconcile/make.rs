@@ -242,13 +242,13 @@ impl Reconciler {
                 continue;
             };
             let id = self.names[name];
-            let want = (id, service.client_ip_affinity);
+            let want = (id, service.options);
             for &key in &service.frontends {
                 if self.frontends.get(&key) == Some(&want) {
                     continue;
                 }
                 target
-                    .upsert_frontend(&frontend(key), id, want.1)
+                    .upsert_frontend(&frontend(key), id, &want.1)
                     .map_err(datapath("write frontend", show(key)))?;
                 self.frontends.insert(key, want);
                 report.frontends_written += 1;

@@ -24,11 +24,10 @@ mod target;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
-    time::Duration,
 };
 
 use consistent_hash::{SizingPolicy, TableSize};
-use xdp_lb::AddressKind;
+use xdp_lb::{AddressKind, ServiceOptions};
 
 pub use desired::{Desired, DesiredService};
 pub use ids::{Exhausted, IdAllocator};
@@ -86,8 +85,8 @@ impl SyncReport {
 /// State read back from pinned maps after a restart.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
-    /// Frontend → (service ID, ClientIP affinity timeout).
-    pub frontends: Vec<(FrontendKey, u32, Option<Duration>)>,
+    /// Frontend → (service ID, its options).
+    pub frontends: Vec<(FrontendKey, u32, ServiceOptions)>,
     /// Backend ID → (address, generation, live).
     pub backends: Vec<(u32, SocketAddr, u32, bool)>,
     /// Service ID → table size.
@@ -130,7 +129,7 @@ pub struct Reconciler {
     backend_ids: IdAllocator,
     services: BTreeMap<u32, ProgrammedService>,
     names: BTreeMap<ServiceName, u32>,
-    frontends: BTreeMap<FrontendKey, (u32, Option<Duration>)>,
+    frontends: BTreeMap<FrontendKey, (u32, ServiceOptions)>,
     backends: BTreeMap<SocketAddr, ProgrammedBackend>,
     /// Live records of recovered duplicates, retired at the next sync.
     stray_backends: Vec<u32>,

@@ -4,7 +4,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
-    time::Duration,
 };
 
 use xdp_lb::{AddressKind, Datapath, Frontend, ServiceOptions};
@@ -35,7 +34,7 @@ pub trait Target {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: Option<Duration>,
+        options: &ServiceOptions,
     ) -> Result<(), Self::Error>;
     /// Removes a frontend.
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error>;
@@ -80,13 +79,9 @@ impl Target for Datapath {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: Option<Duration>,
+        options: &ServiceOptions,
     ) -> Result<(), Self::Error> {
-        let options = ServiceOptions {
-            client_ip_affinity,
-            ..ServiceOptions::default()
-        };
-        self.upsert_service(frontend, id, &options)
+        self.upsert_service(frontend, id, options)
     }
 
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error> {
@@ -105,8 +100,8 @@ pub struct MemoryTarget {
     /// Service ID → backend ID per slot.
     pub tables: BTreeMap<u32, Vec<u32>>,
     pub addresses: BTreeMap<IpAddr, AddressKind>,
-    /// Frontend (as `addr:port/proto`) → (service ID, ClientIP affinity timeout).
-    pub frontends: BTreeMap<(SocketAddr, u8), (u32, Option<Duration>)>,
+    /// Frontend (as `addr:port/proto`) → (service ID, its options).
+    pub frontends: BTreeMap<(SocketAddr, u8), (u32, ServiceOptions)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
 }
@@ -231,7 +226,7 @@ impl Target for MemoryTarget {
         &mut self,
         frontend: &Frontend,
         id: u32,
-        client_ip_affinity: Option<Duration>,
+        options: &ServiceOptions,
     ) -> Result<(), Violation> {
         if !self.addresses.contains_key(&frontend.addr.ip()) {
             return Err(Violation(format!(
@@ -239,8 +234,7 @@ impl Target for MemoryTarget {
                 frontend.addr
             )));
         }
-        self.frontends
-            .insert(key(frontend), (id, client_ip_affinity));
+        self.frontends.insert(key(frontend), (id, *options));
         Ok(())
     }
 

@@ -93,7 +93,7 @@ fn assert_programs_with(
         for &(addr, proto) in &service.frontends {
             frontends.insert(
                 (addr, xdp_lb::Protocol::from(proto).number()),
-                (id, service.client_ip_affinity),
+                (id, service.options),
             );
         }
         let table = t.tables.get(&id);

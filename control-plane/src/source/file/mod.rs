@@ -685,6 +685,25 @@ services:
     }
 
     #[test]
+    fn a_dsr_service_keeps_its_port_end_to_end() {
+        let m = model(&web(&format!(
+            "{ONE_FRONTEND}    mode: dsr\n    backends:\n      - address: 198.18.2.1:80\n"
+        )));
+        assert_eq!(m.services[&ServiceName("web".to_owned())].mode, Mode::Dsr);
+        let two_ports = web(
+            "    frontends:\n      - address: 198.18.100.1\n        port: 80\n      - address: \
+             198.18.100.1\n        port: 443\n    mode: dsr\n",
+        );
+        assert_eq!(
+            problems(&two_ports),
+            [
+                "services[0].frontends: a dsr service's frontends share one port: its backends \
+              serve it unchanged"
+            ]
+        );
+    }
+
+    #[test]
     fn affinity_and_health_check_defaults() {
         let m = model(&web(&format!(
             "{ONE_FRONTEND}    session_affinity:\n      type: client_ip\n    health_check:\n      type: tcp\n"
@@ -870,9 +889,8 @@ services:
                 "services[0].name: `Web` is not a name: lowercase letters, digits, '.' and '-', \
                  starting with a lowercase letter or digit and ending with a letter or digit",
                 "services[0].protocol: `tcp` is not a protocol: use TCP or UDP",
-                "services[0].mode: mode dsr is not supported by this build yet: use nat",
                 "services[1].protocol: SCTP is not supported: use TCP or UDP",
-                "services[1].mode: `maglev` is not a mode: use nat",
+                "services[1].mode: `maglev` is not a mode: use nat or dsr",
                 "services[2].name: `dns` is already the name of services[1]",
             ]
         );
@@ -1036,6 +1054,8 @@ services:
     frontends:
       - address: 198.18.100.3
         port: 80
+    backends:
+      - address: 198.18.2.3:8080
     mode: dsr
 ";
         assert_eq!(
@@ -1044,7 +1064,8 @@ services:
                 "services[0].frontends[0].port: 70000 is out of range 1-65535",
                 "services[1].backends[0].weight: 0 is not a weight (1-10000): to stop new flows \
                  to a backend, set state: draining",
-                "services[2].mode: mode dsr is not supported by this build yet: use nat",
+                "services[2].backends[0].address: a dsr backend serves its frontends' port 80, \
+                 not 8080: the packet reaches it unchanged",
             ]
         );
     }

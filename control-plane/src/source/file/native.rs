@@ -304,17 +304,11 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
     };
     let mode = match raw.mode.as_deref() {
         None | Some("nat") => Mode::Nat,
-        Some("dsr") => {
-            problems.push(Problem::new(
-                format!("{place}.mode"),
-                "mode dsr is not supported by this build yet: use nat",
-            ));
-            Mode::Nat
-        }
+        Some("dsr") => Mode::Dsr,
         Some(other) => {
             problems.push(Problem::new(
                 format!("{place}.mode"),
-                format!("`{other}` is not a mode: use nat"),
+                format!("`{other}` is not a mode: use nat or dsr"),
             ));
             Mode::Nat
         }
@@ -332,6 +326,11 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         .health_check
         .as_ref()
         .and_then(|h| read_health_check(h, &format!("{place}.health_check"), problems));
+    if mode == Mode::Dsr
+        && let Some(frontends) = &frontends
+    {
+        check_dsr_ports(frontends, &backends, place, problems);
+    }
 
     if problems.len() != before {
         return None;
@@ -344,6 +343,36 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         affinity,
         health_check,
     })
+}
+
+/// Direct server return translates no port: the frontends share one, and
+/// every backend serves it.
+fn check_dsr_ports(
+    frontends: &[Frontend],
+    backends: &[Backend],
+    place: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let port = frontends[0].port;
+    if frontends.iter().any(|f| f.port != port) {
+        problems.push(Problem::new(
+            format!("{place}.frontends"),
+            "a dsr service's frontends share one port: its backends serve it unchanged",
+        ));
+        return;
+    }
+    for (j, backend) in backends.iter().enumerate() {
+        if backend.addr.port() != port {
+            problems.push(Problem::new(
+                format!("{place}.backends[{j}].address"),
+                format!(
+                    "a dsr backend serves its frontends' port {port}, not {}: the packet reaches \
+                     it unchanged",
+                    backend.addr.port()
+                ),
+            ));
+        }
+    }
 }
 
 fn read_frontends(
