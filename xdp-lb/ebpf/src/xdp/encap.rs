@@ -10,7 +10,8 @@
 //! | IPv6 | IPv4 | not done (`DropEncapUnsupported`) |
 //!
 //! The outer source is this LB's address of the backend's family
-//! (`Config::encap_source_*`), the outer TTL 64, the traffic class copied, and
+//! (`Config::encap_source_*`), the outer TTL 64 less this hop (`forward`
+//! counts it, as for every packet it routes), the traffic class copied, and
 //! an outer IPv4 header has DF set. A packet that would not fit the egress
 //! once wrapped is answered like a router answers: "fragmentation needed" /
 //! "packet too big" with the MTU left for the inner packet, quoting it as the
@@ -78,10 +79,11 @@ pub fn send(
         return XDP_DROP;
     };
     let outer = slot.cast::<Flow>();
-    // SAFETY: this CPU's slot, large and aligned enough for a `Flow`
-    // (asserted below; u64 words); nothing else runs on this CPU meanwhile.
-    // The outer packet, as `forward` routes it (by its destination; the
+    // The outer packet, as `forward` routes it: by its destination (the
     // source is only a routing-policy input, left out).
+    // SAFETY: this CPU's slot, large and aligned enough for a `Flow` (the
+    // assertion at the top of this module; u64 words); nothing else runs on
+    // this CPU meanwhile.
     unsafe {
         outer.write(Flow {
             tuple: FlowTuple::new([0; 16], nat.addr, 0, 0, 0),
