@@ -162,12 +162,7 @@ impl Admin for AgentAdmin {
             })?),
             None => None,
         };
-        let names: BTreeMap<u32, String> = core
-            .model
-            .services
-            .keys()
-            .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
-            .collect();
+        let names = service_names(&core);
         // Backend ID → (address, generation) of live records, to tell which
         // flows still have their backend.
         let live: HashMap<u32, (SocketAddr, u32)> = core
@@ -349,12 +344,7 @@ impl Admin for AgentAdmin {
             return Ok(Vec::new());
         }
         let core = self.lock()?;
-        let names: BTreeMap<u32, String> = core
-            .model
-            .services
-            .keys()
-            .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
-            .collect();
+        let names = service_names(&core);
         Ok(read.iter().map(|e| event_view(&names, e)).collect())
     }
 
@@ -400,6 +390,15 @@ fn flow_view(
         .to_owned(),
         idle_seconds: f.idle().as_secs(),
     }
+}
+
+/// Service ID → name, for the services programmed now.
+fn service_names(core: &Core) -> BTreeMap<u32, String> {
+    core.model
+        .services
+        .keys()
+        .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
+        .collect()
 }
 
 /// A flow event as the admin API shows it, its service by name.

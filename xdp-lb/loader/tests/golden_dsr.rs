@@ -10,15 +10,12 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
-};
 use support::{
     frame::{Packet, TcpFlags, encapsulated},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
-        UP_MAC, VIP4, VIP6, XDP_DROP, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling, mac_of,
+        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, VIP4, VIP6,
+        XDP_DROP, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling, mac_of, too_big_answer,
     },
 };
 use xdp_lb::{Config, Frontend, Protocol, ServiceOptions, Verdict};
@@ -181,35 +178,6 @@ fn what_cannot_be_wrapped_is_dropped_with_a_reason() {
         assert_eq!(lb.send(&input, lb.up0).action, XDP_DROP);
         lb.assert_verdicts(&[(Verdict::DropEncapUnsupported, 1)]);
     });
-}
-
-/// The error the LB answers a packet with that would not fit once wrapped:
-/// from the VIP, quoting the packet's network header and 8 bytes.
-fn too_big_answer(v6: bool, quote: &[u8], mtu: u16) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
-    let mut out = Vec::new();
-    if v6 {
-        eth.ipv6(VIP6.octets(), CLIENT6.octets(), 64)
-            .icmpv6(Icmpv6Type::PacketTooBig {
-                mtu: u32::from(mtu),
-            })
-            .write(&mut out, quote)
-    } else {
-        let header = Ipv4Header {
-            time_to_live: 64,
-            dont_fragment: false,
-            source: VIP4.octets(),
-            destination: CLIENT4.octets(),
-            ..Ipv4Header::default()
-        };
-        eth.ip(IpHeaders::Ipv4(header, Default::default()))
-            .icmpv4(Icmpv4Type::DestinationUnreachable(
-                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
-            ))
-            .write(&mut out, quote)
-    }
-    .expect("an ICMP error");
-    out
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
+    Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader,
     icmpv6::DestUnreachableCode,
 };
 use support::{
@@ -20,7 +20,7 @@ use support::{
     in_private_netns,
     lb::{
         CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_PASS,
-        XDP_REDIRECT, XDP_TX, mac_of,
+        XDP_REDIRECT, XDP_TX, mac_of, too_big_answer,
     },
 };
 use xdp_lb::{Protocol, Verdict};
@@ -311,36 +311,6 @@ fn errors_about_untracked_flows_pass_untouched() {
     }
 }
 
-/// The error the LB answers a packet larger than the MTU toward its backend
-/// with: from the VIP, to the client, quoting `quote`; built by etherparse.
-/// Like Linux's own ICMP errors it does not set DF.
-fn answered_too_big(v6: bool, quote: &[u8]) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
-    let mut out = Vec::new();
-    if v6 {
-        eth.ipv6(VIP6.octets(), CLIENT6.octets(), 64)
-            .icmpv6(Icmpv6Type::PacketTooBig {
-                mtu: u32::from(MTU),
-            })
-            .write(&mut out, quote)
-    } else {
-        let header = Ipv4Header {
-            time_to_live: 64,
-            dont_fragment: false,
-            source: VIP4.octets(),
-            destination: CLIENT4.octets(),
-            ..Ipv4Header::default()
-        };
-        eth.ip(IpHeaders::Ipv4(header, Default::default()))
-            .icmpv4(Icmpv4Type::DestinationUnreachable(
-                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: MTU },
-            ))
-            .write(&mut out, quote)
-    }
-    .expect("ICMP error frame");
-    out
-}
-
 /// A client's segment larger than the MTU of the LB's interface toward the
 /// backend is answered, as a router would: the frame goes back to the
 /// client as "fragmentation needed" / "packet too big", quoting the segment
@@ -360,7 +330,7 @@ fn too_big_for_the_backend_link_is_answered(v6: bool) {
         let out = lb.send(&input, lb.up0);
         assert_eq!(out.action, XDP_TX);
         let quoted = if v6 { 40 + 8 } else { 20 + 8 };
-        assert_eq!(out.packet, answered_too_big(v6, &input[14..14 + quoted]));
+        assert_eq!(out.packet, too_big_answer(v6, &input[14..14 + quoted], MTU));
         lb.assert_verdicts(&[(Verdict::ForwardToBackend, 1), (Verdict::AnswerTooBig, 1)]);
         // What fits still goes through.
         let small = Packet {

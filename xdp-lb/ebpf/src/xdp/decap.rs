@@ -18,9 +18,10 @@ use xdp_lb_common::{
 use crate::{
     lb::flow::{MAX_L3_OFFSET, MAX_L4_OFFSET},
     maps::{DECAP_VIPS, count_decap, forget_ranges},
-    packet::{Frame, FrameSource},
+    packet::FrameSource,
     parse::parse,
     wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN},
+    xdp::link::move_link,
 };
 
 /// IPv4 and IPv6 as the outer header's protocol.
@@ -90,32 +91,4 @@ fn decapsulate(ctx: &XdpContext) -> DecapVerdict {
         return DecapVerdict::PassMalformed;
     }
     DecapVerdict::Decapsulated
-}
-
-/// Moves the link header (the MACs and any VLAN tag) `by` bytes on, with
-/// `ethertype` before the network header, word by word in the frame.
-#[inline(always)]
-fn move_link(frame: &Frame, l3: usize, by: usize, ethertype: u16) -> Option<()> {
-    // An outer header is at least 20 bytes: the two ranges never overlap.
-    if by < IP4_HLEN {
-        return None;
-    }
-    let from = frame.get::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
-    let to = frame.get_mut::<[u8; MAX_L3_OFFSET]>(by)?.cast::<u8>();
-    // SAFETY: both 18-byte ranges lie in the frame and do not overlap.
-    unsafe {
-        let macs = from.cast::<[u8; 12]>().read_unaligned();
-        to.cast::<[u8; 12]>().write_unaligned(macs);
-        let at = if l3 == MAX_L3_OFFSET {
-            let tag = from.add(12).cast::<[u8; 4]>().read_unaligned();
-            to.add(12).cast::<[u8; 4]>().write_unaligned(tag);
-            16
-        } else {
-            12
-        };
-        to.add(at)
-            .cast::<[u8; 2]>()
-            .write_unaligned(ethertype.to_be_bytes());
-    }
-    Some(())
 }

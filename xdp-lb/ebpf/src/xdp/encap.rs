@@ -40,6 +40,7 @@ use crate::{
     xdp::{
         answer,
         forward::{TOO_BIG, forward},
+        link::move_link,
     },
 };
 
@@ -264,35 +265,6 @@ fn write_link(
     Some(())
 }
 
-/// Moves the link header (the MACs and any VLAN tag) from the front to just
-/// before the inner packet, `overhead` bytes on, with `ethertype` before the
-/// network header: with the head then shrunk by `overhead`, the frame is the
-/// packet as it came. In place, word by word: a copy on the stack would
-/// deepen the deepest chain of frames.
-#[inline(always)]
-fn move_link(ctx: &XdpContext, l3: usize, overhead: usize, ethertype: u16) -> Option<()> {
-    let frame = ctx.frame();
-    let from = frame.get::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
-    let to = frame.get_mut::<[u8; MAX_L3_OFFSET]>(overhead)?.cast::<u8>();
-    // SAFETY: both 18-byte ranges lie in the frame (checked above) and do
-    // not overlap (`overhead` is at least 20).
-    unsafe {
-        let macs = from.cast::<[u8; 12]>().read_unaligned();
-        to.cast::<[u8; 12]>().write_unaligned(macs);
-        let at = if l3 == MAX_L3_OFFSET {
-            let tag = from.add(12).cast::<[u8; 4]>().read_unaligned();
-            to.add(12).cast::<[u8; 4]>().write_unaligned(tag);
-            16
-        } else {
-            12
-        };
-        to.add(at)
-            .cast::<[u8; 2]>()
-            .write_unaligned(ethertype.to_be_bytes());
-    }
-    Some(())
-}
-
 /// The wrapped packet (`encapsulate` answered `TOO_BIG`) does not fit the
 /// egress: unwraps it and, for IPv6 or an IPv4 packet with DF, answers the
 /// client with the MTU left for the inner packet (`AnswerTooBig`); otherwise,
@@ -302,7 +274,7 @@ pub fn answer_too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Ver
     let overhead = overhead_for(nat);
     let l3 = flow.l3_offset;
     let inner_type = if flow.is_v4 { ETH_P_IPV4 } else { ETH_P_IPV6 };
-    if l3 > MAX_L3_OFFSET || move_link(ctx, l3, overhead, inner_type).is_none() {
+    if l3 > MAX_L3_OFFSET || move_link(&ctx.frame(), l3, overhead, inner_type).is_none() {
         return Verdict::DropTooBig;
     }
     // SAFETY: the program's context; a positive delta shrinks the head back

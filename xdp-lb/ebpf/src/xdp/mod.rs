@@ -5,6 +5,7 @@ pub mod decap;
 mod encap;
 mod forward;
 mod icmp;
+mod link;
 mod rewrite;
 
 use core::mem::MaybeUninit;

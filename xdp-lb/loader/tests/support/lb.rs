@@ -285,3 +285,37 @@ fn assert_counters<C: Copy + PartialEq + Into<u32>>(
         .collect();
     assert_eq!(actual, wanted, "{what}");
 }
+
+/// The "fragmentation needed" (IPv4) / "packet too big" (IPv6) error the LB
+/// answers a client's packet with, reporting `mtu` and quoting `quote`: from
+/// the VIP to the first client, back out of `up0`, TTL 64 and, like Linux's
+/// own errors, no DF; built by etherparse.
+pub(crate) fn too_big_answer(v6: bool, quote: &[u8], mtu: u16) -> Vec<u8> {
+    use etherparse::{
+        Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
+    };
+    let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
+    let mut out = Vec::new();
+    if v6 {
+        eth.ipv6(VIP6.octets(), CLIENT6.octets(), 64)
+            .icmpv6(Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            })
+            .write(&mut out, quote)
+    } else {
+        let header = Ipv4Header {
+            time_to_live: 64,
+            dont_fragment: false,
+            source: VIP4.octets(),
+            destination: CLIENT4.octets(),
+            ..Ipv4Header::default()
+        };
+        eth.ip(IpHeaders::Ipv4(header, Default::default()))
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+            ))
+            .write(&mut out, quote)
+    }
+    .expect("an ICMP error frame");
+    out
+}
