@@ -144,7 +144,7 @@ fn the_error_example_reports_every_problem_with_its_place() {
         "services[0].backends[0].weight: 0 is not a weight (1-10000): to stop new flows to a \
          backend, set state: draining",
         "services[1].name: `web` is already the name of services[0]",
-        "services[1].mode: mode dsr is not supported by this build yet: use nat",
+        "services[1].mode: `drs` is not a mode: use nat or dsr",
         "services[1].backends[0].address: [2001:2::2:1]:80 is IPv6 but the service's frontends \
          are IPv4: the datapath translates within one address family (no NAT46 or NAT64)",
         "services[2].session_affinity.timeout: 2d is out of range 1s-1day",
