@@ -33,13 +33,12 @@ use std::{
 
 use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, CtEvent, CtStats, Datapath, Flow, Frontend,
-    LoadOptions, MapSizes, ProgramName, Protocol, ServiceOptions, Simulation, Verdict,
-    VerdictStats,
+    AddressKind, Attachment, Config, CtEvent, CtStats, Datapath, Flow, Frontend, LoadOptions,
+    MapSizes, Protocol, ServiceOptions, Simulation, Verdict, VerdictStats,
 };
 
 use crate::{
-    Echo, EchoClient, Error, LinkStats, Proto, Result,
+    Echo, EchoClient, Error, LinkStats, Proto, Result, attach_lb,
     topology::{ClientLbBackends, Endpoint, Family, Options, plan},
     wait::wait_until,
 };
@@ -286,22 +285,7 @@ impl Scenario {
                 }
             }
         }
-        let mut attachments = Vec::new();
-        for peer in [&topo.lb_front.peer, &topo.lb_back.peer] {
-            attachments.push(peer.attach_xdp(
-                &mut datapath,
-                ProgramName::XdpPass,
-                AttachMode::Native,
-            )?);
-        }
-        for dev in [&topo.lb_front.dev, &topo.lb_back.dev] {
-            attachments.push(topo.lb.attach_xdp(
-                dev,
-                &mut datapath,
-                ProgramName::XdpLb,
-                AttachMode::Native,
-            )?);
-        }
+        let attachments = attach_lb(&mut datapath, &[&topo.lb_front, &topo.lb_back])?;
         Ok(Self {
             datapath,
             attachments,

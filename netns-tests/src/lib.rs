@@ -62,3 +62,4 @@ pub use route::{Nexthop, Route};
 pub use sweep::{Leftovers, SweepReport, leftovers, sweep, sweep_orphans};
 pub use veth::{HostKind, Offloads, Veth, VethEnd, VethOptions};
 pub use wait::{wait_for, wait_until};
+pub use xdp::attach_lb;

@@ -38,3 +38,30 @@ impl VethEnd {
         self.netns.attach_xdp(&self.dev, datapath, program, mode)
     }
 }
+
+/// Puts an LB namespace's `xdp_lb` on each of `sides` (the LB's own
+/// interfaces) and `xdp_pass` on their far ends, which this kernel needs
+/// there to deliver what `xdp_lb` redirects into the veth. The far ends
+/// first, so no redirect ever meets a veth without its receiver. Native mode.
+pub fn attach_lb(
+    datapath: &mut Datapath,
+    sides: &[&crate::topology::Endpoint],
+) -> Result<Vec<Attachment>> {
+    let mut attachments = Vec::with_capacity(2 * sides.len());
+    for side in sides {
+        attachments.push(side.peer.attach_xdp(
+            datapath,
+            ProgramName::XdpPass,
+            AttachMode::Native,
+        )?);
+    }
+    for side in sides {
+        attachments.push(side.netns.attach_xdp(
+            &side.dev,
+            datapath,
+            ProgramName::XdpLb,
+            AttachMode::Native,
+        )?);
+    }
+    Ok(attachments)
+}

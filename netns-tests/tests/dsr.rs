@@ -13,7 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use netns_tests::{
-    Cidr, EchoClient, Proto,
+    Cidr, EchoClient, Proto, attach_lb,
     topology::{ClientLbBackends, Family, Options, plan},
 };
 use xdp_lb::{
@@ -109,21 +109,8 @@ impl DsrRig {
                     .expect("echo server");
             }
         }
-        let mut attachments = Vec::new();
-        for far_end in [&topo.lb_front.peer, &topo.lb_back.peer] {
-            attachments.push(
-                far_end
-                    .attach_xdp(&mut datapath, ProgramName::XdpPass, AttachMode::Native)
-                    .expect("xdp_pass"),
-            );
-        }
-        for dev in [&topo.lb_front.dev, &topo.lb_back.dev] {
-            attachments.push(
-                topo.lb
-                    .attach_xdp(dev, &mut datapath, ProgramName::XdpLb, AttachMode::Native)
-                    .expect("xdp_lb"),
-            );
-        }
+        let mut attachments =
+            attach_lb(&mut datapath, &[&topo.lb_front, &topo.lb_back]).expect("xdp_lb");
         for backend in &backends {
             attachments.push(
                 backend

@@ -22,12 +22,11 @@ use std::{
 };
 
 use netns_tests::{
-    Netns,
+    Netns, attach_lb,
     topology::{ClientLbRouterBackend, Family, Options, plan},
 };
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, ProgramName, Protocol,
-    ServiceOptions, Verdict,
+    AddressKind, Attachment, Config, Datapath, Frontend, Protocol, ServiceOptions, Verdict,
 };
 
 const PORT: u16 = 9000;
@@ -108,21 +107,8 @@ impl PathMtuRig {
                 .upsert_service(&frontend, id, &ServiceOptions::default())
                 .expect("service");
         }
-        let mut attachments = Vec::new();
-        for far_end in [&topo.lb_front.peer, &topo.lb_back.peer] {
-            attachments.push(
-                far_end
-                    .attach_xdp(&mut datapath, ProgramName::XdpPass, AttachMode::Native)
-                    .expect("xdp_pass"),
-            );
-        }
-        for dev in [&topo.lb_front.dev, &topo.lb_back.dev] {
-            attachments.push(
-                topo.lb
-                    .attach_xdp(dev, &mut datapath, ProgramName::XdpLb, AttachMode::Native)
-                    .expect("xdp_lb"),
-            );
-        }
+        let attachments =
+            attach_lb(&mut datapath, &[&topo.lb_front, &topo.lb_back]).expect("xdp_lb");
         Self {
             _attachments: attachments,
             datapath,

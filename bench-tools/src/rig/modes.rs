@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use netns_tests::topology::{ClientLbBackends, plan};
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, Datapath, Frontend, LoadOptions, MapSizes,
-    ProgramName, Protocol, ServiceOptions,
+    AddressKind, Attachment, Config, Datapath, Frontend, LoadOptions, MapSizes, Protocol,
+    ServiceOptions,
 };
 
 use super::{
@@ -219,18 +219,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
         id,
         &ServiceOptions::default(),
     )?;
-    let mut attachments = Vec::new();
-    for peer in [&topo.lb_front.peer, &topo.lb_back.peer] {
-        attachments.push(peer.attach_xdp(&mut dp, ProgramName::XdpPass, AttachMode::Native)?);
-    }
-    for dev in [&topo.lb_front.dev, &topo.lb_back.dev] {
-        attachments.push(topo.lb.attach_xdp(
-            dev,
-            &mut dp,
-            ProgramName::XdpLb,
-            AttachMode::Native,
-        )?);
-    }
+    let attachments = netns_tests::attach_lb(&mut dp, &[&topo.lb_front, &topo.lb_back])?;
     anyhow::ensure!(
         attachments.iter().all(Attachment::is_native),
         "XDP fell back to generic mode: the xlb figures would not be XDP's"
