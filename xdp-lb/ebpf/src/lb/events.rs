@@ -17,22 +17,20 @@ use crate::{
     maps::{CONFIG, FLOW_EVENTS},
 };
 
-/// True for one in `Config::flow_event_sampling` calls, chosen at random.
+/// True for one in `every` calls, chosen at random (`every` is
+/// `Config::flow_event_sampling`; 0: never).
 #[inline(always)]
-fn sampled() -> bool {
-    let every = match CONFIG.get(0) {
-        Some(config) => config.flow_event_sampling,
-        None => 0,
-    };
+fn sampled(every: u32) -> bool {
     // SAFETY: a helper without arguments.
     every != 0 && unsafe { bpf_get_prandom_u32() } % every == 0
 }
 
-/// Writes a new-flow event, if this one is sampled: `flow` was given the
-/// backend of `nat`.
+/// Writes a new-flow event, if this one is sampled (one in `every`): `flow`
+/// was given the backend of `nat`. The caller, which has the configuration
+/// at hand, calls it only when sampling is on.
 #[inline(never)]
-pub fn new_flow(flow: &Flow, nat: &Nat) {
-    if !sampled() {
+pub fn new_flow(flow: &Flow, nat: &Nat, every: u32) {
+    if !sampled(every) {
         return;
     }
     let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
@@ -64,7 +62,8 @@ pub fn new_flow(flow: &Flow, nat: &Nat) {
 /// destination.
 #[inline(never)]
 pub fn dropped(packet: &Packet, verdict: Verdict) {
-    if !sampled() {
+    let every = CONFIG.get(0).map_or(0, |config| config.flow_event_sampling);
+    if !sampled(every) {
         return;
     }
     let Some(mut entry) = FLOW_EVENTS.reserve(0) else {

@@ -19,7 +19,7 @@ use core::mem::MaybeUninit;
 
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
-    addr::{Addr, filter_bit_v4, filter_bit_v6, is_v4_mapped, v4_mapped},
+    addr::{filter_bit, is_v4_mapped, v4_mapped},
     conntrack::FlowTuple,
     service::AddressKey,
     stats::ParseCounter,
@@ -230,7 +230,7 @@ pub fn decide_error(err: &IcmpError, nat: &mut MaybeUninit<Nat>) -> ErrorDecisio
     let inner = &err.inner;
     // The quoted packet came from or went to a frontend or a backend: one of
     // its ends is in the address filter, or the flow cannot be tracked here.
-    if !marked(&inner.src_addr, err.outer.is_v4) && !marked(&inner.dst_addr, err.outer.is_v4) {
+    if !filter_has(filter_bit(&inner.src_addr)) && !filter_has(filter_bit(&inner.dst_addr)) {
         return ErrorDecision::NotTracked;
     }
     let reversed = FlowTuple::new(
@@ -257,17 +257,4 @@ pub fn decide_error(err: &IcmpError, nat: &mut MaybeUninit<Nat>) -> ErrorDecisio
     } else {
         ErrorDecision::Translate
     }
-}
-
-/// The address filter holds `addr`'s bit.
-#[inline(always)]
-fn marked(addr: &Addr, is_v4: bool) -> bool {
-    let bit = if is_v4 {
-        filter_bit_v4([addr[12], addr[13], addr[14], addr[15]])
-    } else {
-        filter_bit_v6([
-            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-        ])
-    };
-    filter_has(bit)
 }

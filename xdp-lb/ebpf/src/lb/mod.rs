@@ -333,8 +333,14 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         backend_id: id,
         generation: backend.generation,
     });
-    // SAFETY: written just above.
-    events::new_flow(flow, unsafe { nat.assume_init_ref() });
+    if config.flow_event_sampling != 0 {
+        // SAFETY: written just above.
+        events::new_flow(
+            flow,
+            unsafe { nat.assume_init_ref() },
+            config.flow_event_sampling,
+        );
+    }
     Decision::toward_backend(&service)
 }
 
