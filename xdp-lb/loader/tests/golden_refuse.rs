@@ -6,14 +6,14 @@
 //! by etherparse with its checksums computed from scratch.
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
-    icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
+    Icmpv4Type, Icmpv6Type, PacketBuilder, TcpHeader, VlanId, icmpv4::DestUnreachableHeader,
+    icmpv6::DestUnreachableCode,
 };
 use support::{
-    frame::{Packet, TcpFlags},
+    frame::{Packet, TcpFlags, answer_ip},
     in_private_netns,
     lb::{CLIENT_MAC, CLIENT4, CLIENT6, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_DROP, XDP_TX},
 };
@@ -50,33 +50,6 @@ fn lb_without_backends(frontend: SocketAddr, proto: Protocol) -> Lb {
         )
         .expect("service");
     lb
-}
-
-/// The network header an answer from `from` to `to` carries: TTL 64, no DF,
-/// identification 0 (as Linux's own answers).
-fn answer_ip(from: IpAddr, to: IpAddr) -> IpHeaders {
-    match (from, to) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => IpHeaders::Ipv4(
-            Ipv4Header {
-                time_to_live: 64,
-                dont_fragment: false,
-                source: from.octets(),
-                destination: to.octets(),
-                ..Ipv4Header::default()
-            },
-            Default::default(),
-        ),
-        (IpAddr::V6(from), IpAddr::V6(to)) => IpHeaders::Ipv6(
-            Ipv6Header {
-                hop_limit: 64,
-                source: from.octets(),
-                destination: to.octets(),
-                ..Ipv6Header::default()
-            },
-            Default::default(),
-        ),
-        _ => panic!("mixed families"),
-    }
 }
 
 /// The reset the LB answers `client → vip` with (untagged).

@@ -7,19 +7,20 @@
 //! the quote: network header and 8 transport bytes, the link header kept
 //! with its MACs swapped).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use etherparse::{
-    EtherType, Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder,
-    PacketBuilderStep, SingleVlanHeader, TcpHeader, VlanHeader, VlanId, VlanPcp,
-    icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
+    EtherType, Icmpv4Type, Icmpv6Type, IpHeaders, PacketBuilder, PacketBuilderStep,
+    SingleVlanHeader, TcpHeader, VlanHeader, VlanId, VlanPcp, icmpv4::DestUnreachableHeader,
+    icmpv6::DestUnreachableCode,
 };
 use xdp_lb::Flow;
 
-use crate::parse::{Headers, IpPacket};
+use crate::{
+    parse::{Headers, IpPacket},
+    support::frame::answer_ip,
+};
 
-/// TTL or hop limit of every answer.
-const ANSWER_TTL: u8 = 64;
 /// Transport bytes an ICMP answer quotes after the network header.
 const QUOTED_L4: usize = 8;
 const IP4_CHECKSUM: usize = 10;
@@ -49,33 +50,6 @@ fn headers_of_answer(
         .ip(ip)
 }
 
-/// An answer's network header, from `from` to `to`.
-fn network(from: IpAddr, to: IpAddr) -> IpHeaders {
-    match (from, to) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => IpHeaders::Ipv4(
-            Ipv4Header {
-                time_to_live: ANSWER_TTL,
-                identification: 0,
-                dont_fragment: false,
-                source: from.octets(),
-                destination: to.octets(),
-                ..Ipv4Header::default()
-            },
-            Default::default(),
-        ),
-        (IpAddr::V6(from), IpAddr::V6(to)) => IpHeaders::Ipv6(
-            Ipv6Header {
-                hop_limit: ANSWER_TTL,
-                source: from.octets(),
-                destination: to.octets(),
-                ..Ipv6Header::default()
-            },
-            Default::default(),
-        ),
-        _ => unreachable!("the ends of a flow are of one family"),
-    }
-}
-
 /// The reset a host without a listener answers the TCP segment `flow` of
 /// `frame` with (RFC 9293, 3.10.7.1): from the frontend to the client, no
 /// options, window 0. With ACK: sequence number its acknowledgment number,
@@ -97,7 +71,7 @@ pub(crate) fn reset(frame: &[u8], headers: &Headers, ip: &IpPacket, flow: &Flow)
         tcp.acknowledgment_number = seq.wrapping_add(payload as u32).wrapping_add(counted);
     }
     let mut out = Vec::new();
-    headers_of_answer(frame, headers, network(flow.dst.ip(), flow.src.ip()))
+    headers_of_answer(frame, headers, answer_ip(flow.dst.ip(), flow.src.ip()))
         .tcp_header(tcp)
         .write(&mut out, &[])
         .expect("a reset");
@@ -156,7 +130,7 @@ fn icmp_quoting(
     answer: IcmpAnswer,
     quote: &[u8],
 ) -> Vec<u8> {
-    let step = headers_of_answer(frame, headers, network(flow.dst.ip(), flow.src.ip()));
+    let step = headers_of_answer(frame, headers, answer_ip(flow.dst.ip(), flow.src.ip()));
     let mut out = Vec::new();
     match (flow.src, answer) {
         (SocketAddr::V4(_), IcmpAnswer::PortUnreachable) => step

@@ -411,3 +411,32 @@ pub(crate) fn encapsulated(
         .expect("an encapsulated frame");
     out
 }
+
+/// The network header of an answer the LB writes itself (a reset, an ICMP
+/// error) from `from` to `to`: TTL 64, identification 0 and no DF, as Linux's
+/// own answers.
+pub(crate) fn answer_ip(from: IpAddr, to: IpAddr) -> IpHeaders {
+    match (from, to) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => IpHeaders::Ipv4(
+            Ipv4Header {
+                time_to_live: 64,
+                identification: 0,
+                dont_fragment: false,
+                source: from.octets(),
+                destination: to.octets(),
+                ..Ipv4Header::default()
+            },
+            Default::default(),
+        ),
+        (IpAddr::V6(from), IpAddr::V6(to)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                hop_limit: 64,
+                source: from.octets(),
+                destination: to.octets(),
+                ..Ipv6Header::default()
+            },
+            Default::default(),
+        ),
+        _ => panic!("source and destination of different families"),
+    }
+}

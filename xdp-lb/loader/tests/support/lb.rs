@@ -291,9 +291,7 @@ fn assert_counters<C: Copy + PartialEq + Into<u32>>(
 /// the VIP to the first client, back out of `up0`, TTL 64 and, like Linux's
 /// own errors, no DF; built by etherparse.
 pub(crate) fn too_big_answer(v6: bool, quote: &[u8], mtu: u16) -> Vec<u8> {
-    use etherparse::{
-        Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
-    };
+    use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader};
     let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
     let mut out = Vec::new();
     if v6 {
@@ -303,14 +301,7 @@ pub(crate) fn too_big_answer(v6: bool, quote: &[u8], mtu: u16) -> Vec<u8> {
             })
             .write(&mut out, quote)
     } else {
-        let header = Ipv4Header {
-            time_to_live: 64,
-            dont_fragment: false,
-            source: VIP4.octets(),
-            destination: CLIENT4.octets(),
-            ..Ipv4Header::default()
-        };
-        eth.ip(IpHeaders::Ipv4(header, Default::default()))
+        eth.ip(super::frame::answer_ip(VIP4.into(), CLIENT4.into()))
             .icmpv4(Icmpv4Type::DestinationUnreachable(
                 DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
             ))
