@@ -18,10 +18,11 @@ pub mod config;
 pub mod conntrack;
 pub mod csum;
 pub mod events;
+pub mod neighbour;
 pub mod select;
 pub mod service;
 pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
 /// type or meaning changes, so that an agent never reinterprets older bytes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;

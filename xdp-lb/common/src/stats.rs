@@ -137,7 +137,8 @@ counter_enum! {
     /// the `VERDICT_STATS` per-CPU array. `Pass*` leave the frame untouched unless
     /// the name says it was rewritten.
     Verdict {
-    /// Not IPv4/IPv6 (ARP, other EtherTypes): passed untouched.
+    /// Not IPv4/IPv6 (other EtherTypes, and ARP that is not a request for
+    /// an announced address): passed untouched.
     PassNotIp = "pass_not_ip",
     /// Malformed or truncated (see the parser counters): passed untouched.
     PassMalformed = "pass_malformed",
@@ -207,6 +208,14 @@ counter_enum! {
     /// 6-in-4 here), no encapsulation source configured for the backend's
     /// family, or no headroom to grow the frame.
     DropEncapUnsupported = "drop_encap_unsupported",
+    /// An ARP request for an address announced on the interface it came in
+    /// on (L2 announcements, `L2_ANNOUNCE`): answered with the ARP reply
+    /// (XDP_TX).
+    TxArpReply = "tx_arp_reply",
+    /// A valid IPv6 neighbour solicitation (RFC 4861, 7.1.1) for an address
+    /// announced on the interface it came in on: answered with a neighbour
+    /// advertisement (XDP_TX).
+    TxNeighbourAdvert = "tx_neighbour_advert",
     }
 }
 

@@ -14,6 +14,7 @@ use xdp_lb_common::{
     config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
     events::FlowEvent,
+    neighbour::L2Announcement,
     service::{AddressInfo, AddressKey, FrontendKey, Service},
     stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
 };
@@ -69,6 +70,12 @@ pub static ADDRESS_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
 /// Frontend addresses and their kind (VIP-only or node address).
 #[btf_map]
 pub static ADDRESSES: HashMap<AddressKey, AddressInfo, 4096> = HashMap::new();
+
+/// L2 announcements: addresses `xdp_lb` answers ARP requests and IPv6
+/// neighbour solicitations for, with the interface and MAC to answer on
+/// (`xdp::neighbour`). Sized like `ADDRESSES` by the loader.
+#[btf_map]
+pub static L2_ANNOUNCE: HashMap<AddressKey, L2Announcement, 4096> = HashMap::new();
 
 /// Frontends `(address, port, protocol)` → service.
 #[btf_map]

@@ -54,3 +54,52 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+
+/// IPv6 header fields before the addresses.
+pub const IP6_PAYLOAD_LEN: usize = 4;
+pub const IP6_NEXT_HEADER: usize = 6;
+
+/// Ethernet: the destination and source MACs, the EtherType (and where it
+/// is behind one 802.1Q tag), the header's length, and the group bit of a
+/// MAC's first byte (multicast and broadcast addresses have it).
+pub const ETH_ALEN: usize = 6;
+pub const ETH_DST: usize = 0;
+pub const ETH_SRC: usize = 6;
+pub const ETH_TYPE: usize = 12;
+pub const ETH_TYPE_TAGGED: usize = 16;
+pub const ETH_HLEN: usize = 14;
+pub const ETH_GROUP_BIT: u8 = 0x01;
+
+/// ARP over Ethernet for IPv4 (RFC 826): hardware type, protocol type,
+/// hardware and protocol address lengths, operation, then the sender's MAC
+/// and IPv4 address and the target's.
+pub const ARP_LEN: usize = 28;
+pub const ARP_OP: usize = 6;
+pub const ARP_SHA: usize = 8;
+pub const ARP_SPA: usize = 14;
+pub const ARP_THA: usize = 18;
+pub const ARP_TPA: usize = 24;
+/// The first 8 bytes of an Ethernet/IPv4 ARP request: hardware type 1,
+/// protocol type 0x0800, lengths 6 and 4, operation 1 (request).
+pub const ARP_REQUEST_ETH_IP4: [u8; 8] = [0, 1, 0x08, 0x00, 6, 4, 0, 1];
+/// Operation 2: reply.
+pub const ARP_OP_REPLY: [u8; 2] = [0, 2];
+
+/// ICMPv6 neighbour discovery (RFC 4861): the message types, the hop limit
+/// every message is sent and must be received with, and the fixed part of a
+/// solicitation or advertisement (type, code, checksum, flags or reserved,
+/// target address).
+pub const ICMPV6_NEIGHBOUR_SOLICIT: u8 = 135;
+pub const ICMPV6_NEIGHBOUR_ADVERT: u8 = 136;
+pub const ND_HOP_LIMIT: u8 = 255;
+pub const ND_LEN: usize = 24;
+pub const ND_FLAGS: usize = 4;
+pub const ND_TARGET: usize = 8;
+/// Advertisement flags (the first byte after the checksum).
+pub const ND_ADVERT_SOLICITED: u8 = 0x40;
+pub const ND_ADVERT_OVERRIDE: u8 = 0x20;
+/// Options: type, length in units of 8 bytes, data. The link-layer address
+/// options of Ethernet are one unit long.
+pub const ND_OPT_UNIT: usize = 8;
+pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
+pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;

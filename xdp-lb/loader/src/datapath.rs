@@ -164,6 +164,7 @@ impl Datapath {
             (maps::CONNTRACK_REPLY, sizes.conntrack),
             (maps::AFFINITY, sizes.conntrack),
             (maps::ADDRESSES, sizes.addresses),
+            (maps::L2_ANNOUNCE, sizes.addresses),
         ] {
             loader.map_max_entries(map, size);
         }

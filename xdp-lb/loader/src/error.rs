@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 /// What went wrong while loading, attaching or using the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,25 @@ pub enum Error {
 
     #[error("interface `{iface}` does not exist in this network namespace")]
     UnknownInterface { iface: String },
+
+    #[error("listing the network interfaces of this network namespace failed")]
+    Interfaces(#[source] std::io::Error),
+
+    #[error("interface `{iface}` cannot announce addresses: {reason}")]
+    NotAnEthernetLink { iface: String, reason: &'static str },
+
+    #[error("cannot announce {addr} on L2: {reason}")]
+    L2Announcement { addr: IpAddr, reason: &'static str },
+
+    #[error(
+        "map `{map}` is full ({capacity} entries); load the datapath with a larger `MapSizes::{size}`"
+    )]
+    MapFull {
+        map: &'static str,
+        capacity: u32,
+        /// The `MapSizes` field that sizes the map.
+        size: &'static str,
+    },
 
     #[error("map `{map}` is missing from the eBPF object")]
     MissingMap { map: &'static str },

@@ -16,6 +16,10 @@
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`],
 //!   [`Datapath::swap_tables`] (many per grace period),
 //!   [`Datapath::patch_table`] (slots in place);
+//! - L2 announcements (`xdp_lb` answers ARP and IPv6 neighbour discovery
+//!   for VIPs no interface holds): [`Datapath::announce_l2`],
+//!   [`Datapath::withdraw_l2`], [`Datapath::l2_announcements`], with
+//!   [`L2Link::of_interface`];
 //! - recovery after a restart: [`Datapath::frontends`],
 //!   [`Datapath::backends`], [`Datapath::table_ids`], [`Datapath::map_usage`];
 //! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`],
@@ -31,6 +35,7 @@ mod error;
 mod events;
 mod links;
 mod maps;
+mod neighbour;
 mod net;
 mod options;
 mod recovery;
@@ -46,6 +51,7 @@ pub use error::Error;
 pub use events::{FlowEvent, FlowEventKind, FlowEvents};
 pub use links::{PinnedAttachment, PinnedLinkInfo};
 pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, ServiceOptions};
+pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use recovery::MapUsage;

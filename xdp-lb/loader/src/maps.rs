@@ -44,6 +44,8 @@ pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
 pub(crate) const ADDRESS_FILTER: &str = "ADDRESS_FILTER";
+/// L2 announcements: address → interface and MAC.
+pub(crate) const L2_ANNOUNCE: &str = "L2_ANNOUNCE";
 pub(crate) const SERVICES: &str = "SERVICES";
 pub(crate) const BACKENDS: &str = "BACKENDS";
 pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
@@ -66,7 +68,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 26] = [
+pub(crate) const ALL: [&str; 27] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -79,6 +81,7 @@ pub(crate) const ALL: [&str; 26] = [
     LAYOUT,
     ADDRESSES,
     ADDRESS_FILTER,
+    L2_ANNOUNCE,
     SERVICES,
     BACKENDS,
     MAGLEV_TABLES,

@@ -15,7 +15,8 @@ pub struct MapSizes {
     /// are per CPU, so each CPU evicts from its own share: size for the busiest
     /// CPU's flows times the CPU count.
     pub conntrack: u32,
-    /// Frontend addresses (`ADDRESSES`).
+    /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
+    /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).
     pub addresses: u32,
 }
 

@@ -6,6 +6,7 @@ mod encap;
 mod forward;
 mod icmp;
 mod link;
+mod neighbour;
 mod rewrite;
 
 use core::mem::MaybeUninit;
@@ -43,11 +44,30 @@ impl FrameSource for XdpContext {
     }
 }
 
-/// The whole of `xdp_lb`: ICMP errors about tracked flows on a path of their
-/// own (`icmp::run`), everything else through the core's `decide`.
+/// The whole of `xdp_lb`: ARP requests and neighbour solicitations for
+/// announced addresses answered (`neighbour`), ICMP errors about tracked
+/// flows on a path of their own (`icmp::run`), everything else through the
+/// core's `decide`.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    let len = ctx.frame().len();
+    let frame = ctx.frame();
+    let len = frame.len();
+    let question = neighbour::question(&frame);
+    if question != neighbour::NO_QUESTION {
+        let tagged = question & neighbour::TAGGED;
+        // Counted as the parser would have: every frame in one parser slot.
+        let answered = if question & neighbour::ARP != 0 {
+            neighbour::arp_reply(ctx, tagged).then_some((ParseCounter::Arp, Verdict::TxArpReply))
+        } else {
+            neighbour::neighbour_advert(ctx, tagged)
+                .then_some((ParseCounter::Icmp6, Verdict::TxNeighbourAdvert))
+        };
+        if let Some((counter, verdict)) = answered {
+            count_parse(counter, len);
+            count_verdict(verdict, len);
+            return XDP_TX;
+        }
+    }
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
     if matches!(parsed.counter, ParseCounter::Icmp4 | ParseCounter::Icmp6) {
