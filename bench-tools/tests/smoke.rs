@@ -83,6 +83,8 @@ fn prog_measures_every_case() {
         "conntrack hit",
         "reply reverse-NAT",
         "non-VIP pass",
+        "DSR new TCP flow",
+        "DSR conntrack hit",
     ] {
         assert!(out.contains(case), "no {case} row:\n{out}");
     }

@@ -4,6 +4,12 @@
 //! wrapper, and method A in user space, rewrite those fields for run `n`, so
 //! that a case walks over many services and flows instead of one cache-hot
 //! entry, and a new-flow case is really new in every run.
+//!
+//! The direct-server-return cases are measured by method A only: `xdp_bench`
+//! writes the frame's bytes back before every run but cannot move its head
+//! back, and an encapsulation grows the head, so from the second run on the
+//! wrapper would hand the program the last run's output with the original
+//! bytes written over its front (see `Kind::wrapper_restores`).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -16,13 +22,15 @@ use super::{
     check::{Snapshot, XDP_REDIRECT},
     fixture::{self, BACKEND_PORT, Layout, SHARED_BACKEND, backend_ip, backend_mac},
     frame::{DST_IP_LO, Headers, L4, SRC_IP_LO, SRC_PORT, ipv4_plus, keep, rotate},
-    netns::{DOWN_MAC, GATEWAY_MAC, LB_ADDR, UP_MAC},
+    netns::{DOWN_ADDR, DOWN_MAC, GATEWAY_MAC, LB_ADDR, UP_MAC},
 };
 
 /// The first client of the conntrack-hit flows (TCP) and of the UDP flows;
 /// more flows take the next source ports, then the next addresses.
 const TCP_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const UDP_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+/// The first client of the direct-server-return conntrack-hit flows.
+const DSR_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 4, 0, 1);
 const FIRST_TRACKED_PORT: u16 = 20_000;
 /// Source ports per client address of the tracked flows.
 const PORTS_PER_CLIENT: u32 = 40_000;
@@ -55,17 +63,25 @@ pub(crate) enum Kind {
     Reply,
     /// A frame to an address that is not a frontend: passed untouched.
     NonVipPass,
+    /// Direct server return, a TCP SYN of a flow never seen: Maglev,
+    /// conntrack insert, IPIP encapsulation, forward.
+    DsrNewTcpFlow,
+    /// Direct server return, a TCP ACK of a tracked flow: conntrack hit,
+    /// IPIP encapsulation, forward.
+    DsrConntrackHit,
 }
 
 impl Kind {
     /// Table order.
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Floor,
         Self::NewTcpFlow,
         Self::ConntrackHit,
         Self::Udp,
         Self::Reply,
         Self::NonVipPass,
+        Self::DsrNewTcpFlow,
+        Self::DsrConntrackHit,
     ];
 
     /// The row label.
@@ -77,7 +93,24 @@ impl Kind {
             Self::Udp => "UDP (conntrack hit)",
             Self::Reply => "reply reverse-NAT",
             Self::NonVipPass => "non-VIP pass",
+            Self::DsrNewTcpFlow => "DSR new TCP flow (SYN, IPIP)",
+            Self::DsrConntrackHit => "DSR conntrack hit (TCP ACK, IPIP)",
         }
+    }
+
+    /// Every run is a flow never seen (and takes a fresh client).
+    pub(crate) const fn is_new_flow(self) -> bool {
+        matches!(self, Self::NewTcpFlow | Self::DsrNewTcpFlow)
+    }
+
+    /// Whether `xdp_bench` gives every run the case's frame (method B): not
+    /// for an encapsulation, which moves the frame's head. The wrapper writes
+    /// the frame's bytes back from the head as it finds it, 20 bytes before
+    /// the frame's own: the next run would see the frame followed by the tail
+    /// of the last output, and once the headroom is used up the wrap fails
+    /// (seen here: with 256 runs per call the wrapper returned XDP_DROP).
+    pub(crate) const fn wrapper_restores(self) -> bool {
+        !matches!(self, Self::DsrNewTcpFlow | Self::DsrConntrackHit)
     }
 }
 
@@ -91,6 +124,9 @@ pub(crate) enum Expect {
     /// Reverse NAT: the source becomes the frontend of reply flow `n % len`
     /// (the flows' clients are consecutive addresses), out of `up0`.
     Reply { frontends: Vec<SocketAddrV4> },
+    /// Direct server return: the packet, unchanged, inside an outer IPv4
+    /// header from `source` to the backend `simulate` names, out of `dn0`.
+    Encapsulated { source: Ipv4Addr },
 }
 
 /// One measured case of one scale.
@@ -111,7 +147,7 @@ pub(crate) struct Case {
 impl Case {
     /// True when every run starts from a fresh client (and its counter from 0).
     pub(crate) fn is_new_flow(&self) -> bool {
-        self.kind == Kind::NewTcpFlow
+        self.kind.is_new_flow()
     }
 
     /// The frame of run 0, for `client` if the case takes one per run.
@@ -159,13 +195,51 @@ fn two(frame: &[u8], mut rotations: Vec<Rotation>) -> Vec<Rotation> {
     rotations
 }
 
+/// Which frontends of the services a case sends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frontends {
+    /// The TCP and UDP frontends (NAT).
+    Nat,
+    /// The direct-server-return TCP frontends.
+    Dsr,
+}
+
+impl Frontends {
+    /// Service 0's frontend.
+    fn first(self, layout: &Layout) -> SocketAddrV4 {
+        match self {
+            Self::Nat => layout.frontend(0),
+            Self::Dsr => layout.dsr_frontend(0),
+        }
+    }
+
+    /// The rotations that walk over the services (`Layout::rotations`).
+    fn rotations(self, layout: &Layout) -> Vec<Rotation> {
+        match self {
+            Self::Nat => layout.rotations(),
+            Self::Dsr => layout.dsr_rotations(),
+        }
+    }
+}
+
 /// A client-side frame to service 0's frontend.
 fn to_service(layout: &Layout, client: Ipv4Addr, port: u16, l4: L4) -> Headers {
+    to_frontend(layout, Frontends::Nat, client, port, l4)
+}
+
+/// A client-side frame to service 0's frontend of `frontends`.
+fn to_frontend(
+    layout: &Layout,
+    frontends: Frontends,
+    client: Ipv4Addr,
+    port: u16,
+    l4: L4,
+) -> Headers {
     Headers {
         src_mac: GATEWAY_MAC,
         dst_mac: UP_MAC,
         src: SocketAddrV4::new(client, port),
-        dst: layout.frontend(0),
+        dst: frontends.first(layout),
         ttl: 64,
         l4,
     }
@@ -175,10 +249,24 @@ fn to_service(layout: &Layout, client: Ipv4Addr, port: u16, l4: L4) -> Headers {
 /// turn, then (when a field is left) the next source port, then the next client
 /// address, until at least `min_flows` flows; and how many flows that makes.
 fn tracked_flows(layout: &Layout, client: Ipv4Addr, min_flows: u32) -> (Vec<Rotation>, u32) {
+    tracked_flows_to(layout, Frontends::Nat, client, min_flows)
+}
+
+/// `tracked_flows` to the frontends `frontends`.
+fn tracked_flows_to(
+    layout: &Layout,
+    frontends: Frontends,
+    client: Ipv4Addr,
+    min_flows: u32,
+) -> (Vec<Rotation>, u32) {
     let n = layout.services;
     // One service: its rotation would rewrite the VIP with its own value; the
     // two fields serve the flows instead.
-    let mut rotations = if n > 1 { layout.rotations() } else { vec![] };
+    let mut rotations = if n > 1 {
+        frontends.rotations(layout)
+    } else {
+        vec![]
+    };
     let mut flows = n;
     let per_service = min_flows.div_ceil(n);
     if per_service > 1 && rotations.len() < 2 {
@@ -214,13 +302,15 @@ fn tracked_flows(layout: &Layout, client: Ipv4Addr, min_flows: u32) -> (Vec<Rota
     (rotations, flows)
 }
 
-/// Flows the cases of a scale track before they are measured: the TCP and the
-/// UDP flows, the reply flows (at most), and one per case for the checks.
+/// Flows the cases of a scale track before they are measured: the TCP, UDP
+/// and direct-server-return flows, the reply flows (at most), and one per case
+/// for the checks.
 pub(crate) fn tracked_before(layout: &Layout, min_flows: u32) -> u64 {
     let (_, tcp) = tracked_flows(layout, TCP_CLIENT, min_flows);
     let (_, udp) = tracked_flows(layout, UDP_CLIENT, min_flows);
+    let (_, dsr) = tracked_flows_to(layout, Frontends::Dsr, DSR_CLIENT, min_flows);
     let replies = reply_flows(layout, min_flows);
-    u64::from(tcp) + u64::from(udp) + u64::from(replies) + Kind::ALL.len() as u64
+    u64::from(tcp) + u64::from(udp) + u64::from(dsr) + u64::from(replies) + Kind::ALL.len() as u64
 }
 
 /// Builds the cases of a scale, tracking the flows they need first. The
@@ -233,8 +323,6 @@ pub(crate) fn build(
     min_flows: u32,
     seed: u64,
 ) -> anyhow::Result<Vec<Case>> {
-    let n = layout.services;
-    let services = layout.rotations();
     let mut cases = Vec::new();
 
     let established = to_service(layout, TCP_CLIENT, FIRST_TRACKED_PORT, L4::Ack);
@@ -248,29 +336,12 @@ pub(crate) fn build(
         expect: Expect::Pass,
     });
 
-    // New flows: every service in turn and, while one VIP rotation is enough,
-    // the source port counting up once per pass over the services.
-    let template = to_service(layout, Ipv4Addr::UNSPECIFIED, FIRST_NEW_PORT, L4::Syn);
-    let mut rotations = services;
-    let cycle = if rotations.len() == 1 {
-        rotations.push(Rotation {
-            offset: SRC_PORT,
-            base: FIRST_NEW_PORT,
-            modulus: 0,
-            divisor: n,
-        });
-        n.saturating_mul(u32::from(u16::MAX - FIRST_NEW_PORT))
-    } else {
-        n
-    };
-    cases.push(Case {
-        kind: Kind::NewTcpFlow,
-        program: ProgramName::XdpLb,
-        headers: template,
-        rotations: two(&template.build(), rotations),
-        cycle,
-        expect: Expect::Dnat,
-    });
+    cases.push(new_flow_case(
+        layout,
+        Kind::NewTcpFlow,
+        Frontends::Nat,
+        Expect::Dnat,
+    ));
 
     // The tracked flows, TCP and UDP, created by the very rotations that
     // measure them.
@@ -314,7 +385,72 @@ pub(crate) fn build(
         cycle: 1,
         expect: Expect::Pass,
     });
+
+    // Direct server return: new flows as above, and tracked flows created
+    // one run at a time (`track_one_by_one`).
+    let encapsulated = Expect::Encapsulated { source: DOWN_ADDR };
+    cases.push(new_flow_case(
+        layout,
+        Kind::DsrNewTcpFlow,
+        Frontends::Dsr,
+        encapsulated.clone(),
+    ));
+    let established = to_frontend(
+        layout,
+        Frontends::Dsr,
+        DSR_CLIENT,
+        FIRST_TRACKED_PORT,
+        L4::Ack,
+    );
+    let (rotations, flows) = tracked_flows_to(layout, Frontends::Dsr, DSR_CLIENT, min_flows);
+    let syn = Headers {
+        l4: L4::Syn,
+        ..established
+    };
+    track_one_by_one(dp, &syn, &rotations, flows).context("tracking the DSR flows")?;
+    cases.push(Case {
+        kind: Kind::DsrConntrackHit,
+        program: ProgramName::XdpLb,
+        headers: established,
+        rotations: two(&established.build(), rotations),
+        cycle: flows,
+        expect: encapsulated,
+    });
     Ok(cases)
+}
+
+/// A new-flow case to `frontends`: every service in turn and, while one VIP
+/// rotation is enough, the source port counting up once per pass over the
+/// services (each run also takes a fresh client, see `Clients`).
+fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expect) -> Case {
+    let n = layout.services;
+    let template = to_frontend(
+        layout,
+        frontends,
+        Ipv4Addr::UNSPECIFIED,
+        FIRST_NEW_PORT,
+        L4::Syn,
+    );
+    let mut rotations = frontends.rotations(layout);
+    let cycle = if rotations.len() == 1 {
+        rotations.push(Rotation {
+            offset: SRC_PORT,
+            base: FIRST_NEW_PORT,
+            modulus: 0,
+            divisor: n,
+        });
+        n.saturating_mul(u32::from(u16::MAX - FIRST_NEW_PORT))
+    } else {
+        n
+    };
+    Case {
+        kind,
+        program: ProgramName::XdpLb,
+        headers: template,
+        rotations: two(&template.build(), rotations),
+        cycle,
+        expect,
+    }
 }
 
 /// Runs `headers` through `xdp_lb` `count` times with `rotations` (one run per
@@ -334,7 +470,30 @@ fn track_rotated(
         "creating flows: verdict {} instead of XDP_REDIRECT",
         out.action
     );
-    Snapshot::take(dp)?.ensure_created(&before, u64::from(count))
+    Snapshot::take(dp)?.ensure_created(&before, Kind::NewTcpFlow, u64::from(count))
+}
+
+/// `track_rotated` for direct server return: one test run per flow, as
+/// `xdp_bench` cannot repeat an encapsulation (`Kind::wrapper_restores`).
+fn track_one_by_one(
+    dp: &Datapath,
+    headers: &Headers,
+    rotations: &[Rotation],
+    count: u32,
+) -> anyhow::Result<()> {
+    info!(flows = count, "tracking the DSR flows");
+    let mut frame = headers.build();
+    let before = Snapshot::take(dp)?;
+    for n in 0..count {
+        rotate(&mut frame, rotations, n);
+        let out = dp.test_run(ProgramName::XdpLb, &frame)?;
+        anyhow::ensure!(
+            out.action == XDP_REDIRECT,
+            "creating DSR flow {n}: verdict {} instead of XDP_REDIRECT",
+            out.action
+        );
+    }
+    Snapshot::take(dp)?.ensure_created(&before, Kind::DsrNewTcpFlow, u64::from(count))
 }
 
 /// How many reply flows a scale walks over: as many as the hit cases (at most
@@ -379,7 +538,7 @@ fn reply_case(
             out.action
         );
     }
-    Snapshot::take(dp)?.ensure_created(&before, u64::from(flows))?;
+    Snapshot::take(dp)?.ensure_created(&before, Kind::NewTcpFlow, u64::from(flows))?;
     fixture::restore_tables(dp, services, seed)?;
     let headers = Headers {
         src_mac: backend_mac(SHARED_BACKEND),
@@ -438,6 +597,38 @@ mod tests {
             assert!(flows >= min_flows.max(services), "{services}: {flows}");
             assert!(flows <= min_flows.max(services) + 2, "{services}: {flows}");
             assert_eq!(distinct as u32, flows);
+        }
+    }
+
+    #[test]
+    fn dsr_tracked_flows_are_distinct_and_go_to_the_dsr_frontends() {
+        for (services, min_flows) in [(1, 1), (1, 100_000), (1000, 100_000)] {
+            let layout = Layout::new(services).unwrap();
+            let (rotations, flows) =
+                tracked_flows_to(&layout, Frontends::Dsr, DSR_CLIENT, min_flows);
+            assert!(flows >= min_flows.max(services), "{services}: {flows}");
+            let frame = to_frontend(
+                &layout,
+                Frontends::Dsr,
+                DSR_CLIENT,
+                FIRST_TRACKED_PORT,
+                L4::Ack,
+            )
+            .build();
+            let dsr: HashSet<_> = (0..services).map(|i| layout.dsr_frontend(i)).collect();
+            let distinct: HashSet<_> = (0..flows)
+                .map(|n| {
+                    let mut f = frame.clone();
+                    rotate(&mut f, &rotations, n);
+                    let flow = flow_of(&f).unwrap();
+                    let std::net::SocketAddr::V4(dst) = flow.dst else {
+                        panic!("an IPv4 frame");
+                    };
+                    assert!(dsr.contains(&dst), "{dst} is no DSR frontend");
+                    flow
+                })
+                .collect();
+            assert_eq!(distinct.len() as u32, flows);
         }
     }
 

@@ -13,7 +13,9 @@ use xdp_lb::{CtEvent, CtStats, Datapath, Simulation, Verdict, VerdictStats};
 use super::{
     cases::{Case, Clients, Expect, Kind},
     fixture::{backend_id, backend_mac},
-    frame::{Headers, Rewrite, ensure_frame, flow_of, same_but_checksums, translated},
+    frame::{
+        Headers, Rewrite, encapsulated, ensure_frame, flow_of, same_but_checksums, translated,
+    },
     netns::{DOWN_MAC, GATEWAY_MAC, Interfaces, UP_MAC},
 };
 
@@ -26,7 +28,7 @@ pub(crate) const XDP_REDIRECT: u32 = 4;
 pub(crate) fn action(case: &Case) -> u32 {
     match case.expect {
         Expect::Pass => XDP_PASS,
-        Expect::Dnat | Expect::Reply { .. } => XDP_REDIRECT,
+        Expect::Dnat | Expect::Reply { .. } | Expect::Encapsulated { .. } => XDP_REDIRECT,
     }
 }
 
@@ -90,6 +92,8 @@ impl Snapshot {
             Kind::NewTcpFlow => (Some(Verdict::ForwardToBackend), Some(CtEvent::Created)),
             Kind::ConntrackHit | Kind::Udp => (Some(Verdict::ForwardToBackend), Some(CtEvent::Hit)),
             Kind::Reply => (Some(Verdict::ForwardReply), Some(CtEvent::ReplyHit)),
+            Kind::DsrNewTcpFlow => (Some(Verdict::ForwardEncapsulated), Some(CtEvent::Created)),
+            Kind::DsrConntrackHit => (Some(Verdict::ForwardEncapsulated), Some(CtEvent::Hit)),
         };
         let verdicts = self.verdicts.total_packets() - before.verdicts.total_packets();
         let events = self.ct.total_packets() - before.ct.total_packets();
@@ -112,9 +116,16 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Checks that `flows` flows were created since `before`, and nothing else.
-    pub(crate) fn ensure_created(&self, before: &Self, flows: u64) -> anyhow::Result<()> {
-        self.ensure_counted(before, Kind::NewTcpFlow, flows)
+    /// Checks that `flows` flows were created since `before` as new flows of
+    /// `kind` (NAT or DSR), and nothing else.
+    pub(crate) fn ensure_created(
+        &self,
+        before: &Self,
+        kind: Kind,
+        flows: u64,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(kind.is_new_flow(), "{} creates no flows", kind.label());
+        self.ensure_counted(before, kind, flows)
     }
 }
 
@@ -146,6 +157,16 @@ pub(crate) fn expected_output(dp: &Datapath, case: &Case, input: &[u8]) -> anyho
                 *frontend,
                 UP_MAC,
                 GATEWAY_MAC,
+            ))
+        }
+        Expect::Encapsulated { source } => {
+            let (id, addr) = backend_for(dp, input)?;
+            Ok(encapsulated(
+                input,
+                *source,
+                *addr.ip(),
+                DOWN_MAC,
+                backend_mac(id),
             ))
         }
     }
@@ -183,7 +204,8 @@ fn backend_for(dp: &Datapath, input: &[u8]) -> anyhow::Result<(u32, SocketAddrV4
 /// Checks a case on its run-0 frame before it is timed: one run as if the frame
 /// arrived on its real interface (`up0` for requests, `dn0` for replies); the
 /// verdict, the whole output frame (against one built independently, every
-/// checksum recomputed) and the counters. A new-flow case is checked with a
+/// checksum recomputed; a wrapped frame's outer header built whole) and the
+/// counters. A new-flow case is checked with a
 /// client of its own, so the measured flows stay new.
 pub(crate) fn golden(
     dp: &Datapath,
@@ -194,27 +216,32 @@ pub(crate) fn golden(
     let client = case.is_new_flow().then(|| clients.fresh()).transpose()?;
     let headers = case.headers_for(client);
     let input = headers.build();
-    let expected = match &case.expect {
-        Expect::Pass => headers,
-        Expect::Dnat => {
-            let flow = headers.flow();
-            let Simulation::Backend {
-                backend_id: id,
-                addr: SocketAddr::V4(addr),
-                tracked,
-                ..
-            } = dp.simulate(&flow)?
-            else {
-                anyhow::bail!(
-                    "{}: simulate names no backend for {flow:?}",
-                    case.kind.label()
-                );
-            };
-            anyhow::ensure!(
-                tracked != case.is_new_flow(),
-                "{}: simulate says tracked = {tracked}",
+    // The backend `simulate` names, checked tracked exactly for a hit case.
+    let backend = || -> anyhow::Result<(u32, SocketAddrV4)> {
+        let flow = headers.flow();
+        let Simulation::Backend {
+            backend_id: id,
+            addr: SocketAddr::V4(addr),
+            tracked,
+            ..
+        } = dp.simulate(&flow)?
+        else {
+            anyhow::bail!(
+                "{}: simulate names no backend for {flow:?}",
                 case.kind.label()
             );
+        };
+        anyhow::ensure!(
+            tracked != case.is_new_flow(),
+            "{}: simulate says tracked = {tracked}",
+            case.kind.label()
+        );
+        Ok((id, addr))
+    };
+    let expected = match &case.expect {
+        Expect::Pass => headers.build(),
+        Expect::Dnat => {
+            let (id, addr) = backend()?;
             Headers {
                 src_mac: DOWN_MAC,
                 dst_mac: backend_mac(id),
@@ -222,6 +249,7 @@ pub(crate) fn golden(
                 ttl: headers.ttl - 1,
                 ..headers
             }
+            .build()
         }
         Expect::Reply { frontends } => Headers {
             src_mac: UP_MAC,
@@ -229,11 +257,16 @@ pub(crate) fn golden(
             src: frontends[0],
             ttl: headers.ttl - 1,
             ..headers
-        },
+        }
+        .build(),
+        Expect::Encapsulated { source } => {
+            let (id, addr) = backend()?;
+            encapsulated(&input, *source, *addr.ip(), DOWN_MAC, backend_mac(id))
+        }
     };
     let ingress = match case.expect {
         Expect::Reply { .. } => interfaces.dn0,
-        Expect::Pass | Expect::Dnat => interfaces.up0,
+        Expect::Pass | Expect::Dnat | Expect::Encapsulated { .. } => interfaces.up0,
     };
     let before = Snapshot::take(dp)?;
     let out = dp.test_run_on(case.program, &input, ingress)?;
@@ -244,7 +277,6 @@ pub(crate) fn golden(
         out.action,
         action(case)
     );
-    let expected = expected.build();
     ensure_frame(out.packet == expected, label, &out.packet, &expected)?;
     Snapshot::take(dp)?.ensure_counted(&before, case.kind, 1)?;
     // The byte-level model the timed runs are checked with agrees too.

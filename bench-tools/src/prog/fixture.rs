@@ -1,6 +1,8 @@
 //! The configuration a scale is measured with: `N` services spread over VIPs and
 //! ports in 198.19.0.0/16, each with a TCP and a UDP frontend sharing one Maglev
-//! table (built by `consistent-hash`) of three backends from a pool.
+//! table (built by `consistent-hash`) of three backends from a pool, and a
+//! third, direct-server-return TCP frontend on the same VIP (ports from
+//! `DSR_FIRST_PORT`) with the same table.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -17,7 +19,10 @@ use xdp_lb::{
     ServiceOptions,
 };
 
-use super::frame::{DST_IP_LO, DST_PORT};
+use super::{
+    frame::{DST_IP_LO, DST_PORT},
+    netns::DOWN_ADDR,
+};
 
 /// Backends IDs `1..=BACKEND_POOL`, at 198.18.2.1 and up.
 pub(crate) const BACKEND_POOL: u32 = 250;
@@ -29,6 +34,9 @@ pub(crate) const BACKEND_PORT: u16 = 8080;
 pub(crate) const BACKENDS_PER_SERVICE: u32 = 3;
 /// The first port of the services; VIPs with several services use the next ones.
 const FIRST_PORT: u16 = 80;
+/// The first port of the services' direct-server-return frontends, laid out
+/// as those from `FIRST_PORT` (at most 1000 ports per VIP: no overlap).
+const DSR_FIRST_PORT: u16 = 5000;
 /// Longest run of ports per VIP: `N` is split into VIPs × ports, and a VIP's
 /// index must fit the 16 bits the wrapper rotates.
 const MAX_VIPS: u32 = 1 << 16;
@@ -84,7 +92,16 @@ impl Layout {
 
     /// Service `i`'s frontend address (TCP and UDP).
     pub(crate) fn frontend(&self, i: u32) -> SocketAddrV4 {
-        let port = FIRST_PORT + u16::try_from(i / self.vips).expect("ports ≤ 1000");
+        self.frontend_from(FIRST_PORT, i)
+    }
+
+    /// Service `i`'s direct-server-return frontend address (TCP).
+    pub(crate) fn dsr_frontend(&self, i: u32) -> SocketAddrV4 {
+        self.frontend_from(DSR_FIRST_PORT, i)
+    }
+
+    fn frontend_from(&self, first_port: u16, i: u32) -> SocketAddrV4 {
+        let port = first_port + u16::try_from(i / self.vips).expect("ports ≤ 1000");
         SocketAddrV4::new(Self::vip(i % self.vips), port)
     }
 
@@ -92,6 +109,16 @@ impl Layout {
     /// service 0). With one service the first rewrites the VIP with its own
     /// value: every scale then makes the wrapper do the same work.
     pub(crate) fn rotations(&self) -> Vec<Rotation> {
+        self.rotations_from(FIRST_PORT)
+    }
+
+    /// `rotations` over the direct-server-return frontends (given a frame to
+    /// service 0's).
+    pub(crate) fn dsr_rotations(&self) -> Vec<Rotation> {
+        self.rotations_from(DSR_FIRST_PORT)
+    }
+
+    fn rotations_from(&self, first_port: u16) -> Vec<Rotation> {
         let mut rotations = vec![Rotation {
             offset: DST_IP_LO,
             base: 0,
@@ -101,7 +128,7 @@ impl Layout {
         if self.ports > 1 {
             rotations.push(Rotation {
                 offset: DST_PORT,
-                base: FIRST_PORT,
+                base: first_port,
                 modulus: self.ports,
                 divisor: self.vips,
             });
@@ -131,8 +158,8 @@ pub(crate) fn load(
     let n = layout.services;
     let options = LoadOptions {
         sizes: MapSizes {
-            // Two frontends per service; IDs 1..=N.
-            services: 2 * n + 1,
+            // Three frontends per service; IDs 1..=N.
+            services: 3 * n + 1,
             backends: BACKEND_POOL + 1,
             conntrack,
             addresses: layout.vips + 1,
@@ -143,13 +170,15 @@ pub(crate) fn load(
     // Timeouts far beyond a benchmark's length: a flow created during setup
     // must still be tracked when it is measured. No flood guard: method B
     // creates flows far faster than its rate, and every one is measured as
-    // tracked.
+    // tracked. Direct server return wraps from the LB's address toward the
+    // backends.
     dp.set_config(&Config {
         hash_seed: seed,
         tcp_syn_timeout_s: 86_400,
         tcp_established_timeout_s: 86_400,
         udp_timeout_s: 86_400,
         new_flows_per_cpu_per_sec: 0,
+        encap_source_v4: DOWN_ADDR.octets(),
         ..Config::default()
     })?;
     for id in 1..=BACKEND_POOL {
@@ -160,6 +189,10 @@ pub(crate) fn load(
     for v in 0..layout.vips {
         dp.set_address(IpAddr::V4(Layout::vip(v)), AddressKind::Vip)?;
     }
+    let dsr = ServiceOptions {
+        dsr: true,
+        ..ServiceOptions::default()
+    };
     for i in 0..n {
         let addr = SocketAddr::V4(layout.frontend(i));
         for proto in [Protocol::Tcp, Protocol::Udp] {
@@ -169,6 +202,8 @@ pub(crate) fn load(
                 &ServiceOptions::default(),
             )?;
         }
+        let addr = SocketAddr::V4(layout.dsr_frontend(i));
+        dp.upsert_service(&Frontend::new(addr, Protocol::Tcp), i + 1, &dsr)?;
     }
     info!(
         services = n,

@@ -1,11 +1,12 @@
 //! Frames: untagged Ethernet/IPv4 with TCP or UDP, built with etherparse (which
 //! computes every checksum from scratch), the byte offsets the benchmark wrapper
-//! rotates, and comparisons of output frames.
+//! rotates, the same frames wrapped for direct server return, and comparisons
+//! of output frames.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::Context as _;
-use etherparse::PacketBuilder;
+use etherparse::{IpDscp, IpEcn, IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
 use xdp_lb::{Flow, Protocol, Rotation};
 
 /// Low 16 bits of the IPv4 source address (Ethernet 14 + IPv4 12 + 2).
@@ -21,6 +22,8 @@ pub(crate) const DST_PORT: u16 = 36;
 const IP_ID: u16 = 18;
 const IP_FRAG: u16 = 20;
 
+/// The IPv4 TOS byte (DSCP and ECN).
+const TOS: usize = 15;
 const TTL: usize = 22;
 const PROTO: usize = 23;
 const IP_CSUM: usize = 24;
@@ -159,21 +162,61 @@ pub(crate) fn translated(
     out
 }
 
+/// The frame `packet` (Ethernet/IPv4) as the datapath sends it to a backend
+/// by direct server return: its IPv4 packet unchanged behind an outer IPv4
+/// header from `source` to `backend` (protocol 4, IPIP), the outer TTL 64
+/// less this hop, DF set, identification 0, the TOS copied, and new MACs.
+/// Every field of the outer header, its checksum included, computed by
+/// etherparse.
+pub(crate) fn encapsulated(
+    packet: &[u8],
+    source: Ipv4Addr,
+    backend: Ipv4Addr,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+) -> Vec<u8> {
+    let inner = &packet[SRC_IP - 12..];
+    let tos = packet[TOS];
+    let mut outer = Ipv4Header::new(
+        u16::try_from(inner.len()).expect("a frame-sized packet"),
+        63,
+        IpNumber(4),
+        source.octets(),
+        backend.octets(),
+    )
+    .expect("an IPv4 header");
+    outer.dont_fragment = true;
+    outer.identification = 0;
+    outer.dscp = IpDscp::try_new(tos >> 2).expect("6 bits");
+    outer.ecn = IpEcn::try_new(tos & 0x3).expect("2 bits");
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ip(IpHeaders::Ipv4(outer, Default::default()))
+        .write(&mut out, IpNumber(4), inner)
+        .expect("a frame-sized packet always fits a Vec");
+    out
+}
+
 /// True when the frames are equal but for the IPv4 and TCP/UDP checksums: the
 /// wrapper rotates fields without fixing checksums up, so only the frame run 0
-/// sees (built by etherparse) has checksums worth comparing.
+/// sees (built by etherparse) has checksums worth comparing. Of a wrapped
+/// frame (`encapsulated`) only the outer header's checksum is left out: the
+/// inner packet leaves as it came, stale checksums and all.
 pub(crate) fn same_but_checksums(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() || a.len() <= PROTO {
         return false;
     }
+    // No transport checksum to leave out of another protocol (a wrapped
+    // frame's outer header says IPIP).
     let l4 = match a[PROTO] {
-        IPPROTO_TCP => TCP_CSUM,
-        IPPROTO_UDP => UDP_CSUM,
-        _ => usize::MAX,
+        IPPROTO_TCP => TCP_CSUM..TCP_CSUM + 2,
+        IPPROTO_UDP => UDP_CSUM..UDP_CSUM + 2,
+        _ => 0..0,
     };
-    a.iter().zip(b).enumerate().all(|(i, (x, y))| {
-        x == y || (IP_CSUM..IP_CSUM + 2).contains(&i) || (l4..l4 + 2).contains(&i)
-    })
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .all(|(i, (x, y))| x == y || (IP_CSUM..IP_CSUM + 2).contains(&i) || l4.contains(&i))
 }
 
 /// A frame as hex, for error messages.
@@ -267,6 +310,36 @@ mod tests {
         .build();
         assert!(same_but_checksums(&modelled, &rebuilt));
         assert_ne!(modelled, rebuilt, "the model leaves the checksums stale");
+    }
+
+    #[test]
+    fn a_wrapped_frame_is_the_packet_behind_a_valid_outer_header() {
+        let input = Headers {
+            l4: L4::Ack,
+            ..syn()
+        }
+        .build();
+        let (source, backend) = (Ipv4Addr::new(198, 18, 3, 254), Ipv4Addr::new(198, 18, 2, 7));
+        let (down, next) = ([2, 0, 0, 0, 0xfe, 2], [2, 0, 0, 2, 0, 7]);
+        let out = encapsulated(&input, source, backend, down, next);
+        assert_eq!(out.len(), input.len() + 20);
+        assert_eq!(&out[34..], &input[14..], "the inner packet, byte for byte");
+        let (outer, rest) = etherparse::Ipv4Header::from_slice(&out[14..]).unwrap();
+        assert_eq!(rest, &input[14..]);
+        assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+        assert_eq!(
+            (outer.source, outer.destination),
+            (source.octets(), backend.octets())
+        );
+        assert_eq!((outer.protocol, outer.time_to_live), (IpNumber(4), 63));
+        assert!(outer.dont_fragment);
+        assert_eq!(usize::from(outer.total_len), input.len() - 14 + 20);
+        // A changed outer checksum is no difference; a changed inner byte is.
+        let mut b = out.clone();
+        b[IP_CSUM] ^= 1;
+        assert!(same_but_checksums(&out, &b));
+        b[50] ^= 1;
+        assert!(!same_but_checksums(&out, &b));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(crate) const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub(crate) const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// The LB's own address on `up0`: not a frontend, the non-VIP case's destination.
 pub(crate) const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+/// The LB's own address on `dn0`: the outer source of direct server return.
+pub(crate) const DOWN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 254);
 
 /// Interface indexes of the LB's interfaces in the private namespace.
 #[derive(Clone, Copy, Debug)]
@@ -68,7 +70,7 @@ pub(crate) fn set_up() -> anyhow::Result<Interfaces> {
     }
     script.push(format!("addr add {LB_ADDR}/24 dev up0"));
     // 198.18.2.0/23 holds the backend pool.
-    script.push("addr add 198.18.3.254/23 dev dn0".to_owned());
+    script.push(format!("addr add {DOWN_ADDR}/23 dev dn0"));
     script.push(format!(
         "neigh add {GATEWAY} lladdr {} dev up0 nud permanent",
         mac_str(GATEWAY_MAC)

@@ -110,7 +110,9 @@ pub(crate) fn targets(rows: &[Row], flows: u32) -> Vec<Target> {
             Kind::ConntrackHit => (5.4, Some(4.0)),
             Kind::NewTcpFlow => (8.0, None),
             Kind::NonVipPass => (2.0, None),
-            Kind::Floor | Kind::Udp | Kind::Reply => continue,
+            Kind::Floor | Kind::Udp | Kind::Reply | Kind::DsrNewTcpFlow | Kind::DsrConntrackHit => {
+                continue;
+            }
         };
         let Some(measured) = over_floor(row, true) else {
             continue;
@@ -140,7 +142,7 @@ pub(crate) fn targets(rows: &[Row], flows: u32) -> Vec<Target> {
             if let (Some(a), Some(b)) = (over_floor(few, true), over_floor(many, true)) {
                 let measured = b / a;
                 let flows = |r: &Row| match (r.case, r.flows) {
-                    (Kind::NewTcpFlow, _) => "new flows".to_owned(),
+                    (kind, _) if kind.is_new_flow() => "new flows".to_owned(),
                     (_, 1) => "1 flow".to_owned(),
                     (_, n) => format!("{n} flows"),
                 };
@@ -194,10 +196,13 @@ pub(crate) fn markdown(
          - × floor: the median over runs of each run's figure over `xdp_floor`'s, measured the \
          same way at the same scale just before it (a shared machine's slow phases then weigh \
          on both). \"Within 15%\" compares these × floor figures of two scales.\n\
-         - Services: a TCP and a UDP frontend each, {} backends, Maglev M = {}. \"1 (hot)\": \
-         one service and one flow, as DESIGN.md's Katran figures were taken; the other scales \
-         walk over many services and flows (the flows column), so that no entry stays \
-         cache-hot.\n",
+         - Services: a TCP and a UDP frontend each, and a direct-server-return (DSR) TCP \
+         frontend, {} backends, Maglev M = {}. \"1 (hot)\": one service and one flow, as \
+         DESIGN.md's Katran figures were taken; the other scales walk over many services and \
+         flows (the flows column), so that no entry stays cache-hot.\n\
+         - DSR rows: method A only. The wrapper of method B writes the frame back but cannot \
+         move its head back, which the encapsulation grew: it would time each run on the last \
+         one's output.\n",
         setup.rounds, setup.calls, setup.repeat, setup.backends_per_service, setup.table_size
     )?;
     writeln!(
@@ -206,7 +211,7 @@ pub(crate) fn markdown(
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     for row in rows {
-        let flows = if row.case == Kind::NewTcpFlow {
+        let flows = if row.case.is_new_flow() {
             "new each".to_owned()
         } else {
             row.flows.to_string()

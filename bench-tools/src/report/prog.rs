@@ -1,10 +1,12 @@
 //! The datapath section: `xlb-bench prog`'s method-B ns/packet of every case
-//! at every scale, with × floor, and its acceptance targets as it judged them.
+//! at every scale, with × floor, the cases only method A measures (direct
+//! server return) beside the NAT cases they compare with, and its acceptance
+//! targets as it judged them.
 
 use std::fmt::Write as _;
 
 use super::{
-    inputs::{Prog, ProgRow},
+    inputs::{Prog, ProgRow, ProgSummary},
     markdown,
     plots::{Chart, Panel, Series, YScale},
 };
@@ -18,8 +20,52 @@ fn label(case: &str) -> &str {
         "udp" => "UDP (conntrack hit)",
         "reply" => "reply reverse-NAT",
         "non_vip_pass" => "non-VIP pass",
+        "dsr_new_tcp_flow" => "DSR new TCP flow (SYN, IPIP)",
+        "dsr_conntrack_hit" => "DSR conntrack hit (TCP ACK, IPIP)",
         other => other,
     }
+}
+
+/// The NAT case a direct-server-return case compares with: its JSON name
+/// without the `dsr_` prefix.
+fn counterpart(case: &str) -> Option<&str> {
+    case.strip_prefix("dsr_")
+}
+
+/// One method's figure of a row: "ns, × floor".
+fn cell(ns: Option<&ProgSummary>, over: Option<f64>) -> String {
+    match (ns, over) {
+        (Some(ns), Some(over)) => format!(" {:.0} ns, {over:.2}× |", ns.median),
+        (Some(ns), None) => format!(" {:.0} ns |", ns.median),
+        (None, _) => " — |".to_owned(),
+    }
+}
+
+/// A table of `cases` by `scales`, each cell the figure `figure` takes from a row.
+fn table(
+    out: &mut String,
+    prog: &Prog,
+    cases: &[&str],
+    scales: &[Scale],
+    figure: impl Fn(&ProgRow) -> String,
+) -> std::fmt::Result {
+    write!(out, "| case |")?;
+    for &sc in scales {
+        write!(out, " {} |", scale_header(sc))?;
+    }
+    writeln!(out, "\n|---|{}", "---|".repeat(scales.len()))?;
+    for &case in cases {
+        write!(out, "| {} |", label(case))?;
+        for &sc in scales {
+            let row = prog.rows.iter().find(|r| r.case == case && scale(r) == sc);
+            match row {
+                Some(row) => write!(out, "{}", figure(row))?,
+                None => write!(out, " — |")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 /// A scale: (services, flows the hit cases walk over).
@@ -64,40 +110,71 @@ pub(super) fn section(
         );
     };
     let s = &prog.setup;
+    let dsr = if prog.rows.iter().any(|r| counterpart(&r.case).is_some()) {
+        " and a direct-server-return (DSR) TCP frontend"
+    } else {
+        ""
+    };
     writeln!(
         out,
         "`xlb-bench prog` on kernel {}: each cell is method B's ns/packet, the median over \
          {} run(s), and beside it × floor, the median over runs of each run's figure over the \
          floor program's measured just before it. Method B: {}; repeat {} per run. Each \
-         service has a TCP and a UDP frontend, {} backends, Maglev M = {}.\n",
+         service has a TCP and a UDP frontend{dsr}, {} backends, Maglev M = {}.\n",
         s.kernel, s.rounds, prog.methods.b, s.repeat, s.backends_per_service, s.table_size
     )?;
     let scales = distinct(prog.rows.iter().map(scale));
     let cases = distinct(prog.rows.iter().map(|r| r.case.as_str()));
-    write!(out, "| case |")?;
-    for &sc in &scales {
-        write!(out, " {} |", scale_header(sc))?;
-    }
-    writeln!(out, "\n|---|{}", "---|".repeat(scales.len()))?;
-    for &case in &cases {
-        write!(out, "| {} |", label(case))?;
-        for &sc in &scales {
-            let row = prog.rows.iter().find(|r| r.case == case && scale(r) == sc);
-            let ns = row.and_then(|r| r.method_b_summary.as_ref());
-            let over = row.and_then(|r| r.method_b_over_floor);
-            match (ns, over) {
-                (Some(ns), Some(over)) => write!(out, " {:.0} ns, {over:.2}× |", ns.median)?,
-                (Some(ns), None) => write!(out, " {:.0} ns |", ns.median)?,
-                (None, _) => write!(out, " — |")?,
-            }
-        }
-        writeln!(out)?;
-    }
-    if prog.rows.iter().all(|r| r.method_b_summary.is_none()) {
+    let measured = |case: &str, a: bool| {
+        prog.rows.iter().any(|r| {
+            r.case == case
+                && if a {
+                    r.method_a_summary.is_some()
+                } else {
+                    r.method_b_summary.is_some()
+                }
+        })
+    };
+    let any_b = prog.rows.iter().any(|r| r.method_b_summary.is_some());
+    // Cases method B never measured (it cannot time an encapsulation) get a
+    // table of their own, by method A, when method B measured the others.
+    let a_only: Vec<&str> = cases
+        .iter()
+        .copied()
+        .filter(|&c| any_b && !measured(c, false) && measured(c, true))
+        .collect();
+    let main: Vec<&str> = cases
+        .iter()
+        .copied()
+        .filter(|c| !a_only.contains(c))
+        .collect();
+    table(out, prog, &main, &scales, |r| {
+        cell(r.method_b_summary.as_ref(), r.method_b_over_floor)
+    })?;
+    if !any_b {
         writeln!(
             out,
             "\nMethod B was not measured in this run (`--method a`): rerun with `--method b` or `both`."
         )?;
+    }
+    if !a_only.is_empty() {
+        writeln!(
+            out,
+            "\nMeasured by method A only: direct server return, whose encapsulation the \
+             wrapper of method B cannot undo between runs (it would time each run on the last \
+             one's output). Method A: {}. Each cell is method A's ns/packet and × floor (the \
+             floor measured by method A just before); the NAT cases they compare with are shown \
+             by the same method. Method A's ratios are compressed by its per-call cost: compare \
+             these rows with each other, not with the table above.\n",
+            prog.methods.a
+        )?;
+        let rows = distinct(a_only.iter().flat_map(|&case| {
+            let nat = counterpart(case).filter(|&c| measured(c, true));
+            nat.into_iter().chain([case])
+        }));
+        table(out, prog, &rows, &scales, |r| {
+            cell(r.method_a_summary.as_ref(), r.method_a_over_floor)
+        })?;
     }
     if let Some(plot) = plot {
         writeln!(

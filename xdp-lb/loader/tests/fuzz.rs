@@ -16,11 +16,24 @@
 //! - an ICMP error about a tracked flow is the input with exactly the quoted
 //!   header and the outer address translated (`fuzz/icmp.rs`), routed likewise,
 //!   every checksum over the rewritten bytes moved with them;
-//! - a request too big for the link toward its backend, and a packet for a
-//!   service without a live backend, is answered byte for byte as the model
-//!   builds the answer with etherparse (`fuzz/answer.rs`), or dropped where
-//!   no answer can be written;
-//! - conntrack holds exactly the flows the model saw translated.
+//! - a request to a direct-server-return service leaves as exactly the outer
+//!   header the model builds with etherparse — every field, the IPv4 header
+//!   checksum holding — followed by the input from its network header on,
+//!   byte for byte (`fuzz/encap.rs`), routed likewise (the outer TTL), or is
+//!   dropped as `drop_encap_unsupported` when its backend's family has no
+//!   encapsulation source (the fixture takes each family's away for a phase
+//!   of the run) or it is IPv6 toward an IPv4 backend;
+//! - a request too big for the link toward its backend (once wrapped, for
+//!   direct server return), and a packet for a service without a live
+//!   backend, is answered byte for byte as the model builds the answer with
+//!   etherparse (`fuzz/answer.rs`), or dropped where no answer can be written;
+//! - conntrack holds exactly the flows the model saw translated or
+//!   encapsulated, and one reply entry per reply tuple of the translated
+//!   ones: none for direct server return.
+//!
+//! One kind of frame is checked only for the first two points: an ICMP error
+//! about a direct-server-return flow whose backend is of the other family,
+//! which the datapath mistranslates (`model::Expected::Unmodelled`).
 //!
 //! `XLB_FUZZ_PACKETS` sets the number of frames (default 100 000) and
 //! `XLB_FUZZ_SEED` the seed (default `DEFAULT_SEED`); a failure names both,
@@ -38,6 +51,8 @@ mod answer;
 mod check;
 #[path = "fuzz/checksum.rs"]
 mod checksum;
+#[path = "fuzz/encap.rs"]
+mod encap;
 #[path = "fuzz/fixture.rs"]
 mod fixture;
 #[path = "fuzz/generate.rs"]
@@ -62,7 +77,7 @@ use xdp_lb::{Counters, ParseCounter, ProgramName, TestRunOutput, Verdict};
 
 use crate::{
     check::Outcome,
-    fixture::Fixture,
+    fixture::{EncapSources, Fixture},
     generate::{Case, Kind, Side},
     model::{Expected, Model, Prediction},
     parse::IpPacket,
@@ -194,9 +209,13 @@ impl Fuzzer {
 
     /// Generates frame `index`, sends it, and checks what became of it.
     fn send_one(&mut self, index: u64) {
+        let sources = EncapSources::at(index);
+        if sources != self.model.fixture.encap_sources() {
+            self.model.fixture.set_encap_sources(&mut self.lb, sources);
+        }
         let case = generate::case(&mut self.rng, &self.model);
         let fail = |out: Option<&TestRunOutput>, why: String| -> ! {
-            panic!("{}", failure(&self.run, index, &case, out, &why))
+            panic!("{}", failure(&self.run, index, &case, sources, out, &why))
         };
         let prediction = self
             .model
@@ -250,11 +269,18 @@ impl Fuzzer {
 }
 
 /// The failure report of one frame: everything needed to replay it.
-fn failure(run: &Run, index: u64, case: &Case, out: Option<&TestRunOutput>, why: &str) -> String {
+fn failure(
+    run: &Run,
+    index: u64,
+    case: &Case,
+    sources: EncapSources,
+    out: Option<&TestRunOutput>,
+    why: &str,
+) -> String {
     let mut report = format!(
         "fuzz failure at frame {index} (seed {:#x}): {why}\n\
          replay: {}\n\
-         kind: {:?}, arriving on {:?}, mutations: {:?}\n\
+         kind: {:?}, arriving on {:?}, mutations: {:?}, encapsulation sources: {sources:?}\n\
          frame ({} bytes): {}",
         run.seed,
         run.replay(index + 1),
@@ -277,9 +303,11 @@ fn failure(run: &Run, index: u64, case: &Case, out: Option<&TestRunOutput>, why:
 }
 
 /// Compares the datapath's conntrack with the model's flows: no entry
-/// evicted, none created by a frame the model did not see translated, every
-/// one on the model's backend.
+/// evicted, none created by a frame the model did not see translated or
+/// encapsulated, every one on the model's backend; and as many reply entries
+/// as the translated flows have reply tuples (direct server return adds none).
 fn check_conntrack(lb: &Lb, model: &Model) -> Result<(), String> {
+    check_reply_entries(lb, model)?;
     let tracked: HashMap<_, _> = lb
         .dp
         .conntrack()
@@ -307,6 +335,27 @@ fn check_conntrack(lb: &Lb, model: &Model) -> Result<(), String> {
         tracked.len(),
         expected.len()
     ))
+}
+
+/// The reply entries the datapath holds: exactly one per reply tuple of the
+/// model's NAT flows.
+fn check_reply_entries(lb: &Lb, model: &Model) -> Result<(), String> {
+    let usage = lb.dp.map_usage().map_err(|e| format!("map usage: {e}"))?;
+    let replies = usage
+        .iter()
+        .find(|u| u.name == "CONNTRACK_REPLY")
+        .ok_or("no CONNTRACK_REPLY map in the usage")?
+        .entries;
+    let expected = model.conntrack.reply_entries() as u64;
+    if replies != expected {
+        return Err(format!(
+            "CONNTRACK_REPLY holds {replies} entries, the model's NAT flows have {expected} \
+             reply tuples ({} of its {} flows are DSR, with none)",
+            model.conntrack.dsr_flows(),
+            model.conntrack.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks conntrack, then deletes every flow from it (`delete_flow`, in the
@@ -394,6 +443,12 @@ struct Mix {
     /// Translated ICMP errors whose ICMP checksum held before, and not.
     errors_whole: u64,
     errors_broken: u64,
+    /// Wrapped frames (sent on or passed), by inner and outer family:
+    /// IPv4 in IPv4, IPv4 in IPv6, IPv6 in IPv6.
+    wrapped: [u64; 3],
+    /// Frames only checked for what holds of every frame
+    /// (`Expected::Unmodelled`).
+    unmodelled: u64,
     /// Times conntrack was checked and emptied flow by flow.
     emptied: u64,
 }
@@ -417,6 +472,20 @@ impl Mix {
                     self.errors_broken += 1;
                 }
             }
+            (Expected::Encapsulated { flow, backend, .. }, _)
+                if matches!(
+                    verdict,
+                    Verdict::ForwardEncapsulated | Verdict::PassEncapsulatedViaStack
+                ) =>
+            {
+                let pair = match (flow.src.is_ipv4(), backend.is_ipv4()) {
+                    (true, true) => 0,
+                    (true, false) => 1,
+                    _ => 2,
+                };
+                self.wrapped[pair] += 1;
+            }
+            (Expected::Unmodelled(_), _) => self.unmodelled += 1,
             _ => {}
         }
     }
@@ -453,6 +522,17 @@ impl std::fmt::Display for Mix {
         writeln!(f, "translated ICMP errors:")?;
         writeln!(f, "  {:>8}  ICMP checksum holding", self.errors_whole)?;
         writeln!(f, "  {:>8}  ICMP checksum not holding", self.errors_broken)?;
+        writeln!(f, "wrapped frames (direct server return):")?;
+        let [four_in_four, four_in_six, six_in_six] = self.wrapped;
+        writeln!(f, "  {four_in_four:>8}  IPv4 in IPv4")?;
+        writeln!(f, "  {four_in_six:>8}  IPv4 in IPv6")?;
+        writeln!(f, "  {six_in_six:>8}  IPv6 in IPv6")?;
+        writeln!(
+            f,
+            "  {:>8}  not modelled byte for byte ({})",
+            self.unmodelled,
+            model::ERROR_ABOUT_CROSS_FAMILY_DSR
+        )?;
         write!(
             f,
             "conntrack checked and emptied {} times, flow by flow",

@@ -1,5 +1,5 @@
 //! Checks one frame's outcome — verdict, action and output bytes — against
-//! the model's prediction.
+//! the model's prediction (direct server return in `fuzz/encap.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,6 +11,7 @@ use crate::{
         IP4_CHECKSUM, TCP_CHECKSUM, UDP_CHECKSUM, ip4_header_holds, transport_checksum_at,
         transport_holds,
     },
+    encap::Encapsulation,
     fixture::{Fixture, NextHop, fib_refuses},
     hex,
     icmp::{IcmpError, Toward},
@@ -70,6 +71,28 @@ pub(crate) fn outcome(
             expect_verdict(outcome, *verdict, XDP_TX)?;
             return expect_answer(outcome.packet, std::slice::from_ref(&answer.0));
         }
+        Expected::Encapsulated {
+            flow,
+            backend,
+            source,
+        } => {
+            let Some(source) = *source else {
+                return expect_verdict(outcome, Verdict::DropEncapUnsupported, XDP_DROP);
+            };
+            let encapsulation = Encapsulation {
+                fixture,
+                headers: &prediction.headers,
+                frame,
+                ingress,
+                flow: *flow,
+                backend: backend.ip(),
+                source,
+            };
+            return encapsulation.check(outcome);
+        }
+        // Never aborted and counted once in the model's parser slot, both
+        // checked above; `advance` checked one verdict slot moved.
+        Expected::Unmodelled(_) => return Ok(()),
         Expected::Request { flow, backend } => What::Flow {
             flow: *flow,
             end: End::Destination,
@@ -140,7 +163,11 @@ fn error_frontend_written(
         })
 }
 
-fn expect_verdict(outcome: &Outcome<'_>, verdict: Verdict, action: u32) -> Result<(), String> {
+pub(crate) fn expect_verdict(
+    outcome: &Outcome<'_>,
+    verdict: Verdict,
+    action: u32,
+) -> Result<(), String> {
     if (outcome.verdict, outcome.action) != (verdict, action) {
         return Err(format!(
             "counted as {} with action {}, expected {} with action {action}",
@@ -153,7 +180,7 @@ fn expect_verdict(outcome: &Outcome<'_>, verdict: Verdict, action: u32) -> Resul
 }
 
 /// The frame left as one of `answers`.
-fn expect_answer(packet: &[u8], answers: &[Vec<u8>]) -> Result<(), String> {
+pub(crate) fn expect_answer(packet: &[u8], answers: &[Vec<u8>]) -> Result<(), String> {
     if answers.iter().any(|answer| answer == packet) {
         return Ok(());
     }

@@ -1,9 +1,10 @@
 //! The fuzz's configuration on top of the golden fixture (`support::lb::Lb`):
-//! frontends of every kind the datapath tells apart, and what the model needs
-//! to know about them and about the fixture's network.
+//! frontends of every kind the datapath tells apart, direct server return
+//! among them, and what the model needs to know about them and about the
+//! fixture's network.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     process::Command,
 };
 
@@ -21,6 +22,17 @@ pub(crate) const NODEPORT: u16 = 30080;
 const RETIRED_BACKEND: u32 = 20;
 /// Maglev table size of every service with a table.
 const TABLE_SIZE: usize = 251;
+/// The ports of the direct-server-return frontends on the VIPs.
+const DSR_PORT: u16 = 9000;
+const DSR_PORT_2: u16 = 9001;
+/// The NodePort of a direct-server-return service on the IPv6 node address.
+const DSR_NODEPORT: u16 = NODEPORT + 10;
+/// The LB's own addresses toward the backends (`dn0`'s): the outer sources
+/// of direct server return (`Config::encap_source_v4`, `_v6`).
+pub(crate) const ENCAP_SOURCE4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+pub(crate) const ENCAP_SOURCE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 0xfe);
+/// Frames per phase of the encapsulation sources (`EncapSources::at`).
+const ENCAP_PHASE: u64 = 2048;
 
 /// A configured frontend and the backends its table names.
 #[derive(Clone, Debug)]
@@ -30,6 +42,39 @@ pub(crate) struct Service {
     pub proto: Protocol,
     /// The live backends of its table (empty: every packet is dropped).
     pub backends: Vec<SocketAddr>,
+    /// Direct server return: packets reach the backend wrapped, unchanged,
+    /// and its replies do not come back through the LB.
+    pub dsr: bool,
+}
+
+/// Which families have an encapsulation source configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EncapSources {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl EncapSources {
+    pub(crate) const BOTH: Self = Self { v4: true, v6: true };
+
+    /// The sources configured while frame `index` is sent: both, mostly;
+    /// for one phase in eight none of IPv4, and for another none of IPv6,
+    /// so that direct server return toward that family is dropped
+    /// (`drop_encap_unsupported`) while flows tracked before stay tracked.
+    /// A function of the index alone: a replay sees the same phases.
+    pub(crate) fn at(index: u64) -> Self {
+        match (index / ENCAP_PHASE) % 8 {
+            3 => Self {
+                v4: false,
+                v6: true,
+            },
+            6 => Self {
+                v4: true,
+                v6: false,
+            },
+            _ => Self::BOTH,
+        }
+    }
 }
 
 /// What a service's Maglev table holds.
@@ -82,6 +127,8 @@ impl Fixture {
             tcp_closing_timeout_s: 86_400,
             udp_timeout_s: 86_400,
             new_flows_per_cpu_per_sec: 0,
+            encap_source_v4: ENCAP_SOURCE4.octets(),
+            encap_source_v6: ENCAP_SOURCE6.octets(),
             ..Config::default()
         };
         lb.dp.set_config(&config).expect("config");
@@ -96,7 +143,7 @@ impl Fixture {
         lb.dp.retire_backend(RETIRED_BACKEND).expect("retire");
         let services = service_plan()
             .into_iter()
-            .map(|(id, frontend, table)| install(lb, id, frontend, table))
+            .map(|(id, frontend, table, dsr)| install(lb, id, frontend, table, dsr))
             .collect();
         Self {
             services,
@@ -105,6 +152,42 @@ impl Fixture {
             dn0: lb.dn0,
             up0_mtu: mtu_of("up0"),
             dn0_mtu: mtu_of("dn0"),
+        }
+    }
+
+    /// Configures the encapsulation sources `sources` names (the others
+    /// all zeros, which the datapath reads as none).
+    pub(crate) fn set_encap_sources(&mut self, lb: &mut Lb, sources: EncapSources) {
+        self.config.encap_source_v4 = if sources.v4 {
+            ENCAP_SOURCE4.octets()
+        } else {
+            [0; 4]
+        };
+        self.config.encap_source_v6 = if sources.v6 {
+            ENCAP_SOURCE6.octets()
+        } else {
+            [0; 16]
+        };
+        lb.dp.set_config(&self.config).expect("config");
+    }
+
+    /// The encapsulation sources configured now.
+    pub(crate) fn encap_sources(&self) -> EncapSources {
+        EncapSources {
+            v4: self.config.encap_source_v4 != [0; 4],
+            v6: self.config.encap_source_v6 != [0; 16],
+        }
+    }
+
+    /// The outer source of a packet of `inner_v4` (its family) wrapped for
+    /// `backend`: the configured source of the backend's family; `None`
+    /// when there is none, or for IPv6 to an IPv4 backend (no 6-in-4).
+    pub(crate) fn encap_source(&self, inner_v4: bool, backend: IpAddr) -> Option<IpAddr> {
+        let sources = self.encap_sources();
+        match backend {
+            IpAddr::V4(_) if inner_v4 && sources.v4 => Some(ENCAP_SOURCE4.into()),
+            IpAddr::V6(_) if sources.v6 => Some(ENCAP_SOURCE6.into()),
+            _ => None,
         }
     }
 
@@ -182,8 +265,13 @@ pub(crate) fn fib_refuses(from: IpAddr, to: IpAddr) -> bool {
 /// Every frontend kind: VIP services with all or some backends, NodePorts on
 /// both node addresses, tables half of retired slots, and services without a
 /// table — of both protocols and both families, so that every kind of
-/// refusal (a reset, port unreachable; IPv4, IPv6) is answered.
-fn service_plan() -> Vec<(u32, Frontend, Table)> {
+/// refusal (a reset, port unreachable; IPv4, IPv6) is answered. Then direct
+/// server return (the last element: `dsr`) of every pair of families the
+/// datapath tells apart: IPv4 in IPv4, IPv6 in IPv6, IPv4 in IPv6 (TCP and
+/// UDP), IPv6 toward IPv4 backends (not done: dropped), on a VIP and on a
+/// NodePort, with a half-retired table and without a table (refused like any
+/// other service).
+fn service_plan() -> Vec<(u32, Frontend, Table, bool)> {
     let tcp = |ip: IpAddr, port| Frontend::new(SocketAddr::new(ip, port), Protocol::Tcp);
     let udp = |ip: IpAddr, port| Frontend::new(SocketAddr::new(ip, port), Protocol::Udp);
     let v4 = |ids: &[usize]| {
@@ -201,61 +289,67 @@ fn service_plan() -> Vec<(u32, Frontend, Table)> {
         )
     };
     let (vip4, vip6, node4, node6) = (VIP4.into(), VIP6.into(), NODE4.into(), NODE6.into());
+    let (nat, dsr) = (false, true);
     vec![
-        (1, tcp(vip4, 80), v4(&[0, 1, 2, 3])),
-        (2, udp(vip4, 53), v4(&[0, 1])),
-        (3, tcp(vip6, 80), v6(&[0, 1, 2, 3])),
-        (4, udp(vip6, 53), v6(&[2, 3])),
-        (5, tcp(node4, NODEPORT), v4(&[1, 2])),
-        (6, udp(node4, NODEPORT), v4(&[3])),
-        (7, tcp(node6, NODEPORT), v6(&[0, 3])),
-        (8, udp(node6, NODEPORT), v6(&[1])),
-        (9, tcp(vip4, 8443), Table::HalfRetired { v6: false }),
-        (10, udp(vip6, 8443), Table::Missing),
-        (11, tcp(vip6, 8443), Table::HalfRetired { v6: true }),
-        (12, udp(vip4, 8443), Table::Missing),
+        (1, tcp(vip4, 80), v4(&[0, 1, 2, 3]), nat),
+        (2, udp(vip4, 53), v4(&[0, 1]), nat),
+        (3, tcp(vip6, 80), v6(&[0, 1, 2, 3]), nat),
+        (4, udp(vip6, 53), v6(&[2, 3]), nat),
+        (5, tcp(node4, NODEPORT), v4(&[1, 2]), nat),
+        (6, udp(node4, NODEPORT), v4(&[3]), nat),
+        (7, tcp(node6, NODEPORT), v6(&[0, 3]), nat),
+        (8, udp(node6, NODEPORT), v6(&[1]), nat),
+        (9, tcp(vip4, 8443), Table::HalfRetired { v6: false }, nat),
+        (10, udp(vip6, 8443), Table::Missing, nat),
+        (11, tcp(vip6, 8443), Table::HalfRetired { v6: true }, nat),
+        (12, udp(vip4, 8443), Table::Missing, nat),
+        (13, tcp(vip4, DSR_PORT), v4(&[0, 1, 2]), dsr),
+        (14, udp(vip4, DSR_PORT), v6(&[1, 3]), dsr),
+        (15, tcp(vip6, DSR_PORT), v6(&[0, 2]), dsr),
+        (16, udp(vip6, DSR_PORT), v4(&[2]), dsr),
+        (17, tcp(vip4, DSR_PORT_2), v6(&[3]), dsr),
+        (
+            18,
+            tcp(vip6, DSR_PORT_2),
+            Table::HalfRetired { v6: true },
+            dsr,
+        ),
+        (19, tcp(node6, DSR_NODEPORT), v6(&[2]), dsr),
+        (20, udp(vip4, DSR_PORT_2), Table::Missing, dsr),
     ]
 }
 
-/// Writes one service's table and frontend.
-fn install(lb: &mut Lb, id: u32, frontend: Frontend, table: Table) -> Service {
-    let backends = match table {
-        Table::Live(backends) => {
-            let ids: Vec<u32> = backends.iter().map(|&(id, _)| id).collect();
-            lb.service(
-                id,
-                frontend.addr,
-                frontend.proto,
-                &cycling(&ids, TABLE_SIZE),
-            );
-            backends.into_iter().map(|(_, addr)| addr).collect()
-        }
+/// Writes one service's table (table first) and frontend.
+fn install(lb: &mut Lb, id: u32, frontend: Frontend, table: Table, dsr: bool) -> Service {
+    let (ids, backends) = match table {
+        Table::Live(backends) => backends.into_iter().unzip(),
         Table::HalfRetired { v6 } => {
             let (live, addr) = if v6 {
                 (BACKEND6_IDS[0], backend6(0))
             } else {
                 (BACKEND4_IDS[0], backend4(0))
             };
-            let ids = [live, RETIRED_BACKEND];
-            lb.service(
-                id,
-                frontend.addr,
-                frontend.proto,
-                &cycling(&ids, TABLE_SIZE),
-            );
-            vec![addr]
+            (vec![live, RETIRED_BACKEND], vec![addr])
         }
-        Table::Missing => {
-            lb.dp
-                .upsert_service(&frontend, id, &ServiceOptions::default())
-                .expect("service");
-            Vec::new()
-        }
+        Table::Missing => (Vec::new(), Vec::new()),
     };
+    if !ids.is_empty() {
+        lb.dp
+            .swap_table(id, &cycling(&ids, TABLE_SIZE))
+            .expect("table");
+    }
+    let options = ServiceOptions {
+        dsr,
+        ..ServiceOptions::default()
+    };
+    lb.dp
+        .upsert_service(&frontend, id, &options)
+        .expect("service");
     Service {
         id,
         frontend: frontend.addr,
         proto: frontend.proto,
         backends,
+        dsr,
     }
 }

@@ -51,6 +51,8 @@ const BACKEND_ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 9);
 pub(crate) enum Target {
     /// A configured frontend: VIP and port, or a NodePort on a node address.
     Service,
+    /// A configured direct-server-return frontend.
+    DsrService,
     /// A VIP on a port without a service.
     UnknownPort,
     /// A node address on a port that is not a NodePort service.
@@ -131,8 +133,9 @@ pub(crate) fn case(rng: &mut TestRng, model: &Model) -> Case {
     }
 }
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 9] = [
     Target::Service,
+    Target::DsrService,
     Target::UnknownPort,
     Target::NodeOther,
     Target::Unrelated,
@@ -592,9 +595,15 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
         (IpAddr::from(VIP6), IpAddr::from(NODE6))
     };
     match target {
-        Target::Service => {
-            let services = &model.fixture.services;
-            let service = &services[rng.random_range(0..services.len())];
+        Target::Service | Target::DsrService => {
+            let dsr = target == Target::DsrService;
+            let services: Vec<_> = model
+                .fixture
+                .services
+                .iter()
+                .filter(|s| s.dsr == dsr)
+                .collect();
+            let service = services[rng.random_range(0..services.len())];
             Endpoints::request(rng, service.frontend, Some(service.proto))
         }
         Target::UnknownPort => {
@@ -616,7 +625,8 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
                 .conntrack
                 .nth(rng.random_range(0..model.conntrack.len()))
                 .expect("a tracked flow");
-            Endpoints::reply(rng, backend, flow.src, flow.proto)
+            let src = dsr_answering(rng, model, &flow, backend);
+            Endpoints::reply(rng, src, flow.src, flow.proto)
         }
         Target::TrackedReply | Target::UnknownReply => {
             let port = if rng.random_bool(0.8) {
@@ -649,6 +659,7 @@ fn icmp_error(rng: &mut TestRng, target: Target, model: &Model) -> (Endpoints, T
         untracked_flow(rng, model)
     };
     let v4 = flow.src.is_ipv4();
+    let backend = dsr_answering(rng, model, &flow, backend);
     let (src, dst, (quote, quoted_header), side) = match target {
         // About the request as the LB sent it on: client to backend.
         Target::ErrorToClient => {
@@ -697,6 +708,20 @@ fn icmp_error(rng: &mut TestRng, target: Target, model: &Model) -> (Endpoints, T
         side,
     };
     (endpoints, icmp_header(rng, v4, quoted_header), quote)
+}
+
+/// Where the backend of `flow` answers its client from: its own address,
+/// or, for a direct-server-return flow, now and then — always, when the
+/// backend is of the other family — the frontend's: it holds that address
+/// itself, sees the client's packet unchanged, and its replies and errors
+/// go to the client without the LB (unless the LB routes them).
+fn dsr_answering(rng: &mut TestRng, model: &Model, flow: &Flow, backend: SocketAddr) -> SocketAddr {
+    let cross_family = backend.is_ipv4() != flow.src.is_ipv4();
+    if model.conntrack.is_dsr(flow) && (cross_family || rng.random_bool(0.5)) {
+        flow.dst
+    } else {
+        backend
+    }
 }
 
 /// A flow the run may not track: a client of the fixture's kind to a
