@@ -2,7 +2,10 @@
 //! and what `xlb` prints with `-o json`. Field names are stable for scripts;
 //! add fields, never rename them.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -213,6 +216,25 @@ pub struct StatusView {
     /// Duration of the last full sync, in seconds.
     pub last_sync_seconds: Option<f64>,
     pub uptime_seconds: u64,
+    /// How the VIPs are announced (BGP, L2), one entry per speaker; empty
+    /// when the agent announces nothing.
+    #[serde(default)]
+    pub announcements: Vec<AnnouncementView>,
+}
+
+/// One speaker's announcements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncementView {
+    /// `bgp` or `l2`.
+    pub speaker: String,
+    /// The interface an L2 speaker answers on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The VIPs announced as of the speaker's last success.
+    pub vips: Vec<IpAddr>,
+    /// Why the last attempt failed, until one succeeds (it is retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// An attached interface.

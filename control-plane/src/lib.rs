@@ -5,12 +5,15 @@
 //! - [`reconcile`] diffs a model against what is programmed and writes the
 //!   datapath maps make-before-break;
 //! - [`health`] overlays backend health on the model;
+//! - [`announce`] tells routers (BGP) or the segment (ARP / NDP) which VIPs
+//!   this instance serves;
 //! - [`agent`] runs all of it: reloads, health checks, the admin API
 //!   ([`admin`]) and the metrics ([`metrics`]);
 //! - [`cli`] is the `xlb` command line.
 
 pub mod admin;
 pub mod agent;
+pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod health;

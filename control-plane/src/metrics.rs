@@ -26,7 +26,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
         info::Info,
     },
@@ -64,7 +64,11 @@ pub struct Metrics {
     sync_rules: Histogram,
     programming: Histogram,
     reloads: Family<OutcomeLabels, Counter>,
+    announced: Family<SpeakerLabels, Gauge>,
+    announce_failures: Family<SpeakerLabels, Counter>,
 }
+
+type SpeakerLabels = [(&'static str, &'static str); 1];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -103,6 +107,18 @@ impl Metrics {
             "Configuration reloads, by outcome (a rejected file leaves the running configuration serving)",
             reloads.clone(),
         );
+        let announced = Family::<SpeakerLabels, Gauge>::default();
+        registry.register(
+            "xlb_announced_vips",
+            "VIPs a speaker (bgp, l2) announces as of its last success",
+            announced.clone(),
+        );
+        let announce_failures = Family::<SpeakerLabels, Counter>::default();
+        registry.register(
+            "xlb_announce_failures",
+            "Failed attempts to change a speaker's announcements (each is retried)",
+            announce_failures.clone(),
+        );
         registry.register(
             "xlb_build",
             "The running xlb build",
@@ -113,7 +129,23 @@ impl Metrics {
             sync_rules,
             programming,
             reloads,
+            announced,
+            announce_failures,
         }
+    }
+
+    /// Records how many VIPs `speaker` announces now.
+    pub fn announced(&self, speaker: &'static str, vips: usize) {
+        self.announced
+            .get_or_create(&[("speaker", speaker)])
+            .set(i64::try_from(vips).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one failed attempt of `speaker`.
+    pub fn announce_failed(&self, speaker: &'static str) {
+        self.announce_failures
+            .get_or_create(&[("speaker", speaker)])
+            .inc();
     }
 
     /// Records one sync of the rules (desired state → maps).
@@ -578,6 +610,7 @@ mod tests {
                 reloads_failed: 0,
                 last_sync_seconds: None,
                 uptime_seconds: 5,
+                announcements: Vec::new(),
             })
         }
     }

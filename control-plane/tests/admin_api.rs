@@ -159,6 +159,7 @@ impl FakeAdmin {
             reloads_failed: 0,
             last_sync_seconds: Some(0.25),
             uptime_seconds: 60,
+            announcements: Vec::new(),
         };
         Self {
             services,

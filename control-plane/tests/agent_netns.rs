@@ -1113,3 +1113,104 @@ fn a_dsr_service_through_the_agent_and_xlb_decap() {
          {encapsulated} packets encapsulated"
     ));
 }
+
+/// The client's neighbour entry for `ip`: its MAC and state, from
+/// `ip -j neigh show`.
+fn neighbour(rig: &AgentRig, ip: IpAddr) -> Option<(String, String)> {
+    let out = rig
+        .client()
+        .exec("ip", &["-j", "neigh", "show", &ip.to_string()])
+        .expect("ip neigh");
+    let entries: serde_json::Value = serde_json::from_str(&out).expect("ip -j neigh");
+    let entry = entries.as_array()?.first()?;
+    let state = entry["state"][0].as_str().unwrap_or_default().to_owned();
+    Some((
+        entry["lladdr"].as_str().unwrap_or_default().to_owned(),
+        state,
+    ))
+}
+
+#[test]
+fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
+    const REQUESTS: usize = 20;
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let vip6: IpAddr = plan::vip(1).1.into();
+    let mut services = Vec::new();
+    for (name, vip, v4) in [("web", vip(), true), ("web6", vip6, false)] {
+        let backends: Vec<String> = (0..BACKENDS)
+            .map(|i| {
+                let b = &rig.topo.backends[i];
+                let ip: IpAddr = if v4 { b.v4.into() } else { b.v6.into() };
+                format!("{{address: \"{}\"}}", SocketAddr::new(ip, BACKEND_PORT))
+            })
+            .collect();
+        services.push(format!(
+            "  - name: {name}\n    protocol: TCP\n    frontends: [{{address: \"{vip}\", port: {VIP_PORT}}}]\n    backends: [{}]\n",
+            backends.join(", ")
+        ));
+        for i in 0..BACKENDS {
+            let b = rig.topo.backends[i].clone();
+            let ip: IpAddr = if v4 { b.v4.into() } else { b.v6.into() };
+            rig.topo
+                .rig
+                .serve_echo(
+                    &b.netns,
+                    Proto::Tcp,
+                    SocketAddr::new(ip, BACKEND_PORT),
+                    &backend_name(i),
+                )
+                .expect("echo server");
+        }
+    }
+    rig.write_config(&config(&services)).expect("config");
+    rig.start_agent(&["--l2-interface", "eth0"]).expect("agent");
+    // The client holds the VIPs on its own segment: it asks for them by ARP
+    // and neighbour discovery instead of routing them to the LB.
+    let client = rig.client().clone();
+    for (vip, bits) in [(vip(), 32), (vip6, 128)] {
+        let on_link =
+            netns_tests::Route::to(netns_tests::Cidr::new(vip, bits).expect("cidr")).dev("eth0");
+        rig.topo.rig.add_route(&client, &on_link).expect("route");
+    }
+    let lb_mac = rig.lb().mac("eth0").expect("the LB's MAC").to_string();
+    for vip in [vip(), vip6] {
+        let echoes = EchoClient::new(rig.client())
+            .with_timeout(IO_TIMEOUT)
+            .tcp(SocketAddr::new(vip, VIP_PORT), REQUESTS)
+            .unwrap_or_else(|e| panic!("requests to {vip}: {e}"));
+        assert_eq!(echoes.len(), REQUESTS);
+        let (mac, state) = neighbour(&rig, vip).expect("a neighbour entry for the VIP");
+        assert_eq!(mac, lb_mac, "{vip} resolved to another MAC ({state})");
+    }
+    let stats = rig.xlb_json(&["stats"]).expect("xlb stats");
+    let arp = stats["verdicts"]["tx_arp_reply"]
+        .as_u64()
+        .unwrap_or_default();
+    let nd = stats["verdicts"]["tx_neighbour_advert"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(arp >= 1 && nd >= 1, "{stats}");
+
+    // A VIP the agent no longer serves is no longer answered.
+    rig.apply_config(&config(&services[1..]), PATIENCE)
+        .expect("reload");
+    client
+        .exec("ip", &["neigh", "flush", "dev", "eth0"])
+        .expect("flush");
+    let outcome = EchoClient::new(rig.client())
+        .with_timeout(Duration::from_secs(2))
+        .tcp(rig.vip_addr(VIP_PORT), 1);
+    assert!(outcome.is_err(), "the withdrawn VIP still answers");
+    let status = rig.status().expect("status");
+    assert_eq!(
+        status["announcements"][0]["vips"],
+        serde_json::json!([vip6.to_string()]),
+        "{status}"
+    );
+    report(&format!(
+        "l2: {REQUESTS} requests each to {} and {vip6} after ARP / neighbour discovery \
+         answered by xdp_lb with {lb_mac} ({arp} ARP replies, {nd} advertisements); \
+         the withdrawn VIP went unanswered",
+        vip()
+    ));
+}

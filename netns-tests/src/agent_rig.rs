@@ -89,10 +89,9 @@ pub struct AgentRig {
     /// The topology; its `rig` owns the namespaces, the bpffs and the agent
     /// process.
     pub topo: ClientLbBackends,
-    xlb: PathBuf,
+    client: XlbClient,
     workdir: PathBuf,
     config: PathBuf,
-    socket: PathBuf,
     pin_dir: PathBuf,
     agent: Option<Spawned>,
     /// The log of every agent started, oldest first.
@@ -136,9 +135,8 @@ impl AgentRig {
             _peer_programs: programs,
             _peer_datapath: datapath,
             topo,
-            xlb,
+            client: XlbClient::new(xlb, workdir.join("run").join("admin.sock")),
             config: workdir.join("xlb.yaml"),
-            socket: workdir.join("run").join("admin.sock"),
             workdir,
             pin_dir,
             agent: None,
@@ -178,12 +176,12 @@ impl AgentRig {
 
     /// The `xlb` binary.
     pub fn xlb_path(&self) -> &Path {
-        &self.xlb
+        &self.client.xlb
     }
 
     /// The admin socket.
     pub fn admin_socket(&self) -> &Path {
-        &self.socket
+        &self.client.socket
     }
 
     /// The configuration file the agent reads.
@@ -284,7 +282,7 @@ impl AgentRig {
             "--pin-dir",
             &self.pin_dir.to_string_lossy(),
             "--admin-socket",
-            &self.socket.to_string_lossy(),
+            &self.client.socket.to_string_lossy(),
             "--metrics-address",
             &METRICS_ADDRESS.to_string(),
         ]
@@ -304,7 +302,7 @@ impl AgentRig {
         }
         let args = self.agent_args(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let program = self.xlb.to_string_lossy().into_owned();
+        let program = self.client.xlb.to_string_lossy().into_owned();
         let lb = self.topo.lb.clone();
         let spawned = self.topo.rig.spawn(&lb, &program, &args)?;
         debug!(pid = spawned.pid, log = %spawned.log.display(), "agent started");
@@ -331,7 +329,7 @@ impl AgentRig {
                 });
             }
             match self.status() {
-                Ok(status) if is_ready(&status) => Ok(Some(())),
+                Ok(status) if is_ready(&status, &INTERFACES) => Ok(Some(())),
                 Ok(status) => {
                     last = status.to_string();
                     Ok(None)
@@ -399,54 +397,34 @@ impl AgentRig {
         out
     }
 
-    /// The `xlb` client command line for `args` (the program first), as a
-    /// user would type it.
+    /// The `xlb` command line pointed at this agent.
+    pub const fn xlb_client(&self) -> &XlbClient {
+        &self.client
+    }
+
+    /// See [`XlbClient::command_line`].
     pub fn xlb_command_line(&self, args: &[&str]) -> String {
-        let mut line = format!("xlb --admin-socket {}", self.socket.display());
-        for arg in args {
-            line.push(' ');
-            line.push_str(arg);
-        }
-        line
+        self.client.command_line(args)
     }
 
-    /// Runs `xlb --admin-socket <socket> args...` and returns its output,
-    /// whatever its exit status; at most [`CLI_TIMEOUT`].
-    ///
-    /// It runs in this process's own namespace: the admin socket is a file
-    /// path, reachable from anywhere, and the client sends no network traffic.
+    /// See [`XlbClient::run`].
     pub fn xlb(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut command = Command::new(&self.xlb);
-        command.arg("--admin-socket").arg(&self.socket).args(args);
-        output_within(command, CLI_TIMEOUT).with_context(|| self.xlb_command_line(args))
+        self.client.run(args)
     }
 
-    /// [`Self::xlb`], failing unless the command succeeds; its stdout.
+    /// See [`XlbClient::ok`].
     pub fn xlb_ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.xlb(args)?;
-        if !output.status.success() {
-            bail!(
-                "`{}` failed ({}): {}",
-                self.xlb_command_line(args),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        self.client.ok(args)
     }
 
-    /// `xlb args... -o json`, parsed.
+    /// See [`XlbClient::json`].
     pub fn xlb_json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.xlb_ok(&all)?;
-        serde_json::from_str(&out)
-            .with_context(|| format!("`{}` printed no JSON: {out}", self.xlb_command_line(&all)))
+        self.client.json(args)
     }
 
     /// `xlb status -o json` (a `StatusView` of the control plane's API).
     pub fn status(&self) -> anyhow::Result<Value> {
-        self.xlb_json(&["status"])
+        self.client.status()
     }
 
     /// Reloads attempted so far (good and rejected), from `xlb status`.
@@ -549,6 +527,74 @@ impl AgentRig {
     }
 }
 
+/// The `xlb` command line pointed at one agent's admin socket.
+#[derive(Clone, Debug)]
+pub struct XlbClient {
+    xlb: PathBuf,
+    socket: PathBuf,
+}
+
+impl XlbClient {
+    pub const fn new(xlb: PathBuf, socket: PathBuf) -> Self {
+        Self { xlb, socket }
+    }
+
+    /// The admin socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The command line for `args` (the program first), as a user would
+    /// type it.
+    pub fn command_line(&self, args: &[&str]) -> String {
+        let mut line = format!("xlb --admin-socket {}", self.socket.display());
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        line
+    }
+
+    /// Runs `xlb --admin-socket <socket> args...` and returns its output,
+    /// whatever its exit status; at most [`CLI_TIMEOUT`].
+    ///
+    /// It runs in this process's own namespace: the admin socket is a file
+    /// path, reachable from anywhere, and the client sends no network traffic.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = Command::new(&self.xlb);
+        command.arg("--admin-socket").arg(&self.socket).args(args);
+        output_within(command, CLI_TIMEOUT).with_context(|| self.command_line(args))
+    }
+
+    /// [`Self::run`], failing unless the command succeeds; its stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.run(args)?;
+        if !output.status.success() {
+            bail!(
+                "`{}` failed ({}): {}",
+                self.command_line(args),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `xlb args... -o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.ok(&all)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("`{}` printed no JSON: {out}", self.command_line(&all)))
+    }
+
+    /// `xlb status -o json` (a `StatusView` of the control plane's API).
+    pub fn status(&self) -> anyhow::Result<Value> {
+        self.json(&["status"])
+    }
+}
+
 impl Drop for AgentRig {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.logs.is_empty() {
@@ -563,17 +609,18 @@ impl Drop for AgentRig {
 }
 
 #[expect(clippy::print_stderr, reason = "a failing test shows the agent's logs")]
-fn print_logs(logs: &str) {
+pub(crate) fn print_logs(logs: &str) {
     eprintln!("{logs}");
 }
 
-/// True when a status document says synced with every interface attached.
-fn is_ready(status: &Value) -> bool {
+/// True when a status document says synced with every one of `interfaces`
+/// attached.
+pub(crate) fn is_ready(status: &Value, interfaces: &[&str]) -> bool {
     let attached: Vec<&str> = status["attached"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v["interface"].as_str()).collect())
         .unwrap_or_default();
-    status["synced"] == Value::Bool(true) && INTERFACES.iter().all(|dev| attached.contains(dev))
+    status["synced"] == Value::Bool(true) && interfaces.iter().all(|dev| attached.contains(dev))
 }
 
 /// The XDP program ID in one link of `ip -j link show`: `xdp.prog.id`, or
@@ -588,7 +635,7 @@ fn xdp_prog_id(link: &Value) -> Option<u32> {
 
 /// Runs `command` to completion with its output captured, killing it after
 /// `timeout`.
-fn output_within(mut command: Command, timeout: Duration) -> anyhow::Result<Output> {
+pub(crate) fn output_within(mut command: Command, timeout: Duration) -> anyhow::Result<Output> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -813,8 +860,8 @@ mod tests {
                 .collect();
             serde_json::json!({"synced": synced, "attached": attached})
         };
-        assert!(is_ready(&status(true, &["eth0", "eth1"])));
-        assert!(!is_ready(&status(false, &["eth0", "eth1"])));
-        assert!(!is_ready(&status(true, &["eth0"])));
+        assert!(is_ready(&status(true, &["eth0", "eth1"]), &INTERFACES));
+        assert!(!is_ready(&status(false, &["eth0", "eth1"]), &INTERFACES));
+        assert!(!is_ready(&status(true, &["eth0"]), &INTERFACES));
     }
 }

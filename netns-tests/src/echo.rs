@@ -208,6 +208,23 @@ impl EchoClient {
         self.each(Proto::Udp, server, count)?.into_iter().collect()
     }
 
+    /// Sends one UDP request from each of `locals` (a fixed address and port
+    /// each: one flow each) and returns each one's outcome; the outer error
+    /// is for not getting into the namespace at all.
+    pub fn udp_from(&self, locals: &[SocketAddr], server: SocketAddr) -> Result<Vec<Result<Echo>>> {
+        check_target(server.ip())?;
+        let timeout = self.timeout;
+        let tag = request_tag();
+        let locals = locals.to_vec();
+        self.netns.run(move || {
+            locals
+                .iter()
+                .enumerate()
+                .map(|(i, &local)| udp_request(local, server, &format!("{tag}-{i}"), timeout))
+                .collect()
+        })
+    }
+
     /// Sends `count` requests and returns each one's outcome; the outer error
     /// is for not getting into the namespace at all. Takes at most `count`
     /// times the timeout.
@@ -226,7 +243,7 @@ impl EchoClient {
                     let request = format!("{tag}-{i}");
                     match proto {
                         Proto::Tcp => tcp_request(server, &request, timeout),
-                        Proto::Udp => udp_request(server, &request, timeout),
+                        Proto::Udp => udp_request(any_port(server), server, &request, timeout),
                     }
                 })
                 .collect()
@@ -271,13 +288,23 @@ fn tcp_request(server: SocketAddr, request: &str, timeout: Duration) -> Result<E
     parse_reply(server, request, &answer, local)
 }
 
-fn udp_request(server: SocketAddr, request: &str, timeout: Duration) -> Result<Echo> {
-    let what = |step: &str| format!("UDP echo to {server}: {step}");
-    let any: SocketAddr = match server {
+/// Any address and port of `server`'s family.
+fn any_port(server: SocketAddr) -> SocketAddr {
+    match server {
         SocketAddr::V4(_) => (IpAddr::from([0u8; 4]), 0).into(),
         SocketAddr::V6(_) => (IpAddr::from([0u16; 8]), 0).into(),
-    };
-    let socket = UdpSocket::bind(any).map_err(Error::io(what("bind")))?;
+    }
+}
+
+/// One request from a socket bound to `local`.
+fn udp_request(
+    local: SocketAddr,
+    server: SocketAddr,
+    request: &str,
+    timeout: Duration,
+) -> Result<Echo> {
+    let what = |step: &str| format!("UDP echo to {server}: {step}");
+    let socket = UdpSocket::bind(local).map_err(Error::io(what("bind")))?;
     socket.connect(server).map_err(Error::io(what("connect")))?;
     let local = socket
         .local_addr()

@@ -44,6 +44,8 @@ mod wait;
 mod xdp;
 
 pub mod agent_rig;
+pub mod bird;
+pub mod ecmp_rig;
 pub mod http;
 pub mod lb_scenario;
 pub mod packets;

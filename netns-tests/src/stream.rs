@@ -5,7 +5,7 @@
 //! restarts, upgrades and backend changes.
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{Shutdown, SocketAddr, TcpStream},
+    net::{IpAddr, Shutdown, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -103,9 +103,20 @@ impl StreamSession {
     /// Connects from `netns` to `addr` and reads the server's greeting; every
     /// later read or write may take at most `timeout`.
     pub fn open(netns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<Self> {
+        Self::open_from(netns, None, addr, timeout)
+    }
+
+    /// [`Self::open`] from the client address `source` (any port), one of
+    /// the namespace's addresses.
+    pub fn open_from(
+        netns: &Netns,
+        source: Option<IpAddr>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self> {
         let what = move |step: &str| format!("stream to {addr}: {step}");
         let stream = netns
-            .run(move || TcpStream::connect_timeout(&addr, timeout))?
+            .run(move || connect(source, addr, timeout))?
             .map_err(Error::io(what("connect")))?;
         stream
             .set_read_timeout(Some(timeout))
@@ -195,6 +206,21 @@ impl StreamSession {
         }
         Ok(())
     }
+}
+
+/// A TCP connection to `addr`, from `source` when given.
+fn connect(source: Option<IpAddr>, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::{
 use xdp_lb::Datapath;
 
 use crate::{
+    announce::{self, Announcer},
     api::{AttachmentView, ReloadView},
     health::HealthChecker,
     metrics::Metrics,
@@ -38,6 +39,7 @@ pub(crate) struct Core {
     pub(crate) desired: Desired,
     pub(crate) health: HealthChecker,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) announcer: Announcer,
     pub(crate) status: Status,
 }
 
@@ -105,7 +107,19 @@ impl Core {
         self.status.last_sync = Some(took);
         self.status.synced = true;
         tracing::debug!(?report, ?took, "synced");
+        self.announce();
         Ok(report)
+    }
+
+    /// Brings the announcements in line with what the datapath serves, once
+    /// it can serve at all (attached, first sync programmed).
+    pub(crate) fn announce(&mut self) {
+        if self.status.attached.is_empty() || !self.status.synced {
+            return;
+        }
+        let vips = announce::servable(&self.desired);
+        self.announcer
+            .update(vips, &mut self.datapath, &self.metrics);
     }
 
     /// Re-reads the configuration file. A good file replaces the model (and

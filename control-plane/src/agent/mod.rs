@@ -38,6 +38,7 @@ use self::{
 };
 use crate::{
     admin::{self, Admin},
+    announce::{Announcer, Bird, Speaker},
     api::AttachmentView,
     health::HealthChecker,
     metrics::{self, Metrics},
@@ -46,6 +47,8 @@ use crate::{
 
 /// How often the configuration file is checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
+/// How often a speaker that failed (BIRD down, say) is tried again.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(2);
 /// How often expired conntrack entries are collected.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -131,6 +134,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         desired: Default::default(),
         health,
         metrics: Arc::clone(&metrics),
+        announcer: Announcer::new(speakers(&options)?),
         status: Status {
             config_file: options.config.clone(),
             attached: Vec::new(),
@@ -175,6 +179,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         });
     }
     tracing::info!(interfaces = ?options.interfaces, "xdp_lb attached");
+    // Now that it can serve: announce what the first sync programmed.
+    core.announce();
 
     let events = core
         .datapath
@@ -208,6 +214,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut file_poll = interval(FILE_POLL);
     file_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut announce_retry = interval(ANNOUNCE_RETRY);
+    announce_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut gc = interval(GC_INTERVAL);
     gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stamp = file_stamp(&options.config);
@@ -235,6 +243,12 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     "backend health changed"
                 );
                 locked(&core, |c| c.sync(since).map(drop).map_err(Into::into));
+            }
+            _ = announce_retry.tick() => {
+                locked(&core, |c| {
+                    c.announcer.retry(&mut c.datapath, &c.metrics);
+                    Ok(())
+                });
             }
             _ = gc.tick() => {
                 locked(&core, |c| {
@@ -281,6 +295,32 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// `--bird-socket` and `--l2-interface`.
+fn speakers(options: &AgentOptions) -> anyhow::Result<Vec<Speaker>> {
+    let mut speakers = Vec::new();
+    if let Some(socket) = &options.bird_socket {
+        speakers.push(Speaker::Bgp(Bird::new(
+            socket.clone(),
+            options.bird_include.clone(),
+        )));
+    }
+    if let Some(interface) = &options.l2_interface {
+        anyhow::ensure!(
+            options.interfaces.contains(interface),
+            "--l2-interface {interface}: not one of --interface {}: the answers come from \
+             xdp_lb on that interface",
+            options.interfaces.join(",")
+        );
+        let link = xdp_lb::L2Link::of_interface(interface)
+            .with_context(|| format!("--l2-interface {interface}"))?;
+        speakers.push(Speaker::L2 {
+            interface: interface.clone(),
+            link,
+        });
+    }
+    Ok(speakers)
 }
 
 /// `--encap-source`: at most one address per family, as the datapath's

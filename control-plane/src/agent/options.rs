@@ -77,6 +77,29 @@ pub struct AgentOptions {
     )]
     pub encap_sources: Vec<IpAddr>,
 
+    /// Announce the VIPs over BGP through this BIRD 2 daemon's control
+    /// socket: the agent writes `--bird-include` (static protocols
+    /// `xlb_vips_v4` and `xlb_vips_v6`, a route per VIP it can serve) and
+    /// asks BIRD to reconfigure. docs/announce.md has the bird.conf side.
+    #[arg(long, env = "XLB_BIRD_SOCKET", value_name = "PATH")]
+    pub bird_socket: Option<PathBuf>,
+
+    /// The file of VIP routes the agent writes for BIRD to include.
+    #[arg(
+        long,
+        env = "XLB_BIRD_INCLUDE",
+        value_name = "PATH",
+        default_value = "/run/xlb/bird-vips.conf"
+    )]
+    pub bird_include: PathBuf,
+
+    /// L2 mode: answer ARP requests and IPv6 neighbour solicitations for the
+    /// VIPs this instance can serve, on this interface (one of
+    /// `--interface`). One instance per segment: several would answer for the
+    /// same VIP.
+    #[arg(long, env = "XLB_L2_INTERFACE", value_name = "IF")]
+    pub l2_interface: Option<String>,
+
     /// Flow events for `xlb observe`: one in this many new flows and drops,
     /// chosen at random, is reported. 0 reports none.
     #[arg(long, env = "XLB_FLOW_EVENT_SAMPLING", default_value_t = 0)]

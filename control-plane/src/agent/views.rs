@@ -364,6 +364,7 @@ impl Admin for AgentAdmin {
             reloads_failed: s.reloads_failed,
             last_sync_seconds: s.last_sync.map(|d| d.as_secs_f64()),
             uptime_seconds: s.started.elapsed().as_secs(),
+            announcements: core.announcer.views(),
         })
     }
 }

@@ -56,7 +56,7 @@ struct Cli {
 enum Command {
     /// Run the agent: load and attach the datapath and keep it equal to the
     /// configuration file.
-    Agent(AgentOptions),
+    Agent(Box<AgentOptions>),
     /// On a backend of direct-server-return services: strip the LB's outer
     /// header from packets for these VIPs (held on `lo`) until SIGINT or
     /// SIGTERM.
@@ -161,13 +161,19 @@ enum MaglevCommand {
 #[derive(Debug, Args)]
 struct SimulateArgs {
     /// The client's address and port.
-    #[arg(long, value_name = "IP:PORT")]
-    client: SocketAddr,
+    #[arg(long, value_name = "IP:PORT", required_unless_present = "flows")]
+    client: Option<SocketAddr>,
     /// The address and port the client connects to.
-    #[arg(long, value_name = "IP:PORT")]
-    frontend: SocketAddr,
+    #[arg(long, value_name = "IP:PORT", required_unless_present = "flows")]
+    frontend: Option<SocketAddr>,
     #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp)]
     protocol: ProtocolArg,
+    /// Many flows, one per line (`-`: standard input): `CLIENT FRONTEND
+    /// [tcp|udp]`, e.g. `198.18.0.2:40000 198.19.0.1:80 udp`; `#` starts a
+    /// comment. One row (or JSON object) per flow, in order: compare the
+    /// answers of several LB instances.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["client", "frontend"])]
+    flows: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -233,6 +239,62 @@ struct DrainArgs {
     output: OutputArgs,
 }
 
+/// `xlb simulate --flows`: every flow of the file, asked one after another.
+async fn simulate_flows(client: &AdminClient, path: &Path, format: Format) -> anyhow::Result<()> {
+    let text = if path == Path::new("-") {
+        io::read_to_string(io::stdin()).context("reading the flows from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let requests = parse_flows(&text).with_context(|| format!("flows in {}", path.display()))?;
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        let view = client
+            .simulate(&request)
+            .await
+            .with_context(|| format!("simulating {} -> {}", request.client, request.frontend))?;
+        answers.push(output::SimulatedFlow { request, view });
+    }
+    print(&output::render(format, &answers, |a| {
+        output::simulated_flows_table(a)
+    })?)
+}
+
+/// The lines of a `--flows` file: `CLIENT FRONTEND [tcp|udp]` (TCP when
+/// left out), blank lines and `#` comments skipped.
+fn parse_flows(text: &str) -> anyhow::Result<Vec<SimulateRequest>> {
+    let mut flows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match fields[..] {
+            [client, frontend] => Ok((client, frontend, Protocol::Tcp)),
+            [client, frontend, protocol] => match protocol.to_ascii_lowercase().as_str() {
+                "tcp" => Ok((client, frontend, Protocol::Tcp)),
+                "udp" => Ok((client, frontend, Protocol::Udp)),
+                _ => Err(format!("protocol {protocol:?} is neither tcp nor udp")),
+            },
+            _ => Err("expected `CLIENT FRONTEND [tcp|udp]`".to_owned()),
+        };
+        let request = parsed.and_then(|(client, frontend, protocol)| {
+            let address = |what: &str, text: &str| {
+                text.parse::<SocketAddr>()
+                    .map_err(|e| format!("{what} {text:?}: {e} (IP:PORT, [IPv6]:PORT)"))
+            };
+            Ok(SimulateRequest {
+                client: address("client", client)?,
+                frontend: address("frontend", frontend)?,
+                protocol,
+            })
+        });
+        flows.push(request.map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?);
+    }
+    Ok(flows)
+}
+
 /// Runs the `xlb` command line and returns its exit status: 0 on success, 1
 /// on any failure (with the error on stderr), 2 for a usage error.
 pub fn main() -> ExitCode {
@@ -257,7 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = match cli.command {
         Command::Agent(options) => {
             init_tracing(&options.log_level)?;
-            crate::agent::run(options)?;
+            crate::agent::run(*options)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::CheckConfig { file } => return check_config(&file),
@@ -411,10 +473,18 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
                 .collect();
             print(&output::maglev_text(&table, &addresses))
         }
+        Command::Simulate(SimulateArgs {
+            flows: Some(path),
+            output: out,
+            ..
+        }) => simulate_flows(client, &path, out.output).await,
         Command::Simulate(args) => {
+            let (Some(flow_client), Some(frontend)) = (args.client, args.frontend) else {
+                anyhow::bail!("--client and --frontend, or --flows");
+            };
             let request = SimulateRequest {
-                client: args.client,
-                frontend: args.frontend,
+                client: flow_client,
+                frontend,
                 protocol: args.protocol.into(),
             };
             let view = client
@@ -628,6 +698,46 @@ mod tests {
         match cli.command {
             Command::Simulate(args) => assert!(matches!(args.protocol, ProtocolArg::Tcp)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_flows_file_reads_one_flow_per_line() {
+        let flows = parse_flows(
+            "# client frontend protocol\n\
+             198.18.0.2:40000 198.19.0.1:80 udp\n\
+             \n\
+             [2001:2::2]:40001  [2001:2:0:ff00::1]:443   # TCP by default\n",
+        )
+        .unwrap();
+        assert_eq!(
+            flows,
+            [
+                SimulateRequest {
+                    client: "198.18.0.2:40000".parse().unwrap(),
+                    frontend: "198.19.0.1:80".parse().unwrap(),
+                    protocol: Protocol::Udp,
+                },
+                SimulateRequest {
+                    client: "[2001:2::2]:40001".parse().unwrap(),
+                    frontend: "[2001:2:0:ff00::1]:443".parse().unwrap(),
+                    protocol: Protocol::Tcp,
+                },
+            ]
+        );
+        for (bad, says) in [
+            (
+                "198.18.0.2:1 198.19.0.1:80 sctp",
+                "line 1: protocol \"sctp\"",
+            ),
+            (
+                "\n198.18.0.2 198.19.0.1:80",
+                "line 2: client \"198.18.0.2\"",
+            ),
+            ("198.18.0.2:1", "line 1: expected"),
+        ] {
+            let error = parse_flows(bad).unwrap_err().to_string();
+            assert!(error.starts_with(says), "{bad:?}: {error}");
         }
     }
 }

@@ -313,6 +313,32 @@ pub(crate) fn maglev_text(view: &MaglevView, addresses: &BTreeMap<u32, SocketAdd
     out
 }
 
+/// One answer of `xlb simulate --flows`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct SimulatedFlow {
+    #[serde(flatten)]
+    pub(crate) request: SimulateRequest,
+    #[serde(flatten)]
+    pub(crate) view: SimulateView,
+}
+
+/// `xlb simulate --flows`: a row per flow.
+pub(crate) fn simulated_flows_table(flows: &[SimulatedFlow]) -> String {
+    let mut table = Table::new(&["Client", "Frontend", "Outcome", "Service", "Backend"]);
+    for flow in flows {
+        table.row(vec![
+            flow.request.client.to_string(),
+            with_protocol(flow.request.frontend, flow.request.protocol),
+            flow.view.outcome.clone(),
+            flow.view.service.clone().unwrap_or_else(|| "-".into()),
+            flow.view
+                .backend
+                .map_or_else(|| "-".into(), |b| b.to_string()),
+        ]);
+    }
+    table.render()
+}
+
 /// `xlb simulate`: the flow and what the datapath would do with it.
 pub(crate) fn simulate_text(request: &SimulateRequest, view: &SimulateView) -> String {
     let explanation = match view.outcome.as_str() {
@@ -512,6 +538,26 @@ pub(crate) fn status_text(status: &StatusView) -> String {
             }
         }
     }
+    for announcing in &status.announcements {
+        let speaker = match &announcing.interface {
+            Some(interface) => format!("{} on {interface}", announcing.speaker),
+            None => announcing.speaker.clone(),
+        };
+        let vips = if announcing.vips.is_empty() {
+            "nothing".to_owned()
+        } else {
+            announcing
+                .vips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(out, "{:<14}{speaker}: {vips}", "Announcing:").ok();
+        if let Some(error) = &announcing.error {
+            writeln!(out, "{:<14}last attempt failed (retrying): {error}", "").ok();
+        }
+    }
     let uptime = humantime::format_duration(Duration::from_secs(status.uptime_seconds));
     writeln!(out, "{:<14}{uptime}", "Uptime:").ok();
     out
@@ -521,7 +567,7 @@ pub(crate) fn status_text(status: &StatusView) -> String {
 mod tests {
     use super::*;
     use crate::{
-        api::{AttachmentView, BackendStatus, FrontendView, ReloadView},
+        api::{AnnouncementView, AttachmentView, BackendStatus, FrontendView, ReloadView},
         model::Mode,
     };
 
@@ -862,6 +908,23 @@ parser    ipv4                 20        10.0
             reloads_failed: 1,
             last_sync_seconds: Some(0.0124),
             uptime_seconds: 3723,
+            announcements: vec![
+                AnnouncementView {
+                    speaker: "bgp".into(),
+                    interface: None,
+                    vips: vec![
+                        "198.19.0.1".parse().unwrap(),
+                        "2001:2:1::1".parse().unwrap(),
+                    ],
+                    error: Some("BIRD's control socket /run/bird/bird.ctl: refused".into()),
+                },
+                AnnouncementView {
+                    speaker: "l2".into(),
+                    interface: Some("eth0".into()),
+                    vips: Vec::new(),
+                    error: None,
+                },
+            ],
         };
         assert_eq!(
             status_text(&status),
@@ -876,6 +939,9 @@ Reloads:      4 ok, 1 rejected
 Last reload:  rejected at 2023-11-14T22:13:20Z
               services[0].port: 70000 is out of range 1-65535
               services[1]: x
+Announcing:   bgp: 198.19.0.1, 2001:2:1::1
+              last attempt failed (retrying): BIRD's control socket /run/bird/bird.ctl: refused
+Announcing:   l2 on eth0: nothing
 Uptime:       1h 2m 3s
 "
         );

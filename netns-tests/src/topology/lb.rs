@@ -197,8 +197,19 @@ pub struct EcmpLbs {
 
 impl EcmpLbs {
     /// Builds the topology with `lbs` load balancers (1 to 16) and
-    /// `backends` backends (1 to 150).
+    /// `backends` backends (1 to 150), the router's multipath route to the
+    /// VIP ranges included.
     pub fn build(lbs: usize, backends: usize, options: &Options) -> Result<Self> {
+        Self::build_routed(lbs, backends, options, true)
+    }
+
+    /// [`Self::build`] without the router's route to the VIP ranges: the
+    /// LBs announce it over BGP ([`crate::bird`]).
+    pub fn build_unrouted(lbs: usize, backends: usize, options: &Options) -> Result<Self> {
+        Self::build_routed(lbs, backends, options, false)
+    }
+
+    fn build_routed(lbs: usize, backends: usize, options: &Options, routed: bool) -> Result<Self> {
         check_count("LBs", lbs, MAX_LBS)?;
         check_count("backends", backends, MAX_BACKENDS)?;
         let mut rig = options.rig()?;
@@ -252,13 +263,16 @@ impl EcmpLbs {
         // Hash on the 5-tuple, so different flows of one client spread.
         rig.set_sysctl(&router, "net.ipv4.fib_multipath_hash_policy", "1")?;
         rig.set_sysctl(&router, "net.ipv6.fib_multipath_hash_policy", "1")?;
-        let (mut ecmp4, mut ecmp6) = (Route::to(plan::VIP_RANGE_V4), Route::to(plan::VIP_RANGE_V6));
-        for lb in &lb_list {
-            ecmp4 = ecmp4.via(lb.front.v4.into());
-            ecmp6 = ecmp6.via(lb.front.v6.into());
+        if routed {
+            let (mut ecmp4, mut ecmp6) =
+                (Route::to(plan::VIP_RANGE_V4), Route::to(plan::VIP_RANGE_V6));
+            for lb in &lb_list {
+                ecmp4 = ecmp4.via(lb.front.v4.into());
+                ecmp6 = ecmp6.via(lb.front.v6.into());
+            }
+            rig.add_route(&router, &ecmp4)?;
+            rig.add_route(&router, &ecmp6)?;
         }
-        rig.add_route(&router, &ecmp4)?;
-        rig.add_route(&router, &ecmp6)?;
         route_rig_via(&mut rig, &client_ns, &router_front)?;
 
         let segment: Vec<&Endpoint> = std::iter::once(&router_back)

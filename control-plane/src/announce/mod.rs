@@ -1,0 +1,244 @@
+//! Getting traffic to the VIPs: which addresses this instance announces, and
+//! the speakers that announce them.
+//!
+//! An address is announced while this instance can serve it: `xdp_lb` is
+//! attached, the first full sync is programmed, and at least one service
+//! with a frontend on the address has a backend in its Maglev table (active
+//! and healthy). A VIP whose backends all fail their checks is withdrawn, so
+//! the routers send its traffic to the instances that can serve it. Node
+//! addresses (NodePort) belong to the node and are never announced.
+//!
+//! Speakers:
+//! - [`bird`]: BGP, through the BIRD daemon the operator runs beside the
+//!   agent (we do not speak BGP ourselves);
+//! - L2: the datapath answers ARP requests and IPv6 neighbour solicitations
+//!   for the VIPs on one interface, as MetalLB's and Cilium's L2 modes do.
+//!
+//! When the agent stops, announcements stay as they are, like the pinned
+//! datapath they point at: a restart withdraws nothing. A failed box is
+//! withdrawn by its BGP sessions going down.
+
+pub mod bird;
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use xdp_lb::{AddressKind, Datapath, L2Link};
+
+pub use self::bird::{Bird, BirdError};
+use crate::{api::AnnouncementView, metrics::Metrics, reconcile::Desired};
+
+/// The VIPs `desired` can serve: see the module docs.
+pub fn servable(desired: &Desired) -> BTreeSet<IpAddr> {
+    let vips: BTreeSet<IpAddr> = desired
+        .addresses
+        .iter()
+        .filter(|(_, kind)| *kind == AddressKind::Vip)
+        .map(|(addr, _)| *addr)
+        .collect();
+    desired
+        .services
+        .iter()
+        .filter(|(_, service)| !service.members.is_empty())
+        .flat_map(|(_, service)| service.frontends.iter().map(|(addr, _)| addr.ip()))
+        .filter(|addr| vips.contains(addr))
+        .collect()
+}
+
+/// One way of announcing.
+#[derive(Debug)]
+pub enum Speaker {
+    Bgp(Bird),
+    /// Answer ARP / neighbour solicitations on this interface.
+    L2 {
+        interface: String,
+        link: L2Link,
+    },
+}
+
+impl Speaker {
+    /// The name in `xlb status` and the metrics' `speaker` label.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Bgp(_) => "bgp",
+            Self::L2 { .. } => "l2",
+        }
+    }
+
+    /// Moves the speaker from announcing `before` (None: unknown, e.g. left
+    /// by an earlier agent) to announcing exactly `after`.
+    fn announce(
+        &self,
+        before: Option<&BTreeSet<IpAddr>>,
+        after: &BTreeSet<IpAddr>,
+        datapath: &mut Datapath,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Bgp(bird) => Ok(bird.announce(after)?),
+            Self::L2 { link, .. } => {
+                let stale: Vec<IpAddr> = match before {
+                    Some(before) => before.difference(after).copied().collect(),
+                    None => datapath
+                        .l2_announcements()?
+                        .into_iter()
+                        .map(|(addr, _)| addr)
+                        .filter(|addr| !after.contains(addr))
+                        .collect(),
+                };
+                for addr in after {
+                    datapath.announce_l2(*addr, *link)?;
+                }
+                for addr in stale {
+                    datapath.withdraw_l2(addr)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Announcing {
+    speaker: Speaker,
+    /// What the speaker announces as of its last success.
+    announced: Option<BTreeSet<IpAddr>>,
+    /// Why its last attempt failed, until one succeeds.
+    error: Option<String>,
+}
+
+/// The speakers and what each announces.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    speakers: Vec<Announcing>,
+    /// What should be announced; None until the agent can serve at all.
+    wanted: Option<BTreeSet<IpAddr>>,
+}
+
+impl Announcer {
+    pub fn new(speakers: Vec<Speaker>) -> Self {
+        Self {
+            speakers: speakers
+                .into_iter()
+                .map(|speaker| Announcing {
+                    speaker,
+                    announced: None,
+                    error: None,
+                })
+                .collect(),
+            wanted: None,
+        }
+    }
+
+    /// Announces exactly `vips` with every speaker that does not already.
+    /// A speaker that fails keeps its error for `xlb status` and is tried
+    /// again by [`Announcer::retry`].
+    pub fn update(&mut self, vips: BTreeSet<IpAddr>, datapath: &mut Datapath, metrics: &Metrics) {
+        self.wanted = Some(vips);
+        self.retry(datapath, metrics);
+    }
+
+    /// Tries again every speaker whose announcements differ from what is
+    /// wanted (a BIRD that was down, say).
+    pub fn retry(&mut self, datapath: &mut Datapath, metrics: &Metrics) {
+        let Some(wanted) = &self.wanted else { return };
+        for one in &mut self.speakers {
+            if one.announced.as_ref() == Some(wanted) {
+                continue;
+            }
+            let name = one.speaker.name();
+            match one
+                .speaker
+                .announce(one.announced.as_ref(), wanted, datapath)
+            {
+                Ok(()) => {
+                    tracing::info!(speaker = name, vips = ?wanted, "announcing");
+                    metrics.announced(name, wanted.len());
+                    one.announced = Some(wanted.clone());
+                    one.error = None;
+                }
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    tracing::error!(
+                        speaker = name,
+                        error,
+                        "announcing the VIPs failed; retrying"
+                    );
+                    metrics.announce_failed(name);
+                    one.error = Some(error);
+                }
+            }
+        }
+    }
+
+    /// What `xlb status` shows, one entry per speaker.
+    pub fn views(&self) -> Vec<AnnouncementView> {
+        self.speakers
+            .iter()
+            .map(|one| AnnouncementView {
+                speaker: one.speaker.name().to_owned(),
+                interface: match &one.speaker {
+                    Speaker::L2 { interface, .. } => Some(interface.clone()),
+                    Speaker::Bgp(_) => None,
+                },
+                vips: one
+                    .announced
+                    .as_ref()
+                    .map(|v| v.iter().copied().collect())
+                    .unwrap_or_default(),
+                error: one.error.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use xdp_lb::ServiceOptions;
+
+    use super::*;
+    use crate::{
+        model::{Protocol, ServiceName},
+        reconcile::DesiredService,
+    };
+
+    fn service(frontends: &[&str], members: usize) -> DesiredService {
+        let backend: SocketAddr = "198.18.1.100:80".parse().unwrap();
+        DesiredService {
+            frontends: frontends
+                .iter()
+                .map(|f| (f.parse().unwrap(), Protocol::Tcp))
+                .collect(),
+            options: ServiceOptions::default(),
+            members: vec![(backend, 1); members],
+            live: vec![backend; members],
+        }
+    }
+
+    #[test]
+    fn a_vip_is_servable_while_one_of_its_services_has_a_backend() {
+        let ip = |a: &str| -> IpAddr { a.parse().unwrap() };
+        let desired = Desired {
+            services: vec![
+                // Same VIP, one service empty: still served by the other.
+                (ServiceName("a".into()), service(&["198.19.0.1:80"], 1)),
+                (ServiceName("b".into()), service(&["198.19.0.1:53"], 0)),
+                // Every backend down.
+                (ServiceName("c".into()), service(&["198.19.0.2:80"], 0)),
+                (ServiceName("d".into()), service(&["[2001:2:1::1]:80"], 2)),
+                // A NodePort on the node's own address.
+                (ServiceName("e".into()), service(&["198.18.0.1:30080"], 1)),
+            ],
+            addresses: vec![
+                (ip("198.18.0.1"), AddressKind::Node),
+                (ip("198.19.0.1"), AddressKind::Vip),
+                (ip("198.19.0.2"), AddressKind::Vip),
+                (ip("2001:2:1::1"), AddressKind::Vip),
+            ],
+        };
+        assert_eq!(
+            servable(&desired),
+            BTreeSet::from([ip("198.19.0.1"), ip("2001:2:1::1")])
+        );
+    }
+}
