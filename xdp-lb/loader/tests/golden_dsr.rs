@@ -5,17 +5,20 @@
 //! do not come back through the LB); IPv6 to an IPv4 backend, or a family
 //! without an encapsulation source, is dropped with a reason; and a packet
 //! that would not fit the egress once wrapped is answered with the MTU left
-//! for it.
+//! for it. An ICMP error to the VIP about a DSR flow's reply reaches the
+//! backend wrapped as it came, as Katran sends it: the backend, which
+//! answered from the VIP, holds the connection the error is about.
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use support::{
-    frame::{Packet, TcpFlags, encapsulated},
+    frame::{ErrorKind, Packet, TcpFlags, encapsulated, icmp_error},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, VIP4, VIP6,
-        XDP_DROP, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling, mac_of, too_big_answer,
+        BACKEND4_IDS, BACKEND6_IDS, CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
+        UP_MAC, VIP4, VIP6, XDP_DROP, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling, mac_of,
+        too_big_answer,
     },
 };
 use xdp_lb::{Config, Frontend, Protocol, ServiceOptions, Verdict};
@@ -208,4 +211,37 @@ fn a_packet_too_big_once_wrapped_is_answered_with_the_mtu_left() {
             ]);
         });
     }
+}
+
+#[test]
+fn an_error_about_a_dsr_reply_reaches_the_backend_wrapped_as_it_came() {
+    in_private_netns(|| {
+        let lb = lb(both_sources());
+        for (request, backend) in [
+            (syn(false, PORT), backend4(0).ip()),
+            (syn(true, PORT), backend6(0).ip()),
+            (syn(false, OTHER_PORT), backend6(0).ip()),
+        ] {
+            assert_eq!(lb.send(&request.bytes(), lb.up0).action, XDP_REDIRECT);
+            // The backend's SYN-ACK as it left the backend (from the VIP),
+            // quoted by the client's "too big".
+            let flow = request.flow();
+            let reply = Packet::tcp((UP_MAC, CLIENT_MAC), flow.dst, flow.src, TcpFlags::SYN_ACK);
+            let input = icmp_error(
+                FROM_CLIENT,
+                flow.src.ip(),
+                flow.dst.ip(),
+                64,
+                ErrorKind::TooBig { mtu: 1280 },
+                &reply.bytes()[14..],
+            );
+            let out = lb.send(&input, lb.up0);
+            assert_eq!(out.action, XDP_REDIRECT, "{request:?}");
+            assert_eq!(out.packet, wrapped(&input[14..], backend), "{request:?}");
+        }
+        lb.assert_verdicts(&[
+            (Verdict::ForwardEncapsulated, 3),
+            (Verdict::ForwardIcmpErrorToBackend, 3),
+        ]);
+    });
 }

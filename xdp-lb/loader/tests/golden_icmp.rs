@@ -11,12 +11,8 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{
-    Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader,
-    icmpv6::DestUnreachableCode,
-};
 use support::{
-    frame::{Packet, TcpFlags},
+    frame::{ErrorKind, Packet, TcpFlags, icmp_error as error},
     in_private_netns,
     lb::{
         CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_PASS,
@@ -31,56 +27,6 @@ const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 9);
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
 const MTU: u16 = 1280;
 const CLIENT_PORT: u16 = 40_000;
-
-/// What an error says.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// IPv4 fragmentation needed, IPv6 packet too big.
-    TooBig,
-    /// Port unreachable.
-    PortUnreachable,
-}
-
-/// An ICMP (IPv4) or ICMPv6 error from `from` to `to` quoting `quoted` (an IP
-/// packet, possibly cut short), every checksum computed by etherparse.
-fn error(
-    macs: ([u8; 6], [u8; 6]),
-    from: IpAddr,
-    to: IpAddr,
-    ttl: u8,
-    kind: Kind,
-    quoted: &[u8],
-) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(macs.0, macs.1);
-    let mut out = Vec::new();
-    match (from, to) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => {
-            let header = match kind {
-                Kind::TooBig => DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: MTU },
-                Kind::PortUnreachable => DestUnreachableHeader::Port,
-            };
-            eth.ipv4(from.octets(), to.octets(), ttl)
-                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
-                .write(&mut out, quoted)
-        }
-        (IpAddr::V6(from), IpAddr::V6(to)) => {
-            let icmp = match kind {
-                Kind::TooBig => Icmpv6Type::PacketTooBig {
-                    mtu: u32::from(MTU),
-                },
-                Kind::PortUnreachable => {
-                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port)
-                }
-            };
-            eth.ipv6(from.octets(), to.octets(), ttl)
-                .icmpv6(icmp)
-                .write(&mut out, quoted)
-        }
-        _ => panic!("mixed families"),
-    }
-    .expect("ICMP error frame");
-    out
-}
 
 /// The IP packet of a frame (without its Ethernet header).
 fn ip_packet(frame: &[u8]) -> Vec<u8> {
@@ -134,7 +80,7 @@ fn too_big_from_the_client(v6: bool, reply: &Packet) -> Vec<u8> {
         client(v6).ip(),
         vip(v6, 80).ip(),
         64,
-        Kind::TooBig,
+        ErrorKind::TooBig { mtu: MTU },
         &ip_packet(&reply.bytes()),
     )
 }
@@ -158,7 +104,7 @@ fn router_error_reaches_the_client(v6: bool, quote_len: Option<usize>) {
             router(v6),
             client(v6).ip(),
             64,
-            Kind::TooBig,
+            ErrorKind::TooBig { mtu: MTU },
             &cut(ip_packet(&sent_on.bytes())),
         );
         let out = lb.send(&input, lb.dn0);
@@ -169,7 +115,7 @@ fn router_error_reaches_the_client(v6: bool, quote_len: Option<usize>) {
             router(v6),
             client(v6).ip(),
             63,
-            Kind::TooBig,
+            ErrorKind::TooBig { mtu: MTU },
             &cut(ip_packet(&as_sent.bytes())),
         );
         assert_eq!(out.packet, expected);
@@ -212,7 +158,7 @@ fn client_error_reaches_the_backend(v6: bool) {
             client(v6).ip(),
             backend.ip(),
             63,
-            Kind::TooBig,
+            ErrorKind::TooBig { mtu: MTU },
             &ip_packet(&reply.with_src(backend).bytes()),
         );
         assert_eq!(out.packet, expected);
@@ -247,7 +193,7 @@ fn backends_own_error_comes_from_the_vip(v6: bool) {
             backend.ip(),
             client(v6).ip(),
             64,
-            Kind::PortUnreachable,
+            ErrorKind::PortUnreachable,
             &ip_packet(&sent_on.bytes()),
         );
         let out = lb.send(&input, lb.dn0);
@@ -258,7 +204,7 @@ fn backends_own_error_comes_from_the_vip(v6: bool) {
             vip(v6, 53).ip(),
             client(v6).ip(),
             63,
-            Kind::PortUnreachable,
+            ErrorKind::PortUnreachable,
             &ip_packet(&as_sent.bytes()),
         );
         assert_eq!(out.packet, expected);
@@ -293,7 +239,7 @@ fn errors_about_untracked_flows_pass_untouched() {
                 router(v6),
                 client(v6).ip(),
                 64,
-                Kind::TooBig,
+                ErrorKind::TooBig { mtu: MTU },
                 &ip_packet(&other.bytes()),
             );
             let out = lb.send(&to_client, lb.dn0);

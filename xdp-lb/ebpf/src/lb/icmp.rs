@@ -10,6 +10,12 @@
 //!   backend:port): reversed, it is the flow's reply key, and the error goes
 //!   on to the client with the quoted destination translated back.
 //!
+//! An error to the frontend about a direct-server-return flow is not
+//! translated: the backend sent the reply from the VIP itself, so the error
+//! goes to it as it came, wrapped like the flow's own packets (as Katran
+//! does), and the backend's stack matches it to its connection — path-MTU
+//! discovery included.
+//!
 //! Policy: only errors that quote an unfragmented-or-first-fragment TCP or UDP
 //! header of the outer packet's family are translated; a quoted IPv6 packet
 //! with extension headers is not walked. Everything else goes the way of any
@@ -21,7 +27,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
     addr::{filter_bit, is_v4_mapped, v4_mapped},
     conntrack::FlowTuple,
-    service::AddressKey,
+    service::{AddressKey, FrontendKey, SERVICE_DSR},
     stats::ParseCounter,
 };
 
@@ -30,7 +36,7 @@ use crate::{
         Nat, conntrack,
         flow::{Flow, MAX_L3_OFFSET, MAX_L4_OFFSET},
     },
-    maps::{ADDRESSES, CONFIG, ICMP_ERROR, ICMP_ERROR_WORDS, filter_has, forget_ranges},
+    maps::{ADDRESSES, CONFIG, ICMP_ERROR, ICMP_ERROR_WORDS, SERVICES, filter_has, forget_ranges},
     packet::FrameSource,
     parse::Parsed,
     wire::{
@@ -58,7 +64,12 @@ pub struct IcmpError {
     pub inner_has_csum: bool,
 }
 
-const _: () = assert!(size_of::<IcmpError>() <= ICMP_ERROR_WORDS * 8);
+/// Where the `ICMP_ERROR` slot holds the translation `decide_error` found,
+/// after the `IcmpError` (8-byte aligned, as the slot's words are).
+const NAT_OFFSET: usize = size_of::<IcmpError>().next_multiple_of(8);
+
+const _: () = assert!(NAT_OFFSET + size_of::<Nat>() <= ICMP_ERROR_WORDS * 8);
+const _: () = assert!(align_of::<IcmpError>() <= 8 && align_of::<Nat>() <= 8);
 
 /// This CPU's `IcmpError` slot (in the `ICMP_ERROR` map), for `read_error`
 /// to fill.
@@ -71,6 +82,19 @@ pub fn error_slot() -> Option<&'static mut MaybeUninit<IcmpError>> {
     Some(unsafe { &mut *slot.cast::<MaybeUninit<IcmpError>>() })
 }
 
+/// This CPU's slot for the translation of the error in `error_slot`: beside
+/// it in the same map value, never overlapping it. A per-CPU slot rather
+/// than a stack variable: `xdp::icmp` hands it from one subprogram to a
+/// sibling without a frame of the caller's holding it.
+#[inline(always)]
+pub fn nat_slot() -> Option<&'static mut MaybeUninit<Nat>> {
+    let slot = ICMP_ERROR.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; `NAT_OFFSET + size_of::<Nat>()` lies within it
+    // and past the `IcmpError` (asserted above), 8-byte aligned; nothing else
+    // runs on this CPU meanwhile.
+    Some(unsafe { &mut *slot.cast::<u8>().add(NAT_OFFSET).cast::<MaybeUninit<Nat>>() })
+}
+
 /// What `decide_error` made of an error.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ErrorDecision {
@@ -79,6 +103,9 @@ pub enum ErrorDecision {
     NotTracked,
     /// Translate it as the caller's `Nat` says and forward it.
     Translate,
+    /// About a direct-server-return flow: wrap it unchanged and send it to
+    /// the caller's `Nat`'s backend.
+    Encapsulate,
     /// About a tracked flow, but its TTL would expire here: passed untouched.
     TtlExpired,
 }
@@ -254,7 +281,25 @@ pub fn decide_error(err: &IcmpError, nat: &mut MaybeUninit<Nat>) -> ErrorDecisio
         ErrorDecision::NotTracked
     } else if err.outer.ttl <= 1 {
         ErrorDecision::TtlExpired
+    } else if to_frontend && is_dsr_frontend(&reversed) {
+        ErrorDecision::Encapsulate
     } else {
         ErrorDecision::Translate
     }
+}
+
+/// True when the frontend `flow` was sent to is a direct-server-return
+/// service's.
+#[inline(always)]
+fn is_dsr_frontend(flow: &FlowTuple) -> bool {
+    let key = FrontendKey {
+        addr: flow.dst_addr,
+        port_be: flow.dst_port_be,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: a map value of the right type, read at once.
+    SERVICES
+        .get_ptr(key)
+        .is_some_and(|service| unsafe { (*service).flags } & SERVICE_DSR != 0)
 }

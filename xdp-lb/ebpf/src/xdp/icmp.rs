@@ -1,7 +1,8 @@
 //! Applying `lb::icmp`'s answer: an ICMP or ICMPv6 error about a tracked flow
 //! is translated — the outer address that named the frontend or backend, the
 //! quoted header's address and port, and every checksum they are under — and
-//! forwarded like the flow's own packets.
+//! forwarded like the flow's own packets; one about a direct-server-return
+//! flow is wrapped unchanged and sent to its backend.
 //!
 //! Checksums, all incremental (`xdp_lb_common::csum`):
 //! - the quoted IPv4 header's checksum, and the quoted TCP or UDP checksum
@@ -13,13 +14,16 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
 use xdp_lb_common::{csum, stats::Verdict};
 
 use crate::{
     lb::{
         End, Nat,
-        icmp::{ErrorDecision, IcmpError, decide_error, error_slot, read_error},
+        icmp::{ErrorDecision, IcmpError, decide_error, error_slot, nat_slot, read_error},
     },
     maps::{count_backend, count_service, count_verdict},
     packet::{Frame, FrameSource},
@@ -29,6 +33,7 @@ use crate::{
         SRC_PORT, TCP_CSUM, UDP_CSUM,
     },
     xdp::{
+        encap,
         forward::{TOO_BIG, forward},
         rewrite::{l4_replace, load, store},
     },
@@ -36,10 +41,16 @@ use crate::{
 
 /// `run`'s answer for a frame that is not an error about a tracked flow.
 pub const NOT_HANDLED: u32 = u32::MAX;
+/// `run`'s answer for an error about a direct-server-return flow: the
+/// caller sends it on with `wrap_and_send`, a call of its own rather than
+/// more frames under `run` (the 512-byte stack limit counts the deepest
+/// chain, and no frame of the caller's may grow for it).
+pub const ENCAPSULATE: u32 = u32::MAX - 1;
 
 /// Translates and forwards an ICMP error about a tracked flow, counting its
 /// verdict, and returns the XDP action; `NOT_HANDLED` when the frame is not
-/// one (nothing counted, nothing changed).
+/// one (nothing counted, nothing changed); `ENCAPSULATE` (nothing counted,
+/// nothing changed) for one about a direct-server-return flow.
 #[inline(never)]
 pub fn run(ctx: &XdpContext, parsed: &Parsed) -> u32 {
     let Some(err) = error_slot() else {
@@ -50,9 +61,11 @@ pub fn run(ctx: &XdpContext, parsed: &Parsed) -> u32 {
     }
     // SAFETY: `read_error` initialised it when it answered true.
     let err = unsafe { err.assume_init_ref() };
-    let mut nat = MaybeUninit::uninit();
+    let Some(nat) = nat_slot() else {
+        return NOT_HANDLED;
+    };
     let len = ctx.frame().len();
-    match decide_error(err, &mut nat) {
+    match decide_error(err, nat) {
         ErrorDecision::NotTracked => NOT_HANDLED,
         ErrorDecision::TtlExpired => {
             count_verdict(Verdict::PassTtlExpired, len);
@@ -65,6 +78,49 @@ pub fn run(ctx: &XdpContext, parsed: &Parsed) -> u32 {
             count_verdict(verdict, len);
             action
         }
+        ErrorDecision::Encapsulate => ENCAPSULATE,
+    }
+}
+
+/// After `run` answered `ENCAPSULATE`: the error, unchanged inside an outer
+/// header to the flow's backend, as the flow's packets go. Counts the
+/// verdict and returns the XDP action.
+#[inline(never)]
+pub fn wrap_and_send(ctx: &XdpContext) -> u32 {
+    let len = ctx.frame().len();
+    let (Some(err), Some(nat)) = (error_slot(), nat_slot()) else {
+        return XDP_DROP;
+    };
+    // SAFETY: `run` filled both for this frame (`read_error`, then
+    // `decide_error` answering Encapsulate) before answering ENCAPSULATE,
+    // and nothing else ran on this CPU since.
+    let (err, nat) = unsafe { (err.assume_init_ref(), nat.assume_init_ref()) };
+    let (verdict, action) = encapsulate(ctx, err, nat);
+    count_verdict(verdict, len);
+    action
+}
+
+#[inline(always)]
+fn encapsulate(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdict, u32) {
+    let len = ctx.frame().len();
+    count_service(nat.service_id, len);
+    count_backend(nat.backend_id, len);
+    let overhead = encap::wrap(ctx, &err.outer, nat);
+    if overhead == 0 {
+        return (Verdict::DropEncapUnsupported, XDP_DROP);
+    }
+    let mut outcome = encap::Outcome {
+        verdict: Verdict::DropEncapUnsupported,
+        mtu: 0,
+    };
+    match encap::send(ctx, &err.outer, nat, overhead, &mut outcome) {
+        // An error is small, but when even it does not fit once wrapped,
+        // there is no one to tell: the LB sent nothing it could answer about.
+        TOO_BIG => (Verdict::DropTooBig, XDP_DROP),
+        action => match outcome.verdict {
+            Verdict::ForwardEncapsulated => (Verdict::ForwardIcmpErrorToBackend, action),
+            verdict => (verdict, action),
+        },
     }
 }
 

@@ -72,6 +72,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
     count_parse(parsed.counter, len);
     if matches!(parsed.counter, ParseCounter::Icmp4 | ParseCounter::Icmp6) {
         let action = icmp::run(ctx, &parsed);
+        if action == icmp::ENCAPSULATE {
+            return icmp::wrap_and_send(ctx);
+        }
         if action != icmp::NOT_HANDLED {
             return action;
         }

@@ -75,6 +75,7 @@ pub(crate) fn outcome(
             flow,
             backend,
             source,
+            error,
         } => {
             let Some(source) = *source else {
                 return expect_verdict(outcome, Verdict::DropEncapUnsupported, XDP_DROP);
@@ -87,12 +88,10 @@ pub(crate) fn outcome(
                 flow: *flow,
                 backend: backend.ip(),
                 source,
+                error: *error,
             };
             return encapsulation.check(outcome);
         }
-        // Never aborted and counted once in the model's parser slot, both
-        // checked above; `advance` checked one verdict slot moved.
-        Expected::Unmodelled(_) => return Ok(()),
         Expected::Request { flow, backend } => What::Flow {
             flow: *flow,
             end: End::Destination,

@@ -48,6 +48,8 @@ pub(crate) struct Encapsulation<'a> {
     pub flow: Flow,
     pub backend: IpAddr,
     pub source: IpAddr,
+    /// An ICMP error about `flow`, wrapped as it came (`xdp/icmp.rs`).
+    pub error: bool,
 }
 
 /// How the wrapped frame may leave, and what it must then be.
@@ -112,11 +114,12 @@ impl Encapsulation<'_> {
         } else {
             XDP_REDIRECT
         };
-        (
-            Verdict::ForwardEncapsulated,
-            action,
-            Left::Wrapped(Some(hop)),
-        )
+        let verdict = if self.error {
+            Verdict::ForwardIcmpErrorToBackend
+        } else {
+            Verdict::ForwardEncapsulated
+        };
+        (verdict, action, Left::Wrapped(Some(hop)))
     }
 
     /// Too big for the egress (MTU `mtu`) once wrapped: the packet is
@@ -124,11 +127,11 @@ impl Encapsulation<'_> {
     /// with the MTU left for it (`answer_too_big`) — unless it is IPv4
     /// without DF (the LB cannot fragment the wrapped packet) or its ports
     /// are not in the 8 quoted bytes (IPv4 options, IPv6 extension headers):
-    /// dropped then.
+    /// dropped then, as is an ICMP error (nothing to answer about).
     fn too_big(&self, ip: &IpPacket, mtu: u32) -> (Verdict, u32, Left) {
         let dropped = (Verdict::DropTooBig, XDP_DROP, Left::Dropped);
         let dont_fragment = !ip.is_v4() || self.frame[ip.l3 + 6] & DF != 0;
-        if !dont_fragment || !ip.transport_follows_directly() {
+        if self.error || !dont_fragment || !ip.transport_follows_directly() {
             return dropped;
         }
         let left = mtu.saturating_sub(self.overhead() as u32);

@@ -41,6 +41,12 @@ pub(crate) enum Expected {
         flow: Flow,
         backend: SocketAddr,
         source: Option<IpAddr>,
+        /// An ICMP error about `flow` (a direct-server-return flow), wrapped
+        /// as it came rather than translated: it creates and refreshes
+        /// nothing, is counted as an error sent to the backend, and when even
+        /// it does not fit once wrapped it is dropped (nothing the LB sent to
+        /// answer about).
+        error: bool,
     },
     /// A reply of a tracked flow: its source becomes the frontend that flow
     /// was sent to — one of `frontends`. Flows whose translated tuples clash
@@ -60,22 +66,7 @@ pub(crate) enum Expected {
         error: IcmpError,
         toward: ErrorToward,
     },
-    /// Not modelled byte for byte: an ICMP error to a frontend about a reply
-    /// of a direct-server-return flow whose backend is of the other family
-    /// (IPv4 in IPv6; IPv6 toward IPv4, tracked though never wrapped). The
-    /// datapath translates the error toward the backend as it would for a
-    /// NAT flow of its own family: it writes the low four bytes of the IPv6
-    /// backend's address into the IPv4 headers (0.0.0.8 for 2001:2:2::8)
-    /// and sends the result on with the backend's cached next hop, or hands
-    /// it to the kernel — a datapath bug, reported, not fixed here. Only
-    /// what holds of every frame is checked: never XDP_ABORTED, counted once
-    /// in the parser slot the model names and in one verdict slot.
-    Unmodelled(&'static str),
 }
-
-/// Why `Expected::Unmodelled`.
-pub(crate) const ERROR_ABOUT_CROSS_FAMILY_DSR: &str =
-    "an ICMP error about a reply of a DSR flow whose backend is of the other family";
 
 /// Where an ICMP error about a tracked flow goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +215,12 @@ impl Model {
     pub(crate) fn learn(&mut self, expected: &Expected) {
         match expected {
             Expected::Request { flow, backend } => self.conntrack.track(*flow, *backend, false),
-            Expected::Encapsulated { flow, backend, .. } => {
+            Expected::Encapsulated {
+                flow,
+                backend,
+                error: false,
+                ..
+            } => {
                 self.conntrack.track(*flow, *backend, true);
             }
             _ => {}
@@ -253,19 +249,23 @@ impl Model {
     /// and refreshes nothing.
     ///
     /// A direct-server-return flow has no reply key, so only errors to its
-    /// frontend find it, and they are translated toward its backend as a NAT
-    /// flow's are: what the datapath does today (though the backend, which
-    /// answered from the frontend's own address and port, would recognise
-    /// the error only wrapped, unchanged, as the flow's packets reach it).
+    /// frontend find it, and they go to its backend wrapped as they came, as
+    /// the flow's packets do: the backend answered from the frontend's own
+    /// address and port, and recognises the error only unchanged.
     fn decide_error(&self, error: &IcmpError) -> Option<Expected> {
         let reversed = Flow::new(error.inner_dst, error.inner_src, error.proto);
         let toward = if self.fixture.address_kind(error.ip.dst).is_some() {
             let backend = self.conntrack.backend(&reversed)?;
-            if self.conntrack.is_dsr(&reversed) && backend.is_ipv4() != error.ip.is_v4() {
+            if self.conntrack.is_dsr(&reversed) {
                 return Some(if error.ip.ttl <= 1 {
                     Expected::Untouched(Verdict::PassTtlExpired)
                 } else {
-                    Expected::Unmodelled(ERROR_ABOUT_CROSS_FAMILY_DSR)
+                    Expected::Encapsulated {
+                        flow: reversed,
+                        backend,
+                        source: self.fixture.encap_source(error.ip.is_v4(), backend.ip()),
+                        error: true,
+                    }
                 });
             }
             ErrorToward::Backend(backend)
@@ -364,6 +364,7 @@ impl Model {
                         flow,
                         backend: addr,
                         source: self.fixture.encap_source(flow.src.is_ipv4(), addr.ip()),
+                        error: false,
                     }
                 } else {
                     Expected::Request {

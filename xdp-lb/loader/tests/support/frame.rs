@@ -7,8 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{
-    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpHeaders, IpNumber, Ipv4Header,
-    Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, TcpHeader, VlanId,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, Icmpv4Type, Icmpv6Type, IpHeaders,
+    IpNumber, Ipv4Header, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, TcpHeader,
+    VlanId, icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
 };
 use xdp_lb::{Flow, Protocol};
 
@@ -439,4 +440,56 @@ pub(crate) fn answer_ip(from: IpAddr, to: IpAddr) -> IpHeaders {
         ),
         _ => panic!("source and destination of different families"),
     }
+}
+
+/// What an ICMP or ICMPv6 error says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ErrorKind {
+    /// IPv4 fragmentation needed, IPv6 packet too big, with the MTU.
+    TooBig { mtu: u16 },
+    /// Port unreachable.
+    PortUnreachable,
+}
+
+/// An ICMP (IPv4) or ICMPv6 error from `from` to `to` quoting `quoted` (an IP
+/// packet, possibly cut short), every checksum computed by etherparse.
+pub(crate) fn icmp_error(
+    macs: ([u8; 6], [u8; 6]),
+    from: IpAddr,
+    to: IpAddr,
+    ttl: u8,
+    kind: ErrorKind,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(macs.0, macs.1);
+    let mut out = Vec::new();
+    match (from, to) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => {
+            let header = match kind {
+                ErrorKind::TooBig { mtu } => {
+                    DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu }
+                }
+                ErrorKind::PortUnreachable => DestUnreachableHeader::Port,
+            };
+            eth.ipv4(from.octets(), to.octets(), ttl)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
+                .write(&mut out, quoted)
+        }
+        (IpAddr::V6(from), IpAddr::V6(to)) => {
+            let icmp = match kind {
+                ErrorKind::TooBig { mtu } => Icmpv6Type::PacketTooBig {
+                    mtu: u32::from(mtu),
+                },
+                ErrorKind::PortUnreachable => {
+                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port)
+                }
+            };
+            eth.ipv6(from.octets(), to.octets(), ttl)
+                .icmpv6(icmp)
+                .write(&mut out, quoted)
+        }
+        _ => panic!("mixed families"),
+    }
+    .expect("ICMP error frame");
+    out
 }
