@@ -390,8 +390,10 @@ impl Scenario {
     /// Link counters of the client's and the backends' interfaces.
     pub fn links(&self) -> Result<Links> {
         let stats = |e: &Endpoint| e.netns.link_stats(&e.dev);
+        let switch_port = &self.topo.lb_back.peer;
         Ok(Links {
             client: stats(&self.topo.client)?,
+            switch_to_lb: switch_port.netns.link_stats(&switch_port.dev)?,
             backends: self
                 .topo
                 .backends
@@ -528,6 +530,10 @@ impl EchoRun {
 pub struct Links {
     /// The client's eth0.
     pub client: LinkStats,
+    /// The switch's port toward the LB's eth1: where a backend's frame is
+    /// dropped when the LB's XDP ring is full (the backends' own counters
+    /// count it as sent; the client's, on a veth straight to the LB, do not).
+    pub switch_to_lb: LinkStats,
     /// Each backend's interface.
     pub backends: Vec<LinkStats>,
 }
@@ -537,6 +543,7 @@ impl Links {
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
             client: self.client.since(&earlier.client),
+            switch_to_lb: self.switch_to_lb.since(&earlier.switch_to_lb),
             backends: self
                 .backends
                 .iter()
@@ -551,9 +558,18 @@ impl Links {
         self.backends.iter().map(|b| b.tx_packets).sum()
     }
 
+    /// Frames the backends sent that reached the LB: all but those the
+    /// switch dropped for a full XDP ring on the LB's side.
+    pub fn backends_delivered(&self) -> u64 {
+        self.backends_tx()
+            .saturating_sub(self.switch_to_lb.tx_dropped)
+    }
+
     /// Frames any of these interfaces dropped on transmit.
     pub fn tx_dropped(&self) -> u64 {
-        self.client.tx_dropped + self.backends.iter().map(|b| b.tx_dropped).sum::<u64>()
+        self.client.tx_dropped
+            + self.switch_to_lb.tx_dropped
+            + self.backends.iter().map(|b| b.tx_dropped).sum::<u64>()
     }
 }
 
@@ -615,10 +631,11 @@ impl Traffic {
     }
 
     /// Every frame the client sent was translated to a backend, every frame
-    /// the backends sent was translated back, and nothing else was counted.
+    /// the backends sent that reached the LB was translated back, and
+    /// nothing else was counted.
     pub fn accounted(&self) -> bool {
         let client = self.links.client.tx_packets;
-        let backends = self.links.backends_tx();
+        let backends = self.links.backends_delivered();
         self.to_backend() == client
             && self.replies() == backends
             && self.verdicts.values().sum::<u64>() == client + backends
