@@ -12,8 +12,6 @@
 //!   above included); ICMPv6's also covers the outer addresses;
 //! - the outer IPv4 header's checksum.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
