@@ -5,11 +5,8 @@
 //! that a case walks over many services and flows instead of one cache-hot
 //! entry, and a new-flow case is really new in every run.
 //!
-//! The direct-server-return cases are measured by method A only: `xdp_bench`
-//! writes the frame's bytes back before every run but cannot move its head
-//! back, and an encapsulation grows the head, so from the second run on the
-//! wrapper would hand the program the last run's output with the original
-//! bytes written over its front (see `Kind::wrapper_restores`).
+//! The direct-server-return cases grow the frame's head; `xdp_bench` moves it
+//! back before writing the frame again, so method B times them like the rest.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -101,16 +98,6 @@ impl Kind {
     /// Every run is a flow never seen (and takes a fresh client).
     pub(crate) const fn is_new_flow(self) -> bool {
         matches!(self, Self::NewTcpFlow | Self::DsrNewTcpFlow)
-    }
-
-    /// Whether `xdp_bench` gives every run the case's frame (method B): not
-    /// for an encapsulation, which moves the frame's head. The wrapper writes
-    /// the frame's bytes back from the head as it finds it, 20 bytes before
-    /// the frame's own: the next run would see the frame followed by the tail
-    /// of the last output, and once the headroom is used up the wrap fails
-    /// (seen here: with 256 runs per call the wrapper returned XDP_DROP).
-    pub(crate) const fn wrapper_restores(self) -> bool {
-        !matches!(self, Self::DsrNewTcpFlow | Self::DsrConntrackHit)
     }
 }
 
@@ -350,7 +337,8 @@ pub(crate) fn build(
         l4: L4::Syn,
         ..established
     };
-    track_rotated(dp, &syn, &rotations, flows).context("tracking the TCP flows")?;
+    track_rotated(dp, Kind::NewTcpFlow, &syn, &rotations, flows)
+        .context("tracking the TCP flows")?;
     cases.push(Case {
         kind: Kind::ConntrackHit,
         program: ProgramName::XdpLb,
@@ -361,7 +349,8 @@ pub(crate) fn build(
     });
     let udp = to_service(layout, UDP_CLIENT, FIRST_TRACKED_PORT, L4::Udp);
     let (rotations, flows) = tracked_flows(layout, UDP_CLIENT, min_flows);
-    track_rotated(dp, &udp, &rotations, flows).context("tracking the UDP flows")?;
+    track_rotated(dp, Kind::NewTcpFlow, &udp, &rotations, flows)
+        .context("tracking the UDP flows")?;
     cases.push(Case {
         kind: Kind::Udp,
         program: ProgramName::XdpLb,
@@ -407,7 +396,8 @@ pub(crate) fn build(
         l4: L4::Syn,
         ..established
     };
-    track_one_by_one(dp, &syn, &rotations, flows).context("tracking the DSR flows")?;
+    track_rotated(dp, Kind::DsrNewTcpFlow, &syn, &rotations, flows)
+        .context("tracking the DSR flows")?;
     cases.push(Case {
         kind: Kind::DsrConntrackHit,
         program: ProgramName::XdpLb,
@@ -454,9 +444,11 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
 }
 
 /// Runs `headers` through `xdp_lb` `count` times with `rotations` (one run per
-/// service), checking that every run created a flow.
+/// service), checking that every run created a flow of the `kind` (NAT or
+/// DSR) of new flow.
 fn track_rotated(
     dp: &mut Datapath,
+    kind: Kind,
     headers: &Headers,
     rotations: &[Rotation],
     count: u32,
@@ -470,30 +462,7 @@ fn track_rotated(
         "creating flows: verdict {} instead of XDP_REDIRECT",
         out.action
     );
-    Snapshot::take(dp)?.ensure_created(&before, Kind::NewTcpFlow, u64::from(count))
-}
-
-/// `track_rotated` for direct server return: one test run per flow, as
-/// `xdp_bench` cannot repeat an encapsulation (`Kind::wrapper_restores`).
-fn track_one_by_one(
-    dp: &Datapath,
-    headers: &Headers,
-    rotations: &[Rotation],
-    count: u32,
-) -> anyhow::Result<()> {
-    info!(flows = count, "tracking the DSR flows");
-    let mut frame = headers.build();
-    let before = Snapshot::take(dp)?;
-    for n in 0..count {
-        rotate(&mut frame, rotations, n);
-        let out = dp.test_run(ProgramName::XdpLb, &frame)?;
-        anyhow::ensure!(
-            out.action == XDP_REDIRECT,
-            "creating DSR flow {n}: verdict {} instead of XDP_REDIRECT",
-            out.action
-        );
-    }
-    Snapshot::take(dp)?.ensure_created(&before, Kind::DsrNewTcpFlow, u64::from(count))
+    Snapshot::take(dp)?.ensure_created(&before, kind, u64::from(count))
 }
 
 /// How many reply flows a scale walks over: as many as the hit cases (at most

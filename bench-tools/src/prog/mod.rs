@@ -192,10 +192,7 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
                 case: case.kind,
                 flows: case.cycle,
                 method_a: samples(Method::A, args.calls),
-                // Never an encapsulation through the wrapper: it would be
-                // timed on its own output (`Kind::wrapper_restores`).
-                method_b: samples(Method::B, measure::repeat_for(case, args.repeat))
-                    .filter(|_| case.kind.wrapper_restores()),
+                method_b: samples(Method::B, measure::repeat_for(case, args.repeat)),
             })
             .collect();
         scales.push(Scale {
@@ -323,8 +320,7 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
         new_flows += runs * u64::from(args.calls) * new_flow_cases().count() as u64;
     }
     if args.method.includes(Method::B) {
-        let through_wrapper = new_flow_cases().filter(|k| k.wrapper_restores()).count();
-        new_flows += runs * u64::from(args.repeat) * through_wrapper as u64;
+        new_flows += runs * u64::from(args.repeat) * new_flow_cases().count() as u64;
     }
     let mut tracked = 0;
     for spec in specs {

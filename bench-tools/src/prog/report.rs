@@ -199,10 +199,7 @@ pub(crate) fn markdown(
          - Services: a TCP and a UDP frontend each, and a direct-server-return (DSR) TCP \
          frontend, {} backends, Maglev M = {}. \"1 (hot)\": one service and one flow, as \
          DESIGN.md's Katran figures were taken; the other scales walk over many services and \
-         flows (the flows column), so that no entry stays cache-hot.\n\
-         - DSR rows: method A only. The wrapper of method B writes the frame back but cannot \
-         move its head back, which the encapsulation grew: it would time each run on the last \
-         one's output.\n",
+         flows (the flows column), so that no entry stays cache-hot.\n",
         setup.rounds, setup.calls, setup.repeat, setup.backends_per_service, setup.table_size
     )?;
     writeln!(

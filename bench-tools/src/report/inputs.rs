@@ -22,7 +22,6 @@ pub(super) struct Prog {
 /// What each timing method is, in the tool's own words.
 #[derive(Debug, Deserialize)]
 pub(super) struct ProgMethods {
-    pub(super) a: String,
     pub(super) b: String,
 }
 
@@ -43,8 +42,6 @@ pub(super) struct ProgRow {
     pub(super) scale_flows: u32,
     /// `Kind`, snake_case.
     pub(super) case: String,
-    pub(super) method_a_summary: Option<ProgSummary>,
-    pub(super) method_a_over_floor: Option<f64>,
     pub(super) method_b_summary: Option<ProgSummary>,
     pub(super) method_b_over_floor: Option<f64>,
 }

@@ -1,7 +1,6 @@
 //! The datapath section: `xlb-bench prog`'s method-B ns/packet of every case
-//! at every scale, with × floor, the cases only method A measures (direct
-//! server return) beside the NAT cases they compare with, and its acceptance
-//! targets as it judged them.
+//! at every scale, with × floor, and its acceptance targets as it judged
+//! them.
 
 use std::fmt::Write as _;
 
@@ -24,12 +23,6 @@ fn label(case: &str) -> &str {
         "dsr_conntrack_hit" => "DSR conntrack hit (TCP ACK, IPIP)",
         other => other,
     }
-}
-
-/// The NAT case a direct-server-return case compares with: its JSON name
-/// without the `dsr_` prefix.
-fn counterpart(case: &str) -> Option<&str> {
-    case.strip_prefix("dsr_")
 }
 
 /// One method's figure of a row: "ns, × floor".
@@ -110,7 +103,7 @@ pub(super) fn section(
         );
     };
     let s = &prog.setup;
-    let dsr = if prog.rows.iter().any(|r| counterpart(&r.case).is_some()) {
+    let dsr = if prog.rows.iter().any(|r| r.case.starts_with("dsr_")) {
         " and a direct-server-return (DSR) TCP frontend"
     } else {
         ""
@@ -125,30 +118,8 @@ pub(super) fn section(
     )?;
     let scales = distinct(prog.rows.iter().map(scale));
     let cases = distinct(prog.rows.iter().map(|r| r.case.as_str()));
-    let measured = |case: &str, a: bool| {
-        prog.rows.iter().any(|r| {
-            r.case == case
-                && if a {
-                    r.method_a_summary.is_some()
-                } else {
-                    r.method_b_summary.is_some()
-                }
-        })
-    };
     let any_b = prog.rows.iter().any(|r| r.method_b_summary.is_some());
-    // Cases method B never measured (it cannot time an encapsulation) get a
-    // table of their own, by method A, when method B measured the others.
-    let a_only: Vec<&str> = cases
-        .iter()
-        .copied()
-        .filter(|&c| any_b && !measured(c, false) && measured(c, true))
-        .collect();
-    let main: Vec<&str> = cases
-        .iter()
-        .copied()
-        .filter(|c| !a_only.contains(c))
-        .collect();
-    table(out, prog, &main, &scales, |r| {
+    table(out, prog, &cases, &scales, |r| {
         cell(r.method_b_summary.as_ref(), r.method_b_over_floor)
     })?;
     if !any_b {
@@ -156,25 +127,6 @@ pub(super) fn section(
             out,
             "\nMethod B was not measured in this run (`--method a`): rerun with `--method b` or `both`."
         )?;
-    }
-    if !a_only.is_empty() {
-        writeln!(
-            out,
-            "\nMeasured by method A only: direct server return, whose encapsulation the \
-             wrapper of method B cannot undo between runs (it would time each run on the last \
-             one's output). Method A: {}. Each cell is method A's ns/packet and × floor (the \
-             floor measured by method A just before); the NAT cases they compare with are shown \
-             by the same method. Method A's ratios are compressed by its per-call cost: compare \
-             these rows with each other, not with the table above.\n",
-            prog.methods.a
-        )?;
-        let rows = distinct(a_only.iter().flat_map(|&case| {
-            let nat = counterpart(case).filter(|&c| measured(c, true));
-            nat.into_iter().chain([case])
-        }));
-        table(out, prog, &rows, &scales, |r| {
-            cell(r.method_a_summary.as_ref(), r.method_a_over_floor)
-        })?;
     }
     if let Some(plot) = plot {
         writeln!(

@@ -246,18 +246,16 @@ fn report_prog_section_has_cases_by_scale_and_the_targets() {
     assert_has(&text, "](docs/bench/prog-ns-per-packet.svg)");
 }
 
-/// A prog document whose direct-server-return rows have method A only, as
-/// `xlb-bench prog` writes them.
+/// A prog document with direct-server-return rows, as `xlb-bench prog`
+/// writes them.
 fn prog_with_dsr() -> Prog {
     let summary = |median: f64| json!({ "median": median, "min": median, "max": median, "p10": median, "p90": median });
-    let row = |case: &str, a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
+    let row = |case: &str, b: (f64, f64)| {
         json!({
             "services": 1, "scale_flows": 1, "case": case, "flows": 1,
             "method_a": null, "method_b": null,
-            "method_a_summary": a.map(|(ns, _)| summary(ns)),
-            "method_a_over_floor": a.map(|(_, over)| over),
-            "method_b_summary": b.map(|(ns, _)| summary(ns)),
-            "method_b_over_floor": b.map(|(_, over)| over),
+            "method_b_summary": summary(b.0),
+            "method_b_over_floor": b.1,
         })
     };
     let document = json!({
@@ -268,11 +266,11 @@ fn prog_with_dsr() -> Prog {
                    "seed": 1, "conntrack_entries": 4096, "table_size": 509,
                    "backends_per_service": 3 },
         "rows": [
-            row("floor", Some((90.0, 1.0)), Some((30.0, 1.0))),
-            row("new_tcp_flow", Some((300.0, 3.3)), Some((180.0, 6.0))),
-            row("conntrack_hit", Some((200.0, 2.2)), Some((120.0, 4.0))),
-            row("dsr_new_tcp_flow", Some((320.0, 3.5)), None),
-            row("dsr_conntrack_hit", Some((210.0, 2.3)), None),
+            row("floor", (30.0, 1.0)),
+            row("new_tcp_flow", (180.0, 6.0)),
+            row("conntrack_hit", (120.0, 4.0)),
+            row("dsr_new_tcp_flow", (150.0, 5.0)),
+            row("dsr_conntrack_hit", (125.0, 4.2)),
         ],
         "targets": [],
     });
@@ -280,26 +278,18 @@ fn prog_with_dsr() -> Prog {
 }
 
 #[test]
-fn report_prog_section_shows_dsr_by_method_a_beside_nat() {
+fn report_prog_section_shows_dsr_rows_with_the_others() {
     let mut text = String::new();
     prog::section(&mut text, Some(&prog_with_dsr()), None).unwrap();
     assert_has(
         &text,
         "a TCP and a UDP frontend and a direct-server-return (DSR) TCP frontend, 3 backends",
     );
-    // The method B table holds the cases method B measured, and only those.
-    assert_has(&text, "| conntrack hit (TCP ACK) | 120 ns, 4.00× |");
-    let (method_b, method_a) = text.split_once("Measured by method A only").unwrap();
-    assert!(!method_b.contains("| DSR"), "{method_b}");
-    assert_has(method_a, "Method A: one run per call.");
-    // Each DSR row right after the NAT case it compares with, by method A.
     assert_has(
-        method_a,
-        "| new TCP flow (SYN) | 300 ns, 3.30× |\n| DSR new TCP flow (SYN, IPIP) | 320 ns, 3.50× |\n\
-         | conntrack hit (TCP ACK) | 200 ns, 2.20× |\n\
-         | DSR conntrack hit (TCP ACK, IPIP) | 210 ns, 2.30× |",
+        &text,
+        "| conntrack hit (TCP ACK) | 120 ns, 4.00× |\n| DSR new TCP flow (SYN, IPIP) | 150 ns, 5.00× |\n\
+         | DSR conntrack hit (TCP ACK, IPIP) | 125 ns, 4.20× |",
     );
-    assert!(!method_a.contains("floor (`xdp_floor`) |"), "{method_a}");
 }
 
 #[test]

@@ -5,12 +5,14 @@
 //! fields it is told to rotate set for this run, so a run can be a new flow),
 //! then tail-calls the program under test (slot 0 of `BENCH_TARGET`); the
 //! floor is measured through the same wrapper, so the ratio compares like
-//! with like.
+//! with like. A program that moved the frame's head (an encapsulation grows
+//! it) has it moved back first, so the bytes go where the frame began; the
+//! measured cases leave the tail where it was.
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_ABORTED,
     btf_maps::{Array, ProgramArray},
-    helpers::bpf_xdp_store_bytes,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     macros::btf_map,
     programs::XdpContext,
 };
@@ -42,6 +44,14 @@ pub fn run(ctx: &XdpContext) -> u32 {
     // verifier sees 1..=BENCH_MAX_PACKET (LLVM folds the check above into a
     // form it cannot follow).
     let len = ((len - 1) & (BENCH_MAX_PACKET as u32 - 1)) + 1;
+    // The last run's head, moved back to where the frame began: a positive
+    // delta shrinks the head, a negative one grows it.
+    let now = (ctx.data_end() - ctx.data()) as i64;
+    let moved = now - i64::from(len);
+    // SAFETY: the program's context; the helper checks the bounds.
+    if moved != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, moved as i32) } != 0 {
+        return XDP_ABORTED;
+    }
     // SAFETY: `len` bytes of the map value are readable; the helper checks
     // them against the packet's length.
     let stored =
