@@ -41,7 +41,7 @@ use xdp_lb::{AttachMode, Attachment, Datapath, ProgramName};
 
 pub use crate::stream::{StreamEchoServer, StreamSession};
 use crate::{
-    Error, Netns, Proto, Result, Spawned,
+    Error, Netns, Proto, Result, Rig, Spawned,
     http::{HttpResponse, HttpServer, http_get},
     topology::{ClientLbBackends, Options, plan},
     wait::wait_for,
@@ -320,27 +320,8 @@ impl AgentRig {
     /// Waits until the agent answers, has programmed its first sync, and has
     /// both interfaces attached; fails at once when the agent exited.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let mut last = String::from("no answer yet");
-        let waited = wait_for(timeout, "the agent to be synced and attached", || {
-            if let Some(status) = self.agent_exit()? {
-                return Err(Error::Io {
-                    what: format!("the agent exited ({status})"),
-                    source: io::Error::other(last.clone()),
-                });
-            }
-            match self.status() {
-                Ok(status) if is_ready(&status, &INTERFACES) => Ok(Some(())),
-                Ok(status) => {
-                    last = status.to_string();
-                    Ok(None)
-                }
-                Err(e) => {
-                    last = format!("{e:#}");
-                    Ok(None)
-                }
-            }
-        });
-        waited.with_context(|| format!("last status: {last}"))
+        let pid = self.agent.as_ref().context("no agent runs")?.pid;
+        wait_agent_ready(&mut self.topo.rig, pid, &self.client, &INTERFACES, timeout)
     }
 
     /// The exit status of the agent if it has exited; `None` while it runs.
@@ -611,6 +592,39 @@ impl Drop for AgentRig {
 #[expect(clippy::print_stderr, reason = "a failing test shows the agent's logs")]
 pub(crate) fn print_logs(logs: &str) {
     eprintln!("{logs}");
+}
+
+/// Waits until the agent `pid` answers `client`, has programmed its first
+/// sync, and has every one of `interfaces` attached; fails at once when the
+/// agent exited, with the last status it gave.
+pub(crate) fn wait_agent_ready(
+    rig: &mut Rig,
+    pid: u32,
+    client: &XlbClient,
+    interfaces: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut last = String::from("no answer yet");
+    let waited = wait_for(timeout, "the agent to be synced and attached", || {
+        if let Some(status) = rig.process_status(pid)? {
+            return Err(Error::Io {
+                what: format!("the agent exited ({status})"),
+                source: io::Error::other(last.clone()),
+            });
+        }
+        match client.status() {
+            Ok(status) if is_ready(&status, interfaces) => Ok(Some(())),
+            Ok(status) => {
+                last = status.to_string();
+                Ok(None)
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                Ok(None)
+            }
+        }
+    });
+    waited.with_context(|| format!("last status: {last}"))
 }
 
 /// True when a status document says synced with every one of `interfaces`

@@ -31,7 +31,7 @@ use xdp_lb::{AttachMode, Attachment, Datapath, ProgramName};
 
 use crate::{
     Cidr, Error, Proto, Spawned,
-    agent_rig::{XlbClient, is_ready, print_logs},
+    agent_rig::{XlbClient, print_logs, wait_agent_ready},
     bird::{self, Bird, Peer},
     stream::StreamEchoServer,
     topology::{EcmpLbs, Options, plan},
@@ -274,27 +274,14 @@ impl EcmpAgentRig {
         self.lbs[i].logs.push(spawned.log.clone());
         self.lbs[i].agent = Some(spawned);
         let client = self.lbs[i].client.clone();
-        let mut last = String::from("no answer yet");
-        wait_for(AGENT_READY, "the agent to be synced and attached", || {
-            if let Some(status) = self.topo.rig.process_status(pid)? {
-                return Err(Error::Io {
-                    what: format!("agent lb{i} exited ({status})"),
-                    source: std::io::Error::other(last.clone()),
-                });
-            }
-            match client.status() {
-                Ok(status) if is_ready(&status, &[LB_INTERFACE]) => Ok(Some(())),
-                Ok(status) => {
-                    last = status.to_string();
-                    Ok(None)
-                }
-                Err(e) => {
-                    last = format!("{e:#}");
-                    Ok(None)
-                }
-            }
-        })
-        .with_context(|| format!("lb{i}: last status {last}"))?;
+        wait_agent_ready(
+            &mut self.topo.rig,
+            pid,
+            &client,
+            &[LB_INTERFACE],
+            AGENT_READY,
+        )
+        .with_context(|| format!("lb{i}"))?;
 
         if self.lbs[i].bird.is_none() {
             let router = Peer {
