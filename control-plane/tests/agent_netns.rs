@@ -1207,10 +1207,25 @@ fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
         serde_json::json!([vip6.to_string()]),
         "{status}"
     );
+    // An agent started without --l2-interface answers for nothing, whatever
+    // an earlier one left pinned.
+    rig.kill_agent().expect("kill");
+    rig.start_agent(&[]).expect("agent without L2");
+    client
+        .exec("ip", &["neigh", "flush", "dev", "eth0"])
+        .expect("flush");
+    let outcome = EchoClient::new(rig.client())
+        .with_timeout(Duration::from_secs(2))
+        .tcp(SocketAddr::new(vip6, VIP_PORT), 1);
+    assert!(
+        outcome.is_err(),
+        "{vip6} still answered without --l2-interface"
+    );
     report(&format!(
         "l2: {REQUESTS} requests each to {} and {vip6} after ARP / neighbour discovery \
          answered by xdp_lb with {lb_mac} ({arp} ARP replies, {nd} advertisements); \
-         the withdrawn VIP went unanswered",
+         the withdrawn VIP went unanswered, and so did the other once the agent ran without \
+         --l2-interface",
         vip()
     ));
 }

@@ -98,6 +98,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             ..datapath.config()?
         })
         .context("writing the datapath configuration")?;
+    if options.l2_interface.is_none() {
+        forget_l2_announcements(&mut datapath)?;
+    }
     let recovered = recover::read(&datapath).context("reading the pinned state")?;
     let adopted = !recovered.frontends.is_empty() || !recovered.backends.is_empty();
     if adopted {
@@ -321,6 +324,21 @@ fn speakers(options: &AgentOptions) -> anyhow::Result<Vec<Speaker>> {
         });
     }
     Ok(speakers)
+}
+
+/// Without `--l2-interface`, no VIP is this instance's to answer for on a
+/// segment: the answers an earlier agent left in the pinned map stop.
+fn forget_l2_announcements(datapath: &mut Datapath) -> anyhow::Result<()> {
+    let left = datapath
+        .l2_announcements()
+        .context("reading the pinned L2 announcements")?;
+    for (addr, _) in left {
+        datapath
+            .withdraw_l2(addr)
+            .with_context(|| format!("withdrawing the L2 announcement of {addr}"))?;
+        tracing::info!(%addr, "L2 announcement of an earlier agent withdrawn (no --l2-interface)");
+    }
+    Ok(())
 }
 
 /// `--encap-source`: at most one address per family, as the datapath's
