@@ -55,11 +55,35 @@ const TTL: u8 = 64;
 /// IPv4 "don't fragment", in the high byte of the flags field.
 const DF: u8 = 0x40;
 
-/// What `encapsulate` did, beside its XDP action.
+/// What `wrap_and_send` did, beside its XDP action.
 pub struct Outcome {
     pub verdict: Verdict,
     /// With `TOO_BIG`: the egress MTU the wrapped packet did not fit.
     pub mtu: u32,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            verdict: Verdict::DropEncapUnsupported,
+            mtu: 0,
+        }
+    }
+}
+
+/// Wraps the packet of `flow` for `nat`'s backend and sends it: the XDP
+/// action with its verdict in `outcome` (`DropEncapUnsupported` with
+/// XDP_DROP when it cannot be wrapped), or `TOO_BIG` (the MTU in `outcome`)
+/// for the caller to answer or drop. Inlined, so that `wrap` and `send` stay
+/// calls one after another from the caller (see `send`).
+#[inline(always)]
+pub fn wrap_and_send(ctx: &XdpContext, flow: &Flow, nat: &Nat, outcome: &mut Outcome) -> u32 {
+    let overhead = wrap(ctx, flow, nat);
+    if overhead == 0 {
+        outcome.verdict = Verdict::DropEncapUnsupported;
+        return XDP_DROP;
+    }
+    send(ctx, flow, nat, overhead, outcome)
 }
 
 /// Sends the packet `wrap` wrapped (`overhead` bytes of outer header) to

@@ -103,15 +103,8 @@ fn encapsulate(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdict, u32) {
     let len = ctx.frame().len();
     count_service(nat.service_id, len);
     count_backend(nat.backend_id, len);
-    let overhead = encap::wrap(ctx, &err.outer, nat);
-    if overhead == 0 {
-        return (Verdict::DropEncapUnsupported, XDP_DROP);
-    }
-    let mut outcome = encap::Outcome {
-        verdict: Verdict::DropEncapUnsupported,
-        mtu: 0,
-    };
-    match encap::send(ctx, &err.outer, nat, overhead, &mut outcome) {
+    let mut outcome = encap::Outcome::default();
+    match encap::wrap_and_send(ctx, &err.outer, nat, &mut outcome) {
         // An error is small, but when even it does not fit once wrapped,
         // there is no one to tell: the LB sent nothing it could answer about.
         TOO_BIG => (Verdict::DropTooBig, XDP_DROP),

@@ -102,23 +102,15 @@ pub fn run(ctx: &XdpContext) -> u32 {
             let nat = unsafe { nat.assume_init_ref() };
             count_service(nat.service_id, len);
             count_backend(nat.backend_id, len);
-            let overhead = encap::wrap(ctx, &packet.flow, nat);
-            let mut outcome = encap::Outcome {
-                verdict: Verdict::DropEncapUnsupported,
-                mtu: 0,
-            };
-            if overhead == 0 {
-                (outcome.verdict, XDP_DROP)
-            } else {
-                match encap::send(ctx, &packet.flow, nat, overhead, &mut outcome) {
-                    forward::TOO_BIG => {
-                        match encap::answer_too_big(ctx, &packet.flow, nat, outcome.mtu) {
-                            Verdict::AnswerTooBig => (Verdict::AnswerTooBig, XDP_TX),
-                            verdict => (verdict, XDP_DROP),
-                        }
+            let mut outcome = encap::Outcome::default();
+            match encap::wrap_and_send(ctx, &packet.flow, nat, &mut outcome) {
+                forward::TOO_BIG => {
+                    match encap::answer_too_big(ctx, &packet.flow, nat, outcome.mtu) {
+                        Verdict::AnswerTooBig => (Verdict::AnswerTooBig, XDP_TX),
+                        verdict => (verdict, XDP_DROP),
                     }
-                    action => (outcome.verdict, action),
                 }
+                action => (outcome.verdict, action),
             }
         }
         Action::Translate | Action::Encapsulate => (Verdict::PassMalformed, XDP_PASS),
