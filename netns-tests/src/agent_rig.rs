@@ -378,11 +378,6 @@ impl AgentRig {
         out
     }
 
-    /// The `xlb` command line pointed at this agent.
-    pub const fn xlb_client(&self) -> &XlbClient {
-        &self.client
-    }
-
     /// See [`XlbClient::command_line`].
     pub fn xlb_command_line(&self, args: &[&str]) -> String {
         self.client.command_line(args)

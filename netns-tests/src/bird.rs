@@ -20,7 +20,7 @@ const TIMERS: &str = "hold time 3; keepalive time 1; connect delay time 1; \
 /// A BIRD daemon running in a rig namespace.
 #[derive(Debug)]
 pub struct Bird {
-    /// The control socket `birdc` talks to.
+    /// The control socket (the agent's `--bird-socket`).
     pub socket: PathBuf,
     process: Spawned,
 }
@@ -71,31 +71,6 @@ impl Bird {
     /// Its log (stderr) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.process.log).unwrap_or_default()
-    }
-
-    /// Runs `birdc -s <socket> <command>` and returns its output. The socket
-    /// is a file: `birdc` runs in the caller's namespace and sends nothing
-    /// over the network.
-    pub fn birdc(&self, command: &str) -> Result<String> {
-        let what = || format!("birdc -s {} {command}", self.socket.display());
-        let output = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.socket)
-            .args(command.split_whitespace())
-            .output()
-            .map_err(Error::io(what()))?;
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            return Err(Error::Io {
-                what: what(),
-                source: std::io::Error::other(format!(
-                    "{}: {text}{}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr)
-                )),
-            });
-        }
-        Ok(text)
     }
 
     /// Stops the daemon with SIGKILL, as a failing box would: its TCP

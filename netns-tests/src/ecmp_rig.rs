@@ -316,11 +316,6 @@ impl EcmpAgentRig {
         Ok(())
     }
 
-    /// The router's next hops for the VIP, sorted.
-    pub fn gateways(&self) -> anyhow::Result<Vec<IpAddr>> {
-        Ok(bird::gateways(&self.topo.router, vip())?)
-    }
-
     /// Waits until the router's next hops for the VIP are exactly the LBs
     /// `lbs`.
     pub fn wait_gateways(&self, lbs: &[usize], timeout: Duration) -> anyhow::Result<()> {

@@ -111,6 +111,15 @@ pub fn question(frame: &Frame) -> u8 {
     }
 }
 
+/// The `M` bytes of `from` at `at`, as an array of their own (`at` is a
+/// constant at every call, so the bounds are checked at compile time).
+#[inline(always)]
+fn bytes_at<const N: usize, const M: usize>(from: &[u8; N], at: usize) -> [u8; M] {
+    let mut out = [0; M];
+    out.copy_from_slice(&from[at..at + M]);
+    out
+}
+
 /// The network header's offset: behind the Ethernet header, and a tag.
 #[inline(always)]
 const fn l3_offset(tagged: u8) -> usize {
@@ -178,19 +187,9 @@ pub fn arp_reply(ctx: &XdpContext, tagged: u8) -> bool {
     if head != u64::from_ne_bytes(ARP_REQUEST_ETH_IP4) {
         return false;
     }
-    let s = ARP_SHA;
-    let sender_mac = [
-        arp[s],
-        arp[s + 1],
-        arp[s + 2],
-        arp[s + 3],
-        arp[s + 4],
-        arp[s + 5],
-    ];
-    let s = ARP_SPA;
-    let sender_ip = [arp[s], arp[s + 1], arp[s + 2], arp[s + 3]];
-    let t = ARP_TPA;
-    let target_ip = [arp[t], arp[t + 1], arp[t + 2], arp[t + 3]];
+    let sender_mac: [u8; ETH_ALEN] = bytes_at(arp, ARP_SHA);
+    let sender_ip: [u8; 4] = bytes_at(arp, ARP_SPA);
+    let target_ip: [u8; 4] = bytes_at(arp, ARP_TPA);
     // Gratuitous ARP (the sender's own address) is an announcement, not a
     // question; a group sender MAC is no one to answer.
     if u32::from_ne_bytes(sender_ip) == u32::from_ne_bytes(target_ip)
@@ -377,15 +376,7 @@ fn write_advert(ctx: &XdpContext, tagged: u8, dad: u8, mac: &[u8; ETH_ALEN]) -> 
     if dad != 0 {
         eth[ETH_DST..ETH_DST + ETH_ALEN].copy_from_slice(&ALL_NODES_MAC);
     } else {
-        let s = ETH_SRC;
-        let requester = [
-            eth[s],
-            eth[s + 1],
-            eth[s + 2],
-            eth[s + 3],
-            eth[s + 4],
-            eth[s + 5],
-        ];
+        let requester: [u8; ETH_ALEN] = bytes_at(eth, ETH_SRC);
         eth[ETH_DST..ETH_DST + ETH_ALEN].copy_from_slice(&requester);
     }
     eth[ETH_SRC..ETH_SRC + ETH_ALEN].copy_from_slice(mac);
