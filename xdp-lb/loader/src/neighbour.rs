@@ -145,11 +145,6 @@ impl Datapath {
         let refuse = |reason| Error::L2Announcement { addr, reason };
         check_announceable(addr).map_err(refuse)?;
         on.check().map_err(refuse)?;
-        let capacity = self
-            .map_data(L2_ANNOUNCE)?
-            .info()
-            .map_err(map_err(L2_ANNOUNCE, "info"))?
-            .max_entries();
         let value = L2Announcement {
             ifindex: on.ifindex,
             mac: on.mac,
@@ -159,6 +154,12 @@ impl Datapath {
             Ok(()) => Ok(()),
             // A hash map refuses a new key with E2BIG once it is full.
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                // The capacity is read for the message only, not per insert.
+                let capacity = self
+                    .map_data(L2_ANNOUNCE)?
+                    .info()
+                    .map_err(map_err(L2_ANNOUNCE, "info"))?
+                    .max_entries();
                 Err(Error::MapFull {
                     map: L2_ANNOUNCE,
                     capacity,
