@@ -103,3 +103,20 @@ pub const ND_ADVERT_OVERRIDE: u8 = 0x20;
 pub const ND_OPT_UNIT: usize = 8;
 pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
 pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;
+
+/// The first 8 bytes of an IPv6 header: version 6, traffic class `class`,
+/// flow label 0, the payload length, the next header and the hop limit.
+#[inline(always)]
+pub const fn ip6_head(class: u8, payload_len: u16, next_header: u8, hop_limit: u8) -> [u8; 8] {
+    let [hi, lo] = payload_len.to_be_bytes();
+    [
+        0x60 | (class >> 4),
+        class << 4,
+        0,
+        0,
+        hi,
+        lo,
+        next_header,
+        hop_limit,
+    ]
+}

@@ -32,7 +32,7 @@ use crate::{
     packet::FrameSource,
     wire::{
         ICMP_HLEN, IP4_HLEN, IP6_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, TCP_ACK, TCP_FIN,
-        TCP_HLEN, TCP_RST, TCP_SYN,
+        TCP_HLEN, TCP_RST, TCP_SYN, ip6_head,
     },
 };
 
@@ -196,7 +196,7 @@ fn write_v6(
     let out = unsafe { &mut *out };
     let (src, dst) = (&flow.tuple.dst_addr, &flow.tuple.src_addr);
     // Version, traffic class, flow label, payload length, next header, hop limit.
-    out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, PAYLOAD as u8, IPPROTO_ICMPV6, TTL]);
+    out[..8].copy_from_slice(&ip6_head(0, PAYLOAD as u16, IPPROTO_ICMPV6, TTL));
     out[8..24].copy_from_slice(src);
     out[24..40].copy_from_slice(dst);
     out[ICMP_AT..ICMP_AT + ICMP_HLEN].copy_from_slice(icmp);
@@ -324,7 +324,7 @@ fn write_reset_v6(
     // SAFETY: `get_mut` checked the whole reset lies in the frame.
     let out = unsafe { &mut *out };
     let (src, dst) = (&flow.tuple.dst_addr, &flow.tuple.src_addr);
-    out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, TCP_HLEN as u8, IPPROTO_TCP, TTL]);
+    out[..8].copy_from_slice(&ip6_head(0, TCP_HLEN as u16, IPPROTO_TCP, TTL));
     out[8..24].copy_from_slice(src);
     out[24..40].copy_from_slice(dst);
     out[IP6_HLEN..].copy_from_slice(tcp);

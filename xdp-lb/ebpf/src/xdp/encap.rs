@@ -36,7 +36,7 @@ use crate::{
     },
     maps::{CONFIG, OUTER_FLOW, OUTER_FLOW_WORDS},
     packet::FrameSource,
-    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN},
+    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN, ip6_head},
     xdp::{
         answer,
         forward::{TOO_BIG, forward},
@@ -261,9 +261,12 @@ fn write_v6(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Ou
     let out = ctx.frame().get_mut::<[u8; IP6_HLEN]>(l3)?;
     // SAFETY: `get_mut` checked the header lies in the frame.
     let out = unsafe { &mut *out };
-    let [hi, lo] = (header.inner_len as u16).to_be_bytes();
-    let (class, proto) = (header.class, header.proto);
-    out[..8].copy_from_slice(&[0x60 | (class >> 4), class << 4, 0, 0, hi, lo, proto, TTL]);
+    out[..8].copy_from_slice(&ip6_head(
+        header.class,
+        header.inner_len as u16,
+        header.proto,
+        TTL,
+    ));
     out[8..24].copy_from_slice(&header.src);
     out[24..].copy_from_slice(&header.dst);
     Some(())

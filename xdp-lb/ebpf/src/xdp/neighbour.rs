@@ -40,7 +40,7 @@ use crate::{
         ETH_TYPE, ETH_TYPE_TAGGED, ICMPV6_NEIGHBOUR_ADVERT, ICMPV6_NEIGHBOUR_SOLICIT, IP6_DST,
         IP6_HLEN, IP6_HOP_LIMIT, IP6_NEXT_HEADER, IP6_PAYLOAD_LEN, IP6_SRC, IPPROTO_ICMPV6,
         ND_ADVERT_OVERRIDE, ND_ADVERT_SOLICITED, ND_FLAGS, ND_HOP_LIMIT, ND_LEN,
-        ND_OPT_SOURCE_LL_ADDR, ND_OPT_TARGET_LL_ADDR, ND_OPT_UNIT, ND_TARGET,
+        ND_OPT_SOURCE_LL_ADDR, ND_OPT_TARGET_LL_ADDR, ND_OPT_UNIT, ND_TARGET, ip6_head,
     },
 };
 
@@ -382,16 +382,12 @@ fn write_advert(ctx: &XdpContext, tagged: u8, dad: u8, mac: &[u8; ETH_ALEN]) -> 
     eth[ETH_SRC..ETH_SRC + ETH_ALEN].copy_from_slice(mac);
     // Version, traffic class and flow label 0, payload length, next header,
     // hop limit 255 (RFC 4861, 7.1.2).
-    out[..8].copy_from_slice(&[
-        0x60,
+    out[..8].copy_from_slice(&ip6_head(
         0,
-        0,
-        0,
-        0,
-        ADVERT_LEN as u8,
+        ADVERT_LEN as u16,
         IPPROTO_ICMPV6,
         ND_HOP_LIMIT,
-    ]);
+    ));
     // To the solicitation's source (all nodes for duplicate address
     // detection), from the target address, which stays where it is.
     if dad != 0 {
