@@ -75,16 +75,28 @@ impl Speaker {
         match self {
             Self::Bgp(bird) => Ok(bird.announce(after)?),
             Self::L2 { link, .. } => {
-                let stale: Vec<IpAddr> = match before {
-                    Some(before) => before.difference(after).copied().collect(),
-                    None => datapath
-                        .l2_announcements()?
-                        .into_iter()
-                        .map(|(addr, _)| addr)
-                        .filter(|addr| !after.contains(addr))
-                        .collect(),
+                // What the map holds on this link, and what must leave it:
+                // from the last success, or read back (left by an earlier
+                // agent, perhaps on another link).
+                let (held, stale): (BTreeSet<IpAddr>, Vec<IpAddr>) = match before {
+                    Some(before) => (before.clone(), before.difference(after).copied().collect()),
+                    None => {
+                        let pinned = datapath.l2_announcements()?;
+                        (
+                            pinned
+                                .iter()
+                                .filter(|(_, on)| on == link)
+                                .map(|(addr, _)| *addr)
+                                .collect(),
+                            pinned
+                                .iter()
+                                .map(|(addr, _)| *addr)
+                                .filter(|addr| !after.contains(addr))
+                                .collect(),
+                        )
+                    }
                 };
-                for addr in after {
+                for addr in after.difference(&held) {
                     datapath.announce_l2(*addr, *link)?;
                 }
                 for addr in stale {
