@@ -56,6 +56,9 @@ impl DesiredService {
         self.options = ServiceOptions {
             client_ip_affinity: service.affinity.map(|a| a.timeout),
             dsr: service.mode == Mode::Dsr,
+            // The model does not carry a Kubernetes traffic policy yet: no
+            // frontend asks for source NAT toward remote backends.
+            snat_remote: false,
         };
         self.members.clear();
         self.live.clear();

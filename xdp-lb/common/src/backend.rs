@@ -6,6 +6,10 @@ use crate::{addr::Addr, pod::impl_pod};
 /// is no longer in any Maglev table (draining, terminating).
 pub const BACKEND_ACTIVE: u32 = 1 << 0;
 
+/// `Backend::flags`: the backend is a pod of this node. Flows of a
+/// `SERVICE_SNAT_REMOTE` service to it keep the client's source.
+pub const BACKEND_LOCAL: u32 = 1 << 1;
+
 /// ID 0 is never a backend: an all-zero table slot means "no backend".
 pub const NO_BACKEND: u32 = 0;
 
@@ -45,6 +49,11 @@ impl Backend {
     pub const fn is_active(&self) -> bool {
         self.flags & BACKEND_ACTIVE != 0
     }
+
+    /// True when the backend is a pod of this node.
+    pub const fn is_local(&self) -> bool {
+        self.flags & BACKEND_LOCAL != 0
+    }
 }
 
 /// A cached next hop toward a backend (`NEXT_HOPS`, per CPU, by backend ID):
@@ -67,7 +76,10 @@ pub struct NextHop {
     /// The egress device's MTU (bytes of IP packet): a larger frame would be
     /// dropped by the redirect.
     pub mtu: u32,
-    pub _pad: u32,
+    /// Nonzero when the egress device is a pod interface (`POD_INTERFACES`):
+    /// the frame goes to the kernel, which sends it on. An XDP redirect into
+    /// a veth delivers only when the peer runs XDP, and pods do not.
+    pub via_stack: u32,
 }
 const _: () = assert!(size_of::<NextHop>() == 40);
 

@@ -37,8 +37,28 @@ pub struct Config {
     pub encap_source_v4: [u8; 4],
     /// The same for IPv6 encapsulation.
     pub encap_source_v6: [u8; 16],
+    /// The source NAT gives flows to a remote backend of a `SERVICE_SNAT_REMOTE`
+    /// service (this node's address toward the other nodes); all zeros for
+    /// none, which sends those flows with the client's source.
+    pub snat_source_v4: [u8; 4],
+    /// The same for IPv6.
+    pub snat_source_v6: [u8; 16],
+    /// The source a pod sees when it reaches itself through a service
+    /// (hairpin): an address the pod routes via its node, so its answer comes
+    /// back through the hook that translates it. All zeros for none.
+    pub hairpin_source_v4: [u8; 4],
+    /// The same for IPv6.
+    pub hairpin_source_v6: [u8; 16],
+    /// First source-NAT port (host order). The range is per protocol and per
+    /// source address: a port is taken by a live flow to one backend address
+    /// and port.
+    pub snat_port_min: u16,
+    /// Last source-NAT port (host order, inclusive); below `snat_port_min`
+    /// turns source NAT off (flows that need it are refused).
+    pub snat_port_max: u16,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 56);
+const _: () = assert!(size_of::<Config>() == 104);
 
 impl Default for Config {
     /// DESIGN.md's defaults: SYN 60 s, established 8000 s, FIN/RST 10 s,
@@ -57,6 +77,13 @@ impl Default for Config {
             flow_event_sampling: 0,
             encap_source_v4: [0; 4],
             encap_source_v6: [0; 16],
+            snat_source_v4: [0; 4],
+            snat_source_v6: [0; 16],
+            hairpin_source_v4: DEFAULT_HAIRPIN_SOURCE_V4,
+            hairpin_source_v6: DEFAULT_HAIRPIN_SOURCE_V6,
+            snat_port_min: DEFAULT_SNAT_PORTS.0,
+            snat_port_max: DEFAULT_SNAT_PORTS.1,
+            _pad: 0,
         }
     }
 }
@@ -78,6 +105,20 @@ impl Config {
         seconds as u64 * NS_PER_SEC
     }
 }
+
+/// The hairpin source by default: a link-local address no host owns
+/// (169.254.42.1, as Cilium's service loopback), so a pod's answer to it
+/// leaves by the pod's default route, through its node's hook.
+pub const DEFAULT_HAIRPIN_SOURCE_V4: [u8; 4] = [169, 254, 42, 1];
+/// The IPv6 hairpin source by default: `fd00::a9fe:2a01`, a unique-local
+/// address (RFC 4193) with the IPv4 default in its low bits; pods route it by
+/// their default route like the IPv4 one.
+pub const DEFAULT_HAIRPIN_SOURCE_V6: [u8; 16] =
+    [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 169, 254, 42, 1];
+/// Source-NAT ports by default: above Linux's ephemeral range
+/// (32768–60999), so a translated source does not meet a node's own
+/// connections.
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (61000, 65535);
 
 /// Katran's flood guard: 125 000 new flows per second per core.
 pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;

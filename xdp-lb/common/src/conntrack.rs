@@ -48,7 +48,8 @@ impl FlowTuple {
     }
 
     /// The tuple a reply carries when this flow is translated to the backend
-    /// at `backend_addr`:`backend_port_be`: the key of its `CONNTRACK_REPLY` entry.
+    /// at `backend_addr`:`backend_port_be`, its source kept: the key of its
+    /// `CONNTRACK_REPLY` entry.
     #[inline(always)]
     pub const fn reply_from(&self, backend_addr: Addr, backend_port_be: u16) -> Self {
         Self::new(
@@ -58,6 +59,27 @@ impl FlowTuple {
             self.src_port_be,
             self.proto,
         )
+    }
+}
+
+impl CtEntry {
+    /// The key of the flow's `CONNTRACK_REPLY` entry: what the backend's
+    /// replies carry (to the client, or to the source NAT gave the flow).
+    #[inline(always)]
+    pub const fn reply_key(&self, proto: u8) -> FlowTuple {
+        FlowTuple::new(
+            self.backend_addr,
+            self.reply_dst_addr,
+            self.backend_port_be,
+            self.reply_dst_port_be,
+            proto,
+        )
+    }
+
+    /// The flow's source was translated (`CT_SNAT`).
+    #[inline(always)]
+    pub const fn is_snat(&self) -> bool {
+        self.flags & CT_SNAT != 0
     }
 }
 
@@ -72,6 +94,10 @@ pub const NOT_TCP: u8 = 0;
 
 /// `CtEntry::flags`: a packet of the reply direction has been seen.
 pub const CT_SEEN_REPLY: u8 = 1 << 0;
+/// `CtEntry::flags`: source NAT: the flow's source was translated to
+/// `reply_dst_addr`:`reply_dst_port_be` (a remote backend behind a node
+/// address, a pod reaching itself, or a clash of translated tuples).
+pub const CT_SNAT: u8 = 1 << 1;
 
 /// Value of `CONNTRACK`: the flow's backend and translated tuple, and its state.
 #[repr(C)]
@@ -93,7 +119,16 @@ pub struct CtEntry {
     pub flags: u8,
     /// The service, for the reply direction's counters.
     pub service_id: u32,
+    /// The source the backend sees, hence the destination of its replies:
+    /// the client's address, or the source NAT gave the flow (`CT_SNAT`).
+    pub reply_dst_addr: Addr,
+    /// The port of `reply_dst_addr`, network order. Under source NAT the
+    /// reply entry keyed by it is the port's reservation: a port is taken
+    /// while that entry names a live flow.
+    pub reply_dst_port_be: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
-const _: () = assert!(size_of::<CtEntry>() == 40);
+const _: () = assert!(size_of::<CtEntry>() == 64);
 
 impl_pod!(FlowTuple, CtEntry);

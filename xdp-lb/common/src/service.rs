@@ -44,6 +44,13 @@ pub const SERVICE_AFFINITY_CLIENT_IP: u32 = 1 << 0;
 /// the port is not translated.
 pub const SERVICE_DSR: u32 = 1 << 1;
 
+/// `Service::flags`: source NAT toward a backend that is not a pod of this
+/// node (`BACKEND_LOCAL` unset), so its replies come back through this node:
+/// the NodePort, LoadBalancer and externalIP frontends of a service with
+/// `externalTrafficPolicy: Cluster`. The source becomes the node's
+/// `Config::snat_source_*` with a port of the source-NAT range.
+pub const SERVICE_SNAT_REMOTE: u32 = 1 << 2;
+
 /// Value of the `SERVICES` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -243,6 +243,12 @@ counter_enum! {
     /// A reply entry whose flow entry is gone or disagrees: deleted, the packet
     /// is treated as untracked.
     ReplyOrphan = "reply_orphan",
+    /// A new flow was given a source-NAT port.
+    SnatAllocated = "snat_allocated",
+    /// A new flow needed source NAT and found no free port in the range (or
+    /// no source address of its family is configured): it is refused, as a
+    /// service without backends would be, and nothing is tracked.
+    SnatExhausted = "snat_exhausted",
     }
 }
 

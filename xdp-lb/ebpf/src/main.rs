@@ -3,6 +3,8 @@
 //! - `xdp_lb`: the NIC-side program: parse, reply-direction reverse NAT,
 //!   frontend lookup, conntrack, Maglev, DNAT and forwarding (`lb` decides,
 //!   `xdp` applies).
+//! - `tc_lb_ingress` / `tc_lb_egress`: the same core on the host side of pod
+//!   veths (tcx), with skb-aware rewrites (`tc`).
 //! - `xdp_decap`: on the backends of direct-server-return services, strips the
 //!   outer header of packets for configured VIPs and passes the inner packet.
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
@@ -31,10 +33,15 @@ mod lb;
 mod maps;
 mod packet;
 mod parse;
+mod tc;
 mod wire;
 mod xdp;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 use crate::packet::Frame;
 
@@ -61,6 +68,16 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
     // SAFETY: a plain read of an initialised, immutable static.
     let _stamp = unsafe { core::ptr::read_volatile(&raw const BUILD_STAMP) };
     xdp::run(&ctx)
+}
+
+#[classifier]
+pub fn tc_lb_ingress(ctx: TcContext) -> i32 {
+    tc::run(&ctx, tc::Hook::Ingress)
+}
+
+#[classifier]
+pub fn tc_lb_egress(ctx: TcContext) -> i32 {
+    tc::run(&ctx, tc::Hook::Egress)
 }
 
 #[xdp]

@@ -53,6 +53,12 @@ pub static DECAP_STATS: PerCpuArray<Counter, { DecapVerdict::COUNT as usize }> =
 #[btf_map]
 pub static DECAP_VIPS: HashMap<AddressKey, u32, 1024> = HashMap::new();
 
+/// The host sides of pod veths that carry the TC programs, by ifindex (the
+/// value is not read): `xdp_lb` hands frames bound for them to the kernel
+/// rather than redirecting them.
+#[btf_map]
+pub static POD_INTERFACES: HashMap<u32, u32, 4096> = HashMap::new();
+
 /// Global settings (slot 0).
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();

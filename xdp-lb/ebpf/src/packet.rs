@@ -26,18 +26,34 @@ const MAX_OFFSET: usize = 4096;
 pub struct Frame {
     data: usize,
     end: usize,
+    /// The whole packet's length: the linear data's for XDP; a socket
+    /// buffer's may reach past it (paged data), and the parser checks the IP
+    /// lengths against the packet, not against what is linear.
+    len: usize,
 }
 
 impl Frame {
+    /// A frame that is all linear (XDP).
     #[inline(always)]
     pub const fn new(data: usize, end: usize) -> Self {
-        Self { data, end }
+        Self {
+            data,
+            end,
+            len: end - data,
+        }
     }
 
-    /// Length of the linear data in bytes.
+    /// A socket buffer's frame: `[data, end)` is linear, the packet is `len`
+    /// bytes long.
+    #[inline(always)]
+    pub const fn with_len(data: usize, end: usize, len: usize) -> Self {
+        Self { data, end, len }
+    }
+
+    /// Length of the packet in bytes (for XDP, of the linear data).
     #[inline(always)]
     pub const fn len(&self) -> usize {
-        self.end - self.data
+        self.len
     }
 
     /// A pointer to a `T` at `offset`, if the whole `T` lies inside the frame.

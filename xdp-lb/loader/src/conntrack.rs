@@ -46,6 +46,9 @@ pub struct TrackedFlow {
     pub state: FlowState,
     /// A reply has come back through the datapath.
     pub seen_reply: bool,
+    /// The source the flow was given by source NAT (the backend answers
+    /// it); `None` when the backend sees the client's own address and port.
+    pub snat: Option<SocketAddr>,
     /// When the datapath last refreshed the entry, on the `CLOCK_MONOTONIC`
     /// clock (refreshed at most once a second).
     pub last_seen: Duration,
@@ -80,6 +83,9 @@ fn tracked(key: &FlowTuple, entry: &CtEntry) -> Option<TrackedFlow> {
         service_id: entry.service_id,
         state,
         seen_reply: entry.flags & CT_SEEN_REPLY != 0,
+        snat: entry
+            .is_snat()
+            .then(|| socket(&entry.reply_dst_addr, entry.reply_dst_port_be)),
         last_seen: Duration::from_nanos(entry.last_seen_ns),
     })
 }
@@ -116,24 +122,25 @@ impl Datapath {
 
     /// Deletes `flow`'s entry and its reply entry. Returns whether there was one.
     pub fn delete_flow(&mut self, flow: &Flow) -> Result<bool, Error> {
-        let Some(tracked) = self.tracked_flow(flow)? else {
-            return Ok(false);
-        };
         let key = flow.tuple();
-        let reply = key.reply_from(
-            crate::net::to_addr(tracked.backend.ip()),
-            tracked.backend.port().to_be(),
-        );
         // The flow entry first: a reply entry left alone for a moment is never
         // used without its flow entry (and is deleted on sight), while a flow
         // entry left alone would bring its reply entry back on its next refresh.
         let mut flows = HashMap::<_, FlowTuple, CtEntry>::try_from(self.map_mut(CONNTRACK)?)
             .map_err(map_err(CONNTRACK, "open"))?;
+        let Some(entry) = present(flows.get(&key, 0), CONNTRACK)? else {
+            return Ok(false);
+        };
         let existed = absent(flows.remove(&key), CONNTRACK, "remove")?;
+        let reply = entry.reply_key(key.proto);
         let mut replies =
             HashMap::<_, FlowTuple, FlowTuple>::try_from(self.map_mut(CONNTRACK_REPLY)?)
                 .map_err(map_err(CONNTRACK_REPLY, "open"))?;
-        absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+        // Only this flow's: a DSR flow has none, and the tuple may name
+        // another flow's reply entry.
+        if present(replies.get(&reply, 0), CONNTRACK_REPLY)? == Some(key) {
+            absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+        }
         Ok(existed)
     }
 }
@@ -229,15 +236,12 @@ impl Datapath {
             deleted += 1;
             // The reply entry goes only if it still points at this flow, and
             // no new entry of the same flow (a new packet since) relies on it.
-            let reply = key.reply_from(entry.backend_addr, entry.backend_port_be);
+            let reply = entry.reply_key(key.proto);
             if present(replies.get(&reply, 0), CONNTRACK_REPLY)? != Some(key) {
                 continue;
             }
-            let claimed = present(flows.get(&key, 0), CONNTRACK)?.is_some_and(|again| {
-                !doomed(&again)
-                    && again.backend_addr == entry.backend_addr
-                    && again.backend_port_be == entry.backend_port_be
-            });
+            let claimed = present(flows.get(&key, 0), CONNTRACK)?
+                .is_some_and(|again| !doomed(&again) && again.reply_key(key.proto) == reply);
             if !claimed {
                 absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
             }

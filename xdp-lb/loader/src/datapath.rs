@@ -17,7 +17,8 @@ const BUILD_STAMP: &str = "BUILD_STAMP";
 /// Its section, which aya turns into a map of that name.
 const STAMP_SECTION: &str = ".rodata.stamp";
 
-/// The XDP programs of the object.
+/// The programs of the object: XDP programs, and the TC programs of pod
+/// interfaces ([`Datapath::attach_pod_interface`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProgramName {
     /// The NIC-side load balancer: parse, reverse NAT, frontend lookup,
@@ -37,17 +38,26 @@ pub enum ProgramName {
     /// On a direct-server-return backend: strips the outer header of packets
     /// for the VIPs of [`Datapath::add_decap_vip`] and passes the inner one.
     XdpDecap,
+    /// TC (tcx) ingress on the host side of a pod veth: balances what the
+    /// pod sends, translates back what it answers as a backend.
+    TcLbIngress,
+    /// TC (tcx) egress on the host side of a pod veth: translates back
+    /// replies on their way into the pod that no ingress hook of this node
+    /// translated.
+    TcLbEgress,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::XdpLb,
         Self::XdpPass,
         Self::XdpFloor,
         Self::XdpBench,
         Self::XdpSink,
         Self::XdpDecap,
+        Self::TcLbIngress,
+        Self::TcLbEgress,
     ];
 
     /// The program's symbol name in the object.
@@ -59,7 +69,14 @@ impl ProgramName {
             Self::XdpBench => "xdp_bench",
             Self::XdpSink => "xdp_sink",
             Self::XdpDecap => "xdp_decap",
+            Self::TcLbIngress => "tc_lb_ingress",
+            Self::TcLbEgress => "tc_lb_egress",
         }
+    }
+
+    /// True for the TC programs.
+    pub const fn is_tc(self) -> bool {
+        matches!(self, Self::TcLbIngress | Self::TcLbEgress)
     }
 }
 
@@ -179,12 +196,15 @@ impl Datapath {
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(Error::Load)?;
         for name in ProgramName::ALL {
-            program_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Verify {
-                    program: name.as_str(),
-                    source,
-                })?;
+            let loaded = if name.is_tc() {
+                crate::pods::classifier_mut(&mut ebpf, name)?.load()
+            } else {
+                program_mut(&mut ebpf, name)?.load()
+            };
+            loaded.map_err(|source| Error::Verify {
+                program: name.as_str(),
+                source,
+            })?;
         }
         let mut datapath = Self {
             ebpf,
@@ -206,7 +226,11 @@ impl Datapath {
     /// The kernel's ID of `program` as loaded by this `Datapath` (what a link
     /// running it reports, see [`Datapath::pinned_link`]).
     pub fn program_id(&self, program: ProgramName) -> Result<u32, Error> {
-        self.program(program)?
+        self.ebpf
+            .program(program.as_str())
+            .ok_or(Error::MissingProgram {
+                program: program.as_str(),
+            })?
             .info()
             .map(|info| info.id())
             .map_err(|source| Error::ProgramInfo {
@@ -294,13 +318,17 @@ impl Datapath {
         ProgramName::ALL
             .into_iter()
             .map(|name| {
-                let info =
-                    program(&self.ebpf, name)?
-                        .info()
-                        .map_err(|source| Error::ProgramInfo {
-                            program: name.as_str(),
-                            source,
-                        })?;
+                let info = self
+                    .ebpf
+                    .program(name.as_str())
+                    .ok_or(Error::MissingProgram {
+                        program: name.as_str(),
+                    })?
+                    .info()
+                    .map_err(|source| Error::ProgramInfo {
+                        program: name.as_str(),
+                        source,
+                    })?;
                 // One BPF instruction is 8 bytes.
                 let instructions = info.size_translated().unwrap_or(0) / 8;
                 Ok(VerifierReport {

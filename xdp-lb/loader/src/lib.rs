@@ -11,6 +11,8 @@
 //!   [`Datapath::attach_pinned`] / [`Datapath::detach_pinned`]: through a
 //!   pinned bpf_link that outlives the process, taken over atomically by the
 //!   next agent;
+//! - pod interfaces (the TC programs on the host side of pod veths):
+//!   [`Datapath::attach_pod_interface`], [`Datapath::attach_pod_interface_pinned`];
 //! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
 //!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`],
@@ -38,6 +40,7 @@ mod maps;
 mod neighbour;
 mod net;
 mod options;
+mod pods;
 mod recovery;
 mod simulate;
 mod stats;
@@ -54,6 +57,7 @@ pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE,
 pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
+pub use pods::PodAttachment;
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
 pub use stats::{Counters, CtStats, DecapStats, ParseStats, VerdictStats};

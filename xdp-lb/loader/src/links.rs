@@ -98,7 +98,7 @@ impl From<LinkInfo> for PinnedLinkInfo {
 }
 
 /// What is pinned at a link path.
-enum Pinned {
+pub(crate) enum Pinned {
     Nothing,
     /// An XDP link on an interface that no longer exists.
     Defunct,
@@ -254,7 +254,7 @@ impl Datapath {
 /// `link_dir/<iface>`, for a valid interface name (the kernel's
 /// `dev_valid_name`: 1 to 15 bytes, not `.` or `..`, no `/`, `:` or white
 /// space), which is then a plain file name.
-fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> {
+pub(crate) fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> {
     let valid = (1..16).contains(&iface.len())
         && iface != "."
         && iface != ".."
@@ -270,7 +270,7 @@ fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> {
 }
 
 /// `iface`'s index in the calling thread's network namespace.
-fn ifindex(iface: &str) -> Result<u32, Error> {
+pub(crate) fn ifindex(iface: &str) -> Result<u32, Error> {
     let unknown = || Error::UnknownInterface {
         iface: iface.to_owned(),
     };
@@ -312,14 +312,27 @@ fn open_pin(path: &Path) -> Result<Option<std::os::fd::OwnedFd>, Error> {
 
 /// What is pinned at `path`.
 fn pinned(path: &Path) -> Result<Pinned, Error> {
+    pinned_of_type(
+        path,
+        BPF_LINK_TYPE_XDP,
+        "the pinned link is not an XDP link",
+    )
+}
+
+/// What is pinned at `path`, refused unless a link of `link_type`.
+pub(crate) fn pinned_of_type(
+    path: &Path,
+    link_type: u32,
+    wrong_type: &'static str,
+) -> Result<Pinned, Error> {
     let Some(fd) = open_pin(path)? else {
         return Ok(Pinned::Nothing);
     };
     let info = link_info(path, fd.as_fd())?;
-    if info.link_type != BPF_LINK_TYPE_XDP {
+    if info.link_type != link_type {
         return Err(Error::ForeignLink {
             path: path.to_owned(),
-            reason: "the pinned link is not an XDP link",
+            reason: wrong_type,
         });
     }
     if info.ifindex == 0 {
@@ -328,7 +341,7 @@ fn pinned(path: &Path) -> Result<Pinned, Error> {
     Ok(Pinned::Link(fd, info))
 }
 
-fn link_info(path: &Path, link: BorrowedFd<'_>) -> Result<LinkInfo, Error> {
+pub(crate) fn link_info(path: &Path, link: BorrowedFd<'_>) -> Result<LinkInfo, Error> {
     sys::link_info(link).map_err(|source| Error::PinnedLink {
         path: path.to_owned(),
         op: "read link info",
@@ -337,7 +350,7 @@ fn link_info(path: &Path, link: BorrowedFd<'_>) -> Result<LinkInfo, Error> {
 }
 
 /// Removes the pin at `path`; false if there was none.
-fn unpin(path: &Path) -> Result<bool, Error> {
+pub(crate) fn unpin(path: &Path) -> Result<bool, Error> {
     match std::fs::remove_file(path) {
         Ok(()) => {
             debug!(path = %path.display(), "link pin removed");

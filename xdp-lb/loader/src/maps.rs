@@ -18,11 +18,11 @@ use aya::{
 use xdp_lb_common::{
     LAYOUT_VERSION,
     addr::filter_bit,
-    backend::{BACKEND_ACTIVE, Backend, NO_BACKEND},
+    backend::{BACKEND_ACTIVE, BACKEND_LOCAL, Backend, NO_BACKEND},
     config::Config,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP,
-        SERVICE_DSR, Service, TABLE_HEADER_SLOTS,
+        SERVICE_DSR, SERVICE_SNAT_REMOTE, Service, TABLE_HEADER_SLOTS,
     },
 };
 
@@ -44,6 +44,8 @@ pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
 pub(crate) const ADDRESS_FILTER: &str = "ADDRESS_FILTER";
+/// The host sides of pod veths with the TC programs, by ifindex.
+pub(crate) const POD_INTERFACES: &str = "POD_INTERFACES";
 /// L2 announcements: address → interface and MAC.
 pub(crate) const L2_ANNOUNCE: &str = "L2_ANNOUNCE";
 pub(crate) const SERVICES: &str = "SERVICES";
@@ -68,7 +70,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 27] = [
+pub(crate) const ALL: [&str; 28] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -81,6 +83,7 @@ pub(crate) const ALL: [&str; 27] = [
     LAYOUT,
     ADDRESSES,
     ADDRESS_FILTER,
+    POD_INTERFACES,
     L2_ANNOUNCE,
     SERVICES,
     BACKENDS,
@@ -122,6 +125,8 @@ pub struct BackendRecord {
     pub generation: u32,
     /// False once retired: its flows are re-selected.
     pub active: bool,
+    /// A pod of this node ([`Datapath::put_backend_on_node`]).
+    pub local: bool,
 }
 
 impl BackendRecord {
@@ -131,6 +136,7 @@ impl BackendRecord {
             addr: socket(&record.addr, record.port_be),
             generation: record.generation,
             active: record.is_active(),
+            local: record.is_local(),
         })
     }
 }
@@ -325,6 +331,9 @@ impl Datapath {
         if options.dsr {
             flags |= SERVICE_DSR;
         }
+        if options.snat_remote {
+            flags |= SERVICE_SNAT_REMOTE;
+        }
         let service = Service {
             id,
             flags,
@@ -348,10 +357,26 @@ impl Datapath {
     /// is immutable in meaning: give a changed backend a new ID, or the same ID
     /// with a higher generation once its old flows may be dropped.
     pub fn put_backend(&mut self, id: u32, addr: SocketAddr, generation: u32) -> Result<(), Error> {
+        self.put_backend_on_node(id, addr, generation, false)
+    }
+
+    /// [`Self::put_backend`], saying whether the backend is a pod of this
+    /// node (`local`): flows of a [`ServiceOptions::snat_remote`] service to
+    /// a local backend keep the client's source.
+    pub fn put_backend_on_node(
+        &mut self,
+        id: u32,
+        addr: SocketAddr,
+        generation: u32,
+        local: bool,
+    ) -> Result<(), Error> {
         self.check_backend_id(id)?;
         // Replies come from this address: the filter must let them through.
         self.mark_address(addr.ip())?;
-        let record = Backend::new(to_addr(addr.ip()), addr.port(), generation);
+        let mut record = Backend::new(to_addr(addr.ip()), addr.port(), generation);
+        if local {
+            record.flags |= BACKEND_LOCAL;
+        }
         Array::<_, Backend>::try_from(self.map_mut(BACKENDS)?)
             .map_err(map_err(BACKENDS, "open"))?
             .set(id, record, 0)
@@ -492,6 +517,12 @@ pub struct ServiceOptions {
     /// outer header from `Config::encap_source_*`, and its replies go to the
     /// client directly.
     pub dsr: bool,
+    /// Source NAT toward backends that are not pods of this node (see
+    /// [`Datapath::put_backend_on_node`]), so that their replies come back
+    /// through this node: the NodePort, LoadBalancer and externalIP frontends
+    /// of a service with `externalTrafficPolicy: Cluster`. The source becomes
+    /// `Config::snat_source_*` with a port of the source-NAT range.
+    pub snat_remote: bool,
 }
 
 /// The longest ClientIP affinity timeout Kubernetes allows: one day.

@@ -10,7 +10,7 @@ use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
-        SERVICE_AFFINITY_CLIENT_IP, SERVICE_DSR, Service,
+        SERVICE_AFFINITY_CLIENT_IP, SERVICE_DSR, SERVICE_SNAT_REMOTE, Service,
     },
 };
 
@@ -50,6 +50,7 @@ impl Datapath {
                     client_ip_affinity: (service.flags & SERVICE_AFFINITY_CLIENT_IP != 0)
                         .then(|| Duration::from_secs(service.affinity_timeout_s.into())),
                     dsr: service.flags & SERVICE_DSR != 0,
+                    snat_remote: service.flags & SERVICE_SNAT_REMOTE != 0,
                 };
                 Ok((frontend, service.id, options))
             })

@@ -30,6 +30,8 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// `BPF_LINK_TYPE_XDP` of `enum bpf_link_type`.
 pub(crate) const BPF_LINK_TYPE_XDP: u32 = 6;
+/// `BPF_LINK_TYPE_TCX` of `enum bpf_link_type` (kernel ≥ 6.6).
+pub(crate) const BPF_LINK_TYPE_TCX: u32 = 11;
 
 /// `attr.batch`, for `BPF_MAP_*_BATCH`.
 #[repr(C)]

@@ -11,7 +11,8 @@ const OUTPUT_SLACK: usize = 256;
 /// The result of one test run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRunOutput {
-    /// The program's return value (an `xdp_action`).
+    /// The program's return value (an `xdp_action`, or a TC action for the
+    /// TC programs).
     pub action: u32,
     /// The packet as the program left it.
     pub packet: Vec<u8>,
@@ -69,19 +70,29 @@ impl Datapath {
                 .flat_map(|f: &u32| f.to_ne_bytes())
                 .collect::<Vec<u8>>()
         });
-        let result = self
-            .program(program)?
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ctx_in: ctx.as_deref(),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|source| Error::TestRun {
-                program: program.as_str(),
-                source,
-            })?;
+        let options = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = if program.is_tc() {
+            // An `__sk_buff` context, not an `xdp_md`: no ingress interface.
+            if ingress_ifindex.is_some() {
+                return Err(Error::InvalidOption {
+                    option: "ingress_ifindex",
+                    reason: "only XDP programs take an ingress interface in a test run",
+                });
+            }
+            crate::pods::classifier(&self.ebpf, program)?.test_run(options)
+        } else {
+            self.program(program)?.test_run(options)
+        }
+        .map_err(|source| Error::TestRun {
+            program: program.as_str(),
+            source,
+        })?;
         out.truncate(result.data_size_out as usize);
         Ok(TestRunOutput {
             action: result.return_value,

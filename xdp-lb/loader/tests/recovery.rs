@@ -85,6 +85,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                         addr,
                         generation,
                         active,
+                        local: false,
                     },
                 )
             })
@@ -105,6 +106,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     ServiceOptions {
                         client_ip_affinity: Some(Duration::from_secs(600)),
                         dsr: false,
+                        snat_remote: false,
                     },
                 ),
                 (
@@ -113,6 +115,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     ServiceOptions {
                         client_ip_affinity: None,
                         dsr: true,
+                        snat_remote: false,
                     },
                 ),
             ];

@@ -10,20 +10,25 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+};
 use xdp_lb_common::{
+    addr::Addr,
     backend::Backend,
     config::{Config, NS_PER_SEC},
     conntrack::{
-        CT_SEEN_REPLY, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_SEEN_REPLY, CT_SNAT, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED,
+        TCP_SYN_SENT,
     },
-    service::{SERVICE_DSR, Service},
+    service::{SERVICE_DSR, SERVICE_SNAT_REMOTE, Service},
     stats::CtEvent,
 };
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::{BACKENDS, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct},
+    maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct},
 };
 
 /// `last_seen` is rewritten at most this often, so a busy flow does not make
@@ -98,19 +103,21 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
         e.last_seen_ns = now;
         // Rewrite the reply entry with the refresh: if the LRU took it while the
         // flow was alive, it comes back within a second. A DSR flow has none:
-        // its replies do not come back this way.
+        // its replies do not come back this way. A source-NAT port the LRU
+        // freed is taken back only if no other flow claimed it meanwhile.
         if !is_dsr(service) {
-            let _ = CONNTRACK_REPLY.insert(
-                flow.tuple.reply_from(backend.addr, backend.port_be),
-                &flow.tuple,
-                0,
-            );
+            let flags = if e.is_snat() { BPF_NOEXIST } else { 0 };
+            let _ =
+                CONNTRACK_REPLY.insert(e.reply_key(flow.tuple.proto), &flow.tuple, flags.into());
         }
     }
     Some(Nat {
         end: End::Destination,
         addr: backend.addr,
         port_be: backend.port_be,
+        snat: e.is_snat(),
+        peer_addr: e.reply_dst_addr,
+        peer_port_be: e.reply_dst_port_be,
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
@@ -150,16 +157,101 @@ const fn is_dsr(service: &Service) -> bool {
     service.flags & SERVICE_DSR != 0
 }
 
+/// How many ports of the source-NAT range a new flow tries, from a random
+/// start, before it is refused: bounded for the verifier, and enough that a
+/// range with free ports is rarely missed.
+const SNAT_PORT_TRIES: u32 = 8;
+
 /// Creates (or replaces) the flow's entry and its reply entry (none for a
-/// DSR service, whose replies do not come back), unless the flood guard holds
-/// new flows back.
+/// DSR service, whose replies do not come back), and writes the flow's
+/// translation to `out`. The source is translated when the reply would not
+/// come back otherwise: a pod reaching itself (hairpin), a remote backend of a
+/// `SERVICE_SNAT_REMOTE` service, or a reply tuple another live flow already
+/// has (two frontends, one client port, one backend). False when that source
+/// NAT found no free port: nothing is tracked, and the flow is refused.
+///
+/// Without source NAT, the flood guard may hold the entries back (the flow
+/// still reaches its backend); a flow with source NAT is always tracked, as
+/// its replies need the entry.
+///
+/// The work is split into sibling subprograms (`allocate_port`,
+/// `claim_reply`, `track`), each building its own key or entry: nested, their
+/// frames would add up past the 512-byte stack.
 #[inline(never)]
-pub fn create(flow: &Flow, id: u32, backend: &Backend, service: &Service, config: &Config) {
-    let now = now_ns();
-    if !flood_guard_admits(now, config) {
+pub fn create(
+    flow: &Flow,
+    id: u32,
+    backend: &Backend,
+    service: &Service,
+    out: &mut MaybeUninit<Nat>,
+) -> bool {
+    // Read here rather than passed: a BPF call takes at most five arguments
+    // (an array lookup the verifier inlines).
+    let Some(config) = CONFIG.get(0) else {
+        return false;
+    };
+    let source = snat_source(flow, backend, service);
+    let nat = out.write(Nat {
+        end: End::Destination,
+        addr: backend.addr,
+        port_be: backend.port_be,
+        snat: false,
+        peer_addr: flow.tuple.src_addr,
+        peer_port_be: flow.tuple.src_port_be,
+        service_id: service.id,
+        backend_id: id,
+        generation: backend.generation,
+    });
+    // Without a configured source address of the flow's family, the flow
+    // keeps its own (documented with `Config::snat_source_v4`).
+    if source != NO_SNAT && source_of(source, flow.is_v4, config, &mut nat.peer_addr) {
+        if !allocate_port(flow, nat, config) {
+            count_ct(CtEvent::SnatExhausted);
+            return false;
+        }
+        nat.snat = true;
+    } else if !flood_guard_admits(now_ns(), config) {
         count_ct(CtEvent::NotTrackedFloodGuard);
-        return;
+        return true;
+    } else if !is_dsr(service) && !claim_reply(flow, nat, config) {
+        // A clash: another live flow's replies carry this tuple. The client
+        // keeps its address and gets another port.
+        if !allocate_port(flow, nat, config) {
+            count_ct(CtEvent::SnatExhausted);
+            return false;
+        }
+        nat.snat = true;
     }
+    if track(flow, nat, service.flags) {
+        count_ct(CtEvent::Created);
+        return true;
+    }
+    count_ct(CtEvent::InsertFailed);
+    if nat.snat {
+        // Untracked, its replies could not be translated back.
+        let _ = CONNTRACK_REPLY.remove(&reply_key(flow, nat));
+        return false;
+    }
+    true
+}
+
+/// The key of the reply entry of `flow` translated as `nat` says.
+#[inline(always)]
+fn reply_key(flow: &Flow, nat: &Nat) -> FlowTuple {
+    FlowTuple::new(
+        nat.addr,
+        nat.peer_addr,
+        nat.port_be,
+        nat.peer_port_be,
+        flow.tuple.proto,
+    )
+}
+
+/// Writes the flow entry of `flow`, translated as `nat` says, for a service
+/// with `service_flags`.
+#[inline(never)]
+fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
+    let dsr = service_flags & SERVICE_DSR != 0;
     let state = if !flow.is_tcp {
         NOT_TCP
     } else if flow.is_syn() {
@@ -171,26 +263,157 @@ pub fn create(flow: &Flow, id: u32, backend: &Backend, service: &Service, config
         // another LB instance): Maglev picks the same backend, carry on.
         TCP_ESTABLISHED
     };
+    // A DSR flow's replies never pass here: its next segment after the SYN
+    // establishes it.
+    let seen = if dsr { CT_SEEN_REPLY } else { 0 };
     let entry = CtEntry {
-        last_seen_ns: now,
-        backend_id: id,
-        generation: backend.generation,
-        backend_addr: backend.addr,
-        backend_port_be: backend.port_be,
+        last_seen_ns: now_ns(),
+        backend_id: nat.backend_id,
+        generation: nat.generation,
+        backend_addr: nat.addr,
+        backend_port_be: nat.port_be,
         state,
-        // A DSR flow's replies never pass here: its next segment after the
-        // SYN establishes it.
-        flags: if is_dsr(service) { CT_SEEN_REPLY } else { 0 },
-        service_id: service.id,
+        flags: if nat.snat { seen | CT_SNAT } else { seen },
+        service_id: nat.service_id,
+        reply_dst_addr: nat.peer_addr,
+        reply_dst_port_be: nat.peer_port_be,
+        _pad0: 0,
+        _pad1: 0,
     };
-    let reply = flow.tuple.reply_from(backend.addr, backend.port_be);
-    if CONNTRACK.insert(&flow.tuple, entry, 0).is_err()
-        || (!is_dsr(service) && CONNTRACK_REPLY.insert(reply, &flow.tuple, 0).is_err())
-    {
-        count_ct(CtEvent::InsertFailed);
-        return;
+    CONNTRACK.insert(&flow.tuple, entry, 0).is_ok()
+}
+
+/// Claims the reply entry of `flow` translated as `nat` says (see `claim`).
+#[inline(never)]
+fn claim_reply(flow: &Flow, nat: &Nat, config: &Config) -> bool {
+    claim(&reply_key(flow, nat), &flow.tuple, config)
+}
+
+/// `snat_source`: no source NAT.
+const NO_SNAT: u8 = 0;
+/// `snat_source`: the node's source-NAT address (a remote backend).
+const SNAT_NODE: u8 = 1;
+/// `snat_source`: the hairpin address (the client is the backend).
+const SNAT_HAIRPIN: u8 = 2;
+
+/// Which source a new flow must be given so that its replies come back here.
+#[inline(always)]
+fn snat_source(flow: &Flow, backend: &Backend, service: &Service) -> u8 {
+    if is_dsr(service) {
+        NO_SNAT
+    } else if flow.tuple.src_addr == backend.addr {
+        SNAT_HAIRPIN
+    } else if service.flags & SERVICE_SNAT_REMOTE != 0 && !backend.is_local() {
+        SNAT_NODE
+    } else {
+        NO_SNAT
     }
-    count_ct(CtEvent::Created);
+}
+
+/// Writes the configured address of `kind` and the flow's family to `out`;
+/// false when none is configured (all zeros).
+#[inline(always)]
+fn source_of(kind: u8, is_v4: bool, config: &Config, out: &mut Addr) -> bool {
+    if is_v4 {
+        let a = if kind == SNAT_HAIRPIN {
+            config.hairpin_source_v4
+        } else {
+            config.snat_source_v4
+        };
+        if a == [0; 4] {
+            return false;
+        }
+        out[12] = a[0];
+        out[13] = a[1];
+        out[14] = a[2];
+        out[15] = a[3];
+    } else {
+        let a = if kind == SNAT_HAIRPIN {
+            &config.hairpin_source_v6
+        } else {
+            &config.snat_source_v6
+        };
+        if a.iter().all(|&b| b == 0) {
+            return false;
+        }
+        *out = *a;
+    }
+    true
+}
+
+/// Picks a port of the source-NAT range for `nat`'s new source
+/// (`peer_addr`): tries `SNAT_PORT_TRIES` ports from a random start and
+/// claims the first free one (its reply entry, naming the flow, is the
+/// reservation), writing it to `nat.peer_port_be`. False when the range is
+/// empty or every port tried is taken by a live flow.
+#[inline(never)]
+fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
+    let min = u32::from(config.snat_port_min);
+    let max = u32::from(config.snat_port_max);
+    if min == 0 || max < min {
+        return false;
+    }
+    let span = max - min + 1;
+    // `checked_rem`: a `%` the compiler cannot prove safe keeps a panic
+    // branch, and the verifier refuses a program that may end in it.
+    // SAFETY: a helper without arguments.
+    let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
+        return false;
+    };
+    let mut reply = reply_key(flow, nat);
+    for i in 0..SNAT_PORT_TRIES {
+        let Some(offset) = (start + i).checked_rem(span) else {
+            return false;
+        };
+        reply.dst_port_be = ((min + offset) as u16).to_be();
+        if claim(&reply, &flow.tuple, config) {
+            nat.peer_port_be = reply.dst_port_be;
+            count_ct(CtEvent::SnatAllocated);
+            return true;
+        }
+    }
+    false
+}
+
+/// Makes `reply` the reply entry of `original`: true when it was free, is
+/// `original`'s already (the flow is re-created), or belongs to a flow that
+/// no longer holds it (expired, gone, or moved to another backend or port),
+/// which is how a source-NAT port is released. A subprogram of its own, so
+/// that its lookups do not add to the frame of the loop that calls it.
+#[inline(never)]
+fn claim(reply: &FlowTuple, original: &FlowTuple, config: &Config) -> bool {
+    if CONNTRACK_REPLY
+        .insert(reply, original, BPF_NOEXIST.into())
+        .is_ok()
+    {
+        return true;
+    }
+    if let Some(holder) = CONNTRACK_REPLY.get_ptr(reply) {
+        // SAFETY: a live map value of the right type.
+        let holder = unsafe { &*holder };
+        if *holder == *original {
+            return true;
+        }
+        if holds(holder, reply, config) {
+            return false;
+        }
+    }
+    CONNTRACK_REPLY.insert(reply, original, 0).is_ok()
+}
+
+/// True when the flow keyed `holder` is alive and its replies carry `reply`.
+#[inline(always)]
+fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
+    let Some(e) = CONNTRACK.get_ptr(holder) else {
+        return false;
+    };
+    // SAFETY: a map value of the right type, read once.
+    let e = unsafe { &*e };
+    now_ns().saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state)
+        && e.backend_addr == reply.src_addr
+        && e.backend_port_be == reply.src_port_be
+        && e.reply_dst_addr == reply.dst_addr
+        && e.reply_dst_port_be == reply.dst_port_be
 }
 
 /// A reply's flow: its entry is found through the reply entry, must name this
@@ -214,8 +437,11 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         let e = unsafe { &mut *p };
         let same_backend =
             e.backend_addr == flow.tuple.src_addr && e.backend_port_be == flow.tuple.src_port_be;
+        // The port a source-NAT flow was given, not one it gave up.
+        let same_source = e.reply_dst_port_be == flow.tuple.dst_port_be
+            && e.reply_dst_addr == flow.tuple.dst_addr;
         let alive = now.saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state);
-        (same_backend && alive).then_some(e)
+        (same_backend && same_source && alive).then_some(e)
     });
     let Some(e) = live else {
         count_ct(CtEvent::ReplyOrphan);
@@ -226,6 +452,9 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         end: End::Source,
         addr: original.dst_addr,
         port_be: original.dst_port_be,
+        snat: e.is_snat(),
+        peer_addr: original.src_addr,
+        peer_port_be: original.src_port_be,
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
@@ -271,10 +500,18 @@ pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit
     let Some((entry, backend)) = live_entry(flow, config) else {
         return false;
     };
+    if entry.is_snat() {
+        // The error's outer and embedded headers would need both ends
+        // translated: not done, the error passes untouched.
+        return false;
+    }
     out.write(Nat {
         end: End::Destination,
         addr: backend.addr,
         port_be: backend.port_be,
+        snat: false,
+        peer_addr: flow.src_addr,
+        peer_port_be: flow.src_port_be,
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,
@@ -294,13 +531,20 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
     let Some((entry, _)) = live_entry(original, config) else {
         return false;
     };
-    if entry.backend_addr != reply.src_addr || entry.backend_port_be != reply.src_port_be {
+    if entry.backend_addr != reply.src_addr
+        || entry.backend_port_be != reply.src_port_be
+        || entry.is_snat()
+    {
+        // A source-NAT flow's errors pass untouched, as in `error_to_backend`.
         return false;
     }
     out.write(Nat {
         end: End::Source,
         addr: original.dst_addr,
         port_be: original.dst_port_be,
+        snat: false,
+        peer_addr: original.src_addr,
+        peer_port_be: original.src_port_be,
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,

@@ -82,10 +82,12 @@ pub fn error_slot() -> Option<&'static mut MaybeUninit<IcmpError>> {
     Some(unsafe { &mut *slot.cast::<MaybeUninit<IcmpError>>() })
 }
 
-/// This CPU's slot for the translation of the error in `error_slot`: beside
-/// it in the same map value, never overlapping it. A per-CPU slot rather
-/// than a stack variable: `xdp::icmp` hands it from one subprogram to a
-/// sibling without a frame of the caller's holding it.
+/// This CPU's slot for a translation: of the error in `error_slot` (beside
+/// it in the same map value, never overlapping it), or of the packet the
+/// program balances (an ICMP error is not one). A per-CPU slot rather than a
+/// stack variable: `xdp::icmp` hands it from one subprogram to a sibling
+/// without a frame of the caller's holding it, and the programs' main frames
+/// stay small enough for their deepest callees.
 #[inline(always)]
 pub fn nat_slot() -> Option<&'static mut MaybeUninit<Nat>> {
     let slot = ICMP_ERROR.get_ptr_mut(0)?;

@@ -139,6 +139,14 @@ pub struct Nat {
     pub end: End,
     pub addr: Addr,
     pub port_be: u16,
+    /// Source NAT: the other end changes too, to `peer_addr`:`peer_port_be`
+    /// (toward the backend, the source the flow was given; on a reply, the
+    /// client it goes back to).
+    pub snat: bool,
+    /// The other end's address after the rewrite (unchanged without `snat`).
+    pub peer_addr: Addr,
+    /// The other end's port after the rewrite, network order.
+    pub peer_port_be: u16,
     pub service_id: u32,
     pub backend_id: u32,
     /// The backend ID's generation (a reused ID is another backend).
@@ -223,6 +231,25 @@ pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
         decide_flow(&packet.flow, packet.marks, nat)
     } else {
         not_balanced(packet)
+    }
+}
+
+/// The reply direction only, for a hook that sees packets on their way into
+/// a pod (`tc_lb_egress`): a backend's reply to a tracked flow is translated
+/// back; everything else passes untouched. A request is balanced where it
+/// enters the node, never on its way out.
+#[inline(never)]
+pub fn decide_reply(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
+    if !packet.has_flow || packet.marks & MARK_SRC == 0 {
+        return Decision::pass(Verdict::PassNotFrontend);
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return Decision::pass(Verdict::PassNotFrontend);
+    };
+    if conntrack::lookup_reply(&packet.flow, config, nat) {
+        translate_unless_expiring(&packet.flow)
+    } else {
+        Decision::pass(Verdict::PassNotFrontend)
     }
 }
 
@@ -324,15 +351,11 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     // SAFETY: `recall` and `select` initialise the backend when they return
     // an ID.
     let backend = unsafe { backend.assume_init_ref() };
-    conntrack::create(flow, id, backend, &service, config);
-    nat.write(Nat {
-        end: End::Destination,
-        addr: backend.addr,
-        port_be: backend.port_be,
-        service_id: service.id,
-        backend_id: id,
-        generation: backend.generation,
-    });
+    if !conntrack::create(flow, id, backend, &service, nat) {
+        // Source NAT found no free port: refused like a service without
+        // backends, so the client learns at once.
+        return Decision::refuse();
+    }
     if config.flow_event_sampling != 0 {
         // SAFETY: written just above.
         events::new_flow(

@@ -24,7 +24,6 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     addr::{Addr, is_v4_mapped, v4_mapped},
-    conntrack::FlowTuple,
     csum,
     stats::Verdict,
 };
@@ -109,17 +108,26 @@ pub fn send(
     // SAFETY: this CPU's slot, large and aligned enough for a `Flow` (the
     // assertion at the top of this module; u64 words); nothing else runs on
     // this CPU meanwhile.
+    // Field by field: a whole `Flow` would be built on this frame first, and
+    // this frame is on the deepest call chain (the ICMP error path's).
     unsafe {
-        outer.write(Flow {
-            tuple: FlowTuple::new([0; 16], nat.addr, 0, 0, 0),
-            is_v4: is_v4_mapped(&nat.addr),
-            is_tcp: false,
-            tcp_flags: 0,
-            ttl: TTL,
-            l3_offset: flow.l3_offset,
-            l4_offset: flow.l3_offset + overhead,
-            has_vlan: flow.has_vlan,
-        });
+        let o = &mut *outer;
+        let src = o.tuple.src_addr.as_mut_ptr().cast::<u64>();
+        core::ptr::write_volatile(src, 0);
+        core::ptr::write_volatile(src.add(1), 0);
+        o.tuple.dst_addr = nat.addr;
+        o.tuple.src_port_be = 0;
+        o.tuple.dst_port_be = 0;
+        o.tuple.proto = 0;
+        o.tuple._pad0 = 0;
+        o.tuple._pad1 = 0;
+        o.is_v4 = is_v4_mapped(&nat.addr);
+        o.is_tcp = false;
+        o.tcp_flags = 0;
+        o.ttl = TTL;
+        o.l3_offset = flow.l3_offset;
+        o.l4_offset = flow.l3_offset + overhead;
+        o.has_vlan = flow.has_vlan;
     }
     // SAFETY: written just above.
     let outer = unsafe { &*outer };

@@ -23,7 +23,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::NEXT_HOPS,
+    maps::{NEXT_HOPS, POD_INTERFACES},
     packet::FrameSource,
     xdp::rewrite,
 };
@@ -47,13 +47,20 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let found = match nat.end {
         End::Destination => backend_hop(ctx, flow, nat, ingress, &mut hop),
         // After the reverse translation the source is the frontend.
+        // Under source NAT the destination changes too (back to the
+        // client); otherwise it is the frame's own (for an ICMP error, the
+        // error's destination rather than the flow's client).
         End::Source => {
-            let ends = (
-                &nat.addr,
-                &flow.tuple.dst_addr,
-                nat.port_be,
-                flow.tuple.dst_port_be,
-            );
+            let ends = if nat.snat {
+                (&nat.addr, &nat.peer_addr, nat.port_be, nat.peer_port_be)
+            } else {
+                (
+                    &nat.addr,
+                    &flow.tuple.dst_addr,
+                    nat.port_be,
+                    flow.tuple.dst_port_be,
+                )
+            };
             lookup(ctx, flow, ingress, ends, coarse_now(), &mut hop)
         }
     };
@@ -62,6 +69,9 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     }
     // SAFETY: written by whichever function answered true.
     let hop = unsafe { hop.assume_init_ref() };
+    if hop.via_stack != 0 {
+        return XDP_PASS;
+    }
     let frame = &ctx.frame();
     // XDP_TX leaves by the interface the frame came in on, which took it.
     if hop.egress_ifindex != ingress
@@ -202,8 +212,18 @@ fn lookup(
         // The caller that caches the answer sets the backend's generation.
         generation: 0,
         mtu,
-        _pad: 0,
+        via_stack: 0,
     });
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the key by reference: a copy would take another stack slot, and this frame \
+                  is on the deepest call chain"
+    )]
+    let to_pod = POD_INTERFACES.get_ptr(&params.ifindex).is_some();
+    if to_pod {
+        // SAFETY: written just above.
+        unsafe { (*out.as_mut_ptr()).via_stack = 1 };
+    }
     true
 }
 

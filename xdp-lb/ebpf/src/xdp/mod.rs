@@ -9,8 +9,6 @@ mod link;
 mod neighbour;
 mod rewrite;
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     programs::XdpContext,
@@ -21,6 +19,7 @@ use crate::{
     lb::{
         Action, End, Nat, decide, events, filter_marks,
         flow::{Flow, Packet},
+        icmp::nat_slot,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
     packet::{Frame, FrameSource},
@@ -87,8 +86,14 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let mut packet = Packet::EMPTY;
     packet.fill(ctx, &parsed);
     packet.marks = marks;
-    let mut nat = MaybeUninit::uninit();
-    let decision = decide(&packet, &mut nat);
+    // The translation lives in a per-CPU slot, not in this frame: the
+    // 512-byte limit counts this frame with its deepest callees' (the L2
+    // answers', the encapsulation's).
+    let Some(nat) = nat_slot() else {
+        count_verdict(Verdict::PassNotFrontend, len);
+        return XDP_PASS;
+    };
+    let decision = decide(&packet, nat);
     let (verdict, action) = match decision.action {
         Action::Pass => (decision.verdict, XDP_PASS),
         Action::Drop => (decision.verdict, XDP_DROP),
@@ -173,6 +178,8 @@ fn too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
     let original = Nat {
         addr: flow.tuple.dst_addr,
         port_be: flow.tuple.dst_port_be,
+        peer_addr: flow.tuple.src_addr,
+        peer_port_be: flow.tuple.src_port_be,
         ..*nat
     };
     if !rewrite::translate(ctx, flow, &original) {

@@ -6,7 +6,7 @@
 //! Each header is bounds-checked once and then read and written at constant
 //! offsets from the checked pointer, the form the verifier follows.
 
-use xdp_lb_common::csum;
+use xdp_lb_common::{addr::Addr, csum};
 
 use aya_ebpf::programs::XdpContext;
 
@@ -54,32 +54,37 @@ pub(super) fn l4_replace<const N: usize>(
     }
 }
 
-/// Replaces one end's address and port, with the checksums. Both headers are
-/// checked before the first write, so `false` leaves the frame unchanged. A
-/// subprogram of its own, beside `forward` rather than above it: the 512-byte
-/// stack limit counts the deepest chain of frames.
+/// Replaces one end's address and port (both ends' under source NAT), with
+/// the checksums. Both headers are checked before the first write, so
+/// `false` leaves the frame unchanged. A subprogram of its own, beside
+/// `forward` rather than above it: the 512-byte stack limit counts the
+/// deepest chain of frames.
 #[inline(never)]
 pub fn translate(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> bool {
-    rewrite_end(&ctx.frame(), flow, nat).is_some()
+    let frame = &ctx.frame();
+    let source = nat.end == End::Source;
+    if rewrite_end(frame, flow, source, &nat.addr, nat.port_be).is_none() {
+        return false;
+    }
+    !nat.snat || rewrite_end(frame, flow, !source, &nat.peer_addr, nat.peer_port_be).is_some()
 }
 
 #[inline(always)]
-fn rewrite_end(frame: &Frame, flow: &Flow, nat: &Nat) -> Option<()> {
-    let source = nat.end == End::Source;
+fn rewrite_end(frame: &Frame, flow: &Flow, source: bool, addr: &Addr, port_be: u16) -> Option<()> {
     let (l4_len, l4_csum_at) = if flow.is_tcp {
         (TCP_HLEN, TCP_CSUM)
     } else {
         (UDP_HLEN, UDP_CSUM)
     };
     let port_at = if source { SRC_PORT } else { DST_PORT };
-    let new_port = nat.port_be.to_ne_bytes();
+    let new_port = port_be.to_ne_bytes();
     if flow.is_v4 {
         let ip = frame
             .get_mut::<[u8; IP4_HLEN]>(flow.l3_offset)?
             .cast::<u8>();
         let l4 = l4_header(frame, flow.l4_offset, l4_len)?;
         let addr_at = if source { IP4_SRC } else { IP4_DST };
-        let new = [nat.addr[12], nat.addr[13], nat.addr[14], nat.addr[15]];
+        let new = [addr[12], addr[13], addr[14], addr[15]];
         // SAFETY: offsets within the checked IPv4 and transport headers.
         unsafe {
             let old = load::<4>(ip, addr_at);
@@ -104,9 +109,9 @@ fn rewrite_end(frame: &Frame, flow: &Flow, nat: &Nat) -> Option<()> {
             let old = load::<16>(ip, addr_at);
             let old_port = load::<2>(l4, port_at);
             let mut l4_csum = u16::from_be_bytes(load(l4, l4_csum_at));
-            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old, &nat.addr);
+            l4_csum = l4_replace(flow.is_tcp, l4_csum, &old, addr);
             l4_csum = l4_replace(flow.is_tcp, l4_csum, &old_port, &new_port);
-            store(ip, addr_at, nat.addr);
+            store(ip, addr_at, *addr);
             store(l4, port_at, new_port);
             store(l4, l4_csum_at, l4_csum.to_be_bytes());
         }

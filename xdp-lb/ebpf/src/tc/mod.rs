@@ -1,0 +1,135 @@
+//! The TC side: `tc_lb_ingress` and `tc_lb_egress` on the host side of pod
+//! veths (DESIGN.md, "Which hook where"). Packets a pod's stack sends carry
+//! partial checksums that XDP can neither see nor keep; a TC program sees the
+//! socket buffer and updates checksums with the skb-aware helpers
+//! (`rewrite`), which are right whether the checksum is partial or full.
+//!
+//! Both run the core of `lb` unchanged:
+//! - ingress (what the pod sends): `decide`, as `xdp_lb` does: requests to a
+//!   frontend are balanced, replies of the pod as a backend translated back;
+//! - egress (on the way into the pod): only the reply direction, for replies
+//!   that reached this node without passing an ingress hook of it (a backend
+//!   on another node answering over a link without `xdp_lb`).
+//!
+//! A translated packet continues into the kernel (`TC_ACT_OK`), which routes
+//! it: from ingress to its new destination, from egress into the pod. The
+//! kernel forwards with the packet's checksum state intact, where an XDP
+//! redirect would lose it.
+
+mod rewrite;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use xdp_lb_common::stats::Verdict;
+
+use crate::{
+    lb::{
+        Action, End, Nat, decide, decide_reply, events, filter_marks, flow::Packet, icmp::nat_slot,
+    },
+    maps::{count_backend, count_parse, count_service, count_verdict},
+    packet::{Frame, FrameSource},
+    parse::parse,
+};
+
+/// Bytes made linear before parsing: Ethernet, a VLAN tag, an IPv6 header
+/// with extension headers and a TCP header with options fit. A socket
+/// buffer's payload may sit in pages; the headers must be in the linear part
+/// for direct reads.
+const PULL_LEN: u32 = 256;
+
+/// The kernel goes on with the packet.
+const OK: i32 = TC_ACT_OK;
+/// The packet is dropped.
+const SHOT: i32 = TC_ACT_SHOT;
+
+impl FrameSource for TcContext {
+    #[inline(always)]
+    fn frame(&self) -> Frame {
+        // Separate 32-bit loads, as for XDP: a merged 64-bit load split by
+        // shifts is refused on packet pointers.
+        // SAFETY: `skb` is the program's `__sk_buff`, valid while it runs.
+        unsafe {
+            let skb = self.skb.skb;
+            let data = core::ptr::read_volatile(&raw const (*skb).data);
+            let end = core::ptr::read_volatile(&raw const (*skb).data_end);
+            let len = core::ptr::read_volatile(&raw const (*skb).len);
+            Frame::with_len(data as usize, end as usize, len as usize)
+        }
+    }
+}
+
+/// Which hook a program runs at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// What the pod sends.
+    Ingress,
+    /// What goes into the pod.
+    Egress,
+}
+
+/// The whole of `tc_lb_ingress` and `tc_lb_egress`.
+#[inline(always)]
+pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
+    let len = ctx.len() as usize;
+    // Failing only when the packet is shorter than asked, and then it is
+    // all linear anyway.
+    let _ = ctx.skb.pull_data(PULL_LEN.min(len as u32));
+    let parsed = parse(ctx);
+    count_parse(parsed.counter, len);
+    let marks = filter_marks(ctx, &parsed);
+    if marks == 0 {
+        count_verdict(Verdict::PassNotFrontend, len);
+        return OK;
+    }
+    let mut packet = Packet::EMPTY;
+    packet.fill(ctx, &parsed);
+    packet.marks = marks;
+    // In the per-CPU slot `xdp_lb` uses too, out of this frame (see there).
+    let Some(nat) = nat_slot() else {
+        count_verdict(Verdict::PassNotFrontend, len);
+        return OK;
+    };
+    let decision = match hook {
+        Hook::Ingress => decide(&packet, nat),
+        Hook::Egress => decide_reply(&packet, nat),
+    };
+    let (verdict, action) = match decision.action {
+        Action::Pass => (decision.verdict, OK),
+        Action::Drop => (decision.verdict, SHOT),
+        Action::Translate if packet.has_flow => {
+            // SAFETY: `decide` initialises `nat` when it answers Translate.
+            apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() })
+        }
+        // Direct server return wraps packets for a wire; a pod's packets
+        // are not sent that way.
+        Action::Encapsulate => (Verdict::DropEncapUnsupported, SHOT),
+        Action::Translate => (Verdict::PassMalformed, OK),
+        // No answer is written here yet (a reset, a port unreachable): the
+        // packet is dropped, counted as the core says (`DropNoBackend`).
+        Action::Refuse => (decision.verdict, SHOT),
+    };
+    count_verdict(verdict, len);
+    if action == SHOT {
+        events::dropped(&packet, verdict);
+    }
+    action
+}
+
+/// Rewrites the packet and lets the kernel route it.
+#[inline(always)]
+fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat) -> (Verdict, i32) {
+    let len = ctx.len() as usize;
+    count_service(nat.service_id, len);
+    count_backend(nat.backend_id, len);
+    if !rewrite::translate(ctx, flow, nat) {
+        // The helpers refused (a header outside the packet): unchanged.
+        return (Verdict::PassMalformed, OK);
+    }
+    let verdict = match nat.end {
+        End::Destination => Verdict::ForwardToBackend,
+        End::Source => Verdict::ForwardReply,
+    };
+    (verdict, OK)
+}

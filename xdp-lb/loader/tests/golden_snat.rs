@@ -1,0 +1,324 @@
+//! Golden packets, source NAT: where a reply would not come back through
+//! this LB (or would come back ambiguous), the source of a new flow is
+//! translated too, with a port of the source-NAT range, and the reply is
+//! translated back on both ends:
+//! - a **clash**: two frontends, one client port, one backend: the second
+//!   flow keeps its address and gets another port;
+//! - a **remote backend** of a `snat_remote` service (NodePort with
+//!   `externalTrafficPolicy: Cluster`): the source becomes the node's
+//!   source-NAT address; a local backend keeps the client's source;
+//! - **hairpin**: a client that lands on itself gets the hairpin address;
+//! - an **exhausted** range refuses the flow (a reset) and counts it, and a
+//!   port comes free when the flow holding it expires.
+//!
+//! Every output frame is compared whole with one etherparse built.
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use support::{
+    frame::{L4, Packet, TcpFlags},
+    in_private_netns,
+    lb::{
+        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4, UP_MAC,
+        VIP4, VIP6, XDP_REDIRECT, XDP_TX, backend4, backend6, mac_of,
+    },
+};
+use xdp_lb::{AddressKind, Config, CtEvent, Frontend, Protocol, ServiceOptions, Verdict};
+
+/// The node's source-NAT address toward the backends (`dn0`'s own).
+const SNAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+/// A source-NAT range of its own, so the tests see it used.
+const PORTS: (u16, u16) = (40100, 40163);
+const NODE_PORT: u16 = 30080;
+
+/// An LB with source-NAT settings: the range above and `SNAT4`.
+fn lb() -> Lb {
+    let lb = Lb::new();
+    let config = lb.dp.config().expect("config");
+    let mut lb = lb;
+    lb.dp
+        .set_config(&Config {
+            snat_source_v4: SNAT4.octets(),
+            snat_port_min: PORTS.0,
+            snat_port_max: PORTS.1,
+            ..config
+        })
+        .expect("config");
+    lb
+}
+
+/// `request` as the LB sends it to `backend` from `source`.
+fn to_backend(request: &Packet, source: SocketAddr, backend: SocketAddr) -> Vec<u8> {
+    request
+        .with_src(source)
+        .with_dst(backend)
+        .routed(DOWN_MAC, mac_of(backend.ip()))
+        .bytes()
+}
+
+/// The backend's answer to a request it saw from `seen_source`.
+fn answer(request: &Packet, backend: SocketAddr, seen_source: SocketAddr) -> Packet {
+    Packet {
+        src_mac: mac_of(backend.ip()),
+        dst_mac: DOWN_MAC,
+        src: backend,
+        dst: seen_source,
+        l4: match request.l4 {
+            L4::Tcp(_) => L4::Tcp(TcpFlags::SYN_ACK),
+            udp @ L4::Udp { .. } => udp,
+        },
+        payload: b"answer".to_vec(),
+        ..request.clone()
+    }
+}
+
+/// The source the flow of `request` was given, read from conntrack; checked
+/// to lie in the range.
+fn snat_source(lb: &Lb, request: &Packet) -> SocketAddr {
+    let tracked = lb
+        .dp
+        .tracked_flow(&request.flow())
+        .expect("conntrack")
+        .expect("tracked");
+    let source = tracked.snat.expect("source-NATed");
+    assert!(
+        (PORTS.0..=PORTS.1).contains(&source.port()),
+        "{source} is outside the range {PORTS:?}"
+    );
+    source
+}
+
+fn service(lb: &mut Lb, id: u32, frontend: SocketAddr, table: &[u32], snat_remote: bool) {
+    lb.dp.swap_table(id, table).expect("table");
+    lb.dp
+        .upsert_service(
+            &Frontend::new(frontend, Protocol::Tcp),
+            id,
+            &ServiceOptions {
+                snat_remote,
+                ..ServiceOptions::default()
+            },
+        )
+        .expect("service");
+}
+
+#[test]
+fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
+    for (vip, backend, id) in [
+        (IpAddr::from(VIP4), backend4(0), BACKEND4_IDS[0]),
+        (IpAddr::from(VIP6), backend6(0), BACKEND6_IDS[0]),
+    ] {
+        // A namespace per family: the fixture's interfaces are made once in one.
+        in_private_netns(|| {
+            let mut lb = lb();
+            let (web, admin) = (SocketAddr::new(vip, 80), SocketAddr::new(vip, 81));
+            service(&mut lb, 1, web, &[id; 251], false);
+            service(&mut lb, 2, admin, &[id; 251], false);
+            let client = SocketAddr::new(
+                if vip.is_ipv4() {
+                    CLIENT4.into()
+                } else {
+                    CLIENT6.into()
+                },
+                40000,
+            );
+            let first = Packet::tcp(FROM_CLIENT, client, web, TcpFlags::SYN);
+            let second = Packet::tcp(FROM_CLIENT, client, admin, TcpFlags::SYN);
+
+            let out = lb.send(&first.bytes(), lb.up0);
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&first, client, backend)),
+                "the first flow keeps its source"
+            );
+            let out = lb.send(&second.bytes(), lb.up0);
+            let remapped = snat_source(&lb, &second);
+            assert_eq!(remapped.ip(), client.ip(), "a clash keeps the address");
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&second, remapped, backend))
+            );
+
+            // Each reply finds its own flow, and goes back from its frontend
+            // to the client's own port.
+            for (request, seen, frontend) in [(&first, client, web), (&second, remapped, admin)] {
+                let reply = answer(request, backend, seen);
+                let out = lb.send(&reply.bytes(), lb.dn0);
+                let expected = reply
+                    .with_src(frontend)
+                    .with_dst(client)
+                    .routed(UP_MAC, mac_of(client.ip()))
+                    .bytes();
+                assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+            }
+            lb.assert_ct(&[
+                (CtEvent::Created, 2),
+                (CtEvent::SnatAllocated, 1),
+                (CtEvent::ReplyHit, 2),
+            ]);
+            lb.assert_verdicts(&[(Verdict::ForwardToBackend, 2), (Verdict::ForwardReply, 2)]);
+        });
+    }
+}
+
+#[test]
+fn a_remote_backend_of_a_nodeport_gets_the_nodes_source_and_a_local_one_the_clients() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        lb.dp
+            .set_address(NODE4.into(), AddressKind::Node)
+            .expect("node address");
+        let node_port = SocketAddr::from((NODE4, NODE_PORT));
+        let local = backend4(1);
+        lb.dp
+            .put_backend_on_node(BACKEND4_IDS[1], local, 1, true)
+            .expect("local backend");
+        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let client = SocketAddr::from((CLIENT4, 41000));
+        let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
+
+        let out = lb.send(&request.bytes(), lb.up0);
+        let source = snat_source(&lb, &request);
+        assert_eq!(source.ip(), IpAddr::from(SNAT4));
+        assert_eq!(
+            (out.action, out.packet),
+            (XDP_REDIRECT, to_backend(&request, source, backend4(0)))
+        );
+        let reply = answer(&request, backend4(0), source);
+        let out = lb.send(&reply.bytes(), lb.dn0);
+        let expected = reply
+            .with_src(node_port)
+            .with_dst(client)
+            .routed(UP_MAC, mac_of(client.ip()))
+            .bytes();
+        assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+
+        // The same service, its table now on the local backend: no source NAT.
+        lb.dp.swap_table(1, &[BACKEND4_IDS[1]; 251]).expect("table");
+        let other = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, 41001)),
+            node_port,
+            TcpFlags::SYN,
+        );
+        let out = lb.send(&other.bytes(), lb.up0);
+        assert_eq!(
+            (out.action, out.packet),
+            (XDP_REDIRECT, to_backend(&other, other.src, local))
+        );
+        let tracked = lb.dp.tracked_flow(&other.flow()).unwrap().expect("tracked");
+        assert_eq!(tracked.snat, None);
+        lb.assert_ct(&[
+            (CtEvent::Created, 2),
+            (CtEvent::SnatAllocated, 1),
+            (CtEvent::ReplyHit, 1),
+        ]);
+    });
+}
+
+#[test]
+fn a_client_landing_on_itself_gets_the_hairpin_source() {
+    for (vip, backend, id, hairpin) in [
+        (
+            IpAddr::from(VIP4),
+            backend4(0),
+            BACKEND4_IDS[0],
+            IpAddr::from(Ipv4Addr::new(169, 254, 42, 1)),
+        ),
+        (
+            IpAddr::from(VIP6),
+            backend6(0),
+            BACKEND6_IDS[0],
+            IpAddr::from(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0xa9fe, 0x2a01)),
+        ),
+    ] {
+        in_private_netns(|| {
+            let mut lb = lb();
+            let frontend = SocketAddr::new(vip, 80);
+            service(&mut lb, 1, frontend, &[id; 251], false);
+            // The backend itself calls the service, from behind `dn0`.
+            let itself = SocketAddr::new(backend.ip(), 45000);
+            let mut request = Packet::tcp(FROM_CLIENT, itself, frontend, TcpFlags::SYN);
+            request.src_mac = mac_of(backend.ip());
+            request.dst_mac = DOWN_MAC;
+
+            let out = lb.send(&request.bytes(), lb.dn0);
+            let source = snat_source(&lb, &request);
+            assert_eq!(source.ip(), hairpin, "the default hairpin source");
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_TX, to_backend(&request, source, backend)),
+                "back out where it came in"
+            );
+            let reply = answer(&request, backend, source);
+            let out = lb.send(&reply.bytes(), lb.dn0);
+            let expected = reply
+                .with_src(frontend)
+                .with_dst(itself)
+                .routed(DOWN_MAC, mac_of(backend.ip()))
+                .bytes();
+            assert_eq!((out.action, out.packet), (XDP_TX, expected));
+        });
+    }
+}
+
+#[test]
+fn an_exhausted_range_refuses_new_flows_until_a_port_expires() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let config = lb.dp.config().expect("config");
+        // One port: the second flow finds it taken.
+        lb.dp
+            .set_config(&Config {
+                snat_port_min: PORTS.0,
+                snat_port_max: PORTS.0,
+                ..config
+            })
+            .expect("config");
+        lb.dp
+            .set_address(NODE4.into(), AddressKind::Node)
+            .expect("node address");
+        let node_port = SocketAddr::from((NODE4, NODE_PORT));
+        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let request = |port| {
+            Packet::tcp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT4, port)),
+                node_port,
+                TcpFlags::SYN,
+            )
+        };
+
+        let first = request(42000);
+        assert_eq!(lb.send(&first.bytes(), lb.up0).action, XDP_REDIRECT);
+        assert_eq!(snat_source(&lb, &first).port(), PORTS.0);
+        let second = request(42001);
+        let out = lb.send(&second.bytes(), lb.up0);
+        assert_eq!(out.action, XDP_TX, "refused with a reset");
+        assert!(lb.dp.tracked_flow(&second.flow()).unwrap().is_none());
+        lb.assert_ct(&[
+            (CtEvent::Created, 1),
+            (CtEvent::SnatAllocated, 1),
+            (CtEvent::SnatExhausted, 1),
+        ]);
+        lb.assert_verdicts(&[(Verdict::ForwardToBackend, 1), (Verdict::RefuseReset, 1)]);
+
+        // The first flow expires (a SYN timeout of 0 s has always passed):
+        // its port is free for the next flow, without the collector.
+        lb.dp
+            .set_config(&Config {
+                tcp_syn_timeout_s: 0,
+                ..lb.dp.config().expect("config")
+            })
+            .expect("config");
+        let third = request(42002);
+        let out = lb.send(&third.bytes(), lb.up0);
+        let source = snat_source(&lb, &third);
+        assert_eq!(source.port(), PORTS.0);
+        assert_eq!(
+            (out.action, out.packet),
+            (XDP_REDIRECT, to_backend(&third, source, backend4(0)))
+        );
+    });
+}

@@ -1,0 +1,174 @@
+//! Golden packets, the TC programs of pod interfaces: `tc_lb_ingress`
+//! balances what a pod sends and `tc_lb_egress` translates replies back on
+//! their way into a pod, on the same maps as `xdp_lb`. They leave routing to
+//! the kernel: the frame keeps its MACs and TTL, and the verdict is
+//! `TC_ACT_OK`. Checksums are updated with the skb helpers and compared with
+//! etherparse's. (Partial checksums, which only a real socket buffer
+//! carries, are exercised by the fabric's netns tests.)
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{
+    frame::{L4, Packet, TcpFlags},
+    in_private_netns,
+    lb::{
+        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT4_2, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6,
+        cycling, mac_of,
+    },
+};
+use xdp_lb::{CtEvent, Frontend, ProgramName, Protocol, ServiceOptions, TestRunOutput, Verdict};
+
+/// `TC_ACT_OK`: the kernel goes on with the packet.
+const TC_ACT_OK: u32 = 0;
+/// `TC_ACT_SHOT`: dropped.
+const TC_ACT_SHOT: u32 = 2;
+
+fn run(lb: &Lb, program: ProgramName, frame: &[u8]) -> TestRunOutput {
+    lb.dp.test_run(program, frame).expect("test run")
+}
+
+#[test]
+fn ingress_translates_a_pods_requests_and_egress_its_replies() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+        lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+        let requests = [
+            Packet::tcp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT4, 40000)),
+                SocketAddr::from((VIP4, 80)),
+                TcpFlags::SYN,
+            ),
+            Packet::tcp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT6, 40000)),
+                SocketAddr::from((VIP6, 80)),
+                TcpFlags::SYN,
+            ),
+            Packet::udp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT4, 5353)),
+                SocketAddr::from((VIP4, 53)),
+                b"query",
+            ),
+            Packet {
+                l4: L4::Udp {
+                    zero_checksum: true,
+                },
+                ..Packet::udp(
+                    FROM_CLIENT,
+                    SocketAddr::from((CLIENT4, 5354)),
+                    SocketAddr::from((VIP4, 53)),
+                    b"query",
+                )
+            },
+            Packet::udp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT6, 5353)),
+                SocketAddr::from((VIP6, 53)),
+                b"query",
+            ),
+        ];
+        for request in &requests {
+            let (_, backend, _) = lb.simulated(&request.flow());
+            let out = run(&lb, ProgramName::TcLbIngress, &request.bytes());
+            assert_eq!(
+                (out.action, out.packet),
+                (TC_ACT_OK, request.with_dst(backend).bytes()),
+                "{request:?}"
+            );
+            let reply = Packet {
+                src_mac: mac_of(backend.ip()),
+                dst_mac: request.src_mac,
+                src: backend,
+                dst: request.src,
+                l4: match request.l4 {
+                    L4::Tcp(_) => L4::Tcp(TcpFlags::SYN_ACK),
+                    udp => udp,
+                },
+                payload: b"answer".to_vec(),
+                ..request.clone()
+            };
+            let out = run(&lb, ProgramName::TcLbEgress, &reply.bytes());
+            assert_eq!(
+                (out.action, out.packet),
+                (TC_ACT_OK, reply.with_src(request.dst).bytes()),
+                "the reply to {request:?}"
+            );
+        }
+        let n = requests.len() as u64;
+        lb.assert_verdicts(&[(Verdict::ForwardToBackend, n), (Verdict::ForwardReply, n)]);
+        lb.assert_ct(&[(CtEvent::Created, n), (CtEvent::ReplyHit, n)]);
+    });
+}
+
+#[test]
+fn egress_balances_nothing_and_passes_what_is_not_a_reply() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        lb.service(
+            1,
+            SocketAddr::from((VIP4, 80)),
+            Protocol::Tcp,
+            &cycling(&BACKEND4_IDS, 251),
+        );
+        let request = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, 40000)),
+            SocketAddr::from((VIP4, 80)),
+            TcpFlags::SYN,
+        );
+        // A request meeting the egress hook is not balanced there.
+        let out = run(&lb, ProgramName::TcLbEgress, &request.bytes());
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, request.bytes()));
+        assert!(lb.dp.tracked_flow(&request.flow()).unwrap().is_none());
+        // Nor is anything between addresses xlb does not know, at either hook.
+        let other = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, 40001)),
+            SocketAddr::from((CLIENT4_2, 80)),
+            TcpFlags::SYN,
+        );
+        for program in [ProgramName::TcLbIngress, ProgramName::TcLbEgress] {
+            let out = run(&lb, program, &other.bytes());
+            assert_eq!((out.action, out.packet), (TC_ACT_OK, other.bytes()));
+        }
+        lb.assert_verdicts(&[(Verdict::PassNotFrontend, 3)]);
+    });
+}
+
+#[test]
+fn ingress_drops_an_unknown_port_of_a_vip_and_a_service_without_backends() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        // A service without a table: no backend.
+        lb.dp
+            .upsert_service(
+                &Frontend::new(SocketAddr::from((VIP6, 80)), Protocol::Tcp),
+                1,
+                &ServiceOptions::default(),
+            )
+            .expect("service");
+        lb.service(
+            2,
+            SocketAddr::from((VIP6, 443)),
+            Protocol::Tcp,
+            &cycling(&BACKEND6_IDS, 251),
+        );
+        let to = |port| {
+            Packet::tcp(
+                FROM_CLIENT,
+                SocketAddr::from((CLIENT6, 40000)),
+                SocketAddr::from((VIP6, port)),
+                TcpFlags::SYN,
+            )
+        };
+        for port in [81, 80] {
+            let out = run(&lb, ProgramName::TcLbIngress, &to(port).bytes());
+            assert_eq!(out.action, TC_ACT_SHOT, "port {port}");
+        }
+        lb.assert_verdicts(&[(Verdict::DropUnknownPort, 1), (Verdict::DropNoBackend, 1)]);
+    });
+}
