@@ -265,7 +265,7 @@ fn present<V>(result: Result<V, MapError>, map: &'static str) -> Result<Option<V
 
 /// A removal's outcome: true if this call removed the key, false if it was
 /// gone already (evicted, or deleted by the datapath).
-fn absent(
+pub(crate) fn absent(
     result: Result<(), MapError>,
     map: &'static str,
     op: &'static str,

@@ -26,6 +26,7 @@ use tracing::debug;
 
 use crate::{
     Datapath, Error, ProgramName,
+    conntrack::absent,
     links::{Pinned, ifindex, link_info, link_path, pinned_of_type, unpin},
     maps::{POD_INTERFACES, map_err},
     sys::{self, BPF_LINK_TYPE_TCX},
@@ -203,10 +204,7 @@ impl Datapath {
             map.insert(ifindex, 1, 0)
                 .map_err(map_err(POD_INTERFACES, "insert"))
         } else {
-            match map.remove(&ifindex) {
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                other => other.map_err(map_err(POD_INTERFACES, "remove")),
-            }
+            absent(map.remove(&ifindex), POD_INTERFACES, "remove").map(drop)
         }
     }
 }

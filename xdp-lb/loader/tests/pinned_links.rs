@@ -328,3 +328,64 @@ fn foreign_pins_and_unknown_interfaces_are_refused() {
         });
     });
 }
+
+/// The link pinned for `iface` at `hook` (`ingress` or `egress`) under `pods`.
+fn pod_link(pods: &Path, hook: &str, iface: &str) -> Option<PinnedLinkInfo> {
+    Datapath::pinned_link(&pods.join(hook), iface).expect("read the pod link")
+}
+
+#[test]
+fn pod_interface_links_outlive_the_datapath_and_an_upgrade_takes_them_over() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            topology();
+            let maps = bpffs.join("maps");
+            let pods = bpffs.join("pods");
+
+            // Agent A pins both TC links of `xa0`, then exits.
+            let mut a = load(&maps, 1);
+            a.attach_pod_interface_pinned("xa0", &pods)
+                .expect("attach A");
+            let hooks = [
+                ("ingress", ProgramName::TcLbIngress),
+                ("egress", ProgramName::TcLbEgress),
+            ];
+            let first: Vec<PinnedLinkInfo> = hooks
+                .iter()
+                .map(|&(hook, program)| {
+                    let link = pod_link(&pods, hook, "xa0").expect("pinned");
+                    assert_eq!(link.program_id, a.program_id(program).unwrap());
+                    link
+                })
+                .collect();
+            drop(a);
+
+            // With no agent, the ingress program still sees what arrives on
+            // `xa0` (it counts in the pinned parser counters).
+            let seen = assert_program_runs(&maps, pinned_udp4_count(&maps));
+
+            // Agent B (another build) takes both links over in place.
+            let mut b = load(&maps, 2);
+            b.attach_pod_interface_pinned("xa0", &pods)
+                .expect("attach B");
+            for (&(hook, program), before) in hooks.iter().zip(&first) {
+                let link = pod_link(&pods, hook, "xa0").expect("still pinned");
+                assert_eq!(link.link_id, before.link_id, "{hook}: the same link");
+                assert_eq!(link.program_id, b.program_id(program).unwrap());
+                assert_ne!(link.program_id, before.program_id);
+            }
+            assert_program_runs(&maps, seen);
+
+            // Detaching removes both pins; an unknown interface is refused.
+            assert!(b.detach_pod_interface_pinned("xa0", &pods).unwrap());
+            for (hook, _) in hooks {
+                assert_eq!(pod_link(&pods, hook, "xa0"), None);
+            }
+            assert!(!b.detach_pod_interface_pinned("xa0", &pods).unwrap());
+            assert!(matches!(
+                b.attach_pod_interface_pinned("nosuch0", &pods),
+                Err(Error::UnknownInterface { .. })
+            ));
+        });
+    });
+}
