@@ -19,5 +19,6 @@ pub mod cli;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod pod_interfaces;
 pub mod reconcile;
 pub mod source;
