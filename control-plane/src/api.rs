@@ -220,6 +220,32 @@ pub struct StatusView {
     /// when the agent announces nothing.
     #[serde(default)]
     pub announcements: Vec<AnnouncementView>,
+    /// The Kubernetes source (`xlb agent --kubernetes`); absent when the
+    /// services come from a configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesView>,
+}
+
+/// The Kubernetes source of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesView {
+    /// This agent's node (`NODE_NAME`); empty when not given.
+    pub node: String,
+    /// The label selector of the Service and EndpointSlice watches.
+    pub label_selector: String,
+    /// Whether each watched cache holds a full list, by cache
+    /// (`services`, `endpointslices`, `node`).
+    pub caches: BTreeMap<String, bool>,
+    /// True once every cache is synced: nothing is programmed from the
+    /// cluster before.
+    pub caches_synced: bool,
+    /// The last error of a watch (they are retried with backoff), until a
+    /// watch delivers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The healthCheckNodePorts this agent answers on.
+    #[serde(default)]
+    pub health_check_node_ports: Vec<u16>,
 }
 
 /// One speaker's announcements.

@@ -611,6 +611,7 @@ mod tests {
                 last_sync_seconds: None,
                 uptime_seconds: 5,
                 announcements: Vec::new(),
+                kubernetes: None,
             })
         }
     }

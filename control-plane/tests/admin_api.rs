@@ -160,6 +160,7 @@ impl FakeAdmin {
             last_sync_seconds: Some(0.25),
             uptime_seconds: 60,
             announcements: Vec::new(),
+            kubernetes: None,
         };
         Self {
             services,

@@ -19,7 +19,10 @@ use crate::{
     metrics::Metrics,
     model::{BackendState, Model, ServiceName},
     reconcile::{Desired, Reconciler, SyncError, SyncReport},
-    source,
+    source::{
+        self,
+        kube::{sync::KubeState, watch::CacheStatus},
+    },
 };
 
 /// A drain the operator asked for through the admin API: the backend at
@@ -46,14 +49,38 @@ pub(crate) struct Core {
 /// What `xlb status` shows besides counts.
 #[derive(Debug)]
 pub(crate) struct Status {
-    pub(crate) config_file: PathBuf,
+    /// The configuration file; None in Kubernetes mode.
+    pub(crate) config_file: Option<PathBuf>,
+    /// The Kubernetes source; None in file mode.
+    pub(crate) kubernetes: Option<KubeStatus>,
     pub(crate) attached: Vec<AttachmentView>,
+    /// True once the source delivered a model. Before, the agent programs
+    /// nothing: the pinned state of an earlier agent keeps forwarding
+    /// (a sync of the empty model would withdraw it all).
+    pub(crate) loaded: bool,
+    /// True once a sync was programmed.
     pub(crate) synced: bool,
+    /// Whether the last sync failed (health check node ports answer 503
+    /// meanwhile, as kube-proxy's do when it is unhealthy).
+    pub(crate) last_sync_failed: bool,
     pub(crate) last_reload: Option<ReloadView>,
     pub(crate) reloads_ok: u64,
     pub(crate) reloads_failed: u64,
     pub(crate) last_sync: Option<Duration>,
     pub(crate) started: Instant,
+}
+
+/// The Kubernetes source, as `xlb status` shows it.
+#[derive(Debug)]
+pub(crate) struct KubeStatus {
+    pub(crate) node: String,
+    pub(crate) label_selector: String,
+    pub(crate) caches: Arc<CacheStatus>,
+    /// The healthCheckNodePorts answered, as of the last reconcile.
+    pub(crate) health_check_node_ports: Vec<u16>,
+    /// The translation's warnings of the last sync, so that each is logged
+    /// once when it appears rather than on every sync.
+    pub(crate) warnings: BTreeSet<String>,
 }
 
 impl Core {
@@ -91,6 +118,9 @@ impl Core {
     /// change that prompted this sync was seen, for the programming-latency
     /// metric.
     pub(crate) fn sync(&mut self, since: Instant) -> Result<SyncReport, SyncError> {
+        if !self.status.loaded {
+            return Ok(SyncReport::default());
+        }
         let started = Instant::now();
         let mut desired = std::mem::take(&mut self.desired);
         desired.refresh(&self.effective_model(), |name, addr| {
@@ -98,6 +128,7 @@ impl Core {
         });
         let synced = self.reconciler.sync(&desired, &mut self.datapath);
         self.desired = desired;
+        self.status.last_sync_failed = synced.is_err();
         let report = synced?;
         let took = started.elapsed();
         self.metrics.observe_sync(took);
@@ -128,27 +159,20 @@ impl Core {
     /// Returns the rejection (every problem, one per line) when the file was
     /// bad; the error is for a sync that failed.
     pub(crate) fn reload(&mut self, since: Instant) -> anyhow::Result<Result<(), String>> {
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match source::file::load(&self.status.config_file) {
+        let Some(file) = self.status.config_file.clone() else {
+            // Kubernetes mode: the source pushes its syncs (`apply_kube`).
+            return Ok(Ok(()));
+        };
+        match source::file::load(&file) {
             Ok(model) => {
-                self.metrics.reload(true);
-                self.status.reloads_ok += 1;
-                self.status.last_reload = Some(ReloadView {
-                    at,
-                    outcome: "ok".to_owned(),
-                    error: None,
-                });
                 if model != self.model {
                     tracing::info!(
                         services = model.services.len(),
-                        file = %self.status.config_file.display(),
+                        file = %file.display(),
                         "configuration reloaded"
                     );
-                    self.model = model;
-                    self.health.set_targets(crate::health::targets(&self.model));
                 }
+                self.take_model(model);
                 self.sync(since)?;
                 Ok(Ok(()))
             }
@@ -157,11 +181,11 @@ impl Core {
                 self.status.reloads_failed += 1;
                 let error = errors.to_string();
                 tracing::error!(
-                    file = %self.status.config_file.display(),
+                    file = %file.display(),
                     "configuration rejected; the previous one keeps serving:\n{error}"
                 );
                 self.status.last_reload = Some(ReloadView {
-                    at,
+                    at: unix_now(),
                     outcome: "rejected".to_owned(),
                     error: Some(error.clone()),
                 });
@@ -169,4 +193,54 @@ impl Core {
             }
         }
     }
+
+    /// Takes a sync of the Kubernetes source: its model replaces the running
+    /// one and is programmed. Counted as a good reload; the translation's
+    /// warnings are logged when they first appear.
+    pub(crate) fn apply_kube(
+        &mut self,
+        state: &KubeState,
+        since: Instant,
+    ) -> Result<SyncReport, SyncError> {
+        if let Some(kube) = &mut self.status.kubernetes {
+            let warnings: BTreeSet<String> = state.translation.warnings.iter().cloned().collect();
+            for warning in warnings.difference(&kube.warnings) {
+                tracing::warn!("{warning}");
+            }
+            kube.warnings = warnings;
+        }
+        if state.translation.model != self.model || !self.status.loaded {
+            tracing::info!(
+                services = state.translation.model.services.len(),
+                node = %state.node.name,
+                node_addresses = ?state.node.addresses,
+                "services synced from Kubernetes"
+            );
+        }
+        self.take_model(state.translation.model.clone());
+        self.sync(since)
+    }
+
+    /// A good model from the source: counted, shown, and the health targets
+    /// follow it.
+    fn take_model(&mut self, model: Model) {
+        self.metrics.reload(true);
+        self.status.reloads_ok += 1;
+        self.status.last_reload = Some(ReloadView {
+            at: unix_now(),
+            outcome: "ok".to_owned(),
+            error: None,
+        });
+        self.status.loaded = true;
+        if model != self.model {
+            self.model = model;
+            self.health.set_targets(crate::health::targets(&self.model));
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,15 +1,20 @@
 //! The agent: loads and pins the datapath, attaches it, and keeps it equal to
-//! the configuration file — reloads, health checks, admin API, metrics.
+//! its source — the configuration file (reloads) or the Kubernetes API
+//! (`--kubernetes`: reflectors and debounced syncs) — with health checks,
+//! the admin API, metrics and, in Kubernetes mode, the healthCheckNodePorts.
 //!
 //! Restart without loss: maps are pinned under `<pin-dir>/maps` and the XDP
 //! links under `<pin-dir>/links`, so the programs keep forwarding while no
 //! agent runs. A starting agent reopens the pinned maps, rebuilds its IDs and
 //! generations from them ([`crate::reconcile::Reconciler::recover`]), swaps
 //! its own program build into the pinned links (one atomic link update), and
-//! deletes pinned state only with its first full sync from the file.
+//! deletes pinned state only with its first full sync from its source (in
+//! Kubernetes mode: once the Service and EndpointSlice caches hold a full
+//! list, however long the API server takes to answer).
 
 mod bpffs;
 mod core;
+mod kubernetes;
 mod options;
 mod recover;
 mod views;
@@ -40,7 +45,7 @@ use crate::{
     admin::{self, Admin},
     announce::{Announcer, Bird, Speaker},
     api::AttachmentView,
-    health::HealthChecker,
+    health::{HealthChecker, node_port::HealthCheckNodePorts},
     metrics::{self, Metrics},
     reconcile::Reconciler,
 };
@@ -129,6 +134,13 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .map(|&(_, addr, ..)| crate::health::Target { addr }),
     );
     let metrics = Arc::new(Metrics::new());
+    let (kube_source, kube_status) = if options.kubernetes {
+        let client = kubernetes::client(&options).await?;
+        let (source, status) = kubernetes::start(client, kubernetes::settings(&options));
+        (Some(source), Some(status))
+    } else {
+        (None, None)
+    };
     let mut core = Core {
         datapath,
         reconciler,
@@ -140,8 +152,11 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         announcer: Announcer::new(speakers(&options)?),
         status: Status {
             config_file: options.config.clone(),
+            kubernetes: kube_status,
             attached: Vec::new(),
+            loaded: false,
             synced: false,
+            last_sync_failed: false,
             last_reload: None,
             reloads_ok: 0,
             reloads_failed: 0,
@@ -152,11 +167,19 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
 
     // The first load: a bad file with nothing pinned is fatal; with pinned
     // state, that state keeps forwarding until a good file arrives (nothing
-    // is withdrawn because a file is broken).
+    // is withdrawn because a file is broken). The Kubernetes source has
+    // nothing to load yet: its first sync arrives in the loop below once
+    // its caches are full, and until then the pinned state forwards.
     if let Err(rejected) = core.reload(Instant::now())?
         && !adopted
     {
         return Err(anyhow::anyhow!("{rejected}").context("the configuration file is invalid"));
+    }
+    if kube_source.is_some() {
+        tracing::info!(
+            adopted,
+            "waiting for the Kubernetes caches before the first sync (the pinned state, if any,              keeps forwarding)"
+        );
     }
 
     let mode = if options.generic_xdp {
@@ -221,21 +244,34 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     announce_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut gc = interval(GC_INTERVAL);
     gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut stamp = file_stamp(&options.config);
+    let config = options.config.as_deref();
+    let mut stamp = config.and_then(file_stamp);
+    let mut kube_states = kube_source.as_ref().map(|k| k.states.clone());
+    let mut last_kube_state = None;
+    let mut health_ports = HealthCheckNodePorts::new();
     tracing::info!("agent running");
     loop {
         tokio::select! {
-            _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                stamp = file_stamp(&options.config);
-                locked(&core, |c| c.reload(Instant::now()).map(drop));
-            }
-            _ = file_poll.tick() => {
-                let now = file_stamp(&options.config);
+            _ = hangup.recv() => match config {
+                Some(config) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    stamp = file_stamp(config);
+                    locked(&core, |c| c.reload(Instant::now()).map(drop));
+                }
+                None => tracing::info!("SIGHUP ignored: the Kubernetes source syncs on every change"),
+            },
+            _ = file_poll.tick(), if config.is_some() => {
+                let now = config.and_then(file_stamp);
                 if now != stamp {
                     stamp = now;
                     locked(&core, |c| c.reload(Instant::now()).map(drop));
                 }
+            }
+            state = kubernetes::next_state(&mut kube_states) => {
+                let since = Instant::now();
+                locked(&core, |c| c.apply_kube(&state, since).map(drop).map_err(Into::into));
+                kubernetes::serve_health_ports(&core, &mut health_ports, &state).await;
+                last_kube_state = Some(state);
             }
             Some(change) = health_changes.recv() => {
                 let since = Instant::now();
@@ -246,6 +282,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     "backend health changed"
                 );
                 locked(&core, |c| c.sync(since).map(drop).map_err(Into::into));
+                if let Some(state) = &last_kube_state {
+                    // A failed (or recovered) sync changes the ports' answers.
+                    kubernetes::serve_health_ports(&core, &mut health_ports, state).await;
+                }
             }
             _ = announce_retry.tick() => {
                 locked(&core, |c| {
@@ -267,6 +307,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping; the datapath keeps forwarding from its pinned links and maps");
+    health_ports.close().await;
+    drop(kube_source);
     let _ = stop.send(true);
     admin_task
         .await

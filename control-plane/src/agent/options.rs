@@ -3,17 +3,87 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    time::Duration,
 };
 
-use clap::Args;
+use clap::{ArgGroup, Args};
+
+use crate::source::kube::node::AddressRange;
 
 /// How to run the agent.
 #[derive(Clone, Debug, Args)]
+#[command(group(
+    // Exactly one source of services: without either, clap names both.
+    ArgGroup::new("source").required(true).multiple(false).args(["config", "kubernetes"])
+))]
 pub struct AgentOptions {
     /// The configuration file: native xlb services and/or Kubernetes
     /// Service + EndpointSlice documents. Reloaded when it changes and on SIGHUP.
+    /// Either this or --kubernetes.
     #[arg(long, short = 'c', env = "XLB_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+
+    /// Take the services from the Kubernetes API (Services and
+    /// EndpointSlices, as kube-proxy does) instead of a file. The
+    /// connection is the in-cluster one or a kubeconfig (--kubeconfig, else
+    /// KUBECONFIG or ~/.kube/config). docs/kubernetes.md has the details.
+    #[arg(long, env = "XLB_KUBERNETES")]
+    pub kubernetes: bool,
+
+    // The Kubernetes-only flags conflict with --config rather than require
+    // --kubernetes: clap counts a bool flag as always present (its default
+    // is false), and the source group already demands one of the two.
+    /// The kubeconfig to reach the API server with (Kubernetes mode).
+    #[arg(
+        long,
+        env = "XLB_KUBECONFIG",
+        value_name = "PATH",
+        conflicts_with = "config"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name, for the `Local` traffic policies and the Node's
+    /// addresses (Kubernetes mode; a DaemonSet sets it from
+    /// `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Serve only the Services labelled
+    /// `service.kubernetes.io/service-proxy-name=<NAME>`, to run beside
+    /// kube-proxy. Unset: every Service without that label, replacing
+    /// kube-proxy.
+    #[arg(
+        long,
+        env = "XLB_SERVICE_PROXY_NAME",
+        value_name = "NAME",
+        conflicts_with = "config"
+    )]
+    pub service_proxy_name: Option<String>,
+
+    /// The addresses that serve NodePorts and healthCheckNodePorts
+    /// (comma-separated or repeated): addresses, or CIDRs that select this
+    /// node's addresses (interfaces and Node object) within them, like
+    /// kube-proxy's flag. Unset: the Node's InternalIP and ExternalIP
+    /// addresses.
+    #[arg(
+        long,
+        env = "XLB_NODEPORT_ADDRESSES",
+        value_delimiter = ',',
+        value_name = "ADDRESS|CIDR",
+        conflicts_with = "config"
+    )]
+    pub nodeport_addresses: Vec<AddressRange>,
+
+    /// The least time between two syncs from the Kubernetes caches (like
+    /// kube-proxy's `--min-sync-period`): the changes of a burst are
+    /// programmed together.
+    #[arg(
+        long,
+        env = "XLB_MIN_SYNC_PERIOD",
+        value_parser = humantime::parse_duration,
+        default_value = "1s"
+    )]
+    pub min_sync_period: Duration,
 
     /// Interfaces to attach `xdp_lb` to (comma-separated or repeated).
     #[arg(
@@ -125,4 +195,97 @@ pub struct AgentOptions {
     /// Log level or `tracing` filter (e.g. `info`, `xlb=debug`); `RUST_LOG` wins when set.
     #[arg(long, env = "XLB_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser};
+
+    use super::*;
+    use crate::source::kube::node::AddressRange;
+
+    #[derive(Debug, Parser)]
+    struct Agent {
+        #[command(flatten)]
+        options: AgentOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentOptions, clap::Error> {
+        Agent::try_parse_from(["xlb-agent", "--interface", "eth0"].iter().chain(args))
+            .map(|a| a.options)
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Agent::command().debug_assert();
+    }
+
+    #[test]
+    fn one_source_exactly() {
+        let neither = parse(&[]).expect_err("a source is required").to_string();
+        assert!(
+            neither.contains("--config <CONFIG>|--kubernetes"),
+            "{neither}"
+        );
+        let both = parse(&["--config", "x.yaml", "--kubernetes"])
+            .expect_err("one source")
+            .to_string();
+        assert!(both.contains("cannot be used with"), "{both}");
+        assert_eq!(
+            parse(&["--config", "x.yaml"]).expect("file mode").config,
+            Some(PathBuf::from("x.yaml"))
+        );
+    }
+
+    #[test]
+    fn kubernetes_flags() {
+        let options = parse(&[
+            "--kubernetes",
+            "--kubeconfig",
+            "/etc/xlb/kubeconfig",
+            "--node-name",
+            "node-a",
+            "--service-proxy-name",
+            "xlb",
+            "--nodeport-addresses",
+            "198.18.0.0/24,2001:2::10",
+            "--min-sync-period",
+            "250ms",
+        ])
+        .expect("parses");
+        assert!(options.kubernetes);
+        assert_eq!(
+            options.kubeconfig,
+            Some(PathBuf::from("/etc/xlb/kubeconfig"))
+        );
+        assert_eq!(options.node_name.as_deref(), Some("node-a"));
+        assert_eq!(options.service_proxy_name.as_deref(), Some("xlb"));
+        assert_eq!(
+            options.nodeport_addresses,
+            [
+                "198.18.0.0/24".parse::<AddressRange>().unwrap(),
+                AddressRange::Address("2001:2::10".parse().unwrap()),
+            ]
+        );
+        assert_eq!(options.min_sync_period, Duration::from_millis(250));
+
+        let defaults = parse(&["--kubernetes"]).expect("parses");
+        assert_eq!(defaults.min_sync_period, Duration::from_secs(1));
+        assert!(defaults.nodeport_addresses.is_empty());
+    }
+
+    #[test]
+    fn kubernetes_only_flags_need_kubernetes_mode() {
+        let error = parse(&["--config", "x.yaml", "--service-proxy-name", "xlb"])
+            .expect_err("needs --kubernetes")
+            .to_string();
+        assert!(
+            error.contains("'--config <CONFIG>' cannot be used with '--service-proxy-name <NAME>'"),
+            "{error}"
+        );
+        let error = parse(&["--kubernetes", "--nodeport-addresses", "198.18.0.0/33"])
+            .expect_err("a bad CIDR")
+            .to_string();
+        assert!(error.contains("prefix length 33 exceeds 32"), "{error}");
+    }
 }

@@ -9,15 +9,16 @@ use std::{
 
 use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowEvents, FlowState, Simulation, TrackedFlow};
 
-use super::core::Core;
+use super::core::{Core, KubeStatus};
 use crate::{
     admin::{Admin, AdminError},
     api::{
         BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
-        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
-        StatsView, StatusView,
+        KubernetesView, MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest,
+        SimulateView, StatsView, StatusView,
     },
     model::{Protocol, ServiceName},
+    source::kube::watch::Cache,
 };
 
 /// The agent as the admin API sees it.
@@ -354,7 +355,7 @@ impl Admin for AgentAdmin {
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             layout_version: xdp_lb::LAYOUT_VERSION,
-            config_file: Some(s.config_file.display().to_string()),
+            config_file: s.config_file.as_ref().map(|f| f.display().to_string()),
             attached: s.attached.clone(),
             services: core.model.services.len(),
             backends: core.reconciler.backends().filter(|(_, b)| b.live).count(),
@@ -365,7 +366,23 @@ impl Admin for AgentAdmin {
             last_sync_seconds: s.last_sync.map(|d| d.as_secs_f64()),
             uptime_seconds: s.started.elapsed().as_secs(),
             announcements: core.announcer.views(),
+            kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
         })
+    }
+}
+
+fn kubernetes_view(kube: &KubeStatus) -> KubernetesView {
+    let caches = [Cache::Services, Cache::EndpointSlices, Cache::Node]
+        .into_iter()
+        .filter_map(|cache| Some((cache.to_string(), kube.caches.synced(cache)?)))
+        .collect();
+    KubernetesView {
+        node: kube.node.clone(),
+        label_selector: kube.label_selector.clone(),
+        caches,
+        caches_synced: kube.caches.all_synced(),
+        last_error: kube.caches.last_error(),
+        health_check_node_ports: kube.health_check_node_ports.clone(),
     }
 }
 

@@ -54,8 +54,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent: load and attach the datapath and keep it equal to the
-    /// configuration file.
+    /// Run the agent: load and attach the datapath and keep it equal to its
+    /// source, a configuration file or the Kubernetes API.
     Agent(Box<AgentOptions>),
     /// On a backend of direct-server-return services: strip the LB's outer
     /// header from packets for these VIPs (held on `lo`) until SIGINT or

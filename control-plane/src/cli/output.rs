@@ -502,6 +502,41 @@ pub(crate) fn status_text(status: &StatusView) -> String {
             status.version, status.layout_version
         ),
     );
+    match &status.kubernetes {
+        None => field("Source", "file"),
+        Some(kube) => {
+            let node = if kube.node.is_empty() {
+                "no node name".to_owned()
+            } else {
+                format!("node {}", kube.node)
+            };
+            field(
+                "Source",
+                &format!("kubernetes ({node}, selector {})", kube.label_selector),
+            );
+            let caches = kube
+                .caches
+                .iter()
+                .map(|(cache, synced)| {
+                    format!("{cache} {}", if *synced { "synced" } else { "waiting" })
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            field("Caches", &caches);
+            if let Some(error) = &kube.last_error {
+                field("Watch error", &format!("{error} (retrying)"));
+            }
+            if !kube.health_check_node_ports.is_empty() {
+                let ports = kube
+                    .health_check_node_ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                field("Health ports", &ports);
+            }
+        }
+    }
     field("Config", status.config_file.as_deref().unwrap_or("-"));
     let attached = if status.attached.is_empty() {
         "none".to_owned()
@@ -925,11 +960,13 @@ parser    ipv4                 20        10.0
                     error: None,
                 },
             ],
+            kubernetes: None,
         };
         assert_eq!(
             status_text(&status),
             "\
 Version:      0.1.0 (datapath layout 1)
+Source:       file
 Config:       /etc/xlb/xlb.yaml
 Attached:     eth0 (native)
 Synced:       yes (last full sync took 0.012s)
@@ -944,6 +981,53 @@ Announcing:   bgp: 198.19.0.1, 2001:2:1::1
 Announcing:   l2 on eth0: nothing
 Uptime:       1h 2m 3s
 "
+        );
+    }
+
+    #[test]
+    fn status_report_in_kubernetes_mode() {
+        let status = StatusView {
+            version: "0.1.0".into(),
+            layout_version: 1,
+            config_file: None,
+            attached: Vec::new(),
+            services: 0,
+            backends: 0,
+            synced: false,
+            last_reload: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_sync_seconds: None,
+            uptime_seconds: 5,
+            announcements: Vec::new(),
+            kubernetes: Some(crate::api::KubernetesView {
+                node: "node-a".into(),
+                label_selector: "!service.kubernetes.io/service-proxy-name".into(),
+                caches: BTreeMap::from([
+                    ("endpointslices".into(), false),
+                    ("node".into(), true),
+                    ("services".into(), true),
+                ]),
+                caches_synced: false,
+                last_error: Some("endpointslices: connection refused".into()),
+                health_check_node_ports: vec![32100, 32101],
+            }),
+        };
+        let text = status_text(&status);
+        assert!(
+            text.starts_with(
+                "\
+Version:      0.1.0 (datapath layout 1)
+Source:       kubernetes (node node-a, selector !service.kubernetes.io/service-proxy-name)
+Caches:       endpointslices waiting, node synced, services synced
+Watch error:  endpointslices: connection refused (retrying)
+Health ports: 32100, 32101
+Config:       -
+Attached:     none
+Synced:       no (the first full sync is not programmed yet)
+"
+            ),
+            "{text}"
         );
     }
 

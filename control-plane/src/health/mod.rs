@@ -10,9 +10,12 @@
 //!
 //! - [`state`]: the pure rise/fall state machine;
 //! - [`probe`]: one probe, over the network;
-//! - the checker: one task per (backend address, check).
+//! - the checker: one task per (backend address, check);
+//! - [`node_port`]: the `healthCheckNodePort` servers that tell external load
+//!   balancers which nodes have endpoints of a `Local` Service.
 
 mod checker;
+pub mod node_port;
 pub mod probe;
 pub mod state;
 

@@ -2,7 +2,7 @@
 //! per traffic policy with KEP-1669's fallback to terminating endpoints.
 
 use std::{
-    collections::{BTreeMap, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::{IpAddr, SocketAddr},
 };
 
@@ -150,5 +150,28 @@ pub(super) fn backends(endpoints: &[Endpoint], ipv4: bool, local: Option<&str>) 
                 state,
             })
         })
+        .collect()
+}
+
+/// The distinct addresses of the ready endpoints on node `node` in `slices`,
+/// whatever their port: what kube-proxy's `LocalReadyEndpoints` counts for a
+/// Service's `healthCheckNodePort`. Serving-but-terminating endpoints do not
+/// count, so a node whose pods are all shutting down fails the check and the
+/// external load balancer moves away before they are gone. None when `node`
+/// is empty.
+pub(super) fn local_ready_addresses(
+    slices: &[&EndpointSlice],
+    node: &str,
+    publish_not_ready: bool,
+) -> BTreeSet<IpAddr> {
+    if node.is_empty() {
+        return BTreeSet::new();
+    }
+    slices
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
+        .filter(|e| e.node_name.as_deref() == Some(node))
+        .filter(|e| Condition::of(e.conditions.as_ref(), publish_not_ready) == Condition::Ready)
+        .filter_map(|e| e.addresses.first()?.parse::<IpAddr>().ok())
         .collect()
 }

@@ -5,10 +5,17 @@
 //! The same function serves the Kubernetes mode (objects from reflector
 //! stores) and the file source (objects from YAML documents), so a cluster and
 //! a file with the same objects program the same datapath.
+//!
+//! - [`watch`]: the kube-rs reflectors (Services, EndpointSlices, the Node);
+//! - [`sync`]: the debounced loop that translates the stores' contents;
+//! - [`node`]: this node's name and NodePort addresses.
 
 mod endpoints;
+pub mod node;
+pub mod sync;
 mod translate;
 pub(crate) mod validate;
+pub mod watch;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, ops::RangeInclusive};
 
@@ -65,6 +72,29 @@ pub struct Translation {
     /// How many things were left out, by reason (see [`SkipReason`] for what
     /// each reason counts). Reasons that never happened are absent.
     pub skipped: BTreeMap<SkipReason, usize>,
+    /// The `healthCheckNodePort`s this node answers, one per Service with
+    /// `externalTrafficPolicy: Local` that has one, in `namespace/name`
+    /// order.
+    pub health_check_node_ports: Vec<HealthCheckNodePort>,
+}
+
+/// A Service's `healthCheckNodePort`: external load balancers probe it on
+/// every node to learn which nodes have endpoints of an
+/// `externalTrafficPolicy: Local` Service (they send traffic only there, as
+/// other nodes drop it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckNodePort {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// `spec.healthCheckNodePort`.
+    pub port: u16,
+    /// Ready endpoints of the Service on this node, each pod address counted
+    /// once across the Service's ports and families (as kube-proxy counts
+    /// them). Terminating endpoints do not count: a node whose pods are all
+    /// shutting down should fail the check.
+    pub local_endpoints: usize,
 }
 
 /// Why [`translate`] left something out.

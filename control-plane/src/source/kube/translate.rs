@@ -12,8 +12,8 @@ use k8s_openapi::api::{
 };
 
 use super::{
-    LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, NODE_PORT_RANGE, NodeInfo,
-    SkipReason, TranslateOptions, Translation, endpoints,
+    HealthCheckNodePort, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME,
+    NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation, endpoints,
     validate::{self, FieldError, ServiceType},
 };
 use crate::model::{
@@ -66,6 +66,12 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// case from a service with no endpoints at all, which kube-proxy refuses
 /// (TCP RST / ICMP unreachable) rather than drops, so both drop for now.
 ///
+/// **Health check node ports.** For each Service with
+/// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, the port and
+/// the number of this node's ready endpoints
+/// ([`Translation::health_check_node_ports`]), for the agent to answer the
+/// external load balancer's probes as kube-proxy does.
+///
 /// **Affinity.** `sessionAffinity: ClientIP`, timeout
 /// `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800 s).
 ///
@@ -106,6 +112,7 @@ pub fn translate(
         },
         warnings: out.warnings,
         skipped: out.skipped,
+        health_check_node_ports: out.health_check_node_ports,
     }
 }
 
@@ -129,6 +136,7 @@ struct Output {
     services: BTreeMap<ServiceName, Service>,
     warnings: Vec<String>,
     skipped: BTreeMap<SkipReason, usize>,
+    health_check_node_ports: Vec<HealthCheckNodePort>,
 }
 
 impl Output {
@@ -362,6 +370,27 @@ fn translate_service(
     };
     for port in spec.ports.iter().flatten() {
         translate_port(&context, port, slices, out);
+    }
+    if context.external_local
+        && let Some(port) = spec
+            .health_check_node_port
+            .and_then(|p| u16::try_from(p).ok())
+    {
+        out.health_check_node_ports.push(HealthCheckNodePort {
+            namespace: service
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            name: service.metadata.name.clone().unwrap_or_default(),
+            port,
+            local_endpoints: endpoints::local_ready_addresses(
+                slices,
+                &node.name,
+                context.publish_not_ready,
+            )
+            .len(),
+        });
     }
 }
 
@@ -1459,6 +1488,176 @@ mod tests {
                 .services
                 .values()
                 .all(|s| s.protocol == Protocol::Udp)
+        );
+    }
+
+    // --- healthCheckNodePort -------------------------------------------------
+
+    /// `default/web` as a LoadBalancer with `externalTrafficPolicy: Local`
+    /// and healthCheckNodePort 30500, plus `extra`.
+    fn local_lb(extra: Value) -> KubeService {
+        let mut spec = json!({
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 30500,
+            "ports": [
+                { "name": "http", "port": 80, "nodePort": 30080 },
+                { "name": "admin", "port": 81, "nodePort": 30081 },
+            ],
+        });
+        merge(&mut spec, extra);
+        web(spec)
+    }
+
+    fn health_check_ports(t: &Translation) -> Vec<(String, u16, usize)> {
+        t.health_check_node_ports
+            .iter()
+            .map(|h| {
+                (
+                    format!("{}/{}", h.namespace, h.name),
+                    h.port,
+                    h.local_endpoints,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn health_check_node_ports_count_this_nodes_ready_endpoints() {
+        let both_ports = json!([
+            { "name": "http", "port": 8080, "protocol": "TCP" },
+            { "name": "admin", "port": 8081, "protocol": "TCP" },
+        ]);
+        let web_slice_of = |name: &str, endpoints: Value| {
+            slice(name, "web", "IPv4", both_ports.clone(), endpoints)
+        };
+        /// (what, the Service, its slices, the expected health check ports)
+        type Case = (
+            &'static str,
+            KubeService,
+            Vec<EndpointSlice>,
+            Vec<(String, u16, usize)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "local ready endpoints count, remote ones do not",
+                local_lb(json!({})),
+                vec![web_slice_of(
+                    "web-1",
+                    json!([
+                        ready("198.18.2.1", "node-a"),
+                        ready("198.18.2.2", "node-a"),
+                        ready("198.18.2.3", "node-b"),
+                    ]),
+                )],
+                vec![("default/web".to_owned(), 30500, 2)],
+            ),
+            (
+                "a pod in two slices counts once, whatever its ports",
+                local_lb(json!({})),
+                vec![
+                    web_slice_of("web-1", json!([ready("198.18.2.1", "node-a")])),
+                    web_slice_of("web-2", json!([ready("198.18.2.1", "node-a")])),
+                ],
+                vec![("default/web".to_owned(), 30500, 1)],
+            ),
+            (
+                "terminating and not-ready local endpoints do not count",
+                local_lb(json!({})),
+                vec![web_slice_of(
+                    "web-1",
+                    json!([
+                        terminating("198.18.2.1", "node-a"),
+                        ep(
+                            "198.18.2.2",
+                            "node-a",
+                            json!(false),
+                            json!(false),
+                            json!(false)
+                        ),
+                        ready("198.18.2.3", "node-b"),
+                    ]),
+                )],
+                vec![("default/web".to_owned(), 30500, 0)],
+            ),
+            (
+                "publishNotReadyAddresses makes a not-ready local endpoint count",
+                local_lb(json!({ "publishNotReadyAddresses": true })),
+                vec![web_slice_of(
+                    "web-1",
+                    json!([ep(
+                        "198.18.2.1",
+                        "node-a",
+                        json!(false),
+                        json!(false),
+                        json!(false)
+                    )]),
+                )],
+                vec![("default/web".to_owned(), 30500, 1)],
+            ),
+            (
+                "no slices at all: zero",
+                local_lb(json!({})),
+                vec![],
+                vec![("default/web".to_owned(), 30500, 0)],
+            ),
+            (
+                "a Local LoadBalancer without healthCheckNodePort has none",
+                local_lb(json!({ "healthCheckNodePort": null })),
+                vec![web_slice_of(
+                    "web-1",
+                    json!([ready("198.18.2.1", "node-a")]),
+                )],
+                vec![],
+            ),
+            (
+                "with Cluster policy the API server rejects the port: the Service is skipped",
+                local_lb(json!({ "externalTrafficPolicy": "Cluster" })),
+                vec![],
+                vec![],
+            ),
+            (
+                "a Service left to another proxy answers no health check here",
+                {
+                    let mut s = local_lb(json!({}));
+                    s.metadata.labels = Some(BTreeMap::from([(
+                        LABEL_SERVICE_PROXY_NAME.to_owned(),
+                        "other".to_owned(),
+                    )]));
+                    s
+                },
+                vec![],
+                vec![],
+            ),
+        ];
+        for (what, service, slices, expected) in cases {
+            let t = run(&[service], &slices);
+            assert_eq!(health_check_ports(&t), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn health_check_node_ports_are_in_service_order_and_need_a_node_name() {
+        let mut other = local_lb(json!({ "healthCheckNodePort": 30501 }));
+        other.metadata.namespace = Some("alpha".to_owned());
+        let sl = web_slice(json!([ready("198.18.2.1", "node-a")]));
+        let t = run(&[local_lb(json!({})), other], std::slice::from_ref(&sl));
+        assert_eq!(
+            health_check_ports(&t),
+            [
+                ("alpha/web".to_owned(), 30501, 0),
+                ("default/web".to_owned(), 30500, 1)
+            ]
+        );
+        let nameless = translate(
+            &[local_lb(json!({}))],
+            &[sl],
+            &NodeInfo::default(),
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            health_check_ports(&nameless),
+            [("default/web".to_owned(), 30500, 0)]
         );
     }
 

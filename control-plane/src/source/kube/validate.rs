@@ -606,6 +606,24 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
             "may only be set for a NodePort or LoadBalancer Service or one with externalIPs",
         ));
     }
+    if let Some(port) = spec.health_check_node_port {
+        // The API server's NeedsHealthCheck: only a LoadBalancer's external
+        // balancer probes nodes for `Local` endpoints.
+        if ty != ServiceType::LoadBalancer
+            || spec.external_traffic_policy.as_deref() != Some("Local")
+        {
+            errors.push(FieldError::new(
+                "spec.healthCheckNodePort",
+                "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
+            ));
+        }
+        if !(1..=65_535).contains(&port) {
+            errors.push(FieldError::new(
+                "spec.healthCheckNodePort",
+                format!("{port} is out of range 1-65535"),
+            ));
+        }
+    }
 }
 
 fn check_cidr(text: &str) -> Result<(), String> {
@@ -914,6 +932,20 @@ mod tests {
                     "spec.externalTrafficPolicy: may only be set for a NodePort or LoadBalancer \
                  Service or one with externalIPs",
                 ],
+            ),
+            (
+                with_port(json!({ "healthCheckNodePort": 30500 })),
+                &[
+                    "spec.healthCheckNodePort: may only be set when type is LoadBalancer and \
+                 externalTrafficPolicy is Local",
+                ],
+            ),
+            (
+                with_port(
+                    json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 70000, "ports": [{ "port": 80, "nodePort": 30080 }] }),
+                ),
+                &["spec.healthCheckNodePort: 70000 is out of range 1-65535"],
             ),
             (
                 with_port(json!({ "internalTrafficPolicy": "Nearest" })),
