@@ -15,7 +15,7 @@ mod pods;
 
 pub use hosts::TwoHosts;
 pub use lb::{ClientLbBackends, ClientLbRouterBackend, EcmpLb, EcmpLbs};
-pub use pods::{Node, NodeWithPods, Pod, TwoNodes};
+pub use pods::{Node, NodeWithPods, OutsideClient, Pod, TwoNodes};
 
 /// How a topology is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

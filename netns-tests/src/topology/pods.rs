@@ -1,7 +1,7 @@
 //! Kubernetes-like nodes: a node namespace with a veth per pod.
 use super::{
     Endpoint, Options, endpoint, pin,
-    plan::{FABRIC_LAN, MAX_PODS, Subnet},
+    plan::{CLIENT_LAN, FABRIC_LAN, MAX_PODS, Subnet},
     route_rig_via,
 };
 use crate::{Error, HostKind, Offloads, Result, Rig, Route, VethOptions};
@@ -115,4 +115,46 @@ fn build_node(rig: &mut Rig, index: usize, pods: usize, options: &Options) -> Re
         pods,
         pod_range,
     })
+}
+
+/// A wire-like host outside the nodes (`client`, `eth0`), linked to node 0
+/// by an uplink (`uplink0` in the node), as a machine on the node's network
+/// reaches a NodePort: the client LAN ([`CLIENT_LAN`]), node .1, client .2.
+///
+/// Both ends are wire-like (TX checksum offload off: what crosses the uplink
+/// carries full checksums, as from a NIC), so `xdp_lb` goes on `uplink0`.
+/// The client routes the whole rig range via node 0; no other node has a
+/// route to the client LAN, so a reply that does not come back through node
+/// 0 is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideClient {
+    /// The client's `eth0`.
+    pub client: Endpoint,
+    /// Node 0's `uplink0`: the client's gateway, and a node address.
+    pub uplink: Endpoint,
+}
+
+impl NodeWithPods {
+    /// Adds an [`OutsideClient`] on the node's uplink.
+    pub fn add_outside_client(&mut self, options: &Options) -> Result<OutsideClient> {
+        outside_client(&mut self.rig, &self.node, options)
+    }
+}
+
+impl TwoNodes {
+    /// Adds an [`OutsideClient`] on node 0's uplink.
+    pub fn add_outside_client(&mut self, options: &Options) -> Result<OutsideClient> {
+        outside_client(&mut self.rig, &self.nodes[0], options)
+    }
+}
+
+fn outside_client(rig: &mut Rig, node: &Node, options: &Options) -> Result<OutsideClient> {
+    let client_ns = rig.add_host("client", HostKind::Wire)?;
+    let link = rig.add_veth_with(&client_ns, "eth0", &node.netns, "uplink0", &options.veth())?;
+    let lan = Subnet::lan(CLIENT_LAN);
+    let client = endpoint(rig, &link.a, &link.b, lan.host(2))?;
+    let uplink = endpoint(rig, &link.b, &link.a, lan.host(1))?;
+    route_rig_via(rig, &client_ns, &uplink)?;
+    pin(rig, options, &[&client, &uplink])?;
+    Ok(OutsideClient { client, uplink })
 }

@@ -5,6 +5,10 @@ use aya::programs::{TestRun as _, TestRunOptions};
 
 use crate::{Datapath, Error, ProgramName};
 
+/// `sizeof(struct __sk_buff)`, and the offset of its `ifindex`.
+const SKB_CTX_LEN: usize = 192;
+const SKB_IFINDEX: usize = 40;
+
 /// Room for the output packet: the input plus headroom for encapsulation.
 const OUTPUT_SLACK: usize = 256;
 
@@ -41,8 +45,9 @@ impl Datapath {
 
     /// Runs `program` once on `packet` as if it arrived on interface
     /// `ingress_ifindex` of the calling thread's network namespace: the FIB
-    /// lookup then routes from there, and a next hop out of the same
-    /// interface is XDP_TX. Nothing is transmitted: a redirect is only a verdict.
+    /// lookup then routes from there, and (for XDP) a next hop out of the
+    /// same interface is XDP_TX. Nothing is transmitted: a redirect is only a
+    /// verdict.
     pub fn test_run_on(
         &self,
         program: ProgramName,
@@ -78,14 +83,17 @@ impl Datapath {
             ..TestRunOptions::default()
         };
         let result = if program.is_tc() {
-            // An `__sk_buff` context, not an `xdp_md`: no ingress interface.
-            if ingress_ifindex.is_some() {
-                return Err(Error::InvalidOption {
-                    option: "ingress_ifindex",
-                    reason: "only XDP programs take an ingress interface in a test run",
-                });
-            }
-            crate::pods::classifier(&self.ebpf, program)?.test_run(options)
+            // An `__sk_buff` context: the kernel takes only a few of its
+            // fields, `ifindex` (the device the packet is on) among them.
+            let skb = ingress_ifindex.map(|ifindex| {
+                let mut skb = [0u8; SKB_CTX_LEN];
+                skb[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+                skb
+            });
+            crate::pods::classifier(&self.ebpf, program)?.test_run(TestRunOptions {
+                ctx_in: skb.as_ref().map(|s| &s[..]),
+                ..options
+            })
         } else {
             self.program(program)?.test_run(options)
         }

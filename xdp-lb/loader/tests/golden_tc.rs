@@ -1,8 +1,9 @@
 //! Golden packets, the TC programs of pod interfaces: `tc_lb_ingress`
 //! balances what a pod sends and `tc_lb_egress` translates replies back on
-//! their way into a pod, on the same maps as `xdp_lb`. They leave routing to
-//! the kernel: the frame keeps its MACs and TTL, and the verdict is
-//! `TC_ACT_OK`. Checksums are updated with the skb helpers and compared with
+//! their way into a pod, on the same maps as `xdp_lb`. A request leaves
+//! ingress with `bpf_redirect_neigh` toward the device the FIB names (the
+//! kernel writes the MACs as it sends: the frame keeps its own here, and its
+//! TTL); a reply continues from egress into the pod (`TC_ACT_OK`). Checksums are updated with the skb helpers and compared with
 //! etherparse's. (Partial checksums, which only a real socket buffer
 //! carries, are exercised by the fabric's netns tests.)
 mod support;
@@ -24,8 +25,13 @@ const TC_ACT_OK: u32 = 0;
 /// `TC_ACT_SHOT`: dropped.
 const TC_ACT_SHOT: u32 = 2;
 
+/// `TC_ACT_REDIRECT`: sent on by `bpf_redirect_neigh`.
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// Runs `program` on `frame` as if on the client side's `up0` (the pods'
+/// side, here).
 fn run(lb: &Lb, program: ProgramName, frame: &[u8]) -> TestRunOutput {
-    lb.dp.test_run(program, frame).expect("test run")
+    lb.dp.test_run_on(program, frame, lb.up0).expect("test run")
 }
 
 #[test]
@@ -76,8 +82,8 @@ fn ingress_translates_a_pods_requests_and_egress_its_replies() {
             let out = run(&lb, ProgramName::TcLbIngress, &request.bytes());
             assert_eq!(
                 (out.action, out.packet),
-                (TC_ACT_OK, request.with_dst(backend).bytes()),
-                "{request:?}"
+                (TC_ACT_REDIRECT, request.with_dst(backend).bytes()),
+                "{request:?}: redirected toward the backend, the kernel fills in the MACs"
             );
             let reply = Packet {
                 src_mac: mac_of(backend.ip()),

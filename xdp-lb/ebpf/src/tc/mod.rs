@@ -11,11 +11,12 @@
 //!   that reached this node without passing an ingress hook of it (a backend
 //!   on another node answering over a link without `xdp_lb`).
 //!
-//! A translated packet continues into the kernel (`TC_ACT_OK`), which routes
-//! it: from ingress to its new destination, from egress into the pod. The
-//! kernel forwards with the packet's checksum state intact, where an XDP
-//! redirect would lose it.
+//! A translated packet is redirected from ingress to its new destination
+//! (`forward`: a FIB lookup, then `bpf_redirect_neigh`), and continues from
+//! egress into the pod. Either way the socket buffer keeps its checksum
+//! state, where an XDP redirect would lose it.
 
+mod forward;
 mod rewrite;
 
 use aya_ebpf::{
@@ -100,7 +101,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         Action::Drop => (decision.verdict, SHOT),
         Action::Translate if packet.has_flow => {
             // SAFETY: `decide` initialises `nat` when it answers Translate.
-            apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() })
+            apply(ctx, &packet.flow, unsafe { nat.assume_init_ref() }, hook)
         }
         // Direct server return wraps packets for a wire; a pod's packets
         // are not sent that way.
@@ -117,9 +118,10 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     action
 }
 
-/// Rewrites the packet and lets the kernel route it.
+/// Rewrites the packet and sends it on: from ingress with a redirect to its
+/// new destination (`forward`), from egress into the pod.
 #[inline(always)]
-fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat) -> (Verdict, i32) {
+fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat, hook: Hook) -> (Verdict, i32) {
     let len = ctx.len() as usize;
     count_service(nat.service_id, len);
     count_backend(nat.backend_id, len);
@@ -127,9 +129,16 @@ fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat) -> (Verdict, 
         // The helpers refused (a header outside the packet): unchanged.
         return (Verdict::PassMalformed, OK);
     }
-    let verdict = match nat.end {
-        End::Destination => Verdict::ForwardToBackend,
-        End::Source => Verdict::ForwardReply,
+    let (sent, via_stack) = match nat.end {
+        End::Destination => (Verdict::ForwardToBackend, Verdict::PassToBackendViaStack),
+        End::Source => (Verdict::ForwardReply, Verdict::PassReplyViaStack),
     };
-    (verdict, OK)
+    if hook == Hook::Egress {
+        // On its way into the pod already.
+        return (sent, OK);
+    }
+    match forward::redirect(ctx, flow, nat) {
+        OK => (via_stack, OK),
+        action => (sent, action),
+    }
 }

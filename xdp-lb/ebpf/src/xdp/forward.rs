@@ -28,8 +28,8 @@ use crate::{
     xdp::rewrite,
 };
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+pub(crate) const AF_INET: u8 = 2;
+pub(crate) const AF_INET6: u8 = 10;
 
 /// `forward`'s answer for a frame larger than the egress device's MTU; it
 /// writes the MTU to its `mtu` argument and leaves the frame as it was.
@@ -232,7 +232,7 @@ fn lookup(
 /// struct is only 4-byte aligned, and the verifier rejects a misaligned
 /// 8-byte stack store.
 #[inline(always)]
-fn zero(params: *mut FibParams) {
+pub(crate) fn zero(params: *mut FibParams) {
     const WORDS: usize = size_of::<FibParams>() / 4;
     const _: () = assert!(size_of::<FibParams>().is_multiple_of(4));
     let words = params.cast::<u32>();
@@ -243,7 +243,7 @@ fn zero(params: *mut FibParams) {
 }
 
 #[inline(always)]
-fn words(a: &Addr) -> [u32; 4] {
+pub(crate) fn words(a: &Addr) -> [u32; 4] {
     [
         u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
         u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),

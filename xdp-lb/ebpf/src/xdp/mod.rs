@@ -3,7 +3,7 @@
 mod answer;
 pub mod decap;
 mod encap;
-mod forward;
+pub(crate) mod forward;
 mod icmp;
 mod link;
 mod neighbour;
