@@ -64,6 +64,12 @@ pub struct Frontend {
     pub port: u16,
     pub protocol: Protocol,
     pub kind: FrontendKind,
+    /// Source NAT toward backends that are not on this node (see
+    /// [`Backend::local`]), so that their replies come back through it: the
+    /// NodePort, LoadBalancer and externalIP frontends of a Kubernetes
+    /// service with `externalTrafficPolicy: Cluster`, and every frontend of a
+    /// native service with `source_nat: true` (a one-arm load balancer).
+    pub snat_remote: bool,
 }
 
 impl fmt::Display for Frontend {
@@ -131,6 +137,10 @@ pub struct Backend {
     /// Relative share of new flows (Maglev weights), at least 1.
     pub weight: u32,
     pub state: BackendState,
+    /// A pod of this node (a Kubernetes endpoint whose `nodeName` is this
+    /// node's): flows to it keep the client's source even from a
+    /// [`Frontend::snat_remote`] frontend.
+    pub local: bool,
 }
 
 /// Whether a backend takes new flows. Health is not part of the desired

@@ -14,13 +14,13 @@
 
 mod bpffs;
 mod core;
+mod fabric;
 mod kubernetes;
 mod options;
 mod recover;
 mod views;
 
 use std::{
-    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -92,19 +92,31 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .unwrap_or(xdp_lb::DEFAULT_VERSION_STAMP),
     )
     .context("loading the datapath (pinned maps of an older layout are refused: see --pin-dir)")?;
-    let (encap_source_v4, encap_source_v6) = encap_sources(&options.encap_sources)?;
+    let (encap_source_v4, encap_source_v6) =
+        fabric::one_per_family("--encap-source", &options.encap_sources)?;
+    let mut config = Config {
+        hash_seed: options.hash_seed,
+        new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
+        flow_event_sampling: options.flow_event_sampling,
+        encap_source_v4: encap_source_v4.map_or([0; 4], |a| a.octets()),
+        encap_source_v6: encap_source_v6.map_or([0; 16], |a| a.octets()),
+        ..datapath.config()?
+    };
+    fabric::snat_config(
+        &mut config,
+        &options.snat_sources,
+        options.snat_ports,
+        &options.hairpin_sources,
+        &options.interfaces[0],
+    )?;
     datapath
-        .set_config(&Config {
-            hash_seed: options.hash_seed,
-            new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
-            flow_event_sampling: options.flow_event_sampling,
-            encap_source_v4,
-            encap_source_v6,
-            ..datapath.config()?
-        })
+        .set_config(&config)
         .context("writing the datapath configuration")?;
     if options.l2_interface.is_none() {
         forget_l2_announcements(&mut datapath)?;
+    }
+    if options.pod_interfaces.is_none() {
+        fabric::forget_pod_interfaces(&mut datapath, &options.pin_dir)?;
     }
     let recovered = recover::read(&datapath).context("reading the pinned state")?;
     let adopted = !recovered.frontends.is_empty() || !recovered.backends.is_empty();
@@ -189,6 +201,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     };
     let links = options.pin_dir.join("links");
     for iface in &options.interfaces {
+        fabric::accept_local(iface)?;
         let attached = core
             .datapath
             .attach_pinned(ProgramName::XdpLb, iface, mode, &links)
@@ -213,6 +226,14 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .flow_events()
         .context("opening the datapath's flow events")?;
     let core = Arc::new(Mutex::new(core));
+    let pod_task = match &options.pod_interfaces {
+        Some(pattern) => Some(
+            fabric::follow_pod_interfaces(pattern, Arc::clone(&core), options.pin_dir.clone())
+                .await
+                .context("following the pod interfaces")?,
+        ),
+        None => None,
+    };
     let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
         core: Arc::clone(&core),
         events: Arc::new(Mutex::new(events)),
@@ -307,6 +328,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping; the datapath keeps forwarding from its pinned links and maps");
+    if let Some(task) = pod_task {
+        task.abort();
+    }
     health_ports.close().await;
     drop(kube_source);
     let _ = stop.send(true);
@@ -381,26 +405,4 @@ fn forget_l2_announcements(datapath: &mut Datapath) -> anyhow::Result<()> {
         tracing::info!(%addr, "L2 announcement of an earlier agent withdrawn (no --l2-interface)");
     }
     Ok(())
-}
-
-/// `--encap-source`: at most one address per family, as the datapath's
-/// `Config` holds them (unset: all zeros).
-fn encap_sources(addresses: &[IpAddr]) -> anyhow::Result<([u8; 4], [u8; 16])> {
-    let (mut v4, mut v6) = (None, None);
-    for &address in addresses {
-        let slot = match address {
-            IpAddr::V4(a) => v4.replace(a).map(IpAddr::V4),
-            IpAddr::V6(a) => v6.replace(a).map(IpAddr::V6),
-        };
-        if let Some(earlier) = slot {
-            anyhow::bail!(
-                "--encap-source {earlier} and {address}: one address per family (the outer \
-                 source of every encapsulated packet)"
-            );
-        }
-    }
-    Ok((
-        v4.map_or([0; 4], |a| a.octets()),
-        v6.map_or([0; 16], |a| a.octets()),
-    ))
 }

@@ -147,6 +147,44 @@ pub struct AgentOptions {
     )]
     pub encap_sources: Vec<IpAddr>,
 
+    /// The TC programs on the host side of pod veths: every interface whose
+    /// name matches this glob (`veth*`, `lxc*`, `cali*`), followed as pods
+    /// come and go. Unset: no pod interface (and the pod links an earlier
+    /// agent pinned are removed).
+    #[arg(long, env = "XLB_POD_INTERFACES", value_name = "GLOB")]
+    pub pod_interfaces: Option<String>,
+
+    /// The source this node gives flows it source-NATs toward a backend on
+    /// another node (NodePort and LoadBalancer traffic with
+    /// `externalTrafficPolicy: Cluster`, native `source_nat: true`
+    /// services): one address per family. Unset: the first address of each
+    /// family on the first --interface.
+    #[arg(long = "snat-source", env = "XLB_SNAT_SOURCES", value_delimiter = ',')]
+    pub snat_sources: Vec<IpAddr>,
+
+    /// The source-NAT ports, `MIN-MAX` (per protocol, source address and
+    /// backend). Keep it clear of the node's ephemeral ports
+    /// (`net.ipv4.ip_local_port_range`).
+    #[arg(
+        long,
+        env = "XLB_SNAT_PORTS",
+        value_name = "MIN-MAX",
+        value_parser = parse_port_range,
+        default_value = "61000-65535"
+    )]
+    pub snat_ports: (u16, u16),
+
+    /// The source a pod sees when it reaches itself through a service
+    /// (hairpin), one per family: an address no host holds, which the pods
+    /// route through their node.
+    #[arg(
+        long = "hairpin-source",
+        env = "XLB_HAIRPIN_SOURCES",
+        value_delimiter = ',',
+        default_value = "169.254.42.1,fd00::a9fe:2a01"
+    )]
+    pub hairpin_sources: Vec<IpAddr>,
+
     /// Announce the VIPs over BGP through this BIRD 2 daemon's control
     /// socket: the agent writes `--bird-include` (static protocols
     /// `xlb_vips_v4` and `xlb_vips_v6`, a route per VIP it can serve) and
@@ -197,6 +235,25 @@ pub struct AgentOptions {
     pub log_level: String,
 }
 
+/// `MIN-MAX`: a non-empty range of nonzero ports.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not MIN-MAX"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("`{p}` is not a port (1-65535)"))
+    };
+    let (min, max) = (port(min)?, port(max)?);
+    if min > max {
+        return Err(format!("{min}-{max} is empty"));
+    }
+    Ok((min, max))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory as _, Parser};
@@ -235,6 +292,40 @@ mod tests {
             parse(&["--config", "x.yaml"]).expect("file mode").config,
             Some(PathBuf::from("x.yaml"))
         );
+    }
+
+    #[test]
+    fn fabric_flags_and_their_defaults() {
+        let defaults = parse(&["--config", "x.yaml"]).expect("parses");
+        assert_eq!(defaults.pod_interfaces, None);
+        assert_eq!(defaults.snat_ports, (61000, 65535));
+        assert_eq!(
+            defaults.hairpin_sources,
+            [
+                "169.254.42.1".parse::<IpAddr>().unwrap(),
+                "fd00::a9fe:2a01".parse().unwrap()
+            ]
+        );
+        let set = parse(&[
+            "--config",
+            "x.yaml",
+            "--pod-interfaces",
+            "veth*",
+            "--snat-source",
+            "198.18.0.1,2001:2::1",
+            "--snat-ports",
+            "40000-40010",
+        ])
+        .expect("parses");
+        assert_eq!(set.pod_interfaces.as_deref(), Some("veth*"));
+        assert_eq!(set.snat_sources.len(), 2);
+        assert_eq!(set.snat_ports, (40000, 40010));
+        for bad in ["40010-40000", "0-10", "4000", "a-b"] {
+            let error = parse(&["--config", "x.yaml", "--snat-ports", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("--snat-ports"), "{error}");
+        }
     }
 
     #[test]

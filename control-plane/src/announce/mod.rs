@@ -222,6 +222,8 @@ mod tests {
                 .map(|f| (f.parse().unwrap(), Protocol::Tcp))
                 .collect(),
             options: ServiceOptions::default(),
+            snat_frontends: Vec::new(),
+            local: Vec::new(),
             members: vec![(backend, 1); members],
             live: vec![backend; members],
         }

@@ -57,6 +57,7 @@ mod tests {
                     addr: addr.parse().unwrap(),
                     weight: 1,
                     state: BackendState::Draining,
+                    local: false,
                 })
                 .collect(),
             mode: Mode::Nat,

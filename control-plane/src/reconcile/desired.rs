@@ -27,6 +27,11 @@ pub struct DesiredService {
     pub frontends: Vec<FrontendKey>,
     /// ClientIP affinity and direct server return, as the datapath takes them.
     pub options: ServiceOptions,
+    /// The frontends that source-NAT flows to backends not on this node
+    /// (`ServiceOptions::snat_remote`), sorted.
+    pub snat_frontends: Vec<FrontendKey>,
+    /// The backends that are pods of this node, sorted.
+    pub local: Vec<SocketAddr>,
     /// The backends in the Maglev table (active and healthy) with their
     /// weights, sorted by address.
     pub members: Vec<(SocketAddr, u32)>,
@@ -56,17 +61,30 @@ impl DesiredService {
         self.options = ServiceOptions {
             client_ip_affinity: service.affinity.map(|a| a.timeout),
             dsr: service.mode == Mode::Dsr,
-            // The model does not carry a Kubernetes traffic policy yet: no
-            // frontend asks for source NAT toward remote backends.
+            // Per frontend: `options_for`.
             snat_remote: false,
         };
+        self.snat_frontends.clear();
+        self.snat_frontends.extend(
+            service
+                .frontends
+                .iter()
+                .filter(|f| f.snat_remote)
+                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
+        );
+        self.snat_frontends.sort_unstable();
+        self.snat_frontends.dedup();
         self.members.clear();
         self.live.clear();
+        self.local.clear();
         for backend in &service.backends {
             if !healthy(name, backend.addr) {
                 continue;
             }
             self.live.push(backend.addr);
+            if backend.local {
+                self.local.push(backend.addr);
+            }
             if backend.state.takes_new_flows() {
                 self.members.push((backend.addr, backend.weight));
             }
@@ -75,6 +93,17 @@ impl DesiredService {
         self.members.dedup_by_key(|m| m.0);
         self.live.sort_unstable();
         self.live.dedup();
+        self.local.sort_unstable();
+        self.local.dedup();
+    }
+
+    /// The options of frontend `key`: the service's, with source NAT toward
+    /// remote backends where the frontend asks for it.
+    pub fn options_for(&self, key: &FrontendKey) -> ServiceOptions {
+        ServiceOptions {
+            snat_remote: self.snat_frontends.binary_search(key).is_ok(),
+            ..self.options
+        }
     }
 
     /// True when the service keeps `addr` live.
@@ -106,6 +135,8 @@ impl Desired {
         let mut scratch = DesiredService {
             frontends: Vec::new(),
             options: ServiceOptions::default(),
+            snat_frontends: Vec::new(),
+            local: Vec::new(),
             members: Vec::new(),
             live: Vec::new(),
         };

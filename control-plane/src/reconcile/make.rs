@@ -16,9 +16,12 @@ use super::{
 use crate::model::ServiceName;
 
 impl Reconciler {
+    /// Writes the records of the `live` backends not written yet; those in
+    /// `local` are pods of this node.
     pub(super) fn write_backends<T: Target>(
         &mut self,
         live: &BTreeSet<SocketAddr>,
+        local: &BTreeSet<SocketAddr>,
         target: &mut T,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
@@ -37,7 +40,7 @@ impl Reconciler {
                     }
                 },
             };
-            batch.push((id, addr, generation));
+            batch.push((id, addr, generation, local.contains(&addr)));
         }
         if batch.is_empty() {
             return Ok(());
@@ -46,7 +49,7 @@ impl Reconciler {
             self.release_unwritten(&batch);
             return Err(datapath("write backends", format!("({})", batch.len()))(e));
         }
-        for &(id, addr, generation) in &batch {
+        for &(id, addr, generation, _) in &batch {
             self.backends.insert(
                 addr,
                 ProgrammedBackend {
@@ -63,8 +66,8 @@ impl Reconciler {
     /// Gives back the IDs allocated for a batch that was not written (an ID
     /// reused for a backend back from down keeps its bumped generation,
     /// which is harmless).
-    fn release_unwritten(&mut self, batch: &[(u32, SocketAddr, u32)]) {
-        for &(id, addr, _) in batch {
+    fn release_unwritten(&mut self, batch: &[(u32, SocketAddr, u32, bool)]) {
+        for &(id, addr, ..) in batch {
             if !self.backends.contains_key(&addr) {
                 self.backend_ids.free(id);
             }
@@ -242,8 +245,8 @@ impl Reconciler {
                 continue;
             };
             let id = self.names[name];
-            let want = (id, service.options);
             for &key in &service.frontends {
+                let want = (id, service.options_for(&key));
                 if self.frontends.get(&key) == Some(&want) {
                     continue;
                 }

@@ -264,7 +264,12 @@ impl Reconciler {
             .filter_map(|c| c.new.as_ref())
             .flat_map(|s| s.live.iter().copied())
             .collect();
-        self.write_backends(&gained, target, &mut report)?;
+        let local: BTreeSet<SocketAddr> = changes
+            .iter()
+            .filter_map(|c| c.new.as_ref())
+            .flat_map(|s| s.local.iter().copied())
+            .collect();
+        self.write_backends(&gained, &local, target, &mut report)?;
         self.claim_service_ids(&changes)?;
         self.write_tables(&changes, target, &mut report)?;
         let addresses_changed = !self

@@ -13,8 +13,12 @@ use xdp_lb::{AddressKind, Datapath, Frontend, ServiceOptions};
 pub trait Target {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Writes backends `(id, addr, generation)` as live, in one batch.
-    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Self::Error>;
+    /// Writes backends `(id, addr, generation, local)` as live, in one
+    /// batch (`local`: a pod of this node).
+    fn put_backends(
+        &mut self,
+        backends: &[(u32, SocketAddr, u32, bool)],
+    ) -> Result<(), Self::Error>;
     /// Retires backend `id`: flows still pointing at it are re-selected.
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error>;
     /// Deletes the tracked flows of backend `id` (after it was retired).
@@ -43,8 +47,11 @@ pub trait Target {
 impl Target for Datapath {
     type Error = xdp_lb::Error;
 
-    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Self::Error> {
-        Self::put_backends(self, backends)
+    fn put_backends(
+        &mut self,
+        backends: &[(u32, SocketAddr, u32, bool)],
+    ) -> Result<(), Self::Error> {
+        Self::put_backends_on_node(self, backends)
     }
 
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error> {
@@ -104,6 +111,8 @@ pub struct MemoryTarget {
     pub frontends: BTreeMap<(SocketAddr, u8), (u32, ServiceOptions)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
+    /// Backend IDs written as pods of this node.
+    pub local: BTreeSet<u32>,
 }
 
 /// A write that would let a packet see a half-made state.
@@ -138,9 +147,9 @@ fn key(frontend: &Frontend) -> (SocketAddr, u8) {
 impl Target for MemoryTarget {
     type Error = Violation;
 
-    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Violation> {
+    fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32, bool)]) -> Result<(), Violation> {
         let named = self.in_tables();
-        for &(id, addr, generation) in backends {
+        for &(id, addr, generation, _) in backends {
             if let Some(&(old, old_generation, _)) = self.backends.get(&id)
                 && (old != addr || generation < old_generation)
                 && named.contains(&id)
@@ -150,8 +159,13 @@ impl Target for MemoryTarget {
                 )));
             }
         }
-        for &(id, addr, generation) in backends {
+        for &(id, addr, generation, local) in backends {
             self.backends.insert(id, (addr, generation, true));
+            if local {
+                self.local.insert(id);
+            } else {
+                self.local.remove(&id);
+            }
         }
         Ok(())
     }

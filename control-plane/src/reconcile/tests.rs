@@ -33,6 +33,7 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
             port: 80,
             protocol: Protocol::Tcp,
             kind: FrontendKind::Vip,
+            snat_remote: false,
         }],
         backends: backends
             .iter()
@@ -40,6 +41,7 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
                 addr: backend(i),
                 weight: 1,
                 state,
+                local: false,
             })
             .collect(),
         mode: Mode::Nat,
@@ -93,7 +95,7 @@ fn assert_programs_with(
         for &(addr, proto) in &service.frontends {
             frontends.insert(
                 (addr, xdp_lb::Protocol::from(proto).number()),
-                (id, service.options),
+                (id, service.options_for(&(addr, proto))),
             );
         }
         let table = t.tables.get(&id);
@@ -358,4 +360,29 @@ proptest! {
             assert_programs_with(&r, m, &t, healthy);
         }
     }
+}
+
+#[test]
+fn source_nat_is_per_frontend_and_locality_per_backend() {
+    let mut model = Model::default();
+    let mut web = service(1, &active(&[1, 2]));
+    let mut node_port = web.frontends[0];
+    node_port.port = 30080;
+    node_port.snat_remote = true;
+    web.frontends.push(node_port);
+    web.backends[1].local = true;
+    model
+        .services
+        .insert(ServiceName("web".into()), web.clone());
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &model, &mut t);
+    assert_programs(&r, &model, &t);
+    let snat: Vec<(u16, bool)> = t
+        .frontends
+        .iter()
+        .map(|((addr, _), (_, options))| (addr.port(), options.snat_remote))
+        .collect();
+    assert_eq!(snat, [(80, false), (30080, true)]);
+    let local: Vec<SocketAddr> = t.local.iter().map(|id| t.backends[id].0).collect();
+    assert_eq!(local, [web.backends[1].addr]);
 }

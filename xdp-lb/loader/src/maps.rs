@@ -388,17 +388,31 @@ impl Datapath {
     /// is checked before anything is written; a batch the kernel stops
     /// part-way reports how many records it wrote.
     pub fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32)]) -> Result<(), Error> {
+        let remote: Vec<_> = backends
+            .iter()
+            .map(|&(id, addr, generation)| (id, addr, generation, false))
+            .collect();
+        self.put_backends_on_node(&remote)
+    }
+
+    /// [`Self::put_backends`] with each backend's locality, as
+    /// [`Self::put_backend_on_node`] takes it: `(id, addr, generation, local)`.
+    pub fn put_backends_on_node(
+        &mut self,
+        backends: &[(u32, SocketAddr, u32, bool)],
+    ) -> Result<(), Error> {
         for &(id, ..) in backends {
             self.check_backend_id(id)?;
         }
-        self.mark_addresses(backends.iter().map(|&(_, addr, _)| addr.ip()))?;
+        self.mark_addresses(backends.iter().map(|&(_, addr, ..)| addr.ip()))?;
         let (ids, records): (Vec<u32>, Vec<Backend>) = backends
             .iter()
-            .map(|&(id, addr, generation)| {
-                (
-                    id,
-                    Backend::new(to_addr(addr.ip()), addr.port(), generation),
-                )
+            .map(|&(id, addr, generation, local)| {
+                let mut record = Backend::new(to_addr(addr.ip()), addr.port(), generation);
+                if local {
+                    record.flags |= BACKEND_LOCAL;
+                }
+                (id, record)
             })
             .unzip();
         crate::sys::map_update_batch(self.map_fd(BACKENDS)?, &ids, &records, 0)

@@ -591,11 +591,13 @@ mod tests {
                     port: 80,
                     protocol: Protocol::Tcp,
                     kind: FrontendKind::Vip,
+                    snat_remote: false,
                 }],
                 backends: vec![Backend {
                     addr: "198.18.2.1:8080".parse().unwrap(),
                     weight: 1,
                     state: BackendState::Active,
+                    local: false,
                 }],
                 mode: Mode::Nat,
                 affinity: None,
@@ -655,11 +657,13 @@ services:
                     addr: "[2001:2::2:1]:5353".parse().unwrap(),
                     weight: 10000,
                     state: BackendState::Draining,
+                    local: false,
                 },
                 Backend {
                     addr: "[2001:2::2:2]:5353".parse().unwrap(),
                     weight: 1,
                     state: BackendState::Active,
+                    local: false,
                 },
             ]
         );
@@ -700,6 +704,29 @@ services:
                 "services[0].frontends: a dsr service's frontends share one port: its backends \
               serve it unchanged"
             ]
+        );
+    }
+
+    #[test]
+    fn source_nat_marks_every_frontend_and_refuses_dsr() {
+        let m = model(&web(&format!(
+            "{ONE_FRONTEND}    source_nat: true\n    backends:\n      - address: 198.18.2.1:80\n"
+        )));
+        let service = &m.services[&ServiceName("web".to_owned())];
+        assert!(service.frontends.iter().all(|f| f.snat_remote));
+        assert!(service.backends.iter().all(|b| !b.local));
+        let plain = model(&web(ONE_FRONTEND));
+        assert!(
+            plain.services[&ServiceName("web".to_owned())]
+                .frontends
+                .iter()
+                .all(|f| !f.snat_remote)
+        );
+        assert_eq!(
+            problems(&web(&format!(
+                "{ONE_FRONTEND}    mode: dsr\n    source_nat: true\n"
+            ))),
+            ["services[0].source_nat: source NAT needs replies through this LB: not with mode dsr"]
         );
     }
 

@@ -65,6 +65,8 @@ struct RawService {
     backends: Vec<RawBackend>,
     session_affinity: Option<RawAffinity>,
     health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    source_nat: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,7 +318,20 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
 
     // `family`: the one every backend must have, as the datapath rewrites
     // addresses within one family (no NAT46 / NAT64).
-    let (frontends, family) = read_frontends(&raw.frontends, place, protocol, problems);
+    let (mut frontends, family) = read_frontends(&raw.frontends, place, protocol, problems);
+    if raw.source_nat {
+        if mode == Mode::Dsr {
+            problems.push(Problem::new(
+                format!("{place}.source_nat"),
+                "source NAT needs replies through this LB: not with mode dsr",
+            ));
+        }
+        // Backends of the file are never pods of this node: every flow
+        // gets the LB's source-NAT address (a one-arm load balancer).
+        for frontend in frontends.iter_mut().flatten() {
+            frontend.snat_remote = true;
+        }
+    }
     let backends = read_backends(&raw.backends, place, family, problems);
     let affinity = raw
         .session_affinity
@@ -449,6 +464,7 @@ fn read_frontends(
             port,
             protocol,
             kind,
+            snat_remote: false,
         };
         match seen.get(&(addr, port)) {
             Some(first) => problems.push(Problem::new(
@@ -556,6 +572,7 @@ fn read_backends(
             addr,
             weight,
             state,
+            local: false,
         });
     }
     backends

@@ -125,7 +125,13 @@ pub(super) fn collect(
 /// flows (state [`BackendState::Terminating`]) — unless no endpoint is ready,
 /// then they take new flows too, so a rolling update that terminates every
 /// pod at once does not black-hole the service. Each backend weighs 1.
-pub(super) fn backends(endpoints: &[Endpoint], ipv4: bool, local: Option<&str>) -> Vec<Backend> {
+/// Endpoints on `this_node` (by `nodeName`) are marked local.
+pub(super) fn backends(
+    endpoints: &[Endpoint],
+    ipv4: bool,
+    local: Option<&str>,
+    this_node: &str,
+) -> Vec<Backend> {
     let candidates: Vec<&Endpoint> = endpoints
         .iter()
         .filter(|e| e.addr.is_ipv4() == ipv4)
@@ -148,6 +154,7 @@ pub(super) fn backends(endpoints: &[Endpoint], ipv4: bool, local: Option<&str>) 
                 addr: e.addr,
                 weight: 1,
                 state,
+                local: !this_node.is_empty() && e.node_name.as_deref() == Some(this_node),
             })
         })
         .collect()

@@ -482,6 +482,7 @@ fn translate_port(
                 port: node_port,
                 protocol,
                 kind: FrontendKind::Node,
+                snat_remote: false,
             }));
         }
         for ip in context
@@ -491,10 +492,16 @@ fn translate_port(
         {
             external.extend(frontend(*ip, number, out));
         }
+        // `Cluster`: a client from outside may land on another node's
+        // endpoint, whose reply must come back through this node (as
+        // kube-proxy masquerades it). `Local` keeps the client's source.
+        for f in &mut external {
+            f.snat_remote = !context.external_local;
+        }
 
         let backends = |local: bool| {
             let node = local.then_some(context.node.name.as_str());
-            endpoints::backends(&endpoints, ipv4, node)
+            endpoints::backends(&endpoints, ipv4, node, &context.node.name)
         };
         if context.internal_local == context.external_local {
             let mut frontends = cluster;
@@ -562,6 +569,7 @@ fn frontend(
         port,
         protocol,
         kind,
+        snat_remote: false,
     })
 }
 
@@ -1297,6 +1305,44 @@ mod tests {
                 "default/web:http/external: 198.18.0.10:30080/TCP node => 198.18.2.1:8080 active",
             ]
         );
+    }
+
+    #[test]
+    fn cluster_policy_external_frontends_source_nat_toward_other_nodes_endpoints() {
+        let service = |policy: &str| {
+            web(json!({ "type": "NodePort", "externalTrafficPolicy": policy,
+                "externalIPs": ["198.18.201.1"],
+                "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }))
+        };
+        // (frontend, source NAT) of every service, and the local backends.
+        let flags = |t: &Translation| {
+            let frontends: Vec<(String, bool)> = t
+                .model
+                .frontends()
+                .map(|(_, f)| (f.to_string(), f.snat_remote))
+                .collect();
+            let local: Vec<String> = t
+                .model
+                .services
+                .values()
+                .flat_map(|s| s.backends.iter().filter(|b| b.local))
+                .map(|b| b.addr.to_string())
+                .collect();
+            (frontends, local)
+        };
+        let (frontends, local) = flags(&run(&[service("Cluster")], &[two_nodes()]));
+        assert_eq!(
+            frontends,
+            [
+                ("198.18.0.10:30080/TCP".to_owned(), true),
+                ("198.18.100.1:80/TCP".to_owned(), false),
+                ("198.18.201.1:80/TCP".to_owned(), true),
+            ]
+        );
+        assert_eq!(local, ["198.18.2.1:8080"], "the endpoint on node-a");
+        // `Local` keeps the client's source: only local endpoints serve.
+        let (frontends, _) = flags(&run(&[service("Local")], &[two_nodes()]));
+        assert!(frontends.iter().all(|(_, snat)| !snat), "{frontends:?}");
     }
 
     #[test]
