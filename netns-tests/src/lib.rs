@@ -48,6 +48,7 @@ pub mod bird;
 pub mod ecmp_rig;
 pub mod fabric;
 pub mod http;
+pub mod kube_fabric;
 pub mod lb_scenario;
 pub mod packets;
 pub mod parser_run;

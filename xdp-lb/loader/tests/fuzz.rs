@@ -10,12 +10,19 @@
 //!   documented reason;
 //! - a translated frame is the input with exactly its destination (request)
 //!   or source (reply) replaced — by the backend `simulate` names, a live
-//!   backend of the service, or by the frontend the flow was sent to — routed
-//!   (MACs, TTL) when the datapath sends it on itself, with its IPv4 header and
-//!   TCP/UDP checksums, recomputed from scratch, holding as they held before;
+//!   backend of the service, or by the frontend the flow was sent to — and,
+//!   under source NAT, its other end too: a request's source by the one the
+//!   flow was given (for a new flow, a port of the range no other live flow
+//!   to the backend has, at the client's address on a clash of reply tuples
+//!   or at the hairpin source when the client is the backend, and the one
+//!   conntrack then names), a reply's destination by the flow's client —
+//!   routed (MACs, TTL) when the datapath sends it on itself, with its IPv4
+//!   header and TCP/UDP checksums, recomputed from scratch, holding as they
+//!   held before;
 //! - an ICMP error about a tracked flow is the input with exactly the quoted
 //!   header and the outer address translated (`fuzz/icmp.rs`), routed likewise,
-//!   every checksum over the rewritten bytes moved with them;
+//!   every checksum over the rewritten bytes moved with them; one about a
+//!   source-NATed flow goes the way of any other ICMP packet;
 //! - a request to a direct-server-return service leaves as exactly the outer
 //!   header the model builds with etherparse — every field, the IPv4 header
 //!   checksum holding — followed by the input from its network header on,
@@ -28,8 +35,13 @@
 //!   backend, is answered byte for byte as the model builds the answer with
 //!   etherparse (`fuzz/answer.rs`), or dropped where no answer can be written;
 //! - conntrack holds exactly the flows the model saw translated or
-//!   encapsulated, and one reply entry per reply tuple of the translated
-//!   ones: none for direct server return.
+//!   encapsulated — each to the model's backend, with its source NAT and
+//!   closing state, checked after every frame of the flow — and one reply
+//!   entry per translated one (none for direct server return), besides those
+//!   of ports re-created source-NAT flows gave up until a reply orphans them
+//!   or a flow claims them; it counts the entries created and re-created,
+//!   the source-NAT ports given and refused, and the orphaned reply entries
+//!   exactly as often as the model saw them.
 //!
 //! `XLB_FUZZ_PACKETS` sets the number of frames (default 100 000) and
 //! `XLB_FUZZ_SEED` the seed (default `DEFAULT_SEED`); a failure names both,
@@ -69,13 +81,13 @@ use std::{
 };
 
 use proptest::test_runner::{RngAlgorithm, TestRng};
-use xdp_lb::{Counters, ParseCounter, ProgramName, TestRunOutput, Verdict};
+use xdp_lb::{Counters, CtEvent, ParseCounter, ProgramName, TestRunOutput, Verdict};
 
 use crate::{
     check::Outcome,
     fixture::{EncapSources, Fixture},
     generate::{Case, Kind, Side},
-    model::{Expected, Model, Prediction},
+    model::{Entry, Expected, Model, Prediction, Snat, Source},
     parse::IpPacket,
     support::{in_private_netns, lb::Lb},
 };
@@ -250,8 +262,28 @@ impl Fuzzer {
                 format!("{why}\nexpected: {:?}", prediction.expected),
             )
         });
-        self.model.learn(&prediction.expected);
-        self.mix.add(&case, verdict, &prediction);
+        // The source a new source NAT gave the request, as the frame shows
+        // it when it left translated.
+        let written = match (&prediction.expected, prediction.headers.ip) {
+            (Expected::Request { .. }, Some(ip))
+                if matches!(
+                    verdict,
+                    Verdict::ForwardToBackend | Verdict::PassToBackendViaStack
+                ) =>
+            {
+                check::written_source(&out.packet, &ip)
+            }
+            _ => None,
+        };
+        self.mix.add(&case, verdict, &prediction, &self.model);
+        self.model
+            .learn(&self.lb, &prediction, verdict, written)
+            .unwrap_or_else(|why| {
+                fail(
+                    Some(&out),
+                    format!("{why}\nexpected: {:?}", prediction.expected),
+                )
+            });
     }
 
     /// Fails on state that frames up to `index` left behind.
@@ -300,19 +332,22 @@ fn failure(
 
 /// Compares the datapath's conntrack with the model's flows: no entry
 /// evicted, none created by a frame the model did not see translated or
-/// encapsulated, every one on the model's backend; and as many reply entries
-/// as the translated flows have reply tuples (direct server return adds none).
+/// encapsulated, every one on the model's backend, with the model's source
+/// NAT and closing state; as many reply entries as the translated flows
+/// have (direct server return adds none) and the stale ones; and the
+/// conntrack events the model follows counted as often as it saw them.
 fn check_conntrack(lb: &Lb, model: &Model) -> Result<(), String> {
     check_reply_entries(lb, model)?;
+    check_events(lb, model)?;
     let tracked: HashMap<_, _> = lb
         .dp
         .conntrack()
         .map_err(|e| format!("conntrack: {e}"))?
         .into_iter()
-        .map(|t| (t.flow, t.backend))
+        .map(|t| (t.flow, Entry::of(&t)))
         .collect();
     let expected = model.conntrack.entries();
-    if &tracked == expected {
+    if tracked == expected {
         return Ok(());
     }
     let unexpected: Vec<_> = tracked
@@ -333,8 +368,32 @@ fn check_conntrack(lb: &Lb, model: &Model) -> Result<(), String> {
     ))
 }
 
-/// The reply entries the datapath holds: exactly one per reply tuple of the
-/// model's NAT flows.
+/// The conntrack events the model follows (`model::Events`), counted by the
+/// datapath exactly as often as the model saw them happen.
+fn check_events(lb: &Lb, model: &Model) -> Result<(), String> {
+    let stats = lb.dp.ct_stats().map_err(|e| format!("ct stats: {e}"))?;
+    let events = model.conntrack.events;
+    let pairs = [
+        (CtEvent::Created, events.created),
+        (CtEvent::ReselectedClosing, events.reselected_closing),
+        (CtEvent::SnatAllocated, events.snat_allocated),
+        (CtEvent::SnatExhausted, events.snat_exhausted),
+        (CtEvent::ReplyOrphan, events.reply_orphan),
+    ];
+    for (event, expected) in pairs {
+        let counted = stats.get(event).packets;
+        if counted != expected {
+            return Err(format!(
+                "conntrack counted {counted} {} events, the model saw {expected}",
+                event.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The reply entries the datapath holds: exactly one per NAT flow of the
+/// model, and the stale ones.
 fn check_reply_entries(lb: &Lb, model: &Model) -> Result<(), String> {
     let usage = lb.dp.map_usage().map_err(|e| format!("map usage: {e}"))?;
     let replies = usage
@@ -345,19 +404,20 @@ fn check_reply_entries(lb: &Lb, model: &Model) -> Result<(), String> {
     let expected = model.conntrack.reply_entries() as u64;
     if replies != expected {
         return Err(format!(
-            "CONNTRACK_REPLY holds {replies} entries, the model's NAT flows have {expected} \
-             reply tuples ({} of its {} flows are DSR, with none)",
+            "CONNTRACK_REPLY holds {replies} entries, the model {expected} \
+             ({} of its {} flows are DSR, with none; {} stale)",
             model.conntrack.dsr_flows(),
-            model.conntrack.len()
+            model.conntrack.len(),
+            model.conntrack.stale().len()
         ));
     }
     Ok(())
 }
 
 /// Checks conntrack, then deletes every flow from it (`delete_flow`, in the
-/// order they were created) and from the model, and checks it is empty.
-/// Flows whose translated tuples clash share one reply entry: the first
-/// deletion takes it, and the next finds it gone, which is no error.
+/// order they were created) with its reply entry, and from the model, and
+/// checks it is empty but for the stale reply entries, which name no flow's
+/// replies and stay.
 fn empty_conntrack(lb: &mut Lb, model: &mut Model) -> Result<(), String> {
     check_conntrack(lb, model)?;
     for index in 0..model.conntrack.len() {
@@ -434,8 +494,18 @@ struct Mix {
     translated_whole: u64,
     /// Translated frames with a checksum that did not hold (nor may after).
     translated_broken: u64,
-    /// Replies whose tuple several tracked flows share (`Expected::Reply`).
-    clashing_replies: u64,
+    /// Source NAT, by why (clash, hairpin): new sources given and checked,
+    /// requests of flows with one, and replies to them translated on both
+    /// ends.
+    snat_new: [u64; 2],
+    snat_requests: [u64; 2],
+    snat_replies: [u64; 2],
+    /// ICMP errors about source-NATed flows, passed as any other ICMP.
+    snat_errors: u64,
+    /// Flows refused for want of a free source-NAT port.
+    snat_exhausted: u64,
+    /// Replies to stale reply entries (ports source-NATed flows gave up).
+    orphans: u64,
     /// Translated ICMP errors whose ICMP checksum held before, and not.
     errors_whole: u64,
     errors_broken: u64,
@@ -449,14 +519,37 @@ struct Mix {
 }
 
 impl Mix {
-    fn add(&mut self, case: &Case, verdict: Verdict, prediction: &Prediction) {
+    fn add(&mut self, case: &Case, verdict: Verdict, prediction: &Prediction, model: &Model) {
         *self.kinds.entry(case.kind).or_default() += 1;
         *self.verdicts.entry(verdict.name()).or_default() += 1;
+        let why = |snat: Snat| match snat {
+            Snat::Clash => 0,
+            Snat::Hairpin => 1,
+        };
+        self.snat_errors += u64::from(prediction.about_snat);
+        self.orphans += u64::from(prediction.orphan.is_some());
         match (&prediction.expected, prediction.headers.ip) {
-            (Expected::Request { .. }, Some(ip)) => self.add_translated(&case.frame, &ip),
-            (Expected::Reply { frontends, .. }, Some(ip)) => {
-                if frontends.len() > 1 {
-                    self.clashing_replies += 1;
+            (Expected::Request { source, .. }, Some(ip)) => {
+                match source {
+                    Source::New(_)
+                        if matches!(
+                            verdict,
+                            Verdict::RefuseReset
+                                | Verdict::RefuseUnreachable
+                                | Verdict::DropNoBackend
+                        ) =>
+                    {
+                        self.snat_exhausted += 1;
+                    }
+                    Source::New(new) => self.snat_new[why(new.why)] += 1,
+                    Source::Translated(snat, _) => self.snat_requests[why(*snat)] += 1,
+                    Source::Kept => {}
+                }
+                self.add_translated(&case.frame, &ip);
+            }
+            (Expected::Reply { original, .. }, Some(ip)) => {
+                if let Some(snat) = model.snat_of(original) {
+                    self.snat_replies[why(snat)] += 1;
                 }
                 self.add_translated(&case.frame, &ip);
             }
@@ -518,11 +611,24 @@ impl std::fmt::Display for Mix {
         writeln!(f, "translated frames:")?;
         writeln!(f, "  {:>8}  checksums holding", self.translated_whole)?;
         writeln!(f, "  {:>8}  a checksum not holding", self.translated_broken)?;
+        writeln!(f, "source NAT (clash, hairpin):")?;
+        let [clash, hairpin] = self.snat_new;
+        writeln!(f, "  {clash:>8} {hairpin:>8}  new sources given")?;
+        let [clash, hairpin] = self.snat_requests;
+        writeln!(f, "  {clash:>8} {hairpin:>8}  requests of flows with one")?;
+        let [clash, hairpin] = self.snat_replies;
+        writeln!(f, "  {clash:>8} {hairpin:>8}  replies translated back")?;
         writeln!(
             f,
-            "  {:>8}  replies to a tuple that several flows share",
-            self.clashing_replies
+            "  {:>8}  ICMP errors about them, passed",
+            self.snat_errors
         )?;
+        writeln!(
+            f,
+            "  {:>8}  replies to ports they gave up (orphaned)",
+            self.orphans
+        )?;
+        writeln!(f, "  {:>8}  refused, no port free", self.snat_exhausted)?;
         writeln!(f, "translated ICMP errors:")?;
         writeln!(f, "  {:>8}  ICMP checksum holding", self.errors_whole)?;
         writeln!(f, "  {:>8}  ICMP checksum not holding", self.errors_broken)?;

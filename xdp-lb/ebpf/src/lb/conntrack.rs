@@ -81,17 +81,20 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
     // `>=`: a timeout of 0 s means "never reused", whatever the clock's resolution.
     if now.saturating_sub(e.last_seen_ns) >= config.timeout_ns(e.state) {
         count_ct(CtEvent::Expired);
+        release_port(e, flow);
         return None;
     }
     let backend = match BACKENDS.get(e.backend_id) {
         Some(b) if b.is_active() && b.generation == e.generation => *b,
         _ => {
             count_ct(CtEvent::ReselectedBackendGone);
+            release_port(e, flow);
             return None;
         }
     };
     if flow.is_syn() && e.state == TCP_CLOSING {
         count_ct(CtEvent::ReselectedClosing);
+        release_port(e, flow);
         return None;
     }
     count_ct(CtEvent::Hit);
@@ -122,6 +125,25 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
         backend_id: e.backend_id,
         generation: e.generation,
     })
+}
+
+/// An entry that is not kept gives its source-NAT port back at once: the
+/// flow is created again with a port of its own, and the old reply entry
+/// would otherwise linger until a reply to it, the LRU or another flow took
+/// it. Only while it still names this flow.
+#[inline(never)]
+fn release_port(e: &CtEntry, flow: &Flow) {
+    if !e.is_snat() {
+        return;
+    }
+    let key = e.reply_key(flow.tuple.proto);
+    let names_this_flow = CONNTRACK_REPLY
+        .get_ptr(&key)
+        // SAFETY: a live map value of the right type, compared at once.
+        .is_some_and(|holder| unsafe { *holder == flow.tuple });
+    if names_this_flow {
+        let _ = CONNTRACK_REPLY.remove(&key);
+    }
 }
 
 /// The new-flow flood guard (Katran's): true while this CPU has created fewer
@@ -533,6 +555,8 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
     };
     if entry.backend_addr != reply.src_addr
         || entry.backend_port_be != reply.src_port_be
+        || entry.reply_dst_addr != reply.dst_addr
+        || entry.reply_dst_port_be != reply.dst_port_be
         || entry.is_snat()
     {
         // A source-NAT flow's errors pass untouched, as in `error_to_backend`.

@@ -15,7 +15,7 @@ use crate::{
     fixture::{Fixture, NextHop, fib_refuses},
     hex,
     icmp::{IcmpError, Toward},
-    model::{ErrorToward, Expected, Prediction},
+    model::{ErrorToward, Expected, NewSource, Prediction, Source},
     parse::{IPPROTO_TCP, IpPacket},
     support::lb::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
@@ -92,23 +92,56 @@ pub(crate) fn outcome(
             };
             return encapsulation.check(outcome);
         }
-        Expected::Request { flow, backend } => What::Flow {
-            flow: *flow,
-            end: End::Destination,
-            to: *backend,
-        },
-        Expected::Reply { flow, frontends } => What::Flow {
+        Expected::Request {
+            flow,
+            backend,
+            source,
+            ..
+        } => {
+            if let Source::New(NewSource {
+                refusal: Some(refusal),
+                ..
+            }) = source
+                && matches!(
+                    outcome.verdict,
+                    Verdict::RefuseReset | Verdict::RefuseUnreachable | Verdict::DropNoBackend
+                )
+            {
+                // No free port among those tried: refused as a service
+                // without backends refuses.
+                let prediction = Prediction {
+                    expected: (**refusal).clone(),
+                    ..prediction.clone()
+                };
+                return self::outcome(fixture, &prediction, frame, ingress, outcome);
+            }
+            What::Flow {
+                flow: *flow,
+                end: End::Destination,
+                to: *backend,
+                peer: match source {
+                    Source::Kept => Peer::Kept,
+                    Source::Translated(_, given) => Peer::To(*given),
+                    Source::New(new) => Peer::New(new),
+                },
+            }
+        }
+        Expected::Reply {
+            flow,
+            frontend,
+            client,
+            ..
+        } => What::Flow {
             flow: *flow,
             end: End::Source,
-            to: frontend_written(prediction, outcome, frontends)?,
+            to: *frontend,
+            peer: client.map_or(Peer::Kept, Peer::To),
         },
         Expected::IcmpError { error, toward } => What::Error {
             error: *error,
             toward: match toward {
                 ErrorToward::Backend(backend) => Toward::Backend(*backend),
-                ErrorToward::Client { frontends } => {
-                    Toward::Client(error_frontend_written(error, outcome, frontends)?)
-                }
+                ErrorToward::Client(frontend) => Toward::Client(*frontend),
             },
         },
     };
@@ -121,45 +154,6 @@ pub(crate) fn outcome(
         what,
     };
     rewrite.check(outcome)
-}
-
-/// The frontend a reply's source was translated to: one of `frontends`.
-fn frontend_written(
-    prediction: &Prediction,
-    outcome: &Outcome<'_>,
-    frontends: &[SocketAddr],
-) -> Result<SocketAddr, String> {
-    let ip = ip_of(prediction)?;
-    written_address(outcome.packet, &ip, End::Source)
-        .filter(|source| frontends.contains(source))
-        .ok_or_else(|| {
-            format!(
-                "a reply left (counted as {}, action {}) with a source that is not \
-                 one of the frontends {frontends:?}",
-                outcome.verdict.name(),
-                outcome.action
-            )
-        })
-}
-
-/// The frontend an error's quoted destination was translated back to: one
-/// of `frontends`.
-fn error_frontend_written(
-    error: &IcmpError,
-    outcome: &Outcome<'_>,
-    frontends: &[SocketAddr],
-) -> Result<SocketAddr, String> {
-    error
-        .quoted_destination(outcome.packet)
-        .filter(|destination| frontends.contains(destination))
-        .ok_or_else(|| {
-            format!(
-                "an ICMP error left (counted as {}, action {}) quoting a destination \
-                 that is not one of the frontends {frontends:?}",
-                outcome.verdict.name(),
-                outcome.action
-            )
-        })
 }
 
 pub(crate) fn expect_verdict(
@@ -202,16 +196,31 @@ fn ip_of(prediction: &Prediction) -> Result<IpPacket, String> {
 
 /// What a translation rewrites.
 #[derive(Clone, Copy, Debug)]
-enum What {
-    /// A packet of `flow`: `end` becomes `to`.
+enum What<'a> {
+    /// A packet of `flow`: `end` becomes `to`, and the other end as `peer`
+    /// says (source NAT).
     Flow {
         flow: Flow,
         end: End,
         to: SocketAddr,
+        peer: Peer<'a>,
     },
     /// An ICMP error about a tracked flow, translated `toward` its backend
     /// or its client.
     Error { error: IcmpError, toward: Toward },
+}
+
+/// What becomes of the end a translation does not aim at.
+#[derive(Clone, Copy, Debug)]
+enum Peer<'a> {
+    /// It stays.
+    Kept,
+    /// It becomes this (the source NAT gave a request, or the client a
+    /// reply to it goes back to).
+    To(SocketAddr),
+    /// It becomes a source the datapath picks now: the one the frame shows,
+    /// if the new source admits it.
+    New(&'a NewSource),
 }
 
 /// A frame the model expects translated and sent on.
@@ -222,7 +231,7 @@ struct Rewrite<'a> {
     ingress: u32,
     /// The frame's (outer) IP packet.
     ip: IpPacket,
-    what: What,
+    what: What<'a>,
 }
 
 /// How the datapath may send a translated frame on.
@@ -260,10 +269,19 @@ enum Left {
 
 impl Rewrite<'_> {
     fn check(&self, outcome: &Outcome<'_>) -> Result<(), String> {
-        if let What::Flow { to, .. } = self.what
-            && self.ip.is_v4() != to.is_ipv4()
-        {
-            return Err(format!("{to} is not of the packet's family"));
+        if let What::Flow { to, peer, .. } = self.what {
+            let peer = match peer {
+                Peer::Kept => None,
+                Peer::To(peer) => Some(peer.ip()),
+                Peer::New(new) => Some(new.addr),
+            };
+            if let Some(ip) = [Some(to.ip()), peer]
+                .into_iter()
+                .flatten()
+                .find(|ip| ip.is_ipv4() != self.ip.is_v4())
+            {
+                return Err(format!("{ip} is not of the packet's family"));
+            }
         }
         let allowed = self.leavings();
         let leaving = allowed
@@ -327,12 +345,17 @@ impl Rewrite<'_> {
                 to,
                 ..
             } => (ip.src, to.ip(), true),
-            // After the reverse translation the source is the frontend.
+            // After the reverse translation the source is the frontend,
+            // and under source NAT the destination the client.
             What::Flow {
                 end: End::Source,
                 to,
+                peer,
                 ..
-            } => (to.ip(), ip.dst, false),
+            } => match peer {
+                Peer::To(client) => (to.ip(), client.ip(), false),
+                Peer::Kept | Peer::New(_) => (to.ip(), ip.dst, false),
+            },
             What::Error {
                 toward: Toward::Backend(backend),
                 ..
@@ -433,11 +456,37 @@ impl Rewrite<'_> {
         }
     }
 
-    /// The frame, translated, checksums aside, not routed.
-    fn translated(&self) -> Vec<u8> {
+    /// The frame, translated, checksums aside, not routed; under source
+    /// NAT its other end becomes `peer` too.
+    fn translated(&self, peer: Option<SocketAddr>) -> Vec<u8> {
         match self.what {
-            What::Flow { end, to, .. } => translated(self.frame, &self.ip, end, to),
+            What::Flow { end, to, .. } => {
+                let out = translated(self.frame, &self.ip, end, to);
+                match peer {
+                    Some(peer) => translated(&out, &self.ip, end.other(), peer),
+                    None => out,
+                }
+            }
             What::Error { error, toward } => error.translated(self.frame, toward),
+        }
+    }
+
+    /// The other end's new address and port, if it changes: for a new
+    /// source, the one `packet` shows, which must be one the datapath may
+    /// give.
+    fn peer(&self, packet: &[u8]) -> Result<Option<SocketAddr>, String> {
+        let What::Flow { end, peer, .. } = self.what else {
+            return Ok(None);
+        };
+        match peer {
+            Peer::Kept => Ok(None),
+            Peer::To(peer) => Ok(Some(peer)),
+            Peer::New(new) => {
+                let written = written_address(packet, &self.ip, end.other())
+                    .ok_or("the translated frame is too short for its source")?;
+                new.admits(written)?;
+                Ok(Some(written))
+            }
         }
     }
 
@@ -473,7 +522,7 @@ impl Rewrite<'_> {
                 self.frame.len()
             ));
         }
-        let mut expected = self.translated();
+        let mut expected = self.translated(self.peer(packet)?);
         if let Some(hop) = hop {
             route(&mut expected, &self.ip, hop);
         }
@@ -490,6 +539,21 @@ impl Rewrite<'_> {
             What::Error { error, .. } => error.checksums_moved(self.frame, packet),
         }
     }
+}
+
+impl End {
+    const fn other(self) -> Self {
+        match self {
+            Self::Destination => Self::Source,
+            Self::Source => Self::Destination,
+        }
+    }
+}
+
+/// The source a request left with, translated: what `packet`, an IP packet
+/// `ip` (the request's own headers), holds there.
+pub(crate) fn written_source(packet: &[u8], ip: &IpPacket) -> Option<SocketAddr> {
+    written_address(packet, ip, End::Source)
 }
 
 /// The address and port `end` of the flow holds in `packet`, if it is long

@@ -5,6 +5,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::RangeInclusive,
     process::Command,
 };
 
@@ -129,6 +130,9 @@ impl Fixture {
             new_flows_per_cpu_per_sec: 0,
             encap_source_v4: ENCAP_SOURCE4.octets(),
             encap_source_v6: ENCAP_SOURCE6.octets(),
+            // The default hairpin sources and source-NAT ports: a client
+            // that is the backend it lands on is source-NATed (hairpin), as
+            // is a flow whose reply tuple another live flow has (a clash).
             ..Config::default()
         };
         lb.dp.set_config(&config).expect("config");
@@ -208,6 +212,23 @@ impl Fixture {
         self.services
             .iter()
             .find(|s| s.frontend == frontend && s.proto == proto)
+    }
+
+    /// The source a client reaching itself through a service is given
+    /// (`Config::hairpin_source_v4`, `_v6`); `None` when all zeros: the
+    /// flow then keeps its own.
+    pub(crate) fn hairpin_source(&self, v4: bool) -> Option<IpAddr> {
+        let source = if v4 {
+            IpAddr::from(self.config.hairpin_source_v4)
+        } else {
+            IpAddr::from(self.config.hairpin_source_v6)
+        };
+        (!source.is_unspecified()).then_some(source)
+    }
+
+    /// The source-NAT ports (`Config::snat_port_min..=snat_port_max`).
+    pub(crate) fn snat_ports(&self) -> RangeInclusive<u16> {
+        self.config.snat_port_min..=self.config.snat_port_max
     }
 
     pub(crate) fn in_nodeport_range(&self, port: u16) -> bool {

@@ -595,6 +595,21 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
         (IpAddr::from(VIP6), IpAddr::from(NODE6))
     };
     match target {
+        // Now and then a tracked flow's client again, half the time one
+        // that source NAT gave another source.
+        Target::Service if model.conntrack.len() > 0 && rng.random_bool(0.25) => {
+            let translated = model.conntrack.source_natted();
+            let flow = if !translated.is_empty() && rng.random_bool(0.5) {
+                translated[rng.random_range(0..translated.len())]
+            } else {
+                let (flow, _) = model
+                    .conntrack
+                    .nth(rng.random_range(0..model.conntrack.len()))
+                    .expect("a tracked flow");
+                flow
+            };
+            again(rng, model, &flow)
+        }
         Target::Service | Target::DsrService => {
             let dsr = target == Target::DsrService;
             let services: Vec<_> = model
@@ -604,7 +619,19 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
                 .filter(|s| s.dsr == dsr)
                 .collect();
             let service = services[rng.random_range(0..services.len())];
-            Endpoints::request(rng, service.frontend, Some(service.proto))
+            let mut endpoints = Endpoints::request(rng, service.frontend, Some(service.proto));
+            // Now and then a backend of the service reaching it: when Maglev
+            // picks that backend, the flow is source-NATed (hairpin).
+            let own: Vec<_> = service
+                .backends
+                .iter()
+                .filter(|b| b.is_ipv4() == service.frontend.is_ipv4())
+                .collect();
+            if !own.is_empty() && rng.random_bool(0.15) {
+                let backend = own[rng.random_range(0..own.len())];
+                endpoints.src.set_ip(backend.ip());
+            }
+            endpoints
         }
         Target::UnknownPort => {
             let port = pick_or(rng, &[81, 22, 443, 8080], |rng| rng.random());
@@ -620,13 +647,27 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
             let dst = SocketAddr::new(unrelated(rng, v4), rng.random());
             Endpoints::request(rng, dst, None)
         }
+        // Now and then to a port a source-NATed flow gave up.
+        Target::TrackedReply if !model.conntrack.stale().is_empty() && rng.random_bool(0.1) => {
+            let stale = model.conntrack.stale();
+            let (tuple, _) = stale[rng.random_range(0..stale.len())];
+            Endpoints::reply(rng, tuple.src, tuple.dst, tuple.proto)
+        }
         Target::TrackedReply if model.conntrack.len() > 0 => {
-            let (flow, backend) = model
-                .conntrack
-                .nth(rng.random_range(0..model.conntrack.len()))
-                .expect("a tracked flow");
+            // A quarter of the time to a flow source NAT gave another source.
+            let translated = model.conntrack.source_natted();
+            let (flow, backend) = if !translated.is_empty() && rng.random_bool(0.25) {
+                let flow = translated[rng.random_range(0..translated.len())];
+                (flow, model.conntrack.backend(&flow).expect("tracked"))
+            } else {
+                model
+                    .conntrack
+                    .nth(rng.random_range(0..model.conntrack.len()))
+                    .expect("a tracked flow")
+            };
             let src = dsr_answering(rng, model, &flow, backend);
-            Endpoints::reply(rng, src, flow.src, flow.proto)
+            let dst = answered(rng, model, &flow);
+            Endpoints::reply(rng, src, dst, flow.proto)
         }
         Target::TrackedReply | Target::UnknownReply => {
             let port = if rng.random_bool(0.8) {
@@ -645,11 +686,57 @@ fn endpoints(rng: &mut TestRng, target: Target, model: &Model) -> Endpoints {
     }
 }
 
+/// A request from the client of tracked `flow`, from the same port: to its
+/// frontend again (a source-NATed flow's requests, a SYN re-creating a
+/// closing flow), or to another frontend of its protocol and family, whose
+/// backend may be the same (a clash of reply tuples, source-NATed).
+fn again(rng: &mut TestRng, model: &Model, flow: &Flow) -> Endpoints {
+    let others: Vec<_> = model
+        .fixture
+        .services
+        .iter()
+        .filter(|s| {
+            s.proto == flow.proto
+                && s.frontend.is_ipv4() == flow.dst.is_ipv4()
+                && s.frontend != flow.dst
+        })
+        .collect();
+    // Those that may pick the flow's backend, most likely to clash.
+    let backend = model.conntrack.backend(flow);
+    let sharing: Vec<_> = others
+        .iter()
+        .filter(|s| !s.dsr && backend.is_some_and(|b| s.backends.contains(&b)))
+        .collect();
+    let dst = match rng.random_range(0..4) {
+        0 | 1 => flow.dst,
+        2 if !sharing.is_empty() => sharing[rng.random_range(0..sharing.len())].frontend,
+        _ if !others.is_empty() => others[rng.random_range(0..others.len())].frontend,
+        _ => flow.dst,
+    };
+    let side = if rng.random_bool(0.9) {
+        Side::Clients
+    } else {
+        Side::Backends
+    };
+    Endpoints {
+        src: flow.src,
+        dst,
+        proto: Some(flow.proto),
+        side,
+    }
+}
+
 /// An ICMP or ICMPv6 error for `target` (`ErrorToClient`, `ErrorToBackend`)
 /// about a flow the run tracks (mostly) or one it does not: who sends it to
 /// whom, its header, and its quote.
 fn icmp_error(rng: &mut TestRng, target: Target, model: &Model) -> (Endpoints, Transport, Vec<u8>) {
     let tracked = model.conntrack.len();
+    let stale = model.conntrack.stale();
+    if target == Target::ErrorToClient && !stale.is_empty() && rng.random_bool(0.1) {
+        // About a request to a port a source-NATed flow gave up.
+        let (tuple, _) = stale[rng.random_range(0..stale.len())];
+        return error_to_client(rng, tuple.dst, tuple.src, tuple.proto);
+    }
     let (flow, backend) = if tracked > 0 && rng.random_bool(0.85) {
         model
             .conntrack
@@ -660,42 +747,64 @@ fn icmp_error(rng: &mut TestRng, target: Target, model: &Model) -> (Endpoints, T
     };
     let v4 = flow.src.is_ipv4();
     let backend = dsr_answering(rng, model, &flow, backend);
-    let (src, dst, (quote, quoted_header), side) = match target {
-        // About the request as the LB sent it on: client to backend.
-        Target::ErrorToClient => {
-            let src = match (rng.random_range(0..10), v4) {
-                (0..5, true) => BACKEND_ROUTER4.into(),
-                (0..5, false) => BACKEND_ROUTER6.into(),
-                // The backend's own port unreachable.
-                (5..9, _) => backend.ip(),
-                _ => unrelated(rng, v4),
-            };
-            let dst = if rng.random_bool(0.9) {
-                flow.src.ip()
-            } else {
-                client(rng, v4)
-            };
-            let quoted = quote(rng, flow.src, backend, flow.proto);
-            (src, dst, quoted, Side::Backends)
-        }
-        // About the reply as the LB sent it back: frontend to client.
-        _ => {
-            let src = match (rng.random_range(0..10), v4) {
-                (0..5, _) => flow.src.ip(),
-                (5..9, true) => CLIENT_ROUTER4.into(),
-                (5..9, false) => CLIENT_ROUTER6.into(),
-                _ => unrelated(rng, v4),
-            };
-            let dst = match (rng.random_range(0..10), v4) {
-                (0..9, _) => flow.dst.ip(),
-                (_, true) => pick(rng, &[VIP4, NODE4]).into(),
-                (_, false) => pick(rng, &[VIP6, NODE6]).into(),
-            };
-            let quoted = quote(rng, flow.dst, flow.src, flow.proto);
-            (src, dst, quoted, Side::Clients)
-        }
+    if target == Target::ErrorToClient {
+        // About the request as the LB sent it on: from the source the
+        // backend saw (source NAT's, mostly, when there is one) to it.
+        let source = answered(rng, model, &flow);
+        return error_to_client(rng, source, backend, flow.proto);
+    }
+    // About the reply as the LB sent it back: frontend to client.
+    let src = match (rng.random_range(0..10), v4) {
+        (0..5, _) => flow.src.ip(),
+        (5..9, true) => CLIENT_ROUTER4.into(),
+        (5..9, false) => CLIENT_ROUTER6.into(),
+        _ => unrelated(rng, v4),
     };
-    // Mostly from the side the error is about, now and then from the other.
+    let dst = match (rng.random_range(0..10), v4) {
+        (0..9, _) => flow.dst.ip(),
+        (_, true) => pick(rng, &[VIP4, NODE4]).into(),
+        (_, false) => pick(rng, &[VIP6, NODE6]).into(),
+    };
+    let quoted = quote(rng, flow.dst, flow.src, flow.proto);
+    error_between(rng, src, dst, Side::Clients, quoted)
+}
+
+/// An error from the backends' side about a request the LB sent on, from
+/// `source` to `backend` over `proto`: a router's, the backend's own, or a
+/// stranger's, mostly to `source`'s address.
+fn error_to_client(
+    rng: &mut TestRng,
+    source: SocketAddr,
+    backend: SocketAddr,
+    proto: Protocol,
+) -> (Endpoints, Transport, Vec<u8>) {
+    let v4 = source.is_ipv4();
+    let src = match (rng.random_range(0..10), v4) {
+        (0..5, true) => BACKEND_ROUTER4.into(),
+        (0..5, false) => BACKEND_ROUTER6.into(),
+        // The backend's own port unreachable.
+        (5..9, _) => backend.ip(),
+        _ => unrelated(rng, v4),
+    };
+    let dst = if rng.random_bool(0.9) {
+        source.ip()
+    } else {
+        client(rng, v4)
+    };
+    let quoted = quote(rng, source, backend, proto);
+    error_between(rng, src, dst, Side::Backends, quoted)
+}
+
+/// An error from `src` to `dst` quoting `quoted` (the packet and its
+/// network header's length), mostly from `side` (the side the error is
+/// about), now and then from the other.
+fn error_between(
+    rng: &mut TestRng,
+    src: IpAddr,
+    dst: IpAddr,
+    side: Side,
+    (quote, quoted_header): (Vec<u8>, usize),
+) -> (Endpoints, Transport, Vec<u8>) {
     let side = match (side, rng.random_bool(0.9)) {
         (side, true) => side,
         (Side::Clients, false) => Side::Backends,
@@ -707,7 +816,21 @@ fn icmp_error(rng: &mut TestRng, target: Target, model: &Model) -> (Endpoints, T
         proto: None,
         side,
     };
-    (endpoints, icmp_header(rng, v4, quoted_header), quote)
+    (
+        endpoints,
+        icmp_header(rng, src.is_ipv4(), quoted_header),
+        quote,
+    )
+}
+
+/// Where the backend of tracked `flow` sends its replies: the source it
+/// saw, source NAT's when the flow has one — but now and then, then, the
+/// client's own (another flow's reply tuple, or none).
+fn answered(rng: &mut TestRng, model: &Model, flow: &Flow) -> SocketAddr {
+    match model.conntrack.snat(flow) {
+        Some(snat) if rng.random_bool(0.85) => snat,
+        _ => flow.src,
+    }
 }
 
 /// Where the backend of `flow` answers its client from: its own address,

@@ -148,22 +148,6 @@ impl IcmpError {
         }
     }
 
-    /// The quoted destination address and port in `packet` (the error as
-    /// it left), if it is long enough to hold them.
-    pub(crate) fn quoted_destination(&self, packet: &[u8]) -> Option<SocketAddr> {
-        let (_, at) = self.addresses(self.inner_l3);
-        let addr = packet.get(at..at + self.addr_len())?;
-        let addr = match <[u8; 4]>::try_from(addr) {
-            Ok(v4) => IpAddr::from(v4),
-            Err(_) => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
-        };
-        let port = packet.get(self.inner_l4 + 2..self.inner_l4 + 4)?;
-        Some(SocketAddr::new(
-            addr,
-            u16::from_be_bytes([port[0], port[1]]),
-        ))
-    }
-
     /// The fields `toward` rewrites, as (offset, new bytes): the quoted
     /// address and port, and the outer address when it changes.
     fn fields(&self, frame: &[u8], toward: Toward) -> Vec<(usize, Vec<u8>)> {
