@@ -1,5 +1,6 @@
 //! Answers the LB writes itself, in place of the frame that caused them, and
-//! sends back out the interface it came in on (XDP_TX):
+//! sends back out the interface it came in on (`xdp_lb`: XDP_TX;
+//! `tc_lb_ingress`: a redirect to the egress of the pod interface):
 //! - ICMP "fragmentation needed" / ICMPv6 "packet too big" for a client's
 //!   packet larger than the MTU toward its backend, as a router answers;
 //! - a refusal when a service has no backend, as a host without a listener
@@ -20,16 +21,12 @@
 //! 8 quoted bytes would not hold its ports. A reset is the segment itself,
 //! cut to its 20-byte TCP header and turned around (RFC 9293, 3.10.7.1).
 
-use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
 use xdp_lb_common::csum;
 
 use crate::{
     lb::flow::{Flow, MAX_L3_OFFSET},
     maps::forget_ranges,
-    packet::FrameSource,
+    packet::Resize,
     wire::{
         ICMP_HLEN, IP4_HLEN, IP6_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, TCP_ACK, TCP_FIN,
         TCP_HLEN, TCP_RST, TCP_SYN, ip6_head,
@@ -96,7 +93,7 @@ pub enum Answered {
 /// Turns the client's packet `flow` (as the client sent it, untranslated)
 /// into the ICMP error `error` (`mtu` is the MTU a `TooBig` reports).
 #[inline(never)]
-pub fn icmp_error(ctx: &XdpContext, flow: &Flow, error: IcmpError, mtu: u32) -> Answered {
+pub fn icmp_error<C: Resize>(ctx: &C, flow: &Flow, error: IcmpError, mtu: u32) -> Answered {
     let l3 = flow.l3_offset;
     let ip_len = if flow.is_v4 { IP4_HLEN } else { IP6_HLEN };
     if l3 > MAX_L3_OFFSET || flow.l4_offset != l3 + ip_len {
@@ -111,14 +108,14 @@ pub fn icmp_error(ctx: &XdpContext, flow: &Flow, error: IcmpError, mtu: u32) -> 
     // The length as a plain number: computed from the packet pointers, LLVM
     // would fold the subtraction below into one the verifier rejects.
     let (before, _) = forget_ranges(ctx.frame().len(), 0);
-    // SAFETY: the program's context; a negative delta grows the head.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+    // A negative delta grows the head.
+    if !ctx.adjust_head(-(grow as i32)) {
         return Answered::NotAnswerable;
     }
     let len = l3 + grow + ip_len + QUOTED_L4;
     let cut = (before + grow) as i64 - len as i64;
-    // SAFETY: as above; a negative delta shrinks the tail.
-    if cut < 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(cut as i32)) } != 0 {
+    // A negative delta shrinks the tail.
+    if cut < 0 || !ctx.adjust_tail(-(cut as i32)) {
         return Answered::Broken;
     }
     let icmp = error.header(flow.is_v4, mtu);
@@ -137,7 +134,7 @@ pub fn icmp_error(ctx: &XdpContext, flow: &Flow, error: IcmpError, mtu: u32) -> 
 /// Writes the link header: the packet's, with its MACs swapped (and the
 /// bytes after it, which the network header then overwrites).
 #[inline(always)]
-fn write_link(ctx: &XdpContext, link: &[u8; MAX_L3_OFFSET]) -> Option<()> {
+fn write_link<C: Resize>(ctx: &C, link: &[u8; MAX_L3_OFFSET]) -> Option<()> {
     let out = ctx.frame().get_mut::<[u8; MAX_L3_OFFSET]>(0)?;
     // SAFETY: `get_mut` checked the 18 bytes lie in the frame.
     let out = unsafe { &mut *out };
@@ -150,8 +147,8 @@ fn write_link(ctx: &XdpContext, link: &[u8; MAX_L3_OFFSET]) -> Option<()> {
 /// `icmp_error` for IPv4: the headers are written straight into the frame
 /// and summed there (copies of them would not fit the stack frame).
 #[inline(never)]
-fn write_v4(
-    ctx: &XdpContext,
+fn write_v4<C: Resize>(
+    ctx: &C,
     flow: &Flow,
     link: &[u8; MAX_L3_OFFSET],
     icmp: &[u8; ICMP_HLEN],
@@ -180,8 +177,8 @@ fn write_v4(
 
 /// `icmp_error` for IPv6, written and summed in the frame like `write_v4`.
 #[inline(never)]
-fn write_v6(
-    ctx: &XdpContext,
+fn write_v6<C: Resize>(
+    ctx: &C,
     flow: &Flow,
     link: &[u8; MAX_L3_OFFSET],
     icmp: &[u8; ICMP_HLEN],
@@ -216,7 +213,7 @@ fn write_v6(
 /// sequence 0 and RST|ACK acknowledging everything it carried (SYN and FIN
 /// count one each). A reset is never answered.
 #[inline(never)]
-pub fn reset(ctx: &XdpContext, flow: &Flow) -> Answered {
+pub fn reset<C: Resize>(ctx: &C, flow: &Flow) -> Answered {
     let l3 = flow.l3_offset;
     let ip_len = if flow.is_v4 { IP4_HLEN } else { IP6_HLEN };
     if l3 > MAX_L3_OFFSET || flow.l4_offset != l3 + ip_len || flow.tcp_flags & TCP_RST != 0 {
@@ -253,8 +250,8 @@ pub fn reset(ctx: &XdpContext, flow: &Flow) -> Answered {
     // As in `icmp_error`: the length as a plain number.
     let (before, _) = forget_ranges(frame.len(), 0);
     let cut = before as i64 - (l3 + ip_len + TCP_HLEN) as i64;
-    // SAFETY: the program's context; a negative delta shrinks the tail.
-    if cut < 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(cut as i32)) } != 0 {
+    // A negative delta shrinks the tail.
+    if cut < 0 || !ctx.adjust_tail(-(cut as i32)) {
         return Answered::NotAnswerable;
     }
     let mut tcp = [0u8; TCP_HLEN];
@@ -283,8 +280,8 @@ const TCP_PSEUDO: [u8; 4] = [0, IPPROTO_TCP, 0, TCP_HLEN as u8];
 /// `reset` for IPv4: the network and TCP headers written and summed in the
 /// frame.
 #[inline(never)]
-fn write_reset_v4(
-    ctx: &XdpContext,
+fn write_reset_v4<C: Resize>(
+    ctx: &C,
     flow: &Flow,
     link: &[u8; MAX_L3_OFFSET],
     tcp: &[u8; TCP_HLEN],
@@ -311,8 +308,8 @@ fn write_reset_v4(
 
 /// `reset` for IPv6, written and summed in the frame like `write_reset_v4`.
 #[inline(never)]
-fn write_reset_v6(
-    ctx: &XdpContext,
+fn write_reset_v6<C: Resize>(
+    ctx: &C,
     flow: &Flow,
     link: &[u8; MAX_L3_OFFSET],
     tcp: &[u8; TCP_HLEN],

@@ -28,6 +28,7 @@
     reason = "a binary crate: `pub` marks what a module offers the rest of the crate"
 )]
 
+mod answer;
 mod bench;
 mod lb;
 mod maps;

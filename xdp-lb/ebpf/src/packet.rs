@@ -15,6 +15,17 @@ pub trait FrameSource {
     fn frame(&self) -> Frame;
 }
 
+/// A packet whose ends can move, for the answers (`answer`) written in
+/// place of the packet that caused them.
+pub trait Resize: FrameSource {
+    /// Moves the start of the packet by `delta` bytes (negative: grows it
+    /// at the front). False when the kernel refuses; the packet is then
+    /// unchanged.
+    fn adjust_head(&self, delta: i32) -> bool;
+    /// Moves the end of the packet by `delta` bytes (negative: shrinks it).
+    fn adjust_tail(&self, delta: i32) -> bool;
+}
+
 /// No header this code reads starts beyond this offset: a linear XDP frame is
 /// at most a page. The check in `get` also gives the verifier an upper bound for
 /// offsets that crossed a BPF-to-BPF call or a struct copy, where it may have

@@ -14,8 +14,8 @@ use support::{
     frame::{L4, Packet, TcpFlags},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT4_2, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6,
-        cycling, mac_of,
+        BACKEND4_IDS, CLIENT4, CLIENT4_2, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6, XDP_TX, cycling,
+        mac_of,
     },
 };
 use xdp_lb::{CtEvent, Frontend, ProgramName, Protocol, ServiceOptions, TestRunOutput, Verdict};
@@ -146,35 +146,50 @@ fn egress_balances_nothing_and_passes_what_is_not_a_reply() {
 }
 
 #[test]
-fn ingress_drops_an_unknown_port_of_a_vip_and_a_service_without_backends() {
+fn ingress_refuses_a_service_without_backends_as_xdp_lb_does_and_drops_an_unknown_port() {
     in_private_netns(|| {
         let mut lb = Lb::new();
-        // A service without a table: no backend.
-        lb.dp
-            .upsert_service(
-                &Frontend::new(SocketAddr::from((VIP6, 80)), Protocol::Tcp),
-                1,
-                &ServiceOptions::default(),
-            )
-            .expect("service");
-        lb.service(
-            2,
-            SocketAddr::from((VIP6, 443)),
-            Protocol::Tcp,
-            &cycling(&BACKEND6_IDS, 251),
-        );
-        let to = |port| {
-            Packet::tcp(
-                FROM_CLIENT,
-                SocketAddr::from((CLIENT6, 40000)),
-                SocketAddr::from((VIP6, port)),
-                TcpFlags::SYN,
-            )
-        };
-        for port in [81, 80] {
-            let out = run(&lb, ProgramName::TcLbIngress, &to(port).bytes());
-            assert_eq!(out.action, TC_ACT_SHOT, "port {port}");
+        // Services without a table: no backend.
+        let frontends = [
+            (SocketAddr::from((VIP6, 80)), Protocol::Tcp),
+            (SocketAddr::from((VIP4, 80)), Protocol::Udp),
+        ];
+        for (frontend, proto) in frontends {
+            lb.dp
+                .upsert_service(
+                    &Frontend::new(frontend, proto),
+                    1,
+                    &ServiceOptions::default(),
+                )
+                .expect("service");
         }
-        lb.assert_verdicts(&[(Verdict::DropUnknownPort, 1), (Verdict::DropNoBackend, 1)]);
+        let syn = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT6, 40000)),
+            SocketAddr::from((VIP6, 80)),
+            TcpFlags::SYN,
+        );
+        let query = Packet::udp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, 5353)),
+            SocketAddr::from((VIP4, 80)),
+            b"query",
+        );
+        // The same answer as xdp_lb's (golden_refuse checks those against
+        // etherparse), sent back into the pod.
+        for request in [&syn, &query] {
+            let from_xdp = lb.send(&request.bytes(), lb.up0);
+            assert_eq!(from_xdp.action, XDP_TX);
+            let out = run(&lb, ProgramName::TcLbIngress, &request.bytes());
+            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, from_xdp.packet));
+        }
+        let unknown = syn.with_dst(SocketAddr::from((VIP6, 81)));
+        let out = run(&lb, ProgramName::TcLbIngress, &unknown.bytes());
+        assert_eq!(out.action, TC_ACT_SHOT);
+        lb.assert_verdicts(&[
+            (Verdict::RefuseReset, 2),
+            (Verdict::RefuseUnreachable, 2),
+            (Verdict::DropUnknownPort, 1),
+        ]);
     });
 }

@@ -21,16 +21,18 @@ mod rewrite;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail},
     programs::TcContext,
 };
 use xdp_lb_common::stats::Verdict;
 
 use crate::{
+    answer::{self, Answered, IcmpError},
     lb::{
         Action, End, Nat, decide, decide_reply, events, filter_marks, flow::Packet, icmp::nat_slot,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
-    packet::{Frame, FrameSource},
+    packet::{Frame, FrameSource, Resize},
     parse::parse,
 };
 
@@ -44,6 +46,24 @@ const PULL_LEN: u32 = 256;
 const OK: i32 = TC_ACT_OK;
 /// The packet is dropped.
 const SHOT: i32 = TC_ACT_SHOT;
+
+impl Resize for TcContext {
+    #[inline(always)]
+    fn adjust_head(&self, delta: i32) -> bool {
+        // Only ever grown: the answers write in front of the packet.
+        // SAFETY: the program's `__sk_buff`.
+        delta <= 0 && unsafe { bpf_skb_change_head(self.skb.skb, delta.unsigned_abs(), 0) == 0 }
+    }
+
+    #[inline(always)]
+    fn adjust_tail(&self, delta: i32) -> bool {
+        let Some(len) = self.len().checked_add_signed(delta) else {
+            return false;
+        };
+        // SAFETY: the program's `__sk_buff`.
+        unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) == 0 }
+    }
+}
 
 impl FrameSource for TcContext {
     #[inline(always)]
@@ -107,8 +127,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         // are not sent that way.
         Action::Encapsulate => (Verdict::DropEncapUnsupported, SHOT),
         Action::Translate => (Verdict::PassMalformed, OK),
-        // No answer is written here yet (a reset, a port unreachable): the
-        // packet is dropped, counted as the core says (`DropNoBackend`).
+        Action::Refuse if packet.has_flow => refuse(ctx, &packet.flow),
         Action::Refuse => (decision.verdict, SHOT),
     };
     count_verdict(verdict, len);
@@ -141,4 +160,27 @@ fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat, hook: Hook) -
         OK => (via_stack, OK),
         action => (sent, action),
     }
+}
+
+/// Answers a pod's packet to a service without a backend (or with no
+/// source-NAT port left) as `xdp_lb` answers a client: a reset for TCP, ICMP
+/// port unreachable for UDP, written in place of the packet and sent back
+/// into the pod; dropped (`DropNoBackend`) when it cannot be answered. A
+/// subprogram of its own, like `xdp::refuse`.
+#[inline(never)]
+fn refuse(ctx: &TcContext, flow: &crate::lb::flow::Flow) -> (Verdict, i32) {
+    let (answered, verdict) = if flow.is_tcp {
+        (answer::reset(ctx, flow), Verdict::RefuseReset)
+    } else {
+        let error = answer::icmp_error(ctx, flow, IcmpError::PortUnreachable, 0);
+        (error, Verdict::RefuseUnreachable)
+    };
+    if answered != Answered::Yes {
+        return (Verdict::DropNoBackend, SHOT);
+    }
+    // Back out of the interface it came in by: into the pod.
+    // SAFETY: the program's `__sk_buff`, read for its device.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a helper taking plain integers.
+    (verdict, unsafe { bpf_redirect(ifindex, 0) } as i32)
 }

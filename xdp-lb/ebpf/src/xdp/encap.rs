@@ -29,6 +29,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
+    answer,
     lb::{
         Nat,
         flow::{Flow, MAX_L3_OFFSET},
@@ -37,7 +38,6 @@ use crate::{
     packet::FrameSource,
     wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN, ip6_head},
     xdp::{
-        answer,
         forward::{TOO_BIG, forward},
         link::move_link,
     },

@@ -1,6 +1,5 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
-mod answer;
 pub mod decap;
 mod encap;
 pub(crate) mod forward;
@@ -11,21 +10,37 @@ mod rewrite;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use xdp_lb_common::stats::{ParseCounter, Verdict};
 
 use crate::{
+    answer,
     lb::{
         Action, End, Nat, decide, events, filter_marks,
         flow::{Flow, Packet},
         icmp::nat_slot,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
-    packet::{Frame, FrameSource},
+    packet::{Frame, FrameSource, Resize},
     parse::parse,
     xdp::forward::forward,
 };
+
+impl Resize for XdpContext {
+    #[inline(always)]
+    fn adjust_head(&self, delta: i32) -> bool {
+        // SAFETY: the program's context.
+        unsafe { bpf_xdp_adjust_head(self.ctx, delta) == 0 }
+    }
+
+    #[inline(always)]
+    fn adjust_tail(&self, delta: i32) -> bool {
+        // SAFETY: the program's context.
+        unsafe { bpf_xdp_adjust_tail(self.ctx, delta) == 0 }
+    }
+}
 
 impl FrameSource for XdpContext {
     #[inline(always)]
