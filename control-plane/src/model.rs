@@ -55,6 +55,11 @@ pub struct Service {
     /// port, so one client reaches one backend across its connections.
     pub affinity: Option<Affinity>,
     pub health_check: Option<HealthCheck>,
+    /// Without a usable backend, drop packets instead of refusing them: a
+    /// Kubernetes `Local` traffic policy whose endpoints are all on other
+    /// nodes (kube-proxy drops; a service with no endpoints at all is
+    /// refused).
+    pub drop_without_backends: bool,
 }
 
 /// Where clients reach a service.

@@ -16,7 +16,7 @@
 //!   own address and port;
 //! - `externalTrafficPolicy: Local` on node 0, whose Service has endpoints
 //!   only on node 1: the NodePort connection times out (dropped, counted as
-//!   `drop_no_backend` on node 0, not refused), while a `Cluster` Service
+//!   `drop_no_local_backend` on node 0, not refused), while a `Cluster` Service
 //!   over the same endpoint forwards on the same node (source NAT to node
 //!   0) and a pod of node 0 reaches the `Local` Service's ClusterIP (the
 //!   internal policy is `Cluster`) with its own source;
@@ -303,7 +303,7 @@ fn external_traffic_policy_local_drops_on_a_node_without_local_endpoints() {
     let mut outcomes = Vec::new();
     for family in Family::ALL {
         let to = SocketAddr::new(f.fabric.outside().uplink.ip(family), NODE_PORT_LOCAL);
-        let drops = f.verdict(0, "drop_no_backend").expect("xlb stats");
+        let drops = f.verdict(0, "drop_no_local_backend").expect("xlb stats");
         let refusals = f.verdict(0, "refuse_reset").expect("xlb stats");
         let tried = Instant::now();
         let outcome = PeerSession::open(&client.netns, to, DROPPED_WITHIN);
@@ -317,11 +317,11 @@ fn external_traffic_policy_local_drops_on_a_node_without_local_endpoints() {
             ),
             Err(e) => io_error_kind(e),
         };
-        let dropped = f.verdict(0, "drop_no_backend").expect("xlb stats") - drops;
+        let dropped = f.verdict(0, "drop_no_local_backend").expect("xlb stats") - drops;
         let refused = f.verdict(0, "refuse_reset").expect("xlb stats") - refusals;
         report!(
             "{family:?}: Local NodePort {to} on node 0 failed after {took:.2?} ({kind:?}); \
-             node 0 counted drop_no_backend +{dropped}, refuse_reset +{refused}"
+             node 0 counted drop_no_local_backend +{dropped}, refuse_reset +{refused}"
         );
         outcomes.push((family, kind, dropped, refused));
     }

@@ -4,7 +4,7 @@
 use std::{
     borrow::Cow,
     collections::BTreeSet,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -21,7 +21,7 @@ use crate::{
     reconcile::{Desired, Reconciler, SyncError, SyncReport},
     source::{
         self,
-        kube::{sync::KubeState, watch::CacheStatus},
+        kube::{HealthCheckNodePort, sync::KubeState, watch::CacheStatus},
     },
 };
 
@@ -44,6 +44,9 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) announcer: Announcer,
     pub(crate) status: Status,
+    /// File mode: the `healthCheckNodePort`s of the last good file and the
+    /// node addresses they are served on.
+    pub(crate) file_health_ports: (Vec<IpAddr>, Vec<HealthCheckNodePort>),
 }
 
 /// What `xlb status` shows besides counts.
@@ -163,8 +166,13 @@ impl Core {
             // Kubernetes mode: the source pushes its syncs (`apply_kube`).
             return Ok(Ok(()));
         };
-        match source::file::load(&file) {
-            Ok(model) => {
+        match source::file::load_with_warnings(&file) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.file_health_ports = (loaded.node_addresses, loaded.health_check_node_ports);
+                let model = loaded.model;
                 if model != self.model {
                     tracing::info!(
                         services = model.services.len(),

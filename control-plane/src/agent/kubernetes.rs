@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeSet,
+    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
@@ -12,9 +13,9 @@ use tokio::sync::watch;
 
 use super::{AgentOptions, core::Core, core::KubeStatus};
 use crate::{
-    health::node_port::HealthCheckNodePorts,
+    health::node_port::{HealthCheckNodePorts, ListenError},
     source::kube::{
-        TranslateOptions,
+        HealthCheckNodePort, TranslateOptions,
         node::NodePortAddresses,
         sync::{KubeSource, KubeState, SyncSettings},
         watch::label_selector,
@@ -106,26 +107,13 @@ pub(super) async fn serve_health_ports(
     ports: &mut HealthCheckNodePorts,
     state: &KubeState,
 ) {
-    let proxy_healthy = core.lock().is_ok_and(|c| !c.status.last_sync_failed);
-    let errors = ports
-        .reconcile(
-            &state.node.addresses,
-            &state.translation.health_check_node_ports,
-            proxy_healthy,
-        )
-        .await;
-    for error in &errors {
-        tracing::error!(
-            error = format!("{error:#}"),
-            "healthCheckNodePort not served; retried at the next sync"
-        );
-    }
-    if !state.translation.health_check_node_ports.is_empty() && state.node.addresses.is_empty() {
-        tracing::warn!(
-            "healthCheckNodePorts not served: this node has no address (see --nodeport-addresses \
-             and the Node's InternalIP/ExternalIP)"
-        );
-    }
+    let errors = serve_node_ports(
+        core,
+        ports,
+        &state.node.addresses,
+        &state.translation.health_check_node_ports,
+    )
+    .await;
     if let Ok(mut core) = core.lock()
         && let Some(kube) = &mut core.status.kubernetes
     {
@@ -138,4 +126,30 @@ pub(super) async fn serve_health_ports(
             .filter(|p| !failed.contains(p) && !state.node.addresses.is_empty())
             .collect();
     }
+}
+
+/// Opens and closes the listeners of `wanted` on `addresses` (Kubernetes
+/// mode, and file mode for the file's Kubernetes Services); returns the
+/// ports that could not be served, each logged.
+pub(super) async fn serve_node_ports(
+    core: &Mutex<Core>,
+    ports: &mut HealthCheckNodePorts,
+    addresses: &[IpAddr],
+    wanted: &[HealthCheckNodePort],
+) -> Vec<ListenError> {
+    let proxy_healthy = core.lock().is_ok_and(|c| !c.status.last_sync_failed);
+    let errors = ports.reconcile(addresses, wanted, proxy_healthy).await;
+    for error in &errors {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "healthCheckNodePort not served; retried at the next sync"
+        );
+    }
+    if !wanted.is_empty() && addresses.is_empty() {
+        tracing::warn!(
+            "healthCheckNodePorts not served: this node has no address (see --nodeport-addresses \
+             and the Node's InternalIP/ExternalIP, or the file's node: section)"
+        );
+    }
+    errors
 }

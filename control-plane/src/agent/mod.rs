@@ -162,6 +162,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         health,
         metrics: Arc::clone(&metrics),
         announcer: Announcer::new(speakers(&options)?),
+        file_health_ports: Default::default(),
         status: Status {
             config_file: options.config.clone(),
             kubernetes: kube_status,
@@ -270,6 +271,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let mut kube_states = kube_source.as_ref().map(|k| k.states.clone());
     let mut last_kube_state = None;
     let mut health_ports = HealthCheckNodePorts::new();
+    serve_file_health_ports(&core, &mut health_ports).await;
     tracing::info!("agent running");
     loop {
         tokio::select! {
@@ -278,6 +280,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     tracing::info!("SIGHUP: reloading the configuration");
                     stamp = file_stamp(config);
                     locked(&core, |c| c.reload(Instant::now()).map(drop));
+                    serve_file_health_ports(&core, &mut health_ports).await;
                 }
                 None => tracing::info!("SIGHUP ignored: the Kubernetes source syncs on every change"),
             },
@@ -286,6 +289,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                 if now != stamp {
                     stamp = now;
                     locked(&core, |c| c.reload(Instant::now()).map(drop));
+                    serve_file_health_ports(&core, &mut health_ports).await;
                 }
             }
             state = kubernetes::next_state(&mut kube_states) => {
@@ -303,9 +307,12 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     "backend health changed"
                 );
                 locked(&core, |c| c.sync(since).map(drop).map_err(Into::into));
-                if let Some(state) = &last_kube_state {
-                    // A failed (or recovered) sync changes the ports' answers.
-                    kubernetes::serve_health_ports(&core, &mut health_ports, state).await;
+                // A failed (or recovered) sync changes the ports' answers.
+                match &last_kube_state {
+                    Some(state) => {
+                        kubernetes::serve_health_ports(&core, &mut health_ports, state).await;
+                    }
+                    None => serve_file_health_ports(&core, &mut health_ports).await,
                 }
             }
             _ = announce_retry.tick() => {
@@ -343,6 +350,16 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .context("metrics server task")?
         .context("metrics server")?;
     Ok(())
+}
+
+/// File mode: serves the `healthCheckNodePort`s of the file's Kubernetes
+/// Services on the addresses of its `node:` section, as the Kubernetes mode
+/// serves them.
+async fn serve_file_health_ports(core: &Mutex<Core>, ports: &mut HealthCheckNodePorts) {
+    let Ok((addresses, wanted)) = core.lock().map(|c| c.file_health_ports.clone()) else {
+        return;
+    };
+    kubernetes::serve_node_ports(core, ports, &addresses, &wanted).await;
 }
 
 /// Runs `f` on the agent's state, off the async executor (a sync may take a

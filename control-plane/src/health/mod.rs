@@ -63,6 +63,7 @@ mod tests {
             mode: Mode::Nat,
             affinity: None,
             health_check,
+            drop_without_backends: false,
         }
     }
 

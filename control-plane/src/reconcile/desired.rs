@@ -63,6 +63,7 @@ impl DesiredService {
             dsr: service.mode == Mode::Dsr,
             // Per frontend: `options_for`.
             snat_remote: false,
+            drop_without_backends: service.drop_without_backends,
         };
         self.snat_frontends.clear();
         self.snat_frontends.extend(

@@ -47,6 +47,7 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
         mode: Mode::Nat,
         affinity: None,
         health_check: None,
+        drop_without_backends: false,
     }
 }
 

@@ -51,6 +51,13 @@ pub const SERVICE_DSR: u32 = 1 << 1;
 /// `Config::snat_source_*` with a port of the source-NAT range.
 pub const SERVICE_SNAT_REMOTE: u32 = 1 << 2;
 
+/// `Service::flags`: without a backend, packets are dropped
+/// (`Verdict::DropNoLocalBackend`) rather than refused: a Kubernetes
+/// service with a `Local` traffic policy whose endpoints are all on other
+/// nodes, as kube-proxy drops it. (A service with no endpoints at all is
+/// refused.)
+pub const SERVICE_DROP_WITHOUT_BACKENDS: u32 = 1 << 3;
+
 /// Value of the `SERVICES` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

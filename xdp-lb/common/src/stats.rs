@@ -158,6 +158,10 @@ counter_enum! {
     /// reset (never answered), or a packet with IPv4 options or IPv6
     /// extension headers (see `RefuseReset`, `RefuseUnreachable`).
     DropNoBackend = "drop_no_backend",
+    /// A packet for a service whose endpoints are all on other nodes, under
+    /// a `Local` traffic policy: dropped, as kube-proxy drops it
+    /// (`SERVICE_DROP_WITHOUT_BACKENDS`).
+    DropNoLocalBackend = "drop_no_local_backend",
     /// A fragment addressed to a frontend: it carries no ports to balance by
     /// (non-first fragments) or cannot be reassembled here.
     DropFragment = "drop_fragment",

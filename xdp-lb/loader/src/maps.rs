@@ -22,7 +22,8 @@ use xdp_lb_common::{
     config::Config,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP,
-        SERVICE_DSR, SERVICE_SNAT_REMOTE, Service, TABLE_HEADER_SLOTS,
+        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, SERVICE_SNAT_REMOTE, Service,
+        TABLE_HEADER_SLOTS,
     },
 };
 
@@ -334,6 +335,9 @@ impl Datapath {
         if options.snat_remote {
             flags |= SERVICE_SNAT_REMOTE;
         }
+        if options.drop_without_backends {
+            flags |= SERVICE_DROP_WITHOUT_BACKENDS;
+        }
         let service = Service {
             id,
             flags,
@@ -537,6 +541,10 @@ pub struct ServiceOptions {
     /// of a service with `externalTrafficPolicy: Cluster`. The source becomes
     /// `Config::snat_source_*` with a port of the source-NAT range.
     pub snat_remote: bool,
+    /// Without a backend, drop packets (`Verdict::DropNoLocalBackend`)
+    /// instead of refusing them: a Kubernetes `Local` traffic policy whose
+    /// endpoints are all on other nodes.
+    pub drop_without_backends: bool,
 }
 
 /// The longest ClientIP affinity timeout Kubernetes allows: one day.

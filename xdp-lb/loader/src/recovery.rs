@@ -10,7 +10,8 @@ use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
-        SERVICE_AFFINITY_CLIENT_IP, SERVICE_DSR, SERVICE_SNAT_REMOTE, Service,
+        SERVICE_AFFINITY_CLIENT_IP, SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR,
+        SERVICE_SNAT_REMOTE, Service,
     },
 };
 
@@ -51,6 +52,7 @@ impl Datapath {
                         .then(|| Duration::from_secs(service.affinity_timeout_s.into())),
                     dsr: service.flags & SERVICE_DSR != 0,
                     snat_remote: service.flags & SERVICE_SNAT_REMOTE != 0,
+                    drop_without_backends: service.flags & SERVICE_DROP_WITHOUT_BACKENDS != 0,
                 };
                 Ok((frontend, service.id, options))
             })

@@ -190,3 +190,30 @@ fn udp_is_refused_with_port_unreachable_v4() {
 fn udp_is_refused_with_port_unreachable_v6() {
     refuses_udp(true);
 }
+
+#[test]
+fn a_local_policy_without_local_backends_drops_instead_of_refusing() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        let vip = SocketAddr::from((VIP4, 80));
+        lb.dp
+            .upsert_service(
+                &Frontend::new(vip, Protocol::Tcp),
+                SERVICE,
+                &ServiceOptions {
+                    drop_without_backends: true,
+                    ..ServiceOptions::default()
+                },
+            )
+            .expect("service");
+        let syn = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, CLIENT_PORT)),
+            vip,
+            TcpFlags::SYN,
+        );
+        let out = lb.send(&syn.bytes(), lb.up0);
+        assert_eq!((out.action, out.packet), (XDP_DROP, syn.bytes()));
+        lb.assert_verdicts(&[(Verdict::DropNoLocalBackend, 1)]);
+    });
+}

@@ -176,6 +176,7 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
                         client_ip_affinity: Some(Duration::from_secs(10_800)),
                         dsr: false,
                         snat_remote: false,
+                        drop_without_backends: false,
                     }
                 )]
             );

@@ -107,6 +107,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                         client_ip_affinity: Some(Duration::from_secs(600)),
                         dsr: false,
                         snat_remote: false,
+                        drop_without_backends: false,
                     },
                 ),
                 (
@@ -116,6 +117,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                         client_ip_affinity: None,
                         dsr: true,
                         snat_remote: false,
+                        drop_without_backends: false,
                     },
                 ),
             ];

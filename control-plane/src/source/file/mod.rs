@@ -36,6 +36,11 @@ pub struct Loaded {
     /// EndpointSlice without its Service, NodePorts without `node:`), one
     /// line each, naming the object.
     pub warnings: Vec<String>,
+    /// The `healthCheckNodePort`s of the file's Kubernetes Services, as the
+    /// Kubernetes mode serves them, and the node addresses (`node:`) they
+    /// are served on.
+    pub health_check_node_ports: Vec<crate::source::kube::HealthCheckNodePort>,
+    pub node_addresses: Vec<std::net::IpAddr>,
 }
 
 /// Reads and validates the configuration file at `path`. Warnings are
@@ -421,12 +426,14 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
         model.services.insert(service.name, service.service);
     }
 
+    let mut health_check_node_ports = Vec::new();
     if !services.is_empty() || !slices.is_empty() {
         let objects: Vec<KubeService> = services.iter().map(|d| d.object.clone()).collect();
         let slice_objects: Vec<EndpointSlice> = slices.iter().map(|d| d.object.clone()).collect();
         let node = native.node.clone().unwrap_or_default();
         let translation = translate(&objects, &slice_objects, &node, &options);
         warnings.extend(translation.warnings);
+        health_check_node_ports = translation.health_check_node_ports;
         for (name, service) in translation.model.services {
             let label = service_labels
                 .get(kube_object_of(&name.0))
@@ -443,7 +450,20 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
             model.services.insert(name, service);
         }
     }
-    (Loaded { model, warnings }, problems)
+    let node_addresses = native
+        .node
+        .as_ref()
+        .map(|n| n.addresses.clone())
+        .unwrap_or_default();
+    (
+        Loaded {
+            model,
+            warnings,
+            health_check_node_ports,
+            node_addresses,
+        },
+        problems,
+    )
 }
 
 /// Whether `object` is one the API server would accept and the first of its
@@ -602,6 +622,7 @@ mod tests {
                 mode: Mode::Nat,
                 affinity: None,
                 health_check: None,
+                drop_without_backends: false,
             }
         );
     }

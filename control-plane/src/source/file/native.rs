@@ -357,6 +357,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         mode,
         affinity,
         health_check,
+        drop_without_backends: false,
     })
 }
 

@@ -61,10 +61,12 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// ready; weight 1 each; mode NAT. `internalTrafficPolicy: Local` limits the
 /// clusterIP frontends to endpoints on `node` (by `nodeName`);
 /// `externalTrafficPolicy: Local` does the same for the external frontends.
-/// A `Local` service with no local endpoint gets no backend: the datapath
-/// drops its packets, as kube-proxy does. The [`Model`] cannot yet tell that
-/// case from a service with no endpoints at all, which kube-proxy refuses
-/// (TCP RST / ICMP unreachable) rather than drops, so both drop for now.
+/// A `Local` service with no local endpoint but endpoints on other nodes gets
+/// no backend and `drop_without_backends`: the datapath drops its packets,
+/// as kube-proxy does. A service with no endpoints at all is refused (TCP
+/// RST / ICMP unreachable), as kube-proxy refuses it. External frontends of
+/// a `Cluster` policy source-NAT toward endpoints on other nodes
+/// (`Frontend::snat_remote`); endpoints on `node` are `Backend::local`.
 ///
 /// **Health check node ports.** For each Service with
 /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, the port and
@@ -503,6 +505,10 @@ fn translate_port(
             let node = local.then_some(context.node.name.as_str());
             endpoints::backends(&endpoints, ipv4, node, &context.node.name)
         };
+        // A `Local` policy whose endpoints are all on other nodes drops (as
+        // kube-proxy does); a service with no endpoints at all is refused.
+        let elsewhere = !backends(false).is_empty();
+        let drops = |local: bool| local && elsewhere;
         if context.internal_local == context.external_local {
             let mut frontends = cluster;
             frontends.extend(external);
@@ -513,6 +519,7 @@ fn translate_port(
                 frontends,
                 protocol,
                 backends(context.internal_local),
+                drops(context.internal_local),
             );
         } else {
             let external_name = format!("{base}/external");
@@ -523,6 +530,7 @@ fn translate_port(
                 cluster,
                 protocol,
                 backends(context.internal_local),
+                drops(context.internal_local),
             );
             insert(
                 context,
@@ -531,6 +539,7 @@ fn translate_port(
                 external,
                 protocol,
                 backends(context.external_local),
+                drops(context.external_local),
             );
         }
     }
@@ -580,6 +589,7 @@ fn insert(
     frontends: Vec<Frontend>,
     protocol: Protocol,
     backends: Vec<Backend>,
+    drop_without_backends: bool,
 ) {
     let frontends: BTreeSet<Frontend> = frontends.into_iter().collect();
     if frontends.is_empty() {
@@ -594,6 +604,7 @@ fn insert(
             mode: Mode::Nat,
             affinity: context.affinity,
             health_check: None,
+            drop_without_backends,
         },
     );
 }
@@ -1360,6 +1371,31 @@ mod tests {
                 "default/web:http/external: 198.18.0.10:30080/TCP node => ",
             ]
         );
+    }
+
+    #[test]
+    fn local_policy_drops_without_local_endpoints_and_refuses_without_any() {
+        let s = web(
+            json!({ "type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }),
+        );
+        let drops = |t: &Translation| -> Vec<(String, bool)> {
+            t.model
+                .services
+                .iter()
+                .map(|(name, s)| (name.0.clone(), s.drop_without_backends))
+                .collect()
+        };
+        let elsewhere = web_slice(json!([ready("198.18.2.2", "node-b")]));
+        assert_eq!(
+            drops(&run(std::slice::from_ref(&s), &[elsewhere])),
+            [
+                ("default/web:http".to_owned(), false),
+                ("default/web:http/external".to_owned(), true),
+            ]
+        );
+        let nowhere = web_slice(json!([]));
+        assert!(drops(&run(&[s], &[nowhere])).iter().all(|(_, d)| !d));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use xdp_lb_common::{
     config::Config,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey, SERVICE_AFFINITY_CLIENT_IP,
-        SERVICE_DSR, Service,
+        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, Service,
     },
     stats::{ParseCounter, Verdict},
 };
@@ -339,7 +339,11 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     if id == NO_BACKEND {
         id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
         if id == NO_BACKEND {
-            return Decision::refuse();
+            return if service.flags & SERVICE_DROP_WITHOUT_BACKENDS != 0 {
+                Decision::drop(Verdict::DropNoLocalBackend)
+            } else {
+                Decision::refuse()
+            };
         }
         if sticky {
             // SAFETY: `select` initialises the backend when it returns an ID.
