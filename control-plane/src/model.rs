@@ -60,6 +60,10 @@ pub struct Service {
     /// nodes (kube-proxy drops; a service with no endpoints at all is
     /// refused).
     pub drop_without_backends: bool,
+    /// `loadBalancerSourceRanges`: the only client networks (address,
+    /// prefix length) the frontends marked [`Frontend::source_ranges_only`]
+    /// accept; others are dropped. Sorted.
+    pub source_ranges: Vec<(IpAddr, u8)>,
 }
 
 /// Where clients reach a service.
@@ -75,6 +79,10 @@ pub struct Frontend {
     /// service with `externalTrafficPolicy: Cluster`, and every frontend of a
     /// native service with `source_nat: true` (a one-arm load balancer).
     pub snat_remote: bool,
+    /// Only clients in the service's [`Service::source_ranges`] reach it
+    /// here (a LoadBalancer ingress IP of a Service with
+    /// `loadBalancerSourceRanges`).
+    pub source_ranges_only: bool,
 }
 
 impl fmt::Display for Frontend {

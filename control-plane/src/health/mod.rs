@@ -64,6 +64,7 @@ mod tests {
             affinity: None,
             health_check,
             drop_without_backends: false,
+            source_ranges: Vec::new(),
         }
     }
 

@@ -34,6 +34,7 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
             protocol: Protocol::Tcp,
             kind: FrontendKind::Vip,
             snat_remote: false,
+            source_ranges_only: false,
         }],
         backends: backends
             .iter()
@@ -48,6 +49,7 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
         affinity: None,
         health_check: None,
         drop_without_backends: false,
+        source_ranges: Vec::new(),
     }
 }
 

@@ -612,6 +612,7 @@ mod tests {
                     protocol: Protocol::Tcp,
                     kind: FrontendKind::Vip,
                     snat_remote: false,
+                    source_ranges_only: false,
                 }],
                 backends: vec![Backend {
                     addr: "198.18.2.1:8080".parse().unwrap(),
@@ -623,6 +624,7 @@ mod tests {
                 affinity: None,
                 health_check: None,
                 drop_without_backends: false,
+                source_ranges: Vec::new(),
             }
         );
     }

@@ -358,6 +358,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         affinity,
         health_check,
         drop_without_backends: false,
+        source_ranges: Vec::new(),
     })
 }
 
@@ -466,6 +467,7 @@ fn read_frontends(
             protocol,
             kind,
             snat_remote: false,
+            source_ranges_only: false,
         };
         match seen.get(&(addr, port)) {
             Some(first) => problems.push(Problem::new(

@@ -485,6 +485,7 @@ fn translate_port(
                 protocol,
                 kind: FrontendKind::Node,
                 snat_remote: false,
+                source_ranges_only: false,
             }));
         }
         for ip in context
@@ -579,6 +580,7 @@ fn frontend(
         protocol,
         kind,
         snat_remote: false,
+        source_ranges_only: false,
     })
 }
 
@@ -605,6 +607,7 @@ fn insert(
             affinity: context.affinity,
             health_check: None,
             drop_without_backends,
+            source_ranges: Vec::new(),
         },
     );
 }
