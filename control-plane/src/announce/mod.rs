@@ -224,6 +224,8 @@ mod tests {
             options: ServiceOptions::default(),
             snat_frontends: Vec::new(),
             local: Vec::new(),
+            ranged_frontends: Vec::new(),
+            source_ranges: Vec::new(),
             members: vec![(backend, 1); members],
             live: vec![backend; members],
         }

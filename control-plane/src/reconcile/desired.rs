@@ -32,6 +32,10 @@ pub struct DesiredService {
     pub snat_frontends: Vec<FrontendKey>,
     /// The backends that are pods of this node, sorted.
     pub local: Vec<SocketAddr>,
+    /// The frontends only the service's `source_ranges` reach, sorted.
+    pub ranged_frontends: Vec<FrontendKey>,
+    /// The client networks of `ranged_frontends`, sorted.
+    pub source_ranges: Vec<(IpAddr, u8)>,
     /// The backends in the Maglev table (active and healthy) with their
     /// weights, sorted by address.
     pub members: Vec<(SocketAddr, u32)>,
@@ -64,6 +68,8 @@ impl DesiredService {
             // Per frontend: `options_for`.
             snat_remote: false,
             drop_without_backends: service.drop_without_backends,
+            // Per frontend: `options_for`.
+            source_ranges_only: false,
         };
         self.snat_frontends.clear();
         self.snat_frontends.extend(
@@ -75,6 +81,20 @@ impl DesiredService {
         );
         self.snat_frontends.sort_unstable();
         self.snat_frontends.dedup();
+        self.ranged_frontends.clear();
+        self.ranged_frontends.extend(
+            service
+                .frontends
+                .iter()
+                .filter(|f| f.source_ranges_only)
+                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
+        );
+        self.ranged_frontends.sort_unstable();
+        self.ranged_frontends.dedup();
+        self.source_ranges.clear();
+        self.source_ranges.extend(&service.source_ranges);
+        self.source_ranges.sort_unstable();
+        self.source_ranges.dedup();
         self.members.clear();
         self.live.clear();
         self.local.clear();
@@ -103,6 +123,7 @@ impl DesiredService {
     pub fn options_for(&self, key: &FrontendKey) -> ServiceOptions {
         ServiceOptions {
             snat_remote: self.snat_frontends.binary_search(key).is_ok(),
+            source_ranges_only: self.ranged_frontends.binary_search(key).is_ok(),
             ..self.options
         }
     }
@@ -138,6 +159,8 @@ impl Desired {
             options: ServiceOptions::default(),
             snat_frontends: Vec::new(),
             local: Vec::new(),
+            ranged_frontends: Vec::new(),
+            source_ranges: Vec::new(),
             members: Vec::new(),
             live: Vec::new(),
         };

@@ -245,6 +245,13 @@ impl Reconciler {
                 continue;
             };
             let id = self.names[name];
+            // The networks before the frontends that read them.
+            let old_ranges = change.old.as_ref().map(|o| &o.source_ranges);
+            if old_ranges != Some(&service.source_ranges) {
+                target
+                    .set_source_ranges(id, &service.source_ranges)
+                    .map_err(datapath("write the source ranges of", name.to_string()))?;
+            }
             for &key in &service.frontends {
                 let want = (id, service.options_for(&key));
                 if self.frontends.get(&key) == Some(&want) {

@@ -94,6 +94,11 @@ impl Reconciler {
                 report.tables_removed += 1;
             }
             if !keep_service {
+                // Its frontends are gone: nothing reads its networks.
+                target.set_source_ranges(id, &[]).map_err(datapath(
+                    "remove the source ranges of service",
+                    id.to_string(),
+                ))?;
                 if let Some(name) = self.services.remove(&id).and_then(|s| s.name) {
                     self.names.remove(&name);
                 }

@@ -42,6 +42,8 @@ pub trait Target {
     ) -> Result<(), Self::Error>;
     /// Removes a frontend.
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error>;
+    /// Replaces service `id`'s client networks (`loadBalancerSourceRanges`).
+    fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Self::Error>;
 }
 
 impl Target for Datapath {
@@ -94,6 +96,10 @@ impl Target for Datapath {
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error> {
         self.remove_service(frontend)
     }
+
+    fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Self::Error> {
+        Self::set_source_ranges(self, id, ranges)
+    }
 }
 
 /// An in-memory datapath for reconciler tests. Every write checks the
@@ -113,6 +119,8 @@ pub struct MemoryTarget {
     pub flows_deleted: Vec<u32>,
     /// Backend IDs written as pods of this node.
     pub local: BTreeSet<u32>,
+    /// Service ID → its client networks (none: absent).
+    pub source_ranges: BTreeMap<u32, Vec<(IpAddr, u8)>>,
 }
 
 /// A write that would let a packet see a half-made state.
@@ -254,6 +262,24 @@ impl Target for MemoryTarget {
 
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Violation> {
         self.frontends.remove(&key(frontend));
+        Ok(())
+    }
+
+    fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Violation> {
+        if ranges.is_empty() {
+            if self
+                .frontends
+                .values()
+                .any(|&(s, o)| s == id && o.source_ranges_only)
+            {
+                return Err(Violation(format!(
+                    "the source ranges of service {id} removed while a frontend reads them"
+                )));
+            }
+            self.source_ranges.remove(&id);
+        } else {
+            self.source_ranges.insert(id, ranges.to_vec());
+        }
         Ok(())
     }
 }

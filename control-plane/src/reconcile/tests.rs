@@ -389,3 +389,27 @@ fn source_nat_is_per_frontend_and_locality_per_backend() {
     let local: Vec<SocketAddr> = t.local.iter().map(|id| t.backends[id].0).collect();
     assert_eq!(local, [web.backends[1].addr]);
 }
+
+#[test]
+fn source_ranges_are_written_before_their_frontends_and_removed_after() {
+    let mut model = Model::default();
+    let mut lb = service(1, &active(&[1, 2]));
+    lb.frontends[0].source_ranges_only = true;
+    lb.source_ranges = vec![("198.18.0.0".parse().unwrap(), 24)];
+    model.services.insert(ServiceName("lb".into()), lb.clone());
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &model, &mut t);
+    assert_programs(&r, &model, &t);
+    let id = r.service_id(&ServiceName("lb".into())).expect("id");
+    assert_eq!(t.source_ranges[&id], lb.source_ranges);
+    assert!(t.frontends.values().all(|(_, o)| o.source_ranges_only));
+
+    // Changed, then gone: MemoryTarget refuses networks removed while a
+    // frontend reads them.
+    lb.source_ranges = vec![("2001:2::".parse().unwrap(), 64)];
+    model.services.insert(ServiceName("lb".into()), lb.clone());
+    sync(&mut r, &model, &mut t);
+    assert_eq!(t.source_ranges[&id], lb.source_ranges);
+    sync(&mut r, &Model::default(), &mut t);
+    assert!(t.source_ranges.is_empty());
+}

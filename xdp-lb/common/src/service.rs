@@ -58,6 +58,33 @@ pub const SERVICE_SNAT_REMOTE: u32 = 1 << 2;
 /// refused.)
 pub const SERVICE_DROP_WITHOUT_BACKENDS: u32 = 1 << 3;
 
+/// `Service::flags`: only clients in the service's networks (`SOURCE_RANGES`,
+/// Kubernetes' `loadBalancerSourceRanges`) reach this frontend; others are
+/// dropped (`Verdict::DropSourceRange`).
+pub const SERVICE_SOURCE_RANGES: u32 = 1 << 4;
+
+/// The data of a `SOURCE_RANGES` key (an LPM trie): the service ID, matched
+/// whole (the first 32 bits of every prefix), then the client network
+/// (IPv4-mapped for IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceRange {
+    /// The service ID, big-endian, so that it is the prefix's leading bits.
+    pub service_be: [u8; 4],
+    pub addr: Addr,
+}
+const _: () = assert!(size_of::<SourceRange>() == 20);
+
+/// The prefix length of a `SOURCE_RANGES` key for a network of `len` bits:
+/// the service ID's 32 bits, then the address's (an IPv4 network's counted
+/// in its IPv4-mapped form, after 96 fixed bits).
+pub const fn source_range_prefix(is_v4: bool, len: u8) -> u32 {
+    32 + if is_v4 { 96 } else { 0 } + len as u32
+}
+
+/// The prefix length of a lookup: every bit of the key.
+pub const SOURCE_RANGE_FULL: u32 = 32 + 128;
+
 /// Value of the `SERVICES` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,4 +129,4 @@ const _: () = assert!(size_of::<AddressKey>() == 16);
 /// update of the outer map.
 pub const TABLE_HEADER_SLOTS: u32 = 1;
 
-impl_pod!(FrontendKey, Service, AddressInfo, AddressKey);
+impl_pod!(FrontendKey, Service, AddressInfo, AddressKey, SourceRange);

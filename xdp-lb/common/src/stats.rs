@@ -162,6 +162,9 @@ counter_enum! {
     /// a `Local` traffic policy: dropped, as kube-proxy drops it
     /// (`SERVICE_DROP_WITHOUT_BACKENDS`).
     DropNoLocalBackend = "drop_no_local_backend",
+    /// A packet from a client outside the networks a frontend accepts
+    /// (`SERVICE_SOURCE_RANGES`, `loadBalancerSourceRanges`).
+    DropSourceRange = "drop_source_range",
     /// A fragment addressed to a frontend: it carries no ports to balance by
     /// (non-first fragments) or cannot be reassembled here.
     DropFragment = "drop_fragment",

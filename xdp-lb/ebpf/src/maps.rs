@@ -4,7 +4,7 @@
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
-    btf_maps::{Array, HashMap, HashOfMaps, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use xdp_lb_common::{
@@ -15,7 +15,7 @@ use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     events::FlowEvent,
     neighbour::L2Announcement,
-    service::{AddressInfo, AddressKey, FrontendKey, Service},
+    service::{AddressInfo, AddressKey, FrontendKey, Service, SourceRange},
     stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
 };
 
@@ -58,6 +58,11 @@ pub static DECAP_VIPS: HashMap<AddressKey, u32, 1024> = HashMap::new();
 /// rather than redirecting them.
 #[btf_map]
 pub static POD_INTERFACES: HashMap<u32, u32, 4096> = HashMap::new();
+
+/// The client networks of the services with `SERVICE_SOURCE_RANGES`
+/// frontends, by service (the value is not read).
+#[btf_map]
+pub static SOURCE_RANGES: LpmTrie<SourceRange, u8, 65536> = LpmTrie::new();
 
 /// Global settings (slot 0).
 #[btf_map]

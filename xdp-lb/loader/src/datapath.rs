@@ -172,6 +172,7 @@ impl Datapath {
         let sizes = &options.sizes;
         for (map, size) in [
             (maps::SERVICES, sizes.services),
+            (maps::SOURCE_RANGES, sizes.services),
             (maps::SERVICE_STATS, sizes.services),
             (maps::MAGLEV_TABLES, sizes.services),
             (maps::BACKENDS, sizes.backends),

@@ -13,7 +13,10 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError},
+    maps::{
+        Array, HashMap, HashOfMaps, Map, MapData, MapError,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use xdp_lb_common::{
     LAYOUT_VERSION,
@@ -22,8 +25,8 @@ use xdp_lb_common::{
     config::Config,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP,
-        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, SERVICE_SNAT_REMOTE, Service,
-        TABLE_HEADER_SLOTS,
+        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, SERVICE_SNAT_REMOTE, SERVICE_SOURCE_RANGES,
+        Service, SourceRange, TABLE_HEADER_SLOTS, source_range_prefix,
     },
 };
 
@@ -50,6 +53,8 @@ pub(crate) const POD_INTERFACES: &str = "POD_INTERFACES";
 /// L2 announcements: address → interface and MAC.
 pub(crate) const L2_ANNOUNCE: &str = "L2_ANNOUNCE";
 pub(crate) const SERVICES: &str = "SERVICES";
+/// `loadBalancerSourceRanges`: (service, client network) → allowed.
+pub(crate) const SOURCE_RANGES: &str = "SOURCE_RANGES";
 pub(crate) const BACKENDS: &str = "BACKENDS";
 pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
 pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
@@ -71,7 +76,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 28] = [
+pub(crate) const ALL: [&str; 29] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -87,6 +92,7 @@ pub(crate) const ALL: [&str; 28] = [
     POD_INTERFACES,
     L2_ANNOUNCE,
     SERVICES,
+    SOURCE_RANGES,
     BACKENDS,
     MAGLEV_TABLES,
     NEXT_HOPS,
@@ -338,6 +344,9 @@ impl Datapath {
         if options.drop_without_backends {
             flags |= SERVICE_DROP_WITHOUT_BACKENDS;
         }
+        if options.source_ranges_only {
+            flags |= SERVICE_SOURCE_RANGES;
+        }
         let service = Service {
             id,
             flags,
@@ -347,6 +356,58 @@ impl Datapath {
             .map_err(map_err(SERVICES, "open"))?
             .insert(frontend.key(), service, 0)
             .map_err(map_err(SERVICES, "insert"))
+    }
+
+    /// Replaces the client networks (address, prefix length) of service
+    /// `id`: what its [`ServiceOptions::source_ranges_only`] frontends
+    /// accept. Empty: none (they then drop every client). The new networks
+    /// are written before the old ones go, so a network in both never
+    /// stops matching.
+    pub fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Error> {
+        self.check_service_id(id)?;
+        let key = |addr: IpAddr, len: u8| -> Result<Key<SourceRange>, Error> {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                return Err(Error::InvalidOption {
+                    option: "source_ranges",
+                    reason: "a prefix longer than its address",
+                });
+            }
+            Ok(Key::new(
+                source_range_prefix(addr.is_ipv4(), len),
+                SourceRange {
+                    service_be: id.to_be_bytes(),
+                    addr: to_addr(addr),
+                },
+            ))
+        };
+        let wanted = ranges
+            .iter()
+            .map(|&(addr, len)| key(addr, len))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut trie = LpmTrie::<_, SourceRange, u8>::try_from(self.map_mut(SOURCE_RANGES)?)
+            .map_err(map_err(SOURCE_RANGES, "open"))?;
+        let old: Vec<Key<SourceRange>> = trie
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(SOURCE_RANGES, "iterate"))?
+            .into_iter()
+            .filter(|k| k.data().service_be == id.to_be_bytes())
+            .collect();
+        for key in &wanted {
+            trie.insert(key, 1, 0)
+                .map_err(map_err(SOURCE_RANGES, "insert"))?;
+        }
+        for key in old {
+            let kept = wanted
+                .iter()
+                .any(|w| w.prefix_len() == key.prefix_len() && w.data() == key.data());
+            if !kept {
+                trie.remove(&key)
+                    .map_err(map_err(SOURCE_RANGES, "remove"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes `frontend`.
@@ -545,6 +606,10 @@ pub struct ServiceOptions {
     /// instead of refusing them: a Kubernetes `Local` traffic policy whose
     /// endpoints are all on other nodes.
     pub drop_without_backends: bool,
+    /// Only clients in the service's networks
+    /// ([`Datapath::set_source_ranges`]) reach this frontend; others are
+    /// dropped (`Verdict::DropSourceRange`).
+    pub source_ranges_only: bool,
 }
 
 /// The longest ClientIP affinity timeout Kubernetes allows: one day.

@@ -11,7 +11,7 @@ use xdp_lb_common::{
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
         SERVICE_AFFINITY_CLIENT_IP, SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR,
-        SERVICE_SNAT_REMOTE, Service,
+        SERVICE_SNAT_REMOTE, SERVICE_SOURCE_RANGES, Service,
     },
 };
 
@@ -53,6 +53,7 @@ impl Datapath {
                     dsr: service.flags & SERVICE_DSR != 0,
                     snat_remote: service.flags & SERVICE_SNAT_REMOTE != 0,
                     drop_without_backends: service.flags & SERVICE_DROP_WITHOUT_BACKENDS != 0,
+                    source_ranges_only: service.flags & SERVICE_SOURCE_RANGES != 0,
                 };
                 Ok((frontend, service.id, options))
             })

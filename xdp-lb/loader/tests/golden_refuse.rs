@@ -217,3 +217,67 @@ fn a_local_policy_without_local_backends_drops_instead_of_refusing() {
         lb.assert_verdicts(&[(Verdict::DropNoLocalBackend, 1)]);
     });
 }
+
+#[test]
+fn source_ranges_let_only_their_networks_reach_a_frontend() {
+    use support::lb::{BACKEND4_IDS, BACKEND6_IDS, CLIENT4_2, XDP_REDIRECT, cycling};
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        let ranged = ServiceOptions {
+            source_ranges_only: true,
+            ..ServiceOptions::default()
+        };
+        for (id, vip, backends) in [
+            (SERVICE, SocketAddr::from((VIP4, 80)), &BACKEND4_IDS),
+            (SERVICE + 1, SocketAddr::from((VIP6, 80)), &BACKEND6_IDS),
+        ] {
+            lb.dp
+                .swap_table(id, &cycling(backends, 251))
+                .expect("table");
+            lb.dp
+                .upsert_service(&Frontend::new(vip, Protocol::Tcp), id, &ranged)
+                .expect("service");
+        }
+        lb.dp
+            .set_source_ranges(SERVICE, &[(CLIENT4.into(), 32)])
+            .expect("ranges");
+        lb.dp
+            .set_source_ranges(SERVICE + 1, &[("2001:2::".parse().unwrap(), 64)])
+            .expect("ranges");
+        let syn = |client: SocketAddr, vip: SocketAddr| {
+            Packet::tcp(FROM_CLIENT, client, vip, TcpFlags::SYN).bytes()
+        };
+        let vip4 = SocketAddr::from((VIP4, 80));
+        let action = |lb: &Lb, frame: Vec<u8>| lb.send(&frame, lb.up0).action;
+        let allowed = SocketAddr::from((CLIENT4, CLIENT_PORT));
+        let other = SocketAddr::from((CLIENT4_2, CLIENT_PORT));
+        assert_eq!(action(&lb, syn(allowed, vip4)), XDP_REDIRECT);
+        assert_eq!(
+            action(&lb, syn(other, vip4)),
+            XDP_DROP,
+            "outside 198.18.0.1/32"
+        );
+        let v6 = SocketAddr::from((CLIENT6, CLIENT_PORT));
+        assert_eq!(
+            action(&lb, syn(v6, SocketAddr::from((VIP6, 80)))),
+            XDP_REDIRECT
+        );
+        // Replaced by a wider network: both clients reach it.
+        lb.dp
+            .set_source_ranges(SERVICE, &[("198.18.0.0".parse().unwrap(), 24)])
+            .expect("ranges");
+        assert_eq!(action(&lb, syn(other, vip4)), XDP_REDIRECT);
+        // None: nobody.
+        lb.dp.set_source_ranges(SERVICE, &[]).expect("ranges");
+        let third = SocketAddr::from((CLIENT4, CLIENT_PORT + 1));
+        assert_eq!(action(&lb, syn(third, vip4)), XDP_DROP);
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 3),
+            (Verdict::DropSourceRange, 2),
+        ]);
+        assert!(matches!(
+            lb.dp.set_source_ranges(SERVICE, &[(CLIENT4.into(), 33)]),
+            Err(xdp_lb::Error::InvalidOption { .. })
+        ));
+    });
+}

@@ -177,6 +177,7 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
                         dsr: false,
                         snat_remote: false,
                         drop_without_backends: false,
+                        source_ranges_only: false,
                     }
                 )]
             );

@@ -108,6 +108,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                         dsr: false,
                         snat_remote: false,
                         drop_without_backends: false,
+                        source_ranges_only: false,
                     },
                 ),
                 (
@@ -118,6 +119,7 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                         dsr: true,
                         snat_remote: false,
                         drop_without_backends: false,
+                        source_ranges_only: false,
                     },
                 ),
             ];

@@ -18,20 +18,24 @@ pub mod select;
 
 use core::mem::MaybeUninit;
 
+use aya_ebpf::btf_maps::lpm_trie::Key;
+
 use xdp_lb_common::{
     addr::{Addr, filter_bit_v4, filter_bit_v6},
     backend::NO_BACKEND,
     config::Config,
+    conntrack::FlowTuple,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressKey, FrontendKey, SERVICE_AFFINITY_CLIENT_IP,
-        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, Service,
+        SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, SERVICE_SOURCE_RANGES, SOURCE_RANGE_FULL,
+        Service, SourceRange,
     },
     stats::{ParseCounter, Verdict},
 };
 
 use crate::{
     lb::flow::{Flow, MAX_L3_OFFSET, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES, filter_has},
+    maps::{ADDRESSES, CONFIG, SERVICES, SOURCE_RANGES, filter_has},
     packet::FrameSource,
     parse::Parsed,
 };
@@ -317,6 +321,9 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     };
     // SAFETY: as above.
     let service = unsafe { *service };
+    if service.flags & SERVICE_SOURCE_RANGES != 0 && !in_source_ranges(&service, &flow.tuple) {
+        return Decision::drop(Verdict::DropSourceRange);
+    }
     if flow.ttl <= 1 {
         // Before conntrack: an expiring packet creates no state.
         return Decision::pass(Verdict::PassTtlExpired);
@@ -369,6 +376,20 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         );
     }
     Decision::toward_backend(&service)
+}
+
+/// True when the client of `tuple` is in one of `service`'s networks. A
+/// subprogram of its own: the key stays out of the caller's frame.
+#[inline(never)]
+fn in_source_ranges(service: &Service, tuple: &FlowTuple) -> bool {
+    let key = Key::new(
+        SOURCE_RANGE_FULL,
+        SourceRange {
+            service_be: service.id.to_be_bytes(),
+            addr: tuple.src_addr,
+        },
+    );
+    SOURCE_RANGES.get(&key).is_some()
 }
 
 /// A frame that is IP but not a whole TCP/UDP packet: fragments and other
