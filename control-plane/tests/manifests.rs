@@ -61,17 +61,6 @@ const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
 /// `service.kubernetes.io/service-proxy-name`).
 const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
-/// Flags and variables of the Kubernetes source (issue 8) that the manifests
-/// use before `AgentOptions` has them: (flag, the variable it will read).
-/// Until a flag lands it is accepted as written; once it has, it must read the
-/// variable named here, or the manifests set a variable the agent ignores.
-const PENDING_FLAGS: [(&str, Option<&str>); 4] = [
-    ("kubernetes", None),
-    ("service-proxy-name", None),
-    ("node-name", Some("NODE_NAME")),
-    ("pod-interfaces", Some("XLB_POD_INTERFACES")),
-];
-
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
 }
@@ -906,20 +895,7 @@ fn agent_flags_and_variables_are_the_agents_own() {
         })
         .collect();
     assert!(flags.contains_key("metrics-address"), "{flags:?}");
-    let known_variable = |name: &str| {
-        flags.values().flatten().any(|e| e == name)
-            || PENDING_FLAGS
-                .iter()
-                .any(|(flag, env)| *env == Some(name) && !flags.contains_key(*flag))
-    };
-    for (flag, env) in PENDING_FLAGS {
-        if let (Some(Some(has)), Some(wanted)) = (flags.get(flag), env) {
-            assert_eq!(
-                has, wanted,
-                "--{flag} has landed reading {has}; the manifests set {wanted}"
-            );
-        }
-    }
+    let known_variable = |name: &str| flags.values().flatten().any(|e| e == name);
     for dir in OVERLAYS {
         let rendered = render(dir);
         let agent = rendered.agent_container();
@@ -939,7 +915,7 @@ fn agent_flags_and_variables_are_the_agents_own() {
                 .unwrap_or_else(|| panic!("manifests/{dir}: {arg:?} is not a --flag"));
             let flag = flag.split_once('=').map_or(flag, |(f, _)| f);
             assert!(
-                flags.contains_key(flag) || PENDING_FLAGS.iter().any(|(f, _)| *f == flag),
+                flags.contains_key(flag),
                 "manifests/{dir}: xlb agent has no --{flag}"
             );
         }
