@@ -1192,20 +1192,23 @@ services:
 node:
   name: Node_A
   addresses: [198.18.0.10, 198.18.0.10, 127.0.0.1]
-  zone: a
+  zone: -a
+  region: a
 ";
         assert_eq!(
             problems(text),
-            ["node.zone: unknown field `zone`, expected `name` or `addresses`"]
+            ["node.region: unknown field `region`, expected one of `name`, `addresses`, `zone`"]
         );
         assert_eq!(
-            problems(&text.replace("  zone: a\n", "")),
+            problems(&text.replace("  region: a\n", "")),
             [
                 "node.name: `Node_A` is not a DNS subdomain (RFC 1123): lowercase letters, \
                  digits, '-' and '.', starting and ending with a letter or digit",
                 "node.addresses[1]: 198.18.0.10 is already node.addresses[0]",
                 "node.addresses[2]: 127.0.0.1 is a loopback address (127.0.0.0/8): give a \
                  unicast address",
+                "node.zone: `-a` is not a label value: letters, digits, '-', '_' and '.', \
+                 starting and ending with a letter or digit",
             ]
         );
     }
@@ -1273,6 +1276,35 @@ services:
             ["198.18.2.1:8080".parse::<SocketAddr>().unwrap()]
         );
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn the_node_zone_selects_the_endpoints_hinted_for_it() {
+        let service = SERVICE.replace("spec:\n", "spec:\n  trafficDistribution: PreferClose\n");
+        let slice = SLICE.replace(
+            "    conditions: {ready: true}\n",
+            "    conditions: {ready: true}
+    hints: {forZones: [{name: zone-a}]}
+  - addresses: [198.18.2.2]
+    hints: {forZones: [{name: zone-b}]}
+",
+        );
+        let backends = |node: &str| {
+            let loaded = parse_with_warnings(&format!("{node}---\n{service}---\n{slice}"))
+                .expect("a valid file");
+            loaded.model.services[&ServiceName("shop/web:http".to_owned())]
+                .backends
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect::<Vec<_>>()
+        };
+        let node = "node: {name: node-a, addresses: [198.18.0.10], zone: zone-b}\n";
+        assert_eq!(backends(node), ["198.18.2.2:8080"]);
+        assert_eq!(
+            backends(&node.replace(", zone: zone-b", "")),
+            ["198.18.2.1:8080", "198.18.2.2:8080"],
+            "without a zone, every endpoint"
+        );
     }
 
     #[test]

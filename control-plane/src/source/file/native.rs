@@ -25,8 +25,8 @@ use crate::{
     source::kube::{
         NodeInfo,
         validate::{
-            MAX_AFFINITY_TIMEOUT_SECS, check_dns1123_subdomain, check_native_name, check_node_port,
-            check_port, family_name, parse_ip,
+            MAX_AFFINITY_TIMEOUT_SECS, check_dns1123_subdomain, check_label_value,
+            check_native_name, check_node_port, check_port, family_name, parse_ip,
         },
     },
 };
@@ -51,6 +51,7 @@ struct RawNode {
     name: Option<String>,
     #[serde(default)]
     addresses: Vec<String>,
+    zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,7 +237,16 @@ fn read_node(value: &Value, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
             },
         }
     }
-    (problems.len() == before).then_some(NodeInfo { name, addresses })
+    if let Some(zone) = &raw.zone
+        && let Err(e) = check_label_value(zone)
+    {
+        problems.push(Problem::new("node.zone", e));
+    }
+    (problems.len() == before).then_some(NodeInfo {
+        name,
+        addresses,
+        zone: raw.zone,
+    })
 }
 
 fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeService> {

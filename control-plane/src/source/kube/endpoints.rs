@@ -1,5 +1,6 @@
 //! A Service port's endpoints: merged across its EndpointSlices, then chosen
-//! per traffic policy with KEP-1669's fallback to terminating endpoints.
+//! per traffic policy and topology hints, with KEP-1669's fallback to
+//! terminating endpoints.
 
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
@@ -50,6 +51,9 @@ pub(super) struct Endpoint {
     pub(super) addr: SocketAddr,
     pub(super) condition: Condition,
     pub(super) node_name: Option<String>,
+    /// The zones the EndpointSlice controller hints it for
+    /// (`hints.forZones[].name`).
+    pub(super) zone_hints: BTreeSet<String>,
 }
 
 /// The endpoints of the Service port named `port_name` (empty for an unnamed
@@ -95,6 +99,12 @@ pub(super) fn collect(
                 addr: SocketAddr::new(ip, port),
                 condition: Condition::of(endpoint.conditions.as_ref(), publish_not_ready),
                 node_name: endpoint.node_name.clone(),
+                zone_hints: endpoint
+                    .hints
+                    .iter()
+                    .flat_map(|h| h.for_zones.iter().flatten())
+                    .map(|z| z.name.clone())
+                    .collect(),
             };
             match merged.entry(candidate.addr) {
                 Entry::Vacant(slot) => {
@@ -117,10 +127,41 @@ pub(super) fn collect(
     merged.into_values().collect()
 }
 
+/// Which endpoints a traffic policy lets a frontend use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope<'a> {
+    /// `Cluster` policy: every endpoint.
+    Cluster,
+    /// `Cluster` policy with topology-aware routing, on a node in this zone:
+    /// the ready endpoints hinted for the zone when the hints allow it (see
+    /// [`zone_hints_apply`]), every endpoint otherwise.
+    Zone(&'a str),
+    /// `Local` policy: the endpoints on this node (none when the name is
+    /// empty).
+    Node(&'a str),
+}
+
+/// Whether the zone hints of the ready endpoints of one family can be
+/// followed on a node in `zone` (kube-proxy's `canUseTopology`): every ready
+/// endpoint has a hint, and at least one is hinted for `zone`. Otherwise the
+/// hints are missing (the EndpointSlice controller gave up on them, or is
+/// still adding them) or leave this zone nothing, and following them would
+/// send this node's traffic nowhere or unevenly.
+fn zone_hints_apply(endpoints: &[Endpoint], ipv4: bool, zone: &str) -> bool {
+    let ready: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.addr.is_ipv4() == ipv4 && e.condition == Condition::Ready)
+        .collect();
+    ready.iter().all(|e| !e.zone_hints.is_empty())
+        && ready.iter().any(|e| e.zone_hints.contains(zone))
+}
+
 /// The backends of one address family for one traffic policy.
 ///
-/// `local`: `Some(node)` for a `Local` policy, where only endpoints on that
-/// node count (none when the node name is empty). KEP-1669: the ready
+/// `scope`: which endpoints count (see [`Scope`]). With topology, only the
+/// ready endpoints hinted for other zones are left out: the
+/// serving-terminating ones (which the EndpointSlice controller does not
+/// hint) keep their flows as below. KEP-1669: the ready
 /// endpoints take new flows; serving+terminating ones keep their established
 /// flows (state [`BackendState::Terminating`]) — unless no endpoint is ready,
 /// then they take new flows too, so a rolling update that terminates every
@@ -129,15 +170,20 @@ pub(super) fn collect(
 pub(super) fn backends(
     endpoints: &[Endpoint],
     ipv4: bool,
-    local: Option<&str>,
+    scope: Scope<'_>,
     this_node: &str,
 ) -> Vec<Backend> {
+    let scope = match scope {
+        Scope::Zone(zone) if !zone_hints_apply(endpoints, ipv4, zone) => Scope::Cluster,
+        other => other,
+    };
     let candidates: Vec<&Endpoint> = endpoints
         .iter()
         .filter(|e| e.addr.is_ipv4() == ipv4)
-        .filter(|e| match local {
-            None => true,
-            Some(node) => !node.is_empty() && e.node_name.as_deref() == Some(node),
+        .filter(|e| match scope {
+            Scope::Cluster => true,
+            Scope::Zone(zone) => e.condition != Condition::Ready || e.zone_hints.contains(zone),
+            Scope::Node(node) => !node.is_empty() && e.node_name.as_deref() == Some(node),
         })
         .collect();
     let any_ready = candidates.iter().any(|e| e.condition == Condition::Ready);

@@ -32,6 +32,13 @@ pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-
 /// The label the EndpointSlice controller puts on the objects of headless
 /// Services; kube-proxy's selector excludes it.
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+/// The Node label that names its zone, for topology-aware routing.
+pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
+/// The Service annotation that asks for topology-aware routing (`Auto`).
+pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+/// Its predecessor (`auto`), which takes precedence when present, as in
+/// kube-proxy.
+pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
 
 /// Kubernetes' default `--service-node-port-range`, which is also the range
 /// the datapath balances on node addresses (every other port of a node
@@ -47,6 +54,10 @@ pub struct NodeInfo {
     /// The node addresses that serve NodePorts (like kube-proxy's
     /// `--nodeport-addresses`). Empty: no NodePort frontend is created.
     pub addresses: Vec<IpAddr>,
+    /// The node's zone (its [`LABEL_TOPOLOGY_ZONE`] label), matched against
+    /// the endpoints' zone hints for topology-aware routing. None: every
+    /// endpoint is used.
+    pub zone: Option<String>,
 }
 
 /// Choices that change which objects are translated.
@@ -126,11 +137,6 @@ pub enum SkipReason {
     /// [`NODE_PORT_RANGE`] (one per frontend): the datapath passes those
     /// ports to the node.
     NodeAddressPort,
-    /// LoadBalancer ingress IPs of a Service with `loadBalancerSourceRanges`
-    /// (one per address and port): the model cannot carry the allow-list
-    /// yet, and serving them to every source would open what the Service
-    /// closes.
-    SourceRanges,
     /// A LoadBalancer ingress IP with `ipMode: Proxy` (one per address and
     /// port): the load balancer proxies to the nodes, so the IP is not
     /// served here (KEP-1860, as kube-proxy).
@@ -154,7 +160,6 @@ impl fmt::Display for SkipReason {
             Self::OtherFamily => "other_family",
             Self::NoNodeAddress => "no_node_address",
             Self::NodeAddressPort => "node_address_port",
-            Self::SourceRanges => "source_ranges",
             Self::ProxyIpMode => "proxy_ip_mode",
             Self::FrontendConflict => "frontend_conflict",
             Self::FqdnSlice => "fqdn_slice",

@@ -1,11 +1,12 @@
-//! This node as the translation sees it: its name and the addresses that
-//! serve NodePorts, from the `Node` object and `--nodeport-addresses`.
+//! This node as the translation sees it: its name, its zone and the
+//! addresses that serve NodePorts, from the `Node` object and
+//! `--nodeport-addresses`.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::NodeInfo;
+use super::{LABEL_TOPOLOGY_ZONE, NodeInfo};
 
 /// `--nodeport-addresses`: which addresses of this node serve NodePorts (and
 /// answer `healthCheckNodePort`s).
@@ -111,7 +112,9 @@ pub fn node_object_addresses(node: &Node) -> Vec<IpAddr> {
 
 /// This node for [`super::translate`]: named `name`, with the NodePort
 /// addresses `choice` makes of the `Node` object (None while it is not
-/// known) and of the host's interface addresses `host`. Sorted, each once.
+/// known) and of the host's interface addresses `host` (sorted, each once),
+/// and the zone of the Node's [`LABEL_TOPOLOGY_ZONE`] label (None when
+/// missing or empty, as kube-proxy reads it).
 pub fn node_info(
     name: &str,
     node: Option<&Node>,
@@ -136,9 +139,15 @@ pub fn node_info(
     };
     addresses.sort_unstable();
     addresses.dedup();
+    let zone = node
+        .and_then(|n| n.metadata.labels.as_ref())
+        .and_then(|labels| labels.get(LABEL_TOPOLOGY_ZONE))
+        .filter(|zone| !zone.is_empty())
+        .cloned();
     NodeInfo {
         name: name.to_owned(),
         addresses,
+        zone,
     }
 }
 
@@ -197,6 +206,24 @@ mod tests {
         );
         let unknown = node_info("node-a", None, &NodePortAddresses::FromNode, &[]);
         assert!(unknown.addresses.is_empty());
+    }
+
+    #[test]
+    fn the_zone_is_the_nodes_topology_label_when_not_empty() {
+        let zone_of = |label: Option<&str>| {
+            let mut n = node();
+            n.metadata.labels = label.map(|zone| {
+                [(LABEL_TOPOLOGY_ZONE.to_owned(), zone.to_owned())]
+                    .into_iter()
+                    .collect()
+            });
+            node_info("node-a", Some(&n), &NodePortAddresses::FromNode, &[]).zone
+        };
+        assert_eq!(zone_of(Some("zone-a")), Some("zone-a".to_owned()));
+        assert_eq!(zone_of(Some("")), None);
+        assert_eq!(zone_of(None), None);
+        let unknown = node_info("node-a", None, &NodePortAddresses::FromNode, &[]);
+        assert_eq!(unknown.zone, None);
     }
 
     #[test]

@@ -12,8 +12,10 @@ use k8s_openapi::api::{
 };
 
 use super::{
-    HealthCheckNodePort, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME,
-    NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation, endpoints,
+    ANNOTATION_TOPOLOGY_AWARE_HINTS, ANNOTATION_TOPOLOGY_MODE, HealthCheckNodePort, LABEL_HEADLESS,
+    LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, NODE_PORT_RANGE, NodeInfo, SkipReason,
+    TranslateOptions, Translation,
+    endpoints::{self, Scope},
     validate::{self, FieldError, ServiceType},
 };
 use crate::model::{
@@ -68,6 +70,16 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// a `Cluster` policy source-NAT toward endpoints on other nodes
 /// (`Frontend::snat_remote`); endpoints on `node` are `Backend::local`.
 ///
+/// **Topology.** A Service that asks for topology-aware routing
+/// (`trafficDistribution: PreferClose` or `PreferSameZone`, or the
+/// annotation `service.kubernetes.io/topology-mode: Auto`, or the older
+/// `service.kubernetes.io/topology-aware-hints: auto`, which wins when
+/// present) on a node with a zone ([`NodeInfo::zone`]) gives its `Cluster`
+/// policy frontends only the ready endpoints hinted for that zone
+/// (`hints.forZones`) — when every ready endpoint of the family has a hint
+/// and one at least is hinted for the zone; otherwise every endpoint, as
+/// kube-proxy falls back. `Local` policies are not affected.
+///
 /// **Health check node ports.** For each Service with
 /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, the port and
 /// the number of this node's ready endpoints
@@ -80,11 +92,9 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// **Left out** (counted in [`Translation::skipped`]): ExternalName and
 /// headless Services, Services outside the label selector (see
 /// [`TranslateOptions`]), SCTP ports, FQDN slices, objects the API server
-/// would reject, and LoadBalancer ingress IPs of Services with
-/// `loadBalancerSourceRanges` (the model cannot carry the allow-list yet, and
-/// ignoring it would open what the Service closes). Topology hints and
-/// `trafficDistribution` are preferences and are not applied: every endpoint
-/// the policy allows is used.
+/// would reject, and LoadBalancer ingress IPs with `ipMode: Proxy`. The
+/// ingress IPs of a Service with `loadBalancerSourceRanges` accept only those
+/// networks (`Frontend::source_ranges_only`, `Service::source_ranges`).
 pub fn translate(
     services: &[KubeService],
     slices: &[EndpointSlice],
@@ -264,10 +274,16 @@ struct ServiceContext<'a> {
     cluster_ips: Vec<IpAddr>,
     /// externalIPs and the LoadBalancer ingress IPs that are served.
     external_ips: BTreeSet<IpAddr>,
+    /// The LoadBalancer ingress IPs that only `source_ranges` reach.
+    ranged_ips: BTreeSet<IpAddr>,
+    /// `loadBalancerSourceRanges`, parsed.
+    source_ranges: Vec<(IpAddr, u8)>,
     internal_local: bool,
     external_local: bool,
     affinity: Option<Affinity>,
     publish_not_ready: bool,
+    /// The node's zone, when the Service asks for topology-aware routing.
+    zone: Option<&'a str>,
     node: &'a NodeInfo,
     node_addresses: &'a BTreeSet<IpAddr>,
 }
@@ -320,10 +336,14 @@ fn translate_service(
         .flatten()
         .filter_map(|ip| ip.parse().ok())
         .collect();
-    let source_ranges = spec
+    // Validated CIDRs: the client networks its LoadBalancer IPs accept.
+    let source_ranges: Vec<(IpAddr, u8)> = spec
         .load_balancer_source_ranges
-        .as_ref()
-        .is_some_and(|r| !r.is_empty());
+        .iter()
+        .flatten()
+        .filter_map(|range| validate::parse_cidr(range).ok())
+        .collect();
+    let mut ranged_ips = BTreeSet::new();
     let ingress = service
         .status
         .as_ref()
@@ -337,13 +357,10 @@ fn translate_service(
         };
         if entry.ip_mode.as_deref() == Some("Proxy") {
             *out.skipped.entry(SkipReason::ProxyIpMode).or_default() += port_count;
-        } else if source_ranges {
-            out.warnings.push(format!(
-                "Service {name}: LoadBalancer IP {ip} not served: loadBalancerSourceRanges \
-                 cannot be enforced by this build"
-            ));
-            *out.skipped.entry(SkipReason::SourceRanges).or_default() += port_count;
         } else {
+            if !source_ranges.is_empty() {
+                ranged_ips.insert(ip);
+            }
             external_ips.insert(ip);
         }
     }
@@ -359,6 +376,8 @@ fn translate_service(
         ty,
         cluster_ips,
         external_ips,
+        ranged_ips,
+        source_ranges,
         internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         external_local: validate::externally_accessible(spec, ty)
             && spec.external_traffic_policy.as_deref() == Some("Local"),
@@ -366,6 +385,7 @@ fn translate_service(
             timeout: Duration::from_secs(timeout_secs),
         }),
         publish_not_ready: spec.publish_not_ready_addresses == Some(true),
+        zone: node.zone.as_deref().filter(|_| prefers_zone(service)),
         node,
         node_addresses,
         name,
@@ -500,11 +520,16 @@ fn translate_port(
         // kube-proxy masquerades it). `Local` keeps the client's source.
         for f in &mut external {
             f.snat_remote = !context.external_local;
+            f.source_ranges_only = context.ranged_ips.contains(&f.addr);
         }
 
         let backends = |local: bool| {
-            let node = local.then_some(context.node.name.as_str());
-            endpoints::backends(&endpoints, ipv4, node, &context.node.name)
+            let scope = if local {
+                Scope::Node(&context.node.name)
+            } else {
+                context.zone.map_or(Scope::Cluster, Scope::Zone)
+            };
+            endpoints::backends(&endpoints, ipv4, scope, &context.node.name)
         };
         // A `Local` policy whose endpoints are all on other nodes drops (as
         // kube-proxy does); a service with no endpoints at all is refused.
@@ -544,6 +569,26 @@ fn translate_port(
             );
         }
     }
+}
+
+/// Whether `service` asks for topology-aware routing: `trafficDistribution:
+/// PreferClose` (or `PreferSameZone`, its newer name), or the topology
+/// annotation `Auto`. kube-proxy reads the older annotation first when it is
+/// present, and accepts both spellings of its value.
+fn prefers_zone(service: &KubeService) -> bool {
+    let distribution = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.traffic_distribution.as_deref());
+    if matches!(distribution, Some("PreferClose" | "PreferSameZone")) {
+        return true;
+    }
+    let annotations = service.metadata.annotations.as_ref();
+    let annotation = annotations.and_then(|a| {
+        a.get(ANNOTATION_TOPOLOGY_AWARE_HINTS)
+            .or_else(|| a.get(ANNOTATION_TOPOLOGY_MODE))
+    });
+    matches!(annotation.map(String::as_str), Some("Auto" | "auto"))
 }
 
 /// A frontend at `addr`: kind node when `addr` is one of the node's
@@ -607,7 +652,7 @@ fn insert(
             affinity: context.affinity,
             health_check: None,
             drop_without_backends,
-            source_ranges: Vec::new(),
+            source_ranges: context.source_ranges.clone(),
         },
     );
 }
@@ -703,6 +748,7 @@ mod tests {
                 "198.18.0.10".parse().unwrap(),
                 "2001:2::10".parse().unwrap(),
             ],
+            zone: None,
         }
     }
 
@@ -973,28 +1019,40 @@ mod tests {
     }
 
     #[test]
-    fn source_ranges_keep_ingress_ips_closed() {
+    fn source_ranges_restrict_only_the_ingress_ips() {
         let mut s = web(
             json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
-            "loadBalancerSourceRanges": ["198.18.0.0/24"] }),
+            "externalIPs": ["198.18.201.1"],
+            "loadBalancerSourceRanges": ["198.18.0.0/24", "198.18.9.9/32"] }),
         );
         s.status = serde_json::from_value(
             json!({ "loadBalancer": { "ingress": [{ "ip": "198.18.200.1" }]}}),
         )
         .unwrap();
         let t = run(&[s], &[]);
+        let service = &t.model.services[&ServiceName("default/web:http".into())];
+        let ranged: Vec<(String, bool)> = service
+            .frontends
+            .iter()
+            .map(|f| (f.to_string(), f.source_ranges_only))
+            .collect();
         assert_eq!(
-            describe(&t.model),
-            ["default/web:http: 198.18.100.1:80/TCP vip => "]
-        );
-        assert_eq!(
-            t.warnings,
+            ranged,
             [
-                "Service default/web: LoadBalancer IP 198.18.200.1 not served: \
-              loadBalancerSourceRanges cannot be enforced by this build"
+                ("198.18.100.1:80/TCP".to_owned(), false),
+                ("198.18.200.1:80/TCP".to_owned(), true),
+                ("198.18.201.1:80/TCP".to_owned(), false),
             ]
         );
-        assert_eq!(skipped(&t), [(SkipReason::SourceRanges, 1)]);
+        assert_eq!(
+            service.source_ranges,
+            [
+                ("198.18.0.0".parse().unwrap(), 24),
+                ("198.18.9.9".parse().unwrap(), 32)
+            ]
+        );
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        assert_eq!(skipped(&t), []);
     }
 
     #[test]
@@ -1462,6 +1520,193 @@ mod tests {
                 "default/web:http/ipv6/external",
             ]
         );
+    }
+
+    // --- Topology -----------------------------------------------------------
+
+    /// A ready endpoint on `node` hinted for `zones`.
+    fn hinted(addr: &str, node: &str, zones: &[&str]) -> Value {
+        let mut endpoint = ready(addr, node);
+        let zones: Vec<Value> = zones.iter().map(|z| json!({ "name": z })).collect();
+        endpoint["hints"] = json!({ "forZones": zones });
+        endpoint
+    }
+
+    fn annotated(mut service: KubeService, key: &str, value: &str) -> KubeService {
+        service
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(key.to_owned(), value.to_owned());
+        service
+    }
+
+    #[test]
+    fn topology_aware_routing_keeps_this_zones_endpoints_when_the_hints_allow() {
+        let prefer_close = |extra: Value| {
+            let mut spec = json!({ "trafficDistribution": "PreferClose" });
+            merge(&mut spec, extra);
+            web(spec)
+        };
+        // 2.1 and 2.3 are hinted for zone-a (node-a's zone in most cases).
+        let zoned = |more: &[Value]| {
+            let mut endpoints = vec![
+                hinted("198.18.2.1", "node-b", &["zone-a"]),
+                hinted("198.18.2.2", "node-b", &["zone-b"]),
+                hinted("198.18.2.3", "node-c", &["zone-b", "zone-a"]),
+            ];
+            endpoints.extend_from_slice(more);
+            vec![web_slice(Value::Array(endpoints))]
+        };
+        let vip =
+            |backends: &str| format!("default/web:http: 198.18.100.1:80/TCP vip => {backends}");
+        let in_zone = "198.18.2.1:8080 active, 198.18.2.3:8080 active";
+        let all = "198.18.2.1:8080 active, 198.18.2.2:8080 active, 198.18.2.3:8080 active";
+        let node_port = json!({ "type": "NodePort",
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] });
+        /// (what, the Service, its slices, node-a's zone, the model)
+        type Case = (
+            &'static str,
+            KubeService,
+            Vec<EndpointSlice>,
+            Option<&'static str>,
+            Vec<String>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "trafficDistribution: PreferClose",
+                prefer_close(json!({})),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(in_zone)],
+            ),
+            (
+                "trafficDistribution: PreferSameZone, its newer name",
+                web(json!({ "trafficDistribution": "PreferSameZone" })),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(in_zone)],
+            ),
+            (
+                "annotation topology-mode: Auto",
+                annotated(web(json!({})), ANNOTATION_TOPOLOGY_MODE, "Auto"),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(in_zone)],
+            ),
+            (
+                "the older annotation topology-aware-hints: auto",
+                annotated(web(json!({})), ANNOTATION_TOPOLOGY_AWARE_HINTS, "auto"),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(in_zone)],
+            ),
+            (
+                "the older annotation wins when present",
+                annotated(
+                    annotated(web(json!({})), ANNOTATION_TOPOLOGY_MODE, "Auto"),
+                    ANNOTATION_TOPOLOGY_AWARE_HINTS,
+                    "disabled",
+                ),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(all)],
+            ),
+            (
+                "a Service that does not ask: every endpoint",
+                web(json!({})),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![vip(all)],
+            ),
+            (
+                "a ready endpoint without a hint: every endpoint",
+                prefer_close(json!({})),
+                zoned(&[ready("198.18.2.4", "node-b")]),
+                Some("zone-a"),
+                vec![vip(&format!("{all}, 198.18.2.4:8080 active"))],
+            ),
+            (
+                "no endpoint for this zone: every endpoint",
+                prefer_close(json!({})),
+                zoned(&[]),
+                Some("zone-c"),
+                vec![vip(all)],
+            ),
+            (
+                "a node without a zone: every endpoint",
+                prefer_close(json!({})),
+                zoned(&[]),
+                None,
+                vec![vip(all)],
+            ),
+            (
+                "a terminating endpoint (never hinted) keeps its flows and blocks nothing",
+                prefer_close(json!({})),
+                zoned(&[terminating("198.18.2.4", "node-b")]),
+                Some("zone-a"),
+                vec![vip(&format!("{in_zone}, 198.18.2.4:8080 terminating"))],
+            ),
+            (
+                "Cluster policy external frontends follow the hints too",
+                prefer_close(node_port.clone()),
+                zoned(&[]),
+                Some("zone-a"),
+                vec![format!(
+                    "default/web:http: 198.18.0.10:30080/TCP node, 198.18.100.1:80/TCP vip => \
+                     {in_zone}"
+                )],
+            ),
+            (
+                "a Local policy keeps this node's endpoints, whatever their hints",
+                prefer_close({
+                    let mut spec = node_port;
+                    merge(&mut spec, json!({ "externalTrafficPolicy": "Local" }));
+                    spec
+                }),
+                zoned(&[hinted("198.18.2.4", "node-a", &["zone-b"])]),
+                Some("zone-a"),
+                vec![
+                    vip(in_zone),
+                    "default/web:http/external: 198.18.0.10:30080/TCP node => 198.18.2.4:8080 \
+                     active"
+                        .to_owned(),
+                ],
+            ),
+            (
+                "each family on its own: IPv6 endpoints without hints use all of theirs",
+                prefer_close(json!({ "clusterIPs": ["198.18.100.1", "2001:2::100"] })),
+                {
+                    let mut slices = zoned(&[]);
+                    slices.push(slice(
+                        "web-2",
+                        "web",
+                        "IPv6",
+                        json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]),
+                        json!([
+                            ready("2001:2::2:1", "node-b"),
+                            ready("2001:2::2:2", "node-c")
+                        ]),
+                    ));
+                    slices
+                },
+                Some("zone-a"),
+                vec![
+                    vip(in_zone),
+                    "default/web:http/ipv6: [2001:2::100]:80/TCP vip => [2001:2::2:1]:8080 \
+                     active, [2001:2::2:2]:8080 active"
+                        .to_owned(),
+                ],
+            ),
+        ];
+        for (what, service, slices, zone, expected) in cases {
+            let node = NodeInfo {
+                zone: zone.map(str::to_owned),
+                ..node()
+            };
+            let t = translate(&[service], &slices, &node, &TranslateOptions::default());
+            assert_eq!(describe(&t.model), expected, "{what}");
+        }
     }
 
     #[test]

@@ -162,6 +162,29 @@ pub(crate) fn check_native_name(name: &str) -> Result<(), String> {
     check_name(name, 63, true, true, "a name")
 }
 
+/// A non-empty Kubernetes label value (the node's zone): letters, digits,
+/// '-', '_' and '.', a letter or digit at both ends, at most 63 characters.
+pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
+    if value.len() > 63 {
+        return Err(format!(
+            "`{value}` is {} characters long; a label value has at most 63",
+            value.len()
+        ));
+    }
+    let end_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if end_ok(value.chars().next())
+        && end_ok(value.chars().next_back())
+        && value.chars().all(inner_ok)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "`{value}` is not a label value: letters, digits, '-', '_' and '.', starting and ending \
+         with a letter or digit"
+    ))
+}
+
 fn check_name(
     name: &str,
     max: usize,
@@ -627,6 +650,11 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
 }
 
 fn check_cidr(text: &str) -> Result<(), String> {
+    parse_cidr(text).map(drop)
+}
+
+/// `address/prefix`: the network, or why `text` is not one.
+pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     let wrong = || format!("`{text}` is not a CIDR: write address/prefix, like 198.18.0.0/15");
     let (addr, prefix) = text.split_once('/').ok_or_else(wrong)?;
     let addr: IpAddr = addr.parse().map_err(|_| wrong())?;
@@ -635,7 +663,7 @@ fn check_cidr(text: &str) -> Result<(), String> {
     if prefix > max {
         return Err(format!("`{text}`: prefix length {prefix} exceeds {max}"));
     }
-    Ok(())
+    Ok((addr, prefix))
 }
 
 /// The most endpoints and ports an EndpointSlice may have.
