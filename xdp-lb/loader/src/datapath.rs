@@ -2,7 +2,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::Array,
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{Program, ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tracing::{debug, warn};
 
@@ -351,6 +351,18 @@ impl Datapath {
 }
 
 fn program(ebpf: &Ebpf, name: ProgramName) -> Result<&Xdp, Error> {
+    typed(ebpf, name)
+}
+
+fn program_mut(ebpf: &mut Ebpf, name: ProgramName) -> Result<&mut Xdp, Error> {
+    typed_mut(ebpf, name)
+}
+
+/// Program `name` of the object as its type `P` (`Xdp`, `SchedClassifier`).
+pub(crate) fn typed<'a, P>(ebpf: &'a Ebpf, name: ProgramName) -> Result<&'a P, Error>
+where
+    &'a P: TryFrom<&'a Program, Error = ProgramError>,
+{
     ebpf.program(name.as_str())
         .ok_or(Error::MissingProgram {
             program: name.as_str(),
@@ -362,7 +374,11 @@ fn program(ebpf: &Ebpf, name: ProgramName) -> Result<&Xdp, Error> {
         })
 }
 
-fn program_mut(ebpf: &mut Ebpf, name: ProgramName) -> Result<&mut Xdp, Error> {
+/// [`typed`], mutable.
+pub(crate) fn typed_mut<'a, P>(ebpf: &'a mut Ebpf, name: ProgramName) -> Result<&'a mut P, Error>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
     ebpf.program_mut(name.as_str())
         .ok_or(Error::MissingProgram {
             program: name.as_str(),

@@ -202,22 +202,10 @@ impl Datapath {
                 iface: iface.to_owned(),
                 source,
             })?;
-        // Dropping the link on an error below detaches it again: nothing is
-        // left attached without a pin.
         let link = FdLink::try_from(link).map_err(|_| Error::LinkUnsupported {
             iface: iface.to_owned(),
         })?;
-        let pinned = link.pin(&path).map_err(|source| Error::PinLink {
-            path: path.clone(),
-            source,
-        })?;
-        let fd = sys::obj_get(&path).map_err(|source| Error::PinnedLink {
-            path: path.clone(),
-            op: "open",
-            source,
-        })?;
-        drop(pinned);
-        let info = link_info(&path, fd.as_fd())?;
+        let info = pin_link(link, &path)?;
         debug!(
             iface,
             program = program.as_str(),
@@ -267,6 +255,22 @@ pub(crate) fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> 
         });
     }
     Ok(link_dir.join(iface))
+}
+
+/// Pins `link` at `path` and reads it back from the pin. Dropping the link
+/// on an error detaches it again: nothing is left attached without a pin.
+pub(crate) fn pin_link(link: FdLink, path: &Path) -> Result<LinkInfo, Error> {
+    let pinned = link.pin(path).map_err(|source| Error::PinLink {
+        path: path.to_owned(),
+        source,
+    })?;
+    let fd = sys::obj_get(path).map_err(|source| Error::PinnedLink {
+        path: path.to_owned(),
+        op: "open",
+        source,
+    })?;
+    drop(pinned);
+    link_info(path, fd.as_fd())
 }
 
 /// `iface`'s index in the calling thread's network namespace.

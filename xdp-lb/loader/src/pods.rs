@@ -27,7 +27,8 @@ use tracing::debug;
 use crate::{
     Datapath, Error, ProgramName,
     conntrack::absent,
-    links::{Pinned, ifindex, link_info, link_path, pinned_of_type, unpin},
+    datapath::{typed, typed_mut},
+    links::{Pinned, ifindex, link_path, pin_link, pinned_of_type, unpin},
     maps::{POD_INTERFACES, map_err},
     sys::{self, BPF_LINK_TYPE_TCX},
 };
@@ -146,17 +147,7 @@ impl Datapath {
             let link = FdLink::try_from(link).map_err(|_| Error::LinkUnsupported {
                 iface: iface.to_owned(),
             })?;
-            let pinned = link.pin(&path).map_err(|source| Error::PinLink {
-                path: path.clone(),
-                source,
-            })?;
-            let fd = sys::obj_get(&path).map_err(|source| Error::PinnedLink {
-                path: path.clone(),
-                op: "open",
-                source,
-            })?;
-            drop(pinned);
-            let info = link_info(&path, fd.as_fd())?;
+            let info = pin_link(link, &path)?;
             debug!(
                 iface,
                 program = program.as_str(),
@@ -223,28 +214,12 @@ fn attach_err(program: ProgramName, iface: &str, source: aya::programs::ProgramE
 }
 
 pub(crate) fn classifier(ebpf: &Ebpf, name: ProgramName) -> Result<&SchedClassifier, Error> {
-    ebpf.program(name.as_str())
-        .ok_or(Error::MissingProgram {
-            program: name.as_str(),
-        })?
-        .try_into()
-        .map_err(|source| Error::ProgramType {
-            program: name.as_str(),
-            source,
-        })
+    typed(ebpf, name)
 }
 
 pub(crate) fn classifier_mut(
     ebpf: &mut Ebpf,
     name: ProgramName,
 ) -> Result<&mut SchedClassifier, Error> {
-    ebpf.program_mut(name.as_str())
-        .ok_or(Error::MissingProgram {
-            program: name.as_str(),
-        })?
-        .try_into()
-        .map_err(|source| Error::ProgramType {
-            program: name.as_str(),
-            source,
-        })
+    typed_mut(ebpf, name)
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    xdp::forward::{AF_INET, AF_INET6, words, zero},
+    xdp::forward::fill_params,
 };
 
 /// Redirects the translated packet toward its new destination: returns the
@@ -28,35 +28,22 @@ use crate::{
 #[inline(never)]
 pub fn redirect(ctx: &TcContext, flow: &Flow, nat: &Nat) -> i32 {
     // The translated ends: `nat` replaces one, and the other under source NAT.
-    let (src, dst) = match nat.end {
-        End::Destination if nat.snat => (&nat.peer_addr, &nat.addr),
-        End::Destination => (&flow.tuple.src_addr, &nat.addr),
-        End::Source if nat.snat => (&nat.addr, &nat.peer_addr),
-        End::Source => (&nat.addr, &flow.tuple.dst_addr),
+    let t = &flow.tuple;
+    let ends = match nat.end {
+        End::Destination if nat.snat => (&nat.peer_addr, &nat.addr, nat.peer_port_be, nat.port_be),
+        End::Destination => (&t.src_addr, &nat.addr, t.src_port_be, nat.port_be),
+        End::Source if nat.snat => (&nat.addr, &nat.peer_addr, nat.port_be, nat.peer_port_be),
+        End::Source => (&nat.addr, &t.dst_addr, nat.port_be, t.dst_port_be),
     };
-    // Filled in place, as in `xdp::forward::lookup`.
     let mut params = MaybeUninit::<FibParams>::uninit();
     let p = params.as_mut_ptr();
-    zero(p);
-    // SAFETY: the program's `__sk_buff`, and `p` points at a zeroed
-    // `FibParams` on this stack frame.
-    let rc = unsafe {
-        // At the ingress hook the device is the one the packet came in on.
-        (*p).ifindex = (*ctx.skb.skb).ifindex;
-        (*p).l4_protocol = flow.tuple.proto;
-        if flow.is_v4 {
-            (*p).family = AF_INET;
-            (*p).__bindgen_anon_3.ipv4_src =
-                u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
-            (*p).__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
-        } else {
-            (*p).family = AF_INET6;
-            (*p).__bindgen_anon_3.ipv6_src = words(src);
-            (*p).__bindgen_anon_4.ipv6_dst = words(dst);
-        }
-        bpf_fib_lookup(ctx.skb.skb.cast(), p, size_of::<FibParams>() as i32, 0)
-    };
+    // SAFETY: the program's `__sk_buff`: at the ingress hook its device is
+    // the one the packet came in on.
+    let ingress = unsafe { (*ctx.skb.skb).ifindex };
+    fill_params(p, ingress, flow, ends);
+    // SAFETY: the program's context and a valid, initialised struct of the
+    // size passed.
+    let rc = unsafe { bpf_fib_lookup(ctx.skb.skb.cast(), p, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         return TC_ACT_OK;
     }

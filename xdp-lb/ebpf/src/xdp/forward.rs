@@ -28,8 +28,8 @@ use crate::{
     xdp::rewrite,
 };
 
-pub(crate) const AF_INET: u8 = 2;
-pub(crate) const AF_INET6: u8 = 10;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// `forward`'s answer for a frame larger than the egress device's MTU; it
 /// writes the MTU to its `mtu` argument and leaves the frame as it was.
@@ -162,29 +162,9 @@ fn lookup(
     now: u64,
     out: &mut MaybeUninit<NextHop>,
 ) -> bool {
-    // Filled in place: a copy of a zeroed struct may come out as a `memset`
-    // call, or as registers LLVM treats as undefined.
     let mut params = MaybeUninit::<FibParams>::uninit();
     let p = params.as_mut_ptr();
-    zero(p);
-    // SAFETY: `p` points at a zeroed `FibParams` on this stack frame.
-    unsafe {
-        (*p).ifindex = ingress;
-        (*p).l4_protocol = flow.tuple.proto;
-        (*p).sport = sport;
-        (*p).dport = dport;
-        if flow.is_v4 {
-            (*p).family = AF_INET;
-            (*p).__bindgen_anon_3.ipv4_src =
-                u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
-            (*p).__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
-        } else {
-            (*p).family = AF_INET6;
-            (*p).__bindgen_anon_3.ipv6_src = words(src);
-            (*p).__bindgen_anon_4.ipv6_dst = words(dst);
-        }
-    }
+    fill_params(p, ingress, flow, (src, dst, sport, dport));
     // SAFETY: `p` is a valid, initialised struct of the size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
@@ -227,12 +207,43 @@ fn lookup(
     true
 }
 
+/// Fills the lookup parameters in place for a packet of `flow` from `src`
+/// to `dst` entering on `ifindex`: a copy of a zeroed struct may come out as
+/// a `memset` call, or as registers LLVM treats as undefined.
+#[inline(always)]
+pub(crate) fn fill_params(
+    p: *mut FibParams,
+    ifindex: u32,
+    flow: &Flow,
+    (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
+) {
+    zero(p);
+    // SAFETY: `p` points at a zeroed `FibParams` of the caller's frame.
+    unsafe {
+        (*p).ifindex = ifindex;
+        (*p).l4_protocol = flow.tuple.proto;
+        (*p).sport = sport;
+        (*p).dport = dport;
+        if flow.is_v4 {
+            (*p).family = AF_INET;
+            (*p).__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
+            (*p).__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
+        } else {
+            (*p).family = AF_INET6;
+            (*p).__bindgen_anon_3.ipv6_src = words(src);
+            (*p).__bindgen_anon_4.ipv6_dst = words(dst);
+        }
+    }
+}
+
 /// Zeroes the lookup parameters with volatile word stores: LLVM turns a zeroed
 /// struct into a `memset` call, a byte loop in BPF. Four-byte words: the
 /// struct is only 4-byte aligned, and the verifier rejects a misaligned
 /// 8-byte stack store.
 #[inline(always)]
-pub(crate) fn zero(params: *mut FibParams) {
+fn zero(params: *mut FibParams) {
     const WORDS: usize = size_of::<FibParams>() / 4;
     const _: () = assert!(size_of::<FibParams>().is_multiple_of(4));
     let words = params.cast::<u32>();
@@ -243,7 +254,7 @@ pub(crate) fn zero(params: *mut FibParams) {
 }
 
 #[inline(always)]
-pub(crate) fn words(a: &Addr) -> [u32; 4] {
+fn words(a: &Addr) -> [u32; 4] {
     [
         u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
         u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
