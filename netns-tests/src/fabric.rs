@@ -30,7 +30,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream},
     str::FromStr as _,
     time::{Duration, Instant},
@@ -47,6 +47,7 @@ use crate::{
     Error, Netns, Proto, Result, Rig,
     http::HttpServer,
     server::{self, Kind, ServerThread, Shared},
+    stream::open_greeted,
     topology::{Endpoint, Family, Node, NodeWithPods, Options, OutsideClient, Pod, TwoNodes, plan},
 };
 
@@ -690,21 +691,7 @@ impl PeerSession {
         timeout: Duration,
     ) -> Result<Self> {
         let what = move |step: &str| format!("peer session to {addr}: {step}");
-        let stream = netns
-            .run(move || connect(local, addr, timeout))?
-            .map_err(Error::io(what("connect")))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(Error::io(what("socket options")))?;
-        let local = stream
-            .local_addr()
-            .map_err(Error::io(what("local address")))?;
-        let mut greeting = String::new();
-        BufReader::new((&stream).take(256))
-            .read_line(&mut greeting)
-            .map_err(Error::io(what("greeting")))?;
+        let (stream, local, greeting) = open_greeted(netns, local, addr, timeout, &what)?;
         let parsed = greeting
             .strip_suffix('\n')
             .and_then(|line| line.split_once(' '))
@@ -806,25 +793,6 @@ impl PeerSession {
             ))
         }
     }
-}
-
-/// A TCP connection to `addr`, from `local` (with `SO_REUSEADDR`) when given.
-fn connect(
-    local: Option<SocketAddr>,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if let Some(local) = local {
-        socket.set_reuse_address(true)?;
-        socket.bind(&local.into())?;
-    }
-    socket.connect_timeout(&addr.into(), timeout)?;
-    Ok(socket.into())
 }
 
 /// A deterministic, incompressible-looking payload of `len` bytes.

@@ -115,21 +115,8 @@ impl StreamSession {
         timeout: Duration,
     ) -> Result<Self> {
         let what = move |step: &str| format!("stream to {addr}: {step}");
-        let stream = netns
-            .run(move || connect(source, addr, timeout))?
-            .map_err(Error::io(what("connect")))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(Error::io(what("socket options")))?;
-        let local = stream
-            .local_addr()
-            .map_err(Error::io(what("local address")))?;
-        let mut greeting = String::new();
-        BufReader::new((&stream).take(256))
-            .read_line(&mut greeting)
-            .map_err(Error::io(what("greeting")))?;
+        let local = source.map(|ip| SocketAddr::new(ip, 0));
+        let (stream, local, greeting) = open_greeted(netns, local, addr, timeout, &what)?;
         let server = greeting.trim_end().to_owned();
         if !greeting.ends_with('\n') || server.is_empty() {
             return Err(Error::Io {
@@ -208,17 +195,51 @@ impl StreamSession {
     }
 }
 
-/// A TCP connection to `addr`, from `source` when given.
-fn connect(source: Option<IpAddr>, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let Some(source) = source else {
-        return TcpStream::connect_timeout(&addr, timeout);
-    };
+/// Connects from `netns` to `addr` (from `local` when given), sets the
+/// read and write timeouts, and reads the server's one-line greeting:
+/// returns the stream, its local address and the greeting as read. `what`
+/// names a step in errors.
+pub(crate) fn open_greeted(
+    netns: &Netns,
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+    what: &impl Fn(&str) -> String,
+) -> Result<(TcpStream, SocketAddr, String)> {
+    let stream = netns
+        .run(move || connect(local, addr, timeout))?
+        .map_err(Error::io(what("connect")))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(Error::io(what("socket options")))?;
+    let local = stream
+        .local_addr()
+        .map_err(Error::io(what("local address")))?;
+    let mut greeting = String::new();
+    BufReader::new((&stream).take(256))
+        .read_line(&mut greeting)
+        .map_err(Error::io(what("greeting")))?;
+    Ok((stream, local, greeting))
+}
+
+/// A TCP connection to `addr`, from `local` when given (with `SO_REUSEADDR`,
+/// so that two connections to different addresses can share a source port).
+fn connect(
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
+    if let Some(local) = local {
+        socket.set_reuse_address(true)?;
+        socket.bind(&local.into())?;
+    }
     socket.connect_timeout(&addr.into(), timeout)?;
     Ok(socket.into())
 }
