@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use anyhow::Context as _;
 use serde::Serialize;
 use tracing::info;
-use xdp_lb::{Datapath, ProgramName, Rotation};
+use xdp_lb::{BENCH_ROTATIONS, Datapath, ProgramName, Rotation};
 
 use super::{
     check::{Snapshot, XDP_REDIRECT},
@@ -174,10 +174,11 @@ impl Clients {
     }
 }
 
-/// Pads `rotations` to exactly two with rotations that change nothing.
-fn two(frame: &[u8], mut rotations: Vec<Rotation>) -> Vec<Rotation> {
-    while rotations.len() < 2 {
-        rotations.push(keep(frame, rotations.len() == 1));
+/// Pads `rotations` to exactly `BENCH_ROTATIONS` with rotations that change
+/// nothing, so the wrapper does the same work in every row.
+fn padded(frame: &[u8], mut rotations: Vec<Rotation>) -> Vec<Rotation> {
+    while rotations.len() < BENCH_ROTATIONS {
+        rotations.push(keep(frame, rotations.len() % 2 == 1));
     }
     rotations
 }
@@ -249,19 +250,39 @@ fn tracked_flows_to(
     let n = layout.services;
     // One service: its rotation would rewrite the VIP with its own value; the
     // two fields serve the flows instead.
-    let mut rotations = if n > 1 {
+    let services = if n > 1 {
         frontends.rotations(layout)
     } else {
         vec![]
     };
+    let one_field = services.len() < 2;
+    // The client moves in step with the service: flows of two services never
+    // share a client address and port, which, on a backend both services
+    // have, would clash after translation (and be given another source port).
+    let [_, _, hi, lo] = client.octets();
+    let mut rotations = services.clone();
+    for service in &services {
+        rotations.push(Rotation {
+            offset: if service.offset == DST_IP_LO {
+                SRC_IP_LO
+            } else {
+                SRC_PORT
+            },
+            base: if service.offset == DST_IP_LO {
+                u16::from_be_bytes([hi, lo])
+            } else {
+                FIRST_TRACKED_PORT
+            },
+            ..*service
+        });
+    }
     let mut flows = n;
     let per_service = min_flows.div_ceil(n);
-    if per_service > 1 && rotations.len() < 2 {
+    if per_service > 1 && one_field {
         // As few client addresses as the ports allow, then as few ports as
         // those addresses need: the count lands on `per_service` or just above.
-        let [_, _, hi, lo] = client.octets();
         let first = u16::from_be_bytes([hi, lo]);
-        let addresses = if rotations.is_empty() {
+        let addresses = if services.is_empty() {
             per_service
                 .div_ceil(PORTS_PER_CLIENT)
                 .min(u32::from(u16::MAX - first))
@@ -318,7 +339,7 @@ pub(crate) fn build(
         kind: Kind::Floor,
         program: ProgramName::XdpFloor,
         headers: established,
-        rotations: two(&frame, vec![]),
+        rotations: padded(&frame, vec![]),
         cycle: 1,
         expect: Expect::Pass,
     });
@@ -343,7 +364,7 @@ pub(crate) fn build(
         kind: Kind::ConntrackHit,
         program: ProgramName::XdpLb,
         headers: established,
-        rotations: two(&frame, rotations),
+        rotations: padded(&frame, rotations),
         cycle: flows,
         expect: Expect::Dnat,
     });
@@ -355,7 +376,7 @@ pub(crate) fn build(
         kind: Kind::Udp,
         program: ProgramName::XdpLb,
         headers: udp,
-        rotations: two(&udp.build(), rotations),
+        rotations: padded(&udp.build(), rotations),
         cycle: flows,
         expect: Expect::Dnat,
     });
@@ -370,7 +391,7 @@ pub(crate) fn build(
         kind: Kind::NonVipPass,
         program: ProgramName::XdpLb,
         headers: other,
-        rotations: two(&other.build(), vec![]),
+        rotations: padded(&other.build(), vec![]),
         cycle: 1,
         expect: Expect::Pass,
     });
@@ -402,7 +423,7 @@ pub(crate) fn build(
         kind: Kind::DsrConntrackHit,
         program: ProgramName::XdpLb,
         headers: established,
-        rotations: two(&established.build(), rotations),
+        rotations: padded(&established.build(), rotations),
         cycle: flows,
         expect: encapsulated,
     });
@@ -437,7 +458,7 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
         kind,
         program: ProgramName::XdpLb,
         headers: template,
-        rotations: two(&template.build(), rotations),
+        rotations: padded(&template.build(), rotations),
         cycle,
         expect,
     }
@@ -527,7 +548,7 @@ fn reply_case(
         kind: Kind::Reply,
         program: ProgramName::XdpLb,
         headers,
-        rotations: two(&headers.build(), vec![rotation]),
+        rotations: padded(&headers.build(), vec![rotation]),
         cycle: flows,
         expect: Expect::Reply { frontends },
     })

@@ -93,8 +93,8 @@ impl Headers {
 }
 
 /// A rotation that rewrites a field no program under test reads with the value
-/// it already has: every method-B case, the floor included, rotates exactly two
-/// fields, so the wrapper does the same work in every row.
+/// it already has: every method-B case, the floor included, rotates exactly
+/// `BENCH_ROTATIONS` fields, so the wrapper does the same work in every row.
 pub(crate) fn keep(packet: &[u8], second: bool) -> Rotation {
     let offset = if second { IP_FRAG } else { IP_ID };
     let at = usize::from(offset);

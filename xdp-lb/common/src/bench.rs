@@ -6,8 +6,11 @@ use crate::pod::impl_pod;
 
 /// The longest packet the wrapper restores (a power of two).
 pub const BENCH_MAX_PACKET: usize = 512;
-/// How many fields the wrapper can rotate.
-pub const BENCH_ROTATIONS: usize = 2;
+/// How many fields the wrapper can rotate: the service (one or two fields),
+/// the client in step with it (so that flows of different services never
+/// share a client, whose translated tuples would clash), and the flows of a
+/// service.
+pub const BENCH_ROTATIONS: usize = 4;
 
 /// A 16-bit big-endian field the wrapper rewrites before run `n` (counting
 /// from 0) to `base + (n / divisor) % modulus`. `offset` 0 means unused (byte 0
@@ -36,7 +39,7 @@ pub struct BenchInput {
     pub rotations: [Rotation; BENCH_ROTATIONS],
     pub packet: [u8; BENCH_MAX_PACKET],
 }
-const _: () = assert!(size_of::<BenchInput>() == 8 + 24 + BENCH_MAX_PACKET);
+const _: () = assert!(size_of::<BenchInput>() == 8 + 48 + BENCH_MAX_PACKET);
 
 impl Default for BenchInput {
     fn default() -> Self {

@@ -31,7 +31,7 @@ impl Datapath {
         {
             return Err(Error::InvalidOption {
                 option: "bench rotations",
-                reason: "at most 2, each a 16-bit field inside the packet past byte 0",
+                reason: "at most 4, each a 16-bit field inside the packet past byte 0",
             });
         }
         if packet.is_empty() || packet.len() > BENCH_MAX_PACKET {

@@ -65,7 +65,7 @@ pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
-    bench::{BENCH_MAX_PACKET, Rotation},
+    bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, Rotation},
     config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
     stats::{Counter, CtEvent, DecapVerdict, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
 };
