@@ -430,11 +430,12 @@ pub(crate) fn build(
     Ok(cases)
 }
 
-/// A new-flow case to `frontends`: every service in turn and, while one VIP
-/// rotation is enough, the source port counting up once per pass over the
-/// services (each run also takes a fresh client, see `Clients`).
+/// A new-flow case to `frontends`: every service in turn, each run from the
+/// next source port (and each cycle from a fresh client, see `Clients`), so
+/// that no two runs share a client address and port: two flows of one client
+/// port to two services that land on one backend would clash after
+/// translation, and be given another source port.
 fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expect) -> Case {
-    let n = layout.services;
     let template = to_frontend(
         layout,
         frontends,
@@ -443,17 +444,13 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
         L4::Syn,
     );
     let mut rotations = frontends.rotations(layout);
-    let cycle = if rotations.len() == 1 {
-        rotations.push(Rotation {
-            offset: SRC_PORT,
-            base: FIRST_NEW_PORT,
-            modulus: 0,
-            divisor: n,
-        });
-        n.saturating_mul(u32::from(u16::MAX - FIRST_NEW_PORT))
-    } else {
-        n
-    };
+    rotations.push(Rotation {
+        offset: SRC_PORT,
+        base: FIRST_NEW_PORT,
+        modulus: 0,
+        divisor: 1,
+    });
+    let cycle = u32::from(u16::MAX - FIRST_NEW_PORT);
     Case {
         kind,
         program: ProgramName::XdpLb,
