@@ -36,7 +36,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use consistent_hash::{Backend as MaglevBackend, SizingPolicy, Table};
 use tracing::warn;
 use xdp_lb::{
     AddressKind, AttachMode, Attachment, Config, CtEvent, CtStats, Datapath, Frontend, LoadOptions,
@@ -46,6 +45,7 @@ use xdp_lb::{
 use crate::{
     Error, Netns, Proto, Result, Rig,
     http::HttpServer,
+    lb_scenario,
     server::{self, Kind, ServerThread, Shared},
     stream::open_greeted,
     topology::{Endpoint, Family, Node, NodeWithPods, Options, OutsideClient, Pod, TwoNodes, plan},
@@ -516,32 +516,13 @@ impl Drop for Fabric {
     }
 }
 
-/// The Maglev table of `backends` (ID and address), keyed `ip:port/PROTO`
-/// as the control plane keys them.
+/// The Maglev table of `backends` (ID and address), with the nodes' seed.
 fn table(backends: &[(u32, SocketAddr)], protocol: Protocol) -> Result<Vec<u32>> {
-    let invalid = |e: consistent_hash::Error| Error::Invalid {
-        what: "Maglev table",
-        input: e.to_string(),
-        expected: "a table for the service's backends",
-    };
     let proto = match protocol {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
     };
-    let ids: BTreeMap<Vec<u8>, u32> = backends
-        .iter()
-        .map(|&(id, addr)| (format!("{addr}/{proto}").into_bytes(), id))
-        .collect();
-    let size = SizingPolicy::default()
-        .size_for(ids.len(), None)
-        .map_err(invalid)?;
-    let keys = ids.keys().map(|key| MaglevBackend::new(key.clone()));
-    let table = Table::build(HASH_SEED, size, keys).map_err(invalid)?;
-    Ok(table
-        .slots()
-        .iter()
-        .map(|&index| ids[&table.backends()[index as usize].key])
-        .collect())
+    lb_scenario::maglev_table(HASH_SEED, backends, proto)
 }
 
 /// A node's verdict and conntrack counters (packets, nonzero ones only).

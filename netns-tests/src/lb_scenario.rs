@@ -170,12 +170,17 @@ fn datapath_error(source: xdp_lb::Error) -> Error {
     Error::Datapath(Box::new(source))
 }
 
-/// The Maglev table of `backends` (ID and address), keyed `ip:port/PROTO`.
-fn table(backends: &[(u32, SocketAddr)], proto: &str) -> Result<Vec<u32>> {
+/// The Maglev table of `backends` (ID and address) with `seed`, keyed
+/// `ip:port/PROTO` as the control plane keys them.
+pub(crate) fn maglev_table(
+    seed: u64,
+    backends: &[(u32, SocketAddr)],
+    proto: &str,
+) -> Result<Vec<u32>> {
     let invalid = |e: consistent_hash::Error| Error::Invalid {
         what: "Maglev table",
         input: e.to_string(),
-        expected: "a table for the scenario's backends",
+        expected: "a table for the backends",
     };
     let ids: BTreeMap<Vec<u8>, u32> = backends
         .iter()
@@ -185,7 +190,7 @@ fn table(backends: &[(u32, SocketAddr)], proto: &str) -> Result<Vec<u32>> {
         .size_for(backends.len(), None)
         .map_err(invalid)?;
     let keys = ids.keys().map(|key| MaglevBackend::new(key.clone()));
-    let table = Table::build(HASH_SEED, size, keys).map_err(invalid)?;
+    let table = Table::build(seed, size, keys).map_err(invalid)?;
     Ok(table
         .slots()
         .iter()
@@ -264,7 +269,7 @@ impl Scenario {
                     Protocol::Udp => "UDP",
                 };
                 datapath
-                    .swap_table(service, &table(&backends, proto)?)
+                    .swap_table(service, &maglev_table(HASH_SEED, &backends, proto)?)
                     .map_err(datapath_error)?;
                 let frontend = Frontend::new(
                     SocketAddr::new(vip(family), kind.vip_port()),

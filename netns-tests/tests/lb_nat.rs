@@ -30,6 +30,7 @@ use std::{
 
 use netns_tests::{
     Netns, Proto,
+    fabric::payload,
     lb_scenario::{
         BACKENDS, BULK_PORT, DROPS, ECHO_PORT, EchoRun, Kind, SETTLE, Scenario, backend_id,
         backend_name, vip,
@@ -135,20 +136,6 @@ fn udp_through_vip(s: &Scenario, family: Family) -> usize {
         "{family:?}: {UDP_FLOWS} UDP flows should reach every backend: {counts:?}"
     );
     run.flows()
-}
-
-/// A deterministic, incompressible-looking payload.
-fn payload(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A one-connection sink: reads everything, answers `<name> <bytes>` and a
