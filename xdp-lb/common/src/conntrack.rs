@@ -81,6 +81,16 @@ impl CtEntry {
     pub const fn is_snat(&self) -> bool {
         self.flags & CT_SNAT != 0
     }
+
+    /// TCP: both ends have closed (a FIN each way, or a RST). The flow no
+    /// longer holds its reply tuple: a new flow whose replies would carry it
+    /// takes it over instead of clashing, as netfilter reuses the tuple of a
+    /// connection in TIME_WAIT. A half-closed flow (one FIN) still holds it:
+    /// its other end may go on sending.
+    #[inline(always)]
+    pub const fn is_closed(&self) -> bool {
+        self.flags & CT_CLOSED == CT_CLOSED
+    }
 }
 
 /// TCP states as the LB sees them (both directions pass through it in NAT mode).
@@ -98,6 +108,12 @@ pub const CT_SEEN_REPLY: u8 = 1 << 0;
 /// `reply_dst_addr`:`reply_dst_port_be` (a remote backend behind a node
 /// address, a pod reaching itself, or a clash of translated tuples).
 pub const CT_SNAT: u8 = 1 << 1;
+/// `CtEntry::flags`: the client sent a FIN (or either end a RST).
+pub const CT_FIN_CLIENT: u8 = 1 << 2;
+/// `CtEntry::flags`: the backend sent a FIN (or either end a RST).
+pub const CT_FIN_BACKEND: u8 = 1 << 3;
+/// Both ends have closed (`CtEntry::is_closed`).
+pub const CT_CLOSED: u8 = CT_FIN_CLIENT | CT_FIN_BACKEND;
 
 /// Value of `CONNTRACK`: the flow's backend and translated tuple, and its state.
 #[repr(C)]

@@ -14,7 +14,10 @@ use std::{net::SocketAddr, time::Duration};
 use aya::maps::{HashMap, MapError};
 use xdp_lb_common::{
     config::{Config, NS_PER_SEC},
-    conntrack::{CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
+    conntrack::{
+        CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING,
+        TCP_ESTABLISHED, TCP_SYN_SENT,
+    },
 };
 
 use crate::{
@@ -46,6 +49,12 @@ pub struct TrackedFlow {
     pub state: FlowState,
     /// A reply has come back through the datapath.
     pub seen_reply: bool,
+    /// TCP: the client has sent a FIN (or either end a RST).
+    pub client_closed: bool,
+    /// TCP: the backend has sent a FIN (or either end a RST). With
+    /// `client_closed`, the flow no longer holds its reply tuple: a new flow
+    /// whose replies would carry it takes it over.
+    pub backend_closed: bool,
     /// The source the flow was given by source NAT (the backend answers
     /// it); `None` when the backend sees the client's own address and port.
     pub snat: Option<SocketAddr>,
@@ -83,6 +92,8 @@ fn tracked(key: &FlowTuple, entry: &CtEntry) -> Option<TrackedFlow> {
         service_id: entry.service_id,
         state,
         seen_reply: entry.flags & CT_SEEN_REPLY != 0,
+        client_closed: entry.flags & CT_FIN_CLIENT != 0,
+        backend_closed: entry.flags & CT_FIN_BACKEND != 0,
         snat: entry
             .is_snat()
             .then(|| socket(&entry.reply_dst_addr, entry.reply_dst_port_be)),

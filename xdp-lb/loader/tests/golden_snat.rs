@@ -3,7 +3,8 @@
 //! translated too, with a port of the source-NAT range, and the reply is
 //! translated back on both ends:
 //! - a **clash**: two frontends, one client port, one backend: the second
-//!   flow keeps its address and gets another port;
+//!   flow keeps its address and gets another port, unless the first is
+//!   closed at both ends, whose tuple it then takes over;
 //! - a **remote backend** of a `snat_remote` service (NodePort with
 //!   `externalTrafficPolicy: Cluster`): the source becomes the node's
 //!   source-NAT address; a local backend keeps the client's source;
@@ -158,6 +159,100 @@ fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
                 (CtEvent::ReplyHit, 2),
             ]);
             lb.assert_verdicts(&[(Verdict::ForwardToBackend, 2), (Verdict::ForwardReply, 2)]);
+        });
+    }
+}
+
+/// A flow closed at both ends (a FIN each way) no longer holds its reply
+/// tuple: the next flow from the same client port to the same backend takes
+/// it over with the client's own source, as netfilter reuses the tuple of a
+/// connection in TIME_WAIT. Remapping it instead spent the range's ports on
+/// every reuse of a client port: a client opening thousands of short
+/// connections a second across services exhausted it and was refused. A
+/// half-closed flow (the client's FIN only) still holds it: the backend may
+/// go on sending.
+#[test]
+fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_does_not() {
+    for (vip, backend, id) in [
+        (IpAddr::from(VIP4), backend4(0), BACKEND4_IDS[0]),
+        (IpAddr::from(VIP6), backend6(0), BACKEND6_IDS[0]),
+    ] {
+        in_private_netns(|| {
+            let mut lb = lb();
+            let frontends = [80, 81, 82].map(|port| SocketAddr::new(vip, port));
+            for (id_of_service, frontend) in (1..).zip(frontends) {
+                service(&mut lb, id_of_service, frontend, &[id; 251], false);
+            }
+            let [web, admin, api] = frontends;
+            let client = SocketAddr::new(
+                if vip.is_ipv4() {
+                    CLIENT4.into()
+                } else {
+                    CLIENT6.into()
+                },
+                40000,
+            );
+            let first = Packet::tcp(FROM_CLIENT, client, web, TcpFlags::SYN);
+            let out = lb.send(&first.bytes(), lb.up0);
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&first, client, backend))
+            );
+            let client_fin = Packet::tcp(FROM_CLIENT, client, web, TcpFlags::FIN_ACK);
+            let out = lb.send(&client_fin.bytes(), lb.up0);
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&client_fin, client, backend))
+            );
+
+            // Half-closed: a clash, remapped.
+            let second = Packet::tcp(FROM_CLIENT, client, admin, TcpFlags::SYN);
+            let out = lb.send(&second.bytes(), lb.up0);
+            let remapped = snat_source(&lb, &second);
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&second, remapped, backend))
+            );
+
+            // The backend's FIN closes the first flow at both ends.
+            let backend_fin = Packet {
+                l4: L4::Tcp(TcpFlags::FIN_ACK),
+                ..answer(&first, backend, client)
+            };
+            let out = lb.send(&backend_fin.bytes(), lb.dn0);
+            let expected = backend_fin
+                .with_src(web)
+                .routed(UP_MAC, mac_of(client.ip()))
+                .bytes();
+            assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+            let closed = lb.dp.tracked_flow(&first.flow()).expect("conntrack");
+            assert!(
+                closed.is_some_and(|t| t.client_closed && t.backend_closed),
+                "{closed:?}"
+            );
+
+            // Closed: the third flow keeps the client's own source, and the
+            // backend's answers on the tuple are the third flow's.
+            let third = Packet::tcp(FROM_CLIENT, client, api, TcpFlags::SYN);
+            let out = lb.send(&third.bytes(), lb.up0);
+            assert_eq!(
+                (out.action, out.packet),
+                (XDP_REDIRECT, to_backend(&third, client, backend)),
+                "the closed flow's tuple is taken over"
+            );
+            let reply = answer(&third, backend, client);
+            let out = lb.send(&reply.bytes(), lb.dn0);
+            let expected = reply
+                .with_src(api)
+                .routed(UP_MAC, mac_of(client.ip()))
+                .bytes();
+            assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+            lb.assert_ct(&[
+                (CtEvent::Created, 3),
+                (CtEvent::Hit, 1),
+                (CtEvent::SnatAllocated, 1),
+                (CtEvent::ReplyHit, 2),
+            ]);
         });
     }
 }

@@ -19,8 +19,8 @@ use xdp_lb_common::{
     backend::Backend,
     config::{Config, NS_PER_SEC},
     conntrack::{
-        CT_SEEN_REPLY, CT_SNAT, CtEntry, FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED,
-        TCP_SYN_SENT,
+        CT_CLOSED, CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CT_SNAT, CtEntry, FlowTuple,
+        NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     },
     service::{SERVICE_DSR, SERVICE_SNAT_REMOTE, Service},
     stats::CtEvent,
@@ -29,6 +29,7 @@ use xdp_lb_common::{
 use crate::{
     lb::{End, Nat, flow::Flow},
     maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct},
+    wire::{TCP_FIN, TCP_RST},
 };
 
 /// `last_seen` is rewritten at most this often, so a busy flow does not make
@@ -54,6 +55,21 @@ fn next_state(state: u8, flags: u8, flow: &Flow) -> u8 {
         TCP_ESTABLISHED
     } else {
         state
+    }
+}
+
+/// The `CT_FIN_*` flags a packet of `flow` sets, sent by the end whose FIN
+/// flag is `end`: a FIN closes its sender's end, a RST both.
+#[inline(always)]
+fn closed_ends(flow: &Flow, end: u8) -> u8 {
+    if !flow.is_tcp {
+        0
+    } else if flow.tcp_flags & TCP_RST != 0 {
+        CT_CLOSED
+    } else if flow.tcp_flags & TCP_FIN != 0 {
+        end
+    } else {
+        0
     }
 }
 
@@ -102,14 +118,24 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
     if state != e.state {
         e.state = state;
     }
+    let closed = closed_ends(flow, CT_FIN_CLIENT);
+    if e.flags & closed != closed {
+        e.flags |= closed;
+    }
     if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
         // Rewrite the reply entry with the refresh: if the LRU took it while the
         // flow was alive, it comes back within a second. A DSR flow has none:
         // its replies do not come back this way. A source-NAT port the LRU
-        // freed is taken back only if no other flow claimed it meanwhile.
+        // freed is taken back only if no other flow claimed it meanwhile, and
+        // so is the reply tuple of a closed flow, which a new flow may have
+        // taken over (`holds`).
         if !is_dsr(service) {
-            let flags = if e.is_snat() { BPF_NOEXIST } else { 0 };
+            let flags = if e.is_snat() || e.is_closed() {
+                BPF_NOEXIST
+            } else {
+                0
+            };
             let _ =
                 CONNTRACK_REPLY.insert(e.reply_key(flow.tuple.proto), &flow.tuple, flags.into());
         }
@@ -288,6 +314,12 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
     // A DSR flow's replies never pass here: its next segment after the SYN
     // establishes it.
     let seen = if dsr { CT_SEEN_REPLY } else { 0 };
+    // A SYN's FIN (a segment no stack sends) closes nothing: it opens.
+    let closed = if state == TCP_CLOSING {
+        closed_ends(flow, CT_FIN_CLIENT)
+    } else {
+        0
+    };
     let entry = CtEntry {
         last_seen_ns: now_ns(),
         backend_id: nat.backend_id,
@@ -295,7 +327,7 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
         backend_addr: nat.addr,
         backend_port_be: nat.port_be,
         state,
-        flags: if nat.snat { seen | CT_SNAT } else { seen },
+        flags: if nat.snat { seen | CT_SNAT } else { seen } | closed,
         service_id: nat.service_id,
         reply_dst_addr: nat.peer_addr,
         reply_dst_port_be: nat.peer_port_be,
@@ -399,8 +431,8 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
 
 /// Makes `reply` the reply entry of `original`: true when it was free, is
 /// `original`'s already (the flow is re-created), or belongs to a flow that
-/// no longer holds it (expired, gone, or moved to another backend or port),
-/// which is how a source-NAT port is released. A subprogram of its own, so
+/// no longer holds it (expired, gone, closed at both ends, or moved to
+/// another backend or port), which is how a source-NAT port is released. A subprogram of its own, so
 /// that its lookups do not add to the frame of the loop that calls it.
 #[inline(never)]
 fn claim(reply: &FlowTuple, original: &FlowTuple, config: &Config) -> bool {
@@ -423,7 +455,8 @@ fn claim(reply: &FlowTuple, original: &FlowTuple, config: &Config) -> bool {
     CONNTRACK_REPLY.insert(reply, original, 0).is_ok()
 }
 
-/// True when the flow keyed `holder` is alive and its replies carry `reply`.
+/// True when the flow keyed `holder` is alive, not closed at both ends
+/// (`CtEntry::is_closed`), and its replies carry `reply`.
 #[inline(always)]
 fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
     let Some(e) = CONNTRACK.get_ptr(holder) else {
@@ -431,7 +464,8 @@ fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
     };
     // SAFETY: a map value of the right type, read once.
     let e = unsafe { &*e };
-    now_ns().saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state)
+    !e.is_closed()
+        && now_ns().saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state)
         && e.backend_addr == reply.src_addr
         && e.backend_port_be == reply.src_port_be
         && e.reply_dst_addr == reply.dst_addr
@@ -497,6 +531,10 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
     let state = next_state(e.state, e.flags, flow);
     if state != e.state {
         e.state = state;
+    }
+    let closed = closed_ends(flow, CT_FIN_BACKEND);
+    if e.flags & closed != closed {
+        e.flags |= closed;
     }
     Some(nat)
 }

@@ -204,6 +204,10 @@ pub(crate) struct Entry {
     pub snat: Option<SocketAddr>,
     /// TCP: a FIN or RST was seen (either way): the next SYN re-creates it.
     pub closing: bool,
+    /// TCP: the client sent a FIN, or either end a RST.
+    pub client_closed: bool,
+    /// TCP: the backend sent a FIN, or either end a RST.
+    pub backend_closed: bool,
 }
 
 impl Entry {
@@ -213,7 +217,44 @@ impl Entry {
             backend: tracked.backend,
             snat: tracked.snat,
             closing: tracked.state == FlowState::Closing,
+            client_closed: tracked.client_closed,
+            backend_closed: tracked.backend_closed,
         }
+    }
+
+    /// A new entry, created by a packet with TCP `flags` from the client.
+    fn new(backend: SocketAddr, snat: Option<SocketAddr>, flags: u8) -> Self {
+        let mut entry = Self {
+            backend,
+            snat,
+            closing: false,
+            client_closed: false,
+            backend_closed: false,
+        };
+        // A SYN opens the flow, whatever else it carries.
+        if !is_syn(flags) {
+            entry.see(flags, true);
+        }
+        entry
+    }
+
+    /// A packet of the flow with TCP `flags`, from the client or the
+    /// backend: a FIN or RST makes it closing; a FIN closes its sender's
+    /// end, a RST both.
+    fn see(&mut self, flags: u8, from_client: bool) {
+        if !is_closing(flags) {
+            return;
+        }
+        self.closing = true;
+        let rst = flags & TCP_RST != 0;
+        self.client_closed |= rst || from_client;
+        self.backend_closed |= rst || !from_client;
+    }
+
+    /// Both ends closed: the flow no longer holds its reply tuple, which a
+    /// new flow takes over instead of clashing (`CtEntry::is_closed`).
+    const fn is_closed(&self) -> bool {
+        self.client_closed && self.backend_closed
     }
 }
 
@@ -341,6 +382,7 @@ impl Conntrack {
             .iter()
             .filter(|(tuple, holder)| {
                 *holder != flow
+                    && self.holds(holder)
                     && tuple.proto == flow.proto
                     && tuple.src == backend
                     && tuple.dst.ip() == addr
@@ -348,6 +390,14 @@ impl Conntrack {
             })
             .map(|(tuple, _)| tuple.dst.port())
             .collect()
+    }
+
+    /// The flow `holder` of a reply entry still holds its tuple: it is not
+    /// closed at both ends (`CtEntry::is_closed`).
+    fn holds(&self, holder: &Flow) -> bool {
+        self.tracked
+            .get(holder)
+            .is_some_and(|t| !t.entry.is_closed())
     }
 
     /// Creates (or re-creates) `flow`'s entry: to `backend`, with `snat`'s
@@ -359,10 +409,13 @@ impl Conntrack {
         match old {
             None => self.flows.push(flow),
             Some(old) if !old.dsr => {
+                // Unless a new flow took the tuple over from it, closed.
                 let tuple = Self::reply_tuple(&flow, &old.entry);
-                self.replies.remove(&tuple);
-                if old.entry.snat.is_none() {
-                    self.stale.push((tuple, flow));
+                if self.replies.get(&tuple) == Some(&flow) {
+                    self.replies.remove(&tuple);
+                    if old.entry.snat.is_none() {
+                        self.stale.push((tuple, flow));
+                    }
                 }
             }
             Some(_) => {}
@@ -526,17 +579,13 @@ impl Model {
                 let tracked = self.conntrack.tracked.get(flow).copied();
                 match tracked {
                     Some(mut t) if !(is_syn(flags) && t.entry.closing) => {
-                        t.entry.closing |= is_closing(flags);
+                        t.entry.see(flags, true);
                         self.conntrack.tracked.insert(*flow, t);
                     }
                     _ => {
                         self.conntrack.events.created += 1;
                         self.conntrack.events.reselected_closing += u64::from(tracked.is_some());
-                        let entry = Entry {
-                            backend: *backend,
-                            snat: None,
-                            closing: !is_syn(flags) && is_closing(flags),
-                        };
+                        let entry = Entry::new(*backend, None, flags);
                         let tracked = Tracked {
                             entry,
                             dsr: true,
@@ -549,7 +598,7 @@ impl Model {
             }
             Expected::Reply { original, .. } => {
                 if let Some(t) = self.conntrack.tracked.get_mut(original) {
-                    t.entry.closing |= is_closing(flags);
+                    t.entry.see(flags, false);
                 }
                 *original
             }
@@ -601,17 +650,13 @@ impl Model {
         let was = self.conntrack.tracked.get(&flow).copied();
         match was {
             Some(mut t) if !created => {
-                t.entry.closing |= is_closing(flags);
+                t.entry.see(flags, true);
                 self.conntrack.tracked.insert(flow, t);
             }
             _ => {
                 self.conntrack.events.created += 1;
                 self.conntrack.events.reselected_closing += u64::from(was.is_some());
-                let entry = Entry {
-                    backend,
-                    snat,
-                    closing: !is_syn(flags) && is_closing(flags),
-                };
+                let entry = Entry::new(backend, snat, flags);
                 let tracked = Tracked {
                     entry,
                     dsr: false,
@@ -872,7 +917,7 @@ impl Model {
                 .conntrack
                 .replies
                 .get(&natural)
-                .is_some_and(|holder| holder != flow) =>
+                .is_some_and(|holder| holder != flow && self.conntrack.holds(holder)) =>
             {
                 (Snat::Clash, flow.src.ip())
             }
