@@ -90,6 +90,24 @@ fn snat_source(lb: &Lb, request: &Packet) -> SocketAddr {
     source
 }
 
+/// Each family's VIP, with its first backend and that backend's ID.
+fn vips_and_first_backends() -> [(IpAddr, SocketAddr, u32); 2] {
+    [
+        (IpAddr::from(VIP4), backend4(0), BACKEND4_IDS[0]),
+        (IpAddr::from(VIP6), backend6(0), BACKEND6_IDS[0]),
+    ]
+}
+
+/// The client of `vip`'s family, from port 40000.
+fn client_port_40000(vip: IpAddr) -> SocketAddr {
+    let client: IpAddr = if vip.is_ipv4() {
+        CLIENT4.into()
+    } else {
+        CLIENT6.into()
+    };
+    SocketAddr::new(client, 40000)
+}
+
 fn service(lb: &mut Lb, id: u32, frontend: SocketAddr, table: &[u32], snat_remote: bool) {
     lb.dp.swap_table(id, table).expect("table");
     lb.dp
@@ -106,24 +124,14 @@ fn service(lb: &mut Lb, id: u32, frontend: SocketAddr, table: &[u32], snat_remot
 
 #[test]
 fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
-    for (vip, backend, id) in [
-        (IpAddr::from(VIP4), backend4(0), BACKEND4_IDS[0]),
-        (IpAddr::from(VIP6), backend6(0), BACKEND6_IDS[0]),
-    ] {
+    for (vip, backend, id) in vips_and_first_backends() {
         // A namespace per family: the fixture's interfaces are made once in one.
         in_private_netns(|| {
             let mut lb = lb();
             let (web, admin) = (SocketAddr::new(vip, 80), SocketAddr::new(vip, 81));
             service(&mut lb, 1, web, &[id; 251], false);
             service(&mut lb, 2, admin, &[id; 251], false);
-            let client = SocketAddr::new(
-                if vip.is_ipv4() {
-                    CLIENT4.into()
-                } else {
-                    CLIENT6.into()
-                },
-                40000,
-            );
+            let client = client_port_40000(vip);
             let first = Packet::tcp(FROM_CLIENT, client, web, TcpFlags::SYN);
             let second = Packet::tcp(FROM_CLIENT, client, admin, TcpFlags::SYN);
 
@@ -173,10 +181,7 @@ fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
 /// go on sending.
 #[test]
 fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_does_not() {
-    for (vip, backend, id) in [
-        (IpAddr::from(VIP4), backend4(0), BACKEND4_IDS[0]),
-        (IpAddr::from(VIP6), backend6(0), BACKEND6_IDS[0]),
-    ] {
+    for (vip, backend, id) in vips_and_first_backends() {
         in_private_netns(|| {
             let mut lb = lb();
             let frontends = [80, 81, 82].map(|port| SocketAddr::new(vip, port));
@@ -184,14 +189,7 @@ fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_do
                 service(&mut lb, id_of_service, frontend, &[id; 251], false);
             }
             let [web, admin, api] = frontends;
-            let client = SocketAddr::new(
-                if vip.is_ipv4() {
-                    CLIENT4.into()
-                } else {
-                    CLIENT6.into()
-                },
-                40000,
-            );
+            let client = client_port_40000(vip);
             let first = Packet::tcp(FROM_CLIENT, client, web, TcpFlags::SYN);
             let out = lb.send(&first.bytes(), lb.up0);
             assert_eq!(
