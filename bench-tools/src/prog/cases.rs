@@ -45,7 +45,7 @@ const FRESH_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 0);
 const FIRST_NEW_PORT: u16 = 10_000;
 
 /// The classes of DESIGN.md's table, plus the floor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Kind {
     /// `xdp_floor`: parse Ethernet/IPv4/TCP, bump one counter, pass.

@@ -38,7 +38,7 @@ use self::{
 };
 
 /// `xlb-bench prog [--runs N] [--repeat R] [--calls C] [--services 1,1000,100000]
-/// [--flows F] [--method a|b|both] [--json FILE]`.
+/// [--flows F] [--method a|b|both] [--cases new-tcp-flow,...] [--json FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProgArgs {
     /// Measured runs per case and method (the median is reported, with min and max).
@@ -71,6 +71,11 @@ pub(crate) struct ProgArgs {
     /// Which methods to run.
     #[arg(long, value_enum, default_value_t = MethodChoice::Both)]
     method: MethodChoice,
+    /// Measure only these cases, comma-separated (the floor is always
+    /// measured: every ratio takes it). Every case is still set up and
+    /// checked. Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    cases: Vec<Kind>,
     /// Stop after the round that ends past this many seconds of measuring (set-up
     /// not counted; at least three rounds are measured, or --runs if fewer).
     #[arg(long, default_value_t = 120)]
@@ -151,6 +156,13 @@ pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl ProgArgs {
+    /// `--cases` names `kind`, or names nothing; the floor always.
+    fn measures(&self, kind: Kind) -> bool {
+        kind == Kind::Floor || self.cases.is_empty() || self.cases.contains(&kind)
+    }
+}
+
 /// One scale: its datapath, its cases and their figures.
 #[derive(Debug)]
 struct Scale {
@@ -174,7 +186,7 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
         let layout = Layout::new(n)?;
         let pins = bpffs.join(format!("services-{n}-flows-{flows}"));
         let mut dp = fixture::load(&layout, conntrack, args.seed, &pins)?;
-        let cases = cases::build(&mut dp, &layout, flows, args.seed)?;
+        let mut cases = cases::build(&mut dp, &layout, flows, args.seed)?;
         for case in &cases {
             check::golden(&dp, case, interfaces, &mut clients).with_context(|| {
                 format!(
@@ -184,6 +196,7 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
             })?;
         }
         let samples = |method, per_run| args.method.includes(method).then(|| Samples::new(per_run));
+        cases.retain(|c| args.measures(c.kind));
         let rows = cases
             .iter()
             .map(|case| Row {
