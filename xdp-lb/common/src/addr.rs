@@ -67,9 +67,50 @@ pub const fn filter_bit_v6(prefix: [u8; 8]) -> u32 {
     ((prefix >> 40) ^ (prefix >> 16) ^ prefix) as u32 & (FILTER_BITS - 1)
 }
 
+/// Bits in the node-address filter (`NODE_FILTER`): 32 KiB, so that it
+/// stays in cache beside the hot maps.
+pub const NODE_FILTER_BITS: u32 = 1 << 18;
+/// 64-bit words of the node-address filter.
+pub const NODE_FILTER_WORDS: u32 = NODE_FILTER_BITS / 64;
+
+/// The node-address filter bit of `addr`: a multiplicative hash of the whole
+/// address (node addresses are few, and often share a prefix with VIPs).
+///
+/// A bit is set for every address ever declared a node address, before the
+/// address is, and never cleared. A service found on an address whose bit is
+/// clear is therefore on a VIP-only address, and its request skips the
+/// `ADDRESSES` lookup: a shared or stale bit only sends it down that lookup.
+#[inline(always)]
+pub const fn node_filter_bit(addr: &Addr) -> u32 {
+    let a = addr;
+    let high = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let low = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    // Fibonacci hashing: the top bits of the product mix every input bit.
+    ((high ^ low).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NODE_FILTER_BITS.trailing_zeros()))
+        as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_filter_bits_are_in_range_and_tell_neighbours_apart() {
+        let a = v4_mapped([198, 18, 2, 5]);
+        let b = v4_mapped([198, 18, 2, 6]);
+        assert!(node_filter_bit(&a) < NODE_FILTER_BITS);
+        assert_ne!(node_filter_bit(&a), node_filter_bit(&b));
+        let mut bits = [0u32; 256];
+        for (i, bit) in (0..=255u8).zip(bits.iter_mut()) {
+            *bit = node_filter_bit(&v4_mapped([10, 0, 0, i]));
+        }
+        bits.sort_unstable();
+        let distinct = 1 + bits.windows(2).filter(|w| w[0] != w[1]).count();
+        // A /24 of nodes spreads over (nearly) as many bits.
+        assert!(distinct > 250, "{distinct}");
+        let v6 = [0xffu8; 16];
+        assert!(node_filter_bit(&v6) < NODE_FILTER_BITS);
+    }
 
     #[test]
     fn filter_bits_are_ipv4_slash_24s_and_in_range() {

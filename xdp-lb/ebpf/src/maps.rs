@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use xdp_lb_common::{
-    addr::FILTER_WORDS,
+    addr::{Addr, FILTER_WORDS, NODE_FILTER_WORDS, node_filter_bit},
     affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, NextHop},
     config::{Config, FloodWindow},
@@ -77,6 +77,12 @@ pub static LAYOUT: Array<u32, 1> = Array::new();
 /// (`xdp_lb_common::addr::filter_bit`).
 #[btf_map]
 pub static ADDRESS_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
+/// One bit per hash of an address ever declared a node address
+/// (`xdp_lb_common::addr::node_filter_bit`): a service found on an address
+/// whose bit is clear is on a VIP-only address, without an `ADDRESSES` lookup.
+#[btf_map]
+pub static NODE_FILTER: Array<u64, { NODE_FILTER_WORDS as usize }> = Array::new();
 
 /// Frontend addresses and their kind (VIP-only or node address).
 #[btf_map]
@@ -189,6 +195,16 @@ pub fn forget_ranges(a: usize, b: usize) -> (usize, usize) {
 #[inline(always)]
 pub fn filter_has(bit: u32) -> bool {
     match ADDRESS_FILTER.get(bit / 64) {
+        Some(word) => word & (1 << (bit % 64)) != 0,
+        None => true,
+    }
+}
+
+/// False when `addr` was never declared a node address (see `NODE_FILTER`).
+#[inline(always)]
+pub fn maybe_node_address(addr: &Addr) -> bool {
+    let bit = node_filter_bit(addr);
+    match NODE_FILTER.get(bit / 64) {
         Some(word) => word & (1 << (bit % 64)) != 0,
         None => true,
     }

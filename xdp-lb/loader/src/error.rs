@@ -84,6 +84,9 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error("frontend {frontend}: its address is not declared (`set_address` it first)")]
+    UndeclaredAddress { frontend: std::net::SocketAddr },
+
     #[error(
         "{kind} ID {id} is out of range (the map holds IDs below {limit}; backend ID 0 is reserved)"
     )]

@@ -20,7 +20,7 @@ use aya::{
 };
 use xdp_lb_common::{
     LAYOUT_VERSION,
-    addr::filter_bit,
+    addr::{filter_bit, node_filter_bit},
     backend::{BACKEND_ACTIVE, BACKEND_LOCAL, Backend, NO_BACKEND},
     config::Config,
     service::{
@@ -48,6 +48,7 @@ pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
 pub(crate) const ADDRESS_FILTER: &str = "ADDRESS_FILTER";
+pub(crate) const NODE_FILTER: &str = "NODE_FILTER";
 /// The host sides of pod veths with the TC programs, by ifindex.
 pub(crate) const POD_INTERFACES: &str = "POD_INTERFACES";
 /// L2 announcements: address → interface and MAC.
@@ -76,7 +77,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 29] = [
+pub(crate) const ALL: [&str; 30] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -89,6 +90,7 @@ pub(crate) const ALL: [&str; 29] = [
     LAYOUT,
     ADDRESSES,
     ADDRESS_FILTER,
+    NODE_FILTER,
     POD_INTERFACES,
     L2_ANNOUNCE,
     SERVICES,
@@ -267,9 +269,13 @@ impl Datapath {
             AddressKind::Vip => ADDRESS_VIP,
             AddressKind::Node => ADDRESS_NODE,
         };
-        // The filter bit before the address: a packet that finds the address
-        // must never be turned away by the filter.
+        // The filter bits before the address: a packet that finds the address
+        // must never be turned away by the filter, and a node address must
+        // never be taken for a VIP-only one.
         self.mark_address(addr)?;
+        if kind == ADDRESS_NODE {
+            self.mark_node_address(addr)?;
+        }
         HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
             .map_err(map_err(ADDRESSES, "open"))?
             .insert(
@@ -312,7 +318,28 @@ impl Datapath {
         Ok(())
     }
 
-    /// Forgets a frontend address: its traffic passes untouched again.
+    /// Sets `addr`'s bit in the node-address filter (`NODE_FILTER`), never
+    /// cleared: a stale bit only sends requests to the addresses sharing it
+    /// down the `ADDRESSES` lookup.
+    fn mark_node_address(&mut self, addr: IpAddr) -> Result<(), Error> {
+        let bit = node_filter_bit(&to_addr(addr));
+        let mut filter = Array::<_, u64>::try_from(self.map_mut(NODE_FILTER)?)
+            .map_err(map_err(NODE_FILTER, "open"))?;
+        let (index, mask) = (bit / 64, 1u64 << (bit % 64));
+        let word = filter
+            .get(&index, 0)
+            .map_err(map_err(NODE_FILTER, "read"))?;
+        if word & mask == 0 {
+            filter
+                .set(index, word | mask, 0)
+                .map_err(map_err(NODE_FILTER, "write"))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a frontend address: its traffic passes untouched again once
+    /// its frontends are deleted, which must come first (a frontend left on
+    /// it goes on being balanced).
     pub fn remove_address(&mut self, addr: IpAddr) -> Result<(), Error> {
         HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
             .map_err(map_err(ADDRESSES, "open"))?
@@ -323,7 +350,10 @@ impl Datapath {
     }
 
     /// Points `frontend` at service `id` (whose table should exist already),
-    /// with `options` (ClientIP affinity, direct server return).
+    /// with `options` (ClientIP affinity, direct server return). Its address
+    /// must be declared first ([`Self::set_address`]): the datapath takes a
+    /// service on an address never declared a node address for one on a
+    /// VIP-only address, without looking the address up.
     pub fn upsert_service(
         &mut self,
         frontend: &Frontend,
@@ -331,6 +361,23 @@ impl Datapath {
         options: &ServiceOptions,
     ) -> Result<(), Error> {
         self.check_service_id(id)?;
+        let declared = HashMap::<_, AddressKey, AddressInfo>::try_from(self.map(ADDRESSES)?)
+            .map_err(map_err(ADDRESSES, "open"))?
+            .get(
+                &AddressKey {
+                    addr: frontend.key().addr,
+                },
+                0,
+            );
+        match declared {
+            Ok(_) => {}
+            Err(MapError::KeyNotFound) => {
+                return Err(Error::UndeclaredAddress {
+                    frontend: frontend.addr,
+                });
+            }
+            Err(e) => return Err(map_err(ADDRESSES, "read")(e)),
+        }
         let (mut flags, affinity_timeout_s) = match options.client_ip_affinity {
             None => (0, 0),
             Some(timeout) => (SERVICE_AFFINITY_CLIENT_IP, affinity_seconds(timeout)?),

@@ -115,9 +115,16 @@ fn ids_beyond_the_map_sizes_are_refused() {
         SIZES.backends,
     );
     assert_eq!(dp.backend(2).unwrap(), None, "nothing of the batch written");
-    // The last IDs are fine.
+    // The last IDs are fine, once the frontend's address is declared.
     dp.put_backend(SIZES.backends - 1, backend4(0), 1).unwrap();
     dp.swap_table(SIZES.services - 1, &[SIZES.backends - 1])
+        .unwrap();
+    let undeclared = dp.upsert_service(&frontend, SIZES.services - 1, &ServiceOptions::default());
+    assert!(
+        matches!(undeclared, Err(Error::UndeclaredAddress { frontend: f }) if f == frontend.addr),
+        "{undeclared:?}"
+    );
+    dp.set_address(IpAddr::from(VIP4), AddressKind::Vip)
         .unwrap();
     dp.upsert_service(&frontend, SIZES.services - 1, &ServiceOptions::default())
         .unwrap();

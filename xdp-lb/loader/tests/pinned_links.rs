@@ -14,8 +14,8 @@ use std::{
 use aya::maps::{Map, MapData, PerCpuArray};
 use support::{in_private_netns, ip_batch, run, with_private_bpffs};
 use xdp_lb::{
-    AttachMode, Counter, DEFAULT_VERSION_STAMP, Datapath, Error, Frontend, LoadOptions, MapSizes,
-    ParseCounter, PinnedLinkInfo, ProgramName, Protocol, ServiceOptions,
+    AddressKind, AttachMode, Counter, DEFAULT_VERSION_STAMP, Datapath, Error, Frontend,
+    LoadOptions, MapSizes, ParseCounter, PinnedLinkInfo, ProgramName, Protocol, ServiceOptions,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -135,6 +135,7 @@ fn an_upgrade_replaces_the_program_in_the_pinned_link_without_detaching() {
             // Agent A: stamp 1, a service, attached through a pinned link.
             let mut a = load(&maps, 1);
             assert_eq!(a.version_stamp().unwrap(), 1);
+            a.set_address(frontend.addr.ip(), AddressKind::Vip).unwrap();
             a.upsert_service(
                 &frontend,
                 5,

@@ -35,7 +35,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::flow::{Flow, MAX_L3_OFFSET, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES, SOURCE_RANGES, filter_has},
+    maps::{ADDRESSES, CONFIG, SERVICES, SOURCE_RANGES, filter_has, maybe_node_address},
     packet::FrameSource,
     parse::Parsed,
 };
@@ -274,20 +274,28 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     if !dst_marked && !src_marked {
         return Decision::pass(Verdict::PassNotFrontend);
     }
-    // A plain integer, 0 for "not a frontend address": an `Option` here leaves
-    // an undefined payload that LLVM may spill, and the verifier rejects
-    // reading an uninitialised register.
-    let address = if dst_marked {
-        ADDRESSES.get_ptr(AddressKey {
-            addr: flow.tuple.dst_addr,
-        })
+    let key = FrontendKey {
+        addr: flow.tuple.dst_addr,
+        port_be: flow.tuple.dst_port_be,
+        proto: flow.tuple.proto,
+        _pad: 0,
+    };
+    // A request to a service on an address never declared a node address is
+    // on a VIP-only address (frontends are declared after their address):
+    // the service first, and the address lookup only when it is missing.
+    let never_node = dst_marked && !maybe_node_address(&flow.tuple.dst_addr);
+    let mut service = if never_node {
+        SERVICES.get_ptr(key)
     } else {
         None
     };
-    let kind = match address {
-        // SAFETY: a map value of the right type, read once.
-        Some(address) => unsafe { (*address).kind },
-        None => NOT_A_FRONTEND,
+    // A plain integer, 0 for "not a frontend address": an `Option` here leaves
+    // an undefined payload that LLVM may spill, and the verifier rejects
+    // reading an uninitialised register.
+    let kind = if service.is_some() {
+        ADDRESS_VIP
+    } else {
+        address_kind(dst_marked, &flow.tuple.dst_addr)
     };
 
     // 1. The reply direction first: a backend answering a tracked flow. A
@@ -306,13 +314,10 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     if is_node_address && !in_nodeport_range(flow.tuple.dst_port_be, config) {
         return Decision::pass(Verdict::PassNodeAddress);
     }
-    let key = FrontendKey {
-        addr: flow.tuple.dst_addr,
-        port_be: flow.tuple.dst_port_be,
-        proto: flow.tuple.proto,
-        _pad: 0,
-    };
-    let Some(service) = SERVICES.get_ptr(key) else {
+    if service.is_none() && !(never_node && kind == ADDRESS_VIP) {
+        service = SERVICES.get_ptr(key);
+    }
+    let Some(service) = service else {
         return if is_node_address {
             Decision::pass(Verdict::PassNodeAddress)
         } else {
@@ -376,6 +381,20 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         );
     }
     Decision::toward_backend(&service)
+}
+
+/// The kind of `addr` (`ADDRESSES`), `NOT_A_FRONTEND` when it is none or
+/// the address filter ruled it out (`marked` false).
+#[inline(always)]
+fn address_kind(marked: bool, addr: &Addr) -> u32 {
+    if !marked {
+        return NOT_A_FRONTEND;
+    }
+    match ADDRESSES.get_ptr(AddressKey { addr: *addr }) {
+        // SAFETY: a map value of the right type, read once.
+        Some(address) => unsafe { (*address).kind },
+        None => NOT_A_FRONTEND,
+    }
 }
 
 /// True when the client of `tuple` is in one of `service`'s networks. A
