@@ -37,9 +37,43 @@ pub struct BenchInput {
     /// executes on one CPU).
     pub runs: u32,
     pub rotations: [Rotation; BENCH_ROTATIONS],
+    /// Where each rotation stands, advanced by the wrapper after every run:
+    /// counting beats dividing (a BPF division costs tens of cycles, and
+    /// every row, the floor included, pays the wrapper). Zero with `runs`.
+    pub steps: [RotationStep; BENCH_ROTATIONS],
     pub packet: [u8; BENCH_MAX_PACKET],
 }
-const _: () = assert!(size_of::<BenchInput>() == 8 + 48 + BENCH_MAX_PACKET);
+const _: () = assert!(size_of::<BenchInput>() == 8 + 48 + 32 + BENCH_MAX_PACKET);
+
+/// A rotation's position: run `n` has `step == (n / divisor) % modulus` and
+/// `within == n % divisor` (see `Rotation::value`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RotationStep {
+    pub step: u32,
+    pub within: u32,
+}
+
+impl RotationStep {
+    /// The field's value in this run.
+    #[inline(always)]
+    pub const fn value(&self, rotation: &Rotation) -> u16 {
+        rotation.base.wrapping_add(self.step as u16)
+    }
+
+    /// Moves on to the next run.
+    #[inline(always)]
+    pub const fn advance(&mut self, rotation: &Rotation) {
+        self.within += 1;
+        if self.within >= rotation.divisor {
+            self.within = 0;
+            self.step = self.step.wrapping_add(1);
+            if self.step == rotation.modulus {
+                self.step = 0;
+            }
+        }
+    }
+}
 
 impl Default for BenchInput {
     fn default() -> Self {
@@ -47,6 +81,7 @@ impl Default for BenchInput {
             len: 0,
             runs: 0,
             rotations: [Rotation::default(); BENCH_ROTATIONS],
+            steps: [RotationStep::default(); BENCH_ROTATIONS],
             packet: [0; BENCH_MAX_PACKET],
         }
     }
@@ -65,4 +100,30 @@ impl Rotation {
     }
 }
 
-impl_pod!(Rotation, BenchInput);
+impl_pod!(Rotation, RotationStep, BenchInput);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_steps_give_the_formulas_values() {
+        for (modulus, divisor) in [(0, 1), (0, 0), (7, 1), (5, 3), (1, 4), (0, 6)] {
+            let rotation = Rotation {
+                offset: 40,
+                base: 65_530,
+                modulus,
+                divisor,
+            };
+            let mut step = RotationStep::default();
+            for n in 0..100 {
+                assert_eq!(
+                    step.value(&rotation),
+                    rotation.value(n),
+                    "{rotation:?} run {n}"
+                );
+                step.advance(&rotation);
+            }
+        }
+    }
+}
