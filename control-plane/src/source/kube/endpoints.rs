@@ -54,6 +54,9 @@ pub(super) struct Endpoint {
     /// The zones the EndpointSlice controller hints it for
     /// (`hints.forZones[].name`).
     pub(super) zone_hints: BTreeSet<String>,
+    /// The nodes it hints it for (`hints.forNodes[].name`:
+    /// `trafficDistribution: PreferSameNode`).
+    pub(super) node_hints: BTreeSet<String>,
 }
 
 /// The endpoints of the Service port named `port_name` (empty for an unnamed
@@ -105,6 +108,12 @@ pub(super) fn collect(
                     .flat_map(|h| h.for_zones.iter().flatten())
                     .map(|z| z.name.clone())
                     .collect(),
+                node_hints: endpoint
+                    .hints
+                    .iter()
+                    .flat_map(|h| h.for_nodes.iter().flatten())
+                    .map(|n| n.name.clone())
+                    .collect(),
             };
             match merged.entry(candidate.addr) {
                 Entry::Vacant(slot) => {
@@ -132,28 +141,64 @@ pub(super) fn collect(
 pub(super) enum Scope<'a> {
     /// `Cluster` policy: every endpoint.
     Cluster,
-    /// `Cluster` policy with topology-aware routing, on a node in this zone:
-    /// the ready endpoints hinted for the zone when the hints allow it (see
-    /// [`zone_hints_apply`]), every endpoint otherwise.
-    Zone(&'a str),
+    /// `Cluster` policy with topology-aware routing, on this node (by name)
+    /// in this zone (if it has one): the ready endpoints hinted for the node
+    /// when the node hints allow it, else those hinted for the zone when
+    /// the zone hints allow it (see [`hints_apply`]), else every endpoint.
+    Topology {
+        node: &'a str,
+        zone: Option<&'a str>,
+    },
     /// `Local` policy: the endpoints on this node (none when the name is
     /// empty).
     Node(&'a str),
 }
 
-/// Whether the zone hints of the ready endpoints of one family can be
-/// followed on a node in `zone` (kube-proxy's `canUseTopology`): every ready
-/// endpoint has a hint, and at least one is hinted for `zone`. Otherwise the
-/// hints are missing (the EndpointSlice controller gave up on them, or is
-/// still adding them) or leave this zone nothing, and following them would
-/// send this node's traffic nowhere or unevenly.
-fn zone_hints_apply(endpoints: &[Endpoint], ipv4: bool, zone: &str) -> bool {
+/// Which hints a [`Scope::Topology`] follows, once resolved.
+#[derive(Clone, Copy)]
+enum Filter<'a> {
+    Every,
+    HintedForNode(&'a str),
+    HintedForZone(&'a str),
+    OnNode(&'a str),
+}
+
+/// Whether the hints (`hints_of`) of the ready endpoints of one family can
+/// be followed for `name` (kube-proxy's `topologyModeFromHints`): every
+/// ready endpoint has a hint, and at least one is hinted for `name`.
+/// Otherwise the hints are missing (the EndpointSlice controller gave up on
+/// them, or is still adding them) or leave `name` nothing, and following
+/// them would send this node's traffic nowhere or unevenly.
+fn hints_apply(
+    endpoints: &[Endpoint],
+    ipv4: bool,
+    hints_of: fn(&Endpoint) -> &BTreeSet<String>,
+    name: &str,
+) -> bool {
     let ready: Vec<&Endpoint> = endpoints
         .iter()
         .filter(|e| e.addr.is_ipv4() == ipv4 && e.condition == Condition::Ready)
         .collect();
-    ready.iter().all(|e| !e.zone_hints.is_empty())
-        && ready.iter().any(|e| e.zone_hints.contains(zone))
+    ready.iter().all(|e| !hints_of(e).is_empty())
+        && ready.iter().any(|e| hints_of(e).contains(name))
+}
+
+/// The filter `scope` comes to for the endpoints of one family: node hints
+/// first (as kube-proxy prefers them), then zone hints, then every endpoint.
+fn resolve<'a>(endpoints: &[Endpoint], ipv4: bool, scope: Scope<'a>) -> Filter<'a> {
+    match scope {
+        Scope::Cluster => Filter::Every,
+        Scope::Node(node) => Filter::OnNode(node),
+        Scope::Topology { node, .. }
+            if !node.is_empty() && hints_apply(endpoints, ipv4, |e| &e.node_hints, node) =>
+        {
+            Filter::HintedForNode(node)
+        }
+        Scope::Topology {
+            zone: Some(zone), ..
+        } if hints_apply(endpoints, ipv4, |e| &e.zone_hints, zone) => Filter::HintedForZone(zone),
+        Scope::Topology { .. } => Filter::Every,
+    }
 }
 
 /// The backends of one address family for one traffic policy.
@@ -173,17 +218,19 @@ pub(super) fn backends(
     scope: Scope<'_>,
     this_node: &str,
 ) -> Vec<Backend> {
-    let scope = match scope {
-        Scope::Zone(zone) if !zone_hints_apply(endpoints, ipv4, zone) => Scope::Cluster,
-        other => other,
-    };
+    let filter = resolve(endpoints, ipv4, scope);
     let candidates: Vec<&Endpoint> = endpoints
         .iter()
         .filter(|e| e.addr.is_ipv4() == ipv4)
-        .filter(|e| match scope {
-            Scope::Cluster => true,
-            Scope::Zone(zone) => e.condition != Condition::Ready || e.zone_hints.contains(zone),
-            Scope::Node(node) => !node.is_empty() && e.node_name.as_deref() == Some(node),
+        .filter(|e| match filter {
+            Filter::Every => true,
+            Filter::HintedForNode(node) => {
+                e.condition != Condition::Ready || e.node_hints.contains(node)
+            }
+            Filter::HintedForZone(zone) => {
+                e.condition != Condition::Ready || e.zone_hints.contains(zone)
+            }
+            Filter::OnNode(node) => !node.is_empty() && e.node_name.as_deref() == Some(node),
         })
         .collect();
     let any_ready = candidates.iter().any(|e| e.condition == Condition::Ready);

@@ -71,14 +71,17 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// (`Frontend::snat_remote`); endpoints on `node` are `Backend::local`.
 ///
 /// **Topology.** A Service that asks for topology-aware routing
-/// (`trafficDistribution: PreferClose` or `PreferSameZone`, or the
-/// annotation `service.kubernetes.io/topology-mode: Auto`, or the older
+/// (`trafficDistribution: PreferClose`, `PreferSameZone` or
+/// `PreferSameNode`, or the annotation
+/// `service.kubernetes.io/topology-mode: Auto`, or the older
 /// `service.kubernetes.io/topology-aware-hints: auto`, which wins when
-/// present) on a node with a zone ([`NodeInfo::zone`]) gives its `Cluster`
-/// policy frontends only the ready endpoints hinted for that zone
-/// (`hints.forZones`) — when every ready endpoint of the family has a hint
-/// and one at least is hinted for the zone; otherwise every endpoint, as
-/// kube-proxy falls back. `Local` policies are not affected.
+/// present) gives its `Cluster` policy frontends only the ready endpoints
+/// hinted for this node (`hints.forNodes`, which the EndpointSlice
+/// controller sets for `PreferSameNode`), else those hinted for this node's
+/// zone ([`NodeInfo::zone`], `hints.forZones`) — each only when every ready
+/// endpoint of the family has such a hint and one at least is for this node
+/// or zone; otherwise every endpoint, as kube-proxy falls back. `Local`
+/// policies are not affected.
 ///
 /// **Health check node ports.** For each Service with
 /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, the port and
@@ -282,8 +285,8 @@ struct ServiceContext<'a> {
     external_local: bool,
     affinity: Option<Affinity>,
     publish_not_ready: bool,
-    /// The node's zone, when the Service asks for topology-aware routing.
-    zone: Option<&'a str>,
+    /// The Service asks for topology-aware routing.
+    topology: bool,
     node: &'a NodeInfo,
     node_addresses: &'a BTreeSet<IpAddr>,
 }
@@ -385,7 +388,7 @@ fn translate_service(
             timeout: Duration::from_secs(timeout_secs),
         }),
         publish_not_ready: spec.publish_not_ready_addresses == Some(true),
-        zone: node.zone.as_deref().filter(|_| prefers_zone(service)),
+        topology: prefers_topology(service),
         node,
         node_addresses,
         name,
@@ -526,8 +529,13 @@ fn translate_port(
         let backends = |local: bool| {
             let scope = if local {
                 Scope::Node(&context.node.name)
+            } else if context.topology {
+                Scope::Topology {
+                    node: &context.node.name,
+                    zone: context.node.zone.as_deref(),
+                }
             } else {
-                context.zone.map_or(Scope::Cluster, Scope::Zone)
+                Scope::Cluster
             };
             endpoints::backends(&endpoints, ipv4, scope, &context.node.name)
         };
@@ -572,15 +580,18 @@ fn translate_port(
 }
 
 /// Whether `service` asks for topology-aware routing: `trafficDistribution:
-/// PreferClose` (or `PreferSameZone`, its newer name), or the topology
-/// annotation `Auto`. kube-proxy reads the older annotation first when it is
-/// present, and accepts both spellings of its value.
-fn prefers_zone(service: &KubeService) -> bool {
+/// PreferClose` (or `PreferSameZone`, its newer name) or `PreferSameNode`,
+/// or the topology annotation `Auto`. kube-proxy reads the older annotation
+/// first when it is present, and accepts both spellings of its value.
+fn prefers_topology(service: &KubeService) -> bool {
     let distribution = service
         .spec
         .as_ref()
         .and_then(|s| s.traffic_distribution.as_deref());
-    if matches!(distribution, Some("PreferClose" | "PreferSameZone")) {
+    if matches!(
+        distribution,
+        Some("PreferClose" | "PreferSameZone" | "PreferSameNode")
+    ) {
         return true;
     }
     let annotations = service.metadata.annotations.as_ref();
@@ -1707,6 +1718,100 @@ mod tests {
             let t = translate(&[service], &slices, &node, &TranslateOptions::default());
             assert_eq!(describe(&t.model), expected, "{what}");
         }
+    }
+
+    /// `hinted` with node hints too (`PreferSameNode`: the EndpointSlice
+    /// controller hints each endpoint for its own node and its zone).
+    fn node_hinted(addr: &str, node: &str, zones: &[&str], nodes: &[&str]) -> Value {
+        let mut endpoint = hinted(addr, node, zones);
+        let nodes: Vec<Value> = nodes.iter().map(|n| json!({ "name": n })).collect();
+        endpoint["hints"]["forNodes"] = Value::Array(nodes);
+        endpoint
+    }
+
+    #[test]
+    fn prefer_same_node_keeps_this_nodes_endpoints_then_its_zones() {
+        let same_node = web(json!({ "trafficDistribution": "PreferSameNode" }));
+        let vip =
+            |backends: &str| format!("default/web:http: 198.18.100.1:80/TCP vip => {backends}");
+        let slices = |endpoints: Value| vec![web_slice(endpoints)];
+        // (what, the endpoints, node-a's zone, the backends)
+        let cases: [(&str, Value, Option<&str>, &str); 5] = [
+            (
+                "this node's endpoint",
+                json!([
+                    node_hinted("198.18.2.1", "node-a", &["zone-a"], &["node-a"]),
+                    node_hinted("198.18.2.2", "node-b", &["zone-a"], &["node-b"]),
+                    node_hinted("198.18.2.3", "node-c", &["zone-b"], &["node-c"]),
+                ]),
+                Some("zone-a"),
+                "198.18.2.1:8080 active",
+            ),
+            (
+                "without a zone, the node hints alone",
+                json!([
+                    node_hinted("198.18.2.1", "node-a", &["zone-a"], &["node-a"]),
+                    node_hinted("198.18.2.2", "node-b", &["zone-a"], &["node-b"]),
+                ]),
+                None,
+                "198.18.2.1:8080 active",
+            ),
+            (
+                "no endpoint on this node: this zone's",
+                json!([
+                    node_hinted("198.18.2.2", "node-b", &["zone-a"], &["node-b"]),
+                    node_hinted("198.18.2.3", "node-c", &["zone-b"], &["node-c"]),
+                ]),
+                Some("zone-a"),
+                "198.18.2.2:8080 active",
+            ),
+            (
+                "a ready endpoint without a node hint: the zone hints",
+                json!([
+                    node_hinted("198.18.2.1", "node-a", &["zone-a"], &["node-a"]),
+                    hinted("198.18.2.2", "node-b", &["zone-a"]),
+                    hinted("198.18.2.3", "node-c", &["zone-b"]),
+                ]),
+                Some("zone-a"),
+                "198.18.2.1:8080 active, 198.18.2.2:8080 active",
+            ),
+            (
+                "neither applies: every endpoint",
+                json!([
+                    node_hinted("198.18.2.2", "node-b", &["zone-b"], &["node-b"]),
+                    ready("198.18.2.3", "node-c"),
+                ]),
+                Some("zone-a"),
+                "198.18.2.2:8080 active, 198.18.2.3:8080 active",
+            ),
+        ];
+        for (what, endpoints, zone, backends) in cases {
+            let node = NodeInfo {
+                zone: zone.map(str::to_owned),
+                ..node()
+            };
+            let t = translate(
+                std::slice::from_ref(&same_node),
+                &slices(endpoints),
+                &node,
+                &TranslateOptions::default(),
+            );
+            assert_eq!(describe(&t.model), [vip(backends)], "{what}");
+        }
+        // A Service that does not ask ignores the node hints.
+        let t = translate(
+            &[web(json!({}))],
+            &slices(json!([
+                node_hinted("198.18.2.1", "node-a", &["zone-a"], &["node-a"]),
+                node_hinted("198.18.2.2", "node-b", &["zone-a"], &["node-b"]),
+            ])),
+            &node(),
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            describe(&t.model),
+            [vip("198.18.2.1:8080 active, 198.18.2.2:8080 active")]
+        );
     }
 
     #[test]
