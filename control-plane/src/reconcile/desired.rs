@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use xdp_lb::{AddressKind, ServiceOptions};
 
 use super::FrontendKey;
-use crate::model::{FrontendKind, Mode, Model, Service, ServiceName};
+use crate::model::{Frontend, FrontendKind, Mode, Model, Service, ServiceName};
 
 /// The datapath's view of the desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +44,26 @@ pub struct DesiredService {
     pub live: Vec<SocketAddr>,
 }
 
+/// Overwrites `v` with `items`, sorted and without repeats, reusing its memory.
+fn refill_sorted<T: Ord>(v: &mut Vec<T>, items: impl IntoIterator<Item = T>) {
+    v.clear();
+    v.extend(items);
+    v.sort_unstable();
+    v.dedup();
+}
+
+/// The keys of `service`'s frontends that `pick` takes.
+fn frontend_keys<'a>(
+    service: &'a Service,
+    pick: impl Fn(&Frontend) -> bool + 'a,
+) -> impl Iterator<Item = FrontendKey> + 'a {
+    service
+        .frontends
+        .iter()
+        .filter(move |f| pick(f))
+        .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol))
+}
+
 impl DesiredService {
     /// Overwrites `self` with `service` as the datapath should hold it,
     /// reusing the vectors' memory.
@@ -53,15 +73,7 @@ impl DesiredService {
         service: &Service,
         healthy: &impl Fn(&ServiceName, SocketAddr) -> bool,
     ) {
-        self.frontends.clear();
-        self.frontends.extend(
-            service
-                .frontends
-                .iter()
-                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
-        );
-        self.frontends.sort_unstable();
-        self.frontends.dedup();
+        refill_sorted(&mut self.frontends, frontend_keys(service, |_| true));
         self.options = ServiceOptions {
             client_ip_affinity: service.affinity.map(|a| a.timeout),
             dsr: service.mode == Mode::Dsr,
@@ -71,30 +83,18 @@ impl DesiredService {
             // Per frontend: `options_for`.
             source_ranges_only: false,
         };
-        self.snat_frontends.clear();
-        self.snat_frontends.extend(
-            service
-                .frontends
-                .iter()
-                .filter(|f| f.snat_remote)
-                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
+        refill_sorted(
+            &mut self.snat_frontends,
+            frontend_keys(service, |f| f.snat_remote),
         );
-        self.snat_frontends.sort_unstable();
-        self.snat_frontends.dedup();
-        self.ranged_frontends.clear();
-        self.ranged_frontends.extend(
-            service
-                .frontends
-                .iter()
-                .filter(|f| f.source_ranges_only)
-                .map(|f| (SocketAddr::new(f.addr, f.port), f.protocol)),
+        refill_sorted(
+            &mut self.ranged_frontends,
+            frontend_keys(service, |f| f.source_ranges_only),
         );
-        self.ranged_frontends.sort_unstable();
-        self.ranged_frontends.dedup();
-        self.source_ranges.clear();
-        self.source_ranges.extend(&service.source_ranges);
-        self.source_ranges.sort_unstable();
-        self.source_ranges.dedup();
+        refill_sorted(
+            &mut self.source_ranges,
+            service.source_ranges.iter().copied(),
+        );
         self.members.clear();
         self.live.clear();
         self.local.clear();
