@@ -269,6 +269,16 @@ fn a_node_port_with_cluster_policy_reaches_both_nodes_and_source_nats_toward_the
     );
 }
 
+/// The rig of the traffic-policy scenarios: `policy_services` over one
+/// peer echo pod on node 1, which it returns with the rig.
+fn policy_rig() -> (KubeFabric, PodRef) {
+    let remote = PodRef::new(1, 1);
+    let f = rig(2, &policy_services(remote), |f| {
+        serve_peer_echo(f, &[remote]);
+    });
+    (f, remote)
+}
+
 /// The Services of the traffic-policy scenarios: `local-lb` (LoadBalancer,
 /// `externalTrafficPolicy: Local`, a healthCheckNodePort) and `cluster-np`
 /// (NodePort, `Cluster`), both over `endpoint` alone.
@@ -293,10 +303,7 @@ fn policy_services(endpoint: PodRef) -> Vec<KubeService> {
 
 #[test]
 fn external_traffic_policy_local_drops_on_a_node_without_local_endpoints() {
-    let remote = PodRef::new(1, 1);
-    let f = rig(2, &policy_services(remote), |f| {
-        serve_peer_echo(f, &[remote]);
-    });
+    let (f, _) = policy_rig();
     let client = f.fabric.outside().client.clone();
     // Both families are tried before anything is asserted, so a failure
     // shows what each did.
@@ -357,10 +364,7 @@ fn external_traffic_policy_local_drops_on_a_node_without_local_endpoints() {
 
 #[test]
 fn beside_a_local_service_without_local_endpoints_cluster_paths_forward() {
-    let remote = PodRef::new(1, 1);
-    let f = rig(2, &policy_services(remote), |f| {
-        serve_peer_echo(f, &[remote]);
-    });
+    let (f, remote) = policy_rig();
     let client = f.fabric.outside().client.clone();
     for family in Family::ALL {
         // The same endpoint through a Cluster Service's NodePort on node 0.
@@ -393,10 +397,7 @@ fn beside_a_local_service_without_local_endpoints_cluster_paths_forward() {
 #[test]
 fn the_health_check_node_port_of_a_local_service_answers_503_without_and_200_with_local_endpoints()
 {
-    let remote = PodRef::new(1, 1);
-    let f = rig(2, &policy_services(remote), |f| {
-        serve_peer_echo(f, &[remote]);
-    });
+    let (f, _) = policy_rig();
     let client = f.fabric.outside().client.clone();
     // Every probe is made before anything is asserted, so a failure shows
     // what each answered.
