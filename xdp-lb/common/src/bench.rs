@@ -33,17 +33,15 @@ const _: () = assert!(size_of::<Rotation>() == 12);
 pub struct BenchInput {
     /// Bytes of `packet` in use.
     pub len: u32,
-    /// Runs so far; the wrapper counts them (per map, not per CPU: a test run
-    /// executes on one CPU).
-    pub runs: u32,
     pub rotations: [Rotation; BENCH_ROTATIONS],
     /// Where each rotation stands, advanced by the wrapper after every run:
     /// counting beats dividing (a BPF division costs tens of cycles, and
-    /// every row, the floor included, pays the wrapper). Zero with `runs`.
+    /// every row, the floor included, pays the wrapper). Zeroed whenever the
+    /// input is written (a test run executes on one CPU).
     pub steps: [RotationStep; BENCH_ROTATIONS],
     pub packet: [u8; BENCH_MAX_PACKET],
 }
-const _: () = assert!(size_of::<BenchInput>() == 8 + 48 + 32 + BENCH_MAX_PACKET);
+const _: () = assert!(size_of::<BenchInput>() == 4 + 48 + 32 + BENCH_MAX_PACKET);
 
 /// A rotation's position: run `n` has `step == (n / divisor) % modulus` and
 /// `within == n % divisor` (see `Rotation::value`).
@@ -79,7 +77,6 @@ impl Default for BenchInput {
     fn default() -> Self {
         Self {
             len: 0,
-            runs: 0,
             rotations: [Rotation::default(); BENCH_ROTATIONS],
             steps: [RotationStep::default(); BENCH_ROTATIONS],
             packet: [0; BENCH_MAX_PACKET],
