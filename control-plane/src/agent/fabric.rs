@@ -98,22 +98,11 @@ pub(super) fn pod_link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("pods")
 }
 
-/// The interfaces an earlier agent pinned pod links for (by the ingress
-/// pins, which every attachment has).
-fn pinned_pod_interfaces(pod_links: &Path) -> Vec<String> {
-    std::fs::read_dir(pod_links.join("ingress"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
-}
-
 /// Removes the pod links an earlier agent pinned: without
 /// `--pod-interfaces` no interface is a pod interface.
 pub(super) fn forget_pod_interfaces(datapath: &mut Datapath, pin_dir: &Path) -> anyhow::Result<()> {
     let pod_links = pod_link_dir(pin_dir);
-    for iface in pinned_pod_interfaces(&pod_links) {
+    for iface in Datapath::pinned_pod_interfaces(&pod_links) {
         datapath
             .detach_pod_interface_pinned(&iface, &pod_links)
             .with_context(|| format!("removing the pod links of {iface}"))?;
@@ -150,7 +139,7 @@ pub(super) async fn follow_pod_interfaces(
             PodInterfaceEvent::Removed { .. } => None,
         })
         .collect();
-    for stale in pinned_pod_interfaces(&pod_links) {
+    for stale in Datapath::pinned_pod_interfaces(&pod_links) {
         if !current.contains(&stale.as_str()) {
             locked(&core, |c| {
                 c.datapath

@@ -158,6 +158,20 @@ impl Datapath {
         Ok(())
     }
 
+    /// The interfaces with pod links pinned under `pod_link_dir` (by an
+    /// earlier agent, or this one): those [`Self::attach_pod_interface_pinned`]
+    /// pinned, by the ingress pin every attachment has. None when the
+    /// directory does not exist.
+    pub fn pinned_pod_interfaces(pod_link_dir: &Path) -> Vec<String> {
+        let (.., ingress) = HOOKS[0];
+        std::fs::read_dir(pod_link_dir.join(ingress))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
     /// Removes the pins of `iface`'s links under `pod_link_dir` (the kernel
     /// detaches them once nothing else holds them) and forgets the interface
     /// if it still exists. Returns whether there was a pin.

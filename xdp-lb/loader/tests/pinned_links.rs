@@ -362,6 +362,7 @@ fn pod_interface_links_outlive_the_datapath_and_an_upgrade_takes_them_over() {
                 })
                 .collect();
             drop(a);
+            assert_eq!(Datapath::pinned_pod_interfaces(&pods), ["xa0"]);
 
             // With no agent, the ingress program still sees what arrives on
             // `xa0` (it counts in the pinned parser counters).
@@ -385,6 +386,7 @@ fn pod_interface_links_outlive_the_datapath_and_an_upgrade_takes_them_over() {
                 assert_eq!(pod_link(&pods, hook, "xa0"), None);
             }
             assert!(!b.detach_pod_interface_pinned("xa0", &pods).unwrap());
+            assert!(Datapath::pinned_pod_interfaces(&pods).is_empty());
             assert!(matches!(
                 b.attach_pod_interface_pinned("nosuch0", &pods),
                 Err(Error::UnknownInterface { .. })
