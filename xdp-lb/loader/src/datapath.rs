@@ -136,6 +136,10 @@ pub struct VerifierReport {
 pub struct Datapath {
     pub(crate) ebpf: Ebpf,
     pub(crate) sizes: MapSizes,
+    /// Each service's networks in `SOURCE_RANGES`, read from the trie once
+    /// (it may be pinned by an earlier agent) and kept since: a trie's keys
+    /// can only be walked whole, so this saves a walk per service change.
+    pub(crate) source_ranges: Option<crate::maps::SourceRangeIndex>,
 }
 
 impl Datapath {
@@ -210,6 +214,7 @@ impl Datapath {
         let mut datapath = Self {
             ebpf,
             sizes: *sizes,
+            source_ranges: None,
         };
         datapath.adopt_or_initialise()?;
         Ok(datapath)

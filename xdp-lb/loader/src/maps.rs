@@ -154,6 +154,10 @@ pub(crate) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapErr
     move |source| Error::Map { map, op, source }
 }
 
+/// Each service's networks in `SOURCE_RANGES`: (prefix length, key data)
+/// by service ID.
+pub(crate) type SourceRangeIndex = std::collections::HashMap<u32, Vec<(u32, SourceRange)>>;
+
 impl Datapath {
     pub(crate) fn map(&self, name: &'static str) -> Result<&Map, Error> {
         self.ebpf.map(name).ok_or(Error::MissingMap { map: name })
@@ -432,26 +436,67 @@ impl Datapath {
             .iter()
             .map(|&(addr, len)| key(addr, len))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut index = match self.source_ranges.take() {
+            Some(index) => index,
+            None => self.read_source_ranges()?,
+        };
+        let old = index.remove(&id).unwrap_or_default();
+        let written = self.write_source_ranges(&wanted, &old);
+        let mut now: Vec<(u32, SourceRange)> =
+            wanted.iter().map(|k| (k.prefix_len(), k.data())).collect();
+        if written.is_err() {
+            // Stopped part-way: the next call removes whatever of both is there.
+            now.extend(old);
+            now.sort_unstable_by_key(|&(len, range)| (len, range.addr));
+            now.dedup();
+        }
+        if !now.is_empty() {
+            index.insert(id, now);
+        }
+        self.source_ranges = Some(index);
+        written
+    }
+
+    /// Every service's networks in `SOURCE_RANGES`: one walk of the trie.
+    fn read_source_ranges(&self) -> Result<SourceRangeIndex, Error> {
+        let trie = LpmTrie::<_, SourceRange, u8>::try_from(self.map(SOURCE_RANGES)?)
+            .map_err(map_err(SOURCE_RANGES, "open"))?;
+        let mut index = SourceRangeIndex::new();
+        for key in trie.keys() {
+            let key = key.map_err(map_err(SOURCE_RANGES, "iterate"))?;
+            let data = key.data();
+            index
+                .entry(u32::from_be_bytes(data.service_be))
+                .or_default()
+                .push((key.prefix_len(), data));
+        }
+        Ok(index)
+    }
+
+    /// Inserts `wanted`, then removes the networks of `old` not in it, so a
+    /// network in both never stops matching.
+    fn write_source_ranges(
+        &mut self,
+        wanted: &[Key<SourceRange>],
+        old: &[(u32, SourceRange)],
+    ) -> Result<(), Error> {
         let mut trie = LpmTrie::<_, SourceRange, u8>::try_from(self.map_mut(SOURCE_RANGES)?)
             .map_err(map_err(SOURCE_RANGES, "open"))?;
-        let old: Vec<Key<SourceRange>> = trie
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err(SOURCE_RANGES, "iterate"))?
-            .into_iter()
-            .filter(|k| k.data().service_be == id.to_be_bytes())
-            .collect();
-        for key in &wanted {
+        for key in wanted {
             trie.insert(key, 1, 0)
                 .map_err(map_err(SOURCE_RANGES, "insert"))?;
         }
-        for key in old {
+        for &(len, range) in old {
             let kept = wanted
                 .iter()
-                .any(|w| w.prefix_len() == key.prefix_len() && w.data() == key.data());
-            if !kept {
-                trie.remove(&key)
-                    .map_err(map_err(SOURCE_RANGES, "remove"))?;
+                .any(|w| w.prefix_len() == len && w.data() == range);
+            if kept {
+                continue;
+            }
+            // Absent already: an earlier call stopped before writing it.
+            match trie.remove(&Key::new(len, range)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(SOURCE_RANGES, "remove")(e)),
             }
         }
         Ok(())

@@ -6,9 +6,11 @@ mod support;
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    path::Path,
     time::{Duration, Instant},
 };
 
+use aya::maps::{LpmTrie, Map, MapData};
 use support::{
     frame::{L4, Packet, TcpFlags},
     in_private_netns,
@@ -126,9 +128,19 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
             for (frontend, id, options) in &frontends {
                 first.upsert_service(frontend, *id, options).unwrap();
             }
+            let v4: IpAddr = "198.18.0.1".parse().unwrap();
+            let v6: IpAddr = "2001:2::".parse().unwrap();
+            first.set_source_ranges(3, &[(v4, 32), (v6, 64)]).unwrap();
+            first.set_source_ranges(15, &[(v4, 24)]).unwrap();
+            assert_eq!(pinned_source_ranges(options.pin_dir.as_deref().unwrap()), 3);
             drop(first);
 
-            let second = Datapath::load_with(&options).unwrap();
+            let mut second = Datapath::load_with(&options).unwrap();
+            // The networks the first one wrote are replaced, not left behind.
+            second.set_source_ranges(3, &[(v4, 24)]).unwrap();
+            assert_eq!(pinned_source_ranges(options.pin_dir.as_deref().unwrap()), 2);
+            second.set_source_ranges(15, &[]).unwrap();
+            assert_eq!(pinned_source_ranges(options.pin_dir.as_deref().unwrap()), 1);
             let mut read = second.frontends().unwrap();
             read.sort_by_key(|(f, id, _)| (*id, f.addr, f.proto));
             let mut expected = frontends.to_vec();
@@ -153,6 +165,19 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
             );
         });
     });
+}
+
+/// How many networks the pinned `SOURCE_RANGES` trie under `pin_dir` holds
+/// (a key is the 4-byte service ID and a 16-byte address).
+fn pinned_source_ranges(pin_dir: &Path) -> usize {
+    let data = MapData::from_pin(pin_dir.join("SOURCE_RANGES")).expect("pinned SOURCE_RANGES");
+    let map = Map::from_map_data(data).expect("a map");
+    LpmTrie::<_, [u8; 20], u8>::try_from(map)
+        .expect("a trie")
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the keys")
+        .len()
 }
 
 /// The fixture with TCP on VIP4:80 (service 7) and UDP on VIP4:53 (service 5).
