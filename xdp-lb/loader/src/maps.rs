@@ -302,41 +302,37 @@ impl Datapath {
     /// [`Self::mark_address`] for many addresses: each filter word is read
     /// and written once, however many addresses fall in it.
     fn mark_addresses(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<(), Error> {
-        let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-        for addr in addrs {
-            let bit = filter_bit(&to_addr(addr));
-            *words.entry(bit / 64).or_default() |= 1 << (bit % 64);
-        }
-        let mut filter = Array::<_, u64>::try_from(self.map_mut(ADDRESS_FILTER)?)
-            .map_err(map_err(ADDRESS_FILTER, "open"))?;
-        for (index, bits) in words {
-            let word = filter
-                .get(&index, 0)
-                .map_err(map_err(ADDRESS_FILTER, "read"))?;
-            if word | bits != word {
-                filter
-                    .set(index, word | bits, 0)
-                    .map_err(map_err(ADDRESS_FILTER, "write"))?;
-            }
-        }
-        Ok(())
+        let bits = addrs.into_iter().map(|addr| filter_bit(&to_addr(addr)));
+        self.set_filter_bits(ADDRESS_FILTER, bits)
     }
 
     /// Sets `addr`'s bit in the node-address filter (`NODE_FILTER`), never
     /// cleared: a stale bit only sends requests to the addresses sharing it
     /// down the `ADDRESSES` lookup.
     fn mark_node_address(&mut self, addr: IpAddr) -> Result<(), Error> {
-        let bit = node_filter_bit(&to_addr(addr));
-        let mut filter = Array::<_, u64>::try_from(self.map_mut(NODE_FILTER)?)
-            .map_err(map_err(NODE_FILTER, "open"))?;
-        let (index, mask) = (bit / 64, 1u64 << (bit % 64));
-        let word = filter
-            .get(&index, 0)
-            .map_err(map_err(NODE_FILTER, "read"))?;
-        if word & mask == 0 {
-            filter
-                .set(index, word | mask, 0)
-                .map_err(map_err(NODE_FILTER, "write"))?;
+        self.set_filter_bits(NODE_FILTER, [node_filter_bit(&to_addr(addr))])
+    }
+
+    /// Sets `bits` in the bitmap array `map`: each word is read and written
+    /// once, however many bits fall in it, and only when it changes.
+    fn set_filter_bits(
+        &mut self,
+        map: &'static str,
+        bits: impl IntoIterator<Item = u32>,
+    ) -> Result<(), Error> {
+        let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for bit in bits {
+            *words.entry(bit / 64).or_default() |= 1 << (bit % 64);
+        }
+        let mut filter =
+            Array::<_, u64>::try_from(self.map_mut(map)?).map_err(map_err(map, "open"))?;
+        for (index, bits) in words {
+            let word = filter.get(&index, 0).map_err(map_err(map, "read"))?;
+            if word | bits != word {
+                filter
+                    .set(index, word | bits, 0)
+                    .map_err(map_err(map, "write"))?;
+            }
         }
         Ok(())
     }
