@@ -8,6 +8,8 @@
 //! - a **remote backend** of a `snat_remote` service (NodePort with
 //!   `externalTrafficPolicy: Cluster`): the source becomes the node's
 //!   source-NAT address; a local backend keeps the client's source;
+//! - a reply to a flow source-NATed to a NodePort's own address and port is
+//!   a reply, not a request to the NodePort;
 //! - **hairpin**: a client that lands on itself gets the hairpin address;
 //! - an **exhausted** range refuses the flow (a reset) and counts it, and a
 //!   port comes free when the flow holding it expires.
@@ -304,6 +306,53 @@ fn a_remote_backend_of_a_nodeport_gets_the_nodes_source_and_a_local_one_the_clie
         assert_eq!(tracked.snat, None);
         lb.assert_ct(&[
             (CtEvent::Created, 2),
+            (CtEvent::SnatAllocated, 1),
+            (CtEvent::ReplyHit, 1),
+        ]);
+    });
+}
+
+/// A reply to a flow source-NATed to a node address and a port a NodePort
+/// also listens on is translated back as a reply, not balanced as a request
+/// to that NodePort: on a node address the reply direction comes first, and
+/// a service found there is never taken for one on a VIP-only address
+/// (`NODE_FILTER`).
+#[test]
+fn a_reply_to_a_nodeports_own_address_and_port_is_a_reply_not_a_request() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let config = lb.dp.config().expect("config");
+        lb.dp
+            .set_config(&Config {
+                snat_source_v4: NODE4.octets(),
+                snat_port_min: NODE_PORT,
+                snat_port_max: NODE_PORT,
+                ..config
+            })
+            .expect("config");
+        lb.dp
+            .set_address(NODE4.into(), AddressKind::Node)
+            .expect("node address");
+        let node_port = SocketAddr::from((NODE4, NODE_PORT));
+        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let client = SocketAddr::from((CLIENT4, 41000));
+        let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
+        let out = lb.send(&request.bytes(), lb.up0);
+        assert_eq!(
+            (out.action, out.packet),
+            (XDP_REDIRECT, to_backend(&request, node_port, backend4(0))),
+            "source-NATed to the NodePort's own address and port"
+        );
+        let reply = answer(&request, backend4(0), node_port);
+        let out = lb.send(&reply.bytes(), lb.dn0);
+        let expected = reply
+            .with_src(node_port)
+            .with_dst(client)
+            .routed(UP_MAC, mac_of(client.ip()))
+            .bytes();
+        assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+        lb.assert_ct(&[
+            (CtEvent::Created, 1),
             (CtEvent::SnatAllocated, 1),
             (CtEvent::ReplyHit, 1),
         ]);
