@@ -60,6 +60,15 @@ fn to_backend(request: &Packet, source: SocketAddr, backend: SocketAddr) -> Vec<
         .bytes()
 }
 
+/// `reply` as the LB sends it back to `client` from `frontend`.
+fn to_client(reply: &Packet, frontend: SocketAddr, client: SocketAddr) -> Vec<u8> {
+    reply
+        .with_src(frontend)
+        .with_dst(client)
+        .routed(UP_MAC, mac_of(client.ip()))
+        .bytes()
+}
+
 /// The backend's answer to a request it saw from `seen_source`.
 fn answer(request: &Packet, backend: SocketAddr, seen_source: SocketAddr) -> Packet {
     Packet {
@@ -156,11 +165,7 @@ fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
             for (request, seen, frontend) in [(&first, client, web), (&second, remapped, admin)] {
                 let reply = answer(request, backend, seen);
                 let out = lb.send(&reply.bytes(), lb.dn0);
-                let expected = reply
-                    .with_src(frontend)
-                    .with_dst(client)
-                    .routed(UP_MAC, mac_of(client.ip()))
-                    .bytes();
+                let expected = to_client(&reply, frontend, client);
                 assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
             }
             lb.assert_ct(&[
@@ -220,10 +225,7 @@ fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_do
                 ..answer(&first, backend, client)
             };
             let out = lb.send(&backend_fin.bytes(), lb.dn0);
-            let expected = backend_fin
-                .with_src(web)
-                .routed(UP_MAC, mac_of(client.ip()))
-                .bytes();
+            let expected = to_client(&backend_fin, web, client);
             assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
             let closed = lb.dp.tracked_flow(&first.flow()).expect("conntrack");
             assert!(
@@ -242,10 +244,7 @@ fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_do
             );
             let reply = answer(&third, backend, client);
             let out = lb.send(&reply.bytes(), lb.dn0);
-            let expected = reply
-                .with_src(api)
-                .routed(UP_MAC, mac_of(client.ip()))
-                .bytes();
+            let expected = to_client(&reply, api, client);
             assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
             lb.assert_ct(&[
                 (CtEvent::Created, 3),
@@ -282,11 +281,7 @@ fn a_remote_backend_of_a_nodeport_gets_the_nodes_source_and_a_local_one_the_clie
         );
         let reply = answer(&request, backend4(0), source);
         let out = lb.send(&reply.bytes(), lb.dn0);
-        let expected = reply
-            .with_src(node_port)
-            .with_dst(client)
-            .routed(UP_MAC, mac_of(client.ip()))
-            .bytes();
+        let expected = to_client(&reply, node_port, client);
         assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
 
         // The same service, its table now on the local backend: no source NAT.
@@ -345,11 +340,7 @@ fn a_reply_to_a_nodeports_own_address_and_port_is_a_reply_not_a_request() {
         );
         let reply = answer(&request, backend4(0), node_port);
         let out = lb.send(&reply.bytes(), lb.dn0);
-        let expected = reply
-            .with_src(node_port)
-            .with_dst(client)
-            .routed(UP_MAC, mac_of(client.ip()))
-            .bytes();
+        let expected = to_client(&reply, node_port, client);
         assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
         lb.assert_ct(&[
             (CtEvent::Created, 1),
