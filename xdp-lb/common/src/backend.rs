@@ -16,7 +16,9 @@ pub const NO_BACKEND: u32 = 0;
 /// One backend. Records are immutable: a changed address or port is a new ID.
 /// An ID is reused only with a higher `generation`, and conntrack entries carry
 /// the generation they were made with, so a reused ID never inherits old flows.
-#[repr(C)]
+///
+/// Aligned to 8 bytes, as `FlowTuple` is and for the same reason.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
     /// The backend address (IPv4-mapped for IPv4).

@@ -12,7 +12,11 @@
 use crate::{addr::Addr, pod::impl_pod};
 
 /// A flow's 5-tuple as seen in one direction. Ports in network byte order.
-#[repr(C)]
+///
+/// Aligned to 8 bytes (its size already is a multiple, so no padding is
+/// added): copies of it, and of its addresses, become 64-bit moves in BPF,
+/// which splits every copy of a less aligned value into single bytes.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowTuple {
     pub src_addr: Addr,

@@ -8,7 +8,9 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// Key of the `SERVICES` map: one frontend `(address, port, protocol)`.
-#[repr(C)]
+/// Aligned to 4 bytes, as far as its 20 bytes allow without padding that
+/// would enter the hash (see `FlowTuple`).
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FrontendKey {
     /// The frontend address (IPv4-mapped for IPv4).
@@ -116,8 +118,8 @@ pub const ADDRESS_VIP: u32 = 1;
 /// passes untouched (SSH, the kubelet, replies to the node's own connections).
 pub const ADDRESS_NODE: u32 = 2;
 
-/// Key of the `ADDRESSES` map.
-#[repr(C)]
+/// Key of the `ADDRESSES` map. Aligned as `FlowTuple` is, for the same reason.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AddressKey {
     pub addr: Addr,

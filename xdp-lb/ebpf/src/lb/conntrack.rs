@@ -78,16 +78,16 @@ fn closed_ends(flow: &Flow, end: u8) -> u8 {
 /// flow may keep it: the entry is not expired, its backend record is live with
 /// the same generation, and it is not a new SYN on a closing entry. Counts why
 /// an entry was not kept.
+///
+/// The translation is written straight from the map values into `out`:
+/// returned by value, or with the backend record copied out, the addresses
+/// would pass through byte-aligned temporaries, which BPF copies a byte at a
+/// time.
 #[inline(never)]
 pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUninit<Nat>) -> bool {
-    find(flow, config, service)
-        .map(|nat| out.write(nat))
-        .is_some()
-}
-
-#[inline(always)]
-fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
-    let entry = CONNTRACK.get_ptr_mut(&flow.tuple)?;
+    let Some(entry) = CONNTRACK.get_ptr_mut(&flow.tuple) else {
+        return false;
+    };
     // The clock is read only once there is an entry to judge.
     let now = now_ns();
     // SAFETY: a pointer into the map value; concurrent updates of the same flow
@@ -98,20 +98,20 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
     if now.saturating_sub(e.last_seen_ns) >= config.timeout_ns(e.state) {
         count_ct(CtEvent::Expired);
         release_port(e, flow);
-        return None;
+        return false;
     }
     let backend = match BACKENDS.get(e.backend_id) {
-        Some(b) if b.is_active() && b.generation == e.generation => *b,
+        Some(b) if b.is_active() && b.generation == e.generation => b,
         _ => {
             count_ct(CtEvent::ReselectedBackendGone);
             release_port(e, flow);
-            return None;
+            return false;
         }
     };
     if flow.is_syn() && e.state == TCP_CLOSING {
         count_ct(CtEvent::ReselectedClosing);
         release_port(e, flow);
-        return None;
+        return false;
     }
     count_ct(CtEvent::Hit);
     let state = next_state(e.state, e.flags, flow);
@@ -140,7 +140,7 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
                 CONNTRACK_REPLY.insert(e.reply_key(flow.tuple.proto), &flow.tuple, flags.into());
         }
     }
-    Some(Nat {
+    out.write(Nat {
         end: End::Destination,
         addr: backend.addr,
         port_be: backend.port_be,
@@ -150,7 +150,8 @@ fn find(flow: &Flow, config: &Config, service: &Service) -> Option<Nat> {
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
-    })
+    });
+    true
 }
 
 /// An entry that is not kept gives its source-NAT port back at once: the
@@ -475,15 +476,13 @@ fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
 /// A reply's flow: its entry is found through the reply entry, must name this
 /// backend, and must not be expired. Updates the TCP state and the seen-reply
 /// flag. Writes the reverse translation to `out` (the source becomes the
-/// frontend) and returns true.
+/// frontend) and returns true; straight from the map values, as `lookup`
+/// does.
 #[inline(never)]
 pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
-    find_reply(flow, config).map(|nat| out.write(nat)).is_some()
-}
-
-#[inline(always)]
-fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
-    let original = CONNTRACK_REPLY.get_ptr(&flow.tuple)?;
+    let Some(original) = CONNTRACK_REPLY.get_ptr(&flow.tuple) else {
+        return false;
+    };
     let now = now_ns();
     // SAFETY: a live map value of the right type; the kernel accepts a map
     // value as a lookup key.
@@ -502,9 +501,9 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
     let Some(e) = live else {
         count_ct(CtEvent::ReplyOrphan);
         let _ = CONNTRACK_REPLY.remove(&flow.tuple);
-        return None;
+        return false;
     };
-    let nat = Nat {
+    out.write(Nat {
         end: End::Source,
         addr: original.dst_addr,
         port_be: original.dst_port_be,
@@ -514,11 +513,11 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
-    };
+    });
     if flow.ttl <= 1 {
         // It will not reach the client (the caller passes it untouched): it
         // changes nothing in the flow.
-        return Some(nat);
+        return true;
     }
     count_ct(CtEvent::ReplyHit);
     if e.flags & CT_SEEN_REPLY == 0 {
@@ -536,7 +535,7 @@ fn find_reply(flow: &Flow, config: &Config) -> Option<Nat> {
     if e.flags & closed != closed {
         e.flags |= closed;
     }
-    Some(nat)
+    true
 }
 
 /// The live entry of the flow keyed `tuple`: not expired, its backend record

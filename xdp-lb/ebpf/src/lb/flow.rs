@@ -134,7 +134,7 @@ fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
 }
 
 /// Writes the flow of a well-formed TCP or UDP frame into `out`; `None` for
-/// anything else.
+/// anything else (`out` is then partly written, and not to be read).
 #[inline(always)]
 fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     let (is_v4, is_tcp) = match parsed.counter {
@@ -153,27 +153,33 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     }
     // One bounds check per header, then field reads through the checked
     // pointer: the verifier follows that; separate checks per field LLVM may
-    // merge into one the verifier cannot relate to the other fields.
-    let (src_addr, dst_addr, ttl) = if is_v4 {
+    // merge into one the verifier cannot relate to the other fields. Each
+    // branch writes its addresses straight into `out`: merged into one
+    // `(src, dst)` pair after the branches, the two 16-byte arrays become 32
+    // single-byte values that BPF spills to the stack and stores back one by
+    // one.
+    if is_v4 {
         let ip = frame.get::<Ipv4Hdr>(l3)?;
         // SAFETY: `get` checked the whole header lies in the frame.
         unsafe {
-            (
-                v4_mapped((*ip).src_addr),
-                v4_mapped((*ip).dst_addr),
-                (*ip).ttl,
-            )
+            out.tuple.src_addr = v4_mapped((*ip).src_addr);
+            out.tuple.dst_addr = v4_mapped((*ip).dst_addr);
+            out.ttl = (*ip).ttl;
         }
     } else {
         let ip = frame.get::<Ipv6Hdr>(l3)?;
         // SAFETY: as above.
-        unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).hop_limit) }
-    };
-    // The maps key IPv4 as IPv4-mapped IPv6: an IPv6 packet carrying such an
-    // address (never valid on the wire, RFC 4291 §2.5.5.2) must not match an
-    // IPv4 frontend or flow.
-    if !is_v4 && (is_v4_mapped(&src_addr) || is_v4_mapped(&dst_addr)) {
-        return None;
+        let (src_addr, dst_addr) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+        // The maps key IPv4 as IPv4-mapped IPv6: an IPv6 packet carrying such
+        // an address (never valid on the wire, RFC 4291 §2.5.5.2) must not
+        // match an IPv4 frontend or flow.
+        if is_v4_mapped(&src_addr) || is_v4_mapped(&dst_addr) {
+            return None;
+        }
+        out.tuple.src_addr = src_addr;
+        out.tuple.dst_addr = dst_addr;
+        // SAFETY: as above.
+        out.ttl = unsafe { (*ip).hop_limit };
     }
     // TCP and UDP both start with source and destination port; the parser
     // checked the whole TCP header is there, and byte 13 holds its flags.
@@ -189,15 +195,12 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     } else {
         (frame.read::<[u8; 4]>(l4)?, 0)
     };
-    out.tuple.src_addr = src_addr;
-    out.tuple.dst_addr = dst_addr;
     out.tuple.src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
     out.tuple.dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
     out.tuple.proto = parsed.l4_proto;
     out.is_v4 = is_v4;
     out.is_tcp = is_tcp;
     out.tcp_flags = tcp_flags;
-    out.ttl = ttl;
     out.l3_offset = l3;
     out.l4_offset = l4;
     out.has_vlan = parsed.has_vlan != 0;

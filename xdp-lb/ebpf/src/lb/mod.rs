@@ -138,23 +138,28 @@ pub enum End {
 }
 
 /// A NAT rewrite: which end, the new address and port, and who to count it for.
+///
+/// `repr(C, align(8))` with the addresses first: BPF copies a value only as
+/// wide as its known alignment, so the two addresses move in 64-bit words
+/// rather than byte by byte.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Nat {
-    pub end: End,
     pub addr: Addr,
-    pub port_be: u16,
-    /// Source NAT: the other end changes too, to `peer_addr`:`peer_port_be`
-    /// (toward the backend, the source the flow was given; on a reply, the
-    /// client it goes back to).
-    pub snat: bool,
     /// The other end's address after the rewrite (unchanged without `snat`).
     pub peer_addr: Addr,
-    /// The other end's port after the rewrite, network order.
-    pub peer_port_be: u16,
     pub service_id: u32,
     pub backend_id: u32,
     /// The backend ID's generation (a reused ID is another backend).
     pub generation: u32,
+    pub port_be: u16,
+    /// The other end's port after the rewrite, network order.
+    pub peer_port_be: u16,
+    pub end: End,
+    /// Source NAT: the other end changes too, to `peer_addr`:`peer_port_be`
+    /// (toward the backend, the source the flow was given; on a reply, the
+    /// client it goes back to).
+    pub snat: bool,
 }
 
 /// `Packet::marks`: the address filter holds the destination's bit.
