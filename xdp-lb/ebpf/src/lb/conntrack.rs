@@ -124,20 +124,9 @@ pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUn
     }
     if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
-        // Rewrite the reply entry with the refresh: if the LRU took it while the
-        // flow was alive, it comes back within a second. A DSR flow has none:
-        // its replies do not come back this way. A source-NAT port the LRU
-        // freed is taken back only if no other flow claimed it meanwhile, and
-        // so is the reply tuple of a closed flow, which a new flow may have
-        // taken over (`holds`).
+        // A DSR flow has no reply entry: its replies do not come back this way.
         if !is_dsr(service) {
-            let flags = if e.is_snat() || e.is_closed() {
-                BPF_NOEXIST
-            } else {
-                0
-            };
-            let _ =
-                CONNTRACK_REPLY.insert(e.reply_key(flow.tuple.proto), &flow.tuple, flags.into());
+            keep_reply(e, flow);
         }
     }
     out.write(Nat {
@@ -154,6 +143,39 @@ pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUn
     true
 }
 
+/// Keeps the reply entry of a live flow, with the once-a-second refresh: a
+/// flow whose backend stays silent never touches its reply entry, and the
+/// LRU would take it. Looking the entry up marks it used, which is all the
+/// LRU needs; only when it no longer names this flow is it written again, so
+/// that it comes back within a second. Rewriting it every time would cost an
+/// allocation and a cold element per flow per second. A source-NAT port the
+/// LRU freed is taken back only if no other flow claimed it meanwhile, and so
+/// is the reply tuple of a closed flow, which a new flow may have taken over
+/// (`holds`). A subprogram of its own: the key stays out of `lookup`'s frame.
+#[inline(never)]
+fn keep_reply(e: &CtEntry, flow: &Flow) {
+    let key = e.reply_key(flow.tuple.proto);
+    if reply_names(&key, &flow.tuple) {
+        return;
+    }
+    let flags = if e.is_snat() || e.is_closed() {
+        BPF_NOEXIST
+    } else {
+        0
+    };
+    let _ = CONNTRACK_REPLY.insert(&key, &flow.tuple, flags.into());
+}
+
+/// True when the reply entry keyed `reply` exists and names the flow keyed
+/// `original`.
+#[inline(always)]
+fn reply_names(reply: &FlowTuple, original: &FlowTuple) -> bool {
+    CONNTRACK_REPLY
+        .get_ptr(reply)
+        // SAFETY: a live map value of the right type, compared at once.
+        .is_some_and(|holder| unsafe { *holder == *original })
+}
+
 /// An entry that is not kept gives its source-NAT port back at once: the
 /// flow is created again with a port of its own, and the old reply entry
 /// would otherwise linger until a reply to it, the LRU or another flow took
@@ -164,11 +186,7 @@ fn release_port(e: &CtEntry, flow: &Flow) {
         return;
     }
     let key = e.reply_key(flow.tuple.proto);
-    let names_this_flow = CONNTRACK_REPLY
-        .get_ptr(&key)
-        // SAFETY: a live map value of the right type, compared at once.
-        .is_some_and(|holder| unsafe { *holder == flow.tuple });
-    if names_this_flow {
+    if reply_names(&key, &flow.tuple) {
         let _ = CONNTRACK_REPLY.remove(&key);
     }
 }
