@@ -133,6 +133,7 @@ impl Stand {
                 backends: 2,
                 conntrack: 1,
                 addresses: 1,
+                reply_hops: MapSizes::default().reply_hops,
             },
             pin_dir: None,
         })

@@ -85,6 +85,19 @@ pub struct NextHop {
 }
 const _: () = assert!(size_of::<NextHop>() == 40);
 
+impl NextHop {
+    /// An empty cache slot: never fresh (`looked_up_ns` 0).
+    pub const EMPTY: Self = Self {
+        looked_up_ns: 0,
+        ingress_ifindex: 0,
+        egress_ifindex: 0,
+        macs: [0; 12],
+        generation: 0,
+        mtu: 0,
+        via_stack: 0,
+    };
+}
+
 /// How long a cached next hop is trusted. A changed route or neighbour reaches
 /// a backend's packets at most this late.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;

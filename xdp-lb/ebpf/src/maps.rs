@@ -4,7 +4,9 @@
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
-    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{
+        Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+    },
     macros::btf_map,
 };
 use xdp_lb_common::{
@@ -105,6 +107,13 @@ pub static BACKENDS: Array<Backend, 65536> = Array::new();
 /// Per CPU, by backend ID: the cached next hop toward the backend.
 #[btf_map]
 pub static NEXT_HOPS: PerCpuArray<NextHop, 65536> = PerCpuArray::new();
+
+/// Per CPU, by client address: the cached next hop of replies toward the
+/// client. An LRU: clients are many and come and go, and a client it has
+/// forgotten costs one FIB lookup. Per CPU, so that a refresh never rewrites
+/// an entry another CPU is reading.
+#[btf_map]
+pub static REPLY_HOPS: LruPerCpuHashMap<Addr, NextHop, 16384> = LruPerCpuHashMap::new();
 
 /// Service ID → its Maglev table: slot 0 holds M, slots `1..=M` backend IDs.
 /// `BPF_F_INNER_MAP` lets every inner array have its own size;

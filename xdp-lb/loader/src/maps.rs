@@ -59,6 +59,8 @@ pub(crate) const SOURCE_RANGES: &str = "SOURCE_RANGES";
 pub(crate) const BACKENDS: &str = "BACKENDS";
 pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
 pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
+/// The per-CPU next-hop cache of replies, by client address.
+pub(crate) const REPLY_HOPS: &str = "REPLY_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
 /// ClientIP affinity: (client, service) → backend.
@@ -77,7 +79,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 30] = [
+pub(crate) const ALL: [&str; 31] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -98,6 +100,7 @@ pub(crate) const ALL: [&str; 30] = [
     BACKENDS,
     MAGLEV_TABLES,
     NEXT_HOPS,
+    REPLY_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,
     AFFINITY,

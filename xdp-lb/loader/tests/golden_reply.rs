@@ -2,11 +2,18 @@
 //! translated back (its source becomes the frontend) and forwarded to the client.
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
 
+use nix::{
+    sched::{CpuSet, sched_setaffinity},
+    unistd::Pid,
+};
 use support::{
     frame::{L4, Packet, TcpFlags, l4_checksum},
-    in_private_netns,
+    in_private_netns, ip_batch,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT4_2, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, UP_MAC,
         VIP4, VIP6, XDP_PASS, XDP_REDIRECT, backend4, cycling, mac_of,
@@ -454,5 +461,68 @@ fn a_reply_with_ttl_1_changes_no_conntrack_state() {
         lb.assert_ct(&[(CtEvent::Created, 1)]);
         let entry = lb.dp.tracked_flow(&syn.flow()).unwrap().expect("tracked");
         assert_eq!((entry.state, entry.seen_reply), (FlowState::SynSent, false));
+    });
+}
+
+/// Next hops are cached per CPU for a second, toward backends (by backend)
+/// and toward clients (by client address): a host whose neighbour entry
+/// changes keeps getting packets at its old MAC until its cached hop is a
+/// second old, then at the new one. Pinned to one CPU: the caches are per
+/// CPU.
+#[test]
+fn next_hops_are_cached_per_cpu_for_a_second_both_ways() {
+    in_private_netns(|| {
+        let mut cpus = CpuSet::new();
+        cpus.set(0).expect("CPU 0 exists");
+        sched_setaffinity(Pid::from_raw(0), &cpus).expect("sched_setaffinity");
+        let mut lb = Lb::new();
+        let vip = SocketAddr::from((VIP4, 80));
+        lb.service(SERVICE, vip, Protocol::Tcp, &[1]);
+        let syn = Packet::tcp(
+            FROM_CLIENT,
+            SocketAddr::from((CLIENT4, 40000)),
+            vip,
+            TcpFlags::SYN,
+        );
+        let cached_at = Instant::now();
+        let backend = open(&lb, &syn);
+        let ack = syn.with_flags(TcpFlags::ACK);
+        let reply = answer(&syn, backend, L4::Tcp(TcpFlags::SYN_ACK));
+        let sent = |lb: &Lb, packet: &Packet, ifindex: u32| {
+            let out = lb.send(&packet.bytes(), ifindex);
+            assert_eq!(out.action, XDP_REDIRECT);
+            out.packet
+        };
+        assert_eq!(sent(&lb, &reply, lb.dn0), to_client(&reply, vip));
+
+        ip_batch(&format!(
+            "neigh replace {CLIENT4} lladdr 02:00:00:00:00:99 dev up0 nud permanent\n\
+             neigh replace {} lladdr 02:00:00:00:00:98 dev dn0 nud permanent\n",
+            backend.ip()
+        ));
+        let (to_backend_cached, to_client_cached) =
+            (sent(&lb, &ack, lb.up0), sent(&lb, &reply, lb.dn0));
+        // Only while the hops cached above are under a second old: a stalled
+        // machine may take longer, and the lookup then rightly sees the new
+        // MACs.
+        if cached_at.elapsed() < Duration::from_millis(900) {
+            assert_eq!(to_backend_cached, to_backend(&ack, backend), "cached");
+            assert_eq!(to_client_cached, to_client(&reply, vip), "cached");
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        let moved_backend = [0x02, 0, 0, 0, 0, 0x98];
+        let moved_client = [0x02, 0, 0, 0, 0, 0x99];
+        assert_eq!(
+            sent(&lb, &ack, lb.up0),
+            ack.with_dst(backend)
+                .routed(DOWN_MAC, moved_backend)
+                .bytes(),
+            "looked up again after a second"
+        );
+        assert_eq!(
+            sent(&lb, &reply, lb.dn0),
+            reply.with_src(vip).routed(UP_MAC, moved_client).bytes(),
+            "looked up again after a second"
+        );
     });
 }

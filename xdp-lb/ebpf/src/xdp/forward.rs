@@ -1,5 +1,6 @@
 //! Forwarding a translated frame: `bpf_fib_lookup` for the next hop (cached
-//! per CPU and backend for a second), MAC rewrite, and XDP_TX or a redirect.
+//! per CPU for a second: by backend toward backends, by client address for
+//! replies), MAC rewrite, and XDP_TX or a redirect.
 //! When the kernel does not know the next hop's neighbour yet (or has no
 //! route), the frame goes to the kernel, which resolves it (or answers with an
 //! ICMP error) — it is already translated, so the kernel only routes it.
@@ -10,7 +11,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_PASS, XDP_TX},
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
@@ -23,7 +24,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::{NEXT_HOPS, POD_INTERFACES},
+    maps::{NEXT_HOPS, POD_INTERFACES, REPLY_HOPS},
     packet::FrameSource,
     xdp::rewrite,
 };
@@ -41,34 +42,44 @@ pub const TOO_BIG: u32 = u32::MAX;
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    // In memory rather than as an `Option<NextHop>`: LLVM may spill the
-    // undefined payload of a `None`, and the verifier rejects reading it.
-    let mut hop = MaybeUninit::<NextHop>::uninit();
-    let found = match nat.end {
-        End::Destination => backend_hop(ctx, flow, nat, ingress, &mut hop),
+    let t = &flow.tuple;
+    // The translated ends, this CPU's cache slot of their next hop, and the
+    // backend generation the hop must have been looked up for. The hop is
+    // used where it lies in the slot: a copy on this frame would not fit the
+    // deepest call chain.
+    let (ends, slot, generation) = match nat.end {
+        End::Destination => (
+            (&t.src_addr, &nat.addr, t.src_port_be, nat.port_be),
+            NEXT_HOPS.get_ptr_mut(nat.backend_id),
+            nat.generation,
+        ),
         // After the reverse translation the source is the frontend.
         // Under source NAT the destination changes too (back to the
         // client); otherwise it is the frame's own (for an ICMP error, the
-        // error's destination rather than the flow's client).
+        // error's destination rather than the flow's client). A reply's hop
+        // is cached by that client address, with no generation.
         End::Source => {
             let ends = if nat.snat {
                 (&nat.addr, &nat.peer_addr, nat.port_be, nat.peer_port_be)
             } else {
-                (
-                    &nat.addr,
-                    &flow.tuple.dst_addr,
-                    nat.port_be,
-                    flow.tuple.dst_port_be,
-                )
+                (&nat.addr, &t.dst_addr, nat.port_be, t.dst_port_be)
             };
-            lookup(ctx, flow, ingress, ends, coarse_now(), &mut hop)
+            (ends, reply_slot(ends.1), 0)
         }
     };
-    if !found {
+    // Without a slot (an ID past the map, or a reply cache that took no
+    // entry) the kernel routes the frame, already translated.
+    let Some(slot) = slot else {
+        return XDP_PASS;
+    };
+    // SAFETY: this CPU's value of a per-CPU map; nothing else runs on this
+    // CPU meanwhile, and no other CPU reads it.
+    let hop = unsafe { &mut *slot };
+    let now = coarse_now();
+    if !fresh(hop, generation, ingress, now) && !lookup(ctx, flow, ingress, ends, now, hop) {
         return XDP_PASS;
     }
-    // SAFETY: written by whichever function answered true.
-    let hop = unsafe { hop.assume_init_ref() };
+    hop.generation = generation;
     if hop.via_stack != 0 {
         return XDP_PASS;
     }
@@ -103,41 +114,25 @@ fn coarse_now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// The next hop toward a backend (the request's new destination): from this
-/// CPU's cache while it is fresh, else from the FIB, then cached.
+/// This CPU's slot in the reply next-hop cache for `client`: its entry, or
+/// a new empty one (which no packet finds fresh). Caching replies' hops too
+/// took their FIB lookup, a quarter of a reply's cost (measured), off every
+/// reply but the first of each second. `None` only when the LRU took no
+/// entry; the reply then goes to the kernel.
 #[inline(always)]
-fn backend_hop(
-    ctx: &XdpContext,
-    flow: &Flow,
-    nat: &Nat,
-    ingress: u32,
-    out: &mut MaybeUninit<NextHop>,
-) -> bool {
-    let ends = (
-        &flow.tuple.src_addr,
-        &nat.addr,
-        flow.tuple.src_port_be,
-        nat.port_be,
-    );
-    let now = coarse_now();
-    let Some(entry) = NEXT_HOPS.get_ptr_mut(nat.backend_id) else {
-        return lookup(ctx, flow, ingress, ends, now, out);
-    };
-    // SAFETY: this CPU's slot of a per-CPU map; nothing else runs on this CPU
-    // meanwhile.
-    let entry = unsafe { &mut *entry };
-    if fresh(entry, nat.generation, ingress, now) {
-        out.write(*entry);
-        return true;
+fn reply_slot(client: &Addr) -> Option<*mut NextHop> {
+    if let Some(slot) = REPLY_HOPS.get_ptr_mut(client) {
+        return Some(slot);
     }
-    if !lookup(ctx, flow, ingress, ends, now, out) {
-        return false;
-    }
-    // SAFETY: `lookup` wrote `out` when it answered true.
-    unsafe { (*out.as_mut_ptr()).generation = nat.generation };
-    // SAFETY: `lookup` wrote `out` when it answered true.
-    *entry = unsafe { out.assume_init_read() };
-    true
+    // A full cache evicts its least used client.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the empty value by reference, from read-only data: a copy would take 40 \
+                  bytes of this frame, which is on the deepest call chain"
+    )]
+    let inserted = REPLY_HOPS.insert(client, &NextHop::EMPTY, BPF_NOEXIST.into());
+    inserted.ok()?;
+    REPLY_HOPS.get_ptr_mut(client)
 }
 
 /// A cached next hop that holds for a packet of this backend generation that
@@ -147,12 +142,12 @@ fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
     hop.looked_up_ns != 0
         && hop.generation == generation
         && hop.ingress_ifindex == ingress
-        && now.wrapping_sub(hop.looked_up_ns) < NEXT_HOP_TTL_NS
+        && now.saturating_sub(hop.looked_up_ns) < NEXT_HOP_TTL_NS
 }
 
 /// Asks the kernel's FIB (and neighbour table) for the next hop and writes it
-/// to `out`; false when it has no complete answer (no route, neighbour not
-/// resolved yet, ...).
+/// to `out`; false, with `out` untouched, when it has no complete answer (no
+/// route, neighbour not resolved yet, ...).
 #[inline(always)]
 fn lookup(
     ctx: &XdpContext,
@@ -160,7 +155,7 @@ fn lookup(
     ingress: u32,
     (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
     now: u64,
-    out: &mut MaybeUninit<NextHop>,
+    out: &mut NextHop,
 ) -> bool {
     let mut params = MaybeUninit::<FibParams>::uninit();
     let p = params.as_mut_ptr();
@@ -183,17 +178,19 @@ fn lookup(
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&params.dmac);
     macs[6..].copy_from_slice(&params.smac);
-    out.write(NextHop {
-        // Never 0, which marks an empty slot.
-        looked_up_ns: now | 1,
+    *out = NextHop {
+        // Never 0, which marks an empty slot. Not `now | 1`: a stamp one
+        // past the clock made every packet of the lookup's own clock tick
+        // (the coarse clock moves every few milliseconds) look it up again.
+        looked_up_ns: now.max(1),
         ingress_ifindex: ingress,
         egress_ifindex: params.ifindex,
         macs,
-        // The caller that caches the answer sets the backend's generation.
+        // The caller sets the backend's generation.
         generation: 0,
         mtu,
         via_stack: 0,
-    });
+    };
     #[expect(
         clippy::needless_borrows_for_generic_args,
         reason = "the key by reference: a copy would take another stack slot, and this frame \
@@ -201,8 +198,7 @@ fn lookup(
     )]
     let to_pod = POD_INTERFACES.get_ptr(&params.ifindex).is_some();
     if to_pod {
-        // SAFETY: written just above.
-        unsafe { (*out.as_mut_ptr()).via_stack = 1 };
+        out.via_stack = 1;
     }
     true
 }
