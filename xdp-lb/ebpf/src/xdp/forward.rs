@@ -97,8 +97,12 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     if rewrite::decrement_ttl(frame, flow.l3_offset, flow.is_v4).is_none() {
         return XDP_PASS;
     }
-    // SAFETY: `get_mut` checked the 12 MAC bytes lie inside the frame.
-    unsafe { macs.write_unaligned(hop.macs) };
+    // Read into a value first (a volatile read LLVM cannot fold away): copied
+    // straight from the map slot into the frame, the bytes would go through
+    // `memmove` (LLVM cannot tell the two apart), a byte loop in BPF.
+    // SAFETY: a field of this CPU's slot, aligned; `get_mut` checked the 12
+    // MAC bytes lie inside the frame.
+    unsafe { macs.write_unaligned(core::ptr::read_volatile(&raw const hop.macs)) };
     if hop.egress_ifindex == ingress {
         XDP_TX
     } else {
