@@ -122,7 +122,9 @@ fn coarse_now() -> u64 {
 /// a new empty one (which no packet finds fresh). Caching replies' hops too
 /// took their FIB lookup, a quarter of a reply's cost (measured), off every
 /// reply but the first of each second. `None` only when the LRU took no
-/// entry; the reply then goes to the kernel.
+/// entry; the reply then goes to the kernel. The insert's own answer is not
+/// read: another CPU may have just added the same client (the table is
+/// shared, the values per CPU), and the lookup after it finds either entry.
 #[inline(always)]
 fn reply_slot(client: &Addr) -> Option<*mut NextHop> {
     if let Some(slot) = REPLY_HOPS.get_ptr_mut(client) {
@@ -134,8 +136,7 @@ fn reply_slot(client: &Addr) -> Option<*mut NextHop> {
         reason = "the empty value by reference, from read-only data: a copy would take 40 \
                   bytes of this frame, which is on the deepest call chain"
     )]
-    let inserted = REPLY_HOPS.insert(client, &NextHop::EMPTY, BPF_NOEXIST.into());
-    inserted.ok()?;
+    let _ = REPLY_HOPS.insert(client, &NextHop::EMPTY, BPF_NOEXIST.into());
     REPLY_HOPS.get_ptr_mut(client)
 }
 
