@@ -53,6 +53,21 @@ fn to_client(reply: &Packet, frontend: SocketAddr) -> Vec<u8> {
         .bytes()
 }
 
+/// A load balancer with the TCP service `SERVICE` on the VIP's port 80 over
+/// `backends`, and the SYN of a client's first connection to it (not sent).
+fn one_service(backends: &[u32]) -> (Lb, SocketAddr, Packet) {
+    let mut lb = Lb::new();
+    let vip = SocketAddr::from((VIP4, 80));
+    lb.service(SERVICE, vip, Protocol::Tcp, backends);
+    let syn = Packet::tcp(
+        FROM_CLIENT,
+        SocketAddr::from((CLIENT4, 40000)),
+        vip,
+        TcpFlags::SYN,
+    );
+    (lb, vip, syn)
+}
+
 /// Sends `request` from the client and returns the backend it went to.
 fn open(lb: &Lb, request: &Packet) -> SocketAddr {
     let (_, backend, _) = lb.simulated(&request.flow());
@@ -67,15 +82,7 @@ fn open(lb: &Lb, request: &Packet) -> SocketAddr {
 #[test]
 fn a_syn_ack_from_the_backend_is_translated_back_to_the_client_v4() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &cycling(&BACKEND4_IDS, 251));
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, vip, syn) = one_service(&cycling(&BACKEND4_IDS, 251));
         let backend = open(&lb, &syn);
         let state = |lb: &Lb| lb.dp.tracked_flow(&syn.flow()).unwrap().expect("tracked");
         assert_eq!(state(&lb).state, FlowState::SynSent);
@@ -161,15 +168,7 @@ fn udp_replies_are_translated_back_with_and_without_a_checksum() {
 #[test]
 fn packets_from_a_backend_that_answer_no_tracked_flow_pass_untouched() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &cycling(&BACKEND4_IDS, 251));
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, _, syn) = one_service(&cycling(&BACKEND4_IDS, 251));
         let backend = open(&lb, &syn);
         let syn_ack = answer(&syn, backend, L4::Tcp(TcpFlags::SYN_ACK));
         let other_backend = if backend == backend4(0) {
@@ -262,15 +261,7 @@ fn a_reply_from_a_flows_old_backend_is_an_orphan_and_passes_untouched() {
 #[test]
 fn a_reply_to_a_deleted_or_expired_flow_passes_untouched() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &[1]);
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (mut lb, _, syn) = one_service(&[1]);
         // Deleted through the API: flow and reply entry go together.
         let backend = open(&lb, &syn);
         assert!(lb.dp.delete_flow(&syn.flow()).unwrap());
@@ -301,15 +292,7 @@ fn a_reply_to_a_deleted_or_expired_flow_passes_untouched() {
 #[test]
 fn a_reset_from_the_backend_closes_the_flow() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &[1]);
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, vip, syn) = one_service(&[1]);
         let backend = open(&lb, &syn);
         let rst = answer(&syn, backend, L4::Tcp(TcpFlags::RST));
         let out = lb.send(&rst.bytes(), lb.dn0);
@@ -326,15 +309,7 @@ fn a_reset_from_the_backend_closes_the_flow() {
 #[test]
 fn replies_count_for_their_service_and_backend() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &[3]);
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, vip, syn) = one_service(&[3]);
         let backend = open(&lb, &syn);
         let mut reply = answer(&syn, backend, L4::Tcp(TcpFlags::PSH_ACK));
         reply.payload = vec![0x42; 1000];
@@ -441,15 +416,7 @@ fn a_reply_with_ttl_1_is_passed_untouched() {
 #[test]
 fn a_reply_with_ttl_1_changes_no_conntrack_state() {
     in_private_netns(|| {
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &[1]);
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, _, syn) = one_service(&[1]);
         let backend = open(&lb, &syn);
         let reply = Packet {
             ttl: 1,
@@ -475,15 +442,7 @@ fn next_hops_are_cached_per_cpu_for_a_second_both_ways() {
         let mut cpus = CpuSet::new();
         cpus.set(0).expect("CPU 0 exists");
         sched_setaffinity(Pid::from_raw(0), &cpus).expect("sched_setaffinity");
-        let mut lb = Lb::new();
-        let vip = SocketAddr::from((VIP4, 80));
-        lb.service(SERVICE, vip, Protocol::Tcp, &[1]);
-        let syn = Packet::tcp(
-            FROM_CLIENT,
-            SocketAddr::from((CLIENT4, 40000)),
-            vip,
-            TcpFlags::SYN,
-        );
+        let (lb, vip, syn) = one_service(&[1]);
         let cached_at = Instant::now();
         let backend = open(&lb, &syn);
         let ack = syn.with_flags(TcpFlags::ACK);
