@@ -198,7 +198,6 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         backends: (args.services * args.backends + 2).next_power_of_two(),
         conntrack: 1024,
         addresses: (args.services.min(VIPS) + 1).next_power_of_two().max(1024),
-        reply_hops: MapSizes::default().reply_hops,
     };
     let mut datapath = Datapath::load_with(&LoadOptions {
         sizes,

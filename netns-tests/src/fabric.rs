@@ -66,7 +66,6 @@ pub const SIZES: MapSizes = MapSizes {
     backends: 64,
     conntrack: 16_384,
     addresses: 64,
-    reply_hops: 1_024,
 };
 /// How long a [`PeerEchoServer`] connection may stay idle before the server
 /// closes it.

@@ -163,7 +163,6 @@ pub(crate) fn load(
             backends: BACKEND_POOL + 1,
             conntrack,
             addresses: layout.vips + 1,
-            reply_hops: MapSizes::default().reply_hops,
         },
         pin_dir: Some(pin_dir.to_owned()),
     };

@@ -152,7 +152,6 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
             backends: STREAM_BACKEND + 1,
             conntrack: CONNTRACK_ENTRIES,
             addresses: services + 1,
-            reply_hops: MapSizes::default().reply_hops,
         },
         pin_dir: None,
     })

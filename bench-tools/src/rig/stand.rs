@@ -133,7 +133,6 @@ impl Stand {
                 backends: 2,
                 conntrack: 1,
                 addresses: 1,
-                reply_hops: MapSizes::default().reply_hops,
             },
             pin_dir: None,
         })

@@ -81,7 +81,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         backends: options.max_backends,
         conntrack: options.conntrack_size,
         addresses: options.max_addresses,
-        reply_hops: MapSizes::default().reply_hops,
     };
     let mut datapath = Datapath::load_stamped(
         &LoadOptions {

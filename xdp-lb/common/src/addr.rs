@@ -82,12 +82,17 @@ pub const NODE_FILTER_WORDS: u32 = NODE_FILTER_BITS / 64;
 /// `ADDRESSES` lookup: a shared or stale bit only sends it down that lookup.
 #[inline(always)]
 pub const fn node_filter_bit(addr: &Addr) -> u32 {
+    addr_hash(addr, NODE_FILTER_BITS.trailing_zeros())
+}
+
+/// A multiplicative hash of the whole address, `bits` bits wide (1 to 32).
+#[inline(always)]
+pub const fn addr_hash(addr: &Addr, bits: u32) -> u32 {
     let a = addr;
     let high = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let low = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
     // Fibonacci hashing: the top bits of the product mix every input bit.
-    ((high ^ low).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NODE_FILTER_BITS.trailing_zeros()))
-        as u32
+    ((high ^ low).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as u32
 }
 
 #[cfg(test)]

@@ -85,21 +85,23 @@ pub struct NextHop {
 }
 const _: () = assert!(size_of::<NextHop>() == 40);
 
-impl NextHop {
-    /// An empty cache slot: never fresh (`looked_up_ns` 0).
-    pub const EMPTY: Self = Self {
-        looked_up_ns: 0,
-        ingress_ifindex: 0,
-        egress_ifindex: 0,
-        macs: [0; 12],
-        generation: 0,
-        mtu: 0,
-        via_stack: 0,
-    };
+/// A slot of the per-CPU reply next-hop cache (`REPLY_HOPS`): the client
+/// whose hop it holds, and the hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyHop {
+    pub client: Addr,
+    pub hop: NextHop,
 }
+const _: () = assert!(size_of::<ReplyHop>() == 56);
+
+/// Slots of the reply next-hop cache, per CPU: a power of two. A client is
+/// cached in the slot its address hashes to (`addr::addr_hash`), and a
+/// client hashing to a taken slot replaces its holder.
+pub const REPLY_HOP_SLOTS: u32 = 4096;
 
 /// How long a cached next hop is trusted. A changed route or neighbour reaches
 /// a backend's packets at most this late.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
-impl_pod!(Backend, NextHop);
+impl_pod!(Backend, NextHop, ReplyHop);

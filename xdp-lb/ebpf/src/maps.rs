@@ -4,15 +4,13 @@
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
-    btf_maps::{
-        Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
-    },
+    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use xdp_lb_common::{
     addr::{Addr, FILTER_WORDS, NODE_FILTER_WORDS, node_filter_bit},
     affinity::{AffinityEntry, AffinityKey},
-    backend::{Backend, NextHop},
+    backend::{Backend, NextHop, REPLY_HOP_SLOTS, ReplyHop},
     config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
     events::FlowEvent,
@@ -108,12 +106,12 @@ pub static BACKENDS: Array<Backend, 65536> = Array::new();
 #[btf_map]
 pub static NEXT_HOPS: PerCpuArray<NextHop, 65536> = PerCpuArray::new();
 
-/// Per CPU, by client address: the cached next hop of replies toward the
-/// client. An LRU: clients are many and come and go, and a client it has
-/// forgotten costs one FIB lookup. Per CPU, so that a refresh never rewrites
-/// an entry another CPU is reading.
+/// Per CPU, by a hash of the client address: the cached next hop of replies
+/// toward the client. Direct-mapped rather than an LRU: more clients than
+/// slots cost a FIB lookup and a slot write per reply, where an LRU would
+/// add an allocation and an eviction to every miss.
 #[btf_map]
-pub static REPLY_HOPS: LruPerCpuHashMap<Addr, NextHop, 16384> = LruPerCpuHashMap::new();
+pub static REPLY_HOPS: PerCpuArray<ReplyHop, { REPLY_HOP_SLOTS as usize }> = PerCpuArray::new();
 
 /// Service ID → its Maglev table: slot 0 holds M, slots `1..=M` backend IDs.
 /// `BPF_F_INNER_MAP` lets every inner array have its own size;

@@ -182,7 +182,6 @@ impl Datapath {
             (maps::BACKENDS, sizes.backends),
             (maps::BACKEND_STATS, sizes.backends),
             (maps::NEXT_HOPS, sizes.backends),
-            (maps::REPLY_HOPS, sizes.reply_hops),
             (maps::CONNTRACK, sizes.conntrack),
             (maps::CONNTRACK_REPLY, sizes.conntrack),
             (maps::AFFINITY, sizes.conntrack),

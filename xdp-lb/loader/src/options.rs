@@ -18,10 +18,6 @@ pub struct MapSizes {
     /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
     /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).
     pub addresses: u32,
-    /// Clients whose next hop each CPU caches for replies (`REPLY_HOPS`, an
-    /// LRU per CPU: memory is this times the CPU count times 40 bytes). A
-    /// client the cache has forgotten costs its next reply a FIB lookup.
-    pub reply_hops: u32,
 }
 
 impl Default for MapSizes {
@@ -31,7 +27,6 @@ impl Default for MapSizes {
             backends: 65_536,
             conntrack: 131_072,
             addresses: 4_096,
-            reply_hops: 16_384,
         }
     }
 }
@@ -43,7 +38,6 @@ impl MapSizes {
             ("backends", self.backends),
             ("conntrack", self.conntrack),
             ("addresses", self.addresses),
-            ("reply_hops", self.reply_hops),
         ] {
             if value == 0 {
                 return Err(Error::InvalidOption {

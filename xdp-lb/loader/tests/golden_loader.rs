@@ -24,7 +24,6 @@ const SIZES: MapSizes = MapSizes {
     backends: 32,
     conntrack: 64,
     addresses: 4,
-    reply_hops: 64,
 };
 
 fn load_small() -> Datapath {

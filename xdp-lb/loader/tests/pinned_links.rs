@@ -23,7 +23,6 @@ const SIZES: MapSizes = MapSizes {
     backends: 16,
     conntrack: 64,
     addresses: 4,
-    reply_hops: 64,
 };
 /// The MAC of `xa0`, the end with the program.
 const XA0_MAC: &str = "02:00:00:00:50:02";

@@ -30,7 +30,6 @@ const SIZES: MapSizes = MapSizes {
     backends: 32,
     conntrack: 64,
     addresses: 4,
-    reply_hops: 64,
 };
 
 fn usage(name: &'static str, entries: u64, capacity: u64) -> MapUsage {

@@ -30,7 +30,6 @@ fn load(services: u32, backends: u32) -> Datapath {
             backends,
             conntrack: 64,
             addresses: 4,
-            reply_hops: 64,
         },
         pin_dir: None,
     })

@@ -1,6 +1,6 @@
 //! Forwarding a translated frame: `bpf_fib_lookup` for the next hop (cached
-//! per CPU for a second: by backend toward backends, by client address for
-//! replies), MAC rewrite, and XDP_TX or a redirect.
+//! per CPU for a second: by backend toward backends, by a hash of the client
+//! address for replies), MAC rewrite, and XDP_TX or a redirect.
 //! When the kernel does not know the next hop's neighbour yet (or has no
 //! route), the frame goes to the kernel, which resolves it (or answers with an
 //! ICMP error) — it is already translated, so the kernel only routes it.
@@ -11,15 +11,15 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_PASS, XDP_TX},
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
 use xdp_lb_common::{
-    addr::Addr,
-    backend::{NEXT_HOP_TTL_NS, NextHop},
+    addr::{Addr, addr_hash},
+    backend::{NEXT_HOP_TTL_NS, NextHop, REPLY_HOP_SLOTS},
 };
 
 use crate::{
@@ -67,8 +67,8 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
             (ends, reply_slot(ends.1), 0)
         }
     };
-    // Without a slot (an ID past the map, or a reply cache that took no
-    // entry) the kernel routes the frame, already translated.
+    // Without a slot (an ID past the map) the kernel routes the frame,
+    // already translated.
     let Some(slot) = slot else {
         return XDP_PASS;
     };
@@ -118,26 +118,22 @@ fn coarse_now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// This CPU's slot in the reply next-hop cache for `client`: its entry, or
-/// a new empty one (which no packet finds fresh). Caching replies' hops too
-/// took their FIB lookup, a quarter of a reply's cost (measured), off every
-/// reply but the first of each second. `None` only when the LRU took no
-/// entry; the reply then goes to the kernel. The insert's own answer is not
-/// read: another CPU may have just added the same client (the table is
-/// shared, the values per CPU), and the lookup after it finds either entry.
+/// This CPU's slot in the reply next-hop cache for `client`: the slot its
+/// address hashes to, taken over (emptied, so that no packet finds it fresh)
+/// when it held another client. Caching replies' hops took their FIB lookup,
+/// a quarter of a reply's cost (measured), off every reply but the first of
+/// each second.
 #[inline(always)]
 fn reply_slot(client: &Addr) -> Option<*mut NextHop> {
-    if let Some(slot) = REPLY_HOPS.get_ptr_mut(client) {
-        return Some(slot);
+    let slot = REPLY_HOPS.get_ptr_mut(addr_hash(client, REPLY_HOP_SLOTS.trailing_zeros()))?;
+    // SAFETY: this CPU's value of a per-CPU map; nothing else runs on this
+    // CPU meanwhile, and no other CPU reads it.
+    let slot = unsafe { &mut *slot };
+    if slot.client != *client {
+        slot.client = *client;
+        slot.hop.looked_up_ns = 0;
     }
-    // A full cache evicts its least used client.
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the empty value by reference, from read-only data: a copy would take 40 \
-                  bytes of this frame, which is on the deepest call chain"
-    )]
-    let _ = REPLY_HOPS.insert(client, &NextHop::EMPTY, BPF_NOEXIST.into());
-    REPLY_HOPS.get_ptr_mut(client)
+    Some(&raw mut slot.hop)
 }
 
 /// A cached next hop that holds for a packet of this backend generation that

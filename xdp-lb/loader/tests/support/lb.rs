@@ -76,7 +76,6 @@ pub(crate) const FIXTURE_SIZES: MapSizes = MapSizes {
     backends: 64,
     conntrack: 4096,
     addresses: 16,
-    reply_hops: 64,
 };
 /// The hash seed the fixture configures.
 pub(crate) const SEED: u64 = 42;
