@@ -76,10 +76,11 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     // CPU meanwhile, and no other CPU reads it.
     let hop = unsafe { &mut *slot };
     let now = coarse_now();
-    if !fresh(hop, generation, ingress, now) && !lookup(ctx, flow, ingress, ends, now, hop) {
+    if !fresh(hop, generation, ingress, now)
+        && !lookup(ctx, flow, ingress, ends, (now, generation), hop)
+    {
         return XDP_PASS;
     }
-    hop.generation = generation;
     if hop.via_stack != 0 {
         return XDP_PASS;
     }
@@ -147,15 +148,16 @@ fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
 }
 
 /// Asks the kernel's FIB (and neighbour table) for the next hop and writes it
-/// to `out`; false, with `out` untouched, when it has no complete answer (no
-/// route, neighbour not resolved yet, ...).
+/// to `out`, stamped with `now` and the backend `generation` it is for (0 for
+/// a reply's); false, with `out` untouched, when it has no complete answer
+/// (no route, neighbour not resolved yet, ...).
 #[inline(always)]
 fn lookup(
     ctx: &XdpContext,
     flow: &Flow,
     ingress: u32,
     (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
-    now: u64,
+    (now, generation): (u64, u32),
     out: &mut NextHop,
 ) -> bool {
     let mut params = MaybeUninit::<FibParams>::uninit();
@@ -187,8 +189,7 @@ fn lookup(
         ingress_ifindex: ingress,
         egress_ifindex: params.ifindex,
         macs,
-        // The caller sets the backend's generation.
-        generation: 0,
+        generation,
         mtu,
         via_stack: 0,
     };
