@@ -133,6 +133,17 @@ fn service(lb: &mut Lb, id: u32, frontend: SocketAddr, table: &[u32], snat_remot
         .expect("service");
 }
 
+/// Declares `NODE4` a node address and puts service 1 on its `NODE_PORT`,
+/// every slot on the first backend, with `snat_remote`; returns the frontend.
+fn node_port_service(lb: &mut Lb) -> SocketAddr {
+    lb.dp
+        .set_address(NODE4.into(), AddressKind::Node)
+        .expect("node address");
+    let node_port = SocketAddr::from((NODE4, NODE_PORT));
+    service(lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+    node_port
+}
+
 #[test]
 fn a_clash_of_translated_tuples_remaps_the_second_flows_source_port() {
     for (vip, backend, id) in vips_and_first_backends() {
@@ -260,15 +271,11 @@ fn a_closed_flow_gives_its_reply_tuple_to_the_next_flow_and_a_half_closed_one_do
 fn a_remote_backend_of_a_nodeport_gets_the_nodes_source_and_a_local_one_the_clients() {
     in_private_netns(|| {
         let mut lb = lb();
-        lb.dp
-            .set_address(NODE4.into(), AddressKind::Node)
-            .expect("node address");
-        let node_port = SocketAddr::from((NODE4, NODE_PORT));
         let local = backend4(1);
         lb.dp
             .put_backend_on_node(BACKEND4_IDS[1], local, 1, true)
             .expect("local backend");
-        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let node_port = node_port_service(&mut lb);
         let client = SocketAddr::from((CLIENT4, 41000));
         let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
 
@@ -325,11 +332,7 @@ fn a_reply_to_a_nodeports_own_address_and_port_is_a_reply_not_a_request() {
                 ..config
             })
             .expect("config");
-        lb.dp
-            .set_address(NODE4.into(), AddressKind::Node)
-            .expect("node address");
-        let node_port = SocketAddr::from((NODE4, NODE_PORT));
-        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let node_port = node_port_service(&mut lb);
         let client = SocketAddr::from((CLIENT4, 41000));
         let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
         let out = lb.send(&request.bytes(), lb.up0);
@@ -409,11 +412,7 @@ fn an_exhausted_range_refuses_new_flows_until_a_port_expires() {
                 ..config
             })
             .expect("config");
-        lb.dp
-            .set_address(NODE4.into(), AddressKind::Node)
-            .expect("node address");
-        let node_port = SocketAddr::from((NODE4, NODE_PORT));
-        service(&mut lb, 1, node_port, &[BACKEND4_IDS[0]; 251], true);
+        let node_port = node_port_service(&mut lb);
         let request = |port| {
             Packet::tcp(
                 FROM_CLIENT,
