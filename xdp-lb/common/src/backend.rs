@@ -84,6 +84,8 @@ pub struct NextHop {
     pub via_stack: u32,
 }
 const _: () = assert!(size_of::<NextHop>() == 40);
+// The datapath reads the MACs as an 8- and a 4-byte word.
+const _: () = assert!(core::mem::offset_of!(NextHop, macs) % 8 == 0);
 
 /// A slot of the per-CPU reply next-hop cache (`REPLY_HOPS`): the client
 /// whose hop it holds, and the hop.

@@ -223,7 +223,7 @@ pub fn reset<C: Resize>(ctx: &C, flow: &Flow) -> Answered {
     let Some(segment) = frame.read::<[u8; 14]>(l3 + ip_len) else {
         return Answered::NotAnswerable;
     };
-    let Some(length) = frame.read::<[u8; 2]>(l3 + if flow.is_v4 { 2 } else { 4 }) else {
+    let Some(length) = frame.load::<2>(l3 + if flow.is_v4 { 2 } else { 4 }) else {
         return Answered::NotAnswerable;
     };
     // Payload: the IPv4 total length less both headers, or the IPv6 payload

@@ -22,6 +22,8 @@
 // ordinary binary so that `cargo clippy --workspace` checks this code too.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `asm!` on the bpf target: word access to packet bytes (`unaligned`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_builtins]
 #![allow(
     unreachable_pub,
@@ -35,6 +37,7 @@ mod maps;
 mod packet;
 mod parse;
 mod tc;
+mod unaligned;
 mod wire;
 mod xdp;
 

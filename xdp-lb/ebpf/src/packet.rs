@@ -5,6 +5,8 @@
 //! both. Every read goes through `Frame::get`, which compares against
 //! `data_end` in the form the verifier can follow.
 
+use crate::unaligned::PacketBytes;
+
 /// Where a BPF subprogram gets its own view of the packet.
 ///
 /// Each subprogram loads `data`/`data_end` afresh rather than receiving the
@@ -90,9 +92,23 @@ impl Frame {
     }
 
     /// Reads a `T` at `offset` (unaligned), if it lies inside the frame.
+    /// Byte by byte, for a header struct: [`Frame::load`] reads fields in
+    /// words.
     #[inline(always)]
     pub fn read<T: Copy>(&self, offset: usize) -> Option<T> {
         // SAFETY: `get` checked that the bytes lie inside the packet.
         self.get::<T>(offset).map(|p| unsafe { p.read_unaligned() })
+    }
+
+    /// Reads `N` bytes at `offset` in whole words (`unaligned`), if they lie
+    /// inside the frame.
+    #[inline(always)]
+    pub fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>
+    where
+        [u8; N]: PacketBytes,
+    {
+        // SAFETY: `get` checked that the bytes lie inside the packet.
+        self.get::<[u8; N]>(offset)
+            .map(|p| unsafe { PacketBytes::load(p.cast::<u8>()) })
     }
 }

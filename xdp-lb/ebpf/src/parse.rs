@@ -18,10 +18,11 @@ use xdp_lb_common::stats::{MAX_IP6_EXTENSIONS, ParseCounter};
 
 use crate::{
     packet::{Frame, FrameSource},
+    unaligned::PacketBytes,
     wire::{
-        ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, IP4_MF, IP4_OFFSET_MASK, IPPROTO_DSTOPTS,
-        IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING,
-        IPPROTO_TCP, IPPROTO_UDP,
+        ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_TYPE, IP4_FRAGS, IP4_MF,
+        IP4_OFFSET_MASK, IP4_PROTO, IP4_TOTAL_LEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
     },
 };
 
@@ -72,11 +73,12 @@ impl Parsed {
 #[inline(never)]
 pub fn parse<S: FrameSource>(source: &S) -> Parsed {
     let frame = &source.frame();
-    let Some(eth) = frame.read::<EthHdr>(0) else {
+    // The EtherType ends the Ethernet header: read, the header is whole.
+    let Some(outer) = frame.load::<2>(ETH_TYPE) else {
         return Parsed::new(ParseCounter::TruncatedEthernet);
     };
     let mut p = Parsed::new(ParseCounter::OtherEthertype);
-    let mut ethertype = u16::from_be(eth.ether_type);
+    let mut ethertype = u16::from_be_bytes(outer);
     p.l3_offset = EthHdr::LEN;
     if ethertype == ETH_P_8021Q {
         let Some(vlan) = frame.read::<VlanHdr>(EthHdr::LEN) else {
@@ -99,27 +101,37 @@ pub fn parse<S: FrameSource>(source: &S) -> Parsed {
 #[inline(always)]
 fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
     let l3 = p.l3_offset;
-    let Some(ip) = frame.read::<Ipv4Hdr>(l3) else {
+    let Some(ip) = frame.get::<Ipv4Hdr>(l3) else {
         return p.with(ParseCounter::TruncatedIp4);
     };
-    if ip.vihl >> 4 != 4 {
+    // SAFETY: `get` checked the whole header lies in the frame.
+    let (vihl, tot_len, frags, proto) = unsafe {
+        let ip = ip.cast::<u8>();
+        (
+            *ip,
+            <[u8; 2]>::load(ip.add(IP4_TOTAL_LEN)),
+            <[u8; 2]>::load(ip.add(IP4_FRAGS)),
+            *ip.add(IP4_PROTO),
+        )
+    };
+    if vihl >> 4 != 4 {
         return p.with(ParseCounter::BadIp4Version);
     }
     // Masked to 4 bits: the verifier sees a bounded offset (at most 60).
-    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
+    let header_len = ((vihl & 0x0f) as usize) * 4;
     if header_len < Ipv4Hdr::LEN || l3 + header_len > frame.len() {
         return p.with(ParseCounter::BadIp4HeaderLength);
     }
-    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    let total_len = u16::from_be_bytes(tot_len) as usize;
     // Ethernet may pad short frames, so the datagram may be shorter than the frame.
     if total_len < header_len || l3 + total_len > frame.len() {
         return p.with(ParseCounter::BadIp4TotalLength);
     }
     p.l4_offset = l3 + header_len;
-    p.l4_proto = ip.proto;
+    p.l4_proto = proto;
     // Transport headers must lie in the datagram, not in the padding after it.
     let end = l3 + total_len;
-    let frags = u16::from_be_bytes(ip.frags);
+    let frags = u16::from_be_bytes(frags);
     if frags & (IP4_MF | IP4_OFFSET_MASK) != 0 {
         p.is_fragment = 1;
         if frags & IP4_OFFSET_MASK != 0 {
@@ -127,7 +139,7 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
             return p.with(ParseCounter::Fragment4);
         }
     }
-    match ip.proto {
+    match proto {
         IPPROTO_TCP => check_tcp(frame, p, end, ParseCounter::Tcp4),
         IPPROTO_UDP => check_len::<UdpHdr>(
             frame,
@@ -171,7 +183,7 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next Header, Hdr Ext Len (in 8-octet units, not counting the first 8).
-                let Some(ext) = frame.read::<[u8; 2]>(offset).filter(|_| offset + 2 <= end) else {
+                let Some(ext) = frame.load::<2>(offset).filter(|_| offset + 2 <= end) else {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 };
                 let len = (ext[1] as usize + 1) * 8;
@@ -183,7 +195,7 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
             }
             IPPROTO_FRAGMENT => {
                 // Next Header, reserved, Fragment Offset (13 bits) + flags, Identification.
-                let Some(ext) = frame.read::<[u8; 8]>(offset).filter(|_| offset + 8 <= end) else {
+                let Some(ext) = frame.load::<8>(offset).filter(|_| offset + 8 <= end) else {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 };
                 p.is_fragment = 1;

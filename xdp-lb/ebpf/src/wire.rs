@@ -26,7 +26,11 @@ pub const UDP_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
 
 /// IPv4 header fields.
+pub const IP4_TOTAL_LEN: usize = 2;
+/// Flags and fragment offset.
+pub const IP4_FRAGS: usize = 6;
 pub const IP4_TTL: usize = 8;
+pub const IP4_PROTO: usize = 9;
 pub const IP4_CSUM: usize = 10;
 pub const IP4_SRC: usize = 12;
 pub const IP4_DST: usize = 16;

@@ -11,7 +11,11 @@ use crate::{
     maps::forget_ranges,
     packet::{Frame, FrameSource},
     parse::Parsed,
-    wire::{TCP_ACK, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SYN},
+    unaligned::PacketBytes,
+    wire::{
+        IP4_SRC, IP4_TTL, IP6_DST, IP6_HOP_LIMIT, IP6_SRC, TCP_ACK, TCP_FIN, TCP_FLAGS, TCP_RST,
+        TCP_SYN,
+    },
 };
 
 /// The network header follows Ethernet and at most one 802.1Q tag.
@@ -121,14 +125,12 @@ fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
         | ParseCounter::Udp4
         | ParseCounter::Icmp4
         | ParseCounter::OtherL4Ip4
-        | ParseCounter::Fragment4 => frame.read::<[u8; 4]>(l3 + 16).map(v4_mapped),
+        | ParseCounter::Fragment4 => frame.load::<4>(l3 + 16).map(v4_mapped),
         ParseCounter::Tcp6
         | ParseCounter::Udp6
         | ParseCounter::Icmp6
         | ParseCounter::OtherL4Ip6
-        | ParseCounter::Fragment6 => frame
-            .read::<[u8; 16]>(l3 + 24)
-            .filter(|dst| !is_v4_mapped(dst)),
+        | ParseCounter::Fragment6 => frame.load::<16>(l3 + 24).filter(|dst| !is_v4_mapped(dst)),
         _ => None,
     }
 }
@@ -159,17 +161,25 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     // single-byte values that BPF spills to the stack and stores back one by
     // one.
     if is_v4 {
-        let ip = frame.get::<Ipv4Hdr>(l3)?;
+        // Checked whole, then read in words (`Frame::load` would check
+        // each field again).
+        let ip = frame.get::<Ipv4Hdr>(l3)?.cast::<u8>();
         // SAFETY: `get` checked the whole header lies in the frame.
         unsafe {
-            out.tuple.src_addr = v4_mapped((*ip).src_addr);
-            out.tuple.dst_addr = v4_mapped((*ip).dst_addr);
-            out.ttl = (*ip).ttl;
+            let addrs = <[u8; 8]>::load(ip.add(IP4_SRC));
+            out.tuple.src_addr = v4_mapped([addrs[0], addrs[1], addrs[2], addrs[3]]);
+            out.tuple.dst_addr = v4_mapped([addrs[4], addrs[5], addrs[6], addrs[7]]);
+            out.ttl = *ip.add(IP4_TTL);
         }
     } else {
-        let ip = frame.get::<Ipv6Hdr>(l3)?;
+        let ip = frame.get::<Ipv6Hdr>(l3)?.cast::<u8>();
         // SAFETY: as above.
-        let (src_addr, dst_addr) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+        let (src_addr, dst_addr) = unsafe {
+            (
+                <[u8; 16]>::load(ip.add(IP6_SRC)),
+                <[u8; 16]>::load(ip.add(IP6_DST)),
+            )
+        };
         // The maps key IPv4 as IPv4-mapped IPv6: an IPv6 packet carrying such
         // an address (never valid on the wire, RFC 4291 §2.5.5.2) must not
         // match an IPv4 frontend or flow.
@@ -179,21 +189,16 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
         out.tuple.src_addr = src_addr;
         out.tuple.dst_addr = dst_addr;
         // SAFETY: as above.
-        out.ttl = unsafe { (*ip).hop_limit };
+        out.ttl = unsafe { *ip.add(IP6_HOP_LIMIT) };
     }
     // TCP and UDP both start with source and destination port; the parser
     // checked the whole TCP header is there, and byte 13 holds its flags.
     let (ports, tcp_flags) = if is_tcp {
-        let tcp = frame.get::<[u8; TCP_FLAGS + 1]>(l4)?;
+        let tcp = frame.get::<[u8; TCP_FLAGS + 1]>(l4)?.cast::<u8>();
         // SAFETY: as above.
-        unsafe {
-            (
-                [(*tcp)[0], (*tcp)[1], (*tcp)[2], (*tcp)[3]],
-                (*tcp)[TCP_FLAGS],
-            )
-        }
+        unsafe { (<[u8; 4]>::load(tcp), *tcp.add(TCP_FLAGS)) }
     } else {
-        (frame.read::<[u8; 4]>(l4)?, 0)
+        (frame.load::<4>(l4)?, 0)
     };
     out.tuple.src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
     out.tuple.dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);

@@ -134,7 +134,7 @@ pub fn read_error<S: FrameSource>(
     }
     // Type and code: two bytes, as a one-byte read's bounds check compiles
     // to a comparison the verifier does not take as a range.
-    let Some([icmp_type, _code]) = frame.read::<[u8; 2]>(l4) else {
+    let Some([icmp_type, _code]) = frame.load::<2>(l4) else {
         return false;
     };
     let is_error = if is_v4 {
@@ -212,10 +212,7 @@ pub fn read_error<S: FrameSource>(
         _ => return false,
     };
     // Source and destination port: the first four bytes of TCP and UDP alike.
-    let Some(ports) = frame
-        .read::<[u8; 4]>(inner_l4)
-        .filter(|_| inner_l4 + 4 <= end)
-    else {
+    let Some(ports) = frame.load::<4>(inner_l4).filter(|_| inner_l4 + 4 <= end) else {
         return false;
     };
     let csum_at = inner_l4 + if inner_is_tcp { TCP_CSUM } else { UDP_CSUM };

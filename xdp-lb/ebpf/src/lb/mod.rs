@@ -189,7 +189,7 @@ pub fn filter_marks<S: FrameSource>(source: &S, parsed: &Parsed) -> u8 {
     }
     let (src, dst) = if parsed.counter.is_ip4() {
         // Source and destination, bytes 12..20 of the IPv4 header.
-        let Some(a) = frame.read::<[u8; 8]>(l3 + 12) else {
+        let Some(a) = frame.load::<8>(l3 + 12) else {
             return BOTH;
         };
         (

@@ -187,10 +187,8 @@ pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
         return 0;
     }
     let frame = ctx.frame();
-    let (Some(link), Some(inner)) = (
-        frame.read::<[u8; MAX_L3_OFFSET]>(0),
-        frame.read::<[u8; 8]>(l3),
-    ) else {
+    let (Some(link), Some(inner)) = (frame.read::<[u8; MAX_L3_OFFSET]>(0), frame.load::<8>(l3))
+    else {
         return 0;
     };
     // The inner packet's length and traffic class, from its own header.
@@ -320,7 +318,7 @@ pub fn answer_too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Ver
     let dont_fragment = !flow.is_v4
         || ctx
             .frame()
-            .read::<[u8; 2]>(l3 + 6)
+            .load::<2>(l3 + 6)
             .is_some_and(|flags| flags[0] & DF != 0);
     if !dont_fragment {
         return Verdict::DropTooBig;

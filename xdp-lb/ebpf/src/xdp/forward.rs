@@ -26,6 +26,7 @@ use crate::{
     lb::{End, Nat, flow::Flow},
     maps::{NEXT_HOPS, POD_INTERFACES, REPLY_HOPS},
     packet::FrameSource,
+    unaligned::PacketBytes,
     xdp::rewrite,
 };
 
@@ -98,12 +99,19 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     if rewrite::decrement_ttl(frame, flow.l3_offset, flow.is_v4).is_none() {
         return XDP_PASS;
     }
-    // Read into a value first (a volatile read LLVM cannot fold away): copied
-    // straight from the map slot into the frame, the bytes would go through
-    // `memmove` (LLVM cannot tell the two apart), a byte loop in BPF.
-    // SAFETY: a field of this CPU's slot, aligned; `get_mut` checked the 12
-    // MAC bytes lie inside the frame.
-    unsafe { macs.write_unaligned(core::ptr::read_volatile(&raw const hop.macs)) };
+    // Read as an 8- and a 4-byte word (the MACs are 8-aligned in the slot)
+    // and written as words (`unaligned`): read volatile, so that LLVM does
+    // not turn slot-to-frame into a `memmove` call, a byte loop in BPF.
+    // SAFETY: a field of this CPU's slot, 8-aligned (`NextHop`); `get_mut`
+    // checked the 12 MAC bytes lie inside the frame.
+    unsafe {
+        let from = (&raw const hop.macs).cast::<u64>();
+        let to = macs.cast::<u8>();
+        let dst_src = core::ptr::read_volatile(from).to_ne_bytes();
+        let src_tail = core::ptr::read_volatile(from.add(1).cast::<u32>()).to_ne_bytes();
+        dst_src.store(to);
+        src_tail.store(to.add(8));
+    }
     if hop.egress_ifindex == ingress {
         XDP_TX
     } else {

@@ -231,6 +231,6 @@ fn refuse(ctx: &XdpContext, flow: &Flow) -> Verdict {
 fn dont_fragment(ctx: &XdpContext, flow: &Flow) -> bool {
     const DF: u8 = 0x40;
     ctx.frame()
-        .read::<[u8; 2]>(flow.l3_offset + 6)
+        .load::<2>(flow.l3_offset + 6)
         .is_some_and(|flags| flags[0] & DF != 0)
 }

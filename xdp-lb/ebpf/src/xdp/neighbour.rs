@@ -82,13 +82,13 @@ pub const TAGGED: u8 = 4;
 pub fn question(frame: &Frame) -> u8 {
     // Early returns and no `Option` with a payload across the branches: LLVM
     // would compute with the undefined payload of `None` (see the README).
-    let Some(outer) = frame.read::<[u8; 2]>(ETH_TYPE) else {
+    let Some(outer) = frame.load::<2>(ETH_TYPE) else {
         return NO_QUESTION;
     };
     let mut tagged = 0;
     let mut ethertype = u16::from_be_bytes(outer);
     if ethertype == ETH_P_8021Q {
-        let Some(inner) = frame.read::<[u8; 2]>(ETH_TYPE_TAGGED) else {
+        let Some(inner) = frame.load::<2>(ETH_TYPE_TAGGED) else {
             return NO_QUESTION;
         };
         ethertype = u16::from_be_bytes(inner);
@@ -100,7 +100,7 @@ pub fn question(frame: &Frame) -> u8 {
     if ethertype != ETH_P_IPV6 {
         return NO_QUESTION;
     }
-    let Some(fields) = frame.read::<[u8; 2]>(l3_offset(tagged) + IP6_NEXT_HEADER) else {
+    let Some(fields) = frame.load::<2>(l3_offset(tagged) + IP6_NEXT_HEADER) else {
         return NO_QUESTION;
     };
     // Next header and hop limit.
@@ -320,7 +320,7 @@ fn options_valid(ctx: &XdpContext, tagged: u8, len: usize, dad: bool) -> bool {
             break;
         }
         // Type and length.
-        let Some(option) = frame.read::<[u8; 2]>(icmp + at) else {
+        let Some(option) = frame.load::<2>(icmp + at) else {
             return false;
         };
         if option[1] == 0 || (dad && option[0] == ND_OPT_SOURCE_LL_ADDR) {

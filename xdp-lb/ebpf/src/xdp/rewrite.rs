@@ -13,6 +13,7 @@ use aya_ebpf::programs::XdpContext;
 use crate::{
     lb::{End, Nat, flow::Flow},
     packet::{Frame, FrameSource},
+    unaligned::PacketBytes,
     wire::{
         DST_PORT, IP4_CSUM, IP4_DST, IP4_HLEN, IP4_SRC, IP4_TTL, IP6_DST, IP6_HLEN, IP6_HOP_LIMIT,
         IP6_SRC, SRC_PORT, TCP_CSUM, TCP_HLEN, UDP_CSUM, UDP_HLEN,
@@ -24,9 +25,12 @@ use crate::{
 /// # Safety
 /// `header + offset .. + N` lies inside the packet.
 #[inline(always)]
-pub(super) unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N] {
+pub(super) unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8; N]
+where
+    [u8; N]: PacketBytes,
+{
     // SAFETY: the caller's guarantee.
-    unsafe { header.add(offset).cast::<[u8; N]>().read_unaligned() }
+    unsafe { PacketBytes::load(header.add(offset)) }
 }
 
 /// Writes `bytes` at `offset` from a checked header pointer.
@@ -34,9 +38,12 @@ pub(super) unsafe fn load<const N: usize>(header: *mut u8, offset: usize) -> [u8
 /// # Safety
 /// As for `load`.
 #[inline(always)]
-pub(super) unsafe fn store<const N: usize>(header: *mut u8, offset: usize, bytes: [u8; N]) {
+pub(super) unsafe fn store<const N: usize>(header: *mut u8, offset: usize, bytes: [u8; N])
+where
+    [u8; N]: PacketBytes,
+{
     // SAFETY: the caller's guarantee.
-    unsafe { header.add(offset).cast::<[u8; N]>().write_unaligned(bytes) }
+    unsafe { bytes.store(header.add(offset)) }
 }
 
 /// A TCP or UDP checksum after `old` became `new` (a zero UDP checksum stays zero).

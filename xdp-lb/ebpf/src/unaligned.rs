@@ -1,0 +1,171 @@
+//! Packet bytes read and written in whole words.
+//!
+//! A header field in a frame has no alignment Rust can promise (the IP header
+//! follows a 14-byte Ethernet header, options move the transport header), so
+//! `read_unaligned` of a `[u8; 4]` is all Rust offers, and the BPF backend
+//! lowers it to four single-byte loads and the shifts that join them. The
+//! kernel has no such limit on packet memory: where unaligned access is
+//! efficient (x86-64, arm64) the verifier accepts a word access at any offset
+//! of a checked packet pointer. An `asm!` block says that one load or store,
+//! which a misaligned `*const u32` in Rust could not without undefined
+//! behaviour.
+//!
+//! On the host (the crate is type-checked there by clippy) the words are
+//! read and written with `read_unaligned` / `write_unaligned`.
+
+/// Byte arrays moved to and from packet memory in whole words.
+pub trait PacketBytes: Copy {
+    /// Reads the bytes at `p`.
+    ///
+    /// # Safety
+    /// `p .. p + size_of::<Self>()` lies inside the packet, bounds-checked
+    /// in the verifier's sight.
+    unsafe fn load(p: *const u8) -> Self;
+
+    /// Writes the bytes at `p`.
+    ///
+    /// # Safety
+    /// As for `load`.
+    unsafe fn store(self, p: *mut u8);
+}
+
+impl PacketBytes for [u8; 1] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee.
+        [unsafe { *p }]
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller's guarantee.
+        unsafe { *p = self[0] }
+    }
+}
+
+impl PacketBytes for [u8; 2] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::load_u16(p) }.to_ne_bytes()
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::store_u16(p, u16::from_ne_bytes(self)) }
+    }
+}
+
+impl PacketBytes for [u8; 4] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::load_u32(p) }.to_ne_bytes()
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::store_u32(p, u32::from_ne_bytes(self)) }
+    }
+}
+
+impl PacketBytes for [u8; 8] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::load_u64(p) }.to_ne_bytes()
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller's guarantee.
+        unsafe { word::store_u64(p, u64::from_ne_bytes(self)) }
+    }
+}
+
+impl PacketBytes for [u8; 16] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee covers both halves.
+        let words = unsafe { [word::load_u64(p), word::load_u64(p.add(8))] };
+        // SAFETY: two u64s are sixteen bytes, in memory order.
+        unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: sixteen bytes are two u64s, in memory order.
+        let [a, b] = unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(self) };
+        // SAFETY: the caller's guarantee covers both halves.
+        unsafe {
+            word::store_u64(p, a);
+            word::store_u64(p.add(8), b);
+        }
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+mod word {
+    use core::arch::asm;
+
+    macro_rules! word_access {
+        ($load:ident, $store:ident, $t:ty, $width:literal) => {
+            /// One load of the word at `p`, zero-extended.
+            #[inline(always)]
+            pub(super) unsafe fn $load(p: *const u8) -> $t {
+                let v: u64;
+                // SAFETY: the caller's guarantee.
+                unsafe {
+                    asm!(
+                        concat!("{v} = *(", $width, " *)({p} + 0)"),
+                        v = lateout(reg) v,
+                        p = in(reg) p,
+                        options(readonly, nostack, preserves_flags),
+                    );
+                }
+                v as $t
+            }
+
+            /// One store of `v` at `p`.
+            #[inline(always)]
+            pub(super) unsafe fn $store(p: *mut u8, v: $t) {
+                // SAFETY: the caller's guarantee.
+                unsafe {
+                    asm!(
+                        concat!("*(", $width, " *)({p} + 0) = {v}"),
+                        p = in(reg) p,
+                        v = in(reg) u64::from(v),
+                        options(nostack, preserves_flags),
+                    );
+                }
+            }
+        };
+    }
+
+    word_access!(load_u64, store_u64, u64, "u64");
+    word_access!(load_u32, store_u32, u32, "u32");
+    word_access!(load_u16, store_u16, u16, "u16");
+}
+
+#[cfg(not(target_arch = "bpf"))]
+mod word {
+    macro_rules! word_access {
+        ($load:ident, $store:ident, $t:ty) => {
+            pub(super) unsafe fn $load(p: *const u8) -> $t {
+                // SAFETY: the caller's guarantee.
+                unsafe { p.cast::<$t>().read_unaligned() }
+            }
+
+            pub(super) unsafe fn $store(p: *mut u8, v: $t) {
+                // SAFETY: the caller's guarantee.
+                unsafe { p.cast::<$t>().write_unaligned(v) }
+            }
+        };
+    }
+
+    word_access!(load_u64, store_u64, u64);
+    word_access!(load_u32, store_u32, u32);
+    word_access!(load_u16, store_u16, u16);
+}
