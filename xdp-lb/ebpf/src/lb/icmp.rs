@@ -39,9 +39,10 @@ use crate::{
     maps::{ADDRESSES, CONFIG, ICMP_ERROR, ICMP_ERROR_WORDS, SERVICES, filter_has, forget_ranges},
     packet::FrameSource,
     parse::Parsed,
+    unaligned::PacketBytes,
     wire::{
-        ICMP_HLEN, IP4_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-        TCP_CSUM, UDP_CSUM,
+        ICMP_HLEN, IP4_OFFSET_MASK, IP4_SRC, IP6_DST, IP6_SRC, IPPROTO_ICMP, IPPROTO_ICMPV6,
+        IPPROTO_TCP, IPPROTO_UDP, TCP_CSUM, UDP_CSUM,
     },
 };
 
@@ -172,11 +173,13 @@ pub fn read_error<S: FrameSource>(
             {
                 return false;
             }
-            (*e).outer.tuple.src_addr = v4_mapped((*ip).src_addr);
-            (*e).outer.tuple.dst_addr = v4_mapped((*ip).dst_addr);
+            let outer = <[u8; 8]>::load(ip.cast::<u8>().add(IP4_SRC));
+            let inner = <[u8; 8]>::load(quoted.cast::<u8>().add(IP4_SRC));
+            (*e).outer.tuple.src_addr = v4_mapped([outer[0], outer[1], outer[2], outer[3]]);
+            (*e).outer.tuple.dst_addr = v4_mapped([outer[4], outer[5], outer[6], outer[7]]);
             (*e).outer.ttl = (*ip).ttl;
-            (*e).inner.src_addr = v4_mapped((*quoted).src_addr);
-            (*e).inner.dst_addr = v4_mapped((*quoted).dst_addr);
+            (*e).inner.src_addr = v4_mapped([inner[0], inner[1], inner[2], inner[3]]);
+            (*e).inner.dst_addr = v4_mapped([inner[4], inner[5], inner[6], inner[7]]);
             ((*quoted).proto, inner_l3 + header_len, end)
         }
     } else {
@@ -190,11 +193,14 @@ pub fn read_error<S: FrameSource>(
             if (*quoted).vcf[0] >> 4 != 6 || inner_l3 + Ipv6Hdr::LEN > end {
                 return false;
             }
-            (*e).outer.tuple.src_addr = (*ip).src_addr;
-            (*e).outer.tuple.dst_addr = (*ip).dst_addr;
+            // In words (`unaligned`): a plain copy from the packet is a
+            // `memmove` call, a byte loop.
+            let (ip_bytes, quoted_bytes) = (ip.cast::<u8>(), quoted.cast::<u8>());
+            (*e).outer.tuple.src_addr = <[u8; 16]>::load(ip_bytes.add(IP6_SRC));
+            (*e).outer.tuple.dst_addr = <[u8; 16]>::load(ip_bytes.add(IP6_DST));
             (*e).outer.ttl = (*ip).hop_limit;
-            (*e).inner.src_addr = (*quoted).src_addr;
-            (*e).inner.dst_addr = (*quoted).dst_addr;
+            (*e).inner.src_addr = <[u8; 16]>::load(quoted_bytes.add(IP6_SRC));
+            (*e).inner.dst_addr = <[u8; 16]>::load(quoted_bytes.add(IP6_DST));
             // As in `Flow`: an IPv6 packet never carries IPv4-mapped addresses.
             if is_v4_mapped(&(*e).outer.tuple.src_addr)
                 || is_v4_mapped(&(*e).outer.tuple.dst_addr)
