@@ -1,6 +1,6 @@
 //! Backend records: the `BACKENDS` array, indexed by backend ID.
 
-use crate::{addr::Addr, pod::impl_pod};
+use crate::{addr::Addr, pod::impl_pod, stats::Counter};
 
 /// `Backend::flags`: the record is live. Flows keep a live backend even when it
 /// is no longer in any Maglev table (draining, terminating).
@@ -58,7 +58,7 @@ impl Backend {
     }
 }
 
-/// A cached next hop toward a backend (`NEXT_HOPS`, per CPU, by backend ID):
+/// A cached next hop toward a backend (`BackendCpu::hop`):
 /// what `bpf_fib_lookup` answered, reused for a short while so that a busy
 /// backend does not cost a FIB and neighbour lookup on every packet.
 #[repr(C)]
@@ -87,6 +87,20 @@ const _: () = assert!(size_of::<NextHop>() == 40);
 // The datapath reads the MACs as an 8- and a 4-byte word.
 const _: () = assert!(core::mem::offset_of!(NextHop, macs) % 8 == 0);
 
+/// What each CPU keeps per backend ID (`BACKEND_CPU`): the backend's packet
+/// counter and its cached next hop, in one element, because a forwarded packet
+/// needs both. At 100 000 services a backend's element is cold, and each
+/// per-CPU array element costs two cache misses (its pointer, then its data):
+/// as two maps, the counter and the hop cost four.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCpu {
+    /// Packets and bytes translated to or from the backend on this CPU.
+    pub counter: Counter,
+    pub hop: NextHop,
+}
+const _: () = assert!(size_of::<BackendCpu>() == 56);
+
 /// A slot of the per-CPU reply next-hop cache (`REPLY_HOPS`): the client
 /// whose hop it holds, and the hop.
 #[repr(C)]
@@ -106,4 +120,4 @@ pub const REPLY_HOP_SLOTS: u32 = 4096;
 /// a backend's packets at most this late.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
-impl_pod!(Backend, NextHop, ReplyHop);
+impl_pod!(Backend, NextHop, BackendCpu, ReplyHop);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use xdp_lb_common::{
     addr::{Addr, FILTER_WORDS, NODE_FILTER_WORDS, node_filter_bit},
     affinity::{AffinityEntry, AffinityKey},
-    backend::{Backend, NextHop, REPLY_HOP_SLOTS, ReplyHop},
+    backend::{Backend, BackendCpu, REPLY_HOP_SLOTS, ReplyHop},
     config::{Config, FloodWindow},
     conntrack::{CtEntry, FlowTuple},
     events::FlowEvent,
@@ -34,10 +34,6 @@ pub static CT_STATS: PerCpuArray<Counter, { CtEvent::COUNT as usize }> = PerCpuA
 /// Per-CPU packets and bytes per service ID (both directions).
 #[btf_map]
 pub static SERVICE_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
-
-/// Per-CPU packets and bytes per backend ID (both directions).
-#[btf_map]
-pub static BACKEND_STATS: PerCpuArray<Counter, 65536> = PerCpuArray::new();
 
 /// The single counter of the benchmark programs `xdp_floor` and `xdp_sink`
 /// (a datapath loaded for one of them never runs the other).
@@ -102,9 +98,10 @@ pub static SERVICES: HashMap<FrontendKey, Service, 65536> = HashMap::new();
 #[btf_map]
 pub static BACKENDS: Array<Backend, 65536> = Array::new();
 
-/// Per CPU, by backend ID: the cached next hop toward the backend.
+/// Per CPU, by backend ID: the backend's packets and bytes (both directions)
+/// and the cached next hop toward it, in one element (`BackendCpu`).
 #[btf_map]
-pub static NEXT_HOPS: PerCpuArray<NextHop, 65536> = PerCpuArray::new();
+pub static BACKEND_CPU: PerCpuArray<BackendCpu, 65536> = PerCpuArray::new();
 
 /// Per CPU, by a hash of the client address: the cached next hop of replies
 /// toward the client. Direct-mapped rather than an LRU: more clients than
@@ -251,7 +248,13 @@ pub fn count_service(id: u32, bytes: usize) {
 
 #[inline(always)]
 pub fn count_backend(id: u32, bytes: usize) {
-    bump(BACKEND_STATS.get_ptr_mut(id), bytes);
+    bump(
+        BACKEND_CPU
+            .get_ptr_mut(id)
+            // SAFETY: a field of a live map value.
+            .map(|slot| unsafe { &raw mut (*slot).counter }),
+        bytes,
+    );
 }
 
 #[inline(always)]

@@ -40,7 +40,6 @@ pub(crate) const PARSE_STATS: &str = "PARSE_STATS";
 pub(crate) const VERDICT_STATS: &str = "VERDICT_STATS";
 pub(crate) const CT_STATS: &str = "CT_STATS";
 pub(crate) const SERVICE_STATS: &str = "SERVICE_STATS";
-pub(crate) const BACKEND_STATS: &str = "BACKEND_STATS";
 pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
 pub(crate) const DECAP_STATS: &str = "DECAP_STATS";
 pub(crate) const DECAP_VIPS: &str = "DECAP_VIPS";
@@ -58,7 +57,8 @@ pub(crate) const SERVICES: &str = "SERVICES";
 pub(crate) const SOURCE_RANGES: &str = "SOURCE_RANGES";
 pub(crate) const BACKENDS: &str = "BACKENDS";
 pub(crate) const MAGLEV_TABLES: &str = "MAGLEV_TABLES";
-pub(crate) const NEXT_HOPS: &str = "NEXT_HOPS";
+/// Per CPU, by backend ID: its counter and cached next hop (`BackendCpu`).
+pub(crate) const BACKEND_CPU: &str = "BACKEND_CPU";
 /// The per-CPU next-hop cache of replies, by client address.
 pub(crate) const REPLY_HOPS: &str = "REPLY_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
@@ -79,12 +79,11 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 31] = [
+pub(crate) const ALL: [&str; 30] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
     SERVICE_STATS,
-    BACKEND_STATS,
     FLOOR_STATS,
     DECAP_STATS,
     DECAP_VIPS,
@@ -99,7 +98,7 @@ pub(crate) const ALL: [&str; 31] = [
     SOURCE_RANGES,
     BACKENDS,
     MAGLEV_TABLES,
-    NEXT_HOPS,
+    BACKEND_CPU,
     REPLY_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,

@@ -1,12 +1,15 @@
 //! Reading the programs' per-CPU counters, summed over CPUs.
 use aya::maps::PerCpuArray;
-use xdp_lb_common::stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict};
+use xdp_lb_common::{
+    backend::BackendCpu,
+    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
+};
 
 use crate::{
     Datapath, Error,
     maps::{
-        BACKEND_STATS, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS,
-        VERDICT_STATS, map_err,
+        BACKEND_CPU, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS, VERDICT_STATS,
+        map_err,
     },
 };
 
@@ -47,11 +50,13 @@ impl<C: Copy + Into<u32>> Counters<C> {
     }
 }
 
-fn sum(per_cpu: &[Counter]) -> Counter {
-    per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    })
+fn sum(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {
+    per_cpu
+        .into_iter()
+        .fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        })
 }
 
 impl Datapath {
@@ -62,7 +67,7 @@ impl Datapath {
             .map(|slot| {
                 array
                     .get(&slot, 0)
-                    .map(|v| sum(&v))
+                    .map(|v| sum(v.iter().copied()))
                     .map_err(map_err(map, "lookup"))
             })
             .collect()
@@ -73,7 +78,7 @@ impl Datapath {
             PerCpuArray::<_, Counter>::try_from(self.map(map)?).map_err(map_err(map, "open"))?;
         array
             .get(&slot, 0)
-            .map(|v| sum(&v))
+            .map(|v| sum(v.iter().copied()))
             .map_err(map_err(map, "lookup"))
     }
 
@@ -120,7 +125,10 @@ impl Datapath {
 
     /// Packets and bytes translated to or from backend `id`.
     pub fn backend_stats(&self, id: u32) -> Result<Counter, Error> {
-        self.counter_slot(BACKEND_STATS, id)
+        let array = PerCpuArray::<_, BackendCpu>::try_from(self.map(BACKEND_CPU)?)
+            .map_err(map_err(BACKEND_CPU, "open"))?;
+        let per_cpu = array.get(&id, 0).map_err(map_err(BACKEND_CPU, "lookup"))?;
+        Ok(sum(per_cpu.iter().map(|slot| slot.counter)))
     }
 
     /// The one counter of the `xdp_floor` and `xdp_sink` programs.

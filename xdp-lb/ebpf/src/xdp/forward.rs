@@ -24,7 +24,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::{NEXT_HOPS, POD_INTERFACES, REPLY_HOPS},
+    maps::{BACKEND_CPU, POD_INTERFACES, REPLY_HOPS},
     packet::FrameSource,
     unaligned::PacketBytes,
     xdp::rewrite,
@@ -51,7 +51,10 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let (ends, slot, generation) = match nat.end {
         End::Destination => (
             (&t.src_addr, &nat.addr, t.src_port_be, nat.port_be),
-            NEXT_HOPS.get_ptr_mut(nat.backend_id),
+            BACKEND_CPU
+                .get_ptr_mut(nat.backend_id)
+                // SAFETY: a field of a live map value.
+                .map(|slot| unsafe { &raw mut (*slot).hop }),
             nat.generation,
         ),
         // After the reverse translation the source is the frontend.
