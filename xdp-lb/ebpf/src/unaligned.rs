@@ -43,47 +43,28 @@ impl PacketBytes for [u8; 1] {
     }
 }
 
-impl PacketBytes for [u8; 2] {
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> Self {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::load_u16(p) }.to_ne_bytes()
-    }
+/// An array one word wide: one load or store of that word.
+macro_rules! one_word {
+    ($n:literal, $word:ty, $load:ident, $store:ident) => {
+        impl PacketBytes for [u8; $n] {
+            #[inline(always)]
+            unsafe fn load(p: *const u8) -> Self {
+                // SAFETY: the caller's guarantee.
+                unsafe { word::$load(p) }.to_ne_bytes()
+            }
 
-    #[inline(always)]
-    unsafe fn store(self, p: *mut u8) {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::store_u16(p, u16::from_ne_bytes(self)) }
-    }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut u8) {
+                // SAFETY: the caller's guarantee.
+                unsafe { word::$store(p, <$word>::from_ne_bytes(self)) }
+            }
+        }
+    };
 }
 
-impl PacketBytes for [u8; 4] {
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> Self {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::load_u32(p) }.to_ne_bytes()
-    }
-
-    #[inline(always)]
-    unsafe fn store(self, p: *mut u8) {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::store_u32(p, u32::from_ne_bytes(self)) }
-    }
-}
-
-impl PacketBytes for [u8; 8] {
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> Self {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::load_u64(p) }.to_ne_bytes()
-    }
-
-    #[inline(always)]
-    unsafe fn store(self, p: *mut u8) {
-        // SAFETY: the caller's guarantee.
-        unsafe { word::store_u64(p, u64::from_ne_bytes(self)) }
-    }
-}
+one_word!(2, u16, load_u16, store_u16);
+one_word!(4, u32, load_u32, store_u32);
+one_word!(8, u64, load_u64, store_u64);
 
 impl PacketBytes for [u8; 16] {
     #[inline(always)]
