@@ -6,9 +6,10 @@
 //! lowers it to four single-byte loads and the shifts that join them. The
 //! kernel has no such limit on packet memory: where unaligned access is
 //! efficient (x86-64, arm64) the verifier accepts a word access at any offset
-//! of a checked packet pointer. An `asm!` block says that one load or store,
-//! which a misaligned `*const u32` in Rust could not without undefined
-//! behaviour.
+//! of a checked packet pointer (elsewhere it refuses the program at load
+//! time, with the offset it found misaligned). An `asm!` block says that one
+//! load or store, which a misaligned `*const u32` in Rust could not without
+//! undefined behaviour.
 //!
 //! On the host (the crate is type-checked there by clippy) the words are
 //! read and written with `read_unaligned` / `write_unaligned`.
