@@ -1,6 +1,6 @@
 //! Backend records: the `BACKENDS` array, indexed by backend ID.
 
-use crate::{addr::Addr, pod::impl_pod, stats::Counter};
+use crate::{addr::Addr, config::NS_PER_SEC, pod::impl_pod, stats::Counter};
 
 /// `Backend::flags`: the record is live. Flows keep a live backend even when it
 /// is no longer in any Maglev table (draining, terminating).
@@ -118,6 +118,6 @@ pub const REPLY_HOP_SLOTS: u32 = 4096;
 
 /// How long a cached next hop is trusted. A changed route or neighbour reaches
 /// a backend's packets at most this late.
-pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+pub const NEXT_HOP_TTL_NS: u64 = NS_PER_SEC;
 
 impl_pod!(Backend, NextHop, BackendCpu, ReplyHop);

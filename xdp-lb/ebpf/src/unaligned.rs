@@ -67,6 +67,33 @@ one_word!(2, u16, load_u16, store_u16);
 one_word!(4, u32, load_u32, store_u32);
 one_word!(8, u64, load_u64, store_u64);
 
+/// Two MACs, a frame's first twelve bytes.
+impl PacketBytes for [u8; 12] {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: the caller's guarantee covers both words.
+        let (head, tail) = unsafe { (word::load_u64(p), word::load_u32(p.add(8))) };
+        let (head, tail) = (head.to_ne_bytes(), tail.to_ne_bytes());
+        [
+            head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7], tail[0],
+            tail[1], tail[2], tail[3],
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        let head = [
+            self[0], self[1], self[2], self[3], self[4], self[5], self[6], self[7],
+        ];
+        let tail = [self[8], self[9], self[10], self[11]];
+        // SAFETY: the caller's guarantee covers both words.
+        unsafe {
+            word::store_u64(p, u64::from_ne_bytes(head));
+            word::store_u32(p.add(8), u32::from_ne_bytes(tail));
+        }
+    }
+}
+
 impl PacketBytes for [u8; 16] {
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Self {

@@ -102,19 +102,10 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     if rewrite::decrement_ttl(frame, flow.l3_offset, flow.is_v4).is_none() {
         return XDP_PASS;
     }
-    // Read as an 8- and a 4-byte word (the MACs are 8-aligned in the slot)
-    // and written as words (`unaligned`): read volatile, so that LLVM does
-    // not turn slot-to-frame into a `memmove` call, a byte loop in BPF.
-    // SAFETY: a field of this CPU's slot, 8-aligned (`NextHop`); `get_mut`
-    // checked the 12 MAC bytes lie inside the frame.
-    unsafe {
-        let from = (&raw const hop.macs).cast::<u64>();
-        let to = macs.cast::<u8>();
-        let dst_src = core::ptr::read_volatile(from).to_ne_bytes();
-        let src_tail = core::ptr::read_volatile(from.add(1).cast::<u32>()).to_ne_bytes();
-        dst_src.store(to);
-        src_tail.store(to.add(8));
-    }
+    // Written in words (`unaligned`); the slot's MACs are 8-aligned, so they
+    // are read in words too.
+    // SAFETY: `get_mut` checked the 12 MAC bytes lie inside the frame.
+    unsafe { hop.macs.store(macs.cast::<u8>()) };
     if hop.egress_ifindex == ingress {
         XDP_TX
     } else {

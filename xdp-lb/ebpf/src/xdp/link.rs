@@ -2,7 +2,7 @@
 //! front of a packet (`encap`) or taken off (`decap`, and `encap` undoing a
 //! wrap that did not fit).
 
-use crate::{lb::flow::MAX_L3_OFFSET, packet::Frame, wire::IP4_HLEN};
+use crate::{lb::flow::MAX_L3_OFFSET, packet::Frame, unaligned::PacketBytes, wire::IP4_HLEN};
 
 /// Moves the link header (the MACs and any VLAN tag; the network header at
 /// `l3`) `by` bytes on, with `ethertype` before the network header: with the
@@ -17,24 +17,19 @@ pub fn move_link(frame: &Frame, l3: usize, by: usize, ethertype: u16) -> Option<
     }
     let from = frame.get::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
     let to = frame.get_mut::<[u8; MAX_L3_OFFSET]>(by)?.cast::<u8>();
-    // Volatile reads into values: a plain copy between two packet pointers
+    // In words (`unaligned`): a plain copy between two packet pointers
     // becomes a `memmove` call (LLVM cannot tell they do not overlap), a byte
     // loop in BPF.
-    // SAFETY: both 18-byte ranges lie in the frame and do not overlap; byte
-    // arrays are always aligned.
+    // SAFETY: both 18-byte ranges lie in the frame and do not overlap.
     unsafe {
-        let macs = from.cast::<[u8; 12]>().read_volatile();
-        to.cast::<[u8; 12]>().write_unaligned(macs);
+        <[u8; 12]>::load(from).store(to);
         let at = if l3 == MAX_L3_OFFSET {
-            let tag = from.add(12).cast::<[u8; 4]>().read_volatile();
-            to.add(12).cast::<[u8; 4]>().write_unaligned(tag);
+            <[u8; 4]>::load(from.add(12)).store(to.add(12));
             16
         } else {
             12
         };
-        to.add(at)
-            .cast::<[u8; 2]>()
-            .write_unaligned(ethertype.to_be_bytes());
+        ethertype.to_be_bytes().store(to.add(at));
     }
     Some(())
 }
