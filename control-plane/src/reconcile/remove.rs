@@ -49,13 +49,23 @@ impl Reconciler {
             }
             stale
         };
+        let mut removed = Vec::with_capacity(stale.len());
         for key in stale {
+            let gone = frontend(key);
             target
-                .remove_frontend(&frontend(key))
+                .remove_frontend(&gone)
                 .map_err(datapath("remove frontend", show(key)))?;
             self.frontends.remove(&key);
             report.frontends_removed += 1;
+            removed.push(gone);
         }
+        // Their tracked flows too: the datapath finds a VIP's tracked flow
+        // before its service, so they would go on until their timeout. (A
+        // failure here leaves flows that time out; the frontends are gone.)
+        report.flows_deleted += target.delete_flows_to(&removed).map_err(datapath(
+            "delete flows of removed frontends",
+            removed.len().to_string(),
+        ))?;
         Ok(())
     }
 

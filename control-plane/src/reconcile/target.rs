@@ -42,6 +42,9 @@ pub trait Target {
     ) -> Result<(), Self::Error>;
     /// Removes a frontend.
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Self::Error>;
+    /// Deletes the tracked flows sent to `frontends` (after they were
+    /// removed), in one pass.
+    fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Self::Error>;
     /// Replaces service `id`'s client networks (`loadBalancerSourceRanges`).
     fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Self::Error>;
 }
@@ -97,6 +100,10 @@ impl Target for Datapath {
         self.remove_service(frontend)
     }
 
+    fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Self::Error> {
+        Self::delete_flows_to(self, frontends)
+    }
+
     fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Self::Error> {
         Self::set_source_ranges(self, id, ranges)
     }
@@ -117,6 +124,8 @@ pub struct MemoryTarget {
     pub frontends: BTreeMap<(SocketAddr, u8), (u32, ServiceOptions)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
+    /// Frontends (as `addr:port/proto`) whose flows were deleted, in order.
+    pub frontend_flows_deleted: Vec<(SocketAddr, u8)>,
     /// Backend IDs written as pods of this node.
     pub local: BTreeSet<u32>,
     /// Service ID → its client networks (none: absent).
@@ -263,6 +272,20 @@ impl Target for MemoryTarget {
     fn remove_frontend(&mut self, frontend: &Frontend) -> Result<(), Violation> {
         self.frontends.remove(&key(frontend));
         Ok(())
+    }
+
+    fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Violation> {
+        for frontend in frontends {
+            let key = key(frontend);
+            if self.frontends.contains_key(&key) {
+                return Err(Violation(format!(
+                    "flows of frontend {}/{} deleted while it is live",
+                    key.0, key.1
+                )));
+            }
+            self.frontend_flows_deleted.push(key);
+        }
+        Ok(0)
     }
 
     fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Violation> {

@@ -245,6 +245,12 @@ fn removing_a_service_removes_frontend_table_address_and_backends() {
     let m = model([("api", service(2, &active(&[2, 3])))]);
     let report = sync(&mut r, &m, &mut t);
     assert_eq!(report.frontends_removed, 1);
+    assert_eq!(
+        t.frontend_flows_deleted,
+        vec![(SocketAddr::new(vip(1), 80), 6)],
+        "the flows of the frontend too: backend 2 lives on, and the datapath finds a VIP's \
+         tracked flows before its service"
+    );
     assert_eq!(report.tables_removed, 1);
     assert_eq!(report.addresses_removed, 1);
     assert_eq!(report.backends_retired, 1, "backend 2 is still api's");

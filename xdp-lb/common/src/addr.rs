@@ -67,22 +67,26 @@ pub const fn filter_bit_v6(prefix: [u8; 8]) -> u32 {
     ((prefix >> 40) ^ (prefix >> 16) ^ prefix) as u32 & (FILTER_BITS - 1)
 }
 
-/// Bits in the node-address filter (`NODE_FILTER`): 32 KiB, so that it
-/// stays in cache beside the hot maps.
-pub const NODE_FILTER_BITS: u32 = 1 << 18;
-/// 64-bit words of the node-address filter.
-pub const NODE_FILTER_WORDS: u32 = NODE_FILTER_BITS / 64;
+/// Bits in each address-kind filter (`NODE_FILTER`, `VIP_FILTER`): 32 KiB,
+/// so that they stay in cache beside the hot maps.
+pub const KIND_FILTER_BITS: u32 = 1 << 18;
+/// 64-bit words of an address-kind filter.
+pub const KIND_FILTER_WORDS: u32 = KIND_FILTER_BITS / 64;
 
-/// The node-address filter bit of `addr`: a multiplicative hash of the whole
-/// address (node addresses are few, and often share a prefix with VIPs).
+/// The bit of `addr` in an address-kind filter: a multiplicative hash of the
+/// whole address (node addresses are few, and often share a prefix with
+/// VIPs; VIPs share theirs with pods).
 ///
-/// A bit is set for every address ever declared a node address, before the
-/// address is, and never cleared. A service found on an address whose bit is
-/// clear is therefore on a VIP-only address, and its request skips the
-/// `ADDRESSES` lookup: a shared or stale bit only sends it down that lookup.
+/// A bit is set for every address ever declared of the filter's kind, before
+/// the address is, and never cleared, so a clear bit is a firm "not of this
+/// kind", and a shared or stale bit only sends a packet down a lookup:
+/// - `NODE_FILTER`: a service found on an address whose bit is clear is on a
+///   VIP-only address, and its request skips the `ADDRESSES` lookup;
+/// - `VIP_FILTER`: only a packet to an address whose bit is set looks for a
+///   tracked flow before the service (pod-to-pod traffic does not).
 #[inline(always)]
-pub const fn node_filter_bit(addr: &Addr) -> u32 {
-    addr_hash(addr, NODE_FILTER_BITS.trailing_zeros())
+pub const fn kind_filter_bit(addr: &Addr) -> u32 {
+    addr_hash(addr, KIND_FILTER_BITS.trailing_zeros())
 }
 
 /// A multiplicative hash of the whole address, `bits` bits wide (1 to 32).
@@ -100,21 +104,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_filter_bits_are_in_range_and_tell_neighbours_apart() {
+    fn kind_filter_bits_are_in_range_and_tell_neighbours_apart() {
         let a = v4_mapped([198, 18, 2, 5]);
         let b = v4_mapped([198, 18, 2, 6]);
-        assert!(node_filter_bit(&a) < NODE_FILTER_BITS);
-        assert_ne!(node_filter_bit(&a), node_filter_bit(&b));
+        assert!(kind_filter_bit(&a) < KIND_FILTER_BITS);
+        assert_ne!(kind_filter_bit(&a), kind_filter_bit(&b));
         let mut bits = [0u32; 256];
         for (i, bit) in (0..=255u8).zip(bits.iter_mut()) {
-            *bit = node_filter_bit(&v4_mapped([10, 0, 0, i]));
+            *bit = kind_filter_bit(&v4_mapped([10, 0, 0, i]));
         }
         bits.sort_unstable();
         let distinct = 1 + bits.windows(2).filter(|w| w[0] != w[1]).count();
         // A /24 of nodes spreads over (nearly) as many bits.
         assert!(distinct > 250, "{distinct}");
         let v6 = [0xffu8; 16];
-        assert!(node_filter_bit(&v6) < NODE_FILTER_BITS);
+        assert!(kind_filter_bit(&v6) < KIND_FILTER_BITS);
     }
 
     #[test]

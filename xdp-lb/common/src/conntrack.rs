@@ -118,6 +118,11 @@ pub const CT_FIN_CLIENT: u8 = 1 << 2;
 pub const CT_FIN_BACKEND: u8 = 1 << 3;
 /// Both ends have closed (`CtEntry::is_closed`).
 pub const CT_CLOSED: u8 = CT_FIN_CLIENT | CT_FIN_BACKEND;
+/// `CtEntry::flags`: direct server return: the flow's packets are
+/// encapsulated toward the backend, unchanged, and it has no reply entry.
+/// Kept in the entry so that a tracked flow is forwarded without its
+/// service's record (DESIGN.md deviation in `docs/datapath.md`).
+pub const CT_DSR: u8 = 1 << 4;
 
 /// Value of `CONNTRACK`: the flow's backend and translated tuple, and its state.
 #[repr(C)]

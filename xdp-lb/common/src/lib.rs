@@ -25,4 +25,4 @@ pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
 /// type or meaning changes, so that an agent never reinterprets older bytes.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;

@@ -33,6 +33,16 @@ impl FrontendKey {
             _pad: 0,
         }
     }
+
+    /// The frontend a client's flow was sent to: its destination.
+    pub const fn of_flow(tuple: &crate::conntrack::FlowTuple) -> Self {
+        Self {
+            addr: tuple.dst_addr,
+            port_be: tuple.dst_port_be,
+            proto: tuple.proto,
+            _pad: 0,
+        }
+    }
 }
 
 /// `Service::flags`: ClientIP session affinity: a client's new flows go to the

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use xdp_lb_common::{
-    addr::{Addr, FILTER_WORDS, NODE_FILTER_WORDS, node_filter_bit},
+    addr::{Addr, FILTER_WORDS, KIND_FILTER_WORDS, kind_filter_bit},
     affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, BackendCpu, REPLY_HOP_SLOTS, ReplyHop},
     config::{Config, FloodWindow},
@@ -75,10 +75,16 @@ pub static LAYOUT: Array<u32, 1> = Array::new();
 pub static ADDRESS_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
 
 /// One bit per hash of an address ever declared a node address
-/// (`xdp_lb_common::addr::node_filter_bit`): a service found on an address
+/// (`xdp_lb_common::addr::kind_filter_bit`): a service found on an address
 /// whose bit is clear is on a VIP-only address, without an `ADDRESSES` lookup.
 #[btf_map]
-pub static NODE_FILTER: Array<u64, { NODE_FILTER_WORDS as usize }> = Array::new();
+pub static NODE_FILTER: Array<u64, { KIND_FILTER_WORDS as usize }> = Array::new();
+
+/// One bit per hash of an address ever declared a VIP-only address
+/// (`xdp_lb_common::addr::kind_filter_bit`): only requests to an address
+/// whose bit is set look for a tracked flow before the service.
+#[btf_map]
+pub static VIP_FILTER: Array<u64, { KIND_FILTER_WORDS as usize }> = Array::new();
 
 /// Frontend addresses and their kind (VIP-only or node address).
 #[btf_map]
@@ -207,8 +213,20 @@ pub fn filter_has(bit: u32) -> bool {
 /// False when `addr` was never declared a node address (see `NODE_FILTER`).
 #[inline(always)]
 pub fn maybe_node_address(addr: &Addr) -> bool {
-    let bit = node_filter_bit(addr);
-    match NODE_FILTER.get(bit / 64) {
+    kind_filter_has(&NODE_FILTER, addr)
+}
+
+/// False when `addr` was never declared a VIP-only address (see `VIP_FILTER`).
+#[inline(always)]
+pub fn maybe_vip_address(addr: &Addr) -> bool {
+    kind_filter_has(&VIP_FILTER, addr)
+}
+
+/// False when `addr`'s bit in the address-kind filter `filter` is clear.
+#[inline(always)]
+fn kind_filter_has(filter: &Array<u64, { KIND_FILTER_WORDS as usize }>, addr: &Addr) -> bool {
+    let bit = kind_filter_bit(addr);
+    match filter.get(bit / 64) {
         Some(word) => word & (1 << (bit % 64)) != 0,
         None => true,
     }

@@ -9,7 +9,7 @@
 //! whatever it finds expired the datapath already treats as expired (and would
 //! replace on the flow's next packet).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use aya::maps::{HashMap, MapError};
 use xdp_lb_common::{
@@ -18,12 +18,13 @@ use xdp_lb_common::{
         CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING,
         TCP_ESTABLISHED, TCP_SYN_SENT,
     },
+    service::FrontendKey,
 };
 
 use crate::{
     Datapath, Error,
     maps::{CONNTRACK, CONNTRACK_REPLY, map_err},
-    net::{Flow, Protocol, socket},
+    net::{Flow, Frontend, Protocol, socket},
 };
 
 /// A flow's state as the datapath tracks it.
@@ -191,7 +192,7 @@ impl Datapath {
     pub fn expire_flows(&mut self) -> Result<usize, Error> {
         let config = self.config()?;
         let now = coarse_monotonic_ns();
-        self.delete_flows_where(|entry| is_expired(entry, &config, now))
+        self.delete_flows_where(|_, entry| is_expired(entry, &config, now))
     }
 
     /// Deletes every flow given to backend `backend_id` (whatever its
@@ -202,18 +203,35 @@ impl Datapath {
     /// kept (each entry is read again right before its deletion).
     pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
         self.check_backend_id(backend_id)?;
-        self.delete_flows_where(|entry| entry.backend_id == backend_id)
+        self.delete_flows_where(|_, entry| entry.backend_id == backend_id)
+    }
+
+    /// Deletes every flow sent to one of `frontends` and their reply
+    /// entries; returns how many. For removed frontends, in one walk however
+    /// many: on a VIP-only address the datapath looks for a tracked flow
+    /// before the service (as netfilter's conntrack comes before
+    /// kube-proxy's rules), so a removed frontend's flows would otherwise go
+    /// on to their backend while it lives, until their timeout.
+    pub fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Error> {
+        if frontends.is_empty() {
+            return Ok(0);
+        }
+        let doomed: HashSet<FrontendKey> = frontends.iter().map(Frontend::key).collect();
+        self.delete_flows_where(|tuple, _| doomed.contains(&FrontendKey::of_flow(tuple)))
     }
 
     /// Deletes the flows whose entry satisfies `doomed` when read just before
     /// the deletion, flow entry first, then its reply entry (an orphaned reply
     /// entry is never used: the datapath deletes it on sight).
-    fn delete_flows_where(&mut self, doomed: impl Fn(&CtEntry) -> bool) -> Result<usize, Error> {
+    fn delete_flows_where(
+        &mut self,
+        doomed: impl Fn(&FlowTuple, &CtEntry) -> bool,
+    ) -> Result<usize, Error> {
         let (keys, entries, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
         let candidates: Vec<FlowTuple> = keys
             .into_iter()
             .zip(&entries)
-            .filter(|(_, entry)| doomed(entry))
+            .filter(|(key, entry)| doomed(key, entry))
             .map(|(key, _)| key)
             .collect();
         if candidates.is_empty() {
@@ -241,7 +259,7 @@ impl Datapath {
             let Some(entry) = present(flows.get(&key, 0), CONNTRACK)? else {
                 continue;
             };
-            if !doomed(&entry) || !absent(flows.remove(&key), CONNTRACK, "remove")? {
+            if !doomed(&key, &entry) || !absent(flows.remove(&key), CONNTRACK, "remove")? {
                 continue;
             }
             deleted += 1;
@@ -252,7 +270,7 @@ impl Datapath {
                 continue;
             }
             let claimed = present(flows.get(&key, 0), CONNTRACK)?
-                .is_some_and(|again| !doomed(&again) && again.reply_key(key.proto) == reply);
+                .is_some_and(|again| !doomed(&key, &again) && again.reply_key(key.proto) == reply);
             if !claimed {
                 absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
             }

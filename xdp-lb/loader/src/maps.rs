@@ -20,7 +20,7 @@ use aya::{
 };
 use xdp_lb_common::{
     LAYOUT_VERSION,
-    addr::{filter_bit, node_filter_bit},
+    addr::{filter_bit, kind_filter_bit},
     backend::{BACKEND_ACTIVE, BACKEND_LOCAL, Backend, NO_BACKEND},
     config::Config,
     service::{
@@ -48,6 +48,7 @@ pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";
 pub(crate) const ADDRESS_FILTER: &str = "ADDRESS_FILTER";
 pub(crate) const NODE_FILTER: &str = "NODE_FILTER";
+pub(crate) const VIP_FILTER: &str = "VIP_FILTER";
 /// The host sides of pod veths with the TC programs, by ifindex.
 pub(crate) const POD_INTERFACES: &str = "POD_INTERFACES";
 /// L2 announcements: address → interface and MAC.
@@ -79,7 +80,7 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 30] = [
+pub(crate) const ALL: [&str; 31] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -92,6 +93,7 @@ pub(crate) const ALL: [&str; 30] = [
     ADDRESSES,
     ADDRESS_FILTER,
     NODE_FILTER,
+    VIP_FILTER,
     POD_INTERFACES,
     L2_ANNOUNCE,
     SERVICES,
@@ -276,12 +278,16 @@ impl Datapath {
             AddressKind::Node => ADDRESS_NODE,
         };
         // The filter bits before the address: a packet that finds the address
-        // must never be turned away by the filter, and a node address must
-        // never be taken for a VIP-only one.
+        // must never be turned away by the filter, a node address must never
+        // be taken for a VIP-only one, and a VIP's tracked flows must be
+        // looked for first.
         self.mark_address(addr)?;
-        if kind == ADDRESS_NODE {
-            self.mark_node_address(addr)?;
-        }
+        let kind_filter = if kind == ADDRESS_NODE {
+            NODE_FILTER
+        } else {
+            VIP_FILTER
+        };
+        self.set_filter_bits(kind_filter, [kind_filter_bit(&to_addr(addr))])?;
         HashMap::<_, AddressKey, AddressInfo>::try_from(self.map_mut(ADDRESSES)?)
             .map_err(map_err(ADDRESSES, "open"))?
             .insert(
@@ -306,13 +312,6 @@ impl Datapath {
     fn mark_addresses(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<(), Error> {
         let bits = addrs.into_iter().map(|addr| filter_bit(&to_addr(addr)));
         self.set_filter_bits(ADDRESS_FILTER, bits)
-    }
-
-    /// Sets `addr`'s bit in the node-address filter (`NODE_FILTER`), never
-    /// cleared: a stale bit only sends requests to the addresses sharing it
-    /// down the `ADDRESSES` lookup.
-    fn mark_node_address(&mut self, addr: IpAddr) -> Result<(), Error> {
-        self.set_filter_bits(NODE_FILTER, [node_filter_bit(&to_addr(addr))])
     }
 
     /// Sets `bits` in the bitmap array `map`: each word is read and written

@@ -45,7 +45,8 @@ impl Datapath {
     /// live entry (not expired by timeout is not checked here), else, for a
     /// service with ClientIP affinity, to the backend the client's last new
     /// flow went to while the affinity holds, else to the backend Maglev
-    /// picks.
+    /// picks. On a VIP-only address the tracked flow is looked for before
+    /// the service, as the datapath does.
     pub fn simulate(&self, flow: &Flow) -> Result<Simulation, Error> {
         let tuple = flow.tuple();
         let addresses = HashMap::<_, AddressKey, AddressInfo>::try_from(self.map(ADDRESSES)?)
@@ -72,6 +73,9 @@ impl Datapath {
         if is_node && !(config.nodeport_min..=config.nodeport_max).contains(&port) {
             return Ok(Simulation::Pass);
         }
+        if !is_node && let Some(tracked) = self.tracked_backend(flow)? {
+            return Ok(tracked);
+        }
         let services = HashMap::<_, _, Service>::try_from(self.map(SERVICES)?)
             .map_err(map_err(SERVICES, "open"))?;
         let frontend = crate::net::Frontend::new(flow.dst, flow.proto);
@@ -87,16 +91,8 @@ impl Datapath {
                 });
             }
         };
-        if let Some(tracked) = self.tracked_flow(flow)?
-            && let Some(backend) = self.live_backend(tracked.backend_id)?
-            && backend.generation == tracked.generation
-        {
-            return Ok(Simulation::Backend {
-                service_id: tracked.service_id,
-                backend_id: tracked.backend_id,
-                addr: tracked.backend,
-                tracked: true,
-            });
+        if is_node && let Some(tracked) = self.tracked_backend(flow)? {
+            return Ok(tracked);
         }
         let affinity = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
         if affinity
@@ -134,6 +130,22 @@ impl Datapath {
             }),
             None => Ok(none),
         }
+    }
+
+    /// The live backend `flow` is tracked to, if any.
+    fn tracked_backend(&self, flow: &Flow) -> Result<Option<Simulation>, Error> {
+        let Some(tracked) = self.tracked_flow(flow)? else {
+            return Ok(None);
+        };
+        let live = self
+            .live_backend(tracked.backend_id)?
+            .is_some_and(|backend| backend.generation == tracked.generation);
+        Ok(live.then_some(Simulation::Backend {
+            service_id: tracked.service_id,
+            backend_id: tracked.backend_id,
+            addr: tracked.backend,
+            tracked: true,
+        }))
     }
 
     /// The backend ClientIP affinity holds `client` to in `service`, as the

@@ -12,8 +12,8 @@ use support::{
     in_private_netns,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT4_2, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
-        NO_NEIGHBOUR4, UNROUTED4, VIP4, VIP6, XDP_PASS, XDP_REDIRECT, XDP_TX, backend4, cycling,
-        mac_of,
+        NO_NEIGHBOUR4, UNROUTED4, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, backend4,
+        cycling, mac_of,
     },
 };
 use xdp_lb::{
@@ -191,6 +191,58 @@ fn an_established_flow_keeps_its_backend_when_the_table_moves_its_slot() {
         ]);
         let entry = lb.dp.tracked_flow(&syn.flow()).unwrap().expect("tracked");
         assert_eq!((entry.backend_id, entry.backend), (old_id, old));
+    });
+}
+
+#[test]
+fn a_vip_s_tracked_flow_is_found_before_its_service_until_its_frontend_s_flows_go() {
+    in_private_netns(|| {
+        let mut lb = lb_with_tcp4(&cycling(&BACKEND4_IDS[..2], 251));
+        let other = SocketAddr::from((VIP4, 81));
+        lb.service(
+            SERVICE + 1,
+            other,
+            Protocol::Tcp,
+            &cycling(&BACKEND4_IDS[..2], 251),
+        );
+        let syn = Packet::tcp(FROM_CLIENT, client4(40000), vip4(), TcpFlags::SYN);
+        let kept = Packet::tcp(FROM_CLIENT, client4(40001), other, TcpFlags::SYN);
+        let (id, backend, _) = lb.simulated(&syn.flow());
+        assert_eq!(
+            lb.send(&syn.bytes(), lb.up0).packet,
+            to_backend(&syn, backend)
+        );
+        assert_eq!(lb.send(&kept.bytes(), lb.up0).action, XDP_REDIRECT);
+
+        // The frontend goes; its backends live on (the other service has
+        // them). The tracked flow is still found, before the service.
+        let frontend = Frontend::new(vip4(), Protocol::Tcp);
+        lb.dp.remove_service(&frontend).unwrap();
+        let ack = syn.with_flags(TcpFlags::ACK);
+        assert_eq!(lb.simulated(&ack.flow()), (id, backend, true));
+        let out = lb.send(&ack.bytes(), lb.up0);
+        assert_eq!(
+            (out.action, out.packet),
+            (XDP_REDIRECT, to_backend(&ack, backend))
+        );
+
+        // Deleting the frontend's flows (the reconciler does, right after
+        // removing it) ends it: the next packet meets no service.
+        assert_eq!(lb.dp.delete_flows_to(&[frontend]).unwrap(), 1);
+        assert_eq!(lb.dp.tracked_flow(&syn.flow()).unwrap(), None);
+        assert!(lb.dp.tracked_flow(&kept.flow()).unwrap().is_some());
+        assert_eq!(
+            lb.dp.simulate(&ack.flow()).unwrap(),
+            Simulation::UnknownPort
+        );
+        assert_eq!(lb.send(&ack.bytes(), lb.up0).action, XDP_DROP);
+        assert_eq!(lb.dp.delete_flows_to(&[frontend]).unwrap(), 0);
+
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 3),
+            (Verdict::DropUnknownPort, 1),
+        ]);
+        lb.assert_ct(&[(CtEvent::Created, 2), (CtEvent::Hit, 1)]);
     });
 }
 

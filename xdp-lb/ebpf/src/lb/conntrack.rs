@@ -19,8 +19,8 @@ use xdp_lb_common::{
     backend::Backend,
     config::{Config, NS_PER_SEC},
     conntrack::{
-        CT_CLOSED, CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CT_SNAT, CtEntry, FlowTuple,
-        NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_CLOSED, CT_DSR, CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CT_SNAT, CtEntry,
+        FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     },
     service::{SERVICE_DSR, SERVICE_SNAT_REMOTE, Service},
     stats::CtEvent,
@@ -73,20 +73,32 @@ fn closed_ends(flow: &Flow, end: u8) -> u8 {
     }
 }
 
+/// What `lookup` found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Tracked {
+    /// No entry the flow may keep: it is new, or its entry no longer holds.
+    No,
+    /// A tracked NAT flow, its translation written.
+    Translate,
+    /// A tracked direct-server-return flow, its backend written.
+    Encapsulate,
+}
+
 /// Looks up the flow's entry from the client side. Writes its translation to
-/// `out` and returns true when the
-/// flow may keep it: the entry is not expired, its backend record is live with
-/// the same generation, and it is not a new SYN on a closing entry. Counts why
-/// an entry was not kept.
+/// `out` and says how the flow is forwarded when it may keep it: the entry is
+/// not expired, its backend record is live with the same generation, and it
+/// is not a new SYN on a closing entry. Counts why an entry was not kept.
+/// Needs nothing of the service: the entry says whether the flow is DSR.
 ///
 /// The translation is written straight from the map values into `out`:
 /// returned by value, or with the backend record copied out, the addresses
 /// would pass through byte-aligned temporaries, which BPF copies a byte at a
 /// time.
 #[inline(never)]
-pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUninit<Nat>) -> bool {
+pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Tracked {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.tuple) else {
-        return false;
+        return Tracked::No;
     };
     // The clock is read only once there is an entry to judge.
     let now = now_ns();
@@ -98,20 +110,20 @@ pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUn
     if now.saturating_sub(e.last_seen_ns) >= config.timeout_ns(e.state) {
         count_ct(CtEvent::Expired);
         release_port(e, flow);
-        return false;
+        return Tracked::No;
     }
     let backend = match BACKENDS.get(e.backend_id) {
         Some(b) if b.is_active() && b.generation == e.generation => b,
         _ => {
             count_ct(CtEvent::ReselectedBackendGone);
             release_port(e, flow);
-            return false;
+            return Tracked::No;
         }
     };
     if flow.is_syn() && e.state == TCP_CLOSING {
         count_ct(CtEvent::ReselectedClosing);
         release_port(e, flow);
-        return false;
+        return Tracked::No;
     }
     count_ct(CtEvent::Hit);
     let state = next_state(e.state, e.flags, flow);
@@ -122,10 +134,11 @@ pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUn
     if e.flags & closed != closed {
         e.flags |= closed;
     }
+    let dsr = e.flags & CT_DSR != 0;
     if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
         // A DSR flow has no reply entry: its replies do not come back this way.
-        if !is_dsr(service) {
+        if !dsr {
             keep_reply(e, flow);
         }
     }
@@ -140,7 +153,11 @@ pub fn lookup(flow: &Flow, config: &Config, service: &Service, out: &mut MaybeUn
         backend_id: e.backend_id,
         generation: e.generation,
     });
-    true
+    if dsr {
+        Tracked::Encapsulate
+    } else {
+        Tracked::Translate
+    }
 }
 
 /// Keeps the reply entry of a live flow, with the once-a-second refresh: a
@@ -332,7 +349,7 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
     };
     // A DSR flow's replies never pass here: its next segment after the SYN
     // establishes it.
-    let seen = if dsr { CT_SEEN_REPLY } else { 0 };
+    let mode = if dsr { CT_DSR | CT_SEEN_REPLY } else { 0 };
     // A SYN's FIN (a segment no stack sends) closes nothing: it opens.
     let closed = if state == TCP_CLOSING {
         closed_ends(flow, CT_FIN_CLIENT)
@@ -346,7 +363,7 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
         backend_addr: nat.addr,
         backend_port_be: nat.port_be,
         state,
-        flags: if nat.snat { seen | CT_SNAT } else { seen } | closed,
+        flags: if nat.snat { mode | CT_SNAT } else { mode } | closed,
         service_id: nat.service_id,
         reply_dst_addr: nat.peer_addr,
         reply_dst_port_be: nat.peer_port_be,

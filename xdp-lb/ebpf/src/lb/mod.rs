@@ -34,8 +34,14 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    lb::flow::{Flow, MAX_L3_OFFSET, Packet},
-    maps::{ADDRESSES, CONFIG, SERVICES, SOURCE_RANGES, filter_has, maybe_node_address},
+    lb::{
+        conntrack::Tracked,
+        flow::{Flow, MAX_L3_OFFSET, Packet},
+    },
+    maps::{
+        ADDRESSES, CONFIG, SERVICES, SOURCE_RANGES, filter_has, maybe_node_address,
+        maybe_vip_address,
+    },
     packet::FrameSource,
     parse::Parsed,
 };
@@ -113,6 +119,16 @@ impl Decision {
             Self::encapsulate()
         } else {
             Self::translate()
+        }
+    }
+
+    /// How a tracked flow goes on, as its entry says; `None` for no entry.
+    #[inline(always)]
+    const fn tracked(tracked: Tracked) -> Option<Self> {
+        match tracked {
+            Tracked::No => None,
+            Tracked::Translate => Some(Self::translate()),
+            Tracked::Encapsulate => Some(Self::encapsulate()),
         }
     }
 
@@ -289,6 +305,19 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     // on a VIP-only address (frontends are declared after their address):
     // the service first, and the address lookup only when it is missing.
     let never_node = dst_marked && !maybe_node_address(&flow.tuple.dst_addr);
+    // 0. A request to a VIP-only address looks for its tracked flow first,
+    //    as netfilter's conntrack comes before kube-proxy's rules, which
+    //    spares every established packet the service's hash lookup. The
+    //    service would not change the answer: an entry is only ever made for
+    //    a frontend, a frontend's removal deletes its flows
+    //    (`Datapath::delete_flows_to`), and service settings
+    //    (`loadBalancerSourceRanges` too) apply to new flows. An expiring
+    //    packet is left to the service path, which passes it.
+    let tracked_first = never_node && flow.ttl > 1 && maybe_vip_address(&flow.tuple.dst_addr);
+    if tracked_first && let Some(decision) = Decision::tracked(conntrack::lookup(flow, config, nat))
+    {
+        return decision;
+    }
     let mut service = if never_node {
         SERVICES.get_ptr(key)
     } else {
@@ -339,9 +368,12 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         return Decision::pass(Verdict::PassTtlExpired);
     }
 
-    // 3. Conntrack before Maglev: a tracked flow keeps its live backend.
-    if conntrack::lookup(flow, config, &service, nat) {
-        return Decision::toward_backend(&service);
+    // 3. Conntrack before Maglev: a tracked flow keeps its live backend
+    //    (already looked for in step 0 on a VIP-only address).
+    if !tracked_first
+        && let Some(decision) = Decision::tracked(conntrack::lookup(flow, config, nat))
+    {
+        return decision;
     }
 
     // 4. ClientIP affinity: the backend of the client's last new flow, while
