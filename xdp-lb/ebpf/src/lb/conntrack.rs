@@ -149,6 +149,7 @@ pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Track
         snat: e.is_snat(),
         peer_addr: e.reply_dst_addr,
         peer_port_be: e.reply_dst_port_be,
+        now_ns: now,
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
@@ -275,6 +276,9 @@ pub fn create(
         return false;
     };
     let source = snat_source(flow, backend, service);
+    // Read before the struct: a helper call in the middle of its fields
+    // builds it on the stack first.
+    let now = now_ns();
     let nat = out.write(Nat {
         end: End::Destination,
         addr: backend.addr,
@@ -282,6 +286,7 @@ pub fn create(
         snat: false,
         peer_addr: flow.tuple.src_addr,
         peer_port_be: flow.tuple.src_port_be,
+        now_ns: now,
         service_id: service.id,
         backend_id: id,
         generation: backend.generation,
@@ -294,7 +299,7 @@ pub fn create(
             return false;
         }
         nat.snat = true;
-    } else if !flood_guard_admits(now_ns(), config) {
+    } else if !flood_guard_admits(nat.now_ns, config) {
         count_ct(CtEvent::NotTrackedFloodGuard);
         return true;
     } else if !is_dsr(service) && !claim_reply(flow, nat, config) {
@@ -357,7 +362,7 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
         0
     };
     let entry = CtEntry {
-        last_seen_ns: now_ns(),
+        last_seen_ns: nat.now_ns,
         backend_id: nat.backend_id,
         generation: nat.generation,
         backend_addr: nat.addr,
@@ -545,6 +550,7 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
         snat: e.is_snat(),
         peer_addr: original.src_addr,
         peer_port_be: original.src_port_be,
+        now_ns: now,
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
@@ -577,10 +583,10 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
 /// live with the same generation. Read only: a packet about a flow (an ICMP
 /// error) is not one of its own, and neither refreshes nor changes it.
 #[inline(always)]
-fn live_entry(tuple: &FlowTuple, config: &Config) -> Option<(CtEntry, Backend)> {
+fn live_entry(tuple: &FlowTuple, config: &Config, now: u64) -> Option<(CtEntry, Backend)> {
     // SAFETY: a map value of the right type, copied out at once.
     let entry = unsafe { *CONNTRACK.get_ptr(tuple)? };
-    if now_ns().saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state) {
+    if now.saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state) {
         return None;
     }
     let backend = *BACKENDS.get(entry.backend_id)?;
@@ -591,7 +597,8 @@ fn live_entry(tuple: &FlowTuple, config: &Config) -> Option<(CtEntry, Backend)> 
 /// client): writes the translation toward the flow's backend.
 #[inline(always)]
 pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
-    let Some((entry, backend)) = live_entry(flow, config) else {
+    let now = now_ns();
+    let Some((entry, backend)) = live_entry(flow, config, now) else {
         return false;
     };
     if entry.is_snat() {
@@ -606,6 +613,7 @@ pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit
         snat: false,
         peer_addr: flow.src_addr,
         peer_port_be: flow.src_port_be,
+        now_ns: now,
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,
@@ -622,7 +630,8 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
     let Some(original) = CONNTRACK_REPLY.get_ptr(reply).map(|p| unsafe { &*p }) else {
         return false;
     };
-    let Some((entry, _)) = live_entry(original, config) else {
+    let now = now_ns();
+    let Some((entry, _)) = live_entry(original, config, now) else {
         return false;
     };
     if entry.backend_addr != reply.src_addr
@@ -641,6 +650,7 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
         snat: false,
         peer_addr: original.src_addr,
         peer_port_be: original.src_port_be,
+        now_ns: now,
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,

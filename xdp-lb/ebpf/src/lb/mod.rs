@@ -164,6 +164,9 @@ pub struct Nat {
     pub addr: Addr,
     /// The other end's address after the rewrite (unchanged without `snat`).
     pub peer_addr: Addr,
+    /// The coarse clock when conntrack judged the flow: forwarding judges
+    /// its cached next hop by it, so that a packet reads the clock once.
+    pub now_ns: u64,
     pub service_id: u32,
     pub backend_id: u32,
     /// The backend ID's generation (a reused ID is another backend).

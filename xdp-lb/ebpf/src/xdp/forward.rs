@@ -14,7 +14,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_PASS, XDP_TX},
     },
-    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
 use xdp_lb_common::{
@@ -79,7 +79,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     // SAFETY: this CPU's value of a per-CPU map; nothing else runs on this
     // CPU meanwhile, and no other CPU reads it.
     let hop = unsafe { &mut *slot };
-    let now = coarse_now();
+    let now = nat.now_ns;
     if !fresh(hop, generation, ingress, now)
         && !lookup(ctx, flow, ingress, ends, (now, generation), hop)
     {
@@ -113,12 +113,6 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
         let action = unsafe { bpf_redirect(hop.egress_ifindex, 0) };
         action as u32
     }
-}
-
-#[inline(always)]
-fn coarse_now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// This CPU's slot in the reply next-hop cache for `client`: the slot its
