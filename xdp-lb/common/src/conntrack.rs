@@ -121,7 +121,8 @@ pub const CT_CLOSED: u8 = CT_FIN_CLIENT | CT_FIN_BACKEND;
 /// `CtEntry::flags`: direct server return: the flow's packets are
 /// encapsulated toward the backend, unchanged, and it has no reply entry.
 /// Kept in the entry so that a tracked flow is forwarded without its
-/// service's record (DESIGN.md deviation in `docs/datapath.md`).
+/// service's record: on a VIP-only address the datapath finds the flow
+/// before the service (`lb::decide_flow` in the eBPF crate).
 pub const CT_DSR: u8 = 1 << 4;
 
 /// Value of `CONNTRACK`: the flow's backend and translated tuple, and its state.
