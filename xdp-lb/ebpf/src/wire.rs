@@ -36,6 +36,8 @@ pub const IP4_SRC: usize = 12;
 pub const IP4_DST: usize = 16;
 /// IPv4 "more fragments" flag and fragment offset mask, in host order of the
 /// 16-bit field at offset 6.
+/// Don't fragment, in the flags and fragment offset word.
+pub const IP4_DF: u16 = 0x4000;
 pub const IP4_MF: u16 = 0x2000;
 pub const IP4_OFFSET_MASK: u16 = 0x1fff;
 

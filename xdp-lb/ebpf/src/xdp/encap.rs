@@ -36,7 +36,7 @@ use crate::{
     },
     maps::{CONFIG, OUTER_FLOW, OUTER_FLOW_WORDS},
     packet::FrameSource,
-    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_HLEN, IP6_HLEN, ip6_head},
+    wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_DF, IP4_HLEN, IP6_HLEN, ip6_head},
     xdp::{
         forward::{TOO_BIG, forward},
         link::move_link,
@@ -51,8 +51,6 @@ const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 /// The outer header's TTL / hop limit.
 const TTL: u8 = 64;
-/// IPv4 "don't fragment", in the high byte of the flags field.
-const DF: u8 = 0x40;
 
 /// What `wrap_and_send` did, beside its XDP action.
 pub struct Outcome {
@@ -252,7 +250,8 @@ fn write_v4(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Ou
     let out = unsafe { &mut *out };
     let [hi, lo] = ((IP4_HLEN + header.inner_len) as u16).to_be_bytes();
     let class = header.class;
-    out[..12].copy_from_slice(&[0x45, class, hi, lo, 0, 0, DF, 0, TTL, IPPROTO_IPIP, 0, 0]);
+    let [df, _] = IP4_DF.to_be_bytes();
+    out[..12].copy_from_slice(&[0x45, class, hi, lo, 0, 0, df, 0, TTL, IPPROTO_IPIP, 0, 0]);
     out[12..16].copy_from_slice(&header.src[12..]);
     out[16..].copy_from_slice(&header.dst[12..]);
     let sum = csum::finish(csum::add(0, out));
@@ -315,12 +314,7 @@ pub fn answer_too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Ver
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, overhead as i32) } != 0 {
         return Verdict::DropTooBig;
     }
-    let dont_fragment = !flow.is_v4
-        || ctx
-            .frame()
-            .load::<2>(l3 + 6)
-            .is_some_and(|flags| flags[0] & DF != 0);
-    if !dont_fragment {
+    if !super::must_not_fragment(ctx, flow) {
         return Verdict::DropTooBig;
     }
     let left = mtu.saturating_sub(overhead as u32);

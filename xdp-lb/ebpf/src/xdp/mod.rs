@@ -25,6 +25,7 @@ use crate::{
     maps::{count_backend, count_parse, count_service, count_verdict},
     packet::{Frame, FrameSource, Resize},
     parse::parse,
+    wire::{IP4_DF, IP4_FRAGS},
     xdp::forward::forward,
 };
 
@@ -187,7 +188,7 @@ fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
 /// copy of the translation stays out of the program's main frame.
 #[inline(never)]
 fn too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
-    if nat.end != End::Destination || (flow.is_v4 && !dont_fragment(ctx, flow)) {
+    if nat.end != End::Destination || !must_not_fragment(ctx, flow) {
         return Verdict::PassToBackendViaStack;
     }
     let original = Nat {
@@ -226,11 +227,13 @@ fn refuse(ctx: &XdpContext, flow: &Flow) -> Verdict {
     }
 }
 
-/// The IPv4 header's DF bit.
+/// A packet a router must not fragment: IPv6, or IPv4 with DF set. Too big
+/// for the next hop, it is answered with an ICMP error instead.
 #[inline(always)]
-fn dont_fragment(ctx: &XdpContext, flow: &Flow) -> bool {
-    const DF: u8 = 0x40;
-    ctx.frame()
-        .load::<2>(flow.l3_offset + 6)
-        .is_some_and(|flags| flags[0] & DF != 0)
+fn must_not_fragment(ctx: &XdpContext, flow: &Flow) -> bool {
+    !flow.is_v4
+        || ctx
+            .frame()
+            .load::<2>(flow.l3_offset + IP4_FRAGS)
+            .is_some_and(|flags| u16::from_be_bytes(flags) & IP4_DF != 0)
 }
