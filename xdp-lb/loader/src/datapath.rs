@@ -12,6 +12,17 @@ use crate::{
     options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes},
 };
 
+/// How often a program is offered to the verifier. It gives up with
+/// `EAGAIN` when a signal arrives while it works (seen on `tc_lb_ingress`,
+/// 96 000 instructions, in `make test`); libbpf tries five times too.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// A load the verifier broke off for a pending signal, not a rejection.
+fn interrupted(error: &ProgramError) -> bool {
+    matches!(error, ProgramError::LoadError { io_error, .. }
+        if io_error.raw_os_error() == Some(libc::EAGAIN))
+}
+
 /// The symbol of the version stamp in the eBPF object.
 const BUILD_STAMP: &str = "BUILD_STAMP";
 /// Its section, which aya turns into a map of that name.
@@ -200,10 +211,23 @@ impl Datapath {
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(Error::Load)?;
         for name in ProgramName::ALL {
-            let loaded = if name.is_tc() {
-                crate::pods::classifier_mut(&mut ebpf, name)?.load()
-            } else {
-                program_mut(&mut ebpf, name)?.load()
+            let mut attempt = 1;
+            let loaded = loop {
+                let loaded = if name.is_tc() {
+                    crate::pods::classifier_mut(&mut ebpf, name)?.load()
+                } else {
+                    program_mut(&mut ebpf, name)?.load()
+                };
+                match loaded {
+                    Err(e) if interrupted(&e) && attempt < LOAD_ATTEMPTS => {
+                        debug!(
+                            program = name.as_str(),
+                            attempt, "verification interrupted; again"
+                        );
+                        attempt += 1;
+                    }
+                    loaded => break loaded,
+                }
             };
             loaded.map_err(|source| Error::Verify {
                 program: name.as_str(),
