@@ -134,6 +134,9 @@ pub struct Reconciler {
     /// Live records of recovered duplicates, retired at the next sync.
     stray_backends: Vec<u32>,
     addresses: BTreeMap<IpAddr, AddressKind>,
+    /// Removed frontends whose tracked flows are still to be deleted: a
+    /// failed deletion is tried again at the next sync.
+    flows_to_delete: BTreeSet<FrontendKey>,
     /// The desired state of every service as of the last successful sync.
     last: BTreeMap<ServiceName, DesiredService>,
     /// How many services of `last` keep each backend live.
@@ -158,6 +161,7 @@ impl Reconciler {
             backends: BTreeMap::new(),
             stray_backends: Vec::new(),
             addresses: BTreeMap::new(),
+            flows_to_delete: BTreeSet::new(),
             last: BTreeMap::new(),
             users: HashMap::new(),
             full_pass: true,

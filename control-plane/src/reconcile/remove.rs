@@ -49,23 +49,34 @@ impl Reconciler {
             }
             stale
         };
-        let mut removed = Vec::with_capacity(stale.len());
         for key in stale {
-            let gone = frontend(key);
             target
-                .remove_frontend(&gone)
+                .remove_frontend(&frontend(key))
                 .map_err(datapath("remove frontend", show(key)))?;
             self.frontends.remove(&key);
             report.frontends_removed += 1;
-            removed.push(gone);
+            self.flows_to_delete.insert(key);
         }
         // Their tracked flows too: the datapath finds a VIP's tracked flow
-        // before its service, so they would go on until their timeout. (A
-        // failure here leaves flows that time out; the frontends are gone.)
-        report.flows_deleted += target.delete_flows_to(&removed).map_err(datapath(
+        // before its service, so they would go on until their timeout. Kept
+        // until deleted, so that a failure is tried again at the next sync;
+        // a frontend written again meanwhile has its flows back.
+        let frontends = &self.frontends;
+        self.flows_to_delete
+            .retain(|key| !frontends.contains_key(key));
+        if self.flows_to_delete.is_empty() {
+            return Ok(());
+        }
+        let gone: Vec<_> = self
+            .flows_to_delete
+            .iter()
+            .map(|&key| frontend(key))
+            .collect();
+        report.flows_deleted += target.delete_flows_to(&gone).map_err(datapath(
             "delete flows of removed frontends",
-            removed.len().to_string(),
+            gone.len().to_string(),
         ))?;
+        self.flows_to_delete.clear();
         Ok(())
     }
 

@@ -130,11 +130,16 @@ pub struct MemoryTarget {
     pub local: BTreeSet<u32>,
     /// Service ID → its client networks (none: absent).
     pub source_ranges: BTreeMap<u32, Vec<(IpAddr, u8)>>,
+    /// How many of the next `delete_flows_to` calls fail, as a datapath
+    /// error would.
+    pub refuse_flow_deletes: usize,
 }
 
-/// A write that would let a packet see a half-made state.
+/// A write the memory target refuses: one that would let a packet see a
+/// half-made state (make-before-break violated), or one a test asked it to
+/// fail.
 #[derive(Debug, thiserror::Error)]
-#[error("make-before-break violated: {0}")]
+#[error("memory target refused a write: {0}")]
 pub struct Violation(pub String);
 
 impl MemoryTarget {
@@ -275,6 +280,10 @@ impl Target for MemoryTarget {
     }
 
     fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Violation> {
+        if self.refuse_flow_deletes > 0 {
+            self.refuse_flow_deletes -= 1;
+            return Err(Violation("flow deletion refused, as asked".into()));
+        }
         for frontend in frontends {
             let key = key(frontend);
             if self.frontends.contains_key(&key) {

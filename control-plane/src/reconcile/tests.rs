@@ -258,6 +258,53 @@ fn removing_a_service_removes_frontend_table_address_and_backends() {
 }
 
 #[test]
+fn a_failed_deletion_of_a_removed_frontend_s_flows_is_tried_again_at_the_next_sync() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let both = model([
+        ("web", service(1, &active(&[1, 2]))),
+        ("api", service(2, &active(&[2, 3]))),
+    ]);
+    sync(&mut r, &both, &mut t);
+    let m = model([("api", service(2, &active(&[2, 3])))]);
+    t.refuse_flow_deletes = 1;
+    let failed = r.sync(&Desired::new(&m, all_healthy), &mut t);
+    assert!(failed.is_err(), "the refusal surfaces as a sync error");
+    assert!(t.frontend_flows_deleted.is_empty());
+
+    let report = sync(&mut r, &m, &mut t);
+    let web = (SocketAddr::new(vip(1), 80), 6);
+    assert_eq!(t.frontend_flows_deleted, vec![web], "tried again");
+    assert_eq!(
+        report.frontends_removed, 0,
+        "the frontend went the first time"
+    );
+    assert_programs(&r, &m, &t);
+    sync(&mut r, &m, &mut t);
+    assert_eq!(t.frontend_flows_deleted, vec![web], "and only once");
+}
+
+#[test]
+fn a_frontend_written_again_before_its_flows_are_deleted_keeps_them() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let both = model([
+        ("web", service(1, &active(&[1, 2]))),
+        ("api", service(2, &active(&[2, 3]))),
+    ]);
+    sync(&mut r, &both, &mut t);
+    t.refuse_flow_deletes = 1;
+    let api_only = model([("api", service(2, &active(&[2, 3])))]);
+    assert!(
+        r.sync(&Desired::new(&api_only, all_healthy), &mut t)
+            .is_err()
+    );
+
+    // The memory target refuses a live frontend's deletion as a violation.
+    sync(&mut r, &both, &mut t);
+    assert!(t.frontend_flows_deleted.is_empty());
+    assert_programs(&r, &both, &t);
+}
+
+#[test]
 fn growing_past_the_size_swaps_a_bigger_table() {
     let (mut r, mut t) = (reconciler(), MemoryTarget::default());
     sync(
