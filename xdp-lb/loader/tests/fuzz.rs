@@ -500,7 +500,7 @@ struct Mix {
     snat_new: [u64; 2],
     snat_requests: [u64; 2],
     snat_replies: [u64; 2],
-    /// ICMP errors about source-NATed flows, passed as any other ICMP.
+    /// ICMP errors about source-NATed flows, translated at both ends.
     snat_errors: u64,
     /// Flows refused for want of a free source-NAT port.
     snat_exhausted: u64,
@@ -620,7 +620,7 @@ impl std::fmt::Display for Mix {
         writeln!(f, "  {clash:>8} {hairpin:>8}  replies translated back")?;
         writeln!(
             f,
-            "  {:>8}  ICMP errors about them, passed",
+            "  {:>8}  ICMP errors about them, translated",
             self.snat_errors
         )?;
         writeln!(

@@ -12,7 +12,10 @@
 //!   a reply, not a request to the NodePort;
 //! - **hairpin**: a client that lands on itself gets the hairpin address;
 //! - an **exhausted** range refuses the flow (a reset) and counts it, and a
-//!   port comes free when the flow holding it expires.
+//!   port comes free when the flow holding it expires;
+//! - **ICMP errors** about a source-NATed flow are translated at both quoted
+//!   ends: a router's to the source-NAT address reaches the client, the
+//!   client's about a reply reaches the backend.
 //!
 //! Every output frame is compared whole with one etherparse built.
 mod support;
@@ -20,7 +23,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use support::{
-    frame::{L4, Packet, TcpFlags},
+    frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error},
     in_private_netns,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4, UP_MAC,
@@ -34,6 +37,10 @@ const SNAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
 /// A source-NAT range of its own, so the tests see it used.
 const PORTS: (u16, u16) = (40100, 40163);
 const NODE_PORT: u16 = 30080;
+/// A router between the LB and the backends (on the backends' link).
+const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
+const TOO_BIG: ErrorKind = ErrorKind::TooBig { mtu: 1280 };
 
 /// An LB with source-NAT settings: the range above and `SNAT4`.
 fn lb() -> Lb {
@@ -452,5 +459,106 @@ fn an_exhausted_range_refuses_new_flows_until_a_port_expires() {
             (out.action, out.packet),
             (XDP_REDIRECT, to_backend(&third, source, backend4(0)))
         );
+    });
+}
+
+/// The IP packet of a frame (without its Ethernet header).
+fn ip_packet(frame: &[u8]) -> Vec<u8> {
+    frame[14..].to_vec()
+}
+
+/// A router's "fragmentation needed" about a source-NATed request, sent to
+/// the source-NAT address, reaches the client with the quote as the client
+/// sent it (both ends translated back) and the client as its destination.
+fn router_error_about_a_source_natted_request(snat_is_a_node_address: bool) {
+    in_private_netns(|| {
+        let mut lb = lb();
+        if snat_is_a_node_address {
+            // An error to a node address is first taken for one about a
+            // reply: no flow has that key, so it is tried as a request's.
+            lb.dp
+                .set_address(SNAT4.into(), AddressKind::Node)
+                .expect("address");
+        }
+        let node_port = node_port_service(&mut lb);
+        let client = SocketAddr::from((CLIENT4, 41000));
+        let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
+        assert_eq!(lb.send(&request.bytes(), lb.up0).action, XDP_REDIRECT);
+        let source = snat_source(&lb, &request);
+        let input = icmp_error(
+            (ROUTER_MAC, DOWN_MAC),
+            ROUTER4.into(),
+            source.ip(),
+            64,
+            TOO_BIG,
+            &ip_packet(&to_backend(&request, source, backend4(0))),
+        );
+        let out = lb.send(&input, lb.dn0);
+        let as_sent = request.routed(DOWN_MAC, mac_of(backend4(0).ip()));
+        let expected = icmp_error(
+            (UP_MAC, mac_of(client.ip())),
+            ROUTER4.into(),
+            client.ip(),
+            63,
+            TOO_BIG,
+            &ip_packet(&as_sent.bytes()),
+        );
+        assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 1),
+            (Verdict::ForwardIcmpErrorToClient, 1),
+        ]);
+    });
+}
+
+#[test]
+fn a_routers_error_about_a_source_natted_request_reaches_the_client() {
+    router_error_about_a_source_natted_request(false);
+}
+
+#[test]
+fn a_routers_error_to_a_source_nat_address_that_is_a_node_address_reaches_the_client() {
+    router_error_about_a_source_natted_request(true);
+}
+
+/// The client's "fragmentation needed" about a reply of a source-NATed flow
+/// reaches the backend quoting the reply as the backend sent it: to the
+/// source-NAT address and port.
+#[test]
+fn a_clients_error_about_a_source_natted_reply_reaches_the_backend() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let node_port = node_port_service(&mut lb);
+        let client = SocketAddr::from((CLIENT4, 41000));
+        let request = Packet::tcp(FROM_CLIENT, client, node_port, TcpFlags::SYN);
+        assert_eq!(lb.send(&request.bytes(), lb.up0).action, XDP_REDIRECT);
+        let source = snat_source(&lb, &request);
+        let reply = answer(&request, backend4(0), source);
+        let sent_back = lb.send(&reply.bytes(), lb.dn0);
+        assert_eq!(sent_back.action, XDP_REDIRECT);
+        let input = icmp_error(
+            FROM_CLIENT,
+            client.ip(),
+            node_port.ip(),
+            64,
+            TOO_BIG,
+            &ip_packet(&sent_back.packet),
+        );
+        let out = lb.send(&input, lb.up0);
+        let as_the_backend_sent_it = reply.routed(UP_MAC, mac_of(client.ip()));
+        let expected = icmp_error(
+            (DOWN_MAC, mac_of(backend4(0).ip())),
+            client.ip(),
+            backend4(0).ip(),
+            63,
+            TOO_BIG,
+            &ip_packet(&as_the_backend_sent_it.bytes()),
+        );
+        assert_eq!((out.action, out.packet), (XDP_REDIRECT, expected));
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 1),
+            (Verdict::ForwardReply, 1),
+            (Verdict::ForwardIcmpErrorToBackend, 1),
+        ]);
     });
 }

@@ -601,18 +601,15 @@ pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit
     let Some((entry, backend)) = live_entry(flow, config, now) else {
         return false;
     };
-    if entry.is_snat() {
-        // The error's outer and embedded headers would need both ends
-        // translated: not done, the error passes untouched.
-        return false;
-    }
+    // The peer is the end the backend sees: the client, or under source
+    // NAT the address and port it was given.
     out.write(Nat {
         end: End::Destination,
         addr: backend.addr,
         port_be: backend.port_be,
-        snat: false,
-        peer_addr: flow.src_addr,
-        peer_port_be: flow.src_port_be,
+        snat: entry.is_snat(),
+        peer_addr: entry.reply_dst_addr,
+        peer_port_be: entry.reply_dst_port_be,
         now_ns: now,
         service_id: entry.service_id,
         backend_id: entry.backend_id,
@@ -638,16 +635,16 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
         || entry.backend_port_be != reply.src_port_be
         || entry.reply_dst_addr != reply.dst_addr
         || entry.reply_dst_port_be != reply.dst_port_be
-        || entry.is_snat()
     {
-        // A source-NAT flow's errors pass untouched, as in `error_to_backend`.
         return false;
     }
+    // Under source NAT the peer, the client, replaces the quoted source and
+    // the outer destination (the error came to the source-NAT address).
     out.write(Nat {
         end: End::Source,
         addr: original.dst_addr,
         port_be: original.dst_port_be,
-        snat: false,
+        snat: entry.is_snat(),
         peer_addr: original.src_addr,
         peer_port_be: original.src_port_be,
         now_ns: now,

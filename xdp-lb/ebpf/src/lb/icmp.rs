@@ -6,9 +6,15 @@
 //! - an error to a frontend address quotes a reply the LB sent to a client
 //!   (VIP:port → client): reversed, it is the flow's own key, and the error
 //!   goes on to the flow's backend;
-//! - any other error quotes a request the LB translated (client →
-//!   backend:port): reversed, it is the flow's reply key, and the error goes
-//!   on to the client with the quoted destination translated back.
+//! - any other error (or one to a frontend address that is no flow's key:
+//!   the source-NAT address may be a node address) quotes a request the LB
+//!   translated (client → backend:port): reversed, it is the flow's reply
+//!   key, and the error goes on to the client with the quoted destination
+//!   translated back.
+//!
+//! A source-NATed flow's errors have both quoted ends translated, and one
+//! going to the client its outer destination too: it came to the source-NAT
+//! address, which the client never saw.
 //!
 //! An error to the frontend about a direct-server-return flow is not
 //! translated: the backend sent the reply from the VIP itself, so the error
@@ -277,16 +283,14 @@ pub fn decide_error(err: &IcmpError, nat: &mut MaybeUninit<Nat>) -> ErrorDecisio
             addr: err.outer.tuple.dst_addr,
         })
         .is_some();
-    let found = if to_frontend {
-        conntrack::error_to_backend(&reversed, config, nat)
-    } else {
-        conntrack::error_to_client(&reversed, config, nat)
-    };
-    if !found {
+    // An error to a frontend address quotes a reply; failing that (the
+    // source-NAT address may be a node address too), a request.
+    let to_backend = to_frontend && conntrack::error_to_backend(&reversed, config, nat);
+    if !to_backend && !conntrack::error_to_client(&reversed, config, nat) {
         ErrorDecision::NotTracked
     } else if err.outer.ttl <= 1 {
         ErrorDecision::TtlExpired
-    } else if to_frontend && is_dsr_frontend(&reversed) {
+    } else if to_backend && is_dsr_frontend(&reversed) {
         ErrorDecision::Encapsulate
     } else {
         ErrorDecision::Translate

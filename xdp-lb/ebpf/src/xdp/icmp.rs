@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
 };
-use xdp_lb_common::{csum, stats::Verdict};
+use xdp_lb_common::{addr::Addr, csum, stats::Verdict};
 
 use crate::{
     lb::{
@@ -141,19 +141,67 @@ fn translate_and_forward(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdi
 }
 
 /// Rewrites the error in place. Every header is checked before the first
-/// write, so `None` leaves the frame unchanged.
+/// write, so `None` leaves the frame unchanged (the second pass of a
+/// source-NATed flow checks the same headers again).
 ///
 /// Going to the backend (`End::Destination`), the quoted reply's source
 /// (the frontend) becomes the backend, and so does the outer destination.
 /// Going to the client (`End::Source`), the quoted request's destination
 /// (the backend) becomes the frontend, and so does the outer source when it
 /// was the backend itself (a router's address is left as it is).
+///
+/// Under source NAT a second pass translates the quoted packet's other end,
+/// the peer: going to the backend, the client becomes the source-NAT
+/// address and port; going to the client, those become the client again,
+/// and so does the outer destination.
 #[inline(always)]
 fn rewrite(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
-    if err.outer.is_v4 {
-        rewrite_v4(frame, err, nat)
-    } else {
-        rewrite_v6(frame, err, nat)
+    let one_end = |peer| {
+        if err.outer.is_v4 {
+            rewrite_v4(frame, err, nat, peer)
+        } else {
+            rewrite_v6(frame, err, nat, peer)
+        }
+    };
+    one_end(false)?;
+    if nat.snat { one_end(true) } else { Some(()) }
+}
+
+/// Which fields one pass of `rewrite` writes (`peer`: the second pass, of a
+/// source-NATed flow's other end).
+struct Pass {
+    /// The quoted source (else the destination) is the end rewritten.
+    quoted_src: bool,
+    /// The outer destination (else the source) is the outer address that may
+    /// change.
+    outer_dst: bool,
+    /// The outer address changes whatever it was; else only when it is the
+    /// quoted address rewritten (the backend's own error).
+    outer_always: bool,
+    /// The outer address stays.
+    outer_never: bool,
+}
+
+impl Pass {
+    #[inline(always)]
+    fn of(nat: &Nat, peer: bool) -> Self {
+        let to_backend = nat.end == End::Destination;
+        Self {
+            quoted_src: to_backend != peer,
+            outer_dst: to_backend || peer,
+            outer_always: to_backend != peer,
+            outer_never: to_backend && peer,
+        }
+    }
+
+    /// The address and port this pass writes.
+    #[inline(always)]
+    fn target(nat: &Nat, peer: bool) -> (&Addr, u16) {
+        if peer {
+            (&nat.peer_addr, nat.peer_port_be)
+        } else {
+            (&nat.addr, nat.port_be)
+        }
     }
 }
 
@@ -174,8 +222,10 @@ struct Quote {
 }
 
 impl Quote {
+    /// The quote's headers, for a pass that writes `new_port_be` at
+    /// `port_at` of the quoted transport header.
     #[inline(always)]
-    fn read(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<Self> {
+    fn read(frame: &Frame, err: &IcmpError, port_at: usize, new_port_be: u16) -> Option<Self> {
         let icmp = frame.get_mut::<[u8; 4]>(err.outer.l4_offset)?.cast::<u8>();
         let l4 = frame.get_mut::<[u8; 4]>(err.inner_l4)?.cast::<u8>();
         let csum_at = err.inner_l4 + if err.inner_is_tcp { TCP_CSUM } else { UDP_CSUM };
@@ -184,12 +234,7 @@ impl Quote {
         } else {
             core::ptr::null_mut()
         };
-        let port_at = if nat.end == End::Destination {
-            SRC_PORT
-        } else {
-            DST_PORT
-        };
-        let new_port = nat.port_be.to_ne_bytes();
+        let new_port = new_port_be.to_ne_bytes();
         // SAFETY: offsets within the headers `get_mut` checked.
         let (old_port, icmp_csum) = unsafe { (load::<2>(l4, port_at), load::<2>(icmp, ICMP_CSUM)) };
         Some(Self {
@@ -234,22 +279,24 @@ impl Quote {
     }
 }
 
-/// `rewrite` for IPv4. Its own subprogram, like `rewrite_v6`: the two
-/// families' temporaries never share a frame.
+/// One pass of `rewrite` for IPv4. Its own subprogram, like `rewrite_v6`:
+/// the two families' temporaries never share a frame.
 #[inline(never)]
-fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
-    let to_backend = nat.end == End::Destination;
-    let mut quote = Quote::read(frame, err, nat)?;
+fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<()> {
+    let pass = Pass::of(nat, peer);
+    let (to, port_be) = Pass::target(nat, peer);
+    let (addr_at, port_at) = if pass.quoted_src {
+        (IP4_SRC, SRC_PORT)
+    } else {
+        (IP4_DST, DST_PORT)
+    };
+    let outer_at = if pass.outer_dst { IP4_DST } else { IP4_SRC };
+    let mut quote = Quote::read(frame, err, port_at, port_be)?;
     let outer = frame
         .get_mut::<[u8; IP4_HLEN]>(err.outer.l3_offset)?
         .cast::<u8>();
     let quoted = frame.get_mut::<[u8; IP4_HLEN]>(err.inner_l3)?.cast::<u8>();
-    let new = [nat.addr[12], nat.addr[13], nat.addr[14], nat.addr[15]];
-    let (addr_at, outer_at) = if to_backend {
-        (IP4_SRC, IP4_DST)
-    } else {
-        (IP4_DST, IP4_SRC)
-    };
+    let new = [to[12], to[13], to[14], to[15]];
     // SAFETY: offsets within the IPv4 headers `get_mut` checked.
     unsafe {
         let old = load::<4>(quoted, addr_at);
@@ -262,7 +309,7 @@ fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
         store(quoted, IP4_CSUM, ip_csum);
         // ICMPv4's checksum does not cover the outer header.
         let old_outer = load::<4>(outer, outer_at);
-        if to_backend || old_outer == old {
+        if !pass.outer_never && (pass.outer_always || old_outer == old) {
             let outer_csum = u16::from_be_bytes(load(outer, IP4_CSUM));
             store(outer, outer_at, new);
             store(
@@ -276,36 +323,39 @@ fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
     Some(())
 }
 
-/// `rewrite` for IPv6: no header checksum, but ICMPv6's covers the outer
-/// addresses (its pseudo-header). The old addresses are read in place rather
-/// than copied: 16-byte copies would not fit the frame this path may have.
+/// One pass of `rewrite` for IPv6: no header checksum, but ICMPv6's covers
+/// the outer addresses (its pseudo-header). The old addresses are read in
+/// place rather than copied: 16-byte copies would not fit the frame this
+/// path may have.
 #[inline(never)]
-fn rewrite_v6(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
-    let to_backend = nat.end == End::Destination;
-    let mut quote = Quote::read(frame, err, nat)?;
+fn rewrite_v6(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<()> {
+    let pass = Pass::of(nat, peer);
+    let (to, port_be) = Pass::target(nat, peer);
+    let (addr_at, port_at) = if pass.quoted_src {
+        (IP6_SRC, SRC_PORT)
+    } else {
+        (IP6_DST, DST_PORT)
+    };
+    let outer_at = if pass.outer_dst { IP6_DST } else { IP6_SRC };
+    let mut quote = Quote::read(frame, err, port_at, port_be)?;
     let outer = frame
         .get_mut::<[u8; IP6_HLEN]>(err.outer.l3_offset)?
         .cast::<u8>();
     let quoted = frame.get_mut::<[u8; IP6_HLEN]>(err.inner_l3)?.cast::<u8>();
-    let (addr_at, outer_at) = if to_backend {
-        (IP6_SRC, IP6_DST)
-    } else {
-        (IP6_DST, IP6_SRC)
-    };
     // SAFETY: offsets within the IPv6 headers `get_mut` checked; the
     // references are dropped before the stores.
     unsafe {
         let old = &*quoted.add(addr_at).cast::<[u8; 16]>();
         let old_outer = &*outer.add(outer_at).cast::<[u8; 16]>();
-        let outer_too = to_backend || same_address(old_outer, old);
-        quote.changed(old, &nat.addr);
+        let outer_too = !pass.outer_never && (pass.outer_always || same_address(old_outer, old));
+        quote.changed(old, to);
         if outer_too {
-            quote.changed(old_outer, &nat.addr);
+            quote.changed(old_outer, to);
         }
-        quote.write_port_and_l4(err.inner_is_tcp, old, &nat.addr);
-        store(quoted, addr_at, nat.addr);
+        quote.write_port_and_l4(err.inner_is_tcp, old, to);
+        store(quoted, addr_at, *to);
         if outer_too {
-            store(outer, outer_at, nat.addr);
+            store(outer, outer_at, *to);
         }
     }
     quote.finish();

@@ -140,8 +140,8 @@ pub(crate) fn outcome(
         Expected::IcmpError { error, toward } => What::Error {
             error: *error,
             toward: match toward {
-                ErrorToward::Backend(backend) => Toward::Backend(*backend),
-                ErrorToward::Client(frontend) => Toward::Client(*frontend),
+                ErrorToward::Backend(backend, peer) => Toward::Backend(*backend, *peer),
+                ErrorToward::Client(frontend, peer) => Toward::Client(*frontend, *peer),
             },
         },
     };
@@ -319,14 +319,14 @@ impl Rewrite<'_> {
                 end: End::Source, ..
             } => (Verdict::ForwardReply, Verdict::PassReplyViaStack),
             What::Error {
-                toward: Toward::Backend(_),
+                toward: Toward::Backend(..),
                 ..
             } => (
                 Verdict::ForwardIcmpErrorToBackend,
                 Verdict::PassIcmpErrorViaStack,
             ),
             What::Error {
-                toward: Toward::Client(_),
+                toward: Toward::Client(..),
                 ..
             } => (
                 Verdict::ForwardIcmpErrorToClient,
@@ -357,14 +357,15 @@ impl Rewrite<'_> {
                 Peer::Kept | Peer::New(_) => (to.ip(), ip.dst, false),
             },
             What::Error {
-                toward: Toward::Backend(backend),
+                toward: Toward::Backend(backend, _),
                 ..
             } => (ip.src, backend.ip(), true),
-            // Looked up from the frontend, whatever the error's source.
+            // Looked up from the frontend, whatever the error's source, to
+            // its destination (the client, under source NAT).
             What::Error {
-                toward: Toward::Client(frontend),
+                toward: Toward::Client(frontend, client),
                 ..
-            } => (frontend.ip(), ip.dst, false),
+            } => (frontend.ip(), client.map_or(ip.dst, |c| c.ip()), false),
         }
     }
 

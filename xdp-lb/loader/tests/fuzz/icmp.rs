@@ -47,12 +47,15 @@ pub(crate) struct IcmpError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Toward {
     /// To the flow's backend: an error about a reply, sent to a frontend
-    /// address. The outer destination and the quoted source become it.
-    Backend(SocketAddr),
+    /// address. The outer destination and the quoted source become it; under
+    /// source NAT the quoted destination becomes the second address (the
+    /// one the flow was given).
+    Backend(SocketAddr, Option<SocketAddr>),
     /// To the client: an error about a request, sent anywhere else. The
     /// quoted destination becomes the frontend, and so does the outer source
-    /// when it was the backend itself.
-    Client(SocketAddr),
+    /// when it was the backend itself; under source NAT the quoted source and
+    /// the outer destination become the second address (the client).
+    Client(SocketAddr, Option<SocketAddr>),
 }
 
 /// Reads `frame` as an ICMP error quoting a TCP or UDP header; `None` for
@@ -155,13 +158,14 @@ impl IcmpError {
         let (outer_src, outer_dst) = self.addresses(self.ip.l3);
         let len = self.addr_len();
         let (quoted_at, port_at, outer_at, to) = match toward {
-            Toward::Backend(to) => (quoted_src, self.inner_l4, outer_dst, to),
-            Toward::Client(to) => (quoted_dst, self.inner_l4 + 2, outer_src, to),
+            Toward::Backend(to, _) => (quoted_src, self.inner_l4, outer_dst, to),
+            Toward::Client(to, _) => (quoted_dst, self.inner_l4 + 2, outer_src, to),
         };
-        let new = match to.ip() {
+        let bytes = |addr: IpAddr| match addr {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets().to_vec(),
         };
+        let new = bytes(to.ip());
         let mut fields = vec![
             (quoted_at, new.clone()),
             (port_at, to.port().to_be_bytes().to_vec()),
@@ -169,13 +173,28 @@ impl IcmpError {
         // An error from a router keeps the router's address; one from the
         // backend itself (its port unreachable) must not show the backend.
         let outer_too = match toward {
-            Toward::Backend(_) => true,
-            Toward::Client(_) => {
+            Toward::Backend(..) => true,
+            Toward::Client(..) => {
                 frame[outer_at..outer_at + len] == frame[quoted_at..quoted_at + len]
             }
         };
         if outer_too {
             fields.push((outer_at, new));
+        }
+        // Under source NAT the quote's other end too, and going to the
+        // client the outer destination: the error came to the source-NAT
+        // address, which the client never saw.
+        match toward {
+            Toward::Backend(_, Some(given)) => {
+                fields.push((quoted_dst, bytes(given.ip())));
+                fields.push((self.inner_l4 + 2, given.port().to_be_bytes().to_vec()));
+            }
+            Toward::Client(_, Some(client)) => {
+                fields.push((quoted_src, bytes(client.ip())));
+                fields.push((self.inner_l4, client.port().to_be_bytes().to_vec()));
+                fields.push((outer_dst, bytes(client.ip())));
+            }
+            _ => {}
         }
         fields
     }

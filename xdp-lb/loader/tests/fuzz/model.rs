@@ -98,11 +98,12 @@ pub(crate) enum Expected {
 /// Where an ICMP error about a tracked flow goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ErrorToward {
-    /// To the flow's backend (an error about a reply, sent to a frontend).
-    Backend(SocketAddr),
+    /// To the flow's backend (an error about a reply, sent to a frontend);
+    /// under source NAT, with the address and port the flow was given.
+    Backend(SocketAddr, Option<SocketAddr>),
     /// To the client, the quote translated back to the frontend the flow
-    /// was sent to.
-    Client(SocketAddr),
+    /// was sent to; under source NAT, with the client.
+    Client(SocketAddr, Option<SocketAddr>),
 }
 
 /// Why a flow's source is translated.
@@ -191,8 +192,7 @@ pub(crate) struct Prediction {
     /// A reply whose tuple is a stale reply entry's: the datapath finds it
     /// orphaned and deletes it, then treats the frame as no reply.
     pub orphan: Option<Flow>,
-    /// An ICMP error about a source-NATed flow: not translated, it goes the
-    /// way of any other ICMP packet.
+    /// An ICMP error about a source-NATed flow (translated at both ends).
     pub about_snat: bool,
 }
 
@@ -716,51 +716,49 @@ impl Model {
     /// the flow's packets do: the backend answered from the frontend's own
     /// address and port, and recognises the error only unchanged.
     ///
-    /// An error about a source-NATed flow is not translated (both of its
-    /// ends would need it): it too is any other ICMP packet
-    /// (`about_snat`). The reply entry's flow is the one it names, stale or
-    /// not: the datapath checks only that the flow is live, to the quoted
-    /// backend, and without source NAT.
+    /// An error to a frontend address that is no flow's key is tried as a
+    /// reply key too: the source-NAT address may be a node address. An
+    /// error about a source-NATed flow (`about_snat`) has both quoted ends
+    /// translated. The reply entry's flow is the one it names, stale or
+    /// not: the datapath checks only that the flow is live and to the
+    /// quoted backend.
     fn decide_error(&self, error: &IcmpError, about_snat: &mut bool) -> Option<Expected> {
         let reversed = Flow::new(error.inner_dst, error.inner_src, error.proto);
-        let toward = if self.fixture.address_kind(error.ip.dst).is_some() {
-            let backend = self.conntrack.backend(&reversed)?;
-            if self.conntrack.is_dsr(&reversed) {
-                return Some(if error.ip.ttl <= 1 {
-                    Expected::Untouched(Verdict::PassTtlExpired)
-                } else {
-                    Expected::Encapsulated {
-                        flow: reversed,
-                        backend,
-                        source: self.fixture.encap_source(error.ip.is_v4(), backend.ip()),
-                        error: true,
-                    }
-                });
-            }
-            if self.conntrack.snat(&reversed).is_some() {
-                *about_snat = true;
-                return None;
-            }
-            ErrorToward::Backend(backend)
-        } else {
-            let holder = self
-                .conntrack
-                .replies
-                .get(&reversed)
-                .copied()
-                .or_else(|| self.conntrack.stale_holder(&reversed))?;
-            let tracked = self.conntrack.tracked.get(&holder)?;
-            // The flow's current reply tuple only: a stale entry (left by a
-            // re-created flow) names it, but is not its own any more.
-            if Conntrack::reply_tuple(&holder, &tracked.entry) != reversed {
-                return None;
-            }
-            if tracked.entry.snat.is_some() {
-                *about_snat = true;
-                return None;
-            }
-            ErrorToward::Client(holder.dst)
-        };
+        let to_frontend = self.fixture.address_kind(error.ip.dst).is_some();
+        let toward =
+            if let Some(backend) = self.conntrack.backend(&reversed).filter(|_| to_frontend) {
+                if self.conntrack.is_dsr(&reversed) {
+                    return Some(if error.ip.ttl <= 1 {
+                        Expected::Untouched(Verdict::PassTtlExpired)
+                    } else {
+                        Expected::Encapsulated {
+                            flow: reversed,
+                            backend,
+                            source: self.fixture.encap_source(error.ip.is_v4(), backend.ip()),
+                            error: true,
+                        }
+                    });
+                }
+                ErrorToward::Backend(backend, self.conntrack.snat(&reversed))
+            } else {
+                let holder = self
+                    .conntrack
+                    .replies
+                    .get(&reversed)
+                    .copied()
+                    .or_else(|| self.conntrack.stale_holder(&reversed))?;
+                let tracked = self.conntrack.tracked.get(&holder)?;
+                // The flow's current reply tuple only: a stale entry (left by a
+                // re-created flow) names it, but is not its own any more.
+                if Conntrack::reply_tuple(&holder, &tracked.entry) != reversed {
+                    return None;
+                }
+                ErrorToward::Client(holder.dst, tracked.entry.snat.map(|_| holder.src))
+            };
+        *about_snat = matches!(
+            toward,
+            ErrorToward::Backend(_, Some(_)) | ErrorToward::Client(_, Some(_))
+        );
         // As for the flow's own packets: one that would expire here goes to
         // the kernel, which answers it as a router does.
         Some(if error.ip.ttl <= 1 {
