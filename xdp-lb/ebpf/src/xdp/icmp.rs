@@ -203,6 +203,19 @@ impl Pass {
             (&nat.addr, nat.port_be)
         }
     }
+
+    /// Where this pass writes: the quoted address and port, and the outer
+    /// address, for a family whose source and destination addresses lie at
+    /// `(src, dst)` of its header.
+    #[inline(always)]
+    fn offsets(&self, (src, dst): (usize, usize)) -> (usize, usize, usize) {
+        let (addr_at, port_at) = if self.quoted_src {
+            (src, SRC_PORT)
+        } else {
+            (dst, DST_PORT)
+        };
+        (addr_at, port_at, if self.outer_dst { dst } else { src })
+    }
 }
 
 /// The parts of a translation both families share: the quoted port, the
@@ -285,12 +298,7 @@ impl Quote {
 fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<()> {
     let pass = Pass::of(nat, peer);
     let (to, port_be) = Pass::target(nat, peer);
-    let (addr_at, port_at) = if pass.quoted_src {
-        (IP4_SRC, SRC_PORT)
-    } else {
-        (IP4_DST, DST_PORT)
-    };
-    let outer_at = if pass.outer_dst { IP4_DST } else { IP4_SRC };
+    let (addr_at, port_at, outer_at) = pass.offsets((IP4_SRC, IP4_DST));
     let mut quote = Quote::read(frame, err, port_at, port_be)?;
     let outer = frame
         .get_mut::<[u8; IP4_HLEN]>(err.outer.l3_offset)?
@@ -331,12 +339,7 @@ fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<(
 fn rewrite_v6(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<()> {
     let pass = Pass::of(nat, peer);
     let (to, port_be) = Pass::target(nat, peer);
-    let (addr_at, port_at) = if pass.quoted_src {
-        (IP6_SRC, SRC_PORT)
-    } else {
-        (IP6_DST, DST_PORT)
-    };
-    let outer_at = if pass.outer_dst { IP6_DST } else { IP6_SRC };
+    let (addr_at, port_at, outer_at) = pass.offsets((IP6_SRC, IP6_DST));
     let mut quote = Quote::read(frame, err, port_at, port_be)?;
     let outer = frame
         .get_mut::<[u8; IP6_HLEN]>(err.outer.l3_offset)?
