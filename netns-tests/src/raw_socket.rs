@@ -87,7 +87,9 @@ impl RawSocket {
     }
 
     /// Sends up to 1024 frames with one `sendmmsg(2)`; returns how many the
-    /// kernel took (fewer when the device queue is full). Frames go to the
+    /// kernel took: fewer when the device queue fills, none when it is full
+    /// from the first frame (`ENOBUFS`, the queue's backpressure rather than
+    /// a failure: the caller tries again). Frames go to the
     /// interface the socket was opened on, each to its own destination MAC.
     /// The traffic generators use this: one system call per frame would cap
     /// the rate well below what the paths under test forward.
@@ -126,6 +128,12 @@ impl RawSocket {
                 0,
             )
         };
-        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+        match usize::try_from(sent) {
+            Ok(taken) => Ok(taken),
+            Err(_) => match io::Error::last_os_error() {
+                full if full.raw_os_error() == Some(libc::ENOBUFS) => Ok(0),
+                e => Err(e),
+            },
+        }
     }
 }

@@ -119,6 +119,7 @@ fn start_flood(s: &Scenario, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
                 .take(FLOOD_BATCH.min(FLOOD_FRAMES - sent))
                 .map(Vec::as_slice)
                 .collect();
+            // A full device queue takes none: the pause lets it drain.
             sent += socket.send_batch(&batch).expect("sendmmsg");
             std::thread::sleep(FLOOD_PAUSE);
         }

@@ -135,11 +135,13 @@ pub(crate) fn blast(
             .iter()
             .map(<[u8; FRAME_LEN]>::as_slice)
             .collect();
-        match socket.send_batch(&refs) {
-            Ok(taken) => sent += taken as u64,
+        match socket
+            .send_batch(&refs)
+            .context("sending generated frames")?
+        {
             // The device queue is full: the frames were not taken; try again.
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => full += 1,
-            Err(e) => return Err(e).context("sending generated frames"),
+            0 => full += 1,
+            taken => sent += taken as u64,
         }
     }
     if full > 0 {
