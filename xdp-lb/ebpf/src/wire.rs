@@ -34,9 +34,8 @@ pub const IP4_PROTO: usize = 9;
 pub const IP4_CSUM: usize = 10;
 pub const IP4_SRC: usize = 12;
 pub const IP4_DST: usize = 16;
-/// IPv4 "more fragments" flag and fragment offset mask, in host order of the
-/// 16-bit field at offset 6.
-/// Don't fragment, in the flags and fragment offset word.
+/// IPv4 "don't fragment" and "more fragments" flags and fragment offset
+/// mask, in host order of the 16-bit field at `IP4_FRAGS`.
 pub const IP4_DF: u16 = 0x4000;
 pub const IP4_MF: u16 = 0x2000;
 pub const IP4_OFFSET_MASK: u16 = 0x1fff;

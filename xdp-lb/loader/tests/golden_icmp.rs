@@ -9,29 +9,20 @@
 //! backend is answered with the error a router would send.
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use support::{
-    frame::{ErrorKind, Packet, TcpFlags, icmp_error as error},
+    frame::{ErrorKind, Packet, TcpFlags, icmp_error as error, ip_packet},
     in_private_netns,
     lb::{
-        CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, UP_MAC, VIP4, VIP6, XDP_PASS,
-        XDP_REDIRECT, XDP_TX, mac_of, too_big_answer,
+        CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, ROUTER_MAC, ROUTER4, ROUTER6,
+        UP_MAC, VIP4, VIP6, XDP_PASS, XDP_REDIRECT, XDP_TX, mac_of, too_big_answer,
     },
 };
 use xdp_lb::{Protocol, Verdict};
 
-/// A router between the LB and the backends (on the backends' link).
-const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 9);
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
 const MTU: u16 = 1280;
 const CLIENT_PORT: u16 = 40_000;
-
-/// The IP packet of a frame (without its Ethernet header).
-fn ip_packet(frame: &[u8]) -> Vec<u8> {
-    frame[14..].to_vec()
-}
 
 fn vip(v6: bool, port: u16) -> SocketAddr {
     if v6 {

@@ -23,11 +23,11 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use support::{
-    frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error},
+    frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error, ip_packet},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4, UP_MAC,
-        VIP4, VIP6, XDP_REDIRECT, XDP_TX, backend4, backend6, mac_of,
+        BACKEND4_IDS, BACKEND6_IDS, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, NODE4, ROUTER_MAC,
+        ROUTER4, UP_MAC, VIP4, VIP6, XDP_REDIRECT, XDP_TX, backend4, backend6, mac_of,
     },
 };
 use xdp_lb::{AddressKind, Config, CtEvent, Frontend, Protocol, ServiceOptions, Verdict};
@@ -37,9 +37,6 @@ const SNAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
 /// A source-NAT range of its own, so the tests see it used.
 const PORTS: (u16, u16) = (40100, 40163);
 const NODE_PORT: u16 = 30080;
-/// A router between the LB and the backends (on the backends' link).
-const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
 const TOO_BIG: ErrorKind = ErrorKind::TooBig { mtu: 1280 };
 
 /// An LB with source-NAT settings: the range above and `SNAT4`.
@@ -460,11 +457,6 @@ fn an_exhausted_range_refuses_new_flows_until_a_port_expires() {
             (XDP_REDIRECT, to_backend(&third, source, backend4(0)))
         );
     });
-}
-
-/// The IP packet of a frame (without its Ethernet header).
-fn ip_packet(frame: &[u8]) -> Vec<u8> {
-    frame[14..].to_vec()
 }
 
 /// A router's "fragmentation needed" about a source-NATed request, sent to

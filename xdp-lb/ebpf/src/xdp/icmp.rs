@@ -172,26 +172,39 @@ fn rewrite(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
 struct Pass {
     /// The quoted source (else the destination) is the end rewritten.
     quoted_src: bool,
-    /// The outer destination (else the source) is the outer address that may
-    /// change.
-    outer_dst: bool,
-    /// The outer address changes whatever it was; else only when it is the
-    /// quoted address rewritten (the backend's own error).
-    outer_always: bool,
-    /// The outer address stays.
-    outer_never: bool,
+    outer: Outer,
+}
+
+/// The outer address a pass of `rewrite` may write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outer {
+    /// The destination, whatever it was: the error goes to the new address.
+    Destination,
+    /// The source, when it is the quoted address rewritten: the backend's
+    /// own error must not show the backend (a router's keeps its address).
+    SourceIfSame,
+    /// Neither.
+    Untouched,
 }
 
 impl Pass {
+    /// Going to the backend, the first pass writes the quoted source (the
+    /// frontend becomes the backend) and the outer destination, the second
+    /// the quoted destination (the client becomes the source-NAT address).
+    /// Going to the client, the first writes the quoted destination (the
+    /// backend becomes the frontend) and maybe the outer source, the second
+    /// the quoted source and the outer destination (both become the client).
     #[inline(always)]
     fn of(nat: &Nat, peer: bool) -> Self {
-        let to_backend = nat.end == End::Destination;
-        Self {
-            quoted_src: to_backend != peer,
-            outer_dst: to_backend || peer,
-            outer_always: to_backend != peer,
-            outer_never: to_backend && peer,
-        }
+        let quoted_src = (nat.end == End::Destination) != peer;
+        let outer = if quoted_src {
+            Outer::Destination
+        } else if peer {
+            Outer::Untouched
+        } else {
+            Outer::SourceIfSame
+        };
+        Self { quoted_src, outer }
     }
 
     /// The address and port this pass writes.
@@ -214,7 +227,12 @@ impl Pass {
         } else {
             (dst, DST_PORT)
         };
-        (addr_at, port_at, if self.outer_dst { dst } else { src })
+        let outer_at = if self.outer == Outer::SourceIfSame {
+            src
+        } else {
+            dst
+        };
+        (addr_at, port_at, outer_at)
     }
 }
 
@@ -317,7 +335,9 @@ fn rewrite_v4(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<(
         store(quoted, IP4_CSUM, ip_csum);
         // ICMPv4's checksum does not cover the outer header.
         let old_outer = load::<4>(outer, outer_at);
-        if !pass.outer_never && (pass.outer_always || old_outer == old) {
+        if pass.outer == Outer::Destination
+            || (pass.outer == Outer::SourceIfSame && old_outer == old)
+        {
             let outer_csum = u16::from_be_bytes(load(outer, IP4_CSUM));
             store(outer, outer_at, new);
             store(
@@ -350,7 +370,8 @@ fn rewrite_v6(frame: &Frame, err: &IcmpError, nat: &Nat, peer: bool) -> Option<(
     unsafe {
         let old = &*quoted.add(addr_at).cast::<[u8; 16]>();
         let old_outer = &*outer.add(outer_at).cast::<[u8; 16]>();
-        let outer_too = !pass.outer_never && (pass.outer_always || same_address(old_outer, old));
+        let outer_too = pass.outer == Outer::Destination
+            || (pass.outer == Outer::SourceIfSame && same_address(old_outer, old));
         quote.changed(old, to);
         if outer_too {
             quote.changed(old_outer, to);

@@ -442,6 +442,12 @@ pub(crate) fn answer_ip(from: IpAddr, to: IpAddr) -> IpHeaders {
     }
 }
 
+/// The IP packet of a frame (without its Ethernet header): what an ICMP
+/// error quotes.
+pub(crate) fn ip_packet(frame: &[u8]) -> Vec<u8> {
+    frame[14..].to_vec()
+}
+
 /// What an ICMP or ICMPv6 error says.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum ErrorKind {

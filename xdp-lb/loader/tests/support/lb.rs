@@ -52,6 +52,11 @@ pub(crate) const BACKENDS4: [Ipv4Addr; 4] = [
 pub(crate) const UNROUTED4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 /// On-link behind `dn0`, without a neighbour entry.
 pub(crate) const NO_NEIGHBOUR4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 77);
+/// A router between the LB and the backends (on the backends' link): the
+/// sender of the path's ICMP errors in the golden tests.
+pub(crate) const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
+pub(crate) const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 9);
+pub(crate) const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x09];
 
 pub(crate) const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 pub(crate) const CLIENT6_2: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
