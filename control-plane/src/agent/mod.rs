@@ -128,6 +128,12 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             "adopted the pinned state of an earlier agent"
         );
     }
+    if !recovered.removed_frontends_with_flows.is_empty() {
+        tracing::info!(
+            frontends = recovered.removed_frontends_with_flows.len(),
+            "tracked flows to frontends an earlier agent removed: deleted at the first sync"
+        );
+    }
     let reconciler = Reconciler::recover(
         options.hash_seed,
         SizingPolicy::default(),

@@ -21,10 +21,16 @@ pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
         .into_iter()
         .map(|id| Ok((id, datapath.table_size(id)?.unwrap_or(0))))
         .collect::<Result<_, xdp_lb::Error>>()?;
+    let removed_frontends_with_flows = datapath
+        .removed_frontends_with_flows()?
+        .into_iter()
+        .map(|frontend| (frontend.addr, frontend.proto.into()))
+        .collect();
     Ok(Recovered {
         frontends,
         backends,
         tables,
         addresses: datapath.addresses()?,
+        removed_frontends_with_flows,
     })
 }

@@ -92,6 +92,11 @@ pub struct Recovered {
     /// Service ID → table size.
     pub tables: Vec<(u32, u32)>,
     pub addresses: Vec<(IpAddr, AddressKind)>,
+    /// Frontends gone from the datapath whose tracked flows are still there
+    /// (the agent stopped between removing a frontend and deleting its
+    /// flows): the first sync deletes those flows, unless it writes the
+    /// frontend again.
+    pub removed_frontends_with_flows: Vec<FrontendKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +230,8 @@ impl Reconciler {
             });
         }
         r.addresses = recovered.addresses.iter().copied().collect();
+        r.flows_to_delete
+            .extend(recovered.removed_frontends_with_flows.iter().copied());
         r
     }
 

@@ -345,6 +345,7 @@ fn recovered(t: &MemoryTarget) -> Recovered {
             .map(|(&id, slots)| (id, slots.len() as u32))
             .collect(),
         addresses: t.addresses.iter().map(|(&a, &k)| (a, k)).collect(),
+        removed_frontends_with_flows: Vec::new(),
     }
 }
 
@@ -373,6 +374,35 @@ fn a_restarted_reconciler_keeps_ids_and_rewrites_tables_identically() {
     let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &recovered(&t));
     sync(&mut restarted, &fewer, &mut t);
     assert_programs(&restarted, &fewer, &t);
+}
+
+#[test]
+fn a_restarted_reconciler_deletes_the_flows_of_frontends_removed_before_the_restart() {
+    let both = model([
+        ("web", service(1, &active(&[1, 2]))),
+        ("api", service(2, &active(&[2, 3]))),
+    ]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &both, &mut t);
+    // Stopped after removing web's frontend from the datapath, before
+    // deleting its flows; api's frontend was removed too, and is written
+    // again by the first sync (its flows stay).
+    let web = (SocketAddr::new(vip(1), 80), Protocol::Tcp);
+    let api = (SocketAddr::new(vip(2), 80), Protocol::Tcp);
+    let mut left = recovered(&t);
+    left.frontends
+        .retain(|(key, ..)| *key != web && *key != api);
+    left.removed_frontends_with_flows = vec![web, api];
+
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &left);
+    let api_only = model([("api", service(2, &active(&[2, 3])))]);
+    t.frontends.remove(&(web.0, 6));
+    t.frontends.remove(&(api.0, 6));
+    sync(&mut restarted, &api_only, &mut t);
+    assert_eq!(t.frontend_flows_deleted, vec![(web.0, 6)]);
+    assert_programs(&restarted, &api_only, &t);
+    sync(&mut restarted, &api_only, &mut t);
+    assert_eq!(t.frontend_flows_deleted, vec![(web.0, 6)], "once");
 }
 
 fn arbitrary_model() -> impl Strategy<Value = Model> {

@@ -2,7 +2,11 @@
 //! from (service and backend IDs, generations) before its first sync, and how
 //! full each map is.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
@@ -58,6 +62,37 @@ impl Datapath {
                 Ok((frontend, service.id, options))
             })
             .collect()
+    }
+
+    /// The frontends, gone from the services map, that tracked flows were
+    /// still sent to: what an agent stopped between removing a frontend and
+    /// deleting its flows leaves behind. On a VIP-only address the datapath
+    /// finds a tracked flow before its service, so those flows would go on
+    /// to their backend until their timeout; a restarted agent deletes them
+    /// with [`Datapath::delete_flows_to`]. Sorted, each once.
+    ///
+    /// A snapshot of two maps read one after the other: call it while no
+    /// frontend is being written (a restarted agent, before its first sync).
+    pub fn removed_frontends_with_flows(&self) -> Result<Vec<Frontend>, Error> {
+        let (live, _, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
+        let live: HashSet<FrontendKey> = live.into_iter().collect();
+        let (flows, _, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
+        let gone: BTreeSet<(SocketAddr, Protocol)> = flows
+            .iter()
+            .map(FrontendKey::of_flow)
+            .filter(|key| !live.contains(key))
+            .map(|key| {
+                let proto = Protocol::from_number(key.proto).ok_or(Error::Corrupt {
+                    map: CONNTRACK,
+                    reason: "a flow with a protocol other than TCP or UDP",
+                })?;
+                Ok((socket(&key.addr, key.port_be), proto))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(gone
+            .into_iter()
+            .map(|(addr, proto)| Frontend::new(addr, proto))
+            .collect())
     }
 
     /// Every backend record ever written, by ID (ascending): active ones and

@@ -213,11 +213,14 @@ fn a_vip_s_tracked_flow_is_found_before_its_service_until_its_frontend_s_flows_g
             to_backend(&syn, backend)
         );
         assert_eq!(lb.send(&kept.bytes(), lb.up0).action, XDP_REDIRECT);
+        assert_eq!(lb.dp.removed_frontends_with_flows().unwrap(), []);
 
         // The frontend goes; its backends live on (the other service has
-        // them). The tracked flow is still found, before the service.
+        // them). The tracked flow is still found, before the service, and
+        // its frontend is what a restarted agent would find left behind.
         let frontend = Frontend::new(vip4(), Protocol::Tcp);
         lb.dp.remove_service(&frontend).unwrap();
+        assert_eq!(lb.dp.removed_frontends_with_flows().unwrap(), [frontend]);
         let ack = syn.with_flags(TcpFlags::ACK);
         assert_eq!(lb.simulated(&ack.flow()), (id, backend, true));
         let out = lb.send(&ack.bytes(), lb.up0);
@@ -229,6 +232,7 @@ fn a_vip_s_tracked_flow_is_found_before_its_service_until_its_frontend_s_flows_g
         // Deleting the frontend's flows (the reconciler does, right after
         // removing it) ends it: the next packet meets no service.
         assert_eq!(lb.dp.delete_flows_to(&[frontend]).unwrap(), 1);
+        assert_eq!(lb.dp.removed_frontends_with_flows().unwrap(), []);
         assert_eq!(lb.dp.tracked_flow(&syn.flow()).unwrap(), None);
         assert!(lb.dp.tracked_flow(&kept.flow()).unwrap().is_some());
         assert_eq!(
