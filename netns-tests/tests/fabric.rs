@@ -11,7 +11,9 @@
 //! - one node, four pods: a pod reaches a ClusterIP whose two backends are
 //!   pods of the node: 200 HTTP requests, both backends answering; a 10 MB
 //!   transfer both ways, the backend seeing the client pod's own address; UDP
-//!   request/response; pod-to-pod traffic to no service passes untouched;
+//!   request/response; UDP to a backend pod with nothing on the port is
+//!   refused at once (its ICMP error translated back); pod-to-pod traffic to
+//!   no service passes untouched;
 //! - two nodes: a pod of node 0 reaches a ClusterIP whose backends are pods
 //!   of node 1 (HTTP, 10 MB both ways across the wire-like fabric, UDP), and
 //!   node 1's datapath, programmed alike, tracks none of it;
@@ -49,6 +51,8 @@ const SERVICE_PORT: u16 = 8080;
 const HTTP_PORT: u16 = 5678;
 /// Where the pods serve the peer echo, behind a service of the same port.
 const ECHO_PORT: u16 = 9000;
+/// A port the pods serve nothing on.
+const CLOSED_PORT: u16 = 5679;
 /// The NodePort to a remote backend.
 const NODE_PORT_REMOTE: u16 = 30080;
 /// The NodePort to a local backend.
@@ -275,6 +279,26 @@ fn a_pod_reaches_two_backend_pods_of_its_node_through_a_cluster_ip() {
         let spread = udp_spread(&f, client, vip, UDP_REQUESTS, backends.len());
         report!("{family:?}: {UDP_REQUESTS} UDP requests through {vip}, per backend {spread:?}");
         assert!(spread.iter().all(|&n| n > 0), "{family:?}: {spread:?}");
+
+        // A backend pod with nothing on the port: its "port unreachable"
+        // reaches the client translated back (from the ClusterIP, quoting
+        // the request as sent), so the connected socket is refused at once
+        // rather than waiting out its timeout.
+        let closed = Service {
+            protocol: Protocol::Udp,
+            ..cluster_ip(3, SERVICE_PORT, &backends[..1], CLOSED_PORT)
+        };
+        let vip = program(&mut f, family, &closed)
+            .cluster_ip
+            .expect("a ClusterIP");
+        let refused = EchoClient::new(f.pod_netns(client))
+            .with_timeout(TIMEOUT)
+            .udp(vip, 1);
+        assert!(
+            matches!(&refused, Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{family:?}: UDP to {vip} without a listener: {refused:?}"
+        );
 
         // Pod to pod, no service: passed untouched.
         let direct = f.pod_socket(backends[0], family, HTTP_PORT);

@@ -8,14 +8,14 @@
 //! carries, are exercised by the fabric's netns tests.)
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use support::{
-    frame::{L4, Packet, TcpFlags},
+    frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error as error, ip_packet},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, CLIENT4, CLIENT4_2, CLIENT6, FROM_CLIENT, Lb, VIP4, VIP6, XDP_TX, cycling,
-        mac_of,
+        BACKEND4_IDS, CLIENT_MAC, CLIENT4, CLIENT4_2, CLIENT6, FROM_CLIENT, Lb, ROUTER_MAC,
+        ROUTER4, ROUTER6, UP_MAC, VIP4, VIP6, XDP_TX, cycling, mac_of,
     },
 };
 use xdp_lb::{CtEvent, Frontend, ProgramName, Protocol, ServiceOptions, TestRunOutput, Verdict};
@@ -192,4 +192,160 @@ fn ingress_refuses_a_service_without_backends_as_xdp_lb_does_and_drops_an_unknow
             (Verdict::DropUnknownPort, 1),
         ]);
     });
+}
+
+/// A pod interface with TCP on port 80 and UDP on port 53 of both VIPs, and
+/// `request` sent through its ingress hook; returns the request's backend.
+fn tc_with_flow(request: &Packet) -> (Lb, SocketAddr) {
+    let mut lb = Lb::new();
+    lb.serve_both_vips((1, 2), 80, Protocol::Tcp);
+    lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+    let (_, backend, _) = lb.simulated(&request.flow());
+    let out = run(&lb, ProgramName::TcLbIngress, &request.bytes());
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    (lb, backend)
+}
+
+fn client(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::from((CLIENT6, port))
+    } else {
+        SocketAddr::from((CLIENT4, port))
+    }
+}
+
+fn vip(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::from((VIP6, port))
+    } else {
+        SocketAddr::from((VIP4, port))
+    }
+}
+
+/// A pod backend's "port unreachable" leaves the ingress hook translated as
+/// `xdp_lb` translates it (golden_icmp): from the VIP, quoting the request as
+/// its pod client sent it, redirected toward the client. The TC programs
+/// keep the frame's MACs and TTL, as for the flow's own packets.
+#[test]
+fn a_pod_backends_port_unreachable_reaches_its_client_from_the_vip() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let request = Packet::udp(FROM_CLIENT, client(v6, 5353), vip(v6, 53), b"query");
+            let (lb, backend) = tc_with_flow(&request);
+            let macs = (mac_of(backend.ip()), UP_MAC);
+            let input = error(
+                macs,
+                backend.ip(),
+                request.src.ip(),
+                64,
+                ErrorKind::PortUnreachable,
+                &ip_packet(&request.with_dst(backend).bytes()),
+            );
+            let out = run(&lb, ProgramName::TcLbIngress, &input);
+            let expected = error(
+                macs,
+                request.dst.ip(),
+                request.src.ip(),
+                64,
+                ErrorKind::PortUnreachable,
+                &ip_packet(&request.bytes()),
+            );
+            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, expected));
+            lb.assert_verdicts(&[
+                (Verdict::ForwardToBackend, 1),
+                (Verdict::ForwardIcmpErrorToClient, 1),
+            ]);
+        });
+    }
+}
+
+/// The node's (or a router's) "fragmentation needed" / "packet too big"
+/// about a pod's request goes on into the pod from the egress hook, quoting
+/// the request as the pod sent it (to the VIP); the outer source, not the
+/// backend, is kept. An error about a flow xlb does not track passes
+/// untouched at both hooks.
+#[test]
+fn a_routers_error_about_a_pods_request_enters_the_pod_translated_back() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let request = Packet::tcp(FROM_CLIENT, client(v6, 40000), vip(v6, 80), TcpFlags::SYN);
+            let (lb, backend) = tc_with_flow(&request);
+            let router = if v6 {
+                IpAddr::from(ROUTER6)
+            } else {
+                IpAddr::from(ROUTER4)
+            };
+            let too_big = ErrorKind::TooBig { mtu: 1280 };
+            let about = |quoted: &Packet| {
+                error(
+                    (ROUTER_MAC, CLIENT_MAC),
+                    router,
+                    request.src.ip(),
+                    64,
+                    too_big,
+                    &ip_packet(&quoted.bytes()),
+                )
+            };
+            let input = about(&request.with_dst(backend));
+            let out = run(&lb, ProgramName::TcLbEgress, &input);
+            assert_eq!((out.action, out.packet), (TC_ACT_OK, about(&request)));
+
+            // Another client port: a flow the LB never saw.
+            let untracked = about(&Packet {
+                src: client(v6, 40001),
+                ..request.with_dst(backend)
+            });
+            for program in [ProgramName::TcLbEgress, ProgramName::TcLbIngress] {
+                let out = run(&lb, program, &untracked);
+                assert_eq!((out.action, &out.packet), (TC_ACT_OK, &untracked));
+            }
+            lb.assert_verdicts(&[
+                (Verdict::ForwardToBackend, 1),
+                (Verdict::ForwardIcmpErrorToClient, 1),
+                (Verdict::PassNotFrontend, 2),
+            ]);
+        });
+    }
+}
+
+/// A pod client's error about a reply it got from the VIP leaves the ingress
+/// hook toward the flow's backend, its destination and quoted source
+/// translated to the backend.
+#[test]
+fn a_pod_clients_error_about_a_reply_reaches_the_backend() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let request = Packet::tcp(FROM_CLIENT, client(v6, 40000), vip(v6, 80), TcpFlags::SYN);
+            let (lb, backend) = tc_with_flow(&request);
+            let reply = Packet::tcp(
+                (UP_MAC, CLIENT_MAC),
+                request.dst,
+                request.src,
+                TcpFlags::SYN_ACK,
+            );
+            let too_big = ErrorKind::TooBig { mtu: 1280 };
+            let input = error(
+                FROM_CLIENT,
+                request.src.ip(),
+                request.dst.ip(),
+                64,
+                too_big,
+                &ip_packet(&reply.bytes()),
+            );
+            let out = run(&lb, ProgramName::TcLbIngress, &input);
+            let expected = error(
+                FROM_CLIENT,
+                request.src.ip(),
+                backend.ip(),
+                64,
+                too_big,
+                &ip_packet(&reply.with_src(backend).bytes()),
+            );
+            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, expected));
+            lb.assert_verdicts(&[
+                (Verdict::ForwardToBackend, 1),
+                (Verdict::ForwardIcmpErrorToBackend, 1),
+            ]);
+        });
+    }
 }

@@ -9,7 +9,9 @@
 //!   frontend are balanced, replies of the pod as a backend translated back;
 //! - egress (on the way into the pod): only the reply direction, for replies
 //!   that reached this node without passing an ingress hook of it (a backend
-//!   on another node answering over a link without `xdp_lb`).
+//!   on another node answering over a link without `xdp_lb`);
+//! - both: ICMP errors about tracked flows, translated as `xdp_lb` translates
+//!   them (`icmp`).
 //!
 //! A translated packet is redirected from ingress to its new destination
 //! (`forward`: a FIB lookup, then `bpf_redirect_neigh`), and continues from
@@ -17,6 +19,7 @@
 //! state, where an XDP redirect would lose it.
 
 mod forward;
+mod icmp;
 mod rewrite;
 
 use aya_ebpf::{
@@ -24,7 +27,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail},
     programs::TcContext,
 };
-use xdp_lb_common::stats::Verdict;
+use xdp_lb_common::stats::{ParseCounter, Verdict};
 
 use crate::{
     answer::{self, Answered, IcmpError},
@@ -99,6 +102,12 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let _ = ctx.skb.pull_data(PULL_LEN.min(len as u32));
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
+    if matches!(parsed.counter, ParseCounter::Icmp4 | ParseCounter::Icmp6) {
+        let action = icmp::run(ctx, &parsed, hook);
+        if action != icmp::NOT_HANDLED {
+            return action;
+        }
+    }
     let marks = filter_marks(ctx, &parsed);
     if marks == 0 {
         count_verdict(Verdict::PassNotFrontend, len);

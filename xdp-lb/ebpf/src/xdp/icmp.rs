@@ -154,8 +154,10 @@ fn translate_and_forward(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdi
 /// the peer: going to the backend, the client becomes the source-NAT
 /// address and port; going to the client, those become the client again,
 /// and so does the outer destination.
+///
+/// The pod interfaces' TC programs use it too (`tc::icmp`).
 #[inline(always)]
-fn rewrite(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
+pub(crate) fn rewrite(frame: &Frame, err: &IcmpError, nat: &Nat) -> Option<()> {
     let one_end = |peer| {
         if err.outer.is_v4 {
             rewrite_v4(frame, err, nat, peer)

@@ -3,7 +3,7 @@
 pub mod decap;
 mod encap;
 pub(crate) mod forward;
-mod icmp;
+pub(crate) mod icmp;
 mod link;
 mod neighbour;
 mod rewrite;
