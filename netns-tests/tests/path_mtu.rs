@@ -11,8 +11,16 @@
 //! (b) the LB's own egress is: XDP cannot fragment, and a redirect drops what
 //!     does not fit, so the LB answers with the ICMP error itself.
 //!
+//! And a 1 MB download from the backend completes when the LB's egress
+//! toward the client is the narrow one (c), the LB answering the backend
+//! about its reply. (Until 2026-11-27 the LB handed such a reply to the
+//! kernel translated, which answered the VIP, its new source; the download
+//! still completed here, the router sending that error back through the LB,
+//! which translated it for the backend. Behind ECMP another instance may get
+//! it, and one without the flow passes it on untranslated.)
+//!
 //! ```text
-//! client ─── [xdp_lb] lb [xdp_lb] ══(b)══ router ══(a)══ backend
+//! client ══(c)══ [xdp_lb] lb [xdp_lb] ══(b)══ router ══(a)══ backend
 //! ```
 use std::{
     io::{Read as _, Write as _},
@@ -61,6 +69,8 @@ enum Narrow {
     Router,
     /// The LB's, toward the router.
     Lb,
+    /// The LB's, toward the client.
+    LbFront,
 }
 
 /// The rig with `xdp_lb` on both LB interfaces (and `xdp_pass` on the far
@@ -83,6 +93,7 @@ impl PathMtuRig {
         let (netns, dev) = match narrow {
             Narrow::Router => (&topo.router, &topo.router_back.dev),
             Narrow::Lb => (&topo.lb, &topo.lb_back.dev),
+            Narrow::LbFront => (&topo.lb, &topo.lb_front.dev),
         };
         topo.rig
             .set_mtu(netns, dev, NARROW_MTU)
@@ -149,6 +160,32 @@ fn upload(netns: &Netns, to: SocketAddr) -> std::io::Result<String> {
         .expect("enters the client")
 }
 
+/// A one-connection source on the backend: sends `UPLOAD` bytes and closes.
+fn source(netns: &Netns, bind: SocketAddr) -> JoinHandle<std::io::Result<()>> {
+    let listener = netns
+        .run(move || TcpListener::bind(bind))
+        .expect("enters the backend")
+        .expect("binds");
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.write_all(&vec![0xa5; UPLOAD])?;
+        stream.shutdown(Shutdown::Write)
+    })
+}
+
+fn download(netns: &Netns, from: SocketAddr) -> std::io::Result<usize> {
+    netns
+        .run(move || -> std::io::Result<usize> {
+            let mut stream = TcpStream::connect_timeout(&from, IO_TIMEOUT)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            let mut received = Vec::with_capacity(UPLOAD);
+            stream.read_to_end(&mut received)?;
+            Ok(received.len())
+        })
+        .expect("enters the client")
+}
+
 /// Uploads through the VIP on both families; `told` is the verdict that
 /// counts how the client learned of the narrow link.
 fn uploads_complete(narrow: Narrow, told: Verdict) {
@@ -194,4 +231,35 @@ fn a_routers_icmp_error_reaches_the_client_translated() {
 #[test]
 fn the_lb_answers_for_its_own_narrow_link() {
     uploads_complete(Narrow::Lb, Verdict::AnswerTooBig);
+}
+
+#[test]
+fn the_lb_answers_the_backend_for_its_narrow_link_toward_the_client() {
+    let rig = PathMtuRig::build(Narrow::LbFront);
+    for family in Family::ALL {
+        let before = rig.datapath.verdict_stats().expect("verdicts");
+        let server = source(
+            &rig.topo.backend.netns,
+            rig.topo.backend.socket(family, PORT),
+        );
+        let started = Instant::now();
+        let received = download(&rig.topo.client.netns, SocketAddr::new(vip(family), PORT));
+        let elapsed = started.elapsed();
+        server
+            .join()
+            .expect("source thread")
+            .unwrap_or_else(|e| panic!("{family:?}: the backend's send: {e}"));
+        let received = received.unwrap_or_else(|e| panic!("{family:?}: download: {e}"));
+        assert_eq!(received, UPLOAD, "{family:?}: bytes downloaded");
+        let after = rig.datapath.verdict_stats().expect("verdicts");
+        let told = Verdict::AnswerTooBig;
+        let errors = after.get(told).packets - before.get(told).packets;
+        report!(
+            "client-side link, {family:?}: {} KiB through {NARROW_MTU} bytes in {elapsed:.2?}, \
+             {errors} × {}",
+            UPLOAD >> 10,
+            told.name()
+        );
+        assert!(errors > 0, "{family:?}: nothing counted as {}", told.name());
+    }
 }

@@ -189,12 +189,13 @@ counter_enum! {
     /// A translated ICMP error passed to the kernel (neighbour unknown, FIB
     /// lookup failed, or a VLAN-tagged frame).
     PassIcmpErrorViaStack = "pass_icmp_error_via_stack",
-    /// Translated for a backend, but larger than the MTU of the interface
-    /// toward it (with DF, or IPv6): answered as a router would, with ICMP
+    /// Translated, but larger than the MTU of the interface toward its next
+    /// hop (with DF, or IPv6): answered as a router would, with ICMP
     /// fragmentation needed or ICMPv6 packet too big, quoting the packet as
-    /// the client sent it.
+    /// its sender sent it: a client's request from the frontend, a
+    /// backend's reply from the address the reply went to.
     AnswerTooBig = "answer_too_big",
-    /// Larger than the MTU toward the backend, and not answerable: IPv4
+    /// Larger than the MTU toward its next hop, and not answerable: IPv4
     /// options or IPv6 extension headers, which push the ports out of the
     /// 8 quoted transport bytes.
     DropTooBig = "drop_too_big",

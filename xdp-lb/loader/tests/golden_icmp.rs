@@ -16,7 +16,7 @@ use support::{
     in_private_netns,
     lb::{
         CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb, ROUTER_MAC, ROUTER4, ROUTER6,
-        UP_MAC, VIP4, VIP6, XDP_PASS, XDP_REDIRECT, XDP_TX, mac_of, too_big_answer,
+        UP_MAC, VIP4, VIP6, XDP_PASS, XDP_REDIRECT, XDP_TX, mac_of, too_big_answer, too_big_error,
     },
 };
 use xdp_lb::{Protocol, Verdict};
@@ -286,4 +286,51 @@ fn too_big_for_the_backend_link_is_answered_v4() {
 #[test]
 fn too_big_for_the_backend_link_is_answered_v6() {
     too_big_for_the_backend_link_is_answered(true);
+}
+
+/// A backend's reply larger than the MTU of the LB's interface toward the
+/// client is answered to the backend, as a router would: from the client it
+/// was going to, quoting the reply as the backend sent it, back out of the
+/// interface it came in by. (Handed to the kernel translated, it would be
+/// answered to the VIP, its new source: the backend would learn only if
+/// routing brought that error back through this LB.)
+fn too_big_for_the_client_link_is_answered(v6: bool) {
+    in_private_netns(|| {
+        let request = syn(v6);
+        let (lb, backend) = lb_with_flow(&request);
+        support::run(&["ip", "link", "set", "up0", "mtu", &MTU.to_string()]);
+        let reply = |len| Packet {
+            src_mac: mac_of(backend.ip()),
+            dst_mac: DOWN_MAC,
+            src: backend,
+            dst: request.src,
+            payload: vec![0x42; len],
+            ..request.with_flags(TcpFlags::ACK)
+        };
+        let input = reply(1300).bytes();
+        let out = lb.send(&input, lb.dn0);
+        assert_eq!(out.action, XDP_TX);
+        let quoted = if v6 { 40 + 8 } else { 20 + 8 };
+        let expected = too_big_error(
+            (DOWN_MAC, mac_of(backend.ip())),
+            request.src.ip(),
+            backend.ip(),
+            &input[14..14 + quoted],
+            MTU,
+        );
+        assert_eq!(out.packet, expected);
+        lb.assert_verdicts(&[(Verdict::ForwardToBackend, 1), (Verdict::AnswerTooBig, 1)]);
+        // What fits still goes through.
+        assert_eq!(lb.send(&reply(1000).bytes(), lb.dn0).action, XDP_REDIRECT);
+    });
+}
+
+#[test]
+fn too_big_for_the_client_link_is_answered_v4() {
+    too_big_for_the_client_link_is_answered(false);
+}
+
+#[test]
+fn too_big_for_the_client_link_is_answered_v6() {
+    too_big_for_the_client_link_is_answered(true);
 }

@@ -178,24 +178,34 @@ fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
     }
 }
 
-/// A translated frame larger than the MTU toward its next hop. Toward a
-/// backend, with DF set (always, on IPv6), the client is told, as a router
-/// would tell it: the translation is undone and the frame becomes the ICMP
-/// error (`AnswerTooBig`, or `DropTooBig` when it cannot be answered).
-/// Otherwise (`PassToBackendViaStack`, which the caller counts as its own
-/// pass verdict) the kernel takes the translated frame and fragments it, or,
-/// for a reply, answers the backend itself. A subprogram of its own: the
-/// copy of the translation stays out of the program's main frame.
+/// A translated frame larger than the MTU toward its next hop. With DF set
+/// (always, on IPv6), its sender is told, as a router would tell it: the
+/// translation is undone and the frame becomes the ICMP error
+/// (`AnswerTooBig`, or `DropTooBig` when it cannot be answered), sent back
+/// the way it came: to the client from the frontend for a request, to the
+/// backend from the address its reply went to (the client's, or the
+/// source-NAT address) for a reply. The kernel, handed the translated
+/// reply, would tell its new source (the frontend, which is not where it
+/// came from). Otherwise (`PassToBackendViaStack`, which the caller counts
+/// as its own pass verdict) the kernel takes the translated frame and
+/// fragments it. A subprogram of its own: the copy of the translation stays
+/// out of the program's main frame.
 #[inline(never)]
 fn too_big(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: u32) -> Verdict {
-    if nat.end != End::Destination || !must_not_fragment(ctx, flow) {
+    if !must_not_fragment(ctx, flow) {
         return Verdict::PassToBackendViaStack;
     }
+    // The end `nat` rewrote, and the other under source NAT, as they came.
+    let t = &flow.tuple;
+    let ((addr, port_be), (peer_addr, peer_port_be)) = match nat.end {
+        End::Destination => ((t.dst_addr, t.dst_port_be), (t.src_addr, t.src_port_be)),
+        End::Source => ((t.src_addr, t.src_port_be), (t.dst_addr, t.dst_port_be)),
+    };
     let original = Nat {
-        addr: flow.tuple.dst_addr,
-        port_be: flow.tuple.dst_port_be,
-        peer_addr: flow.tuple.src_addr,
-        peer_port_be: flow.tuple.src_port_be,
+        addr,
+        port_be,
+        peer_addr,
+        peer_port_be,
         ..*nat
     };
     if !rewrite::translate(ctx, flow, &original) {

@@ -296,21 +296,39 @@ fn assert_counters<C: Copy + PartialEq + Into<u32>>(
 /// the VIP to the first client, back out of `up0`, TTL 64 and, like Linux's
 /// own errors, no DF; built by etherparse.
 pub(crate) fn too_big_answer(v6: bool, quote: &[u8], mtu: u16) -> Vec<u8> {
+    let (vip, client) = if v6 {
+        (IpAddr::from(VIP6), IpAddr::from(CLIENT6))
+    } else {
+        (IpAddr::from(VIP4), IpAddr::from(CLIENT4))
+    };
+    too_big_error((UP_MAC, CLIENT_MAC), vip, client, quote, mtu)
+}
+
+/// The "fragmentation needed" / "packet too big" error `xdp_lb` writes from
+/// `from` to `to` (one family), as `too_big_answer` describes.
+pub(crate) fn too_big_error(
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    from: IpAddr,
+    to: IpAddr,
+    quote: &[u8],
+    mtu: u16,
+) -> Vec<u8> {
     use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader};
-    let eth = PacketBuilder::ethernet2(UP_MAC, CLIENT_MAC);
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
     let mut out = Vec::new();
-    if v6 {
-        eth.ipv6(VIP6.octets(), CLIENT6.octets(), 64)
+    match (from, to) {
+        (IpAddr::V6(from), IpAddr::V6(to)) => eth
+            .ipv6(from.octets(), to.octets(), 64)
             .icmpv6(Icmpv6Type::PacketTooBig {
                 mtu: u32::from(mtu),
             })
-            .write(&mut out, quote)
-    } else {
-        eth.ip(super::frame::answer_ip(VIP4.into(), CLIENT4.into()))
+            .write(&mut out, quote),
+        _ => eth
+            .ip(super::frame::answer_ip(from, to))
             .icmpv4(Icmpv4Type::DestinationUnreachable(
                 DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
             ))
-            .write(&mut out, quote)
+            .write(&mut out, quote),
     }
     .expect("an ICMP error frame");
     out
