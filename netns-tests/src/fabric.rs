@@ -39,7 +39,8 @@ use std::{
 use tracing::warn;
 use xdp_lb::{
     AddressKind, AttachMode, Attachment, Config, CtEvent, CtStats, Datapath, Frontend, LoadOptions,
-    MapSizes, PodAttachment, ProgramName, Protocol, ServiceOptions, Verdict, VerdictStats,
+    MapSizes, PodAttachment, ProgramName, Protocol, ServiceOptions, UplinkAttachment, Verdict,
+    VerdictStats,
 };
 
 use crate::{
@@ -164,6 +165,9 @@ pub struct NodeDatapath {
     attachments: Vec<Attachment>,
     /// The TC programs on its pods' veths.
     pods: Vec<PodAttachment>,
+    /// `tc_lb_egress` at the egress of its uplinks, as the agent attaches
+    /// it: the node's own replies as a backend.
+    uplinks: Vec<UplinkAttachment>,
 }
 
 /// Nodes with pods, their datapaths, the services programmed into them and
@@ -274,6 +278,11 @@ impl Fabric {
                     AttachMode::Native,
                 )?;
                 datapath.attachments.push(lb);
+                let egress = side
+                    .netns
+                    .run(|| datapath.datapath.attach_uplink_egress(&side.dev))?
+                    .map_err(datapath_error)?;
+                datapath.uplinks.push(egress);
             }
         }
         Ok(fabric)
@@ -318,6 +327,7 @@ impl Fabric {
             datapath,
             attachments: Vec::new(),
             pods,
+            uplinks: Vec::new(),
         })
     }
 
@@ -449,6 +459,47 @@ impl Fabric {
         let server = HttpServer::start(self.pod_netns(at), bind, name)?;
         self.servers.push(Server::Http(server));
         Ok(())
+    }
+
+    /// Starts an HTTP server on node `node` itself, on its first node
+    /// address (`ip(family):port`), as a hostNetwork pod serves; stopped
+    /// when the fabric drops. Returns where it listens.
+    pub fn serve_http_on_node(
+        &mut self,
+        node: usize,
+        family: Family,
+        port: u16,
+        name: &str,
+    ) -> Result<SocketAddr> {
+        let bind = self.node_interfaces(node)[0].socket(family, port);
+        let server = HttpServer::start(&self.nodes[node].netns, bind, name)?;
+        self.servers.push(Server::Http(server));
+        Ok(bind)
+    }
+
+    /// Makes `addr`, an address of node `node` itself (a hostNetwork pod's
+    /// endpoint), the only backend of `programmed` on every node: its
+    /// record (local on `node`), then a table of it alone. Returns its ID.
+    pub fn use_node_backend(
+        &mut self,
+        programmed: &Programmed,
+        protocol: Protocol,
+        node: usize,
+        addr: SocketAddr,
+    ) -> Result<u32> {
+        let next = u32::try_from(self.backend_ids.len() + 1).unwrap_or(u32::MAX);
+        let backend = *self.backend_ids.entry((addr, protocol)).or_insert(next);
+        let table = table(&[(backend, addr)], protocol)?;
+        for (on, datapath) in self.datapaths.iter_mut().enumerate() {
+            let datapath = &mut datapath.datapath;
+            datapath
+                .put_backend_on_node(backend, addr, 1, on == node)
+                .map_err(datapath_error)?;
+            datapath
+                .swap_table(programmed.id, &table)
+                .map_err(datapath_error)?;
+        }
+        Ok(backend)
     }
 
     /// Starts a [`PeerEchoServer`] on pod `at`; stopped when the fabric drops.

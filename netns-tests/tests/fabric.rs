@@ -23,6 +23,9 @@
 //!   node 0 (with pinned neighbours, and again with neighbours that resolve
 //!   on the first packets, which `xdp_lb` hands to the kernel); with the
 //!   only backend on node 0, it sees the client's own address and port;
+//! - the outside client reaches a NodePort whose backend is node 0 itself (a
+//!   hostNetwork pod's endpoint): the replies are translated at the uplink's
+//!   egress;
 //! - hairpin: a pod reaching itself through its service (it is the only
 //!   backend) gets its answers, and sees the hairpin source;
 //! - a post-DNAT clash: one pod, one source port, two connections to two
@@ -57,6 +60,12 @@ const CLOSED_PORT: u16 = 5679;
 const NODE_PORT_REMOTE: u16 = 30080;
 /// The NodePort to a local backend.
 const NODE_PORT_LOCAL: u16 = 30081;
+/// The NodePort to the node itself.
+const NODE_PORT_HOST: u16 = 30082;
+/// Where the node itself serves HTTP.
+const HOST_PORT: u16 = 5680;
+/// HTTP requests to the node itself through its NodePort.
+const HOST_REQUESTS: usize = 20;
 /// HTTP requests through the ClusterIP on one node.
 const HTTP_REQUESTS: usize = 200;
 /// HTTP requests through the ClusterIP across nodes.
@@ -509,6 +518,45 @@ fn an_outside_client_keeps_its_source_to_a_local_backend_of_a_node_port() {
         let counted = f.counters(0).expect("counters").since(&base);
         report!("{family:?}: node 0 after the local NodePort: {counted:?}");
         assert_eq!(counted.ct_event(CtEvent::SnatAllocated), 0, "{counted:?}");
+    }
+}
+
+/// A NodePort whose backend is node 0 itself (a hostNetwork pod's endpoint:
+/// the node's own address): `xdp_lb` hands the translated request to the
+/// node's stack, and the answer, which leaves through the stack, is
+/// translated back at the uplink's egress (`tc_lb_egress`).
+#[test]
+fn an_outside_client_reaches_a_host_network_backend_through_a_node_port() {
+    let mut f = build_pinned(1, 1, |_| {});
+    for family in Family::ALL {
+        let host = f
+            .serve_http_on_node(0, family, HOST_PORT, "host")
+            .expect("http on the node");
+        let service = program(
+            &mut f,
+            family,
+            &node_port(NODE_PORT_HOST, &[PodRef::new(0, 0)], HTTP_PORT),
+        );
+        f.use_node_backend(&service, Protocol::Tcp, 0, host)
+            .expect("the node as the backend");
+        let to = service.node_ports[0][0];
+        let base = f.counters(0).expect("counters");
+        let client = f.outside().client.clone();
+        for i in 0..HOST_REQUESTS {
+            let answer = http_get(&client.netns, to, "/", TIMEOUT).unwrap_or_else(|e| {
+                panic!(
+                    "{family:?}: GET {i} through {to} to the node itself: {e}; node 0 counted {:?}",
+                    f.counters(0).map(|c| c.since(&base))
+                )
+            });
+            assert_eq!(answer.body, "host\n");
+        }
+        let counted = f.counters(0).expect("counters").since(&base);
+        report!("{family:?}: node 0 after the NodePort to itself: {counted:?}");
+        assert!(
+            counted.verdict(Verdict::ForwardReply) > 0,
+            "{family:?}: replies translated at the uplink's egress: {counted:?}"
+        );
     }
 }
 

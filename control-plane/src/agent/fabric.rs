@@ -93,6 +93,26 @@ pub(super) fn accept_local(iface: &str) -> anyhow::Result<()> {
     std::fs::write(&path, "1").with_context(|| format!("writing {path}"))
 }
 
+/// Where the uplinks' egress links (`tc_lb_egress`, for the node's own
+/// replies as a backend) are pinned.
+pub(super) fn uplink_link_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("uplinks")
+}
+
+/// Removes the uplink egress links an earlier agent pinned for interfaces
+/// not in `interfaces`.
+pub(super) fn forget_uplinks(interfaces: &[String], link_dir: &Path) -> anyhow::Result<()> {
+    for iface in Datapath::pinned_uplink_egresses(link_dir) {
+        if interfaces.contains(&iface) {
+            continue;
+        }
+        Datapath::detach_uplink_egress_pinned(&iface, link_dir)
+            .with_context(|| format!("removing the uplink egress link of {iface}"))?;
+        tracing::info!(iface, "uplink egress link of an earlier agent removed");
+    }
+    Ok(())
+}
+
 /// Where the pod interfaces' links are pinned.
 pub(super) fn pod_link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("pods")

@@ -3,9 +3,9 @@
 //! (`--kubernetes`: reflectors and debounced syncs) — with health checks,
 //! the admin API, metrics and, in Kubernetes mode, the healthCheckNodePorts.
 //!
-//! Restart without loss: maps are pinned under `<pin-dir>/maps` and the XDP
-//! links under `<pin-dir>/links`, so the programs keep forwarding while no
-//! agent runs. A starting agent reopens the pinned maps, rebuilds its IDs and
+//! Restart without loss: maps are pinned under `<pin-dir>/maps`, the XDP
+//! links under `<pin-dir>/links` and the uplinks' egress links under
+//! `<pin-dir>/uplinks`, so the programs keep forwarding while no agent runs. A starting agent reopens the pinned maps, rebuilds its IDs and
 //! generations from them ([`crate::reconcile::Reconciler::recover`]), swaps
 //! its own program build into the pinned links (one atomic link update), and
 //! deletes pinned state only with its first full sync from its source (in
@@ -207,12 +207,17 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         AttachMode::Native
     };
     let links = options.pin_dir.join("links");
+    let uplink_links = fabric::uplink_link_dir(&options.pin_dir);
+    fabric::forget_uplinks(&options.interfaces, &uplink_links)?;
     for iface in &options.interfaces {
         fabric::accept_local(iface)?;
         let attached = core
             .datapath
             .attach_pinned(ProgramName::XdpLb, iface, mode, &links)
             .with_context(|| format!("attaching xdp_lb to {iface}"))?;
+        core.datapath
+            .attach_uplink_egress_pinned(iface, &uplink_links)
+            .with_context(|| format!("attaching tc_lb_egress to the egress of {iface}"))?;
         core.status.attached.push(AttachmentView {
             interface: iface.clone(),
             // A taken-over link keeps the mode it was made in.
@@ -224,7 +229,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .to_owned(),
         });
     }
-    tracing::info!(interfaces = ?options.interfaces, "xdp_lb attached");
+    tracing::info!(
+        interfaces = ?options.interfaces,
+        "xdp_lb attached, and tc_lb_egress at their egress"
+    );
     // Now that it can serve: announce what the first sync programmed.
     core.announce();
 

@@ -13,6 +13,9 @@
 //!   next agent;
 //! - pod interfaces (the TC programs on the host side of pod veths):
 //!   [`Datapath::attach_pod_interface`], [`Datapath::attach_pod_interface_pinned`];
+//!   the node's own replies as a backend (`tc_lb_egress` at the egress of an
+//!   uplink): [`Datapath::attach_uplink_egress`],
+//!   [`Datapath::attach_uplink_egress_pinned`];
 //! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
 //!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`],
@@ -23,7 +26,8 @@
 //!   [`Datapath::withdraw_l2`], [`Datapath::l2_announcements`], with
 //!   [`L2Link::of_interface`];
 //! - recovery after a restart: [`Datapath::frontends`],
-//!   [`Datapath::backends`], [`Datapath::table_ids`], [`Datapath::map_usage`];
+//!   [`Datapath::backends`], [`Datapath::table_ids`], [`Datapath::map_usage`],
+//!   [`Datapath::removed_frontends_with_flows`];
 //! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`],
 //!   [`Datapath::expire_flows`], [`Datapath::delete_flows_of_backend`], counters;
 //! - [`Datapath::simulate`]: which backend a flow would hit;
@@ -47,6 +51,7 @@ mod stats;
 mod sys;
 mod tables;
 mod test_run;
+mod uplinks;
 
 pub use conntrack::{FlowState, TrackedFlow};
 pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport};
@@ -63,6 +68,7 @@ pub use simulate::Simulation;
 pub use stats::{Counters, CtStats, DecapStats, ParseStats, VerdictStats};
 pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
+pub use uplinks::UplinkAttachment;
 pub use xdp_lb_common::{
     LAYOUT_VERSION,
     bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, Rotation},

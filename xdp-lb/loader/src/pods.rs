@@ -117,44 +117,61 @@ impl Datapath {
         let ifindex = ifindex(iface)?;
         self.mark_pod_interface(ifindex, true)?;
         for (program, hook, dir) in HOOKS {
-            let path = link_path(&pod_link_dir.join(dir), iface)?;
-            let wrong = "the pinned link is not a tcx link";
-            if let Pinned::Link(link, info) = pinned_of_type(&path, BPF_LINK_TYPE_TCX, wrong)?
-                && info.ifindex == ifindex
-            {
-                let prog = classifier(&self.ebpf, program)?
-                    .fd()
-                    .map_err(|source| attach_err(program, iface, source))?;
-                sys::link_update(link.as_fd(), prog.as_fd()).map_err(|source| {
-                    Error::PinnedLink {
-                        path: path.clone(),
-                        op: "replace the program",
-                        source,
-                    }
-                })?;
-                debug!(iface, program = program.as_str(), "pinned program replaced");
-                continue;
-            }
-            // Nothing usable there: a defunct link (its interface gone), or
-            // one of an interface that took this name before.
-            unpin(&path)?;
-            let dir = pod_link_dir.join(dir);
-            std::fs::create_dir_all(&dir).map_err(|source| Error::PinDir { path: dir, source })?;
-            let id = self.attach_tc(program, iface, hook)?;
-            let link = classifier_mut(&mut self.ebpf, program)?
-                .take_link(id)
-                .map_err(|source| attach_err(program, iface, source))?;
-            let link = FdLink::try_from(link).map_err(|_| Error::LinkUnsupported {
-                iface: iface.to_owned(),
-            })?;
-            let info = pin_link(link, &path)?;
-            debug!(
-                iface,
-                program = program.as_str(),
-                link = info.id,
-                "attached and pinned"
-            );
+            self.attach_tc_pinned(program, iface, hook, &pod_link_dir.join(dir))?;
         }
+        Ok(())
+    }
+
+    /// Attaches `program` at `hook` of `iface` through a tcx link pinned
+    /// under `dir`, or, when a link an earlier agent pinned there for the
+    /// same interface is still attached, gives that link `program` with
+    /// `BPF_LINK_UPDATE` (atomically, as [`Datapath::attach_pinned`] does
+    /// for XDP).
+    pub(crate) fn attach_tc_pinned(
+        &mut self,
+        program: ProgramName,
+        iface: &str,
+        hook: TcAttachType,
+        dir: &Path,
+    ) -> Result<(), Error> {
+        let ifindex = ifindex(iface)?;
+        let path = link_path(dir, iface)?;
+        let wrong = "the pinned link is not a tcx link";
+        if let Pinned::Link(link, info) = pinned_of_type(&path, BPF_LINK_TYPE_TCX, wrong)?
+            && info.ifindex == ifindex
+        {
+            let prog = classifier(&self.ebpf, program)?
+                .fd()
+                .map_err(|source| attach_err(program, iface, source))?;
+            sys::link_update(link.as_fd(), prog.as_fd()).map_err(|source| Error::PinnedLink {
+                path: path.clone(),
+                op: "replace the program",
+                source,
+            })?;
+            debug!(iface, program = program.as_str(), "pinned program replaced");
+            return Ok(());
+        }
+        // Nothing usable there: a defunct link (its interface gone), or
+        // one of an interface that took this name before.
+        unpin(&path)?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let id = self.attach_tc(program, iface, hook)?;
+        let link = classifier_mut(&mut self.ebpf, program)?
+            .take_link(id)
+            .map_err(|source| attach_err(program, iface, source))?;
+        let link = FdLink::try_from(link).map_err(|_| Error::LinkUnsupported {
+            iface: iface.to_owned(),
+        })?;
+        let info = pin_link(link, &path)?;
+        debug!(
+            iface,
+            program = program.as_str(),
+            link = info.id,
+            "attached and pinned"
+        );
         Ok(())
     }
 
@@ -190,7 +207,7 @@ impl Datapath {
         Ok(found)
     }
 
-    fn attach_tc(
+    pub(crate) fn attach_tc(
         &mut self,
         program: ProgramName,
         iface: &str,

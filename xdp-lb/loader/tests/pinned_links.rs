@@ -394,3 +394,52 @@ fn pod_interface_links_outlive_the_datapath_and_an_upgrade_takes_them_over() {
         });
     });
 }
+
+#[test]
+fn an_uplink_egress_link_outlives_the_datapath_and_an_upgrade_takes_it_over() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            topology();
+            let maps = bpffs.join("maps");
+            let uplinks = bpffs.join("uplinks");
+
+            // Agent A pins `tc_lb_egress` at the egress of `xa0`, then exits.
+            let mut a = load(&maps, 1);
+            a.attach_uplink_egress_pinned("xa0", &uplinks)
+                .expect("attach A");
+            let first = Datapath::pinned_link(&uplinks, "xa0")
+                .unwrap()
+                .expect("pinned");
+            assert_eq!(
+                first.program_id,
+                a.program_id(ProgramName::TcLbEgress).unwrap()
+            );
+            drop(a);
+            assert_eq!(Datapath::pinned_uplink_egresses(&uplinks), ["xa0"]);
+
+            // Agent B (another build) takes the link over in place.
+            let mut b = load(&maps, 2);
+            b.attach_uplink_egress_pinned("xa0", &uplinks)
+                .expect("attach B");
+            let link = Datapath::pinned_link(&uplinks, "xa0")
+                .unwrap()
+                .expect("still pinned");
+            assert_eq!(link.link_id, first.link_id, "the same link");
+            assert_eq!(
+                link.program_id,
+                b.program_id(ProgramName::TcLbEgress).unwrap()
+            );
+            assert_ne!(link.program_id, first.program_id);
+
+            // Removing the pin detaches it; an unknown interface is refused.
+            assert!(Datapath::detach_uplink_egress_pinned("xa0", &uplinks).unwrap());
+            assert_eq!(Datapath::pinned_link(&uplinks, "xa0").unwrap(), None);
+            assert!(!Datapath::detach_uplink_egress_pinned("xa0", &uplinks).unwrap());
+            assert!(Datapath::pinned_uplink_egresses(&uplinks).is_empty());
+            assert!(matches!(
+                b.attach_uplink_egress_pinned("nosuch0", &uplinks),
+                Err(Error::UnknownInterface { .. })
+            ));
+        });
+    });
+}
