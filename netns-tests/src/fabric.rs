@@ -165,8 +165,8 @@ pub struct NodeDatapath {
     attachments: Vec<Attachment>,
     /// The TC programs on its pods' veths.
     pods: Vec<PodAttachment>,
-    /// `tc_lb_egress` at the egress of its uplinks, as the agent attaches
-    /// it: the node's own replies as a backend.
+    /// `tc_lb_uplink` at the egress of its uplinks, as the agent attaches
+    /// it: what the node itself sends.
     uplinks: Vec<UplinkAttachment>,
 }
 

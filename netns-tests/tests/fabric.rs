@@ -26,6 +26,9 @@
 //! - the outside client reaches a NodePort whose backend is node 0 itself (a
 //!   hostNetwork pod's endpoint): the replies are translated at the uplink's
 //!   egress;
+//! - node 0 itself reaches ClusterIPs (balanced at its uplink's egress): a
+//!   pod of its own, a pod of node 1, and itself (hairpin), over TCP, and
+//!   UDP to its own pod;
 //! - hairpin: a pod reaching itself through its service (it is the only
 //!   backend) gets its answers, and sees the hairpin source;
 //! - a post-DNAT clash: one pod, one source port, two connections to two
@@ -66,6 +69,8 @@ const NODE_PORT_HOST: u16 = 30082;
 const HOST_PORT: u16 = 5680;
 /// HTTP requests to the node itself through its NodePort.
 const HOST_REQUESTS: usize = 20;
+/// HTTP requests from the node itself to each ClusterIP.
+const NODE_REQUESTS: usize = 10;
 /// HTTP requests through the ClusterIP on one node.
 const HTTP_REQUESTS: usize = 200;
 /// HTTP requests through the ClusterIP across nodes.
@@ -556,6 +561,95 @@ fn an_outside_client_reaches_a_host_network_backend_through_a_node_port() {
         assert!(
             counted.verdict(Verdict::ForwardReply) > 0,
             "{family:?}: replies translated at the uplink's egress: {counted:?}"
+        );
+    }
+}
+
+/// Node 0 itself (a hostNetwork pod, any process of the node) reaches
+/// ClusterIPs: its requests are balanced at its uplink's egress
+/// (`tc_lb_uplink`), to a pod of its own, a pod of node 1, and node 0 itself
+/// (whose requests to itself go back in through the uplink, source-NATed to
+/// the hairpin address so that the answers leave through the uplink too).
+#[test]
+fn the_node_itself_reaches_cluster_ips() {
+    let mut f = build_pinned(2, 1, |_| {});
+    let (local, remote) = (PodRef::new(0, 0), PodRef::new(1, 0));
+    for family in Family::ALL {
+        f.serve_http(local, family, HTTP_PORT, "local")
+            .expect("http");
+        f.serve_http(remote, family, HTTP_PORT, "remote")
+            .expect("http");
+        f.serve_udp_echo(local, family, HTTP_PORT, "local")
+            .expect("udp");
+        let to_local = program(
+            &mut f,
+            family,
+            &cluster_ip(1, SERVICE_PORT, &[local], HTTP_PORT),
+        );
+        let to_remote = program(
+            &mut f,
+            family,
+            &cluster_ip(2, SERVICE_PORT, &[remote], HTTP_PORT),
+        );
+        let to_node = program(
+            &mut f,
+            family,
+            &cluster_ip(3, SERVICE_PORT, &[local], HTTP_PORT),
+        );
+        let host = f
+            .serve_http_on_node(0, family, HOST_PORT, "node")
+            .expect("http on the node");
+        f.use_node_backend(&to_node, Protocol::Tcp, 0, host)
+            .expect("the node as the backend");
+        let udp = Service {
+            protocol: Protocol::Udp,
+            ..cluster_ip(4, SERVICE_PORT, &[local], HTTP_PORT)
+        };
+        let udp = program(&mut f, family, &udp);
+
+        // As on a real node (its default route), the ClusterIPs and the
+        // hairpin address are reached through a neighbour that answers (here
+        // node 1, across the fabric): the kernel resolves the next hop
+        // before the egress hook sees the packet, which then sends it to
+        // the backend itself.
+        let node = f.nodes[0].netns.clone();
+        let gateway = f.fabric[1].ip(family).to_string();
+        let hairpin = hairpin_source(family).to_string();
+        let vips = [&to_local, &to_remote, &to_node, &udp]
+            .map(|s| s.cluster_ip.expect("a ClusterIP").ip().to_string());
+        for to in vips.iter().chain([&hairpin]) {
+            node.exec("ip", &["route", "add", to, "via", &gateway])
+                .expect("a route to the ClusterIP");
+        }
+        let base = f.counters(0).expect("counters");
+        for (service, name) in [
+            (&to_local, "local"),
+            (&to_remote, "remote"),
+            (&to_node, "node"),
+        ] {
+            let vip = service.cluster_ip.expect("a ClusterIP");
+            for i in 0..NODE_REQUESTS {
+                let answer = http_get(&node, vip, "/", TIMEOUT).unwrap_or_else(|e| {
+                    panic!(
+                        "{family:?}: GET {i} from node 0 to {vip} ({name}): {e}; node 0 counted {:?}",
+                        f.counters(0).map(|c| c.since(&base))
+                    )
+                });
+                assert_eq!(answer.body, format!("{name}\n"), "{family:?}: {vip}");
+            }
+        }
+        let vip = udp.cluster_ip.expect("a ClusterIP");
+        let answers = EchoClient::new(&node)
+            .with_timeout(TIMEOUT)
+            .udp(vip, UDP_REQUESTS)
+            .unwrap_or_else(|e| panic!("{family:?}: UDP from node 0 to {vip}: {e}"));
+        assert!(answers.iter().all(|a| a.server == "local"), "{answers:?}");
+        let counted = f.counters(0).expect("counters").since(&base);
+        report!("{family:?}: node 0 after reaching ClusterIPs itself: {counted:?}");
+        assert_eq!(
+            counted.ct_event(CtEvent::Created),
+            (3 * NODE_REQUESTS + UDP_REQUESTS) as u64,
+            "{family:?}: one flow per request: {counted:?}"
         );
     }
 }

@@ -93,8 +93,8 @@ pub(super) fn accept_local(iface: &str) -> anyhow::Result<()> {
     std::fs::write(&path, "1").with_context(|| format!("writing {path}"))
 }
 
-/// Where the uplinks' egress links (`tc_lb_egress`, for the node's own
-/// replies as a backend) are pinned.
+/// Where the uplinks' egress links (`tc_lb_uplink`, for what the node
+/// itself sends) are pinned.
 pub(super) fn uplink_link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("uplinks")
 }

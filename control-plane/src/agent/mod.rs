@@ -217,7 +217,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .with_context(|| format!("attaching xdp_lb to {iface}"))?;
         core.datapath
             .attach_uplink_egress_pinned(iface, &uplink_links)
-            .with_context(|| format!("attaching tc_lb_egress to the egress of {iface}"))?;
+            .with_context(|| format!("attaching tc_lb_uplink to the egress of {iface}"))?;
         core.status.attached.push(AttachmentView {
             interface: iface.clone(),
             // A taken-over link keeps the mode it was made in.
@@ -231,7 +231,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!(
         interfaces = ?options.interfaces,
-        "xdp_lb attached, and tc_lb_egress at their egress"
+        "xdp_lb attached, and tc_lb_uplink at their egress"
     );
     // Now that it can serve: announce what the first sync programmed.
     core.announce();

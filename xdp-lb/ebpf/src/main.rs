@@ -4,7 +4,8 @@
 //!   frontend lookup, conntrack, Maglev, DNAT and forwarding (`lb` decides,
 //!   `xdp` applies).
 //! - `tc_lb_ingress` / `tc_lb_egress`: the same core on the host side of pod
-//!   veths (tcx), with skb-aware rewrites (`tc`).
+//!   veths (tcx), with skb-aware rewrites (`tc`); `tc_lb_uplink`: at the
+//!   egress of the node's uplinks, for what the node itself sends.
 //! - `xdp_decap`: on the backends of direct-server-return services, strips the
 //!   outer header of packets for configured VIPs and passes the inner packet.
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
@@ -82,6 +83,11 @@ pub fn tc_lb_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_lb_egress(ctx: TcContext) -> i32 {
     tc::run(&ctx, tc::Hook::Egress)
+}
+
+#[classifier]
+pub fn tc_lb_uplink(ctx: TcContext) -> i32 {
+    tc::run(&ctx, tc::Hook::Uplink)
 }
 
 #[xdp]

@@ -56,11 +56,14 @@ pub enum ProgramName {
     /// replies on their way into the pod that no ingress hook of this node
     /// translated.
     TcLbEgress,
+    /// TC (tcx) egress of an uplink: balances what the node itself sends to
+    /// a service, translates back what it answers as a backend.
+    TcLbUplink,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::XdpLb,
         Self::XdpPass,
         Self::XdpFloor,
@@ -69,6 +72,7 @@ impl ProgramName {
         Self::XdpDecap,
         Self::TcLbIngress,
         Self::TcLbEgress,
+        Self::TcLbUplink,
     ];
 
     /// The program's symbol name in the object.
@@ -82,12 +86,16 @@ impl ProgramName {
             Self::XdpDecap => "xdp_decap",
             Self::TcLbIngress => "tc_lb_ingress",
             Self::TcLbEgress => "tc_lb_egress",
+            Self::TcLbUplink => "tc_lb_uplink",
         }
     }
 
     /// True for the TC programs.
     pub const fn is_tc(self) -> bool {
-        matches!(self, Self::TcLbIngress | Self::TcLbEgress)
+        matches!(
+            self,
+            Self::TcLbIngress | Self::TcLbEgress | Self::TcLbUplink
+        )
     }
 }
 

@@ -13,9 +13,8 @@
 //!   next agent;
 //! - pod interfaces (the TC programs on the host side of pod veths):
 //!   [`Datapath::attach_pod_interface`], [`Datapath::attach_pod_interface_pinned`];
-//!   the node's own replies as a backend (`tc_lb_egress` at the egress of an
-//!   uplink): [`Datapath::attach_uplink_egress`],
-//!   [`Datapath::attach_uplink_egress_pinned`];
+//!   what the node itself sends (`tc_lb_uplink` at the egress of an uplink):
+//!   [`Datapath::attach_uplink_egress`], [`Datapath::attach_uplink_egress_pinned`];
 //! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
 //!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`],

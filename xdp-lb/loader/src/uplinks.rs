@@ -1,13 +1,16 @@
-//! The interfaces `xdp_lb` runs on also get `tc_lb_egress` at their egress,
-//! for the replies this host's own sockets send as a backend (a hostNetwork
-//! pod, or any process the node runs behind a service): `xdp_lb` hands a
-//! request translated to one of the node's own addresses to the kernel, and
-//! the answer leaves through the stack, which no XDP program sees. The
-//! egress program translates it back, as it does for replies entering a pod.
+//! What the node itself sends: `tc_lb_uplink` at the egress of the
+//! interfaces `xdp_lb` runs on.
+//! - Its requests to a service (a hostNetwork pod's, any process's) are
+//!   balanced as a pod's are, and its replies from the backend come back
+//!   through `xdp_lb` (a remote backend) or a pod interface (a local pod).
+//! - Its replies as a backend (a hostNetwork pod's endpoint is a node
+//!   address) are translated back: `xdp_lb` hands the translated request to
+//!   the node's stack, and the answer leaves through the stack, which no XDP
+//!   program sees.
 //!
-//! Everything else the node sends passes it untouched: the program only
-//! translates packets whose source and destination are the reply tuple of a
-//! tracked flow. Frames `xdp_lb` sends on itself never meet it.
+//! A translated packet whose new destination is the node itself goes back in
+//! through the uplink, into the node's stack. Everything else the node sends
+//! passes untouched; frames `xdp_lb` sends on itself never meet it.
 //!
 //! Pinned links ([`Datapath::attach_uplink_egress_pinned`]) live under a
 //! directory of their own: `<link_dir>/<iface>`.
@@ -23,7 +26,7 @@ use crate::{
     pods::classifier_mut,
 };
 
-/// `tc_lb_egress` at the egress of an uplink, held by the [`Datapath`]:
+/// `tc_lb_uplink` at the egress of an uplink, held by the [`Datapath`]:
 /// detached with [`Datapath::detach_uplink_egress`] or when the `Datapath`
 /// is dropped.
 #[derive(Debug)]
@@ -40,12 +43,12 @@ impl UplinkAttachment {
 }
 
 impl Datapath {
-    /// Attaches `tc_lb_egress` at the egress of `iface` (an interface
+    /// Attaches `tc_lb_uplink` at the egress of `iface` (an interface
     /// `xdp_lb` runs on, in the calling thread's network namespace), after
     /// any other tcx program there.
     pub fn attach_uplink_egress(&mut self, iface: &str) -> Result<UplinkAttachment, Error> {
-        let link = self.attach_tc(ProgramName::TcLbEgress, iface, TcAttachType::Egress)?;
-        debug!(iface, "tc_lb_egress attached to an uplink");
+        let link = self.attach_tc(ProgramName::TcLbUplink, iface, TcAttachType::Egress)?;
+        debug!(iface, "tc_lb_uplink attached");
         Ok(UplinkAttachment {
             iface: iface.to_owned(),
             link,
@@ -54,7 +57,7 @@ impl Datapath {
 
     /// Detaches what [`Datapath::attach_uplink_egress`] attached.
     pub fn detach_uplink_egress(&mut self, attachment: UplinkAttachment) -> Result<(), Error> {
-        let program = ProgramName::TcLbEgress;
+        let program = ProgramName::TcLbUplink;
         classifier_mut(&mut self.ebpf, program)?
             .detach(attachment.link)
             .map_err(|source| Error::Attach {
@@ -64,7 +67,7 @@ impl Datapath {
             })
     }
 
-    /// Attaches `tc_lb_egress` at the egress of `iface` through a link
+    /// Attaches `tc_lb_uplink` at the egress of `iface` through a link
     /// pinned under `link_dir`, so that it stays attached after this
     /// process; a link an earlier agent pinned there for the same interface
     /// gets this `Datapath`'s program, atomically.
@@ -74,7 +77,7 @@ impl Datapath {
         link_dir: &Path,
     ) -> Result<(), Error> {
         self.attach_tc_pinned(
-            ProgramName::TcLbEgress,
+            ProgramName::TcLbUplink,
             iface,
             TcAttachType::Egress,
             link_dir,

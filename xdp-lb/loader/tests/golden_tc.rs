@@ -1,6 +1,8 @@
 //! Golden packets, the TC programs of pod interfaces: `tc_lb_ingress`
 //! balances what a pod sends and `tc_lb_egress` translates replies back on
-//! their way into a pod, on the same maps as `xdp_lb`. A request leaves
+//! their way into a pod, on the same maps as `xdp_lb`; `tc_lb_uplink`, at
+//! an uplink's egress, refuses as `tc_lb_ingress` does (its balancing is
+//! exercised by the fabric's netns tests, which need the node's routes). A request leaves
 //! ingress with `bpf_redirect_neigh` toward the device the FIB names (the
 //! kernel writes the MACs as it sends: the frame keeps its own here, and its
 //! TTL); a reply continues from egress into the pod (`TC_ACT_OK`). Checksums are updated with the skb helpers and compared with
@@ -146,7 +148,7 @@ fn egress_balances_nothing_and_passes_what_is_not_a_reply() {
 }
 
 #[test]
-fn ingress_refuses_a_service_without_backends_as_xdp_lb_does_and_drops_an_unknown_port() {
+fn ingress_and_uplink_refuse_a_service_without_backends_as_xdp_lb_does() {
     in_private_netns(|| {
         let mut lb = Lb::new();
         // Services without a table: no backend.
@@ -176,19 +178,26 @@ fn ingress_refuses_a_service_without_backends_as_xdp_lb_does_and_drops_an_unknow
             b"query",
         );
         // The same answer as xdp_lb's (golden_refuse checks those against
-        // etherparse), sent back into the pod.
+        // etherparse), sent back into the pod, or from an uplink's egress
+        // back into the node's stack.
         for request in [&syn, &query] {
             let from_xdp = lb.send(&request.bytes(), lb.up0);
             assert_eq!(from_xdp.action, XDP_TX);
-            let out = run(&lb, ProgramName::TcLbIngress, &request.bytes());
-            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, from_xdp.packet));
+            for program in [ProgramName::TcLbIngress, ProgramName::TcLbUplink] {
+                let out = run(&lb, program, &request.bytes());
+                assert_eq!(
+                    (out.action, &out.packet),
+                    (TC_ACT_REDIRECT, &from_xdp.packet),
+                    "{program:?}"
+                );
+            }
         }
         let unknown = syn.with_dst(SocketAddr::from((VIP6, 81)));
         let out = run(&lb, ProgramName::TcLbIngress, &unknown.bytes());
         assert_eq!(out.action, TC_ACT_SHOT);
         lb.assert_verdicts(&[
-            (Verdict::RefuseReset, 2),
-            (Verdict::RefuseUnreachable, 2),
+            (Verdict::RefuseReset, 3),
+            (Verdict::RefuseUnreachable, 3),
             (Verdict::DropUnknownPort, 1),
         ]);
     });

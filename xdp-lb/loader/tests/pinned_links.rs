@@ -403,7 +403,7 @@ fn an_uplink_egress_link_outlives_the_datapath_and_an_upgrade_takes_it_over() {
             let maps = bpffs.join("maps");
             let uplinks = bpffs.join("uplinks");
 
-            // Agent A pins `tc_lb_egress` at the egress of `xa0`, then exits.
+            // Agent A pins `tc_lb_uplink` at the egress of `xa0`, then exits.
             let mut a = load(&maps, 1);
             a.attach_uplink_egress_pinned("xa0", &uplinks)
                 .expect("attach A");
@@ -412,7 +412,7 @@ fn an_uplink_egress_link_outlives_the_datapath_and_an_upgrade_takes_it_over() {
                 .expect("pinned");
             assert_eq!(
                 first.program_id,
-                a.program_id(ProgramName::TcLbEgress).unwrap()
+                a.program_id(ProgramName::TcLbUplink).unwrap()
             );
             drop(a);
             assert_eq!(Datapath::pinned_uplink_egresses(&uplinks), ["xa0"]);
@@ -427,7 +427,7 @@ fn an_uplink_egress_link_outlives_the_datapath_and_an_upgrade_takes_it_over() {
             assert_eq!(link.link_id, first.link_id, "the same link");
             assert_eq!(
                 link.program_id,
-                b.program_id(ProgramName::TcLbEgress).unwrap()
+                b.program_id(ProgramName::TcLbUplink).unwrap()
             );
             assert_ne!(link.program_id, first.program_id);
 

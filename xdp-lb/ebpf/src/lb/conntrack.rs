@@ -22,13 +22,16 @@ use xdp_lb_common::{
         CT_CLOSED, CT_DSR, CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CT_SNAT, CtEntry,
         FlowTuple, NOT_TCP, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     },
-    service::{SERVICE_DSR, SERVICE_SNAT_REMOTE, Service},
+    service::{ADDRESS_NODE, AddressKey, SERVICE_DSR, SERVICE_SNAT_REMOTE, Service},
     stats::CtEvent,
 };
 
 use crate::{
     lb::{End, Nat, flow::Flow},
-    maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct},
+    maps::{
+        ADDRESSES, BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct,
+        maybe_node_address,
+    },
     wire::{TCP_FIN, TCP_RST},
 };
 
@@ -392,17 +395,35 @@ const SNAT_NODE: u8 = 1;
 const SNAT_HAIRPIN: u8 = 2;
 
 /// Which source a new flow must be given so that its replies come back here.
+/// Hairpin when the client is the backend, or when both are the node itself
+/// (the node reaching its own address through a service): the answer would
+/// go to the client through the loopback, past every hook.
 #[inline(always)]
 fn snat_source(flow: &Flow, backend: &Backend, service: &Service) -> u8 {
     if is_dsr(service) {
         NO_SNAT
-    } else if flow.tuple.src_addr == backend.addr {
+    } else if flow.tuple.src_addr == backend.addr
+        || (backend.is_local()
+            && is_node_address(&backend.addr)
+            && is_node_address(&flow.tuple.src_addr))
+    {
         SNAT_HAIRPIN
     } else if service.flags & SERVICE_SNAT_REMOTE != 0 && !backend.is_local() {
         SNAT_NODE
     } else {
         NO_SNAT
     }
+}
+
+/// One of the node's own addresses (declared `ADDRESS_NODE`); the kind
+/// filter answers most others without a lookup.
+#[inline(always)]
+fn is_node_address(addr: &Addr) -> bool {
+    maybe_node_address(addr)
+        && ADDRESSES
+            .get_ptr(AddressKey { addr: *addr })
+            // SAFETY: a map value of the right type, read once.
+            .is_some_and(|info| unsafe { (*info).kind } == ADDRESS_NODE)
 }
 
 /// Writes the configured address of `kind` and the flow's family to `out`;

@@ -4,7 +4,9 @@
 //! errors a pod sends (a pod backend's "port unreachable" to its client, a
 //! pod client's error about a reply), redirected like the flow's packets; at
 //! egress the errors on their way into a pod (the node's own "fragmentation
-//! needed" about a pod's request it could not forward), which go on into it.
+//! needed" about a pod's request it could not forward), which go on into it;
+//! at an uplink's egress, the errors the node itself sends, sent on as its
+//! own packets are (`forward::from_uplink`).
 //!
 //! The rewrite writes the packet directly rather than through the skb
 //! helpers: an ICMP error never carries a partial checksum, and every change
@@ -79,11 +81,14 @@ fn translate_and_send(ctx: &TcContext, err: &IcmpError, nat: &Nat, hook: Hook) -
         End::Destination => Verdict::ForwardIcmpErrorToBackend,
         End::Source => Verdict::ForwardIcmpErrorToClient,
     };
-    if hook == Hook::Egress {
+    let action = match hook {
         // On its way into the pod already.
-        return (sent, OK);
-    }
-    match forward::redirect(ctx, &err.outer, nat) {
+        Hook::Egress => return (sent, OK),
+        Hook::Ingress => forward::redirect(ctx, &err.outer, nat),
+        Hook::Uplink => forward::from_uplink(ctx, &err.outer, nat),
+    };
+    match action {
+        forward::LEAVES_HERE => (sent, OK),
         OK => (Verdict::PassIcmpErrorViaStack, OK),
         action => (sent, action),
     }

@@ -13,6 +13,12 @@
 //! - both: ICMP errors about tracked flows, translated as `xdp_lb` translates
 //!   them (`icmp`).
 //!
+//! `tc_lb_uplink` runs the same at the egress of the node's uplinks, for what
+//! the node itself sends: its requests to a service balanced as a pod's are
+//! (a hostNetwork pod, any process of the node), its replies as a backend
+//! translated back; a translated packet whose new destination is the node
+//! itself goes back in through the uplink, into the node's stack.
+//!
 //! A translated packet is redirected from ingress to its new destination
 //! (`forward`: a FIB lookup, then `bpf_redirect_neigh`), and continues from
 //! egress into the pod. Either way the socket buffer keeps its checksum
@@ -23,7 +29,7 @@ mod icmp;
 mod rewrite;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail},
     programs::TcContext,
 };
@@ -91,6 +97,9 @@ pub enum Hook {
     Ingress,
     /// What goes into the pod.
     Egress,
+    /// What the node itself sends out of an uplink: balanced as a pod's
+    /// requests are, and its replies as a backend translated back.
+    Uplink,
 }
 
 /// The whole of `tc_lb_ingress` and `tc_lb_egress`.
@@ -122,7 +131,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         return OK;
     };
     let decision = match hook {
-        Hook::Ingress => decide(&packet, nat),
+        Hook::Ingress | Hook::Uplink => decide(&packet, nat),
         Hook::Egress => decide_reply(&packet, nat),
     };
     let (verdict, action) = match decision.action {
@@ -136,7 +145,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         // are not sent that way.
         Action::Encapsulate => (Verdict::DropEncapUnsupported, SHOT),
         Action::Translate => (Verdict::PassMalformed, OK),
-        Action::Refuse if packet.has_flow => refuse(ctx, &packet.flow),
+        Action::Refuse if packet.has_flow => refuse(ctx, &packet.flow, hook),
         Action::Refuse => (decision.verdict, SHOT),
     };
     count_verdict(verdict, len);
@@ -161,11 +170,14 @@ fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat, hook: Hook) -
         End::Destination => (Verdict::ForwardToBackend, Verdict::PassToBackendViaStack),
         End::Source => (Verdict::ForwardReply, Verdict::PassReplyViaStack),
     };
-    if hook == Hook::Egress {
+    let action = match hook {
         // On its way into the pod already.
-        return (sent, OK);
-    }
-    match forward::redirect(ctx, flow, nat) {
+        Hook::Egress => return (sent, OK),
+        Hook::Ingress => forward::redirect(ctx, flow, nat),
+        Hook::Uplink => forward::from_uplink(ctx, flow, nat),
+    };
+    match action {
+        forward::LEAVES_HERE => (sent, OK),
         OK => (via_stack, OK),
         action => (sent, action),
     }
@@ -174,10 +186,11 @@ fn apply(ctx: &TcContext, flow: &crate::lb::flow::Flow, nat: &Nat, hook: Hook) -
 /// Answers a pod's packet to a service without a backend (or with no
 /// source-NAT port left) as `xdp_lb` answers a client: a reset for TCP, ICMP
 /// port unreachable for UDP, written in place of the packet and sent back
-/// into the pod; dropped (`DropNoBackend`) when it cannot be answered. A
-/// subprogram of its own, like `xdp::refuse`.
+/// into the pod (or, for the node's own packet, into the node's stack, as if
+/// it had arrived on the uplink); dropped (`DropNoBackend`) when it cannot be
+/// answered. A subprogram of its own, like `xdp::refuse`.
 #[inline(never)]
-fn refuse(ctx: &TcContext, flow: &crate::lb::flow::Flow) -> (Verdict, i32) {
+fn refuse(ctx: &TcContext, flow: &crate::lb::flow::Flow, hook: Hook) -> (Verdict, i32) {
     let (answered, verdict) = if flow.is_tcp {
         (answer::reset(ctx, flow), Verdict::RefuseReset)
     } else {
@@ -187,9 +200,15 @@ fn refuse(ctx: &TcContext, flow: &crate::lb::flow::Flow) -> (Verdict, i32) {
     if answered != Answered::Yes {
         return (Verdict::DropNoBackend, SHOT);
     }
-    // Back out of the interface it came in by: into the pod.
+    // Back out of the interface it came in by: into the pod. From an
+    // uplink's egress, back in by it: into the node's stack.
     // SAFETY: the program's `__sk_buff`, read for its device.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let flags = if hook == Hook::Uplink {
+        u64::from(BPF_F_INGRESS)
+    } else {
+        0
+    };
     // SAFETY: a helper taking plain integers.
-    (verdict, unsafe { bpf_redirect(ifindex, 0) } as i32)
+    (verdict, unsafe { bpf_redirect(ifindex, flags) } as i32)
 }
