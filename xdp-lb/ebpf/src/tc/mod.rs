@@ -102,7 +102,7 @@ pub enum Hook {
     Uplink,
 }
 
-/// The whole of `tc_lb_ingress` and `tc_lb_egress`.
+/// The whole of `tc_lb_ingress`, `tc_lb_egress` and `tc_lb_uplink`.
 #[inline(always)]
 pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let len = ctx.len() as usize;

@@ -416,19 +416,15 @@ impl Rewrite<'_> {
     }
 
     /// A translated frame larger than the MTU (`mtu`) toward its next hop
-    /// (`xdp::too_big`): a request that must not be fragmented (IPv4 with
-    /// DF, any IPv6) is answered as a router answers it — its translation
-    /// undone, it becomes ICMP fragmentation needed / ICMPv6 packet too big
-    /// from the frontend, when its ports are in the 8 quoted bytes, and is
-    /// dropped otherwise; anything else goes to the kernel translated, to be
-    /// fragmented or answered there (`kernel`).
+    /// (`xdp::too_big`): a request or reply that must not be fragmented
+    /// (IPv4 with DF, any IPv6) is answered as a router answers it — its
+    /// translation undone, it becomes ICMP fragmentation needed / ICMPv6
+    /// packet too big to its sender, from the address it was sent to, when
+    /// its ports are in the 8 quoted bytes, and is dropped otherwise;
+    /// anything else goes to the kernel translated, to be fragmented there
+    /// (`kernel`).
     fn too_big(&self, mtu: u32, kernel: Leaving) -> Leaving {
-        let What::Flow {
-            flow,
-            end: End::Destination,
-            ..
-        } = self.what
-        else {
+        let What::Flow { flow, .. } = self.what else {
             return kernel;
         };
         let ip = &self.ip;
