@@ -119,6 +119,34 @@ pub enum ErrorDecision {
     TtlExpired,
 }
 
+/// An ICMP or ICMPv6 error about a tracked flow in `source`'s frame: the
+/// error (read into this CPU's `error_slot`), the `nat_slot` that
+/// `decide_error` wrote as its answer says, and that answer; `None` for
+/// anything else (not such an error, or about no flow this LB tracks).
+/// Shared by `xdp_lb` and the TC programs, which then apply the answer each
+/// their own way.
+#[inline(always)]
+pub fn judge<S: FrameSource>(
+    source: &S,
+    parsed: &Parsed,
+) -> Option<(
+    &'static IcmpError,
+    &'static mut MaybeUninit<Nat>,
+    ErrorDecision,
+)> {
+    let err = error_slot()?;
+    if !read_error(source, parsed, err) {
+        return None;
+    }
+    // SAFETY: `read_error` initialised it when it answered true.
+    let err = unsafe { err.assume_init_ref() };
+    let nat = nat_slot()?;
+    match decide_error(err, nat) {
+        ErrorDecision::NotTracked => None,
+        decision => Some((err, nat, decision)),
+    }
+}
+
 /// Reads an ICMP or ICMPv6 error that quotes a TCP or UDP header into `out`;
 /// false for anything else (echo, errors quoting other protocols, quotes cut
 /// short by the datagram's end). A subprogram of its own; it writes `out` field by field as it reads

@@ -20,7 +20,7 @@ use xdp_lb_common::stats::Verdict;
 use crate::{
     lb::{
         End, Nat,
-        icmp::{ErrorDecision, IcmpError, decide_error, error_slot, nat_slot, read_error},
+        icmp::{ErrorDecision, IcmpError, judge},
     },
     maps::{count_backend, count_service, count_verdict},
     packet::FrameSource,
@@ -40,19 +40,11 @@ pub const NOT_HANDLED: i32 = i32::MIN;
 /// wrapped.
 #[inline(never)]
 pub fn run(ctx: &TcContext, parsed: &Parsed, hook: Hook) -> i32 {
-    let Some(err) = error_slot() else {
-        return NOT_HANDLED;
-    };
-    if !read_error(ctx, parsed, err) {
-        return NOT_HANDLED;
-    }
-    // SAFETY: `read_error` initialised it when it answered true.
-    let err = unsafe { err.assume_init_ref() };
-    let Some(nat) = nat_slot() else {
+    let Some((err, nat, decision)) = judge(ctx, parsed) else {
         return NOT_HANDLED;
     };
     let len = ctx.frame().len();
-    match decide_error(err, nat) {
+    match decision {
         ErrorDecision::NotTracked | ErrorDecision::Encapsulate => NOT_HANDLED,
         ErrorDecision::TtlExpired => {
             count_verdict(Verdict::PassTtlExpired, len);

@@ -21,7 +21,7 @@ use xdp_lb_common::{addr::Addr, csum, stats::Verdict};
 use crate::{
     lb::{
         End, Nat,
-        icmp::{ErrorDecision, IcmpError, decide_error, error_slot, nat_slot, read_error},
+        icmp::{ErrorDecision, IcmpError, error_slot, judge, nat_slot},
     },
     maps::{count_backend, count_service, count_verdict},
     packet::{Frame, FrameSource},
@@ -51,19 +51,11 @@ pub const ENCAPSULATE: u32 = u32::MAX - 1;
 /// nothing changed) for one about a direct-server-return flow.
 #[inline(never)]
 pub fn run(ctx: &XdpContext, parsed: &Parsed) -> u32 {
-    let Some(err) = error_slot() else {
-        return NOT_HANDLED;
-    };
-    if !read_error(ctx, parsed, err) {
-        return NOT_HANDLED;
-    }
-    // SAFETY: `read_error` initialised it when it answered true.
-    let err = unsafe { err.assume_init_ref() };
-    let Some(nat) = nat_slot() else {
+    let Some((err, nat, decision)) = judge(ctx, parsed) else {
         return NOT_HANDLED;
     };
     let len = ctx.frame().len();
-    match decide_error(err, nat) {
+    match decision {
         ErrorDecision::NotTracked => NOT_HANDLED,
         ErrorDecision::TtlExpired => {
             count_verdict(Verdict::PassTtlExpired, len);
