@@ -128,15 +128,24 @@ impl PathMtuRig {
     }
 }
 
-/// A one-connection sink on the backend: reads to the end, answers with the
-/// byte count.
-fn sink(netns: &Netns, bind: SocketAddr) -> JoinHandle<std::io::Result<usize>> {
+/// Serves one connection on the backend (bound at `bind` in `netns`) with
+/// `serve`, on a thread of its own.
+fn serve_one<T: Send + 'static>(
+    netns: &Netns,
+    bind: SocketAddr,
+    serve: impl FnOnce(TcpStream) -> std::io::Result<T> + Send + 'static,
+) -> JoinHandle<std::io::Result<T>> {
     let listener = netns
         .run(move || TcpListener::bind(bind))
         .expect("enters the backend")
         .expect("binds");
-    std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept()?;
+    std::thread::spawn(move || serve(listener.accept()?.0))
+}
+
+/// A one-connection sink on the backend: reads to the end, answers with the
+/// byte count.
+fn sink(netns: &Netns, bind: SocketAddr) -> JoinHandle<std::io::Result<usize>> {
+    serve_one(netns, bind, |mut stream| {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         let mut received = Vec::with_capacity(UPLOAD);
         stream.read_to_end(&mut received)?;
@@ -162,12 +171,7 @@ fn upload(netns: &Netns, to: SocketAddr) -> std::io::Result<String> {
 
 /// A one-connection source on the backend: sends `UPLOAD` bytes and closes.
 fn source(netns: &Netns, bind: SocketAddr) -> JoinHandle<std::io::Result<()>> {
-    let listener = netns
-        .run(move || TcpListener::bind(bind))
-        .expect("enters the backend")
-        .expect("binds");
-    std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept()?;
+    serve_one(netns, bind, |mut stream| {
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.write_all(&vec![0xa5; UPLOAD])?;
         stream.shutdown(Shutdown::Write)
