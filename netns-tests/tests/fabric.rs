@@ -646,10 +646,14 @@ fn the_node_itself_reaches_cluster_ips() {
         assert!(answers.iter().all(|a| a.server == "local"), "{answers:?}");
         let counted = f.counters(0).expect("counters").since(&base);
         report!("{family:?}: node 0 after reaching ClusterIPs itself: {counted:?}");
-        assert_eq!(
-            counted.ct_event(CtEvent::Created),
-            (3 * NODE_REQUESTS + UDP_REQUESTS) as u64,
-            "{family:?}: one flow per request: {counted:?}"
+        // Balanced at the uplink (every connection's SYN at least), and the
+        // requests to the node itself hairpin-NATed. (Not one flow per
+        // request exactly: a UDP client may get the port of an earlier one,
+        // whose flow then goes on.)
+        assert!(
+            counted.verdict(Verdict::ForwardToBackend) >= (3 * NODE_REQUESTS) as u64
+                && counted.ct_event(CtEvent::SnatAllocated) >= NODE_REQUESTS as u64,
+            "{family:?}: {counted:?}"
         );
     }
 }

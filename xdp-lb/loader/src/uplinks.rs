@@ -10,7 +10,9 @@
 //!
 //! A translated packet whose new destination is the node itself goes back in
 //! through the uplink, into the node's stack. Everything else the node sends
-//! passes untouched; frames `xdp_lb` sends on itself never meet it.
+//! passes untouched; packets forwarded through the node (a pod's, a frame
+//! `xdp_lb` handed to the kernel) pass without a look, and frames `xdp_lb`
+//! sends on itself never meet it.
 //!
 //! Pinned links ([`Datapath::attach_uplink_egress_pinned`]) live under a
 //! directory of their own: `<link_dir>/<iface>`.

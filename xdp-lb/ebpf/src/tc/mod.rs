@@ -17,7 +17,8 @@
 //! the node itself sends: its requests to a service balanced as a pod's are
 //! (a hostNetwork pod, any process of the node), its replies as a backend
 //! translated back; a translated packet whose new destination is the node
-//! itself goes back in through the uplink, into the node's stack.
+//! itself goes back in through the uplink, into the node's stack. Packets
+//! forwarded through the node pass it untouched and uncounted.
 //!
 //! A translated packet is redirected from ingress to its new destination
 //! (`forward`: a FIB lookup, then `bpf_redirect_neigh`), and continues from
@@ -105,6 +106,12 @@ pub enum Hook {
 /// The whole of `tc_lb_ingress`, `tc_lb_egress` and `tc_lb_uplink`.
 #[inline(always)]
 pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
+    if hook == Hook::Uplink && !sent_by_this_node(ctx) {
+        // Forwarded through the node (a pod's packet a pod interface sent
+        // on, a frame `xdp_lb` handed to the kernel): not the node's own,
+        // and translated already where it needed to be.
+        return OK;
+    }
     let len = ctx.len() as usize;
     // Failing only when the packet is shorter than asked, and then it is
     // all linear anyway.
@@ -153,6 +160,14 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         events::dropped(&packet, verdict);
     }
     action
+}
+
+/// The packet comes from one of this node's own sockets: it never arrived
+/// on an interface (`ingress_ifindex` 0), unlike a forwarded one.
+#[inline(always)]
+fn sent_by_this_node(ctx: &TcContext) -> bool {
+    // SAFETY: the program's `__sk_buff`, read for one field.
+    unsafe { (*ctx.skb.skb).ingress_ifindex == 0 }
 }
 
 /// Rewrites the packet and sends it on: from ingress with a redirect to its
