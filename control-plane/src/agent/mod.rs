@@ -5,7 +5,8 @@
 //!
 //! Restart without loss: maps are pinned under `<pin-dir>/maps`, the XDP
 //! links under `<pin-dir>/links` and the uplinks' egress links under
-//! `<pin-dir>/uplinks`, so the programs keep forwarding while no agent runs. A starting agent reopens the pinned maps, rebuilds its IDs and
+//! `<pin-dir>/uplinks`, so the programs keep forwarding while no agent runs.
+//! A starting agent reopens the pinned maps, rebuilds its IDs and
 //! generations from them ([`crate::reconcile::Reconciler::recover`]), swaps
 //! its own program build into the pinned links (one atomic link update), and
 //! deletes pinned state only with its first full sync from its source (in

@@ -119,12 +119,11 @@ pub enum ErrorDecision {
     TtlExpired,
 }
 
-/// An ICMP or ICMPv6 error about a tracked flow in `source`'s frame: the
+/// An ICMP or ICMPv6 error in `source`'s frame, and what to do with it: the
 /// error (read into this CPU's `error_slot`), the `nat_slot` that
-/// `decide_error` wrote as its answer says, and that answer; `None` for
-/// anything else (not such an error, or about no flow this LB tracks).
-/// Shared by `xdp_lb` and the TC programs, which then apply the answer each
-/// their own way.
+/// `decide_error` wrote as its answer says, and that answer; `None` for a
+/// frame that is not such an error. Shared by `xdp_lb` and the TC programs,
+/// which then apply the answer each their own way.
 #[inline(always)]
 pub fn judge<S: FrameSource>(
     source: &S,
@@ -141,10 +140,8 @@ pub fn judge<S: FrameSource>(
     // SAFETY: `read_error` initialised it when it answered true.
     let err = unsafe { err.assume_init_ref() };
     let nat = nat_slot()?;
-    match decide_error(err, nat) {
-        ErrorDecision::NotTracked => None,
-        decision => Some((err, nat, decision)),
-    }
+    let decision = decide_error(err, nat);
+    Some((err, nat, decision))
 }
 
 /// Reads an ICMP or ICMPv6 error that quotes a TCP or UDP header into `out`;

@@ -29,8 +29,7 @@ use crate::{
 /// no route for it.
 #[inline(never)]
 pub fn redirect(ctx: &TcContext, flow: &Flow, nat: &Nat) -> i32 {
-    let mut macs = [0; 12];
-    match route(ctx, flow, nat, &mut macs) {
+    match route(ctx, flow, nat, None) {
         Route::Via { egress, .. } => neigh(egress),
         Route::Local | Route::None => TC_ACT_OK,
     }
@@ -60,7 +59,7 @@ pub fn from_uplink(ctx: &TcContext, flow: &Flow, nat: &Nat) -> i32 {
     let here = unsafe { (*ctx.skb.skb).ifindex };
     let same_destination = nat.end == End::Source && !nat.snat;
     let mut macs = [0; 12];
-    match route(ctx, flow, nat, &mut macs) {
+    match route(ctx, flow, nat, Some(&mut macs)) {
         Route::Local => back_in(ctx, here),
         Route::Via { egress, .. } if egress == here && same_destination => LEAVES_HERE,
         Route::Via {
@@ -98,7 +97,8 @@ fn back_in(ctx: &TcContext, here: u32) -> i32 {
 /// Where the FIB sends a translated packet.
 enum Route {
     /// Out of device `egress`; `resolved` when the FIB knew the next hop's
-    /// MAC (written to the caller's `macs`: destination, then source).
+    /// MAC (written to the caller's `macs`, if it asked: destination, then
+    /// source).
     Via { egress: u32, resolved: bool },
     /// To one of this host's own addresses.
     Local,
@@ -109,7 +109,7 @@ enum Route {
 /// The FIB's answer for the translated ends of `flow`: `nat` replaces one,
 /// and the other under source NAT.
 #[inline(always)]
-fn route(ctx: &TcContext, flow: &Flow, nat: &Nat, macs: &mut [u8; 12]) -> Route {
+fn route(ctx: &TcContext, flow: &Flow, nat: &Nat, macs: Option<&mut [u8; 12]>) -> Route {
     let t = &flow.tuple;
     let ends = match nat.end {
         End::Destination if nat.snat => (&nat.peer_addr, &nat.addr, nat.peer_port_be, nat.port_be),
@@ -135,7 +135,7 @@ fn route(ctx: &TcContext, flow: &Flow, nat: &Nat, macs: &mut [u8; 12]) -> Route 
     }
     // SAFETY: initialised above, and filled in by the helper.
     let params = unsafe { params.assume_init_ref() };
-    if resolved {
+    if resolved && let Some(macs) = macs {
         macs[..6].copy_from_slice(&params.dmac);
         macs[6..].copy_from_slice(&params.smac);
     }
