@@ -11,7 +11,6 @@ use std::{
 use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
     backend::{Backend, NO_BACKEND},
-    conntrack::{CtEntry, FlowTuple},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
         SERVICE_AFFINITY_CLIENT_IP, SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR,
@@ -76,10 +75,10 @@ impl Datapath {
     pub fn removed_frontends_with_flows(&self) -> Result<Vec<Frontend>, Error> {
         let (live, _, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
         let live: HashSet<FrontendKey> = live.into_iter().collect();
-        let (flows, _, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
+        let (flows, _) = self.flow_slots()?;
         let gone: BTreeSet<(SocketAddr, Protocol)> = flows
             .iter()
-            .map(FrontendKey::of_flow)
+            .map(|(_, slot)| FrontendKey::of_flow(&slot.key))
             .filter(|key| !live.contains(key))
             .map(|key| {
                 let proto = Protocol::from_number(key.proto).ok_or(Error::Corrupt {
@@ -171,13 +170,14 @@ impl Datapath {
             .info()
             .map_err(map_err(MAGLEV_TABLES, "info"))?
             .max_entries();
-        let (flows, _, flows_max) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
-        let (replies, _, replies_max) = self.walk::<FlowTuple, FlowTuple>(CONNTRACK_REPLY)?;
+        let (flows, flows_max) = self.flow_slots()?;
+        let (replies, replies_max) = self.reply_slots()?;
         Ok(vec![
             usage(SERVICES, services.len(), services_max),
             usage(ADDRESSES, addresses.len(), addresses_max),
             usage(BACKENDS, active, backends_max.saturating_sub(1)),
             usage(MAGLEV_TABLES, table_count, tables_max),
+            // In slots, the unit of both counts.
             usage(CONNTRACK, flows.len(), flows_max),
             usage(CONNTRACK_REPLY, replies.len(), replies_max),
         ])
