@@ -6,13 +6,16 @@
 //! of a conntrack) costs several times a cold array slot (`docs/bench/notes.md`
 //! has the measurements), and a new NAT flow does two. Here a flow's key
 //! hashes to a bucket of [`WAYS`] slots, one element of the array: a lookup
-//! is one array lookup (which the verifier inlines) and at most [`WAYS`] key
-//! compares; an insert writes one slot of the bucket. A full bucket evicts
-//! its least recently used slot, as the LRU evicted its least recently used
-//! element, by a stamp each slot carries.
+//! is one array lookup (which the verifier inlines), a read of the bucket's
+//! tags (a 32-bit fingerprint of each slot's key, in the bucket's first
+//! cache line), and a key compare for a matching tag only. A new flow's
+//! lookup misses after that one cache line, where comparing four keys spread
+//! over a 416-byte bucket missed on four. An insert writes one slot. A full
+//! bucket evicts its least recently used slot, as the LRU evicted its least
+//! recently used element, by a stamp each slot carries.
 //!
-//! A slot whose key has protocol 0 is free: no tracked flow has protocol 0,
-//! so a free slot never matches a lookup, and deleting is one byte.
+//! A slot whose tag is 0 is free (a tag is never 0), and so is one whose key
+//! has protocol 0 (no tracked flow has protocol 0): freeing writes both.
 //!
 //! The hash is keyed by a random seed drawn when the tables are created and
 //! kept beside them (`FlowTables`), so that a client cannot choose ports that
@@ -45,11 +48,20 @@ pub struct Slot<V> {
     pub value: V,
 }
 
-/// One element of a table: the slots a key's hash leads to.
+/// One element of a table: the slots a key's hash leads to, and their tags.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket<V> {
+    pub tags: [u32; WAYS],
     pub slots: [Slot<V>; WAYS],
+}
+
+impl<V> Bucket<V> {
+    /// Slot `way` holds a flow.
+    #[inline(always)]
+    pub const fn is_used(&self, way: usize) -> bool {
+        self.tags[way] != 0 && self.slots[way].key.proto != 0
+    }
 }
 
 /// A slot of `CONNTRACK`: the client's tuple → the flow's entry.
@@ -57,6 +69,7 @@ pub type FlowSlot = Slot<CtEntry>;
 const _: () = assert!(size_of::<FlowSlot>() == 104);
 /// An element of `CONNTRACK`.
 pub type FlowBucket = Bucket<CtEntry>;
+const _: () = assert!(size_of::<FlowBucket>() == 432);
 
 /// A slot of `CONNTRACK_REPLY`: the backend's tuple → the flow's key.
 pub type ReplySlot = Slot<ReplyEntry>;
@@ -64,10 +77,14 @@ const _: () = assert!(size_of::<ReplySlot>() == 88);
 /// An element of `CONNTRACK_REPLY`.
 pub type ReplyBucket = Bucket<ReplyEntry>;
 
-/// Where a slot's protocol byte lies in its bucket: freeing a slot from user
-/// space is a store of 0 there.
-pub const fn proto_offset<V>(way: usize) -> usize {
-    way * size_of::<Slot<V>>() + core::mem::offset_of!(FlowTuple, proto)
+/// Where slot `way`'s key lies in its bucket.
+pub const fn key_offset<V>(way: usize) -> usize {
+    core::mem::offset_of!(Bucket<V>, slots) + way * size_of::<Slot<V>>()
+}
+
+/// Where slot `way`'s tag lies in its bucket.
+pub const fn tag_offset<V>(way: usize) -> usize {
+    core::mem::offset_of!(Bucket<V>, tags) + way * size_of::<u32>()
 }
 
 /// The value of a reply slot: the key of the flow it belongs to, and when it
@@ -102,14 +119,6 @@ impl Stamp for ReplyEntry {
     }
 }
 
-impl<V> Slot<V> {
-    /// The slot holds a flow.
-    #[inline(always)]
-    pub const fn is_used(&self) -> bool {
-        self.key.proto != 0
-    }
-}
-
 impl FlowTuple {
     /// The tuple as five words: it is 8-byte aligned and 40 bytes long.
     #[inline(always)]
@@ -129,14 +138,16 @@ impl FlowTuple {
     }
 }
 
-/// The bucket of `key` in a table of `mask + 1` buckets.
+/// Where `key` lies in a table of `mask + 1` buckets: its bucket (the low
+/// 32 bits) and its tag (the high 32, never 0).
 ///
 /// Each word is folded in with a multiply by an odd constant and a shift of
 /// the high half down (multiplication carries only upward); a final round
 /// mixes the last word's bits into the low ones the mask keeps. A few
 /// instructions per word, where the kernel's maps run `jhash` over the key.
+/// The tag is the hash's high half, which the bucket does not use.
 #[inline(always)]
-pub const fn bucket(key: &FlowTuple, seed: u64, mask: u32) -> u32 {
+pub const fn place(key: &FlowTuple, seed: u64, mask: u32) -> u64 {
     let w = key.words();
     let mut h = seed;
     h = fold(h ^ w[0]);
@@ -145,7 +156,19 @@ pub const fn bucket(key: &FlowTuple, seed: u64, mask: u32) -> u32 {
     h = fold(h ^ w[3]);
     h = fold(h ^ w[4]);
     h = fold(h);
-    (h as u32) & mask
+    (h | (1 << 32)) & !(u32::MAX as u64) | (h as u32 & mask) as u64
+}
+
+/// The bucket of a `place`.
+#[inline(always)]
+pub const fn bucket_of(place: u64) -> u32 {
+    place as u32
+}
+
+/// The tag of a `place`.
+#[inline(always)]
+pub const fn tag_of(place: u64) -> u32 {
+    (place >> 32) as u32
 }
 
 #[inline(always)]
@@ -180,11 +203,40 @@ mod tests {
         FlowTuple::new(client, vip, src_port.to_be(), 80u16.to_be(), 6)
     }
 
+    fn bucket(key: &FlowTuple, seed: u64, mask: u32) -> u32 {
+        bucket_of(place(key, seed, mask))
+    }
+
     #[test]
-    fn buckets_lie_inside_the_table() {
+    fn buckets_lie_inside_the_table_and_tags_are_never_0() {
         for port in 0..2000 {
-            assert!(bucket(&tuple(port), 0x1234_5678_9abc_def0, 255) < 256);
+            let p = place(&tuple(port), 0x1234_5678_9abc_def0, 255);
+            assert!(bucket_of(p) < 256);
+            assert_ne!(tag_of(p), 0);
         }
+        // A hash whose high half is 0 still gets a tag.
+        assert_ne!(tag_of(place(&FlowTuple::default(), 0, 0)), 0);
+    }
+
+    #[test]
+    fn keys_of_one_bucket_rarely_share_a_tag() {
+        // 4096 keys in 1024 buckets: a handful each.
+        let mut tags = [[0u32; 16]; 1024];
+        let mut held = [0usize; 1024];
+        let mut shared = 0;
+        for port in 0..4096 {
+            let p = place(&tuple(port), 7, 1023);
+            let (b, tag) = (bucket_of(p) as usize, tag_of(p));
+            if tags[b][..held[b]].contains(&tag) {
+                shared += 1;
+            }
+            tags[b][held[b]] = tag;
+            held[b] += 1;
+        }
+        assert_eq!(
+            shared, 0,
+            "{shared} keys share a tag with another of their bucket"
+        );
     }
 
     #[test]
@@ -229,18 +281,28 @@ mod tests {
     }
 
     #[test]
-    fn a_slots_protocol_lies_where_user_space_frees_it() {
-        let mut bucket = FlowBucket::default();
+    fn a_slots_key_and_tag_lie_where_user_space_reads_and_frees_them() {
+        let mut bucket = ReplyBucket::default();
         bucket.slots[2].key.proto = 6;
+        bucket.tags[3] = 0x0102_0304;
         // SAFETY: reading the bytes of a `repr(C)` value of integers.
-        let bytes: &[u8; size_of::<FlowBucket>()] = unsafe { &*(&raw const bucket).cast() };
-        assert_eq!(bytes[proto_offset::<CtEntry>(2)], 6);
-        assert_eq!(bytes.iter().filter(|&&b| b != 0).count(), 1);
+        let bytes: &[u8; size_of::<ReplyBucket>()] = unsafe { &*(&raw const bucket).cast() };
+        let proto = key_offset::<ReplyEntry>(2) + core::mem::offset_of!(FlowTuple, proto);
+        assert_eq!(bytes[proto], 6);
+        let tag = tag_offset::<ReplyEntry>(3);
+        assert_eq!(bytes[tag..tag + 4], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(bytes.iter().filter(|&&b| b != 0).count(), 5);
     }
 
     #[test]
-    fn a_default_slot_is_free() {
-        assert!(!FlowSlot::default().is_used());
-        assert!(!ReplySlot::default().is_used());
+    fn a_slot_is_used_only_with_a_tag_and_a_protocol() {
+        let mut bucket = FlowBucket::default();
+        assert!(!bucket.is_used(0));
+        bucket.tags[0] = 1;
+        assert!(!bucket.is_used(0));
+        bucket.slots[0].key.proto = 17;
+        assert!(bucket.is_used(0));
+        bucket.tags[0] = 0;
+        assert!(!bucket.is_used(0));
     }
 }

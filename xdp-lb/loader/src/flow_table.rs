@@ -3,8 +3,8 @@
 //! shape, finding a flow's slot by its key, reading every slot, and freeing
 //! slots.
 //!
-//! A slot is freed as the datapath frees one: its protocol byte set to 0, one
-//! store through a mapping of the table (`BPF_F_MMAPABLE`). Writing the
+//! A slot is freed as the datapath frees one: its tag and its key's protocol
+//! set to 0, stores through a mapping of the table (`BPF_F_MMAPABLE`). Writing the
 //! bucket back through `bpf(2)` would rewrite its other slots too, undoing
 //! whatever the datapath wrote to them meanwhile. The key is read again
 //! through the mapping right before the store; the datapath may still take
@@ -19,7 +19,10 @@ use std::{
 use aya::{Pod, maps::Array};
 use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
-    flow_table::{Bucket, FlowTables, ReplyEntry, Slot, WAYS, bucket, proto_offset},
+    flow_table::{
+        Bucket, FlowTables, ReplyEntry, Slot, WAYS, bucket_of, key_offset, place, tag_of,
+        tag_offset,
+    },
 };
 
 use crate::{
@@ -113,11 +116,9 @@ impl Datapath {
             .into_iter()
             .zip(buckets)
             .flat_map(|(index, b)| {
-                b.slots
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, slot)| slot.is_used())
-                    .map(move |(way, slot)| (SlotAt { bucket: index, way }, slot))
+                (0..WAYS)
+                    .filter(move |&way| b.is_used(way))
+                    .map(move |way| (SlotAt { bucket: index, way }, b.slots[way]))
             })
             .collect();
         Ok((used, capacity.saturating_mul(WAYS as u32)))
@@ -126,7 +127,7 @@ impl Datapath {
     /// Where `key`'s slot in `CONNTRACK` lies, and its entry, if it has one.
     pub(crate) fn find_flow(&self, key: &FlowTuple) -> Result<Option<(SlotAt, CtEntry)>, Error> {
         let shape = self.flow_tables()?;
-        self.find(CONNTRACK, bucket(key, shape.seed, shape.flow_mask), key)
+        self.find(CONNTRACK, place(key, shape.seed, shape.flow_mask), key)
     }
 
     /// Where `key`'s slot in `CONNTRACK_REPLY` lies, and its entry, if it has
@@ -138,7 +139,7 @@ impl Datapath {
         let shape = self.flow_tables()?;
         self.find(
             CONNTRACK_REPLY,
-            bucket(key, shape.seed, shape.reply_mask),
+            place(key, shape.seed, shape.reply_mask),
             key,
         )
     }
@@ -146,21 +147,20 @@ impl Datapath {
     fn find<V: Copy>(
         &self,
         name: &'static str,
-        index: u32,
+        place: u64,
         key: &FlowTuple,
     ) -> Result<Option<(SlotAt, V)>, Error>
     where
         Bucket<V>: Pod,
     {
+        let index = bucket_of(place);
         let b = Array::<_, Bucket<V>>::try_from(self.map(name)?)
             .map_err(map_err(name, "open"))?
             .get(&index, 0)
             .map_err(map_err(name, "lookup"))?;
-        Ok(b.slots.iter().enumerate().find_map(|(way, slot)| {
-            slot.key
-                .same_as(key)
-                .then_some((SlotAt { bucket: index, way }, slot.value))
-        }))
+        Ok((0..WAYS)
+            .find(|&way| b.tags[way] == tag_of(place) && b.slots[way].key.same_as(key))
+            .map(|way| (SlotAt { bucket: index, way }, b.slots[way].value)))
     }
 
     /// Frees each slot of `CONNTRACK` that still holds its key; how many.
@@ -187,12 +187,12 @@ impl Datapath {
                 })?;
         let mut freed = 0;
         for (at, key) in slots {
-            let start = proto_offset::<V>(at.way) - std::mem::offset_of!(FlowTuple, proto);
-            let held = mapping.read(at.bucket, start, size_of::<FlowTuple>());
-            if held != bytes_of(key) {
+            let start = key_offset::<V>(at.way);
+            if mapping.read(at.bucket, start, size_of::<FlowTuple>()) != bytes_of(key) {
                 continue;
             }
-            mapping.store(at.bucket, proto_offset::<V>(at.way), 0);
+            mapping.store_u32(at.bucket, tag_offset::<V>(at.way), 0);
+            mapping.store(at.bucket, start + std::mem::offset_of!(FlowTuple, proto), 0);
             freed += 1;
         }
         Ok(freed)
