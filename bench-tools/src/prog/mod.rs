@@ -321,10 +321,8 @@ fn measure_round(
 
 /// Conntrack capacity, equal at every scale: every flow the busiest scale
 /// tracks (its tracked flows and every new flow of every run, warm-up
-/// included), plus a tenth, so that the LRU never has to evict — on every
-/// CPU: the conntrack LRU is per CPU (`BPF_F_NO_COMMON_LRU`), the kernel
-/// gives each possible CPU an equal share of the entries and evicts from a
-/// CPU's own share, and the measuring thread may run all of it on one CPU.
+/// included), plus a tenth, so that the table is never full (a full bucket
+/// still evicts now and then: `MapSizes::conntrack`).
 fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
     let runs = u64::from(args.runs) + 1;
     let new_flow_cases = || Kind::ALL.into_iter().filter(|k| k.is_new_flow());
@@ -340,9 +338,6 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
         let layout = Layout::new(spec.services)?;
         tracked = tracked.max(cases::tracked_before(&layout, spec.flows));
     }
-    let cpus = aya::util::nr_cpus()
-        .map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?
-        .max(1) as u64;
-    let total = ((tracked + new_flows) * 11 / 10 + 1024) * cpus;
+    let total = (tracked + new_flows) * 11 / 10 + 1024;
     u32::try_from(total).context("too many flows for one conntrack map: lower --runs")
 }

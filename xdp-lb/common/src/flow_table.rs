@@ -178,9 +178,13 @@ const fn fold(x: u64) -> u64 {
 }
 
 /// The bucket count of a table asked to hold `entries`: a power of two,
-/// with room for at least `entries` slots.
+/// with two slots per entry. Keys spread over buckets unevenly: at one slot
+/// per entry, a full table would have evicted from its fullest buckets long
+/// before, where an LRU map evicts only once full. At two, a table holding
+/// its `entries` has buckets of two keys on average, and one bucket in
+/// twenty with more than four.
 pub const fn buckets_for(entries: u32) -> u32 {
-    let buckets = entries.div_ceil(WAYS as u32);
+    let buckets = entries.div_ceil(WAYS as u32 / 2);
     match buckets.checked_next_power_of_two() {
         Some(n) => n,
         None => 1 << 31,
@@ -274,10 +278,10 @@ mod tests {
     #[test]
     fn tables_are_a_power_of_two_of_buckets_with_room_for_what_is_asked() {
         assert_eq!(buckets_for(1), 1);
-        assert_eq!(buckets_for(64), 16);
-        assert_eq!(buckets_for(65), 32);
-        assert_eq!(buckets_for(131_072), 32_768);
-        assert_eq!(buckets_for(u32::MAX), 1 << 30);
+        assert_eq!(buckets_for(64), 32);
+        assert_eq!(buckets_for(65), 64);
+        assert_eq!(buckets_for(131_072), 65_536);
+        assert_eq!(buckets_for(u32::MAX), 1 << 31);
     }
 
     #[test]

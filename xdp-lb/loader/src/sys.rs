@@ -473,7 +473,10 @@ impl<V> ByteArrayMapping<V> {
     /// Stores `value` at byte `offset` of element `index`, which must be a
     /// multiple of 4: one 4-byte store, as the datapath reads it.
     pub(crate) fn store_u32(&self, index: u32, offset: usize, value: u32) {
-        assert!(offset.is_multiple_of(4), "offset {offset} is not 4-byte aligned");
+        assert!(
+            offset.is_multiple_of(4),
+            "offset {offset} is not 4-byte aligned"
+        );
         // The element starts 8-byte aligned, so the word is 4-byte aligned.
         let word = std::ptr::from_ref(self.byte(index, offset)).cast::<AtomicU32>();
         assert!(
