@@ -33,7 +33,8 @@ pub struct MapUsage {
     /// kept for their generation but serve no new flow).
     pub entries: u64,
     /// Entries the map can hold, as the kernel reports it; for `BACKENDS`
-    /// the usable IDs (ID 0 is never a backend).
+    /// the usable IDs (ID 0 is never a backend); for the conntrack tables,
+    /// their slots (two per flow asked for: `MapSizes::conntrack`).
     pub capacity: u64,
 }
 
@@ -177,7 +178,6 @@ impl Datapath {
             usage(ADDRESSES, addresses.len(), addresses_max),
             usage(BACKENDS, active, backends_max.saturating_sub(1)),
             usage(MAGLEV_TABLES, table_count, tables_max),
-            // In slots, the unit of both counts.
             usage(CONNTRACK, flows.len(), flows_max),
             usage(CONNTRACK_REPLY, replies.len(), replies_max),
         ])
