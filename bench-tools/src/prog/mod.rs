@@ -283,7 +283,7 @@ fn measure_round(
             };
             let floor_ns = match beside {
                 Some(f) => Some(measure::run_a(
-                    &scale.dp,
+                    &mut scale.dp,
                     f,
                     floor_calls,
                     &mut Progress::default(),
@@ -291,7 +291,7 @@ fn measure_round(
                 )?),
                 None => None,
             };
-            let ns = measure::run_a(&scale.dp, case, calls, &mut scale.progress[i], clients)
+            let ns = measure::run_a(&mut scale.dp, case, calls, &mut scale.progress[i], clients)
                 .with_context(context)?;
             if !warm_up {
                 samples.runs_ns.push(ns);

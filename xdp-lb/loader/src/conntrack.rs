@@ -121,16 +121,28 @@ impl Datapath {
 
     /// Deletes `flow`'s entry and its reply entry. Returns whether there was one.
     pub fn delete_flow(&mut self, flow: &Flow) -> Result<bool, Error> {
-        let key = flow.tuple();
-        // The flow entry first: a reply entry left alone for a moment is never
-        // used without its flow entry (and is deleted on sight), while a flow
-        // entry left alone would bring its reply entry back on its next refresh.
-        let Some((at, entry)) = self.find_flow(&key)? else {
-            return Ok(false);
-        };
-        let existed = self.free_flows(&[(at, key)])? == 1;
-        self.free_replies_of(&[(key, entry)])?;
-        Ok(existed)
+        Ok(self.delete_flows(std::slice::from_ref(flow))? == 1)
+    }
+
+    /// Deletes the entries of `flows` and their reply entries, in one
+    /// mapping of each table. Returns how many there were.
+    pub fn delete_flows(&mut self, flows: &[Flow]) -> Result<usize, Error> {
+        // The flow entries first: a reply entry left alone for a moment is
+        // never used without its flow entry (and is deleted on sight), while
+        // a flow entry left alone would bring its reply entry back on its
+        // next refresh.
+        let mut found = Vec::new();
+        for flow in flows {
+            let key = flow.tuple();
+            if let Some((at, entry)) = self.find_flow(&key)? {
+                found.push((at, key, entry));
+            }
+        }
+        let slots: Vec<_> = found.iter().map(|&(at, key, _)| (at, key)).collect();
+        let deleted = self.free_flows(&slots)?;
+        let entries: Vec<_> = found.into_iter().map(|(_, key, e)| (key, e)).collect();
+        self.free_replies_of(&entries)?;
+        Ok(deleted)
     }
 
     /// Frees the reply entry of each flow keyed `key` with `entry` that still

@@ -181,7 +181,7 @@ fn masked_way(way: u32) -> usize {
     #[cfg(target_arch = "bpf")]
     // SAFETY: an `and` of a register with a constant.
     unsafe {
-        core::arch::asm!("{w} &= 3", w = inout(reg) way, options(pure, nomem, nostack));
+        core::arch::asm!("{w} &= 7", w = inout(reg) way, options(pure, nomem, nostack));
     }
     #[cfg(not(target_arch = "bpf"))]
     {
@@ -190,7 +190,7 @@ fn masked_way(way: u32) -> usize {
     way as usize
 }
 
-const _: () = assert!(WAYS == 4, "`masked_way` masks with WAYS - 1");
+const _: () = assert!(WAYS == 8, "`masked_way` masks with WAYS - 1");
 
 /// `place`, with the key's words read here rather than in the caller (see
 /// the module's doc).
