@@ -40,7 +40,7 @@ const GUARD_RATE: u32 = 500;
 /// rate over the flood's seconds (some 4 000 flows) not a tenth of it. Keys
 /// spread over the table's buckets unevenly, so a full bucket can give up a
 /// session's entry before the table is full: at this size, with the guard's
-/// flows, eight more in a session's bucket come about once in four billion.
+/// flows, eight more in a session's bucket come about once in a trillion.
 const CONNTRACK: u32 = 65_536;
 /// The flood's bounds.
 const FLOOD_FRAMES: usize = 150_000;
