@@ -52,10 +52,17 @@ pub struct Slot<V> {
 }
 
 /// One element of a table: the slots a key's hash leads to, and their tags.
+/// The header (tags, overflow count) is one cache line, and so is every
+/// bucket's start: both bucket sizes are multiples of 64 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket<V> {
     pub tags: [u32; WAYS],
+    /// Keys whose first bucket this is that were written to their second
+    /// (`alt_bucket`) because this one was full. Never decremented: a hint
+    /// that a lookup missing here must look there too.
+    pub overflow: u32,
+    pub _pad: [u32; 7],
     pub slots: [Slot<V>; WAYS],
 }
 
@@ -72,7 +79,8 @@ pub type FlowSlot = Slot<CtEntry>;
 const _: () = assert!(size_of::<FlowSlot>() == 104);
 /// An element of `CONNTRACK`.
 pub type FlowBucket = Bucket<CtEntry>;
-const _: () = assert!(size_of::<FlowBucket>() == 864);
+const _: () = assert!(size_of::<FlowBucket>() == 896 && size_of::<FlowBucket>().is_multiple_of(64));
+const _: () = assert!(size_of::<ReplyBucket>().is_multiple_of(64));
 
 /// A slot of `CONNTRACK_REPLY`: the backend's tuple → the flow's key.
 pub type ReplySlot = Slot<ReplyEntry>;
@@ -162,6 +170,14 @@ pub const fn place(key: &FlowTuple, seed: u64, mask: u32) -> u64 {
     (h | (1 << 32)) & !(u32::MAX as u64) | (h as u32 & mask) as u64
 }
 
+/// A key's second bucket, from its first and its tag (partial-key cuckoo
+/// hashing): each of the two is the other's `alt_bucket`, so either can be
+/// found from the other without the key.
+#[inline(always)]
+pub const fn alt_bucket(bucket: u32, tag: u32, mask: u32) -> u32 {
+    (bucket ^ tag.wrapping_mul(0x5bd1_e995)) & mask
+}
+
 /// The bucket of a `place`.
 #[inline(always)]
 pub const fn bucket_of(place: u64) -> u32 {
@@ -181,15 +197,12 @@ const fn fold(x: u64) -> u64 {
 }
 
 /// The bucket count of a table asked to hold `entries`: a power of two,
-/// with four slots per entry. Keys spread over buckets unevenly, and a full
-/// bucket evicts while the table has room, where an LRU map evicts only once
-/// full. Holding its `entries` (two keys per bucket of eight on average, a
-/// Poisson spread), a table finds no slot for 0.015% of its flows (a full
-/// bucket's least recently used go); holding half, for one in a million. At
-/// two slots per entry it would be 0.8% and 0.015%; buckets of four slots at
-/// two per entry, 3.7% and 0.43%.
+/// with two slots per entry. Keys spread over buckets unevenly: a key whose
+/// first bucket is full goes to its second, and a flow is given up (its
+/// first bucket's least recently used) only when both are full, where an LRU
+/// map evicts only once full.
 pub const fn buckets_for(entries: u32) -> u32 {
-    let buckets = entries.div_ceil(WAYS as u32 / 4);
+    let buckets = entries.div_ceil(WAYS as u32 / 2);
     match buckets.checked_next_power_of_two() {
         Some(n) => n,
         None => 1 << 31,
@@ -283,10 +296,20 @@ mod tests {
     #[test]
     fn tables_are_a_power_of_two_of_buckets_with_room_for_what_is_asked() {
         assert_eq!(buckets_for(1), 1);
-        assert_eq!(buckets_for(64), 32);
-        assert_eq!(buckets_for(65), 64);
-        assert_eq!(buckets_for(131_072), 65_536);
-        assert_eq!(buckets_for(u32::MAX), 1 << 31);
+        assert_eq!(buckets_for(64), 16);
+        assert_eq!(buckets_for(65), 32);
+        assert_eq!(buckets_for(131_072), 32_768);
+        assert_eq!(buckets_for(u32::MAX), 1 << 30);
+    }
+
+    #[test]
+    fn a_second_bucket_leads_back_to_the_first() {
+        for port in 0..512 {
+            let p = place(&tuple(port), 3, 255);
+            let second = alt_bucket(bucket_of(p), tag_of(p), 255);
+            assert!(second < 256);
+            assert_eq!(alt_bucket(second, tag_of(p), 255), bucket_of(p));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use xdp_lb_common::{
     affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, BackendCpu, REPLY_HOP_SLOTS, ReplyHop},
     config::{Config, FloodWindow},
+    conntrack::FlowTuple,
     events::FlowEvent,
     flow_table::{FlowBucket, FlowTables, ReplyBucket},
     neighbour::L2Announcement,
@@ -183,6 +184,12 @@ pub const OUTER_FLOW_WORDS: usize = 12;
 /// as `ICMP_ERROR` is).
 #[btf_map]
 pub static OUTER_FLOW: PerCpuArray<[u64; OUTER_FLOW_WORDS], 1> = PerCpuArray::new();
+
+/// Per CPU: the reply key a new flow's source-NAT port search tries
+/// (`lb::conntrack::allocate_port`), kept out of its stack frame: the search
+/// is the deepest chain of calls, which the 512-byte limit counts whole.
+#[btf_map]
+pub static PORT_SEARCH: PerCpuArray<FlowTuple, 1> = PerCpuArray::new();
 
 /// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]

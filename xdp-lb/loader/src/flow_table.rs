@@ -20,8 +20,8 @@ use aya::{Pod, maps::Array};
 use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     flow_table::{
-        Bucket, FlowTables, ReplyEntry, Slot, WAYS, bucket_of, key_offset, place, tag_of,
-        tag_offset,
+        Bucket, FlowTables, ReplyEntry, Slot, WAYS, alt_bucket, bucket_of, key_offset, place,
+        tag_of, tag_offset,
     },
 };
 
@@ -127,7 +127,12 @@ impl Datapath {
     /// Where `key`'s slot in `CONNTRACK` lies, and its entry, if it has one.
     pub(crate) fn find_flow(&self, key: &FlowTuple) -> Result<Option<(SlotAt, CtEntry)>, Error> {
         let shape = self.flow_tables()?;
-        self.find(CONNTRACK, place(key, shape.seed, shape.flow_mask), key)
+        self.find(
+            CONNTRACK,
+            place(key, shape.seed, shape.flow_mask),
+            shape.flow_mask,
+            key,
+        )
     }
 
     /// Where `key`'s slot in `CONNTRACK_REPLY` lies, and its entry, if it has
@@ -140,6 +145,7 @@ impl Datapath {
         self.find(
             CONNTRACK_REPLY,
             place(key, shape.seed, shape.reply_mask),
+            shape.reply_mask,
             key,
         )
     }
@@ -148,19 +154,30 @@ impl Datapath {
         &self,
         name: &'static str,
         place: u64,
+        mask: u32,
         key: &FlowTuple,
     ) -> Result<Option<(SlotAt, V)>, Error>
     where
         Bucket<V>: Pod,
     {
-        let index = bucket_of(place);
-        let b = Array::<_, Bucket<V>>::try_from(self.map(name)?)
-            .map_err(map_err(name, "open"))?
-            .get(&index, 0)
-            .map_err(map_err(name, "lookup"))?;
-        Ok((0..WAYS)
-            .find(|&way| b.tags[way] == tag_of(place) && b.slots[way].key.same_as(key))
-            .map(|way| (SlotAt { bucket: index, way }, b.slots[way].value)))
+        let table =
+            Array::<_, Bucket<V>>::try_from(self.map(name)?).map_err(map_err(name, "open"))?;
+        let (first, tag) = (bucket_of(place), tag_of(place));
+        let in_bucket = |index: u32| -> Result<(Option<(SlotAt, V)>, u32), Error> {
+            let b = table.get(&index, 0).map_err(map_err(name, "lookup"))?;
+            let found = (0..WAYS)
+                .find(|&way| b.tags[way] == tag && b.slots[way].key.same_as(key))
+                .map(|way| (SlotAt { bucket: index, way }, b.slots[way].value));
+            Ok((found, b.overflow))
+        };
+        // The first bucket, then the second if the first ever overflowed
+        // (the datapath's `Place::locate`).
+        let (found, overflow) = in_bucket(first)?;
+        let second = alt_bucket(first, tag, mask);
+        if found.is_some() || overflow == 0 || second == first {
+            return Ok(found);
+        }
+        Ok(in_bucket(second)?.0)
     }
 
     /// Frees each slot of `CONNTRACK` that still holds its key; how many.

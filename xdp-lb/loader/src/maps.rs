@@ -78,11 +78,13 @@ const ICMP_ERROR: &str = "ICMP_ERROR";
 const OUTER_FLOW: &str = "OUTER_FLOW";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
+/// The per-CPU slot of a source-NAT port search's key.
+const PORT_SEARCH: &str = "PORT_SEARCH";
 pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 32] = [
+pub(crate) const ALL: [&str; 33] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -113,6 +115,7 @@ pub(crate) const ALL: [&str; 32] = [
     ICMP_ERROR,
     OUTER_FLOW,
     SCRATCH,
+    PORT_SEARCH,
     BENCH_INPUT,
     BENCH_TARGET,
 ];

@@ -19,7 +19,7 @@ use xdp_lb_common::{
 
 use crate::{
     lb::{End, Nat, flow::Flow, flow_table},
-    maps::{ADDRESSES, BACKENDS, CONFIG, FLOOD_GUARD, count_ct, maybe_node_address},
+    maps::{ADDRESSES, BACKENDS, CONFIG, FLOOD_GUARD, PORT_SEARCH, count_ct, maybe_node_address},
     wire::{TCP_FIN, TCP_RST},
 };
 
@@ -493,13 +493,18 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
     let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
         return false;
     };
-    let mut reply = reply_key(flow, nat);
+    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
+    let reply = unsafe { &mut *reply };
+    *reply = reply_key(flow, nat);
     for i in 0..SNAT_PORT_TRIES {
         let Some(offset) = (start + i).checked_rem(span) else {
             return false;
         };
         reply.dst_port_be = ((min + offset) as u16).to_be();
-        if claim(&reply, &flow.tuple) {
+        if claim(reply, &flow.tuple) {
             nat.peer_port_be = reply.dst_port_be;
             count_ct(CtEvent::SnatAllocated);
             return true;

@@ -27,113 +27,111 @@
 
 use core::sync::atomic::{Ordering, compiler_fence};
 
-use aya_ebpf::btf_maps::Array;
 use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
-    flow_table::{Bucket, FlowTables, ReplyEntry, Slot, Stamp, WAYS, bucket_of, place, tag_of},
+    flow_table::{
+        Bucket, FlowTables, ReplyEntry, Slot, Stamp, WAYS, alt_bucket, bucket_of, place, tag_of,
+    },
 };
 
 use crate::maps::{CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES};
 
-/// A key's bucket, and the tag its slot carries there.
+/// A key's first bucket, the index of its second, and the tag its slot
+/// carries in either.
 struct Place<V: 'static> {
-    bucket: &'static mut Bucket<V>,
+    first: &'static mut Bucket<V>,
+    index: u32,
+    alt: u32,
     tag: u32,
 }
 
 impl<V: Scan> Place<V> {
-    /// Where `key` lies in `table` of `mask + 1` buckets.
+    /// Where `key` lies in a table of `mask + 1` buckets.
     #[inline(always)]
-    fn of<const N: usize, const F: usize>(
-        table: &Array<Bucket<V>, N, F>,
-        key: &FlowTuple,
-        seed: u64,
-        mask: u32,
-    ) -> Option<Self> {
+    fn of(key: &FlowTuple, seed: u64, mask: u32) -> Option<Self> {
         let place = xlb_place(key, seed, mask);
-        let bucket = table.get_ptr_mut(bucket_of(place))?;
-        // SAFETY: a map value of the right type, which lives as long as the
-        // map; read and written in place (see the module's doc).
-        let bucket = unsafe { &mut *bucket };
+        let (index, tag) = (bucket_of(place), tag_of(place));
         Some(Self {
-            bucket,
-            tag: tag_of(place),
+            first: V::bucket(index)?,
+            index,
+            alt: alt_bucket(index, tag, mask),
+            tag,
         })
     }
 
-    /// The way holding `key`.
+    /// The second bucket, unless it is the first.
     #[inline(always)]
-    fn way_of(&self, key: &FlowTuple) -> Option<usize> {
-        let way = V::way_of(self.bucket, key, self.tag);
-        (way < WAYS as u32).then(|| masked_way(way))
+    fn second(&self) -> Option<&'static mut Bucket<V>> {
+        if self.alt == self.index {
+            return None;
+        }
+        V::bucket(self.alt)
+    }
+
+    /// The bucket and way holding `key`: its first bucket, or its second if
+    /// the first ever overflowed.
+    #[inline(always)]
+    fn locate(&mut self, key: &FlowTuple) -> Option<(&'static mut Bucket<V>, usize)> {
+        // SAFETY: the same map value as `self.first`, reborrowed for the
+        // caller, which uses no other reference to it meanwhile.
+        let first = unsafe { &mut *(&raw mut *self.first) };
+        if let Some(way) = way_of(first, key, self.tag) {
+            return Some((first, way));
+        }
+        if first.overflow == 0 {
+            return None;
+        }
+        let second = self.second()?;
+        let way = way_of(second, key, self.tag)?;
+        Some((second, way))
+    }
+
+    /// The bucket and way a new key takes: a free slot of its first bucket,
+    /// else one of its second (counted in the first's `overflow`), else the
+    /// least recently used of the first.
+    #[inline(always)]
+    fn room(&mut self) -> (&'static mut Bucket<V>, usize) {
+        // SAFETY: as in `locate`.
+        let first = unsafe { &mut *(&raw mut *self.first) };
+        let way = victim_of(first);
+        if first.tags.get(way).is_some_and(|&t| t == 0) {
+            return (first, way);
+        }
+        if let Some(second) = self.second() {
+            let other = victim_of(second);
+            if second.tags.get(other).is_some_and(|&t| t == 0) {
+                first.overflow = first.overflow.saturating_add(1);
+                return (second, other);
+            }
+        }
+        (first, way)
     }
 
     /// The slot holding `key`.
     #[inline(always)]
-    fn find(self, key: &FlowTuple) -> Option<&'static mut Slot<V>> {
-        let way = self.way_of(key)?;
-        self.bucket.slots.get_mut(way)
-    }
-
-    /// The way a new key takes: a free one, else the least recently used.
-    #[inline(always)]
-    fn victim(&self) -> usize {
-        masked_way(V::victim_of(self.bucket))
+    fn find(mut self, key: &FlowTuple) -> Option<&'static mut Slot<V>> {
+        let (bucket, way) = self.locate(key)?;
+        bucket.slots.get_mut(way)
     }
 
     /// Writes `key` and, through `write`, its value: over the slot that
-    /// holds `key` already (unless `only_new`), else into a free slot, else
-    /// over the least recently used. False when `only_new` and the key is
-    /// there.
+    /// holds `key` already (unless `only_new`), else where `room` says.
+    /// False when `only_new` and the key is there.
     #[inline(always)]
-    fn insert(self, key: &FlowTuple, only_new: bool, write: impl FnOnce(&mut V)) -> bool {
-        let way = match self.way_of(key) {
-            None => self.victim(),
+    fn insert(mut self, key: &FlowTuple, only_new: bool, write: impl FnOnce(&mut V)) -> bool {
+        let (bucket, way) = match self.locate(key) {
             Some(_) if only_new => return false,
-            Some(way) => way,
+            Some(found) => found,
+            None => self.room(),
         };
-        self.write(way, key, write)
-    }
-
-    /// Makes slot `way` hold `key`, its value written in place through
-    /// `write` (built on the stack and copied, it would add to frames that
-    /// run close to the 512-byte limit), in the module's order.
-    #[inline(always)]
-    fn write(self, way: usize, key: &FlowTuple, write: impl FnOnce(&mut V)) -> bool {
-        let (Some(tag), Some(slot)) = (
-            self.bucket.tags.get_mut(way),
-            self.bucket.slots.get_mut(way),
-        ) else {
-            return false;
-        };
-        *tag = 0;
-        slot.key.proto = 0;
-        compiler_fence(Ordering::SeqCst);
-        write(&mut slot.value);
-        let from = key.words();
-        let words = (&raw mut slot.key).cast::<[u64; 5]>();
-        // SAFETY: the key's own memory, as the words it is made of (`words`).
-        unsafe {
-            (*words)[0] = from[0];
-            (*words)[1] = from[1];
-            (*words)[2] = from[2];
-            (*words)[3] = from[3];
-            compiler_fence(Ordering::SeqCst);
-            (*words)[4] = from[4];
-        }
-        compiler_fence(Ordering::SeqCst);
-        *tag = self.tag;
-        true
+        write_slot(bucket, way, key, self.tag, write)
     }
 
     /// Frees the slot holding `key`, if any.
     #[inline(always)]
-    fn remove(self, key: &FlowTuple) {
-        if let Some(way) = self.way_of(key)
-            && let (Some(tag), Some(slot)) = (
-                self.bucket.tags.get_mut(way),
-                self.bucket.slots.get_mut(way),
-            )
+    fn remove(mut self, key: &FlowTuple) {
+        if let Some((bucket, way)) = self.locate(key)
+            && let (Some(tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way))
         {
             *tag = 0;
             slot.key.proto = 0;
@@ -141,12 +139,61 @@ impl<V: Scan> Place<V> {
     }
 }
 
+/// The way of `bucket` holding `key` with `tag`.
+#[inline(always)]
+fn way_of<V: Scan>(bucket: &Bucket<V>, key: &FlowTuple, tag: u32) -> Option<usize> {
+    let way = V::way_of(bucket, key, tag);
+    (way < WAYS as u32).then(|| masked_way(way))
+}
+
+/// A free way of `bucket`, else its least recently used.
+#[inline(always)]
+fn victim_of<V: Scan>(bucket: &Bucket<V>) -> usize {
+    masked_way(V::victim_of(bucket))
+}
+
+/// Makes slot `way` of `bucket` hold `key` with `tag`, its value written in
+/// place through `write` (built on the stack and copied, it would add to
+/// frames that run close to the 512-byte limit), in the module's order.
+#[inline(always)]
+fn write_slot<V>(
+    bucket: &mut Bucket<V>,
+    way: usize,
+    key: &FlowTuple,
+    tag: u32,
+    write: impl FnOnce(&mut V),
+) -> bool {
+    let (Some(slot_tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way)) else {
+        return false;
+    };
+    *slot_tag = 0;
+    slot.key.proto = 0;
+    compiler_fence(Ordering::SeqCst);
+    write(&mut slot.value);
+    let from = key.words();
+    let words = (&raw mut slot.key).cast::<[u64; 5]>();
+    // SAFETY: the key's own memory, as the words it is made of (`words`).
+    unsafe {
+        (*words)[0] = from[0];
+        (*words)[1] = from[1];
+        (*words)[2] = from[2];
+        (*words)[3] = from[3];
+        compiler_fence(Ordering::SeqCst);
+        (*words)[4] = from[4];
+    }
+    compiler_fence(Ordering::SeqCst);
+    *slot_tag = tag;
+    true
+}
+
 /// The global functions of one table's value type.
-trait Scan: Stamp + Sized {
+trait Scan: Stamp + Sized + 'static {
     /// The way holding `key` with `tag`, `WAYS` when none does.
     fn way_of(bucket: &Bucket<Self>, key: &FlowTuple, tag: u32) -> u32;
     /// A free way, else the least recently used.
     fn victim_of(bucket: &Bucket<Self>) -> u32;
+    /// Bucket `index` of the table.
+    fn bucket(index: u32) -> Option<&'static mut Bucket<Self>>;
 }
 
 impl Scan for CtEntry {
@@ -158,6 +205,12 @@ impl Scan for CtEntry {
     fn victim_of(bucket: &Bucket<Self>) -> u32 {
         xlb_flow_victim_of(bucket)
     }
+    #[inline(always)]
+    fn bucket(index: u32) -> Option<&'static mut Bucket<Self>> {
+        // SAFETY: a map value of the right type, which lives as long as the
+        // map; read and written in place (see the module's doc).
+        CONNTRACK.get_ptr_mut(index).map(|b| unsafe { &mut *b })
+    }
 }
 
 impl Scan for ReplyEntry {
@@ -168,6 +221,13 @@ impl Scan for ReplyEntry {
     #[inline(always)]
     fn victim_of(bucket: &Bucket<Self>) -> u32 {
         xlb_reply_victim_of(bucket)
+    }
+    #[inline(always)]
+    fn bucket(index: u32) -> Option<&'static mut Bucket<Self>> {
+        // SAFETY: as for `CtEntry`.
+        CONNTRACK_REPLY
+            .get_ptr_mut(index)
+            .map(|b| unsafe { &mut *b })
     }
 }
 
@@ -281,12 +341,12 @@ fn shape() -> Option<&'static FlowTables> {
 
 #[inline(always)]
 fn flows(key: &FlowTuple) -> Option<Place<CtEntry>> {
-    shape().and_then(|t| Place::of(&CONNTRACK, key, t.seed, t.flow_mask))
+    shape().and_then(|t| Place::of(key, t.seed, t.flow_mask))
 }
 
 #[inline(always)]
 fn replies(key: &FlowTuple) -> Option<Place<ReplyEntry>> {
-    shape().and_then(|t| Place::of(&CONNTRACK_REPLY, key, t.seed, t.reply_mask))
+    shape().and_then(|t| Place::of(key, t.seed, t.reply_mask))
 }
 
 /// The flow entry keyed `key`.
@@ -331,23 +391,23 @@ pub fn claim_reply(
     now: impl FnOnce() -> u64,
     may_take: impl FnOnce(&FlowTuple) -> bool,
 ) -> bool {
-    let Some(p) = replies(key) else {
+    let Some(mut p) = replies(key) else {
         return false;
     };
-    let way = match p.way_of(key) {
-        Some(way) => {
-            if p.bucket
+    let (bucket, way) = match p.locate(key) {
+        Some((bucket, way)) => {
+            if bucket
                 .slots
                 .get(way)
                 .is_none_or(|slot| !may_take(&slot.value.original))
             {
                 return false;
             }
-            way
+            (bucket, way)
         }
-        None => p.victim(),
+        None => p.room(),
     };
-    p.write(way, key, |entry| {
+    write_slot(bucket, way, key, p.tag, |entry| {
         entry.used_ns = now();
         entry.original = *original;
     })
