@@ -399,9 +399,17 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
 }
 
 /// Claims the reply entry of `flow` translated as `nat` says (see `claim`).
-#[inline(never)]
+/// The key is built in `PORT_SEARCH`, not on the stack: this runs in the
+/// deepest chain of calls but one.
+#[inline(always)]
 fn claim_reply(flow: &Flow, nat: &Nat) -> bool {
-    claim(&reply_key(flow, nat), &flow.tuple)
+    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
+    let reply = unsafe { &mut *reply };
+    *reply = reply_key(flow, nat);
+    claim(reply, &flow.tuple)
 }
 
 /// `snat_source`: no source NAT.
