@@ -461,9 +461,9 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
     }
 }
 
-/// Runs `headers` through `xdp_lb` `count` times with `rotations` (one run per
-/// service), checking that every run created a flow of the `kind` (NAT or
-/// DSR) of new flow.
+/// Runs `headers` through `xdp_lb` once for each of the `count` flows that
+/// `rotations` walk over, in a `scattered` order, checking that every run
+/// created a flow of the `kind` (NAT or DSR) of new flow.
 fn track_rotated(
     dp: &mut Datapath,
     kind: Kind,
@@ -471,16 +471,40 @@ fn track_rotated(
     rotations: &[Rotation],
     count: u32,
 ) -> anyhow::Result<()> {
-    let frame = headers.build();
-    dp.bench_target_rotating(ProgramName::XdpLb, &frame, rotations)?;
+    let mut frame = headers.build();
     let before = Snapshot::take(dp)?;
-    let out = dp.test_run_repeat(ProgramName::XdpBench, &frame, count)?;
-    anyhow::ensure!(
-        out.action == XDP_REDIRECT,
-        "creating flows: verdict {} instead of XDP_REDIRECT",
-        out.action
-    );
+    for n in scattered(count) {
+        rotate(&mut frame, rotations, n);
+        let out = dp.test_run(ProgramName::XdpLb, &frame)?;
+        anyhow::ensure!(
+            out.action == XDP_REDIRECT,
+            "creating flow {n}: verdict {} instead of XDP_REDIRECT",
+            out.action
+        );
+    }
     Snapshot::take(dp)?.ensure_created(&before, kind, u64::from(count))
+}
+
+/// `0..count` in an order unrelated to the measuring walk's (which goes
+/// up from 0): flows set up in walk order would lie in conntrack in walk
+/// order wherever a table hands out memory in order of insertion (an LRU
+/// hash map's free list does), and the walk would read them one after the
+/// other, as no traffic does. A step of about 0.618 `count`, coprime to it,
+/// visits every index once and puts consecutive indexes far apart.
+fn scattered(count: u32) -> impl Iterator<Item = u32> {
+    let count = u64::from(count);
+    let mut step = count * 618 / 1000 + 1;
+    while gcd(step, count) != 1 {
+        step += 1;
+    }
+    (0..count).map(move |n| (n * step % count) as u32)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// How many reply flows a scale walks over: as many as the hit cases (at most
@@ -509,7 +533,8 @@ fn reply_case(
     info!(services = n, flows, "tracking the reply flows");
     fixture::pin_to_shared_backend(dp, services.clone())?;
     let before = Snapshot::take(dp)?;
-    for (k, frontend) in (0..).zip(&frontends) {
+    for k in scattered(flows) {
+        let frontend = &frontends[k as usize];
         let syn = Headers {
             src_mac: GATEWAY_MAC,
             dst_mac: UP_MAC,
@@ -558,6 +583,22 @@ fn reply_client(k: u32) -> anyhow::Result<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    #[test]
+    fn scattered_visits_every_index_once_and_never_its_neighbour_next() {
+        for count in [0, 1, 2, 3, 1000, 60_000, 100_002] {
+            let order: Vec<u32> = scattered(count).collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "count {count}");
+            if count >= 1000 {
+                assert!(
+                    order.windows(2).all(|w| w[0].abs_diff(w[1]) > count / 4),
+                    "count {count}: two consecutive indexes close together"
+                );
+            }
+        }
+    }
 
     use super::*;
     use crate::prog::frame::flow_of;

@@ -17,7 +17,7 @@ use xdp_lb::{Datapath, ProgramName};
 use super::{
     cases::{Case, Clients},
     check::{Snapshot, action, expected_output},
-    frame::{ensure_frame, rotate, same_but_checksums},
+    frame::{ensure_frame, flow_of, rotate, same_but_checksums},
 };
 
 /// A timing method.
@@ -81,13 +81,42 @@ pub(crate) fn run_b(
         &out.packet,
         &expected,
     )?;
+    forget_new_flows(dp, case, client, repeat)?;
     Ok(ns(out.duration))
+}
+
+/// Deletes the flows a new-flow run of `runs` runs for `client` created, so
+/// that the next case meets conntrack as the set-up left it. Left in, they
+/// would fill the buckets of the tracked flows that later cases hit, which
+/// a full bucket gives up first (the least recently used), long before the
+/// table is full.
+fn forget_new_flows(
+    dp: &mut Datapath,
+    case: &Case,
+    client: Option<std::net::Ipv4Addr>,
+    runs: u32,
+) -> anyhow::Result<()> {
+    if client.is_none() {
+        return Ok(());
+    }
+    let flows = (0..runs)
+        .map(|n| flow_of(&case.frame_at(client, n)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let deleted = dp.delete_flows(&flows)?;
+    anyhow::ensure!(
+        deleted == flows.len(),
+        "{}: {} of the run's {} new flows were tracked",
+        case.kind.label(),
+        deleted,
+        flows.len()
+    );
+    Ok(())
 }
 
 /// One method-A run of `calls` calls; returns the average of the kernel's
 /// per-call durations, in ns.
 pub(crate) fn run_a(
-    dp: &Datapath,
+    dp: &mut Datapath,
     case: &Case,
     calls: u32,
     progress: &mut Progress,
@@ -132,6 +161,7 @@ pub(crate) fn run_a(
         let expected = expected_output(dp, case, &frame)?;
         ensure_frame(same_but_checksums(&out, &expected), label, &out, &expected)?;
     }
+    forget_new_flows(dp, case, client, calls)?;
     Ok(ns(total) / f64::from(calls.max(1)))
 }
 

@@ -1,13 +1,14 @@
 //! Connection tracking: a flow entry keyed by the client's tuple, and a reply
 //! entry keyed by the backend's tuple that points back to it.
 //!
-//! The flow entry (`CONNTRACK`, LRU) holds everything. The reply entry
-//! (`CONNTRACK_REPLY`, LRU) holds only the flow's key. A reply entry is used only
-//! after its flow entry is found and names the same backend; one whose flow entry
-//! was evicted is deleted on sight and counted (`CtEvent::ReplyOrphan`), so an
-//! orphan never translates a packet. The forward path rewrites the reply entry
-//! whenever it refreshes `last_seen` (at most once a second), so an active flow's
-//! reply entry comes back even if the LRU took it.
+//! The flow entry (`CONNTRACK`) holds everything. The reply entry
+//! (`CONNTRACK_REPLY`) holds only the flow's key. Both tables evict their least
+//! recently used entries (`flow_table`). A reply entry is used only after its
+//! flow entry is found and names the same backend; one whose flow entry was
+//! evicted is deleted on sight and counted (`CtEvent::ReplyOrphan`), so an
+//! orphan never translates a packet. The forward path marks the reply entry used
+//! whenever it refreshes `last_seen` (at most once a second), and writes it again
+//! if it was evicted, so an active flow's reply entry comes back.
 
 use crate::{addr::Addr, pod::impl_pod};
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod conntrack;
 pub mod csum;
 pub mod events;
+pub mod flow_table;
 pub mod neighbour;
 pub mod select;
 pub mod service;
@@ -25,4 +26,4 @@ pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
 /// type or meaning changes, so that an agent never reinterprets older bytes.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;

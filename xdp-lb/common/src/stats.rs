@@ -240,7 +240,7 @@ counter_enum! {
     ReselectedBackendGone = "reselected_backend_gone",
     /// A TCP SYN on a closing entry (a new connection on an old 5-tuple): re-selected.
     ReselectedClosing = "reselected_closing",
-    /// A conntrack insert failed (map full with no LRU victim): the packet still
+    /// A conntrack insert failed (the tables not yet set up): the packet still
     /// goes to the Maglev backend, but is not tracked.
     InsertFailed = "insert_failed",
     /// The new-flow flood guard's rate was reached on this CPU: the packet

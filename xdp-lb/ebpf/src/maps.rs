@@ -12,8 +12,9 @@ use xdp_lb_common::{
     affinity::{AffinityEntry, AffinityKey},
     backend::{Backend, BackendCpu, REPLY_HOP_SLOTS, ReplyHop},
     config::{Config, FloodWindow},
-    conntrack::{CtEntry, FlowTuple},
+    conntrack::FlowTuple,
     events::FlowEvent,
+    flow_table::{FlowBucket, FlowTables, ReplyBucket},
     neighbour::L2Announcement,
     service::{AddressInfo, AddressKey, FrontendKey, Service, SourceRange},
     stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
@@ -131,14 +132,25 @@ const TABLE_FLAGS: usize = (BPF_F_INNER_MAP | BPF_F_MMAPABLE) as usize;
 /// LRU maps do); entries stay visible to all CPUs.
 const NO_COMMON_LRU: usize = BPF_F_NO_COMMON_LRU as usize;
 
-/// Flow entries, keyed by the client's tuple.
+/// Flow entries, keyed by the client's tuple: a hash table of buckets the
+/// datapath manages itself (`lb::flow_table`; layout in
+/// `xdp_lb_common::flow_table`), sized by the loader to a power of two.
+/// `BPF_F_MMAPABLE`: the agent frees a slot with a one-byte store into the
+/// mapping, without rewriting the bucket under the other slots' flows.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowTuple, CtEntry, 131072, NO_COMMON_LRU> = LruHashMap::new();
+pub static CONNTRACK: Array<FlowBucket, 32768, MMAPABLE> = Array::new();
 
-/// Reply entries: the backend's tuple → the flow's key in `CONNTRACK`.
+/// Reply entries: the backend's tuple → the flow's key in `CONNTRACK`. Managed
+/// as `CONNTRACK` is.
 #[btf_map]
-pub static CONNTRACK_REPLY: LruHashMap<FlowTuple, FlowTuple, 131072, NO_COMMON_LRU> =
-    LruHashMap::new();
+pub static CONNTRACK_REPLY: Array<ReplyBucket, 32768, MMAPABLE> = Array::new();
+
+const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
+
+/// Both tables' hash seed and sizes, written by the loader when it creates
+/// them.
+#[btf_map]
+pub static FLOW_TABLES: Array<FlowTables, 1> = Array::new();
 
 /// ClientIP affinity: (client, service) → the backend of the client's last
 /// new flow to it (`lb::affinity`). Sized like the conntrack.
@@ -172,6 +184,12 @@ pub const OUTER_FLOW_WORDS: usize = 12;
 /// as `ICMP_ERROR` is).
 #[btf_map]
 pub static OUTER_FLOW: PerCpuArray<[u64; OUTER_FLOW_WORDS], 1> = PerCpuArray::new();
+
+/// Per CPU: the reply key a new flow's source-NAT port search tries
+/// (`lb::conntrack::allocate_port`), kept out of its stack frame: the search
+/// is the deepest chain of calls, which the 512-byte limit counts whole.
+#[btf_map]
+pub static PORT_SEARCH: PerCpuArray<FlowTuple, 1> = PerCpuArray::new();
 
 /// One per-CPU scratch slot, see `forget_ranges`.
 #[btf_map]

@@ -11,7 +11,6 @@
 
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
-use aya::maps::{HashMap, MapError};
 use xdp_lb_common::{
     config::{Config, NS_PER_SEC},
     conntrack::{
@@ -23,7 +22,6 @@ use xdp_lb_common::{
 
 use crate::{
     Datapath, Error,
-    maps::{CONNTRACK, CONNTRACK_REPLY, map_err},
     net::{Flow, Frontend, Protocol, socket},
 };
 
@@ -103,57 +101,65 @@ fn tracked(key: &FlowTuple, entry: &CtEntry) -> Option<TrackedFlow> {
 }
 
 impl Datapath {
-    /// Every tracked flow (a snapshot taken by iterating the map; flows that
+    /// Every tracked flow (a snapshot taken by reading the table; flows that
     /// come and go meanwhile may or may not be in it).
     pub fn conntrack(&self) -> Result<Vec<TrackedFlow>, Error> {
-        let map = HashMap::<_, FlowTuple, CtEntry>::try_from(self.map(CONNTRACK)?)
-            .map_err(map_err(CONNTRACK, "open"))?;
-        let mut flows = Vec::new();
-        for item in map.iter() {
-            let (key, entry) = item.map_err(map_err(CONNTRACK, "iterate"))?;
-            flows.extend(tracked(&key, &entry));
-        }
-        Ok(flows)
+        let (slots, _) = self.flow_slots()?;
+        Ok(slots
+            .iter()
+            .filter_map(|(_, slot)| tracked(&slot.key, &slot.value))
+            .collect())
     }
 
     /// The tracked entry of `flow`, if any.
     pub fn tracked_flow(&self, flow: &Flow) -> Result<Option<TrackedFlow>, Error> {
         let key = flow.tuple();
-        let map = HashMap::<_, FlowTuple, CtEntry>::try_from(self.map(CONNTRACK)?)
-            .map_err(map_err(CONNTRACK, "open"))?;
-        match map.get(&key, 0) {
-            Ok(entry) => Ok(tracked(&key, &entry)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(Error::Map {
-                map: CONNTRACK,
-                op: "lookup",
-                source,
-            }),
-        }
+        Ok(self
+            .find_flow(&key)?
+            .and_then(|(_, entry)| tracked(&key, &entry)))
     }
 
     /// Deletes `flow`'s entry and its reply entry. Returns whether there was one.
     pub fn delete_flow(&mut self, flow: &Flow) -> Result<bool, Error> {
-        let key = flow.tuple();
-        // The flow entry first: a reply entry left alone for a moment is never
-        // used without its flow entry (and is deleted on sight), while a flow
-        // entry left alone would bring its reply entry back on its next refresh.
-        let mut flows = HashMap::<_, FlowTuple, CtEntry>::try_from(self.map_mut(CONNTRACK)?)
-            .map_err(map_err(CONNTRACK, "open"))?;
-        let Some(entry) = present(flows.get(&key, 0), CONNTRACK)? else {
-            return Ok(false);
-        };
-        let existed = absent(flows.remove(&key), CONNTRACK, "remove")?;
-        let reply = entry.reply_key(key.proto);
-        let mut replies =
-            HashMap::<_, FlowTuple, FlowTuple>::try_from(self.map_mut(CONNTRACK_REPLY)?)
-                .map_err(map_err(CONNTRACK_REPLY, "open"))?;
-        // Only this flow's: a DSR flow has none, and the tuple may name
-        // another flow's reply entry.
-        if present(replies.get(&reply, 0), CONNTRACK_REPLY)? == Some(key) {
-            absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+        Ok(self.delete_flows(std::slice::from_ref(flow))? == 1)
+    }
+
+    /// Deletes the entries of `flows` and their reply entries, in one
+    /// mapping of each table. Returns how many there were.
+    pub fn delete_flows(&mut self, flows: &[Flow]) -> Result<usize, Error> {
+        // The flow entries first: a reply entry left alone for a moment is
+        // never used without its flow entry (and is deleted on sight), while
+        // a flow entry left alone would bring its reply entry back on its
+        // next refresh.
+        let mut found = Vec::new();
+        for flow in flows {
+            let key = flow.tuple();
+            if let Some((at, entry)) = self.find_flow(&key)? {
+                found.push((at, key, entry));
+            }
         }
-        Ok(existed)
+        let slots: Vec<_> = found.iter().map(|&(at, key, _)| (at, key)).collect();
+        let deleted = self.free_flows(&slots)?;
+        let entries: Vec<_> = found.into_iter().map(|(_, key, e)| (key, e)).collect();
+        self.free_replies_of(&entries)?;
+        Ok(deleted)
+    }
+
+    /// Frees the reply entry of each flow keyed `key` with `entry` that still
+    /// names that flow: a DSR flow has none, and the tuple may be another
+    /// flow's reply entry by now.
+    fn free_replies_of(&mut self, flows: &[(FlowTuple, CtEntry)]) -> Result<(), Error> {
+        let mut replies = Vec::new();
+        for (key, entry) in flows {
+            let reply = entry.reply_key(key.proto);
+            if let Some((at, held)) = self.find_reply(&reply)?
+                && held.original.same_as(key)
+            {
+                replies.push((at, reply));
+            }
+        }
+        self.free_replies(&replies)?;
+        Ok(())
     }
 }
 
@@ -227,116 +233,42 @@ impl Datapath {
         &mut self,
         doomed: impl Fn(&FlowTuple, &CtEntry) -> bool,
     ) -> Result<usize, Error> {
-        let (keys, entries, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
-        let candidates: Vec<FlowTuple> = keys
-            .into_iter()
-            .zip(&entries)
-            .filter(|(key, entry)| doomed(key, entry))
-            .map(|(key, _)| key)
-            .collect();
-        if candidates.is_empty() {
-            return Ok(0);
-        }
-        let (mut flows, mut replies) = (None, None);
-        for (name, map) in self.ebpf.maps_mut() {
-            match name {
-                CONNTRACK => flows = Some(map),
-                CONNTRACK_REPLY => replies = Some(map),
-                _ => {}
+        let (slots, _) = self.flow_slots()?;
+        // Read again right before: a flow may have moved on since the walk.
+        let mut doomed_flows = Vec::new();
+        for (at, slot) in slots {
+            let key = slot.key;
+            if !doomed(&key, &slot.value) {
+                continue;
+            }
+            if let Some((now_at, entry)) = self.find_flow(&key)?
+                && now_at == at
+                && doomed(&key, &entry)
+            {
+                doomed_flows.push((at, key, entry));
             }
         }
-        let mut flows = HashMap::<_, FlowTuple, CtEntry>::try_from(
-            flows.ok_or(Error::MissingMap { map: CONNTRACK })?,
-        )
-        .map_err(map_err(CONNTRACK, "open"))?;
-        let mut replies =
-            HashMap::<_, FlowTuple, FlowTuple>::try_from(replies.ok_or(Error::MissingMap {
-                map: CONNTRACK_REPLY,
-            })?)
-            .map_err(map_err(CONNTRACK_REPLY, "open"))?;
-        let mut deleted = 0;
-        for key in candidates {
-            let Some(entry) = present(flows.get(&key, 0), CONNTRACK)? else {
-                continue;
-            };
-            if !doomed(&key, &entry) || !absent(flows.remove(&key), CONNTRACK, "remove")? {
-                continue;
-            }
-            deleted += 1;
-            // The reply entry goes only if it still points at this flow, and
-            // no new entry of the same flow (a new packet since) relies on it.
-            let reply = entry.reply_key(key.proto);
-            if present(replies.get(&reply, 0), CONNTRACK_REPLY)? != Some(key) {
-                continue;
-            }
-            let claimed = present(flows.get(&key, 0), CONNTRACK)?
-                .is_some_and(|again| !doomed(&key, &again) && again.reply_key(key.proto) == reply);
+        let slots: Vec<_> = doomed_flows.iter().map(|&(at, key, _)| (at, key)).collect();
+        let deleted = self.free_flows(&slots)?;
+        // A reply entry goes only if it still points at its flow, and no new
+        // entry of the same flow (a new packet since) relies on it.
+        let mut orphaned = Vec::new();
+        for (_, key, entry) in doomed_flows {
+            let claimed = self.find_flow(&key)?.is_some_and(|(_, again)| {
+                !doomed(&key, &again) && again.reply_key(key.proto) == entry.reply_key(key.proto)
+            });
             if !claimed {
-                absent(replies.remove(&reply), CONNTRACK_REPLY, "remove")?;
+                orphaned.push((key, entry));
             }
         }
+        self.free_replies_of(&orphaned)?;
         Ok(deleted)
-    }
-}
-
-/// A lookup's value; `None` for a missing key.
-fn present<V>(result: Result<V, MapError>, map: &'static str) -> Result<Option<V>, Error> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(source) => Err(Error::Map {
-            map,
-            op: "lookup",
-            source,
-        }),
-    }
-}
-
-/// A removal's outcome: true if this call removed the key, false if it was
-/// gone already (evicted, or deleted by the datapath).
-pub(crate) fn absent(
-    result: Result<(), MapError>,
-    map: &'static str,
-    op: &'static str,
-) -> Result<bool, Error> {
-    match result {
-        Ok(()) => Ok(true),
-        Err(e) if is_missing(&e) => Ok(false),
-        Err(source) => Err(Error::Map { map, op, source }),
-    }
-}
-
-/// The key was not in the map. aya reports a lookup's miss as `KeyNotFound`
-/// but a removal's as the syscall's ENOENT.
-fn is_missing(error: &MapError) -> bool {
-    match error {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_removal_of_a_missing_key_is_no_error() {
-        let enoent = || {
-            MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_delete_elem",
-                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
-            })
-        };
-        assert!(!absent(Err(enoent()), CONNTRACK, "remove").unwrap());
-        assert!(!absent(Err(MapError::KeyNotFound), CONNTRACK, "remove").unwrap());
-        assert!(absent(Ok(()), CONNTRACK, "remove").unwrap());
-        let eperm = MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_delete_elem",
-            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
-        });
-        assert!(absent(Err(eperm), CONNTRACK, "remove").is_err());
-    }
 
     fn entry(state: u8, last_seen_ns: u64) -> CtEntry {
         CtEntry {

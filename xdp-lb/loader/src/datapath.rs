@@ -5,6 +5,7 @@ use aya::{
     programs::{Program, ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tracing::{debug, warn};
+use xdp_lb_common::flow_table::buckets_for;
 
 use crate::{
     EBPF_OBJECT, Error,
@@ -200,8 +201,8 @@ impl Datapath {
             (maps::MAGLEV_TABLES, sizes.services),
             (maps::BACKENDS, sizes.backends),
             (maps::BACKEND_CPU, sizes.backends),
-            (maps::CONNTRACK, sizes.conntrack),
-            (maps::CONNTRACK_REPLY, sizes.conntrack),
+            (maps::CONNTRACK, buckets_for(sizes.conntrack)),
+            (maps::CONNTRACK_REPLY, buckets_for(sizes.conntrack)),
             (maps::AFFINITY, sizes.conntrack),
             (maps::ADDRESSES, sizes.addresses),
             (maps::L2_ANNOUNCE, sizes.addresses),

@@ -38,6 +38,7 @@ mod datapath;
 mod decap;
 mod error;
 mod events;
+mod flow_table;
 mod links;
 mod maps;
 mod neighbour;

@@ -64,6 +64,8 @@ pub(crate) const BACKEND_CPU: &str = "BACKEND_CPU";
 pub(crate) const REPLY_HOPS: &str = "REPLY_HOPS";
 pub(crate) const CONNTRACK: &str = "CONNTRACK";
 pub(crate) const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
+/// The conntrack tables' hash seed and sizes.
+pub(crate) const FLOW_TABLES: &str = "FLOW_TABLES";
 /// ClientIP affinity: (client, service) → backend.
 pub(crate) const AFFINITY: &str = "AFFINITY";
 /// The new-flow flood guard's per-CPU windows.
@@ -76,11 +78,13 @@ const ICMP_ERROR: &str = "ICMP_ERROR";
 const OUTER_FLOW: &str = "OUTER_FLOW";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
+/// The per-CPU slot of a source-NAT port search's key.
+const PORT_SEARCH: &str = "PORT_SEARCH";
 pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// Every map of the object (the ones pinned with `LoadOptions::pin_dir`).
-pub(crate) const ALL: [&str; 31] = [
+pub(crate) const ALL: [&str; 33] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -104,12 +108,14 @@ pub(crate) const ALL: [&str; 31] = [
     REPLY_HOPS,
     CONNTRACK,
     CONNTRACK_REPLY,
+    FLOW_TABLES,
     AFFINITY,
     FLOOD_GUARD,
     FLOW_EVENTS,
     ICMP_ERROR,
     OUTER_FLOW,
     SCRATCH,
+    PORT_SEARCH,
     BENCH_INPUT,
     BENCH_TARGET,
 ];
@@ -234,9 +240,10 @@ impl Datapath {
                 layout
                     .set(0, LAYOUT_VERSION, 0)
                     .map_err(map_err(LAYOUT, "write"))?;
+                self.initialise_flow_tables()?;
                 self.set_config(&Config::default())
             }
-            LAYOUT_VERSION => Ok(()),
+            LAYOUT_VERSION => self.check_flow_tables(),
             found => Err(Error::Layout {
                 found,
                 expected: LAYOUT_VERSION,
@@ -717,4 +724,51 @@ fn affinity_seconds(timeout: Duration) -> Result<u32, Error> {
         return Err(invalid("the timeout must be from 1 s to 1 day"));
     }
     u32::try_from(timeout.as_secs()).map_err(|_| invalid("the timeout must be from 1 s to 1 day"))
+}
+
+/// A removal's outcome: true if this call removed the key, false if it was
+/// gone already (deleted by the datapath, or evicted).
+pub(crate) fn absent(
+    result: Result<(), MapError>,
+    map: &'static str,
+    op: &'static str,
+) -> Result<bool, Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(source) => Err(Error::Map { map, op, source }),
+    }
+}
+
+/// The key was not in the map. aya reports a lookup's miss as `KeyNotFound`
+/// but a removal's as the syscall's ENOENT.
+fn is_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_of_a_missing_key_is_no_error() {
+        let enoent = || {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })
+        };
+        assert!(!absent(Err(enoent()), POD_INTERFACES, "remove").unwrap());
+        assert!(!absent(Err(MapError::KeyNotFound), POD_INTERFACES, "remove").unwrap());
+        assert!(absent(Ok(()), POD_INTERFACES, "remove").unwrap());
+        let eperm = MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+        assert!(absent(Err(eperm), POD_INTERFACES, "remove").is_err());
+    }
 }

@@ -11,9 +11,11 @@ pub struct MapSizes {
     pub services: u32,
     /// Backend IDs (`BACKENDS`, per-backend counters).
     pub backends: u32,
-    /// Tracked flows (`CONNTRACK`, and as many reply entries). The LRU lists
-    /// are per CPU, so each CPU evicts from its own share: size for the busiest
-    /// CPU's flows times the CPU count.
+    /// Tracked flows (`CONNTRACK`, and as many reply entries). Both tables get
+    /// four slots per flow, in buckets of eight, rounded up to a power of two
+    /// of buckets (`xdp_lb_common::flow_table::buckets_for`, which says why):
+    /// 864 and 736 bytes per bucket, 800 bytes per flow at the least (the LRU
+    /// maps they replace took some 300).
     pub conntrack: u32,
     /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
     /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).

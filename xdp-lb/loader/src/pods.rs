@@ -26,10 +26,9 @@ use tracing::debug;
 
 use crate::{
     Datapath, Error, ProgramName,
-    conntrack::absent,
     datapath::{typed, typed_mut},
     links::{Pinned, ifindex, link_path, pin_link, pinned_of_type, unpin},
-    maps::{POD_INTERFACES, map_err},
+    maps::{POD_INTERFACES, absent, map_err},
     sys::{self, BPF_LINK_TYPE_TCX},
 };
 

@@ -11,7 +11,6 @@ use std::{
 use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
     backend::{Backend, NO_BACKEND},
-    conntrack::{CtEntry, FlowTuple},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
         SERVICE_AFFINITY_CLIENT_IP, SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR,
@@ -34,7 +33,8 @@ pub struct MapUsage {
     /// kept for their generation but serve no new flow).
     pub entries: u64,
     /// Entries the map can hold, as the kernel reports it; for `BACKENDS`
-    /// the usable IDs (ID 0 is never a backend).
+    /// the usable IDs (ID 0 is never a backend); for the conntrack tables,
+    /// their slots (four per flow asked for: `MapSizes::conntrack`).
     pub capacity: u64,
 }
 
@@ -76,10 +76,10 @@ impl Datapath {
     pub fn removed_frontends_with_flows(&self) -> Result<Vec<Frontend>, Error> {
         let (live, _, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
         let live: HashSet<FrontendKey> = live.into_iter().collect();
-        let (flows, _, _) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
+        let (flows, _) = self.flow_slots()?;
         let gone: BTreeSet<(SocketAddr, Protocol)> = flows
             .iter()
-            .map(FrontendKey::of_flow)
+            .map(|(_, slot)| FrontendKey::of_flow(&slot.key))
             .filter(|key| !live.contains(key))
             .map(|key| {
                 let proto = Protocol::from_number(key.proto).ok_or(Error::Corrupt {
@@ -171,8 +171,8 @@ impl Datapath {
             .info()
             .map_err(map_err(MAGLEV_TABLES, "info"))?
             .max_entries();
-        let (flows, _, flows_max) = self.walk::<FlowTuple, CtEntry>(CONNTRACK)?;
-        let (replies, _, replies_max) = self.walk::<FlowTuple, FlowTuple>(CONNTRACK_REPLY)?;
+        let (flows, flows_max) = self.flow_slots()?;
+        let (replies, replies_max) = self.reply_slots()?;
         Ok(vec![
             usage(SERVICES, services.len(), services_max),
             usage(ADDRESSES, addresses.len(), addresses_max),

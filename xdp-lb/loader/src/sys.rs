@@ -16,7 +16,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::Path,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU8, AtomicU32, Ordering},
 };
 
 use aya::Pod;
@@ -325,31 +325,24 @@ pub(crate) fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::
     Ok(())
 }
 
-/// A shared, writable mapping of the values of a `BPF_F_MMAPABLE` array of
-/// `u32`, unmapped on drop. Writes through it are plain aligned 4-byte atomic
-/// stores into the map's memory: no syscall, and a program reading a slot
-/// meanwhile sees its old or its new value, never a mix.
-pub(crate) struct U32ArrayMapping {
-    base: std::ptr::NonNull<AtomicU32>,
-    entries: usize,
+/// A shared, writable mapping of the value area of a `BPF_F_MMAPABLE`
+/// array, unmapped on drop.
+struct ArrayMapping {
+    base: std::ptr::NonNull<u8>,
     bytes: usize,
 }
 
-/// The kernel stores array elements `round_up(value_size, 8)` bytes apart.
-const ARRAY_ELEM_STRIDE: usize = 8;
-
-impl U32ArrayMapping {
-    /// Maps the `entries` values of the array behind `map`, which must have
-    /// been created with `BPF_F_MMAPABLE` and a 4-byte value.
-    pub(crate) fn new(map: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
-        let entries = entries as usize;
+impl ArrayMapping {
+    /// Maps the first `bytes` of the value area of the array behind `map`
+    /// (rounded up to pages, as the kernel rounds what it allocates).
+    fn new(map: BorrowedFd<'_>, bytes: usize) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .map_err(|_| io::Error::other("no page size"))?;
-        let bytes = (entries * ARRAY_ELEM_STRIDE).div_ceil(page) * page;
+        let bytes = bytes.div_ceil(page) * page;
         // SAFETY: a fresh shared mapping of the map's value area (offset 0)
-        // of at most the size the kernel allocated for it (rounded up to
-        // pages, as the kernel rounds it); nothing else aliases it in Rust.
+        // of at most the size the kernel allocated for it; nothing else
+        // aliases it in Rust.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -363,12 +356,42 @@ impl U32ArrayMapping {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = std::ptr::NonNull::new(base.cast::<AtomicU32>())
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, bytes })
+    }
+}
+
+impl Drop for ArrayMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this length and is
+        // unmapped once.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.bytes);
+        }
+    }
+}
+
+/// The kernel stores array elements `round_up(value_size, 8)` bytes apart.
+const ARRAY_ELEM_ALIGN: usize = 8;
+
+/// A mapping of the values of a `BPF_F_MMAPABLE` array of `u32`. Writes
+/// through it are plain aligned 4-byte atomic stores into the map's memory:
+/// no syscall, and a program reading a slot meanwhile sees its old or its new
+/// value, never a mix.
+pub(crate) struct U32ArrayMapping {
+    mapping: ArrayMapping,
+    entries: usize,
+}
+
+impl U32ArrayMapping {
+    /// Maps the `entries` values of the array behind `map`, which must have
+    /// been created with `BPF_F_MMAPABLE` and a 4-byte value.
+    pub(crate) fn new(map: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
+        let entries = entries as usize;
         Ok(Self {
-            base,
+            mapping: ArrayMapping::new(map, entries * ARRAY_ELEM_ALIGN)?,
             entries,
-            bytes,
         })
     }
 
@@ -380,18 +403,88 @@ impl U32ArrayMapping {
         // mapping; elements are 8-byte aligned (page-aligned base, 8-byte
         // stride), and the kernel reads the same bytes only atomically or
         // through the program's 4-byte loads.
-        let slot = unsafe { &*self.base.as_ptr().add(index * (ARRAY_ELEM_STRIDE / 4)) };
+        let slot = unsafe {
+            &*self
+                .mapping
+                .base
+                .as_ptr()
+                .add(index * ARRAY_ELEM_ALIGN)
+                .cast::<AtomicU32>()
+        };
         slot.store(value, Ordering::Relaxed);
     }
 }
 
-impl Drop for U32ArrayMapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made by `new` with this length and is
-        // unmapped once.
+/// A mapping of the values of a `BPF_F_MMAPABLE` array of `V`, read and
+/// written a byte at a time: the datapath writes the same memory meanwhile,
+/// so nothing is read as a whole `V` (which could be torn).
+pub(crate) struct ByteArrayMapping<V> {
+    mapping: ArrayMapping,
+    entries: usize,
+    _value: std::marker::PhantomData<V>,
+}
+
+impl<V> ByteArrayMapping<V> {
+    /// The kernel's distance between two elements.
+    const STRIDE: usize = size_of::<V>().next_multiple_of(ARRAY_ELEM_ALIGN);
+
+    /// Maps the `entries` values of the array behind `map`, which must have
+    /// been created with `BPF_F_MMAPABLE` and values of `V`'s size.
+    pub(crate) fn new(map: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
+        let entries = entries as usize;
+        Ok(Self {
+            mapping: ArrayMapping::new(map, entries * Self::STRIDE)?,
+            entries,
+            _value: std::marker::PhantomData,
+        })
+    }
+
+    /// The byte at `offset` in element `index`.
+    fn byte(&self, index: u32, offset: usize) -> &AtomicU8 {
+        let index = index as usize;
+        assert!(
+            index < self.entries && offset < size_of::<V>(),
+            "element {index}, byte {offset}: out of range"
+        );
+        // SAFETY: in range, so inside the mapping; a byte has no alignment,
+        // and the kernel's side is plain loads and stores of the same memory.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.bytes);
+            &*self
+                .mapping
+                .base
+                .as_ptr()
+                .add(index * Self::STRIDE + offset)
+                .cast::<AtomicU8>()
         }
+    }
+
+    /// The `len` bytes at `offset` in element `index`, read one at a time.
+    pub(crate) fn read(&self, index: u32, offset: usize, len: usize) -> Vec<u8> {
+        (offset..offset + len)
+            .map(|i| self.byte(index, i).load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Stores `value` at byte `offset` of element `index`.
+    pub(crate) fn store(&self, index: u32, offset: usize, value: u8) {
+        self.byte(index, offset).store(value, Ordering::Relaxed);
+    }
+
+    /// Stores `value` at byte `offset` of element `index`, which must be a
+    /// multiple of 4: one 4-byte store, as the datapath reads it.
+    pub(crate) fn store_u32(&self, index: u32, offset: usize, value: u32) {
+        assert!(
+            offset.is_multiple_of(4),
+            "offset {offset} is not 4-byte aligned"
+        );
+        // The element starts 8-byte aligned, so the word is 4-byte aligned.
+        let word = std::ptr::from_ref(self.byte(index, offset)).cast::<AtomicU32>();
+        assert!(
+            offset + 4 <= size_of::<V>(),
+            "word at {offset}: out of range"
+        );
+        // SAFETY: in range (checked above), aligned, inside the mapping.
+        unsafe { &*word }.store(value, Ordering::Relaxed);
     }
 }
 

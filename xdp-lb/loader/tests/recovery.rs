@@ -57,8 +57,8 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     usage("ADDRESSES", 0, 4),
                     usage("BACKENDS", 0, 31),
                     usage("MAGLEV_TABLES", 0, 16),
-                    usage("CONNTRACK", 0, 64),
-                    usage("CONNTRACK_REPLY", 0, 64),
+                    usage("CONNTRACK", 0, 128),
+                    usage("CONNTRACK_REPLY", 0, 128),
                 ]
             );
             assert!(first.frontends().unwrap().is_empty());
@@ -159,8 +159,8 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     usage("ADDRESSES", 2, 4),
                     usage("BACKENDS", 3, 31),
                     usage("MAGLEV_TABLES", 2, 16),
-                    usage("CONNTRACK", 0, 64),
-                    usage("CONNTRACK_REPLY", 0, 64),
+                    usage("CONNTRACK", 0, 128),
+                    usage("CONNTRACK_REPLY", 0, 128),
                 ]
             );
         });

@@ -2,18 +2,9 @@
 //! create or refresh entries. Expiry is decided here, lazily, on lookup; the
 //! agent's garbage collector only deletes what this code already treats as gone.
 
-#![expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "a borrowed key reaches the map helper as a pointer; by value it would first be \
-              copied onto the 512-byte BPF stack"
-)]
-
 use core::mem::MaybeUninit;
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
-};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use xdp_lb_common::{
     addr::Addr,
     backend::Backend,
@@ -27,11 +18,8 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    lb::{End, Nat, flow::Flow},
-    maps::{
-        ADDRESSES, BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOOD_GUARD, count_ct,
-        maybe_node_address,
-    },
+    lb::{End, Nat, flow::Flow, flow_table},
+    maps::{ADDRESSES, BACKENDS, CONFIG, FLOOD_GUARD, PORT_SEARCH, count_ct, maybe_node_address},
     wire::{TCP_FIN, TCP_RST},
 };
 
@@ -100,7 +88,7 @@ pub enum Tracked {
 /// time.
 #[inline(never)]
 pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Tracked {
-    let Some(entry) = CONNTRACK.get_ptr_mut(&flow.tuple) else {
+    let Some(entry) = flow_table::flow(&flow.tuple) else {
         return Tracked::No;
     };
     // The clock is read only once there is an entry to judge.
@@ -142,7 +130,7 @@ pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Track
         e.last_seen_ns = now;
         // A DSR flow has no reply entry: its replies do not come back this way.
         if !dsr {
-            keep_reply(e, flow);
+            keep_reply(e, flow, now);
         }
     }
     out.write(Nat {
@@ -165,41 +153,39 @@ pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Track
 }
 
 /// Keeps the reply entry of a live flow, with the once-a-second refresh: a
-/// flow whose backend stays silent never touches its reply entry, and the
-/// LRU would take it. Looking the entry up marks it used, which is all the
-/// LRU needs; only when it no longer names this flow is it written again, so
-/// that it comes back within a second. Rewriting it every time would cost an
-/// allocation and a cold element per flow per second. A source-NAT port the
-/// LRU freed is taken back only if no other flow claimed it meanwhile, and so
-/// is the reply tuple of a closed flow, which a new flow may have taken over
-/// (`holds`). A subprogram of its own: the key stays out of `lookup`'s frame.
+/// flow whose backend stays silent never touches its reply entry, and a full
+/// bucket would give it up first. Marking it used is all it needs; only when
+/// it no longer names this flow is it written again, so that it comes back
+/// within a second. A source-NAT port whose entry a full bucket gave up is
+/// taken back only if no other flow claimed it meanwhile, and so is the reply
+/// tuple of a closed flow, which a new flow may have taken over (`holds`). A
+/// subprogram of its own: the key stays out of `lookup`'s frame.
 #[inline(never)]
-fn keep_reply(e: &CtEntry, flow: &Flow) {
+fn keep_reply(e: &CtEntry, flow: &Flow, now: u64) {
     let key = e.reply_key(flow.tuple.proto);
-    if reply_names(&key, &flow.tuple) {
-        return;
+    if let Some(entry) = flow_table::reply(&key) {
+        // SAFETY: a map value of the right type, read and written in place.
+        let entry = unsafe { &mut *entry };
+        if entry.original.same_as(&flow.tuple) {
+            entry.used_ns = now;
+            return;
+        }
     }
-    let flags = if e.is_snat() || e.is_closed() {
-        BPF_NOEXIST
-    } else {
-        0
-    };
-    let _ = CONNTRACK_REPLY.insert(&key, &flow.tuple, flags.into());
+    let _ = flow_table::insert_reply(&key, &flow.tuple, now, e.is_snat() || e.is_closed());
 }
 
 /// True when the reply entry keyed `reply` exists and names the flow keyed
 /// `original`.
 #[inline(always)]
 fn reply_names(reply: &FlowTuple, original: &FlowTuple) -> bool {
-    CONNTRACK_REPLY
-        .get_ptr(reply)
-        // SAFETY: a live map value of the right type, compared at once.
-        .is_some_and(|holder| unsafe { *holder == *original })
+    flow_table::reply(reply)
+        // SAFETY: a map value of the right type, compared at once.
+        .is_some_and(|holder| unsafe { (*holder).original.same_as(original) })
 }
 
 /// An entry that is not kept gives its source-NAT port back at once: the
 /// flow is created again with a port of its own, and the old reply entry
-/// would otherwise linger until a reply to it, the LRU or another flow took
+/// would otherwise linger until a reply to it, a full bucket or another flow took
 /// it. Only while it still names this flow.
 #[inline(never)]
 fn release_port(e: &CtEntry, flow: &Flow) {
@@ -208,14 +194,14 @@ fn release_port(e: &CtEntry, flow: &Flow) {
     }
     let key = e.reply_key(flow.tuple.proto);
     if reply_names(&key, &flow.tuple) {
-        let _ = CONNTRACK_REPLY.remove(&key);
+        flow_table::remove_reply(&key);
     }
 }
 
 /// The new-flow flood guard (Katran's): true while this CPU has created fewer
 /// entries than `config.new_flows_per_cpu_per_sec` in the current one-second
 /// window, and counts this one. Past the rate, a flood of new flows can no
-/// longer push established flows out of the LRU: those go on being found,
+/// longer push established flows out of the tables: those go on being found,
 /// while the flood's packets still reach their Maglev backend, untracked.
 #[inline(always)]
 fn flood_guard_admits(now: u64, config: &Config) -> bool {
@@ -250,21 +236,36 @@ const fn is_dsr(service: &Service) -> bool {
 /// range with free ports is rarely missed.
 const SNAT_PORT_TRIES: u32 = 8;
 
+/// What `create` did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Created {
+    /// The flow goes to its backend (tracked, or held back by the flood
+    /// guard).
+    Yes,
+    /// Refused: it could not be tracked, and its replies need the entry.
+    Refused,
+    /// Its source must be translated to a port of the source-NAT range:
+    /// `create_with_port` finishes it.
+    NeedsPort,
+}
+
 /// Creates (or replaces) the flow's entry and its reply entry (none for a
 /// DSR service, whose replies do not come back), and writes the flow's
 /// translation to `out`. The source is translated when the reply would not
 /// come back otherwise: a pod reaching itself (hairpin), a remote backend of a
 /// `SERVICE_SNAT_REMOTE` service, or a reply tuple another live flow already
-/// has (two frontends, one client port, one backend). False when that source
-/// NAT found no free port: nothing is tracked, and the flow is refused.
+/// has (two frontends, one client port, one backend). Such a flow needs a
+/// port of the source-NAT range, which the caller then has
+/// `create_with_port` find: nested under this function, the port search's
+/// frames would add up past the 512-byte stack.
 ///
 /// Without source NAT, the flood guard may hold the entries back (the flow
 /// still reaches its backend); a flow with source NAT is always tracked, as
 /// its replies need the entry.
 ///
-/// The work is split into sibling subprograms (`allocate_port`,
-/// `claim_reply`, `track`), each building its own key or entry: nested, their
-/// frames would add up past the 512-byte stack.
+/// The work is split into sibling subprograms (`claim_reply`, `track`), each
+/// building its own key or entry, for the same reason.
 #[inline(never)]
 pub fn create(
     flow: &Flow,
@@ -272,11 +273,11 @@ pub fn create(
     backend: &Backend,
     service: &Service,
     out: &mut MaybeUninit<Nat>,
-) -> bool {
+) -> Created {
     // Read here rather than passed: a BPF call takes at most five arguments
     // (an array lookup the verifier inlines).
     let Some(config) = CONFIG.get(0) else {
-        return false;
+        return Created::Refused;
     };
     let source = snat_source(flow, backend, service);
     // Read before the struct: a helper call in the middle of its fields
@@ -297,34 +298,48 @@ pub fn create(
     // Without a configured source address of the flow's family, the flow
     // keeps its own (documented with `Config::snat_source_v4`).
     if source != NO_SNAT && source_of(source, flow.is_v4, config, &mut nat.peer_addr) {
-        if !allocate_port(flow, nat, config) {
-            count_ct(CtEvent::SnatExhausted);
-            return false;
-        }
-        nat.snat = true;
+        return Created::NeedsPort;
     } else if !flood_guard_admits(nat.now_ns, config) {
         count_ct(CtEvent::NotTrackedFloodGuard);
-        return true;
-    } else if !is_dsr(service) && !claim_reply(flow, nat, config) {
+        return Created::Yes;
+    } else if !is_dsr(service) && !claim_reply(flow, nat) {
         // A clash: another live flow's replies carry this tuple. The client
         // keeps its address and gets another port.
-        if !allocate_port(flow, nat, config) {
-            count_ct(CtEvent::SnatExhausted);
-            return false;
-        }
-        nat.snat = true;
+        return Created::NeedsPort;
     }
-    if track(flow, nat, service.flags) {
+    finish(flow, nat, service.flags)
+}
+
+/// Finishes what `create` began for a flow that `Created::NeedsPort`: finds
+/// a free port of the source-NAT range for the source in `nat`, and tracks
+/// the flow with it.
+#[inline(never)]
+pub fn create_with_port(flow: &Flow, service_flags: u32, nat: &mut Nat) -> Created {
+    let Some(config) = CONFIG.get(0) else {
+        return Created::Refused;
+    };
+    if !allocate_port(flow, nat, config) {
+        count_ct(CtEvent::SnatExhausted);
+        return Created::Refused;
+    }
+    nat.snat = true;
+    finish(flow, nat, service_flags)
+}
+
+/// Tracks the flow translated as `nat` says, and counts it.
+#[inline(always)]
+fn finish(flow: &Flow, nat: &Nat, service_flags: u32) -> Created {
+    if track(flow, nat, service_flags) {
         count_ct(CtEvent::Created);
-        return true;
+        return Created::Yes;
     }
     count_ct(CtEvent::InsertFailed);
     if nat.snat {
         // Untracked, its replies could not be translated back.
-        let _ = CONNTRACK_REPLY.remove(&reply_key(flow, nat));
-        return false;
+        flow_table::remove_reply(&reply_key(flow, nat));
+        return Created::Refused;
     }
-    true
+    Created::Yes
 }
 
 /// The key of the reply entry of `flow` translated as `nat` says.
@@ -364,27 +379,37 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
     } else {
         0
     };
-    let entry = CtEntry {
-        last_seen_ns: nat.now_ns,
-        backend_id: nat.backend_id,
-        generation: nat.generation,
-        backend_addr: nat.addr,
-        backend_port_be: nat.port_be,
-        state,
-        flags: if nat.snat { mode | CT_SNAT } else { mode } | closed,
-        service_id: nat.service_id,
-        reply_dst_addr: nat.peer_addr,
-        reply_dst_port_be: nat.peer_port_be,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    CONNTRACK.insert(&flow.tuple, entry, 0).is_ok()
+    let flags = if nat.snat { mode | CT_SNAT } else { mode } | closed;
+    flow_table::insert_flow(&flow.tuple, |entry| {
+        *entry = CtEntry {
+            last_seen_ns: nat.now_ns,
+            backend_id: nat.backend_id,
+            generation: nat.generation,
+            backend_addr: nat.addr,
+            backend_port_be: nat.port_be,
+            state,
+            flags,
+            service_id: nat.service_id,
+            reply_dst_addr: nat.peer_addr,
+            reply_dst_port_be: nat.peer_port_be,
+            _pad0: 0,
+            _pad1: 0,
+        };
+    })
 }
 
 /// Claims the reply entry of `flow` translated as `nat` says (see `claim`).
-#[inline(never)]
-fn claim_reply(flow: &Flow, nat: &Nat, config: &Config) -> bool {
-    claim(&reply_key(flow, nat), &flow.tuple, config)
+/// The key is built in `PORT_SEARCH`, not on the stack: this runs in the
+/// deepest chain of calls but one.
+#[inline(always)]
+fn claim_reply(flow: &Flow, nat: &Nat) -> bool {
+    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
+    let reply = unsafe { &mut *reply };
+    *reply = reply_key(flow, nat);
+    claim(reply, &flow.tuple)
 }
 
 /// `snat_source`: no source NAT.
@@ -476,13 +501,18 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
     let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
         return false;
     };
-    let mut reply = reply_key(flow, nat);
+    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
+    let reply = unsafe { &mut *reply };
+    *reply = reply_key(flow, nat);
     for i in 0..SNAT_PORT_TRIES {
         let Some(offset) = (start + i).checked_rem(span) else {
             return false;
         };
         reply.dst_port_be = ((min + offset) as u16).to_be();
-        if claim(&reply, &flow.tuple, config) {
+        if claim(reply, &flow.tuple) {
             nat.peer_port_be = reply.dst_port_be;
             count_ct(CtEvent::SnatAllocated);
             return true;
@@ -497,31 +527,17 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
 /// another backend or port), which is how a source-NAT port is released. A subprogram of its own, so
 /// that its lookups do not add to the frame of the loop that calls it.
 #[inline(never)]
-fn claim(reply: &FlowTuple, original: &FlowTuple, config: &Config) -> bool {
-    if CONNTRACK_REPLY
-        .insert(reply, original, BPF_NOEXIST.into())
-        .is_ok()
-    {
-        return true;
-    }
-    if let Some(holder) = CONNTRACK_REPLY.get_ptr(reply) {
-        // SAFETY: a live map value of the right type.
-        let holder = unsafe { &*holder };
-        if *holder == *original {
-            return true;
-        }
-        if holds(holder, reply, config) {
-            return false;
-        }
-    }
-    CONNTRACK_REPLY.insert(reply, original, 0).is_ok()
+fn claim(reply: &FlowTuple, original: &FlowTuple) -> bool {
+    flow_table::claim_reply(reply, original, now_ns, |holder| {
+        holder.same_as(original) || !holds(holder, reply)
+    })
 }
 
 /// True when the flow keyed `holder` is alive, not closed at both ends
 /// (`CtEntry::is_closed`), and its replies carry `reply`.
 #[inline(always)]
-fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
-    let Some(e) = CONNTRACK.get_ptr(holder) else {
+fn holds(holder: &FlowTuple, reply: &FlowTuple) -> bool {
+    let (Some(e), Some(config)) = (flow_table::flow(holder), CONFIG.get(0)) else {
         return false;
     };
     // SAFETY: a map value of the right type, read once.
@@ -541,14 +557,14 @@ fn holds(holder: &FlowTuple, reply: &FlowTuple, config: &Config) -> bool {
 /// does.
 #[inline(never)]
 pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
-    let Some(original) = CONNTRACK_REPLY.get_ptr(&flow.tuple) else {
+    let Some(reply) = flow_table::reply(&flow.tuple) else {
         return false;
     };
     let now = now_ns();
-    // SAFETY: a live map value of the right type; the kernel accepts a map
-    // value as a lookup key.
-    let original = unsafe { &*original };
-    let live = CONNTRACK.get_ptr_mut(original).and_then(|p| {
+    // SAFETY: a map value of the right type, read and written in place.
+    let reply = unsafe { &mut *reply };
+    let original = &reply.original;
+    let live = flow_table::flow(original).and_then(|p| {
         // SAFETY: as in `lookup`.
         let e = unsafe { &mut *p };
         let same_backend =
@@ -561,7 +577,7 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
     });
     let Some(e) = live else {
         count_ct(CtEvent::ReplyOrphan);
-        let _ = CONNTRACK_REPLY.remove(&flow.tuple);
+        flow_table::remove_reply(&flow.tuple);
         return false;
     };
     out.write(Nat {
@@ -585,9 +601,13 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
     if e.flags & CT_SEEN_REPLY == 0 {
         e.flags |= CT_SEEN_REPLY;
     }
-    // Replies keep a flow alive too (a server that only sends, over UDP).
+    // Replies keep a flow alive too (a server that only sends, over UDP),
+    // and its reply entry used.
     if now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
+    }
+    if now.saturating_sub(reply.used_ns) > REFRESH_NS {
+        reply.used_ns = now;
     }
     let state = next_state(e.state, e.flags, flow);
     if state != e.state {
@@ -606,7 +626,7 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
 #[inline(always)]
 fn live_entry(tuple: &FlowTuple, config: &Config, now: u64) -> Option<(CtEntry, Backend)> {
     // SAFETY: a map value of the right type, copied out at once.
-    let entry = unsafe { *CONNTRACK.get_ptr(tuple)? };
+    let entry = unsafe { *flow_table::flow(tuple)? };
     if now.saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state) {
         return None;
     }
@@ -645,7 +665,7 @@ pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit
 pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit<Nat>) -> bool {
     // SAFETY: a map value of the right type; the kernel accepts a map value
     // as a lookup key.
-    let Some(original) = CONNTRACK_REPLY.get_ptr(reply).map(|p| unsafe { &*p }) else {
+    let Some(original) = flow_table::reply(reply).map(|p| unsafe { &(*p).original }) else {
         return false;
     };
     let now = now_ns();

@@ -13,6 +13,7 @@ pub mod affinity;
 pub mod conntrack;
 pub mod events;
 pub mod flow;
+pub mod flow_table;
 pub mod icmp;
 pub mod select;
 
@@ -407,7 +408,13 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     // SAFETY: `recall` and `select` initialise the backend when they return
     // an ID.
     let backend = unsafe { backend.assume_init_ref() };
-    if !conntrack::create(flow, id, backend, &service, nat) {
+    let mut created = conntrack::create(flow, id, backend, &service, nat);
+    if created == conntrack::Created::NeedsPort {
+        // SAFETY: `create` writes the translation before it asks for a port.
+        created =
+            conntrack::create_with_port(flow, service.flags, unsafe { nat.assume_init_mut() });
+    }
+    if created != conntrack::Created::Yes {
         // Source NAT found no free port: refused like a service without
         // backends, so the client learns at once.
         return Decision::refuse();

@@ -1,0 +1,222 @@
+//! User space's side of the conntrack tables the datapath manages itself
+//! (`xdp_lb_common::flow_table` has the layout and why): creating their
+//! shape, finding a flow's slot by its key, reading every slot, and freeing
+//! slots.
+//!
+//! A slot is freed as the datapath frees one: its tag and its key's protocol
+//! set to 0, stores through a mapping of the table (`BPF_F_MMAPABLE`). Writing the
+//! bucket back through `bpf(2)` would rewrite its other slots too, undoing
+//! whatever the datapath wrote to them meanwhile. The key is read again
+//! through the mapping right before the store; the datapath may still take
+//! the slot for another flow between the two, which the datapath's module
+//! doc (`lb::flow_table`) describes for two of its own writers.
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    os::fd::AsFd as _,
+};
+
+use aya::{Pod, maps::Array};
+use xdp_lb_common::{
+    conntrack::{CtEntry, FlowTuple},
+    flow_table::{
+        Bucket, FlowTables, ReplyEntry, Slot, WAYS, alt_bucket, bucket_of, key_offset, place,
+        tag_of, tag_offset,
+    },
+};
+
+use crate::{
+    Datapath, Error,
+    maps::{CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, map_err},
+    sys::ByteArrayMapping,
+};
+
+/// Where a slot lies: its bucket (the array index) and its place in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotAt {
+    pub bucket: u32,
+    pub way: usize,
+}
+
+/// Used slots with where they lie.
+pub(crate) type UsedSlots<V> = Vec<(SlotAt, Slot<V>)>;
+
+impl Datapath {
+    /// On a fresh load: writes the tables' shape, with a new random seed and
+    /// the sizes the kernel gave the two tables.
+    pub(crate) fn initialise_flow_tables(&mut self) -> Result<(), Error> {
+        let shape = FlowTables {
+            // Never 0, which `check_flow_tables` takes for "never written".
+            seed: RandomState::new().hash_one(std::process::id()) | 1,
+            flow_mask: self.buckets(CONNTRACK)? - 1,
+            reply_mask: self.buckets(CONNTRACK_REPLY)? - 1,
+        };
+        Array::<_, FlowTables>::try_from(self.map_mut(FLOW_TABLES)?)
+            .map_err(map_err(FLOW_TABLES, "open"))?
+            .set(0, shape, 0)
+            .map_err(map_err(FLOW_TABLES, "write"))
+    }
+
+    /// On maps reopened from a pin directory: checks that the recorded shape
+    /// is that of the tables beside it.
+    pub(crate) fn check_flow_tables(&self) -> Result<(), Error> {
+        let shape = self.flow_tables()?;
+        if shape.seed == 0
+            || shape.flow_mask != self.buckets(CONNTRACK)? - 1
+            || shape.reply_mask != self.buckets(CONNTRACK_REPLY)? - 1
+        {
+            return Err(Error::Corrupt {
+                map: FLOW_TABLES,
+                reason: "it does not describe the conntrack tables beside it",
+            });
+        }
+        Ok(())
+    }
+
+    /// The tables' seed and sizes.
+    fn flow_tables(&self) -> Result<FlowTables, Error> {
+        Array::<_, FlowTables>::try_from(self.map(FLOW_TABLES)?)
+            .map_err(map_err(FLOW_TABLES, "open"))?
+            .get(&0, 0)
+            .map_err(map_err(FLOW_TABLES, "read"))
+    }
+
+    /// The bucket count of table `name`.
+    fn buckets(&self, name: &'static str) -> Result<u32, Error> {
+        let buckets = self
+            .map_data(name)?
+            .info()
+            .map_err(map_err(name, "info"))?
+            .max_entries();
+        if !buckets.is_power_of_two() {
+            return Err(Error::Corrupt {
+                map: name,
+                reason: "its bucket count is not a power of two",
+            });
+        }
+        Ok(buckets)
+    }
+
+    /// Every used slot of `CONNTRACK`, and the table's size in slots.
+    pub(crate) fn flow_slots(&self) -> Result<(UsedSlots<CtEntry>, u32), Error> {
+        self.used_slots(CONNTRACK)
+    }
+
+    /// Every used slot of `CONNTRACK_REPLY`, and the table's size in slots.
+    pub(crate) fn reply_slots(&self) -> Result<(UsedSlots<ReplyEntry>, u32), Error> {
+        self.used_slots(CONNTRACK_REPLY)
+    }
+
+    fn used_slots<V: Copy>(&self, name: &'static str) -> Result<(UsedSlots<V>, u32), Error>
+    where
+        Bucket<V>: Pod,
+    {
+        let (indices, buckets, capacity) = self.walk::<u32, Bucket<V>>(name)?;
+        let used = indices
+            .into_iter()
+            .zip(buckets)
+            .flat_map(|(index, b)| {
+                (0..WAYS)
+                    .filter(move |&way| b.is_used(way))
+                    .map(move |way| (SlotAt { bucket: index, way }, b.slots[way]))
+            })
+            .collect();
+        Ok((used, capacity.saturating_mul(WAYS as u32)))
+    }
+
+    /// Where `key`'s slot in `CONNTRACK` lies, and its entry, if it has one.
+    pub(crate) fn find_flow(&self, key: &FlowTuple) -> Result<Option<(SlotAt, CtEntry)>, Error> {
+        let shape = self.flow_tables()?;
+        self.find(
+            CONNTRACK,
+            place(key, shape.seed, shape.flow_mask),
+            shape.flow_mask,
+            key,
+        )
+    }
+
+    /// Where `key`'s slot in `CONNTRACK_REPLY` lies, and its entry, if it has
+    /// one.
+    pub(crate) fn find_reply(
+        &self,
+        key: &FlowTuple,
+    ) -> Result<Option<(SlotAt, ReplyEntry)>, Error> {
+        let shape = self.flow_tables()?;
+        self.find(
+            CONNTRACK_REPLY,
+            place(key, shape.seed, shape.reply_mask),
+            shape.reply_mask,
+            key,
+        )
+    }
+
+    fn find<V: Copy>(
+        &self,
+        name: &'static str,
+        place: u64,
+        mask: u32,
+        key: &FlowTuple,
+    ) -> Result<Option<(SlotAt, V)>, Error>
+    where
+        Bucket<V>: Pod,
+    {
+        let table =
+            Array::<_, Bucket<V>>::try_from(self.map(name)?).map_err(map_err(name, "open"))?;
+        let (first, tag) = (bucket_of(place), tag_of(place));
+        let in_bucket = |index: u32| -> Result<(Option<(SlotAt, V)>, u32), Error> {
+            let b = table.get(&index, 0).map_err(map_err(name, "lookup"))?;
+            let found = (0..WAYS)
+                .find(|&way| b.tags[way] == tag && b.slots[way].key.same_as(key))
+                .map(|way| (SlotAt { bucket: index, way }, b.slots[way].value));
+            Ok((found, b.overflow))
+        };
+        // The first bucket, then the second if the first ever overflowed
+        // (the datapath's `Place::locate`).
+        let (found, overflow) = in_bucket(first)?;
+        let second = alt_bucket(first, tag, mask);
+        if found.is_some() || overflow == 0 || second == first {
+            return Ok(found);
+        }
+        Ok(in_bucket(second)?.0)
+    }
+
+    /// Frees each slot of `CONNTRACK` that still holds its key; how many.
+    pub(crate) fn free_flows(&self, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
+        self.free::<CtEntry>(CONNTRACK, slots)
+    }
+
+    /// Frees each slot of `CONNTRACK_REPLY` that still holds its key; how
+    /// many.
+    pub(crate) fn free_replies(&self, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
+        self.free::<ReplyEntry>(CONNTRACK_REPLY, slots)
+    }
+
+    fn free<V>(&self, name: &'static str, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let mapping =
+            ByteArrayMapping::<Bucket<V>>::new(self.map_fd(name)?.as_fd(), self.buckets(name)?)
+                .map_err(|source| Error::Syscall {
+                    map: name,
+                    op: "mmap",
+                    source,
+                })?;
+        let mut freed = 0;
+        for (at, key) in slots {
+            let start = key_offset::<V>(at.way);
+            if mapping.read(at.bucket, start, size_of::<FlowTuple>()) != bytes_of(key) {
+                continue;
+            }
+            mapping.store_u32(at.bucket, tag_offset::<V>(at.way), 0);
+            mapping.store(at.bucket, start + std::mem::offset_of!(FlowTuple, proto), 0);
+            freed += 1;
+        }
+        Ok(freed)
+    }
+}
+
+/// A key's bytes, as the table holds them.
+fn bytes_of(key: &FlowTuple) -> Vec<u8> {
+    key.words().iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
