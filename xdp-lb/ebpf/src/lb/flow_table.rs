@@ -72,9 +72,10 @@ impl<V: Scan> Place<V> {
     /// the first ever overflowed.
     #[inline(always)]
     fn locate(&mut self, key: &FlowTuple) -> Option<(&'static mut Bucket<V>, usize)> {
+        let first: *mut Bucket<V> = &raw mut *self.first;
         // SAFETY: the same map value as `self.first`, reborrowed for the
         // caller, which uses no other reference to it meanwhile.
-        let first = unsafe { &mut *(&raw mut *self.first) };
+        let first = unsafe { &mut *first };
         if let Some(way) = way_of(first, key, self.tag) {
             return Some((first, way));
         }
@@ -91,8 +92,9 @@ impl<V: Scan> Place<V> {
     /// least recently used of the first.
     #[inline(always)]
     fn room(&mut self) -> (&'static mut Bucket<V>, usize) {
+        let first: *mut Bucket<V> = &raw mut *self.first;
         // SAFETY: as in `locate`.
-        let first = unsafe { &mut *(&raw mut *self.first) };
+        let first = unsafe { &mut *first };
         let way = victim_of(first);
         if first.tags.get(way).is_some_and(|&t| t == 0) {
             return (first, way);
@@ -261,37 +263,30 @@ extern "C" fn xlb_place(key: *const FlowTuple, seed: u64, mask: u32) -> u64 {
     unsafe { key.as_ref() }.map_or(0, |key| place(key, seed, mask))
 }
 
-#[unsafe(no_mangle)]
-#[inline(never)]
-extern "C" fn xlb_flow_way_of(
-    bucket: *const Bucket<CtEntry>,
-    key: *const FlowTuple,
-    tag: u32,
-) -> u32 {
-    scan_way(bucket, key, tag)
+/// The two scans of one table's buckets as global functions: an `extern "C"`
+/// function cannot be generic, so each table has its own pair.
+macro_rules! bucket_scans {
+    ($value:ty, $way_of:ident, $victim_of:ident) => {
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        extern "C" fn $way_of(
+            bucket: *const Bucket<$value>,
+            key: *const FlowTuple,
+            tag: u32,
+        ) -> u32 {
+            scan_way(bucket, key, tag)
+        }
+
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        extern "C" fn $victim_of(bucket: *const Bucket<$value>) -> u32 {
+            scan_victim(bucket)
+        }
+    };
 }
 
-#[unsafe(no_mangle)]
-#[inline(never)]
-extern "C" fn xlb_reply_way_of(
-    bucket: *const Bucket<ReplyEntry>,
-    key: *const FlowTuple,
-    tag: u32,
-) -> u32 {
-    scan_way(bucket, key, tag)
-}
-
-#[unsafe(no_mangle)]
-#[inline(never)]
-extern "C" fn xlb_flow_victim_of(bucket: *const Bucket<CtEntry>) -> u32 {
-    scan_victim(bucket)
-}
-
-#[unsafe(no_mangle)]
-#[inline(never)]
-extern "C" fn xlb_reply_victim_of(bucket: *const Bucket<ReplyEntry>) -> u32 {
-    scan_victim(bucket)
-}
+bucket_scans!(CtEntry, xlb_flow_way_of, xlb_flow_victim_of);
+bucket_scans!(ReplyEntry, xlb_reply_way_of, xlb_reply_victim_of);
 
 /// The way whose tag is `tag` and whose key is `key`: the tags sit in the
 /// bucket's first cache line, and a key is read only under a matching tag.
