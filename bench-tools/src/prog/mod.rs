@@ -322,10 +322,11 @@ fn measure_round(
 /// Conntrack capacity, equal at every scale: the flows the busiest scale
 /// tracks, one new-flow run's (deleted right after it: `forget_new_flows`)
 /// and the golden checks' few, four times over. A table of buckets gives up a
-/// flow when its bucket fills, however much room the rest has, and the cases
-/// check that every tracked flow is hit: with four slots per entry asked and
-/// a quarter of the entries used, a bucket of eight holds half a flow on
-/// average, and nine land in one bucket in some three hundred million.
+/// flow only when both of its buckets are full, however much room the rest
+/// has, and the cases check that every tracked flow is hit: with two slots per
+/// entry asked (`buckets_for`) and a quarter of the entries used, a bucket of
+/// eight is a key's first for at most one flow on average, and nine land in
+/// one in about a million buckets, whose ninth then goes to its second.
 fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
     let mut new_flows = 0;
     if args.method.includes(Method::A) {
