@@ -14,8 +14,8 @@ use support::{
     frame::{Packet, TcpFlags},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, CLIENT4, DOWN_MAC, FROM_CLIENT, VIP4, XDP_REDIRECT, backend4, cycling,
-        lb_interfaces, mac_of,
+        BACKEND4_IDS, CLIENT4, DOWN_MAC, VIP4, XDP_REDIRECT, backend4, cycling, lb_interfaces,
+        mac_of, syn_to_vip4,
     },
 };
 use xdp_lb::{
@@ -31,15 +31,6 @@ const SIZES: MapSizes = MapSizes {
     addresses: 4,
 };
 const SERVICE: u32 = 7;
-
-fn syn(port: u16) -> Packet {
-    Packet::tcp(
-        FROM_CLIENT,
-        SocketAddr::from((CLIENT4, port)),
-        SocketAddr::from((VIP4, 80)),
-        TcpFlags::SYN,
-    )
-}
 
 /// The client ports of the tracked flows, sorted.
 fn tracked_ports(dp: &Datapath) -> Vec<u16> {
@@ -92,10 +83,10 @@ fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_fir
 
         // Eight flows fill both buckets.
         for port in 40001..=40008 {
-            let out = send(&dp, &syn(port), up0);
+            let out = send(&dp, &syn_to_vip4(port, 80), up0);
             assert_eq!(
                 (out.action, out.packet),
-                (XDP_REDIRECT, to_backend(&syn(port)).bytes())
+                (XDP_REDIRECT, to_backend(&syn_to_vip4(port, 80)).bytes())
             );
         }
         let mut kept: Vec<u16> = (40001..=40008).collect();
@@ -105,12 +96,12 @@ fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_fir
         // The first flow is used again once its entry is due a refresh (a
         // second), which marks its reply entry used too.
         sleep(Duration::from_millis(1100));
-        let ack = syn(40001).with_flags(TcpFlags::ACK);
+        let ack = syn_to_vip4(40001, 80).with_flags(TcpFlags::ACK);
         assert_eq!(send(&dp, &ack, up0).packet, to_backend(&ack).bytes());
 
         // A ninth flow takes the least recently used slot of each table: the
         // second flow's, not the first's.
-        assert_eq!(send(&dp, &syn(40009), up0).action, XDP_REDIRECT);
+        assert_eq!(send(&dp, &syn_to_vip4(40009, 80), up0).action, XDP_REDIRECT);
         kept.retain(|&p| p != 40002);
         kept.push(40009);
         assert_eq!(tracked_ports(&dp), kept);
@@ -134,12 +125,12 @@ fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_fir
 
         // A flow the agent deletes frees its slots; the next new flow takes
         // them and evicts nothing.
-        assert!(dp.delete_flow(&syn(40003).flow()).unwrap());
-        assert!(!dp.delete_flow(&syn(40003).flow()).unwrap());
+        assert!(dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
+        assert!(!dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
         kept.retain(|&p| p != 40003);
         assert_eq!(tracked_ports(&dp), kept);
         assert_eq!(usage(&dp), [("CONNTRACK", 7, 8), ("CONNTRACK_REPLY", 7, 8)]);
-        assert_eq!(send(&dp, &syn(40010), up0).action, XDP_REDIRECT);
+        assert_eq!(send(&dp, &syn_to_vip4(40010, 80), up0).action, XDP_REDIRECT);
         kept.push(40010);
         assert_eq!(tracked_ports(&dp), kept);
 

@@ -4,12 +4,12 @@
 //! sampling at 0 (the default) nothing is written.
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use support::{
-    frame::{Packet, TcpFlags},
+    frame::TcpFlags,
     in_private_netns,
-    lb::{CLIENT4, FROM_CLIENT, Lb, VIP4, XDP_DROP, XDP_REDIRECT},
+    lb::{Lb, XDP_DROP, XDP_REDIRECT, syn_to_vip4},
 };
 use xdp_lb::{Config, FlowEvent, FlowEventKind, Protocol, Verdict};
 
@@ -28,24 +28,15 @@ fn lb_sampling(every: u32) -> Lb {
     lb
 }
 
-fn syn(port: u16, vip_port: u16) -> Packet {
-    Packet::tcp(
-        FROM_CLIENT,
-        SocketAddr::from((CLIENT4, port)),
-        SocketAddr::from((VIP4, vip_port)),
-        TcpFlags::SYN,
-    )
-}
-
 #[test]
 fn new_flows_and_drops_are_reported_with_their_backend_and_reason() {
     in_private_netns(|| {
         let lb = lb_sampling(1);
         let mut events = lb.dp.flow_events().expect("reader");
-        let new = syn(40_000, 80);
+        let new = syn_to_vip4(40_000, 80);
         let (backend_id, backend, _) = lb.simulated(&new.flow());
         assert_eq!(lb.send(&new.bytes(), lb.up0).action, XDP_REDIRECT);
-        let unknown = syn(40_001, 81);
+        let unknown = syn_to_vip4(40_001, 81);
         assert_eq!(lb.send(&unknown.bytes(), lb.up0).action, XDP_DROP);
 
         let first = events.next(WAIT).expect("read").expect("a new-flow event");
@@ -93,10 +84,13 @@ fn nothing_is_written_without_sampling() {
         let lb = lb_sampling(0);
         let mut events = lb.dp.flow_events().expect("reader");
         assert_eq!(
-            lb.send(&syn(40_000, 80).bytes(), lb.up0).action,
+            lb.send(&syn_to_vip4(40_000, 80).bytes(), lb.up0).action,
             XDP_REDIRECT
         );
-        assert_eq!(lb.send(&syn(40_001, 81).bytes(), lb.up0).action, XDP_DROP);
+        assert_eq!(
+            lb.send(&syn_to_vip4(40_001, 81).bytes(), lb.up0).action,
+            XDP_DROP
+        );
         assert_eq!(events.next(WAIT).expect("read"), None);
     });
 }
@@ -110,7 +104,8 @@ fn one_in_n_is_written() {
         let mut events = lb.dp.flow_events().expect("reader");
         for port in 0..FLOWS {
             assert_eq!(
-                lb.send(&syn(20_000 + port, 80).bytes(), lb.up0).action,
+                lb.send(&syn_to_vip4(20_000 + port, 80).bytes(), lb.up0)
+                    .action,
                 XDP_REDIRECT
             );
         }

@@ -4,8 +4,6 @@
 //! flows tracked before it keep their entries.
 mod support;
 
-use std::net::SocketAddr;
-
 use nix::{
     sched::{CpuSet, sched_setaffinity},
     unistd::Pid,
@@ -13,7 +11,7 @@ use nix::{
 use support::{
     frame::{Packet, TcpFlags},
     in_private_netns,
-    lb::{CLIENT4, DOWN_MAC, FROM_CLIENT, Lb, VIP4, XDP_REDIRECT, mac_of},
+    lb::{DOWN_MAC, Lb, XDP_REDIRECT, mac_of, syn_to_vip4},
 };
 use xdp_lb::{Config, CtEvent, Protocol, Verdict};
 
@@ -26,15 +24,6 @@ fn stay_on_one_cpu() {
     let mut cpus = CpuSet::new();
     cpus.set(0).expect("CPU 0 exists");
     sched_setaffinity(Pid::from_raw(0), &cpus).expect("sched_setaffinity");
-}
-
-fn syn(client_port: u16) -> Packet {
-    Packet::tcp(
-        FROM_CLIENT,
-        SocketAddr::from((CLIENT4, client_port)),
-        SocketAddr::from((VIP4, PORT)),
-        TcpFlags::SYN,
-    )
 }
 
 /// Sends `packet` and checks it leaves for the backend `simulate` names.
@@ -67,7 +56,7 @@ fn new_flows_past_the_rate_go_to_their_backend_untracked() {
         stay_on_one_cpu();
         let lb = lb_with_guard(3);
         for port in 40_000..40_005 {
-            goes_to_its_backend(&lb, &syn(port));
+            goes_to_its_backend(&lb, &syn_to_vip4(port, PORT));
         }
         lb.assert_verdicts(&[(Verdict::ForwardToBackend, 5)]);
         lb.assert_ct(&[(CtEvent::Created, 3), (CtEvent::NotTrackedFloodGuard, 2)]);
@@ -82,7 +71,7 @@ fn new_flows_past_the_rate_go_to_their_backend_untracked() {
         assert!(tracked.iter().all(|p| (40_000..40_003).contains(p)));
 
         // The flows tracked before the guard closed keep their entries.
-        goes_to_its_backend(&lb, &syn(40_000).with_flags(TcpFlags::ACK));
+        goes_to_its_backend(&lb, &syn_to_vip4(40_000, PORT).with_flags(TcpFlags::ACK));
         lb.assert_ct(&[
             (CtEvent::Created, 3),
             (CtEvent::NotTrackedFloodGuard, 2),
@@ -97,7 +86,7 @@ fn a_rate_of_zero_turns_the_guard_off() {
         stay_on_one_cpu();
         let lb = lb_with_guard(0);
         for port in 40_000..40_050 {
-            goes_to_its_backend(&lb, &syn(port));
+            goes_to_its_backend(&lb, &syn_to_vip4(port, PORT));
         }
         lb.assert_ct(&[(CtEvent::Created, 50)]);
         assert_eq!(lb.dp.conntrack().expect("conntrack").len(), 50);

@@ -16,7 +16,7 @@ use support::{
     in_private_netns,
     lb::{
         BACKEND4_IDS, CLIENT4, DOWN_MAC, FIXTURE_SIZES, FROM_CLIENT, Lb, VIP4, VIP6, backend4,
-        backend6, cycling, mac_of,
+        backend6, cycling, mac_of, syn_to_vip4,
     },
     with_private_bpffs,
 };
@@ -189,15 +189,6 @@ fn lb() -> Lb {
     lb
 }
 
-fn syn(port: u16) -> Packet {
-    Packet::tcp(
-        FROM_CLIENT,
-        SocketAddr::from((CLIENT4, port)),
-        SocketAddr::from((VIP4, 80)),
-        TcpFlags::SYN,
-    )
-}
-
 fn datagram(port: u16) -> Packet {
     Packet::udp(
         FROM_CLIENT,
@@ -249,12 +240,12 @@ fn entries(lb: &Lb, map: &str) -> u64 {
 fn expire_flows_deletes_exactly_the_flows_the_datapath_treats_as_expired() {
     in_private_netns(|| {
         let mut lb = lb();
-        let syn_sent = syn(40_001);
+        let syn_sent = syn_to_vip4(40_001, 80);
         open(&lb, &syn_sent);
-        let established = syn(40_002);
+        let established = syn_to_vip4(40_002, 80);
         let backend = open(&lb, &established);
         answer(&lb, &established, backend, L4::Tcp(TcpFlags::SYN_ACK));
-        let closing = syn(40_003);
+        let closing = syn_to_vip4(40_003, 80);
         open(&lb, &closing);
         open(&lb, &closing.with_flags(TcpFlags::FIN_ACK));
         let udp = datagram(5_000);

@@ -18,7 +18,10 @@ use xdp_lb::{
     Protocol, ServiceOptions, Simulation, TestRunOutput, Verdict,
 };
 
-use super::{ifindex, ip_batch, run};
+use super::{
+    frame::{Packet, TcpFlags},
+    ifindex, ip_batch, run,
+};
 
 pub(crate) const XDP_ABORTED: u32 = 0;
 pub(crate) const XDP_DROP: u32 = 1;
@@ -87,6 +90,17 @@ pub(crate) const SEED: u64 = 42;
 
 /// The client's MAC pair on `up0`: client → LB.
 pub(crate) const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, UP_MAC);
+
+/// A TCP SYN from `CLIENT4:client_port` to `VIP4:vip_port`, as `up0`
+/// receives it.
+pub(crate) fn syn_to_vip4(client_port: u16, vip_port: u16) -> Packet {
+    Packet::tcp(
+        FROM_CLIENT,
+        SocketAddr::from((CLIENT4, client_port)),
+        SocketAddr::from((VIP4, vip_port)),
+        TcpFlags::SYN,
+    )
+}
 
 fn mac(m: [u8; 6]) -> String {
     m.map(|b| format!("{b:02x}")).join(":")
