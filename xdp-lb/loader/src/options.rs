@@ -12,10 +12,10 @@ pub struct MapSizes {
     /// Backend IDs (`BACKENDS`, per-backend counters).
     pub backends: u32,
     /// Tracked flows (`CONNTRACK`, and as many reply entries). Both tables get
-    /// four slots per flow, in buckets of eight, rounded up to a power of two
+    /// two slots per flow, in buckets of eight, rounded up to a power of two
     /// of buckets (`xdp_lb_common::flow_table::buckets_for`, which says why):
-    /// 864 and 736 bytes per bucket, 800 bytes per flow at the least (the LRU
-    /// maps they replace took some 300).
+    /// 896 and 768 bytes per bucket, 416 bytes per flow at the least (the LRU
+    /// maps they replaced took some 300).
     pub conntrack: u32,
     /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
     /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).

@@ -1,14 +1,18 @@
 //! The conntrack tables the datapath manages itself (`xdp_lb_common::
-//! flow_table`), seen through packets and the loader API: a full bucket gives
-//! up its least recently used slot, the flows it keeps go on, and a slot the
-//! agent frees is taken by the next new flow before anything is evicted.
+//! flow_table`), seen through packets and the loader API: a new flow whose
+//! bucket is full takes its second bucket; when there is none, the bucket
+//! gives up its least recently used slot and the flows it keeps go on; a slot
+//! the agent frees is taken by the next new flow before anything is evicted.
 mod support;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     thread::sleep,
     time::Duration,
 };
+
+use aya::maps::{Array, Map, MapData};
 
 use support::{
     frame::{Packet, TcpFlags},
@@ -17,13 +21,18 @@ use support::{
         BACKEND4_IDS, CLIENT4, DOWN_MAC, VIP4, XDP_REDIRECT, backend4, cycling, lb_interfaces,
         mac_of, syn_to_vip4,
     },
+    with_private_bpffs,
 };
 use xdp_lb::{
     AddressKind, CtEvent, Datapath, Frontend, LoadOptions, MapSizes, ProgramName, Protocol,
-    ServiceOptions,
+    ServiceOptions, TestRunOutput,
+};
+use xdp_lb_common::{
+    conntrack::FlowTuple,
+    flow_table::{FlowTables, alt_bucket, bucket_of, place, tag_of},
 };
 
-/// One flow asked for: the smallest table, one bucket of four slots each.
+/// One flow asked for: the smallest tables, one bucket of eight slots each.
 const SIZES: MapSizes = MapSizes {
     services: 16,
     backends: 32,
@@ -54,32 +63,42 @@ fn usage(dp: &Datapath) -> Vec<(&'static str, u64, u64)> {
         .collect()
 }
 
+/// A datapath whose one service, `VIP4:80`, has one backend, `backend4(0)`.
+fn one_backend_service(sizes: MapSizes, pin_dir: Option<PathBuf>) -> Datapath {
+    let mut dp = Datapath::load_with(&LoadOptions { sizes, pin_dir }).expect("load");
+    dp.set_address(IpAddr::from(VIP4), AddressKind::Vip)
+        .unwrap();
+    dp.put_backend(BACKEND4_IDS[0], backend4(0), 1).unwrap();
+    dp.swap_table(SERVICE, &cycling(&BACKEND4_IDS[..1], 251))
+        .unwrap();
+    dp.upsert_service(
+        &Frontend::new(SocketAddr::from((VIP4, 80)), Protocol::Tcp),
+        SERVICE,
+        &ServiceOptions::default(),
+    )
+    .unwrap();
+    dp
+}
+
+fn send(dp: &Datapath, packet: &Packet, ifindex: u32) -> TestRunOutput {
+    dp.test_run_on(ProgramName::XdpLb, &packet.bytes(), ifindex)
+        .unwrap()
+}
+
+/// `packet` as it leaves for `backend4(0)`.
+fn to_backend(packet: &Packet) -> Packet {
+    let backend = backend4(0);
+    packet
+        .with_dst(backend)
+        .routed(DOWN_MAC, mac_of(backend.ip()))
+}
+
 #[test]
 fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_first() {
     in_private_netns(|| {
         let (up0, dn0) = lb_interfaces();
-        let mut dp = Datapath::load_with(&LoadOptions {
-            sizes: SIZES,
-            pin_dir: None,
-        })
-        .expect("load");
-        dp.set_address(IpAddr::from(VIP4), AddressKind::Vip)
-            .unwrap();
-        dp.put_backend(BACKEND4_IDS[0], backend4(0), 1).unwrap();
-        dp.swap_table(SERVICE, &cycling(&BACKEND4_IDS[..1], 251))
-            .unwrap();
-        dp.upsert_service(
-            &Frontend::new(SocketAddr::from((VIP4, 80)), Protocol::Tcp),
-            SERVICE,
-            &ServiceOptions::default(),
-        )
-        .unwrap();
+        let mut dp = one_backend_service(SIZES, None);
         let backend = backend4(0);
-        let send = |dp: &Datapath, p: &Packet, ifindex| {
-            dp.test_run_on(ProgramName::XdpLb, &p.bytes(), ifindex)
-                .unwrap()
-        };
-        let to_backend = |p: &Packet| p.with_dst(backend).routed(DOWN_MAC, mac_of(backend.ip()));
 
         // Eight flows fill both buckets.
         for port in 40001..=40008 {
@@ -143,5 +162,105 @@ fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_fir
             ),
             (10, 1, 1)
         );
+    });
+}
+
+/// The tables' shape (seed, sizes) the loader recorded under `pin_dir`.
+fn pinned_flow_tables(pin_dir: &Path) -> FlowTables {
+    let data = MapData::from_pin(pin_dir.join("FLOW_TABLES")).expect("pinned FLOW_TABLES");
+    let map = Map::from_map_data(data).expect("a map");
+    Array::<_, FlowTables>::try_from(map)
+        .expect("an array")
+        .get(&0, 0)
+        .expect("its slot")
+}
+
+/// Where a TCP key from `CLIENT4:port` to `VIP4:80` lies in `CONNTRACK`
+/// (first bucket, second bucket), and the first bucket of its reply key in
+/// `CONNTRACK_REPLY`, as the datapath hashes them.
+fn buckets_of(shape: &FlowTables, port: u16) -> ((u32, u32), u32) {
+    let v4 = |ip: Ipv4Addr| ip.to_ipv6_mapped().octets();
+    let backend = backend4(0);
+    let IpAddr::V4(backend_ip) = backend.ip() else {
+        unreachable!("backend4 is IPv4")
+    };
+    let key = FlowTuple::new(v4(CLIENT4), v4(VIP4), port.to_be(), 80u16.to_be(), 6);
+    let reply = FlowTuple::new(
+        v4(backend_ip),
+        v4(CLIENT4),
+        backend.port().to_be(),
+        port.to_be(),
+        6,
+    );
+    let at = place(&key, shape.seed, shape.flow_mask);
+    let first = bucket_of(at);
+    let second = alt_bucket(first, tag_of(at), shape.flow_mask);
+    let reply_first = bucket_of(place(&reply, shape.seed, shape.reply_mask));
+    ((first, second), reply_first)
+}
+
+#[test]
+fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            let (up0, _) = lb_interfaces();
+            let pin_dir = bpffs.join("xlb");
+            // Eight flows asked for: two buckets of eight slots per table.
+            let sizes = MapSizes {
+                conntrack: 8,
+                ..SIZES
+            };
+            let mut dp = one_backend_service(sizes, Some(pin_dir.clone()));
+            let shape = pinned_flow_tables(&pin_dir);
+            assert_eq!((shape.flow_mask, shape.reply_mask), (1, 1));
+
+            // Nine flows whose first bucket is bucket 0 and whose second is
+            // bucket 1, chosen so that their reply keys fit in their first
+            // buckets (the reply table is not what this test is about).
+            let mut reply_load = [0; 2];
+            let ports: Vec<u16> = (40_001..)
+                .filter(|&port| {
+                    let ((first, second), reply) = buckets_of(&shape, port);
+                    let fits = first == 0 && second == 1 && reply_load[reply as usize] < 8;
+                    if fits {
+                        reply_load[reply as usize] += 1;
+                    }
+                    fits
+                })
+                .take(9)
+                .collect();
+
+            for &port in &ports {
+                let syn = syn_to_vip4(port, 80);
+                let out = send(&dp, &syn, up0);
+                assert_eq!(
+                    (out.action, out.packet),
+                    (XDP_REDIRECT, to_backend(&syn).bytes())
+                );
+            }
+            // The ninth went to bucket 1: every flow is tracked, none evicted,
+            // and each is hit.
+            assert_eq!(tracked_ports(&dp), ports);
+            assert_eq!(
+                usage(&dp),
+                [("CONNTRACK", 9, 16), ("CONNTRACK_REPLY", 9, 16)]
+            );
+            for &port in &ports {
+                let ack = syn_to_vip4(port, 80).with_flags(TcpFlags::ACK);
+                assert_eq!(send(&dp, &ack, up0).packet, to_backend(&ack).bytes());
+            }
+            let ct = dp.ct_stats().unwrap();
+            assert_eq!(
+                (
+                    ct.get(CtEvent::Created).packets,
+                    ct.get(CtEvent::Hit).packets
+                ),
+                (9, 9)
+            );
+            // The agent finds the flow in its second bucket too.
+            let ninth = syn_to_vip4(ports[8], 80).flow();
+            assert!(dp.delete_flow(&ninth).unwrap());
+            assert_eq!(tracked_ports(&dp), ports[..8]);
+        })
     });
 }
