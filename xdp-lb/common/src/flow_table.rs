@@ -209,7 +209,14 @@ pub const fn buckets_for(entries: u32) -> u32 {
     }
 }
 
-impl_pod!(FlowTables, FlowBucket, ReplyBucket, ReplyEntry);
+impl_pod!(
+    FlowTables,
+    FlowBucket,
+    ReplyBucket,
+    FlowSlot,
+    ReplySlot,
+    ReplyEntry
+);
 
 #[cfg(test)]
 mod tests {

@@ -465,6 +465,21 @@ impl<V> ByteArrayMapping<V> {
             .collect()
     }
 
+    /// The `T` at `offset` in element `index`, read a byte at a time (the
+    /// datapath may be writing it: the bytes may come from two writes, as a
+    /// batched lookup's may).
+    pub(crate) fn read_pod<T: Pod>(&self, index: u32, offset: usize) -> T {
+        let bytes = self.read(index, offset, size_of::<T>());
+        // SAFETY: `size_of::<T>()` bytes, and any bytes are a valid `Pod`.
+        unsafe { bytes.as_ptr().cast::<T>().read_unaligned() }
+    }
+
+    /// The 4-byte word at byte `offset` of element `index`, which must be a
+    /// multiple of 4: one 4-byte load, as the datapath writes it.
+    pub(crate) fn load_u32(&self, index: u32, offset: usize) -> u32 {
+        self.word(index, offset).load(Ordering::Relaxed)
+    }
+
     /// Stores `value` at byte `offset` of element `index`.
     pub(crate) fn store(&self, index: u32, offset: usize, value: u8) {
         self.byte(index, offset).store(value, Ordering::Relaxed);
@@ -473,6 +488,11 @@ impl<V> ByteArrayMapping<V> {
     /// Stores `value` at byte `offset` of element `index`, which must be a
     /// multiple of 4: one 4-byte store, as the datapath reads it.
     pub(crate) fn store_u32(&self, index: u32, offset: usize, value: u32) {
+        self.word(index, offset).store(value, Ordering::Relaxed);
+    }
+
+    /// The 4-byte word at byte `offset` of element `index`.
+    fn word(&self, index: u32, offset: usize) -> &AtomicU32 {
         assert!(
             offset.is_multiple_of(4),
             "offset {offset} is not 4-byte aligned"
@@ -484,7 +504,7 @@ impl<V> ByteArrayMapping<V> {
             "word at {offset}: out of range"
         );
         // SAFETY: in range (checked above), aligned, inside the mapping.
-        unsafe { &*word }.store(value, Ordering::Relaxed);
+        unsafe { &*word }
     }
 }
 
