@@ -66,11 +66,20 @@ pub struct Bucket<V> {
     pub slots: [Slot<V>; WAYS],
 }
 
+impl<V> Slot<V> {
+    /// The slot holds a flow, its tag being `tag`: a free slot has tag 0 or
+    /// a key of protocol 0 (freeing writes both, one at a time).
+    #[inline(always)]
+    pub const fn is_used_under(&self, tag: u32) -> bool {
+        tag != 0 && self.key.proto != 0
+    }
+}
+
 impl<V> Bucket<V> {
     /// Slot `way` holds a flow.
     #[inline(always)]
     pub const fn is_used(&self, way: usize) -> bool {
-        self.tags[way] != 0 && self.slots[way].key.proto != 0
+        self.slots[way].is_used_under(self.tags[way])
     }
 }
 

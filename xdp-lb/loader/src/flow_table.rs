@@ -122,12 +122,12 @@ impl Datapath {
         let mut used = Vec::new();
         for bucket in 0..buckets {
             for way in 0..WAYS {
-                if mapping.load_u32(bucket, tag_offset::<V>(way)) == 0 {
+                let tag = mapping.load_u32(bucket, tag_offset::<V>(way));
+                if tag == 0 {
                     continue;
                 }
                 let slot: Slot<V> = mapping.read_pod(bucket, key_offset::<V>(way));
-                // A slot freed by its key's protocol alone is free too.
-                if slot.key.proto != 0 {
+                if slot.is_used_under(tag) {
                     used.push((SlotAt { bucket, way }, slot));
                 }
             }
