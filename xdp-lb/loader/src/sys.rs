@@ -469,9 +469,15 @@ impl<V> ByteArrayMapping<V> {
     /// datapath may be writing it: the bytes may come from two writes, as a
     /// batched lookup's may).
     pub(crate) fn read_pod<T: Pod>(&self, index: u32, offset: usize) -> T {
-        let bytes = self.read(index, offset, size_of::<T>());
-        // SAFETY: `size_of::<T>()` bytes, and any bytes are a valid `Pod`.
-        unsafe { bytes.as_ptr().cast::<T>().read_unaligned() }
+        let mut value = std::mem::MaybeUninit::<T>::uninit();
+        let bytes = value.as_mut_ptr().cast::<u8>();
+        for i in 0..size_of::<T>() {
+            let byte = self.byte(index, offset + i).load(Ordering::Relaxed);
+            // SAFETY: `i` is inside `value`'s bytes.
+            unsafe { bytes.add(i).write(byte) };
+        }
+        // SAFETY: every byte was written, and any bytes are a valid `Pod`.
+        unsafe { value.assume_init() }
     }
 
     /// The 4-byte word at byte `offset` of element `index`, which must be a
