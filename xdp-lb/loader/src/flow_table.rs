@@ -112,7 +112,7 @@ impl Datapath {
     /// empty slot costs a 4-byte load, where a batched lookup copied every
     /// bucket whole. `expire_flows` on a table sized for a million flows, on
     /// the 2-vCPU VM of `BENCHMARKS.md` (the agent runs it every 10 s): empty,
-    /// 247–333 ms with the batched lookup, 17–43 ms with this; holding half a
+    /// 247–333 ms with the batched lookup, 14–43 ms with this; holding half a
     /// million flows, 130–143 ms with this.
     fn used_slots<V: Copy>(&self, name: &'static str) -> Result<(UsedSlots<V>, u32), Error>
     where
