@@ -185,9 +185,9 @@ pub const OUTER_FLOW_WORDS: usize = 12;
 #[btf_map]
 pub static OUTER_FLOW: PerCpuArray<[u64; OUTER_FLOW_WORDS], 1> = PerCpuArray::new();
 
-/// Per CPU: the reply key a new flow's source-NAT port search tries
-/// (`lb::conntrack::allocate_port`), kept out of its stack frame: the search
-/// is the deepest chain of calls, which the 512-byte limit counts whole.
+/// Per CPU: the reply key a new flow claims, and the ones its source-NAT port
+/// search tries (`lb::conntrack::search_key`), kept out of the stack frames of
+/// the deepest chains of calls, which the 512-byte limit counts whole.
 #[btf_map]
 pub static PORT_SEARCH: PerCpuArray<FlowTuple, 1> = PerCpuArray::new();
 

@@ -399,17 +399,21 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
 }
 
 /// Claims the reply entry of `flow` translated as `nat` says (see `claim`).
-/// The key is built in `PORT_SEARCH`, not on the stack: this runs in the
-/// deepest chain of calls but one.
 #[inline(always)]
 fn claim_reply(flow: &Flow, nat: &Nat) -> bool {
-    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
-    let reply = unsafe { &mut *reply };
+    search_key(flow, nat).is_some_and(|reply| claim(reply, &flow.tuple))
+}
+
+/// The reply key of `flow` translated as `nat` says, built in this CPU's
+/// `PORT_SEARCH` slot rather than on the stack: its users run in the deepest
+/// chains of calls, which the 512-byte limit counts whole.
+#[inline(always)]
+fn search_key(flow: &Flow, nat: &Nat) -> Option<&'static mut FlowTuple> {
+    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile,
+    // and each user is done with it before the next writes it.
+    let reply = unsafe { &mut *PORT_SEARCH.get_ptr_mut(0)? };
     *reply = reply_key(flow, nat);
-    claim(reply, &flow.tuple)
+    Some(reply)
 }
 
 /// `snat_source`: no source NAT.
@@ -501,12 +505,9 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
     let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
         return false;
     };
-    let Some(reply) = PORT_SEARCH.get_ptr_mut(0) else {
+    let Some(reply) = search_key(flow, nat) else {
         return false;
     };
-    // SAFETY: this CPU's own slot; nothing else runs on this CPU meanwhile.
-    let reply = unsafe { &mut *reply };
-    *reply = reply_key(flow, nat);
     for i in 0..SNAT_PORT_TRIES {
         let Some(offset) = (start + i).checked_rem(span) else {
             return false;

@@ -117,13 +117,27 @@ impl<V: Scan> Place<V> {
     }
 
     /// Writes `key` and, through `write`, its value: over the slot that
-    /// holds `key` already (unless `only_new`), else where `room` says.
-    /// False when `only_new` and the key is there.
+    /// holds `key` already if `may_replace` lets it replace that value, else
+    /// where `room` says. False when the key is there and may not be
+    /// replaced. One bucket lookup and one scan for both.
     #[inline(always)]
-    fn insert(mut self, key: &FlowTuple, only_new: bool, write: impl FnOnce(&mut V)) -> bool {
+    fn insert(
+        mut self,
+        key: &FlowTuple,
+        may_replace: impl FnOnce(&V) -> bool,
+        write: impl FnOnce(&mut V),
+    ) -> bool {
         let (bucket, way) = match self.locate(key) {
-            Some(_) if only_new => return false,
-            Some(found) => found,
+            Some((bucket, way)) => {
+                if bucket
+                    .slots
+                    .get(way)
+                    .is_none_or(|slot| !may_replace(&slot.value))
+                {
+                    return false;
+                }
+                (bucket, way)
+            }
             None => self.room(),
         };
         write_slot(bucket, way, key, self.tag, write)
@@ -135,8 +149,7 @@ impl<V: Scan> Place<V> {
         if let Some((bucket, way)) = self.locate(key)
             && let (Some(tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way))
         {
-            *tag = 0;
-            slot.key.proto = 0;
+            free_slot(tag, slot);
         }
     }
 }
@@ -168,8 +181,7 @@ fn write_slot<V>(
     let (Some(slot_tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way)) else {
         return false;
     };
-    *slot_tag = 0;
-    slot.key.proto = 0;
+    free_slot(slot_tag, slot);
     compiler_fence(Ordering::SeqCst);
     write(&mut slot.value);
     let from = key.words();
@@ -186,6 +198,13 @@ fn write_slot<V>(
     compiler_fence(Ordering::SeqCst);
     *slot_tag = tag;
     true
+}
+
+/// Frees a slot: no lookup matches it from then on (`Slot::is_used_under`).
+#[inline(always)]
+fn free_slot<V>(tag: &mut u32, slot: &mut Slot<V>) {
+    *tag = 0;
+    slot.key.proto = 0;
 }
 
 /// The global functions of one table's value type.
@@ -354,7 +373,7 @@ pub fn flow(key: &FlowTuple) -> Option<*mut CtEntry> {
 /// the same key.
 #[inline(always)]
 pub fn insert_flow(key: &FlowTuple, write: impl FnOnce(&mut CtEntry)) -> bool {
-    flows(key).is_some_and(|p| p.insert(key, false, write))
+    flows(key).is_some_and(|p| p.insert(key, |_| true, write))
 }
 
 /// The reply entry keyed `key`.
@@ -368,17 +387,21 @@ pub fn reply(key: &FlowTuple) -> Option<*mut ReplyEntry> {
 #[inline(always)]
 pub fn insert_reply(key: &FlowTuple, original: &FlowTuple, now: u64, only_new: bool) -> bool {
     replies(key).is_some_and(|p| {
-        p.insert(key, only_new, |entry| {
-            entry.used_ns = now;
-            entry.original = *original;
-        })
+        p.insert(
+            key,
+            |_| !only_new,
+            |entry| {
+                entry.used_ns = now;
+                entry.original = *original;
+            },
+        )
     })
 }
 
 /// Writes the reply entry keyed `key`, naming the flow keyed `original`, if
-/// there is none or `may_take` lets it take over the flow the entry names.
-/// One bucket lookup and one scan for both, as a new flow's port search
-/// tries up to `SNAT_PORT_TRIES` keys; `now` read only to write.
+/// there is none or `may_take` lets it take over the flow the entry names;
+/// `now` read only to write. A new flow's port search tries up to
+/// `SNAT_PORT_TRIES` keys, each one bucket lookup and one scan.
 #[inline(always)]
 pub fn claim_reply(
     key: &FlowTuple,
@@ -386,25 +409,15 @@ pub fn claim_reply(
     now: impl FnOnce() -> u64,
     may_take: impl FnOnce(&FlowTuple) -> bool,
 ) -> bool {
-    let Some(mut p) = replies(key) else {
-        return false;
-    };
-    let (bucket, way) = match p.locate(key) {
-        Some((bucket, way)) => {
-            if bucket
-                .slots
-                .get(way)
-                .is_none_or(|slot| !may_take(&slot.value.original))
-            {
-                return false;
-            }
-            (bucket, way)
-        }
-        None => p.room(),
-    };
-    write_slot(bucket, way, key, p.tag, |entry| {
-        entry.used_ns = now();
-        entry.original = *original;
+    replies(key).is_some_and(|p| {
+        p.insert(
+            key,
+            |entry| may_take(&entry.original),
+            |entry| {
+                entry.used_ns = now();
+                entry.original = *original;
+            },
+        )
     })
 }
 
