@@ -226,7 +226,7 @@ impl Datapath {
         let mut freed = 0;
         for (at, key) in slots {
             let start = key_offset::<V>(at.way);
-            if mapping.read(at.bucket, start, size_of::<FlowTuple>()) != bytes_of(key) {
+            if mapping.read_pod::<FlowTuple>(at.bucket, start) != *key {
                 continue;
             }
             mapping.store_u32(at.bucket, tag_offset::<V>(at.way), 0);
@@ -235,9 +235,4 @@ impl Datapath {
         }
         Ok(freed)
     }
-}
-
-/// A key's bytes, as the table holds them.
-fn bytes_of(key: &FlowTuple) -> Vec<u8> {
-    key.words().iter().flat_map(|w| w.to_ne_bytes()).collect()
 }

@@ -14,8 +14,7 @@ pub struct MapSizes {
     /// Tracked flows (`CONNTRACK`, and as many reply entries). Both tables get
     /// two slots per flow, in buckets of eight, rounded up to a power of two
     /// of buckets (`xdp_lb_common::flow_table::buckets_for`, which says why):
-    /// 896 and 768 bytes per bucket, 416 bytes per flow at the least (the LRU
-    /// maps they replaced took some 300).
+    /// 896 and 768 bytes per bucket, 416 bytes per flow at the least.
     pub conntrack: u32,
     /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
     /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).

@@ -34,7 +34,7 @@ pub struct MapUsage {
     pub entries: u64,
     /// Entries the map can hold, as the kernel reports it; for `BACKENDS`
     /// the usable IDs (ID 0 is never a backend); for the conntrack tables,
-    /// their slots (four per flow asked for: `MapSizes::conntrack`).
+    /// their slots (two per flow asked for: `MapSizes::conntrack`).
     pub capacity: u64,
 }
 

@@ -458,13 +458,6 @@ impl<V> ByteArrayMapping<V> {
         }
     }
 
-    /// The `len` bytes at `offset` in element `index`, read one at a time.
-    pub(crate) fn read(&self, index: u32, offset: usize, len: usize) -> Vec<u8> {
-        (offset..offset + len)
-            .map(|i| self.byte(index, i).load(Ordering::Relaxed))
-            .collect()
-    }
-
     /// The `T` at `offset` in element `index`, read a byte at a time (the
     /// datapath may be writing it: the bytes may come from two writes, as a
     /// batched lookup's may).
