@@ -8,11 +8,12 @@ mod support;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    thread::sleep,
-    time::Duration,
 };
 
-use aya::maps::{Array, Map, MapData};
+use aya::{
+    Pod,
+    maps::{Array, Map, MapData},
+};
 
 use support::{
     frame::{Packet, TcpFlags},
@@ -28,8 +29,8 @@ use xdp_lb::{
     ServiceOptions, TestRunOutput,
 };
 use xdp_lb_common::{
-    conntrack::FlowTuple,
-    flow_table::{FlowTables, alt_bucket, bucket_of, place, tag_of},
+    conntrack::{CtEntry, FlowTuple},
+    flow_table::{Bucket, FlowTables, ReplyEntry, alt_bucket, bucket_of, place, tag_of},
 };
 
 /// One flow asked for: the smallest tables, one bucket of eight slots each.
@@ -85,6 +86,46 @@ fn send(dp: &Datapath, packet: &Packet, ifindex: u32) -> TestRunOutput {
         .unwrap()
 }
 
+/// `backend4(0)`'s SYN-ACK to `CLIENT4:client_port`, as `dn0` receives it.
+fn syn_ack_from_backend(client_port: u16) -> Packet {
+    let backend = backend4(0);
+    Packet::tcp(
+        (mac_of(backend.ip()), DOWN_MAC),
+        backend,
+        SocketAddr::from((CLIENT4, client_port)),
+        TcpFlags::SYN_ACK,
+    )
+}
+
+/// Makes every entry of both pinned tables `ns` older, as if that much time
+/// had passed since they were last used.
+fn age_entries(pin_dir: &Path, ns: u64) {
+    age_table::<CtEntry>(pin_dir, "CONNTRACK", |e| {
+        e.last_seen_ns = e.last_seen_ns.saturating_sub(ns);
+    });
+    age_table::<ReplyEntry>(pin_dir, "CONNTRACK_REPLY", |e| {
+        e.used_ns = e.used_ns.saturating_sub(ns);
+    });
+}
+
+/// Rewrites every slot's value of the pinned table `name` through `age`, a
+/// bucket at a time (the datapath is idle meanwhile).
+fn age_table<V: Copy>(pin_dir: &Path, name: &str, age: impl Fn(&mut V))
+where
+    Bucket<V>: Pod,
+{
+    let data = MapData::from_pin(pin_dir.join(name)).expect("pinned table");
+    let map = Map::from_map_data(data).expect("a map");
+    let mut table = Array::<_, Bucket<V>>::try_from(map).expect("an array");
+    for index in 0..table.len() {
+        let mut bucket = table.get(&index, 0).expect("a bucket");
+        for slot in &mut bucket.slots {
+            age(&mut slot.value);
+        }
+        table.set(index, bucket, 0).expect("written back");
+    }
+}
+
 /// `packet` as it leaves for `backend4(0)`.
 fn to_backend(packet: &Packet) -> Packet {
     let backend = backend4(0);
@@ -96,72 +137,69 @@ fn to_backend(packet: &Packet) -> Packet {
 #[test]
 fn a_full_bucket_gives_up_its_least_recently_used_flow_and_a_freed_slot_goes_first() {
     in_private_netns(|| {
-        let (up0, dn0) = lb_interfaces();
-        let mut dp = one_backend_service(SIZES, None);
-        let backend = backend4(0);
+        with_private_bpffs(|bpffs| {
+            let (up0, dn0) = lb_interfaces();
+            let pin_dir = bpffs.join("xlb");
+            let mut dp = one_backend_service(SIZES, Some(pin_dir.clone()));
 
-        // Eight flows fill both buckets.
-        for port in 40001..=40008 {
-            let out = send(&dp, &syn_to_vip4(port, 80), up0);
+            // Eight flows fill both buckets.
+            for port in 40001..=40008 {
+                let out = send(&dp, &syn_to_vip4(port, 80), up0);
+                assert_eq!(
+                    (out.action, out.packet),
+                    (XDP_REDIRECT, to_backend(&syn_to_vip4(port, 80)).bytes())
+                );
+            }
+            let mut kept: Vec<u16> = (40001..=40008).collect();
+            assert_eq!(tracked_ports(&dp), kept);
+            assert_eq!(usage(&dp), [("CONNTRACK", 8, 8), ("CONNTRACK_REPLY", 8, 8)]);
+
+            // Every entry made two seconds older, so that the first flow's next
+            // packet is due the once-a-second refresh, which marks its reply
+            // entry used too.
+            age_entries(&pin_dir, 2_000_000_000);
+            let ack = syn_to_vip4(40001, 80).with_flags(TcpFlags::ACK);
+            assert_eq!(send(&dp, &ack, up0).packet, to_backend(&ack).bytes());
+
+            // A ninth flow takes the least recently used slot of each table: the
+            // second flow's, not the first's.
+            assert_eq!(send(&dp, &syn_to_vip4(40009, 80), up0).action, XDP_REDIRECT);
+            kept.retain(|&p| p != 40002);
+            kept.push(40009);
+            assert_eq!(tracked_ports(&dp), kept);
+            // The first flow's replies are still translated back to the VIP.
             assert_eq!(
-                (out.action, out.packet),
-                (XDP_REDIRECT, to_backend(&syn_to_vip4(port, 80)).bytes())
+                send(&dp, &syn_ack_from_backend(40001), dn0).action,
+                XDP_REDIRECT
             );
-        }
-        let mut kept: Vec<u16> = (40001..=40008).collect();
-        assert_eq!(tracked_ports(&dp), kept);
-        assert_eq!(usage(&dp), [("CONNTRACK", 8, 8), ("CONNTRACK_REPLY", 8, 8)]);
+            // The second flow's reply entry went with its flow entry: its
+            // backend's answer is no flow's (passed to the stack).
+            assert_ne!(
+                send(&dp, &syn_ack_from_backend(40002), dn0).action,
+                XDP_REDIRECT
+            );
 
-        // The first flow is used again once its entry is due a refresh (a
-        // second), which marks its reply entry used too.
-        sleep(Duration::from_millis(1100));
-        let ack = syn_to_vip4(40001, 80).with_flags(TcpFlags::ACK);
-        assert_eq!(send(&dp, &ack, up0).packet, to_backend(&ack).bytes());
+            // A flow the agent deletes frees its slots; the next new flow takes
+            // them and evicts nothing.
+            assert!(dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
+            assert!(!dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
+            kept.retain(|&p| p != 40003);
+            assert_eq!(tracked_ports(&dp), kept);
+            assert_eq!(usage(&dp), [("CONNTRACK", 7, 8), ("CONNTRACK_REPLY", 7, 8)]);
+            assert_eq!(send(&dp, &syn_to_vip4(40010, 80), up0).action, XDP_REDIRECT);
+            kept.push(40010);
+            assert_eq!(tracked_ports(&dp), kept);
 
-        // A ninth flow takes the least recently used slot of each table: the
-        // second flow's, not the first's.
-        assert_eq!(send(&dp, &syn_to_vip4(40009, 80), up0).action, XDP_REDIRECT);
-        kept.retain(|&p| p != 40002);
-        kept.push(40009);
-        assert_eq!(tracked_ports(&dp), kept);
-        // The first flow's replies are still translated back to the VIP.
-        let reply = Packet::tcp(
-            (mac_of(backend.ip()), DOWN_MAC),
-            backend,
-            SocketAddr::from((CLIENT4, 40001)),
-            TcpFlags::SYN_ACK,
-        );
-        assert_eq!(send(&dp, &reply, dn0).action, XDP_REDIRECT);
-        // The second flow's reply entry went with its flow entry: its
-        // backend's answer is no flow's (passed to the stack).
-        let orphan = Packet::tcp(
-            (mac_of(backend.ip()), DOWN_MAC),
-            backend,
-            SocketAddr::from((CLIENT4, 40002)),
-            TcpFlags::SYN_ACK,
-        );
-        assert_ne!(send(&dp, &orphan, dn0).action, XDP_REDIRECT);
-
-        // A flow the agent deletes frees its slots; the next new flow takes
-        // them and evicts nothing.
-        assert!(dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
-        assert!(!dp.delete_flow(&syn_to_vip4(40003, 80).flow()).unwrap());
-        kept.retain(|&p| p != 40003);
-        assert_eq!(tracked_ports(&dp), kept);
-        assert_eq!(usage(&dp), [("CONNTRACK", 7, 8), ("CONNTRACK_REPLY", 7, 8)]);
-        assert_eq!(send(&dp, &syn_to_vip4(40010, 80), up0).action, XDP_REDIRECT);
-        kept.push(40010);
-        assert_eq!(tracked_ports(&dp), kept);
-
-        let ct = dp.ct_stats().unwrap();
-        assert_eq!(
-            (
-                ct.get(CtEvent::Created).packets,
-                ct.get(CtEvent::Hit).packets,
-                ct.get(CtEvent::ReplyHit).packets,
-            ),
-            (10, 1, 1)
-        );
+            let ct = dp.ct_stats().unwrap();
+            assert_eq!(
+                (
+                    ct.get(CtEvent::Created).packets,
+                    ct.get(CtEvent::Hit).packets,
+                    ct.get(CtEvent::ReplyHit).packets,
+                ),
+                (10, 1, 1)
+            );
+        })
     });
 }
 
