@@ -19,9 +19,27 @@ use crate::{
 const LOAD_ATTEMPTS: u32 = 5;
 
 /// A load the verifier broke off for a pending signal, not a rejection.
-fn interrupted(error: &ProgramError) -> bool {
-    matches!(error, ProgramError::LoadError { io_error, .. }
+fn interrupted(error: &Error) -> bool {
+    matches!(error, Error::Verify { source: ProgramError::LoadError { io_error, .. }, .. }
         if io_error.raw_os_error() == Some(libc::EAGAIN))
+}
+
+/// Runs `load` until it succeeds, fails otherwise than `interrupted`, or has
+/// been tried `LOAD_ATTEMPTS` times; its last result.
+fn retrying_interrupted(
+    program: &str,
+    mut load: impl FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(e) if interrupted(&e) && attempt < LOAD_ATTEMPTS => {
+                debug!(program, attempt, "verification interrupted; again");
+                attempt += 1;
+            }
+            loaded => return loaded,
+        }
+    }
 }
 
 /// The symbol of the version stamp in the eBPF object.
@@ -220,27 +238,16 @@ impl Datapath {
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(Error::Load)?;
         for name in ProgramName::ALL {
-            let mut attempt = 1;
-            let loaded = loop {
-                let loaded = if name.is_tc() {
+            retrying_interrupted(name.as_str(), || {
+                if name.is_tc() {
                     crate::pods::classifier_mut(&mut ebpf, name)?.load()
                 } else {
                     program_mut(&mut ebpf, name)?.load()
-                };
-                match loaded {
-                    Err(e) if interrupted(&e) && attempt < LOAD_ATTEMPTS => {
-                        debug!(
-                            program = name.as_str(),
-                            attempt, "verification interrupted; again"
-                        );
-                        attempt += 1;
-                    }
-                    loaded => break loaded,
                 }
-            };
-            loaded.map_err(|source| Error::Verify {
-                program: name.as_str(),
-                source,
+                .map_err(|source| Error::Verify {
+                    program: name.as_str(),
+                    source,
+                })
             })?;
         }
         let mut datapath = Self {
@@ -439,5 +446,64 @@ fn raise_memlock_rlimit() {
             error = %std::io::Error::last_os_error(),
             "could not raise RLIMIT_MEMLOCK; relying on memcg accounting"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::programs::ProgramError;
+
+    use super::{Error, LOAD_ATTEMPTS, retrying_interrupted};
+
+    fn load_error(errno: i32) -> Error {
+        Error::Verify {
+            program: "xdp_lb",
+            source: ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(errno),
+                verifier_log: aya_obj::VerifierLog::new(String::new()),
+            },
+        }
+    }
+
+    /// Calls `retrying_interrupted` with a load that fails with `errno` for
+    /// its first `failures` calls; its result and how often it was called.
+    fn run(errno: i32, failures: u32) -> (Result<(), Error>, u32) {
+        let mut calls = 0;
+        let result = retrying_interrupted("xdp_lb", || {
+            calls += 1;
+            if calls <= failures {
+                Err(load_error(errno))
+            } else {
+                Ok(())
+            }
+        });
+        (result, calls)
+    }
+
+    #[test]
+    fn an_interrupted_verification_is_tried_again_until_it_succeeds() {
+        let (result, calls) = run(libc::EAGAIN, LOAD_ATTEMPTS - 1);
+        assert!(result.is_ok());
+        assert_eq!(calls, LOAD_ATTEMPTS);
+    }
+
+    #[test]
+    fn a_verification_interrupted_every_time_gives_up_after_the_last_attempt() {
+        let (result, calls) = run(libc::EAGAIN, u32::MAX);
+        assert!(matches!(
+            result,
+            Err(Error::Verify { source: ProgramError::LoadError { io_error, .. }, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN)
+        ));
+        assert_eq!(calls, LOAD_ATTEMPTS);
+    }
+
+    #[test]
+    fn a_rejection_is_not_tried_again() {
+        let (result, calls) = run(libc::EACCES, u32::MAX);
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
     }
 }
