@@ -48,6 +48,8 @@ pub const IP6_DST: usize = 24;
 /// TCP and UDP header fields (the ports are where both have them).
 pub const SRC_PORT: usize = 0;
 pub const DST_PORT: usize = 2;
+/// The data offset, in 32-bit words, in the high nibble.
+pub const TCP_DATA_OFFSET: usize = 12;
 pub const TCP_FLAGS: usize = 13;
 pub const TCP_CSUM: usize = 16;
 pub const UDP_CSUM: usize = 6;

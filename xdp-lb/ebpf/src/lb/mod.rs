@@ -233,6 +233,12 @@ pub fn filter_marks<S: FrameSource>(source: &S, parsed: &Parsed) -> u8 {
     } else {
         return BOTH;
     };
+    marks(src, dst)
+}
+
+/// The marks of a packet whose ends have the filter bits `src` and `dst`.
+#[inline(always)]
+pub fn marks(src: u32, dst: u32) -> u8 {
     let mut marks = 0;
     if filter_has(dst) {
         marks |= MARK_DST;

@@ -116,6 +116,28 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     // Failing only when the packet is shorter than asked, and then it is
     // all linear anyway.
     let _ = ctx.skb.pull_data(PULL_LEN.min(len as u32));
+    let mut packet = Packet::EMPTY;
+    let action = prepare(ctx, &mut packet, len, hook);
+    if action != BALANCE {
+        return action;
+    }
+    balance(ctx, &packet, len, hook)
+}
+
+/// `prepare`'s answer for a packet it filled for the core (not a TC action).
+const BALANCE: i32 = i32::MIN;
+
+/// Parses the packet of `len` bytes and counts it: fills `packet`, its marks
+/// too, and answers `BALANCE` for a packet the core must see; else answers
+/// it itself (an ICMP error's own path, a pass for what the address filter
+/// rules out) and returns its action. The frame seen most takes one pass
+/// (`Packet::fill_plain_ip4`).
+#[inline(always)]
+fn prepare(ctx: &TcContext, packet: &mut Packet, len: usize, hook: Hook) -> i32 {
+    if packet.fill_plain_ip4(ctx) {
+        count_parse(packet.counter, len);
+        return pass_unless_marked(packet.marks, len);
+    }
     let parsed = parse(ctx);
     count_parse(parsed.counter, len);
     if matches!(parsed.counter, ParseCounter::Icmp4 | ParseCounter::Icmp6) {
@@ -125,21 +147,36 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         }
     }
     let marks = filter_marks(ctx, &parsed);
+    if marks != 0 {
+        packet.fill(ctx, &parsed);
+        packet.marks = marks;
+    }
+    pass_unless_marked(marks, len)
+}
+
+/// `BALANCE` for a packet with `marks`; without, it goes on untouched as
+/// `Verdict::PassNotFrontend`, before anything else is read.
+#[inline(always)]
+fn pass_unless_marked(marks: u8, len: usize) -> i32 {
     if marks == 0 {
         count_verdict(Verdict::PassNotFrontend, len);
         return OK;
     }
-    let mut packet = Packet::EMPTY;
-    packet.fill(ctx, &parsed);
-    packet.marks = marks;
+    BALANCE
+}
+
+/// Balances a parsed TCP, UDP or other IP packet (`Packet::marks` set) of
+/// `len` bytes at `hook`: the core's decision, applied.
+#[inline(always)]
+fn balance(ctx: &TcContext, packet: &Packet, len: usize, hook: Hook) -> i32 {
     // In the per-CPU slot `xdp_lb` uses too, out of this frame (see there).
     let Some(nat) = nat_slot() else {
         count_verdict(Verdict::PassNotFrontend, len);
         return OK;
     };
     let decision = match hook {
-        Hook::Ingress | Hook::Uplink => decide(&packet, nat),
-        Hook::Egress => decide_reply(&packet, nat),
+        Hook::Ingress | Hook::Uplink => decide(packet, nat),
+        Hook::Egress => decide_reply(packet, nat),
     };
     let (verdict, action) = match decision.action {
         Action::Pass => (decision.verdict, OK),
@@ -157,7 +194,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     };
     count_verdict(verdict, len);
     if action == SHOT {
-        events::dropped(&packet, verdict);
+        events::dropped(packet, verdict);
     }
     action
 }

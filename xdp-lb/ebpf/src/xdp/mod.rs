@@ -65,9 +65,30 @@ impl FrameSource for XdpContext {
 /// core's `decide`.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    let frame = ctx.frame();
-    let len = frame.len();
-    let question = neighbour::question(&frame);
+    let len = ctx.frame().len();
+    let mut packet = Packet::EMPTY;
+    let action = prepare(ctx, &mut packet, len);
+    if action != BALANCE {
+        return action;
+    }
+    balance(ctx, &packet, len)
+}
+
+/// `prepare`'s answer for a packet it filled for the core (not an XDP action).
+const BALANCE: u32 = u32::MAX;
+
+/// Parses the frame of `len` bytes and counts it: fills `packet`, its marks
+/// too, and answers `BALANCE` for a packet the core must see; else answers
+/// the frame itself (an ARP or neighbour answer, an ICMP error's own path, a
+/// pass for what the address filter rules out) and returns its action. The
+/// frame a NIC sees most takes one pass (`Packet::fill_plain_ip4`).
+#[inline(always)]
+fn prepare(ctx: &XdpContext, packet: &mut Packet, len: usize) -> u32 {
+    if packet.fill_plain_ip4(ctx) {
+        count_parse(packet.counter, len);
+        return pass_unless_marked(packet.marks, len);
+    }
+    let question = neighbour::question(&ctx.frame());
     if question != neighbour::NO_QUESTION {
         let tagged = question & neighbour::TAGGED;
         // Counted as the parser would have: every frame in one parser slot.
@@ -95,13 +116,28 @@ pub fn run(ctx: &XdpContext) -> u32 {
         }
     }
     let marks = filter_marks(ctx, &parsed);
+    if marks != 0 {
+        packet.fill(ctx, &parsed);
+        packet.marks = marks;
+    }
+    pass_unless_marked(marks, len)
+}
+
+/// `BALANCE` for a packet with `marks`; without, it is passed untouched as
+/// `Verdict::PassNotFrontend`, before anything else is read.
+#[inline(always)]
+fn pass_unless_marked(marks: u8, len: usize) -> u32 {
     if marks == 0 {
         count_verdict(Verdict::PassNotFrontend, len);
         return XDP_PASS;
     }
-    let mut packet = Packet::EMPTY;
-    packet.fill(ctx, &parsed);
-    packet.marks = marks;
+    BALANCE
+}
+
+/// Balances a parsed TCP, UDP or other IP packet (`Packet::marks` set) of
+/// `len` bytes: the core's decision, applied.
+#[inline(always)]
+fn balance(ctx: &XdpContext, packet: &Packet, len: usize) -> u32 {
     // The translation lives in a per-CPU slot, not in this frame: the
     // 512-byte limit counts this frame with its deepest callees' (the L2
     // answers', the encapsulation's).
@@ -109,7 +145,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         count_verdict(Verdict::PassNotFrontend, len);
         return XDP_PASS;
     };
-    let decision = decide(&packet, nat);
+    let decision = decide(packet, nat);
     let (verdict, action) = match decision.action {
         Action::Pass => (decision.verdict, XDP_PASS),
         Action::Drop => (decision.verdict, XDP_DROP),
@@ -142,7 +178,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     count_verdict(verdict, len);
     if action == XDP_DROP {
-        events::dropped(&packet, verdict);
+        events::dropped(packet, verdict);
     }
     action
 }
