@@ -421,6 +421,18 @@ pub fn claim_reply(
     })
 }
 
+/// Starts reading the first bucket of the reply entry keyed `key` (its tags'
+/// line) and drops the word read: the caller's next instructions run on
+/// while the line comes in, so that a cold read the caller is about to make
+/// overlaps this one instead of following it.
+#[inline(always)]
+pub fn touch_reply(key: &FlowTuple) {
+    if let Some(p) = replies(key) {
+        // SAFETY: a word of a live map value; the read has no effect.
+        let _ = unsafe { core::ptr::read_volatile(&raw const p.first.tags[0]) };
+    }
+}
+
 /// Frees the reply entry keyed `key`.
 #[inline(always)]
 pub fn remove_reply(key: &FlowTuple) {

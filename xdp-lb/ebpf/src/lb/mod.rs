@@ -323,7 +323,9 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     //    (`Datapath::delete_flows_to`), and service settings
     //    (`loadBalancerSourceRanges` too) apply to new flows. An expiring
     //    packet is left to the service path, which passes it.
-    let tracked_first = never_node && flow.ttl > 1 && maybe_vip_address(&flow.tuple.dst_addr);
+    //    A SYN, almost always a new flow, takes the service path: see step 3.
+    let tracked_first =
+        never_node && flow.ttl > 1 && !flow.is_syn() && maybe_vip_address(&flow.tuple.dst_addr);
     if tracked_first && let Some(decision) = Decision::tracked(conntrack::lookup(flow, config, nat))
     {
         return decision;
@@ -379,7 +381,22 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
     }
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend
-    //    (already looked for in step 0 on a VIP-only address).
+    //    (already looked for in step 0 on a VIP-only address). A SYN has its
+    //    backend picked first (without ClientIP affinity), and its reply
+    //    entry's bucket read while its own is looked up: the two cold reads
+    //    of a new flow's buckets overlap. A SYN of a flow that holds (a
+    //    retransmission) goes on with its entry; the pick is dropped.
+    let sticky = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
+    let picked_first = flow.is_syn() && !sticky;
+    let mut backend = MaybeUninit::uninit();
+    let mut id = NO_BACKEND;
+    if picked_first {
+        id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+        if id != NO_BACKEND && service.flags & SERVICE_DSR == 0 {
+            // SAFETY: `select` initialises the backend when it returns an ID.
+            conntrack::touch_reply(flow, unsafe { backend.assume_init_ref() });
+        }
+    }
     if !tracked_first
         && let Some(decision) = Decision::tracked(conntrack::lookup(flow, config, nat))
     {
@@ -388,28 +405,28 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
 
     // 4. ClientIP affinity: the backend of the client's last new flow, while
     //    it holds; else Maglev (whose hash then leaves the source port out).
-    let mut backend = MaybeUninit::uninit();
-    let sticky = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
-    let mut id = if sticky {
-        affinity::recall(&flow.tuple.src_addr, &service, &mut backend)
-    } else {
-        NO_BACKEND
-    };
-    if id == NO_BACKEND {
-        id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+    if !picked_first {
+        id = if sticky {
+            affinity::recall(&flow.tuple.src_addr, &service, &mut backend)
+        } else {
+            NO_BACKEND
+        };
         if id == NO_BACKEND {
-            return if service.flags & SERVICE_DROP_WITHOUT_BACKENDS != 0 {
-                Decision::drop(Verdict::DropNoLocalBackend)
-            } else {
-                Decision::refuse()
-            };
+            id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
+            if id != NO_BACKEND && sticky {
+                // SAFETY: `select` initialises the backend when it returns an ID.
+                affinity::remember(&flow.tuple.src_addr, &service, id, unsafe {
+                    backend.assume_init_ref()
+                });
+            }
         }
-        if sticky {
-            // SAFETY: `select` initialises the backend when it returns an ID.
-            affinity::remember(&flow.tuple.src_addr, &service, id, unsafe {
-                backend.assume_init_ref()
-            });
-        }
+    }
+    if id == NO_BACKEND {
+        return if service.flags & SERVICE_DROP_WITHOUT_BACKENDS != 0 {
+            Decision::drop(Verdict::DropNoLocalBackend)
+        } else {
+            Decision::refuse()
+        };
     }
     // SAFETY: `recall` and `select` initialise the backend when they return
     // an ID.
