@@ -421,15 +421,39 @@ pub fn claim_reply(
     })
 }
 
-/// Starts reading the first bucket of the reply entry keyed `key` (its tags'
-/// line) and drops the word read: the caller's next instructions run on
-/// while the line comes in, so that a cold read the caller is about to make
-/// overlaps this one instead of following it.
+/// Starts reading what a new flow keyed `flow`, with the reply entry keyed
+/// `reply`, will read and write: the first cache lines of both keys' first
+/// buckets, their tags and the slots a bucket with room gives first. The
+/// words read are dropped: the caller's next instructions run on while the
+/// lines come in, so that the cold reads and writes about to follow overlap
+/// instead of following each other.
 #[inline(always)]
-pub fn touch_reply(key: &FlowTuple) {
-    if let Some(p) = replies(key) {
-        // SAFETY: a word of a live map value; the read has no effect.
-        let _ = unsafe { core::ptr::read_volatile(&raw const p.first.tags[0]) };
+pub fn touch_new(flow: &FlowTuple, reply: &FlowTuple) {
+    if let Some(p) = replies(reply) {
+        touch(p.first);
+    }
+    if let Some(p) = flows(flow) {
+        touch(p.first);
+    }
+}
+
+/// Cache lines of a bucket `touch_new` reads: its tags, and its first
+/// slots (a free bucket's first ways are taken first).
+const TOUCHED_LINES: usize = 4;
+const _: () = assert!(
+    size_of::<Bucket<ReplyEntry>>() >= TOUCHED_LINES * 64
+        && size_of::<Bucket<CtEntry>>() >= TOUCHED_LINES * 64
+);
+
+/// Reads one word of each of a bucket's first `TOUCHED_LINES` cache lines
+/// and drops them.
+#[inline(always)]
+fn touch<V>(bucket: &Bucket<V>) {
+    let words = (&raw const *bucket).cast::<u64>();
+    for line in 0..TOUCHED_LINES {
+        // SAFETY: a word within the map value (asserted above); the read
+        // has no effect.
+        let _ = unsafe { core::ptr::read_volatile(words.add(line * 8)) };
     }
 }
 

@@ -394,7 +394,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
         if id != NO_BACKEND && service.flags & SERVICE_DSR == 0 {
             // SAFETY: `select` initialises the backend when it returns an ID.
-            conntrack::touch_reply(flow, unsafe { backend.assume_init_ref() });
+            conntrack::touch_new(flow, unsafe { backend.assume_init_ref() });
         }
     }
     if !tracked_first
