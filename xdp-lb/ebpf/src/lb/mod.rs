@@ -236,6 +236,20 @@ pub fn filter_marks<S: FrameSource>(source: &S, parsed: &Parsed) -> u8 {
     marks(src, dst)
 }
 
+/// The general way of `Packet::fill_plain_ip4`, after `parse`: the frame's
+/// marks (`filter_marks`), and, when it has any, `packet` filled for the
+/// core with them. Without, the caller passes the frame: nothing more of it
+/// is read.
+#[inline(always)]
+pub fn fill_if_marked<S: FrameSource>(packet: &mut Packet, source: &S, parsed: &Parsed) -> u8 {
+    let marks = filter_marks(source, parsed);
+    if marks != 0 {
+        packet.fill(source, parsed);
+        packet.marks = marks;
+    }
+    marks
+}
+
 /// The marks of a packet whose ends have the filter bits `src` and `dst`.
 #[inline(always)]
 pub fn marks(src: u32, dst: u32) -> u8 {

@@ -39,7 +39,8 @@ use xdp_lb_common::stats::{ParseCounter, Verdict};
 use crate::{
     answer::{self, Answered, IcmpError},
     lb::{
-        Action, End, Nat, decide, decide_reply, events, filter_marks, flow::Packet, icmp::nat_slot,
+        Action, End, Nat, decide, decide_reply, events, fill_if_marked, flow::Packet,
+        icmp::nat_slot,
     },
     maps::{count_backend, count_parse, count_service, count_verdict},
     packet::{Frame, FrameSource, Resize},
@@ -146,11 +147,7 @@ fn prepare(ctx: &TcContext, packet: &mut Packet, len: usize, hook: Hook) -> i32 
             return action;
         }
     }
-    let marks = filter_marks(ctx, &parsed);
-    if marks != 0 {
-        packet.fill(ctx, &parsed);
-        packet.marks = marks;
-    }
+    let marks = fill_if_marked(packet, ctx, &parsed);
     pass_unless_marked(marks, len)
 }
 

@@ -18,7 +18,7 @@ use xdp_lb_common::stats::{ParseCounter, Verdict};
 use crate::{
     answer,
     lb::{
-        Action, End, Nat, decide, events, filter_marks,
+        Action, End, Nat, decide, events, fill_if_marked,
         flow::{Flow, Packet},
         icmp::nat_slot,
     },
@@ -115,11 +115,7 @@ fn prepare(ctx: &XdpContext, packet: &mut Packet, len: usize) -> u32 {
             return action;
         }
     }
-    let marks = filter_marks(ctx, &parsed);
-    if marks != 0 {
-        packet.fill(ctx, &parsed);
-        packet.marks = marks;
-    }
+    let marks = fill_if_marked(packet, ctx, &parsed);
     pass_unless_marked(marks, len)
 }
 
