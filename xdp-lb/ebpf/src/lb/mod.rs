@@ -396,10 +396,11 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend
     //    (already looked for in step 0 on a VIP-only address). A SYN has its
-    //    backend picked first (without ClientIP affinity), and its reply
-    //    entry's bucket read while its own is looked up: the two cold reads
-    //    of a new flow's buckets overlap. A SYN of a flow that holds (a
-    //    retransmission) goes on with its entry; the pick is dropped.
+    //    backend picked first (without ClientIP affinity), and the first
+    //    cache lines of its two buckets, its own and its reply entry's, read
+    //    at once before its lookup (`conntrack::touch_new`): the cold reads
+    //    and writes of a new flow's buckets overlap. A SYN of a flow that
+    //    holds (a retransmission) goes on with its entry; the pick is dropped.
     let sticky = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
     let picked_first = flow.is_syn() && !sticky;
     let mut backend = MaybeUninit::uninit();
