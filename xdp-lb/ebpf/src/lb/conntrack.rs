@@ -183,24 +183,21 @@ fn reply_names(reply: &FlowTuple, original: &FlowTuple) -> bool {
         .is_some_and(|holder| unsafe { (*holder).original.same_as(original) })
 }
 
-/// Starts reading the buckets of a new flow of `flow` to `backend` without
-/// source NAT, its own and its reply entry's (`flow_table::touch_new`), for
-/// a caller about to look the flow up: the cold reads and writes of a new
-/// flow's buckets then overlap. A subprogram of its own: the key stays out
-/// of the caller's frame.
+/// Starts reading the bucket of the reply entry a new flow of `flow` to
+/// `backend` without source NAT will write (`flow_table::touch_reply`), for
+/// a caller about to look the flow up: that lookup reads the flow's own
+/// bucket, and the cold reads and writes of a new flow's two buckets then
+/// overlap. A subprogram of its own: the key stays out of the caller's frame.
 #[inline(never)]
-pub fn touch_new(flow: &Flow, backend: &Backend) {
+pub fn touch_reply(flow: &Flow, backend: &Backend) {
     let t = &flow.tuple;
-    flow_table::touch_new(
-        t,
-        &FlowTuple::new(
-            backend.addr,
-            t.src_addr,
-            backend.port_be,
-            t.src_port_be,
-            t.proto,
-        ),
-    );
+    flow_table::touch_reply(&FlowTuple::new(
+        backend.addr,
+        t.src_addr,
+        backend.port_be,
+        t.src_port_be,
+        t.proto,
+    ));
 }
 
 /// An entry that is not kept gives its source-NAT port back at once: the

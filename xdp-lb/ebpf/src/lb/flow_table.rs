@@ -429,18 +429,14 @@ pub fn claim_reply(
     })
 }
 
-/// Starts reading what a new flow keyed `flow`, with the reply entry keyed
-/// `reply`, will read and write: the first cache lines of both keys' first
-/// buckets, their tags and the slots a bucket with room gives first. The
-/// words read are dropped: the caller's next instructions run on while the
-/// lines come in, so that the cold reads and writes about to follow overlap
-/// instead of following each other.
+/// Starts reading the first bucket of the reply entry keyed `key` (its
+/// first lines, as `reply` reads them) and drops the words read: the
+/// caller's next instructions run on while the lines come in, so that the
+/// lookup of the flow's own bucket, which follows, overlaps this read
+/// instead of following it.
 #[inline(always)]
-pub fn touch_new(flow: &FlowTuple, reply: &FlowTuple) {
-    if let Some(p) = replies(reply) {
-        touch(p.first);
-    }
-    if let Some(p) = flows(flow) {
+pub fn touch_reply(key: &FlowTuple) {
+    if let Some(p) = replies(key) {
         touch(p.first);
     }
 }

@@ -396,10 +396,10 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
 
     // 3. Conntrack before Maglev: a tracked flow keeps its live backend
     //    (already looked for in step 0 on a VIP-only address). A SYN has its
-    //    backend picked first (without ClientIP affinity), and the first
-    //    cache lines of its two buckets, its own and its reply entry's, read
-    //    at once before its lookup (`conntrack::touch_new`): the cold reads
-    //    and writes of a new flow's buckets overlap. A SYN of a flow that
+    //    backend picked first (without ClientIP affinity), and its reply
+    //    entry's bucket read just before its lookup reads its own
+    //    (`conntrack::touch_reply`): the cold reads and writes of a new
+    //    flow's two buckets overlap. A SYN of a flow that
     //    holds (a retransmission) goes on with its entry; the pick is dropped.
     let sticky = service.flags & SERVICE_AFFINITY_CLIENT_IP != 0;
     let picked_first = flow.is_syn() && !sticky;
@@ -409,7 +409,7 @@ fn decide_flow(flow: &Flow, marks: u8, nat: &mut MaybeUninit<Nat>) -> Decision {
         id = select::select(&flow.tuple, &service, config.hash_seed, &mut backend);
         if id != NO_BACKEND && service.flags & SERVICE_DSR == 0 {
             // SAFETY: `select` initialises the backend when it returns an ID.
-            conntrack::touch_new(flow, unsafe { backend.assume_init_ref() });
+            conntrack::touch_reply(flow, unsafe { backend.assume_init_ref() });
         }
     }
     if !tracked_first
