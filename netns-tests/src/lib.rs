@@ -37,6 +37,7 @@ mod process;
 mod rig;
 mod route;
 mod server;
+mod steering;
 mod sweep;
 pub mod topology;
 mod veth;

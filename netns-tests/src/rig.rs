@@ -15,8 +15,8 @@ use tracing::{debug, warn};
 
 use crate::{
     Cidr, EchoServer, Error, HostKind, Mac, Netns, Offloads, Proto, Result, Route, Veth, VethEnd,
-    VethOptions, addr::check_rig_address, bpffs::Bpffs, cmd, names, process::Process, sweep,
-    wait::wait_for,
+    VethOptions, addr::check_rig_address, bpffs::Bpffs, cmd, names, process::Process, steering,
+    sweep, wait::wait_for,
 };
 
 /// How a rig sets up its namespaces.
@@ -405,6 +405,20 @@ impl Rig {
     pub fn set_sysctl(&self, netns: &Netns, key: &str, value: &str) -> Result<()> {
         self.owned(netns)?;
         netns.write_sysctls(&[(key, value)])
+    }
+
+    /// Has `netns` take each flow that `dev` receives on one CPU, chosen by
+    /// the flow's hash among all online CPUs (RPS), as a NIC's receive-side
+    /// scaling would (`steering` says why an end host needs it).
+    pub fn steer_flows(&self, netns: &Netns, dev: &str) -> Result<()> {
+        self.owned(netns)?;
+        names::check_ifname(dev)?;
+        let mask = steering::online_cpu_mask()?;
+        // `ip netns exec` mounts the namespace's own sysfs, where `dev` is.
+        let script = format!(
+            "for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask} > \"$q/rps_cpus\" || exit 1; done"
+        );
+        netns.exec("sh", &["-c", &script]).map(drop)
     }
 
     /// Turns on IPv4 and IPv6 forwarding in `netns` (a router or LB box).

@@ -6,7 +6,7 @@ use super::{
         self, BACKEND_LAN, BEHIND_ROUTER_LAN, CLIENT_LAN, LB_LINK_BASE, MAX_BACKENDS, MAX_LBS,
         Subnet,
     },
-    route_rig_via,
+    route_rig_via, steer_flows,
 };
 use crate::{Cidr, Error, HostKind, Netns, Result, Rig, Route, Switch};
 
@@ -18,7 +18,8 @@ use crate::{Cidr, Error, HostKind, Netns, Result, Rig, Route, Switch};
 ///                                             └─ ...
 /// ```
 /// The LB forwards (IPv4 and IPv6); the client and the backends route the
-/// whole rig range (VIPs included) via the LB. Everything is wire-like.
+/// whole rig range (VIPs included) via the LB. Everything is wire-like, and
+/// the client and the backends steer each flow to one CPU (`Rig::steer_flows`).
 #[derive(Debug)]
 pub struct ClientLbBackends {
     pub rig: Rig,
@@ -64,6 +65,8 @@ impl ClientLbBackends {
         pin(&rig, options, &[&client, &lb_front])?;
         let segment: Vec<&Endpoint> = std::iter::once(&lb_back).chain(&backends).collect();
         pin(&rig, options, &segment)?;
+        let ends: Vec<&Endpoint> = std::iter::once(&client).chain(&backends).collect();
+        steer_flows(&rig, &ends)?;
         Ok(Self {
             rig,
             client,
@@ -85,7 +88,8 @@ impl ClientLbBackends {
 ///   LAN 0 .2       .1      LAN 1 .1  .2          LAN 3 .1  .2
 /// ```
 /// The LB and the router forward; every host routes the rig range toward the
-/// next hop on the way to the others. Everything is wire-like.
+/// next hop on the way to the others. Everything is wire-like, and the
+/// client and the backend steer each flow to one CPU (`Rig::steer_flows`).
 #[derive(Debug)]
 pub struct ClientLbRouterBackend {
     pub rig: Rig,
@@ -138,6 +142,7 @@ impl ClientLbRouterBackend {
         pin(&rig, options, &[&client, &lb_front])?;
         pin(&rig, options, &[&lb_back, &router_front])?;
         pin(&rig, options, &[&router_back, &backend])?;
+        steer_flows(&rig, &[&client, &backend])?;
         Ok(Self {
             rig,
             client,
@@ -176,7 +181,8 @@ pub struct EcmpLb {
 /// [`plan::VIP_RANGE_V6`]) over one multipath route to all LBs, hashing on
 /// the L4 5-tuple (`fib_multipath_hash_policy` 1). It is on the backend LAN
 /// too, as the backends' way back to clients (direct server return). The LBs
-/// route the rest of the rig via the router. Everything is wire-like.
+/// route the rest of the rig via the router. Everything is wire-like, and
+/// the client and the backends steer each flow to one CPU (`Rig::steer_flows`).
 #[derive(Debug)]
 pub struct EcmpLbs {
     pub rig: Rig,
@@ -280,6 +286,8 @@ impl EcmpLbs {
             .chain(&backends)
             .collect();
         pin(&rig, options, &segment)?;
+        let ends: Vec<&Endpoint> = std::iter::once(&client).chain(&backends).collect();
+        steer_flows(&rig, &ends)?;
         Ok(Self {
             rig,
             client,

@@ -134,6 +134,13 @@ pub(crate) fn route_rig_via(rig: &mut Rig, host: &Netns, gateway: &Endpoint) -> 
     rig.add_route(host, &Route::to(crate::RIG_RANGE_V6).via(gateway.v6.into()))
 }
 
+/// Has each end host of `ends` take every flow it receives on one CPU
+/// ([`Rig::steer_flows`]), as hosts behind a NIC do.
+pub(crate) fn steer_flows(rig: &Rig, ends: &[&Endpoint]) -> Result<()> {
+    ends.iter()
+        .try_for_each(|end| rig.steer_flows(&end.netns, &end.dev))
+}
+
 /// Pins neighbours on a segment when the options ask for it.
 pub(crate) fn pin(rig: &Rig, options: &Options, segment: &[&Endpoint]) -> Result<()> {
     if options.static_neighbours {
