@@ -52,6 +52,10 @@ pub(crate) enum Kind {
     Floor,
     /// A TCP SYN of a flow never seen: Maglev, conntrack insert, DNAT, forward.
     NewTcpFlow,
+    /// The same, over warm buckets: one SYN in every run, its flow and reply
+    /// entry deleted by the wrapper before each run (timed with it), as
+    /// Katran's SYN figure repeats one packet. Measured at the hot scale.
+    NewTcpFlowWarm,
     /// A TCP ACK of a tracked flow: conntrack hit, DNAT, forward.
     ConntrackHit,
     /// A UDP datagram of a tracked flow.
@@ -70,9 +74,10 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Table order.
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Floor,
         Self::NewTcpFlow,
+        Self::NewTcpFlowWarm,
         Self::ConntrackHit,
         Self::Udp,
         Self::Reply,
@@ -86,6 +91,7 @@ impl Kind {
         match self {
             Self::Floor => "floor (`xdp_floor`)",
             Self::NewTcpFlow => "new TCP flow (SYN)",
+            Self::NewTcpFlowWarm => "new TCP flow, warm (one SYN, forgotten before each run)",
             Self::ConntrackHit => "conntrack hit (TCP ACK)",
             Self::Udp => "UDP (conntrack hit)",
             Self::Reply => "reply reverse-NAT",
@@ -95,9 +101,18 @@ impl Kind {
         }
     }
 
-    /// Every run is a flow never seen (and takes a fresh client).
+    /// Every run is a new flow (and each measured run takes a fresh client).
     pub(crate) const fn is_new_flow(self) -> bool {
-        matches!(self, Self::NewTcpFlow | Self::DsrNewTcpFlow)
+        matches!(
+            self,
+            Self::NewTcpFlow | Self::NewTcpFlowWarm | Self::DsrNewTcpFlow
+        )
+    }
+
+    /// Every run is the same flow, which the wrapper deletes before it
+    /// (`Datapath::bench_target_forgetting`) rather than the client rotating.
+    pub(crate) const fn forgets(self) -> bool {
+        matches!(self, Self::NewTcpFlowWarm)
     }
 }
 
@@ -324,11 +339,12 @@ pub(crate) fn tracked_before(layout: &Layout, min_flows: u32) -> u64 {
 /// Builds the cases of a scale, tracking the flows they need first. The
 /// conntrack-hit, UDP and reply cases walk over at least `min_flows` flows
 /// (the reply case over at most `MAX_REPLY_FLOWS`; the others at least one
-/// per service).
+/// per service). The `hot` scale has the warm new-flow case too.
 pub(crate) fn build(
     dp: &mut Datapath,
     layout: &Layout,
     min_flows: u32,
+    hot: bool,
     seed: u64,
 ) -> anyhow::Result<Vec<Case>> {
     let mut cases = Vec::new();
@@ -350,6 +366,9 @@ pub(crate) fn build(
         Frontends::Nat,
         Expect::Dnat,
     ));
+    if hot {
+        cases.push(warm_new_flow_case(layout));
+    }
 
     // The tracked flows, TCP and UDP, created by the very rotations that
     // measure them.
@@ -458,6 +477,26 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
         rotations: padded(&template.build(), rotations),
         cycle,
         expect,
+    }
+}
+
+/// The warm new-flow case: one SYN to the first service, never rotated; the
+/// wrapper deletes its flow before every run, so it has no cycle.
+fn warm_new_flow_case(layout: &Layout) -> Case {
+    let syn = to_frontend(
+        layout,
+        Frontends::Nat,
+        Ipv4Addr::UNSPECIFIED,
+        FIRST_NEW_PORT,
+        L4::Syn,
+    );
+    Case {
+        kind: Kind::NewTcpFlowWarm,
+        program: ProgramName::XdpLb,
+        headers: syn,
+        rotations: padded(&syn.build(), vec![]),
+        cycle: u32::MAX,
+        expect: Expect::Dnat,
     }
 }
 

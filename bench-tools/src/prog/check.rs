@@ -89,7 +89,9 @@ impl Snapshot {
         let (verdict, event) = match kind {
             Kind::Floor => (None, None),
             Kind::NonVipPass => (Some(Verdict::PassNotFrontend), None),
-            Kind::NewTcpFlow => (Some(Verdict::ForwardToBackend), Some(CtEvent::Created)),
+            Kind::NewTcpFlow | Kind::NewTcpFlowWarm => {
+                (Some(Verdict::ForwardToBackend), Some(CtEvent::Created))
+            }
             Kind::ConntrackHit | Kind::Udp => (Some(Verdict::ForwardToBackend), Some(CtEvent::Hit)),
             Kind::Reply => (Some(Verdict::ForwardReply), Some(CtEvent::ReplyHit)),
             Kind::DsrNewTcpFlow => (Some(Verdict::ForwardEncapsulated), Some(CtEvent::Created)),

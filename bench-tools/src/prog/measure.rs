@@ -61,7 +61,11 @@ pub(crate) fn run_b(
         case.cycle
     );
     let frame = case.frame(client);
-    dp.bench_target_rotating(case.program, &frame, &case.rotations)?;
+    if case.kind.forgets() {
+        dp.bench_target_forgetting(case.program, &frame, &flow_of(&frame)?)?;
+    } else {
+        dp.bench_target_rotating(case.program, &frame, &case.rotations)?;
+    }
     let before = Snapshot::take(dp)?;
     let out = dp.test_run_repeat(ProgramName::XdpBench, &frame, repeat)?;
     let label = case.kind.label();
@@ -99,6 +103,8 @@ fn forget_new_flows(
     if client.is_none() {
         return Ok(());
     }
+    // A forgetting case's runs are all one flow, which the last run left.
+    let runs = if case.kind.forgets() { 1 } else { runs };
     let flows = (0..runs)
         .map(|n| flow_of(&case.frame_at(client, n)))
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -108,7 +108,7 @@ pub(crate) fn targets(rows: &[Row], flows: u32) -> Vec<Target> {
     for row in rows.iter().filter(|r| r.is_hot()) {
         let (limit, aim) = match row.case {
             Kind::ConntrackHit => (5.4, Some(4.0)),
-            Kind::NewTcpFlow => (8.0, None),
+            Kind::NewTcpFlow | Kind::NewTcpFlowWarm => (8.0, None),
             Kind::NonVipPass => (2.0, None),
             Kind::Floor | Kind::Udp | Kind::Reply | Kind::DsrNewTcpFlow | Kind::DsrConntrackHit => {
                 continue;

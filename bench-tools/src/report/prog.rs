@@ -15,6 +15,7 @@ fn label(case: &str) -> &str {
     match case {
         "floor" => "floor (`xdp_floor`)",
         "new_tcp_flow" => "new TCP flow (SYN)",
+        "new_tcp_flow_warm" => "new TCP flow, warm (one SYN, forgotten before each run)",
         "conntrack_hit" => "conntrack hit (TCP ACK)",
         "udp" => "UDP (conntrack hit)",
         "reply" => "reply reverse-NAT",

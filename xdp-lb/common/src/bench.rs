@@ -2,7 +2,7 @@
 //! every run (DESIGN.md, "Measuring ns/packet", method B), and the fields it
 //! rotates so that every run can be a new flow or hit another service.
 
-use crate::pod::impl_pod;
+use crate::{conntrack::FlowTuple, pod::impl_pod};
 
 /// The longest packet the wrapper restores (a power of two).
 pub const BENCH_MAX_PACKET: usize = 512;
@@ -33,6 +33,12 @@ const _: () = assert!(size_of::<Rotation>() == 12);
 pub struct BenchInput {
     /// Bytes of `packet` in use.
     pub len: u32,
+    /// Not 0: before every run, the wrapper deletes the tracked flow keyed
+    /// `forget` and its reply entry, so that one packet, never rotated, is a
+    /// new flow in every run over the same warm buckets (as Katran's SYN
+    /// figure repeats one packet). The deletion is timed with the run.
+    pub forgets: u32,
+    pub forget: FlowTuple,
     pub rotations: [Rotation; BENCH_ROTATIONS],
     /// Where each rotation stands, advanced by the wrapper after every run:
     /// counting beats dividing (a BPF division costs tens of cycles, and
@@ -41,7 +47,7 @@ pub struct BenchInput {
     pub steps: [RotationStep; BENCH_ROTATIONS],
     pub packet: [u8; BENCH_MAX_PACKET],
 }
-const _: () = assert!(size_of::<BenchInput>() == 4 + 48 + 32 + BENCH_MAX_PACKET);
+const _: () = assert!(size_of::<BenchInput>() == 8 + 40 + 48 + 32 + BENCH_MAX_PACKET);
 
 /// A rotation's position: run `n` has `step == (n / divisor) % modulus` and
 /// `within == n % divisor` (see `Rotation::value`).
@@ -77,6 +83,8 @@ impl Default for BenchInput {
     fn default() -> Self {
         Self {
             len: 0,
+            forgets: 0,
+            forget: FlowTuple::default(),
             rotations: [Rotation::default(); BENCH_ROTATIONS],
             steps: [RotationStep::default(); BENCH_ROTATIONS],
             packet: [0; BENCH_MAX_PACKET],

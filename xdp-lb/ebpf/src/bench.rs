@@ -18,6 +18,8 @@ use aya_ebpf::{
 };
 use xdp_lb_common::bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, BenchInput};
 
+use crate::lb::conntrack;
+
 const _: () = assert!(BENCH_MAX_PACKET.is_power_of_two());
 
 /// The packet to restore (slot 0), written by the loader.
@@ -79,6 +81,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
             ((data + offset) as *mut [u8; 2]).write_unaligned(step.value(&rotation).to_be_bytes());
         }
         step.advance(&rotation);
+    }
+    if input.forgets != 0 {
+        conntrack::forget(&input.forget);
     }
     // SAFETY: a tail call with this program's own context.
     unsafe { BENCH_TARGET.tail_call(ctx, 0) };

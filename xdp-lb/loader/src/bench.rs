@@ -1,10 +1,13 @@
 //! Setting up the `xdp_bench` wrapper (DESIGN.md, "Measuring ns/packet", method B).
 
 use aya::maps::{Array, ProgramArray};
-use xdp_lb_common::bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, BenchInput, Rotation};
+use xdp_lb_common::{
+    bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, BenchInput, Rotation},
+    conntrack::FlowTuple,
+};
 
 use crate::{
-    Datapath, Error, ProgramName,
+    Datapath, Error, Flow, ProgramName,
     maps::{BENCH_INPUT, BENCH_TARGET, map_err},
 };
 
@@ -23,6 +26,29 @@ impl Datapath {
         program: ProgramName,
         packet: &[u8],
         rotations: &[Rotation],
+    ) -> Result<(), Error> {
+        self.set_bench_input(program, packet, rotations, None)
+    }
+
+    /// Like [`Self::bench_target`], and before every run `xdp_bench` deletes
+    /// the tracked flow `forget` and its reply entry: a packet of that flow
+    /// is then a new flow in every run, its entries written over warm
+    /// buckets. The deletion's lookups are timed with the run.
+    pub fn bench_target_forgetting(
+        &mut self,
+        program: ProgramName,
+        packet: &[u8],
+        forget: &Flow,
+    ) -> Result<(), Error> {
+        self.set_bench_input(program, packet, &[], Some(forget.tuple()))
+    }
+
+    fn set_bench_input(
+        &mut self,
+        program: ProgramName,
+        packet: &[u8],
+        rotations: &[Rotation],
+        forget: Option<FlowTuple>,
     ) -> Result<(), Error> {
         if rotations.len() > BENCH_ROTATIONS
             || rotations
@@ -58,6 +84,10 @@ impl Datapath {
             len: packet.len() as u32,
             ..BenchInput::default()
         };
+        if let Some(tuple) = forget {
+            input.forgets = 1;
+            input.forget = tuple;
+        }
         input.packet[..packet.len()].copy_from_slice(packet);
         input.rotations[..rotations.len()].copy_from_slice(rotations);
         Array::<_, BenchInput>::try_from(self.map_mut(BENCH_INPUT)?)

@@ -724,3 +724,30 @@ fn bench_wrapper_rotation_makes_every_run_a_new_flow() {
         assert_eq!(lb.dp.conntrack().expect("conntrack").len(), 500);
     });
 }
+
+#[test]
+fn bench_wrapper_forgetting_makes_one_packet_a_new_flow_in_every_run() {
+    in_private_netns(|| {
+        let mut lb = lb_with_tcp4(&cycling(&BACKEND4_IDS[..2], 251));
+        let syn = Packet::tcp(FROM_CLIENT, client4(10000), vip4(), TcpFlags::SYN);
+        let input = syn.bytes();
+        lb.dp
+            .bench_target_forgetting(ProgramName::XdpLb, &input, &syn.flow())
+            .expect("setup");
+        let out = lb
+            .dp
+            .test_run_repeat(ProgramName::XdpBench, &input, 500)
+            .expect("run");
+        let (_, backend, _) = lb.simulated(&syn.flow());
+        assert_eq!(
+            out.packet,
+            to_backend(&syn, backend),
+            "the last run's output"
+        );
+        // Every run created the flow anew; the last run's entry is left.
+        lb.assert_ct(&[(CtEvent::Created, 500)]);
+        let flows = lb.dp.conntrack().expect("conntrack");
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].flow, syn.flow());
+    });
+}

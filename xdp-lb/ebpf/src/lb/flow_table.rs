@@ -462,6 +462,14 @@ fn touch<V>(bucket: &Bucket<V>) {
     }
 }
 
+/// Frees the flow entry keyed `key`.
+#[inline(always)]
+pub fn remove_flow(key: &FlowTuple) {
+    if let Some(p) = flows(key) {
+        p.remove(key);
+    }
+}
+
 /// Frees the reply entry keyed `key`.
 #[inline(always)]
 pub fn remove_reply(key: &FlowTuple) {
