@@ -68,7 +68,10 @@ pub use analysis::{Balance, Disruption};
 pub use diff::{Diff, SlotChange};
 #[cfg(feature = "std")]
 pub use error::Error;
-pub use hash::{FlowKey, flow_hash, flow_hash_client_ip, hash64, slot_of};
+pub use hash::{
+    FlowKey, FlowWords, flow_hash, flow_hash_client_ip, flow_hash_client_ip_words, flow_hash_words,
+    hash64, slot_of,
+};
 #[cfg(feature = "std")]
 pub use sizing::{SizingPolicy, TableSize};
 #[cfg(feature = "std")]

@@ -204,11 +204,8 @@ pub fn touch_reply(flow: &Flow, backend: &Backend) {
 /// before every run of a case that makes one flow new again and again.
 #[inline(never)]
 pub fn forget(tuple: &FlowTuple) {
-    if let Some(entry) = flow_table::flow(tuple) {
-        // SAFETY: a map value of the right type, read once.
-        let reply = unsafe { (*entry).reply_key(tuple.proto) };
-        flow_table::remove_reply(&reply);
-        flow_table::remove_flow(tuple);
+    if let Some(entry) = flow_table::remove_flow(tuple) {
+        flow_table::remove_reply(&entry.reply_key(tuple.proto));
     }
 }
 

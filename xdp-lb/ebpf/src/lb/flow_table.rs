@@ -143,6 +143,21 @@ impl<V: Scan> Place<V> {
         write_slot(bucket, way, key, self.tag, write)
     }
 
+    /// Frees the slot holding `key`, if any, and returns its value.
+    #[inline(always)]
+    fn take(mut self, key: &FlowTuple) -> Option<V>
+    where
+        V: Copy,
+    {
+        let (bucket, way) = self.locate(key)?;
+        let (Some(tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way)) else {
+            return None;
+        };
+        let value = slot.value;
+        free_slot(tag, slot);
+        Some(value)
+    }
+
     /// Frees the slot holding `key`, if any.
     #[inline(always)]
     fn remove(mut self, key: &FlowTuple) {
@@ -462,12 +477,10 @@ fn touch<V>(bucket: &Bucket<V>) {
     }
 }
 
-/// Frees the flow entry keyed `key`.
+/// Frees the flow entry keyed `key`; returns its value as it was.
 #[inline(always)]
-pub fn remove_flow(key: &FlowTuple) {
-    if let Some(p) = flows(key) {
-        p.remove(key);
-    }
+pub fn remove_flow(key: &FlowTuple) -> Option<CtEntry> {
+    flows(key)?.take(key)
 }
 
 /// Frees the reply entry keyed `key`.
