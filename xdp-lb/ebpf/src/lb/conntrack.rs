@@ -200,11 +200,15 @@ pub fn touch_reply(flow: &Flow, backend: &Backend) {
     ));
 }
 
-/// Deletes the flow keyed `tuple`, and its reply entry: `xdp_bench` does
-/// before every run of a case that makes one flow new again and again.
+/// Deletes the flow keyed `tuple`, and its reply entry if it has one (a DSR
+/// flow has none): `xdp_bench` does before every run of a case that makes
+/// one flow new again and again. The reply entry is not checked to name the
+/// flow: a benchmark's flow shares its reply tuple with no other.
 #[inline(never)]
 pub fn forget(tuple: &FlowTuple) {
-    if let Some(entry) = flow_table::remove_flow(tuple) {
+    if let Some(entry) = flow_table::remove_flow(tuple)
+        && entry.flags & CT_DSR == 0
+    {
         flow_table::remove_reply(&entry.reply_key(tuple.proto));
     }
 }
@@ -427,7 +431,7 @@ fn track(flow: &Flow, nat: &Nat, service_flags: u32) -> bool {
 /// Claims the reply entry of `flow` translated as `nat` says (see `claim`).
 #[inline(always)]
 fn claim_reply(flow: &Flow, nat: &Nat) -> bool {
-    search_key(flow, nat).is_some_and(|reply| claim(reply, &flow.tuple))
+    search_key(flow, nat).is_some_and(|reply| claim(reply, &flow.tuple, nat.now_ns))
 }
 
 /// The reply key of `flow` translated as `nat` says, built in this CPU's
@@ -539,7 +543,7 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
             return false;
         };
         reply.dst_port_be = ((min + offset) as u16).to_be();
-        if claim(reply, &flow.tuple) {
+        if claim(reply, &flow.tuple, nat.now_ns) {
             nat.peer_port_be = reply.dst_port_be;
             count_ct(CtEvent::SnatAllocated);
             return true;
@@ -551,26 +555,28 @@ fn allocate_port(flow: &Flow, nat: &mut Nat, config: &Config) -> bool {
 /// Makes `reply` the reply entry of `original`: true when it was free, is
 /// `original`'s already (the flow is re-created), or belongs to a flow that
 /// no longer holds it (expired, gone, closed at both ends, or moved to
-/// another backend or port), which is how a source-NAT port is released. A subprogram of its own, so
-/// that its lookups do not add to the frame of the loop that calls it.
+/// another backend or port), which is how a source-NAT port is released;
+/// `now` is the flow's clock reading (`Nat::now_ns`). A subprogram of its
+/// own, so that its lookups do not add to the frame of the loop that calls
+/// it.
 #[inline(never)]
-fn claim(reply: &FlowTuple, original: &FlowTuple) -> bool {
-    flow_table::claim_reply(reply, original, now_ns, |holder| {
-        holder.same_as(original) || !holds(holder, reply)
+fn claim(reply: &FlowTuple, original: &FlowTuple, now: u64) -> bool {
+    flow_table::claim_reply(reply, original, now, |holder| {
+        holder.same_as(original) || !holds(holder, reply, now)
     })
 }
 
 /// True when the flow keyed `holder` is alive, not closed at both ends
-/// (`CtEntry::is_closed`), and its replies carry `reply`.
+/// (`CtEntry::is_closed`) at `now`, and its replies carry `reply`.
 #[inline(always)]
-fn holds(holder: &FlowTuple, reply: &FlowTuple) -> bool {
+fn holds(holder: &FlowTuple, reply: &FlowTuple, now: u64) -> bool {
     let (Some(e), Some(config)) = (flow_table::flow(holder), CONFIG.get(0)) else {
         return false;
     };
     // SAFETY: a map value of the right type, read once.
     let e = unsafe { &*e };
     !e.is_closed()
-        && now_ns().saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state)
+        && now.saturating_sub(e.last_seen_ns) < config.timeout_ns(e.state)
         && e.backend_addr == reply.src_addr
         && e.backend_port_be == reply.src_port_be
         && e.reply_dst_addr == reply.dst_addr

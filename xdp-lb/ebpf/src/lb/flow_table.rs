@@ -422,14 +422,14 @@ pub fn insert_reply(key: &FlowTuple, original: &FlowTuple, now: u64, only_new: b
 }
 
 /// Writes the reply entry keyed `key`, naming the flow keyed `original`, if
-/// there is none or `may_take` lets it take over the flow the entry names;
-/// `now` read only to write. A new flow's port search tries up to
-/// `SNAT_PORT_TRIES` keys, each one bucket lookup and one scan.
+/// there is none or `may_take` lets it take over the flow the entry names,
+/// used at `now`. A new flow's port search tries up to `SNAT_PORT_TRIES`
+/// keys, each one bucket lookup and one scan.
 #[inline(always)]
 pub fn claim_reply(
     key: &FlowTuple,
     original: &FlowTuple,
-    now: impl FnOnce() -> u64,
+    now: u64,
     may_take: impl FnOnce(&FlowTuple) -> bool,
 ) -> bool {
     replies(key).is_some_and(|p| {
@@ -437,7 +437,7 @@ pub fn claim_reply(
             key,
             |entry| may_take(&entry.original),
             |entry| {
-                entry.used_ns = now();
+                entry.used_ns = now;
                 entry.original = *original;
             },
         )
