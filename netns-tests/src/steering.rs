@@ -4,13 +4,11 @@
 //! CPU: a host's TCP sees a flow's segments one after the other. A veth has
 //! one queue, and its NAPI runs on whichever CPU sent to it last. Behind an
 //! XDP program that redirects (each hop a veth NAPI), two segments of one
-//! flow then reach the host's TCP on two CPUs at once. Measured in the rig
-//! (1 000 services, connect-request-close through xlb, kernel 6.18): the
-//! backends' listening sockets answered about 220 segments in 10 s with a
-//! reset, because the segment missed the socket its twin was creating or
-//! closing, and 8 to 18 connections failed; nftables, whose path never
-//! leaves the sending CPU, had 1 such reset and none failed. With RPS on the
-//! end hosts, as here, xlb had neither.
+//! flow then reach the host's TCP on two CPUs at once, and the one that
+//! misses the socket its twin is creating or closing goes to the listener,
+//! which resets it: connections fail that would not behind a NIC. RPS on the
+//! end hosts keeps each flow on one CPU, as RSS does (the measurements are
+//! in `docs/bench/notes.md`, "How to read the rig").
 
 use crate::{Error, Result};
 
