@@ -33,11 +33,12 @@ const _: () = assert!(size_of::<Rotation>() == 12);
 pub struct BenchInput {
     /// Bytes of `packet` in use.
     pub len: u32,
-    /// Not 0: before every run, the wrapper deletes the tracked flow keyed
-    /// `forget` and its reply entry, so that one packet, never rotated, is a
-    /// new flow in every run over the same warm buckets (as Katran's SYN
-    /// figure repeats one packet). The deletion is timed with the run.
-    pub forgets: u32,
+    pub _pad: u32,
+    /// A tracked flow the wrapper deletes before every run, with its reply
+    /// entry, so that one packet, never rotated, is a new flow in every run
+    /// over the same warm buckets (as Katran's SYN figure repeats one
+    /// packet); the deletion is timed with the run. None when its protocol
+    /// is 0, which no tracked flow has (the default).
     pub forget: FlowTuple,
     pub rotations: [Rotation; BENCH_ROTATIONS],
     /// Where each rotation stands, advanced by the wrapper after every run:
@@ -83,7 +84,7 @@ impl Default for BenchInput {
     fn default() -> Self {
         Self {
             len: 0,
-            forgets: 0,
+            _pad: 0,
             forget: FlowTuple::default(),
             rotations: [Rotation::default(); BENCH_ROTATIONS],
             steps: [RotationStep::default(); BENCH_ROTATIONS],

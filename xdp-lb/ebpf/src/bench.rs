@@ -82,7 +82,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         }
         step.advance(&rotation);
     }
-    if input.forgets != 0 {
+    if input.forget.proto != 0 {
         conntrack::forget(&input.forget);
     }
     // SAFETY: a tail call with this program's own context.

@@ -85,7 +85,6 @@ impl Datapath {
             ..BenchInput::default()
         };
         if let Some(tuple) = forget {
-            input.forgets = 1;
             input.forget = tuple;
         }
         input.packet[..packet.len()].copy_from_slice(packet);

@@ -158,14 +158,13 @@ impl<V: Scan> Place<V> {
         Some(value)
     }
 
-    /// Frees the slot holding `key`, if any.
+    /// Frees the slot holding `key`, if any (`take`, its value unread).
     #[inline(always)]
-    fn remove(mut self, key: &FlowTuple) {
-        if let Some((bucket, way)) = self.locate(key)
-            && let (Some(tag), Some(slot)) = (bucket.tags.get_mut(way), bucket.slots.get_mut(way))
-        {
-            free_slot(tag, slot);
-        }
+    fn remove(self, key: &FlowTuple)
+    where
+        V: Copy,
+    {
+        let _ = self.take(key);
     }
 }
 
