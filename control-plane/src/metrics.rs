@@ -66,7 +66,10 @@ pub struct Metrics {
     reloads: Family<OutcomeLabels, Counter>,
     announced: Family<SpeakerLabels, Gauge>,
     announce_failures: Family<SpeakerLabels, Counter>,
+    l2_announcements: Family<L2AnnouncementLabels, Counter>,
 }
+
+type L2AnnouncementLabels = [(&'static str, &'static str); 2];
 
 type SpeakerLabels = [(&'static str, &'static str); 1];
 
@@ -119,6 +122,12 @@ impl Metrics {
             "Failed attempts to change a speaker's announcements (each is retried)",
             announce_failures.clone(),
         );
+        let l2_announcements = Family::<L2AnnouncementLabels, Counter>::default();
+        registry.register(
+            "xlb_l2_announcements",
+            "Gratuitous ARP requests and unsolicited neighbour advertisements for the VIPs the L2 speaker started answering for, by family and outcome (sent, failed)",
+            l2_announcements.clone(),
+        );
         registry.register(
             "xlb_build",
             "The running xlb build",
@@ -131,6 +140,7 @@ impl Metrics {
             reloads,
             announced,
             announce_failures,
+            l2_announcements,
         }
     }
 
@@ -145,6 +155,15 @@ impl Metrics {
     pub fn announce_failed(&self, speaker: &'static str) {
         self.announce_failures
             .get_or_create(&[("speaker", speaker)])
+            .inc();
+    }
+
+    /// Counts one L2 announcement of an address of `family` (`ipv4`,
+    /// `ipv6`), sent or not.
+    pub fn l2_announcement(&self, family: &'static str, sent: bool) {
+        let outcome = if sent { "sent" } else { "failed" };
+        self.l2_announcements
+            .get_or_create(&[("family", family), ("outcome", outcome)])
             .inc();
     }
 

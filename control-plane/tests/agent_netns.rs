@@ -1130,9 +1130,12 @@ fn neighbour(rig: &AgentRig, ip: IpAddr) -> Option<(String, String)> {
     ))
 }
 
-#[test]
-fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
-    const REQUESTS: usize = 20;
+/// A rig whose config has one TCP service on the IPv4 VIP and one on an
+/// IPv6 VIP, their echo servers running, and the client holding both VIPs
+/// on its own segment: it asks for them by ARP and neighbour discovery
+/// instead of routing them to the LB. Returns the rig, the services' config
+/// entries and the IPv6 VIP.
+fn l2_rig() -> (AgentRig, Vec<String>, IpAddr) {
     let mut rig = AgentRig::build(XLB).expect("rig");
     let vip6: IpAddr = plan::vip(1).1.into();
     let mut services = Vec::new();
@@ -1163,15 +1166,21 @@ fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
         }
     }
     rig.write_config(&config(&services)).expect("config");
-    rig.start_agent(&["--l2-interface", "eth0"]).expect("agent");
-    // The client holds the VIPs on its own segment: it asks for them by ARP
-    // and neighbour discovery instead of routing them to the LB.
     let client = rig.client().clone();
     for (vip, bits) in [(vip(), 32), (vip6, 128)] {
         let on_link =
             netns_tests::Route::to(netns_tests::Cidr::new(vip, bits).expect("cidr")).dev("eth0");
         rig.topo.rig.add_route(&client, &on_link).expect("route");
     }
+    (rig, services, vip6)
+}
+
+#[test]
+fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
+    const REQUESTS: usize = 20;
+    let (mut rig, services, vip6) = l2_rig();
+    rig.start_agent(&["--l2-interface", "eth0"]).expect("agent");
+    let client = rig.client().clone();
     let lb_mac = rig.lb().mac("eth0").expect("the LB's MAC").to_string();
     for vip in [vip(), vip6] {
         let echoes = EchoClient::new(rig.client())
@@ -1226,6 +1235,70 @@ fn l2_mode_answers_arp_and_neighbour_solicitations_for_the_vip() {
          answered by xdp_lb with {lb_mac} ({arp} ARP replies, {nd} advertisements); \
          the withdrawn VIP went unanswered, and so did the other once the agent ran without \
          --l2-interface",
+        vip()
+    ));
+}
+
+#[test]
+fn l2_mode_announces_a_vip_it_takes_over_so_the_segment_moves_at_once() {
+    /// The MAC of the box this one replaces, which the client still holds.
+    const OLD_MAC: &str = "02:00:5e:00:53:01";
+    let (mut rig, _, vip6) = l2_rig();
+    let client = rig.client().clone();
+    for vip in [vip(), vip6] {
+        client
+            .exec(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    &vip.to_string(),
+                    "lladdr",
+                    OLD_MAC,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "stale",
+                ],
+            )
+            .expect("an entry at the old MAC");
+    }
+    rig.start_agent(&["--l2-interface", "eth0"]).expect("agent");
+    let lb_mac = rig.lb().mac("eth0").expect("the LB's MAC").to_string();
+    // No packet from the client: only the agent's announcements move the
+    // entries (a stale entry is left as it is until it is used).
+    for vip in [vip(), vip6] {
+        wait_until(PATIENCE, "the client's entry at the LB's MAC", || {
+            neighbour(&rig, vip).is_some_and(|(mac, _)| mac == lb_mac)
+        })
+        .unwrap_or_else(|e| panic!("{vip}: {e}; the entry is {:?}", neighbour(&rig, vip)));
+    }
+    // Two ARP announcements (RFC 5227) and three advertisements (RFC 4861),
+    // the repeats on the agent's announcement ticks, and no more.
+    let sent = |family: &str| {
+        let metrics = rig.metrics_get("/metrics").expect("GET /metrics");
+        metric(
+            &metrics.body,
+            &format!(r#"xlb_l2_announcements_total{{family="{family}",outcome="sent"}}"#),
+        )
+    };
+    wait_until(PATIENCE, "every announcement sent", || {
+        sent("ipv4") == Some(2.0) && sent("ipv6") == Some(3.0)
+    })
+    .unwrap_or_else(|e| panic!("{e}: ipv4 {:?}, ipv6 {:?}", sent("ipv4"), sent("ipv6")));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!((sent("ipv4"), sent("ipv6")), (Some(2.0), Some(3.0)));
+    // The moved entries carry the traffic.
+    for vip in [vip(), vip6] {
+        let echoes = EchoClient::new(&client)
+            .with_timeout(IO_TIMEOUT)
+            .tcp(SocketAddr::new(vip, VIP_PORT), 5)
+            .unwrap_or_else(|e| panic!("requests to {vip}: {e}"));
+        assert_eq!(echoes.len(), 5);
+    }
+    report(&format!(
+        "l2 takeover: the client's entries for {} and {vip6} moved from {OLD_MAC} to {lb_mac} \
+         without a packet of its own; 2 ARP announcements and 3 neighbour advertisements sent",
         vip()
     ));
 }

@@ -44,7 +44,7 @@ use self::{
 };
 use crate::{
     admin::{self, Admin},
-    announce::{Announcer, Bird, Speaker},
+    announce::{Announcer, Bird, L2, Speaker},
     api::AttachmentView,
     health::{HealthChecker, node_port::HealthCheckNodePorts},
     metrics::{self, Metrics},
@@ -53,8 +53,10 @@ use crate::{
 
 /// How often the configuration file is checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
-/// How often a speaker that failed (BIRD down, say) is tried again.
-const ANNOUNCE_RETRY: Duration = Duration::from_secs(2);
+/// The announcement tick: how often a speaker that failed (BIRD down, say)
+/// is tried again, and the spacing of repeated L2 announcements (RFC 5227's
+/// `ANNOUNCE_INTERVAL`).
+const ANNOUNCE_TICK: Duration = Duration::from_secs(2);
 /// How often expired conntrack entries are collected.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -277,8 +279,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut file_poll = interval(FILE_POLL);
     file_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut announce_retry = interval(ANNOUNCE_RETRY);
-    announce_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut announce_tick = interval(ANNOUNCE_TICK);
+    announce_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut gc = interval(GC_INTERVAL);
     gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let config = options.config.as_deref();
@@ -330,9 +332,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     None => serve_file_health_ports(&core, &mut health_ports).await,
                 }
             }
-            _ = announce_retry.tick() => {
+            _ = announce_tick.tick() => {
                 locked(&core, |c| {
-                    c.announcer.retry(&mut c.datapath, &c.metrics);
+                    c.announcer.tick(&mut c.datapath, &c.metrics);
                     Ok(())
                 });
             }
@@ -416,10 +418,7 @@ fn speakers(options: &AgentOptions) -> anyhow::Result<Vec<Speaker>> {
         );
         let link = xdp_lb::L2Link::of_interface(interface)
             .with_context(|| format!("--l2-interface {interface}"))?;
-        speakers.push(Speaker::L2 {
-            interface: interface.clone(),
-            link,
-        });
+        speakers.push(Speaker::L2(L2::new(interface.clone(), link)));
     }
     Ok(speakers)
 }

@@ -11,20 +11,26 @@
 //! Speakers:
 //! - [`bird`]: BGP, through the BIRD daemon the operator runs beside the
 //!   agent (we do not speak BGP ourselves);
-//! - L2: the datapath answers ARP requests and IPv6 neighbour solicitations
-//!   for the VIPs on one interface, as MetalLB's and Cilium's L2 modes do.
+//! - [`l2`]: the datapath answers ARP requests and IPv6 neighbour
+//!   solicitations for the VIPs on one interface, as MetalLB's and Cilium's
+//!   L2 modes do, and the agent announces each address it starts answering
+//!   for to the segment.
 //!
 //! When the agent stops, announcements stay as they are, like the pinned
 //! datapath they point at: a restart withdraws nothing. A failed box is
 //! withdrawn by its BGP sessions going down.
 
 pub mod bird;
+pub mod l2;
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use xdp_lb::{AddressKind, Datapath, L2Link};
+use xdp_lb::{AddressKind, Datapath};
 
-pub use self::bird::{Bird, BirdError};
+pub use self::{
+    bird::{Bird, BirdError},
+    l2::L2,
+};
 use crate::{api::AnnouncementView, metrics::Metrics, reconcile::Desired};
 
 /// The VIPs `desired` can serve: see the module docs.
@@ -48,11 +54,8 @@ pub fn servable(desired: &Desired) -> BTreeSet<IpAddr> {
 #[derive(Debug)]
 pub enum Speaker {
     Bgp(Bird),
-    /// Answer ARP / neighbour solicitations on this interface.
-    L2 {
-        interface: String,
-        link: L2Link,
-    },
+    /// Answer ARP / neighbour solicitations on an interface.
+    L2(L2),
 }
 
 impl Speaker {
@@ -60,50 +63,22 @@ impl Speaker {
     pub const fn name(&self) -> &'static str {
         match self {
             Self::Bgp(_) => "bgp",
-            Self::L2 { .. } => "l2",
+            Self::L2(_) => "l2",
         }
     }
 
     /// Moves the speaker from announcing `before` (None: unknown, e.g. left
     /// by an earlier agent) to announcing exactly `after`.
     fn announce(
-        &self,
+        &mut self,
         before: Option<&BTreeSet<IpAddr>>,
         after: &BTreeSet<IpAddr>,
         datapath: &mut Datapath,
+        metrics: &Metrics,
     ) -> anyhow::Result<()> {
         match self {
             Self::Bgp(bird) => Ok(bird.announce(after)?),
-            Self::L2 { link, .. } => {
-                // What the map holds on this link, and what must leave it:
-                // from the last success, or read back (left by an earlier
-                // agent, perhaps on another link).
-                let (held, stale): (BTreeSet<IpAddr>, Vec<IpAddr>) = match before {
-                    Some(before) => (before.clone(), before.difference(after).copied().collect()),
-                    None => {
-                        let pinned = datapath.l2_announcements()?;
-                        (
-                            pinned
-                                .iter()
-                                .filter(|(_, on)| on == link)
-                                .map(|(addr, _)| *addr)
-                                .collect(),
-                            pinned
-                                .iter()
-                                .map(|(addr, _)| *addr)
-                                .filter(|addr| !after.contains(addr))
-                                .collect(),
-                        )
-                    }
-                };
-                for addr in after.difference(&held) {
-                    datapath.announce_l2(*addr, *link)?;
-                }
-                for addr in stale {
-                    datapath.withdraw_l2(addr)?;
-                }
-                Ok(())
-            }
+            Self::L2(l2) => l2.announce(before, after, datapath, metrics),
         }
     }
 }
@@ -148,6 +123,17 @@ impl Announcer {
         self.retry(datapath, metrics);
     }
 
+    /// The agent's announcement tick: sends the L2 announcements still due,
+    /// and tries again every speaker that failed ([`Announcer::retry`]).
+    pub fn tick(&mut self, datapath: &mut Datapath, metrics: &Metrics) {
+        for one in &mut self.speakers {
+            if let Speaker::L2(l2) = &mut one.speaker {
+                l2.send_pending(metrics);
+            }
+        }
+        self.retry(datapath, metrics);
+    }
+
     /// Tries again every speaker whose announcements differ from what is
     /// wanted (a BIRD that was down, say).
     pub fn retry(&mut self, datapath: &mut Datapath, metrics: &Metrics) {
@@ -159,7 +145,7 @@ impl Announcer {
             let name = one.speaker.name();
             match one
                 .speaker
-                .announce(one.announced.as_ref(), wanted, datapath)
+                .announce(one.announced.as_ref(), wanted, datapath, metrics)
             {
                 Ok(()) => {
                     tracing::info!(speaker = name, vips = ?wanted, "announcing");
@@ -188,7 +174,7 @@ impl Announcer {
             .map(|one| AnnouncementView {
                 speaker: one.speaker.name().to_owned(),
                 interface: match &one.speaker {
-                    Speaker::L2 { interface, .. } => Some(interface.clone()),
+                    Speaker::L2(l2) => Some(l2.interface().to_owned()),
                     Speaker::Bgp(_) => None,
                 },
                 vips: one
