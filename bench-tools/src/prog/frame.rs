@@ -17,10 +17,6 @@ pub(crate) const DST_IP_LO: u16 = 32;
 pub(crate) const SRC_PORT: u16 = 34;
 /// The TCP or UDP destination port.
 pub(crate) const DST_PORT: u16 = 36;
-/// IPv4 identification and flags/fragment offset: fields no program under test
-/// reads, rewritten with their own value where a case needs no rotation.
-const IP_ID: u16 = 18;
-const IP_FRAG: u16 = 20;
 
 /// The IPv4 TOS byte (DSCP and ECN).
 const TOS: usize = 15;
@@ -89,20 +85,6 @@ impl Headers {
             L4::Udp => Protocol::Udp,
         };
         Flow::new(SocketAddr::V4(self.src), SocketAddr::V4(self.dst), proto)
-    }
-}
-
-/// A rotation that rewrites a field no program under test reads with the value
-/// it already has: every method-B case, the floor included, rotates exactly
-/// `BENCH_ROTATIONS` fields, so the wrapper does the same work in every row.
-pub(crate) fn keep(packet: &[u8], second: bool) -> Rotation {
-    let offset = if second { IP_FRAG } else { IP_ID };
-    let at = usize::from(offset);
-    Rotation {
-        offset,
-        base: u16::from_be_bytes([packet[at], packet[at + 1]]),
-        modulus: 1,
-        divisor: 1,
     }
 }
 
@@ -284,14 +266,6 @@ mod tests {
         let flow = flow_of(&frame).unwrap();
         assert_eq!(flow.dst, "198.19.1.89:80".parse().unwrap()); // 345 = 1 · 256 + 89
         assert_eq!(flow.src, "10.0.0.1:10002".parse().unwrap());
-    }
-
-    #[test]
-    fn keep_rewrites_nothing() {
-        let frame = syn().build();
-        let mut rotated = frame.clone();
-        rotate(&mut rotated, &[keep(&frame, false), keep(&frame, true)], 7);
-        assert_eq!(rotated, frame);
     }
 
     #[test]
