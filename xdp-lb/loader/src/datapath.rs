@@ -232,7 +232,8 @@ impl Datapath {
                 path: dir.clone(),
                 source,
             })?;
-            for map in maps::ALL {
+            maps::check_pinned_layout(dir)?;
+            for map in maps::PINNED {
                 loader.map_pin_path(map, dir.join(map));
             }
         }

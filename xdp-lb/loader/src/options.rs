@@ -89,8 +89,11 @@ const fn parse_decimal(digits: &str) -> u32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     pub sizes: MapSizes,
-    /// Pin every map in this directory (on a bpffs), and reuse maps already
-    /// pinned there: a restarted agent finds its services, tables and flows.
+    /// Pin every map in this directory (on a bpffs), but the benchmark
+    /// wrapper's, and reuse maps already pinned there: a restarted agent
+    /// finds its services, tables and flows. A directory whose recorded
+    /// layout version is another build's is refused before anything loads
+    /// (`Error::Layout`).
     pub pin_dir: Option<PathBuf>,
 }
 

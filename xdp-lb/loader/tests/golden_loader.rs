@@ -9,8 +9,8 @@ use support::{
     frame::{Packet, TcpFlags},
     in_private_netns,
     lb::{
-        BACKEND4_IDS, CLIENT4, DOWN_MAC, FROM_CLIENT, VIP4, XDP_REDIRECT, backend4, cycling,
-        lb_interfaces, mac_of,
+        BACKEND4_IDS, CLIENT4, DOWN_MAC, FROM_CLIENT, VIP4, XDP_PASS, XDP_REDIRECT, backend4,
+        cycling, lb_interfaces, mac_of,
     },
     with_private_bpffs,
 };
@@ -274,6 +274,24 @@ fn pinned_state_is_reopened_and_a_foreign_layout_refused() {
             );
             drop(third);
 
+            // The benchmark wrapper's maps are not pinned: a map of another
+            // shape left under one of their names (as an older build's
+            // `BENCH_INPUT` is) changes nothing.
+            assert!(!dir.join("BENCH_INPUT").exists(), "not pinned");
+            let stale = aya::maps::Array::<aya::maps::MapData, u64>::create(1, 0).unwrap();
+            stale.pin(dir.join("BENCH_INPUT")).unwrap();
+            let mut fourth = Datapath::load_with(&options).expect("reload past a stale bench map");
+            let floor = syn.bytes();
+            fourth.bench_target(ProgramName::XdpFloor, &floor).unwrap();
+            assert_eq!(
+                fourth
+                    .test_run_repeat(ProgramName::XdpBench, &floor, 4)
+                    .unwrap()
+                    .action,
+                XDP_PASS
+            );
+            drop(fourth);
+
             // The pinned layout version is this build's; another one is refused.
             let layout_path = dir.join("LAYOUT");
             let map = aya::maps::MapData::from_pin(&layout_path).expect("pinned LAYOUT");
@@ -290,6 +308,14 @@ fn pinned_state_is_reopened_and_a_foreign_layout_refused() {
             );
             // Refusing changed nothing: the version is still the foreign one.
             assert_eq!(layout.get(&0, 0).unwrap(), LAYOUT_VERSION + 8);
+            // Refused before the programs are loaded: a pinned map whose
+            // shape changed with the layout gives the layout error, not the
+            // verifier's.
+            std::fs::remove_file(dir.join("CONNTRACK")).unwrap();
+            let other = aya::maps::Array::<aya::maps::MapData, u64>::create(4, 0).unwrap();
+            other.pin(dir.join("CONNTRACK")).unwrap();
+            let err = Datapath::load_with(&options).expect_err("foreign layout and shape");
+            assert!(matches!(err, Error::Layout { .. }), "{err:?}");
 
             // A fresh directory on the same bpffs starts from defaults.
             let fresh = Datapath::load_with(&LoadOptions {
