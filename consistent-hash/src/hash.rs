@@ -231,21 +231,20 @@ impl FlowKey {
             self.protocol,
         ]
     }
-}
 
-/// [`hash64`] of [`FlowKey::hash_input`], unrolled: three chunks, no loop, no slice.
-#[inline(always)]
-const fn flow_hash64(flow: &FlowKey, seed: u64, ignore_src_port: bool) -> u64 {
-    let a = flow.src_addr;
-    let words = FlowWords {
-        src_addr: [
-            u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
-            u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
-        ],
-        src_port: flow.src_port,
-        protocol: flow.protocol,
-    };
-    words_hash64(&words, seed, ignore_src_port)
+    /// What the flow hash reads of this flow, as words.
+    #[inline(always)]
+    const fn words(&self) -> FlowWords {
+        let a = self.src_addr;
+        FlowWords {
+            src_addr: [
+                u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+                u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+            ],
+            src_port: self.src_port,
+            protocol: self.protocol,
+        }
+    }
 }
 
 /// What [`flow_hash`] reads of a flow, for a caller that holds the source address as words
@@ -260,7 +259,8 @@ pub struct FlowWords {
     pub protocol: u8,
 }
 
-/// The three chunks of [`FlowKey::hash_input`], from its words.
+/// [`hash64`] of [`FlowKey::hash_input`], from its words, unrolled: three chunks, no loop,
+/// no slice.
 #[inline(always)]
 const fn words_hash64(words: &FlowWords, seed: u64, ignore_src_port: bool) -> u64 {
     // `from_le` of a network-order field's native value gives what `from_le_bytes` of its wire
@@ -305,7 +305,7 @@ const fn fold32(h: u64) -> u32 {
 #[must_use]
 #[inline(always)]
 pub const fn flow_hash(flow: &FlowKey, seed: u64) -> u32 {
-    fold32(flow_hash64(flow, seed, false))
+    flow_hash_words(&flow.words(), seed)
 }
 
 /// The lookup hash for `sessionAffinity: ClientIP`: like [`flow_hash`] with the source port
@@ -313,7 +313,7 @@ pub const fn flow_hash(flow: &FlowKey, seed: u64) -> u32 {
 #[must_use]
 #[inline(always)]
 pub const fn flow_hash_client_ip(flow: &FlowKey, seed: u64) -> u32 {
-    fold32(flow_hash64(flow, seed, true))
+    flow_hash_client_ip_words(&flow.words(), seed)
 }
 
 /// The table slot for a flow hash: `hash % m`, for a table of `m` slots (`m > 0`).

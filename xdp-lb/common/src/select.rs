@@ -12,8 +12,8 @@ use crate::{conntrack::FlowTuple, service::TABLE_HEADER_SLOTS};
 #[inline(always)]
 pub fn table_index(tuple: &FlowTuple, client_ip_affinity: bool, seed: u64, size: u32) -> u32 {
     // The source address as the hash's two words, read a word at a time from
-    // the aligned tuple (byte by byte, as `FlowKey` has it, it took some
-    // seventy BPF instructions).
+    // the aligned tuple: built from `FlowKey`'s bytes, `select` took 308 BPF
+    // instructions, 194 this way.
     let w = tuple.words();
     let words = FlowWords {
         src_addr: [u64::from_le(w[0]), u64::from_le(w[1])],
