@@ -1286,6 +1286,8 @@ fn l2_mode_announces_a_vip_it_takes_over_so_the_segment_moves_at_once() {
         sent("ipv4") == Some(2.0) && sent("ipv6") == Some(3.0)
     })
     .unwrap_or_else(|e| panic!("{e}: ipv4 {:?}, ipv6 {:?}", sent("ipv4"), sent("ipv6")));
+    // Not synchronisation but the window of a negative check: two more of
+    // the agent's 2 s announcement ticks pass, and neither sends again.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!((sent("ipv4"), sent("ipv6")), (Some(2.0), Some(3.0)));
     // The moved entries carry the traffic.
