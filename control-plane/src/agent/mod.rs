@@ -344,6 +344,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     if expired > 0 {
                         tracing::debug!(expired, "conntrack entries collected");
                     }
+                    let cleared = c.datapath.clear_overflow_hints()?;
+                    if cleared > 0 {
+                        tracing::debug!(cleared, "conntrack overflow hints cleared");
+                    }
                     Ok(())
                 });
             }

@@ -59,8 +59,10 @@ pub struct Slot<V> {
 pub struct Bucket<V> {
     pub tags: [u32; WAYS],
     /// Keys whose first bucket this is that were written to their second
-    /// (`alt_bucket`) because this one was full. Never decremented: a hint
-    /// that a lookup missing here must look there too.
+    /// (`alt_bucket`) because this one was full: a hint that a lookup
+    /// missing here must look there too. The datapath only counts it up;
+    /// the agent's collector sets it back to 0 once no such key is left
+    /// (`Datapath::clear_overflow_hints`).
     pub overflow: u32,
     pub _pad: [u32; 7],
     pub slots: [Slot<V>; WAYS],
@@ -105,6 +107,11 @@ pub const fn key_offset<V>(way: usize) -> usize {
 /// Where slot `way`'s tag lies in its bucket.
 pub const fn tag_offset<V>(way: usize) -> usize {
     core::mem::offset_of!(Bucket<V>, tags) + way * size_of::<u32>()
+}
+
+/// Where a bucket's `overflow` hint lies in it.
+pub const fn overflow_offset<V>() -> usize {
+    core::mem::offset_of!(Bucket<V>, overflow)
 }
 
 /// The value of a reply slot: the key of the flow it belongs to, and when it

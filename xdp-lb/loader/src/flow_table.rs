@@ -14,14 +14,15 @@
 use std::{
     hash::{BuildHasher, RandomState},
     os::fd::AsFd as _,
+    sync::atomic::{Ordering, fence},
 };
 
 use aya::{Pod, maps::Array};
 use xdp_lb_common::{
     conntrack::{CtEntry, FlowTuple},
     flow_table::{
-        Bucket, FlowTables, ReplyEntry, Slot, WAYS, alt_bucket, bucket_of, key_offset, place,
-        tag_of, tag_offset,
+        Bucket, FlowTables, ReplyEntry, Slot, WAYS, alt_bucket, bucket_of, key_offset,
+        overflow_offset, place, tag_of, tag_offset,
     },
 };
 
@@ -205,6 +206,63 @@ impl Datapath {
             return Ok(found);
         }
         Ok(in_bucket(second)?.0)
+    }
+
+    /// Sets back to 0 the `overflow` hint of every bucket, in both tables,
+    /// that no key needs any longer: none of the keys whose first bucket it
+    /// is lies in their second. The datapath only ever counts a hint up, so
+    /// without this a bucket that overflowed once would send every lookup
+    /// that misses in it to a second bucket for good (new flows, mostly).
+    /// Returns how many hints it cleared; the agent's collector calls it
+    /// after `expire_flows`.
+    ///
+    /// The hints are read before the slots, and one is cleared only if it
+    /// has not changed since (one compare-and-swap): the datapath counts a
+    /// key in its first bucket's hint after writing the key, so a key the
+    /// slots were read without has changed its hint by then, and keeps it.
+    pub fn clear_overflow_hints(&self) -> Result<usize, Error> {
+        let shape = self.flow_tables()?;
+        Ok(
+            self.clear_hints::<CtEntry>(CONNTRACK, shape.seed, shape.flow_mask)?
+                + self.clear_hints::<ReplyEntry>(CONNTRACK_REPLY, shape.seed, shape.reply_mask)?,
+        )
+    }
+
+    fn clear_hints<V: Copy>(&self, name: &'static str, seed: u64, mask: u32) -> Result<usize, Error>
+    where
+        Slot<V>: Pod,
+    {
+        let buckets = self.buckets(name)?;
+        let mapping = self.mapping::<V>(name, buckets)?;
+        let hints: Vec<u32> = (0..buckets)
+            .map(|bucket| mapping.load_u32(bucket, overflow_offset::<V>()))
+            .collect();
+        if hints.iter().all(|&hint| hint == 0) {
+            return Ok(0);
+        }
+        fence(Ordering::SeqCst);
+        let mut needed = vec![false; hints.len()];
+        for (at, slot) in self.used_slots::<V>(name)?.0 {
+            let first = bucket_of(place(&slot.key, seed, mask));
+            if first != at.bucket
+                && let Some(needed) = needed.get_mut(first as usize)
+            {
+                *needed = true;
+            }
+        }
+        let mut cleared = 0;
+        for (bucket, (&hint, &needed)) in (0..buckets).zip(hints.iter().zip(&needed)) {
+            // A hint at its maximum no longer counts up, so a change could
+            // not be seen: it stays.
+            if hint != 0
+                && hint != u32::MAX
+                && !needed
+                && mapping.compare_exchange_u32(bucket, overflow_offset::<V>(), hint, 0)
+            {
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
     }
 
     /// Frees each slot of `CONNTRACK` that still holds its key; how many.

@@ -490,6 +490,21 @@ impl<V> ByteArrayMapping<V> {
         self.word(index, offset).store(value, Ordering::Relaxed);
     }
 
+    /// Replaces the 4-byte word at byte `offset` of element `index` (a
+    /// multiple of 4) by `new` if it still is `current`, in one atomic
+    /// instruction; whether it did.
+    pub(crate) fn compare_exchange_u32(
+        &self,
+        index: u32,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> bool {
+        self.word(index, offset)
+            .compare_exchange(current, new, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The 4-byte word at byte `offset` of element `index`.
     fn word(&self, index: u32, offset: usize) -> &AtomicU32 {
         assert!(

@@ -237,6 +237,33 @@ fn buckets_of(shape: &FlowTables, port: u16) -> ((u32, u32), u32) {
     ((first, second), reply_first)
 }
 
+/// `count` client ports whose flows have bucket 0 for first bucket and
+/// bucket 1 for second, in tables of two buckets, chosen so that their reply
+/// keys fit in their first buckets (the reply table is not what the tests
+/// that take them are about).
+fn ports_spilling_from_bucket_0(shape: &FlowTables, count: usize) -> Vec<u16> {
+    let mut reply_load = [0; 2];
+    (40_001..)
+        .filter(|&port| {
+            let ((first, second), reply) = buckets_of(shape, port);
+            let fits = first == 0 && second == 1 && reply_load[reply as usize] < 8;
+            if fits {
+                reply_load[reply as usize] += 1;
+            }
+            fits
+        })
+        .take(count)
+        .collect()
+}
+
+/// The `overflow` hint of bucket `index` of the pinned `CONNTRACK`.
+fn flow_overflow_hint(pin_dir: &Path, index: u32) -> u32 {
+    let data = MapData::from_pin(pin_dir.join("CONNTRACK")).expect("pinned CONNTRACK");
+    let map = Map::from_map_data(data).expect("a map");
+    let table = Array::<_, Bucket<CtEntry>>::try_from(map).expect("an array");
+    table.get(&index, 0).expect("a bucket").overflow
+}
+
 #[test]
 fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() {
     in_private_netns(|| {
@@ -252,21 +279,7 @@ fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() 
             let shape = pinned_flow_tables(&pin_dir);
             assert_eq!((shape.flow_mask, shape.reply_mask), (1, 1));
 
-            // Nine flows whose first bucket is bucket 0 and whose second is
-            // bucket 1, chosen so that their reply keys fit in their first
-            // buckets (the reply table is not what this test is about).
-            let mut reply_load = [0; 2];
-            let ports: Vec<u16> = (40_001..)
-                .filter(|&port| {
-                    let ((first, second), reply) = buckets_of(&shape, port);
-                    let fits = first == 0 && second == 1 && reply_load[reply as usize] < 8;
-                    if fits {
-                        reply_load[reply as usize] += 1;
-                    }
-                    fits
-                })
-                .take(9)
-                .collect();
+            let ports = ports_spilling_from_bucket_0(&shape, 9);
 
             for &port in &ports {
                 let syn = syn_to_vip4(port, 80);
@@ -299,6 +312,69 @@ fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() 
             let ninth = syn_to_vip4(ports[8], 80).flow();
             assert!(dp.delete_flow(&ninth).unwrap());
             assert_eq!(tracked_ports(&dp), ports[..8]);
+        })
+    });
+}
+
+#[test]
+fn the_collector_clears_an_overflow_hint_once_no_flow_in_the_second_bucket_needs_it() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            let (up0, _) = lb_interfaces();
+            let pin_dir = bpffs.join("xlb");
+            // Two buckets of eight slots per table, as above.
+            let sizes = MapSizes {
+                conntrack: 8,
+                ..SIZES
+            };
+            let mut dp = one_backend_service(sizes, Some(pin_dir.clone()));
+            let shape = pinned_flow_tables(&pin_dir);
+            let ports = ports_spilling_from_bucket_0(&shape, 10);
+            let ack = |port| syn_to_vip4(port, 80).with_flags(TcpFlags::ACK);
+            let hit = |dp: &Datapath, port| {
+                assert_eq!(
+                    send(dp, &ack(port), up0).packet,
+                    to_backend(&ack(port)).bytes(),
+                    "the ACK of client port {port}"
+                );
+            };
+
+            // Nine flows: the ninth lies in bucket 1, and bucket 0's hint
+            // counts it.
+            for &port in &ports[..9] {
+                assert_eq!(send(&dp, &syn_to_vip4(port, 80), up0).action, XDP_REDIRECT);
+            }
+            assert_eq!(flow_overflow_hint(&pin_dir, 0), 1);
+
+            // While that flow lives, its hint stays, and the flow is found.
+            assert_eq!(dp.clear_overflow_hints().unwrap(), 0);
+            assert_eq!(flow_overflow_hint(&pin_dir, 0), 1);
+            hit(&dp, ports[8]);
+
+            // Once it is gone, so is the hint: a lookup that misses in bucket
+            // 0 no longer reads bucket 1. The flows of bucket 0 go on.
+            assert!(dp.delete_flow(&syn_to_vip4(ports[8], 80).flow()).unwrap());
+            assert_eq!(dp.clear_overflow_hints().unwrap(), 1);
+            assert_eq!(flow_overflow_hint(&pin_dir, 0), 0);
+            for &port in &ports[..8] {
+                hit(&dp, port);
+            }
+
+            // The next flow that overflows counts it again, and is found.
+            assert_eq!(
+                send(&dp, &syn_to_vip4(ports[9], 80), up0).action,
+                XDP_REDIRECT
+            );
+            assert_eq!(flow_overflow_hint(&pin_dir, 0), 1);
+            hit(&dp, ports[9]);
+            let ct = dp.ct_stats().unwrap();
+            assert_eq!(
+                (
+                    ct.get(CtEvent::Created).packets,
+                    ct.get(CtEvent::Hit).packets
+                ),
+                (10, 10)
+            );
         })
     });
 }

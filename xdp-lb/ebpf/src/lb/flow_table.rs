@@ -88,25 +88,25 @@ impl<V: Scan> Place<V> {
     }
 
     /// The bucket and way a new key takes: a free slot of its first bucket,
-    /// else one of its second (counted in the first's `overflow`), else the
-    /// least recently used of the first.
+    /// else one of its second (true: the caller counts it in the first's
+    /// `overflow` once written, see `insert`), else the least recently used
+    /// of the first.
     #[inline(always)]
-    fn room(&mut self) -> (&'static mut Bucket<V>, usize) {
+    fn room(&mut self) -> (&'static mut Bucket<V>, usize, bool) {
         let first: *mut Bucket<V> = &raw mut *self.first;
         // SAFETY: as in `locate`.
         let first = unsafe { &mut *first };
         let way = victim_of(first);
         if first.tags.get(way).is_some_and(|&t| t == 0) {
-            return (first, way);
+            return (first, way, false);
         }
         if let Some(second) = self.second() {
             let other = victim_of(second);
             if second.tags.get(other).is_some_and(|&t| t == 0) {
-                first.overflow = first.overflow.saturating_add(1);
-                return (second, other);
+                return (second, other, true);
             }
         }
-        (first, way)
+        (first, way, false)
     }
 
     /// The slot holding `key`.
@@ -127,7 +127,7 @@ impl<V: Scan> Place<V> {
         may_replace: impl FnOnce(&V) -> bool,
         write: impl FnOnce(&mut V),
     ) -> bool {
-        let (bucket, way) = match self.locate(key) {
+        let (bucket, way, in_second) = match self.locate(key) {
             Some((bucket, way)) => {
                 if bucket
                     .slots
@@ -136,11 +136,22 @@ impl<V: Scan> Place<V> {
                 {
                     return false;
                 }
-                (bucket, way)
+                (bucket, way, false)
             }
             None => self.room(),
         };
-        write_slot(bucket, way, key, self.tag, write)
+        if !write_slot(bucket, way, key, self.tag, write) {
+            return false;
+        }
+        if in_second {
+            // After the slot: the agent clears a hint no slot needs
+            // (`Datapath::clear_overflow_hints`) only if it did not change
+            // while the agent read the slots, so a key written after that
+            // read keeps its hint.
+            compiler_fence(Ordering::SeqCst);
+            self.first.overflow = self.first.overflow.saturating_add(1);
+        }
+        true
     }
 
     /// Frees the slot holding `key`, if any, and returns its value.
