@@ -59,6 +59,11 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 const ANNOUNCE_TICK: Duration = Duration::from_secs(2);
 /// How often expired conntrack entries are collected.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the conntrack overflow hints no flow needs are cleared
+/// (`Datapath::clear_overflow_hints`): a walk of both tables, as the
+/// expiry's is, for a smaller gain (a stale hint costs only a lookup that
+/// misses a read of a second bucket), so less often.
+const HINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the agent until SIGTERM or SIGINT. The datapath keeps forwarding
 /// after it exits: links and maps stay pinned for the next agent.
@@ -283,6 +288,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     announce_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut gc = interval(GC_INTERVAL);
     gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut hints = interval(HINT_INTERVAL);
+    hints.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let config = options.config.as_deref();
     let mut stamp = config.and_then(file_stamp);
     let mut kube_states = kube_source.as_ref().map(|k| k.states.clone());
@@ -344,6 +351,11 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     if expired > 0 {
                         tracing::debug!(expired, "conntrack entries collected");
                     }
+                    Ok(())
+                });
+            }
+            _ = hints.tick() => {
+                locked(&core, |c| {
                     let cleared = c.datapath.clear_overflow_hints()?;
                     if cleared > 0 {
                         tracing::debug!(cleared, "conntrack overflow hints cleared");

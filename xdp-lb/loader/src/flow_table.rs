@@ -213,8 +213,7 @@ impl Datapath {
     /// is lies in their second. The datapath only ever counts a hint up, so
     /// without this a bucket that overflowed once would send every lookup
     /// that misses in it to a second bucket for good (new flows, mostly).
-    /// Returns how many hints it cleared; the agent's collector calls it
-    /// after `expire_flows`.
+    /// Returns how many hints it cleared; the agent calls it once a minute.
     ///
     /// The hints are read before the slots, and one is cleared only if it
     /// has not changed since (one compare-and-swap): the datapath counts a
