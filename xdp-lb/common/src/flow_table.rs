@@ -61,8 +61,8 @@ pub struct Bucket<V> {
     /// Keys whose first bucket this is that were written to their second
     /// (`alt_bucket`) because this one was full: a hint that a lookup
     /// missing here must look there too. The datapath only counts it up;
-    /// the agent's collector sets it back to 0 once no such key is left
-    /// (`Datapath::clear_overflow_hints`).
+    /// the agent sets it back to 0 once no such key is left
+    /// (`Datapath::clear_overflow_hints`, once a minute).
     pub overflow: u32,
     pub _pad: [u32; 7],
     pub slots: [Slot<V>; WAYS],

@@ -237,6 +237,21 @@ fn buckets_of(shape: &FlowTables, port: u16) -> ((u32, u32), u32) {
     ((first, second), reply_first)
 }
 
+/// `one_backend_service` with eight flows asked for, two buckets of eight
+/// slots per table, pinned under `bpffs`: the datapath, its pin directory
+/// and its tables' shape.
+fn two_buckets_per_table(bpffs: &Path) -> (Datapath, PathBuf, FlowTables) {
+    let pin_dir = bpffs.join("xlb");
+    let sizes = MapSizes {
+        conntrack: 8,
+        ..SIZES
+    };
+    let dp = one_backend_service(sizes, Some(pin_dir.clone()));
+    let shape = pinned_flow_tables(&pin_dir);
+    assert_eq!((shape.flow_mask, shape.reply_mask), (1, 1));
+    (dp, pin_dir, shape)
+}
+
 /// `count` client ports whose flows have bucket 0 for first bucket and
 /// bucket 1 for second, in tables of two buckets, chosen so that their reply
 /// keys fit in their first buckets (the reply table is not what the tests
@@ -269,16 +284,7 @@ fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() 
     in_private_netns(|| {
         with_private_bpffs(|bpffs| {
             let (up0, _) = lb_interfaces();
-            let pin_dir = bpffs.join("xlb");
-            // Eight flows asked for: two buckets of eight slots per table.
-            let sizes = MapSizes {
-                conntrack: 8,
-                ..SIZES
-            };
-            let mut dp = one_backend_service(sizes, Some(pin_dir.clone()));
-            let shape = pinned_flow_tables(&pin_dir);
-            assert_eq!((shape.flow_mask, shape.reply_mask), (1, 1));
-
+            let (mut dp, _, shape) = two_buckets_per_table(bpffs);
             let ports = ports_spilling_from_bucket_0(&shape, 9);
 
             for &port in &ports {
@@ -317,18 +323,11 @@ fn a_new_flow_whose_bucket_is_full_takes_its_second_bucket_and_evicts_nothing() 
 }
 
 #[test]
-fn the_collector_clears_an_overflow_hint_once_no_flow_in_the_second_bucket_needs_it() {
+fn an_overflow_hint_is_cleared_once_no_flow_in_its_second_bucket_needs_it() {
     in_private_netns(|| {
         with_private_bpffs(|bpffs| {
             let (up0, _) = lb_interfaces();
-            let pin_dir = bpffs.join("xlb");
-            // Two buckets of eight slots per table, as above.
-            let sizes = MapSizes {
-                conntrack: 8,
-                ..SIZES
-            };
-            let mut dp = one_backend_service(sizes, Some(pin_dir.clone()));
-            let shape = pinned_flow_tables(&pin_dir);
+            let (mut dp, pin_dir, shape) = two_buckets_per_table(bpffs);
             let ports = ports_spilling_from_bucket_0(&shape, 10);
             let ack = |port| syn_to_vip4(port, 80).with_flags(TcpFlags::ACK);
             let hit = |dp: &Datapath, port| {
