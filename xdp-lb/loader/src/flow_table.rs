@@ -121,20 +121,10 @@ impl Datapath {
     {
         let buckets = self.buckets(name)?;
         let mapping = self.mapping::<V>(name, buckets)?;
-        let mut used = Vec::new();
-        for bucket in 0..buckets {
-            for way in 0..WAYS {
-                let tag = mapping.load_u32(bucket, tag_offset::<V>(way));
-                if tag == 0 {
-                    continue;
-                }
-                let slot: Slot<V> = mapping.read_pod(bucket, key_offset::<V>(way));
-                if slot.is_used_under(tag) {
-                    used.push((SlotAt { bucket, way }, slot));
-                }
-            }
-        }
-        Ok((used, buckets.saturating_mul(WAYS as u32)))
+        Ok((
+            used_in(&mapping, buckets),
+            buckets.saturating_mul(WAYS as u32),
+        ))
     }
 
     /// A mapping of table `name`'s `buckets` buckets.
@@ -241,7 +231,7 @@ impl Datapath {
         }
         fence(Ordering::SeqCst);
         let mut needed = vec![false; hints.len()];
-        for (at, slot) in self.used_slots::<V>(name)?.0 {
+        for (at, slot) in used_in(&mapping, buckets) {
             let first = bucket_of(place(&slot.key, seed, mask));
             if first != at.bucket
                 && let Some(needed) = needed.get_mut(first as usize)
@@ -292,4 +282,26 @@ impl Datapath {
         }
         Ok(freed)
     }
+}
+
+/// The used slots of the `buckets` buckets behind `mapping` (see
+/// `Datapath::used_slots`).
+fn used_in<V: Copy>(mapping: &ByteArrayMapping<Bucket<V>>, buckets: u32) -> UsedSlots<V>
+where
+    Slot<V>: Pod,
+{
+    let mut used = Vec::new();
+    for bucket in 0..buckets {
+        for way in 0..WAYS {
+            let tag = mapping.load_u32(bucket, tag_offset::<V>(way));
+            if tag == 0 {
+                continue;
+            }
+            let slot: Slot<V> = mapping.read_pod(bucket, key_offset::<V>(way));
+            if slot.is_used_under(tag) {
+                used.push((SlotAt { bucket, way }, slot));
+            }
+        }
+    }
+    used
 }
