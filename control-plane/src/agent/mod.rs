@@ -14,6 +14,7 @@
 //! list, however long the API server takes to answer).
 
 mod bpffs;
+mod collector;
 mod core;
 mod fabric;
 mod kubernetes;
@@ -57,13 +58,6 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 /// is tried again, and the spacing of repeated L2 announcements (RFC 5227's
 /// `ANNOUNCE_INTERVAL`).
 const ANNOUNCE_TICK: Duration = Duration::from_secs(2);
-/// How often expired conntrack entries are collected.
-const GC_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the conntrack overflow hints no flow needs are cleared
-/// (`Datapath::clear_overflow_hints`): a walk of both tables, as the
-/// expiry's is, for a smaller gain (a stale hint costs only a lookup that
-/// misses a read of a second bucket), so less often.
-const HINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the agent until SIGTERM or SIGINT. The datapath keeps forwarding
 /// after it exits: links and maps stay pinned for the next agent.
@@ -248,6 +242,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .datapath
         .flow_events()
         .context("opening the datapath's flow events")?;
+    let conntrack = core
+        .datapath
+        .conntrack_tables()
+        .context("opening the conntrack tables for the collector")?;
     let core = Arc::new(Mutex::new(core));
     let pod_task = match &options.pod_interfaces {
         Some(pattern) => Some(
@@ -278,6 +276,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         Arc::clone(&admin_api),
         until_stopped(stopped.clone()),
     ));
+    let collector_task = tokio::spawn(collector::run(conntrack, until_stopped(stopped.clone())));
 
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -286,10 +285,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     file_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut announce_tick = interval(ANNOUNCE_TICK);
     announce_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut gc = interval(GC_INTERVAL);
-    gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut hints = interval(HINT_INTERVAL);
-    hints.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let config = options.config.as_deref();
     let mut stamp = config.and_then(file_stamp);
     let mut kube_states = kube_source.as_ref().map(|k| k.states.clone());
@@ -345,24 +340,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                     Ok(())
                 });
             }
-            _ = gc.tick() => {
-                locked(&core, |c| {
-                    let expired = c.datapath.expire_flows()?;
-                    if expired > 0 {
-                        tracing::debug!(expired, "conntrack entries collected");
-                    }
-                    Ok(())
-                });
-            }
-            _ = hints.tick() => {
-                locked(&core, |c| {
-                    let cleared = c.datapath.clear_overflow_hints()?;
-                    if cleared > 0 {
-                        tracing::debug!(cleared, "conntrack overflow hints cleared");
-                    }
-                    Ok(())
-                });
-            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -382,6 +359,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .await
         .context("metrics server task")?
         .context("metrics server")?;
+    collector_task.await.context("conntrack collector task")?;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use xdp_lb_common::{
 
 use crate::{
     Datapath, Error,
+    flow_table::ConntrackTables,
     net::{Flow, Frontend, Protocol, socket},
 };
 
@@ -104,7 +105,7 @@ impl Datapath {
     /// Every tracked flow (a snapshot taken by reading the table; flows that
     /// come and go meanwhile may or may not be in it).
     pub fn conntrack(&self) -> Result<Vec<TrackedFlow>, Error> {
-        let (slots, _) = self.flow_slots()?;
+        let (slots, _) = self.ct_tables.flow_slots()?;
         Ok(slots
             .iter()
             .filter_map(|(_, slot)| tracked(&slot.key, &slot.value))
@@ -115,6 +116,7 @@ impl Datapath {
     pub fn tracked_flow(&self, flow: &Flow) -> Result<Option<TrackedFlow>, Error> {
         let key = flow.tuple();
         Ok(self
+            .ct_tables
             .find_flow(&key)?
             .and_then(|(_, entry)| tracked(&key, &entry)))
     }
@@ -127,6 +129,53 @@ impl Datapath {
     /// Deletes the entries of `flows` and their reply entries, in one
     /// mapping of each table. Returns how many there were.
     pub fn delete_flows(&mut self, flows: &[Flow]) -> Result<usize, Error> {
+        self.ct_tables.delete_flows(flows)
+    }
+
+    /// Deletes every flow the datapath already treats as expired, and the
+    /// reply entry of each (`ConntrackTables::expire_flows`). Returns how
+    /// many flows were deleted.
+    pub fn expire_flows(&mut self) -> Result<usize, Error> {
+        self.ct_tables.expire_flows()
+    }
+
+    /// Sets back to 0 the conntrack overflow hints no key needs any longer
+    /// (`ConntrackTables::clear_overflow_hints`); how many.
+    pub fn clear_overflow_hints(&self) -> Result<usize, Error> {
+        self.ct_tables.clear_overflow_hints()
+    }
+
+    /// Deletes every flow given to backend `backend_id` (whatever its
+    /// generation) and their reply entries; returns how many. For a removed
+    /// backend: the datapath already re-selects such flows on their next
+    /// packet (the record is retired), this frees their entries now rather
+    /// than at their timeout. A flow given to another backend meanwhile is
+    /// kept (each entry is read again right before its deletion).
+    pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
+        self.check_backend_id(backend_id)?;
+        self.ct_tables
+            .delete_flows_where(|_, entry| entry.backend_id == backend_id)
+    }
+
+    /// Deletes every flow sent to one of `frontends` and their reply
+    /// entries; returns how many. For removed frontends, in one walk however
+    /// many: on a VIP-only address the datapath looks for a tracked flow
+    /// before the service (as netfilter's conntrack comes before
+    /// kube-proxy's rules), so a removed frontend's flows would otherwise go
+    /// on to their backend while it lives, until their timeout.
+    pub fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Error> {
+        if frontends.is_empty() {
+            return Ok(0);
+        }
+        let doomed: HashSet<FrontendKey> = frontends.iter().map(Frontend::key).collect();
+        self.ct_tables
+            .delete_flows_where(|tuple, _| doomed.contains(&FrontendKey::of_flow(tuple)))
+    }
+}
+
+impl ConntrackTables {
+    /// See [`Datapath::delete_flows`].
+    fn delete_flows(&self, flows: &[Flow]) -> Result<usize, Error> {
         // The flow entries first: a reply entry left alone for a moment is
         // never used without its flow entry (and is deleted on sight), while
         // a flow entry left alone would bring its reply entry back on its
@@ -148,7 +197,7 @@ impl Datapath {
     /// Frees the reply entry of each flow keyed `key` with `entry` that still
     /// names that flow: a DSR flow has none, and the tuple may be another
     /// flow's reply entry by now.
-    fn free_replies_of(&mut self, flows: &[(FlowTuple, CtEntry)]) -> Result<(), Error> {
+    fn free_replies_of(&self, flows: &[(FlowTuple, CtEntry)]) -> Result<(), Error> {
         let mut replies = Vec::new();
         for (key, entry) in flows {
             let reply = entry.reply_key(key.proto);
@@ -161,29 +210,7 @@ impl Datapath {
         self.free_replies(&replies)?;
         Ok(())
     }
-}
 
-/// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns()` (both
-/// read the timekeeper's coarse monotonic time). Not valid in a time namespace
-/// with a monotonic offset, which would shift only this side.
-pub(crate) fn coarse_monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let ret = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    // A supported clock and a valid pointer cannot fail (Linux >= 2.6.32).
-    debug_assert_eq!(ret, 0);
-    (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
-}
-
-/// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.
-fn is_expired(entry: &CtEntry, config: &Config, now_ns: u64) -> bool {
-    now_ns.saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state)
-}
-
-impl Datapath {
     /// Deletes every flow the datapath already treats as expired, and the
     /// reply entry of each. Returns how many flows were deleted.
     ///
@@ -195,42 +222,17 @@ impl Datapath {
     /// whose first packet after expiry lands between that read and the
     /// delete, a few microseconds, loses its fresh entry; its next packet
     /// makes a new one, to the same backend unless the table changed.)
-    pub fn expire_flows(&mut self) -> Result<usize, Error> {
+    pub fn expire_flows(&self) -> Result<usize, Error> {
         let config = self.config()?;
         let now = coarse_monotonic_ns();
         self.delete_flows_where(|_, entry| is_expired(entry, &config, now))
-    }
-
-    /// Deletes every flow given to backend `backend_id` (whatever its
-    /// generation) and their reply entries; returns how many. For a removed
-    /// backend: the datapath already re-selects such flows on their next
-    /// packet (the record is retired), this frees their entries now rather
-    /// than at their timeout. A flow given to another backend meanwhile is
-    /// kept (each entry is read again right before its deletion).
-    pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
-        self.check_backend_id(backend_id)?;
-        self.delete_flows_where(|_, entry| entry.backend_id == backend_id)
-    }
-
-    /// Deletes every flow sent to one of `frontends` and their reply
-    /// entries; returns how many. For removed frontends, in one walk however
-    /// many: on a VIP-only address the datapath looks for a tracked flow
-    /// before the service (as netfilter's conntrack comes before
-    /// kube-proxy's rules), so a removed frontend's flows would otherwise go
-    /// on to their backend while it lives, until their timeout.
-    pub fn delete_flows_to(&mut self, frontends: &[Frontend]) -> Result<usize, Error> {
-        if frontends.is_empty() {
-            return Ok(0);
-        }
-        let doomed: HashSet<FrontendKey> = frontends.iter().map(Frontend::key).collect();
-        self.delete_flows_where(|tuple, _| doomed.contains(&FrontendKey::of_flow(tuple)))
     }
 
     /// Deletes the flows whose entry satisfies `doomed` when read just before
     /// the deletion, flow entry first, then its reply entry (an orphaned reply
     /// entry is never used: the datapath deletes it on sight).
     fn delete_flows_where(
-        &mut self,
+        &self,
         doomed: impl Fn(&FlowTuple, &CtEntry) -> bool,
     ) -> Result<usize, Error> {
         let (slots, _) = self.flow_slots()?;
@@ -264,6 +266,26 @@ impl Datapath {
         self.free_replies_of(&orphaned)?;
         Ok(deleted)
     }
+}
+
+/// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns()` (both
+/// read the timekeeper's coarse monotonic time). Not valid in a time namespace
+/// with a monotonic offset, which would shift only this side.
+pub(crate) fn coarse_monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    // A supported clock and a valid pointer cannot fail (Linux >= 2.6.32).
+    debug_assert_eq!(ret, 0);
+    (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
+}
+
+/// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.
+fn is_expired(entry: &CtEntry, config: &Config, now_ns: u64) -> bool {
+    now_ns.saturating_sub(entry.last_seen_ns) >= config.timeout_ns(entry.state)
 }
 
 #[cfg(test)]

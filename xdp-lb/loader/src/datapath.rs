@@ -9,6 +9,7 @@ use xdp_lb_common::flow_table::buckets_for;
 
 use crate::{
     EBPF_OBJECT, Error,
+    flow_table::ConntrackTables,
     maps::{self, map_err},
     options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes},
 };
@@ -178,6 +179,8 @@ pub struct Datapath {
     /// (it may be pinned by an earlier agent) and kept since: a trie's keys
     /// can only be walked whole, so this saves a walk per service change.
     pub(crate) source_ranges: Option<crate::maps::SourceRangeIndex>,
+    /// The conntrack tables, on descriptors of their own.
+    pub(crate) ct_tables: ConntrackTables,
 }
 
 impl Datapath {
@@ -251,10 +254,12 @@ impl Datapath {
                 })
             })?;
         }
+        let ct_tables = ConntrackTables::of(&ebpf)?;
         let mut datapath = Self {
             ebpf,
             sizes: *sizes,
             source_ranges: None,
+            ct_tables,
         };
         datapath.adopt_or_initialise()?;
         Ok(datapath)

@@ -1,7 +1,7 @@
 //! User space's side of the conntrack tables the datapath manages itself
 //! (`xdp_lb_common::flow_table` has the layout and why): creating their
-//! shape, finding a flow's slot by its key, reading every slot, and freeing
-//! slots.
+//! shape, and, on a handle of their own (`ConntrackTables`), finding a flow's
+//! slot by its key, reading every slot, and freeing slots.
 //!
 //! A slot is freed as the datapath frees one: its tag and its key's protocol
 //! set to 0, stores through a mapping of the table (`BPF_F_MMAPABLE`). Writing the
@@ -17,8 +17,12 @@ use std::{
     sync::atomic::{Ordering, fence},
 };
 
-use aya::{Pod, maps::Array};
+use aya::{
+    Ebpf, Pod,
+    maps::{Array, Map, MapData},
+};
 use xdp_lb_common::{
+    config::Config,
     conntrack::{CtEntry, FlowTuple},
     flow_table::{
         Bucket, FlowTables, ReplyEntry, Slot, WAYS, alt_bucket, bucket_of, key_offset,
@@ -28,7 +32,7 @@ use xdp_lb_common::{
 
 use crate::{
     Datapath, Error,
-    maps::{CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, map_err},
+    maps::{CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, map_err},
     sys::ByteArrayMapping,
 };
 
@@ -42,15 +46,35 @@ pub(crate) struct SlotAt {
 /// Used slots with where they lie.
 pub(crate) type UsedSlots<V> = Vec<(SlotAt, Slot<V>)>;
 
+/// The conntrack tables on file descriptors of their own, with the
+/// configuration their expiry reads: what finding, walking and freeing
+/// flows needs, apart from the rest of the datapath. The agent's collector
+/// owns one ([`Datapath::conntrack_tables`]), so that its walks of both
+/// tables (hundreds of milliseconds at a million flows) run beside the
+/// agent's syncs rather than under the lock that orders them.
+#[derive(Debug)]
+pub struct ConntrackTables {
+    flows: Map,
+    replies: Map,
+    shape: Map,
+    config: Map,
+}
+
 impl Datapath {
+    /// Another handle on this datapath's conntrack tables, for a thread of
+    /// its own (`expire_flows` and `clear_overflow_hints` there).
+    pub fn conntrack_tables(&self) -> Result<ConntrackTables, Error> {
+        self.ct_tables.try_clone()
+    }
+
     /// On a fresh load: writes the tables' shape, with a new random seed and
     /// the sizes the kernel gave the two tables.
     pub(crate) fn initialise_flow_tables(&mut self) -> Result<(), Error> {
         let shape = FlowTables {
             // Never 0, which `check_flow_tables` takes for "never written".
             seed: RandomState::new().hash_one(std::process::id()) | 1,
-            flow_mask: self.buckets(CONNTRACK)? - 1,
-            reply_mask: self.buckets(CONNTRACK_REPLY)? - 1,
+            flow_mask: self.ct_tables.buckets(CONNTRACK)? - 1,
+            reply_mask: self.ct_tables.buckets(CONNTRACK_REPLY)? - 1,
         };
         Array::<_, FlowTables>::try_from(self.map_mut(FLOW_TABLES)?)
             .map_err(map_err(FLOW_TABLES, "open"))?
@@ -61,10 +85,11 @@ impl Datapath {
     /// On maps reopened from a pin directory: checks that the recorded shape
     /// is that of the tables beside it.
     pub(crate) fn check_flow_tables(&self) -> Result<(), Error> {
-        let shape = self.flow_tables()?;
+        let tables = &self.ct_tables;
+        let shape = tables.flow_tables()?;
         if shape.seed == 0
-            || shape.flow_mask != self.buckets(CONNTRACK)? - 1
-            || shape.reply_mask != self.buckets(CONNTRACK_REPLY)? - 1
+            || shape.flow_mask != tables.buckets(CONNTRACK)? - 1
+            || shape.reply_mask != tables.buckets(CONNTRACK_REPLY)? - 1
         {
             return Err(Error::Corrupt {
                 map: FLOW_TABLES,
@@ -72,6 +97,60 @@ impl Datapath {
             });
         }
         Ok(())
+    }
+}
+
+impl ConntrackTables {
+    /// The tables of `ebpf`, on file descriptors of their own.
+    pub(crate) fn of(ebpf: &Ebpf) -> Result<Self, Error> {
+        let reopen = |name: &'static str| -> Result<Map, Error> {
+            let map = ebpf.map(name).ok_or(Error::MissingMap { map: name })?;
+            reopen(name, map)
+        };
+        Ok(Self {
+            flows: reopen(CONNTRACK)?,
+            replies: reopen(CONNTRACK_REPLY)?,
+            shape: reopen(FLOW_TABLES)?,
+            config: reopen(CONFIG)?,
+        })
+    }
+
+    /// Another handle on the same tables.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Ok(Self {
+            flows: reopen(CONNTRACK, &self.flows)?,
+            replies: reopen(CONNTRACK_REPLY, &self.replies)?,
+            shape: reopen(FLOW_TABLES, &self.shape)?,
+            config: reopen(CONFIG, &self.config)?,
+        })
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        match name {
+            CONNTRACK => Ok(&self.flows),
+            CONNTRACK_REPLY => Ok(&self.replies),
+            FLOW_TABLES => Ok(&self.shape),
+            CONFIG => Ok(&self.config),
+            _ => Err(Error::MissingMap { map: name }),
+        }
+    }
+
+    fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
+        match self.map(name)? {
+            Map::Array(data) => Ok(data),
+            _ => Err(Error::Corrupt {
+                map: name,
+                reason: "the map does not have the type this build expects",
+            }),
+        }
+    }
+
+    /// The global configuration (the timeouts expiry applies).
+    pub(crate) fn config(&self) -> Result<Config, Error> {
+        Array::<_, Config>::try_from(self.map(CONFIG)?)
+            .map_err(map_err(CONFIG, "open"))?
+            .get(&0, 0)
+            .map_err(map_err(CONFIG, "read"))
     }
 
     /// The tables' seed and sizes.
@@ -133,7 +212,7 @@ impl Datapath {
         name: &'static str,
         buckets: u32,
     ) -> Result<ByteArrayMapping<Bucket<V>>, Error> {
-        ByteArrayMapping::new(self.map_fd(name)?.as_fd(), buckets).map_err(|source| {
+        ByteArrayMapping::new(self.map_data(name)?.fd().as_fd(), buckets).map_err(|source| {
             Error::Syscall {
                 map: name,
                 op: "mmap",
@@ -285,7 +364,7 @@ impl Datapath {
 }
 
 /// The used slots of the `buckets` buckets behind `mapping` (see
-/// `Datapath::used_slots`).
+/// `ConntrackTables::used_slots`).
 fn used_in<V: Copy>(mapping: &ByteArrayMapping<Bucket<V>>, buckets: u32) -> UsedSlots<V>
 where
     Slot<V>: Pod,
@@ -304,4 +383,28 @@ where
         }
     }
     used
+}
+
+/// `map` on a file descriptor of its own.
+fn reopen(name: &'static str, map: &Map) -> Result<Map, Error> {
+    let data = match map {
+        Map::Array(data) => data,
+        _ => {
+            return Err(Error::Corrupt {
+                map: name,
+                reason: "the map does not have the type this build expects",
+            });
+        }
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Syscall {
+            map: name,
+            op: "dup",
+            source,
+        })?;
+    let data = MapData::from_fd(fd).map_err(map_err(name, "reopen"))?;
+    Map::from_map_data(data).map_err(map_err(name, "reopen"))
 }

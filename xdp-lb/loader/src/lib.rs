@@ -57,6 +57,7 @@ pub use conntrack::{FlowState, TrackedFlow};
 pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport};
 pub use error::Error;
 pub use events::{FlowEvent, FlowEventKind, FlowEvents};
+pub use flow_table::ConntrackTables;
 pub use links::{PinnedAttachment, PinnedLinkInfo};
 pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, ServiceOptions};
 pub use neighbour::L2Link;

@@ -76,7 +76,7 @@ impl Datapath {
     pub fn removed_frontends_with_flows(&self) -> Result<Vec<Frontend>, Error> {
         let (live, _, _) = self.walk::<FrontendKey, Service>(SERVICES)?;
         let live: HashSet<FrontendKey> = live.into_iter().collect();
-        let (flows, _) = self.flow_slots()?;
+        let (flows, _) = self.ct_tables.flow_slots()?;
         let gone: BTreeSet<(SocketAddr, Protocol)> = flows
             .iter()
             .map(|(_, slot)| FrontendKey::of_flow(&slot.key))
@@ -171,8 +171,8 @@ impl Datapath {
             .info()
             .map_err(map_err(MAGLEV_TABLES, "info"))?
             .max_entries();
-        let (flows, flows_max) = self.flow_slots()?;
-        let (replies, replies_max) = self.reply_slots()?;
+        let (flows, flows_max) = self.ct_tables.flow_slots()?;
+        let (replies, replies_max) = self.ct_tables.reply_slots()?;
         Ok(vec![
             usage(SERVICES, services.len(), services_max),
             usage(ADDRESSES, addresses.len(), addresses_max),

@@ -353,6 +353,38 @@ fn expire_flows_uses_the_datapath_clock() {
     });
 }
 
+/// The agent's collector walks on a handle of its own, on another thread:
+/// it sees the flows the datapath tracks and the timeouts it was given
+/// after the handle was taken, and its deletions are the datapath's.
+#[test]
+fn a_conntrack_handle_of_its_own_expires_flows_on_another_thread() {
+    in_private_netns(|| {
+        let mut lb = lb();
+        let tables = lb.dp.conntrack_tables().unwrap();
+        let udp = datagram(6_100);
+        open(&lb, &udp);
+        let syn_sent = syn_to_vip4(40_101, 80);
+        open(&lb, &syn_sent);
+        lb.dp
+            .set_config(&Config {
+                udp_timeout_s: 0,
+                ..lb.dp.config().unwrap()
+            })
+            .unwrap();
+        let expired = std::thread::spawn(move || tables.expire_flows().unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(expired, 1);
+        assert_eq!(state(&lb, &udp), None);
+        assert_eq!(state(&lb, &syn_sent), Some(FlowState::SynSent));
+        assert_eq!(
+            (entries(&lb, "CONNTRACK"), entries(&lb, "CONNTRACK_REPLY")),
+            (1, 1),
+            "the reply entry went with its flow"
+        );
+    });
+}
+
 #[test]
 fn deleting_a_backends_flows_leaves_the_others() {
     in_private_netns(|| {
