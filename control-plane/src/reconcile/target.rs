@@ -21,8 +21,9 @@ pub trait Target {
     ) -> Result<(), Self::Error>;
     /// Retires backend `id`: flows still pointing at it are re-selected.
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error>;
-    /// Deletes the tracked flows of backend `id` (after it was retired).
-    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Self::Error>;
+    /// Deletes the tracked flows of the backends `ids` (after they were
+    /// retired), in one pass.
+    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Self::Error>;
     /// Replaces whole tables (service ID, backend ID per slot), one batch.
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error>;
     /// Rewrites slots of service `id`'s live table in place.
@@ -63,8 +64,8 @@ impl Target for Datapath {
         Self::retire_backend(self, id)
     }
 
-    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Self::Error> {
-        Self::delete_flows_of_backend(self, id)
+    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Self::Error> {
+        Self::delete_flows_of_backends(self, ids)
     }
 
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error> {
@@ -124,6 +125,8 @@ pub struct MemoryTarget {
     pub frontends: BTreeMap<(SocketAddr, u8), (u32, ServiceOptions)>,
     /// Backend IDs whose flows were deleted, in order.
     pub flows_deleted: Vec<u32>,
+    /// How many passes deleted backends' flows (`delete_flows_of_backends`).
+    pub flow_deletion_walks: usize,
     /// Frontends (as `addr:port/proto`) whose flows were deleted, in order.
     pub frontend_flows_deleted: Vec<(SocketAddr, u8)>,
     /// Backend IDs written as pods of this node.
@@ -207,8 +210,17 @@ impl Target for MemoryTarget {
         }
     }
 
-    fn delete_flows_of_backend(&mut self, id: u32) -> Result<usize, Violation> {
-        self.flows_deleted.push(id);
+    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Violation> {
+        if let Some(live) = ids
+            .iter()
+            .find(|id| self.backends.get(id).is_some_and(|b| b.2))
+        {
+            return Err(Violation(format!(
+                "flows of backend {live} deleted before it was retired"
+            )));
+        }
+        self.flows_deleted.extend_from_slice(ids);
+        self.flow_deletion_walks += 1;
         Ok(0)
     }
 

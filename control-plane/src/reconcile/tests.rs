@@ -172,6 +172,43 @@ fn removing_a_backend_patches_its_slots_then_retires_it() {
     assert_programs(&r, &m, &t);
 }
 
+/// A rolling update or a drained node retires many backends in one sync:
+/// their flows go in one walk of the conntrack table, not one walk each.
+#[test]
+fn backends_retired_together_have_their_flows_deleted_in_one_walk() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(
+        &mut r,
+        &model([
+            ("web", service(1, &active(&[1, 2, 3, 4, 5]))),
+            ("api", service(2, &active(&[6, 7, 8]))),
+        ]),
+        &mut t,
+    );
+    let gone: BTreeSet<u32> = [2, 4, 5, 7]
+        .iter()
+        .map(|&i| r.backend(backend(i)).expect("record").id)
+        .collect();
+    let walks = t.flow_deletion_walks;
+
+    let m = model([
+        ("web", service(1, &active(&[1, 3]))),
+        ("api", service(2, &active(&[6, 8]))),
+    ]);
+    let report = sync(&mut r, &m, &mut t);
+    assert_eq!(report.backends_retired, 4);
+    assert_eq!(t.flow_deletion_walks, walks + 1);
+    assert_eq!(
+        t.flows_deleted.iter().copied().collect::<BTreeSet<_>>(),
+        gone
+    );
+    assert_programs(&r, &m, &t);
+
+    // A sync that retires nothing walks nothing.
+    sync(&mut r, &m, &mut t);
+    assert_eq!(t.flow_deletion_walks, walks + 1);
+}
+
 #[test]
 fn a_draining_backend_keeps_its_record_but_leaves_the_table() {
     let (mut r, mut t) = (reconciler(), MemoryTarget::default());

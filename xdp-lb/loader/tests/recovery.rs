@@ -421,5 +421,17 @@ fn deleting_a_backends_flows_leaves_the_others() {
             lb.dp.conntrack().unwrap().len(),
             tracked.len() - of(2) - of(3)
         );
+        // Several backends in one walk; an ID out of range refuses them all.
+        assert!(matches!(
+            lb.dp.delete_flows_of_backends(&[1, 0]),
+            Err(Error::IdOutOfRange { id: 0, .. })
+        ));
+        assert!(of(1) > 0 && of(4) > 0, "flows spread over the backends");
+        assert_eq!(
+            lb.dp.delete_flows_of_backends(&[1, 4]).unwrap(),
+            of(1) + of(4)
+        );
+        assert!(lb.dp.conntrack().unwrap().is_empty());
+        assert_eq!(entries(&lb, "CONNTRACK_REPLY"), 0);
     });
 }
