@@ -190,6 +190,7 @@ impl Datapath {
 impl ConntrackTables {
     /// See [`Datapath::delete_flows`].
     fn delete_flows(&self, flows: &[Flow]) -> Result<usize, Error> {
+        let table = self.flows()?;
         // The flow entries first: a reply entry left alone for a moment is
         // never used without its flow entry (and is deleted on sight), while
         // a flow entry left alone would bring its reply entry back on its
@@ -197,12 +198,12 @@ impl ConntrackTables {
         let mut found = Vec::new();
         for flow in flows {
             let key = flow.tuple();
-            if let Some((at, entry)) = self.find_flow(&key)? {
+            if let Some((at, entry)) = table.find(&key) {
                 found.push((at, key, entry));
             }
         }
         let slots: Vec<_> = found.iter().map(|&(at, key, _)| (at, key)).collect();
-        let deleted = self.free_flows(&slots)?;
+        let deleted = table.free(&slots);
         let entries: Vec<_> = found.into_iter().map(|(_, key, e)| (key, e)).collect();
         self.free_replies_of(&entries)?;
         Ok(deleted)
@@ -212,16 +213,20 @@ impl ConntrackTables {
     /// names that flow: a DSR flow has none, and the tuple may be another
     /// flow's reply entry by now.
     fn free_replies_of(&self, flows: &[(FlowTuple, CtEntry)]) -> Result<(), Error> {
+        if flows.is_empty() {
+            return Ok(());
+        }
+        let table = self.replies()?;
         let mut replies = Vec::new();
         for (key, entry) in flows {
             let reply = entry.reply_key(key.proto);
-            if let Some((at, held)) = self.find_reply(&reply)?
+            if let Some((at, held)) = table.find(&reply)
                 && held.original.same_as(key)
             {
                 replies.push((at, reply));
             }
         }
-        self.free_replies(&replies)?;
+        table.free(&replies);
         Ok(())
     }
 
@@ -249,15 +254,15 @@ impl ConntrackTables {
         &self,
         doomed: impl Fn(&FlowTuple, &CtEntry) -> bool,
     ) -> Result<usize, Error> {
-        let (slots, _) = self.flow_slots()?;
+        let table = self.flows()?;
         // Read again right before: a flow may have moved on since the walk.
         let mut doomed_flows = Vec::new();
-        for (at, slot) in slots {
+        for (at, slot) in table.used() {
             let key = slot.key;
             if !doomed(&key, &slot.value) {
                 continue;
             }
-            if let Some((now_at, entry)) = self.find_flow(&key)?
+            if let Some((now_at, entry)) = table.find(&key)
                 && now_at == at
                 && doomed(&key, &entry)
             {
@@ -265,12 +270,12 @@ impl ConntrackTables {
             }
         }
         let slots: Vec<_> = doomed_flows.iter().map(|&(at, key, _)| (at, key)).collect();
-        let deleted = self.free_flows(&slots)?;
+        let deleted = table.free(&slots);
         // A reply entry goes only if it still points at its flow, and no new
         // entry of the same flow (a new packet since) relies on it.
         let mut orphaned = Vec::new();
         for (_, key, entry) in doomed_flows {
-            let claimed = self.find_flow(&key)?.is_some_and(|(_, again)| {
+            let claimed = table.find(&key).is_some_and(|(_, again)| {
                 !doomed(&key, &again) && again.reply_key(key.proto) == entry.reply_key(key.proto)
             });
             if !claimed {

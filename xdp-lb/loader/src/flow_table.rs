@@ -177,104 +177,56 @@ impl ConntrackTables {
         Ok(buckets)
     }
 
+    /// `CONNTRACK`, mapped, with its shape.
+    pub(crate) fn flows(&self) -> Result<MappedTable<CtEntry>, Error> {
+        let shape = self.flow_tables()?;
+        self.mapped(CONNTRACK, shape.seed, shape.flow_mask)
+    }
+
+    /// `CONNTRACK_REPLY`, mapped, with its shape.
+    pub(crate) fn replies(&self) -> Result<MappedTable<ReplyEntry>, Error> {
+        let shape = self.flow_tables()?;
+        self.mapped(CONNTRACK_REPLY, shape.seed, shape.reply_mask)
+    }
+
+    fn mapped<V>(&self, name: &'static str, seed: u64, mask: u32) -> Result<MappedTable<V>, Error> {
+        let buckets = self.buckets(name)?;
+        if mask != buckets - 1 {
+            return Err(Error::Corrupt {
+                map: FLOW_TABLES,
+                reason: "it does not describe the conntrack tables beside it",
+            });
+        }
+        let mapping = ByteArrayMapping::new(self.map_data(name)?.fd().as_fd(), buckets).map_err(
+            |source| Error::Syscall {
+                map: name,
+                op: "mmap",
+                source,
+            },
+        )?;
+        Ok(MappedTable {
+            mapping,
+            buckets,
+            seed,
+            mask,
+        })
+    }
+
     /// Every used slot of `CONNTRACK`, and the table's size in slots.
     pub(crate) fn flow_slots(&self) -> Result<(UsedSlots<CtEntry>, u32), Error> {
-        self.used_slots(CONNTRACK)
+        let table = self.flows()?;
+        Ok((table.used(), table.slots()))
     }
 
     /// Every used slot of `CONNTRACK_REPLY`, and the table's size in slots.
     pub(crate) fn reply_slots(&self) -> Result<(UsedSlots<ReplyEntry>, u32), Error> {
-        self.used_slots(CONNTRACK_REPLY)
-    }
-
-    /// Reads the tags of every bucket through a mapping of the table, and a
-    /// slot only under a tag: a bucket's tags are its first cache line, so an
-    /// empty slot costs a 4-byte load, where a batched lookup copied every
-    /// bucket whole. `expire_flows` on a table sized for a million flows, on
-    /// the 2-vCPU VM of `BENCHMARKS.md` (the agent runs it every 10 s): empty,
-    /// 247–333 ms with the batched lookup, 14–43 ms with this; holding half a
-    /// million flows, 130–143 ms with this.
-    fn used_slots<V: Copy>(&self, name: &'static str) -> Result<(UsedSlots<V>, u32), Error>
-    where
-        Slot<V>: Pod,
-    {
-        let buckets = self.buckets(name)?;
-        let mapping = self.mapping::<V>(name, buckets)?;
-        Ok((
-            used_in(&mapping, buckets),
-            buckets.saturating_mul(WAYS as u32),
-        ))
-    }
-
-    /// A mapping of table `name`'s `buckets` buckets.
-    fn mapping<V>(
-        &self,
-        name: &'static str,
-        buckets: u32,
-    ) -> Result<ByteArrayMapping<Bucket<V>>, Error> {
-        ByteArrayMapping::new(self.map_data(name)?.fd().as_fd(), buckets).map_err(|source| {
-            Error::Syscall {
-                map: name,
-                op: "mmap",
-                source,
-            }
-        })
+        let table = self.replies()?;
+        Ok((table.used(), table.slots()))
     }
 
     /// Where `key`'s slot in `CONNTRACK` lies, and its entry, if it has one.
     pub(crate) fn find_flow(&self, key: &FlowTuple) -> Result<Option<(SlotAt, CtEntry)>, Error> {
-        let shape = self.flow_tables()?;
-        self.find(
-            CONNTRACK,
-            place(key, shape.seed, shape.flow_mask),
-            shape.flow_mask,
-            key,
-        )
-    }
-
-    /// Where `key`'s slot in `CONNTRACK_REPLY` lies, and its entry, if it has
-    /// one.
-    pub(crate) fn find_reply(
-        &self,
-        key: &FlowTuple,
-    ) -> Result<Option<(SlotAt, ReplyEntry)>, Error> {
-        let shape = self.flow_tables()?;
-        self.find(
-            CONNTRACK_REPLY,
-            place(key, shape.seed, shape.reply_mask),
-            shape.reply_mask,
-            key,
-        )
-    }
-
-    fn find<V: Copy>(
-        &self,
-        name: &'static str,
-        place: u64,
-        mask: u32,
-        key: &FlowTuple,
-    ) -> Result<Option<(SlotAt, V)>, Error>
-    where
-        Bucket<V>: Pod,
-    {
-        let table =
-            Array::<_, Bucket<V>>::try_from(self.map(name)?).map_err(map_err(name, "open"))?;
-        let (first, tag) = (bucket_of(place), tag_of(place));
-        let in_bucket = |index: u32| -> Result<(Option<(SlotAt, V)>, u32), Error> {
-            let b = table.get(&index, 0).map_err(map_err(name, "lookup"))?;
-            let found = (0..WAYS)
-                .find(|&way| b.tags[way] == tag && b.slots[way].key.same_as(key))
-                .map(|way| (SlotAt { bucket: index, way }, b.slots[way].value));
-            Ok((found, b.overflow))
-        };
-        // The first bucket, then the second if the first ever overflowed
-        // (the datapath's `Place::locate`).
-        let (found, overflow) = in_bucket(first)?;
-        let second = alt_bucket(first, tag, mask);
-        if found.is_some() || overflow == 0 || second == first {
-            return Ok(found);
-        }
-        Ok(in_bucket(second)?.0)
+        Ok(self.flows()?.find(key))
     }
 
     /// Sets back to 0 the `overflow` hint of every bucket, in both tables,
@@ -289,29 +241,111 @@ impl ConntrackTables {
     /// key in its first bucket's hint after writing the key, so a key the
     /// slots were read without has changed its hint by then, and keeps it.
     pub fn clear_overflow_hints(&self) -> Result<usize, Error> {
-        let shape = self.flow_tables()?;
-        Ok(
-            self.clear_hints::<CtEntry>(CONNTRACK, shape.seed, shape.flow_mask)?
-                + self.clear_hints::<ReplyEntry>(CONNTRACK_REPLY, shape.seed, shape.reply_mask)?,
-        )
+        Ok(self.flows()?.clear_hints() + self.replies()?.clear_hints())
+    }
+}
+
+/// One conntrack table through a mapping of it (`BPF_F_MMAPABLE`), with its
+/// seed and mask: what the table operations of user space read and write,
+/// in memory rather than a `bpf(2)` call per bucket (a sync that deletes
+/// hundreds of thousands of flows made several per flow).
+pub(crate) struct MappedTable<V> {
+    mapping: ByteArrayMapping<Bucket<V>>,
+    buckets: u32,
+    seed: u64,
+    mask: u32,
+}
+
+impl<V: Copy> MappedTable<V>
+where
+    Slot<V>: Pod,
+{
+    /// The table's size in slots.
+    fn slots(&self) -> u32 {
+        self.buckets.saturating_mul(WAYS as u32)
     }
 
-    fn clear_hints<V: Copy>(&self, name: &'static str, seed: u64, mask: u32) -> Result<usize, Error>
-    where
-        Slot<V>: Pod,
-    {
-        let buckets = self.buckets(name)?;
-        let mapping = self.mapping::<V>(name, buckets)?;
-        let hints: Vec<u32> = (0..buckets)
-            .map(|bucket| mapping.load_u32(bucket, overflow_offset::<V>()))
+    /// Reads the tags of every bucket, and a slot only under a tag: a
+    /// bucket's tags are its first cache line, so an empty slot costs a
+    /// 4-byte load, where a batched lookup copied every bucket whole.
+    /// `expire_flows` on a table sized for a million flows, on the 2-vCPU
+    /// VM of `BENCHMARKS.md` (the agent runs it every 10 s): empty, 247–333
+    /// ms with the batched lookup, 14–43 ms with this; holding half a
+    /// million flows, 130–143 ms with this.
+    pub(crate) fn used(&self) -> UsedSlots<V> {
+        let mut used = Vec::new();
+        for bucket in 0..self.buckets {
+            for way in 0..WAYS {
+                let tag = self.mapping.load_u32(bucket, tag_offset::<V>(way));
+                if tag == 0 {
+                    continue;
+                }
+                let slot: Slot<V> = self.mapping.read_pod(bucket, key_offset::<V>(way));
+                if slot.is_used_under(tag) {
+                    used.push((SlotAt { bucket, way }, slot));
+                }
+            }
+        }
+        used
+    }
+
+    /// Where `key`'s slot lies, and its value, if it has one: its first
+    /// bucket, then its second if the first ever overflowed (the datapath's
+    /// `Place::locate`).
+    pub(crate) fn find(&self, key: &FlowTuple) -> Option<(SlotAt, V)> {
+        let place = place(key, self.seed, self.mask);
+        let (first, tag) = (bucket_of(place), tag_of(place));
+        let in_bucket = |bucket: u32| {
+            (0..WAYS).find_map(|way| {
+                if self.mapping.load_u32(bucket, tag_offset::<V>(way)) != tag {
+                    return None;
+                }
+                let slot: Slot<V> = self.mapping.read_pod(bucket, key_offset::<V>(way));
+                slot.key
+                    .same_as(key)
+                    .then_some((SlotAt { bucket, way }, slot.value))
+            })
+        };
+        let found = in_bucket(first);
+        let second = alt_bucket(first, tag, self.mask);
+        if found.is_some()
+            || second == first
+            || self.mapping.load_u32(first, overflow_offset::<V>()) == 0
+        {
+            return found;
+        }
+        in_bucket(second)
+    }
+
+    /// Frees each slot that still holds its key; how many.
+    pub(crate) fn free(&self, slots: &[(SlotAt, FlowTuple)]) -> usize {
+        let mut freed = 0;
+        for (at, key) in slots {
+            let start = key_offset::<V>(at.way);
+            if self.mapping.read_pod::<FlowTuple>(at.bucket, start) != *key {
+                continue;
+            }
+            self.mapping
+                .store_u32(at.bucket, tag_offset::<V>(at.way), 0);
+            self.mapping
+                .store(at.bucket, start + std::mem::offset_of!(FlowTuple, proto), 0);
+            freed += 1;
+        }
+        freed
+    }
+
+    /// See `ConntrackTables::clear_overflow_hints`; how many it cleared.
+    fn clear_hints(&self) -> usize {
+        let hints: Vec<u32> = (0..self.buckets)
+            .map(|bucket| self.mapping.load_u32(bucket, overflow_offset::<V>()))
             .collect();
         if hints.iter().all(|&hint| hint == 0) {
-            return Ok(0);
+            return 0;
         }
         fence(Ordering::SeqCst);
         let mut needed = vec![false; hints.len()];
-        for (at, slot) in used_in(&mapping, buckets) {
-            let first = bucket_of(place(&slot.key, seed, mask));
+        for (at, slot) in self.used() {
+            let first = bucket_of(place(&slot.key, self.seed, self.mask));
             if first != at.bucket
                 && let Some(needed) = needed.get_mut(first as usize)
             {
@@ -319,70 +353,21 @@ impl ConntrackTables {
             }
         }
         let mut cleared = 0;
-        for (bucket, (&hint, &needed)) in (0..buckets).zip(hints.iter().zip(&needed)) {
+        for (bucket, (&hint, &needed)) in (0..self.buckets).zip(hints.iter().zip(&needed)) {
             // A hint at its maximum no longer counts up, so a change could
             // not be seen: it stays.
             if hint != 0
                 && hint != u32::MAX
                 && !needed
-                && mapping.compare_exchange_u32(bucket, overflow_offset::<V>(), hint, 0)
+                && self
+                    .mapping
+                    .compare_exchange_u32(bucket, overflow_offset::<V>(), hint, 0)
             {
                 cleared += 1;
             }
         }
-        Ok(cleared)
+        cleared
     }
-
-    /// Frees each slot of `CONNTRACK` that still holds its key; how many.
-    pub(crate) fn free_flows(&self, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
-        self.free::<CtEntry>(CONNTRACK, slots)
-    }
-
-    /// Frees each slot of `CONNTRACK_REPLY` that still holds its key; how
-    /// many.
-    pub(crate) fn free_replies(&self, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
-        self.free::<ReplyEntry>(CONNTRACK_REPLY, slots)
-    }
-
-    fn free<V>(&self, name: &'static str, slots: &[(SlotAt, FlowTuple)]) -> Result<usize, Error> {
-        if slots.is_empty() {
-            return Ok(0);
-        }
-        let mapping = self.mapping::<V>(name, self.buckets(name)?)?;
-        let mut freed = 0;
-        for (at, key) in slots {
-            let start = key_offset::<V>(at.way);
-            if mapping.read_pod::<FlowTuple>(at.bucket, start) != *key {
-                continue;
-            }
-            mapping.store_u32(at.bucket, tag_offset::<V>(at.way), 0);
-            mapping.store(at.bucket, start + std::mem::offset_of!(FlowTuple, proto), 0);
-            freed += 1;
-        }
-        Ok(freed)
-    }
-}
-
-/// The used slots of the `buckets` buckets behind `mapping` (see
-/// `ConntrackTables::used_slots`).
-fn used_in<V: Copy>(mapping: &ByteArrayMapping<Bucket<V>>, buckets: u32) -> UsedSlots<V>
-where
-    Slot<V>: Pod,
-{
-    let mut used = Vec::new();
-    for bucket in 0..buckets {
-        for way in 0..WAYS {
-            let tag = mapping.load_u32(bucket, tag_offset::<V>(way));
-            if tag == 0 {
-                continue;
-            }
-            let slot: Slot<V> = mapping.read_pod(bucket, key_offset::<V>(way));
-            if slot.is_used_under(tag) {
-                used.push((SlotAt { bucket, way }, slot));
-            }
-        }
-    }
-    used
 }
 
 /// `map` on a file descriptor of its own.
