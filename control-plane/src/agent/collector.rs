@@ -1,6 +1,8 @@
-//! The conntrack collector: deletes expired flows every `GC_INTERVAL` and
-//! clears the overflow hints no flow needs every `HINT_INTERVAL`, each a walk
-//! of both conntrack tables. It runs on a handle of the tables of its own
+//! The conntrack collector: deletes every `GC_INTERVAL` the flows the
+//! datapath treats as gone (expired, or given to a backend since retired or
+//! to an ID since reused: syncs leave those to it) and clears every
+//! `HINT_INTERVAL` the overflow hints no flow needs, each a walk of both
+//! conntrack tables. It runs on a handle of the tables of its own
 //! (`ConntrackTables`), not under the agent's lock: at a million flows the
 //! two walks take some 200 and 350 ms (`docs/bench/notes.md`), which syncs,
 //! admin calls and scrapes waited out when they held the lock.
@@ -15,7 +17,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::time::{MissedTickBehavior, interval};
 use xdp_lb::{ConntrackTables, Error};
 
-/// How often expired conntrack entries are collected.
+/// How often the conntrack entries the datapath treats as gone are collected.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the conntrack overflow hints no flow needs are cleared
 /// (`ConntrackTables::clear_overflow_hints`): a walk of both tables, as the
@@ -25,7 +27,7 @@ const HINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The collector's two walks: `ConntrackTables`'s, or a test's.
 pub(super) trait Walks: Send + Sync + 'static {
-    /// Deletes the expired flows; how many.
+    /// Deletes the flows the datapath treats as gone; how many.
     fn expire_flows(&self) -> Result<usize, Error>;
     /// Clears the overflow hints no flow needs; how many.
     fn clear_overflow_hints(&self) -> Result<usize, Error>;

@@ -64,6 +64,8 @@ pub enum SyncError {
 pub struct SyncReport {
     pub backends_written: usize,
     pub backends_retired: usize,
+    /// Flows to removed frontends, deleted with them (a retired backend's
+    /// are left to the conntrack collector).
     pub flows_deleted: usize,
     pub tables_swapped: usize,
     pub tables_patched: usize,

@@ -19,11 +19,10 @@ pub trait Target {
         &mut self,
         backends: &[(u32, SocketAddr, u32, bool)],
     ) -> Result<(), Self::Error>;
-    /// Retires backend `id`: flows still pointing at it are re-selected.
+    /// Retires backend `id`: flows still pointing at it are re-selected on
+    /// their next packet, and their entries collected by the agent's
+    /// conntrack collector (`ConntrackTables::expire_flows`).
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error>;
-    /// Deletes the tracked flows of the backends `ids` (after they were
-    /// retired), in one pass.
-    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Self::Error>;
     /// Replaces whole tables (service ID, backend ID per slot), one batch.
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error>;
     /// Rewrites slots of service `id`'s live table in place.
@@ -62,10 +61,6 @@ impl Target for Datapath {
 
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error> {
         Self::retire_backend(self, id)
-    }
-
-    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Self::Error> {
-        Self::delete_flows_of_backends(self, ids)
     }
 
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Self::Error> {
@@ -123,10 +118,6 @@ pub struct MemoryTarget {
     pub addresses: BTreeMap<IpAddr, AddressKind>,
     /// Frontend (as `addr:port/proto`) → (service ID, its options).
     pub frontends: BTreeMap<(SocketAddr, u8), (u32, ServiceOptions)>,
-    /// Backend IDs whose flows were deleted, in order.
-    pub flows_deleted: Vec<u32>,
-    /// How many passes deleted backends' flows (`delete_flows_of_backends`).
-    pub flow_deletion_walks: usize,
     /// Frontends (as `addr:port/proto`) whose flows were deleted, in order.
     pub frontend_flows_deleted: Vec<(SocketAddr, u8)>,
     /// Backend IDs written as pods of this node.
@@ -208,20 +199,6 @@ impl Target for MemoryTarget {
             }
             None => Err(Violation(format!("backend {id} retired but never written"))),
         }
-    }
-
-    fn delete_flows_of_backends(&mut self, ids: &[u32]) -> Result<usize, Violation> {
-        if let Some(live) = ids
-            .iter()
-            .find(|id| self.backends.get(id).is_some_and(|b| b.2))
-        {
-            return Err(Violation(format!(
-                "flows of backend {live} deleted before it was retired"
-            )));
-        }
-        self.flows_deleted.extend_from_slice(ids);
-        self.flow_deletion_walks += 1;
-        Ok(0)
     }
 
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Violation> {

@@ -152,23 +152,9 @@ impl Datapath {
     /// than at their timeout. A flow given to another backend meanwhile is
     /// kept (each entry is read again right before its deletion).
     pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
-        self.delete_flows_of_backends(&[backend_id])
-    }
-
-    /// As [`Datapath::delete_flows_of_backend`] for every backend of
-    /// `backend_ids`, in one walk of the table however many: a sync that
-    /// retires many backends at once (a rolling update, a drained node)
-    /// walked it once per backend.
-    pub fn delete_flows_of_backends(&mut self, backend_ids: &[u32]) -> Result<usize, Error> {
-        if backend_ids.is_empty() {
-            return Ok(0);
-        }
-        for &id in backend_ids {
-            self.check_backend_id(id)?;
-        }
-        let doomed: HashSet<u32> = backend_ids.iter().copied().collect();
+        self.check_backend_id(backend_id)?;
         self.ct_tables
-            .delete_flows_where(|_, entry| doomed.contains(&entry.backend_id))
+            .delete_flows_where(|_, entry| entry.backend_id == backend_id)
     }
 
     /// Deletes every flow sent to one of `frontends` and their reply
@@ -230,21 +216,29 @@ impl ConntrackTables {
         Ok(())
     }
 
-    /// Deletes every flow the datapath already treats as expired, and the
+    /// Deletes every flow the datapath already treats as gone, and the
     /// reply entry of each. Returns how many flows were deleted.
     ///
-    /// A flow is expired when `now - last_seen >= timeout(state)` (SYN sent,
-    /// established, closing, or non-TCP, from [`Config`]), on the clock the
-    /// datapath uses. A live flow is never deleted: each candidate is read
-    /// again right before its deletion and kept if a packet has refreshed or
-    /// replaced it meanwhile. (The kernel has no compare-and-delete: a flow
-    /// whose first packet after expiry lands between that read and the
-    /// delete, a few microseconds, loses its fresh entry; its next packet
-    /// makes a new one, to the same backend unless the table changed.)
+    /// A flow is gone when it has expired, `now - last_seen >=
+    /// timeout(state)` (SYN sent, established, closing, or non-TCP, from
+    /// [`Config`]), on the clock the datapath uses; or when its backend
+    /// record is retired, or was given to another backend since (a stale
+    /// generation): the datapath re-selects such a flow on its next packet.
+    /// So a sync that retires backends need not walk the table for their
+    /// flows: this collects them. A live flow is never deleted: each
+    /// candidate is read again right before its deletion and kept if a
+    /// packet has refreshed or replaced it meanwhile. (The kernel has no
+    /// compare-and-delete: a flow whose first packet after expiry lands
+    /// between that read and the delete, a few microseconds, loses its
+    /// fresh entry; its next packet makes a new one, to the same backend
+    /// unless the table changed.)
     pub fn expire_flows(&self) -> Result<usize, Error> {
         let config = self.config()?;
         let now = coarse_monotonic_ns();
-        self.delete_flows_where(|_, entry| is_expired(entry, &config, now))
+        let generations = self.active_generations()?;
+        self.delete_flows_where(|_, entry| {
+            is_expired(entry, &config, now) || !backend_holds(entry, &generations)
+        })
     }
 
     /// Deletes the flows whose entry satisfies `doomed` when read just before
@@ -300,6 +294,17 @@ pub(crate) fn coarse_monotonic_ns() -> u64 {
     // A supported clock and a valid pointer cannot fail (Linux >= 2.6.32).
     debug_assert_eq!(ret, 0);
     (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
+}
+
+/// The datapath's rule for an entry's backend: its record is active, with
+/// the generation the entry was given (`generations` by backend ID, as
+/// `ConntrackTables::active_generations` reads them).
+fn backend_holds(entry: &CtEntry, generations: &[Option<u32>]) -> bool {
+    generations
+        .get(entry.backend_id as usize)
+        .copied()
+        .flatten()
+        == Some(entry.generation)
 }
 
 /// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.

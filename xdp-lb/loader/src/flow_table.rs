@@ -22,6 +22,7 @@ use aya::{
     maps::{Array, Map, MapData},
 };
 use xdp_lb_common::{
+    backend::Backend,
     config::Config,
     conntrack::{CtEntry, FlowTuple},
     flow_table::{
@@ -32,8 +33,8 @@ use xdp_lb_common::{
 
 use crate::{
     Datapath, Error,
-    maps::{CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, map_err},
-    sys::ByteArrayMapping,
+    maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, WALK_CHUNK, map_err},
+    sys::{self, ByteArrayMapping},
 };
 
 /// Where a slot lies: its bucket (the array index) and its place in it.
@@ -47,8 +48,8 @@ pub(crate) struct SlotAt {
 pub(crate) type UsedSlots<V> = Vec<(SlotAt, Slot<V>)>;
 
 /// The conntrack tables on file descriptors of their own, with the
-/// configuration their expiry reads: what finding, walking and freeing
-/// flows needs, apart from the rest of the datapath. The agent's collector
+/// configuration and the backend records their expiry reads: what finding,
+/// walking and freeing flows needs, apart from the rest of the datapath. The agent's collector
 /// owns one ([`Datapath::conntrack_tables`]), so that its walks of both
 /// tables (hundreds of milliseconds at a million flows) run beside the
 /// agent's syncs rather than under the lock that orders them.
@@ -58,6 +59,7 @@ pub struct ConntrackTables {
     replies: Map,
     shape: Map,
     config: Map,
+    backends: Map,
 }
 
 impl Datapath {
@@ -112,6 +114,7 @@ impl ConntrackTables {
             replies: reopen(CONNTRACK_REPLY)?,
             shape: reopen(FLOW_TABLES)?,
             config: reopen(CONFIG)?,
+            backends: reopen(BACKENDS)?,
         })
     }
 
@@ -122,6 +125,7 @@ impl ConntrackTables {
             replies: reopen(CONNTRACK_REPLY, &self.replies)?,
             shape: reopen(FLOW_TABLES, &self.shape)?,
             config: reopen(CONFIG, &self.config)?,
+            backends: reopen(BACKENDS, &self.backends)?,
         })
     }
 
@@ -131,18 +135,19 @@ impl ConntrackTables {
             CONNTRACK_REPLY => Ok(&self.replies),
             FLOW_TABLES => Ok(&self.shape),
             CONFIG => Ok(&self.config),
+            BACKENDS => Ok(&self.backends),
             _ => Err(Error::MissingMap { map: name }),
         }
     }
 
     fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
-        match self.map(name)? {
-            Map::Array(data) => Ok(data),
-            _ => Err(Error::Corrupt {
+        let Map::Array(data) = self.map(name)? else {
+            return Err(Error::Corrupt {
                 map: name,
                 reason: "the map does not have the type this build expects",
-            }),
-        }
+            });
+        };
+        Ok(data)
     }
 
     /// The global configuration (the timeouts expiry applies).
@@ -151,6 +156,29 @@ impl ConntrackTables {
             .map_err(map_err(CONFIG, "open"))?
             .get(&0, 0)
             .map_err(map_err(CONFIG, "read"))
+    }
+
+    /// The generation of every active backend record, by ID (`None` for a
+    /// retired or never written one), read in batches.
+    pub(crate) fn active_generations(&self) -> Result<Vec<Option<u32>>, Error> {
+        let data = self.map_data(BACKENDS)?;
+        let (ids, records): (Vec<u32>, Vec<Backend>) =
+            sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| {
+                Error::Syscall {
+                    map: BACKENDS,
+                    op: "batch lookup",
+                    source,
+                }
+            })?;
+        let mut generations = vec![None; ids.len()];
+        for (id, record) in ids.into_iter().zip(records) {
+            if let Some(slot) = generations.get_mut(id as usize)
+                && record.is_active()
+            {
+                *slot = Some(record.generation);
+            }
+        }
+        Ok(generations)
     }
 
     /// The tables' seed and sizes.
@@ -372,14 +400,11 @@ where
 
 /// `map` on a file descriptor of its own.
 fn reopen(name: &'static str, map: &Map) -> Result<Map, Error> {
-    let data = match map {
-        Map::Array(data) => data,
-        _ => {
-            return Err(Error::Corrupt {
-                map: name,
-                reason: "the map does not have the type this build expects",
-            });
-        }
+    let Map::Array(data) = map else {
+        return Err(Error::Corrupt {
+            map: name,
+            reason: "the map does not have the type this build expects",
+        });
     };
     let fd = data
         .fd()

@@ -28,7 +28,7 @@
 //!   [`Datapath::backends`], [`Datapath::table_ids`], [`Datapath::map_usage`],
 //!   [`Datapath::removed_frontends_with_flows`];
 //! - state: [`Datapath::conntrack`], [`Datapath::delete_flow`],
-//!   [`Datapath::expire_flows`], [`Datapath::delete_flows_of_backends`],
+//!   [`Datapath::expire_flows`], [`Datapath::delete_flows_of_backend`],
 //!   [`ConntrackTables`] (the same walks on descriptors of their own), counters;
 //! - [`Datapath::simulate`]: which backend a flow would hit;
 //! - [`Datapath::test_run`]: runs a program on a packet (`BPF_PROG_TEST_RUN`).

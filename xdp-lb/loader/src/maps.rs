@@ -126,7 +126,7 @@ pub(crate) const PINNED: [&str; 31] = [
 /// Entries per batched lookup when a whole map is read: few syscalls, a
 /// bounded buffer, and far more than any hash bucket holds (the kernel
 /// returns whole buckets).
-const WALK_CHUNK: u32 = 4096;
+pub(crate) const WALK_CHUNK: u32 = 4096;
 
 /// The largest Maglev table the datapath takes (the largest listed prime).
 pub const MAX_TABLE_SIZE: u32 = 131_071;
