@@ -8,6 +8,11 @@
 //! (what kube-proxy calls network programming latency, less the source's
 //! own delay): the desired state is recomputed, diffed and written.
 //!
+//! With `--flows N`, N flows are tracked before the changes are timed (a
+//! SYN to each service in turn, through `BPF_PROG_TEST_RUN`): a change's
+//! latency beside a conntrack table that holds them, which a sync must not
+//! walk.
+//!
 //! Beside it (`--baselines`, on by default), the same services as kube-proxy
 //! would program them: its nftables-mode ruleset loaded with `nft -f` and its
 //! iptables-mode ruleset with `iptables-restore`, each into an empty private
@@ -31,13 +36,14 @@ use control_plane::{
     reconcile::{Desired, Reconciler, SyncReport},
     source,
 };
+use etherparse::PacketBuilder;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use xdp_lb::{Datapath, LoadOptions, MapSizes};
+use xdp_lb::{Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
 use crate::kube_proxy;
 
-/// `xlb-bench sync [--services N] [--backends B] [--changes C] [--json FILE]`.
+/// `xlb-bench sync [--services N] [--backends B] [--changes C] [--flows F] [--json FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SyncArgs {
     /// Services in the generated file (one frontend each: the first 65 536
@@ -51,6 +57,13 @@ pub(crate) struct SyncArgs {
     /// Single backend changes to time.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     changes: u32,
+    /// Flows tracked before the changes are timed: TCP SYNs to the
+    /// services' frontends in turn, from clients in 198.18.128.0/17. The
+    /// conntrack tables are asked for four times as many entries, as
+    /// `xlb-bench prog` asks, so that no bucket gives one up; 0 leaves
+    /// them empty.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=500_000))]
+    flows: u32,
     /// Also time loading kube-proxy's nftables and iptables rulesets for the
     /// same services (in a private network namespace).
     #[arg(long, default_value_t = true, overrides_with = "no_baselines")]
@@ -85,6 +98,8 @@ struct Results {
     full_sync_seconds: f64,
     full_sync: Ops,
     changes: u32,
+    /// Flows in conntrack while the changes ran (`--flows`).
+    tracked_flows: u64,
     change_p50_ms: f64,
     change_p99_ms: f64,
     change_max_ms: f64,
@@ -147,6 +162,61 @@ impl From<SyncReport> for Ops {
     }
 }
 
+/// Conntrack entries asked per flow of `--flows`.
+const FLOW_HEADROOM: u32 = 4;
+
+/// Source ports per client of `track_flows`.
+const PORTS_PER_CLIENT: u32 = 60_000;
+
+/// Sets up `flows` tracked flows, a TCP SYN to each of the `services`
+/// frontends in turn, from clients of 198.18.128.0/17 (no backend host
+/// lies there), through `BPF_PROG_TEST_RUN` in a private network namespace
+/// (the FIB lookups of the forwarding find no route there). The flood guard
+/// is off meanwhile. Returns how many flows conntrack holds: all of them,
+/// or an error.
+fn track_flows(datapath: &mut Datapath, services: u32, flows: u32) -> anyhow::Result<u64> {
+    if flows == 0 {
+        return Ok(0);
+    }
+    let config = datapath.config()?;
+    datapath.set_config(&Config {
+        new_flows_per_cpu_per_sec: 0,
+        ..config
+    })?;
+    let started = Instant::now();
+    let shared: &Datapath = datapath;
+    in_private_netns(|| {
+        for n in 0..flows {
+            let (vip, port) = frontend(n % services);
+            let client =
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + n / PORTS_PER_CLIENT);
+            let client_port = u16::try_from(1024 + n % PORTS_PER_CLIENT).expect("below 61 024");
+            let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(client.octets(), vip.octets(), 64)
+                .tcp(client_port, port, 1, 64_240)
+                .syn();
+            let mut frame = Vec::with_capacity(builder.size(0));
+            builder.write(&mut frame, &[]).context("building a SYN")?;
+            shared
+                .test_run(ProgramName::XdpLb, &frame)
+                .context("running a SYN")?;
+        }
+        Ok(())
+    })?;
+    datapath.set_config(&config)?;
+    let tracked = datapath
+        .map_usage()?
+        .into_iter()
+        .find(|usage| usage.name == "CONNTRACK")
+        .map_or(0, |usage| usage.entries);
+    tracing::info!(tracked, took = ?started.elapsed(), "flows tracked");
+    anyhow::ensure!(
+        tracked == u64::from(flows),
+        "{tracked} of {flows} flows are tracked"
+    );
+    Ok(tracked)
+}
+
 /// VIPs per port: 198.19.0.0/16, inside the rig range 198.18.0.0/15.
 const VIPS: u32 = 1 << 16;
 
@@ -196,7 +266,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let sizes = MapSizes {
         services: args.services.next_power_of_two().max(1024),
         backends: (args.services * args.backends + 2).next_power_of_two(),
-        conntrack: 1024,
+        conntrack: (args.flows * FLOW_HEADROOM).max(1024),
         addresses: (args.services.min(VIPS) + 1).next_power_of_two().max(1024),
     };
     let mut datapath = Datapath::load_with(&LoadOptions {
@@ -218,6 +288,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .context("full sync")?;
     let full_sync = started.elapsed();
     tracing::info!(?full_sync, ?full, "full sync done");
+    let tracked_flows = track_flows(&mut datapath, args.services, args.flows)?;
 
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?;
@@ -259,6 +330,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         full_sync_seconds: full_sync.as_secs_f64(),
         full_sync: full.into(),
         changes: args.changes,
+        tracked_flows,
         change_p50_ms: ms(histogram.value_at_quantile(0.5)),
         change_p99_ms: ms(histogram.value_at_quantile(0.99)),
         change_max_ms: ms(histogram.max()),
@@ -344,6 +416,12 @@ fn print_xlb_rows(r: &Results) {
         "| single backend change, p99 | {:.3} ms | ≤ 10 ms |",
         r.change_p99_ms
     );
+    if r.tracked_flows > 0 {
+        println!(
+            "| flows tracked during the changes | {} | — |",
+            r.tracked_flows
+        );
+    }
     println!(
         "| single backend change, max | {:.3} ms | — |",
         r.change_max_ms
@@ -540,7 +618,8 @@ fn run_timed(argv: &[&str], file: &Path, limit: Duration) -> anyhow::Result<Opti
 }
 
 /// Runs `f` in a new thread inside a fresh, empty network namespace: the
-/// rulesets never reach the root namespace, and vanish with the thread.
+/// rulesets (or the tracked flows' forwarding) never reach the root
+/// namespace, and vanish with the thread.
 fn in_private_netns<T: Send>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
@@ -548,10 +627,10 @@ fn in_private_netns<T: Send>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> an
             .spawn_scoped(scope, || {
                 // Only this thread moves: the process stays where it was.
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                    .context("unshare(CLONE_NEWNET): the baselines need root")?;
+                    .context("unshare(CLONE_NEWNET): needs root")?;
                 f()
             })
-            .context("spawning the baseline thread")?;
+            .context("spawning a thread for a private network namespace")?;
         handle
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

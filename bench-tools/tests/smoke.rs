@@ -100,6 +100,8 @@ fn sync_times_a_small_file() {
         "2",
         "--changes",
         "5",
+        "--flows",
+        "1000",
         "--no-baselines",
     ]);
     assert!(
@@ -107,6 +109,10 @@ fn sync_times_a_small_file() {
         "{out}"
     );
     assert!(out.contains("single backend change, p99"), "{out}");
+    assert!(
+        out.contains("| flows tracked during the changes | 1000 |"),
+        "{out}"
+    );
 }
 
 #[test]
