@@ -221,11 +221,10 @@ impl ConntrackTables {
     ///
     /// A flow is gone when it has expired, `now - last_seen >=
     /// timeout(state)` (SYN sent, established, closing, or non-TCP, from
-    /// [`Config`]), on the clock the datapath uses; or when its backend
-    /// record is retired, or was given to another backend since (a stale
-    /// generation): the datapath re-selects such a flow on its next packet.
-    /// So a sync that retires backends need not walk the table for their
-    /// flows: this collects them. A live flow is never deleted: each
+    /// [`Config`]), on the clock the datapath uses; or when its backend is
+    /// (`backend_gone`): the datapath re-selects such a flow on its next
+    /// packet. So a sync that retires backends need not walk the table for
+    /// their flows: this collects them. A live flow is never deleted: each
     /// candidate is read again right before its deletion and kept if a
     /// packet has refreshed or replaced it meanwhile. (The kernel has no
     /// compare-and-delete: a flow whose first packet after expiry lands
@@ -235,9 +234,9 @@ impl ConntrackTables {
     pub fn expire_flows(&self) -> Result<usize, Error> {
         let config = self.config()?;
         let now = coarse_monotonic_ns();
-        let generations = self.active_generations()?;
+        let generations = self.backend_generations()?;
         self.delete_flows_where(|_, entry| {
-            is_expired(entry, &config, now) || !backend_holds(entry, &generations)
+            is_expired(entry, &config, now) || backend_gone(entry, &generations)
         })
     }
 
@@ -296,15 +295,21 @@ pub(crate) fn coarse_monotonic_ns() -> u64 {
     (now.tv_sec as u64) * NS_PER_SEC + now.tv_nsec as u64
 }
 
-/// The datapath's rule for an entry's backend: its record is active, with
-/// the generation the entry was given (`generations` by backend ID, as
-/// `ConntrackTables::active_generations` reads them).
-fn backend_holds(entry: &CtEntry, generations: &[Option<u32>]) -> bool {
-    generations
-        .get(entry.backend_id as usize)
-        .copied()
-        .flatten()
-        == Some(entry.generation)
+/// An entry whose backend the datapath no longer sends it to, by the
+/// records as read before the walk (`generations`: each ID's generation and
+/// whether it is active, from `ConntrackTables::backend_generations`): an
+/// ID beyond the map, a record of a newer generation (the ID was given to
+/// another backend since), or the entry's own generation retired. A
+/// generation only grows, so a record read before the entry was written
+/// never condemns it: its generation is then older than the entry's, and
+/// the entry waits for the next walk.
+fn backend_gone(entry: &CtEntry, generations: &[(u32, bool)]) -> bool {
+    match generations.get(entry.backend_id as usize) {
+        None => true,
+        Some(&(generation, active)) => {
+            generation > entry.generation || (generation == entry.generation && !active)
+        }
+    }
 }
 
 /// The datapath's expiry rule: `>=`, so a timeout of 0 s has always expired.
@@ -322,6 +327,29 @@ mod tests {
             last_seen_ns,
             ..CtEntry::default()
         }
+    }
+
+    #[test]
+    fn a_backend_is_gone_when_retired_or_superseded_and_never_by_an_older_read() {
+        let flow = |backend_id, generation| CtEntry {
+            backend_id,
+            generation,
+            ..CtEntry::default()
+        };
+        // ID 1: generation 3, active; ID 2: generation 3, retired.
+        let records = [(0, false), (3, true), (3, false)];
+        assert!(!backend_gone(&flow(1, 3), &records), "live");
+        assert!(
+            backend_gone(&flow(1, 2), &records),
+            "the ID went to another backend"
+        );
+        assert!(backend_gone(&flow(2, 3), &records), "retired");
+        assert!(backend_gone(&flow(2, 2), &records), "retired, and older");
+        // Records read before the entry's backend was written: kept.
+        assert!(!backend_gone(&flow(1, 4), &records));
+        assert!(!backend_gone(&flow(2, 4), &records));
+        assert!(!backend_gone(&flow(0, 1), &records), "never written then");
+        assert!(backend_gone(&flow(3, 1), &records), "beyond the map");
     }
 
     #[test]

@@ -158,9 +158,9 @@ impl ConntrackTables {
             .map_err(map_err(CONFIG, "read"))
     }
 
-    /// The generation of every active backend record, by ID (`None` for a
-    /// retired or never written one), read in batches.
-    pub(crate) fn active_generations(&self) -> Result<Vec<Option<u32>>, Error> {
+    /// Every backend record's generation and whether it is active, by ID,
+    /// read in batches.
+    pub(crate) fn backend_generations(&self) -> Result<Vec<(u32, bool)>, Error> {
         let data = self.map_data(BACKENDS)?;
         let (ids, records): (Vec<u32>, Vec<Backend>) =
             sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| {
@@ -170,12 +170,10 @@ impl ConntrackTables {
                     source,
                 }
             })?;
-        let mut generations = vec![None; ids.len()];
+        let mut generations = vec![(0, false); ids.len()];
         for (id, record) in ids.into_iter().zip(records) {
-            if let Some(slot) = generations.get_mut(id as usize)
-                && record.is_active()
-            {
-                *slot = Some(record.generation);
+            if let Some(slot) = generations.get_mut(id as usize) {
+                *slot = (record.generation, record.is_active());
             }
         }
         Ok(generations)
