@@ -43,7 +43,7 @@ bench: setup
 	target/release/xlb-bench maglev --backends 1000 --size 65537 --json target/xlb-bench-maglev.json
 	target/release/xlb-bench verifier --json target/xlb-bench-verifier.json
 	target/release/xlb-bench prog --json target/xlb-bench-prog.json
-	target/release/xlb-bench sync --json target/xlb-bench-sync.json
+	target/release/xlb-bench sync --flows 400000 --json target/xlb-bench-sync.json
 	target/release/xlb-bench rig --services 1,1000,10000 --seconds 1.5 --json target/xlb-bench-rig.json
 	target/release/xlb-bench report --maglev target/xlb-bench-maglev.json \
 		--verifier target/xlb-bench-verifier.json --prog target/xlb-bench-prog.json \

@@ -65,6 +65,9 @@ pub(super) struct Sync {
     pub(super) backends_per_service: u32,
     pub(super) full_sync_seconds: f64,
     pub(super) changes: u32,
+    /// Flows in conntrack while the changes ran (absent before `--flows`).
+    #[serde(default)]
+    pub(super) tracked_flows: u64,
     pub(super) change_p50_ms: f64,
     pub(super) change_p99_ms: f64,
     pub(super) baselines: Option<SyncBaselines>,

@@ -49,7 +49,8 @@ pub(super) fn section(out: &mut String, syncs: &[Sync], plot: Option<&str>) -> a
         out,
         "`xlb-bench sync`: a full sync programs N services from one file into a freshly \
          loaded datapath; a change is one backend of one service leaving or coming back, \
-         timed from the new model to the maps holding it (p50 / p99 over the changes). \
+         timed from the new model to the maps holding it (p50 / p99 over the changes; with \
+         `--flows`, beside that many tracked flows, set up before the changes). \
          kube-proxy: its nftables ruleset loaded with `nft -f`, its iptables ruleset with \
          `iptables-restore`, each into an empty network namespace, then single changes the way \
          its partial sync applies them; only the tool's process time counts.\n"
@@ -64,9 +65,13 @@ pub(super) fn section(out: &mut String, syncs: &[Sync], plot: Option<&str>) -> a
             || ("not measured".to_owned(), "not measured".to_owned()),
             |b| (full_load(&b.nftables), full_load(&b.iptables)),
         );
+        let flows = match s.tracked_flows {
+            0 => String::new(),
+            n => format!(", {n} tracked flows"),
+        };
         writeln!(
             out,
-            "| {} | {} | {:.3} s | {:.3} / {:.3} ms ({} changes) | {nft} | {ipt} |",
+            "| {} | {} | {:.3} s | {:.3} / {:.3} ms ({} changes{flows}) | {nft} | {ipt} |",
             s.services,
             s.backends_per_service,
             s.full_sync_seconds,

@@ -84,7 +84,8 @@ const SYNC_LARGE: &str = r#"{
   "services": 10000, "backends_per_service": 10, "file_bytes": 2000000, "parse_seconds": 0.2,
   "full_sync_seconds": 1.375,
   "full_sync": { "backends_written": 100000, "tables_swapped": 10000, "frontends_written": 10000, "addresses_written": 10 },
-  "changes": 500, "change_p50_ms": 0.061, "change_p99_ms": 0.412, "change_max_ms": 1.0,
+  "changes": 500, "tracked_flows": 400000,
+  "change_p50_ms": 0.061, "change_p99_ms": 0.412, "change_max_ms": 1.0,
   "changes_patched": 400, "changes_swapped": 100,
   "baselines": null
 }"#;
@@ -326,7 +327,7 @@ fn report_sync_section_has_each_n_beside_kube_proxy() {
     );
     assert_has(
         &text,
-        "| 10000 | 10 | 1.375 s | 0.061 / 0.412 ms (500 changes) | not measured | not measured |",
+        "| 10000 | 10 | 1.375 s | 0.061 / 0.412 ms (500 changes, 400000 tracked flows) | not measured | not measured |",
     );
     assert_has(&text, "| 100 | 3.500 / 9.750 ms (20 changes) | — |");
     assert_has(&text, "`nftables v1.1.3 (Commodore Bullmoose #4)`");
