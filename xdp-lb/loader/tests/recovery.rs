@@ -22,7 +22,7 @@ use support::{
 };
 use xdp_lb::{
     AddressKind, BackendRecord, Config, CtEvent, Datapath, Error, FlowState, Frontend, LoadOptions,
-    MapSizes, MapUsage, Protocol, ServiceOptions,
+    MapSizes, MapUsage, Protocol, ServiceOptions, TrackedFlow,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -353,6 +353,23 @@ fn expire_flows_uses_the_datapath_clock() {
     });
 }
 
+/// Opens a UDP flow from each client port of `ports`; returns their packets
+/// and the tracked flows, which backends 2 and 3 both have some of.
+fn open_datagrams(lb: &Lb, ports: std::ops::Range<u16>) -> (Vec<Packet>, Vec<TrackedFlow>) {
+    let flows: Vec<Packet> = ports.map(datagram).collect();
+    for flow in &flows {
+        open(lb, flow);
+    }
+    let tracked = lb.dp.conntrack().unwrap();
+    for id in [2, 3] {
+        assert!(
+            tracked.iter().any(|f| f.backend_id == id),
+            "flows spread over the backends"
+        );
+    }
+    (flows, tracked)
+}
+
 /// The collector also takes what the datapath re-selects on sight: the
 /// flows of a retired backend, and those of a backend ID given to another
 /// backend since (an older generation). A sync need not walk the table.
@@ -360,13 +377,8 @@ fn expire_flows_uses_the_datapath_clock() {
 fn expire_flows_collects_the_flows_of_retired_and_reused_backends() {
     in_private_netns(|| {
         let mut lb = lb();
-        let flows: Vec<Packet> = (7_100..7_160).map(datagram).collect();
-        for flow in &flows {
-            open(&lb, flow);
-        }
-        let tracked = lb.dp.conntrack().unwrap();
+        let (flows, tracked) = open_datagrams(&lb, 7_100..7_160);
         let of = |id: u32| tracked.iter().filter(|f| f.backend_id == id).count();
-        assert!(of(2) > 0 && of(3) > 0, "flows spread over the backends");
         assert_eq!(lb.dp.expire_flows().unwrap(), 0, "every backend holds");
 
         lb.dp.retire_backend(2).unwrap();
@@ -443,13 +455,8 @@ fn a_conntrack_handle_of_its_own_expires_flows_on_another_thread() {
 fn deleting_a_backends_flows_leaves_the_others() {
     in_private_netns(|| {
         let mut lb = lb();
-        let flows: Vec<Packet> = (7_000..7_040).map(datagram).collect();
-        for flow in &flows {
-            open(&lb, flow);
-        }
-        let tracked = lb.dp.conntrack().unwrap();
+        let (_, tracked) = open_datagrams(&lb, 7_000..7_040);
         let of = |id: u32| tracked.iter().filter(|f| f.backend_id == id).count();
-        assert!(of(2) > 0 && of(3) > 0, "flows spread over the backends");
         let replies = entries(&lb, "CONNTRACK_REPLY");
 
         assert_eq!(lb.dp.delete_flows_of_backend(2).unwrap(), of(2));
