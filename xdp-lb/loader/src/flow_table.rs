@@ -33,8 +33,8 @@ use xdp_lb_common::{
 
 use crate::{
     Datapath, Error,
-    maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, WALK_CHUNK, map_err},
-    sys::{self, ByteArrayMapping},
+    maps::{BACKENDS, CONFIG, CONNTRACK, CONNTRACK_REPLY, FLOW_TABLES, array_data, map_err, walk},
+    sys::ByteArrayMapping,
 };
 
 /// Where a slot lies: its bucket (the array index) and its place in it.
@@ -141,13 +141,7 @@ impl ConntrackTables {
     }
 
     fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
-        let Map::Array(data) = self.map(name)? else {
-            return Err(Error::Corrupt {
-                map: name,
-                reason: "the map does not have the type this build expects",
-            });
-        };
-        Ok(data)
+        array_data(name, self.map(name)?)
     }
 
     /// The global configuration (the timeouts expiry applies).
@@ -161,15 +155,7 @@ impl ConntrackTables {
     /// Every backend record's generation and whether it is active, by ID,
     /// read in batches.
     pub(crate) fn backend_generations(&self) -> Result<Vec<(u32, bool)>, Error> {
-        let data = self.map_data(BACKENDS)?;
-        let (ids, records): (Vec<u32>, Vec<Backend>) =
-            sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| {
-                Error::Syscall {
-                    map: BACKENDS,
-                    op: "batch lookup",
-                    source,
-                }
-            })?;
+        let (ids, records, _) = walk::<u32, Backend>(BACKENDS, self.map_data(BACKENDS)?)?;
         let mut generations = vec![(0, false); ids.len()];
         for (id, record) in ids.into_iter().zip(records) {
             if let Some(slot) = generations.get_mut(id as usize) {
@@ -232,7 +218,6 @@ impl ConntrackTables {
         )?;
         Ok(MappedTable {
             mapping,
-            buckets,
             seed,
             mask,
         })
@@ -277,8 +262,8 @@ impl ConntrackTables {
 /// hundreds of thousands of flows made several per flow).
 pub(crate) struct MappedTable<V> {
     mapping: ByteArrayMapping<Bucket<V>>,
-    buckets: u32,
     seed: u64,
+    /// The bucket count less one (a power of two's).
     mask: u32,
 }
 
@@ -286,9 +271,13 @@ impl<V: Copy> MappedTable<V>
 where
     Slot<V>: Pod,
 {
+    fn buckets(&self) -> u32 {
+        self.mask + 1
+    }
+
     /// The table's size in slots.
     fn slots(&self) -> u32 {
-        self.buckets.saturating_mul(WAYS as u32)
+        self.buckets().saturating_mul(WAYS as u32)
     }
 
     /// Reads the tags of every bucket, and a slot only under a tag: a
@@ -300,7 +289,7 @@ where
     /// million flows, 130–143 ms with this.
     pub(crate) fn used(&self) -> UsedSlots<V> {
         let mut used = Vec::new();
-        for bucket in 0..self.buckets {
+        for bucket in 0..self.buckets() {
             for way in 0..WAYS {
                 let tag = self.mapping.load_u32(bucket, tag_offset::<V>(way));
                 if tag == 0 {
@@ -362,7 +351,7 @@ where
 
     /// See `ConntrackTables::clear_overflow_hints`; how many it cleared.
     fn clear_hints(&self) -> usize {
-        let hints: Vec<u32> = (0..self.buckets)
+        let hints: Vec<u32> = (0..self.buckets())
             .map(|bucket| self.mapping.load_u32(bucket, overflow_offset::<V>()))
             .collect();
         if hints.iter().all(|&hint| hint == 0) {
@@ -379,7 +368,7 @@ where
             }
         }
         let mut cleared = 0;
-        for (bucket, (&hint, &needed)) in (0..self.buckets).zip(hints.iter().zip(&needed)) {
+        for (bucket, (&hint, &needed)) in (0..self.buckets()).zip(hints.iter().zip(&needed)) {
             // A hint at its maximum no longer counts up, so a change could
             // not be seen: it stays.
             if hint != 0
@@ -398,13 +387,7 @@ where
 
 /// `map` on a file descriptor of its own.
 fn reopen(name: &'static str, map: &Map) -> Result<Map, Error> {
-    let Map::Array(data) = map else {
-        return Err(Error::Corrupt {
-            map: name,
-            reason: "the map does not have the type this build expects",
-        });
-    };
-    let fd = data
+    let fd = array_data(name, map)?
         .fd()
         .as_fd()
         .try_clone_to_owned()

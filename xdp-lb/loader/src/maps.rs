@@ -126,7 +126,7 @@ pub(crate) const PINNED: [&str; 31] = [
 /// Entries per batched lookup when a whole map is read: few syscalls, a
 /// bounded buffer, and far more than any hash bucket holds (the kernel
 /// returns whole buckets).
-pub(crate) const WALK_CHUNK: u32 = 4096;
+const WALK_CHUNK: u32 = 4096;
 
 /// The largest Maglev table the datapath takes (the largest listed prime).
 pub const MAX_TABLE_SIZE: u32 = 131_071;
@@ -165,6 +165,40 @@ impl BackendRecord {
 
 pub(crate) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
     move |source| Error::Map { map, op, source }
+}
+
+/// Every entry of map `name` behind `data` (a hash map or an array), read
+/// with batched lookups, and the map's capacity. The key and value sizes
+/// are checked against what the kernel reports for the map.
+pub(crate) fn walk<K: Pod, V: Pod>(
+    name: &'static str,
+    data: &MapData,
+) -> Result<(Vec<K>, Vec<V>, u32), Error> {
+    let info = data.info().map_err(map_err(name, "info"))?;
+    if info.key_size() as usize != size_of::<K>() || info.value_size() as usize != size_of::<V>() {
+        return Err(Error::Corrupt {
+            map: name,
+            reason: "its key or value size is not the one this build reads",
+        });
+    }
+    let (keys, values) =
+        sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| Error::Syscall {
+            map: name,
+            op: "batch lookup",
+            source,
+        })?;
+    Ok((keys, values, info.max_entries()))
+}
+
+/// The array map `name` is, as `map`.
+pub(crate) fn array_data<'a>(name: &'static str, map: &'a Map) -> Result<&'a MapData, Error> {
+    let Map::Array(data) = map else {
+        return Err(Error::Corrupt {
+            map: name,
+            reason: "the map does not have the type this build expects",
+        });
+    };
+    Ok(data)
 }
 
 /// Refuses pin directory `dir` when its `LAYOUT` map records another layout
@@ -230,31 +264,12 @@ impl Datapath {
     }
 
     /// Every entry of map `name` (a hash map or an array), read with batched
-    /// lookups, and the map's capacity. The key and value sizes are checked
-    /// against what the kernel reports for the map.
+    /// lookups, and the map's capacity (`walk`).
     pub(crate) fn walk<K: Pod, V: Pod>(
         &self,
         name: &'static str,
     ) -> Result<(Vec<K>, Vec<V>, u32), Error> {
-        let data = self.map_data(name)?;
-        let info = data.info().map_err(map_err(name, "info"))?;
-        if info.key_size() as usize != size_of::<K>()
-            || info.value_size() as usize != size_of::<V>()
-        {
-            return Err(Error::Corrupt {
-                map: name,
-                reason: "its key or value size is not the one this build reads",
-            });
-        }
-        let (keys, values) =
-            sys::map_lookup_all(data.fd().as_fd(), WALK_CHUNK).map_err(|source| {
-                Error::Syscall {
-                    map: name,
-                    op: "batch lookup",
-                    source,
-                }
-            })?;
-        Ok((keys, values, info.max_entries()))
+        walk(name, self.map_data(name)?)
     }
 
     /// On a fresh load, records the layout version and writes the default
@@ -301,10 +316,7 @@ impl Datapath {
 
     /// The global configuration.
     pub fn config(&self) -> Result<Config, Error> {
-        Array::<_, Config>::try_from(self.map(CONFIG)?)
-            .map_err(map_err(CONFIG, "open"))?
-            .get(&0, 0)
-            .map_err(map_err(CONFIG, "read"))
+        self.ct_tables.config()
     }
 
     /// Declares `addr` a frontend address of `kind`.
