@@ -36,12 +36,14 @@ use control_plane::{
     reconcile::{Desired, Reconciler, SyncReport},
     source,
 };
-use etherparse::PacketBuilder;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use xdp_lb::{Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
-use crate::kube_proxy;
+use crate::{
+    kube_proxy,
+    prog::frame::{Headers, L4, ipv4_plus},
+};
 
 /// `xlb-bench sync [--services N] [--backends B] [--changes C] [--flows F] [--json FILE]`.
 #[derive(Debug, clap::Args)]
@@ -188,17 +190,18 @@ fn track_flows(datapath: &mut Datapath, services: u32, flows: u32) -> anyhow::Re
     in_private_netns(|| {
         for n in 0..flows {
             let (vip, port) = frontend(n % services);
-            let client =
-                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + n / PORTS_PER_CLIENT);
+            let client = ipv4_plus(Ipv4Addr::new(198, 18, 128, 0), n / PORTS_PER_CLIENT)?;
             let client_port = u16::try_from(1024 + n % PORTS_PER_CLIENT).expect("below 61 024");
-            let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                .ipv4(client.octets(), vip.octets(), 64)
-                .tcp(client_port, port, 1, 64_240)
-                .syn();
-            let mut frame = Vec::with_capacity(builder.size(0));
-            builder.write(&mut frame, &[]).context("building a SYN")?;
+            let syn = Headers {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                src: SocketAddrV4::new(client, client_port),
+                dst: SocketAddrV4::new(vip, port),
+                ttl: 64,
+                l4: L4::Syn,
+            };
             shared
-                .test_run(ProgramName::XdpLb, &frame)
+                .test_run(ProgramName::XdpLb, &syn.build())
                 .context("running a SYN")?;
         }
         Ok(())

@@ -16,7 +16,7 @@
 mod cases;
 mod check;
 mod fixture;
-mod frame;
+pub(crate) mod frame;
 mod measure;
 mod netns;
 pub(crate) mod report;
