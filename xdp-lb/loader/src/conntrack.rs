@@ -132,9 +132,9 @@ impl Datapath {
         self.ct_tables.delete_flows(flows)
     }
 
-    /// Deletes every flow the datapath already treats as expired, and the
-    /// reply entry of each (`ConntrackTables::expire_flows`). Returns how
-    /// many flows were deleted.
+    /// Deletes every flow the datapath already treats as gone (expired, or
+    /// its backend retired or superseded), and the reply entry of each
+    /// (`ConntrackTables::expire_flows`). Returns how many flows were deleted.
     pub fn expire_flows(&mut self) -> Result<usize, Error> {
         self.ct_tables.expire_flows()
     }
@@ -146,11 +146,11 @@ impl Datapath {
     }
 
     /// Deletes every flow given to backend `backend_id` (whatever its
-    /// generation) and their reply entries; returns how many. For a removed
-    /// backend: the datapath already re-selects such flows on their next
-    /// packet (the record is retired), this frees their entries now rather
-    /// than at their timeout. A flow given to another backend meanwhile is
-    /// kept (each entry is read again right before its deletion).
+    /// generation) and their reply entries; returns how many, at once rather
+    /// than at the collector's next walk (`expire_flows`, which takes them
+    /// once the record is retired). A flow given to another backend
+    /// meanwhile is kept (each entry is read again right before its
+    /// deletion).
     pub fn delete_flows_of_backend(&mut self, backend_id: u32) -> Result<usize, Error> {
         self.check_backend_id(backend_id)?;
         self.ct_tables
