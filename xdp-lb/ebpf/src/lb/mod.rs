@@ -181,6 +181,35 @@ pub struct Nat {
     /// client it goes back to).
     pub snat: bool,
 }
+const _: () = assert!(core::mem::offset_of!(Nat, addr) == 0);
+
+impl Nat {
+    /// `addr` as two 8-byte words, read whole: it is the first field of an
+    /// 8-aligned struct, where `is_v4_mapped` of a plain `Addr` reads it a
+    /// byte at a time.
+    #[inline(always)]
+    pub fn addr_words(&self) -> [u64; 2] {
+        // SAFETY: sixteen bytes at offset 0 of an 8-aligned struct (asserted
+        // above), as two aligned u64s.
+        unsafe { (&raw const self.addr).cast::<[u64; 2]>().read() }
+    }
+
+    /// `addr` is IPv4 (v4-mapped): the backend of a DSR flow is reached over
+    /// IPv4.
+    #[inline(always)]
+    pub fn addr_is_v4(&self) -> bool {
+        let [high, low] = self.addr_words();
+        let low = low.to_ne_bytes();
+        high == 0 && [low[0], low[1], low[2], low[3]] == [0, 0, 0xff, 0xff]
+    }
+
+    /// The IPv4 address in `addr` (its last four bytes), as stored.
+    #[inline(always)]
+    pub fn addr_v4(&self) -> [u8; 4] {
+        let low = self.addr_words()[1].to_ne_bytes();
+        [low[4], low[5], low[6], low[7]]
+    }
+}
 
 /// `Packet::marks`: the address filter holds the destination's bit.
 pub const MARK_DST: u8 = 1;

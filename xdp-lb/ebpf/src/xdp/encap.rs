@@ -22,11 +22,7 @@ use aya_ebpf::{
     helpers::bpf_xdp_adjust_head,
     programs::XdpContext,
 };
-use xdp_lb_common::{
-    addr::{Addr, is_v4_mapped, v4_mapped},
-    csum,
-    stats::Verdict,
-};
+use xdp_lb_common::{config::Config, csum, stats::Verdict};
 
 use crate::{
     answer,
@@ -40,6 +36,7 @@ use crate::{
     xdp::{
         forward::{TOO_BIG, forward},
         link::move_link,
+        rewrite::store,
     },
 };
 
@@ -119,7 +116,7 @@ pub fn send(
         o.tuple.proto = 0;
         o.tuple._pad0 = 0;
         o.tuple._pad1 = 0;
-        o.is_v4 = is_v4_mapped(&nat.addr);
+        o.is_v4 = nat.addr_is_v4();
         o.is_tcp = false;
         o.tcp_flags = 0;
         o.ttl = TTL;
@@ -153,40 +150,32 @@ pub fn send(
 /// The bytes the outer header adds for `nat`'s backend.
 #[inline(always)]
 fn overhead_for(nat: &Nat) -> usize {
-    if is_v4_mapped(&nat.addr) {
-        IP4_HLEN
-    } else {
-        IP6_HLEN
-    }
+    if nat.addr_is_v4() { IP4_HLEN } else { IP6_HLEN }
 }
 
 /// Grows the frame's head and writes the link and outer headers for `nat`'s
 /// backend: returns the bytes added, or 0 when the packet cannot be wrapped
 /// (the frame unchanged) or a helper failed halfway (the caller drops it
 /// either way, as `DropEncapUnsupported`).
+///
+/// Every header moves in whole words (`unaligned`), the outer IPv4 header's
+/// checksum summed from the words it is built of: byte by byte, the copies,
+/// the address checks and the checksum were most of a wrap.
 #[inline(never)]
 pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
     let Some(config) = CONFIG.get(0) else {
         return 0;
     };
-    let outer_v4 = is_v4_mapped(&nat.addr);
+    let outer_v4 = nat.addr_is_v4();
     let l3 = flow.l3_offset;
     if l3 > MAX_L3_OFFSET || (outer_v4 && !flow.is_v4) {
         return 0;
     }
-    let configured = if outer_v4 {
-        u32::from_ne_bytes(config.encap_source_v4) != 0
-    } else {
-        let words = config.encap_source_v6.as_ptr().cast::<u64>();
-        // SAFETY: two 8-byte words within the 16-byte address.
-        unsafe { words.read_unaligned() | words.add(1).read_unaligned() != 0 }
-    };
-    if !configured {
-        return 0;
-    }
     let frame = ctx.frame();
-    let (Some(link), Some(inner)) = (frame.read::<[u8; MAX_L3_OFFSET]>(0), frame.load::<8>(l3))
-    else {
+    // The link header's first 16 bytes: the MACs, then a VLAN tag, or the
+    // EtherType and two bytes of the IP header, which the new EtherType and
+    // outer header overwrite.
+    let (Some(link), Some(inner)) = (frame.load::<16>(0), frame.load::<8>(l3)) else {
         return 0;
     };
     // The inner packet's length and traffic class, from its own header.
@@ -199,101 +188,131 @@ pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
         let payload = usize::from(u16::from_be_bytes([inner[4], inner[5]]));
         (IP6_HLEN + payload, (inner[0] << 4) | (inner[1] >> 4))
     };
-    let header = Outer {
-        src: if outer_v4 {
-            v4_mapped(config.encap_source_v4)
-        } else {
-            config.encap_source_v6
-        },
-        dst: nat.addr,
-        inner_len,
-        class,
-        proto: if flow.is_v4 {
+    if outer_v4 {
+        let src = config.encap_source_v4;
+        if u32::from_ne_bytes(src) == 0 {
+            return 0;
+        }
+        let header = ip4_outer(class, (IP4_HLEN + inner_len) as u16, src, nat.addr_v4());
+        if !grow(ctx, IP4_HLEN) || write_v4(ctx, l3, link, &header).is_none() {
+            return 0;
+        }
+        IP4_HLEN
+    } else {
+        let src = config_encap_source_v6(config);
+        if src == [0; 2] {
+            return 0;
+        }
+        let proto = if flow.is_v4 {
             IPPROTO_IPIP
         } else {
             IPPROTO_IPV6
-        },
-    };
-    let overhead = overhead_for(nat);
-    // SAFETY: the program's context; a negative delta grows the head.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
-        return 0;
+        };
+        let head = ip6_head(class, inner_len as u16, proto, TTL);
+        if !grow(ctx, IP6_HLEN) || write_v6(ctx, l3, link, head, src, nat.addr_words()).is_none() {
+            return 0;
+        }
+        IP6_HLEN
     }
-    let written = if outer_v4 {
-        write_v4(ctx, l3, &link, &header)
-    } else {
-        write_v6(ctx, l3, &link, &header)
-    };
-    if written.is_some() { overhead } else { 0 }
 }
 
-/// What an outer header says.
-struct Outer {
-    src: Addr,
-    dst: Addr,
-    /// The inner packet's length (its IP datagram).
-    inner_len: usize,
-    /// The inner packet's traffic class (IPv4 TOS), copied.
-    class: u8,
-    /// IPv6 next header (IPv4's protocol is always IPIP).
-    proto: u8,
-}
-
-/// Writes the link header (with the outer family's EtherType) and an outer
-/// IPv4 header. Inlined into `wrap`, as `write_v6` is: a call would add a
-/// frame to the deepest chain.
+/// `Config::encap_source_v6` as two 8-byte words, read whole.
 #[inline(always)]
-fn write_v4(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Outer) -> Option<()> {
-    write_link(ctx, l3, link, ETH_P_IPV4)?;
-    let out = ctx.frame().get_mut::<[u8; IP4_HLEN]>(l3)?;
-    // SAFETY: `get_mut` checked the header lies in the frame.
-    let out = unsafe { &mut *out };
-    let [hi, lo] = ((IP4_HLEN + header.inner_len) as u16).to_be_bytes();
-    let class = header.class;
+fn config_encap_source_v6(config: &Config) -> [u64; 2] {
+    const _: () = assert!(core::mem::offset_of!(Config, encap_source_v6).is_multiple_of(8));
+    const _: () = assert!(align_of::<Config>() >= 8);
+    // SAFETY: sixteen bytes at an 8-aligned offset of an 8-aligned struct.
+    unsafe {
+        (&raw const config.encap_source_v6)
+            .cast::<[u64; 2]>()
+            .read()
+    }
+}
+
+/// Grows the frame's head by `bytes`.
+#[inline(always)]
+fn grow(ctx: &XdpContext, bytes: usize) -> bool {
+    // SAFETY: the program's context; a negative delta grows the head.
+    unsafe { bpf_xdp_adjust_head(ctx.ctx, -(bytes as i32)) == 0 }
+}
+
+/// An outer IPv4 header of `total_len` bytes from `src` to `dst`, its
+/// checksum included, as the five 4-byte words it is written in.
+///
+/// The one's-complement sum does not depend on byte order (RFC 1071, 2.(B)):
+/// summed as native 16-bit halves of the words as they lie in memory, and
+/// stored natively, it comes out in network order.
+#[inline(always)]
+fn ip4_outer(class: u8, total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u32; 5] {
+    let [len_hi, len_lo] = total_len.to_be_bytes();
     let [df, _] = IP4_DF.to_be_bytes();
-    out[..12].copy_from_slice(&[0x45, class, hi, lo, 0, 0, df, 0, TTL, IPPROTO_IPIP, 0, 0]);
-    out[12..16].copy_from_slice(&header.src[12..]);
-    out[16..].copy_from_slice(&header.dst[12..]);
-    let sum = csum::finish(csum::add(0, out));
-    out[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut words = [
+        u32::from_ne_bytes([0x45, class, len_hi, len_lo]),
+        u32::from_ne_bytes([0, 0, df, 0]),
+        u32::from_ne_bytes([TTL, IPPROTO_IPIP, 0, 0]),
+        u32::from_ne_bytes(src),
+        u32::from_ne_bytes(dst),
+    ];
+    let sum = words
+        .iter()
+        .fold(0u32, |sum, w| sum + (w & 0xffff) + (w >> 16));
+    let [c0, c1] = csum::finish(sum).to_ne_bytes();
+    words[2] = u32::from_ne_bytes([TTL, IPPROTO_IPIP, c0, c1]);
+    words
+}
+
+/// Writes the link header (with the outer family's EtherType) and the outer
+/// IPv4 header `words`. Inlined into `wrap`, as `write_v6` is: a call would
+/// add a frame to the deepest chain.
+#[inline(always)]
+fn write_v4(ctx: &XdpContext, l3: usize, link: [u8; 16], words: &[u32; 5]) -> Option<()> {
+    write_link(ctx, l3, link, ETH_P_IPV4)?;
+    let out = ctx.frame().get_mut::<[u8; IP4_HLEN]>(l3)?.cast::<u8>();
+    for (i, word) in words.iter().enumerate() {
+        // SAFETY: `get_mut` checked the 20 bytes lie in the frame.
+        unsafe { store(out, 4 * i, word.to_ne_bytes()) };
+    }
     Some(())
 }
 
-/// Writes the link header and an outer IPv6 header.
+/// Writes the link header and an outer IPv6 header: `head` (version to hop
+/// limit), then the addresses, each as two words as they lie in memory.
 #[inline(always)]
-fn write_v6(ctx: &XdpContext, l3: usize, link: &[u8; MAX_L3_OFFSET], header: &Outer) -> Option<()> {
-    write_link(ctx, l3, link, ETH_P_IPV6)?;
-    let out = ctx.frame().get_mut::<[u8; IP6_HLEN]>(l3)?;
-    // SAFETY: `get_mut` checked the header lies in the frame.
-    let out = unsafe { &mut *out };
-    out[..8].copy_from_slice(&ip6_head(
-        header.class,
-        header.inner_len as u16,
-        header.proto,
-        TTL,
-    ));
-    out[8..24].copy_from_slice(&header.src);
-    out[24..].copy_from_slice(&header.dst);
-    Some(())
-}
-
-/// The link header at the new front: the packet's own (MACs as they came,
-/// `forward` rewrites them), the EtherType before the network header set to
-/// `ethertype`.
-#[inline(always)]
-fn write_link(
+fn write_v6(
     ctx: &XdpContext,
     l3: usize,
-    link: &[u8; MAX_L3_OFFSET],
-    ethertype: u16,
+    link: [u8; 16],
+    head: [u8; 8],
+    src: [u64; 2],
+    dst: [u64; 2],
 ) -> Option<()> {
-    let out = ctx.frame().get_mut::<[u8; MAX_L3_OFFSET]>(0)?;
-    // SAFETY: `get_mut` checked the 18 bytes lie in the frame.
-    let out = unsafe { &mut *out };
-    out.copy_from_slice(link);
+    write_link(ctx, l3, link, ETH_P_IPV6)?;
+    let out = ctx.frame().get_mut::<[u8; IP6_HLEN]>(l3)?.cast::<u8>();
+    // SAFETY: `get_mut` checked the 40 bytes lie in the frame.
+    unsafe {
+        store(out, 0, head);
+        store(out, 8, src[0].to_ne_bytes());
+        store(out, 16, src[1].to_ne_bytes());
+        store(out, 24, dst[0].to_ne_bytes());
+        store(out, 32, dst[1].to_ne_bytes());
+    }
+    Some(())
+}
+
+/// The link header at the new front: the packet's own first 16 bytes (MACs
+/// as they came, `forward` rewrites them; a VLAN tag), then `ethertype`
+/// before the network header at `l3`.
+#[inline(always)]
+fn write_link(ctx: &XdpContext, l3: usize, link: [u8; 16], ethertype: u16) -> Option<()> {
+    let out = ctx.frame().get_mut::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
     // 12 untagged, 16 behind a VLAN tag.
     let at = if l3 == MAX_L3_OFFSET { 16 } else { 12 };
-    out[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+    // SAFETY: `get_mut` checked the 18 bytes lie in the frame, and `at + 2`
+    // is at most 18.
+    unsafe {
+        store(out, 0, link);
+        store(out, at, ethertype.to_be_bytes());
+    }
     Some(())
 }
 
