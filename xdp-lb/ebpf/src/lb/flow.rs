@@ -20,6 +20,25 @@ use crate::{
     },
 };
 
+/// Writes the IPv4 source and destination `addrs` (as they lie in the
+/// header) into `tuple`, v4-mapped, as its four 8-byte address words: four
+/// stores, where assigning each `Addr` stored its last four bytes one by one.
+#[inline(always)]
+fn write_v4_addrs(tuple: &mut FlowTuple, addrs: [u8; 8]) {
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, src_addr) == 0);
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, dst_addr) == 16);
+    let [s0, s1, s2, s3, d0, d1, d2, d3] = addrs;
+    let words = [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, s0, s1, s2, s3]),
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, d0, d1, d2, d3]),
+    ];
+    // SAFETY: the tuple is 8-aligned and its first 32 bytes are the two
+    // addresses (asserted above), plain bytes.
+    unsafe { (&raw mut *tuple).cast::<[u64; 4]>().write(words) };
+}
+
 /// The network header follows Ethernet and at most one 802.1Q tag.
 pub const MAX_L3_OFFSET: usize = 18;
 /// The transport header starts within the first page of a linear frame.
@@ -83,10 +102,13 @@ impl Packet {
     /// `parse`, `fill` and `filter_marks` in one pass, for the frame a NIC
     /// sees most: untagged IPv4 without options, not a fragment, carrying a
     /// whole TCP or UDP header within its total length. Fills the packet and
-    /// its marks as those three would; false, the packet untouched, for any
-    /// other frame, which takes their way (and is counted by it, malformed
-    /// ones included). Three subprograms, each bounds-checking and reading
-    /// the headers anew, were a sixth of a conntrack hit's cost.
+    /// its marks as those three would: without marks, only the marks and the
+    /// parse counter, as the caller passes the frame. False, the packet
+    /// untouched, for any other frame, which takes their way (and is counted
+    /// by it, malformed ones included). Three subprograms, each
+    /// bounds-checking and reading the headers anew, were a sixth of a
+    /// conntrack hit's cost. A frame without marks stops before the flow is
+    /// written (`docs/bench/notes.md` has what that saves a non-VIP pass).
     #[inline(never)]
     pub fn fill_plain_ip4<S: FrameSource>(&mut self, source: &S) -> bool {
         const L3: usize = ETH_HLEN;
@@ -141,19 +163,20 @@ impl Packet {
             _ => return false,
         };
         // SAFETY: offsets within the checked bytes.
-        let (addrs, ports, ttl) = unsafe {
-            (
-                <[u8; 8]>::load(h.add(L3 + IP4_SRC)),
-                <[u8; 4]>::load(h.add(L4)),
-                *h.add(L3 + IP4_TTL),
-            )
-        };
+        let addrs = unsafe { <[u8; 8]>::load(h.add(L3 + IP4_SRC)) };
         let (src, dst) = (
             [addrs[0], addrs[1], addrs[2], addrs[3]],
             [addrs[4], addrs[5], addrs[6], addrs[7]],
         );
         self.marks = marks(filter_bit_v4(src), filter_bit_v4(dst));
         self.counter = counter;
+        if self.marks == 0 {
+            // Passed untouched by the caller, as `fill_if_marked` leaves a
+            // frame without marks: nothing more of it is read or written.
+            return true;
+        }
+        // SAFETY: offsets within the checked bytes.
+        let (ports, ttl) = unsafe { (<[u8; 4]>::load(h.add(L4)), *h.add(L3 + IP4_TTL)) };
         self.is_fragment = false;
         self.has_flow = true;
         self.has_dst = false;
@@ -162,8 +185,7 @@ impl Packet {
         // them in one state.
         let (l3, l4) = forget_ranges(L3, L4);
         let flow = &mut self.flow;
-        flow.tuple.src_addr = v4_mapped(src);
-        flow.tuple.dst_addr = v4_mapped(dst);
+        write_v4_addrs(&mut flow.tuple, addrs);
         flow.tuple.src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
         flow.tuple.dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
         flow.tuple.proto = proto;
