@@ -20,25 +20,6 @@ use crate::{
     },
 };
 
-/// Writes the IPv4 source and destination `addrs` (as they lie in the
-/// header) into `tuple`, v4-mapped, as its four 8-byte address words: four
-/// stores, where assigning each `Addr` stored its last four bytes one by one.
-#[inline(always)]
-fn write_v4_addrs(tuple: &mut FlowTuple, addrs: [u8; 8]) {
-    const _: () = assert!(core::mem::offset_of!(FlowTuple, src_addr) == 0);
-    const _: () = assert!(core::mem::offset_of!(FlowTuple, dst_addr) == 16);
-    let [s0, s1, s2, s3, d0, d1, d2, d3] = addrs;
-    let words = [
-        0,
-        u64::from_ne_bytes([0, 0, 0xff, 0xff, s0, s1, s2, s3]),
-        0,
-        u64::from_ne_bytes([0, 0, 0xff, 0xff, d0, d1, d2, d3]),
-    ];
-    // SAFETY: the tuple is 8-aligned and its first 32 bytes are the two
-    // addresses (asserted above), plain bytes.
-    unsafe { (&raw mut *tuple).cast::<[u64; 4]>().write(words) };
-}
-
 /// The network header follows Ethernet and at most one 802.1Q tag.
 pub const MAX_L3_OFFSET: usize = 18;
 /// The transport header starts within the first page of a linear frame.
@@ -209,6 +190,25 @@ impl Packet {
         dst: [0; 16],
         marks: 0,
     };
+}
+
+/// Writes the IPv4 source and destination `addrs` (as they lie in the
+/// header) into `tuple`, v4-mapped, as its four 8-byte address words: four
+/// stores, where assigning each `Addr` stored its last four bytes one by one.
+#[inline(always)]
+fn write_v4_addrs(tuple: &mut FlowTuple, addrs: [u8; 8]) {
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, src_addr) == 0);
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, dst_addr) == 16);
+    let [s0, s1, s2, s3, d0, d1, d2, d3] = addrs;
+    let words = [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, s0, s1, s2, s3]),
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, d0, d1, d2, d3]),
+    ];
+    // SAFETY: the tuple is 8-aligned and its first 32 bytes are the two
+    // addresses (asserted above), plain bytes.
+    unsafe { (&raw mut *tuple).cast::<[u64; 4]>().write(words) };
 }
 
 impl Flow {
