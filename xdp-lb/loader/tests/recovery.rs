@@ -370,6 +370,11 @@ fn open_datagrams(lb: &Lb, ports: std::ops::Range<u16>) -> (Vec<Packet>, Vec<Tra
     (flows, tracked)
 }
 
+/// How many of `tracked` go to backend `id`.
+fn flows_of(tracked: &[TrackedFlow], id: u32) -> usize {
+    tracked.iter().filter(|f| f.backend_id == id).count()
+}
+
 /// The collector also takes what the datapath re-selects on sight: the
 /// flows of a retired backend, and those of a backend ID given to another
 /// backend since (an older generation). A sync need not walk the table.
@@ -378,7 +383,7 @@ fn expire_flows_collects_the_flows_of_retired_and_reused_backends() {
     in_private_netns(|| {
         let mut lb = lb();
         let (flows, tracked) = open_datagrams(&lb, 7_100..7_160);
-        let of = |id: u32| tracked.iter().filter(|f| f.backend_id == id).count();
+        let of = |id| flows_of(&tracked, id);
         assert_eq!(lb.dp.expire_flows().unwrap(), 0, "every backend holds");
 
         lb.dp.retire_backend(2).unwrap();
@@ -456,7 +461,7 @@ fn deleting_a_backends_flows_leaves_the_others() {
     in_private_netns(|| {
         let mut lb = lb();
         let (_, tracked) = open_datagrams(&lb, 7_000..7_040);
-        let of = |id: u32| tracked.iter().filter(|f| f.backend_id == id).count();
+        let of = |id| flows_of(&tracked, id);
         let replies = entries(&lb, "CONNTRACK_REPLY");
 
         assert_eq!(lb.dp.delete_flows_of_backend(2).unwrap(), of(2));

@@ -116,7 +116,8 @@ pub fn send(
         o.tuple.proto = 0;
         o.tuple._pad0 = 0;
         o.tuple._pad1 = 0;
-        o.is_v4 = nat.addr_is_v4();
+        // `wrap` chose the outer family by the backend's: its header's size says which.
+        o.is_v4 = overhead == IP4_HLEN;
         o.is_tcp = false;
         o.tcp_flags = 0;
         o.ttl = TTL;
