@@ -176,15 +176,6 @@ pub const ICMP_ERROR_WORDS: usize = 24;
 #[btf_map]
 pub static ICMP_ERROR: PerCpuArray<[u64; ICMP_ERROR_WORDS], 1> = PerCpuArray::new();
 
-/// Words of an `OUTER_FLOW` slot: room for one `lb::flow::Flow`.
-pub const OUTER_FLOW_WORDS: usize = 12;
-
-/// Per CPU: the outer packet of a direct-server-return encapsulation, as
-/// `xdp::encap::send` hands it to `forward` (kept out of its stack frame,
-/// as `ICMP_ERROR` is).
-#[btf_map]
-pub static OUTER_FLOW: PerCpuArray<[u64; OUTER_FLOW_WORDS], 1> = PerCpuArray::new();
-
 /// Per CPU: the reply key a new flow claims, and the ones its source-NAT port
 /// search tries (`lb::conntrack::search_key`), kept out of the stack frames of
 /// the deepest chains of calls, which the 512-byte limit counts whole.

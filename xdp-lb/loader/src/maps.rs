@@ -74,8 +74,6 @@ const FLOOD_GUARD: &str = "FLOOD_GUARD";
 pub(crate) const FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// The per-CPU slot of the ICMP error being translated.
 const ICMP_ERROR: &str = "ICMP_ERROR";
-/// The per-CPU slot of an encapsulation's outer packet.
-const OUTER_FLOW: &str = "OUTER_FLOW";
 /// The scratch slot the programs use to make the verifier forget ranges.
 const SCRATCH: &str = "SCRATCH";
 /// The per-CPU slot of a source-NAT port search's key.
@@ -89,7 +87,7 @@ pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// The maps pinned with `LoadOptions::pin_dir`: every map of the object but
 /// the benchmark wrapper's.
-pub(crate) const PINNED: [&str; 31] = [
+pub(crate) const PINNED: [&str; 30] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -118,7 +116,6 @@ pub(crate) const PINNED: [&str; 31] = [
     FLOOD_GUARD,
     FLOW_EVENTS,
     ICMP_ERROR,
-    OUTER_FLOW,
     SCRATCH,
     PORT_SEARCH,
 ];

@@ -122,7 +122,7 @@ fn route(ctx: &TcContext, flow: &Flow, nat: &Nat, macs: Option<&mut [u8; 12]>) -
     // SAFETY: the program's `__sk_buff`: its device, the one the packet came
     // in on (ingress) or leaves by (egress).
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    fill_params(p, ifindex, flow, ends);
+    fill_params(p, ifindex, (flow.is_v4, flow.tuple.proto), ends);
     // SAFETY: the program's context and a valid, initialised struct of the
     // size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.skb.skb.cast(), p, size_of::<FibParams>() as i32, 0) };

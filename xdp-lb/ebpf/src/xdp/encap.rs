@@ -30,23 +30,21 @@ use crate::{
         Nat,
         flow::{Flow, MAX_L3_OFFSET},
     },
-    maps::{CONFIG, OUTER_FLOW, OUTER_FLOW_WORDS},
+    maps::CONFIG,
     packet::FrameSource,
     wire::{ETH_P_IPV4, ETH_P_IPV6, IP4_DF, IP4_HLEN, IP6_HLEN, ip6_head},
     xdp::{
-        forward::{TOO_BIG, forward},
+        forward::{TOO_BIG, Wrap, forward},
         link::move_link,
         rewrite::store,
     },
 };
 
-const _: () = assert!(size_of::<Flow>() <= OUTER_FLOW_WORDS * 8);
-
 /// IPv4 in an outer header (IPIP, and IPv4-in-IPv6).
 const IPPROTO_IPIP: u8 = 4;
 /// IPv6 in an outer header (IP6IP6).
 const IPPROTO_IPV6: u8 = 41;
-/// The outer header's TTL / hop limit.
+/// The outer header's TTL / hop limit, before `forward` counts this hop.
 const TTL: u8 = 64;
 
 /// What `wrap_and_send` did, beside its XDP action.
@@ -68,8 +66,9 @@ impl Default for Outcome {
 /// Wraps the packet of `flow` for `nat`'s backend and sends it: the XDP
 /// action with its verdict in `outcome` (`DropEncapUnsupported` with
 /// XDP_DROP when it cannot be wrapped), or `TOO_BIG` (the MTU in `outcome`)
-/// for the caller to answer or drop. Inlined, so that `wrap` and `send` stay
-/// calls one after another from the caller (see `send`).
+/// for the caller to answer or drop. Inlined, so that `wrap` and `forward`
+/// stay calls one after another from the caller, and `answer_too_big` one
+/// after them: the 512-byte stack limit counts the deepest chain of frames.
 #[inline(always)]
 pub fn wrap_and_send(ctx: &XdpContext, flow: &Flow, nat: &Nat, outcome: &mut Outcome) -> u32 {
     let overhead = wrap(ctx, flow, nat);
@@ -77,62 +76,18 @@ pub fn wrap_and_send(ctx: &XdpContext, flow: &Flow, nat: &Nat, outcome: &mut Out
         outcome.verdict = Verdict::DropEncapUnsupported;
         return XDP_DROP;
     }
-    send(ctx, flow, nat, overhead, outcome)
-}
-
-/// Sends the packet `wrap` wrapped (`overhead` bytes of outer header) to
-/// `nat`'s backend: returns the XDP action with its verdict in `outcome`, or
-/// `TOO_BIG` (the MTU in `outcome`) for the caller to answer with
-/// `answer_too_big`. `wrap`, this and `answer_too_big` are subprograms the
-/// caller calls one after another rather than one from the other: the
-/// 512-byte stack limit counts the deepest chain of frames.
-#[inline(never)]
-pub fn send(
-    ctx: &XdpContext,
-    flow: &Flow,
-    nat: &Nat,
-    overhead: usize,
-    outcome: &mut Outcome,
-) -> u32 {
-    let Some(slot) = OUTER_FLOW.get_ptr_mut(0) else {
-        return XDP_DROP;
-    };
-    let outer = slot.cast::<Flow>();
-    // The outer packet, as `forward` routes it: by its destination (the
-    // source is only a routing-policy input, left out).
-    // SAFETY: this CPU's slot, large and aligned enough for a `Flow` (the
-    // assertion at the top of this module; u64 words); nothing else runs on
-    // this CPU meanwhile.
-    // Field by field: a whole `Flow` would be built on this frame first, and
-    // this frame is on the deepest call chain (the ICMP error path's).
-    unsafe {
-        let o = &mut *outer;
-        let src = o.tuple.src_addr.as_mut_ptr().cast::<u64>();
-        core::ptr::write_volatile(src, 0);
-        core::ptr::write_volatile(src.add(1), 0);
-        o.tuple.dst_addr = nat.addr;
-        o.tuple.src_port_be = 0;
-        o.tuple.dst_port_be = 0;
-        o.tuple.proto = 0;
-        o.tuple._pad0 = 0;
-        o.tuple._pad1 = 0;
-        // `wrap` chose the outer family by the backend's: its header's size says which.
-        o.is_v4 = overhead == IP4_HLEN;
-        o.is_tcp = false;
-        o.tcp_flags = 0;
-        o.ttl = TTL;
-        o.l3_offset = flow.l3_offset;
-        o.l4_offset = flow.l3_offset + overhead;
-        o.has_vlan = flow.has_vlan;
-    }
-    // SAFETY: written just above.
-    let outer = unsafe { &*outer };
     // As in `xdp::apply`: a tagged frame is left to the kernel.
     if flow.has_vlan {
         outcome.verdict = Verdict::PassEncapsulatedViaStack;
         return XDP_PASS;
     }
-    match forward(ctx, outer, nat, &mut outcome.mtu) {
+    // `wrap` chose the outer family by the backend's: its header's size says which.
+    let wrapped = if overhead == IP4_HLEN {
+        Wrap::V4
+    } else {
+        Wrap::V6
+    };
+    match forward(ctx, flow, nat, wrapped, &mut outcome.mtu) {
         XDP_PASS => {
             outcome.verdict = Verdict::PassEncapsulatedViaStack;
             XDP_PASS

@@ -1,4 +1,4 @@
-//! Forwarding a translated frame: `bpf_fib_lookup` for the next hop (cached
+//! Forwarding a translated or wrapped frame: `bpf_fib_lookup` for the next hop (cached
 //! per CPU for a second: by backend toward backends, by a hash of the client
 //! address for replies), MAC rewrite, and XDP_TX or a redirect.
 //! When the kernel does not know the next hop's neighbour yet (or has no
@@ -37,20 +37,48 @@ const AF_INET6: u8 = 10;
 /// writes the MTU to its `mtu` argument and leaves the frame as it was.
 pub const TOO_BIG: u32 = u32::MAX;
 
-/// Looks up the route of the translated frame and sends it on its way: returns
-/// XDP_TX or the redirect's action, XDP_PASS to hand it to the kernel, or
-/// `TOO_BIG` (with the egress MTU in `mtu`).
+/// The outer header a frame is wrapped in: none (a translated frame), or the
+/// IPv4 or IPv6 header `encap::wrap` put in front of it for direct server
+/// return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Wrap {
+    None,
+    V4,
+    V6,
+}
+
+/// No address: the source of an outer packet's route, which only routing
+/// policy would read.
+const UNSPECIFIED: Addr = [0; 16];
+
+/// Looks up the route of the translated frame, or of the outer header it is
+/// wrapped in (`wrap`), and sends it on its way: returns XDP_TX or the redirect's
+/// action, XDP_PASS to hand it to the kernel, or `TOO_BIG` (with the egress
+/// MTU in `mtu`). A wrapped frame is routed to `nat`'s backend by its
+/// destination alone; its outer header starts where `flow`'s network header
+/// did, and its TTL is the one counted down.
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
+pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, wrap: Wrap, mtu: &mut u32) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
     let t = &flow.tuple;
+    // The header routed and counted down: IPv4 or not, and its protocol.
+    let family = match wrap {
+        Wrap::None => (flow.is_v4, t.proto),
+        Wrap::V4 => (true, 0),
+        Wrap::V6 => (false, 0),
+    };
     // The translated ends, this CPU's cache slot of their next hop, and the
     // backend generation the hop must have been looked up for. The hop is
     // used where it lies in the slot: a copy on this frame would not fit the
     // deepest call chain.
     let (ends, slot, generation) = match nat.end {
         End::Destination => (
-            (&t.src_addr, &nat.addr, t.src_port_be, nat.port_be),
+            if wrap == Wrap::None {
+                (&t.src_addr, &nat.addr, t.src_port_be, nat.port_be)
+            } else {
+                (&UNSPECIFIED, &nat.addr, 0, 0)
+            },
             BACKEND_CPU
                 .get_ptr_mut(nat.backend_id)
                 // SAFETY: a field of a live map value.
@@ -81,7 +109,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let hop = unsafe { &mut *slot };
     let now = nat.now_ns;
     if !fresh(hop, generation, ingress, now)
-        && !lookup(ctx, flow, ingress, ends, (now, generation), hop)
+        && !lookup(ctx, ingress, family, ends, (now, generation), hop)
     {
         return XDP_PASS;
     }
@@ -99,7 +127,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, mtu: &mut u32) -> u32 {
     let Some(macs) = frame.get_mut::<[u8; 12]>(0) else {
         return XDP_PASS;
     };
-    if rewrite::decrement_ttl(frame, flow.l3_offset, flow.is_v4).is_none() {
+    if rewrite::decrement_ttl(frame, flow.l3_offset, family.0).is_none() {
         return XDP_PASS;
     }
     // Written in words (`unaligned`); the slot's MACs are 8-aligned, so they
@@ -143,22 +171,23 @@ fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
         && now.saturating_sub(hop.looked_up_ns) < NEXT_HOP_TTL_NS
 }
 
-/// Asks the kernel's FIB (and neighbour table) for the next hop and writes it
-/// to `out`, stamped with `now` and the backend `generation` it is for (0 for
-/// a reply's); false, with `out` untouched, when it has no complete answer
-/// (no route, neighbour not resolved yet, ...).
+/// Asks the kernel's FIB (and neighbour table) for the next hop of a packet
+/// of `family` (IPv4 or not, and its transport protocol) and writes it to
+/// `out`, stamped with `now` and the backend `generation` it is for (0 for a
+/// reply's); false, with `out` untouched, when it has no complete answer (no
+/// route, neighbour not resolved yet, ...).
 #[inline(always)]
 fn lookup(
     ctx: &XdpContext,
-    flow: &Flow,
     ingress: u32,
+    family: (bool, u8),
     (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
     (now, generation): (u64, u32),
     out: &mut NextHop,
 ) -> bool {
     let mut params = MaybeUninit::<FibParams>::uninit();
     let p = params.as_mut_ptr();
-    fill_params(p, ingress, flow, (src, dst, sport, dport));
+    fill_params(p, ingress, family, (src, dst, sport, dport));
     // SAFETY: `p` is a valid, initialised struct of the size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
@@ -201,24 +230,24 @@ fn lookup(
     true
 }
 
-/// Fills the lookup parameters in place for a packet of `flow` from `src`
-/// to `dst` entering on `ifindex`: a copy of a zeroed struct may come out as
-/// a `memset` call, or as registers LLVM treats as undefined.
+/// Fills the lookup parameters in place for a packet from `src` to `dst`
+/// entering on `ifindex`, of `(is_v4, proto)`: a copy of a zeroed struct may
+/// come out as a `memset` call, or as registers LLVM treats as undefined.
 #[inline(always)]
 pub(crate) fn fill_params(
     p: *mut FibParams,
     ifindex: u32,
-    flow: &Flow,
+    (is_v4, proto): (bool, u8),
     (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
 ) {
     zero(p);
     // SAFETY: `p` points at a zeroed `FibParams` of the caller's frame.
     unsafe {
         (*p).ifindex = ifindex;
-        (*p).l4_protocol = flow.tuple.proto;
+        (*p).l4_protocol = proto;
         (*p).sport = sport;
         (*p).dport = dport;
-        if flow.is_v4 {
+        if is_v4 {
             (*p).family = AF_INET;
             (*p).__bindgen_anon_3.ipv4_src =
                 u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);

@@ -32,7 +32,7 @@ use crate::{
     },
     xdp::{
         encap,
-        forward::{TOO_BIG, forward},
+        forward::{TOO_BIG, Wrap, forward},
         rewrite::{l4_replace, load, store},
     },
 };
@@ -126,7 +126,7 @@ fn translate_and_forward(ctx: &XdpContext, err: &IcmpError, nat: &Nat) -> (Verdi
     };
     // An error is small: it fits any MTU a path to the backend may have.
     let mut mtu = 0;
-    match forward(ctx, &err.outer, nat, &mut mtu) {
+    match forward(ctx, &err.outer, nat, Wrap::None, &mut mtu) {
         XDP_PASS | TOO_BIG => (Verdict::PassIcmpErrorViaStack, XDP_PASS),
         action => (sent, action),
     }

@@ -26,7 +26,7 @@ use crate::{
     packet::{Frame, FrameSource, Resize},
     parse::parse,
     wire::{IP4_DF, IP4_FRAGS},
-    xdp::forward::forward,
+    xdp::forward::{Wrap, forward},
 };
 
 impl Resize for XdpContext {
@@ -199,7 +199,7 @@ fn apply(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> (Verdict, u32) {
         return (via_stack, XDP_PASS);
     }
     let mut mtu = 0;
-    match forward(ctx, flow, nat, &mut mtu) {
+    match forward(ctx, flow, nat, Wrap::None, &mut mtu) {
         XDP_PASS => (via_stack, XDP_PASS),
         forward::TOO_BIG => match too_big(ctx, flow, nat, mtu) {
             Verdict::AnswerTooBig => (Verdict::AnswerTooBig, XDP_TX),
