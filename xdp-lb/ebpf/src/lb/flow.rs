@@ -166,10 +166,7 @@ impl Packet {
         // them in one state.
         let (l3, l4) = forget_ranges(L3, L4);
         let flow = &mut self.flow;
-        write_v4_addrs(&mut flow.tuple, addrs);
-        flow.tuple.src_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
-        flow.tuple.dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
-        flow.tuple.proto = proto;
+        write_v4_tuple(&mut flow.tuple, addrs, ports, proto);
         flow.ttl = ttl;
         flow.is_v4 = true;
         flow.is_tcp = is_tcp;
@@ -192,23 +189,32 @@ impl Packet {
     };
 }
 
-/// Writes the IPv4 source and destination `addrs` (as they lie in the
-/// header) into `tuple`, v4-mapped, as its four 8-byte address words: four
-/// stores, where assigning each `Addr` stored its last four bytes one by one.
+/// Writes the tuple of an IPv4 packet into `tuple` as its five 8-byte words:
+/// the source and destination `addrs` (as they lie in the header),
+/// v4-mapped, then the `ports` (source, destination, as they lie in the
+/// transport header) and `proto` with the padding zeroed. Five stores, where
+/// assigning each `Addr` stored its last four bytes one by one; the last word
+/// whole too, as the flow-table hash and the bucket scans read it
+/// (`FlowTuple::words`).
 #[inline(always)]
-fn write_v4_addrs(tuple: &mut FlowTuple, addrs: [u8; 8]) {
+fn write_v4_tuple(tuple: &mut FlowTuple, addrs: [u8; 8], ports: [u8; 4], proto: u8) {
     const _: () = assert!(core::mem::offset_of!(FlowTuple, src_addr) == 0);
     const _: () = assert!(core::mem::offset_of!(FlowTuple, dst_addr) == 16);
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, src_port_be) == 32);
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, dst_port_be) == 34);
+    const _: () = assert!(core::mem::offset_of!(FlowTuple, proto) == 36);
     let [s0, s1, s2, s3, d0, d1, d2, d3] = addrs;
+    let [p0, p1, p2, p3] = ports;
     let words = [
         0,
         u64::from_ne_bytes([0, 0, 0xff, 0xff, s0, s1, s2, s3]),
         0,
         u64::from_ne_bytes([0, 0, 0xff, 0xff, d0, d1, d2, d3]),
+        u64::from_ne_bytes([p0, p1, p2, p3, proto, 0, 0, 0]),
     ];
-    // SAFETY: the tuple is 8-aligned and its first 32 bytes are the two
-    // addresses (asserted above), plain bytes.
-    unsafe { (&raw mut *tuple).cast::<[u64; 4]>().write(words) };
+    // SAFETY: the tuple is 8-aligned, 40 bytes of plain integers (asserted
+    // beside `FlowTuple`), laid out as asserted above.
+    unsafe { (&raw mut *tuple).cast::<[u64; 5]>().write(words) };
 }
 
 impl Flow {
