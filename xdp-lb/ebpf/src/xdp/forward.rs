@@ -1,6 +1,6 @@
-//! Forwarding a translated or wrapped frame: `bpf_fib_lookup` for the next hop (cached
-//! per CPU for a second: by backend toward backends, by a hash of the client
-//! address for replies), MAC rewrite, and XDP_TX or a redirect.
+//! Forwarding a translated or wrapped frame: `bpf_fib_lookup` for the next
+//! hop (cached per CPU for a second: by backend toward backends, by a hash of
+//! the client address for replies), MAC rewrite, and XDP_TX or a redirect.
 //! When the kernel does not know the next hop's neighbour yet (or has no
 //! route), the frame goes to the kernel, which resolves it (or answers with an
 //! ICMP error) — it is already translated, so the kernel only routes it.
@@ -53,17 +53,17 @@ pub enum Wrap {
 const UNSPECIFIED: Addr = [0; 16];
 
 /// Looks up the route of the translated frame, or of the outer header it is
-/// wrapped in (`wrap`), and sends it on its way: returns XDP_TX or the redirect's
-/// action, XDP_PASS to hand it to the kernel, or `TOO_BIG` (with the egress
-/// MTU in `mtu`). A wrapped frame is routed to `nat`'s backend by its
-/// destination alone; its outer header starts where `flow`'s network header
-/// did, and its TTL is the one counted down.
+/// wrapped in (`wrap`), and sends it on its way: returns XDP_TX or the
+/// redirect's action, XDP_PASS to hand it to the kernel, or `TOO_BIG` (with
+/// the egress MTU in `mtu`). A wrapped frame is routed to `nat`'s backend by
+/// its destination alone; its outer header starts where `flow`'s network
+/// header did, and its TTL is the one counted down.
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, wrap: Wrap, mtu: &mut u32) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
     let t = &flow.tuple;
     // The header routed and counted down: IPv4 or not, and its protocol.
-    let family = match wrap {
+    let routed = match wrap {
         Wrap::None => (flow.is_v4, t.proto),
         Wrap::V4 => (true, 0),
         Wrap::V6 => (false, 0),
@@ -109,7 +109,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, wrap: Wrap, mtu: &mut u
     let hop = unsafe { &mut *slot };
     let now = nat.now_ns;
     if !fresh(hop, generation, ingress, now)
-        && !lookup(ctx, ingress, family, ends, (now, generation), hop)
+        && !lookup(ctx, ingress, routed, ends, (now, generation), hop)
     {
         return XDP_PASS;
     }
@@ -127,7 +127,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, nat: &Nat, wrap: Wrap, mtu: &mut u
     let Some(macs) = frame.get_mut::<[u8; 12]>(0) else {
         return XDP_PASS;
     };
-    if rewrite::decrement_ttl(frame, flow.l3_offset, family.0).is_none() {
+    if rewrite::decrement_ttl(frame, flow.l3_offset, routed.0).is_none() {
         return XDP_PASS;
     }
     // Written in words (`unaligned`); the slot's MACs are 8-aligned, so they
@@ -172,7 +172,7 @@ fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
 }
 
 /// Asks the kernel's FIB (and neighbour table) for the next hop of a packet
-/// of `family` (IPv4 or not, and its transport protocol) and writes it to
+/// of `routed` (IPv4 or not, and its transport protocol) and writes it to
 /// `out`, stamped with `now` and the backend `generation` it is for (0 for a
 /// reply's); false, with `out` untouched, when it has no complete answer (no
 /// route, neighbour not resolved yet, ...).
@@ -180,14 +180,14 @@ fn fresh(hop: &NextHop, generation: u32, ingress: u32, now: u64) -> bool {
 fn lookup(
     ctx: &XdpContext,
     ingress: u32,
-    family: (bool, u8),
+    routed: (bool, u8),
     (src, dst, sport, dport): (&Addr, &Addr, u16, u16),
     (now, generation): (u64, u32),
     out: &mut NextHop,
 ) -> bool {
     let mut params = MaybeUninit::<FibParams>::uninit();
     let p = params.as_mut_ptr();
-    fill_params(p, ingress, family, (src, dst, sport, dport));
+    fill_params(p, ingress, routed, (src, dst, sport, dport));
     // SAFETY: `p` is a valid, initialised struct of the size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
