@@ -19,6 +19,9 @@ pub const fn as_v4(addr: &Addr) -> Option<[u8; 4]> {
     }
 }
 
+/// Bytes 8..12 of an IPv4-mapped address; bytes 0..8 are zero.
+const V4_MAPPED_MARK: [u8; 4] = [0, 0, 0xff, 0xff];
+
 /// True when `addr` is an IPv4-mapped address.
 ///
 /// Two word compares rather than a byte loop: in the datapath every branch is
@@ -28,7 +31,25 @@ pub const fn is_v4_mapped(addr: &Addr) -> bool {
     let a = addr;
     let high = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let middle = u32::from_ne_bytes([a[8], a[9], a[10], a[11]]);
-    (high | (middle ^ u32::from_ne_bytes([0, 0, 0xff, 0xff])) as u64) == 0
+    (high | (middle ^ u32::from_ne_bytes(V4_MAPPED_MARK)) as u64) == 0
+}
+
+/// `is_v4_mapped` of an address held as its two 8-byte words, as they lie in
+/// memory: for a caller that reads or builds addresses a word at a time.
+#[inline(always)]
+pub const fn words_are_v4_mapped([high, low]: [u64; 2]) -> bool {
+    let low = low.to_ne_bytes();
+    high == 0
+        && u32::from_ne_bytes([low[0], low[1], low[2], low[3]])
+            == u32::from_ne_bytes(V4_MAPPED_MARK)
+}
+
+/// The second 8-byte word of `v4_mapped(a)`, as it lies in memory (the first
+/// is 0).
+#[inline(always)]
+pub const fn v4_mapped_low_word(a: [u8; 4]) -> u64 {
+    let [m0, m1, m2, m3] = V4_MAPPED_MARK;
+    u64::from_ne_bytes([m0, m1, m2, m3, a[0], a[1], a[2], a[3]])
 }
 
 /// Bits in the address filter (`ADDRESS_FILTER`): one per IPv4 /24, and IPv6
@@ -102,6 +123,29 @@ pub const fn addr_hash(addr: &Addr, bits: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_forms_agree_with_the_byte_forms() {
+        let words = |a: &Addr| {
+            let (high, low) = a.split_at(8);
+            [
+                u64::from_ne_bytes(high.try_into().unwrap()),
+                u64::from_ne_bytes(low.try_into().unwrap()),
+            ]
+        };
+        for v4 in [[198, 18, 2, 5], [0, 0, 0, 0], [255, 255, 255, 255]] {
+            let mapped = v4_mapped(v4);
+            assert_eq!(words(&mapped), [0, v4_mapped_low_word(v4)]);
+            assert!(words_are_v4_mapped(words(&mapped)));
+        }
+        let mut near = v4_mapped([198, 18, 2, 5]);
+        near[9] = 1;
+        let v6: Addr = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 2, 5];
+        for not_mapped in [near, v6, [0; 16]] {
+            assert!(!is_v4_mapped(&not_mapped));
+            assert!(!words_are_v4_mapped(words(&not_mapped)));
+        }
+    }
 
     #[test]
     fn kind_filter_bits_are_in_range_and_tell_neighbours_apart() {

@@ -2,7 +2,7 @@
 
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
-    addr::{Addr, filter_bit_v4, is_v4_mapped, v4_mapped},
+    addr::{Addr, filter_bit_v4, is_v4_mapped, v4_mapped, v4_mapped_low_word},
     conntrack::FlowTuple,
     stats::ParseCounter,
 };
@@ -207,9 +207,9 @@ fn write_v4_tuple(tuple: &mut FlowTuple, addrs: [u8; 8], ports: [u8; 4], proto: 
     let [p0, p1, p2, p3] = ports;
     let words = [
         0,
-        u64::from_ne_bytes([0, 0, 0xff, 0xff, s0, s1, s2, s3]),
+        v4_mapped_low_word([s0, s1, s2, s3]),
         0,
-        u64::from_ne_bytes([0, 0, 0xff, 0xff, d0, d1, d2, d3]),
+        v4_mapped_low_word([d0, d1, d2, d3]),
         u64::from_ne_bytes([p0, p1, p2, p3, proto, 0, 0, 0]),
     ];
     // SAFETY: the tuple is 8-aligned, 40 bytes of plain integers (asserted

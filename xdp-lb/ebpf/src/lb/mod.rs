@@ -22,7 +22,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::btf_maps::lpm_trie::Key;
 
 use xdp_lb_common::{
-    addr::{Addr, filter_bit_v4, filter_bit_v6},
+    addr::{Addr, filter_bit_v4, filter_bit_v6, words_are_v4_mapped},
     backend::NO_BACKEND,
     config::Config,
     conntrack::FlowTuple,
@@ -198,9 +198,7 @@ impl Nat {
     /// IPv4.
     #[inline(always)]
     pub fn addr_is_v4(&self) -> bool {
-        let [high, low] = self.addr_words();
-        let low = low.to_ne_bytes();
-        high == 0 && [low[0], low[1], low[2], low[3]] == [0, 0, 0xff, 0xff]
+        words_are_v4_mapped(self.addr_words())
     }
 
     /// The IPv4 address in `addr` (its last four bytes), as stored.

@@ -272,7 +272,7 @@ fn write_link(ctx: &XdpContext, l3: usize, link: [u8; 16], ethertype: u16) -> Op
     Some(())
 }
 
-/// The wrapped packet (`encapsulate` answered `TOO_BIG`) does not fit the
+/// The wrapped packet (`wrap_and_send` answered `TOO_BIG`) does not fit the
 /// egress: unwraps it and, for IPv6 or an IPv4 packet with DF, answers the
 /// client with the MTU left for the inner packet (`AnswerTooBig`); otherwise,
 /// as the LB cannot fragment, drops it (`DropTooBig`).
