@@ -241,4 +241,17 @@ impl Samples {
             .collect();
         Summary::of(&ratios).map(|s| s.median)
     }
+
+    /// The median over runs of each run's figure over `base`'s run of the
+    /// same round: both taken seconds apart, with no floor between them.
+    pub(crate) fn paired_over(&self, base: &Self) -> Option<f64> {
+        let ratios: Vec<f64> = self
+            .runs_ns
+            .iter()
+            .zip(&base.runs_ns)
+            .filter(|(_, base)| **base > 0.0)
+            .map(|(ns, base)| ns / base)
+            .collect();
+        Summary::of(&ratios).map(|s| s.median)
+    }
 }

@@ -137,7 +137,9 @@ pub(super) fn section(
     }
     writeln!(
         out,
-        "\nAcceptance targets (method B, × floor), as `prog` judged them:\n"
+        "\nAcceptance targets (method B; at the hot scale × floor, between scales the \
+         median over rounds of one scale's ns over the other's in the same round), as `prog` \
+         judged them:\n"
     )?;
     if prog.targets.is_empty() {
         writeln!(out, "None applies to the scales measured in this run.\n")?;
