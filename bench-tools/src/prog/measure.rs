@@ -232,26 +232,23 @@ impl Samples {
 
     /// The median over runs of each run's figure over the floor's just before.
     pub(crate) fn over_floor(&self) -> Option<f64> {
-        let ratios: Vec<f64> = self
-            .runs_ns
-            .iter()
-            .zip(&self.floor_ns)
-            .filter(|(_, floor)| **floor > 0.0)
-            .map(|(ns, floor)| ns / floor)
-            .collect();
-        Summary::of(&ratios).map(|s| s.median)
+        median_ratio(&self.runs_ns, &self.floor_ns)
     }
 
     /// The median over runs of each run's figure over `base`'s run of the
     /// same round: both taken seconds apart, with no floor between them.
     pub(crate) fn paired_over(&self, base: &Self) -> Option<f64> {
-        let ratios: Vec<f64> = self
-            .runs_ns
-            .iter()
-            .zip(&base.runs_ns)
-            .filter(|(_, base)| **base > 0.0)
-            .map(|(ns, base)| ns / base)
-            .collect();
-        Summary::of(&ratios).map(|s| s.median)
+        median_ratio(&self.runs_ns, &base.runs_ns)
     }
+}
+
+/// The median of `ns[i] / over[i]` over the runs (a zero divisor skipped).
+fn median_ratio(ns: &[f64], over: &[f64]) -> Option<f64> {
+    let ratios: Vec<f64> = ns
+        .iter()
+        .zip(over)
+        .filter(|(_, over)| **over > 0.0)
+        .map(|(ns, over)| ns / over)
+        .collect();
+    Summary::of(&ratios).map(|s| s.median)
 }

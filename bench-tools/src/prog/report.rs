@@ -325,8 +325,11 @@ mod tests {
         }
     }
 
-    fn scale_target(rows: &[Row]) -> Target {
-        targets(rows, 100)
+    /// The scale target of a hit row at 1 and at 100 000 services, each
+    /// given as (its runs, the floor's run before each).
+    fn scale_target(few: (&[f64], &[f64]), many: (&[f64], &[f64])) -> Target {
+        let rows = [hit_row(1, few.0, few.1), hit_row(100_000, many.0, many.1)];
+        targets(&rows, 100)
             .into_iter()
             .find(|t| t.services == "100000 vs 1")
             .expect("a scale target")
@@ -338,18 +341,18 @@ mod tests {
         // them fell in the machine's slow phase at one scale and its fast
         // one at the other: over the floor, the large scale would look 2×
         // cheaper.
-        let few = hit_row(1, &[900.0, 1000.0, 1100.0], &[36.0, 36.0, 36.0]);
-        let many = hit_row(100_000, &[900.0, 1000.0, 1100.0], &[18.0, 18.0, 18.0]);
-        let target = scale_target(&[few, many]);
+        let runs = [900.0, 1000.0, 1100.0];
+        let target = scale_target((&runs, &[36.0; 3]), (&runs, &[18.0; 3]));
         assert_eq!(target.measured, 1.0);
         assert!(target.pass);
     }
 
     #[test]
     fn a_scale_twice_as_dear_in_most_rounds_fails() {
-        let few = hit_row(1, &[500.0, 400.0, 600.0], &[20.0, 20.0, 20.0]);
-        let many = hit_row(100_000, &[1000.0, 800.0, 650.0], &[20.0, 20.0, 20.0]);
-        let target = scale_target(&[few, many]);
+        let target = scale_target(
+            (&[500.0, 400.0, 600.0], &[20.0; 3]),
+            (&[1000.0, 800.0, 650.0], &[20.0; 3]),
+        );
         assert_eq!(target.measured, 2.0);
         assert!(!target.pass);
     }
