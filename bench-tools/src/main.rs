@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod kube_proxy;
 mod maglev;
+mod pairs;
 mod prog;
 mod progress;
 mod report;
@@ -28,6 +29,9 @@ enum Command {
     Verifier(verifier::VerifierArgs),
     /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
     Prog(prog::ProgArgs),
+    /// Compare two builds (two `xlb-bench` binaries) at the hot scale: pairs
+    /// of `prog` runs in alternating order, each case's B over A paired.
+    Pairs(pairs::PairsArgs),
     /// Time the control plane: a full sync of N services × B backends from one
     /// file, and the programming latency of single backend changes.
     Sync(sync::SyncArgs),
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Maglev(args) => maglev::run(&args),
+        Command::Pairs(args) => pairs::run(&args),
         Command::Prog(args) => prog::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Rig(args) => rig::run(&args),

@@ -91,6 +91,29 @@ fn prog_measures_every_case() {
 }
 
 #[test]
+fn pairs_compares_a_build_with_itself() {
+    let me = env!("CARGO_BIN_EXE_xlb-bench");
+    let out = xlb_bench(&[
+        "pairs",
+        "--a",
+        me,
+        "--b",
+        me,
+        "--pairs",
+        "2",
+        "--runs",
+        "1",
+        "--repeat",
+        "256",
+        "--cases",
+        "conntrack-hit",
+    ]);
+    // Both pairs measured the case, in the table's own words.
+    assert!(out.contains("| conntrack_hit | 2 | "), "{out}");
+    assert!(out.contains("of 2 |"), "{out}");
+}
+
+#[test]
 fn sync_times_a_small_file() {
     let out = xlb_bench(&[
         "sync",

@@ -1,5 +1,5 @@
 //! The JSON documents `prog`, `sync` and `rig` write, as far as the report
-//! reads them. Only the fields read are declared (serde skips the others), so
+//! (and `pairs`, of `prog`'s) reads them. Only the fields read are declared (serde skips the others), so
 //! that a field added to a writer does not break the report; modes, workloads
 //! and cases stay strings, so that a new one shows up under its own name
 //! instead of failing the whole report.
@@ -11,10 +11,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 /// `xlb-bench prog --json` (`prog::report::json`).
 #[derive(Debug, Deserialize)]
-pub(super) struct Prog {
+pub(crate) struct Prog {
     pub(super) methods: ProgMethods,
     pub(super) setup: ProgSetup,
-    pub(super) rows: Vec<ProgRow>,
+    pub(crate) rows: Vec<ProgRow>,
     /// The acceptance targets, as `prog` judged them.
     pub(super) targets: Vec<crate::prog::report::Target>,
 }
@@ -37,25 +37,25 @@ pub(super) struct ProgSetup {
 
 /// One case at one scale.
 #[derive(Debug, Deserialize)]
-pub(super) struct ProgRow {
-    pub(super) services: u32,
-    pub(super) scale_flows: u32,
+pub(crate) struct ProgRow {
+    pub(crate) services: u32,
+    pub(crate) scale_flows: u32,
     /// `Kind`, snake_case.
-    pub(super) case: String,
-    pub(super) method_b_summary: Option<ProgSummary>,
-    pub(super) method_b_over_floor: Option<f64>,
+    pub(crate) case: String,
+    pub(crate) method_b_summary: Option<ProgSummary>,
+    pub(crate) method_b_over_floor: Option<f64>,
 }
 
 impl ProgRow {
     /// One service, one flow: the scale DESIGN.md's Katran figures were taken at.
-    pub(super) fn is_hot(&self) -> bool {
+    pub(crate) fn is_hot(&self) -> bool {
         self.services == 1 && self.scale_flows == 1
     }
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct ProgSummary {
-    pub(super) median: f64,
+pub(crate) struct ProgSummary {
+    pub(crate) median: f64,
 }
 
 /// `xlb-bench sync --json`: one N per document.
@@ -95,7 +95,7 @@ pub(super) struct RulesetCost {
 /// Reads `path`, or `None` if there is no such file: a benchmark that was not
 /// run this time leaves its section saying so rather than failing the report.
 /// A file that is there but does not parse is an error.
-pub(super) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => {

@@ -6,7 +6,7 @@
 //! Every input is optional: a benchmark that was not run (no option, or no
 //! such file) leaves its section saying so and how to run it.
 
-mod inputs;
+pub(crate) mod inputs;
 mod machine;
 mod maglev;
 mod markdown;
