@@ -5,8 +5,8 @@
 //! alternates from pair to pair (A then B, B then A): with the order fixed,
 //! the second run of a pair measured 0.6–1.5% dearer in an A/A test. Per
 //! case, the figure is the median over pairs of B's × floor over A's in the
-//! same pair, so that the machine's slow phases, which last longer than a
-//! pair, fall on both builds alike.
+//! same pair: each build is judged against the other's run of the same
+//! minute, not against runs from another phase of a shared machine.
 
 use std::{
     collections::BTreeMap,
@@ -91,7 +91,7 @@ fn hot_figures(prog: &Prog) -> HotFigures {
 }
 
 /// One case compared over the pairs.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Comparison {
     case: String,
     pairs: usize,
