@@ -1,4 +1,4 @@
-//! Every `xlb-bench` subcommand, run for about a second with tiny parameters,
+//! Every `xlb-bench` subcommand, run for a few seconds with tiny parameters,
 //! so that the tool cannot rot unnoticed between `make bench` runs. The
 //! figures are not checked (a smoke run is too short to mean anything); that
 //! each subcommand runs to the end and prints its tables is.
