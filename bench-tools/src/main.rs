@@ -29,8 +29,9 @@ enum Command {
     Verifier(verifier::VerifierArgs),
     /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
     Prog(prog::ProgArgs),
-    /// Compare two builds (two `xlb-bench` binaries) at the hot scale: pairs
-    /// of `prog` runs in alternating order, each case's B over A paired.
+    /// Compare two builds (two `xlb-bench` binaries): pairs of `prog` runs in
+    /// alternating order, at the hot scale and any --services scales, each
+    /// row's B over A paired.
     Pairs(pairs::PairsArgs),
     /// Time the control plane: a full sync of N services × B backends from one
     /// file, and the programming latency of single backend changes.

@@ -1,12 +1,17 @@
-//! `xlb-bench pairs`: two builds of the datapath compared at the hot scale,
-//! the way `docs/bench/notes.md` measures a change. Each build is an
-//! `xlb-bench` binary (the eBPF object is built into it); each pair runs
-//! `prog --services 1 --flows 1 --method b` once with each, and the order
-//! alternates from pair to pair (A then B, B then A): with the order fixed,
-//! the second run of a pair measured 0.6–1.5% dearer in an A/A test. Per
-//! case, the figure is the median over pairs of B's × floor over A's in the
+//! `xlb-bench pairs`: two builds of the datapath compared, the way
+//! `docs/bench/notes.md` measures a change. Each build is an `xlb-bench`
+//! binary (the eBPF object is built into it); each pair runs `prog --method
+//! b` once with each, at the hot scale and any `--services` scales, and the
+//! order alternates from pair to pair (A then B, B then A): with the order
+//! fixed, the second run of a pair measured 0.6–1.5% dearer in an A/A test.
+//! Per row, the figure is the median over pairs of B's figure over A's in the
 //! same pair: each build is judged against the other's run of the same
 //! minute, not against runs from another phase of a shared machine.
+//!
+//! At the hot scale a row's figure is its × floor, as the hot targets are
+//! judged; at the other scales it is its ns/packet, as the scale targets are
+//! judged (`Samples::paired_over`): a row of a microsecond or two would
+//! otherwise carry the floor's jumps of 18–36 ns from run to run.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +27,7 @@ use tracing::info;
 use crate::report::inputs::{self, Prog};
 
 /// `xlb-bench pairs --a BIN --b BIN [--pairs N] [--runs R] [--repeat R]
-/// [--cases LIST] [--keep DIR]`.
+/// [--cases LIST] [--services LIST --flows F] [--keep DIR]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PairsArgs {
     /// The `xlb-bench` binary of build A, the one the change starts from.
@@ -43,6 +48,14 @@ pub(crate) struct PairsArgs {
     /// `prog --cases` of every run, comma-separated (the floor is always measured).
     #[arg(long, default_value = "conntrack-hit,udp,reply")]
     cases: String,
+    /// `prog --services` of every run, comma-separated: the scales measured
+    /// besides the hot one (one service, one flow), which `prog` always
+    /// measures. The default measures the hot scale alone.
+    #[arg(long, default_value = "1")]
+    services: String,
+    /// `prog --flows` of every run: the tracked flows of every `--services` scale.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    flows: u32,
     /// Keep every run's JSON in this directory (`a-1.json`, `b-1.json`, …);
     /// else they go to a temporary one, removed at the end.
     #[arg(long)]
@@ -74,86 +87,197 @@ fn order(index: u32) -> [Build; 2] {
     }
 }
 
-/// One run's hot-scale figures by case (`Kind`, snake_case): method B's
-/// × floor and ns/packet medians; the floor's row is there too (× floor 1).
-type HotFigures = BTreeMap<String, (f64, f64)>;
-
-fn hot_figures(prog: &Prog) -> HotFigures {
-    prog.rows
-        .iter()
-        .filter(|r| r.is_hot())
-        .filter_map(|r| {
-            let over = r.method_b_over_floor?;
-            let ns = r.method_b_summary.as_ref()?.median;
-            Some((r.case.clone(), (over, ns)))
-        })
-        .collect()
+/// A row of a `prog` run: its scale and its case (`Kind`, snake_case).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey {
+    services: u32,
+    flows: u32,
+    case: String,
 }
 
-/// One case compared over the pairs.
+impl RowKey {
+    /// The scale the × floor targets are judged at (`ProgRow::is_hot`).
+    fn is_hot(&self) -> bool {
+        self.services == 1 && self.flows == 1
+    }
+
+    fn scale(&self) -> String {
+        let plural = |n: u32, what: &str| {
+            if n == 1 {
+                format!("1 {what}")
+            } else {
+                format!("{n} {what}s")
+            }
+        };
+        format!(
+            "{}, {}",
+            plural(self.services, "service"),
+            plural(self.flows, "flow")
+        )
+    }
+}
+
+/// What one run measured: method B's × floor and ns/packet medians per row
+/// (the floors' rows too), and each target as `prog` judged it.
+#[derive(Debug, Default)]
+struct Run {
+    rows: BTreeMap<RowKey, (f64, f64)>,
+    /// (what, services, measured), in `prog`'s order.
+    targets: Vec<(String, String, f64)>,
+}
+
+impl Run {
+    fn of(prog: &Prog) -> Self {
+        let rows = prog
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let over = r.method_b_over_floor?;
+                let ns = r.method_b_summary.as_ref()?.median;
+                let key = RowKey {
+                    services: r.services,
+                    flows: r.scale_flows,
+                    case: r.case.clone(),
+                };
+                Some((key, (over, ns)))
+            })
+            .collect();
+        let targets = prog
+            .targets
+            .iter()
+            .map(|t| (t.what.clone(), t.services.clone(), t.measured))
+            .collect();
+        Self { rows, targets }
+    }
+
+    /// The row's figure: × floor at the hot scale, else ns/packet.
+    fn figure(&self, key: &RowKey) -> Option<f64> {
+        let &(over, ns) = self.rows.get(key)?;
+        Some(if key.is_hot() { over } else { ns })
+    }
+}
+
+/// One row compared over the pairs.
 #[derive(Debug)]
 struct Comparison {
-    case: String,
+    key: RowKey,
     pairs: usize,
-    /// Median over pairs of B's × floor over A's.
+    /// Median over pairs of B's figure over A's.
     paired: f64,
-    /// Pairs in which B's × floor was below A's.
+    /// Pairs in which B's figure was below A's.
     b_cheaper: usize,
-    a_over_floor: f64,
-    b_over_floor: f64,
+    /// Each build's figure, median over its runs.
+    a: f64,
+    b: f64,
 }
 
-/// Every case both runs of at least one pair measured, the floor left out
-/// (its × floor is 1 by definition).
-fn compare(pairs: &[(HotFigures, HotFigures)]) -> Vec<Comparison> {
-    let mut by_case: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+impl Comparison {
+    /// A figure of this row as the table prints it.
+    fn show(&self, figure: f64) -> String {
+        if self.key.is_hot() {
+            format!("{figure:.2}×")
+        } else {
+            format!("{figure:.0} ns")
+        }
+    }
+}
+
+/// Every row both runs of at least one pair measured, the floors left out.
+fn compare(pairs: &[(Run, Run)]) -> Vec<Comparison> {
+    let mut by_row: BTreeMap<&RowKey, Vec<(f64, f64)>> = BTreeMap::new();
     for (a, b) in pairs {
-        for (case, &(a_over, _)) in a {
-            if let Some(&(b_over, _)) = b.get(case)
-                && case != "floor"
-                && a_over > 0.0
+        for key in a.rows.keys().filter(|k| k.case != "floor") {
+            if let (Some(fa), Some(fb)) = (a.figure(key), b.figure(key))
+                && fa > 0.0
             {
-                by_case.entry(case).or_default().push((a_over, b_over));
+                by_row.entry(key).or_default().push((fa, fb));
             }
         }
     }
-    by_case
+    by_row
         .into_iter()
-        .filter_map(|(case, figures)| {
+        .filter_map(|(key, figures)| {
             let median =
                 |f: fn(&(f64, f64)) -> f64| crate::stats::median(figures.iter().map(f).collect());
             Some(Comparison {
-                case: case.to_owned(),
+                key: key.clone(),
                 pairs: figures.len(),
                 paired: median(|(a, b)| b / a)?,
                 b_cheaper: figures.iter().filter(|(a, b)| b < a).count(),
-                a_over_floor: median(|(a, _)| *a)?,
-                b_over_floor: median(|(_, b)| *b)?,
+                a: median(|(a, _)| *a)?,
+                b: median(|(_, b)| *b)?,
             })
         })
         .collect()
 }
 
-/// The floor's ns/packet, median over the runs of one build.
-fn floor_ns<'a>(runs: impl Iterator<Item = &'a HotFigures>) -> Option<f64> {
-    crate::stats::median(runs.filter_map(|r| r.get("floor").map(|f| f.1)).collect())
+/// Each target as `prog` judged it, median over the runs of each build:
+/// (what, services, A, B), in `prog`'s order.
+fn targets(pairs: &[(Run, Run)]) -> Vec<(String, String, Option<f64>, Option<f64>)> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    for (a, b) in pairs {
+        for (what, services, _) in a.targets.iter().chain(&b.targets) {
+            let target = (what.clone(), services.clone());
+            if !order.contains(&target) {
+                order.push(target);
+            }
+        }
+    }
+    let measured = |run: &Run, what: &str, services: &str| {
+        run.targets
+            .iter()
+            .find(|t| t.0 == what && t.1 == services)
+            .map(|t| t.2)
+    };
+    order
+        .into_iter()
+        .map(|(what, services)| {
+            let of = |pick: fn(&(Run, Run)) -> &Run| {
+                crate::stats::median(
+                    pairs
+                        .iter()
+                        .filter_map(|p| measured(pick(p), &what, &services))
+                        .collect(),
+                )
+            };
+            let (a, b) = (of(|p| &p.0), of(|p| &p.1));
+            (what, services, a, b)
+        })
+        .collect()
 }
 
-fn markdown(args: &PairsArgs, pairs: &[(HotFigures, HotFigures)]) -> String {
+/// The hot floor's ns/packet, median over the runs of one build.
+fn floor_ns<'a>(runs: impl Iterator<Item = &'a Run>) -> Option<f64> {
+    let hot_floor = RowKey {
+        services: 1,
+        flows: 1,
+        case: "floor".to_owned(),
+    };
+    crate::stats::median(
+        runs.filter_map(|r| r.rows.get(&hot_floor).map(|f| f.1))
+            .collect(),
+    )
+}
+
+fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
     let mut out = String::new();
-    let floor = |pick: fn(&(HotFigures, HotFigures)) -> &HotFigures| {
+    let floor = |pick: fn(&(Run, Run)) -> &Run| {
         floor_ns(pairs.iter().map(pick)).map_or_else(|| "—".to_owned(), |ns| format!("{ns:.1} ns"))
     };
     let _ = writeln!(
         out,
-        "## xlb-bench pairs: B over A at the hot scale\n\n\
+        "## xlb-bench pairs: B over A\n\n\
          - A: `{}`\n- B: `{}`\n\
-         - {} pairs of `prog --services 1 --flows 1 --method b --runs {} --repeat {}`, the order \
-         alternating (A then B, B then A).\n\
-         - Floor, median over runs: A {}, B {}.\n",
+         - {} pairs of `prog --services {} --flows {} --method b --runs {} --repeat {}`, the \
+         order alternating (A then B, B then A).\n\
+         - Each row's figure: × floor at the hot scale (one service, one flow), ns/packet at \
+         the others; B over A is the median over pairs of B's figure over A's in the same pair.\n\
+         - Hot floor, median over runs: A {}, B {}.\n",
         args.a.display(),
         args.b.display(),
         pairs.len(),
+        args.services,
+        args.flows,
         args.runs,
         args.repeat,
         floor(|p| &p.0),
@@ -161,25 +285,49 @@ fn markdown(args: &PairsArgs, pairs: &[(HotFigures, HotFigures)]) -> String {
     );
     let _ = writeln!(
         out,
-        "| case | pairs | B over A, median over pairs | pairs with B cheaper | A × floor | B × floor |"
+        "| scale | case | pairs | B over A, median over pairs | pairs with B cheaper | A | B |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for c in compare(pairs) {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {} of {} | {:.2}× | {:.2}× |",
-            c.case, c.pairs, c.paired, c.b_cheaper, c.pairs, c.a_over_floor, c.b_over_floor
+            "| {} | {} | {} | {:.3} | {} of {} | {} | {} |",
+            c.key.scale(),
+            c.key.case,
+            c.pairs,
+            c.paired,
+            c.b_cheaper,
+            c.pairs,
+            c.show(c.a),
+            c.show(c.b)
         );
+    }
+    let targets = targets(pairs);
+    if !targets.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe targets as `prog` judged each run, median over each build's runs:\n\n\
+             | target | services | A | B |\n|---|---|---|---|"
+        );
+        let show = |m: Option<f64>| m.map_or_else(|| "—".to_owned(), |m| format!("{m:.2}×"));
+        for (what, services, a, b) in targets {
+            let _ = writeln!(out, "| {what} | {services} | {} | {} |", show(a), show(b));
+        }
     }
     out
 }
 
-/// Runs `bin prog` at the hot scale and reads its JSON back from `json`.
-fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<HotFigures> {
-    let (runs, repeat) = (args.runs.to_string(), args.repeat.to_string());
+/// Runs `bin prog` and reads its JSON back from `json`.
+fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
+    let (runs, repeat, flows) = (
+        args.runs.to_string(),
+        args.repeat.to_string(),
+        args.flows.to_string(),
+    );
     let out = Command::new(bin)
-        .args(["prog", "--services", "1", "--flows", "1", "--method", "b"])
-        .args(["--runs", &runs, "--repeat", &repeat, "--cases", &args.cases])
+        .args(["prog", "--services", &args.services, "--flows", &flows])
+        .args(["--method", "b", "--runs", &runs, "--repeat", &repeat])
+        .args(["--cases", &args.cases])
         .arg("--json")
         .arg(json)
         .env("RUST_LOG", "warn")
@@ -197,7 +345,7 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<HotFigu
     }
     let prog: Prog = inputs::load(json)?
         .with_context(|| format!("{} prog wrote no {}", bin.display(), json.display()))?;
-    Ok(hot_figures(&prog))
+    Ok(Run::of(&prog))
 }
 
 pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
@@ -217,14 +365,14 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     };
     let mut pairs = Vec::new();
     for index in 0..args.pairs {
-        let (mut a, mut b) = (HotFigures::new(), HotFigures::new());
+        let (mut a, mut b) = (Run::default(), Run::default());
         for build in order(index) {
-            let (bin, figures) = match build {
+            let (bin, run) = match build {
                 Build::A => (&args.a, &mut a),
                 Build::B => (&args.b, &mut b),
             };
             let json = dir.join(format!("{}-{}.json", build.name(), index + 1));
-            *figures = run_prog(args, bin, &json)?;
+            *run = run_prog(args, bin, &json)?;
         }
         info!(pair = index + 1, of = args.pairs, "pair measured");
         pairs.push((a, b));
@@ -239,11 +387,23 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn figures(cases: &[(&str, f64)]) -> HotFigures {
-        cases
-            .iter()
-            .map(|&(case, over)| (case.to_owned(), (over, over * 20.0)))
-            .collect()
+    fn key(services: u32, flows: u32, case: &str) -> RowKey {
+        RowKey {
+            services,
+            flows,
+            case: case.to_owned(),
+        }
+    }
+
+    /// A run of hot rows, each `over` × a floor of 20 ns.
+    fn hot(cases: &[(&str, f64)]) -> Run {
+        Run {
+            rows: cases
+                .iter()
+                .map(|&(case, over)| (key(1, 1, case), (over, over * 20.0)))
+                .collect(),
+            targets: Vec::new(),
+        }
     }
 
     #[test]
@@ -259,37 +419,80 @@ mod tests {
         // pairs differ by phase (A itself 5× to 6×), which pairing cancels.
         let pairs = [(5.0, 4.5), (6.0, 5.4), (5.5, 6.05), (5.0, 4.5)].map(|(a, b)| {
             (
-                figures(&[("floor", 1.0), ("conntrack_hit", a)]),
-                figures(&[("floor", 1.0), ("conntrack_hit", b)]),
+                hot(&[("floor", 1.0), ("conntrack_hit", a)]),
+                hot(&[("floor", 1.0), ("conntrack_hit", b)]),
             )
         });
         let compared = compare(&pairs);
         assert_eq!(compared.len(), 1, "{compared:?}");
         let hit = &compared[0];
         assert_eq!(
-            (hit.case.as_str(), hit.pairs, hit.b_cheaper),
+            (hit.key.case.as_str(), hit.pairs, hit.b_cheaper),
             ("conntrack_hit", 4, 3)
         );
         assert!((hit.paired - 0.9).abs() < 1e-9, "{hit:?}");
-        assert!((hit.a_over_floor - 5.25).abs() < 1e-9, "{hit:?}");
+        assert!((hit.a - 5.25).abs() < 1e-9, "{hit:?}");
+        assert_eq!(hit.show(hit.a), "5.25×");
     }
 
     #[test]
     fn a_case_one_build_did_not_measure_is_compared_only_where_both_did() {
         let pairs = [
+            (hot(&[("udp", 5.0), ("reply", 6.0)]), hot(&[("udp", 5.0)])),
             (
-                figures(&[("udp", 5.0), ("reply", 6.0)]),
-                figures(&[("udp", 5.0)]),
-            ),
-            (
-                figures(&[("udp", 5.0), ("reply", 6.0)]),
-                figures(&[("udp", 4.0), ("reply", 3.0)]),
+                hot(&[("udp", 5.0), ("reply", 6.0)]),
+                hot(&[("udp", 4.0), ("reply", 3.0)]),
             ),
         ];
         let compared = compare(&pairs);
-        let reply = compared.iter().find(|c| c.case == "reply").expect("reply");
+        let reply = compared
+            .iter()
+            .find(|c| c.key.case == "reply")
+            .expect("reply");
         assert_eq!((reply.pairs, reply.paired), (1, 0.5));
-        let udp = compared.iter().find(|c| c.case == "udp").expect("udp");
+        let udp = compared.iter().find(|c| c.key.case == "udp").expect("udp");
         assert_eq!((udp.pairs, udp.paired), (2, 0.9));
+    }
+
+    #[test]
+    fn a_scale_row_is_compared_by_its_ns_not_its_floor() {
+        // Equal ns in both builds, but B's floor measured twice as slow:
+        // the × floor figures differ by half, the ns not at all.
+        let row = key(100_000, 100_000, "new_tcp_flow");
+        let run = |over: f64| Run {
+            rows: [(row.clone(), (over, 2_000.0))].into(),
+            targets: Vec::new(),
+        };
+        let compared = compare(&[(run(80.0), run(40.0))]);
+        assert_eq!(compared.len(), 1, "{compared:?}");
+        let c = &compared[0];
+        assert_eq!((c.paired, c.b_cheaper), (1.0, 0));
+        assert_eq!(c.show(c.a), "2000 ns");
+        assert_eq!(c.key.scale(), "100000 services, 100000 flows");
+    }
+
+    #[test]
+    fn targets_are_the_median_of_each_builds_runs_in_progs_order() {
+        let run = |measured: &[f64]| Run {
+            rows: BTreeMap::new(),
+            targets: ["hit", "scale"]
+                .iter()
+                .zip(measured)
+                .map(|(what, &m)| ((*what).to_owned(), "1".to_owned(), m))
+                .collect(),
+        };
+        let pairs = [
+            (run(&[5.0, 2.0]), run(&[4.0])),
+            (run(&[6.0, 1.8]), run(&[5.0])),
+            (run(&[7.0, 1.9]), run(&[6.0])),
+        ];
+        let t = targets(&pairs);
+        assert_eq!(
+            t,
+            [
+                ("hit".to_owned(), "1".to_owned(), Some(6.0), Some(5.0)),
+                ("scale".to_owned(), "1".to_owned(), Some(1.9), None),
+            ]
+        );
     }
 }

@@ -107,10 +107,23 @@ fn pairs_compares_a_build_with_itself() {
         "256",
         "--cases",
         "conntrack-hit",
+        "--services",
+        "10",
+        "--flows",
+        "10",
     ]);
-    // Both pairs measured the case, in the table's own words.
-    assert!(out.contains("| conntrack_hit | 2 | "), "{out}");
-    assert!(out.contains("of 2 |"), "{out}");
+    // Both pairs measured the case at both scales, in the table's own words:
+    // × floor at the hot scale, ns at the other; and the targets.
+    assert!(
+        out.contains("| 1 service, 1 flow | conntrack_hit | 2 | "),
+        "{out}"
+    );
+    assert!(
+        out.contains("| 10 services, 10 flows | conntrack_hit | 2 | "),
+        "{out}"
+    );
+    assert!(out.contains(" ns |"), "{out}");
+    assert!(out.contains("| conntrack hit"), "{out}");
 }
 
 #[test]

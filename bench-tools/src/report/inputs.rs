@@ -16,7 +16,7 @@ pub(crate) struct Prog {
     pub(super) setup: ProgSetup,
     pub(crate) rows: Vec<ProgRow>,
     /// The acceptance targets, as `prog` judged them.
-    pub(super) targets: Vec<crate::prog::report::Target>,
+    pub(crate) targets: Vec<crate::prog::report::Target>,
 }
 
 /// What each timing method is, in the tool's own words.
