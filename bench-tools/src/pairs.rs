@@ -24,7 +24,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use tracing::info;
 
-use crate::report::inputs::{self, Prog};
+use crate::{
+    prog::report::Target,
+    report::inputs::{self, Prog},
+};
 
 /// `xlb-bench pairs --a BIN --b BIN [--pairs N] [--runs R] [--repeat R]
 /// [--cases LIST] [--services LIST --flows F] [--keep DIR]`.
@@ -122,8 +125,8 @@ impl RowKey {
 #[derive(Debug, Default)]
 struct Run {
     rows: BTreeMap<RowKey, (f64, f64)>,
-    /// (what, services, measured), in `prog`'s order.
-    targets: Vec<(String, String, f64)>,
+    /// In `prog`'s order.
+    targets: Vec<Target>,
 }
 
 impl Run {
@@ -142,12 +145,10 @@ impl Run {
                 Some((key, (over, ns)))
             })
             .collect();
-        let targets = prog
-            .targets
-            .iter()
-            .map(|t| (t.what.clone(), t.services.clone(), t.measured))
-            .collect();
-        Self { rows, targets }
+        Self {
+            rows,
+            targets: prog.targets.clone(),
+        }
     }
 
     /// The row's figure: × floor at the hot scale, else ns/packet.
@@ -211,37 +212,46 @@ fn compare(pairs: &[(Run, Run)]) -> Vec<Comparison> {
         .collect()
 }
 
-/// Each target as `prog` judged it, median over the runs of each build:
-/// (what, services, A, B), in `prog`'s order.
-fn targets(pairs: &[(Run, Run)]) -> Vec<(String, String, Option<f64>, Option<f64>)> {
-    let mut order: Vec<(String, String)> = Vec::new();
+/// A target as `prog` judged it, median over the runs of each build
+/// (`None` where no run of that build judged it).
+#[derive(Debug, PartialEq)]
+struct TargetFigures {
+    what: String,
+    services: String,
+    a: Option<f64>,
+    b: Option<f64>,
+}
+
+/// Every target some run judged, in `prog`'s order.
+fn targets(pairs: &[(Run, Run)]) -> Vec<TargetFigures> {
+    let mut order: Vec<(&str, &str)> = Vec::new();
     for (a, b) in pairs {
-        for (what, services, _) in a.targets.iter().chain(&b.targets) {
-            let target = (what.clone(), services.clone());
+        for t in a.targets.iter().chain(&b.targets) {
+            let target = (t.what.as_str(), t.services.as_str());
             if !order.contains(&target) {
                 order.push(target);
             }
         }
     }
-    let measured = |run: &Run, what: &str, services: &str| {
-        run.targets
-            .iter()
-            .find(|t| t.0 == what && t.1 == services)
-            .map(|t| t.2)
+    let median = |runs: Vec<&Run>, what: &str, services: &str| {
+        crate::stats::median(
+            runs.iter()
+                .filter_map(|run| {
+                    run.targets
+                        .iter()
+                        .find(|t| t.what == what && t.services == services)
+                        .map(|t| t.measured)
+                })
+                .collect(),
+        )
     };
     order
         .into_iter()
-        .map(|(what, services)| {
-            let of = |pick: fn(&(Run, Run)) -> &Run| {
-                crate::stats::median(
-                    pairs
-                        .iter()
-                        .filter_map(|p| measured(pick(p), &what, &services))
-                        .collect(),
-                )
-            };
-            let (a, b) = (of(|p| &p.0), of(|p| &p.1));
-            (what, services, a, b)
+        .map(|(what, services)| TargetFigures {
+            what: what.to_owned(),
+            services: services.to_owned(),
+            a: median(pairs.iter().map(|p| &p.0).collect(), what, services),
+            b: median(pairs.iter().map(|p| &p.1).collect(), what, services),
         })
         .collect()
 }
@@ -310,8 +320,15 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
              | target | services | A | B |\n|---|---|---|---|"
         );
         let show = |m: Option<f64>| m.map_or_else(|| "—".to_owned(), |m| format!("{m:.2}×"));
-        for (what, services, a, b) in targets {
-            let _ = writeln!(out, "| {what} | {services} | {} | {} |", show(a), show(b));
+        for t in targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                t.what,
+                t.services,
+                show(t.a),
+                show(t.b)
+            );
         }
     }
     out
@@ -478,7 +495,14 @@ mod tests {
             targets: ["hit", "scale"]
                 .iter()
                 .zip(measured)
-                .map(|(what, &m)| ((*what).to_owned(), "1".to_owned(), m))
+                .map(|(what, &measured)| Target {
+                    what: (*what).to_owned(),
+                    services: "1".to_owned(),
+                    measured,
+                    limit: 5.4,
+                    aim: None,
+                    pass: false,
+                })
                 .collect(),
         };
         let pairs = [
@@ -486,12 +510,17 @@ mod tests {
             (run(&[6.0, 1.8]), run(&[5.0])),
             (run(&[7.0, 1.9]), run(&[6.0])),
         ];
-        let t = targets(&pairs);
+        let figures = |what: &str, a, b| TargetFigures {
+            what: what.to_owned(),
+            services: "1".to_owned(),
+            a,
+            b,
+        };
         assert_eq!(
-            t,
+            targets(&pairs),
             [
-                ("hit".to_owned(), "1".to_owned(), Some(6.0), Some(5.0)),
-                ("scale".to_owned(), "1".to_owned(), Some(1.9), None),
+                figures("hit", Some(6.0), Some(5.0)),
+                figures("scale", Some(1.9), None),
             ]
         );
     }
