@@ -1,8 +1,8 @@
 //! The JSON documents `prog`, `sync` and `rig` write, as far as the report
-//! (and `pairs`, of `prog`'s) reads them. Only the fields read are declared (serde skips the others), so
-//! that a field added to a writer does not break the report; modes, workloads
-//! and cases stay strings, so that a new one shows up under its own name
-//! instead of failing the whole report.
+//! (and `pairs`, of `prog`'s) reads them. Only the fields read are declared
+//! (serde skips the others), so that a field added to a writer does not break
+//! the report; modes, workloads and cases stay strings, so that a new one
+//! shows up under its own name instead of failing the whole report.
 
 use std::{io::ErrorKind, path::Path};
 
@@ -48,7 +48,7 @@ pub(crate) struct ProgRow {
 
 impl ProgRow {
     /// One service, one flow: the scale DESIGN.md's Katran figures were taken at.
-    pub(crate) fn is_hot(&self) -> bool {
+    pub(super) fn is_hot(&self) -> bool {
         self.services == 1 && self.scale_flows == 1
     }
 }
