@@ -23,7 +23,12 @@
 //!   user in it (`--admin-group`) gets through;
 //! - tearing the rig down leaves none of the agent's BPF programs, links or
 //!   maps behind;
-//! - `examples/demo.yaml` (what `make demo` runs) names the rig's addresses.
+//! - `examples/demo.yaml` (what `make demo` runs) names the rig's addresses;
+//! - flags that cannot work (a second agent on a held pin directory, an
+//!   unknown interface, a file where the admin socket goes, a metrics address
+//!   that cannot be bound, a bad pod-interface glob) stop the agent before
+//!   it changes anything an earlier agent left forwarding; an interface
+//!   dropped from `--interface` loses its links.
 //!
 //! Every scenario builds its own rig, so they run in parallel. Needs root.
 //! Measured figures are printed to stderr (`--nocapture` shows them).
@@ -49,8 +54,8 @@ use control_plane::api::{BackendView, FlowEventView, StatusView};
 use netns_tests::{
     EchoClient, Netns, Proto,
     agent_rig::{
-        AgentRig, BACKEND_PORT, BACKENDS, StreamSession, VIP_PORT, backend_name, backend_named,
-        io_error_kind, vip,
+        AgentRig, BACKEND_PORT, BACKENDS, INTERFACES, StreamSession, VIP_PORT, backend_name,
+        backend_named, io_error_kind, vip,
     },
     topology::plan::{self, BACKEND_LAN, Subnet},
     wait_for, wait_until,
@@ -774,6 +779,122 @@ fn a_bad_reload_keeps_the_running_configuration() {
     ));
     assert!(rejected.is_some_and(|n| n >= 2.0), "{}", metrics.body);
     assert!(status.reloads_failed >= 2, "{status:?}");
+}
+
+/// `args` with the value after `flag` replaced by `value`.
+fn replaced(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let at = args.iter().position(|a| a == flag).expect(flag);
+    args[at + 1] = value.to_owned();
+    args
+}
+
+#[test]
+fn flags_that_cannot_work_change_nothing() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let web = service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        false,
+    );
+    rig.write_config(&config(&[web])).expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let programs = |rig: &AgentRig| INTERFACES.map(|dev| rig.xdp_prog_id(dev).expect("ip link"));
+    let pinned = |rig: &AgentRig, dir: &str, dev: &str| rig.pin_dir().join(dir).join(dev).exists();
+    let before = programs(&rig);
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+
+    // No flow has ends of two families.
+    let vip = rig.vip_addr(VIP_PORT).to_string();
+    let mixed = rig
+        .xlb(&[
+            "simulate",
+            "--client",
+            "[2001:2::7]:40000",
+            "--frontend",
+            &vip,
+        ])
+        .expect("xlb simulate");
+    let stderr = String::from_utf8_lossy(&mixed.stderr);
+    assert!(
+        !mixed.status.success() && stderr.contains("different IP families"),
+        "{stderr}"
+    );
+
+    // A second agent on the pin directory the first one holds.
+    let other_socket = rig.workdir().join("second.sock");
+    let second = replaced(
+        replaced(
+            rig.agent_args(&[]),
+            "--admin-socket",
+            &other_socket.to_string_lossy(),
+        ),
+        "--metrics-address",
+        "127.0.0.1:10257",
+    );
+    let (status, log) = rig.run_to_exit(&second, PATIENCE).expect("a second agent");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("another xlb agent runs on --pin-dir"), "{log}");
+    assert_eq!(programs(&rig), before);
+
+    // With the first agent gone, its pinned links forward; an agent whose
+    // flags cannot work must leave them as they are.
+    rig.kill_agent().expect("SIGKILL the agent");
+    let not_a_socket = rig.workdir().join("not-a-socket");
+    std::fs::write(&not_a_socket, "").expect("a regular file");
+    let not_a_socket = not_a_socket.to_string_lossy().into_owned();
+    let base = rig.agent_args(&[]);
+    let mut bad_pods = base.clone();
+    bad_pods.extend(["--pod-interfaces".to_owned(), "veth[".to_owned()]);
+    for (args, says) in [
+        (
+            replaced(base.clone(), "--interface", "eth0,xlbnosuch0"),
+            "no such interface",
+        ),
+        (
+            replaced(base.clone(), "--admin-socket", &not_a_socket),
+            "is not a socket",
+        ),
+        // An address of the rig's plan that no interface holds.
+        (
+            replaced(base.clone(), "--metrics-address", "198.18.255.254:10256"),
+            "binding the metrics address",
+        ),
+        (bad_pods, "is not a valid glob"),
+    ] {
+        let (status, log) = rig
+            .run_to_exit(&args, PATIENCE)
+            .expect("an agent that stops");
+        assert!(!status.success(), "{log}");
+        assert!(log.contains(says), "expected {says:?}: {log}");
+        assert!(!log.contains("removed"), "{log}");
+        assert_eq!(programs(&rig), before, "{log}");
+        for dev in INTERFACES {
+            assert!(
+                pinned(&rig, "links", dev) && pinned(&rig, "uplinks", dev),
+                "{dev}: {log}"
+            );
+        }
+        let (_, failures) = echo_requests(&rig, 5);
+        assert!(failures.is_empty(), "after `{says}`: {failures:?}");
+    }
+
+    // An interface dropped from the flags stops balancing: its links go.
+    rig.spawn_agent(&replaced(base, "--interface", "eth0"))
+        .expect("an agent on eth0 alone");
+    wait_until(PATIENCE, "xdp_lb gone from eth1", || {
+        rig.xdp_prog_id("eth1").ok() == Some(None)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", rig.agent_log()));
+    assert!(!pinned(&rig, "links", "eth1") && !pinned(&rig, "uplinks", "eth1"));
+    assert!(pinned(&rig, "links", "eth0"), "{}", rig.agent_log());
+    assert!(rig.xdp_prog_id("eth0").expect("ip link").is_some());
 }
 
 /// The value of the sample `name` (with its labels) in OpenMetrics text.

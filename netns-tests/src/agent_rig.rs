@@ -297,24 +297,65 @@ impl AgentRig {
     /// programmed and both interfaces are attached. `extra` goes on the
     /// agent's command line (`--version-stamp 7`, `--hash-seed 1`, ...).
     pub fn start_agent(&mut self, extra: &[&str]) -> anyhow::Result<()> {
-        if let Some(agent) = &self.agent {
-            bail!("an agent (pid {}) runs already: kill it first", agent.pid);
-        }
-        let args = self.agent_args(extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let program = self.client.xlb.to_string_lossy().into_owned();
-        let lb = self.topo.lb.clone();
-        let spawned = self.topo.rig.spawn(&lb, &program, &args)?;
-        debug!(pid = spawned.pid, log = %spawned.log.display(), "agent started");
-        self.logs.push(spawned.log.clone());
-        let pid = spawned.pid;
-        self.agent = Some(spawned);
+        let pid = self.spawn_agent(&self.agent_args(extra))?;
         self.wait_ready(AGENT_READY).with_context(|| {
             format!(
                 "the agent (pid {pid}) did not get ready; its log:\n{}",
                 self.agent_log()
             )
         })
+    }
+
+    /// Starts `xlb` with `args` (a whole agent command line, see
+    /// [`Self::agent_args`]) in the LB namespace as the rig's agent, without
+    /// waiting for it to get ready; its process ID.
+    pub fn spawn_agent(&mut self, args: &[String]) -> anyhow::Result<u32> {
+        if let Some(agent) = &self.agent {
+            bail!("an agent (pid {}) runs already: kill it first", agent.pid);
+        }
+        let spawned = self.spawn_xlb(args)?;
+        let pid = spawned.pid;
+        self.agent = Some(spawned);
+        Ok(pid)
+    }
+
+    /// Runs `xlb` with `args` in the LB namespace beside the rig's agent, if
+    /// any, until it exits (an agent expected to refuse to start): its exit
+    /// status and its output. Killed, and an error, if it still runs after
+    /// `timeout`.
+    pub fn run_to_exit(
+        &mut self,
+        args: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<(ExitStatus, String)> {
+        let spawned = self.spawn_xlb(args)?;
+        let started = std::time::Instant::now();
+        let log = || std::fs::read_to_string(&spawned.log).unwrap_or_default();
+        loop {
+            if let Some(status) = self.topo.rig.process_status(spawned.pid)? {
+                self.topo.rig.stop_process(spawned.pid)?;
+                return Ok((status, log()));
+            }
+            if started.elapsed() > timeout {
+                self.topo.rig.stop_process(spawned.pid)?;
+                bail!(
+                    "`xlb {}` still ran after {timeout:?}; its log:\n{}",
+                    args.join(" "),
+                    log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn_xlb(&mut self, args: &[String]) -> anyhow::Result<Spawned> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let program = self.client.xlb.to_string_lossy().into_owned();
+        let lb = self.topo.lb.clone();
+        let spawned = self.topo.rig.spawn(&lb, &program, &args)?;
+        debug!(pid = spawned.pid, log = %spawned.log.display(), "xlb started");
+        self.logs.push(spawned.log.clone());
+        Ok(spawned)
     }
 
     /// Waits until the agent answers, has programmed its first sync, and has

@@ -187,10 +187,11 @@ impl Core {
             Err(errors) => {
                 self.metrics.reload(false);
                 self.status.reloads_failed += 1;
-                let error = errors.to_string();
+                // With its causes: an unreadable file says why.
+                let error = format!("{:#}", anyhow::Error::from(errors));
                 tracing::error!(
                     file = %file.display(),
-                    "configuration rejected; the previous one keeps serving:\n{error}"
+                    "configuration rejected; the datapath keeps what it has:\n{error}"
                 );
                 self.status.last_reload = Some(ReloadView {
                     at: unix_now(),

@@ -49,6 +49,7 @@ use crate::{
     api::AttachmentView,
     health::{HealthChecker, node_port::HealthCheckNodePorts},
     metrics::{self, Metrics},
+    pod_interfaces::PodInterfaces,
     reconcile::Reconciler,
 };
 
@@ -71,14 +72,34 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
 }
 
 async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
+    // Everything a flag can get wrong is checked, and every socket bound,
+    // before anything pinned changes: a mistyped flag must not take down
+    // what an earlier agent left forwarding.
     let group = options
         .admin_group
         .as_deref()
         .map(admin::server::resolve_group)
         .transpose()
         .context("--admin-group")?;
+    check_interfaces(&options.interfaces)?;
+    if let Some(pattern) = &options.pod_interfaces {
+        PodInterfaces::new(pattern)?;
+    }
+    let speakers = speakers(&options)?;
+    let kube_client = if options.kubernetes {
+        Some(kubernetes::client(&options).await?)
+    } else {
+        None
+    };
     bpffs::ensure(&options.pin_dir)?;
-    let sizes = MapSizes {
+    let _pin_dir_lock = bpffs::lock(&options.pin_dir)?;
+    let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group)
+        .await
+        .context("binding the admin socket")?;
+    let metrics_server = metrics::MetricsServer::bind(options.metrics_address)
+        .await
+        .context("binding the metrics address")?;
+    let asked = MapSizes {
         services: options.max_services,
         backends: options.max_backends,
         conntrack: options.conntrack_size,
@@ -86,7 +107,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     };
     let mut datapath = Datapath::load_stamped(
         &LoadOptions {
-            sizes,
+            sizes: asked,
             pin_dir: Some(options.pin_dir.join("maps")),
         },
         options
@@ -94,6 +115,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .unwrap_or(xdp_lb::DEFAULT_VERSION_STAMP),
     )
     .context("loading the datapath (pinned maps of an older layout are refused: see --pin-dir)")?;
+    let sizes = datapath.sizes();
+    warn_of_pinned_sizes(asked, sizes, &options.pin_dir);
     let (encap_source_v4, encap_source_v6) =
         fabric::one_per_family("--encap-source", &options.encap_sources)?;
     let mut config = Config {
@@ -154,12 +177,12 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .map(|&(_, addr, ..)| crate::health::Target { addr }),
     );
     let metrics = Arc::new(Metrics::new());
-    let (kube_source, kube_status) = if options.kubernetes {
-        let client = kubernetes::client(&options).await?;
-        let (source, status) = kubernetes::start(client, kubernetes::settings(&options));
-        (Some(source), Some(status))
-    } else {
-        (None, None)
+    let (kube_source, kube_status) = match kube_client {
+        Some(client) => {
+            let (source, status) = kubernetes::start(client, kubernetes::settings(&options));
+            (Some(source), Some(status))
+        }
+        None => (None, None),
     };
     let mut core = Core {
         datapath,
@@ -169,7 +192,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         desired: Default::default(),
         health,
         metrics: Arc::clone(&metrics),
-        announcer: Announcer::new(speakers(&options)?),
+        announcer: Announcer::new(speakers),
         file_health_ports: Default::default(),
         status: Status {
             config_file: options.config.clone(),
@@ -210,6 +233,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     };
     let links = options.pin_dir.join("links");
     let uplink_links = fabric::uplink_link_dir(&options.pin_dir);
+    forget_links(&options.interfaces, &links)?;
     fabric::forget_uplinks(&options.interfaces, &uplink_links)?;
     for iface in &options.interfaces {
         fabric::accept_local(iface)?;
@@ -263,12 +287,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
     };
-    let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group)
-        .await
-        .context("binding the admin socket")?;
-    let metrics_server = metrics::MetricsServer::bind(options.metrics_address)
-        .await
-        .context("binding the metrics address")?;
     let admin_task =
         tokio::spawn(admin_server.serve(Arc::clone(&admin_api), until_stopped(stopped.clone())));
     let metrics_task = tokio::spawn(metrics_server.serve(
@@ -360,6 +378,55 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .context("metrics server task")?
         .context("metrics server")?;
     collector_task.await.context("conntrack collector task")?;
+    Ok(())
+}
+
+/// Every `--interface` names an interface of this network namespace, once.
+fn check_interfaces(interfaces: &[String]) -> anyhow::Result<()> {
+    for (i, iface) in interfaces.iter().enumerate() {
+        anyhow::ensure!(
+            !interfaces[..i].contains(iface),
+            "--interface {iface} is named twice"
+        );
+        nix::net::if_::if_nametoindex(iface.as_str()).map_err(|_| {
+            anyhow::anyhow!("--interface {iface}: no such interface in this network namespace")
+        })?;
+    }
+    Ok(())
+}
+
+/// Says which map-size flags did not apply: pinned maps keep the size they
+/// were made with, and the agent goes on with those.
+fn warn_of_pinned_sizes(asked: MapSizes, pinned: MapSizes, pin_dir: &Path) {
+    for (flag, asked, pinned) in [
+        ("--max-services", asked.services, pinned.services),
+        ("--max-backends", asked.backends, pinned.backends),
+        ("--conntrack-size", asked.conntrack, pinned.conntrack),
+        ("--max-addresses", asked.addresses, pinned.addresses),
+    ] {
+        if asked != pinned {
+            tracing::warn!(
+                pin_dir = %pin_dir.display(),
+                "{flag} {asked} does not apply: the pinned maps were made for {pinned}, \
+                 and a map keeps its size (to resize, stop the agent and remove the pinned \
+                 maps, which drops the tracked flows)"
+            );
+        }
+    }
+}
+
+/// Removes the `xdp_lb` links an earlier agent pinned for interfaces that are
+/// no longer among `interfaces`: an interface dropped from the flags stops
+/// balancing, as one dropped from a Cilium device list does.
+fn forget_links(interfaces: &[String], link_dir: &Path) -> anyhow::Result<()> {
+    for iface in Datapath::pinned_links(link_dir) {
+        if interfaces.contains(&iface) {
+            continue;
+        }
+        Datapath::detach_pinned(link_dir, &iface)
+            .with_context(|| format!("removing the xdp_lb link of {iface}"))?;
+        tracing::info!(iface, "xdp_lb link of an earlier agent removed");
+    }
     Ok(())
 }
 

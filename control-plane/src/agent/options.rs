@@ -91,6 +91,7 @@ pub struct AgentOptions {
         short = 'i',
         env = "XLB_INTERFACES",
         value_delimiter = ',',
+        value_parser = parse_interface_name,
         required = true
     )]
     pub interfaces: Vec<String>,
@@ -104,19 +105,19 @@ pub struct AgentOptions {
     pub pin_dir: PathBuf,
 
     /// Capacity of the frontend and service-ID maps.
-    #[arg(long, env = "XLB_MAX_SERVICES", default_value_t = 65_536)]
+    #[arg(long, env = "XLB_MAX_SERVICES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_services: u32,
 
     /// Capacity of the backend-ID maps.
-    #[arg(long, env = "XLB_MAX_BACKENDS", default_value_t = 65_536)]
+    #[arg(long, env = "XLB_MAX_BACKENDS", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_backends: u32,
 
     /// Capacity of the conntrack maps (flows, summed over CPUs).
-    #[arg(long, env = "XLB_CONNTRACK_SIZE", default_value_t = 131_072)]
+    #[arg(long, env = "XLB_CONNTRACK_SIZE", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..))]
     pub conntrack_size: u32,
 
     /// Capacity of the frontend-address map.
-    #[arg(long, env = "XLB_MAX_ADDRESSES", default_value_t = 4_096)]
+    #[arg(long, env = "XLB_MAX_ADDRESSES", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_addresses: u32,
 
     /// The Maglev hash seed. Every LB instance serving the same services must
@@ -230,9 +231,30 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_VERSION_STAMP", hide = true)]
     pub version_stamp: Option<u32>,
 
-    /// Log level or `tracing` filter (e.g. `info`, `xlb=debug`); `RUST_LOG` wins when set.
+    /// Log level or `tracing` directives (e.g. `info`,
+    /// `control_plane=debug,xdp_lb=debug`); `RUST_LOG` wins when set.
     #[arg(long, env = "XLB_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// An interface name as the kernel takes one (`dev_valid_name`): 1 to 15
+/// bytes, not `.` or `..`, no `/`, `:` or white space. It also names the
+/// interface's pins and its `/proc/sys` directory. Whether it exists is
+/// checked when the agent starts, before it changes anything.
+fn parse_interface_name(name: &str) -> Result<String, String> {
+    let valid = (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not an interface name (1 to 15 bytes, no `/`, `:` or spaces)"
+        ))
+    }
 }
 
 /// `MIN-MAX`: a non-empty range of nonzero ports.

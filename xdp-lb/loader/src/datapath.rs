@@ -262,6 +262,7 @@ impl Datapath {
             ct_tables,
         };
         datapath.adopt_or_initialise()?;
+        datapath.sizes = datapath.sizes_in_effect(*sizes)?;
         Ok(datapath)
     }
 

@@ -228,6 +228,12 @@ impl Datapath {
         }
     }
 
+    /// The interfaces with a link pinned under `link_dir` by
+    /// [`Datapath::attach_pinned`]. None when the directory does not exist.
+    pub fn pinned_links(link_dir: &Path) -> Vec<String> {
+        pin_names(link_dir)
+    }
+
     /// The link pinned for `iface` under `link_dir`, if any: which program it
     /// runs, on which interface.
     pub fn pinned_link(link_dir: &Path, iface: &str) -> Result<Option<PinnedLinkInfo>, Error> {
@@ -237,6 +243,17 @@ impl Datapath {
         };
         Ok(Some(link_info(&path, fd.as_fd())?.into()))
     }
+}
+
+/// The names pinned in `link_dir` (one per interface); none when the
+/// directory does not exist.
+pub(crate) fn pin_names(link_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(link_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }
 
 /// `link_dir/<iface>`, for a valid interface name (the kernel's

@@ -23,6 +23,7 @@ use xdp_lb_common::{
     addr::{filter_bit, kind_filter_bit},
     backend::{BACKEND_ACTIVE, BACKEND_LOCAL, Backend, NO_BACKEND},
     config::Config,
+    flow_table::{WAYS, buckets_for},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, SERVICE_AFFINITY_CLIENT_IP,
         SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR, SERVICE_SNAT_REMOTE, SERVICE_SOURCE_RANGES,
@@ -292,9 +293,34 @@ impl Datapath {
         }
     }
 
-    /// The map capacities this datapath was loaded with.
+    /// The map capacities in effect: those asked for when the maps were
+    /// made here, a pinned map's own when it was reused (a map keeps the
+    /// size it was made with, whatever a later load asks for).
     pub const fn sizes(&self) -> crate::MapSizes {
         self.sizes
+    }
+
+    /// The capacities of the maps as the kernel made them, for `asked`: the
+    /// conntrack size asked for when the tables have its bucket count,
+    /// else the most flows that count of buckets is made for.
+    pub(crate) fn sizes_in_effect(&self, asked: crate::MapSizes) -> Result<crate::MapSizes, Error> {
+        let capacity = |name| {
+            self.map_data(name)?
+                .info()
+                .map_err(map_err(name, "info"))
+                .map(|info| info.max_entries())
+        };
+        let buckets = capacity(CONNTRACK)?;
+        Ok(crate::MapSizes {
+            services: capacity(SERVICES)?,
+            backends: capacity(BACKENDS)?,
+            conntrack: if buckets_for(asked.conntrack) == buckets {
+                asked.conntrack
+            } else {
+                buckets.saturating_mul(WAYS as u32 / 2)
+            },
+            addresses: capacity(ADDRESSES)?,
+        })
     }
 
     /// Replaces the global configuration (hash seed, timeouts, NodePort range).

@@ -89,12 +89,7 @@ impl Datapath {
     /// The interfaces with an uplink egress link pinned under `link_dir`.
     /// None when the directory does not exist.
     pub fn pinned_uplink_egresses(link_dir: &Path) -> Vec<String> {
-        std::fs::read_dir(link_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect()
+        crate::links::pin_names(link_dir)
     }
 
     /// Removes the pin of `iface`'s uplink egress link under `link_dir` (the

@@ -237,6 +237,40 @@ fn entries(lb: &Lb, map: &str) -> u64 {
 }
 
 #[test]
+fn reopened_maps_keep_their_sizes_whatever_is_asked() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            let pin_dir = Some(bpffs.join("xlb"));
+            let first = Datapath::load_with(&LoadOptions {
+                sizes: SIZES,
+                pin_dir: pin_dir.clone(),
+            })
+            .unwrap();
+            assert_eq!(first.sizes(), SIZES);
+            let other = MapSizes {
+                services: 2,
+                backends: 1024,
+                conntrack: 4096,
+                addresses: 64,
+            };
+            let second = Datapath::load_with(&LoadOptions {
+                sizes: other,
+                pin_dir,
+            })
+            .unwrap();
+            // What the pinned maps were made with, not what was asked.
+            assert_eq!(second.sizes(), SIZES);
+            let fresh = Datapath::load_with(&LoadOptions {
+                sizes: other,
+                pin_dir: None,
+            })
+            .unwrap();
+            assert_eq!(fresh.sizes(), other);
+        });
+    });
+}
+
+#[test]
 fn expire_flows_deletes_exactly_the_flows_the_datapath_treats_as_expired() {
     in_private_netns(|| {
         let mut lb = lb();
