@@ -367,19 +367,29 @@ where
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error(
-        "binding the metrics address {addr}: {source} (is another agent running? see --metrics-address)"
+        "binding the metrics address {addr} (see --metrics-address{})",
+        in_use_hint(source)
     )]
     Bind {
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
-    #[error("serving metrics on {addr}: {source}")]
+    #[error("serving metrics on {addr}")]
     Serve {
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
+}
+
+/// What to check when the address is taken: likely another agent.
+fn in_use_hint(source: &io::Error) -> &'static str {
+    if source.kind() == io::ErrorKind::AddrInUse {
+        "; is another agent running?"
+    } else {
+        ""
+    }
 }
 
 /// A bound metrics listener, not yet serving.

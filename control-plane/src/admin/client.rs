@@ -30,18 +30,20 @@ pub enum ClientError {
     NoSocket { path: PathBuf },
     #[error("is the agent running? nothing listens on {} (a stale socket)", path.display())]
     NotListening { path: PathBuf },
+    #[error("{} is not a socket: is --admin-socket (XLB_ADMIN_SOCKET) right?", path.display())]
+    NotASocket { path: PathBuf },
     #[error(
         "permission denied on {}: run as root or as a member of the socket's group",
         path.display()
     )]
     PermissionDenied { path: PathBuf },
-    #[error("connecting to the agent at {}: {source}", path.display())]
+    #[error("connecting to the agent at {}", path.display())]
     Connect {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("talking to the agent at {}: {source}", path.display())]
+    #[error("talking to the agent at {}", path.display())]
     Http {
         path: PathBuf,
         #[source]
@@ -56,9 +58,7 @@ pub enum ClientError {
     /// The agent answered with an error: its [`ErrorView`] text.
     #[error("{message}")]
     Api { status: StatusCode, message: String },
-    #[error(
-        "reading the agent's answer to {route}: {source} (are xlb and the agent the same version?)"
-    )]
+    #[error("reading the agent's answer to {route} (are xlb and the agent the same version?)")]
     Decode {
         route: String,
         #[source]
@@ -273,10 +273,21 @@ impl AdminClient {
         match source.kind() {
             io::ErrorKind::NotFound => ClientError::NoSocket { path },
             io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path },
+            // connect(2) answers a file that is not a socket as one nobody
+            // listens on.
+            io::ErrorKind::ConnectionRefused if !is_socket(&path) => {
+                ClientError::NotASocket { path }
+            }
             io::ErrorKind::ConnectionRefused => ClientError::NotListening { path },
+            io::ErrorKind::NotADirectory => ClientError::NotASocket { path },
             _ => ClientError::Connect { path, source },
         }
     }
+}
+
+fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Percent-encodes `text` for a URL path (`keep_slash`) or a query value:
@@ -337,5 +348,20 @@ mod tests {
             matches!(error, ClientError::NotListening { .. }),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_a_socket_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("regular");
+        std::fs::write(&file, "").expect("a regular file");
+        for path in [file.clone(), dir.path().to_owned(), file.join("below")] {
+            let error = AdminClient::new(&path)
+                .status()
+                .await
+                .expect_err("not a socket");
+            assert!(matches!(error, ClientError::NotASocket { .. }), "{error:?}");
+            assert!(error.to_string().contains("is not a socket"), "{error}");
+        }
     }
 }

@@ -54,7 +54,7 @@ pub const SOCKET_MODE: u32 = 0o660;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The socket's directory could not be created.
-    #[error("creating the admin socket's directory {path}: {source}")]
+    #[error("creating the admin socket's directory {path}")]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -67,25 +67,25 @@ pub enum ServeError {
     #[error("another process is serving on {path}; stop it or choose another --admin-socket")]
     InUse { path: PathBuf },
     /// A stale socket from an earlier run could not be removed.
-    #[error("removing the stale admin socket {path}: {source}")]
+    #[error("removing the stale admin socket {path}")]
     RemoveStale {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("binding the admin socket {path}: {source}")]
+    #[error("binding the admin socket {path}")]
     Bind {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("setting mode 0660 on the admin socket {path}: {source}")]
+    #[error("setting mode 0660 on the admin socket {path}")]
     Mode {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("giving the admin socket {path} to group {gid}: {source}")]
+    #[error("giving the admin socket {path} to group {gid}")]
     Chown {
         path: PathBuf,
         gid: Gid,
@@ -93,7 +93,7 @@ pub enum ServeError {
         source: nix::Error,
     },
     /// The server failed while running.
-    #[error("serving the admin API on {path}: {source}")]
+    #[error("serving the admin API on {path}")]
     Serve {
         path: PathBuf,
         #[source]
@@ -106,7 +106,7 @@ pub enum ServeError {
 pub enum GroupError {
     #[error("admin group {0:?}: no such group (give a group name or a numeric ID)")]
     Unknown(String),
-    #[error("admin group {name:?}: looking it up failed: {source}")]
+    #[error("admin group {name:?}: looking it up failed")]
     Lookup {
         name: String,
         #[source]

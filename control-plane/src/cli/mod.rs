@@ -166,7 +166,8 @@ struct SimulateArgs {
     /// The address and port the client connects to.
     #[arg(long, value_name = "IP:PORT", required_unless_present = "flows")]
     frontend: Option<SocketAddr>,
-    #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp)]
+    /// The flow's protocol (with --flows, each line names its own).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp, conflicts_with = "flows")]
     protocol: ProtocolArg,
     /// Many flows, one per line (`-`: standard input): `CLIENT FRONTEND
     /// [tcp|udp]`, e.g. `198.18.0.2:40000 198.19.0.1:80 udp`; `#` starts a
@@ -209,8 +210,8 @@ struct StatsArgs {
 #[derive(Debug, Args)]
 struct ObserveArgs {
     /// Stop after this many events.
-    #[arg(long, short = 'n')]
-    count: Option<usize>,
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
     /// Stop after this long (`10s`, `1m`).
     #[arg(long, value_parser = parse_interval)]
     duration: Option<Duration>,
@@ -219,10 +220,20 @@ struct ObserveArgs {
     output: Format,
 }
 
+/// The longest `--interval` or `--duration`: past it, a deadline would not
+/// fit the clock (and Ctrl-C is the way to wait for ever).
+const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if interval.is_zero() {
         return Err("the interval must be longer than 0".into());
+    }
+    if interval > MAX_INTERVAL {
+        return Err(format!(
+            "at most {} (leave it out, and stop with Ctrl-C, to run for ever)",
+            humantime::format_duration(MAX_INTERVAL)
+        ));
     }
     Ok(interval)
 }
@@ -349,15 +360,35 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .with_context(|| format!("RUST_LOG={directives:?} is not a tracing filter"))?,
-        _ => EnvFilter::try_new(level).with_context(|| {
-            format!("--log-level {level:?} is not a level (error, warn, info, debug, trace) or tracing filter")
-        })?,
+        _ => level_filter(level)?,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init()
         .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+}
+
+/// The levels a `--log-level` directive may name on its own.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `--log-level`: a level, or `tracing` directives (`TARGET=LEVEL`, comma
+/// separated). A bare word that is not a level would be a target at every
+/// level to `EnvFilter`, and match nothing of ours: `warning` would silence
+/// the agent, so it is refused.
+fn level_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    for directive in level.split(',').map(str::trim) {
+        let is_target = directive.contains('=') || directive.contains('[');
+        if !is_target && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            anyhow::bail!(
+                "--log-level {level:?}: {directive:?} is neither a level ({}) nor a \
+                 `TARGET=LEVEL` directive (e.g. `control_plane=debug,xdp_lb=debug`)",
+                LEVELS.join(", ")
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("--log-level {level:?} is not a tracing filter"))
 }
 
 /// `xlb check-config`: validation only. Exit 1 and every problem on stderr
@@ -551,6 +582,11 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let batch = |left: Option<u64>| {
+        left.and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(BATCH)
+            .min(BATCH)
+    };
     let mut seen = 0;
     loop {
         let left = args.count.map(|n| n.saturating_sub(seen));
@@ -568,7 +604,7 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
                 signal.context("waiting for Ctrl-C")?;
                 return Ok(());
             }
-            events = client.events(left.unwrap_or(BATCH).min(BATCH), wait) => {
+            events = client.events(batch(left), wait) => {
                 events.context("reading flow events")?
             }
         };
@@ -576,7 +612,7 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
         for event in &events {
             text += &output::event_line(args.output, event)?;
         }
-        seen += events.len();
+        seen += u64::try_from(events.len()).unwrap_or(u64::MAX);
         print(&text)?;
     }
 }
@@ -738,6 +774,85 @@ mod tests {
         ] {
             let error = parse_flows(bad).unwrap_err().to_string();
             assert!(error.starts_with(says), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_level_is_refused() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "control_plane=debug,xdp_lb=trace",
+            "info,kube=warn",
+        ] {
+            assert!(level_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["warning", "loud", "info,verbose", ""] {
+            let error = level_filter(bad).expect_err(bad).to_string();
+            assert!(error.contains("neither a level"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn intervals_and_counts_are_bounded() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        for args in [
+            &["xlb", "observe", "--duration", "300000000000y"][..],
+            &["xlb", "stats", "--watch", "--interval", "2y"],
+            &["xlb", "observe", "--count", "0"],
+            &["xlb", "observe", "--duration", "0s"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["xlb", "observe", "--duration", "365days", "-n", "1"]).is_ok());
+    }
+
+    #[test]
+    fn simulate_protocol_is_per_line_with_flows() {
+        let error = Cli::try_parse_from(["xlb", "simulate", "--flows", "f", "--protocol", "udp"])
+            .expect_err("--protocol with --flows")
+            .to_string();
+        assert!(error.contains("cannot be used with"), "{error}");
+    }
+
+    #[test]
+    fn agent_flags_are_checked_before_the_agent_starts() {
+        let agent = |extra: &[&str]| {
+            let base = ["xlb", "agent", "--config", "c.yaml"];
+            Cli::try_parse_from(base.iter().chain(extra)).map(|_| ())
+        };
+        assert!(agent(&["--interface", "eth0,eth1"]).is_ok());
+        for bad in [
+            "",
+            "../../tmp",
+            "a/b",
+            "eth0:1",
+            "a b",
+            "sixteen-bytes-xx",
+            "..",
+        ] {
+            let error = agent(&["--interface", bad]).expect_err(bad).to_string();
+            assert!(
+                error.contains("is not an interface name"),
+                "{bad:?}: {error}"
+            );
+        }
+        let error = agent(&["--interface", "eth0,,eth1"]).expect_err("an empty name");
+        assert!(
+            error.to_string().contains("is not an interface name"),
+            "{error}"
+        );
+        for flag in [
+            "--max-services",
+            "--max-backends",
+            "--conntrack-size",
+            "--max-addresses",
+        ] {
+            let error = agent(&["--interface", "eth0", flag, "0"])
+                .expect_err(flag)
+                .to_string();
+            assert!(error.contains(flag), "{error}");
         }
     }
 }
