@@ -224,6 +224,11 @@ pub struct StatusView {
     /// services come from a configuration file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesView>,
+    /// One in this many new flows and drops is a flow event for `xlb
+    /// observe` (`--flow-event-sampling`); 0: none. Absent from agents that
+    /// predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_event_sampling: Option<u32>,
 }
 
 /// The Kubernetes source of an agent.

@@ -641,6 +641,7 @@ mod tests {
                 uptime_seconds: 5,
                 announcements: Vec::new(),
                 kubernetes: None,
+                flow_event_sampling: None,
             })
         }
     }

@@ -161,6 +161,7 @@ impl FakeAdmin {
             uptime_seconds: 60,
             announcements: Vec::new(),
             kubernetes: None,
+            flow_event_sampling: Some(0),
         };
         Self {
             services,

@@ -27,7 +27,10 @@ fn addr(s: &str) -> SocketAddr {
 
 /// One service with two backends; everything else minimal.
 #[derive(Debug)]
-struct FakeAdmin;
+struct FakeAdmin {
+    /// What `status` says of the flow event sampling.
+    sampling: u32,
+}
 
 fn web() -> ServiceView {
     let backend = |id, address: &str, status| ServiceBackendView {
@@ -145,7 +148,23 @@ impl Admin for FakeAdmin {
         })
     }
     fn status(&self) -> Result<StatusView, AdminError> {
-        Err(AdminError::Internal("status is not faked".into()))
+        Ok(StatusView {
+            version: "0.0.0".into(),
+            layout_version: 1,
+            config_file: None,
+            attached: Vec::new(),
+            services: 0,
+            backends: 0,
+            synced: true,
+            last_reload: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_sync_seconds: None,
+            uptime_seconds: 1,
+            announcements: Vec::new(),
+            kubernetes: None,
+            flow_event_sampling: Some(self.sampling),
+        })
     }
     fn events(&self, max: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
         Ok(events().into_iter().take(max).collect())
@@ -161,7 +180,12 @@ struct FakeAgent {
 }
 
 impl FakeAgent {
+    /// A fake agent that samples one flow event in ten.
     fn start() -> Self {
+        Self::sampling(10)
+    }
+
+    fn sampling(sampling: u32) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("admin.sock");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -175,7 +199,7 @@ impl FakeAgent {
                 let server = AdminServer::bind(&socket, None).await.expect("bind");
                 ready.send(()).expect("test waiting");
                 server
-                    .serve(Arc::new(FakeAdmin), async move {
+                    .serve(Arc::new(FakeAdmin { sampling }), async move {
                         stopped.await.ok();
                     })
                     .await
@@ -295,6 +319,18 @@ fn observe_prints_a_line_per_event_until_its_count() {
 }
 
 #[test]
+fn observe_says_when_the_agent_samples_no_events() {
+    let agent = FakeAgent::sampling(0);
+    let output = agent.xlb(&["observe", "--count", "1"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--flow-event-sampling"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn maglev_show_names_the_backends() {
     let agent = FakeAgent::start();
     let text = stdout(&agent.xlb(&["maglev", "show", "default/web:http"]));
@@ -322,12 +358,12 @@ fn simulate_and_drain() {
 #[test]
 fn agent_errors_go_to_stderr() {
     let agent = FakeAgent::start();
-    let output = agent.xlb(&["status"]);
+    let output = agent.xlb(&["ct", "list", "--service", "nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert_eq!(
         stderr(&output),
-        "xlb: reading the agent's status: status is not faked\n"
+        "xlb: listing tracked flows: no service named nope\n"
     );
 }
 

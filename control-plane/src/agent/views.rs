@@ -375,6 +375,7 @@ impl Admin for AgentAdmin {
             uptime_seconds: s.started.elapsed().as_secs(),
             announcements: core.announcer.views(),
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
+            flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
         })
     }
 }

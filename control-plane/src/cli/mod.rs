@@ -579,6 +579,15 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
 async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()> {
     const POLL: Duration = Duration::from_secs(1);
     const BATCH: usize = 256;
+    // An agent that samples nothing would leave this waiting for ever.
+    if let Ok(status) = client.status().await
+        && status.flow_event_sampling == Some(0)
+    {
+        anyhow::bail!(
+            "the agent reports no flow events: start it with --flow-event-sampling N \
+             (one new flow or drop in N)"
+        );
+    }
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

@@ -502,6 +502,11 @@ pub(crate) fn status_text(status: &StatusView) -> String {
             status.version, status.layout_version
         ),
     );
+    match status.flow_event_sampling {
+        Some(0) => field("Flow events", "off (--flow-event-sampling 0)"),
+        Some(n) => field("Flow events", &format!("1 in {n} new flows and drops")),
+        None => {}
+    }
     match &status.kubernetes {
         None => field("Source", "file"),
         Some(kube) => {
@@ -961,6 +966,7 @@ parser    ipv4                 20        10.0
                 },
             ],
             kubernetes: None,
+            flow_event_sampling: None,
         };
         assert_eq!(
             status_text(&status),
@@ -1012,6 +1018,7 @@ Uptime:       1h 2m 3s
                 last_error: Some("endpointslices: connection refused".into()),
                 health_check_node_ports: vec![32100, 32101],
             }),
+            flow_event_sampling: None,
         };
         let text = status_text(&status);
         assert!(
