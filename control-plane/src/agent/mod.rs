@@ -38,6 +38,7 @@ use tokio::{
 use xdp_lb::{AttachMode, Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
 pub use options::AgentOptions;
+pub(crate) use options::parse_interface_name;
 
 use self::{
     core::{Core, Status},

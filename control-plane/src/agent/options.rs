@@ -241,7 +241,7 @@ pub struct AgentOptions {
 /// bytes, not `.` or `..`, no `/`, `:` or white space. It also names the
 /// interface's pins and its `/proc/sys` directory. Whether it exists is
 /// checked when the agent starts, before it changes anything.
-fn parse_interface_name(name: &str) -> Result<String, String> {
+pub(crate) fn parse_interface_name(name: &str) -> Result<String, String> {
     let valid = (1..16).contains(&name.len())
         && name != "."
         && name != ".."

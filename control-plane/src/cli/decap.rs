@@ -19,6 +19,7 @@ pub(super) struct DecapArgs {
         long = "interface",
         short = 'i',
         value_delimiter = ',',
+        value_parser = crate::agent::parse_interface_name,
         required = true
     )]
     interfaces: Vec<String>,
@@ -33,6 +34,7 @@ pub(super) struct DecapArgs {
 
 /// Runs until SIGINT or SIGTERM, then prints what it stripped.
 pub(super) async fn run(args: &DecapArgs) -> anyhow::Result<()> {
+    check(args)?;
     let mut datapath = Datapath::load().context("loading the datapath (as root)")?;
     for &vip in &args.vips {
         datapath
@@ -67,4 +69,54 @@ pub(super) async fn run(args: &DecapArgs) -> anyhow::Result<()> {
     );
     drop(attachments);
     Ok(())
+}
+
+/// Each interface and VIP once, and every VIP an address a packet can be
+/// sent to.
+fn check(args: &DecapArgs) -> anyhow::Result<()> {
+    for (i, iface) in args.interfaces.iter().enumerate() {
+        anyhow::ensure!(
+            !args.interfaces[..i].contains(iface),
+            "--interface {iface} is named twice"
+        );
+    }
+    for (i, vip) in args.vips.iter().enumerate() {
+        anyhow::ensure!(!args.vips[..i].contains(vip), "--vip {vip} is named twice");
+        anyhow::ensure!(
+            !vip.is_unspecified() && !vip.is_multicast() && !vip.is_loopback(),
+            "--vip {vip} is not a unicast address a client can reach"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(interfaces: &[&str], vips: &[&str]) -> DecapArgs {
+        DecapArgs {
+            interfaces: interfaces.iter().map(|&i| i.to_owned()).collect(),
+            vips: vips
+                .iter()
+                .map(|v| v.parse().expect("an address"))
+                .collect(),
+            generic_xdp: false,
+        }
+    }
+
+    #[test]
+    fn each_interface_and_vip_once_and_unicast() {
+        assert!(check(&args(&["eth0", "eth1"], &["198.18.100.1", "2001:2::1"])).is_ok());
+        for (interfaces, vips, says) in [
+            (&["eth0", "eth0"][..], &["198.18.100.1"][..], "named twice"),
+            (&["eth0"], &["198.18.100.1", "198.18.100.1"], "named twice"),
+            (&["eth0"], &["0.0.0.0"], "not a unicast"),
+            (&["eth0"], &["::"], "not a unicast"),
+            (&["eth0"], &["224.0.0.1"], "not a unicast"),
+        ] {
+            let error = check(&args(interfaces, vips)).expect_err(says).to_string();
+            assert!(error.contains(says), "{error}");
+        }
+    }
 }
