@@ -251,7 +251,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             mode: match attached.native() {
                 Some(true) => "native",
                 Some(false) => "generic",
-                None => "kept (program replaced in the pinned link)",
+                None => "kept, program replaced in the pinned link",
             }
             .to_owned(),
         });
