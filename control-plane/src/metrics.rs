@@ -615,7 +615,7 @@ mod tests {
         fn drain(&self, _: &DrainRequest, _: bool) -> Result<DrainView, AdminError> {
             Err(AdminError::BadRequest("unused".into()))
         }
-        fn events(&self, _: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+        fn events(&self, _: usize) -> Result<Vec<FlowEventView>, AdminError> {
             Ok(Vec::new())
         }
         fn status(&self) -> Result<StatusView, AdminError> {

@@ -7,12 +7,18 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use control_plane::{
-    admin::{Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group},
+    admin::{
+        Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group,
+        server::MAX_EVENT_READERS,
+    },
     api::{
         AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView,
         FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
@@ -46,8 +52,10 @@ struct FakeAdmin {
     maps: Vec<MapUsageView>,
     status: StatusView,
     drains: Mutex<Vec<(DrainRequest, bool)>>,
-    /// The waits `events` was asked for.
-    waits: Mutex<Vec<Duration>>,
+    /// Calls of `events`, and how many answer none before events come
+    /// (`usize::MAX`: never).
+    event_calls: AtomicUsize,
+    empty_reads: usize,
 }
 
 impl FakeAdmin {
@@ -171,7 +179,16 @@ impl FakeAdmin {
             maps,
             status,
             drains: Mutex::new(Vec::new()),
-            waits: Mutex::new(Vec::new()),
+            event_calls: AtomicUsize::new(0),
+            empty_reads: 0,
+        }
+    }
+
+    /// A fake whose first `empty_reads` reads of the events find none.
+    fn with_empty_reads(empty_reads: usize) -> Self {
+        Self {
+            empty_reads,
+            ..Self::new()
         }
     }
 
@@ -251,10 +268,11 @@ impl Admin for FakeAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(self.status.clone())
     }
-    /// Answers `max` events at once and records the wait it was given: the
-    /// route's parameters are what is tested.
-    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError> {
-        self.waits.lock().expect("waits lock").push(wait);
+    /// Answers `max` events at once, after `empty_reads` reads without.
+    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
+        if self.event_calls.fetch_add(1, Ordering::Relaxed) < self.empty_reads {
+            return Ok(Vec::new());
+        }
         Ok((0..max)
             .map(|i| FlowEventView {
                 time_ns: i as u64,
@@ -337,10 +355,6 @@ async fn every_route_answers_with_the_agents_data() {
         .await
         .expect("events");
     assert_eq!(events.len(), 3);
-    assert_eq!(
-        *fake.waits.lock().expect("waits lock"),
-        [Duration::from_millis(250)]
-    );
 
     let request = SimulateRequest {
         client: addr("198.18.50.77:40001"),
@@ -481,6 +495,79 @@ async fn malformed_requests_get_an_error_document() {
         assert!(!error.error.is_empty(), "{query}");
     }
 
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn events_wait_for_the_first_events_or_the_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    // Events from the fourth read on: the call waits for them.
+    let fake = Arc::new(FakeAdmin::with_empty_reads(3));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let client = AdminClient::new(&socket);
+    let events = client
+        .events(2, Duration::from_secs(10))
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
+    served.stop().await;
+
+    // None at all: an empty answer once the wait is over, not an error.
+    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let events = AdminClient::new(&socket)
+        .events(1, Duration::from_millis(200))
+        .await
+        .expect("events");
+    assert!(events.is_empty());
+    assert!(fake.event_calls.load(Ordering::Relaxed) >= 2);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let wait = Duration::from_secs(5);
+    let readers: Vec<_> = (0..MAX_EVENT_READERS)
+        .map(|_| {
+            let client = AdminClient::new(&socket);
+            tokio::spawn(async move { client.events(1, wait).await })
+        })
+        .collect();
+    // Until every reader has read once, one more may still find room.
+    let all_waiting = tokio::time::Instant::now() + wait;
+    while fake.event_calls.load(Ordering::Relaxed) < MAX_EVENT_READERS {
+        assert!(
+            tokio::time::Instant::now() < all_waiting,
+            "the readers never read"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = AdminClient::new(&socket);
+    let error = client
+        .events(1, wait)
+        .await
+        .expect_err("one reader too many");
+    assert_eq!(
+        error.status(),
+        Some(StatusCode::TOO_MANY_REQUESTS),
+        "{error}"
+    );
+    // The other routes answer while the readers wait.
+    assert_eq!(client.status().await.expect("status"), fake.status);
+    assert!(
+        readers.iter().all(|r| !r.is_finished()),
+        "the readers gave up before their wait was over"
+    );
+    for reader in readers {
+        let events = reader.await.expect("reader task").expect("events");
+        assert!(events.is_empty());
+    }
     served.stop().await;
 }
 

@@ -7,7 +7,6 @@ use std::{
     process::{Command, Output},
     sync::Arc,
     thread::JoinHandle,
-    time::Duration,
 };
 
 use control_plane::{
@@ -166,7 +165,7 @@ impl Admin for FakeAdmin {
             flow_event_sampling: Some(self.sampling),
         })
     }
-    fn events(&self, max: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
         Ok(events().into_iter().take(max).collect())
     }
 }

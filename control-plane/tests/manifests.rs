@@ -1122,7 +1122,7 @@ impl Admin for EveryFamily {
     fn status(&self) -> Result<StatusView, AdminError> {
         Err(AdminError::Internal("not in this test".into()))
     }
-    fn events(&self, _: usize, _: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+    fn events(&self, _: usize) -> Result<Vec<FlowEventView>, AdminError> {
         Ok(vec![])
     }
 }

@@ -7,8 +7,6 @@ pub mod server;
 pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
-use std::time::Duration;
-
 use crate::api::{
     BackendView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView, MapUsageView,
     ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
@@ -29,9 +27,10 @@ pub trait Admin: Send + Sync + 'static {
     /// Drains (`drain == true`) or undrains a backend.
     fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError>;
     fn status(&self) -> Result<StatusView, AdminError>;
-    /// The next sampled flow events: at most `max`, waiting up to `wait` for
-    /// the first (events are read once: two readers share them).
-    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError>;
+    /// The sampled flow events waiting now, at most `max`; none is an empty
+    /// list (events are read once: two readers share them). It must not
+    /// wait: the server waits between calls, off the blocking pool.
+    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError>;
 }
 
 /// Why an admin call failed; the server maps each to an HTTP status.

@@ -30,7 +30,7 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{
         Path as UrlPath, Query, State,
         rejection::{JsonRejection, QueryRejection},
@@ -41,7 +41,10 @@ use axum::{
 };
 use nix::unistd::{Gid, Group};
 use serde::{Deserialize, Serialize};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::Semaphore,
+};
 
 use super::{Admin, AdminError};
 use crate::api::{DrainRequest, ErrorView, SimulateRequest};
@@ -258,7 +261,10 @@ pub fn router(admin: Arc<dyn Admin>) -> Router {
         .route("/v1/maps", get(maps))
         .route("/v1/maglev/{*service}", get(maglev))
         .route("/v1/status", get(status))
-        .route("/v1/events", get(events))
+        .route(
+            "/v1/events",
+            get(events).layer(Extension(Arc::new(Semaphore::new(MAX_EVENT_READERS)))),
+        )
         .route("/v1/simulate", post(simulate))
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
@@ -275,15 +281,28 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&dyn Admin) -> Result<T, AdminError> + Send + 'static,
 {
+    match blocking(admin, f).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Runs one trait call on the blocking pool; its answer, or the error
+/// response.
+async fn blocking<T, F>(admin: Arc<dyn Admin>, f: F) -> Result<T, Response>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Admin) -> Result<T, AdminError> + Send + 'static,
+{
     match tokio::task::spawn_blocking(move || f(admin.as_ref())).await {
-        Ok(Ok(answer)) => Json(answer).into_response(),
-        Ok(Err(error)) => admin_error(&error),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(admin_error(&error)),
         Err(join) => {
             tracing::error!(error = %join, "an admin call panicked");
-            error_response(
+            Err(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the agent failed while answering (see its log)".to_owned(),
-            )
+            ))
         }
     }
 }
@@ -331,6 +350,16 @@ async fn conntrack(
 /// The longest `/v1/events` may wait, and the most it returns at once.
 pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_EVENTS: usize = 4096;
+/// How many `/v1/events` calls may wait at once; one more gets 429. Each
+/// waiting call reads the ring every [`EVENTS_POLL`], so this bounds that
+/// work, whoever holds the socket.
+pub const MAX_EVENT_READERS: usize = 16;
+/// How often a waiting `/v1/events` reads the ring again. The wait is a
+/// sleep on the server's runtime, not a blocking thread: readers neither
+/// hold the blocking pool (which every other route, `/metrics` and
+/// `/healthz` run on) nor queue behind each other, and a reader that hangs
+/// up stops at its next read.
+const EVENTS_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
@@ -340,6 +369,7 @@ struct EventsQuery {
 
 async fn events(
     State(admin): AdminState,
+    Extension(readers): Extension<Arc<Semaphore>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
     let query = match query {
@@ -356,7 +386,25 @@ async fn events(
             ),
         );
     }
-    call(admin, move |a| a.events(query.max, wait)).await
+    let Ok(_reader) = readers.try_acquire() else {
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_EVENT_READERS} flow event readers wait already; try again later"),
+        );
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let max = query.max;
+        let read = blocking(Arc::clone(&admin), move |a| a.events(max)).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match read {
+            Ok(events) if events.is_empty() && !left.is_zero() => {
+                tokio::time::sleep(left.min(EVENTS_POLL)).await;
+            }
+            Ok(events) => return Json(events).into_response(),
+            Err(response) => return response,
+        }
+    }
 }
 
 async fn stats(State(admin): AdminState) -> Response {

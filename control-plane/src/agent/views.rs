@@ -4,12 +4,12 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowEvents, FlowState, Simulation, TrackedFlow};
 
-use super::core::{Core, KubeStatus};
+use super::core::{Core, Drain, KubeStatus};
 use crate::{
     admin::{Admin, AdminError},
     api::{
@@ -40,6 +40,43 @@ impl AgentAdmin {
             .lock()
             .map_err(|_| AdminError::Internal("the agent's state is poisoned".to_owned()))
     }
+}
+
+/// The drains after draining (`drain`) or undraining backend `addr` in
+/// service `only` or everywhere, and the services among `serving` (those
+/// the backend serves) whose backend changed.
+fn apply_drain(
+    before: &BTreeSet<Drain>,
+    serving: &[ServiceName],
+    addr: SocketAddr,
+    drain: bool,
+    only: Option<ServiceName>,
+) -> (BTreeSet<Drain>, Vec<ServiceName>) {
+    let mut after = before.clone();
+    match (drain, only) {
+        (true, only) => {
+            after.insert((only, addr));
+        }
+        // Undraining everywhere also lifts per-service drains.
+        (false, None) => after.retain(|(_, a)| *a != addr),
+        // Undraining in one service of a backend drained everywhere: it
+        // stays drained in the others.
+        (false, Some(one)) => {
+            if after.remove(&(None, addr)) {
+                after.extend(serving.iter().map(|n| (Some(n.clone()), addr)));
+            }
+            after.remove(&(Some(one), addr));
+        }
+    }
+    let drained = |drains: &BTreeSet<Drain>, name: &ServiceName| {
+        drains.contains(&(None, addr)) || drains.contains(&(Some(name.clone()), addr))
+    };
+    let changed = serving
+        .iter()
+        .filter(|n| drained(before, n) != drained(&after, n))
+        .cloned()
+        .collect();
+    (after, changed)
 }
 
 fn service_name(core: &Core, name: &str) -> Result<ServiceName, AdminError> {
@@ -298,15 +335,15 @@ impl Admin for AgentAdmin {
             .as_deref()
             .map(|s| service_name(&core, s))
             .transpose()?;
-        let services: BTreeSet<String> = core
+        // Every service the backend serves, and those the request names.
+        let serving: Vec<ServiceName> = core
             .model
             .services
             .iter()
-            .filter(|(n, _)| only.as_ref().is_none_or(|o| o == *n))
             .filter(|(_, s)| s.backends.iter().any(|b| b.addr == request.backend))
-            .map(|(n, _)| n.to_string())
+            .map(|(n, _)| n.clone())
             .collect();
-        if services.is_empty() {
+        if !serving.iter().any(|n| only.as_ref().is_none_or(|o| o == n)) {
             return Err(AdminError::NotFound(format!(
                 "no service has backend {}{}",
                 request.backend,
@@ -314,39 +351,28 @@ impl Admin for AgentAdmin {
                     .unwrap_or_default()
             )));
         }
-        let key = (only, request.backend);
-        if drain {
-            core.drains.insert(key);
-        } else {
-            // Undraining everywhere also lifts per-service drains.
-            if key.0.is_none() {
-                core.drains.retain(|(_, addr)| *addr != request.backend);
-            } else {
-                core.drains.remove(&key);
-            }
+        let (drains, changed) = apply_drain(&core.drains, &serving, request.backend, drain, only);
+        core.drains = drains;
+        let changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        if !changed.is_empty() {
+            tracing::info!(backend = %request.backend, drain, services = ?changed, "drain changed");
+            core.sync(since).map_err(internal)?;
         }
-        tracing::info!(backend = %request.backend, drain, ?services, "drain changed");
-        core.sync(since).map_err(internal)?;
-        Ok(DrainView {
-            services: services.into_iter().collect(),
-        })
+        Ok(DrainView { services: changed })
     }
 
-    fn events(&self, max: usize, wait: Duration) -> Result<Vec<FlowEventView>, AdminError> {
+    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
         let mut read = Vec::new();
         {
             let mut events = self
                 .events
                 .lock()
                 .map_err(|_| AdminError::Internal("the event reader is poisoned".to_owned()))?;
-            if let Some(first) = events.next(wait).map_err(internal)? {
-                read.push(first);
-                while read.len() < max {
-                    let Some(event) = events.try_next() else {
-                        break;
-                    };
-                    read.push(event);
-                }
+            while read.len() < max {
+                let Some(event) = events.try_next() else {
+                    break;
+                };
+                read.push(event);
             }
         }
         if read.is_empty() {
@@ -452,5 +478,37 @@ fn event_view(names: &BTreeMap<u32, String>, event: &FlowEvent) -> FlowEventView
         service,
         backend,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drains_report_only_what_changed() {
+        let addr: SocketAddr = "198.18.2.1:8080".parse().unwrap();
+        let (web, api) = (ServiceName("web".into()), ServiceName("api".into()));
+        let serving = [web.clone(), api.clone()];
+        let names =
+            |changed: Vec<ServiceName>| changed.into_iter().map(|n| n.0).collect::<Vec<_>>();
+
+        let (everywhere, changed) = apply_drain(&BTreeSet::new(), &serving, addr, true, None);
+        assert_eq!(names(changed), ["web", "api"]);
+        // Again, or in one service: nothing changes.
+        let (same, changed) = apply_drain(&everywhere, &serving, addr, true, None);
+        assert!(changed.is_empty() && same == everywhere);
+        let (_, changed) = apply_drain(&everywhere, &serving, addr, true, Some(web.clone()));
+        assert!(changed.is_empty());
+        // Undrained in one service: drained in the other still.
+        let (in_api, changed) = apply_drain(&everywhere, &serving, addr, false, Some(web.clone()));
+        assert_eq!(names(changed), ["web"]);
+        assert_eq!(in_api, BTreeSet::from([(Some(api.clone()), addr)]));
+        let (_, changed) = apply_drain(&in_api, &serving, addr, false, Some(web));
+        assert!(changed.is_empty());
+        // Undrained everywhere: every drain of the backend goes.
+        let (none, changed) = apply_drain(&in_api, &serving, addr, false, None);
+        assert_eq!(names(changed), ["api"]);
+        assert!(none.is_empty());
     }
 }
