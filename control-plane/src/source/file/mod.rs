@@ -23,7 +23,7 @@ use crate::{
     model::{Frontend, FrontendKind, Model, Protocol, ServiceName},
     source::kube::{
         LABEL_SERVICE_NAME, TranslateOptions, selected, translate,
-        validate::{self, ServiceType},
+        validate::{self, Origin, ServiceType},
     },
 };
 
@@ -188,7 +188,7 @@ fn read_kube(
                     &object,
                     place,
                     &label,
-                    validate::service,
+                    |s| validate::service(s, Origin::File),
                     &mut documents.names,
                     problems,
                 )
@@ -203,7 +203,7 @@ fn read_kube(
                     &object,
                     place,
                     &label,
-                    validate::endpoint_slice,
+                    |s| validate::endpoint_slice(s, Origin::File),
                     &mut documents.names,
                     problems,
                 )
@@ -844,6 +844,44 @@ services:
                  (define another service for IPv6)",
                 "services[0].frontends[11]: 198.18.100.9:80/TCP is already \
                  services[0].frontends[10]",
+            ]
+        );
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused_as_vips_and_backends() {
+        let text = web("    frontends:
+      - address: 240.0.0.1
+        port: 80
+    backends:
+      - address: 0.1.2.3:80
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].frontends[0].address: 240.0.0.1 is in 240.0.0.0/4, reserved (RFC \
+                 6890): give a unicast address",
+                "services[0].backends[0].address: 0.1.2.3 is in 0.0.0.0/8, \"this network\", \
+                 which is no destination (RFC 6890): give a unicast address",
+            ]
+        );
+        let v6 = web("    frontends:
+      - address: \"::198.18.0.1\"
+        port: 80
+");
+        assert_eq!(
+            problems(&v6),
+            [
+                "services[0].frontends[0].address: ::c612:1 is an IPv4-compatible IPv6 address \
+                 (::198.18.0.1, in ::/96, deprecated by RFC 4291): write 198.18.0.1 itself"
+            ]
+        );
+        let service = SERVICE.replace("clusterIP: 198.18.100.1", "clusterIP: 240.0.0.1");
+        assert_eq!(
+            problems(&service),
+            [
+                "documents[0] (Service shop/web): spec.clusterIP: 240.0.0.1 is in 240.0.0.0/4, \
+                 reserved (RFC 6890): give a unicast address"
             ]
         );
     }

@@ -25,7 +25,7 @@ use crate::{
     source::kube::{
         NodeInfo,
         validate::{
-            MAX_AFFINITY_TIMEOUT_SECS, check_dns1123_subdomain, check_label_value,
+            MAX_AFFINITY_TIMEOUT_SECS, Origin, check_dns1123_subdomain, check_label_value,
             check_native_name, check_node_port, check_port, family_name, parse_ip,
         },
     },
@@ -226,7 +226,7 @@ fn read_node(value: &Value, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
     let mut addresses: Vec<IpAddr> = Vec::new();
     for (i, text) in raw.addresses.iter().enumerate() {
         let place = format!("node.addresses[{i}]");
-        match parse_ip(text) {
+        match parse_ip(text, Origin::File) {
             Err(e) => problems.push(Problem::new(place, e)),
             Ok(ip) => match addresses.iter().position(|a| *a == ip) {
                 Some(first) => problems.push(Problem::new(
@@ -442,7 +442,7 @@ fn read_frontends(
         let port = port
             .map_err(|e| problems.push(Problem::new(format!("{at}.port"), e)))
             .ok();
-        let addr = match parse_ip(&f.address) {
+        let addr = match parse_ip(&f.address, Origin::File) {
             Err(e) => {
                 problems.push(Problem::new(format!("{at}.address"), e));
                 None
@@ -610,7 +610,7 @@ fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
         .parse()
         .map_err(|_| format!("`{text}`: `{port}` is not a port number"))?;
     let port = check_port(port).map_err(|e| format!("`{text}`: port {e}"))?;
-    Ok(SocketAddr::new(parse_ip(host)?, port))
+    Ok(SocketAddr::new(parse_ip(host, Origin::File)?, port))
 }
 
 /// A duration within `min..=max`, `default` when absent.

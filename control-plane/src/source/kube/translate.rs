@@ -16,7 +16,7 @@ use super::{
     LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, NODE_PORT_RANGE, NodeInfo, SkipReason,
     TranslateOptions, Translation,
     endpoints::{self, Scope},
-    validate::{self, FieldError, ServiceType},
+    validate::{self, FieldError, Origin, ServiceType},
 };
 use crate::model::{
     Affinity, Backend, Frontend, FrontendKind, Mode, Model, Protocol, Service, ServiceName,
@@ -233,7 +233,7 @@ fn index_slices<'a>(
     let mut index: BTreeMap<String, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in unique_objects("EndpointSlice", slices, |s| &s.metadata, out) {
         let name = validate::object_name(&slice.metadata);
-        if let Some(first) = validate::endpoint_slice(slice).first() {
+        if let Some(first) = validate::endpoint_slice(slice, Origin::Cluster).first() {
             out.skip(
                 SkipReason::Invalid,
                 Some(invalid_warning("EndpointSlice", &name, first)),
@@ -304,7 +304,7 @@ fn translate_service(
         out.skip(SkipReason::NotSelected, None);
         return;
     }
-    let errors = validate::service(service);
+    let errors = validate::service(service, Origin::Cluster);
     if let Some(first) = errors.first() {
         out.skip(
             SkipReason::Invalid,

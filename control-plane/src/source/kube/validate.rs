@@ -40,14 +40,27 @@ impl FieldError {
 /// accepts (one day); also the native format's limit.
 pub(crate) const MAX_AFFINITY_TIMEOUT_SECS: u64 = 86_400;
 
+/// Where an object comes from, which decides a few address rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A live API server, which accepted it: on top of the API server's
+    /// rules, only what no flow can be sent to is refused, as clusters do
+    /// number pods and Services in ranges a file should not name (GKE uses
+    /// 240.0.0.0/4, "Class E").
+    Cluster,
+    /// The configuration file, which also refuses the ranges of
+    /// [`check_reserved`].
+    File,
+}
+
 /// Parses an address and applies [`check_unicast`]. Rust's parser already
 /// refuses what Kubernetes' strict parsing refuses (IPv4 octets with leading
 /// zeros, which some parsers read as octal).
-pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, String> {
+pub(crate) fn parse_ip(text: &str, origin: Origin) -> Result<IpAddr, String> {
     let ip: IpAddr = text
         .parse()
         .map_err(|_| format!("`{text}` is not an IP address"))?;
-    check_unicast(ip)?;
+    check_unicast(ip, origin)?;
     Ok(ip)
 }
 
@@ -55,7 +68,8 @@ pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, String> {
 /// `ValidateNonSpecialIP`), plus multicast and broadcast, which cannot be a
 /// flow's destination either. IPv4-mapped IPv6 addresses are refused because
 /// the datapath uses that form for IPv4 itself: the two would be one address.
-pub(crate) fn check_unicast(ip: IpAddr) -> Result<(), String> {
+/// From a file, also [`check_reserved`].
+pub(crate) fn check_unicast(ip: IpAddr, origin: Origin) -> Result<(), String> {
     let problem = match ip {
         IpAddr::V4(v4) => {
             if v4.is_unspecified() {
@@ -92,7 +106,33 @@ pub(crate) fn check_unicast(ip: IpAddr) -> Result<(), String> {
     };
     match problem {
         Some(what) => Err(format!("{ip} {what}: give a unicast address")),
+        None if origin == Origin::File => check_reserved(ip),
         None => Ok(()),
+    }
+}
+
+/// Ranges that RFC 6890 marks as no destination, which a file should not
+/// name: 0.0.0.0/8 ("this network", a martian destination to Linux),
+/// 240.0.0.0/4 (reserved, RFC 1112) and the IPv4-compatible IPv6 addresses
+/// (::/96, deprecated by RFC 4291). Unspecified and loopback addresses are
+/// refused before this.
+fn check_reserved(ip: IpAddr) -> Result<(), String> {
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Err(format!(
+            "{ip} is in 0.0.0.0/8, \"this network\", which is no destination (RFC 6890): give \
+             a unicast address"
+        )),
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => Err(format!(
+            "{ip} is in 240.0.0.0/4, reserved (RFC 6890): give a unicast address"
+        )),
+        IpAddr::V6(v6) if v6.segments()[..6] == [0; 6] => {
+            let v4 = v6.to_ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Err(format!(
+                "{ip} is an IPv4-compatible IPv6 address (::{v4}, in ::/96, deprecated by RFC \
+                 4291): write {v4} itself"
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -322,8 +362,9 @@ pub(crate) fn is_headless(spec: &ServiceSpec) -> bool {
 }
 
 /// Every problem the API server would find in the fields of `service` that
-/// `translate` reads. Empty: the Service is valid.
-pub(crate) fn service(service: &Service) -> Vec<FieldError> {
+/// `translate` reads (with the address rules of `origin`). Empty: the Service
+/// is valid.
+pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_meta(&service.metadata, check_dns1035_label, &mut errors);
     let Some(spec) = service.spec.as_ref() else {
@@ -342,11 +383,11 @@ pub(crate) fn service(service: &Service) -> Vec<FieldError> {
         return errors;
     }
     let headless = is_headless(spec);
-    check_cluster_ips(spec, ty, headless, &mut errors);
+    check_cluster_ips(spec, ty, headless, origin, &mut errors);
     check_ports(spec, ty, headless, &mut errors);
 
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
-        if let Err(e) = parse_ip(ip) {
+        if let Err(e) = parse_ip(ip, origin) {
             errors.push(FieldError::new(format!("spec.externalIPs[{i}]"), e));
         }
     }
@@ -379,7 +420,7 @@ pub(crate) fn service(service: &Service) -> Vec<FieldError> {
     for (i, entry) in ingress.iter().enumerate() {
         let place = format!("status.loadBalancer.ingress[{i}]");
         if let Some(ip) = entry.ip.as_deref()
-            && let Err(e) = parse_ip(ip)
+            && let Err(e) = parse_ip(ip, origin)
         {
             errors.push(FieldError::new(format!("{place}.ip"), e));
         }
@@ -404,6 +445,7 @@ fn check_cluster_ips(
     spec: &ServiceSpec,
     ty: ServiceType,
     headless: bool,
+    origin: Origin,
     errors: &mut Vec<FieldError>,
 ) {
     let ips = cluster_ips(spec);
@@ -450,7 +492,7 @@ fn check_cluster_ips(
     }
     let mut first_family = None;
     for (place, ip) in &ips {
-        match parse_ip(ip) {
+        match parse_ip(ip, origin) {
             Err(e) => errors.push(FieldError::new(place.clone(), e)),
             Ok(ip) => match first_family {
                 None => first_family = Some(ip.is_ipv4()),
@@ -672,8 +714,9 @@ const MAX_SLICE_PORTS: usize = 100;
 const MAX_ENDPOINT_ADDRESSES: usize = 100;
 
 /// Every problem the API server would find in the fields of `slice` that
-/// `translate` reads. Empty: the EndpointSlice is valid.
-pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Vec<FieldError> {
+/// `translate` reads (with the address rules of `origin`). Empty: the
+/// EndpointSlice is valid.
+pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_meta(&slice.metadata, check_dns1123_subdomain, &mut errors);
     let v4 = match slice.address_type.as_str() {
@@ -724,7 +767,7 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Vec<FieldError> {
         }
         for (j, addr) in endpoint.addresses.iter().enumerate() {
             let at = format!("{place}.addresses[{j}]");
-            match parse_ip(addr) {
+            match parse_ip(addr, origin) {
                 Err(e) => errors.push(FieldError::new(at, e)),
                 Ok(ip) if ip.is_ipv4() != v4 => errors.push(FieldError::new(
                     at,
@@ -789,7 +832,7 @@ mod tests {
             json!({ "metadata": { "name": "web", "namespace": "default" }, "spec": spec }),
         )
         .expect("a Service");
-        service(&object)
+        service(&object, Origin::Cluster)
             .into_iter()
             .map(|e| format!("{}: {}", e.place, e.message))
             .collect()
@@ -1007,7 +1050,7 @@ mod tests {
             ]}},
         }))
         .unwrap();
-        let problems: Vec<String> = super::service(&service)
+        let problems: Vec<String> = super::service(&service, Origin::Cluster)
             .into_iter()
             .map(|e| format!("{}: {}", e.place, e.message))
             .collect();
@@ -1027,7 +1070,7 @@ mod tests {
             ]
         );
         let nameless: Service = serde_json::from_value(json!({})).unwrap();
-        let problems: Vec<String> = super::service(&nameless)
+        let problems: Vec<String> = super::service(&nameless, Origin::Cluster)
             .into_iter()
             .map(|e| format!("{}: {}", e.place, e.message))
             .collect();
@@ -1048,7 +1091,7 @@ mod tests {
             o.extend(extra);
         }
         let slice: EndpointSlice = serde_json::from_value(object).expect("an EndpointSlice");
-        endpoint_slice(&slice)
+        endpoint_slice(&slice, Origin::Cluster)
             .into_iter()
             .map(|e| format!("{}: {}", e.place, e.message))
             .collect()
@@ -1157,7 +1200,52 @@ mod tests {
             ("198.018.0.1", Some("`198.018.0.1` is not an IP address")),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_ip(text).err().as_deref(), expected, "{text}");
+            for origin in [Origin::Cluster, Origin::File] {
+                assert_eq!(parse_ip(text, origin).err().as_deref(), expected, "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_also_refuses_this_network_reserved_and_ipv4_compatible_addresses() {
+        let cases = [
+            (
+                "0.1.2.3",
+                "0.1.2.3 is in 0.0.0.0/8, \"this network\", which is no destination (RFC 6890): \
+                 give a unicast address",
+            ),
+            (
+                "240.0.0.1",
+                "240.0.0.1 is in 240.0.0.0/4, reserved (RFC 6890): give a unicast address",
+            ),
+            (
+                "255.255.255.254",
+                "255.255.255.254 is in 240.0.0.0/4, reserved (RFC 6890): give a unicast address",
+            ),
+            (
+                "::198.18.0.1",
+                "::c612:1 is an IPv4-compatible IPv6 address (::198.18.0.1, in ::/96, deprecated \
+                 by RFC 4291): write 198.18.0.1 itself",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_ip(text, Origin::File).err().as_deref(),
+                Some(expected),
+                "{text}"
+            );
+            // A cluster may number pods and Services there (240.0.0.0/4 on
+            // GKE): objects the API server accepted keep working.
+            assert_eq!(parse_ip(text, Origin::Cluster).err(), None, "{text}");
+        }
+        for text in [
+            "198.18.0.1",
+            "198.19.255.254",
+            "2001:2::1",
+            "2001:2:0:ffff::1",
+            "::ffff:0:1:1",
+        ] {
+            assert_eq!(parse_ip(text, Origin::File).err(), None, "{text}");
         }
     }
 
