@@ -682,12 +682,31 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
             ));
         }
-        if !(1..=65_535).contains(&port) {
-            errors.push(FieldError::new(
-                "spec.healthCheckNodePort",
-                format!("{port} is out of range 1-65535"),
-            ));
-        }
+        check_health_check_node_port(spec, port, errors);
+    }
+}
+
+/// The API server allocates a `healthCheckNodePort` from the NodePort range,
+/// like the Service's nodePorts, and each port once: one equal to a nodePort
+/// of the Service (of either protocol) is refused.
+fn check_health_check_node_port(spec: &ServiceSpec, port: i32, errors: &mut Vec<FieldError>) {
+    const PLACE: &str = "spec.healthCheckNodePort";
+    if let Err(e) = check_node_port(port.into()) {
+        errors.push(FieldError::new(PLACE, e));
+        return;
+    }
+    if let Some(i) = spec
+        .ports
+        .iter()
+        .flatten()
+        .position(|p| p.node_port == Some(port))
+    {
+        errors.push(FieldError::new(
+            PLACE,
+            format!(
+                "{port} is already the nodePort of spec.ports[{i}]: each NodePort is allocated once"
+            ),
+        ));
     }
 }
 
@@ -1016,7 +1035,26 @@ mod tests {
                     json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
                 "healthCheckNodePort": 70000, "ports": [{ "port": 80, "nodePort": 30080 }] }),
                 ),
-                &["spec.healthCheckNodePort: 70000 is out of range 1-65535"],
+                &["spec.healthCheckNodePort: 70000 is outside the NodePort range 30000-32767"],
+            ),
+            (
+                with_port(
+                    json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 8080, "ports": [{ "port": 80, "nodePort": 30080 }] }),
+                ),
+                &["spec.healthCheckNodePort: 8080 is outside the NodePort range 30000-32767"],
+            ),
+            (
+                with_port(
+                    json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 30081, "ports": [
+                { "name": "a", "port": 80, "nodePort": 30080 },
+                { "name": "b", "port": 53, "protocol": "UDP", "nodePort": 30081 }] }),
+                ),
+                &[
+                    "spec.healthCheckNodePort: 30081 is already the nodePort of spec.ports[1]: \
+                 each NodePort is allocated once",
+                ],
             ),
             (
                 with_port(json!({ "internalTrafficPolicy": "Nearest" })),
