@@ -12,9 +12,12 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use k8s_openapi::api::{
-    core::v1::{Service, ServicePort, ServiceSpec},
-    discovery::v1::EndpointSlice,
+use k8s_openapi::{
+    api::{
+        core::v1::{Service, ServicePort, ServiceSpec},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 
 use super::NODE_PORT_RANGE;
@@ -384,6 +387,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     }
     let headless = is_headless(spec);
     check_cluster_ips(spec, ty, headless, origin, &mut errors);
+    check_ip_families(spec, headless, &mut errors);
     check_ports(spec, ty, headless, &mut errors);
 
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
@@ -393,6 +397,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     }
     check_affinity(spec, &mut errors);
     check_traffic_policies(spec, ty, &mut errors);
+    check_traffic_distribution(spec, &mut errors);
 
     if let Some(ranges) = spec.load_balancer_source_ranges.as_deref() {
         if !ranges.is_empty() && ty != ServiceType::LoadBalancer {
@@ -510,6 +515,81 @@ fn check_cluster_ips(
     }
 }
 
+/// `ipFamilyPolicy` and `ipFamilies`, as the API server's
+/// `ValidateServiceClusterIPsRelatedFields` and its allocator check them:
+/// each family once, in the order of the cluster IPs, and a policy that fits
+/// how many there are.
+fn check_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldError>) {
+    let policy = spec.ip_family_policy.as_deref();
+    match policy {
+        None | Some("SingleStack" | "PreferDualStack" | "RequireDualStack") => {}
+        Some(other) => errors.push(FieldError::new(
+            "spec.ipFamilyPolicy",
+            format!(
+                "`{other}` is not an IP family policy: use SingleStack, PreferDualStack or \
+                 RequireDualStack"
+            ),
+        )),
+    }
+    let families: &[String] = spec.ip_families.as_deref().unwrap_or_default();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, family) in families.iter().enumerate() {
+        let place = format!("spec.ipFamilies[{i}]");
+        if !matches!(family.as_str(), "IPv4" | "IPv6") {
+            errors.push(FieldError::new(
+                place,
+                format!("`{family}` is not an IP family: use IPv4 or IPv6"),
+            ));
+        } else if let Some(first) = seen.get(family.as_str()) {
+            errors.push(FieldError::new(
+                place,
+                format!(
+                    "{family} is already spec.ipFamilies[{first}]: a Service has at most one of \
+                     each family"
+                ),
+            ));
+        } else {
+            seen.insert(family, i);
+        }
+    }
+    if headless {
+        return;
+    }
+    let ips = cluster_ips(spec);
+    if policy == Some("SingleStack") {
+        for (count, what) in [(ips.len(), "cluster IPs"), (families.len(), "ipFamilies")] {
+            if count > 1 {
+                errors.push(FieldError::new(
+                    "spec.ipFamilyPolicy",
+                    format!("SingleStack with two {what}: use PreferDualStack or RequireDualStack"),
+                ));
+            }
+        }
+    }
+    if policy == Some("RequireDualStack") && ips.len() == 1 {
+        errors.push(FieldError::new(
+            "spec.clusterIPs",
+            "RequireDualStack needs a cluster IP of each family (there is no allocator here)",
+        ));
+    }
+    for (i, ((place, ip), family)) in ips.iter().zip(families).enumerate() {
+        // Addresses that do not parse are reported by check_cluster_ips.
+        let Ok(ip) = ip.parse::<IpAddr>() else {
+            continue;
+        };
+        if matches!(family.as_str(), "IPv4" | "IPv6") && family_name(ip) != family {
+            errors.push(FieldError::new(
+                place.clone(),
+                format!(
+                    "{ip} is {} but spec.ipFamilies[{i}] is {family}: the families are those of \
+                     the cluster IPs, in order",
+                    family_name(ip)
+                ),
+            ));
+        }
+    }
+}
+
 fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut Vec<FieldError>) {
     let ports: &[ServicePort] = spec.ports.as_deref().unwrap_or_default();
     if ports.is_empty() && !headless {
@@ -545,6 +625,9 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
         }
         if let Err(e) = check_port(port.port.into()) {
             errors.push(FieldError::new(format!("{place}.port"), e));
+        }
+        if let Some(Err(e)) = port.target_port.as_ref().map(check_target_port) {
+            errors.push(FieldError::new(format!("{place}.targetPort"), e));
         }
         let protocol = match port_protocol(port.protocol.as_deref()) {
             Ok(p) => p,
@@ -599,6 +682,39 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
             }
         }
     }
+}
+
+/// A port number or an IANA service name (`ValidatePortNumOrName`). The API
+/// server defaults 0 and "" to the Service's `port` rather than refusing
+/// them.
+fn check_target_port(target: &IntOrString) -> Result<(), String> {
+    match target {
+        IntOrString::Int(0) => Ok(()),
+        IntOrString::Int(number) => check_port(i64::from(*number)).map(drop),
+        IntOrString::String(name) if name.is_empty() => Ok(()),
+        IntOrString::String(name) => check_port_name(name),
+    }
+}
+
+/// IANA_SVC_NAME (RFC 6335), the API server's `IsValidPortName`: at most 15
+/// lowercase letters, digits and '-', at least one letter, no '-' at either
+/// end or twice in a row.
+fn check_port_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.contains("--")
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "`{name}` is not a port name (IANA_SVC_NAME): at most 15 lowercase letters, digits and \
+         '-', at least one letter, no '-' at either end or twice in a row"
+    ))
 }
 
 fn check_affinity(spec: &ServiceSpec, errors: &mut Vec<FieldError>) {
@@ -707,6 +823,23 @@ fn check_health_check_node_port(spec: &ServiceSpec, port: i32, errors: &mut Vec<
                 "{port} is already the nodePort of spec.ports[{i}]: each NodePort is allocated once"
             ),
         ));
+    }
+}
+
+/// `trafficDistribution`: the values [`super::translate`] reads. The API
+/// server accepts `PreferClose`, and `PreferSameZone` (its newer name) and
+/// `PreferSameNode` behind the PreferSameTrafficDistribution feature gate
+/// (KEP-3015).
+fn check_traffic_distribution(spec: &ServiceSpec, errors: &mut Vec<FieldError>) {
+    match spec.traffic_distribution.as_deref() {
+        None | Some("PreferClose" | "PreferSameZone" | "PreferSameNode") => {}
+        Some(other) => errors.push(FieldError::new(
+            "spec.trafficDistribution",
+            format!(
+                "`{other}` is not a traffic distribution: use PreferClose, PreferSameZone or \
+                 PreferSameNode"
+            ),
+        )),
     }
 }
 
@@ -880,9 +1013,123 @@ mod tests {
                 "sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 86400 } },
                 "loadBalancerSourceRanges": ["198.18.0.0/15"],
+                "ipFamilyPolicy": "RequireDualStack",
+                "ipFamilies": ["IPv4", "IPv6"],
+                "trafficDistribution": "PreferSameNode",
             }))
             .is_empty()
         );
+        assert!(
+            problems_of_service(with_port(json!({
+                "ports": [{ "name": "http", "port": 80, "targetPort": "http-alt" },
+                          { "name": "a", "port": 81, "targetPort": 65535 },
+                          // The API server defaults these two to `port`.
+                          { "name": "b", "port": 82, "targetPort": 0 },
+                          { "name": "c", "port": 83, "targetPort": "" }],
+                "ipFamilyPolicy": "PreferDualStack",
+                // A second family the Service has no cluster IP of yet.
+                "ipFamilies": ["IPv4", "IPv6"],
+                "trafficDistribution": "PreferClose",
+            })))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn dual_stack_target_port_and_traffic_distribution_rules() {
+        let cases: Vec<(Value, &[&str])> = vec![
+            (
+                with_port(json!({ "ipFamilies": ["IPv6"] })),
+                &[
+                    "spec.clusterIP: 198.18.100.1 is IPv4 but spec.ipFamilies[0] is IPv6: the \
+                     families are those of the cluster IPs, in order",
+                ],
+            ),
+            (
+                json!({ "clusterIPs": ["198.18.100.1", "2001:2::100"],
+                        "ipFamilyPolicy": "PreferDualStack",
+                        "ipFamilies": ["IPv6", "IPv4"], "ports": [{ "port": 80 }] }),
+                &[
+                    "spec.clusterIPs[0]: 198.18.100.1 is IPv4 but spec.ipFamilies[0] is IPv6: \
+                     the families are those of the cluster IPs, in order",
+                    "spec.clusterIPs[1]: 2001:2::100 is IPv6 but spec.ipFamilies[1] is IPv4: \
+                     the families are those of the cluster IPs, in order",
+                ],
+            ),
+            (
+                with_port(json!({ "ipFamilies": ["IPv4", "IPv4", "IPv5"] })),
+                &[
+                    "spec.ipFamilies[1]: IPv4 is already spec.ipFamilies[0]: a Service has at \
+                     most one of each family",
+                    "spec.ipFamilies[2]: `IPv5` is not an IP family: use IPv4 or IPv6",
+                ],
+            ),
+            (
+                with_port(json!({ "ipFamilyPolicy": "Bogus" })),
+                &[
+                    "spec.ipFamilyPolicy: `Bogus` is not an IP family policy: use SingleStack, \
+                     PreferDualStack or RequireDualStack",
+                ],
+            ),
+            (
+                json!({ "clusterIPs": ["198.18.100.1", "2001:2::100"],
+                        "ipFamilyPolicy": "SingleStack", "ports": [{ "port": 80 }] }),
+                &[
+                    "spec.ipFamilyPolicy: SingleStack with two cluster IPs: use PreferDualStack \
+                     or RequireDualStack",
+                ],
+            ),
+            (
+                with_port(json!({ "ipFamilyPolicy": "SingleStack",
+                                  "ipFamilies": ["IPv4", "IPv6"] })),
+                &[
+                    "spec.ipFamilyPolicy: SingleStack with two ipFamilies: use PreferDualStack or \
+                     RequireDualStack",
+                ],
+            ),
+            (
+                with_port(json!({ "ipFamilyPolicy": "RequireDualStack" })),
+                &[
+                    "spec.clusterIPs: RequireDualStack needs a cluster IP of each family (there \
+                     is no allocator here)",
+                ],
+            ),
+            (
+                with_port(json!({ "ports": [
+                    { "name": "a", "port": 80, "targetPort": 70000 },
+                    { "name": "b", "port": 81, "targetPort": -1 },
+                    { "name": "c", "port": 82, "targetPort": "HTTP" },
+                    { "name": "d", "port": 83, "targetPort": "8080" },
+                    { "name": "e", "port": 84, "targetPort": "a-very-long-port-name" },
+                    { "name": "f", "port": 85, "targetPort": "web--alt" }] })),
+                &[
+                    "spec.ports[0].targetPort: 70000 is out of range 1-65535",
+                    "spec.ports[1].targetPort: -1 is out of range 1-65535",
+                    "spec.ports[2].targetPort: `HTTP` is not a port name (IANA_SVC_NAME): at most \
+                     15 lowercase letters, digits and '-', at least one letter, no '-' at either \
+                     end or twice in a row",
+                    "spec.ports[3].targetPort: `8080` is not a port name (IANA_SVC_NAME): at most \
+                     15 lowercase letters, digits and '-', at least one letter, no '-' at either \
+                     end or twice in a row",
+                    "spec.ports[4].targetPort: `a-very-long-port-name` is not a port name \
+                     (IANA_SVC_NAME): at most 15 lowercase letters, digits and '-', at least one \
+                     letter, no '-' at either end or twice in a row",
+                    "spec.ports[5].targetPort: `web--alt` is not a port name (IANA_SVC_NAME): at \
+                     most 15 lowercase letters, digits and '-', at least one letter, no '-' at \
+                     either end or twice in a row",
+                ],
+            ),
+            (
+                with_port(json!({ "trafficDistribution": "PreferNearby" })),
+                &[
+                    "spec.trafficDistribution: `PreferNearby` is not a traffic distribution: use \
+                     PreferClose, PreferSameZone or PreferSameNode",
+                ],
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(problems_of_service(spec.clone()), expected, "spec: {spec}");
+        }
     }
 
     #[test]
