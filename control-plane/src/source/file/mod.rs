@@ -229,6 +229,12 @@ fn read_kube(
                 "must be a list of objects",
             )),
         },
+        // Whatever its apiVersion (the arm below would blame that): only a
+        // document itself may be a List.
+        (_, Some("List")) if in_list => problems.push(Problem::new(
+            place,
+            "a List cannot hold a List: put its items in the outer one",
+        )),
         (None, _) => problems.push(Problem::new(
             format!("{place}.apiVersion"),
             "required: v1 for a Service or List, discovery.k8s.io/v1 for an EndpointSlice",
@@ -1411,6 +1417,9 @@ kind: List
 items:
   - apiVersion: v1
     kind: ConfigMap
+  - apiVersion: v1
+    kind: List
+    items: []
 ";
         assert_eq!(
             problems(text),
@@ -1433,6 +1442,8 @@ items:
                 "documents[9].items[0]: kind ConfigMap (v1) is not supported in a List: a \
                  document is the native format, a v1 Service, a discovery.k8s.io/v1 \
                  EndpointSlice",
+                "documents[9].items[1]: a List cannot hold a List: put its items in the outer \
+                 one",
             ]
         );
     }
