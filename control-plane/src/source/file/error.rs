@@ -45,6 +45,31 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// The path is not a regular file, nor a symlink to one: a FIFO would
+    /// block the read, a device might never end it.
+    #[error(
+        "{}: not a regular file ({kind}): the configuration is read from a regular file or a \
+         symlink to one",
+        path.display()
+    )]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead: `a directory`, `a FIFO`, ...
+        kind: &'static str,
+    },
+    /// The file is larger than the limit ([`super::MAX_FILE_BYTES`]).
+    #[error(
+        "{}: larger than {} MiB, the limit of a configuration file",
+        path.display(),
+        limit >> 20
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The text is not a valid configuration. Holds every problem found, in
     /// document order; displayed one per line, each prefixed with the file
     /// name when there is one.
@@ -58,10 +83,10 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Every problem found; empty for [`ConfigError::Read`].
+    /// Every problem found; empty when the file could not be read.
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Self::Read { .. } => &[],
+            Self::Read { .. } | Self::NotRegular { .. } | Self::TooLarge { .. } => &[],
             Self::Invalid { problems, .. } => problems,
         }
     }

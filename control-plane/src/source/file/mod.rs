@@ -11,7 +11,13 @@
 mod error;
 mod native;
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::BTreeMap,
+    io::Read as _,
+    net::IpAddr,
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    path::Path,
+};
 
 use k8s_openapi::api::{core::v1::Service as KubeService, discovery::v1::EndpointSlice};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -54,18 +60,79 @@ pub fn parse(text: &str) -> Result<Model, ConfigError> {
     parse_with_warnings(text).map(log_warnings)
 }
 
+/// The largest configuration file read, in bytes: far above any real one
+/// (10 000 services of 10 backends take 4.4 MiB), and a bound on what a
+/// wrong path (`/dev/zero`) or a runaway writer costs the agent.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads and validates the configuration file at `path`, returning the
 /// warnings with the model. Problems are prefixed with the file name when
 /// displayed.
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = read_file(path, MAX_FILE_BYTES)?;
     read(&text).map_err(|problems| ConfigError::Invalid {
         file: Some(path.to_owned()),
         problems,
     })
+}
+
+/// The text of the regular file at `path` (or at the end of its symlinks, as
+/// a Kubernetes ConfigMap mount is), of at most `limit` bytes. The file is
+/// opened without blocking, as opening a FIFO waits for a writer (and the
+/// agent re-reads the file on every reload), and checked once open, so that
+/// nothing can be swapped in between.
+fn read_file(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(ConfigError::NotRegular {
+            path: path.to_owned(),
+            kind: file_kind(metadata.file_type()),
+        });
+    }
+    let too_large = || ConfigError::TooLarge {
+        path: path.to_owned(),
+        limit,
+    };
+    if metadata.len() > limit {
+        return Err(too_large());
+    }
+    // One byte over the limit tells a file that grew while it was read (or
+    // that says less than it holds, as procfs files do) from one at the
+    // limit.
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// What a file that is not a regular file is, for [`ConfigError::NotRegular`].
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
 }
 
 /// Validates a configuration given as text, returning the warnings with the
@@ -573,7 +640,7 @@ impl Frontends {
 
 #[cfg(test)]
 mod tests {
-    use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+    use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
     use proptest::prelude::*;
 
@@ -1594,6 +1661,81 @@ items:
         let missing = dir.path().join("missing.yaml");
         let error = load(&missing).unwrap_err();
         assert!(matches!(&error, ConfigError::Read { path, .. } if *path == missing));
+    }
+
+    #[test]
+    fn load_follows_a_symlink_to_a_regular_file() {
+        // A Kubernetes ConfigMap mount is a chain of symlinks.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("..data-xlb.yaml");
+        std::fs::write(&target, web(ONE_FRONTEND)).unwrap();
+        let link = dir.path().join("xlb.yaml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(load(&link).unwrap().services.len(), 1);
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_regular_file_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO nobody writes to: opening it to read would wait for ever.
+        let fifo = dir.path().join("xlb.yaml");
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let cases = [
+            (fifo, "a FIFO"),
+            (PathBuf::from("/dev/zero"), "a character device"),
+            (dir.path().to_owned(), "a directory"),
+        ];
+        for (path, kind) in cases {
+            let error = load(&path).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "{}: not a regular file ({kind}): the configuration is read from a regular \
+                     file or a symlink to one",
+                    path.display()
+                )
+            );
+            assert!(error.problems().is_empty());
+        }
+    }
+
+    #[test]
+    fn load_refuses_a_file_over_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xlb.yaml");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: its size says it all before a byte is read.
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().to_string(),
+            format!(
+                "{}: larger than 64 MiB, the limit of a configuration file",
+                path.display()
+            )
+        );
+        file.set_len(MAX_FILE_BYTES).unwrap();
+        // At the limit, it is read (and its NULs are not YAML).
+        assert!(matches!(
+            load(&path).unwrap_err(),
+            ConfigError::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn a_file_larger_than_its_size_says_is_cut_at_the_limit() {
+        // procfs files say they are empty and are not: like a file growing
+        // while it is read, only the read itself can tell.
+        let path = Path::new("/proc/self/status");
+        assert_eq!(std::fs::metadata(path).unwrap().len(), 0);
+        assert!(matches!(
+            read_file(path, 16),
+            Err(ConfigError::TooLarge { limit: 16, .. })
+        ));
+        assert!(read_file(path, MAX_FILE_BYTES).unwrap().contains("Name:"));
     }
 
     #[test]
