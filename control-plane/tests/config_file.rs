@@ -147,7 +147,7 @@ fn the_error_example_reports_every_problem_with_its_place() {
         "services[1].mode: `drs` is not a mode: use nat or dsr",
         "services[1].backends[0].address: [2001:2::2:1]:80 is IPv6 but the service's frontends \
          are IPv4: the datapath translates within one address family (no NAT46 or NAT64)",
-        "services[2].session_affinity.timeout: 2d is out of range 1s-1day",
+        "services[2].session_affinity.timeout: `2d` is out of range 1s-1day",
         "services[2].health_check.path: required for an http check: the path to GET, like \
          /healthz",
         "services[2].health_check.timeout: 1s must be shorter than the interval (1s)",
@@ -159,8 +159,8 @@ fn the_error_example_reports_every_problem_with_its_place() {
          than one port",
         "documents[1] (Service default/web): spec.sessionAffinityConfig.clientIP.timeoutSeconds: \
          100000 is out of range 1-86400",
-        "documents[2]: kind Deployment (apps/v1) is not supported: a document is the native \
-         format, a v1 Service, a discovery.k8s.io/v1 EndpointSlice or a v1 List of them",
+        "documents[2]: kind `Deployment` (`apps/v1`) is not supported: a document is the \
+         native format, a v1 Service, a discovery.k8s.io/v1 EndpointSlice or a v1 List of them",
         "services[4].frontends[0]: 198.18.100.5:5432/TCP is already a frontend of service db \
          (services[3].frontends[0])",
         "services[4].frontends[1]: 198.18.0.10 is used as a vip here but is a node address in \

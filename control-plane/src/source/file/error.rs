@@ -15,12 +15,36 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem at `place`. Control characters in either are escaped (see
+    /// [`one_line`]): values from the file are echoed in both.
     pub(crate) fn new(place: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            place: place.into(),
-            message: message.into(),
+            place: one_line(place.into()),
+            message: one_line(message.into()),
         }
     }
+}
+
+/// `text` with its control characters and Unicode line and paragraph
+/// separators escaped (`\n`): output shows one problem or warning a line, and
+/// a value from the file that held a newline would otherwise split its line
+/// and could forge the next one. Values are quoted where they are echoed
+/// ([`crate::source::kube::validate::quoted`]); this is for what is not, like
+/// serde's own messages (`unknown field ...`) and the keys in places.
+pub(crate) fn one_line(text: String) -> String {
+    let breaks = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.contains(breaks) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if breaks(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl fmt::Display for Problem {
@@ -131,6 +155,16 @@ mod tests {
              /etc/xlb/xlb.yaml: documents[1]: not a mapping"
         );
         assert_eq!(error.problems().len(), 2);
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_places_and_messages() {
+        let problem = Problem::new("services[0].a\nb", "unknown field `a\nb`\r\u{2028}\t");
+        assert_eq!(
+            problem.to_string(),
+            "services[0].a\\nb: unknown field `a\\nb`\\r\\u{2028}\\t"
+        );
+        assert_eq!(one_line("é \"quoted\" \\n".to_owned()), "é \"quoted\" \\n");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::{
     model::{Frontend, FrontendKind, Model, Protocol, ServiceName},
     source::kube::{
         LABEL_SERVICE_NAME, TranslateOptions, selected, translate,
-        validate::{self, Origin, ServiceType},
+        validate::{self, Origin, ServiceType, quoted},
     },
 };
 
@@ -185,13 +185,17 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
             }
         }
     }
-    let (loaded, more) = assemble(documents);
+    let (mut loaded, more) = assemble(documents);
     problems.extend(more);
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    // Each is one line of the log or of `check-config`, whatever the file
+    // held (problems see to it themselves, in Problem::new).
+    for warning in &mut loaded.warnings {
+        *warning = error::one_line(std::mem::take(warning));
+    }
+    Ok(loaded)
 }
 
 fn read_document(
@@ -312,11 +316,17 @@ fn read_kube(
         )),
         (Some(version), Some(kind @ ("Service" | "List"))) => problems.push(Problem::new(
             format!("{place}.apiVersion"),
-            format!("{version} is not the apiVersion of a {kind}: use v1"),
+            format!(
+                "{} is not the apiVersion of a {kind}: use v1",
+                quoted(version)
+            ),
         )),
         (Some(version), Some("EndpointSlice")) => problems.push(Problem::new(
             format!("{place}.apiVersion"),
-            format!("{version} is not supported for an EndpointSlice: use discovery.k8s.io/v1"),
+            format!(
+                "{} is not supported for an EndpointSlice: use discovery.k8s.io/v1",
+                quoted(version)
+            ),
         )),
         (Some(_), Some("Endpoints")) => problems.push(Problem::new(
             place,
@@ -326,8 +336,10 @@ fn read_kube(
         (Some(version), Some(kind)) => problems.push(Problem::new(
             place,
             format!(
-                "kind {kind} ({version}) is not supported{}: a document is the native format, a \
-                 v1 Service, a discovery.k8s.io/v1 EndpointSlice{}",
+                "kind {} ({}) is not supported{}: a document is the native format, a v1 \
+                 Service, a discovery.k8s.io/v1 EndpointSlice{}",
+                quoted(kind),
+                quoted(version),
                 if in_list { " in a List" } else { "" },
                 if in_list { "" } else { " or a v1 List of them" }
             ),
@@ -445,8 +457,10 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
                 let key = format!("{namespace}/{service}");
                 if !service_labels.contains_key(&key) {
                     warnings.push(format!(
-                        "{}: no Service {key} in this file, so its endpoints are unused",
-                        slice.label
+                        "{}: no Service {} in this file, so its endpoints are unused",
+                        slice.label,
+                        // The label's value is not validated.
+                        quoted(&key)
                     ));
                 }
             }
@@ -1006,7 +1020,7 @@ services:
                 "services[0].backends[0].address: `198.18.2.1` is not ip:port (IPv6 as \
                  [2001:2::1]:80)",
                 "services[0].backends[1].address: `2001:2::1:80`: an IPv6 address needs \
-                 brackets: [2001:2::1]:80",
+                 brackets: `[2001:2::1]:80`",
                 "services[0].backends[2].address: `198.18.2.1:0`: port 0 is out of range 1-65535",
                 "services[0].backends[3].address: `198.18.2.1:70000`: port 70000 is out of range \
                  1-65535",
@@ -1024,6 +1038,35 @@ services:
                  draining",
                 "services[0].backends[12].address: 198.18.2.2:80 is already \
                  services[0].backends[11]",
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_quoted_and_escaped_so_that_a_problem_is_one_line() {
+        let text = web(&format!(
+            "{ONE_FRONTEND}    backends:
+      - address: \"198.18.2.1:80\\nservices[9].name: forged\"
+      - address: \"198.18.2.2:80`, x\"
+  - name: api
+    frontends:
+      - address: 198.18.100.2
+        port: 80
+    health_check:
+      \"pa\\rth\": /
+"
+        ));
+        let error = parse(&text).unwrap_err();
+        assert_eq!(
+            error.to_string().lines().collect::<Vec<_>>(),
+            [
+                "services[0].backends[0].address: `198.18.2.1:80\\nservices[9].name: forged`: an \
+                 IPv6 address needs brackets: `[198.18.2.1:80\\nservices[9].name]: forged`",
+                "services[0].backends[1].address: `198.18.2.2:80\\`, x`: `80\\`, x` is not a port \
+                 number",
+                // A serde message, which echoes the key as it is.
+                "services[1].health_check.pa\\rth: unknown field `pa\\rth`, expected one of \
+                 `type`, `path`, `port`, `interval`, `timeout`, `rise`, `fall`",
             ]
         );
     }
@@ -1118,11 +1161,11 @@ servics: []
         );
         assert_eq!(
             case("      type: client_ip\n      timeout: 0s\n"),
-            ["services[0].session_affinity.timeout: 0s is out of range 1s-1day"]
+            ["services[0].session_affinity.timeout: `0s` is out of range 1s-1day"]
         );
         assert_eq!(
             case("      type: client_ip\n      timeout: 86401s\n"),
-            ["services[0].session_affinity.timeout: 86401s is out of range 1s-1day"]
+            ["services[0].session_affinity.timeout: `86401s` is out of range 1s-1day"]
         );
         assert_eq!(
             case("      type: client_ip\n      timeout: 1500ms\n"),
@@ -1181,7 +1224,7 @@ servics: []
             ),
             [
                 "services[0].health_check.port: 0 is out of range 1-65535",
-                "services[0].health_check.interval: 50ms is out of range 100ms-1h",
+                "services[0].health_check.interval: `50ms` is out of range 100ms-1h",
                 "services[0].health_check.rise: 0 is out of range 1-100",
                 "services[0].health_check.fall: 101 is out of range 1-100",
             ]
@@ -1192,7 +1235,7 @@ servics: []
         );
         assert_eq!(
             case("      type: tcp\n      interval: 2h\n"),
-            ["services[0].health_check.interval: 2h is out of range 100ms-1h"]
+            ["services[0].health_check.interval: `2h` is out of range 100ms-1h"]
         );
     }
 
@@ -1491,7 +1534,7 @@ items:
         assert_eq!(
             problems(text),
             [
-                "documents[1]: kind Deployment (apps/v1) is not supported: a document is the \
+                "documents[1]: kind `Deployment` (`apps/v1`) is not supported: a document is the \
                  native format, a v1 Service, a discovery.k8s.io/v1 EndpointSlice or a v1 List \
                  of them",
                 "documents[2]: a second native document (the first is documents[0]): put every \
@@ -1500,13 +1543,13 @@ items:
                  services:) or a Kubernetes object (apiVersion:, kind:)",
                 "documents[4]: kind Endpoints is not supported: write EndpointSlices \
                  (discovery.k8s.io/v1), which is what xlb reads",
-                "documents[5].apiVersion: discovery.k8s.io/v1beta1 is not supported for an \
+                "documents[5].apiVersion: `discovery.k8s.io/v1beta1` is not supported for an \
                  EndpointSlice: use discovery.k8s.io/v1",
-                "documents[6].apiVersion: v2 is not the apiVersion of a Service: use v1",
+                "documents[6].apiVersion: `v2` is not the apiVersion of a Service: use v1",
                 "documents[7].apiVersion: required: v1 for a Service or List, \
                  discovery.k8s.io/v1 for an EndpointSlice",
                 "documents[8].kind: required: Service, EndpointSlice or List",
-                "documents[9].items[0]: kind ConfigMap (v1) is not supported in a List: a \
+                "documents[9].items[0]: kind `ConfigMap` (`v1`) is not supported in a List: a \
                  document is the native format, a v1 Service, a discovery.k8s.io/v1 \
                  EndpointSlice",
                 "documents[9].items[1]: a List cannot hold a List: put its items in the outer \
@@ -1602,7 +1645,7 @@ items:
         assert_eq!(
             loaded.warnings,
             [
-                "documents[1] (EndpointSlice shop/web-abc): no Service shop/db in this file, so \
+                "documents[1] (EndpointSlice shop/web-abc): no Service `shop/db` in this file, so \
                  its endpoints are unused",
                 "documents[2] (EndpointSlice shop/web-def): no kubernetes.io/service-name \
                  label, so no Service uses its endpoints",
@@ -1619,6 +1662,19 @@ items:
                 .map(|k| k.0.as_str())
                 .collect::<Vec<_>>(),
             ["api"]
+        );
+    }
+
+    #[test]
+    fn a_warning_is_one_line_whatever_the_file_holds() {
+        let orphan = SLICE.replace("service-name: web", "service-name: \"db\\nforged\"");
+        let loaded = parse_with_warnings(&format!("{NATIVE}---\n{orphan}")).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            [
+                "documents[1] (EndpointSlice shop/web-abc): no Service `shop/db\\nforged` in this \
+                 file, so its endpoints are unused"
+            ]
         );
     }
 

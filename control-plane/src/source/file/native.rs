@@ -26,7 +26,7 @@ use crate::{
         NodeInfo,
         validate::{
             MAX_AFFINITY_TIMEOUT_SECS, Origin, check_dns1123_subdomain, check_label_value,
-            check_native_name, check_node_port, check_port, family_name, parse_ip,
+            check_native_name, check_node_port, check_port, family_name, parse_ip, quoted,
         },
     },
 };
@@ -274,7 +274,10 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
         } else if let Some(first) = names.get(&raw.name) {
             problems.push(Problem::new(
                 format!("{place}.name"),
-                format!("`{}` is already the name of services[{first}]", raw.name),
+                format!(
+                    "{} is already the name of services[{first}]",
+                    quoted(&raw.name)
+                ),
             ));
         } else {
             names.insert(raw.name.clone(), index);
@@ -309,7 +312,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         Some(other) => {
             problems.push(Problem::new(
                 format!("{place}.protocol"),
-                format!("`{other}` is not a protocol: use TCP or UDP"),
+                format!("{} is not a protocol: use TCP or UDP", quoted(other)),
             ));
             Protocol::Tcp
         }
@@ -320,7 +323,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         Some(other) => {
             problems.push(Problem::new(
                 format!("{place}.mode"),
-                format!("`{other}` is not a mode: use nat or dsr"),
+                format!("{} is not a mode: use nat or dsr", quoted(other)),
             ));
             Mode::Nat
         }
@@ -428,7 +431,7 @@ fn read_frontends(
             Some(other) => {
                 problems.push(Problem::new(
                     format!("{at}.kind"),
-                    format!("`{other}` is not a frontend kind: use vip or node"),
+                    format!("{} is not a frontend kind: use vip or node", quoted(other)),
                 ));
                 None
             }
@@ -565,7 +568,10 @@ fn read_backends(
             Some(other) => {
                 problems.push(Problem::new(
                     format!("{at}.state"),
-                    format!("`{other}` is not a backend state: use active or draining"),
+                    format!(
+                        "{} is not a backend state: use active or draining",
+                        quoted(other)
+                    ),
                 ));
                 None
             }
@@ -593,7 +599,7 @@ fn read_backends(
 
 /// `ip:port` or `[ipv6]:port`, with the address rules of frontends.
 fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
-    let shape = || format!("`{text}` is not ip:port (IPv6 as [2001:2::1]:80)");
+    let shape = || format!("{} is not ip:port (IPv6 as [2001:2::1]:80)", quoted(text));
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(shape)?;
         (host, after.strip_prefix(':').ok_or_else(shape)?)
@@ -601,15 +607,17 @@ fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
         let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
         if host.contains(':') {
             return Err(format!(
-                "`{text}`: an IPv6 address needs brackets: [{host}]:{port}"
+                "{}: an IPv6 address needs brackets: {}",
+                quoted(text),
+                quoted(&format!("[{host}]:{port}"))
             ));
         }
         (host, port)
     };
     let port: i64 = port
         .parse()
-        .map_err(|_| format!("`{text}`: `{port}` is not a port number"))?;
-    let port = check_port(port).map_err(|e| format!("`{text}`: port {e}"))?;
+        .map_err(|_| format!("{}: {} is not a port number", quoted(text), quoted(port)))?;
+    let port = check_port(port).map_err(|e| format!("{}: port {e}", quoted(text)))?;
     Ok(SocketAddr::new(parse_ip(host, Origin::File)?, port))
 }
 
@@ -629,7 +637,10 @@ fn read_duration(
         Err(e) => {
             problems.push(Problem::new(
                 place,
-                format!("`{text}` is not a duration ({e}): write it like 2s, 500ms or 3h"),
+                format!(
+                    "{} is not a duration ({e}): write it like 2s, 500ms or 3h",
+                    quoted(text)
+                ),
             ));
             return None;
         }
@@ -638,7 +649,8 @@ fn read_duration(
         problems.push(Problem::new(
             place,
             format!(
-                "{text} is out of range {}-{}",
+                "{} is out of range {}-{}",
+                quoted(text),
                 humantime::format_duration(min),
                 humantime::format_duration(max)
             ),
@@ -653,8 +665,8 @@ fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) ->
         problems.push(Problem::new(
             format!("{place}.type"),
             format!(
-                "`{}` is not a session affinity: use client_ip (or leave session_affinity out)",
-                raw.kind
+                "{} is not a session affinity: use client_ip (or leave session_affinity out)",
+                quoted(&raw.kind)
             ),
         ));
     }
@@ -732,8 +744,9 @@ fn read_health_check(
                 problems.push(Problem::new(
                     format!("{place}.path"),
                     format!(
-                        "`{path}` is not a request path: it starts with '/' and has no spaces \
-                         or control characters"
+                        "{} is not a request path: it starts with '/' and has no spaces or \
+                         control characters",
+                        quoted(path)
                     ),
                 ));
                 None
@@ -746,7 +759,10 @@ fn read_health_check(
         (other, _) => {
             problems.push(Problem::new(
                 format!("{place}.type"),
-                format!("`{other}` is not a health check type: use tcp or http"),
+                format!(
+                    "{} is not a health check type: use tcp or http",
+                    quoted(other)
+                ),
             ));
             None
         }

@@ -62,7 +62,7 @@ pub(crate) enum Origin {
 pub(crate) fn parse_ip(text: &str, origin: Origin) -> Result<IpAddr, String> {
     let ip: IpAddr = text
         .parse()
-        .map_err(|_| format!("`{text}` is not an IP address"))?;
+        .map_err(|_| format!("{} is not an IP address", quoted(text)))?;
     check_unicast(ip, origin)?;
     Ok(ip)
 }
@@ -139,6 +139,24 @@ fn check_reserved(ip: IpAddr) -> Result<(), String> {
     }
 }
 
+/// `text` from an object or file, quoted for a message: in backticks, with
+/// control characters, backslashes and backticks escaped (`\n`, `\\`), so
+/// that a value can neither split a message's line nor end its quote.
+pub(crate) fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('`');
+    for c in text.chars() {
+        match c {
+            '`' => out.push_str("\\`"),
+            // Quotes need no escape between backticks.
+            '"' | '\'' => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
+    }
+    out.push('`');
+    out
+}
+
 /// `"IPv4"` or `"IPv6"`, as Kubernetes spells the families.
 pub(crate) fn family_name(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "IPv4" } else { "IPv6" }
@@ -182,7 +200,8 @@ pub(crate) fn check_dns1035_label(name: &str) -> Result<(), String> {
 pub(crate) fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
     if name.len() > 253 {
         return Err(format!(
-            "`{name}` is longer than 253 characters: must be a DNS subdomain (RFC 1123)"
+            "{} is longer than 253 characters: must be a DNS subdomain (RFC 1123)",
+            quoted(name)
         ));
     }
     if name
@@ -192,8 +211,9 @@ pub(crate) fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a DNS subdomain (RFC 1123): lowercase letters, digits, '-' and '.', \
-             starting and ending with a letter or digit"
+            "{} is not a DNS subdomain (RFC 1123): lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit",
+            quoted(name)
         ))
     }
 }
@@ -210,7 +230,8 @@ pub(crate) fn check_native_name(name: &str) -> Result<(), String> {
 pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
     if value.len() > 63 {
         return Err(format!(
-            "`{value}` is {} characters long; a label value has at most 63",
+            "{} is {} characters long; a label value has at most 63",
+            quoted(value),
             value.len()
         ));
     }
@@ -223,8 +244,9 @@ pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{value}` is not a label value: letters, digits, '-', '_' and '.', starting and ending \
-         with a letter or digit"
+        "{} is not a label value: letters, digits, '-', '_' and '.', starting and ending \
+         with a letter or digit",
+        quoted(value)
     ))
 }
 
@@ -240,7 +262,8 @@ fn check_name(
     }
     if name.len() > max {
         return Err(format!(
-            "`{name}` is {} characters long; {what} has at most {max}",
+            "{} is {} characters long; {what} has at most {max}",
+            quoted(name),
             name.len()
         ));
     }
@@ -263,8 +286,9 @@ fn check_name(
     };
     let dot = if allow_dot { ", '.'" } else { "" };
     Err(format!(
-        "`{name}` is not {what}: lowercase letters, digits{dot} and '-', starting with {start} \
-         and ending with a letter or digit"
+        "{} is not {what}: lowercase letters, digits{dot} and '-', starting with {start} \
+         and ending with a letter or digit",
+        quoted(name)
     ))
 }
 
@@ -318,8 +342,9 @@ impl ServiceType {
             Some("LoadBalancer") => Ok(Self::LoadBalancer),
             Some("ExternalName") => Ok(Self::ExternalName),
             Some(other) => Err(format!(
-                "`{other}` is not a service type: use ClusterIP, NodePort, LoadBalancer or \
-                 ExternalName"
+                "{} is not a service type: use ClusterIP, NodePort, LoadBalancer or \
+                 ExternalName",
+                quoted(other)
             )),
         }
     }
@@ -335,7 +360,10 @@ pub(crate) fn port_protocol(protocol: Option<&str>) -> Result<&str, String> {
     match protocol {
         None | Some("") => Ok("TCP"),
         Some(p @ ("TCP" | "UDP" | "SCTP")) => Ok(p),
-        Some(other) => Err(format!("`{other}` is not a protocol: use TCP, UDP or SCTP")),
+        Some(other) => Err(format!(
+            "{} is not a protocol: use TCP, UDP or SCTP",
+            quoted(other)
+        )),
     }
 }
 
@@ -433,7 +461,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
             None | Some("VIP" | "Proxy") => {}
             Some(other) => errors.push(FieldError::new(
                 format!("{place}.ipMode"),
-                format!("`{other}` is not an ipMode: use VIP or Proxy"),
+                format!("{} is not an ipMode: use VIP or Proxy", quoted(other)),
             )),
         }
         if entry.ip_mode.is_some() && entry.ip.is_none() {
@@ -460,7 +488,7 @@ fn check_cluster_ips(
     {
         errors.push(FieldError::new(
             "spec.clusterIPs[0]",
-            format!("must equal spec.clusterIP ({single})"),
+            format!("must equal spec.clusterIP ({})", quoted(single)),
         ));
     }
     if ips.is_empty() {
@@ -526,8 +554,9 @@ fn check_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldE
         Some(other) => errors.push(FieldError::new(
             "spec.ipFamilyPolicy",
             format!(
-                "`{other}` is not an IP family policy: use SingleStack, PreferDualStack or \
-                 RequireDualStack"
+                "{} is not an IP family policy: use SingleStack, PreferDualStack or \
+                 RequireDualStack",
+                quoted(other)
             ),
         )),
     }
@@ -538,7 +567,7 @@ fn check_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldE
         if !matches!(family.as_str(), "IPv4" | "IPv6") {
             errors.push(FieldError::new(
                 place,
-                format!("`{family}` is not an IP family: use IPv4 or IPv6"),
+                format!("{} is not an IP family: use IPv4 or IPv6", quoted(family)),
             ));
         } else if let Some(first) = seen.get(family.as_str()) {
             errors.push(FieldError::new(
@@ -618,7 +647,10 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
         } else if let Some(first) = names.get(name) {
             errors.push(FieldError::new(
                 format!("{place}.name"),
-                format!("`{name}` is already the name of spec.ports[{first}]"),
+                format!(
+                    "{} is already the name of spec.ports[{first}]",
+                    quoted(name)
+                ),
             ));
         } else {
             names.insert(name, i);
@@ -712,8 +744,9 @@ fn check_port_name(name: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{name}` is not a port name (IANA_SVC_NAME): at most 15 lowercase letters, digits and \
-         '-', at least one letter, no '-' at either end or twice in a row"
+        "{} is not a port name (IANA_SVC_NAME): at most 15 lowercase letters, digits and \
+         '-', at least one letter, no '-' at either end or twice in a row",
+        quoted(name)
     ))
 }
 
@@ -724,7 +757,10 @@ fn check_affinity(spec: &ServiceSpec, errors: &mut Vec<FieldError>) {
         Some(other) => {
             errors.push(FieldError::new(
                 "spec.sessionAffinity",
-                format!("`{other}` is not a session affinity: use None or ClientIP"),
+                format!(
+                    "{} is not a session affinity: use None or ClientIP",
+                    quoted(other)
+                ),
             ));
             return;
         }
@@ -772,7 +808,10 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
             None | Some("" | "Cluster" | "Local") => {}
             Some(other) => errors.push(FieldError::new(
                 place,
-                format!("`{other}` is not a traffic policy: use Cluster or Local"),
+                format!(
+                    "{} is not a traffic policy: use Cluster or Local",
+                    quoted(other)
+                ),
             )),
         }
     }
@@ -836,8 +875,9 @@ fn check_traffic_distribution(spec: &ServiceSpec, errors: &mut Vec<FieldError>) 
         Some(other) => errors.push(FieldError::new(
             "spec.trafficDistribution",
             format!(
-                "`{other}` is not a traffic distribution: use PreferClose, PreferSameZone or \
-                 PreferSameNode"
+                "{} is not a traffic distribution: use PreferClose, PreferSameZone or \
+                 PreferSameNode",
+                quoted(other)
             ),
         )),
     }
@@ -849,13 +889,21 @@ fn check_cidr(text: &str) -> Result<(), String> {
 
 /// `address/prefix`: the network, or why `text` is not one.
 pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
-    let wrong = || format!("`{text}` is not a CIDR: write address/prefix, like 198.18.0.0/15");
+    let wrong = || {
+        format!(
+            "{} is not a CIDR: write address/prefix, like 198.18.0.0/15",
+            quoted(text)
+        )
+    };
     let (addr, prefix) = text.split_once('/').ok_or_else(wrong)?;
     let addr: IpAddr = addr.parse().map_err(|_| wrong())?;
     let prefix: u8 = prefix.parse().map_err(|_| wrong())?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix > max {
-        return Err(format!("`{text}`: prefix length {prefix} exceeds {max}"));
+        return Err(format!(
+            "{}: prefix length {prefix} exceeds {max}",
+            quoted(text)
+        ));
     }
     Ok((addr, prefix))
 }
@@ -886,7 +934,10 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<Field
         other => {
             errors.push(FieldError::new(
                 "addressType",
-                format!("`{other}` is not an address type: use IPv4, IPv6 or FQDN"),
+                format!(
+                    "{} is not an address type: use IPv4, IPv6 or FQDN",
+                    quoted(other)
+                ),
             ));
             return errors;
         }
@@ -956,7 +1007,7 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<Field
         } else if let Some(first) = names.get(name) {
             errors.push(FieldError::new(
                 format!("{place}.name"),
-                format!("`{name}` is already the name of ports[{first}]"),
+                format!("{} is already the name of ports[{first}]", quoted(name)),
             ));
         } else {
             names.insert(name, i);
@@ -1155,7 +1206,7 @@ mod tests {
             ),
             (
                 with_port(json!({ "clusterIPs": ["198.18.100.2"] })),
-                &["spec.clusterIPs[0]: must equal spec.clusterIP (198.18.100.1)"],
+                &["spec.clusterIPs[0]: must equal spec.clusterIP (`198.18.100.1`)"],
             ),
             (
                 with_port(json!({ "clusterIP": "198.18.100.1",
@@ -1532,6 +1583,14 @@ mod tests {
         ] {
             assert_eq!(parse_ip(text, Origin::File).err(), None, "{text}");
         }
+    }
+
+    #[test]
+    fn quoted_escapes_what_could_end_the_quote_or_the_line() {
+        assert_eq!(quoted("web"), "`web`");
+        assert_eq!(quoted("a`b"), "`a\\`b`");
+        assert_eq!(quoted("a\nb\r\u{2028}"), "`a\\nb\\r\\u{2028}`");
+        assert_eq!(quoted("C:\\x \"y\" 'z'"), "`C:\\\\x \"y\" 'z'`");
     }
 
     #[test]
