@@ -178,9 +178,15 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
         match Value::deserialize(document) {
             Ok(value) => read_document(index, &place, value, &mut documents, &mut problems),
             Err(e) => {
+                let message = e.to_string();
+                if let Some(message) = wide_number(&message) {
+                    // The document was parsed whole: the next one is sound.
+                    problems.push(Problem::new(place, message));
+                    continue;
+                }
                 // The parser cannot resynchronise after a syntax error (it
                 // would report the same one for every later document).
-                problems.push(Problem::new(place, e.to_string()));
+                problems.push(Problem::new(place, message));
                 break;
             }
         }
@@ -196,6 +202,24 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
         *warning = error::one_line(std::mem::take(warning));
     }
     Ok(loaded)
+}
+
+/// serde_yaml's message for an integer wider than 64 bits, which reaches
+/// [`Value`] as a u128 or i128 it cannot hold ("port: invalid type: integer
+/// \`1...3\` as u128, expected any YAML value at line 5 column 15"), in the
+/// file's words: "port: 1...3 is out of range at line 5 column 15".
+fn wide_number(message: &str) -> Option<String> {
+    const START: &str = "invalid type: integer `";
+    let start = message.find(START)?;
+    let (number, rest) = message[start + START.len()..].split_once('`')?;
+    let location = [" as u128", " as i128"]
+        .iter()
+        .find_map(|width| rest.strip_prefix(width))?
+        .strip_prefix(", expected any YAML value")?;
+    Some(format!(
+        "{}{number} is out of range{location}",
+        &message[..start]
+    ))
 }
 
 fn read_document(
@@ -221,7 +245,7 @@ fn read_document(
                     ),
                 ));
             } else {
-                documents.native = Some((index, native::read(&map, problems)));
+                documents.native = Some((index, native::read(place, &map, problems)));
             }
         }
         _ => problems.push(Problem::new(
@@ -398,7 +422,7 @@ fn unknown_fields(written: &Value, kept: &Value, path: &str, out: &mut Vec<Strin
                 }
                 let name = key
                     .as_str()
-                    .map_or_else(|| format!("{key:?}"), str::to_owned);
+                    .map_or_else(|| native::key_text(key), str::to_owned);
                 let here = if path.is_empty() {
                     name
                 } else {
@@ -1142,6 +1166,68 @@ servics: []
         assert_eq!(
             problems("services: web\n"),
             ["services: must be a list of services (`- name: ...`)"]
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_no_name_and_a_value_that_is_no_mapping_are_named_plainly() {
+        assert_eq!(
+            problems("~: 1\nservices: []\n"),
+            [
+                "documents[0]: `~` (null) is not a key name: the native document has `node` and \
+              `services`"
+            ]
+        );
+        assert_eq!(
+            problems("node: []\n"),
+            [
+                "node: invalid type: sequence, expected a mapping with `name`, `addresses` and \
+              `zone`"
+            ]
+        );
+        assert_eq!(
+            problems(&web(
+                "    frontends: [198.18.100.1]\n    backends: [\"198.18.2.1:80\"]\n"
+            )),
+            [
+                "services[0].frontends[0]: invalid type: string \"198.18.100.1\", expected a \
+              frontend: a mapping with `address` and `port`"
+            ]
+        );
+        assert_eq!(
+            problems("services: [1]\n"),
+            [
+                "services[0]: invalid type: integer `1`, expected a service: a mapping with `name`, \
+              `frontends` and the service's other keys"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_wider_than_64_bits_is_out_of_range() {
+        let text = web("    frontends:
+      - address: 198.18.100.1
+        port: 12345678901234567890123
+---
+services: web
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0]: services[0].frontends[0].port: 12345678901234567890123 is out of \
+                 range at line 5 column 15",
+                // The next document is still read.
+                "services: must be a list of services (`- name: ...`)",
+            ]
+        );
+        assert_eq!(
+            problems(
+                "services:\n  - name: web\n    frontends: []\n    x: -12345678901234567890123\n"
+            ),
+            [
+                "documents[0]: services[0].x: -12345678901234567890123 is out of range at line 4 \
+              column 8"
+            ]
         );
     }
 

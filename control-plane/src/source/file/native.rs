@@ -45,8 +45,13 @@ const DEFAULT_RISE: i64 = 2;
 const DEFAULT_FALL: i64 = 3;
 const MAX_THRESHOLD: i64 = 100;
 
+// `expecting`: what a value of the wrong type is compared with, in the
+// format's words rather than the struct's name.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `name`, `addresses` and `zone`"
+)]
 struct RawNode {
     name: Option<String>,
     #[serde(default)]
@@ -55,7 +60,10 @@ struct RawNode {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a service: a mapping with `name`, `frontends` and the service's other keys"
+)]
 struct RawService {
     name: String,
     protocol: Option<String>,
@@ -71,7 +79,10 @@ struct RawService {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a frontend: a mapping with `address` and `port`"
+)]
 struct RawFrontend {
     address: String,
     port: i64,
@@ -79,7 +90,10 @@ struct RawFrontend {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a backend: a mapping with `address` (and `weight`, `state`)"
+)]
 struct RawBackend {
     address: BackendAddress,
     weight: Option<i64>,
@@ -87,7 +101,10 @@ struct RawBackend {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `type` (and `timeout`)"
+)]
 struct RawAffinity {
     #[serde(rename = "type")]
     kind: String,
@@ -95,7 +112,10 @@ struct RawAffinity {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `type` and the check's settings"
+)]
 struct RawHealthCheck {
     #[serde(rename = "type")]
     kind: String,
@@ -166,9 +186,9 @@ pub(super) struct NativeDocument {
     pub(super) services: Vec<NativeService>,
 }
 
-/// Reads and validates the native document `doc`, adding every problem found
-/// to `problems`.
-pub(super) fn read(doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument {
+/// Reads and validates the native document `doc` (at `place`, `documents[0]`),
+/// adding every problem found to `problems`.
+pub(super) fn read(place: &str, doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument {
     let mut out = NativeDocument::default();
     for (key, value) in doc {
         match key.as_str() {
@@ -179,12 +199,29 @@ pub(super) fn read(doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument
                 "unknown key: the native document has `node` and `services`",
             )),
             None => problems.push(Problem::new(
-                "",
-                format!("{key:?} is not a key: the native document has `node` and `services`"),
+                place,
+                format!(
+                    "{} is not a key name: the native document has `node` and `services`",
+                    key_text(key)
+                ),
             )),
         }
     }
     out
+}
+
+/// A mapping key as it was written, for a message: `~` for null, the number
+/// or boolean, the string quoted, or what else it is.
+pub(super) fn key_text(key: &Value) -> String {
+    match key {
+        Value::Null => "`~` (null)".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("`{n}`"),
+        Value::String(s) => quoted(s),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(tagged) => format!("a value tagged {}", quoted(&tagged.tag.to_string())),
+    }
 }
 
 /// Deserialises `value` at `place`, naming the exact field of a failure.
