@@ -128,7 +128,10 @@ fn the_mixed_example_translates_its_kubernetes_documents() {
     );
     assert_eq!(
         loaded.warnings,
-        ["kube-system/dns:dns-sctp: SCTP is not supported; skipped"]
+        [
+            "documents[4].items[0] (Service kube-system/dns): kube-system/dns:dns-sctp: SCTP is \
+             not supported; skipped"
+        ]
     );
 }
 

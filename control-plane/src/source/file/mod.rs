@@ -12,7 +12,7 @@ mod error;
 mod native;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::Read as _,
     net::IpAddr,
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
@@ -26,9 +26,9 @@ use serde_yaml_ng::Value;
 pub use self::error::{ConfigError, Problem};
 use self::native::NativeDocument;
 use crate::{
-    model::{Frontend, FrontendKind, Model, Protocol, ServiceName},
+    model::{Frontend, FrontendKind, Model, Protocol, Service, ServiceName},
     source::kube::{
-        LABEL_SERVICE_NAME, TranslateOptions, selected, translate,
+        LABEL_SERVICE_NAME, NodeInfo, TranslateOptions, selected, translate,
         validate::{self, Origin, ServiceType, quoted},
     },
 };
@@ -443,53 +443,21 @@ fn unknown_fields(written: &Value, kept: &Value, path: &str, out: &mut Vec<Strin
     }
 }
 
-/// Translates the (valid) Kubernetes objects and checks everything together: frontends are unique across all services and an address is
-/// either a vip or a node address.
+/// Translates the (valid) Kubernetes objects and checks everything together:
+/// frontends are unique across all services and an address is either a vip
+/// or a node address.
 fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let native = documents.native.map(|(_, n)| n).unwrap_or_default();
+    let node = native.node.clone().unwrap_or_default();
 
-    let services = documents.services;
+    // In `namespace/name` order, as translate takes them: warnings and
+    // health check ports come out in the order the Kubernetes mode gives.
+    let mut services = documents.services;
+    services.sort_by_key(|d| validate::object_name(&d.object.metadata));
     let slices = documents.slices;
-    let service_labels: BTreeMap<String, &str> = services
-        .iter()
-        .map(|d| (validate::object_name(&d.object.metadata), d.label.as_str()))
-        .collect();
-    for slice in &slices {
-        if slice.object.address_type == "FQDN" {
-            continue;
-        }
-        match slice
-            .object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE_NAME))
-        {
-            None => warnings.push(format!(
-                "{}: no {LABEL_SERVICE_NAME} label, so no Service uses its endpoints",
-                slice.label
-            )),
-            Some(service) => {
-                let namespace = slice
-                    .object
-                    .metadata
-                    .namespace
-                    .as_deref()
-                    .unwrap_or("default");
-                let key = format!("{namespace}/{service}");
-                if !service_labels.contains_key(&key) {
-                    warnings.push(format!(
-                        "{}: no Service {} in this file, so its endpoints are unused",
-                        slice.label,
-                        // The label's value is not validated.
-                        quoted(&key)
-                    ));
-                }
-            }
-        }
-    }
+    check_slices(&services, &slices, &mut warnings);
 
     let options = TranslateOptions::default();
     let mut node_ports = false;
@@ -517,12 +485,10 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
 
     let mut model = Model::default();
     let mut frontends = Frontends::default();
-    if let Some(node) = &native.node {
-        for (i, addr) in node.addresses.iter().enumerate() {
-            frontends
-                .kinds
-                .insert(*addr, (FrontendKind::Node, format!("node.addresses[{i}]")));
-        }
+    for (i, addr) in node.addresses.iter().enumerate() {
+        frontends
+            .kinds
+            .insert(*addr, (FrontendKind::Node, format!("node.addresses[{i}]")));
     }
     for service in native.services {
         let place = format!("services[{}]", service.index);
@@ -531,50 +497,147 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
                 frontend,
                 &service.name,
                 format!("{place}.frontends[{j}]"),
+                Claimant::Native,
                 &mut problems,
             );
         }
         model.services.insert(service.name, service.service);
     }
 
-    let mut health_check_node_ports = Vec::new();
-    if !services.is_empty() || !slices.is_empty() {
-        let objects: Vec<KubeService> = services.iter().map(|d| d.object.clone()).collect();
-        let slice_objects: Vec<EndpointSlice> = slices.iter().map(|d| d.object.clone()).collect();
-        let node = native.node.clone().unwrap_or_default();
-        let translation = translate(&objects, &slice_objects, &node, &options);
-        warnings.extend(translation.warnings);
-        health_check_node_ports = translation.health_check_node_ports;
-        for (name, service) in translation.model.services {
-            let label = service_labels
-                .get(kube_object_of(&name.0))
-                .copied()
-                .unwrap_or_default();
-            for frontend in &service.frontends {
-                frontends.claim(
-                    frontend,
-                    &name,
-                    format!("{label}: frontend {frontend} of {name}"),
-                    &mut problems,
-                );
+    let translated = translate_each(&services, &slices, &node, &options, &mut warnings);
+    for (name, kube) in translated.services {
+        let mut service = kube.service;
+        service.frontends.retain(|frontend| {
+            let place = format!("{}: frontend {frontend} of {name}", kube.label);
+            match frontends.claim(frontend, &name, place, Claimant::Kube, &mut problems) {
+                Claim::Taken => true,
+                Claim::Shared(owner) => {
+                    // As translate resolves it in the Kubernetes mode: the
+                    // name that sorts first keeps it.
+                    warnings.push(format!(
+                        "{}: {name}: frontend {frontend} is already served by {owner}; skipped",
+                        kube.label
+                    ));
+                    false
+                }
             }
+        });
+        if !service.frontends.is_empty() {
             model.services.insert(name, service);
         }
     }
-    let node_addresses = native
-        .node
-        .as_ref()
-        .map(|n| n.addresses.clone())
-        .unwrap_or_default();
     (
         Loaded {
             model,
             warnings,
-            health_check_node_ports,
-            node_addresses,
+            health_check_node_ports: translated.health_check_node_ports,
+            node_addresses: node.addresses,
         },
         problems,
     )
+}
+
+/// `namespace/name` of the Service whose endpoints an EndpointSlice holds:
+/// its [`LABEL_SERVICE_NAME`] label, in its namespace. `None` for a slice
+/// that no Service reads (FQDN or unlabelled), as in translate.
+fn service_of(slice: &EndpointSlice) -> Option<String> {
+    if slice.address_type == "FQDN" {
+        return None;
+    }
+    let service = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    Some(format!("{namespace}/{service}"))
+}
+
+/// Warns of the EndpointSlices whose endpoints no Service of the file uses.
+fn check_slices(
+    services: &[KubeDocument<KubeService>],
+    slices: &[KubeDocument<EndpointSlice>],
+    warnings: &mut Vec<String>,
+) {
+    let names: BTreeSet<String> = services
+        .iter()
+        .map(|d| validate::object_name(&d.object.metadata))
+        .collect();
+    for slice in slices {
+        if slice.object.address_type == "FQDN" {
+            continue;
+        }
+        match service_of(&slice.object) {
+            None => warnings.push(format!(
+                "{}: no {LABEL_SERVICE_NAME} label, so no Service uses its endpoints",
+                slice.label
+            )),
+            Some(key) if !names.contains(&key) => warnings.push(format!(
+                "{}: no Service {} in this file, so its endpoints are unused",
+                slice.label,
+                // The label's value is not validated.
+                quoted(&key)
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// A service translated from a Kubernetes Service of the file.
+struct FromKube<'a> {
+    /// The Service's document, `documents[3] (Service default/web)`.
+    label: &'a str,
+    service: Service,
+}
+
+/// What translate made of the file's Kubernetes Services.
+#[derive(Default)]
+struct Translated<'a> {
+    services: BTreeMap<ServiceName, FromKube<'a>>,
+    health_check_node_ports: Vec<crate::source::kube::HealthCheckNodePort>,
+}
+
+/// Translates each Service on its own, with its slices, so that its warnings
+/// can name its document and so that a frontend two Services claim reaches
+/// [`Frontends::claim`] from both, rather than being settled by translate.
+fn translate_each<'a>(
+    services: &'a [KubeDocument<KubeService>],
+    slices: &[KubeDocument<EndpointSlice>],
+    node: &NodeInfo,
+    options: &TranslateOptions,
+    warnings: &mut Vec<String>,
+) -> Translated<'a> {
+    let mut slices_of: BTreeMap<String, Vec<EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(key) = service_of(&slice.object) {
+            slices_of.entry(key).or_default().push(slice.object.clone());
+        }
+    }
+    let mut out = Translated::default();
+    for document in services {
+        let key = validate::object_name(&document.object.metadata);
+        let slices = slices_of.get(&key).map_or(&[][..], Vec::as_slice);
+        let translation = translate(
+            std::slice::from_ref(&document.object),
+            slices,
+            node,
+            options,
+        );
+        warnings.extend(
+            translation
+                .warnings
+                .into_iter()
+                .map(|w| format!("{}: {w}", document.label)),
+        );
+        out.health_check_node_ports
+            .extend(translation.health_check_node_ports);
+        for (name, service) in translation.model.services {
+            out.services.insert(
+                name,
+                FromKube {
+                    label: &document.label,
+                    service,
+                },
+            );
+        }
+    }
+    out
 }
 
 /// Whether `object` is one the API server would accept and the first of its
@@ -614,24 +677,38 @@ where
     true
 }
 
-/// The `namespace/name` of the Service a translated service came from
-/// (`default/web:http/ipv6/external` → `default/web`).
-fn kube_object_of(name: &str) -> &str {
-    let Some(slash) = name.find('/') else {
-        return name;
-    };
-    let end = name[slash + 1..]
-        .find([':', '/'])
-        .map_or(name.len(), |i| slash + 1 + i);
-    &name[..end]
-}
-
 /// Who holds each frontend and what kind each address is, to report clashes
 /// with both places.
 #[derive(Debug, Default)]
 struct Frontends {
-    owners: BTreeMap<(IpAddr, u16, Protocol), (ServiceName, String)>,
+    owners: BTreeMap<(IpAddr, u16, Protocol), Owner>,
     kinds: BTreeMap<IpAddr, (FrontendKind, String)>,
+}
+
+/// The service that holds a frontend.
+#[derive(Debug)]
+struct Owner {
+    service: ServiceName,
+    /// Where it claimed it.
+    place: String,
+    claimant: Claimant,
+}
+
+/// Where a service that claims a frontend comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claimant {
+    Native,
+    Kube,
+}
+
+/// What became of a claim.
+#[derive(Debug)]
+enum Claim {
+    /// The frontend is the service's (or a problem says why not).
+    Taken,
+    /// Another Kubernetes service holds it, as the API server lets two
+    /// Services name the same address: the claimant goes without.
+    Shared(ServiceName),
 }
 
 impl Frontends {
@@ -640,15 +717,22 @@ impl Frontends {
         frontend: &Frontend,
         service: &ServiceName,
         place: String,
+        claimant: Claimant,
         problems: &mut Vec<Problem>,
-    ) {
+    ) -> Claim {
         let key = (frontend.addr, frontend.port, frontend.protocol);
-        if let Some((owner, first)) = self.owners.get(&key) {
+        if let Some(owner) = self.owners.get(&key) {
+            if claimant == Claimant::Kube && owner.claimant == Claimant::Kube {
+                return Claim::Shared(owner.service.clone());
+            }
             problems.push(Problem::new(
                 place,
-                format!("{frontend} is already a frontend of service {owner} ({first})"),
+                format!(
+                    "{frontend} is already a frontend of service {} ({})",
+                    owner.service, owner.place
+                ),
             ));
-            return;
+            return Claim::Taken;
         }
         match self.kinds.get(&frontend.addr) {
             Some((kind, first)) if *kind != frontend.kind => {
@@ -664,7 +748,7 @@ impl Frontends {
                         frontend.addr
                     ),
                 ));
-                return;
+                return Claim::Taken;
             }
             Some(_) => {}
             None => {
@@ -672,7 +756,15 @@ impl Frontends {
                     .insert(frontend.addr, (frontend.kind, place.clone()));
             }
         }
-        self.owners.insert(key, (service.clone(), place));
+        self.owners.insert(
+            key,
+            Owner {
+                service: service.clone(),
+                place,
+                claimant,
+            },
+        );
+        Claim::Taken
     }
 }
 
@@ -1569,7 +1661,8 @@ services:
             [
                 "NodePort frontends are not created: the native document has no `node:` with \
                  this node's addresses",
-                "shop/web:http: nodePort 30080/TCP not served: the node has no IPv4 address",
+                "documents[0].items[0] (Service shop/web): shop/web:http: nodePort 30080/TCP not \
+                 served: the node has no IPv4 address",
             ]
         );
     }
@@ -1714,6 +1807,42 @@ items:
               198.18.100.1:80/TCP is already a frontend of service api (services[0].frontends[0])"
             ]
         );
+    }
+
+    #[test]
+    fn two_kubernetes_services_may_share_an_external_ip_as_in_the_api() {
+        let external = |name: &str, cluster_ip: &str| {
+            SERVICE
+                .replace("name: web", &format!("name: {name}"))
+                .replace("198.18.100.1", cluster_ip)
+                .replace("  type: NodePort\n", "  externalIPs: [198.18.201.1]\n")
+                .replace("      nodePort: 30080\n", "")
+        };
+        let text = format!(
+            "{NATIVE}---\n{}---\n{}",
+            external("web", "198.18.100.1"),
+            external("api", "198.18.100.3")
+        );
+        let loaded = parse_with_warnings(&text).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            [
+                "documents[1] (Service shop/web): shop/web:http: frontend 198.18.201.1:80/TCP is \
+                 already served by shop/api:http; skipped"
+            ]
+        );
+        let frontends = |name: &str| {
+            loaded.model.services[&ServiceName(name.to_owned())]
+                .frontends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            frontends("shop/api:http"),
+            ["198.18.100.3:80/TCP", "198.18.201.1:80/TCP"]
+        );
+        assert_eq!(frontends("shop/web:http"), ["198.18.100.1:80/TCP"]);
     }
 
     #[test]
@@ -1878,16 +2007,6 @@ items:
             Err(ConfigError::TooLarge { limit: 16, .. })
         ));
         assert!(read_file(path, MAX_FILE_BYTES).unwrap().contains("Name:"));
-    }
-
-    #[test]
-    fn kube_object_of_strips_port_family_and_external() {
-        assert_eq!(
-            kube_object_of("default/web:http/ipv6/external"),
-            "default/web"
-        );
-        assert_eq!(kube_object_of("default/web/external"), "default/web");
-        assert_eq!(kube_object_of("default/web"), "default/web");
     }
 
     // --- Round trip -------------------------------------------------------
