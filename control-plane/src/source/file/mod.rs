@@ -509,7 +509,10 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
         let mut service = kube.service;
         service.frontends.retain(|frontend| {
             let place = format!("{}: frontend {frontend} of {name}", kube.label);
-            match frontends.claim(frontend, &name, place, Claimant::Kube, &mut problems) {
+            let claimant = Claimant::Kube {
+                external: kube.external_ips.contains(&frontend.addr),
+            };
+            match frontends.claim(frontend, &name, place, claimant, &mut problems) {
                 Claim::Taken => true,
                 Claim::Shared(owner) => {
                     // As translate resolves it in the Kubernetes mode: the
@@ -584,6 +587,9 @@ struct FromKube<'a> {
     /// The Service's document, `documents[3] (Service default/web)`.
     label: &'a str,
     service: Service,
+    /// The Service's externalIPs and LoadBalancer ingress IPs that are not
+    /// also its clusterIPs: the addresses two Services may share.
+    external_ips: BTreeSet<IpAddr>,
 }
 
 /// What translate made of the file's Kubernetes Services.
@@ -627,12 +633,14 @@ fn translate_each<'a>(
         );
         out.health_check_node_ports
             .extend(translation.health_check_node_ports);
+        let external_ips = external_ips(&document.object);
         for (name, service) in translation.model.services {
             out.services.insert(
                 name,
                 FromKube {
                     label: &document.label,
                     service,
+                    external_ips: external_ips.clone(),
                 },
             );
         }
@@ -677,6 +685,35 @@ where
     true
 }
 
+/// The addresses of `service` that the API server lets other Services name
+/// too: its `externalIPs` and LoadBalancer ingress IPs, unless one is also a
+/// clusterIP (which the API server allocates once).
+fn external_ips(service: &KubeService) -> BTreeSet<IpAddr> {
+    let Some(spec) = service.spec.as_ref() else {
+        return BTreeSet::new();
+    };
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ip.as_deref());
+    let cluster_ips: BTreeSet<&str> = validate::cluster_ips(spec)
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
+    spec.external_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(ingress)
+        .filter(|ip| !cluster_ips.contains(ip))
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
+}
+
 /// Who holds each frontend and what kind each address is, to report clashes
 /// with both places.
 #[derive(Debug, Default)]
@@ -698,7 +735,11 @@ struct Owner {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Claimant {
     Native,
-    Kube,
+    /// A Kubernetes Service; `external`: the frontend is on one of its
+    /// [`external_ips`].
+    Kube {
+        external: bool,
+    },
 }
 
 /// What became of a claim.
@@ -706,8 +747,9 @@ enum Claimant {
 enum Claim {
     /// The frontend is the service's (or a problem says why not).
     Taken,
-    /// Another Kubernetes service holds it, as the API server lets two
-    /// Services name the same address: the claimant goes without.
+    /// Another Kubernetes service holds it on an external IP of both, as the
+    /// API server lets two Services name the same one: the claimant goes
+    /// without.
     Shared(ServiceName),
 }
 
@@ -722,13 +764,21 @@ impl Frontends {
     ) -> Claim {
         let key = (frontend.addr, frontend.port, frontend.protocol);
         if let Some(owner) = self.owners.get(&key) {
-            if claimant == Claimant::Kube && owner.claimant == Claimant::Kube {
-                return Claim::Shared(owner.service.clone());
-            }
+            // A clusterIP or nodePort is the API server's to allocate, once:
+            // only external IPs can be claimed twice in a cluster.
+            let why = match (claimant, owner.claimant) {
+                (Claimant::Kube { external: true }, Claimant::Kube { external: true }) => {
+                    return Claim::Shared(owner.service.clone());
+                }
+                (Claimant::Kube { .. }, Claimant::Kube { .. }) => {
+                    ": two Kubernetes Services share a frontend only on an external IP"
+                }
+                _ => "",
+            };
             problems.push(Problem::new(
                 place,
                 format!(
-                    "{frontend} is already a frontend of service {} ({})",
+                    "{frontend} is already a frontend of service {} ({}){why}",
                     owner.service, owner.place
                 ),
             ));
@@ -1805,6 +1855,59 @@ items:
             [
                 "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
               198.18.100.1:80/TCP is already a frontend of service api (services[0].frontends[0])"
+            ]
+        );
+    }
+
+    #[test]
+    fn two_kubernetes_services_on_one_frontend_are_an_error_unless_it_is_an_external_ip() {
+        // Claimed in name order, as translate settles them: the name that
+        // sorts last is the one with a problem.
+        let api = |spec: &str| {
+            SERVICE
+                .replace("name: web", "name: api")
+                .replace("198.18.100.1", spec)
+        };
+        let other_node_port = |text: String| text.replace("nodePort: 30080", "nodePort: 30081");
+        // The same clusterIP and port.
+        let same_cluster_ip = other_node_port(api("198.18.100.1"));
+        assert_eq!(
+            problems(&format!("{NATIVE}---\n{SERVICE}---\n{same_cluster_ip}")),
+            [
+                "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
+                 198.18.100.1:80/TCP is already a frontend of service shop/api:http \
+                 (documents[2] (Service shop/api): frontend 198.18.100.1:80/TCP of \
+                 shop/api:http): two Kubernetes Services share a frontend only on an external IP"
+            ]
+        );
+        let api_node_port = other_node_port(api("198.18.100.3"));
+        assert!(parse(&format!("{NATIVE}---\n{SERVICE}---\n{api_node_port}")).is_ok());
+        // The same nodePort.
+        assert_eq!(
+            problems(&format!(
+                "{NATIVE}---\n{SERVICE}---\n{}",
+                api("198.18.100.3")
+            )),
+            [
+                "documents[1] (Service shop/web): frontend 198.18.0.10:30080/TCP of \
+                 shop/web:http: 198.18.0.10:30080/TCP is already a frontend of service \
+                 shop/api:http (documents[2] (Service shop/api): frontend 198.18.0.10:30080/TCP \
+                 of shop/api:http): two Kubernetes Services share a frontend only on an external \
+                 IP"
+            ]
+        );
+        // One's clusterIP, the other's external IP.
+        let external = api_node_port.replace(
+            "  type: NodePort\n",
+            "  type: NodePort\n  externalIPs: [198.18.100.1]\n",
+        );
+        assert_eq!(
+            problems(&format!("{NATIVE}---\n{SERVICE}---\n{external}")),
+            [
+                "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
+                 198.18.100.1:80/TCP is already a frontend of service shop/api:http \
+                 (documents[2] (Service shop/api): frontend 198.18.100.1:80/TCP of \
+                 shop/api:http): two Kubernetes Services share a frontend only on an external IP"
             ]
         );
     }
