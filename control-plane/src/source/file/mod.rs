@@ -458,6 +458,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     services.sort_by_key(|d| validate::object_name(&d.object.metadata));
     let slices = documents.slices;
     check_slices(&services, &slices, &mut warnings);
+    check_cluster_ips(&services, &node, &mut problems);
 
     let options = TranslateOptions::default();
     let mut node_ports = false;
@@ -578,6 +579,35 @@ fn check_slices(
                 quoted(&key)
             )),
             Some(_) => {}
+        }
+    }
+}
+
+/// An address is either a vip or a node address, in the Kubernetes documents
+/// as in the native one: a clusterIP on a node address (which translate
+/// makes a node frontend, or skips outside the NodePort range) is a problem.
+fn check_cluster_ips(
+    services: &[KubeDocument<KubeService>],
+    node: &NodeInfo,
+    problems: &mut Vec<Problem>,
+) {
+    for service in services {
+        let Some(spec) = service.object.spec.as_ref() else {
+            continue;
+        };
+        for (place, ip) in validate::cluster_ips(spec) {
+            // `None` (headless), or an address already reported.
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            if let Some(i) = node.addresses.iter().position(|a| *a == ip) {
+                problems.push(Problem::new(
+                    format!("{}: {place}", service.label),
+                    format!(
+                        "{ip} is node.addresses[{i}]: an address is either a vip or a node address"
+                    ),
+                ));
+            }
         }
     }
 }
@@ -1855,6 +1885,30 @@ items:
             [
                 "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
               198.18.100.1:80/TCP is already a frontend of service api (services[0].frontends[0])"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_ip_is_no_node_address() {
+        let on_node = SERVICE.replace("198.18.100.1", "198.18.0.10");
+        assert_eq!(
+            problems(&format!("{NATIVE}---\n{on_node}")),
+            [
+                "documents[1] (Service shop/web): spec.clusterIP: 198.18.0.10 is \
+                 node.addresses[0]: an address is either a vip or a node address"
+            ]
+        );
+        let dual = SERVICE.replace(
+            "  clusterIP: 198.18.100.1\n",
+            "  clusterIPs: [198.18.100.1, \"2001:2::10\"]\n  ipFamilyPolicy: PreferDualStack\n",
+        );
+        let node = NATIVE.replace("[198.18.0.10]", "[198.18.0.10, \"2001:2::10\"]");
+        assert_eq!(
+            problems(&format!("{node}---\n{dual}")),
+            [
+                "documents[1] (Service shop/web): spec.clusterIPs[1]: 2001:2::10 is \
+                 node.addresses[1]: an address is either a vip or a node address"
             ]
         );
     }
