@@ -14,7 +14,7 @@ mod native;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Read as _,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::Path,
 };
@@ -491,7 +491,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
             .kinds
             .insert(*addr, (FrontendKind::Node, format!("node.addresses[{i}]")));
     }
-    for service in native.services {
+    for service in &native.services {
         let place = format!("services[{}]", service.index);
         for (j, frontend) in service.service.frontends.iter().enumerate() {
             frontends.claim(
@@ -502,7 +502,6 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
                 &mut problems,
             );
         }
-        model.services.insert(service.name, service.service);
     }
 
     let translated = translate_each(&services, &slices, &node, &options, &mut warnings);
@@ -529,6 +528,11 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
         if !service.frontends.is_empty() {
             model.services.insert(name, service);
         }
+    }
+    check_backends(&native.services, &frontends, &mut problems);
+    check_endpoints(&slices, &frontends, &mut problems);
+    for service in native.services {
+        model.services.insert(service.name, service.service);
     }
     (
         Loaded {
@@ -715,6 +719,85 @@ where
     true
 }
 
+/// A native backend that is a vip or a frontend of the file would send its
+/// packets back to xlb (a loop, or a drop): a problem.
+fn check_backends(
+    services: &[native::NativeService],
+    frontends: &Frontends,
+    problems: &mut Vec<Problem>,
+) {
+    for service in services {
+        for (j, backend) in service.service.backends.iter().enumerate() {
+            let addr = backend.addr;
+            if let Some(why) =
+                frontends.loops_back(addr.ip(), addr.port(), service.service.protocol)
+            {
+                problems.push(Problem::new(
+                    format!("services[{}].backends[{j}].address", service.index),
+                    format!("{addr} is {}", why.explain("backend", true)),
+                ));
+            }
+        }
+    }
+}
+
+/// [`check_backends`] for the endpoints of the file's EndpointSlices, with
+/// each port of the slice.
+fn check_endpoints(
+    slices: &[KubeDocument<EndpointSlice>],
+    frontends: &Frontends,
+    problems: &mut Vec<Problem>,
+) {
+    for slice in slices.iter().filter(|s| s.object.address_type != "FQDN") {
+        let ports: Vec<(usize, u16, Protocol)> = slice
+            .object
+            .ports
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let number = u16::try_from(p.port?).ok()?;
+                let protocol = match validate::port_protocol(p.protocol.as_deref()) {
+                    Ok("TCP") => Protocol::Tcp,
+                    Ok("UDP") => Protocol::Udp,
+                    _ => return None,
+                };
+                Some((i, number, protocol))
+            })
+            .collect();
+        for (i, endpoint) in slice.object.endpoints.iter().enumerate() {
+            for (j, address) in endpoint.addresses.iter().enumerate() {
+                // Validated: an address of the slice's family.
+                let Ok(ip) = address.parse::<IpAddr>() else {
+                    continue;
+                };
+                let place = format!("{}: endpoints[{i}].addresses[{j}]", slice.label);
+                // On a vip, whatever the port: one problem for the address.
+                if let Some(why @ LoopBack::Vip { .. }) = frontends.loops_back(ip, 0, Protocol::Tcp)
+                {
+                    problems.push(Problem::new(
+                        place,
+                        format!("{ip} is {}", why.explain("pod", false)),
+                    ));
+                    continue;
+                }
+                for &(k, port, protocol) in &ports {
+                    if let Some(why) = frontends.loops_back(ip, port, protocol) {
+                        problems.push(Problem::new(
+                            place.clone(),
+                            format!(
+                                "{} (ports[{k}]) is {}",
+                                SocketAddr::new(ip, port),
+                                why.explain("pod", false)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The addresses of `service` that the API server lets other Services name
 /// too: its `externalIPs` and LoadBalancer ingress IPs, unless one is also a
 /// clusterIP (which the API server allocates once).
@@ -784,6 +867,30 @@ enum Claim {
 }
 
 impl Frontends {
+    /// Whether a backend at `ip`, `port` and `protocol` would send its
+    /// packets back to xlb: `ip` is a vip (whatever the port), or `ip` and
+    /// `port` are a frontend of a node address. A node address on another
+    /// port is the node's own (a hostNetwork pod), which the node serves.
+    fn loops_back(&self, ip: IpAddr, port: u16, protocol: Protocol) -> Option<LoopBack<'_>> {
+        match self.kinds.get(&ip)? {
+            (FrontendKind::Vip, first) => Some(LoopBack::Vip { ip, first }),
+            (FrontendKind::Node, _) => {
+                let owner = self.owners.get(&(ip, port, protocol))?;
+                Some(LoopBack::Frontend {
+                    frontend: Frontend {
+                        addr: ip,
+                        port,
+                        protocol,
+                        kind: FrontendKind::Node,
+                        snat_remote: false,
+                        source_ranges_only: false,
+                    },
+                    owner,
+                })
+            }
+        }
+    }
+
     fn claim(
         &mut self,
         frontend: &Frontend,
@@ -845,6 +952,43 @@ impl Frontends {
             },
         );
         Claim::Taken
+    }
+}
+
+/// Why packets to a backend would come back to xlb.
+#[derive(Debug)]
+enum LoopBack<'a> {
+    /// Its address is a vip, which is xlb's alone (at `first`).
+    Vip { ip: IpAddr, first: &'a str },
+    /// Its address and port are a frontend (of a node address).
+    Frontend {
+        frontend: Frontend,
+        owner: &'a Owner,
+    },
+}
+
+impl LoopBack<'_> {
+    /// Why, and what to give instead of the address of `whose` ("backend",
+    /// "pod"): "a vip (services[0].frontends[0]): what is sent to a vip comes
+    /// back to xlb, so give the backend's own address". `on`: name the
+    /// address, which the caller gave with a port.
+    fn explain(&self, whose: &str, on: bool) -> String {
+        match self {
+            Self::Vip { ip, first } => format!(
+                "{}a vip ({first}): what is sent to a vip comes back to xlb, so give the \
+                 {whose}'s own address",
+                if on {
+                    format!("on {ip}, ")
+                } else {
+                    String::new()
+                }
+            ),
+            Self::Frontend { frontend, owner } => format!(
+                "the frontend {frontend} of service {} ({}): what is sent to it is balanced \
+                 again, so give the {whose}'s own address and port",
+                owner.service, owner.place
+            ),
+        }
     }
 }
 
@@ -1599,6 +1743,97 @@ services:
     }
 
     #[test]
+    fn a_backend_is_not_a_vip_nor_a_frontend_of_the_file() {
+        let text = "
+node:
+  name: node-a
+  addresses: [198.18.0.10]
+services:
+  - name: a
+    frontends:
+      - address: 198.18.100.1
+        port: 80
+    backends:
+      - address: 198.18.100.1:80
+      - address: 198.18.100.2:8080
+      - address: 198.18.2.1:80
+  - name: b
+    frontends:
+      - address: 198.18.100.2
+        port: 80
+      - address: 198.18.0.10
+        port: 30080
+        kind: node
+    backends:
+      - address: 198.18.0.10:30080
+      # A process of the node itself, as a hostNetwork pod is.
+      - address: 198.18.0.10:8080
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[0].backends[0].address: 198.18.100.1:80 is on 198.18.100.1, a vip \
+                 (services[0].frontends[0]): what is sent to a vip comes back to xlb, so give \
+                 the backend's own address",
+                "services[0].backends[1].address: 198.18.100.2:8080 is on 198.18.100.2, a vip \
+                 (services[1].frontends[0]): what is sent to a vip comes back to xlb, so give \
+                 the backend's own address",
+                "services[1].backends[0].address: 198.18.0.10:30080 is the frontend \
+                 198.18.0.10:30080/TCP of service b (services[1].frontends[1]): what is sent to \
+                 it is balanced again, so give the backend's own address and port",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_endpoint_is_not_a_vip_nor_a_frontend_of_the_file() {
+        let slice = SLICE.replace(
+            "  - addresses: [198.18.2.1]\n",
+            "  - addresses: [198.18.2.1]
+  - addresses: [198.18.100.2]
+  - addresses: [198.18.0.10]
+",
+        );
+        let text = format!("{NATIVE}---\n{SERVICE}---\n{slice}");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[2] (EndpointSlice shop/web-abc): endpoints[1].addresses[0]: \
+                 198.18.100.2 is a vip (services[0].frontends[0]): what is sent to a vip comes \
+                 back to xlb, so give the pod's own address"
+            ]
+        );
+        // The node's own address serves a hostNetwork pod, but not on a port
+        // that is a frontend.
+        let host_network = slice
+            .replace("  - addresses: [198.18.100.2]\n", "")
+            .replace("port: 8080", "port: 30080");
+        assert_eq!(
+            problems(&format!("{NATIVE}---\n{SERVICE}---\n{host_network}")),
+            [
+                "documents[2] (EndpointSlice shop/web-abc): endpoints[1].addresses[0]: \
+                 198.18.0.10:30080 (ports[0]) is the frontend 198.18.0.10:30080/TCP of service \
+                 shop/web:http (documents[1] (Service shop/web): frontend 198.18.0.10:30080/TCP \
+                 of shop/web:http): what is sent to it is balanced again, so give the pod's own \
+                 address and port"
+            ]
+        );
+        let loaded = parse_with_warnings(&format!(
+            "{NATIVE}---\n{SERVICE}---\n{}",
+            slice.replace("  - addresses: [198.18.100.2]\n", "")
+        ))
+        .unwrap();
+        assert_eq!(
+            loaded.model.services[&ServiceName("shop/web:http".to_owned())]
+                .backends
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect::<Vec<_>>(),
+            ["198.18.0.10:8080", "198.18.2.1:8080"]
+        );
+    }
+
+    #[test]
     fn node_problems() {
         let text = "
 node:
@@ -2169,7 +2404,8 @@ items:
     // --- Round trip -------------------------------------------------------
 
     /// A valid native service `svc-<index>`: its own /24 of frontends, one
-    /// family for frontends and backends, distinct backends.
+    /// family for frontends and backends, distinct backends, none of them on
+    /// a frontend's address.
     fn arb_service(index: usize) -> impl Strategy<Value = String> {
         (
             any::<bool>(),
@@ -2195,7 +2431,7 @@ items:
                 text.push_str("    backends:\n");
                 for ((host, port), (weight, draining)) in backends.iter().zip(&weights) {
                     let address = if v6 {
-                        format!("\"[2001:2::2:{host:x}]:{port}\"")
+                        format!("\"[2001:2:0:1::{host:x}]:{port}\"")
                     } else {
                         format!("198.19.{index}.{host}:{port}")
                     };
