@@ -457,10 +457,10 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let mut services = documents.services;
     services.sort_by_key(|d| validate::object_name(&d.object.metadata));
     let slices = documents.slices;
-    check_slices(&services, &slices, &mut warnings);
+    let options = TranslateOptions::default();
+    check_slices(&services, &slices, &options, &mut warnings);
     check_cluster_ips(&services, &node, &mut problems);
 
-    let options = TranslateOptions::default();
     let mut node_ports = false;
     for service in &services {
         if !selected(&service.object, &options) {
@@ -557,33 +557,119 @@ fn service_of(slice: &EndpointSlice) -> Option<String> {
     Some(format!("{namespace}/{service}"))
 }
 
-/// Warns of the EndpointSlices whose endpoints no Service of the file uses.
+/// Warns of the EndpointSlices whose endpoints no Service of the file uses:
+/// without a Service, or matching none of its ports.
 fn check_slices(
     services: &[KubeDocument<KubeService>],
     slices: &[KubeDocument<EndpointSlice>],
+    options: &TranslateOptions,
     warnings: &mut Vec<String>,
 ) {
-    let names: BTreeSet<String> = services
+    let by_name: BTreeMap<String, &KubeService> = services
         .iter()
-        .map(|d| validate::object_name(&d.object.metadata))
+        .map(|d| (validate::object_name(&d.object.metadata), &d.object))
         .collect();
     for slice in slices {
         if slice.object.address_type == "FQDN" {
             continue;
         }
-        match service_of(&slice.object) {
-            None => warnings.push(format!(
+        let Some(key) = service_of(&slice.object) else {
+            warnings.push(format!(
                 "{}: no {LABEL_SERVICE_NAME} label, so no Service uses its endpoints",
                 slice.label
-            )),
-            Some(key) if !names.contains(&key) => warnings.push(format!(
+            ));
+            continue;
+        };
+        let Some(service) = by_name.get(&key) else {
+            warnings.push(format!(
                 "{}: no Service {} in this file, so its endpoints are unused",
                 slice.label,
                 // The label's value is not validated.
                 quoted(&key)
-            )),
-            Some(_) => {}
+            ));
+            continue;
+        };
+        if let Some(why) = unmatched(&slice.object, service, options) {
+            warnings.push(format!(
+                "{}: matches no port of Service {key} ({}), so its endpoints are unused: {why}",
+                slice.label,
+                service_ports(service)
+                    .iter()
+                    .map(|(name, protocol)| port_id(name, protocol))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
+    }
+}
+
+/// Why `slice` gives `service` no backend, when it gives none: translate
+/// matches a slice port by name and protocol, needs its number, and reads
+/// a slice of the family of one of the Service's clusterIPs (as kube-proxy
+/// does). `None` too for a Service whose endpoints are not read at all
+/// (headless, ExternalName, another proxy's).
+fn unmatched(
+    slice: &EndpointSlice,
+    service: &KubeService,
+    options: &TranslateOptions,
+) -> Option<String> {
+    let spec = service.spec.as_ref()?;
+    if ServiceType::of(spec).ok()? == ServiceType::ExternalName
+        || validate::is_headless(spec)
+        || !selected(service, options)
+    {
+        return None;
+    }
+    let v4 = slice.address_type == "IPv4";
+    let family = if v4 { "IPv4" } else { "IPv6" };
+    let mut cluster_ips = validate::cluster_ips(spec)
+        .into_iter()
+        .filter_map(|(_, ip)| ip.parse::<IpAddr>().ok());
+    if !cluster_ips.any(|ip| ip.is_ipv4() == v4) {
+        return Some(format!(
+            "its addressType is {family} and the Service has no {family} clusterIP"
+        ));
+    }
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() {
+        return Some("it has no ports".to_owned());
+    }
+    let wanted = service_ports(service);
+    let mut why = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = port.name.as_deref().unwrap_or("");
+        let protocol = validate::port_protocol(port.protocol.as_deref()).unwrap_or("TCP");
+        let id = port_id(name, protocol);
+        if !wanted.contains(&(name, protocol)) {
+            why.push(format!("ports[{i}] is {id}"));
+        } else if port.port.is_none() {
+            why.push(format!("ports[{i}] ({id}) has no port number"));
+        } else {
+            return None;
+        }
+    }
+    Some(why.join("; "))
+}
+
+/// The (name, protocol) of each port of `service`, as slices name them.
+fn service_ports(service: &KubeService) -> Vec<(&str, &str)> {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref());
+    ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let protocol = validate::port_protocol(p.protocol.as_deref()).unwrap_or("TCP");
+            (p.name.as_deref().unwrap_or(""), protocol)
+        })
+        .collect()
+}
+
+/// `` `http`/TCP ``, or `unnamed/TCP`.
+fn port_id(name: &str, protocol: &str) -> String {
+    if name.is_empty() {
+        format!("unnamed/{protocol}")
+    } else {
+        format!("{}/{protocol}", quoted(name))
     }
 }
 
@@ -2282,6 +2368,63 @@ items:
                 "documents[1] (EndpointSlice shop/web-abc): no Service `shop/db\\nforged` in this \
                  file, so its endpoints are unused"
             ]
+        );
+    }
+
+    #[test]
+    fn warnings_for_slices_that_match_no_port_of_their_service() {
+        let slice = |name: &str, family: &str, ports: &str| {
+            SLICE
+                .replace("web-abc", name)
+                .replace("addressType: IPv4", &format!("addressType: {family}"))
+                .replace("ports:\n  - name: http\n    port: 8080\n", ports)
+        };
+        let v6 = slice("web-v6", "IPv6", "ports:\n  - name: http\n    port: 8080\n")
+            .replace("[198.18.2.1]", "[\"2001:2::2:1\"]");
+        let slices = [
+            slice(
+                "web-name",
+                "IPv4",
+                "ports:\n  - name: metrics\n    port: 9090\n",
+            ),
+            slice(
+                "web-proto",
+                "IPv4",
+                "ports:\n  - name: http\n    port: 8080\n    protocol: UDP\n",
+            ),
+            v6,
+            slice("web-nameless", "IPv4", "ports:\n  - port: 8080\n"),
+            slice("web-no-number", "IPv4", "ports:\n  - name: http\n"),
+            slice("web-no-ports", "IPv4", ""),
+            // Matches: no warning.
+            SLICE.to_owned(),
+        ];
+        let text = format!("{NATIVE}---\n{SERVICE}---\n{}", slices.join("---\n"));
+        let loaded = parse_with_warnings(&text).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            [
+                "documents[2] (EndpointSlice shop/web-name): matches no port of Service shop/web \
+                 (`http`/TCP), so its endpoints are unused: ports[0] is `metrics`/TCP",
+                "documents[3] (EndpointSlice shop/web-proto): matches no port of Service \
+                 shop/web (`http`/TCP), so its endpoints are unused: ports[0] is `http`/UDP",
+                "documents[4] (EndpointSlice shop/web-v6): matches no port of Service shop/web \
+                 (`http`/TCP), so its endpoints are unused: its addressType is IPv6 and the \
+                 Service has no IPv6 clusterIP",
+                "documents[5] (EndpointSlice shop/web-nameless): matches no port of Service \
+                 shop/web (`http`/TCP), so its endpoints are unused: ports[0] is unnamed/TCP",
+                "documents[6] (EndpointSlice shop/web-no-number): matches no port of Service \
+                 shop/web (`http`/TCP), so its endpoints are unused: ports[0] (`http`/TCP) has \
+                 no port number",
+                "documents[7] (EndpointSlice shop/web-no-ports): matches no port of Service \
+                 shop/web (`http`/TCP), so its endpoints are unused: it has no ports",
+            ]
+        );
+        assert_eq!(
+            loaded.model.services[&ServiceName("shop/web:http".to_owned())]
+                .backends
+                .len(),
+            1
         );
     }
 
