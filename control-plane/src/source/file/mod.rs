@@ -534,6 +534,11 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     for service in native.services {
         model.services.insert(service.name, service.service);
     }
+    if model.services.is_empty() {
+        // Valid (an empty file stops every service), but also what a file
+        // cut short while being written looks like: the agent logs it.
+        warnings.push("no services: applying this file removes every service".to_owned());
+    }
     (
         Loaded {
             model,
@@ -1304,6 +1309,33 @@ services:
         assert_eq!(model(""), Model::default());
         assert_eq!(model("services: []\n"), Model::default());
         assert_eq!(model("---\nservices:\n---\n"), Model::default());
+    }
+
+    #[test]
+    fn a_file_without_services_says_that_it_removes_every_service() {
+        // A file cut short while being written reads like this: the log
+        // should show it.
+        for text in [
+            "",
+            "---\n",
+            "# xlb\n\n",
+            "services: []\n",
+            "node: {name: a}\n",
+        ] {
+            let loaded = parse_with_warnings(text).unwrap();
+            assert_eq!(loaded.model, Model::default(), "{text:?}");
+            assert_eq!(
+                loaded.warnings,
+                ["no services: applying this file removes every service"],
+                "{text:?}"
+            );
+        }
+        assert!(
+            parse_with_warnings(&web(ONE_FRONTEND))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]
