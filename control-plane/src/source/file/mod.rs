@@ -444,8 +444,9 @@ fn unknown_fields(written: &Value, kept: &Value, path: &str, out: &mut Vec<Strin
 }
 
 /// Translates the (valid) Kubernetes objects and checks everything together:
-/// frontends are unique across all services and an address is either a vip
-/// or a node address.
+/// frontends are unique across all services, an address is either a vip or
+/// a node address, and no backend or endpoint is a vip or frontend of the
+/// file; warns of what is left unused.
 fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -460,29 +461,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let options = TranslateOptions::default();
     check_slices(&services, &slices, &options, &mut warnings);
     check_cluster_ips(&services, &node, &mut problems);
-
-    let mut node_ports = false;
-    for service in &services {
-        if !selected(&service.object, &options) {
-            warnings.push(format!(
-                "{}: labelled for another proxy (service.kubernetes.io/service-proxy-name or \
-                 service.kubernetes.io/headless), so not served",
-                service.label
-            ));
-        }
-        let spec = service.object.spec.as_ref();
-        node_ports |= spec.is_some_and(|s| {
-            ServiceType::of(s).is_ok_and(ServiceType::has_node_ports)
-                && s.ports.iter().flatten().any(|p| p.node_port.is_some())
-        });
-    }
-    if node_ports && native.node.is_none() {
-        warnings.push(
-            "NodePort frontends are not created: the native document has no `node:` with this \
-             node's addresses"
-                .to_owned(),
-        );
-    }
+    check_served(&services, native.node.is_some(), &options, &mut warnings);
 
     let mut model = Model::default();
     let mut frontends = Frontends::default();
@@ -503,28 +482,9 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
             );
         }
     }
-
     let translated = translate_each(&services, &slices, &node, &options, &mut warnings);
     for (name, kube) in translated.services {
-        let mut service = kube.service;
-        service.frontends.retain(|frontend| {
-            let place = format!("{}: frontend {frontend} of {name}", kube.label);
-            let claimant = Claimant::Kube {
-                external: kube.external_ips.contains(&frontend.addr),
-            };
-            match frontends.claim(frontend, &name, place, claimant, &mut problems) {
-                Claim::Taken => true,
-                Claim::Shared(owner) => {
-                    // As translate resolves it in the Kubernetes mode: the
-                    // name that sorts first keeps it.
-                    warnings.push(format!(
-                        "{}: {name}: frontend {frontend} is already served by {owner}; skipped",
-                        kube.label
-                    ));
-                    false
-                }
-            }
-        });
+        let service = claim_kube(&name, kube, &mut frontends, &mut problems, &mut warnings);
         if !service.frontends.is_empty() {
             model.services.insert(name, service);
         }
@@ -548,6 +508,69 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
         },
         problems,
     )
+}
+
+/// Warns of the Services the file has that xlb will not serve (another
+/// proxy's), or not all of (NodePorts without the node's addresses).
+fn check_served(
+    services: &[KubeDocument<KubeService>],
+    node: bool,
+    options: &TranslateOptions,
+    warnings: &mut Vec<String>,
+) {
+    let mut node_ports = false;
+    for service in services {
+        if !selected(&service.object, options) {
+            warnings.push(format!(
+                "{}: labelled for another proxy (service.kubernetes.io/service-proxy-name or \
+                 service.kubernetes.io/headless), so not served",
+                service.label
+            ));
+        }
+        let spec = service.object.spec.as_ref();
+        node_ports |= spec.is_some_and(|s| {
+            ServiceType::of(s).is_ok_and(ServiceType::has_node_ports)
+                && s.ports.iter().flatten().any(|p| p.node_port.is_some())
+        });
+    }
+    if node_ports && !node {
+        warnings.push(
+            "NodePort frontends are not created: the native document has no `node:` with this \
+             node's addresses"
+                .to_owned(),
+        );
+    }
+}
+
+/// Claims the frontends of a service translated from a Kubernetes Service,
+/// returning it without those another Kubernetes Service holds on an
+/// external IP of both (as translate resolves it in the Kubernetes mode: the
+/// name that sorts first keeps it, with a warning).
+fn claim_kube(
+    name: &ServiceName,
+    kube: FromKube<'_>,
+    frontends: &mut Frontends,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Service {
+    let mut service = kube.service;
+    service.frontends.retain(|frontend| {
+        let place = format!("{}: frontend {frontend} of {name}", kube.label);
+        let claimant = Claimant::Kube {
+            external: kube.external_ips.contains(&frontend.addr),
+        };
+        match frontends.claim(frontend, name, place, claimant, problems) {
+            Claim::Taken => true,
+            Claim::Shared(owner) => {
+                warnings.push(format!(
+                    "{}: {name}: frontend {frontend} is already served by {owner}; skipped",
+                    kube.label
+                ));
+                false
+            }
+        }
+    });
+    service
 }
 
 /// `namespace/name` of the Service whose endpoints an EndpointSlice holds:
