@@ -425,7 +425,12 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     }
     check_affinity(spec, &mut errors);
     check_traffic_policies(spec, ty, &mut errors);
-    check_traffic_distribution(spec, &mut errors);
+    // A newer API server may take values this build does not know; from the
+    // cluster, such a Service is served without topology hints (translate
+    // reads only the values it knows), not skipped.
+    if origin == Origin::File {
+        check_traffic_distribution(spec, &mut errors);
+    }
 
     if let Some(ranges) = spec.load_balancer_source_ranges.as_deref() {
         if !ranges.is_empty() && ty != ServiceType::LoadBalancer {
@@ -1170,17 +1175,29 @@ mod tests {
                      either end or twice in a row",
                 ],
             ),
-            (
-                with_port(json!({ "trafficDistribution": "PreferNearby" })),
-                &[
-                    "spec.trafficDistribution: `PreferNearby` is not a traffic distribution: use \
-                     PreferClose, PreferSameZone or PreferSameNode",
-                ],
-            ),
         ];
         for (spec, expected) in cases {
             assert_eq!(problems_of_service(spec.clone()), expected, "spec: {spec}");
         }
+        // An unknown traffic distribution: a problem in a file only, as a
+        // newer API server may know more values than this build.
+        let spec = with_port(json!({ "trafficDistribution": "PreferNearby" }));
+        assert!(problems_of_service(spec.clone()).is_empty());
+        let object: Service = serde_json::from_value(
+            json!({ "metadata": { "name": "web", "namespace": "default" }, "spec": spec }),
+        )
+        .expect("a Service");
+        let in_file: Vec<String> = service(&object, Origin::File)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect();
+        assert_eq!(
+            in_file,
+            [
+                "spec.trafficDistribution: `PreferNearby` is not a traffic distribution: use \
+                 PreferClose, PreferSameZone or PreferSameNode"
+            ]
+        );
     }
 
     #[test]
