@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use consistent_hash::{Backend, Balance, Diff, Disruption, SizingPolicy, Table, TableSize};
+use consistent_hash::{
+    Backend, Balance, Diff, Disruption, SizingPolicy, Table, TableSize, primes::TABLE_SIZES,
+};
 use serde::{Deserialize, Serialize};
 
 /// `xlb-bench maglev --size M --backends N [--weights w1,w2,...] [--seed S]`.
@@ -19,8 +21,9 @@ pub(crate) struct MaglevArgs {
     /// prime above 100·N).
     #[arg(long)]
     size: Option<u32>,
-    /// Number of backends N; their keys are 198.18.2.0:8080/TCP and up.
-    #[arg(long)]
+    /// Number of backends N, 1 to 131071 (the largest listed table size: a
+    /// table needs a slot per backend); their keys are 198.18.2.0:8080/TCP and up.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BACKENDS)))]
     backends: u32,
     /// One weight per backend, comma-separated (default: all 1).
     #[arg(long, value_delimiter = ',')]
@@ -71,6 +74,13 @@ pub(crate) struct Change {
     /// Slots a patch in place writes.
     pub(crate) slots_written: usize,
 }
+
+/// The most backends a run takes: the largest size of the sizing policy's
+/// list, since a table holds each backend of positive weight in one slot at
+/// least (`Table::build` refuses more). Checked when the command line is
+/// parsed, before the backends and their keys are built: beyond it a run would
+/// grow to gigabytes before the table size refused it.
+const MAX_BACKENDS: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
 
 /// The key of the `i`-th backend: `198.18.2.0:8080/TCP` and up (RFC 2544 range), as the
 /// consistent-hash benchmarks name them.
@@ -245,6 +255,8 @@ fn change(what: String, old: &Table, new: &Table, ideal: f64) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
     fn args(backends: u32) -> MaglevArgs {
@@ -275,6 +287,25 @@ mod tests {
             (251, r.slots_min, 2)
         );
         assert!((back.build_ms_max - r.build_ms_max).abs() < 1e-9);
+    }
+
+    #[test]
+    fn backends_beyond_the_largest_table_are_refused_when_parsed() {
+        let parse = |n: &str| crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", n]);
+        for n in ["100000000", "4294967295", "131072", "0"] {
+            let e = parse(n).expect_err(n);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{n}");
+            assert!(e.to_string().contains("1..=131071"), "{n}: {e}");
+        }
+        assert!(parse("131071").is_ok());
+        // The most backends a table of that size holds, one slot each.
+        let r = measure(&MaglevArgs {
+            size: Some(MAX_BACKENDS),
+            runs: 1,
+            ..args(MAX_BACKENDS)
+        })
+        .unwrap();
+        assert_eq!((r.slots_min, r.slots_max), (1, 1));
     }
 
     #[test]
