@@ -16,7 +16,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::Write as _,
+    io::{ErrorKind, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -336,6 +336,7 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
 
 /// Runs `bin prog` and reads its JSON back from `json`.
 fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
+    remove_stale(json)?;
     let (runs, repeat, flows) = (
         args.runs.to_string(),
         args.repeat.to_string(),
@@ -360,9 +361,27 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    anyhow::ensure!(
+        json.is_file(),
+        "{} prog succeeded but wrote no {}: is it an xlb-bench build with `prog --json`?",
+        bin.display(),
+        json.display()
+    );
     let prog: Prog = inputs::load(json)?
         .with_context(|| format!("{} prog wrote no {}", bin.display(), json.display()))?;
     Ok(Run::of(&prog))
+}
+
+/// Removes what an earlier run left at `json` (a `--keep` directory used
+/// twice): read back after a build that wrote nothing, it would pass for that
+/// build's figures.
+fn remove_stale(json: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(json) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}, left by an earlier run", json.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {

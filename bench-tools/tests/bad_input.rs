@@ -1,0 +1,72 @@
+//! `xlb-bench` given input it cannot work with: it must say what is wrong
+//! before it measures anything, and never report figures it did not measure.
+//! Nothing here needs root: the builds `pairs` compares are shell scripts
+//! standing in for `xlb-bench` binaries.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// A `prog --json` document of one hot conntrack hit at 5× the floor.
+const PROG_JSON: &str = r#"{
+  "methods": { "b": "through xdp_bench" },
+  "setup": { "kernel": "test", "rounds": 1, "repeat": 256, "table_size": 251,
+             "backends_per_service": 3 },
+  "rows": [
+    { "services": 1, "scale_flows": 1, "case": "floor",
+      "method_b_summary": { "median": 20.0 }, "method_b_over_floor": 1.0 },
+    { "services": 1, "scale_flows": 1, "case": "conntrack_hit",
+      "method_b_summary": { "median": 100.0 }, "method_b_over_floor": 5.0 }
+  ],
+  "targets": []
+}"#;
+
+fn xlb_bench(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb-bench"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running xlb-bench")
+}
+
+/// An executable script `name` in `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pairs_does_not_report_what_an_earlier_run_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("keep");
+    std::fs::create_dir(&keep).unwrap();
+    for stale in ["a-1.json", "b-1.json"] {
+        std::fs::write(keep.join(stale), PROG_JSON).unwrap();
+    }
+    // Succeeds, and writes nothing.
+    let silent = script(dir.path(), "silent", "exit 0");
+    let silent = silent.to_str().unwrap();
+    let keep = keep.to_str().unwrap();
+    let out = xlb_bench(
+        dir.path(),
+        &[
+            "pairs", "--a", silent, "--b", silent, "--pairs", "1", "--keep", keep,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "reported from stale files:\n{stdout}"
+    );
+    assert!(stderr(&out).contains("wrote no"), "{}", stderr(&out));
+    assert!(!stdout.contains("conntrack_hit"), "{stdout}");
+}
