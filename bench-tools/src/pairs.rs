@@ -17,7 +17,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io::{ErrorKind, Write as _},
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -342,7 +342,7 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
         args.repeat.to_string(),
         args.flows.to_string(),
     );
-    let out = Command::new(bin)
+    let out = Command::new(runnable(bin))
         .args(["prog", "--services", &args.services, "--flows", &flows])
         .args(["--method", "b", "--runs", &runs, "--repeat", &repeat])
         .args(["--cases", &args.cases])
@@ -370,6 +370,18 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
     let prog: Prog = inputs::load(json)?
         .with_context(|| format!("{} prog wrote no {}", bin.display(), json.display()))?;
     Ok(Run::of(&prog))
+}
+
+/// `bin` as a program to start: a bare file name (`--a xlb-bench`) gets a
+/// leading `./`, since a name without a `/` is looked up in PATH (execvp(3)),
+/// which would run another file of that name, or none, instead of the one
+/// `run` found in the current directory.
+fn runnable(bin: &Path) -> PathBuf {
+    let mut parts = bin.components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) => Path::new(".").join(bin),
+        _ => bin.to_owned(),
+    }
 }
 
 /// Removes what an earlier run left at `json` (a `--keep` directory used
@@ -440,6 +452,15 @@ mod tests {
                 .collect(),
             targets: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_bare_file_name_runs_from_the_current_directory() {
+        let run = |bin: &str| runnable(Path::new(bin));
+        assert_eq!(run("xlb-bench"), Path::new("./xlb-bench"));
+        assert_eq!(run("./xlb-bench"), Path::new("./xlb-bench"));
+        assert_eq!(run("old/xlb-bench"), Path::new("old/xlb-bench"));
+        assert_eq!(run("/usr/bin/xlb-bench"), Path::new("/usr/bin/xlb-bench"));
     }
 
     #[test]

@@ -40,6 +40,20 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A build whose `prog` succeeds and writes `PROG_JSON` where `--json` says.
+fn measuring_build(dir: &Path, name: &str) -> PathBuf {
+    script(
+        dir,
+        name,
+        &format!(
+            "while [ $# -gt 0 ]; do\n\
+             [ \"$1\" = --json ] && printf '%s' '{PROG_JSON}' > \"$2\"\n\
+             shift\n\
+             done"
+        ),
+    )
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -69,4 +83,28 @@ fn pairs_does_not_report_what_an_earlier_run_left() {
     );
     assert!(stderr(&out).contains("wrote no"), "{}", stderr(&out));
     assert!(!stdout.contains("conntrack_hit"), "{stdout}");
+}
+
+#[test]
+fn pairs_runs_a_bare_file_name_from_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    measuring_build(dir.path(), "build");
+    // Looked up in PATH, `build` would be this one.
+    let decoy = dir.path().join("decoy");
+    std::fs::create_dir(&decoy).unwrap();
+    script(&decoy, "build", "exit 3");
+    let path = format!("{}:{}", decoy.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb-bench"))
+        .args(["pairs", "--a", "build", "--b", "build", "--pairs", "1"])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running xlb-bench");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| 1 service, 1 flow | conntrack_hit | 1 | 1.000 |"),
+        "{stdout}"
+    );
 }
