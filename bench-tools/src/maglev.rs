@@ -89,6 +89,9 @@ fn backend_key(i: u32) -> String {
 }
 
 pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        crate::output::check_file("--json", path)?;
+    }
     let result = measure(args)?;
     std::io::stdout()
         .lock()

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod kube_proxy;
 mod maglev;
+mod output;
 mod pairs;
 mod prog;
 mod progress;

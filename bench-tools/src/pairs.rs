@@ -403,7 +403,9 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     let temporary;
     let dir = match &args.keep {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--keep {}: creating it", dir.display()))?;
+            crate::output::check_dir("--keep", dir)?;
             dir.as_path()
         }
         None => {

@@ -257,6 +257,9 @@ fn config(services: u32, per_service: u32) -> String {
 }
 
 pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        crate::output::check_file("--json", path)?;
+    }
     let text = config(args.services, args.backends);
     let path = std::env::temp_dir().join(format!("xlb-bench-sync-{}.yaml", std::process::id()));
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;

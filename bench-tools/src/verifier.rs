@@ -55,6 +55,9 @@ impl VerifierResult {
 }
 
 pub(crate) fn run(args: &VerifierArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        crate::output::check_file("--json", path)?;
+    }
     let result = measure()?;
     std::io::stdout()
         .lock()

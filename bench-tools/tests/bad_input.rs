@@ -108,3 +108,81 @@ fn pairs_runs_a_bare_file_name_from_the_current_directory() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_json_file_that_cannot_be_written_stops_a_run_before_it_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny runs, should one start after all.
+    let commands: [&[&str]; 5] = [
+        &["maglev", "--backends", "10", "--size", "251", "--runs", "3"],
+        &["verifier"],
+        &[
+            "prog",
+            "--services",
+            "1",
+            "--flows",
+            "1",
+            "--runs",
+            "1",
+            "--repeat",
+            "256",
+            "--calls",
+            "256",
+            "--budget-secs",
+            "1",
+        ],
+        &[
+            "sync",
+            "--services",
+            "2",
+            "--backends",
+            "2",
+            "--changes",
+            "1",
+            "--no-baselines",
+        ],
+        &[
+            "rig",
+            "--modes",
+            "forward",
+            "--services",
+            "1",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.2",
+            "--workloads",
+            "udp-new",
+            "--sinks",
+            "stack",
+        ],
+    ];
+    for command in commands {
+        let out = xlb_bench(
+            dir.path(),
+            &[command, &["--json", "no-such-dir/out.json"]].concat(),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{command:?}: {stdout}");
+        assert!(stdout.is_empty(), "{command:?} measured first:\n{stdout}");
+        assert!(
+            stderr(&out).contains("--json no-such-dir/out.json: there is no directory no-such-dir"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn pairs_names_a_keep_directory_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = measuring_build(dir.path(), "build");
+    let build = build.to_str().unwrap();
+    std::fs::write(dir.path().join("keep"), "a file").unwrap();
+    let out = xlb_bench(
+        dir.path(),
+        &["pairs", "--a", build, "--b", build, "--keep", "keep"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--keep keep"), "{}", stderr(&out));
+}

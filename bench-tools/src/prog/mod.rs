@@ -141,6 +141,9 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
 
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     let specs = specs(args)?;
+    if let Some(path) = &args.json {
+        crate::output::check_file("--json", path)?;
+    }
     // The maps are pinned (see `fixture::write_tables`) in a private bpffs,
     // unmounted with the rig.
     let mut rig = netns_tests::Rig::new()?;

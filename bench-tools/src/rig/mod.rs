@@ -265,6 +265,9 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
     if let Some(bad) = m.services.iter().find(|n| !(1..=60_000).contains(*n)) {
         anyhow::bail!("--services: {bad} is not in 1..=60000");
     }
+    if let Some(path) = &m.json {
+        crate::output::check_file("--json", path)?;
+    }
     let mut modes = m.modes.clone();
     modes.sort_unstable();
     modes.dedup();
