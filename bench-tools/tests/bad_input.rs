@@ -186,3 +186,28 @@ fn pairs_names_a_keep_directory_it_cannot_use() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--keep keep"), "{}", stderr(&out));
 }
+
+#[test]
+fn prog_refuses_a_repeat_its_new_flow_cases_cannot_run_before_it_sets_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xlb_bench(
+        dir.path(),
+        &[
+            "prog",
+            "--services",
+            "1",
+            "--flows",
+            "1",
+            "--runs",
+            "1",
+            "--repeat",
+            "10000000",
+        ],
+    );
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("--repeat 10000000 is more than the 55535 runs"),
+        "{text}"
+    );
+}

@@ -49,6 +49,9 @@ const FRESH_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 0);
 /// First source port of a new-flow run; the rotation counts up from here and
 /// stops short of wrapping to port 0.
 const FIRST_NEW_PORT: u16 = 10_000;
+/// Runs a new-flow case makes in one call before a flow would repeat: one
+/// per source port from `FIRST_NEW_PORT` up.
+pub(crate) const NEW_FLOW_RUNS: u32 = (u16::MAX - FIRST_NEW_PORT) as u32;
 
 /// The classes of DESIGN.md's table, plus the floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -113,6 +116,12 @@ impl Kind {
             self,
             Self::NewTcpFlow | Self::NewTcpFlowWarm | Self::DsrNewTcpFlow
         )
+    }
+
+    /// Each run of a call is a new flow from the next source port: a call
+    /// makes at most `NEW_FLOW_RUNS` of them.
+    pub(crate) const fn walks_new_ports(self) -> bool {
+        self.is_new_flow() && !self.forgets()
     }
 
     /// Every run is the same flow, which the wrapper deletes before it
@@ -465,7 +474,7 @@ fn new_flow_case(layout: &Layout, kind: Kind, frontends: Frontends, expect: Expe
         modulus: 0,
         divisor: 1,
     });
-    let cycle = u32::from(u16::MAX - FIRST_NEW_PORT);
+    let cycle = NEW_FLOW_RUNS;
     Case {
         kind,
         program: ProgramName::XdpLb,

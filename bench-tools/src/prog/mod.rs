@@ -27,6 +27,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use clap::ValueEnum as _;
 use tracing::{info, warn};
 use xdp_lb::Datapath;
 
@@ -44,14 +45,22 @@ pub(crate) struct ProgArgs {
     /// Measured runs per case and method (the median is reported, with min and max).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    /// Method B: runs per BPF_PROG_TEST_RUN call through the `xdp_bench` wrapper.
+    /// Method B: runs per BPF_PROG_TEST_RUN call through the `xdp_bench`
+    /// wrapper; at most 55535 with the new-flow cases, whose runs each take
+    /// the next source port.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
     /// Method A: calls (one run each) per measured run.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     calls: u32,
-    /// Numbers of services to measure at, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000, 100_000])]
+    /// Numbers of services to measure at, comma-separated; each must split
+    /// into at most 65536 VIPs × 1000 ports.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [1u32, 1_000, 100_000],
+        value_parser = service_count
+    )]
     services: Vec<u32>,
     /// Tracked flows the conntrack-hit and UDP cases walk over at every scale
     /// of --services (spread over its services, at least one per service), so
@@ -119,6 +128,40 @@ const HOT: Spec = Spec {
     flows: 1,
 };
 
+/// `--services`: a count `Layout` can lay out, refused when the command line
+/// is parsed rather than once the run has started.
+fn service_count(text: &str) -> Result<u32, String> {
+    let services = text.parse::<u32>().map_err(|e| format!("{e}"))?;
+    Layout::new(services)
+        .map(|layout| layout.services)
+        .map_err(|e| e.to_string())
+}
+
+/// Refuses a --repeat that method B's new-flow cases cannot run, before
+/// anything is set up: each run of a call is a flow from the next source
+/// port, and past `NEW_FLOW_RUNS` one would repeat (`measure::run_b`). Not a
+/// bound of --repeat as such: the hit cases run more (`--cases conntrack-hit
+/// --repeat 100000` in docs/bench/notes.md).
+fn check_repeat(args: &ProgArgs) -> anyhow::Result<()> {
+    if !args.method.includes(Method::B) || args.repeat <= cases::NEW_FLOW_RUNS {
+        return Ok(());
+    }
+    let limited: Vec<String> = Kind::ALL
+        .into_iter()
+        .filter(|&kind| kind.walks_new_ports() && args.measures(kind))
+        .filter_map(|kind| Some(kind.to_possible_value()?.get_name().to_owned()))
+        .collect();
+    anyhow::ensure!(
+        limited.is_empty(),
+        "--repeat {} is more than the {} runs a new-flow case ({}) makes in one call before a \
+         flow repeats: lower --repeat, or leave those cases out with --cases",
+        args.repeat,
+        cases::NEW_FLOW_RUNS,
+        limited.join(", ")
+    );
+    Ok(())
+}
+
 /// The hot scale, then --services at --flows.
 fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
     anyhow::ensure!(
@@ -141,6 +184,7 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
 
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     let specs = specs(args)?;
+    check_repeat(args)?;
     if let Some(path) = &args.json {
         crate::output::check_file("--json", path)?;
     }
@@ -348,4 +392,65 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
     }
     let total = (tracked + new_flows + 1024) * 4;
     u32::try_from(total).context("too many flows for one conntrack map")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ProgArgs, clap::Error> {
+        let argv = ["xlb-bench", "prog"].iter().chain(args);
+        match crate::Cli::try_parse_from(argv)?.command {
+            crate::Command::Prog(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn services_that_cannot_be_laid_out_are_refused_when_parsed() {
+        for (services, why) in [
+            ("0", "at least 1 service"),
+            ("1,0", "at least 1 service"),
+            // A prime above 65536: no VIPs × ports split.
+            ("65537", "cannot be split"),
+            ("x", "invalid digit"),
+        ] {
+            let e = parse(&["--services", services]).expect_err(services);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(e.to_string().contains(why), "{services}: {e}");
+        }
+        let args = parse(&["--services", "1,100000,65536000"]).unwrap();
+        assert_eq!(args.services, [1, 100_000, 65_536_000]);
+    }
+
+    #[test]
+    fn a_repeat_the_new_flow_cases_cannot_run_is_refused_before_setup() {
+        let message =
+            |args: &[&str]| format!("{:#}", check_repeat(&parse(args).unwrap()).unwrap_err());
+        let text = message(&["--repeat", "10000000"]);
+        assert!(
+            text.starts_with(
+                "--repeat 10000000 is more than the 55535 runs a new-flow case \
+                 (new-tcp-flow, dsr-new-tcp-flow)"
+            ),
+            "{text}"
+        );
+        let text = message(&["--repeat", "55536", "--cases", "dsr-new-tcp-flow,udp"]);
+        assert!(text.contains("(dsr-new-tcp-flow)"), "{text}");
+        // The hit cases take more; method A and the warm case take no repeat.
+        for ok in [
+            &["--repeat", "55535"][..],
+            &[
+                "--repeat",
+                "100000",
+                "--cases",
+                "conntrack-hit,new-tcp-flow-warm",
+            ],
+            &["--repeat", "100000", "--method", "a"],
+        ] {
+            check_repeat(&parse(ok).unwrap()).unwrap();
+        }
+    }
 }
