@@ -73,9 +73,10 @@ pub(crate) struct ProgArgs {
         value_parser = clap::value_parser!(u32).range(1..=10_000_000)
     )]
     flows: u32,
-    /// Conntrack capacity at every scale (default: every flow the run tracks,
-    /// plus a tenth).
-    #[arg(long)]
+    /// Conntrack capacity at every scale (default: 4 × (the flows the
+    /// busiest scale tracks + the new flows of one run, the larger of --repeat
+    /// and --calls among the methods run, + 1024)).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     conntrack_entries: Option<u32>,
     /// Which methods to run.
     #[arg(long, value_enum, default_value_t = MethodChoice::Both)]
@@ -232,7 +233,12 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
         info!(services = n, flows, conntrack, "setting up a scale");
         let layout = Layout::new(n)?;
         let pins = bpffs.join(format!("services-{n}-flows-{flows}"));
-        let mut dp = fixture::load(&layout, conntrack, args.seed, &pins)?;
+        let mut dp = fixture::load(&layout, conntrack, args.seed, &pins).with_context(|| {
+            format!(
+                "loading a datapath with conntrack for {conntrack} flows ({})",
+                conntrack_origin(args, specs)
+            )
+        })?;
         let mut cases = cases::build(&mut dp, &layout, flows, *spec == HOT, args.seed)?;
         for case in &cases {
             check::golden(&dp, case, interfaces, &mut clients).with_context(|| {
@@ -378,6 +384,19 @@ fn measure_round(
 /// eight is a key's first for at most one flow on average, and nine land in
 /// one in about a million buckets, whose ninth then goes to its second.
 fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
+    let (tracked, new_flows) = conntrack_flows(args, specs)?;
+    let total = (tracked + new_flows + 1024) * 4;
+    u32::try_from(total).with_context(|| {
+        format!(
+            "4 × ({tracked} flows tracked + {new_flows} new flows of a run + 1024) conntrack \
+             entries do not fit one map: lower --flows, or give --conntrack-entries"
+        )
+    })
+}
+
+/// The flows `conntrack_entries` sizes for: those the busiest scale tracks,
+/// and one run's new flows.
+fn conntrack_flows(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<(u64, u64)> {
     let mut new_flows = 0;
     if args.method.includes(Method::A) {
         new_flows = new_flows.max(u64::from(args.calls));
@@ -390,13 +409,28 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
         let layout = Layout::new(spec.services)?;
         tracked = tracked.max(cases::tracked_before(&layout, spec.flows));
     }
-    let total = (tracked + new_flows + 1024) * 4;
-    u32::try_from(total).context("too many flows for one conntrack map")
+    Ok((tracked, new_flows))
+}
+
+/// Where the conntrack capacity comes from, in the flags' words, for an
+/// error of the datapath it sizes (the kernel refusing that much memory).
+fn conntrack_origin(args: &ProgArgs, specs: &[Spec]) -> String {
+    if let Some(entries) = args.conntrack_entries {
+        return format!("--conntrack-entries {entries}");
+    }
+    match conntrack_flows(args, specs) {
+        Ok((tracked, new_flows)) => format!(
+            "the default without --conntrack-entries: 4 × ({tracked} flows tracked at --flows {} \
+             + {new_flows} new flows of a run at --repeat {} or --calls {} + 1024)",
+            args.flows, args.repeat, args.calls
+        ),
+        Err(e) => format!("the default without --conntrack-entries ({e})"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
+    use clap::{CommandFactory as _, Parser as _};
 
     use super::*;
 
@@ -452,5 +486,46 @@ mod tests {
         ] {
             check_repeat(&parse(ok).unwrap()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_conntrack_error_names_the_flags_and_the_size() {
+        let specs = |args: &ProgArgs| specs(args).unwrap();
+        let args = parse(&["--conntrack-entries", "4294967295"]).unwrap();
+        assert_eq!(
+            conntrack_origin(&args, &specs(&args)),
+            "--conntrack-entries 4294967295"
+        );
+        let args = parse(&["--services", "1", "--flows", "1000", "--repeat", "500"]).unwrap();
+        let entries = conntrack_entries(&args, &specs(&args)).unwrap();
+        let (tracked, new_flows) = conntrack_flows(&args, &specs(&args)).unwrap();
+        // Method A's calls (20 000) outnumber --repeat.
+        assert_eq!(new_flows, 20_000);
+        assert_eq!(u64::from(entries), (tracked + new_flows + 1024) * 4);
+        assert_eq!(
+            conntrack_origin(&args, &specs(&args)),
+            format!(
+                "the default without --conntrack-entries: 4 × ({tracked} flows tracked at \
+                 --flows 1000 + 20000 new flows of a run at --repeat 500 or --calls 20000 + 1024)"
+            )
+        );
+        assert!(parse(&["--conntrack-entries", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_help_gives_the_default_conntrack_capacity_the_code_computes() {
+        let mut cli = crate::Cli::command();
+        let help = cli
+            .find_subcommand_mut("prog")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains(
+                "default: 4 × (the flows the busiest scale tracks + the new flows of one run, \
+                 the larger of --repeat and --calls among the methods run, + 1024)"
+            ),
+            "{help}"
+        );
     }
 }
