@@ -89,12 +89,13 @@ struct MeasureArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// At most this many UDP packets per measurement.
-    #[arg(long, default_value_t = 20_000_000)]
+    /// At most this many UDP packets per measurement (at least 1: the UDP
+    /// workloads would send nothing).
+    #[arg(long, default_value_t = 20_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_packets: u64,
     /// Leave a ruleset mode out at a number of services when its ruleset takes
-    /// longer than this many seconds to load (the report says so).
-    #[arg(long, default_value_t = 300)]
+    /// longer than this many seconds to load (the report says so); at least 1.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     load_timeout: u64,
     /// Client threads of the TCP connect-request-close workload.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -481,4 +482,23 @@ fn measure(
         );
     }
     Ok(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> Result<crate::Cli, clap::Error> {
+        crate::Cli::try_parse_from(["xlb-bench", "rig"].iter().chain(args))
+    }
+
+    #[test]
+    fn limits_that_would_measure_nothing_are_refused_when_parsed() {
+        for (flag, value) in [("--max-packets", "0"), ("--load-timeout", "0")] {
+            let e = parse(&[flag, value]).expect_err(flag);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+        parse(&["--max-packets", "1", "--load-timeout", "1"]).unwrap();
+    }
 }

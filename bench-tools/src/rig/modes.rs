@@ -116,6 +116,8 @@ pub(crate) fn load(
 ) -> anyhow::Result<()> {
     let path = topo.rig.workdir()?.join(format!("{program}.rules"));
     std::fs::write(&path, rules).with_context(|| format!("writing {}", path.display()))?;
+    // timeout(1) takes 0 for no limit at all; --load-timeout is at least 1 s,
+    // and a shorter limit from elsewhere is rounded up rather than dropped.
     let seconds = limit.as_secs().max(1);
     let limit_arg = seconds.to_string();
     let mut argv: Vec<&str> = vec![&limit_arg, program];
