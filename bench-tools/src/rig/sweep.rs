@@ -11,15 +11,32 @@ pub(crate) enum SweepCommand {
     /// namespaces, delete the namespaces, unmount their bpffs mounts and
     /// remove their work directories.
     Sweep {
-        /// Only names starting with this; it must start with `xlb-rig-`
-        /// (default: every rig, including live ones of running tests).
-        #[arg(long)]
+        /// Only names starting with this; it must start with `xlb-rig-` and
+        /// have no `/` (default: every rig, including live ones of running
+        /// tests).
+        #[arg(long, value_parser = sweep_prefix)]
         prefix: Option<String>,
         /// Only rigs whose creating process is gone (`xlb-rig-<pid>-...`
         /// with no such pid), so running tests keep their rigs.
         #[arg(long, conflicts_with = "prefix")]
         orphans: bool,
     },
+}
+
+/// `--prefix`: what `netns_tests::sweep` refuses, refused when parsed with
+/// the rule it breaks (the library's error says only that it is no rig name).
+fn sweep_prefix(prefix: &str) -> Result<String, String> {
+    if !prefix.starts_with(netns_tests::PREFIX) {
+        return Err(format!("it must start with {:?}", netns_tests::PREFIX));
+    }
+    if prefix.contains('/') {
+        return Err(
+            "it must not contain '/': it is matched against names (namespaces, work \
+             directories, each component of a mount point), never against paths"
+                .to_owned(),
+        );
+    }
+    Ok(prefix.to_owned())
 }
 
 pub(crate) fn run(command: &SweepCommand) -> anyhow::Result<()> {
@@ -72,4 +89,25 @@ fn print_report(report: &SweepReport) -> anyhow::Result<()> {
         report.failures.len()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    fn parse(prefix: &str) -> Result<crate::Cli, clap::Error> {
+        crate::Cli::try_parse_from(["xlb-bench", "rig", "sweep", "--prefix", prefix])
+    }
+
+    #[test]
+    fn a_prefix_is_refused_with_the_rule_it_breaks() {
+        let e = parse("xlb-rig-../").expect_err("a slash");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = e.to_string();
+        assert!(text.contains("must not contain '/'"), "{text}");
+        assert!(!text.contains("start with"), "{text}");
+        let text = parse("rig-1-").expect_err("no prefix").to_string();
+        assert!(text.contains("must start with \"xlb-rig-\""), "{text}");
+        parse("xlb-rig-1234-").unwrap();
+    }
 }
