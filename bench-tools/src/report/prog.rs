@@ -104,6 +104,15 @@ pub(super) fn section(
         );
     };
     let s = &prog.setup;
+    if prog.rows.is_empty() {
+        writeln!(
+            out,
+            "The `xlb-bench prog` document (kernel {}) has no rows: it holds no measured case. \
+             Rerun `xlb-bench prog --json FILE` and pass that file.\n",
+            s.kernel
+        )?;
+        return Ok(());
+    }
     let dsr = if prog.rows.iter().any(|r| r.case.starts_with("dsr_")) {
         " and a direct-server-return (DSR) TCP frontend"
     } else {

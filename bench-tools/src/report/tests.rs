@@ -493,3 +493,18 @@ fn plot_links_are_relative_to_the_markdown() {
     );
     assert_eq!(relative(Path::new("/repo"), Path::new("/repo")), "");
 }
+
+#[test]
+fn a_prog_document_without_rows_says_so() {
+    let mut prog: Prog = serde_json::from_str(PROG).unwrap();
+    prog.rows.clear();
+    prog.targets.clear();
+    let mut text = String::new();
+    prog::section(&mut text, Some(&prog), None).unwrap();
+    assert_has(
+        &text,
+        "The `xlb-bench prog` document (kernel 6.18.0-test) has no rows: it holds no measured case.",
+    );
+    assert!(!text.contains("--method a"), "{text}");
+    assert!(!text.contains("| case |"), "{text}");
+}
