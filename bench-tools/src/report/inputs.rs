@@ -19,6 +19,51 @@ pub(crate) struct Prog {
     pub(crate) targets: Vec<crate::prog::report::Target>,
 }
 
+/// The largest figure of a `prog` document: the kernel times runs in whole
+/// ns, in a u32 (`BPF_PROG_TEST_RUN`'s `duration`), so no ns/packet is larger,
+/// and neither is a ratio of two (the smaller at least 1 ns: a run of 0 ns
+/// makes the ratio infinite, which the JSON holds as null).
+const PROG_FIGURE_MAX: f64 = u32::MAX as f64;
+
+impl Prog {
+    /// Refuses a figure no run measures, negative or beyond `PROG_FIGURE_MAX`:
+    /// the tables print figures whole (`{:.0}` of -1.8e308 is 309 digits).
+    fn check(&self) -> anyhow::Result<()> {
+        for (i, row) in self.rows.iter().enumerate() {
+            let at = |field: &str| {
+                format!(
+                    "rows[{i}] ({} at {} service(s), {} flow(s)): {field}",
+                    row.case, row.services, row.scale_flows
+                )
+            };
+            if let Some(summary) = &row.method_b_summary {
+                check_figure(summary.median).with_context(|| at("method_b_summary.median"))?;
+            }
+            if let Some(over) = row.method_b_over_floor {
+                check_figure(over).with_context(|| at("method_b_over_floor"))?;
+            }
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            let at = |field: &str| format!("targets[{i}] ({}): {field}", target.what);
+            check_figure(target.measured).with_context(|| at("measured"))?;
+            check_figure(target.limit).with_context(|| at("limit"))?;
+            if let Some(aim) = target.aim {
+                check_figure(aim).with_context(|| at("aim"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_figure(value: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=PROG_FIGURE_MAX).contains(&value),
+        "{value:?} is no figure `xlb-bench prog` measures: its ns/packet and ratios run \
+         from 0 to {PROG_FIGURE_MAX} (the kernel times runs in whole ns, in a u32)"
+    );
+    Ok(())
+}
+
 /// What each timing method is, in the tool's own words.
 #[derive(Debug, Deserialize)]
 pub(super) struct ProgMethods {
@@ -90,6 +135,16 @@ pub(super) struct RulesetCost {
     pub(super) changes: u32,
     pub(super) change_p50_ms: f64,
     pub(super) change_p99_ms: f64,
+}
+
+/// `load` of a `prog` document, its figures checked (`Prog::check`).
+pub(crate) fn load_prog(path: &Path) -> anyhow::Result<Option<Prog>> {
+    let prog: Option<Prog> = load(path)?;
+    if let Some(prog) = &prog {
+        prog.check()
+            .with_context(|| format!("checking {}", path.display()))?;
+    }
+    Ok(prog)
 }
 
 /// Reads `path`, or `None` if there is no such file: a benchmark that was not

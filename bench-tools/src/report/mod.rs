@@ -83,7 +83,7 @@ impl Inputs {
         let prog = args
             .prog
             .as_deref()
-            .map(inputs::load)
+            .map(inputs::load_prog)
             .transpose()?
             .flatten();
         let mut syncs = Vec::new();

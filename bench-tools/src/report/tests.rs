@@ -508,3 +508,41 @@ fn a_prog_document_without_rows_says_so() {
     assert!(!text.contains("--method a"), "{text}");
     assert!(!text.contains("| case |"), "{text}");
 }
+
+#[test]
+fn prog_figures_no_run_measures_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prog.json");
+    let hit = r#""median": 200.0, "min": 200.0"#;
+    for (bad, field) in [
+        (
+            r#""median": -1.7976931348623157e308, "min": 200.0"#,
+            "method_b_summary.median",
+        ),
+        (r#""median": -5.0, "min": 200.0"#, "method_b_summary.median"),
+        (
+            r#""median": 1e300, "min": 200.0"#,
+            "method_b_summary.median",
+        ),
+    ] {
+        std::fs::write(&path, PROG.replacen(hit, bad, 1)).unwrap();
+        let err = format!("{:#}", inputs::load_prog(&path).unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "rows[1] (conntrack_hit at 1 service(s), 1 flow(s)): {field}"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("no figure `xlb-bench prog` measures"), "{err}");
+        assert!(err.len() < 400, "{err}");
+    }
+    std::fs::write(
+        &path,
+        PROG.replacen("\"measured\": 5.0", "\"measured\": -5.0", 1),
+    )
+    .unwrap();
+    let err = format!("{:#}", inputs::load_prog(&path).unwrap_err());
+    assert!(err.contains("targets[0] (conntrack hit (TCP ACK) ≤ 5.4× floor): measured"));
+    std::fs::write(&path, PROG).unwrap();
+    assert!(inputs::load_prog(&path).unwrap().is_some());
+}
