@@ -389,7 +389,8 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
     u32::try_from(total).with_context(|| {
         format!(
             "4 × ({tracked} flows tracked + {new_flows} new flows of a run + 1024) conntrack \
-             entries do not fit one map: lower --flows, or give --conntrack-entries"
+             entries do not fit one map: lower --flows, --repeat or --calls, or give \
+             --conntrack-entries"
         )
     })
 }
@@ -510,6 +511,10 @@ mod tests {
             )
         );
         assert!(parse(&["--conntrack-entries", "0"]).is_err());
+        // A default beyond a u32 names the flags that size it.
+        let args = parse(&["--cases", "conntrack-hit", "--repeat", "4294967295"]).unwrap();
+        let err = format!("{:#}", conntrack_entries(&args, &specs(&args)).unwrap_err());
+        assert!(err.contains("lower --flows, --repeat or --calls"), "{err}");
     }
 
     #[test]
