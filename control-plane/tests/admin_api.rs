@@ -437,16 +437,22 @@ async fn errors_carry_their_status_and_message() {
 
 /// Sends `request` as is and returns the status line and the body.
 async fn raw(socket: &Path, request: &str) -> (String, String) {
-    let mut stream = UnixStream::connect(socket).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let (status, answer) = raw_with_headers(socket, request).await;
     let body = answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// As [`raw`], with the whole answer, headers included, for the body.
+async fn raw_with_headers(socket: &Path, request: &str) -> (String, String) {
+    let mut stream = UnixStream::connect(socket).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    (status, answer)
 }
 
 #[tokio::test]
@@ -477,6 +483,50 @@ async fn malformed_requests_get_an_error_document() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
     assert_eq!(error.error, "no admin route /v2/everything");
+
+    // A method the route does not take, a body that is not JSON, one past
+    // the limit: each its own status, with an error document.
+    let (status, answer) = raw_with_headers(
+        &socket,
+        "POST /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nallow: get"),
+        "{answer}"
+    );
+    let error: ErrorView = serde_json::from_str(answer.split_once("\r\n\r\n").expect("a body").1)
+        .expect("an ErrorView");
+    assert_eq!(error.error, "/v1/status does not take POST");
+    let body = r#"{"backend":"198.18.2.1:8080"}"#;
+    let (status, answer) = raw(
+        &socket,
+        &format!(
+            "POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 415 Unsupported Media Type");
+    serde_json::from_str::<ErrorView>(&answer).expect("an ErrorView");
+    // Past the limit, the server answers and hangs up before it has read
+    // the whole body: what it could not take is written in vain.
+    let huge = 3 << 20;
+    let mut stream = UnixStream::connect(&socket).await.expect("connect");
+    let request = format!(
+        "POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {huge}\r\nConnection: close\r\n\r\n{}",
+        " ".repeat(huge)
+    );
+    stream.write_all(request.as_bytes()).await.ok();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer.lines().next().unwrap_or_default();
+    let answer = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    serde_json::from_str::<ErrorView>(answer).expect("an ErrorView");
 
     // The events route's bounds.
     for query in [

@@ -269,6 +269,7 @@ pub fn router(admin: Arc<dyn Admin>) -> Router {
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(admin)
 }
 
@@ -455,13 +456,28 @@ async fn undrain(
 
 /// A body that is not the route's JSON document is the client's fault: 400
 /// with serde's description of what was wrong.
+/// A body that is not the request's JSON: 400, but 415 without a JSON
+/// content type and 413 past the body limit, as axum tells them apart.
 fn bad_body(rejection: &JsonRejection) -> Response {
-    error_response(StatusCode::BAD_REQUEST, rejection.body_text())
+    let status = match rejection.status() {
+        status @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => status,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error_response(status, rejection.body_text())
 }
 
 async fn no_route(uri: axum::http::Uri) -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         format!("no admin route {}", uri.path()),
+    )
+}
+
+/// A route asked with a method it does not take: 405 with an error
+/// document, as every other error (axum keeps the `Allow` header).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
     )
 }

@@ -222,7 +222,8 @@ struct ObserveArgs {
 
 /// The longest `--interval` or `--duration`: past it, a deadline would not
 /// fit the clock (and Ctrl-C is the way to wait for ever).
-const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_INTERVAL: Duration = Duration::from_secs(MAX_INTERVAL_DAYS * 24 * 3600);
+const MAX_INTERVAL_DAYS: u64 = 365;
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
@@ -231,8 +232,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     }
     if interval > MAX_INTERVAL {
         return Err(format!(
-            "at most {} (leave it out, and stop with Ctrl-C, to run for ever)",
-            humantime::format_duration(MAX_INTERVAL)
+            "at most {MAX_INTERVAL_DAYS} days (leave it out, and stop with Ctrl-C, to run for \
+             ever)"
         ));
     }
     Ok(interval)
