@@ -16,6 +16,10 @@
 //! | POST   | `/v1/simulate`            | `SimulateRequest`         | `SimulateView`       |
 //! | POST   | `/v1/drain`, `/v1/undrain`| `DrainRequest`            | `DrainView`          |
 //!
+//! `/v1/events` waits up to `wait_ms` for the first event; at most
+//! [`MAX_EVENT_READERS`] wait at once (429 for one more). A drain answers
+//! the services whose backend changed, none when it was drained already.
+//!
 //! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
 //! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
 //! bytes outside `[A-Za-z0-9-._~:/]` are percent-encoded by the client.
