@@ -356,7 +356,7 @@ async fn conntrack(
 pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_EVENTS: usize = 4096;
 /// How many `/v1/events` calls may wait at once; one more gets 429. Each
-/// waiting call reads the ring every [`EVENTS_POLL`], so this bounds that
+/// waiting call reads the ring every 50 ms (`EVENTS_POLL`), so this bounds that
 /// work, whoever holds the socket.
 pub const MAX_EVENT_READERS: usize = 16;
 /// How often a waiting `/v1/events` reads the ring again. The wait is a
