@@ -223,7 +223,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     if kube_source.is_some() {
         tracing::info!(
             adopted,
-            "waiting for the Kubernetes caches before the first sync (the pinned state, if any,              keeps forwarding)"
+            "waiting for the Kubernetes caches before the first sync (the pinned state, if any, \
+             keeps forwarding)"
         );
     }
 

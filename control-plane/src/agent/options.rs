@@ -105,19 +105,39 @@ pub struct AgentOptions {
     pub pin_dir: PathBuf,
 
     /// Capacity of the frontend and service-ID maps.
-    #[arg(long, env = "XLB_MAX_SERVICES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "XLB_MAX_SERVICES",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_services: u32,
 
     /// Capacity of the backend-ID maps.
-    #[arg(long, env = "XLB_MAX_BACKENDS", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "XLB_MAX_BACKENDS",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_backends: u32,
 
     /// Capacity of the conntrack maps (flows, summed over CPUs).
-    #[arg(long, env = "XLB_CONNTRACK_SIZE", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "XLB_CONNTRACK_SIZE",
+        default_value_t = 131_072,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub conntrack_size: u32,
 
     /// Capacity of the frontend-address map.
-    #[arg(long, env = "XLB_MAX_ADDRESSES", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "XLB_MAX_ADDRESSES",
+        default_value_t = 4_096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_addresses: u32,
 
     /// The Maglev hash seed. Every LB instance serving the same services must
