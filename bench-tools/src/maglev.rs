@@ -21,9 +21,10 @@ pub(crate) struct MaglevArgs {
     /// prime above 100·N).
     #[arg(long)]
     size: Option<u32>,
-    /// Number of backends N, 1 to 131071 (the largest listed table size: a
-    /// table needs a slot per backend); their keys are 198.18.2.0:8080/TCP and up.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BACKENDS)))]
+    /// Number of backends N, at most the table size (--size, else 131071,
+    /// the largest listed size: a table needs a slot per backend); their
+    /// keys are 198.18.2.0:8080/TCP and up.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     backends: u32,
     /// One weight per backend, comma-separated (default: all 1).
     #[arg(long, value_delimiter = ',')]
@@ -75,11 +76,11 @@ pub(crate) struct Change {
     pub(crate) slots_written: usize,
 }
 
-/// The most backends a run takes: the largest size of the sizing policy's
-/// list, since a table holds each backend of positive weight in one slot at
-/// least (`Table::build` refuses more). Checked when the command line is
-/// parsed, before the backends and their keys are built: beyond it a run would
-/// grow to gigabytes before the table size refused it.
+/// The most backends a run without `--size` takes: the largest size of the
+/// sizing policy's list, since a table holds each backend of positive weight
+/// in one slot at least (`Table::build` refuses more). With `--size`, that
+/// size. Checked before the backends and their keys are built: beyond it a
+/// run would grow to gigabytes before the table size refused it.
 const MAX_BACKENDS: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
 
 /// The key of the `i`-th backend: `198.18.2.0:8080/TCP` and up (RFC 2544 range), as the
@@ -105,6 +106,17 @@ pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
 
 fn measure(args: &MaglevArgs) -> anyhow::Result<MaglevResult> {
     anyhow::ensure!(args.backends > 0, "--backends must be at least 1");
+    let most = args.size.unwrap_or(MAX_BACKENDS);
+    anyhow::ensure!(
+        args.backends <= most,
+        "--backends {} is more than a table of {most} slots holds (one slot each at least){}",
+        args.backends,
+        if args.size.is_some() {
+            ""
+        } else {
+            ": give a larger --size"
+        }
+    );
     let weights = match &args.weights {
         Some(w) => {
             anyhow::ensure!(
@@ -293,14 +305,21 @@ mod tests {
     }
 
     #[test]
-    fn backends_beyond_the_largest_table_are_refused_when_parsed() {
+    fn backends_beyond_the_table_are_refused_before_they_are_built() {
         let parse = |n: &str| crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", n]);
-        for n in ["100000000", "4294967295", "131072", "0"] {
-            let e = parse(n).expect_err(n);
-            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{n}");
-            assert!(e.to_string().contains("1..=131071"), "{n}: {e}");
+        let e = parse("0").expect_err("no backend");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        // More than the largest listed size is for a --size of its own.
+        assert!(parse("150000").is_ok());
+        for (backends, size) in [(4_294_967_295, None), (131_072, None), (1_000, Some(997))] {
+            let e = measure(&MaglevArgs {
+                size,
+                ..args(backends)
+            })
+            .expect_err("more backends than slots")
+            .to_string();
+            assert!(e.contains("is more than a table of"), "{e}");
         }
-        assert!(parse("131071").is_ok());
         // The most backends a table of that size holds, one slot each.
         let r = measure(&MaglevArgs {
             size: Some(MAX_BACKENDS),
