@@ -17,7 +17,7 @@ use std::{
 use control_plane::{
     admin::{
         Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group,
-        server::MAX_EVENT_READERS,
+        server::{MAX_EVENT_READERS, MAX_EVENTS_WAIT},
     },
     api::{
         AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView,
@@ -619,6 +619,41 @@ async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
         assert!(events.is_empty());
     }
     served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_a_waiting_event_reader_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let client = AdminClient::new(&socket);
+    let started = tokio::time::Instant::now();
+    let reader = tokio::spawn(async move { client.events(1, MAX_EVENTS_WAIT).await });
+    while fake.event_calls.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    served.stop().await;
+    let events = reader.await.expect("reader task").expect("an answer");
+    assert!(events.is_empty());
+    // Not the reader's whole wait: the server stopped it.
+    assert!(
+        started.elapsed() < MAX_EVENTS_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!socket.exists(), "the socket outlived the server");
+}
+
+#[tokio::test]
+async fn a_server_dropped_unserved_removes_its_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let server = AdminServer::bind(&socket, None).await.expect("bind");
+    assert!(socket.exists());
+    // As when the agent fails to start after binding.
+    drop(server);
+    assert!(!socket.exists(), "a stale socket was left behind");
 }
 
 #[tokio::test]

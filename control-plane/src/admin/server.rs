@@ -47,7 +47,7 @@ use nix::unistd::{Gid, Group};
 use serde::{Deserialize, Serialize};
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::Semaphore,
+    sync::{Semaphore, watch},
 };
 
 use super::{Admin, AdminError};
@@ -142,7 +142,23 @@ pub fn resolve_group(name_or_id: &str) -> Result<Gid, GroupError> {
 #[derive(Debug)]
 pub struct AdminServer {
     listener: UnixListener,
-    path: PathBuf,
+    socket: SocketFile,
+}
+
+/// The socket's file, removed when the server is dropped: after serving, or
+/// unserved when the agent fails to start after binding it, which would
+/// otherwise leave a stale socket for `xlb` to find.
+#[derive(Debug)]
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.0)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %self.0.display(), %error, "could not remove the admin socket");
+        }
+    }
 }
 
 impl AdminServer {
@@ -165,6 +181,8 @@ impl AdminServer {
             path: path.clone(),
             source,
         })?;
+        // From here on the file is ours: removed if a step below fails.
+        let socket_file = SocketFile(path.clone());
         // bind(2) creates the file with 0777 & ~umask; until the chmod below
         // the usual umask (022) already keeps group and others from writing,
         // i.e. from connecting.
@@ -181,12 +199,15 @@ impl AdminServer {
                 source,
             })?;
         }
-        Ok(Self { listener, path })
+        Ok(Self {
+            listener,
+            socket: socket_file,
+        })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.socket.0
     }
 
     /// Serves the admin API from `admin` until `shutdown` completes, then
@@ -197,16 +218,20 @@ impl AdminServer {
         admin: Arc<dyn Admin>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Self { listener, path } = self;
-        tracing::info!(socket = %path.display(), "admin API listening");
-        let served = axum::serve(listener, router(admin))
+        let Self { listener, socket } = self;
+        tracing::info!(socket = %socket.0.display(), "admin API listening");
+        // Waiting event readers answer at once when the agent stops, rather
+        // than hold the graceful shutdown up for their whole wait.
+        let (stop, stopping) = watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let served = axum::serve(listener, routes(admin, stopping))
             .with_graceful_shutdown(shutdown)
             .await;
-        if let Err(error) = std::fs::remove_file(&path)
-            && error.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(socket = %path.display(), %error, "could not remove the admin socket");
-        }
+        let path = socket.0.clone();
+        drop(socket);
         served.map_err(|source| ServeError::Serve { path, source })
     }
 }
@@ -257,6 +282,17 @@ async fn remove_stale(socket: &Path) -> Result<(), ServeError> {
 
 /// The admin API's routes over `admin` (see the module docs for the table).
 pub fn router(admin: Arc<dyn Admin>) -> Router {
+    // Never stopping (the sender is gone): whoever serves this router stops it.
+    let (_, stopping) = watch::channel(false);
+    routes(admin, stopping)
+}
+
+/// [`router`], with event readers that stop waiting once `stopping` is true.
+fn routes(admin: Arc<dyn Admin>, stopping: watch::Receiver<bool>) -> Router {
+    let readers = Arc::new(EventReaders {
+        slots: Semaphore::new(MAX_EVENT_READERS),
+        stopping,
+    });
     Router::new()
         .route("/v1/services", get(services))
         .route("/v1/backends", get(backends))
@@ -265,10 +301,7 @@ pub fn router(admin: Arc<dyn Admin>) -> Router {
         .route("/v1/maps", get(maps))
         .route("/v1/maglev/{*service}", get(maglev))
         .route("/v1/status", get(status))
-        .route(
-            "/v1/events",
-            get(events).layer(Extension(Arc::new(Semaphore::new(MAX_EVENT_READERS)))),
-        )
+        .route("/v1/events", get(events).layer(Extension(readers)))
         .route("/v1/simulate", post(simulate))
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
@@ -372,9 +405,18 @@ struct EventsQuery {
     wait_ms: u64,
 }
 
+/// What the waiting `/v1/events` calls share.
+#[derive(Debug)]
+struct EventReaders {
+    /// One per waiting call.
+    slots: Semaphore,
+    /// True once the server stops.
+    stopping: watch::Receiver<bool>,
+}
+
 async fn events(
     State(admin): AdminState,
-    Extension(readers): Extension<Arc<Semaphore>>,
+    Extension(readers): Extension<Arc<EventReaders>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
     let query = match query {
@@ -391,20 +433,26 @@ async fn events(
             ),
         );
     }
-    let Ok(_reader) = readers.try_acquire() else {
+    let Ok(_reader) = readers.slots.try_acquire() else {
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_EVENT_READERS} flow event readers wait already; try again later"),
         );
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = readers.stopping.clone();
     loop {
         let max = query.max;
         let read = blocking(Arc::clone(&admin), move |a| a.events(max)).await;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match read {
-            Ok(events) if events.is_empty() && !left.is_zero() => {
-                tokio::time::sleep(left.min(EVENTS_POLL)).await;
+            Ok(events) if events.is_empty() && !left.is_zero() && !*stopping.borrow() => {
+                // Without a sender (`router`), `changed` fails at once:
+                // that branch is then left out, and only the sleep ends it.
+                tokio::select! {
+                    () = tokio::time::sleep(left.min(EVENTS_POLL)) => {}
+                    Ok(()) = stopping.changed() => {}
+                }
             }
             Ok(events) => return Json(events).into_response(),
             Err(response) => return response,

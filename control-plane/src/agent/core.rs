@@ -191,7 +191,7 @@ impl Core {
                 let error = format!("{:#}", anyhow::Error::from(errors));
                 tracing::error!(
                     file = %file.display(),
-                    "configuration rejected; the datapath keeps what it has:\n{error}"
+                    "configuration rejected; nothing in the datapath changes:\n{error}"
                 );
                 self.status.last_reload = Some(ReloadView {
                     at: unix_now(),

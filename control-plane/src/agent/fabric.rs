@@ -13,7 +13,10 @@ use anyhow::Context as _;
 use xdp_lb::{Config, Datapath};
 
 use super::{core::Core, locked};
-use crate::pod_interfaces::{PodInterfaceEvent, PodInterfaces};
+use crate::{
+    pod_interfaces::{PodInterfaceEvent, PodInterfaces},
+    source::kube::validate::{Origin, check_unicast},
+};
 
 /// `--snat-source`, `--snat-ports` and `--hairpin-source` in `config`. A
 /// family without a `--snat-source` takes the first address of that family
@@ -37,6 +40,16 @@ pub(super) fn snat_config(
     config.hairpin_source_v4 = hairpin4.map_or([0; 4], |a| a.octets());
     config.hairpin_source_v6 = hairpin6.map_or([0; 16], |a| a.octets());
     (config.snat_port_min, config.snat_port_max) = ports;
+    Ok(())
+}
+
+/// Every address of `flag` (`--encap-source`, `--snat-source`) one a packet
+/// can come from and be answered at: no unspecified, broadcast, multicast,
+/// loopback or link-local address.
+pub(super) fn check_sources(flag: &str, addresses: &[IpAddr]) -> anyhow::Result<()> {
+    for &address in addresses {
+        check_unicast(address, Origin::Cluster).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+    }
     Ok(())
 }
 
@@ -196,4 +209,32 @@ fn apply(core: &Mutex<Core>, pod_links: &Path, event: PodInterfaceEvent) {
             Ok(())
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_unicast_addresses() {
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        assert!(check_sources("--snat-source", &ips(&["198.18.0.1", "2001:2::1"])).is_ok());
+        for bad in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "127.0.0.1",
+            "fe80::1",
+            "::",
+        ] {
+            let error = check_sources("--encap-source", &ips(&[bad]))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                error.starts_with(&format!("--encap-source {bad} ")),
+                "{error}"
+            );
+        }
+    }
 }

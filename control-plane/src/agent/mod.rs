@@ -83,6 +83,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .transpose()
         .context("--admin-group")?;
     check_interfaces(&options.interfaces)?;
+    fabric::check_sources("--encap-source", &options.encap_sources)?;
+    fabric::check_sources("--snat-source", &options.snat_sources)?;
     if let Some(pattern) = &options.pod_interfaces {
         PodInterfaces::new(pattern)?;
     }
@@ -94,12 +96,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     };
     bpffs::ensure(&options.pin_dir)?;
     let _pin_dir_lock = bpffs::lock(&options.pin_dir)?;
-    let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group)
-        .await
-        .context("binding the admin socket")?;
-    let metrics_server = metrics::MetricsServer::bind(options.metrics_address)
-        .await
-        .context("binding the metrics address")?;
+    // Their errors name the socket and the flag.
+    let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group).await?;
+    let metrics_server = metrics::MetricsServer::bind(options.metrics_address).await?;
     let asked = MapSizes {
         services: options.max_services,
         backends: options.max_backends,

@@ -10,6 +10,8 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use xdp_lb::{AttachMode, Datapath, DecapVerdict, ProgramName};
 
+use crate::source::kube::validate::{Origin, check_unicast};
+
 /// `xlb decap`'s flags.
 #[derive(Debug, Args)]
 pub(super) struct DecapArgs {
@@ -82,10 +84,7 @@ fn check(args: &DecapArgs) -> anyhow::Result<()> {
     }
     for (i, vip) in args.vips.iter().enumerate() {
         anyhow::ensure!(!args.vips[..i].contains(vip), "--vip {vip} is named twice");
-        anyhow::ensure!(
-            !vip.is_unspecified() && !vip.is_multicast() && !vip.is_loopback(),
-            "--vip {vip} is not a unicast address a client can reach"
-        );
+        check_unicast(*vip, Origin::Cluster).map_err(|e| anyhow::anyhow!("--vip {e}"))?;
     }
     Ok(())
 }
@@ -111,9 +110,12 @@ mod tests {
         for (interfaces, vips, says) in [
             (&["eth0", "eth0"][..], &["198.18.100.1"][..], "named twice"),
             (&["eth0"], &["198.18.100.1", "198.18.100.1"], "named twice"),
-            (&["eth0"], &["0.0.0.0"], "not a unicast"),
-            (&["eth0"], &["::"], "not a unicast"),
-            (&["eth0"], &["224.0.0.1"], "not a unicast"),
+            (&["eth0"], &["0.0.0.0"], "unicast"),
+            (&["eth0"], &["::"], "unicast"),
+            (&["eth0"], &["224.0.0.1"], "unicast"),
+            (&["eth0"], &["255.255.255.255"], "unicast"),
+            (&["eth0"], &["fe80::1"], "unicast"),
+            (&["eth0"], &["::ffff:198.18.0.1"], "IPv4-mapped"),
         ] {
             let error = check(&args(interfaces, vips)).expect_err(says).to_string();
             assert!(error.contains(says), "{error}");

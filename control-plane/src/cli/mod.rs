@@ -228,13 +228,10 @@ const MAX_INTERVAL_DAYS: u64 = 365;
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if interval.is_zero() {
-        return Err("the interval must be longer than 0".into());
+        return Err("must be longer than 0".into());
     }
     if interval > MAX_INTERVAL {
-        return Err(format!(
-            "at most {MAX_INTERVAL_DAYS} days (leave it out, and stop with Ctrl-C, to run for \
-             ever)"
-        ));
+        return Err(format!("at most {MAX_INTERVAL_DAYS} days"));
     }
     Ok(interval)
 }
@@ -360,7 +357,7 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
 
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
-            .with_context(|| format!("RUST_LOG={directives:?} is not a tracing filter"))?,
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?} is not a tracing filter: {e}"))?,
         _ => level_filter(level)?,
     };
     tracing_subscriber::fmt()
@@ -370,7 +367,8 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
 }
 
-/// The levels a `--log-level` directive may name on its own.
+/// The levels a `--log-level` directive may name on its own (or by number,
+/// 0 for off to 5 for trace).
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// `--log-level`: a level, or `tracing` directives (`TARGET=LEVEL`, comma
@@ -380,7 +378,11 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 fn level_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     for directive in level.split(',').map(str::trim) {
         let is_target = directive.contains('=') || directive.contains('[');
-        if !is_target && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+        let is_level = LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            || directive
+                .parse::<u8>()
+                .is_ok_and(|n| usize::from(n) < LEVELS.len());
+        if !is_target && !is_level {
             anyhow::bail!(
                 "--log-level {level:?}: {directive:?} is neither a level ({}) nor a \
                  `TARGET=LEVEL` directive (e.g. `control_plane=debug,xdp_lb=debug`)",
@@ -388,8 +390,10 @@ fn level_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
             );
         }
     }
+    // The parser's error holds its cause in its own text: kept as a source,
+    // it would be printed twice.
     tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("--log-level {level:?} is not a tracing filter"))
+        .map_err(|e| anyhow::anyhow!("--log-level {level:?} is not a tracing filter: {e}"))
 }
 
 /// `xlb check-config`: validation only. Exit 1 and every problem on stderr
@@ -793,12 +797,13 @@ mod tests {
             "info",
             "WARN",
             "off",
+            "5",
             "control_plane=debug,xdp_lb=trace",
             "info,kube=warn",
         ] {
             assert!(level_filter(good).is_ok(), "{good}");
         }
-        for bad in ["warning", "loud", "info,verbose", ""] {
+        for bad in ["warning", "loud", "info,verbose", "", "6"] {
             let error = level_filter(bad).expect_err(bad).to_string();
             assert!(error.contains("neither a level"), "{bad}: {error}");
         }
