@@ -461,6 +461,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let options = TranslateOptions::default();
     check_slices(&services, &slices, &options, &mut warnings);
     check_cluster_ips(&services, &node, &mut problems);
+    check_health_check_node_ports(&services, &mut problems);
     check_served(&services, native.node.is_some(), &options, &mut warnings);
 
     let mut model = Model::default();
@@ -726,6 +727,49 @@ fn check_cluster_ips(
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// A `healthCheckNodePort` is one Service's port on the node, as the API
+/// server's allocator makes it: no other Service's nodePort or
+/// healthCheckNodePort. (Two Services' nodePorts meet as frontends, in
+/// [`Frontends::claim`]; within one Service, [`validate::service`] checks.)
+fn check_health_check_node_ports(
+    services: &[KubeDocument<KubeService>],
+    problems: &mut Vec<Problem>,
+) {
+    // Every node port of the file: (port, is a health check port) → where.
+    let mut ports: Vec<(i32, bool, &str, String)> = Vec::new();
+    for service in services {
+        let Some(spec) = service.object.spec.as_ref() else {
+            continue;
+        };
+        for (i, port) in spec.ports.iter().flatten().enumerate() {
+            if let Some(node_port) = port.node_port {
+                let place = format!("spec.ports[{i}].nodePort");
+                ports.push((node_port, false, &service.label, place));
+            }
+        }
+        if let Some(port) = spec.health_check_node_port {
+            let place = "spec.healthCheckNodePort".to_owned();
+            ports.push((port, true, &service.label, place));
+        }
+    }
+    for (i, (port, health, label, place)) in ports.iter().enumerate() {
+        let clash = ports[..i]
+            .iter()
+            .find(|(other, other_health, other_label, _)| {
+                other == port && other_label != label && (*health || *other_health)
+            });
+        if let Some((_, _, first_label, first_place)) = clash {
+            problems.push(Problem::new(
+                format!("{label}: {place}"),
+                format!(
+                    "{port} is already {first_label}: {first_place}: a node port serves one \
+                     Service"
+                ),
+            ));
         }
     }
 }
@@ -2287,6 +2331,57 @@ items:
                  node.addresses[1]: an address is either a vip or a node address"
             ]
         );
+    }
+
+    #[test]
+    fn a_health_check_node_port_is_no_other_services_node_port() {
+        // A LoadBalancer Service with externalTrafficPolicy Local and its
+        // healthCheckNodePort.
+        let local = |name: &str, ip: &str, node_port: u16, health: u16| {
+            SERVICE
+                .replace("name: web", &format!("name: {name}"))
+                .replace("198.18.100.1", ip)
+                .replace(
+                    "type: NodePort",
+                    "type: LoadBalancer\n  externalTrafficPolicy: Local",
+                )
+                .replace("nodePort: 30080", &format!("nodePort: {node_port}"))
+                + &format!("  healthCheckNodePort: {health}\n")
+        };
+        let apart = format!(
+            "{NATIVE}---\n{}---\n{}",
+            local("web", "198.18.100.1", 30080, 30090),
+            local("api", "198.18.100.2", 30081, 30091)
+        );
+        assert!(parse(&apart).is_ok(), "{:?}", parse(&apart));
+        // On another Service's nodePort, and on its healthCheckNodePort.
+        // Services are taken in name order (as translate takes them): the
+        // problem is the later one's.
+        for (node_port, health, first) in [
+            (
+                30081,
+                30080,
+                "documents[1] (Service shop/api): spec.ports[0].nodePort",
+            ),
+            (
+                30081,
+                30090,
+                "documents[1] (Service shop/api): spec.healthCheckNodePort",
+            ),
+        ] {
+            let text = format!(
+                "{NATIVE}---\n{}---\n{}",
+                local("api", "198.18.100.2", 30080, 30090),
+                local("web", "198.18.100.1", node_port, health)
+            );
+            assert_eq!(
+                problems(&text),
+                [format!(
+                    "documents[2] (Service shop/web): spec.healthCheckNodePort: {health} is \
+                     already {first}: a node port serves one Service"
+                )]
+            );
+        }
     }
 
     #[test]
