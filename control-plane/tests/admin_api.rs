@@ -445,6 +445,16 @@ async fn raw(socket: &Path, request: &str) -> (String, String) {
     (status, body)
 }
 
+/// `POST route` with `body` of `content_type`, sent as is (see [`raw`]).
+async fn post_raw(socket: &Path, route: &str, content_type: &str, body: &str) -> (String, String) {
+    let request = format!(
+        "POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(socket, &request).await
+}
+
 /// As [`raw`], with the whole answer, headers included, for the body.
 async fn raw_with_headers(socket: &Path, request: &str) -> (String, String) {
     let mut stream = UnixStream::connect(socket).await.expect("connect");
@@ -462,15 +472,7 @@ async fn malformed_requests_get_an_error_document() {
     let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
 
     let body = r#"{"client":"not an address"}"#;
-    let (status, answer) = raw(
-        &socket,
-        &format!(
-            "POST /v1/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
+    let (status, answer) = post_raw(&socket, "/v1/simulate", "application/json", body).await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
     let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
     assert!(error.error.contains("client"), "{error:?}");
@@ -500,15 +502,7 @@ async fn malformed_requests_get_an_error_document() {
         .expect("an ErrorView");
     assert_eq!(error.error, "/v1/status does not take POST");
     let body = r#"{"backend":"198.18.2.1:8080"}"#;
-    let (status, answer) = raw(
-        &socket,
-        &format!(
-            "POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
+    let (status, answer) = post_raw(&socket, "/v1/drain", "text/plain", body).await;
     assert_eq!(status, "HTTP/1.1 415 Unsupported Media Type");
     serde_json::from_str::<ErrorView>(&answer).expect("an ErrorView");
     // Past the limit, the server answers and hangs up before it has read
