@@ -570,6 +570,19 @@ async fn events_wait_for_the_first_events_or_the_deadline() {
     served.stop().await;
 }
 
+/// Waits until `fake`'s events were read `n` times (each reader reads at
+/// once, then between its waits); fails after [`MAX_EVENTS_WAIT`].
+async fn reads(fake: &FakeAdmin, n: usize) {
+    let deadline = tokio::time::Instant::now() + MAX_EVENTS_WAIT;
+    while fake.event_calls.load(Ordering::Relaxed) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the readers never read"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -584,14 +597,7 @@ async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
         })
         .collect();
     // Until every reader has read once, one more may still find room.
-    let all_waiting = tokio::time::Instant::now() + wait;
-    while fake.event_calls.load(Ordering::Relaxed) < MAX_EVENT_READERS {
-        assert!(
-            tokio::time::Instant::now() < all_waiting,
-            "the readers never read"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reads(&fake, MAX_EVENT_READERS).await;
     let client = AdminClient::new(&socket);
     let error = client
         .events(1, wait)
@@ -624,9 +630,7 @@ async fn stopping_answers_a_waiting_event_reader_at_once() {
     let client = AdminClient::new(&socket);
     let started = tokio::time::Instant::now();
     let reader = tokio::spawn(async move { client.events(1, MAX_EVENTS_WAIT).await });
-    while fake.event_calls.load(Ordering::Relaxed) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reads(&fake, 1).await;
     served.stop().await;
     let events = reader.await.expect("reader task").expect("an answer");
     assert!(events.is_empty());

@@ -112,14 +112,23 @@ pub(super) fn uplink_link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("uplinks")
 }
 
-/// Removes the uplink egress links an earlier agent pinned for interfaces
-/// not in `interfaces`.
-pub(super) fn forget_uplinks(interfaces: &[String], link_dir: &Path) -> anyhow::Result<()> {
-    for iface in Datapath::pinned_uplink_egresses(link_dir) {
-        if interfaces.contains(&iface) {
-            continue;
-        }
-        Datapath::detach_uplink_egress_pinned(&iface, link_dir)
+/// Removes the links an earlier agent pinned for interfaces no longer among
+/// `interfaces`: `xdp_lb`'s (`links`) and the uplink egress ones
+/// (`uplinks`). An interface dropped from `--interface` stops balancing, as
+/// one dropped from a Cilium device list does.
+pub(super) fn forget_dropped_interfaces(
+    interfaces: &[String],
+    links: &Path,
+    uplinks: &Path,
+) -> anyhow::Result<()> {
+    let stale = |pinned: Vec<String>| pinned.into_iter().filter(|i| !interfaces.contains(i));
+    for iface in stale(Datapath::pinned_links(links)) {
+        Datapath::detach_pinned(links, &iface)
+            .with_context(|| format!("removing the xdp_lb link of {iface}"))?;
+        tracing::info!(iface, "xdp_lb link of an earlier agent removed");
+    }
+    for iface in stale(Datapath::pinned_uplink_egresses(uplinks)) {
+        Datapath::detach_uplink_egress_pinned(&iface, uplinks)
             .with_context(|| format!("removing the uplink egress link of {iface}"))?;
         tracing::info!(iface, "uplink egress link of an earlier agent removed");
     }

@@ -38,7 +38,7 @@ use tokio::{
 use xdp_lb::{AttachMode, Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
 pub use options::AgentOptions;
-pub(crate) use options::parse_interface_name;
+pub(crate) use options::{each_once, parse_interface_name};
 
 use self::{
     core::{Core, Status},
@@ -234,8 +234,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     };
     let links = options.pin_dir.join("links");
     let uplink_links = fabric::uplink_link_dir(&options.pin_dir);
-    forget_links(&options.interfaces, &links)?;
-    fabric::forget_uplinks(&options.interfaces, &uplink_links)?;
+    fabric::forget_dropped_interfaces(&options.interfaces, &links, &uplink_links)?;
     for iface in &options.interfaces {
         fabric::accept_local(iface)?;
         let attached = core
@@ -384,12 +383,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
 
 /// Every `--interface` names an interface of this network namespace, once.
 fn check_interfaces(interfaces: &[String]) -> anyhow::Result<()> {
-    for (i, iface) in interfaces.iter().enumerate() {
-        anyhow::ensure!(
-            !interfaces[..i].contains(iface),
-            "--interface {iface} is named twice"
-        );
-        nix::net::if_::if_nametoindex(iface.as_str()).map_err(|_| {
+    options::each_once("--interface", interfaces)?;
+    for iface in interfaces {
+        xdp_lb::interface_index(iface).map_err(|_| {
             anyhow::anyhow!("--interface {iface}: no such interface in this network namespace")
         })?;
     }
@@ -414,21 +410,6 @@ fn warn_of_pinned_sizes(asked: MapSizes, pinned: MapSizes, pin_dir: &Path) {
             );
         }
     }
-}
-
-/// Removes the `xdp_lb` links an earlier agent pinned for interfaces that are
-/// no longer among `interfaces`: an interface dropped from the flags stops
-/// balancing, as one dropped from a Cilium device list does.
-fn forget_links(interfaces: &[String], link_dir: &Path) -> anyhow::Result<()> {
-    for iface in Datapath::pinned_links(link_dir) {
-        if interfaces.contains(&iface) {
-            continue;
-        }
-        Datapath::detach_pinned(link_dir, &iface)
-            .with_context(|| format!("removing the xdp_lb link of {iface}"))?;
-        tracing::info!(iface, "xdp_lb link of an earlier agent removed");
-    }
-    Ok(())
 }
 
 /// File mode: serves the `healthCheckNodePort`s of the file's Kubernetes

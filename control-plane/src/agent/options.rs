@@ -257,24 +257,28 @@ pub struct AgentOptions {
     pub log_level: String,
 }
 
-/// An interface name as the kernel takes one (`dev_valid_name`): 1 to 15
-/// bytes, not `.` or `..`, no `/`, `:` or white space. It also names the
-/// interface's pins and its `/proc/sys` directory. Whether it exists is
-/// checked when the agent starts, before it changes anything.
+/// An interface name as the kernel takes one ([`xdp_lb::is_interface_name`]).
+/// Whether it exists is checked when the agent starts, before it changes
+/// anything.
 pub(crate) fn parse_interface_name(name: &str) -> Result<String, String> {
-    let valid = (1..16).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
-    if valid {
+    if xdp_lb::is_interface_name(name) {
         Ok(name.to_owned())
     } else {
         Err(format!(
             "{name:?} is not an interface name (1 to 15 bytes, no `/`, `:` or spaces)"
         ))
     }
+}
+
+/// Each of `items`, given as `flag`, once.
+pub(crate) fn each_once<T: PartialEq + std::fmt::Display>(
+    flag: &str,
+    items: &[T],
+) -> anyhow::Result<()> {
+    for (i, item) in items.iter().enumerate() {
+        anyhow::ensure!(!items[..i].contains(item), "{flag} {item} is named twice");
+    }
+    Ok(())
 }
 
 /// `MIN-MAX`: a non-empty range of nonzero ports.

@@ -276,17 +276,12 @@ impl Admin for AgentAdmin {
     }
 
     fn simulate(&self, request: &SimulateRequest) -> Result<SimulateView, AdminError> {
-        // No flow has ends of two families; the datapath would look an
-        // IPv6 client up against an IPv4 frontend's entry as if it were one.
-        if request.client.is_ipv4() != request.frontend.is_ipv4() {
-            return Err(AdminError::BadRequest(format!(
-                "client {} and frontend {} are of different IP families",
-                request.client, request.frontend
-            )));
-        }
         let core = self.lock()?;
         let flow = Flow::new(request.client, request.frontend, request.protocol.into());
-        let simulation = core.datapath.simulate(&flow).map_err(internal)?;
+        let simulation = core.datapath.simulate(&flow).map_err(|e| match e {
+            xdp_lb::Error::MixedFamilies { .. } => AdminError::BadRequest(e.to_string()),
+            e => internal(e),
+        })?;
         let name_of = |id: u32| {
             core.model
                 .services

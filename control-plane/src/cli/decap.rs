@@ -10,7 +10,10 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use xdp_lb::{AttachMode, Datapath, DecapVerdict, ProgramName};
 
-use crate::source::kube::validate::{Origin, check_unicast};
+use crate::{
+    agent::each_once,
+    source::kube::validate::{Origin, check_unicast},
+};
 
 /// `xlb decap`'s flags.
 #[derive(Debug, Args)]
@@ -76,15 +79,10 @@ pub(super) async fn run(args: &DecapArgs) -> anyhow::Result<()> {
 /// Each interface and VIP once, and every VIP an address a packet can be
 /// sent to.
 fn check(args: &DecapArgs) -> anyhow::Result<()> {
-    for (i, iface) in args.interfaces.iter().enumerate() {
-        anyhow::ensure!(
-            !args.interfaces[..i].contains(iface),
-            "--interface {iface} is named twice"
-        );
-    }
-    for (i, vip) in args.vips.iter().enumerate() {
-        anyhow::ensure!(!args.vips[..i].contains(vip), "--vip {vip} is named twice");
-        check_unicast(*vip, Origin::Cluster).map_err(|e| anyhow::anyhow!("--vip {e}"))?;
+    each_once("--interface", &args.interfaces)?;
+    each_once("--vip", &args.vips)?;
+    for &vip in &args.vips {
+        check_unicast(vip, Origin::Cluster).map_err(|e| anyhow::anyhow!("--vip {e}"))?;
     }
     Ok(())
 }

@@ -84,6 +84,12 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error("client {client} and frontend {frontend} are of different IP families: no packet is")]
+    MixedFamilies {
+        client: std::net::SocketAddr,
+        frontend: std::net::SocketAddr,
+    },
+
     #[error("frontend {frontend}: its address is not declared (`set_address` it first)")]
     UndeclaredAddress { frontend: std::net::SocketAddr },
 

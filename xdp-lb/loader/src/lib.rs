@@ -59,7 +59,7 @@ pub use datapath::{AttachMode, Attachment, Datapath, ProgramName, VerifierReport
 pub use error::Error;
 pub use events::{FlowEvent, FlowEventKind, FlowEvents};
 pub use flow_table::ConntrackTables;
-pub use links::{PinnedAttachment, PinnedLinkInfo};
+pub use links::{PinnedAttachment, PinnedLinkInfo, interface_index, is_interface_name};
 pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, ServiceOptions};
 pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};

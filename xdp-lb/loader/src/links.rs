@@ -256,17 +256,32 @@ pub(crate) fn pin_names(link_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `link_dir/<iface>`, for a valid interface name (the kernel's
-/// `dev_valid_name`: 1 to 15 bytes, not `.` or `..`, no `/`, `:` or white
-/// space), which is then a plain file name.
-pub(crate) fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> {
-    let valid = (1..16).contains(&iface.len())
-        && iface != "."
-        && iface != ".."
-        && !iface
+/// Whether `name` can name an interface (the kernel's `dev_valid_name`: 1 to
+/// 15 bytes, not `.` or `..`, no `/`, `:` or white space), which makes it a
+/// plain file name too (its pin, its `/proc/sys` directory).
+pub fn is_interface_name(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
-    if !valid {
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
+/// The index of the interface `iface` of the calling thread's network
+/// namespace; refused for a name no interface can have.
+pub fn interface_index(iface: &str) -> Result<u32, Error> {
+    if !is_interface_name(iface) {
+        return Err(Error::UnknownInterface {
+            iface: iface.to_owned(),
+        });
+    }
+    ifindex(iface)
+}
+
+/// `link_dir/<iface>`, for a valid interface name ([`is_interface_name`]).
+pub(crate) fn link_path(link_dir: &Path, iface: &str) -> Result<PathBuf, Error> {
+    if !is_interface_name(iface) {
         return Err(Error::UnknownInterface {
             iface: iface.to_owned(),
         });

@@ -48,6 +48,12 @@ impl Datapath {
     /// picks. On a VIP-only address the tracked flow is looked for before
     /// the service, as the datapath does.
     pub fn simulate(&self, flow: &Flow) -> Result<Simulation, Error> {
+        if flow.src.is_ipv4() != flow.dst.is_ipv4() {
+            return Err(Error::MixedFamilies {
+                client: flow.src,
+                frontend: flow.dst,
+            });
+        }
         let tuple = flow.tuple();
         let addresses = HashMap::<_, AddressKey, AddressInfo>::try_from(self.map(ADDRESSES)?)
             .map_err(map_err(ADDRESSES, "open"))?;

@@ -35,6 +35,17 @@ fn load_small() -> Datapath {
 }
 
 #[test]
+fn simulate_refuses_a_flow_of_two_families() {
+    let dp = load_small();
+    let client: SocketAddr = "[2001:2::7]:40000".parse().unwrap();
+    let frontend: SocketAddr = "198.18.100.1:80".parse().unwrap();
+    let error = dp
+        .simulate(&xdp_lb::Flow::new(client, frontend, Protocol::Tcp))
+        .expect_err("no packet has ends of two families");
+    assert!(matches!(error, Error::MixedFamilies { .. }), "{error}");
+}
+
+#[test]
 fn invalid_tables_are_refused_and_leave_the_old_table() {
     let mut dp = load_small();
     dp.put_backend(1, backend4(0), 1).unwrap();
