@@ -2257,6 +2257,25 @@ items:
     }
 
     #[test]
+    fn a_service_type_that_is_not_known_hides_no_other_problem() {
+        let text = SERVICE
+            .replace("type: NodePort", "type: NodePrt")
+            .replace("198.18.100.1", "198.18.100.300")
+            .replace("port: 80\n", "port: 70000\n");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.type: `NodePrt` is not a service type: use \
+                 ClusterIP, NodePort, LoadBalancer or ExternalName",
+                "documents[0] (Service shop/web): spec.clusterIP: `198.18.100.300` is not an IP \
+                 address",
+                "documents[0] (Service shop/web): spec.ports[0].port: 70000 is out of range \
+                 1-65535",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_kubernetes_fields_are_errors_like_kubectl_strict_validation() {
         let text = SERVICE
             .replace(

@@ -402,17 +402,19 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
         errors.push(FieldError::new("spec", "required"));
         return errors;
     };
+    // An unknown type is reported, and the rest checked without it: only
+    // the rules that depend on the type (which ports a NodePort needs,
+    // where a headless Service or a traffic policy may be) are skipped, so
+    // that a file's author sees every problem of the Service at once.
     let ty = match ServiceType::of(spec) {
-        Ok(ty) => ty,
+        // Skipped by translate: nothing else of it is read.
+        Ok(ServiceType::ExternalName) => return errors,
+        Ok(ty) => Some(ty),
         Err(e) => {
             errors.push(FieldError::new("spec.type", e));
-            return errors;
+            None
         }
     };
-    if ty == ServiceType::ExternalName {
-        // Skipped by translate: nothing else of it is read.
-        return errors;
-    }
     let headless = is_headless(spec);
     check_cluster_ips(spec, ty, headless, origin, &mut errors);
     check_ip_families(spec, headless, &mut errors);
@@ -433,7 +435,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     }
 
     if let Some(ranges) = spec.load_balancer_source_ranges.as_deref() {
-        if !ranges.is_empty() && ty != ServiceType::LoadBalancer {
+        if !ranges.is_empty() && ty.is_some_and(|ty| ty != ServiceType::LoadBalancer) {
             errors.push(FieldError::new(
                 "spec.loadBalancerSourceRanges",
                 "may only be set when type is LoadBalancer",
@@ -481,7 +483,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
 
 fn check_cluster_ips(
     spec: &ServiceSpec,
-    ty: ServiceType,
+    ty: Option<ServiceType>,
     headless: bool,
     origin: Origin,
     errors: &mut Vec<FieldError>,
@@ -511,7 +513,7 @@ fn check_cluster_ips(
                 "None must be the only entry of a headless Service",
             ));
         }
-        if ty != ServiceType::ClusterIp {
+        if ty.is_some_and(|ty| ty != ServiceType::ClusterIp) {
             errors.push(FieldError::new(
                 "spec.clusterIP",
                 "None (headless) is only allowed for type ClusterIP",
@@ -624,7 +626,14 @@ fn check_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldE
     }
 }
 
-fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut Vec<FieldError>) {
+/// `ty`: `None` for a type that is not known, whose node port rules are
+/// not checked.
+fn check_ports(
+    spec: &ServiceSpec,
+    ty: Option<ServiceType>,
+    headless: bool,
+    errors: &mut Vec<FieldError>,
+) {
     let ports: &[ServicePort] = spec.ports.as_deref().unwrap_or_default();
     if ports.is_empty() && !headless {
         errors.push(FieldError::new("spec.ports", "required: at least one port"));
@@ -633,9 +642,9 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
     let mut numbers: BTreeMap<(i32, &str), usize> = BTreeMap::new();
     let mut node_ports: BTreeMap<(i32, &str), usize> = BTreeMap::new();
     let allocates_node_ports = match ty {
-        ServiceType::NodePort => true,
-        ServiceType::LoadBalancer => spec.allocate_load_balancer_node_ports != Some(false),
-        ServiceType::ClusterIp | ServiceType::ExternalName => false,
+        Some(ServiceType::NodePort) => true,
+        Some(ServiceType::LoadBalancer) => spec.allocate_load_balancer_node_ports != Some(false),
+        Some(ServiceType::ClusterIp | ServiceType::ExternalName) | None => false,
     };
     for (i, port) in ports.iter().enumerate() {
         let place = format!("spec.ports[{i}]");
@@ -689,7 +698,7 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
                 format!("{place}.nodePort"),
                 format!(
                     "required for a {} Service (there is no allocator here): give a port in {}-{}",
-                    if ty == ServiceType::NodePort {
+                    if ty == Some(ServiceType::NodePort) {
                         "NodePort"
                     } else {
                         "LoadBalancer"
@@ -699,7 +708,7 @@ fn check_ports(spec: &ServiceSpec, ty: ServiceType, headless: bool, errors: &mut
                 ),
             )),
             None => {}
-            Some(_) if !ty.has_node_ports() => errors.push(FieldError::new(
+            Some(_) if ty.is_some_and(|ty| !ty.has_node_ports()) => errors.push(FieldError::new(
                 format!("{place}.nodePort"),
                 "may only be set when type is NodePort or LoadBalancer",
             )),
@@ -804,7 +813,13 @@ pub(crate) fn externally_accessible(spec: &ServiceSpec, ty: ServiceType) -> bool
                 .is_some_and(|ips| !ips.is_empty()))
 }
 
-fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<FieldError>) {
+/// `ty`: `None` for a type that is not known, where the policies may be set
+/// is not checked.
+fn check_traffic_policies(
+    spec: &ServiceSpec,
+    ty: Option<ServiceType>,
+    errors: &mut Vec<FieldError>,
+) {
     for (place, value) in [
         ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
         ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
@@ -824,7 +839,7 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
         .external_traffic_policy
         .as_deref()
         .is_some_and(|p| !p.is_empty())
-        && !externally_accessible(spec, ty)
+        && ty.is_some_and(|ty| !externally_accessible(spec, ty))
     {
         errors.push(FieldError::new(
             "spec.externalTrafficPolicy",
@@ -834,7 +849,7 @@ fn check_traffic_policies(spec: &ServiceSpec, ty: ServiceType, errors: &mut Vec<
     if let Some(port) = spec.health_check_node_port {
         // The API server's NeedsHealthCheck: only a LoadBalancer's external
         // balancer probes nodes for `Local` endpoints.
-        if ty != ServiceType::LoadBalancer
+        if ty.is_some_and(|ty| ty != ServiceType::LoadBalancer)
             || spec.external_traffic_policy.as_deref() != Some("Local")
         {
             errors.push(FieldError::new(
@@ -924,9 +939,11 @@ const MAX_ENDPOINT_ADDRESSES: usize = 100;
 pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_meta(&slice.metadata, check_dns1123_subdomain, &mut errors);
+    // `None` for an address type that is not known: the addresses are
+    // still checked, all but their family, like the rest of the slice.
     let v4 = match slice.address_type.as_str() {
-        "IPv4" => true,
-        "IPv6" => false,
+        "IPv4" => Some(true),
+        "IPv6" => Some(false),
         // Names, not addresses: translate ignores these slices.
         "FQDN" => return errors,
         "" => {
@@ -934,7 +951,7 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<Field
                 "addressType",
                 "required: IPv4, IPv6 or FQDN",
             ));
-            return errors;
+            None
         }
         other => {
             errors.push(FieldError::new(
@@ -944,7 +961,7 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<Field
                     quoted(other)
                 ),
             ));
-            return errors;
+            None
         }
     };
     if slice.endpoints.len() > MAX_SLICE_ENDPOINTS {
@@ -977,7 +994,7 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice, origin: Origin) -> Vec<Field
             let at = format!("{place}.addresses[{j}]");
             match parse_ip(addr, origin) {
                 Err(e) => errors.push(FieldError::new(at, e)),
-                Ok(ip) if ip.is_ipv4() != v4 => errors.push(FieldError::new(
+                Ok(ip) if v4.is_some_and(|v4| ip.is_ipv4() != v4) => errors.push(FieldError::new(
                     at,
                     format!(
                         "{ip} is {} but addressType is {}",
@@ -1204,10 +1221,14 @@ mod tests {
     fn service_rules_name_their_field() {
         let cases: Vec<(Value, &[&str])> = vec![
             (
+                // An unknown type hides none of the other problems.
                 json!({ "type": "Foo" }),
                 &[
                     "spec.type: `Foo` is not a service type: use ClusterIP, NodePort, LoadBalancer \
                  or ExternalName",
+                    "spec.clusterIP: required: the Service's cluster IP (there is no allocator \
+                 here), or None for a headless Service",
+                    "spec.ports: required: at least one port",
                 ],
             ),
             (
@@ -1392,6 +1413,44 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_type_hides_no_other_problem_and_invents_none() {
+        // Every rule that does not depend on the type still applies.
+        assert_eq!(
+            problems_of_service(json!({
+                "type": "Foo",
+                "clusterIP": "198.18.100.300",
+                "sessionAffinity": "Sticky",
+                "ports": [{ "port": 70000, "protocol": "XYZ" }],
+            })),
+            [
+                "spec.type: `Foo` is not a service type: use ClusterIP, NodePort, LoadBalancer or \
+                 ExternalName",
+                "spec.clusterIP: `198.18.100.300` is not an IP address",
+                "spec.ports[0].port: 70000 is out of range 1-65535",
+                "spec.ports[0].protocol: `XYZ` is not a protocol: use TCP, UDP or SCTP",
+                "spec.sessionAffinity: `Sticky` is not a session affinity: use None or ClientIP",
+            ]
+        );
+        // Those that depend on it are not guessed at: no "nodePort required",
+        // "may only be set when type is ...", for a type that may well be
+        // a misspelt NodePort or LoadBalancer. A value is still checked.
+        assert_eq!(
+            problems_of_service(with_port(json!({
+                "type": "NodePrt",
+                "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 30090,
+                "loadBalancerSourceRanges": ["198.18.0.0/15"],
+                "ports": [{ "port": 80, "nodePort": 80 }],
+            }))),
+            [
+                "spec.type: `NodePrt` is not a service type: use ClusterIP, NodePort, \
+                 LoadBalancer or ExternalName",
+                "spec.ports[0].nodePort: 80 is outside the NodePort range 30000-32767",
+            ]
+        );
+    }
+
+    #[test]
     fn service_metadata_and_status_rules() {
         let service: Service = serde_json::from_value(json!({
             "metadata": { "name": "Web", "namespace": "Team_A" },
@@ -1471,6 +1530,18 @@ mod tests {
             (
                 json!({ "addressType": "IPv5", "endpoints": [] }),
                 &["addressType: `IPv5` is not an address type: use IPv4, IPv6 or FQDN"],
+            ),
+            (
+                // An unknown address type hides none of the other problems;
+                // only the family of the addresses is not checked.
+                json!({ "addressType": "IPv5", "endpoints": [
+                { "addresses": ["198.18.2.1", "2001:2::1", "x"] }],
+                "ports": [{ "port": 0 }] }),
+                &[
+                    "addressType: `IPv5` is not an address type: use IPv4, IPv6 or FQDN",
+                    "endpoints[0].addresses[2]: `x` is not an IP address",
+                    "ports[0].port: 0 is out of range 1-65535",
+                ],
             ),
             (
                 json!({ "addressType": "IPv4", "endpoints": [{ "addresses": [] }] }),
