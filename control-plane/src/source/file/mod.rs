@@ -460,7 +460,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let slices = documents.slices;
     let options = TranslateOptions::default();
     check_slices(&services, &slices, &options, &mut warnings);
-    check_cluster_ips(&services, &node, &mut problems);
+    let taken_cluster_ips = check_cluster_ips(&services, &node, &mut problems);
     check_health_check_node_ports(&services, &mut problems);
     check_served(&services, native.node.is_some(), &options, &mut warnings);
 
@@ -485,7 +485,14 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     }
     let translated = translate_each(&services, &slices, &node, &options, &mut warnings);
     for (name, kube) in translated.services {
-        let service = claim_kube(&name, kube, &mut frontends, &mut problems, &mut warnings);
+        let service = claim_kube(
+            &name,
+            kube,
+            &taken_cluster_ips,
+            &mut frontends,
+            &mut problems,
+            &mut warnings,
+        );
         if !service.frontends.is_empty() {
             model.services.insert(name, service);
         }
@@ -546,16 +553,23 @@ fn check_served(
 /// Claims the frontends of a service translated from a Kubernetes Service,
 /// returning it without those another Kubernetes Service holds on an
 /// external IP of both (as translate resolves it in the Kubernetes mode: the
-/// name that sorts first keeps it, with a warning).
+/// name that sorts first keeps it, with a warning). Its frontends on a
+/// clusterIP that `taken_cluster_ips` says is another Service's are left
+/// out too: that problem is already reported, once for the address rather
+/// than for each of its ports.
 fn claim_kube(
     name: &ServiceName,
     kube: FromKube<'_>,
+    taken_cluster_ips: &BTreeSet<(&str, IpAddr)>,
     frontends: &mut Frontends,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
 ) -> Service {
     let mut service = kube.service;
     service.frontends.retain(|frontend| {
+        if taken_cluster_ips.contains(&(kube.label, frontend.addr)) {
+            return false;
+        }
         let place = format!("{}: frontend {frontend} of {name}", kube.label);
         let claimant = Claimant::Kube {
             external: kube.external_ips.contains(&frontend.addr),
@@ -705,11 +719,22 @@ fn port_id(name: &str, protocol: &str) -> String {
 /// An address is either a vip or a node address, in the Kubernetes documents
 /// as in the native one: a clusterIP on a node address (which translate
 /// makes a node frontend, or skips outside the NodePort range) is a problem.
-fn check_cluster_ips(
-    services: &[KubeDocument<KubeService>],
+///
+/// And a clusterIP is one Service's, as the API server's allocator makes it
+/// ("provided IP is already allocated"): two Services of the file on one
+/// clusterIP are a problem, even on different ports, where their frontends
+/// would not clash. (A live cluster cannot have them, so the Kubernetes mode
+/// does not check.) Services are taken in name order, as in
+/// [`check_health_check_node_ports`]: the problem is the later one's.
+/// Returns each Service's label and the clusterIP it cannot have.
+fn check_cluster_ips<'a>(
+    services: &'a [KubeDocument<KubeService>],
     node: &NodeInfo,
     problems: &mut Vec<Problem>,
-) {
+) -> BTreeSet<(&'a str, IpAddr)> {
+    // Each clusterIP → the Service and the field that took it.
+    let mut owners: BTreeMap<IpAddr, (&str, String)> = BTreeMap::new();
+    let mut taken = BTreeSet::new();
     for service in services {
         let Some(spec) = service.object.spec.as_ref() else {
             continue;
@@ -727,8 +752,24 @@ fn check_cluster_ips(
                     ),
                 ));
             }
+            match owners.get(&ip) {
+                Some((first_label, first_place)) => {
+                    problems.push(Problem::new(
+                        format!("{}: {place}", service.label),
+                        format!(
+                            "{ip} is already {first_label}: {first_place}: a clusterIP belongs \
+                             to one Service"
+                        ),
+                    ));
+                    taken.insert((service.label.as_str(), ip));
+                }
+                None => {
+                    owners.insert(ip, (&service.label, place));
+                }
+            }
         }
     }
+    taken
 }
 
 /// A `healthCheckNodePort` is one Service's port on the node, as the API
@@ -2413,15 +2454,15 @@ items:
                 .replace("198.18.100.1", spec)
         };
         let other_node_port = |text: String| text.replace("nodePort: 30080", "nodePort: 30081");
-        // The same clusterIP and port.
+        // The same clusterIP and port: one problem, for the clusterIP (see
+        // a_cluster_ip_belongs_to_one_service), not one for each port too.
         let same_cluster_ip = other_node_port(api("198.18.100.1"));
         assert_eq!(
             problems(&format!("{NATIVE}---\n{SERVICE}---\n{same_cluster_ip}")),
             [
-                "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
-                 198.18.100.1:80/TCP is already a frontend of service shop/api:http \
-                 (documents[2] (Service shop/api): frontend 198.18.100.1:80/TCP of \
-                 shop/api:http): two Kubernetes Services share a frontend only on an external IP"
+                "documents[1] (Service shop/web): spec.clusterIP: 198.18.100.1 is already \
+                 documents[2] (Service shop/api): spec.clusterIP: a clusterIP belongs to one \
+                 Service"
             ]
         );
         let api_node_port = other_node_port(api("198.18.100.3"));
@@ -2453,6 +2494,77 @@ items:
                  (documents[2] (Service shop/api): frontend 198.18.100.1:80/TCP of \
                  shop/api:http): two Kubernetes Services share a frontend only on an external IP"
             ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_ip_belongs_to_one_service() {
+        let api = |cluster_ip: &str| {
+            SERVICE
+                .replace("name: web", "name: api")
+                .replace("  clusterIP: 198.18.100.1\n", cluster_ip)
+                .replace("port: 80\n", "port: 81\n")
+                .replace("nodePort: 30080", "nodePort: 30081")
+        };
+        // On other ports, where no frontend clashes: the API server's
+        // allocator gives a clusterIP to one Service. In name order, as the
+        // other checks across Services: the later one has the problem.
+        let text = format!(
+            "{NATIVE}---\n{SERVICE}---\n{}",
+            api("  clusterIP: 198.18.100.1\n")
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[1] (Service shop/web): spec.clusterIP: 198.18.100.1 is already \
+                 documents[2] (Service shop/api): spec.clusterIP: a clusterIP belongs to one \
+                 Service"
+            ]
+        );
+        // Either address of a dual-stack Service, written another way.
+        let dual = api(
+            "  clusterIPs: [198.18.100.3, \"2001:2::1:10\"]\n  ipFamilyPolicy: PreferDualStack\n",
+        );
+        let also_v6 = SERVICE.replace("198.18.100.1", "\"2001:2:0:0::1:10\"");
+        assert_eq!(
+            problems(&format!("{NATIVE}---\n{dual}---\n{also_v6}")),
+            [
+                "documents[2] (Service shop/web): spec.clusterIP: 2001:2::1:10 is already \
+                 documents[1] (Service shop/api): spec.clusterIPs[1]: a clusterIP belongs to one \
+                 Service"
+            ]
+        );
+        // Headless Services have no clusterIP to share.
+        let headless = |name: &str| {
+            SERVICE
+                .replace("name: web", &format!("name: {name}"))
+                .replace("198.18.100.1", "None")
+                .replace("  type: NodePort\n", "")
+                .replace("      nodePort: 30080\n", "")
+        };
+        let text = format!("{}---\n{}", headless("web"), headless("api"));
+        assert!(parse(&text).is_ok(), "{:?}", parse(&text));
+        // The Kubernetes mode serves what the API server holds, as it is:
+        // both Services, each on its port.
+        let objects: Vec<KubeService> = [SERVICE.to_owned(), api("  clusterIP: 198.18.100.1\n")]
+            .iter()
+            .map(|text| serde_yaml_ng::from_str(text).unwrap())
+            .collect();
+        let translation = translate(
+            &objects,
+            &[],
+            &NodeInfo::default(),
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            translation
+                .model
+                .services
+                .values()
+                .flat_map(|s| &s.frontends)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["198.18.100.1:81/TCP", "198.18.100.1:80/TCP"]
         );
     }
 
