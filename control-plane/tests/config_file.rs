@@ -154,8 +154,8 @@ fn the_error_example_reports_every_problem_with_its_place() {
         "services[2].health_check.path: required for an http check: the path to GET, like \
          /healthz",
         "services[2].health_check.timeout: 1s must be shorter than the interval (1s)",
-        "services[5].frontends[0].weigth: unknown field `weigth`, expected one of `address`, \
-         `port`, `kind`",
+        "services[5].frontends[0].weigth: unknown field: the fields here are `address`, `port`, \
+         `kind`",
         "documents[1] (Service default/web): spec.clusterIP: `198.18.100.300` is not an IP \
          address",
         "documents[1] (Service default/web): spec.ports[1].name: required when a Service has more \

@@ -10,6 +10,7 @@
 
 mod error;
 mod native;
+mod recover;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -278,30 +279,24 @@ fn read_kube(
     match (api_version, kind) {
         (Some("v1"), Some("Service")) => {
             let label = format!("{place} ({})", object_label("Service", &value));
-            if let Some(object) = deserialize::<KubeService>(value, &label, problems)
-                && checked(
-                    &object,
-                    place,
-                    &label,
-                    |s| validate::service(s, Origin::File),
-                    &mut documents.names,
-                    problems,
-                )
+            if let Some(object) = checked(
+                &value,
+                &label,
+                |s: &KubeService| validate::service(s, Origin::File),
+                problems,
+            ) && defined_once(&object, place, &label, &mut documents.names, problems)
             {
                 documents.services.push(KubeDocument { label, object });
             }
         }
         (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {
             let label = format!("{place} ({})", object_label("EndpointSlice", &value));
-            if let Some(object) = deserialize::<EndpointSlice>(value, &label, problems)
-                && checked(
-                    &object,
-                    place,
-                    &label,
-                    |s| validate::endpoint_slice(s, Origin::File),
-                    &mut documents.names,
-                    problems,
-                )
+            if let Some(object) = checked(
+                &value,
+                &label,
+                |s: &EndpointSlice| validate::endpoint_slice(s, Origin::File),
+                problems,
+            ) && defined_once(&object, place, &label, &mut documents.names, problems)
             {
                 documents.slices.push(KubeDocument { label, object });
             }
@@ -372,25 +367,29 @@ fn read_kube(
 }
 
 /// Deserialises a Kubernetes object strictly, like `kubectl
-/// --validate=strict`: a field the API does not know is an error (the
-/// Kubernetes types themselves ignore unknown fields, so a misspelt
-/// `externalTrafficPolicy` would silently mean `Cluster`).
-fn deserialize<T: DeserializeOwned + Serialize>(
-    value: Value,
+/// --validate=strict`, and checks it as the API server would (`validate`);
+/// returns it when it has no problem, and reports every problem otherwise:
+/// those of its fields' kinds, its unknown fields and those `validate` finds,
+/// one hiding none of the others.
+///
+/// A field the API does not know is an error: the Kubernetes types
+/// themselves ignore unknown fields, so a misspelt `externalTrafficPolicy`
+/// would silently mean `Cluster`.
+fn checked<T: DeserializeOwned + Serialize>(
+    value: &Value,
     label: &str,
+    validate: fn(&T) -> Vec<validate::FieldError>,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let object: T = match serde_path_to_error::deserialize(value.clone()) {
-        Ok(object) => object,
-        Err(e) => {
-            let place = match e.path().to_string().as_str() {
-                "." => label.to_owned(),
-                path => format!("{label}: {path}"),
-            };
-            problems.push(Problem::new(place, e.inner().to_string()));
-            return None;
-        }
+    let place = |path: &str| match path {
+        "." => label.to_owned(),
+        path => format!("{label}: {path}"),
     };
+    let recover::Recovered { object, repaired } = recover::deserialize::<T>(value, place, problems);
+    let object = object?;
+    // Those found on the object, which may be about placeholders where the
+    // deserialisation was repaired.
+    let mut found = Vec::new();
     // What the types kept, compared with what was written: a written key
     // that did not survive the round trip is one they do not know.
     let kept = match serde_yaml_ng::to_value(&object) {
@@ -401,14 +400,19 @@ fn deserialize<T: DeserializeOwned + Serialize>(
         }
     };
     let mut unknown = Vec::new();
-    unknown_fields(&value, &kept, "", &mut unknown);
+    unknown_fields(value, &kept, "", &mut unknown);
     for path in &unknown {
-        problems.push(Problem::new(
-            format!("{label}: {path}"),
+        found.push(Problem::new(
+            place(path),
             "unknown field (not in the Kubernetes 1.33 API)",
         ));
     }
-    unknown.is_empty().then_some(object)
+    for error in validate(&object) {
+        found.push(Problem::new(place(&error.place), error.message));
+    }
+    let valid = repaired.is_empty() && found.is_empty();
+    repaired.report(found, problems);
+    valid.then_some(object)
 }
 
 /// The paths of the keys of `written` that `kept` lacks. Null values are
@@ -881,14 +885,13 @@ fn translate_each<'a>(
     out
 }
 
-/// Whether `object` is one the API server would accept and the first of its
-/// kind and name; reports its problems otherwise. `names` maps `Kind
-/// namespace/name` to the place of the object that took it.
-fn checked<T>(
+/// Whether the (valid) `object` is the first of its kind and name; reports
+/// it otherwise. `names` maps `Kind namespace/name` to the place of the
+/// object that took it.
+fn defined_once<T>(
     object: &T,
     place: &str,
     label: &str,
-    validate: fn(&T) -> Vec<validate::FieldError>,
     names: &mut BTreeMap<String, String>,
     problems: &mut Vec<Problem>,
 ) -> bool
@@ -896,16 +899,6 @@ where
     T: k8s_openapi::Resource
         + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 {
-    let errors = validate(object);
-    for error in &errors {
-        problems.push(Problem::new(
-            format!("{label}: {}", error.place),
-            error.message.clone(),
-        ));
-    }
-    if !errors.is_empty() {
-        return false;
-    }
     let name = format!("{} {}", T::KIND, validate::object_name(object.metadata()));
     if let Some(first) = names.get(&name) {
         problems.push(Problem::new(
@@ -1571,41 +1564,43 @@ services:
       - address: [198.18.2.3, 80]
 "
         ));
+        let values = [
+            "services[0].backends[0].address: `198.18.2.1` is not ip:port (IPv6 as \
+             [2001:2::1]:80)",
+            "services[0].backends[1].address: `2001:2::1:80`: an IPv6 address needs \
+             brackets: `[2001:2::1]:80`",
+            "services[0].backends[2].address: `198.18.2.1:0`: port 0 is out of range 1-65535",
+            "services[0].backends[3].address: `198.18.2.1:70000`: port 70000 is out of range \
+             1-65535",
+            "services[0].backends[4].address: `198.18.2.1:http`: `http` is not a port number",
+            "services[0].backends[5].address: `198.18.2.300` is not an IP address",
+            "services[0].backends[6].address: [2001:2::1]:80 is IPv6 but the service's \
+             frontends are IPv4: the datapath translates within one address family (no \
+             NAT46 or NAT64)",
+            "services[0].backends[7].weight: 0 is not a weight (1-10000): to stop new flows \
+             to a backend, set state: draining",
+            "services[0].backends[8].weight: 10001 is out of range 1-10000",
+            "services[0].backends[9].state: terminating comes from Kubernetes endpoints \
+             only: use active or draining",
+            "services[0].backends[10].state: `up` is not a backend state: use active or \
+             draining",
+            "services[0].backends[12].address: 198.18.2.2:80 is already \
+             services[0].backends[11]",
+        ];
+        // The list-shaped one first, as serde meets it, and it hides none of
+        // the others.
         assert_eq!(
             problems(&text),
             [
-                "services[0].backends[13].address: invalid type: sequence, expected ip:port, \
-                 with IPv6 quoted as \"[2001:2::1]:80\"",
+                "services[0].backends[13].address: a list is not an address and port, ip:port \
+                 (IPv6 quoted, as \"[2001:2::1]:80\")",
             ]
+            .into_iter()
+            .chain(values)
+            .collect::<Vec<_>>()
         );
-        // Without the list-shaped one, every value problem is reported.
         let text = text.replace("      - address: [198.18.2.3, 80]\n", "");
-        assert_eq!(
-            problems(&text),
-            [
-                "services[0].backends[0].address: `198.18.2.1` is not ip:port (IPv6 as \
-                 [2001:2::1]:80)",
-                "services[0].backends[1].address: `2001:2::1:80`: an IPv6 address needs \
-                 brackets: `[2001:2::1]:80`",
-                "services[0].backends[2].address: `198.18.2.1:0`: port 0 is out of range 1-65535",
-                "services[0].backends[3].address: `198.18.2.1:70000`: port 70000 is out of range \
-                 1-65535",
-                "services[0].backends[4].address: `198.18.2.1:http`: `http` is not a port number",
-                "services[0].backends[5].address: `198.18.2.300` is not an IP address",
-                "services[0].backends[6].address: [2001:2::1]:80 is IPv6 but the service's \
-                 frontends are IPv4: the datapath translates within one address family (no \
-                 NAT46 or NAT64)",
-                "services[0].backends[7].weight: 0 is not a weight (1-10000): to stop new flows \
-                 to a backend, set state: draining",
-                "services[0].backends[8].weight: 10001 is out of range 1-10000",
-                "services[0].backends[9].state: terminating comes from Kubernetes endpoints \
-                 only: use active or draining",
-                "services[0].backends[10].state: `up` is not a backend state: use active or \
-                 draining",
-                "services[0].backends[12].address: 198.18.2.2:80 is already \
-                 services[0].backends[11]",
-            ]
-        );
+        assert_eq!(problems(&text), values);
     }
 
     #[test]
@@ -1630,9 +1625,10 @@ services:
                  IPv6 address needs brackets: `[198.18.2.1:80\\nservices[9].name]: forged`",
                 "services[0].backends[1].address: `198.18.2.2:80\\`, x`: `80\\`, x` is not a port \
                  number",
-                // A serde message, which echoes the key as it is.
-                "services[1].health_check.pa\\rth: unknown field `pa\\rth`, expected one of \
-                 `type`, `path`, `port`, `interval`, `timeout`, `rise`, `fall`",
+                // The key is not echoed in the message, but it is in the place.
+                "services[1].health_check.pa\\rth: unknown field: the fields here are `type`, \
+                 `path`, `port`, `interval`, `timeout`, `rise`, `fall`",
+                "services[1].health_check.type: required",
             ]
         );
     }
@@ -1694,14 +1690,15 @@ servics: []
         assert_eq!(
             problems(text),
             [
-                "services[0].frontends[0].prot: unknown field `prot`, expected one of \
-                 `address`, `port`, `kind`",
-                "services[1].frontends[0].port: invalid type: string \"80\", expected i64",
-                "services[2].health_check.interval: invalid type: integer `2`, expected a \
-                 duration with a unit, like 2s, 500ms or 3h",
-                "services[3].frontends: invalid type: string \"198.18.100.4\", expected a \
-                 sequence",
-                "services[4]: missing field `name`",
+                "services[0].frontends[0].prot: unknown field: the fields here are `address`, \
+                 `port`, `kind`",
+                "services[1].frontends[0].port: the text `80` is not a port number (1-65535): \
+                 write it without quotes",
+                "services[2].health_check.interval: 2 is not a duration with a unit, like 2s, \
+                 500ms or 3h",
+                "services[3].frontends: the text `198.18.100.4` is not a list",
+                "services[4].name: required",
+                "services[4].frontends: a service needs at least one frontend (address and port)",
                 "servics: unknown key: the native document has `node` and `services`",
             ]
         );
@@ -1709,6 +1706,338 @@ servics: []
             problems("services: web\n"),
             ["services: must be a list of services (`- name: ...`)"]
         );
+    }
+
+    #[test]
+    fn every_problem_of_a_native_service_is_reported_in_one_run() {
+        // An unknown key, values of the wrong kind and wrong values, in one
+        // service: none hides another.
+        let text = web("    protocl: UDP
+    frontends:
+      - address: 198.18.100.1
+        port: eighty
+      - address: 198.18.100.300
+        port: 70000
+    backends:
+      - address: 198.18.2.1:80
+        weight: heavy
+        state: up
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].protocl: unknown field: the fields here are `name`, `protocol`, `mode`, \
+                 `frontends`, `backends`, `session_affinity`, `health_check`, `source_nat`",
+                "services[0].frontends[0].port: the text `eighty` is not a port number (1-65535)",
+                "services[0].backends[0].weight: the text `heavy` is not a whole number",
+                "services[0].frontends[1].port: 70000 is out of range 1-65535",
+                "services[0].frontends[1].address: `198.18.100.300` is not an IP address",
+                "services[0].backends[0].state: `up` is not a backend state: use active or \
+                 draining",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_kubernetes_object_is_reported_in_one_run() {
+        // A misspelt field and a wrong value.
+        let text = SERVICE
+            .replace(
+                "  type: NodePort\n",
+                "  type: NodePort\n  externalTraficPolicy: Local\n",
+            )
+            .replace("port: 80\n", "port: 70000\n");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.externalTraficPolicy: unknown field (not \
+                 in the Kubernetes 1.33 API)",
+                "documents[0] (Service shop/web): spec.ports[0].port: 70000 is out of range \
+                 1-65535",
+            ]
+        );
+        // Two values of the wrong kind, and a wrong value.
+        let text = SERVICE
+            .replace("port: 80\n", "port: \"80\"\n")
+            .replace("nodePort: 30080", "nodePort: thirty")
+            .replace("198.18.100.1", "198.18.100.300");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].port: the text `80` is not a port \
+                 number (1-65535): write it without quotes",
+                "documents[0] (Service shop/web): spec.ports[0].nodePort: the text `thirty` is \
+                 not a node port (30000-32767)",
+                "documents[0] (Service shop/web): spec.clusterIP: `198.18.100.300` is not an IP \
+                 address",
+            ]
+        );
+        // An EndpointSlice likewise.
+        let text = SLICE
+            .replace("port: 8080", "port: http")
+            .replace("{ready: true}", "{ready: yes please}")
+            .replace("[198.18.2.1]", "[198.18.2.1, 198.18.2.300]")
+            + "  - adresses: [198.18.2.2]\n";
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (EndpointSlice shop/web-abc): ports[0].port: the text `http` is not \
+                 a port number (1-65535)",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[0].conditions.ready: the \
+                 text `yes please` is not true or false",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[1].adresses: unknown field \
+                 (not in the Kubernetes 1.33 API)",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[0].addresses[1]: \
+                 `198.18.2.300` is not an IP address",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[1].addresses: required: at \
+                 least one address",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_brings_no_problem_of_its_own() {
+        // What stands in for it while the rest is checked is not reported:
+        // a type that is no text is no known type, whose rules are not
+        // guessed (not "nodePort: may only be set when type is NodePort").
+        let text = SERVICE.replace("type: NodePort", "type: [NodePort]");
+        assert_eq!(
+            problems(&text),
+            ["documents[0] (Service shop/web): spec.type: a list is not a string"]
+        );
+        // clusterIPs that is no list: not also "clusterIP: required".
+        let text = SERVICE.replace(
+            "  clusterIP: 198.18.100.1\n",
+            "  clusterIPs: 198.18.100.1\n",
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.clusterIPs: the text `198.18.100.1` is not \
+                 a list"
+            ]
+        );
+        // Two port numbers that are no numbers: not also "port 0/TCP is
+        // already spec.ports[0]".
+        let text = SERVICE.replace(
+            "    - name: http\n      port: 80\n      nodePort: 30080\n",
+            "    - {name: a, port: \"80\", nodePort: 30080}\n    - {name: b, port: x, nodePort: \
+             30081}\n",
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].port: the text `80` is not a port \
+                 number (1-65535): write it without quotes",
+                "documents[0] (Service shop/web): spec.ports[1].port: the text `x` is not a port \
+                 number (1-65535)",
+            ]
+        );
+        // Natively: a mode that is no text is not nat (so source NAT is not
+        // refused for dsr, nor allowed), and a port that is no number is not
+        // also out of range.
+        let text = web(
+            "    mode: [dsr]\n    source_nat: true\n    frontends:\n      - address: \
+             198.18.100.1\n        port: \"80\"\n",
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].mode: a list is not a string",
+                "services[0].frontends[0].port: the text `80` is not a port number (1-65535): \
+                 write it without quotes",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_kinds_are_named_in_the_files_words_at_every_level() {
+        let service = |spec: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {spec}\n")
+        };
+        let ports = "ports: [{port: 80}]";
+        let slice = |rest: &str| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: \
+                 web-1}}\naddressType: IPv4\n{rest}"
+            )
+        };
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                "node: [a]\n".to_owned(),
+                &["node: a list is not a mapping with `name`, `addresses` and `zone`"],
+            ),
+            (
+                "node: {addresses: 198.18.0.1}\n".to_owned(),
+                &["node.addresses: the text `198.18.0.1` is not a list"],
+            ),
+            (
+                "services: [web]\n".to_owned(),
+                &[
+                    "services[0]: the text `web` is not a service (a mapping with `name`, \
+                   `frontends` and the service's other keys)",
+                ],
+            ),
+            (
+                web("    frontends: {address: 198.18.100.1}\n"),
+                &["services[0].frontends: a mapping is not a list"],
+            ),
+            (
+                web(&format!(
+                    "{ONE_FRONTEND}    backends:\n      - address: [198.18.2.1, 80]\n"
+                )),
+                &[
+                    "services[0].backends[0].address: a list is not an address and port, ip:port \
+                   (IPv6 quoted, as \"[2001:2::1]:80\")",
+                ],
+            ),
+            (
+                web(&format!(
+                    "{ONE_FRONTEND}    health_check: {{type: tcp, rise: 1.5, port: \"8080\"}}\n"
+                )),
+                &[
+                    "services[0].health_check.rise: 1.5 is not a whole number",
+                    "services[0].health_check.port: the text `8080` is not a port number \
+                     (1-65535): write it without quotes",
+                ],
+            ),
+            (
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: web\nspec: {{clusterIP: \
+                     198.18.100.1, {ports}}}\n"
+                ),
+                &["documents[0] (Service): metadata: the text `web` is not a mapping"],
+            ),
+            (
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: web, labels: [a]}}\nspec: \
+                     {{clusterIP: 198.18.100.1, {ports}}}\n"
+                ),
+                &["documents[0] (Service default/web): metadata.labels: a list is not a mapping"],
+            ),
+            (
+                service("[a]"),
+                &["documents[0] (Service default/web): spec: a list is not a mapping"],
+            ),
+            (
+                service("{clusterIP: 198.18.100.1, ports: {port: 80}}"),
+                &["documents[0] (Service default/web): spec.ports: a mapping is not a list"],
+            ),
+            (
+                service("{clusterIP: 198.18.100.1, ports: [{port: 80.5}]}"),
+                &[
+                    "documents[0] (Service default/web): spec.ports[0].port: 80.5 is not a port \
+                   number (1-65535)",
+                ],
+            ),
+            (
+                service("{clusterIP: 198.18.100.1, ports: [{port: 99999999999}]}"),
+                &[
+                    "documents[0] (Service default/web): spec.ports[0].port: 99999999999 is out \
+                   of range 1-65535",
+                ],
+            ),
+            (
+                service("{clusterIP: 198.18.100.1, ports: [{port: 80, targetPort: [8080]}]}"),
+                &[
+                    "documents[0] (Service default/web): spec.ports[0].targetPort: a list is not a \
+                   port number (1-65535) or name",
+                ],
+            ),
+            (
+                service(&format!("{{clusterIP: 5, {ports}}}")),
+                &["documents[0] (Service default/web): spec.clusterIP: 5 is not a string"],
+            ),
+            (
+                service(&format!(
+                    "{{clusterIP: 198.18.100.1, externalIPs: 198.18.100.2, {ports}}}"
+                )),
+                &[
+                    "documents[0] (Service default/web): spec.externalIPs: the text \
+                   `198.18.100.2` is not a list",
+                ],
+            ),
+            (
+                service(&format!(
+                    "{{clusterIP: 198.18.100.1, sessionAffinity: ClientIP, \
+                     sessionAffinityConfig: {{clientIP: {{timeoutSeconds: soon}}}}, {ports}}}"
+                )),
+                &["documents[0] (Service default/web): \
+                   spec.sessionAffinityConfig.clientIP.timeoutSeconds: the text `soon` is not a \
+                   whole number of seconds"],
+            ),
+            (
+                service(&format!(
+                    "{{clusterIP: 198.18.100.1, allocateLoadBalancerNodePorts: maybe, {ports}}}"
+                )),
+                &[
+                    "documents[0] (Service default/web): spec.allocateLoadBalancerNodePorts: the \
+                   text `maybe` is not true or false",
+                ],
+            ),
+            (
+                service(&format!("{{clusterIP: 198.18.100.1, 5: x, {ports}}}")),
+                &["documents[0] (Service default/web): spec: the key `5` is not a field name"],
+            ),
+            (
+                service(&format!("{{clusterIP: 198.18.100.1, {ports}}}"))
+                    + "~: x
+",
+                &["documents[0] (Service default/web): the key `~` (null) is not a field name"],
+            ),
+            (
+                service(&format!("{{clusterIP: 198.18.100.1, {ports}}}"))
+                    + "status: {loadBalancer: {ingress: {ip: 198.18.100.9}}}\n",
+                &[
+                    "documents[0] (Service default/web): status.loadBalancer.ingress: a mapping is \
+                   not a list",
+                ],
+            ),
+            (
+                slice("endpoints: {addresses: [198.18.2.1]}\n"),
+                &[
+                    "documents[0] (EndpointSlice default/web-1): endpoints: a mapping is not a \
+                   list",
+                ],
+            ),
+            (
+                slice("endpoints: [{addresses: 198.18.2.1, conditions: {ready: 1}}]\n"),
+                &[
+                    "documents[0] (EndpointSlice default/web-1): endpoints[0].addresses: the \
+                     text `198.18.2.1` is not a list",
+                    "documents[0] (EndpointSlice default/web-1): endpoints[0].conditions.ready: \
+                     1 is not true or false",
+                ],
+            ),
+            (
+                slice("endpoints: []\nports: [{port: 99999999999, protocol: 6}]\n"),
+                &[
+                    "documents[0] (EndpointSlice default/web-1): ports[0].port: 99999999999 is \
+                     out of range 1-65535",
+                    "documents[0] (EndpointSlice default/web-1): ports[0].protocol: 6 is not a \
+                     string",
+                ],
+            ),
+        ];
+        for (text, expected) in cases {
+            let found = problems(&text);
+            assert_eq!(found, expected, "{text}");
+            // None of serde's words for Rust's types reaches a message.
+            for word in [
+                "expected",
+                "invalid type",
+                "invalid value",
+                "i32",
+                "i64",
+                "sequence",
+                "ObjectMeta",
+                "IntOrString",
+                "field identifier",
+                "unit value",
+            ] {
+                assert!(found.iter().all(|p| !p.contains(word)), "{word}: {found:?}");
+            }
+        }
     }
 
     #[test]
@@ -1722,25 +2051,24 @@ servics: []
         );
         assert_eq!(
             problems("node: []\n"),
-            [
-                "node: invalid type: sequence, expected a mapping with `name`, `addresses` and \
-              `zone`"
-            ]
+            ["node: a list is not a mapping with `name`, `addresses` and `zone`"]
         );
         assert_eq!(
             problems(&web(
                 "    frontends: [198.18.100.1]\n    backends: [\"198.18.2.1:80\"]\n"
             )),
             [
-                "services[0].frontends[0]: invalid type: string \"198.18.100.1\", expected a \
-              frontend: a mapping with `address` and `port`"
+                "services[0].frontends[0]: the text `198.18.100.1` is not a frontend (a mapping \
+                 with `address` and `port`)",
+                "services[0].backends[0]: the text `198.18.2.1:80` is not a backend (a mapping \
+                 with `address`, and `weight` and `state` if wanted)",
             ]
         );
         assert_eq!(
             problems("services: [1]\n"),
             [
-                "services[0]: invalid type: integer `1`, expected a service: a mapping with `name`, \
-              `frontends` and the service's other keys"
+                "services[0]: 1 is not a service (a mapping with `name`, `frontends` and the \
+                 service's other keys)"
             ]
         );
     }
@@ -2068,22 +2396,24 @@ node:
   zone: -a
   region: a
 ";
+        let values = [
+            "node.name: `Node_A` is not a DNS subdomain (RFC 1123): lowercase letters, \
+             digits, '-' and '.', starting and ending with a letter or digit",
+            "node.addresses[1]: 198.18.0.10 is already node.addresses[0]",
+            "node.addresses[2]: 127.0.0.1 is a loopback address (127.0.0.0/8): give a \
+             unicast address",
+            "node.zone: `-a` is not a label value: letters, digits, '-', '_' and '.', \
+             starting and ending with a letter or digit",
+        ];
+        // An unknown key hides none of the others.
         assert_eq!(
             problems(text),
-            ["node.region: unknown field `region`, expected one of `name`, `addresses`, `zone`"]
+            ["node.region: unknown field: the fields here are `name`, `addresses`, `zone`"]
+                .into_iter()
+                .chain(values)
+                .collect::<Vec<_>>()
         );
-        assert_eq!(
-            problems(&text.replace("  region: a\n", "")),
-            [
-                "node.name: `Node_A` is not a DNS subdomain (RFC 1123): lowercase letters, \
-                 digits, '-' and '.', starting and ending with a letter or digit",
-                "node.addresses[1]: 198.18.0.10 is already node.addresses[0]",
-                "node.addresses[2]: 127.0.0.1 is a loopback address (127.0.0.0/8): give a \
-                 unicast address",
-                "node.zone: `-a` is not a label value: letters, digits, '-', '_' and '.', \
-                 starting and ending with a letter or digit",
-            ]
-        );
+        assert_eq!(problems(&text.replace("  region: a\n", "")), values);
     }
 
     // --- Documents --------------------------------------------------------
@@ -2289,8 +2619,8 @@ items:
             [
                 "documents[0] (Service shop/web): spec.ports[0].port: 70000 is out of range \
                  1-65535",
-                "documents[1] (Service shop/web): spec.ports[0].nodePort: invalid type: string \
-                 \"thirty\", expected i32",
+                "documents[1] (Service shop/web): spec.ports[0].nodePort: the text `thirty` is \
+                 not a node port (30000-32767)",
                 "documents[2] (EndpointSlice shop/web-abc): endpoints[0].addresses[1]: 2001:2::1 \
                  is IPv6 but addressType is IPv4",
             ]

@@ -5,6 +5,8 @@
 //! and checked here, so that a wrong value is reported in the format's own
 //! words (`70000 is out of range 1-65535`) rather than as a serde type error,
 //! and so that one bad service does not hide the problems of the others.
+//! Within a service, [`super::recover`] goes on past a key or a kind that
+//! serde refuses, so that those do not hide its other problems either.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +18,10 @@ use std::{
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_yaml_ng::{Mapping, Value};
 
-use super::error::Problem;
+use super::{
+    error::Problem,
+    recover::{self, Recovered},
+};
 use crate::{
     model::{
         Affinity, Backend, BackendState, Frontend, FrontendKind, HealthCheck, Mode, Probe,
@@ -46,7 +51,8 @@ const DEFAULT_FALL: i64 = 3;
 const MAX_THRESHOLD: i64 = 100;
 
 // `expecting`: what a value of the wrong type is compared with, in the
-// format's words rather than the struct's name.
+// format's words rather than the struct's name ("a list is not a frontend
+// (...)", see recover::plain).
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -62,7 +68,7 @@ struct RawNode {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a service: a mapping with `name`, `frontends` and the service's other keys"
+    expecting = "a service (a mapping with `name`, `frontends` and the service's other keys)"
 )]
 struct RawService {
     name: String,
@@ -81,7 +87,7 @@ struct RawService {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a frontend: a mapping with `address` and `port`"
+    expecting = "a frontend (a mapping with `address` and `port`)"
 )]
 struct RawFrontend {
     address: String,
@@ -92,7 +98,7 @@ struct RawFrontend {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a backend: a mapping with `address` (and `weight`, `state`)"
+    expecting = "a backend (a mapping with `address`, and `weight` and `state` if wanted)"
 )]
 struct RawBackend {
     address: BackendAddress,
@@ -138,7 +144,7 @@ impl<'de> Deserialize<'de> for BackendAddress {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = BackendAddress;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("ip:port, with IPv6 quoted as \"[2001:2::1]:80\"")
+                f.write_str("an address and port, ip:port (IPv6 quoted, as \"[2001:2::1]:80\")")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(BackendAddress(v.to_owned()))
@@ -224,22 +230,14 @@ pub(super) fn key_text(key: &Value) -> String {
     }
 }
 
-/// Deserialises `value` at `place`, naming the exact field of a failure.
+/// Deserialises `value` at `place`, reporting every unknown key and value of
+/// the wrong kind at its exact field.
 fn deserialize<T: DeserializeOwned>(
     value: &Value,
     place: &str,
     problems: &mut Vec<Problem>,
-) -> Option<T> {
-    match serde_path_to_error::deserialize(value.clone()) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.push(Problem::new(
-                join(place, &e.path().to_string()),
-                e.inner().to_string(),
-            ));
-            None
-        }
-    }
+) -> Recovered<T> {
+    recover::deserialize(value, |path| join(place, path), problems)
 }
 
 /// `place` followed by a serde_path_to_error path (`.` for the value itself).
@@ -251,9 +249,12 @@ fn join(place: &str, path: &str) -> String {
     }
 }
 
-fn read_node(value: &Value, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
-    let raw: RawNode = deserialize(value, "node", problems)?;
-    let before = problems.len();
+fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo> {
+    let Recovered { object, repaired } = deserialize::<RawNode>(value, "node", all_problems);
+    let raw = object?;
+    // Those of the fields, which may be about placeholders where the
+    // deserialisation was repaired.
+    let problems = &mut Vec::new();
     let name = raw.name.unwrap_or_default();
     if !name.is_empty()
         && let Err(e) = check_dns1123_subdomain(&name)
@@ -279,7 +280,9 @@ fn read_node(value: &Value, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
     {
         problems.push(Problem::new("node.zone", e));
     }
-    (problems.len() == before).then_some(NodeInfo {
+    let valid = repaired.is_empty() && problems.is_empty();
+    repaired.report(std::mem::take(problems), all_problems);
+    valid.then_some(NodeInfo {
         name,
         addresses,
         zone: raw.zone,
@@ -302,14 +305,17 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
     let mut services = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let place = format!("services[{index}]");
-        let Some(raw) = deserialize::<RawService>(item, &place, problems) else {
+        let Recovered { object, repaired } = deserialize::<RawService>(item, &place, problems);
+        let Some(raw) = object else {
             continue;
         };
-        let before = problems.len();
+        // Those of the fields, which may be about placeholders where the
+        // deserialisation was repaired.
+        let mut found = Vec::new();
         if let Err(e) = check_native_name(&raw.name) {
-            problems.push(Problem::new(format!("{place}.name"), e));
+            found.push(Problem::new(format!("{place}.name"), e));
         } else if let Some(first) = names.get(&raw.name) {
-            problems.push(Problem::new(
+            found.push(Problem::new(
                 format!("{place}.name"),
                 format!(
                     "{} is already the name of services[{first}]",
@@ -319,9 +325,11 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
         } else {
             names.insert(raw.name.clone(), index);
         }
-        let service = read_service(&raw, &place, problems);
+        let service = read_service(&raw, &place, &mut found);
+        let valid = repaired.is_empty() && found.is_empty();
+        repaired.report(found, problems);
         if let Some(service) = service
-            && problems.len() == before
+            && valid
         {
             services.push(NativeService {
                 index,
