@@ -32,7 +32,10 @@ pub struct AgentOptions {
 
     // The Kubernetes-only flags conflict with --config rather than require
     // --kubernetes: clap counts a bool flag as always present (its default
-    // is false), and the source group already demands one of the two.
+    // is false), and the source group already demands one of the two. A
+    // value from the environment counts as given (a default does not), so
+    // `NODE_NAME` set for a file-mode agent is refused too: the file's own
+    // `node:` section names its node.
     /// The kubeconfig to reach the API server with (Kubernetes mode).
     #[arg(
         long,
@@ -45,7 +48,7 @@ pub struct AgentOptions {
     /// This node's name, for the `Local` traffic policies and the Node's
     /// addresses (Kubernetes mode; a DaemonSet sets it from
     /// `spec.nodeName`).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "NODE_NAME", conflicts_with = "config")]
     pub node_name: Option<String>,
 
     /// Serve only the Services labelled
@@ -76,12 +79,13 @@ pub struct AgentOptions {
 
     /// The least time between two syncs from the Kubernetes caches (like
     /// kube-proxy's `--min-sync-period`): the changes of a burst are
-    /// programmed together.
+    /// programmed together (Kubernetes mode).
     #[arg(
         long,
         env = "XLB_MIN_SYNC_PERIOD",
         value_parser = humantime::parse_duration,
-        default_value = "1s"
+        default_value = "1s",
+        conflicts_with = "config"
     )]
     pub min_sync_period: Duration,
 
@@ -419,6 +423,31 @@ mod tests {
         assert!(
             error.contains("'--config <CONFIG>' cannot be used with '--service-proxy-name <NAME>'"),
             "{error}"
+        );
+        // Only the Kubernetes source reads these two: with a file they
+        // would do nothing.
+        for (flag, value, shown) in [
+            ("--node-name", "node-a", "'--node-name <NODE_NAME>'"),
+            (
+                "--min-sync-period",
+                "250ms",
+                "'--min-sync-period <MIN_SYNC_PERIOD>'",
+            ),
+        ] {
+            let error = parse(&["--config", "x.yaml", flag, value])
+                .expect_err(flag)
+                .to_string();
+            assert!(
+                error.contains(&format!("'--config <CONFIG>' cannot be used with {shown}")),
+                "{error}"
+            );
+        }
+        // Its default is no conflict.
+        assert_eq!(
+            parse(&["--config", "x.yaml"])
+                .expect("file mode")
+                .min_sync_period,
+            Duration::from_secs(1)
         );
         let error = parse(&["--kubernetes", "--nodeport-addresses", "198.18.0.0/33"])
             .expect_err("a bad CIDR")
