@@ -706,6 +706,17 @@ fn groups_resolve_by_name_or_id() {
         error.to_string(),
         "admin group \"xlb-no-such-group\": no such group (give a group name or a numeric ID)"
     );
+    // chown(2)'s "no change": the socket would keep root's group.
+    let error = resolve_group("4294967295").expect_err("(gid_t)-1");
+    assert_eq!(
+        error.to_string(),
+        "admin group 4294967295: not a group ID (chown(2) takes it, as -1, for \"leave the \
+         group as it is\"); give a group name or another numeric ID"
+    );
+    assert_eq!(
+        resolve_group("4294967294").expect("the highest ID"),
+        Gid::from_raw(u32::MAX - 1)
+    );
 }
 
 fn assert_root() {

@@ -113,6 +113,13 @@ pub enum ServeError {
 pub enum GroupError {
     #[error("admin group {0:?}: no such group (give a group name or a numeric ID)")]
     Unknown(String),
+    /// `(gid_t)-1`, which chown(2) reads as "leave the group as it is": the
+    /// socket would silently keep root's group.
+    #[error(
+        "admin group {0}: not a group ID (chown(2) takes it, as -1, for \"leave the group as \
+         it is\"); give a group name or another numeric ID"
+    )]
+    NoChange(u32),
     #[error("admin group {name:?}: looking it up failed")]
     Lookup {
         name: String,
@@ -122,9 +129,13 @@ pub enum GroupError {
 }
 
 /// Resolves `--admin-group`: a numeric ID is taken as is (it need not have a
-/// name), anything else is looked up in the group database.
+/// name), but for `(gid_t)-1`; anything else is looked up in the group
+/// database.
 pub fn resolve_group(name_or_id: &str) -> Result<Gid, GroupError> {
     if let Ok(id) = name_or_id.parse::<u32>() {
+        if id == u32::MAX {
+            return Err(GroupError::NoChange(id));
+        }
         return Ok(Gid::from_raw(id));
     }
     match Group::from_name(name_or_id) {
