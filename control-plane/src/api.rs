@@ -93,11 +93,18 @@ pub struct BackendView {
     /// Bumped each time the ID is given to a new backend; conntrack entries of
     /// an older generation are treated as gone.
     pub generation: u32,
+    /// The best status any of its services gives it: `active` while at
+    /// least one of them sends it new flows, even if others drain it (a
+    /// drain can be per service). `status_by_service` has each service's.
     pub status: BackendStatus,
     /// Health-check state: `up`, `down`, or `unchecked`.
     pub health: String,
     /// Names of the services this backend serves.
     pub services: Vec<String>,
+    /// Its status in each of `services`, by service name. Empty from
+    /// agents that predate it.
+    #[serde(default)]
+    pub status_by_service: BTreeMap<String, BackendStatus>,
     pub packets: u64,
     pub bytes: u64,
 }

@@ -567,6 +567,7 @@ mod tests {
                 status,
                 health: "up".into(),
                 services: vec!["default/web:http".into()],
+                status_by_service: BTreeMap::from([("default/web:http".into(), status)]),
                 packets: 0,
                 bytes: 0,
             };

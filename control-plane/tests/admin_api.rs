@@ -116,6 +116,7 @@ impl FakeAdmin {
             status: BackendStatus::Active,
             health: "up".into(),
             services: vec!["default/web:http".into()],
+            status_by_service: BTreeMap::from([("default/web:http".into(), BackendStatus::Active)]),
             packets: 10,
             bytes: 1_500,
         }];

@@ -60,6 +60,25 @@ fn web() -> ServiceView {
     }
 }
 
+/// A backend of two services, drained in one (`xlb drain --service`).
+fn shared_backend() -> BackendView {
+    BackendView {
+        id: 5,
+        address: addr("198.18.2.1:8080"),
+        protocol: Protocol::Tcp,
+        generation: 1,
+        status: BackendStatus::Active,
+        health: "unchecked".into(),
+        services: vec!["default/api:http".into(), "default/web:http".into()],
+        status_by_service: BTreeMap::from([
+            ("default/api:http".into(), BackendStatus::Draining),
+            ("default/web:http".into(), BackendStatus::Active),
+        ]),
+        packets: 0,
+        bytes: 0,
+    }
+}
+
 /// The fake agent's flow events: a new flow and a drop.
 fn events() -> Vec<FlowEventView> {
     vec![
@@ -104,7 +123,7 @@ impl Admin for FakeAdmin {
         Ok(vec![web()])
     }
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
-        Ok(vec![])
+        Ok(vec![shared_backend()])
     }
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
         match service {
@@ -279,6 +298,32 @@ fn service_list_table_is_cilium_shaped() {
             "                                          2 => 198.18.2.2:8080/TCP (draining)",
         ]
     );
+}
+
+#[test]
+fn backend_list_is_not_active_while_a_service_drains_it() {
+    let agent = FakeAgent::start();
+    let table = stdout(&agent.xlb(&["backend", "list"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "ID   Address               Status                       Health      Gen   Services                            Packets   Bytes",
+            "5    198.18.2.1:8080/TCP   draining (1 of 2 services)   unchecked   1     default/api:http,default/web:http   0         0",
+        ]
+    );
+    // The documents carry each service's status.
+    let json = stdout(&agent.xlb(&["backend", "list", "-o", "json"]));
+    let backends: Vec<BackendView> = serde_json::from_str(&json).expect("JSON backends");
+    assert_eq!(backends, vec![shared_backend()]);
+    let raw: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        raw[0]["status_by_service"],
+        serde_json::json!({"default/api:http": "draining", "default/web:http": "active"})
+    );
+    let yaml = stdout(&agent.xlb(&["backend", "list", "-o", "yaml"]));
+    let backends: Vec<BackendView> = serde_yaml_ng::from_str(&yaml).expect("YAML backends");
+    assert_eq!(backends, vec![shared_backend()]);
 }
 
 #[test]

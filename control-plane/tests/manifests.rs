@@ -1087,6 +1087,7 @@ impl Admin for EveryFamily {
             status: BackendStatus::Active,
             health: "up".into(),
             services: vec!["default/web:http".into()],
+            status_by_service: [("default/web:http".into(), BackendStatus::Active)].into(),
             packets: 10,
             bytes: 1000,
         }])

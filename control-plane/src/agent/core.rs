@@ -30,6 +30,26 @@ use crate::{
 /// are the admin API's part of the model.
 pub(crate) type Drain = (Option<ServiceName>, SocketAddr);
 
+/// `model` with `drains` applied: an active backend drained in its service
+/// or everywhere is draining. The model itself when nothing is drained: no
+/// copy of 10 000 services per sync.
+pub(crate) fn with_drains<'m>(model: &'m Model, drains: &BTreeSet<Drain>) -> Cow<'m, Model> {
+    if drains.is_empty() {
+        return Cow::Borrowed(model);
+    }
+    let mut model = model.clone();
+    for (name, service) in &mut model.services {
+        for backend in &mut service.backends {
+            let drained = drains.contains(&(None, backend.addr))
+                || drains.contains(&(Some(name.clone()), backend.addr));
+            if drained && backend.state == BackendState::Active {
+                backend.state = BackendState::Draining;
+            }
+        }
+    }
+    Cow::Owned(model)
+}
+
 /// Everything the agent knows, behind one lock.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -87,23 +107,9 @@ pub(crate) struct KubeStatus {
 }
 
 impl Core {
-    /// The model with the operator's drains applied (the model itself when
-    /// nothing is drained: no copy of 10 000 services per sync).
+    /// The model with the operator's drains applied (see [`with_drains`]).
     pub(crate) fn effective_model(&self) -> Cow<'_, Model> {
-        if self.drains.is_empty() {
-            return Cow::Borrowed(&self.model);
-        }
-        let mut model = self.model.clone();
-        for (name, service) in &mut model.services {
-            for backend in &mut service.backends {
-                let drained = self.drains.contains(&(None, backend.addr))
-                    || self.drains.contains(&(Some(name.clone()), backend.addr));
-                if drained && backend.state == BackendState::Active {
-                    backend.state = BackendState::Draining;
-                }
-            }
-        }
-        Cow::Owned(model)
+        with_drains(&self.model, &self.drains)
     }
 
     /// True when the backend at `addr` of service `name` passes its service's

@@ -17,7 +17,7 @@ use crate::{
         KubernetesView, MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest,
         SimulateView, StatsView, StatusView,
     },
-    model::{Protocol, ServiceName},
+    model::{Model, Protocol, ServiceName},
     source::kube::watch::Cache,
 };
 
@@ -77,6 +77,45 @@ fn apply_drain(
         .cloned()
         .collect();
     (after, changed)
+}
+
+/// One backend address as `/v1/backends` shows it, over every service
+/// listing it.
+#[derive(Debug)]
+struct BackendInServices {
+    protocol: Protocol,
+    /// `up`, `down` or `unchecked`, as the first service listing it checks it.
+    health: &'static str,
+    /// Its status in each service, by name.
+    status_by_service: BTreeMap<String, BackendStatus>,
+}
+
+/// Every backend address of `model` (drains applied), with its status in
+/// each service listing it: a drain or a failed health check may hold in
+/// one service and not in another.
+fn backends_in_services(
+    model: &Model,
+    healthy: impl Fn(&ServiceName, SocketAddr) -> bool,
+) -> BTreeMap<SocketAddr, BackendInServices> {
+    let mut by_addr: BTreeMap<SocketAddr, BackendInServices> = BTreeMap::new();
+    for (name, service) in &model.services {
+        for b in &service.backends {
+            let healthy = healthy(name, b.addr);
+            let entry = by_addr.entry(b.addr).or_insert(BackendInServices {
+                protocol: service.protocol,
+                health: match &service.health_check {
+                    None => "unchecked",
+                    Some(_) if healthy => "up",
+                    Some(_) => "down",
+                },
+                status_by_service: BTreeMap::new(),
+            });
+            entry
+                .status_by_service
+                .insert(name.to_string(), BackendStatus::of(b.state, healthy));
+        }
+    }
+    by_addr
 }
 
 fn service_name(core: &Core, name: &str) -> Result<ServiceName, AdminError> {
@@ -146,31 +185,9 @@ impl Admin for AgentAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         let core = self.lock()?;
         let model = core.effective_model();
-        // One view per backend address, over every service listing it; its
-        // status is the best any service gives it.
-        let mut by_addr: BTreeMap<SocketAddr, (Protocol, BackendStatus, String, Vec<String>)> =
-            BTreeMap::new();
-        for (name, service) in &model.services {
-            for b in &service.backends {
-                let healthy = core.healthy(name, b.addr);
-                let status = BackendStatus::of(b.state, healthy);
-                let health = match &service.health_check {
-                    None => "unchecked",
-                    Some(_) if healthy => "up",
-                    Some(_) => "down",
-                };
-                let entry = by_addr.entry(b.addr).or_insert((
-                    service.protocol,
-                    status,
-                    health.to_owned(),
-                    Vec::new(),
-                ));
-                entry.1 = entry.1.min(status);
-                entry.3.push(name.to_string());
-            }
-        }
+        let by_addr = backends_in_services(&model, |name, addr| core.healthy(name, addr));
         let mut views = Vec::new();
-        for (addr, (protocol, status, health, services)) in by_addr {
+        for (addr, backend) in by_addr {
             let record = core.reconciler.backend(addr);
             let counter = match record {
                 Some(r) => core.datapath.backend_stats(r.id).map_err(internal)?,
@@ -179,11 +196,19 @@ impl Admin for AgentAdmin {
             views.push(BackendView {
                 id: record.map_or(0, |r| r.id),
                 address: addr,
-                protocol,
+                protocol: backend.protocol,
                 generation: record.map_or(0, |r| r.generation),
-                status,
-                health,
-                services,
+                // The best any service gives it (the field's meaning since
+                // its first release); the others are in `status_by_service`.
+                status: backend
+                    .status_by_service
+                    .values()
+                    .copied()
+                    .min()
+                    .unwrap_or(BackendStatus::Active),
+                health: backend.health.to_owned(),
+                services: backend.status_by_service.keys().cloned().collect(),
+                status_by_service: backend.status_by_service,
                 packets: counter.packets,
                 bytes: counter.bytes,
             });
@@ -479,6 +504,68 @@ fn event_view(names: &BTreeMap<u32, String>, event: &FlowEvent) -> FlowEventView
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        agent::core::with_drains,
+        model::{Backend, BackendState, Mode, Service},
+    };
+
+    /// A TCP service of `backends`, all active, without frontends (the
+    /// backend views do not look at them).
+    fn service(backends: &[SocketAddr]) -> Service {
+        Service {
+            protocol: Protocol::Tcp,
+            frontends: Vec::new(),
+            backends: backends
+                .iter()
+                .map(|&addr| Backend {
+                    addr,
+                    weight: 1,
+                    state: BackendState::Active,
+                    local: false,
+                })
+                .collect(),
+            mode: Mode::Nat,
+            affinity: None,
+            health_check: None,
+            drop_without_backends: false,
+            source_ranges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_backend_drained_in_one_service_is_draining_there_only() {
+        let shared: SocketAddr = "198.18.2.1:8080".parse().unwrap();
+        let own: SocketAddr = "198.18.2.2:8080".parse().unwrap();
+        let (web, api) = (ServiceName("web".into()), ServiceName("api".into()));
+        let model = Model {
+            services: BTreeMap::from([
+                (web.clone(), service(&[shared, own])),
+                (api.clone(), service(&[shared])),
+            ]),
+        };
+        let drains = BTreeSet::from([(Some(api), shared)]);
+        let by_addr = backends_in_services(&with_drains(&model, &drains), |_, _| true);
+        assert_eq!(
+            by_addr[&shared].status_by_service,
+            BTreeMap::from([
+                ("api".to_owned(), BackendStatus::Draining),
+                ("web".to_owned(), BackendStatus::Active),
+            ])
+        );
+        assert_eq!(
+            by_addr[&own].status_by_service,
+            BTreeMap::from([("web".to_owned(), BackendStatus::Active)])
+        );
+        // Down in the service whose check it fails, whatever the other says.
+        let by_addr = backends_in_services(&model, |name, addr| !(name == &web && addr == shared));
+        assert_eq!(
+            by_addr[&shared].status_by_service,
+            BTreeMap::from([
+                ("api".to_owned(), BackendStatus::Active),
+                ("web".to_owned(), BackendStatus::Down),
+            ])
+        );
+    }
 
     #[test]
     fn drains_report_only_what_changed() {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{
-        BackendView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DrainView, FlowEventView, FlowView, MaglevView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -183,6 +183,29 @@ pub(crate) fn services_table(services: &[ServiceView]) -> String {
     table.render()
 }
 
+/// A backend's status over its services: the status they all give it, or
+/// for each status other than `active`, in how many services it holds
+/// (`draining (1 of 2 services)`): never `active` while a service drains it.
+/// `xlb service list` shows which.
+fn backend_status(backend: &BackendView) -> String {
+    let mut counts: BTreeMap<BackendStatus, usize> = BTreeMap::new();
+    for status in backend.status_by_service.values() {
+        *counts.entry(*status).or_default() += 1;
+    }
+    let total = backend.status_by_service.len();
+    match counts.keys().collect::<Vec<_>>()[..] {
+        // An agent that predates the per-service statuses.
+        [] => backend.status.as_str().to_owned(),
+        [one] => one.as_str().to_owned(),
+        _ => counts
+            .iter()
+            .filter(|(status, _)| **status != BackendStatus::Active)
+            .map(|(status, n)| format!("{} ({n} of {total} services)", status.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// `xlb backend list`.
 pub(crate) fn backends_table(backends: &[BackendView]) -> String {
     let mut table = Table::new(&[
@@ -192,7 +215,7 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
         table.row(vec![
             b.id.to_string(),
             with_protocol(b.address, b.protocol),
-            b.status.as_str().into(),
+            backend_status(b),
             b.health.clone(),
             b.generation.to_string(),
             if b.services.is_empty() {
@@ -607,7 +630,7 @@ pub(crate) fn status_text(status: &StatusView) -> String {
 mod tests {
     use super::*;
     use crate::{
-        api::{AnnouncementView, AttachmentView, BackendStatus, FrontendView, ReloadView},
+        api::{AnnouncementView, AttachmentView, FrontendView, ReloadView},
         model::Mode,
     };
 
@@ -705,24 +728,67 @@ ID   Frontend              Service Type   Backend
         );
     }
 
+    /// A backend of `api` and `web` with these statuses there.
+    fn shared_backend(
+        id: u32,
+        address: &str,
+        api: BackendStatus,
+        web: BackendStatus,
+    ) -> BackendView {
+        BackendView {
+            id,
+            address: addr(address),
+            protocol: Protocol::Tcp,
+            generation: 2,
+            status: api.min(web),
+            health: "unchecked".into(),
+            services: vec!["api".into(), "web".into()],
+            status_by_service: BTreeMap::from([("api".into(), api), ("web".into(), web)]),
+            packets: 5,
+            bytes: 300,
+        }
+    }
+
     #[test]
     fn backend_list() {
         let view = BackendView {
-            id: 3,
-            address: addr("198.18.2.1:8080"),
-            protocol: Protocol::Tcp,
-            generation: 2,
-            status: BackendStatus::Down,
             health: "down".into(),
-            services: vec!["web".into(), "api".into()],
-            packets: 5,
-            bytes: 300,
+            ..shared_backend(
+                3,
+                "198.18.2.1:8080",
+                BackendStatus::Down,
+                BackendStatus::Down,
+            )
         };
         assert_eq!(
             backends_table(&[view]),
             "\
 ID   Address               Status   Health   Gen   Services   Packets   Bytes
-3    198.18.2.1:8080/TCP   down     down     2     web,api    5         300
+3    198.18.2.1:8080/TCP   down     down     2     api,web    5         300
+"
+        );
+    }
+
+    #[test]
+    fn backend_list_says_in_how_many_services_a_status_holds() {
+        use BackendStatus::{Active, Down, Draining};
+        let old_agent = BackendView {
+            status_by_service: BTreeMap::new(),
+            ..shared_backend(7, "198.18.2.4:8080", Draining, Draining)
+        };
+        assert_eq!(
+            backends_table(&[
+                shared_backend(4, "198.18.2.1:8080", Draining, Active),
+                shared_backend(5, "198.18.2.2:8080", Draining, Down),
+                shared_backend(6, "198.18.2.3:8080", Active, Active),
+                old_agent,
+            ]),
+            "\
+ID   Address               Status                                               Health      Gen   Services   Packets   Bytes
+4    198.18.2.1:8080/TCP   draining (1 of 2 services)                           unchecked   2     api,web    5         300
+5    198.18.2.2:8080/TCP   draining (1 of 2 services), down (1 of 2 services)   unchecked   2     api,web    5         300
+6    198.18.2.3:8080/TCP   active                                               unchecked   2     api,web    5         300
+7    198.18.2.4:8080/TCP   draining                                             unchecked   2     api,web    5         300
 "
         );
     }
