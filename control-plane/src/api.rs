@@ -161,8 +161,11 @@ pub struct MaglevView {
     pub shares: BTreeMap<u32, u32>,
 }
 
-/// `POST /v1/simulate`: which backend would this flow hit?
+/// `POST /v1/simulate`: which backend would this flow hit? A field it does
+/// not have is refused (400), not ignored: a misspelt field would otherwise
+/// ask something else than meant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimulateRequest {
     pub client: SocketAddr,
     pub frontend: SocketAddr,
@@ -181,8 +184,10 @@ pub struct SimulateView {
 }
 
 /// `POST /v1/drain` and `/v1/undrain`: a backend address, in every service
-/// or only in `service`.
+/// or only in `service`. A field it does not have is refused (400): a
+/// misspelt `service` would otherwise drain the backend everywhere.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DrainRequest {
     pub backend: SocketAddr,
     pub service: Option<String>,

@@ -478,6 +478,21 @@ async fn malformed_requests_get_an_error_document() {
     let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
     assert!(error.error.contains("client"), "{error:?}");
 
+    // A field the request does not have is refused, not ignored: a
+    // misspelt `service` must not drain the backend everywhere.
+    let body = r#"{"backend":"198.18.2.1:8080","servcie":"dns"}"#;
+    for route in ["/v1/drain", "/v1/undrain"] {
+        let (status, answer) = post_raw(&socket, route, "application/json", body).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{route}");
+        let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+        assert!(error.error.contains("unknown field `servcie`"), "{error:?}");
+    }
+    let body = r#"{"client":"198.18.50.77:40000","frontend":"198.18.100.1:80","protocol":"TCP","proto":"UDP"}"#;
+    let (status, answer) = post_raw(&socket, "/v1/simulate", "application/json", body).await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+    assert!(error.error.contains("unknown field `proto`"), "{error:?}");
+
     let (status, answer) = raw(
         &socket,
         "GET /v2/everything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
