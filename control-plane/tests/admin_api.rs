@@ -558,6 +558,66 @@ async fn malformed_requests_get_an_error_document() {
     served.stop().await;
 }
 
+/// `GET target` as is: the status line and the body as an error document.
+async fn get_error(socket: &Path, target: &str) -> (String, ErrorView) {
+    let (status, answer) = raw(
+        socket,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let error = serde_json::from_str(&answer)
+        .unwrap_or_else(|e| panic!("{target}: not an ErrorView ({e}): {answer:?}"));
+    (status, error)
+}
+
+#[tokio::test]
+async fn what_a_route_does_not_take_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
+
+    // A parameter the route does not have (a misspelt filter would list
+    // every flow), or one given twice: refused, named.
+    for (target, says) in [
+        ("/v1/conntrack?servcie=dns", "unknown field `servcie`"),
+        ("/v1/services?verbose=1", "unknown field `verbose`"),
+        ("/v1/maglev/dns?x=1", "unknown field `x`"),
+        (
+            "/v1/events?max=1&wait_ms=10&timeout=5",
+            "unknown field `timeout`",
+        ),
+        (
+            "/v1/conntrack?service=dns&service=x",
+            "duplicate field `service`",
+        ),
+    ] {
+        let (status, error) = get_error(&socket, target).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{target}");
+        assert!(error.error.contains(says), "{target}: {error:?}");
+    }
+    let (status, answer) = post_raw(
+        &socket,
+        "/v1/drain?service=dns",
+        "application/json",
+        r#"{"backend":"198.18.2.1:8080"}"#,
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
+    assert!(error.error.contains("unknown field `service`"), "{error:?}");
+
+    // What the routes take still works, encoded as the client encodes it.
+    let (status, _) = raw(
+        &socket,
+        "GET /v1/conntrack?service=default%2Fweb:http HTTP/1.1\r\nHost: x\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+
+    served.stop().await;
+}
+
 #[tokio::test]
 async fn events_wait_for_the_first_events_or_the_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");

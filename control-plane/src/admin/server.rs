@@ -20,6 +20,9 @@
 //! [`MAX_EVENT_READERS`] wait at once (429 for one more). A drain answers
 //! the services whose backend changed, none when it was drained already.
 //!
+//! What a route does not take is refused rather than ignored (400): a query
+//! parameter or body field it does not have, a parameter given twice.
+//!
 //! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
 //! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
 //! bytes outside `[A-Za-z0-9-._~:/]` are percent-encoded by the client.
@@ -35,16 +38,13 @@ use std::{
 
 use axum::{
     Extension, Json, Router,
-    extract::{
-        Path as UrlPath, Query, State,
-        rejection::{JsonRejection, QueryRejection},
-    },
-    http::StatusCode,
+    extract::{FromRequestParts, Path as UrlPath, Query, State, rejection::JsonRejection},
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use nix::unistd::{Gid, Group};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::{Semaphore, watch},
@@ -372,28 +372,48 @@ fn error_response(status: StatusCode, error: String) -> Response {
     (status, Json(ErrorView { error })).into_response()
 }
 
-async fn services(State(admin): AdminState) -> Response {
+/// A route's query parameters, as `T` (which denies unknown fields). A
+/// parameter `T` lacks, or one given twice, is refused with 400 and an
+/// error document.
+#[derive(Debug)]
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        match Query::<T>::try_from_uri(&parts.uri) {
+            Ok(Query(params)) => Ok(Self(params)),
+            Err(rejection) => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// The query of a route that takes no parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+async fn services(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.services()).await
 }
 
-async fn backends(State(admin): AdminState) -> Response {
+async fn backends(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.backends()).await
 }
 
 /// `?service=` of `/v1/conntrack`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConntrackQuery {
     service: Option<String>,
 }
 
-async fn conntrack(
-    State(admin): AdminState,
-    query: Result<Query<ConntrackQuery>, QueryRejection>,
-) -> Response {
-    match query {
-        Ok(Query(query)) => call(admin, move |a| a.conntrack(query.service.as_deref())).await,
-        Err(rejection) => error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
-    }
+async fn conntrack(State(admin): AdminState, Params(query): Params<ConntrackQuery>) -> Response {
+    call(admin, move |a| a.conntrack(query.service.as_deref())).await
 }
 
 /// The longest `/v1/events` may wait, and the most it returns at once.
@@ -411,6 +431,7 @@ pub const MAX_EVENT_READERS: usize = 16;
 const EVENTS_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EventsQuery {
     max: usize,
     wait_ms: u64,
@@ -428,12 +449,8 @@ struct EventReaders {
 async fn events(
     State(admin): AdminState,
     Extension(readers): Extension<Arc<EventReaders>>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    Params(query): Params<EventsQuery>,
 ) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
-    };
     let wait = Duration::from_millis(query.wait_ms);
     if query.max == 0 || query.max > MAX_EVENTS || wait > MAX_EVENTS_WAIT {
         return error_response(
@@ -471,24 +488,29 @@ async fn events(
     }
 }
 
-async fn stats(State(admin): AdminState) -> Response {
+async fn stats(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.stats()).await
 }
 
-async fn maps(State(admin): AdminState) -> Response {
+async fn maps(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.maps()).await
 }
 
-async fn maglev(State(admin): AdminState, UrlPath(service): UrlPath<String>) -> Response {
+async fn maglev(
+    State(admin): AdminState,
+    UrlPath(service): UrlPath<String>,
+    _: Params<NoParams>,
+) -> Response {
     call(admin, move |a| a.maglev(&service)).await
 }
 
-async fn status(State(admin): AdminState) -> Response {
+async fn status(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.status()).await
 }
 
 async fn simulate(
     State(admin): AdminState,
+    _: Params<NoParams>,
     body: Result<Json<SimulateRequest>, JsonRejection>,
 ) -> Response {
     match body {
@@ -499,6 +521,7 @@ async fn simulate(
 
 async fn drain(
     State(admin): AdminState,
+    _: Params<NoParams>,
     body: Result<Json<DrainRequest>, JsonRejection>,
 ) -> Response {
     match body {
@@ -509,6 +532,7 @@ async fn drain(
 
 async fn undrain(
     State(admin): AdminState,
+    _: Params<NoParams>,
     body: Result<Json<DrainRequest>, JsonRejection>,
 ) -> Response {
     match body {
