@@ -21,7 +21,8 @@
 //! the services whose backend changed, none when it was drained already.
 //!
 //! What a route does not take is refused rather than ignored (400): a query
-//! parameter or body field it does not have, a parameter given twice.
+//! parameter or body field it does not have, a parameter given twice, a
+//! parameter that is not UTF-8 once percent-decoded.
 //!
 //! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
 //! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
@@ -373,8 +374,10 @@ fn error_response(status: StatusCode, error: String) -> Response {
 }
 
 /// A route's query parameters, as `T` (which denies unknown fields). A
-/// parameter `T` lacks, or one given twice, is refused with 400 and an
-/// error document.
+/// parameter `T` lacks or one given twice is refused with 400 and an error
+/// document; so is one that is not UTF-8 once percent-decoded, which axum's
+/// `Query` alone would decode lossily (`%FF` as U+FFFD: a name that matches
+/// nothing, so a 404 for what is a bad request).
 #[derive(Debug)]
 struct Params<T>(T);
 
@@ -382,6 +385,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let query = parts.uri.query().unwrap_or_default();
+        // Form encoding: `+` is a space, which is UTF-8 either way.
+        if let Some(pair) = query.split('&').find(|pair| {
+            percent_encoding::percent_decode_str(pair)
+                .decode_utf8()
+                .is_err()
+        }) {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "query parameter `{pair}` is not UTF-8 once percent-decoded: \
+                     percent-encode the UTF-8 bytes of the text"
+                ),
+            ));
+        }
         match Query::<T>::try_from_uri(&parts.uri) {
             Ok(Query(params)) => Ok(Self(params)),
             Err(rejection) => Err(error_response(
