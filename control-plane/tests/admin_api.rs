@@ -606,10 +606,14 @@ async fn what_a_route_does_not_take_is_refused() {
     let error: ErrorView = serde_json::from_str(&answer).expect("an ErrorView");
     assert!(error.error.contains("unknown field `service`"), "{error:?}");
 
-    // Bytes that are no UTF-8 text: a bad request, not an unknown name.
+    // Bytes that are no UTF-8 text: a bad request, not an unknown name,
+    // and an error document like every other error.
     let (status, error) = get_error(&socket, "/v1/conntrack?service=%FF").await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
     assert!(error.error.contains("`service=%FF`"), "{error:?}");
+    let (status, error) = get_error(&socket, "/v1/maglev/%FF").await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    assert!(error.error.contains("UTF-8"), "{error:?}");
 
     // What the routes take still works, encoded as the client encodes it.
     let (status, _) = raw(

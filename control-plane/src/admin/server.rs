@@ -22,7 +22,7 @@
 //!
 //! What a route does not take is refused rather than ignored (400): a query
 //! parameter or body field it does not have, a parameter given twice, a
-//! parameter that is not UTF-8 once percent-decoded.
+//! parameter or path that is not UTF-8 once percent-decoded.
 //!
 //! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
 //! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
@@ -39,7 +39,10 @@ use std::{
 
 use axum::{
     Extension, Json, Router,
-    extract::{FromRequestParts, Path as UrlPath, Query, State, rejection::JsonRejection},
+    extract::{
+        FromRequestParts, Path as UrlPath, Query, State,
+        rejection::{JsonRejection, PathRejection},
+    },
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -514,12 +517,17 @@ async fn maps(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.maps()).await
 }
 
+/// A service name that is not UTF-8 once percent-decoded is a 400 with an
+/// error document (axum's own answer is plain text).
 async fn maglev(
     State(admin): AdminState,
-    UrlPath(service): UrlPath<String>,
+    service: Result<UrlPath<String>, PathRejection>,
     _: Params<NoParams>,
 ) -> Response {
-    call(admin, move |a| a.maglev(&service)).await
+    match service {
+        Ok(UrlPath(service)) => call(admin, move |a| a.maglev(&service)).await,
+        Err(rejection) => error_response(rejection.status(), rejection.body_text()),
+    }
 }
 
 async fn status(State(admin): AdminState, _: Params<NoParams>) -> Response {
