@@ -300,6 +300,10 @@ impl Served {
         let server = AdminServer::bind(socket, group)
             .await
             .expect("bind the admin socket");
+        Self::serve(server, admin)
+    }
+
+    fn serve(server: AdminServer, admin: Arc<FakeAdmin>) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(admin, async move {
             stopped.await.ok();
@@ -623,6 +627,77 @@ async fn what_a_route_does_not_take_is_refused() {
     )
     .await;
     assert_eq!(status, "HTTP/1.1 200 OK");
+
+    served.stop().await;
+}
+
+/// Sends `request`, then reads until the server closes the connection,
+/// which it must do within `deadline`.
+async fn closed_within(socket: &Path, request: &str, deadline: Duration) -> String {
+    let mut stream = UnixStream::connect(socket).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(deadline, stream.read_to_string(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{request:?}: the connection is still open after {deadline:?}"))
+        .expect("read");
+    answer
+}
+
+#[tokio::test]
+async fn a_request_sent_in_part_is_cut_off() {
+    const BOUND: Duration = Duration::from_millis(300);
+    // Far below the bound of a real agent, far above this one.
+    let deadline = BOUND + Duration::from_secs(5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let server = AdminServer::bind(&socket, None)
+        .await
+        .expect("bind")
+        .with_read_timeout(BOUND);
+    let served = Served::serve(server, Arc::new(FakeAdmin::with_empty_reads(usize::MAX)));
+
+    // Nothing at all, half a head: closed without an answer.
+    for partial in ["", "GET /v1/status HTTP/1.1\r\nHost: x\r\n"] {
+        let answer = closed_within(&socket, partial, deadline).await;
+        assert_eq!(answer, "", "{partial:?}");
+    }
+    // A body shorter than its Content-Length: 408, then closed.
+    let answer = closed_within(
+        &socket,
+        "POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{\"backend\":",
+        deadline,
+    )
+    .await;
+    let (status, body) = answer.split_once("\r\n\r\n").expect("an answer");
+    assert!(
+        status.starts_with("HTTP/1.1 408 Request Timeout"),
+        "{answer}"
+    );
+    let error: ErrorView = serde_json::from_str(body).expect("an ErrorView");
+    assert!(
+        error.error.contains("did not arrive within 300ms"),
+        "{error:?}"
+    );
+    // A kept-alive connection that sends no next request: answered, then
+    // closed.
+    let answer = closed_within(
+        &socket,
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
+        deadline,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+
+    // The answer is not bounded: an event reader waits longer than it.
+    let started = tokio::time::Instant::now();
+    let events = AdminClient::new(&socket)
+        .events(1, BOUND * 3)
+        .await
+        .expect("events after a wait longer than the bound");
+    assert!(events.is_empty());
+    assert!(started.elapsed() >= BOUND * 3, "{:?}", started.elapsed());
 
     served.stop().await;
 }

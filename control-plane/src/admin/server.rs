@@ -22,7 +22,10 @@
 //!
 //! What a route does not take is refused rather than ignored (400): a query
 //! parameter or body field it does not have, a parameter given twice, a
-//! parameter or path that is not UTF-8 once percent-decoded.
+//! parameter or path that is not UTF-8 once percent-decoded. A request's
+//! head, and then its body, must arrive within [`REQUEST_READ_TIMEOUT`]: a
+//! head that does not has its connection closed, a body that does not gets
+//! 408. Answers take as long as they take (`/v1/events` waits).
 //!
 //! `{service}` in the Maglev route is the rest of the path, so a Kubernetes
 //! service port name keeps its `/` (`/v1/maglev/default/web:http`); other
@@ -40,12 +43,18 @@ use std::{
 use axum::{
     Extension, Json, Router,
     extract::{
-        FromRequestParts, Path as UrlPath, Query, State,
+        FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State,
         rejection::{JsonRejection, PathRejection},
     },
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
+};
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
 };
 use nix::unistd::{Gid, Group};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -103,13 +112,6 @@ pub enum ServeError {
         #[source]
         source: nix::Error,
     },
-    /// The server failed while running.
-    #[error("serving the admin API on {path}")]
-    Serve {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// A group name or ID that names no group.
@@ -152,12 +154,19 @@ pub fn resolve_group(name_or_id: &str) -> Result<Gid, GroupError> {
     }
 }
 
+/// How long a client has to send a request's head, and then its body. A
+/// client that sends part of a request (or nothing) is cut off then, rather
+/// than hold a connection, and the agent's shutdown, for ever. The answer is
+/// not bounded: `/v1/events` may take [`MAX_EVENTS_WAIT`] to answer.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A bound admin socket, not yet serving. Binding first lets the agent fail
 /// at start-up (and tests know the socket is ready) before anything is served.
 #[derive(Debug)]
 pub struct AdminServer {
     listener: UnixListener,
     socket: SocketFile,
+    read_timeout: Duration,
 }
 
 /// The socket's file, removed when the server is dropped: after serving, or
@@ -217,7 +226,18 @@ impl AdminServer {
         Ok(Self {
             listener,
             socket: socket_file,
+            read_timeout: REQUEST_READ_TIMEOUT,
         })
+    }
+
+    /// The same server with another bound on reading a request's head, and
+    /// then its body, than [`REQUEST_READ_TIMEOUT`].
+    #[must_use]
+    pub fn with_read_timeout(self, read_timeout: Duration) -> Self {
+        Self {
+            read_timeout,
+            ..self
+        }
     }
 
     /// The socket's path.
@@ -228,26 +248,52 @@ impl AdminServer {
     /// Serves the admin API from `admin` until `shutdown` completes, then
     /// lets requests in flight finish and removes the socket file, so that
     /// `xlb` says the agent is not running rather than "connection refused".
+    ///
+    /// hyper serves each connection itself rather than through
+    /// `axum::serve`, which has no bound on reading a request's head.
     pub async fn serve(
         self,
         admin: Arc<dyn Admin>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Self { listener, socket } = self;
+        let Self {
+            mut listener,
+            socket,
+            read_timeout,
+        } = self;
         tracing::info!(socket = %socket.0.display(), "admin API listening");
         // Waiting event readers answer at once when the agent stops, rather
         // than hold the graceful shutdown up for their whole wait.
         let (stop, stopping) = watch::channel(false);
-        let shutdown = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        };
-        let served = axum::serve(listener, routes(admin, stopping))
-            .with_graceful_shutdown(shutdown)
-            .await;
-        let path = socket.0.clone();
+        let routes = routes(admin, stopping, read_timeout);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(read_timeout);
+        let connections = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            // Accept errors (a full file table, say) are logged and retried
+            // by axum's `Listener`, as `axum::serve` does.
+            let (stream, _) = tokio::select! {
+                accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+                () = &mut shutdown => break,
+            };
+            let service = TowerToHyperService::new(routes.clone());
+            let connection =
+                connections.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "admin connection closed with an error");
+                }
+            });
+        }
+        let _ = stop.send(true);
+        drop(listener);
+        // Connections finish the request they are answering, idle ones
+        // close at once.
+        connections.shutdown().await;
         drop(socket);
-        served.map_err(|source| ServeError::Serve { path, source })
+        Ok(())
     }
 }
 
@@ -296,14 +342,21 @@ async fn remove_stale(socket: &Path) -> Result<(), ServeError> {
 }
 
 /// The admin API's routes over `admin` (see the module docs for the table).
+/// A request's body must arrive within [`REQUEST_READ_TIMEOUT`]; bounding
+/// the head is up to whoever serves the router.
 pub fn router(admin: Arc<dyn Admin>) -> Router {
     // Never stopping (the sender is gone): whoever serves this router stops it.
     let (_, stopping) = watch::channel(false);
-    routes(admin, stopping)
+    routes(admin, stopping, REQUEST_READ_TIMEOUT)
 }
 
-/// [`router`], with event readers that stop waiting once `stopping` is true.
-fn routes(admin: Arc<dyn Admin>, stopping: watch::Receiver<bool>) -> Router {
+/// [`router`], with event readers that stop waiting once `stopping` is true
+/// and bodies that must arrive within `read_timeout`.
+fn routes(
+    admin: Arc<dyn Admin>,
+    stopping: watch::Receiver<bool>,
+    read_timeout: Duration,
+) -> Router {
     let readers = Arc::new(EventReaders {
         slots: Semaphore::new(MAX_EVENT_READERS),
         stopping,
@@ -322,6 +375,7 @@ fn routes(admin: Arc<dyn Admin>, stopping: watch::Receiver<bool>) -> Router {
         .route("/v1/undrain", post(undrain))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(BodyReadTimeout(read_timeout)))
         .with_state(admin)
 }
 
@@ -537,40 +591,66 @@ async fn status(State(admin): AdminState, _: Params<NoParams>) -> Response {
 async fn simulate(
     State(admin): AdminState,
     _: Params<NoParams>,
-    body: Result<Json<SimulateRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<SimulateRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(request)) => call(admin, move |a| a.simulate(&request)).await,
-        Err(rejection) => bad_body(&rejection),
-    }
+    call(admin, move |a| a.simulate(&request)).await
 }
 
 async fn drain(
     State(admin): AdminState,
     _: Params<NoParams>,
-    body: Result<Json<DrainRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<DrainRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(request)) => call(admin, move |a| a.drain(&request, true)).await,
-        Err(rejection) => bad_body(&rejection),
-    }
+    call(admin, move |a| a.drain(&request, true)).await
 }
 
 async fn undrain(
     State(admin): AdminState,
     _: Params<NoParams>,
-    body: Result<Json<DrainRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<DrainRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(request)) => call(admin, move |a| a.drain(&request, false)).await,
-        Err(rejection) => bad_body(&rejection),
+    call(admin, move |a| a.drain(&request, false)).await
+}
+
+/// How long a request's body may take to arrive, from the end of its head.
+#[derive(Clone, Copy, Debug)]
+struct BodyReadTimeout(Duration);
+
+/// A request's JSON body, as `T`, read within the router's
+/// [`BodyReadTimeout`]: a client that sends less than its `Content-Length`
+/// gets 408, and its connection is closed (hyper does not keep a connection
+/// whose request was not read to its end). A body that is not `T` gets the
+/// error document of [`bad_body`].
+#[derive(Debug)]
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let BodyReadTimeout(timeout) = request
+            .extensions()
+            .get::<BodyReadTimeout>()
+            .copied()
+            .unwrap_or(BodyReadTimeout(REQUEST_READ_TIMEOUT));
+        match tokio::time::timeout(timeout, Json::<T>::from_request(request, state)).await {
+            Ok(Ok(Json(body))) => Ok(Self(body)),
+            Ok(Err(rejection)) => Err(bad_body(&rejection)),
+            Err(_) => Err(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request's body did not arrive within {}: send it whole, as \
+                     its Content-Length says",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        }
     }
 }
 
-/// A body that is not the route's JSON document is the client's fault: 400
-/// with serde's description of what was wrong.
-/// A body that is not the request's JSON: 400, but 415 without a JSON
-/// content type and 413 past the body limit, as axum tells them apart.
+/// A body that is not the request's JSON: 400 with serde's description of
+/// what was wrong, but 415 without a JSON content type and 413 past the
+/// body limit, as axum tells them apart.
 fn bad_body(rejection: &JsonRejection) -> Response {
     let status = match rejection.status() {
         status @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => status,
