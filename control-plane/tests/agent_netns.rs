@@ -50,7 +50,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use control_plane::api::{BackendView, FlowEventView, StatusView};
+use control_plane::api::{BackendStatus, BackendView, FlowEventView, StatusView};
 use netns_tests::{
     EchoClient, Netns, Proto,
     agent_rig::{
@@ -910,6 +910,37 @@ fn backend_status(rig: &AgentRig, addr: SocketAddr) -> Option<String> {
         .into_iter()
         .find(|b| b.address == addr)
         .map(|b| b.status.as_str().to_owned())
+}
+
+#[test]
+fn a_backend_drained_in_one_of_its_services_is_not_listed_active() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let shared = rig.backend_addr(0, BACKEND_PORT);
+    let web = service("web", "TCP", VIP_PORT, &[shared], false);
+    let api = service("api", "TCP", VIP_PORT + 1, &[shared], false);
+    rig.write_config(&config(&[web, api])).expect("config");
+    rig.start_agent(&[]).expect("agent");
+    let drained = rig
+        .xlb_ok(&["drain", &shared.to_string(), "--service", "api"])
+        .unwrap_or_else(|e| panic!("{e:#}: {}", rig.agent_log()));
+    assert_eq!(drained, format!("{shared}: draining in api\n"));
+
+    let listed = backend_list(&rig);
+    let backend = listed
+        .iter()
+        .find(|b| b.address == shared)
+        .expect("the shared backend is listed");
+    assert_eq!(
+        backend.status_by_service,
+        BTreeMap::from([
+            ("api".to_owned(), BackendStatus::Draining),
+            ("web".to_owned(), BackendStatus::Active),
+        ])
+    );
+    // `status` keeps its meaning: web still sends it new flows.
+    assert_eq!(backend.status, BackendStatus::Active);
+    let table = rig.xlb_ok(&["backend", "list"]).expect("xlb backend list");
+    assert!(table.contains("draining (1 of 2 services)"), "{table}");
 }
 
 #[test]
