@@ -1,4 +1,6 @@
 //! `xlb-bench`: datapath microbenchmarks, Maglev analysis, traffic rigs and baselines.
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod kube_proxy;
@@ -10,6 +12,7 @@ mod progress;
 mod report;
 mod rig;
 mod stats;
+mod stop;
 mod sync;
 mod verifier;
 
@@ -48,7 +51,21 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+impl Command {
+    /// The runs that set up what outlives the process (mounts, namespaces,
+    /// temporary files) and remove it in drops: on SIGINT or SIGTERM they
+    /// stop at a safe point so that the drops run (`stop`). The others have
+    /// nothing to remove and keep the signals' default action.
+    fn stops_at_a_safe_point(&self) -> bool {
+        match self {
+            Self::Prog(_) | Self::Pairs(_) | Self::Sync(_) => true,
+            Self::Rig(args) => !args.is_sweep(),
+            Self::Maglev(_) | Self::Verifier(_) | Self::Report(_) => false,
+        }
+    }
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,7 +74,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let result = if cli.command.stops_at_a_safe_point() {
+        stop::install().and_then(|()| run(cli.command))
+    } else {
+        run(cli.command)
+    };
+    let (code, message) = stop::outcome(result, stop::requested());
+    if let Some(message) = message {
+        #[expect(clippy::print_stderr, reason = "the error a run ended with")]
+        {
+            eprintln!("{message}");
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Maglev(args) => maglev::run(&args),
         Command::Pairs(args) => pairs::run(&args),
         Command::Prog(args) => prog::run(&args),

@@ -16,12 +16,17 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::{ErrorKind, Write as _},
+    io::{ErrorKind, Read as _, Seek as _, SeekFrom, Write as _},
     path::{Component, Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use tracing::info;
 
 use crate::{
@@ -342,7 +347,10 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
         args.repeat.to_string(),
         args.flows.to_string(),
     );
-    let out = Command::new(runnable(bin))
+    // Errors go to a file, not a pipe: nobody reads a pipe while `wait`
+    // polls, and a child that wrote much would stall on it.
+    let mut stderr = tempfile::tempfile().context("creating a file for the run's errors")?;
+    let mut child = Command::new(runnable(bin))
         .args(["prog", "--services", &args.services, "--flows", &flows])
         .args(["--method", "b", "--runs", &runs, "--repeat", &repeat])
         .args(["--cases", &args.cases])
@@ -350,16 +358,18 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
         .arg(json)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(stderr.try_clone().context("the run's error file")?)
+        .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} prog failed ({}):\n{}",
-            bin.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let status = wait(&mut child).with_context(|| format!("waiting for {}", bin.display()))?;
+    crate::stop::check()?;
+    if !status.success() {
+        let mut text = String::new();
+        stderr
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| stderr.read_to_string(&mut text))
+            .context("reading the run's errors")?;
+        bail!("{} prog failed ({status}):\n{text}", bin.display());
     }
     anyhow::ensure!(
         json.is_file(),
@@ -370,6 +380,30 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
     let prog: Prog = inputs::load_prog(json)?
         .with_context(|| format!("{} prog wrote no {}", bin.display(), json.display()))?;
     Ok(Run::of(&prog))
+}
+
+/// How often `wait` looks at the child and at the stop flag.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// Waits for `child` (a `prog` run) to end. Once the run is asked to stop
+/// (`stop`), the child is asked too, with SIGTERM, and waited for: it then
+/// stops at its own next safe point and removes its bpffs. Not SIGINT: a
+/// Ctrl-C reaches the child as well, and its handler, reset after one
+/// signal, would let a second SIGINT end it before its clean-up.
+fn wait(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    let mut asked = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if !asked && crate::stop::requested().is_some() {
+            let pid = Pid::from_raw(i32::try_from(child.id())?);
+            // Our own child, by its id; it may have just ended (ESRCH).
+            let _ = kill(pid, Signal::SIGTERM);
+            asked = true;
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
 }
 
 /// `bin` as a program to start: a bare file name (`--a xlb-bench`) gets a
@@ -415,6 +449,7 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     };
     let mut pairs = Vec::new();
     for index in 0..args.pairs {
+        crate::stop::check()?;
         let (mut a, mut b) = (Run::default(), Run::default());
         for build in order(index) {
             let (bin, run) = match build {

@@ -189,6 +189,7 @@ fn track_flows(datapath: &mut Datapath, services: u32, flows: u32) -> anyhow::Re
     let shared: &Datapath = datapath;
     in_private_netns(|| {
         for n in 0..flows {
+            crate::stop::check()?;
             let (vip, port) = frontend(n % services);
             let client = ipv4_plus(Ipv4Addr::new(198, 18, 128, 0), n / PORTS_PER_CLIENT)?;
             let client_port = u16::try_from(1024 + n % PORTS_PER_CLIENT).expect("below 61 024");
@@ -302,6 +303,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let names: Vec<ServiceName> = model.services.keys().cloned().collect();
     let mut removed: BTreeMap<ServiceName, Backend> = BTreeMap::new();
     for c in 0..args.changes {
+        crate::stop::check()?;
         // A spread of services, each toggled: first a backend leaves, the
         // next time it comes back.
         let name = &names[(c as usize * 7_919) % names.len()];
@@ -544,6 +546,9 @@ fn measure_flavour(flavour: &Flavour, args: &SyncArgs, dir: &Path) -> anyhow::Re
         let mut change_bytes = 0;
         let mut removed: BTreeMap<usize, SocketAddrV4> = BTreeMap::new();
         for c in 0..changes {
+            // A signal stops here, or in `run_timed`: `baselines` then
+            // removes the rulesets' directory.
+            crate::stop::check()?;
             // The same spread and toggling as xlb's changes.
             let i = (c as usize * 7_919) % services.len();
             let old = services[i].clone();
@@ -612,6 +617,13 @@ fn run_timed(argv: &[&str], file: &Path, limit: Duration) -> anyhow::Result<Opti
             let _ = child.wait();
             tracing::warn!(?argv, ?limit, "timed out: killed");
             return Ok(None);
+        }
+        if let Err(stopped) = crate::stop::check() {
+            // A full load takes minutes at 10 000 services; the ruleset
+            // lives in the thread's private namespace, gone with it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(stopped.into());
         }
         std::thread::sleep(Duration::from_micros(100));
     };

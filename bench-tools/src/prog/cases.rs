@@ -518,6 +518,8 @@ fn track_rotated(
     let mut frame = headers.build();
     let before = Snapshot::take(dp)?;
     for n in scattered(count) {
+        // 100 000 flows take a while to set up.
+        crate::stop::check()?;
         rotate(&mut frame, rotations, n);
         let out = dp.test_run(ProgramName::XdpLb, &frame)?;
         anyhow::ensure!(
@@ -578,6 +580,7 @@ fn reply_case(
     fixture::pin_to_shared_backend(dp, services.clone())?;
     let before = Snapshot::take(dp)?;
     for k in scattered(flows) {
+        crate::stop::check()?;
         let frontend = &frontends[k as usize];
         let syn = Headers {
             src_mac: GATEWAY_MAC,

@@ -194,6 +194,8 @@ pub(crate) fn load(
         ..ServiceOptions::default()
     };
     for i in 0..n {
+        // 100 000 services take a while to configure.
+        crate::stop::check()?;
         let addr = SocketAddr::V4(layout.frontend(i));
         for proto in [Protocol::Tcp, Protocol::Udp] {
             dp.upsert_service(
@@ -252,6 +254,7 @@ fn swap_tables(
     let (first, n) = (services.start, services.len());
     let ids: Vec<u32> = services.collect();
     for (done, chunk) in (CHUNK..).step_by(CHUNK).zip(ids.chunks(CHUNK)) {
+        crate::stop::check()?;
         let tables = chunk
             .iter()
             .map(|&i| slots(i))

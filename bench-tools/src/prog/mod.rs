@@ -229,6 +229,10 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
     let mut clients = Clients::default();
     let mut scales = Vec::new();
     for spec in specs {
+        // A signal stops the run here, or at the checks of the long steps
+        // of a scale's set-up and of every round: `run` then drops the
+        // rig, which unmounts the bpffs holding the pins (`stop`).
+        crate::stop::check()?;
         let (n, flows) = (spec.services, spec.flows);
         info!(services = n, flows, conntrack, "setting up a scale");
         let layout = Layout::new(n)?;
@@ -279,6 +283,7 @@ fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<
     let bar = crate::progress::bar(u64::from(args.runs) + 1, "rounds".to_owned());
     // Round 0 warms caches and refreshes the tracked flows; it is not recorded.
     for round in 0..=args.runs {
+        crate::stop::check()?;
         for scale in &mut scales {
             measure_round(args, scale, &mut clients, round == 0)?;
         }

@@ -105,6 +105,13 @@ struct MeasureArgs {
     json: Option<PathBuf>,
 }
 
+impl RigArgs {
+    /// `rig sweep`, which removes leftovers rather than setting anything up.
+    pub(crate) const fn is_sweep(&self) -> bool {
+        self.command.is_some()
+    }
+}
+
 /// How the LB namespace balances (or does not).
 #[derive(
     Clone,
@@ -309,6 +316,10 @@ fn build_stands(
 ) -> anyhow::Result<Vec<Stand>> {
     let mut stands = Vec::new();
     for &mode in modes {
+        // A signal stops the run here or before a measurement; the stands
+        // built so far drop on the way out, and with them their
+        // namespaces, veths, processes and mounts (`stop`).
+        crate::stop::check()?;
         let started = Instant::now();
         match Stand::build(mode, services, Duration::from_secs(m.load_timeout)) {
             Ok(stand) => stands.push(stand),
@@ -362,6 +373,7 @@ fn measure_rounds(
                 // Each round starts from another mode, so no mode is always
                 // measured first (or right after the same neighbour).
                 for k in 0..stands.len() {
+                    crate::stop::check()?;
                     let i = (k + round as usize) % stands.len();
                     let stand = &mut stands[i];
                     let sample = measure(m, stand, workload, sink, duration, &mut next_new[i])

@@ -1,0 +1,216 @@
+//! SIGINT (Ctrl-C) and SIGTERM: a run stops at its next safe point and
+//! removes what it set up, instead of dying with it in place.
+//!
+//! `prog`, `sync`, `rig` and `pairs` set up what outlives their process — a
+//! private bpffs mount, named network namespaces with their veths and
+//! processes, files in the temporary directory — and remove it in drops on
+//! their way out. A signal's default action ends the process without running
+//! them, which leaves it all to `xlb-bench rig sweep`. So these runs
+//! [`install`] a handler that only records the signal; they [`check`] where
+//! their rounds, runs and changes loop (every traffic loop is bounded in
+//! seconds, so such a point is never far), stop there with [`Interrupted`],
+//! and the drops run as the error goes up to `main`, which exits with the
+//! signal's status ([`outcome`]). The handler is reset once it has run, so a
+//! second signal ends the process at once, as if none had been installed.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicI32, Ordering},
+};
+
+use anyhow::Context as _;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+/// The signal a run was asked to stop by: the first one recorded.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    /// 0 until a signal arrives: no signal has that number.
+    signal: AtomicI32,
+}
+
+impl Stop {
+    const fn new() -> Self {
+        Self {
+            signal: AtomicI32::new(0),
+        }
+    }
+
+    /// Records `signal`, unless one was recorded before. Async-signal-safe:
+    /// an atomic operation, nothing else.
+    fn request(&self, signal: i32) {
+        let _ = self
+            .signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The signal recorded, if any.
+    fn requested(&self) -> Option<Signal> {
+        Signal::try_from(self.signal.load(Ordering::SeqCst)).ok()
+    }
+
+    /// Fails with [`Interrupted`] once a signal is recorded.
+    fn check(&self) -> Result<(), Interrupted> {
+        self.requested()
+            .map_or(Ok(()), |signal| Err(Interrupted(signal)))
+    }
+}
+
+/// The process's [`Stop`], which the handler writes.
+static STOP: Stop = Stop::new();
+
+/// What the handler writes at once: the next safe point may be seconds away
+/// (a scale of 100 000 services takes a while to set up).
+const MESSAGE: &[u8] = b"\nxlb-bench: interrupted; stopping at the next safe point to remove \
+what the run set up (interrupt again to exit at once, leaving that to `xlb-bench rig sweep`)\n";
+
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    STOP.request(signal);
+    // write(2) is async-signal-safe; nothing is locked or allocated.
+    let _ = nix::unistd::write(std::io::stderr(), MESSAGE);
+}
+
+/// Makes SIGINT and SIGTERM ask the run to stop ([`check`]) rather than end
+/// the process, for their first delivery. A signal the process was started
+/// with ignored stays ignored: a shell without job control starts its
+/// background jobs so, and a Ctrl-C meant for the foreground must not stop
+/// them.
+pub(crate) fn install() -> anyhow::Result<()> {
+    // SA_RESETHAND: the second signal meets the default action and ends the
+    // process at once. SA_RESTART: a system call the handler interrupted
+    // resumes, instead of failing with EINTR wherever the signal landed.
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESETHAND | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only does an atomic compare-and-swap and a
+        // write(2), both async-signal-safe, and touches no other state.
+        let old = unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("installing a handler for {signal}"))?;
+        if old.handler() == SigHandler::SigIgn {
+            // SAFETY: restores the disposition found, SIG_IGN.
+            unsafe { sigaction(signal, &old) }
+                .with_context(|| format!("leaving {signal} ignored"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived: called
+/// where a run can stop with nothing half-done.
+pub(crate) fn check() -> Result<(), Interrupted> {
+    STOP.check()
+}
+
+/// The signal that asked the run to stop, if one did.
+pub(crate) fn requested() -> Option<Signal> {
+    STOP.requested()
+}
+
+/// A run stopped by a signal, at a safe point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interrupted(pub(crate) Signal);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "interrupted by {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// How the process ends after a run: its exit status, and what to print on
+/// stderr. A run that a signal interrupted exits with 128 + the signal's
+/// number, as a shell reports a process the signal ended, whatever the
+/// run's own result: an error it stopped on after the signal (a child
+/// process the same Ctrl-C ended) is shown as what it stopped on.
+pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8, Option<String>) {
+    let Some(signal) = signal else {
+        return match result {
+            Ok(()) => (0, None),
+            // What `main` returning the error would print.
+            Err(e) => (1, Some(format!("Error: {e:?}"))),
+        };
+    };
+    let mut text = format!(
+        "Error: interrupted by {signal}: the run stopped, and removed what it had set up \
+         (a warning above names anything left; `xlb-bench rig sweep` removes it)"
+    );
+    match result {
+        Ok(()) => text.push_str(". It had finished: its output is complete."),
+        Err(e) if e.chain().any(|cause| cause.is::<Interrupted>()) => {}
+        Err(e) => text.push_str(&format!(". It stopped on: {e:#}")),
+    }
+    (128 + signal as u8, Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context as _;
+
+    use super::*;
+
+    #[test]
+    fn the_first_signal_is_the_one_recorded() {
+        let stop = Stop::new();
+        assert_eq!(stop.requested(), None);
+        stop.check().unwrap();
+        stop.request(Signal::SIGTERM as i32);
+        stop.request(Signal::SIGINT as i32);
+        assert_eq!(stop.requested(), Some(Signal::SIGTERM));
+        assert_eq!(stop.check(), Err(Interrupted(Signal::SIGTERM)));
+    }
+
+    /// A check's error, wrapped in the contexts of the run it stopped.
+    fn stopped_run(stop: &Stop) -> anyhow::Result<()> {
+        for round in 0..3 {
+            if round == 1 {
+                stop.request(Signal::SIGINT as i32);
+            }
+            stop.check()
+                .with_context(|| format!("round {round} at 1 service"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_interrupted_run_exits_with_the_signals_status_and_says_so() {
+        let stop = Stop::new();
+        let (code, text) = outcome(stopped_run(&stop), stop.requested());
+        let text = text.unwrap();
+        assert_eq!(code, 130, "{text}");
+        assert!(
+            text.starts_with("Error: interrupted by SIGINT: the run stopped"),
+            "{text}"
+        );
+        assert!(!text.contains("stopped on"), "{text}");
+
+        // An error after the signal (a child the same Ctrl-C ended) is
+        // what the run stopped on.
+        let failed = Err(anyhow::anyhow!("nft failed (signal: 2)")).context("loading");
+        let (code, text) = outcome(failed, Some(Signal::SIGTERM));
+        assert_eq!(code, 143);
+        assert!(
+            text.unwrap()
+                .ends_with(". It stopped on: loading: nft failed (signal: 2)")
+        );
+        let (code, text) = outcome(Ok(()), Some(Signal::SIGINT));
+        assert_eq!(code, 130);
+        assert!(text.unwrap().ends_with("its output is complete."));
+    }
+
+    #[test]
+    fn without_a_signal_a_run_ends_as_main_returning_its_result_would() {
+        assert_eq!(outcome(Ok(()), None), (0, None));
+        let failed = Err(anyhow::anyhow!("no such file")).context("reading x.json");
+        let (code, text) = outcome(failed, None);
+        assert_eq!(code, 1);
+        // Followed by a backtrace when RUST_BACKTRACE asks for one.
+        let text = text.unwrap();
+        assert!(
+            text.starts_with("Error: reading x.json\n\nCaused by:\n    no such file"),
+            "{text}"
+        );
+    }
+}
