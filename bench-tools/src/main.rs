@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod exit;
 mod kube_proxy;
 mod maglev;
 mod output;
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
     } else {
         run(cli.command)
     };
-    let (code, message) = stop::outcome(result, stop::requested());
+    let (code, message) = exit::outcome(result, stop::requested());
     if let Some(message) = message {
         #[expect(clippy::print_stderr, reason = "the error a run ended with")]
         {

@@ -10,7 +10,7 @@
 //! their rounds, runs and changes loop (every traffic loop is bounded in
 //! seconds, so such a point is never far), stop there with [`Interrupted`],
 //! and the drops run as the error goes up to `main`, which exits with the
-//! signal's status ([`outcome`]). The handler is reset once it has run, so a
+//! signal's status (`exit::outcome`). The handler is reset once it has run, so a
 //! second signal ends the process at once, as if none had been installed.
 
 use std::{
@@ -120,31 +120,6 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// How the process ends after a run: its exit status, and what to print on
-/// stderr. A run that a signal interrupted exits with 128 + the signal's
-/// number, as a shell reports a process the signal ended, whatever the
-/// run's own result: an error it stopped on after the signal (a child
-/// process the same Ctrl-C ended) is shown as what it stopped on.
-pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8, Option<String>) {
-    let Some(signal) = signal else {
-        return match result {
-            Ok(()) => (0, None),
-            // What `main` returning the error would print.
-            Err(e) => (1, Some(format!("Error: {e:?}"))),
-        };
-    };
-    let mut text = format!(
-        "Error: interrupted by {signal}: the run stopped, and removed what it had set up \
-         (a warning above names anything left; `xlb-bench rig sweep` removes it)"
-    );
-    match result {
-        Ok(()) => text.push_str(". It had finished: its output is complete."),
-        Err(e) if e.chain().any(|cause| cause.is::<Interrupted>()) => {}
-        Err(e) => text.push_str(&format!(". It stopped on: {e:#}")),
-    }
-    (128 + signal as u8, Some(text))
-}
-
 #[cfg(test)]
 mod tests {
     use anyhow::Context as _;
@@ -162,55 +137,24 @@ mod tests {
         assert_eq!(stop.check(), Err(Interrupted(Signal::SIGTERM)));
     }
 
-    /// A check's error, wrapped in the contexts of the run it stopped.
-    fn stopped_run(stop: &Stop) -> anyhow::Result<()> {
-        for round in 0..3 {
-            if round == 1 {
-                stop.request(Signal::SIGINT as i32);
-            }
-            stop.check()
-                .with_context(|| format!("round {round} at 1 service"))?;
-        }
-        Ok(())
-    }
-
     #[test]
-    fn an_interrupted_run_exits_with_the_signals_status_and_says_so() {
+    fn a_run_a_signal_stopped_exits_with_its_status() {
         let stop = Stop::new();
-        let (code, text) = outcome(stopped_run(&stop), stop.requested());
-        let text = text.unwrap();
-        assert_eq!(code, 130, "{text}");
-        assert!(
-            text.starts_with("Error: interrupted by SIGINT: the run stopped"),
-            "{text}"
-        );
-        assert!(!text.contains("stopped on"), "{text}");
-
-        // An error after the signal (a child the same Ctrl-C ended) is
-        // what the run stopped on.
-        let failed = Err(anyhow::anyhow!("nft failed (signal: 2)")).context("loading");
-        let (code, text) = outcome(failed, Some(Signal::SIGTERM));
-        assert_eq!(code, 143);
-        assert!(
-            text.unwrap()
-                .ends_with(". It stopped on: loading: nft failed (signal: 2)")
-        );
-        let (code, text) = outcome(Ok(()), Some(Signal::SIGINT));
+        let mut rounds = 0;
+        let run = (|| {
+            for round in 0..3 {
+                if round == 1 {
+                    stop.request(Signal::SIGINT as i32);
+                }
+                stop.check()
+                    .with_context(|| format!("round {round} at 1 service"))?;
+                rounds += 1;
+            }
+            Ok(())
+        })();
+        assert_eq!(rounds, 1, "stopped at the check after the signal");
+        let (code, text) = crate::exit::outcome(run, stop.requested());
         assert_eq!(code, 130);
-        assert!(text.unwrap().ends_with("its output is complete."));
-    }
-
-    #[test]
-    fn without_a_signal_a_run_ends_as_main_returning_its_result_would() {
-        assert_eq!(outcome(Ok(()), None), (0, None));
-        let failed = Err(anyhow::anyhow!("no such file")).context("reading x.json");
-        let (code, text) = outcome(failed, None);
-        assert_eq!(code, 1);
-        // Followed by a backtrace when RUST_BACKTRACE asks for one.
-        let text = text.unwrap();
-        assert!(
-            text.starts_with("Error: reading x.json\n\nCaused by:\n    no such file"),
-            "{text}"
-        );
+        assert!(text.unwrap().starts_with("Error: interrupted by SIGINT"));
     }
 }
