@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 /// `xlb-bench maglev --size M --backends N [--weights w1,w2,...] [--seed S]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct MaglevArgs {
-    /// Table size M, a prime (default: the sizing policy's size for N, the smallest listed
-    /// prime above 100·N).
-    #[arg(long)]
+    /// Table size M, a prime of at most 131071, the largest listed size
+    /// (default: the sizing policy's size for N, the smallest listed prime
+    /// above 100·N).
+    #[arg(long, value_parser = table_size)]
     size: Option<u32>,
     /// Number of backends N, at most the table size (--size, else 131071,
     /// the largest listed size: a table needs a slot per backend); their
@@ -32,8 +33,8 @@ pub(crate) struct MaglevArgs {
     /// Seed of the offset/skip hashes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Builds to time; the median is reported.
-    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Builds to time, at most 1000; the median is reported.
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..=MAX_RUNS))]
     runs: u32,
     /// Also write the result as JSON to this file.
     #[arg(long)]
@@ -76,12 +77,39 @@ pub(crate) struct Change {
     pub(crate) slots_written: usize,
 }
 
-/// The most backends a run without `--size` takes: the largest size of the
-/// sizing policy's list, since a table holds each backend of positive weight
-/// in one slot at least (`Table::build` refuses more). With `--size`, that
-/// size. Checked before the backends and their keys are built: beyond it a
-/// run would grow to gigabytes before the table size refused it.
-const MAX_BACKENDS: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
+/// The largest `--size`: the largest size of the sizing policy's list
+/// (DESIGN.md, State), the largest table the agent builds and the datapath
+/// takes. `TableSize` goes up to 2^31 − 1, a table of 8 GiB, allocated
+/// before anything could refuse it.
+const MAX_SIZE: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
+const _: () = assert!(MAX_SIZE == xdp_lb::MAX_TABLE_SIZE);
+
+/// The most backends a run without `--size` takes: the largest size, since a
+/// table holds each backend of positive weight in one slot at least
+/// (`Table::build` refuses more). With `--size`, that size. Checked before
+/// the backends and their keys are built: beyond it a run would grow to
+/// gigabytes before the table size refused it.
+const MAX_BACKENDS: u32 = MAX_SIZE;
+
+/// The most builds `--runs` times: their durations are kept (and the vector
+/// for them allocated up front), and a thousand give a median as steady as
+/// any.
+const MAX_RUNS: i64 = 1000;
+
+/// `--size`: a prime up to `MAX_SIZE`, refused when the command line is
+/// parsed.
+fn table_size(text: &str) -> Result<u32, String> {
+    let size = text.parse::<u32>().map_err(|e| e.to_string())?;
+    if !(2..=MAX_SIZE).contains(&size) {
+        return Err(format!(
+            "table size {size} is out of range: give a prime from 2 to {MAX_SIZE}, the largest \
+             table the sizing policy builds and the datapath takes"
+        ));
+    }
+    TableSize::new(size)
+        .map(TableSize::get)
+        .map_err(|e| e.to_string())
+}
 
 /// The key of the `i`-th backend: `198.18.2.0:8080/TCP` and up (RFC 2544 range), as the
 /// consistent-hash benchmarks name them.
@@ -136,6 +164,7 @@ fn measure(args: &MaglevArgs) -> anyhow::Result<MaglevResult> {
     let active = weights.iter().filter(|&&w| w > 0).count();
     let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     let size = match args.size {
+        // Also checked when parsed (`table_size`): `args` may come from elsewhere.
         Some(m) => TableSize::new(m).context("--size")?,
         None => SizingPolicy::default()
             .fitting(active)
@@ -328,6 +357,42 @@ mod tests {
         })
         .unwrap();
         assert_eq!((r.slots_min, r.slots_max), (1, 1));
+    }
+
+    #[test]
+    fn sizes_beyond_the_largest_table_and_composites_are_refused_when_parsed() {
+        let parse = |size: &str| {
+            crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", "1", "--size", size])
+        };
+        for (size, why) in [
+            (
+                "2147483647",
+                "table size 2147483647 is out of range: give a prime from 2 to 131071, the \
+                 largest table the sizing policy builds",
+            ),
+            ("131101", "table size 131101 is out of range"),
+            ("1", "from 2 to 131071"),
+            ("65536", "not a prime"),
+        ] {
+            let e = parse(size).expect_err(size);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{size}");
+            assert!(e.to_string().contains(why), "{size}: {e}");
+        }
+        // `make bench`'s size, and the largest.
+        for size in ["65537", "131071"] {
+            parse(size).unwrap();
+        }
+    }
+
+    #[test]
+    fn runs_beyond_a_thousand_are_refused_when_parsed() {
+        let parse = |runs: &str| {
+            crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", "1", "--runs", runs])
+        };
+        let e = parse("4294967295").expect_err("4294967295 runs");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("1..=1000"), "{e}");
+        parse("1000").unwrap();
     }
 
     #[test]
