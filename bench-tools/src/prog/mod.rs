@@ -138,28 +138,44 @@ fn service_count(text: &str) -> Result<u32, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Refuses a --repeat that method B's new-flow cases cannot run, before
-/// anything is set up: each run of a call is a flow from the next source
-/// port, and past `NEW_FLOW_RUNS` one would repeat (`measure::run_b`). Not a
-/// bound of --repeat as such: the hit cases run more (`--cases conntrack-hit
-/// --repeat 100000` in docs/bench/notes.md).
-fn check_repeat(args: &ProgArgs) -> anyhow::Result<()> {
-    if !args.method.includes(Method::B) || args.repeat <= cases::NEW_FLOW_RUNS {
-        return Ok(());
+/// Refuses a --repeat that method B's new-flow cases cannot run, or --calls
+/// that method A's cannot, before anything is set up: each run of a call
+/// (each call of a run) is a flow from the next source port, and past
+/// `NEW_FLOW_RUNS` one would repeat (`measure::run_b`, `measure::run_a`),
+/// which those find only once every scale is set up and checked. Not a bound
+/// of --repeat or --calls as such: the hit cases run more (`--cases
+/// conntrack-hit --repeat 100000` in docs/bench/notes.md).
+fn check_new_flow_runs(args: &ProgArgs) -> anyhow::Result<()> {
+    for (method, flag, value, what) in [
+        (
+            Method::B,
+            "--repeat",
+            args.repeat,
+            "runs a new-flow case makes in one call",
+        ),
+        (
+            Method::A,
+            "--calls",
+            args.calls,
+            "calls a new-flow case makes in one run",
+        ),
+    ] {
+        if !args.method.includes(method) || value <= cases::NEW_FLOW_RUNS {
+            continue;
+        }
+        let limited: Vec<String> = Kind::ALL
+            .into_iter()
+            .filter(|&kind| kind.walks_new_ports() && args.measures(kind))
+            .filter_map(|kind| Some(kind.to_possible_value()?.get_name().to_owned()))
+            .collect();
+        anyhow::ensure!(
+            limited.is_empty(),
+            "{flag} {value} is more than the {} {what} ({}) before a flow repeats: lower {flag}, \
+             or leave those cases out with --cases",
+            cases::NEW_FLOW_RUNS,
+            limited.join(", ")
+        );
     }
-    let limited: Vec<String> = Kind::ALL
-        .into_iter()
-        .filter(|&kind| kind.walks_new_ports() && args.measures(kind))
-        .filter_map(|kind| Some(kind.to_possible_value()?.get_name().to_owned()))
-        .collect();
-    anyhow::ensure!(
-        limited.is_empty(),
-        "--repeat {} is more than the {} runs a new-flow case ({}) makes in one call before a \
-         flow repeats: lower --repeat, or leave those cases out with --cases",
-        args.repeat,
-        cases::NEW_FLOW_RUNS,
-        limited.join(", ")
-    );
     Ok(())
 }
 
@@ -185,7 +201,7 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
 
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     let specs = specs(args)?;
-    check_repeat(args)?;
+    check_new_flow_runs(args)?;
     if let Some(path) = &args.json {
         crate::output::check_file("--json", path)?;
     }
@@ -466,31 +482,47 @@ mod tests {
     }
 
     #[test]
-    fn a_repeat_the_new_flow_cases_cannot_run_is_refused_before_setup() {
-        let message =
-            |args: &[&str]| format!("{:#}", check_repeat(&parse(args).unwrap()).unwrap_err());
+    fn a_repeat_or_calls_the_new_flow_cases_cannot_run_is_refused_before_setup() {
+        let message = |args: &[&str]| {
+            format!(
+                "{:#}",
+                check_new_flow_runs(&parse(args).unwrap()).unwrap_err()
+            )
+        };
         let text = message(&["--repeat", "10000000"]);
         assert!(
             text.starts_with(
-                "--repeat 10000000 is more than the 55535 runs a new-flow case \
+                "--repeat 10000000 is more than the 55535 runs a new-flow case makes in one call \
                  (new-tcp-flow, dsr-new-tcp-flow)"
             ),
             "{text}"
         );
         let text = message(&["--repeat", "55536", "--cases", "dsr-new-tcp-flow,udp"]);
         assert!(text.contains("(dsr-new-tcp-flow)"), "{text}");
-        // The hit cases take more; method A and the warm case take no repeat.
+        let text = message(&["--calls", "60000", "--method", "a"]);
+        assert!(
+            text.starts_with(
+                "--calls 60000 is more than the 55535 calls a new-flow case makes in one run \
+                 (new-tcp-flow, dsr-new-tcp-flow) before a flow repeats: lower --calls"
+            ),
+            "{text}"
+        );
+        // The hit cases take more; method A and the warm case take no
+        // repeat, method B no calls.
         for ok in [
-            &["--repeat", "55535"][..],
+            &["--repeat", "55535", "--calls", "55535"][..],
             &[
                 "--repeat",
+                "100000",
+                "--calls",
                 "100000",
                 "--cases",
                 "conntrack-hit,new-tcp-flow-warm",
             ],
             &["--repeat", "100000", "--method", "a"],
+            &["--calls", "100000", "--method", "b"],
         ] {
-            check_repeat(&parse(ok).unwrap()).unwrap();
+            check_new_flow_runs(&parse(ok).unwrap()).unwrap();
         }
     }
 
