@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod exit;
 mod kube_proxy;
 mod maglev;
+mod memory;
 mod output;
 mod pairs;
 mod prog;

@@ -211,3 +211,33 @@ fn prog_refuses_a_repeat_its_new_flow_cases_cannot_run_before_it_sets_up() {
         "{text}"
     );
 }
+
+#[test]
+fn prog_refuses_conntrack_tables_beyond_the_machines_memory_when_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xlb_bench(
+        dir.path(),
+        &[
+            "prog",
+            "--services",
+            "1",
+            "--flows",
+            "1",
+            "--runs",
+            "1",
+            "--conntrack-entries",
+            "4294967295",
+        ],
+    );
+    // clap's status for a value it refused: nothing was set up or loaded.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(
+            "invalid value '4294967295' for '--conntrack-entries <CONNTRACK_ENTRIES>': the \
+             conntrack tables of 4294967295 entries take 1664.0 GiB, more than this machine's"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(" entries fit in it"), "{text}");
+}

@@ -91,24 +91,6 @@ fn prog_measures_every_case() {
 }
 
 #[test]
-fn prog_names_the_conntrack_size_the_kernel_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xlb-bench"))
-        .args(["prog", "--services", "1", "--flows", "1", "--runs", "1"])
-        .args(["--conntrack-entries", "4294967295"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running xlb-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "loading a datapath with conntrack for 4294967295 flows (--conntrack-entries 4294967295)"
-        ),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn pairs_compares_a_build_with_itself() {
     let me = env!("CARGO_BIN_EXE_xlb-bench");
     let out = xlb_bench(&[

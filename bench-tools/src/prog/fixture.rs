@@ -18,6 +18,7 @@ use xdp_lb::{
     AddressKind, Config, Datapath, Frontend, LoadOptions, MapSizes, Protocol, Rotation,
     ServiceOptions,
 };
+use xdp_lb_common::flow_table::{FlowBucket, ReplyBucket, WAYS, buckets_for};
 
 use super::{
     frame::{DST_IP_LO, DST_PORT},
@@ -273,6 +274,33 @@ fn swap_tables(
     Ok(())
 }
 
+/// Bytes of the two conntrack tables a datapath loaded for `entries` flows
+/// has, made as the loader makes them: `buckets_for(entries)` buckets of
+/// each, which the kernel allocates whole when the maps are created.
+pub(crate) fn conntrack_bytes(entries: u32) -> u64 {
+    let bucket = size_of::<FlowBucket>() + size_of::<ReplyBucket>();
+    u64::from(buckets_for(entries)) * bucket as u64
+}
+
+/// The most conntrack entries whose tables (`conntrack_bytes`) take at most
+/// `memory` bytes: a key has two slots of a bucket of `WAYS`, so the tables
+/// of `n` entries have the power of two of buckets at or above `n / 4`.
+pub(crate) fn conntrack_entries_within(memory: u64) -> u32 {
+    let bucket = (size_of::<FlowBucket>() + size_of::<ReplyBucket>()) as u64;
+    let buckets = memory / bucket;
+    if buckets == 0 {
+        return 0;
+    }
+    let buckets = 1u64 << buckets.ilog2();
+    u32::try_from(buckets * (WAYS as u64 / 2)).unwrap_or(u32::MAX)
+}
+
+/// Bytes of the Maglev tables of `services` services: one of `table_size`
+/// slots of a backend ID (4 bytes) each.
+pub(crate) fn tables_bytes(services: u32) -> anyhow::Result<u64> {
+    Ok(u64::from(services) * u64::from(table_size()?.get()) * size_of::<u32>() as u64)
+}
+
 /// The size the sizing policy gives a service of [`BACKENDS_PER_SERVICE`] backends.
 pub(crate) fn table_size() -> anyhow::Result<consistent_hash::TableSize> {
     SizingPolicy::default()
@@ -358,6 +386,26 @@ mod tests {
             assert!(ids[1] != ids[2] && ids[1..].iter().all(|id| (2..=BACKEND_POOL).contains(id)));
             assert_eq!(backend_id(backend_ip(ids[1])), Some(ids[1]));
         }
+    }
+
+    #[test]
+    fn the_conntrack_tables_take_a_power_of_two_of_buckets() {
+        // 896 + 768 bytes a bucket of each table; a quarter of the entries
+        // asked, rounded up to a power of two, of buckets.
+        assert_eq!(conntrack_bytes(1), 1664);
+        assert_eq!(conntrack_bytes(4096), 1024 * 1664);
+        assert_eq!(conntrack_bytes(4097), 2048 * 1664);
+        assert_eq!(conntrack_bytes(u32::MAX), (1 << 30) * 1664);
+        for memory in [1664, 1 << 30, 24 << 30, u64::MAX] {
+            let most = conntrack_entries_within(memory);
+            assert!(conntrack_bytes(most) <= memory, "{memory}");
+            if most < u32::MAX {
+                assert!(conntrack_bytes(most + 1) > memory, "{memory}");
+            }
+        }
+        assert_eq!(conntrack_entries_within(1663), 0);
+        // 24 GiB hold 2^23 buckets of each table.
+        assert_eq!(conntrack_entries_within(24 << 30), 1 << 25);
     }
 
     #[test]

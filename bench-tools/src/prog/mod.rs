@@ -75,8 +75,9 @@ pub(crate) struct ProgArgs {
     flows: u32,
     /// Conntrack capacity at every scale (default: 4 × (the flows the
     /// busiest scale tracks + the new flows of one run, the larger of --repeat
-    /// and --calls among the methods run, + 1024)).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// and --calls among the methods run, + 1024)); its tables must fit in
+    /// the machine's memory.
+    #[arg(long, value_parser = conntrack_capacity)]
     conntrack_entries: Option<u32>,
     /// Which methods to run.
     #[arg(long, value_enum, default_value_t = MethodChoice::Both)]
@@ -129,13 +130,93 @@ const HOT: Spec = Spec {
     flows: 1,
 };
 
-/// `--services`: a count `Layout` can lay out, refused when the command line
-/// is parsed rather than once the run has started.
+/// `--services`: a count `Layout` can lay out, whose Maglev tables fit in the
+/// machine's memory, refused when the command line is parsed rather than once
+/// the run has started (or, for the tables, minutes into writing them).
 fn service_count(text: &str) -> Result<u32, String> {
     let services = text.parse::<u32>().map_err(|e| format!("{e}"))?;
-    Layout::new(services)
-        .map(|layout| layout.services)
-        .map_err(|e| e.to_string())
+    let layout = Layout::new(services).map_err(|e| e.to_string())?;
+    match crate::memory::total() {
+        Some(memory) => services_within(layout.services, memory).map_err(|e| format!("{e:#}")),
+        None => Ok(layout.services),
+    }
+}
+
+/// `services`, if their Maglev tables fit in `memory` bytes.
+fn services_within(services: u32, memory: u64) -> anyhow::Result<u32> {
+    let tables = fixture::tables_bytes(services)?;
+    anyhow::ensure!(
+        tables <= memory,
+        "the Maglev tables of {services} services take {} ({} slots of 4 bytes each), more \
+         than this machine's {} of memory",
+        crate::memory::gib(tables),
+        fixture::table_size()?,
+        crate::memory::gib(memory)
+    );
+    Ok(services)
+}
+
+/// `--conntrack-entries`: at least 1, and tables that fit in the machine's
+/// memory, the most the kernel makes maps of. Refused when the command line
+/// is parsed: the kernel would refuse it only at the first load, once the
+/// run has set up its namespace, and a size near the machine's memory would
+/// take what every other process on it needs.
+fn conntrack_capacity(text: &str) -> Result<u32, String> {
+    let entries = text.parse::<u32>().map_err(|e| format!("{e}"))?;
+    if entries == 0 {
+        return Err("0 entries: give at least 1".to_owned());
+    }
+    match crate::memory::total() {
+        Some(memory) => conntrack_within(entries, memory),
+        None => Ok(entries),
+    }
+}
+
+/// `entries`, if their conntrack tables fit in `memory` bytes.
+fn conntrack_within(entries: u32, memory: u64) -> Result<u32, String> {
+    let tables = fixture::conntrack_bytes(entries);
+    if tables <= memory {
+        return Ok(entries);
+    }
+    Err(format!(
+        "the conntrack tables of {entries} entries take {}, more than this machine's {} of \
+         memory: at most {} entries fit in it",
+        crate::memory::gib(tables),
+        crate::memory::gib(memory),
+        fixture::conntrack_entries_within(memory)
+    ))
+}
+
+/// Refuses a run whose datapaths take more kernel memory than the machine
+/// has, before anything is set up: every scale keeps its own datapath, with
+/// conntrack tables of `conntrack` entries and its services' Maglev tables,
+/// until the end of the run. A lower bound: the other maps come on top.
+fn check_memory(
+    args: &ProgArgs,
+    specs: &[Spec],
+    conntrack: u32,
+    memory: u64,
+) -> anyhow::Result<()> {
+    let each = fixture::conntrack_bytes(conntrack);
+    let mut tables = 0;
+    for spec in specs {
+        tables += fixture::tables_bytes(spec.services)?;
+    }
+    let total = each * specs.len() as u64 + tables;
+    anyhow::ensure!(
+        total <= memory,
+        "the run's datapaths need at least {}, more than this machine's {} of memory: {} \
+         scale(s), each with conntrack tables of {} for {conntrack} entries ({}), and Maglev \
+         tables of {} in all; lower --services, --flows, --repeat or --calls, or give a \
+         smaller --conntrack-entries",
+        crate::memory::gib(total),
+        crate::memory::gib(memory),
+        specs.len(),
+        crate::memory::gib(each),
+        conntrack_origin(args, specs),
+        crate::memory::gib(tables)
+    );
+    Ok(())
 }
 
 /// Refuses a --repeat that method B's new-flow cases cannot run, or --calls
@@ -202,6 +283,13 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     let specs = specs(args)?;
     check_new_flow_runs(args)?;
+    let conntrack = match args.conntrack_entries {
+        Some(entries) => entries,
+        None => conntrack_entries(args, &specs)?,
+    };
+    if let Some(memory) = crate::memory::total() {
+        check_memory(args, &specs, conntrack, memory)?;
+    }
     if let Some(path) = &args.json {
         crate::output::check_file("--json", path)?;
     }
@@ -209,7 +297,7 @@ pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     // unmounted with the rig.
     let mut rig = netns_tests::Rig::new()?;
     let bpffs = rig.bpffs()?;
-    let (setup, rows) = netns::in_private_netns(|| measure_all(args, &specs, &bpffs))?;
+    let (setup, rows) = netns::in_private_netns(|| measure_all(args, &specs, conntrack, &bpffs))?;
     drop(rig);
     let targets = report::targets(&rows, args.flows);
     report::markdown(&mut std::io::stdout().lock(), &setup, &rows, &targets)?;
@@ -236,12 +324,13 @@ struct Scale {
     rows: Vec<Row>,
 }
 
-fn measure_all(args: &ProgArgs, specs: &[Spec], bpffs: &Path) -> anyhow::Result<(Setup, Vec<Row>)> {
+fn measure_all(
+    args: &ProgArgs,
+    specs: &[Spec],
+    conntrack: u32,
+    bpffs: &Path,
+) -> anyhow::Result<(Setup, Vec<Row>)> {
     let interfaces = netns::set_up().context("setting up the private namespace")?;
-    let conntrack = match args.conntrack_entries {
-        Some(entries) => entries,
-        None => conntrack_entries(args, specs)?,
-    };
     let mut clients = Clients::default();
     let mut scales = Vec::new();
     for spec in specs {
@@ -477,8 +566,86 @@ mod tests {
             assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
             assert!(e.to_string().contains(why), "{services}: {e}");
         }
-        let args = parse(&["--services", "1,100000,65536000"]).unwrap();
-        assert_eq!(args.services, [1, 100_000, 65_536_000]);
+        let args = parse(&["--services", "1,100000"]).unwrap();
+        assert_eq!(args.services, [1, 100_000]);
+    }
+
+    #[test]
+    fn services_whose_tables_do_not_fit_in_memory_are_refused() {
+        const GIB: u64 = 1 << 30;
+        // 509 slots of 4 bytes: 100 000 services take 194 MiB.
+        assert_eq!(services_within(100_000, GIB).unwrap(), 100_000);
+        // The most `Layout` lays out: 124.3 GiB.
+        let e = format!("{:#}", services_within(65_536_000, 24 * GIB).unwrap_err());
+        assert_eq!(
+            e,
+            "the Maglev tables of 65536000 services take 124.3 GiB (509 slots of 4 bytes \
+             each), more than this machine's 24.0 GiB of memory"
+        );
+    }
+
+    #[test]
+    fn conntrack_tables_beyond_the_machines_memory_are_refused_when_parsed() {
+        // 2^30 buckets of 1664 bytes: no machine has that much.
+        let e = parse(&["--conntrack-entries", "4294967295"]).expect_err("1.6 TiB");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            e.to_string().contains(
+                "the conntrack tables of 4294967295 entries take 1664.0 GiB, more than this \
+                 machine's"
+            ),
+            "{e}"
+        );
+        assert!(parse(&["--conntrack-entries", "0"]).is_err());
+        parse(&["--conntrack-entries", "1000000"]).unwrap();
+        const GIB: u64 = 1 << 30;
+        assert_eq!(conntrack_within(1 << 25, 24 * GIB), Ok(1 << 25));
+        assert_eq!(
+            conntrack_within((1 << 25) + 1, 24 * GIB).unwrap_err(),
+            "the conntrack tables of 33554433 entries take 26.0 GiB, more than this machine's \
+             24.0 GiB of memory: at most 33554432 entries fit in it"
+        );
+    }
+
+    #[test]
+    fn a_run_whose_datapaths_do_not_fit_in_memory_is_refused_before_setup() {
+        const GIB: u64 = 1 << 30;
+        let check = |args: &[&str], memory| {
+            let args = parse(args).unwrap();
+            let specs = specs(&args).unwrap();
+            let conntrack = match args.conntrack_entries {
+                Some(entries) => entries,
+                None => conntrack_entries(&args, &specs).unwrap(),
+            };
+            check_memory(&args, &specs, conntrack, memory).map_err(|e| format!("{e:#}"))
+        };
+        // `make bench`'s run: four scales up to 100 000 services, 3.4 GiB.
+        check(&[], 4 * GIB).unwrap();
+        assert!(check(&[], 3 * GIB).is_err());
+        // The largest --flows: 30 million tracked flows (hits, UDP,
+        // replies), 120 million entries, 52 GiB of tables for each of the
+        // two scales.
+        let e = check(&["--flows", "10000000", "--services", "1"], 24 * GIB).unwrap_err();
+        assert!(
+            e.starts_with(
+                "the run's datapaths need at least 104.0 GiB, more than this machine's 24.0 GiB \
+                 of memory: 2 scale(s), each with conntrack tables of 52.0 GiB for 120324132 \
+                 entries (the default without --conntrack-entries: 4 × (30060009 flows tracked \
+                 at --flows 10000000"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("or give a smaller --conntrack-entries"), "{e}");
+        // Each scale has tables of its own: ten of 2 GiB do not fit in 16.
+        let ten: Vec<String> = (1..=10).map(|n| n.to_string()).collect();
+        let args = [
+            "--services",
+            &ten.join(","),
+            "--conntrack-entries",
+            "4194304",
+        ];
+        assert!(check(&args, 16 * GIB).is_err());
+        check(&args, 32 * GIB).unwrap();
     }
 
     #[test]
@@ -529,10 +696,10 @@ mod tests {
     #[test]
     fn a_conntrack_error_names_the_flags_and_the_size() {
         let specs = |args: &ProgArgs| specs(args).unwrap();
-        let args = parse(&["--conntrack-entries", "4294967295"]).unwrap();
+        let args = parse(&["--conntrack-entries", "1000000"]).unwrap();
         assert_eq!(
             conntrack_origin(&args, &specs(&args)),
-            "--conntrack-entries 4294967295"
+            "--conntrack-entries 1000000"
         );
         let args = parse(&["--services", "1", "--flows", "1000", "--repeat", "500"]).unwrap();
         let entries = conntrack_entries(&args, &specs(&args)).unwrap();

@@ -4,6 +4,8 @@
 
 use std::time::SystemTime;
 
+use crate::memory::mem_total_kib;
+
 /// What BENCHMARKS.md says about the machine.
 #[derive(Clone, Debug)]
 pub(super) struct Machine {
@@ -64,12 +66,6 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
         let (key, value) = line.split_once(':')?;
         (key.trim() == "model name").then(|| value.trim().to_owned())
     })
-}
-
-/// `MemTotal:  24567890 kB`.
-fn mem_total_kib(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The UTC date of `time`, as `YYYY-MM-DD`: the first ten characters of its
