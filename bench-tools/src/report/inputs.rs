@@ -149,7 +149,8 @@ pub(crate) fn load_prog(path: &Path) -> anyhow::Result<Option<Prog>> {
 
 /// Reads `path`, or `None` if there is no such file: a benchmark that was not
 /// run this time leaves its section saying so rather than failing the report.
-/// A file that is there but does not parse is an error.
+/// A file that is there but does not parse is an error, which names the
+/// field (a figure absent, or null where a run writes a number).
 pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -159,7 +160,8 @@ pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    serde_json::from_str(&text)
+    let mut json = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut json)
         .map(Some)
         .with_context(|| format!("parsing {}", path.display()))
 }

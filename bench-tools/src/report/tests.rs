@@ -482,6 +482,26 @@ fn a_malformed_input_is_an_error() {
 }
 
 #[test]
+fn a_figure_null_or_absent_is_an_error_naming_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.json");
+    // A run writes a NaN as null.
+    std::fs::write(
+        &path,
+        SYNC_LARGE.replace("\"change_p99_ms\": 0.412", "\"change_p99_ms\": null"),
+    )
+    .unwrap();
+    let err = format!("{:#}", inputs::load::<Sync>(&path).unwrap_err());
+    assert!(
+        err.contains("change_p99_ms: invalid type: null, expected f64"),
+        "{err}"
+    );
+    std::fs::write(&path, SYNC_LARGE.replace("\"change_p99_ms\": 0.412,", "")).unwrap();
+    let err = format!("{:#}", inputs::load::<Sync>(&path).unwrap_err());
+    assert!(err.contains("missing field `change_p99_ms`"), "{err}");
+}
+
+#[test]
 fn plot_links_are_relative_to_the_markdown() {
     assert_eq!(
         relative(Path::new("/repo"), Path::new("/repo/docs/bench")),
