@@ -77,12 +77,41 @@ pub(crate) struct SyncArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     baseline_changes: u32,
     /// Give up on a kube-proxy ruleset whose full load takes longer than
-    /// this many seconds (its row then says so).
-    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
+    /// this many seconds (its row then says so); at most 86400, a day.
+    #[arg(
+        long,
+        default_value_t = 180,
+        value_parser = clap::value_parser!(u64).range(1..=SECONDS_MAX)
+    )]
     baseline_timeout: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// The longest any duration of a run may be, in seconds: --baseline-timeout
+/// bounds a full load of a ruleset, and a full sync of the largest file takes
+/// minutes. `report` refuses a longer one.
+pub(crate) const SECONDS_MAX: u64 = 86_400;
+
+/// The longest single change xlb's histogram holds, in µs (a longer one
+/// fails the run).
+pub(crate) const CHANGE_MAX_US: u64 = 60_000_000;
+
+/// The longest single change a kube-proxy baseline's histogram holds, in µs.
+pub(crate) const BASELINE_CHANGE_MAX_US: u64 = 600_000_000;
+
+/// The histogram of change latencies up to `max_us`, in µs, to three
+/// significant digits.
+pub(crate) fn change_histogram(max_us: u64) -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, max_us, 3).context("histogram bounds")
+}
+
+/// The largest figure, in ms, that a p50 or p99 read from
+/// `change_histogram(max_us)` can be: the top of its highest bucket.
+pub(crate) fn change_ms_max(max_us: u64) -> anyhow::Result<f64> {
+    let top = change_histogram(max_us)?.highest_equivalent(max_us);
+    Ok(Duration::from_micros(top).as_secs_f64() * 1e3)
 }
 
 /// The Maglev seed (any fixed value: the cost does not depend on it).
@@ -297,8 +326,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     tracing::info!(?full_sync, ?full, "full sync done");
     let tracked_flows = track_flows(&mut datapath, args.services, args.flows)?;
 
-    let mut histogram =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?;
+    let mut histogram = change_histogram(CHANGE_MAX_US)?;
     let (mut patched, mut swapped) = (0, 0);
     let names: Vec<ServiceName> = model.services.keys().cloned().collect();
     let mut removed: BTreeMap<ServiceName, Backend> = BTreeMap::new();
@@ -541,8 +569,7 @@ fn measure_flavour(flavour: &Flavour, args: &SyncArgs, dir: &Path) -> anyhow::Re
             "full load done"
         );
         let changes = if timed_out { 0 } else { args.baseline_changes };
-        let mut histogram =
-            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?;
+        let mut histogram = change_histogram(BASELINE_CHANGE_MAX_US)?;
         let mut change_bytes = 0;
         let mut removed: BTreeMap<usize, SocketAddrV4> = BTreeMap::new();
         for c in 0..changes {
@@ -660,6 +687,29 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn a_baseline_timeout_beyond_what_report_reads_is_refused_when_parsed() {
+        use clap::Parser as _;
+        let parse = |seconds: &str| {
+            crate::Cli::try_parse_from(["xlb-bench", "sync", "--baseline-timeout", seconds])
+        };
+        let e = parse("86401").expect_err("more than a day");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("1..=86400"), "{e}");
+        parse("86400").unwrap();
+    }
+
+    #[test]
+    fn the_largest_change_a_histogram_reports_is_its_top_buckets() {
+        // Three significant digits: the top of 60 s's bucket, 31 ms above.
+        let most = change_ms_max(CHANGE_MAX_US).unwrap();
+        assert!((60_000.0..60_100.0).contains(&most), "{most}");
+        let mut histogram = change_histogram(CHANGE_MAX_US).unwrap();
+        histogram.record(CHANGE_MAX_US).unwrap();
+        let ms = Duration::from_micros(histogram.value_at_quantile(0.99)).as_secs_f64() * 1e3;
+        assert_eq!(ms, most);
+    }
 
     #[test]
     fn frontends_are_distinct_and_in_the_vip_range() {

@@ -4,7 +4,7 @@
 //! the report; modes, workloads and cases stay strings, so that a new one
 //! shows up under its own name instead of failing the whole report.
 
-use std::{io::ErrorKind, path::Path};
+use std::{io::ErrorKind, ops::RangeInclusive, path::Path};
 
 use anyhow::Context as _;
 use serde::{Deserialize, de::DeserializeOwned};
@@ -56,10 +56,32 @@ impl Prog {
 }
 
 fn check_figure(value: f64) -> anyhow::Result<()> {
+    check_in(
+        value,
+        0.0..=PROG_FIGURE_MAX,
+        "prog",
+        &format!(
+            "its ns/packet and ratios run from 0 to {PROG_FIGURE_MAX} (the kernel times runs \
+             in whole ns, in a u32)"
+        ),
+    )
+}
+
+/// Refuses `value` outside `range` (NaN included): `xlb-bench tool` measures
+/// no such figure, and `what` says which it does.
+fn check_in(value: f64, range: RangeInclusive<f64>, tool: &str, what: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (0.0..=PROG_FIGURE_MAX).contains(&value),
-        "{value:?} is no figure `xlb-bench prog` measures: its ns/packet and ratios run \
-         from 0 to {PROG_FIGURE_MAX} (the kernel times runs in whole ns, in a u32)"
+        range.contains(&value),
+        "{value:?} is no figure `xlb-bench {tool}` measures: {what}"
+    );
+    Ok(())
+}
+
+/// Refuses a count beyond `most`.
+fn check_count(value: u64, most: u64, tool: &str, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        value <= most,
+        "{value} is no count `xlb-bench {tool}` measures: {what}"
     );
     Ok(())
 }
@@ -137,14 +159,220 @@ pub(super) struct RulesetCost {
     pub(super) change_p99_ms: f64,
 }
 
+impl Sync {
+    /// Refuses a figure no run measures, as `Prog::check` does: durations
+    /// from 0 to `sync::SECONDS_MAX`, change latencies from 0 to the most
+    /// their histogram holds, a p50 no larger than its p99.
+    fn check(&self) -> anyhow::Result<()> {
+        let seconds = |value: f64, field: &str| {
+            let most = crate::sync::SECONDS_MAX as f64;
+            check_in(
+                value,
+                0.0..=most,
+                "sync",
+                &format!("its durations run from 0 to {most} s (a day, --baseline-timeout's most)"),
+            )
+            .with_context(|| field.to_owned())
+        };
+        let latencies = |p50: f64, p99: f64, max_us: u64, at: &str| -> anyhow::Result<()> {
+            let most = crate::sync::change_ms_max(max_us)?;
+            for (value, field) in [(p50, "change_p50_ms"), (p99, "change_p99_ms")] {
+                let what = format!(
+                    "a change's latency runs from 0 to {most} ms, the most its histogram holds"
+                );
+                check_in(value, 0.0..=most, "sync", &what)
+                    .with_context(|| format!("{at}{field}"))?;
+            }
+            anyhow::ensure!(
+                p50 <= p99,
+                "{at}change_p50_ms: {p50} is above change_p99_ms, {p99}: no run measures that"
+            );
+            Ok(())
+        };
+        seconds(self.full_sync_seconds, "full_sync_seconds")?;
+        latencies(
+            self.change_p50_ms,
+            self.change_p99_ms,
+            crate::sync::CHANGE_MAX_US,
+            "",
+        )?;
+        if let Some(b) = &self.baselines {
+            for (name, cost) in [("nftables", &b.nftables), ("iptables", &b.iptables)] {
+                let at = format!("baselines.{name}.");
+                seconds(cost.full_load_seconds, &format!("{at}full_load_seconds"))?;
+                latencies(
+                    cost.change_p50_ms,
+                    cost.change_p99_ms,
+                    crate::sync::BASELINE_CHANGE_MAX_US,
+                    &at,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most CPUs Linux runs on (`CONFIG_NR_CPUS` of x86-64 with `MAXSMP`).
+const MAX_CPUS: f64 = 8192.0;
+
+/// The most frames or connections a rig measurement delivers a second: no
+/// veth moves a billion (100 Gbit/s of its 60-byte frames is 150 million).
+const RIG_RATE_MAX: f64 = 1e9;
+/// The most bytes a stream delivers a second: 800 Gbit/s.
+const RIG_BYTE_RATE_MAX: f64 = 1e11;
+
+/// The most a rig sample counts of anything (frames, bytes, errors, drops,
+/// verdicts, ticks): the most bytes a second over the longest measurement.
+/// Sums over up to `--rounds` (100) samples stay far below `u64::MAX`.
+const RIG_COUNT_MAX: u64 = {
+    let seconds = crate::rig::MAX_SECONDS as u64 + crate::rig::traffic::STREAM_GRACE_SECS;
+    RIG_BYTE_RATE_MAX as u64 * seconds
+};
+
+/// Refuses a figure no `xlb-bench rig` run measures, naming its field:
+/// `setup.seconds` beyond `--seconds`'s range, a clock tick beyond a second,
+/// a sample longer than its measurement may run, a rate, count, softirq time
+/// or latency beyond what a machine and the histograms hold. The tables
+/// divide and sum these: a sample of -2 s or 1e-300 s would print as a rate
+/// or a ratio no run measures.
+fn check_rig(rig: &crate::rig::report::Json) -> anyhow::Result<()> {
+    let setup = &rig.setup;
+    let longest = crate::rig::MAX_SECONDS;
+    check_in(
+        setup.seconds,
+        f64::MIN_POSITIVE..=longest,
+        "rig",
+        &format!("a measurement's --seconds run from above 0 to {longest}"),
+    )
+    .context("setup.seconds")?;
+    check_in(
+        setup.tick_ns,
+        f64::MIN_POSITIVE..=1e9,
+        "rig",
+        "a clock tick is above 0 and at most a second, 1e9 ns",
+    )
+    .context("setup.tick_ns")?;
+    // What a measurement may overrun its --seconds by: see STREAM_GRACE_SECS.
+    let sample_seconds = setup.seconds + crate::rig::traffic::STREAM_GRACE_SECS as f64;
+    let latency_max = crate::rig::traffic::new_histogram()?
+        .highest_equivalent(crate::rig::traffic::LATENCY_MAX_US);
+    for (i, s) in rig.samples.iter().enumerate() {
+        let at = |field: &str| {
+            let sink = s
+                .sink
+                .map_or(String::new(), |sink| format!(", {}", sink.name()));
+            format!(
+                "samples[{i}] ({} mode, {}{sink}, {} service(s), round {}): {field}",
+                s.mode.name(),
+                s.workload.name(),
+                s.services,
+                s.round
+            )
+        };
+        check_in(
+            s.seconds,
+            0.0..=sample_seconds,
+            "rig",
+            &format!(
+                "a measurement runs from 0 to {sample_seconds} s, the run's --seconds and the \
+                 {} s a stream is given to finish",
+                crate::rig::traffic::STREAM_GRACE_SECS
+            ),
+        )
+        .with_context(|| at("seconds"))?;
+        let counts = [
+            (s.sent, "sent"),
+            (s.delivered, "delivered"),
+            (s.errors, "errors"),
+            (s.softirq_ticks, "softirq_ticks"),
+            (s.veth_drops.unwrap_or(0), "veth_drops"),
+        ];
+        let verdicts = s
+            .xlb_verdicts
+            .iter()
+            .flatten()
+            .map(|(_, &n)| (n, "xlb_verdicts"));
+        for (value, field) in counts.into_iter().chain(verdicts) {
+            let what = format!(
+                "a measurement counts at most {RIG_COUNT_MAX}, {RIG_BYTE_RATE_MAX} a second \
+                 for as long as one runs"
+            );
+            check_count(value, RIG_COUNT_MAX, "rig", &what).with_context(|| at(field))?;
+        }
+        let (most, unit) = if s.workload.is_stream() {
+            (RIG_BYTE_RATE_MAX, "bytes")
+        } else {
+            (RIG_RATE_MAX, "frames or connections")
+        };
+        check_in(
+            s.rate(),
+            0.0..=most,
+            "rig",
+            &format!("a measurement delivers at most {most} {unit} a second"),
+        )
+        .with_context(|| at("delivered over seconds"))?;
+        // No machine spends more time in softirq than its CPUs have over the
+        // longest the measurement ran. Not `setup.cpus`: it is the CPUs the
+        // run could use (a quota or an affinity mask leaves fewer), where
+        // /proc/stat counts every CPU of the machine; but Linux runs on at
+        // most `MAX_CPUS`.
+        let most = MAX_CPUS * sample_seconds * 1e9;
+        let spent = s.softirq_ticks as f64 * setup.tick_ns;
+        check_in(
+            spent,
+            0.0..=most,
+            "rig",
+            &format!(
+                "{MAX_CPUS} CPUs, the most Linux runs on, spend at most {most} ns in softirq \
+                 over {sample_seconds} s"
+            ),
+        )
+        .with_context(|| at("softirq_ticks × setup.tick_ns"))?;
+        if let Some(l) = &s.latency_us {
+            for (value, field) in [(l.p50, "p50"), (l.p99, "p99"), (l.p999, "p999")] {
+                let what =
+                    format!("a latency runs up to {latency_max} µs, the most its histogram holds");
+                check_count(value, latency_max, "rig", &what)
+                    .with_context(|| at(&format!("latency_us.{field}")))?;
+            }
+            anyhow::ensure!(
+                l.p50 <= l.p99 && l.p99 <= l.p999,
+                "{}: {} / {} / {} µs are not in order: no run measures that",
+                at("latency_us.p50, p99, p999"),
+                l.p50,
+                l.p99,
+                l.p999
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `load` of a `prog` document, its figures checked (`Prog::check`).
 pub(crate) fn load_prog(path: &Path) -> anyhow::Result<Option<Prog>> {
-    let prog: Option<Prog> = load(path)?;
-    if let Some(prog) = &prog {
-        prog.check()
-            .with_context(|| format!("checking {}", path.display()))?;
+    load_checked(path, Prog::check)
+}
+
+/// `load` of a `sync` document, its figures checked (`Sync::check`).
+pub(super) fn load_sync(path: &Path) -> anyhow::Result<Option<Sync>> {
+    load_checked(path, Sync::check)
+}
+
+/// `load` of a `rig` document, its figures checked (`check_rig`).
+pub(super) fn load_rig(path: &Path) -> anyhow::Result<Option<crate::rig::report::Json>> {
+    load_checked(path, check_rig)
+}
+
+/// `load`, then `check` the document's figures.
+fn load_checked<T: DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<T>> {
+    let document: Option<T> = load(path)?;
+    if let Some(document) = &document {
+        check(document).with_context(|| format!("checking {}", path.display()))?;
     }
-    Ok(prog)
+    Ok(document)
 }
 
 /// Reads `path`, or `None` if there is no such file: a benchmark that was not

@@ -88,9 +88,14 @@ impl Inputs {
             .flatten();
         let mut syncs = Vec::new();
         for path in &args.sync {
-            syncs.extend(inputs::load(path)?);
+            syncs.extend(inputs::load_sync(path)?);
         }
-        let rig = args.rig.as_deref().map(inputs::load).transpose()?.flatten();
+        let rig = args
+            .rig
+            .as_deref()
+            .map(inputs::load_rig)
+            .transpose()?
+            .flatten();
         let maglev = args
             .maglev
             .as_deref()

@@ -566,3 +566,163 @@ fn prog_figures_no_run_measures_are_refused_with_their_place() {
     std::fs::write(&path, PROG).unwrap();
     assert!(inputs::load_prog(&path).unwrap().is_some());
 }
+
+/// `document` with the value at `pointer` (RFC 6901) replaced by `value`, or
+/// removed when `value` is `None`, written to `path`.
+fn write_changed(path: &Path, document: &str, pointer: &str, value: Option<serde_json::Value>) {
+    let mut document: serde_json::Value = serde_json::from_str(document).unwrap();
+    match value {
+        Some(value) => *document.pointer_mut(pointer).expect(pointer) = value,
+        None => {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let parent = document.pointer_mut(parent).expect(parent);
+            parent.as_object_mut().unwrap().remove(key).expect(key);
+        }
+    }
+    std::fs::write(path, document.to_string()).unwrap();
+}
+
+#[test]
+fn sync_figures_no_run_measures_are_refused_with_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.json");
+    std::fs::write(&path, SYNC_SMALL).unwrap();
+    assert!(inputs::load_sync(&path).unwrap().is_some());
+    for (pointer, value, expected) in [
+        (
+            "/full_sync_seconds",
+            json!(-0.5),
+            "full_sync_seconds: -0.5 is no figure `xlb-bench sync` measures: its durations run \
+             from 0 to 86400 s",
+        ),
+        (
+            "/full_sync_seconds",
+            json!(86_401.0),
+            "full_sync_seconds: 86401.0 is no figure",
+        ),
+        (
+            "/change_p99_ms",
+            json!(1e300),
+            "change_p99_ms: 1e300 is no figure",
+        ),
+        (
+            "/change_p99_ms",
+            json!(60_100.0),
+            "change_p99_ms: 60100.0 is no figure",
+        ),
+        (
+            "/change_p50_ms",
+            json!(5.0),
+            "change_p50_ms: 5 is above change_p99_ms, 0.187: no run measures that",
+        ),
+        (
+            "/baselines/nftables/full_load_seconds",
+            json!(-1.0),
+            "baselines.nftables.full_load_seconds: -1.0 is no figure",
+        ),
+        (
+            "/baselines/nftables/change_p99_ms",
+            json!(1e12),
+            "baselines.nftables.change_p99_ms: 1000000000000.0 is no figure",
+        ),
+        // No JSON number is NaN: a run writes NaN as null.
+        (
+            "/change_p50_ms",
+            json!(null),
+            "change_p50_ms: invalid type: null, expected f64",
+        ),
+    ] {
+        write_changed(&path, SYNC_SMALL, pointer, Some(value));
+        let err = format!("{:#}", inputs::load_sync(&path).unwrap_err());
+        assert!(err.contains(expected), "{pointer}: {err}");
+    }
+    write_changed(&path, SYNC_SMALL, "/full_sync_seconds", None);
+    let err = format!("{:#}", inputs::load_sync(&path).unwrap_err());
+    assert!(err.contains("missing field `full_sync_seconds`"), "{err}");
+    // The most the histograms hold still reads.
+    write_changed(&path, SYNC_SMALL, "/change_p99_ms", Some(json!(60_000.0)));
+    assert!(inputs::load_sync(&path).unwrap().is_some());
+}
+
+#[test]
+fn rig_figures_no_run_measures_are_refused_with_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rig.json");
+    let document = rig_document();
+    std::fs::write(&path, &document).unwrap();
+    assert!(inputs::load_rig(&path).unwrap().is_some());
+    let first = "samples[0] (forward mode, UDP, new flows, stack sink, 1 service(s), round 0)";
+    for (pointer, value, expected) in [
+        (
+            "/samples/0/seconds",
+            json!(-2.0),
+            format!(
+                "{first}: seconds: -2.0 is no figure `xlb-bench rig` measures: a measurement \
+                 runs from 0 to 12 s"
+            ),
+        ),
+        // 2 million frames in 1e-300 s.
+        (
+            "/samples/0/seconds",
+            json!(1e-300),
+            format!("{first}: delivered over seconds: "),
+        ),
+        (
+            "/samples/0/delivered",
+            json!(u64::MAX),
+            format!("{first}: delivered: 18446744073709551615 is no count"),
+        ),
+        // Summed over rounds in the latency table.
+        (
+            "/samples/4/errors",
+            json!(u64::MAX),
+            "samples[4] (forward mode, TCP connect/request/close, 1 service(s), round 0): \
+             errors: 18446744073709551615 is no count"
+                .to_owned(),
+        ),
+        // 10^7 ticks of 10 ms: 10^5 s in a measurement of 2 s, more than
+        // 8192 CPUs have.
+        (
+            "/samples/0/softirq_ticks",
+            json!(10_000_000u64),
+            format!("{first}: softirq_ticks × setup.tick_ns: "),
+        ),
+        (
+            "/samples/4/latency_us/p999",
+            json!(u64::MAX),
+            "latency_us.p999: 18446744073709551615 is no count".to_owned(),
+        ),
+        (
+            "/samples/4/latency_us/p50",
+            json!(1000),
+            "latency_us.p50, p99, p999: 1000 / 500 / 900 µs are not in order".to_owned(),
+        ),
+        (
+            "/setup/seconds",
+            json!(0.0),
+            "setup.seconds: 0.0 is no figure".to_owned(),
+        ),
+        (
+            "/setup/seconds",
+            json!(61.0),
+            "setup.seconds: 61.0 is no figure".to_owned(),
+        ),
+        (
+            "/setup/tick_ns",
+            json!(-1.0),
+            "setup.tick_ns: -1.0 is no figure".to_owned(),
+        ),
+        (
+            "/samples/0/seconds",
+            json!(null),
+            "samples[0].seconds: invalid type: null, expected f64".to_owned(),
+        ),
+    ] {
+        write_changed(&path, &document, pointer, Some(value));
+        let err = format!("{:#}", inputs::load_rig(&path).unwrap_err());
+        assert!(err.contains(&expected), "{pointer}: {err}");
+    }
+    write_changed(&path, &document, "/samples/0/seconds", None);
+    let err = format!("{:#}", inputs::load_rig(&path).unwrap_err());
+    assert!(err.contains("samples[0]: missing field `seconds`"), "{err}");
+}

@@ -30,7 +30,7 @@ pub(crate) mod report;
 mod stand;
 mod sweep;
 pub(crate) mod tables;
-mod traffic;
+pub(crate) mod traffic;
 
 use std::{
     path::PathBuf,
@@ -227,6 +227,9 @@ impl Workload {
     }
 }
 
+/// The longest `--seconds`, a measurement's length.
+pub(crate) const MAX_SECONDS: f64 = 60.0;
+
 /// Flows of the established workload: at least one per service.
 fn established_flows(services: u32) -> u64 {
     u64::from(services.max(1024))
@@ -267,8 +270,8 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
     let m = &args.measure;
     anyhow::ensure!(!m.modes.is_empty(), "--modes needs at least one mode");
     anyhow::ensure!(
-        m.seconds > 0.0 && m.seconds <= 60.0,
-        "--seconds must be in (0, 60]"
+        m.seconds > 0.0 && m.seconds <= MAX_SECONDS,
+        "--seconds must be in (0, {MAX_SECONDS}]"
     );
     if let Some(bad) = m.services.iter().find(|n| !(1..=60_000).contains(*n)) {
         anyhow::bail!("--services: {bad} is not in 1..=60000");

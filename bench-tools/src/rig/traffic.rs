@@ -202,9 +202,12 @@ pub(crate) fn connect_request_close(
     Ok(total)
 }
 
+/// The longest request latency the histograms hold, in µs: 10 s.
+pub(crate) const LATENCY_MAX_US: u64 = 10_000_000;
+
 pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     // 1 µs to 10 s, three significant digits.
-    Histogram::new_with_bounds(1, 10_000_000, 3).context("creating a latency histogram")
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).context("creating a latency histogram")
 }
 
 fn client_loop(targets: &[SocketAddr], first: usize, deadline: Instant) -> anyhow::Result<Crr> {
@@ -264,6 +267,11 @@ pub(crate) struct Stream {
     pub(crate) retransmits: u64,
 }
 
+/// How much longer than the measurement a stream may take (iperf3 runs a
+/// whole second at least, then reports): the longest any workload overruns,
+/// so a measurement takes at most its `--seconds` and this.
+pub(crate) const STREAM_GRACE_SECS: u64 = 10;
+
 /// One iperf3 TCP stream from `netns` to `target` for `duration` (bounded by
 /// `timeout(1)` in case the far end never answers).
 pub(crate) fn stream(
@@ -272,7 +280,7 @@ pub(crate) fn stream(
     duration: Duration,
 ) -> anyhow::Result<Stream> {
     let seconds = duration.as_secs().max(1).to_string();
-    let limit = (duration.as_secs() + 10).to_string();
+    let limit = (duration.as_secs() + STREAM_GRACE_SECS).to_string();
     let ip = target.ip().to_string();
     let port = target.port().to_string();
     let args = [
