@@ -17,14 +17,15 @@ use serde::{Deserialize, Serialize};
 /// `xlb-bench maglev --size M --backends N [--weights w1,w2,...] [--seed S]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct MaglevArgs {
-    /// Table size M, a prime of at most 131071, the largest listed size
-    /// (default: the sizing policy's size for N, the smallest listed prime
-    /// above 100·N).
+    /// Table size M, a prime of at most 16777213 (default: the sizing
+    /// policy's size for N, the smallest listed prime above 100·N; the
+    /// datapath takes at most 131071, the largest listed size, and larger
+    /// sizes are for comparing builds with the Maglev paper's M = 655373).
     #[arg(long, value_parser = table_size)]
     size: Option<u32>,
-    /// Number of backends N, at most the table size (--size, else 131071,
-    /// the largest listed size: a table needs a slot per backend); their
-    /// keys are 198.18.2.0:8080/TCP and up.
+    /// Number of backends N, at most 131071 (the largest listed size) and
+    /// at most --size (a table needs a slot per backend); their keys are
+    /// 198.18.2.0:8080/TCP and up.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     backends: u32,
     /// One weight per backend, comma-separated (default: all 1).
@@ -77,19 +78,24 @@ pub(crate) struct Change {
     pub(crate) slots_written: usize,
 }
 
-/// The largest `--size`: the largest size of the sizing policy's list
-/// (DESIGN.md, State), the largest table the agent builds and the datapath
-/// takes. `TableSize` goes up to 2^31 − 1, a table of 8 GiB, allocated
-/// before anything could refuse it.
-const MAX_SIZE: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
-const _: () = assert!(MAX_SIZE == xdp_lb::MAX_TABLE_SIZE);
+/// The largest `--size`: the largest prime below 2^24, a table of 64 MiB.
+/// Past the largest table the agent builds and the datapath takes (the
+/// sizing policy's last, `LARGEST_LISTED`), so that a build can be timed at
+/// the Maglev paper's M = 655 373 (DESIGN.md quotes it). `TableSize` goes up
+/// to 2^31 − 1, a table of 8 GiB, allocated before anything could refuse it.
+const MAX_SIZE: u32 = 16_777_213;
 
-/// The most backends a run without `--size` takes: the largest size, since a
-/// table holds each backend of positive weight in one slot at least
-/// (`Table::build` refuses more). With `--size`, that size. Checked before
-/// the backends and their keys are built: beyond it a run would grow to
-/// gigabytes before the table size refused it.
-const MAX_BACKENDS: u32 = MAX_SIZE;
+/// The largest size of the sizing policy's list (DESIGN.md, State): the
+/// largest table the agent builds and the datapath takes.
+const LARGEST_LISTED: u32 = TABLE_SIZES[TABLE_SIZES.len() - 1];
+const _: () = assert!(LARGEST_LISTED == xdp_lb::MAX_TABLE_SIZE);
+
+/// The most backends a run takes: as many as the largest listed table holds,
+/// since a table holds each backend of positive weight in one slot at least
+/// (`Table::build` refuses more); with a smaller `--size`, that size.
+/// Checked before the backends and their keys are built: beyond it a run
+/// would grow to gigabytes before the table size refused it.
+const MAX_BACKENDS: u32 = LARGEST_LISTED;
 
 /// The most builds `--runs` times: their durations are kept (and the vector
 /// for them allocated up front), and a thousand give a median as steady as
@@ -102,8 +108,8 @@ fn table_size(text: &str) -> Result<u32, String> {
     let size = text.parse::<u32>().map_err(|e| e.to_string())?;
     if !(2..=MAX_SIZE).contains(&size) {
         return Err(format!(
-            "table size {size} is out of range: give a prime from 2 to {MAX_SIZE}, the largest \
-             table the sizing policy builds and the datapath takes"
+            "table size {size} is out of range: give a prime from 2 to {MAX_SIZE} (the datapath \
+             takes at most {LARGEST_LISTED})"
         ));
     }
     TableSize::new(size)
@@ -134,17 +140,19 @@ pub(crate) fn run(args: &MaglevArgs) -> anyhow::Result<()> {
 
 fn measure(args: &MaglevArgs) -> anyhow::Result<MaglevResult> {
     anyhow::ensure!(args.backends > 0, "--backends must be at least 1");
-    let most = args.size.unwrap_or(MAX_BACKENDS);
     anyhow::ensure!(
-        args.backends <= most,
-        "--backends {} is more than a table of {most} slots holds (one slot each at least){}",
+        args.backends <= MAX_BACKENDS,
+        "--backends {} is more than {MAX_BACKENDS}, the most the datapath's largest table \
+         holds (one slot each at least)",
         args.backends,
-        if args.size.is_some() {
-            ""
-        } else {
-            ": give a larger --size"
-        }
     );
+    if let Some(size) = args.size {
+        anyhow::ensure!(
+            args.backends <= size,
+            "--backends {} is more than a table of {size} slots holds (one slot each at least)",
+            args.backends,
+        );
+    }
     let weights = match &args.weights {
         Some(w) => {
             anyhow::ensure!(
@@ -338,16 +346,21 @@ mod tests {
         let parse = |n: &str| crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", n]);
         let e = parse("0").expect_err("no backend");
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
-        // More than the largest listed size is for a --size of its own.
+        // Refused by `measure`, before any backend is built.
         assert!(parse("150000").is_ok());
-        for (backends, size) in [(4_294_967_295, None), (131_072, None), (1_000, Some(997))] {
+        for (backends, size, why) in [
+            (4_294_967_295, None, "is more than 131071"),
+            (131_072, None, "is more than 131071"),
+            (131_072, Some(655_373), "is more than 131071"),
+            (1_000, Some(997), "is more than a table of 997 slots"),
+        ] {
             let e = measure(&MaglevArgs {
                 size,
                 ..args(backends)
             })
             .expect_err("more backends than slots")
             .to_string();
-            assert!(e.contains("is more than a table of"), "{e}");
+            assert!(e.contains(why), "{e}");
         }
         // The most backends a table of that size holds, one slot each.
         let r = measure(&MaglevArgs {
@@ -367,11 +380,11 @@ mod tests {
         for (size, why) in [
             (
                 "2147483647",
-                "table size 2147483647 is out of range: give a prime from 2 to 131071, the \
-                 largest table the sizing policy builds",
+                "table size 2147483647 is out of range: give a prime from 2 to 16777213 (the \
+                 datapath takes at most 131071)",
             ),
-            ("131101", "table size 131101 is out of range"),
-            ("1", "from 2 to 131071"),
+            ("16777259", "table size 16777259 is out of range"),
+            ("1", "from 2 to 16777213"),
             ("65536", "not a prime"),
         ] {
             let e = parse(size).expect_err(size);
