@@ -8,7 +8,8 @@
 //! - [`announce`] tells routers (BGP) or the segment (ARP / NDP) which VIPs
 //!   this instance serves;
 //! - [`agent`] runs all of it: reloads, health checks, the admin API
-//!   ([`admin`]) and the metrics ([`metrics`]);
+//!   ([`admin`]) and the metrics ([`metrics`]), each listener served by
+//!   [`http`] (a request's head bounded in time);
 //! - [`cli`] is the `xlb` command line.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pod_interfaces;

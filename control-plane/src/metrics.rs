@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use crate::{
     admin::Admin,
     api::{BackendStatus, BackendView, MapUsageView, ServiceView, StatsView},
+    http::REQUEST_READ_TIMEOUT,
 };
 
 /// The content type of the OpenMetrics text exposition.
@@ -375,12 +376,6 @@ pub enum MetricsError {
         #[source]
         source: io::Error,
     },
-    #[error("serving metrics on {addr}")]
-    Serve {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// What to check when the address is taken: likely another agent.
@@ -416,19 +411,18 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Serves `/metrics` and `/healthz` until `shutdown` completes.
+    /// Serves `/metrics` and `/healthz` until `shutdown` completes, each
+    /// request's head bounded in time (`crate::http`).
     pub async fn serve(
         self,
         metrics: Arc<Metrics>,
         admin: Arc<dyn Admin>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), MetricsError> {
+    ) {
         let Self { listener, addr } = self;
         tracing::info!(%addr, "metrics and healthz listening");
-        axum::serve(listener, router(metrics, admin))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| MetricsError::Serve { addr, source })
+        let router = router(metrics, admin);
+        crate::http::serve(listener, router, REQUEST_READ_TIMEOUT, shutdown, "metrics").await;
     }
 }
 
@@ -443,7 +437,8 @@ pub async fn serve_metrics(
     MetricsServer::bind(addr)
         .await?
         .serve(metrics, admin, shutdown)
-        .await
+        .await;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -810,7 +805,7 @@ mod tests {
                 )
             );
             stop.send(()).expect("server running");
-            task.await.expect("join").expect("served");
+            task.await.expect("join");
 
             let (bound, stop, task) = serve(FakeAdmin {
                 synced: false,
@@ -821,7 +816,7 @@ mod tests {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             assert!(body.starts_with("not synced"), "{body}");
             stop.send(()).expect("server running");
-            task.await.expect("join").expect("served");
+            task.await.expect("join");
 
             let (bound, stop, task) = serve(FakeAdmin {
                 attached: false,
@@ -832,7 +827,7 @@ mod tests {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(body, "not attached to any interface\n");
             stop.send(()).expect("server running");
-            task.await.expect("join").expect("served");
+            task.await.expect("join");
         });
     }
 }

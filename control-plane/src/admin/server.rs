@@ -50,12 +50,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hyper::server::conn::http1;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-    service::TowerToHyperService,
-};
 use nix::unistd::{Gid, Group};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::{
@@ -154,11 +148,10 @@ pub fn resolve_group(name_or_id: &str) -> Result<Gid, GroupError> {
     }
 }
 
-/// How long a client has to send a request's head, and then its body. A
-/// client that sends part of a request (or nothing) is cut off then, rather
-/// than hold a connection, and the agent's shutdown, for ever. The answer is
-/// not bounded: `/v1/events` may take [`MAX_EVENTS_WAIT`] to answer.
-pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head, and then its body
+/// (`crate::http`). The answer is not bounded: `/v1/events` may take
+/// [`MAX_EVENTS_WAIT`] to answer.
+pub use crate::http::REQUEST_READ_TIMEOUT;
 
 /// A bound admin socket, not yet serving. Binding first lets the agent fail
 /// at start-up (and tests know the socket is ready) before anything is served.
@@ -248,16 +241,15 @@ impl AdminServer {
     /// Serves the admin API from `admin` until `shutdown` completes, then
     /// lets requests in flight finish and removes the socket file, so that
     /// `xlb` says the agent is not running rather than "connection refused".
-    ///
-    /// hyper serves each connection itself rather than through
-    /// `axum::serve`, which has no bound on reading a request's head.
+    /// Each request's head, and then its body, must arrive within the read
+    /// timeout (`crate::http`).
     pub async fn serve(
         self,
         admin: Arc<dyn Admin>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
+    ) {
         let Self {
-            mut listener,
+            listener,
             socket,
             read_timeout,
         } = self;
@@ -265,35 +257,13 @@ impl AdminServer {
         // Waiting event readers answer at once when the agent stops, rather
         // than hold the graceful shutdown up for their whole wait.
         let (stop, stopping) = watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
         let routes = routes(admin, stopping, read_timeout);
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(read_timeout);
-        let connections = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            // Accept errors (a full file table, say) are logged and retried
-            // by axum's `Listener`, as `axum::serve` does.
-            let (stream, _) = tokio::select! {
-                accepted = axum::serve::Listener::accept(&mut listener) => accepted,
-                () = &mut shutdown => break,
-            };
-            let service = TowerToHyperService::new(routes.clone());
-            let connection =
-                connections.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "admin connection closed with an error");
-                }
-            });
-        }
-        let _ = stop.send(true);
-        drop(listener);
-        // Connections finish the request they are answering, idle ones
-        // close at once.
-        connections.shutdown().await;
+        crate::http::serve(listener, routes, read_timeout, shutdown, "admin API").await;
         drop(socket);
-        Ok(())
     }
 }
 
@@ -308,7 +278,8 @@ pub async fn serve(
     AdminServer::bind(socket, group)
         .await?
         .serve(admin, shutdown)
-        .await
+        .await;
+    Ok(())
 }
 
 /// Removes a socket file nobody answers on; refuses anything else.

@@ -369,14 +369,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     health_ports.close().await;
     drop(kube_source);
     let _ = stop.send(true);
-    admin_task
-        .await
-        .context("admin server task")?
-        .context("admin server")?;
-    metrics_task
-        .await
-        .context("metrics server task")?
-        .context("metrics server")?;
+    admin_task.await.context("admin server task")?;
+    metrics_task.await.context("metrics server task")?;
     collector_task.await.context("conntrack collector task")?;
     Ok(())
 }

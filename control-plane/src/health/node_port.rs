@@ -27,7 +27,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::source::kube::HealthCheckNodePort;
+use crate::{http::REQUEST_READ_TIMEOUT, source::kube::HealthCheckNodePort};
 
 /// What one health check node port answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,16 +190,17 @@ impl Listener {
         let (answer, answers) = watch::channel(answer);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = Router::new().fallback(respond).with_state(answers);
-        let task = tokio::spawn(async move {
-            let served = axum::serve(socket, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(addr = %bound, %error, "healthCheckNodePort server failed");
-            }
-        });
+        // Each request's head bounded in time (`crate::http`): a load
+        // balancer's probe sends a whole one at once.
+        let task = tokio::spawn(crate::http::serve(
+            socket,
+            router,
+            REQUEST_READ_TIMEOUT,
+            async {
+                let _ = stopped.await;
+            },
+            "healthCheckNodePort",
+        ));
         Ok(Self {
             bound,
             answer,
