@@ -29,6 +29,8 @@ fn addr(s: &str) -> SocketAddr {
 struct FakeAdmin {
     /// What `status` says of the flow event sampling.
     sampling: u32,
+    /// What `status` says of the first sync.
+    synced: bool,
 }
 
 fn web() -> ServiceView {
@@ -173,7 +175,7 @@ impl Admin for FakeAdmin {
             attached: Vec::new(),
             services: 0,
             backends: 0,
-            synced: true,
+            synced: self.synced,
             last_reload: None,
             reloads_ok: 0,
             reloads_failed: 0,
@@ -204,6 +206,13 @@ impl FakeAgent {
     }
 
     fn sampling(sampling: u32) -> Self {
+        Self::serving(FakeAdmin {
+            sampling,
+            synced: true,
+        })
+    }
+
+    fn serving(admin: FakeAdmin) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("admin.sock");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -217,7 +226,7 @@ impl FakeAgent {
                 let server = AdminServer::bind(&socket, None).await.expect("bind");
                 ready.send(()).expect("test waiting");
                 server
-                    .serve(Arc::new(FakeAdmin { sampling }), async move {
+                    .serve(Arc::new(admin), async move {
                         stopped.await.ok();
                     })
                     .await;
@@ -359,6 +368,29 @@ fn observe_prints_a_line_per_event_until_its_count() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(lines, events()[..1]);
+}
+
+#[test]
+fn lists_warn_while_the_agent_has_not_synced() {
+    let lists: [&[&str]; 3] = [
+        &["service", "list"],
+        &["backend", "list", "-o", "json"],
+        &["bpf", "lb", "list"],
+    ];
+    for synced in [false, true] {
+        let agent = FakeAgent::serving(FakeAdmin {
+            sampling: 10,
+            synced,
+        });
+        for args in lists {
+            let output = agent.xlb(args);
+            assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+            // The list is printed all the same.
+            assert!(!stdout(&output).is_empty(), "{args:?}");
+            let warned = stderr(&output).contains("has not programmed its services yet");
+            assert_eq!(warned, !synced, "{args:?}: {}", stderr(&output));
+        }
+    }
 }
 
 #[test]

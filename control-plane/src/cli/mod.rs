@@ -453,23 +453,46 @@ fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warns on stderr when the agent has not programmed a first sync: the lists
+/// show its model, which is then not what the datapath holds. An agent
+/// restarted on pinned state keeps forwarding it while its configuration is
+/// rejected, or while the first sync is under way, and a list showing no
+/// service would say otherwise. The list itself is still printed, as the
+/// agent has it; a status that cannot be read adds nothing.
+async fn warn_unless_synced(client: &AdminClient) {
+    if let Ok(status) = client.status().await
+        && !status.synced
+    {
+        writeln!(
+            io::stderr(),
+            "xlb: warning: the agent has not programmed its services yet (its configuration \
+             was rejected, or its first sync is under way: see `xlb status`); the datapath \
+             still forwards what it held before, which this list does not show"
+        )
+        .ok();
+    }
+}
+
 /// The commands that ask the agent.
 async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Service(ServiceCommand::List(out)) => {
             let services = client.services().await.context("listing services")?;
+            warn_unless_synced(client).await;
             print(&output::render(out.output, &services, |s| {
                 output::services_table(s)
             })?)
         }
         Command::Backend(BackendCommand::List(out)) => {
             let backends = client.backends().await.context("listing backends")?;
+            warn_unless_synced(client).await;
             print(&output::render(out.output, &backends, |b| {
                 output::backends_table(b)
             })?)
         }
         Command::Bpf(BpfCommand::Lb(BpfLbCommand::List(out))) => {
             let services = client.services().await.context("listing services")?;
+            warn_unless_synced(client).await;
             let entries = output::lb_entries(&services);
             print(&output::render(out.output, &entries, |e| {
                 output::lb_table(e)
