@@ -97,7 +97,9 @@ pub struct BackendView {
     /// least one of them sends it new flows, even if others drain it (a
     /// drain can be per service). `status_by_service` has each service's.
     pub status: BackendStatus,
-    /// Health-check state: `up`, `down`, or `unchecked`.
+    /// Health-check state over the services that check it: `down` when any
+    /// finds it down, `up` when every one finds it up, `unchecked` when none
+    /// checks it. `status_by_service` says which service holds which.
     pub health: String,
     /// Names of the services this backend serves.
     pub services: Vec<String>,

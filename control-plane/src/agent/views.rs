@@ -84,10 +84,30 @@ fn apply_drain(
 #[derive(Debug)]
 struct BackendInServices {
     protocol: Protocol,
-    /// `up`, `down` or `unchecked`, as the first service listing it checks it.
-    health: &'static str,
+    /// The worst its services' health checks find.
+    health: Health,
     /// Its status in each service, by name.
     status_by_service: BTreeMap<String, BackendStatus>,
+}
+
+/// What a service's health check finds of a backend, ordered so that the
+/// worst over its services is the largest: `down` when any check finds it
+/// down, `up` when every check finds it up, `unchecked` when none checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Health {
+    Unchecked,
+    Up,
+    Down,
+}
+
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unchecked => "unchecked",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
 }
 
 /// Every backend address of `model` (drains applied), with its status in
@@ -101,15 +121,17 @@ fn backends_in_services(
     for (name, service) in &model.services {
         for b in &service.backends {
             let healthy = healthy(name, b.addr);
+            let health = match &service.health_check {
+                None => Health::Unchecked,
+                Some(_) if healthy => Health::Up,
+                Some(_) => Health::Down,
+            };
             let entry = by_addr.entry(b.addr).or_insert(BackendInServices {
                 protocol: service.protocol,
-                health: match &service.health_check {
-                    None => "unchecked",
-                    Some(_) if healthy => "up",
-                    Some(_) => "down",
-                },
+                health,
                 status_by_service: BTreeMap::new(),
             });
+            entry.health = entry.health.max(health);
             entry
                 .status_by_service
                 .insert(name.to_string(), BackendStatus::of(b.state, healthy));
@@ -206,7 +228,7 @@ impl Admin for AgentAdmin {
                     .copied()
                     .min()
                     .unwrap_or(BackendStatus::Active),
-                health: backend.health.to_owned(),
+                health: backend.health.as_str().to_owned(),
                 services: backend.status_by_service.keys().cloned().collect(),
                 status_by_service: backend.status_by_service,
                 packets: counter.packets,
@@ -506,7 +528,7 @@ mod tests {
     use super::*;
     use crate::{
         agent::core::with_drains,
-        model::{Backend, BackendState, Mode, Service},
+        model::{Backend, BackendState, HealthCheck, Mode, Probe, Service},
     };
 
     /// A TCP service of `backends`, all active, without frontends (the
@@ -564,6 +586,49 @@ mod tests {
                 ("api".to_owned(), BackendStatus::Active),
                 ("web".to_owned(), BackendStatus::Down),
             ])
+        );
+    }
+
+    #[test]
+    fn a_backend_is_as_healthy_as_the_worst_check_of_its_services() {
+        let shared: SocketAddr = "198.18.2.1:8080".parse().unwrap();
+        let (web, api, db) = (
+            ServiceName("web".into()),
+            ServiceName("api".into()),
+            ServiceName("db".into()),
+        );
+        let checked = |backends: &[SocketAddr]| Service {
+            health_check: Some(HealthCheck {
+                probe: Probe::Tcp,
+                port: None,
+                interval: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(1),
+                rise: 1,
+                fall: 1,
+            }),
+            ..service(backends)
+        };
+        // Services sorted by name: `api` (unchecked) first, then `db`, `web`.
+        let model = Model {
+            services: BTreeMap::from([
+                (api, service(&[shared])),
+                (db.clone(), checked(&[shared])),
+                (web, checked(&[shared])),
+            ]),
+        };
+        let health = |down_in: Option<&ServiceName>| {
+            backends_in_services(&model, |name, _| Some(name) != down_in)[&shared]
+                .health
+                .as_str()
+        };
+        assert_eq!(health(None), "up");
+        assert_eq!(health(Some(&db)), "down");
+        let unchecked = Model {
+            services: BTreeMap::from([(ServiceName("api".into()), service(&[shared]))]),
+        };
+        assert_eq!(
+            backends_in_services(&unchecked, |_, _| false)[&shared].health,
+            Health::Unchecked
         );
     }
 
