@@ -1,4 +1,4 @@
-//! Where the desired state comes from: a file ([`file`]) or Kubernetes
+//! Where the desired state comes from: a file ([`file`](mod@file)) or Kubernetes
 //! objects ([`kube`]), both producing a [`crate::model::Model`].
 
 pub mod file;
