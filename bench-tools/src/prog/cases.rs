@@ -153,7 +153,8 @@ pub(crate) struct Case {
     pub(crate) program: ProgramName,
     /// The frame of run 0. A new-flow case replaces the client for every run.
     pub(crate) headers: Headers,
-    /// Exactly two (see [`keep`]).
+    /// At most `BENCH_ROTATIONS`, the fields the wrapper rewrites before
+    /// each run.
     pub(crate) rotations: Vec<Rotation>,
     /// Distinct flows the rotations walk through before repeating; for a new
     /// flow case, how many runs one client can make before a flow repeats.

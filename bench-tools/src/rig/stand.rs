@@ -67,7 +67,7 @@ pub(crate) struct Stand {
 
 impl Stand {
     /// Builds the stand; a ruleset that takes longer than `load_timeout` to
-    /// load fails with [`LoadTimedOut`].
+    /// load fails with [`LoadTimedOut`](super::modes::LoadTimedOut).
     pub(crate) fn build(mode: Mode, services: u32, load_timeout: Duration) -> anyhow::Result<Self> {
         let options = Options {
             quiet: true,
