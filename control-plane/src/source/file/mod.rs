@@ -278,27 +278,15 @@ fn read_kube(
     let kind = value.get("kind").and_then(Value::as_str);
     match (api_version, kind) {
         (Some("v1"), Some("Service")) => {
-            let label = format!("{place} ({})", object_label("Service", &value));
-            if let Some(object) = checked(
-                &value,
-                &label,
-                |s: &KubeService| validate::service(s, Origin::File),
-                problems,
-            ) && defined_once(&object, place, &label, &mut documents.names, problems)
-            {
-                documents.services.push(KubeDocument { label, object });
+            let validate = |s: &KubeService| validate::service(s, Origin::File);
+            if let Some(document) = read_object(place, &value, validate, documents, problems) {
+                documents.services.push(document);
             }
         }
         (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {
-            let label = format!("{place} ({})", object_label("EndpointSlice", &value));
-            if let Some(object) = checked(
-                &value,
-                &label,
-                |s: &EndpointSlice| validate::endpoint_slice(s, Origin::File),
-                problems,
-            ) && defined_once(&object, place, &label, &mut documents.names, problems)
-            {
-                documents.slices.push(KubeDocument { label, object });
+            let validate = |s: &EndpointSlice| validate::endpoint_slice(s, Origin::File);
+            if let Some(document) = read_object(place, &value, validate, documents, problems) {
+                documents.slices.push(document);
             }
         }
         (Some("v1"), Some("List")) if !in_list => match value.get("items") {
@@ -883,6 +871,28 @@ fn translate_each<'a>(
         }
     }
     out
+}
+
+/// A Kubernetes object of the file, labelled for its problems
+/// (`documents[3] (Service default/web)`), when it has none: its fields
+/// (`checked`) and its name, defined once in the file (`defined_once`).
+fn read_object<T>(
+    place: &str,
+    value: &Value,
+    validate: fn(&T) -> Vec<validate::FieldError>,
+    documents: &mut Documents,
+    problems: &mut Vec<Problem>,
+) -> Option<KubeDocument<T>>
+where
+    T: DeserializeOwned
+        + Serialize
+        + k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let label = format!("{place} ({})", object_label(T::KIND, value));
+    let object = checked(value, &label, validate, problems)?;
+    defined_once(&object, place, &label, &mut documents.names, problems)
+        .then_some(KubeDocument { label, object })
 }
 
 /// Whether the (valid) `object` is the first of its kind and name; reports
