@@ -111,6 +111,72 @@ pub struct BackendView {
     pub bytes: u64,
 }
 
+/// `GET /v1/datapath/services`: one entry per frontend of the datapath's
+/// `SERVICES` map, read from the maps themselves (not from the agent's
+/// model): what the datapath forwards now, including state an earlier agent
+/// pinned and this one has not replaced yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathServiceView {
+    pub frontend: SocketAddr,
+    pub protocol: Protocol,
+    /// What the `ADDRESSES` map says the frontend's address is; absent when
+    /// it has no entry there (the datapath then passes its packets).
+    pub kind: Option<FrontendKind>,
+    /// The service ID the frontend maps to.
+    pub service_id: u32,
+    /// The service's name when the agent's model has a service of that ID;
+    /// absent otherwise (pinned state of an earlier agent, a model not
+    /// loaded yet).
+    pub service: Option<String>,
+    pub mode: Mode,
+    /// Seconds a ClientIP affinity lasts; absent without affinity.
+    pub affinity_timeout_seconds: Option<u64>,
+    /// The size M of the service's Maglev table; 0 without a table (new
+    /// flows find no backend).
+    pub table_size: u32,
+    /// Each backend ID the table names, by ID.
+    pub backends: Vec<DatapathBackendView>,
+}
+
+/// A backend ID named by a Maglev table, with its record in the `BACKENDS` map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathBackendView {
+    pub id: u32,
+    /// The record's address; absent when `status` is `missing`.
+    pub address: Option<SocketAddr>,
+    /// The record's generation; absent when `status` is `missing`.
+    pub generation: Option<u32>,
+    pub status: DatapathBackendStatus,
+    /// Maglev slots naming this ID.
+    pub slots: u32,
+}
+
+/// What the `BACKENDS` map holds for a backend ID a table names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathBackendStatus {
+    /// An active record: new flows hashed to its slots go to it.
+    Active,
+    /// A retired record: new flows hashed to its slots find no backend, and
+    /// its tracked flows are re-selected. The agent retires a backend only once no
+    /// table names it, so this is a table the agent has not rewritten yet.
+    Retired,
+    /// No record at all: new flows hashed to its slots find no backend. The
+    /// agent writes a record before any table names it, so this is a
+    /// datapath written by something else, or damaged.
+    Missing,
+}
+
+impl DatapathBackendStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Missing => "missing",
+        }
+    }
+}
+
 /// `GET /v1/conntrack`: one tracked flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowView {

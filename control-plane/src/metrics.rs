@@ -504,8 +504,8 @@ mod tests {
     use crate::{
         admin::AdminError,
         api::{
-            AttachmentView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
-            ServiceBackendView, SimulateRequest, SimulateView, StatusView,
+            AttachmentView, DatapathServiceView, DrainRequest, DrainView, FlowEventView, FlowView,
+            MaglevView, ServiceBackendView, SimulateRequest, SimulateView, StatusView,
         },
         model::{Mode, Protocol},
     };
@@ -571,6 +571,9 @@ mod tests {
                 backend(2, "198.18.2.2:8080", BackendStatus::Draining),
                 backend(3, "198.18.2.3:8080", BackendStatus::Draining),
             ])
+        }
+        fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+            Ok(vec![])
         }
         fn conntrack(&self, _: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
             Ok(vec![])

@@ -20,9 +20,10 @@ use control_plane::{
         server::{MAX_EVENT_READERS, MAX_EVENTS_WAIT},
     },
     api::{
-        AttachmentView, BackendStatus, BackendView, DrainRequest, DrainView, ErrorView,
-        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
-        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        AttachmentView, BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
+        DatapathServiceView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView,
+        FrontendView, MaglevView, MapUsageView, ReloadView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -47,6 +48,8 @@ fn addr(s: &str) -> SocketAddr {
 struct FakeAdmin {
     services: Vec<ServiceView>,
     backends: Vec<BackendView>,
+    /// What the datapath's maps hold.
+    datapath: Vec<DatapathServiceView>,
     flows: Vec<FlowView>,
     stats: StatsView,
     maps: Vec<MapUsageView>,
@@ -120,6 +123,32 @@ impl FakeAdmin {
             packets: 10,
             bytes: 1_500,
         }];
+        let datapath = vec![DatapathServiceView {
+            frontend: addr("198.18.100.1:80"),
+            protocol: Protocol::Tcp,
+            kind: Some(FrontendKind::Vip),
+            service_id: 1,
+            service: None,
+            mode: Mode::Nat,
+            affinity_timeout_seconds: Some(10_800),
+            table_size: 7,
+            backends: vec![
+                DatapathBackendView {
+                    id: 1,
+                    address: Some(addr("198.18.2.1:8080")),
+                    generation: Some(3),
+                    status: DatapathBackendStatus::Active,
+                    slots: 6,
+                },
+                DatapathBackendView {
+                    id: 4,
+                    address: None,
+                    generation: None,
+                    status: DatapathBackendStatus::Missing,
+                    slots: 1,
+                },
+            ],
+        }];
         let flow = |client: &str, service: Option<&str>| FlowView {
             protocol: Protocol::Tcp,
             client: addr(client),
@@ -175,6 +204,7 @@ impl FakeAdmin {
         Self {
             services,
             backends,
+            datapath,
             flows,
             stats,
             maps,
@@ -217,6 +247,9 @@ impl Admin for FakeAdmin {
     }
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         Ok(self.backends.clone())
+    }
+    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+        Ok(self.datapath.clone())
     }
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
         if let Some(name) = service {
@@ -338,6 +371,10 @@ async fn every_route_answers_with_the_agents_data() {
 
     assert_eq!(client.services().await.expect("services"), fake.services);
     assert_eq!(client.backends().await.expect("backends"), fake.backends);
+    assert_eq!(
+        client.datapath_services().await.expect("datapath services"),
+        fake.datapath
+    );
     assert_eq!(client.conntrack(None).await.expect("conntrack"), fake.flows);
     assert_eq!(
         client
@@ -584,6 +621,10 @@ async fn what_a_route_does_not_take_is_refused() {
     for (target, says) in [
         ("/v1/conntrack?servcie=dns", "unknown field `servcie`"),
         ("/v1/services?verbose=1", "unknown field `verbose`"),
+        (
+            "/v1/datapath/services?service=dns",
+            "unknown field `service`",
+        ),
         ("/v1/maglev/dns?x=1", "unknown field `x`"),
         (
             "/v1/events?max=1&wait_ms=10&timeout=5",

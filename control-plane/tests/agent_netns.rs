@@ -15,7 +15,10 @@
 //!   the other backends working; a UDP client with a fixed source port on the
 //!   removed backend reaches a live one within 1 s;
 //! - a bad configuration reload keeps the previous configuration serving and
-//!   shows in `xlb status` and in `xlb_config_reloads_total`;
+//!   shows in `xlb status` and in `xlb_config_reloads_total`; an agent
+//!   restarted on the pinned state with that file keeps it serving, and `xlb
+//!   bpf lb list` (the maps) shows the frontend `xlb service list` (the
+//!   model) has not;
 //! - health checks: a backend whose server dies leaves within
 //!   interval × fall (+ one probe timeout + a stated margin), new requests
 //!   avoid it, and it returns when its server does;
@@ -50,7 +53,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use control_plane::api::{BackendStatus, BackendView, FlowEventView, StatusView};
+use control_plane::api::{
+    BackendStatus, BackendView, DatapathBackendStatus, DatapathServiceView, FlowEventView,
+    StatusView,
+};
 use netns_tests::{
     EchoClient, Netns, Proto,
     agent_rig::{
@@ -779,6 +785,88 @@ fn a_bad_reload_keeps_the_running_configuration() {
     ));
     assert!(rejected.is_some_and(|n| n >= 2.0), "{}", metrics.body);
     assert!(status.reloads_failed >= 2, "{status:?}");
+
+    // `xlb bpf lb list` reads the maps: the frontend and its three backends,
+    // named by the agent's model.
+    let mut all_backends = backends(&rig, &all, BACKEND_PORT);
+    all_backends.sort_unstable();
+    let listed = datapath_services(&rig);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].service.as_deref(), Some("web"), "{listed:?}");
+    assert_eq!(listed_backends(&listed[0]), all_backends, "{listed:?}");
+
+    // Restarted on the pinned state with the rejected file in place: the
+    // agent keeps the pinned service forwarding but has no model, so
+    // `service list` is empty (and warns), while `bpf lb list` still shows
+    // the frontend the datapath forwards, without a name.
+    rig.kill_agent().expect("SIGKILL");
+    rig.spawn_agent(&rig.agent_args(&[]))
+        .expect("the restarted agent");
+    let restarted = wait_for(PATIENCE, "the restarted agent to reject its file", || {
+        Ok(rig
+            .status()
+            .ok()
+            .and_then(|s| serde_json::from_value::<StatusView>(s).ok())
+            .filter(|s| s.reloads_failed >= 1 && s.attached.len() == INTERFACES.len()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.agent_log()));
+    assert!(!restarted.synced, "{restarted:?}");
+    let (_, failures) = echo_requests(&rig, 10);
+    assert!(
+        failures.is_empty(),
+        "the pinned service stopped forwarding: {failures:?}"
+    );
+    let output = rig.xlb(&["service", "list"]).expect("xlb service list");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
+    assert!(stderr.contains("`xlb bpf lb list`"), "{stderr}");
+    let listed = datapath_services(&rig);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].frontend, rig.vip_addr(VIP_PORT), "{listed:?}");
+    assert_eq!(listed[0].service, None, "{listed:?}");
+    assert_eq!(listed_backends(&listed[0]), all_backends, "{listed:?}");
+    let output = rig.xlb(&["bpf", "lb", "list"]).expect("xlb bpf lb list");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+    assert!(
+        table.contains(&format!("{}/TCP", rig.vip_addr(VIP_PORT))),
+        "{table}"
+    );
+    report(&format!(
+        "restart on a rejected file: `xlb bpf lb list` shows\n{table}"
+    ));
+}
+
+/// `xlb bpf lb list -o json`.
+fn datapath_services(rig: &AgentRig) -> Vec<DatapathServiceView> {
+    serde_json::from_value(
+        rig.xlb_json(&["bpf", "lb", "list"])
+            .expect("xlb bpf lb list"),
+    )
+    .expect("DatapathServiceViews")
+}
+
+/// The active backends a listed table names, sorted, after checking that
+/// its slots add up to its size.
+fn listed_backends(listed: &DatapathServiceView) -> Vec<SocketAddr> {
+    let slots: u32 = listed.backends.iter().map(|b| b.slots).sum();
+    assert_eq!(slots, listed.table_size, "{listed:?}");
+    assert!(listed.table_size > 0, "{listed:?}");
+    let mut active: Vec<SocketAddr> = listed
+        .backends
+        .iter()
+        .filter(|b| b.status == DatapathBackendStatus::Active)
+        .filter_map(|b| b.address)
+        .collect();
+    active.sort_unstable();
+    active
 }
 
 /// `args` with the value after `flag` replaced by `value`.

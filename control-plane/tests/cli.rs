@@ -12,7 +12,8 @@ use std::{
 use control_plane::{
     admin::{Admin, AdminError, AdminServer},
     api::{
-        BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
+        BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
+        DatapathServiceView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
         MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
         StatsView, StatusView,
     },
@@ -60,6 +61,51 @@ fn web() -> ServiceView {
         packets: 0,
         bytes: 0,
     }
+}
+
+/// The datapath's maps: `web`'s frontend, and a frontend an earlier agent
+/// pinned (no name in the model) whose table names a backend without a
+/// record.
+fn programmed() -> Vec<DatapathServiceView> {
+    let backend = |id, address: Option<&str>, status, slots| DatapathBackendView {
+        id,
+        address: address.map(addr),
+        generation: address.map(|_| 1),
+        status,
+        slots,
+    };
+    vec![
+        DatapathServiceView {
+            frontend: addr("198.18.100.1:80"),
+            protocol: Protocol::Tcp,
+            kind: Some(FrontendKind::Vip),
+            service_id: 1,
+            service: Some("default/web:http".into()),
+            mode: Mode::Nat,
+            affinity_timeout_seconds: None,
+            table_size: 7,
+            backends: vec![backend(
+                5,
+                Some("198.18.2.1:8080"),
+                DatapathBackendStatus::Active,
+                7,
+            )],
+        },
+        DatapathServiceView {
+            frontend: addr("198.18.100.2:443"),
+            protocol: Protocol::Tcp,
+            kind: Some(FrontendKind::Vip),
+            service_id: 2,
+            service: None,
+            mode: Mode::Nat,
+            affinity_timeout_seconds: None,
+            table_size: 7,
+            backends: vec![
+                backend(7, Some("198.18.2.3:8443"), DatapathBackendStatus::Active, 5),
+                backend(8, None, DatapathBackendStatus::Missing, 2),
+            ],
+        },
+    ]
 }
 
 /// A backend of two services, drained in one (`xlb drain --service`).
@@ -126,6 +172,9 @@ impl Admin for FakeAdmin {
     }
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         Ok(vec![shared_backend()])
+    }
+    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+        Ok(programmed())
     }
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
         match service {
@@ -372,11 +421,7 @@ fn observe_prints_a_line_per_event_until_its_count() {
 
 #[test]
 fn lists_warn_while_the_agent_has_not_synced() {
-    let lists: [&[&str]; 3] = [
-        &["service", "list"],
-        &["backend", "list", "-o", "json"],
-        &["bpf", "lb", "list"],
-    ];
+    let lists: [&[&str]; 2] = [&["service", "list"], &["backend", "list", "-o", "json"]];
     for synced in [false, true] {
         let agent = FakeAgent::serving(FakeAdmin {
             sampling: 10,
@@ -389,7 +434,50 @@ fn lists_warn_while_the_agent_has_not_synced() {
             assert!(!stdout(&output).is_empty(), "{args:?}");
             let warned = stderr(&output).contains("has not programmed its services yet");
             assert_eq!(warned, !synced, "{args:?}: {}", stderr(&output));
+            if warned {
+                // And says where to see what the datapath forwards.
+                assert!(
+                    stderr(&output).contains("`xlb bpf lb list` shows what the datapath holds"),
+                    "{args:?}: {}",
+                    stderr(&output)
+                );
+            }
         }
+        // `bpf lb list` reads the maps: it shows what the datapath
+        // forwards, synced or not, and has nothing to warn of.
+        let output = agent.xlb(&["bpf", "lb", "list"]);
+        assert!(stdout(&output).contains("198.18.100.2:443/TCP (2)"));
+        assert_eq!(stderr(&output), "", "synced: {synced}");
+    }
+}
+
+#[test]
+fn bpf_lb_list_shows_the_datapaths_maps() {
+    let agent = FakeAgent::serving(FakeAdmin {
+        sampling: 10,
+        synced: false,
+    });
+    let table = stdout(&agent.xlb(&["bpf", "lb", "list"]));
+    assert_eq!(
+        table.lines().collect::<Vec<_>>(),
+        [
+            "Service Address            Service            Table   Backend Address (ID)      State     Slots",
+            "198.18.100.1:80/TCP (1)    default/web:http   7       198.18.2.1:8080/TCP (5)   active    7",
+            "198.18.100.2:443/TCP (2)   -                  7       198.18.2.3:8443/TCP (7)   active    5",
+            "                                                      - (8)                     missing   2",
+            "",
+            "note: 2 slots missing: new flows hashed to these slots find no backend (`missing`: the \
+             table names an ID without a backend record)",
+        ]
+    );
+    for format in ["json", "yaml"] {
+        let text = stdout(&agent.xlb(&["bpf", "lb", "list", "-o", format]));
+        let services: Vec<DatapathServiceView> = if format == "json" {
+            serde_json::from_str(&text).expect("JSON")
+        } else {
+            serde_yaml_ng::from_str(&text).expect("YAML")
+        };
+        assert_eq!(services, programmed(), "{format}");
     }
 }
 
@@ -469,7 +557,9 @@ fn admin_socket_comes_from_the_environment() {
         .expect("run xlb");
     let text = stdout(&output);
     assert!(
-        text.contains("198.18.100.1:80/TCP (1)   198.18.2.1:8080/TCP (5)   active"),
+        text.contains(
+            "198.18.100.1:80/TCP (1)    default/web:http   7       198.18.2.1:8080/TCP (5)"
+        ),
         "{text}"
     );
 }

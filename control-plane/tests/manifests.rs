@@ -23,8 +23,9 @@ use control_plane::{
     admin::{Admin, AdminError},
     agent::AgentOptions,
     api::{
-        BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
-        MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DatapathServiceView, DrainRequest, DrainView, FlowEventView,
+        FlowView, MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView,
+        StatusView,
     },
     metrics::Metrics,
     model::{Mode, Protocol},
@@ -1091,6 +1092,9 @@ impl Admin for EveryFamily {
             packets: 10,
             bytes: 1000,
         }])
+    }
+    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+        Ok(vec![])
     }
     fn conntrack(&self, _: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
         Ok(vec![])

@@ -15,8 +15,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    BackendView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView, MaglevView,
-    MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+    BackendView, DatapathServiceView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView,
+    MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
 /// How long a call may take before the client gives up: drains run one
@@ -110,6 +110,12 @@ impl AdminClient {
     /// `GET /v1/backends`.
     pub async fn backends(&self) -> Result<Vec<BackendView>, ClientError> {
         self.get("/v1/backends").await
+    }
+
+    /// `GET /v1/datapath/services`: the frontends as the datapath's maps
+    /// hold them.
+    pub async fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, ClientError> {
+        self.get("/v1/datapath/services").await
     }
 
     /// `GET /v1/conntrack`, only the flows of `service` when given.

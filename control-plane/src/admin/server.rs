@@ -3,18 +3,23 @@
 //!
 //! Routes (all JSON; errors are an [`ErrorView`] with a 4xx/5xx status):
 //!
-//! | Method | Path                      | Body / query              | Answer               |
-//! |--------|---------------------------|---------------------------|----------------------|
-//! | GET    | `/v1/services`            |                           | `[ServiceView]`      |
-//! | GET    | `/v1/backends`            |                           | `[BackendView]`      |
-//! | GET    | `/v1/conntrack`           | `?service=NAME` (optional)| `[FlowView]`         |
-//! | GET    | `/v1/stats`               |                           | `StatsView`          |
-//! | GET    | `/v1/maps`                |                           | `[MapUsageView]`     |
-//! | GET    | `/v1/maglev/{service}`    |                           | `MaglevView`         |
-//! | GET    | `/v1/status`              |                           | `StatusView`         |
-//! | GET    | `/v1/events`              | `?max=N&wait_ms=T`        | `[FlowEventView]`    |
-//! | POST   | `/v1/simulate`            | `SimulateRequest`         | `SimulateView`       |
-//! | POST   | `/v1/drain`, `/v1/undrain`| `DrainRequest`            | `DrainView`          |
+//! | Method | Path                       | Body / query               | Answer                  |
+//! |--------|----------------------------|----------------------------|-------------------------|
+//! | GET    | `/v1/services`             |                            | `[ServiceView]`         |
+//! | GET    | `/v1/backends`             |                            | `[BackendView]`         |
+//! | GET    | `/v1/datapath/services`    |                            | `[DatapathServiceView]` |
+//! | GET    | `/v1/conntrack`            | `?service=NAME` (optional) | `[FlowView]`            |
+//! | GET    | `/v1/stats`                |                            | `StatsView`             |
+//! | GET    | `/v1/maps`                 |                            | `[MapUsageView]`        |
+//! | GET    | `/v1/maglev/{service}`     |                            | `MaglevView`            |
+//! | GET    | `/v1/status`               |                            | `StatusView`            |
+//! | GET    | `/v1/events`               | `?max=N&wait_ms=T`         | `[FlowEventView]`       |
+//! | POST   | `/v1/simulate`             | `SimulateRequest`          | `SimulateView`          |
+//! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`             | `DrainView`             |
+//!
+//! `/v1/services` and `/v1/backends` answer from the agent's model;
+//! `/v1/datapath/services` reads the datapath's maps, so it also shows what
+//! an earlier agent pinned and this one has not replaced (yet).
 //!
 //! `/v1/events` waits up to `wait_ms` for the first event; at most
 //! [`MAX_EVENT_READERS`] wait at once (429 for one more). A drain answers
@@ -335,6 +340,7 @@ fn routes(
     Router::new()
         .route("/v1/services", get(services))
         .route("/v1/backends", get(backends))
+        .route("/v1/datapath/services", get(datapath_services))
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/stats", get(stats))
         .route("/v1/maps", get(maps))
@@ -449,6 +455,10 @@ async fn services(State(admin): AdminState, _: Params<NoParams>) -> Response {
 
 async fn backends(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.backends()).await
+}
+
+async fn datapath_services(State(admin): AdminState, _: Params<NoParams>) -> Response {
+    call(admin, |a| a.datapath_services()).await
 }
 
 /// `?service=` of `/v1/conntrack`.

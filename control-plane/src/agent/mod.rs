@@ -19,6 +19,7 @@ mod core;
 mod fabric;
 mod kubernetes;
 mod options;
+mod programmed;
 mod recover;
 mod views;
 

@@ -9,13 +9,16 @@ use std::{
 
 use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowEvents, FlowState, Simulation, TrackedFlow};
 
-use super::core::{Core, Drain, KubeStatus};
+use super::{
+    core::{Core, Drain, KubeStatus},
+    programmed,
+};
 use crate::{
     admin::{Admin, AdminError},
     api::{
-        BackendStatus, BackendView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
-        KubernetesView, MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest,
-        SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DatapathServiceView, DrainRequest, DrainView, FlowEventView,
+        FlowView, FrontendView, KubernetesView, MaglevView, MapUsageView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     source::kube::watch::Cache,
@@ -236,6 +239,12 @@ impl Admin for AgentAdmin {
             });
         }
         Ok(views)
+    }
+
+    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+        let core = self.lock()?;
+        let read = programmed::read(&core.datapath).map_err(internal)?;
+        Ok(programmed::views(&read, &service_names(&core)))
     }
 
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {

@@ -131,7 +131,9 @@ enum BpfCommand {
 
 #[derive(Debug, Subcommand)]
 enum BpfLbCommand {
-    /// Frontend → backend, as programmed.
+    /// Frontend → backends, read from the datapath's maps (what it
+    /// forwards, pinned state of an earlier agent included), like `cilium
+    /// bpf lb list`.
     List(OutputArgs),
 }
 
@@ -453,12 +455,13 @@ fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Warns on stderr when the agent has not programmed a first sync: the lists
-/// show its model, which is then not what the datapath holds. An agent
-/// restarted on pinned state keeps forwarding it while its configuration is
-/// rejected, or while the first sync is under way, and a list showing no
-/// service would say otherwise. The list itself is still printed, as the
-/// agent has it; a status that cannot be read adds nothing.
+/// Warns on stderr when the agent has not programmed a first sync: `service
+/// list` and `backend list` show its model, which is then not what the
+/// datapath holds. An agent restarted on pinned state keeps forwarding it
+/// while its configuration is rejected, or while the first sync is under
+/// way, and a list showing no service would say otherwise; `xlb bpf lb
+/// list` reads the maps and shows it. The list itself is still printed, as
+/// the agent has it; a status that cannot be read adds nothing.
 async fn warn_unless_synced(client: &AdminClient) {
     if let Ok(status) = client.status().await
         && !status.synced
@@ -467,7 +470,8 @@ async fn warn_unless_synced(client: &AdminClient) {
             io::stderr(),
             "xlb: warning: the agent has not programmed its services yet (its configuration \
              was rejected, or its first sync is under way: see `xlb status`); the datapath \
-             still forwards what it held before, which this list does not show"
+             still forwards what it held before, which this list does not show: `xlb bpf lb \
+             list` shows what the datapath holds"
         )
         .ok();
     }
@@ -490,12 +494,14 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
                 output::backends_table(b)
             })?)
         }
+        // The datapath's own maps: what it forwards, synced or not.
         Command::Bpf(BpfCommand::Lb(BpfLbCommand::List(out))) => {
-            let services = client.services().await.context("listing services")?;
-            warn_unless_synced(client).await;
-            let entries = output::lb_entries(&services);
-            print(&output::render(out.output, &entries, |e| {
-                output::lb_table(e)
+            let services = client
+                .datapath_services()
+                .await
+                .context("reading the datapath's frontends")?;
+            print(&output::render(out.output, &services, |s| {
+                output::lb_table(s)
             })?)
         }
         Command::Ct(CtCommand::List {

@@ -3,19 +3,20 @@
 //! API's views to text, so the exact output is unit-tested here.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     net::SocketAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
     api::{
-        BackendStatus, BackendView, DrainView, FlowEventView, FlowView, MaglevView,
-        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
+        DatapathServiceView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -230,60 +231,83 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
     table.render()
 }
 
-/// One frontend as the datapath balances it (`xlb bpf lb list -o json`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LbEntry {
-    pub(crate) frontend: SocketAddr,
-    pub(crate) protocol: Protocol,
-    pub(crate) kind: FrontendKind,
-    pub(crate) service: String,
-    pub(crate) service_id: u32,
-    pub(crate) table_size: u32,
-    pub(crate) backends: Vec<ServiceBackendView>,
-}
-
-/// The services flattened to one entry per frontend.
-pub(crate) fn lb_entries(services: &[ServiceView]) -> Vec<LbEntry> {
-    services
-        .iter()
-        .flat_map(|s| {
-            s.frontends.iter().map(|f| LbEntry {
-                frontend: f.address,
-                protocol: f.protocol,
-                kind: f.kind,
-                service: s.name.clone(),
-                service_id: s.id,
-                table_size: s.table_size,
-                backends: s.backends.clone(),
-            })
-        })
-        .collect()
-}
-
-/// `xlb bpf lb list`: frontend → backend (ID) with its state and Maglev slots.
-pub(crate) fn lb_table(entries: &[LbEntry]) -> String {
-    let mut table = Table::new(&["Service Address", "Backend Address (ID)", "State", "Slots"]);
-    for entry in entries {
+/// `xlb bpf lb list`: each frontend of the datapath's maps, its service
+/// (ID, and name where the agent knows it, else `-`), its table's size,
+/// and each backend ID its table names with the record's state and the
+/// slots naming it. A note under the table counts the slots whose backend
+/// takes no new flow (a retired record, or none at all).
+pub(crate) fn lb_table(services: &[DatapathServiceView]) -> String {
+    let mut table = Table::new(&[
+        "Service Address",
+        "Service",
+        "Table",
+        "Backend Address (ID)",
+        "State",
+        "Slots",
+    ]);
+    // Slots whose backend takes no new flow, per status, counted once per
+    // table (a service's frontends share it).
+    let mut dead: BTreeMap<DatapathBackendStatus, u32> = BTreeMap::new();
+    let mut counted = BTreeSet::new();
+    for service in services {
+        let first_of_table = counted.insert(service.service_id);
         let frontend = format!(
             "{} ({})",
-            with_protocol(entry.frontend, entry.protocol),
-            entry.service_id
+            with_protocol(service.frontend, service.protocol),
+            service.service_id
         );
-        if entry.backends.is_empty() {
-            table.row(vec![frontend, "(no backends)".into()]);
+        let name = service.service.clone().unwrap_or_else(|| "-".into());
+        let size = service.table_size.to_string();
+        if service.backends.is_empty() {
+            table.row(vec![frontend, name, size, "(no table)".into()]);
             continue;
         }
-        let column = |f: &dyn Fn(&ServiceBackendView) -> String| {
-            entry.backends.iter().map(f).collect::<Vec<_>>().join("\n")
+        let column = |f: &dyn Fn(&DatapathBackendView) -> String| {
+            service
+                .backends
+                .iter()
+                .map(f)
+                .collect::<Vec<_>>()
+                .join("\n")
         };
+        for b in &service.backends {
+            if first_of_table && b.status != DatapathBackendStatus::Active {
+                *dead.entry(b.status).or_default() += b.slots;
+            }
+        }
         table.row(vec![
             frontend,
-            column(&|b| format!("{} ({})", with_protocol(b.address, entry.protocol), b.id)),
+            name,
+            size,
+            column(&|b| {
+                let address = b
+                    .address
+                    .map_or_else(|| "-".to_owned(), |a| with_protocol(a, service.protocol));
+                format!("{address} ({})", b.id)
+            }),
             column(&|b| b.status.as_str().to_owned()),
             column(&|b| b.slots.to_string()),
         ]);
     }
-    table.render()
+    let mut out = table.render();
+    if !dead.is_empty() {
+        let counts: Vec<String> = dead
+            .iter()
+            .map(|(status, slots)| format!("{slots} {} {}", plural_slots(*slots), status.as_str()))
+            .collect();
+        writeln!(
+            out,
+            "\nnote: {}: new flows hashed to these slots find no backend \
+             (`missing`: the table names an ID without a backend record)",
+            counts.join(", ")
+        )
+        .ok();
+    }
+    out
+}
+
+fn plural_slots(n: u32) -> &'static str {
+    if n == 1 { "slot" } else { "slots" }
 }
 
 /// `xlb ct list`.
@@ -793,23 +817,132 @@ ID   Address               Status                                               
         );
     }
 
+    /// A frontend of the datapath's maps with `backends` in its table.
+    fn programmed(
+        frontend: &str,
+        protocol: Protocol,
+        service_id: u32,
+        service: Option<&str>,
+        backends: Vec<DatapathBackendView>,
+    ) -> DatapathServiceView {
+        DatapathServiceView {
+            frontend: addr(frontend),
+            protocol,
+            kind: Some(FrontendKind::Vip),
+            service_id,
+            service: service.map(str::to_owned),
+            mode: Mode::Nat,
+            affinity_timeout_seconds: None,
+            table_size: backends.iter().map(|b| b.slots).sum(),
+            backends,
+        }
+    }
+
+    fn programmed_backend(
+        id: u32,
+        address: Option<&str>,
+        status: DatapathBackendStatus,
+        slots: u32,
+    ) -> DatapathBackendView {
+        DatapathBackendView {
+            id,
+            address: address.map(addr),
+            generation: address.map(|_| 1),
+            status,
+            slots,
+        }
+    }
+
     #[test]
     fn bpf_lb_list_lists_each_frontend_with_its_backends() {
-        let entries = lb_entries(&[web(), dns()]);
-        assert_eq!(entries.len(), 3);
-        assert_eq!(entries[1].frontend, addr("10.0.0.5:30080"));
-        assert_eq!(entries[1].kind, FrontendKind::Node);
+        use DatapathBackendStatus::Active;
+        let web = vec![
+            programmed_backend(3, Some("198.18.2.1:8080"), Active, 4),
+            programmed_backend(4, Some("198.18.2.2:8080"), Active, 3),
+        ];
+        let services = [
+            programmed(
+                "198.18.100.1:80",
+                Protocol::Tcp,
+                1,
+                Some("web"),
+                web.clone(),
+            ),
+            programmed("10.0.0.5:30080", Protocol::Tcp, 1, Some("web"), web),
+            programmed(
+                "198.19.9.1:53",
+                Protocol::Udp,
+                12,
+                Some("kube-system/dns:dns"),
+                vec![],
+            ),
+        ];
         assert_eq!(
-            lb_table(&entries),
+            lb_table(&services),
             "\
-Service Address           Backend Address (ID)      State      Slots
-198.18.100.1:80/TCP (1)   198.18.2.1:8080/TCP (3)   active     7
-                          198.18.2.2:8080/TCP (4)   draining   0
-10.0.0.5:30080/TCP (1)    198.18.2.1:8080/TCP (3)   active     7
-                          198.18.2.2:8080/TCP (4)   draining   0
-198.19.9.1:53/UDP (12)    (no backends)
+Service Address           Service               Table   Backend Address (ID)      State    Slots
+198.18.100.1:80/TCP (1)   web                   7       198.18.2.1:8080/TCP (3)   active   4
+                                                        198.18.2.2:8080/TCP (4)   active   3
+10.0.0.5:30080/TCP (1)    web                   7       198.18.2.1:8080/TCP (3)   active   4
+                                                        198.18.2.2:8080/TCP (4)   active   3
+198.19.9.1:53/UDP (12)    kube-system/dns:dns   0       (no table)
 "
         );
+    }
+
+    #[test]
+    fn bpf_lb_list_counts_the_slots_that_find_no_backend() {
+        use DatapathBackendStatus::{Active, Missing, Retired};
+        let pinned = vec![
+            programmed_backend(3, Some("198.18.2.1:8080"), Active, 4),
+            programmed_backend(5, Some("198.18.2.5:8080"), Retired, 1),
+            programmed_backend(9, None, Missing, 2),
+        ];
+        // Two frontends of one table: its slots are counted once.
+        let services = [
+            programmed("198.19.0.1:80", Protocol::Tcp, 2, None, pinned.clone()),
+            programmed("198.19.0.2:80", Protocol::Tcp, 2, None, pinned),
+        ];
+        assert_eq!(
+            lb_table(&services),
+            "\
+Service Address         Service   Table   Backend Address (ID)      State     Slots
+198.19.0.1:80/TCP (2)   -         7       198.18.2.1:8080/TCP (3)   active    4
+                                          198.18.2.5:8080/TCP (5)   retired   1
+                                          - (9)                     missing   2
+198.19.0.2:80/TCP (2)   -         7       198.18.2.1:8080/TCP (3)   active    4
+                                          198.18.2.5:8080/TCP (5)   retired   1
+                                          - (9)                     missing   2
+
+note: 1 slot retired, 2 slots missing: new flows hashed to these slots find no backend \
+(`missing`: the table names an ID without a backend record)
+"
+        );
+    }
+
+    #[test]
+    fn bpf_lb_list_json_is_the_api_document() {
+        let services = vec![programmed(
+            "198.19.0.1:80",
+            Protocol::Tcp,
+            2,
+            None,
+            vec![programmed_backend(
+                9,
+                None,
+                DatapathBackendStatus::Missing,
+                2,
+            )],
+        )];
+        let json = render(Format::Json, &services, |_| unreachable!()).expect("json");
+        let raw: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(raw[0]["service"], serde_json::Value::Null);
+        assert_eq!(
+            raw[0]["backends"][0],
+            serde_json::json!({"id": 9, "address": null, "generation": null, "status": "missing", "slots": 2})
+        );
+        let back: Vec<DatapathServiceView> = serde_json::from_str(&json).expect("parse json");
+        assert_eq!(back, services);
     }
 
     #[test]
