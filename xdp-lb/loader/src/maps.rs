@@ -14,7 +14,7 @@ use std::{
 use aya::{
     Pod,
     maps::{
-        Array, HashMap, HashOfMaps, IterableMap as _, Map, MapData, MapError,
+        Array, HashMap, HashOfMaps, Map, MapData, MapError,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -695,37 +695,15 @@ impl Datapath {
         }
     }
 
-    /// Service `id`'s table as the datapath sees it, if it has one. Read in
-    /// batches (`BPF_MAP_LOOKUP_BATCH`), a few system calls a table rather
-    /// than one a slot: `xlb bpf lb list` reads every service's table while
-    /// the agent waits.
+    /// Service `id`'s table as the datapath sees it, if it has one: read
+    /// through a mapping of its memory, not a system call a slot, as `xlb
+    /// bpf lb list` reads every service's table while the agent waits.
     pub fn table(&self, id: u32) -> Result<Option<Vec<u32>>, Error> {
-        let Some(inner) = self.table_map(id)? else {
-            return Ok(None);
-        };
-        let (indices, slots) =
-            sys::map_lookup_all::<u32, u32>(inner.map().fd().as_fd(), WALK_CHUNK).map_err(
-                |source| Error::Syscall {
-                    map: MAGLEV_TABLES,
-                    op: "read table",
-                    source,
-                },
-            )?;
-        // An array's batch comes back in index order, every index present:
-        // the header's size slot first, then the table.
-        let header = TABLE_HEADER_SLOTS as usize;
-        let in_order = indices
-            .iter()
-            .enumerate()
-            .all(|(i, &index)| index as usize == i);
-        let size = slots.first().map_or(0, |&size| size as usize);
-        if !in_order || header + size > slots.len() {
-            return Err(Error::Corrupt {
-                map: MAGLEV_TABLES,
-                reason: "a table does not hold the slots its size slot names",
-            });
-        }
-        Ok(Some(slots[header..header + size].to_vec()))
+        Ok(self.table_mapping(id)?.map(|(mapping, size)| {
+            (TABLE_HEADER_SLOTS..size + TABLE_HEADER_SLOTS)
+                .map(|slot| mapping.load(slot))
+                .collect()
+        }))
     }
 
     /// Removes service `id`'s table (after every frontend using it is gone).

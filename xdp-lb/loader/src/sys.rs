@@ -395,23 +395,33 @@ impl U32ArrayMapping {
         })
     }
 
+    /// Element `index` (which must be below the entries), read with one
+    /// aligned 4-byte atomic load, as [`Self::store`] writes it.
+    pub(crate) fn load(&self, index: u32) -> u32 {
+        self.slot(index).load(Ordering::Relaxed)
+    }
+
     /// Stores `value` in element `index` (which must be below the entries).
     pub(crate) fn store(&self, index: u32, value: u32) {
+        self.slot(index).store(value, Ordering::Relaxed);
+    }
+
+    /// Element `index` as an atomic, in the mapping.
+    fn slot(&self, index: u32) -> &AtomicU32 {
         let index = index as usize;
         assert!(index < self.entries, "array index {index} out of range");
         // SAFETY: `index` is in range, so the element lies inside the
         // mapping; elements are 8-byte aligned (page-aligned base, 8-byte
         // stride), and the kernel reads the same bytes only atomically or
         // through the program's 4-byte loads.
-        let slot = unsafe {
+        unsafe {
             &*self
                 .mapping
                 .base
                 .as_ptr()
                 .add(index * ARRAY_ELEM_ALIGN)
                 .cast::<AtomicU32>()
-        };
-        slot.store(value, Ordering::Relaxed);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use xdp_lb_common::{backend::NO_BACKEND, service::TABLE_HEADER_SLOTS};
 use crate::{
     Datapath, Error, MAX_TABLE_SIZE,
     maps::{MAGLEV_TABLES, map_err},
-    sys::{self, BatchError},
+    sys::{self, BatchError, U32ArrayMapping},
 };
 
 /// The flags of every table: `BPF_F_INNER_MAP` (inner arrays of one
@@ -186,32 +186,42 @@ impl Datapath {
     pub fn patch_table(&mut self, id: u32, changes: &[(u32, u32)]) -> Result<(), Error> {
         self.check_service_id(id)?;
         self.check_slot_backends(id, changes.iter().map(|&(_, backend)| backend))?;
-        let Some(inner) = self.table_map(id)? else {
+        let Some((mapping, size)) = self.table_mapping(id)? else {
             return Err(Error::InvalidTable {
                 service: id,
                 reason: "the service has no table to patch",
             });
         };
-        let size = inner
-            .get(&0, 0)
-            .map_err(map_err(MAGLEV_TABLES, "read table"))?;
         if changes.iter().any(|&(slot, _)| slot >= size) {
             return Err(Error::InvalidTable {
                 service: id,
                 reason: "a slot is beyond the table's size",
             });
         }
-        let mapping =
-            sys::U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
-                .map_err(|source| Error::Syscall {
-                    map: MAGLEV_TABLES,
-                    op: "map table memory",
-                    source,
-                })?;
         for &(slot, backend) in changes {
             mapping.store(slot + TABLE_HEADER_SLOTS, backend);
         }
         Ok(())
+    }
+
+    /// Service `id`'s table memory, mapped (its size slot, then its slots),
+    /// and its size, if it has a table.
+    pub(crate) fn table_mapping(&self, id: u32) -> Result<Option<(U32ArrayMapping, u32)>, Error> {
+        let Some(inner) = self.table_map(id)? else {
+            return Ok(None);
+        };
+        let size = inner
+            .get(&0, 0)
+            .map_err(map_err(MAGLEV_TABLES, "read table"))?;
+        // Mapping more than the array holds fails (EINVAL), so a damaged
+        // size slot is an error here rather than a read past the table.
+        let mapping = U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
+            .map_err(|source| Error::Syscall {
+                map: MAGLEV_TABLES,
+                op: "map table memory",
+                source,
+            })?;
+        Ok(Some((mapping, size)))
     }
 
     /// The IDs of every service that has a table.
@@ -234,7 +244,7 @@ fn filled_table(table: &[u32]) -> Result<Array<MapData, u32>, Error> {
     let size = table.len() as u32;
     let inner = Array::<MapData, u32>::create(size + TABLE_HEADER_SLOTS, TABLE_FLAGS)
         .map_err(map_err(MAGLEV_TABLES, "create table"))?;
-    let mapping = sys::U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
+    let mapping = U32ArrayMapping::new(inner.map().fd().as_fd(), size + TABLE_HEADER_SLOTS)
         .map_err(|source| Error::Syscall {
             map: MAGLEV_TABLES,
             op: "map new table memory",
