@@ -363,7 +363,7 @@ fn read_kube(
 /// A field the API does not know is an error: the Kubernetes types
 /// themselves ignore unknown fields, so a misspelt `externalTrafficPolicy`
 /// would silently mean `Cluster`.
-fn checked<T: DeserializeOwned + Serialize>(
+fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
     value: &Value,
     label: &str,
     validate: fn(&T) -> Vec<validate::FieldError>,
@@ -373,8 +373,30 @@ fn checked<T: DeserializeOwned + Serialize>(
         "." => label.to_owned(),
         path => format!("{label}: {path}"),
     };
-    let recover::Recovered { object, repaired } = recover::deserialize::<T>(value, place, problems);
+    let recover::Recovered {
+        object,
+        mut repaired,
+    } = recover::deserialize::<T>(value, place, problems);
     let object = object?;
+    for (kind, pattern) in REQUIRED_NUMBERS {
+        if *kind != T::KIND {
+            continue;
+        }
+        for (path, written) in left_empty(value, pattern) {
+            let at = place(&path);
+            // A list or mapping on the way that was of the wrong kind: its
+            // problem is reported, and the number was not written.
+            if repaired.touches(&at) {
+                continue;
+            }
+            let field = path.rsplit('.').next().unwrap_or(&path);
+            problems.push(Problem::new(
+                at.clone(),
+                recover::not_a_number(written, field),
+            ));
+            repaired.add(at);
+        }
+    }
     // Those found on the object, which may be about placeholders where the
     // deserialisation was repaired.
     let mut found = Vec::new();
@@ -401,6 +423,82 @@ fn checked<T: DeserializeOwned + Serialize>(
     let valid = repaired.is_empty() && found.is_empty();
     repaired.report(found, problems);
     valid.then_some(object)
+}
+
+/// The numbers the Kubernetes API requires that k8s-openapi holds as a plain
+/// `i32` rather than an `Option`, by kind, as paths (`[]`: every item of a
+/// list). Left out or written empty (`port:`, `port: ~`), such a number
+/// deserialises as 0, which the checks would call out of range; [`checked`]
+/// reports what was written instead, in the native format's words:
+/// `required`, or `an empty value (null) is not a port number (1-65535)`.
+///
+/// What Kubernetes makes of an empty value, field by field, which the file
+/// follows:
+/// - a Service's `spec.ports[].port` is required: the API server decodes
+///   null as unset (0) and refuses it, and kubectl's schema validation calls
+///   the field missing.
+/// - `status.loadBalancer.ingress[].ports[].port` is required by the schema
+///   too, but xlb reads nothing of a load balancer's ports: left unchecked,
+///   as the rest of them.
+/// - The Service's other numbers are optional (`Option`s), and null is
+///   unset, as for the API server, which fills them in: `targetPort` (the
+///   `port`, as translate takes it), `nodePort` and `healthCheckNodePort`
+///   (allocated; the file has no allocator, so the checks say where a
+///   `nodePort` is needed), `sessionAffinityConfig.clientIP.timeoutSeconds`
+///   (10800).
+/// - An EndpointSlice's numbers are all optional: a port without `port`
+///   means every port to the API (and matches no port of its Service, with
+///   a warning).
+const REQUIRED_NUMBERS: &[(&str, &str)] = &[("Service", "spec.ports[].port")];
+
+/// The places in `written` that `pattern` (see [`REQUIRED_NUMBERS`]) names
+/// and that were left out (`None`) or written null, as paths
+/// (`spec.ports[1].port`). Where something on the way is missing or of
+/// another kind, there is nothing to name: that is the problem of the
+/// place that holds it.
+fn left_empty<'v>(written: &'v Value, pattern: &str) -> Vec<(String, Option<&'v Value>)> {
+    let mut places = vec![(String::new(), written)];
+    let steps: Vec<&str> = pattern.split('.').collect();
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let (key, every) = match step.strip_suffix("[]") {
+            Some(key) => (key, true),
+            None => (*step, false),
+        };
+        let last = i + 1 == steps.len();
+        let mut next = Vec::new();
+        for (path, value) in places {
+            let path = if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            };
+            let Value::Mapping(map) = value else {
+                continue;
+            };
+            let found = map.get(key);
+            if last {
+                match found {
+                    None => out.push((path, None)),
+                    Some(value @ Value::Null) => out.push((path, Some(value))),
+                    Some(_) => {}
+                }
+                continue;
+            }
+            match (found, every) {
+                (Some(Value::Sequence(items)), true) => next.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(j, item)| (format!("{path}[{j}]"), item)),
+                ),
+                (Some(value), false) => next.push((path, value)),
+                _ => {}
+            }
+        }
+        places = next;
+    }
+    out
 }
 
 /// The paths of the keys of `written` that `kept` lacks. Null values are
@@ -1856,6 +1954,57 @@ servics: []
                 "services[0].mode: a list is not a string",
                 "services[0].frontends[0].port: the text `80` is not a port number (1-65535): \
                  write it without quotes",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_left_out_or_empty_is_required_not_zero() {
+        // k8s-openapi reads both as 0: not "0 is out of range", nor "port
+        // 0/TCP is already spec.ports[0]".
+        let text = SERVICE.replace(
+            "    - name: http\n      port: 80\n      nodePort: 30080\n",
+            "    - {name: a, port: ~, nodePort: 30080}\n    - {name: b, nodePort: 30081}\n    \
+             - name: c\n      port:\n      nodePort: 30082\n",
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].port: an empty value (null) is \
+                 not a port number (1-65535)",
+                "documents[0] (Service shop/web): spec.ports[1].port: required",
+                "documents[0] (Service shop/web): spec.ports[2].port: an empty value (null) is \
+                 not a port number (1-65535)",
+            ]
+        );
+        // As natively.
+        let text = web("    frontends:\n      - address: 198.18.100.1\n        port:\n");
+        assert_eq!(
+            problems(&text),
+            ["services[0].frontends[0].port: an empty value (null) is not a port number (1-65535)"]
+        );
+        // A port written as 0 is what was written.
+        let text = SERVICE.replace("port: 80\n", "port: 0\n");
+        assert_eq!(
+            problems(&text),
+            ["documents[0] (Service shop/web): spec.ports[0].port: 0 is out of range 1-65535"]
+        );
+        // The optional numbers: null is unset, as for the API server. A
+        // targetPort is then the port; a nodePort, allocated, which the file
+        // cannot do for a NodePort Service.
+        let text = SERVICE.replace("  type: NodePort\n", "").replace(
+            "      nodePort: 30080\n",
+            "      nodePort: ~\n      targetPort: ~\n",
+        );
+        let m = model(&text);
+        let web = &m.services[&ServiceName("shop/web:http".to_owned())];
+        assert_eq!(web.frontends.len(), 1);
+        let text = SERVICE.replace("nodePort: 30080", "nodePort: ~");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].nodePort: required for a \
+                 NodePort Service (there is no allocator here): give a port in 30000-32767"
             ]
         );
     }

@@ -83,6 +83,12 @@ impl Repaired {
             .any(|repaired| within(place, repaired) || within(repaired, place))
     }
 
+    /// Records `place` as one whose problem is reported and where the value
+    /// the checks see is not what was written.
+    pub(super) fn add(&mut self, place: String) {
+        self.0.push(place);
+    }
+
     /// Adds to `problems` those of `found` (from checking the repaired value)
     /// that are about what was written.
     pub(super) fn report(&self, found: Vec<Problem>, problems: &mut Vec<Problem>) {
@@ -524,6 +530,21 @@ fn plain(message: &str, written: Option<&Value>, field: Option<&str>) -> String 
         }
     }
     out
+}
+
+/// What is wrong with a required number of the field `field` that was left
+/// out (`written` is `None`) or written empty, in the words serde's own
+/// errors get from [`plain`]: `required`, or `an empty value (null) is not a
+/// port number (1-65535)`.
+pub(super) fn not_a_number(written: Option<&Value>, field: &str) -> String {
+    match written {
+        None => "required".to_owned(),
+        Some(value) => format!(
+            "{} is not {}",
+            describe(value),
+            NumberField::of(Some(field)).noun()
+        ),
+    }
 }
 
 /// serde's `message` about the mapping key `key`, in the format's words:
