@@ -2010,6 +2010,22 @@ servics: []
     }
 
     #[test]
+    fn a_native_key_written_empty_is_unset_as_if_left_out() {
+        let text = web(&format!(
+            "    protocol: ~\n    mode:\n    source_nat: ~\n    session_affinity: ~\n\
+             {ONE_FRONTEND}        kind: ~\n    backends:\n      - address: 198.18.2.1:8080\n\
+             \x20       weight: ~\n        state: ~\n    health_check:\n      type: tcp\n\
+             \x20     port: ~\n      interval: ~\n      rise: ~\n"
+        ));
+        let written = model(&text);
+        let left_out = model(&web(&format!(
+            "{ONE_FRONTEND}    backends:\n      - address: 198.18.2.1:8080\n    health_check:\n\
+             \x20     type: tcp\n"
+        )));
+        assert_eq!(written, left_out);
+    }
+
+    #[test]
     fn wrong_kinds_are_named_in_the_files_words_at_every_level() {
         let service = |spec: &str| {
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {spec}\n")

@@ -80,8 +80,9 @@ struct RawService {
     backends: Vec<RawBackend>,
     session_affinity: Option<RawAffinity>,
     health_check: Option<RawHealthCheck>,
-    #[serde(default)]
-    source_nat: bool,
+    // An `Option`, as every other key that may be left out: written empty
+    // (`source_nat: ~`), it is unset too.
+    source_nat: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,7 +378,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
     // `family`: the one every backend must have, as the datapath rewrites
     // addresses within one family (no NAT46 / NAT64).
     let (mut frontends, family) = read_frontends(&raw.frontends, place, protocol, problems);
-    if raw.source_nat {
+    if raw.source_nat == Some(true) {
         if mode == Mode::Dsr {
             problems.push(Problem::new(
                 format!("{place}.source_nat"),
