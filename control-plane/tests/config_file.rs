@@ -158,10 +158,10 @@ fn the_error_example_reports_every_problem_with_its_place() {
          `kind`",
         "documents[1] (Service default/web): spec.clusterIP: `198.18.100.300` is not an IP \
          address",
-        "documents[1] (Service default/web): spec.ports[1].name: required when a Service has more \
-         than one port",
         "documents[1] (Service default/web): spec.sessionAffinityConfig.clientIP.timeoutSeconds: \
          100000 is out of range 1-86400",
+        "documents[1] (Service default/web): spec.ports[1].name: required when a Service has more \
+         than one port",
         "documents[2]: kind `Deployment` (`apps/v1`) is not supported: a document is the \
          native format, a v1 Service, a discovery.k8s.io/v1 EndpointSlice or a v1 List of them",
         "services[4].frontends[0]: 198.18.100.5:5432/TCP is already a frontend of service db \

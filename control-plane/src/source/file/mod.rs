@@ -4,9 +4,9 @@
 //! mode.
 //!
 //! Validation is as strict as the Kubernetes API server's, and reports every
-//! problem it finds with its place, not just the first; a file with any
-//! problem yields no model at all, so a bad reload never applies half of
-//! itself.
+//! problem it finds with its place, not just the first, in the order of the
+//! file (then those between services); a file with any problem yields no
+//! model at all, so a bad reload never applies half of itself.
 
 mod error;
 mod native;
@@ -358,7 +358,7 @@ fn read_kube(
 /// --validate=strict`, and checks it as the API server would (`validate`);
 /// returns it when it has no problem, and reports every problem otherwise:
 /// those of its fields' kinds, its unknown fields and those `validate` finds,
-/// one hiding none of the others.
+/// one hiding none of the others, in the order of the file.
 ///
 /// A field the API does not know is an error: the Kubernetes types
 /// themselves ignore unknown fields, so a misspelt `externalTrafficPolicy`
@@ -373,11 +373,18 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
         "." => label.to_owned(),
         path => format!("{label}: {path}"),
     };
+    // The object's own problems, put in the order of the file at the end.
+    let mut own = Vec::new();
     let recover::Recovered {
         object,
         mut repaired,
-    } = recover::deserialize::<T>(value, place, problems);
-    let object = object?;
+    } = recover::deserialize::<T>(value, place, &mut own);
+    let Some(object) = object else {
+        // As found, which ends with why the rest is not (too many
+        // problems).
+        problems.extend(own);
+        return None;
+    };
     for (kind, pattern) in REQUIRED_NUMBERS {
         if *kind != T::KIND {
             continue;
@@ -390,7 +397,7 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
                 continue;
             }
             let field = path.rsplit('.').next().unwrap_or(&path);
-            problems.push(Problem::new(
+            own.push(Problem::new(
                 at.clone(),
                 recover::not_a_number(written, field),
             ));
@@ -405,6 +412,7 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
     let kept = match serde_yaml_ng::to_value(&object) {
         Ok(kept) => kept,
         Err(e) => {
+            problems.extend(own);
             problems.push(Problem::new(label, format!("cannot be checked: {e}")));
             return None;
         }
@@ -421,7 +429,9 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
         found.push(Problem::new(place(&error.place), error.message));
     }
     let valid = repaired.is_empty() && found.is_empty();
-    repaired.report(found, problems);
+    repaired.report(found, &mut own);
+    recover::in_file_order(&mut own, value, label);
+    problems.extend(own);
     valid.then_some(object)
 }
 
@@ -1695,17 +1705,17 @@ services:
             "services[0].backends[12].address: 198.18.2.2:80 is already \
              services[0].backends[11]",
         ];
-        // The list-shaped one first, as serde meets it, and it hides none of
-        // the others.
+        // The list-shaped one hides none of the others, and comes in the
+        // order of the file, last.
         assert_eq!(
             problems(&text),
-            [
-                "services[0].backends[13].address: a list is not an address and port, ip:port \
-                 (IPv6 quoted, as \"[2001:2::1]:80\")",
-            ]
-            .into_iter()
-            .chain(values)
-            .collect::<Vec<_>>()
+            values
+                .into_iter()
+                .chain([
+                    "services[0].backends[13].address: a list is not an address and port, \
+                     ip:port (IPv6 quoted, as \"[2001:2::1]:80\")",
+                ])
+                .collect::<Vec<_>>()
         );
         let text = text.replace("      - address: [198.18.2.3, 80]\n", "");
         assert_eq!(problems(&text), values);
@@ -1837,9 +1847,9 @@ servics: []
                 "services[0].protocl: unknown field: the fields here are `name`, `protocol`, `mode`, \
                  `frontends`, `backends`, `session_affinity`, `health_check`, `source_nat`",
                 "services[0].frontends[0].port: the text `eighty` is not a port number (1-65535)",
-                "services[0].backends[0].weight: the text `heavy` is not a whole number",
-                "services[0].frontends[1].port: 70000 is out of range 1-65535",
                 "services[0].frontends[1].address: `198.18.100.300` is not an IP address",
+                "services[0].frontends[1].port: 70000 is out of range 1-65535",
+                "services[0].backends[0].weight: the text `heavy` is not a whole number",
                 "services[0].backends[0].state: `up` is not a backend state: use active or \
                  draining",
             ]
@@ -1872,12 +1882,12 @@ servics: []
         assert_eq!(
             problems(&text),
             [
+                "documents[0] (Service shop/web): spec.clusterIP: `198.18.100.300` is not an IP \
+                 address",
                 "documents[0] (Service shop/web): spec.ports[0].port: the text `80` is not a port \
                  number (1-65535): write it without quotes",
                 "documents[0] (Service shop/web): spec.ports[0].nodePort: the text `thirty` is \
                  not a node port (30000-32767)",
-                "documents[0] (Service shop/web): spec.clusterIP: `198.18.100.300` is not an IP \
-                 address",
             ]
         );
         // An EndpointSlice likewise.
@@ -1891,14 +1901,86 @@ servics: []
             [
                 "documents[0] (EndpointSlice shop/web-abc): ports[0].port: the text `http` is not \
                  a port number (1-65535)",
-                "documents[0] (EndpointSlice shop/web-abc): endpoints[0].conditions.ready: the \
-                 text `yes please` is not true or false",
-                "documents[0] (EndpointSlice shop/web-abc): endpoints[1].adresses: unknown field \
-                 (not in the Kubernetes 1.33 API)",
                 "documents[0] (EndpointSlice shop/web-abc): endpoints[0].addresses[1]: \
                  `198.18.2.300` is not an IP address",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[0].conditions.ready: the \
+                 text `yes please` is not true or false",
+                // Left out: at its mapping, before what the mapping holds.
                 "documents[0] (EndpointSlice shop/web-abc): endpoints[1].addresses: required: at \
                  least one address",
+                "documents[0] (EndpointSlice shop/web-abc): endpoints[1].adresses: unknown field \
+                 (not in the Kubernetes 1.33 API)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_problems_of_a_document_come_in_the_order_of_the_file() {
+        // Values of the wrong kind, unknown fields and wrong values, mixed:
+        // each where it was written, whichever check found it.
+        let text = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: Shop
+  labels:
+    app.kubernetes.io/name: [web]
+  colour: red
+spec:
+  type: Weird
+  sessionAfinity: ClientIP
+  clusterIP: 198.18.100.300
+  ports:
+    - port: \"80\"
+      protocol: XYZ
+      extra: 3
+    - name: b
+";
+        let label = "documents[0] (Service Shop/web)";
+        assert_eq!(
+            problems(text),
+            [
+                "metadata.namespace: `Shop` is not a DNS label (RFC 1123): lowercase letters, \
+                 digits and '-', starting with a lowercase letter or digit and ending with a \
+                 letter or digit",
+                "metadata.labels.app.kubernetes.io/name: a list is not a string",
+                "metadata.colour: unknown field (not in the Kubernetes 1.33 API)",
+                "spec.type: `Weird` is not a service type: use ClusterIP, NodePort, \
+                 LoadBalancer or ExternalName",
+                "spec.sessionAfinity: unknown field (not in the Kubernetes 1.33 API)",
+                "spec.clusterIP: `198.18.100.300` is not an IP address",
+                // A field left out: at its mapping, before what it holds.
+                "spec.ports[0].name: required when a Service has more than one port",
+                "spec.ports[0].port: the text `80` is not a port number (1-65535): write it \
+                 without quotes",
+                "spec.ports[0].protocol: `XYZ` is not a protocol: use TCP, UDP or SCTP",
+                "spec.ports[0].extra: unknown field (not in the Kubernetes 1.33 API)",
+                "spec.ports[1].port: required",
+            ]
+            .map(|p| format!("{label}: {p}"))
+        );
+        // A native service likewise.
+        let text = web("    protocol: XYZ
+    frontends:
+      - address: 198.18.100.300
+        port: \"80\"
+        kind: vpi
+    backends:
+      - address: 198.18.2.1:8080
+        bogus: 1
+    mode: fast
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].protocol: `XYZ` is not a protocol: use TCP or UDP",
+                "services[0].frontends[0].address: `198.18.100.300` is not an IP address",
+                "services[0].frontends[0].port: the text `80` is not a port number (1-65535): \
+                 write it without quotes",
+                "services[0].frontends[0].kind: `vpi` is not a frontend kind: use vip or node",
+                "services[0].backends[0].bogus: unknown field: the fields here are `address`, \
+                 `weight`, `state`",
+                "services[0].mode: `fast` is not a mode: use nat or dsr",
             ]
         );
     }
@@ -2580,12 +2662,15 @@ node:
             "node.zone: `-a` is not a label value: letters, digits, '-', '_' and '.', \
              starting and ending with a letter or digit",
         ];
-        // An unknown key hides none of the others.
+        // An unknown key hides none of the others, and comes in the order
+        // of the file, last.
         assert_eq!(
             problems(text),
-            ["node.region: unknown field: the fields here are `name`, `addresses`, `zone`"]
+            values
                 .into_iter()
-                .chain(values)
+                .chain([
+                    "node.region: unknown field: the fields here are `name`, `addresses`, `zone`"
+                ])
                 .collect::<Vec<_>>()
         );
         assert_eq!(problems(&text.replace("  region: a\n", "")), values);

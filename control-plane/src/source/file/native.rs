@@ -251,8 +251,13 @@ fn join(place: &str, path: &str) -> String {
 }
 
 fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo> {
-    let Recovered { object, repaired } = deserialize::<RawNode>(value, "node", all_problems);
-    let raw = object?;
+    // The node's problems, put in the order of the file at the end.
+    let mut own = Vec::new();
+    let Recovered { object, repaired } = deserialize::<RawNode>(value, "node", &mut own);
+    let Some(raw) = object else {
+        all_problems.extend(own);
+        return None;
+    };
     // Those of the fields, which may be about placeholders where the
     // deserialisation was repaired.
     let problems = &mut Vec::new();
@@ -282,7 +287,9 @@ fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo>
         problems.push(Problem::new("node.zone", e));
     }
     let valid = repaired.is_empty() && problems.is_empty();
-    repaired.report(std::mem::take(problems), all_problems);
+    repaired.report(std::mem::take(problems), &mut own);
+    recover::in_file_order(&mut own, value, "node");
+    all_problems.extend(own);
     valid.then_some(NodeInfo {
         name,
         addresses,
@@ -306,8 +313,11 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
     let mut services = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let place = format!("services[{index}]");
-        let Recovered { object, repaired } = deserialize::<RawService>(item, &place, problems);
+        // The service's problems, put in the order of the file at the end.
+        let mut own = Vec::new();
+        let Recovered { object, repaired } = deserialize::<RawService>(item, &place, &mut own);
         let Some(raw) = object else {
+            problems.extend(own);
             continue;
         };
         // Those of the fields, which may be about placeholders where the
@@ -328,7 +338,9 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
         }
         let service = read_service(&raw, &place, &mut found);
         let valid = repaired.is_empty() && found.is_empty();
-        repaired.report(found, problems);
+        repaired.report(found, &mut own);
+        recover::in_file_order(&mut own, item, &place);
+        problems.extend(own);
         if let Some(service) = service
             && valid
         {

@@ -214,6 +214,86 @@ pub(super) fn deserialize<T: DeserializeOwned>(
     }
 }
 
+/// Puts `problems`, those of `value` at places that `prefix` begins (a
+/// Kubernetes document's label, `services[2]`), in the order of the file,
+/// keeping the order in which they were found between those at one place.
+///
+/// A place is ordered by where its path leads in `value`: the position of
+/// each step among what was written there, a key among its mapping's keys
+/// and an item by its index. A mapping keeps its keys in the order of the
+/// text, so this is the order of their lines and columns, which [`Value`]
+/// does not keep. A place that was not written (a required key left out)
+/// is ordered as its mapping, before what the mapping holds, as a parser
+/// reports a missing key at the mapping.
+pub(super) fn in_file_order(problems: &mut [Problem], value: &Value, prefix: &str) {
+    // As places are written (see Problem::new).
+    let prefix = one_line(prefix.to_owned());
+    problems.sort_by_cached_key(|problem| {
+        let path = problem.place.strip_prefix(&prefix).unwrap_or_default();
+        position(value, path)
+    });
+}
+
+/// The positions of the steps of `path` (`spec.ports[0].port`, `.port`,
+/// `: spec`, as places follow their prefix) in `value`, as far as it was
+/// written: see [`in_file_order`].
+fn position(mut value: &Value, path: &str) -> Vec<usize> {
+    let mut rest = path.strip_prefix(": ").unwrap_or(path);
+    let mut out = Vec::new();
+    loop {
+        value = untagged(value);
+        let next = if let Some(after) = rest.strip_prefix('[') {
+            let Some((index, after)) = after.split_once(']') else {
+                break;
+            };
+            match (value, index.parse::<usize>()) {
+                (Value::Sequence(items), Ok(i)) if i < items.len() => Some((i, &items[i], after)),
+                _ => None,
+            }
+        } else {
+            let rest = rest.strip_prefix('.').unwrap_or(rest);
+            let Value::Mapping(map) = value else {
+                break;
+            };
+            // The longest key that the path goes on with: label keys hold
+            // dots (`app.kubernetes.io/name`).
+            map.iter()
+                .enumerate()
+                .flat_map(|(i, (key, value))| {
+                    // A key that is not text as a serde path names it, and
+                    // as unknown_fields does.
+                    let texts = match key {
+                        Value::String(text) => [Some(text.clone()), None],
+                        Value::Number(n) => [Some(n.to_string()), Some(key_text(key))],
+                        Value::Bool(b) => [Some(b.to_string()), Some(key_text(key))],
+                        key => [Some(key_text(key)), None],
+                    };
+                    texts.into_iter().flatten().filter_map(move |text| {
+                        let after = rest.strip_prefix(text.as_str())?;
+                        (after.is_empty() || after.starts_with(['.', '['])).then_some((
+                            text.len(),
+                            i,
+                            value,
+                            after,
+                        ))
+                    })
+                })
+                .max_by_key(|(len, ..)| *len)
+                .map(|(_, i, value, after)| (i, value, after))
+        };
+        let Some((i, inner, after)) = next else {
+            break;
+        };
+        out.push(i);
+        value = inner;
+        rest = after;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
 fn attempt<T: DeserializeOwned>(value: &Value) -> Result<T, Error> {
     serde_path_to_error::deserialize(value)
 }
@@ -801,6 +881,66 @@ enabled: 1
         );
         let (problems, _) = recover::<Service>("name: web\n5: x\n");
         assert_eq!(problems, ["x: .: the key `5` is not a field name"]);
+    }
+
+    #[test]
+    fn places_are_ordered_as_they_were_written() {
+        let value: Value = serde_yaml_ng::from_str(
+            "spec:
+  ports:
+    - {port: 80, name: a}
+    - !tagged {port: 81}
+  type: NodePort
+labels:
+  app: web
+  app.kubernetes.io/name: web
+5: odd
+",
+        )
+        .unwrap();
+        let cases: [(&str, &[usize]); 9] = [
+            ("", &[]),
+            (": spec.type", &[0, 1]),
+            (": spec.ports[0].name", &[0, 0, 0, 1]),
+            (": spec.ports[1].port", &[0, 0, 1, 0]),
+            // Not written: as far as it was.
+            (": spec.ports[0].protocol", &[0, 0, 0]),
+            (": spec.ports[7]", &[0, 0]),
+            // The longest key the path goes on with.
+            (": labels.app.kubernetes.io/name", &[1, 1]),
+            (": labels.app", &[1, 0]),
+            (": `5`", &[2]),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(position(&value, path), expected, "{path}");
+        }
+        let mut problems: Vec<Problem> = [
+            "x: spec.type",
+            "x: labels",
+            "x: spec.ports[1]",
+            "x",
+            "x: spec.ports[0].protocol",
+            "x: spec.ports[0].port",
+            "x: spec.type",
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, place)| Problem::new(place, i.to_string()))
+        .collect();
+        in_file_order(&mut problems, &value, "x");
+        assert_eq!(
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "x: 3",
+                "x: spec.ports[0].protocol: 4",
+                "x: spec.ports[0].port: 5",
+                "x: spec.ports[1]: 2",
+                // Two at one place: as they were found.
+                "x: spec.type: 0",
+                "x: spec.type: 6",
+                "x: labels: 1",
+            ]
+        );
     }
 
     #[test]
