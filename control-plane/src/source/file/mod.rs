@@ -560,7 +560,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     let slices = documents.slices;
     let options = TranslateOptions::default();
     check_slices(&services, &slices, &options, &mut warnings);
-    let taken_cluster_ips = check_cluster_ips(&services, &node, &mut problems);
+    let taken_cluster_ips = check_cluster_ips(&services, &native.services, &node, &mut problems);
     check_health_check_node_ports(&services, &mut problems);
     check_served(&services, native.node.is_some(), &options, &mut warnings);
 
@@ -826,9 +826,25 @@ fn port_id(name: &str, protocol: &str) -> String {
 /// would not clash. (A live cluster cannot have them, so the Kubernetes mode
 /// does not check.) Services are taken in name order, as in
 /// [`check_health_check_node_ports`]: the problem is the later one's.
-/// Returns each Service's label and the clusterIP it cannot have.
+///
+/// Nor is a clusterIP a native service's vip, on any port: the address
+/// would be held by services of two origins, the API server's to allocate
+/// and the file's, whose frontends, address kind and announcement the
+/// datapath would mix. The problem is the native frontend's, naming the
+/// Service. (translate, which sees no native service, is not concerned.)
+/// A native frontend of kind node there is [`Frontends::claim`]'s problem:
+/// an address is either a vip or a node address.
+///
+/// Several native services may share a vip on different ports, as the API
+/// server lets several Services share an external IP or a LoadBalancer
+/// ingress IP: a native vip may be one of those too, on another port (on the
+/// same one, the frontend clashes in [`Frontends::claim`]).
+///
+/// Returns each Service's label and the clusterIP whose frontends it is
+/// left without, their problem being reported once for the address.
 fn check_cluster_ips<'a>(
     services: &'a [KubeDocument<KubeService>],
+    native: &[native::NativeService],
     node: &NodeInfo,
     problems: &mut Vec<Problem>,
 ) -> BTreeSet<(&'a str, IpAddr)> {
@@ -867,6 +883,25 @@ fn check_cluster_ips<'a>(
                     owners.insert(ip, (&service.label, place));
                 }
             }
+        }
+    }
+    for service in native {
+        for (j, frontend) in service.service.frontends.iter().enumerate() {
+            if frontend.kind != FrontendKind::Vip {
+                continue;
+            }
+            let Some((label, place)) = owners.get(&frontend.addr) else {
+                continue;
+            };
+            problems.push(Problem::new(
+                format!("services[{}].frontends[{j}].address", service.index),
+                format!(
+                    "{} is {label}: {place}: a clusterIP belongs to one Service, so it is no \
+                     native vip",
+                    frontend.addr
+                ),
+            ));
+            taken.insert((*label, frontend.addr));
         }
     }
     taken
@@ -2946,17 +2981,84 @@ items:
 
     #[test]
     fn kubernetes_frontends_clash_with_native_ones() {
-        let native = NATIVE.replace(
-            "198.18.100.2\n        port: 443",
-            "198.18.100.1\n        port: 80",
+        // On an external IP, which native services and Kubernetes ones may
+        // share on other ports: not on the same one.
+        let external = SERVICE.replace(
+            "  type: NodePort\n",
+            "  type: NodePort\n  externalIPs: [198.18.100.2]\n",
         );
+        let native = NATIVE.replace("port: 443", "port: 80");
         assert_eq!(
-            problems(&format!("{native}---\n{SERVICE}")),
+            problems(&format!("{native}---\n{external}")),
             [
-                "documents[1] (Service shop/web): frontend 198.18.100.1:80/TCP of shop/web:http: \
-              198.18.100.1:80/TCP is already a frontend of service api (services[0].frontends[0])"
+                "documents[1] (Service shop/web): frontend 198.18.100.2:80/TCP of shop/web:http: \
+                 198.18.100.2:80/TCP is already a frontend of service api (services[0].frontends[0])"
             ]
         );
+        let loaded = parse_with_warnings(&format!("{NATIVE}---\n{external}")).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let frontends: Vec<String> = loaded
+            .model
+            .services
+            .values()
+            .flat_map(|s| &s.frontends)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            frontends,
+            [
+                "198.18.100.2:443/TCP",
+                "198.18.0.10:30080/TCP",
+                "198.18.100.1:80/TCP",
+                "198.18.100.2:80/TCP"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_ip_is_no_native_vip_on_any_port() {
+        let text = |native: &str| format!("{native}---\n{SERVICE}");
+        let expected = "services[0].frontends[1].address: 198.18.100.1 is documents[1] (Service \
+                        shop/web): spec.clusterIP: a clusterIP belongs to one Service, so it is no \
+                        native vip";
+        // On another port, and on the Service's own port: one problem, for
+        // the address (not also the frontend's).
+        for port in [443, 80] {
+            let native = NATIVE.replace(
+                "        port: 443\n",
+                &format!(
+                    "        port: 443\n      - address: 198.18.100.1\n        port: {port}\n"
+                ),
+            );
+            assert_eq!(problems(&text(&native)), [expected], "port {port}");
+        }
+        // Either address of a dual-stack Service, whichever document comes
+        // first.
+        let dual = SERVICE.replace(
+            "  clusterIP: 198.18.100.1\n",
+            "  clusterIPs: [198.18.100.1, \"2001:2::1:10\"]\n  ipFamilyPolicy: PreferDualStack\n",
+        );
+        let native = NATIVE.replace(
+            "services:\n",
+            "services:\n  - name: v6\n    frontends:\n      \
+             - {address: \"2001:2::1:10\", port: 53}\n",
+        );
+        assert_eq!(
+            problems(&format!("{dual}---\n{native}")),
+            [
+                "services[0].frontends[0].address: 2001:2::1:10 is documents[0] (Service \
+                 shop/web): spec.clusterIPs[1]: a clusterIP belongs to one Service, so it is no \
+                 native vip"
+            ]
+        );
+        // Native services share a vip on their ports, as before.
+        let shared = NATIVE.replace(
+            "services:\n",
+            "services:\n  - name: admin\n    frontends:\n      \
+             - {address: 198.18.100.2, port: 8443}\n",
+        );
+        let model = model(&text(&shared));
+        assert_eq!(model.services.len(), 3);
     }
 
     #[test]
@@ -3001,7 +3103,7 @@ items:
         let apart = format!(
             "{NATIVE}---\n{}---\n{}",
             local("web", "198.18.100.1", 30080, 30090),
-            local("api", "198.18.100.2", 30081, 30091)
+            local("api", "198.18.100.3", 30081, 30091)
         );
         assert!(parse(&apart).is_ok(), "{:?}", parse(&apart));
         // On another Service's nodePort, and on its healthCheckNodePort.
@@ -3021,7 +3123,7 @@ items:
         ] {
             let text = format!(
                 "{NATIVE}---\n{}---\n{}",
-                local("api", "198.18.100.2", 30080, 30090),
+                local("api", "198.18.100.3", 30080, 30090),
                 local("web", "198.18.100.1", node_port, health)
             );
             assert_eq!(
