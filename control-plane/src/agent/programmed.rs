@@ -57,15 +57,25 @@ pub(crate) fn views(
     programmed: &Programmed,
     names: &BTreeMap<u32, String>,
 ) -> Vec<DatapathServiceView> {
+    // Each table counted once, however many frontends its service has:
+    // backend ID → slots naming it.
+    let counted: BTreeMap<u32, BTreeMap<u32, u32>> = programmed
+        .tables
+        .iter()
+        .map(|(&id, table)| {
+            let mut slots = BTreeMap::new();
+            for &backend in table {
+                *slots.entry(backend).or_default() += 1;
+            }
+            (id, slots)
+        })
+        .collect();
     let mut views: Vec<DatapathServiceView> = programmed
         .frontends
         .iter()
         .map(|(frontend, id, options)| {
             let table = programmed.tables.get(id).map_or(&[][..], Vec::as_slice);
-            let mut slots: BTreeMap<u32, u32> = BTreeMap::new();
-            for &backend in table {
-                *slots.entry(backend).or_default() += 1;
-            }
+            let slots = counted.get(id).cloned().unwrap_or_default();
             DatapathServiceView {
                 frontend: frontend.addr,
                 protocol: frontend.proto.into(),

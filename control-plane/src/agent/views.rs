@@ -242,9 +242,13 @@ impl Admin for AgentAdmin {
     }
 
     fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
-        let core = self.lock()?;
-        let read = programmed::read(&core.datapath).map_err(internal)?;
-        Ok(programmed::views(&read, &service_names(&core)))
+        // Only the reads hold the agent's lock; the rows are built after.
+        let (read, names) = {
+            let core = self.lock()?;
+            let read = programmed::read(&core.datapath).map_err(internal)?;
+            (read, service_names(&core))
+        };
+        Ok(programmed::views(&read, &names))
     }
 
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
