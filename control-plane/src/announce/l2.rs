@@ -89,14 +89,18 @@ impl L2 {
                 )
             }
         };
+        // Withdrawn first: the map (as big as the address map) then never
+        // holds more than `after`, which the reconciler made sure fits,
+        // whatever an earlier agent left in it. No wanted address is
+        // touched by it.
+        for addr in stale {
+            datapath.withdraw_l2(addr)?;
+            self.pending.remove(&addr);
+        }
         let mut new = Vec::new();
         for addr in after.difference(&held) {
             datapath.announce_l2(*addr, self.link)?;
             new.push(*addr);
-        }
-        for addr in stale {
-            datapath.withdraw_l2(addr)?;
-            self.pending.remove(&addr);
         }
         self.send(&new, metrics);
         for addr in new {
