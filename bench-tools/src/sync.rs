@@ -310,12 +310,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ..LoadOptions::default()
     })
     .context("loading the datapath (run as root)")?;
-    let mut reconciler = Reconciler::new(
-        SEED,
-        SizingPolicy::default(),
-        sizes.services,
-        sizes.backends,
-    );
+    let mut reconciler = Reconciler::new(SEED, SizingPolicy::default(), sizes);
     let all_healthy = |_: &ServiceName, _: SocketAddr| true;
     let started = Instant::now();
     let mut desired = Desired::new(&model, all_healthy);

@@ -163,8 +163,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let reconciler = Reconciler::recover(
         options.hash_seed,
         SizingPolicy::default(),
-        sizes.services,
-        sizes.backends,
+        sizes,
         &recovered,
     );
     let (mut health, mut health_changes) = HealthChecker::new();

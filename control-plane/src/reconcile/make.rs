@@ -10,8 +10,8 @@ use std::{
 use consistent_hash::{Backend as MaglevBackend, Table, TableSize};
 
 use super::{
-    Change, Desired, ProgrammedBackend, ProgrammedService, ProgrammedTable, Reconciler, SyncError,
-    SyncReport, Target, datapath, frontend, show, table_error,
+    Change, Desired, DesiredService, ProgrammedBackend, ProgrammedService, ProgrammedTable,
+    Reconciler, SyncError, SyncReport, Target, datapath, frontend, show, table_error,
 };
 use crate::model::ServiceName;
 
@@ -82,16 +82,8 @@ impl Reconciler {
             if self.names.contains_key(name) {
                 continue;
             }
-            // A service recovered from pinned maps keeps its ID (and so its
-            // counters and table) when one of its frontends is still its own.
-            let recovered = service.frontends.iter().find_map(|f| {
-                let &(id, _) = self.frontends.get(f)?;
-                self.services
-                    .get(&id)
-                    .is_some_and(|s| s.name.is_none())
-                    .then_some(id)
-            });
-            let id = match recovered {
+            // Claimed here are named at once: none to skip.
+            let id = match self.recovered_id(service, &BTreeSet::new()) {
                 Some(id) => id,
                 None => self.service_ids.allocate("service")?.0,
             };
@@ -105,6 +97,22 @@ impl Reconciler {
             self.names.insert(name.clone(), id);
         }
         Ok(())
+    }
+
+    /// The ID of a service recovered from pinned maps that `service` takes
+    /// over: a recovered service keeps its ID (and so its counters and
+    /// table) when one of its frontends is still its own. `claimed`: the
+    /// recovered IDs already taken in this sync but not yet named.
+    pub(super) fn recovered_id(
+        &self,
+        service: &DesiredService,
+        claimed: &BTreeSet<u32>,
+    ) -> Option<u32> {
+        service.frontends.iter().find_map(|f| {
+            let &(id, _) = self.frontends.get(f)?;
+            (self.services.get(&id).is_some_and(|s| s.name.is_none()) && !claimed.contains(&id))
+                .then_some(id)
+        })
     }
 
     pub(super) fn write_tables<T: Target>(

@@ -11,10 +11,15 @@
 //!    addresses removed, and finally backends nothing names any more are
 //!    retired and their flows deleted (UDP flows move at once).
 //!
+//! Before any of it, the sync checks that its peak fits the maps
+//! ([`capacity`]): a configuration too big for them is refused whole, with
+//! nothing written.
+//!
 //! State is updated after each successful write, so a failed sync leaves the
 //! reconciler knowing exactly what is programmed, and the next sync goes on
 //! from there.
 
+mod capacity;
 mod desired;
 mod ids;
 mod make;
@@ -27,8 +32,9 @@ use std::{
 };
 
 use consistent_hash::{SizingPolicy, TableSize};
-use xdp_lb::{AddressKind, ServiceOptions};
+use xdp_lb::{AddressKind, MapSizes, ServiceOptions};
 
+pub use capacity::{DoesNotFit, Overflow, Quantity};
 pub use desired::{Desired, DesiredService};
 pub use ids::{Exhausted, IdAllocator};
 pub use target::{MemoryTarget, Target, Violation};
@@ -42,6 +48,10 @@ pub type FrontendKey = (SocketAddr, Protocol);
 /// known; the next sync continues from there.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The desired state does not fit the maps: refused before anything
+    /// was written.
+    #[error(transparent)]
+    DoesNotFit(#[from] DoesNotFit),
     #[error("{op} {what}: {source}")]
     Datapath {
         op: &'static str,
@@ -132,6 +142,8 @@ pub struct ProgrammedBackend {
 pub struct Reconciler {
     seed: u64,
     policy: SizingPolicy,
+    /// The capacities of the maps written to (`conntrack` is not read).
+    sizes: MapSizes,
     service_ids: IdAllocator,
     backend_ids: IdAllocator,
     services: BTreeMap<u32, ProgrammedService>,
@@ -153,15 +165,18 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler for an empty datapath whose maps hold `services` service
-    /// IDs and `backends` backend IDs. ID 0 is never given out: it means "none"
-    /// in views (and is never a backend in the datapath).
-    pub fn new(seed: u64, policy: SizingPolicy, services: u32, backends: u32) -> Self {
+    /// A reconciler for an empty datapath whose maps have `sizes` (the
+    /// datapath's own, [`xdp_lb::Datapath::sizes`]): `sizes.services`
+    /// frontends and service IDs, `sizes.backends` backend IDs,
+    /// `sizes.addresses` frontend addresses. ID 0 is never given out: it
+    /// means "none" in views (and is never a backend in the datapath).
+    pub fn new(seed: u64, policy: SizingPolicy, sizes: MapSizes) -> Self {
         Self {
             seed,
             policy,
-            service_ids: IdAllocator::new(1, services),
-            backend_ids: IdAllocator::new(1, backends),
+            sizes,
+            service_ids: IdAllocator::new(1, sizes.services),
+            backend_ids: IdAllocator::new(1, sizes.backends),
             services: BTreeMap::new(),
             names: BTreeMap::new(),
             frontends: BTreeMap::new(),
@@ -181,11 +196,10 @@ impl Reconciler {
     pub fn recover(
         seed: u64,
         policy: SizingPolicy,
-        services: u32,
-        backends: u32,
+        sizes: MapSizes,
         recovered: &Recovered,
     ) -> Self {
-        let mut r = Self::new(seed, policy, services, backends);
+        let mut r = Self::new(seed, policy, sizes);
         let mut records = recovered.backends.clone();
         records.sort_unstable_by_key(|&(id, ..)| id);
         for &(id, addr, generation, live) in &records {
@@ -262,15 +276,21 @@ impl Reconciler {
     /// are looked at (a single backend change costs the same whatever the
     /// number of services), except after a recovery or a failed sync, which
     /// compare everything.
+    ///
+    /// A `desired` whose sync would need more of a map than it holds
+    /// ([`Reconciler::fits`]) is refused with [`SyncError::DoesNotFit`]
+    /// before anything is written: the datapath and the reconciler stay as
+    /// they were.
     pub fn sync<T: Target>(
         &mut self,
         desired: &Desired,
         target: &mut T,
     ) -> Result<SyncReport, SyncError> {
         let full = self.full_pass;
+        let changes = self.changes(desired, full);
+        self.check_fits(&changes, desired)?;
         // Until this sync succeeds, the next one must compare everything.
         self.full_pass = true;
-        let changes = self.changes(desired, full);
         let mut report = SyncReport::default();
         let gained: BTreeSet<SocketAddr> = changes
             .iter()

@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use xdp_lb::{AddressKind, Datapath, Frontend, ServiceOptions};
+use xdp_lb::{AddressKind, Datapath, Frontend, MapSizes, ServiceOptions};
 
 /// The datapath operations the reconciler needs, in the words of the maps.
 /// Each one is atomic for the datapath; the reconciler orders them.
@@ -127,6 +127,10 @@ pub struct MemoryTarget {
     /// How many of the next `delete_flows_to` calls fail, as a datapath
     /// error would.
     pub refuse_flow_deletes: usize,
+    /// The maps' capacities, when set: a write the kernel would refuse —
+    /// a new frontend or address in a full map, an ID the map does not
+    /// hold — fails (unset: no limit).
+    pub sizes: Option<MapSizes>,
 }
 
 /// A write the memory target refuses: one that would let a packet see a
@@ -154,6 +158,41 @@ impl MemoryTarget {
     fn in_tables(&self) -> BTreeSet<u32> {
         self.tables.values().flatten().copied().collect()
     }
+
+    /// Refuses ID `id` where the map holds `size` entries (`first` is the
+    /// lowest ID it takes).
+    fn check_id(
+        &self,
+        kind: &str,
+        id: u32,
+        first: u32,
+        size: fn(&MapSizes) -> u32,
+    ) -> Result<(), Violation> {
+        match &self.sizes {
+            Some(sizes) if id < first || id >= size(sizes) => Err(Violation(format!(
+                "{kind} ID {id} is beyond the map ({} entries)",
+                size(sizes)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a new key in a map of `len` entries that is full.
+    fn check_room(
+        &self,
+        map: &str,
+        new: bool,
+        len: usize,
+        size: fn(&MapSizes) -> u32,
+    ) -> Result<(), Violation> {
+        match &self.sizes {
+            Some(sizes) if new && len >= size(sizes) as usize => Err(Violation(format!(
+                "{map} is full ({} entries)",
+                size(sizes)
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn key(frontend: &Frontend) -> (SocketAddr, u8) {
@@ -166,6 +205,7 @@ impl Target for MemoryTarget {
     fn put_backends(&mut self, backends: &[(u32, SocketAddr, u32, bool)]) -> Result<(), Violation> {
         let named = self.in_tables();
         for &(id, addr, generation, _) in backends {
+            self.check_id("backend", id, 1, |s| s.backends)?;
             if let Some(&(old, old_generation, _)) = self.backends.get(&id)
                 && (old != addr || generation < old_generation)
                 && named.contains(&id)
@@ -203,6 +243,7 @@ impl Target for MemoryTarget {
 
     fn swap_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), Violation> {
         for &(id, slots) in tables {
+            self.check_id("service", id, 0, |s| s.services)?;
             self.check_table(id, slots)?;
         }
         for &(id, slots) in tables {
@@ -233,6 +274,8 @@ impl Target for MemoryTarget {
     }
 
     fn set_address(&mut self, addr: IpAddr, kind: AddressKind) -> Result<(), Violation> {
+        let new = !self.addresses.contains_key(&addr);
+        self.check_room("ADDRESSES", new, self.addresses.len(), |s| s.addresses)?;
         self.addresses.insert(addr, kind);
         Ok(())
     }
@@ -259,6 +302,9 @@ impl Target for MemoryTarget {
                 frontend.addr
             )));
         }
+        self.check_id("service", id, 0, |s| s.services)?;
+        let new = !self.frontends.contains_key(&key(frontend));
+        self.check_room("SERVICES", new, self.frontends.len(), |s| s.services)?;
         self.frontends.insert(key(frontend), (id, *options));
         Ok(())
     }

@@ -8,9 +8,11 @@ use std::{
 
 use consistent_hash::SizingPolicy;
 use proptest::prelude::*;
-use xdp_lb::AddressKind;
+use xdp_lb::{AddressKind, MapSizes};
 
-use super::{Desired, MemoryTarget, Reconciler, Recovered, SyncReport};
+use super::{
+    Desired, DoesNotFit, MemoryTarget, Quantity, Reconciler, Recovered, SyncError, SyncReport,
+};
 use crate::model::{
     Backend, BackendState, Frontend, FrontendKind, Mode, Model, Protocol, Service, ServiceName,
 };
@@ -70,8 +72,16 @@ fn all_healthy(_: &ServiceName, _: SocketAddr) -> bool {
     true
 }
 
+/// Room for everything the tests program.
+const SIZES: MapSizes = MapSizes {
+    services: 64,
+    backends: 64,
+    conntrack: 64,
+    addresses: 64,
+};
+
 fn reconciler() -> Reconciler {
-    Reconciler::new(SEED, SizingPolicy::default(), 64, 64)
+    Reconciler::new(SEED, SizingPolicy::default(), SIZES)
 }
 
 fn sync(r: &mut Reconciler, m: &Model, t: &mut MemoryTarget) -> SyncReport {
@@ -356,7 +366,7 @@ fn a_restarted_reconciler_keeps_ids_and_rewrites_tables_identically() {
     sync(&mut r, &m, &mut t);
     let before = t.clone();
 
-    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &recovered(&t));
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), SIZES, &recovered(&t));
     let report = sync(&mut restarted, &m, &mut t);
     assert_eq!(report.backends_written, 0);
     assert_eq!(report.frontends_written, 0);
@@ -368,7 +378,7 @@ fn a_restarted_reconciler_keeps_ids_and_rewrites_tables_identically() {
 
     // What the source no longer has goes only now, after the first sync.
     let fewer = model([("api", service(2, &active(&[3, 4])))]);
-    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &recovered(&t));
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), SIZES, &recovered(&t));
     sync(&mut restarted, &fewer, &mut t);
     assert_programs(&restarted, &fewer, &t);
 }
@@ -391,7 +401,7 @@ fn a_restarted_reconciler_deletes_the_flows_of_frontends_removed_before_the_rest
         .retain(|(key, ..)| *key != web && *key != api);
     left.removed_frontends_with_flows = vec![web, api];
 
-    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), 64, 64, &left);
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), SIZES, &left);
     let api_only = model([("api", service(2, &active(&[2, 3])))]);
     t.frontends.remove(&(web.0, 6));
     t.frontends.remove(&(api.0, 6));
@@ -492,4 +502,243 @@ fn source_ranges_are_written_before_their_frontends_and_removed_after() {
     assert_eq!(t.source_ranges[&id], lb.source_ranges);
     sync(&mut r, &Model::default(), &mut t);
     assert!(t.source_ranges.is_empty());
+}
+
+/// Maps that hold 4 frontends and 3 services, 3 backends, 2 addresses.
+const SMALL: MapSizes = MapSizes {
+    services: 4,
+    backends: 4,
+    conntrack: 64,
+    addresses: 2,
+};
+
+/// A memory target that refuses what maps of `sizes` would refuse.
+fn target_of(sizes: MapSizes) -> MemoryTarget {
+    MemoryTarget {
+        sizes: Some(sizes),
+        ..MemoryTarget::default()
+    }
+}
+
+fn refusal(r: &mut Reconciler, m: &Model, t: &mut MemoryTarget) -> DoesNotFit {
+    match r.sync(&Desired::new(m, all_healthy), t) {
+        Err(SyncError::DoesNotFit(refused)) => refused,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_too_big_for_the_maps_is_refused_before_anything_is_written() {
+    let small = model([("web", service(1, &active(&[1, 2])))]);
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), SMALL),
+        target_of(SMALL),
+    );
+    sync(&mut r, &small, &mut t);
+    let before = t.clone();
+
+    // 5 frontends, 4 services, 5 backends, 4 addresses: each too many.
+    let mut web = service(1, &active(&[1, 2]));
+    let mut second_port = web.frontends[0];
+    second_port.port = 8080;
+    web.frontends.push(second_port);
+    let big = model([
+        ("web", web),
+        ("api", service(2, &active(&[2, 3]))),
+        ("dns", service(3, &active(&[4]))),
+        ("ntp", service(4, &active(&[5]))),
+    ]);
+    let refused = refusal(&mut r, &big, &mut t);
+    assert_eq!(t, before, "nothing written");
+    let counts: Vec<(Quantity, usize, usize, usize)> = refused
+        .overflows
+        .iter()
+        .map(|o| (o.quantity, o.wanted, o.leaving, o.capacity))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Quantity::Frontends, 5, 0, 4),
+            (Quantity::Services, 4, 0, 3),
+            (Quantity::Backends, 5, 0, 3),
+            (Quantity::Addresses, 4, 0, 2),
+        ]
+    );
+    assert_eq!(
+        refused.to_string(),
+        "the configuration needs 5 frontends but --max-services is 4: raise --max-services; \
+         the configuration needs 4 services but --max-services 4 holds 3 (ID 0 is never given \
+         out): raise --max-services; the configuration needs 5 backends but --max-backends 4 \
+         holds 3 (ID 0 is never given out): raise --max-backends; the configuration needs 4 \
+         frontend addresses but --max-addresses is 2: raise --max-addresses (nothing was \
+         written)"
+    );
+    // The same count without a sync, as `xlb check-config` makes it.
+    assert_eq!(
+        Reconciler::new(SEED, SizingPolicy::default(), SMALL)
+            .fits(&Desired::new(&big, all_healthy)),
+        Err(refused)
+    );
+
+    // The reconciler still knows exactly what is programmed: the running
+    // model needs no write, and what fits is programmed.
+    assert!(sync(&mut r, &small, &mut t).is_empty());
+    let fits = model([
+        ("web", service(1, &active(&[1, 2]))),
+        ("api", service(2, &active(&[2, 3]))),
+    ]);
+    sync(&mut r, &fits, &mut t);
+    assert_programs(&r, &fits, &t);
+}
+
+#[test]
+fn a_change_needs_room_for_what_it_drops_until_its_break_half() {
+    // 2 backend IDs: web's two, then two others instead.
+    let sizes = MapSizes {
+        backends: 3,
+        ..SIZES
+    };
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    );
+    let old = model([("web", service(1, &active(&[1, 2])))]);
+    sync(&mut r, &old, &mut t);
+    let before = t.clone();
+    let new = model([("web", service(1, &active(&[3, 4])))]);
+    let refused = refusal(&mut r, &new, &mut t);
+    assert_eq!(t, before, "nothing written");
+    assert_eq!(
+        refused.to_string(),
+        "the configuration needs 2 backends, plus 2 of those it drops, which stay programmed \
+         until the new ones are written: 4 at once, but --max-backends 3 holds 2 (ID 0 is never \
+         given out): raise --max-backends, or make the removals a change of their own first \
+         (nothing was written)"
+    );
+
+    // In two steps it fits: a retired backend's ID is free for the next
+    // sync (a new generation keeps its old flows off the new backend).
+    sync(&mut r, &model([("web", service(1, &[]))]), &mut t);
+    sync(&mut r, &new, &mut t);
+    assert_programs(&r, &new, &t);
+}
+
+#[test]
+fn a_restarted_reconciler_counts_the_pinned_services_until_a_sync_drops_them() {
+    let three = model([
+        ("web", service(1, &active(&[1]))),
+        ("api", service(2, &active(&[1]))),
+        ("dns", service(3, &active(&[1]))),
+    ]);
+    // 3 service IDs.
+    let sizes = MapSizes {
+        services: 4,
+        ..SIZES
+    };
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    );
+    sync(&mut r, &three, &mut t);
+
+    // web and api take their pinned IDs over by their frontends; dns keeps
+    // its ID until the sync's break half, so ntp finds none.
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), sizes, &recovered(&t));
+    let before = t.clone();
+    let with_ntp = model([
+        ("web", service(1, &active(&[1]))),
+        ("api", service(2, &active(&[1]))),
+        ("ntp", service(4, &active(&[1]))),
+    ]);
+    let refused = refusal(&mut restarted, &with_ntp, &mut t);
+    assert_eq!(t, before, "nothing written");
+    let services = refused
+        .overflows
+        .iter()
+        .find(|o| o.quantity == Quantity::Services)
+        .expect("services overflow");
+    assert_eq!(
+        (services.wanted, services.leaving, services.capacity),
+        (3, 1, 3)
+    );
+
+    let two = model([
+        ("web", service(1, &active(&[1]))),
+        ("api", service(2, &active(&[1]))),
+    ]);
+    sync(&mut restarted, &two, &mut t);
+    sync(&mut restarted, &with_ntp, &mut t);
+    assert_programs(&restarted, &with_ntp, &t);
+}
+
+/// How many of each counted thing `desired` and `programmed` hold together:
+/// frontends, services, live backends, addresses.
+fn union_counts(programmed: &Desired, desired: &Desired) -> [usize; 4] {
+    let both = [programmed, desired];
+    let frontends: BTreeSet<_> = both
+        .iter()
+        .flat_map(|d| d.services.iter().flat_map(|(_, s)| s.frontends.iter()))
+        .collect();
+    let names: BTreeSet<_> = both
+        .iter()
+        .flat_map(|d| d.services.iter().map(|(n, _)| n))
+        .collect();
+    let live: BTreeSet<_> = both
+        .iter()
+        .flat_map(|d| d.services.iter().flat_map(|(_, s)| s.live.iter()))
+        .collect();
+    let addresses: BTreeSet<_> = both
+        .iter()
+        .flat_map(|d| d.addresses.iter().map(|(a, _)| a))
+        .collect();
+    [frontends.len(), names.len(), live.len(), addresses.len()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With maps too small for some of the models: a sync is refused
+    /// exactly when the programmed and the desired state together
+    /// overflow a map (an oracle from the models, not the reconciler's
+    /// books), a refused sync writes nothing, and one that is not refused
+    /// never meets a full map.
+    #[test]
+    fn a_sync_is_refused_whole_exactly_when_its_peak_overflows_a_map(
+        models in proptest::collection::vec((arbitrary_model(), 0u8..12), 1..8)
+    ) {
+        let sizes = MapSizes { services: 4, backends: 6, conntrack: 64, addresses: 3 };
+        let capacities = [4, 3, 5, 3];
+        let (mut r, mut t) = (
+            Reconciler::new(SEED, SizingPolicy::default(), sizes),
+            target_of(sizes),
+        );
+        let mut programmed = Desired::default();
+        for (m, down) in &models {
+            let healthy = |_: &ServiceName, a: SocketAddr| a != backend(*down);
+            let desired = Desired::new(m, healthy);
+            let needed = union_counts(&programmed, &desired);
+            let overflowing: Vec<usize> =
+                (0..4).filter(|&i| needed[i] > capacities[i]).collect();
+            let before = t.clone();
+            match r.sync(&desired, &mut t) {
+                Ok(_) => {
+                    prop_assert!(overflowing.is_empty(), "{needed:?} was not refused");
+                    assert_programs_with(&r, m, &t, healthy);
+                    programmed = desired;
+                }
+                Err(SyncError::DoesNotFit(refused)) => {
+                    prop_assert_eq!(&t, &before);
+                    let counted: Vec<(usize, usize)> = refused
+                        .overflows
+                        .iter()
+                        .map(|o| (o.quantity as usize, o.needed()))
+                        .collect();
+                    let expected: Vec<(usize, usize)> =
+                        overflowing.iter().map(|&i| (i, needed[i])).collect();
+                    prop_assert_eq!(counted, expected);
+                }
+                Err(other) => prop_assert!(false, "the sync failed half-way: {other}"),
+            }
+        }
+    }
 }
