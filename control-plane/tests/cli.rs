@@ -572,15 +572,9 @@ fn check_config(file: &Path) -> Output {
         .expect("run xlb")
 }
 
-#[test]
-fn check_config_summarises_a_good_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("good.yaml");
-    // The native format, as examples/demo.yaml documents it; 198.18.2.1 is
-    // a backend of both services and counts once.
-    std::fs::write(
-        &file,
-        "\
+/// Two services, three frontends on three addresses, two backends (one
+/// shared): the native format, as examples/demo.yaml documents it.
+const GOOD_FILE: &str = "\
 services:
   - name: web
     protocol: TCP
@@ -599,9 +593,14 @@ services:
         port: 443
     backends:
       - address: \"198.18.2.1:8080\"
-",
-    )
-    .expect("write");
+";
+
+#[test]
+fn check_config_summarises_a_good_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.yaml");
+    // 198.18.2.1 is a backend of both services and counts once.
+    std::fs::write(&file, GOOD_FILE).expect("write");
     assert_eq!(
         stdout(&check_config(&file)),
         format!(
@@ -609,6 +608,69 @@ services:
             file.display()
         )
     );
+}
+
+/// `xlb check-config` with `args` before the file and `env` set.
+fn check_config_with(file: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("check-config")
+        .args(args)
+        .arg(file)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run xlb")
+}
+
+#[test]
+fn check_config_checks_the_file_fits_the_agent_s_map_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.yaml");
+    std::fs::write(&file, GOOD_FILE).expect("write");
+    let ok = format!(
+        "{}: ok: 2 services, 3 frontends, 2 backends\n",
+        file.display()
+    );
+    // Just enough: 3 frontends, 2 service IDs, 2 backend IDs, 3 addresses.
+    let just_enough = check_config_with(
+        &file,
+        &["--max-services", "3", "--max-addresses", "3"],
+        &[("XLB_MAX_BACKENDS", "3")],
+    );
+    assert_eq!(stdout(&just_enough), ok);
+
+    // One short of each, by flag and by the agent's variable.
+    let output = check_config_with(
+        &file,
+        &["--max-services", "2", "--max-addresses", "2"],
+        &[("XLB_MAX_BACKENDS", "2")],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    let name = file.display();
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{name}: the configuration needs 3 frontends but --max-services is 2: raise \
+             --max-services\n\
+             {name}: the configuration needs 2 services but --max-services 2 holds 1 (ID 0 is \
+             never given out): raise --max-services\n\
+             {name}: the configuration needs 2 backends but --max-backends 2 holds 1 (ID 0 is \
+             never given out): raise --max-backends\n\
+             {name}: the configuration needs 3 frontend addresses but --max-addresses is 2: \
+             raise --max-addresses\n"
+        )
+    );
+
+    // The help says what the count assumes.
+    let help = stdout(
+        &Command::new(env!("CARGO_BIN_EXE_xlb"))
+            .args(["check-config", "--help"])
+            .output()
+            .expect("run xlb"),
+    );
+    for says in ["--max-backends", "[env: XLB_MAX_SERVICES=]", "pinned state"] {
+        assert!(help.contains(says), "{says}: {help}");
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ use tokio::{
 };
 use xdp_lb::{AttachMode, Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
-pub use options::AgentOptions;
+pub use options::{AgentOptions, MapSizeOptions};
 pub(crate) use options::{each_once, parse_interface_name};
 
 use self::{
@@ -100,12 +100,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     // Their errors name the socket and the flag.
     let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group).await?;
     let metrics_server = metrics::MetricsServer::bind(options.metrics_address).await?;
-    let asked = MapSizes {
-        services: options.max_services,
-        backends: options.max_backends,
-        conntrack: options.conntrack_size,
-        addresses: options.max_addresses,
-    };
+    let asked = options.sizes.map_sizes(options.conntrack_size);
     let mut datapath = Datapath::load_stamped(
         &LoadOptions {
             sizes: asked,

@@ -7,6 +7,7 @@ use std::{
 };
 
 use clap::{ArgGroup, Args};
+use xdp_lb::MapSizes;
 
 use crate::source::kube::node::AddressRange;
 
@@ -108,23 +109,8 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_PIN_DIR", default_value = "/sys/fs/bpf/xlb")]
     pub pin_dir: PathBuf,
 
-    /// Capacity of the frontend and service-ID maps.
-    #[arg(
-        long,
-        env = "XLB_MAX_SERVICES",
-        default_value_t = 65_536,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_services: u32,
-
-    /// Capacity of the backend-ID maps.
-    #[arg(
-        long,
-        env = "XLB_MAX_BACKENDS",
-        default_value_t = 65_536,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_backends: u32,
+    #[command(flatten)]
+    pub sizes: MapSizeOptions,
 
     /// Capacity of the conntrack maps (flows, summed over CPUs).
     #[arg(
@@ -134,15 +120,6 @@ pub struct AgentOptions {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub conntrack_size: u32,
-
-    /// Capacity of the frontend-address map.
-    #[arg(
-        long,
-        env = "XLB_MAX_ADDRESSES",
-        default_value_t = 4_096,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_addresses: u32,
 
     /// The Maglev hash seed. Every LB instance serving the same services must
     /// use the same seed, or a flow lands on different backends.
@@ -261,6 +238,56 @@ pub struct AgentOptions {
     pub log_level: String,
 }
 
+/// The capacities of the maps that grow with the configuration: `xlb agent`
+/// makes its maps this big (pinned maps keep the size they were made with),
+/// and `xlb check-config` checks a file against them. A configuration that
+/// needs more is refused before anything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Args)]
+pub struct MapSizeOptions {
+    /// Capacity of the frontend map (one entry per frontend: address, port
+    /// and protocol), and of the service-ID maps, which hold one less
+    /// service (ID 0 is never given out).
+    #[arg(
+        long,
+        env = "XLB_MAX_SERVICES",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_services: u32,
+
+    /// Capacity of the backend-ID maps: one less backend (ID 0 is never
+    /// given out). A backend is an address and port, however many services
+    /// share it.
+    #[arg(
+        long,
+        env = "XLB_MAX_BACKENDS",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_backends: u32,
+
+    /// Capacity of the frontend-address map (and of the L2 announcements).
+    #[arg(
+        long,
+        env = "XLB_MAX_ADDRESSES",
+        default_value_t = 4_096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_addresses: u32,
+}
+
+impl MapSizeOptions {
+    /// The datapath's map sizes, with `conntrack` flows.
+    pub const fn map_sizes(self, conntrack: u32) -> MapSizes {
+        MapSizes {
+            services: self.max_services,
+            backends: self.max_backends,
+            conntrack,
+            addresses: self.max_addresses,
+        }
+    }
+}
+
 /// An interface name as the kernel takes one ([`xdp_lb::is_interface_name`]).
 /// Whether it exists is checked when the agent starts, before it changes
 /// anything.
@@ -325,6 +352,25 @@ mod tests {
     #[test]
     fn the_flags_are_consistent() {
         Agent::command().debug_assert();
+    }
+
+    #[test]
+    fn the_map_sizes_default_to_the_loader_s() {
+        let defaults = parse(&["--config", "x.yaml"]).expect("parses");
+        assert_eq!(
+            defaults.sizes.map_sizes(defaults.conntrack_size),
+            MapSizes::default()
+        );
+        let set = parse(&[
+            "--config",
+            "x.yaml",
+            "--max-services",
+            "8",
+            "--max-addresses",
+            "2",
+        ])
+        .expect("parses");
+        assert_eq!((set.sizes.max_services, set.sizes.max_addresses), (8, 2));
     }
 
     #[test]

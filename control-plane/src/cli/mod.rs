@@ -20,11 +20,15 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use clap_complete::Shell;
 
 use self::output::Format;
+use consistent_hash::SizingPolicy;
+use xdp_lb::MapSizes;
+
 use crate::{
     admin::AdminClient,
-    agent::AgentOptions,
+    agent::{AgentOptions, MapSizeOptions},
     api::{DrainRequest, SimulateRequest, StatsView},
     model::Protocol,
+    reconcile::{Desired, Reconciler},
 };
 
 /// The admin socket when neither `--admin-socket` nor `XLB_ADMIN_SOCKET` says otherwise.
@@ -62,10 +66,20 @@ enum Command {
     /// SIGTERM.
     Decap(decap::DecapArgs),
     /// Validate a configuration file as the agent would, without applying it.
+    ///
+    /// It must also fit the maps of an agent with the same `--max-*` flags
+    /// (`xlb agent`'s, with the same defaults and variables). Counted for a
+    /// fresh datapath, as for an agent starting without pinned state: an
+    /// agent with pinned state, or in the middle of a change, still holds
+    /// the frontends, addresses and IDs of what it has programmed until it
+    /// has written what is new, and may need more.
     CheckConfig {
         /// The configuration file (native xlb services and/or Kubernetes
         /// Service + EndpointSlice documents).
         file: PathBuf,
+
+        #[command(flatten)]
+        sizes: MapSizeOptions,
     },
     /// Services, their frontends and backends.
     #[command(subcommand)]
@@ -333,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::agent::run(*options)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { file, sizes } => return check_config(&file, sizes),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut io::stdout());
             return Ok(ExitCode::SUCCESS);
@@ -399,14 +413,29 @@ fn level_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
 }
 
 /// `xlb check-config`: validation only. Exit 1 and every problem on stderr
-/// when the file is bad; a one-line summary on stdout otherwise.
-fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+/// when the file is bad or does not fit maps of `sizes`; a one-line summary
+/// on stdout otherwise.
+fn check_config(file: &Path, sizes: MapSizeOptions) -> anyhow::Result<ExitCode> {
     match crate::source::file::load_with_warnings(file) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 writeln!(io::stderr(), "{}: warning: {warning}", file.display())?;
             }
             let model = loaded.model;
+            // The reconciler's own count, on a fresh datapath with every
+            // backend healthy (health only takes backends out).
+            let desired = Desired::new(&model, |_, _| true);
+            let fresh = Reconciler::new(
+                0,
+                SizingPolicy::default(),
+                sizes.map_sizes(MapSizes::default().conntrack),
+            );
+            if let Err(refused) = fresh.fits(&desired) {
+                for overflow in &refused.overflows {
+                    writeln!(io::stderr(), "{}: {overflow}", file.display())?;
+                }
+                return Ok(ExitCode::FAILURE);
+            }
             let frontends = model.frontends().count();
             // A backend is an address:port, however many services share it
             // (the agent gives it one ID).
