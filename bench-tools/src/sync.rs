@@ -300,7 +300,8 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let mut model = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let sizes = MapSizes {
-        services: args.services.next_power_of_two().max(1024),
+        // Service ID 0 is never given out: one more than the services.
+        services: (args.services + 1).next_power_of_two().max(1024),
         backends: (args.services * args.backends + 2).next_power_of_two(),
         conntrack: (args.flows * FLOW_HEADROOM).max(1024),
         addresses: (args.services.min(VIPS) + 1).next_power_of_two().max(1024),
