@@ -844,6 +844,56 @@ fn a_bad_reload_keeps_the_running_configuration() {
     ));
 }
 
+/// A reload whose file is good but needs more frontends than the agent's
+/// maps hold is refused as a bad file is, before its model is taken: the
+/// running service keeps serving, and `xlb status` and `xlb service list`
+/// go on showing it rather than the refused file.
+#[test]
+fn a_reload_the_maps_cannot_hold_keeps_the_running_configuration() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all = backends(&rig, &(0..BACKENDS).collect::<Vec<_>>(), BACKEND_PORT);
+    let good = config(&[service("web", "TCP", VIP_PORT, &all, false)]);
+    rig.write_config(&good).expect("config");
+    // Three frontends: `web`'s one, and room for two more.
+    rig.start_agent(&["--max-services", "3"]).expect("agent");
+    let (_, failures) = echo_requests(&rig, 10);
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Four services of one frontend each: one more than the map holds.
+    let too_big = config(
+        &(0..4)
+            .map(|i| service(&format!("web{i}"), "TCP", VIP_PORT + i, &all, false))
+            .collect::<Vec<_>>(),
+    );
+    let status: StatusView =
+        serde_json::from_value(rig.apply_config(&too_big, PATIENCE).expect("a reload"))
+            .expect("a StatusView");
+    let reload = status.last_reload.clone().expect("a last reload");
+    let error = reload.error.unwrap_or_default();
+    assert_eq!(reload.outcome, "rejected", "{status:?}");
+    assert!(
+        error.contains("needs 4 frontends but --max-services is 3"),
+        "{error}"
+    );
+    assert_eq!(status.services, 1, "{status:?}");
+    let listed = rig.xlb_ok(&["service", "list"]).expect("xlb service list");
+    assert!(
+        listed.contains(&format!(":{VIP_PORT}/TCP"))
+            && !listed.contains(&format!(":{}/TCP", VIP_PORT + 3)),
+        "{listed}"
+    );
+    let (_, failures) = echo_requests(&rig, 10);
+    assert!(
+        failures.is_empty(),
+        "requests failed after a refused reload: {failures:?}"
+    );
+    report(&format!("refused reload: {error}"));
+}
+
 /// `xlb bpf lb list -o json`.
 fn datapath_services(rig: &AgentRig) -> Vec<DatapathServiceView> {
     serde_json::from_value(

@@ -5,7 +5,7 @@ use std::{
     borrow::Cow,
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -163,50 +163,68 @@ impl Core {
     }
 
     /// Re-reads the configuration file. A good file replaces the model (and
-    /// the health targets) and is synced; a bad one is logged, counted and
-    /// shown by `xlb status`, and the running configuration keeps serving.
-    /// Returns the rejection (every problem, one per line) when the file was
-    /// bad; the error is for a sync that failed.
+    /// the health targets) and is synced; a bad one, or one the maps cannot
+    /// hold, is logged, counted and shown by `xlb status`, and the running
+    /// configuration keeps serving. Returns the rejection (every problem, one
+    /// per line) when the file was refused; the error is for a sync that
+    /// failed.
     pub(crate) fn reload(&mut self, since: Instant) -> anyhow::Result<Result<(), String>> {
         let Some(file) = self.status.config_file.clone() else {
             // Kubernetes mode: the source pushes its syncs (`apply_kube`).
             return Ok(Ok(()));
         };
-        match source::file::load_with_warnings(&file) {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    tracing::warn!("{warning}");
-                }
-                self.file_health_ports = (loaded.node_addresses, loaded.health_check_node_ports);
-                let model = loaded.model;
-                if model != self.model {
-                    tracing::info!(
-                        services = model.services.len(),
-                        file = %file.display(),
-                        "configuration reloaded"
-                    );
-                }
-                self.take_model(model);
-                self.sync(since)?;
-                Ok(Ok(()))
-            }
+        let loaded = match source::file::load_with_warnings(&file) {
+            Ok(loaded) => loaded,
+            // With its causes: an unreadable file says why.
             Err(errors) => {
-                self.metrics.reload(false);
-                self.status.reloads_failed += 1;
-                // With its causes: an unreadable file says why.
-                let error = format!("{:#}", anyhow::Error::from(errors));
-                tracing::error!(
-                    file = %file.display(),
-                    "configuration rejected; nothing in the datapath changes:\n{error}"
-                );
-                self.status.last_reload = Some(ReloadView {
-                    at: unix_now(),
-                    outcome: "rejected".to_owned(),
-                    error: Some(error.clone()),
-                });
-                Ok(Err(error))
+                return Ok(Err(
+                    self.reject(&file, format!("{:#}", anyhow::Error::from(errors)))
+                ));
             }
+        };
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
         }
+        // Counted as `xlb check-config` counts, every backend healthy: a file
+        // that fits only while some of its backends are down would stop
+        // syncing when they come back. Refused as a bad file is, before the
+        // model is taken, so that `xlb status` and the lists keep showing
+        // what the datapath serves.
+        let desired = Desired::new(&with_drains(&loaded.model, &self.drains), |_, _| true);
+        if let Err(refused) = self.reconciler.fits(&desired) {
+            return Ok(Err(
+                self.reject(&file, format!("{}: {refused}", file.display()))
+            ));
+        }
+        self.file_health_ports = (loaded.node_addresses, loaded.health_check_node_ports);
+        let model = loaded.model;
+        if model != self.model {
+            tracing::info!(
+                services = model.services.len(),
+                file = %file.display(),
+                "configuration reloaded"
+            );
+        }
+        self.take_model(model);
+        self.sync(since)?;
+        Ok(Ok(()))
+    }
+
+    /// Counts, logs and shows the refusal of the configuration `file` for
+    /// `error`, and returns `error`.
+    fn reject(&mut self, file: &Path, error: String) -> String {
+        self.metrics.reload(false);
+        self.status.reloads_failed += 1;
+        tracing::error!(
+            file = %file.display(),
+            "configuration rejected; nothing in the datapath changes:\n{error}"
+        );
+        self.status.last_reload = Some(ReloadView {
+            at: unix_now(),
+            outcome: "rejected".to_owned(),
+            error: Some(error.clone()),
+        });
+        error
     }
 
     /// Takes a sync of the Kubernetes source: its model replaces the running

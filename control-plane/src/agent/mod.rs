@@ -212,7 +212,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     if let Err(rejected) = core.reload(Instant::now())?
         && !adopted
     {
-        return Err(anyhow::anyhow!("{rejected}").context("the configuration file is invalid"));
+        return Err(anyhow::anyhow!("{rejected}").context("the configuration file was rejected"));
     }
     if kube_source.is_some() {
         tracing::info!(
