@@ -295,6 +295,12 @@ pub struct StatusView {
     pub reloads_failed: u64,
     /// Duration of the last full sync, in seconds.
     pub last_sync_seconds: Option<f64>,
+    /// Why the last sync failed, until one succeeds: the datapath still
+    /// forwards what the syncs before it programmed (a configuration the
+    /// maps cannot hold is refused whole, for one). Absent when the last
+    /// sync succeeded, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_error: Option<String>,
     pub uptime_seconds: u64,
     /// How the VIPs are announced (BGP, L2), one entry per speaker; empty
     /// when the agent announces nothing.

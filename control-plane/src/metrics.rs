@@ -637,6 +637,7 @@ mod tests {
                 reloads_ok: 0,
                 reloads_failed: 0,
                 last_sync_seconds: None,
+                last_sync_error: None,
                 uptime_seconds: 5,
                 announcements: Vec::new(),
                 kubernetes: None,

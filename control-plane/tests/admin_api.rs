@@ -196,6 +196,7 @@ impl FakeAdmin {
             reloads_ok: 1,
             reloads_failed: 0,
             last_sync_seconds: Some(0.25),
+            last_sync_error: Some("write frontend 198.19.0.1:80/TCP: map full".into()),
             uptime_seconds: 60,
             announcements: Vec::new(),
             kubernetes: None,

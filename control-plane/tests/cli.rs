@@ -229,6 +229,7 @@ impl Admin for FakeAdmin {
             reloads_ok: 0,
             reloads_failed: 0,
             last_sync_seconds: None,
+            last_sync_error: None,
             uptime_seconds: 1,
             announcements: Vec::new(),
             kubernetes: None,

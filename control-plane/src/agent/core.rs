@@ -83,9 +83,10 @@ pub(crate) struct Status {
     pub(crate) loaded: bool,
     /// True once a sync was programmed.
     pub(crate) synced: bool,
-    /// Whether the last sync failed (health check node ports answer 503
-    /// meanwhile, as kube-proxy's do when it is unhealthy).
-    pub(crate) last_sync_failed: bool,
+    /// Why the last sync failed, until one succeeds (health check node
+    /// ports answer 503 meanwhile, as kube-proxy's do when it is
+    /// unhealthy; `xlb status` shows it).
+    pub(crate) last_sync_error: Option<String>,
     pub(crate) last_reload: Option<ReloadView>,
     pub(crate) reloads_ok: u64,
     pub(crate) reloads_failed: u64,
@@ -137,7 +138,7 @@ impl Core {
         });
         let synced = self.reconciler.sync(&desired, &mut self.datapath);
         self.desired = desired;
-        self.status.last_sync_failed = synced.is_err();
+        self.status.last_sync_error = synced.as_ref().err().map(ToString::to_string);
         let report = synced?;
         let took = started.elapsed();
         self.metrics.observe_sync(took);

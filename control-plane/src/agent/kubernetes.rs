@@ -137,7 +137,9 @@ pub(super) async fn serve_node_ports(
     addresses: &[IpAddr],
     wanted: &[HealthCheckNodePort],
 ) -> Vec<ListenError> {
-    let proxy_healthy = core.lock().is_ok_and(|c| !c.status.last_sync_failed);
+    let proxy_healthy = core
+        .lock()
+        .is_ok_and(|c| c.status.last_sync_error.is_none());
     let errors = ports.reconcile(addresses, wanted, proxy_healthy).await;
     for error in &errors {
         tracing::error!(

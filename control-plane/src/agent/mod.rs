@@ -195,7 +195,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             attached: Vec::new(),
             loaded: false,
             synced: false,
-            last_sync_failed: false,
+            last_sync_error: None,
             last_reload: None,
             reloads_ok: 0,
             reloads_failed: 0,

@@ -453,6 +453,7 @@ impl Admin for AgentAdmin {
             reloads_ok: s.reloads_ok,
             reloads_failed: s.reloads_failed,
             last_sync_seconds: s.last_sync.map(|d| d.as_secs_f64()),
+            last_sync_error: s.last_sync_error.clone(),
             uptime_seconds: s.started.elapsed().as_secs(),
             announcements: core.announcer.views(),
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),

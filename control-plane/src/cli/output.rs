@@ -607,6 +607,15 @@ pub(crate) fn status_text(status: &StatusView) -> String {
         (false, _) => "no (the first full sync is not programmed yet)".to_owned(),
     };
     field("Synced", &synced);
+    if let Some(error) = &status.last_sync_error {
+        // The error's lines under the field, as the last reload's.
+        let mut text =
+            "failed (the datapath keeps what it held; the next change syncs again)".to_owned();
+        for line in error.lines() {
+            text.push_str(&format!("\n{:<14}{line}", ""));
+        }
+        field("Last sync", &text);
+    }
     field("Services", &status.services.to_string());
     field("Backends", &status.backends.to_string());
     field(
@@ -1146,6 +1155,11 @@ parser    ipv4                 20        10.0
             reloads_ok: 4,
             reloads_failed: 1,
             last_sync_seconds: Some(0.0124),
+            last_sync_error: Some(
+                "the configuration needs 5 frontends but --max-services is 4: raise \
+                 --max-services (nothing was written)"
+                    .into(),
+            ),
             uptime_seconds: 3723,
             announcements: vec![
                 AnnouncementView {
@@ -1175,6 +1189,8 @@ Source:       file
 Config:       /etc/xlb/xlb.yaml
 Attached:     eth0 (native)
 Synced:       yes (last full sync took 0.012s)
+Last sync:    failed (the datapath keeps what it held; the next change syncs again)
+              the configuration needs 5 frontends but --max-services is 4: raise --max-services (nothing was written)
 Services:     3
 Backends:     9
 Reloads:      4 ok, 1 rejected
@@ -1203,6 +1219,7 @@ Uptime:       1h 2m 3s
             reloads_ok: 0,
             reloads_failed: 0,
             last_sync_seconds: None,
+            last_sync_error: None,
             uptime_seconds: 5,
             announcements: Vec::new(),
             kubernetes: Some(crate::api::KubernetesView {
