@@ -88,6 +88,12 @@ struct Announcing {
     speaker: Speaker,
     /// What the speaker announces as of its last success.
     announced: Option<BTreeSet<IpAddr>>,
+    /// The last attempt failed part-way: the speaker may hold some of what
+    /// it was to add (the L2 map's entries written before the failure), so
+    /// what it holds is not `announced`, and the next attempt reads it back
+    /// (passes no `before`) rather than leave such an address answered for
+    /// once it is no longer wanted.
+    unknown: bool,
     /// Why its last attempt failed, until one succeeds.
     error: Option<String>,
 }
@@ -108,6 +114,7 @@ impl Announcer {
                 .map(|speaker| Announcing {
                     speaker,
                     announced: None,
+                    unknown: false,
                     error: None,
                 })
                 .collect(),
@@ -139,18 +146,21 @@ impl Announcer {
     pub fn retry(&mut self, datapath: &mut Datapath, metrics: &Metrics) {
         let Some(wanted) = &self.wanted else { return };
         for one in &mut self.speakers {
-            if one.announced.as_ref() == Some(wanted) {
+            if !one.unknown && one.announced.as_ref() == Some(wanted) {
                 continue;
             }
             let name = one.speaker.name();
-            match one
-                .speaker
-                .announce(one.announced.as_ref(), wanted, datapath, metrics)
-            {
+            match one.speaker.announce(
+                one.announced.as_ref().filter(|_| !one.unknown),
+                wanted,
+                datapath,
+                metrics,
+            ) {
                 Ok(()) => {
                     tracing::info!(speaker = name, vips = ?wanted, "announcing");
                     metrics.announced(name, wanted.len());
                     one.announced = Some(wanted.clone());
+                    one.unknown = false;
                     one.error = None;
                 }
                 Err(error) => {
@@ -161,6 +171,7 @@ impl Announcer {
                         "announcing the VIPs failed; retrying"
                     );
                     metrics.announce_failed(name);
+                    one.unknown = true;
                     one.error = Some(error);
                 }
             }

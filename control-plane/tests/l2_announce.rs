@@ -1,0 +1,79 @@
+//! The L2 speaker against a real datapath whose announcement map is tiny:
+//! an attempt that fails part-way leaves nothing answered for once it is no
+//! longer wanted. Loads the datapath (root) in a network namespace of its
+//! own, where the announcements it sends go out on that namespace's `lo`;
+//! attaches nothing.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use control_plane::{
+    announce::{Announcer, Speaker, l2::L2},
+    metrics::Metrics,
+};
+use nix::sched::{CloneFlags, unshare};
+use xdp_lb::{Datapath, L2Link, LoadOptions, MapSizes};
+
+fn vips(addrs: &[&str]) -> BTreeSet<IpAddr> {
+    addrs
+        .iter()
+        .map(|a| a.parse().expect("test address"))
+        .collect()
+}
+
+fn announced(dp: &Datapath) -> BTreeSet<IpAddr> {
+    dp.l2_announcements()
+        .expect("read the announcements")
+        .into_iter()
+        .map(|(addr, _)| addr)
+        .collect()
+}
+
+#[test]
+fn an_announcement_that_failed_part_way_is_withdrawn_once_unwanted() {
+    let test = std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (run as root)");
+        let mut dp = Datapath::load_with(&LoadOptions {
+            sizes: MapSizes {
+                services: 4,
+                backends: 4,
+                conntrack: 64,
+                // Two announcements at most.
+                addresses: 2,
+            },
+            pin_dir: None,
+        })
+        .expect("load the datapath (as root)");
+        // `lo` of this namespace: index 1.
+        let link = L2Link {
+            ifindex: 1,
+            mac: [0x02, 0, 0, 0, 0, 1],
+        };
+        let metrics = Metrics::new();
+        let mut announcer = Announcer::new(vec![Speaker::L2(L2::new("lo".into(), link))]);
+
+        announcer.update(BTreeSet::new(), &mut dp, &metrics);
+        assert_eq!(announcer.views()[0].error, None);
+
+        // Three in a map of two: two are written before the third fails.
+        let three = vips(&["198.19.0.1", "198.19.0.2", "198.19.0.3"]);
+        announcer.update(three.clone(), &mut dp, &metrics);
+        assert!(
+            announcer.views()[0].error.is_some(),
+            "{:?}",
+            announcer.views()
+        );
+        let partial = announced(&dp);
+        assert_eq!(partial.len(), 2, "{partial:?}");
+        assert!(partial.is_subset(&three), "{partial:?}");
+
+        // None wanted any more: the two written by the failed attempt go
+        // too. Before, the speaker went on from its last success (nothing)
+        // and left them answered for.
+        announcer.update(BTreeSet::new(), &mut dp, &metrics);
+        assert_eq!(announcer.views()[0].error, None);
+        assert_eq!(announced(&dp), BTreeSet::new());
+    });
+    if let Err(panic) = test.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
