@@ -38,6 +38,7 @@ use crate::{
     admin::Admin,
     api::{BackendStatus, BackendView, MapUsageView, ServiceView, StatsView},
     http::REQUEST_READ_TIMEOUT,
+    reconcile::SyncError,
 };
 
 /// The content type of the OpenMetrics text exposition.
@@ -65,6 +66,7 @@ pub struct Metrics {
     sync_rules: Histogram,
     programming: Histogram,
     reloads: Family<OutcomeLabels, Counter>,
+    sync_failures: Family<ReasonLabels, Counter>,
     announced: Family<SpeakerLabels, Gauge>,
     announce_failures: Family<SpeakerLabels, Counter>,
     l2_announcements: Family<L2AnnouncementLabels, Counter>,
@@ -73,6 +75,50 @@ pub struct Metrics {
 type L2AnnouncementLabels = [(&'static str, &'static str); 2];
 
 type SpeakerLabels = [(&'static str, &'static str); 1];
+
+type ReasonLabels = [(&'static str, &'static str); 1];
+
+/// Why a sync stopped: `xlb_sync_failures_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFailure {
+    /// The configuration needs more of a map than it holds: nothing written.
+    DoesNotFit,
+    /// No service or backend ID left (a safety net behind `DoesNotFit`).
+    IdsExhausted,
+    /// A Maglev table could not be built.
+    Table,
+    /// A map write failed.
+    Datapath,
+}
+
+impl SyncFailure {
+    const ALL: [Self; 4] = [
+        Self::DoesNotFit,
+        Self::IdsExhausted,
+        Self::Table,
+        Self::Datapath,
+    ];
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::DoesNotFit => "does_not_fit",
+            Self::IdsExhausted => "ids_exhausted",
+            Self::Table => "table",
+            Self::Datapath => "datapath",
+        }
+    }
+}
+
+impl From<&SyncError> for SyncFailure {
+    fn from(error: &SyncError) -> Self {
+        match error {
+            SyncError::DoesNotFit(_) => Self::DoesNotFit,
+            SyncError::Ids(_) => Self::IdsExhausted,
+            SyncError::Table { .. } => Self::Table,
+            SyncError::Datapath { .. } => Self::Datapath,
+        }
+    }
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -111,6 +157,15 @@ impl Metrics {
             "Configuration reloads, by outcome (a rejected file leaves the running configuration serving)",
             reloads.clone(),
         );
+        let sync_failures = Family::<ReasonLabels, Counter>::default();
+        for reason in SyncFailure::ALL {
+            drop(sync_failures.get_or_create(&[("reason", reason.label())]));
+        }
+        registry.register(
+            "xlb_sync_failures",
+            "Syncs that stopped, by reason (does_not_fit: refused whole before any write; ids_exhausted, table, datapath: stopped part-way, the next sync goes on from there); the datapath keeps forwarding what it held",
+            sync_failures.clone(),
+        );
         let announced = Family::<SpeakerLabels, Gauge>::default();
         registry.register(
             "xlb_announced_vips",
@@ -139,6 +194,7 @@ impl Metrics {
             sync_rules,
             programming,
             reloads,
+            sync_failures,
             announced,
             announce_failures,
             l2_announcements,
@@ -176,6 +232,13 @@ impl Metrics {
     /// Records the latency of one change reaching the datapath.
     pub fn observe_programming(&self, took: Duration) {
         self.programming.observe(took.as_secs_f64());
+    }
+
+    /// Counts one sync that stopped, for `reason`.
+    pub fn sync_failed(&self, reason: SyncFailure) {
+        self.sync_failures
+            .get_or_create(&[("reason", reason.label())])
+            .inc();
     }
 
     /// Counts one configuration reload, accepted (`ok`) or rejected.
@@ -658,6 +721,7 @@ mod tests {
         metrics.reload(true);
         metrics.reload(true);
         metrics.reload(false);
+        metrics.sync_failed(SyncFailure::DoesNotFit);
         let text = metrics.render(&FakeAdmin::healthy()).expect("render");
         let lines = lines(&text);
         let expected = [
@@ -667,6 +731,8 @@ mod tests {
             "xlb_network_programming_duration_seconds_sum 0.00025",
             r#"xlb_config_reloads_total{outcome="ok"} 2"#,
             r#"xlb_config_reloads_total{outcome="rejected"} 1"#,
+            r#"xlb_sync_failures_total{reason="does_not_fit"} 1"#,
+            r#"xlb_sync_failures_total{reason="datapath"} 0"#,
             &format!(
                 r#"xlb_build_info{{version="{}"}} 1"#,
                 env!("CARGO_PKG_VERSION")

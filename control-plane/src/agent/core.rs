@@ -139,6 +139,9 @@ impl Core {
         let synced = self.reconciler.sync(&desired, &mut self.datapath);
         self.desired = desired;
         self.status.last_sync_error = synced.as_ref().err().map(ToString::to_string);
+        if let Err(error) = &synced {
+            self.metrics.sync_failed(error.into());
+        }
         let report = synced?;
         let took = started.elapsed();
         self.metrics.observe_sync(took);
