@@ -228,6 +228,19 @@ pub(crate) fn check_pinned_layout(dir: &std::path::Path) -> Result<(), Error> {
 /// by service ID.
 pub(crate) type SourceRangeIndex = std::collections::HashMap<u32, Vec<(u32, SourceRange)>>;
 
+/// `range` with the bits past its `prefix` (of the whole key: the service
+/// ID's 32 bits, then the address's) cleared: the network the trie matches,
+/// whatever host bits it was written with.
+fn network(prefix: u32, mut range: SourceRange) -> SourceRange {
+    let bits = prefix.saturating_sub(32);
+    for (i, byte) in range.addr.iter_mut().enumerate() {
+        let kept = bits.saturating_sub(8 * i as u32).min(8);
+        // The top `kept` bits of the byte.
+        *byte &= !(0xffu16 >> kept) as u8;
+    }
+    range
+}
+
 impl Datapath {
     pub(crate) fn map(&self, name: &'static str) -> Result<&Map, Error> {
         self.ebpf.map(name).ok_or(Error::MissingMap { map: name })
@@ -479,54 +492,55 @@ impl Datapath {
 
     /// Replaces the client networks (address, prefix length) of service
     /// `id`: what its [`ServiceOptions::source_ranges_only`] frontends
-    /// accept. Empty: none (they then drop every client). The new networks
-    /// are written before the old ones go, so a network in both never
-    /// stops matching.
+    /// accept. Empty: none (they then drop every client). A network is
+    /// keyed by its prefix: host bits are cleared (`198.18.0.1/24` is
+    /// `198.18.0.0/24`, as the trie matches them). The new networks are
+    /// written before the old ones go, so a network in both never stops
+    /// matching; a network already there is not written again. So the trie
+    /// holds, at most, what it held plus the networks new to `id`: what the
+    /// reconciler counts against its size (`MapSizes::services`).
     pub fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Error> {
         self.check_service_id(id)?;
-        let key = |addr: IpAddr, len: u8| -> Result<Key<SourceRange>, Error> {
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            if len > max {
-                return Err(Error::InvalidOption {
-                    option: "source_ranges",
-                    reason: "a prefix longer than its address",
-                });
-            }
-            Ok(Key::new(
-                source_range_prefix(addr.is_ipv4(), len),
-                SourceRange {
+        let mut wanted = ranges
+            .iter()
+            .map(|&(addr, len)| {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                if len > max {
+                    return Err(Error::InvalidOption {
+                        option: "source_ranges",
+                        reason: "a prefix longer than its address",
+                    });
+                }
+                let range = SourceRange {
                     service_be: id.to_be_bytes(),
                     addr: to_addr(addr),
-                },
-            ))
-        };
-        let wanted = ranges
-            .iter()
-            .map(|&(addr, len)| key(addr, len))
+                };
+                let prefix = source_range_prefix(addr.is_ipv4(), len);
+                Ok((prefix, network(prefix, range)))
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        wanted.sort_unstable_by_key(|&(len, range)| (len, range.addr));
+        wanted.dedup();
         let mut index = match self.source_ranges.take() {
             Some(index) => index,
             None => self.read_source_ranges()?,
         };
         let old = index.remove(&id).unwrap_or_default();
         let written = self.write_source_ranges(&wanted, &old);
-        let mut now: Vec<(u32, SourceRange)> =
-            wanted.iter().map(|k| (k.prefix_len(), k.data())).collect();
-        if written.is_err() {
-            // Stopped part-way: the next call removes whatever of both is there.
-            now.extend(old);
-            now.sort_unstable_by_key(|&(len, range)| (len, range.addr));
-            now.dedup();
+        if written.is_ok() {
+            if !wanted.is_empty() {
+                index.insert(id, wanted);
+            }
+            self.source_ranges = Some(index);
         }
-        if !now.is_empty() {
-            index.insert(id, now);
-        }
-        self.source_ranges = Some(index);
+        // Stopped part-way: the trie is read again at the next call, as a
+        // network of `id` that is not written again must be there.
         written
     }
 
-    /// Every service's networks in `SOURCE_RANGES`: one walk of the trie.
-    fn read_source_ranges(&self) -> Result<SourceRangeIndex, Error> {
+    /// Every service's networks in `SOURCE_RANGES`: one walk of the trie
+    /// (host bits cleared, should an earlier agent have written them).
+    pub(crate) fn read_source_ranges(&self) -> Result<SourceRangeIndex, Error> {
         let trie = LpmTrie::<_, SourceRange, u8>::try_from(self.map(SOURCE_RANGES)?)
             .map_err(map_err(SOURCE_RANGES, "open"))?;
         let mut index = SourceRangeIndex::new();
@@ -536,36 +550,35 @@ impl Datapath {
             index
                 .entry(u32::from_be_bytes(data.service_be))
                 .or_default()
-                .push((key.prefix_len(), data));
+                .push((key.prefix_len(), network(key.prefix_len(), data)));
         }
         Ok(index)
     }
 
-    /// Inserts `wanted`, then removes the networks of `old` not in it, so a
-    /// network in both never stops matching.
+    /// Inserts the networks of `wanted` not in `old`, then removes those of
+    /// `old` not in `wanted`, so a network in both never stops matching.
+    /// One in both is not written again: an older kernel (6.1, as Debian 12
+    /// has) refuses even an update in place when the trie is full (ENOSPC),
+    /// which would fail a change that only drops networks from a full trie.
     fn write_source_ranges(
         &mut self,
-        wanted: &[Key<SourceRange>],
+        wanted: &[(u32, SourceRange)],
         old: &[(u32, SourceRange)],
     ) -> Result<(), Error> {
         let mut trie = LpmTrie::<_, SourceRange, u8>::try_from(self.map_mut(SOURCE_RANGES)?)
             .map_err(map_err(SOURCE_RANGES, "open"))?;
-        for key in wanted {
-            trie.insert(key, 1, 0)
+        for &(len, range) in wanted {
+            if old.contains(&(len, range)) {
+                continue;
+            }
+            trie.insert(&Key::new(len, range), 1, 0)
                 .map_err(map_err(SOURCE_RANGES, "insert"))?;
         }
         for &(len, range) in old {
-            let kept = wanted
-                .iter()
-                .any(|w| w.prefix_len() == len && w.data() == range);
-            if kept {
+            if wanted.contains(&(len, range)) {
                 continue;
             }
-            // Absent already: an earlier call stopped before writing it.
-            match trie.remove(&Key::new(len, range)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(SOURCE_RANGES, "remove")(e)),
-            }
+            absent(trie.remove(&Key::new(len, range)), SOURCE_RANGES, "remove")?;
         }
         Ok(())
     }
@@ -827,5 +840,30 @@ mod tests {
             io_error: std::io::Error::from_raw_os_error(libc::EPERM),
         });
         assert!(absent(Err(eperm), POD_INTERFACES, "remove").is_err());
+    }
+
+    #[test]
+    fn a_source_range_is_keyed_by_its_network() {
+        let range = |addr: &str, len: u8| {
+            let addr: IpAddr = addr.parse().unwrap();
+            let prefix = source_range_prefix(addr.is_ipv4(), len);
+            let keyed = network(
+                prefix,
+                SourceRange {
+                    service_be: 7u32.to_be_bytes(),
+                    addr: to_addr(addr),
+                },
+            );
+            assert_eq!(keyed.service_be, 7u32.to_be_bytes());
+            crate::net::from_addr(&keyed.addr)
+        };
+        let ip = |addr: &str| addr.parse::<IpAddr>().unwrap();
+        assert_eq!(range("198.18.3.129", 24), ip("198.18.3.0"));
+        assert_eq!(range("198.18.3.129", 25), ip("198.18.3.128"));
+        assert_eq!(range("198.18.3.129", 32), ip("198.18.3.129"));
+        assert_eq!(range("198.18.3.129", 0), ip("0.0.0.0"));
+        assert_eq!(range("2001:2:0:1::5", 48), ip("2001:2::"));
+        assert_eq!(range("2001:2:0:1::5", 128), ip("2001:2:0:1::5"));
+        assert_eq!(range("2001:2:0:1::5", 0), ip("::"));
     }
 }

@@ -10,6 +10,7 @@ use std::{
 
 use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
+    addr::as_v4,
     backend::{Backend, NO_BACKEND},
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
@@ -20,7 +21,10 @@ use xdp_lb_common::{
 
 use crate::{
     AddressKind, BackendRecord, Datapath, Error, ServiceOptions,
-    maps::{ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, MAGLEV_TABLES, SERVICES, map_err},
+    maps::{
+        ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, MAGLEV_TABLES, SERVICES, SOURCE_RANGES,
+        map_err,
+    },
     net::{Frontend, Protocol, from_addr, socket},
 };
 
@@ -127,6 +131,33 @@ impl Datapath {
                 Ok((from_addr(&key.addr), kind))
             })
             .collect()
+    }
+
+    /// Every service's client networks in `SOURCE_RANGES` (what
+    /// [`Datapath::set_source_ranges`] wrote): `(service ID, address,
+    /// prefix length)`, sorted, host bits cleared.
+    pub fn source_ranges(&self) -> Result<Vec<(u32, IpAddr, u8)>, Error> {
+        let mut ranges: Vec<(u32, IpAddr, u8)> = self
+            .read_source_ranges()?
+            .into_iter()
+            .flat_map(|(id, networks)| networks.into_iter().map(move |n| (id, n)))
+            .map(|(id, (prefix, range))| {
+                // The key's prefix counts the service ID's 32 bits, and an
+                // IPv4 network's 96 bits of IPv4-mapped form.
+                let bits = prefix.saturating_sub(32);
+                let (addr, len) = match as_v4(&range.addr) {
+                    Some(v4) if bits >= 96 => (IpAddr::from(v4), bits - 96),
+                    _ => (from_addr(&range.addr), bits),
+                };
+                let len = u8::try_from(len).map_err(|_| Error::Corrupt {
+                    map: SOURCE_RANGES,
+                    reason: "a prefix longer than an address",
+                })?;
+                Ok((id, addr, len))
+            })
+            .collect::<Result<_, Error>>()?;
+        ranges.sort_unstable();
+        Ok(ranges)
     }
 
     /// The size M of service `id`'s table, if it has one (one read: the size

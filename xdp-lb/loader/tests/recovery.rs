@@ -136,9 +136,22 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
             drop(first);
 
             let mut second = Datapath::load_with(&options).unwrap();
+            // Read back by network: 198.18.0.1/24 is 198.18.0.0/24.
+            let net: IpAddr = "198.18.0.0".parse().unwrap();
+            assert_eq!(
+                second.source_ranges().unwrap(),
+                [(3, v4, 32), (3, v6, 64), (15, net, 24)]
+            );
             // The networks the first one wrote are replaced, not left behind.
             second.set_source_ranges(3, &[(v4, 24)]).unwrap();
             assert_eq!(pinned_source_ranges(options.pin_dir.as_deref().unwrap()), 2);
+            // The same network with other host bits is the same key: it
+            // stays (it was written and then removed as "another" one).
+            second.set_source_ranges(3, &[(net, 24)]).unwrap();
+            assert_eq!(
+                second.source_ranges().unwrap(),
+                [(3, net, 24), (15, net, 24)]
+            );
             second.set_source_ranges(15, &[]).unwrap();
             assert_eq!(pinned_source_ranges(options.pin_dir.as_deref().unwrap()), 1);
             let mut read = second.frontends().unwrap();
