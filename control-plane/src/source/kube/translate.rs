@@ -339,13 +339,16 @@ fn translate_service(
         .flatten()
         .filter_map(|ip| ip.parse().ok())
         .collect();
-    // Validated CIDRs: the client networks its LoadBalancer IPs accept.
-    let source_ranges: Vec<(IpAddr, u8)> = spec
+    // Validated CIDRs: the client networks its LoadBalancer IPs accept,
+    // each once.
+    let mut source_ranges: Vec<(IpAddr, u8)> = spec
         .load_balancer_source_ranges
         .iter()
         .flatten()
         .filter_map(|range| validate::parse_cidr(range).ok())
         .collect();
+    source_ranges.sort_unstable();
+    source_ranges.dedup();
     let mut ranged_ips = BTreeSet::new();
     let ingress = service
         .status
@@ -1034,7 +1037,7 @@ mod tests {
         let mut s = web(
             json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
             "externalIPs": ["198.18.201.1"],
-            "loadBalancerSourceRanges": ["198.18.0.0/24", "198.18.9.9/32"] }),
+            "loadBalancerSourceRanges": ["198.18.9.9/32", "198.18.0.7/24", "198.18.0.0/24"] }),
         );
         s.status = serde_json::from_value(
             json!({ "loadBalancer": { "ingress": [{ "ip": "198.18.200.1" }]}}),
@@ -1055,6 +1058,7 @@ mod tests {
                 ("198.18.201.1:80/TCP".to_owned(), false),
             ]
         );
+        // 198.18.0.7/24 is 198.18.0.0/24: one network, sorted.
         assert_eq!(
             service.source_ranges,
             [

@@ -907,7 +907,9 @@ fn check_cidr(text: &str) -> Result<(), String> {
     parse_cidr(text).map(drop)
 }
 
-/// `address/prefix`: the network, or why `text` is not one.
+/// `address/prefix`: the network, host bits cleared (`198.18.0.1/24` is
+/// `198.18.0.0/24`, as kube-proxy reads it: one network, one datapath
+/// entry), or why `text` is not one.
 pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     let wrong = || {
         format!(
@@ -925,7 +927,17 @@ pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
             quoted(text)
         ));
     }
-    Ok((addr, prefix))
+    let network = match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    Ok((network, prefix))
 }
 
 /// The most endpoints and ports an EndpointSlice may have.
