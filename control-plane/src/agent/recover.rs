@@ -31,6 +31,7 @@ pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
         backends,
         tables,
         addresses: datapath.addresses()?,
+        source_ranges: datapath.source_ranges()?,
         removed_frontends_with_flows,
     })
 }

@@ -7,7 +7,7 @@
 //! Counted at the sync's peak. Make-before-break puts it just before the
 //! break half: what the sync adds is written while everything programmed is
 //! still there, and what it drops goes only after. So each map must hold
-//! what is programmed plus what is new:
+//! what is programmed plus what is new (the client networks peak earlier):
 //! - **frontends** (`SERVICES`, `--max-services` entries): the programmed
 //!   ones, and the wanted ones not programmed yet;
 //! - **service IDs** (`--max-services` less one: ID 0 is never given out):
@@ -27,7 +27,19 @@
 //!   programmed ones, and the wanted ones not programmed yet. The L2
 //!   announcements (`L2_ANNOUNCE`, as big) are the wanted VIPs that have a
 //!   backend, and the L2 speaker withdraws before it announces
-//!   ([`crate::announce::l2`]), so they fit whenever the addresses do.
+//!   ([`crate::announce::l2`]), so they fit whenever the addresses do;
+//! - **client networks** (`SOURCE_RANGES`, `--max-services` entries: one per
+//!   network of a service's `loadBalancerSourceRanges`, so a Kubernetes
+//!   Service's once per port). They are written service by service, and
+//!   within a service its networks not programmed yet go in before its old
+//!   ones leave ([`xdp_lb::Datapath::set_source_ranges`]). So the peak is the
+//!   largest, over the services written in turn, of what the trie holds at
+//!   that point (everything programmed, as the services before it left it)
+//!   plus that service's new networks — not every service's old and new
+//!   ones at once. A service gone, or left without networks, keeps its
+//!   networks until the break half (a frontend reading none drops every
+//!   client). After a failed write, a service counts every network it may
+//!   hold, and all it wants as new.
 //!
 //! A fresh datapath holds nothing: its counts are the configuration's own,
 //! which is what `xlb check-config` checks. The counts start from the
@@ -50,6 +62,9 @@ pub enum Quantity {
     Backends,
     /// Frontend addresses in `ADDRESSES`, and as many L2 announcements.
     Addresses,
+    /// Client networks in `SOURCE_RANGES`: each service's
+    /// `loadBalancerSourceRanges`, so a Kubernetes Service's once per port.
+    SourceRanges,
 }
 
 impl Quantity {
@@ -60,13 +75,17 @@ impl Quantity {
             Self::Services => "services",
             Self::Backends => "backends",
             Self::Addresses => "frontend addresses",
+            Self::SourceRanges => {
+                "client networks of loadBalancerSourceRanges (one entry per network and \
+                 Service port)"
+            }
         }
     }
 
     /// The `xlb agent` flag (and `xlb check-config` flag) that sizes the map.
     pub const fn flag(self) -> &'static str {
         match self {
-            Self::Frontends | Self::Services => "--max-services",
+            Self::Frontends | Self::Services | Self::SourceRanges => "--max-services",
             Self::Backends => "--max-backends",
             Self::Addresses => "--max-addresses",
         }
@@ -200,19 +219,48 @@ impl Reconciler {
             },
         );
 
-        // As `claim_service_ids` will take them.
+        // Service IDs as `claim_service_ids` will take them; client
+        // networks as `write_frontends` will write them, service by
+        // service: the new ones of a service while all programmed ones are
+        // still there (the datapath writes only those not there yet), then
+        // its old ones go. A service left without networks, and a service
+        // gone, have theirs removed only in the break half.
         let mut claimed = BTreeSet::new();
         let mut new_services = 0;
+        let mut ranges = self.source_ranges;
+        let mut ranges_peak = ranges;
         for change in changes {
             let Some(service) = &change.new else { continue };
-            if self.names.contains_key(&change.name) {
+            let id = match self.names.get(&change.name) {
+                Some(&id) => Some(id),
+                None => {
+                    let id = self.recovered_id(service, &claimed);
+                    match id {
+                        Some(id) => {
+                            claimed.insert(id);
+                        }
+                        None => new_services += 1,
+                    }
+                    id
+                }
+            };
+            let wanted = &service.source_ranges;
+            if wanted.is_empty() {
                 continue;
             }
-            match self.recovered_id(service, &claimed) {
-                Some(id) => {
-                    claimed.insert(id);
+            // A service without an ID yet gets one nothing else holds.
+            match id.and_then(|id| self.services.get(&id)) {
+                Some(programmed) => {
+                    let programmed = &programmed.source_ranges;
+                    if programmed.differ(wanted) {
+                        ranges_peak = ranges_peak.max(ranges + programmed.added_by(wanted));
+                        ranges = (ranges + wanted.len()).saturating_sub(programmed.networks.len());
+                    }
                 }
-                None => new_services += 1,
+                None => {
+                    ranges += wanted.len();
+                    ranges_peak = ranges_peak.max(ranges);
+                }
             }
         }
         check(
@@ -264,6 +312,20 @@ impl Reconciler {
             self.sizes.addresses,
             0,
             &|| desired.addresses.len(),
+        );
+
+        check(
+            Quantity::SourceRanges,
+            ranges_peak,
+            self.sizes.services,
+            0,
+            &|| {
+                desired
+                    .services
+                    .iter()
+                    .map(|(_, s)| s.source_ranges.len())
+                    .sum()
+            },
         );
 
         if overflows.is_empty() {

@@ -89,10 +89,7 @@ impl Reconciler {
             };
             self.services
                 .entry(id)
-                .or_insert(ProgrammedService {
-                    name: None,
-                    table: None,
-                })
+                .or_insert(ProgrammedService::unnamed())
                 .name = Some(name.clone());
             self.names.insert(name.clone(), id);
         }
@@ -253,11 +250,18 @@ impl Reconciler {
                 continue;
             };
             let id = self.names[name];
-            // The networks before the frontends that read them.
-            let old_ranges = change.old.as_ref().map(|o| &o.source_ranges);
-            if old_ranges != Some(&service.source_ranges) {
-                target
-                    .set_source_ranges(id, &service.source_ranges)
+            // The networks before the frontends that read them, compared
+            // with what is programmed (a failed write is written again).
+            // None left: removed in the break half, once no frontend reads
+            // them (`remove_services`).
+            let ranges = &service.source_ranges;
+            if !ranges.is_empty()
+                && self
+                    .services
+                    .get(&id)
+                    .is_none_or(|s| s.source_ranges.differ(ranges))
+            {
+                self.write_source_ranges(id, ranges, target)
                     .map_err(datapath("write the source ranges of", name.to_string()))?;
             }
             for &key in &service.frontends {

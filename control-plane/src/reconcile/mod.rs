@@ -6,10 +6,13 @@
 //! 2. tables are written — in place where the size stays (only the changed
 //!    slots; each slot write is atomic and names a live backend either way),
 //!    otherwise as whole new tables swapped in with one batched outer update;
-//! 3. frontend addresses, then frontends pointing at their service's ID;
-//! 4. then the break half in reverse: frontends removed, tables removed,
-//!    addresses removed, and finally backends nothing names any more are
-//!    retired and their flows deleted (UDP flows move at once).
+//! 3. frontend addresses, then per service its client networks
+//!    (`loadBalancerSourceRanges`, new ones before old ones go) and its
+//!    frontends pointing at its ID;
+//! 4. then the break half in reverse: frontends removed, tables and the
+//!    networks nothing reads any more removed, addresses removed, and
+//!    finally backends nothing names any more are retired and their flows
+//!    deleted (UDP flows move at once).
 //!
 //! Before any of it, the sync checks that its peak fits the maps
 //! ([`capacity`]): a configuration too big for them is refused whole, with
@@ -104,6 +107,9 @@ pub struct Recovered {
     /// Service ID → table size.
     pub tables: Vec<(u32, u32)>,
     pub addresses: Vec<(IpAddr, AddressKind)>,
+    /// (service ID, address, prefix length): each service's client
+    /// networks, one `SOURCE_RANGES` entry each.
+    pub source_ranges: Vec<(u32, IpAddr, u8)>,
     /// Frontends gone from the datapath whose tracked flows are still there
     /// (the agent stopped between removing a frontend and deleting its
     /// flows): the first sync deletes those flows, unless it writes the
@@ -117,6 +123,49 @@ struct ProgrammedService {
     /// a desired service.
     name: Option<ServiceName>,
     table: Option<ProgrammedTable>,
+    source_ranges: ProgrammedRanges,
+}
+
+impl ProgrammedService {
+    /// A service ID nothing is known of yet but that it is in use.
+    fn unnamed() -> Self {
+        Self {
+            name: None,
+            table: None,
+            source_ranges: ProgrammedRanges::default(),
+        }
+    }
+}
+
+/// A service ID's client networks in `SOURCE_RANGES`.
+#[derive(Clone, Debug, Default)]
+struct ProgrammedRanges {
+    /// Sorted. After a failed write, every network that may be there (the
+    /// old ones and the new), so that the count stays an upper bound.
+    networks: Vec<(IpAddr, u8)>,
+    /// A write failed part-way: which of `networks` are there is not
+    /// known, so they are written again whatever the next sync wants.
+    unsure: bool,
+}
+
+impl ProgrammedRanges {
+    /// Whether `wanted` needs a write.
+    fn differ(&self, wanted: &[(IpAddr, u8)]) -> bool {
+        self.unsure || self.networks != wanted
+    }
+
+    /// How many entries a write of `wanted` adds before it removes any
+    /// (the datapath writes only the networks not there yet): all of them
+    /// when which are there is not known.
+    fn added_by(&self, wanted: &[(IpAddr, u8)]) -> usize {
+        if self.unsure {
+            return wanted.len();
+        }
+        wanted
+            .iter()
+            .filter(|n| self.networks.binary_search(n).is_err())
+            .count()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -153,6 +202,9 @@ pub struct Reconciler {
     /// Live records of recovered duplicates, retired at the next sync.
     stray_backends: Vec<u32>,
     addresses: BTreeMap<IpAddr, AddressKind>,
+    /// Entries in `SOURCE_RANGES`: the networks of every service ID in
+    /// `services` (an upper bound after a failed write).
+    source_ranges: usize,
     /// Removed frontends whose tracked flows are still to be deleted: a
     /// failed deletion is tried again at the next sync.
     flows_to_delete: BTreeSet<FrontendKey>,
@@ -167,9 +219,10 @@ pub struct Reconciler {
 impl Reconciler {
     /// A reconciler for an empty datapath whose maps have `sizes` (the
     /// datapath's own, [`xdp_lb::Datapath::sizes`]): `sizes.services`
-    /// frontends and service IDs, `sizes.backends` backend IDs,
-    /// `sizes.addresses` frontend addresses. ID 0 is never given out: it
-    /// means "none" in views (and is never a backend in the datapath).
+    /// frontends, service IDs and client networks (per service ID),
+    /// `sizes.backends` backend IDs, `sizes.addresses` frontend addresses.
+    /// ID 0 is never given out: it means "none" in views (and is never a
+    /// backend in the datapath).
     pub fn new(seed: u64, policy: SizingPolicy, sizes: MapSizes) -> Self {
         Self {
             seed,
@@ -183,6 +236,7 @@ impl Reconciler {
             backends: BTreeMap::new(),
             stray_backends: Vec::new(),
             addresses: BTreeMap::new(),
+            source_ranges: 0,
             flows_to_delete: BTreeSet::new(),
             last: BTreeMap::new(),
             users: HashMap::new(),
@@ -221,10 +275,7 @@ impl Reconciler {
         }
         for &(key, id, affinity) in &recovered.frontends {
             r.service_ids.adopt(id, 0);
-            r.services.entry(id).or_insert(ProgrammedService {
-                name: None,
-                table: None,
-            });
+            r.services.entry(id).or_insert(ProgrammedService::unnamed());
             r.frontends.insert(key, (id, affinity));
         }
         for &(id, size) in &recovered.tables {
@@ -235,15 +286,28 @@ impl Reconciler {
             r.service_ids.adopt(id, 0);
             r.services
                 .entry(id)
-                .or_insert(ProgrammedService {
-                    name: None,
-                    table: None,
-                })
+                .or_insert(ProgrammedService::unnamed())
                 .table = Some(ProgrammedTable {
                 size,
                 slots: None,
                 members: Vec::new(),
             });
+        }
+        // A service ID with networks only (the agent stopped between
+        // removing its frontends and its networks) is one too: it holds
+        // entries, and the first sync removes them.
+        for &(id, addr, len) in &recovered.source_ranges {
+            r.service_ids.adopt(id, 0);
+            r.services
+                .entry(id)
+                .or_insert(ProgrammedService::unnamed())
+                .source_ranges
+                .networks
+                .push((addr, len));
+            r.source_ranges += 1;
+        }
+        for service in r.services.values_mut() {
+            service.source_ranges.networks.sort_unstable();
         }
         r.addresses = recovered.addresses.iter().copied().collect();
         r.flows_to_delete
@@ -389,6 +453,34 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// Replaces service `id`'s client networks with `wanted` (sorted, as
+    /// [`DesiredService::source_ranges`] is), keeping count of the entries:
+    /// of what may be there, should the write fail.
+    fn write_source_ranges<T: Target>(
+        &mut self,
+        id: u32,
+        wanted: &[(IpAddr, u8)],
+        target: &mut T,
+    ) -> Result<(), T::Error> {
+        let written = target.set_source_ranges(id, wanted);
+        let Some(service) = self.services.get_mut(&id) else {
+            return written;
+        };
+        let ranges = &mut service.source_ranges;
+        self.source_ranges -= ranges.networks.len();
+        if written.is_ok() {
+            ranges.networks = wanted.to_vec();
+            ranges.unsure = false;
+        } else {
+            ranges.networks.extend_from_slice(wanted);
+            ranges.networks.sort_unstable();
+            ranges.networks.dedup();
+            ranges.unsure = true;
+        }
+        self.source_ranges += ranges.networks.len();
+        written
     }
 }
 

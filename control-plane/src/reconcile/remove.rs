@@ -80,9 +80,10 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Removes the tables of services gone or without usable backends, and
-    /// frees the IDs of services gone (and of recovered services nobody
-    /// claimed, on a full pass).
+    /// Removes the tables of services gone or without usable backends, the
+    /// client networks of services gone or left without any, and frees the
+    /// IDs of services gone (and of recovered services nobody claimed, on a
+    /// full pass).
     pub(super) fn remove_services<T: Target>(
         &mut self,
         changes: &[Change],
@@ -90,12 +91,13 @@ impl Reconciler {
         target: &mut T,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
-        let mut candidates: Vec<(u32, bool, bool)> = changes
+        let mut candidates: Vec<(u32, bool, bool, bool)> = changes
             .iter()
             .filter_map(|c| {
                 let id = *self.names.get(&c.name)?;
                 let keep_table = c.new.as_ref().is_some_and(|s| !s.members.is_empty());
-                Some((id, keep_table, c.new.is_some()))
+                let keep_ranges = c.new.as_ref().is_some_and(|s| !s.source_ranges.is_empty());
+                Some((id, keep_table, keep_ranges, c.new.is_some()))
             })
             .collect();
         if full {
@@ -103,10 +105,10 @@ impl Reconciler {
                 self.services
                     .iter()
                     .filter(|(_, s)| s.name.is_none())
-                    .map(|(&id, _)| (id, false, false)),
+                    .map(|(&id, _)| (id, false, false, false)),
             );
         }
-        for (id, keep_table, keep_service) in candidates {
+        for (id, keep_table, keep_ranges, keep_service) in candidates {
             if !keep_table && self.services.get(&id).is_some_and(|s| s.table.is_some()) {
                 target
                     .remove_table(id)
@@ -114,14 +116,26 @@ impl Reconciler {
                 self.set_table(id, None);
                 report.tables_removed += 1;
             }
-            if !keep_service {
-                // Its frontends are gone: nothing reads its networks.
-                target.set_source_ranges(id, &[]).map_err(datapath(
+            // Its frontends are gone, or no longer read its networks (a
+            // frontend reading none drops every client). A service gone is
+            // cleared whatever is known of it.
+            let stale_ranges = self
+                .services
+                .get(&id)
+                .is_some_and(|s| s.source_ranges.differ(&[]));
+            if !keep_service || (!keep_ranges && stale_ranges) {
+                self.write_source_ranges(id, &[], target).map_err(datapath(
                     "remove the source ranges of service",
                     id.to_string(),
                 ))?;
-                if let Some(name) = self.services.remove(&id).and_then(|s| s.name) {
-                    self.names.remove(&name);
+            }
+            if !keep_service {
+                if let Some(service) = self.services.remove(&id) {
+                    // Cleared above: nothing left to count.
+                    self.source_ranges -= service.source_ranges.networks.len();
+                    if let Some(name) = service.name {
+                        self.names.remove(&name);
+                    }
                 }
                 self.service_ids.free(id);
             }

@@ -128,8 +128,10 @@ pub struct MemoryTarget {
     /// error would.
     pub refuse_flow_deletes: usize,
     /// The maps' capacities, when set: a write the kernel would refuse —
-    /// a new frontend or address in a full map, an ID the map does not
-    /// hold — fails (unset: no limit).
+    /// a new frontend, address or client network in a full map (client
+    /// networks: `services` entries for every service together), an ID the
+    /// map does not hold — fails (unset: no limit). A write of networks
+    /// stops there, part-way, as the datapath's does.
     pub sizes: Option<MapSizes>,
 }
 
@@ -303,6 +305,12 @@ impl Target for MemoryTarget {
             )));
         }
         self.check_id("service", id, 0, |s| s.services)?;
+        if options.source_ranges_only && !self.source_ranges.contains_key(&id) {
+            return Err(Violation(format!(
+                "frontend {} reads the source ranges of service {id}, which has none",
+                frontend.addr
+            )));
+        }
         let new = !self.frontends.contains_key(&key(frontend));
         self.check_room("SERVICES", new, self.frontends.len(), |s| s.services)?;
         self.frontends.insert(key(frontend), (id, *options));
@@ -333,20 +341,39 @@ impl Target for MemoryTarget {
     }
 
     fn set_source_ranges(&mut self, id: u32, ranges: &[(IpAddr, u8)]) -> Result<(), Violation> {
-        if ranges.is_empty() {
-            if self
+        if ranges.is_empty()
+            && self
                 .frontends
                 .values()
                 .any(|&(s, o)| s == id && o.source_ranges_only)
-            {
-                return Err(Violation(format!(
-                    "the source ranges of service {id} removed while a frontend reads them"
-                )));
-            }
-            self.source_ranges.remove(&id);
-        } else {
-            self.source_ranges.insert(id, ranges.to_vec());
+        {
+            return Err(Violation(format!(
+                "the source ranges of service {id} removed while a frontend reads them"
+            )));
         }
-        Ok(())
+        self.check_id("service", id, 0, |s| s.services)?;
+        // As the datapath writes them: the networks new to `id`, each into
+        // a trie with room, then the old ones not wanted go.
+        let mut now = self.source_ranges.remove(&id).unwrap_or_default();
+        let mut len = self.source_ranges.values().map(Vec::len).sum::<usize>() + now.len();
+        let mut written = Ok(());
+        for range in ranges {
+            if now.contains(range) {
+                continue;
+            }
+            written = self.check_room("SOURCE_RANGES", true, len, |s| s.services);
+            if written.is_err() {
+                break;
+            }
+            now.push(*range);
+            len += 1;
+        }
+        if written.is_ok() {
+            now = ranges.to_vec();
+        }
+        if !now.is_empty() {
+            self.source_ranges.insert(id, now);
+        }
+        written
     }
 }

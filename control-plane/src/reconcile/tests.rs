@@ -55,6 +55,22 @@ fn service(vip_index: u8, backends: &[(u8, BackendState)]) -> Service {
     }
 }
 
+/// Client network `i`: 198.19.i.0/24.
+fn network(i: u8) -> (IpAddr, u8) {
+    (IpAddr::from([198, 19, i, 0]), 24)
+}
+
+/// `service` with only client networks `networks` reaching its frontends
+/// (none: every client), as a Kubernetes LoadBalancer Service's ingress IP
+/// with `loadBalancerSourceRanges`.
+fn ranged(mut service: Service, networks: &[u8]) -> Service {
+    service.source_ranges = networks.iter().map(|&i| network(i)).collect();
+    for frontend in &mut service.frontends {
+        frontend.source_ranges_only = !networks.is_empty();
+    }
+    service
+}
+
 fn model(services: impl IntoIterator<Item = (&'static str, Service)>) -> Model {
     Model {
         services: services
@@ -89,7 +105,8 @@ fn sync(r: &mut Reconciler, m: &Model, t: &mut MemoryTarget) -> SyncReport {
 }
 
 /// Asserts the target holds exactly `m`: each frontend names its service's
-/// ID, whose table holds exactly the active backends, all live.
+/// ID, whose table holds exactly the active backends, all live, and whose
+/// client networks are exactly the service's.
 fn assert_programs(r: &Reconciler, m: &Model, t: &MemoryTarget) {
     assert_programs_with(r, m, t, all_healthy);
 }
@@ -103,8 +120,12 @@ fn assert_programs_with(
 ) {
     let desired = Desired::new(m, healthy);
     let mut frontends = BTreeMap::new();
+    let mut networks = BTreeMap::new();
     for (name, service) in &desired.services {
         let id = r.service_id(name).expect("service has an ID");
+        if !service.source_ranges.is_empty() {
+            networks.insert(id, service.source_ranges.clone());
+        }
         for &(addr, proto) in &service.frontends {
             frontends.insert(
                 (addr, xdp_lb::Protocol::from(proto).number()),
@@ -130,6 +151,7 @@ fn assert_programs_with(
         assert_eq!(Some(table.as_slice()), r.table(name));
     }
     assert_eq!(t.frontends, frontends);
+    assert_eq!(t.source_ranges, networks);
     let live: BTreeSet<SocketAddr> = desired
         .services
         .iter()
@@ -352,6 +374,11 @@ fn recovered(t: &MemoryTarget) -> Recovered {
             .map(|(&id, slots)| (id, slots.len() as u32))
             .collect(),
         addresses: t.addresses.iter().map(|(&a, &k)| (a, k)).collect(),
+        source_ranges: t
+            .source_ranges
+            .iter()
+            .flat_map(|(&id, networks)| networks.iter().map(move |&(a, len)| (id, a, len)))
+            .collect(),
         removed_frontends_with_flows: Vec::new(),
     }
 }
@@ -421,12 +448,19 @@ fn arbitrary_model() -> impl Strategy<Value = Model> {
         ],
         0..8,
     );
-    proptest::collection::btree_map(1u8..6, backends, 0..5).prop_map(|services| Model {
+    // Client networks from a small pool, so that services keep, swap and
+    // share some of them from one model to the next.
+    let networks = proptest::collection::btree_set(0u8..4, 0..3);
+    proptest::collection::btree_map(1u8..6, (backends, networks), 0..5).prop_map(|services| Model {
         services: services
             .into_iter()
-            .map(|(i, backends)| {
+            .map(|(i, (backends, networks))| {
                 let list: Vec<(u8, BackendState)> = backends.into_iter().collect();
-                (ServiceName(format!("svc-{i}")), service(i, &list))
+                let networks: Vec<u8> = networks.into_iter().collect();
+                (
+                    ServiceName(format!("svc-{i}")),
+                    ranged(service(i, &list), &networks),
+                )
             })
             .collect(),
     })
@@ -502,6 +536,47 @@ fn source_ranges_are_written_before_their_frontends_and_removed_after() {
     assert_eq!(t.source_ranges[&id], lb.source_ranges);
     sync(&mut r, &Model::default(), &mut t);
     assert!(t.source_ranges.is_empty());
+}
+
+#[test]
+fn a_service_that_drops_its_source_ranges_keeps_them_until_its_frontends_stop_reading_them() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let lb = |networks: &[u8]| model([("lb", ranged(service(1, &active(&[1])), networks))]);
+    sync(&mut r, &lb(&[0]), &mut t);
+    // The frontend stops reading them, then they go: the other way round,
+    // it would drop every client in between (MemoryTarget refuses it).
+    let report = sync(&mut r, &lb(&[]), &mut t);
+    assert_eq!(report.frontends_written, 1);
+    assert!(t.source_ranges.is_empty());
+    assert_programs(&r, &lb(&[]), &t);
+    // And back: the networks first.
+    sync(&mut r, &lb(&[1]), &mut t);
+    assert_programs(&r, &lb(&[1]), &t);
+}
+
+#[test]
+fn source_ranges_a_write_left_half_done_are_written_again_whatever_comes_next() {
+    // The target holds 4 client networks; the reconciler thinks 64.
+    let (mut r, mut t) = (
+        reconciler(),
+        target_of(MapSizes {
+            services: 4,
+            ..SIZES
+        }),
+    );
+    let lb = |networks: &[u8]| model([("lb", ranged(service(1, &active(&[1])), networks))]);
+    sync(&mut r, &lb(&[0]), &mut t);
+    let failed = r.sync(&Desired::new(&lb(&[0, 1, 2, 3, 4]), all_healthy), &mut t);
+    assert!(
+        matches!(failed, Err(SyncError::Datapath { .. })),
+        "{failed:?}"
+    );
+    let id = r.service_id(&ServiceName("lb".into())).expect("id");
+    assert_eq!(t.source_ranges[&id].len(), 4, "stopped part-way");
+    // Back to what the last successful sync had: the networks written
+    // part-way go, though the service is as it was.
+    sync(&mut r, &lb(&[0]), &mut t);
+    assert_programs(&r, &lb(&[0]), &t);
 }
 
 /// Maps that hold 4 frontends and 3 services, 3 backends, 2 addresses.
@@ -671,9 +746,131 @@ fn a_restarted_reconciler_counts_the_pinned_services_until_a_sync_drops_them() {
     assert_programs(&restarted, &with_ntp, &t);
 }
 
-/// How many of each counted thing `desired` and `programmed` hold together:
-/// frontends, services, live backends, addresses.
-fn union_counts(programmed: &Desired, desired: &Desired) -> [usize; 4] {
+#[test]
+fn client_networks_are_replaced_service_by_service_each_needing_room_for_its_new_ones() {
+    // 4 client networks (and 4 frontends, 3 service IDs).
+    let sizes = MapSizes {
+        services: 4,
+        ..SIZES
+    };
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    );
+    let three = |networks: &[u8]| {
+        model([
+            ("a", ranged(service(1, &active(&[1])), networks)),
+            ("b", ranged(service(2, &active(&[1])), networks)),
+            ("c", ranged(service(3, &active(&[1])), networks)),
+        ])
+    };
+    sync(&mut r, &three(&[0]), &mut t);
+    // One service at a time: 3 and the one new to the service written, not
+    // the 6 of old and new together.
+    sync(&mut r, &three(&[1]), &mut t);
+    assert_programs(&r, &three(&[1]), &t);
+
+    let before = t.clone();
+    let refused = refusal(&mut r, &three(&[1, 2]), &mut t);
+    assert_eq!(t, before, "nothing written");
+    let counts: Vec<(Quantity, usize, usize, usize)> = refused
+        .overflows
+        .iter()
+        .map(|o| (o.quantity, o.wanted, o.leaving, o.capacity))
+        .collect();
+    // a's, b's and c's new one in turn: 4, 5, 6 at once.
+    assert_eq!(counts, [(Quantity::SourceRanges, 6, 0, 4)]);
+    assert_eq!(
+        refused.to_string(),
+        "the configuration needs 6 client networks of loadBalancerSourceRanges (one entry per \
+         network and Service port) but --max-services is 4: raise --max-services (nothing was \
+         written)"
+    );
+}
+
+#[test]
+fn client_networks_a_change_drops_stay_until_the_new_ones_are_written() {
+    let sizes = MapSizes {
+        services: 4,
+        ..SIZES
+    };
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    );
+    let two = |networks: &[u8]| {
+        model([
+            ("http", ranged(service(1, &active(&[1])), networks)),
+            ("https", ranged(service(2, &active(&[1])), networks)),
+        ])
+    };
+    sync(&mut r, &two(&[0]), &mut t);
+    let before = t.clone();
+    // http's two new ones with both old ones (4), then https's two new ones
+    // with its old one (5).
+    let refused = refusal(&mut r, &two(&[1, 2]), &mut t);
+    assert_eq!(t, before, "nothing written");
+    assert_eq!(
+        refused.to_string(),
+        "the configuration needs 4 client networks of loadBalancerSourceRanges (one entry per \
+         network and Service port), plus 1 of those it drops, which stay programmed until the \
+         new ones are written: 5 at once, but --max-services is 4: raise --max-services, or make \
+         the removals a change of their own first (nothing was written)"
+    );
+    // In two steps it fits: each service then adds one.
+    sync(&mut r, &two(&[1]), &mut t);
+    sync(&mut r, &two(&[1, 2]), &mut t);
+    assert_programs(&r, &two(&[1, 2]), &t);
+}
+
+#[test]
+fn a_restarted_reconciler_counts_the_pinned_client_networks_until_a_sync_drops_them() {
+    let sizes = MapSizes {
+        services: 4,
+        ..SIZES
+    };
+    let (mut r, mut t) = (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    );
+    let a = ("a", ranged(service(1, &active(&[1])), &[0, 1]));
+    let b = ("b", ranged(service(2, &active(&[1])), &[2]));
+    sync(&mut r, &model([a.clone(), b]), &mut t);
+    // Stopped after removing b's frontend and table, before its networks.
+    let b_id = r.service_id(&ServiceName("b".into())).expect("id");
+    t.frontends.retain(|_, &mut (id, _)| id != b_id);
+    t.tables.remove(&b_id);
+
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), sizes, &recovered(&t));
+    let before = t.clone();
+    let with_c = model([a.clone(), ("c", ranged(service(3, &active(&[1])), &[3, 0]))]);
+    let refused = refusal(&mut restarted, &with_c, &mut t);
+    assert_eq!(t, before, "nothing written");
+    let networks = refused
+        .overflows
+        .iter()
+        .find(|o| o.quantity == Quantity::SourceRanges)
+        .expect("client networks overflow");
+    assert_eq!(
+        (networks.wanted, networks.leaving, networks.capacity),
+        (4, 1, 4),
+        "b's network is there until the break half"
+    );
+
+    let a_only = model([a]);
+    sync(&mut restarted, &a_only, &mut t);
+    assert_programs(&restarted, &a_only, &t);
+    sync(&mut restarted, &with_c, &mut t);
+    assert_programs(&restarted, &with_c, &t);
+}
+
+/// How many of each counted thing a sync from `programmed` to `desired`
+/// needs at once: frontends, services, live backends, addresses — what the
+/// two hold together — and client networks: what the trie holds at its
+/// fullest, as each service in name order has its networks replaced (the
+/// new ones in before the old ones go), while those of services dropped or
+/// left without any stay until the end.
+fn peak_counts(programmed: &Desired, desired: &Desired) -> [usize; 5] {
     let both = [programmed, desired];
     let frontends: BTreeSet<_> = both
         .iter()
@@ -691,23 +888,45 @@ fn union_counts(programmed: &Desired, desired: &Desired) -> [usize; 4] {
         .iter()
         .flat_map(|d| d.addresses.iter().map(|(a, _)| a))
         .collect();
-    [frontends.len(), names.len(), live.len(), addresses.len()]
+    let mut networks: usize = programmed
+        .services
+        .iter()
+        .map(|(_, s)| s.source_ranges.len())
+        .sum();
+    let mut networks_peak = networks;
+    for (name, service) in &desired.services {
+        let new = &service.source_ranges;
+        let old = programmed.get(name).map_or(&[][..], |s| &s.source_ranges);
+        if new.is_empty() || new == old {
+            continue;
+        }
+        let added = new.iter().filter(|n| !old.contains(n)).count();
+        networks_peak = networks_peak.max(networks + added);
+        networks = networks + new.len() - old.len();
+    }
+    [
+        frontends.len(),
+        names.len(),
+        live.len(),
+        addresses.len(),
+        networks_peak,
+    ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// With maps too small for some of the models: a sync is refused
-    /// exactly when the programmed and the desired state together
-    /// overflow a map (an oracle from the models, not the reconciler's
-    /// books), a refused sync writes nothing, and one that is not refused
-    /// never meets a full map.
+    /// exactly when its peak overflows a map (an oracle from the models,
+    /// not the reconciler's books), a refused sync writes nothing, and one
+    /// that is not refused never meets a full map (client networks
+    /// included).
     #[test]
     fn a_sync_is_refused_whole_exactly_when_its_peak_overflows_a_map(
         models in proptest::collection::vec((arbitrary_model(), 0u8..12), 1..8)
     ) {
         let sizes = MapSizes { services: 4, backends: 6, conntrack: 64, addresses: 3 };
-        let capacities = [4, 3, 5, 3];
+        let capacities = [4, 3, 5, 3, 4];
         let (mut r, mut t) = (
             Reconciler::new(SEED, SizingPolicy::default(), sizes),
             target_of(sizes),
@@ -716,9 +935,9 @@ proptest! {
         for (m, down) in &models {
             let healthy = |_: &ServiceName, a: SocketAddr| a != backend(*down);
             let desired = Desired::new(m, healthy);
-            let needed = union_counts(&programmed, &desired);
+            let needed = peak_counts(&programmed, &desired);
             let overflowing: Vec<usize> =
-                (0..4).filter(|&i| needed[i] > capacities[i]).collect();
+                (0..5).filter(|&i| needed[i] > capacities[i]).collect();
             let before = t.clone();
             match r.sync(&desired, &mut t) {
                 Ok(_) => {
