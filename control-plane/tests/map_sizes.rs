@@ -13,7 +13,8 @@ use control_plane::{
 };
 use xdp_lb::{AddressKind, BackendRecord, Datapath, Frontend, LoadOptions, MapSizes};
 
-/// 4 frontends and 3 service IDs, 3 backend IDs, 2 frontend addresses.
+/// 4 frontends, 3 service IDs and 4 client networks, 3 backend IDs, 2
+/// frontend addresses.
 const TINY: MapSizes = MapSizes {
     services: 4,
     backends: 4,
@@ -25,9 +26,10 @@ type Frontends = Vec<(Frontend, u32)>;
 type Backends = Vec<(u32, BackendRecord)>;
 type Tables = Vec<(u32, Option<Vec<u32>>)>;
 type Addresses = Vec<(std::net::IpAddr, AddressKind)>;
+type SourceRanges = Vec<(u32, std::net::IpAddr, u8)>;
 
 /// Everything the reconciler writes, read back from the maps, sorted.
-fn contents(dp: &Datapath) -> (Frontends, Backends, Tables, Addresses) {
+fn contents(dp: &Datapath) -> (Frontends, Backends, Tables, Addresses, SourceRanges) {
     let mut frontends: Frontends = dp
         .frontends()
         .expect("frontends")
@@ -45,7 +47,8 @@ fn contents(dp: &Datapath) -> (Frontends, Backends, Tables, Addresses) {
         .collect();
     let mut addresses = dp.addresses().expect("addresses");
     addresses.sort_unstable_by_key(|&(addr, _)| addr);
-    (frontends, backends, tables, addresses)
+    let source_ranges = dp.source_ranges().expect("source ranges");
+    (frontends, backends, tables, addresses, source_ranges)
 }
 
 fn model(yaml: &str) -> Model {
@@ -125,4 +128,72 @@ services:
     reconciler.sync(&desired(&bigger), &mut dp).expect("fits");
     let after = contents(&dp);
     assert_eq!(after.0.len(), 4, "{after:?}");
+}
+
+#[test]
+fn too_many_client_networks_leave_the_maps_as_they_were() {
+    let mut dp = Datapath::load_with(&LoadOptions {
+        sizes: TINY,
+        pin_dir: None,
+    })
+    .expect("load the datapath (as root)");
+    let mut reconciler = Reconciler::new(1, SizingPolicy::default(), dp.sizes());
+    // A LoadBalancer Service of two ports: two xlb services, each with the
+    // Service's networks (and its cluster IP and ingress IP: 4 frontends).
+    let lb = |ranges: &str| {
+        model(&format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata: {{name: lb, namespace: shop}}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  clusterIP: 198.18.100.1
+  ports:
+    - {{name: http, port: 80}}
+    - {{name: https, port: 443}}
+  loadBalancerSourceRanges: {ranges}
+status:
+  loadBalancer:
+    ingress: [{{ip: 198.18.100.2}}]
+"
+        ))
+    };
+    reconciler
+        .sync(&desired(&lb("[198.18.0.0/24]")), &mut dp)
+        .expect("the running configuration fits");
+    let before = contents(&dp);
+    assert_eq!(before.4.len(), 2, "{before:?}");
+
+    // Two networks instead of one: http's go in while both old ones are
+    // there (4), then https's while its old one is (5). This was written
+    // until SOURCE_RANGES was full — http's networks replaced, one of
+    // https's two written — and failed with ENOSPC.
+    let two = lb("[198.18.1.0/24, 198.18.2.0/24]");
+    let refused = reconciler
+        .sync(&desired(&two), &mut dp)
+        .expect_err("5 networks at once in a trie of 4");
+    assert!(matches!(refused, SyncError::DoesNotFit(_)), "{refused:?}");
+    assert_eq!(
+        refused.to_string(),
+        "the configuration needs 4 client networks of loadBalancerSourceRanges (one entry per \
+         network and Service port), plus 1 of those it drops, which stay programmed until the \
+         new ones are written: 5 at once, but --max-services is 4: raise --max-services, or make \
+         the removals a change of their own first (nothing was written)"
+    );
+    assert_eq!(contents(&dp), before, "the maps hold what they held");
+
+    // One new network at a time, it fits.
+    reconciler
+        .sync(&desired(&lb("[198.18.1.0/24]")), &mut dp)
+        .expect("fits");
+    reconciler.sync(&desired(&two), &mut dp).expect("fits");
+    let after = contents(&dp);
+    let ids: Vec<u32> = after.4.iter().map(|&(id, ..)| id).collect();
+    assert_eq!(after.4.len(), 4, "{after:?}");
+    assert!(
+        ids[0] == ids[1] && ids[2] == ids[3] && ids[1] != ids[2],
+        "{after:?}"
+    );
 }
