@@ -675,6 +675,56 @@ fn check_config_checks_the_file_fits_the_agent_s_map_sizes() {
 }
 
 #[test]
+fn check_config_counts_the_client_networks_of_each_service_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ranges.yaml");
+    // Two ports, three networks: 6 entries of SOURCE_RANGES (and 4
+    // frontends, 2 services).
+    std::fs::write(
+        &file,
+        "\
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: shop}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  clusterIP: 198.18.100.1
+  ports:
+    - {name: http, port: 80}
+    - {name: https, port: 443}
+  loadBalancerSourceRanges: [198.18.0.0/24, 198.18.1.0/24, \"2001:2::/48\"]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.18.100.2}]
+",
+    )
+    .expect("write");
+    let just_enough = check_config_with(&file, &["--max-services", "6"], &[]);
+    assert_eq!(
+        stdout(&just_enough),
+        format!(
+            "{}: ok: 2 services, 4 frontends, 0 backends\n",
+            file.display()
+        ),
+        "{}",
+        stderr(&just_enough)
+    );
+
+    let output = check_config_with(&file, &["--max-services", "5"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{}: the configuration needs 6 client networks of loadBalancerSourceRanges (one \
+             entry per network and Service port) but --max-services is 5: raise --max-services\n",
+            file.display()
+        )
+    );
+}
+
+#[test]
 fn check_config_rejects_a_bad_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Without FILE it is a usage error.
