@@ -12,6 +12,7 @@ use aya::maps::{Array, HashOfMaps, MapData};
 use xdp_lb_common::{
     addr::as_v4,
     backend::{Backend, NO_BACKEND},
+    neighbour::L2Announcement,
     service::{
         ADDRESS_NODE, ADDRESS_VIP, AddressInfo, AddressKey, FrontendKey,
         SERVICE_AFFINITY_CLIENT_IP, SERVICE_DROP_WITHOUT_BACKENDS, SERVICE_DSR,
@@ -22,8 +23,8 @@ use xdp_lb_common::{
 use crate::{
     AddressKind, BackendRecord, Datapath, Error, ServiceOptions,
     maps::{
-        ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, MAGLEV_TABLES, SERVICES, SOURCE_RANGES,
-        map_err,
+        ADDRESSES, BACKENDS, CONNTRACK, CONNTRACK_REPLY, L2_ANNOUNCE, MAGLEV_TABLES, SERVICES,
+        SOURCE_RANGES, map_err,
     },
     net::{Frontend, Protocol, from_addr, socket},
 };
@@ -173,8 +174,8 @@ impl Datapath {
     }
 
     /// How full the configuration and conntrack maps are: `SERVICES`,
-    /// `ADDRESSES`, `BACKENDS`, `MAGLEV_TABLES`, `CONNTRACK`,
-    /// `CONNTRACK_REPLY`, in that order. Each count is a snapshot taken by
+    /// `ADDRESSES`, `BACKENDS`, `MAGLEV_TABLES`, `SOURCE_RANGES`,
+    /// `L2_ANNOUNCE`, `CONNTRACK`, `CONNTRACK_REPLY`, in that order. Each count is a snapshot taken by
     /// walking the map; conntrack moves while it is walked.
     pub fn map_usage(&self) -> Result<Vec<MapUsage>, Error> {
         let usage = |name, entries: usize, capacity: u32| MapUsage {
@@ -202,6 +203,13 @@ impl Datapath {
             .info()
             .map_err(map_err(MAGLEV_TABLES, "info"))?
             .max_entries();
+        // A trie cannot be read in batches: the networks `set_source_ranges`
+        // keeps track of, read from the trie only until it first writes.
+        let networks: usize = match &self.source_ranges {
+            Some(index) => index.values().map(Vec::len).sum(),
+            None => self.read_source_ranges()?.values().map(Vec::len).sum(),
+        };
+        let (announced, _, announced_max) = self.walk::<AddressKey, L2Announcement>(L2_ANNOUNCE)?;
         let (flows, flows_max) = self.ct_tables.flow_slots()?;
         let (replies, replies_max) = self.ct_tables.reply_slots()?;
         Ok(vec![
@@ -209,6 +217,8 @@ impl Datapath {
             usage(ADDRESSES, addresses.len(), addresses_max),
             usage(BACKENDS, active, backends_max.saturating_sub(1)),
             usage(MAGLEV_TABLES, table_count, tables_max),
+            usage(SOURCE_RANGES, networks, self.sizes.services),
+            usage(L2_ANNOUNCE, announced.len(), announced_max),
             usage(CONNTRACK, flows.len(), flows_max),
             usage(CONNTRACK_REPLY, replies.len(), replies_max),
         ])

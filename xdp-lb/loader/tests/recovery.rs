@@ -57,6 +57,8 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     usage("ADDRESSES", 0, 4),
                     usage("BACKENDS", 0, 31),
                     usage("MAGLEV_TABLES", 0, 16),
+                    usage("SOURCE_RANGES", 0, 16),
+                    usage("L2_ANNOUNCE", 0, 4),
                     usage("CONNTRACK", 0, 128),
                     usage("CONNTRACK_REPLY", 0, 128),
                 ]
@@ -172,6 +174,8 @@ fn a_reopened_datapath_reads_back_frontends_backends_and_tables() {
                     usage("ADDRESSES", 2, 4),
                     usage("BACKENDS", 3, 31),
                     usage("MAGLEV_TABLES", 2, 16),
+                    usage("SOURCE_RANGES", 1, 16),
+                    usage("L2_ANNOUNCE", 0, 4),
                     usage("CONNTRACK", 0, 128),
                     usage("CONNTRACK_REPLY", 0, 128),
                 ]
