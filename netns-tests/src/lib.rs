@@ -4,7 +4,7 @@
 //! addresses, routes, processes, echo servers, a private bpffs — and removes
 //! all of it when dropped. [`topology`] builds the usual shapes (two hosts,
 //! client → LB → backends, nodes with pods, ECMP in front of several LBs).
-//! [`sweep`] removes what a crashed run left behind.
+//! [`sweep()`] removes what a crashed run left behind.
 //!
 //! The rules of DESIGN.md ("Test network rules") are enforced here, not just
 //! followed: a rig never changes the root network namespace (or runs a

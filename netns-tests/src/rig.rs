@@ -73,7 +73,7 @@ struct Assigned {
 /// Drop order: processes are killed and reaped, echo servers stopped, the
 /// bpffs unmounted, the namespaces deleted (which takes their veths along),
 /// the work directory removed. Failures are logged, never panicked on; what
-/// is left behind, [`sweep`](crate::sweep) removes.
+/// is left behind, [`sweep`](crate::sweep()) removes.
 #[derive(Debug)]
 pub struct Rig {
     id: String,

@@ -15,7 +15,7 @@
 //!    deleted (UDP flows move at once).
 //!
 //! Before any of it, the sync checks that its peak fits the maps
-//! ([`capacity`]): a configuration too big for them is refused whole, with
+//! ([`Reconciler::fits`]): a configuration too big for them is refused whole, with
 //! nothing written.
 //!
 //! State is updated after each successful write, so a failed sync leaves the

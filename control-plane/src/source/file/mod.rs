@@ -1314,7 +1314,7 @@ enum LoopBack<'a> {
 
 impl LoopBack<'_> {
     /// Why, and what to give instead of the address of `whose` ("backend",
-    /// "pod"): "a vip (services[0].frontends[0]): what is sent to a vip comes
+    /// "pod"): "a vip (`services[0].frontends[0]`): what is sent to a vip comes
     /// back to xlb, so give the backend's own address". `on`: name the
     /// address, which the caller gave with a port.
     fn explain(&self, whose: &str, on: bool) -> String {

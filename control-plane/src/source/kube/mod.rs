@@ -1,4 +1,4 @@
-//! Kubernetes objects as a source: the pure [`translate`] from `Service` and
+//! Kubernetes objects as a source: the pure [`translate()`] from `Service` and
 //! `discovery.k8s.io/v1` `EndpointSlice` objects to a [`Model`], with
 //! kube-proxy's semantics (DESIGN.md, "Kubernetes semantics").
 //!
@@ -71,7 +71,7 @@ pub struct TranslateOptions {
     pub service_proxy_name: Option<String>,
 }
 
-/// What [`translate`] made of the objects.
+/// What [`translate()`] made of the objects.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Translation {
     /// The services to balance.
@@ -108,7 +108,7 @@ pub struct HealthCheckNodePort {
     pub local_endpoints: usize,
 }
 
-/// Why [`translate`] left something out.
+/// Why [`translate()`] left something out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SkipReason {
     /// A Service of type `ExternalName` (DNS only; nothing to balance).

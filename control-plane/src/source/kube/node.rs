@@ -110,7 +110,7 @@ pub fn node_object_addresses(node: &Node) -> Vec<IpAddr> {
     addresses
 }
 
-/// This node for [`super::translate`]: named `name`, with the NodePort
+/// This node for [`super::translate()`]: named `name`, with the NodePort
 /// addresses `choice` makes of the `Node` object (None while it is not
 /// known) and of the host's interface addresses `host` (sorted, each once),
 /// and the zone of the Node's [`LABEL_TOPOLOGY_ZONE`] label (None when

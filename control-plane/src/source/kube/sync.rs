@@ -1,5 +1,5 @@
 //! The Kubernetes source's sync loop: waits until the caches hold a full
-//! list, then runs the pure [`translate`] over their contents whenever they
+//! list, then runs the pure [`translate()`] over their contents whenever they
 //! change — at most once per minimum sync period, like kube-proxy's
 //! `--min-sync-period` (a burst of events becomes one sync).
 

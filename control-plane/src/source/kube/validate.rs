@@ -1,5 +1,5 @@
 //! The API server's validation of the Service and EndpointSlice fields that
-//! [`super::translate`] reads, plus the address rules the native format
+//! [`super::translate()`] reads, plus the address rules the native format
 //! shares with it.
 //!
 //! Objects from a live API server already passed these checks; objects from a
@@ -885,7 +885,7 @@ fn check_health_check_node_port(spec: &ServiceSpec, port: i32, errors: &mut Vec<
     }
 }
 
-/// `trafficDistribution`: the values [`super::translate`] reads. The API
+/// `trafficDistribution`: the values [`super::translate()`] reads. The API
 /// server accepts `PreferClose`, and `PreferSameZone` (its newer name) and
 /// `PreferSameNode` behind the PreferSameTrafficDistribution feature gate
 /// (KEP-3015).

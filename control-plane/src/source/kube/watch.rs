@@ -41,7 +41,7 @@ use super::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME, TranslateOptions};
 /// adds the headless label): `!service.kubernetes.io/service-proxy-name,
 /// !service.kubernetes.io/headless` to replace kube-proxy, or
 /// `service.kubernetes.io/service-proxy-name=<name>,!service.kubernetes.io/headless`
-/// to coexist with it. The same choice as [`super::translate`]'s
+/// to coexist with it. The same choice as [`super::translate()`]'s
 /// [`TranslateOptions::service_proxy_name`], so the API server filters what
 /// translate would skip.
 pub fn label_selector(options: &TranslateOptions) -> String {
