@@ -57,10 +57,12 @@ fn an_announcement_that_failed_part_way_is_withdrawn_once_unwanted() {
         // Three in a map of two: two are written before the third fails.
         let three = vips(&["198.19.0.1", "198.19.0.2", "198.19.0.3"]);
         announcer.update(three.clone(), &mut dp, &metrics);
-        assert!(
-            announcer.views()[0].error.is_some(),
-            "{:?}",
-            announcer.views()
+        assert_eq!(
+            announcer.views()[0].error.as_deref(),
+            Some(
+                "announcing 198.19.0.3: the L2 announcement map is full (2 entries): raise \
+                 --max-addresses"
+            )
         );
         let partial = announced(&dp);
         assert_eq!(partial.len(), 2, "{partial:?}");

@@ -99,7 +99,16 @@ impl L2 {
         }
         let mut new = Vec::new();
         for addr in after.difference(&held) {
-            datapath.announce_l2(*addr, self.link)?;
+            datapath
+                .announce_l2(*addr, self.link)
+                .map_err(|error| match error {
+                    // In the words of the agent's flags, not the loader's.
+                    xdp_lb::Error::MapFull { capacity, .. } => anyhow::anyhow!(
+                        "announcing {addr}: the L2 announcement map is full ({capacity} \
+                         entries): raise --max-addresses"
+                    ),
+                    error => error.into(),
+                })?;
             new.push(*addr);
         }
         self.send(&new, metrics);
