@@ -78,48 +78,6 @@ type SpeakerLabels = [(&'static str, &'static str); 1];
 
 type ReasonLabels = [(&'static str, &'static str); 1];
 
-/// Why a sync stopped: `xlb_sync_failures_total{reason}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncFailure {
-    /// The configuration needs more of a map than it holds: nothing written.
-    DoesNotFit,
-    /// No service or backend ID left (a safety net behind `DoesNotFit`).
-    IdsExhausted,
-    /// A Maglev table could not be built.
-    Table,
-    /// A map write failed.
-    Datapath,
-}
-
-impl SyncFailure {
-    const ALL: [Self; 4] = [
-        Self::DoesNotFit,
-        Self::IdsExhausted,
-        Self::Table,
-        Self::Datapath,
-    ];
-
-    const fn label(self) -> &'static str {
-        match self {
-            Self::DoesNotFit => "does_not_fit",
-            Self::IdsExhausted => "ids_exhausted",
-            Self::Table => "table",
-            Self::Datapath => "datapath",
-        }
-    }
-}
-
-impl From<&SyncError> for SyncFailure {
-    fn from(error: &SyncError) -> Self {
-        match error {
-            SyncError::DoesNotFit(_) => Self::DoesNotFit,
-            SyncError::Ids(_) => Self::IdsExhausted,
-            SyncError::Table { .. } => Self::Table,
-            SyncError::Datapath { .. } => Self::Datapath,
-        }
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -158,8 +116,8 @@ impl Metrics {
             reloads.clone(),
         );
         let sync_failures = Family::<ReasonLabels, Counter>::default();
-        for reason in SyncFailure::ALL {
-            drop(sync_failures.get_or_create(&[("reason", reason.label())]));
+        for reason in SyncError::REASONS {
+            drop(sync_failures.get_or_create(&[("reason", reason)]));
         }
         registry.register(
             "xlb_sync_failures",
@@ -234,10 +192,10 @@ impl Metrics {
         self.programming.observe(took.as_secs_f64());
     }
 
-    /// Counts one sync that stopped, for `reason`.
-    pub fn sync_failed(&self, reason: SyncFailure) {
+    /// Counts one sync that stopped with `error`, by its reason.
+    pub fn sync_failed(&self, error: &SyncError) {
         self.sync_failures
-            .get_or_create(&[("reason", reason.label())])
+            .get_or_create(&[("reason", error.reason())])
             .inc();
     }
 
@@ -571,6 +529,7 @@ mod tests {
             MaglevView, ServiceBackendView, SimulateRequest, SimulateView, StatusView,
         },
         model::{Mode, Protocol},
+        reconcile::DoesNotFit,
     };
 
     /// An agent with one service, two backends and some traffic.
@@ -721,7 +680,9 @@ mod tests {
         metrics.reload(true);
         metrics.reload(true);
         metrics.reload(false);
-        metrics.sync_failed(SyncFailure::DoesNotFit);
+        metrics.sync_failed(&SyncError::DoesNotFit(DoesNotFit {
+            overflows: Vec::new(),
+        }));
         let text = metrics.render(&FakeAdmin::healthy()).expect("render");
         let lines = lines(&text);
         let expected = [

@@ -140,7 +140,7 @@ impl Core {
         self.desired = desired;
         self.status.last_sync_error = synced.as_ref().err().map(ToString::to_string);
         if let Err(error) = &synced {
-            self.metrics.sync_failed(error.into());
+            self.metrics.sync_failed(error);
         }
         let report = synced?;
         let took = started.elapsed();

@@ -72,6 +72,24 @@ pub enum SyncError {
     },
 }
 
+impl SyncError {
+    /// Every [`SyncError::reason`], for the metric's series.
+    pub const REASONS: [&'static str; 4] = ["does_not_fit", "ids_exhausted", "table", "datapath"];
+
+    /// What stopped the sync, as `xlb_sync_failures_total{reason}` labels
+    /// it: `does_not_fit` (refused whole, nothing written), `ids_exhausted`
+    /// (a safety net behind it), `table` (a Maglev table could not be
+    /// built), `datapath` (a map write failed).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::DoesNotFit(_) => Self::REASONS[0],
+            Self::Ids(_) => Self::REASONS[1],
+            Self::Table { .. } => Self::REASONS[2],
+            Self::Datapath { .. } => Self::REASONS[3],
+        }
+    }
+}
+
 /// What one sync wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
