@@ -57,17 +57,34 @@ pub(crate) fn views(
     programmed: &Programmed,
     names: &BTreeMap<u32, String>,
 ) -> Vec<DatapathServiceView> {
-    // Each table counted once, however many frontends its service has:
-    // backend ID → slots naming it.
-    let counted: BTreeMap<u32, BTreeMap<u32, u32>> = programmed
+    // Each table's backends, built once however many frontends its service
+    // has: by ID, with the slots naming each.
+    let backends: BTreeMap<u32, Vec<DatapathBackendView>> = programmed
         .tables
         .iter()
         .map(|(&id, table)| {
-            let mut slots = BTreeMap::new();
+            let mut slots: BTreeMap<u32, u32> = BTreeMap::new();
             for &backend in table {
                 *slots.entry(backend).or_default() += 1;
             }
-            (id, slots)
+            let views = slots
+                .into_iter()
+                .map(|(backend, slots)| {
+                    let record = programmed.backends.get(&backend);
+                    DatapathBackendView {
+                        id: backend,
+                        address: record.map(|r| r.addr),
+                        generation: record.map(|r| r.generation),
+                        status: match record {
+                            Some(r) if r.active => DatapathBackendStatus::Active,
+                            Some(_) => DatapathBackendStatus::Retired,
+                            None => DatapathBackendStatus::Missing,
+                        },
+                        slots,
+                    }
+                })
+                .collect();
+            (id, views)
         })
         .collect();
     let mut views: Vec<DatapathServiceView> = programmed
@@ -75,7 +92,6 @@ pub(crate) fn views(
         .iter()
         .map(|(frontend, id, options)| {
             let table = programmed.tables.get(id).map_or(&[][..], Vec::as_slice);
-            let slots = counted.get(id).cloned().unwrap_or_default();
             DatapathServiceView {
                 frontend: frontend.addr,
                 protocol: frontend.proto.into(),
@@ -91,23 +107,7 @@ pub(crate) fn views(
                 mode: if options.dsr { Mode::Dsr } else { Mode::Nat },
                 affinity_timeout_seconds: options.client_ip_affinity.map(|t| t.as_secs()),
                 table_size: u32::try_from(table.len()).unwrap_or(u32::MAX),
-                backends: slots
-                    .into_iter()
-                    .map(|(backend, slots)| {
-                        let record = programmed.backends.get(&backend);
-                        DatapathBackendView {
-                            id: backend,
-                            address: record.map(|r| r.addr),
-                            generation: record.map(|r| r.generation),
-                            status: match record {
-                                Some(r) if r.active => DatapathBackendStatus::Active,
-                                Some(_) => DatapathBackendStatus::Retired,
-                                None => DatapathBackendStatus::Missing,
-                            },
-                            slots,
-                        }
-                    })
-                    .collect(),
+                backends: backends.get(id).cloned().unwrap_or_default(),
             }
         })
         .collect();
