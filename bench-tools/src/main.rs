@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod child;
 mod exit;
 mod kube_proxy;
 mod maglev;

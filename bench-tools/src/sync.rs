@@ -41,6 +41,7 @@ use serde::Serialize;
 use xdp_lb::{Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
 use crate::{
+    child::{Ended, run_bounded},
     kube_proxy,
     prog::frame::{Headers, L4, ipv4_plus},
 };
@@ -621,36 +622,22 @@ fn run_timed(argv: &[&str], file: &Path, limit: Duration) -> anyhow::Result<Opti
     let errors = file.with_extension("stderr");
     let stderr =
         std::fs::File::create(&errors).with_context(|| format!("creating {}", errors.display()))?;
-    let started = Instant::now();
-    let mut child = Command::new(argv[0])
+    let mut command = Command::new(argv[0]);
+    command
         .args(&argv[1..])
         .arg(file)
         .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .with_context(|| format!("spawning {}", argv[0]))?;
-    // Poll rather than block, so a pathological load is bounded in time.
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for the child")? {
-            break status;
-        }
-        if started.elapsed() > limit {
-            // Our own child, by its handle.
-            let _ = child.kill();
-            let _ = child.wait();
+        .stderr(stderr);
+    // A full load takes minutes at 10 000 services; a run asked to stop
+    // kills it, and the ruleset lives in the thread's private namespace,
+    // gone with it.
+    let (status, took) = match run_bounded(&mut command, limit)? {
+        Ended::Exited(status, took) => (status, took),
+        Ended::TimedOut => {
             tracing::warn!(?argv, ?limit, "timed out: killed");
             return Ok(None);
         }
-        if let Err(stopped) = crate::stop::check() {
-            // A full load takes minutes at 10 000 services; the ruleset
-            // lives in the thread's private namespace, gone with it.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(stopped.into());
-        }
-        std::thread::sleep(Duration::from_micros(100));
     };
-    let took = started.elapsed();
     if !status.success() {
         let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
         anyhow::bail!("{argv:?} {} failed ({status}): {stderr}", file.display());

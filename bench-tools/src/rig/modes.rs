@@ -4,8 +4,9 @@
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::Path,
+    process::Stdio,
     time::Duration,
 };
 
@@ -21,7 +22,10 @@ use super::{
     stand::BACKENDS,
     traffic::{STREAM_PORT, TCP_BACKEND_PORT, TCP_FRONTEND_PORT, UDP_PORT},
 };
-use crate::kube_proxy;
+use crate::{
+    child::{Ended, run_bounded},
+    kube_proxy,
+};
 
 /// The backend ID of the stream service's one backend (after the TCP and UDP
 /// backends, `1..=2 * BACKENDS`).
@@ -106,7 +110,9 @@ impl std::fmt::Display for LoadTimedOut {
 impl std::error::Error for LoadTimedOut {}
 
 /// Writes `rules` to the rig's work directory and loads them inside the LB's
-/// namespace with `program [args] FILE`, within `limit`.
+/// namespace with `program [args] FILE`, within `limit`. A run asked to stop
+/// (Ctrl-C, SIGTERM) kills the load rather than waiting for it: at 10 000
+/// services `iptables-restore` runs for minutes.
 pub(crate) fn load(
     topo: &mut ClientLbBackends,
     program: &str,
@@ -114,35 +120,32 @@ pub(crate) fn load(
     rules: &str,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let path = topo.rig.workdir()?.join(format!("{program}.rules"));
+    let workdir = topo.rig.workdir()?;
+    let path = workdir.join(format!("{program}.rules"));
     std::fs::write(&path, rules).with_context(|| format!("writing {}", path.display()))?;
-    // timeout(1) takes 0 for no limit at all; --load-timeout is at least 1 s,
-    // and a shorter limit from elsewhere is rounded up rather than dropped.
-    let seconds = limit.as_secs().max(1);
-    let limit_arg = seconds.to_string();
-    let mut argv: Vec<&str> = vec![&limit_arg, program];
-    argv.extend_from_slice(args);
-    argv.push(path_str(&path)?);
-    let out = topo.lb.exec_output("timeout", &argv)?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        // timeout(1)'s status when the limit killed the command.
-        Some(124) => Err(LoadTimedOut {
+    // Errors to a file, as `child::run_bounded` asks.
+    let errors = workdir.join(format!("{program}.stderr"));
+    let stderr = File::create(&errors).with_context(|| format!("creating {}", errors.display()))?;
+    // `ip netns exec` execs the program itself, so a kill reaches the load.
+    let mut command = topo.lb.command(program)?;
+    command
+        .args(args)
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    match run_bounded(&mut command, limit)? {
+        Ended::Exited(status, _) if status.success() => Ok(()),
+        Ended::Exited(status, _) => anyhow::bail!(
+            "loading the ruleset with {program} failed ({status}): {}",
+            std::fs::read_to_string(&errors).unwrap_or_default().trim()
+        ),
+        Ended::TimedOut => Err(LoadTimedOut {
             program: program.to_owned(),
-            seconds,
+            seconds: limit.as_secs(),
         }
         .into()),
-        _ => anyhow::bail!(
-            "loading the ruleset with {program} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
     }
-}
-
-fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 /// Loads the datapath with the stand's services and attaches it: `xdp_lb` on
