@@ -894,6 +894,54 @@ fn a_reload_the_maps_cannot_hold_keeps_the_running_configuration() {
     report(&format!("refused reload: {error}"));
 }
 
+/// On a node where nothing is pinned, a first file the agent refuses is
+/// fatal before any map is made: maps pinned at that run's sizes would
+/// outlive it and fix the sizes of the next run.
+#[test]
+fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let maps = rig.pin_dir().join("maps");
+    let pinned = |maps: &std::path::Path| {
+        std::fs::read_dir(maps)
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let all = backends(&rig, &(0..BACKENDS).collect::<Vec<_>>(), BACKEND_PORT);
+    let two = config(&[
+        service("web", "TCP", VIP_PORT, &all, false),
+        service("web2", "TCP", VIP_PORT + 1, &all, false),
+    ]);
+    // No file yet; then two frontends with room for one.
+    for (extra, says) in [
+        (&[][..], "No such file or directory"),
+        (
+            &["--max-services", "2"][..],
+            "needs 2 services but --max-services 2 holds 1",
+        ),
+    ] {
+        if !extra.is_empty() {
+            rig.write_config(&two).expect("config");
+        }
+        let (status, log) = rig
+            .run_to_exit(&rig.agent_args(extra), PATIENCE)
+            .expect("an agent that stops");
+        assert!(!status.success(), "{log}");
+        assert!(
+            log.contains("the configuration file was rejected") && log.contains(says),
+            "expected {says:?}: {log}"
+        );
+        assert_eq!(pinned(&maps), 0, "maps pinned by a refused start: {log}");
+    }
+    // The sizes of the next start are its own.
+    rig.start_agent(&["--max-services", "4"]).expect("agent");
+    assert!(pinned(&maps) > 0);
+    assert!(
+        !rig.agent_log().contains("does not apply"),
+        "{}",
+        rig.agent_log()
+    );
+}
+
 /// `xlb bpf lb list -o json`.
 fn datapath_services(rig: &AgentRig) -> Vec<DatapathServiceView> {
     serde_json::from_value(

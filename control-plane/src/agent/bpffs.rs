@@ -62,6 +62,13 @@ pub(crate) fn ensure(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// True when `dir` is on a bpffs and holds something pinned: the maps of an
+/// earlier agent, which keep forwarding whatever this one is given.
+pub(crate) fn holds_pins(dir: &Path) -> bool {
+    on_bpffs(dir).unwrap_or(false)
+        && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 fn on_bpffs(dir: &Path) -> anyhow::Result<bool> {
     let stat = statfs(dir)
         .map_err(io::Error::from)

@@ -50,6 +50,18 @@ pub(crate) fn with_drains<'m>(model: &'m Model, drains: &BTreeSet<Drain>) -> Cow
     Cow::Owned(model)
 }
 
+/// The configuration file as read and checked on its own: what it holds, or
+/// why it is refused (every problem, one per line, with its causes).
+pub(crate) type ConfigRead = Result<source::file::Loaded, String>;
+
+/// Reads and checks the configuration file `file`, outside the agent's lock:
+/// a large file takes a while to parse, and the admin API and the syncs
+/// must not wait for it. [`Core::reload`] takes the result.
+pub(crate) fn read_config(file: &Path) -> ConfigRead {
+    // With its causes: an unreadable file says why.
+    source::file::load_with_warnings(file).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+}
+
 /// Everything the agent knows, behind one lock.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -166,25 +178,24 @@ impl Core {
             .update(vips, &mut self.datapath, &self.metrics);
     }
 
-    /// Re-reads the configuration file. A good file replaces the model (and
-    /// the health targets) and is synced; a bad one, or one the maps cannot
-    /// hold, is logged, counted and shown by `xlb status`, and the running
-    /// configuration keeps serving. Returns the rejection (every problem, one
-    /// per line) when the file was refused; the error is for a sync that
-    /// failed.
-    pub(crate) fn reload(&mut self, since: Instant) -> anyhow::Result<Result<(), String>> {
+    /// Takes the configuration file as [`read_config`] read it. A good file
+    /// replaces the model (and the health targets) and is synced; a bad
+    /// one, or one the maps cannot hold, is logged, counted and shown by
+    /// `xlb status`, and the running configuration keeps serving. Returns
+    /// the rejection (every problem, one per line) when the file was
+    /// refused; the error is for a sync that failed.
+    pub(crate) fn reload(
+        &mut self,
+        read: ConfigRead,
+        since: Instant,
+    ) -> anyhow::Result<Result<(), String>> {
         let Some(file) = self.status.config_file.clone() else {
             // Kubernetes mode: the source pushes its syncs (`apply_kube`).
             return Ok(Ok(()));
         };
-        let loaded = match source::file::load_with_warnings(&file) {
+        let loaded = match read {
             Ok(loaded) => loaded,
-            // With its causes: an unreadable file says why.
-            Err(errors) => {
-                return Ok(Err(
-                    self.reject(&file, format!("{:#}", anyhow::Error::from(errors)))
-                ));
-            }
+            Err(rejected) => return Ok(Err(self.reject(&file, rejected))),
         };
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
@@ -219,10 +230,17 @@ impl Core {
     fn reject(&mut self, file: &Path, error: String) -> String {
         self.metrics.reload(false);
         self.status.reloads_failed += 1;
+        // One record per problem: a record with a line break in it is split
+        // by line-based log collectors (journald, `kubectl logs`).
+        let problems = error.lines().filter(|l| !l.trim().is_empty());
         tracing::error!(
             file = %file.display(),
-            "configuration rejected; nothing in the datapath changes:\n{error}"
+            problems = problems.clone().count(),
+            "configuration rejected; nothing in the datapath changes"
         );
+        for problem in problems {
+            tracing::error!(file = %file.display(), "{problem}");
+        }
         self.status.last_reload = Some(ReloadView {
             at: unix_now(),
             outcome: "rejected".to_owned(),

@@ -42,7 +42,7 @@ pub use options::{AgentOptions, MapSizeOptions};
 pub(crate) use options::{each_once, parse_interface_name};
 
 use self::{
-    core::{Core, Status},
+    core::{ConfigRead, Core, Status},
     views::AgentAdmin,
 };
 use crate::{
@@ -52,7 +52,7 @@ use crate::{
     health::{HealthChecker, node_port::HealthCheckNodePorts},
     metrics::{self, Metrics},
     pod_interfaces::PodInterfaces,
-    reconcile::Reconciler,
+    reconcile::{Desired, Reconciler},
 };
 
 /// How often the configuration file is checked for changes.
@@ -95,16 +95,30 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The file too: on a node with nothing pinned, a file the agent would
+    // refuse is fatal, and must be so before the maps are made and pinned
+    // at this run's sizes (they would outlive it, and fix the sizes of the
+    // next run).
+    let asked = options.sizes.map_sizes(options.conntrack_size);
+    let maps_dir = options.pin_dir.join("maps");
+    let first_read = options
+        .config
+        .as_deref()
+        .map(|file| (file, core::read_config(file)));
+    if let Some((file, read)) = &first_read
+        && !bpffs::holds_pins(&maps_dir)
+    {
+        refuse_on_a_fresh_node(file, read, options.hash_seed, asked)?;
+    }
     bpffs::ensure(&options.pin_dir)?;
     let _pin_dir_lock = bpffs::lock(&options.pin_dir)?;
     // Their errors name the socket and the flag.
     let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group).await?;
     let metrics_server = metrics::MetricsServer::bind(options.metrics_address).await?;
-    let asked = options.sizes.map_sizes(options.conntrack_size);
     let mut datapath = Datapath::load_stamped(
         &LoadOptions {
             sizes: asked,
-            pin_dir: Some(options.pin_dir.join("maps")),
+            pin_dir: Some(maps_dir),
         },
         options
             .version_stamp
@@ -209,7 +223,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     // is withdrawn because a file is broken). The Kubernetes source has
     // nothing to load yet: its first sync arrives in the loop below once
     // its caches are full, and until then the pinned state forwards.
-    if let Err(rejected) = core.reload(Instant::now())?
+    if let Some((_, read)) = first_read
+        && let Err(rejected) = core.reload(read, Instant::now())?
         && !adopted
     {
         return Err(anyhow::anyhow!("{rejected}").context("the configuration file was rejected"));
@@ -311,16 +326,20 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                 Some(config) => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     stamp = file_stamp(config);
-                    locked(&core, |c| c.reload(Instant::now()).map(drop));
+                    let read = read_off_lock(config).await;
+                    locked(&core, |c| c.reload(read, Instant::now()).map(drop));
                     serve_file_health_ports(&core, &mut health_ports).await;
                 }
                 None => tracing::info!("SIGHUP ignored: the Kubernetes source syncs on every change"),
             },
             _ = file_poll.tick(), if config.is_some() => {
                 let now = config.and_then(file_stamp);
-                if now != stamp {
+                if now != stamp
+                    && let Some(file) = config
+                {
                     stamp = now;
-                    locked(&core, |c| c.reload(Instant::now()).map(drop));
+                    let read = read_off_lock(file).await;
+                    locked(&core, |c| c.reload(read, Instant::now()).map(drop));
                     serve_file_health_ports(&core, &mut health_ports).await;
                 }
             }
@@ -379,6 +398,33 @@ fn check_interfaces(interfaces: &[String]) -> anyhow::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The first file, on a node where nothing is pinned: refused as the agent
+/// would refuse it (a bad file, or one maps of `sizes` cannot hold, counted
+/// as `xlb check-config` counts), before anything is made or pinned.
+fn refuse_on_a_fresh_node(
+    file: &Path,
+    read: &ConfigRead,
+    hash_seed: u64,
+    sizes: MapSizes,
+) -> anyhow::Result<()> {
+    let rejected =
+        |why: String| anyhow::anyhow!(why).context("the configuration file was rejected");
+    let loaded = read.as_ref().map_err(|why| rejected(why.clone()))?;
+    let desired = Desired::new(&loaded.model, |_, _| true);
+    Reconciler::new(hash_seed, SizingPolicy::default(), sizes)
+        .fits(&desired)
+        .map_err(|refused| rejected(format!("{}: {refused}", file.display())))
+}
+
+/// Reads the configuration file off the async executor and outside the
+/// agent's lock (`core::read_config`).
+async fn read_off_lock(file: &Path) -> ConfigRead {
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || core::read_config(&file))
+        .await
+        .unwrap_or_else(|failed| Err(format!("reading the configuration file: {failed}")))
 }
 
 /// Says which map-size flags did not apply: pinned maps keep the size they
