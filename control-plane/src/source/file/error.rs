@@ -2,24 +2,27 @@
 
 use std::{fmt, io, path::PathBuf};
 
+use super::place::Place;
+
 /// One thing wrong with a configuration, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// Where, as a path into the document: `services[2].backends[0].address`
-    /// in the native document; `documents[3] (Service default/web):
-    /// spec.ports[0].port` in a Kubernetes one; `documents[1]` for a whole
-    /// document.
-    pub place: String,
+    /// Where, as steps into the document, displayed as
+    /// `services[2].backends[0].address` in the native document;
+    /// `documents[3] (Service default/web): spec.ports[0].port` in a
+    /// Kubernetes one; `documents[1]` for a whole document.
+    pub place: Place,
     /// What is wrong, and what would be right.
     pub message: String,
 }
 
 impl Problem {
-    /// A problem at `place`. Control characters in either are escaped (see
-    /// [`one_line`]): values from the file are echoed in both.
-    pub(crate) fn new(place: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A problem at `place`. Control characters in the message are escaped
+    /// (see [`one_line`]), as they are where a place is displayed: values
+    /// from the file are echoed in both.
+    pub(crate) fn new(place: Place, message: impl Into<String>) -> Self {
         Self {
-            place: one_line(place.into()),
+            place,
             message: one_line(message.into()),
         }
     }
@@ -145,8 +148,11 @@ mod tests {
         let error = ConfigError::Invalid {
             file: Some(PathBuf::from("/etc/xlb/xlb.yaml")),
             problems: vec![
-                Problem::new("services[0].name", "required"),
-                Problem::new("documents[1]", "not a mapping"),
+                Problem::new(
+                    Place::native().key("services").index(0).key("name"),
+                    "required",
+                ),
+                Problem::new(Place::document(1), "not a mapping"),
             ],
         };
         assert_eq!(
@@ -159,7 +165,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped_in_places_and_messages() {
-        let problem = Problem::new("services[0].a\nb", "unknown field `a\nb`\r\u{2028}\t");
+        let problem = Problem::new(
+            Place::native().key("services").index(0).key("a\nb"),
+            "unknown field `a\nb`\r\u{2028}\t",
+        );
         assert_eq!(
             problem.to_string(),
             "services[0].a\\nb: unknown field `a\\nb`\\r\\u{2028}\\t"
@@ -171,7 +180,10 @@ mod tests {
     fn display_without_a_file_has_no_prefix() {
         let error = ConfigError::Invalid {
             file: None,
-            problems: vec![Problem::new("", "did not find expected key at line 2")],
+            problems: vec![Problem::new(
+                Place::native(),
+                "did not find expected key at line 2",
+            )],
         };
         assert_eq!(error.to_string(), "did not find expected key at line 2");
     }

@@ -10,10 +10,11 @@
 
 mod error;
 mod native;
+mod place;
 mod recover;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     io::Read as _,
     net::{IpAddr, SocketAddr},
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
@@ -24,8 +25,11 @@ use k8s_openapi::api::{core::v1::Service as KubeService, discovery::v1::Endpoint
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
 
-pub use self::error::{ConfigError, Problem};
-use self::native::NativeDocument;
+pub use self::{
+    error::{ConfigError, Problem},
+    place::Place,
+};
+use self::{native::NativeDocument, place::Step};
 use crate::{
     model::{Frontend, FrontendKind, Model, Protocol, Service, ServiceName},
     source::kube::{
@@ -155,8 +159,8 @@ fn log_warnings(loaded: Loaded) -> Model {
 /// A Kubernetes object from the file, with the document it came from.
 #[derive(Debug)]
 struct KubeDocument<T> {
-    /// `documents[3] (Service default/web)`: the prefix of its problems.
-    label: String,
+    /// `documents[3] (Service default/web)`: where its fields' places start.
+    place: Place,
     object: T,
 }
 
@@ -168,14 +172,14 @@ struct Documents {
     services: Vec<KubeDocument<KubeService>>,
     slices: Vec<KubeDocument<EndpointSlice>>,
     /// `Kind namespace/name` → the place that defined it.
-    names: BTreeMap<String, String>,
+    names: BTreeMap<String, Place>,
 }
 
 fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut documents = Documents::default();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let place = format!("documents[{index}]");
+        let place = Place::document(index);
         match Value::deserialize(document) {
             Ok(value) => read_document(index, &place, value, &mut documents, &mut problems),
             Err(e) => {
@@ -225,7 +229,7 @@ fn wide_number(message: &str) -> Option<String> {
 
 fn read_document(
     index: usize,
-    place: &str,
+    place: &Place,
     value: Value,
     documents: &mut Documents,
     problems: &mut Vec<Problem>,
@@ -239,10 +243,10 @@ fn read_document(
         Value::Mapping(map) => {
             if let Some((first, _)) = &documents.native {
                 problems.push(Problem::new(
-                    place,
+                    place.clone(),
                     format!(
-                        "a second native document (the first is documents[{first}]): put every \
-                         service in one"
+                        "a second native document (the first is {}): put every service in one",
+                        Place::document(*first)
                     ),
                 ));
             } else {
@@ -250,14 +254,14 @@ fn read_document(
             }
         }
         _ => problems.push(Problem::new(
-            place,
+            place.clone(),
             "not a mapping: a document is the native format (node:, services:) or a Kubernetes \
              object (apiVersion:, kind:)",
         )),
     }
 }
 
-/// `(Kind namespace/name)` of an object not yet deserialised, for places.
+/// `Kind namespace/name` of an object not yet deserialised, for places.
 fn object_label(kind: &str, value: &Value) -> String {
     let meta = value.get("metadata");
     let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
@@ -268,7 +272,7 @@ fn object_label(kind: &str, value: &Value) -> String {
 }
 
 fn read_kube(
-    place: &str,
+    place: &Place,
     value: Value,
     in_list: bool,
     documents: &mut Documents,
@@ -293,55 +297,49 @@ fn read_kube(
             None | Some(Value::Null) => {}
             Some(Value::Sequence(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    read_kube(
-                        &format!("{place}.items[{i}]"),
-                        item.clone(),
-                        true,
-                        documents,
-                        problems,
-                    );
+                    read_kube(&place.item(i), item.clone(), true, documents, problems);
                 }
             }
             Some(_) => problems.push(Problem::new(
-                format!("{place}.items"),
+                place.key("items"),
                 "must be a list of objects",
             )),
         },
         // Whatever its apiVersion (the arm below would blame that): only a
         // document itself may be a List.
         (_, Some("List")) if in_list => problems.push(Problem::new(
-            place,
+            place.clone(),
             "a List cannot hold a List: put its items in the outer one",
         )),
         (None, _) => problems.push(Problem::new(
-            format!("{place}.apiVersion"),
+            place.key("apiVersion"),
             "required: v1 for a Service or List, discovery.k8s.io/v1 for an EndpointSlice",
         )),
         (_, None) => problems.push(Problem::new(
-            format!("{place}.kind"),
+            place.key("kind"),
             "required: Service, EndpointSlice or List",
         )),
         (Some(version), Some(kind @ ("Service" | "List"))) => problems.push(Problem::new(
-            format!("{place}.apiVersion"),
+            place.key("apiVersion"),
             format!(
                 "{} is not the apiVersion of a {kind}: use v1",
                 quoted(version)
             ),
         )),
         (Some(version), Some("EndpointSlice")) => problems.push(Problem::new(
-            format!("{place}.apiVersion"),
+            place.key("apiVersion"),
             format!(
                 "{} is not supported for an EndpointSlice: use discovery.k8s.io/v1",
                 quoted(version)
             ),
         )),
         (Some(_), Some("Endpoints")) => problems.push(Problem::new(
-            place,
+            place.clone(),
             "kind Endpoints is not supported: write EndpointSlices (discovery.k8s.io/v1), which \
              is what xlb reads",
         )),
         (Some(version), Some(kind)) => problems.push(Problem::new(
-            place,
+            place.clone(),
             format!(
                 "kind {} ({}) is not supported{}: a document is the native format, a v1 \
                  Service, a discovery.k8s.io/v1 EndpointSlice{}",
@@ -365,14 +363,10 @@ fn read_kube(
 /// would silently mean `Cluster`.
 fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
     value: &Value,
-    label: &str,
+    place: &Place,
     validate: fn(&T) -> Vec<validate::FieldError>,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let place = |path: &str| match path {
-        "." => label.to_owned(),
-        path => format!("{label}: {path}"),
-    };
     // The object's own problems, put in the order of the file at the end.
     let mut own = Vec::new();
     let recover::Recovered {
@@ -390,13 +384,16 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
             continue;
         }
         for (path, written) in left_empty(value, pattern) {
-            let at = place(&path);
+            let at = place.join(&path);
             // A list or mapping on the way that was of the wrong kind: its
             // problem is reported, and the number was not written.
             if repaired.touches(&at) {
                 continue;
             }
-            let field = path.rsplit('.').next().unwrap_or(&path);
+            let field = match path.last() {
+                Some(Step::Key(field)) => field.as_str(),
+                _ => "",
+            };
             own.push(Problem::new(
                 at.clone(),
                 recover::not_a_number(written, field),
@@ -413,24 +410,27 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
         Ok(kept) => kept,
         Err(e) => {
             problems.extend(own);
-            problems.push(Problem::new(label, format!("cannot be checked: {e}")));
+            problems.push(Problem::new(
+                place.clone(),
+                format!("cannot be checked: {e}"),
+            ));
             return None;
         }
     };
     let mut unknown = Vec::new();
-    unknown_fields(value, &kept, "", &mut unknown);
+    unknown_fields(value, &kept, &mut Vec::new(), &mut unknown);
     for path in &unknown {
         found.push(Problem::new(
-            place(path),
+            place.join(path),
             "unknown field (not in the Kubernetes 1.33 API)",
         ));
     }
     for error in validate(&object) {
-        found.push(Problem::new(place(&error.place), error.message));
+        found.push(Problem::new(place.field(&error.place), error.message));
     }
     let valid = repaired.is_empty() && found.is_empty();
     repaired.report(found, &mut own);
-    recover::in_file_order(&mut own, value, label);
+    recover::in_file_order(&mut own, value, place);
     problems.extend(own);
     valid.then_some(object)
 }
@@ -466,23 +466,19 @@ const REQUIRED_NUMBERS: &[(&str, &str)] = &[("Service", "spec.ports[].port")];
 /// (`spec.ports[1].port`). Where something on the way is missing or of
 /// another kind, there is nothing to name: that is the problem of the
 /// place that holds it.
-fn left_empty<'v>(written: &'v Value, pattern: &str) -> Vec<(String, Option<&'v Value>)> {
-    let mut places = vec![(String::new(), written)];
-    let steps: Vec<&str> = pattern.split('.').collect();
+fn left_empty<'v>(written: &'v Value, pattern: &str) -> Vec<(Vec<Step>, Option<&'v Value>)> {
+    let mut places = vec![(Vec::new(), written)];
+    let fields: Vec<&str> = pattern.split('.').collect();
     let mut out = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let (key, every) = match step.strip_suffix("[]") {
+    for (i, field) in fields.iter().enumerate() {
+        let (key, every) = match field.strip_suffix("[]") {
             Some(key) => (key, true),
-            None => (*step, false),
+            None => (*field, false),
         };
-        let last = i + 1 == steps.len();
+        let last = i + 1 == fields.len();
         let mut next = Vec::new();
-        for (path, value) in places {
-            let path = if path.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{path}.{key}")
-            };
+        for (mut path, value) in places {
+            path.push(Step::Key(key.to_owned()));
             let Value::Mapping(map) = value else {
                 continue;
             };
@@ -496,12 +492,13 @@ fn left_empty<'v>(written: &'v Value, pattern: &str) -> Vec<(String, Option<&'v 
                 continue;
             }
             match (found, every) {
-                (Some(Value::Sequence(items)), true) => next.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(j, item)| (format!("{path}[{j}]"), item)),
-                ),
+                (Some(Value::Sequence(items)), true) => {
+                    next.extend(items.iter().enumerate().map(|(j, item)| {
+                        let mut path = path.clone();
+                        path.push(Step::Index(j));
+                        (path, item)
+                    }));
+                }
                 (Some(value), false) => next.push((path, value)),
                 _ => {}
             }
@@ -511,32 +508,32 @@ fn left_empty<'v>(written: &'v Value, pattern: &str) -> Vec<(String, Option<&'v 
     out
 }
 
-/// The paths of the keys of `written` that `kept` lacks. Null values are
-/// skipped: they mean "unset", which the types do not write back.
-fn unknown_fields(written: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+/// The paths of the keys of `written` that `kept` lacks, from `path`. Null
+/// values are skipped: they mean "unset", which the types do not write
+/// back.
+fn unknown_fields(written: &Value, kept: &Value, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
     match (written, kept) {
         (Value::Mapping(written), Value::Mapping(kept)) => {
             for (key, value) in written {
                 if value.is_null() {
                     continue;
                 }
-                let name = key
-                    .as_str()
-                    .map_or_else(|| native::key_text(key), str::to_owned);
-                let here = if path.is_empty() {
-                    name
-                } else {
-                    format!("{path}.{name}")
-                };
+                path.push(match key {
+                    Value::String(name) => Step::Key(name.clone()),
+                    key => Step::OddKey(key.clone()),
+                });
                 match kept.get(key) {
-                    None => out.push(here),
-                    Some(kept) => unknown_fields(value, kept, &here, out),
+                    None => out.push(path.clone()),
+                    Some(kept) => unknown_fields(value, kept, path, out),
                 }
+                path.pop();
             }
         }
         (Value::Sequence(written), Value::Sequence(kept)) => {
             for (i, (value, kept)) in written.iter().zip(kept).enumerate() {
-                unknown_fields(value, kept, &format!("{path}[{i}]"), out);
+                path.push(Step::Index(i));
+                unknown_fields(value, kept, path, out);
+                path.pop();
             }
         }
         _ => {}
@@ -569,15 +566,15 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     for (i, addr) in node.addresses.iter().enumerate() {
         frontends
             .kinds
-            .insert(*addr, (FrontendKind::Node, format!("node.addresses[{i}]")));
+            .insert(*addr, (FrontendKind::Node, native::node_address(i)));
     }
     for service in &native.services {
-        let place = format!("services[{}]", service.index);
+        let place = service.place().key("frontends");
         for (j, frontend) in service.service.frontends.iter().enumerate() {
             frontends.claim(
                 frontend,
                 &service.name,
-                format!("{place}.frontends[{j}]"),
+                place.index(j),
                 Claimant::Native,
                 &mut problems,
             );
@@ -632,7 +629,7 @@ fn check_served(
             warnings.push(format!(
                 "{}: labelled for another proxy (service.kubernetes.io/service-proxy-name or \
                  service.kubernetes.io/headless), so not served",
-                service.label
+                service.place
             ));
         }
         let spec = service.object.spec.as_ref();
@@ -660,17 +657,17 @@ fn check_served(
 fn claim_kube(
     name: &ServiceName,
     kube: FromKube<'_>,
-    taken_cluster_ips: &BTreeSet<(&str, IpAddr)>,
+    taken_cluster_ips: &HashSet<(&Place, IpAddr)>,
     frontends: &mut Frontends,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
 ) -> Service {
     let mut service = kube.service;
     service.frontends.retain(|frontend| {
-        if taken_cluster_ips.contains(&(kube.label, frontend.addr)) {
+        if taken_cluster_ips.contains(&(kube.place, frontend.addr)) {
             return false;
         }
-        let place = format!("{}: frontend {frontend} of {name}", kube.label);
+        let place = kube.place.detail(format!("frontend {frontend} of {name}"));
         let claimant = Claimant::Kube {
             external: kube.external_ips.contains(&frontend.addr),
         };
@@ -679,7 +676,7 @@ fn claim_kube(
             Claim::Shared(owner) => {
                 warnings.push(format!(
                     "{}: {name}: frontend {frontend} is already served by {owner}; skipped",
-                    kube.label
+                    kube.place
                 ));
                 false
             }
@@ -719,14 +716,14 @@ fn check_slices(
         let Some(key) = service_of(&slice.object) else {
             warnings.push(format!(
                 "{}: no {LABEL_SERVICE_NAME} label, so no Service uses its endpoints",
-                slice.label
+                slice.place
             ));
             continue;
         };
         let Some(service) = by_name.get(&key) else {
             warnings.push(format!(
                 "{}: no Service {} in this file, so its endpoints are unused",
-                slice.label,
+                slice.place,
                 // The label's value is not validated.
                 quoted(&key)
             ));
@@ -735,7 +732,7 @@ fn check_slices(
         if let Some(why) = unmatched(&slice.object, service, options) {
             warnings.push(format!(
                 "{}: matches no port of Service {key} ({}), so its endpoints are unused: {why}",
-                slice.label,
+                slice.place,
                 service_ports(service)
                     .iter()
                     .map(|(name, protocol)| port_id(name, protocol))
@@ -840,47 +837,46 @@ fn port_id(name: &str, protocol: &str) -> String {
 /// ingress IP: a native vip may be one of those too, on another port (on the
 /// same one, the frontend clashes in [`Frontends::claim`]).
 ///
-/// Returns each Service's label and the clusterIP whose frontends it is
+/// Returns each Service's place and the clusterIP whose frontends it is
 /// left without, their problem being reported once for the address.
 fn check_cluster_ips<'a>(
     services: &'a [KubeDocument<KubeService>],
     native: &[native::NativeService],
     node: &NodeInfo,
     problems: &mut Vec<Problem>,
-) -> BTreeSet<(&'a str, IpAddr)> {
+) -> HashSet<(&'a Place, IpAddr)> {
     // Each clusterIP → the Service and the field that took it.
-    let mut owners: BTreeMap<IpAddr, (&str, String)> = BTreeMap::new();
-    let mut taken = BTreeSet::new();
+    let mut owners: BTreeMap<IpAddr, (&Place, Place)> = BTreeMap::new();
+    let mut taken = HashSet::new();
     for service in services {
         let Some(spec) = service.object.spec.as_ref() else {
             continue;
         };
-        for (place, ip) in validate::cluster_ips(spec) {
+        for (field, ip) in validate::cluster_ips(spec) {
             // `None` (headless), or an address already reported.
             let Ok(ip) = ip.parse::<IpAddr>() else {
                 continue;
             };
+            let place = service.place.field(&field);
             if let Some(i) = node.addresses.iter().position(|a| *a == ip) {
                 problems.push(Problem::new(
-                    format!("{}: {place}", service.label),
+                    place.clone(),
                     format!(
-                        "{ip} is node.addresses[{i}]: an address is either a vip or a node address"
+                        "{ip} is {}: an address is either a vip or a node address",
+                        native::node_address(i)
                     ),
                 ));
             }
             match owners.get(&ip) {
-                Some((first_label, first_place)) => {
+                Some((_, first)) => {
                     problems.push(Problem::new(
-                        format!("{}: {place}", service.label),
-                        format!(
-                            "{ip} is already {first_label}: {first_place}: a clusterIP belongs \
-                             to one Service"
-                        ),
+                        place,
+                        format!("{ip} is already {first}: a clusterIP belongs to one Service"),
                     ));
-                    taken.insert((service.label.as_str(), ip));
+                    taken.insert((&service.place, ip));
                 }
                 None => {
-                    owners.insert(ip, (&service.label, place));
+                    owners.insert(ip, (&service.place, place));
                 }
             }
         }
@@ -890,18 +886,17 @@ fn check_cluster_ips<'a>(
             if frontend.kind != FrontendKind::Vip {
                 continue;
             }
-            let Some((label, place)) = owners.get(&frontend.addr) else {
+            let Some((owner, place)) = owners.get(&frontend.addr) else {
                 continue;
             };
             problems.push(Problem::new(
-                format!("services[{}].frontends[{j}].address", service.index),
+                service.place().key("frontends").index(j).key("address"),
                 format!(
-                    "{} is {label}: {place}: a clusterIP belongs to one Service, so it is no \
-                     native vip",
+                    "{} is {place}: a clusterIP belongs to one Service, so it is no native vip",
                     frontend.addr
                 ),
             ));
-            taken.insert((*label, frontend.addr));
+            taken.insert((*owner, frontend.addr));
         }
     }
     taken
@@ -915,36 +910,35 @@ fn check_health_check_node_ports(
     services: &[KubeDocument<KubeService>],
     problems: &mut Vec<Problem>,
 ) {
-    // Every node port of the file: (port, is a health check port) → where.
-    let mut ports: Vec<(i32, bool, &str, String)> = Vec::new();
+    // Every node port of the file: (port, is a health check port) → the
+    // Service and the field.
+    let mut ports: Vec<(i32, bool, &Place, Place)> = Vec::new();
     for service in services {
         let Some(spec) = service.object.spec.as_ref() else {
             continue;
         };
+        let spec_place = service.place.key("spec");
         for (i, port) in spec.ports.iter().flatten().enumerate() {
             if let Some(node_port) = port.node_port {
-                let place = format!("spec.ports[{i}].nodePort");
-                ports.push((node_port, false, &service.label, place));
+                let place = spec_place.key("ports").index(i).key("nodePort");
+                ports.push((node_port, false, &service.place, place));
             }
         }
         if let Some(port) = spec.health_check_node_port {
-            let place = "spec.healthCheckNodePort".to_owned();
-            ports.push((port, true, &service.label, place));
+            let place = spec_place.key("healthCheckNodePort");
+            ports.push((port, true, &service.place, place));
         }
     }
-    for (i, (port, health, label, place)) in ports.iter().enumerate() {
+    for (i, (port, health, service, place)) in ports.iter().enumerate() {
         let clash = ports[..i]
             .iter()
-            .find(|(other, other_health, other_label, _)| {
-                other == port && other_label != label && (*health || *other_health)
+            .find(|(other, other_health, other_service, _)| {
+                other == port && other_service != service && (*health || *other_health)
             });
-        if let Some((_, _, first_label, first_place)) = clash {
+        if let Some((_, _, _, first)) = clash {
             problems.push(Problem::new(
-                format!("{label}: {place}"),
-                format!(
-                    "{port} is already {first_label}: {first_place}: a node port serves one \
-                     Service"
-                ),
+                place.clone(),
+                format!("{port} is already {first}: a node port serves one Service"),
             ));
         }
     }
@@ -952,8 +946,8 @@ fn check_health_check_node_ports(
 
 /// A service translated from a Kubernetes Service of the file.
 struct FromKube<'a> {
-    /// The Service's document, `documents[3] (Service default/web)`.
-    label: &'a str,
+    /// The Service's place, `documents[3] (Service default/web)`.
+    place: &'a Place,
     service: Service,
     /// The Service's externalIPs and LoadBalancer ingress IPs that are not
     /// also its clusterIPs: the addresses two Services may share.
@@ -997,7 +991,7 @@ fn translate_each<'a>(
             translation
                 .warnings
                 .into_iter()
-                .map(|w| format!("{}: {w}", document.label)),
+                .map(|w| format!("{}: {w}", document.place)),
         );
         out.health_check_node_ports
             .extend(translation.health_check_node_ports);
@@ -1006,7 +1000,7 @@ fn translate_each<'a>(
             out.services.insert(
                 name,
                 FromKube {
-                    label: &document.label,
+                    place: &document.place,
                     service,
                     external_ips: external_ips.clone(),
                 },
@@ -1020,7 +1014,7 @@ fn translate_each<'a>(
 /// (`documents[3] (Service default/web)`), when it has none: its fields
 /// (`checked`) and its name, defined once in the file (`defined_once`).
 fn read_object<T>(
-    place: &str,
+    place: &Place,
     value: &Value,
     validate: fn(&T) -> Vec<validate::FieldError>,
     documents: &mut Documents,
@@ -1032,10 +1026,19 @@ where
         + k8s_openapi::Resource
         + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 {
-    let label = format!("{place} ({})", object_label(T::KIND, value));
-    let object = checked(value, &label, validate, problems)?;
-    defined_once(&object, place, &label, &mut documents.names, problems)
-        .then_some(KubeDocument { label, object })
+    let object_place = place.object(object_label(T::KIND, value));
+    let object = checked(value, &object_place, validate, problems)?;
+    defined_once(
+        &object,
+        place,
+        &object_place,
+        &mut documents.names,
+        problems,
+    )
+    .then_some(KubeDocument {
+        place: object_place,
+        object,
+    })
 }
 
 /// Whether the (valid) `object` is the first of its kind and name; reports
@@ -1043,9 +1046,9 @@ where
 /// object that took it.
 fn defined_once<T>(
     object: &T,
-    place: &str,
-    label: &str,
-    names: &mut BTreeMap<String, String>,
+    place: &Place,
+    object_place: &Place,
+    names: &mut BTreeMap<String, Place>,
     problems: &mut Vec<Problem>,
 ) -> bool
 where
@@ -1055,12 +1058,12 @@ where
     let name = format!("{} {}", T::KIND, validate::object_name(object.metadata()));
     if let Some(first) = names.get(&name) {
         problems.push(Problem::new(
-            format!("{label}: metadata.name"),
+            object_place.field("metadata.name"),
             format!("{name} is already defined by {first}"),
         ));
         return false;
     }
-    names.insert(name, place.to_owned());
+    names.insert(name, place.clone());
     true
 }
 
@@ -1078,7 +1081,7 @@ fn check_backends(
                 frontends.loops_back(addr.ip(), addr.port(), service.service.protocol)
             {
                 problems.push(Problem::new(
-                    format!("services[{}].backends[{j}].address", service.index),
+                    service.place().key("backends").index(j).key("address"),
                     format!("{addr} is {}", why.explain("backend", true)),
                 ));
             }
@@ -1116,7 +1119,12 @@ fn check_endpoints(
                 let Ok(ip) = address.parse::<IpAddr>() else {
                     continue;
                 };
-                let place = format!("{}: endpoints[{i}].addresses[{j}]", slice.label);
+                let place = slice
+                    .place
+                    .key("endpoints")
+                    .index(i)
+                    .key("addresses")
+                    .index(j);
                 // On a vip, whatever the port: one problem for the address.
                 if let Some(why @ LoopBack::Vip { .. }) = frontends.loops_back(ip, 0, Protocol::Tcp)
                 {
@@ -1177,7 +1185,7 @@ fn external_ips(service: &KubeService) -> BTreeSet<IpAddr> {
 #[derive(Debug, Default)]
 struct Frontends {
     owners: BTreeMap<(IpAddr, u16, Protocol), Owner>,
-    kinds: BTreeMap<IpAddr, (FrontendKind, String)>,
+    kinds: BTreeMap<IpAddr, (FrontendKind, Place)>,
 }
 
 /// The service that holds a frontend.
@@ -1185,7 +1193,7 @@ struct Frontends {
 struct Owner {
     service: ServiceName,
     /// Where it claimed it.
-    place: String,
+    place: Place,
     claimant: Claimant,
 }
 
@@ -1240,7 +1248,7 @@ impl Frontends {
         &mut self,
         frontend: &Frontend,
         service: &ServiceName,
-        place: String,
+        place: Place,
         claimant: Claimant,
         problems: &mut Vec<Problem>,
     ) -> Claim {
@@ -1304,7 +1312,7 @@ impl Frontends {
 #[derive(Debug)]
 enum LoopBack<'a> {
     /// Its address is a vip, which is xlb's alone (at `first`).
-    Vip { ip: IpAddr, first: &'a str },
+    Vip { ip: IpAddr, first: &'a Place },
     /// Its address and port are a frontend (of a node address).
     Frontend {
         frontend: Frontend,
@@ -1778,10 +1786,11 @@ services:
                  IPv6 address needs brackets: `[198.18.2.1:80\\nservices[9].name]: forged`",
                 "services[0].backends[1].address: `198.18.2.2:80\\`, x`: `80\\`, x` is not a port \
                  number",
+                // Left out: at its mapping, before what the mapping holds.
+                "services[1].health_check.type: required",
                 // The key is not echoed in the message, but it is in the place.
                 "services[1].health_check.pa\\rth: unknown field: the fields here are `type`, \
                  `path`, `port`, `interval`, `timeout`, `rise`, `fall`",
-                "services[1].health_check.type: required",
             ]
         );
     }
@@ -1978,7 +1987,7 @@ spec:
                 "metadata.namespace: `Shop` is not a DNS label (RFC 1123): lowercase letters, \
                  digits and '-', starting with a lowercase letter or digit and ending with a \
                  letter or digit",
-                "metadata.labels.app.kubernetes.io/name: a list is not a string",
+                "metadata.labels[\"app.kubernetes.io/name\"]: a list is not a string",
                 "metadata.colour: unknown field (not in the Kubernetes 1.33 API)",
                 "spec.type: `Weird` is not a service type: use ClusterIP, NodePort, \
                  LoadBalancer or ExternalName",

@@ -15,11 +15,12 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     error::Problem,
+    place::Place,
     recover::{self, Recovered},
 };
 use crate::{
@@ -185,6 +186,18 @@ pub(super) struct NativeService {
     pub(super) service: Service,
 }
 
+impl NativeService {
+    /// Its place: `services[2]`.
+    pub(super) fn place(&self) -> Place {
+        Place::native().key("services").index(self.index)
+    }
+}
+
+/// The place of the node's address `index`: `node.addresses[1]`.
+pub(super) fn node_address(index: usize) -> Place {
+    Place::native().key("node").key("addresses").index(index)
+}
+
 /// What the native document holds. Services with problems are left out (and
 /// their problems reported), so the cross-service checks still see the rest.
 #[derive(Debug, Default)]
@@ -194,19 +207,23 @@ pub(super) struct NativeDocument {
 }
 
 /// Reads and validates the native document `doc` (at `place`, `documents[0]`),
-/// adding every problem found to `problems`.
-pub(super) fn read(place: &str, doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument {
+/// adding every problem found to `problems`. Its places start at its root
+/// (`services[2]`), but for the keys of the document itself.
+pub(super) fn read(place: &Place, doc: &Mapping, problems: &mut Vec<Problem>) -> NativeDocument {
+    let root = Place::native();
     let mut out = NativeDocument::default();
     for (key, value) in doc {
         match key.as_str() {
-            Some("node") => out.node = read_node(value, problems),
-            Some("services") => out.services = read_services(value, problems),
+            Some("node") => out.node = read_node(value, &root.key("node"), problems),
+            Some("services") => {
+                out.services = read_services(value, &root.key("services"), problems);
+            }
             Some(other) => problems.push(Problem::new(
-                other,
+                root.key(other),
                 "unknown key: the native document has `node` and `services`",
             )),
             None => problems.push(Problem::new(
-                place,
+                place.clone(),
                 format!(
                     "{} is not a key name: the native document has `node` and `services`",
                     key_text(key)
@@ -231,29 +248,11 @@ pub(super) fn key_text(key: &Value) -> String {
     }
 }
 
-/// Deserialises `value` at `place`, reporting every unknown key and value of
-/// the wrong kind at its exact field.
-fn deserialize<T: DeserializeOwned>(
-    value: &Value,
-    place: &str,
-    problems: &mut Vec<Problem>,
-) -> Recovered<T> {
-    recover::deserialize(value, |path| join(place, path), problems)
-}
-
-/// `place` followed by a serde_path_to_error path (`.` for the value itself).
-fn join(place: &str, path: &str) -> String {
-    match path {
-        "." | "" => place.to_owned(),
-        p if p.starts_with('[') || place.is_empty() => format!("{place}{p}"),
-        p => format!("{place}.{p}"),
-    }
-}
-
-fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo> {
+/// `node:` at `place`.
+fn read_node(value: &Value, place: &Place, all_problems: &mut Vec<Problem>) -> Option<NodeInfo> {
     // The node's problems, put in the order of the file at the end.
     let mut own = Vec::new();
-    let Recovered { object, repaired } = deserialize::<RawNode>(value, "node", &mut own);
+    let Recovered { object, repaired } = recover::deserialize::<RawNode>(value, place, &mut own);
     let Some(raw) = object else {
         all_problems.extend(own);
         return None;
@@ -265,17 +264,17 @@ fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo>
     if !name.is_empty()
         && let Err(e) = check_dns1123_subdomain(&name)
     {
-        problems.push(Problem::new("node.name", e));
+        problems.push(Problem::new(place.key("name"), e));
     }
     let mut addresses: Vec<IpAddr> = Vec::new();
     for (i, text) in raw.addresses.iter().enumerate() {
-        let place = format!("node.addresses[{i}]");
+        let at = place.key("addresses").index(i);
         match parse_ip(text, Origin::File) {
-            Err(e) => problems.push(Problem::new(place, e)),
+            Err(e) => problems.push(Problem::new(at, e)),
             Ok(ip) => match addresses.iter().position(|a| *a == ip) {
                 Some(first) => problems.push(Problem::new(
-                    place,
-                    format!("{ip} is already node.addresses[{first}]"),
+                    at,
+                    format!("{ip} is already {}", place.key("addresses").index(first)),
                 )),
                 None => addresses.push(ip),
             },
@@ -284,11 +283,11 @@ fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo>
     if let Some(zone) = &raw.zone
         && let Err(e) = check_label_value(zone)
     {
-        problems.push(Problem::new("node.zone", e));
+        problems.push(Problem::new(place.key("zone"), e));
     }
     let valid = repaired.is_empty() && problems.is_empty();
     repaired.report(std::mem::take(problems), &mut own);
-    recover::in_file_order(&mut own, value, "node");
+    recover::in_file_order(&mut own, value, place);
     all_problems.extend(own);
     valid.then_some(NodeInfo {
         name,
@@ -297,13 +296,14 @@ fn read_node(value: &Value, all_problems: &mut Vec<Problem>) -> Option<NodeInfo>
     })
 }
 
-fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeService> {
+/// `services:` at `place`.
+fn read_services(value: &Value, place: &Place, problems: &mut Vec<Problem>) -> Vec<NativeService> {
     let items: &[Value] = match value {
         Value::Null => &[],
         Value::Sequence(items) => items,
         _ => {
             problems.push(Problem::new(
-                "services",
+                place.clone(),
                 "must be a list of services (`- name: ...`)",
             ));
             return Vec::new();
@@ -312,10 +312,11 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut services = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let place = format!("services[{index}]");
+        let at = place.index(index);
         // The service's problems, put in the order of the file at the end.
         let mut own = Vec::new();
-        let Recovered { object, repaired } = deserialize::<RawService>(item, &place, &mut own);
+        let Recovered { object, repaired } =
+            recover::deserialize::<RawService>(item, &at, &mut own);
         let Some(raw) = object else {
             problems.extend(own);
             continue;
@@ -324,22 +325,23 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
         // deserialisation was repaired.
         let mut found = Vec::new();
         if let Err(e) = check_native_name(&raw.name) {
-            found.push(Problem::new(format!("{place}.name"), e));
+            found.push(Problem::new(at.key("name"), e));
         } else if let Some(first) = names.get(&raw.name) {
             found.push(Problem::new(
-                format!("{place}.name"),
+                at.key("name"),
                 format!(
-                    "{} is already the name of services[{first}]",
-                    quoted(&raw.name)
+                    "{} is already the name of {}",
+                    quoted(&raw.name),
+                    place.index(*first)
                 ),
             ));
         } else {
             names.insert(raw.name.clone(), index);
         }
-        let service = read_service(&raw, &place, &mut found);
+        let service = read_service(&raw, &at, &mut found);
         let valid = repaired.is_empty() && found.is_empty();
         repaired.report(found, &mut own);
-        recover::in_file_order(&mut own, item, &place);
+        recover::in_file_order(&mut own, item, &at);
         problems.extend(own);
         if let Some(service) = service
             && valid
@@ -355,21 +357,21 @@ fn read_services(value: &Value, problems: &mut Vec<Problem>) -> Vec<NativeServic
 }
 
 /// One service; `None` when it has problems (all of them reported).
-fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> Option<Service> {
+fn read_service(raw: &RawService, place: &Place, problems: &mut Vec<Problem>) -> Option<Service> {
     let before = problems.len();
     let protocol = match raw.protocol.as_deref() {
         None | Some("TCP") => Protocol::Tcp,
         Some("UDP") => Protocol::Udp,
         Some("SCTP") => {
             problems.push(Problem::new(
-                format!("{place}.protocol"),
+                place.key("protocol"),
                 "SCTP is not supported: use TCP or UDP",
             ));
             Protocol::Tcp
         }
         Some(other) => {
             problems.push(Problem::new(
-                format!("{place}.protocol"),
+                place.key("protocol"),
                 format!("{} is not a protocol: use TCP or UDP", quoted(other)),
             ));
             Protocol::Tcp
@@ -380,7 +382,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
         Some("dsr") => Mode::Dsr,
         Some(other) => {
             problems.push(Problem::new(
-                format!("{place}.mode"),
+                place.key("mode"),
                 format!("{} is not a mode: use nat or dsr", quoted(other)),
             ));
             Mode::Nat
@@ -393,7 +395,7 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
     if raw.source_nat == Some(true) {
         if mode == Mode::Dsr {
             problems.push(Problem::new(
-                format!("{place}.source_nat"),
+                place.key("source_nat"),
                 "source NAT needs replies through this LB: not with mode dsr",
             ));
         }
@@ -407,11 +409,11 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
     let affinity = raw
         .session_affinity
         .as_ref()
-        .and_then(|a| read_affinity(a, &format!("{place}.session_affinity"), problems));
+        .and_then(|a| read_affinity(a, &place.key("session_affinity"), problems));
     let health_check = raw
         .health_check
         .as_ref()
-        .and_then(|h| read_health_check(h, &format!("{place}.health_check"), problems));
+        .and_then(|h| read_health_check(h, &place.key("health_check"), problems));
     if mode == Mode::Dsr
         && let Some(frontends) = &frontends
     {
@@ -438,13 +440,13 @@ fn read_service(raw: &RawService, place: &str, problems: &mut Vec<Problem>) -> O
 fn check_dsr_ports(
     frontends: &[Frontend],
     backends: &[Backend],
-    place: &str,
+    place: &Place,
     problems: &mut Vec<Problem>,
 ) {
     let port = frontends[0].port;
     if frontends.iter().any(|f| f.port != port) {
         problems.push(Problem::new(
-            format!("{place}.frontends"),
+            place.key("frontends"),
             "a dsr service's frontends share one port: its backends serve it unchanged",
         ));
         return;
@@ -452,7 +454,7 @@ fn check_dsr_ports(
     for (j, backend) in backends.iter().enumerate() {
         if backend.addr.port() != port {
             problems.push(Problem::new(
-                format!("{place}.backends[{j}].address"),
+                place.key("backends").index(j).key("address"),
                 format!(
                     "a dsr backend serves its frontends' port {port}, not {}: the packet reaches \
                      it unchanged",
@@ -465,13 +467,13 @@ fn check_dsr_ports(
 
 fn read_frontends(
     raw: &[RawFrontend],
-    place: &str,
+    place: &Place,
     protocol: Protocol,
     problems: &mut Vec<Problem>,
 ) -> (Option<Vec<Frontend>>, Option<bool>) {
     if raw.is_empty() {
         problems.push(Problem::new(
-            format!("{place}.frontends"),
+            place.key("frontends"),
             "a service needs at least one frontend (address and port)",
         ));
         return (None, None);
@@ -482,13 +484,13 @@ fn read_frontends(
     let mut seen: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
     let mut first_family: Option<(usize, IpAddr)> = None;
     for (j, f) in raw.iter().enumerate() {
-        let at = format!("{place}.frontends[{j}]");
+        let at = place.key("frontends").index(j);
         let kind = match f.kind.as_deref() {
             None | Some("vip") => Some(FrontendKind::Vip),
             Some("node") => Some(FrontendKind::Node),
             Some(other) => {
                 problems.push(Problem::new(
-                    format!("{at}.kind"),
+                    at.key("kind"),
                     format!("{} is not a frontend kind: use vip or node", quoted(other)),
                 ));
                 None
@@ -501,21 +503,22 @@ fn read_frontends(
             _ => check_port(f.port),
         };
         let port = port
-            .map_err(|e| problems.push(Problem::new(format!("{at}.port"), e)))
+            .map_err(|e| problems.push(Problem::new(at.key("port"), e)))
             .ok();
         let addr = match parse_ip(&f.address, Origin::File) {
             Err(e) => {
-                problems.push(Problem::new(format!("{at}.address"), e));
+                problems.push(Problem::new(at.key("address"), e));
                 None
             }
             Ok(ip) => match first_family {
                 Some((first, ip0)) if ip0.is_ipv4() != ip.is_ipv4() => {
                     problems.push(Problem::new(
-                        format!("{at}.address"),
+                        at.key("address"),
                         format!(
-                            "{ip} is {} but {place}.frontends[{first}] is {}: a service balances \
-                             one address family (define another service for {})",
+                            "{ip} is {} but {} is {}: a service balances one address family \
+                             (define another service for {})",
                             family_name(ip),
+                            place.key("frontends").index(first),
                             family_name(ip0),
                             family_name(ip)
                         ),
@@ -543,7 +546,10 @@ fn read_frontends(
         match seen.get(&(addr, port)) {
             Some(first) => problems.push(Problem::new(
                 at,
-                format!("{frontend} is already {place}.frontends[{first}]"),
+                format!(
+                    "{frontend} is already {}",
+                    place.key("frontends").index(*first)
+                ),
             )),
             None => {
                 seen.insert((addr, port), j);
@@ -557,7 +563,7 @@ fn read_frontends(
 
 fn read_backends(
     raw: &[RawBackend],
-    place: &str,
+    place: &Place,
     family: Option<bool>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Backend> {
@@ -565,16 +571,16 @@ fn read_backends(
     // Where each address was first written, for messages.
     let mut seen: BTreeMap<SocketAddr, usize> = BTreeMap::new();
     for (j, b) in raw.iter().enumerate() {
-        let at = format!("{place}.backends[{j}]");
+        let at = place.key("backends").index(j);
         let addr = match parse_backend_address(&b.address.0) {
             Err(e) => {
-                problems.push(Problem::new(format!("{at}.address"), e));
+                problems.push(Problem::new(at.key("address"), e));
                 None
             }
             Ok(addr) => match family {
                 Some(v4) if v4 != addr.is_ipv4() => {
                     problems.push(Problem::new(
-                        format!("{at}.address"),
+                        at.key("address"),
                         format!(
                             "{addr} is {} but the service's frontends are {}: the datapath \
                              translates within one address family (no NAT46 or NAT64)",
@@ -591,7 +597,7 @@ fn read_backends(
             None => Some(1),
             Some(0) => {
                 problems.push(Problem::new(
-                    format!("{at}.weight"),
+                    at.key("weight"),
                     format!(
                         "0 is not a weight (1-{MAX_WEIGHT}): to stop new flows to a backend, \
                          set state: draining"
@@ -606,7 +612,7 @@ fn read_backends(
                 Some(w) => Some(w),
                 None => {
                     problems.push(Problem::new(
-                        format!("{at}.weight"),
+                        at.key("weight"),
                         format!("{w} is out of range 1-{MAX_WEIGHT}"),
                     ));
                     None
@@ -618,14 +624,14 @@ fn read_backends(
             Some("draining") => Some(BackendState::Draining),
             Some("terminating") => {
                 problems.push(Problem::new(
-                    format!("{at}.state"),
+                    at.key("state"),
                     "terminating comes from Kubernetes endpoints only: use active or draining",
                 ));
                 None
             }
             Some(other) => {
                 problems.push(Problem::new(
-                    format!("{at}.state"),
+                    at.key("state"),
                     format!(
                         "{} is not a backend state: use active or draining",
                         quoted(other)
@@ -639,8 +645,8 @@ fn read_backends(
         };
         if let Some(first) = seen.get(&addr) {
             problems.push(Problem::new(
-                format!("{at}.address"),
-                format!("{addr} is already {place}.backends[{first}]"),
+                at.key("address"),
+                format!("{addr} is already {}", place.key("backends").index(*first)),
             ));
             continue;
         }
@@ -682,7 +688,7 @@ fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
 /// A duration within `min..=max`, `default` when absent.
 fn read_duration(
     raw: Option<&DurationText>,
-    place: String,
+    place: Place,
     default: Duration,
     (min, max): (Duration, Duration),
     problems: &mut Vec<Problem>,
@@ -718,10 +724,14 @@ fn read_duration(
     Some(value)
 }
 
-fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) -> Option<Affinity> {
+fn read_affinity(
+    raw: &RawAffinity,
+    place: &Place,
+    problems: &mut Vec<Problem>,
+) -> Option<Affinity> {
     if raw.kind != "client_ip" {
         problems.push(Problem::new(
-            format!("{place}.type"),
+            place.key("type"),
             format!(
                 "{} is not a session affinity: use client_ip (or leave session_affinity out)",
                 quoted(&raw.kind)
@@ -730,7 +740,7 @@ fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) ->
     }
     let timeout = read_duration(
         raw.timeout.as_ref(),
-        format!("{place}.timeout"),
+        place.key("timeout"),
         DEFAULT_AFFINITY_TIMEOUT,
         (
             Duration::from_secs(1),
@@ -742,7 +752,7 @@ fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) ->
         // The datapath keeps affinity in whole seconds, like Kubernetes'
         // timeoutSeconds.
         problems.push(Problem::new(
-            format!("{place}.timeout"),
+            place.key("timeout"),
             format!(
                 "{} is not a whole number of seconds",
                 humantime::format_duration(timeout)
@@ -755,7 +765,7 @@ fn read_affinity(raw: &RawAffinity, place: &str, problems: &mut Vec<Problem>) ->
 
 fn read_threshold(
     raw: Option<i64>,
-    place: String,
+    place: Place,
     default: i64,
     problems: &mut Vec<Problem>,
 ) -> Option<u32> {
@@ -777,7 +787,7 @@ fn read_threshold(
 
 fn read_health_check(
     raw: &RawHealthCheck,
-    place: &str,
+    place: &Place,
     problems: &mut Vec<Problem>,
 ) -> Option<HealthCheck> {
     let before = problems.len();
@@ -785,14 +795,14 @@ fn read_health_check(
         ("tcp", None) => Some(Probe::Tcp),
         ("tcp", Some(_)) => {
             problems.push(Problem::new(
-                format!("{place}.path"),
+                place.key("path"),
                 "only an http check has a path: remove it or use type: http",
             ));
             None
         }
         ("http", None) => {
             problems.push(Problem::new(
-                format!("{place}.path"),
+                place.key("path"),
                 "required for an http check: the path to GET, like /healthz",
             ));
             None
@@ -800,7 +810,7 @@ fn read_health_check(
         ("http", Some(path)) => {
             if !path.starts_with('/') || !path.chars().all(|c| c.is_ascii_graphic()) {
                 problems.push(Problem::new(
-                    format!("{place}.path"),
+                    place.key("path"),
                     format!(
                         "{} is not a request path: it starts with '/' and has no spaces or \
                          control characters",
@@ -816,7 +826,7 @@ fn read_health_check(
         }
         (other, _) => {
             problems.push(Problem::new(
-                format!("{place}.type"),
+                place.key("type"),
                 format!(
                     "{} is not a health check type: use tcp or http",
                     quoted(other)
@@ -830,21 +840,21 @@ fn read_health_check(
         Some(p) => match check_port(p) {
             Ok(p) => Some(p),
             Err(e) => {
-                problems.push(Problem::new(format!("{place}.port"), e));
+                problems.push(Problem::new(place.key("port"), e));
                 None
             }
         },
     };
     let interval = read_duration(
         raw.interval.as_ref(),
-        format!("{place}.interval"),
+        place.key("interval"),
         DEFAULT_INTERVAL,
         (MIN_INTERVAL, MAX_INTERVAL),
         problems,
     );
     let timeout = read_duration(
         raw.timeout.as_ref(),
-        format!("{place}.timeout"),
+        place.key("timeout"),
         DEFAULT_PROBE_TIMEOUT,
         (Duration::from_millis(1), MAX_INTERVAL),
         problems,
@@ -854,7 +864,7 @@ fn read_health_check(
     {
         // A probe still running when the next one is due would overlap it.
         problems.push(Problem::new(
-            format!("{place}.timeout"),
+            place.key("timeout"),
             format!(
                 "{} must be shorter than the interval ({})",
                 humantime::format_duration(timeout),
@@ -862,8 +872,8 @@ fn read_health_check(
             ),
         ));
     }
-    let rise = read_threshold(raw.rise, format!("{place}.rise"), DEFAULT_RISE, problems);
-    let fall = read_threshold(raw.fall, format!("{place}.fall"), DEFAULT_FALL, problems);
+    let rise = read_threshold(raw.rise, place.key("rise"), DEFAULT_RISE, problems);
+    let fall = read_threshold(raw.fall, place.key("fall"), DEFAULT_FALL, problems);
     if problems.len() != before {
         return None;
     }

@@ -21,8 +21,9 @@ use serde_path_to_error::{Path, Segment};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    error::{Problem, one_line},
+    error::Problem,
     native::key_text,
+    place::{Place, Step},
 };
 use crate::source::kube::{
     NODE_PORT_RANGE,
@@ -41,13 +42,6 @@ const MAX_REPAIRS: usize = 200;
 
 type Error = serde_path_to_error::Error<serde_yaml_ng::Error>;
 
-/// One step of a path into a value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Step {
-    Key(String),
-    Index(usize),
-}
-
 /// What [`deserialize`] made of a value.
 #[derive(Debug)]
 pub(super) struct Recovered<T> {
@@ -59,9 +53,9 @@ pub(super) struct Recovered<T> {
     pub(super) repaired: Repaired,
 }
 
-/// Places (as in [`Problem::place`]) where what was written was replaced.
+/// Places where what was written was replaced.
 #[derive(Debug, Default)]
-pub(super) struct Repaired(Vec<String>);
+pub(super) struct Repaired(Vec<Place>);
 
 impl Repaired {
     /// Whether nothing was: what was written deserialised as it is.
@@ -70,22 +64,22 @@ impl Repaired {
     }
 
     /// Whether `place` is a repaired place or inside one.
-    fn holds(&self, place: &str) -> bool {
-        self.0.iter().any(|repaired| within(place, repaired))
+    fn holds(&self, place: &Place) -> bool {
+        self.0.iter().any(|repaired| place.within(repaired))
     }
 
     /// Whether a problem at `place` may be about a placeholder: at a
     /// repaired place, inside one, or holding one (a port whose number was
     /// repaired can clash with another port that has the same number).
-    pub(super) fn touches(&self, place: &str) -> bool {
+    pub(super) fn touches(&self, place: &Place) -> bool {
         self.0
             .iter()
-            .any(|repaired| within(place, repaired) || within(repaired, place))
+            .any(|repaired| place.within(repaired) || repaired.within(place))
     }
 
     /// Records `place` as one whose problem is reported and where the value
     /// the checks see is not what was written.
-    pub(super) fn add(&mut self, place: String) {
+    pub(super) fn add(&mut self, place: Place) {
         self.0.push(place);
     }
 
@@ -96,22 +90,12 @@ impl Repaired {
     }
 }
 
-/// Whether `place` is `outer` or a place inside it: `outer` followed by a
-/// key (`.port`), an index (`[0]`) or, after a document's label, a path
-/// (`: spec`).
-fn within(place: &str, outer: &str) -> bool {
-    place
-        .strip_prefix(outer)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', ':']))
-}
-
 /// Deserialises `value` as a `T`, adding to `problems` every key it does not
-/// know and every value of the wrong kind or missing, each at its place:
-/// `place` turns a path in `value` (`spec.ports[0].port`, `.` for `value`
-/// itself) into a place.
+/// know and every value of the wrong kind or missing, each at its place
+/// from `root`, the place of `value`.
 pub(super) fn deserialize<T: DeserializeOwned>(
     value: &Value,
-    place: impl Fn(&str) -> String,
+    root: &Place,
     problems: &mut Vec<Problem>,
 ) -> Recovered<T> {
     let mut result = attempt::<T>(value);
@@ -138,7 +122,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(
         };
         if repairs == MAX_REPAIRS {
             problems.push(Problem::new(
-                one_line(place(".")),
+                root.clone(),
                 "too many problems to list: fix those above, then check again for the rest",
             ));
             break;
@@ -150,17 +134,13 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             let Some(key) = first_odd_key(&value, &parent) else {
                 break;
             };
-            let at = one_line(place(&path_text(&parent)));
+            let at = root.join(&parent);
             if !repaired.holds(&at) {
                 problems.push(Problem::new(at.clone(), plain_key(&message, &key)));
             }
             // Its own place, as unknown_fields names it, for the checks of
             // the result to leave out.
-            let key_path = match path_text(&parent).as_str() {
-                "." => key_text(&key),
-                path => format!("{path}.{}", key_text(&key)),
-            };
-            repaired.0.push(one_line(place(&key_path)));
+            repaired.0.push(at.step(Step::OddKey(key.clone())));
             if !remove_key(&mut value, &parent, &key) {
                 break;
             }
@@ -174,10 +154,12 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             }
             steps
         });
-        let at = one_line(place(&match &target {
-            Some(target) => path_text(target),
-            None => error.path().to_string(),
-        }));
+        // A path through an enum's variant, which the file's types do not
+        // have, is named as far as it has steps.
+        let at = match &target {
+            Some(target) => root.join(target),
+            None => root.join(&known_steps(error.path())),
+        };
         // The same place again: its repair did not take.
         if repaired.0.contains(&at) {
             break;
@@ -214,9 +196,9 @@ pub(super) fn deserialize<T: DeserializeOwned>(
     }
 }
 
-/// Puts `problems`, those of `value` at places that `prefix` begins (a
-/// Kubernetes document's label, `services[2]`), in the order of the file,
-/// keeping the order in which they were found between those at one place.
+/// Puts `problems`, those of `value` (at `root`: a Kubernetes object,
+/// `services[2]`), in the order of the file, keeping the order in which
+/// they were found between those at one place.
 ///
 /// A place is ordered by where its path leads in `value`: the position of
 /// each step among what was written there, a key among its mapping's keys
@@ -225,71 +207,35 @@ pub(super) fn deserialize<T: DeserializeOwned>(
 /// does not keep. A place that was not written (a required key left out)
 /// is ordered as its mapping, before what the mapping holds, as a parser
 /// reports a missing key at the mapping.
-pub(super) fn in_file_order(problems: &mut [Problem], value: &Value, prefix: &str) {
-    // As places are written (see Problem::new).
-    let prefix = one_line(prefix.to_owned());
+pub(super) fn in_file_order(problems: &mut [Problem], value: &Value, root: &Place) {
     problems.sort_by_cached_key(|problem| {
-        let path = problem.place.strip_prefix(&prefix).unwrap_or_default();
-        position(value, path)
+        problem
+            .place
+            .after(root)
+            .map(|path| position(value, path))
+            .unwrap_or_default()
     });
 }
 
-/// The positions of the steps of `path` (`spec.ports[0].port`, `.port`,
-/// `: spec`, as places follow their prefix) in `value`, as far as it was
+/// The positions of the steps of `path` in `value`, as far as it was
 /// written: see [`in_file_order`].
-fn position(mut value: &Value, path: &str) -> Vec<usize> {
-    let mut rest = path.strip_prefix(": ").unwrap_or(path);
+fn position(mut value: &Value, path: &[Step]) -> Vec<usize> {
     let mut out = Vec::new();
-    loop {
-        value = untagged(value);
-        let next = if let Some(after) = rest.strip_prefix('[') {
-            let Some((index, after)) = after.split_once(']') else {
-                break;
-            };
-            match (value, index.parse::<usize>()) {
-                (Value::Sequence(items), Ok(i)) if i < items.len() => Some((i, &items[i], after)),
-                _ => None,
-            }
-        } else {
-            let rest = rest.strip_prefix('.').unwrap_or(rest);
-            let Value::Mapping(map) = value else {
-                break;
-            };
-            // The longest key that the path goes on with: label keys hold
-            // dots (`app.kubernetes.io/name`).
-            map.iter()
+    for step in path {
+        let next = match (untagged(value), step) {
+            (Value::Mapping(map), Step::Key(_) | Step::OddKey(_)) => map
+                .iter()
                 .enumerate()
-                .flat_map(|(i, (key, value))| {
-                    // A key that is not text as a serde path names it, and
-                    // as unknown_fields does.
-                    let texts = match key {
-                        Value::String(text) => [Some(text.clone()), None],
-                        Value::Number(n) => [Some(n.to_string()), Some(key_text(key))],
-                        Value::Bool(b) => [Some(b.to_string()), Some(key_text(key))],
-                        key => [Some(key_text(key)), None],
-                    };
-                    texts.into_iter().flatten().filter_map(move |text| {
-                        let after = rest.strip_prefix(text.as_str())?;
-                        (after.is_empty() || after.starts_with(['.', '['])).then_some((
-                            text.len(),
-                            i,
-                            value,
-                            after,
-                        ))
-                    })
-                })
-                .max_by_key(|(len, ..)| *len)
-                .map(|(_, i, value, after)| (i, value, after))
+                .find(|(_, (key, _))| step.names(key))
+                .map(|(i, (_, inner))| (i, inner)),
+            (Value::Sequence(items), Step::Index(i)) => items.get(*i).map(|inner| (*i, inner)),
+            _ => None,
         };
-        let Some((i, inner, after)) = next else {
+        let Some((i, inner)) = next else {
             break;
         };
         out.push(i);
         value = inner;
-        rest = after;
-        if rest.is_empty() {
-            break;
-        }
     }
     out
 }
@@ -336,6 +282,11 @@ fn steps(path: &Path) -> Option<Vec<Step>> {
     path.iter().map(step).collect()
 }
 
+/// The steps of a serde path up to the first that is not a key or an index.
+fn known_steps(path: &Path) -> Vec<Step> {
+    path.iter().map_while(step).collect()
+}
+
 fn step(segment: &Segment) -> Option<Step> {
     match segment {
         Segment::Seq { index } => Some(Step::Index(*index)),
@@ -371,43 +322,12 @@ fn remove_key(value: &mut Value, parent: &[Step], key: &Value) -> bool {
     }
 }
 
-/// `spec.ports[0].port`, as serde_path_to_error writes a path: `.` for none.
-fn path_text(steps: &[Step]) -> String {
-    if steps.is_empty() {
-        return ".".to_owned();
-    }
-    let mut out = String::new();
-    for step in steps {
-        match step {
-            Step::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Step::Index(index) => out.push_str(&format!("[{index}]")),
-        }
-    }
-    out
-}
-
-/// Whether a mapping key is the key `name` of a path (which holds numbers
-/// and booleans as text).
-fn key_is(key: &Value, name: &str) -> bool {
-    match key {
-        Value::String(s) => s == name,
-        Value::Number(n) => n.to_string() == name,
-        Value::Bool(b) => b.to_string() == name,
-        _ => false,
-    }
-}
-
 /// The value at `steps`, through any tags on the way.
 fn lookup<'v>(mut value: &'v Value, steps: &[Step]) -> Option<&'v Value> {
     for step in steps {
         value = match (untagged(value), step) {
-            (Value::Mapping(map), Step::Key(name)) => {
-                map.iter().find(|(key, _)| key_is(key, name))?.1
+            (Value::Mapping(map), Step::Key(_) | Step::OddKey(_)) => {
+                map.iter().find(|(key, _)| step.names(key))?.1
             }
             (Value::Sequence(items), Step::Index(i)) => items.get(*i)?,
             _ => return None,
@@ -433,8 +353,8 @@ fn untagged_mut(value: &mut Value) -> &mut Value {
 fn lookup_mut<'v>(mut value: &'v mut Value, steps: &[Step]) -> Option<&'v mut Value> {
     for step in steps {
         value = match (untagged_mut(value), step) {
-            (Value::Mapping(map), Step::Key(name)) => {
-                map.iter_mut().find(|(key, _)| key_is(key, name))?.1
+            (Value::Mapping(map), Step::Key(_) | Step::OddKey(_)) => {
+                map.iter_mut().find(|(key, _)| step.names(key))?.1
             }
             (Value::Sequence(items), Step::Index(i)) => items.get_mut(*i)?,
             _ => return None,
@@ -460,12 +380,11 @@ fn set(value: &mut Value, target: &[Step], new: Value) -> bool {
     }
     match (parent, last) {
         (Value::Mapping(map), Step::Key(name)) => {
-            match map.iter_mut().find(|(key, _)| key_is(key, name)) {
-                Some((_, slot)) => *slot = new,
-                None => {
-                    map.insert(Value::String(name.clone()), new);
-                }
-            }
+            put(map, last, Value::String(name.clone()), new);
+            true
+        }
+        (Value::Mapping(map), Step::OddKey(key)) => {
+            put(map, last, key.clone(), new);
             true
         }
         (Value::Sequence(items), Step::Index(i)) => match items.get_mut(*i) {
@@ -479,16 +398,27 @@ fn set(value: &mut Value, target: &[Step], new: Value) -> bool {
     }
 }
 
+/// Sets the value of the key that `step` names in `map`, adding it as `key`
+/// when it is missing.
+fn put(map: &mut Mapping, step: &Step, key: Value, new: Value) {
+    match map.iter_mut().find(|(written, _)| step.names(written)) {
+        Some((_, slot)) => *slot = new,
+        None => {
+            map.insert(key, new);
+        }
+    }
+}
+
 /// Removes the key at `target`; `false` when there is none.
 fn remove(value: &mut Value, target: &[Step]) -> bool {
-    let Some((Step::Key(name), parent)) = target.split_last() else {
+    let Some((last @ (Step::Key(_) | Step::OddKey(_)), parent)) = target.split_last() else {
         return false;
     };
     let Some(Value::Mapping(map)) = lookup_mut(value, parent).map(untagged_mut) else {
         return false;
     };
     let before = map.len();
-    map.retain(|key, _| !key_is(key, name));
+    map.retain(|key, _| !last.names(key));
     map.len() != before
 }
 
@@ -762,11 +692,17 @@ mod tests {
         enabled: Option<bool>,
     }
 
-    /// Deserialises `yaml` as a `T`: the problems, displayed, and the result.
+    /// The place of the values deserialised: `x`.
+    fn x() -> Place {
+        Place::native().key("x")
+    }
+
+    /// Deserialises `yaml` (at [`x`]) as a `T`: the problems, displayed, and
+    /// the result.
     fn recover<T: DeserializeOwned>(yaml: &str) -> (Vec<String>, Recovered<T>) {
         let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
         let mut problems = Vec::new();
-        let recovered = deserialize(&value, |path| format!("x: {path}"), &mut problems);
+        let recovered = deserialize(&value, &x(), &mut problems);
         (
             problems.iter().map(ToString::to_string).collect(),
             recovered,
@@ -788,14 +724,14 @@ weight: 99999999999
         assert_eq!(
             problems,
             [
-                "x: name: a list is not a string",
-                "x: frontends[0].port: the text `80` is not a port number (1-65535): write it \
+                "x.name: a list is not a string",
+                "x.frontends[0].port: the text `80` is not a port number (1-65535): write it \
                  without quotes",
-                "x: frontends[0].prot: unknown field: the fields here are `address`, `port`, `kind`",
-                "x: frontends[1]: 7 is not a mapping",
-                "x: frontends[2].address: required",
-                "x: source_nat: the text `yes please` is not true or false",
-                "x: weight: 99999999999 is out of range",
+                "x.frontends[0].prot: unknown field: the fields here are `address`, `port`, `kind`",
+                "x.frontends[1]: 7 is not a mapping",
+                "x.frontends[2].address: required",
+                "x.source_nat: the text `yes please` is not true or false",
+                "x.weight: 99999999999 is out of range",
             ]
         );
         // The repaired value deserialised, and each repair is known.
@@ -806,10 +742,10 @@ weight: 99999999999
         // The least the types take: false, unset.
         assert!(!service.source_nat);
         assert_eq!(service.weight, None);
-        for place in ["x: name", "x: frontends[1].port", "x: weight"] {
-            assert!(recovered.repaired.touches(place), "{place}");
+        for place in ["name", "frontends[1].port", "weight"] {
+            assert!(recovered.repaired.touches(&x().field(place)), "{place}");
         }
-        assert!(!recovered.repaired.touches("x: frontends[2].port"));
+        assert!(!recovered.repaired.touches(&x().field("frontends[2].port")));
     }
 
     #[test]
@@ -842,27 +778,35 @@ enabled: 1
 
     #[test]
     fn a_repaired_place_touches_what_is_inside_it_and_what_holds_it() {
+        let doc = Place::document(0).object("Service default/web".to_owned());
+        let labels = doc.field("metadata.labels");
         let repaired = Repaired(vec![
-            "doc: spec.ports[0].port".to_owned(),
-            "doc: spec.clusterIP".to_owned(),
+            doc.field("spec.ports[0].port"),
+            doc.field("spec.clusterIP"),
+            labels.key("app"),
         ]);
         for place in [
-            "doc: spec.ports[0].port",
-            "doc: spec.ports[0]",
-            "doc: spec",
-            "doc",
+            doc.field("spec.ports[0].port"),
+            doc.field("spec.ports[0]"),
+            doc.field("spec"),
+            doc.clone(),
+            labels.clone(),
         ] {
-            assert!(repaired.touches(place), "{place}");
+            assert!(repaired.touches(&place), "{place}");
         }
         for place in [
-            "doc: spec.ports[1]",
-            "doc: spec.ports[0].portName",
-            "doc: spec.clusterIPs[0]",
+            doc.field("spec.ports[1]"),
+            doc.field("spec.ports[0].portName"),
+            doc.field("spec.clusterIPs[0]"),
+            // Not inside `app`, whatever its text begins with.
+            labels.key("app.kubernetes.io/name"),
+            // Nor another document's.
+            Place::document(1).object("Service default/web".to_owned()),
         ] {
-            assert!(!repaired.touches(place), "{place}");
+            assert!(!repaired.touches(&place), "{place}");
         }
-        assert!(repaired.holds("doc: spec.ports[0].port.x"));
-        assert!(!repaired.holds("doc: spec.ports[0]"));
+        assert!(repaired.holds(&doc.field("spec.ports[0].port.x")));
+        assert!(!repaired.holds(&doc.field("spec.ports[0]")));
     }
 
     #[test]
@@ -871,8 +815,8 @@ enabled: 1
         assert_eq!(
             problems,
             [
-                "x: .: the key `7` is not a string",
-                "x: .: the key `~` (null) is not a string",
+                "x: the key `7` is not a string",
+                "x: the key `~` (null) is not a string",
             ]
         );
         assert_eq!(
@@ -880,7 +824,7 @@ enabled: 1
             Some(BTreeMap::from([("a".to_owned(), "b".to_owned())]))
         );
         let (problems, _) = recover::<Service>("name: web\n5: x\n");
-        assert_eq!(problems, ["x: .: the key `5` is not a field name"]);
+        assert_eq!(problems, ["x: the key `5` is not a field name"]);
     }
 
     #[test]
@@ -898,47 +842,64 @@ labels:
 ",
         )
         .unwrap();
-        let cases: [(&str, &[usize]); 9] = [
-            ("", &[]),
-            (": spec.type", &[0, 1]),
-            (": spec.ports[0].name", &[0, 0, 0, 1]),
-            (": spec.ports[1].port", &[0, 0, 1, 0]),
+        let key = |name: &str| Step::Key(name.to_owned());
+        let cases: [(Vec<Step>, &[usize]); 9] = [
+            (vec![], &[]),
+            (vec![key("spec"), key("type")], &[0, 1]),
+            (
+                vec![key("spec"), key("ports"), Step::Index(0), key("name")],
+                &[0, 0, 0, 1],
+            ),
+            (
+                vec![key("spec"), key("ports"), Step::Index(1), key("port")],
+                &[0, 0, 1, 0],
+            ),
             // Not written: as far as it was.
-            (": spec.ports[0].protocol", &[0, 0, 0]),
-            (": spec.ports[7]", &[0, 0]),
-            // The longest key the path goes on with.
-            (": labels.app.kubernetes.io/name", &[1, 1]),
-            (": labels.app", &[1, 0]),
-            (": `5`", &[2]),
+            (
+                vec![key("spec"), key("ports"), Step::Index(0), key("protocol")],
+                &[0, 0, 0],
+            ),
+            (vec![key("spec"), key("ports"), Step::Index(7)], &[0, 0]),
+            // A key is one step, whatever dots it holds.
+            (vec![key("labels"), key("app.kubernetes.io/name")], &[1, 1]),
+            (vec![key("labels"), key("app")], &[1, 0]),
+            (vec![Step::OddKey(Value::Number(5.into()))], &[2]),
         ];
         for (path, expected) in cases {
-            assert_eq!(position(&value, path), expected, "{path}");
+            assert_eq!(position(&value, &path), expected, "{path:?}");
         }
         let mut problems: Vec<Problem> = [
-            "x: spec.type",
-            "x: labels",
-            "x: spec.ports[1]",
-            "x",
-            "x: spec.ports[0].protocol",
-            "x: spec.ports[0].port",
-            "x: spec.type",
+            x().field("spec.type"),
+            x().key("labels").key("app.kubernetes.io/name"),
+            x().key("labels"),
+            x().field("spec.ports[1]"),
+            x(),
+            x().field("spec.ports[0].protocol"),
+            x().field("spec.ports[0].port"),
+            x().key("labels").key("app"),
+            x().field("spec.type"),
+            // Elsewhere: as if at the start.
+            Place::native().key("y"),
         ]
         .into_iter()
         .enumerate()
         .map(|(i, place)| Problem::new(place, i.to_string()))
         .collect();
-        in_file_order(&mut problems, &value, "x");
+        in_file_order(&mut problems, &value, &x());
         assert_eq!(
             problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
-                "x: 3",
-                "x: spec.ports[0].protocol: 4",
-                "x: spec.ports[0].port: 5",
-                "x: spec.ports[1]: 2",
+                "x: 4",
+                "y: 9",
+                "x.spec.ports[0].protocol: 5",
+                "x.spec.ports[0].port: 6",
+                "x.spec.ports[1]: 3",
                 // Two at one place: as they were found.
-                "x: spec.type: 0",
-                "x: spec.type: 6",
-                "x: labels: 1",
+                "x.spec.type: 0",
+                "x.spec.type: 8",
+                "x.labels: 2",
+                "x.labels.app: 7",
+                "x.labels[\"app.kubernetes.io/name\"]: 1",
             ]
         );
     }
@@ -950,7 +911,7 @@ labels:
         assert_eq!(problems.len(), MAX_REPAIRS + 1);
         assert_eq!(
             problems.last().unwrap(),
-            "x: .: too many problems to list: fix those above, then check again for the rest"
+            "x: too many problems to list: fix those above, then check again for the rest"
         );
         assert!(recovered.object.is_none());
     }
