@@ -1959,6 +1959,101 @@ servics: []
     }
 
     #[test]
+    fn label_keys_that_begin_alike_are_each_reported_at_their_own_place() {
+        // `app.kubernetes.io/name` is one key, not `app` and more: each
+        // label is reported, whichever comes first, in the order of the file.
+        let text = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels:
+    app: [web]
+    app.kubernetes.io/name: [web]
+    app.kubernetes.io: 7
+    tier: {name: web}
+  annotations:
+    example.com/owner.team: [a]
+    example.com/owner: [b]
+spec:
+  clusterIP: 198.18.100.1
+  selector:
+    app.kubernetes.io/name: {a: b}
+    app: [web]
+  ports:
+    - port: 80
+";
+        let label = "documents[0] (Service default/web)";
+        assert_eq!(
+            problems(text),
+            [
+                "metadata.labels.app: a list is not a string",
+                "metadata.labels[\"app.kubernetes.io/name\"]: a list is not a string",
+                "metadata.labels[\"app.kubernetes.io\"]: 7 is not a string",
+                "metadata.labels.tier: a mapping is not a string",
+                "metadata.annotations[\"example.com/owner.team\"]: a list is not a string",
+                "metadata.annotations[\"example.com/owner\"]: a list is not a string",
+                "spec.selector[\"app.kubernetes.io/name\"]: a mapping is not a string",
+                "spec.selector.app: a list is not a string",
+            ]
+            .map(|p| format!("{label}: {p}"))
+        );
+    }
+
+    #[test]
+    fn a_problem_at_a_key_with_dots_comes_in_the_order_of_the_file() {
+        // Found by different checks (the kinds of values, unknown fields,
+        // the API's rules), put in the order of the file by their steps.
+        let text = "apiVersion: v1
+kind: Service
+metadata:
+  colour: red
+  labels:
+    app: web
+    app.kubernetes.io/name: [web]
+  namespace: Shop
+  name: web
+  annotations:
+    a.b: [c]
+spec:
+  clusterIP: 198.18.100.1
+  ports:
+    - port: 80
+      x.y: 1
+";
+        let label = "documents[0] (Service Shop/web)";
+        assert_eq!(
+            problems(text),
+            [
+                "metadata.colour: unknown field (not in the Kubernetes 1.33 API)",
+                "metadata.labels[\"app.kubernetes.io/name\"]: a list is not a string",
+                "metadata.namespace: `Shop` is not a DNS label (RFC 1123): lowercase letters, \
+                 digits and '-', starting with a lowercase letter or digit and ending with a \
+                 letter or digit",
+                "metadata.annotations[\"a.b\"]: a list is not a string",
+                "spec.ports[0][\"x.y\"]: unknown field (not in the Kubernetes 1.33 API)",
+            ]
+            .map(|p| format!("{label}: {p}"))
+        );
+        // Natively likewise.
+        let text = web("    mode: fast
+    health.check: {type: tcp}
+    frontends:
+      - address: 198.18.100.300
+        port: 80
+");
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].mode: `fast` is not a mode: use nat or dsr",
+                "services[0][\"health.check\"]: unknown field: the fields here are `name`, \
+                 `protocol`, `mode`, `frontends`, `backends`, `session_affinity`, \
+                 `health_check`, `source_nat`",
+                "services[0].frontends[0].address: `198.18.100.300` is not an IP address",
+            ]
+        );
+    }
+
+    #[test]
     fn the_problems_of_a_document_come_in_the_order_of_the_file() {
         // Values of the wrong kind, unknown fields and wrong values, mixed:
         // each where it was written, whichever check found it.
