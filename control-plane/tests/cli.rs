@@ -766,3 +766,52 @@ fn completions_for_bash() {
     assert!(script.contains("_xlb()"), "{script}");
     assert!(script.contains("check-config"), "{script}");
 }
+
+/// `XLB_KUBERNETES=false` (or `0`) is file mode, as if unset: it neither
+/// clashes with `--config` nor stands in for a source. Stops at the
+/// interface check, before the agent touches anything.
+#[test]
+fn a_false_xlb_kubernetes_is_file_mode() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let run = |kubernetes: &str, config: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xlb"));
+        command
+            .env("XLB_KUBERNETES", kubernetes)
+            .args(["agent", "--interface", "xlbnosuch0"])
+            .arg("--pin-dir")
+            .arg(dir.path().join("pins"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"));
+        if config {
+            command.arg("--config").arg(dir.path().join("xlb.yaml"));
+        }
+        let out = command.output().expect("runs xlb");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for falsy in ["false", "0", "no"] {
+        let (code, stderr) = run(falsy, true);
+        assert_eq!(code, Some(1), "{falsy}: {stderr}");
+        assert!(stderr.contains("no such interface"), "{falsy}: {stderr}");
+        let (code, stderr) = run(falsy, false);
+        assert_eq!(code, Some(2), "{falsy}: {stderr}");
+        assert!(
+            stderr.contains("a source of services is required"),
+            "{falsy}: {stderr}"
+        );
+    }
+    let (code, stderr) = run("true", true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot be used with '--kubernetes'"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("maybe", true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("XLB_KUBERNETES") || stderr.contains("--kubernetes"),
+        "{stderr}"
+    );
+}

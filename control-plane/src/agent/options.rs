@@ -6,17 +6,23 @@ use std::{
     time::Duration,
 };
 
-use clap::{ArgGroup, Args};
+use clap::{
+    Args,
+    builder::BoolishValueParser,
+    error::{Error as ClapError, ErrorKind},
+};
 use xdp_lb::MapSizes;
 
 use crate::source::kube::node::AddressRange;
 
 /// How to run the agent.
+///
+/// Exactly one source of services, `--config` or `--kubernetes`: checked by
+/// [`AgentOptions::check_source`] after parsing, not by a clap group, for
+/// which a value from the environment counts as given, `false` too
+/// (`XLB_KUBERNETES=false` clashed with `--config`, and without it left an
+/// agent with no source at all).
 #[derive(Clone, Debug, Args)]
-#[command(group(
-    // Exactly one source of services: without either, clap names both.
-    ArgGroup::new("source").required(true).multiple(false).args(["config", "kubernetes"])
-))]
 pub struct AgentOptions {
     /// The configuration file: native xlb services and/or Kubernetes
     /// Service + EndpointSlice documents. Reloaded when it changes and on SIGHUP.
@@ -28,7 +34,7 @@ pub struct AgentOptions {
     /// EndpointSlices, as kube-proxy does) instead of a file. The
     /// connection is the in-cluster one or a kubeconfig (--kubeconfig, else
     /// KUBECONFIG or ~/.kube/config). docs/kubernetes.md has the details.
-    #[arg(long, env = "XLB_KUBERNETES")]
+    #[arg(long, env = "XLB_KUBERNETES", value_parser = BoolishValueParser::new())]
     pub kubernetes: bool,
 
     // The Kubernetes-only flags conflict with --config rather than require
@@ -102,7 +108,7 @@ pub struct AgentOptions {
     pub interfaces: Vec<String>,
 
     /// Attach in generic (skb) mode instead of native XDP.
-    #[arg(long, env = "XLB_GENERIC_XDP")]
+    #[arg(long, env = "XLB_GENERIC_XDP", value_parser = BoolishValueParser::new())]
     pub generic_xdp: bool,
 
     /// Where maps and links are pinned; bpffs is mounted there if it is not.
@@ -276,6 +282,26 @@ pub struct MapSizeOptions {
     pub max_addresses: u32,
 }
 
+impl AgentOptions {
+    /// Exactly one source of services; the error is `agent`'s usage error
+    /// (`command` is the agent's clap command, for its usage line).
+    pub fn check_source(&self, command: &mut clap::Command) -> Result<(), ClapError> {
+        match (&self.config, self.kubernetes) {
+            (Some(_), true) => Err(command.error(
+                ErrorKind::ArgumentConflict,
+                "the argument '--config <CONFIG>' cannot be used with '--kubernetes': one \
+                 source of services",
+            )),
+            (None, false) => Err(command.error(
+                ErrorKind::MissingRequiredArgument,
+                "a source of services is required: --config <CONFIG> (XLB_CONFIG) or \
+                 --kubernetes (XLB_KUBERNETES=true)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl MapSizeOptions {
     /// The datapath's map sizes, with `conntrack` flows.
     pub const fn map_sizes(self, conntrack: u32) -> MapSizes {
@@ -345,8 +371,11 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<AgentOptions, clap::Error> {
-        Agent::try_parse_from(["xlb-agent", "--interface", "eth0"].iter().chain(args))
-            .map(|a| a.options)
+        let options =
+            Agent::try_parse_from(["xlb-agent", "--interface", "eth0"].iter().chain(args))
+                .map(|a| a.options)?;
+        options.check_source(&mut Agent::command())?;
+        Ok(options)
     }
 
     #[test]
@@ -377,7 +406,7 @@ mod tests {
     fn one_source_exactly() {
         let neither = parse(&[]).expect_err("a source is required").to_string();
         assert!(
-            neither.contains("--config <CONFIG>|--kubernetes"),
+            neither.contains("required: --config <CONFIG> (XLB_CONFIG) or --kubernetes"),
             "{neither}"
         );
         let both = parse(&["--config", "x.yaml", "--kubernetes"])

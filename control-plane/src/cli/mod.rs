@@ -324,6 +324,16 @@ fn parse_flows(text: &str) -> anyhow::Result<Vec<SimulateRequest>> {
 /// on any failure (with the error on stderr), 2 for a usage error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Agent(options) = &cli.command {
+        let mut xlb = Cli::command();
+        xlb.build();
+        let agent = xlb
+            .find_subcommand_mut("agent")
+            .expect("`agent` is a subcommand");
+        if let Err(usage) = options.check_source(agent) {
+            usage.exit();
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
