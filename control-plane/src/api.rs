@@ -111,6 +111,27 @@ pub struct BackendView {
     pub bytes: u64,
 }
 
+/// `GET /v1/datapath/lb` (`xlb bpf lb list`): what the datapath's
+/// load-balancing maps hold, read from the maps themselves (not from the
+/// agent's model): each frontend with its table, and then the state no
+/// frontend reaches: what an interrupted sync or a bug leaves behind, and
+/// the records of draining and terminating backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathLbView {
+    /// One entry per frontend (what `GET /v1/datapath/services` answers),
+    /// sorted by service ID, then frontend.
+    pub services: Vec<DatapathServiceView>,
+    /// The Maglev tables whose service ID no frontend names, by ID: no new
+    /// flow reaches them.
+    pub tables_without_frontend: Vec<DatapathTableView>,
+    /// The active backend records no Maglev table names (of a frontend or
+    /// not), by ID: no new flow goes to them, while their tracked flows
+    /// still do (what a draining or terminating backend is for).
+    pub active_backends_without_table: Vec<DatapathRecordView>,
+    /// The `ADDRESSES` entries whose address no frontend has, by address.
+    pub addresses_without_frontend: Vec<DatapathAddressView>,
+}
+
 /// `GET /v1/datapath/services`: one entry per frontend of the datapath's
 /// `SERVICES` map, read from the maps themselves (not from the agent's
 /// model): what the datapath forwards now, including state an earlier agent
@@ -149,6 +170,43 @@ pub struct DatapathBackendView {
     pub status: DatapathBackendStatus,
     /// Maglev slots naming this ID.
     pub slots: u32,
+}
+
+/// A Maglev table whose service ID no frontend names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathTableView {
+    pub service_id: u32,
+    /// The service's name when the agent's model has a service of that ID
+    /// (a sync failed before it wrote the service's frontends); absent
+    /// otherwise.
+    pub service: Option<String>,
+    /// The table's size M.
+    pub table_size: u32,
+    /// Each backend ID the table names, by ID.
+    pub backends: Vec<DatapathBackendView>,
+}
+
+/// An active record of the `BACKENDS` map that no Maglev table names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathRecordView {
+    pub id: u32,
+    pub address: SocketAddr,
+    pub generation: u32,
+    /// The backend's status in each service of the agent's model that has
+    /// it, by service name, when the agent holds this record as that
+    /// backend's; empty otherwise (not a backend of its model, or a record
+    /// it does not hold).
+    pub status_by_service: BTreeMap<String, BackendStatus>,
+}
+
+/// An `ADDRESSES` entry whose address no frontend has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathAddressView {
+    pub address: IpAddr,
+    /// What the entry declares the address to be. The datapath drops new
+    /// flows to a VIP without a frontend on their port
+    /// (`drop_unknown_port`), so here every one; a node address passes them.
+    pub kind: FrontendKind,
 }
 
 /// What the `BACKENDS` map holds for a backend ID a table names.

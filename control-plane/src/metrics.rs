@@ -525,7 +525,7 @@ mod tests {
     use crate::{
         admin::AdminError,
         api::{
-            AttachmentView, DatapathServiceView, DrainRequest, DrainView, FlowEventView, FlowView,
+            AttachmentView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView,
             MaglevView, ServiceBackendView, SimulateRequest, SimulateView, StatusView,
         },
         model::{Mode, Protocol},
@@ -594,8 +594,8 @@ mod tests {
                 backend(3, "198.18.2.3:8080", BackendStatus::Draining),
             ])
         }
-        fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
-            Ok(vec![])
+        fn datapath_lb(&self) -> Result<DatapathLbView, AdminError> {
+            Ok(DatapathLbView::default())
         }
         fn conntrack(&self, _: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
             Ok(vec![])

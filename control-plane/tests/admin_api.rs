@@ -21,9 +21,9 @@ use control_plane::{
     },
     api::{
         AttachmentView, BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
-        DatapathServiceView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView,
-        FrontendView, MaglevView, MapUsageView, ReloadView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        DatapathLbView, DatapathServiceView, DatapathTableView, DrainRequest, DrainView, ErrorView,
+        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -49,7 +49,7 @@ struct FakeAdmin {
     services: Vec<ServiceView>,
     backends: Vec<BackendView>,
     /// What the datapath's maps hold.
-    datapath: Vec<DatapathServiceView>,
+    datapath: DatapathLbView,
     flows: Vec<FlowView>,
     stats: StatsView,
     maps: Vec<MapUsageView>,
@@ -123,7 +123,7 @@ impl FakeAdmin {
             packets: 10,
             bytes: 1_500,
         }];
-        let datapath = vec![DatapathServiceView {
+        let frontends = vec![DatapathServiceView {
             frontend: addr("198.18.100.1:80"),
             protocol: Protocol::Tcp,
             kind: Some(FrontendKind::Vip),
@@ -149,6 +149,23 @@ impl FakeAdmin {
                 },
             ],
         }];
+        // A table no frontend names, beside the frontend.
+        let datapath = DatapathLbView {
+            services: frontends,
+            tables_without_frontend: vec![DatapathTableView {
+                service_id: 9,
+                service: None,
+                table_size: 7,
+                backends: vec![DatapathBackendView {
+                    id: 1,
+                    address: Some(addr("198.18.2.1:8080")),
+                    generation: Some(3),
+                    status: DatapathBackendStatus::Active,
+                    slots: 7,
+                }],
+            }],
+            ..DatapathLbView::default()
+        };
         let flow = |client: &str, service: Option<&str>| FlowView {
             protocol: Protocol::Tcp,
             client: addr(client),
@@ -249,7 +266,7 @@ impl Admin for FakeAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         Ok(self.backends.clone())
     }
-    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+    fn datapath_lb(&self) -> Result<DatapathLbView, AdminError> {
         Ok(self.datapath.clone())
     }
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
@@ -373,8 +390,13 @@ async fn every_route_answers_with_the_agents_data() {
     assert_eq!(client.services().await.expect("services"), fake.services);
     assert_eq!(client.backends().await.expect("backends"), fake.backends);
     assert_eq!(
-        client.datapath_services().await.expect("datapath services"),
+        client.datapath_lb().await.expect("datapath lb"),
         fake.datapath
+    );
+    // The frontends alone, as the route answered before the rest was added.
+    assert_eq!(
+        client.datapath_services().await.expect("datapath services"),
+        fake.datapath.services
     );
     assert_eq!(client.conntrack(None).await.expect("conntrack"), fake.flows);
     assert_eq!(
@@ -626,6 +648,7 @@ async fn what_a_route_does_not_take_is_refused() {
             "/v1/datapath/services?service=dns",
             "unknown field `service`",
         ),
+        ("/v1/datapath/lb?service=dns", "unknown field `service`"),
         ("/v1/maglev/dns?x=1", "unknown field `x`"),
         (
             "/v1/events?max=1&wait_ms=10&timeout=5",

@@ -18,7 +18,9 @@
 //!   shows in `xlb status` and in `xlb_config_reloads_total`; an agent
 //!   restarted on the pinned state with that file keeps it serving, and `xlb
 //!   bpf lb list` (the maps) shows the frontend `xlb service list` (the
-//!   model) has not;
+//!   model) has not, and, apart, a table, a backend record and a VIP no
+//!   frontend reaches, written into the pinned maps while no agent ran;
+//!   the good file back, its first sync removes them;
 //! - health checks: a backend whose server dies leaves within
 //!   interval × fall (+ one probe timeout + a stated margin), new requests
 //!   avoid it, and it returns when its server does;
@@ -53,9 +55,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use control_plane::api::{
-    BackendStatus, BackendView, DatapathBackendStatus, DatapathServiceView, FlowEventView,
-    StatusView,
+use control_plane::{
+    api::{
+        BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
+        DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
+        DatapathTableView, FlowEventView, StatusView,
+    },
+    model::FrontendKind,
 };
 use netns_tests::{
     EchoClient, Netns, Proto,
@@ -66,6 +72,7 @@ use netns_tests::{
     topology::plan::{self, BACKEND_LAN, Subnet},
     wait_for, wait_until,
 };
+use xdp_lb::{AddressKind, Datapath, LoadOptions, MapSizes};
 
 /// The `xlb` binary under test.
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
@@ -790,16 +797,29 @@ fn a_bad_reload_keeps_the_running_configuration() {
     // named by the agent's model.
     let mut all_backends = backends(&rig, &all, BACKEND_PORT);
     all_backends.sort_unstable();
-    let listed = datapath_services(&rig);
+    let view = datapath_lb(&rig);
+    let listed = &view.services;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].service.as_deref(), Some("web"), "{listed:?}");
     assert_eq!(listed_backends(&listed[0]), all_backends, "{listed:?}");
+    // A synced agent leaves nothing no frontend reaches.
+    assert_eq!(
+        view,
+        DatapathLbView {
+            services: view.services.clone(),
+            ..DatapathLbView::default()
+        }
+    );
 
     // Restarted on the pinned state with the rejected file in place: the
     // agent keeps the pinned service forwarding but has no model, so
     // `service list` is empty (and warns), while `bpf lb list` still shows
     // the frontend the datapath forwards, without a name.
     rig.kill_agent().expect("SIGKILL");
+    // And, while no agent runs, what a crash mid-sync or a bug leaves in
+    // the pinned maps: the restarted agent cannot sync (its file is
+    // rejected), so `bpf lb list` must show them.
+    let leaked = leave_unreached_state(&rig);
     rig.spawn_agent(&rig.agent_args(&[]))
         .expect("the restarted agent");
     let restarted = wait_for(PATIENCE, "the restarted agent to reject its file", || {
@@ -824,11 +844,19 @@ fn a_bad_reload_keeps_the_running_configuration() {
     assert!(output.status.success(), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
     assert!(stderr.contains("`xlb bpf lb list`"), "{stderr}");
-    let listed = datapath_services(&rig);
+    let view = datapath_lb(&rig);
+    let listed = &view.services;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].frontend, rig.vip_addr(VIP_PORT), "{listed:?}");
     assert_eq!(listed[0].service, None, "{listed:?}");
     assert_eq!(listed_backends(&listed[0]), all_backends, "{listed:?}");
+    assert_eq!(
+        DatapathLbView {
+            services: vec![],
+            ..view
+        },
+        leaked
+    );
     let output = rig.xlb(&["bpf", "lb", "list"]).expect("xlb bpf lb list");
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -839,9 +867,37 @@ fn a_bad_reload_keeps_the_running_configuration() {
         table.contains(&format!("{}/TCP", rig.vip_addr(VIP_PORT))),
         "{table}"
     );
+    for heading in [
+        "Tables no frontend names",
+        "Active backends no table names",
+        "Addresses no frontend has",
+    ] {
+        assert!(table.contains(heading), "{heading}: {table}");
+    }
     report(&format!(
         "restart on a rejected file: `xlb bpf lb list` shows\n{table}"
     ));
+
+    // The good file back: the first sync claims the pinned service, and
+    // removes or retires all that no frontend reached, as the notes say.
+    rig.apply_config(&good, PATIENCE).expect("a reload");
+    wait_until(PATIENCE, "the restarted agent to sync", || {
+        rig.status()
+            .ok()
+            .and_then(|s| serde_json::from_value::<StatusView>(s).ok())
+            .is_some_and(|s| s.synced)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.agent_log()));
+    let view = datapath_lb(&rig);
+    assert_eq!(view.services.len(), 1, "{view:?}");
+    assert_eq!(view.services[0].service.as_deref(), Some("web"), "{view:?}");
+    assert_eq!(
+        view,
+        DatapathLbView {
+            services: view.services.clone(),
+            ..DatapathLbView::default()
+        }
+    );
 }
 
 /// A reload whose file is good but needs more frontends than the agent's
@@ -943,12 +999,70 @@ fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
 }
 
 /// `xlb bpf lb list -o json`.
-fn datapath_services(rig: &AgentRig) -> Vec<DatapathServiceView> {
+fn datapath_lb(rig: &AgentRig) -> DatapathLbView {
     serde_json::from_value(
         rig.xlb_json(&["bpf", "lb", "list"])
             .expect("xlb bpf lb list"),
     )
-    .expect("DatapathServiceViews")
+    .expect("a DatapathLbView")
+}
+
+/// Writes into `rig`'s pinned maps, while no agent runs, one of each kind
+/// of state no frontend reaches: a table under a service ID no frontend
+/// names, naming a backend record of its own; an active record no table
+/// names; and a VIP no frontend has (none of the rig's hosts). Answers what
+/// `xlb bpf lb list` should show of them.
+fn leave_unreached_state(rig: &AgentRig) -> DatapathLbView {
+    // IDs far above those the agent gave its one service and its backends.
+    const SERVICE: u32 = 4000;
+    const TABLED: u32 = 4001;
+    const UNTABLED: u32 = 4002;
+    let lan = Subnet::lan(BACKEND_LAN);
+    // Hosts past the backends' (.100 to .249): no rig host has them.
+    let tabled = SocketAddr::new(lan.host(250).0.addr(), BACKEND_PORT);
+    let untabled = SocketAddr::new(lan.host(251).0.addr(), BACKEND_PORT);
+    let vip = IpAddr::V4(plan::vip(77).0);
+    let mut datapath = Datapath::load_with(&LoadOptions {
+        // The agent's defaults, as the rig starts it, and where it pins
+        // its maps.
+        sizes: MapSizes::default(),
+        pin_dir: Some(rig.pin_dir().join("maps")),
+    })
+    .expect("the pinned maps");
+    let table = vec![TABLED; 251];
+    datapath.put_backend(TABLED, tabled, 1).expect("a record");
+    datapath
+        .put_backend(UNTABLED, untabled, 1)
+        .expect("a record");
+    datapath.swap_table(SERVICE, &table).expect("a table");
+    datapath
+        .set_address(vip, AddressKind::Vip)
+        .expect("an address");
+    DatapathLbView {
+        services: vec![],
+        tables_without_frontend: vec![DatapathTableView {
+            service_id: SERVICE,
+            service: None,
+            table_size: 251,
+            backends: vec![DatapathBackendView {
+                id: TABLED,
+                address: Some(tabled),
+                generation: Some(1),
+                status: DatapathBackendStatus::Active,
+                slots: 251,
+            }],
+        }],
+        active_backends_without_table: vec![DatapathRecordView {
+            id: UNTABLED,
+            address: untabled,
+            generation: 1,
+            status_by_service: BTreeMap::new(),
+        }],
+        addresses_without_frontend: vec![DatapathAddressView {
+            address: vip,
+            kind: FrontendKind::Vip,
+        }],
+    }
 }
 
 /// The active backends a listed table names, sorted, after checking that

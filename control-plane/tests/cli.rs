@@ -12,10 +12,10 @@ use std::{
 use control_plane::{
     admin::{Admin, AdminError, AdminServer},
     api::{
-        BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
-        DatapathServiceView, DrainRequest, DrainView, FlowEventView, FlowView, FrontendView,
-        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
-        StatsView, StatusView,
+        BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
+        DatapathBackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView,
+        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -63,10 +63,10 @@ fn web() -> ServiceView {
     }
 }
 
-/// The datapath's maps: `web`'s frontend, and a frontend an earlier agent
+/// The datapath's maps: `web`'s frontend, a frontend an earlier agent
 /// pinned (no name in the model) whose table names a backend without a
-/// record.
-fn programmed() -> Vec<DatapathServiceView> {
+/// record, and a VIP no frontend has.
+fn programmed() -> DatapathLbView {
     let backend = |id, address: Option<&str>, status, slots| DatapathBackendView {
         id,
         address: address.map(addr),
@@ -74,7 +74,7 @@ fn programmed() -> Vec<DatapathServiceView> {
         status,
         slots,
     };
-    vec![
+    let services = vec![
         DatapathServiceView {
             frontend: addr("198.18.100.1:80"),
             protocol: Protocol::Tcp,
@@ -105,7 +105,15 @@ fn programmed() -> Vec<DatapathServiceView> {
                 backend(8, None, DatapathBackendStatus::Missing, 2),
             ],
         },
-    ]
+    ];
+    DatapathLbView {
+        services,
+        addresses_without_frontend: vec![DatapathAddressView {
+            address: "198.19.0.50".parse().expect("address"),
+            kind: FrontendKind::Vip,
+        }],
+        ..DatapathLbView::default()
+    }
 }
 
 /// A backend of two services, drained in one (`xlb drain --service`).
@@ -173,7 +181,7 @@ impl Admin for FakeAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         Ok(vec![shared_backend()])
     }
-    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+    fn datapath_lb(&self) -> Result<DatapathLbView, AdminError> {
         Ok(programmed())
     }
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
@@ -469,16 +477,25 @@ fn bpf_lb_list_shows_the_datapaths_maps() {
             "",
             "note: 2 slots missing: new flows hashed to these slots find no backend (`missing`: the \
              table names an ID without a backend record)",
+            "",
+            "Addresses no frontend has:",
+            "Address       Kind",
+            "198.19.0.50   VIP",
+            "",
+            "note: new flows to a VIP here are dropped (`drop_unknown_port`), to a node address \
+             passed. The agent adopts every address it finds in the pinned maps when it starts, \
+             and a sync removes those no frontend of its model is on; one still listed after a \
+             successful sync was not written by this agent",
         ]
     );
     for format in ["json", "yaml"] {
         let text = stdout(&agent.xlb(&["bpf", "lb", "list", "-o", format]));
-        let services: Vec<DatapathServiceView> = if format == "json" {
+        let view: DatapathLbView = if format == "json" {
             serde_json::from_str(&text).expect("JSON")
         } else {
             serde_yaml_ng::from_str(&text).expect("YAML")
         };
-        assert_eq!(services, programmed(), "{format}");
+        assert_eq!(view, programmed(), "{format}");
     }
 }
 

@@ -23,7 +23,7 @@ use control_plane::{
     admin::{Admin, AdminError},
     agent::AgentOptions,
     api::{
-        BackendStatus, BackendView, DatapathServiceView, DrainRequest, DrainView, FlowEventView,
+        BackendStatus, BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView,
         FlowView, MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView,
         StatusView,
     },
@@ -1093,8 +1093,8 @@ impl Admin for EveryFamily {
             bytes: 1000,
         }])
     }
-    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
-        Ok(vec![])
+    fn datapath_lb(&self) -> Result<DatapathLbView, AdminError> {
+        Ok(DatapathLbView::default())
     }
     fn conntrack(&self, _: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
         Ok(vec![])

@@ -15,8 +15,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    BackendView, DatapathServiceView, DrainRequest, DrainView, ErrorView, FlowEventView, FlowView,
-    MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+    BackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView, ErrorView,
+    FlowEventView, FlowView, MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView,
+    StatsView, StatusView,
 };
 
 /// How long a call may take before the client gives up: drains run one
@@ -110,6 +111,12 @@ impl AdminClient {
     /// `GET /v1/backends`.
     pub async fn backends(&self) -> Result<Vec<BackendView>, ClientError> {
         self.get("/v1/backends").await
+    }
+
+    /// `GET /v1/datapath/lb`: the frontends as the datapath's maps hold
+    /// them, and the state no frontend reaches.
+    pub async fn datapath_lb(&self) -> Result<DatapathLbView, ClientError> {
+        self.get("/v1/datapath/lb").await
     }
 
     /// `GET /v1/datapath/services`: the frontends as the datapath's maps

@@ -8,7 +8,7 @@ pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
 use crate::api::{
-    BackendView, DatapathServiceView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
+    BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
     MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
@@ -18,9 +18,9 @@ use crate::api::{
 pub trait Admin: Send + Sync + 'static {
     fn services(&self) -> Result<Vec<ServiceView>, AdminError>;
     fn backends(&self) -> Result<Vec<BackendView>, AdminError>;
-    /// Every frontend of the datapath's maps with its table's backends, read
-    /// from the maps (not the model).
-    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError>;
+    /// Every frontend of the datapath's maps with its table's backends, and
+    /// the state no frontend reaches, read from the maps (not the model).
+    fn datapath_lb(&self) -> Result<DatapathLbView, AdminError>;
     /// Tracked flows, only those of `service` when given.
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError>;
     fn stats(&self) -> Result<StatsView, AdminError>;

@@ -7,6 +7,7 @@
 //! |--------|----------------------------|----------------------------|-------------------------|
 //! | GET    | `/v1/services`             |                            | `[ServiceView]`         |
 //! | GET    | `/v1/backends`             |                            | `[BackendView]`         |
+//! | GET    | `/v1/datapath/lb`          |                            | `DatapathLbView`        |
 //! | GET    | `/v1/datapath/services`    |                            | `[DatapathServiceView]` |
 //! | GET    | `/v1/conntrack`            | `?service=NAME` (optional) | `[FlowView]`            |
 //! | GET    | `/v1/stats`                |                            | `StatsView`             |
@@ -18,8 +19,10 @@
 //! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`             | `DrainView`             |
 //!
 //! `/v1/services` and `/v1/backends` answer from the agent's model;
-//! `/v1/datapath/services` reads the datapath's maps, so it also shows what
-//! an earlier agent pinned and this one has not replaced (yet).
+//! `/v1/datapath/lb` reads the datapath's maps, so it also shows what an
+//! earlier agent pinned and this one has not replaced (yet), and what no
+//! frontend reaches. `/v1/datapath/services` is its `services` alone (what
+//! the route answered before the rest was added).
 //!
 //! `/v1/events` waits up to `wait_ms` for the first event; at most
 //! [`MAX_EVENT_READERS`] wait at once (429 for one more). A drain answers
@@ -340,6 +343,7 @@ fn routes(
     Router::new()
         .route("/v1/services", get(services))
         .route("/v1/backends", get(backends))
+        .route("/v1/datapath/lb", get(datapath_lb))
         .route("/v1/datapath/services", get(datapath_services))
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/stats", get(stats))
@@ -457,8 +461,12 @@ async fn backends(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.backends()).await
 }
 
+async fn datapath_lb(State(admin): AdminState, _: Params<NoParams>) -> Response {
+    call(admin, |a| a.datapath_lb()).await
+}
+
 async fn datapath_services(State(admin): AdminState, _: Params<NoParams>) -> Response {
-    call(admin, |a| a.datapath_services()).await
+    call(admin, |a| a.datapath_lb().map(|view| view.services)).await
 }
 
 /// `?service=` of `/v1/conntrack`.

@@ -16,11 +16,12 @@ use super::{
 use crate::{
     admin::{Admin, AdminError},
     api::{
-        BackendStatus, BackendView, DatapathServiceView, DrainRequest, DrainView, FlowEventView,
-        FlowView, FrontendView, KubernetesView, MaglevView, MapUsageView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainView,
+        FlowEventView, FlowView, FrontendView, KubernetesView, MaglevView, MapUsageView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
+    reconcile::Reconciler,
     source::kube::watch::Cache,
 };
 
@@ -241,14 +242,23 @@ impl Admin for AgentAdmin {
         Ok(views)
     }
 
-    fn datapath_services(&self) -> Result<Vec<DatapathServiceView>, AdminError> {
+    fn datapath_lb(&self) -> Result<DatapathLbView, AdminError> {
         // Only the reads hold the agent's lock; the rows are built after.
         let (read, names) = {
             let core = self.lock()?;
             let read = programmed::read(&core.datapath).map_err(internal)?;
             (read, service_names(&core))
         };
-        Ok(programmed::views(&read, &names))
+        let mut view = programmed::view(&read, &names);
+        // Which active records no table names is only known once every
+        // table has been walked, without the lock: their statuses in the
+        // model take a second, short hold (a sync may have run in between:
+        // the statuses are the model's as of now).
+        if !view.active_backends_without_table.is_empty() {
+            let core = self.lock()?;
+            fill_model_statuses(&core, &mut view.active_backends_without_table);
+        }
+        Ok(view)
     }
 
     fn conntrack(&self, service: Option<&str>) -> Result<Vec<FlowView>, AdminError> {
@@ -501,6 +511,63 @@ fn flow_view(
     }
 }
 
+/// Fills in each of `records`' status in the services of the agent's
+/// model (drains and health applied, as `backend list` shows it), for the
+/// records the agent holds ([`held_records`]).
+fn fill_model_statuses(core: &Core, records: &mut [DatapathRecordView]) {
+    let held = held_records(&core.reconciler, records);
+    if !held.is_empty() {
+        set_model_statuses(
+            &core.effective_model(),
+            |name, addr| core.healthy(name, addr),
+            &held,
+            records,
+        );
+    }
+}
+
+/// The records of `records` that `reconciler` holds as the record of their
+/// address (same ID and generation), by address → index. Any other is no
+/// backend of the agent's: a duplicate of an address an earlier agent left
+/// (the next sync retires it), or a record the agent neither wrote nor
+/// adopted.
+fn held_records(
+    reconciler: &Reconciler,
+    records: &[DatapathRecordView],
+) -> HashMap<SocketAddr, usize> {
+    records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            reconciler
+                .backend(r.address)
+                .is_some_and(|b| b.id == r.id && b.generation == r.generation)
+        })
+        .map(|(i, r)| (r.address, i))
+        .collect()
+}
+
+/// Sets the status by service of each record `held` names (address →
+/// index into `records`): its status in each service of `model` listing
+/// its address, `healthy` or not.
+fn set_model_statuses(
+    model: &Model,
+    healthy: impl Fn(&ServiceName, SocketAddr) -> bool,
+    held: &HashMap<SocketAddr, usize>,
+    records: &mut [DatapathRecordView],
+) {
+    for (name, service) in &model.services {
+        for backend in &service.backends {
+            if let Some(&i) = held.get(&backend.addr) {
+                records[i].status_by_service.insert(
+                    name.to_string(),
+                    BackendStatus::of(backend.state, healthy(name, backend.addr)),
+                );
+            }
+        }
+    }
+}
+
 /// Service ID → name, for the services programmed now.
 fn service_names(core: &Core) -> BTreeMap<u32, String> {
     core.model
@@ -643,6 +710,86 @@ mod tests {
         assert_eq!(
             backends_in_services(&unchecked, |_, _| false)[&shared].health,
             Health::Unchecked
+        );
+    }
+
+    #[test]
+    fn records_no_table_names_get_the_models_statuses_only_where_the_agent_holds_them() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (drained, plain, stray) = (
+            addr("198.18.2.6:8080"),
+            addr("198.18.2.7:8080"),
+            addr("198.18.2.8:8080"),
+        );
+        // What the agent adopted: records 6 and 7 (generation 3 and 1),
+        // and, of the two records of `stray`'s address, record 8.
+        let reconciler = Reconciler::recover(
+            1,
+            consistent_hash::SizingPolicy::default(),
+            xdp_lb::MapSizes::default(),
+            &crate::reconcile::Recovered {
+                backends: vec![
+                    (6, drained, 3, true),
+                    (7, plain, 1, true),
+                    (8, stray, 1, true),
+                    (12, stray, 1, true),
+                ],
+                ..Default::default()
+            },
+        );
+        let record = |id, address, generation| DatapathRecordView {
+            id,
+            address,
+            generation,
+            status_by_service: BTreeMap::new(),
+        };
+        let mut records = [
+            record(6, drained, 3),
+            // Another generation than the agent's: not its record.
+            record(7, plain, 2),
+            // A duplicate the agent does not hold.
+            record(12, stray, 1),
+            // A record the agent knows nothing of.
+            record(20, addr("198.18.2.20:8080"), 1),
+        ];
+        let held = held_records(&reconciler, &records);
+        assert_eq!(held, HashMap::from([(drained, 0)]));
+
+        // `drained` is drained in `web`, terminating in `api` and down in
+        // `db`; the others are backends of `web` too, which says nothing
+        // of records it does not hold.
+        let (web, api, db) = (
+            ServiceName("web".into()),
+            ServiceName("api".into()),
+            ServiceName("db".into()),
+        );
+        let mut terminating = service(&[drained]);
+        terminating.backends[0].state = BackendState::Terminating;
+        let model = Model {
+            services: BTreeMap::from([
+                (web.clone(), service(&[drained, plain, stray])),
+                (api, terminating),
+                (db.clone(), service(&[drained])),
+            ]),
+        };
+        let drains = BTreeSet::from([(Some(web), drained)]);
+        set_model_statuses(
+            &with_drains(&model, &drains),
+            |name, _| name != &db,
+            &held,
+            &mut records,
+        );
+        assert_eq!(
+            records[0].status_by_service,
+            BTreeMap::from([
+                ("api".to_owned(), BackendStatus::Terminating),
+                ("db".to_owned(), BackendStatus::Down),
+                ("web".to_owned(), BackendStatus::Draining),
+            ])
+        );
+        assert!(
+            records[1..].iter().all(|r| r.status_by_service.is_empty()),
+            "{records:?}"
         );
     }
 

@@ -147,7 +147,8 @@ enum BpfCommand {
 enum BpfLbCommand {
     /// Frontend → backends, read from the datapath's maps (what it
     /// forwards, pinned state of an earlier agent included), like `cilium
-    /// bpf lb list`.
+    /// bpf lb list`; then the tables, active backends and addresses no
+    /// frontend reaches, if any.
     List(OutputArgs),
 }
 
@@ -533,15 +534,14 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
                 output::backends_table(b)
             })?)
         }
-        // The datapath's own maps: what it forwards, synced or not.
+        // The datapath's own maps: what it forwards, synced or not, and
+        // what no frontend reaches.
         Command::Bpf(BpfCommand::Lb(BpfLbCommand::List(out))) => {
-            let services = client
-                .datapath_services()
+            let view = client
+                .datapath_lb()
                 .await
-                .context("reading the datapath's frontends")?;
-            print(&output::render(out.output, &services, |s| {
-                output::lb_table(s)
-            })?)
+                .context("reading the datapath's maps")?;
+            print(&output::render(out.output, &view, output::lb_table)?)
         }
         Command::Ct(CtCommand::List {
             service,

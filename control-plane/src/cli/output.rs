@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use crate::{
     api::{
-        BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
-        DatapathServiceView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
+        BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
+        DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
+        DatapathTableView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
         ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
@@ -231,12 +232,59 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
     table.render()
 }
 
-/// `xlb bpf lb list`: each frontend of the datapath's maps, its service
-/// (ID, and name where the agent knows it, else `-`), its table's size,
-/// and each backend ID its table names with the record's state and the
-/// slots naming it. A note under the table counts the slots whose backend
-/// takes no new flow (a retired record, or none at all).
-pub(crate) fn lb_table(services: &[DatapathServiceView]) -> String {
+/// `xlb bpf lb list`: the frontends of the datapath's maps
+/// ([`frontends_table`]), then, each under a heading and only when there is
+/// some, what no frontend reaches: tables, active backend records and
+/// addresses, each with a note on why it may be there and what the agent
+/// does with it.
+pub(crate) fn lb_table(view: &DatapathLbView) -> String {
+    let mut out = frontends_table(&view.services);
+    if !view.tables_without_frontend.is_empty() {
+        section(
+            &mut out,
+            "Tables no frontend names (new flows reach none of them):",
+            &tables_without_frontend(&view.tables_without_frontend),
+            "the agent adopts every table it finds in the pinned maps when it starts, and its \
+             first sync removes them; one still listed after a successful sync was not written \
+             by this agent (or has a size it never uses), and stays",
+        );
+    }
+    if !view.active_backends_without_table.is_empty() {
+        section(
+            &mut out,
+            "Active backends no table names (no new flow goes to them; their tracked flows do):",
+            &backends_without_table(&view.active_backends_without_table),
+            "draining and terminating backends are expected here: the agent keeps their records \
+             for their tracked flows. It adopts every record it finds in the pinned maps when it \
+             starts, and a sync retires those its model does not keep (`-`: no backend of its \
+             model); one listed with `-` after a successful sync was not written by this agent",
+        );
+    }
+    if !view.addresses_without_frontend.is_empty() {
+        section(
+            &mut out,
+            "Addresses no frontend has:",
+            &addresses_without_frontend(&view.addresses_without_frontend),
+            "new flows to a VIP here are dropped (`drop_unknown_port`), to a node address passed. \
+             The agent adopts every address it finds in the pinned maps when it starts, and a \
+             sync removes those no frontend of its model is on; one still listed after a \
+             successful sync was not written by this agent",
+        );
+    }
+    out
+}
+
+/// Appends a blank line, `heading`, `table` and `note` to `out`.
+fn section(out: &mut String, heading: &str, table: &str, note: &str) {
+    writeln!(out, "\n{heading}\n{table}\nnote: {note}").ok();
+}
+
+/// The frontends of `xlb bpf lb list`: each with its service (ID, and name
+/// where the agent knows it, else `-`), its table's size, and each backend
+/// ID its table names with the record's state and the slots naming it. A
+/// note under the table counts the slots whose backend takes no new flow (a
+/// retired record, or none at all).
+fn frontends_table(services: &[DatapathServiceView]) -> String {
     let mut table = Table::new(&[
         "Service Address",
         "Service",
@@ -304,6 +352,75 @@ pub(crate) fn lb_table(services: &[DatapathServiceView]) -> String {
         .ok();
     }
     out
+}
+
+/// The tables no frontend names: each with its service ID (and name where
+/// the agent's model has one, else `-`), its size, and each backend ID it
+/// names as [`frontends_table`] shows them (no protocol: no frontend says
+/// which).
+fn tables_without_frontend(tables: &[DatapathTableView]) -> String {
+    let mut table = Table::new(&[
+        "Service ID",
+        "Service",
+        "Table",
+        "Backend Address (ID)",
+        "State",
+        "Slots",
+    ]);
+    for t in tables {
+        let column = |f: &dyn Fn(&DatapathBackendView) -> String| {
+            t.backends.iter().map(f).collect::<Vec<_>>().join("\n")
+        };
+        table.row(vec![
+            t.service_id.to_string(),
+            t.service.clone().unwrap_or_else(|| "-".into()),
+            t.table_size.to_string(),
+            column(&|b| {
+                let address = b.address.map_or_else(|| "-".to_owned(), |a| a.to_string());
+                format!("{address} ({})", b.id)
+            }),
+            column(&|b| b.status.as_str().to_owned()),
+            column(&|b| b.slots.to_string()),
+        ]);
+    }
+    table.render()
+}
+
+/// The active records no table names: address (ID), generation, and the
+/// backend's status in each service of the agent's model, one per line
+/// (`-` when the model has none for the record).
+fn backends_without_table(records: &[DatapathRecordView]) -> String {
+    let mut table = Table::new(&["Backend Address (ID)", "Gen", "Agent's Status"]);
+    for r in records {
+        let statuses = if r.status_by_service.is_empty() {
+            "-".to_owned()
+        } else {
+            r.status_by_service
+                .iter()
+                .map(|(service, status)| format!("{} ({service})", status.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        table.row(vec![
+            format!("{} ({})", r.address, r.id),
+            r.generation.to_string(),
+            statuses,
+        ]);
+    }
+    table.render()
+}
+
+/// The addresses no frontend has, with what `ADDRESSES` declares them.
+fn addresses_without_frontend(addresses: &[DatapathAddressView]) -> String {
+    let mut table = Table::new(&["Address", "Kind"]);
+    for a in addresses {
+        let kind = match a.kind {
+            FrontendKind::Vip => "VIP",
+            FrontendKind::Node => "node",
+        };
+        table.row(vec![a.address.to_string(), kind.to_owned()]);
+    }
+    table.render()
 }
 
 fn plural_slots(n: u32) -> &'static str {
@@ -847,6 +964,17 @@ ID   Address               Status                                               
         }
     }
 
+    /// What `xlb bpf lb list` shows of a datapath every part of which a
+    /// frontend reaches.
+    fn only(services: Vec<DatapathServiceView>) -> DatapathLbView {
+        DatapathLbView {
+            services,
+            tables_without_frontend: vec![],
+            active_backends_without_table: vec![],
+            addresses_without_frontend: vec![],
+        }
+    }
+
     fn programmed_backend(
         id: u32,
         address: Option<&str>,
@@ -869,7 +997,7 @@ ID   Address               Status                                               
             programmed_backend(3, Some("198.18.2.1:8080"), Active, 4),
             programmed_backend(4, Some("198.18.2.2:8080"), Active, 3),
         ];
-        let services = [
+        let services = vec![
             programmed(
                 "198.18.100.1:80",
                 Protocol::Tcp,
@@ -887,7 +1015,7 @@ ID   Address               Status                                               
             ),
         ];
         assert_eq!(
-            lb_table(&services),
+            lb_table(&only(services)),
             "\
 Service Address           Service               Table   Backend Address (ID)      State    Slots
 198.18.100.1:80/TCP (1)   web                   7       198.18.2.1:8080/TCP (3)   active   4
@@ -908,12 +1036,12 @@ Service Address           Service               Table   Backend Address (ID)    
             programmed_backend(9, None, Missing, 2),
         ];
         // Two frontends of one table: its slots are counted once.
-        let services = [
+        let services = vec![
             programmed("198.19.0.1:80", Protocol::Tcp, 2, None, pinned.clone()),
             programmed("198.19.0.2:80", Protocol::Tcp, 2, None, pinned),
         ];
         assert_eq!(
-            lb_table(&services),
+            lb_table(&only(services)),
             "\
 Service Address         Service   Table   Backend Address (ID)      State     Slots
 198.19.0.1:80/TCP (2)   -         7       198.18.2.1:8080/TCP (3)   active    4
@@ -929,9 +1057,126 @@ note: 1 slot retired, 2 slots missing: new flows hashed to these slots find no b
         );
     }
 
+    /// A datapath with one frontend, and one of each kind of state no
+    /// frontend reaches.
+    fn with_unreached() -> DatapathLbView {
+        use DatapathBackendStatus::{Active, Missing};
+        DatapathLbView {
+            services: vec![programmed(
+                "198.19.0.1:80",
+                Protocol::Tcp,
+                2,
+                Some("web"),
+                vec![programmed_backend(3, Some("198.18.2.1:8080"), Active, 7)],
+            )],
+            tables_without_frontend: vec![DatapathTableView {
+                service_id: 40,
+                service: None,
+                table_size: 7,
+                backends: vec![
+                    programmed_backend(3, Some("198.18.2.1:8080"), Active, 4),
+                    programmed_backend(9, None, Missing, 3),
+                ],
+            }],
+            active_backends_without_table: vec![
+                DatapathRecordView {
+                    id: 6,
+                    address: addr("198.18.2.6:8080"),
+                    generation: 3,
+                    status_by_service: [
+                        ("api".to_owned(), BackendStatus::Terminating),
+                        ("web".to_owned(), BackendStatus::Draining),
+                    ]
+                    .into(),
+                },
+                DatapathRecordView {
+                    id: 11,
+                    address: addr("198.18.2.11:53"),
+                    generation: 1,
+                    status_by_service: BTreeMap::new(),
+                },
+            ],
+            addresses_without_frontend: vec![
+                DatapathAddressView {
+                    address: "198.18.0.7".parse().expect("address"),
+                    kind: FrontendKind::Node,
+                },
+                DatapathAddressView {
+                    address: "198.19.0.50".parse().expect("address"),
+                    kind: FrontendKind::Vip,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn bpf_lb_list_shows_what_no_frontend_reaches_apart() {
+        assert_eq!(
+            lb_table(&with_unreached()),
+            "\
+Service Address         Service   Table   Backend Address (ID)      State    Slots
+198.19.0.1:80/TCP (2)   web       7       198.18.2.1:8080/TCP (3)   active   7
+
+Tables no frontend names (new flows reach none of them):
+Service ID   Service   Table   Backend Address (ID)   State     Slots
+40           -         7       198.18.2.1:8080 (3)    active    4
+                               - (9)                  missing   3
+
+note: the agent adopts every table it finds in the pinned maps when it starts, and its first \
+sync removes them; one still listed after a successful sync was not written by this agent \
+(or has a size it never uses), and stays
+
+Active backends no table names (no new flow goes to them; their tracked flows do):
+Backend Address (ID)   Gen   Agent's Status
+198.18.2.6:8080 (6)    3     terminating (api)
+                             draining (web)
+198.18.2.11:53 (11)    1     -
+
+note: draining and terminating backends are expected here: the agent keeps their records for \
+their tracked flows. It adopts every record it finds in the pinned maps when it starts, and a \
+sync retires those its model does not keep (`-`: no backend of its model); one listed with `-` \
+after a successful sync was not written by this agent
+
+Addresses no frontend has:
+Address       Kind
+198.18.0.7    node
+198.19.0.50   VIP
+
+note: new flows to a VIP here are dropped (`drop_unknown_port`), to a node address passed. The \
+agent adopts every address it finds in the pinned maps when it starts, and a sync removes those \
+no frontend of its model is on; one still listed after a successful sync was not written by \
+this agent
+"
+        );
+    }
+
+    #[test]
+    fn bpf_lb_list_shows_each_kind_of_unreached_state_only_when_there_is_some() {
+        let full = with_unreached();
+        let headings = [
+            "Tables no frontend names",
+            "Active backends no table names",
+            "Addresses no frontend has",
+        ];
+        let shown = |view: &DatapathLbView| -> Vec<bool> {
+            let text = lb_table(view);
+            headings.iter().map(|h| text.contains(h)).collect()
+        };
+        let mut view = full.clone();
+        view.tables_without_frontend.clear();
+        assert_eq!(shown(&view), [false, true, true]);
+        let mut view = full.clone();
+        view.active_backends_without_table.clear();
+        assert_eq!(shown(&view), [true, false, true]);
+        let mut view = full;
+        view.addresses_without_frontend.clear();
+        assert_eq!(shown(&view), [true, true, false]);
+    }
+
     #[test]
     fn bpf_lb_list_json_is_the_api_document() {
-        let services = vec![programmed(
+        let mut view = with_unreached();
+        view.services = vec![programmed(
             "198.19.0.1:80",
             Protocol::Tcp,
             2,
@@ -943,15 +1188,30 @@ note: 1 slot retired, 2 slots missing: new flows hashed to these slots find no b
                 2,
             )],
         )];
-        let json = render(Format::Json, &services, |_| unreachable!()).expect("json");
+        let json = render(Format::Json, &view, |_| unreachable!()).expect("json");
         let raw: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-        assert_eq!(raw[0]["service"], serde_json::Value::Null);
+        let frontend = &raw["services"][0];
+        assert_eq!(frontend["service"], serde_json::Value::Null);
         assert_eq!(
-            raw[0]["backends"][0],
+            frontend["backends"][0],
             serde_json::json!({"id": 9, "address": null, "generation": null, "status": "missing", "slots": 2})
         );
-        let back: Vec<DatapathServiceView> = serde_json::from_str(&json).expect("parse json");
-        assert_eq!(back, services);
+        assert_eq!(raw["tables_without_frontend"][0]["service_id"], 40);
+        assert_eq!(
+            raw["active_backends_without_table"][0],
+            serde_json::json!({
+                "id": 6,
+                "address": "198.18.2.6:8080",
+                "generation": 3,
+                "status_by_service": {"api": "terminating", "web": "draining"},
+            })
+        );
+        assert_eq!(
+            raw["addresses_without_frontend"][1],
+            serde_json::json!({"address": "198.19.0.50", "kind": "vip"})
+        );
+        let back: DatapathLbView = serde_json::from_str(&json).expect("parse json");
+        assert_eq!(back, view);
     }
 
     #[test]
