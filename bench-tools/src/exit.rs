@@ -3,6 +3,7 @@
 
 use std::{backtrace::BacktraceStatus, fmt::Write as _};
 
+use control_plane::error_text::causes;
 use nix::sys::signal::Signal;
 
 use crate::stop::Interrupted;
@@ -29,7 +30,7 @@ pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8
         Ok(()) => text.push_str(". It had finished: its output is complete."),
         Err(e) if e.chain().any(|cause| cause.is::<Interrupted>()) => {}
         Err(e) => {
-            let _ = write!(text, ". It stopped on: {}", causes(&e).join(": "));
+            let _ = write!(text, ". It stopped on: {}", causes(e.as_ref()).join(": "));
         }
     }
     (128 + signal as u8, Some(text))
@@ -37,9 +38,9 @@ pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8
 
 /// `e` as `main` returning it would print it (`Error: ...`, then `Caused
 /// by:` and the causes, numbered when there are several, and the backtrace
-/// when `RUST_BACKTRACE` asked for one), but each cause once: see `causes`.
+/// when `RUST_BACKTRACE` asked for one), but each cause once (`control_plane::error_text`).
 fn describe(e: &anyhow::Error) -> String {
-    let causes = causes(e);
+    let causes = causes(e.as_ref());
     let mut text = format!("Error: {}", causes[0]);
     match &causes[1..] {
         [] => {}
@@ -57,21 +58,6 @@ fn describe(e: &anyhow::Error) -> String {
         let _ = write!(text, "\n\nStack backtrace:\n{}", e.backtrace());
     }
     text
-}
-
-/// The messages of `e`'s chain, outermost first, without the causes that the
-/// one before already shows: an error that prints its source inside its own
-/// message (aya's `map error: {0}`) would otherwise show it twice.
-fn causes(e: &anyhow::Error) -> Vec<String> {
-    let mut causes: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if causes.last().is_some_and(|last| last.contains(&text)) {
-            continue;
-        }
-        causes.push(text);
-    }
-    causes
 }
 
 #[cfg(test)]

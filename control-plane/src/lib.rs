@@ -17,6 +17,7 @@ pub mod agent;
 pub mod announce;
 pub mod api;
 pub mod cli;
+pub mod error_text;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -80,7 +80,7 @@ async fn walk<W: Walks>(tables: &Arc<W>, step: fn(&W) -> Result<usize, Error>) -
     match tokio::task::spawn_blocking(move || step(&tables)).await {
         Ok(Ok(count)) => Some(count),
         Ok(Err(error)) => {
-            let error = format!("{:#}", anyhow::Error::new(error));
+            let error = crate::error_text::one_line(&error);
             tracing::error!(error, "conntrack collector step failed");
             None
         }

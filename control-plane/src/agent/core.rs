@@ -59,7 +59,7 @@ pub(crate) type ConfigRead = Result<source::file::Loaded, String>;
 /// must not wait for it. [`Core::reload`] takes the result.
 pub(crate) fn read_config(file: &Path) -> ConfigRead {
     // With its causes: an unreadable file says why.
-    source::file::load_with_warnings(file).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    source::file::load_with_warnings(file).map_err(|e| crate::error_text::one_line(&e))
 }
 
 /// Everything the agent knows, behind one lock.

@@ -143,7 +143,7 @@ pub(super) async fn serve_node_ports(
     let errors = ports.reconcile(addresses, wanted, proxy_healthy).await;
     for error in &errors {
         tracing::error!(
-            error = format!("{error:#}"),
+            error = crate::error_text::one_line(error),
             "healthCheckNodePort not served; retried at the next sync"
         );
     }

@@ -463,7 +463,10 @@ fn locked(core: &Mutex<Core>, f: impl FnOnce(&mut Core) -> anyhow::Result<()>) {
     tokio::task::block_in_place(|| match core.lock() {
         Ok(mut core) => {
             if let Err(error) = f(&mut core) {
-                tracing::error!(error = format!("{error:#}"), "agent step failed");
+                tracing::error!(
+                    error = crate::error_text::one_line(error.as_ref()),
+                    "agent step failed"
+                );
             }
         }
         Err(_) => tracing::error!("the agent's state is poisoned"),

@@ -164,7 +164,7 @@ impl Announcer {
                     one.error = None;
                 }
                 Err(error) => {
-                    let error = format!("{error:#}");
+                    let error = crate::error_text::one_line(error.as_ref());
                     tracing::error!(
                         speaker = name,
                         error,
