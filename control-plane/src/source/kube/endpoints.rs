@@ -50,6 +50,9 @@ impl Condition {
 pub(super) struct Endpoint {
     pub(super) addr: SocketAddr,
     pub(super) condition: Condition,
+    /// `terminating` (unset: false), which decides between two endpoints of
+    /// one address (see [`collect`]).
+    pub(super) terminating: bool,
     pub(super) node_name: Option<String>,
     /// The zones the EndpointSlice controller hints it for
     /// (`hints.forZones[].name`).
@@ -64,10 +67,17 @@ pub(super) struct Endpoint {
 /// matches by name and protocol, and its number is the backend port (the
 /// Service's targetPort, resolved per pod by the EndpointSlice controller).
 ///
-/// An address and port that appears more than once (a pod moving between
-/// slices) is kept once, with its best condition: kube-proxy also lets a
-/// ready copy win. Only an endpoint's first address is used, as kube-proxy
-/// does (the API says consumers should). Slices must be valid
+/// An address and port that appears more than once is kept once. Two cases
+/// make duplicates: a pod moving between slices (for a moment in both), and
+/// a pod IP that the network gave to a new pod while the old pod is still
+/// terminating. As kube-proxy does since kubernetes#135593, a copy that is
+/// not terminating wins over a terminating one — the address now belongs to
+/// the new pod, whose conditions are the ones that count, even when it is
+/// not ready yet. Between copies alike in that, the better condition wins,
+/// then the smaller node name, so the result does not depend on the order
+/// of the slices (kube-proxy's then depends on its map order). Only an
+/// endpoint's first address is used, as kube-proxy does (the API says
+/// consumers should). Slices must be valid
 /// ([`super::validate::endpoint_slice`]) and not FQDN.
 pub(super) fn collect(
     slices: &[&EndpointSlice],
@@ -101,6 +111,11 @@ pub(super) fn collect(
             let candidate = Endpoint {
                 addr: SocketAddr::new(ip, port),
                 condition: Condition::of(endpoint.conditions.as_ref(), publish_not_ready),
+                terminating: endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.terminating)
+                    .unwrap_or(false),
                 node_name: endpoint.node_name.clone(),
                 zone_hints: endpoint
                     .hints
@@ -120,13 +135,7 @@ pub(super) fn collect(
                     slot.insert(candidate);
                 }
                 Entry::Occupied(mut slot) => {
-                    // The better condition wins; between equals the smaller
-                    // node name, so the result does not depend on the order
-                    // of the slices.
-                    let kept = slot.get();
-                    if (candidate.condition, std::cmp::Reverse(&candidate.node_name))
-                        > (kept.condition, std::cmp::Reverse(&kept.node_name))
-                    {
+                    if preference(&candidate) > preference(slot.get()) {
                         slot.insert(candidate);
                     }
                 }
@@ -134,6 +143,16 @@ pub(super) fn collect(
         }
     }
     merged.into_values().collect()
+}
+
+/// How [`collect`] ranks two endpoints of one address, higher first: not
+/// terminating, then the better condition, then the smaller node name.
+fn preference(endpoint: &Endpoint) -> impl Ord + '_ {
+    (
+        !endpoint.terminating,
+        endpoint.condition,
+        std::cmp::Reverse(&endpoint.node_name),
+    )
 }
 
 /// Which endpoints a traffic policy lets a frontend use.

@@ -1252,6 +1252,43 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_address_takes_the_conditions_of_the_pod_that_is_not_terminating() {
+        // The network gave 198.18.2.1 to a new pod on node-a while the old
+        // one, on node-b, is still terminating: the address is the new
+        // pod's, which is not ready yet, so it serves nothing — even though
+        // the old copy is serving and no endpoint is ready (kubernetes#135266).
+        let old = web_slice(json!([terminating("198.18.2.1", "node-b")]));
+        let mut new = web_slice(json!([ep(
+            "198.18.2.1",
+            "node-a",
+            json!(false),
+            json!(false),
+            json!(false)
+        )]));
+        new.metadata.name = Some("web-2".to_owned());
+        let t = run(&[web(json!({}))], &[old.clone(), new]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => "]
+        );
+        // Once the new pod is ready, it serves.
+        let mut ready_new = web_slice(json!([ready("198.18.2.1", "node-a")]));
+        ready_new.metadata.name = Some("web-2".to_owned());
+        let t = run(&[web(json!({}))], &[old, ready_new]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+        let local: Vec<bool> = t
+            .model
+            .services
+            .values()
+            .flat_map(|s| s.backends.iter().map(|b| b.local))
+            .collect();
+        assert_eq!(local, [true], "the new pod's node, node-a, is this node");
+    }
+
+    #[test]
     fn only_the_first_address_of_an_endpoint_is_used() {
         let sl = web_slice(json!([{ "addresses": ["198.18.2.1", "198.18.2.9"] }]));
         assert_eq!(
