@@ -345,7 +345,7 @@ fn translate_service(
         .load_balancer_source_ranges
         .iter()
         .flatten()
-        .filter_map(|range| validate::parse_cidr(range).ok())
+        .filter_map(|range| validate::parse_source_range(range).ok())
         .collect();
     source_ranges.sort_unstable();
     source_ranges.dedup();
@@ -1068,6 +1068,36 @@ mod tests {
         );
         assert!(t.warnings.is_empty(), "{:?}", t.warnings);
         assert_eq!(skipped(&t), []);
+    }
+
+    #[test]
+    fn source_ranges_padded_with_spaces_are_read_trimmed() {
+        // The API server accepts the padding (a leftover of the annotation
+        // the field replaced), and kube-proxy trims it.
+        let mut s = web(
+            json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "loadBalancerSourceRanges": [" 198.18.9.0/24 ", "\t198.18.8.0/24"] }),
+        );
+        s.status = serde_json::from_value(
+            json!({ "loadBalancer": { "ingress": [{ "ip": "198.18.200.1" }]}}),
+        )
+        .unwrap();
+        let t = run(&[s], &[]);
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        let service = &t.model.services[&ServiceName("default/web:http".into())];
+        assert_eq!(
+            service.source_ranges,
+            [
+                ("198.18.8.0".parse().unwrap(), 24),
+                ("198.18.9.0".parse().unwrap(), 24)
+            ]
+        );
+        assert!(
+            service
+                .frontends
+                .iter()
+                .any(|f| f.to_string() == "198.18.200.1:80/TCP" && f.source_ranges_only)
+        );
     }
 
     #[test]

@@ -442,7 +442,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
             ));
         }
         for (i, range) in ranges.iter().enumerate() {
-            if let Err(e) = check_cidr(range) {
+            if let Err(e) = parse_source_range(range) {
                 errors.push(FieldError::new(
                     format!("spec.loadBalancerSourceRanges[{i}]"),
                     e,
@@ -903,8 +903,12 @@ fn check_traffic_distribution(spec: &ServiceSpec, errors: &mut Vec<FieldError>) 
     }
 }
 
-fn check_cidr(text: &str) -> Result<(), String> {
-    parse_cidr(text).map(drop)
+/// A `loadBalancerSourceRanges` entry: a CIDR, which the API server
+/// accepts with spaces around it (a leftover of the annotation it replaced,
+/// `service.beta.kubernetes.io/load-balancer-source-ranges`) and kube-proxy
+/// reads trimmed.
+pub(crate) fn parse_source_range(text: &str) -> Result<(IpAddr, u8), String> {
+    parse_cidr(text.trim())
 }
 
 /// `address/prefix`: the network, host bits cleared (`198.18.0.1/24` is
@@ -1097,7 +1101,8 @@ mod tests {
                 "internalTrafficPolicy": "Cluster",
                 "sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 86400 } },
-                "loadBalancerSourceRanges": ["198.18.0.0/15"],
+                // The API server accepts spaces around a range.
+                "loadBalancerSourceRanges": ["198.18.0.0/15", " 2001:2::/48 "],
                 "ipFamilyPolicy": "RequireDualStack",
                 "ipFamilies": ["IPv4", "IPv6"],
                 "trafficDistribution": "PreferSameNode",
