@@ -710,7 +710,7 @@ spec:
   ports:
     - {name: http, port: 80}
     - {name: https, port: 443}
-  loadBalancerSourceRanges: [198.18.0.0/24, 198.18.1.0/24, \"2001:2::/48\"]
+  loadBalancerSourceRanges: [198.18.0.0/24, 198.18.1.0/24, 198.18.2.0/24]
 status:
   loadBalancer:
     ingress: [{ip: 198.18.100.2}]

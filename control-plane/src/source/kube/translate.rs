@@ -97,7 +97,9 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// [`TranslateOptions`]), SCTP ports, FQDN slices, objects the API server
 /// would reject, and LoadBalancer ingress IPs with `ipMode: Proxy`. The
 /// ingress IPs of a Service with `loadBalancerSourceRanges` accept only those
-/// networks (`Frontend::source_ranges_only`, `Service::source_ranges`).
+/// networks (`Frontend::source_ranges_only`, `Service::source_ranges`) — per
+/// family, as kube-proxy filters them: ingress IPs of a family that no range
+/// is of accept every client.
 pub fn translate(
     services: &[KubeService],
     slices: &[EndpointSlice],
@@ -277,9 +279,10 @@ struct ServiceContext<'a> {
     cluster_ips: Vec<IpAddr>,
     /// externalIPs and the LoadBalancer ingress IPs that are served.
     external_ips: BTreeSet<IpAddr>,
-    /// The LoadBalancer ingress IPs that only `source_ranges` reach.
+    /// The LoadBalancer ingress IPs that only `source_ranges` reach: those
+    /// of a family some range is of.
     ranged_ips: BTreeSet<IpAddr>,
-    /// `loadBalancerSourceRanges`, parsed.
+    /// `loadBalancerSourceRanges`, parsed, of both families.
     source_ranges: Vec<(IpAddr, u8)>,
     internal_local: bool,
     external_local: bool,
@@ -364,7 +367,12 @@ fn translate_service(
         if entry.ip_mode.as_deref() == Some("Proxy") {
             *out.skipped.entry(SkipReason::ProxyIpMode).or_default() += port_count;
         } else {
-            if !source_ranges.is_empty() {
+            // kube-proxy filters the ranges by family: an ingress IP of a
+            // family no range is of accepts every client.
+            if source_ranges
+                .iter()
+                .any(|(n, _)| n.is_ipv4() == ip.is_ipv4())
+            {
                 ranged_ips.insert(ip);
             }
             external_ips.insert(ip);
@@ -653,9 +661,18 @@ fn insert(
     drop_without_backends: bool,
 ) {
     let frontends: BTreeSet<Frontend> = frontends.into_iter().collect();
-    if frontends.is_empty() {
+    let Some(first) = frontends.first() else {
         return;
-    }
+    };
+    // A service's frontends are of one family (its clusterIP's), and only
+    // the ranges of that family can match its clients.
+    let ipv4 = first.addr.is_ipv4();
+    let source_ranges = context
+        .source_ranges
+        .iter()
+        .copied()
+        .filter(|(network, _)| network.is_ipv4() == ipv4)
+        .collect();
     out.services.insert(
         ServiceName(name),
         Service {
@@ -666,7 +683,7 @@ fn insert(
             affinity: context.affinity,
             health_check: None,
             drop_without_backends,
-            source_ranges: context.source_ranges.clone(),
+            source_ranges,
         },
     );
 }
@@ -1068,6 +1085,47 @@ mod tests {
         );
         assert!(t.warnings.is_empty(), "{:?}", t.warnings);
         assert_eq!(skipped(&t), []);
+    }
+
+    #[test]
+    fn source_ranges_restrict_the_ingress_ips_of_their_own_family() {
+        let mut s = web(
+            json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "clusterIPs": ["198.18.100.1", "2001:2::100"],
+            "loadBalancerSourceRanges": ["198.18.9.0/24"] }),
+        );
+        s.status = serde_json::from_value(json!({ "loadBalancer": { "ingress": [
+            { "ip": "198.18.200.1" }, { "ip": "2001:2::200" },
+        ]}}))
+        .unwrap();
+        let t = run(&[s], &[]);
+        // One line per service: `name: its ranges => its ranged frontends`.
+        let ranged: Vec<String> = t
+            .model
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let ranges = s.source_ranges.iter().map(|(n, p)| format!("{n}/{p}"));
+                let frontends = s.frontends.iter().filter(|f| f.source_ranges_only);
+                format!(
+                    "{name}: {} => {}",
+                    ranges.collect::<Vec<_>>().join(", "),
+                    frontends
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        // kube-proxy filters the ranges by family: with IPv4 ranges only,
+        // the IPv6 ingress IP accepts every client.
+        assert_eq!(
+            ranged,
+            [
+                "default/web:http: 198.18.9.0/24 => 198.18.200.1:80/TCP",
+                "default/web:http/ipv6:  => ",
+            ]
+        );
     }
 
     #[test]
