@@ -135,7 +135,9 @@ pub enum SkipReason {
     NoNodeAddress,
     /// A frontend on one of the node's own addresses with a port outside
     /// [`NODE_PORT_RANGE`] (one per frontend): the datapath passes those
-    /// ports to the node.
+    /// ports to the node. An externalIP or LoadBalancer IP that is a node
+    /// address, or a nodePort of a cluster whose `--service-node-port-range`
+    /// is wider than the default.
     NodeAddressPort,
     /// A LoadBalancer ingress IP with `ipMode: Proxy` (one per address and
     /// port): the load balancer proxies to the nodes, so the IP is not

@@ -49,7 +49,9 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 ///
 /// **Frontends.** Every `clusterIPs` entry at `port` (kind vip); for NodePort
 /// and LoadBalancer Services with a `nodePort`, every node address of the
-/// family at `nodePort` (kind node); `status.loadBalancer.ingress[].ip`
+/// family at `nodePort` (kind node; a `nodePort` outside
+/// [`NODE_PORT_RANGE`], which a cluster with a wider
+/// `--service-node-port-range` allocates, is left out with a warning); `status.loadBalancer.ingress[].ip`
 /// (unless `ipMode: Proxy`, KEP-1860) and `spec.externalIPs` at `port` (kind
 /// vip; node when the address is one of the node's, which the datapath only
 /// serves within [`NODE_PORT_RANGE`]). Addresses of a family the Service has no
@@ -497,7 +499,7 @@ fn translate_port(
         let cluster: Vec<Frontend> = frontend(*cluster_ip, number, out).into_iter().collect();
         let mut external = Vec::new();
         if let Some(node_port) = node_port {
-            let addresses: Vec<IpAddr> = context
+            let mut addresses: Vec<IpAddr> = context
                 .node_addresses
                 .iter()
                 .copied()
@@ -512,6 +514,17 @@ fn translate_port(
                         validate::family_name(*cluster_ip)
                     )),
                 );
+            } else if !NODE_PORT_RANGE.contains(&node_port) {
+                // A cluster with a wider --service-node-port-range: the
+                // datapath passes these ports of node addresses to the node.
+                *out.skipped.entry(SkipReason::NodeAddressPort).or_default() += addresses.len();
+                out.warnings.push(format!(
+                    "{base}: nodePort {node_port}/{protocol} is outside the NodePort range {}-{} \
+                     that is served on node addresses; not served",
+                    NODE_PORT_RANGE.start(),
+                    NODE_PORT_RANGE.end()
+                ));
+                addresses.clear();
             }
             external.extend(addresses.into_iter().map(|addr| Frontend {
                 addr,
@@ -1004,6 +1017,33 @@ mod tests {
             ["default/web:http: nodePort 30080/TCP not served: the node has no IPv4 address"]
         );
         assert_eq!(skipped(&t), [(SkipReason::NoNodeAddress, 1)]);
+    }
+
+    #[test]
+    fn a_node_port_outside_the_default_range_is_left_out_and_the_rest_served() {
+        // A cluster with --service-node-port-range=20000-40000: the API
+        // server accepted both ports; the datapath serves node addresses in
+        // 30000-32767 only.
+        let s = web(json!({ "type": "NodePort", "ports": [
+            { "name": "http", "port": 80, "nodePort": 40000 },
+            { "name": "alt", "port": 81, "nodePort": 30081 },
+        ]}));
+        let t = run(&[s], &[web_slice(json!([ready("198.18.2.1", "n")]))]);
+        assert_eq!(
+            describe(&t.model),
+            [
+                "default/web:alt: 198.18.0.10:30081/TCP node, 198.18.100.1:81/TCP vip => ",
+                "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active",
+            ]
+        );
+        assert_eq!(
+            t.warnings,
+            [
+                "default/web:http: nodePort 40000/TCP is outside the NodePort range 30000-32767 \
+                 that is served on node addresses; not served"
+            ]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::NodeAddressPort, 1)]);
     }
 
     #[test]

@@ -43,16 +43,18 @@ impl FieldError {
 /// accepts (one day); also the native format's limit.
 pub(crate) const MAX_AFFINITY_TIMEOUT_SECS: u64 = 86_400;
 
-/// Where an object comes from, which decides a few address rules.
+/// Where an object comes from, which decides a few address and port rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// A live API server, which accepted it: on top of the API server's
     /// rules, only what no flow can be sent to is refused, as clusters do
     /// number pods and Services in ranges a file should not name (GKE uses
-    /// 240.0.0.0/4, "Class E").
+    /// 240.0.0.0/4, "Class E"). Node ports may be any port: the API server
+    /// allocates them from the cluster's `--service-node-port-range`, which
+    /// xlb cannot know.
     Cluster,
     /// The configuration file, which also refuses the ranges of
-    /// [`check_reserved`].
+    /// [`check_reserved`], and node ports outside [`NODE_PORT_RANGE`].
     File,
 }
 
@@ -168,6 +170,15 @@ pub(crate) fn check_port(port: i64) -> Result<u16, String> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("{port} is out of range 1-65535"))
+}
+
+/// A NodePort (or healthCheckNodePort) from `origin`: any port from a
+/// cluster, one in [`NODE_PORT_RANGE`] from a file.
+fn check_node_port_of(port: i64, origin: Origin) -> Result<u16, String> {
+    match origin {
+        Origin::Cluster => check_port(port),
+        Origin::File => check_node_port(port),
+    }
 }
 
 /// A NodePort: in [`NODE_PORT_RANGE`].
@@ -418,7 +429,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
     let headless = is_headless(spec);
     check_cluster_ips(spec, ty, headless, origin, &mut errors);
     check_ip_families(spec, headless, &mut errors);
-    check_ports(spec, ty, headless, &mut errors);
+    check_ports(spec, ty, headless, origin, &mut errors);
 
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
         if let Err(e) = parse_ip(ip, origin) {
@@ -426,7 +437,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
         }
     }
     check_affinity(spec, &mut errors);
-    check_traffic_policies(spec, ty, &mut errors);
+    check_traffic_policies(spec, ty, origin, &mut errors);
     // A newer API server may take values this build does not know; from the
     // cluster, such a Service is served without topology hints (translate
     // reads only the values it knows), not skipped.
@@ -632,6 +643,7 @@ fn check_ports(
     spec: &ServiceSpec,
     ty: Option<ServiceType>,
     headless: bool,
+    origin: Origin,
     errors: &mut Vec<FieldError>,
 ) {
     let ports: &[ServicePort] = spec.ports.as_deref().unwrap_or_default();
@@ -713,7 +725,7 @@ fn check_ports(
                 "may only be set when type is NodePort or LoadBalancer",
             )),
             Some(node_port) => {
-                if let Err(e) = check_node_port(node_port.into()) {
+                if let Err(e) = check_node_port_of(node_port.into(), origin) {
                     errors.push(FieldError::new(format!("{place}.nodePort"), e));
                 } else if let Some(first) = node_ports.get(&(node_port, protocol)) {
                     errors.push(FieldError::new(
@@ -818,6 +830,7 @@ pub(crate) fn externally_accessible(spec: &ServiceSpec, ty: ServiceType) -> bool
 fn check_traffic_policies(
     spec: &ServiceSpec,
     ty: Option<ServiceType>,
+    origin: Origin,
     errors: &mut Vec<FieldError>,
 ) {
     for (place, value) in [
@@ -857,16 +870,21 @@ fn check_traffic_policies(
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
             ));
         }
-        check_health_check_node_port(spec, port, errors);
+        check_health_check_node_port(spec, port, origin, errors);
     }
 }
 
 /// The API server allocates a `healthCheckNodePort` from the NodePort range,
 /// like the Service's nodePorts, and each port once: one equal to a nodePort
 /// of the Service (of either protocol) is refused.
-fn check_health_check_node_port(spec: &ServiceSpec, port: i32, errors: &mut Vec<FieldError>) {
+fn check_health_check_node_port(
+    spec: &ServiceSpec,
+    port: i32,
+    origin: Origin,
+    errors: &mut Vec<FieldError>,
+) {
     const PLACE: &str = "spec.healthCheckNodePort";
-    if let Err(e) = check_node_port(port.into()) {
+    if let Err(e) = check_node_port_of(port.into(), origin) {
         errors.push(FieldError::new(PLACE, e));
         return;
     }
@@ -1329,9 +1347,9 @@ mod tests {
             ),
             (
                 with_port(
-                    json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 8080 }] }),
+                    json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 70000 }] }),
                 ),
-                &["spec.ports[0].nodePort: 8080 is outside the NodePort range 30000-32767"],
+                &["spec.ports[0].nodePort: 70000 is out of range 1-65535"],
             ),
             (
                 with_port(json!({ "type": "NodePort", "ports": [
@@ -1388,14 +1406,7 @@ mod tests {
                     json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
                 "healthCheckNodePort": 70000, "ports": [{ "port": 80, "nodePort": 30080 }] }),
                 ),
-                &["spec.healthCheckNodePort: 70000 is outside the NodePort range 30000-32767"],
-            ),
-            (
-                with_port(
-                    json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
-                "healthCheckNodePort": 8080, "ports": [{ "port": 80, "nodePort": 30080 }] }),
-                ),
-                &["spec.healthCheckNodePort: 8080 is outside the NodePort range 30000-32767"],
+                &["spec.healthCheckNodePort: 70000 is out of range 1-65535"],
             ),
             (
                 with_port(
@@ -1457,12 +1468,41 @@ mod tests {
                 "externalTrafficPolicy": "Local",
                 "healthCheckNodePort": 30090,
                 "loadBalancerSourceRanges": ["198.18.0.0/15"],
-                "ports": [{ "port": 80, "nodePort": 80 }],
+                "ports": [{ "port": 80, "nodePort": 70000 }],
             }))),
             [
                 "spec.type: `NodePrt` is not a service type: use ClusterIP, NodePort, \
                  LoadBalancer or ExternalName",
-                "spec.ports[0].nodePort: 80 is outside the NodePort range 30000-32767",
+                "spec.ports[0].nodePort: 70000 is out of range 1-65535",
+            ]
+        );
+    }
+
+    #[test]
+    fn node_ports_outside_the_default_range_are_refused_in_a_file_only() {
+        // A cluster allocates node ports from its own
+        // --service-node-port-range, which may be wider than the default.
+        let object: Service = serde_json::from_value(json!({
+            "metadata": { "name": "web", "namespace": "default" },
+            "spec": {
+                "type": "LoadBalancer",
+                "clusterIP": "198.18.100.1",
+                "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 8080,
+                "ports": [{ "port": 80, "nodePort": 40000 }],
+            },
+        }))
+        .expect("a Service");
+        assert!(service(&object, Origin::Cluster).is_empty());
+        let in_file: Vec<String> = service(&object, Origin::File)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.place, e.message))
+            .collect();
+        assert_eq!(
+            in_file,
+            [
+                "spec.ports[0].nodePort: 40000 is outside the NodePort range 30000-32767",
+                "spec.healthCheckNodePort: 8080 is outside the NodePort range 30000-32767",
             ]
         );
     }
