@@ -115,7 +115,7 @@ pub enum SkipReason {
     ExternalName,
     /// A headless Service (`clusterIP: None`): clients reach pods directly.
     Headless,
-    /// A Service outside this proxy's label selector (see
+    /// A Service or EndpointSlice outside this proxy's label selector (see
     /// [`TranslateOptions::service_proxy_name`]).
     NotSelected,
     /// A Service or EndpointSlice the API server would have rejected (one

@@ -6,9 +6,12 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Service as KubeService, ServicePort},
-    discovery::v1::EndpointSlice,
+use k8s_openapi::{
+    api::{
+        core::v1::{Service as KubeService, ServicePort},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
 use super::{
@@ -109,7 +112,7 @@ pub fn translate(
     options: &TranslateOptions,
 ) -> Translation {
     let mut out = Output::default();
-    let slices_by_service = index_slices(slices, &mut out);
+    let slices_by_service = index_slices(slices, options, &mut out);
     let node_addresses: BTreeSet<IpAddr> = node.addresses.iter().copied().collect();
 
     for service in unique_objects("Service", services, |s| &s.metadata, &mut out) {
@@ -139,7 +142,13 @@ pub fn translate(
 /// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`,
 /// or `service.kubernetes.io/service-proxy-name=<name>` to coexist).
 pub(crate) fn selected(service: &KubeService, options: &TranslateOptions) -> bool {
-    let labels = service.metadata.labels.as_ref();
+    matches_selector(&service.metadata, options)
+}
+
+/// Whether the labels of `meta` match the label selector of `options` (see
+/// [`selected`]). kube-proxy watches EndpointSlices with the same selector.
+fn matches_selector(meta: &ObjectMeta, options: &TranslateOptions) -> bool {
+    let labels = meta.labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     if label(LABEL_HEADLESS).is_some() {
         return false;
@@ -203,7 +212,7 @@ impl Output {
 fn unique_objects<'a, T>(
     kind: &str,
     objects: &'a [T],
-    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    meta: impl Fn(&T) -> &ObjectMeta,
     out: &mut Output,
 ) -> Vec<&'a T> {
     let mut by_name: BTreeMap<String, Vec<&T>> = BTreeMap::new();
@@ -228,14 +237,22 @@ fn unique_objects<'a, T>(
     unique
 }
 
-/// Valid IP slices by their Service's `namespace/name`, each list in slice
-/// name order.
+/// Valid IP slices within the label selector of `options`, by their
+/// Service's `namespace/name`, each list in slice name order.
 fn index_slices<'a>(
     slices: &'a [EndpointSlice],
+    options: &TranslateOptions,
     out: &mut Output,
 ) -> BTreeMap<String, Vec<&'a EndpointSlice>> {
     let mut index: BTreeMap<String, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in unique_objects("EndpointSlice", slices, |s| &s.metadata, out) {
+        // kube-proxy watches slices with its Service selector, so a slice
+        // labelled for another proxy (or headless) never reaches it, whatever
+        // its Service's labels; the Kubernetes mode's watch filters them too.
+        if !matches_selector(&slice.metadata, options) {
+            out.skip(SkipReason::NotSelected, None);
+            continue;
+        }
         let name = validate::object_name(&slice.metadata);
         if let Some(first) = validate::endpoint_slice(slice, Origin::Cluster).first() {
             out.skip(
@@ -1307,6 +1324,46 @@ mod tests {
             ["default/web:http"]
         );
         assert_eq!(skipped(&t), [(SkipReason::NotSelected, 2)]);
+    }
+
+    #[test]
+    fn slices_outside_the_label_selector_are_not_read() {
+        // kube-proxy watches EndpointSlices with its Service selector too
+        // (the EndpointSlice controller copies the Service's labels onto
+        // them): a slice labelled otherwise never reaches it, whatever its
+        // Service's labels.
+        let labelled_slice = |name: &str, addr: &str, labels: Value| {
+            let mut sl = web_slice(json!([ready(addr, "n")]));
+            sl.metadata.name = Some(name.to_owned());
+            let extra: BTreeMap<String, String> = serde_json::from_value(labels).unwrap();
+            sl.metadata.labels.get_or_insert_default().extend(extra);
+            sl
+        };
+        let slices = [
+            labelled_slice("web-1", "198.18.2.1", json!({})),
+            labelled_slice(
+                "web-2",
+                "198.18.2.2",
+                json!({ LABEL_SERVICE_PROXY_NAME: "xlb" }),
+            ),
+            labelled_slice("web-3", "198.18.2.3", json!({ LABEL_HEADLESS: "" })),
+        ];
+        let t = run(&[web(json!({}))], &slices);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.1:8080 active"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::NotSelected, 2)]);
+        // Beside kube-proxy, only the slices labelled with our name.
+        let options = TranslateOptions {
+            service_proxy_name: Some("xlb".to_owned()),
+        };
+        let mine = labelled(json!({ LABEL_SERVICE_PROXY_NAME: "xlb" }));
+        let t = translate(&[mine], &slices, &node(), &options);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.2:8080 active"]
+        );
     }
 
     #[test]
