@@ -158,13 +158,15 @@ fn preference(endpoint: &Endpoint) -> impl Ord + '_ {
 /// Which endpoints a traffic policy lets a frontend use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Scope<'a> {
-    /// `Cluster` policy: every endpoint.
-    Cluster,
-    /// `Cluster` policy with topology-aware routing, on this node (by name)
-    /// in this zone (if it has one): the ready endpoints hinted for the node
-    /// when the node hints allow it, else those hinted for the zone when
-    /// the zone hints allow it (see [`hints_apply`]), else every endpoint.
-    Topology {
+    /// `Cluster` policy, on this node (by name) in this zone (if it has
+    /// one), with topology-aware routing: the ready endpoints hinted for the
+    /// node when the node hints allow it, else those hinted for the zone
+    /// when the zone hints allow it (see [`hints_apply`]), else every
+    /// endpoint. As kube-proxy does, the hints decide, not the Service: the
+    /// EndpointSlice controller writes them for the Services that ask
+    /// (`trafficDistribution`, the `service.kubernetes.io/topology-mode`
+    /// annotation), and other controllers may write them too.
+    Cluster {
         node: &'a str,
         zone: Option<&'a str>,
     },
@@ -173,7 +175,7 @@ pub(super) enum Scope<'a> {
     Node(&'a str),
 }
 
-/// Which hints a [`Scope::Topology`] follows, once resolved.
+/// Which hints a [`Scope::Cluster`] follows, once resolved.
 #[derive(Clone, Copy)]
 enum Filter<'a> {
     Every,
@@ -206,17 +208,16 @@ fn hints_apply(
 /// first (as kube-proxy prefers them), then zone hints, then every endpoint.
 fn resolve<'a>(endpoints: &[Endpoint], ipv4: bool, scope: Scope<'a>) -> Filter<'a> {
     match scope {
-        Scope::Cluster => Filter::Every,
         Scope::Node(node) => Filter::OnNode(node),
-        Scope::Topology { node, .. }
+        Scope::Cluster { node, .. }
             if !node.is_empty() && hints_apply(endpoints, ipv4, |e| &e.node_hints, node) =>
         {
             Filter::HintedForNode(node)
         }
-        Scope::Topology {
+        Scope::Cluster {
             zone: Some(zone), ..
         } if hints_apply(endpoints, ipv4, |e| &e.zone_hints, zone) => Filter::HintedForZone(zone),
-        Scope::Topology { .. } => Filter::Every,
+        Scope::Cluster { .. } => Filter::Every,
     }
 }
 

@@ -34,11 +34,6 @@ pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 /// The Node label that names its zone, for topology-aware routing.
 pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
-/// The Service annotation that asks for topology-aware routing (`Auto`).
-pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
-/// Its predecessor (`auto`), which takes precedence when present, as in
-/// kube-proxy.
-pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
 
 /// Kubernetes' default `--service-node-port-range`, which is also the range
 /// the datapath balances on node addresses (every other port of a node
@@ -55,8 +50,8 @@ pub struct NodeInfo {
     /// `--nodeport-addresses`). Empty: no NodePort frontend is created.
     pub addresses: Vec<IpAddr>,
     /// The node's zone (its [`LABEL_TOPOLOGY_ZONE`] label), matched against
-    /// the endpoints' zone hints for topology-aware routing. None: every
-    /// endpoint is used.
+    /// the endpoints' zone hints for topology-aware routing. None: the zone
+    /// hints are not followed.
     pub zone: Option<String>,
 }
 

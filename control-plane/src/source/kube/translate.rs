@@ -15,9 +15,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    ANNOTATION_TOPOLOGY_AWARE_HINTS, ANNOTATION_TOPOLOGY_MODE, HealthCheckNodePort, LABEL_HEADLESS,
-    LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, NODE_PORT_RANGE, NodeInfo, SkipReason,
-    TranslateOptions, Translation,
+    HealthCheckNodePort, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME,
+    NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation,
     endpoints::{self, Scope},
     validate::{self, FieldError, Origin, ServiceType},
 };
@@ -75,18 +74,16 @@ const DEFAULT_AFFINITY_SECS: u64 = 10_800;
 /// a `Cluster` policy source-NAT toward endpoints on other nodes
 /// (`Frontend::snat_remote`); endpoints on `node` are `Backend::local`.
 ///
-/// **Topology.** A Service that asks for topology-aware routing
-/// (`trafficDistribution: PreferClose`, `PreferSameZone` or
-/// `PreferSameNode`, or the annotation
-/// `service.kubernetes.io/topology-mode: Auto`, or the older
-/// `service.kubernetes.io/topology-aware-hints: auto`, which wins when
-/// present) gives its `Cluster` policy frontends only the ready endpoints
+/// **Topology.** `Cluster` policy frontends get only the ready endpoints
 /// hinted for this node (`hints.forNodes`, which the EndpointSlice
-/// controller sets for `PreferSameNode`), else those hinted for this node's
-/// zone ([`NodeInfo::zone`], `hints.forZones`) — each only when every ready
-/// endpoint of the family has such a hint and one at least is for this node
-/// or zone; otherwise every endpoint, as kube-proxy falls back. `Local`
-/// policies are not affected.
+/// controller writes for `trafficDistribution: PreferSameNode`), else those
+/// hinted for this node's zone ([`NodeInfo::zone`], `hints.forZones`, which
+/// it writes for `PreferClose`, `PreferSameZone` and the annotation
+/// `service.kubernetes.io/topology-mode: Auto`) — each only when every
+/// ready endpoint of the family has such a hint and one at least is for
+/// this node or zone; otherwise every endpoint, as kube-proxy falls back.
+/// As in kube-proxy, the hints decide, whoever wrote them, not the
+/// Service's fields. `Local` policies are not affected.
 ///
 /// **Health check node ports.** For each Service with
 /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, the port and
@@ -307,8 +304,6 @@ struct ServiceContext<'a> {
     external_local: bool,
     affinity: Option<Affinity>,
     publish_not_ready: bool,
-    /// The Service asks for topology-aware routing.
-    topology: bool,
     node: &'a NodeInfo,
     node_addresses: &'a BTreeSet<IpAddr>,
 }
@@ -418,7 +413,6 @@ fn translate_service(
             timeout: Duration::from_secs(timeout_secs),
         }),
         publish_not_ready: spec.publish_not_ready_addresses == Some(true),
-        topology: prefers_topology(service),
         node,
         node_addresses,
         name,
@@ -570,13 +564,11 @@ fn translate_port(
         let backends = |local: bool| {
             let scope = if local {
                 Scope::Node(&context.node.name)
-            } else if context.topology {
-                Scope::Topology {
+            } else {
+                Scope::Cluster {
                     node: &context.node.name,
                     zone: context.node.zone.as_deref(),
                 }
-            } else {
-                Scope::Cluster
             };
             endpoints::backends(&endpoints, ipv4, scope, &context.node.name)
         };
@@ -618,29 +610,6 @@ fn translate_port(
             );
         }
     }
-}
-
-/// Whether `service` asks for topology-aware routing: `trafficDistribution:
-/// PreferClose` (or `PreferSameZone`, its newer name) or `PreferSameNode`,
-/// or the topology annotation `Auto`. kube-proxy reads the older annotation
-/// first when it is present, and accepts both spellings of its value.
-fn prefers_topology(service: &KubeService) -> bool {
-    let distribution = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.traffic_distribution.as_deref());
-    if matches!(
-        distribution,
-        Some("PreferClose" | "PreferSameZone" | "PreferSameNode")
-    ) {
-        return true;
-    }
-    let annotations = service.metadata.annotations.as_ref();
-    let annotation = annotations.and_then(|a| {
-        a.get(ANNOTATION_TOPOLOGY_AWARE_HINTS)
-            .or_else(|| a.get(ANNOTATION_TOPOLOGY_MODE))
-    });
-    matches!(annotation.map(String::as_str), Some("Auto" | "auto"))
 }
 
 /// A frontend at `addr`: kind node when `addr` is one of the node's
@@ -1825,36 +1794,32 @@ mod tests {
                 vec![vip(in_zone)],
             ),
             (
-                "annotation topology-mode: Auto",
-                annotated(web(json!({})), ANNOTATION_TOPOLOGY_MODE, "Auto"),
+                "a Service that does not ask: the hints decide all the same, as in kube-proxy",
+                web(json!({})),
                 zoned(&[]),
                 Some("zone-a"),
                 vec![vip(in_zone)],
             ),
             (
-                "the older annotation topology-aware-hints: auto",
-                annotated(web(json!({})), ANNOTATION_TOPOLOGY_AWARE_HINTS, "auto"),
-                zoned(&[]),
-                Some("zone-a"),
-                vec![vip(in_zone)],
-            ),
-            (
-                "the older annotation wins when present",
+                "nor does the older annotation's `disabled` turn them off",
                 annotated(
-                    annotated(web(json!({})), ANNOTATION_TOPOLOGY_MODE, "Auto"),
-                    ANNOTATION_TOPOLOGY_AWARE_HINTS,
+                    web(json!({})),
+                    "service.kubernetes.io/topology-aware-hints",
                     "disabled",
                 ),
                 zoned(&[]),
                 Some("zone-a"),
-                vec![vip(all)],
+                vec![vip(in_zone)],
             ),
             (
-                "a Service that does not ask: every endpoint",
-                web(json!({})),
-                zoned(&[]),
+                "no ready endpoint: the serving-terminating ones of every zone take new flows",
+                prefer_close(json!({})),
+                vec![web_slice(json!([
+                    terminating("198.18.2.4", "node-b"),
+                    terminating("198.18.2.5", "node-c"),
+                ]))],
                 Some("zone-a"),
-                vec![vip(all)],
+                vec![vip("198.18.2.4:8080 active, 198.18.2.5:8080 active")],
             ),
             (
                 "a ready endpoint without a hint: every endpoint",
@@ -2024,7 +1989,7 @@ mod tests {
             );
             assert_eq!(describe(&t.model), [vip(backends)], "{what}");
         }
-        // A Service that does not ask ignores the node hints.
+        // A Service that does not ask follows the node hints all the same.
         let t = translate(
             &[web(json!({}))],
             &slices(json!([
@@ -2034,10 +1999,7 @@ mod tests {
             &node(),
             &TranslateOptions::default(),
         );
-        assert_eq!(
-            describe(&t.model),
-            [vip("198.18.2.1:8080 active, 198.18.2.2:8080 active")]
-        );
+        assert_eq!(describe(&t.model), [vip("198.18.2.1:8080 active")]);
     }
 
     #[test]
