@@ -1058,6 +1058,36 @@ mod tests {
             ["default/web:http: 198.18.100.1:80/TCP vip => "]
         );
         assert!(t.warnings.is_empty());
+        // Node ports it has all the same (given, or allocated before the
+        // field was turned off) are served, as kube-proxy serves every
+        // nodePort it finds.
+        let s = web(
+            json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "ports": [{ "name": "http", "port": 80, "nodePort": 30080 }] }),
+        );
+        assert_eq!(
+            describe(&run(&[s], &[]).model),
+            ["default/web:http: 198.18.0.10:30080/TCP node, 198.18.100.1:80/TCP vip => "]
+        );
+    }
+
+    #[test]
+    fn ingress_ips_of_a_family_without_cluster_ip_are_ignored() {
+        let mut s = web(json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false }));
+        s.status = serde_json::from_value(json!({ "loadBalancer": { "ingress": [
+            { "ip": "198.18.200.1" }, { "ip": "2001:2::200" },
+        ]}}))
+        .unwrap();
+        let t = run(&[s], &[]);
+        assert_eq!(
+            describe(&t.model),
+            ["default/web:http: 198.18.100.1:80/TCP vip, 198.18.200.1:80/TCP vip => "]
+        );
+        assert_eq!(
+            t.warnings,
+            ["default/web:http: 2001:2::200 not served: the Service has no IPv6 clusterIP"]
+        );
+        assert_eq!(skipped(&t), [(SkipReason::OtherFamily, 1)]);
     }
 
     #[test]
@@ -1637,6 +1667,42 @@ mod tests {
                 "default/web:http: 198.18.100.1:80/TCP vip => 198.18.2.2:8080 active",
                 "default/web:http/external: 198.18.0.10:30080/TCP node => ",
             ]
+        );
+    }
+
+    #[test]
+    fn internal_local_policy_drops_without_local_endpoints_and_refuses_without_any() {
+        let s = web(json!({ "internalTrafficPolicy": "Local" }));
+        let drops = |slice: EndpointSlice| -> Vec<(String, usize, bool)> {
+            run(std::slice::from_ref(&s), &[slice])
+                .model
+                .services
+                .iter()
+                .map(|(name, s)| (name.0.clone(), s.backends.len(), s.drop_without_backends))
+                .collect()
+        };
+        // Endpoints on another node only: the clusterIP drops, as
+        // kube-proxy's `internalTrafficPolicy: Local` does.
+        assert_eq!(
+            drops(web_slice(json!([ready("198.18.2.2", "node-b")]))),
+            [("default/web:http".to_owned(), 0, true)]
+        );
+        // A serving-terminating endpoint elsewhere counts as one too.
+        assert_eq!(
+            drops(web_slice(json!([terminating("198.18.2.2", "node-b")]))),
+            [("default/web:http".to_owned(), 0, true)]
+        );
+        // None anywhere (or none usable): refused.
+        let starting = ep(
+            "198.18.2.2",
+            "node-b",
+            json!(false),
+            json!(false),
+            json!(false),
+        );
+        assert_eq!(
+            drops(web_slice(json!([starting]))),
+            [("default/web:http".to_owned(), 0, false)]
         );
     }
 
