@@ -226,6 +226,12 @@ impl Drop for Listener {
     }
 }
 
+/// kube-proxy's header that tells a load balancer weighing nodes by their
+/// health checks (GCP's `WEIGHTED_MAGLEV`) how many local endpoints this
+/// node has (header names are case-insensitive; `from_static` takes them in
+/// lower case).
+const ENDPOINT_WEIGHT: &str = "x-load-balancing-endpoint-weight";
+
 /// Any method, any path: the answer of the port (kube-proxy's handler does
 /// not look at the request either).
 async fn respond(State(answers): State<watch::Receiver<PortAnswer>>) -> Response {
@@ -233,8 +239,12 @@ async fn respond(State(answers): State<watch::Receiver<PortAnswer>>) -> Response
     (
         answer.status(),
         [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (
+                header::HeaderName::from_static(ENDPOINT_WEIGHT),
+                answer.local_endpoints.to_string(),
+            ),
         ],
         answer.body(),
     )
@@ -261,8 +271,9 @@ mod tests {
 
     const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    /// A GET over HTTP/1.1: status, `X-Content-Type-Options`, body.
-    async fn get(addr: SocketAddr) -> io::Result<(u16, String, serde_json::Value)> {
+    /// A GET over HTTP/1.1: status, `X-Content-Type-Options` and the
+    /// endpoint weight, body.
+    async fn get(addr: SocketAddr) -> io::Result<(u16, [String; 2], serde_json::Value)> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -278,12 +289,18 @@ mod tests {
             .await
             .map_err(io::Error::other)?;
         let status = response.status().as_u16();
-        let nosniff = response
-            .headers()
-            .get(header::X_CONTENT_TYPE_OPTIONS)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let header_value = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let headers = [
+            header_value(header::X_CONTENT_TYPE_OPTIONS.as_str()),
+            header_value(ENDPOINT_WEIGHT),
+        ];
         let body = response
             .into_body()
             .collect()
@@ -291,7 +308,11 @@ mod tests {
             .map_err(io::Error::other)?
             .to_bytes();
         let json = serde_json::from_slice(&body).map_err(io::Error::other)?;
-        Ok((status, nosniff, json))
+        Ok((status, headers, json))
+    }
+
+    fn headers(weight: usize) -> [String; 2] {
+        ["nosniff".to_owned(), weight.to_string()]
     }
 
     fn body(name: &str, local_endpoints: usize, healthy: bool) -> serde_json::Value {
@@ -314,7 +335,7 @@ mod tests {
         assert_ne!(bound.port(), 0);
         assert_eq!(
             get(bound).await.expect("GET"),
-            (200, "nosniff".to_owned(), body("web", 2, true))
+            (200, headers(2), body("web", 2, true))
         );
 
         // The pods left this node: same socket, another answer.
@@ -325,7 +346,7 @@ mod tests {
         assert_eq!(ports.local_addr(asked), Some(bound));
         assert_eq!(
             get(bound).await.expect("GET"),
-            (503, "nosniff".to_owned(), body("web", 0, true))
+            (503, headers(0), body("web", 0, true))
         );
 
         // Endpoints, but the agent's last sync failed.
@@ -334,7 +355,7 @@ mod tests {
             .await;
         assert_eq!(
             get(bound).await.expect("GET"),
-            (503, "nosniff".to_owned(), body("web", 1, false))
+            (503, headers(1), body("web", 1, false))
         );
         ports.close().await;
     }
