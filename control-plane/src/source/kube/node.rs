@@ -26,7 +26,7 @@ pub enum AddressRange {
     Address(IpAddr),
     /// Every address of the node inside `network/prefix` (kube-proxy's
     /// meaning: the host's interface addresses, and here also the `Node`
-    /// object's).
+    /// object's), loopback addresses left out as kube-proxy leaves them out.
     Cidr { network: IpAddr, prefix: u8 },
 }
 
@@ -128,11 +128,13 @@ pub fn node_info(
             .iter()
             .flat_map(|range| match *range {
                 AddressRange::Address(a) => vec![a],
+                // Loopback addresses are left out, as kube-proxy leaves them
+                // out: the node's own traffic to them meets no xlb hook.
                 AddressRange::Cidr { .. } => from_node
                     .iter()
                     .chain(host)
                     .copied()
-                    .filter(|a| range.contains(*a))
+                    .filter(|a| range.contains(*a) && !a.is_loopback())
                     .collect(),
             })
             .collect(),
@@ -227,9 +229,9 @@ mod tests {
     }
 
     #[test]
-    fn ranges_select_node_and_host_addresses_and_addresses_are_taken_as_given() {
-        let host = addrs(&["127.0.0.1", "198.18.5.1", "198.19.7.7"]);
-        let cases: [(&[&str], &[&str]); 5] = [
+    fn ranges_select_node_and_host_addresses_but_loopback_and_addresses_are_taken_as_given() {
+        let host = addrs(&["127.0.0.1", "::1", "198.18.5.1", "198.19.7.7"]);
+        let cases: [(&[&str], &[&str]); 6] = [
             (&["198.18.0.0/16"], &["198.18.0.10", "198.18.5.1"]),
             (
                 &["198.19.0.0/24", "2001:2::/64"],
@@ -237,16 +239,19 @@ mod tests {
             ),
             (&["198.18.0.10/32"], &["198.18.0.10"]),
             (&["198.18.99.1"], &["198.18.99.1"]),
+            // Every address but loopback ones, as kube-proxy: a localhost
+            // NodePort would meet no xlb hook.
             (
-                &["0.0.0.0/0"],
+                &["0.0.0.0/0", "::/0"],
                 &[
-                    "127.0.0.1",
                     "198.18.0.10",
                     "198.18.5.1",
                     "198.19.0.10",
                     "198.19.7.7",
+                    "2001:2::10",
                 ],
             ),
+            (&["127.0.0.0/8"], &[]),
         ];
         for (ranges, expected) in cases {
             let info = node_info("node-a", Some(&node()), &given(ranges), &host);
