@@ -65,6 +65,9 @@ mod tests {
             .context("sending")
             .context("announcing")
             .unwrap_err();
-        assert_eq!(causes(error.as_ref()), ["announcing", "sending", "no route"]);
+        assert_eq!(
+            causes(error.as_ref()),
+            ["announcing", "sending", "no route"]
+        );
     }
 }

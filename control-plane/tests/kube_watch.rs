@@ -520,7 +520,15 @@ struct Cluster {
     requests: Vec<String>,
     /// Answer every request with 503 (an API server that is down).
     unavailable: bool,
+    /// Every request fails as a refused connection does.
+    refused: bool,
 }
+
+/// A connection error as hyper-util's client makes one: its message names
+/// the stage, and only its source says what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("client error (Connect)")]
+struct ConnectFailed(#[source] std::io::Error);
 
 fn object_key(value: &Value) -> String {
     let meta = &value["metadata"];
@@ -660,6 +668,10 @@ async fn serve(mut handle: Handle, cluster: Arc<Mutex<Cluster>>) {
         cluster
             .requests
             .push(format!("{}?{}", uri.path(), uri.query().unwrap_or("")));
+        if cluster.refused {
+            respond.send_error(ConnectFailed(std::io::ErrorKind::ConnectionRefused.into()));
+            continue;
+        }
         let response = if cluster.unavailable {
             let status = json!({
                 "apiVersion": "v1", "kind": "Status", "status": "Failure",
@@ -830,8 +842,10 @@ async fn an_unreachable_api_programs_nothing_until_it_answers() {
         assert!(Instant::now() < deadline, "no watch error shown");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    // With its cause: what the API server answered.
     assert!(
-        error.contains("failed to perform initial object list"),
+        error.contains("failed to perform initial object list")
+            && error.contains("the server is currently unable to handle the request"),
         "{error}"
     );
     assert!(
@@ -847,6 +861,29 @@ async fn an_unreachable_api_programs_nothing_until_it_answers() {
         expect_backends(s, &[("shop/web:http", &["198.18.2.1:8080"])])
     })
     .await;
+    drop(source);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_watch_error_says_why_the_connection_failed() {
+    let cluster = Arc::new(Mutex::new(Cluster {
+        refused: true,
+        ..Cluster::default()
+    }));
+    let (source, server) = source_on(&cluster, settings(Duration::from_millis(10)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        if let Some(error) = source.status.last_error() {
+            break error;
+        }
+        assert!(Instant::now() < deadline, "no watch error shown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        error.contains("client error (Connect)") && error.contains("connection refused"),
+        "{error}"
+    );
     drop(source);
     server.abort();
 }

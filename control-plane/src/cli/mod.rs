@@ -344,7 +344,12 @@ pub fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            writeln!(io::stderr(), "xlb: {}", crate::error_text::one_line(error.as_ref())).ok();
+            writeln!(
+                io::stderr(),
+                "xlb: {}",
+                crate::error_text::one_line(error.as_ref())
+            )
+            .ok();
             ExitCode::FAILURE
         }
     }

@@ -215,7 +215,11 @@ pub async fn reflect<K>(
                 }
             }
             Err(error) => {
-                tracing::warn!(%cache, %error, "watch failed; retrying with backoff");
+                // With its causes: the watcher's own message is only "failed
+                // to perform initial object list", the connection's error
+                // (refused, no route, a TLS failure) is below it.
+                let error = crate::error_text::one_line(&error);
+                tracing::warn!(%cache, error, "watch failed; retrying with backoff");
                 status.set_error(Some(format!("{cache}: {error}")));
             }
         }
