@@ -986,6 +986,8 @@ fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
             log.contains("the configuration file was rejected") && log.contains(says),
             "expected {says:?}: {log}"
         );
+        // Logs to a file carry no terminal colours.
+        assert!(!log.contains('\u{1b}'), "{log}");
         assert_eq!(pinned(&maps), 0, "maps pinned by a refused start: {log}");
     }
     // The sizes of the next start are its own.

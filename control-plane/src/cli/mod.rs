@@ -8,7 +8,7 @@ mod output;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{self, Write},
+    io::{self, IsTerminal as _, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -395,6 +395,9 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        // Colours only for a person at a terminal: journald and `kubectl
+        // logs` would keep the escape codes.
+        .with_ansi(io::stderr().is_terminal())
         .try_init()
         .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
 }
