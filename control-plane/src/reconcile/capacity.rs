@@ -68,13 +68,22 @@ pub enum Quantity {
 }
 
 impl Quantity {
-    /// What a map entry is, in the configuration's words (plural).
-    pub const fn what(self) -> &'static str {
+    /// What `count` map entries are, in the configuration's words.
+    pub const fn what(self, count: usize) -> &'static str {
+        let one = count == 1;
         match self {
+            Self::Frontends if one => "frontend",
             Self::Frontends => "frontends",
+            Self::Services if one => "service",
             Self::Services => "services",
+            Self::Backends if one => "backend",
             Self::Backends => "backends",
+            Self::Addresses if one => "frontend address",
             Self::Addresses => "frontend addresses",
+            Self::SourceRanges if one => {
+                "client network of loadBalancerSourceRanges (one entry per network and Service \
+                 port)"
+            }
             Self::SourceRanges => {
                 "client networks of loadBalancerSourceRanges (one entry per network and \
                  Service port)"
@@ -120,7 +129,7 @@ impl fmt::Display for Overflow {
     /// `the configuration needs 70000 frontends but --max-services is 65536:
     /// raise --max-services`, with what is still programmed where it counts.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (what, flag) = (self.quantity.what(), self.quantity.flag());
+        let (what, flag) = (self.quantity.what(self.wanted), self.quantity.flag());
         write!(f, "the configuration needs {} {what}", self.wanted)?;
         if self.leaving > 0 {
             write!(

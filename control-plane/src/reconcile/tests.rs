@@ -961,3 +961,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_overflow_of_one_entry_is_named_in_the_singular() {
+    let overflow = super::Overflow {
+        quantity: Quantity::Services,
+        wanted: 1,
+        leaving: 0,
+        capacity: 0,
+        size: 1,
+    };
+    assert_eq!(
+        overflow.to_string(),
+        "the configuration needs 1 service but --max-services 1 holds 0 (ID 0 is never given \
+         out): raise --max-services"
+    );
+}
