@@ -159,6 +159,16 @@ impl Metrics {
         }
     }
 
+    /// Makes `speaker`'s series exist from the start, at 0: an alert on
+    /// `xlb_announced_vips == 0` must fire for a speaker that never once
+    /// succeeded (a BIRD never reachable), which would otherwise have no
+    /// series at all.
+    pub fn speaker_configured(&self, speaker: &'static str) {
+        let labels = [("speaker", speaker)];
+        drop(self.announced.get_or_create(&labels));
+        drop(self.announce_failures.get_or_create(&labels));
+    }
+
     /// Records how many VIPs `speaker` announces now.
     pub fn announced(&self, speaker: &'static str, vips: usize) {
         self.announced
@@ -728,6 +738,22 @@ mod tests {
         // Only drop verdicts are drops.
         assert!(!text.contains(r#"reason="forward_to_backend""#), "{text}");
         assert_eq!(lines.last(), Some(&"# EOF"));
+    }
+
+    #[test]
+    fn a_configured_speaker_has_its_series_before_its_first_success() {
+        let metrics = Metrics::new();
+        metrics.speaker_configured("bgp");
+        metrics.announce_failed("bgp");
+        let text = metrics.render(&FakeAdmin::healthy()).expect("render");
+        let lines = lines(&text);
+        for line in [
+            r#"xlb_announced_vips{speaker="bgp"} 0"#,
+            r#"xlb_announce_failures_total{speaker="bgp"} 1"#,
+        ] {
+            assert!(lines.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains(r#"speaker="l2""#), "{text}");
     }
 
     #[test]

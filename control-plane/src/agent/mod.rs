@@ -186,6 +186,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             .map(|&(_, addr, ..)| crate::health::Target { addr }),
     );
     let metrics = Arc::new(Metrics::new());
+    for speaker in &speakers {
+        metrics.speaker_configured(speaker.name());
+    }
     let (kube_source, kube_status) = match kube_client {
         Some(client) => {
             let (source, status) = kubernetes::start(client, kubernetes::settings(&options));
