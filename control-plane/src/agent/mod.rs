@@ -488,6 +488,7 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
 fn speakers(options: &AgentOptions) -> anyhow::Result<Vec<Speaker>> {
     let mut speakers = Vec::new();
     if let Some(socket) = &options.bird_socket {
+        check_bird_include(&options.bird_include)?;
         speakers.push(Speaker::Bgp(Bird::new(
             socket.clone(),
             options.bird_include.clone(),
@@ -507,6 +508,29 @@ fn speakers(options: &AgentOptions) -> anyhow::Result<Vec<Speaker>> {
     Ok(speakers)
 }
 
+/// The directory of `--bird-include` must exist: bird.conf includes that
+/// very file, and a mistyped path would have the agent create a directory
+/// and write routes no BIRD reads. The default's directory, the agent's
+/// runtime directory, is created.
+fn check_bird_include(include: &Path) -> anyhow::Result<()> {
+    let dir = include
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if include == Path::new(options::DEFAULT_BIRD_INCLUDE) {
+        return std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} for --bird-include", dir.display()));
+    }
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--bird-include {}: no directory {} (bird.conf includes this file; create the directory, \
+         or correct the path)",
+        include.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Without `--l2-interface`, no VIP is this instance's to answer for on a
 /// segment: the answers an earlier agent left in the pinned map stop.
 fn forget_l2_announcements(datapath: &mut Datapath) -> anyhow::Result<()> {
@@ -520,4 +544,19 @@ fn forget_l2_announcements(datapath: &mut Datapath) -> anyhow::Result<()> {
         tracing::info!(%addr, "L2 announcement of an earlier agent withdrawn (no --l2-interface)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bird_include_in_a_directory_that_does_not_exist_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mistyped = dir.path().join("no-such-dir").join("vips.conf");
+        let error = check_bird_include(&mistyped).unwrap_err().to_string();
+        assert!(error.contains("no directory"), "{error}");
+        assert!(!dir.path().join("no-such-dir").exists(), "created: {error}");
+        check_bird_include(&dir.path().join("vips.conf")).expect("an existing directory");
+    }
 }

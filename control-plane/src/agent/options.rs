@@ -15,6 +15,10 @@ use xdp_lb::MapSizes;
 
 use crate::source::kube::node::AddressRange;
 
+/// `--bird-include`'s default, in the agent's runtime directory (which it
+/// creates); any other file's directory must exist.
+pub(crate) const DEFAULT_BIRD_INCLUDE: &str = "/run/xlb/bird-vips.conf";
+
 /// How to run the agent.
 ///
 /// Exactly one source of services, `--config` or `--kubernetes`: checked by
@@ -205,7 +209,7 @@ pub struct AgentOptions {
         long,
         env = "XLB_BIRD_INCLUDE",
         value_name = "PATH",
-        default_value = "/run/xlb/bird-vips.conf"
+        default_value = DEFAULT_BIRD_INCLUDE
     )]
     pub bird_include: PathBuf,
 
