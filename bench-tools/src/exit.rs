@@ -24,7 +24,7 @@ pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8
     };
     let mut text = format!(
         "Error: interrupted by {signal}: the run stopped, and removed what it had set up \
-         (a warning above names anything left; `xlb-bench rig sweep` removes it)"
+         (a warning above names anything left; `xlb-bench rig sweep --orphans` removes it)"
     );
     match result {
         Ok(()) => text.push_str(". It had finished: its output is complete."),

@@ -61,7 +61,7 @@ static STOP: Stop = Stop::new();
 /// What the handler writes at once: the next safe point may be seconds away
 /// (a scale of 100 000 services takes a while to set up).
 const MESSAGE: &[u8] = b"\nxlb-bench: interrupted; stopping at the next safe point to remove \
-what the run set up (interrupt again to exit at once, leaving that to `xlb-bench rig sweep`)\n";
+what the run set up (interrupt again to exit at once, leaving that to `xlb-bench rig sweep --orphans`)\n";
 
 extern "C" fn on_signal(signal: nix::libc::c_int) {
     STOP.request(signal);

@@ -60,7 +60,7 @@ impl Bpffs {
 impl Drop for Bpffs {
     fn drop(&mut self) {
         if let Err(err) = self.unmount() {
-            tracing::warn!(error = %err, "leaving a bpffs mounted; `xlb-bench rig sweep` removes it");
+            tracing::warn!(error = %err, "leaving a bpffs mounted; `xlb-bench rig sweep --orphans` removes it");
         }
     }
 }

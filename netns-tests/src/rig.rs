@@ -661,7 +661,7 @@ impl Rig {
                 }
                 result => {
                     let path = dir.keep();
-                    warn!(path = %path.display(), ?result, "leaving the rig's work directory; `xlb-bench rig sweep` removes it");
+                    warn!(path = %path.display(), ?result, "leaving the rig's work directory; `xlb-bench rig sweep --orphans` removes it");
                 }
             }
         }
