@@ -178,10 +178,10 @@ enum MaglevCommand {
 #[derive(Debug, Args)]
 struct SimulateArgs {
     /// The client's address and port.
-    #[arg(long, value_name = "IP:PORT", required_unless_present = "flows")]
+    #[arg(long, value_name = "IP:PORT", value_parser = socket_addr, required_unless_present = "flows")]
     client: Option<SocketAddr>,
     /// The address and port the client connects to.
-    #[arg(long, value_name = "IP:PORT", required_unless_present = "flows")]
+    #[arg(long, value_name = "IP:PORT", value_parser = socket_addr, required_unless_present = "flows")]
     frontend: Option<SocketAddr>,
     /// The flow's protocol (with --flows, each line names its own).
     #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp, conflicts_with = "flows")]
@@ -253,10 +253,22 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// An address and port as the command line takes them, with the forms in
+/// the error: a bare address is the usual slip.
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|e| {
+        if text.parse::<std::net::IpAddr>().is_ok() {
+            format!("no port: write IP:PORT, or [IPv6]:PORT ({e})")
+        } else {
+            format!("{e}: write IP:PORT, or [IPv6]:PORT")
+        }
+    })
+}
+
 #[derive(Debug, Args)]
 struct DrainArgs {
     /// The backend's address and port.
-    #[arg(value_name = "IP:PORT")]
+    #[arg(value_name = "IP:PORT", value_parser = socket_addr)]
     backend: SocketAddr,
     /// Only in this service (default: every service the backend serves).
     #[arg(long)]
@@ -307,8 +319,7 @@ fn parse_flows(text: &str) -> anyhow::Result<Vec<SimulateRequest>> {
         };
         let request = parsed.and_then(|(client, frontend, protocol)| {
             let address = |what: &str, text: &str| {
-                text.parse::<SocketAddr>()
-                    .map_err(|e| format!("{what} {text:?}: {e} (IP:PORT, [IPv6]:PORT)"))
+                socket_addr(text).map_err(|e| format!("{what} {text:?}: {e}"))
             };
             Ok(SimulateRequest {
                 client: address("client", client)?,
@@ -945,5 +956,31 @@ mod tests {
                 .to_string();
             assert!(error.contains(flag), "{error}");
         }
+    }
+
+    #[test]
+    fn an_address_without_its_port_is_named_as_such() {
+        for args in [
+            &["xlb", "drain", "198.18.1.100"][..],
+            &[
+                "xlb",
+                "simulate",
+                "--client",
+                "2001:2::1",
+                "--frontend",
+                "[2001:2::2]:80",
+            ],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("no port").to_string();
+            assert!(
+                error.contains("no port: write IP:PORT, or [IPv6]:PORT"),
+                "{error}"
+            );
+        }
+        let error = Cli::try_parse_from(["xlb", "drain", "backend-1:80"])
+            .expect_err("not an address")
+            .to_string();
+        assert!(error.contains("write IP:PORT"), "{error}");
+        assert!(!error.contains("no port"), "{error}");
     }
 }

@@ -84,7 +84,9 @@ pub enum Error {
         reason: &'static str,
     },
 
-    #[error("client {client} and frontend {frontend} are of different IP families: no packet has ends of two families (the datapath does no NAT46 or NAT64)")]
+    #[error(
+        "client {client} and frontend {frontend} are of different IP families: no packet has ends of two families (the datapath does no NAT46 or NAT64)"
+    )]
     MixedFamilies {
         client: std::net::SocketAddr,
         frontend: std::net::SocketAddr,
