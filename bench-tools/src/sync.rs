@@ -68,7 +68,8 @@ pub(crate) struct SyncArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=500_000))]
     flows: u32,
     /// Also time loading kube-proxy's nftables and iptables rulesets for the
-    /// same services (in a private network namespace).
+    /// same services (in a private network namespace); on unless
+    /// --no-baselines.
     #[arg(long, default_value_t = true, overrides_with = "no_baselines")]
     baselines: bool,
     /// Skip the kube-proxy baselines.
