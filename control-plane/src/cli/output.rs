@@ -214,12 +214,19 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
         "ID", "Address", "Status", "Health", "Gen", "Services", "Packets", "Bytes",
     ]);
     for b in backends {
+        // ID 0 is never given out: a backend that holds no record (down,
+        // retired) has no ID or generation to show.
+        let (id, generation) = if b.id == 0 {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (b.id.to_string(), b.generation.to_string())
+        };
         table.row(vec![
-            b.id.to_string(),
+            id,
             with_protocol(b.address, b.protocol),
             backend_status(b),
             b.health.clone(),
-            b.generation.to_string(),
+            generation,
             if b.services.is_empty() {
                 "-".into()
             } else {
@@ -910,11 +917,18 @@ ID   Frontend              Service Type   Backend
                 BackendStatus::Down,
             )
         };
+        // Down and retired: no record, so no ID (0 is never given out).
+        let retired = BackendView {
+            id: 0,
+            generation: 0,
+            ..view.clone()
+        };
         assert_eq!(
-            backends_table(&[view]),
+            backends_table(&[view, retired]),
             "\
 ID   Address               Status   Health   Gen   Services   Packets   Bytes
 3    198.18.2.1:8080/TCP   down     down     2     api,web    5         300
+-    198.18.2.1:8080/TCP   down     down     -     api,web    5         300
 "
         );
     }
