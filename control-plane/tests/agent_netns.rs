@@ -952,7 +952,8 @@ fn a_reload_the_maps_cannot_hold_keeps_the_running_configuration() {
 
 /// On a node where nothing is pinned, a first file the agent refuses is
 /// fatal before any map is made: maps pinned at that run's sizes would
-/// outlive it and fix the sizes of the next run.
+/// outlive it and fix the sizes of the next run. A restart on pinned maps
+/// with another `--hash-seed` says that new flows may move.
 #[test]
 fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
     let mut rig = AgentRig::build(XLB).expect("rig");
@@ -993,10 +994,19 @@ fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
     // The sizes of the next start are its own.
     rig.start_agent(&["--max-services", "4"]).expect("agent");
     assert!(pinned(&maps) > 0);
+    let log = rig.agent_log();
     assert!(
-        !rig.agent_log().contains("does not apply"),
-        "{}",
-        rig.agent_log()
+        !log.contains("does not apply") && !log.contains("--hash-seed differs"),
+        "{log}"
+    );
+    // A restart on the pinned maps with another seed says what it does.
+    rig.kill_agent().expect("SIGKILL the agent");
+    rig.start_agent(&["--max-services", "4", "--hash-seed", "7"])
+        .expect("agent");
+    let log = rig.agent_log();
+    assert!(
+        log.contains("--hash-seed differs from the pinned datapath's"),
+        "{log}"
     );
 }
 

@@ -105,8 +105,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .config
         .as_deref()
         .map(|file| (file, core::read_config(file)));
+    let had_pins = bpffs::holds_pins(&maps_dir);
     if let Some((file, read)) = &first_read
-        && !bpffs::holds_pins(&maps_dir)
+        && !had_pins
     {
         refuse_on_a_fresh_node(file, read, options.hash_seed, asked)?;
     }
@@ -129,13 +130,23 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     warn_of_pinned_sizes(asked, sizes, &options.pin_dir);
     let (encap_source_v4, encap_source_v6) =
         fabric::one_per_family("--encap-source", &options.encap_sources)?;
+    let pinned = datapath.config()?;
+    if had_pins && pinned.hash_seed != options.hash_seed {
+        tracing::warn!(
+            pinned = pinned.hash_seed,
+            hash_seed = options.hash_seed,
+            "--hash-seed differs from the pinned datapath's: the first sync rebuilds every Maglev \
+             table with it, so new flows may reach other backends than before (tracked flows \
+             keep theirs); every LB behind one ECMP group must run with the same seed"
+        );
+    }
     let mut config = Config {
         hash_seed: options.hash_seed,
         new_flows_per_cpu_per_sec: options.new_flows_per_cpu,
         flow_event_sampling: options.flow_event_sampling,
         encap_source_v4: encap_source_v4.map_or([0; 4], |a| a.octets()),
         encap_source_v6: encap_source_v6.map_or([0; 16], |a| a.octets()),
-        ..datapath.config()?
+        ..pinned
     };
     fabric::snat_config(
         &mut config,
