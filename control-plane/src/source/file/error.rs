@@ -97,6 +97,29 @@ pub enum ConfigError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The file is not UTF-8 text, the encoding the configuration is read
+    /// in: says where the first byte that is not was found.
+    #[error(
+        "{}: the {} {} at line {line} column {column} (offset {offset}) {} not UTF-8: the \
+         configuration file is UTF-8 text",
+        path.display(),
+        if bytes.len() == 1 { "byte" } else { "bytes" },
+        quoted_bytes(bytes),
+        if bytes.len() == 1 { "is" } else { "are" }
+    )]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The line of the first byte that is not UTF-8, from 1.
+        line: usize,
+        /// Its column, in characters from 1, as the YAML parser counts them.
+        column: usize,
+        /// Its offset in the file, in bytes from 0.
+        offset: usize,
+        /// The bytes that are not UTF-8 there: one, or the start of a
+        /// character cut short by the end of the file.
+        bytes: Vec<u8>,
+    },
     /// The text is not a valid configuration. Holds every problem found, in
     /// document order; displayed one per line, each prefixed with the file
     /// name when there is one.
@@ -113,10 +136,18 @@ impl ConfigError {
     /// Every problem found; empty when the file could not be read.
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Self::Read { .. } | Self::NotRegular { .. } | Self::TooLarge { .. } => &[],
+            Self::Read { .. }
+            | Self::NotRegular { .. }
+            | Self::TooLarge { .. }
+            | Self::NotUtf8 { .. } => &[],
             Self::Invalid { problems, .. } => problems,
         }
     }
+}
+
+/// `bytes` in backticks, each escaped: `` `\xe9` ``.
+fn quoted_bytes(bytes: &[u8]) -> String {
+    format!("`{}`", bytes.escape_ascii())
 }
 
 struct Lines<'a> {

@@ -113,14 +113,35 @@ fn read_file(path: &Path, limit: u64) -> Result<String, ConfigError> {
     // One byte over the limit tells a file that grew while it was read (or
     // that says less than it holds, as procfs files do) from one at the
     // limit.
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(limit + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(read_error)?;
-    if text.len() as u64 > limit {
+    if bytes.len() as u64 > limit {
         return Err(too_large());
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), e.utf8_error()))
+}
+
+/// Where `bytes`, the text of the file at `path`, stop being UTF-8
+/// (`error`), in the parser's terms: a line and a column in characters, and
+/// the offset in bytes, for an editor or `xxd` to go to.
+fn not_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> ConfigError {
+    let offset = error.valid_up_to();
+    let (before, after) = bytes.split_at(offset);
+    // Valid, by the error's own account.
+    let before = String::from_utf8_lossy(before);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    // `None`: a character cut short by the end of the file, whose bytes are
+    // what is left (at most 3).
+    let invalid = error.error_len().unwrap_or(after.len());
+    ConfigError::NotUtf8 {
+        path: path.to_owned(),
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+        offset,
+        bytes: after[..invalid].to_vec(),
+    }
 }
 
 /// What a file that is not a regular file is, for [`ConfigError::NotRegular`].
@@ -3606,6 +3627,41 @@ items:
             load(&path).unwrap_err(),
             ConfigError::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_says_where_it_stops_being_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xlb.yaml");
+        let cases: [(&[u8], &str); 3] = [
+            // Latin-1 `é`.
+            (
+                b"services:\n  - name: w\xe9b\n",
+                "the byte `\\xe9` at line 2 column 12 (offset 21) is not UTF-8",
+            ),
+            // A column counts characters, as the parser's do; an offset bytes.
+            (
+                b"services: []\n# caf\xc3\xa9 \xff",
+                "the byte `\\xff` at line 2 column 8 (offset 21) is not UTF-8",
+            ),
+            // A character cut short by the end of the file.
+            (
+                b"services: []\n# \xf0\x9f",
+                "the bytes `\\xf0\\x9f` at line 2 column 3 (offset 15) are not UTF-8",
+            ),
+        ];
+        for (bytes, why) in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let error = load(&path).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "{}: {why}: the configuration file is UTF-8 text",
+                    path.display()
+                )
+            );
+            assert!(error.problems().is_empty());
+        }
     }
 
     #[test]
