@@ -12,6 +12,7 @@ mod error;
 mod native;
 mod place;
 mod recover;
+mod syntax;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -212,6 +213,10 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
                 }
                 // The parser cannot resynchronise after a syntax error (it
                 // would report the same one for every later document).
+                let message = match syntax::hint(text, &e) {
+                    Some(hint) => format!("{message}; {hint}"),
+                    None => message,
+                };
                 problems.push(Problem::new(place, message));
                 break;
             }
@@ -3535,6 +3540,56 @@ items:
               parsing a flow node"
             ]
         );
+    }
+
+    #[test]
+    fn an_unquoted_bracketed_ipv6_address_is_told_to_be_quoted() {
+        // YAML reads `[` as the start of a list: the parser's error is about
+        // the `:` after it.
+        let backend = |line: &str| {
+            problems(&web(&format!(
+                "    frontends:\n      - address: 2001:2::100\n        port: 443\n    \
+                 backends:\n{line}\n"
+            )))
+        };
+        assert_eq!(
+            backend("      - address: [2001:2::2:1]:8443"),
+            [
+                "documents[0]: did not find expected key at line 7 column 31, while parsing a \
+                 block mapping at line 7 column 9; `[2001:2::2:1]:8443` unquoted is a YAML list: \
+                 quote it, `address: \"[2001:2::2:1]:8443\"`"
+            ]
+        );
+        assert_eq!(
+            backend("      - {address: [2001:2::2:1]:8443, weight: 2} # a comment"),
+            [
+                "documents[0]: did not find expected ',' or '}' at line 7 column 32, while \
+                 parsing a flow mapping at line 7 column 9; `[2001:2::2:1]:8443` unquoted is a \
+                 YAML list: quote it, `address: \"[2001:2::2:1]:8443\"`"
+            ]
+        );
+        assert_eq!(
+            problems("addresses:\n  - [2001:2::1]:80\n"),
+            [
+                "documents[0]: did not find expected '-' indicator at line 2 column 16, while \
+                 parsing a block collection at line 2 column 3; `[2001:2::1]:80` unquoted is a \
+                 YAML list: quote it, `\"[2001:2::1]:80\"`"
+            ]
+        );
+        // Only where it applies: not for another syntax error on a line that
+        // has one quoted, or in a comment, nor for what is no IPv6 address
+        // and port.
+        for line in [
+            "      - address: \"[2001:2::2:1]:8443\"\n        weight: [1",
+            "      - address: '[2001:2::2:1]:8443' x: y",
+            "      - {address: x, weight: 1, state: [a]:b} # [2001:2::2:1]:8443",
+            "      - address: [198.18.2.1]:8443",
+            "      - address: [2001:2::2:1]:https",
+        ] {
+            let problems = backend(line);
+            assert_eq!(problems.len(), 1, "{line}: {problems:?}");
+            assert!(!problems[0].contains("quote it"), "{line}: {problems:?}");
+        }
     }
 
     #[test]
