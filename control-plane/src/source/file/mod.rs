@@ -13,6 +13,7 @@ mod native;
 mod place;
 mod recover;
 mod syntax;
+mod value;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -23,7 +24,7 @@ use std::{
 };
 
 use k8s_openapi::api::{core::v1::Service as KubeService, discovery::v1::EndpointSlice};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
 
 pub use self::{
@@ -202,15 +203,10 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
     let mut documents = Documents::default();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let place = Place::document(index);
-        match Value::deserialize(document) {
+        match value::read(document) {
             Ok(value) => read_document(index, &place, value, &mut documents, &mut problems),
             Err(e) => {
                 let message = e.to_string();
-                if let Some(message) = wide_number(&message) {
-                    // The document was parsed whole: the next one is sound.
-                    problems.push(Problem::new(place, message));
-                    continue;
-                }
                 // The parser cannot resynchronise after a syntax error (it
                 // would report the same one for every later document).
                 let message = match syntax::hint(text, &e) {
@@ -233,24 +229,6 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
         *warning = error::one_line(std::mem::take(warning));
     }
     Ok(loaded)
-}
-
-/// serde_yaml's message for an integer wider than 64 bits, which reaches
-/// [`Value`] as a u128 or i128 it cannot hold ("port: invalid type: integer
-/// \`1...3\` as u128, expected any YAML value at line 5 column 15"), in the
-/// file's words: "port: 1...3 is out of range at line 5 column 15".
-fn wide_number(message: &str) -> Option<String> {
-    const START: &str = "invalid type: integer `";
-    let start = message.find(START)?;
-    let (number, rest) = message[start + START.len()..].split_once('`')?;
-    let location = [" as u128", " as i128"]
-        .iter()
-        .find_map(|width| rest.strip_prefix(width))?
-        .strip_prefix(", expected any YAML value")?;
-    Some(format!(
-        "{}{number} is out of range{location}",
-        &message[..start]
-    ))
 }
 
 fn read_document(
@@ -2496,29 +2474,55 @@ spec:
     }
 
     #[test]
-    fn a_number_wider_than_64_bits_is_out_of_range() {
+    fn a_number_wider_than_64_bits_is_out_of_range_like_any_other() {
+        // As every other number out of its range, with the range and at its
+        // place; and it hides no other problem of its document.
         let text = web("    frontends:
-      - address: 198.18.100.1
+      - address: 198.18.100.300
         port: 12345678901234567890123
+    backends:
+      - address: 198.18.2.1:80
+        weight: 18446744073709551616
+      - address: 198.18.2.2:80
+        weight: 18446744073709551615
+    health_check:
+      type: tcp
+      rise: -12345678901234567890123
 ---
 services: web
 ");
         assert_eq!(
             problems(&text),
             [
-                "documents[0]: services[0].frontends[0].port: 12345678901234567890123 is out of \
-                 range at line 5 column 15",
+                "services[0].frontends[0].address: `198.18.100.300` is not an IP address",
+                "services[0].frontends[0].port: 12345678901234567890123 is out of range 1-65535",
+                "services[0].backends[0].weight: 18446744073709551616 is out of range 1-10000",
+                // Wider than a signed 64-bit number only.
+                "services[0].backends[1].weight: 18446744073709551615 is out of range 1-10000",
+                "services[0].health_check.rise: -12345678901234567890123 is out of range 1-100",
                 // The next document is still read.
-                "services: must be a list of services (`- name: ...`)",
+                "documents[1]: a second native document (the first is documents[0]): put every \
+                 service in one",
             ]
         );
+        // Where no number goes, it is named as any other value.
         assert_eq!(
             problems(
-                "services:\n  - name: web\n    frontends: []\n    x: -12345678901234567890123\n"
+                "services:\n  - name: 12345678901234567890123\n    frontends: []\n    \
+                 99999999999999999999999: x\n"
             ),
             [
-                "documents[0]: services[0].x: -12345678901234567890123 is out of range at line 4 \
-              column 8"
+                "services[0]: the key `99999999999999999999999` is not a field name",
+                "services[0].name: 12345678901234567890123 is not a string",
+                "services[0].frontends: a service needs at least one frontend (address and port)",
+            ]
+        );
+        let service = SERVICE.replace("port: 80", "port: 12345678901234567890123");
+        assert_eq!(
+            problems(&service),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].port: 12345678901234567890123 is \
+                 out of range 1-65535"
             ]
         );
     }

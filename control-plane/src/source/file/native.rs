@@ -22,6 +22,7 @@ use super::{
     error::Problem,
     place::Place,
     recover::{self, Recovered},
+    value::wide_integer,
 };
 use crate::{
     model::{
@@ -49,7 +50,8 @@ const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_RISE: i64 = 2;
 const DEFAULT_FALL: i64 = 3;
-const MAX_THRESHOLD: i64 = 100;
+/// The most successes or failures a health check counts (`rise`, `fall`).
+pub(super) const MAX_THRESHOLD: i64 = 100;
 
 // `expecting`: what a value of the wrong type is compared with, in the
 // format's words rather than the struct's name ("a list is not a frontend
@@ -237,6 +239,9 @@ pub(super) fn read(place: &Place, doc: &Mapping, problems: &mut Vec<Problem>) ->
 /// A mapping key as it was written, for a message: `~` for null, the number
 /// or boolean, the string quoted, or what else it is.
 pub(super) fn key_text(key: &Value) -> String {
+    if let Some(digits) = wide_integer(key) {
+        return format!("`{digits}`");
+    }
     match key {
         Value::Null => "`~` (null)".to_owned(),
         Value::Bool(b) => format!("`{b}`"),

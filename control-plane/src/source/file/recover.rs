@@ -22,8 +22,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     error::Problem,
-    native::key_text,
+    native::{MAX_THRESHOLD, MAX_WEIGHT, key_text},
     place::{Place, Step},
+    value::wide_integer,
 };
 use crate::source::kube::{
     NODE_PORT_RANGE,
@@ -439,12 +440,17 @@ fn unknown_field(message: &str) -> Option<&str> {
 }
 
 /// What a number in a field holds, to name it and its range: ports by their
-/// Kubernetes and native names.
+/// Kubernetes and native names, and the native format's other numbers (no
+/// Kubernetes field of the file has their names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NumberField {
     Port,
     NodePort,
     Seconds,
+    /// A backend's `weight`.
+    Weight,
+    /// A health check's `rise` or `fall`.
+    Threshold,
     Whole,
 }
 
@@ -454,6 +460,8 @@ impl NumberField {
             Some("port" | "targetPort" | "containerPort") => Self::Port,
             Some("nodePort" | "healthCheckNodePort") => Self::NodePort,
             Some("timeoutSeconds") => Self::Seconds,
+            Some("weight") => Self::Weight,
+            Some("rise" | "fall") => Self::Threshold,
             _ => Self::Whole,
         }
     }
@@ -467,13 +475,14 @@ impl NumberField {
                 NODE_PORT_RANGE.end()
             ),
             Self::Seconds => "a whole number of seconds".to_owned(),
-            Self::Whole => "a whole number".to_owned(),
+            Self::Weight | Self::Threshold | Self::Whole => "a whole number".to_owned(),
         }
     }
 
-    /// `n` is out of the range of the field's type: the range of what it
-    /// holds, when known (as the checks of the value say it).
-    fn out_of_range(self, n: &serde_yaml_ng::Number) -> String {
+    /// `n` is out of the range of the field's type (or of any number, wider
+    /// than 64 bits): the range of what it holds, when known, as the checks
+    /// of a value in the type's range say it.
+    fn out_of_range(self, n: &dyn std::fmt::Display) -> String {
         match self {
             Self::Port => format!("{n} is out of range 1-65535"),
             Self::NodePort => format!(
@@ -482,6 +491,8 @@ impl NumberField {
                 NODE_PORT_RANGE.end()
             ),
             Self::Seconds => format!("{n} is out of range 1-{MAX_AFFINITY_TIMEOUT_SECS}"),
+            Self::Weight => format!("{n} is out of range 1-{MAX_WEIGHT}"),
+            Self::Threshold => format!("{n} is out of range 1-{MAX_THRESHOLD}"),
             Self::Whole => format!("{n} is out of range"),
         }
     }
@@ -526,6 +537,11 @@ fn plain(message: &str, written: Option<&Value>, field: Option<&str>) -> String 
         && !n.is_f64()
     {
         return number.out_of_range(n);
+    }
+    if let Some(digits) = written.and_then(wide_integer)
+        && is_integer(expected)
+    {
+        return number.out_of_range(&digits);
     }
     let mut out = format!(
         "{} is not {}",
@@ -652,6 +668,9 @@ fn unexpected_text(unexpected: &str) -> String {
 /// A value as a message names it: numbers and booleans as written, text
 /// quoted and called text (`80` in quotes is no number).
 fn describe(value: &Value) -> String {
+    if let Some(digits) = wide_integer(value) {
+        return digits;
+    }
     match value {
         Value::Null => "an empty value (null)".to_owned(),
         Value::Bool(b) => b.to_string(),
@@ -731,7 +750,8 @@ weight: 99999999999
                 "x.frontends[1]: 7 is not a mapping",
                 "x.frontends[2].address: required",
                 "x.source_nat: the text `yes please` is not true or false",
-                "x.weight: 99999999999 is out of range",
+                // A weight's range, as the native checks say it.
+                "x.weight: 99999999999 is out of range 1-10000",
             ]
         );
         // The repaired value deserialised, and each repair is known.
