@@ -153,7 +153,7 @@ fn the_error_example_reports_every_problem_with_its_place() {
         "services[2].session_affinity.timeout: `2d` is out of range 1s-1day",
         "services[2].health_check.path: required for an http check: the path to GET, like \
          /healthz",
-        "services[2].health_check.timeout: 1s must be shorter than the interval (1s)",
+        "services[2].health_check.timeout: `1s` must be shorter than the interval (`1s`)",
         "services[5].frontends[0].weigth: unknown field: the fields here are `address`, `port`, \
          `kind`",
         "documents[1] (Service default/web): spec.clusterIP: `198.18.100.300` is not an IP \

@@ -2551,7 +2551,7 @@ services: web
         );
         assert_eq!(
             case("      type: client_ip\n      timeout: 1500ms\n"),
-            ["services[0].session_affinity.timeout: 1s 500ms is not a whole number of seconds"]
+            ["services[0].session_affinity.timeout: `1500ms` is not a whole number of seconds"]
         );
         assert_eq!(
             case("      type: client_ip\n      timeout: soon\n"),
@@ -2611,9 +2611,23 @@ services: web
                 "services[0].health_check.fall: 101 is out of range 1-100",
             ]
         );
+        // Durations are echoed as written; a default is named as one, and
+        // the problem is that of what was written.
+        assert_eq!(
+            case("      type: tcp\n      interval: 1s\n      timeout: 1000ms\n"),
+            ["services[0].health_check.timeout: `1000ms` must be shorter than the interval (`1s`)"]
+        );
+        assert_eq!(
+            case("      type: tcp\n      timeout: 1m 30s\n"),
+            [
+                "services[0].health_check.timeout: `1m 30s` must be shorter than the interval (2s, the default)"
+            ]
+        );
         assert_eq!(
             case("      type: tcp\n      interval: 1s\n"),
-            ["services[0].health_check.timeout: 1s must be shorter than the interval (1s)"]
+            [
+                "services[0].health_check.interval: `1s` must be longer than the timeout (1s, the default)"
+            ]
         );
         assert_eq!(
             case("      type: tcp\n      interval: 2h\n"),

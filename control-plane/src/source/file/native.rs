@@ -729,6 +729,15 @@ fn read_duration(
     Some(value)
 }
 
+/// A duration for a message: as written, quoted (`` `1500ms` ``), or the
+/// `default` that stands for it, named as one (`2s, the default`).
+fn duration_text(raw: Option<&DurationText>, default: Duration) -> String {
+    match raw {
+        Some(DurationText(text)) => quoted(text),
+        None => format!("{}, the default", humantime::format_duration(default)),
+    }
+}
+
 fn read_affinity(
     raw: &RawAffinity,
     place: &Place,
@@ -760,7 +769,7 @@ fn read_affinity(
             place.key("timeout"),
             format!(
                 "{} is not a whole number of seconds",
-                humantime::format_duration(timeout)
+                duration_text(raw.timeout.as_ref(), DEFAULT_AFFINITY_TIMEOUT)
             ),
         ));
         return None;
@@ -868,14 +877,20 @@ fn read_health_check(
         && timeout >= interval
     {
         // A probe still running when the next one is due would overlap it.
-        problems.push(Problem::new(
-            place.key("timeout"),
-            format!(
-                "{} must be shorter than the interval ({})",
-                humantime::format_duration(timeout),
-                humantime::format_duration(interval)
+        // The problem is the timeout's, unless it was left to its default
+        // (the defaults themselves fit).
+        let interval = duration_text(raw.interval.as_ref(), DEFAULT_INTERVAL);
+        let timeout = duration_text(raw.timeout.as_ref(), DEFAULT_PROBE_TIMEOUT);
+        problems.push(match raw.timeout {
+            Some(_) => Problem::new(
+                place.key("timeout"),
+                format!("{timeout} must be shorter than the interval ({interval})"),
             ),
-        ));
+            None => Problem::new(
+                place.key("interval"),
+                format!("{interval} must be longer than the timeout ({timeout})"),
+            ),
+        });
     }
     let rise = read_threshold(raw.rise, place.key("rise"), DEFAULT_RISE, problems);
     let fall = read_threshold(raw.fall, place.key("fall"), DEFAULT_FALL, problems);
