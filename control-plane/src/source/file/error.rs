@@ -14,6 +14,12 @@ pub struct Problem {
     pub place: Place,
     /// What is wrong, and what would be right.
     pub message: String,
+    /// The key that what is written here was probably meant for: `port`,
+    /// for a misspelt `prot` or for the port in `address: 198.19.0.1:80`.
+    /// When that key is required and was left out, this problem says so
+    /// (`` (`port` is required) ``) and the key has no problem of its own:
+    /// one mistake, one problem.
+    pub(super) meant_for: Option<Place>,
 }
 
 impl Problem {
@@ -24,6 +30,22 @@ impl Problem {
         Self {
             place,
             message: one_line(message.into()),
+            meant_for: None,
+        }
+    }
+
+    /// This problem, about what was probably meant for the key at `place`
+    /// (see [`Problem::meant_for`]).
+    pub(super) fn meant_for(mut self, place: Place) -> Self {
+        self.meant_for = Some(place);
+        self
+    }
+
+    /// Says that the key this problem's value was meant for is required and
+    /// was left out: its problem, taken into this one.
+    pub(super) fn and_required(&mut self) {
+        if let Some(key) = self.meant_for.take().as_ref().and_then(Place::last_key) {
+            self.message = one_line(format!("{} (`{key}` is required)", self.message));
         }
     }
 }

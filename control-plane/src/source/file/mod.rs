@@ -12,6 +12,7 @@ mod error;
 mod native;
 mod place;
 mod recover;
+mod suggest;
 mod syntax;
 mod value;
 
@@ -315,12 +316,16 @@ fn read_kube(
             place.clone(),
             "a List cannot hold a List: put its items in the outer one",
         )),
-        (None, _) => problems.push(Problem::new(
-            place.key("apiVersion"),
+        (None, _) => problems.push(left_out(
+            place,
+            &value,
+            "apiVersion",
             "required: v1 for a Service or List, discovery.k8s.io/v1 for an EndpointSlice",
         )),
-        (_, None) => problems.push(Problem::new(
-            place.key("kind"),
+        (_, None) => problems.push(left_out(
+            place,
+            &value,
+            "kind",
             "required: Service, EndpointSlice or List",
         )),
         (Some(version), Some(kind @ ("Service" | "List"))) => problems.push(Problem::new(
@@ -353,6 +358,25 @@ fn read_kube(
                 if in_list { "" } else { " or a v1 List of them" }
             ),
         )),
+    }
+}
+
+/// The problem of the required key `field` of the object `value` (at
+/// `place`), left out: `why` at its place, or, when a key written is close
+/// to it (`apiVerison`), at that key, which was probably meant for it.
+fn left_out(place: &Place, value: &Value, field: &str, why: &str) -> Problem {
+    let misspelt = value
+        .as_mapping()
+        .into_iter()
+        .flat_map(|map| map.keys())
+        .filter_map(Value::as_str)
+        .find(|key| suggest::closest(key, [field]).is_some());
+    match misspelt {
+        Some(key) => Problem::new(
+            place.key(key),
+            format!("unknown field, did you mean `{field}`? (`{field}` is {why})"),
+        ),
+        None => Problem::new(place.key(field), why),
     }
 }
 
@@ -398,11 +422,12 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
                 Some(Step::Key(field)) => field.as_str(),
                 _ => "",
             };
-            own.push(Problem::new(
-                at.clone(),
-                recover::not_a_number(written, field),
-            ));
-            repaired.add(at);
+            let problem = Problem::new(at.clone(), recover::not_a_number(written, field));
+            match written {
+                None => repaired.add_left_out(at, own.len()),
+                Some(_) => repaired.add(at),
+            }
+            own.push(problem);
         }
     }
     // Those found on the object, which may be about placeholders where the
@@ -424,10 +449,7 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
     let mut unknown = Vec::new();
     unknown_fields(value, &kept, &mut Vec::new(), &mut unknown);
     for path in &unknown {
-        found.push(Problem::new(
-            place.join(path),
-            "unknown field (not in the Kubernetes 1.33 API)",
-        ));
+        found.push(unknown_kube_field(place, path, &repaired));
     }
     for error in validate(&object) {
         found.push(Problem::new(place.field(&error.place), error.message));
@@ -437,6 +459,24 @@ fn checked<T: DeserializeOwned + Serialize + k8s_openapi::Resource>(
     recover::in_file_order(&mut own, value, place);
     problems.extend(own);
     valid.then_some(object)
+}
+
+/// The problem of the key at `path` of the object at `place`, which the
+/// Kubernetes API does not know. The API's field names are not at hand, but
+/// those of the required keys left out of its mapping are: one close to it
+/// (`prot` for `port`) was probably meant, and is asked for, which takes its
+/// problem (`required`) into this one (see [`recover::Repaired::report`]).
+fn unknown_kube_field(place: &Place, path: &[Step], repaired: &recover::Repaired) -> Problem {
+    let at = place.join(path);
+    if let Some((Step::Key(key), parent)) = path.split_last() {
+        let mapping = place.join(parent);
+        if let Some(known) = suggest::closest(key, repaired.left_out_of(&mapping)) {
+            let meant = mapping.key(known);
+            return Problem::new(at, format!("unknown field, did you mean `{known}`?"))
+                .meant_for(meant);
+        }
+    }
+    Problem::new(at, "unknown field (not in the Kubernetes 1.33 API)")
 }
 
 /// The numbers the Kubernetes API requires that k8s-openapi holds as a plain
@@ -1793,8 +1833,7 @@ services:
                 // Left out: at its mapping, before what the mapping holds.
                 "services[1].health_check.type: required",
                 // The key is not echoed in the message, but it is in the place.
-                "services[1].health_check.pa\\rth: unknown field: the fields here are `type`, \
-                 `path`, `port`, `interval`, `timeout`, `rise`, `fall`",
+                "services[1].health_check.pa\\rth: unknown field, did you mean `path`?",
             ]
         );
     }
@@ -1865,12 +1904,101 @@ servics: []
                 "services[3].frontends: the text `198.18.100.4` is not a list",
                 "services[4].name: required",
                 "services[4].frontends: a service needs at least one frontend (address and port)",
+                // `services` is written too.
                 "servics: unknown key: the native document has `node` and `services`",
             ]
         );
         assert_eq!(
             problems("services: web\n"),
             ["services: must be a list of services (`- name: ...`)"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_asks_for_the_known_one_it_is_close_to() {
+        let frontend = |fields: &str| {
+            problems(&web(&format!(
+                "    frontends:\n      - {{address: 198.19.0.1, {fields}}}\n"
+            )))
+        };
+        // A required key left out and a key close to it: one problem, the
+        // misspelling's.
+        assert_eq!(
+            frontend("prot: 80"),
+            [
+                "services[0].frontends[0].prot: unknown field, did you mean `port`? (`port` is \
+                 required)"
+            ]
+        );
+        assert_eq!(
+            frontend("port: 80, kidn: vip"),
+            ["services[0].frontends[0].kidn: unknown field, did you mean `kind`?"]
+        );
+        // Not a key that was written, nor one too far from it.
+        assert_eq!(
+            frontend("port: 80, prot: 81, weigth: 1"),
+            [
+                "services[0].frontends[0].prot: unknown field: the fields here are `address`, \
+                 `port`, `kind`",
+                "services[0].frontends[0].weigth: unknown field: the fields here are `address`, \
+                 `port`, `kind`",
+            ]
+        );
+        assert_eq!(
+            problems(&web(&format!(
+                "{ONE_FRONTEND}    health_check:\n      type: tcp\n      interv: 5s\n    \
+                 protocl: UDP\n"
+            ))),
+            [
+                "services[0].health_check.interv: unknown field, did you mean `interval`?",
+                "services[0].protocl: unknown field, did you mean `protocol`?",
+            ]
+        );
+        assert_eq!(
+            problems("servics: []\nnod: {}\n"),
+            [
+                "servics: unknown key, did you mean `services`?",
+                "nod: unknown key, did you mean `node`?",
+            ]
+        );
+        // A missing key is still required when no key was taken for it.
+        assert_eq!(
+            frontend("x: 80"),
+            [
+                "services[0].frontends[0].port: required",
+                "services[0].frontends[0].x: unknown field: the fields here are `address`, \
+                 `port`, `kind`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frontend_address_with_a_port_says_where_the_port_goes() {
+        let frontends = |lines: &str| problems(&web(&format!("    frontends:\n{lines}")));
+        assert_eq!(
+            frontends("      - address: 198.19.0.1:80\n"),
+            [
+                "services[0].frontends[0].address: `198.19.0.1:80` is not an IP address: a \
+                 frontend's port goes in `port`: `address: 198.19.0.1`, `port: 80` (`port` is \
+                 required)"
+            ]
+        );
+        assert_eq!(
+            frontends("      - address: \"[2001:2::1]:443\"\n        port: 443\n"),
+            [
+                "services[0].frontends[0].address: `[2001:2::1]:443` is not an IP address: a \
+                 frontend's port goes in `port`: `address: 2001:2::1`, `port: 443`"
+            ]
+        );
+        // The port is required once, where it was misspelt.
+        assert_eq!(
+            frontends("      - {address: 198.19.0.1:80, prot: 80}\n"),
+            [
+                "services[0].frontends[0].address: `198.19.0.1:80` is not an IP address: a \
+                 frontend's port goes in `port`: `address: 198.19.0.1`, `port: 80`",
+                "services[0].frontends[0].prot: unknown field, did you mean `port`? (`port` is \
+                 required)",
+            ]
         );
     }
 
@@ -1892,8 +2020,7 @@ servics: []
         assert_eq!(
             problems(&text),
             [
-                "services[0].protocl: unknown field: the fields here are `name`, `protocol`, `mode`, \
-                 `frontends`, `backends`, `session_affinity`, `health_check`, `source_nat`",
+                "services[0].protocl: unknown field, did you mean `protocol`?",
                 "services[0].frontends[0].port: the text `eighty` is not a port number (1-65535)",
                 "services[0].frontends[1].address: `198.18.100.300` is not an IP address",
                 "services[0].frontends[1].port: 70000 is out of range 1-65535",
@@ -2049,9 +2176,7 @@ spec:
             problems(&text),
             [
                 "services[0].mode: `fast` is not a mode: use nat or dsr",
-                "services[0][\"health.check\"]: unknown field: the fields here are `name`, \
-                 `protocol`, `mode`, `frontends`, `backends`, `session_affinity`, \
-                 `health_check`, `source_nat`",
+                "services[0][\"health.check\"]: unknown field, did you mean `health_check`?",
                 "services[0].frontends[0].address: `198.18.100.300` is not an IP address",
             ]
         );
@@ -3023,6 +3148,12 @@ items:
   - apiVersion: v1
     kind: List
     items: []
+---
+kind: Service
+apiVerison: v1
+---
+apiVersion: v1
+knid: Service
 ";
         assert_eq!(
             problems(text),
@@ -3047,6 +3178,12 @@ items:
                  EndpointSlice",
                 "documents[9].items[1]: a List cannot hold a List: put its items in the outer \
                  one",
+                // A required key left out, and one close to it: one problem.
+                "documents[10].apiVerison: unknown field, did you mean `apiVersion`? \
+                 (`apiVersion` is required: v1 for a Service or List, discovery.k8s.io/v1 for an \
+                 EndpointSlice)",
+                "documents[11].knid: unknown field, did you mean `kind`? (`kind` is required: \
+                 Service, EndpointSlice or List)",
             ]
         );
     }
@@ -3111,6 +3248,18 @@ items:
                  in the Kubernetes 1.33 API)",
                 "documents[0] (Service shop/web): spec.ports[0].nodeport: unknown field (not in \
                  the Kubernetes 1.33 API)",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_kubernetes_field_close_to_a_required_one_left_out_is_one_problem() {
+        let text = SERVICE.replace("      port: 80\n", "      prot: 80\n");
+        assert_eq!(
+            problems(&text),
+            [
+                "documents[0] (Service shop/web): spec.ports[0].prot: unknown field, did you mean \
+                 `port`? (`port` is required)"
             ]
         );
     }

@@ -22,6 +22,7 @@ use super::{
     error::Problem,
     place::Place,
     recover::{self, Recovered},
+    suggest,
     value::wide_integer,
 };
 use crate::{
@@ -208,6 +209,9 @@ pub(super) struct NativeDocument {
     pub(super) services: Vec<NativeService>,
 }
 
+/// The keys of the native document.
+const NATIVE_KEYS: [&str; 2] = ["node", "services"];
+
 /// Reads and validates the native document `doc` (at `place`, `documents[0]`),
 /// adding every problem found to `problems`. Its places start at its root
 /// (`services[2]`), but for the keys of the document itself.
@@ -222,7 +226,13 @@ pub(super) fn read(place: &Place, doc: &Mapping, problems: &mut Vec<Problem>) ->
             }
             Some(other) => problems.push(Problem::new(
                 root.key(other),
-                "unknown key: the native document has `node` and `services`",
+                match suggest::closest(
+                    other,
+                    NATIVE_KEYS.into_iter().filter(|k| !doc.contains_key(k)),
+                ) {
+                    Some(known) => format!("unknown key, did you mean `{known}`?"),
+                    None => "unknown key: the native document has `node` and `services`".to_owned(),
+                },
             )),
             None => problems.push(Problem::new(
                 place.clone(),
@@ -512,7 +522,19 @@ fn read_frontends(
             .ok();
         let addr = match parse_ip(&f.address, Origin::File) {
             Err(e) => {
-                problems.push(Problem::new(at.key("address"), e));
+                problems.push(match f.address.parse::<SocketAddr>() {
+                    // A backend's way of writing it.
+                    Ok(with_port) => Problem::new(
+                        at.key("address"),
+                        format!(
+                            "{e}: a frontend's port goes in `port`: `address: {}`, `port: {}`",
+                            with_port.ip(),
+                            with_port.port()
+                        ),
+                    )
+                    .meant_for(at.key("port")),
+                    Err(_) => Problem::new(at.key("address"), e),
+                });
                 None
             }
             Ok(ip) => match first_family {

@@ -183,6 +183,14 @@ impl Place {
         self.after(outer).is_some()
     }
 
+    /// The key this place ends with, if it ends with one that is text.
+    pub(super) fn last_key(&self) -> Option<&str> {
+        match self.path.last() {
+            Some(Step::Key(key)) if self.detail.is_none() => Some(key),
+            _ => None,
+        }
+    }
+
     /// Whether this is the file as a whole.
     pub(super) fn is_empty(&self) -> bool {
         self.document.is_none() && self.path.is_empty() && self.detail.is_none()

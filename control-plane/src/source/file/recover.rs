@@ -24,6 +24,7 @@ use super::{
     error::Problem,
     native::{MAX_THRESHOLD, MAX_WEIGHT, key_text},
     place::{Place, Step},
+    suggest,
     value::wide_integer,
 };
 use crate::source::kube::{
@@ -56,24 +57,30 @@ pub(super) struct Recovered<T> {
 
 /// Places where what was written was replaced.
 #[derive(Debug, Default)]
-pub(super) struct Repaired(Vec<Place>);
+pub(super) struct Repaired {
+    /// Where a placeholder, or nothing, stands for what was written.
+    places: Vec<Place>,
+    /// The required keys left out (among `places`), each with the index of
+    /// its problem (`required`) in the list [`deserialize`] added to.
+    left_out: Vec<(Place, usize)>,
+}
 
 impl Repaired {
     /// Whether nothing was: what was written deserialised as it is.
     pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.places.is_empty()
     }
 
     /// Whether `place` is a repaired place or inside one.
     fn holds(&self, place: &Place) -> bool {
-        self.0.iter().any(|repaired| place.within(repaired))
+        self.places.iter().any(|repaired| place.within(repaired))
     }
 
     /// Whether a problem at `place` may be about a placeholder: at a
     /// repaired place, inside one, or holding one (a port whose number was
     /// repaired can clash with another port that has the same number).
     pub(super) fn touches(&self, place: &Place) -> bool {
-        self.0
+        self.places
             .iter()
             .any(|repaired| place.within(repaired) || repaired.within(place))
     }
@@ -81,13 +88,49 @@ impl Repaired {
     /// Records `place` as one whose problem is reported and where the value
     /// the checks see is not what was written.
     pub(super) fn add(&mut self, place: Place) {
-        self.0.push(place);
+        self.places.push(place);
+    }
+
+    /// Records the required key at `place` as left out, its problem being
+    /// `problems[index]` in the list [`deserialize`] added to.
+    pub(super) fn add_left_out(&mut self, place: Place, index: usize) {
+        self.left_out.push((place.clone(), index));
+        self.places.push(place);
+    }
+
+    /// The required keys of the mapping at `mapping` that were left out.
+    pub(super) fn left_out_of<'a>(&'a self, mapping: &'a Place) -> impl Iterator<Item = &'a str> {
+        self.left_out
+            .iter()
+            .filter_map(|(place, _)| match place.after(mapping) {
+                Some([Step::Key(key)]) => Some(key.as_str()),
+                _ => None,
+            })
     }
 
     /// Adds to `problems` those of `found` (from checking the repaired value)
-    /// that are about what was written.
+    /// that are about what was written. `problems` is the list
+    /// [`deserialize`] added to, added to since only at its end. A problem
+    /// meant for a required key that was left out (the port in `address:
+    /// 198.19.0.1:80`, see [`Problem::meant_for`]) takes that key's problem
+    /// into its own.
     pub(super) fn report(&self, found: Vec<Problem>, problems: &mut Vec<Problem>) {
-        problems.extend(found.into_iter().filter(|p| !self.touches(&p.place)));
+        let mut taken = Vec::new();
+        for mut problem in found.into_iter().filter(|p| !self.touches(&p.place)) {
+            let left_out = self.left_out.iter().find(|(place, index)| {
+                problem.meant_for.as_ref() == Some(place) && !taken.contains(index)
+            });
+            if let Some((_, index)) = left_out {
+                taken.push(*index);
+                problem.and_required();
+            }
+            problems.push(problem);
+        }
+        // From the last, so that the indexes of the others still hold.
+        taken.sort_unstable();
+        for index in taken.into_iter().rev() {
+            problems.remove(index);
+        }
     }
 }
 
@@ -111,6 +154,8 @@ pub(super) fn deserialize<T: DeserializeOwned>(
         Err(_) => value.clone(),
     };
     let mut repaired = Repaired::default();
+    // The problems this value adds, from here.
+    let start = problems.len();
     for repairs in 0.. {
         let error = match result {
             Ok(object) => {
@@ -141,7 +186,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             }
             // Its own place, as unknown_fields names it, for the checks of
             // the result to leave out.
-            repaired.0.push(at.step(Step::OddKey(key.clone())));
+            repaired.add(at.step(Step::OddKey(key.clone())));
             if !remove_key(&mut value, &parent, &key) {
                 break;
             }
@@ -162,7 +207,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             None => root.join(&known_steps(error.path())),
         };
         // The same place again: its repair did not take.
-        if repaired.0.contains(&at) {
+        if repaired.places.contains(&at) {
             break;
         }
         // Inside a placeholder (`{}` for a mapping lacks its keys), the
@@ -173,9 +218,28 @@ pub(super) fn deserialize<T: DeserializeOwned>(
                 Some(Step::Key(key)) => Some(key.as_str()),
                 _ => None,
             };
-            problems.push(Problem::new(at.clone(), plain(&message, written, field)));
+            let mut problem = Problem::new(at.clone(), plain(&message, written, field));
+            if let (Some(expected), Some(target)) = (unknown_field(&message), &target) {
+                problem = suggest_known(problem, &value, root, target, expected);
+            }
+            // serde finds a key it does not know as it reads the keys, and a
+            // required one missing after: a key taken for this one was
+            // reported already, and its problem says this one is required.
+            let misspelt = missing_field(&message).and_then(|_| {
+                problems[start..]
+                    .iter_mut()
+                    .find(|p| p.meant_for.as_ref() == Some(&at))
+            });
+            match misspelt {
+                Some(misspelt) => misspelt.and_required(),
+                None if missing_field(&message).is_some() => {
+                    repaired.left_out.push((at.clone(), problems.len()));
+                    problems.push(problem);
+                }
+                None => problems.push(problem),
+            }
         }
-        repaired.0.push(at);
+        repaired.add(at);
         let Some(target) = target else {
             break;
         };
@@ -421,6 +485,40 @@ fn remove(value: &mut Value, target: &[Step]) -> bool {
     let before = map.len();
     map.retain(|key, _| !last.names(key));
     map.len() != before
+}
+
+/// `problem`, that of the unknown key at `target` (from `root`, in `value`),
+/// asking whether a key that serde `expected` there was meant ("expected
+/// one of \`address\`, \`port\`"), when one is close to it and was not
+/// written itself: `unknown field, did you mean \`port\`?`.
+fn suggest_known(
+    problem: Problem,
+    value: &Value,
+    root: &Place,
+    target: &[Step],
+    expected: &str,
+) -> Problem {
+    let Some((Step::Key(unknown), parent)) = target.split_last() else {
+        return problem;
+    };
+    let written = match lookup(value, parent).map(untagged) {
+        Some(Value::Mapping(map)) => map.keys().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    // The names between backticks.
+    let known = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|name| !written.contains(name));
+    match suggest::closest(unknown, known) {
+        Some(known) => Problem::new(
+            problem.place,
+            format!("unknown field, did you mean `{known}`?"),
+        )
+        .meant_for(root.join(parent).key(known)),
+        None => problem,
+    }
 }
 
 /// The field of serde's "missing field \`name\`".
@@ -800,11 +898,14 @@ enabled: 1
     fn a_repaired_place_touches_what_is_inside_it_and_what_holds_it() {
         let doc = Place::document(0).object("Service default/web".to_owned());
         let labels = doc.field("metadata.labels");
-        let repaired = Repaired(vec![
-            doc.field("spec.ports[0].port"),
-            doc.field("spec.clusterIP"),
-            labels.key("app"),
-        ]);
+        let repaired = Repaired {
+            places: vec![
+                doc.field("spec.ports[0].port"),
+                doc.field("spec.clusterIP"),
+                labels.key("app"),
+            ],
+            left_out: Vec::new(),
+        };
         for place in [
             doc.field("spec.ports[0].port"),
             doc.field("spec.ports[0]"),
