@@ -200,6 +200,16 @@ struct Documents {
 }
 
 fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
+    if let Some((line, column)) = syntax::too_deep(text) {
+        return Err(vec![Problem::new(
+            Place::default(),
+            format!(
+                "lists or mappings nested more than {} deep at line {line} column {column}: \
+                 not read (no value of the file nests more than a few levels)",
+                syntax::MAX_FLOW_DEPTH
+            ),
+        )]);
+    }
     let mut problems = Vec::new();
     let mut documents = Documents::default();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -1404,6 +1414,19 @@ mod tests {
             Ok(loaded) => panic!("expected problems, got {:?}", loaded.model),
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn collections_nested_past_the_limit_are_refused_before_parsing() {
+        let deep = format!("services: {}", "[".repeat(40_000));
+        assert_eq!(
+            problems(&deep),
+            [format!(
+                "lists or mappings nested more than 256 deep at line 1 column {}: not read (no \
+                 value of the file nests more than a few levels)",
+                11 + 256
+            )]
+        );
     }
 
     fn model(text: &str) -> Model {
