@@ -650,6 +650,7 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
     }
     check_backends(&native.services, &frontends, &mut problems);
     check_endpoints(&slices, &frontends, &mut problems);
+    warn_of_native_services(&native.services, &mut warnings);
     for service in native.services {
         model.services.insert(service.name, service.service);
     }
@@ -667,6 +668,38 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
         },
         problems,
     )
+}
+
+/// Warns of native services that are valid but likely not what was meant:
+/// one whose backends take no new flow (all draining: every new flow is
+/// refused), and a UDP service health-checked on its backends' own ports,
+/// which the probes (a TCP connect, an HTTP GET) reach over TCP, where a
+/// UDP server does not answer: every backend would go down.
+fn warn_of_native_services(services: &[native::NativeService], warnings: &mut Vec<String>) {
+    for named in services {
+        let service = &named.service;
+        let place = named.place();
+        if !service.backends.is_empty()
+            && !service.backends.iter().any(|b| b.state.takes_new_flows())
+        {
+            warnings.push(format!(
+                "{place} ({}): every backend is draining: new flows are refused until one is \
+                 active",
+                named.name
+            ));
+        }
+        if service.protocol == Protocol::Udp
+            && let Some(check) = &service.health_check
+            && check.port.is_none()
+        {
+            warnings.push(format!(
+                "{place} ({}): a UDP service whose health check probes each backend's own port \
+                 over TCP: a backend that answers only UDP there goes down; set \
+                 health_check.port to a TCP port the backends answer on",
+                named.name
+            ));
+        }
+    }
 }
 
 /// Warns of the Services the file has that xlb will not serve (another
@@ -1414,6 +1447,44 @@ mod tests {
             Ok(loaded) => panic!("expected problems, got {:?}", loaded.model),
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn valid_native_services_that_cannot_work_as_meant_are_warned_of() {
+        let text = "\
+services:
+  - name: dns
+    protocol: UDP
+    frontends: [{address: 198.19.0.1, port: 53}]
+    backends: [{address: \"198.18.2.1:53\"}]
+    health_check: {type: tcp}
+  - name: dns-checked-elsewhere
+    protocol: UDP
+    frontends: [{address: 198.19.0.1, port: 54}]
+    backends: [{address: \"198.18.2.1:54\"}]
+    health_check: {type: http, path: /ready, port: 8080}
+  - name: web
+    frontends: [{address: 198.19.0.2, port: 80}]
+    backends:
+      - {address: \"198.18.2.1:80\", state: draining}
+      - {address: \"198.18.2.2:80\", state: draining}
+  - name: api
+    frontends: [{address: 198.19.0.3, port: 80}]
+    backends:
+      - {address: \"198.18.2.1:80\", state: draining}
+      - {address: \"198.18.2.2:80\"}
+";
+        let warnings = parse_with_warnings(text).expect("valid").warnings;
+        assert_eq!(
+            warnings,
+            [
+                "services[0] (dns): a UDP service whose health check probes each backend's own \
+                 port over TCP: a backend that answers only UDP there goes down; set \
+                 health_check.port to a TCP port the backends answer on",
+                "services[2] (web): every backend is draining: new flows are refused until one \
+                 is active",
+            ]
+        );
     }
 
     #[test]
