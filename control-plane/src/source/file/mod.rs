@@ -1450,6 +1450,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frontend_address_in_brackets_is_told_how_an_ipv6_address_is_written() {
+        let text = "\
+services:
+  - name: web
+    frontends: [{address: [2001:2::100], port: 80}, {address: 7, port: 81}]
+    backends: [{address: \"[2001:2::1]:80\"}]
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[0].frontends[0].address: a list is not an IP address (IPv6 without \
+                 brackets, as 2001:2::100)",
+                "services[0].frontends[1].address: 7 is not an IP address (IPv6 without \
+                 brackets, as 2001:2::100)",
+            ]
+        );
+    }
+
+    #[test]
     fn valid_native_services_that_cannot_work_as_meant_are_warned_of() {
         let text = "\
 services:

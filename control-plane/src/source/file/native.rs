@@ -11,6 +11,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
+    marker::PhantomData,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -95,7 +96,7 @@ struct RawService {
     expecting = "a frontend (a mapping with `address` and `port`)"
 )]
 struct RawFrontend {
-    address: String,
+    address: FrontendAddress,
     port: i64,
     kind: Option<String>,
 }
@@ -138,47 +139,56 @@ struct RawHealthCheck {
     fall: Option<i64>,
 }
 
-/// A backend's `ip:port`, as text: the type error for anything else says
-/// how to write one (an unquoted `[v6]:port` is a YAML list).
+/// Text whose type error, for a value that is not text, says what `E`
+/// expects and how to write it (an unquoted `[v6]` is a YAML list).
 #[derive(Debug)]
-struct BackendAddress(String);
+struct Text<E>(String, PhantomData<E>);
 
-impl<'de> Deserialize<'de> for BackendAddress {
+/// What a [`Text`] holds, in the words of a type error.
+trait Expected {
+    const TEXT: &'static str;
+}
+
+impl<'de, E: Expected> Deserialize<'de> for Text<E> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = BackendAddress;
+        struct Visitor<E>(PhantomData<E>);
+        impl<E: Expected> serde::de::Visitor<'_> for Visitor<E> {
+            type Value = Text<E>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address and port, ip:port (IPv6 quoted, as \"[2001:2::1]:80\")")
+                f.write_str(E::TEXT)
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BackendAddress(v.to_owned()))
+            fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Self::Value, Er> {
+                Ok(Text(v.to_owned(), PhantomData))
             }
         }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_str(Visitor(PhantomData))
     }
 }
 
-/// A duration as text with a unit (`2s`, `500ms`, `3h`): a bare number would
-/// leave the unit to guess.
+/// A frontend's address: an unquoted `[2001:2::100]` is a YAML list.
 #[derive(Debug)]
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = DurationText;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration with a unit, like 2s, 500ms or 3h")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(DurationText(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
-    }
+struct Ip;
+impl Expected for Ip {
+    const TEXT: &'static str = "an IP address (IPv6 without brackets, as 2001:2::100)";
 }
+type FrontendAddress = Text<Ip>;
+
+/// A backend's `ip:port`.
+#[derive(Debug)]
+struct IpAndPort;
+impl Expected for IpAndPort {
+    const TEXT: &'static str = "an address and port, ip:port (IPv6 quoted, as \"[2001:2::1]:80\")";
+}
+type BackendAddress = Text<IpAndPort>;
+
+/// A duration with a unit (`2s`, `500ms`, `3h`): a bare number would leave
+/// the unit to guess.
+#[derive(Debug)]
+struct WithUnit;
+impl Expected for WithUnit {
+    const TEXT: &'static str = "a duration with a unit, like 2s, 500ms or 3h";
+}
+type DurationText = Text<WithUnit>;
 
 /// A valid native service and where it was written.
 #[derive(Debug)]
@@ -520,9 +530,9 @@ fn read_frontends(
         let port = port
             .map_err(|e| problems.push(Problem::new(at.key("port"), e)))
             .ok();
-        let addr = match parse_ip(&f.address, Origin::File) {
+        let addr = match parse_ip(&f.address.0, Origin::File) {
             Err(e) => {
-                problems.push(match f.address.parse::<SocketAddr>() {
+                problems.push(match f.address.0.parse::<SocketAddr>() {
                     // A backend's way of writing it.
                     Ok(with_port) => Problem::new(
                         at.key("address"),
@@ -720,7 +730,7 @@ fn read_duration(
     (min, max): (Duration, Duration),
     problems: &mut Vec<Problem>,
 ) -> Option<Duration> {
-    let Some(DurationText(text)) = raw else {
+    let Some(Text(text, _)) = raw else {
         return Some(default);
     };
     let value = match humantime::parse_duration(text) {
@@ -755,7 +765,7 @@ fn read_duration(
 /// `default` that stands for it, named as one (`2s, the default`).
 fn duration_text(raw: Option<&DurationText>, default: Duration) -> String {
     match raw {
-        Some(DurationText(text)) => quoted(text),
+        Some(Text(text, _)) => quoted(text),
         None => format!("{}, the default", humantime::format_duration(default)),
     }
 }
