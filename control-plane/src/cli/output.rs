@@ -253,7 +253,7 @@ pub(crate) fn lb_table(view: &DatapathLbView) -> String {
             &tables_without_frontend(&view.tables_without_frontend),
             "the agent adopts every table it finds in the pinned maps when it starts, and its \
              first sync removes them; one still listed after a successful sync was not written \
-             by this agent (or has a size it never uses), and stays",
+             by this agent, and stays",
         );
     }
     if !view.active_backends_without_table.is_empty() {
@@ -1137,8 +1137,8 @@ Service ID   Service   Table   Backend Address (ID)   State     Slots
                                - (9)                  missing   3
 
 note: the agent adopts every table it finds in the pinned maps when it starts, and its first \
-sync removes them; one still listed after a successful sync was not written by this agent \
-(or has a size it never uses), and stays
+sync removes them; one still listed after a successful sync was not written by this agent, \
+and stays
 
 Active backends no table names (no new flow goes to them; their tracked flows do):
 Backend Address (ID)   Gen   Agent's Status

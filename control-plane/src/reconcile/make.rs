@@ -130,10 +130,10 @@ impl Reconciler {
             let current = self.services.get(&id).and_then(|s| s.table.as_ref());
             let size = self
                 .policy
-                .size_for(service.members.len(), current.map(|t| t.size))
+                .size_for(service.members.len(), current.and_then(|t| t.size))
                 .map_err(table_error(name))?;
             if let Some(t) = current
-                && t.size == size
+                && t.size == Some(size)
                 && t.slots.is_some()
                 && t.members == service.members
             {
@@ -141,12 +141,12 @@ impl Reconciler {
             }
             let slots = self.build(name, size, &service.members)?;
             let table = ProgrammedTable {
-                size,
+                size: Some(size),
                 slots: Some(slots),
                 members: service.members.clone(),
             };
             match current {
-                Some(old) if old.size == size => {
+                Some(old) if old.size == Some(size) => {
                     let new = table.slots.as_deref().unwrap_or_default();
                     let changes: Vec<(u32, u32)> = match &old.slots {
                         Some(old) => (0..)

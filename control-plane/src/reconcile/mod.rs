@@ -188,7 +188,9 @@ impl ProgrammedRanges {
 
 #[derive(Clone, Debug)]
 struct ProgrammedTable {
-    size: TableSize,
+    /// None for a recovered table of a size the policy does not list (an
+    /// earlier agent's): never patched in place, replaced or removed whole.
+    size: Option<TableSize>,
     /// Backend ID per slot; None when recovered (contents not read back).
     slots: Option<Vec<u32>>,
     /// The members the table was built from (address, weight), sorted.
@@ -297,10 +299,10 @@ impl Reconciler {
             r.frontends.insert(key, (id, affinity));
         }
         for &(id, size) in &recovered.tables {
-            let Ok(size) = TableSize::try_from(size) else {
-                // Not a listed size: rewritten as a new table at the next sync.
-                continue;
-            };
+            // A size the policy does not list is adopted too, so that the
+            // first sync replaces it (its service wants a table) or removes
+            // it (nobody claims the service): left out, it stayed pinned.
+            let size = TableSize::try_from(size).ok();
             r.service_ids.adopt(id, 0);
             r.services
                 .entry(id)

@@ -411,6 +411,28 @@ fn a_restarted_reconciler_keeps_ids_and_rewrites_tables_identically() {
 }
 
 #[test]
+fn a_recovered_table_of_a_size_the_policy_does_not_list_is_replaced_or_removed() {
+    let m = model([
+        ("web", service(1, &active(&[1, 2, 3]))),
+        ("api", service(2, &active(&[3, 4]))),
+    ]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &m, &mut t);
+    // An earlier agent's tables, of a size no longer listed: one under
+    // `web`'s ID, one under an ID no frontend names.
+    let web = r.service_id(&ServiceName("web".into())).expect("web's ID");
+    let unlisted = 12;
+    t.tables.insert(web, vec![1; unlisted]);
+    t.tables.insert(4000, vec![1; unlisted]);
+
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), SIZES, &recovered(&t));
+    let report = sync(&mut restarted, &m, &mut t);
+    assert_eq!(report.tables_swapped, 1, "web's table replaced whole");
+    assert!(!t.tables.contains_key(&4000), "{:?}", t.tables.keys());
+    assert_programs(&restarted, &m, &t);
+}
+
+#[test]
 fn a_restarted_reconciler_deletes_the_flows_of_frontends_removed_before_the_restart() {
     let both = model([
         ("web", service(1, &active(&[1, 2]))),
