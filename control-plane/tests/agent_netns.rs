@@ -1010,6 +1010,47 @@ fn a_first_file_refused_on_a_fresh_node_pins_nothing() {
     );
 }
 
+/// The agent sets `accept_local` on its interfaces where `/proc/sys` is
+/// read-only, as a container runtime mounts it in an unprivileged container
+/// (the DaemonSet's): over rtnetlink, not by writing the file.
+#[test]
+fn accept_local_is_set_with_proc_sys_read_only() {
+    // `xlb` behind a wrapper that, in a mount namespace of its own (inside
+    // the one `ip netns exec` made), makes /proc/sys read-only first.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let wrapper = dir.path().join("xlb-ro-proc-sys");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare --mount --propagation private sh -c \
+             'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+             exec \"$0\" \"$@\"' {XLB} \"$@\"\n"
+        ),
+    )
+    .expect("the wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut rig = AgentRig::build(&wrapper).expect("rig");
+    let all = backends(&rig, &(0..BACKENDS).collect::<Vec<_>>(), BACKEND_PORT);
+    rig.write_config(&config(&[service("web", "TCP", VIP_PORT, &all, false)]))
+        .expect("config");
+    let accept_local = |rig: &AgentRig, dev: &str| {
+        rig.lb()
+            .sysctl(&format!("net.ipv4.conf.{dev}.accept_local"))
+            .expect("sysctl")
+    };
+    for dev in INTERFACES {
+        assert_eq!(accept_local(&rig, dev), "0", "{dev}: a fresh namespace's");
+    }
+    rig.start_agent(&[]).unwrap_or_else(|e| panic!("{e:#}"));
+    for dev in INTERFACES {
+        assert_eq!(accept_local(&rig, dev), "1", "{dev}: {}", rig.agent_log());
+    }
+}
+
 /// `xlb bpf lb list -o json`.
 fn datapath_lb(rig: &AgentRig) -> DatapathLbView {
     serde_json::from_value(

@@ -10,6 +10,8 @@ use std::{
 };
 
 use anyhow::Context as _;
+use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec};
 use xdp_lb::{Config, Datapath};
 
 use super::{core::Core, locked};
@@ -101,9 +103,27 @@ fn first_addresses(
 /// addresses when it arrives on `iface`: `xdp_lb` hands a source-NAT packet
 /// to the kernel while its next hop's MAC is unknown, and without this the
 /// kernel drops it as a martian and never resolves the neighbour.
-pub(super) fn accept_local(iface: &str) -> anyhow::Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
-    std::fs::write(&path, "1").with_context(|| format!("writing {path}"))
+///
+/// Set over rtnetlink (`IFLA_INET_CONF`, as `CAP_NET_ADMIN` allows), not by
+/// writing `/proc/sys/net/ipv4/conf/<iface>/accept_local`: a container
+/// runtime mounts `/proc/sys` read-only in an unprivileged container, as the
+/// DaemonSet's agent is, and the write failed there.
+pub(super) async fn accept_local(iface: &str) -> anyhow::Result<()> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening a netlink socket")?;
+    let connection = tokio::spawn(connection);
+    // A request carries only the values that are not 0: accept_local alone.
+    let mut conf = InetDevConf::default();
+    conf.accept_local = 1;
+    let message = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(iface)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::DevConfRequest(conf),
+        ])]))
+        .build();
+    let set = handle.link().set(message).execute().await;
+    connection.abort();
+    set.with_context(|| format!("setting net.ipv4.conf.{iface}.accept_local to 1"))
 }
 
 /// Where the uplinks' egress links (`tc_lb_uplink`, for what the node

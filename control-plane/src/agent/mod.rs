@@ -260,7 +260,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let uplink_links = fabric::uplink_link_dir(&options.pin_dir);
     fabric::forget_dropped_interfaces(&options.interfaces, &links, &uplink_links)?;
     for iface in &options.interfaces {
-        fabric::accept_local(iface)?;
+        fabric::accept_local(iface).await?;
         let attached = core
             .datapath
             .attach_pinned(ProgramName::XdpLb, iface, mode, &links)
