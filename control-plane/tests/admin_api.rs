@@ -320,14 +320,16 @@ impl Admin for FakeAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(self.status.clone())
     }
-    /// Answers `max` events at once, after `empty_reads` reads without.
+    /// Answers `max` events at once, after `empty_reads` reads without;
+    /// the events of read `n` (from 0) happened at `1000 n + i` ns.
     fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
-        if self.event_calls.fetch_add(1, Ordering::Relaxed) < self.empty_reads {
+        let call = self.event_calls.fetch_add(1, Ordering::Relaxed);
+        if call < self.empty_reads {
             return Ok(Vec::new());
         }
         Ok((0..max)
             .map(|i| FlowEventView {
-                time_ns: i as u64,
+                time_ns: 1000 * call as u64 + i as u64,
                 kind: "new_flow".into(),
                 protocol: Some(Protocol::Tcp),
                 client: Some(addr("198.18.50.77:40000")),
@@ -791,6 +793,24 @@ async fn events_wait_for_the_first_events_or_the_deadline() {
         .expect("events");
     assert!(events.is_empty());
     assert!(fake.event_calls.load(Ordering::Relaxed) >= 2);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn events_since_a_time_drop_the_older_ones_the_ring_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    // Every read is full: three reads of events older than `since`, then
+    // the ones asked for, read without waiting between.
+    let fake = Arc::new(FakeAdmin::with_empty_reads(0));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let events = AdminClient::new(&socket)
+        .events_since(4, Duration::from_millis(20), 3000)
+        .await
+        .expect("events");
+    let times: Vec<u64> = events.iter().map(|e| e.time_ns).collect();
+    assert_eq!(times, [3000, 3001, 3002, 3003]);
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
     served.stop().await;
 }
 

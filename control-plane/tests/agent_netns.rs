@@ -1515,27 +1515,49 @@ fn observe_shows_each_new_flow_and_its_backend() {
         .expect("config");
     rig.start_agent(&["--flow-event-sampling", "1"])
         .expect("agent");
+    // Flows before `observe` starts: it shows none of them, only what
+    // happens once it runs.
     let (_, failures) = echo_requests(&rig, REQUESTS);
     assert!(failures.is_empty(), "{failures:?}");
+    let started =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).expect("the clock");
+    let started_ns = started.tv_sec() as u64 * 1_000_000_000 + started.tv_nsec() as u64;
 
     let count = REQUESTS.to_string();
-    let json = rig
-        .xlb_ok(&[
-            "observe",
-            "--count",
-            &count,
-            "--duration",
-            "10s",
-            "-o",
-            "json",
-        ])
-        .expect("xlb observe");
+    let json = std::thread::scope(|scope| {
+        let observe = scope.spawn(|| {
+            rig.xlb_ok(&[
+                "observe",
+                "--count",
+                &count,
+                "--duration",
+                "10s",
+                "-o",
+                "json",
+            ])
+        });
+        // Requests until it has seen its count (it starts at some point
+        // among them), bounded.
+        for _ in 0..200 {
+            if observe.is_finished() {
+                break;
+            }
+            let (_, failures) = echo_requests(&rig, 1);
+            assert!(failures.is_empty(), "{failures:?}");
+        }
+        observe.join().expect("the observe thread")
+    })
+    .expect("xlb observe");
     let events: Vec<FlowEventView> = json
         .lines()
         .map(|line| serde_json::from_str(line).expect("one event per line"))
         .collect();
     assert_eq!(events.len(), REQUESTS, "{json}");
     for event in &events {
+        assert!(
+            event.time_ns >= started_ns,
+            "an event from before: {event:?}"
+        );
         assert_eq!(event.kind, "new_flow", "{event:?}");
         assert_eq!(event.service.as_deref(), Some("web"), "{event:?}");
         assert_eq!(event.frontend, rig.vip_addr(VIP_PORT), "{event:?}");

@@ -143,7 +143,22 @@ impl AdminClient {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<FlowEventView>, ClientError> {
-        let route = format!("/v1/events?max={max}&wait_ms={}", wait.as_millis());
+        self.events_since(max, wait, 0).await
+    }
+
+    /// `GET /v1/events?since_ns=`: [`Self::events`], of those that happened
+    /// at `since_ns` (`CLOCK_MONOTONIC_COARSE`) or later; the older ones the
+    /// ring still holds are dropped.
+    pub async fn events_since(
+        &self,
+        max: usize,
+        wait: Duration,
+        since_ns: u64,
+    ) -> Result<Vec<FlowEventView>, ClientError> {
+        let route = format!(
+            "/v1/events?max={max}&wait_ms={}&since_ns={since_ns}",
+            wait.as_millis()
+        );
         // The call itself may take `wait`: the client's timeout comes on top.
         let patient = Self {
             socket: self.socket.clone(),

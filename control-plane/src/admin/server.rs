@@ -499,6 +499,12 @@ const EVENTS_POLL: Duration = Duration::from_millis(50);
 struct EventsQuery {
     max: usize,
     wait_ms: u64,
+    /// Only events from then on (`CLOCK_MONOTONIC_COARSE`, the datapath's
+    /// clock for them, in ns): older ones are read and dropped. The ring
+    /// holds what no reader took, thousands of events when nobody watched,
+    /// and while it is full the datapath writes no new one.
+    #[serde(default)]
+    since_ns: u64,
 }
 
 /// What the waiting `/v1/events` calls share.
@@ -535,8 +541,20 @@ async fn events(
     let mut stopping = readers.stopping.clone();
     loop {
         let max = query.max;
-        let read = blocking(Arc::clone(&admin), move |a| a.events(max)).await;
+        let read = blocking(Arc::clone(&admin), move |a| a.events(max))
+            .await
+            .map(|mut events| {
+                let full = events.len() == max;
+                events.retain(|e| e.time_ns >= query.since_ns);
+                (events, full)
+            });
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = match read {
+            // All of a full read was older: more of that backlog is likely
+            // behind it, read at once rather than after a poll.
+            Ok((events, true)) if events.is_empty() && !left.is_zero() => continue,
+            read => read.map(|(events, _)| events),
+        };
         match read {
             Ok(events) if events.is_empty() && !left.is_zero() && !*stopping.borrow() => {
                 // Without a sender (`router`), `changed` fails at once:

@@ -680,6 +680,12 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
              (one new flow or drop in N)"
         );
     }
+    // Only what happens from now on: the ring holds what nobody read
+    // before, thousands of events when nobody watched.
+    let since = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .context("reading the clock")?;
+    let since_ns = u64::try_from(since.tv_sec()).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(since.tv_nsec()).unwrap_or(0);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -705,7 +711,7 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
                 signal.context("waiting for Ctrl-C")?;
                 return Ok(());
             }
-            events = client.events(batch(left), wait) => {
+            events = client.events_since(batch(left), wait, since_ns) => {
                 events.context("reading flow events")?
             }
         };
