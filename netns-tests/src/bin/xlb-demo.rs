@@ -20,6 +20,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use clap::Parser;
 use netns_tests::{
     agent_rig::{AgentRig, BACKEND_PORT, BACKENDS, VIP_PORT, backend_name, backend_named},
     http::http_get,
@@ -34,7 +35,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The backend the demo drains.
 const DRAINED: usize = 1;
 
+/// The xlb agent balancing HTTP in a throwaway rig of network namespaces: a
+/// client, the load balancer and three backends. Sends 30 requests through
+/// the VIP, drains one backend live, sends 30 more, then removes everything.
+/// Needs root; touches nothing outside the rig (addresses from
+/// 198.18.0.0/15). Exits 0 only when every request was answered and the
+/// drained backend got none. No options.
+#[derive(Parser)]
+#[command(name = "xlb-demo", version)]
+struct Args {}
+
 fn main() -> ExitCode {
+    let Args {} = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
