@@ -244,8 +244,20 @@ impl Admin for FakeAdmin {
             flow_event_sampling: Some(self.sampling),
         })
     }
+    /// The events, as if they had just happened: `xlb observe` shows only
+    /// what happens once it runs.
     fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
-        Ok(events().into_iter().take(max).collect())
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+            .expect("the clock");
+        let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+        Ok(events()
+            .into_iter()
+            .take(max)
+            .map(|e| FlowEventView {
+                time_ns: now_ns + e.time_ns,
+                ..e
+            })
+            .collect())
     }
 }
 
@@ -352,16 +364,16 @@ fn service_list_json_is_the_api_document() {
 }
 
 #[test]
-fn service_list_table_is_cilium_shaped() {
+fn service_list_table_names_the_service_and_its_backend_ids() {
     let agent = FakeAgent::start();
     let table = stdout(&agent.xlb(&["service", "list"]));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines,
         [
-            "ID   Frontend              Service Type   Backend",
-            "1    198.18.100.1:80/TCP   VIP            1 => 198.18.2.1:8080/TCP (active)",
-            "                                          2 => 198.18.2.2:8080/TCP (draining)",
+            "ID   Name               Frontend              Service Type   Backend",
+            "1    default/web:http   198.18.100.1:80/TCP   VIP            5 => 198.18.2.1:8080/TCP (active)",
+            "                                                             6 => 198.18.2.2:8080/TCP (draining)",
         ]
     );
 }
@@ -424,6 +436,10 @@ fn observe_prints_a_line_per_event_until_its_count() {
     let lines: Vec<FlowEventView> = json
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .map(|e: FlowEventView| FlowEventView {
+            time_ns: events()[0].time_ns,
+            ..e
+        })
         .collect();
     assert_eq!(lines, events()[..1]);
 }

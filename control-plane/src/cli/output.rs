@@ -142,16 +142,21 @@ fn kind_name(kind: FrontendKind) -> &'static str {
     }
 }
 
-/// `1 => 198.18.2.5:8080/TCP (active)` per backend, numbered within the
-/// service as `cilium service list` does.
+/// `5 => 198.18.2.5:8080/TCP (active)` per backend: its backend ID, as
+/// `xlb ct list`, `simulate` and `bpf lb list` name it (`cilium service
+/// list` numbers them within the service instead), `-` for a backend that
+/// holds no record (down).
 fn backend_lines(backends: &[ServiceBackendView], protocol: Protocol) -> String {
     backends
         .iter()
-        .enumerate()
-        .map(|(i, b)| {
+        .map(|b| {
+            let id = if b.id == 0 {
+                "-".to_owned()
+            } else {
+                b.id.to_string()
+            };
             format!(
-                "{} => {} ({})",
-                i + 1,
+                "{id} => {} ({})",
                 with_protocol(b.address, protocol),
                 b.status.as_str()
             )
@@ -162,12 +167,13 @@ fn backend_lines(backends: &[ServiceBackendView], protocol: Protocol) -> String 
 
 /// `xlb service list`: one row per frontend, its service's backends under it.
 pub(crate) fn services_table(services: &[ServiceView]) -> String {
-    let mut table = Table::new(&["ID", "Frontend", "Service Type", "Backend"]);
+    let mut table = Table::new(&["ID", "Name", "Frontend", "Service Type", "Backend"]);
     for service in services {
         let backends = backend_lines(&service.backends, service.protocol);
         if service.frontends.is_empty() {
             table.row(vec![
                 service.id.to_string(),
+                service.name.clone(),
                 "-".into(),
                 "-".into(),
                 backends.clone(),
@@ -176,6 +182,7 @@ pub(crate) fn services_table(services: &[ServiceView]) -> String {
         for frontend in &service.frontends {
             table.row(vec![
                 service.id.to_string(),
+                service.name.clone(),
                 with_protocol(frontend.address, frontend.protocol),
                 kind_name(frontend.kind).into(),
                 backends.clone(),
@@ -871,16 +878,20 @@ y           two
     }
 
     #[test]
-    fn service_list_is_cilium_shaped() {
+    fn service_list_names_each_service_and_its_backends_by_id() {
+        let mut web = web();
+        // Down: no record, so no ID.
+        web.backends[1].id = 0;
+        web.backends[1].status = BackendStatus::Down;
         assert_eq!(
-            services_table(&[web(), dns()]),
+            services_table(&[web, dns()]),
             "\
-ID   Frontend              Service Type   Backend
-1    198.18.100.1:80/TCP   VIP            1 => 198.18.2.1:8080/TCP (active)
-                                          2 => 198.18.2.2:8080/TCP (draining)
-1    10.0.0.5:30080/TCP    NodePort       1 => 198.18.2.1:8080/TCP (active)
-                                          2 => 198.18.2.2:8080/TCP (draining)
-12   198.19.9.1:53/UDP     VIP
+ID   Name                  Frontend              Service Type   Backend
+1    web                   198.18.100.1:80/TCP   VIP            3 => 198.18.2.1:8080/TCP (active)
+                                                                - => 198.18.2.2:8080/TCP (down)
+1    web                   10.0.0.5:30080/TCP    NodePort       3 => 198.18.2.1:8080/TCP (active)
+                                                                - => 198.18.2.2:8080/TCP (down)
+12   kube-system/dns:dns   198.19.9.1:53/UDP     VIP
 "
         );
     }
@@ -1538,6 +1549,6 @@ Synced:       no (the first full sync is not programmed yet)
         let back: Vec<ServiceView> = serde_yaml_ng::from_str(&yaml).expect("parse yaml");
         assert_eq!(back, services);
         let table = render(Format::Table, &services, |s| services_table(s)).expect("table");
-        assert!(table.starts_with("ID   Frontend"), "{table}");
+        assert!(table.starts_with("ID   Name   Frontend"), "{table}");
     }
 }
