@@ -522,9 +522,16 @@ pub(crate) fn simulate_text(request: &SimulateRequest, view: &SimulateView) -> S
     let explanation = match view.outcome.as_str() {
         "backend" => "a new flow: balanced by the service's Maglev table",
         "tracked" => "an existing flow: keeps the backend conntrack holds",
-        "no_backend" => "the service has no backend taking new flows: dropped",
+        "no_backend" => {
+            "the service has no backend taking new flows: refused (a TCP reset, or ICMP port \
+             unreachable), or dropped where a Kubernetes Local policy's endpoints are all on \
+             other nodes"
+        }
         "not_a_frontend" => "not a frontend: passed to the host's stack",
-        "unknown_port" => "a VIP without a frontend on this port: dropped",
+        "unknown_port" => {
+            "a VIP without a frontend on this port and protocol: dropped (--protocol is tcp \
+             unless given)"
+        }
         _ => "",
     };
     let mut out = format!(
