@@ -437,10 +437,16 @@ pub struct ErrorView {
 }
 
 /// `GET /v1/maps`: how full a datapath map is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MapUsageView {
     /// The map's name in the datapath (`CONNTRACK`, `SERVICES`, `BACKENDS`, ...).
     pub name: String,
     pub entries: u64,
     pub capacity: u64,
+    /// How long ago `entries` was counted, for a count taken before the
+    /// call: the conntrack tables' (`CONNTRACK`, `CONNTRACK_REPLY`) are
+    /// the agent's conntrack collector's, counted every 10 s. Absent for a
+    /// count taken for this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
 }

@@ -322,13 +322,23 @@ impl Collector for AdminSnapshot {
                 gauge(
                     &mut encoder,
                     "xlb_conntrack_entries",
-                    "Flows tracked by the datapath",
+                    "Flows tracked by the datapath, as of the conntrack collector's last count (every 10 s; xlb_conntrack_count_age_seconds says how old)",
                     i64::try_from(conntrack.entries).unwrap_or(i64::MAX),
                 )?;
+                if let Some(age) = conntrack.age_seconds {
+                    let age = ConstGauge::new(age);
+                    let metric = encoder.encode_descriptor(
+                        "xlb_conntrack_count_age",
+                        "Time since the conntrack collector last counted the conntrack tables (every 10 s); growing past that, its walks fail (see the agent's log)",
+                        Some(&Unit::Seconds),
+                        age.metric_type(),
+                    )?;
+                    age.encode(metric)?;
+                }
             }
             let metric = encoder.encode_descriptor(
                 "xlb_bpf_map_pressure",
-                "How full a datapath map is: entries / capacity",
+                "How full a datapath map is: entries / capacity (the conntrack tables' entries as of the conntrack collector's last count, every 10 s)",
                 None,
                 ConstGauge::new(0.0f64).metric_type(),
             )?;
@@ -629,11 +639,13 @@ mod tests {
                     name: "CONNTRACK".into(),
                     entries: 42,
                     capacity: 168,
+                    age_seconds: Some(2.5),
                 },
                 MapUsageView {
                     name: "SERVICES".into(),
                     entries: 1,
                     capacity: 0,
+                    age_seconds: None,
                 },
             ])
         }
@@ -720,6 +732,7 @@ mod tests {
             r#"xlb_datapath_drop_count_total{reason="unknown_port"} 17"#,
             r#"xlb_datapath_drop_count_total{reason="no_backend"} 3"#,
             "xlb_conntrack_entries 42",
+            "xlb_conntrack_count_age_seconds 2.5",
             r#"xlb_bpf_map_pressure{map_name="CONNTRACK"} 0.25"#,
             r#"xlb_bpf_map_pressure{map_name="SERVICES"} 0.0"#,
             "# EOF",

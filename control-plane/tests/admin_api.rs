@@ -193,6 +193,7 @@ impl FakeAdmin {
             name: "CONNTRACK".into(),
             entries: 3,
             capacity: 1_024,
+            age_seconds: Some(4.5),
         }];
         let status = StatusView {
             version: "0.1.0-test".into(),

@@ -35,6 +35,11 @@
 //!   it changes anything an earlier agent left forwarding; an interface
 //!   dropped from `--interface` loses its links.
 //!
+//! - a scrape of `/metrics` holds up no admin call: with conntrack tables
+//!   sized for 4 Mi flows (a walk of both takes most of a second in a
+//!   debug build), `xlb status` answers during back-to-back scrapes as
+//!   fast as without them, the tables' count being the collector's.
+//!
 //! Every scenario builds its own rig, so they run in parallel. Needs root.
 //! Measured figures are printed to stderr (`--nocapture` shows them).
 
@@ -1830,4 +1835,77 @@ fn l2_mode_announces_a_vip_it_takes_over_so_the_segment_moves_at_once() {
          without a packet of its own; 2 ARP announcements and 3 neighbour advertisements sent",
         vip()
     ));
+}
+
+/// Conntrack tables sized for this many flows: walking both takes most of
+/// a second in a debug build.
+const LARGE_CONNTRACK: &str = "4194304";
+/// `xlb status` answers in 10–20 ms on an idle rig (debug build); while
+/// scrapes walked the tables under the agent's lock, it took 0.66–1.6 s.
+/// The median of the calls during scrapes must stay below this.
+const STATUS_DURING_SCRAPES: Duration = Duration::from_millis(300);
+/// `xlb status` calls made during the scrapes.
+const STATUS_CALLS: usize = 10;
+
+/// The median of `durations`.
+fn median(mut durations: Vec<Duration>) -> Duration {
+    durations.sort_unstable();
+    durations[durations.len() / 2]
+}
+
+#[test]
+fn a_scrape_holds_up_no_admin_call() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    rig.serve_echo(0, Proto::Tcp, BACKEND_PORT)
+        .expect("echo server");
+    rig.write_config(&config(&[service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &[0], BACKEND_PORT),
+        false,
+    )]))
+    .expect("config");
+    rig.start_agent(&["--conntrack-size", LARGE_CONNTRACK])
+        .expect("agent");
+    // The collector counts the tables first as it starts.
+    wait_until(PATIENCE, "the collector's first count", || {
+        rig.metrics_get("/metrics")
+            .is_ok_and(|m| metric(&m.body, "xlb_conntrack_entries ").is_some())
+    })
+    .expect("a count of the conntrack tables");
+
+    let status = || {
+        let started = Instant::now();
+        rig.xlb_ok(&["status"]).expect("xlb status");
+        started.elapsed()
+    };
+    let alone: Vec<Duration> = (0..STATUS_CALLS).map(|_| status()).collect();
+    let stop = AtomicBool::new(false);
+    let (during, scrapes) = std::thread::scope(|scope| {
+        let scraper = scope.spawn(|| {
+            let mut scrapes = Vec::new();
+            // Bounded in count too, should the calls below hang.
+            while !stop.load(Ordering::Acquire) && scrapes.len() < 1_000 {
+                let started = Instant::now();
+                let scraped = rig.metrics_get("/metrics").expect("GET /metrics");
+                assert_eq!(scraped.status, 200);
+                scrapes.push(started.elapsed());
+            }
+            scrapes
+        });
+        let during: Vec<Duration> = (0..STATUS_CALLS).map(|_| status()).collect();
+        stop.store(true, Ordering::Release);
+        (during, scraper.join().expect("the scraper panicked"))
+    });
+    let (alone, during, scraped) = (median(alone), median(during), scrapes.len());
+    let scrape = median(scrapes);
+    report(&format!(
+        "scrapes with --conntrack-size {LARGE_CONNTRACK}: {scraped} scrapes, median {scrape:?}; \
+         xlb status median {alone:?} alone, {during:?} during the scrapes"
+    ));
+    assert!(
+        during < STATUS_DURING_SCRAPES,
+        "xlb status took {during:?} (median) during scrapes, {alone:?} without"
+    );
 }

@@ -1109,6 +1109,7 @@ impl Admin for EveryFamily {
             name: "CONNTRACK".into(),
             entries: 1,
             capacity: 2,
+            age_seconds: None,
         }])
     }
     fn maglev(&self, service: &str) -> Result<MaglevView, AdminError> {

@@ -303,9 +303,11 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let conntrack_count = Arc::new(collector::ConntrackCount::default());
     let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
         core: Arc::clone(&core),
         events: Arc::new(Mutex::new(events)),
+        conntrack_count: Arc::clone(&conntrack_count),
     });
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -318,7 +320,11 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         Arc::clone(&admin_api),
         until_stopped(stopped.clone()),
     ));
-    let collector_task = tokio::spawn(collector::run(conntrack, until_stopped(stopped.clone())));
+    let collector_task = tokio::spawn(collector::run(
+        conntrack,
+        conntrack_count,
+        until_stopped(stopped.clone()),
+    ));
 
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -229,12 +229,6 @@ impl ConntrackTables {
         Ok((table.used(), table.slots()))
     }
 
-    /// Every used slot of `CONNTRACK_REPLY`, and the table's size in slots.
-    pub(crate) fn reply_slots(&self) -> Result<(UsedSlots<ReplyEntry>, u32), Error> {
-        let table = self.replies()?;
-        Ok((table.used(), table.slots()))
-    }
-
     /// Where `key`'s slot in `CONNTRACK` lies, and its entry, if it has one.
     pub(crate) fn find_flow(&self, key: &FlowTuple) -> Result<Option<(SlotAt, CtEntry)>, Error> {
         Ok(self.flows()?.find(key))
@@ -276,7 +270,7 @@ where
     }
 
     /// The table's size in slots.
-    fn slots(&self) -> u32 {
+    pub(crate) fn slots(&self) -> u32 {
         self.buckets().saturating_mul(WAYS as u32)
     }
 
@@ -302,6 +296,29 @@ where
             }
         }
         used
+    }
+
+    /// How many slots are used, as [`Self::used`] finds them, copying
+    /// none: under each tag only the key's protocol is read. A count of a
+    /// table holding millions of flows allocates nothing.
+    pub(crate) fn count_used(&self) -> usize {
+        let proto = std::mem::offset_of!(FlowTuple, proto);
+        let mut count = 0;
+        for bucket in 0..self.buckets() {
+            for way in 0..WAYS {
+                let tag = self.mapping.load_u32(bucket, tag_offset::<V>(way));
+                // `Slot::is_used_under`, on the one byte it reads.
+                if tag != 0
+                    && self
+                        .mapping
+                        .read_pod::<u8>(bucket, key_offset::<V>(way) + proto)
+                        != 0
+                {
+                    count += 1;
+                }
+            }
+        }
+        count
     }
 
     /// Where `key`'s slot lies, and its value, if it has one: its first
