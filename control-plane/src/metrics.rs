@@ -10,7 +10,13 @@
 //!   so the two never disagree.
 
 use std::{
-    collections::BTreeMap, fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration,
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
 };
 
 use axum::{
@@ -33,6 +39,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use tokio::net::TcpListener;
+use xdp_lb::Verdict;
 
 use crate::{
     admin::Admin,
@@ -299,22 +306,22 @@ impl Collector for AdminSnapshot {
             )?;
         }
         if let Some(stats) = &self.stats {
+            let verdicts = every(Verdict::ALL.iter().map(|v| v.name()), &stats.verdicts);
             counter_family(
                 &mut encoder,
                 "xlb_datapath_packets",
                 "Packets the datapath handled, by verdict",
                 "verdict",
-                stats.verdicts.iter().map(|(v, n)| (v.as_str(), *n)),
+                verdicts.iter().copied(),
             )?;
             counter_family(
                 &mut encoder,
                 "xlb_datapath_drop_count",
                 "Packets the datapath dropped, by reason",
                 "reason",
-                stats
-                    .verdicts
+                verdicts
                     .iter()
-                    .filter_map(|(v, n)| v.strip_prefix(DROP_PREFIX).map(|reason| (reason, *n))),
+                    .filter_map(|&(v, n)| v.strip_prefix(DROP_PREFIX).map(|reason| (reason, n))),
             )?;
         }
         if let Some(maps) = &self.maps {
@@ -350,6 +357,28 @@ impl Collector for AdminSnapshot {
         }
         Ok(())
     }
+}
+
+/// Every counter of `names` with its count in `counts`, 0 where it has none
+/// (the admin API leaves zero counters out), in the order of `names`; then
+/// any counter of `counts` that `names` lacks. A series that exists from
+/// the start reads 0 on a dashboard rather than "no data", and `rate()`
+/// sees its first increase.
+fn every(
+    names: impl Iterator<Item = &'static str>,
+    counts: &BTreeMap<String, u64>,
+) -> Vec<(&str, u64)> {
+    let mut all: Vec<(&str, u64)> = names
+        .map(|name| (name, counts.get(name).copied().unwrap_or(0)))
+        .collect();
+    let known: BTreeSet<&str> = all.iter().map(|&(name, _)| name).collect();
+    all.extend(
+        counts
+            .iter()
+            .filter(|(name, _)| !known.contains(name.as_str()))
+            .map(|(name, &n)| (name.as_str(), n)),
+    );
+    all
 }
 
 /// `entries / capacity`, 0 for a map without capacity.
@@ -558,6 +587,8 @@ mod tests {
         synced: bool,
         attached: bool,
         fail_stats: bool,
+        /// No counter has counted yet.
+        fresh: bool,
     }
 
     impl FakeAdmin {
@@ -566,6 +597,7 @@ mod tests {
                 synced: true,
                 attached: true,
                 fail_stats: false,
+                fresh: false,
             }
         }
     }
@@ -623,6 +655,10 @@ mod tests {
         fn stats(&self) -> Result<StatsView, AdminError> {
             if self.fail_stats {
                 return Err(AdminError::Internal("stats map unreadable".into()));
+            }
+            if self.fresh {
+                // As the agent answers: counters at 0 left out.
+                return Ok(StatsView::default());
             }
             Ok(StatsView {
                 verdicts: BTreeMap::from([
@@ -751,6 +787,37 @@ mod tests {
         // Only drop verdicts are drops.
         assert!(!text.contains(r#"reason="forward_to_backend""#), "{text}");
         assert_eq!(lines.last(), Some(&"# EOF"));
+    }
+
+    #[test]
+    fn every_verdict_and_drop_reason_has_a_series_before_it_counts() {
+        let admin = FakeAdmin {
+            fresh: true,
+            ..FakeAdmin::healthy()
+        };
+        let text = Metrics::new().render(&admin).expect("render");
+        let lines = lines(&text);
+        for verdict in Verdict::ALL {
+            let name = verdict.name();
+            let line = format!(r#"xlb_datapath_packets_total{{verdict="{name}"}} 0"#);
+            assert!(
+                lines.contains(&line.as_str()),
+                "missing {line:?} in\n{text}"
+            );
+            if let Some(reason) = name.strip_prefix(DROP_PREFIX) {
+                let line = format!(r#"xlb_datapath_drop_count_total{{reason="{reason}"}} 0"#);
+                assert!(
+                    lines.contains(&line.as_str()),
+                    "missing {line:?} in\n{text}"
+                );
+            }
+        }
+        // Each once.
+        let verdicts = lines
+            .iter()
+            .filter(|l| l.starts_with("xlb_datapath_packets_total{"))
+            .count();
+        assert_eq!(verdicts, Verdict::ALL.len(), "{text}");
     }
 
     #[test]
