@@ -442,6 +442,9 @@ pub struct MapUsageView {
     /// The map's name in the datapath (`CONNTRACK`, `SERVICES`, `BACKENDS`, ...).
     pub name: String,
     pub entries: u64,
+    /// What the map is sized for. For the conntrack tables, the flows
+    /// (`--conntrack-size`): they have twice as many slots or more, so
+    /// their entries can pass it.
     pub capacity: u64,
     /// How long ago `entries` was counted, for a count taken before the
     /// call: the conntrack tables' (`CONNTRACK`, `CONNTRACK_REPLY`) are

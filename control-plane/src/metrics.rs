@@ -345,7 +345,7 @@ impl Collector for AdminSnapshot {
             }
             let metric = encoder.encode_descriptor(
                 "xlb_bpf_map_pressure",
-                "How full a datapath map is: entries / capacity (the conntrack tables' entries as of the conntrack collector's last count, every 10 s)",
+                "How full a datapath map is: entries / capacity. For CONNTRACK and CONNTRACK_REPLY, entries as of the conntrack collector's last count (every 10 s) over the flows --conntrack-size asks for: 1 is as many flows as configured, and as the tables have twice as many slots it can pass 1",
                 None,
                 ConstGauge::new(0.0f64).metric_type(),
             )?;

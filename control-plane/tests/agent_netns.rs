@@ -38,7 +38,9 @@
 //! - a scrape of `/metrics` holds up no admin call: with conntrack tables
 //!   sized for 4 Mi flows (a walk of both takes most of a second in a
 //!   debug build), `xlb status` answers during back-to-back scrapes as
-//!   fast as without them, the tables' count being the collector's.
+//!   fast as without them, the tables' count being the collector's; and
+//!   the conntrack tables' pressure is their flows over the flows
+//!   `--conntrack-size` asks for.
 //!
 //! Every scenario builds its own rig, so they run in parallel. Needs root.
 //! Measured figures are printed to stderr (`--nocapture` shows them).
@@ -1908,4 +1910,59 @@ fn a_scrape_holds_up_no_admin_call() {
         during < STATUS_DURING_SCRAPES,
         "xlb status took {during:?} (median) during scrapes, {alone:?} without"
     );
+}
+
+/// Flows the conntrack tables of the pressure scenario are sized for: 256
+/// buckets of 8 slots, 2 048 slots a table.
+const SMALL_CONNTRACK: u32 = 1_000;
+/// UDP flows the pressure scenario makes, each from a port of its own.
+const PRESSURE_FLOWS: u16 = 12;
+
+#[test]
+fn conntrack_pressure_is_flows_over_the_flows_configured() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    rig.serve_echo(0, Proto::Udp, BACKEND_PORT)
+        .expect("echo server");
+    rig.write_config(&config(&[service(
+        "dns",
+        "UDP",
+        VIP_PORT,
+        &backends(&rig, &[0], BACKEND_PORT),
+        false,
+    )]))
+    .expect("config");
+    rig.start_agent(&["--conntrack-size", &SMALL_CONNTRACK.to_string()])
+        .expect("agent");
+    // One flow, and one reply entry, each (UDP flows live 60 s: none
+    // expires before the collector counts them).
+    let locals: Vec<SocketAddr> = (0..PRESSURE_FLOWS)
+        .map(|i| SocketAddr::new(rig.client_ip(), UDP_CLIENT_PORT + i))
+        .collect();
+    let answers = EchoClient::new(rig.client())
+        .with_timeout(IO_TIMEOUT)
+        .udp_from(&locals, rig.vip_addr(VIP_PORT))
+        .expect("UDP requests in the client namespace");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+
+    // The collector counts every 10 s.
+    let scrape = || rig.metrics_get("/metrics").expect("GET /metrics").body;
+    let body = wait_for(PATIENCE, "the collector to count the flows", || {
+        let body = scrape();
+        Ok(
+            (metric(&body, "xlb_conntrack_entries ") == Some(f64::from(PRESSURE_FLOWS)))
+                .then_some(body),
+        )
+    })
+    .expect("every flow counted");
+    let expected = f64::from(PRESSURE_FLOWS) / f64::from(SMALL_CONNTRACK);
+    for map in ["CONNTRACK", "CONNTRACK_REPLY"] {
+        let pressure = metric(
+            &body,
+            &format!(r#"xlb_bpf_map_pressure{{map_name="{map}"}}"#),
+        );
+        assert_eq!(pressure, Some(expected), "{map}:\n{body}");
+    }
+    report(&format!(
+        "{PRESSURE_FLOWS} flows at --conntrack-size {SMALL_CONNTRACK}: pressure {expected}"
+    ));
 }

@@ -12,7 +12,7 @@ use xdp_lb::{
 };
 
 use super::{
-    collector::ConntrackCount,
+    collector::{ConntrackCount, Counted},
     core::{Core, Drain, KubeStatus},
     programmed,
 };
@@ -323,18 +323,14 @@ impl Admin for AgentAdmin {
         // conntrack tables are not: walking tables sized for 4 Mi flows
         // takes 0.8 s there, which syncs and admin calls would wait out.
         // Their count is the collector's last, absent until its first.
-        let mut views: Vec<MapUsageView> = {
+        let (mut views, flows): (Vec<MapUsageView>, u32) = {
             let core = self.lock()?;
-            core.datapath
-                .config_map_usage()
-                .map_err(internal)?
-                .iter()
-                .map(|u| map_usage_view(u, None))
-                .collect()
+            let usage = core.datapath.config_map_usage().map_err(internal)?;
+            let views = usage.iter().map(|u| map_usage_view(u, None)).collect();
+            (views, core.datapath.sizes().conntrack)
         };
         if let Some(counted) = self.conntrack_count.get() {
-            let age = counted.at.elapsed();
-            views.extend(counted.usage.iter().map(|u| map_usage_view(u, Some(age))));
+            views.extend(conntrack_usage_views(&counted, flows, Instant::now()));
         }
         Ok(views)
     }
@@ -482,6 +478,29 @@ impl Admin for AgentAdmin {
             flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
         })
     }
+}
+
+/// The conntrack tables as `/v1/maps` shows them at `now`, from the
+/// collector's count: each table's capacity is the flows it is sized for
+/// (`flows`, `--conntrack-size` or a pinned table's own), not its slots,
+/// which are twice as many or more (`MapSizes::conntrack`), so that a
+/// pressure of 1 is as many flows as configured.
+fn conntrack_usage_views(
+    counted: &Counted,
+    flows: u32,
+    now: Instant,
+) -> impl Iterator<Item = MapUsageView> {
+    let age = now.saturating_duration_since(counted.at);
+    counted
+        .usage
+        .map(|usage| {
+            let sized = MapUsage {
+                capacity: u64::from(flows),
+                ..usage
+            };
+            map_usage_view(&sized, Some(age))
+        })
+        .into_iter()
 }
 
 /// `usage` as `/v1/maps` shows it, counted `age` ago if not for this answer.
@@ -813,6 +832,31 @@ mod tests {
             records[1..].iter().all(|r| r.status_by_service.is_empty()),
             "{records:?}"
         );
+    }
+
+    #[test]
+    fn the_conntrack_tables_are_as_full_as_their_flows_over_the_flows_configured() {
+        let at = Instant::now();
+        // 12 flows (and 12 reply entries) in tables sized for 131 072
+        // flows: 262 144 slots each.
+        let table = |name| MapUsage {
+            name,
+            entries: 12,
+            capacity: 262_144,
+        };
+        let counted = Counted {
+            usage: [table("CONNTRACK"), table("CONNTRACK_REPLY")],
+            at,
+        };
+        let views: Vec<_> =
+            conntrack_usage_views(&counted, 131_072, at + Duration::from_millis(2_500)).collect();
+        let view = |name: &str| MapUsageView {
+            name: name.to_owned(),
+            entries: 12,
+            capacity: 131_072,
+            age_seconds: Some(2.5),
+        };
+        assert_eq!(views, [view("CONNTRACK"), view("CONNTRACK_REPLY")]);
     }
 
     #[test]
