@@ -1109,7 +1109,7 @@ impl Admin for EveryFamily {
             name: "CONNTRACK".into(),
             entries: 1,
             capacity: 2,
-            age_seconds: None,
+            age_seconds: Some(3.0),
         }])
     }
     fn maglev(&self, service: &str) -> Result<MaglevView, AdminError> {
