@@ -39,7 +39,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use tokio::net::TcpListener;
-use xdp_lb::Verdict;
+use xdp_lb::{CtEvent, ParseCounter, Verdict};
 
 use crate::{
     admin::Admin,
@@ -322,6 +322,20 @@ impl Collector for AdminSnapshot {
                 verdicts
                     .iter()
                     .filter_map(|&(v, n)| v.strip_prefix(DROP_PREFIX).map(|reason| (reason, n))),
+            )?;
+            counter_family(
+                &mut encoder,
+                "xlb_conntrack_events",
+                "Connection-tracking events of the datapath, by event (a packet may count several); snat_exhausted: a new flow refused, no source-NAT port free; insert_failed and not_tracked_flood_guard: a new flow forwarded but not tracked",
+                "event",
+                every(CtEvent::ALL.iter().map(|e| e.name()), &stats.conntrack).into_iter(),
+            )?;
+            counter_family(
+                &mut encoder,
+                "xlb_datapath_parsed_packets",
+                "Frames the datapath's parser read, by result: their class (tcp4, udp6, arp, ...) or why they are malformed (truncated_*, bad_*, too_many_ip6_extensions); each frame counts once",
+                "result",
+                every(ParseCounter::ALL.iter().map(|c| c.name()), &stats.parser).into_iter(),
             )?;
         }
         if let Some(maps) = &self.maps {
@@ -666,7 +680,12 @@ mod tests {
                     ("drop_unknown_port".to_owned(), 17),
                     ("drop_no_backend".to_owned(), 3),
                 ]),
-                ..StatsView::default()
+                conntrack: BTreeMap::from([
+                    ("created".to_owned(), 40),
+                    ("hit".to_owned(), 860),
+                    ("snat_exhausted".to_owned(), 2),
+                ]),
+                parser: BTreeMap::from([("tcp4".to_owned(), 918), ("truncated_tcp".to_owned(), 2)]),
             })
         }
         fn maps(&self) -> Result<Vec<MapUsageView>, AdminError> {
@@ -767,6 +786,13 @@ mod tests {
             r#"xlb_datapath_packets_total{verdict="drop_unknown_port"} 17"#,
             r#"xlb_datapath_drop_count_total{reason="unknown_port"} 17"#,
             r#"xlb_datapath_drop_count_total{reason="no_backend"} 3"#,
+            r#"xlb_conntrack_events_total{event="created"} 40"#,
+            r#"xlb_conntrack_events_total{event="hit"} 860"#,
+            r#"xlb_conntrack_events_total{event="snat_exhausted"} 2"#,
+            r#"xlb_conntrack_events_total{event="insert_failed"} 0"#,
+            r#"xlb_datapath_parsed_packets_total{result="tcp4"} 918"#,
+            r#"xlb_datapath_parsed_packets_total{result="truncated_tcp"} 2"#,
+            r#"xlb_datapath_parsed_packets_total{result="udp6"} 0"#,
             "xlb_conntrack_entries 42",
             "xlb_conntrack_count_age_seconds 2.5",
             r#"xlb_bpf_map_pressure{map_name="CONNTRACK"} 0.25"#,
@@ -821,6 +847,29 @@ mod tests {
     }
 
     #[test]
+    fn every_conntrack_event_and_parser_result_has_a_series_before_it_counts() {
+        let admin = FakeAdmin {
+            fresh: true,
+            ..FakeAdmin::healthy()
+        };
+        let text = Metrics::new().render(&admin).expect("render");
+        let lines = lines(&text);
+        let events = CtEvent::ALL
+            .iter()
+            .map(|e| ("conntrack_events", "event", e.name()));
+        let results = ParseCounter::ALL
+            .iter()
+            .map(|c| ("datapath_parsed_packets", "result", c.name()));
+        for (family, label, value) in events.chain(results) {
+            let line = format!(r#"xlb_{family}_total{{{label}="{value}"}} 0"#);
+            assert!(
+                lines.contains(&line.as_str()),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn a_configured_speaker_has_its_series_before_its_first_success() {
         let metrics = Metrics::new();
         metrics.speaker_configured("bgp");
@@ -845,6 +894,8 @@ mod tests {
         let text = Metrics::new().render(&admin).expect("render");
         assert!(!text.contains("xlb_datapath_packets"), "{text}");
         assert!(!text.contains("xlb_datapath_drop_count"), "{text}");
+        assert!(!text.contains("xlb_conntrack_events"), "{text}");
+        assert!(!text.contains("xlb_datapath_parsed_packets"), "{text}");
         assert!(text.contains("xlb_services 1"), "{text}");
         assert!(text.contains("xlb_conntrack_entries 42"), "{text}");
     }

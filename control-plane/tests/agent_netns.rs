@@ -40,7 +40,8 @@
 //!   debug build), `xlb status` answers during back-to-back scrapes as
 //!   fast as without them, the tables' count being the collector's; and
 //!   the conntrack tables' pressure is their flows over the flows
-//!   `--conntrack-size` asks for.
+//!   `--conntrack-size` asks for, and the conntrack events and parser
+//!   results of `/metrics` count those flows.
 //!
 //! Every scenario builds its own rig, so they run in parallel. Needs root.
 //! Measured figures are printed to stderr (`--nocapture` shows them).
@@ -1962,7 +1963,18 @@ fn conntrack_pressure_is_flows_over_the_flows_configured() {
         );
         assert_eq!(pressure, Some(expected), "{map}:\n{body}");
     }
+    // The datapath's counters of the same flows.
+    let flows = Some(f64::from(PRESSURE_FLOWS));
+    let created = metric(&body, r#"xlb_conntrack_events_total{event="created"}"#);
+    let untracked = metric(
+        &body,
+        r#"xlb_conntrack_events_total{event="not_tracked_flood_guard"}"#,
+    );
+    let udp4 = metric(&body, r#"xlb_datapath_parsed_packets_total{result="udp4"}"#);
+    assert_eq!((created, untracked), (flows, Some(0.0)), "{body}");
+    assert!(udp4 >= flows, "{body}");
     report(&format!(
-        "{PRESSURE_FLOWS} flows at --conntrack-size {SMALL_CONNTRACK}: pressure {expected}"
+        "{PRESSURE_FLOWS} flows at --conntrack-size {SMALL_CONNTRACK}: pressure {expected}; \
+         conntrack events created {created:?}; parsed udp4 {udp4:?}"
     ));
 }
