@@ -8,6 +8,9 @@
 //!   backends by state, verdicts, per-service traffic, map pressure), read
 //!   through the [`Admin`] trait on each scrape — the same view `xlb` prints,
 //!   so the two never disagree.
+//!
+//! `docs/metrics.md` describes every family; a test below keeps it in step
+//! with what a scrape renders.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -275,14 +278,14 @@ impl Collector for AdminSnapshot {
             counter_family(
                 &mut encoder,
                 "xlb_service_packets",
-                "Packets the datapath translated for a service",
+                "Packets the datapath translated for a service, both directions",
                 "service",
                 services.iter().map(|s| (s.name.as_str(), s.packets)),
             )?;
             counter_family(
                 &mut encoder,
                 "xlb_service_bytes",
-                "Bytes the datapath translated for a service",
+                "Bytes the datapath translated for a service, both directions: whole Ethernet frames as received",
                 "service",
                 services.iter().map(|s| (s.name.as_str(), s.bytes)),
             )?;
@@ -582,7 +585,10 @@ async fn healthz(State(state): State<MetricsState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, time::Duration};
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        time::Duration,
+    };
 
     use super::*;
     use crate::{
@@ -898,6 +904,141 @@ mod tests {
         assert!(!text.contains("xlb_datapath_parsed_packets"), "{text}");
         assert!(text.contains("xlb_services 1"), "{text}");
         assert!(text.contains("xlb_conntrack_entries 42"), "{text}");
+    }
+
+    /// A family as a query names it (a counter's with `_total`, an info's
+    /// with `_info`) → its type and its label names, each with the values
+    /// seen.
+    type Families = BTreeMap<String, (String, BTreeMap<String, BTreeSet<String>>)>;
+
+    /// The families of an OpenMetrics text, with the label names and values
+    /// of their samples (a histogram's `le` aside).
+    fn rendered_families(text: &str) -> Families {
+        let mut families = Families::new();
+        let mut current = None;
+        for line in text.lines() {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = declared.split_once(' ').expect("# TYPE name type");
+                let queried = match kind {
+                    "counter" => format!("{name}_total"),
+                    "info" => format!("{name}_info"),
+                    _ => name.to_owned(),
+                };
+                families.insert(queried.clone(), (kind.to_owned(), BTreeMap::new()));
+                current = Some(queried);
+            } else if !line.starts_with('#') {
+                let family = current.as_ref().expect("a sample after its # TYPE");
+                let labels = &mut families.get_mut(family).expect("declared").1;
+                for (name, value) in sample_labels(line) {
+                    if name != "le" {
+                        labels.entry(name).or_default().insert(value);
+                    }
+                }
+            }
+        }
+        families
+    }
+
+    /// The labels of a sample line, `name{a="x",b="y"} 1`: (name, value)
+    /// pairs, values unescaped of `\"`.
+    fn sample_labels(line: &str) -> Vec<(String, String)> {
+        let Some((_, rest)) = line.split_once('{') else {
+            return Vec::new();
+        };
+        let mut labels = Vec::new();
+        let mut chars = rest.chars();
+        loop {
+            let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert_eq!(chars.next(), Some('"'), "a quoted value in {line:?}");
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.push((name, value));
+            if chars.next() != Some(',') {
+                return labels;
+            }
+        }
+    }
+
+    /// The families `docs/metrics.md` lists in its table rows, ``| `name` |
+    /// type | `label`, `label` | meaning |``, with their label names (no
+    /// values).
+    fn documented_families(doc: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+        doc.lines()
+            .filter(|line| line.starts_with("| `xlb_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let unquote = |s: &str| s.trim().trim_matches('`').to_owned();
+                let labels = match cells[3] {
+                    "—" => BTreeSet::new(),
+                    labels => labels.split(',').map(unquote).collect(),
+                };
+                (unquote(cells[1]), (cells[2].to_owned(), labels))
+            })
+            .collect()
+    }
+
+    /// Labels whose values are names of the operator's (services) or of
+    /// the build: not listed in the docs.
+    const FREE_FORM_LABELS: [&str; 2] = ["service", "version"];
+
+    #[test]
+    fn docs_metrics_md_names_every_family_its_type_labels_and_label_values() {
+        let metrics = Metrics::new();
+        metrics.observe_sync(Duration::from_millis(3));
+        metrics.observe_programming(Duration::from_micros(250));
+        for speaker in ["bgp", "l2"] {
+            metrics.speaker_configured(speaker);
+        }
+        metrics.l2_announcement("ipv4", true);
+        metrics.l2_announcement("ipv6", false);
+        let text = metrics.render(&FakeAdmin::healthy()).expect("render");
+        let rendered = rendered_families(&text);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+        let doc = std::fs::read_to_string(path).expect("reading docs/metrics.md");
+
+        let shape: BTreeMap<String, (String, BTreeSet<String>)> = rendered
+            .iter()
+            .map(|(name, (kind, labels))| {
+                (
+                    name.clone(),
+                    (kind.clone(), labels.keys().cloned().collect()),
+                )
+            })
+            .collect();
+        let documented = documented_families(&doc);
+        let names: BTreeSet<&String> = shape.keys().chain(documented.keys()).collect();
+        let differing: Vec<String> = names
+            .into_iter()
+            .filter(|name| shape.get(*name) != documented.get(*name))
+            .map(|name| {
+                let (scraped, listed) = (shape.get(name), documented.get(name));
+                format!("{name}: (type, labels) {scraped:?} in a scrape, {listed:?} in the docs")
+            })
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "docs/metrics.md's table disagrees with a scrape:\n{}",
+            differing.join("\n")
+        );
+        for (name, (_, labels)) in &rendered {
+            for (label, values) in labels {
+                if FREE_FORM_LABELS.contains(&label.as_str()) {
+                    continue;
+                }
+                for value in values {
+                    assert!(
+                        doc.contains(&format!("`{value}`")),
+                        "docs/metrics.md does not name {name}'s {label} `{value}`"
+                    );
+                }
+            }
+        }
     }
 
     /// Runs `test` on a current-thread runtime inside a fresh network
