@@ -1844,9 +1844,12 @@ fn l2_mode_announces_a_vip_it_takes_over_so_the_segment_moves_at_once() {
 /// a second in a debug build.
 const LARGE_CONNTRACK: &str = "4194304";
 /// `xlb status` answers in 10–20 ms on an idle rig (debug build); while
-/// scrapes walked the tables under the agent's lock, it took 0.66–1.6 s.
-/// The median of the calls during scrapes must stay below this.
+/// scrapes walked the tables under the agent's lock, it took 0.56–1.6 s.
+/// The median of the calls during scrapes must stay below this, or below
+/// [`SLOWER_DURING_SCRAPES`] times the median without scrapes on a machine
+/// so busy that the calls alone take longer.
 const STATUS_DURING_SCRAPES: Duration = Duration::from_millis(300);
+const SLOWER_DURING_SCRAPES: u32 = 5;
 /// `xlb status` calls made during the scrapes.
 const STATUS_CALLS: usize = 10;
 
@@ -1907,9 +1910,10 @@ fn a_scrape_holds_up_no_admin_call() {
         "scrapes with --conntrack-size {LARGE_CONNTRACK}: {scraped} scrapes, median {scrape:?}; \
          xlb status median {alone:?} alone, {during:?} during the scrapes"
     ));
+    let bound = STATUS_DURING_SCRAPES.max(alone * SLOWER_DURING_SCRAPES);
     assert!(
-        during < STATUS_DURING_SCRAPES,
-        "xlb status took {during:?} (median) during scrapes, {alone:?} without"
+        during < bound,
+        "xlb status took {during:?} (median) during scrapes, {alone:?} without (bound {bound:?})"
     );
 }
 
