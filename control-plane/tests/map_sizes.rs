@@ -55,18 +55,24 @@ fn model(yaml: &str) -> Model {
     file::parse(yaml).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A datapath with the `TINY` maps (as root), and a reconciler for it.
+fn tiny() -> (Datapath, Reconciler) {
+    let dp = Datapath::load_with(&LoadOptions {
+        sizes: TINY,
+        pin_dir: None,
+    })
+    .expect("load the datapath (as root)");
+    let reconciler = Reconciler::new(1, SizingPolicy::default(), dp.sizes());
+    (dp, reconciler)
+}
+
 fn desired(m: &Model) -> Desired {
     Desired::new(m, |_: &ServiceName, _: SocketAddr| true)
 }
 
 #[test]
 fn a_configuration_too_big_for_the_maps_leaves_them_as_they_were() {
-    let mut dp = Datapath::load_with(&LoadOptions {
-        sizes: TINY,
-        pin_dir: None,
-    })
-    .expect("load the datapath (as root)");
-    let mut reconciler = Reconciler::new(1, SizingPolicy::default(), dp.sizes());
+    let (mut dp, mut reconciler) = tiny();
     let running = model(
         "\
 services:
@@ -132,12 +138,7 @@ services:
 
 #[test]
 fn too_many_client_networks_leave_the_maps_as_they_were() {
-    let mut dp = Datapath::load_with(&LoadOptions {
-        sizes: TINY,
-        pin_dir: None,
-    })
-    .expect("load the datapath (as root)");
-    let mut reconciler = Reconciler::new(1, SizingPolicy::default(), dp.sizes());
+    let (mut dp, mut reconciler) = tiny();
     // A LoadBalancer Service of two ports: two xlb services, each with the
     // Service's networks (and its cluster IP and ingress IP: 4 frontends).
     let lb = |ranges: &str| {

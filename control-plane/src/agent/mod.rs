@@ -52,7 +52,7 @@ use crate::{
     health::{HealthChecker, node_port::HealthCheckNodePorts},
     metrics::{self, Metrics},
     pod_interfaces::PodInterfaces,
-    reconcile::{Desired, Reconciler},
+    reconcile::Reconciler,
 };
 
 /// How often the configuration file is checked for changes.
@@ -109,7 +109,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     if let Some((file, read)) = &first_read
         && !had_pins
     {
-        refuse_on_a_fresh_node(file, read, options.hash_seed, asked)?;
+        refuse_on_a_fresh_node(file, read, asked)?;
     }
     bpffs::ensure(&options.pin_dir)?;
     let _pin_dir_lock = bpffs::lock(&options.pin_dir)?;
@@ -423,18 +423,11 @@ fn check_interfaces(interfaces: &[String]) -> anyhow::Result<()> {
 /// The first file, on a node where nothing is pinned: refused as the agent
 /// would refuse it (a bad file, or one maps of `sizes` cannot hold, counted
 /// as `xlb check-config` counts), before anything is made or pinned.
-fn refuse_on_a_fresh_node(
-    file: &Path,
-    read: &ConfigRead,
-    hash_seed: u64,
-    sizes: MapSizes,
-) -> anyhow::Result<()> {
+fn refuse_on_a_fresh_node(file: &Path, read: &ConfigRead, sizes: MapSizes) -> anyhow::Result<()> {
     let rejected =
         |why: String| anyhow::anyhow!(why).context("the configuration file was rejected");
     let loaded = read.as_ref().map_err(|why| rejected(why.clone()))?;
-    let desired = Desired::new(&loaded.model, |_, _| true);
-    Reconciler::new(hash_seed, SizingPolicy::default(), sizes)
-        .fits(&desired)
+    Reconciler::fits_fresh(&loaded.model, sizes)
         .map_err(|refused| rejected(format!("{}: {refused}", file.display())))
 }
 

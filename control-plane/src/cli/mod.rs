@@ -20,7 +20,6 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use clap_complete::Shell;
 
 use self::output::Format;
-use consistent_hash::SizingPolicy;
 use xdp_lb::MapSizes;
 
 use crate::{
@@ -28,7 +27,7 @@ use crate::{
     agent::{AgentOptions, MapSizeOptions},
     api::{DrainRequest, SimulateRequest, StatsView},
     model::Protocol,
-    reconcile::{Desired, Reconciler},
+    reconcile::Reconciler,
 };
 
 /// The admin socket when neither `--admin-socket` nor `XLB_ADMIN_SOCKET` says otherwise.
@@ -452,15 +451,8 @@ fn check_config(file: &Path, sizes: MapSizeOptions) -> anyhow::Result<ExitCode> 
                 writeln!(io::stderr(), "{}: warning: {warning}", file.display())?;
             }
             let model = loaded.model;
-            // The reconciler's own count, on a fresh datapath with every
-            // backend healthy (health only takes backends out).
-            let desired = Desired::new(&model, |_, _| true);
-            let fresh = Reconciler::new(
-                0,
-                SizingPolicy::default(),
-                sizes.map_sizes(MapSizes::default().conntrack),
-            );
-            if let Err(refused) = fresh.fits(&desired) {
+            let sizes = sizes.map_sizes(MapSizes::default().conntrack);
+            if let Err(refused) = Reconciler::fits_fresh(&model, sizes) {
                 for overflow in &refused.overflows {
                     writeln!(io::stderr(), "{}: {overflow}", file.display())?;
                 }

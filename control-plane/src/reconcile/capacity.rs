@@ -49,7 +49,11 @@
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr};
 
+use consistent_hash::SizingPolicy;
+use xdp_lb::MapSizes;
+
 use super::{Change, Desired, FrontendKey, Reconciler};
+use crate::model::Model;
 
 /// A map the configuration can overflow, with the flag that sizes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,6 +187,15 @@ impl Reconciler {
     /// ([`Reconciler::new`]) the counts are `desired`'s own.
     pub fn fits(&self, desired: &Desired) -> Result<(), DoesNotFit> {
         self.check_fits(&self.changes(desired, self.full_pass), desired)
+    }
+
+    /// Whether `model`, every backend healthy (health only takes backends
+    /// out), fits maps of `sizes` on a fresh datapath: what `xlb
+    /// check-config` checks, and what an agent starting with nothing pinned
+    /// refuses before it makes a map.
+    pub fn fits_fresh(model: &Model, sizes: MapSizes) -> Result<(), DoesNotFit> {
+        // The seed places backends in tables; it changes no count.
+        Self::new(0, SizingPolicy::default(), sizes).fits(&Desired::new(model, |_, _| true))
     }
 
     /// [`Reconciler::fits`] for the `changes` a sync computed.

@@ -610,6 +610,14 @@ const SMALL: MapSizes = MapSizes {
 };
 
 /// A memory target that refuses what maps of `sizes` would refuse.
+/// A fresh reconciler and a target whose maps are of `sizes`.
+fn sized(sizes: MapSizes) -> (Reconciler, MemoryTarget) {
+    (
+        Reconciler::new(SEED, SizingPolicy::default(), sizes),
+        target_of(sizes),
+    )
+}
+
 fn target_of(sizes: MapSizes) -> MemoryTarget {
     MemoryTarget {
         sizes: Some(sizes),
@@ -695,10 +703,7 @@ fn a_change_needs_room_for_what_it_drops_until_its_break_half() {
         backends: 3,
         ..SIZES
     };
-    let (mut r, mut t) = (
-        Reconciler::new(SEED, SizingPolicy::default(), sizes),
-        target_of(sizes),
-    );
+    let (mut r, mut t) = sized(sizes);
     let old = model([("web", service(1, &active(&[1, 2])))]);
     sync(&mut r, &old, &mut t);
     let before = t.clone();
@@ -732,10 +737,7 @@ fn a_restarted_reconciler_counts_the_pinned_services_until_a_sync_drops_them() {
         services: 4,
         ..SIZES
     };
-    let (mut r, mut t) = (
-        Reconciler::new(SEED, SizingPolicy::default(), sizes),
-        target_of(sizes),
-    );
+    let (mut r, mut t) = sized(sizes);
     sync(&mut r, &three, &mut t);
 
     // web and api take their pinned IDs over by their frontends; dns keeps
@@ -775,10 +777,7 @@ fn client_networks_are_replaced_service_by_service_each_needing_room_for_its_new
         services: 4,
         ..SIZES
     };
-    let (mut r, mut t) = (
-        Reconciler::new(SEED, SizingPolicy::default(), sizes),
-        target_of(sizes),
-    );
+    let (mut r, mut t) = sized(sizes);
     let three = |networks: &[u8]| {
         model([
             ("a", ranged(service(1, &active(&[1])), networks)),
@@ -816,10 +815,7 @@ fn client_networks_a_change_drops_stay_until_the_new_ones_are_written() {
         services: 4,
         ..SIZES
     };
-    let (mut r, mut t) = (
-        Reconciler::new(SEED, SizingPolicy::default(), sizes),
-        target_of(sizes),
-    );
+    let (mut r, mut t) = sized(sizes);
     let two = |networks: &[u8]| {
         model([
             ("http", ranged(service(1, &active(&[1])), networks)),
@@ -851,10 +847,7 @@ fn a_restarted_reconciler_counts_the_pinned_client_networks_until_a_sync_drops_t
         services: 4,
         ..SIZES
     };
-    let (mut r, mut t) = (
-        Reconciler::new(SEED, SizingPolicy::default(), sizes),
-        target_of(sizes),
-    );
+    let (mut r, mut t) = sized(sizes);
     let a = ("a", ranged(service(1, &active(&[1])), &[0, 1]));
     let b = ("b", ranged(service(2, &active(&[1])), &[2]));
     sync(&mut r, &model([a.clone(), b]), &mut t);
@@ -949,10 +942,7 @@ proptest! {
     ) {
         let sizes = MapSizes { services: 4, backends: 6, conntrack: 64, addresses: 3 };
         let capacities = [4, 3, 5, 3, 4];
-        let (mut r, mut t) = (
-            Reconciler::new(SEED, SizingPolicy::default(), sizes),
-            target_of(sizes),
-        );
+        let (mut r, mut t) = sized(sizes);
         let mut programmed = Desired::default();
         for (m, down) in &models {
             let healthy = |_: &ServiceName, a: SocketAddr| a != backend(*down);
