@@ -46,51 +46,91 @@ struct Found<'a> {
 /// are a bracketed IPv6 address and a port number.
 fn unquoted_ipv6_with_port(line: &str) -> Vec<Found<'_>> {
     let mut out = Vec::new();
-    let mut quote: Option<char> = None;
-    // The last character outside quotes that is not a space, and its byte
-    // offset: a value starts after nothing, a key's `:`, a list item's `-`,
-    // or within a flow collection. (A quote elsewhere, as in `it's`, is
-    // part of a plain value.)
-    let mut before: Option<(usize, char)> = None;
-    let starts_value = |before: Option<(usize, char)>| match before {
-        None => true,
-        // A list item's `-` is a word of its own.
-        Some((at, '-')) => at == 0 || line[..at].ends_with([' ', '\t']),
-        Some((_, c)) => matches!(c, ':' | ',' | '[' | '{'),
-    };
-    let mut chars = line.char_indices();
-    while let Some((at, c)) = chars.next() {
-        match quote {
-            // In double quotes, a backslash escapes what follows it.
-            Some('"') if c == '\\' => {
-                chars.next();
-            }
-            Some(open) if c == open => quote = None,
-            Some(_) => {}
-            None if matches!(c, '\'' | '"') && starts_value(before) => quote = Some(c),
-            // A comment starts with `#` after a space, or at the start.
-            None if c == '#' && (at == 0 || line[..at].ends_with([' ', '\t'])) => break,
-            None if c == '[' && starts_value(before) => {
-                if let Some(value) = ipv6_with_port(&line[at..]) {
-                    let column = line[..at].chars().count() + 1;
-                    let key = match before {
-                        Some((colon, ':')) => key_before(line, colon),
-                        _ => None,
-                    };
-                    out.push(Found {
-                        key,
-                        value,
-                        columns: column..=column + value.chars().count() - 1,
-                    });
-                }
-            }
-            None => {}
+    scan(line, |seen| {
+        if seen.c == '['
+            && seen.starts_value
+            && let Some(value) = ipv6_with_port(&line[seen.at..])
+        {
+            let column = seen.column + 1;
+            let key = match seen.before {
+                Some((colon, ':')) => key_before(line, colon),
+                _ => None,
+            };
+            out.push(Found {
+                key,
+                value,
+                columns: column..=column + value.chars().count() - 1,
+            });
         }
-        if !c.is_whitespace() {
-            before = Some((at, c));
+        true
+    });
+    out
+}
+
+/// A character of YAML text outside quoted scalars and comments, as
+/// [`scan`] hands it on.
+struct Seen {
+    /// Its line's index from 0.
+    line_index: usize,
+    /// Its byte offset in the line, and its column in characters from 0.
+    at: usize,
+    column: usize,
+    c: char,
+    /// The last character before it on its line, outside quotes, that is
+    /// not a space, with its byte offset.
+    before: Option<(usize, char)>,
+    /// Whether a value may start here: after nothing on the line, a key's
+    /// `:`, a list item's `-` (a word of its own), a `?`, or a flow
+    /// collection's `[`, `{` or `,`. A quote or a bracket elsewhere, as in
+    /// `it's` or `/a[0]`, is part of a plain value.
+    starts_value: bool,
+}
+
+/// Hands `each` every character of `text` outside quoted scalars (which
+/// may span lines) and comments, read as YAML reads them, roughly, until
+/// `each` answers false. Enough to find where values start; not a parser.
+fn scan(text: &str, mut each: impl FnMut(&Seen) -> bool) {
+    let mut quote: Option<char> = None;
+    for (line_index, line) in text.lines().enumerate() {
+        let mut before: Option<(usize, char)> = None;
+        let mut chars = line.char_indices().enumerate();
+        while let Some((column, (at, c))) = chars.next() {
+            if let Some(open) = quote {
+                // In double quotes, a backslash escapes what follows it.
+                if open == '"' && c == '\\' {
+                    chars.next();
+                } else if c == open {
+                    quote = None;
+                    before = Some((at, c));
+                }
+                continue;
+            }
+            let starts_value = match before {
+                None => true,
+                Some((dash, '-')) => dash == 0 || line[..dash].ends_with([' ', '\t']),
+                Some((_, c)) => matches!(c, ':' | ',' | '[' | '{' | '?'),
+            };
+            // A comment starts with `#` at the start or after a space.
+            if c == '#' && (at == 0 || line[..at].ends_with([' ', '\t'])) {
+                break;
+            }
+            if matches!(c, '\'' | '"') && starts_value {
+                quote = Some(c);
+            } else if !each(&Seen {
+                line_index,
+                at,
+                column,
+                c,
+                before,
+                starts_value,
+            }) {
+                return;
+            }
+            if !c.is_whitespace() {
+                before = Some((at, c));
+            }
         }
     }
-    out
 }
 
 /// The key of the `:` at byte `colon` of `line`: the plain word before it
@@ -132,54 +172,29 @@ pub(super) const MAX_FLOW_DEPTH: usize = 256;
 /// The line and column (from 1) of the `[` or `{` that opens a flow
 /// collection deeper than [`MAX_FLOW_DEPTH`] in `text`, if one does.
 ///
-/// Read as YAML reads them, roughly: outside quoted scalars and comments,
-/// and where a value can start (after nothing on the line, a key's `:`, a
-/// list item's `-`, or within a flow collection), so that the brackets of
-/// a plain value (`path: /a[0]`) do not count. A miscount can only make a
-/// pathological file reach the parser, which refuses it too, slowly.
+/// Brackets count where [`scan`] says a value starts, or within a flow
+/// collection, so that those of a plain value (`path: /a[0]`) do not. A
+/// miscount can only make a pathological file reach the parser, which
+/// refuses it too, slowly.
 pub(super) fn too_deep(text: &str) -> Option<(usize, usize)> {
     let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    for (n, line) in text.lines().enumerate() {
-        // The last character outside quotes that is not a space, and the
-        // character just before this one.
-        let mut before: Option<char> = None;
-        let mut previous: Option<char> = None;
-        let mut escaped = false;
-        for (column, c) in line.chars().enumerate() {
-            let prior = previous.replace(c);
-            if let Some(q) = quote {
-                match c {
-                    '\\' if q == '"' && !escaped => escaped = true,
-                    c if c == q && !escaped => {
-                        quote = None;
-                        before = Some(c);
-                    }
-                    _ => escaped = false,
+    let mut found = None;
+    scan(text, |seen| {
+        match seen.c {
+            // Within a flow collection every item starts a value.
+            '[' | '{' if seen.starts_value || depth > 0 => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    found = Some((seen.line_index + 1, seen.column + 1));
+                    return false;
                 }
-                continue;
             }
-            let starts_value =
-                depth > 0 || matches!(before, None | Some(':' | '-' | ',' | '[' | '{' | '?'));
-            match c {
-                // A comment starts a line or follows a space.
-                '#' if prior.is_none_or(char::is_whitespace) => break,
-                '\'' | '"' if starts_value => quote = Some(c),
-                '[' | '{' if starts_value => {
-                    depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
-                        return Some((n + 1, column + 1));
-                    }
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            if !c.is_whitespace() {
-                before = Some(c);
-            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-    }
-    None
+        true
+    });
+    found
 }
 
 #[cfg(test)]
