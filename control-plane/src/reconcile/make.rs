@@ -27,13 +27,13 @@ impl Reconciler {
     ) -> Result<(), SyncError> {
         let mut batch = Vec::new();
         for &addr in live {
-            let (id, generation) = match self.backends.get(&addr) {
+            let (id, generation, allocated) = match self.backends.get(&addr) {
                 Some(b) if b.live => continue,
                 // Back from down: a new generation, so flows that were
                 // re-selected away from it are not pulled back.
-                Some(b) => (b.id, self.backend_ids.bump(b.id)),
+                Some(b) => (b.id, self.backend_ids.bump(b.id), false),
                 None => match self.backend_ids.allocate("backend") {
-                    Ok(allocated) => allocated,
+                    Ok((id, generation)) => (id, generation, true),
                     Err(exhausted) => {
                         self.release_unwritten(&batch);
                         return Err(exhausted.into());
@@ -41,6 +41,13 @@ impl Reconciler {
                 },
             };
             batch.push((id, addr, generation, local.contains(&addr)));
+            // An ID given out starts from zero, whoever held it before.
+            if allocated && let Err(e) = target.clear_backend_stats(id) {
+                self.release_unwritten(&batch);
+                return Err(datapath("zero the counters of backend", addr.to_string())(
+                    e,
+                ));
+            }
         }
         if batch.is_empty() {
             return Ok(());
@@ -74,7 +81,14 @@ impl Reconciler {
         }
     }
 
-    pub(super) fn claim_service_ids(&mut self, changes: &[Change]) -> Result<(), SyncError> {
+    /// Gives every new service in `changes` an ID: the ID of the recovered
+    /// service it takes over (with its counters), or a free one, whose
+    /// counters are zeroed before anything points at it.
+    pub(super) fn claim_service_ids<T: Target>(
+        &mut self,
+        changes: &[Change],
+        target: &mut T,
+    ) -> Result<(), SyncError> {
         for change in changes {
             let (name, Some(service)) = (&change.name, &change.new) else {
                 continue;
@@ -85,7 +99,16 @@ impl Reconciler {
             // Claimed here are named at once: none to skip.
             let id = match self.recovered_id(service, &BTreeSet::new()) {
                 Some(id) => id,
-                None => self.service_ids.allocate("service")?.0,
+                None => {
+                    let (id, _) = self.service_ids.allocate("service")?;
+                    if let Err(e) = target.clear_service_stats(id) {
+                        self.service_ids.free(id);
+                        return Err(datapath("zero the counters of service", name.to_string())(
+                            e,
+                        ));
+                    }
+                    id
+                }
             };
             self.services
                 .entry(id)

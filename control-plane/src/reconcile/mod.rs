@@ -387,7 +387,7 @@ impl Reconciler {
             .flat_map(|s| s.local.iter().copied())
             .collect();
         self.write_backends(&gained, &local, target, &mut report)?;
-        self.claim_service_ids(&changes)?;
+        self.claim_service_ids(&changes, target)?;
         self.write_tables(&changes, target, &mut report)?;
         let addresses_changed = !self
             .addresses

@@ -19,6 +19,13 @@ pub trait Target {
         &mut self,
         backends: &[(u32, SocketAddr, u32, bool)],
     ) -> Result<(), Self::Error>;
+    /// Zeroes the counters (and cached next hops) of backend `id`, an ID
+    /// about to be given to a backend: a reused ID would otherwise start
+    /// with the counts of the backend that held it before.
+    fn clear_backend_stats(&mut self, id: u32) -> Result<(), Self::Error>;
+    /// Zeroes the counters of service `id`, an ID about to be given to a
+    /// service (as `clear_backend_stats`).
+    fn clear_service_stats(&mut self, id: u32) -> Result<(), Self::Error>;
     /// Retires backend `id`: flows still pointing at it are re-selected on
     /// their next packet, and their entries collected by the agent's
     /// conntrack collector (`ConntrackTables::expire_flows`).
@@ -57,6 +64,14 @@ impl Target for Datapath {
         backends: &[(u32, SocketAddr, u32, bool)],
     ) -> Result<(), Self::Error> {
         Self::put_backends_on_node(self, backends)
+    }
+
+    fn clear_backend_stats(&mut self, id: u32) -> Result<(), Self::Error> {
+        Self::clear_backend_stats(self, id)
+    }
+
+    fn clear_service_stats(&mut self, id: u32) -> Result<(), Self::Error> {
+        Self::clear_service_stats(self, id)
     }
 
     fn retire_backend(&mut self, id: u32) -> Result<(), Self::Error> {
@@ -124,6 +139,10 @@ pub struct MemoryTarget {
     pub local: BTreeSet<u32>,
     /// Service ID → its client networks (none: absent).
     pub source_ranges: BTreeMap<u32, Vec<(IpAddr, u8)>>,
+    /// Backend IDs whose counters were zeroed, in order.
+    pub backend_stats_cleared: Vec<u32>,
+    /// Service IDs whose counters were zeroed, in order.
+    pub service_stats_cleared: Vec<u32>,
     /// How many of the next `delete_flows_to` calls fail, as a datapath
     /// error would.
     pub refuse_flow_deletes: usize,
@@ -225,6 +244,28 @@ impl Target for MemoryTarget {
                 self.local.remove(&id);
             }
         }
+        Ok(())
+    }
+
+    fn clear_backend_stats(&mut self, id: u32) -> Result<(), Violation> {
+        self.check_id("backend", id, 1, |s| s.backends)?;
+        if self.live(id) || self.in_tables().contains(&id) {
+            return Err(Violation(format!(
+                "backend {id}'s counters zeroed while it is live"
+            )));
+        }
+        self.backend_stats_cleared.push(id);
+        Ok(())
+    }
+
+    fn clear_service_stats(&mut self, id: u32) -> Result<(), Violation> {
+        self.check_id("service", id, 0, |s| s.services)?;
+        if self.tables.contains_key(&id) || self.frontends.values().any(|&(f, _)| f == id) {
+            return Err(Violation(format!(
+                "service {id}'s counters zeroed while a frontend or table is its"
+            )));
+        }
+        self.service_stats_cleared.push(id);
         Ok(())
     }
 

@@ -245,6 +245,64 @@ fn an_unhealthy_backend_is_retired_and_returns_with_a_new_generation() {
 }
 
 #[test]
+fn an_id_given_to_a_service_or_backend_has_its_counters_zeroed_first() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let web = model([("web", service(1, &active(&[1, 2])))]);
+    sync(&mut r, &web, &mut t);
+    let web_id = r.service_id(&ServiceName("web".into())).expect("an ID");
+    let ids = |r: &Reconciler, backends: &[u8]| -> Vec<u32> {
+        backends
+            .iter()
+            .map(|&i| r.backend(backend(i)).expect("a record").id)
+            .collect()
+    };
+    let web_backends = ids(&r, &[1, 2]);
+    assert_eq!(t.service_stats_cleared, vec![web_id]);
+    assert_eq!(t.backend_stats_cleared, web_backends);
+
+    // Unchanged, and then gone: nothing more is zeroed.
+    sync(&mut r, &web, &mut t);
+    sync(&mut r, &model([]), &mut t);
+    assert_eq!(t.service_stats_cleared, vec![web_id]);
+
+    // The next service and backends take the freed IDs: zeroed again (the
+    // memory target refuses a zeroing while anything points at the ID).
+    let api = model([("api", service(2, &active(&[3, 4])))]);
+    sync(&mut r, &api, &mut t);
+    let api_id = r.service_id(&ServiceName("api".into())).expect("an ID");
+    assert_eq!(api_id, web_id, "the lowest free ID is reused");
+    assert_eq!(t.service_stats_cleared, vec![web_id, web_id]);
+    let api_backends = ids(&r, &[3, 4]);
+    assert_eq!(api_backends, web_backends, "backend IDs too");
+    assert_eq!(
+        t.backend_stats_cleared,
+        [web_backends, api_backends].concat()
+    );
+    assert_programs(&r, &api, &t);
+}
+
+#[test]
+fn a_restarted_reconciler_keeps_the_counters_of_what_it_recovers() {
+    let m = model([("web", service(1, &active(&[1, 2, 3])))]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &m, &mut t);
+    let zeroed = (
+        t.service_stats_cleared.clone(),
+        t.backend_stats_cleared.clone(),
+    );
+    let mut restarted = Reconciler::recover(SEED, SizingPolicy::default(), SIZES, &recovered(&t));
+    sync(&mut restarted, &m, &mut t);
+    assert_eq!(
+        (
+            t.service_stats_cleared.clone(),
+            t.backend_stats_cleared.clone()
+        ),
+        zeroed,
+        "nothing zeroed by the restart"
+    );
+}
+
+#[test]
 fn a_service_without_usable_backends_keeps_its_frontend_and_loses_its_table() {
     let (mut r, mut t) = (reconciler(), MemoryTarget::default());
     sync(

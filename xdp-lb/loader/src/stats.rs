@@ -1,5 +1,9 @@
 //! Reading the programs' per-CPU counters, summed over CPUs.
-use aya::maps::PerCpuArray;
+use aya::{
+    Pod,
+    maps::{MapError, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+};
 use xdp_lb_common::{
     backend::BackendCpu,
     stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
@@ -131,8 +135,37 @@ impl Datapath {
         Ok(sum(per_cpu.iter().map(|slot| slot.counter)))
     }
 
+    /// Zeroes service `id`'s counters on every CPU, for an ID about to be
+    /// given to a service: a reused ID would otherwise start with the counts
+    /// of the service that held it before.
+    pub fn clear_service_stats(&mut self, id: u32) -> Result<(), Error> {
+        let mut array = PerCpuArray::<_, Counter>::try_from(self.map_mut(SERVICE_STATS)?)
+            .map_err(map_err(SERVICE_STATS, "open"))?;
+        array
+            .set(id, zeroed_per_cpu(SERVICE_STATS)?, 0)
+            .map_err(map_err(SERVICE_STATS, "update"))
+    }
+
+    /// Zeroes backend `id`'s counters and cached next hops on every CPU, for
+    /// an ID about to be given to a backend (as `clear_service_stats`). A
+    /// zeroed next hop is never fresh: the first packet looks it up.
+    pub fn clear_backend_stats(&mut self, id: u32) -> Result<(), Error> {
+        let mut array = PerCpuArray::<_, BackendCpu>::try_from(self.map_mut(BACKEND_CPU)?)
+            .map_err(map_err(BACKEND_CPU, "open"))?;
+        array
+            .set(id, zeroed_per_cpu(BACKEND_CPU)?, 0)
+            .map_err(map_err(BACKEND_CPU, "update"))
+    }
+
     /// The one counter of the `xdp_floor` and `xdp_sink` programs.
     pub fn floor_stats(&self) -> Result<Counter, Error> {
         self.counter_slot(FLOOR_STATS, 0)
     }
+}
+
+/// One zeroed value per possible CPU, as a per-CPU map update takes them.
+fn zeroed_per_cpu<T: Pod + Default>(map: &'static str) -> Result<PerCpuValues<T>, Error> {
+    let cpus = nr_cpus().map_err(|(_, e)| map_err(map, "count the CPUs")(MapError::IoError(e)))?;
+    PerCpuValues::try_from(vec![T::default(); cpus])
+        .map_err(|e| map_err(map, "zero")(MapError::IoError(e)))
 }
