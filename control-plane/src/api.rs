@@ -261,17 +261,20 @@ pub struct FlowEventView {
     /// `CLOCK_MONOTONIC` of the node when it happened, in ns (for ordering
     /// and intervals).
     pub time_ns: u64,
-    /// `new_flow` or `drop`.
+    /// `new_flow`, `drop`, or `refused` (a packet for a service without a
+    /// backend, answered with a TCP reset or an ICMP port unreachable).
     pub kind: String,
     /// TCP or UDP; absent for a dropped fragment.
     pub protocol: Option<Protocol>,
     /// The client; absent for a dropped fragment (no ports).
     pub client: Option<SocketAddr>,
     pub frontend: SocketAddr,
-    /// The service and backend a new flow was given.
+    /// The service and backend a new flow was given; the service whose
+    /// frontend a dropped or refused packet was sent to, if any.
     pub service: Option<String>,
     pub backend: Option<SocketAddr>,
-    /// The verdict of a drop (`drop_unknown_port`, ...).
+    /// The verdict of a drop (`drop_unknown_port`, ...) or a refusal
+    /// (`refuse_reset`, `refuse_unreachable`).
     pub reason: Option<String>,
 }
 
@@ -368,7 +371,7 @@ pub struct StatusView {
     /// services come from a configuration file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesView>,
-    /// One in this many new flows and drops is a flow event for `xlb
+    /// One in this many new flows, drops and refusals is a flow event for `xlb
     /// observe` (`--flow-event-sampling`); 0: none. Absent from agents that
     /// predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

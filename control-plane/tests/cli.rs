@@ -135,7 +135,7 @@ fn shared_backend() -> BackendView {
     }
 }
 
-/// The fake agent's flow events: a new flow and a drop.
+/// The fake agent's flow events: a new flow, a drop and a refusal.
 fn events() -> Vec<FlowEventView> {
     vec![
         FlowEventView {
@@ -157,6 +157,16 @@ fn events() -> Vec<FlowEventView> {
             service: None,
             backend: None,
             reason: Some("drop_unknown_port".into()),
+        },
+        FlowEventView {
+            time_ns: 3_000,
+            kind: "refused".into(),
+            protocol: Some(Protocol::Tcp),
+            client: Some(addr("198.18.50.77:40002")),
+            frontend: addr("198.18.100.1:80"),
+            service: Some("default/web:http".into()),
+            backend: None,
+            reason: Some("refuse_reset".into()),
         },
     ]
 }
@@ -423,12 +433,13 @@ fn conntrack_filter_and_yaml() {
 #[test]
 fn observe_prints_a_line_per_event_until_its_count() {
     let agent = FakeAgent::start();
-    let text = stdout(&agent.xlb(&["observe", "--count", "2"]));
+    let text = stdout(&agent.xlb(&["observe", "--count", "3"]));
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         [
             "new_flow tcp 198.18.50.77:40000 -> 198.18.100.1:80 default/web:http => 198.18.2.1:8080",
             "drop     udp 198.18.50.77:40001 -> 198.18.100.1:81 drop_unknown_port",
+            "refused  tcp 198.18.50.77:40002 -> 198.18.100.1:80 default/web:http: refuse_reset",
         ]
     );
     // JSON: one object per line, the API's own document; the count holds.

@@ -220,8 +220,8 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_L2_INTERFACE", value_name = "IF")]
     pub l2_interface: Option<String>,
 
-    /// Flow events for `xlb observe`: one in this many new flows and drops,
-    /// chosen at random, is reported. 0 reports none.
+    /// Flow events for `xlb observe`: one in this many new flows, drops and
+    /// refusals, chosen at random, is reported. 0 reports none.
     #[arg(long, env = "XLB_FLOW_EVENT_SAMPLING", default_value_t = 0)]
     pub flow_event_sampling: u32,
 

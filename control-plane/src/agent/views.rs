@@ -452,7 +452,10 @@ impl Admin for AgentAdmin {
             return Ok(Vec::new());
         }
         let core = self.lock()?;
-        let names = service_names(&core);
+        let names = EventNames {
+            by_id: service_names(&core),
+            by_frontend: frontend_names(&core.model),
+        };
         Ok(read.iter().map(|e| event_view(&names, e)).collect())
     }
 
@@ -618,8 +621,35 @@ fn service_names(core: &Core) -> BTreeMap<u32, String> {
         .collect()
 }
 
+/// (Frontend, protocol) → the name of the service it belongs to.
+fn frontend_names(model: &Model) -> HashMap<(SocketAddr, Protocol), String> {
+    model
+        .services
+        .iter()
+        .flat_map(|(name, service)| {
+            service.frontends.iter().map(move |f| {
+                (
+                    (SocketAddr::new(f.addr, f.port), f.protocol),
+                    name.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// What names the service of a flow event: its ID (a new flow), or the
+/// frontend the packet was sent to (a drop or a refusal, which carry none).
+struct EventNames {
+    by_id: BTreeMap<u32, String>,
+    by_frontend: HashMap<(SocketAddr, Protocol), String>,
+}
+
 /// A flow event as the admin API shows it, its service by name.
-fn event_view(names: &BTreeMap<u32, String>, event: &FlowEvent) -> FlowEventView {
+fn event_view(names: &EventNames, event: &FlowEvent) -> FlowEventView {
+    let by_frontend = || {
+        let protocol = Protocol::from(event.protocol?);
+        names.by_frontend.get(&(event.frontend, protocol)).cloned()
+    };
     let (kind, service, backend, reason) = match event.kind {
         FlowEventKind::NewFlow {
             service_id,
@@ -627,11 +657,19 @@ fn event_view(names: &BTreeMap<u32, String>, event: &FlowEvent) -> FlowEventView
             ..
         } => (
             "new_flow",
-            names.get(&service_id).cloned(),
+            names.by_id.get(&service_id).cloned(),
             Some(backend),
             None,
         ),
-        FlowEventKind::Drop { verdict } => ("drop", None, None, Some(verdict.name().to_owned())),
+        FlowEventKind::Drop { verdict } => {
+            ("drop", by_frontend(), None, Some(verdict.name().to_owned()))
+        }
+        FlowEventKind::Refused { verdict } => (
+            "refused",
+            by_frontend(),
+            None,
+            Some(verdict.name().to_owned()),
+        ),
     };
     FlowEventView {
         time_ns: event.time_ns,
@@ -884,5 +922,51 @@ mod tests {
         let (none, changed) = apply_drain(&in_api, &serving, addr, false, None);
         assert_eq!(names(changed), ["api"]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_or_refused_packet_names_the_service_of_its_frontend() {
+        let vip: SocketAddr = "198.18.100.1:80".parse().unwrap();
+        let mut web = service(&[]);
+        web.frontends.push(crate::model::Frontend {
+            addr: vip.ip(),
+            port: vip.port(),
+            protocol: Protocol::Tcp,
+            kind: crate::model::FrontendKind::Vip,
+            snat_remote: false,
+            source_ranges_only: false,
+        });
+        let model = Model {
+            services: [(ServiceName("web".into()), web)].into(),
+        };
+        let names = EventNames {
+            by_id: BTreeMap::new(),
+            by_frontend: frontend_names(&model),
+        };
+        let event = |frontend: SocketAddr, protocol, kind| FlowEvent {
+            time_ns: 1,
+            client: Some("198.18.0.1:40000".parse().unwrap()),
+            frontend,
+            protocol: Some(protocol),
+            kind,
+        };
+        let refused = FlowEventKind::Refused {
+            verdict: xdp_lb::Verdict::RefuseReset,
+        };
+        let view = event_view(&names, &event(vip, xdp_lb::Protocol::Tcp, refused));
+        assert_eq!(
+            (
+                view.kind.as_str(),
+                view.service.as_deref(),
+                view.reason.as_deref()
+            ),
+            ("refused", Some("web"), Some("refuse_reset"))
+        );
+        // Another protocol or port is no frontend of web's.
+        let unknown = FlowEventKind::Drop {
+            verdict: xdp_lb::Verdict::DropUnknownPort,
+        };
+        let view = event_view(&names, &event(vip, xdp_lb::Protocol::Udp, unknown));
+        assert_eq!((view.kind.as_str(), view.service), ("drop", None));
     }
 }

@@ -647,8 +647,9 @@ pub(crate) fn stats_delta_table(delta: &StatsView, at: SystemTime, interval: Dur
 }
 
 /// `xlb status`.
-/// One flow event as a line: `new_flow tcp CLIENT -> FRONTEND service => BACKEND`
-/// or `drop tcp CLIENT -> FRONTEND reason`; JSON: the event as one object.
+/// One flow event as a line: `new_flow tcp CLIENT -> FRONTEND service => BACKEND`,
+/// or `drop tcp CLIENT -> FRONTEND [service: ]reason` (and so `refused`);
+/// JSON: the event as one object.
 pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Result<String> {
     if format != Format::Table {
         let one_line = match format {
@@ -666,7 +667,10 @@ pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Resul
             "{} => {backend}",
             event.service.as_deref().unwrap_or("(unknown service)")
         ),
-        (None, Some(reason)) => reason.clone(),
+        (None, Some(reason)) => match &event.service {
+            Some(service) => format!("{service}: {reason}"),
+            None => reason.clone(),
+        },
         (None, None) => String::new(),
     };
     Ok(format!(
@@ -689,7 +693,10 @@ pub(crate) fn status_text(status: &StatusView) -> String {
     );
     match status.flow_event_sampling {
         Some(0) => field("Flow events", "off (--flow-event-sampling 0)"),
-        Some(n) => field("Flow events", &format!("1 in {n} new flows and drops")),
+        Some(n) => field(
+            "Flow events",
+            &format!("1 in {n} new flows, drops and refusals"),
+        ),
         None => {}
     }
     match &status.kubernetes {

@@ -1,7 +1,7 @@
 //! Flow events: what `xdp_lb` writes to the `FLOW_EVENTS` ring buffer for a
-//! sample of its new flows and drops (`Config::flow_event_sampling`), for an
-//! operator to watch which client went to which backend, and why packets
-//! were dropped.
+//! sample of its new flows, drops and refusals (`Config::flow_event_sampling`),
+//! for an operator to watch which client went to which backend, and why
+//! packets were dropped or refused.
 
 use crate::{addr::Addr, pod::impl_pod};
 
@@ -9,6 +9,10 @@ use crate::{addr::Addr, pod::impl_pod};
 pub const EVENT_NEW_FLOW: u32 = 1;
 /// `FlowEvent::kind`: a packet was dropped; `FlowEvent::verdict` says why.
 pub const EVENT_DROP: u32 = 2;
+/// `FlowEvent::kind`: a packet for a service without a backend was answered
+/// with a TCP reset or an ICMP port unreachable; `FlowEvent::verdict` says
+/// which.
+pub const EVENT_REFUSED: u32 = 3;
 
 /// One event. Addresses are IPv4-mapped for IPv4, ports in network order;
 /// an end the event does not know (the backend of a drop, the ports of a
@@ -20,7 +24,7 @@ pub struct FlowEvent {
     pub time_ns: u64,
     /// `EVENT_*`.
     pub kind: u32,
-    /// The `Verdict` slot of a drop; 0 for a new flow.
+    /// The `Verdict` slot of a drop or refusal; 0 for a new flow.
     pub verdict: u32,
     pub service_id: u32,
     pub backend_id: u32,

@@ -227,6 +227,14 @@ counter_enum! {
     }
 }
 
+impl Verdict {
+    /// True for a packet that became its own refusal (a TCP reset, an ICMP
+    /// port unreachable) and went back to its sender.
+    pub const fn is_refusal(self) -> bool {
+        matches!(self, Verdict::RefuseReset | Verdict::RefuseUnreachable)
+    }
+}
+
 counter_enum! {
     /// Connection-tracking events of `xdp_lb` (a frame may count several).
     CtEvent {

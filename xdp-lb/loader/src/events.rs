@@ -11,7 +11,7 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use xdp_lb_common::{
-    events::{EVENT_DROP, EVENT_NEW_FLOW, FlowEvent as RawEvent},
+    events::{EVENT_DROP, EVENT_NEW_FLOW, EVENT_REFUSED, FlowEvent as RawEvent},
     stats::Verdict,
 };
 
@@ -32,6 +32,10 @@ pub enum FlowEventKind {
     },
     /// A packet was dropped for this reason.
     Drop { verdict: Verdict },
+    /// A packet for a service without a backend (or without a free
+    /// source-NAT port) was answered as this verdict says: a TCP reset, an
+    /// ICMP port unreachable.
+    Refused { verdict: Verdict },
 }
 
 /// One sampled event.
@@ -59,6 +63,9 @@ impl FlowEvent {
                 backend: socket(&raw.backend, raw.backend_port_be),
             },
             EVENT_DROP => FlowEventKind::Drop {
+                verdict: *Verdict::ALL.get(raw.verdict as usize)?,
+            },
+            EVENT_REFUSED => FlowEventKind::Refused {
                 verdict: *Verdict::ALL.get(raw.verdict as usize)?,
             },
             _ => return None,

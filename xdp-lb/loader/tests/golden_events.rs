@@ -1,17 +1,19 @@
 //! Golden packets, flow events: with sampling at 1 every new flow and every
 //! drop is written to the ring buffer and read back by `FlowEvents` — the
-//! new flow with the backend `simulate` names, the drop with its reason; with
-//! sampling at 0 (the default) nothing is written.
+//! new flow with the backend `simulate` names, the drop with its reason, the
+//! refusal with the answer it got; with sampling at 0 (the default) nothing
+//! is written.
 mod support;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use support::{
+    frame::Packet,
     frame::TcpFlags,
     in_private_netns,
-    lb::{Lb, XDP_DROP, XDP_REDIRECT, syn_to_vip4},
+    lb::{CLIENT4, FROM_CLIENT, Lb, VIP4, XDP_DROP, XDP_REDIRECT, XDP_TX, syn_to_vip4},
 };
-use xdp_lb::{Config, FlowEvent, FlowEventKind, Protocol, Verdict};
+use xdp_lb::{Config, FlowEvent, FlowEventKind, Frontend, Protocol, ServiceOptions, Verdict};
 
 const WAIT: Duration = Duration::from_millis(200);
 
@@ -75,6 +77,57 @@ fn new_flows_and_drops_are_reported_with_their_backend_and_reason() {
         assert_eq!(lb.send(&ack.bytes(), lb.up0).action, XDP_REDIRECT);
         assert_eq!(events.next(WAIT).expect("read"), None);
         assert_eq!(events.skipped(), 0);
+    });
+}
+
+#[test]
+fn refusals_are_reported_with_the_packet_s_ends_and_the_answer() {
+    in_private_netns(|| {
+        let mut lb = lb_sampling(1);
+        // Port 82 of each protocol: a service without a table.
+        for proto in [Protocol::Tcp, Protocol::Udp] {
+            lb.dp
+                .upsert_service(
+                    &Frontend::new(SocketAddr::from((VIP4, 82)), proto),
+                    9,
+                    &ServiceOptions::default(),
+                )
+                .expect("service");
+        }
+        let mut events = lb.dp.flow_events().expect("reader");
+        let syn = syn_to_vip4(40_000, 82);
+        assert_eq!(lb.send(&syn.bytes(), lb.up0).action, XDP_TX);
+        let client = SocketAddr::from((CLIENT4, 40_001));
+        let vip = SocketAddr::from((VIP4, 82));
+        let datagram = Packet::udp(FROM_CLIENT, client, vip, b"query");
+        assert_eq!(lb.send(&datagram.bytes(), lb.up0).action, XDP_TX);
+
+        // The ends the packet came with, not the answer's (which the frame
+        // became before the event was written).
+        let reset = events.next(WAIT).expect("read").expect("an event");
+        assert_eq!(
+            (reset.client, reset.frontend, reset.protocol, reset.kind),
+            (
+                Some(syn.src),
+                syn.dst,
+                Some(Protocol::Tcp),
+                FlowEventKind::Refused {
+                    verdict: Verdict::RefuseReset
+                }
+            )
+        );
+        let unreachable = events.next(WAIT).expect("read").expect("an event");
+        assert_eq!(
+            (unreachable.client, unreachable.frontend, unreachable.kind),
+            (
+                Some(client),
+                vip,
+                FlowEventKind::Refused {
+                    verdict: Verdict::RefuseUnreachable
+                }
+            )
+        );
+        assert_eq!(events.next(WAIT).expect("read"), None);
     });
 }
 

@@ -1,11 +1,11 @@
 //! Sampled flow events (`xdp_lb_common::events`): a new flow and the backend
-//! it was given, a drop and its reason. Each is written straight into space
+//! it was given, a drop and its reason, a refusal and its answer. Each is written straight into space
 //! reserved in the `FLOW_EVENTS` ring buffer, never built on the stack; when
 //! the buffer is full (nobody reading) the event is skipped.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use xdp_lb_common::{
-    events::{EVENT_DROP, EVENT_NEW_FLOW},
+    events::{EVENT_DROP, EVENT_NEW_FLOW, EVENT_REFUSED},
     stats::Verdict,
 };
 
@@ -57,11 +57,12 @@ pub fn new_flow(flow: &Flow, nat: &Nat, every: u32) {
     entry.submit(0);
 }
 
-/// Writes a drop event, if this one is sampled: `packet` was dropped as
-/// `verdict`. A packet without a whole flow (a fragment) names only its
-/// destination.
+/// Writes the event of a packet that was not balanced, if this one is
+/// sampled: a drop (`XDP_DROP`, `TC_ACT_SHOT`) or a refusal (a `Refuse*`
+/// verdict: the packet became its answer), as `verdict`. A packet without a
+/// whole flow (a fragment) names only its destination.
 #[inline(never)]
-pub fn dropped(packet: &Packet, verdict: Verdict) {
+pub fn turned_away(packet: &Packet, verdict: Verdict, dropped: bool) {
     let every = CONFIG.get(0).map_or(0, |config| config.flow_event_sampling);
     if !sampled(every) {
         return;
@@ -75,7 +76,7 @@ pub fn dropped(packet: &Packet, verdict: Verdict) {
     // SAFETY: as in `new_flow`.
     unsafe {
         (*e).time_ns = bpf_ktime_get_coarse_ns();
-        (*e).kind = EVENT_DROP;
+        (*e).kind = if dropped { EVENT_DROP } else { EVENT_REFUSED };
         (*e).verdict = verdict as u32;
         (*e).service_id = 0;
         (*e).backend_id = 0;

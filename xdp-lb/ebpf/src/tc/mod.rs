@@ -190,8 +190,8 @@ fn balance(ctx: &TcContext, packet: &Packet, len: usize, hook: Hook) -> i32 {
         Action::Refuse => (decision.verdict, SHOT),
     };
     count_verdict(verdict, len);
-    if action == SHOT {
-        events::dropped(packet, verdict);
+    if action == SHOT || verdict.is_refusal() {
+        events::turned_away(packet, verdict, action == SHOT);
     }
     action
 }

@@ -173,8 +173,8 @@ fn balance(ctx: &XdpContext, packet: &Packet, len: usize) -> u32 {
         },
     };
     count_verdict(verdict, len);
-    if action == XDP_DROP {
-        events::dropped(packet, verdict);
+    if action == XDP_DROP || verdict.is_refusal() {
+        events::turned_away(packet, verdict, action == XDP_DROP);
     }
     action
 }
