@@ -9,6 +9,7 @@ use std::{
 
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 
+use super::address;
 use crate::model::{Backend, BackendState};
 
 /// What an endpoint's conditions make of it, best last (the order merging
@@ -101,11 +102,7 @@ pub(super) fn collect(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            else {
+            let Some(ip) = endpoint.addresses.first().and_then(|a| address::parse(a)) else {
                 continue;
             };
             let candidate = Endpoint {
@@ -292,6 +289,6 @@ pub(super) fn local_ready_addresses(
         .flat_map(|slice| &slice.endpoints)
         .filter(|e| e.node_name.as_deref() == Some(node))
         .filter(|e| Condition::of(e.conditions.as_ref(), publish_not_ready) == Condition::Ready)
-        .filter_map(|e| e.addresses.first()?.parse::<IpAddr>().ok())
+        .filter_map(|e| address::parse(e.addresses.first()?))
         .collect()
 }

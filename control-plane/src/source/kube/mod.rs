@@ -10,6 +10,7 @@
 //! - [`sync`]: the debounced loop that translates the stores' contents;
 //! - [`node`]: this node's name and NodePort addresses.
 
+mod address;
 mod endpoints;
 pub mod node;
 pub mod sync;

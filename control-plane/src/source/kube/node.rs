@@ -6,7 +6,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::{LABEL_TOPOLOGY_ZONE, NodeInfo};
+use super::{LABEL_TOPOLOGY_ZONE, NodeInfo, address};
 
 /// `--nodeport-addresses`: which addresses of this node serve NodePorts (and
 /// answer `healthCheckNodePort`s).
@@ -103,7 +103,7 @@ pub fn node_object_addresses(node: &Node) -> Vec<IpAddr> {
         .unwrap_or_default()
         .iter()
         .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
-        .filter_map(|a| a.address.parse().ok())
+        .filter_map(|a| address::parse(&a.address))
         .collect();
     addresses.sort_unstable();
     addresses.dedup();

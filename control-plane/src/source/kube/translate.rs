@@ -16,7 +16,7 @@ use k8s_openapi::{
 
 use super::{
     HealthCheckNodePort, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME,
-    NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation,
+    NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation, address,
     endpoints::{self, Scope},
     validate::{self, FieldError, Origin, ServiceType},
 };
@@ -348,13 +348,13 @@ fn translate_service(
 
     let cluster_ips: Vec<IpAddr> = validate::cluster_ips(spec)
         .iter()
-        .filter_map(|(_, ip)| ip.parse().ok())
+        .filter_map(|(_, ip)| address::parse(ip))
         .collect();
     let mut external_ips: BTreeSet<IpAddr> = spec
         .external_ips
         .iter()
         .flatten()
-        .filter_map(|ip| ip.parse().ok())
+        .filter_map(|ip| address::parse(ip))
         .collect();
     // Validated CIDRs: the client networks its LoadBalancer IPs accept,
     // each once.
@@ -362,7 +362,9 @@ fn translate_service(
         .load_balancer_source_ranges
         .iter()
         .flatten()
-        .filter_map(|range| validate::parse_source_range(range).ok())
+        // Validated by the object's origin already: the cluster's reading,
+        // the lenient one, takes what the validation let through.
+        .filter_map(|range| validate::parse_source_range(range, Origin::Cluster).ok())
         .collect();
     source_ranges.sort_unstable();
     source_ranges.dedup();
@@ -375,7 +377,7 @@ fn translate_service(
         .unwrap_or_default();
     let port_count = spec.ports.as_ref().map_or(0, Vec::len);
     for entry in ingress {
-        let Some(ip) = entry.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+        let Some(ip) = entry.ip.as_deref().and_then(address::parse) else {
             continue;
         };
         if entry.ip_mode.as_deref() == Some("Proxy") {
@@ -1223,6 +1225,51 @@ mod tests {
                 "default/web:http: 198.18.100.1:80/TCP vip, 198.18.201.1:80/TCP vip, \
               198.18.201.2:80/TCP vip => "
             ]
+        );
+    }
+
+    #[test]
+    fn legacy_addresses_with_leading_zeros_are_read_as_kube_proxy_reads_them() {
+        // Stored before the API server refused them; decimal, never octal.
+        let s = web(json!({
+            "clusterIP": "198.018.100.001",
+            "clusterIPs": ["198.018.100.001"],
+            "externalIPs": ["198.18.201.010"],
+            "type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": false,
+            "loadBalancerSourceRanges": ["198.018.50.0/24"],
+        }));
+        let s = KubeService {
+            status: Some(
+                serde_json::from_value(json!({
+                    "loadBalancer": { "ingress": [{ "ip": "198.18.202.010" }] },
+                }))
+                .unwrap(),
+            ),
+            ..s
+        };
+        let t = run(&[s], &[web_slice(json!([ready("198.18.2.010", "node-a")]))]);
+        assert_eq!(t.warnings, Vec::<String>::new());
+        assert_eq!(skipped(&t), []);
+        let service = &t.model.services[&ServiceName("default/web:http".into())];
+        let frontends: Vec<String> = service.frontends.iter().map(ToString::to_string).collect();
+        for expected in [
+            "198.18.100.1:80/TCP",
+            "198.18.201.10:80/TCP",
+            "198.18.202.10:80/TCP",
+        ] {
+            assert!(
+                frontends.iter().any(|f| f == expected),
+                "{expected} in {frontends:?}"
+            );
+        }
+        assert_eq!(
+            service.backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
+            ["198.18.2.10:8080".parse().unwrap()]
+        );
+        assert_eq!(
+            service.source_ranges,
+            [("198.18.50.0".parse().unwrap(), 24)]
         );
     }
 

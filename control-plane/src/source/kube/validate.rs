@@ -20,7 +20,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::NODE_PORT_RANGE;
+use super::{NODE_PORT_RANGE, address};
 
 /// One problem with one field of an object: `place` is the field's path in
 /// the object as written in YAML (`spec.ports[0].port`).
@@ -58,15 +58,34 @@ pub(crate) enum Origin {
     File,
 }
 
-/// Parses an address and applies [`check_unicast`]. Rust's parser already
-/// refuses what Kubernetes' strict parsing refuses (IPv4 octets with leading
-/// zeros, which some parsers read as octal).
+/// Parses an address and applies [`check_unicast`]. From the cluster, IPv4
+/// numbers with leading zeros are read as decimal, as kube-proxy reads
+/// them (`address`); a file must write them without, as the API server
+/// now asks of new objects (some parsers read such zeros as octal).
 pub(crate) fn parse_ip(text: &str, origin: Origin) -> Result<IpAddr, String> {
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| format!("{} is not an IP address", quoted(text)))?;
+    let ip = parse_address(text, origin).ok_or_else(|| not_an_address(text))?;
     check_unicast(ip, origin)?;
     Ok(ip)
+}
+
+/// `text` as an address by `origin`'s syntax (see [`parse_ip`]).
+fn parse_address(text: &str, origin: Origin) -> Option<IpAddr> {
+    match origin {
+        Origin::Cluster => address::parse(text),
+        Origin::File => text.parse().ok(),
+    }
+}
+
+/// Why `text` is not an address.
+fn not_an_address(text: &str) -> String {
+    match address::parse(text) {
+        Some(ip) if address::is_legacy(text) => format!(
+            "{} is not an IP address: write {ip}, without leading zeros (which some parsers \
+             read as octal)",
+            quoted(text)
+        ),
+        _ => format!("{} is not an IP address", quoted(text)),
+    }
 }
 
 /// The API server's rules for an endpoint or external IP (`ValidateEndpointIP`,
@@ -453,7 +472,7 @@ pub(crate) fn service(service: &Service, origin: Origin) -> Vec<FieldError> {
             ));
         }
         for (i, range) in ranges.iter().enumerate() {
-            if let Err(e) = parse_source_range(range) {
+            if let Err(e) = parse_source_range(range, origin) {
                 errors.push(FieldError::new(
                     format!("spec.loadBalancerSourceRanges[{i}]"),
                     e,
@@ -621,7 +640,7 @@ fn check_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldE
     }
     for (i, ((place, ip), family)) in ips.iter().zip(families).enumerate() {
         // Addresses that do not parse are reported by check_cluster_ips.
-        let Ok(ip) = ip.parse::<IpAddr>() else {
+        let Some(ip) = address::parse(ip) else {
             continue;
         };
         if matches!(family.as_str(), "IPv4" | "IPv6") && family_name(ip) != family {
@@ -925,14 +944,15 @@ fn check_traffic_distribution(spec: &ServiceSpec, errors: &mut Vec<FieldError>) 
 /// accepts with spaces around it (a leftover of the annotation it replaced,
 /// `service.beta.kubernetes.io/load-balancer-source-ranges`) and kube-proxy
 /// reads trimmed.
-pub(crate) fn parse_source_range(text: &str) -> Result<(IpAddr, u8), String> {
-    parse_cidr(text.trim())
+pub(crate) fn parse_source_range(text: &str, origin: Origin) -> Result<(IpAddr, u8), String> {
+    parse_cidr(text.trim(), origin)
 }
 
 /// `address/prefix`: the network, host bits cleared (`198.18.0.1/24` is
 /// `198.18.0.0/24`, as kube-proxy reads it: one network, one datapath
-/// entry), or why `text` is not one.
-pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+/// entry), or why `text` is not one. The address by `origin`'s syntax
+/// ([`parse_ip`]).
+pub(crate) fn parse_cidr(text: &str, origin: Origin) -> Result<(IpAddr, u8), String> {
     let wrong = || {
         format!(
             "{} is not a CIDR: write address/prefix, like 198.18.0.0/15",
@@ -940,7 +960,7 @@ pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
         )
     };
     let (addr, prefix) = text.split_once('/').ok_or_else(wrong)?;
-    let addr: IpAddr = addr.parse().map_err(|_| wrong())?;
+    let addr = parse_address(addr, origin).ok_or_else(wrong)?;
     let prefix: u8 = prefix.parse().map_err(|_| wrong())?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix > max {
@@ -1678,13 +1698,32 @@ mod tests {
                     "::ffff:198.18.0.1 is an IPv4-mapped IPv6 address: write the IPv4 address itself",
                 ),
             ),
-            ("198.018.0.1", Some("`198.018.0.1` is not an IP address")),
+            ("198.18.0.256", Some("`198.18.0.256` is not an IP address")),
         ];
         for (text, expected) in cases {
             for origin in [Origin::Cluster, Origin::File] {
                 assert_eq!(parse_ip(text, origin).err().as_deref(), expected, "{text}");
             }
         }
+    }
+
+    #[test]
+    fn leading_zeros_are_read_from_the_cluster_and_refused_from_a_file() {
+        // As kube-proxy reads what the API server once stored: decimal.
+        assert_eq!(
+            parse_ip("198.018.0.010", Origin::Cluster),
+            Ok("198.18.0.10".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("198.018.0.0/24", Origin::Cluster),
+            Ok(("198.18.0.0".parse().unwrap(), 24))
+        );
+        assert_eq!(
+            parse_ip("198.018.0.010", Origin::File).unwrap_err(),
+            "`198.018.0.010` is not an IP address: write 198.18.0.10, without leading zeros \
+             (which some parsers read as octal)"
+        );
+        assert!(parse_cidr("198.018.0.0/24", Origin::File).is_err());
     }
 
     #[test]
