@@ -182,7 +182,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     }
     let reconciler = Reconciler::recover(
         options.hash_seed,
-        SizingPolicy::default(),
+        SizingPolicy::with_min_size(options.maglev_min_size),
         sizes,
         &recovered,
     );

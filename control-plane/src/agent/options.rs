@@ -136,6 +136,23 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u64,
 
+    /// The smallest Maglev table a service gets, in slots: one of 251, 509,
+    /// 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071. A service's
+    /// table is the smallest of these with more than 100 slots per backend
+    /// it lists, and keeps its size while that count moves by less than
+    /// about a factor of two, so two instances that saw different counts
+    /// can hold different sizes (and pick different backends). Behind ECMP,
+    /// give every instance a minimum above 100 times the most backends any
+    /// service lists: all then hold that size. 4 bytes a slot, per service.
+    #[arg(
+        long,
+        env = "XLB_MAGLEV_MIN_SIZE",
+        value_name = "SLOTS",
+        default_value_t = consistent_hash::primes::TABLE_SIZES[0],
+        value_parser = parse_table_size
+    )]
+    pub maglev_min_size: u32,
+
     /// The new-flow flood guard: conntrack entries each CPU may create per
     /// second (Katran's default). Past it, new flows still reach their Maglev
     /// backend but are not tracked, so a flood cannot push established flows
@@ -342,6 +359,21 @@ pub(crate) fn each_once<T: PartialEq + std::fmt::Display>(
     Ok(())
 }
 
+/// One of the table sizes the sizing policy picks from.
+fn parse_table_size(text: &str) -> Result<u32, String> {
+    let sizes = consistent_hash::primes::TABLE_SIZES;
+    text.parse()
+        .ok()
+        .filter(|size| sizes.contains(size))
+        .ok_or_else(|| {
+            let list: Vec<String> = sizes.iter().map(u32::to_string).collect();
+            format!(
+                "`{text}` is not a table size: give one of {}",
+                list.join(", ")
+            )
+        })
+}
+
 /// `MIN-MAX`: a non-empty range of nonzero ports.
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (min, max) = text
@@ -404,6 +436,21 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!((set.sizes.max_services, set.sizes.max_addresses), (8, 2));
+    }
+
+    #[test]
+    fn the_maglev_minimum_is_a_listed_table_size() {
+        let defaults = parse(&["--config", "x.yaml"]).expect("parses");
+        assert_eq!(defaults.maglev_min_size, 251);
+        let set = parse(&["--config", "x.yaml", "--maglev-min-size", "16381"]).expect("parses");
+        assert_eq!(set.maglev_min_size, 16381);
+        let wrong = parse(&["--config", "x.yaml", "--maglev-min-size", "16384"])
+            .expect_err("not a listed size")
+            .to_string();
+        assert!(
+            wrong.contains("`16384` is not a table size: give one of 251, 509, 1021"),
+            "{wrong}"
+        );
     }
 
     #[test]

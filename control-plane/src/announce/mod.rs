@@ -224,6 +224,7 @@ mod tests {
             ranged_frontends: Vec::new(),
             source_ranges: Vec::new(),
             members: vec![(backend, 1); members],
+            listed: members,
             live: vec![backend; members],
         }
     }

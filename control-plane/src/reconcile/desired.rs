@@ -39,6 +39,11 @@ pub struct DesiredService {
     /// The backends in the Maglev table (active and healthy) with their
     /// weights, sorted by address.
     pub members: Vec<(SocketAddr, u32)>,
+    /// How many backends the service lists, whatever their state or health:
+    /// what its table's size follows (`SizingPolicy`), so that instances
+    /// with the same configuration size their tables alike whatever their
+    /// health checks and drains saw.
+    pub listed: usize,
     /// Backends whose records stay live, sorted: the members, plus draining
     /// and terminating backends that are healthy (they keep their flows).
     pub live: Vec<SocketAddr>,
@@ -112,6 +117,8 @@ impl DesiredService {
         }
         self.members.sort_unstable();
         self.members.dedup_by_key(|m| m.0);
+        // The model's backends are unique by address.
+        self.listed = service.backends.len();
         self.live.sort_unstable();
         self.live.dedup();
         self.local.sort_unstable();
@@ -162,6 +169,7 @@ impl Desired {
             ranged_frontends: Vec::new(),
             source_ranges: Vec::new(),
             members: Vec::new(),
+            listed: 0,
             live: Vec::new(),
         };
         for (name, service) in &model.services {

@@ -151,9 +151,11 @@ impl Reconciler {
                 continue; // removed in the break half
             }
             let current = self.services.get(&id).and_then(|s| s.table.as_ref());
+            // By the backends listed, not those in the table: a drain or a
+            // failed health check does not resize it.
             let size = self
                 .policy
-                .size_for(service.members.len(), current.and_then(|t| t.size))
+                .size_for(service.listed, current.and_then(|t| t.size))
                 .map_err(table_error(name))?;
             if let Some(t) = current
                 && t.size == Some(size)

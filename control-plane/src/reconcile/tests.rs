@@ -406,6 +406,63 @@ fn growing_past_the_size_swaps_a_bigger_table() {
     assert_programs(&r, &m, &t);
 }
 
+#[test]
+fn a_table_is_sized_by_the_backends_listed_whatever_their_health_or_drains() {
+    let web = |backends: &[(u8, BackendState)]| model([("web", service(1, backends))]);
+    let table_size = |r: &Reconciler| r.table(&ServiceName("web".into())).map(<[u32]>::len);
+    // Three listed: 509 slots, with one of them draining, down, or both.
+    let three = web(&[
+        (1, BackendState::Active),
+        (2, BackendState::Active),
+        (3, BackendState::Draining),
+    ]);
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    sync(&mut r, &three, &mut t);
+    assert_eq!(table_size(&r), Some(509));
+    let down = |_: &ServiceName, a: SocketAddr| a != backend(2);
+    r.sync(&Desired::new(&three, down), &mut t).expect("sync");
+    assert_eq!(table_size(&r), Some(509));
+    assert_programs_with(&r, &three, &t, down);
+}
+
+#[test]
+fn instances_with_different_histories_agree_on_sizes_above_their_minimum() {
+    let policy = SizingPolicy::with_min_size(1021);
+    let fresh = |r: &mut Reconciler, m: &Model| {
+        let mut t = MemoryTarget::default();
+        sync(r, m, &mut t);
+        t
+    };
+    // The backend each slot names, by address (IDs are each instance's).
+    let slots = |t: &MemoryTarget| -> Vec<SocketAddr> {
+        let table = t.tables.values().next().expect("a table");
+        table.iter().map(|id| t.backends[id].0).collect()
+    };
+    // One instance saw six backends, then three; the other only three. By
+    // the default policy they hold 1021 and 509 slots; above a common
+    // minimum, the same.
+    let six = model([("web", service(1, &active(&[1, 2, 3, 4, 5, 6])))]);
+    let three = model([("web", service(1, &active(&[1, 2, 3])))]);
+    let mut sizes = Vec::new();
+    for policy in [SizingPolicy::default(), policy] {
+        let mut long_running = Reconciler::new(SEED, policy, SIZES);
+        let mut t = fresh(&mut long_running, &six);
+        sync(&mut long_running, &three, &mut t);
+        let mut restarted = Reconciler::new(SEED, policy, SIZES);
+        let t2 = fresh(&mut restarted, &three);
+        let size = |t: &MemoryTarget| t.tables.values().next().map(Vec::len);
+        sizes.push((size(&t), size(&t2)));
+        if policy.min_size == 1021 {
+            assert_eq!(
+                slots(&t),
+                slots(&t2),
+                "the same backend per slot, so per flow"
+            );
+        }
+    }
+    assert_eq!(sizes, [(Some(1021), Some(509)), (Some(1021), Some(1021))]);
+}
+
 /// What a restarted agent reads back from the pinned maps of `t`.
 fn recovered(t: &MemoryTarget) -> Recovered {
     Recovered {
