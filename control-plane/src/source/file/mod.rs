@@ -212,10 +212,14 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
     }
     let mut problems = Vec::new();
     let mut documents = Documents::default();
+    let mut said_something = false;
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let place = Place::document(index);
         match value::read(document) {
-            Ok(value) => read_document(index, &place, value, &mut documents, &mut problems),
+            Ok(value) => {
+                said_something |= value != Value::Null;
+                read_document(index, &place, value, &mut documents, &mut problems);
+            }
             Err(e) => {
                 let message = e.to_string();
                 // The parser cannot resynchronise after a syntax error (it
@@ -228,6 +232,16 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
                 break;
             }
         }
+    }
+    if !said_something && problems.is_empty() {
+        // What an editor that truncates before it writes leaves for a
+        // moment: applied, it would remove every service and withdraw every
+        // announced VIP. Stopping them all takes saying so.
+        return Err(vec![Problem::new(
+            Place::default(),
+            "the file holds nothing (empty, or only comments): to remove every service, write \
+             `services: []`",
+        )]);
     }
     let (mut loaded, more) = assemble(documents);
     problems.extend(more);
@@ -1724,23 +1738,31 @@ services:
     }
 
     #[test]
-    fn an_empty_file_is_an_empty_model() {
-        assert_eq!(model(""), Model::default());
+    fn a_file_that_says_it_has_no_services_is_an_empty_model() {
         assert_eq!(model("services: []\n"), Model::default());
         assert_eq!(model("---\nservices:\n---\n"), Model::default());
     }
 
     #[test]
+    fn a_file_that_holds_nothing_is_refused() {
+        // What an editor that truncates before it writes leaves for a moment.
+        for text in ["", "\n", "---\n", "# xlb\n\n", "---\n---\n"] {
+            assert_eq!(
+                problems(text),
+                [
+                    "the file holds nothing (empty, or only comments): to remove every service, \
+                  write `services: []`"
+                ],
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_file_without_services_says_that_it_removes_every_service() {
-        // A file cut short while being written reads like this: the log
-        // should show it.
-        for text in [
-            "",
-            "---\n",
-            "# xlb\n\n",
-            "services: []\n",
-            "node: {name: a}\n",
-        ] {
+        // A file cut short while being written can read like this: the
+        // log should show it.
+        for text in ["services: []\n", "node: {name: a}\n"] {
             let loaded = parse_with_warnings(text).unwrap();
             assert_eq!(loaded.model, Model::default(), "{text:?}");
             assert_eq!(
