@@ -96,6 +96,8 @@ struct Announcing {
     unknown: bool,
     /// Why its last attempt failed, until one succeeds.
     error: Option<String>,
+    /// Attempts that failed since the last success.
+    failures: u64,
 }
 
 /// The speakers and what each announces.
@@ -116,6 +118,7 @@ impl Announcer {
                     announced: None,
                     unknown: false,
                     error: None,
+                    failures: 0,
                 })
                 .collect(),
             wanted: None,
@@ -157,22 +160,40 @@ impl Announcer {
                 metrics,
             ) {
                 Ok(()) => {
-                    tracing::info!(speaker = name, vips = ?wanted, "announcing");
+                    if one.failures == 0 {
+                        tracing::info!(speaker = name, vips = ?wanted, "announcing");
+                    } else {
+                        tracing::info!(
+                            speaker = name,
+                            vips = ?wanted,
+                            failed_attempts = one.failures,
+                            "announcing, after failed attempts"
+                        );
+                    }
                     metrics.announced(name, wanted.len());
                     one.announced = Some(wanted.clone());
                     one.unknown = false;
                     one.error = None;
+                    one.failures = 0;
                 }
                 Err(error) => {
                     let error = crate::error_text::one_line(error.as_ref());
-                    tracing::error!(
-                        speaker = name,
-                        error,
-                        "announcing the VIPs failed; retrying"
-                    );
+                    // Logged when it starts or changes; each attempt is
+                    // counted, and `xlb status` shows the error meanwhile.
+                    if one.error.as_deref() == Some(error.as_str()) {
+                        tracing::debug!(speaker = name, error, "announcing the VIPs failed again");
+                    } else {
+                        tracing::error!(
+                            speaker = name,
+                            error,
+                            "announcing the VIPs failed; retrying (logged again when the error \
+                             changes, and when it succeeds)"
+                        );
+                    }
                     metrics.announce_failed(name);
                     one.unknown = true;
                     one.error = Some(error);
+                    one.failures += 1;
                 }
             }
         }
