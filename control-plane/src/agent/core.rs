@@ -12,6 +12,7 @@ use std::{
 
 use xdp_lb::Datapath;
 
+use super::host_addresses;
 use crate::{
     announce::{self, Announcer},
     api::{AttachmentView, ReloadView},
@@ -198,6 +199,10 @@ impl Core {
             Err(rejected) => return Ok(Err(self.reject(&file, rejected))),
         };
         for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let host = host_addresses::of_this_host();
+        for warning in host_addresses::vips_among(&loaded.model, &host) {
             tracing::warn!("{warning}");
         }
         // Counted as `xlb check-config` counts, every backend healthy: a file

@@ -17,6 +17,7 @@ mod bpffs;
 mod collector;
 mod core;
 mod fabric;
+mod host_addresses;
 mod kubernetes;
 mod options;
 mod programmed;
