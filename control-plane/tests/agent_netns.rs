@@ -1203,6 +1203,22 @@ fn flags_that_cannot_work_change_nothing() {
     assert!(!status.success(), "{log}");
     assert!(log.contains("another xlb agent runs on --pin-dir"), "{log}");
     assert_eq!(programs(&rig), before);
+    // On a pin directory of its own: the interfaces run the first agent's
+    // program, and the second is refused before it pins a map.
+    let own_pins = rig.pin_dir().with_file_name("xlb-second");
+    let (status, log) = rig
+        .run_to_exit(
+            &replaced(second, "--pin-dir", &own_pins.to_string_lossy()),
+            PATIENCE,
+        )
+        .expect("a second agent");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("--interface eth0 already runs XDP program"),
+        "{log}"
+    );
+    assert!(!own_pins.join("maps").exists(), "{log}");
+    assert_eq!(programs(&rig), before);
 
     // With the first agent gone, its pinned links forward; an agent whose
     // flags cannot work must leave them as they are.

@@ -126,6 +126,11 @@ pub(super) async fn accept_local(iface: &str) -> anyhow::Result<()> {
     set.with_context(|| format!("setting net.ipv4.conf.{iface}.accept_local to 1"))
 }
 
+/// Where `xdp_lb`'s links are pinned, one per `--interface`.
+pub(super) fn xdp_link_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links")
+}
+
 /// Where the uplinks' egress links (`tc_lb_uplink`, for what the node
 /// itself sends) are pinned.
 pub(super) fn uplink_link_dir(pin_dir: &Path) -> PathBuf {

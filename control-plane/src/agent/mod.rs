@@ -18,6 +18,7 @@ mod collector;
 mod core;
 mod fabric;
 mod host_addresses;
+mod interfaces;
 mod kubernetes;
 mod options;
 mod programmed;
@@ -84,7 +85,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         .map(admin::server::resolve_group)
         .transpose()
         .context("--admin-group")?;
-    check_interfaces(&options.interfaces)?;
+    interfaces::check_names(&options.interfaces)?;
     fabric::check_sources("--encap-source", &options.encap_sources)?;
     fabric::check_sources("--snat-source", &options.snat_sources)?;
     if let Some(pattern) = &options.pod_interfaces {
@@ -114,6 +115,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     }
     bpffs::ensure(&options.pin_dir)?;
     let _pin_dir_lock = bpffs::lock(&options.pin_dir)?;
+    interfaces::check_xdp_free(&options.interfaces, &fabric::xdp_link_dir(&options.pin_dir))
+        .await?;
     // Their errors name the socket and the flag.
     let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group).await?;
     let metrics_server = metrics::MetricsServer::bind(options.metrics_address).await?;
@@ -257,7 +260,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     } else {
         AttachMode::Native
     };
-    let links = options.pin_dir.join("links");
+    let links = fabric::xdp_link_dir(&options.pin_dir);
     let uplink_links = fabric::uplink_link_dir(&options.pin_dir);
     fabric::forget_dropped_interfaces(&options.interfaces, &links, &uplink_links)?;
     for iface in &options.interfaces {
@@ -407,17 +410,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     admin_task.await.context("admin server task")?;
     metrics_task.await.context("metrics server task")?;
     collector_task.await.context("conntrack collector task")?;
-    Ok(())
-}
-
-/// Every `--interface` names an interface of this network namespace, once.
-fn check_interfaces(interfaces: &[String]) -> anyhow::Result<()> {
-    options::each_once("--interface", interfaces)?;
-    for iface in interfaces {
-        xdp_lb::interface_index(iface).map_err(|_| {
-            anyhow::anyhow!("--interface {iface}: no such interface in this network namespace")
-        })?;
-    }
     Ok(())
 }
 

@@ -332,6 +332,9 @@ impl Datapath {
             AttachMode::Generic => (attach(prog, XdpMode::Skb)?, XdpMode::Skb),
             AttachMode::Native => match attach(prog, XdpMode::Driver) {
                 Ok(link) => (link, XdpMode::Driver),
+                // Another program holds the interface: generic mode would
+                // meet it too, and the fallback's warning would mislead.
+                Err(err @ Error::Attach { .. }) if is_taken(&err) => return Err(err),
                 Err(Error::Attach { source, .. }) => {
                     warn!(
                         iface,
@@ -454,6 +457,19 @@ fn raise_memlock_rlimit() {
             "could not raise RLIMIT_MEMLOCK; relying on memcg accounting"
         );
     }
+}
+
+/// True for an attach refused because the interface already has an XDP
+/// program (`EEXIST`, `EBUSY`): another link or another mode holds it.
+fn is_taken(err: &Error) -> bool {
+    let Error::Attach {
+        source: ProgramError::SyscallError(aya::sys::SyscallError { io_error, .. }),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    matches!(io_error.raw_os_error(), Some(libc::EEXIST | libc::EBUSY))
 }
 
 #[cfg(test)]
