@@ -221,7 +221,7 @@ fn read(text: &str) -> Result<Loaded, Vec<Problem>> {
                 read_document(index, &place, value, &mut documents, &mut problems);
             }
             Err(e) => {
-                let message = e.to_string();
+                let message = value::located(&e);
                 // The parser cannot resynchronise after a syntax error (it
                 // would report the same one for every later document).
                 let message = match syntax::hint(text, &e) {
@@ -3899,6 +3899,16 @@ knid: Service
         assert_eq!(
             problems("services: []\nservices: []\n"),
             ["documents[0]: duplicate entry with key \"services\""]
+        );
+        // Where the parser was: at the mapping's start, not at the key.
+        assert_eq!(
+            problems(
+                "services:\n  - name: web\n    backends: []\n    frontends: []\n    backends: []\n"
+            ),
+            [
+                "documents[0]: services[0]: duplicate entry with key \"backends\" in the mapping \
+                 that starts at line 2 column 5"
+            ]
         );
     }
 

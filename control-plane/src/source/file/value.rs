@@ -167,6 +167,23 @@ impl<'de> de::Visitor<'de> for Visitor {
     }
 }
 
+/// `error` as serde_yaml_ng words it, its place said right: the place of a
+/// duplicate key is that of the mapping that holds it (the parser knows
+/// no other when the key turns out to be a second one).
+pub(crate) fn located(error: &serde_yaml_ng::Error) -> String {
+    let message = error.to_string();
+    match message.find("duplicate entry ") {
+        Some(start) => {
+            let (path, rest) = message.split_at(start);
+            format!(
+                "{path}{}",
+                rest.replacen(" at line ", " in the mapping that starts at line ", 1)
+            )
+        }
+        None => message,
+    }
+}
+
 /// A key written twice in one mapping, in serde_yaml_ng's words.
 struct DuplicateKey<'a>(&'a Value);
 
