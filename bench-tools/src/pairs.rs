@@ -377,8 +377,7 @@ fn run_prog(args: &PairsArgs, bin: &Path, json: &Path) -> anyhow::Result<Run> {
         bin.display(),
         json.display()
     );
-    let prog: Prog = inputs::load_prog(json)?
-        .with_context(|| format!("{} prog wrote no {}", bin.display(), json.display()))?;
+    let prog: Prog = inputs::load_prog(json)?;
     Ok(Run::of(&prog))
 }
 

@@ -181,17 +181,19 @@ fn rig_sweep_of_orphans_runs() {
 }
 
 #[test]
-fn report_writes_markdown_and_plots_from_nothing() {
+fn report_refuses_to_write_from_nothing() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out = dir.path().join("BENCHMARKS.md");
     let plots = dir.path().join("plots");
     let (out_arg, plots_arg) = (out.to_str().unwrap(), plots.to_str().unwrap());
-    xlb_bench(&["report", "--out", out_arg, "--plots", plots_arg]);
-    let text = std::fs::read_to_string(&out).expect("BENCHMARKS.md written");
-    // No input: each of the five sections says how to measure it.
-    assert_eq!(
-        text.matches("Not measured in this run.").count(),
-        5,
-        "{text}"
-    );
+    for inputs in [&[][..], &["--prog", "/nonexistent.json"][..]] {
+        let status = Command::new(env!("CARGO_BIN_EXE_xlb-bench"))
+            .args(["report", "--out", out_arg, "--plots", plots_arg])
+            .args(inputs)
+            .env("RUST_LOG", "warn")
+            .status()
+            .expect("running xlb-bench");
+        assert!(!status.success(), "report {inputs:?}: {status}");
+        assert!(!out.exists(), "report {inputs:?} wrote {}", out.display());
+    }
 }

@@ -4,7 +4,7 @@
 //! the report; modes, workloads and cases stay strings, so that a new one
 //! shows up under its own name instead of failing the whole report.
 
-use std::{io::ErrorKind, ops::RangeInclusive, path::Path};
+use std::{ops::RangeInclusive, path::Path};
 
 use anyhow::Context as _;
 use serde::{Deserialize, de::DeserializeOwned};
@@ -349,17 +349,17 @@ fn check_rig(rig: &crate::rig::report::Json) -> anyhow::Result<()> {
 }
 
 /// `load` of a `prog` document, its figures checked (`Prog::check`).
-pub(crate) fn load_prog(path: &Path) -> anyhow::Result<Option<Prog>> {
+pub(crate) fn load_prog(path: &Path) -> anyhow::Result<Prog> {
     load_checked(path, Prog::check)
 }
 
 /// `load` of a `sync` document, its figures checked (`Sync::check`).
-pub(super) fn load_sync(path: &Path) -> anyhow::Result<Option<Sync>> {
+pub(super) fn load_sync(path: &Path) -> anyhow::Result<Sync> {
     load_checked(path, Sync::check)
 }
 
 /// `load` of a `rig` document, its figures checked (`check_rig`).
-pub(super) fn load_rig(path: &Path) -> anyhow::Result<Option<crate::rig::report::Json>> {
+pub(super) fn load_rig(path: &Path) -> anyhow::Result<crate::rig::report::Json> {
     load_checked(path, check_rig)
 }
 
@@ -367,29 +367,20 @@ pub(super) fn load_rig(path: &Path) -> anyhow::Result<Option<crate::rig::report:
 fn load_checked<T: DeserializeOwned>(
     path: &Path,
     check: impl Fn(&T) -> anyhow::Result<()>,
-) -> anyhow::Result<Option<T>> {
-    let document: Option<T> = load(path)?;
-    if let Some(document) = &document {
-        check(document).with_context(|| format!("checking {}", path.display()))?;
-    }
+) -> anyhow::Result<T> {
+    let document: T = load(path)?;
+    check(&document).with_context(|| format!("checking {}", path.display()))?;
     Ok(document)
 }
 
-/// Reads `path`, or `None` if there is no such file: a benchmark that was not
-/// run this time leaves its section saying so rather than failing the report.
-/// A file that is there but does not parse is an error, which names the
-/// field (a figure absent, or null where a run writes a number).
-pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "no such file: its section says not measured");
-            return Ok(None);
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+/// Reads and parses `path`. A file named but not there is an error, not a
+/// section left unmeasured: a mistyped path must not publish a report that
+/// silently lost a benchmark. A file that does not parse is an error which
+/// names the field (a figure absent, or null where a run writes a number).
+pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut json = serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(&mut json)
-        .map(Some)
         .with_context(|| format!("parsing {}", path.display()))
 }

@@ -3,8 +3,10 @@
 //! the published figures are always those a run measured and never copied by
 //! hand.
 //!
-//! Every input is optional: a benchmark that was not run (no option, or no
-//! such file) leaves its section saying so and how to run it.
+//! At least one input must be given, and every file named must be there: a
+//! benchmark whose option is left out leaves its section saying so and how
+//! to run it, but a mistyped path is an error and nothing is written, so that
+//! a report never silently loses a benchmark it was given.
 
 pub(crate) mod inputs;
 mod machine;
@@ -30,8 +32,15 @@ use self::{
 };
 
 /// `xlb-bench report [--maglev FILE] [--verifier FILE] [--prog FILE]
-/// [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR] [--notes FILE]`.
-#[derive(Debug, clap::Args)]
+/// [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR] [--notes FILE]`,
+/// with at least one of the inputs.
+#[derive(Clone, Debug, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("inputs")
+        .args(["maglev", "verifier", "prog", "sync", "rig"])
+        .required(true)
+        .multiple(true)
+))]
 pub(crate) struct ReportArgs {
     /// What `xlb-bench maglev --json` wrote.
     #[arg(long, value_name = "FILE")]
@@ -57,7 +66,8 @@ pub(crate) struct ReportArgs {
     #[arg(long, value_name = "DIR", default_value = "docs/bench")]
     plots: PathBuf,
     /// Hand-written Markdown appended as it is: what the figures mean and why
-    /// a target is missed, which no generator can say. Left out when absent.
+    /// a target is missed, which no generator can say. Left out when the
+    /// option is; a file named but not there is an error.
     #[arg(long, value_name = "FILE")]
     notes: Option<PathBuf>,
 }
@@ -76,44 +86,46 @@ struct Inputs {
     /// By number of services.
     sync: Vec<Sync>,
     rig: Option<crate::rig::report::Json>,
+    /// The hand-written notes, read before anything is written.
+    notes: Option<String>,
 }
 
 impl Inputs {
+    /// Reads every file `args` names, or fails on the first that is not
+    /// there or does not parse, before anything is written.
     fn load(args: &ReportArgs) -> anyhow::Result<Self> {
-        let prog = args
-            .prog
+        anyhow::ensure!(
+            args.maglev.is_some()
+                || args.verifier.is_some()
+                || args.prog.is_some()
+                || !args.sync.is_empty()
+                || args.rig.is_some(),
+            "no input: give at least one of --maglev, --verifier, --prog, --sync and --rig"
+        );
+        let prog = args.prog.as_deref().map(inputs::load_prog).transpose()?;
+        let syncs = args
+            .sync
+            .iter()
+            .map(|path| inputs::load_sync(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rig = args.rig.as_deref().map(inputs::load_rig).transpose()?;
+        let maglev = args.maglev.as_deref().map(inputs::load).transpose()?;
+        let verifier = args.verifier.as_deref().map(inputs::load).transpose()?;
+        let notes = args
+            .notes
             .as_deref()
-            .map(inputs::load_prog)
-            .transpose()?
-            .flatten();
-        let mut syncs = Vec::new();
-        for path in &args.sync {
-            syncs.extend(inputs::load_sync(path)?);
-        }
-        let rig = args
-            .rig
-            .as_deref()
-            .map(inputs::load_rig)
-            .transpose()?
-            .flatten();
-        let maglev = args
-            .maglev
-            .as_deref()
-            .map(inputs::load)
-            .transpose()?
-            .flatten();
-        let verifier = args
-            .verifier
-            .as_deref()
-            .map(inputs::load)
-            .transpose()?
-            .flatten();
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--notes: reading {}", path.display()))
+            })
+            .transpose()?;
         Ok(Self {
             maglev,
             verifier,
             prog,
             sync: sync::sorted(syncs),
             rig,
+            notes,
         })
     }
 }
@@ -142,17 +154,9 @@ fn generate(args: &ReportArgs, inputs: &Inputs, machine: &Machine) -> anyhow::Re
     maglev::section(&mut out, inputs.maglev.as_ref())?;
     sync::section(&mut out, &inputs.sync, sync_plot.as_deref())?;
     rig::section(&mut out, inputs.rig.as_ref(), rig_plot.as_deref())?;
-    if let Some(path) = &args.notes {
-        match std::fs::read_to_string(path) {
-            Ok(notes) => {
-                out.push_str(notes.trim_end());
-                out.push('\n');
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %path.display(), "no notes file: left out");
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+    if let Some(notes) = &inputs.notes {
+        out.push_str(notes.trim_end());
+        out.push('\n');
     }
     Ok(out.trim_end().to_owned() + "\n")
 }

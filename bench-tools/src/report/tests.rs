@@ -421,28 +421,29 @@ fn report_writes_well_formed_svg_plots() {
 }
 
 #[test]
-fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
+fn report_sections_not_given_say_how_to_measure_and_draw_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("verifier.json"), VERIFIER).unwrap();
     let plots = dir.path().join("plots");
     std::fs::create_dir_all(&plots).unwrap();
     // A plot an earlier run left goes away with its section.
     std::fs::write(plots.join(RIG_PLOT), "<svg></svg>").unwrap();
     let args = ReportArgs {
         maglev: None,
-        verifier: None,
+        verifier: Some(dir.path().join("verifier.json")),
         prog: None,
-        sync: vec![dir.path().join("no-such-sync.json")],
-        rig: Some(dir.path().join("no-such-rig.json")),
+        sync: Vec::new(),
+        rig: None,
         out: dir.path().join("BENCHMARKS.md"),
         plots,
         notes: None,
     };
     let inputs = Inputs::load(&args).unwrap();
     let text = generate(&args, &inputs, &machine()).unwrap();
-    // Maglev, verifier, prog and rig: their inputs are missing; sync's file too.
+    // Maglev, prog, sync and rig: their options were not given.
     assert_eq!(
         text.matches("Not measured in this run.").count(),
-        5,
+        4,
         "{text}"
     );
     assert_has(
@@ -454,6 +455,89 @@ fn report_without_inputs_says_how_to_measure_and_draws_nothing() {
     assert_eq!(std::fs::read_dir(&args.plots).unwrap().count(), 0);
 }
 
+/// `ReportArgs` as clap parses `xlb-bench report ARGS`.
+fn parse_report(args: &[&str]) -> Result<ReportArgs, clap::Error> {
+    use clap::Parser as _;
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        report: ReportArgs,
+    }
+    Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).map(|c| c.report)
+}
+
+#[test]
+fn report_without_any_input_is_refused() {
+    let err = parse_report(&["--out", "x.md"]).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "{err}"
+    );
+    parse_report(&["--sync", "a.json", "--sync", "b.json"]).unwrap();
+    // Built by hand rather than parsed, the arguments are refused too.
+    let mut args = parse_report(&["--rig", "rig.json"]).unwrap();
+    args.rig = None;
+    let err = format!("{:#}", Inputs::load(&args).unwrap_err());
+    assert_has(&err, "no input: give at least one of --maglev");
+}
+
+#[test]
+fn report_of_a_named_input_not_there_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("verifier.json"), VERIFIER).unwrap();
+    std::fs::write(dir.path().join("notes.md"), "## Notes\n").unwrap();
+    let plots = dir.path().join("plots");
+    std::fs::create_dir_all(&plots).unwrap();
+    std::fs::write(plots.join(RIG_PLOT), "<svg></svg>").unwrap();
+    let good = ReportArgs {
+        maglev: None,
+        verifier: Some(dir.path().join("verifier.json")),
+        prog: None,
+        sync: Vec::new(),
+        rig: None,
+        out: dir.path().join("BENCHMARKS.md"),
+        plots: plots.clone(),
+        notes: Some(dir.path().join("notes.md")),
+    };
+    let missing = dir.path().join("no-such.json");
+    let cases = [
+        ReportArgs {
+            prog: Some(missing.clone()),
+            ..good.clone()
+        },
+        ReportArgs {
+            sync: vec![missing.clone()],
+            ..good.clone()
+        },
+        ReportArgs {
+            rig: Some(missing.clone()),
+            ..good.clone()
+        },
+        ReportArgs {
+            maglev: Some(missing.clone()),
+            ..good.clone()
+        },
+        ReportArgs {
+            verifier: Some(missing.clone()),
+            ..good.clone()
+        },
+        ReportArgs {
+            notes: Some(missing.clone()),
+            ..good.clone()
+        },
+    ];
+    for args in cases {
+        let err = format!("{:#}", run(&args).unwrap_err());
+        assert_has(&err, &format!("reading {}", missing.display()));
+        assert!(!args.out.exists(), "{args:?} wrote {}", args.out.display());
+        assert!(plots.join(RIG_PLOT).exists(), "{args:?} removed a plot");
+    }
+    // The same arguments with every file there do write the report.
+    run(&good).unwrap();
+    assert!(good.out.exists());
+}
+
 #[test]
 fn rig_files_from_before_sinks_still_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -463,9 +547,7 @@ fn rig_files_from_before_sinks_still_read() {
         sample.as_object_mut().unwrap().remove("sink");
     }
     std::fs::write(&path, document.to_string()).unwrap();
-    let rig = inputs::load::<crate::rig::report::Json>(&path)
-        .unwrap()
-        .unwrap();
+    let rig = inputs::load::<crate::rig::report::Json>(&path).unwrap();
     assert!(rig.samples.iter().all(|s| s.sink.is_none()));
     let mut text = String::new();
     rig::section(&mut text, Some(&rig), None).unwrap();
@@ -564,7 +646,7 @@ fn prog_figures_no_run_measures_are_refused_with_their_place() {
     let err = format!("{:#}", inputs::load_prog(&path).unwrap_err());
     assert!(err.contains("targets[0] (conntrack hit (TCP ACK) ≤ 5.4× floor): measured"));
     std::fs::write(&path, PROG).unwrap();
-    assert!(inputs::load_prog(&path).unwrap().is_some());
+    inputs::load_prog(&path).unwrap();
 }
 
 /// `document` with the value at `pointer` (RFC 6901) replaced by `value`, or
@@ -587,7 +669,7 @@ fn sync_figures_no_run_measures_are_refused_with_their_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sync.json");
     std::fs::write(&path, SYNC_SMALL).unwrap();
-    assert!(inputs::load_sync(&path).unwrap().is_some());
+    inputs::load_sync(&path).unwrap();
     for (pointer, value, expected) in [
         (
             "/full_sync_seconds",
@@ -641,7 +723,7 @@ fn sync_figures_no_run_measures_are_refused_with_their_field() {
     assert!(err.contains("missing field `full_sync_seconds`"), "{err}");
     // The most the histograms hold still reads.
     write_changed(&path, SYNC_SMALL, "/change_p99_ms", Some(json!(60_000.0)));
-    assert!(inputs::load_sync(&path).unwrap().is_some());
+    inputs::load_sync(&path).unwrap();
 }
 
 #[test]
@@ -650,7 +732,7 @@ fn rig_figures_no_run_measures_are_refused_with_their_field() {
     let path = dir.path().join("rig.json");
     let document = rig_document();
     std::fs::write(&path, &document).unwrap();
-    assert!(inputs::load_rig(&path).unwrap().is_some());
+    inputs::load_rig(&path).unwrap();
     let first = "samples[0] (forward mode, UDP, new flows, stack sink, 1 service(s), round 0)";
     for (pointer, value, expected) in [
         (
