@@ -148,7 +148,7 @@ fn generate(args: &ReportArgs, inputs: &Inputs, machine: &Machine) -> anyhow::Re
     let rig_plot = link.write(RIG_PLOT, inputs.rig.as_ref().and_then(rig::chart))?;
 
     let mut out = String::new();
-    markdown::header(&mut out, args, machine)?;
+    markdown::header(&mut out, args, inputs, machine)?;
     prog::section(&mut out, inputs.prog.as_ref(), prog_plot.as_deref())?;
     verifier::section(&mut out, inputs.verifier.as_ref())?;
     maglev::section(&mut out, inputs.maglev.as_ref())?;
