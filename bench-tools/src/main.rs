@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod child;
 mod exit;
 mod kube_proxy;
+mod lists;
 mod maglev;
 mod memory;
 mod output;

@@ -429,7 +429,17 @@ fn remove_stale(json: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses a value given twice in --cases or --services (`lists`). They
+/// stay text, handed to each build's `prog` as they are (a build may have
+/// cases another has not), so their values are compared as written.
+fn check_lists(args: &PairsArgs) -> anyhow::Result<()> {
+    let values = |list: &str| -> Vec<String> { list.split(',').map(str::to_owned).collect() };
+    crate::lists::distinct("--cases", &values(&args.cases), String::clone)?;
+    crate::lists::distinct("--services", &values(&args.services), String::clone)
+}
+
 pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
+    check_lists(args)?;
     for bin in [&args.a, &args.b] {
         anyhow::ensure!(bin.is_file(), "no xlb-bench binary at {}", bin.display());
     }
@@ -470,6 +480,32 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> PairsArgs {
+        use clap::Parser as _;
+        let argv = ["xlb-bench", "pairs", "--a", "a", "--b", "b"]
+            .iter()
+            .chain(args);
+        match crate::Cli::try_parse_from(argv).unwrap().command {
+            crate::Command::Pairs(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_value_given_twice_in_a_list_is_refused() {
+        let err = |args: &[&str]| check_lists(&parse(args)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--services", "1,100000,1"]),
+            "--services 1,100000,1: 1 is given more than once; give each value once"
+        );
+        assert_eq!(
+            err(&["--cases", "udp,udp"]),
+            "--cases udp,udp: udp is given more than once; give each value once"
+        );
+        check_lists(&parse(&[])).unwrap();
+        check_lists(&parse(&["--services", "1,100000"])).unwrap();
+    }
 
     fn key(services: u32, flows: u32, case: &str) -> RowKey {
         RowKey {

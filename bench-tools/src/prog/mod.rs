@@ -280,7 +280,14 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
     Ok(specs)
 }
 
+/// Refuses a value given twice in --services or --cases (`lists`).
+fn check_lists(args: &ProgArgs) -> anyhow::Result<()> {
+    crate::lists::distinct("--services", &args.services, u32::to_string)?;
+    crate::lists::distinct("--cases", &args.cases, crate::lists::choice)
+}
+
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
+    check_lists(args)?;
     let specs = specs(args)?;
     check_new_flow_runs(args)?;
     let conntrack = match args.conntrack_entries {
@@ -568,6 +575,20 @@ mod tests {
         }
         let args = parse(&["--services", "1,100000"]).unwrap();
         assert_eq!(args.services, [1, 100_000]);
+    }
+
+    #[test]
+    fn a_value_given_twice_in_a_list_is_refused_before_setup() {
+        let err = |args: &[&str]| check_lists(&parse(args).unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--services", "1000,1,1000"]),
+            "--services 1000,1,1000: 1000 is given more than once; give each value once"
+        );
+        assert_eq!(
+            err(&["--cases", "udp,reply,udp"]),
+            "--cases udp,reply,udp: udp is given more than once; give each value once"
+        );
+        check_lists(&parse(&["--services", "1,1000", "--cases", "udp,reply"]).unwrap()).unwrap();
     }
 
     #[test]

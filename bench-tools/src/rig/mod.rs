@@ -112,6 +112,27 @@ impl RigArgs {
     }
 }
 
+impl MeasureArgs {
+    /// Refuses what clap cannot check value by value, before anything is
+    /// set up: no mode, --seconds out of range, a number of services out of
+    /// range, a value given twice in a list.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.modes.is_empty(), "--modes needs at least one mode");
+        anyhow::ensure!(
+            self.seconds > 0.0 && self.seconds <= MAX_SECONDS,
+            "--seconds must be in (0, {MAX_SECONDS}]"
+        );
+        if let Some(bad) = self.services.iter().find(|n| !(1..=60_000).contains(*n)) {
+            anyhow::bail!("--services: {bad} is not in 1..=60000");
+        }
+        crate::lists::distinct("--modes", &self.modes, crate::lists::choice)?;
+        crate::lists::distinct("--services", &self.services, u32::to_string)?;
+        crate::lists::distinct("--workloads", &self.workloads, crate::lists::choice)?;
+        crate::lists::distinct("--sinks", &self.sinks, crate::lists::choice)?;
+        Ok(())
+    }
+}
+
 /// How the LB namespace balances (or does not).
 #[derive(
     Clone,
@@ -268,20 +289,12 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
         return sweep::run(command);
     }
     let m = &args.measure;
-    anyhow::ensure!(!m.modes.is_empty(), "--modes needs at least one mode");
-    anyhow::ensure!(
-        m.seconds > 0.0 && m.seconds <= MAX_SECONDS,
-        "--seconds must be in (0, {MAX_SECONDS}]"
-    );
-    if let Some(bad) = m.services.iter().find(|n| !(1..=60_000).contains(*n)) {
-        anyhow::bail!("--services: {bad} is not in 1..=60000");
-    }
+    m.check()?;
     if let Some(path) = &m.json {
         crate::output::check_file("--json", path)?;
     }
     let mut modes = m.modes.clone();
     modes.sort_unstable();
-    modes.dedup();
     let mut samples = Vec::new();
     let mut left_out = Vec::new();
     for &services in &m.services {
@@ -515,5 +528,32 @@ mod tests {
             assert!(e.to_string().contains(flag), "{e}");
         }
         parse(&["--max-packets", "1", "--load-timeout", "1"]).unwrap();
+    }
+
+    /// The measuring arguments of `xlb-bench rig ARGS`, checked as `run`
+    /// checks them before it sets anything up.
+    fn checked(args: &[&str]) -> anyhow::Result<()> {
+        match parse(args)?.command {
+            crate::Command::Rig(rig) => rig.measure.check(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_value_given_twice_in_a_list_is_refused_before_setup() {
+        for (flag, list, twice) in [
+            ("--services", "1,1", "1"),
+            ("--modes", "xlb,forward,xlb", "xlb"),
+            ("--workloads", "udp-new,udp-new", "udp-new"),
+            ("--sinks", "xdp,stack,xdp", "xdp"),
+        ] {
+            let err = checked(&[flag, list]).expect_err(flag).to_string();
+            assert_eq!(
+                err,
+                format!("{flag} {list}: {twice} is given more than once; give each value once")
+            );
+        }
+        checked(&["--services", "1,1000", "--modes", "xlb,forward"]).unwrap();
+        checked(&[]).unwrap();
     }
 }
