@@ -462,6 +462,7 @@ fn measure(
             sample.sent = sent.packets;
             sample.delivered = after - before;
             sample.seconds = sent.elapsed.as_secs_f64();
+            sample.cut_short = sent.cut_short;
             sample.softirq_ticks = softirq;
         }
         Workload::TcpCrr => {

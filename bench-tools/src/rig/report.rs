@@ -47,6 +47,11 @@ pub(crate) struct Sample {
     /// TCP: connections that failed or timed out; stream: retransmissions.
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
+    /// UDP: the generator stopped at --max-packets before --seconds had
+    /// passed, so `seconds` is shorter than the run's; false in files of runs
+    /// that did not record it.
+    #[serde(default)]
+    pub(crate) cut_short: bool,
     /// Softirq time of the whole machine meanwhile, in clock ticks.
     pub(crate) softirq_ticks: u64,
     pub(crate) latency_us: Option<Latency>,
@@ -72,6 +77,7 @@ impl Sample {
             delivered: 0,
             errors: 0,
             seconds: 0.0,
+            cut_short: false,
             softirq_ticks: 0,
             latency_us: None,
             veth_drops: None,
@@ -89,14 +95,26 @@ impl Sample {
     }
 
     /// Softirq ns of the machine per packet (or connection) delivered; per
-    /// 1500 bytes for a stream.
+    /// 1500 bytes for a stream. None for a measurement shorter than one clock
+    /// tick (`tick_ns`): /proc/stat counts whole ticks, so its 0 would say
+    /// nothing of what the measurement cost.
     pub(crate) fn softirq_ns(&self, tick_ns: f64) -> Option<f64> {
+        if self.shorter_than_a_tick(tick_ns) {
+            return None;
+        }
         let units = if self.workload.is_stream() {
             self.delivered as f64 / 1500.0
         } else {
             self.delivered as f64
         };
         (units > 0.0).then(|| self.softirq_ticks as f64 * tick_ns / units)
+    }
+}
+
+impl Sample {
+    /// The measurement ran for less than one clock tick of `tick_ns`.
+    pub(crate) fn shorter_than_a_tick(&self, tick_ns: f64) -> bool {
+        self.seconds * 1e9 < tick_ns
     }
 }
 

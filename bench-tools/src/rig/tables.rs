@@ -99,6 +99,31 @@ fn over_forward(
     Ok(())
 }
 
+/// Says which measurements --max-packets ended before --seconds, and how
+/// long they ran: their rates are over that time, not the header's.
+fn cut_short(out: &mut impl Write, setup: &Setup, samples: &[Sample]) -> anyhow::Result<()> {
+    let cut: Vec<&Sample> = samples.iter().filter(|s| s.cut_short).collect();
+    if cut.is_empty() {
+        return Ok(());
+    }
+    let shortest = cut.iter().map(|s| s.seconds).fold(f64::INFINITY, f64::min);
+    let longest = cut.iter().map(|s| s.seconds).fold(0.0, f64::max);
+    let ran = if shortest == longest {
+        format!("{shortest:.3} s")
+    } else {
+        format!("{shortest:.3}–{longest:.3} s")
+    };
+    writeln!(
+        out,
+        "{} of {} measurements were cut short by --max-packets: they ran {ran}, not {:.1} s, and \
+         their rates are over the time they ran.",
+        cut.len(),
+        samples.len(),
+        setup.seconds
+    )?;
+    Ok(())
+}
+
 /// Prints the tables.
 pub(crate) fn markdown(
     out: &mut impl Write,
@@ -112,6 +137,7 @@ pub(crate) fn markdown(
         "Kernel {}, {} CPUs; {} round(s) of {:.1} s per measurement, modes measured interleaved; {}.",
         setup.kernel, setup.cpus, setup.rounds, setup.seconds, setup.iptables
     )?;
+    cut_short(out, setup, samples)?;
     writeln!(
         out,
         "UDP: 60-byte frames received by the backends per second the generator sent; stack sink: taken in by the backend's UDP stack (a bound socket nobody reads), XDP sink: counted and dropped by `xdp_sink` on the backend's interface. TCP: requests answered per second by {} client thread(s), one connection each. Stream: one iperf3 TCP stream's received rate. Medians over rounds.\n",
@@ -143,9 +169,18 @@ pub(crate) fn markdown(
     }
     over_forward(out, &cells, modes)?;
 
+    let untimed = if samples.iter().any(|s| s.shorter_than_a_tick(setup.tick_ns)) {
+        format!(
+            "; — where the measurements ran shorter than one {:.0} ms clock tick, which \
+             /proc/stat counts softirq time in",
+            setup.tick_ns / 1e6
+        )
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "\nSoftirq time of the whole machine per packet (UDP), connection (TCP) or 1500 bytes (stream), ns, medians over rounds:\n"
+        "\nSoftirq time of the whole machine per packet (UDP), connection (TCP) or 1500 bytes (stream), ns, medians over rounds{untimed}:\n"
     )?;
     write!(out, "| services | workload |")?;
     for mode in modes {
@@ -261,6 +296,61 @@ mod tests {
         assert!(
             text.contains("| 1 | UDP, new flows, stack sink | 0.50× | 0.25× |"),
             "each mode over forward: {text}"
+        );
+    }
+
+    #[test]
+    fn measurements_cut_short_say_so_and_softirq_below_a_tick_is_no_figure() {
+        let setup = Setup {
+            kernel: "6.18".into(),
+            cpus: 2,
+            seconds: 1.0,
+            rounds: 1,
+            crr_clients: 2,
+            tick_ns: 1e7,
+            iptables: "iptables v1.8.9 (nf_tables)".into(),
+        };
+        // 1000 packets in 5 ms, 0 ticks: --max-packets 1000 ended it.
+        let short = |mode| Sample {
+            delivered: 1000,
+            sent: 1000,
+            seconds: 0.005,
+            cut_short: true,
+            sink: Some(Sink::Stack),
+            ..Sample::new(mode, 1, Workload::UdpNew)
+        };
+        let samples = vec![short(Mode::Forward), short(Mode::Xlb)];
+        let mut out = Vec::new();
+        markdown(&mut out, &setup, &[Mode::Forward, Mode::Xlb], &samples, &[]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "2 of 2 measurements were cut short by --max-packets: they ran 0.005 s, not 1.0 s"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("shorter than one 10 ms clock tick"), "{text}");
+        let softirq = text.split("Softirq time").nth(1).unwrap();
+        assert!(
+            softirq.contains("| 1 | UDP, new flows, stack sink | — | — |"),
+            "{text}"
+        );
+        // Measurements of their full length say neither.
+        let full = |mode| Sample {
+            seconds: 1.0,
+            cut_short: false,
+            softirq_ticks: 1,
+            ..short(mode)
+        };
+        let mut out = Vec::new();
+        let samples = [full(Mode::Forward), full(Mode::Xlb)];
+        markdown(&mut out, &setup, &[Mode::Forward, Mode::Xlb], &samples, &[]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("cut short"), "{text}");
+        assert!(!text.contains("clock tick"), "{text}");
+        assert!(
+            text.contains("| 1 | UDP, new flows, stack sink | 10000 | 10000 |"),
+            "{text}"
         );
     }
 }

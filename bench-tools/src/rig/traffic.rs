@@ -106,6 +106,8 @@ pub(crate) struct Sent {
     /// Frames the kernel took from the socket.
     pub(crate) packets: u64,
     pub(crate) elapsed: Duration,
+    /// The run stopped at `max_packets`, before its `duration`.
+    pub(crate) cut_short: bool,
 }
 
 /// Sends frames of `flows` on `socket` until `duration` has passed or
@@ -147,9 +149,11 @@ pub(crate) fn blast(
     if full > 0 {
         tracing::debug!(full, "the device queue was full (frames retried)");
     }
+    let elapsed = started.elapsed();
     Ok(Sent {
         packets: sent,
-        elapsed: started.elapsed(),
+        elapsed,
+        cut_short: sent >= max_packets && elapsed < duration,
     })
 }
 
