@@ -19,7 +19,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
 
 /// The signal a run was asked to stop by: the first one recorded.
 #[derive(Debug)]
@@ -106,6 +108,44 @@ pub(crate) fn check() -> Result<(), Interrupted> {
 /// The signal that asked the run to stop, if one did.
 pub(crate) fn requested() -> Option<Signal> {
     STOP.requested()
+}
+
+/// SIGINT and SIGTERM blocked in the thread that made it, until it drops,
+/// so that the kernel delivers them to another thread of the process. A
+/// thread that only waits for a worker (`prog`'s, in its private network
+/// namespace) holds one: a signal then lands in the worker, and a long
+/// system call it is in (`BPF_PROG_TEST_RUN` of many repeats, seconds long)
+/// ends at once with EINTR, where a signal handled by the waiting thread
+/// would leave the call running to its end. The handler records the signal
+/// whichever thread runs it.
+#[derive(Debug)]
+pub(crate) struct SignalsElsewhere {
+    /// The thread's mask before, restored on drop.
+    before: SigSet,
+}
+
+impl SignalsElsewhere {
+    /// Blocks SIGINT and SIGTERM in the calling thread. Threads it starts
+    /// from now on inherit the block: start the worker first.
+    pub(crate) fn block() -> anyhow::Result<Self> {
+        let mut stops = SigSet::empty();
+        stops.add(Signal::SIGINT);
+        stops.add(Signal::SIGTERM);
+        let mut before = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut before))
+            .context("blocking SIGINT and SIGTERM in the waiting thread")?;
+        Ok(Self { before })
+    }
+}
+
+impl Drop for SignalsElsewhere {
+    fn drop(&mut self) {
+        // A signal that arrived meanwhile with no other thread to take it
+        // is delivered here now, as it would have been without the block.
+        if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.before), None) {
+            tracing::warn!(error = %e, "restoring the thread's signal mask");
+        }
+    }
 }
 
 /// A run stopped by a signal, at a safe point.

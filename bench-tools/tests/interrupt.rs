@@ -176,6 +176,42 @@ fn an_interrupted_prog_unmounts_its_bpffs() {
 }
 
 #[test]
+fn a_prog_interrupted_inside_a_long_test_run_stops_at_once() {
+    // Each BPF_PROG_TEST_RUN call of 50 million runs takes seconds.
+    let mut run = Run::start(&[
+        "prog",
+        "--services",
+        "1",
+        "--flows",
+        "1",
+        "--method",
+        "b",
+        "--cases",
+        "conntrack-hit",
+        "--repeat",
+        "50000000",
+        "--conntrack-entries",
+        "100000",
+        "--runs",
+        "1000",
+    ]);
+    run.wait_for("bpffs mounted", |pid| mounts_of(pid).pop());
+    // Set-up done (a scale of one service takes well under a second): the
+    // signal lands inside a call.
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let stderr = run.interrupt_and_check();
+    let took = started.elapsed();
+    // Not the seconds the call, or the round, has left to run.
+    assert!(
+        took < Duration::from_secs(1),
+        "stopped after {took:?}:\n{stderr}"
+    );
+    assert!(!stderr.contains("stopped on"), "{stderr}");
+    assert_eq!(mounts_of(run.pid()), Vec::<String>::new());
+}
+
+#[test]
 fn an_interrupted_rig_removes_its_namespaces() {
     let mut run = Run::start(&[
         "rig",

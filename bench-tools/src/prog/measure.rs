@@ -53,6 +53,10 @@ pub(crate) fn run_b(
     repeat: u32,
     clients: &mut Clients,
 ) -> anyhow::Result<f64> {
+    // A call of a large --repeat takes seconds, and a round makes two per
+    // case (the floor's and the case's): a signal stops the round before
+    // the next call rather than at its end.
+    crate::stop::check()?;
     let client = case.is_new_flow().then(|| clients.fresh()).transpose()?;
     anyhow::ensure!(
         !case.is_new_flow() || repeat <= case.cycle,
@@ -67,7 +71,15 @@ pub(crate) fn run_b(
         dp.bench_target_rotating(case.program, &frame, &case.rotations)?;
     }
     let before = Snapshot::take(dp)?;
-    let out = dp.test_run_repeat(ProgramName::XdpBench, &frame, repeat)?;
+    // The kernel ends a call a signal lands in with EINTR: that is the
+    // interruption, not a failure of the case.
+    let out = match dp.test_run_repeat(ProgramName::XdpBench, &frame, repeat) {
+        Ok(out) => out,
+        Err(e) => {
+            crate::stop::check()?;
+            return Err(e.into());
+        }
+    };
     let label = case.kind.label();
     anyhow::ensure!(
         out.action == action(case),
@@ -145,6 +157,8 @@ pub(crate) fn run_a(
     let mut total = Duration::ZERO;
     let mut last = None;
     for i in 0..calls {
+        // A run of many calls takes seconds: a signal stops it between two.
+        crate::stop::check()?;
         let n = first.wrapping_add(i);
         rotate(&mut frame, &case.rotations, n);
         let out = dp

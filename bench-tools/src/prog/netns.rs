@@ -53,6 +53,9 @@ pub(crate) fn in_private_netns<T: Send>(
                 f()
             })
             .context("spawning the benchmark thread")?;
+        // Ctrl-C goes to the benchmark thread, and ends the test run it is
+        // in rather than waiting for it (`stop::SignalsElsewhere`).
+        let _signals = crate::stop::SignalsElsewhere::block()?;
         handle
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
