@@ -75,8 +75,9 @@ pub(crate) struct ProgArgs {
     flows: u32,
     /// Conntrack capacity at every scale (default: 4 × (the flows the
     /// busiest scale tracks + the new flows of one run, the larger of --repeat
-    /// and --calls among the methods run, + 1024)); its tables must fit in
-    /// the machine's memory.
+    /// and --calls among the methods run, + 1024)); at least the flows the
+    /// busiest scale tracks + the new flows of one run, and its tables must
+    /// fit in the machine's memory.
     #[arg(long, value_parser = conntrack_capacity)]
     conntrack_entries: Option<u32>,
     /// Which methods to run.
@@ -291,7 +292,10 @@ pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     let specs = specs(args)?;
     check_new_flow_runs(args)?;
     let conntrack = match args.conntrack_entries {
-        Some(entries) => entries,
+        Some(entries) => {
+            check_conntrack_room(args, &specs, entries)?;
+            entries
+        }
         None => conntrack_entries(args, &specs)?,
     };
     if let Some(memory) = crate::memory::total() {
@@ -510,6 +514,25 @@ fn conntrack_entries(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<u32> {
              --conntrack-entries"
         )
     })
+}
+
+/// Refuses a --conntrack-entries below the flows the run tracks at once, the
+/// busiest scale's and one run's new flows, before anything is set up: the
+/// table would give some up, and the golden checks would find a flow they
+/// hit untracked (`simulate says tracked = false`) minutes into the set-up.
+/// Above that a table can still give up a flow whose two buckets fill
+/// (`conntrack_entries`): the default leaves four times the room.
+fn check_conntrack_room(args: &ProgArgs, specs: &[Spec], entries: u32) -> anyhow::Result<()> {
+    let (tracked, new_flows) = conntrack_flows(args, specs)?;
+    let least = tracked + new_flows;
+    anyhow::ensure!(
+        u64::from(entries) >= least,
+        "--conntrack-entries {entries} is too small for the flows this run tracks at once: \
+         {tracked} at its busiest scale (--services and --flows) and {new_flows} new flows of a \
+         run (--repeat or --calls); raise --conntrack-entries to at least {least}, or leave it \
+         out for the default of 4 × ({least} + 1024), which leaves the buckets room"
+    );
+    Ok(())
 }
 
 /// The flows `conntrack_entries` sizes for: those the busiest scale tracks,
@@ -740,6 +763,43 @@ mod tests {
         let args = parse(&["--cases", "conntrack-hit", "--repeat", "4294967295"]).unwrap();
         let err = format!("{:#}", conntrack_entries(&args, &specs(&args)).unwrap_err());
         assert!(err.contains("lower --flows, --repeat or --calls"), "{err}");
+    }
+
+    #[test]
+    fn conntrack_entries_below_the_flows_tracked_are_refused_before_setup() {
+        let check = |argv: &[&str]| {
+            let args = parse(argv).unwrap();
+            let specs = specs(&args).unwrap();
+            check_conntrack_room(&args, &specs, args.conntrack_entries.unwrap())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let args = [
+            "--services",
+            "1",
+            "--flows",
+            "1",
+            "--method",
+            "b",
+            "--repeat",
+            "256",
+        ];
+        let parsed = parse(&args).unwrap();
+        let (tracked, new_flows) = conntrack_flows(&parsed, &specs(&parsed).unwrap()).unwrap();
+        assert_eq!(new_flows, 256);
+        let e = check(&[&args[..], &["--conntrack-entries", "1"]].concat()).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "--conntrack-entries 1 is too small for the flows this run tracks at once: \
+                 {tracked} at its busiest scale (--services and --flows) and 256 new flows of a \
+                 run (--repeat or --calls); raise --conntrack-entries to at least {}, or leave \
+                 it out for the default of 4 × ({} + 1024), which leaves the buckets room",
+                tracked + 256,
+                tracked + 256
+            )
+        );
+        let least = (tracked + new_flows).to_string();
+        check(&[&args[..], &["--conntrack-entries", &least]].concat()).unwrap();
     }
 
     #[test]
