@@ -26,7 +26,7 @@ pub(crate) struct MaglevArgs {
     /// Number of backends N, at most 131071 (the largest listed size) and
     /// at most --size (a table needs a slot per backend); their keys are
     /// 198.18.2.0:8080/TCP and up.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BACKENDS)))]
     backends: u32,
     /// One weight per backend, comma-separated (default: all 1).
     #[arg(long, value_delimiter = ',')]
@@ -346,8 +346,11 @@ mod tests {
         let parse = |n: &str| crate::Cli::try_parse_from(["xlb-bench", "maglev", "--backends", n]);
         let e = parse("0").expect_err("no backend");
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
-        // Refused by `measure`, before any backend is built.
-        assert!(parse("150000").is_ok());
+        // Refused when parsed, as the help says: at most 131071.
+        let e = parse("150000").expect_err("beyond the largest table");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("1..=131071"), "{e}");
+        // `measure` refuses them too, before any backend is built.
         for (backends, size, why) in [
             (4_294_967_295, None, "is more than 131071"),
             (131_072, None, "is more than 131071"),

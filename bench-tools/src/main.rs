@@ -104,3 +104,96 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Verifier(args) => verifier::run(&args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    fn long_help(subcommand: &str) -> String {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut(subcommand)
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        // One space between words, wherever clap wrapped the lines.
+        help.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xlb-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_help_states_the_limits_it_enforces() {
+        for (subcommand, limits) in [
+            ("prog", &["At most 10000000 [default: 100000]"][..]),
+            (
+                "rig",
+                &[
+                    "each from 1 to 60000",
+                    "more than 0, at most 60",
+                    "workload, 1 to 64",
+                ],
+            ),
+            (
+                "sync",
+                &["At most 131072", "service, 2 to 100", "At most 500000"],
+            ),
+            ("pairs", &["order), at most 200", "every run, at most 1000"]),
+            ("maglev", &["at most 131071 (the largest listed size)"]),
+        ] {
+            let help = long_help(subcommand);
+            for limit in limits {
+                assert!(help.contains(limit), "{subcommand}: no {limit:?} in {help}");
+            }
+        }
+        let e = parse(&["maglev", "--backends", "131072"]).unwrap_err();
+        assert!(e.to_string().contains("1..=131071"), "{e}");
+        parse(&["maglev", "--backends", "131071"]).unwrap();
+    }
+
+    #[test]
+    fn list_defaults_are_shown_as_the_command_line_takes_them() {
+        for (subcommand, flag, default) in [
+            ("prog", "--services", "1,1000,100000"),
+            ("rig", "--services", "1,1000"),
+            (
+                "rig",
+                "--modes",
+                "forward,xlb,nftables,iptables,iptables-legacy",
+            ),
+            (
+                "rig",
+                "--workloads",
+                "udp-new,udp-established,tcp-crr,tcp-stream,tcp-stream-no-offloads",
+            ),
+            ("rig", "--sinks", "stack,xdp"),
+        ] {
+            let help = long_help(subcommand);
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "{subcommand} {flag}: {help}"
+            );
+            // Copied from the help, it parses.
+            parse(&[subcommand, flag, default]).unwrap();
+        }
+    }
+
+    #[test]
+    fn prog_method_takes_either_case() {
+        for method in ["A", "a", "B", "b", "Both", "both"] {
+            parse(&["prog", "--method", method]).unwrap();
+        }
+    }
+
+    #[test]
+    fn sync_baselines_and_no_baselines_conflict() {
+        let e = parse(&["sync", "--no-baselines", "--baselines"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        parse(&["sync", "--no-baselines"]).unwrap();
+        parse(&["sync", "--baselines"]).unwrap();
+    }
+}

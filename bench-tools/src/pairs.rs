@@ -44,10 +44,11 @@ pub(crate) struct PairsArgs {
     /// The `xlb-bench` binary of build B, the change.
     #[arg(long)]
     b: PathBuf,
-    /// Pairs of runs (each pair runs both builds once, in alternating order).
+    /// Pairs of runs (each pair runs both builds once, in alternating
+    /// order), at most 200.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=200))]
     pairs: u32,
-    /// `prog --runs` of every run.
+    /// `prog --runs` of every run, at most 1000.
     #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..=1000))]
     runs: u32,
     /// `prog --repeat` of every run.

@@ -51,10 +51,10 @@ use crate::{
 pub(crate) struct SyncArgs {
     /// Services in the generated file (one frontend each: the first 65 536
     /// on port 80 of their own VIP in 198.19.0.0/16, the next ones on port 81
-    /// of the same VIPs).
+    /// of the same VIPs). At most 131072.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=131_072))]
     services: u32,
-    /// Backends per service.
+    /// Backends per service, 2 to 100.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=100))]
     backends: u32,
     /// Single backend changes to time.
@@ -64,16 +64,16 @@ pub(crate) struct SyncArgs {
     /// services' frontends in turn, from clients in 198.18.128.0/17. The
     /// conntrack tables are asked for four times as many entries, as
     /// `xlb-bench prog` asks, so that no bucket gives one up; 0 leaves
-    /// them empty.
+    /// them empty. At most 500000.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=500_000))]
     flows: u32,
     /// Also time loading kube-proxy's nftables and iptables rulesets for the
     /// same services (in a private network namespace); on unless
     /// --no-baselines.
-    #[arg(long, default_value_t = true, overrides_with = "no_baselines")]
+    #[arg(long, default_value_t = true, conflicts_with = "no_baselines")]
     baselines: bool,
     /// Skip the kube-proxy baselines.
-    #[arg(long = "no-baselines", overrides_with = "baselines")]
+    #[arg(long = "no-baselines")]
     no_baselines: bool,
     /// Single backend changes to time for each kube-proxy baseline.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]

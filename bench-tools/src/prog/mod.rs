@@ -58,7 +58,7 @@ pub(crate) struct ProgArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values_t = [1u32, 1_000, 100_000],
+        default_value = "1,1000,100000",
         value_parser = service_count
     )]
     services: Vec<u32>,
@@ -66,7 +66,7 @@ pub(crate) struct ProgArgs {
     /// of --services (spread over its services, at least one per service), so
     /// that scales compare at equal flows. One service with one flow (Katran's
     /// single cache-hot flow, the scale the × floor targets are checked at) is
-    /// measured besides.
+    /// measured besides. At most 10000000.
     #[arg(
         long,
         default_value_t = 100_000,
@@ -80,8 +80,8 @@ pub(crate) struct ProgArgs {
     /// fit in the machine's memory.
     #[arg(long, value_parser = conntrack_capacity)]
     conntrack_entries: Option<u32>,
-    /// Which methods to run.
-    #[arg(long, value_enum, default_value_t = MethodChoice::Both)]
+    /// Which methods to run (`a`, `b` or `both`, in either case).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = MethodChoice::Both)]
     method: MethodChoice,
     /// Measure only these cases, comma-separated (the floor is always
     /// measured: every ratio takes it). Every case is still set up and

@@ -63,30 +63,36 @@ pub(crate) struct RigArgs {
 #[derive(Debug, clap::Args)]
 struct MeasureArgs {
     /// Modes to measure, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [Mode::Forward, Mode::Xlb, Mode::Nftables, Mode::Iptables, Mode::IptablesLegacy])]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "forward,xlb,nftables,iptables,iptables-legacy"
+    )]
     modes: Vec<Mode>,
-    /// Numbers of services, comma-separated (each service has a TCP and a
-    /// UDP port). kube-proxy's rulesets take minutes to load at 10 000.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000])]
+    /// Numbers of services, comma-separated, each from 1 to 60000 (each
+    /// service has a TCP and a UDP port). kube-proxy's rulesets take minutes
+    /// to load at 10 000.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
     services: Vec<u32>,
     /// Workloads, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [
-              Workload::UdpNew, Workload::UdpEstablished, Workload::TcpCrr,
-              Workload::TcpStream, Workload::TcpStreamNoOffloads,
-          ])]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "udp-new,udp-established,tcp-crr,tcp-stream,tcp-stream-no-offloads"
+    )]
     workloads: Vec<Workload>,
     /// Where UDP frames end: `stack`, a bound socket nobody reads (the
     /// backend's whole receive path, the realistic case), or `xdp`, a
     /// count-and-drop XDP program on the backends' interfaces (isolates the
     /// path through the LB). TCP always ends in the stack.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Sink::Stack, Sink::Xdp])]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "stack,xdp")]
     sinks: Vec<Sink>,
     /// Rounds: each measures every workload in every mode once.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
-    /// Seconds per measurement.
+    /// Seconds per measurement: more than 0, at most 60.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
     /// At most this many UDP packets per measurement (at least 1: the UDP
@@ -97,7 +103,7 @@ struct MeasureArgs {
     /// longer than this many seconds to load (the report says so); at least 1.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     load_timeout: u64,
-    /// Client threads of the TCP connect-request-close workload.
+    /// Client threads of the TCP connect-request-close workload, 1 to 64.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     crr_clients: u32,
     /// Write every sample to this file as JSON.
