@@ -8,6 +8,24 @@ use nix::sys::signal::Signal;
 
 use crate::stop::Interrupted;
 
+/// What the exit status of a measuring run (`prog`, `rig`, `sync`,
+/// `pairs`) means, for their long help.
+pub(crate) const MEASURING_STATUS: &str = "Exit status: 0 once the run has measured and printed \
+its tables, whatever the verdicts of its targets (a FAIL row is a finding, not an error: `make \
+bench` goes on to the report after it); 1 when it could not measure (the error is on stderr); 2 \
+when the command line was refused; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal stopped \
+it, once it had removed what it had set up.";
+
+/// What the exit status of `verifier` means.
+pub(crate) const VERIFIER_STATUS: &str = "Exit status: 0 when every program needs at most half \
+of the kernel's limit; 1 when one needs more (its table and --json are still written) or on an \
+error; 2 when the command line was refused.";
+
+/// What the exit status of `maglev` and `report` means: they set nothing up,
+/// and a signal ends them as it ends any process.
+pub(crate) const WRITING_STATUS: &str = "Exit status: 0 when the output was written; 1 on an \
+error (on stderr); 2 when the command line was refused.";
+
 /// The exit status and the message of a run that returned `result`, with
 /// `signal` the signal that asked it to stop, if one did.
 ///

@@ -30,28 +30,35 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build a Maglev table and report build time, balance and disruption.
+    #[command(after_long_help = exit::WRITING_STATUS)]
     Maglev(maglev::MaglevArgs),
     /// Load every program and report its instruction count and the
     /// verifier's processed-instruction count against the kernel's 1M limit;
     /// fails when a program needs over half of it.
+    #[command(after_long_help = exit::VERIFIER_STATUS)]
     Verifier(verifier::VerifierArgs),
     /// Measure the datapath's ns/packet under BPF_PROG_TEST_RUN beside the floor program.
+    #[command(after_long_help = exit::MEASURING_STATUS)]
     Prog(prog::ProgArgs),
     /// Compare two builds (two `xlb-bench` binaries): pairs of `prog` runs in
     /// alternating order, at the hot scale and any --services scales, each
     /// row's B over A paired.
+    #[command(after_long_help = exit::MEASURING_STATUS)]
     Pairs(pairs::PairsArgs),
     /// Time the control plane: a full sync of N services × B backends from one
     /// file, and the programming latency of single backend changes.
+    #[command(after_long_help = exit::MEASURING_STATUS)]
     Sync(sync::SyncArgs),
     /// Measure throughput and latency through an LB namespace in several
     /// modes (xlb, kube-proxy's nftables and iptables rulesets, plain
     /// forwarding), interleaved in one run; `rig sweep` removes what crashed
     /// rigs left behind.
+    #[command(after_long_help = exit::MEASURING_STATUS)]
     Rig(rig::RigArgs),
     /// Write BENCHMARKS.md and its SVG plots from the JSON files of `maglev`,
     /// `verifier`, `prog`, `sync` and `rig`, so that `make bench` regenerates
     /// the published figures instead of anyone copying them by hand.
+    #[command(after_long_help = exit::WRITING_STATUS)]
     Report(report::ReportArgs),
 }
 
@@ -179,6 +186,23 @@ mod tests {
             );
             // Copied from the help, it parses.
             parse(&[subcommand, flag, default]).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_subcommand_says_what_its_exit_status_means() {
+        for subcommand in [
+            "maglev", "verifier", "prog", "pairs", "sync", "rig", "report",
+        ] {
+            let help = long_help(subcommand);
+            assert!(help.contains("Exit status: 0 "), "{subcommand}: {help}");
+        }
+        for measuring in ["prog", "rig"] {
+            assert!(
+                long_help(measuring).contains("whatever the verdicts of its targets"),
+                "{measuring}"
+            );
+            assert!(long_help(measuring).contains("130 (SIGINT, Ctrl-C) or 143 (SIGTERM)"));
         }
     }
 
