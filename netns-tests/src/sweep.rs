@@ -169,6 +169,12 @@ pub(crate) fn remove_namespace(name: &str) -> Result<Vec<u32>> {
     names::check_rig_name(name)?;
     let path = Path::new(NETNS_RUN_DIR).join(name);
     let mut killed = Vec::new();
+    if !path.exists() {
+        // Deleted since it was listed (its rig ended meanwhile): nothing to
+        // remove, and nothing bound to the root namespace either.
+        debug!(netns = name, "namespace already gone");
+        return Ok(killed);
+    }
     if netns::path_is_protected(&path) {
         warn!(
             netns = name,
@@ -288,6 +294,18 @@ mod tests {
         assert!(has_component_with_prefix(path, "xlb-rig-12-3-"));
         assert!(!has_component_with_prefix(path, "xlb-rig-12-4-"));
         assert_eq!(rig_component(path), Some("xlb-rig-12-3-work.abc"));
+    }
+
+    #[test]
+    fn a_namespace_gone_since_it_was_listed_is_skipped() {
+        // No rig of pid 0 exists: as a name whose rig ended between the
+        // listing and the removal.
+        let name = format!("{PREFIX}0-gone");
+        assert!(!Path::new(NETNS_RUN_DIR).join(&name).exists());
+        assert_eq!(
+            remove_namespace(&name).expect("nothing to do"),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]

@@ -275,6 +275,17 @@ fn specs(args: &ProgArgs) -> anyhow::Result<Vec<Spec>> {
             flows: args.flows,
         })
         .collect();
+    for spec in &specs {
+        if spec.services > spec.flows {
+            // Every service's hit case walks at least one flow of its own.
+            warn!(
+                services = spec.services,
+                flows = spec.flows,
+                "--flows is below --services: that scale walks one flow per service, {} in all",
+                spec.services
+            );
+        }
+    }
     specs.sort_unstable();
     specs.insert(0, HOT);
     specs.dedup();
