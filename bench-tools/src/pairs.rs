@@ -65,8 +65,9 @@ pub(crate) struct PairsArgs {
     /// `prog --flows` of every run: the tracked flows of every `--services` scale.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     flows: u32,
-    /// Keep every run's JSON in this directory (`a-1.json`, `b-1.json`, …);
-    /// else they go to a temporary one, removed at the end.
+    /// Keep every run's JSON in this directory (`a-1.json`, `b-1.json`, …),
+    /// which must hold no earlier run's; else they go to a temporary one,
+    /// removed at the end.
     #[arg(long)]
     keep: Option<PathBuf>,
 }
@@ -430,6 +431,31 @@ fn remove_stale(json: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses a `--keep` directory that holds runs of an earlier `pairs`
+/// (`a-N.json`, `b-N.json`): those past this run's count would stay beside
+/// its own, and read as part of it.
+fn check_no_earlier_runs(dir: &Path) -> anyhow::Result<()> {
+    let earlier: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("--keep {}: reading it", dir.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let run = name
+                .strip_suffix(".json")
+                .and_then(|n| n.strip_prefix("a-").or_else(|| n.strip_prefix("b-")));
+            run.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    anyhow::ensure!(
+        earlier.is_empty(),
+        "--keep {} holds {} run(s) of an earlier `xlb-bench pairs` ({}…): give an empty or new \
+         directory, or remove them",
+        dir.display(),
+        earlier.len(),
+        earlier[0]
+    );
+    Ok(())
+}
+
 /// Refuses a value given twice in --cases or --services (`lists`). They
 /// stay text, handed to each build's `prog` as they are (a build may have
 /// cases another has not), so their values are compared as written.
@@ -450,6 +476,7 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("--keep {}: creating it", dir.display()))?;
             crate::output::check_dir("--keep", dir)?;
+            check_no_earlier_runs(dir)?;
             dir.as_path()
         }
         None => {
@@ -481,6 +508,20 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keep_directory_with_an_earlier_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        std::fs::write(dir.path().join("a-json.json"), "{}").unwrap();
+        assert!(check_no_earlier_runs(dir.path()).is_ok());
+        std::fs::write(dir.path().join("b-2.json"), "{}").unwrap();
+        let refused = check_no_earlier_runs(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("holds 1 run(s) of an earlier `xlb-bench pairs` (b-2.json…)"),
+            "{refused}"
+        );
+    }
 
     fn parse(args: &[&str]) -> PairsArgs {
         use clap::Parser as _;
