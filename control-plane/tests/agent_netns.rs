@@ -1187,6 +1187,28 @@ fn flags_that_cannot_work_change_nothing() {
         !mixed.status.success() && stderr.contains("different IP families"),
         "{stderr}"
     );
+    // In a file, that flow is named by its line, and the others answered.
+    let flows = rig.workdir().join("flows.txt");
+    std::fs::write(
+        &flows,
+        format!("198.18.0.7:40000 {vip}\n# the next one mixes families\n[2001:2::7]:40000 {vip}\n"),
+    )
+    .expect("a flows file");
+    let batch = rig
+        .xlb(&["simulate", "--flows", &flows.to_string_lossy()])
+        .expect("xlb simulate --flows");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&batch.stdout),
+        String::from_utf8_lossy(&batch.stderr),
+    );
+    assert!(!batch.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("198.18.0.7:40000"), "{stdout}");
+    assert!(
+        stderr.contains("line 3: [2001:2::7]:40000 -> ")
+            && stderr.contains("different IP families"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of the 2 flows in"), "{stderr}");
 
     // A second agent on the pin directory the first one holds.
     let other_socket = rig.workdir().join("second.sock");

@@ -285,21 +285,39 @@ async fn simulate_flows(client: &AdminClient, path: &Path, format: Format) -> an
     };
     let requests = parse_flows(&text).with_context(|| format!("flows in {}", path.display()))?;
     let mut answers = Vec::with_capacity(requests.len());
-    for request in requests {
-        let view = client
-            .simulate(&request)
-            .await
-            .with_context(|| format!("simulating {} -> {}", request.client, request.frontend))?;
-        answers.push(output::SimulatedFlow { request, view });
+    // A flow the agent refuses to simulate (ends of two families, say) is
+    // named by its line; the others are answered all the same.
+    let mut refused = Vec::new();
+    for (line, request) in requests.iter().cloned() {
+        match client.simulate(&request).await {
+            Ok(view) => answers.push(output::SimulatedFlow { request, view }),
+            Err(e) => refused.push(format!(
+                "line {line}: {} -> {}: {e:#}",
+                request.client, request.frontend
+            )),
+        }
     }
     print(&output::render(format, &answers, |a| {
         output::simulated_flows_table(a)
-    })?)
+    })?)?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for why in &refused {
+        writeln!(io::stderr(), "xlb: {why}")?;
+    }
+    anyhow::bail!(
+        "{} of the {} flows in {} could not be simulated",
+        refused.len(),
+        requests.len(),
+        path.display()
+    )
 }
 
 /// The lines of a `--flows` file: `CLIENT FRONTEND [tcp|udp]` (TCP when
-/// left out), blank lines and `#` comments skipped.
-fn parse_flows(text: &str) -> anyhow::Result<Vec<SimulateRequest>> {
+/// left out), blank lines and `#` comments skipped; each flow with its line
+/// number.
+fn parse_flows(text: &str) -> anyhow::Result<Vec<(usize, SimulateRequest)>> {
     let mut flows = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
@@ -326,7 +344,10 @@ fn parse_flows(text: &str) -> anyhow::Result<Vec<SimulateRequest>> {
                 protocol,
             })
         });
-        flows.push(request.map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?);
+        flows.push((
+            n + 1,
+            request.map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?,
+        ));
     }
     Ok(flows)
 }
@@ -848,16 +869,22 @@ mod tests {
         assert_eq!(
             flows,
             [
-                SimulateRequest {
-                    client: "198.18.0.2:40000".parse().unwrap(),
-                    frontend: "198.19.0.1:80".parse().unwrap(),
-                    protocol: Protocol::Udp,
-                },
-                SimulateRequest {
-                    client: "[2001:2::2]:40001".parse().unwrap(),
-                    frontend: "[2001:2:0:ff00::1]:443".parse().unwrap(),
-                    protocol: Protocol::Tcp,
-                },
+                (
+                    2,
+                    SimulateRequest {
+                        client: "198.18.0.2:40000".parse().unwrap(),
+                        frontend: "198.19.0.1:80".parse().unwrap(),
+                        protocol: Protocol::Udp,
+                    }
+                ),
+                (
+                    4,
+                    SimulateRequest {
+                        client: "[2001:2::2]:40001".parse().unwrap(),
+                        frontend: "[2001:2:0:ff00::1]:443".parse().unwrap(),
+                        protocol: Protocol::Tcp,
+                    }
+                ),
             ]
         );
         for (bad, says) in [
