@@ -107,8 +107,37 @@ pub struct BackendView {
     /// agents that predate it.
     #[serde(default)]
     pub status_by_service: BTreeMap<String, BackendStatus>,
+    /// Who drains it, in each service that does, by service name: the
+    /// configuration file (`state: draining`), the admin API (`xlb
+    /// drain`), or both. A drain holds whatever its status shows (a down
+    /// or terminating backend may be drained too). Empty when nothing
+    /// drains it, and from agents that predate it.
+    #[serde(default)]
+    pub drained_by: BTreeMap<String, Vec<DrainSource>>,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// Who drained a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainSource {
+    /// The configuration file says `state: draining`: only an edit of the
+    /// file undrains it.
+    File,
+    /// `xlb drain` (`POST /v1/drain`): kept across reloads and agent
+    /// restarts until `xlb undrain`.
+    Admin,
+}
+
+impl DrainSource {
+    /// The name `xlb` tables use: the file, or the command that drained it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Admin => "xlb drain",
+        }
+    }
 }
 
 /// `GET /v1/datapath/lb` (`xlb bpf lb list`): what the datapath's
@@ -322,10 +351,75 @@ pub struct DrainRequest {
     pub service: Option<String>,
 }
 
-/// The answer to a [`DrainRequest`]: the services whose backend changed.
+/// The answer to a [`DrainRequest`]: the services whose backend changed,
+/// and why the others the request covers did not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainView {
+    /// The services whose backend left (drain) or rejoined (undrain) new
+    /// flows.
     pub services: Vec<String>,
+    /// Each service the request covers (the one named, or every one with
+    /// the backend) where nothing changed, and why. Empty from agents that
+    /// predate it.
+    #[serde(default)]
+    pub unchanged: Vec<DrainUnchangedView>,
+    /// The drains an undrain removed that no service had the backend for
+    /// (its service or the backend gone from the configuration): they
+    /// would have applied again had it come back. Empty from agents that
+    /// predate it.
+    #[serde(default)]
+    pub forgotten: Vec<DrainEntryView>,
+}
+
+/// A service a drain or undrain left as it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainUnchangedView {
+    pub service: String,
+    pub reason: DrainUnchanged,
+}
+
+/// Why a drain or undrain changed nothing in a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainUnchanged {
+    /// Drain: `xlb drain` had drained it there already.
+    AlreadyDrained,
+    /// Undrain: nothing drains it there.
+    NotDrained,
+    /// The configuration file drains it there (`state: draining`). An
+    /// undrain cannot lift that: edit the file. A drain is kept all the
+    /// same, and holds if the file stops draining the backend.
+    DrainedByFile,
+    /// Its source says it is terminating: it gets no new flows, drained or
+    /// not (a drain is kept, and holds if it turns active again).
+    Terminating,
+}
+
+/// A drain made through the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainEntryView {
+    pub backend: SocketAddr,
+    /// The service it was made for; absent: every service with the backend.
+    pub service: Option<String>,
+    /// The services it drains the backend in now. Empty when no service
+    /// has the backend (or the service named is gone): the drain is kept
+    /// until `xlb undrain`, and holds again if the backend comes back.
+    pub services: Vec<String>,
+}
+
+/// The drains made through the admin API, which the agent keeps in a file
+/// across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainsView {
+    /// The file they are kept in (`drains.json` in `--state-dir`).
+    pub file: String,
+    /// Every one, by backend.
+    pub drains: Vec<DrainEntryView>,
+    /// Why the drains an earlier agent kept could not be restored when
+    /// this one started: it started without them (the backends they
+    /// drained took new flows again). Absent when they were restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_error: Option<String>,
 }
 
 /// `GET /v1/stats`: the datapath's counters, by name (the names the datapath
@@ -376,6 +470,10 @@ pub struct StatusView {
     /// predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_event_sampling: Option<u32>,
+    /// The drains made with `xlb drain`, kept across restarts. Absent from
+    /// agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drains: Option<DrainsView>,
 }
 
 /// The Kubernetes source of an agent.

@@ -657,6 +657,7 @@ mod tests {
                 health: "up".into(),
                 services: vec!["default/web:http".into()],
                 status_by_service: BTreeMap::from([("default/web:http".into(), status)]),
+                drained_by: BTreeMap::new(),
                 packets: 0,
                 bytes: 0,
             };
@@ -747,6 +748,7 @@ mod tests {
                 announcements: Vec::new(),
                 kubernetes: None,
                 flow_event_sampling: None,
+                drains: None,
             })
         }
     }

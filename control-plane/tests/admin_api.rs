@@ -21,7 +21,8 @@ use control_plane::{
     },
     api::{
         AttachmentView, BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
-        DatapathLbView, DatapathServiceView, DatapathTableView, DrainRequest, DrainView, ErrorView,
+        DatapathLbView, DatapathServiceView, DatapathTableView, DrainEntryView, DrainRequest,
+        DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, ErrorView,
         FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
         ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
@@ -111,7 +112,7 @@ impl FakeAdmin {
                 bytes: 0,
             },
         ];
-        let backends = vec![BackendView {
+        let active = BackendView {
             id: 1,
             address: addr("198.18.2.1:8080"),
             protocol: Protocol::Tcp,
@@ -120,9 +121,26 @@ impl FakeAdmin {
             health: "up".into(),
             services: vec!["default/web:http".into()],
             status_by_service: BTreeMap::from([("default/web:http".into(), BackendStatus::Active)]),
+            drained_by: BTreeMap::new(),
             packets: 10,
             bytes: 1_500,
-        }];
+        };
+        // Drained by the file and by `xlb drain` both.
+        let draining = BackendView {
+            id: 2,
+            address: addr("198.18.2.2:8080"),
+            status: BackendStatus::Draining,
+            status_by_service: BTreeMap::from([(
+                "default/web:http".into(),
+                BackendStatus::Draining,
+            )]),
+            drained_by: BTreeMap::from([(
+                "default/web:http".into(),
+                vec![DrainSource::File, DrainSource::Admin],
+            )]),
+            ..active.clone()
+        };
+        let backends = vec![active, draining];
         let frontends = vec![DatapathServiceView {
             frontend: addr("198.18.100.1:80"),
             protocol: Protocol::Tcp,
@@ -219,6 +237,15 @@ impl FakeAdmin {
             announcements: Vec::new(),
             kubernetes: None,
             flow_event_sampling: Some(0),
+            drains: Some(DrainsView {
+                file: "/run/xlb/drains.json".into(),
+                drains: vec![DrainEntryView {
+                    backend: addr("198.18.2.2:8080"),
+                    service: None,
+                    services: vec!["default/web:http".into()],
+                }],
+                restore_error: Some("/run/xlb/drains.json.rejected: not a drains file".into()),
+            }),
         };
         Self {
             services,
@@ -316,6 +343,15 @@ impl Admin for FakeAdmin {
                     .clone()
                     .unwrap_or_else(|| "default/web:http".into()),
             ],
+            unchanged: vec![DrainUnchangedView {
+                service: "dns".into(),
+                reason: DrainUnchanged::DrainedByFile,
+            }],
+            forgotten: vec![DrainEntryView {
+                backend: request.backend,
+                service: Some("gone".into()),
+                services: Vec::new(),
+            }],
         })
     }
     fn status(&self) -> Result<StatusView, AdminError> {
@@ -442,10 +478,10 @@ async fn every_route_answers_with_the_agents_data() {
         backend: addr("198.18.2.2:8080"),
         service: Some("default/web:http".into()),
     };
-    assert_eq!(
-        client.drain(&drain).await.expect("drain").services,
-        vec!["default/web:http".to_owned()]
-    );
+    let drained = client.drain(&drain).await.expect("drain");
+    assert_eq!(drained.services, vec!["default/web:http".to_owned()]);
+    assert_eq!(drained.unchanged[0].reason, DrainUnchanged::DrainedByFile);
+    assert_eq!(drained.forgotten[0].service.as_deref(), Some("gone"));
     let undrain = DrainRequest {
         backend: addr("198.18.2.2:8080"),
         service: None,
@@ -458,6 +494,56 @@ async fn every_route_answers_with_the_agents_data() {
 
     served.stop().await;
     assert!(!socket.exists(), "the socket is removed on shutdown");
+}
+
+/// What scripts read of the drains: the sources and reasons by name.
+#[tokio::test]
+async fn drains_show_their_source_and_reasons_by_stable_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let served = Served::start(Arc::new(FakeAdmin::new()), &socket, None).await;
+    let get = |route: &str| format!("GET {route} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (_, body) = raw(&socket, &get("/v1/backends")).await;
+    let backends: serde_json::Value = serde_json::from_str(&body).expect("JSON backends");
+    // The fields of before are there as they were.
+    assert_eq!(backends[1]["status"], "draining");
+    assert_eq!(
+        backends[1]["status_by_service"],
+        serde_json::json!({"default/web:http": "draining"})
+    );
+    assert_eq!(
+        backends[1]["drained_by"],
+        serde_json::json!({"default/web:http": ["file", "admin"]})
+    );
+    assert_eq!(backends[0]["drained_by"], serde_json::json!({}));
+    let (_, body) = post_raw(
+        &socket,
+        "/v1/undrain",
+        "application/json",
+        r#"{"backend": "198.18.2.2:8080"}"#,
+    )
+    .await;
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+    assert_eq!(
+        answer["unchanged"],
+        serde_json::json!([{"service": "dns", "reason": "drained_by_file"}])
+    );
+    assert_eq!(
+        answer["forgotten"],
+        serde_json::json!([{"backend": "198.18.2.2:8080", "service": "gone", "services": []}])
+    );
+    let (_, body) = raw(&socket, &get("/v1/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
+    assert_eq!(status["drains"]["file"], "/run/xlb/drains.json");
+    assert_eq!(
+        status["drains"]["drains"],
+        serde_json::json!([{
+            "backend": "198.18.2.2:8080",
+            "service": null,
+            "services": ["default/web:http"]
+        }])
+    );
+    served.stop().await;
 }
 
 #[tokio::test]

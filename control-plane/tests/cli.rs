@@ -1,11 +1,11 @@
 //! The `xlb` binary against a fake agent on a Unix socket: what a user sees.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
@@ -13,9 +13,10 @@ use control_plane::{
     admin::{Admin, AdminError, AdminServer},
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
-        DatapathBackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView,
-        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        DatapathBackendView, DatapathLbView, DatapathServiceView, DrainEntryView, DrainRequest,
+        DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, FlowEventView,
+        FlowView, FrontendView, MaglevView, MapUsageView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -26,13 +27,23 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// One service with two backends; everything else minimal.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct FakeAdmin {
     /// What `status` says of the flow event sampling.
     sampling: u32,
     /// What `status` says of the first sync.
     synced: bool,
+    /// The backends `xlb drain` drained, in `default/web:http`.
+    drained: Mutex<BTreeSet<SocketAddr>>,
 }
+
+/// The configuration file the fake agent says it runs on.
+const CONFIG_FILE: &str = "/etc/xlb/xlb.yaml";
+/// A backend of `default/web:http` the configuration file drains.
+const DRAINED_BY_FILE: &str = "198.18.2.3:8080";
+/// A backend no service has that `xlb drain` drained before the
+/// configuration dropped it.
+const DRAINED_AND_GONE: &str = "198.18.1.100:9000";
 
 fn web() -> ServiceView {
     let backend = |id, address: &str, status| ServiceBackendView {
@@ -130,6 +141,7 @@ fn shared_backend() -> BackendView {
             ("default/api:http".into(), BackendStatus::Draining),
             ("default/web:http".into(), BackendStatus::Active),
         ]),
+        drained_by: BTreeMap::from([("default/api:http".into(), vec![DrainSource::Admin])]),
         packets: 0,
         bytes: 0,
     }
@@ -229,16 +241,58 @@ impl Admin for FakeAdmin {
             backend: Some(addr("198.18.2.1:8080")),
         })
     }
-    fn drain(&self, request: &DrainRequest, _: bool) -> Result<DrainView, AdminError> {
-        Ok(DrainView {
-            services: request.service.iter().cloned().collect(),
+    /// Drains in `default/web:http`, as the agent does: the file's drain
+    /// is not the admin API's to lift, and a drain made twice changes
+    /// nothing the second time.
+    fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError> {
+        const WEB: &str = "default/web:http";
+        let nothing = DrainView {
+            services: Vec::new(),
+            unchanged: Vec::new(),
+            forgotten: Vec::new(),
+        };
+        let unchanged = |reason| DrainView {
+            unchanged: vec![DrainUnchangedView {
+                service: WEB.into(),
+                reason,
+            }],
+            ..nothing.clone()
+        };
+        if request.backend == addr(DRAINED_AND_GONE) && !drain {
+            return Ok(DrainView {
+                forgotten: vec![DrainEntryView {
+                    backend: request.backend,
+                    service: None,
+                    services: Vec::new(),
+                }],
+                ..nothing
+            });
+        }
+        if request.backend == addr(DRAINED_BY_FILE) {
+            return Ok(unchanged(DrainUnchanged::DrainedByFile));
+        }
+        let mut drained = self.drained.lock().expect("drains lock");
+        let changed = if drain {
+            drained.insert(request.backend)
+        } else {
+            drained.remove(&request.backend)
+        };
+        Ok(if changed {
+            DrainView {
+                services: vec![WEB.into()],
+                ..nothing
+            }
+        } else if drain {
+            unchanged(DrainUnchanged::AlreadyDrained)
+        } else {
+            unchanged(DrainUnchanged::NotDrained)
         })
     }
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(StatusView {
             version: "0.0.0".into(),
             layout_version: 1,
-            config_file: None,
+            config_file: Some(CONFIG_FILE.into()),
             attached: Vec::new(),
             services: 0,
             backends: 0,
@@ -252,6 +306,15 @@ impl Admin for FakeAdmin {
             announcements: Vec::new(),
             kubernetes: None,
             flow_event_sampling: Some(self.sampling),
+            drains: Some(DrainsView {
+                file: "/run/xlb/drains.json".into(),
+                drains: vec![DrainEntryView {
+                    backend: addr(DRAINED_AND_GONE),
+                    service: None,
+                    services: Vec::new(),
+                }],
+                restore_error: None,
+            }),
         })
     }
     /// The events, as if they had just happened: `xlb observe` shows only
@@ -289,6 +352,7 @@ impl FakeAgent {
         Self::serving(FakeAdmin {
             sampling,
             synced: true,
+            ..FakeAdmin::default()
         })
     }
 
@@ -392,12 +456,12 @@ fn service_list_table_names_the_service_and_its_backend_ids() {
 fn backend_list_is_not_active_while_a_service_drains_it() {
     let agent = FakeAgent::start();
     let table = stdout(&agent.xlb(&["backend", "list"]));
-    let lines: Vec<&str> = table.lines().collect();
+    let lines: Vec<&str> = table.lines().take(2).collect();
     assert_eq!(
         lines,
         [
-            "ID   Address               Status                       Health      Gen   Services                            Packets   Bytes",
-            "5    198.18.2.1:8080/TCP   draining (1 of 2 services)   unchecked   1     default/api:http,default/web:http   0         0",
+            "ID   Address               Status                       Drained By                     Health      Gen   Services                            Packets   Bytes",
+            "5    198.18.2.1:8080/TCP   draining (1 of 2 services)   xlb drain (default/api:http)   unchecked   1     default/api:http,default/web:http   0         0",
         ]
     );
     // The documents carry each service's status.
@@ -462,6 +526,7 @@ fn lists_warn_while_the_agent_has_not_synced() {
         let agent = FakeAgent::serving(FakeAdmin {
             sampling: 10,
             synced,
+            ..FakeAdmin::default()
         });
         for args in lists {
             let output = agent.xlb(args);
@@ -492,6 +557,7 @@ fn bpf_lb_list_shows_the_datapaths_maps() {
     let agent = FakeAgent::serving(FakeAdmin {
         sampling: 10,
         synced: false,
+        ..FakeAdmin::default()
     });
     let table = stdout(&agent.xlb(&["bpf", "lb", "list"]));
     assert_eq!(
@@ -561,6 +627,101 @@ fn simulate_and_drain() {
     assert!(text.contains("Backend:   5 => 198.18.2.1:8080"), "{text}");
     let text = stdout(&agent.xlb(&["drain", "198.18.2.2:8080", "--service", "default/web:http"]));
     assert_eq!(text, "198.18.2.2:8080: draining in default/web:http\n");
+}
+
+#[test]
+fn a_second_drain_or_undrain_says_plainly_that_nothing_changed() {
+    let agent = FakeAgent::start();
+    let backend = "198.18.2.2:8080";
+    let drain = |verb| agent.xlb(&[verb, backend]);
+    assert_eq!(
+        stdout(&drain("drain")),
+        "198.18.2.2:8080: draining in default/web:http\n"
+    );
+    assert_eq!(
+        stdout(&drain("drain")),
+        "198.18.2.2:8080: already drained by xlb drain in default/web:http\n"
+    );
+    assert_eq!(
+        stdout(&drain("undrain")),
+        "198.18.2.2:8080: undrained in default/web:http\n"
+    );
+    assert_eq!(
+        stdout(&drain("undrain")),
+        "198.18.2.2:8080: not drained in default/web:http: nothing to undrain\n"
+    );
+}
+
+#[test]
+fn an_undrain_the_configuration_file_holds_against_fails_and_names_the_file() {
+    let agent = FakeAgent::start();
+    let output = agent.xlb(&["undrain", DRAINED_BY_FILE]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "xlb: {DRAINED_BY_FILE}: still draining in default/web:http: the configuration file \
+             drains it there (state: draining), which xlb undrain cannot lift: set `state: \
+             active` for it in {CONFIG_FILE}\n"
+        )
+    );
+    // The answer is printed all the same, for scripts.
+    let output = agent.xlb(&["undrain", DRAINED_BY_FILE, "-o", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let answer: DrainView = serde_json::from_slice(&output.stdout).expect("the JSON answer");
+    assert_eq!(
+        answer.unchanged,
+        [DrainUnchangedView {
+            service: "default/web:http".into(),
+            reason: DrainUnchanged::DrainedByFile
+        }]
+    );
+    // A drain of it is no error: it is drained, and says by what.
+    let text = stdout(&agent.xlb(&["drain", DRAINED_BY_FILE]));
+    assert_eq!(
+        text,
+        format!(
+            "{DRAINED_BY_FILE}: already draining in default/web:http: the configuration file \
+             drains it (state: draining); this drain is kept as well, and holds if the file \
+             stops draining it\n"
+        )
+    );
+}
+
+#[test]
+fn drains_that_hold_in_no_service_are_listed_and_an_undrain_forgets_them() {
+    let agent = FakeAgent::start();
+    let table = stdout(&agent.xlb(&["backend", "list"]));
+    let below: Vec<&str> = table.lines().skip(2).collect();
+    assert_eq!(
+        below,
+        [
+            "",
+            "Drains of `xlb drain` that hold in no service now:",
+            "Backend             Drained In",
+            "198.18.1.100:9000   every service",
+            "",
+            "note: the backend is not in the configuration now (or not in the service named); \
+             the drain is kept, and holds again if it comes back. `xlb undrain ADDR:PORT \
+             [--service S]` forgets it",
+        ]
+    );
+    let status = stdout(&agent.xlb(&["status"]));
+    assert!(
+        status.contains(
+            "Drains:       1 by xlb drain (kept in /run/xlb/drains.json across restarts)\n              \
+             198.18.1.100:9000 (every service): holds in no service now; kept until xlb undrain\n"
+        ),
+        "{status}"
+    );
+    assert_eq!(
+        stdout(&agent.xlb(&["undrain", DRAINED_AND_GONE])),
+        format!(
+            "{DRAINED_AND_GONE}: drain forgotten (every service): it held in no service (the \
+             backend, or the service, is not in the configuration now)\n"
+        )
+    );
 }
 
 #[test]

@@ -1085,6 +1085,7 @@ impl Admin for EveryFamily {
             health: "up".into(),
             services: vec!["default/web:http".into()],
             status_by_service: [("default/web:http".into(), BackendStatus::Active)].into(),
+            drained_by: BTreeMap::new(),
             packets: 10,
             bytes: 1000,
         }])

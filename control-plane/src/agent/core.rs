@@ -12,44 +12,22 @@ use std::{
 
 use xdp_lb::Datapath;
 
-use super::host_addresses;
+use super::{
+    drains::{Drains, with_drains},
+    host_addresses,
+};
 use crate::{
     announce::{self, Announcer},
     api::{AttachmentView, ReloadView},
     health::HealthChecker,
     metrics::Metrics,
-    model::{BackendState, Model, ServiceName},
+    model::{Model, ServiceName},
     reconcile::{Desired, Reconciler, SyncError, SyncReport},
     source::{
         self,
         kube::{HealthCheckNodePort, sync::KubeState, watch::CacheStatus},
     },
 };
-
-/// A drain the operator asked for through the admin API: the backend at
-/// `backend`, in one service or (None) in all. Drains outlive reloads; they
-/// are the admin API's part of the model.
-pub(crate) type Drain = (Option<ServiceName>, SocketAddr);
-
-/// `model` with `drains` applied: an active backend drained in its service
-/// or everywhere is draining. The model itself when nothing is drained: no
-/// copy of 10 000 services per sync.
-pub(crate) fn with_drains<'m>(model: &'m Model, drains: &BTreeSet<Drain>) -> Cow<'m, Model> {
-    if drains.is_empty() {
-        return Cow::Borrowed(model);
-    }
-    let mut model = model.clone();
-    for (name, service) in &mut model.services {
-        for backend in &mut service.backends {
-            let drained = drains.contains(&(None, backend.addr))
-                || drains.contains(&(Some(name.clone()), backend.addr));
-            if drained && backend.state == BackendState::Active {
-                backend.state = BackendState::Draining;
-            }
-        }
-    }
-    Cow::Owned(model)
-}
 
 /// The configuration file as read and checked on its own: what it holds, or
 /// why it is refused (every problem, one per line, with its causes).
@@ -70,7 +48,8 @@ pub(crate) struct Core {
     pub(crate) reconciler: Reconciler,
     /// The last good configuration, as loaded.
     pub(crate) model: Model,
-    pub(crate) drains: BTreeSet<Drain>,
+    /// The drains made through the admin API, kept across restarts.
+    pub(crate) drains: Drains,
     /// The desired state of the last sync, refreshed in place by the next.
     pub(crate) desired: Desired,
     pub(crate) health: HealthChecker,
@@ -123,7 +102,7 @@ pub(crate) struct KubeStatus {
 impl Core {
     /// The model with the operator's drains applied (see [`with_drains`]).
     pub(crate) fn effective_model(&self) -> Cow<'_, Model> {
-        with_drains(&self.model, &self.drains)
+        with_drains(&self.model, self.drains.set())
     }
 
     /// True when the backend at `addr` of service `name` passes its service's
@@ -210,7 +189,7 @@ impl Core {
         // syncing when they come back. Refused as a bad file is, before the
         // model is taken, so that `xlb status` and the lists keep showing
         // what the datapath serves.
-        let desired = Desired::new(&with_drains(&loaded.model, &self.drains), |_, _| true);
+        let desired = Desired::new(&with_drains(&loaded.model, self.drains.set()), |_, _| true);
         if let Err(refused) = self.reconciler.fits(&desired) {
             return Ok(Err(
                 self.reject(&file, format!("{}: {refused}", file.display()))
@@ -295,6 +274,7 @@ impl Core {
         if model != self.model {
             self.model = model;
             self.health.set_targets(crate::health::targets(&self.model));
+            self.drains.note_model(&self.model);
         }
     }
 }

@@ -16,6 +16,7 @@
 mod bpffs;
 mod collector;
 mod core;
+mod drains;
 mod fabric;
 mod host_addresses;
 mod interfaces;
@@ -120,6 +121,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     // Their errors name the socket and the flag.
     let admin_server = admin::server::AdminServer::bind(&options.admin_socket, group).await?;
     let metrics_server = metrics::MetricsServer::bind(options.metrics_address).await?;
+    let drains = drains::Drains::open(&drains::state_dir(
+        options.state_dir.as_deref(),
+        &options.admin_socket,
+    ))?;
     let mut datapath = Datapath::load_stamped(
         &LoadOptions {
             sizes: asked,
@@ -215,7 +220,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         datapath,
         reconciler,
         model: Default::default(),
-        drains: Default::default(),
+        drains,
         desired: Default::default(),
         health,
         metrics: Arc::clone(&metrics),

@@ -254,6 +254,13 @@ pub struct AgentOptions {
     #[arg(long, env = "XLB_ADMIN_GROUP")]
     pub admin_group: Option<String>,
 
+    /// Where the agent keeps what outlives its restarts but, like the
+    /// pinned maps, not a reboot: the drains made with `xlb drain`
+    /// (`drains.json`). One agent per directory. Unset: the directory of
+    /// --admin-socket (/run/xlb by default, a tmpfs).
+    #[arg(long, env = "XLB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Overrides the datapath build's version stamp (tests use it to stand
     /// in for an upgrade to another program build).
     #[arg(long, env = "XLB_VERSION_STAMP", hide = true)]

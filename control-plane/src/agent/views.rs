@@ -13,15 +13,17 @@ use xdp_lb::{
 
 use super::{
     collector::{ConntrackCount, Counted},
-    core::{Core, Drain, KubeStatus},
+    core::{Core, KubeStatus},
+    drains::{self, Drain},
     programmed,
 };
 use crate::{
     admin::{Admin, AdminError},
     api::{
-        BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainView,
-        FlowEventView, FlowView, FrontendView, KubernetesView, MaglevView, MapUsageView,
-        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
+        DrainUnchangedView, DrainView, FlowEventView, FlowView, FrontendView, KubernetesView,
+        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
+        StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
@@ -51,43 +53,6 @@ impl AgentAdmin {
     }
 }
 
-/// The drains after draining (`drain`) or undraining backend `addr` in
-/// service `only` or everywhere, and the services among `serving` (those
-/// the backend serves) whose backend changed.
-fn apply_drain(
-    before: &BTreeSet<Drain>,
-    serving: &[ServiceName],
-    addr: SocketAddr,
-    drain: bool,
-    only: Option<ServiceName>,
-) -> (BTreeSet<Drain>, Vec<ServiceName>) {
-    let mut after = before.clone();
-    match (drain, only) {
-        (true, only) => {
-            after.insert((only, addr));
-        }
-        // Undraining everywhere also lifts per-service drains.
-        (false, None) => after.retain(|(_, a)| *a != addr),
-        // Undraining in one service of a backend drained everywhere: it
-        // stays drained in the others.
-        (false, Some(one)) => {
-            if after.remove(&(None, addr)) {
-                after.extend(serving.iter().map(|n| (Some(n.clone()), addr)));
-            }
-            after.remove(&(Some(one), addr));
-        }
-    }
-    let drained = |drains: &BTreeSet<Drain>, name: &ServiceName| {
-        drains.contains(&(None, addr)) || drains.contains(&(Some(name.clone()), addr))
-    };
-    let changed = serving
-        .iter()
-        .filter(|n| drained(before, n) != drained(&after, n))
-        .cloned()
-        .collect();
-    (after, changed)
-}
-
 /// One backend address as `/v1/backends` shows it, over every service
 /// listing it.
 #[derive(Debug)]
@@ -97,6 +62,8 @@ struct BackendInServices {
     health: Health,
     /// Its status in each service, by name.
     status_by_service: BTreeMap<String, BackendStatus>,
+    /// Who drains it, in each service that does.
+    drained_by: BTreeMap<String, Vec<DrainSource>>,
 }
 
 /// What a service's health check finds of a backend, ordered so that the
@@ -119,11 +86,13 @@ impl Health {
     }
 }
 
-/// Every backend address of `model` (drains applied), with its status in
-/// each service listing it: a drain or a failed health check may hold in
-/// one service and not in another.
+/// Every backend address of `model` (the source's), with its status in
+/// each service listing it, `drains` applied, and who drains it there: a
+/// drain or a failed health check may hold in one service and not in
+/// another.
 fn backends_in_services(
     model: &Model,
+    drains: &BTreeSet<Drain>,
     healthy: impl Fn(&ServiceName, SocketAddr) -> bool,
 ) -> BTreeMap<SocketAddr, BackendInServices> {
     let mut by_addr: BTreeMap<SocketAddr, BackendInServices> = BTreeMap::new();
@@ -139,11 +108,17 @@ fn backends_in_services(
                 protocol: service.protocol,
                 health,
                 status_by_service: BTreeMap::new(),
+                drained_by: BTreeMap::new(),
             });
             entry.health = entry.health.max(health);
+            let state = drains::drained_state(drains, name, b.addr, b.state);
             entry
                 .status_by_service
-                .insert(name.to_string(), BackendStatus::of(b.state, healthy));
+                .insert(name.to_string(), BackendStatus::of(state, healthy));
+            let sources = drains::sources(drains, name, b.addr, b.state);
+            if !sources.is_empty() {
+                entry.drained_by.insert(name.to_string(), sources);
+            }
         }
     }
     by_addr
@@ -215,8 +190,9 @@ impl Admin for AgentAdmin {
 
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         let core = self.lock()?;
-        let model = core.effective_model();
-        let by_addr = backends_in_services(&model, |name, addr| core.healthy(name, addr));
+        let by_addr = backends_in_services(&core.model, core.drains.set(), |name, addr| {
+            core.healthy(name, addr)
+        });
         let mut views = Vec::new();
         for (addr, backend) in by_addr {
             let record = core.reconciler.backend(addr);
@@ -240,6 +216,7 @@ impl Admin for AgentAdmin {
                 health: backend.health.as_str().to_owned(),
                 services: backend.status_by_service.keys().cloned().collect(),
                 status_by_service: backend.status_by_service,
+                drained_by: backend.drained_by,
                 packets: counter.packets,
                 bytes: counter.bytes,
             });
@@ -403,35 +380,71 @@ impl Admin for AgentAdmin {
     fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError> {
         let since = Instant::now();
         let mut core = self.lock()?;
-        let only = request
-            .service
-            .as_deref()
-            .map(|s| service_name(&core, s))
-            .transpose()?;
-        // Every service the backend serves, and those the request names.
-        let serving: Vec<ServiceName> = core
-            .model
-            .services
-            .iter()
-            .filter(|(_, s)| s.backends.iter().any(|b| b.addr == request.backend))
-            .map(|(n, _)| n.clone())
-            .collect();
-        if !serving.iter().any(|n| only.as_ref().is_none_or(|o| o == n)) {
+        let backend = request.backend;
+        let only = match request.service.as_deref() {
+            None => None,
+            // An undrain may name a service the configuration no longer
+            // has, to forget a drain made in it.
+            Some(service)
+                if !drain
+                    && core
+                        .drains
+                        .set()
+                        .contains(&(Some(ServiceName(service.to_owned())), backend)) =>
+            {
+                Some(ServiceName(service.to_owned()))
+            }
+            Some(service) => Some(service_name(&core, service)?),
+        };
+        let applied = drains::apply(
+            core.drains.set(),
+            &core.model,
+            backend,
+            drain,
+            only.as_ref(),
+        );
+        if applied.changed.is_empty()
+            && applied.unchanged.is_empty()
+            && applied.forgotten.is_empty()
+        {
             return Err(AdminError::NotFound(format!(
-                "no service has backend {}{}",
-                request.backend,
+                "no service has backend {backend}{}",
                 only.map(|o| format!(" (looked in {o})"))
                     .unwrap_or_default()
             )));
         }
-        let (drains, changed) = apply_drain(&core.drains, &serving, request.backend, drain, only);
-        core.drains = drains;
-        let changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        let names = |names: &[ServiceName]| names.iter().map(ToString::to_string).collect();
+        let changed: Vec<String> = names(&applied.changed);
+        if applied.drains != *core.drains.set() {
+            // Saved before it is applied: a drain that would not outlive a
+            // restart is refused, whole.
+            core.drains
+                .replace(applied.drains)
+                .map_err(AdminError::Internal)?;
+            tracing::info!(
+                %backend,
+                drain,
+                service = request.service.as_deref().unwrap_or("every service"),
+                changed = ?changed,
+                forgotten = applied.forgotten.len(),
+                "drain changed"
+            );
+        }
         if !changed.is_empty() {
-            tracing::info!(backend = %request.backend, drain, services = ?changed, "drain changed");
             core.sync(since).map_err(internal)?;
         }
-        Ok(DrainView { services: changed })
+        Ok(DrainView {
+            services: changed,
+            unchanged: applied
+                .unchanged
+                .into_iter()
+                .map(|(service, reason)| DrainUnchangedView {
+                    service: service.to_string(),
+                    reason,
+                })
+                .collect(),
+            forgotten: drains::forgotten_views(&applied.forgotten),
+        })
     }
 
     fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
@@ -479,6 +492,7 @@ impl Admin for AgentAdmin {
             announcements: core.announcer.views(),
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
             flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
+            drains: Some(core.drains.view(&core.model)),
         })
     }
 }
@@ -687,7 +701,7 @@ fn event_view(names: &EventNames, event: &FlowEvent) -> FlowEventView {
 mod tests {
     use super::*;
     use crate::{
-        agent::core::with_drains,
+        agent::drains::with_drains,
         model::{Backend, BackendState, HealthCheck, Mode, Probe, Service},
     };
 
@@ -726,7 +740,7 @@ mod tests {
             ]),
         };
         let drains = BTreeSet::from([(Some(api), shared)]);
-        let by_addr = backends_in_services(&with_drains(&model, &drains), |_, _| true);
+        let by_addr = backends_in_services(&model, &drains, |_, _| true);
         assert_eq!(
             by_addr[&shared].status_by_service,
             BTreeMap::from([
@@ -735,11 +749,18 @@ mod tests {
             ])
         );
         assert_eq!(
+            by_addr[&shared].drained_by,
+            BTreeMap::from([("api".to_owned(), vec![DrainSource::Admin])])
+        );
+        assert_eq!(
             by_addr[&own].status_by_service,
             BTreeMap::from([("web".to_owned(), BackendStatus::Active)])
         );
+        assert!(by_addr[&own].drained_by.is_empty());
         // Down in the service whose check it fails, whatever the other says.
-        let by_addr = backends_in_services(&model, |name, addr| !(name == &web && addr == shared));
+        let by_addr = backends_in_services(&model, &BTreeSet::new(), |name, addr| {
+            !(name == &web && addr == shared)
+        });
         assert_eq!(
             by_addr[&shared].status_by_service,
             BTreeMap::from([
@@ -777,7 +798,7 @@ mod tests {
             ]),
         };
         let health = |down_in: Option<&ServiceName>| {
-            backends_in_services(&model, |name, _| Some(name) != down_in)[&shared]
+            backends_in_services(&model, &BTreeSet::new(), |name, _| Some(name) != down_in)[&shared]
                 .health
                 .as_str()
         };
@@ -787,7 +808,7 @@ mod tests {
             services: BTreeMap::from([(ServiceName("api".into()), service(&[shared]))]),
         };
         assert_eq!(
-            backends_in_services(&unchecked, |_, _| false)[&shared].health,
+            backends_in_services(&unchecked, &BTreeSet::new(), |_, _| false)[&shared].health,
             Health::Unchecked
         );
     }
@@ -895,33 +916,6 @@ mod tests {
             age_seconds: Some(2.5),
         };
         assert_eq!(views, [view("CONNTRACK"), view("CONNTRACK_REPLY")]);
-    }
-
-    #[test]
-    fn drains_report_only_what_changed() {
-        let addr: SocketAddr = "198.18.2.1:8080".parse().unwrap();
-        let (web, api) = (ServiceName("web".into()), ServiceName("api".into()));
-        let serving = [web.clone(), api.clone()];
-        let names =
-            |changed: Vec<ServiceName>| changed.into_iter().map(|n| n.0).collect::<Vec<_>>();
-
-        let (everywhere, changed) = apply_drain(&BTreeSet::new(), &serving, addr, true, None);
-        assert_eq!(names(changed), ["web", "api"]);
-        // Again, or in one service: nothing changes.
-        let (same, changed) = apply_drain(&everywhere, &serving, addr, true, None);
-        assert!(changed.is_empty() && same == everywhere);
-        let (_, changed) = apply_drain(&everywhere, &serving, addr, true, Some(web.clone()));
-        assert!(changed.is_empty());
-        // Undrained in one service: drained in the other still.
-        let (in_api, changed) = apply_drain(&everywhere, &serving, addr, false, Some(web.clone()));
-        assert_eq!(names(changed), ["web"]);
-        assert_eq!(in_api, BTreeSet::from([(Some(api.clone()), addr)]));
-        let (_, changed) = apply_drain(&in_api, &serving, addr, false, Some(web));
-        assert!(changed.is_empty());
-        // Undrained everywhere: every drain of the backend goes.
-        let (none, changed) = apply_drain(&in_api, &serving, addr, false, None);
-        assert_eq!(names(changed), ["api"]);
-        assert!(none.is_empty());
     }
 
     #[test]

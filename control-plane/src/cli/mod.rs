@@ -25,7 +25,7 @@ use xdp_lb::MapSizes;
 use crate::{
     admin::AdminClient,
     agent::{AgentOptions, MapSizeOptions},
-    api::{DrainRequest, SimulateRequest, StatsView},
+    api::{DrainRequest, SimulateRequest, StatsView, StatusView},
     model::Protocol,
     reconcile::Reconciler,
 };
@@ -533,9 +533,9 @@ fn print(text: &str) -> anyhow::Result<()> {
 /// while its configuration is rejected, or while the first sync is under
 /// way, and a list showing no service would say otherwise; `xlb bpf lb
 /// list` reads the maps and shows it. The list itself is still printed, as
-/// the agent has it; a status that cannot be read adds nothing.
-async fn warn_unless_synced(client: &AdminClient) {
-    if let Ok(status) = client.status().await
+/// the agent has it; a status that could not be read (`None`) adds nothing.
+fn warn_unless_synced(status: Option<&StatusView>) {
+    if let Some(status) = status
         && !status.synced
     {
         writeln!(
@@ -554,16 +554,20 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
     match command {
         Command::Service(ServiceCommand::List(out)) => {
             let services = client.services().await.context("listing services")?;
-            warn_unless_synced(client).await;
+            warn_unless_synced(client.status().await.ok().as_ref());
             print(&output::render(out.output, &services, |s| {
                 output::services_table(s)
             })?)
         }
         Command::Backend(BackendCommand::List(out)) => {
             let backends = client.backends().await.context("listing backends")?;
-            warn_unless_synced(client).await;
+            let status = client.status().await.ok();
+            warn_unless_synced(status.as_ref());
+            // The table says which drains hold in no service; the
+            // documents have them in `xlb status`'s.
+            let drains = status.as_ref().and_then(|s| s.drains.as_ref());
             print(&output::render(out.output, &backends, |b| {
-                output::backends_table(b)
+                output::backends_table(b, drains)
             })?)
         }
         // The datapath's own maps: what it forwards, synced or not, and
@@ -675,7 +679,16 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
     .with_context(|| format!("{what} {}", request.backend))?;
     print(&output::render(args.output.output, &view, |v| {
         output::drain_text(request.backend, drain, v)
-    })?)
+    })?)?;
+    // An undrain the file's drain holds against did not do what was asked:
+    // an error, naming the file to edit.
+    if !drain && output::undrain_refused(request.backend, &view, None).is_some() {
+        let file = client.status().await.ok().and_then(|s| s.config_file);
+        if let Some(refused) = output::undrain_refused(request.backend, &view, file.as_deref()) {
+            anyhow::bail!(refused);
+        }
+    }
+    Ok(())
 }
 
 /// `xlb observe`: events as they come, until Ctrl-C, `--count` events or

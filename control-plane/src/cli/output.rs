@@ -16,8 +16,9 @@ use crate::{
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
-        DatapathTableView, DrainView, FlowEventView, FlowView, MaglevView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        DatapathTableView, DrainEntryView, DrainSource, DrainUnchanged, DrainView, DrainsView,
+        FlowEventView, FlowView, MaglevView, ServiceBackendView, ServiceView, SimulateRequest,
+        SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -215,10 +216,50 @@ fn backend_status(backend: &BackendView) -> String {
     }
 }
 
-/// `xlb backend list`.
-pub(crate) fn backends_table(backends: &[BackendView]) -> String {
+/// Who drains a backend: each source, with the services it drains it in
+/// unless that is every one of its services; `-` when nothing does.
+fn drained_by(backend: &BackendView) -> String {
+    if backend.drained_by.is_empty() {
+        let draining = backend.status == BackendStatus::Draining
+            || backend
+                .status_by_service
+                .values()
+                .any(|s| *s == BackendStatus::Draining);
+        // Draining, from an agent that predates `drained_by`.
+        return if draining { "unknown" } else { "-" }.to_owned();
+    }
+    let mut by_source: BTreeMap<DrainSource, Vec<&str>> = BTreeMap::new();
+    for (service, sources) in &backend.drained_by {
+        for source in sources {
+            by_source.entry(*source).or_default().push(service);
+        }
+    }
+    by_source
+        .iter()
+        .map(|(source, services)| {
+            if services.len() >= backend.services.len() {
+                source.as_str().to_owned()
+            } else {
+                format!("{} ({})", source.as_str(), services.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `xlb backend list`, and under it the drains of `xlb drain` that hold in
+/// no service now, when the agent says (`drains`, from `xlb status`).
+pub(crate) fn backends_table(backends: &[BackendView], drains: Option<&DrainsView>) -> String {
     let mut table = Table::new(&[
-        "ID", "Address", "Status", "Health", "Gen", "Services", "Packets", "Bytes",
+        "ID",
+        "Address",
+        "Status",
+        "Drained By",
+        "Health",
+        "Gen",
+        "Services",
+        "Packets",
+        "Bytes",
     ]);
     for b in backends {
         // ID 0 is never given out: a backend that holds no record (down,
@@ -232,6 +273,7 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
             id,
             with_protocol(b.address, b.protocol),
             backend_status(b),
+            drained_by(b),
             b.health.clone(),
             generation,
             if b.services.is_empty() {
@@ -243,7 +285,35 @@ pub(crate) fn backends_table(backends: &[BackendView]) -> String {
             b.bytes.to_string(),
         ]);
     }
-    table.render()
+    let mut out = table.render();
+    let unmatched: Vec<&DrainEntryView> = drains
+        .iter()
+        .flat_map(|d| &d.drains)
+        .filter(|d| d.services.is_empty())
+        .collect();
+    if !unmatched.is_empty() {
+        let mut kept = Table::new(&["Backend", "Drained In"]);
+        for drain in unmatched {
+            kept.row(vec![drain.backend.to_string(), drained_in(drain)]);
+        }
+        section(
+            &mut out,
+            "Drains of `xlb drain` that hold in no service now:",
+            &kept.render(),
+            "the backend is not in the configuration now (or not in the service named); the \
+             drain is kept, and holds again if it comes back. `xlb undrain ADDR:PORT \
+             [--service S]` forgets it",
+        );
+    }
+    out
+}
+
+/// Where a drain was made: every service, or the one it names.
+fn drained_in(drain: &DrainEntryView) -> String {
+    drain
+        .service
+        .as_ref()
+        .map_or_else(|| "every service".to_owned(), |s| format!("service {s}"))
 }
 
 /// `xlb bpf lb list`: the frontends of the datapath's maps
@@ -554,19 +624,117 @@ pub(crate) fn simulate_text(request: &SimulateRequest, view: &SimulateView) -> S
     out
 }
 
-/// `xlb drain` / `xlb undrain`.
+/// The services of `view` that `reason` left unchanged, joined; None when
+/// there is none.
+fn unchanged_in(view: &DrainView, reason: DrainUnchanged) -> Option<String> {
+    let services: Vec<&str> = view
+        .unchanged
+        .iter()
+        .filter(|u| u.reason == reason)
+        .map(|u| u.service.as_str())
+        .collect();
+    (!services.is_empty()).then(|| services.join(", "))
+}
+
+/// `xlb drain` / `xlb undrain`: where the backend changed, and why it did
+/// not where it did not. An undrain the configuration file's drain holds
+/// against is not here: [`undrain_refused`] says it, as an error.
 pub(crate) fn drain_text(backend: SocketAddr, drain: bool, view: &DrainView) -> String {
-    let verb = if drain { "draining" } else { "undrained" };
-    if view.services.is_empty() {
+    use DrainUnchanged::{AlreadyDrained, DrainedByFile, NotDrained, Terminating};
+    let mut out = String::new();
+    if !view.services.is_empty() {
+        let verb = if drain { "draining" } else { "undrained" };
+        writeln!(out, "{backend}: {verb} in {}", view.services.join(", ")).ok();
+    }
+    for reason in [AlreadyDrained, NotDrained, DrainedByFile, Terminating] {
+        let Some(services) = unchanged_in(view, reason) else {
+            continue;
+        };
+        let why = match (drain, reason) {
+            (true, DrainedByFile) => format!(
+                "already draining in {services}: the configuration file drains it (state: \
+                 draining); this drain is kept as well, and holds if the file stops draining it"
+            ),
+            (true, Terminating) => format!(
+                "already gets no new flows in {services}: it is terminating; this drain is kept, \
+                 and holds if it turns active"
+            ),
+            (true, _) => format!("already drained by xlb drain in {services}"),
+            (false, DrainedByFile) => continue,
+            (false, Terminating) => format!(
+                "still gets no new flows in {services}: it is terminating, which is not a drain"
+            ),
+            (false, _) => format!("not drained in {services}: nothing to undrain"),
+        };
+        writeln!(out, "{backend}: {why}").ok();
+    }
+    for forgotten in &view.forgotten {
+        writeln!(
+            out,
+            "{backend}: drain forgotten ({}): it held in no service (the backend, or the \
+             service, is not in the configuration now)",
+            drained_in(forgotten)
+        )
+        .ok();
+    }
+    if out.is_empty() && view.unchanged.is_empty() {
+        // An agent that predates the reasons.
         let already = if drain {
             "already draining"
         } else {
-            "not draining"
+            "not drained by xlb drain"
         };
-        format!("{backend}: no service changed ({already}?)\n")
-    } else {
-        format!("{backend}: {verb} in {}\n", view.services.join(", "))
+        writeln!(out, "{backend}: no service changed: {already}").ok();
     }
+    out
+}
+
+/// The undrain's error where the configuration file (`config_file`, when
+/// known) still drains the backend: only an edit of the file lifts that.
+pub(crate) fn undrain_refused(
+    backend: SocketAddr,
+    view: &DrainView,
+    config_file: Option<&str>,
+) -> Option<String> {
+    let services = unchanged_in(view, DrainUnchanged::DrainedByFile)?;
+    let file = config_file.map_or_else(|| "the configuration file".to_owned(), str::to_owned);
+    Some(format!(
+        "{backend}: still draining in {services}: the configuration file drains it there \
+         (state: draining), which xlb undrain cannot lift: set `state: active` for it in {file}"
+    ))
+}
+
+/// The `Drains:` field of `xlb status`: how many `xlb drain` made and
+/// where they are kept, then, a line each, those that hold in no service
+/// now, and a restore that failed at start.
+fn drains_text(drains: &DrainsView) -> String {
+    let count = match drains.drains.len() {
+        0 => "none".to_owned(),
+        n => n.to_string(),
+    };
+    let mut text = format!(
+        "{count} by xlb drain (kept in {} across restarts)",
+        drains.file
+    );
+    for drain in drains.drains.iter().filter(|d| d.services.is_empty()) {
+        write!(
+            text,
+            "\n{:<14}{} ({}): holds in no service now; kept until xlb undrain",
+            "",
+            drain.backend,
+            drained_in(drain)
+        )
+        .ok();
+    }
+    if let Some(error) = &drains.restore_error {
+        write!(
+            text,
+            "\n{:<14}not restored at start (started without them): {error}",
+            ""
+        )
+        .ok();
+    }
+    text
 }
 
 /// Every counter of a [`StatsView`] as (group, name, packets).
@@ -763,6 +931,9 @@ pub(crate) fn status_text(status: &StatusView) -> String {
     }
     field("Services", &status.services.to_string());
     field("Backends", &status.backends.to_string());
+    if let Some(drains) = &status.drains {
+        field("Drains", &drains_text(drains));
+    }
     field(
         "Reloads",
         &format!(
@@ -910,13 +1081,21 @@ ID   Name                  Frontend              Service Type   Backend
         );
     }
 
-    /// A backend of `api` and `web` with these statuses there.
+    /// A backend of `api` and `web` with these statuses there, drained by
+    /// `xlb drain` where it is draining.
     fn shared_backend(
         id: u32,
         address: &str,
         api: BackendStatus,
         web: BackendStatus,
     ) -> BackendView {
+        let status_by_service: BTreeMap<String, BackendStatus> =
+            BTreeMap::from([("api".into(), api), ("web".into(), web)]);
+        let drained_by = status_by_service
+            .iter()
+            .filter(|(_, status)| **status == BackendStatus::Draining)
+            .map(|(service, _)| (service.clone(), vec![DrainSource::Admin]))
+            .collect();
         BackendView {
             id,
             address: addr(address),
@@ -925,7 +1104,8 @@ ID   Name                  Frontend              Service Type   Backend
             status: api.min(web),
             health: "unchecked".into(),
             services: vec!["api".into(), "web".into()],
-            status_by_service: BTreeMap::from([("api".into(), api), ("web".into(), web)]),
+            status_by_service,
+            drained_by,
             packets: 5,
             bytes: 300,
         }
@@ -949,11 +1129,11 @@ ID   Name                  Frontend              Service Type   Backend
             ..view.clone()
         };
         assert_eq!(
-            backends_table(&[view, retired]),
+            backends_table(&[view, retired], None),
             "\
-ID   Address               Status   Health   Gen   Services   Packets   Bytes
-3    198.18.2.1:8080/TCP   down     down     2     api,web    5         300
--    198.18.2.1:8080/TCP   down     down     -     api,web    5         300
+ID   Address               Status   Drained By   Health   Gen   Services   Packets   Bytes
+3    198.18.2.1:8080/TCP   down     -            down     2     api,web    5         300
+-    198.18.2.1:8080/TCP   down     -            down     -     api,web    5         300
 "
         );
     }
@@ -963,21 +1143,77 @@ ID   Address               Status   Health   Gen   Services   Packets   Bytes
         use BackendStatus::{Active, Down, Draining};
         let old_agent = BackendView {
             status_by_service: BTreeMap::new(),
+            drained_by: BTreeMap::new(),
             ..shared_backend(7, "198.18.2.4:8080", Draining, Draining)
         };
         assert_eq!(
-            backends_table(&[
-                shared_backend(4, "198.18.2.1:8080", Draining, Active),
-                shared_backend(5, "198.18.2.2:8080", Draining, Down),
-                shared_backend(6, "198.18.2.3:8080", Active, Active),
-                old_agent,
-            ]),
+            backends_table(
+                &[
+                    shared_backend(4, "198.18.2.1:8080", Draining, Active),
+                    shared_backend(5, "198.18.2.2:8080", Draining, Down),
+                    shared_backend(6, "198.18.2.3:8080", Active, Active),
+                    old_agent,
+                ],
+                None
+            ),
             "\
-ID   Address               Status                                               Health      Gen   Services   Packets   Bytes
-4    198.18.2.1:8080/TCP   draining (1 of 2 services)                           unchecked   2     api,web    5         300
-5    198.18.2.2:8080/TCP   draining (1 of 2 services), down (1 of 2 services)   unchecked   2     api,web    5         300
-6    198.18.2.3:8080/TCP   active                                               unchecked   2     api,web    5         300
-7    198.18.2.4:8080/TCP   draining                                             unchecked   2     api,web    5         300
+ID   Address               Status                                               Drained By        Health      Gen   Services   Packets   Bytes
+4    198.18.2.1:8080/TCP   draining (1 of 2 services)                           xlb drain (api)   unchecked   2     api,web    5         300
+5    198.18.2.2:8080/TCP   draining (1 of 2 services), down (1 of 2 services)   xlb drain (api)   unchecked   2     api,web    5         300
+6    198.18.2.3:8080/TCP   active                                               -                 unchecked   2     api,web    5         300
+7    198.18.2.4:8080/TCP   draining                                             unknown           unchecked   2     api,web    5         300
+"
+        );
+    }
+
+    #[test]
+    fn backend_list_says_who_drains_a_backend_and_which_drains_hold_nowhere() {
+        use BackendStatus::{Active, Draining};
+        use DrainSource::{Admin, File};
+        let by_file = BackendView {
+            drained_by: BTreeMap::from([("api".into(), vec![File]), ("web".into(), vec![File])]),
+            ..shared_backend(4, "198.18.2.1:8080", Draining, Draining)
+        };
+        let by_both = BackendView {
+            drained_by: BTreeMap::from([
+                ("api".into(), vec![Admin]),
+                ("web".into(), vec![File, Admin]),
+            ]),
+            ..shared_backend(5, "198.18.2.2:8080", Draining, Draining)
+        };
+        let file_in_web = BackendView {
+            drained_by: BTreeMap::from([("web".into(), vec![File])]),
+            ..shared_backend(6, "198.18.2.3:8080", Active, Draining)
+        };
+        let entry = |backend: &str, service: Option<&str>, services: &[&str]| DrainEntryView {
+            backend: addr(backend),
+            service: service.map(str::to_owned),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let drains = DrainsView {
+            file: "/run/xlb/drains.json".into(),
+            drains: vec![
+                entry("198.18.1.100:9000", None, &[]),
+                entry("198.18.2.2:8080", None, &["api", "web"]),
+                entry("198.18.2.3:8080", Some("old"), &[]),
+            ],
+            restore_error: None,
+        };
+        assert_eq!(
+            backends_table(&[by_file, by_both, file_in_web], Some(&drains)),
+            "\
+ID   Address               Status                       Drained By              Health      Gen   Services   Packets   Bytes
+4    198.18.2.1:8080/TCP   draining                     file                    unchecked   2     api,web    5         300
+5    198.18.2.2:8080/TCP   draining                     file (web), xlb drain   unchecked   2     api,web    5         300
+6    198.18.2.3:8080/TCP   draining (1 of 2 services)   file (web)              unchecked   2     api,web    5         300
+
+Drains of `xlb drain` that hold in no service now:
+Backend             Drained In
+198.18.1.100:9000   every service
+198.18.2.3:8080     service old
+
+note: the backend is not in the configuration now (or not in the service named); the drain is \
+kept, and holds again if it comes back. `xlb undrain ADDR:PORT [--service S]` forgets it
 "
         );
     }
@@ -1347,19 +1583,88 @@ Outcome:   not_a_frontend (not a frontend: passed to the host's stack)
         );
     }
 
+    /// A drain's answer: `changed`, and the services left `unchanged` for
+    /// their reason.
+    fn drain_view(changed: &[&str], unchanged: &[(&str, DrainUnchanged)]) -> DrainView {
+        DrainView {
+            services: changed.iter().map(|s| (*s).to_owned()).collect(),
+            unchanged: unchanged
+                .iter()
+                .map(|(service, reason)| crate::api::DrainUnchangedView {
+                    service: (*service).to_owned(),
+                    reason: *reason,
+                })
+                .collect(),
+            forgotten: Vec::new(),
+        }
+    }
+
     #[test]
-    fn drain_reports_the_services_changed() {
+    fn drain_reports_the_services_changed_and_why_the_others_did_not() {
+        use DrainUnchanged::{AlreadyDrained, DrainedByFile, NotDrained, Terminating};
         let backend = addr("198.18.2.2:8080");
-        let changed = DrainView {
-            services: vec!["web".into(), "api".into()],
-        };
         assert_eq!(
-            drain_text(backend, true, &changed),
+            drain_text(backend, true, &drain_view(&["web", "api"], &[])),
             "198.18.2.2:8080: draining in web, api\n"
         );
         assert_eq!(
-            drain_text(backend, false, &DrainView { services: vec![] }),
-            "198.18.2.2:8080: no service changed (not draining?)\n"
+            drain_text(
+                backend,
+                true,
+                &drain_view(
+                    &["db"],
+                    &[
+                        ("web", AlreadyDrained),
+                        ("api", AlreadyDrained),
+                        ("files", DrainedByFile),
+                        ("pods", Terminating),
+                    ]
+                )
+            ),
+            "\
+198.18.2.2:8080: draining in db
+198.18.2.2:8080: already drained by xlb drain in web, api
+198.18.2.2:8080: already draining in files: the configuration file drains it (state: draining); \
+this drain is kept as well, and holds if the file stops draining it
+198.18.2.2:8080: already gets no new flows in pods: it is terminating; this drain is kept, and \
+holds if it turns active
+"
+        );
+        let undrain = drain_view(&[], &[("web", NotDrained), ("files", DrainedByFile)]);
+        assert_eq!(
+            drain_text(backend, false, &undrain),
+            "198.18.2.2:8080: not drained in web: nothing to undrain\n"
+        );
+        assert_eq!(
+            undrain_refused(backend, &undrain, Some("/etc/xlb/xlb.yaml")).as_deref(),
+            Some(
+                "198.18.2.2:8080: still draining in files: the configuration file drains it \
+                 there (state: draining), which xlb undrain cannot lift: set `state: active` for \
+                 it in /etc/xlb/xlb.yaml"
+            )
+        );
+        assert_eq!(
+            undrain_refused(backend, &drain_view(&["web"], &[]), None),
+            None
+        );
+        // An undrain of a backend no service has now forgets its drains.
+        let forgotten = DrainView {
+            forgotten: vec![DrainEntryView {
+                backend,
+                service: None,
+                services: Vec::new(),
+            }],
+            ..drain_view(&[], &[])
+        };
+        assert_eq!(
+            drain_text(backend, false, &forgotten),
+            "198.18.2.2:8080: drain forgotten (every service): it held in no service (the \
+             backend, or the service, is not in the configuration now)\n"
+        );
+        // An agent that predates the reasons.
+        assert_eq!(
+            drain_text(backend, true, &drain_view(&[], &[])),
+            "198.18.2.2:8080: no service changed: already draining\n"
         );
     }
 
@@ -1479,6 +1784,15 @@ parser    ipv4                 20        10.0
             ],
             kubernetes: None,
             flow_event_sampling: None,
+            drains: Some(DrainsView {
+                file: "/run/xlb/drains.json".into(),
+                drains: vec![DrainEntryView {
+                    backend: addr("198.18.1.100:9000"),
+                    service: None,
+                    services: Vec::new(),
+                }],
+                restore_error: Some("/run/xlb/drains.json: not a drains file".into()),
+            }),
         };
         assert_eq!(
             status_text(&status),
@@ -1492,6 +1806,9 @@ Last sync:    failed (the datapath keeps what it held; the next change syncs aga
               the configuration needs 5 frontends but --max-services is 4: raise --max-services (nothing was written)
 Services:     3
 Backends:     9
+Drains:       1 by xlb drain (kept in /run/xlb/drains.json across restarts)
+              198.18.1.100:9000 (every service): holds in no service now; kept until xlb undrain
+              not restored at start (started without them): /run/xlb/drains.json: not a drains file
 Reloads:      4 ok, 1 rejected
 Last reload:  rejected at 2023-11-14T22:13:20Z
               services[0].port: 70000 is out of range 1-65535
@@ -1534,6 +1851,7 @@ Uptime:       1h 2m 3s
                 health_check_node_ports: vec![32100, 32101],
             }),
             flow_event_sampling: None,
+            drains: None,
         };
         let text = status_text(&status);
         assert!(
