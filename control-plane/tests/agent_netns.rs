@@ -21,6 +21,11 @@
 //!   model) has not, and, apart, a table, a backend record and a VIP no
 //!   frontend reaches, written into the pinned maps while no agent ran;
 //!   the good file back, its first sync removes them;
+//! - a drain made with `xlb drain` outlives a SIGTERM restart of the agent
+//!   (listed as drained by `xlb drain`, and given no new flow), as does an
+//!   undrain; `xlb undrain` of a backend the file drains fails and names
+//!   the file; a drains file that cannot be restored is logged and shown,
+//!   set aside, and the agent starts without it;
 //! - health checks: a backend whose server dies leaves within
 //!   interval × fall (+ one probe timeout + a stated margin), new requests
 //!   avoid it, and it returns when its server does;
@@ -67,7 +72,7 @@ use control_plane::{
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
-        DatapathTableView, FlowEventView, StatusView,
+        DatapathTableView, DrainSource, FlowEventView, StatusView,
     },
     model::FrontendKind,
 };
@@ -1340,6 +1345,159 @@ fn a_backend_drained_in_one_of_its_services_is_not_listed_active() {
     assert_eq!(backend.status, BackendStatus::Active);
     let table = rig.xlb_ok(&["backend", "list"]).expect("xlb backend list");
     assert!(table.contains("draining (1 of 2 services)"), "{table}");
+}
+
+/// Stops the rig's agent as an operator's upgrade does, with SIGTERM, and
+/// reaps it once it has exited.
+fn stop_agent(rig: &mut AgentRig) {
+    let pid = rig.agent_pid().expect("an agent runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM to the agent");
+    let exited = wait_for(PATIENCE, "the agent to exit on SIGTERM", || {
+        rig.agent_exit()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", rig.agent_log()));
+    assert!(exited.success(), "{exited}: {}", rig.agent_log());
+    rig.kill_agent().expect("reaping the agent");
+}
+
+/// The drains file of the rig's agent: in its state directory, by default
+/// the admin socket's.
+fn drains_file(rig: &AgentRig) -> std::path::PathBuf {
+    rig.admin_socket()
+        .parent()
+        .expect("the admin socket's directory")
+        .join("drains.json")
+}
+
+/// `web` on b0, b1 and b2, the configuration file draining b2.
+fn web_with_b2_drained_by_the_file(rig: &AgentRig) -> String {
+    let b2 = rig.backend_addr(2, BACKEND_PORT);
+    web_on_every_backend(rig, false).replace(
+        &format!("{{address: \"{b2}\"}}"),
+        &format!("{{address: \"{b2}\", state: draining}}"),
+    )
+}
+
+/// Issue: a drain made with `xlb drain` was lost when the agent restarted,
+/// and the backend took new flows again.
+#[test]
+fn a_drain_survives_an_agent_restart_and_says_who_made_it() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let [b0, b2] = [0, 2].map(|i| rig.backend_addr(i, BACKEND_PORT));
+    rig.write_config(&web_with_b2_drained_by_the_file(&rig))
+        .expect("config");
+    rig.start_agent(&[]).expect("agent");
+    assert_eq!(
+        rig.xlb_ok(&["drain", &b0.to_string()])
+            .unwrap_or_else(|e| panic!("{e:#}: {}", rig.agent_log())),
+        format!("{b0}: draining in web\n")
+    );
+    // The file's drain is not `xlb undrain`'s to lift, and it says so.
+    let refused = rig.xlb(&["undrain", &b2.to_string()]).expect("xlb undrain");
+    assert_eq!(refused.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("the configuration file drains it there (state: draining)")
+            && error.contains(&rig.config_path().display().to_string()),
+        "{error}"
+    );
+
+    stop_agent(&mut rig);
+    rig.start_agent(&[]).expect("the restarted agent");
+    let log = rig.agent_log();
+    assert!(
+        log.contains("drains made with `xlb drain` restored") && log.contains("restored=1"),
+        "{log}"
+    );
+    let listed = backend_list(&rig);
+    let drained_by = |addr: SocketAddr| {
+        let backend = listed
+            .iter()
+            .find(|b| b.address == addr)
+            .expect("the backend is listed");
+        (backend.status, backend.drained_by.clone())
+    };
+    assert_eq!(
+        drained_by(b0),
+        (
+            BackendStatus::Draining,
+            BTreeMap::from([("web".to_owned(), vec![DrainSource::Admin])])
+        )
+    );
+    assert_eq!(
+        drained_by(b2),
+        (
+            BackendStatus::Draining,
+            BTreeMap::from([("web".to_owned(), vec![DrainSource::File])])
+        )
+    );
+    // And the datapath keeps it out of new flows.
+    let (per_backend, failures) = echo_requests(&rig, 30);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(per_backend, [0, 30, 0], "answers per backend");
+    report(&format!(
+        "drain restored after a SIGTERM restart; 30 new flows: {per_backend:?} per backend"
+    ));
+
+    // An undrain is kept too.
+    assert_eq!(
+        rig.xlb_ok(&["undrain", &b0.to_string()])
+            .expect("xlb undrain"),
+        format!("{b0}: undrained in web\n")
+    );
+    stop_agent(&mut rig);
+    rig.start_agent(&[]).expect("the agent, again");
+    let listed = backend_list(&rig);
+    let b0_now = listed.iter().find(|b| b.address == b0).expect("b0");
+    assert_eq!(b0_now.status, BackendStatus::Active);
+    assert!(b0_now.drained_by.is_empty(), "{b0_now:?}");
+}
+
+#[test]
+fn a_drains_file_that_cannot_be_restored_is_said_and_the_agent_starts() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let b0 = rig.backend_addr(0, BACKEND_PORT);
+    rig.write_config(&web_on_every_backend(&rig, false))
+        .expect("config");
+    rig.start_agent(&[]).expect("agent");
+    rig.xlb_ok(&["drain", &b0.to_string()]).expect("xlb drain");
+    rig.kill_agent().expect("killing the agent");
+    let file = drains_file(&rig);
+    std::fs::write(&file, "{\"version\": 1, \"drains\": [{\"backend\": ")
+        .expect("a truncated drains file");
+
+    rig.start_agent(&[]).expect("the agent starts all the same");
+    let log = rig.agent_log();
+    assert!(
+        log.contains("ERROR")
+            && log.contains("could not be restored")
+            && log.contains(&file.display().to_string()),
+        "{log}"
+    );
+    let status: StatusView =
+        serde_json::from_value(rig.status().expect("xlb status")).expect("a StatusView");
+    let drains = status.drains.expect("the drains in the status");
+    let error = drains.restore_error.expect("the restore error");
+    assert!(error.contains("drains.json.rejected"), "{error}");
+    assert!(drains.drains.is_empty(), "{:?}", drains.drains);
+    assert!(file.with_file_name("drains.json.rejected").exists());
+    let text = rig.xlb_ok(&["status"]).expect("xlb status");
+    assert!(text.contains("not restored at start"), "{text}");
+    // What the log and the status say: the backend takes new flows again.
+    assert_eq!(
+        backend_status(&rig, b0).as_deref(),
+        Some("active"),
+        "{}",
+        rig.agent_log()
+    );
 }
 
 #[test]
