@@ -474,6 +474,20 @@ pub struct StatusView {
     /// agents that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drains: Option<DrainsView>,
+    /// What decides each flow's backend, to compare across the instances of
+    /// an ECMP group. Absent from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev: Option<MaglevSettingsView>,
+}
+
+/// The settings every instance of an ECMP group must share for a flow to
+/// get the same backend on each (docs/announce.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaglevSettingsView {
+    /// `--hash-seed`, as the datapath holds it.
+    pub hash_seed: u64,
+    /// `--maglev-min-size`: the smallest table a service gets.
+    pub min_table_size: u32,
 }
 
 /// The Kubernetes source of an agent.

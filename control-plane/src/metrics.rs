@@ -749,6 +749,7 @@ mod tests {
                 kubernetes: None,
                 flow_event_sampling: None,
                 drains: None,
+                maglev: None,
             })
         }
     }

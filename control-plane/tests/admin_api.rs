@@ -23,8 +23,9 @@ use control_plane::{
         AttachmentView, BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
         DatapathLbView, DatapathServiceView, DatapathTableView, DrainEntryView, DrainRequest,
         DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, ErrorView,
-        FlowEventView, FlowView, FrontendView, MaglevView, MapUsageView, ReloadView,
-        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        FlowEventView, FlowView, FrontendView, MaglevSettingsView, MaglevView, MapUsageView,
+        ReloadView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
+        StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -237,6 +238,10 @@ impl FakeAdmin {
             announcements: Vec::new(),
             kubernetes: None,
             flow_event_sampling: Some(0),
+            maglev: Some(MaglevSettingsView {
+                hash_seed: 7,
+                min_table_size: 251,
+            }),
             drains: Some(DrainsView {
                 file: "/run/xlb/drains.json".into(),
                 drains: vec![DrainEntryView {

@@ -306,6 +306,7 @@ impl Admin for FakeAdmin {
             announcements: Vec::new(),
             kubernetes: None,
             flow_event_sampling: Some(self.sampling),
+            maglev: None,
             drains: Some(DrainsView {
                 file: "/run/xlb/drains.json".into(),
                 drains: vec![DrainEntryView {

@@ -22,8 +22,8 @@ use crate::{
     api::{
         BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
         DrainUnchangedView, DrainView, FlowEventView, FlowView, FrontendView, KubernetesView,
-        MaglevView, MapUsageView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
-        StatsView, StatusView,
+        MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
@@ -493,6 +493,10 @@ impl Admin for AgentAdmin {
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
             flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
             drains: Some(core.drains.view(&core.model)),
+            maglev: core.datapath.config().ok().map(|c| MaglevSettingsView {
+                hash_seed: c.hash_seed,
+                min_table_size: core.reconciler.sizing().min_size,
+            }),
         })
     }
 }

@@ -859,6 +859,15 @@ pub(crate) fn status_text(status: &StatusView) -> String {
             status.version, status.layout_version
         ),
     );
+    if let Some(maglev) = status.maglev {
+        field(
+            "Maglev",
+            &format!(
+                "hash seed {}, tables of at least {} slots",
+                maglev.hash_seed, maglev.min_table_size
+            ),
+        );
+    }
     match status.flow_event_sampling {
         Some(0) => field("Flow events", "off (--flow-event-sampling 0)"),
         Some(n) => field(
@@ -915,7 +924,10 @@ pub(crate) fn status_text(status: &StatusView) -> String {
     };
     field("Attached", &attached);
     let synced = match (status.synced, status.last_sync_seconds) {
-        (true, Some(seconds)) => format!("yes (last full sync took {seconds:.3}s)"),
+        (true, Some(seconds)) if seconds < 1.0 => {
+            format!("yes (last full sync took {:.1} ms)", seconds * 1e3)
+        }
+        (true, Some(seconds)) => format!("yes (last full sync took {seconds:.2} s)"),
         (true, None) => "yes".to_owned(),
         (false, _) => "no (the first full sync is not programmed yet)".to_owned(),
     };
@@ -979,7 +991,7 @@ pub(crate) fn status_text(status: &StatusView) -> String {
 mod tests {
     use super::*;
     use crate::{
-        api::{AnnouncementView, AttachmentView, FrontendView, ReloadView},
+        api::{AnnouncementView, AttachmentView, FrontendView, MaglevSettingsView, ReloadView},
         model::Mode,
     };
 
@@ -1784,6 +1796,10 @@ parser    ipv4                 20        10.0
             ],
             kubernetes: None,
             flow_event_sampling: None,
+            maglev: Some(MaglevSettingsView {
+                hash_seed: 42,
+                min_table_size: 16381,
+            }),
             drains: Some(DrainsView {
                 file: "/run/xlb/drains.json".into(),
                 drains: vec![DrainEntryView {
@@ -1798,10 +1814,11 @@ parser    ipv4                 20        10.0
             status_text(&status),
             "\
 Version:      0.1.0 (datapath layout 1)
+Maglev:       hash seed 42, tables of at least 16381 slots
 Source:       file
 Config:       /etc/xlb/xlb.yaml
 Attached:     eth0 (native)
-Synced:       yes (last full sync took 0.012s)
+Synced:       yes (last full sync took 12.4 ms)
 Last sync:    failed (the datapath keeps what it held; the next change syncs again)
               the configuration needs 5 frontends but --max-services is 4: raise --max-services (nothing was written)
 Services:     3
@@ -1851,6 +1868,7 @@ Uptime:       1h 2m 3s
                 health_check_node_ports: vec![32100, 32101],
             }),
             flow_event_sampling: None,
+            maglev: None,
             drains: None,
         };
         let text = status_text(&status);

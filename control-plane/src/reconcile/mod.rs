@@ -336,6 +336,11 @@ impl Reconciler {
     }
 
     /// The service ID of `name`, once synced.
+    /// How it sizes tables.
+    pub const fn sizing(&self) -> SizingPolicy {
+        self.policy
+    }
+
     pub fn service_id(&self, name: &ServiceName) -> Option<u32> {
         self.names.get(name).copied()
     }
