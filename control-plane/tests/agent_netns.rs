@@ -412,6 +412,14 @@ fn restart_and_upgrade_lose_nothing() {
     ]))
     .expect("config");
     rig.start_agent(&[]).expect("agent");
+    // web's backends wait for their first probe (milliseconds) before they
+    // take traffic; the restarts below must not make them wait again.
+    wait_until(PATIENCE, "every backend active", || {
+        backend_list(&rig)
+            .iter()
+            .all(|b| b.status == BackendStatus::Active)
+    })
+    .expect("backends up");
     let first_stamp = rig.xdp_prog_stamp("eth0").expect("the program's stamp");
     let first_prog = rig
         .xdp_prog_id("eth0")

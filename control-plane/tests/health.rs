@@ -123,7 +123,11 @@ fn tcp_check_follows_the_server_down_and_back() {
         let check = check(Probe::Tcp, None, rise, fall);
         let (mut checker, mut changes) = HealthChecker::new();
         checker.set_targets([(Target { addr }, check.clone())]);
+        assert_eq!(checker.health(addr, &check), Some(Health::Pending));
 
+        // The first probe runs at once and brings it up.
+        let change = change_within(&mut changes, TIMEOUT).await;
+        assert!(change.healthy, "{change:?}");
         let status = wait_for_status(&checker, |s| s.consecutive_successes >= fall + 2).await;
         assert_eq!(status.health, Health::Up);
         assert!(
@@ -222,6 +226,10 @@ fn http_check_follows_the_status_code() {
             "{head:?}"
         );
         assert!(head.contains("\r\nConnection: close\r\n"), "{head:?}");
+        assert!(
+            change_within(&mut changes, TIMEOUT).await.healthy,
+            "200 brings it up"
+        );
         let up = wait_for_status(&checker, |s| s.consecutive_successes > fall).await;
         assert_eq!(up.health, Health::Up);
         assert_eq!(up.probe_addr.port(), port);

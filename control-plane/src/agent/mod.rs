@@ -196,14 +196,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         &recovered,
     );
     let (mut health, mut health_changes) = HealthChecker::new();
-    // Backends the previous agent had retired stay out until they pass
-    // their checks again (the others start up, as on a first start).
-    health.presume_down(
-        recovered
-            .backends
-            .iter()
-            .filter(|&&(.., live)| !live)
-            .map(|&(_, addr, ..)| crate::health::Target { addr }),
+    // Backends the previous agent served keep serving until a probe says
+    // otherwise; the others wait for their first probe, as on a first start.
+    health.recover(
+        recover::pinned_tables(&datapath, &recovered).context("reading the pinned tables")?,
     );
     let metrics = Arc::new(Metrics::new());
     for speaker in &speakers {

@@ -2,7 +2,7 @@
 
 use xdp_lb::Datapath;
 
-use crate::reconcile::Recovered;
+use crate::{health::PinnedTables, reconcile::Recovered};
 
 /// The pinned state of `datapath`, as the reconciler adopts it.
 pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
@@ -34,4 +34,29 @@ pub(crate) fn read(datapath: &Datapath) -> Result<Recovered, xdp_lb::Error> {
         source_ranges: datapath.source_ranges()?,
         removed_frontends_with_flows,
     })
+}
+
+/// What the earlier agent served, for the health checker
+/// ([`crate::health::HealthChecker::recover`]): `recovered`'s frontends and
+/// records, and the slots of its tables, read from `datapath` (the
+/// reconciler does not read them: it rebuilds every table at its first
+/// sync).
+pub(crate) fn pinned_tables(
+    datapath: &Datapath,
+    recovered: &Recovered,
+) -> Result<PinnedTables, xdp_lb::Error> {
+    let mut tables = Vec::with_capacity(recovered.tables.len());
+    for &(id, _) in &recovered.tables {
+        if let Some(slots) = datapath.table(id)? {
+            tables.push((id, slots));
+        }
+    }
+    Ok(PinnedTables::new(
+        recovered.frontends.iter().map(|&(key, id, _)| (key, id)),
+        recovered
+            .backends
+            .iter()
+            .map(|&(id, addr, _, live)| (id, addr, live)),
+        tables,
+    ))
 }

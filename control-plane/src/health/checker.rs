@@ -2,7 +2,8 @@
 //! rise/fall state each task keeps, and the transitions it reports.
 
 use std::{
-    collections::{HashMap, HashSet},
+    borrow::Cow,
+    collections::HashMap,
     fmt,
     future::Future,
     net::SocketAddr,
@@ -18,10 +19,11 @@ use tokio::{
 use tracing::{debug, info, trace, warn};
 
 use super::{
+    pinned::PinnedTables,
     probe::{self, ProbeError},
     state::{Health, HealthState},
 };
-use crate::model::HealthCheck;
+use crate::model::{Frontend, HealthCheck};
 
 /// `tokio::time::interval` panics on a zero period; validation rejects a
 /// zero interval, and the checker probes at most this often regardless.
@@ -45,6 +47,28 @@ impl Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.addr.fmt(f)
+    }
+}
+
+/// One backend of one service that has a health check, as
+/// [`super::targets`] lists them for [`HealthChecker::set_targets`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTarget<'m> {
+    pub target: Target,
+    pub check: Cow<'m, HealthCheck>,
+    /// The frontends of the service that lists it: where a restarted agent
+    /// looks for it in the pinned tables ([`PinnedTables::served`]).
+    pub frontends: &'m [Frontend],
+}
+
+/// A target of no service in particular: no pinned table names it.
+impl From<(Target, HealthCheck)> for ServiceTarget<'static> {
+    fn from((target, check): (Target, HealthCheck)) -> Self {
+        Self {
+            target,
+            check: Cow::Owned(check),
+            frontends: &[],
+        }
     }
 }
 
@@ -121,8 +145,9 @@ pub struct HealthChecker<P = NetProber> {
     changes: mpsc::UnboundedSender<HealthChange>,
     /// Per backend address, its checks in the order they were first set.
     targets: HashMap<Target, Vec<Checked>>,
-    /// Targets whose first check starts down (see [`Self::presume_down`]).
-    presumed_down: HashSet<Target>,
+    /// What an earlier agent served, for the next
+    /// [`set_targets`](Self::set_targets) (see [`Self::recover`]).
+    pinned: Option<PinnedTables>,
 }
 
 /// One running check of one target.
@@ -169,7 +194,7 @@ impl<P: Prober> HealthChecker<P> {
             prober: Arc::new(prober),
             changes,
             targets: HashMap::new(),
-            presumed_down: HashSet::new(),
+            pinned: None,
         };
         (checker, receiver)
     }
@@ -180,33 +205,58 @@ impl<P: Prober> HealthChecker<P> {
     /// - A (target, check) that stays keeps its state and its task: a
     ///   reload neither resets counts nor delays the next probe.
     /// - A removed one's task is aborted at once.
-    /// - A new one is probed at once. It starts up, except when the same
-    ///   call removes a check of the same address that was down: a reload
-    ///   that only edits a check (its interval, say) keeps a dead backend
-    ///   out until the new check sees it `rise` times in a row.
+    /// - A new one is probed at once. It starts [`Health::Pending`] (out of
+    ///   the table until its first probe passes), except:
+    ///   - when the same call removes checks of the same address, it takes
+    ///     the worst of their verdicts: a reload that only edits a check
+    ///     (its interval, say) neither pulls a live backend out nor lets a
+    ///     dead one in;
+    ///   - on the first call after [`recover`](Self::recover), it starts
+    ///     [`Health::Up`] when the earlier agent served it for one of the
+    ///     services listing it with that check ([`PinnedTables::served`]).
     /// - Duplicates are checked once.
     ///
     /// # Panics
     ///
     /// Outside a Tokio runtime, when a new target's task cannot be spawned.
-    pub fn set_targets(&mut self, targets: impl IntoIterator<Item = (Target, HealthCheck)>) {
-        let mut wanted: HashMap<Target, Vec<HealthCheck>> = HashMap::new();
-        for (target, check) in targets {
+    pub fn set_targets<'m>(
+        &mut self,
+        targets: impl IntoIterator<Item = impl Into<ServiceTarget<'m>>>,
+    ) {
+        // What an earlier agent served describes the datapath only until
+        // this agent's first sync rewrites it: used once.
+        let pinned = self.pinned.take();
+        // Per address, each check once, and whether any service listing the
+        // address with that check was served by the earlier agent.
+        let mut wanted: HashMap<Target, Vec<(HealthCheck, bool)>> = HashMap::new();
+        for wanted_target in targets {
+            let ServiceTarget {
+                target,
+                check,
+                frontends,
+            } = wanted_target.into();
+            let served = pinned
+                .as_ref()
+                .is_some_and(|pinned| pinned.served(frontends, target.addr));
             let checks = wanted.entry(target).or_default();
-            if !checks.contains(&check) {
-                checks.push(check);
+            match checks.iter_mut().find(|(known, _)| *known == *check) {
+                Some((_, was_served)) => *was_served |= served,
+                None => checks.push((check.into_owned(), served)),
             }
         }
 
-        let mut down_before: HashSet<Target> = HashSet::new();
+        // The worst verdict of each address's removed checks.
+        let mut removed: HashMap<Target, Health> = HashMap::new();
         self.targets.retain(|target, running| {
             let keep = wanted.get(target).map_or(&[][..], Vec::as_slice);
             running.retain(|checked| {
-                let stays = keep.contains(&checked.check);
+                let stays = keep.iter().any(|(check, _)| *check == checked.check);
                 if !stays {
-                    if checked.health() == Health::Down {
-                        down_before.insert(*target);
-                    }
+                    let health = checked.health();
+                    removed
+                        .entry(*target)
+                        .and_modify(|worst| *worst = (*worst).max(health))
+                        .or_insert(health);
                     debug!(%target, check = ?checked.check, "health check stopped");
                 }
                 stays
@@ -215,16 +265,15 @@ impl<P: Prober> HealthChecker<P> {
         });
 
         for (target, checks) in wanted {
-            for check in checks {
+            for (check, served) in checks {
                 let running = self.targets.get(&target).map_or(&[][..], Vec::as_slice);
                 if running.iter().any(|checked| checked.check == check) {
                     continue;
                 }
-                let initial = if down_before.contains(&target) || self.presumed_down.remove(&target)
-                {
-                    Health::Down
-                } else {
-                    Health::Up
+                let initial = match removed.get(&target) {
+                    Some(&inherited) => inherited,
+                    None if served => Health::Up,
+                    None => Health::Pending,
                 };
                 debug!(%target, ?check, %initial, "health check started");
                 let checked = self.start(target, check, initial);
@@ -233,17 +282,14 @@ impl<P: Prober> HealthChecker<P> {
         }
     }
 
-    /// Makes the first check of each of `targets` start down rather than up:
-    /// a restarted agent's backends that the previous agent had taken out
-    /// (their records are retired in the pinned maps) stay out until they
-    /// pass `rise` probes, instead of getting traffic for `fall` probes.
-    /// Applies to targets that are not checked yet, once.
-    pub fn presume_down(&mut self, targets: impl IntoIterator<Item = Target>) {
-        self.presumed_down.extend(
-            targets
-                .into_iter()
-                .filter(|t| !self.targets.contains_key(t)),
-        );
+    /// Hands the checker what an earlier agent served, read from the pinned
+    /// maps: at the next [`set_targets`](Self::set_targets) (and that one
+    /// only), a new target the earlier agent served starts up rather than
+    /// pending, so that a restart pulls no serving backend out of its table
+    /// while it waits for a probe. A backend the earlier agent had taken
+    /// out, or never had, still waits for its first probe.
+    pub fn recover(&mut self, pinned: PinnedTables) {
+        self.pinned = (!pinned.is_empty()).then_some(pinned);
     }
 
     fn start(&self, target: Target, check: HealthCheck, initial: Health) -> Checked {
@@ -275,10 +321,17 @@ impl<P: Prober> HealthChecker<P> {
             .map(Checked::health)
     }
 
-    /// Whether `addr` passes `check`. A pair that is not checked counts as
-    /// healthy: a backend without a health check takes traffic.
+    /// The health of `addr` under `check` as traffic sees it: a pair that
+    /// is not checked counts as up (a backend without a health check takes
+    /// traffic).
+    pub fn verdict(&self, addr: SocketAddr, check: &HealthCheck) -> Health {
+        self.health(addr, check).unwrap_or(Health::Up)
+    }
+
+    /// Whether `addr` passes `check` ([`verdict`](Self::verdict) is up): a
+    /// pending target does not.
     pub fn is_healthy(&self, addr: SocketAddr, check: &HealthCheck) -> bool {
-        self.health(addr, check).is_none_or(Health::is_up)
+        self.verdict(addr, check).is_up()
     }
 
     /// Every checked target, ordered by address, then by the order its
@@ -357,6 +410,8 @@ async fn run<P: Prober>(
         match health {
             Health::Down => warn!(%target, %probe_addr, reason, "backend down"),
             Health::Up => info!(%target, %probe_addr, "backend up"),
+            // A probe settles a pending target: it never turns pending.
+            Health::Pending => {}
         }
         let change = HealthChange {
             target,
@@ -372,7 +427,10 @@ async fn run<P: Prober>(
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::{
+        collections::HashSet,
+        net::{IpAddr, Ipv4Addr},
+    };
 
     use tokio::sync::watch;
 
@@ -467,15 +525,54 @@ mod tests {
             .expect("the checker is alive")
     }
 
+    /// `set_targets` spawns the probing tasks but does not yield: until the
+    /// test awaits, no probe has run (the runtime is single-threaded), so
+    /// what a target starts as can be read before any probe.
     #[tokio::test]
-    async fn a_failing_target_goes_down_and_comes_back() {
+    async fn a_new_target_is_pending_until_its_first_probe_passes() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        checker.set_targets([(Target { addr: a }, check(3))]);
+        assert_eq!(checker.health(a, &check(3)), Some(Health::Pending));
+        assert_eq!(checker.verdict(a, &check(3)), Health::Pending);
+        assert!(
+            !checker.is_healthy(a, &check(3)),
+            "pending takes no traffic"
+        );
+        assert_eq!(prober.count(a), 0, "not probed yet");
+
+        let change = next_change(&mut changes).await;
+        assert_eq!((change.target.addr, change.healthy), (a, true));
+        assert_eq!(prober.count(a), 1, "one pass is enough, not `rise`");
+        assert!(checker.is_healthy(a, &check(3)));
+    }
+
+    #[tokio::test]
+    async fn a_new_target_whose_first_probe_fails_is_down_at_once() {
         let prober = ScriptedProber::new();
         let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
         let a = addr(1, 80);
         prober.set_failing(a, true);
         checker.set_targets([(Target { addr: a }, check(3))]);
-        assert!(checker.is_healthy(a, &check(3)), "a new target starts up");
 
+        let change = next_change(&mut changes).await;
+        assert_eq!((change.target.addr, change.healthy), (a, false));
+        assert_eq!(prober.count(a), 1, "it was never up: no `fall` to wait");
+        assert!(change.reason.is_some());
+        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
+    }
+
+    #[tokio::test]
+    async fn a_failing_target_goes_down_and_comes_back() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        checker.set_targets([(Target { addr: a }, check(3))]);
+        assert!(next_change(&mut changes).await.healthy, "up once probed");
+
+        prober.set_failing(a, true);
+        let passed = prober.count(a);
         let change = next_change(&mut changes).await;
         assert_eq!(change.target, Target { addr: a });
         assert!(!change.healthy);
@@ -484,7 +581,10 @@ mod tests {
             Some("198.18.0.1:80 answered HTTP status 503; a healthy backend answers 2xx or 3xx")
         );
         assert!(!checker.is_healthy(a, &check(3)));
-        assert!(prober.count(a) >= 3, "down only after `fall` probes");
+        assert!(
+            prober.count(a) >= passed + 3,
+            "down only after `fall` probes"
+        );
 
         prober.set_failing(a, false);
         let change = next_change(&mut changes).await;
@@ -517,7 +617,7 @@ mod tests {
             !checker.is_healthy(a, &check(2)),
             "a reload does not revive a"
         );
-        assert!(checker.is_healthy(b, &check(2)));
+        assert_eq!(checker.health(b, &check(2)), Some(Health::Pending));
         let seen = prober.count(a);
         prober.wait_for_probes(a, seen + 3).await;
         let status = checker
@@ -529,7 +629,9 @@ mod tests {
             status.consecutive_failures >= failures + 3,
             "the failure run went on across the reload: {status:?}"
         );
-        assert!(changes.try_recv().is_err(), "no second transition for a");
+        while let Ok(change) = changes.try_recv() {
+            assert_eq!(change.target.addr, b, "no second transition for a");
+        }
     }
 
     #[tokio::test]
@@ -562,8 +664,9 @@ mod tests {
         drop(checker);
         // Every task holds a sender: the channel closes only once all of
         // them are gone.
-        let closed = time::timeout(DEADLINE, changes.recv()).await;
-        assert_eq!(closed, Ok(None));
+        let closed =
+            time::timeout(DEADLINE, async { while changes.recv().await.is_some() {} }).await;
+        assert_eq!(closed, Ok(()));
     }
 
     #[tokio::test]
@@ -586,7 +689,8 @@ mod tests {
         assert_eq!(statuses.len(), 2, "{statuses:?}");
         assert_eq!(statuses[0].probe_addr, a);
         assert_eq!(statuses[1].probe_addr, addr(1, 8080));
-        prober.wait_for_probes(addr(1, 8080), 4).await;
+        prober.wait_for_probes(a, 1).await;
+        prober.wait_for_probes(addr(1, 8080), 1).await;
         assert!(checker.is_healthy(a, &check(2)));
         assert!(
             !checker.is_healthy(a, &on_8080),
@@ -595,48 +699,150 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_edited_check_of_a_down_backend_starts_down() {
+    async fn an_edited_check_keeps_the_verdict_of_the_one_it_replaces() {
         let prober = ScriptedProber::new();
         let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
-        let (a, b) = (addr(1, 80), addr(2, 80));
+        let (a, b, c) = (addr(1, 80), addr(2, 80), addr(3, 80));
         prober.set_failing(a, true);
         checker.set_targets([
             (Target { addr: a }, check(2)),
             (Target { addr: b }, check(2)),
         ]);
-        assert!(!next_change(&mut changes).await.healthy);
+        // One change each: a down, b up.
+        let mut first = [
+            next_change(&mut changes).await,
+            next_change(&mut changes).await,
+        ]
+        .map(|change| (change.target.addr, change.healthy));
+        first.sort_unstable();
+        assert_eq!(first, [(a, false), (b, true)]);
 
-        checker.set_targets([
-            (Target { addr: a }, check(3)),
-            (Target { addr: b }, check(3)),
-        ]);
-        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
-        assert_eq!(checker.health(b, &check(3)), Some(Health::Up));
-
-        prober.set_failing(a, false);
-        let change = next_change(&mut changes).await;
-        assert_eq!((change.target.addr, change.healthy), (a, true));
-        assert_eq!(change.check, check(3));
-    }
-
-    #[tokio::test]
-    async fn a_presumed_down_target_starts_down_once() {
-        let prober = ScriptedProber::new();
-        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
-        let (a, b) = (addr(1, 80), addr(2, 80));
-        checker.presume_down([Target { addr: a }]);
+        // Not awaited between the two calls: c is not probed yet.
         checker.set_targets([
             (Target { addr: a }, check(2)),
             (Target { addr: b }, check(2)),
+            (Target { addr: c }, check(2)),
         ]);
-        assert_eq!(checker.health(a, &check(2)), Some(Health::Down));
-        assert_eq!(checker.health(b, &check(2)), Some(Health::Up));
-        // It passes its probes: back after `rise`.
-        let change = next_change(&mut changes).await;
-        assert_eq!((change.target.addr, change.healthy), (a, true));
+        checker.set_targets([
+            (Target { addr: a }, check(3)),
+            (Target { addr: b }, check(3)),
+            (Target { addr: c }, check(3)),
+        ]);
+        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
+        assert_eq!(checker.health(b, &check(3)), Some(Health::Up));
+        assert_eq!(checker.health(c, &check(3)), Some(Health::Pending));
 
-        // Once only: checked again later with another check, it starts up.
-        checker.set_targets([(Target { addr: a }, check(3))]);
-        assert_eq!(checker.health(a, &check(3)), Some(Health::Up));
+        prober.set_failing(a, false);
+        let mut changed = Vec::new();
+        while !changed.contains(&a) {
+            let change = next_change(&mut changes).await;
+            assert!(change.healthy, "{change:?}");
+            assert_eq!(change.check, check(3));
+            changed.push(change.target.addr);
+        }
+        assert!(!changed.contains(&b), "b stayed up: {changed:?}");
+    }
+
+    fn frontend(address: &str) -> Frontend {
+        let address: SocketAddr = address.parse().unwrap();
+        Frontend {
+            addr: address.ip(),
+            port: address.port(),
+            protocol: crate::model::Protocol::Tcp,
+            kind: crate::model::FrontendKind::Vip,
+            snat_remote: false,
+            source_ranges_only: false,
+        }
+    }
+
+    /// A target of the service with `frontends`.
+    fn of_service<'m>(
+        addr: SocketAddr,
+        check: HealthCheck,
+        frontends: &'m [Frontend],
+    ) -> ServiceTarget<'m> {
+        ServiceTarget {
+            target: Target { addr },
+            check: Cow::Owned(check),
+            frontends,
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_what_the_earlier_agent_served_starts_up_once() {
+        let prober = ScriptedProber::new();
+        let (mut checker, _changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (served, retired, new, draining, elsewhere) = (
+            addr(1, 80),
+            addr(2, 80),
+            addr(3, 80),
+            addr(4, 80),
+            addr(5, 80),
+        );
+        let (web_vip, api_vip) = ("198.19.0.1:80", "198.19.0.2:80");
+        checker.recover(PinnedTables::new(
+            [
+                ((web_vip.parse().unwrap(), crate::model::Protocol::Tcp), 1),
+                ((api_vip.parse().unwrap(), crate::model::Protocol::Tcp), 2),
+            ],
+            [
+                (10, served, true),
+                (11, retired, false),
+                (12, draining, true),
+                (13, elsewhere, true),
+            ],
+            [(1, vec![10, 10]), (2, vec![13])],
+        ));
+        let (web, api) = ([frontend(web_vip)], [frontend(api_vip)]);
+        // Nothing awaited from here on: no probe runs, so every health read
+        // is the one the target started with.
+        checker.set_targets([
+            of_service(served, check(2), &web),
+            of_service(retired, check(2), &web),
+            of_service(new, check(2), &web),
+            of_service(draining, check(2), &web),
+            // In api's table, and web's now too (added while no agent ran):
+            // its check in web is another one than api's.
+            of_service(elsewhere, check(3), &web),
+            of_service(elsewhere, check(2), &api),
+        ]);
+        assert_eq!(
+            checker.health(served, &check(2)),
+            Some(Health::Up),
+            "in its table"
+        );
+        assert_eq!(
+            checker.health(retired, &check(2)),
+            Some(Health::Pending),
+            "it was down"
+        );
+        assert_eq!(
+            checker.health(new, &check(2)),
+            Some(Health::Pending),
+            "never served"
+        );
+        assert_eq!(
+            checker.health(draining, &check(2)),
+            Some(Health::Up),
+            "its flows live on"
+        );
+        assert_eq!(
+            checker.health(elsewhere, &check(2)),
+            Some(Health::Up),
+            "api's"
+        );
+        assert_eq!(
+            checker.health(elsewhere, &check(3)),
+            Some(Health::Pending),
+            "not in web's table"
+        );
+
+        // Once: the next reload's new checks start pending, served or not.
+        checker.set_targets([
+            of_service(served, check(2), &web),
+            of_service(served, check(4), &web),
+        ]);
+        assert_eq!(checker.health(served, &check(2)), Some(Health::Up), "kept");
+        assert_eq!(checker.health(served, &check(4)), Some(Health::Pending));
     }
 }

@@ -1,6 +1,8 @@
 //! Active health checks of backends: TCP connect or HTTP GET, every
 //! `interval`, each probe bounded by `timeout`; a backend leaves after
-//! `fall` failed probes in a row and returns after `rise` passed ones.
+//! `fall` failed probes in a row and returns after `rise` passed ones. A
+//! new backend is pending, out of the table, until its first probe passes;
+//! after a restart, one the earlier agent served starts up ([`pinned`]).
 //!
 //! Health is not part of the desired state ([`crate::model`]): the agent
 //! hands the checked backends to a [`HealthChecker`] on every reload
@@ -9,6 +11,7 @@
 //! [`HealthChange`] it receives.
 //!
 //! - [`state`]: the pure rise/fall state machine;
+//! - [`pinned`]: what an earlier agent served, read back after a restart;
 //! - [`probe`]: one probe, over the network;
 //! - the checker: one task per (backend address, check);
 //! - [`node_port`]: the `healthCheckNodePort` servers that tell external load
@@ -16,26 +19,34 @@
 
 mod checker;
 pub mod node_port;
+pub mod pinned;
 pub mod probe;
 pub mod state;
 
-pub use checker::{HealthChange, HealthChecker, NetProber, Prober, Target, TargetStatus};
+use std::borrow::Cow;
+
+pub use checker::{
+    HealthChange, HealthChecker, NetProber, Prober, ServiceTarget, Target, TargetStatus,
+};
+pub use pinned::PinnedTables;
 pub use probe::ProbeError;
 pub use state::{Health, HealthState};
 
-use crate::model::{HealthCheck, Model};
+use crate::model::Model;
 
-/// Every (backend, check) pair of `model`: each backend of each service
-/// that has a health check, whatever the backend's state — a draining
-/// backend's health still shows in status. Pairs repeat when services share
-/// a backend; [`HealthChecker::set_targets`] checks each pair once.
-pub fn targets(model: &Model) -> impl Iterator<Item = (Target, HealthCheck)> + '_ {
+/// Every (backend, check) pair of `model`, with the frontends of its
+/// service: each backend of each service that has a health check, whatever
+/// the backend's state — a draining backend's health still shows in status.
+/// Pairs repeat when services share a backend;
+/// [`HealthChecker::set_targets`] checks each pair once.
+pub fn targets(model: &Model) -> impl Iterator<Item = ServiceTarget<'_>> + '_ {
     model.services.values().flat_map(|service| {
         service.health_check.iter().flat_map(|check| {
-            service
-                .backends
-                .iter()
-                .map(|backend| (Target { addr: backend.addr }, check.clone()))
+            service.backends.iter().map(|backend| ServiceTarget {
+                target: Target { addr: backend.addr },
+                check: Cow::Borrowed(check),
+                frontends: &service.frontends,
+            })
         })
     })
 }
@@ -45,7 +56,9 @@ mod tests {
     use std::{net::SocketAddr, time::Duration};
 
     use super::*;
-    use crate::model::{Backend, BackendState, Mode, Probe, Protocol, Service, ServiceName};
+    use crate::model::{
+        Backend, BackendState, HealthCheck, Mode, Probe, Protocol, Service, ServiceName,
+    };
 
     fn service(backends: &[&str], health_check: Option<HealthCheck>) -> Service {
         Service {
@@ -90,7 +103,7 @@ mod tests {
             service(&["198.18.0.3:80"], None),
         );
         let listed: Vec<(SocketAddr, HealthCheck)> = targets(&model)
-            .map(|(target, check)| (target.addr, check))
+            .map(|listed| (listed.target.addr, listed.check.into_owned()))
             .collect();
         assert_eq!(
             listed,

@@ -3,26 +3,31 @@
 
 use std::fmt;
 
-/// Whether a target passes its health check.
+/// Whether a target passes its health check, ordered from best to worst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Health {
     /// Takes new flows.
     Up,
-    /// Failed `fall` probes in a row: out of the table until `rise` probes
-    /// in a row pass.
+    /// No probe has answered yet: out of the table, and its VIP is not
+    /// announced for it, until its first probe passes.
+    Pending,
+    /// Failed `fall` probes in a row (or its first one): out of the table
+    /// until `rise` probes in a row pass.
     Down,
 }
 
 impl Health {
-    /// `up` or `down`, as the admin API's `health` field spells it.
+    /// `up`, `pending` or `down`, as the admin API's `health` field spells
+    /// it.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Up => "up",
+            Self::Pending => "pending",
             Self::Down => "down",
         }
     }
 
-    /// True for [`Health::Up`].
+    /// True for [`Health::Up`]: the only health that takes traffic.
     pub const fn is_up(self) -> bool {
         matches!(self, Self::Up)
     }
@@ -37,10 +42,12 @@ impl fmt::Display for Health {
 /// The health of one target and the run of identical probe results that
 /// led to it.
 ///
-/// Guarantees: an `Up` target turns `Down` exactly when its last `fall`
-/// probes failed, a `Down` target turns `Up` exactly when its last `rise`
-/// probes passed, and nothing else changes its health. At most one of the
-/// two consecutive counts is non-zero.
+/// Guarantees: a `Pending` target takes the verdict of its first probe
+/// (`Up` if it passed, `Down` if not) and is never `Pending` again; an `Up`
+/// target turns `Down` exactly when its last `fall` probes failed, a `Down`
+/// target turns `Up` exactly when its last `rise` probes passed, and nothing
+/// else changes its health. At most one of the two consecutive counts is
+/// non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HealthState {
     health: Health,
@@ -51,23 +58,30 @@ pub struct HealthState {
 }
 
 impl HealthState {
-    /// A target that starts [`Health::Up`]: it takes traffic at once, and
-    /// leaves only once its first `fall` probes have failed.
+    /// A target no probe has checked yet: [`Health::Pending`], out of the
+    /// table until its first probe passes.
     ///
-    /// This is HAProxy's default (a server starts up, its health counter
-    /// full) and what an operator expects: a backend just listed in the
-    /// configuration, or an endpoint Kubernetes already reports ready, is
-    /// meant to serve. Starting `Down` would black-hole a new service for
-    /// `rise × interval` and empty every table on an agent restart.
+    /// A backend nobody has seen answer is not known to serve: putting it in
+    /// the table at once (and announcing its VIP for it) sends clients to
+    /// what may be a dead address for `fall` probes. So it starts out, as a
+    /// real server does in keepalived's `alpha` mode, or an Envoy host
+    /// added to a cluster with active health checks.
+    ///
+    /// The first probe alone decides, as in Envoy (a single success marks a
+    /// new host healthy, whatever its healthy threshold): `rise` is how
+    /// many passes it takes to trust a backend again after it failed, not
+    /// to meet one. The first probe starts at once, so a live backend is in
+    /// within one round trip, a dead one `down` within one probe timeout.
     ///
     /// A threshold of 0 would flip on nothing; validation rejects it, and the
     /// state machine treats it as 1.
     pub fn new(rise: u32, fall: u32) -> Self {
-        Self::starting(Health::Up, rise, fall)
+        Self::starting(Health::Pending, rise, fall)
     }
 
     /// A target that starts in `health`, with no probe recorded yet: how a
-    /// target keeps the verdict of an earlier check of the same backend.
+    /// target keeps the verdict of an earlier check of the same backend, or
+    /// of the agent that ran before this one.
     pub fn starting(health: Health, rise: u32, fall: u32) -> Self {
         Self {
             health,
@@ -105,6 +119,8 @@ impl HealthState {
             self.successes = 0;
         }
         let next = match self.health {
+            Health::Pending if success => Health::Up,
+            Health::Pending => Health::Down,
             Health::Up if self.failures >= self.fall => Health::Down,
             Health::Down if self.successes >= self.rise => Health::Up,
             unchanged => unchanged,
@@ -123,8 +139,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn starts_up_and_falls_after_fall_failures() {
+    fn starts_pending_and_the_first_pass_brings_it_up() {
+        let mut state = HealthState::new(3, 3);
+        assert_eq!(state.health(), Health::Pending);
+        assert!(!state.health().is_up(), "pending takes no traffic");
+        assert_eq!(state.record(true), Some(Health::Up), "one pass, not `rise`");
+        assert_eq!(state.consecutive_successes(), 1);
+    }
+
+    #[test]
+    fn a_pending_target_whose_first_probe_fails_is_down_and_needs_rise() {
         let mut state = HealthState::new(2, 3);
+        assert_eq!(
+            state.record(false),
+            Some(Health::Down),
+            "one failure, not `fall`"
+        );
+        assert_eq!(state.consecutive_failures(), 1);
+        assert_eq!(state.record(true), None, "back only after `rise` passes");
+        assert_eq!(state.record(true), Some(Health::Up));
+    }
+
+    #[test]
+    fn starting_up_falls_after_fall_failures() {
+        let mut state = HealthState::starting(Health::Up, 2, 3);
         assert_eq!(state.health(), Health::Up);
         assert_eq!(state.record(false), None);
         assert_eq!(state.record(false), None);
@@ -136,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_failure_run() {
-        let mut state = HealthState::new(2, 3);
+        let mut state = HealthState::starting(Health::Up, 2, 3);
         for success in [false, false, true, false, false] {
             assert_eq!(state.record(success), None);
         }
@@ -157,24 +195,28 @@ mod tests {
 
     #[test]
     fn zero_thresholds_act_as_one() {
-        let mut state = HealthState::new(0, 0);
+        let mut state = HealthState::starting(Health::Up, 0, 0);
         assert_eq!(state.record(true), None);
         assert_eq!(state.record(false), Some(Health::Down));
         assert_eq!(state.record(true), Some(Health::Up));
     }
 
+    fn any_health() -> impl Strategy<Value = Health> {
+        prop_oneof![Just(Health::Up), Just(Health::Pending), Just(Health::Down)]
+    }
+
     proptest! {
-        /// Checks every step against the definition: the health after a
+        /// Checks every step against the definition: the first probe
+        /// settles a pending target, and from then on the health after a
         /// step follows from the trailing run of identical results, and
         /// `record` reports exactly the steps where it changed.
         #[test]
         fn flips_only_when_a_threshold_is_reached(
             rise in 1u32..6,
             fall in 1u32..6,
-            start_down in any::<bool>(),
+            start in any_health(),
             results in proptest::collection::vec(any::<bool>(), 0..64),
         ) {
-            let start = if start_down { Health::Down } else { Health::Up };
             let mut state = HealthState::starting(start, rise, fall);
             let mut history = Vec::new();
             for success in results {
@@ -193,12 +235,15 @@ mod tests {
                 }
 
                 let expected = match (before, success) {
+                    (Health::Pending, true) => Health::Up,
+                    (Health::Pending, false) => Health::Down,
                     (Health::Up, false) if run >= fall => Health::Down,
                     (Health::Down, true) if run >= rise => Health::Up,
                     _ => before,
                 };
                 prop_assert_eq!(state.health(), expected);
                 prop_assert_eq!(change, (expected != before).then_some(expected));
+                prop_assert_ne!(state.health(), Health::Pending, "one probe settles it");
                 // Whatever came before, a full run decides the health.
                 if success && run >= rise {
                     prop_assert_eq!(state.health(), Health::Up);
