@@ -59,7 +59,8 @@ pub enum BackendStatus {
     Draining,
     /// Terminating: keeps established flows, gets no new ones.
     Terminating,
-    /// Failed its health check: out of the table, its flows re-selected.
+    /// Failed its health check, or waits for its first probe (health
+    /// `pending`): out of the table, its flows re-selected.
     Down,
 }
 
@@ -98,8 +99,9 @@ pub struct BackendView {
     /// drain can be per service). `status_by_service` has each service's.
     pub status: BackendStatus,
     /// Health-check state over the services that check it: `down` when any
-    /// finds it down, `up` when every one finds it up, `unchecked` when none
-    /// checks it. `status_by_service` says which service holds which.
+    /// finds it down, else `pending` when one has not probed it yet, `up`
+    /// when every one finds it up, `unchecked` when none checks it.
+    /// `status_by_service` says which service holds which.
     pub health: String,
     /// Names of the services this backend serves.
     pub services: Vec<String>,

@@ -68,41 +68,40 @@ struct BackendInServices {
 
 /// What a service's health check finds of a backend, ordered so that the
 /// worst over its services is the largest: `down` when any check finds it
-/// down, `up` when every check finds it up, `unchecked` when none checks it.
+/// down, `pending` when one has not probed it yet, `up` when every check
+/// finds it up, `unchecked` when none checks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Health {
     Unchecked,
-    Up,
-    Down,
+    Checked(crate::health::Health),
 }
 
 impl Health {
     fn as_str(self) -> &'static str {
         match self {
             Self::Unchecked => "unchecked",
-            Self::Up => "up",
-            Self::Down => "down",
+            Self::Checked(health) => health.as_str(),
         }
     }
 }
 
 /// Every backend address of `model` (the source's), with its status in
-/// each service listing it, `drains` applied, and who drains it there: a
-/// drain or a failed health check may hold in one service and not in
-/// another.
+/// each service listing it, `drains` applied, and who drains it there
+/// (`health`: its health there, up when unchecked): a drain or a failed
+/// health check may hold in one service and not in another.
 fn backends_in_services(
     model: &Model,
     drains: &BTreeSet<Drain>,
-    healthy: impl Fn(&ServiceName, SocketAddr) -> bool,
+    health: impl Fn(&ServiceName, SocketAddr) -> crate::health::Health,
 ) -> BTreeMap<SocketAddr, BackendInServices> {
     let mut by_addr: BTreeMap<SocketAddr, BackendInServices> = BTreeMap::new();
     for (name, service) in &model.services {
         for b in &service.backends {
-            let healthy = healthy(name, b.addr);
+            let verdict = health(name, b.addr);
+            let healthy = verdict.is_up();
             let health = match &service.health_check {
                 None => Health::Unchecked,
-                Some(_) if healthy => Health::Up,
-                Some(_) => Health::Down,
+                Some(_) => Health::Checked(verdict),
             };
             let entry = by_addr.entry(b.addr).or_insert(BackendInServices {
                 protocol: service.protocol,
@@ -191,7 +190,7 @@ impl Admin for AgentAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         let core = self.lock()?;
         let by_addr = backends_in_services(&core.model, core.drains.set(), |name, addr| {
-            core.healthy(name, addr)
+            crate::health::in_service(&core.model, &core.health, name, addr)
         });
         let mut views = Vec::new();
         for (addr, backend) in by_addr {
@@ -706,6 +705,7 @@ mod tests {
     use super::*;
     use crate::{
         agent::drains::with_drains,
+        health::Health as Verdict,
         model::{Backend, BackendState, HealthCheck, Mode, Probe, Service},
     };
 
@@ -744,7 +744,7 @@ mod tests {
             ]),
         };
         let drains = BTreeSet::from([(Some(api), shared)]);
-        let by_addr = backends_in_services(&model, &drains, |_, _| true);
+        let by_addr = backends_in_services(&model, &drains, |_, _| Verdict::Up);
         assert_eq!(
             by_addr[&shared].status_by_service,
             BTreeMap::from([
@@ -763,7 +763,11 @@ mod tests {
         assert!(by_addr[&own].drained_by.is_empty());
         // Down in the service whose check it fails, whatever the other says.
         let by_addr = backends_in_services(&model, &BTreeSet::new(), |name, addr| {
-            !(name == &web && addr == shared)
+            if name == &web && addr == shared {
+                Verdict::Down
+            } else {
+                Verdict::Up
+            }
         });
         assert_eq!(
             by_addr[&shared].status_by_service,
@@ -798,21 +802,32 @@ mod tests {
             services: BTreeMap::from([
                 (api, service(&[shared])),
                 (db.clone(), checked(&[shared])),
-                (web, checked(&[shared])),
+                (web.clone(), checked(&[shared])),
             ]),
         };
-        let health = |down_in: Option<&ServiceName>| {
-            backends_in_services(&model, &BTreeSet::new(), |name, _| Some(name) != down_in)[&shared]
+        let health = |verdicts: &[(&ServiceName, Verdict)]| {
+            backends_in_services(&model, &BTreeSet::new(), |name, _| {
+                verdicts
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(Verdict::Up, |&(_, v)| v)
+            })[&shared]
                 .health
                 .as_str()
         };
-        assert_eq!(health(None), "up");
-        assert_eq!(health(Some(&db)), "down");
+        assert_eq!(health(&[]), "up");
+        assert_eq!(health(&[(&db, Verdict::Down)]), "down");
+        assert_eq!(health(&[(&db, Verdict::Pending)]), "pending");
+        assert_eq!(
+            health(&[(&db, Verdict::Pending), (&web, Verdict::Down)]),
+            "down"
+        );
         let unchecked = Model {
             services: BTreeMap::from([(ServiceName("api".into()), service(&[shared]))]),
         };
         assert_eq!(
-            backends_in_services(&unchecked, &BTreeSet::new(), |_, _| false)[&shared].health,
+            backends_in_services(&unchecked, &BTreeSet::new(), |_, _| Verdict::Down)[&shared]
+                .health,
             Health::Unchecked
         );
     }

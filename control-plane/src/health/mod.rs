@@ -23,7 +23,7 @@ pub mod pinned;
 pub mod probe;
 pub mod state;
 
-use std::borrow::Cow;
+use std::{borrow::Cow, net::SocketAddr};
 
 pub use checker::{
     HealthChange, HealthChecker, NetProber, Prober, ServiceTarget, Target, TargetStatus,
@@ -32,7 +32,7 @@ pub use pinned::PinnedTables;
 pub use probe::ProbeError;
 pub use state::{Health, HealthState};
 
-use crate::model::Model;
+use crate::model::{Model, ServiceName};
 
 /// Every (backend, check) pair of `model`, with the frontends of its
 /// service: each backend of each service that has a health check, whatever
@@ -49,6 +49,22 @@ pub fn targets(model: &Model) -> impl Iterator<Item = ServiceTarget<'_>> + '_ {
             })
         })
     })
+}
+
+/// The health of the backend at `addr` in service `name` of `model`, as
+/// `checker` finds it under that service's check: [`Health::Up`] when the
+/// service has none (or is not in `model`), as traffic sees it.
+pub fn in_service<P: Prober>(
+    model: &Model,
+    checker: &HealthChecker<P>,
+    name: &ServiceName,
+    addr: SocketAddr,
+) -> Health {
+    model
+        .services
+        .get(name)
+        .and_then(|service| service.health_check.as_ref())
+        .map_or(Health::Up, |check| checker.verdict(addr, check))
 }
 
 #[cfg(test)]
