@@ -28,7 +28,9 @@
 //!   set aside, and the agent starts without it;
 //! - health checks: a backend whose server dies leaves within
 //!   interval × fall (+ one probe timeout + a stated margin), new requests
-//!   avoid it, and it returns when its server does;
+//!   avoid it, and it returns when its server does; a dead backend added to
+//!   a running agent, and again after a restart, is never active nor its VIP
+//!   announced: `pending` until its first probe, then `down`;
 //! - the admin socket is mode 0660: a user outside its group is refused, a
 //!   user in it (`--admin-group`) gets through;
 //! - tearing the rig down leaves none of the agent's BPF programs, links or
@@ -1570,6 +1572,131 @@ fn health_checks_take_a_dead_backend_out_and_back() {
         "requests failed with b1 down: {failures:?}"
     );
     assert_eq!(spread[victim], 0);
+}
+
+/// The operator audit's `ghost`: a service added to a running agent with a
+/// backend nothing answers on, then (after another backend is added) the
+/// agent restarted on the pinned state. Each time the backend shows `pending` or `down`, never `active`,
+/// and no announcement names its VIP (the agent logs each set it
+/// announces), while `web`, on live backends, stays active across the
+/// restart.
+#[test]
+fn a_dead_backend_is_never_active_nor_announced_when_added_or_after_a_restart() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let web = service(
+        "web",
+        "TCP",
+        VIP_PORT,
+        &backends(&rig, &all, BACKEND_PORT),
+        true,
+    );
+    // No host has that address: every probe times out, so the backend is
+    // pending for a probe timeout, then down.
+    let dead = SocketAddr::new(Subnet::lan(BACKEND_LAN).host(249).0.addr(), BACKEND_PORT);
+    let ghost_vip: IpAddr = plan::vip(2).0.into();
+    let ghost = format!(
+        "  - name: ghost\n    protocol: TCP\n    frontends: [{{address: {ghost_vip}, port: {VIP_PORT}}}]\n    backends: [{{address: \"{dead}\"}}]\n    health_check: {{type: tcp, interval: {}ms, timeout: {}ms, rise: {RISE}, fall: {FALL}}}\n",
+        INTERVAL.as_millis(),
+        PROBE_TIMEOUT.as_millis()
+    );
+    rig.write_config(&config(std::slice::from_ref(&web)))
+        .expect("config");
+    rig.start_agent(&["--l2-interface", "eth0"]).expect("agent");
+    wait_until(PATIENCE, "web's backends active", || {
+        backend_list(&rig)
+            .iter()
+            .all(|b| b.status == BackendStatus::Active)
+    })
+    .expect("web up");
+
+    // Polls the backend list and the announcements until the dead backend
+    // has been down for longer than `fall` probes would have kept it up
+    // before; what it saw of it, in order, without repeats.
+    let watch_dead = |rig: &AgentRig| {
+        let mut seen: Vec<String> = Vec::new();
+        let mut down_since = None;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let list = backend_list(rig);
+            let view = list
+                .iter()
+                .find(|b| b.address == dead)
+                .expect("the dead backend is listed");
+            let shown = format!("{} {}", view.status.as_str(), view.health);
+            assert!(
+                shown == "down pending" || shown == "down down",
+                "the dead backend shows `{shown}`"
+            );
+            if seen.last() != Some(&shown) {
+                seen.push(shown.clone());
+            }
+            let announced = rig.status().expect("status")["announcements"][0]["vips"].clone();
+            assert!(
+                !announced
+                    .as_array()
+                    .is_some_and(|vips| vips.iter().any(|v| v == &ghost_vip.to_string())),
+                "ghost's VIP is announced: {announced}"
+            );
+            if shown == "down down" {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > INTERVAL * FALL + HEALTH_MARGIN {
+                    return seen;
+                }
+            }
+            assert!(Instant::now() < deadline, "never down: {seen:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let announced_ghost = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("announcing"))
+            .any(|line| {
+                line.contains(&format!("{ghost_vip},")) || line.contains(&format!("{ghost_vip}}}"))
+            })
+    };
+
+    rig.apply_config(&config(&[web.clone(), ghost.clone()]), PATIENCE)
+        .expect("adding ghost");
+    let added = watch_dead(&rig);
+    let log = rig.agent_log();
+    assert!(!announced_ghost(&log), "{log}");
+
+    // The audit's `lonely`: a backend added next takes the lowest free
+    // backend ID, which an agent that let the dead backend in had given it
+    // (and retired), so no pinned record says it was down.
+    let extra = service(
+        "extra",
+        "TCP",
+        VIP_PORT + 1,
+        &[rig.backend_addr(1, BACKEND_PORT + 1)],
+        false,
+    );
+    rig.apply_config(&config(&[web.clone(), ghost.clone(), extra]), PATIENCE)
+        .expect("adding extra");
+    rig.kill_agent().expect("SIGKILL");
+    rig.start_agent(&["--l2-interface", "eth0"])
+        .expect("the restarted agent");
+    // At once, without waiting for a probe: web's backends were in its
+    // pinned table.
+    let list = backend_list(&rig);
+    assert!(
+        list.iter()
+            .filter(|b| b.address != dead)
+            .all(|b| b.status == BackendStatus::Active),
+        "{list:?}"
+    );
+    let restarted = watch_dead(&rig);
+    let log = rig.agent_log();
+    assert!(!announced_ghost(&log), "{log}");
+    report(&format!(
+        "a dead backend showed {added:?} when added and {restarted:?} after a restart; its VIP \
+         was never announced"
+    ));
 }
 
 /// Runs `f` on a thread of its own whose file-system credentials are

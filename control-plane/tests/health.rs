@@ -2,8 +2,9 @@
 //! network namespace so that it can bind and kill servers freely.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     process::Command,
     sync::{
         Arc,
@@ -13,8 +14,13 @@ use std::{
 };
 
 use control_plane::{
-    health::{Health, HealthChange, HealthChecker, Target, TargetStatus},
-    model::{HealthCheck, Probe},
+    announce,
+    health::{self, Health, HealthChange, HealthChecker, PinnedTables, Target, TargetStatus},
+    model::{
+        Backend, BackendState, Frontend, FrontendKind, HealthCheck, Mode, Model, Probe, Protocol,
+        Service, ServiceName,
+    },
+    reconcile::Desired,
 };
 use nix::sched::{CloneFlags, unshare};
 use tokio::{
@@ -304,6 +310,195 @@ fn http_check_times_out_on_a_silent_server() {
         assert!(started.elapsed() >= TIMEOUT, "gave up before the timeout");
         let reason = change.reason.unwrap();
         assert_eq!(reason, format!("no answer from {addr} within {TIMEOUT:?}"));
+        kill(server).await;
+    });
+}
+
+/// A TCP service on `vip`:80 served by `backends`, each checked by `check`.
+fn checked_service(vip: &str, backends: &[SocketAddr], check: &HealthCheck) -> Service {
+    Service {
+        protocol: Protocol::Tcp,
+        frontends: vec![Frontend {
+            addr: vip.parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            kind: FrontendKind::Vip,
+            snat_remote: false,
+            source_ranges_only: false,
+        }],
+        backends: backends
+            .iter()
+            .map(|&addr| Backend {
+                addr,
+                weight: 1,
+                state: BackendState::Active,
+                local: false,
+            })
+            .collect(),
+        mode: Mode::Nat,
+        affinity: None,
+        health_check: Some(check.clone()),
+        drop_without_backends: false,
+        source_ranges: Vec::new(),
+    }
+}
+
+/// What the agent would program and announce for `model` with `checker`'s
+/// verdicts, as it computes them on every sync: the members of each
+/// service's Maglev table (backends the datapath sends new flows to), by
+/// service name, and the VIPs it announces.
+fn programmed(
+    model: &Model,
+    checker: &HealthChecker,
+) -> (BTreeMap<String, Vec<SocketAddr>>, Vec<IpAddr>) {
+    let desired = Desired::new(model, |name, addr| {
+        model.services[name]
+            .health_check
+            .as_ref()
+            .is_none_or(|check| checker.is_healthy(addr, check))
+    });
+    let members = desired
+        .services
+        .iter()
+        .map(|(name, service)| {
+            let members = service.members.iter().map(|&(addr, _)| addr).collect();
+            (name.0.clone(), members)
+        })
+        .collect();
+    (members, announce::servable(&desired).into_iter().collect())
+}
+
+/// Receives changes until `done` holds of what the agent would program,
+/// checking `invariant` of it after each one. Health only changes in the
+/// transitions the channel carries, so checking after each of them (and
+/// before the first) checks every state the agent could have programmed.
+async fn follow_changes(
+    model: &Model,
+    checker: &HealthChecker,
+    changes: &mut mpsc::UnboundedReceiver<HealthChange>,
+    invariant: impl Fn(&BTreeMap<String, Vec<SocketAddr>>, &[IpAddr]),
+    done: impl Fn(&HealthChecker) -> bool,
+) {
+    let (members, announced) = programmed(model, checker);
+    invariant(&members, &announced);
+    while !done(checker) {
+        change_within(changes, PATIENCE).await;
+        let (members, announced) = programmed(model, checker);
+        invariant(&members, &announced);
+    }
+}
+
+/// The audit's `ghost`: a service added with a dead backend. Before, the
+/// backend started up: in the table, its VIP announced, for `fall` probes.
+#[test]
+fn a_dead_new_backend_is_never_in_the_table_nor_announced() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap();
+        let server = accept_forever(listener);
+        // Nothing listens there: each probe is refused.
+        let dead: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let (web_vip, ghost_vip): (IpAddr, IpAddr) = (
+            "198.19.0.1".parse().unwrap(),
+            "198.19.0.30".parse().unwrap(),
+        );
+        let check = check(Probe::Tcp, None, 2, 3);
+        let model = Model {
+            services: BTreeMap::from([
+                (
+                    ServiceName("web".into()),
+                    checked_service("198.19.0.1", &[live], &check),
+                ),
+                (
+                    ServiceName("ghost".into()),
+                    checked_service("198.19.0.30", &[dead], &check),
+                ),
+            ]),
+        };
+        let (mut checker, mut changes) = HealthChecker::new();
+        checker.set_targets(health::targets(&model));
+        let shown = health::in_service(&model, &checker, &ServiceName("ghost".into()), dead);
+
+        follow_changes(
+            &model,
+            &checker,
+            &mut changes,
+            |members, announced| {
+                assert!(members["ghost"].is_empty(), "{members:?}");
+                assert!(!announced.contains(&ghost_vip), "{announced:?}");
+            },
+            |checker| {
+                checker.health(dead, &check) == Some(Health::Down)
+                    && checker.health(live, &check) == Some(Health::Up)
+            },
+        )
+        .await;
+        assert_eq!(shown, Health::Pending, "shown as not probed yet");
+        // The same computation does see a backend that passed.
+        let (members, announced) = programmed(&model, &checker);
+        assert_eq!(members["web"], [live]);
+        assert_eq!(announced, [web_vip]);
+        kill(server).await;
+    });
+}
+
+/// The audit's `lonely`, after an agent restart: its backend was down (its
+/// record retired, here even reused by another backend), so it stays out;
+/// `web`'s backend was in its table, so it stays in without waiting for a
+/// probe.
+#[test]
+fn after_a_restart_only_what_was_served_stays_in() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap();
+        let server = accept_forever(listener);
+        let dead: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:82".parse().unwrap();
+        let (web_vip, lonely_vip): (IpAddr, IpAddr) = (
+            "198.19.0.1".parse().unwrap(),
+            "198.19.0.31".parse().unwrap(),
+        );
+        let check = check(Probe::Tcp, None, 2, 3);
+        let model = Model {
+            services: BTreeMap::from([
+                (
+                    ServiceName("web".into()),
+                    checked_service("198.19.0.1", &[live], &check),
+                ),
+                (
+                    ServiceName("lonely".into()),
+                    checked_service("198.19.0.31", &[dead], &check),
+                ),
+            ]),
+        };
+        let (mut checker, mut changes) = HealthChecker::new();
+        checker.recover(PinnedTables::new(
+            [
+                ((SocketAddr::new(web_vip, 80), Protocol::Tcp), 1),
+                ((SocketAddr::new(lonely_vip, 80), Protocol::Tcp), 2),
+            ],
+            // Record 7 was lonely's backend's until it went down; another
+            // backend has it now.
+            [(5, live, true), (7, other, false)],
+            [(1, vec![5, 5, 5])],
+        ));
+        checker.set_targets(health::targets(&model));
+        let (members, announced) = programmed(&model, &checker);
+        assert_eq!(members["web"], [live], "no probe needed to stay in");
+        assert_eq!(announced, [web_vip]);
+
+        follow_changes(
+            &model,
+            &checker,
+            &mut changes,
+            |members, announced| {
+                assert!(members["lonely"].is_empty(), "{members:?}");
+                assert!(!announced.contains(&lonely_vip), "{announced:?}");
+                assert_eq!(members["web"], [live]);
+            },
+            |checker| checker.health(dead, &check) == Some(Health::Down),
+        )
+        .await;
         kill(server).await;
     });
 }
