@@ -81,7 +81,11 @@ fn pairs_does_not_report_what_an_earlier_run_left() {
         !out.status.success(),
         "reported from stale files:\n{stdout}"
     );
-    assert!(stderr(&out).contains("wrote no"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds 2 run(s) of an earlier `xlb-bench pairs`"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stdout.contains("conntrack_hit"), "{stdout}");
 }
 

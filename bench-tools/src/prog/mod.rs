@@ -547,13 +547,15 @@ fn check_conntrack_room(args: &ProgArgs, specs: &[Spec], entries: u32) -> anyhow
 }
 
 /// The flows `conntrack_entries` sizes for: those the busiest scale tracks,
-/// and one run's new flows.
+/// and one run's new flows when a new-flow case is measured (the checks of
+/// every case make a few).
 fn conntrack_flows(args: &ProgArgs, specs: &[Spec]) -> anyhow::Result<(u64, u64)> {
     let mut new_flows = 0;
-    if args.method.includes(Method::A) {
+    let measures_new_flows = args.cases.is_empty() || args.cases.iter().any(|k| k.is_new_flow());
+    if measures_new_flows && args.method.includes(Method::A) {
         new_flows = new_flows.max(u64::from(args.calls));
     }
-    if args.method.includes(Method::B) {
+    if measures_new_flows && args.method.includes(Method::B) {
         new_flows = new_flows.max(u64::from(args.repeat));
     }
     let mut tracked = 0;
@@ -771,7 +773,7 @@ mod tests {
         );
         assert!(parse(&["--conntrack-entries", "0"]).is_err());
         // A default beyond a u32 names the flags that size it.
-        let args = parse(&["--cases", "conntrack-hit", "--repeat", "4294967295"]).unwrap();
+        let args = parse(&["--cases", "new-tcp-flow", "--repeat", "4294967295"]).unwrap();
         let err = format!("{:#}", conntrack_entries(&args, &specs(&args)).unwrap_err());
         assert!(err.contains("lower --flows, --repeat or --calls"), "{err}");
     }
@@ -811,6 +813,15 @@ mod tests {
         );
         let least = (tracked + new_flows).to_string();
         check(&[&args[..], &["--conntrack-entries", &least]].concat()).unwrap();
+        // Measuring no new-flow case, a run's new flows take no room.
+        let hit_only = [&args[..], &["--cases", "conntrack-hit"]].concat();
+        let parsed = parse(&hit_only).unwrap();
+        assert_eq!(
+            conntrack_flows(&parsed, &specs(&parsed).unwrap())
+                .unwrap()
+                .1,
+            0
+        );
     }
 
     #[test]
