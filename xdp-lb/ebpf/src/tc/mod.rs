@@ -186,12 +186,19 @@ fn balance(ctx: &TcContext, packet: &Packet, len: usize, hook: Hook) -> i32 {
         // are not sent that way.
         Action::Encapsulate => (Verdict::DropEncapUnsupported, SHOT),
         Action::Translate => (Verdict::PassMalformed, OK),
-        Action::Refuse if packet.has_flow => refuse(ctx, &packet.flow, hook),
+        Action::Refuse if packet.has_flow => {
+            let (verdict, action) = refuse(ctx, &packet.flow, hook);
+            // Here rather than beside the drops': see `xdp::balance`.
+            if verdict.is_refusal() {
+                events::turned_away(packet, verdict, false);
+            }
+            (verdict, action)
+        }
         Action::Refuse => (decision.verdict, SHOT),
     };
     count_verdict(verdict, len);
-    if action == SHOT || verdict.is_refusal() {
-        events::turned_away(packet, verdict, action == SHOT);
+    if action == SHOT {
+        events::turned_away(packet, verdict, true);
     }
     action
 }

@@ -167,14 +167,19 @@ fn balance(ctx: &XdpContext, packet: &Packet, len: usize) -> u32 {
             }
         }
         Action::Translate | Action::Encapsulate => (Verdict::PassMalformed, XDP_PASS),
+        // The event here, not beside the drops' below: a forwarded packet
+        // then pays no test for it.
         Action::Refuse => match refuse(ctx, &packet.flow) {
-            verdict @ (Verdict::RefuseReset | Verdict::RefuseUnreachable) => (verdict, XDP_TX),
+            verdict @ (Verdict::RefuseReset | Verdict::RefuseUnreachable) => {
+                events::turned_away(packet, verdict, false);
+                (verdict, XDP_TX)
+            }
             verdict => (verdict, XDP_DROP),
         },
     };
     count_verdict(verdict, len);
-    if action == XDP_DROP || verdict.is_refusal() {
-        events::turned_away(packet, verdict, action == XDP_DROP);
+    if action == XDP_DROP {
+        events::turned_away(packet, verdict, true);
     }
     action
 }
