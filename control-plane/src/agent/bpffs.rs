@@ -1,38 +1,27 @@
 //! The pin directory: it must be on a bpffs (one is mounted there if it is
 //! not), and one agent at a time holds it.
 
-use std::{fs::File, io, path::Path};
+use std::{io, path::Path};
 
 use anyhow::Context as _;
 use nix::{
-    errno::Errno,
-    fcntl::{Flock, FlockArg},
     mount::{MsFlags, mount},
     sys::statfs::{BPF_FS_MAGIC, SYSFS_MAGIC, statfs},
 };
 
-/// The pin directory, locked (`flock`) for as long as it is held. Two agents
-/// on one directory would sync the same maps from two sources and each put
-/// its own program into the other's links; the second is refused before it
-/// changes anything. The kernel drops the lock with the process, however it
-/// ends, so a killed agent's successor is not refused.
-pub(crate) struct PinDirLock {
-    _lock: Flock<File>,
-}
+use super::dir_lock::{self, DirLock};
 
-/// Locks `dir`, or says that another agent holds it.
-pub(crate) fn lock(dir: &Path) -> anyhow::Result<PinDirLock> {
-    let file =
-        File::open(dir).with_context(|| format!("opening the pin directory {}", dir.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(PinDirLock { _lock: lock }),
-        Err((_, Errno::EWOULDBLOCK)) => Err(anyhow::anyhow!(
+/// Locks the pin directory `dir`, or says that another agent holds it. Two
+/// agents on one directory would sync the same maps from two sources and
+/// each put its own program into the other's links; the second is refused
+/// before it changes anything.
+pub(crate) fn lock(dir: &Path) -> anyhow::Result<DirLock> {
+    dir_lock::lock(dir, "pin directory", || {
+        format!(
             "another xlb agent runs on --pin-dir {}: one agent per pin directory",
             dir.display()
-        )),
-        Err((_, errno)) => Err(io::Error::from(errno))
-            .with_context(|| format!("locking the pin directory {}", dir.display())),
-    }
+        )
+    })
 }
 
 /// Creates `dir` and mounts a bpffs on it unless it is on one already

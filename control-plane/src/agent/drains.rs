@@ -23,12 +23,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use nix::{
-    errno::Errno,
-    fcntl::{Flock, FlockArg},
-};
 use serde::{Deserialize, Serialize};
 
+use super::dir_lock::{self, DirLock};
 use crate::{
     api::{DrainEntryView, DrainSource, DrainUnchanged, DrainsView},
     model::{BackendState, Model, ServiceName},
@@ -243,7 +240,7 @@ pub(crate) struct Drains {
     /// The drains that matched no backend when last logged, so that each
     /// is logged when it stops or starts matching rather than per reload.
     unmatched: BTreeSet<Drain>,
-    _lock: Flock<File>,
+    _lock: DirLock,
 }
 
 /// What could be read of a drains file.
@@ -386,20 +383,14 @@ pub(crate) fn forgotten_views(forgotten: &[Drain]) -> Vec<DrainEntryView> {
 }
 
 /// Locks the state directory `dir`, or says that another agent holds it.
-/// The kernel drops the lock with the process, however it ends.
-fn lock(dir: &Path) -> anyhow::Result<Flock<File>> {
-    let file = File::open(dir)
-        .with_context(|| format!("opening the state directory {}", dir.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, Errno::EWOULDBLOCK)) => Err(anyhow::anyhow!(
+fn lock(dir: &Path) -> anyhow::Result<DirLock> {
+    dir_lock::lock(dir, "state directory", || {
+        format!(
             "another xlb agent keeps its state in {}: one agent per state directory (it \
              defaults to the directory of --admin-socket): give each agent its own --state-dir",
             dir.display()
-        )),
-        Err((_, errno)) => Err(io::Error::from(errno))
-            .with_context(|| format!("locking the state directory {}", dir.display())),
-    }
+        )
+    })
 }
 
 /// The drains kept in `file`; none when there is no file (the first start

@@ -16,6 +16,7 @@
 mod bpffs;
 mod collector;
 mod core;
+mod dir_lock;
 mod drains;
 mod fabric;
 mod host_addresses;
