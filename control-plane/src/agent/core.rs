@@ -108,12 +108,7 @@ impl Core {
     /// True when the backend at `addr` of service `name` passes its service's
     /// health check (or has none).
     pub(crate) fn healthy(&self, name: &ServiceName, addr: SocketAddr) -> bool {
-        let check = self
-            .model
-            .services
-            .get(name)
-            .and_then(|s| s.health_check.as_ref());
-        check.is_none_or(|check| self.health.is_healthy(addr, check))
+        crate::health::in_service(&self.model, &self.health, name, addr).is_up()
     }
 
     /// Programs the effective model with health overlaid. `since` is when the
