@@ -36,7 +36,8 @@ impl Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xlb-bench"));
         command
             .args(args)
-            .env("RUST_LOG", "warn")
+            // `prog`'s info too: its "measuring" line marks the end of set-up.
+            .env("RUST_LOG", "warn,xlb_bench::prog=info")
             .stdout(std::process::Stdio::null())
             .stderr(stderr.try_clone().unwrap());
         // A test run in the background of a shell without job control has
@@ -69,9 +70,19 @@ impl Run {
     /// Waits until `ready` finds something in the run (given its pid), the
     /// run still going, and returns it.
     fn wait_for<T>(&mut self, what: &str, ready: impl Fn(u32) -> Option<T>) -> T {
+        self.wait_until(what, |run| ready(run.pid()))
+    }
+
+    /// Waits until the run's log holds `line`, the run still going.
+    fn wait_for_log(&mut self, line: &str) {
+        self.wait_until(line, |run| run.stderr().contains(line).then_some(()));
+    }
+
+    /// [`Self::wait_for`], `ready` given the run itself.
+    fn wait_until<T>(&mut self, what: &str, ready: impl Fn(&mut Self) -> Option<T>) -> T {
         let deadline = Instant::now() + SET_UP;
         loop {
-            if let Some(found) = ready(self.pid()) {
+            if let Some(found) = ready(self) {
                 return found;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -195,10 +206,9 @@ fn a_prog_interrupted_inside_a_long_test_run_stops_at_once() {
         "--runs",
         "1000",
     ]);
-    run.wait_for("bpffs mounted", |pid| mounts_of(pid).pop());
-    // Set-up done (a scale of one service takes well under a second): the
-    // signal lands inside a call.
-    std::thread::sleep(Duration::from_secs(3));
+    // Measuring: from here every call is one of 50 million runs, and the
+    // signal lands inside one.
+    run.wait_for_log("every case checked; measuring");
     let started = Instant::now();
     let stderr = run.interrupt_and_check();
     let took = started.elapsed();
