@@ -162,10 +162,47 @@ pub(crate) struct Case {
     pub(crate) expect: Expect,
 }
 
+/// The flows a case's packets belong to, as its row states them (in the
+/// JSON: a number, or one of the tags of [`NewFlows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Flows {
+    /// The runs walk over this many distinct flows in turn: one for the
+    /// floor and the non-VIP pass, which rotate nothing.
+    Walked(u32),
+    /// No packet belongs to a flow conntrack holds: each makes a new one.
+    New(NewFlows),
+}
+
+/// How a new-flow case's packets are new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum NewFlows {
+    /// Each packet is a flow never seen: the next source port within a
+    /// call, a fresh client in every measured run.
+    NewEachPacket,
+    /// Each packet is the same SYN, its flow deleted before it (the warm
+    /// case: the buckets it lands in stay cache-hot).
+    OneForgottenBeforeEachPacket,
+}
+
 impl Case {
     /// True when every run starts from a fresh client (and its counter from 0).
     pub(crate) fn is_new_flow(&self) -> bool {
         self.kind.is_new_flow()
+    }
+
+    /// The flows its packets belong to: `cycle` where they walk over tracked
+    /// flows. A new-flow case's `cycle` is a bound on a call's runs (or, for
+    /// the warm case, none at all), not a count of flows.
+    pub(crate) fn flows(&self) -> Flows {
+        if self.kind.forgets() {
+            Flows::New(NewFlows::OneForgottenBeforeEachPacket)
+        } else if self.kind.is_new_flow() {
+            Flows::New(NewFlows::NewEachPacket)
+        } else {
+            Flows::Walked(self.cycle)
+        }
     }
 
     /// The frame of run 0, for `client` if the case takes one per run.
@@ -663,6 +700,28 @@ mod tests {
             })
             .collect();
         (flows, distinct.len())
+    }
+
+    #[test]
+    fn a_new_flow_case_states_its_flows_not_the_bound_of_its_runs() {
+        let layout = Layout::new(1000).unwrap();
+        let json = |case: &Case| serde_json::to_value(case.flows()).unwrap();
+        let new = new_flow_case(&layout, Kind::NewTcpFlow, Frontends::Nat, Expect::Dnat);
+        assert_eq!(new.cycle, NEW_FLOW_RUNS);
+        assert_eq!(json(&new), "new_each_packet");
+        let dsr = Expect::Encapsulated { source: DOWN_ADDR };
+        let dsr = new_flow_case(&layout, Kind::DsrNewTcpFlow, Frontends::Dsr, dsr);
+        assert_eq!(json(&dsr), "new_each_packet");
+        let warm = warm_new_flow_case(&layout);
+        assert_eq!(warm.cycle, u32::MAX);
+        assert_eq!(json(&warm), "one_forgotten_before_each_packet");
+        // A case that walks over tracked flows gives their number.
+        let hit = Case {
+            kind: Kind::ConntrackHit,
+            cycle: 100_000,
+            ..new
+        };
+        assert_eq!(json(&hit), 100_000);
     }
 
     #[test]

@@ -387,7 +387,7 @@ fn measure_all(
                 services: n,
                 scale_flows: flows,
                 case: case.kind,
-                flows: case.cycle,
+                flows: case.flows(),
                 // Method A would delete the flow from user space between
                 // calls: a mapping of each table per call, far longer than
                 // the call itself.

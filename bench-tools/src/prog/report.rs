@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
-    cases::Kind,
+    cases::{Flows, Kind},
     measure::{Samples, Summary},
 };
 
@@ -19,8 +19,9 @@ pub(crate) struct Row {
     /// 1 at the hot scale).
     pub(crate) scale_flows: u32,
     pub(crate) case: Kind,
-    /// Distinct flows the runs walk over (new-flow case: every packet is a new flow).
-    pub(crate) flows: u32,
+    /// The flows the packets belong to: how many the runs walk over, or
+    /// that each packet makes a new one.
+    pub(crate) flows: Flows,
     pub(crate) method_a: Option<Samples>,
     pub(crate) method_b: Option<Samples>,
 }
@@ -147,10 +148,10 @@ pub(crate) fn targets(rows: &[Row], flows: u32) -> Vec<Target> {
             if let (Some(few_b), Some(many_b)) = (&few.method_b, &many.method_b)
                 && let Some(measured) = many_b.paired_over(few_b)
             {
-                let flows = |r: &Row| match (r.case, r.flows) {
-                    (kind, _) if kind.is_new_flow() => "new flows".to_owned(),
-                    (_, 1) => "1 flow".to_owned(),
-                    (_, n) => format!("{n} flows"),
+                let flows = |r: &Row| match r.flows {
+                    Flows::New(_) => "new flows".to_owned(),
+                    Flows::Walked(1) => "1 flow".to_owned(),
+                    Flows::Walked(n) => format!("{n} flows"),
                 };
                 targets.push(Target {
                     what: format!(
@@ -215,10 +216,9 @@ pub(crate) fn markdown(
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     for row in rows {
-        let flows = if row.case.is_new_flow() {
-            "new each".to_owned()
-        } else {
-            row.flows.to_string()
+        let flows = match row.flows {
+            Flows::New(_) => "new each".to_owned(),
+            Flows::Walked(n) => n.to_string(),
         };
         let services = if row.is_hot() {
             "1 (hot)".to_owned()
@@ -319,7 +319,7 @@ mod tests {
             services,
             scale_flows: 100,
             case: Kind::ConntrackHit,
-            flows: 100,
+            flows: Flows::Walked(100),
             method_a: None,
             method_b: Some(samples(runs_ns, floor_ns)),
         }
@@ -333,6 +333,67 @@ mod tests {
             .into_iter()
             .find(|t| t.services == "100000 vs 1")
             .expect("a scale target")
+    }
+
+    #[test]
+    fn the_json_states_new_flows_and_report_reads_it_as_it_reads_older_files() {
+        use super::super::cases::NewFlows;
+        let setup = Setup {
+            kernel: "test".to_owned(),
+            rounds: 1,
+            repeat: 256,
+            calls: 256,
+            seed: 1,
+            conntrack_entries: 4096,
+            table_size: 509,
+            backends_per_service: 3,
+        };
+        let row = |case, flows| Row {
+            services: 1,
+            scale_flows: 1,
+            case,
+            flows,
+            method_a: None,
+            method_b: Some(samples(&[100.0], &[20.0])),
+        };
+        let rows = [
+            row(Kind::Floor, Flows::Walked(1)),
+            row(Kind::NewTcpFlow, Flows::New(NewFlows::NewEachPacket)),
+            row(
+                Kind::NewTcpFlowWarm,
+                Flows::New(NewFlows::OneForgottenBeforeEachPacket),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prog.json");
+        json(&path, &setup, &rows, &[]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let flows: Vec<&serde_json::Value> = document["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["flows"])
+            .collect();
+        assert_eq!(
+            flows,
+            [
+                &serde_json::json!(1),
+                &serde_json::json!("new_each_packet"),
+                &serde_json::json!("one_forgotten_before_each_packet")
+            ]
+        );
+        let read = crate::report::inputs::load_prog(&path).unwrap();
+        assert_eq!(read.rows.len(), 3);
+        // A file written before: the bound of a call's runs, and u32::MAX.
+        let older = text
+            .replace("\"new_each_packet\"", "55535")
+            .replace("\"one_forgotten_before_each_packet\"", "4294967295");
+        std::fs::write(&path, older).unwrap();
+        assert_eq!(
+            crate::report::inputs::load_prog(&path).unwrap().rows.len(),
+            3
+        );
     }
 
     #[test]
