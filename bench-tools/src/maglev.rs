@@ -63,6 +63,10 @@ pub(crate) struct MaglevResult {
     pub(crate) max_deviation_pct: f64,
     /// Removing one backend, then adding one (either may be skipped).
     pub(crate) changes: Vec<Change>,
+    /// The build that measured it (`build_id`); absent from a file written
+    /// before builds were recorded.
+    #[serde(default)]
+    pub(crate) build: Option<crate::build_id::BuildId>,
 }
 
 /// The disruption of one change to the backend set.
@@ -220,6 +224,7 @@ fn measure(args: &MaglevArgs) -> anyhow::Result<MaglevResult> {
         slots_max: balance.max,
         max_deviation_pct: balance.max_deviation * 100.0,
         changes,
+        build: Some(crate::build_id::BuildId::of_this_binary()),
     })
 }
 
@@ -339,6 +344,9 @@ mod tests {
             (251, r.slots_min, 2)
         );
         assert!((back.build_ms_max - r.build_ms_max).abs() < 1e-9);
+        // And the build that measured it.
+        let build = crate::build_id::BuildId::of_this_binary();
+        assert_eq!(back.build, Some(build));
     }
 
     #[test]

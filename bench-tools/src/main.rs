@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build_id;
 mod child;
 mod exit;
 mod kube_proxy;

@@ -124,6 +124,8 @@ const BACKEND_HOSTS: u32 = 20_000;
 /// What one run measured.
 #[derive(Debug, Serialize)]
 struct Results {
+    /// The build that measured it.
+    build: crate::build_id::BuildId,
     services: u32,
     backends_per_service: u32,
     file_bytes: usize,
@@ -357,6 +359,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1e3;
     let results = Results {
+        build: crate::build_id::BuildId::of_this_binary(),
         services: args.services,
         backends_per_service: args.backends,
         file_bytes: text.len(),

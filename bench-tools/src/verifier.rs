@@ -29,6 +29,10 @@ pub(crate) struct VerifierResult {
     pub(crate) limit: u32,
     /// Every program of the object, in the loader's order.
     pub(crate) programs: Vec<ProgramCost>,
+    /// The build that measured it (`build_id`); absent from a file written
+    /// before builds were recorded.
+    #[serde(default)]
+    pub(crate) build: Option<crate::build_id::BuildId>,
 }
 
 /// What the verifier did with one program.
@@ -86,6 +90,7 @@ fn measure() -> anyhow::Result<VerifierResult> {
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
         limit: VERIFIER_INSN_LIMIT,
+        build: Some(crate::build_id::BuildId::of_this_binary()),
         programs: report
             .into_iter()
             .map(|r| ProgramCost {
@@ -169,6 +174,7 @@ mod tests {
         VerifierResult {
             kernel: "6.18.0-test".into(),
             limit: 1_000_000,
+            build: None,
             programs: processed
                 .iter()
                 .map(|&(program, processed)| ProgramCost {

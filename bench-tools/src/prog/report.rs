@@ -6,6 +6,8 @@ use std::{io::Write, path::Path};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::build_id::BuildId;
+
 use super::{
     cases::{Flows, Kind},
     measure::{Samples, Summary},
@@ -60,6 +62,7 @@ pub(crate) struct Target {
 #[derive(Debug, Serialize)]
 struct Document<'a> {
     tool: &'static str,
+    build: BuildId,
     unit: &'static str,
     methods: Methods,
     setup: &'a Setup,
@@ -279,6 +282,7 @@ pub(crate) fn json(
 ) -> anyhow::Result<()> {
     let document = Document {
         tool: "xlb-bench prog",
+        build: BuildId::of_this_binary(),
         unit: "ns/packet",
         methods: Methods {
             a: METHOD_A,
@@ -385,6 +389,7 @@ mod tests {
         );
         let read = crate::report::inputs::load_prog(&path).unwrap();
         assert_eq!(read.rows.len(), 3);
+        assert_eq!(read.build, Some(BuildId::of_this_binary()));
         // A file written before: the bound of a call's runs, and u32::MAX.
         let older = text
             .replace("\"new_each_packet\"", "55535")

@@ -9,9 +9,15 @@ use std::{ops::RangeInclusive, path::Path};
 use anyhow::Context as _;
 use serde::{Deserialize, de::DeserializeOwned};
 
+use crate::build_id::BuildId;
+
 /// `xlb-bench prog --json` (`prog::report::json`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Prog {
+    /// The build that measured it; absent from a file written before
+    /// builds were recorded.
+    #[serde(default)]
+    pub(crate) build: Option<BuildId>,
     pub(super) methods: ProgMethods,
     pub(super) setup: ProgSetup,
     pub(crate) rows: Vec<ProgRow>,
@@ -128,6 +134,9 @@ pub(crate) struct ProgSummary {
 /// `xlb-bench sync --json`: one N per document.
 #[derive(Debug, Deserialize)]
 pub(super) struct Sync {
+    /// As `Prog::build`.
+    #[serde(default)]
+    pub(super) build: Option<BuildId>,
     pub(super) services: u32,
     pub(super) backends_per_service: u32,
     pub(super) full_sync_seconds: f64,

@@ -57,6 +57,7 @@ mod tests {
                 collateral_pct: 0.609,
                 slots_written: 465,
             }],
+            build: None,
         };
         let mut out = String::new();
         section(&mut out, Some(&result)).unwrap();

@@ -2,20 +2,22 @@
 //! saying where the file comes from and what it was generated on, and the
 //! text of a section whose benchmark did not run.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
 use super::{Inputs, ReportArgs, machine::Machine};
+use crate::build_id::{self, BuildId};
 
 /// A path as the commands show it.
-fn shown(path: &std::path::Path) -> String {
+fn shown(path: &Path) -> String {
     path.display().to_string()
 }
 
 /// The title and the paragraph that says the file is generated, from which
 /// files, by which command, when and on what. It states only what the
 /// inputs record: which tool wrote each file (and, for `maglev`, whose
-/// section has no settings line, the M and N it recorded), never a command
-/// line or a `make bench` run that the files cannot vouch for.
+/// section has no settings line, the M and N it recorded) and the commit of
+/// the build that measured it, never a command line or a `make bench` run
+/// that the files cannot vouch for.
 pub(super) fn header(
     out: &mut String,
     args: &ReportArgs,
@@ -23,26 +25,36 @@ pub(super) fn header(
     machine: &Machine,
 ) -> anyhow::Result<()> {
     let mut files = Vec::new();
+    // Each file with the tool that wrote it, what it recorded that the
+    // header shows, and the build that measured it.
+    let mut file = |path: &Path, tool: &str, recorded: String, build: Option<&BuildId>| {
+        files.push(format!(
+            "`{}` (`xlb-bench {tool}`{recorded}, {})",
+            shown(path),
+            build_id::shown(build)
+        ));
+    };
     if let Some(maglev) = &args.maglev {
-        let recorded = inputs.maglev.as_ref().map_or(String::new(), |m| {
+        let m = inputs.maglev.as_ref();
+        let recorded = m.map_or(String::new(), |m| {
             format!(", M = {}, {} backends", m.size, m.backends)
         });
-        files.push(format!(
-            "`{}` (`xlb-bench maglev`{recorded})",
-            shown(maglev)
-        ));
+        file(maglev, "maglev", recorded, m.and_then(|m| m.build.as_ref()));
     }
     if let Some(verifier) = &args.verifier {
-        files.push(format!("`{}` (`xlb-bench verifier`)", shown(verifier)));
+        let build = inputs.verifier.as_ref().and_then(|v| v.build.as_ref());
+        file(verifier, "verifier", String::new(), build);
     }
     if let Some(prog) = &args.prog {
-        files.push(format!("`{}` (`xlb-bench prog`)", shown(prog)));
+        let build = inputs.prog.as_ref().and_then(|p| p.build.as_ref());
+        file(prog, "prog", String::new(), build);
     }
-    for sync in &args.sync {
-        files.push(format!("`{}` (`xlb-bench sync`)", shown(sync)));
+    for (sync, build) in args.sync.iter().zip(&inputs.sync_builds) {
+        file(sync, "sync", String::new(), build.as_ref());
     }
     if let Some(rig) = &args.rig {
-        files.push(format!("`{}` (`xlb-bench rig`)", shown(rig)));
+        let build = inputs.rig.as_ref().and_then(|r| r.build.as_ref());
+        file(rig, "rig", String::new(), build);
     }
     let mut report = String::from("xlb-bench report");
     if let Some(maglev) = &args.maglev {

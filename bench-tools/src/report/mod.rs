@@ -30,6 +30,7 @@ use self::{
     machine::Machine,
     plots::Chart,
 };
+use crate::build_id::BuildId;
 
 /// `xlb-bench report [--maglev FILE] [--verifier FILE] [--prog FILE]
 /// [--sync FILE]... [--rig FILE] [--out FILE] [--plots DIR] [--notes FILE]`,
@@ -85,6 +86,9 @@ struct Inputs {
     prog: Option<Prog>,
     /// By number of services.
     sync: Vec<Sync>,
+    /// The build of each `--sync` file, in the command line's order (the
+    /// header lists the files so).
+    sync_builds: Vec<Option<BuildId>>,
     rig: Option<crate::rig::report::Json>,
     /// The hand-written notes, read before anything is written.
     notes: Option<String>,
@@ -108,6 +112,7 @@ impl Inputs {
             .iter()
             .map(|path| inputs::load_sync(path))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let sync_builds = syncs.iter().map(|s| s.build.clone()).collect();
         let rig = args.rig.as_deref().map(inputs::load_rig).transpose()?;
         let maglev = args.maglev.as_deref().map(inputs::load).transpose()?;
         let verifier = args.verifier.as_deref().map(inputs::load).transpose()?;
@@ -124,6 +129,7 @@ impl Inputs {
             verifier,
             prog,
             sync: sync::sorted(syncs),
+            sync_builds,
             rig,
             notes,
         })

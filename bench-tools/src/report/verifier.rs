@@ -46,6 +46,7 @@ mod tests {
         VerifierResult {
             kernel: "6.18.0-test".into(),
             limit: 1_000_000,
+            build: None,
             programs: vec![
                 ProgramCost {
                     program: "xdp_lb".into(),

@@ -320,6 +320,7 @@ pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
             setup,
             samples,
             left_out,
+            build: Some(crate::build_id::BuildId::of_this_binary()),
         };
         report::json(path, &document)?;
         info!(path = %path.display(), "samples written");

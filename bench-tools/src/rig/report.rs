@@ -186,6 +186,10 @@ pub(crate) struct Json {
     pub(crate) samples: Vec<Sample>,
     #[serde(default)]
     pub(crate) left_out: Vec<LeftOut>,
+    /// The build that measured it (`build_id`); absent from a file written
+    /// before builds were recorded.
+    #[serde(default)]
+    pub(crate) build: Option<crate::build_id::BuildId>,
 }
 
 /// Writes every sample as JSON.

@@ -82,6 +82,12 @@ pub use xdp_lb_common::{
 pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
 
+/// The eBPF object every [`Datapath`] of this build loads, byte for byte: a
+/// hash of it tells which datapath a measurement was taken with.
+pub fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 /// The kernel's limit on instructions the verifier processes for one program
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const VERIFIER_INSN_LIMIT: u32 = 1_000_000;
