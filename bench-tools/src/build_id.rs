@@ -59,6 +59,20 @@ pub(crate) fn shown(build: Option<&BuildId>) -> String {
     build.map_or_else(|| "build not recorded".to_owned(), BuildId::commit_shown)
 }
 
+/// `build` in full for an error: its commit and its datapath's hash.
+pub(crate) fn described(build: Option<&BuildId>) -> String {
+    build.map_or_else(
+        || "a build that records none".to_owned(),
+        |b| {
+            format!(
+                "{}, datapath SHA-256 {}",
+                b.commit_shown(),
+                b.datapath_sha256
+            )
+        },
+    )
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut hex = String::with_capacity(64);

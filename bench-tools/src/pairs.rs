@@ -27,15 +27,17 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
+use serde::Serialize;
 use tracing::info;
 
 use crate::{
+    build_id::BuildId,
     prog::report::Target,
     report::inputs::{self, Prog},
 };
 
 /// `xlb-bench pairs --a BIN --b BIN [--pairs N] [--runs R] [--repeat R]
-/// [--cases LIST] [--services LIST --flows F] [--keep DIR]`.
+/// [--cases LIST] [--services LIST --flows F] [--keep DIR] [--json FILE]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PairsArgs {
     /// The `xlb-bench` binary of build A, the one the change starts from.
@@ -70,6 +72,12 @@ pub(crate) struct PairsArgs {
     /// removed at the end.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Write the comparison to this file as JSON: each row's B over A in
+    /// every pair and their median, each target as each build's runs judged
+    /// it, and which builds A and B are (their binaries, and the commit and
+    /// datapath their runs recorded).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Which build a run measured.
@@ -134,6 +142,9 @@ struct Run {
     rows: BTreeMap<RowKey, (f64, f64)>,
     /// In `prog`'s order.
     targets: Vec<Target>,
+    /// The build that measured it, as its JSON records it (none from a
+    /// build older than the record).
+    build: Option<BuildId>,
 }
 
 impl Run {
@@ -155,6 +166,7 @@ impl Run {
         Self {
             rows,
             targets: prog.targets.clone(),
+            build: prog.build.clone(),
         }
     }
 
@@ -170,6 +182,9 @@ impl Run {
 struct Comparison {
     key: RowKey,
     pairs: usize,
+    /// B's figure over A's in each pair that measured the row, in the order
+    /// the pairs ran.
+    ratios: Vec<f64>,
     /// Median over pairs of B's figure over A's.
     paired: f64,
     /// Pairs in which B's figure was below A's.
@@ -210,6 +225,7 @@ fn compare(pairs: &[(Run, Run)]) -> Vec<Comparison> {
             Some(Comparison {
                 key: key.clone(),
                 pairs: figures.len(),
+                ratios: figures.iter().map(|(a, b)| b / a).collect(),
                 paired: median(|(a, b)| b / a)?,
                 b_cheaper: figures.iter().filter(|(a, b)| b < a).count(),
                 a: median(|(a, _)| *a)?,
@@ -221,7 +237,7 @@ fn compare(pairs: &[(Run, Run)]) -> Vec<Comparison> {
 
 /// A target as `prog` judged it, median over the runs of each build
 /// (`None` where no run of that build judged it).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Serialize)]
 struct TargetFigures {
     what: String,
     services: String,
@@ -281,17 +297,22 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
     let floor = |pick: fn(&(Run, Run)) -> &Run| {
         floor_ns(pairs.iter().map(pick)).map_or_else(|| "—".to_owned(), |ns| format!("{ns:.1} ns"))
     };
+    let build = |pick: fn(&(Run, Run)) -> &Run| {
+        crate::build_id::shown(pairs.first().and_then(|p| pick(p).build.as_ref()))
+    };
     let _ = writeln!(
         out,
         "## xlb-bench pairs: B over A\n\n\
-         - A: `{}`\n- B: `{}`\n\
+         - A: `{}` ({})\n- B: `{}` ({})\n\
          - {} pairs of `prog --services {} --flows {} --method b --runs {} --repeat {}`, the \
          order alternating (A then B, B then A).\n\
          - Each row's figure: × floor at the hot scale (one service, one flow), ns/packet at \
          the others; B over A is the median over pairs of B's figure over A's in the same pair.\n\
          - Hot floor, median over runs: A {}, B {}.\n",
         args.a.display(),
+        build(|p| &p.0),
         args.b.display(),
+        build(|p| &p.1),
         pairs.len(),
         args.services,
         args.flows,
@@ -339,6 +360,147 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
         }
     }
     out
+}
+
+/// What `--json` writes.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    tool: &'static str,
+    /// The `xlb-bench` that ran the pairs (A, B or neither).
+    build: BuildId,
+    settings: Settings<'a>,
+    a: Side<'a>,
+    b: Side<'a>,
+    rows: Vec<JsonRow<'a>>,
+    /// Every target some run judged, in `prog`'s order.
+    targets: Vec<TargetFigures>,
+}
+
+/// What the pairs were: how many were measured, and what every run of
+/// `prog` was given.
+#[derive(Debug, Serialize)]
+struct Settings<'a> {
+    pairs: usize,
+    runs: u32,
+    repeat: u32,
+    cases: &'a str,
+    services: &'a str,
+    flows: u32,
+}
+
+/// One of the two builds compared.
+#[derive(Debug, Serialize)]
+struct Side<'a> {
+    /// The binary given as `--a` or `--b`.
+    binary: &'a Path,
+    /// The build its runs recorded (every run the same: `check_same_build`);
+    /// null for a build older than the record.
+    build: Option<&'a BuildId>,
+    /// The hot floor's ns/packet, median over its runs.
+    hot_floor_ns: Option<f64>,
+}
+
+/// What a row's figures are.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Figure {
+    /// × floor: the hot scale's, as its targets are judged.
+    OverFloor,
+    /// ns/packet: the other scales', as their targets are judged.
+    NsPerPacket,
+}
+
+/// One row compared over the pairs.
+#[derive(Debug, Serialize)]
+struct JsonRow<'a> {
+    services: u32,
+    scale_flows: u32,
+    /// `Kind`, snake_case, as `prog` writes it.
+    case: &'a str,
+    figure: Figure,
+    /// Pairs in which both builds measured the row.
+    pairs: usize,
+    /// B's figure over A's in each of those pairs, in the order they ran.
+    b_over_a: &'a [f64],
+    b_over_a_median: f64,
+    /// Pairs in which B's figure was below A's.
+    b_cheaper: usize,
+    /// Each build's figure, median over its runs.
+    a_median: f64,
+    b_median: f64,
+}
+
+fn document<'a>(
+    args: &'a PairsArgs,
+    pairs: &'a [(Run, Run)],
+    comparisons: &'a [Comparison],
+) -> Document<'a> {
+    let side = |binary: &'a PathBuf, pick: fn(&(Run, Run)) -> &Run| Side {
+        binary: binary.as_path(),
+        build: pairs.first().and_then(|pair| pick(pair).build.as_ref()),
+        hot_floor_ns: floor_ns(pairs.iter().map(pick)),
+    };
+    Document {
+        tool: "xlb-bench pairs",
+        build: BuildId::of_this_binary(),
+        settings: Settings {
+            pairs: pairs.len(),
+            runs: args.runs,
+            repeat: args.repeat,
+            cases: &args.cases,
+            services: &args.services,
+            flows: args.flows,
+        },
+        a: side(&args.a, |p| &p.0),
+        b: side(&args.b, |p| &p.1),
+        rows: comparisons
+            .iter()
+            .map(|c| JsonRow {
+                services: c.key.services,
+                scale_flows: c.key.flows,
+                case: &c.key.case,
+                figure: if c.key.is_hot() {
+                    Figure::OverFloor
+                } else {
+                    Figure::NsPerPacket
+                },
+                pairs: c.pairs,
+                b_over_a: &c.ratios,
+                b_over_a_median: c.paired,
+                b_cheaper: c.b_cheaper,
+                a_median: c.a,
+                b_median: c.b,
+            })
+            .collect(),
+        targets: targets(pairs),
+    }
+}
+
+/// Writes the comparison to `path` as one JSON document.
+fn json(path: &Path, args: &PairsArgs, pairs: &[(Run, Run)]) -> anyhow::Result<()> {
+    let comparisons = compare(pairs);
+    let text = serde_json::to_string_pretty(&document(args, pairs, &comparisons))?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Refuses a run of `bin` that another build measured than its first run
+/// (`first`): the binary was replaced during the pairs (rebuilt in place),
+/// and the pairs would compare more than two builds.
+fn check_same_build(
+    bin: &Path,
+    first: Option<&BuildId>,
+    run: &Run,
+    pair: u32,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        first == run.build.as_ref(),
+        "{} changed during the pairs: pair 1 measured {}, pair {pair} {}; copy each build \
+         aside (`cp target/release/xlb-bench /tmp/xlb-bench-a`) and compare the copies",
+        bin.display(),
+        crate::build_id::described(first),
+        crate::build_id::described(run.build.as_ref()),
+    );
+    Ok(())
 }
 
 /// Runs `bin prog` and reads its JSON back from `json`.
@@ -470,6 +632,9 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     for bin in [&args.a, &args.b] {
         anyhow::ensure!(bin.is_file(), "no xlb-bench binary at {}", bin.display());
     }
+    if let Some(path) = &args.json {
+        crate::output::check_file("--json", path)?;
+    }
     let temporary;
     let dir = match &args.keep {
         Some(dir) => {
@@ -484,7 +649,7 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
             temporary.path()
         }
     };
-    let mut pairs = Vec::new();
+    let mut pairs: Vec<(Run, Run)> = Vec::new();
     for index in 0..args.pairs {
         crate::stop::check()?;
         let (mut a, mut b) = (Run::default(), Run::default());
@@ -495,6 +660,14 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
             };
             let json = dir.join(format!("{}-{}.json", build.name(), index + 1));
             *run = run_prog(args, bin, &json)?;
+            // Every run of a build is the first's build.
+            if let Some((first_a, first_b)) = pairs.first() {
+                let first: &Run = match build {
+                    Build::A => first_a,
+                    Build::B => first_b,
+                };
+                check_same_build(bin, first.build.as_ref(), run, index + 1)?;
+            }
         }
         info!(pair = index + 1, of = args.pairs, "pair measured");
         pairs.push((a, b));
@@ -502,7 +675,12 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     std::io::stdout()
         .lock()
         .write_all(markdown(args, &pairs).as_bytes())
-        .context("writing the table")
+        .context("writing the table")?;
+    if let Some(path) = &args.json {
+        json(path, args, &pairs)?;
+        info!(path = %path.display(), "comparison written");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -565,6 +743,7 @@ mod tests {
                 .map(|&(case, over)| (key(1, 1, case), (over, over * 20.0)))
                 .collect(),
             targets: Vec::new(),
+            build: None,
         }
     }
 
@@ -633,6 +812,7 @@ mod tests {
         let run = |over: f64| Run {
             rows: [(row.clone(), (over, 2_000.0))].into(),
             targets: Vec::new(),
+            build: None,
         };
         let compared = compare(&[(run(80.0), run(40.0))]);
         assert_eq!(compared.len(), 1, "{compared:?}");
@@ -640,6 +820,94 @@ mod tests {
         assert_eq!((c.paired, c.b_cheaper), (1.0, 0));
         assert_eq!(c.show(c.a), "2000 ns");
         assert_eq!(c.key.scale(), "100000 services, 100000 flows");
+    }
+
+    fn build(commit: &str) -> BuildId {
+        BuildId {
+            commit: commit.repeat(40 / commit.len()),
+            dirty: Some(false),
+            datapath_sha256: commit.repeat(64 / commit.len()),
+        }
+    }
+
+    #[test]
+    fn the_json_holds_each_pairs_ratio_and_which_builds_were_compared() {
+        let args = parse(&["--pairs", "2", "--services", "1,1000", "--flows", "1000"]);
+        // A: a build that records its identity; B: one older than the record.
+        let with_build = |mut run: Run, commit| {
+            run.build = Some(build(commit));
+            run
+        };
+        let pairs = [(5.0, 4.5), (6.0, 6.6)].map(|(a, b)| {
+            (
+                with_build(hot(&[("floor", 1.0), ("conntrack_hit", a)]), "a"),
+                hot(&[("floor", 1.0), ("conntrack_hit", b)]),
+            )
+        });
+        let comparisons = compare(&pairs);
+        let document = serde_json::to_value(document(&args, &pairs, &comparisons)).unwrap();
+        assert_eq!(document["tool"], "xlb-bench pairs");
+        assert_eq!(
+            document["build"],
+            serde_json::to_value(BuildId::of_this_binary()).unwrap()
+        );
+        assert_eq!(document["settings"]["pairs"], 2);
+        assert_eq!(document["settings"]["services"], "1,1000");
+        assert_eq!(document["a"]["binary"], "a");
+        assert_eq!(document["a"]["build"]["commit"], "a".repeat(40));
+        assert_eq!(document["a"]["hot_floor_ns"], 20.0);
+        assert_eq!(document["b"]["binary"], "b");
+        assert_eq!(document["b"]["build"], serde_json::Value::Null);
+        let rows = document["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "the floor is left out: {rows:?}");
+        let hit = &rows[0];
+        assert_eq!(
+            (
+                &hit["case"],
+                &hit["figure"],
+                &hit["pairs"],
+                &hit["b_cheaper"]
+            ),
+            (
+                &serde_json::json!("conntrack_hit"),
+                &serde_json::json!("over_floor"),
+                &serde_json::json!(2),
+                &serde_json::json!(1)
+            )
+        );
+        let ratios: Vec<f64> = serde_json::from_value(hit["b_over_a"].clone()).unwrap();
+        assert_eq!(ratios.len(), 2);
+        assert!((ratios[0] - 0.9).abs() < 1e-9 && (ratios[1] - 1.1).abs() < 1e-9);
+        assert!((hit["b_over_a_median"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(hit["a_median"], 5.5);
+        // The table names the builds too.
+        let table = markdown(&args, &pairs);
+        assert!(
+            table.contains("- A: `a` (commit aaaaaaaaaaaa)\n- B: `b` (build not recorded)\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_build_replaced_during_the_pairs_is_refused() {
+        let run = |commit: Option<&str>| Run {
+            build: commit.map(build),
+            ..Run::default()
+        };
+        let bin = Path::new("target/release/xlb-bench");
+        let first = build("a");
+        check_same_build(bin, Some(&first), &run(Some("a")), 2).unwrap();
+        check_same_build(bin, None, &run(None), 2).unwrap();
+        let e = check_same_build(bin, Some(&first), &run(Some("b")), 3).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "target/release/xlb-bench changed during the pairs: pair 1 measured commit \
+                 aaaaaaaaaaaa, datapath SHA-256 {}, pair 3 commit bbbbbbbbbbbb",
+                "a".repeat(64)
+            )),
+            "{e}"
+        );
+        assert!(check_same_build(bin, None, &run(Some("b")), 2).is_err());
     }
 
     #[test]
@@ -658,6 +926,7 @@ mod tests {
                     pass: false,
                 })
                 .collect(),
+            build: None,
         };
         let pairs = [
             (run(&[5.0, 2.0]), run(&[4.0])),
