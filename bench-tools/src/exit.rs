@@ -27,13 +27,18 @@ pub(crate) const WRITING_STATUS: &str = "Exit status: 0 when the output was writ
 error (on stderr); 2 when the command line was refused.";
 
 /// The exit status and the message of a run that returned `result`, with
-/// `signal` the signal that asked it to stop, if one did.
+/// `signal` the signal that asked it to stop, if one did, and `after_stop`
+/// what such a run may leave (`stop::Leftovers::after_stop`).
 ///
 /// A run that a signal interrupted exits with 128 + the signal's number, as
 /// a shell reports a process the signal ended, whatever the run's own result:
 /// an error it stopped on after the signal (a child process the same Ctrl-C
 /// ended) is shown as what it stopped on.
-pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8, Option<String>) {
+pub(crate) fn outcome(
+    result: anyhow::Result<()>,
+    signal: Option<Signal>,
+    after_stop: &str,
+) -> (u8, Option<String>) {
     let Some(signal) = signal else {
         return match result {
             Ok(()) => (0, None),
@@ -42,7 +47,7 @@ pub(crate) fn outcome(result: anyhow::Result<()>, signal: Option<Signal>) -> (u8
     };
     let mut text = format!(
         "Error: interrupted by {signal}: the run stopped, and removed what it had set up \
-         (a warning above names anything left; `xlb-bench rig sweep --orphans` removes it)"
+         ({after_stop})"
     );
     match result {
         Ok(()) => text.push_str(". It had finished: its output is complete."),
@@ -87,32 +92,34 @@ mod tests {
     #[test]
     fn an_interrupted_run_exits_with_the_signals_status_and_says_so() {
         let stopped = Err(anyhow::Error::new(Interrupted(Signal::SIGINT))).context("round 1");
-        let (code, text) = outcome(stopped, Some(Signal::SIGINT));
+        let left = "nothing is left";
+        let (code, text) = outcome(stopped, Some(Signal::SIGINT), left);
         let text = text.unwrap();
         assert_eq!(code, 130, "{text}");
-        assert!(
-            text.starts_with("Error: interrupted by SIGINT: the run stopped"),
-            "{text}"
+        assert_eq!(
+            text,
+            "Error: interrupted by SIGINT: the run stopped, and removed what it had set up \
+             (nothing is left)"
         );
         assert!(!text.contains("stopped on"), "{text}");
 
         // An error after the signal (a child the same Ctrl-C ended) is
         // what the run stopped on.
         let failed = Err(anyhow::anyhow!("nft failed (signal: 2)")).context("loading");
-        let (code, text) = outcome(failed, Some(Signal::SIGTERM));
+        let (code, text) = outcome(failed, Some(Signal::SIGTERM), left);
         assert_eq!(code, 143);
         assert!(
             text.unwrap()
                 .ends_with(". It stopped on: loading: nft failed (signal: 2)")
         );
-        let (code, text) = outcome(Ok(()), Some(Signal::SIGINT));
+        let (code, text) = outcome(Ok(()), Some(Signal::SIGINT), left);
         assert_eq!(code, 130);
         assert!(text.unwrap().ends_with("its output is complete."));
     }
 
     #[test]
     fn without_a_signal_a_run_ends_as_main_returning_its_result_would() {
-        assert_eq!(outcome(Ok(()), None), (0, None));
+        assert_eq!(outcome(Ok(()), None, ""), (0, None));
         fn one() -> anyhow::Error {
             anyhow::anyhow!("no such file").context("reading x.json")
         }
@@ -120,7 +127,7 @@ mod tests {
             one().context("loading the inputs")
         }
         for error in [one, two] {
-            let (code, text) = outcome(Err(error()), None);
+            let (code, text) = outcome(Err(error()), None, "");
             assert_eq!(code, 1);
             // As anyhow prints it, a backtrace after when RUST_BACKTRACE
             // asks for one.
@@ -151,7 +158,7 @@ mod tests {
     fn a_cause_its_wrapper_already_shows_is_printed_once() {
         let map = std::io::Error::other("failed to create map `CONNTRACK_REPLY`");
         let e = anyhow::Error::new(Wrapper(map)).context("loading the datapath");
-        let (_, text) = outcome(Err(e), None);
+        let (_, text) = outcome(Err(e), None, "");
         let text = text.unwrap();
         assert_eq!(
             text.split("\n\nStack").next().unwrap(),

@@ -64,15 +64,18 @@ enum Command {
 }
 
 impl Command {
-    /// The runs that set up what outlives the process (mounts, namespaces,
-    /// temporary files) and remove it in drops: on SIGINT or SIGTERM they
-    /// stop at a safe point so that the drops run (`stop`). The others have
-    /// nothing to remove and keep the signals' default action.
-    fn stops_at_a_safe_point(&self) -> bool {
+    /// What the run sets up that outlives the process (mounts, namespaces,
+    /// temporary files), which it removes in drops: such runs stop at a safe
+    /// point on SIGINT or SIGTERM so that the drops run, and say what exiting
+    /// at once would leave (`stop`). The others (`None`) have nothing to
+    /// remove and keep the signals' default action.
+    fn leftovers(&self) -> Option<stop::Leftovers> {
         match self {
-            Self::Prog(_) | Self::Pairs(_) | Self::Sync(_) => true,
-            Self::Rig(args) => !args.is_sweep(),
-            Self::Maglev(_) | Self::Verifier(_) | Self::Report(_) => false,
+            Self::Prog(_) => Some(prog::leftovers()),
+            Self::Pairs(args) => Some(pairs::leftovers(args)),
+            Self::Sync(_) => Some(sync::leftovers()),
+            Self::Rig(args) if !args.is_sweep() => Some(rig::leftovers()),
+            Self::Rig(_) | Self::Maglev(_) | Self::Verifier(_) | Self::Report(_) => None,
         }
     }
 }
@@ -86,12 +89,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = if cli.command.stops_at_a_safe_point() {
-        stop::install().and_then(|()| run(cli.command))
-    } else {
-        run(cli.command)
+    let leftovers = cli.command.leftovers();
+    let result = match &leftovers {
+        Some(leftovers) => stop::install(leftovers).and_then(|()| run(cli.command)),
+        None => run(cli.command),
     };
-    let (code, message) = exit::outcome(result, stop::requested());
+    // Only a run with a handler records a signal.
+    let after_stop = leftovers.as_ref().map_or("", |l| l.after_stop.as_str());
+    let (code, message) = exit::outcome(result, stop::requested(), after_stop);
     if let Some(message) = message {
         #[expect(clippy::print_stderr, reason = "the error a run ended with")]
         {
@@ -204,6 +209,64 @@ mod tests {
                 "{measuring}"
             );
             assert!(long_help(measuring).contains("130 (SIGINT, Ctrl-C) or 143 (SIGTERM)"));
+        }
+    }
+
+    #[test]
+    fn each_run_says_what_exiting_at_once_leaves_and_what_removes_it() {
+        let leftovers = |args: &[&str]| parse(args).unwrap().command.leftovers();
+        let pid = std::process::id();
+        let tmp = std::env::temp_dir();
+        let tmp = tmp.display();
+        let sweep = "`xlb-bench rig sweep --orphans`";
+        // prog and rig: rig objects named after the process, which the
+        // sweep removes.
+        let prog = leftovers(&["prog"]).unwrap();
+        assert!(
+            prog.at_once
+                .starts_with(&format!("leaving its private bpffs, with every scale's maps pinned in it, mounted in {tmp}/xlb-rig-{pid}-*: {sweep}")),
+            "{prog:?}"
+        );
+        let rig = leftovers(&["rig"]).unwrap();
+        assert!(
+            rig.at_once.contains(&format!("(xlb-rig-{pid}-*)")) && rig.at_once.contains(sweep),
+            "{rig:?}"
+        );
+        // sync: files in the temporary directory, which no sweep removes.
+        let sync = leftovers(&["sync"]).unwrap();
+        let files = format!("{tmp}/xlb-bench-sync-{pid}");
+        assert!(
+            sync.at_once
+                .contains(&format!("`rm -rf {files} {files}.yaml`")),
+            "{sync:?}"
+        );
+        assert!(!sync.at_once.contains("sweep"), "{sync:?}");
+        assert!(sync.after_stop.starts_with("nothing is left"), "{sync:?}");
+        // pairs: its runs' JSON unless --keep keeps it, and the bpffs of the
+        // `prog` run a Ctrl-C ends with it.
+        let pairs = leftovers(&["pairs", "--a", "a", "--b", "b"]).unwrap();
+        let runs = format!("{tmp}/xlb-bench-pairs-{pid}-*");
+        assert!(
+            pairs
+                .at_once
+                .contains(&format!("`rm -r {runs}` removes it"))
+                && pairs.at_once.contains(sweep),
+            "{pairs:?}"
+        );
+        let kept = leftovers(&["pairs", "--a", "a", "--b", "b", "--keep", "runs"]).unwrap();
+        assert!(
+            !kept.at_once.contains("rm -r")
+                && kept.at_once.ends_with("stays in runs, as --keep asks"),
+            "{kept:?}"
+        );
+        // Nothing to leave: the signals keep their default action.
+        for nothing in [
+            &["maglev", "--backends", "10"][..],
+            &["verifier"],
+            &["report", "--prog", "prog.json"],
+            &["rig", "sweep", "--orphans"],
+        ] {
+            assert_eq!(leftovers(nothing), None, "{nothing:?}");
         }
     }
 

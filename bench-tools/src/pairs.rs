@@ -28,7 +28,7 @@ use nix::{
     unistd::Pid,
 };
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     build_id::BuildId,
@@ -627,6 +627,41 @@ fn check_lists(args: &PairsArgs) -> anyhow::Result<()> {
     crate::lists::distinct("--services", &values(&args.services), String::clone)
 }
 
+/// The name every temporary directory of this process's runs starts with.
+fn temporary_prefix() -> String {
+    format!("xlb-bench-pairs-{}-", std::process::id())
+}
+
+/// What an interrupted run may leave (`stop`): the runs' JSON, in a
+/// temporary directory without `--keep`, and the bpffs of the `prog` run
+/// under way should the same Ctrl-C end that run at once too (a SIGTERM
+/// sent to this process alone leaves that run to stop and clean up by
+/// itself: `wait`).
+pub(crate) fn leftovers(args: &PairsArgs) -> crate::stop::Leftovers {
+    let prog = "the bpffs of the `prog` run under way if the same Ctrl-C ends it too \
+                (`xlb-bench rig sweep --orphans` removes it)";
+    let at_once = match &args.keep {
+        Some(keep) => format!(
+            "leaving {prog}; the runs' JSON stays in {}, as --keep asks",
+            keep.display()
+        ),
+        None => {
+            let runs = std::env::temp_dir().join(temporary_prefix());
+            format!(
+                "leaving the runs' JSON in {runs}* (`rm -r {runs}*` removes it) and {prog}",
+                runs = runs.display()
+            )
+        }
+    };
+    crate::stop::Leftovers {
+        at_once,
+        after_stop: "the `prog` run under way was asked to stop and removed its own set-up; \
+                     should it have failed to, `xlb-bench rig sweep --orphans` removes what it \
+                     left"
+            .to_owned(),
+    }
+}
+
 pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     check_lists(args)?;
     for bin in [&args.a, &args.b] {
@@ -635,20 +670,28 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         crate::output::check_file("--json", path)?;
     }
-    let temporary;
-    let dir = match &args.keep {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("--keep {}: creating it", dir.display()))?;
-            crate::output::check_dir("--keep", dir)?;
-            check_no_earlier_runs(dir)?;
-            dir.as_path()
+    let Some(dir) = &args.keep else {
+        let temporary = tempfile::Builder::new()
+            .prefix(&temporary_prefix())
+            .tempdir()
+            .context("creating a temporary directory for the runs' JSON")?;
+        let result = measure(args, temporary.path());
+        let path = temporary.path().to_owned();
+        if let Err(e) = temporary.close() {
+            warn!(path = %path.display(), error = %e, "could not remove the runs' JSON: remove it by hand");
         }
-        None => {
-            temporary = tempfile::tempdir().context("creating a temporary directory")?;
-            temporary.path()
-        }
+        return result;
     };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--keep {}: creating it", dir.display()))?;
+    crate::output::check_dir("--keep", dir)?;
+    check_no_earlier_runs(dir)?;
+    measure(args, dir)
+}
+
+/// Runs the pairs, each run's JSON in `dir`, and writes the table (and
+/// `--json`).
+fn measure(args: &PairsArgs, dir: &Path) -> anyhow::Result<()> {
     let mut pairs: Vec<(Run, Run)> = Vec::new();
     for index in 0..args.pairs {
         crate::stop::check()?;

@@ -5,8 +5,8 @@
 //! private bpffs mount, named network namespaces with their veths and
 //! processes, files in the temporary directory — and remove it in drops on
 //! their way out. A signal's default action ends the process without running
-//! them, which leaves it all to `xlb-bench rig sweep`. So these runs
-//! [`install`] a handler that only records the signal; they [`check`] where
+//! them, which leaves it all behind ([`Leftovers`] says what, for each). So
+//! these runs [`install`] a handler that only records the signal; they [`check`] where
 //! their rounds, runs and changes loop (every traffic loop is bounded in
 //! seconds, so such a point is never far), stop there with [`Interrupted`],
 //! and the drops run as the error goes up to `main`, which exits with the
@@ -15,7 +15,10 @@
 
 use std::{
     fmt,
-    sync::atomic::{AtomicI32, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicI32, Ordering},
+    },
 };
 
 use anyhow::Context as _;
@@ -60,23 +63,56 @@ impl Stop {
 /// The process's [`Stop`], which the handler writes.
 static STOP: Stop = Stop::new();
 
-/// What the handler writes at once: the next safe point may be seconds away
-/// (a scale of 100 000 services takes a while to set up).
-const MESSAGE: &[u8] = b"\nxlb-bench: interrupted; stopping at the next safe point to remove \
-what the run set up (interrupt again to exit at once, leaving that to `xlb-bench rig sweep --orphans`)\n";
+/// What a run leaves behind that its drops would have removed, and the
+/// command that removes it: each subcommand says its own (`leftovers` in its
+/// module), as it knows what it sets up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Leftovers {
+    /// When a second signal ends the process at once, its drops unrun: what
+    /// stays, and how to remove it ("leaving ...").
+    pub(crate) at_once: String,
+    /// Once the run has stopped at a safe point and its drops have run:
+    /// what a drop that failed (and warned) may have left, and how to
+    /// remove it.
+    pub(crate) after_stop: String,
+}
+
+/// What the handler writes at once (the next safe point may be seconds away:
+/// a scale of 100 000 services takes a while to set up), made by [`install`]
+/// before the handler can run.
+static MESSAGE: OnceLock<Box<[u8]>> = OnceLock::new();
+
+/// The handler's message for a run that leaves `leftovers`.
+fn message(leftovers: &Leftovers) -> String {
+    format!(
+        "\nxlb-bench: interrupted; stopping at the next safe point to remove what the run set up \
+         (interrupt again to exit at once, {})\n",
+        leftovers.at_once
+    )
+}
 
 extern "C" fn on_signal(signal: nix::libc::c_int) {
     STOP.request(signal);
-    // write(2) is async-signal-safe; nothing is locked or allocated.
-    let _ = nix::unistd::write(std::io::stderr(), MESSAGE);
+    // write(2) is async-signal-safe, and so is reading a `OnceLock` set
+    // before the handler was installed (an atomic load): nothing is locked
+    // or allocated.
+    if let Some(message) = MESSAGE.get() {
+        let _ = nix::unistd::write(std::io::stderr(), message);
+    }
 }
 
 /// Makes SIGINT and SIGTERM ask the run to stop ([`check`]) rather than end
-/// the process, for their first delivery. A signal the process was started
-/// with ignored stays ignored: a shell without job control starts its
-/// background jobs so, and a Ctrl-C meant for the foreground must not stop
-/// them.
-pub(crate) fn install() -> anyhow::Result<()> {
+/// the process, for their first delivery, saying what exiting at once would
+/// leave (`leftovers`). A signal the process was started with ignored stays
+/// ignored: a shell without job control starts its background jobs so, and a
+/// Ctrl-C meant for the foreground must not stop them.
+pub(crate) fn install(leftovers: &Leftovers) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        MESSAGE
+            .set(message(leftovers).into_bytes().into_boxed_slice())
+            .is_ok(),
+        "the signal handler is installed once per process"
+    );
     // SA_RESETHAND: the second signal meets the default action and ends the
     // process at once. SA_RESTART: a system call the handler interrupted
     // resumes, instead of failing with EINTR wherever the signal landed.
@@ -178,6 +214,19 @@ mod tests {
     }
 
     #[test]
+    fn the_handler_says_what_exiting_at_once_leaves() {
+        let leftovers = Leftovers {
+            at_once: "leaving /tmp/x (`rm -r /tmp/x`)".to_owned(),
+            after_stop: String::new(),
+        };
+        assert_eq!(
+            message(&leftovers),
+            "\nxlb-bench: interrupted; stopping at the next safe point to remove what the run \
+             set up (interrupt again to exit at once, leaving /tmp/x (`rm -r /tmp/x`))\n"
+        );
+    }
+
+    #[test]
     fn a_run_a_signal_stopped_exits_with_its_status() {
         let stop = Stop::new();
         let mut rounds = 0;
@@ -193,7 +242,7 @@ mod tests {
             Ok(())
         })();
         assert_eq!(rounds, 1, "stopped at the check after the signal");
-        let (code, text) = crate::exit::outcome(run, stop.requested());
+        let (code, text) = crate::exit::outcome(run, stop.requested(), "nothing is left");
         assert_eq!(code, 130);
         assert!(text.unwrap().starts_with("Error: interrupted by SIGINT"));
     }

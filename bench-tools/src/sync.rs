@@ -290,17 +290,64 @@ fn config(services: u32, per_service: u32) -> String {
     out
 }
 
+/// The services' file the run writes for the agent's file source, removed
+/// once parsed.
+fn services_file() -> PathBuf {
+    std::env::temp_dir().join(format!("xlb-bench-sync-{}.yaml", std::process::id()))
+}
+
+/// The directory of the kube-proxy rulesets the baselines load, removed
+/// with them.
+fn rulesets_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("xlb-bench-sync-{}", std::process::id()))
+}
+
+/// What an interrupted run may leave (`stop`): the files it writes. Its
+/// network namespaces are anonymous, and its datapath's maps are pinned
+/// nowhere: they end with the process.
+pub(crate) fn leftovers() -> crate::stop::Leftovers {
+    let (file, dir) = (services_file(), rulesets_dir());
+    let (file, dir) = (file.display(), dir.display());
+    crate::stop::Leftovers {
+        at_once: format!(
+            "leaving the kube-proxy rulesets it writes in {dir} and, while it parses it, the \
+             services' file {file}: `rm -rf {dir} {file}` removes them (its network namespaces \
+             and maps end with the process)"
+        ),
+        after_stop: "nothing is left: its network namespaces and maps ended with it, and a \
+                     warning above names any file it could not remove"
+            .to_owned(),
+    }
+}
+
+/// Removes `path` (a directory with all it holds if `dir`), or warns that
+/// it could not: a file left in the temporary directory is not worth
+/// failing a run that measured.
+fn remove_or_warn(path: &Path, dir: bool) {
+    let removed = if dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove it: remove it by hand");
+        }
+        _ => {}
+    }
+}
+
 pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         crate::output::check_file("--json", path)?;
     }
     let text = config(args.services, args.backends);
-    let path = std::env::temp_dir().join(format!("xlb-bench-sync-{}.yaml", std::process::id()));
+    let path = services_file();
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     let started = Instant::now();
     let loaded = source::file::load(&path);
     let parse = started.elapsed();
-    let _ = std::fs::remove_file(&path);
+    remove_or_warn(&path, false);
     let mut model = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let sizes = MapSizes {
@@ -511,7 +558,7 @@ const IPTABLES: Flavour = Flavour {
 };
 
 fn baselines(args: &SyncArgs) -> anyhow::Result<Baselines> {
-    let dir = std::env::temp_dir().join(format!("xlb-bench-sync-{}", std::process::id()));
+    let dir = rulesets_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = (|| {
         Ok(Baselines {
@@ -521,7 +568,7 @@ fn baselines(args: &SyncArgs) -> anyhow::Result<Baselines> {
             iptables: measure_flavour(&IPTABLES, args, &dir)?,
         })
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_or_warn(&dir, true);
     result
 }
 

@@ -298,6 +298,28 @@ fn check_lists(args: &ProgArgs) -> anyhow::Result<()> {
     crate::lists::distinct("--cases", &args.cases, crate::lists::choice)
 }
 
+/// What an interrupted run may leave (`stop`): its private bpffs, every
+/// scale's maps pinned in it (their memory taken until it is unmounted), in
+/// the work directory of the rig `run` makes. The benchmark's network
+/// namespace is anonymous and ends with its thread.
+pub(crate) fn leftovers() -> crate::stop::Leftovers {
+    let rigs = format!(
+        "{}/{}*",
+        std::env::temp_dir().display(),
+        netns_tests::process_prefix()
+    );
+    crate::stop::Leftovers {
+        at_once: format!(
+            "leaving its private bpffs, with every scale's maps pinned in it, mounted in {rigs}: \
+             `xlb-bench rig sweep --orphans` removes it once this process has ended"
+        ),
+        after_stop: format!(
+            "a warning above names anything in {rigs} it could not remove: `xlb-bench rig sweep \
+             --orphans` removes it"
+        ),
+    }
+}
+
 pub(crate) fn run(args: &ProgArgs) -> anyhow::Result<()> {
     check_lists(args)?;
     let specs = specs(args)?;

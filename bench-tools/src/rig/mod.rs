@@ -290,6 +290,23 @@ fn settled(counter: impl Fn() -> anyhow::Result<u64>) -> anyhow::Result<u64> {
     }
 }
 
+/// What an interrupted run may leave (`stop`): the stands' named network
+/// namespaces, with their veths and the processes in them, their bpffs
+/// mounts and work directories, all named after this process.
+pub(crate) fn leftovers() -> crate::stop::Leftovers {
+    let prefix = netns_tests::process_prefix();
+    crate::stop::Leftovers {
+        at_once: format!(
+            "leaving its network namespaces ({prefix}*) with the processes in them, and its \
+             bpffs mounts and work directories: `xlb-bench rig sweep --orphans` removes them once \
+             this process has ended"
+        ),
+        after_stop: "a warning above names anything it could not remove: `xlb-bench rig sweep \
+                     --orphans` removes it"
+            .to_owned(),
+    }
+}
+
 pub(crate) fn run(args: &RigArgs) -> anyhow::Result<()> {
     if let Some(command) = &args.command {
         return sweep::run(command);
