@@ -116,8 +116,10 @@ fn pairs_runs_a_bare_file_name_from_the_current_directory() {
 #[test]
 fn a_json_file_that_cannot_be_written_stops_a_run_before_it_measures() {
     let dir = tempfile::tempdir().unwrap();
+    let build = measuring_build(dir.path(), "build");
+    let build = build.to_str().unwrap();
     // Tiny runs, should one start after all.
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 6] = [
         &["maglev", "--backends", "10", "--size", "251", "--runs", "3"],
         &["verifier"],
         &[
@@ -160,6 +162,7 @@ fn a_json_file_that_cannot_be_written_stops_a_run_before_it_measures() {
             "--sinks",
             "stack",
         ],
+        &["pairs", "--a", build, "--b", build, "--pairs", "1"],
     ];
     for command in commands {
         let out = xlb_bench(
