@@ -223,8 +223,10 @@ mod tests {
         // sweep removes.
         let prog = leftovers(&["prog"]).unwrap();
         assert!(
-            prog.at_once
-                .starts_with(&format!("leaving its private bpffs, with every scale's maps pinned in it, mounted in {tmp}/xlb-rig-{pid}-*: {sweep}")),
+            prog.at_once.starts_with(&format!(
+                "leaving its private bpffs, with every scale's maps pinned in it, mounted in \
+                 {tmp}/xlb-rig-{pid}-*: {sweep}"
+            )),
             "{prog:?}"
         );
         let rig = leftovers(&["rig"]).unwrap();

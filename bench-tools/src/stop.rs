@@ -6,12 +6,13 @@
 //! processes, files in the temporary directory — and remove it in drops on
 //! their way out. A signal's default action ends the process without running
 //! them, which leaves it all behind ([`Leftovers`] says what, for each). So
-//! these runs [`install`] a handler that only records the signal; they [`check`] where
-//! their rounds, runs and changes loop (every traffic loop is bounded in
-//! seconds, so such a point is never far), stop there with [`Interrupted`],
-//! and the drops run as the error goes up to `main`, which exits with the
-//! signal's status (`exit::outcome`). The handler is reset once it has run, so a
-//! second signal ends the process at once, as if none had been installed.
+//! these runs [`install`] a handler that only records the signal; they
+//! [`check`] where their rounds, runs and changes loop (every traffic loop is
+//! bounded in seconds, so such a point is never far), stop there with
+//! [`Interrupted`], and the drops run as the error goes up to `main`, which
+//! exits with the signal's status (`exit::outcome`). The handler is reset
+//! once it has run, so a second signal ends the process at once, as if none
+//! had been installed.
 
 use std::{
     fmt,
