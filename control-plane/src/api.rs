@@ -276,6 +276,11 @@ pub struct FlowView {
     /// The backend's address, when the ID still names a live backend of the
     /// flow's generation.
     pub backend: Option<SocketAddr>,
+    /// The source the flow was given by source NAT (what the backend sees
+    /// and answers); absent when the backend sees the client's own address
+    /// and port, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat: Option<SocketAddr>,
     /// The service owning the frontend, if it still exists.
     pub service: Option<String>,
     /// TCP state (`syn`, `established`, `closing`) or `udp`.

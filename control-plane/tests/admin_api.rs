@@ -191,6 +191,7 @@ impl FakeAdmin {
             frontend: addr("198.18.100.1:80"),
             backend_id: 1,
             backend: Some(addr("198.18.2.1:8080")),
+            snat: None,
             service: service.map(str::to_owned),
             state: "established".into(),
             idle_seconds: 3,

@@ -190,6 +190,7 @@ fn flow() -> FlowView {
         frontend: addr("198.18.100.1:80"),
         backend_id: 5,
         backend: Some(addr("198.18.2.1:8080")),
+        snat: Some(addr("198.18.0.1:61004")),
         service: Some("default/web:http".into()),
         state: "established".into(),
         idle_seconds: 2,

@@ -560,6 +560,7 @@ fn flow_view(
         frontend: f.flow.dst,
         backend_id: f.backend_id,
         backend: live.then_some(f.backend),
+        snat: f.snat,
         service: names.get(&f.service_id).cloned(),
         state: match f.state {
             FlowState::SynSent => "syn",

@@ -514,7 +514,7 @@ fn plural_slots(n: u32) -> &'static str {
 /// `xlb ct list`.
 pub(crate) fn flows_table(flows: &[FlowView]) -> String {
     let mut table = Table::new(&[
-        "Protocol", "Client", "Frontend", "Backend", "Service", "State", "Idle",
+        "Protocol", "Client", "Frontend", "Backend", "SNAT", "Service", "State", "Idle",
     ]);
     for flow in flows {
         let backend = match flow.backend {
@@ -526,6 +526,8 @@ pub(crate) fn flows_table(flows: &[FlowView]) -> String {
             flow.client.to_string(),
             flow.frontend.to_string(),
             backend,
+            flow.snat
+                .map_or_else(|| "-".to_owned(), |source| source.to_string()),
             flow.service.clone().unwrap_or_else(|| "-".into()),
             flow.state.clone(),
             format!("{}s", flow.idle_seconds),
@@ -1510,6 +1512,7 @@ this agent
                 frontend: addr("198.18.100.1:80"),
                 backend_id: 3,
                 backend: Some(addr("198.18.2.1:8080")),
+                snat: Some(addr("198.18.0.1:61004")),
                 service: Some("web".into()),
                 state: "established".into(),
                 idle_seconds: 4,
@@ -1520,6 +1523,7 @@ this agent
                 frontend: addr("198.19.9.1:53"),
                 backend_id: 9,
                 backend: None,
+                snat: None,
                 service: None,
                 state: "udp".into(),
                 idle_seconds: 120,
@@ -1528,11 +1532,16 @@ this agent
         assert_eq!(
             flows_table(&flows),
             "\
-Protocol   Client               Frontend          Backend                Service   State         Idle
-TCP        198.18.50.77:40000   198.18.100.1:80   3 => 198.18.2.1:8080   web       established   4s
-UDP        198.18.50.77:5353    198.19.9.1:53     9 (gone)               -         udp           120s
+Protocol   Client               Frontend          Backend                SNAT               Service   State         Idle
+TCP        198.18.50.77:40000   198.18.100.1:80   3 => 198.18.2.1:8080   198.18.0.1:61004   web       established   4s
+UDP        198.18.50.77:5353    198.19.9.1:53     9 (gone)               -                  -         udp           120s
 "
         );
+        // JSON and YAML name the new source as the other addresses are
+        // named, and leave it out of a flow that has none.
+        let json = serde_json::to_value(&flows).expect("serialize flows");
+        assert_eq!(json[0]["snat"], "198.18.0.1:61004");
+        assert!(json[1].get("snat").is_none(), "{json}");
     }
 
     #[test]
