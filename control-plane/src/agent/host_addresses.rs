@@ -1,7 +1,9 @@
-//! The addresses of this host's interfaces, for the warning a file gets
-//! when it makes one of them a VIP: `xdp_lb` then takes every packet to that
-//! address on the interfaces it is attached to and drops those to ports no
-//! service has, the host's own SSH and monitoring among them.
+//! The addresses of this host's interfaces, for the warnings the agent
+//! gives when a file makes one of them a VIP (`xdp_lb` then takes every
+//! packet to that address on the interfaces it is attached to and drops
+//! those to ports no service has, the host's own SSH and monitoring among
+//! them), or when `--hairpin-source` is one of them (the node's answer to
+//! itself through a service would then never come back translated).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -62,6 +64,38 @@ pub(crate) fn vips_among(model: &Model, host: &BTreeMap<IpAddr, BTreeSet<String>
         .collect()
 }
 
+/// One warning per address of `hairpin_sources` (`--hairpin-source`) that
+/// `host` holds, naming its interfaces.
+///
+/// A flow whose client and backend are both this node is given the hairpin
+/// source so that the backend's answer leaves by a route, through the hook
+/// that translates it back; an answer to one of the host's own addresses
+/// goes through the loopback instead, past every hook, and the client never
+/// sees it. A pod reaching itself still works (its answer to the node leaves
+/// by its veth), hence a warning rather than a refusal, but the pod then sees
+/// its own requests come from its node, which network policies commonly let
+/// through as the kubelet's.
+pub(crate) fn hairpin_sources_among(
+    hairpin_sources: &[IpAddr],
+    host: &BTreeMap<IpAddr, BTreeSet<String>>,
+) -> Vec<String> {
+    hairpin_sources
+        .iter()
+        .filter_map(|addr| {
+            let interfaces: Vec<&str> = host.get(addr)?.iter().map(String::as_str).collect();
+            Some(format!(
+                "--hairpin-source {addr} is an address of this host ({}): the node reaching \
+                 itself through a service (a hostNetwork client whose backend is this node) \
+                 gets no answer, as its backend's answer to {addr} goes through the loopback, \
+                 past the hook that translates it; give an address no host holds, which the \
+                 node and its pods route by their default route (the default, 169.254.42.1 \
+                 and fd00::a9fe:2a01)",
+                interfaces.join(", ")
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +151,27 @@ mod tests {
         assert!(
             warnings[0].starts_with(
                 "198.18.0.1 is an address of this host (eth-c, eth-d) and a VIP of api, web: "
+            ),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn a_hairpin_source_the_host_holds_is_named_with_its_interfaces() {
+        let host = BTreeMap::from([(
+            "198.18.0.1".parse().unwrap(),
+            BTreeSet::from(["eth-c".to_owned(), "eth-d".to_owned()]),
+        )]);
+        let sources: Vec<IpAddr> = ["198.18.0.1", "169.254.42.1", "fd00::a9fe:2a01"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let warnings = hairpin_sources_among(&sources, &host);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "--hairpin-source 198.18.0.1 is an address of this host (eth-c, eth-d): "
             ),
             "{}",
             warnings[0]

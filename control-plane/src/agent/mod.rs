@@ -90,6 +90,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     interfaces::check_names(&options.interfaces)?;
     fabric::check_sources("--encap-source", &options.encap_sources)?;
     fabric::check_sources("--snat-source", &options.snat_sources)?;
+    let host = host_addresses::of_this_host();
+    for warning in host_addresses::hairpin_sources_among(&options.hairpin_sources, &host) {
+        tracing::warn!("{warning}");
+    }
     if let Some(pattern) = &options.pod_interfaces {
         PodInterfaces::new(pattern)?;
     }

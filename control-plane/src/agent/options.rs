@@ -205,7 +205,8 @@ pub struct AgentOptions {
 
     /// The source a pod sees when it reaches itself through a service
     /// (hairpin), one per family: an address no host holds, which the pods
-    /// route through their node.
+    /// route through their node (the agent warns at start of one this host
+    /// holds: the node's answer to itself would not come back translated).
     #[arg(
         long = "hairpin-source",
         env = "XLB_HAIRPIN_SOURCES",
