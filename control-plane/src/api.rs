@@ -468,6 +468,16 @@ pub struct StatusView {
     /// when the agent announces nothing.
     #[serde(default)]
     pub announcements: Vec<AnnouncementView>,
+    /// Why the datapath still serves the state an earlier agent pinned,
+    /// unchanged: this agent adopted it and has no model from its source
+    /// yet (`the configuration file is rejected`, `the Kubernetes caches
+    /// are not synced yet`). Meanwhile no health check runs (they start
+    /// with the first model: a backend that fails stays in its tables) and
+    /// the speakers keep what that agent announced (`announcements`, marked
+    /// `left_by_earlier_agent`). Absent once a model is taken, when nothing
+    /// was adopted, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_agent_state_kept: Option<String>,
     /// The Kubernetes source (`xlb agent --kubernetes`); absent when the
     /// services come from a configuration file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -527,8 +537,16 @@ pub struct AnnouncementView {
     /// The interface an L2 speaker answers on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
-    /// The VIPs announced as of the speaker's last success.
+    /// The VIPs announced as of the speaker's last success; or, with
+    /// `left_by_earlier_agent`, what the speaker holds as read back.
     pub vips: Vec<IpAddr>,
+    /// This agent has announced nothing yet (it cannot serve before its
+    /// first sync: its configuration file is rejected, its Kubernetes
+    /// caches are not synced), and `vips` are what an earlier agent left
+    /// (BIRD's included file, the L2 map), kept as they are until then.
+    /// False from agents that predate it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left_by_earlier_agent: bool,
     /// Why the last attempt failed, until one succeeds (it is retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

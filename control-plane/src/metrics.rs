@@ -746,6 +746,7 @@ mod tests {
                 last_sync_error: None,
                 uptime_seconds: 5,
                 announcements: Vec::new(),
+                earlier_agent_state_kept: None,
                 kubernetes: None,
                 flow_event_sampling: None,
                 drains: None,

@@ -237,6 +237,7 @@ impl FakeAdmin {
             last_sync_error: Some("write frontend 198.19.0.1:80/TCP: map full".into()),
             uptime_seconds: 60,
             announcements: Vec::new(),
+            earlier_agent_state_kept: None,
             kubernetes: None,
             flow_event_sampling: Some(0),
             maglev: Some(MaglevSettingsView {

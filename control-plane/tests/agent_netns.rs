@@ -923,6 +923,129 @@ fn a_bad_reload_keeps_the_running_configuration() {
     );
 }
 
+/// The VIPs `speaker`'s entry of `status` (JSON) lists, as text.
+fn announced_by(status: &serde_json::Value, speaker: &str) -> Vec<String> {
+    status["announcements"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["speaker"] == speaker))
+        .and_then(|a| a["vips"].as_array())
+        .map(|vips| {
+            vips.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue: an agent restarted over pinned state with a configuration file it
+/// now rejects keeps serving the pinned tables, and BIRD's file and the L2
+/// map keep the earlier agent's VIPs, but `xlb status` said both speakers
+/// announced nothing, and nothing said that health checks wait for a good
+/// file.
+#[test]
+fn a_restart_on_a_rejected_file_shows_what_the_earlier_agent_announced() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    // No BIRD runs: the agent writes its file all the same (a BIRD that
+    // starts reads it), and retries the reconfiguration.
+    let bird_socket = rig.workdir().join("bird.ctl");
+    let bird_include = rig.workdir().join("bird-vips.conf");
+    let speakers = [
+        "--l2-interface",
+        "eth0",
+        "--bird-socket",
+        bird_socket.to_str().expect("a UTF-8 path"),
+        "--bird-include",
+        bird_include.to_str().expect("a UTF-8 path"),
+    ];
+    let good = web_on_every_backend(&rig, true);
+    rig.write_config(&good).expect("config");
+    rig.start_agent(&speakers).expect("agent");
+    let vip = vip().to_string();
+    wait_until(PATIENCE, "the VIP announced on L2", || {
+        rig.status()
+            .is_ok_and(|s| announced_by(&s, "l2") == [vip.as_str()])
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.agent_log()));
+    let routes = std::fs::read_to_string(&bird_include).expect("BIRD's file");
+    assert!(
+        routes.contains(&format!("route {vip}/32 blackhole;")),
+        "{routes}"
+    );
+
+    rig.kill_agent().expect("SIGKILL");
+    let b0 = rig.backend_addr(0, BACKEND_PORT);
+    let rejected = good.replace(
+        &format!("{{address: \"{b0}\"}}"),
+        &format!("{{address: \"{b0}\", weight: 0}}"),
+    );
+    assert_ne!(rejected, good);
+    rig.write_config(&rejected).expect("the rejected config");
+    rig.spawn_agent(&rig.agent_args(&speakers))
+        .expect("the restarted agent");
+    let status = wait_for(PATIENCE, "the restarted agent to reject its file", || {
+        Ok(rig.status().ok().filter(|s| {
+            s["reloads_failed"].as_u64() >= Some(1)
+                && s["attached"].as_array().map(Vec::len) == Some(INTERFACES.len())
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.agent_log()));
+    assert_eq!(status["synced"], false, "{status}");
+    let (_, failures) = echo_requests(&rig, 10);
+    assert!(
+        failures.is_empty(),
+        "the pinned service stopped: {failures:?}"
+    );
+    // What the speakers really hold: BIRD's file and the L2 map, untouched.
+    assert_eq!(
+        std::fs::read_to_string(&bird_include).expect("BIRD's file"),
+        routes
+    );
+    for speaker in ["bgp", "l2"] {
+        assert_eq!(
+            announced_by(&status, speaker),
+            [vip.as_str()],
+            "{speaker}: {status}"
+        );
+    }
+    assert_eq!(
+        status["earlier_agent_state_kept"], "the configuration file is rejected",
+        "{status}"
+    );
+    let text = rig.xlb_ok(&["status"]).expect("xlb status");
+    for line in [
+        "Serving:      what an earlier agent pinned, unchanged: the configuration file is rejected",
+        "no health check runs until a good file is loaded",
+        &format!(
+            "Announcing:   bgp: {vip} (an earlier agent's, kept until this agent's first sync)"
+        ),
+        &format!(
+            "Announcing:   l2 on eth0: {vip} (an earlier agent's, kept until this agent's first sync)"
+        ),
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+    report(&format!(
+        "restarted on a rejected file, xlb status says:\n{text}"
+    ));
+
+    // The good file back: this agent announces, and says so.
+    let status = rig.apply_config(&good, PATIENCE).expect("a reload");
+    assert!(status.get("earlier_agent_state_kept").is_none(), "{status}");
+    wait_until(PATIENCE, "the restarted agent to announce", || {
+        rig.status().is_ok_and(|s| {
+            announced_by(&s, "l2") == [vip.as_str()]
+                && s["announcements"]
+                    .as_array()
+                    .is_some_and(|all| all.iter().all(|a| a.get("left_by_earlier_agent").is_none()))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", rig.agent_log()));
+}
+
 /// A reload whose file is good but needs more frontends than the agent's
 /// maps hold is refused as a bad file is, before its model is taken: the
 /// running service keeps serving, and `xlb status` and `xlb service list`

@@ -305,6 +305,7 @@ impl Admin for FakeAdmin {
             last_sync_error: None,
             uptime_seconds: 1,
             announcements: Vec::new(),
+            earlier_agent_state_kept: None,
             kubernetes: None,
             flow_event_sampling: Some(self.sampling),
             maglev: None,

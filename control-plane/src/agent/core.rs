@@ -73,6 +73,8 @@ pub(crate) struct Status {
     /// nothing: the pinned state of an earlier agent keeps forwarding
     /// (a sync of the empty model would withdraw it all).
     pub(crate) loaded: bool,
+    /// The agent adopted the pinned state of an earlier agent at start.
+    pub(crate) adopted: bool,
     /// True once a sync was programmed.
     pub(crate) synced: bool,
     /// Why the last sync failed, until one succeeds (health check node

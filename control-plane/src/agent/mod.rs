@@ -232,6 +232,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
             kubernetes: kube_status,
             attached: Vec::new(),
             loaded: false,
+            adopted,
             synced: false,
             last_sync_error: None,
             last_reload: None,

@@ -13,7 +13,7 @@ use xdp_lb::{
 
 use super::{
     collector::{ConntrackCount, Counted},
-    core::{Core, KubeStatus},
+    core::{Core, KubeStatus, Status},
     drains::{self, Drain},
     programmed,
 };
@@ -488,7 +488,8 @@ impl Admin for AgentAdmin {
             last_sync_seconds: s.last_sync.map(|d| d.as_secs_f64()),
             last_sync_error: s.last_sync_error.clone(),
             uptime_seconds: s.started.elapsed().as_secs(),
-            announcements: core.announcer.views(),
+            announcements: core.announcer.views(&core.datapath),
+            earlier_agent_state_kept: earlier_agent_state_kept(s),
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
             flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
             drains: Some(core.drains.view(&core.model)),
@@ -498,6 +499,23 @@ impl Admin for AgentAdmin {
             }),
         })
     }
+}
+
+/// Why the datapath serves what an earlier agent pinned, unchanged: the
+/// agent adopted it and its source has given it no model yet, so it syncs
+/// nothing, runs no health check and leaves the announcements as they are
+/// (`StatusView::earlier_agent_state_kept`).
+fn earlier_agent_state_kept(status: &Status) -> Option<String> {
+    (status.adopted && !status.loaded).then(|| {
+        if status.config_file.is_some() {
+            // The first reload comes before the admin API answers: a file
+            // mode agent without a model has had its file refused.
+            "the configuration file is rejected"
+        } else {
+            "the Kubernetes caches are not synced yet"
+        }
+        .to_owned()
+    })
 }
 
 /// The conntrack tables as `/v1/maps` shows them at `now`, from the

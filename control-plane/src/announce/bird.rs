@@ -73,6 +73,26 @@ impl Bird {
         })?;
         configure(&self.socket)
     }
+
+    /// The VIPs the included file routes, as the last agent to write it
+    /// left it: what BIRD announces once it has read it (an agent that has
+    /// not announced yet shows it, [`super::Announcer::views`]). No file:
+    /// none.
+    pub fn routed(&self) -> io::Result<BTreeSet<IpAddr>> {
+        match std::fs::read_to_string(&self.include) {
+            Ok(text) => routed_vips(&text).map_err(|line| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: not a route of the agent's: {line:?}",
+                        self.include.display()
+                    ),
+                )
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 /// The included file: both protocols always exist (empty when nothing is
@@ -91,6 +111,22 @@ pub fn routes_file(vips: &BTreeSet<IpAddr>) -> String {
         out.push_str("}\n");
     }
     out
+}
+
+/// The VIPs of a file [`routes_file`] wrote; the first `route` line it
+/// cannot read (not the agent's own, say) is the error.
+fn routed_vips(text: &str) -> Result<BTreeSet<IpAddr>, &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("route "))
+        .map(|line| {
+            line.strip_prefix("route ")
+                .and_then(|rest| rest.strip_suffix(" blackhole;"))
+                .and_then(|prefix| prefix.split_once('/'))
+                .and_then(|(vip, _bits)| vip.parse().ok())
+                .ok_or(line)
+        })
+        .collect()
 }
 
 /// Writes `path` whole, through a new file renamed over it: BIRD never
@@ -189,6 +225,29 @@ mod tests {
         let empty = routes_file(&BTreeSet::new());
         assert!(empty.contains("protocol static xlb_vips_v4 {\n    ipv4;\n}"));
         assert!(empty.contains("protocol static xlb_vips_v6 {\n    ipv6;\n}"));
+    }
+
+    #[test]
+    fn the_vips_are_read_back_from_the_file_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let include = dir.path().join("xlb-vips.conf");
+        let bird = Bird::new(dir.path().join("bird.ctl"), include.clone());
+        // Never written: nothing routed.
+        assert_eq!(bird.routed().unwrap(), BTreeSet::new());
+        let vips: BTreeSet<IpAddr> = ["198.19.0.1", "2001:2:1::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        std::fs::write(&include, routes_file(&vips)).unwrap();
+        assert_eq!(bird.routed().unwrap(), vips);
+        // Someone else's route is an error, not a guess.
+        std::fs::write(
+            &include,
+            "protocol static x {\n    route 198.19.0.0/24 via 198.18.0.1;\n}\n",
+        )
+        .unwrap();
+        let error = bird.routed().unwrap_err();
+        assert!(error.to_string().contains("198.19.0.0/24 via"), "{error}");
     }
 
     /// A stand-in for BIRD's control socket that answers `configure` with

@@ -58,6 +58,18 @@ impl L2 {
         &self.interface
     }
 
+    /// The addresses the map answers for on this speaker's link, whoever
+    /// wrote them (an agent that has not announced yet shows what an
+    /// earlier one left, [`super::Announcer::views`]).
+    pub fn held(&self, datapath: &Datapath) -> Result<BTreeSet<IpAddr>, xdp_lb::Error> {
+        Ok(datapath
+            .l2_announcements()?
+            .into_iter()
+            .filter(|(_, on)| *on == self.link)
+            .map(|(addr, _)| addr)
+            .collect())
+    }
+
     /// Moves the map from answering for `before` (None: unknown, e.g. left
     /// by an earlier agent) to answering for exactly `after`, and announces
     /// the addresses it did not answer for on this link.

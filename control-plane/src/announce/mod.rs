@@ -18,7 +18,10 @@
 //!
 //! When the agent stops, announcements stay as they are, like the pinned
 //! datapath they point at: a restart withdraws nothing. A failed box is
-//! withdrawn by its BGP sessions going down.
+//! withdrawn by its BGP sessions going down. A restarted agent changes them
+//! only once it can serve (its first sync programmed): until then, a
+//! configuration file it rejects for one, `xlb status` shows what each
+//! speaker holds as the earlier agent left it, read back.
 
 pub mod bird;
 pub mod l2;
@@ -79,6 +82,15 @@ impl Speaker {
         match self {
             Self::Bgp(bird) => Ok(bird.announce(after)?),
             Self::L2(l2) => l2.announce(before, after, datapath, metrics),
+        }
+    }
+
+    /// What the speaker announces now, read back from where it keeps it
+    /// (BIRD's included file, the L2 map), whoever wrote it.
+    fn held(&self, datapath: &Datapath) -> anyhow::Result<BTreeSet<IpAddr>> {
+        match self {
+            Self::Bgp(bird) => Ok(bird.routed()?),
+            Self::L2(l2) => Ok(l2.held(datapath)?),
         }
     }
 }
@@ -199,22 +211,40 @@ impl Announcer {
         }
     }
 
-    /// What `xlb status` shows, one entry per speaker.
-    pub fn views(&self) -> Vec<AnnouncementView> {
+    /// What `xlb status` shows, one entry per speaker. Before this agent
+    /// has announced anything (it cannot serve yet: its configuration file
+    /// is rejected, its Kubernetes caches are not synced), each speaker
+    /// still holds what an earlier agent left, and that is what is shown,
+    /// read back from `datapath` or BIRD's file.
+    pub fn views(&self, datapath: &Datapath) -> Vec<AnnouncementView> {
+        let left_by_earlier_agent = self.wanted.is_none();
         self.speakers
             .iter()
-            .map(|one| AnnouncementView {
-                speaker: one.speaker.name().to_owned(),
-                interface: match &one.speaker {
-                    Speaker::L2(l2) => Some(l2.interface().to_owned()),
-                    Speaker::Bgp(_) => None,
-                },
-                vips: one
-                    .announced
-                    .as_ref()
-                    .map(|v| v.iter().copied().collect())
-                    .unwrap_or_default(),
-                error: one.error.clone(),
+            .map(|one| {
+                let (vips, error) = if left_by_earlier_agent {
+                    match one.speaker.held(datapath) {
+                        Ok(held) => (held, None),
+                        Err(error) => (
+                            BTreeSet::new(),
+                            Some(format!(
+                                "reading back what an earlier agent announced: {}",
+                                crate::error_text::one_line(error.as_ref())
+                            )),
+                        ),
+                    }
+                } else {
+                    (one.announced.clone().unwrap_or_default(), one.error.clone())
+                };
+                AnnouncementView {
+                    speaker: one.speaker.name().to_owned(),
+                    interface: match &one.speaker {
+                        Speaker::L2(l2) => Some(l2.interface().to_owned()),
+                        Speaker::Bgp(_) => None,
+                    },
+                    vips: vips.into_iter().collect(),
+                    left_by_earlier_agent,
+                    error,
+                }
             })
             .collect()
     }

@@ -934,6 +934,22 @@ pub(crate) fn status_text(status: &StatusView) -> String {
         (false, _) => "no (the first full sync is not programmed yet)".to_owned(),
     };
     field("Synced", &synced);
+    if let Some(reason) = &status.earlier_agent_state_kept {
+        let until = if status.kubernetes.is_some() {
+            "the caches are synced"
+        } else {
+            "a good file is loaded"
+        };
+        field(
+            "Serving",
+            &format!(
+                "what an earlier agent pinned, unchanged: {reason}\n{:<14}no health check runs \
+                 until {until}: a backend that fails meanwhile stays in its table\n{:<14}the \
+                 announcements stay as that agent left them",
+                "", ""
+            ),
+        );
+    }
     if let Some(error) = &status.last_sync_error {
         // The error's lines under the field, as the last reload's.
         let mut text =
@@ -969,7 +985,7 @@ pub(crate) fn status_text(status: &StatusView) -> String {
             Some(interface) => format!("{} on {interface}", announcing.speaker),
             None => announcing.speaker.clone(),
         };
-        let vips = if announcing.vips.is_empty() {
+        let mut vips = if announcing.vips.is_empty() {
             "nothing".to_owned()
         } else {
             announcing
@@ -979,6 +995,13 @@ pub(crate) fn status_text(status: &StatusView) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if announcing.left_by_earlier_agent {
+            vips.push_str(if announcing.vips.is_empty() {
+                " (until this agent's first sync)"
+            } else {
+                " (an earlier agent's, kept until this agent's first sync)"
+            });
+        }
         writeln!(out, "{:<14}{speaker}: {vips}", "Announcing:").ok();
         if let Some(error) = &announcing.error {
             writeln!(out, "{:<14}last attempt failed (retrying): {error}", "").ok();
@@ -1794,15 +1817,18 @@ parser    ipv4                 20        10.0
                         "198.19.0.1".parse().unwrap(),
                         "2001:2:1::1".parse().unwrap(),
                     ],
+                    left_by_earlier_agent: false,
                     error: Some("BIRD's control socket /run/bird/bird.ctl: refused".into()),
                 },
                 AnnouncementView {
                     speaker: "l2".into(),
                     interface: Some("eth0".into()),
                     vips: Vec::new(),
+                    left_by_earlier_agent: false,
                     error: None,
                 },
             ],
+            earlier_agent_state_kept: None,
             kubernetes: None,
             flow_event_sampling: None,
             maglev: Some(MaglevSettingsView {
@@ -1848,6 +1874,76 @@ Uptime:       1h 2m 3s
     }
 
     #[test]
+    fn status_of_an_agent_restarted_on_a_rejected_file_says_what_it_keeps() {
+        let announcement =
+            |speaker: &str, interface: Option<&str>, vips: &[&str]| AnnouncementView {
+                speaker: speaker.into(),
+                interface: interface.map(Into::into),
+                vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+                left_by_earlier_agent: true,
+                error: None,
+            };
+        let status = StatusView {
+            version: "0.1.0".into(),
+            layout_version: 1,
+            config_file: Some("/etc/xlb/xlb.yaml".into()),
+            attached: vec![AttachmentView {
+                interface: "eth0".into(),
+                mode: "kept, program replaced in the pinned link".into(),
+            }],
+            services: 0,
+            backends: 3,
+            synced: false,
+            last_reload: Some(ReloadView {
+                at: 1_700_000_000,
+                outcome: "rejected".into(),
+                error: Some("services[0].backends[1].weight: 0 is out of range 1-65535".into()),
+            }),
+            reloads_ok: 0,
+            reloads_failed: 1,
+            last_sync_seconds: None,
+            last_sync_error: None,
+            uptime_seconds: 5,
+            announcements: vec![
+                announcement("bgp", None, &["198.19.0.1", "2001:2:1::1"]),
+                announcement("l2", Some("eth0"), &[]),
+            ],
+            earlier_agent_state_kept: Some("the configuration file is rejected".into()),
+            kubernetes: None,
+            flow_event_sampling: None,
+            maglev: None,
+            drains: None,
+        };
+        assert_eq!(
+            status_text(&status),
+            "\
+Version:      0.1.0 (datapath layout 1)
+Source:       file
+Config:       /etc/xlb/xlb.yaml
+Attached:     eth0 (kept, program replaced in the pinned link)
+Synced:       no (the first full sync is not programmed yet)
+Serving:      what an earlier agent pinned, unchanged: the configuration file is rejected
+              no health check runs until a good file is loaded: a backend that fails meanwhile stays in its table
+              the announcements stay as that agent left them
+Services:     0
+Backends:     3
+Reloads:      0 ok, 1 rejected
+Last reload:  rejected at 2023-11-14T22:13:20Z
+              services[0].backends[1].weight: 0 is out of range 1-65535
+Announcing:   bgp: 198.19.0.1, 2001:2:1::1 (an earlier agent's, kept until this agent's first sync)
+Announcing:   l2 on eth0: nothing (until this agent's first sync)
+Uptime:       5s
+"
+        );
+        let json = serde_json::to_value(&status).expect("serialize the status");
+        assert_eq!(json["announcements"][0]["left_by_earlier_agent"], true);
+        assert_eq!(
+            json["earlier_agent_state_kept"],
+            "the configuration file is rejected"
+        );
+    }
+
+    #[test]
     fn status_report_in_kubernetes_mode() {
         let status = StatusView {
             version: "0.1.0".into(),
@@ -1864,6 +1960,7 @@ Uptime:       1h 2m 3s
             last_sync_error: None,
             uptime_seconds: 5,
             announcements: Vec::new(),
+            earlier_agent_state_kept: None,
             kubernetes: Some(crate::api::KubernetesView {
                 node: "node-a".into(),
                 label_selector: "!service.kubernetes.io/service-proxy-name".into(),
