@@ -1834,6 +1834,45 @@ services:
         );
     }
 
+    /// A repeated backend or frontend is reported beside whatever else is
+    /// wrong with it, in one run: fixing the one first problem a run shows
+    /// must not reveal another on the next.
+    #[test]
+    fn a_repeat_is_reported_beside_the_other_problems_of_its_entry() {
+        let text = web(&format!(
+            "    frontends:
+      - address: 198.18.100.9
+        port: 80
+        kind: anycast
+      - address: 198.18.100.9
+        port: 80
+    backends:
+      - address: 198.18.2.1:80
+        weight: 0
+      - address: 198.18.2.1:80
+      - address: 198.18.2.2:80
+      - address: 198.18.2.2:80
+        state: up
+"
+        ));
+        assert_eq!(
+            problems(&text),
+            [
+                "services[0].frontends[0].kind: `anycast` is not a frontend kind: use vip or node",
+                "services[0].frontends[1]: 198.18.100.9:80/TCP is already \
+                 services[0].frontends[0]",
+                "services[0].backends[0].weight: 0 is not a weight (1-10000): to stop new flows \
+                 to a backend, set state: draining",
+                "services[0].backends[1].address: 198.18.2.1:80 is already \
+                 services[0].backends[0]",
+                "services[0].backends[3].address: 198.18.2.2:80 is already \
+                 services[0].backends[2]",
+                "services[0].backends[3].state: `up` is not a backend state: use active or \
+                 draining",
+            ]
+        );
+    }
+
     #[test]
     fn reserved_ranges_are_refused_as_vips_and_backends() {
         let text = web("    frontends:
@@ -1893,11 +1932,11 @@ services:
       - address: \"[2001:2::1]:80\"
       - address: 198.18.2.1:80
         weight: 0
-      - address: 198.18.2.1:80
+      - address: 198.18.2.4:80
         weight: 10001
-      - address: 198.18.2.1:80
+      - address: 198.18.2.5:80
         state: terminating
-      - address: 198.18.2.1:80
+      - address: 198.18.2.6:80
         state: up
       - address: 198.18.2.2:80
       - address: 198.18.2.2:80

@@ -569,22 +569,17 @@ fn read_frontends(
                 }
             },
         };
-        let (Some(addr), Some(port), Some(kind)) = (addr, port, kind) else {
+        // A repeated address and port is a problem of its own, whatever
+        // `kind` says: reported in the same run.
+        let (Some(addr), Some(port)) = (addr, port) else {
             continue;
-        };
-        let frontend = Frontend {
-            addr,
-            port,
-            protocol,
-            kind,
-            snat_remote: false,
-            source_ranges_only: false,
         };
         match seen.get(&(addr, port)) {
             Some(first) => problems.push(Problem::new(
                 at,
                 format!(
-                    "{frontend} is already {}",
+                    "{}/{protocol} is already {}",
+                    SocketAddr::new(addr, port),
                     place.key("frontends").index(*first)
                 ),
             )),
@@ -592,7 +587,17 @@ fn read_frontends(
                 seen.insert((addr, port), j);
             }
         }
-        frontends.push(frontend);
+        let Some(kind) = kind else {
+            continue;
+        };
+        frontends.push(Frontend {
+            addr,
+            port,
+            protocol,
+            kind,
+            snat_remote: false,
+            source_ranges_only: false,
+        });
     }
     let family = first_family.map(|(_, ip)| ip.is_ipv4());
     ((problems.len() == before).then_some(frontends), family)
@@ -677,7 +682,9 @@ fn read_backends(
                 None
             }
         };
-        let (Some(addr), Some(weight), Some(state)) = (addr, weight, state) else {
+        // A repeated address is a problem of its own, whatever else is
+        // wrong with either backend: reported in the same run.
+        let Some(addr) = addr else {
             continue;
         };
         if let Some(first) = seen.get(&addr) {
@@ -688,6 +695,9 @@ fn read_backends(
             continue;
         }
         seen.insert(addr, j);
+        let (Some(weight), Some(state)) = (weight, state) else {
+            continue;
+        };
         backends.push(Backend {
             addr,
             weight,
