@@ -636,12 +636,27 @@ fn assemble(documents: Documents) -> (Loaded, Vec<Problem>) {
             .kinds
             .insert(*addr, (FrontendKind::Node, native::node_address(i)));
     }
-    for service in &native.services {
-        let place = service.place().key("frontends");
-        for (j, frontend) in service.service.frontends.iter().enumerate() {
+    // In the order of the file, with the frontends of the services that
+    // have problems elsewhere: a service on one of them is told so in the
+    // same run, not once the other is fixed.
+    let mut native_frontends: Vec<(usize, Place, &ServiceName, &[Frontend])> = native
+        .services
+        .iter()
+        .map(|s| (s.index, s.place(), &s.name, s.service.frontends.as_slice()))
+        .chain(
+            native
+                .rejected_frontends
+                .iter()
+                .map(|r| (r.index, r.place(), &r.name, r.frontends.as_slice())),
+        )
+        .collect();
+    native_frontends.sort_by_key(|(index, ..)| *index);
+    for (_, place, name, of_service) in native_frontends {
+        let place = place.key("frontends");
+        for (j, frontend) in of_service.iter().enumerate() {
             frontends.claim(
                 frontend,
-                &service.name,
+                name,
                 place.index(j),
                 Claimant::Native,
                 &mut problems,
@@ -1869,6 +1884,36 @@ services:
                  services[0].backends[2]",
                 "services[0].backends[3].state: `up` is not a backend state: use active or \
                  draining",
+            ]
+        );
+    }
+
+    /// A service with a problem of its own still holds its frontends for the
+    /// checks across services: another service on one of them, or a backend
+    /// on one, is reported in the same run.
+    #[test]
+    fn a_service_with_a_problem_still_claims_its_frontends() {
+        let text = "\
+services:
+  - name: web
+    frontends: [{address: 198.19.0.1, port: 80}]
+    backends: [{address: \"198.18.1.100:8080\", weight: 0}]
+  - name: api
+    frontends: [{address: 198.19.0.1, port: 80}]
+  - name: db
+    frontends: [{address: 198.19.0.2, port: 5432}]
+    backends: [{address: \"198.19.0.1:80\"}]
+";
+        assert_eq!(
+            problems(text),
+            [
+                "services[0].backends[0].weight: 0 is not a weight (1-10000): to stop new flows \
+                 to a backend, set state: draining",
+                "services[1].frontends[0]: 198.19.0.1:80/TCP is already a frontend of service \
+                 web (services[0].frontends[0])",
+                "services[2].backends[0].address: 198.19.0.1:80 is on 198.19.0.1, a vip \
+                 (services[0].frontends[0]): what is sent to a vip comes back to xlb, so give \
+                 the backend's own address",
             ]
         );
     }

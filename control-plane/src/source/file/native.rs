@@ -211,12 +211,32 @@ pub(super) fn node_address(index: usize) -> Place {
     Place::native().key("node").key("addresses").index(index)
 }
 
+/// The frontends of a native service with problems elsewhere (a backend,
+/// its health check): not served, but still claimed, so that another
+/// service written on one of them is told so in the same run.
+#[derive(Debug)]
+pub(super) struct RejectedFrontends {
+    /// The service's index in `services:`.
+    pub(super) index: usize,
+    pub(super) name: ServiceName,
+    pub(super) frontends: Vec<Frontend>,
+}
+
+impl RejectedFrontends {
+    /// Its service's place: `services[2]`.
+    pub(super) fn place(&self) -> Place {
+        Place::native().key("services").index(self.index)
+    }
+}
+
 /// What the native document holds. Services with problems are left out (and
-/// their problems reported), so the cross-service checks still see the rest.
+/// their problems reported), so the cross-service checks still see the rest;
+/// their frontends, when those have none, are kept aside for the claims.
 #[derive(Debug, Default)]
 pub(super) struct NativeDocument {
     pub(super) node: Option<NodeInfo>,
     pub(super) services: Vec<NativeService>,
+    pub(super) rejected_frontends: Vec<RejectedFrontends>,
 }
 
 /// The keys of the native document.
@@ -232,7 +252,8 @@ pub(super) fn read(place: &Place, doc: &Mapping, problems: &mut Vec<Problem>) ->
         match key.as_str() {
             Some("node") => out.node = read_node(value, &root.key("node"), problems),
             Some("services") => {
-                out.services = read_services(value, &root.key("services"), problems);
+                (out.services, out.rejected_frontends) =
+                    read_services(value, &root.key("services"), problems);
             }
             Some(other) => problems.push(Problem::new(
                 root.key(other),
@@ -321,8 +342,13 @@ fn read_node(value: &Value, place: &Place, all_problems: &mut Vec<Problem>) -> O
     })
 }
 
-/// `services:` at `place`.
-fn read_services(value: &Value, place: &Place, problems: &mut Vec<Problem>) -> Vec<NativeService> {
+/// `services:` at `place`: the valid services, and the frontends of those
+/// with problems elsewhere.
+fn read_services(
+    value: &Value,
+    place: &Place,
+    problems: &mut Vec<Problem>,
+) -> (Vec<NativeService>, Vec<RejectedFrontends>) {
     let items: &[Value] = match value {
         Value::Null => &[],
         Value::Sequence(items) => items,
@@ -331,11 +357,12 @@ fn read_services(value: &Value, place: &Place, problems: &mut Vec<Problem>) -> V
                 place.clone(),
                 "must be a list of services (`- name: ...`)",
             ));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut services = Vec::new();
+    let mut rejected = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let at = place.index(index);
         // The service's problems, put in the order of the file at the end.
@@ -368,21 +395,33 @@ fn read_services(value: &Value, place: &Place, problems: &mut Vec<Problem>) -> V
         repaired.report(found, &mut own);
         recover::in_file_order(&mut own, item, &at);
         problems.extend(own);
-        if let Some(service) = service
-            && valid
-        {
-            services.push(NativeService {
+        let name = ServiceName(raw.name);
+        match service {
+            Ok(service) if valid => services.push(NativeService {
                 index,
-                name: ServiceName(raw.name),
+                name,
                 service,
-            });
+            }),
+            Ok(Service { frontends, .. }) | Err(Some(frontends)) => {
+                rejected.push(RejectedFrontends {
+                    index,
+                    name,
+                    frontends,
+                });
+            }
+            Err(None) => {}
         }
     }
-    services
+    (services, rejected)
 }
 
-/// One service; `None` when it has problems (all of them reported).
-fn read_service(raw: &RawService, place: &Place, problems: &mut Vec<Problem>) -> Option<Service> {
+/// One service; when it has problems (all of them reported), its frontends
+/// if neither they nor the protocol they are claimed with have any.
+fn read_service(
+    raw: &RawService,
+    place: &Place,
+    problems: &mut Vec<Problem>,
+) -> Result<Service, Option<Vec<Frontend>>> {
     let before = problems.len();
     let protocol = match raw.protocol.as_deref() {
         None | Some("TCP") => Protocol::Tcp,
@@ -402,6 +441,7 @@ fn read_service(raw: &RawService, place: &Place, problems: &mut Vec<Problem>) ->
             Protocol::Tcp
         }
     };
+    let protocol_known = problems.len() == before;
     let mode = match raw.mode.as_deref() {
         None | Some("nat") => Mode::Nat,
         Some("dsr") => Mode::Dsr,
@@ -445,12 +485,13 @@ fn read_service(raw: &RawService, place: &Place, problems: &mut Vec<Problem>) ->
         check_dsr_ports(frontends, &backends, place, problems);
     }
 
-    if problems.len() != before {
-        return None;
-    }
-    Some(Service {
+    let frontends = match frontends {
+        Some(frontends) if problems.len() == before => frontends,
+        frontends => return Err(frontends.filter(|_| protocol_known)),
+    };
+    Ok(Service {
         protocol,
-        frontends: frontends?,
+        frontends,
         backends,
         mode,
         affinity,
