@@ -471,8 +471,9 @@ pub struct StatusView {
     /// Why the datapath still serves the state an earlier agent pinned,
     /// unchanged: this agent adopted it and has no model from its source
     /// yet (`the configuration file is rejected`, `the Kubernetes caches
-    /// are not synced yet`). Meanwhile no health check runs (they start
-    /// with the first model: a backend that fails stays in its tables) and
+    /// are not synced yet`). Meanwhile nothing takes a backend out: no
+    /// health check runs (they start with the first model) and no endpoint
+    /// change is applied, so a backend that fails stays in its table; and
     /// the speakers keep what that agent announced (`announcements`, marked
     /// `left_by_earlier_agent`). Absent once a model is taken, when nothing
     /// was adopted, and from agents that predate it.

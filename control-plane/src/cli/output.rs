@@ -935,17 +935,19 @@ pub(crate) fn status_text(status: &StatusView) -> String {
     };
     field("Synced", &synced);
     if let Some(reason) = &status.earlier_agent_state_kept {
-        let until = if status.kubernetes.is_some() {
-            "the caches are synced"
+        // What would take a failed backend out: the agent's own health
+        // checks (file mode), the endpoints' conditions (Kubernetes).
+        let waiting = if status.kubernetes.is_some() {
+            "no endpoint change is applied until the caches are synced"
         } else {
-            "a good file is loaded"
+            "no health check runs until a good file is loaded"
         };
         field(
             "Serving",
             &format!(
-                "what an earlier agent pinned, unchanged: {reason}\n{:<14}no health check runs \
-                 until {until}: a backend that fails meanwhile stays in its table\n{:<14}the \
-                 announcements stay as that agent left them",
+                "what an earlier agent pinned, unchanged: {reason}\n{:<14}{waiting}: a backend \
+                 that fails meanwhile stays in its table\n{:<14}the announcements stay as that \
+                 agent left them",
                 "", ""
             ),
         );
@@ -1960,7 +1962,7 @@ Uptime:       5s
             last_sync_error: None,
             uptime_seconds: 5,
             announcements: Vec::new(),
-            earlier_agent_state_kept: None,
+            earlier_agent_state_kept: Some("the Kubernetes caches are not synced yet".into()),
             kubernetes: Some(crate::api::KubernetesView {
                 node: "node-a".into(),
                 label_selector: "!service.kubernetes.io/service-proxy-name".into(),
@@ -1989,6 +1991,9 @@ Health ports: 32100, 32101
 Config:       -
 Attached:     none
 Synced:       no (the first full sync is not programmed yet)
+Serving:      what an earlier agent pinned, unchanged: the Kubernetes caches are not synced yet
+              no endpoint change is applied until the caches are synced: a backend that fails meanwhile stays in its table
+              the announcements stay as that agent left them
 "
             ),
             "{text}"
