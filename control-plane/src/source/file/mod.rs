@@ -1854,8 +1854,7 @@ services:
     /// must not reveal another on the next.
     #[test]
     fn a_repeat_is_reported_beside_the_other_problems_of_its_entry() {
-        let text = web(&format!(
-            "    frontends:
+        let text = web("    frontends:
       - address: 198.18.100.9
         port: 80
         kind: anycast
@@ -1868,8 +1867,7 @@ services:
       - address: 198.18.2.2:80
       - address: 198.18.2.2:80
         state: up
-"
-        ));
+");
         assert_eq!(
             problems(&text),
             [
