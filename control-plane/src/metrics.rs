@@ -137,7 +137,7 @@ impl Metrics {
         let announced = Family::<SpeakerLabels, Gauge>::default();
         registry.register(
             "xlb_announced_vips",
-            "VIPs a speaker (bgp, l2) announces as of its last success",
+            "VIPs a speaker (bgp, l2) announces as of its last success; before the first, what an earlier agent left it announcing",
             announced.clone(),
         );
         let announce_failures = Family::<SpeakerLabels, Counter>::default();

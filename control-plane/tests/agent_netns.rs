@@ -940,8 +940,8 @@ fn announced_by(status: &serde_json::Value, speaker: &str) -> Vec<String> {
 /// Issue: an agent restarted over pinned state with a configuration file it
 /// now rejects keeps serving the pinned tables, and BIRD's file and the L2
 /// map keep the earlier agent's VIPs, but `xlb status` said both speakers
-/// announced nothing, and nothing said that health checks wait for a good
-/// file.
+/// announced nothing (and `xlb_announced_vips` was 0), and nothing said
+/// that health checks wait for a good file.
 #[test]
 fn a_restart_on_a_rejected_file_shows_what_the_earlier_agent_announced() {
     let mut rig = AgentRig::build(XLB).expect("rig");
@@ -1015,6 +1015,19 @@ fn a_restart_on_a_rejected_file_shows_what_the_earlier_agent_announced() {
         status["earlier_agent_state_kept"], "the configuration file is rejected",
         "{status}"
     );
+    // The gauge counts what is still announced, as status shows it.
+    let metrics = rig.metrics_get("/metrics").expect("GET /metrics");
+    for speaker in ["bgp", "l2"] {
+        assert_eq!(
+            metric(
+                &metrics.body,
+                &format!(r#"xlb_announced_vips{{speaker="{speaker}"}}"#)
+            ),
+            Some(1.0),
+            "{speaker}: {}",
+            metrics.body
+        );
+    }
     let text = rig.xlb_ok(&["status"]).expect("xlb status");
     for line in [
         "Serving:      what an earlier agent pinned, unchanged: the configuration file is rejected",

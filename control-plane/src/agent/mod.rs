@@ -243,6 +243,8 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         },
     };
 
+    core.announcer.record_held(&core.datapath, &core.metrics);
+
     // The first load: a bad file with nothing pinned is fatal; with pinned
     // state, that state keeps forwarding until a good file arrives (nothing
     // is withdrawn because a file is broken). The Kubernetes source has

@@ -137,6 +137,19 @@ impl Announcer {
         }
     }
 
+    /// Starts each speaker's `xlb_announced_vips` at what it holds now,
+    /// read back: an earlier agent's announcements stay until this agent's
+    /// first [`Announcer::update`], and the gauge says so meanwhile rather
+    /// than 0. A speaker that cannot be read back keeps 0 (status names
+    /// the error).
+    pub fn record_held(&self, datapath: &Datapath, metrics: &Metrics) {
+        for one in &self.speakers {
+            if let Ok(held) = one.speaker.held(datapath) {
+                metrics.announced(one.speaker.name(), held.len());
+            }
+        }
+    }
+
     /// Announces exactly `vips` with every speaker that does not already.
     /// A speaker that fails keeps its error for `xlb status` and is tried
     /// again by [`Announcer::retry`].
