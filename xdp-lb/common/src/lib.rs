@@ -20,6 +20,7 @@ pub mod csum;
 pub mod events;
 pub mod flow_table;
 pub mod neighbour;
+pub mod probe;
 pub mod select;
 pub mod service;
 pub mod stats;

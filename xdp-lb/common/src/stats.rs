@@ -287,6 +287,35 @@ counter_enum! {
     }
 }
 
+counter_enum! {
+    /// What `tc_probe_encap` (at the egress of the LB's uplinks) did with a
+    /// packet carrying a health probe's mark (`crate::probe`): each lands in
+    /// exactly one slot of the `PROBE_STATS` per-CPU array. Packets without
+    /// such a mark pass untouched and uncounted. A probe packet that cannot
+    /// go through the tunnel is dropped, so its probe fails rather than
+    /// passing by another path.
+    ProbeVerdict {
+    /// Wrapped for its backend and redirected toward it.
+    Wrapped = "wrapped",
+    /// The mark is in the probe range, but its slot names no backend (a
+    /// probe whose target was just removed, or another program's mark).
+    DropUnknownMark = "drop_unknown_mark",
+    /// No `--encap-source` of the backend's family is configured.
+    DropNoEncapSource = "drop_no_encap_source",
+    /// IPv6 to an IPv4 backend (as `drop_encap_unsupported` for traffic), or
+    /// not IP over Ethernet.
+    DropEncapUnsupported = "drop_encap_unsupported",
+    /// The kernel gave no room for the outer header.
+    DropNoRoom = "drop_no_room",
+    /// The packet's headers are cut short.
+    DropMalformed = "drop_malformed",
+    /// The FIB has no route to the backend (or routes it to this host).
+    DropNoRoute = "drop_no_route",
+    /// Wrapped, it does not fit the egress toward the backend.
+    DropTooBig = "drop_too_big",
+    }
+}
+
 /// The parser walks at most this many IPv6 extension headers; a chain that is
 /// longer is counted as `TooManyIp6Extensions` (and passed untouched).
 pub const MAX_IP6_EXTENSIONS: usize = 6;
@@ -296,7 +325,7 @@ mod tests {
     extern crate std;
     use std::{collections::BTreeSet, vec::Vec};
 
-    use super::{CtEvent, ParseCounter, Verdict};
+    use super::{CtEvent, ParseCounter, ProbeVerdict, Verdict};
 
     fn check_dense_and_unique(slots: &[u32], names: &[&str]) {
         for (i, slot) in slots.iter().enumerate() {
@@ -322,6 +351,11 @@ mod tests {
         check_dense_and_unique(&s, &n);
         let (s, n): (Vec<u32>, Vec<&str>) =
             CtEvent::ALL.iter().map(|c| (*c as u32, c.name())).unzip();
+        check_dense_and_unique(&s, &n);
+        let (s, n): (Vec<u32>, Vec<&str>) = ProbeVerdict::ALL
+            .iter()
+            .map(|c| (*c as u32, c.name()))
+            .unzip();
         check_dense_and_unique(&s, &n);
     }
 

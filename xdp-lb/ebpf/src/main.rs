@@ -6,6 +6,9 @@
 //! - `tc_lb_ingress` / `tc_lb_egress`: the same core on the host side of pod
 //!   veths (tcx), with skb-aware rewrites (`tc`); `tc_lb_uplink`: at the
 //!   egress of the node's uplinks, for what the node itself sends.
+//! - `tc_probe_encap`: at the egress of the LB's uplinks, wraps the packets
+//!   of health probes of direct-server-return backends (marked by the agent)
+//!   as `xdp_lb` wraps a client's, and sends them to their backend.
 //! - `xdp_decap`: on the backends of direct-server-return services, strips the
 //!   outer header of packets for configured VIPs and passes the inner packet.
 //! - `xdp_pass`: passes everything. Rigs attach it to the receiving end of a veth
@@ -88,6 +91,11 @@ pub fn tc_lb_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_lb_uplink(ctx: TcContext) -> i32 {
     tc::run(&ctx, tc::Hook::Uplink)
+}
+
+#[classifier]
+pub fn tc_probe_encap(ctx: TcContext) -> i32 {
+    tc::probe::run(&ctx)
 }
 
 #[xdp]

@@ -3,7 +3,7 @@
 //! Sizes here are defaults: the loader sets every size at load time
 //! (`LoadOptions`), and reads them back from the kernel.
 use aya_ebpf::{
-    bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::{BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
@@ -16,8 +16,9 @@ use xdp_lb_common::{
     events::FlowEvent,
     flow_table::{FlowBucket, FlowTables, ReplyBucket},
     neighbour::L2Announcement,
+    probe::{PROBE_SLOTS, ProbeBackend},
     service::{AddressInfo, AddressKey, FrontendKey, Service, SourceRange},
-    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
+    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, ProbeVerdict, Verdict},
 };
 
 /// Per-CPU packets and bytes per parser verdict (`ParseCounter` slot).
@@ -49,6 +50,25 @@ pub static DECAP_STATS: PerCpuArray<Counter, { DecapVerdict::COUNT as usize }> =
 /// read).
 #[btf_map]
 pub static DECAP_VIPS: HashMap<AddressKey, u32, 1024> = HashMap::new();
+
+/// Per-CPU packets and bytes per `tc_probe_encap` verdict.
+#[btf_map]
+pub static PROBE_STATS: PerCpuArray<Counter, { ProbeVerdict::COUNT as usize }> = PerCpuArray::new();
+
+/// Probe slot (the low 16 bits of a probe's mark) → the backend its packets
+/// are wrapped for. Not pinned: probes run only while an agent does, and
+/// each agent writes its own. Entries are allocated as they are inserted:
+/// an LB probes far fewer backends than there are slots.
+#[btf_map]
+pub static PROBE_BACKENDS: HashMap<u32, ProbeBackend, { PROBE_SLOTS as usize }, NO_PREALLOC> =
+    HashMap::new();
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+
+/// The agent's probe mark base (slot 0; `xdp_lb_common::probe`). 0 until an
+/// agent that probes through the tunnel writes it: no packet is a probe's.
+#[btf_map]
+pub static PROBE_MARK_BASE: Array<u32, 1> = Array::new();
 
 /// The host sides of pod veths that carry the TC programs, by ifindex (the
 /// value is not read): `xdp_lb` hands frames bound for them to the kernel
@@ -287,6 +307,11 @@ pub fn count_backend(id: u32, bytes: usize) {
 #[inline(always)]
 pub fn count_decap(verdict: DecapVerdict, bytes: usize) {
     bump(DECAP_STATS.get_ptr_mut(verdict as u32), bytes);
+}
+
+#[inline(always)]
+pub fn count_probe(verdict: ProbeVerdict, bytes: usize) {
+    bump(PROBE_STATS.get_ptr_mut(verdict as u32), bytes);
 }
 
 pub fn count_floor(bytes: usize) {

@@ -79,11 +79,15 @@ pub enum ProgramName {
     /// TC (tcx) egress of an uplink: balances what the node itself sends to
     /// a service, translates back what it answers as a backend.
     TcLbUplink,
+    /// TC (tcx) egress of an uplink, before `tc_lb_uplink`: wraps the
+    /// packets of health probes of direct-server-return backends for their
+    /// backend (see [`Datapath::attach_probe_encap`]).
+    TcProbeEncap,
 }
 
 impl ProgramName {
     /// Every program in the object.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::XdpLb,
         Self::XdpPass,
         Self::XdpFloor,
@@ -93,6 +97,7 @@ impl ProgramName {
         Self::TcLbIngress,
         Self::TcLbEgress,
         Self::TcLbUplink,
+        Self::TcProbeEncap,
     ];
 
     /// The program's symbol name in the object.
@@ -107,6 +112,7 @@ impl ProgramName {
             Self::TcLbIngress => "tc_lb_ingress",
             Self::TcLbEgress => "tc_lb_egress",
             Self::TcLbUplink => "tc_lb_uplink",
+            Self::TcProbeEncap => "tc_probe_encap",
         }
     }
 
@@ -114,7 +120,7 @@ impl ProgramName {
     pub const fn is_tc(self) -> bool {
         matches!(
             self,
-            Self::TcLbIngress | Self::TcLbEgress | Self::TcLbUplink
+            Self::TcLbIngress | Self::TcLbEgress | Self::TcLbUplink | Self::TcProbeEncap
         )
     }
 }

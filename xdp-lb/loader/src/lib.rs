@@ -15,6 +15,10 @@
 //!   [`Datapath::attach_pod_interface`], [`Datapath::attach_pod_interface_pinned`];
 //!   what the node itself sends (`tc_lb_uplink` at the egress of an uplink):
 //!   [`Datapath::attach_uplink_egress`], [`Datapath::attach_uplink_egress_pinned`];
+//! - health probes of direct-server-return backends through the tunnel
+//!   (`tc_probe_encap`): [`Datapath::attach_probe_encap`],
+//!   [`Datapath::set_probe_mark_base`], [`Datapath::set_probe_backend`],
+//!   [`Datapath::probe_stats`];
 //! - configuration: [`Datapath::set_config`], [`Datapath::set_address`],
 //!   [`Datapath::upsert_service`], [`Datapath::put_backend`],
 //!   [`Datapath::retire_backend`], [`Datapath::swap_table`],
@@ -46,6 +50,7 @@ mod neighbour;
 mod net;
 mod options;
 mod pods;
+mod probes;
 mod recovery;
 mod simulate;
 mod stats;
@@ -65,6 +70,7 @@ pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use pods::PodAttachment;
+pub use probes::{ProbeEncapAttachment, ProbeStats};
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
 pub use stats::{Counters, CtStats, DecapStats, ParseStats, VerdictStats};
@@ -75,7 +81,10 @@ pub use xdp_lb_common::{
     LAYOUT_VERSION,
     bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, Rotation},
     config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
-    stats::{Counter, CtEvent, DecapVerdict, MAX_IP6_EXTENSIONS, ParseCounter, Verdict},
+    probe::{DEFAULT_PROBE_MARK_BASE, PROBE_SLOTS, is_probe_mark_base},
+    stats::{
+        Counter, CtEvent, DecapVerdict, MAX_IP6_EXTENSIONS, ParseCounter, ProbeVerdict, Verdict,
+    },
 };
 
 /// The eBPF object, as built for this host's endianness.

@@ -44,6 +44,10 @@ pub(crate) const SERVICE_STATS: &str = "SERVICE_STATS";
 pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
 pub(crate) const DECAP_STATS: &str = "DECAP_STATS";
 pub(crate) const DECAP_VIPS: &str = "DECAP_VIPS";
+/// `tc_probe_encap`'s counters, probe slots and mark base (not pinned).
+pub(crate) const PROBE_STATS: &str = "PROBE_STATS";
+pub(crate) const PROBE_BACKENDS: &str = "PROBE_BACKENDS";
+pub(crate) const PROBE_MARK_BASE: &str = "PROBE_MARK_BASE";
 pub(crate) const CONFIG: &str = "CONFIG";
 pub(crate) const LAYOUT: &str = "LAYOUT";
 pub(crate) const ADDRESSES: &str = "ADDRESSES";

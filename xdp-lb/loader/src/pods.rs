@@ -230,7 +230,11 @@ impl Datapath {
     }
 }
 
-fn attach_err(program: ProgramName, iface: &str, source: aya::programs::ProgramError) -> Error {
+pub(crate) fn attach_err(
+    program: ProgramName,
+    iface: &str,
+    source: aya::programs::ProgramError,
+) -> Error {
     match source {
         aya::programs::ProgramError::UnknownInterface { .. } => Error::UnknownInterface {
             iface: iface.to_owned(),

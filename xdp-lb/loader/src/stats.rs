@@ -6,22 +6,22 @@ use aya::{
 };
 use xdp_lb_common::{
     backend::BackendCpu,
-    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, Verdict},
+    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, ProbeVerdict, Verdict},
 };
 
 use crate::{
     Datapath, Error,
     maps::{
-        BACKEND_CPU, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, SERVICE_STATS, VERDICT_STATS,
-        map_err,
+        BACKEND_CPU, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, PROBE_STATS, SERVICE_STATS,
+        VERDICT_STATS, map_err,
     },
 };
 
 /// A snapshot of one counter array, summed over CPUs, indexed by a counter enum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters<C: 'static> {
-    all: &'static [C],
-    counters: Vec<Counter>,
+    pub(crate) all: &'static [C],
+    pub(crate) counters: Vec<Counter>,
 }
 
 /// The parser's counters.
@@ -109,6 +109,16 @@ impl Datapath {
         let counters = self.counter_slots(DECAP_STATS, DecapVerdict::COUNT)?;
         Ok(Counters {
             all: DecapVerdict::ALL,
+            counters,
+        })
+    }
+
+    /// The verdict counters of `tc_probe_encap` (health probes through the
+    /// DSR tunnel).
+    pub fn probe_stats(&self) -> Result<crate::ProbeStats, Error> {
+        let counters = self.counter_slots(PROBE_STATS, ProbeVerdict::COUNT)?;
+        Ok(Counters {
+            all: ProbeVerdict::ALL,
             counters,
         })
     }

@@ -27,6 +27,7 @@
 
 mod forward;
 mod icmp;
+pub mod probe;
 mod rewrite;
 
 use aya_ebpf::{

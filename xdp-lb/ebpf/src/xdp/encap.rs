@@ -45,7 +45,7 @@ const IPPROTO_IPIP: u8 = 4;
 /// IPv6 in an outer header (IP6IP6).
 const IPPROTO_IPV6: u8 = 41;
 /// The outer header's TTL / hop limit, before `forward` counts this hop.
-const TTL: u8 = 64;
+pub(crate) const TTL: u8 = 64;
 
 /// What `wrap_and_send` did, beside its XDP action.
 pub struct Outcome {
@@ -134,16 +134,7 @@ pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
     let (Some(link), Some(inner)) = (frame.load::<16>(0), frame.load::<8>(l3)) else {
         return 0;
     };
-    // The inner packet's length and traffic class, from its own header.
-    let (inner_len, class) = if flow.is_v4 {
-        (
-            usize::from(u16::from_be_bytes([inner[2], inner[3]])),
-            inner[1],
-        )
-    } else {
-        let payload = usize::from(u16::from_be_bytes([inner[4], inner[5]]));
-        (IP6_HLEN + payload, (inner[0] << 4) | (inner[1] >> 4))
-    };
+    let (inner_len, class) = inner_len_and_class(inner, flow.is_v4);
     if outer_v4 {
         let src = config.encap_source_v4;
         if u32::from_ne_bytes(src) == 0 {
@@ -159,12 +150,7 @@ pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
         if src == [0; 2] {
             return 0;
         }
-        let proto = if flow.is_v4 {
-            IPPROTO_IPIP
-        } else {
-            IPPROTO_IPV6
-        };
-        let head = ip6_head(class, inner_len as u16, proto, TTL);
+        let head = ip6_head(class, inner_len as u16, inner_proto(flow.is_v4), TTL);
         if !grow(ctx, IP6_HLEN) || write_v6(ctx, l3, link, head, src, nat.addr_words()).is_none() {
             return 0;
         }
@@ -172,9 +158,31 @@ pub fn wrap(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> usize {
     }
 }
 
+/// The inner packet's total length and traffic class, from the first 8
+/// bytes of its own header (IPv4 if `inner_v4`, else IPv6).
+#[inline(always)]
+pub(crate) fn inner_len_and_class(inner: [u8; 8], inner_v4: bool) -> (usize, u8) {
+    if inner_v4 {
+        (
+            usize::from(u16::from_be_bytes([inner[2], inner[3]])),
+            inner[1],
+        )
+    } else {
+        let payload = usize::from(u16::from_be_bytes([inner[4], inner[5]]));
+        (IP6_HLEN + payload, (inner[0] << 4) | (inner[1] >> 4))
+    }
+}
+
+/// The outer header's protocol (next header) for an inner packet of the
+/// family `inner_v4` says.
+#[inline(always)]
+pub(crate) const fn inner_proto(inner_v4: bool) -> u8 {
+    if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 }
+}
+
 /// `Config::encap_source_v6` as two 8-byte words, read whole.
 #[inline(always)]
-fn config_encap_source_v6(config: &Config) -> [u64; 2] {
+pub(crate) fn config_encap_source_v6(config: &Config) -> [u64; 2] {
     const _: () = assert!(core::mem::offset_of!(Config, encap_source_v6).is_multiple_of(8));
     const _: () = assert!(align_of::<Config>() >= 8);
     // SAFETY: sixteen bytes at an 8-aligned offset of an 8-aligned struct.
@@ -199,7 +207,7 @@ fn grow(ctx: &XdpContext, bytes: usize) -> bool {
 /// summed as native 16-bit halves of the words as they lie in memory, and
 /// stored natively, it comes out in network order.
 #[inline(always)]
-fn ip4_outer(class: u8, total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u32; 5] {
+pub(crate) fn ip4_outer(class: u8, total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u32; 5] {
     let [len_hi, len_lo] = total_len.to_be_bytes();
     let [df, _] = IP4_DF.to_be_bytes();
     let mut words = [
@@ -221,7 +229,12 @@ fn ip4_outer(class: u8, total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u32; 5] 
 /// IPv4 header `words`. Inlined into `wrap`, as `write_v6` is: a call would
 /// add a frame to the deepest chain.
 #[inline(always)]
-fn write_v4(ctx: &XdpContext, l3: usize, link: [u8; 16], words: &[u32; 5]) -> Option<()> {
+pub(crate) fn write_v4<C: FrameSource>(
+    ctx: &C,
+    l3: usize,
+    link: [u8; 16],
+    words: &[u32; 5],
+) -> Option<()> {
     write_link(ctx, l3, link, ETH_P_IPV4)?;
     let out = ctx.frame().get_mut::<[u8; IP4_HLEN]>(l3)?.cast::<u8>();
     for (i, word) in words.iter().enumerate() {
@@ -234,8 +247,8 @@ fn write_v4(ctx: &XdpContext, l3: usize, link: [u8; 16], words: &[u32; 5]) -> Op
 /// Writes the link header and an outer IPv6 header: `head` (version to hop
 /// limit), then the addresses, each as two words as they lie in memory.
 #[inline(always)]
-fn write_v6(
-    ctx: &XdpContext,
+pub(crate) fn write_v6<C: FrameSource>(
+    ctx: &C,
     l3: usize,
     link: [u8; 16],
     head: [u8; 8],
@@ -259,7 +272,7 @@ fn write_v6(
 /// as they came, `forward` rewrites them; a VLAN tag), then `ethertype`
 /// before the network header at `l3`.
 #[inline(always)]
-fn write_link(ctx: &XdpContext, l3: usize, link: [u8; 16], ethertype: u16) -> Option<()> {
+fn write_link<C: FrameSource>(ctx: &C, l3: usize, link: [u8; 16], ethertype: u16) -> Option<()> {
     let out = ctx.frame().get_mut::<[u8; MAX_L3_OFFSET]>(0)?.cast::<u8>();
     // 12 untagged, 16 behind a VLAN tag.
     let at = if l3 == MAX_L3_OFFSET { 16 } else { 12 };

@@ -1,7 +1,7 @@
 //! The XDP side: apply the core's `Decision` with direct packet access.
 
 pub mod decap;
-mod encap;
+pub(crate) mod encap;
 pub(crate) mod forward;
 pub(crate) mod icmp;
 mod link;
