@@ -17,8 +17,8 @@ use support::{
     in_private_netns,
     lb::{
         BACKEND4_IDS, BACKEND6_IDS, CLIENT_MAC, CLIENT4, CLIENT6, DOWN_MAC, FROM_CLIENT, Lb,
-        UP_MAC, VIP4, VIP6, XDP_DROP, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling, mac_of,
-        too_big_answer,
+        UP_MAC, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, backend4, backend6, cycling,
+        mac_of, too_big_answer,
     },
 };
 use xdp_lb::{Config, Frontend, Protocol, ServiceOptions, Verdict};
@@ -243,5 +243,59 @@ fn an_error_about_a_dsr_reply_reaches_the_backend_wrapped_as_it_came() {
             (Verdict::ForwardEncapsulated, 3),
             (Verdict::ForwardIcmpErrorToBackend, 3),
         ]);
+    });
+}
+
+/// A health probe of a DSR backend goes through the tunnel to the VIP
+/// (`tc_probe_encap`), and the backend answers it from the VIP to the LB's
+/// own address, as it answers a client: that answer, when it comes in
+/// through `xdp_lb`, passes byte for byte to the LB's stack, where the probe's
+/// socket waits. No reverse entry, no frontend at the LB's address: nothing
+/// the program may take it for.
+#[test]
+fn a_probe_answer_from_the_vip_to_the_lb_passes_byte_for_byte() {
+    in_private_netns(|| {
+        let lb = lb(both_sources());
+        // Probes of both families, to both addresses of the LB a probe may
+        // leave from, on an ephemeral port (which Linux takes from
+        // 32768-60999, above every NodePort).
+        let answers = [
+            ((VIP4, PORT), (SOURCE4, 40_000), backend4(0).ip()),
+            (
+                (VIP4, PORT),
+                (Ipv4Addr::new(198, 18, 0, 254), 60_999),
+                backend4(1).ip(),
+            ),
+        ]
+        .map(|(vip, lb_end, backend)| {
+            (
+                Packet::tcp(
+                    (mac_of(backend), DOWN_MAC),
+                    SocketAddr::from(vip),
+                    SocketAddr::from(lb_end),
+                    TcpFlags::SYN_ACK,
+                ),
+                backend,
+            )
+        });
+        let answers6 =
+            [((VIP6, PORT), (SOURCE6, 40_000), backend6(0).ip())].map(|(vip, lb_end, backend)| {
+                (
+                    Packet::tcp(
+                        (mac_of(backend), DOWN_MAC),
+                        SocketAddr::from(vip),
+                        SocketAddr::from(lb_end),
+                        TcpFlags::SYN_ACK,
+                    ),
+                    backend,
+                )
+            });
+        for (answer, backend) in answers.iter().chain(&answers6) {
+            let input = answer.bytes();
+            let out = lb.send(&input, lb.dn0);
+            assert_eq!(out.action, XDP_PASS, "{answer:?} from {backend}");
+            assert_eq!(out.packet, input, "{answer:?} from {backend} was changed");
+        }
+        assert!(lb.dp.conntrack().expect("conntrack").is_empty());
     });
 }
