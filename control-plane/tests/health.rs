@@ -416,7 +416,7 @@ fn a_dead_new_backend_is_never_in_the_table_nor_announced() {
             ]),
         };
         let (mut checker, mut changes) = HealthChecker::new();
-        checker.set_targets(health::targets(&model));
+        checker.set_targets(health::targets(&model, None));
         let shown = health::in_service(&model, &checker, &ServiceName("ghost".into()), dead);
 
         follow_changes(
@@ -482,7 +482,7 @@ fn after_a_restart_only_what_was_served_stays_in() {
             [(5, live, true), (7, other, false)],
             [(1, vec![5, 5, 5])],
         ));
-        checker.set_targets(health::targets(&model));
+        checker.set_targets(health::targets(&model, None));
         let (members, announced) = programmed(&model, &checker);
         assert_eq!(members["web"], [live], "no probe needed to stay in");
         assert_eq!(announced, [web_vip]);

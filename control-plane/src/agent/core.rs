@@ -15,6 +15,7 @@ use xdp_lb::Datapath;
 use super::{
     drains::{Drains, with_drains},
     host_addresses,
+    probe_tunnel::TunnelProbes,
 };
 use crate::{
     announce::{self, Announcer},
@@ -53,6 +54,9 @@ pub(crate) struct Core {
     /// The desired state of the last sync, refreshed in place by the next.
     pub(crate) desired: Desired,
     pub(crate) health: HealthChecker,
+    /// Health probes of `dsr` services' backends through the tunnel; None
+    /// with `--dsr-health-probes direct`.
+    pub(crate) probe_tunnel: Option<TunnelProbes>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) announcer: Announcer,
     pub(crate) status: Status,
@@ -270,7 +274,17 @@ impl Core {
         self.status.loaded = true;
         if model != self.model {
             self.model = model;
-            self.health.set_targets(crate::health::targets(&self.model));
+            // New probe marks are in the datapath before their probes
+            // start; freed ones leave once theirs have stopped.
+            let freed = match &mut self.probe_tunnel {
+                Some(probes) => probes.follow(&self.model, &mut self.datapath),
+                None => Vec::new(),
+            };
+            self.health.set_targets(crate::health::targets(
+                &self.model,
+                self.probe_tunnel.as_ref().map(TunnelProbes::tunnel),
+            ));
+            TunnelProbes::forget(&freed, &mut self.datapath);
             self.drains.note_model(&self.model);
         }
     }

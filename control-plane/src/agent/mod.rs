@@ -23,6 +23,7 @@ mod host_addresses;
 mod interfaces;
 mod kubernetes;
 mod options;
+mod probe_tunnel;
 mod programmed;
 mod recover;
 mod views;
@@ -42,7 +43,7 @@ use tokio::{
 };
 use xdp_lb::{AttachMode, Config, Datapath, LoadOptions, MapSizes, ProgramName};
 
-pub use options::{AgentOptions, MapSizeOptions};
+pub use options::{AgentOptions, DsrHealthProbes, MapSizeOptions};
 pub(crate) use options::{each_once, parse_interface_name};
 
 use self::{
@@ -206,6 +207,17 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     health.recover(
         recover::pinned_tables(&datapath, &recovered).context("reading the pinned tables")?,
     );
+    let probe_tunnel = match options.dsr_health_probes {
+        DsrHealthProbes::Tunnel => Some(probe_tunnel::TunnelProbes::start(
+            &mut datapath,
+            options.health_probe_mark,
+            (
+                encap_source_v4.map(Into::into),
+                encap_source_v6.map(Into::into),
+            ),
+        )?),
+        DsrHealthProbes::Direct => None,
+    };
     let metrics = Arc::new(Metrics::new());
     for speaker in &speakers {
         metrics.speaker_configured(speaker.name());
@@ -224,6 +236,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         drains,
         desired: Default::default(),
         health,
+        probe_tunnel,
         metrics: Arc::clone(&metrics),
         announcer: Announcer::new(speakers),
         file_health_ports: Default::default(),
@@ -281,6 +294,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         core.datapath
             .attach_uplink_egress_pinned(iface, &uplink_links)
             .with_context(|| format!("attaching tc_lb_uplink to the egress of {iface}"))?;
+        if let Some(probes) = &mut core.probe_tunnel {
+            probes.attach(&mut core.datapath, iface)?;
+        }
         core.status.attached.push(AttachmentView {
             interface: iface.clone(),
             // A taken-over link keeps the mode it was made in.
@@ -294,7 +310,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!(
         interfaces = ?options.interfaces,
-        "xdp_lb attached, and tc_lb_uplink at their egress"
+        dsr_health_probes = ?options.dsr_health_probes,
+        "xdp_lb attached, and tc_lb_uplink at their egress (with tc_probe_encap before it when \
+         dsr backends are probed through the tunnel)"
     );
     // Now that it can serve: announce what the first sync programmed.
     core.announce();

@@ -176,6 +176,34 @@ pub struct AgentOptions {
     )]
     pub encap_sources: Vec<IpAddr>,
 
+    /// How the health checks of `mode: dsr` services probe their backends.
+    /// `tunnel`: at a VIP of the service, the probe's packets wrapped for
+    /// the backend as its traffic is (`tc_probe_encap` at the egress of every
+    /// --interface), so a backend whose `xlb decap` stopped, or without the
+    /// VIP on `lo`, fails them. `direct`: at the backend's own address, which
+    /// tests neither.
+    #[arg(
+        long,
+        env = "XLB_DSR_HEALTH_PROBES",
+        value_enum,
+        default_value_t = DsrHealthProbes::Tunnel
+    )]
+    pub dsr_health_probes: DsrHealthProbes,
+
+    /// The socket marks (SO_MARK) of health probes through the DSR tunnel:
+    /// this base in the high 16 bits, a backend's slot in the low 16.
+    /// Packets whose mark has these high bits are the probes' (a slot that
+    /// names no backend is dropped): choose a base no other mark of this
+    /// host uses.
+    #[arg(
+        long,
+        env = "XLB_HEALTH_PROBE_MARK",
+        value_name = "BASE",
+        default_value = "0x584c0000",
+        value_parser = parse_probe_mark
+    )]
+    pub health_probe_mark: u32,
+
     /// The TC programs on the host side of pod veths: every interface whose
     /// name matches this glob (`veth*`, `lxc*`, `cali*`), followed as pods
     /// come and go. Unset: no pod interface (and the pod links an earlier
@@ -383,6 +411,38 @@ fn parse_table_size(text: &str) -> Result<u32, String> {
 }
 
 /// `MIN-MAX`: a non-empty range of nonzero ports.
+/// How the backends of `mode: dsr` services are probed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DsrHealthProbes {
+    /// Through the tunnel, to a VIP of the service.
+    #[default]
+    Tunnel,
+    /// At the backend's own address.
+    Direct,
+}
+
+/// A probe mark base: decimal or `0x` hexadecimal, with its low 16 bits
+/// clear and not 0.
+fn parse_probe_mark(text: &str) -> Result<u32, String> {
+    let base = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("`{text}` is not a 32-bit mark (decimal, or hexadecimal after 0x)"))?;
+    if !xdp_lb::is_probe_mark_base(base) {
+        return Err(format!(
+            "{base:#010x} is not a base: its low 16 bits carry a backend's slot and must be 0, \
+             and the base must not be 0 (e.g. {:#010x})",
+            if base >> 16 == 0 {
+                xdp_lb::DEFAULT_PROBE_MARK_BASE
+            } else {
+                base & 0xffff_0000
+            }
+        ));
+    }
+    Ok(base)
+}
+
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (min, max) = text
         .split_once('-')
@@ -444,6 +504,41 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!((set.sizes.max_services, set.sizes.max_addresses), (8, 2));
+    }
+
+    #[test]
+    fn dsr_backends_are_probed_through_the_tunnel_with_a_mark_base_unless_told_otherwise() {
+        let defaults = parse(&["--config", "x.yaml"]).expect("parses");
+        assert_eq!(defaults.dsr_health_probes, DsrHealthProbes::Tunnel);
+        assert_eq!(defaults.health_probe_mark, xdp_lb::DEFAULT_PROBE_MARK_BASE);
+        let set = parse(&[
+            "--config",
+            "x.yaml",
+            "--dsr-health-probes",
+            "direct",
+            "--health-probe-mark",
+            "0x10000",
+        ])
+        .expect("parses");
+        assert_eq!(set.dsr_health_probes, DsrHealthProbes::Direct);
+        assert_eq!(set.health_probe_mark, 0x1_0000);
+        assert_eq!(
+            parse(&["--config", "x.yaml", "--health-probe-mark", "131072"])
+                .expect("decimal")
+                .health_probe_mark,
+            0x2_0000
+        );
+        for (wrong, says) in [
+            ("0x584c0001", "0x584c0001 is not a base: its low 16 bits"),
+            ("0", "(e.g. 0x584c0000)"),
+            ("0x1ffff", "(e.g. 0x00010000)"),
+            ("mark", "`mark` is not a 32-bit mark"),
+        ] {
+            let error = parse(&["--config", "x.yaml", "--health-probe-mark", wrong])
+                .expect_err(wrong)
+                .to_string();
+            assert!(error.contains(says), "{wrong}: {error}");
+        }
     }
 
     #[test]

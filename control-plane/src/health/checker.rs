@@ -20,8 +20,9 @@ use tracing::{debug, info, trace, warn};
 
 use super::{
     pinned::PinnedTables,
-    probe::{self, ProbeError},
+    probe::{self, ProbeError, ProbeTo},
     state::{Health, HealthState},
+    tunnel::{NoTunnel, ProbePath},
 };
 use crate::model::{Frontend, HealthCheck};
 
@@ -42,6 +43,22 @@ impl Target {
     pub fn probe_addr(self, check: &HealthCheck) -> SocketAddr {
         SocketAddr::new(self.addr.ip(), check.port.unwrap_or(self.addr.port()))
     }
+
+    /// Where `check` probes this backend by `path`: its own address
+    /// ([`probe_addr`](Self::probe_addr)), or through the DSR tunnel the
+    /// VIP on the same port, from a socket with the backend's mark; why not,
+    /// for a backend no probe can be wrapped for.
+    pub fn probe_to(self, check: &HealthCheck, path: ProbePath) -> Result<ProbeTo, NoTunnel> {
+        let direct = self.probe_addr(check);
+        match path {
+            ProbePath::Direct => Ok(direct.into()),
+            ProbePath::Tunnel { vip, mark } => Ok(ProbeTo {
+                addr: SocketAddr::new(vip, direct.port()),
+                mark: Some(mark),
+            }),
+            ProbePath::Unwrappable(reason) => Err(reason),
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -59,15 +76,20 @@ pub struct ServiceTarget<'m> {
     /// The frontends of the service that lists it: where a restarted agent
     /// looks for it in the pinned tables ([`PinnedTables::served`]).
     pub frontends: &'m [Frontend],
+    /// How its probes reach it (through the DSR tunnel for a `dsr`
+    /// service's backend).
+    pub path: ProbePath,
 }
 
-/// A target of no service in particular: no pinned table names it.
+/// A target of no service in particular, probed directly: no pinned table
+/// names it.
 impl From<(Target, HealthCheck)> for ServiceTarget<'static> {
     fn from((target, check): (Target, HealthCheck)) -> Self {
         Self {
             target,
             check: Cow::Owned(check),
             frontends: &[],
+            path: ProbePath::Direct,
         }
     }
 }
@@ -88,7 +110,11 @@ pub struct HealthChange {
 pub struct TargetStatus {
     pub target: Target,
     pub check: HealthCheck,
-    /// The address probed: [`Target::probe_addr`].
+    /// How it is probed.
+    pub path: ProbePath,
+    /// The address probed: [`Target::probe_addr`], or the VIP through the
+    /// tunnel ([`Target::probe_to`]); the backend's own address when no
+    /// probe can go through the tunnel to it.
     pub probe_addr: SocketAddr,
     pub health: Health,
     pub consecutive_successes: u32,
@@ -101,10 +127,10 @@ pub struct TargetStatus {
 /// Runs one probe. [`NetProber`] is the real one; tests of code that
 /// drives a [`HealthChecker`] can script results with their own.
 pub trait Prober: Send + Sync + 'static {
-    /// Probes `addr` as `check` says, within `check.timeout`.
+    /// Probes `to` as `check` says, within `check.timeout`.
     fn probe(
         &self,
-        addr: SocketAddr,
+        to: ProbeTo,
         check: &HealthCheck,
     ) -> impl Future<Output = Result<(), ProbeError>> + Send;
 }
@@ -116,20 +142,22 @@ pub struct NetProber;
 impl Prober for NetProber {
     fn probe(
         &self,
-        addr: SocketAddr,
+        to: ProbeTo,
         check: &HealthCheck,
     ) -> impl Future<Output = Result<(), ProbeError>> + Send {
-        probe::probe(&check.probe, addr, check.timeout)
+        probe::probe(&check.probe, to, check.timeout)
     }
 }
 
 /// Active health checks of a set of targets, each probed by its own task
 /// on the Tokio runtime that called [`HealthChecker::set_targets`].
 ///
-/// A target is checked per (address, check): a backend listed by several
-/// services with the same check is probed once, and one checked differently
-/// by two services is probed once per check, each with its own verdict —
-/// [`HealthChecker::is_healthy`] answers for the check a service asks about.
+/// A target is checked per (address, check, path): a backend listed by
+/// several services with the same check is probed once, and one checked
+/// differently by two services is probed once per check, each with its own
+/// verdict — [`HealthChecker::is_healthy`] answers for the check a service
+/// asks about (the worst of its paths, should a backend be in a `dsr` and
+/// another service with one check).
 ///
 /// Transitions arrive on the channel returned by [`HealthChecker::new`].
 /// Treat one as a prompt to recompute from [`HealthChecker::is_healthy`],
@@ -154,6 +182,7 @@ pub struct HealthChecker<P = NetProber> {
 #[derive(Debug)]
 struct Checked {
     check: HealthCheck,
+    path: ProbePath,
     shared: Arc<Mutex<Shared>>,
     _task: AbortOnDrop,
 }
@@ -228,20 +257,24 @@ impl<P: Prober> HealthChecker<P> {
         let pinned = self.pinned.take();
         // Per address, each check once, and whether any service listing the
         // address with that check was served by the earlier agent.
-        let mut wanted: HashMap<Target, Vec<(HealthCheck, bool)>> = HashMap::new();
+        let mut wanted: HashMap<Target, Vec<(HealthCheck, ProbePath, bool)>> = HashMap::new();
         for wanted_target in targets {
             let ServiceTarget {
                 target,
                 check,
                 frontends,
+                path,
             } = wanted_target.into();
             let served = pinned
                 .as_ref()
                 .is_some_and(|pinned| pinned.served(frontends, target.addr));
             let checks = wanted.entry(target).or_default();
-            match checks.iter_mut().find(|(known, _)| *known == *check) {
-                Some((_, was_served)) => *was_served |= served,
-                None => checks.push((check.into_owned(), served)),
+            match checks
+                .iter_mut()
+                .find(|(known, known_path, _)| *known == *check && *known_path == path)
+            {
+                Some((.., was_served)) => *was_served |= served,
+                None => checks.push((check.into_owned(), path, served)),
             }
         }
 
@@ -250,14 +283,16 @@ impl<P: Prober> HealthChecker<P> {
         self.targets.retain(|target, running| {
             let keep = wanted.get(target).map_or(&[][..], Vec::as_slice);
             running.retain(|checked| {
-                let stays = keep.iter().any(|(check, _)| *check == checked.check);
+                let stays = keep
+                    .iter()
+                    .any(|(check, path, _)| *check == checked.check && *path == checked.path);
                 if !stays {
                     let health = checked.health();
                     removed
                         .entry(*target)
                         .and_modify(|worst| *worst = (*worst).max(health))
                         .or_insert(health);
-                    debug!(%target, check = ?checked.check, "health check stopped");
+                    debug!(%target, check = ?checked.check, path = %checked.path, "health check stopped");
                 }
                 stays
             });
@@ -265,9 +300,12 @@ impl<P: Prober> HealthChecker<P> {
         });
 
         for (target, checks) in wanted {
-            for (check, served) in checks {
+            for (check, path, served) in checks {
                 let running = self.targets.get(&target).map_or(&[][..], Vec::as_slice);
-                if running.iter().any(|checked| checked.check == check) {
+                if running
+                    .iter()
+                    .any(|checked| checked.check == check && checked.path == path)
+                {
                     continue;
                 }
                 let initial = match removed.get(&target) {
@@ -275,8 +313,8 @@ impl<P: Prober> HealthChecker<P> {
                     None if served => Health::Up,
                     None => Health::Pending,
                 };
-                debug!(%target, ?check, %initial, "health check started");
-                let checked = self.start(target, check, initial);
+                info!(%target, ?check, %initial, %path, "health check started");
+                let checked = self.start(target, check, path, initial);
                 self.targets.entry(target).or_default().push(checked);
             }
         }
@@ -292,7 +330,13 @@ impl<P: Prober> HealthChecker<P> {
         self.pinned = (!pinned.is_empty()).then_some(pinned);
     }
 
-    fn start(&self, target: Target, check: HealthCheck, initial: Health) -> Checked {
+    fn start(
+        &self,
+        target: Target,
+        check: HealthCheck,
+        path: ProbePath,
+        initial: Health,
+    ) -> Checked {
         let shared = Arc::new(Mutex::new(Shared {
             state: HealthState::starting(initial, check.rise, check.fall),
             last_error: None,
@@ -300,25 +344,27 @@ impl<P: Prober> HealthChecker<P> {
         let task = tokio::spawn(run(
             Arc::clone(&self.prober),
             target,
-            check.clone(),
+            (check.clone(), path),
             Arc::clone(&shared),
             self.changes.clone(),
         ));
         Checked {
             check,
+            path,
             shared,
             _task: AbortOnDrop(task),
         }
     }
 
-    /// The health of `addr` under `check`, or `None` when that pair is not
-    /// being checked.
+    /// The health of `addr` under `check` (the worst of its paths), or
+    /// `None` when that pair is not being checked.
     pub fn health(&self, addr: SocketAddr, check: &HealthCheck) -> Option<Health> {
         self.targets
             .get(&Target { addr })?
             .iter()
-            .find(|checked| checked.check == *check)
+            .filter(|checked| checked.check == *check)
             .map(Checked::health)
+            .max()
     }
 
     /// The health of `addr` under `check` as traffic sees it: a pair that
@@ -347,7 +393,10 @@ impl<P: Prober> HealthChecker<P> {
                     TargetStatus {
                         target: *target,
                         check: checked.check.clone(),
-                        probe_addr: target.probe_addr(&checked.check),
+                        path: checked.path,
+                        probe_addr: target
+                            .probe_to(&checked.check, checked.path)
+                            .map_or(target.addr, |to| to.addr),
                         health: shared.state.health(),
                         consecutive_successes: shared.state.consecutive_successes(),
                         consecutive_failures: shared.state.consecutive_failures(),
@@ -377,21 +426,25 @@ impl Checked {
 async fn run<P: Prober>(
     prober: Arc<P>,
     target: Target,
-    check: HealthCheck,
+    (check, path): (HealthCheck, ProbePath),
     shared: Arc<Mutex<Shared>>,
     changes: mpsc::UnboundedSender<HealthChange>,
 ) {
-    let probe_addr = target.probe_addr(&check);
+    let probe_to = target.probe_to(&check, path);
+    let probe_addr = probe_to.map_or(target.addr, |to| to.addr);
     // The first tick completes at once: a new target is probed right away.
     let mut ticker = time::interval(check.interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let reason = prober
-            .probe(probe_addr, &check)
-            .await
-            .err()
-            .map(|error| error.reason());
+        let result = match probe_to {
+            Ok(to) => prober.probe(to, &check).await,
+            Err(reason) => Err(ProbeError::NoTunnel {
+                backend: target.addr,
+                reason,
+            }),
+        };
+        let reason = result.err().map(|error| error.reason());
         if let Some(reason) = &reason {
             debug!(%target, %probe_addr, reason, "health probe failed");
         }
@@ -487,9 +540,10 @@ mod tests {
     impl Prober for Arc<ScriptedProber> {
         fn probe(
             &self,
-            addr: SocketAddr,
+            to: ProbeTo,
             _check: &HealthCheck,
         ) -> impl Future<Output = Result<(), ProbeError>> + Send {
+            let addr = to.addr;
             self.probes
                 .send_modify(|counts| *counts.entry(addr).or_default() += 1);
             let failing = self.failing.lock().unwrap().contains(&addr);
@@ -743,6 +797,63 @@ mod tests {
         assert!(!changed.contains(&b), "b stayed up: {changed:?}");
     }
 
+    #[tokio::test]
+    async fn a_tunnel_probe_goes_to_the_vip_and_a_backend_it_cannot_reach_fails_with_why() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (tunnelled, unwrappable) = (addr(1, 80), addr(2, 80));
+        let vip = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1));
+        let on_8080 = HealthCheck {
+            port: Some(8080),
+            ..check(2)
+        };
+        let path = ProbePath::Tunnel {
+            vip,
+            mark: 0x584c_0007,
+        };
+        let why = NoTunnel::NoEncapSource {
+            family: crate::health::tunnel::Family::V4,
+        };
+        checker.set_targets([
+            ServiceTarget {
+                path,
+                ..ServiceTarget::from((Target { addr: tunnelled }, on_8080.clone()))
+            },
+            ServiceTarget {
+                path: ProbePath::Unwrappable(why),
+                ..ServiceTarget::from((Target { addr: unwrappable }, check(2)))
+            },
+        ]);
+        let statuses = checker.snapshot();
+        assert_eq!(
+            (statuses[0].path, statuses[0].probe_addr),
+            (path, SocketAddr::new(vip, 8080)),
+            "the VIP, on the check's port"
+        );
+        assert_eq!(statuses[1].probe_addr, unwrappable);
+
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let change = next_change(&mut changes).await;
+            seen.push((change.target.addr, change.healthy, change.reason));
+        }
+        seen.sort();
+        assert_eq!(seen[0], (tunnelled, true, None));
+        assert_eq!(seen[1].0, unwrappable);
+        assert!(!seen[1].1);
+        let reason = seen[1].2.clone().unwrap_or_default();
+        assert!(
+            reason.starts_with(
+                "backend 198.18.0.2:80 cannot be probed through the DSR tunnel: the agent has no \
+                 --encap-source of the backend's family (IPv4)"
+            ),
+            "{reason}"
+        );
+        assert_eq!(prober.count(SocketAddr::new(vip, 8080)), 1);
+        assert_eq!(prober.count(tunnelled), 0, "not its own address");
+        assert_eq!(prober.count(unwrappable), 0, "nothing sent");
+    }
+
     fn frontend(address: &str) -> Frontend {
         let address: SocketAddr = address.parse().unwrap();
         Frontend {
@@ -765,6 +876,7 @@ mod tests {
             target: Target { addr },
             check: Cow::Owned(check),
             frontends,
+            path: ProbePath::Direct,
         }
     }
 

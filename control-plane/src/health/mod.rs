@@ -13,6 +13,8 @@
 //! - [`state`]: the pure rise/fall state machine;
 //! - [`pinned`]: what an earlier agent served, read back after a restart;
 //! - [`probe`]: one probe, over the network;
+//! - [`tunnel`]: how a `dsr` service's backends are probed through the
+//!   tunnel (a VIP, and a mark that names the backend);
 //! - the checker: one task per (backend address, check);
 //! - [`node_port`]: the `healthCheckNodePort` servers that tell external load
 //!   balancers which nodes have endpoints of a `Local` Service.
@@ -22,6 +24,7 @@ pub mod node_port;
 pub mod pinned;
 pub mod probe;
 pub mod state;
+pub mod tunnel;
 
 use std::{borrow::Cow, net::SocketAddr};
 
@@ -29,23 +32,33 @@ pub use checker::{
     HealthChange, HealthChecker, NetProber, Prober, ServiceTarget, Target, TargetStatus,
 };
 pub use pinned::PinnedTables;
-pub use probe::ProbeError;
+pub use probe::{ProbeError, ProbeTo};
 pub use state::{Health, HealthState};
+pub use tunnel::{ProbePath, ProbeTunnel};
 
 use crate::model::{Model, ServiceName};
 
 /// Every (backend, check) pair of `model`, with the frontends of its
-/// service: each backend of each service that has a health check, whatever
-/// the backend's state — a draining backend's health still shows in status.
-/// Pairs repeat when services share a backend;
-/// [`HealthChecker::set_targets`] checks each pair once.
-pub fn targets(model: &Model) -> impl Iterator<Item = ServiceTarget<'_>> + '_ {
-    model.services.values().flat_map(|service| {
-        service.health_check.iter().flat_map(|check| {
-            service.backends.iter().map(|backend| ServiceTarget {
+/// service and the path its probes take: each backend of each service that
+/// has a health check, whatever the backend's state — a draining backend's
+/// health still shows in status. Pairs repeat when services share a
+/// backend; [`HealthChecker::set_targets`] checks each pair once.
+///
+/// With `tunnel`, a `dsr` service's backends are probed through it (give it
+/// the model first: [`ProbeTunnel::assign`]); without, directly.
+pub fn targets<'m>(
+    model: &'m Model,
+    tunnel: Option<&'m ProbeTunnel>,
+) -> impl Iterator<Item = ServiceTarget<'m>> + 'm {
+    model.services.values().flat_map(move |service| {
+        service.health_check.iter().flat_map(move |check| {
+            service.backends.iter().map(move |backend| ServiceTarget {
                 target: Target { addr: backend.addr },
                 check: Cow::Borrowed(check),
                 frontends: &service.frontends,
+                path: tunnel.map_or(ProbePath::Direct, |tunnel| {
+                    tunnel.path(service, backend.addr.ip())
+                }),
             })
         })
     })
@@ -118,7 +131,7 @@ mod tests {
             ServiceName("unchecked".into()),
             service(&["198.18.0.3:80"], None),
         );
-        let listed: Vec<(SocketAddr, HealthCheck)> = targets(&model)
+        let listed: Vec<(SocketAddr, HealthCheck)> = targets(&model, None)
             .map(|listed| (listed.target.addr, listed.check.into_owned()))
             .collect();
         assert_eq!(

@@ -5,11 +5,26 @@ use std::{error::Error as _, io, net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
     time,
 };
 
+use super::tunnel::NoTunnel;
 use crate::model::Probe;
+
+/// Where one probe goes: an address, and the mark (`SO_MARK`) of its
+/// socket when it goes through the DSR tunnel ([`super::tunnel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeTo {
+    pub addr: SocketAddr,
+    pub mark: Option<u32>,
+}
+
+impl From<SocketAddr> for ProbeTo {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, mark: None }
+    }
+}
 
 /// Bytes of response the HTTP probe reads at most: the final status line
 /// plus any 1xx interim responses before it. A healthy server's first line
@@ -26,6 +41,18 @@ const MAX_QUOTED_LINE: usize = 80;
 pub enum ProbeError {
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("backend {backend} cannot be probed through the DSR tunnel: {reason}")]
+    NoTunnel {
+        backend: SocketAddr,
+        reason: NoTunnel,
+    },
+    #[error("marking the probe's socket to {addr} with {mark:#010x} (SO_MARK needs CAP_NET_ADMIN)")]
+    Mark {
+        addr: SocketAddr,
+        mark: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("connecting to {addr}")]
     Connect {
         addr: SocketAddr,
@@ -74,23 +101,24 @@ impl ProbeError {
     }
 }
 
-/// Runs `probe` against `addr`, all of it (connect, request, status line)
-/// within `timeout`.
+/// Runs `probe` against `to`, all of it (connect, request, status line)
+/// within `timeout`, from a socket with `to.mark` if set.
 ///
-/// - [`Probe::Tcp`] passes when a TCP connection to `addr` completes; the
-///   connection is closed at once.
+/// - [`Probe::Tcp`] passes when a TCP connection to `to.addr` completes;
+///   the connection is closed at once.
 /// - [`Probe::Http`] sends `GET path HTTP/1.1` with `Host: addr` and
 ///   `Connection: close`, and passes when the final status line carries a
 ///   2xx or 3xx code. 1xx interim responses are skipped; the body is never
 ///   read.
-pub async fn probe(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+pub async fn probe(probe: &Probe, to: ProbeTo, timeout: Duration) -> Result<(), ProbeError> {
+    let addr = to.addr;
     let attempt = async {
         match probe {
             Probe::Tcp => {
-                connect(addr).await?;
+                connect(to).await?;
                 Ok(())
             }
-            Probe::Http { path } => http_get(addr, path).await,
+            Probe::Http { path } => http_get(to, path).await,
         }
     };
     match time::timeout(timeout, attempt).await {
@@ -99,19 +127,37 @@ pub async fn probe(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
-    TcpStream::connect(addr)
-        .await
-        .map_err(|source| ProbeError::Connect { addr, source })
+/// A connection to `to.addr` from a socket of its own: each probe, also of
+/// backends behind one VIP, has its own port and its own mark.
+async fn connect(to: ProbeTo) -> Result<TcpStream, ProbeError> {
+    let addr = to.addr;
+    let connect_err = |source| ProbeError::Connect { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(connect_err)?;
+    if let Some(mark) = to.mark {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Mark, &mark).map_err(
+            |errno| ProbeError::Mark {
+                addr,
+                mark,
+                source: errno.into(),
+            },
+        )?;
+    }
+    socket.connect(addr).await.map_err(connect_err)
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(), ProbeError> {
+async fn http_get(to: ProbeTo, path: &str) -> Result<(), ProbeError> {
+    let addr = to.addr;
     if !is_origin_form(path) {
         return Err(ProbeError::InvalidPath {
             path: path.to_owned(),
         });
     }
-    let mut stream = connect(addr).await?;
+    let mut stream = connect(to).await?;
     // Host is mandatory in HTTP/1.1 (RFC 9112 §3.2); `SocketAddr`'s Display
     // puts an IPv6 address in brackets, as `uri-host` needs (RFC 3986 §3.2.2).
     let request = format!(
