@@ -2084,6 +2084,8 @@ fn a_dsr_service_through_the_agent_and_xlb_decap() {
     let mut yaml = service("web", "TCP", VIP_PORT, &servers, true);
     yaml.push_str("    mode: dsr\n");
     rig.write_config(&config(&[yaml])).expect("config");
+    // The health probes go through the tunnel, by the LB's route to the VIP.
+    rig.route_vip_upstream().expect("a route to the VIP");
     let source = rig.topo.lb_back.v4.to_string();
     rig.start_agent(&["--encap-source", &source])
         .expect("agent");

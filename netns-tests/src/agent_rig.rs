@@ -199,6 +199,21 @@ impl AgentRig {
         &self.workdir
     }
 
+    /// Routes the VIP in the LB's namespace toward the client, as an LB
+    /// routes it toward its upstream router (its default route, usually):
+    /// the health probes of `mode: dsr` backends, sent to the VIP, leave by
+    /// that route, through `eth0`, where the agent's `tc_probe_encap` wraps
+    /// them for their backend.
+    pub fn route_vip_upstream(&mut self) -> anyhow::Result<()> {
+        let host = crate::Cidr::new(vip(), 32)?;
+        let route = crate::Route::to(host).via(self.topo.client.v4.into());
+        let lb = self.topo.lb.clone();
+        self.topo
+            .rig
+            .add_route(&lb, &route)
+            .context("routing the VIP from the LB toward the client")
+    }
+
     /// Starts an HTTP server on backend `i` (its IPv4 address, `port`)
     /// answering `b<i>`.
     pub fn serve_http(&mut self, i: usize, port: u16) -> anyhow::Result<()> {

@@ -1,0 +1,162 @@
+//! Health checks of a `mode: dsr` service through the tunnel, with the real
+//! `xlb agent` ([`netns_tests::agent_rig::AgentRig`]: client → LB → switch →
+//! b0, b1, b2; every backend holds the VIP on `lo`, runs `xlb decap` and
+//! serves TCP echo on every address).
+//!
+//! The agent probes each backend at the VIP from a socket marked for it;
+//! `tc_probe_encap` wraps the probe for the backend, whose `xlb decap`
+//! strips it and whose stack answers from the VIP. So when b0's `xlb decap`
+//! stops, b0 goes down — although its own address still answers, which is
+//! all a probe tested before — and comes back when `xlb decap` runs again;
+//! b1 and b2 stay up throughout. Needs root.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Shutdown, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use control_plane::api::BackendView;
+use netns_tests::{
+    Proto,
+    agent_rig::{AgentRig, BACKENDS, VIP_PORT, backend_name, vip},
+    wait_until,
+};
+
+/// The `xlb` binary under test.
+const XLB: &str = env!("CARGO_BIN_EXE_xlb");
+/// The health check: quick, so that the scenario is.
+const INTERVAL: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
+const FALL: u32 = 2;
+/// Waits with no timing claim of their own; only reached on failure.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// How long the direct exchange with a backend may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn config(rig: &AgentRig) -> String {
+    let backends: Vec<String> = (0..BACKENDS)
+        .map(|i| format!("{{address: \"{}\"}}", rig.backend_addr(i, VIP_PORT)))
+        .collect();
+    format!(
+        "services:\n  - name: web\n    mode: dsr\n    frontends: [{{address: {}, port: \
+         {VIP_PORT}}}]\n    backends: [{}]\n    health_check: {{type: tcp, interval: {}ms, \
+         timeout: {}ms, rise: 1, fall: {FALL}}}\n",
+        vip(),
+        backends.join(", "),
+        INTERVAL.as_millis(),
+        PROBE_TIMEOUT.as_millis()
+    )
+}
+
+/// Each backend's health, in backend order.
+fn health(rig: &AgentRig) -> Vec<String> {
+    let list: Vec<BackendView> = serde_json::from_value(
+        rig.xlb_json(&["backend", "list"])
+            .expect("xlb backend list"),
+    )
+    .expect("BackendViews");
+    (0..BACKENDS)
+        .map(|i| {
+            let addr = rig.backend_addr(i, VIP_PORT);
+            list.iter()
+                .find(|b| b.address == addr)
+                .map_or_else(|| "missing".to_owned(), |b| b.health.clone())
+        })
+        .collect()
+}
+
+/// Starts `xlb decap` on backend `i`; its process ID.
+fn start_decap(rig: &mut AgentRig, i: usize) -> u32 {
+    let netns = rig.backend(i).clone();
+    rig.topo
+        .rig
+        .spawn(
+            &netns,
+            XLB,
+            &["decap", "--interface", "eth0", "--vip", &vip().to_string()],
+        )
+        .expect("xlb decap")
+        .pid
+}
+
+/// One echo exchange from the LB's namespace with `to`, unmarked: what a
+/// probe of the backend's own address does. The answering server's name.
+fn direct_exchange(rig: &AgentRig, to: SocketAddr) -> Result<String, String> {
+    rig.lb()
+        .run(move || {
+            let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT)
+                .map_err(|e| format!("connecting to {to}: {e}"))?;
+            stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"direct")
+                .and_then(|()| stream.shutdown(Shutdown::Write))
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            stream
+                .read_to_string(&mut answer)
+                .map_err(|e| e.to_string())?;
+            Ok(answer.trim_end_matches(" direct").to_owned())
+        })
+        .map_err(|e| e.to_string())?
+}
+
+#[test]
+fn a_dsr_backend_whose_decap_stops_fails_its_health_check_and_returns_with_it() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    let any = SocketAddr::from(([0, 0, 0, 0], VIP_PORT));
+    let mut decaps = Vec::new();
+    for i in 0..BACKENDS {
+        let netns = rig.backend(i).clone();
+        let host = netns_tests::Cidr::new(vip(), 32).expect("a host prefix");
+        rig.topo
+            .rig
+            .add_address(&netns, "lo", host)
+            .expect("the VIP on lo");
+        rig.topo
+            .rig
+            .serve_echo(&netns, Proto::Tcp, any, &backend_name(i))
+            .expect("echo server");
+        decaps.push(start_decap(&mut rig, i));
+    }
+    rig.route_vip_upstream().expect("a route to the VIP");
+    rig.write_config(&config(&rig)).expect("config");
+    let source = rig.topo.lb_back.v4.to_string();
+    rig.start_agent(&["--encap-source", &source])
+        .expect("agent");
+    let all_up = vec!["up".to_owned(); BACKENDS];
+    wait_until(PATIENCE, "every backend up through the tunnel", || {
+        health(&rig) == all_up
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", health(&rig), rig.agent_log()));
+    let log = rig.agent_log();
+    assert!(
+        log.contains(&format!("tunnel via {}", vip())),
+        "the log says how each backend is probed:\n{log}"
+    );
+
+    // b0's decap stops: what is wrapped for it is lost, its probes too.
+    rig.topo
+        .rig
+        .stop_process(decaps[0])
+        .expect("stopping b0's xlb decap");
+    wait_until(PATIENCE, "b0 down", || health(&rig)[0] == "down")
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", health(&rig), rig.agent_log()));
+    assert_eq!(
+        direct_exchange(&rig, rig.backend_addr(0, VIP_PORT)),
+        Ok(backend_name(0)),
+        "b0's own address still answers: a direct probe would pass"
+    );
+    assert_eq!(
+        &health(&rig)[1..],
+        &all_up[1..],
+        "the other backends of the VIP stay up"
+    );
+
+    // And it comes back with its decap.
+    decaps[0] = start_decap(&mut rig, 0);
+    wait_until(PATIENCE, "b0 up again", || health(&rig) == all_up)
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", health(&rig), rig.agent_log()));
+}
