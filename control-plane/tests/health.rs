@@ -502,3 +502,48 @@ fn after_a_restart_only_what_was_served_stays_in() {
         kill(server).await;
     });
 }
+
+/// A probe through the DSR tunnel goes to the VIP from a marked socket: the
+/// mark does not stand in its way, and a host without a route to the VIP
+/// gets an error that says what to do, where a direct probe says only that
+/// the network is unreachable.
+#[test]
+fn a_tunnel_probe_is_marked_and_names_a_missing_route_to_the_vip() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let local = listener.local_addr().expect("local address");
+        let server = accept_forever(listener);
+        let marked = health::ProbeTo {
+            addr: local,
+            mark: Some(xdp_lb::DEFAULT_PROBE_MARK_BASE | 1),
+        };
+        health::probe::probe(&Probe::Tcp, marked, TIMEOUT)
+            .await
+            .expect("a marked probe connects");
+        kill(server).await;
+
+        // This namespace has `lo` only: no route to anything else.
+        let vip: SocketAddr = "198.19.0.1:80".parse().unwrap();
+        let tunnelled = health::ProbeTo {
+            addr: vip,
+            mark: Some(xdp_lb::DEFAULT_PROBE_MARK_BASE | 1),
+        };
+        let error = health::probe::probe(&Probe::Tcp, tunnelled, TIMEOUT)
+            .await
+            .expect_err("no route");
+        let reason = error.reason();
+        assert!(
+            reason.starts_with("this host has no route to the VIP 198.19.0.1:80: a probe through")
+                && reason.contains("--dsr-health-probes direct"),
+            "{reason}"
+        );
+        let direct = health::probe::probe(&Probe::Tcp, vip.into(), TIMEOUT)
+            .await
+            .expect_err("no route");
+        assert!(
+            direct.reason().starts_with("connecting to 198.19.0.1:80: "),
+            "{}",
+            direct.reason()
+        );
+    });
+}

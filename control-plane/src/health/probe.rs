@@ -53,6 +53,16 @@ pub enum ProbeError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "this host has no route to the VIP {addr}: a probe through the DSR tunnel leaves by the \
+         route to the VIP, which must go out an --interface (as a default route toward the \
+         upstream router does), or run the agent with --dsr-health-probes direct"
+    )]
+    NoRouteToVip {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("connecting to {addr}")]
     Connect {
         addr: SocketAddr,
@@ -147,7 +157,17 @@ async fn connect(to: ProbeTo) -> Result<TcpStream, ProbeError> {
             },
         )?;
     }
-    socket.connect(addr).await.map_err(connect_err)
+    socket.connect(addr).await.map_err(|source| {
+        let unreachable = matches!(
+            source.kind(),
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable
+        );
+        if to.mark.is_some() && unreachable {
+            ProbeError::NoRouteToVip { addr, source }
+        } else {
+            connect_err(source)
+        }
+    })
 }
 
 async fn http_get(to: ProbeTo, path: &str) -> Result<(), ProbeError> {
