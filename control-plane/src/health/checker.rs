@@ -313,7 +313,13 @@ impl<P: Prober> HealthChecker<P> {
                     None if served => Health::Up,
                     None => Health::Pending,
                 };
-                info!(%target, ?check, %initial, %path, "health check started");
+                // How a `dsr` backend is probed is news to an operator; a
+                // direct probe is what every other check does.
+                if path == ProbePath::Direct {
+                    debug!(%target, ?check, %initial, %path, "health check started");
+                } else {
+                    info!(%target, ?check, %initial, %path, "health check started");
+                }
                 let checked = self.start(target, check, path, initial);
                 self.targets.entry(target).or_default().push(checked);
             }
