@@ -42,7 +42,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use tokio::net::TcpListener;
-use xdp_lb::{CtEvent, ParseCounter, Verdict};
+use xdp_lb::{CtEvent, ParseCounter, ProbeVerdict, Verdict};
 
 use crate::{
     admin::Admin,
@@ -248,6 +248,8 @@ struct AdminSnapshot {
     backends: Option<Vec<BackendView>>,
     stats: Option<StatsView>,
     maps: Option<Vec<MapUsageView>>,
+    /// Absent where no probe goes through the DSR tunnel.
+    health_probes: Option<BTreeMap<String, u64>>,
 }
 
 impl AdminSnapshot {
@@ -262,6 +264,7 @@ impl AdminSnapshot {
             backends: keep("backends", admin.backends()),
             stats: keep("stats", admin.stats()),
             maps: keep("maps", admin.maps()),
+            health_probes: keep("health probe counters", admin.health_probe_stats()).flatten(),
         }
     }
 }
@@ -339,6 +342,15 @@ impl Collector for AdminSnapshot {
                 "Frames the datapath's parser read, by result: their class (tcp4, udp6, arp, ...) or why they are malformed (truncated_*, bad_*, too_many_ip6_extensions); each frame counts once",
                 "result",
                 every(ParseCounter::ALL.iter().map(|c| c.name()), &stats.parser).into_iter(),
+            )?;
+        }
+        if let Some(probes) = &self.health_probes {
+            counter_family(
+                &mut encoder,
+                "xlb_health_probe_packets",
+                "Packets of health probes through the DSR tunnel that tc_probe_encap handled, by verdict: wrapped (sent to the backend) or the drop_* reason it could not send one",
+                "verdict",
+                every(ProbeVerdict::ALL.iter().map(|v| v.name()), probes).into_iter(),
             )?;
         }
         if let Some(maps) = &self.maps {
@@ -723,6 +735,13 @@ mod tests {
         fn events(&self, _: usize) -> Result<Vec<FlowEventView>, AdminError> {
             Ok(Vec::new())
         }
+        fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
+            Ok(Some(if self.fresh {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([("wrapped".into(), 12), ("drop_no_route".into(), 2)])
+            }))
+        }
         fn status(&self) -> Result<StatusView, AdminError> {
             Ok(StatusView {
                 version: "test".into(),
@@ -854,6 +873,36 @@ mod tests {
             .filter(|l| l.starts_with("xlb_datapath_packets_total{"))
             .count();
         assert_eq!(verdicts, Verdict::ALL.len(), "{text}");
+    }
+
+    #[test]
+    fn every_health_probe_verdict_has_a_series_and_counts_what_tc_probe_encap_did() {
+        let fresh = FakeAdmin {
+            fresh: true,
+            ..FakeAdmin::healthy()
+        };
+        let text = Metrics::new().render(&fresh).expect("render");
+        let zeros = lines(&text);
+        for verdict in ProbeVerdict::ALL {
+            let line = format!(
+                r#"xlb_health_probe_packets_total{{verdict="{}"}} 0"#,
+                verdict.name()
+            );
+            assert!(
+                zeros.contains(&line.as_str()),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let text = Metrics::new()
+            .render(&FakeAdmin::healthy())
+            .expect("render");
+        let counted = lines(&text);
+        for line in [
+            r#"xlb_health_probe_packets_total{verdict="wrapped"} 12"#,
+            r#"xlb_health_probe_packets_total{verdict="drop_no_route"} 2"#,
+        ] {
+            assert!(counted.contains(&line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -66,6 +66,18 @@ fn health(rig: &AgentRig) -> Vec<String> {
         .collect()
 }
 
+/// `xlb_health_probe_packets_total{verdict="wrapped"}` of the agent's
+/// `/metrics`.
+fn wrapped_probe_packets(rig: &AgentRig) -> u64 {
+    let metrics = rig.metrics_get("/metrics").expect("GET /metrics");
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"xlb_health_probe_packets_total{verdict="wrapped"} "#))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no wrapped probe counter in\n{}", metrics.body))
+}
+
 /// Starts `xlb decap` on backend `i`; its process ID.
 fn start_decap(rig: &mut AgentRig, i: usize) -> u32 {
     let netns = rig.backend(i).clone();
@@ -135,6 +147,11 @@ fn a_dsr_backend_whose_decap_stops_fails_its_health_check_and_returns_with_it() 
     assert!(
         log.contains(&format!("tunnel via {}", vip())),
         "the log says how each backend is probed:\n{log}"
+    );
+    let wrapped = wrapped_probe_packets(&rig);
+    assert!(
+        wrapped >= BACKENDS as u64 * 3,
+        "every probe's handshake went through tc_probe_encap: {wrapped}"
     );
 
     // b0's decap stops: what is wrapped for it is lost, its probes too.

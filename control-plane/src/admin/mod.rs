@@ -7,6 +7,8 @@ pub mod server;
 pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
+use std::collections::BTreeMap;
+
 use crate::api::{
     BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
     MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
@@ -34,6 +36,12 @@ pub trait Admin: Send + Sync + 'static {
     /// list (events are read once: two readers share them). It must not
     /// wait: the server waits between calls, off the blocking pool.
     fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError>;
+    /// The counters of `tc_probe_encap` (health probes through the DSR
+    /// tunnel) by verdict name, packets only; `None` where no probe goes
+    /// through the tunnel (`--dsr-health-probes direct`, or a fake).
+    fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
+        Ok(None)
+    }
 }
 
 /// Why an admin call failed; the server maps each to an HTTP status.

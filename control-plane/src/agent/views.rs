@@ -471,6 +471,20 @@ impl Admin for AgentAdmin {
         Ok(read.iter().map(|e| event_view(&names, e)).collect())
     }
 
+    fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
+        let core = self.lock()?;
+        if core.probe_tunnel.is_none() {
+            return Ok(None);
+        }
+        let stats = core.datapath.probe_stats().map_err(internal)?;
+        Ok(Some(
+            stats
+                .iter()
+                .map(|(verdict, counter)| (verdict.name().to_owned(), counter.packets))
+                .collect(),
+        ))
+    }
+
     fn status(&self) -> Result<StatusView, AdminError> {
         let core = self.lock()?;
         let s = &core.status;
