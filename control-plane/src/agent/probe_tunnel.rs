@@ -18,6 +18,37 @@ use crate::{
     model::Model,
 };
 
+/// Warns when IPv4 reverse-path filtering is strict on `iface`: a backend
+/// answers a probe from the VIP, which this host routes out of an uplink,
+/// maybe not the one the answer arrives by, and strict filtering (RFC 3704)
+/// drops such an answer (seen in the rigs), failing every probe. Only
+/// read, never changed: the setting is the operator's.
+fn warn_of_strict_reverse_path_filter(iface: &str) {
+    let read = |conf: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"))
+            .ok()
+            .and_then(|value| value.trim().parse::<u8>().ok())
+    };
+    if let (Some(all), Some(own)) = (read("all"), read(iface))
+        && is_strict(all, own)
+    {
+        tracing::warn!(
+            iface,
+            "strict reverse-path filtering (net.ipv4.conf.{{all,{iface}}}.rp_filter, the larger \
+             of the two is 1): the kernel drops the backends' answers to health probes through \
+             the DSR tunnel that arrive here, and their backends go down; set \
+             net.ipv4.conf.{iface}.rp_filter=2 (loose)"
+        );
+    }
+}
+
+/// The kernel applies the larger of `net.ipv4.conf.all.rp_filter` and the
+/// interface's own: 1 is strict, 2 loose, 0 off.
+const fn is_strict(all: u8, own: u8) -> bool {
+    let effective = if all > own { all } else { own };
+    effective == 1
+}
+
 /// Probes through the tunnel: which backend each slot names, written to the
 /// datapath, and the program's attachments.
 #[derive(Debug)]
@@ -54,6 +85,7 @@ impl TunnelProbes {
             .attach_probe_encap(iface)
             .with_context(|| format!("attaching tc_probe_encap to the egress of {iface}"))?;
         self.attachments.push(attachment);
+        warn_of_strict_reverse_path_filter(iface);
         Ok(())
     }
 
@@ -93,5 +125,20 @@ impl TunnelProbes {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_strict;
+
+    #[test]
+    fn reverse_path_filtering_is_strict_when_the_larger_setting_is_1() {
+        assert!(is_strict(1, 0));
+        assert!(is_strict(0, 1));
+        assert!(is_strict(1, 1));
+        assert!(!is_strict(1, 2), "loose on the interface wins");
+        assert!(!is_strict(2, 1), "loose for all wins");
+        assert!(!is_strict(0, 0));
     }
 }

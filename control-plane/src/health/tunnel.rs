@@ -40,17 +40,6 @@ pub enum ProbePath {
     Unwrappable(NoTunnel),
 }
 
-impl ProbePath {
-    /// `direct`, `tunnel` or `none`, as status and logs name it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Tunnel { .. } => "tunnel",
-            Self::Unwrappable(_) => "none",
-        }
-    }
-}
-
 impl fmt::Display for ProbePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
