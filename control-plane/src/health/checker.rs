@@ -350,7 +350,8 @@ impl<P: Prober> HealthChecker<P> {
         let task = tokio::spawn(run(
             Arc::clone(&self.prober),
             target,
-            (check.clone(), path),
+            check.clone(),
+            path,
             Arc::clone(&shared),
             self.changes.clone(),
         ));
@@ -432,7 +433,8 @@ impl Checked {
 async fn run<P: Prober>(
     prober: Arc<P>,
     target: Target,
-    (check, path): (HealthCheck, ProbePath),
+    check: HealthCheck,
+    path: ProbePath,
     shared: Arc<Mutex<Shared>>,
     changes: mpsc::UnboundedSender<HealthChange>,
 ) {
@@ -506,6 +508,8 @@ mod tests {
     struct ScriptedProber {
         failing: Mutex<HashSet<SocketAddr>>,
         probes: watch::Sender<HashMap<SocketAddr, u32>>,
+        /// The mark of the last probe to each address.
+        marks: Mutex<HashMap<SocketAddr, Option<u32>>>,
     }
 
     impl ScriptedProber {
@@ -513,6 +517,7 @@ mod tests {
             Arc::new(Self {
                 failing: Mutex::new(HashSet::new()),
                 probes: watch::Sender::new(HashMap::new()),
+                marks: Mutex::new(HashMap::new()),
             })
         }
 
@@ -550,6 +555,7 @@ mod tests {
             _check: &HealthCheck,
         ) -> impl Future<Output = Result<(), ProbeError>> + Send {
             let addr = to.addr;
+            self.marks.lock().unwrap().insert(addr, to.mark);
             self.probes
                 .send_modify(|counts| *counts.entry(addr).or_default() += 1);
             let failing = self.failing.lock().unwrap().contains(&addr);
@@ -856,6 +862,11 @@ mod tests {
             "{reason}"
         );
         assert_eq!(prober.count(SocketAddr::new(vip, 8080)), 1);
+        assert_eq!(
+            prober.marks.lock().unwrap()[&SocketAddr::new(vip, 8080)],
+            Some(0x584c_0007),
+            "from a socket with the backend's mark"
+        );
         assert_eq!(prober.count(tunnelled), 0, "not its own address");
         assert_eq!(prober.count(unwrappable), 0, "nothing sent");
     }
