@@ -10,7 +10,9 @@
 //!            (probes, tc_probe_encap)          └─ [xdp_decap] b1
 //! ```
 //!
-//! The probe passes only while the path the traffic takes works: with
+//! IPv4 in IPv4, IPv6 in IPv6, and the IPv4 VIP's probe in IPv6 to a
+//! backend's IPv6 address. The probe passes only while the path the
+//! traffic takes works: with
 //! `xdp_decap` gone from a backend, its probe fails while a connection to
 //! the backend's own address (what a probe did before) still succeeds, and
 //! the probe of the other backend of the same VIP is not disturbed.
@@ -45,6 +47,10 @@ fn vip(family: Family) -> IpAddr {
         Family::V6 => v6.into(),
     }
 }
+
+/// The probe slot of backend 0 reached over IPv6 for the IPv4 VIP
+/// (IPv4-in-IPv6).
+const FOUR_IN_SIX: u32 = 21;
 
 /// The probe slot of backend `i` of `family`: 1, 2 (IPv4), 11, 12 (IPv6).
 fn slot(family: Family, i: usize) -> u32 {
@@ -173,6 +179,9 @@ impl ProbeRig {
                     .expect("probe slot");
             }
         }
+        datapath
+            .set_probe_backend(FOUR_IN_SIX, backends[0].ip(Family::V6))
+            .expect("probe slot");
         Self {
             decap_b0,
             _attachments: attachments,
@@ -231,9 +240,14 @@ fn a_probe_through_the_tunnel_fails_when_its_backend_stops_decapsulating() {
             );
         }
     }
+    assert_eq!(
+        probe(&rig, Family::V4, FOUR_IN_SIX),
+        Ok("b0".to_owned()),
+        "the IPv4 VIP's probe wrapped in IPv6 for b0"
+    );
     let wrapped = rig.datapath.probe_stats().expect("probe stats");
     assert!(
-        wrapped.get(ProbeVerdict::Wrapped).packets >= 4 * 3,
+        wrapped.get(ProbeVerdict::Wrapped).packets >= 5 * 3,
         "{wrapped:?}"
     );
 
