@@ -207,8 +207,10 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     health.recover(
         recover::pinned_tables(&datapath, &recovered).context("reading the pinned tables")?,
     );
+    // Only the file's native services can be `dsr`: a Kubernetes node
+    // gets no probe program, whose mark range a CNI's marks might meet.
     let probe_tunnel = match options.dsr_health_probes {
-        DsrHealthProbes::Tunnel => Some(probe_tunnel::TunnelProbes::start(
+        DsrHealthProbes::Tunnel if !options.kubernetes => Some(probe_tunnel::TunnelProbes::start(
             &mut datapath,
             options.health_probe_mark,
             (
@@ -216,7 +218,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                 encap_source_v6.map(Into::into),
             ),
         )?),
-        DsrHealthProbes::Direct => None,
+        DsrHealthProbes::Tunnel | DsrHealthProbes::Direct => None,
     };
     let metrics = Arc::new(Metrics::new());
     for speaker in &speakers {

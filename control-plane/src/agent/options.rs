@@ -181,7 +181,8 @@ pub struct AgentOptions {
     /// the backend as its traffic is (`tc_probe_encap` at the egress of every
     /// --interface), so a backend whose `xlb decap` stopped, or without the
     /// VIP on `lo`, fails them. `direct`: at the backend's own address, which
-    /// tests neither.
+    /// tests neither. (Only the configuration file's native services can be
+    /// `dsr`: with --kubernetes nothing is attached.)
     #[arg(
         long,
         env = "XLB_DSR_HEALTH_PROBES",
