@@ -2089,8 +2089,14 @@ fn a_dsr_service_through_the_agent_and_xlb_decap() {
     let source = rig.topo.lb_back.v4.to_string();
     rig.start_agent(&["--encap-source", &source])
         .expect("agent");
-    // `xlb decap` attaches in the background: the first requests may come
-    // before it.
+    // `xlb decap` attaches in the background: the first health probes,
+    // which go through the tunnel, and the first requests may come before
+    // it. Every backend is in once its probes pass.
+    wait_until(PATIENCE, "every backend active", || {
+        let list = backend_list(&rig);
+        list.len() == BACKENDS && list.iter().all(|b| b.status.as_str() == "active")
+    })
+    .expect("backends up through the tunnel");
     let served = wait_for(
         PATIENCE,
         "requests through the DSR VIP all answered",
