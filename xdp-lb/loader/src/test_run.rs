@@ -5,8 +5,9 @@ use aya::programs::{TestRun as _, TestRunOptions};
 
 use crate::{Datapath, Error, ProgramName};
 
-/// `sizeof(struct __sk_buff)`, and the offset of its `ifindex`.
+/// `sizeof(struct __sk_buff)`, and the offsets of its `mark` and `ifindex`.
 const SKB_CTX_LEN: usize = 192;
+const SKB_MARK: usize = 8;
 const SKB_IFINDEX: usize = 40;
 
 /// Room for the output packet: the input plus headroom for encapsulation.
@@ -40,7 +41,7 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutput, Error> {
-        self.run(program, packet, repeat, None)
+        self.run(program, packet, repeat, None, 0)
     }
 
     /// Runs `program` once on `packet` as if it arrived on interface
@@ -54,7 +55,20 @@ impl Datapath {
         packet: &[u8],
         ingress_ifindex: u32,
     ) -> Result<TestRunOutput, Error> {
-        self.run(program, packet, 1, Some(ingress_ifindex))
+        self.run(program, packet, 1, Some(ingress_ifindex), 0)
+    }
+
+    /// As [`Datapath::test_run_on`], for a TC program, the socket buffer
+    /// carrying `mark` (`SO_MARK` of the socket that sent it): what
+    /// `tc_probe_encap` looks at.
+    pub fn test_run_marked(
+        &self,
+        program: ProgramName,
+        packet: &[u8],
+        ifindex: u32,
+        mark: u32,
+    ) -> Result<TestRunOutput, Error> {
+        self.run(program, packet, 1, Some(ifindex), mark)
     }
 
     fn run(
@@ -63,6 +77,7 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
         ingress_ifindex: Option<u32>,
+        mark: u32,
     ) -> Result<TestRunOutput, Error> {
         let mut out = vec![0u8; packet.len() + OUTPUT_SLACK];
         // `struct xdp_md`: data (metadata length) 0, data_end = the packet's
@@ -87,6 +102,7 @@ impl Datapath {
             // fields, `ifindex` (the device the packet is on) among them.
             let skb = ingress_ifindex.map(|ifindex| {
                 let mut skb = [0u8; SKB_CTX_LEN];
+                skb[SKB_MARK..SKB_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
                 skb[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
                 skb
             });
