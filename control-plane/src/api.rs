@@ -289,6 +289,35 @@ pub struct FlowView {
     pub idle_seconds: u64,
 }
 
+/// `GET /v1/health`: one health check of one backend, as the agent's
+/// checker runs it: how it probes, what it found, and why its last probe
+/// failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckView {
+    /// The backend checked: the address its traffic goes to.
+    pub backend: SocketAddr,
+    /// The services that list it with this check.
+    pub services: Vec<String>,
+    /// `tcp`, or `http GET PATH`.
+    pub probe: String,
+    /// `direct` (the backend's own address), `tunnel` (the VIP, through the
+    /// DSR tunnel with `mark`), or `none` (a DSR backend no probe can be
+    /// wrapped for: `last_error` says why).
+    pub path: String,
+    /// The address each probe connects to.
+    pub probe_address: SocketAddr,
+    /// The socket mark of a probe through the tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
+    /// `up`, `pending` (not probed yet) or `down`.
+    pub health: String,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    /// Why the most recent failed probe failed, kept after a recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// `GET /v1/events`: one sampled flow event (the agent's
 /// `--flow-event-sampling`): a new flow and the backend it was given, or a
 /// drop and its reason.

@@ -15,8 +15,8 @@ use control_plane::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathServiceView, DrainEntryView, DrainRequest,
         DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, FlowEventView,
-        FlowView, FrontendView, MaglevView, MapUsageView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        FlowView, FrontendView, HealthCheckView, MaglevView, MapUsageView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -197,6 +197,37 @@ fn flow() -> FlowView {
     }
 }
 
+/// A backend of a DSR service whose probe through the tunnel fails, and a
+/// NAT backend probed directly that passes.
+fn health_checks() -> Vec<HealthCheckView> {
+    vec![
+        HealthCheckView {
+            backend: addr("198.18.2.1:80"),
+            services: vec!["dsr-web".into()],
+            probe: "tcp".into(),
+            path: "tunnel".into(),
+            probe_address: addr("198.18.100.2:80"),
+            mark: Some(0x584c_0001),
+            health: "down".into(),
+            consecutive_successes: 0,
+            consecutive_failures: 3,
+            last_error: Some("no answer from 198.18.100.2:80 within 1s".into()),
+        },
+        HealthCheckView {
+            backend: addr("198.18.2.2:8080"),
+            services: vec!["default/web:http".into(), "other".into()],
+            probe: "http GET /healthz".into(),
+            path: "direct".into(),
+            probe_address: addr("198.18.2.2:8080"),
+            mark: None,
+            health: "up".into(),
+            consecutive_successes: 7,
+            consecutive_failures: 0,
+            last_error: None,
+        },
+    ]
+}
+
 impl Admin for FakeAdmin {
     fn services(&self) -> Result<Vec<ServiceView>, AdminError> {
         Ok(vec![web()])
@@ -288,6 +319,9 @@ impl Admin for FakeAdmin {
         } else {
             unchanged(DrainUnchanged::NotDrained)
         })
+    }
+    fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {
+        Ok(health_checks())
     }
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(StatusView {
@@ -495,6 +529,41 @@ fn conntrack_filter_and_yaml() {
         "{}",
         stderr(&unknown)
     );
+}
+
+#[test]
+fn health_list_says_how_each_backend_is_probed_and_why_it_failed() {
+    let agent = FakeAgent::start();
+    let text = stdout(&agent.xlb(&["health", "list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, cells) in lines[1..].iter().zip([
+        &[
+            "198.18.2.1:80",
+            "dsr-web",
+            "tcp",
+            "198.18.100.2:80 through the DSR tunnel (mark 0x584c0001)",
+            "down",
+            "3 failed",
+            "no answer from 198.18.100.2:80 within 1s",
+        ][..],
+        &[
+            "198.18.2.2:8080",
+            "default/web:http,other",
+            "http GET /healthz",
+            "198.18.2.2:8080",
+            "up",
+            "7 passed",
+            "-",
+        ],
+    ]) {
+        for cell in cells {
+            assert!(line.contains(cell), "{cell:?} not in {line:?}");
+        }
+    }
+    let json = stdout(&agent.xlb(&["health", "list", "-o", "json"]));
+    let checks: Vec<HealthCheckView> = serde_json::from_str(&json).expect("JSON checks");
+    assert_eq!(checks, health_checks());
 }
 
 #[test]

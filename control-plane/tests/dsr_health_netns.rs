@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use control_plane::api::BackendView;
+use control_plane::api::{BackendView, HealthCheckView};
 use netns_tests::{
     Proto,
     agent_rig::{AgentRig, BACKENDS, VIP_PORT, backend_name, vip},
@@ -171,6 +171,35 @@ fn a_dsr_backend_whose_decap_stops_fails_its_health_check_and_returns_with_it() 
         &all_up[1..],
         "the other backends of the VIP stay up"
     );
+    // `xlb health list` says how b0 is probed and why it is down.
+    let json = rig
+        .xlb_ok(&["health", "list", "-o", "json"])
+        .expect("xlb health list");
+    let checks: Vec<HealthCheckView> = serde_json::from_str(&json).expect("JSON checks");
+    let b0 = rig.backend_addr(0, VIP_PORT);
+    let check = checks
+        .iter()
+        .find(|c| c.backend == b0)
+        .unwrap_or_else(|| panic!("no check of {b0} in {json}"));
+    assert_eq!(
+        (
+            check.path.as_str(),
+            check.probe_address,
+            check.health.as_str()
+        ),
+        ("tunnel", SocketAddr::new(vip(), VIP_PORT), "down"),
+        "{json}"
+    );
+    assert!(check.mark.is_some(), "{json}");
+    assert!(
+        check
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(&vip().to_string())),
+        "the probe to the VIP failed: {json}"
+    );
+    let text = rig.xlb_ok(&["health", "list"]).expect("xlb health list");
+    assert!(text.contains("through the DSR tunnel"), "{text}");
 
     // And it comes back with its decap.
     decaps[0] = start_decap(&mut rig, 0);

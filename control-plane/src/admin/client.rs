@@ -16,8 +16,8 @@ use tokio::net::UnixStream;
 
 use crate::api::{
     BackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView, ErrorView,
-    FlowEventView, FlowView, MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView,
-    StatsView, StatusView,
+    FlowEventView, FlowView, HealthCheckView, MaglevView, MapUsageView, ServiceView,
+    SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
 /// How long a call may take before the client gives up: drains run one
@@ -111,6 +111,12 @@ impl AdminClient {
     /// `GET /v1/backends`.
     pub async fn backends(&self) -> Result<Vec<BackendView>, ClientError> {
         self.get("/v1/backends").await
+    }
+
+    /// `GET /v1/health`: every health check the agent runs, how it probes
+    /// and why its last probe failed.
+    pub async fn health_checks(&self) -> Result<Vec<HealthCheckView>, ClientError> {
+        self.get("/v1/health").await
     }
 
     /// `GET /v1/datapath/lb`: the frontends as the datapath's maps hold

@@ -10,8 +10,8 @@ pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group
 use std::collections::BTreeMap;
 
 use crate::api::{
-    BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView, MaglevView,
-    MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+    BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView, HealthCheckView,
+    MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
 /// What the admin API can ask of the agent. Calls are synchronous and short
@@ -41,6 +41,11 @@ pub trait Admin: Send + Sync + 'static {
     /// through the tunnel (`--dsr-health-probes direct`, or a fake).
     fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
         Ok(None)
+    }
+    /// Every health check running, one per checked backend and check;
+    /// none where nothing is checked (Kubernetes mode, or a fake).
+    fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {
+        Ok(Vec::new())
     }
 }
 

@@ -14,6 +14,7 @@
 //! | GET    | `/v1/maps`                 |                            | `[MapUsageView]`        |
 //! | GET    | `/v1/maglev/{service}`     |                            | `MaglevView`            |
 //! | GET    | `/v1/status`               |                            | `StatusView`            |
+//! | GET    | `/v1/health`               |                            | `[HealthCheckView]`     |
 //! | GET    | `/v1/events`               | `?max=N&wait_ms=T`         | `[FlowEventView]`       |
 //! | POST   | `/v1/simulate`             | `SimulateRequest`          | `SimulateView`          |
 //! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`             | `DrainView`             |
@@ -350,6 +351,7 @@ fn routes(
         .route("/v1/maps", get(maps))
         .route("/v1/maglev/{*service}", get(maglev))
         .route("/v1/status", get(status))
+        .route("/v1/health", get(health_checks))
         .route("/v1/events", get(events).layer(Extension(readers)))
         .route("/v1/simulate", post(simulate))
         .route("/v1/drain", post(drain))
@@ -576,6 +578,10 @@ async fn stats(State(admin): AdminState, _: Params<NoParams>) -> Response {
 
 async fn maps(State(admin): AdminState, _: Params<NoParams>) -> Response {
     call(admin, |a| a.maps()).await
+}
+
+async fn health_checks(State(admin): AdminState, _: Params<NoParams>) -> Response {
+    call(admin, |a| a.health_checks()).await
 }
 
 /// A service name that is not UTF-8 once percent-decoded is a 400 with an

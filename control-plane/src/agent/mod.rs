@@ -19,6 +19,7 @@ mod core;
 mod dir_lock;
 mod drains;
 mod fabric;
+mod health_views;
 mod host_addresses;
 mod interfaces;
 mod kubernetes;

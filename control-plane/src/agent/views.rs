@@ -15,15 +15,16 @@ use super::{
     collector::{ConntrackCount, Counted},
     core::{Core, KubeStatus, Status},
     drains::{self, Drain},
+    health_views::health_check_views,
     programmed,
 };
 use crate::{
     admin::{Admin, AdminError},
     api::{
         BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
-        DrainUnchangedView, DrainView, FlowEventView, FlowView, FrontendView, KubernetesView,
-        MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        DrainUnchangedView, DrainView, FlowEventView, FlowView, FrontendView, HealthCheckView,
+        KubernetesView, MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
@@ -469,6 +470,15 @@ impl Admin for AgentAdmin {
             by_frontend: frontend_names(&core.model),
         };
         Ok(read.iter().map(|e| event_view(&names, e)).collect())
+    }
+
+    fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {
+        let core = self.lock()?;
+        Ok(health_check_views(
+            &core.model,
+            core.probe_tunnel.as_ref().map(|probes| probes.tunnel()),
+            core.health.snapshot(),
+        ))
     }
 
     fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {

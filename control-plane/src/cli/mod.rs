@@ -86,6 +86,10 @@ enum Command {
     /// Backends, with their status, health and traffic.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Health checks: how each backend is probed, what it found, and why
+    /// its last probe failed.
+    #[command(subcommand)]
+    Health(HealthCommand),
     /// What the datapath maps hold.
     #[command(subcommand)]
     Bpf(BpfCommand),
@@ -132,6 +136,12 @@ enum ServiceCommand {
 #[derive(Debug, Subcommand)]
 enum BackendCommand {
     /// List backends.
+    List(OutputArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum HealthCommand {
+    /// List the health checks the agent runs, one per backend and check.
     List(OutputArgs),
 }
 
@@ -568,6 +578,15 @@ async fn admin_command(client: &AdminClient, command: Command) -> anyhow::Result
             let drains = status.as_ref().and_then(|s| s.drains.as_ref());
             print(&output::render(out.output, &backends, |b| {
                 output::backends_table(b, drains)
+            })?)
+        }
+        Command::Health(HealthCommand::List(out)) => {
+            let checks = client
+                .health_checks()
+                .await
+                .context("listing health checks")?;
+            print(&output::render(out.output, &checks, |c| {
+                output::health_checks_table(c)
             })?)
         }
         // The datapath's own maps: what it forwards, synced or not, and

@@ -17,8 +17,8 @@ use crate::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
         DatapathTableView, DrainEntryView, DrainSource, DrainUnchanged, DrainView, DrainsView,
-        FlowEventView, FlowView, MaglevView, ServiceBackendView, ServiceView, SimulateRequest,
-        SimulateView, StatsView, StatusView,
+        FlowEventView, FlowView, HealthCheckView, MaglevView, ServiceBackendView, ServiceView,
+        SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -531,6 +531,55 @@ pub(crate) fn flows_table(flows: &[FlowView]) -> String {
             flow.service.clone().unwrap_or_else(|| "-".into()),
             flow.state.clone(),
             format!("{}s", flow.idle_seconds),
+        ]);
+    }
+    table.render()
+}
+
+/// `xlb health list`: one row per check, the failed ones with why. With
+/// none, says so rather than print an empty table: in Kubernetes mode, and
+/// for services without `health_check`, readiness comes from elsewhere.
+pub(crate) fn health_checks_table(checks: &[HealthCheckView]) -> String {
+    if checks.is_empty() {
+        return "No health checks run: no service of the configuration has a health_check \
+                (in Kubernetes mode, readiness comes from the EndpointSlices)\n"
+            .to_owned();
+    }
+    let mut table = Table::new(&[
+        "Backend",
+        "Services",
+        "Probe",
+        "Probed At",
+        "Health",
+        "In A Row",
+        "Last Error",
+    ]);
+    for check in checks {
+        let probed_at = match (check.path.as_str(), check.mark) {
+            ("tunnel", Some(mark)) => format!(
+                "{} through the DSR tunnel (mark {mark:#010x})",
+                check.probe_address
+            ),
+            ("none", _) => "- (cannot be wrapped for)".to_owned(),
+            _ => check.probe_address.to_string(),
+        };
+        let in_a_row = match (check.consecutive_successes, check.consecutive_failures) {
+            (0, 0) => "-".to_owned(),
+            (_, 0) => format!("{} passed", check.consecutive_successes),
+            (_, failed) => format!("{failed} failed"),
+        };
+        table.row(vec![
+            check.backend.to_string(),
+            if check.services.is_empty() {
+                "-".into()
+            } else {
+                check.services.join(",")
+            },
+            check.probe.clone(),
+            probed_at,
+            check.health.clone(),
+            in_a_row,
+            check.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     table.render()
