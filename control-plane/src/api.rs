@@ -343,6 +343,19 @@ pub struct FlowEventView {
     pub reason: Option<String>,
 }
 
+/// `GET /v1/events`: one read of a reader's cursor into the agent's recent
+/// flow events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsView {
+    /// The events read, oldest first.
+    pub events: Vec<FlowEventView>,
+    /// Where this reader goes on from: the next call's `since_seq`.
+    pub next_seq: u64,
+    /// Events that happened since this reader's `since_seq` but left the
+    /// agent's history (its last 8192 events) before it read them.
+    pub missed: u64,
+}
+
 /// `GET /v1/maglev/{service}`: a service's table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaglevView {

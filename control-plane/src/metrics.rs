@@ -604,9 +604,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        admin::AdminError,
+        admin::{AdminError, EventsRead},
         api::{
-            AttachmentView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView,
+            AttachmentView, DatapathLbView, DrainRequest, DrainView, EventsView, FlowView,
             MaglevView, ServiceBackendView, SimulateRequest, SimulateView, StatusView,
         },
         model::{Mode, Protocol},
@@ -732,8 +732,8 @@ mod tests {
         fn drain(&self, _: &DrainRequest, _: bool) -> Result<DrainView, AdminError> {
             Err(AdminError::BadRequest("unused".into()))
         }
-        fn events(&self, _: usize) -> Result<Vec<FlowEventView>, AdminError> {
-            Ok(Vec::new())
+        fn events(&self, _: &EventsRead) -> Result<EventsView, AdminError> {
+            Ok(EventsView::default())
         }
         fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
             Ok(Some(if self.fresh {

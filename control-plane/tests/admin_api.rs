@@ -16,16 +16,17 @@ use std::{
 
 use control_plane::{
     admin::{
-        Admin, AdminClient, AdminError, AdminServer, ClientError, ServeError, resolve_group,
+        Admin, AdminClient, AdminError, AdminServer, ClientError, EventHistory, EventsRead,
+        HISTORY_CAPACITY, ServeError, resolve_group,
         server::{MAX_EVENT_READERS, MAX_EVENTS_WAIT},
     },
     api::{
         AttachmentView, BackendStatus, BackendView, DatapathBackendStatus, DatapathBackendView,
         DatapathLbView, DatapathServiceView, DatapathTableView, DrainEntryView, DrainRequest,
         DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, ErrorView,
-        FlowEventView, FlowView, FrontendView, MaglevSettingsView, MaglevView, MapUsageView,
-        ReloadView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView,
-        StatusView,
+        EventsView, FlowEventView, FlowView, FrontendView, MaglevSettingsView, MaglevView,
+        MapUsageView, ReloadView, ServiceBackendView, ServiceView, SimulateRequest, SimulateView,
+        StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -57,10 +58,12 @@ struct FakeAdmin {
     maps: Vec<MapUsageView>,
     status: StatusView,
     drains: Mutex<Vec<(DrainRequest, bool)>>,
-    /// Calls of `events`, and how many answer none before events come
-    /// (`usize::MAX`: never).
+    /// Calls of `events`, and how many push no events into the history
+    /// before each call pushes some (`usize::MAX`: none does).
     event_calls: AtomicUsize,
     empty_reads: usize,
+    /// The flow events the fake agent holds, read as the agent reads its own.
+    history: Mutex<EventHistory<FlowEventView>>,
 }
 
 impl FakeAdmin {
@@ -265,6 +268,25 @@ impl FakeAdmin {
             drains: Mutex::new(Vec::new()),
             event_calls: AtomicUsize::new(0),
             empty_reads: 0,
+            history: Mutex::new(EventHistory::new(HISTORY_CAPACITY)),
+        }
+    }
+
+    /// A fake whose events come only from [`Self::happen`], into a history
+    /// of `capacity`.
+    fn with_history(capacity: usize) -> Self {
+        Self {
+            empty_reads: usize::MAX,
+            history: Mutex::new(EventHistory::new(capacity)),
+            ..Self::new()
+        }
+    }
+
+    /// Events that happened at `times` (ns), into the history.
+    fn happen(&self, times: impl IntoIterator<Item = u64>) {
+        let mut history = self.history.lock().expect("history");
+        for time_ns in times {
+            history.push(event_at(time_ns));
         }
     }
 
@@ -364,25 +386,35 @@ impl Admin for FakeAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(self.status.clone())
     }
-    /// Answers `max` events at once, after `empty_reads` reads without;
-    /// the events of read `n` (from 0) happened at `1000 n + i` ns.
-    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
+    /// Reads the history; from the `empty_reads`th call on, each call
+    /// first pushes `max` events, those of call `n` (from 0) at `1000 n + i`
+    /// ns.
+    fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
         let call = self.event_calls.fetch_add(1, Ordering::Relaxed);
-        if call < self.empty_reads {
-            return Ok(Vec::new());
+        if call >= self.empty_reads {
+            self.happen((0..read.max).map(|i| 1000 * call as u64 + i as u64));
         }
-        Ok((0..max)
-            .map(|i| FlowEventView {
-                time_ns: 1000 * call as u64 + i as u64,
-                kind: "new_flow".into(),
-                protocol: Some(Protocol::Tcp),
-                client: Some(addr("198.18.50.77:40000")),
-                frontend: addr("198.18.100.1:80"),
-                service: Some("default/web:http".into()),
-                backend: Some(addr("198.18.2.1:8080")),
-                reason: None,
-            })
-            .collect())
+        let history = self.history.lock().expect("history");
+        let page = read.from(&history, |e| e.time_ns)?;
+        Ok(EventsView {
+            events: page.events,
+            next_seq: page.next_seq,
+            missed: page.missed,
+        })
+    }
+}
+
+/// A new flow at `time_ns`.
+fn event_at(time_ns: u64) -> FlowEventView {
+    FlowEventView {
+        time_ns,
+        kind: "new_flow".into(),
+        protocol: Some(Protocol::Tcp),
+        client: Some(addr("198.18.50.77:40000")),
+        frontend: addr("198.18.100.1:80"),
+        service: Some("default/web:http".into()),
+        backend: Some(addr("198.18.2.1:8080")),
+        reason: None,
     }
 }
 
@@ -464,7 +496,7 @@ async fn every_route_answers_with_the_agents_data() {
         .events(3, Duration::from_millis(250))
         .await
         .expect("events");
-    assert_eq!(events.len(), 3);
+    assert_eq!(events.events.len(), 3);
 
     let request = SimulateRequest {
         client: addr("198.18.50.77:40001"),
@@ -856,7 +888,7 @@ async fn a_request_sent_in_part_is_cut_off() {
         .events(1, BOUND * 3)
         .await
         .expect("events after a wait longer than the bound");
-    assert!(events.is_empty());
+    assert!(events.events.is_empty());
     assert!(started.elapsed() >= BOUND * 3, "{:?}", started.elapsed());
 
     served.stop().await;
@@ -874,7 +906,7 @@ async fn events_wait_for_the_first_events_or_the_deadline() {
         .events(2, Duration::from_secs(10))
         .await
         .expect("events");
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.events.len(), 2);
     assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
     served.stop().await;
 
@@ -885,26 +917,113 @@ async fn events_wait_for_the_first_events_or_the_deadline() {
         .events(1, Duration::from_millis(200))
         .await
         .expect("events");
-    assert!(events.is_empty());
+    assert!(events.events.is_empty());
     assert!(fake.event_calls.load(Ordering::Relaxed) >= 2);
     served.stop().await;
 }
 
 #[tokio::test]
-async fn events_since_a_time_drop_the_older_ones_the_ring_holds() {
+async fn events_since_a_time_leave_out_the_older_ones_the_history_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_in(&dir);
-    // Every read is full: three reads of events older than `since`, then
-    // the ones asked for, read without waiting between.
-    let fake = Arc::new(FakeAdmin::with_empty_reads(0));
+    // Older events and newer ones, mixed (the datapath's CPUs write to the
+    // ring in turn): only the newer ones.
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
+    fake.happen([1000, 3000, 2000, 3001, 1500, 3002, 3003]);
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
-    let events = AdminClient::new(&socket)
-        .events_since(4, Duration::from_millis(20), 3000)
+    let client = AdminClient::new(&socket);
+    let page = client
+        .events_since(3, Duration::from_millis(20), 3000, None)
         .await
         .expect("events");
-    let times: Vec<u64> = events.iter().map(|e| e.time_ns).collect();
+    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
+    assert_eq!(
+        (times, page.next_seq, page.missed),
+        (vec![3000, 3001, 3002], 6, 0)
+    );
+    // What the first read passed over is not read again.
+    let page = client
+        .events_since(3, Duration::from_millis(20), 3000, Some(page.next_seq))
+        .await
+        .expect("events");
+    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
+    assert_eq!((times, page.next_seq), (vec![3003], 7));
+
+    // Until events come, a waiting call goes on from where it left off.
+    let fake = Arc::new(FakeAdmin::with_empty_reads(0));
+    let served_too = {
+        served.stop().await;
+        Served::start(Arc::clone(&fake), &socket, None).await
+    };
+    let page = AdminClient::new(&socket)
+        .events_since(4, Duration::from_secs(5), 3000, None)
+        .await
+        .expect("events");
+    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
     assert_eq!(times, [3000, 3001, 3002, 3003]);
     assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
+    served_too.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_readers_at_once_each_get_every_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let read = |since_seq| {
+        let client = AdminClient::new(&socket);
+        tokio::spawn(async move {
+            client
+                .events_since(100, Duration::from_secs(5), 0, since_seq)
+                .await
+                .expect("events")
+        })
+    };
+    let times = |page: &EventsView| page.events.iter().map(|e| e.time_ns).collect::<Vec<_>>();
+    let mut cursors = [None, None];
+    for (round, batch) in [vec![1, 2, 3], vec![4, 5]].into_iter().enumerate() {
+        // Both wait, then the events come.
+        let readers = cursors.map(read);
+        reads(&fake, 2 * (round + 1)).await;
+        fake.happen(batch.clone());
+        for (reader, cursor) in readers.into_iter().zip(&mut cursors) {
+            let page = reader.await.expect("reader task");
+            assert_eq!((times(&page), page.missed), (batch.clone(), 0));
+            *cursor = Some(page.next_seq);
+        }
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_fell_behind_is_told_how_many_it_missed_and_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let fake = Arc::new(FakeAdmin::with_history(4));
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let client = AdminClient::new(&socket);
+    let read = |since_seq| client.events_since(100, Duration::from_millis(500), 0, since_seq);
+    let times = |page: &EventsView| page.events.iter().map(|e| e.time_ns).collect::<Vec<_>>();
+
+    fake.happen([1, 2]);
+    let page = read(None).await.expect("events");
+    assert_eq!((times(&page), page.missed), (vec![1, 2], 0));
+    // Ten more in a history of four: the six before the last four are gone.
+    fake.happen(3..13);
+    let page = read(Some(page.next_seq)).await.expect("events");
+    assert_eq!((times(&page), page.missed), (vec![9, 10, 11, 12], 6));
+    // Caught up, it misses nothing more.
+    fake.happen([13]);
+    let page = read(Some(page.next_seq)).await.expect("events");
+    assert_eq!(
+        (times(&page), page.missed, page.next_seq),
+        (vec![13], 0, 13)
+    );
+    // A cursor this agent never gave (another run's): refused, named.
+    let error = read(Some(99)).await.expect_err("a cursor from elsewhere");
+    assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST), "{error}");
+    assert!(error.to_string().contains("since_seq 99"), "{error}");
     served.stop().await;
 }
 
@@ -954,7 +1073,7 @@ async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
     );
     for reader in readers {
         let events = reader.await.expect("reader task").expect("events");
-        assert!(events.is_empty());
+        assert!(events.events.is_empty());
     }
     served.stop().await;
 }
@@ -971,7 +1090,7 @@ async fn stopping_answers_a_waiting_event_reader_at_once() {
     reads(&fake, 1).await;
     served.stop().await;
     let events = reader.await.expect("reader task").expect("an answer");
-    assert!(events.is_empty());
+    assert!(events.events.is_empty());
     // Not the reader's whole wait: the server stopped it.
     assert!(
         started.elapsed() < MAX_EVENTS_WAIT,

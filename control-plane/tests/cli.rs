@@ -10,13 +10,13 @@ use std::{
 };
 
 use control_plane::{
-    admin::{Admin, AdminError, AdminServer},
+    admin::{Admin, AdminError, AdminServer, EventHistory, EventsRead, HISTORY_CAPACITY},
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathServiceView, DrainEntryView, DrainRequest,
-        DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, FlowEventView,
-        FlowView, FrontendView, HealthCheckView, MaglevView, MapUsageView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        DrainSource, DrainUnchanged, DrainUnchangedView, DrainView, DrainsView, EventsView,
+        FlowEventView, FlowView, FrontendView, HealthCheckView, MaglevView, MapUsageView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Mode, Protocol},
 };
@@ -35,6 +35,36 @@ struct FakeAdmin {
     synced: bool,
     /// The backends `xlb drain` drained, in `default/web:http`.
     drained: Mutex<BTreeSet<SocketAddr>>,
+    /// The flow events `xlb observe` reads.
+    events: Mutex<FakeEvents>,
+}
+
+/// The fake agent's flow event history: the three of [`events`] are
+/// pushed on each new reader's first read, or on every read.
+#[derive(Debug)]
+struct FakeEvents {
+    history: EventHistory<FlowEventView>,
+    on_every_read: bool,
+}
+
+impl Default for FakeEvents {
+    fn default() -> Self {
+        Self {
+            history: EventHistory::new(HISTORY_CAPACITY),
+            on_every_read: false,
+        }
+    }
+}
+
+impl FakeEvents {
+    /// Three events on every read into a history of two: each read after
+    /// the first misses one.
+    fn overflowing() -> Self {
+        Self {
+            history: EventHistory::new(2),
+            on_every_read: true,
+        }
+    }
 }
 
 /// The configuration file the fake agent says it runs on.
@@ -354,20 +384,28 @@ impl Admin for FakeAdmin {
             }),
         })
     }
-    /// The events, as if they had just happened: `xlb observe` shows only
-    /// what happens once it runs.
-    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
+    /// The events, pushed as if they had just happened when a reader starts
+    /// (`xlb observe` shows only what happens once it runs), read from the
+    /// reader's cursor.
+    fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
         let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
             .expect("the clock");
         let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
-        Ok(events()
-            .into_iter()
-            .take(max)
-            .map(|e| FlowEventView {
-                time_ns: now_ns + e.time_ns,
-                ..e
-            })
-            .collect())
+        let mut fake = self.events.lock().expect("events");
+        if read.since_seq.is_none() || fake.on_every_read {
+            for event in events() {
+                fake.history.push(FlowEventView {
+                    time_ns: now_ns + event.time_ns,
+                    ..event
+                });
+            }
+        }
+        let page = read.from(&fake.history, |e| e.time_ns)?;
+        Ok(EventsView {
+            events: page.events,
+            next_seq: page.next_seq,
+            missed: page.missed,
+        })
     }
 }
 
@@ -589,6 +627,45 @@ fn observe_prints_a_line_per_event_until_its_count() {
         })
         .collect();
     assert_eq!(lines, events()[..1]);
+}
+
+#[test]
+fn observe_says_where_it_fell_behind_and_goes_on() {
+    let overflowing = || {
+        FakeAgent::serving(FakeAdmin {
+            sampling: 10,
+            synced: true,
+            events: Mutex::new(FakeEvents::overflowing()),
+            ..FakeAdmin::default()
+        })
+    };
+    // Each read finds three new events in a history of two: the first
+    // starts with what is there, the second has missed one.
+    let agent = overflowing();
+    let text = stdout(&agent.xlb(&["observe", "--count", "4"]));
+    let drop = "drop     udp 198.18.50.77:40001 -> 198.18.100.1:81 drop_unknown_port";
+    let refused =
+        "refused  tcp 198.18.50.77:40002 -> 198.18.100.1:80 default/web:http: refuse_reset";
+    let missed = format!(
+        "missed   1 events: this observer fell behind the agent's history of the last \
+         {HISTORY_CAPACITY}"
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [drop, refused, &missed, drop, refused]
+    );
+    // JSON: a line of its own, which no event has.
+    let agent = overflowing();
+    let json = stdout(&agent.xlb(&["observe", "-n", "4", "-o", "json"]));
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{json}");
+    assert_eq!(lines[2], serde_json::json!({"missed": 1}));
+    for event in [&lines[..2], &lines[3..]].concat() {
+        serde_json::from_value::<FlowEventView>(event.clone()).expect("an event");
+    }
 }
 
 #[test]

@@ -20,11 +20,11 @@ use std::{
 
 use clap::Args as _;
 use control_plane::{
-    admin::{Admin, AdminError},
+    admin::{Admin, AdminError, EventsRead},
     agent::AgentOptions,
     api::{
-        BackendStatus, BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView,
-        FlowView, MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView,
+        BackendStatus, BackendView, DatapathLbView, DrainRequest, DrainView, EventsView, FlowView,
+        MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView,
         StatusView,
     },
     metrics::Metrics,
@@ -1125,8 +1125,8 @@ impl Admin for EveryFamily {
     fn status(&self) -> Result<StatusView, AdminError> {
         Err(AdminError::Internal("not in this test".into()))
     }
-    fn events(&self, _: usize) -> Result<Vec<FlowEventView>, AdminError> {
-        Ok(vec![])
+    fn events(&self, _: &EventsRead) -> Result<EventsView, AdminError> {
+        Ok(EventsView::default())
     }
 }
 

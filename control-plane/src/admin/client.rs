@@ -16,8 +16,8 @@ use tokio::net::UnixStream;
 
 use crate::api::{
     BackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView, ErrorView,
-    FlowEventView, FlowView, HealthCheckView, MaglevView, MapUsageView, ServiceView,
-    SimulateRequest, SimulateView, StatsView, StatusView,
+    EventsView, FlowView, HealthCheckView, MaglevView, MapUsageView, ServiceView, SimulateRequest,
+    SimulateView, StatsView, StatusView,
 };
 
 /// How long a call may take before the client gives up: drains run one
@@ -142,29 +142,29 @@ impl AdminClient {
         }
     }
 
-    /// `GET /v1/events`: at most `max` sampled flow events, waiting up to
-    /// `wait` for the first.
-    pub async fn events(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<FlowEventView>, ClientError> {
-        self.events_since(max, wait, 0).await
+    /// `GET /v1/events`: at most `max` sampled flow events, from the oldest
+    /// the agent's history holds, waiting up to `wait` for the first.
+    pub async fn events(&self, max: usize, wait: Duration) -> Result<EventsView, ClientError> {
+        self.events_since(max, wait, 0, None).await
     }
 
-    /// `GET /v1/events?since_ns=`: [`Self::events`], of those that happened
-    /// at `since_ns` (`CLOCK_MONOTONIC_COARSE`) or later; the older ones the
-    /// ring still holds are dropped.
+    /// `GET /v1/events?since_ns=&since_seq=`: [`Self::events`], of those
+    /// that happened at `since_ns` (`CLOCK_MONOTONIC_COARSE`) or later, from
+    /// the cursor `since_seq` (the last answer's `next_seq`) on.
     pub async fn events_since(
         &self,
         max: usize,
         wait: Duration,
         since_ns: u64,
-    ) -> Result<Vec<FlowEventView>, ClientError> {
-        let route = format!(
+        since_seq: Option<u64>,
+    ) -> Result<EventsView, ClientError> {
+        let mut route = format!(
             "/v1/events?max={max}&wait_ms={}&since_ns={since_ns}",
             wait.as_millis()
         );
+        if let Some(seq) = since_seq {
+            route += &format!("&since_seq={seq}");
+        }
         // The call itself may take `wait`: the client's timeout comes on top.
         let patient = Self {
             socket: self.socket.clone(),

@@ -2,15 +2,17 @@
 //! [`Admin`] (the agent; a fake in tests), and the client `xlb` uses.
 
 pub mod client;
+pub mod history;
 pub mod server;
 
 pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
+pub use history::{CursorAhead, EventHistory, HISTORY_CAPACITY, HistoryPage};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
 use std::collections::BTreeMap;
 
 use crate::api::{
-    BackendView, DatapathLbView, DrainRequest, DrainView, FlowEventView, FlowView, HealthCheckView,
+    BackendView, DatapathLbView, DrainRequest, DrainView, EventsView, FlowView, HealthCheckView,
     MaglevView, MapUsageView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
 };
 
@@ -32,10 +34,12 @@ pub trait Admin: Send + Sync + 'static {
     /// Drains (`drain == true`) or undrains a backend.
     fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError>;
     fn status(&self) -> Result<StatusView, AdminError>;
-    /// The sampled flow events waiting now, at most `max`; none is an empty
-    /// list (events are read once: two readers share them). It must not
-    /// wait: the server waits between calls, off the blocking pool.
-    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError>;
+    /// The sampled flow events the agent's history holds now from
+    /// `read.since_seq` on (see [`EventHistory::read`]), at most `read.max`
+    /// of those at `read.since_ns` or later. Reading takes nothing away:
+    /// every reader, with a cursor of its own, reads every event. It must
+    /// not wait: the server waits between calls, off the blocking pool.
+    fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError>;
     /// The counters of `tc_probe_encap` (health probes through the DSR
     /// tunnel) by verdict name, packets only; `None` where no probe goes
     /// through the tunnel (`--dsr-health-probes direct`, or a fake).
@@ -46,6 +50,33 @@ pub trait Admin: Send + Sync + 'static {
     /// none where nothing is checked (Kubernetes mode, or a fake).
     fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {
         Ok(Vec::new())
+    }
+}
+
+/// One read of the flow events: where a reader is and what it wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventsRead {
+    /// The reader's cursor, the last answer's `next_seq`; `None` for its
+    /// first read, from the oldest event held.
+    pub since_seq: Option<u64>,
+    /// Only events that happened then or later (`CLOCK_MONOTONIC_COARSE`,
+    /// the datapath's clock for them, in ns): where a new reader starts.
+    pub since_ns: u64,
+    /// The most events to answer.
+    pub max: usize,
+}
+
+impl EventsRead {
+    /// Reads `history` as `self` says, its events `time_ns` by `time_ns`;
+    /// a cursor the history never gave is a bad request.
+    pub fn from<T: Clone>(
+        &self,
+        history: &EventHistory<T>,
+        time_ns: impl Fn(&T) -> u64,
+    ) -> Result<HistoryPage<T>, AdminError> {
+        history
+            .read(self.since_seq, self.max, |e| time_ns(e) >= self.since_ns)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))
     }
 }
 

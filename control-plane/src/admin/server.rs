@@ -3,21 +3,21 @@
 //!
 //! Routes (all JSON; errors are an [`ErrorView`] with a 4xx/5xx status):
 //!
-//! | Method | Path                       | Body / query               | Answer                  |
-//! |--------|----------------------------|----------------------------|-------------------------|
-//! | GET    | `/v1/services`             |                            | `[ServiceView]`         |
-//! | GET    | `/v1/backends`             |                            | `[BackendView]`         |
-//! | GET    | `/v1/datapath/lb`          |                            | `DatapathLbView`        |
-//! | GET    | `/v1/datapath/services`    |                            | `[DatapathServiceView]` |
-//! | GET    | `/v1/conntrack`            | `?service=NAME` (optional) | `[FlowView]`            |
-//! | GET    | `/v1/stats`                |                            | `StatsView`             |
-//! | GET    | `/v1/maps`                 |                            | `[MapUsageView]`        |
-//! | GET    | `/v1/maglev/{service}`     |                            | `MaglevView`            |
-//! | GET    | `/v1/status`               |                            | `StatusView`            |
-//! | GET    | `/v1/health`               |                            | `[HealthCheckView]`     |
-//! | GET    | `/v1/events`               | `?max=N&wait_ms=T`         | `[FlowEventView]`       |
-//! | POST   | `/v1/simulate`             | `SimulateRequest`          | `SimulateView`          |
-//! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`             | `DrainView`             |
+//! | Method | Path                       | Body / query                               | Answer                  |
+//! |--------|----------------------------|--------------------------------------------|-------------------------|
+//! | GET    | `/v1/services`             |                                            | `[ServiceView]`         |
+//! | GET    | `/v1/backends`             |                                            | `[BackendView]`         |
+//! | GET    | `/v1/datapath/lb`          |                                            | `DatapathLbView`        |
+//! | GET    | `/v1/datapath/services`    |                                            | `[DatapathServiceView]` |
+//! | GET    | `/v1/conntrack`            | `?service=NAME` (optional)                 | `[FlowView]`            |
+//! | GET    | `/v1/stats`                |                                            | `StatsView`             |
+//! | GET    | `/v1/maps`                 |                                            | `[MapUsageView]`        |
+//! | GET    | `/v1/maglev/{service}`     |                                            | `MaglevView`            |
+//! | GET    | `/v1/status`               |                                            | `StatusView`            |
+//! | GET    | `/v1/health`               |                                            | `[HealthCheckView]`     |
+//! | GET    | `/v1/events`               | `?max=N&wait_ms=T&since_ns=NS&since_seq=S` | `EventsView`            |
+//! | POST   | `/v1/simulate`             | `SimulateRequest`                          | `SimulateView`          |
+//! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`                             | `DrainView`             |
 //!
 //! `/v1/services` and `/v1/backends` answer from the agent's model;
 //! `/v1/datapath/lb` reads the datapath's maps, so it also shows what an
@@ -25,9 +25,17 @@
 //! frontend reaches. `/v1/datapath/services` is its `services` alone (what
 //! the route answered before the rest was added).
 //!
-//! `/v1/events` waits up to `wait_ms` for the first event; at most
-//! [`MAX_EVENT_READERS`] wait at once (429 for one more). A drain answers
-//! the services whose backend changed, none when it was drained already.
+//! `/v1/events` reads the agent's history of recent flow events
+//! ([`super::EventHistory`]) from the reader's cursor, `since_seq` (the
+//! `next_seq` of its last answer; without it, from the oldest event held),
+//! so every reader gets every event; `missed` counts those that left the
+//! history before the reader got to them. `since_ns` leaves out events
+//! from before then (where a new reader starts). It waits up to `wait_ms`
+//! for the first event; at most [`MAX_EVENT_READERS`] wait at once (429 for
+//! one more). Earlier agents answered a bare `[FlowEventView]`, events
+//! taken off the ring and so shared out between readers: the answer is now
+//! an object, which an earlier `xlb observe` cannot read. A drain answers the
+//! services whose backend changed, none when it was drained already.
 //!
 //! What a route does not take is refused rather than ignored (400): a query
 //! parameter or body field it does not have, a parameter given twice, a
@@ -66,7 +74,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use super::{Admin, AdminError};
+use super::{Admin, AdminError, EventsRead};
 use crate::api::{DrainRequest, ErrorView, SimulateRequest};
 
 /// The admin socket's mode: owner and group may connect, others may not
@@ -486,10 +494,10 @@ async fn conntrack(State(admin): AdminState, Params(query): Params<ConntrackQuer
 pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_EVENTS: usize = 4096;
 /// How many `/v1/events` calls may wait at once; one more gets 429. Each
-/// waiting call reads the ring every 50 ms (`EVENTS_POLL`), so this bounds that
-/// work, whoever holds the socket.
+/// waiting call reads the agent's history every 50 ms (`EVENTS_POLL`), so
+/// this bounds that work, whoever holds the socket.
 pub const MAX_EVENT_READERS: usize = 16;
-/// How often a waiting `/v1/events` reads the ring again. The wait is a
+/// How often a waiting `/v1/events` reads the history again. The wait is a
 /// sleep on the server's runtime, not a blocking thread: readers neither
 /// hold the blocking pool (which every other route, `/metrics` and
 /// `/healthz` run on) nor queue behind each other, and a reader that hangs
@@ -502,11 +510,13 @@ struct EventsQuery {
     max: usize,
     wait_ms: u64,
     /// Only events from then on (`CLOCK_MONOTONIC_COARSE`, the datapath's
-    /// clock for them, in ns): older ones are read and dropped. The ring
-    /// holds what no reader took, thousands of events when nobody watched,
-    /// and while it is full the datapath writes no new one.
+    /// clock for them, in ns): where a new reader starts, as the history
+    /// holds the agent's last few thousand events from before it came.
     #[serde(default)]
     since_ns: u64,
+    /// The reader's cursor: the `next_seq` of its last answer. Without it,
+    /// the read starts at the oldest event the history holds.
+    since_seq: Option<u64>,
 }
 
 /// What the waiting `/v1/events` calls share.
@@ -518,6 +528,8 @@ struct EventReaders {
     stopping: watch::Receiver<bool>,
 }
 
+/// `/v1/events`: the events from the reader's cursor on, waiting up to
+/// `wait_ms` for the first one (or for news of missed ones).
 async fn events(
     State(admin): AdminState,
     Extension(readers): Extension<Arc<EventReaders>>,
@@ -541,33 +553,28 @@ async fn events(
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut stopping = readers.stopping.clone();
+    let mut read = EventsRead {
+        since_seq: query.since_seq,
+        since_ns: query.since_ns,
+        max: query.max,
+    };
     loop {
-        let max = query.max;
-        let read = blocking(Arc::clone(&admin), move |a| a.events(max))
-            .await
-            .map(|mut events| {
-                let full = events.len() == max;
-                events.retain(|e| e.time_ns >= query.since_ns);
-                (events, full)
-            });
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let read = match read {
-            // All of a full read was older: more of that backlog is likely
-            // behind it, read at once rather than after a poll.
-            Ok((events, true)) if events.is_empty() && !left.is_zero() => continue,
-            read => read.map(|(events, _)| events),
-        };
-        match read {
-            Ok(events) if events.is_empty() && !left.is_zero() && !*stopping.borrow() => {
-                // Without a sender (`router`), `changed` fails at once:
-                // that branch is then left out, and only the sleep ends it.
-                tokio::select! {
-                    () = tokio::time::sleep(left.min(EVENTS_POLL)) => {}
-                    Ok(()) = stopping.changed() => {}
-                }
-            }
-            Ok(events) => return Json(events).into_response(),
+        let page = match blocking(Arc::clone(&admin), move |a| a.events(&read)).await {
+            Ok(page) => page,
             Err(response) => return response,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !page.events.is_empty() || page.missed > 0 || left.is_zero() || *stopping.borrow() {
+            return Json(page).into_response();
+        }
+        // Nothing yet: wait from where this read left off, so that what it
+        // passed over (older than `since_ns`) is not looked at again.
+        read.since_seq = Some(page.next_seq);
+        // Without a sender (`router`), `changed` fails at once: that
+        // branch is then left out, and only the sleep ends it.
+        tokio::select! {
+            () = tokio::time::sleep(left.min(EVENTS_POLL)) => {}
+            Ok(()) = stopping.changed() => {}
         }
     }
 }

@@ -18,6 +18,7 @@ mod collector;
 mod core;
 mod dir_lock;
 mod drains;
+mod event_drain;
 mod fabric;
 mod health_views;
 mod host_addresses;
@@ -320,10 +321,14 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     // Now that it can serve: announce what the first sync programmed.
     core.announce();
 
-    let events = core
-        .datapath
-        .flow_events()
-        .context("opening the datapath's flow events")?;
+    let events = match options.flow_event_sampling {
+        0 => None,
+        _ => Some(
+            core.datapath
+                .flow_events()
+                .context("opening the datapath's flow events")?,
+        ),
+    };
     let conntrack = core
         .datapath
         .conntrack_tables()
@@ -338,9 +343,12 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         None => None,
     };
     let conntrack_count = Arc::new(collector::ConntrackCount::default());
+    let event_history = Arc::new(Mutex::new(admin::EventHistory::new(
+        admin::HISTORY_CAPACITY,
+    )));
     let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
         core: Arc::clone(&core),
-        events: Arc::new(Mutex::new(events)),
+        events: Arc::clone(&event_history),
         conntrack_count: Arc::clone(&conntrack_count),
     });
     let (stop, stopped) = watch::channel(false);
@@ -359,6 +367,13 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         conntrack_count,
         until_stopped(stopped.clone()),
     ));
+    let event_task = events.map(|ring| {
+        tokio::spawn(event_drain::run(
+            ring,
+            event_history,
+            until_stopped(stopped.clone()),
+        ))
+    });
 
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -440,6 +455,9 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     admin_task.await.context("admin server task")?;
     metrics_task.await.context("metrics server task")?;
     collector_task.await.context("conntrack collector task")?;
+    if let Some(task) = event_task {
+        task.await.context("flow event drain task")?;
+    }
     Ok(())
 }
 

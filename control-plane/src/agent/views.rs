@@ -3,28 +3,27 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
-use xdp_lb::{
-    Flow, FlowEvent, FlowEventKind, FlowEvents, FlowState, MapUsage, Simulation, TrackedFlow,
-};
+use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowState, MapUsage, Simulation, TrackedFlow};
 
 use super::{
     collector::{ConntrackCount, Counted},
     core::{Core, KubeStatus, Status},
     drains::{self, Drain},
+    event_drain::FlowEventHistory,
     health_views::health_check_views,
     programmed,
 };
 use crate::{
-    admin::{Admin, AdminError},
+    admin::{Admin, AdminError, EventsRead},
     api::{
         BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
-        DrainUnchangedView, DrainView, FlowEventView, FlowView, FrontendView, HealthCheckView,
-        KubernetesView, MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        DrainUnchangedView, DrainView, EventsView, FlowEventView, FlowView, FrontendView,
+        HealthCheckView, KubernetesView, MaglevSettingsView, MaglevView, MapUsageView,
+        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
@@ -35,9 +34,9 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct AgentAdmin {
     pub(crate) core: Arc<Mutex<Core>>,
-    /// The datapath's flow events, read by one caller at a time (a reader of
-    /// its own: waiting for events does not hold the core).
-    pub(crate) events: Arc<Mutex<FlowEvents>>,
+    /// The datapath's recent flow events (`event_drain` fills it), which
+    /// every reader reads from a cursor of its own, without the core.
+    pub(crate) events: FlowEventHistory,
     /// The conntrack collector's last count of the conntrack tables.
     pub(crate) conntrack_count: Arc<ConntrackCount>,
 }
@@ -447,29 +446,26 @@ impl Admin for AgentAdmin {
         })
     }
 
-    fn events(&self, max: usize) -> Result<Vec<FlowEventView>, AdminError> {
-        let mut read = Vec::new();
-        {
-            let mut events = self
-                .events
-                .lock()
-                .map_err(|_| AdminError::Internal("the event reader is poisoned".to_owned()))?;
-            while read.len() < max {
-                let Some(event) = events.try_next() else {
-                    break;
-                };
-                read.push(event);
-            }
-        }
-        if read.is_empty() {
-            return Ok(Vec::new());
-        }
-        let core = self.lock()?;
-        let names = EventNames {
-            by_id: service_names(&core),
-            by_frontend: frontend_names(&core.model),
+    fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
+        let page = {
+            let history = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            read.from(&history, |e| e.time_ns)?
         };
-        Ok(read.iter().map(|e| event_view(&names, e)).collect())
+        let events = if page.events.is_empty() {
+            Vec::new()
+        } else {
+            let core = self.lock()?;
+            let names = EventNames {
+                by_id: service_names(&core),
+                by_frontend: frontend_names(&core.model),
+            };
+            page.events.iter().map(|e| event_view(&names, e)).collect()
+        };
+        Ok(EventsView {
+            events,
+            next_seq: page.next_seq,
+            missed: page.missed,
+        })
     }
 
     fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {

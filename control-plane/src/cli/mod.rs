@@ -712,7 +712,9 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
 
 /// `xlb observe`: events as they come, until Ctrl-C, `--count` events or
 /// `--duration`. Each call to the agent waits at most a second, so the
-/// bounds hold to about that.
+/// bounds hold to about that. It reads the agent's history from a cursor of
+/// its own, so another observer takes nothing from it; events that left
+/// the history before it read them are told as a `missed` line.
 async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()> {
     const POLL: Duration = Duration::from_secs(1);
     const BATCH: usize = 256;
@@ -725,8 +727,8 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
              (one new flow or drop in N)"
         );
     }
-    // Only what happens from now on: the ring holds what nobody read
-    // before, thousands of events when nobody watched.
+    // Only what happens from now on: the agent's history holds its last
+    // few thousand events.
     let since = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .context("reading the clock")?;
     let since_ns = u64::try_from(since.tv_sec()).unwrap_or(0) * 1_000_000_000
@@ -740,6 +742,7 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
             .min(BATCH)
     };
     let mut seen = 0;
+    let mut cursor = None;
     loop {
         let left = args.count.map(|n| n.saturating_sub(seen));
         let wait = match deadline {
@@ -751,20 +754,24 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
         if left == Some(0) || (deadline.is_some() && wait.is_zero()) {
             return Ok(());
         }
-        let events = tokio::select! {
+        let page = tokio::select! {
             signal = &mut ctrl_c => {
                 signal.context("waiting for Ctrl-C")?;
                 return Ok(());
             }
-            events = client.events_since(batch(left), wait, since_ns) => {
-                events.context("reading flow events")?
+            page = client.events_since(batch(left), wait, since_ns, cursor) => {
+                page.context("reading flow events")?
             }
         };
+        cursor = Some(page.next_seq);
         let mut text = String::new();
-        for event in &events {
+        if page.missed > 0 {
+            text += &output::missed_line(args.output, page.missed)?;
+        }
+        for event in &page.events {
             text += &output::event_line(args.output, event)?;
         }
-        seen += u64::try_from(events.len()).unwrap_or(u64::MAX);
+        seen += u64::try_from(page.events.len()).unwrap_or(u64::MAX);
         print(&text)?;
     }
 }

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
+    admin::HISTORY_CAPACITY,
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
@@ -865,7 +866,6 @@ pub(crate) fn stats_delta_table(delta: &StatsView, at: SystemTime, interval: Dur
     out
 }
 
-/// `xlb status`.
 /// One flow event as a line: `new_flow tcp CLIENT -> FRONTEND service => BACKEND`,
 /// or `drop tcp CLIENT -> FRONTEND [service: ]reason` (and so `refused`);
 /// JSON: the event as one object.
@@ -898,6 +898,29 @@ pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Resul
     ))
 }
 
+/// What `xlb observe` prints where it missed `missed` events (they left the
+/// agent's history before it read them): a line like an event's in a table,
+/// `{"missed":N}` in JSON, a `missed: N` document in YAML.
+pub(crate) fn missed_line(format: Format, missed: u64) -> anyhow::Result<String> {
+    let document = MissedView { missed };
+    Ok(match format {
+        Format::Table => format!(
+            "{:<8} {missed} events: this observer fell behind the agent's history of the last \
+             {HISTORY_CAPACITY}\n",
+            "missed"
+        ),
+        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
+        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+    })
+}
+
+/// `xlb observe -o json`'s line for events it missed.
+#[derive(Serialize)]
+struct MissedView {
+    missed: u64,
+}
+
+/// `xlb status`.
 pub(crate) fn status_text(status: &StatusView) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: &str| {
