@@ -71,6 +71,7 @@ use std::{
 };
 
 use control_plane::{
+    admin::{AdminClient, server::MAX_EVENTS},
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
@@ -2046,9 +2047,35 @@ fn observe_shows_each_new_flow_and_its_backend() {
             "{event:?}"
         );
     }
+    // Reading takes nothing away: two more readers of the agent's history
+    // from when the observer started each find every event it printed.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let read = || {
+        runtime
+            .block_on(AdminClient::new(rig.admin_socket()).events_since(
+                MAX_EVENTS,
+                Duration::from_millis(100),
+                started_ns,
+                None,
+            ))
+            .expect("the agent's events")
+    };
+    let (first, second) = (read(), read());
+    assert_eq!(first, second);
+    assert_eq!(first.missed, 0);
+    assert!(
+        events.iter().all(|e| first.events.contains(e)),
+        "observed {events:?}, the history holds {:?}",
+        first.events
+    );
     report(&format!(
-        "observe: {} new flows reported for {REQUESTS} requests",
-        events.len()
+        "observe: {} new flows reported for {REQUESTS} requests; the history holds {} \
+         from when it started, read alike by two more readers",
+        events.len(),
+        first.events.len()
     ));
 }
 
