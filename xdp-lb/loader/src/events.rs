@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd, RawFd},
     time::Duration,
 };
 
@@ -95,6 +95,17 @@ impl std::fmt::Debug for FlowEvents {
         f.debug_struct("FlowEvents")
             .field("skipped", &self.skipped)
             .finish_non_exhaustive()
+    }
+}
+
+/// The ring buffer's descriptor: `poll` and `epoll` find it readable while
+/// events wait, which is what an async reader waits on (tokio's `AsyncFd`).
+/// The kernel wakes a waiter when it writes an event into a ring its reader
+/// had emptied, not for every event: wait again only once `try_next` has
+/// found the ring empty.
+impl AsRawFd for FlowEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 
