@@ -11,12 +11,13 @@
 
 use std::collections::VecDeque;
 
-/// The most events the agent's history holds: twice the datapath's ring
-/// (256 KiB of 88-byte records, some 2 900 events), so a drain that empties
-/// a full ring pushes out none a reader just got to, and twice
-/// [`super::server::MAX_EVENTS`], so a reader that takes the most one call
-/// answers keeps up as long as it calls again within the time 4 096 more
-/// events take to come. At some 130 bytes an event, about 1 MiB.
+/// The most events the agent's history holds. Twice the datapath's ring
+/// (256 KiB of 88-byte records, some 2 900 events), so one drain of a full
+/// ring pushes out none a reader had not been offered yet; and twice
+/// [`super::server::MAX_EVENTS`], the most one call answers, so a reader a
+/// full answer behind still has a full answer's room (4 096 events) before
+/// its next call misses any. At 120 bytes an event (the agent keeps
+/// `xdp_lb::FlowEvent`s, named only when read), under 1 MiB once full.
 pub const HISTORY_CAPACITY: usize = 8192;
 
 /// A bounded history of events, each numbered in the order it was pushed
@@ -53,11 +54,13 @@ pub struct CursorAhead {
 }
 
 impl<T: Clone> EventHistory<T> {
-    /// An empty history of at most `capacity` events (at least one).
+    /// An empty history of at most `capacity` events (at least one). Its
+    /// memory grows with the events it holds: an agent that samples none
+    /// holds none.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            events: VecDeque::with_capacity(capacity),
+            events: VecDeque::new(),
             capacity,
             first_seq: 0,
         }

@@ -33,8 +33,9 @@ pub(crate) type FlowEventHistory = std::sync::Arc<Mutex<EventHistory<FlowEvent>>
 const DRAIN_SPACING: Duration = Duration::from_millis(50);
 /// The most events one drain takes off the ring: more than the ring holds
 /// (256 KiB of 88-byte records, some 2 900), so one drain empties a full
-/// ring, and at most 80 000 events a second move into the history. Beyond
-/// that the ring fills and the datapath writes no more until it has room.
+/// ring. A full ring every [`DRAIN_SPACING`] is some 60 000 events a second
+/// into the history; beyond that the ring fills, and the datapath writes no
+/// more until a drain makes room.
 const MAX_PER_DRAIN: usize = 4096;
 
 /// Moves the ring's events into `history` as they come, until `stop`
