@@ -949,12 +949,12 @@ async fn events_since_a_time_leave_out_the_older_ones_the_history_holds() {
     let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
     assert_eq!((times, page.next_seq), (vec![3003], 7));
 
-    // Until events come, a waiting call goes on from where it left off.
+    served.stop().await;
+
+    // Events older than `since_ns` come first, one read's worth each: a
+    // waiting call reads again until newer ones come.
     let fake = Arc::new(FakeAdmin::with_empty_reads(0));
-    let served_too = {
-        served.stop().await;
-        Served::start(Arc::clone(&fake), &socket, None).await
-    };
+    let served = Served::start(Arc::clone(&fake), &socket, None).await;
     let page = AdminClient::new(&socket)
         .events_since(4, Duration::from_secs(5), 3000, None)
         .await
@@ -962,7 +962,7 @@ async fn events_since_a_time_leave_out_the_older_ones_the_history_holds() {
     let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
     assert_eq!(times, [3000, 3001, 3002, 3003]);
     assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
-    served_too.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
