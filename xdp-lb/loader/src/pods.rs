@@ -92,13 +92,7 @@ impl Datapath {
             (ProgramName::TcLbIngress, ingress),
             (ProgramName::TcLbEgress, egress),
         ] {
-            classifier_mut(&mut self.ebpf, program)?
-                .detach(link)
-                .map_err(|source| Error::Attach {
-                    program: program.as_str(),
-                    iface: iface.clone(),
-                    source,
-                })?;
+            self.detach_tc(program, &iface, link)?;
         }
         self.mark_pod_interface(ifindex, false)
     }
@@ -215,6 +209,22 @@ impl Datapath {
         classifier_mut(&mut self.ebpf, program)?
             .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .map_err(|source| attach_err(program, iface, source))
+    }
+
+    /// Detaches `program`'s `link` from `iface` (named in the error).
+    pub(crate) fn detach_tc(
+        &mut self,
+        program: ProgramName,
+        iface: &str,
+        link: SchedClassifierLinkId,
+    ) -> Result<(), Error> {
+        classifier_mut(&mut self.ebpf, program)?
+            .detach(link)
+            .map_err(|source| Error::Attach {
+                program: program.as_str(),
+                iface: iface.to_owned(),
+                source,
+            })
     }
 
     /// Adds `ifindex` to `POD_INTERFACES`, or removes it.

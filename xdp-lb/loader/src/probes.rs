@@ -72,14 +72,11 @@ impl Datapath {
 
     /// Detaches what [`Datapath::attach_probe_encap`] attached.
     pub fn detach_probe_encap(&mut self, attachment: ProbeEncapAttachment) -> Result<(), Error> {
-        let program = ProgramName::TcProbeEncap;
-        classifier_mut(&mut self.ebpf, program)?
-            .detach(attachment.link)
-            .map_err(|source| Error::Attach {
-                program: program.as_str(),
-                iface: attachment.iface,
-                source,
-            })
+        self.detach_tc(
+            ProgramName::TcProbeEncap,
+            &attachment.iface,
+            attachment.link,
+        )
     }
 
     /// Sets the probe mark base `tc_probe_encap` answers to: the high 16

@@ -25,7 +25,6 @@ use tracing::debug;
 use crate::{
     Datapath, Error, ProgramName,
     links::{link_path, unpin},
-    pods::classifier_mut,
 };
 
 /// `tc_lb_uplink` at the egress of an uplink, held by the [`Datapath`]:
@@ -59,14 +58,7 @@ impl Datapath {
 
     /// Detaches what [`Datapath::attach_uplink_egress`] attached.
     pub fn detach_uplink_egress(&mut self, attachment: UplinkAttachment) -> Result<(), Error> {
-        let program = ProgramName::TcLbUplink;
-        classifier_mut(&mut self.ebpf, program)?
-            .detach(attachment.link)
-            .map_err(|source| Error::Attach {
-                program: program.as_str(),
-                iface: attachment.iface,
-                source,
-            })
+        self.detach_tc(ProgramName::TcLbUplink, &attachment.iface, attachment.link)
     }
 
     /// Attaches `tc_lb_uplink` at the egress of `iface` through a link
