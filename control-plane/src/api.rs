@@ -478,6 +478,11 @@ pub struct StatsView {
     pub verdicts: BTreeMap<String, u64>,
     pub conntrack: BTreeMap<String, u64>,
     pub parser: BTreeMap<String, u64>,
+    /// Sampled flow events by outcome: `written` to the datapath's ring, or
+    /// `lost_ring_full` (its reader fell behind). Empty from agents that
+    /// predate it.
+    #[serde(default)]
+    pub flow_events: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/status`.

@@ -42,7 +42,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use tokio::net::TcpListener;
-use xdp_lb::{CtEvent, ParseCounter, ProbeVerdict, Verdict};
+use xdp_lb::{CtEvent, FlowEventOutcome, ParseCounter, ProbeVerdict, Verdict};
 
 use crate::{
     admin::Admin,
@@ -342,6 +342,17 @@ impl Collector for AdminSnapshot {
                 "Frames the datapath's parser read, by result: their class (tcp4, udp6, arp, ...) or why they are malformed (truncated_*, bad_*, too_many_ip6_extensions); each frame counts once",
                 "result",
                 every(ParseCounter::ALL.iter().map(|c| c.name()), &stats.parser).into_iter(),
+            )?;
+            counter_family(
+                &mut encoder,
+                "xlb_flow_events",
+                "Sampled flow events (--flow-event-sampling), by outcome: written to the datapath's ring, or lost_ring_full (not written: the ring was full, its reader behind)",
+                "outcome",
+                every(
+                    FlowEventOutcome::ALL.iter().map(|o| o.name()),
+                    &stats.flow_events,
+                )
+                .into_iter(),
             )?;
         }
         if let Some(probes) = &self.health_probes {
@@ -705,6 +716,10 @@ mod tests {
                     ("snat_exhausted".to_owned(), 2),
                 ]),
                 parser: BTreeMap::from([("tcp4".to_owned(), 918), ("truncated_tcp".to_owned(), 2)]),
+                flow_events: BTreeMap::from([
+                    ("written".to_owned(), 50),
+                    ("lost_ring_full".to_owned(), 4),
+                ]),
             })
         }
         fn maps(&self) -> Result<Vec<MapUsageView>, AdminError> {
@@ -819,6 +834,8 @@ mod tests {
             r#"xlb_conntrack_events_total{event="hit"} 860"#,
             r#"xlb_conntrack_events_total{event="snat_exhausted"} 2"#,
             r#"xlb_conntrack_events_total{event="insert_failed"} 0"#,
+            r#"xlb_flow_events_total{outcome="written"} 50"#,
+            r#"xlb_flow_events_total{outcome="lost_ring_full"} 4"#,
             r#"xlb_datapath_parsed_packets_total{result="tcp4"} 918"#,
             r#"xlb_datapath_parsed_packets_total{result="truncated_tcp"} 2"#,
             r#"xlb_datapath_parsed_packets_total{result="udp6"} 0"#,

@@ -211,6 +211,7 @@ impl FakeAdmin {
             ]),
             conntrack: BTreeMap::from([("created".into(), 3)]),
             parser: BTreeMap::from([("ipv4".into(), 11)]),
+            flow_events: BTreeMap::from([("written".into(), 5), ("lost_ring_full".into(), 2)]),
         };
         let maps = vec![MapUsageView {
             name: "CONNTRACK".into(),

@@ -281,6 +281,7 @@ impl Admin for AgentAdmin {
         let verdicts = dp.verdict_stats().map_err(internal)?;
         let ct = dp.ct_stats().map_err(internal)?;
         let parse = dp.parse_stats().map_err(internal)?;
+        let events = dp.flow_event_stats().map_err(internal)?;
         Ok(StatsView {
             verdicts: named(
                 verdicts
@@ -290,6 +291,7 @@ impl Admin for AgentAdmin {
             ),
             conntrack: named(ct.iter().map(|(v, c)| (v.name(), c.packets)).collect()),
             parser: named(parse.iter().map(|(v, c)| (v.name(), c.packets)).collect()),
+            flow_events: named(events.iter().map(|(v, c)| (v.name(), c.packets)).collect()),
         })
     }
 

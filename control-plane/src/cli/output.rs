@@ -800,6 +800,7 @@ fn counters(stats: &StatsView) -> impl Iterator<Item = (&'static str, &str, u64)
     group("verdict", &stats.verdicts)
         .chain(group("conntrack", &stats.conntrack))
         .chain(group("parser", &stats.parser))
+        .chain(group("flow events", &stats.flow_events))
 }
 
 /// `xlb stats`: every datapath counter.
@@ -831,6 +832,7 @@ pub(crate) fn stats_delta(before: &StatsView, after: &StatsView) -> StatsView {
         verdicts: delta(&before.verdicts, &after.verdicts),
         conntrack: delta(&before.conntrack, &after.conntrack),
         parser: delta(&before.parser, &after.parser),
+        flow_events: delta(&before.flow_events, &after.flow_events),
     }
 }
 
@@ -1797,6 +1799,7 @@ holds if it turns active
             verdicts: map(verdicts),
             conntrack: BTreeMap::new(),
             parser: map(parser),
+            flow_events: BTreeMap::new(),
         }
     }
 

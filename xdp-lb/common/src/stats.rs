@@ -288,6 +288,19 @@ counter_enum! {
 }
 
 counter_enum! {
+    /// What became of each sampled flow event (`crate::events`): written to
+    /// the `FLOW_EVENTS` ring, or lost because the ring was full (its reader
+    /// fell behind: the agent drains it as events come). Each sampled event
+    /// lands in exactly one slot of the `FLOW_EVENT_STATS` per-CPU array.
+    FlowEventOutcome {
+    /// Written to the ring.
+    Written = "written",
+    /// Not written: the ring had no room.
+    LostRingFull = "lost_ring_full",
+    }
+}
+
+counter_enum! {
     /// What `tc_probe_encap` (at the egress of the LB's uplinks) did with a
     /// packet carrying a health probe's mark (`crate::probe`): each lands in
     /// exactly one slot of the `PROBE_STATS` per-CPU array. Packets without
@@ -325,7 +338,7 @@ mod tests {
     extern crate std;
     use std::{collections::BTreeSet, vec::Vec};
 
-    use super::{CtEvent, ParseCounter, ProbeVerdict, Verdict};
+    use super::{CtEvent, FlowEventOutcome, ParseCounter, ProbeVerdict, Verdict};
 
     fn check_dense_and_unique(slots: &[u32], names: &[&str]) {
         for (i, slot) in slots.iter().enumerate() {
@@ -351,6 +364,11 @@ mod tests {
         check_dense_and_unique(&s, &n);
         let (s, n): (Vec<u32>, Vec<&str>) =
             CtEvent::ALL.iter().map(|c| (*c as u32, c.name())).unzip();
+        check_dense_and_unique(&s, &n);
+        let (s, n): (Vec<u32>, Vec<&str>) = FlowEventOutcome::ALL
+            .iter()
+            .map(|c| (*c as u32, c.name()))
+            .unzip();
         check_dense_and_unique(&s, &n);
         let (s, n): (Vec<u32>, Vec<&str>) = ProbeVerdict::ALL
             .iter()

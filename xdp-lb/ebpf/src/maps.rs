@@ -18,7 +18,9 @@ use xdp_lb_common::{
     neighbour::L2Announcement,
     probe::{PROBE_SLOTS, ProbeBackend},
     service::{AddressInfo, AddressKey, FrontendKey, Service, SourceRange},
-    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, ProbeVerdict, Verdict},
+    stats::{
+        Counter, CtEvent, DecapVerdict, FlowEventOutcome, ParseCounter, ProbeVerdict, Verdict,
+    },
 };
 
 /// Per-CPU packets and bytes per parser verdict (`ParseCounter` slot).
@@ -50,6 +52,12 @@ pub static DECAP_STATS: PerCpuArray<Counter, { DecapVerdict::COUNT as usize }> =
 /// read).
 #[btf_map]
 pub static DECAP_VIPS: HashMap<AddressKey, u32, 1024> = HashMap::new();
+
+/// Per-CPU sampled flow events by outcome (written, or lost to a full
+/// ring), with their bytes.
+#[btf_map]
+pub static FLOW_EVENT_STATS: PerCpuArray<Counter, { FlowEventOutcome::COUNT as usize }> =
+    PerCpuArray::new();
 
 /// Per-CPU packets and bytes per `tc_probe_encap` verdict.
 #[btf_map]
@@ -307,6 +315,11 @@ pub fn count_backend(id: u32, bytes: usize) {
 #[inline(always)]
 pub fn count_decap(verdict: DecapVerdict, bytes: usize) {
     bump(DECAP_STATS.get_ptr_mut(verdict as u32), bytes);
+}
+
+#[inline(always)]
+pub fn count_flow_event(outcome: FlowEventOutcome, bytes: usize) {
+    bump(FLOW_EVENT_STATS.get_ptr_mut(outcome as u32), bytes);
 }
 
 #[inline(always)]

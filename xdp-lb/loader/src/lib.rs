@@ -73,7 +73,7 @@ pub use pods::PodAttachment;
 pub use probes::{ProbeEncapAttachment, ProbeStats};
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
-pub use stats::{Counters, CtStats, DecapStats, ParseStats, VerdictStats};
+pub use stats::{Counters, CtStats, DecapStats, FlowEventStats, ParseStats, VerdictStats};
 pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
 pub use uplinks::UplinkAttachment;
@@ -83,7 +83,8 @@ pub use xdp_lb_common::{
     config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
     probe::{DEFAULT_PROBE_MARK_BASE, PROBE_SLOTS, is_probe_mark_base},
     stats::{
-        Counter, CtEvent, DecapVerdict, MAX_IP6_EXTENSIONS, ParseCounter, ProbeVerdict, Verdict,
+        Counter, CtEvent, DecapVerdict, FlowEventOutcome, MAX_IP6_EXTENSIONS, ParseCounter,
+        ProbeVerdict, Verdict,
     },
 };
 

@@ -44,6 +44,7 @@ pub(crate) const SERVICE_STATS: &str = "SERVICE_STATS";
 pub(crate) const FLOOR_STATS: &str = "FLOOR_STATS";
 pub(crate) const DECAP_STATS: &str = "DECAP_STATS";
 pub(crate) const DECAP_VIPS: &str = "DECAP_VIPS";
+pub(crate) const FLOW_EVENT_STATS: &str = "FLOW_EVENT_STATS";
 /// `tc_probe_encap`'s counters, probe slots and mark base (not pinned).
 pub(crate) const PROBE_STATS: &str = "PROBE_STATS";
 pub(crate) const PROBE_BACKENDS: &str = "PROBE_BACKENDS";
@@ -92,7 +93,7 @@ pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// The maps pinned with `LoadOptions::pin_dir`: every map of the object but
 /// the benchmark wrapper's.
-pub(crate) const PINNED: [&str; 30] = [
+pub(crate) const PINNED: [&str; 31] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -120,6 +121,7 @@ pub(crate) const PINNED: [&str; 30] = [
     AFFINITY,
     FLOOD_GUARD,
     FLOW_EVENTS,
+    FLOW_EVENT_STATS,
     ICMP_ERROR,
     SCRATCH,
     PORT_SEARCH,

@@ -6,14 +6,16 @@ use aya::{
 };
 use xdp_lb_common::{
     backend::BackendCpu,
-    stats::{Counter, CtEvent, DecapVerdict, ParseCounter, ProbeVerdict, Verdict},
+    stats::{
+        Counter, CtEvent, DecapVerdict, FlowEventOutcome, ParseCounter, ProbeVerdict, Verdict,
+    },
 };
 
 use crate::{
     Datapath, Error,
     maps::{
-        BACKEND_CPU, CT_STATS, DECAP_STATS, FLOOR_STATS, PARSE_STATS, PROBE_STATS, SERVICE_STATS,
-        VERDICT_STATS, map_err,
+        BACKEND_CPU, CT_STATS, DECAP_STATS, FLOOR_STATS, FLOW_EVENT_STATS, PARSE_STATS,
+        PROBE_STATS, SERVICE_STATS, VERDICT_STATS, map_err,
     },
 };
 
@@ -32,6 +34,8 @@ pub type DecapStats = Counters<DecapVerdict>;
 pub type VerdictStats = Counters<Verdict>;
 /// The connection-tracking event counters.
 pub type CtStats = Counters<CtEvent>;
+/// The sampled flow events by outcome: written, or lost to a full ring.
+pub type FlowEventStats = Counters<FlowEventOutcome>;
 
 impl<C: Copy + Into<u32>> Counters<C> {
     /// Packets and bytes counted in one slot.
@@ -119,6 +123,16 @@ impl Datapath {
         let counters = self.counter_slots(PROBE_STATS, ProbeVerdict::COUNT)?;
         Ok(Counters {
             all: ProbeVerdict::ALL,
+            counters,
+        })
+    }
+
+    /// The sampled flow events by outcome: written to the ring, or lost
+    /// because it was full (its reader fell behind).
+    pub fn flow_event_stats(&self) -> Result<FlowEventStats, Error> {
+        let counters = self.counter_slots(FLOW_EVENT_STATS, FlowEventOutcome::COUNT)?;
+        Ok(Counters {
+            all: FlowEventOutcome::ALL,
             counters,
         })
     }

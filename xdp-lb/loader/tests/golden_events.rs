@@ -13,7 +13,9 @@ use support::{
     in_private_netns,
     lb::{CLIENT4, FROM_CLIENT, Lb, VIP4, XDP_DROP, XDP_REDIRECT, XDP_TX, syn_to_vip4},
 };
-use xdp_lb::{Config, FlowEvent, FlowEventKind, Frontend, Protocol, ServiceOptions, Verdict};
+use xdp_lb::{
+    Config, FlowEvent, FlowEventKind, FlowEventOutcome, Frontend, Protocol, ServiceOptions, Verdict,
+};
 
 const WAIT: Duration = Duration::from_millis(200);
 
@@ -128,6 +130,39 @@ fn refusals_are_reported_with_the_packet_s_ends_and_the_answer() {
             )
         );
         assert_eq!(events.next(WAIT).expect("read"), None);
+    });
+}
+
+/// The ring holds some 2 900 events: with nobody reading, each sampled
+/// event past that is lost, and counted so; once read, the ring takes
+/// events again.
+#[test]
+fn events_lost_to_a_full_ring_are_counted() {
+    in_private_netns(|| {
+        let lb = lb_sampling(1);
+        let mut events = lb.dp.flow_events().expect("reader");
+        let sent = 4_000;
+        for port in 0..sent {
+            let unknown = syn_to_vip4(20_000 + port, 81);
+            assert_eq!(lb.send(&unknown.bytes(), lb.up0).action, XDP_DROP);
+        }
+        let stats = lb.dp.flow_event_stats().expect("counters");
+        let (written, lost) = (
+            stats.get(FlowEventOutcome::Written).packets,
+            stats.get(FlowEventOutcome::LostRingFull).packets,
+        );
+        assert_eq!(written + lost, u64::from(sent), "{stats:?}");
+        assert!(lost > 0 && written > 0, "{stats:?}");
+        let mut read = 0;
+        while events.next(WAIT).expect("read").is_some() {
+            read += 1;
+        }
+        assert_eq!(read, written, "every event written was read");
+        let one_more = syn_to_vip4(30_000, 81);
+        assert_eq!(lb.send(&one_more.bytes(), lb.up0).action, XDP_DROP);
+        let after = lb.dp.flow_event_stats().expect("counters");
+        assert_eq!(after.get(FlowEventOutcome::Written).packets, written + 1);
+        assert_eq!(after.get(FlowEventOutcome::LostRingFull).packets, lost);
     });
 }
 

@@ -1,12 +1,13 @@
 //! Sampled flow events (`xdp_lb_common::events`): a new flow and the backend
 //! it was given, a drop and its reason, a refusal and its answer. Each is written straight into space
 //! reserved in the `FLOW_EVENTS` ring buffer, never built on the stack; when
-//! the buffer is full (nobody reading) the event is skipped.
+//! the buffer is full (its reader fell behind) the event is skipped and
+//! counted as lost (`FlowEventOutcome::LostRingFull`).
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use xdp_lb_common::{
-    events::{EVENT_DROP, EVENT_NEW_FLOW, EVENT_REFUSED},
-    stats::Verdict,
+    events::{EVENT_DROP, EVENT_NEW_FLOW, EVENT_REFUSED, FlowEvent},
+    stats::{FlowEventOutcome, Verdict},
 };
 
 use crate::{
@@ -14,8 +15,11 @@ use crate::{
         Nat,
         flow::{Flow, Packet},
     },
-    maps::{CONFIG, FLOW_EVENTS},
+    maps::{CONFIG, FLOW_EVENTS, count_flow_event},
 };
+
+/// The bytes of one event, as its counters count them.
+const EVENT_BYTES: usize = size_of::<FlowEvent>();
 
 /// True for one in `every` calls, chosen at random (`every` is
 /// `Config::flow_event_sampling`; 0: never).
@@ -34,6 +38,7 @@ pub fn new_flow(flow: &Flow, nat: &Nat, every: u32) {
         return;
     }
     let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
+        count_flow_event(FlowEventOutcome::LostRingFull, EVENT_BYTES);
         return;
     };
     let e = entry.as_mut_ptr();
@@ -55,6 +60,7 @@ pub fn new_flow(flow: &Flow, nat: &Nat, every: u32) {
         (*e)._pad = 0;
     }
     entry.submit(0);
+    count_flow_event(FlowEventOutcome::Written, EVENT_BYTES);
 }
 
 /// Writes the event of a packet that was not balanced, if this one is
@@ -68,6 +74,7 @@ pub fn turned_away(packet: &Packet, verdict: Verdict, dropped: bool) {
         return;
     }
     let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
+        count_flow_event(FlowEventOutcome::LostRingFull, EVENT_BYTES);
         return;
     };
     let e = entry.as_mut_ptr();
@@ -98,4 +105,5 @@ pub fn turned_away(packet: &Packet, verdict: Verdict, dropped: bool) {
         }
     }
     entry.submit(0);
+    count_flow_event(FlowEventOutcome::Written, EVENT_BYTES);
 }
