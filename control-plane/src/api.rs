@@ -300,10 +300,7 @@ pub struct HealthCheckView {
     pub services: Vec<String>,
     /// `tcp`, or `http GET PATH`.
     pub probe: String,
-    /// `direct` (the backend's own address), `tunnel` (the VIP, through the
-    /// DSR tunnel with `mark`), or `none` (a DSR backend no probe can be
-    /// wrapped for: `last_error` says why).
-    pub path: String,
+    pub path: ProbePathView,
     /// The address each probe connects to.
     pub probe_address: SocketAddr,
     /// The socket mark of a probe through the tunnel.
@@ -316,6 +313,18 @@ pub struct HealthCheckView {
     /// Why the most recent failed probe failed, kept after a recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// How a health check's probes reach its backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbePathView {
+    /// To the backend's own address.
+    Direct,
+    /// To the VIP, through the DSR tunnel, with the view's `mark`.
+    Tunnel,
+    /// A DSR backend no probe can be wrapped for: `last_error` says why.
+    None,
 }
 
 /// `GET /v1/events`: one sampled flow event (the agent's

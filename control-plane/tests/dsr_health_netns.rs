@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use control_plane::api::{BackendView, HealthCheckView};
+use control_plane::api::{BackendView, HealthCheckView, ProbePathView};
 use netns_tests::{
     Proto,
     agent_rig::{AgentRig, BACKENDS, VIP_PORT, backend_name, vip},
@@ -182,12 +182,12 @@ fn a_dsr_backend_whose_decap_stops_fails_its_health_check_and_returns_with_it() 
         .find(|c| c.backend == b0)
         .unwrap_or_else(|| panic!("no check of {b0} in {json}"));
     assert_eq!(
+        (check.path, check.probe_address, check.health.as_str()),
         (
-            check.path.as_str(),
-            check.probe_address,
-            check.health.as_str()
+            ProbePathView::Tunnel,
+            SocketAddr::new(vip(), VIP_PORT),
+            "down"
         ),
-        ("tunnel", SocketAddr::new(vip(), VIP_PORT), "down"),
         "{json}"
     );
     assert!(check.mark.is_some(), "{json}");

@@ -4,7 +4,7 @@
 //! with no why.
 
 use crate::{
-    api::HealthCheckView,
+    api::{HealthCheckView, ProbePathView},
     health::{ProbePath, ProbeTunnel, TargetStatus},
     model::{HealthCheck, Model, Probe},
 };
@@ -35,15 +35,15 @@ pub(crate) fn health_check_views(
                 .map(|(name, _)| name.to_string())
                 .collect();
             let (path, mark) = match status.path {
-                ProbePath::Direct => ("direct", None),
-                ProbePath::Tunnel { mark, .. } => ("tunnel", Some(mark)),
-                ProbePath::Unwrappable(_) => ("none", None),
+                ProbePath::Direct => (ProbePathView::Direct, None),
+                ProbePath::Tunnel { mark, .. } => (ProbePathView::Tunnel, Some(mark)),
+                ProbePath::Unwrappable(_) => (ProbePathView::None, None),
             };
             HealthCheckView {
                 backend: addr,
                 services,
                 probe: probe_text(&status.check),
-                path: path.to_owned(),
+                path,
                 probe_address: status.probe_addr,
                 mark,
                 health: status.health.as_str().to_owned(),
@@ -144,7 +144,7 @@ mod tests {
                 backend: b1,
                 services: vec!["api".to_owned(), "web".to_owned()],
                 probe: "http GET /healthz".to_owned(),
-                path: "direct".to_owned(),
+                path: ProbePathView::Direct,
                 probe_address: b1,
                 mark: None,
                 health: "down".to_owned(),
@@ -177,9 +177,12 @@ mod tests {
         assert_eq!(
             views
                 .iter()
-                .map(|v| (v.path.as_str(), v.mark, v.probe_address))
+                .map(|v| (v.path, v.mark, v.probe_address))
                 .collect::<Vec<_>>(),
-            [("tunnel", Some(0x584c_0001), vip), ("none", None, b1)]
+            [
+                (ProbePathView::Tunnel, Some(0x584c_0001), vip),
+                (ProbePathView::None, None, b1)
+            ]
         );
         assert_eq!(views[0].probe, "tcp");
     }

@@ -18,8 +18,8 @@ use crate::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
         DatapathTableView, DrainEntryView, DrainSource, DrainUnchanged, DrainView, DrainsView,
-        FlowEventView, FlowView, HealthCheckView, MaglevView, ServiceBackendView, ServiceView,
-        SimulateRequest, SimulateView, StatsView, StatusView,
+        FlowEventView, FlowView, HealthCheckView, MaglevView, ProbePathView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -556,12 +556,12 @@ pub(crate) fn health_checks_table(checks: &[HealthCheckView]) -> String {
         "Last Error",
     ]);
     for check in checks {
-        let probed_at = match (check.path.as_str(), check.mark) {
-            ("tunnel", Some(mark)) => format!(
+        let probed_at = match (check.path, check.mark) {
+            (ProbePathView::Tunnel, Some(mark)) => format!(
                 "{} through the DSR tunnel (mark {mark:#010x})",
                 check.probe_address
             ),
-            ("none", _) => "- (cannot be wrapped for)".to_owned(),
+            (ProbePathView::None, _) => "- (cannot be wrapped for)".to_owned(),
             _ => check.probe_address.to_string(),
         };
         let in_a_row = match (check.consecutive_successes, check.consecutive_failures) {
