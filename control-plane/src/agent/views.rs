@@ -496,6 +496,8 @@ impl Admin for AgentAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         let core = self.lock()?;
         let s = &core.status;
+        // One read of the datapath's configuration for both fields.
+        let config = core.datapath.config().ok();
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             layout_version: xdp_lb::LAYOUT_VERSION,
@@ -513,9 +515,9 @@ impl Admin for AgentAdmin {
             announcements: core.announcer.views(&core.datapath),
             earlier_agent_state_kept: earlier_agent_state_kept(s),
             kubernetes: s.kubernetes.as_ref().map(kubernetes_view),
-            flow_event_sampling: core.datapath.config().ok().map(|c| c.flow_event_sampling),
+            flow_event_sampling: config.map(|c| c.flow_event_sampling),
             drains: Some(core.drains.view(&core.model)),
-            maglev: core.datapath.config().ok().map(|c| MaglevSettingsView {
+            maglev: config.map(|c| MaglevSettingsView {
                 hash_seed: c.hash_seed,
                 min_table_size: core.reconciler.sizing().min_size,
             }),
