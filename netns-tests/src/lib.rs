@@ -46,6 +46,7 @@ mod xdp;
 
 pub mod agent_rig;
 pub mod bird;
+pub mod dsr_lb;
 pub mod ecmp_rig;
 pub mod fabric;
 pub mod http;

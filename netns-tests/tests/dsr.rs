@@ -13,12 +13,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use netns_tests::{
-    Cidr, EchoClient, Proto, attach_lb,
-    topology::{ClientLbBackends, Family, Options, plan},
+    EchoClient, attach_lb,
+    dsr_lb::{self, DsrSettings},
+    topology::{ClientLbBackends, Family, plan},
 };
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, Datapath, DecapVerdict, Flow, Frontend,
-    ProgramName, Protocol, ServiceOptions, Simulation, Verdict,
+    AttachMode, Attachment, Datapath, DecapVerdict, Flow, ProgramName, Protocol, Simulation,
+    Verdict,
 };
 
 const BACKENDS: usize = 3;
@@ -53,62 +54,16 @@ struct DsrRig {
 
 impl DsrRig {
     fn build() -> Self {
-        let options = Options {
-            static_neighbours: true,
-            ..Options::default()
-        };
-        let mut topo = ClientLbBackends::build(BACKENDS, &options).expect("topology");
-        let mut datapath = Datapath::load().expect("datapath");
-        datapath
-            .set_config(&Config {
-                hash_seed: 11,
-                encap_source_v4: topo.lb_back.v4.octets(),
-                encap_source_v6: topo.lb_back.v6.octets(),
-                ..Config::default()
-            })
-            .expect("config");
-        for (service, family) in [(1, Family::V4), (2, Family::V6)] {
-            datapath
-                .set_address(vip(family), AddressKind::Vip)
-                .expect("VIP");
-            let ids: Vec<u32> = (0..BACKENDS).map(|i| backend_id(family, i)).collect();
-            for (i, &id) in ids.iter().enumerate() {
-                let at = SocketAddr::new(topo.backends[i].ip(family), PORT);
-                datapath.put_backend(id, at, 1).expect("backend");
-            }
-            let table: Vec<u32> = (0..TABLE_SIZE).map(|slot| ids[slot % BACKENDS]).collect();
-            datapath.swap_table(service, &table).expect("table");
-            let dsr = ServiceOptions {
-                dsr: true,
-                ..ServiceOptions::default()
-            };
-            datapath
-                .upsert_service(
-                    &Frontend::new(SocketAddr::new(vip(family), PORT), Protocol::Tcp),
-                    service,
-                    &dsr,
-                )
-                .expect("service");
-            datapath.add_decap_vip(vip(family)).expect("decap VIP");
-        }
+        let (topo, mut datapath) = dsr_lb::build(&DsrSettings {
+            backends: BACKENDS,
+            hash_seed: 11,
+            table_size: TABLE_SIZE,
+            port: PORT,
+            vip,
+            backend_id,
+        })
+        .expect("DSR LB");
         let backends = topo.backends.clone();
-        for (i, backend) in backends.iter().enumerate() {
-            for family in Family::ALL {
-                let prefix = if family == Family::V4 { 32 } else { 128 };
-                let host = Cidr::new(vip(family), prefix).expect("a host prefix");
-                topo.rig
-                    .add_address(&backend.netns, "lo", host)
-                    .expect("VIP on lo");
-                topo.rig
-                    .serve_echo(
-                        &backend.netns,
-                        Proto::Tcp,
-                        SocketAddr::new(vip(family), PORT),
-                        &format!("b{i}"),
-                    )
-                    .expect("echo server");
-            }
-        }
         let mut attachments =
             attach_lb(&mut datapath, &[&topo.lb_front, &topo.lb_back]).expect("xdp_lb");
         for backend in &backends {

@@ -24,12 +24,12 @@ use std::{
 
 use netns_tests::{
     Cidr, Netns, Proto, Route, attach_lb,
-    topology::{ClientLbBackends, Family, Options, plan},
+    dsr_lb::{self, DsrSettings},
+    topology::{ClientLbBackends, Family, plan},
 };
 use socket2::{Domain, SockAddr, Socket, Type};
 use xdp_lb::{
-    AddressKind, AttachMode, Attachment, Config, DEFAULT_PROBE_MARK_BASE, Datapath, Frontend,
-    ProbeVerdict, ProgramName, Protocol, ServiceOptions,
+    AttachMode, Attachment, DEFAULT_PROBE_MARK_BASE, Datapath, ProbeVerdict, ProgramName,
 };
 
 const BACKENDS: usize = 2;
@@ -76,55 +76,28 @@ struct ProbeRig {
 
 impl ProbeRig {
     fn build() -> Self {
-        let options = Options {
-            static_neighbours: true,
-            ..Options::default()
-        };
-        let mut topo = ClientLbBackends::build(BACKENDS, &options).expect("topology");
-        let mut datapath = Datapath::load().expect("datapath");
-        datapath
-            .set_config(&Config {
-                hash_seed: 5,
-                encap_source_v4: topo.lb_back.v4.octets(),
-                encap_source_v6: topo.lb_back.v6.octets(),
-                ..Config::default()
-            })
-            .expect("config");
-        for (service, family) in [(1, Family::V4), (2, Family::V6)] {
-            datapath
-                .set_address(vip(family), AddressKind::Vip)
-                .expect("VIP");
-            let ids: Vec<u32> = (0..BACKENDS).map(|i| slot(family, i)).collect();
-            for (i, &id) in ids.iter().enumerate() {
-                let at = SocketAddr::new(topo.backends[i].ip(family), PORT);
-                datapath.put_backend(id, at, 1).expect("backend");
-            }
-            let table: Vec<u32> = (0..TABLE_SIZE).map(|s| ids[s % BACKENDS]).collect();
-            datapath.swap_table(service, &table).expect("table");
-            let dsr = ServiceOptions {
-                dsr: true,
-                ..ServiceOptions::default()
-            };
-            let frontend = Frontend::new(SocketAddr::new(vip(family), PORT), Protocol::Tcp);
-            datapath
-                .upsert_service(&frontend, service, &dsr)
-                .expect("service");
-            datapath.add_decap_vip(vip(family)).expect("decap VIP");
-        }
+        let (mut topo, mut datapath) = dsr_lb::build(&DsrSettings {
+            backends: BACKENDS,
+            hash_seed: 5,
+            table_size: TABLE_SIZE,
+            port: PORT,
+            vip,
+            backend_id: slot,
+        })
+        .expect("DSR LB");
+        // Each backend answers on its own address too: what a probe of it
+        // reached before probes went through the tunnel.
         let backends = topo.backends.clone();
         for (i, backend) in backends.iter().enumerate() {
             for family in Family::ALL {
-                let prefix = if family == Family::V4 { 32 } else { 128 };
-                let host = Cidr::new(vip(family), prefix).expect("a host prefix");
                 topo.rig
-                    .add_address(&backend.netns, "lo", host)
-                    .expect("VIP on lo");
-                let name = format!("b{i}");
-                for at in [vip(family), backend.ip(family)] {
-                    topo.rig
-                        .serve_echo(&backend.netns, Proto::Tcp, SocketAddr::new(at, PORT), &name)
-                        .expect("echo server");
-                }
+                    .serve_echo(
+                        &backend.netns,
+                        Proto::Tcp,
+                        SocketAddr::new(backend.ip(family), PORT),
+                        &format!("b{i}"),
+                    )
+                    .expect("echo server");
             }
         }
         // The LB routes the VIPs toward the client, as an LB routes them
