@@ -219,6 +219,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                 encap_source_v4.map(Into::into),
                 encap_source_v6.map(Into::into),
             ),
+            &options.interfaces,
         )?),
         DsrHealthProbes::Tunnel | DsrHealthProbes::Direct => None,
     };
@@ -298,9 +299,6 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         core.datapath
             .attach_uplink_egress_pinned(iface, &uplink_links)
             .with_context(|| format!("attaching tc_lb_uplink to the egress of {iface}"))?;
-        if let Some(probes) = &mut core.probe_tunnel {
-            probes.attach(&mut core.datapath, iface)?;
-        }
         core.status.attached.push(AttachmentView {
             interface: iface.clone(),
             // A taken-over link keeps the mode it was made in.

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use anyhow::Context as _;
-use xdp_lb::{Datapath, ProbeEncapAttachment};
+use xdp_lb::Datapath;
 
 use crate::{
     health::{ProbeTunnel, tunnel::SlotChanges},
@@ -50,43 +50,38 @@ const fn is_strict(all: u8, own: u8) -> bool {
 }
 
 /// Probes through the tunnel: which backend each slot names, written to the
-/// datapath, and the program's attachments.
+/// datapath.
 #[derive(Debug)]
 pub(crate) struct TunnelProbes {
     tunnel: ProbeTunnel,
-    /// Held so that they stay attached; the `Datapath` detaches them when
-    /// it goes.
-    attachments: Vec<ProbeEncapAttachment>,
 }
 
 impl TunnelProbes {
     /// Writes the mark base `base` to `datapath`, for an agent with the
-    /// encapsulation sources `(v4, v6)`.
+    /// encapsulation sources `(v4, v6)`, and attaches `tc_probe_encap` at
+    /// the egress of each of `interfaces`: before the first configuration
+    /// starts any probe, which would otherwise leave unwrapped (and, one
+    /// probe deciding a new backend, take it down). The `Datapath` detaches
+    /// the program when it goes.
     pub(crate) fn start(
         datapath: &mut Datapath,
         base: u32,
         sources: (Option<IpAddr>, Option<IpAddr>),
+        interfaces: &[String],
     ) -> anyhow::Result<Self> {
         let tunnel = ProbeTunnel::new(base, sources.0.is_some(), sources.1.is_some())?;
         datapath
             .set_probe_mark_base(base)
             .context("writing the health probes' mark base to the datapath")?;
+        for iface in interfaces {
+            datapath
+                .attach_probe_encap(iface)
+                .with_context(|| format!("attaching tc_probe_encap to the egress of {iface}"))?;
+            warn_of_strict_reverse_path_filter(iface);
+        }
         // Slots an earlier agent wrote are this load's no more (the map is
         // not pinned), so there is nothing to forget.
-        Ok(Self {
-            tunnel,
-            attachments: Vec::new(),
-        })
-    }
-
-    /// Attaches `tc_probe_encap` at the egress of `iface`.
-    pub(crate) fn attach(&mut self, datapath: &mut Datapath, iface: &str) -> anyhow::Result<()> {
-        let attachment = datapath
-            .attach_probe_encap(iface)
-            .with_context(|| format!("attaching tc_probe_encap to the egress of {iface}"))?;
-        self.attachments.push(attachment);
-        warn_of_strict_reverse_path_filter(iface);
-        Ok(())
+        Ok(Self { tunnel })
     }
 
     /// The tunnel, for [`crate::health::targets`].
