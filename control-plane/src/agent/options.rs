@@ -411,7 +411,6 @@ fn parse_table_size(text: &str) -> Result<u32, String> {
         })
 }
 
-/// `MIN-MAX`: a non-empty range of nonzero ports.
 /// How the backends of `mode: dsr` services are probed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DsrHealthProbes {
@@ -444,6 +443,7 @@ fn parse_probe_mark(text: &str) -> Result<u32, String> {
     Ok(base)
 }
 
+/// `MIN-MAX`: a non-empty range of nonzero ports.
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (min, max) = text
         .split_once('-')

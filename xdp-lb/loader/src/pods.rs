@@ -206,8 +206,19 @@ impl Datapath {
         iface: &str,
         hook: TcAttachType,
     ) -> Result<SchedClassifierLinkId, Error> {
+        self.attach_tc_at(program, iface, hook, LinkOrder::default())
+    }
+
+    /// [`Datapath::attach_tc`] at `order` among the tcx programs there.
+    pub(crate) fn attach_tc_at(
+        &mut self,
+        program: ProgramName,
+        iface: &str,
+        hook: TcAttachType,
+        order: LinkOrder,
+    ) -> Result<SchedClassifierLinkId, Error> {
         classifier_mut(&mut self.ebpf, program)?
-            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(order))
             .map_err(|source| attach_err(program, iface, source))
     }
 

@@ -11,10 +11,7 @@ use std::net::IpAddr;
 
 use aya::{
     maps::{Array, HashMap},
-    programs::{
-        LinkOrder, TcAttachType,
-        tc::{SchedClassifierLinkId, TcAttachOptions},
-    },
+    programs::{LinkOrder, TcAttachType, tc::SchedClassifierLinkId},
 };
 use tracing::debug;
 use xdp_lb_common::{
@@ -26,7 +23,6 @@ use crate::{
     Datapath, Error, ProgramName,
     maps::{PROBE_BACKENDS, PROBE_MARK_BASE, absent, map_err},
     net::to_addr,
-    pods::classifier_mut,
     stats::Counters,
 };
 
@@ -55,14 +51,12 @@ impl Datapath {
     /// `tc_lb_uplink` would otherwise balance a probe to a VIP as any packet
     /// of the node to a service.
     pub fn attach_probe_encap(&mut self, iface: &str) -> Result<ProbeEncapAttachment, Error> {
-        let program = ProgramName::TcProbeEncap;
-        let link = classifier_mut(&mut self.ebpf, program)?
-            .attach_with_options(
-                iface,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
-            .map_err(|source| crate::pods::attach_err(program, iface, source))?;
+        let link = self.attach_tc_at(
+            ProgramName::TcProbeEncap,
+            iface,
+            TcAttachType::Egress,
+            LinkOrder::first(),
+        )?;
         debug!(iface, "tc_probe_encap attached");
         Ok(ProbeEncapAttachment {
             iface: iface.to_owned(),
