@@ -322,7 +322,8 @@ counter_enum! {
     DropNoRoom = "drop_no_room",
     /// The packet's headers are cut short.
     DropMalformed = "drop_malformed",
-    /// The FIB has no route to the backend (or routes it to this host).
+    /// The FIB has no route to the backend (or routes it to this host), or
+    /// the redirect toward it was refused.
     DropNoRoute = "drop_no_route",
     /// Wrapped, it does not fit the egress toward the backend.
     DropTooBig = "drop_too_big",

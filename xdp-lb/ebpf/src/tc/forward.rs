@@ -148,7 +148,7 @@ fn route(ctx: &TcContext, flow: &Flow, nat: &Nat, macs: Option<&mut [u8; 12]>) -
 /// `bpf_redirect_neigh` out of `egress`: the kernel routes the packet's
 /// destination on that device itself and fills in the MACs.
 #[inline(always)]
-fn neigh(egress: u32) -> i32 {
+pub(crate) fn neigh(egress: u32) -> i32 {
     // SAFETY: a helper taking an interface index and no parameters.
     unsafe { bpf_redirect_neigh(egress, core::ptr::null_mut(), 0, 0) as i32 }
 }

@@ -33,7 +33,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
     },
-    helpers::{bpf_fib_lookup, bpf_redirect_neigh},
+    helpers::bpf_fib_lookup,
     programs::TcContext,
 };
 use xdp_lb_common::{
@@ -45,6 +45,7 @@ use xdp_lb_common::{
 use crate::{
     maps::{CONFIG, PROBE_BACKENDS, PROBE_MARK_BASE, count_probe},
     packet::FrameSource,
+    tc::forward::neigh,
     wire::{ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ETH_TYPE, IP4_HLEN, IP6_HLEN, ip6_head},
     xdp::{
         encap::{
@@ -201,9 +202,9 @@ fn redirect(ctx: &TcContext, backend: &Addr) -> (ProbeVerdict, i32) {
     }
     // SAFETY: initialised above, and filled in by the helper.
     let egress = unsafe { params.assume_init_ref() }.ifindex;
-    // SAFETY: a helper taking an interface index and no parameters: the
-    // kernel routes the outer destination on that device and fills in the
-    // MACs.
-    let action = unsafe { bpf_redirect_neigh(egress, core::ptr::null_mut(), 0, 0) } as i32;
-    (ProbeVerdict::Wrapped, action)
+    match neigh(egress) {
+        // The helper refused (a device gone meanwhile): not sent.
+        TC_ACT_SHOT => (ProbeVerdict::DropNoRoute, TC_ACT_SHOT),
+        action => (ProbeVerdict::Wrapped, action),
+    }
 }
