@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    admin::HISTORY_CAPACITY,
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
@@ -907,8 +906,9 @@ pub(crate) fn missed_line(format: Format, missed: u64) -> anyhow::Result<String>
     let document = MissedView { missed };
     Ok(match format {
         Format::Table => format!(
-            "{:<8} {missed} events: this observer fell behind the agent's history of the last \
-             {HISTORY_CAPACITY}\n",
+            // No size: the agent's history is the agent build's, not this
+            // client's.
+            "{:<8} {missed} events: this observer fell behind the agent's history\n",
             "missed"
         ),
         Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
