@@ -1,15 +1,28 @@
 //! Records the source `xlb-bench` is built from, for the `build` of every
 //! JSON it writes (`src/build_id.rs`): the commit checked out, and whether
-//! tracked files differ from it (as `git describe --dirty` judges it:
-//! untracked files change no build until a tracked file names them, and
-//! that file is then modified). Outside a git checkout (a source tarball), or
-//! without git, both are "unknown".
+//! the tracked files it is built from ([`BUILT_FROM`]) differ from it (as
+//! `git describe --dirty` judges it: untracked files change no build until
+//! a tracked file names them, and that file is then modified). Outside a
+//! git checkout (a source tarball), or without git, both are "unknown".
 //!
 //! Cargo runs this again when the checkout moves (HEAD, its branch, the
-//! index) or any tracked file changes, so a binary never carries the
+//! index) or one of those files changes, so a binary never carries the
 //! identity of a tree it was not built from.
 
 use std::process::Command;
+
+/// What goes into the binary, from the top of the checkout: the crates it
+/// is built from and the workspace's manifest and lock. A change elsewhere
+/// (the docs, the bench notes written while measuring) changes no build.
+const BUILT_FROM: [&str; 7] = [
+    ":/bench-tools",
+    ":/consistent-hash",
+    ":/control-plane",
+    ":/netns-tests",
+    ":/xdp-lb",
+    ":/Cargo.toml",
+    ":/Cargo.lock",
+];
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -29,7 +42,11 @@ fn main() {
     let commit = git(&["rev-parse", "--verify", "HEAD"]);
     let dirty = commit
         .as_ref()
-        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+        .and_then(|_| {
+            let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+            args.extend(BUILT_FROM);
+            git(&args)
+        })
         .map(|changes| !changes.is_empty());
     println!(
         "cargo:rustc-env=XLB_BUILD_COMMIT={}",
@@ -65,8 +82,12 @@ fn main() {
     }
     if let (Some(top), Some(files)) = (
         git(&["rev-parse", "--show-toplevel"]),
-        // Every tracked file of the whole tree, named from its top.
-        git(&["ls-files", "-z", "--full-name", "--", ":/"]),
+        // Every tracked file the binary is built from, named from the top.
+        {
+            let mut args = vec!["ls-files", "-z", "--full-name", "--"];
+            args.extend(BUILT_FROM);
+            git(&args)
+        },
     ) {
         watched.extend(
             files

@@ -17,7 +17,8 @@ pub(crate) struct BuildId {
     /// The commit the source tree had checked out when the binary was built
     /// (`git rev-parse HEAD`), or "unknown" outside a git checkout.
     pub(crate) commit: String,
-    /// Whether tracked files differed from `commit` then (`git status`);
+    /// Whether the tracked files it is built from differed from `commit`
+    /// then (`git status` of those, `build.rs`);
     /// null when the commit is unknown.
     pub(crate) dirty: Option<bool>,
     /// The SHA-256 of the eBPF object built into the binary, in hex: every
