@@ -533,7 +533,7 @@ fn a_tunnel_probe_is_marked_and_names_a_missing_route_to_the_vip() {
             .expect_err("no route");
         let reason = error.reason();
         assert!(
-            reason.starts_with("this host has no route to the VIP 198.19.0.1:80: a probe through")
+            reason.starts_with("this host cannot reach the VIP 198.19.0.1:80 (no route, or the")
                 && reason.contains("--dsr-health-probes direct"),
             "{reason}"
         );

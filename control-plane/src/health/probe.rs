@@ -54,9 +54,10 @@ pub enum ProbeError {
         source: io::Error,
     },
     #[error(
-        "this host has no route to the VIP {addr}: a probe through the DSR tunnel leaves by the \
-         route to the VIP, which must go out an --interface (as a default route toward the \
-         upstream router does), or run the agent with --dsr-health-probes direct"
+        "this host cannot reach the VIP {addr} (no route, or the route's next hop does not \
+         answer): a probe through the DSR tunnel leaves by the route to the VIP, which must go \
+         out an --interface to a next hop that answers (as a default route toward the upstream \
+         router does), or run the agent with --dsr-health-probes direct"
     )]
     NoRouteToVip {
         addr: SocketAddr,
