@@ -159,17 +159,6 @@ impl ProbeTunnel {
         self.slots.get(&ip).map(|slot| self.base | slot)
     }
 
-    /// The backend a probe `mark` names, if it is one of this tunnel's.
-    pub fn backend(&self, mark: u32) -> Option<IpAddr> {
-        if mark & !(SLOTS - 1) != self.base {
-            return None;
-        }
-        let slot = mark & (SLOTS - 1);
-        self.slots
-            .iter()
-            .find_map(|(ip, &s)| (s == slot).then_some(*ip))
-    }
-
     /// Gives a slot to every backend of `model` that is probed through the
     /// tunnel (a checked backend of a `dsr` service that can be wrapped
     /// for), keeps the slots of those that stay, and frees the others.
@@ -363,10 +352,7 @@ mod tests {
                     mark
                 }
             );
-            assert_eq!(tunnel.backend(mark), Some(ip(backend)), "{mark:#x}");
         }
-        assert_eq!(tunnel.backend(BASE | 3), None, "no fourth backend");
-        assert_eq!(tunnel.backend(0x1234_0000), None, "another base");
     }
 
     #[test]
