@@ -3,7 +3,7 @@
 //! it was measured with: `report` shows the commit beside each input file,
 //! and `pairs` the identity of each of the two builds it compares.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, io::Read as _, path::Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,22 +60,26 @@ pub(crate) fn shown(build: Option<&BuildId>) -> String {
     build.map_or_else(|| "build not recorded".to_owned(), BuildId::commit_shown)
 }
 
-/// `build` in full for an error: its commit and its datapath's hash.
-pub(crate) fn described(build: Option<&BuildId>) -> String {
-    build.map_or_else(
-        || "a build that records none".to_owned(),
-        |b| {
-            format!(
-                "{}, datapath SHA-256 {}",
-                b.commit_shown(),
-                b.datapath_sha256
-            )
-        },
-    )
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+/// The SHA-256 of the file at `path`, in hex, read in blocks: `pairs`
+/// tells by it that a binary was replaced, whatever the change (a rebuild
+/// of the userspace alone, from a tree already dirty, keeps its `BuildId`).
+pub(crate) fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut block = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut block)? {
+            0 => return Ok(hex(&context.finish())),
+            n => context.update(&block[..n]),
+        }
+    }
+}
+
+fn hex(digest: &ring::digest::Digest) -> String {
     let mut hex = String::with_capacity(64);
     for byte in digest.as_ref() {
         let _ = write!(hex, "{byte:02x}");
@@ -105,6 +109,19 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_files_hash_is_that_of_its_bytes_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xlb-bench");
+        // Two and a half of the 64 KiB blocks it reads, not all alike.
+        let bytes: Vec<u8> = (0..(5 << 15)).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(file_sha256(&path).unwrap(), sha256_hex(&bytes));
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(file_sha256(&path).unwrap(), sha256_hex(b"abc"));
+        assert!(file_sha256(&dir.path().join("absent")).is_err());
     }
 
     #[test]

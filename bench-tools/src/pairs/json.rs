@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{Comparison, PairsArgs, Run, TargetFigures, compare, floor_ns, targets};
+use super::{Binaries, Comparison, PairsArgs, Run, TargetFigures, floor_ns, targets};
 use crate::build_id::BuildId;
 
 /// What `--json` writes.
@@ -40,8 +40,10 @@ struct Settings<'a> {
 struct Side<'a> {
     /// The binary given as `--a` or `--b`.
     binary: &'a Path,
-    /// The build its runs recorded (every run the same: `check_same_build`);
-    /// null for a build older than the record.
+    /// Its SHA-256, the same before every run (`check_unchanged`).
+    binary_sha256: &'a str,
+    /// The build its first run recorded; null for a build older than the
+    /// record.
     build: Option<&'a BuildId>,
     /// The hot floor's ns/packet, median over its runs.
     hot_floor_ns: Option<f64>,
@@ -77,14 +79,17 @@ struct JsonRow<'a> {
     b_median: f64,
 }
 
-/// The document of `pairs`, whose rows `comparisons` compared (`compare`).
+/// The document of `pairs` of `binaries`, whose rows `comparisons`
+/// compared (`compare`).
 fn document<'a>(
     args: &'a PairsArgs,
+    binaries: &'a Binaries,
     pairs: &'a [(Run, Run)],
     comparisons: &'a [Comparison],
 ) -> Document<'a> {
-    let side = |binary: &'a PathBuf, pick: fn(&(Run, Run)) -> &Run| Side {
+    let side = |binary: &'a PathBuf, sha256: &'a str, pick: fn(&(Run, Run)) -> &Run| Side {
         binary: binary.as_path(),
+        binary_sha256: sha256,
         build: pairs.first().and_then(|pair| pick(pair).build.as_ref()),
         hot_floor_ns: floor_ns(pairs.iter().map(pick)),
     };
@@ -99,8 +104,8 @@ fn document<'a>(
             services: &args.services,
             flows: args.flows,
         },
-        a: side(&args.a, |p| &p.0),
-        b: side(&args.b, |p| &p.1),
+        a: side(&args.a, &binaries.a, |p| &p.0),
+        b: side(&args.b, &binaries.b, |p| &p.1),
         rows: comparisons
             .iter()
             .map(|c| JsonRow {
@@ -125,9 +130,14 @@ fn document<'a>(
 }
 
 /// Writes the comparison to `path` as one JSON document.
-pub(super) fn write(path: &Path, args: &PairsArgs, pairs: &[(Run, Run)]) -> anyhow::Result<()> {
-    let comparisons = compare(pairs);
-    let text = serde_json::to_string_pretty(&document(args, pairs, &comparisons))?;
+pub(super) fn write(
+    path: &Path,
+    args: &PairsArgs,
+    binaries: &Binaries,
+    pairs: &[(Run, Run)],
+    comparisons: &[Comparison],
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&document(args, binaries, pairs, comparisons))?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
@@ -135,7 +145,7 @@ pub(super) fn write(path: &Path, args: &PairsArgs, pairs: &[(Run, Run)]) -> anyh
 mod tests {
     use super::*;
     use crate::pairs::{
-        markdown,
+        compare, markdown,
         tests::{build, hot, parse},
     };
 
@@ -154,7 +164,12 @@ mod tests {
             )
         });
         let comparisons = compare(&pairs);
-        let document = serde_json::to_value(document(&args, &pairs, &comparisons)).unwrap();
+        let binaries = Binaries {
+            a: "1".repeat(64),
+            b: "2".repeat(64),
+        };
+        let document =
+            serde_json::to_value(document(&args, &binaries, &pairs, &comparisons)).unwrap();
         assert_eq!(document["tool"], "xlb-bench pairs");
         assert_eq!(
             document["build"],
@@ -163,6 +178,8 @@ mod tests {
         assert_eq!(document["settings"]["pairs"], 2);
         assert_eq!(document["settings"]["services"], "1,1000");
         assert_eq!(document["a"]["binary"], "a");
+        assert_eq!(document["a"]["binary_sha256"], "1".repeat(64));
+        assert_eq!(document["b"]["binary_sha256"], "2".repeat(64));
         assert_eq!(document["a"]["build"]["commit"], "a".repeat(40));
         assert_eq!(document["a"]["hot_floor_ns"], 20.0);
         assert_eq!(document["b"]["binary"], "b");
@@ -190,7 +207,7 @@ mod tests {
         assert!((hit["b_over_a_median"].as_f64().unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(hit["a_median"], 5.5);
         // The table names the builds too.
-        let table = markdown(&args, &pairs);
+        let table = markdown(&args, &pairs, &comparisons);
         assert!(
             table.contains("- A: `a` (commit aaaaaaaaaaaa)\n- B: `b` (build not recorded)\n"),
             "{table}"

@@ -293,7 +293,8 @@ fn floor_ns<'a>(runs: impl Iterator<Item = &'a Run>) -> Option<f64> {
     )
 }
 
-fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
+/// The table of `pairs`, whose rows `comparisons` compared (`compare`).
+fn markdown(args: &PairsArgs, pairs: &[(Run, Run)], comparisons: &[Comparison]) -> String {
     let mut out = String::new();
     let floor = |pick: fn(&(Run, Run)) -> &Run| {
         floor_ns(pairs.iter().map(pick)).map_or_else(|| "—".to_owned(), |ns| format!("{ns:.1} ns"))
@@ -327,7 +328,7 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
         "| scale | case | pairs | B over A, median over pairs | pairs with B cheaper | A | B |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for c in compare(pairs) {
+    for c in comparisons {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.3} | {} of {} | {} | {} |",
@@ -363,22 +364,46 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)]) -> String {
     out
 }
 
-/// Refuses a run of `bin` that another build measured than its first run
-/// (`first`): the binary was replaced during the pairs (rebuilt in place),
-/// and the pairs would compare more than two builds.
-fn check_same_build(
-    bin: &Path,
-    first: Option<&BuildId>,
-    run: &Run,
-    pair: u32,
-) -> anyhow::Result<()> {
+/// The SHA-256 of each build's binary, taken before the first pair.
+#[derive(Debug)]
+struct Binaries {
+    a: String,
+    b: String,
+}
+
+impl Binaries {
+    fn of(args: &PairsArgs) -> anyhow::Result<Self> {
+        let hash = |bin: &Path| {
+            crate::build_id::file_sha256(bin).with_context(|| format!("reading {}", bin.display()))
+        };
+        Ok(Self {
+            a: hash(&args.a)?,
+            b: hash(&args.b)?,
+        })
+    }
+
+    fn of_build(&self, build: Build) -> &str {
+        match build {
+            Build::A => &self.a,
+            Build::B => &self.b,
+        }
+    }
+}
+
+/// Refuses to run `bin` for pair `pair` once it is no longer the file the
+/// pairs began with (`at_start`, its SHA-256): rebuilt in place, it would
+/// make the pairs compare more than two builds. The file, not the build
+/// its runs record (`BuildId`): a rebuild of the userspace alone from a
+/// tree already dirty records the same commit and datapath.
+fn check_unchanged(bin: &Path, at_start: &str, pair: u32) -> anyhow::Result<()> {
+    let now = crate::build_id::file_sha256(bin)
+        .with_context(|| format!("reading {} again before pair {pair}", bin.display()))?;
     anyhow::ensure!(
-        first == run.build.as_ref(),
-        "{} changed during the pairs: pair 1 measured {}, pair {pair} {}; copy each build \
-         aside (`cp target/release/xlb-bench /tmp/xlb-bench-a`) and compare the copies",
+        now == at_start,
+        "{} changed during the pairs: its SHA-256 was {at_start} before pair 1, {now} before \
+         pair {pair}; copy each build aside (`cp target/release/xlb-bench /tmp/xlb-bench-a`) \
+         and compare the copies",
         bin.display(),
-        crate::build_id::described(first),
-        crate::build_id::described(run.build.as_ref()),
     );
     Ok(())
 }
@@ -572,6 +597,7 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
 /// Runs the pairs, each run's JSON in `dir`, and writes the table (and
 /// `--json`).
 fn measure(args: &PairsArgs, dir: &Path) -> anyhow::Result<()> {
+    let binaries = Binaries::of(args)?;
     let mut pairs: Vec<(Run, Run)> = Vec::new();
     for index in 0..args.pairs {
         crate::stop::check()?;
@@ -581,26 +607,20 @@ fn measure(args: &PairsArgs, dir: &Path) -> anyhow::Result<()> {
                 Build::A => (&args.a, &mut a),
                 Build::B => (&args.b, &mut b),
             };
+            check_unchanged(bin, binaries.of_build(build), index + 1)?;
             let json = dir.join(format!("{}-{}.json", build.name(), index + 1));
             *run = run_prog(args, bin, &json)?;
-            // Every run of a build is the first's build.
-            if let Some((first_a, first_b)) = pairs.first() {
-                let first: &Run = match build {
-                    Build::A => first_a,
-                    Build::B => first_b,
-                };
-                check_same_build(bin, first.build.as_ref(), run, index + 1)?;
-            }
         }
         info!(pair = index + 1, of = args.pairs, "pair measured");
         pairs.push((a, b));
     }
+    let comparisons = compare(&pairs);
     std::io::stdout()
         .lock()
-        .write_all(markdown(args, &pairs).as_bytes())
+        .write_all(markdown(args, &pairs, &comparisons).as_bytes())
         .context("writing the table")?;
     if let Some(path) = &args.json {
-        json::write(path, args, &pairs)?;
+        json::write(path, args, &binaries, &pairs, &comparisons)?;
         info!(path = %path.display(), "comparison written");
     }
     Ok(())
@@ -754,25 +774,25 @@ mod tests {
     }
 
     #[test]
-    fn a_build_replaced_during_the_pairs_is_refused() {
-        let run = |commit: Option<&str>| Run {
-            build: commit.map(build),
-            ..Run::default()
-        };
-        let bin = Path::new("target/release/xlb-bench");
-        let first = build("a");
-        check_same_build(bin, Some(&first), &run(Some("a")), 2).unwrap();
-        check_same_build(bin, None, &run(None), 2).unwrap();
-        let e = check_same_build(bin, Some(&first), &run(Some("b")), 3).unwrap_err();
+    fn a_binary_replaced_during_the_pairs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("xlb-bench");
+        std::fs::write(&bin, b"build a").unwrap();
+        let at_start = crate::build_id::file_sha256(&bin).unwrap();
+        check_unchanged(&bin, &at_start, 2).unwrap();
+        // Rebuilt in place: the same size, one byte apart.
+        std::fs::write(&bin, b"build b").unwrap();
+        let e = check_unchanged(&bin, &at_start, 3).unwrap_err().to_string();
         assert!(
-            e.to_string().starts_with(&format!(
-                "target/release/xlb-bench changed during the pairs: pair 1 measured commit \
-                 aaaaaaaaaaaa, datapath SHA-256 {}, pair 3 commit bbbbbbbbbbbb",
-                "a".repeat(64)
-            )),
+            e.starts_with(&format!(
+                "{} changed during the pairs: its SHA-256 was {at_start} before pair 1, ",
+                bin.display()
+            )) && e.contains(" before pair 3; copy each build aside"),
             "{e}"
         );
-        assert!(check_same_build(bin, None, &run(Some("b")), 2).is_err());
+        std::fs::remove_file(&bin).unwrap();
+        let e = format!("{:#}", check_unchanged(&bin, &at_start, 4).unwrap_err());
+        assert!(e.starts_with("reading "), "{e}");
     }
 
     #[test]
