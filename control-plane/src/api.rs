@@ -353,16 +353,61 @@ pub struct FlowEventView {
 }
 
 /// `GET /v1/events`: one read of a reader's cursor into the agent's recent
-/// flow events.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventsView {
+/// flow events. The agent's history reads into this same document, with
+/// its own events for `E` (`admin::EventHistory::read`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsView<E = FlowEventView> {
     /// The events read, oldest first.
-    pub events: Vec<FlowEventView>,
+    pub events: Vec<E>,
     /// Where this reader goes on from: the next call's `since_seq`.
     pub next_seq: u64,
     /// Events that happened since this reader's `since_seq` but left the
-    /// agent's history (its last 8192 events) before it read them.
+    /// agent's history (its last 8192 events) before it read them. After a
+    /// restart (`restarted`): those of the new run that left it.
     pub missed: u64,
+    /// The agent run that numbered `next_seq`: the next call's `run`. A new
+    /// one each time the agent starts (0 from agents before it was added).
+    #[serde(default)]
+    pub run: u64,
+    /// The cursor sent came from another run: the agent restarted since the
+    /// reader's last answer. This answer reads the new run from its oldest
+    /// event held; what happened from the reader's last answer to the new
+    /// run's start is not known.
+    #[serde(default)]
+    pub restarted: bool,
+    /// Sampled flow events the datapath could not write into its ring (it
+    /// was full), as of the agent's last drain of the ring: `xlb stats`'
+    /// `flow events lost_ring_full`, counted since the datapath's maps were
+    /// made (they outlive agent restarts). 0 from agents before it was added.
+    #[serde(default)]
+    pub lost_ring_full: u64,
+}
+
+impl<E> Default for EventsView<E> {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            next_seq: 0,
+            missed: 0,
+            run: 0,
+            restarted: false,
+            lost_ring_full: 0,
+        }
+    }
+}
+
+impl<E> EventsView<E> {
+    /// The same read with each event made into another type.
+    pub fn map<F>(self, f: impl FnMut(E) -> F) -> EventsView<F> {
+        EventsView {
+            events: self.events.into_iter().map(f).collect(),
+            next_seq: self.next_seq,
+            missed: self.missed,
+            run: self.run,
+            restarted: self.restarted,
+            lost_ring_full: self.lost_ring_full,
+        }
+    }
 }
 
 /// `GET /v1/maglev/{service}`: a service's table.

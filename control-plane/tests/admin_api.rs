@@ -16,8 +16,8 @@ use std::{
 
 use control_plane::{
     admin::{
-        Admin, AdminClient, AdminError, AdminServer, ClientError, EventHistory, EventsRead,
-        HISTORY_CAPACITY, ServeError, resolve_group,
+        Admin, AdminClient, AdminError, AdminServer, ClientError, Cursor, EventHistory, EventsRead,
+        HISTORY_CAPACITY, ServeError, SharedHistory, resolve_group,
         server::{MAX_EVENT_READERS, MAX_EVENTS_WAIT},
     },
     api::{
@@ -35,7 +35,7 @@ use nix::unistd::Gid;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
-    sync::oneshot,
+    sync::{oneshot, watch},
     task::JoinHandle,
 };
 
@@ -58,12 +58,13 @@ struct FakeAdmin {
     maps: Vec<MapUsageView>,
     status: StatusView,
     drains: Mutex<Vec<(DrainRequest, bool)>>,
-    /// Calls of `events`, and how many push no events into the history
-    /// before each call pushes some (`usize::MAX`: none does).
+    /// Calls of `events`, and whether each first pushes events into the
+    /// history (else they come only from [`Self::happen`]).
     event_calls: AtomicUsize,
-    empty_reads: usize,
-    /// The flow events the fake agent holds, read as the agent reads its own.
-    history: Mutex<EventHistory<FlowEventView>>,
+    push_on_read: bool,
+    /// The flow events the fake agent holds, read as the agent reads its
+    /// own; adding some wakes the readers waiting for them.
+    history: SharedHistory<FlowEventView>,
 }
 
 impl FakeAdmin {
@@ -268,8 +269,8 @@ impl FakeAdmin {
             status,
             drains: Mutex::new(Vec::new()),
             event_calls: AtomicUsize::new(0),
-            empty_reads: 0,
-            history: Mutex::new(EventHistory::new(HISTORY_CAPACITY)),
+            push_on_read: true,
+            history: SharedHistory::new(EventHistory::new(HISTORY_CAPACITY)),
         }
     }
 
@@ -277,26 +278,15 @@ impl FakeAdmin {
     /// of `capacity`.
     fn with_history(capacity: usize) -> Self {
         Self {
-            empty_reads: usize::MAX,
-            history: Mutex::new(EventHistory::new(capacity)),
+            push_on_read: false,
+            history: SharedHistory::new(EventHistory::new(capacity)),
             ..Self::new()
         }
     }
 
     /// Events that happened at `times` (ns), into the history.
     fn happen(&self, times: impl IntoIterator<Item = u64>) {
-        let mut history = self.history.lock().expect("history");
-        for time_ns in times {
-            history.push(event_at(time_ns));
-        }
-    }
-
-    /// A fake whose first `empty_reads` reads of the events find none.
-    fn with_empty_reads(empty_reads: usize) -> Self {
-        Self {
-            empty_reads,
-            ..Self::new()
-        }
+        self.history.append(times.into_iter().map(event_at), None);
     }
 
     fn service(&self, name: &str) -> Result<&ServiceView, AdminError> {
@@ -387,21 +377,21 @@ impl Admin for FakeAdmin {
     fn status(&self) -> Result<StatusView, AdminError> {
         Ok(self.status.clone())
     }
-    /// Reads the history; from the `empty_reads`th call on, each call
-    /// first pushes `max` events, those of call `n` (from 0) at `1000 n + i`
-    /// ns.
+    /// Reads the history; with `push_on_read`, each call first pushes
+    /// `max` events, those of call `n` (from 0) at `1000 n + i` ns. A call
+    /// is counted once it has read: a reader counted since it last read is
+    /// waiting (or has its answer).
     fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
-        let call = self.event_calls.fetch_add(1, Ordering::Relaxed);
-        if call >= self.empty_reads {
+        if self.push_on_read {
+            let call = self.event_calls.load(Ordering::Relaxed);
             self.happen((0..read.max).map(|i| 1000 * call as u64 + i as u64));
         }
-        let history = self.history.lock().expect("history");
-        let page = read.from(&history, |e| e.time_ns)?;
-        Ok(EventsView {
-            events: page.events,
-            next_seq: page.next_seq,
-            missed: page.missed,
-        })
+        let page = read.from_shared(&self.history, |e| e.time_ns);
+        self.event_calls.fetch_add(1, Ordering::Relaxed);
+        page
+    }
+    fn event_arrivals(&self) -> watch::Receiver<u64> {
+        self.history.arrivals()
     }
 }
 
@@ -736,6 +726,8 @@ async fn malformed_requests_get_an_error_document() {
         "max=5000&wait_ms=10",
         "max=1&wait_ms=60000",
         "max=1",
+        // A run is a cursor's: not without one.
+        "max=1&wait_ms=10&run=5",
     ] {
         let (status, answer) = raw(
             &socket,
@@ -848,7 +840,7 @@ async fn a_request_sent_in_part_is_cut_off() {
         .await
         .expect("bind")
         .with_read_timeout(BOUND);
-    let served = Served::serve(server, Arc::new(FakeAdmin::with_empty_reads(usize::MAX)));
+    let served = Served::serve(server, Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY)));
 
     // Nothing at all, half a head: closed without an answer.
     for partial in ["", "GET /v1/status HTTP/1.1\r\nHost: x\r\n"] {
@@ -895,32 +887,48 @@ async fn a_request_sent_in_part_is_cut_off() {
     served.stop().await;
 }
 
-#[tokio::test]
-async fn events_wait_for_the_first_events_or_the_deadline() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_reader_is_woken_by_the_events_it_waits_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_in(&dir);
-    // Events from the fourth read on: the call waits for them.
-    let fake = Arc::new(FakeAdmin::with_empty_reads(3));
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
     let client = AdminClient::new(&socket);
-    let events = client
-        .events(2, Duration::from_secs(10))
+    let reader = tokio::spawn(async move { client.events(2, Duration::from_secs(10)).await });
+    reads(&fake, 1).await;
+    // While nothing comes the reader waits without reading the history
+    // again (a reader polling it every 50 ms would have read it 6 times).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 1);
+    fake.happen([1, 2]);
+    // Woken by them, well before its wait is over.
+    let page = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
+        .expect("the reader was not woken by the events")
+        .expect("reader task")
         .expect("events");
-    assert_eq!(events.events.len(), 2);
-    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
+    assert_eq!(times(&page), [1, 2]);
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 2);
     served.stop().await;
 
-    // None at all: an empty answer once the wait is over, not an error.
-    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    // None at all: an empty answer once the wait is over, not an error,
+    // the history read at its start and its end.
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
+    let started = tokio::time::Instant::now();
     let events = AdminClient::new(&socket)
         .events(1, Duration::from_millis(200))
         .await
         .expect("events");
     assert!(events.events.is_empty());
-    assert!(fake.event_calls.load(Ordering::Relaxed) >= 2);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 2);
     served.stop().await;
+}
+
+/// The times of `page`'s events.
+fn times(page: &EventsView) -> Vec<u64> {
+    page.events.iter().map(|e| e.time_ns).collect()
 }
 
 #[tokio::test]
@@ -937,32 +945,41 @@ async fn events_since_a_time_leave_out_the_older_ones_the_history_holds() {
         .events_since(3, Duration::from_millis(20), 3000, None)
         .await
         .expect("events");
-    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
     assert_eq!(
-        (times, page.next_seq, page.missed),
+        (times(&page), page.next_seq, page.missed),
         (vec![3000, 3001, 3002], 6, 0)
     );
     // What the first read passed over is not read again.
     let page = client
-        .events_since(3, Duration::from_millis(20), 3000, Some(page.next_seq))
+        .events_since(
+            3,
+            Duration::from_millis(20),
+            3000,
+            Some(Cursor::after(&page)),
+        )
         .await
         .expect("events");
-    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
-    assert_eq!((times, page.next_seq), (vec![3003], 7));
+    assert_eq!((times(&page), page.next_seq), (vec![3003], 7));
 
     served.stop().await;
 
-    // Events older than `since_ns` come first, one read's worth each: a
-    // waiting call reads again until newer ones come.
-    let fake = Arc::new(FakeAdmin::with_empty_reads(0));
+    // Events older than `since_ns` wake a waiting reader, which passes
+    // over them and waits on for newer ones.
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
-    let page = AdminClient::new(&socket)
-        .events_since(4, Duration::from_secs(5), 3000, None)
-        .await
-        .expect("events");
-    let times: Vec<u64> = page.events.iter().map(|e| e.time_ns).collect();
-    assert_eq!(times, [3000, 3001, 3002, 3003]);
-    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 4);
+    let client = AdminClient::new(&socket);
+    let reader = tokio::spawn(async move {
+        client
+            .events_since(4, Duration::from_secs(5), 3000, None)
+            .await
+    });
+    reads(&fake, 1).await;
+    fake.happen([1000, 2000]);
+    reads(&fake, 2).await;
+    fake.happen([3000, 3001]);
+    let page = reader.await.expect("reader task").expect("events");
+    assert_eq!((times(&page), page.next_seq), (vec![3000, 3001], 4));
+    assert_eq!(fake.event_calls.load(Ordering::Relaxed), 3);
     served.stop().await;
 }
 
@@ -981,7 +998,6 @@ async fn two_readers_at_once_each_get_every_event() {
                 .expect("events")
         })
     };
-    let times = |page: &EventsView| page.events.iter().map(|e| e.time_ns).collect::<Vec<_>>();
     let mut cursors = [None, None];
     for (round, batch) in [vec![1, 2, 3], vec![4, 5]].into_iter().enumerate() {
         // Both wait, then the events come.
@@ -991,7 +1007,7 @@ async fn two_readers_at_once_each_get_every_event() {
         for (reader, cursor) in readers.into_iter().zip(&mut cursors) {
             let page = reader.await.expect("reader task");
             assert_eq!((times(&page), page.missed), (batch.clone(), 0));
-            *cursor = Some(page.next_seq);
+            *cursor = Some(Cursor::after(&page));
         }
     }
     served.stop().await;
@@ -1004,27 +1020,84 @@ async fn a_reader_that_fell_behind_is_told_how_many_it_missed_and_goes_on() {
     let fake = Arc::new(FakeAdmin::with_history(4));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
     let client = AdminClient::new(&socket);
-    let read = |since_seq| client.events_since(100, Duration::from_millis(500), 0, since_seq);
-    let times = |page: &EventsView| page.events.iter().map(|e| e.time_ns).collect::<Vec<_>>();
+    let read = |cursor| client.events_since(100, Duration::from_millis(500), 0, cursor);
 
     fake.happen([1, 2]);
     let page = read(None).await.expect("events");
     assert_eq!((times(&page), page.missed), (vec![1, 2], 0));
     // Ten more in a history of four: the six before the last four are gone.
     fake.happen(3..13);
-    let page = read(Some(page.next_seq)).await.expect("events");
+    let page = read(Some(Cursor::after(&page))).await.expect("events");
     assert_eq!((times(&page), page.missed), (vec![9, 10, 11, 12], 6));
     // Caught up, it misses nothing more.
     fake.happen([13]);
-    let page = read(Some(page.next_seq)).await.expect("events");
+    let page = read(Some(Cursor::after(&page))).await.expect("events");
     assert_eq!(
         (times(&page), page.missed, page.next_seq),
         (vec![13], 0, 13)
     );
-    // A cursor this agent never gave (another run's): refused, named.
-    let error = read(Some(99)).await.expect_err("a cursor from elsewhere");
+    // A cursor this agent never gave, without its run: refused, named.
+    let cursor = Cursor { seq: 99, run: None };
+    let error = read(Some(cursor))
+        .await
+        .expect_err("a cursor from elsewhere");
     assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST), "{error}");
     assert!(error.to_string().contains("since_seq 99"), "{error}");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_of_another_run_reads_the_new_one_and_says_the_agent_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = socket_in(&dir);
+    let client = AdminClient::new(&socket);
+    let first_run = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
+    first_run.happen([1, 2]);
+    let served = Served::start(Arc::clone(&first_run), &socket, None).await;
+    let page = client
+        .events_since(100, Duration::from_millis(20), 0, None)
+        .await
+        .expect("events");
+    assert_eq!((times(&page), page.restarted), (vec![1, 2], false));
+    served.stop().await;
+
+    // The agent restarts with a history of its own; it has already pushed
+    // the first of its five events out of its four places. Its numbers
+    // start at 0 again: the old cursor (2) would read from its third.
+    let second_run = Arc::new(FakeAdmin::with_history(4));
+    second_run.happen(10..15);
+    let served = Served::start(Arc::clone(&second_run), &socket, None).await;
+    let again = client
+        .events_since(100, MAX_EVENTS_WAIT, 0, Some(Cursor::after(&page)))
+        .await
+        .expect("events after the restart");
+    assert_ne!(again.run, page.run);
+    assert_eq!(
+        (times(&again), again.missed, again.restarted),
+        (vec![11, 12, 13, 14], 1, true)
+    );
+    // From the new run's cursor, as usual.
+    second_run.happen([15]);
+    let page = client
+        .events_since(100, MAX_EVENTS_WAIT, 0, Some(Cursor::after(&again)))
+        .await
+        .expect("events");
+    assert_eq!(
+        (times(&page), page.missed, page.restarted),
+        (vec![15], 0, false)
+    );
+    served.stop().await;
+
+    // With nothing to read, a restart is news of its own: told at once, not
+    // at the end of the wait.
+    let third_run = Arc::new(FakeAdmin::with_history(4));
+    let served = Served::start(Arc::clone(&third_run), &socket, None).await;
+    let page = client
+        .events_since(100, MAX_EVENTS_WAIT, 0, Some(Cursor::after(&page)))
+        .await
+        .expect("events after the restart");
+    assert_eq!((page.events.len(), page.restarted), (0, true));
+    assert_eq!(third_run.event_calls.load(Ordering::Relaxed), 1);
     served.stop().await;
 }
 
@@ -1045,7 +1118,7 @@ async fn reads(fake: &FakeAdmin, n: usize) {
 async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_in(&dir);
-    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
     let wait = Duration::from_secs(5);
     let readers: Vec<_> = (0..MAX_EVENT_READERS)
@@ -1083,7 +1156,7 @@ async fn waiting_event_readers_are_bounded_and_hold_up_nothing_else() {
 async fn stopping_answers_a_waiting_event_reader_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_in(&dir);
-    let fake = Arc::new(FakeAdmin::with_empty_reads(usize::MAX));
+    let fake = Arc::new(FakeAdmin::with_history(HISTORY_CAPACITY));
     let served = Served::start(Arc::clone(&fake), &socket, None).await;
     let client = AdminClient::new(&socket);
     let started = tokio::time::Instant::now();

@@ -41,11 +41,15 @@ struct FakeAdmin {
 }
 
 /// The fake agent's flow event history: the three of [`events`] are
-/// pushed on each new reader's first read, or on every read.
+/// pushed on each new reader's first read (one without a cursor of this
+/// history's run), or on every read; and each read finds `lost_per_read`
+/// more events lost to the datapath's full ring.
 #[derive(Debug)]
 struct FakeEvents {
     history: EventHistory<FlowEventView>,
     on_every_read: bool,
+    lost_per_read: u64,
+    lost: u64,
 }
 
 impl Default for FakeEvents {
@@ -53,6 +57,8 @@ impl Default for FakeEvents {
         Self {
             history: EventHistory::new(HISTORY_CAPACITY),
             on_every_read: false,
+            lost_per_read: 0,
+            lost: 0,
         }
     }
 }
@@ -64,6 +70,7 @@ impl FakeEvents {
         Self {
             history: EventHistory::new(2),
             on_every_read: true,
+            ..Self::default()
         }
     }
 }
@@ -393,7 +400,9 @@ impl Admin for FakeAdmin {
             .expect("the clock");
         let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
         let mut fake = self.events.lock().expect("events");
-        if read.since_seq.is_none() || fake.on_every_read {
+        let run = fake.history.run();
+        let new_reader = read.cursor().is_none_or(|c| c.run != Some(run));
+        if new_reader || fake.on_every_read {
             for event in events() {
                 fake.history.push(FlowEventView {
                     time_ns: now_ns + event.time_ns,
@@ -401,12 +410,10 @@ impl Admin for FakeAdmin {
                 });
             }
         }
-        let page = read.from(&fake.history, |e| e.time_ns)?;
-        Ok(EventsView {
-            events: page.events,
-            next_seq: page.next_seq,
-            missed: page.missed,
-        })
+        fake.lost += fake.lost_per_read;
+        let lost = fake.lost;
+        fake.history.set_lost_ring_full(lost);
+        read.from(&fake.history, |e| e.time_ns)
     }
 }
 
@@ -434,29 +441,21 @@ impl FakeAgent {
 
     fn serving(admin: FakeAdmin) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("admin.sock");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let server = AdminServer::bind(&socket, None).await.expect("bind");
-                ready.send(()).expect("test waiting");
-                server
-                    .serve(Arc::new(admin), async move {
-                        stopped.await.ok();
-                    })
-                    .await;
-            });
-        });
-        is_ready.recv().expect("the fake agent bound its socket");
+        let (stop, thread) = serve(dir.path().join("admin.sock"), admin);
         Self {
             dir,
             stop: Some(stop),
             thread: Some(thread),
+        }
+    }
+
+    /// Stops the server, which removes its socket.
+    fn stop_serving(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
         }
     }
 
@@ -472,13 +471,32 @@ impl FakeAgent {
 
 impl Drop for FakeAgent {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().ok();
-        }
+        self.stop_serving();
     }
+}
+
+/// Serves `admin` on `socket` from a thread of its own until the sender
+/// returned is used (or dropped); returns once the socket is bound.
+fn serve(socket: PathBuf, admin: FakeAdmin) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let server = AdminServer::bind(&socket, None).await.expect("bind");
+            ready.send(()).expect("test waiting");
+            server
+                .serve(Arc::new(admin), async move {
+                    stopped.await.ok();
+                })
+                .await;
+        });
+    });
+    is_ready.recv().expect("the fake agent bound its socket");
+    (stop, thread)
 }
 
 fn xlb_with_socket(socket: &Path, args: &[&str]) -> Output {

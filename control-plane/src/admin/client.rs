@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
+use super::Cursor;
 use crate::api::{
     BackendView, DatapathLbView, DatapathServiceView, DrainRequest, DrainView, ErrorView,
     EventsView, FlowView, HealthCheckView, MaglevView, MapUsageView, ServiceView, SimulateRequest,
@@ -148,22 +149,27 @@ impl AdminClient {
         self.events_since(max, wait, 0, None).await
     }
 
-    /// `GET /v1/events?since_ns=&since_seq=`: [`Self::events`], of those
-    /// that happened at `since_ns` (`CLOCK_MONOTONIC_COARSE`) or later, from
-    /// the cursor `since_seq` (the last answer's `next_seq`) on.
+    /// `GET /v1/events?since_ns=&since_seq=&run=`: [`Self::events`], of
+    /// those that happened at `since_ns` (`CLOCK_MONOTONIC_COARSE`) or
+    /// later, from `cursor` on (the last answer's, [`Cursor::after`]; one
+    /// of another run of the agent reads from the oldest event held, the
+    /// answer `restarted`).
     pub async fn events_since(
         &self,
         max: usize,
         wait: Duration,
         since_ns: u64,
-        since_seq: Option<u64>,
+        cursor: Option<Cursor>,
     ) -> Result<EventsView, ClientError> {
         let mut route = format!(
             "/v1/events?max={max}&wait_ms={}&since_ns={since_ns}",
             wait.as_millis()
         );
-        if let Some(seq) = since_seq {
+        if let Some(Cursor { seq, run }) = cursor {
             route += &format!("&since_seq={seq}");
+            if let Some(run) = run {
+                route += &format!("&run={run}");
+            }
         }
         // The call itself may take `wait`: the client's timeout comes on top.
         let patient = Self {

@@ -6,10 +6,12 @@ pub mod history;
 pub mod server;
 
 pub use client::{AdminClient, ClientError, DEFAULT_TIMEOUT};
-pub use history::{CursorAhead, EventHistory, HISTORY_CAPACITY, HistoryPage};
+pub use history::{Cursor, CursorAhead, EventHistory, HISTORY_CAPACITY, SharedHistory};
 pub use server::{AdminServer, GroupError, SOCKET_MODE, ServeError, resolve_group, router, serve};
 
 use std::collections::BTreeMap;
+
+use tokio::sync::watch;
 
 use crate::api::{
     BackendView, DatapathLbView, DrainRequest, DrainView, EventsView, FlowView, HealthCheckView,
@@ -34,12 +36,20 @@ pub trait Admin: Send + Sync + 'static {
     /// Drains (`drain == true`) or undrains a backend.
     fn drain(&self, request: &DrainRequest, drain: bool) -> Result<DrainView, AdminError>;
     fn status(&self) -> Result<StatusView, AdminError>;
-    /// The sampled flow events the agent's history holds now from
-    /// `read.since_seq` on (see [`EventHistory::read`]), at most `read.max`
+    /// The sampled flow events the agent's history holds now from the
+    /// reader's cursor on (see [`EventHistory::read`]), at most `read.max`
     /// of those at `read.since_ns` or later. Reading takes nothing away:
     /// every reader, with a cursor of its own, reads every event. It must
-    /// not wait: the server waits between calls, off the blocking pool.
+    /// not wait: the server waits between calls, off the blocking pool, for
+    /// [`Self::event_arrivals`].
     fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError>;
+    /// What wakes a waiting `/v1/events` reader: the `next_seq` of the
+    /// history [`Self::events`] reads, sent each time events are added to
+    /// it ([`SharedHistory::arrivals`]). The default never changes (its
+    /// sender is gone): a reader then reads once and waits out its wait.
+    fn event_arrivals(&self) -> watch::Receiver<u64> {
+        watch::channel(0).1
+    }
     /// The counters of `tc_probe_encap` (health probes through the DSR
     /// tunnel) by verdict name, packets only; `None` where no probe goes
     /// through the tunnel (`--dsr-health-probes direct`, or a fake).
@@ -59,6 +69,10 @@ pub struct EventsRead {
     /// The reader's cursor, the last answer's `next_seq`; `None` for its
     /// first read, from the oldest event held.
     pub since_seq: Option<u64>,
+    /// The run of the answer `since_seq` came from (its `run`), when the
+    /// reader sent it: a cursor of another run reads from the oldest event
+    /// held, the answer saying the agent restarted.
+    pub run: Option<u64>,
     /// Only events that happened then or later (`CLOCK_MONOTONIC_COARSE`,
     /// the datapath's clock for them, in ns): where a new reader starts.
     pub since_ns: u64,
@@ -67,15 +81,31 @@ pub struct EventsRead {
 }
 
 impl EventsRead {
+    /// The reader's cursor, if it has one.
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.since_seq.map(|seq| Cursor { seq, run: self.run })
+    }
+
     /// Reads `history` as `self` says, its events `time_ns` by `time_ns`;
     /// a cursor the history never gave is a bad request.
     pub fn from<T: Clone>(
         &self,
         history: &EventHistory<T>,
         time_ns: impl Fn(&T) -> u64,
-    ) -> Result<HistoryPage<T>, AdminError> {
+    ) -> Result<EventsView<T>, AdminError> {
         history
-            .read(self.since_seq, self.max, |e| time_ns(e) >= self.since_ns)
+            .read(self.cursor(), self.max, |e| time_ns(e) >= self.since_ns)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))
+    }
+
+    /// [`Self::from`], of a history shared with the one that fills it.
+    pub fn from_shared<T: Clone>(
+        &self,
+        history: &SharedHistory<T>,
+        time_ns: impl Fn(&T) -> u64,
+    ) -> Result<EventsView<T>, AdminError> {
+        history
+            .read(self.cursor(), self.max, |e| time_ns(e) >= self.since_ns)
             .map_err(|e| AdminError::BadRequest(e.to_string()))
     }
 }

@@ -493,16 +493,14 @@ async fn conntrack(State(admin): AdminState, Params(query): Params<ConntrackQuer
 /// The longest `/v1/events` may wait, and the most it returns at once.
 pub const MAX_EVENTS_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_EVENTS: usize = 4096;
-/// How many `/v1/events` calls may wait at once; one more gets 429. Each
-/// waiting call reads the agent's history every 50 ms (`EVENTS_POLL`), so
-/// this bounds that work, whoever holds the socket.
+/// How many `/v1/events` calls may wait at once; one more gets 429. A
+/// waiting call reads the agent's history again each time events are added
+/// to it (at most once per drain of the datapath's ring), so this bounds
+/// that work, whoever holds the socket. The wait itself is on the server's
+/// runtime, not a blocking thread: readers neither hold the blocking pool
+/// (which every other route, `/metrics` and `/healthz` run on) nor queue
+/// behind each other.
 pub const MAX_EVENT_READERS: usize = 16;
-/// How often a waiting `/v1/events` reads the history again. The wait is a
-/// sleep on the server's runtime, not a blocking thread: readers neither
-/// hold the blocking pool (which every other route, `/metrics` and
-/// `/healthz` run on) nor queue behind each other, and a reader that hangs
-/// up stops at its next read.
-const EVENTS_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -517,6 +515,10 @@ struct EventsQuery {
     /// The reader's cursor: the `next_seq` of its last answer. Without it,
     /// the read starts at the oldest event the history holds.
     since_seq: Option<u64>,
+    /// The `run` of the answer `since_seq` came from: a cursor of another
+    /// run (the agent restarted) reads from the oldest event held, and the
+    /// answer says so. Only with `since_seq`.
+    run: Option<u64>,
 }
 
 /// What the waiting `/v1/events` calls share.
@@ -529,7 +531,9 @@ struct EventReaders {
 }
 
 /// `/v1/events`: the events from the reader's cursor on, waiting up to
-/// `wait_ms` for the first one (or for news of missed ones).
+/// `wait_ms` for the first one (or for news of missed ones, or of a
+/// restart). The wait ends when the agent adds events past the cursor
+/// ([`Admin::event_arrivals`]), not at a poll.
 async fn events(
     State(admin): AdminState,
     Extension(readers): Extension<Arc<EventReaders>>,
@@ -545,6 +549,12 @@ async fn events(
             ),
         );
     }
+    if query.run.is_some() && query.since_seq.is_none() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "run is the run of a cursor: send it with since_seq, or neither".to_owned(),
+        );
+    }
     let Ok(_reader) = readers.slots.try_acquire() else {
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -553,8 +563,12 @@ async fn events(
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut stopping = readers.stopping.clone();
+    // Taken before the first read, so that no event added after it goes
+    // unnoticed.
+    let mut arrivals = admin.event_arrivals();
     let mut read = EventsRead {
         since_seq: query.since_seq,
+        run: query.run,
         since_ns: query.since_ns,
         max: query.max,
     };
@@ -563,18 +577,28 @@ async fn events(
             Ok(page) => page,
             Err(response) => return response,
         };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !page.events.is_empty() || page.missed > 0 || left.is_zero() || *stopping.borrow() {
+        let news = !page.events.is_empty() || page.missed > 0 || page.restarted;
+        if news || deadline <= tokio::time::Instant::now() || *stopping.borrow() {
             return Json(page).into_response();
         }
         // Nothing yet: wait from where this read left off, so that what it
         // passed over (older than `since_ns`) is not looked at again.
         read.since_seq = Some(page.next_seq);
-        // Without a sender (`router`), `changed` fails at once: that
-        // branch is then left out, and only the sleep ends it.
+        read.run = Some(page.run);
+        let read_up_to = page.next_seq;
+        // Without a sender (`router`, or an `Admin` whose events never
+        // change), `changed` and `wait_for` fail at once: those branches
+        // are then left out, and only the deadline ends the wait.
+        let arrived = async {
+            arrivals
+                .wait_for(|&next_seq| next_seq > read_up_to)
+                .await
+                .is_ok()
+        };
         tokio::select! {
-            () = tokio::time::sleep(left.min(EVENTS_POLL)) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             Ok(()) = stopping.changed() => {}
+            true = arrived => {}
         }
     }
 }

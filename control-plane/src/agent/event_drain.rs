@@ -9,27 +9,34 @@
 //! the ring's descriptor (epoll, through tokio), takes at most
 //! [`MAX_PER_DRAIN`] events, and then lets [`DRAIN_SPACING`] pass before it
 //! looks again, so a busy datapath wakes it at most 20 times a second and
-//! each wake-up decodes and copies at most that many 80-byte events, the
-//! history's lock held only to append them. It runs only while the
-//! datapath samples flow events (`--flow-event-sampling`, set when the
-//! agent starts): with none there is nothing to read.
+//! each wake-up decodes and copies at most that many 80-byte events. Each
+//! batch is named there (`event_names`: the service each event was for, as
+//! it was named then) and the datapath's count of events lost to a full
+//! ring read, under the agent's lock once per batch rather than once per
+//! reader's read; the history's lock is held only to append them, which
+//! wakes the readers waiting for events. It runs only while the datapath
+//! samples flow events (`--flow-event-sampling`, set when the agent
+//! starts): with none there is nothing to read.
 
 use std::{
     future::Future,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use tokio::io::{Interest, unix::AsyncFd};
-use xdp_lb::{FlowEvent, FlowEvents};
+use xdp_lb::{FlowEvent, FlowEventOutcome, FlowEvents};
 
-use crate::admin::EventHistory;
+use super::{core::Core, event_names};
+use crate::admin::SharedHistory;
+
+pub(crate) use event_names::NamedEvent;
 
 /// The agent's recent flow events, shared by the drain and the admin API.
-pub(crate) type FlowEventHistory = std::sync::Arc<Mutex<EventHistory<FlowEvent>>>;
+pub(crate) type FlowEventHistory = Arc<SharedHistory<NamedEvent>>;
 
 /// The least time between two drains: also the most a new event waits on a
-/// busy ring before a reader can see it (readers look every 50 ms as well).
+/// busy ring before a waiting reader is woken for it.
 const DRAIN_SPACING: Duration = Duration::from_millis(50);
 /// The most events one drain takes off the ring: more than the ring holds
 /// (256 KiB of 88-byte records, some 2 900), so one drain empties a full
@@ -38,10 +45,11 @@ const DRAIN_SPACING: Duration = Duration::from_millis(50);
 /// more until a drain makes room.
 const MAX_PER_DRAIN: usize = 4096;
 
-/// Moves the ring's events into `history` as they come, until `stop`
-/// completes.
+/// Moves the ring's events into `history` as they come, named from `core`,
+/// until `stop` completes.
 pub(crate) async fn run(
     ring: FlowEvents,
+    core: Arc<Mutex<Core>>,
     history: FlowEventHistory,
     stop: impl Future<Output = ()> + Send,
 ) {
@@ -68,13 +76,20 @@ pub(crate) async fn run(
                 }
             },
         };
-        let taken = drain(ready.get_inner_mut(), &history, MAX_PER_DRAIN);
+        let batch: Vec<FlowEvent> = std::iter::from_fn(|| ready.get_inner_mut().try_next())
+            .take(MAX_PER_DRAIN)
+            .collect();
         // The kernel wakes the ring's waiters only when it writes into a
         // ring its reader had emptied: wait for that only once it is empty.
         // (A wake-up that came during the drain is kept: tokio clears only
         // the readiness this drain started from.)
-        if taken < MAX_PER_DRAIN {
+        if batch.len() < MAX_PER_DRAIN {
             ready.clear_ready();
+        }
+        if !batch.is_empty() {
+            // The agent's lock may be held a while (a sync): wait for it
+            // off the runtime's worker, as the agent's own steps do.
+            tokio::task::block_in_place(|| record(&core, &history, batch));
         }
         tokio::select! {
             () = &mut stop => return,
@@ -83,12 +98,27 @@ pub(crate) async fn run(
     }
 }
 
-/// Moves at most `max` events from `ring` into `history`; how many.
-fn drain(ring: &mut FlowEvents, history: &Mutex<EventHistory<FlowEvent>>, max: usize) -> usize {
-    let batch: Vec<FlowEvent> = std::iter::from_fn(|| ring.try_next()).take(max).collect();
-    let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
-    for event in &batch {
-        history.push(*event);
-    }
-    batch.len()
+/// Names `batch` as the agent's state names its services now, and appends
+/// it to `history` with the datapath's count of events lost to a full ring.
+///
+/// Reading that count here, with events, is enough: an event is lost only
+/// while the ring is full, and a full ring wakes the drain, which empties it
+/// and reads the count after; so the count appended last is at most one
+/// drain (some 50 ms) behind.
+fn record(core: &Mutex<Core>, history: &SharedHistory<NamedEvent>, batch: Vec<FlowEvent>) {
+    let (named, lost_ring_full) = {
+        // Names only read the model: a step that panicked halfway through a
+        // sync leaves them readable.
+        let core = core.lock().unwrap_or_else(PoisonError::into_inner);
+        let named = event_names::name(batch, &core.model, |name| core.reconciler.service_id(name));
+        let lost = match core.datapath.flow_event_stats() {
+            Ok(stats) => Some(stats.get(FlowEventOutcome::LostRingFull).packets),
+            Err(error) => {
+                tracing::warn!(%error, "reading the flow event counters failed; xlb observe's count of events lost to a full ring stays as it was");
+                None
+            }
+        };
+        (named, lost)
+    };
+    history.append(named, lost_ring_full);
 }

@@ -19,6 +19,7 @@ mod core;
 mod dir_lock;
 mod drains;
 mod event_drain;
+mod event_names;
 mod fabric;
 mod health_views;
 mod host_addresses;
@@ -341,7 +342,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
         None => None,
     };
     let conntrack_count = Arc::new(collector::ConntrackCount::default());
-    let event_history = Arc::new(Mutex::new(admin::EventHistory::new(
+    let event_history = Arc::new(admin::SharedHistory::new(admin::EventHistory::new(
         admin::HISTORY_CAPACITY,
     )));
     let admin_api: Arc<dyn Admin> = Arc::new(AgentAdmin {
@@ -368,6 +369,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
     let event_task = events.map(|ring| {
         tokio::spawn(event_drain::run(
             ring,
+            Arc::clone(&core),
             event_history,
             until_stopped(stopped.clone()),
         ))

@@ -3,17 +3,18 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
-use xdp_lb::{Flow, FlowEvent, FlowEventKind, FlowState, MapUsage, Simulation, TrackedFlow};
+use tokio::sync::watch;
+use xdp_lb::{Flow, FlowState, MapUsage, Simulation, TrackedFlow};
 
 use super::{
     collector::{ConntrackCount, Counted},
     core::{Core, KubeStatus, Status},
     drains::{self, Drain},
-    event_drain::FlowEventHistory,
+    event_drain::{FlowEventHistory, NamedEvent},
     health_views::health_check_views,
     programmed,
 };
@@ -21,9 +22,9 @@ use crate::{
     admin::{Admin, AdminError, EventsRead},
     api::{
         BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
-        DrainUnchangedView, DrainView, EventsView, FlowEventView, FlowView, FrontendView,
-        HealthCheckView, KubernetesView, MaglevSettingsView, MaglevView, MapUsageView,
-        ServiceBackendView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        DrainUnchangedView, DrainView, EventsView, FlowView, FrontendView, HealthCheckView,
+        KubernetesView, MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
@@ -34,8 +35,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct AgentAdmin {
     pub(crate) core: Arc<Mutex<Core>>,
-    /// The datapath's recent flow events (`event_drain` fills it), which
-    /// every reader reads from a cursor of its own, without the core.
+    /// The datapath's recent flow events, named (`event_drain` fills it),
+    /// which every reader reads from a cursor of its own, without the core.
     pub(crate) events: FlowEventHistory,
     /// The conntrack collector's last count of the conntrack tables.
     pub(crate) conntrack_count: Arc<ConntrackCount>,
@@ -448,26 +449,15 @@ impl Admin for AgentAdmin {
         })
     }
 
+    /// Read from the history alone: its events were named as they were
+    /// drained (`event_names`), so a read takes no lock of the agent's.
     fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
-        let page = {
-            let history = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-            read.from(&history, |e| e.time_ns)?
-        };
-        let events = if page.events.is_empty() {
-            Vec::new()
-        } else {
-            let core = self.lock()?;
-            let names = EventNames {
-                by_id: service_names(&core),
-                by_frontend: frontend_names(&core.model),
-            };
-            page.events.iter().map(|e| event_view(&names, e)).collect()
-        };
-        Ok(EventsView {
-            events,
-            next_seq: page.next_seq,
-            missed: page.missed,
-        })
+        let page = read.from_shared(&self.events, NamedEvent::time_ns)?;
+        Ok(page.map(|e| e.view()))
+    }
+
+    fn event_arrivals(&self) -> watch::Receiver<u64> {
+        self.events.arrivals()
     }
 
     fn health_checks(&self) -> Result<Vec<HealthCheckView>, AdminError> {
@@ -679,68 +669,6 @@ fn service_names(core: &Core) -> BTreeMap<u32, String> {
         .keys()
         .filter_map(|n| Some((core.reconciler.service_id(n)?, n.to_string())))
         .collect()
-}
-
-/// (Frontend, protocol) → the name of the service it belongs to.
-fn frontend_names(model: &Model) -> HashMap<(SocketAddr, Protocol), String> {
-    model
-        .services
-        .iter()
-        .flat_map(|(name, service)| {
-            service.frontends.iter().map(move |f| {
-                (
-                    (SocketAddr::new(f.addr, f.port), f.protocol),
-                    name.to_string(),
-                )
-            })
-        })
-        .collect()
-}
-
-/// What names the service of a flow event: its ID (a new flow), or the
-/// frontend the packet was sent to (a drop or a refusal, which carry none).
-struct EventNames {
-    by_id: BTreeMap<u32, String>,
-    by_frontend: HashMap<(SocketAddr, Protocol), String>,
-}
-
-/// A flow event as the admin API shows it, its service by name.
-fn event_view(names: &EventNames, event: &FlowEvent) -> FlowEventView {
-    let by_frontend = || {
-        let protocol = Protocol::from(event.protocol?);
-        names.by_frontend.get(&(event.frontend, protocol)).cloned()
-    };
-    let (kind, service, backend, reason) = match event.kind {
-        FlowEventKind::NewFlow {
-            service_id,
-            backend,
-            ..
-        } => (
-            "new_flow",
-            names.by_id.get(&service_id).cloned(),
-            Some(backend),
-            None,
-        ),
-        FlowEventKind::Drop { verdict } => {
-            ("drop", by_frontend(), None, Some(verdict.name().to_owned()))
-        }
-        FlowEventKind::Refused { verdict } => (
-            "refused",
-            by_frontend(),
-            None,
-            Some(verdict.name().to_owned()),
-        ),
-    };
-    FlowEventView {
-        time_ns: event.time_ns,
-        kind: kind.to_owned(),
-        protocol: event.protocol.map(Protocol::from),
-        client: event.client,
-        frontend: event.frontend,
-        service,
-        backend,
-        reason,
-    }
 }
 
 #[cfg(test)]
@@ -978,51 +906,5 @@ mod tests {
             age_seconds: Some(2.5),
         };
         assert_eq!(views, [view("CONNTRACK"), view("CONNTRACK_REPLY")]);
-    }
-
-    #[test]
-    fn a_dropped_or_refused_packet_names_the_service_of_its_frontend() {
-        let vip: SocketAddr = "198.18.100.1:80".parse().unwrap();
-        let mut web = service(&[]);
-        web.frontends.push(crate::model::Frontend {
-            addr: vip.ip(),
-            port: vip.port(),
-            protocol: Protocol::Tcp,
-            kind: crate::model::FrontendKind::Vip,
-            snat_remote: false,
-            source_ranges_only: false,
-        });
-        let model = Model {
-            services: [(ServiceName("web".into()), web)].into(),
-        };
-        let names = EventNames {
-            by_id: BTreeMap::new(),
-            by_frontend: frontend_names(&model),
-        };
-        let event = |frontend: SocketAddr, protocol, kind| FlowEvent {
-            time_ns: 1,
-            client: Some("198.18.0.1:40000".parse().unwrap()),
-            frontend,
-            protocol: Some(protocol),
-            kind,
-        };
-        let refused = FlowEventKind::Refused {
-            verdict: xdp_lb::Verdict::RefuseReset,
-        };
-        let view = event_view(&names, &event(vip, xdp_lb::Protocol::Tcp, refused));
-        assert_eq!(
-            (
-                view.kind.as_str(),
-                view.service.as_deref(),
-                view.reason.as_deref()
-            ),
-            ("refused", Some("web"), Some("refuse_reset"))
-        );
-        // Another protocol or port is no frontend of web's.
-        let unknown = FlowEventKind::Drop {
-            verdict: xdp_lb::Verdict::DropUnknownPort,
-        };
-        let view = event_view(&names, &event(vip, xdp_lb::Protocol::Udp, unknown));
-        assert_eq!((view.kind.as_str(), view.service), ("drop", None));
     }
 }

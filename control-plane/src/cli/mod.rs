@@ -23,7 +23,7 @@ use self::output::Format;
 use xdp_lb::MapSizes;
 
 use crate::{
-    admin::AdminClient,
+    admin::{AdminClient, Cursor},
     agent::{AgentOptions, MapSizeOptions},
     api::{DrainRequest, SimulateRequest, StatsView, StatusView},
     model::Protocol,
@@ -763,7 +763,7 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
                 page.context("reading flow events")?
             }
         };
-        cursor = Some(page.next_seq);
+        cursor = Some(Cursor::after(&page));
         let mut text = String::new();
         if page.missed > 0 {
             text += &output::missed_line(args.output, page.missed)?;
