@@ -2,9 +2,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
 };
@@ -449,6 +450,15 @@ impl FakeAgent {
         }
     }
 
+    /// Stops serving, and then serves `admin` on the same socket: the
+    /// agent restarted.
+    fn restart(&mut self, admin: FakeAdmin) {
+        self.stop_serving();
+        let (stop, thread) = serve(self.socket(), admin);
+        self.stop = Some(stop);
+        self.thread = Some(thread);
+    }
+
     /// Stops the server, which removes its socket.
     fn stop_serving(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -682,6 +692,80 @@ fn observe_says_where_it_fell_behind_and_goes_on() {
     for event in [&lines[..2], &lines[3..]].concat() {
         serde_json::from_value::<FlowEventView>(event.clone()).expect("an event");
     }
+}
+
+#[test]
+fn observe_says_when_the_datapath_lost_events_to_its_full_ring() {
+    // Each read finds three new events, and five more lost: the first
+    // answer's count is where the observer starts counting.
+    let agent = FakeAgent::serving(FakeAdmin {
+        sampling: 10,
+        synced: true,
+        events: Mutex::new(FakeEvents {
+            on_every_read: true,
+            lost_per_read: 5,
+            ..FakeEvents::default()
+        }),
+        ..FakeAdmin::default()
+    });
+    let text = stdout(&agent.xlb(&["observe", "--count", "6"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    assert!(lines[..3].iter().all(|l| !l.starts_with("lost")), "{text}");
+    assert_eq!(
+        lines[3],
+        "lost     5 events: the datapath's ring was full, the agent's drain behind (xlb \
+         stats: flow events lost_ring_full)"
+    );
+    let json = stdout(&agent.xlb(&["observe", "-n", "6", "-o", "json"]));
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines[3], serde_json::json!({"lost_ring_full": 5}), "{json}");
+}
+
+#[test]
+fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
+    let mut agent = FakeAgent::start();
+    let mut observe = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("--admin-socket")
+        .arg(agent.socket())
+        .args(["observe", "--count", "6", "--duration", "20s"])
+        .env_remove("XLB_ADMIN_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run xlb observe");
+    let mut lines = BufReader::new(observe.stdout.take().expect("stdout")).lines();
+    let mut errors = BufReader::new(observe.stderr.take().expect("stderr")).lines();
+    let mut line = || lines.next().expect("a line").expect("utf-8");
+    let before: Vec<String> = (0..3).map(|_| line()).collect();
+    // The agent stops; the observer waits for it (and says so) rather than
+    // fail, until it is back.
+    agent.stop_serving();
+    let waiting = errors.next().expect("a line on stderr").expect("utf-8");
+    assert!(waiting.contains("waiting for it to come back"), "{waiting}");
+    agent.restart(FakeAdmin {
+        sampling: 10,
+        synced: true,
+        ..FakeAdmin::default()
+    });
+    let after: Vec<String> = (0..4).map(|_| line()).collect();
+    let status = observe.wait().expect("xlb observe ends");
+    assert!(status.success(), "{status}");
+    let event_lines = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(event_lines(&before), ["new_flow", "drop", "refused"]);
+    assert_eq!(
+        after[0],
+        "restarted the agent restarted: events from its last answer to its start are not known"
+    );
+    assert_eq!(event_lines(&after[1..]), ["new_flow", "drop", "refused"]);
 }
 
 #[test]

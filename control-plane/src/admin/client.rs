@@ -76,6 +76,17 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// True when no agent answered on the socket: none runs (no socket, or
+    /// nobody listening on it), or it went away during the call. What a
+    /// restarting agent looks like for a while; not a socket refused for
+    /// permission, or an answer.
+    pub fn agent_away(&self) -> bool {
+        matches!(
+            self,
+            Self::NoSocket { .. } | Self::NotListening { .. } | Self::Http { .. }
+        )
+    }
 }
 
 /// A client of the admin API on a Unix socket. Cheap to clone; connects per call.

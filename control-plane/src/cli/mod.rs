@@ -714,7 +714,13 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
 /// `--duration`. Each call to the agent waits at most a second, so the
 /// bounds hold to about that. It reads the agent's history from a cursor of
 /// its own, so another observer takes nothing from it; events that left
-/// the history before it read them are told as a `missed` line.
+/// the history before it read them are told as a `missed` line, events the
+/// datapath lost to its full ring since the last answer as a `lost` line.
+///
+/// An agent that stops answering once it has answered is waited for (it
+/// may be restarting; stderr says so once): the new agent's answer to the
+/// old cursor says it restarted, told as a `restarted` line, and the
+/// observer goes on with the new agent's events from its oldest one.
 async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()> {
     const POLL: Duration = Duration::from_secs(1);
     const BATCH: usize = 256;
@@ -742,7 +748,9 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
             .min(BATCH)
     };
     let mut seen = 0;
-    let mut cursor = None;
+    let mut cursor: Option<Cursor> = None;
+    let mut lost = LostCount::default();
+    let mut away = false;
     loop {
         let left = args.count.map(|n| n.saturating_sub(seen));
         let wait = match deadline {
@@ -754,25 +762,73 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
         if left == Some(0) || (deadline.is_some() && wait.is_zero()) {
             return Ok(());
         }
-        let page = tokio::select! {
+        // The first call answers at once: the count of lost events in its
+        // answer is where this observer starts counting from.
+        let call_wait = if cursor.is_none() {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        let answer = tokio::select! {
             signal = &mut ctrl_c => {
                 signal.context("waiting for Ctrl-C")?;
                 return Ok(());
             }
-            page = client.events_since(batch(left), wait, since_ns, cursor) => {
-                page.context("reading flow events")?
-            }
+            answer = client.events_since(batch(left), call_wait, since_ns, cursor) => answer,
         };
+        let page = match answer {
+            Ok(page) => page,
+            Err(error) if cursor.is_some() && error.agent_away() => {
+                if !away {
+                    writeln!(
+                        io::stderr(),
+                        "xlb: the agent stopped answering ({error}); waiting for it to come back"
+                    )
+                    .ok();
+                    away = true;
+                }
+                tokio::select! {
+                    signal = &mut ctrl_c => {
+                        signal.context("waiting for Ctrl-C")?;
+                        return Ok(());
+                    }
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+            Err(error) => return Err(error).context("reading flow events"),
+        };
+        away = false;
         cursor = Some(Cursor::after(&page));
         let mut text = String::new();
-        if page.missed > 0 {
+        if page.restarted {
+            text += &output::restarted_line(args.output, page.missed)?;
+        } else if page.missed > 0 {
             text += &output::missed_line(args.output, page.missed)?;
+        }
+        if let Some(grown) = lost.grown(page.lost_ring_full) {
+            text += &output::lost_line(args.output, grown)?;
         }
         for event in &page.events {
             text += &output::event_line(args.output, event)?;
         }
         seen += u64::try_from(page.events.len()).unwrap_or(u64::MAX);
         print(&text)?;
+    }
+}
+
+/// The datapath's count of flow events lost to its full ring, as `xlb
+/// observe` last saw it.
+#[derive(Debug, Default)]
+struct LostCount(Option<u64>);
+
+impl LostCount {
+    /// How much `total` (an answer's) grew since the last one; `None` for
+    /// the first (where counting starts) or when it did not grow. A smaller
+    /// total is the count of new maps (the datapath was loaded anew): it is
+    /// counted from.
+    fn grown(&mut self, total: u64) -> Option<u64> {
+        let last = self.0.replace(total)?;
+        total.checked_sub(last).filter(|&grown| grown > 0)
     }
 }
 
@@ -828,6 +884,18 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn observe_counts_lost_events_from_its_first_answer() {
+        let mut lost = LostCount::default();
+        // Lost before the observer came: not its news.
+        assert_eq!(lost.grown(40), None);
+        assert_eq!(lost.grown(40), None);
+        assert_eq!(lost.grown(45), Some(5));
+        // New maps count from 0 again: from there on.
+        assert_eq!(lost.grown(2), None);
+        assert_eq!(lost.grown(3), Some(1));
     }
 
     #[test]

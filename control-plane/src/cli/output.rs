@@ -922,6 +922,63 @@ struct MissedView {
     missed: u64,
 }
 
+/// What `xlb observe` prints where the agent restarted since its last
+/// answer: what happened from that answer to the new agent's start is not
+/// known, and `missed` of the new agent's events left its history before
+/// this read. `{"restarted":true,"missed":N}` in JSON.
+pub(crate) fn restarted_line(format: Format, missed: u64) -> anyhow::Result<String> {
+    let document = RestartedView {
+        restarted: true,
+        missed,
+    };
+    Ok(match format {
+        Format::Table => {
+            let mut line = format!(
+                "{:<8} the agent restarted: events from its last answer to its start are \
+                 not known",
+                "restarted"
+            );
+            if missed > 0 {
+                line += &format!(", and {missed} of the new agent's left its history unread");
+            }
+            line + "\n"
+        }
+        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
+        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+    })
+}
+
+/// `xlb observe -o json`'s line for an agent restart.
+#[derive(Serialize)]
+struct RestartedView {
+    restarted: bool,
+    missed: u64,
+}
+
+/// What `xlb observe` prints where the datapath lost `lost` flow events to
+/// its full ring since the last answer (they were never written, so no
+/// reader sees them): `{"lost_ring_full":N}` in JSON.
+pub(crate) fn lost_line(format: Format, lost: u64) -> anyhow::Result<String> {
+    let document = LostView {
+        lost_ring_full: lost,
+    };
+    Ok(match format {
+        Format::Table => format!(
+            "{:<8} {lost} events: the datapath's ring was full, the agent's drain behind \
+             (xlb stats: flow events lost_ring_full)\n",
+            "lost"
+        ),
+        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
+        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+    })
+}
+
+/// `xlb observe -o json`'s line for events lost to the datapath's full ring.
+#[derive(Serialize)]
+struct LostView {
+    lost_ring_full: u64,
+}
+
 /// `xlb status`.
 pub(crate) fn status_text(status: &StatusView) -> String {
     let mut out = String::new();
