@@ -49,9 +49,10 @@
 //!   the conntrack tables' pressure is their flows over the flows
 //!   `--conntrack-size` asks for, and the conntrack events and parser
 //!   results of `/metrics` count those flows;
-//! - flow events: `xlb observe` shows each new flow from when it starts, and
+//! - flow events: `xlb observe` shows each new flow from when it starts,
 //!   two `xlb observe` at once each see every event (the agent's history is
-//!   read, not taken).
+//!   read, not taken), and `xlb observe` goes on across an agent restart,
+//!   saying the agent restarted.
 //!
 //! Every scenario builds its own rig, so they run in parallel. Needs root.
 //! Measured figures are printed to stderr (`--nocapture` shows them).
@@ -2136,6 +2137,76 @@ fn two_observers_at_once_each_see_every_event() {
         earlier.len(),
         later.len(),
         later.len()
+    ));
+}
+
+#[test]
+fn observe_goes_on_across_an_agent_restart_and_says_so() {
+    let mut rig = AgentRig::build(XLB).expect("rig");
+    for i in 0..BACKENDS {
+        rig.serve_echo(i, Proto::Tcp, BACKEND_PORT)
+            .expect("echo server");
+    }
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let servers = backends(&rig, &all, BACKEND_PORT);
+    rig.write_config(&config(&[service("web", "TCP", VIP_PORT, &servers, false)]))
+        .expect("config");
+    rig.start_agent(&["--flow-event-sampling", "1"])
+        .expect("agent");
+    // Two events, one before the restart and one after; bounded by its
+    // duration should either never come.
+    let mut observe = std::process::Command::new(XLB)
+        .arg("--admin-socket")
+        .arg(rig.admin_socket())
+        .args(["observe", "--count", "2", "--duration", "60s", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("xlb observe");
+    let stdout = observe.stdout.take().expect("observe's stdout");
+    let (line_tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in io::BufRead::lines(io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Requests until the observer shows one (it starts at some point among
+    // them), bounded.
+    let next_line = |rig: &AgentRig| {
+        for _ in 0..200 {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                return line;
+            }
+            let (_, failures) = echo_requests(rig, 1);
+            assert!(failures.is_empty(), "{failures:?}");
+        }
+        panic!("xlb observe printed nothing for 200 requests");
+    };
+    let before: FlowEventView =
+        serde_json::from_str(&next_line(&rig)).expect("an event before the restart");
+    stop_agent(&mut rig);
+    rig.start_agent(&["--flow-event-sampling", "1"])
+        .expect("the agent again");
+    let restarted: serde_json::Value = serde_json::from_str(&next_line(&rig)).expect("JSON");
+    let after: FlowEventView =
+        serde_json::from_str(&next_line(&rig)).expect("an event after the restart");
+    let status = observe.wait().expect("xlb observe ends");
+    reader.join().expect("the reader thread");
+    assert!(status.success(), "{status}");
+    assert_eq!(restarted["restarted"], true, "{restarted}");
+    for event in [&before, &after] {
+        assert_eq!(
+            (event.kind.as_str(), event.service.as_deref()),
+            ("new_flow", Some("web")),
+            "{event:?}"
+        );
+    }
+    report(&format!(
+        "observe across a restart: {restarted} between the events at {} and {} ns",
+        before.time_ns, after.time_ns
     ));
 }
 
