@@ -3,21 +3,21 @@
 //!
 //! Routes (all JSON; errors are an [`ErrorView`] with a 4xx/5xx status):
 //!
-//! | Method | Path                       | Body / query                               | Answer                  |
-//! |--------|----------------------------|--------------------------------------------|-------------------------|
-//! | GET    | `/v1/services`             |                                            | `[ServiceView]`         |
-//! | GET    | `/v1/backends`             |                                            | `[BackendView]`         |
-//! | GET    | `/v1/datapath/lb`          |                                            | `DatapathLbView`        |
-//! | GET    | `/v1/datapath/services`    |                                            | `[DatapathServiceView]` |
-//! | GET    | `/v1/conntrack`            | `?service=NAME` (optional)                 | `[FlowView]`            |
-//! | GET    | `/v1/stats`                |                                            | `StatsView`             |
-//! | GET    | `/v1/maps`                 |                                            | `[MapUsageView]`        |
-//! | GET    | `/v1/maglev/{service}`     |                                            | `MaglevView`            |
-//! | GET    | `/v1/status`               |                                            | `StatusView`            |
-//! | GET    | `/v1/health`               |                                            | `[HealthCheckView]`     |
-//! | GET    | `/v1/events`               | `?max=N&wait_ms=T&since_ns=NS&since_seq=S` | `EventsView`            |
-//! | POST   | `/v1/simulate`             | `SimulateRequest`                          | `SimulateView`          |
-//! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`                             | `DrainView`             |
+//! | Method | Path                       | Body / query                                     | Answer                  |
+//! |--------|----------------------------|--------------------------------------------------|-------------------------|
+//! | GET    | `/v1/services`             |                                                  | `[ServiceView]`         |
+//! | GET    | `/v1/backends`             |                                                  | `[BackendView]`         |
+//! | GET    | `/v1/datapath/lb`          |                                                  | `DatapathLbView`        |
+//! | GET    | `/v1/datapath/services`    |                                                  | `[DatapathServiceView]` |
+//! | GET    | `/v1/conntrack`            | `?service=NAME` (optional)                       | `[FlowView]`            |
+//! | GET    | `/v1/stats`                |                                                  | `StatsView`             |
+//! | GET    | `/v1/maps`                 |                                                  | `[MapUsageView]`        |
+//! | GET    | `/v1/maglev/{service}`     |                                                  | `MaglevView`            |
+//! | GET    | `/v1/status`               |                                                  | `StatusView`            |
+//! | GET    | `/v1/health`               |                                                  | `[HealthCheckView]`     |
+//! | GET    | `/v1/events`               | `?max=N&wait_ms=T&since_ns=NS&since_seq=S&run=R` | `EventsView`            |
+//! | POST   | `/v1/simulate`             | `SimulateRequest`                                | `SimulateView`          |
+//! | POST   | `/v1/drain`, `/v1/undrain` | `DrainRequest`                                   | `DrainView`             |
 //!
 //! `/v1/services` and `/v1/backends` answer from the agent's model;
 //! `/v1/datapath/lb` reads the datapath's maps, so it also shows what an
@@ -29,13 +29,18 @@
 //! ([`super::EventHistory`]) from the reader's cursor, `since_seq` (the
 //! `next_seq` of its last answer; without it, from the oldest event held),
 //! so every reader gets every event; `missed` counts those that left the
-//! history before the reader got to them. `since_ns` leaves out events
-//! from before then (where a new reader starts). It waits up to `wait_ms`
-//! for the first event; at most [`MAX_EVENT_READERS`] wait at once (429 for
-//! one more). Earlier agents answered a bare `[FlowEventView]`, events
-//! taken off the ring and so shared out between readers: the answer is now
-//! an object, which an earlier `xlb observe` cannot read. A drain answers the
-//! services whose backend changed, none when it was drained already.
+//! history before the reader got to them. `run` is the run of the answer
+//! the cursor came from: a cursor of another run (the agent restarted)
+//! reads from the oldest event held, answered `restarted`. `since_ns`
+//! leaves out events from before then (where a new reader starts). It waits
+//! up to `wait_ms` for the first event, woken when the agent adds events;
+//! at most [`MAX_EVENT_READERS`] wait at once (429 for one more). Each
+//! answer carries the datapath's count of events lost to its full ring
+//! (`lost_ring_full`). Earlier agents answered a bare `[FlowEventView]`,
+//! events taken off the ring and so shared out between readers: the answer
+//! is now an object, which an earlier `xlb observe` cannot read. A drain
+//! answers the services whose backend changed, none when it was drained
+//! already.
 //!
 //! What a route does not take is refused rather than ignored (400): a query
 //! parameter or body field it does not have, a parameter given twice, a

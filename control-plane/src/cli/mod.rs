@@ -106,6 +106,8 @@ enum Command {
     /// Watch sampled flow events (start the agent with
     /// `--flow-event-sampling N`): new flows and their backend, drops and
     /// their reason, one line each, until Ctrl-C, `--count` or `--duration`.
+    /// Also says where events were missed or lost to the datapath's full
+    /// ring, and waits through an agent restart, saying so.
     Observe(ObserveArgs),
     /// Drain a backend: it keeps its established flows and gets no new ones.
     Drain(DrainArgs),
