@@ -29,7 +29,8 @@ use netns_tests::{
 };
 use socket2::{Domain, SockAddr, Socket, Type};
 use xdp_lb::{
-    AttachMode, Attachment, DEFAULT_PROBE_MARK_BASE, Datapath, ProbeVerdict, ProgramName,
+    AttachMode, Attachment, DEFAULT_PROBE_MARK_BASE, Datapath, ProbeMarkBase, ProbeVerdict,
+    ProgramName,
 };
 
 const BACKENDS: usize = 2;
@@ -143,7 +144,7 @@ impl ProbeRig {
             .expect("in the LB namespace");
         }
         datapath
-            .set_probe_mark_base(DEFAULT_PROBE_MARK_BASE)
+            .set_probe_mark_base(ProbeMarkBase::DEFAULT)
             .expect("mark base");
         for family in Family::ALL {
             for (i, backend) in backends.iter().enumerate() {

@@ -203,7 +203,7 @@ pub struct AgentOptions {
         default_value = "0x584c0000",
         value_parser = parse_probe_mark
     )]
-    pub health_probe_mark: u32,
+    pub health_probe_mark: xdp_lb::ProbeMarkBase,
 
     /// The TC programs on the host side of pod veths: every interface whose
     /// name matches this glob (`veth*`, `lxc*`, `cali*`), followed as pods
@@ -422,25 +422,14 @@ pub enum DsrHealthProbes {
 }
 
 /// A probe mark base: decimal or `0x` hexadecimal, with its low 16 bits
-/// clear and not 0.
-fn parse_probe_mark(text: &str) -> Result<u32, String> {
+/// clear and not 0 ([`xdp_lb::ProbeMarkBase::new`], the one check of it).
+fn parse_probe_mark(text: &str) -> Result<xdp_lb::ProbeMarkBase, String> {
     let base = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => text.parse(),
     }
     .map_err(|_| format!("`{text}` is not a 32-bit mark (decimal, or hexadecimal after 0x)"))?;
-    if !xdp_lb::is_probe_mark_base(base) {
-        return Err(format!(
-            "{base:#010x} is not a base: its low 16 bits carry a backend's slot and must be 0, \
-             and the base must not be 0 (e.g. {:#010x})",
-            if base >> 16 == 0 {
-                xdp_lb::DEFAULT_PROBE_MARK_BASE
-            } else {
-                base & 0xffff_0000
-            }
-        ));
-    }
-    Ok(base)
+    xdp_lb::ProbeMarkBase::new(base).map_err(|invalid| invalid.to_string())
 }
 
 /// `MIN-MAX`: a non-empty range of nonzero ports.
@@ -511,7 +500,7 @@ mod tests {
     fn dsr_backends_are_probed_through_the_tunnel_with_a_mark_base_unless_told_otherwise() {
         let defaults = parse(&["--config", "x.yaml"]).expect("parses");
         assert_eq!(defaults.dsr_health_probes, DsrHealthProbes::Tunnel);
-        assert_eq!(defaults.health_probe_mark, xdp_lb::DEFAULT_PROBE_MARK_BASE);
+        assert_eq!(defaults.health_probe_mark, xdp_lb::ProbeMarkBase::DEFAULT);
         let set = parse(&[
             "--config",
             "x.yaml",
@@ -522,15 +511,19 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(set.dsr_health_probes, DsrHealthProbes::Direct);
-        assert_eq!(set.health_probe_mark, 0x1_0000);
+        assert_eq!(set.health_probe_mark.get(), 0x1_0000);
         assert_eq!(
             parse(&["--config", "x.yaml", "--health-probe-mark", "131072"])
                 .expect("decimal")
-                .health_probe_mark,
+                .health_probe_mark
+                .get(),
             0x2_0000
         );
         for (wrong, says) in [
-            ("0x584c0001", "0x584c0001 is not a base: its low 16 bits"),
+            (
+                "0x584c0001",
+                "0x584c0001 is not a probe mark base: its low 16 bits",
+            ),
             ("0", "(e.g. 0x584c0000)"),
             ("0x1ffff", "(e.g. 0x00010000)"),
             ("mark", "`mark` is not a 32-bit mark"),

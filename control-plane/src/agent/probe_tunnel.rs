@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use anyhow::Context as _;
-use xdp_lb::Datapath;
+use xdp_lb::{Datapath, ProbeMarkBase};
 
 use crate::{
     health::{ProbeTunnel, tunnel::SlotChanges},
@@ -65,11 +65,11 @@ impl TunnelProbes {
     /// the program when it goes.
     pub(crate) fn start(
         datapath: &mut Datapath,
-        base: u32,
+        base: ProbeMarkBase,
         sources: (Option<IpAddr>, Option<IpAddr>),
         interfaces: &[String],
     ) -> anyhow::Result<Self> {
-        let tunnel = ProbeTunnel::new(base, sources.0.is_some(), sources.1.is_some())?;
+        let tunnel = ProbeTunnel::new(base, sources.0.is_some(), sources.1.is_some());
         datapath
             .set_probe_mark_base(base)
             .context("writing the health probes' mark base to the datapath")?;
@@ -100,7 +100,7 @@ impl TunnelProbes {
             if let Err(error) = datapath.set_probe_backend(slot, backend) {
                 tracing::error!(
                     %backend,
-                    mark = format_args!("{:#010x}", self.tunnel.base() | slot),
+                    mark = format_args!("{:#010x}", self.tunnel.base().get() | slot),
                     error = %crate::error_text::one_line(&error),
                     "could not write a health probe's mark to the datapath: its probes fail"
                 );

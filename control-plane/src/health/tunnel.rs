@@ -21,6 +21,8 @@ use std::{
     net::IpAddr,
 };
 
+use xdp_lb::ProbeMarkBase;
+
 use crate::model::{FrontendKind, Mode, Model, Service};
 
 /// Probe slots: the low 16 bits of a probe mark.
@@ -89,17 +91,6 @@ impl fmt::Display for Family {
     }
 }
 
-/// The probe mark base is not usable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "--health-probe-mark {base:#010x}: a probe mark base needs its low 16 bits clear (they carry \
-     the backend's slot) and is not 0, e.g. {suggestion:#010x}"
-)]
-pub struct InvalidMarkBase {
-    base: u32,
-    suggestion: u32,
-}
-
 /// The probe slots that changed in [`ProbeTunnel::assign`]: write the added
 /// ones to the datapath before their probes start, remove the others once
 /// their probes have stopped.
@@ -112,7 +103,7 @@ pub struct SlotChanges {
 /// Which backends are probed through the tunnel, and the slot of each.
 #[derive(Clone, Debug)]
 pub struct ProbeTunnel {
-    base: u32,
+    base: ProbeMarkBase,
     has_source_v4: bool,
     has_source_v6: bool,
     slots: BTreeMap<IpAddr, u32>,
@@ -125,38 +116,24 @@ pub struct ProbeTunnel {
 impl ProbeTunnel {
     /// A tunnel with marks `base | slot`, for an agent with an
     /// `--encap-source` of IPv4 (`has_source_v4`) and of IPv6.
-    pub fn new(
-        base: u32,
-        has_source_v4: bool,
-        has_source_v6: bool,
-    ) -> Result<Self, InvalidMarkBase> {
-        if !xdp_lb::is_probe_mark_base(base) {
-            return Err(InvalidMarkBase {
-                base,
-                suggestion: if base & !(SLOTS - 1) == 0 {
-                    xdp_lb::DEFAULT_PROBE_MARK_BASE
-                } else {
-                    base & !(SLOTS - 1)
-                },
-            });
-        }
-        Ok(Self {
+    pub const fn new(base: ProbeMarkBase, has_source_v4: bool, has_source_v6: bool) -> Self {
+        Self {
             base,
             has_source_v4,
             has_source_v6,
             slots: BTreeMap::new(),
             next: 0,
-        })
+        }
     }
 
     /// The mark base.
-    pub const fn base(&self) -> u32 {
+    pub const fn base(&self) -> ProbeMarkBase {
         self.base
     }
 
     /// The mark of the probes of the backend at `ip`, if it has a slot.
     pub fn mark(&self, ip: IpAddr) -> Option<u32> {
-        self.slots.get(&ip).map(|slot| self.base | slot)
+        self.slots.get(&ip).map(|slot| self.base.get() | slot)
     }
 
     /// Gives a slot to every backend of `model` that is probed through the
@@ -257,7 +234,7 @@ mod tests {
         Backend, BackendState, Frontend, HealthCheck, Probe, Protocol, ServiceName,
     };
 
-    const BASE: u32 = xdp_lb::DEFAULT_PROBE_MARK_BASE;
+    const BASE: ProbeMarkBase = ProbeMarkBase::DEFAULT;
 
     fn check() -> HealthCheck {
         HealthCheck {
@@ -324,7 +301,7 @@ mod tests {
 
     #[test]
     fn each_backend_of_a_dsr_service_gets_its_own_mark_and_the_mark_names_it() {
-        let mut tunnel = ProbeTunnel::new(BASE, true, true).unwrap();
+        let mut tunnel = ProbeTunnel::new(BASE, true, true);
         let model = model(vec![(
             "web",
             dsr_v4(&["198.18.2.1:80", "198.18.2.2:80", "198.18.2.3:80"]),
@@ -344,7 +321,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            let mark = BASE | i as u32;
+            let mark = BASE.get() | i as u32;
             assert_eq!(
                 tunnel.path(service, ip(backend)),
                 ProbePath::Tunnel {
@@ -357,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_backend_keeps_its_mark_across_reloads_and_a_freed_one_is_not_given_again_at_once() {
-        let mut tunnel = ProbeTunnel::new(BASE, true, true).unwrap();
+        let mut tunnel = ProbeTunnel::new(BASE, true, true);
         tunnel.assign(&model(vec![(
             "web",
             dsr_v4(&["198.18.2.1:80", "198.18.2.2:80"]),
@@ -382,7 +359,7 @@ mod tests {
 
     #[test]
     fn one_mark_per_backend_address_whatever_its_services() {
-        let mut tunnel = ProbeTunnel::new(BASE, true, true).unwrap();
+        let mut tunnel = ProbeTunnel::new(BASE, true, true);
         let other = service(
             Mode::Dsr,
             vec![frontend("198.19.0.2", FrontendKind::Vip)],
@@ -397,7 +374,7 @@ mod tests {
 
     #[test]
     fn nat_services_and_unchecked_dsr_services_are_probed_directly_without_a_mark() {
-        let mut tunnel = ProbeTunnel::new(BASE, true, true).unwrap();
+        let mut tunnel = ProbeTunnel::new(BASE, true, true);
         let nat = service(
             Mode::Nat,
             vec![frontend("198.19.0.1", FrontendKind::Vip)],
@@ -412,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_vip_is_of_the_backends_family_and_an_ipv6_backend_takes_an_ipv4_vip() {
-        let tunnel = ProbeTunnel::new(BASE, true, true).unwrap();
+        let tunnel = ProbeTunnel::new(BASE, true, true);
         let both = service(
             Mode::Dsr,
             vec![
@@ -459,7 +436,7 @@ mod tests {
 
     #[test]
     fn without_an_encap_source_of_its_family_a_backend_gets_no_mark_and_its_path_says_why() {
-        let mut tunnel = ProbeTunnel::new(BASE, true, false).unwrap();
+        let mut tunnel = ProbeTunnel::new(BASE, true, false);
         let model = model(vec![(
             "web",
             dsr_v4(&["198.18.2.1:80", "[2001:2:2::1]:80"]),
@@ -473,18 +450,5 @@ mod tests {
             ProbePath::Unwrappable(NoTunnel::NoEncapSource { family: Family::V6 })
         );
         assert!(path.to_string().contains("--encap-source"), "{path}");
-    }
-
-    #[test]
-    fn a_mark_base_keeps_its_low_16_bits_for_the_slot() {
-        assert!(ProbeTunnel::new(0x0001_0000, true, true).is_ok());
-        let error = ProbeTunnel::new(0x584c_0001, true, true).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "--health-probe-mark 0x584c0001: a probe mark base needs its low 16 bits clear (they \
-             carry the backend's slot) and is not 0, e.g. 0x584c0000"
-        );
-        assert!(ProbeTunnel::new(0, true, true).is_err());
-        assert!(ProbeTunnel::new(0x0000_ffff, true, true).is_err());
     }
 }

@@ -78,12 +78,6 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
-    #[error(
-        "probe mark base {base:#010x} has bits in the low 16, which carry a probe's slot: use a \
-         multiple of 0x10000 (0 turns tc_probe_encap off)"
-    )]
-    InvalidProbeMarkBase { base: u32 },
-
     #[error("probe slot {slot} is out of range (slots are below {limit})")]
     ProbeSlotOutOfRange { slot: u32, limit: u32 },
 

@@ -70,7 +70,7 @@ pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};
 pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use pods::PodAttachment;
-pub use probes::{ProbeEncapAttachment, ProbeStats};
+pub use probes::{InvalidProbeMarkBase, ProbeEncapAttachment, ProbeMarkBase, ProbeStats};
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
 pub use stats::{Counters, CtStats, DecapStats, FlowEventStats, ParseStats, VerdictStats};
@@ -81,7 +81,7 @@ pub use xdp_lb_common::{
     LAYOUT_VERSION,
     bench::{BENCH_MAX_PACKET, BENCH_ROTATIONS, Rotation},
     config::{Config, DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC},
-    probe::{DEFAULT_PROBE_MARK_BASE, PROBE_SLOTS, is_probe_mark_base},
+    probe::{DEFAULT_PROBE_MARK_BASE, PROBE_SLOTS},
     stats::{
         Counter, CtEvent, DecapVerdict, FlowEventOutcome, MAX_IP6_EXTENSIONS, ParseCounter,
         ProbeVerdict, Verdict,

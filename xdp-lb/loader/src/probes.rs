@@ -7,7 +7,7 @@
 //! attachment is held by the [`Datapath`] (dropped with it), and the maps are
 //! this load's own.
 
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
 use aya::{
     maps::{Array, HashMap},
@@ -15,7 +15,9 @@ use aya::{
 };
 use tracing::debug;
 use xdp_lb_common::{
-    probe::{PROBE_SLOTS, ProbeBackend, is_probe_mark_base},
+    probe::{
+        DEFAULT_PROBE_MARK_BASE, PROBE_SLOT_MASK, PROBE_SLOTS, ProbeBackend, is_probe_mark_base,
+    },
     stats::ProbeVerdict,
 };
 
@@ -28,6 +30,59 @@ use crate::{
 
 /// The counters of `tc_probe_encap`.
 pub type ProbeStats = Counters<ProbeVerdict>;
+
+/// A probe mark base: not 0, with its low 16 bits (a probe's slot) clear
+/// ([`xdp_lb_common::probe`]). Checked once, where the number is read (the
+/// agent's `--health-probe-mark`); whatever holds one can use it as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeMarkBase(u32);
+
+impl ProbeMarkBase {
+    /// The agent's default: `0x584c0000`.
+    pub const DEFAULT: Self = Self(DEFAULT_PROBE_MARK_BASE);
+
+    /// `base`, if it can be a probe mark base.
+    pub const fn new(base: u32) -> Result<Self, InvalidProbeMarkBase> {
+        if is_probe_mark_base(base) {
+            Ok(Self(base))
+        } else {
+            Err(InvalidProbeMarkBase { base })
+        }
+    }
+
+    /// The base, as `tc_probe_encap` reads it.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ProbeMarkBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#010x}", self.0)
+    }
+}
+
+/// A number that cannot be a probe mark base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{base:#010x} is not a probe mark base: its low 16 bits carry a backend's slot and must be 0, \
+     and the base must not be 0 (e.g. {:#010x})",
+    self.suggestion()
+)]
+pub struct InvalidProbeMarkBase {
+    base: u32,
+}
+
+impl InvalidProbeMarkBase {
+    /// The base nearest to the one given: its high 16 bits, or the default
+    /// when they are 0.
+    pub const fn suggestion(&self) -> u32 {
+        match self.base & !PROBE_SLOT_MASK {
+            0 => DEFAULT_PROBE_MARK_BASE,
+            high => high,
+        }
+    }
+}
 
 /// `tc_probe_encap` at the egress of one interface, held by the
 /// [`Datapath`]: detached with [`Datapath::detach_probe_encap`] or when the
@@ -74,15 +129,12 @@ impl Datapath {
     }
 
     /// Sets the probe mark base `tc_probe_encap` answers to: the high 16
-    /// bits of every probe's mark, its low 16 bits clear
-    /// ([`xdp_lb_common::probe`]). 0 turns the program off.
-    pub fn set_probe_mark_base(&mut self, base: u32) -> Result<(), Error> {
-        if base != 0 && !is_probe_mark_base(base) {
-            return Err(Error::InvalidProbeMarkBase { base });
-        }
+    /// bits of every probe's mark ([`xdp_lb_common::probe`]). Until it is
+    /// set, the program leaves every packet alone.
+    pub fn set_probe_mark_base(&mut self, base: ProbeMarkBase) -> Result<(), Error> {
         Array::<_, u32>::try_from(self.map_mut(PROBE_MARK_BASE)?)
             .map_err(map_err(PROBE_MARK_BASE, "open"))?
-            .set(0, base, 0)
+            .set(0, base.get(), 0)
             .map_err(map_err(PROBE_MARK_BASE, "write"))
     }
 
@@ -112,5 +164,37 @@ impl Datapath {
         let mut map = HashMap::<_, u32, ProbeBackend>::try_from(self.map_mut(PROBE_BACKENDS)?)
             .map_err(map_err(PROBE_BACKENDS, "open"))?;
         absent(map.remove(&slot), PROBE_BACKENDS, "remove")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_base_keeps_its_low_16_bits_for_the_slot() {
+        assert_eq!(
+            ProbeMarkBase::new(0x0001_0000).map(ProbeMarkBase::get),
+            Ok(0x0001_0000)
+        );
+        assert_eq!(ProbeMarkBase::DEFAULT.to_string(), "0x584c0000");
+        let error = ProbeMarkBase::new(0x584c_0001).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "0x584c0001 is not a probe mark base: its low 16 bits carry a backend's slot and must \
+             be 0, and the base must not be 0 (e.g. 0x584c0000)"
+        );
+        assert_eq!(
+            ProbeMarkBase::new(0).unwrap_err().suggestion(),
+            DEFAULT_PROBE_MARK_BASE
+        );
+        assert_eq!(
+            ProbeMarkBase::new(0xffff).unwrap_err().suggestion(),
+            DEFAULT_PROBE_MARK_BASE
+        );
+        assert_eq!(
+            ProbeMarkBase::new(0x1_ffff).unwrap_err().suggestion(),
+            0x1_0000
+        );
     }
 }

@@ -17,7 +17,9 @@ use support::{
     in_private_netns,
     lb::{Lb, NODE4, NODE6, ROUTER_MAC, UP_MAC, VIP4, VIP6, backend4, backend6},
 };
-use xdp_lb::{Config, DEFAULT_PROBE_MARK_BASE, ProbeVerdict, ProgramName, TestRunOutput};
+use xdp_lb::{
+    Config, DEFAULT_PROBE_MARK_BASE, ProbeMarkBase, ProbeVerdict, ProgramName, TestRunOutput,
+};
 
 /// `TC_ACT_OK`: the kernel goes on with the packet.
 const TC_ACT_OK: u32 = 0;
@@ -48,7 +50,7 @@ fn lb(sources: (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> Lb {
         })
         .expect("config");
     lb.dp
-        .set_probe_mark_base(DEFAULT_PROBE_MARK_BASE)
+        .set_probe_mark_base(ProbeMarkBase::DEFAULT)
         .expect("mark base");
     lb.dp
         .set_probe_backend(SLOT4, backend4(0).ip())
