@@ -15,7 +15,9 @@ use std::{
 
 use control_plane::{
     announce,
-    health::{self, Health, HealthChange, HealthChecker, PinnedTables, Target, TargetStatus},
+    health::{
+        self, Health, HealthChange, HealthChecker, PinnedTables, ProbePath, Target, TargetStatus,
+    },
     model::{
         Backend, BackendState, Frontend, FrontendKind, HealthCheck, Mode, Model, Probe, Protocol,
         Service, ServiceName,
@@ -129,7 +131,10 @@ fn tcp_check_follows_the_server_down_and_back() {
         let check = check(Probe::Tcp, None, rise, fall);
         let (mut checker, mut changes) = HealthChecker::new();
         checker.set_targets([(Target { addr }, check.clone())]);
-        assert_eq!(checker.health(addr, &check), Some(Health::Pending));
+        assert_eq!(
+            checker.health(addr, &check, ProbePath::Direct),
+            Some(Health::Pending)
+        );
 
         // The first probe runs at once and brings it up.
         let change = change_within(&mut changes, TIMEOUT).await;
@@ -150,13 +155,13 @@ fn tcp_check_follows_the_server_down_and_back() {
             reason.contains(&format!("connecting to {addr}")),
             "{reason}"
         );
-        assert!(!checker.is_healthy(addr, &check));
+        assert!(!checker.is_healthy(addr, &check, ProbePath::Direct));
 
         let server = accept_forever(TcpListener::bind(addr).await.unwrap());
         let change = change_within(&mut changes, INTERVAL * rise + TIMEOUT).await;
         assert!(change.healthy, "{change:?}");
         assert_eq!(change.reason, None);
-        assert!(checker.is_healthy(addr, &check));
+        assert!(checker.is_healthy(addr, &check, ProbePath::Direct));
         let status = wait_for_status(&checker, |_| true).await;
         assert!(status.last_error.is_some_and(|e| e == reason));
         kill(server).await;
@@ -246,7 +251,7 @@ fn http_check_follows_the_status_code() {
         assert!(!change.healthy, "{change:?}");
         let reason = change.reason.unwrap();
         assert!(reason.contains("HTTP status 500"), "{reason}");
-        assert!(!checker.is_healthy(addr, &check));
+        assert!(!checker.is_healthy(addr, &check, ProbePath::Direct));
 
         // 3xx passes too: a redirect says the server is alive.
         status.store(302, Ordering::SeqCst);
@@ -355,7 +360,7 @@ fn programmed(
         model.services[name]
             .health_check
             .as_ref()
-            .is_none_or(|check| checker.is_healthy(addr, check))
+            .is_none_or(|check| checker.is_healthy(addr, check, ProbePath::Direct))
     });
     let members = desired
         .services
@@ -417,7 +422,7 @@ fn a_dead_new_backend_is_never_in_the_table_nor_announced() {
         };
         let (mut checker, mut changes) = HealthChecker::new();
         checker.set_targets(health::targets(&model, None));
-        let shown = health::in_service(&model, &checker, &ServiceName("ghost".into()), dead);
+        let shown = health::in_service(&model, &checker, None, &ServiceName("ghost".into()), dead);
 
         follow_changes(
             &model,
@@ -428,8 +433,8 @@ fn a_dead_new_backend_is_never_in_the_table_nor_announced() {
                 assert!(!announced.contains(&ghost_vip), "{announced:?}");
             },
             |checker| {
-                checker.health(dead, &check) == Some(Health::Down)
-                    && checker.health(live, &check) == Some(Health::Up)
+                checker.health(dead, &check, ProbePath::Direct) == Some(Health::Down)
+                    && checker.health(live, &check, ProbePath::Direct) == Some(Health::Up)
             },
         )
         .await;
@@ -496,7 +501,7 @@ fn after_a_restart_only_what_was_served_stays_in() {
                 assert!(!announced.contains(&lonely_vip), "{announced:?}");
                 assert_eq!(members["web"], [live]);
             },
-            |checker| checker.health(dead, &check) == Some(Health::Down),
+            |checker| checker.health(dead, &check, ProbePath::Direct) == Some(Health::Down),
         )
         .await;
         kill(server).await;

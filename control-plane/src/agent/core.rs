@@ -20,7 +20,7 @@ use super::{
 use crate::{
     announce::{self, Announcer},
     api::{AttachmentView, ReloadView},
-    health::HealthChecker,
+    health::{Health, HealthChecker, ProbeTunnel},
     metrics::Metrics,
     model::{Model, ServiceName},
     reconcile::{Desired, Reconciler, SyncError, SyncReport},
@@ -111,10 +111,22 @@ impl Core {
         with_drains(&self.model, self.drains.set())
     }
 
+    /// The tunnel `dsr` services' backends are probed through, if any.
+    pub(crate) fn tunnel(&self) -> Option<&ProbeTunnel> {
+        self.probe_tunnel.as_ref().map(TunnelProbes::tunnel)
+    }
+
+    /// The health of the backend at `addr` in service `name`: its service's
+    /// check, on the path the service's traffic takes
+    /// ([`crate::health::in_service`]).
+    pub(crate) fn health_in_service(&self, name: &ServiceName, addr: SocketAddr) -> Health {
+        crate::health::in_service(&self.model, &self.health, self.tunnel(), name, addr)
+    }
+
     /// True when the backend at `addr` of service `name` passes its service's
     /// health check (or has none).
     pub(crate) fn healthy(&self, name: &ServiceName, addr: SocketAddr) -> bool {
-        crate::health::in_service(&self.model, &self.health, name, addr).is_up()
+        self.health_in_service(name, addr).is_up()
     }
 
     /// Programs the effective model with health overlaid. `since` is when the

@@ -29,8 +29,7 @@ pub(crate) fn health_check_views(
                 .filter(|(_, service)| {
                     service.health_check.as_ref() == Some(&status.check)
                         && service.backends.iter().any(|b| b.addr == addr)
-                        && tunnel.map_or(ProbePath::Direct, |t| t.path(service, addr.ip()))
-                            == status.path
+                        && crate::health::probe_path(tunnel, service, addr.ip()) == status.path
                 })
                 .map(|(name, _)| name.to_string())
                 .collect();

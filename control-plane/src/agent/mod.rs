@@ -422,6 +422,7 @@ async fn run_async(options: AgentOptions) -> anyhow::Result<()> {
                 let since = Instant::now();
                 tracing::info!(
                     backend = %change.target,
+                    path = %change.path,
                     healthy = change.healthy,
                     reason = change.reason.as_deref().unwrap_or(""),
                     "backend health changed"

@@ -191,7 +191,7 @@ impl Admin for AgentAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         let core = self.lock()?;
         let by_addr = backends_in_services(&core.model, core.drains.set(), |name, addr| {
-            crate::health::in_service(&core.model, &core.health, name, addr)
+            core.health_in_service(name, addr)
         });
         let mut views = Vec::new();
         for (addr, backend) in by_addr {

@@ -1,11 +1,13 @@
-//! The health checker: one probing task per (backend address, check), the
-//! rise/fall state each task keeps, and the transitions it reports.
+//! The health checker: one probing task per (backend address, check, probe
+//! path), the rise/fall state each task keeps, and the transitions it
+//! reports.
 
 use std::{
     borrow::Cow,
     collections::HashMap,
     fmt,
     future::Future,
+    mem::{self, Discriminant},
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -100,6 +102,9 @@ impl From<(Target, HealthCheck)> for ServiceTarget<'static> {
 pub struct HealthChange {
     pub target: Target,
     pub check: HealthCheck,
+    /// The path of the probes that changed it: the services whose traffic
+    /// takes it are the ones it changes for.
+    pub path: ProbePath,
     pub healthy: bool,
     /// Why the last probe failed, when the target went down.
     pub reason: Option<String>,
@@ -153,11 +158,13 @@ impl Prober for NetProber {
 /// on the Tokio runtime that called [`HealthChecker::set_targets`].
 ///
 /// A target is checked per (address, check, path): a backend listed by
-/// several services with the same check is probed once, and one checked
-/// differently by two services is probed once per check, each with its own
-/// verdict — [`HealthChecker::is_healthy`] answers for the check a service
-/// asks about (the worst of its paths, should a backend be in a `dsr` and
-/// another service with one check).
+/// several services with the same check and probe path is probed once, and
+/// one checked differently by two services is probed once per check and
+/// path, each with its own verdict. [`HealthChecker::is_healthy`] answers
+/// for the check a service asks about, on the path its traffic takes: a
+/// backend in a `dsr` and a NAT service under one check is probed through
+/// the tunnel for the first and directly for the second, and a stopped
+/// decapsulation takes it out of the `dsr` service only.
 ///
 /// Transitions arrive on the channel returned by [`HealthChecker::new`].
 /// Treat one as a prompt to recompute from [`HealthChecker::is_healthy`],
@@ -171,7 +178,8 @@ impl Prober for NetProber {
 pub struct HealthChecker<P = NetProber> {
     prober: Arc<P>,
     changes: mpsc::UnboundedSender<HealthChange>,
-    /// Per backend address, its checks in the order they were first set.
+    /// Per backend address, its (check, path)s in the order they were
+    /// first set.
     targets: HashMap<Target, Vec<Checked>>,
     /// What an earlier agent served, for the next
     /// [`set_targets`](Self::set_targets) (see [`Self::recover`]).
@@ -231,15 +239,18 @@ impl<P: Prober> HealthChecker<P> {
     /// Checks exactly `targets` from now on; call it on every reload,
     /// before reading [`is_healthy`](Self::is_healthy) for the new model.
     ///
-    /// - A (target, check) that stays keeps its state and its task: a
+    /// - A (target, check, path) that stays keeps its state and its task: a
     ///   reload neither resets counts nor delays the next probe.
     /// - A removed one's task is aborted at once.
     /// - A new one is probed at once. It starts [`Health::Pending`] (out of
     ///   the table until its first probe passes), except:
-    ///   - when the same call removes checks of the same address, it takes
-    ///     the worst of their verdicts: a reload that only edits a check
-    ///     (its interval, say) neither pulls a live backend out nor lets a
-    ///     dead one in;
+    ///   - when the same call removes checks of the same address on the
+    ///     same kind of path (direct, or through the tunnel whatever its VIP
+    ///     and mark), it takes the worst of their verdicts: a reload that
+    ///     only edits a check (its interval, say) neither pulls a live
+    ///     backend out nor lets a dead one in. A direct probe's verdict says
+    ///     nothing of the tunnel, nor the reverse, so a service that changes
+    ///     mode waits for its first probe;
     ///   - on the first call after [`recover`](Self::recover), it starts
     ///     [`Health::Up`] when the earlier agent served it for one of the
     ///     services listing it with that check ([`PinnedTables::served`]).
@@ -278,8 +289,9 @@ impl<P: Prober> HealthChecker<P> {
             }
         }
 
-        // The worst verdict of each address's removed checks.
-        let mut removed: HashMap<Target, Health> = HashMap::new();
+        // The worst verdict of each address's removed checks, per kind of
+        // path.
+        let mut removed: HashMap<(Target, Discriminant<ProbePath>), Health> = HashMap::new();
         self.targets.retain(|target, running| {
             let keep = wanted.get(target).map_or(&[][..], Vec::as_slice);
             running.retain(|checked| {
@@ -289,7 +301,7 @@ impl<P: Prober> HealthChecker<P> {
                 if !stays {
                     let health = checked.health();
                     removed
-                        .entry(*target)
+                        .entry((*target, mem::discriminant(&checked.path)))
                         .and_modify(|worst| *worst = (*worst).max(health))
                         .or_insert(health);
                     debug!(%target, check = ?checked.check, path = %checked.path, "health check stopped");
@@ -308,7 +320,7 @@ impl<P: Prober> HealthChecker<P> {
                 {
                     continue;
                 }
-                let initial = match removed.get(&target) {
+                let initial = match removed.get(&(target, mem::discriminant(&path))) {
                     Some(&inherited) => inherited,
                     None if served => Health::Up,
                     None => Health::Pending,
@@ -363,32 +375,31 @@ impl<P: Prober> HealthChecker<P> {
         }
     }
 
-    /// The health of `addr` under `check` (the worst of its paths), or
-    /// `None` when that pair is not being checked.
-    pub fn health(&self, addr: SocketAddr, check: &HealthCheck) -> Option<Health> {
+    /// The health of `addr` under `check` probed by `path`, or `None` when
+    /// that is not being checked.
+    pub fn health(&self, addr: SocketAddr, check: &HealthCheck, path: ProbePath) -> Option<Health> {
         self.targets
             .get(&Target { addr })?
             .iter()
-            .filter(|checked| checked.check == *check)
+            .find(|checked| checked.check == *check && checked.path == path)
             .map(Checked::health)
-            .max()
     }
 
-    /// The health of `addr` under `check` as traffic sees it: a pair that
-    /// is not checked counts as up (a backend without a health check takes
-    /// traffic).
-    pub fn verdict(&self, addr: SocketAddr, check: &HealthCheck) -> Health {
-        self.health(addr, check).unwrap_or(Health::Up)
+    /// The health of `addr` under `check` probed by `path`, as traffic
+    /// sees it: what is not checked counts as up (a backend without a
+    /// health check takes traffic).
+    pub fn verdict(&self, addr: SocketAddr, check: &HealthCheck, path: ProbePath) -> Health {
+        self.health(addr, check, path).unwrap_or(Health::Up)
     }
 
-    /// Whether `addr` passes `check` ([`verdict`](Self::verdict) is up): a
-    /// pending target does not.
-    pub fn is_healthy(&self, addr: SocketAddr, check: &HealthCheck) -> bool {
-        self.verdict(addr, check).is_up()
+    /// Whether `addr` passes `check` probed by `path`
+    /// ([`verdict`](Self::verdict) is up): a pending target does not.
+    pub fn is_healthy(&self, addr: SocketAddr, check: &HealthCheck, path: ProbePath) -> bool {
+        self.verdict(addr, check, path).is_up()
     }
 
     /// Every checked target, ordered by address, then by the order its
-    /// checks were first set.
+    /// (check, path)s were first set.
     pub fn snapshot(&self) -> Vec<TargetStatus> {
         let mut targets: Vec<_> = self.targets.iter().collect();
         targets.sort_unstable_by_key(|(target, _)| **target);
@@ -454,7 +465,7 @@ async fn run<P: Prober>(
         };
         let reason = result.err().map(|error| error.reason());
         if let Some(reason) = &reason {
-            debug!(%target, %probe_addr, reason, "health probe failed");
+            debug!(%target, %path, %probe_addr, reason, "health probe failed");
         }
         // The state is updated before the change is sent, so a receiver that
         // asks `is_healthy` sees the new health.
@@ -469,14 +480,15 @@ async fn run<P: Prober>(
             continue;
         };
         match health {
-            Health::Down => warn!(%target, %probe_addr, reason, "backend down"),
-            Health::Up => info!(%target, %probe_addr, "backend up"),
+            Health::Down => warn!(%target, %path, %probe_addr, reason, "backend down"),
+            Health::Up => info!(%target, %path, %probe_addr, "backend up"),
             // A probe settles a pending target: it never turns pending.
             Health::Pending => {}
         }
         let change = HealthChange {
             target,
             check: check.clone(),
+            path,
             healthy: health.is_up(),
             reason: if health.is_up() { None } else { reason },
         };
@@ -488,86 +500,16 @@ async fn run<P: Prober>(
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::HashSet,
-        net::{IpAddr, Ipv4Addr},
-    };
-
-    use tokio::sync::watch;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::model::Probe;
-
-    /// Long enough for a test waiting on a few 10 ms probes on a busy
-    /// machine; only reached when the behaviour is wrong.
-    const DEADLINE: Duration = Duration::from_secs(10);
-
-    /// Answers each probe address as scripted (default: pass) and counts
-    /// the probes, publishing the counts so tests can wait on them.
-    #[derive(Debug)]
-    struct ScriptedProber {
-        failing: Mutex<HashSet<SocketAddr>>,
-        probes: watch::Sender<HashMap<SocketAddr, u32>>,
-        /// The mark of the last probe to each address.
-        marks: Mutex<HashMap<SocketAddr, Option<u32>>>,
-    }
-
-    impl ScriptedProber {
-        fn new() -> Arc<Self> {
-            Arc::new(Self {
-                failing: Mutex::new(HashSet::new()),
-                probes: watch::Sender::new(HashMap::new()),
-                marks: Mutex::new(HashMap::new()),
-            })
-        }
-
-        fn set_failing(&self, addr: SocketAddr, failing: bool) {
-            let mut set = self.failing.lock().unwrap();
-            if failing {
-                set.insert(addr);
-            } else {
-                set.remove(&addr);
-            }
-        }
-
-        fn count(&self, addr: SocketAddr) -> u32 {
-            self.probes.borrow().get(&addr).copied().unwrap_or(0)
-        }
-
-        /// Waits until `addr` has been probed `n` times in all.
-        async fn wait_for_probes(&self, addr: SocketAddr, n: u32) {
-            let mut probes = self.probes.subscribe();
-            time::timeout(
-                DEADLINE,
-                probes.wait_for(|counts| counts.get(&addr).copied().unwrap_or(0) >= n),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("{addr} not probed {n} times within {DEADLINE:?}"))
-            .unwrap();
-        }
-    }
-
-    /// The checker owns a prober; tests keep a second handle to script it.
-    impl Prober for Arc<ScriptedProber> {
-        fn probe(
-            &self,
-            to: ProbeTo,
-            _check: &HealthCheck,
-        ) -> impl Future<Output = Result<(), ProbeError>> + Send {
-            let addr = to.addr;
-            self.marks.lock().unwrap().insert(addr, to.mark);
-            self.probes
-                .send_modify(|counts| *counts.entry(addr).or_default() += 1);
-            let failing = self.failing.lock().unwrap().contains(&addr);
-            async move {
-                if failing {
-                    Err(ProbeError::Status { addr, code: 503 })
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    }
+    use crate::{
+        health::{
+            ProbePath::Direct,
+            scripted::{DEADLINE, ScriptedProber},
+        },
+        model::Probe,
+    };
 
     fn addr(last: u8, port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)), port)
@@ -600,10 +542,10 @@ mod tests {
         let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
         let a = addr(1, 80);
         checker.set_targets([(Target { addr: a }, check(3))]);
-        assert_eq!(checker.health(a, &check(3)), Some(Health::Pending));
-        assert_eq!(checker.verdict(a, &check(3)), Health::Pending);
+        assert_eq!(checker.health(a, &check(3), Direct), Some(Health::Pending));
+        assert_eq!(checker.verdict(a, &check(3), Direct), Health::Pending);
         assert!(
-            !checker.is_healthy(a, &check(3)),
+            !checker.is_healthy(a, &check(3), Direct),
             "pending takes no traffic"
         );
         assert_eq!(prober.count(a), 0, "not probed yet");
@@ -611,7 +553,7 @@ mod tests {
         let change = next_change(&mut changes).await;
         assert_eq!((change.target.addr, change.healthy), (a, true));
         assert_eq!(prober.count(a), 1, "one pass is enough, not `rise`");
-        assert!(checker.is_healthy(a, &check(3)));
+        assert!(checker.is_healthy(a, &check(3), Direct));
     }
 
     #[tokio::test]
@@ -626,7 +568,7 @@ mod tests {
         assert_eq!((change.target.addr, change.healthy), (a, false));
         assert_eq!(prober.count(a), 1, "it was never up: no `fall` to wait");
         assert!(change.reason.is_some());
-        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
+        assert_eq!(checker.health(a, &check(3), Direct), Some(Health::Down));
     }
 
     #[tokio::test]
@@ -646,7 +588,7 @@ mod tests {
             change.reason.as_deref(),
             Some("198.18.0.1:80 answered HTTP status 503; a healthy backend answers 2xx or 3xx")
         );
-        assert!(!checker.is_healthy(a, &check(3)));
+        assert!(!checker.is_healthy(a, &check(3), Direct));
         assert!(
             prober.count(a) >= passed + 3,
             "down only after `fall` probes"
@@ -680,10 +622,10 @@ mod tests {
             (Target { addr: a }, check(2)),
         ]);
         assert!(
-            !checker.is_healthy(a, &check(2)),
+            !checker.is_healthy(a, &check(2), Direct),
             "a reload does not revive a"
         );
-        assert_eq!(checker.health(b, &check(2)), Some(Health::Pending));
+        assert_eq!(checker.health(b, &check(2), Direct), Some(Health::Pending));
         let seen = prober.count(a);
         prober.wait_for_probes(a, seen + 3).await;
         let status = checker
@@ -717,7 +659,7 @@ mod tests {
         let b_probes = prober.count(b);
         prober.wait_for_probes(a, prober.count(a) + 5).await;
         assert_eq!(prober.count(b), b_probes, "b was probed after its removal");
-        assert_eq!(checker.health(b, &check(2)), None);
+        assert_eq!(checker.health(b, &check(2), Direct), None);
         assert_eq!(checker.snapshot().len(), 1);
     }
 
@@ -757,9 +699,9 @@ mod tests {
         assert_eq!(statuses[1].probe_addr, addr(1, 8080));
         prober.wait_for_probes(a, 1).await;
         prober.wait_for_probes(addr(1, 8080), 1).await;
-        assert!(checker.is_healthy(a, &check(2)));
+        assert!(checker.is_healthy(a, &check(2), Direct));
         assert!(
-            !checker.is_healthy(a, &on_8080),
+            !checker.is_healthy(a, &on_8080, Direct),
             "each check has its own verdict"
         );
     }
@@ -794,9 +736,9 @@ mod tests {
             (Target { addr: b }, check(3)),
             (Target { addr: c }, check(3)),
         ]);
-        assert_eq!(checker.health(a, &check(3)), Some(Health::Down));
-        assert_eq!(checker.health(b, &check(3)), Some(Health::Up));
-        assert_eq!(checker.health(c, &check(3)), Some(Health::Pending));
+        assert_eq!(checker.health(a, &check(3), Direct), Some(Health::Down));
+        assert_eq!(checker.health(b, &check(3), Direct), Some(Health::Up));
+        assert_eq!(checker.health(c, &check(3), Direct), Some(Health::Pending));
 
         prober.set_failing(a, false);
         let mut changed = Vec::new();
@@ -807,6 +749,100 @@ mod tests {
             changed.push(change.target.addr);
         }
         assert!(!changed.contains(&b), "b stayed up: {changed:?}");
+    }
+
+    /// A backend of a `dsr` and of a NAT service under one check, as the
+    /// checker is given it: the tunnel path at the VIP, `mark` 7.
+    fn both_paths(addr: SocketAddr, check: HealthCheck) -> [ServiceTarget<'static>; 2] {
+        let direct = ServiceTarget::from((Target { addr }, check));
+        let tunnel = ServiceTarget {
+            path: tunnel(),
+            ..direct.clone()
+        };
+        [direct, tunnel]
+    }
+
+    fn tunnel() -> ProbePath {
+        ProbePath::Tunnel {
+            vip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            mark: 0x584c_0007,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_check_of_one_backend_has_a_verdict_per_path() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        // Its decapsulation stopped: the VIP does not answer through the
+        // tunnel, its own address does.
+        prober.set_failing(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)), 80),
+            true,
+        );
+        checker.set_targets(both_paths(a, check(2)));
+        let mut seen = [
+            next_change(&mut changes).await,
+            next_change(&mut changes).await,
+        ]
+        .map(|change| (change.path, change.healthy));
+        seen.sort_unstable();
+        assert_eq!(seen, [(Direct, true), (tunnel(), false)]);
+
+        assert_eq!(checker.health(a, &check(2), Direct), Some(Health::Up));
+        assert_eq!(checker.health(a, &check(2), tunnel()), Some(Health::Down));
+        assert!(
+            checker.is_healthy(a, &check(2), Direct),
+            "the NAT service's"
+        );
+        assert!(
+            !checker.is_healthy(a, &check(2), tunnel()),
+            "the dsr service's"
+        );
+        let rows: Vec<_> = checker
+            .snapshot()
+            .iter()
+            .map(|s| (s.path, s.health))
+            .collect();
+        assert_eq!(rows, [(Direct, Health::Up), (tunnel(), Health::Down)]);
+    }
+
+    #[tokio::test]
+    async fn an_edited_check_keeps_each_paths_verdict_and_a_new_kind_of_path_starts_pending() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let a = addr(1, 80);
+        prober.set_failing(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)), 80),
+            true,
+        );
+        checker.set_targets(both_paths(a, check(2)));
+        next_change(&mut changes).await;
+        next_change(&mut changes).await;
+
+        // Not awaited from here on: no probe runs.
+        checker.set_targets(both_paths(a, check(3)));
+        assert_eq!(checker.health(a, &check(3), Direct), Some(Health::Up));
+        assert_eq!(checker.health(a, &check(3), tunnel()), Some(Health::Down));
+
+        // The NAT service turns `dsr`: a direct verdict says nothing of the
+        // tunnel.
+        let [_, tunnelled] = both_paths(a, check(3));
+        checker.set_targets([ServiceTarget {
+            path: ProbePath::Tunnel {
+                vip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+                mark: 0x584c_0007,
+            },
+            ..tunnelled
+        }]);
+        let [status] = checker.snapshot().try_into().unwrap();
+        assert_eq!(
+            status.health,
+            Health::Down,
+            "a tunnel path keeps a tunnel path's"
+        );
+        checker.set_targets(both_paths(a, check(3)).into_iter().take(1));
+        assert_eq!(checker.health(a, &check(3), Direct), Some(Health::Pending));
     }
 
     #[tokio::test]
@@ -936,32 +972,32 @@ mod tests {
             of_service(elsewhere, check(2), &api),
         ]);
         assert_eq!(
-            checker.health(served, &check(2)),
+            checker.health(served, &check(2), Direct),
             Some(Health::Up),
             "in its table"
         );
         assert_eq!(
-            checker.health(retired, &check(2)),
+            checker.health(retired, &check(2), Direct),
             Some(Health::Pending),
             "it was down"
         );
         assert_eq!(
-            checker.health(new, &check(2)),
+            checker.health(new, &check(2), Direct),
             Some(Health::Pending),
             "never served"
         );
         assert_eq!(
-            checker.health(draining, &check(2)),
+            checker.health(draining, &check(2), Direct),
             Some(Health::Up),
             "its flows live on"
         );
         assert_eq!(
-            checker.health(elsewhere, &check(2)),
+            checker.health(elsewhere, &check(2), Direct),
             Some(Health::Up),
             "api's"
         );
         assert_eq!(
-            checker.health(elsewhere, &check(3)),
+            checker.health(elsewhere, &check(3), Direct),
             Some(Health::Pending),
             "not in web's table"
         );
@@ -971,7 +1007,14 @@ mod tests {
             of_service(served, check(2), &web),
             of_service(served, check(4), &web),
         ]);
-        assert_eq!(checker.health(served, &check(2)), Some(Health::Up), "kept");
-        assert_eq!(checker.health(served, &check(4)), Some(Health::Pending));
+        assert_eq!(
+            checker.health(served, &check(2), Direct),
+            Some(Health::Up),
+            "kept"
+        );
+        assert_eq!(
+            checker.health(served, &check(4), Direct),
+            Some(Health::Pending)
+        );
     }
 }
