@@ -186,13 +186,14 @@ pub struct HealthChecker<P = NetProber> {
     pinned: Option<PinnedTables>,
 }
 
-/// One running check of one target.
+/// One check of one target: probed by its task, or, on a path no probe can
+/// take ([`ProbePath::Unwrappable`]), held down with why and no task.
 #[derive(Debug)]
 struct Checked {
     check: HealthCheck,
     path: ProbePath,
     shared: Arc<Mutex<Shared>>,
-    _task: AbortOnDrop,
+    _task: Option<AbortOnDrop>,
 }
 
 /// What a check's task updates and the checker reads. The lock is held
@@ -253,7 +254,10 @@ impl<P: Prober> HealthChecker<P> {
     ///     mode waits for its first probe;
     ///   - on the first call after [`recover`](Self::recover), it starts
     ///     [`Health::Up`] when the earlier agent served it for one of the
-    ///     services listing it with that check ([`PinnedTables::served`]).
+    ///     services listing it with that check ([`PinnedTables::served`]);
+    ///   - on a path no probe can take ([`ProbePath::Unwrappable`]), it is
+    ///     [`Health::Down`] with why, and not probed: it stays so until a
+    ///     call gives it another path.
     /// - Duplicates are checked once.
     ///
     /// # Panics
@@ -348,6 +352,8 @@ impl<P: Prober> HealthChecker<P> {
         self.pinned = (!pinned.is_empty()).then_some(pinned);
     }
 
+    /// Starts probing `target` under `check` by `path`, from `initial`; or,
+    /// when no probe can take `path`, holds it down with why.
     fn start(
         &self,
         target: Target,
@@ -355,6 +361,10 @@ impl<P: Prober> HealthChecker<P> {
         path: ProbePath,
         initial: Health,
     ) -> Checked {
+        let to = match target.probe_to(&check, path) {
+            Ok(to) => to,
+            Err(reason) => return self.hold_down(target, check, path, initial, reason),
+        };
         let shared = Arc::new(Mutex::new(Shared {
             state: HealthState::starting(initial, check.rise, check.fall),
             last_error: None,
@@ -363,7 +373,7 @@ impl<P: Prober> HealthChecker<P> {
             Arc::clone(&self.prober),
             target,
             check.clone(),
-            path,
+            (path, to),
             Arc::clone(&shared),
             self.changes.clone(),
         ));
@@ -371,7 +381,51 @@ impl<P: Prober> HealthChecker<P> {
             check,
             path,
             shared,
-            _task: AbortOnDrop(task),
+            _task: Some(AbortOnDrop(task)),
+        }
+    }
+
+    /// A check of a backend no probe can be wrapped for (nor its traffic):
+    /// down from the start, with `reason` as its last error, and no task.
+    /// Probing would only fail again every interval, so nothing changes it
+    /// until a configuration gives it another path (a reload that keeps
+    /// the path keeps the check). Reported as a change unless it starts
+    /// down already.
+    fn hold_down(
+        &self,
+        target: Target,
+        check: HealthCheck,
+        path: ProbePath,
+        initial: Health,
+        reason: NoTunnel,
+    ) -> Checked {
+        let reason = ProbeError::NoTunnel {
+            backend: target.addr,
+            reason,
+        }
+        .reason();
+        warn!(%target, %path, reason, "backend down; it is not probed until the configuration changes");
+        if initial != Health::Down {
+            let change = HealthChange {
+                target,
+                check: check.clone(),
+                path,
+                healthy: false,
+                reason: Some(reason.clone()),
+            };
+            if self.changes.send(change).is_err() {
+                trace!(%target, "health change dropped: nobody is listening");
+            }
+        }
+        let shared = Arc::new(Mutex::new(Shared {
+            state: HealthState::starting(Health::Down, check.rise, check.fall),
+            last_error: Some(reason),
+        }));
+        Checked {
+            check,
+            path,
+            shared,
+            _task: None,
         }
     }
 
@@ -438,32 +492,29 @@ impl Checked {
     }
 }
 
-/// Probes `target` every `check.interval` until aborted. Probes never
+/// Probes `target` at `to` (the way `path` goes) every `check.interval`
+/// until aborted. Probes never
 /// overlap: a probe that outlasts the interval delays the next tick
 /// (`MissedTickBehavior::Delay`) rather than triggering a burst.
 async fn run<P: Prober>(
     prober: Arc<P>,
     target: Target,
     check: HealthCheck,
-    path: ProbePath,
+    (path, to): (ProbePath, ProbeTo),
     shared: Arc<Mutex<Shared>>,
     changes: mpsc::UnboundedSender<HealthChange>,
 ) {
-    let probe_to = target.probe_to(&check, path);
-    let probe_addr = probe_to.map_or(target.addr, |to| to.addr);
+    let probe_addr = to.addr;
     // The first tick completes at once: a new target is probed right away.
     let mut ticker = time::interval(check.interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = match probe_to {
-            Ok(to) => prober.probe(to, &check).await,
-            Err(reason) => Err(ProbeError::NoTunnel {
-                backend: target.addr,
-                reason,
-            }),
-        };
-        let reason = result.err().map(|error| error.reason());
+        let reason = prober
+            .probe(to, &check)
+            .await
+            .err()
+            .map(|error| error.reason());
         if let Some(reason) = &reason {
             debug!(%target, %path, %probe_addr, reason, "health probe failed");
         }
@@ -905,6 +956,74 @@ mod tests {
         );
         assert_eq!(prober.count(tunnelled), 0, "not its own address");
         assert_eq!(prober.count(unwrappable), 0, "nothing sent");
+    }
+
+    #[tokio::test]
+    async fn a_backend_no_probe_can_be_wrapped_for_is_held_down_unprobed_until_its_path_changes() {
+        let prober = ScriptedProber::new();
+        let (mut checker, mut changes) = HealthChecker::with_prober(Arc::clone(&prober));
+        let (a, b) = (addr(1, 80), addr(2, 80));
+        let unwrappable = ProbePath::Unwrappable(NoTunnel::NoVip);
+        let targets = |a_path| {
+            [
+                ServiceTarget {
+                    path: a_path,
+                    ..ServiceTarget::from((Target { addr: a }, check(2)))
+                },
+                ServiceTarget::from((Target { addr: b }, check(2))),
+            ]
+        };
+        checker.set_targets(targets(unwrappable));
+        assert_eq!(
+            checker.health(a, &check(2), unwrappable),
+            Some(Health::Down),
+            "down at once, not pending"
+        );
+        let change = next_change(&mut changes).await;
+        assert_eq!((change.target.addr, change.healthy), (a, false));
+        assert!(next_change(&mut changes).await.healthy, "b is up");
+
+        // b's probes run on, a's never start.
+        prober.wait_for_probes(b, 5).await;
+        checker.set_targets(targets(unwrappable));
+        prober.wait_for_probes(b, 10).await;
+        let a_status = checker
+            .snapshot()
+            .into_iter()
+            .find(|s| s.target.addr == a)
+            .unwrap();
+        assert_eq!(
+            (
+                a_status.health,
+                a_status.consecutive_failures,
+                a_status.consecutive_successes
+            ),
+            (Health::Down, 0, 0),
+            "no probe ran: {a_status:?}"
+        );
+        assert_eq!(
+            a_status.last_error.as_deref(),
+            Some(
+                "backend 198.18.0.1:80 cannot be probed through the DSR tunnel: the service has \
+                 no VIP frontend a packet to the backend can be wrapped from (an IPv4 backend \
+                 needs an IPv4 VIP: IPv6 is not wrapped in IPv4)"
+            )
+        );
+        assert_eq!(prober.count(a), 0);
+        assert!(changes.try_recv().is_err(), "nothing changed since");
+
+        // A configuration that gives it a VIP: probed, and up.
+        let [_, tunnelled] = both_paths(a, check(2));
+        checker.set_targets([tunnelled]);
+        assert_eq!(
+            checker.health(a, &check(2), tunnel()),
+            Some(Health::Pending)
+        );
+        let change = next_change(&mut changes).await;
+        assert_eq!(
+            (change.target.addr, change.path, change.healthy),
+            (a, tunnel(), true)
+        );
     }
 
     fn frontend(address: &str) -> Frontend {
