@@ -101,8 +101,15 @@ pub struct BackendView {
     /// Health-check state over the services that check it: `down` when any
     /// finds it down, else `pending` when one has not probed it yet, `up`
     /// when every one finds it up, `unchecked` when none checks it.
-    /// `status_by_service` says which service holds which.
+    /// `health_by_service` says which service finds which.
     pub health: String,
+    /// How each service that checks it does, by service name: the path
+    /// its probes take and the verdict that service acts on. A backend of a
+    /// `dsr` and a NAT service is probed through the tunnel for the first
+    /// and directly for the second, and may be down in one only. Empty when
+    /// no service checks it, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub health_by_service: BTreeMap<String, ServiceHealthView>,
     /// Names of the services this backend serves.
     pub services: Vec<String>,
     /// Its status in each of `services`, by service name. Empty from
@@ -118,6 +125,16 @@ pub struct BackendView {
     pub drained_by: BTreeMap<String, Vec<DrainSource>>,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// How one service checks one backend, in [`BackendView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealthView {
+    /// How its probes reach the backend.
+    pub path: ProbePathView,
+    /// `up`, `pending` (not probed yet) or `down`: the verdict of the
+    /// probes on that path, which the service acts on.
+    pub health: String,
 }
 
 /// Who drained a backend.

@@ -678,6 +678,7 @@ mod tests {
                 generation: 1,
                 status,
                 health: "up".into(),
+                health_by_service: BTreeMap::new(),
                 services: vec!["default/web:http".into()],
                 status_by_service: BTreeMap::from([("default/web:http".into(), status)]),
                 drained_by: BTreeMap::new(),

@@ -124,6 +124,7 @@ impl FakeAdmin {
             generation: 3,
             status: BackendStatus::Active,
             health: "up".into(),
+            health_by_service: BTreeMap::new(),
             services: vec!["default/web:http".into()],
             status_by_service: BTreeMap::from([("default/web:http".into(), BackendStatus::Active)]),
             drained_by: BTreeMap::new(),

@@ -175,6 +175,7 @@ fn shared_backend() -> BackendView {
         generation: 1,
         status: BackendStatus::Active,
         health: "unchecked".into(),
+        health_by_service: BTreeMap::new(),
         services: vec!["default/api:http".into(), "default/web:http".into()],
         status_by_service: BTreeMap::from([
             ("default/api:http".into(), BackendStatus::Draining),

@@ -1083,6 +1083,7 @@ impl Admin for EveryFamily {
             generation: 1,
             status: BackendStatus::Active,
             health: "up".into(),
+            health_by_service: BTreeMap::new(),
             services: vec!["default/web:http".into()],
             status_by_service: [("default/web:http".into(), BackendStatus::Active)].into(),
             drained_by: BTreeMap::new(),

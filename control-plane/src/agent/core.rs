@@ -20,7 +20,7 @@ use super::{
 use crate::{
     announce::{self, Announcer},
     api::{AttachmentView, ReloadView},
-    health::{Health, HealthChecker, ProbeTunnel},
+    health::{Health, HealthChecker, ProbePath, ProbeTunnel},
     metrics::Metrics,
     model::{Model, ServiceName},
     reconcile::{Desired, Reconciler, SyncError, SyncReport},
@@ -120,7 +120,19 @@ impl Core {
     /// check, on the path the service's traffic takes
     /// ([`crate::health::in_service`]).
     pub(crate) fn health_in_service(&self, name: &ServiceName, addr: SocketAddr) -> Health {
-        crate::health::in_service(&self.model, &self.health, self.tunnel(), name, addr)
+        self.checked_in_service(name, addr)
+            .map_or(Health::Up, |(_, health)| health)
+    }
+
+    /// The path and verdict of service `name`'s check of the backend at
+    /// `addr`; None when it has no check
+    /// ([`crate::health::checked_in_service`]).
+    pub(crate) fn checked_in_service(
+        &self,
+        name: &ServiceName,
+        addr: SocketAddr,
+    ) -> Option<(ProbePath, Health)> {
+        crate::health::checked_in_service(&self.model, &self.health, self.tunnel(), name, addr)
     }
 
     /// True when the backend at `addr` of service `name` passes its service's

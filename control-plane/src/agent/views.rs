@@ -15,7 +15,7 @@ use super::{
     core::{Core, KubeStatus, Status},
     drains::{self, Drain},
     event_drain::{FlowEventHistory, NamedEvent},
-    health_views::health_check_views,
+    health_views::{self, health_check_views},
     programmed,
 };
 use crate::{
@@ -214,6 +214,11 @@ impl Admin for AgentAdmin {
                     .min()
                     .unwrap_or(BackendStatus::Active),
                 health: backend.health.as_str().to_owned(),
+                health_by_service: health_views::health_by_service(
+                    &core.model,
+                    addr,
+                    |name, addr| core.checked_in_service(name, addr),
+                ),
                 services: backend.status_by_service.keys().cloned().collect(),
                 status_by_service: backend.status_by_service,
                 drained_by: backend.drained_by,

@@ -18,7 +18,7 @@ use crate::{
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
         DatapathTableView, DrainEntryView, DrainSource, DrainUnchanged, DrainView, DrainsView,
         FlowEventView, FlowView, HealthCheckView, MaglevView, ProbePathView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        ServiceHealthView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -216,6 +216,45 @@ fn backend_status(backend: &BackendView) -> String {
     }
 }
 
+/// A backend's health, as the services that check it find it, each with
+/// the path of its probes: `up (direct)` when they agree, else each
+/// verdict, worst first, with its services (`down (tunnel: web), up
+/// (direct: api)`). From an agent that predates the per-service health,
+/// or for a backend no service checks, the health over its services.
+fn backend_health(backend: &BackendView) -> String {
+    let mut groups: BTreeMap<(u8, &str, &str), Vec<&str>> = BTreeMap::new();
+    for (service, view) in &backend.health_by_service {
+        let path = match view.path {
+            ProbePathView::Direct => "direct",
+            ProbePathView::Tunnel => "tunnel",
+            ProbePathView::None => "unwrappable",
+        };
+        let worst_first = match view.health.as_str() {
+            "down" => 0,
+            "pending" => 1,
+            _ => 2,
+        };
+        groups
+            .entry((worst_first, view.health.as_str(), path))
+            .or_default()
+            .push(service);
+    }
+    match groups.len() {
+        0 => backend.health.clone(),
+        1 => groups
+            .keys()
+            .map(|(_, health, path)| format!("{health} ({path})"))
+            .collect(),
+        _ => groups
+            .iter()
+            .map(|((_, health, path), services)| {
+                format!("{health} ({path}: {})", services.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// Who drains a backend: each source, with the services it drains it in
 /// unless that is every one of its services; `-` when nothing does.
 fn drained_by(backend: &BackendView) -> String {
@@ -274,7 +313,7 @@ pub(crate) fn backends_table(backends: &[BackendView], drains: Option<&DrainsVie
             with_protocol(b.address, b.protocol),
             backend_status(b),
             drained_by(b),
-            b.health.clone(),
+            backend_health(b),
             generation,
             if b.services.is_empty() {
                 "-".into()
@@ -1273,6 +1312,7 @@ ID   Name                  Frontend              Service Type   Backend
             generation: 2,
             status: api.min(web),
             health: "unchecked".into(),
+            health_by_service: BTreeMap::new(),
             services: vec!["api".into(), "web".into()],
             status_by_service,
             drained_by,
@@ -1305,6 +1345,59 @@ ID   Address               Status   Drained By   Health   Gen   Services   Packe
 3    198.18.2.1:8080/TCP   down     -            down     2     api,web    5         300
 -    198.18.2.1:8080/TCP   down     -            down     -     api,web    5         300
 "
+        );
+    }
+
+    #[test]
+    fn backend_list_says_how_each_service_probes_a_backend_and_what_it_finds() {
+        use BackendStatus::{Active, Down};
+        let checked = |path, health: &str| ServiceHealthView {
+            path,
+            health: health.into(),
+        };
+        // A `dsr` service (web) and a NAT one (api) under one check; the
+        // backend's decap stopped.
+        let split = BackendView {
+            health: "down".into(),
+            health_by_service: BTreeMap::from([
+                ("api".into(), checked(ProbePathView::Direct, "up")),
+                ("web".into(), checked(ProbePathView::Tunnel, "down")),
+            ]),
+            ..shared_backend(4, "198.18.2.1:8080", Active, Down)
+        };
+        let agreed = BackendView {
+            health: "up".into(),
+            health_by_service: BTreeMap::from([
+                ("api".into(), checked(ProbePathView::Tunnel, "up")),
+                ("web".into(), checked(ProbePathView::Tunnel, "up")),
+            ]),
+            ..shared_backend(5, "198.18.2.2:8080", Active, Active)
+        };
+        let unwrappable = BackendView {
+            health: "down".into(),
+            health_by_service: BTreeMap::from([(
+                "web".into(),
+                checked(ProbePathView::None, "down"),
+            )]),
+            services: vec!["web".into()],
+            status_by_service: BTreeMap::from([("web".into(), Down)]),
+            ..shared_backend(6, "[2001:2::6]:8080", Down, Down)
+        };
+        let table = backends_table(&[split, agreed, unwrappable], None);
+        assert_eq!(
+            table,
+            "\
+ID   Address                Status                   Drained By   Health                                 Gen   Services   Packets   Bytes
+4    198.18.2.1:8080/TCP    down (1 of 2 services)   -            down (tunnel: web), up (direct: api)   2     api,web    5         300
+5    198.18.2.2:8080/TCP    active                   -            up (tunnel)                            2     api,web    5         300
+6    [2001:2::6]:8080/TCP   down                     -            down (unwrappable)                     2     web        5         300
+"
+        );
+        let json =
+            serde_json::to_value(shared_backend(7, "198.18.2.3:8080", Active, Active)).unwrap();
+        assert!(
+            json.get("health_by_service").is_none(),
+            "left out when no service checks it: {json}"
         );
     }
 
