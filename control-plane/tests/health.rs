@@ -508,23 +508,37 @@ fn after_a_restart_only_what_was_served_stays_in() {
     });
 }
 
-/// A probe through the DSR tunnel goes to the VIP from a marked socket: the
-/// mark does not stand in its way, and a host without a route to the VIP
-/// gets an error that says what to do, where a direct probe says only that
-/// the network is unreachable.
+/// A probe through the DSR tunnel goes to the VIP from a socket with the
+/// backend's mark (read back from the socket, as `tc_probe_encap` reads
+/// it), which does not stand in its way, and a host without a route to the
+/// VIP gets an error that says what to do, where a direct probe says only
+/// that the network is unreachable.
 #[test]
 fn a_tunnel_probe_is_marked_and_names_a_missing_route_to_the_vip() {
     in_netns(|| async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let local = listener.local_addr().expect("local address");
         let server = accept_forever(listener);
+        let mark = xdp_lb::DEFAULT_PROBE_MARK_BASE | 1;
         let marked = health::ProbeTo {
             addr: local,
-            mark: Some(xdp_lb::DEFAULT_PROBE_MARK_BASE | 1),
+            mark: Some(mark),
         };
-        health::probe::probe(&Probe::Tcp, marked, TIMEOUT)
+        let socket_mark = |stream: &TcpStream| {
+            nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::Mark)
+                .expect("getsockopt(SO_MARK)")
+        };
+        let connection = health::probe::connect(marked)
             .await
             .expect("a marked probe connects");
+        assert_eq!(socket_mark(&connection), mark, "the backend's mark");
+        let direct = health::probe::connect(local.into())
+            .await
+            .expect("a direct probe connects");
+        assert_eq!(socket_mark(&direct), 0, "a direct probe is not marked");
+        health::probe::probe(&Probe::Tcp, marked, TIMEOUT)
+            .await
+            .expect("a marked probe passes");
         kill(server).await;
 
         // This namespace has `lo` only: no route to anything else.

@@ -138,9 +138,11 @@ pub async fn probe(probe: &Probe, to: ProbeTo, timeout: Duration) -> Result<(), 
     }
 }
 
-/// A connection to `to.addr` from a socket of its own: each probe, also of
-/// backends behind one VIP, has its own port and its own mark.
-async fn connect(to: ProbeTo) -> Result<TcpStream, ProbeError> {
+/// The connection a probe makes: to `to.addr`, from a socket of its own
+/// marked (`SO_MARK`) with `to.mark` if set — each probe, also of backends
+/// behind one VIP, has its own port and its own mark. Public so that a test
+/// can read the mark back from the socket [`probe`] uses.
+pub async fn connect(to: ProbeTo) -> Result<TcpStream, ProbeError> {
     let addr = to.addr;
     let connect_err = |source| ProbeError::Connect { addr, source };
     let socket = if addr.is_ipv4() {
