@@ -8,18 +8,21 @@
 //! strips it and whose stack answers from the VIP. So when b0's `xlb decap`
 //! stops, b0 goes down — although its own address still answers, which is
 //! all a probe tested before — and comes back when `xlb decap` runs again;
-//! b1 and b2 stay up throughout. Needs root.
+//! b1 and b2 stay up throughout. The NAT service `api` lists the same
+//! backends under the same check, probed directly: it keeps b0 throughout.
+//! Needs root.
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Shutdown, SocketAddr, TcpStream},
+    net::{IpAddr, Shutdown, SocketAddr, TcpStream},
     time::Duration,
 };
 
-use control_plane::api::{BackendView, HealthCheckView, ProbePathView};
+use control_plane::api::{BackendStatus, BackendView, HealthCheckView, ProbePathView};
 use netns_tests::{
     Proto,
     agent_rig::{AgentRig, BACKENDS, VIP_PORT, backend_name, vip},
+    topology::plan,
     wait_until,
 };
 
@@ -34,19 +37,34 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// How long the direct exchange with a backend may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `web`, `dsr` at the rig's VIP, and `api`, NAT at another: the same
+/// backends under the same check.
 fn config(rig: &AgentRig) -> String {
     let backends: Vec<String> = (0..BACKENDS)
         .map(|i| format!("{{address: \"{}\"}}", rig.backend_addr(i, VIP_PORT)))
         .collect();
-    format!(
-        "services:\n  - name: web\n    mode: dsr\n    frontends: [{{address: {}, port: \
-         {VIP_PORT}}}]\n    backends: [{}]\n    health_check: {{type: tcp, interval: {}ms, \
-         timeout: {}ms, rise: 1, fall: {FALL}}}\n",
-        vip(),
-        backends.join(", "),
+    let check = format!(
+        "{{type: tcp, interval: {}ms, timeout: {}ms, rise: 1, fall: {FALL}}}",
         INTERVAL.as_millis(),
         PROBE_TIMEOUT.as_millis()
+    );
+    let service = |name: &str, mode: &str, vip: IpAddr| {
+        format!(
+            "  - name: {name}\n    mode: {mode}\n    frontends: [{{address: {vip}, port: \
+             {VIP_PORT}}}]\n    backends: [{}]\n    health_check: {check}\n",
+            backends.join(", ")
+        )
+    };
+    format!(
+        "services:\n{}{}",
+        service("web", "dsr", vip()),
+        service("api", "nat", nat_vip())
     )
+}
+
+/// The NAT service's VIP.
+fn nat_vip() -> IpAddr {
+    plan::vip(2).0.into()
 }
 
 /// Each backend's health, in backend order.
@@ -64,6 +82,19 @@ fn health(rig: &AgentRig) -> Vec<String> {
                 .map_or_else(|| "missing".to_owned(), |b| b.health.clone())
         })
         .collect()
+}
+
+/// Backend `i` as `xlb backend list -o json` shows it.
+fn backend(rig: &AgentRig, i: usize) -> BackendView {
+    let list: Vec<BackendView> = serde_json::from_value(
+        rig.xlb_json(&["backend", "list"])
+            .expect("xlb backend list"),
+    )
+    .expect("BackendViews");
+    let addr = rig.backend_addr(i, VIP_PORT);
+    list.into_iter()
+        .find(|b| b.address == addr)
+        .unwrap_or_else(|| panic!("no backend {addr}"))
 }
 
 /// `xlb_health_probe_packets_total{verdict="wrapped"}` of the agent's
@@ -171,16 +202,63 @@ fn a_dsr_backend_whose_decap_stops_fails_its_health_check_and_returns_with_it() 
         &all_up[1..],
         "the other backends of the VIP stay up"
     );
+    // Out of web only: api probes b0's own address, which answers.
+    let b0_view = backend(&rig, 0);
+    let per_service = |view: &BackendView| {
+        view.health_by_service
+            .iter()
+            .map(|(name, h)| {
+                let status = view.status_by_service.get(name).copied();
+                (name.clone(), h.path, h.health.clone(), status)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        per_service(&b0_view),
+        [
+            (
+                "api".to_owned(),
+                ProbePathView::Direct,
+                "up".to_owned(),
+                Some(BackendStatus::Active)
+            ),
+            (
+                "web".to_owned(),
+                ProbePathView::Tunnel,
+                "down".to_owned(),
+                Some(BackendStatus::Down)
+            ),
+        ],
+        "{b0_view:?}"
+    );
+    let table = rig.xlb_ok(&["backend", "list"]).expect("xlb backend list");
+    assert!(
+        table.contains("down (tunnel: web), up (direct: api)"),
+        "{table}"
+    );
     // `xlb health list` says how b0 is probed and why it is down.
     let json = rig
         .xlb_ok(&["health", "list", "-o", "json"])
         .expect("xlb health list");
     let checks: Vec<HealthCheckView> = serde_json::from_str(&json).expect("JSON checks");
     let b0 = rig.backend_addr(0, VIP_PORT);
+    let rows: Vec<(ProbePathView, &str, &[String])> = checks
+        .iter()
+        .filter(|c| c.backend == b0)
+        .map(|c| (c.path, c.health.as_str(), c.services.as_slice()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (ProbePathView::Direct, "up", &["api".to_owned()][..]),
+            (ProbePathView::Tunnel, "down", &["web".to_owned()][..]),
+        ],
+        "one row per path: {json}"
+    );
     let check = checks
         .iter()
-        .find(|c| c.backend == b0)
-        .unwrap_or_else(|| panic!("no check of {b0} in {json}"));
+        .find(|c| c.backend == b0 && c.path == ProbePathView::Tunnel)
+        .unwrap_or_else(|| panic!("no tunnel check of {b0} in {json}"));
     assert_eq!(
         (check.path, check.probe_address, check.health.as_str()),
         (

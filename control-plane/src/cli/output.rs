@@ -18,7 +18,7 @@ use crate::{
         DatapathBackendView, DatapathLbView, DatapathRecordView, DatapathServiceView,
         DatapathTableView, DrainEntryView, DrainSource, DrainUnchanged, DrainView, DrainsView,
         FlowEventView, FlowView, HealthCheckView, MaglevView, ProbePathView, ServiceBackendView,
-        ServiceHealthView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
     model::{FrontendKind, Protocol},
 };
@@ -1350,6 +1350,7 @@ ID   Address               Status   Drained By   Health   Gen   Services   Packe
 
     #[test]
     fn backend_list_says_how_each_service_probes_a_backend_and_what_it_finds() {
+        use crate::api::ServiceHealthView;
         use BackendStatus::{Active, Down};
         let checked = |path, health: &str| ServiceHealthView {
             path,
