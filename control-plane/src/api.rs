@@ -306,9 +306,10 @@ pub struct FlowView {
     pub idle_seconds: u64,
 }
 
-/// `GET /v1/health`: one health check of one backend, as the agent's
-/// checker runs it: how it probes, what it found, and why its last probe
-/// failed.
+/// `GET /v1/health`: one health check of one backend on one probe path, as
+/// the agent's checker runs it: how it probes, what it found, and why its
+/// last probe failed. A backend of a `dsr` and a NAT service under one
+/// check has two: through the tunnel and direct.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheckView {
     /// The backend checked: the address its traffic goes to.

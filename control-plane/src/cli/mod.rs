@@ -143,7 +143,7 @@ enum BackendCommand {
 
 #[derive(Debug, Subcommand)]
 enum HealthCommand {
-    /// List the health checks the agent runs, one per backend and check.
+    /// List the health checks the agent runs, one per backend, check and probe path.
     List(OutputArgs),
 }
 

@@ -575,7 +575,7 @@ pub(crate) fn flows_table(flows: &[FlowView]) -> String {
     table.render()
 }
 
-/// `xlb health list`: one row per check, the failed ones with why. With
+/// `xlb health list`: one row per check and path, the failed ones with why. With
 /// none, says so rather than print an empty table: in Kubernetes mode, and
 /// for services without `health_check`, readiness comes from elsewhere.
 pub(crate) fn health_checks_table(checks: &[HealthCheckView]) -> String {
