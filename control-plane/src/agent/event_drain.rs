@@ -65,6 +65,9 @@ pub(crate) async fn run(
         }
     };
     tokio::pin!(stop);
+    // Whether the last read of the loss counter failed: its warning is
+    // logged once, not with every batch (up to 20 a second).
+    let mut losses_unreadable = false;
     loop {
         let mut ready = tokio::select! {
             () = &mut stop => return,
@@ -89,7 +92,9 @@ pub(crate) async fn run(
         if !batch.is_empty() {
             // The agent's lock may be held a while (a sync): wait for it
             // off the runtime's worker, as the agent's own steps do.
-            tokio::task::block_in_place(|| record(&core, &history, batch));
+            tokio::task::block_in_place(|| {
+                record(&core, &history, batch, &mut losses_unreadable);
+            });
         }
         tokio::select! {
             () = &mut stop => return,
@@ -104,17 +109,30 @@ pub(crate) async fn run(
 /// Reading that count here, with events, is enough: an event is lost only
 /// while the ring is full, and a full ring wakes the drain, which empties it
 /// and reads the count after; so the count appended last is at most one
-/// drain (some 50 ms) behind.
-fn record(core: &Mutex<Core>, history: &SharedHistory<NamedEvent>, batch: Vec<FlowEvent>) {
+/// drain (some 50 ms) behind. `unreadable`: whether the last read of the
+/// count failed (and was logged).
+fn record(
+    core: &Mutex<Core>,
+    history: &SharedHistory<NamedEvent>,
+    batch: Vec<FlowEvent>,
+    unreadable: &mut bool,
+) {
     let (named, lost_ring_full) = {
         // Names only read the model: a step that panicked halfway through a
         // sync leaves them readable.
         let core = core.lock().unwrap_or_else(PoisonError::into_inner);
-        let named = event_names::name(batch, &core.model, |name| core.reconciler.service_id(name));
+        let named = event_names::name(batch, &core.reconciler);
         let lost = match core.datapath.flow_event_stats() {
-            Ok(stats) => Some(stats.get(FlowEventOutcome::LostRingFull).packets),
+            Ok(stats) => {
+                if std::mem::take(unreadable) {
+                    tracing::info!("the flow event counters are readable again");
+                }
+                Some(stats.get(FlowEventOutcome::LostRingFull).packets)
+            }
             Err(error) => {
-                tracing::warn!(%error, "reading the flow event counters failed; xlb observe's count of events lost to a full ring stays as it was");
+                if !std::mem::replace(unreadable, true) {
+                    tracing::warn!(%error, "reading the flow event counters failed; xlb observe's count of events lost to a full ring stays as it was until they can be read again");
+                }
                 None
             }
         };

@@ -2,24 +2,22 @@
 //! the datapath's ring: once per batch, whatever the number of readers, and
 //! the name the service had then. The datapath gives a new flow's service by
 //! ID, and a dropped or refused packet only by the frontend it was sent to;
-//! both are named from the model (and the reconciler's IDs) of that moment.
+//! both are named from the services as programmed at that moment (the
+//! reconciler's IDs, names and frontends).
 //!
 //! So an event keeps its name when its service is renamed or removed later,
 //! as a log line would: a reader sees what the event was when it happened
 //! (give or take the drain's spacing, 50 ms), not what its ID or frontend
 //! means by the time the reader gets to it.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use xdp_lb::{FlowEvent, FlowEventKind};
 
 use crate::{
     api::FlowEventView,
-    model::{Model, Protocol, ServiceName},
+    model::{Protocol, ServiceName},
+    reconcile::{FrontendKey, Reconciler},
 };
 
 /// A flow event as the datapath wrote it, with the name of its service when
@@ -58,114 +56,80 @@ impl NamedEvent {
     }
 }
 
-/// Names the service of each event of `batch` from `model`, whose services
-/// have the IDs `service_id` gives (the reconciler's, as programmed).
-///
-/// One pass over the model's services, looking only for the IDs and
-/// frontends the batch holds, and stopping once it has them all: names are
-/// copied only for the services the batch shows.
-pub(crate) fn name(
-    batch: Vec<FlowEvent>,
-    model: &Model,
-    service_id: impl Fn(&ServiceName) -> Option<u32>,
-) -> Vec<NamedEvent> {
-    let mut ids = BTreeSet::new();
-    let mut frontends = HashSet::new();
-    for event in &batch {
-        match (event.kind, event.protocol) {
-            (FlowEventKind::NewFlow { service_id, .. }, _) => {
-                ids.insert(service_id);
-            }
-            // A fragment (no protocol) names no frontend.
-            (_, Some(protocol)) => {
-                frontends.insert((event.frontend, Protocol::from(protocol)));
-            }
-            (_, None) => {}
-        }
+/// Where the service of a flow event is found: the services as the
+/// datapath holds them when the event is drained.
+pub(crate) trait ProgrammedServices {
+    /// The name of the service with ID `id`.
+    fn name_of(&self, id: u32) -> Option<&ServiceName>;
+    /// The ID of the service that serves `frontend`.
+    fn id_of(&self, frontend: &FrontendKey) -> Option<u32>;
+}
+
+impl ProgrammedServices for Reconciler {
+    fn name_of(&self, id: u32) -> Option<&ServiceName> {
+        self.service_name(id)
     }
-    let mut by_id: BTreeMap<u32, Arc<str>> = BTreeMap::new();
-    let mut by_frontend: HashMap<(SocketAddr, Protocol), Arc<str>> = HashMap::new();
-    for (name, service) in &model.services {
-        if by_id.len() == ids.len() && by_frontend.len() == frontends.len() {
-            break;
-        }
-        let mut shared: Option<Arc<str>> = None;
-        let mut named = || Arc::clone(shared.get_or_insert_with(|| name.to_string().into()));
-        if let Some(id) = service_id(name).filter(|id| ids.contains(id)) {
-            by_id.insert(id, named());
-        }
-        for frontend in &service.frontends {
-            let key = (
-                SocketAddr::new(frontend.addr, frontend.port),
-                frontend.protocol,
-            );
-            if frontends.contains(&key) {
-                by_frontend.insert(key, named());
-            }
-        }
+
+    fn id_of(&self, frontend: &FrontendKey) -> Option<u32> {
+        self.frontend_service(frontend)
     }
+}
+
+/// Names the service of each event of `batch` from `services`: by its ID
+/// for a new flow, by its frontend for a dropped or refused packet. Two
+/// lookups in ordered maps an event, whatever the number of services (a
+/// scan that drops to unknown ports would otherwise make a pass over every
+/// service for each batch); a name is copied once per batch.
+pub(crate) fn name(batch: Vec<FlowEvent>, services: &impl ProgrammedServices) -> Vec<NamedEvent> {
+    let mut names: BTreeMap<u32, Option<Arc<str>>> = BTreeMap::new();
     batch
         .into_iter()
         .map(|event| {
-            let service = match (event.kind, event.protocol) {
-                (FlowEventKind::NewFlow { service_id, .. }, _) => by_id.get(&service_id),
-                (_, Some(protocol)) => by_frontend.get(&(event.frontend, Protocol::from(protocol))),
+            let id = match (event.kind, event.protocol) {
+                (FlowEventKind::NewFlow { service_id, .. }, _) => Some(service_id),
+                (_, Some(protocol)) => services.id_of(&(event.frontend, Protocol::from(protocol))),
+                // A fragment (no protocol) names no frontend.
                 (_, None) => None,
             };
-            NamedEvent {
-                event,
-                service: service.cloned(),
-            }
+            let service = id.and_then(|id| {
+                names
+                    .entry(id)
+                    .or_insert_with(|| services.name_of(id).map(|name| name.to_string().into()))
+                    .clone()
+            });
+            NamedEvent { event, service }
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
-    use crate::model::{Frontend, FrontendKind, Mode, Service};
 
     const VIP: &str = "198.18.100.1:80";
 
-    /// A service of `frontends`, without backends.
-    fn service(frontends: Vec<Frontend>) -> Service {
-        Service {
-            protocol: Protocol::Tcp,
-            frontends,
-            backends: Vec::new(),
-            mode: Mode::Nat,
-            affinity: None,
-            health_check: None,
-            drop_without_backends: false,
-            source_ranges: Vec::new(),
-        }
-    }
+    /// `web`, ID 7, serving TCP at [`VIP`]; `dns`, ID 9, serving no
+    /// frontend; ID 8 in use but unnamed (recovered, not yet claimed).
+    struct Programmed;
 
-    /// `web`, ID 7, with a TCP frontend at [`VIP`]; `dns`, ID 9, without one.
-    fn model() -> Model {
-        let vip: SocketAddr = VIP.parse().unwrap();
-        let web = service(vec![Frontend {
-            addr: vip.ip(),
-            port: vip.port(),
-            protocol: Protocol::Tcp,
-            kind: FrontendKind::Vip,
-            snat_remote: false,
-            source_ranges_only: false,
-        }]);
-        Model {
-            services: [
-                (ServiceName("web".into()), web),
-                (ServiceName("dns".into()), service(Vec::new())),
-            ]
-            .into(),
+    impl ProgrammedServices for Programmed {
+        fn name_of(&self, id: u32) -> Option<&ServiceName> {
+            static WEB: std::sync::LazyLock<ServiceName> =
+                std::sync::LazyLock::new(|| ServiceName("web".into()));
+            static DNS: std::sync::LazyLock<ServiceName> =
+                std::sync::LazyLock::new(|| ServiceName("dns".into()));
+            match id {
+                7 => Some(&WEB),
+                9 => Some(&DNS),
+                _ => None,
+            }
         }
-    }
 
-    fn service_id(name: &ServiceName) -> Option<u32> {
-        match name.0.as_str() {
-            "web" => Some(7),
-            "dns" => Some(9),
-            _ => None,
+        fn id_of(&self, frontend: &FrontendKey) -> Option<u32> {
+            let vip: SocketAddr = VIP.parse().unwrap();
+            (*frontend == (vip, Protocol::Tcp)).then_some(7)
         }
     }
 
@@ -197,10 +161,10 @@ mod tests {
         let batch = vec![
             event(VIP, tcp, new_flow(7)),
             event("198.18.100.2:53", xdp_lb::Protocol::Udp, new_flow(9)),
-            // An ID no service has (one removed since).
+            // An ID no service is programmed with (one removed since).
             event(VIP, tcp, new_flow(8)),
         ];
-        let named = name(batch, &model(), service_id);
+        let named = name(batch, &Programmed);
         assert_eq!(services(&named), [Some("web"), Some("dns"), None]);
         let view = named[0].view();
         assert_eq!(
@@ -227,7 +191,7 @@ mod tests {
             event(VIP, xdp_lb::Protocol::Udp, unknown),
             event("198.18.100.1:81", xdp_lb::Protocol::Tcp, unknown),
         ];
-        let named = name(batch, &model(), service_id);
+        let named = name(batch, &Programmed);
         assert_eq!(services(&named), [Some("web"), None, None]);
         let view = named[0].view();
         assert_eq!(

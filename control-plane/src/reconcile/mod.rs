@@ -335,14 +335,27 @@ impl Reconciler {
         r
     }
 
-    /// The service ID of `name`, once synced.
     /// How it sizes tables.
     pub const fn sizing(&self) -> SizingPolicy {
         self.policy
     }
 
+    /// The service ID of `name`, once synced.
     pub fn service_id(&self, name: &ServiceName) -> Option<u32> {
         self.names.get(name).copied()
+    }
+
+    /// The name of the service programmed with ID `id` (none for an ID not
+    /// in use, or one recovered from pinned maps that no service has
+    /// claimed yet).
+    pub fn service_name(&self, id: u32) -> Option<&ServiceName> {
+        self.services.get(&id)?.name.as_ref()
+    }
+
+    /// The ID of the service `frontend` is programmed for: the datapath's
+    /// answer, where two services of the model may list the same frontend.
+    pub fn frontend_service(&self, frontend: &FrontendKey) -> Option<u32> {
+        self.frontends.get(frontend).map(|&(id, _)| id)
     }
 
     /// The programmed record of the backend at `addr`.

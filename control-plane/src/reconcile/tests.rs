@@ -282,6 +282,31 @@ fn an_id_given_to_a_service_or_backend_has_its_counters_zeroed_first() {
 }
 
 #[test]
+fn a_programmed_service_is_found_by_its_id_and_its_frontends() {
+    let (mut r, mut t) = (reconciler(), MemoryTarget::default());
+    let m = model([
+        ("web", service(1, &active(&[1]))),
+        ("api", service(2, &active(&[2]))),
+    ]);
+    sync(&mut r, &m, &mut t);
+    let name = |s: &str| ServiceName(s.into());
+    let web = r.service_id(&name("web")).expect("an ID");
+    let api = r.service_id(&name("api")).expect("an ID");
+    assert_eq!(r.service_name(web), Some(&name("web")));
+    assert_eq!(r.service_name(api), Some(&name("api")));
+    let frontend = |i, protocol| (SocketAddr::new(vip(i), 80), protocol);
+    assert_eq!(r.frontend_service(&frontend(1, Protocol::Tcp)), Some(web));
+    assert_eq!(r.frontend_service(&frontend(2, Protocol::Tcp)), Some(api));
+    assert_eq!(r.frontend_service(&frontend(1, Protocol::Udp)), None);
+
+    // Removed: neither its ID nor its frontend names it any more.
+    sync(&mut r, &model([("api", service(2, &active(&[2])))]), &mut t);
+    assert_eq!(r.service_name(web), None);
+    assert_eq!(r.frontend_service(&frontend(1, Protocol::Tcp)), None);
+    assert_eq!(r.service_name(api), Some(&name("api")));
+}
+
+#[test]
 fn a_restarted_reconciler_keeps_the_counters_of_what_it_recovers() {
     let m = model([("web", service(1, &active(&[1, 2, 3])))]);
     let (mut r, mut t) = (reconciler(), MemoryTarget::default());
