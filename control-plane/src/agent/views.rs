@@ -469,7 +469,7 @@ impl Admin for AgentAdmin {
         let core = self.lock()?;
         Ok(health_check_views(
             &core.model,
-            core.probe_tunnel.as_ref().map(|probes| probes.tunnel()),
+            core.tunnel(),
             core.health.snapshot(),
         ))
     }
