@@ -770,6 +770,43 @@ fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
 }
 
 #[test]
+fn observe_stops_when_the_restarted_agent_samples_no_events() {
+    let mut agent = FakeAgent::start();
+    let mut observe = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("--admin-socket")
+        .arg(agent.socket())
+        .args(["observe", "--duration", "20s"])
+        .env_remove("XLB_ADMIN_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run xlb observe");
+    let mut lines = BufReader::new(observe.stdout.take().expect("stdout")).lines();
+    let mut errors = BufReader::new(observe.stderr.take().expect("stderr")).lines();
+    for _ in 0..3 {
+        lines.next().expect("an event").expect("utf-8");
+    }
+    agent.stop_serving();
+    let waiting = errors.next().expect("a line on stderr").expect("utf-8");
+    assert!(waiting.contains("waiting for it to come back"), "{waiting}");
+    // Back without sampling: nothing would ever come; it stops and says why.
+    agent.restart(FakeAdmin {
+        sampling: 0,
+        synced: true,
+        ..FakeAdmin::default()
+    });
+    let status = observe.wait().expect("xlb observe ends");
+    assert!(!status.success(), "{status}");
+    let said: Vec<String> = errors.map(|l| l.expect("utf-8")).collect();
+    assert!(
+        said.iter().any(|l| l.contains(
+            "the restarted agent reports no flow events: start it with --flow-event-sampling N"
+        )),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn lists_warn_while_the_agent_has_not_synced() {
     let lists: [&[&str]; 2] = [&["service", "list"], &["backend", "list", "-o", "json"]];
     for synced in [false, true] {

@@ -726,15 +726,7 @@ async fn drain(client: &AdminClient, args: DrainArgs, drain: bool) -> anyhow::Re
 async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()> {
     const POLL: Duration = Duration::from_secs(1);
     const BATCH: usize = 256;
-    // An agent that samples nothing would leave this waiting for ever.
-    if let Ok(status) = client.status().await
-        && status.flow_event_sampling == Some(0)
-    {
-        anyhow::bail!(
-            "the agent reports no flow events: start it with --flow-event-sampling N \
-             (one new flow or drop in N)"
-        );
-    }
+    refuse_without_sampling(client, "the agent").await?;
     // Only what happens from now on: the agent's history holds its last
     // few thousand events.
     let since = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
@@ -803,6 +795,8 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
         cursor = Some(Cursor::after(&page));
         let mut text = String::new();
         if page.restarted {
+            // The new agent may have been started with other flags.
+            refuse_without_sampling(client, "the restarted agent").await?;
             text += &output::restarted_line(args.output, page.missed)?;
         } else if page.missed > 0 {
             text += &output::missed_line(args.output, page.missed)?;
@@ -816,6 +810,21 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
         seen += u64::try_from(page.events.len()).unwrap_or(u64::MAX);
         print(&text)?;
     }
+}
+
+/// Refuses to observe `agent` (as the message names it) when it samples no
+/// flow events: `xlb observe` would wait for ever. An agent whose status
+/// cannot be read is given the benefit of the doubt.
+async fn refuse_without_sampling(client: &AdminClient, agent: &str) -> anyhow::Result<()> {
+    if let Ok(status) = client.status().await
+        && status.flow_event_sampling == Some(0)
+    {
+        anyhow::bail!(
+            "{agent} reports no flow events: start it with --flow-event-sampling N (one new \
+             flow or drop in N)"
+        );
+    }
+    Ok(())
 }
 
 /// The datapath's count of flow events lost to its full ring, as `xlb
