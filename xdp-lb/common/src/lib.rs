@@ -19,6 +19,7 @@ pub mod conntrack;
 pub mod csum;
 pub mod events;
 pub mod flow_table;
+pub mod fragment;
 pub mod neighbour;
 pub mod probe;
 pub mod select;

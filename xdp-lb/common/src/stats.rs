@@ -165,8 +165,9 @@ counter_enum! {
     /// A packet from a client outside the networks a frontend accepts
     /// (`SERVICE_SOURCE_RANGES`, `loadBalancerSourceRanges`).
     DropSourceRange = "drop_source_range",
-    /// A fragment addressed to a frontend: it carries no ports to balance by
-    /// (non-first fragments) or cannot be reassembled here.
+    /// A fragment addressed to a VIP-only address of a protocol xlb does not
+    /// balance (neither TCP nor UDP), so no ports to balance its later
+    /// fragments by. TCP and UDP fragments are balanced (`FRAGMENTS`).
     DropFragment = "drop_fragment",
     /// Translated to a backend (DNAT) and sent out by XDP_TX or a redirect.
     ForwardToBackend = "forward_to_backend",
@@ -224,6 +225,12 @@ counter_enum! {
     /// announced on the interface it came in on: answered with a neighbour
     /// advertisement (XDP_TX).
     TxNeighbourAdvert = "tx_neighbour_advert",
+    /// A later TCP or UDP fragment to a VIP-only address whose first fragment
+    /// was not seen: it came first (out of order), its entry in `FRAGMENTS`
+    /// was evicted, or the first fragment was not balanced (refused,
+    /// dropped). Without the first fragment's ports it has no flow to join.
+    /// (Last: the pinned `VERDICT_STATS` keeps every older slot's meaning.)
+    DropFragmentUntracked = "drop_fragment_untracked",
     }
 }
 

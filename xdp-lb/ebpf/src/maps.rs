@@ -15,6 +15,7 @@ use xdp_lb_common::{
     conntrack::FlowTuple,
     events::FlowEvent,
     flow_table::{FlowBucket, FlowTables, ReplyBucket},
+    fragment::{FragmentKey, FragmentPorts},
     neighbour::L2Announcement,
     probe::{PROBE_SLOTS, ProbeBackend},
     service::{AddressInfo, AddressKey, FrontendKey, Service, SourceRange},
@@ -185,6 +186,16 @@ pub static FLOW_TABLES: Array<FlowTables, 1> = Array::new();
 #[btf_map]
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityEntry, 131072, NO_COMMON_LRU> =
     LruHashMap::new();
+
+/// Fragmented TCP and UDP datagrams being balanced: the reassembly key
+/// (addresses, protocol, IP identification) → the first fragment's ports
+/// and direction, for the later fragments (`lb::fragment`). An LRU map: a
+/// datagram's entry is needed only while its fragments pass, and the oldest
+/// give way. One LRU list for all CPUs: a datagram's fragments may arrive on
+/// different CPUs, and per-CPU lists would split a small map between them.
+/// Sized by the loader (`MapSizes::fragments`).
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts, 8192> = LruHashMap::new();
 
 /// Sampled flow events (`lb::events`), for the loader's `FlowEvents` reader:
 /// 256 KiB, some 2900 events.

@@ -20,7 +20,7 @@ use crate::{
     packet::{Frame, FrameSource},
     unaligned::PacketBytes,
     wire::{
-        ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_TYPE, IP4_FRAGS, IP4_MF,
+        ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_TYPE, IP4_FRAGS, IP4_ID, IP4_MF,
         IP4_OFFSET_MASK, IP4_PROTO, IP4_TOTAL_LEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
         IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
     },
@@ -44,6 +44,9 @@ pub struct Parsed {
     pub has_vlan: u8,
     /// Nonzero when this is a fragment of a larger datagram (first or later).
     pub is_fragment: u8,
+    /// A fragment's IP identification (IPv4's 16 bits, or the 32 of IPv6's
+    /// Fragment header), host order; 0 for a whole packet.
+    pub fragment_id: u32,
 }
 
 impl Parsed {
@@ -57,6 +60,7 @@ impl Parsed {
             vlan_tci: 0,
             has_vlan: 0,
             is_fragment: 0,
+            fragment_id: 0,
         }
     }
 
@@ -105,11 +109,12 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
         return p.with(ParseCounter::TruncatedIp4);
     };
     // SAFETY: `get` checked the whole header lies in the frame.
-    let (vihl, tot_len, frags, proto) = unsafe {
+    let (vihl, tot_len, id, frags, proto) = unsafe {
         let ip = ip.cast::<u8>();
         (
             *ip,
             <[u8; 2]>::load(ip.add(IP4_TOTAL_LEN)),
+            <[u8; 2]>::load(ip.add(IP4_ID)),
             <[u8; 2]>::load(ip.add(IP4_FRAGS)),
             *ip.add(IP4_PROTO),
         )
@@ -134,6 +139,7 @@ fn parse_ip4(frame: &Frame, mut p: Parsed) -> Parsed {
     let frags = u16::from_be_bytes(frags);
     if frags & (IP4_MF | IP4_OFFSET_MASK) != 0 {
         p.is_fragment = 1;
+        p.fragment_id = u32::from(u16::from_be_bytes(id));
         if frags & IP4_OFFSET_MASK != 0 {
             // A later fragment: no transport header to look at.
             return p.with(ParseCounter::Fragment4);
@@ -199,6 +205,7 @@ fn parse_ip6(frame: &Frame, mut p: Parsed) -> Parsed {
                     return p.with(ParseCounter::TruncatedIp6Extension);
                 };
                 p.is_fragment = 1;
+                p.fragment_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
                 next = ext[0];
                 offset += 8;
                 let frag_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;

@@ -27,6 +27,8 @@ pub const ICMP_HLEN: usize = 8;
 
 /// IPv4 header fields.
 pub const IP4_TOTAL_LEN: usize = 2;
+/// Identification: the datagram a fragment belongs to.
+pub const IP4_ID: usize = 4;
 /// Flags and fragment offset.
 pub const IP4_FRAGS: usize = 6;
 pub const IP4_TTL: usize = 8;

@@ -144,6 +144,7 @@ pub fn lookup(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) -> Track
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
+        addresses_only: false,
     });
     if dsr {
         Tracked::Encapsulate
@@ -324,6 +325,7 @@ pub fn create(
         service_id: service.id,
         backend_id: id,
         generation: backend.generation,
+        addresses_only: false,
     });
     // Without a configured source address of the flow's family, the flow
     // keeps its own (documented with `Config::snat_source_v4`).
@@ -624,6 +626,7 @@ pub fn lookup_reply(flow: &Flow, config: &Config, out: &mut MaybeUninit<Nat>) ->
         service_id: e.service_id,
         backend_id: e.backend_id,
         generation: e.generation,
+        addresses_only: false,
     });
     if flow.ttl <= 1 {
         // It will not reach the client (the caller passes it untouched): it
@@ -688,6 +691,7 @@ pub fn error_to_backend(flow: &FlowTuple, config: &Config, out: &mut MaybeUninit
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,
+        addresses_only: false,
     });
     true
 }
@@ -725,6 +729,7 @@ pub fn error_to_client(reply: &FlowTuple, config: &Config, out: &mut MaybeUninit
         service_id: entry.service_id,
         backend_id: entry.backend_id,
         generation: entry.generation,
+        addresses_only: false,
     });
     true
 }

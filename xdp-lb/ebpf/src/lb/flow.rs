@@ -50,10 +50,15 @@ pub struct Packet {
     pub counter: ParseCounter,
     /// A fragment (first or later) of a larger datagram.
     pub is_fragment: bool,
-    /// `flow` is set: a well-formed, unfragmented TCP or UDP packet.
+    /// `flow` is set: a well-formed TCP or UDP packet, a first fragment of
+    /// one (which carries its transport header), or a later fragment of one
+    /// (`is_later_fragment`), whose tuple's ports are 0: it carries none.
     pub has_flow: bool,
-    /// `dst` is set: an IP frame that is not a whole TCP/UDP packet.
+    /// `dst` is set: an IP frame that is not a TCP/UDP packet or fragment.
     pub has_dst: bool,
+    /// A fragment's IP identification (`Parsed::fragment_id`); set only
+    /// when `is_fragment`.
+    pub fragment_id: u32,
     pub flow: Flow,
     pub dst: Addr,
     /// Which ends the address filter holds (`MARK_DST`, `MARK_SRC` of
@@ -70,7 +75,10 @@ impl Packet {
         let frame = &source.frame();
         self.counter = parsed.counter;
         self.is_fragment = parsed.is_fragment != 0;
-        self.has_flow = !self.is_fragment && fill_flow(frame, parsed, &mut self.flow).is_some();
+        if self.is_fragment {
+            self.fragment_id = parsed.fragment_id;
+        }
+        self.has_flow = fill_flow(frame, parsed, &mut self.flow).is_some();
         self.has_dst = false;
         if !self.has_flow
             && let Some(dst) = destination(frame, parsed)
@@ -177,12 +185,25 @@ impl Packet {
         true
     }
 
+    /// A later fragment (offset > 0) of a datagram: no transport header.
+    /// Read from the parser's counter rather than kept in `Flow`: a field
+    /// written on every path made the verifier walk the core once more for
+    /// each of its values.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        matches!(
+            self.counter,
+            ParseCounter::Fragment4 | ParseCounter::Fragment6
+        )
+    }
+
     /// An empty packet, to `fill`.
     pub const EMPTY: Self = Self {
         counter: ParseCounter::OtherEthertype,
         is_fragment: false,
         has_flow: false,
         has_dst: false,
+        fragment_id: 0,
         flow: Flow::EMPTY,
         dst: [0; 16],
         marks: 0,
@@ -262,15 +283,25 @@ fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
     }
 }
 
-/// Writes the flow of a well-formed TCP or UDP frame into `out`; `None` for
+/// Writes the flow of a well-formed TCP or UDP frame (or first fragment)
+/// into `out`, or of a later fragment of one without its ports; `None` for
 /// anything else (`out` is then partly written, and not to be read).
 #[inline(always)]
 fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
-    let (is_v4, is_tcp) = match parsed.counter {
-        ParseCounter::Tcp4 => (true, true),
-        ParseCounter::Udp4 => (true, false),
-        ParseCounter::Tcp6 => (false, true),
-        ParseCounter::Udp6 => (false, false),
+    let (is_v4, is_tcp, later_fragment) = match parsed.counter {
+        ParseCounter::Tcp4 => (true, true, false),
+        ParseCounter::Udp4 => (true, false, false),
+        ParseCounter::Tcp6 => (false, true, false),
+        ParseCounter::Udp6 => (false, false, false),
+        ParseCounter::Fragment4 | ParseCounter::Fragment6 => (
+            parsed.counter == ParseCounter::Fragment4,
+            match parsed.l4_proto {
+                IPPROTO_TCP => true,
+                IPPROTO_UDP => false,
+                _ => return None,
+            },
+            true,
+        ),
         _ => return None,
     };
     // Header offsets from the parser, with their ranges forgotten (see
@@ -319,8 +350,11 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
         out.ttl = unsafe { *ip.add(IP6_HOP_LIMIT) };
     }
     // TCP and UDP both start with source and destination port; the parser
-    // checked the whole TCP header is there, and byte 13 holds its flags.
-    let (ports, tcp_flags) = if is_tcp {
+    // checked the whole TCP header is there, and byte 13 holds its flags. A
+    // later fragment has neither.
+    let (ports, tcp_flags) = if later_fragment {
+        ([0; 4], 0)
+    } else if is_tcp {
         let tcp = frame.get::<[u8; TCP_FLAGS + 1]>(l4)?.cast::<u8>();
         // SAFETY: as above.
         unsafe { (<[u8; 4]>::load(tcp), *tcp.add(TCP_FLAGS)) }

@@ -14,6 +14,7 @@ pub mod conntrack;
 pub mod events;
 pub mod flow;
 pub mod flow_table;
+pub mod fragment;
 pub mod icmp;
 pub mod select;
 
@@ -180,6 +181,11 @@ pub struct Nat {
     /// (toward the backend, the source the flow was given; on a reply, the
     /// client it goes back to).
     pub snat: bool,
+    /// A later fragment's translation (`lb::fragment`): only the IP
+    /// header's addresses change, as it carries no transport header. Here
+    /// rather than in `Flow`, whose every write the verifier follows: this
+    /// lives in a per-CPU map slot (`icmp::nat_slot`).
+    pub addresses_only: bool,
 }
 const _: () = assert!(core::mem::offset_of!(Nat, addr) == 0);
 
@@ -291,9 +297,10 @@ pub fn marks(src: u32, dst: u32) -> u8 {
 }
 
 /// Decides what to do with a frame (DESIGN.md, "Per packet, in this order").
-/// When it returns `Action::Translate` it has initialised `nat`.
+/// When it returns `Action::Translate` it has initialised `nat`. A later
+/// fragment of a tracked flow gets its first fragment's ports in its tuple.
 #[inline(never)]
-pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
+pub fn decide(packet: &mut Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
     if packet.counter.is_malformed() {
         return Decision::pass(Verdict::PassMalformed);
     }
@@ -304,6 +311,16 @@ pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
         return Decision::pass(Verdict::PassNotIp);
     }
     if packet.has_flow {
+        // Fragments branch off here, and only here: a whole packet pays one
+        // test. A first fragment is remembered before it is balanced, so that
+        // nothing after reads whether it was one: the verifier then walks
+        // the rest once for whole packets and first fragments alike.
+        if packet.is_fragment {
+            if packet.is_later_fragment() {
+                return fragment::later(packet, nat, false);
+            }
+            fragment::remember_first(packet);
+        }
         decide_flow(&packet.flow, packet.marks, nat)
     } else {
         not_balanced(packet)
@@ -315,9 +332,15 @@ pub fn decide(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
 /// back; everything else passes untouched. A request is balanced where it
 /// enters the node, never on its way out.
 #[inline(never)]
-pub fn decide_reply(packet: &Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
+pub fn decide_reply(packet: &mut Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
     if !packet.has_flow || packet.marks & MARK_SRC == 0 {
         return Decision::pass(Verdict::PassNotFrontend);
+    }
+    if packet.is_fragment {
+        if packet.is_later_fragment() {
+            return fragment::later(packet, nat, true);
+        }
+        fragment::remember_first(packet);
     }
     let Some(config) = CONFIG.get(0) else {
         return Decision::pass(Verdict::PassNotFrontend);
@@ -523,11 +546,11 @@ fn in_source_ranges(service: &Service, tuple: &FlowTuple) -> bool {
     SOURCE_RANGES.get(&key).is_some()
 }
 
-/// A frame that is IP but not a whole TCP/UDP packet: fragments and other
-/// protocols. Untouched unless addressed to a VIP-only address; there,
-/// fragments are dropped (no ports to balance a later fragment by, and no
-/// reassembly here) and other protocols pass. A node address's fragments are
-/// the node's own traffic and pass.
+/// A frame that is IP but neither a TCP/UDP packet nor a fragment of one:
+/// other protocols and their fragments. Untouched unless addressed to a
+/// VIP-only address; there, fragments are dropped (no ports to balance a
+/// later fragment by, and no reassembly here) and other protocols pass. A
+/// node address's fragments are the node's own traffic and pass.
 #[inline(never)]
 fn not_balanced(packet: &Packet) -> Decision {
     if !packet.has_dst || packet.marks & MARK_DST == 0 {

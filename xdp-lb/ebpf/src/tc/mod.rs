@@ -123,7 +123,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     if action != BALANCE {
         return action;
     }
-    balance(ctx, &packet, len, hook)
+    balance(ctx, &mut packet, len, hook)
 }
 
 /// `prepare`'s answer for a packet it filled for the core (not a TC action).
@@ -166,7 +166,7 @@ fn pass_unless_marked(marks: u8, len: usize) -> i32 {
 /// Balances a parsed TCP, UDP or other IP packet (`Packet::marks` set) of
 /// `len` bytes at `hook`: the core's decision, applied.
 #[inline(always)]
-fn balance(ctx: &TcContext, packet: &Packet, len: usize, hook: Hook) -> i32 {
+fn balance(ctx: &TcContext, packet: &mut Packet, len: usize, hook: Hook) -> i32 {
     // In the per-CPU slot `xdp_lb` uses too, out of this frame (see there).
     let Some(nat) = nat_slot() else {
         count_verdict(Verdict::PassNotFrontend, len);

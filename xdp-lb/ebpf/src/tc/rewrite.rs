@@ -28,6 +28,9 @@ use crate::{
 #[inline(never)]
 pub fn translate(ctx: &TcContext, flow: &Flow, nat: &Nat) -> bool {
     let source = nat.end == End::Source;
+    if nat.addresses_only {
+        return translate_addresses(ctx, flow, nat, source).is_some();
+    }
     if rewrite_end(ctx, flow, source, &nat.addr, nat.port_be).is_none() {
         return false;
     }
@@ -87,5 +90,40 @@ fn rewrite_end(
     skb.l4_csum_replace(csum_at, u64::from(old_port), u64::from(port_be), udp | 2)
         .ok()?;
     skb.store(port_at, &port_be, 0).ok()?;
+    Some(())
+}
+
+/// `translate` for a later fragment: the IP header's addresses only, as it
+/// carries no transport header (the first fragment's carried the whole
+/// datagram's checksum, updated for these same addresses).
+#[inline(always)]
+fn translate_addresses(ctx: &TcContext, flow: &Flow, nat: &Nat, source: bool) -> Option<()> {
+    rewrite_address(ctx, flow, source, &nat.addr)?;
+    if nat.snat {
+        rewrite_address(ctx, flow, !source, &nat.peer_addr)?;
+    }
+    Some(())
+}
+
+/// Replaces one end's address in the IP header (and the IPv4 header
+/// checksum).
+#[inline(always)]
+fn rewrite_address(ctx: &TcContext, flow: &Flow, source: bool, addr: &Addr) -> Option<()> {
+    let l3 = flow.l3_offset;
+    if l3 > MAX_L3_OFFSET {
+        return None;
+    }
+    let skb = &ctx.skb;
+    if flow.is_v4 {
+        let addr_at = l3 + if source { IP4_SRC } else { IP4_DST };
+        let old = u64::from(skb.load::<u32>(addr_at).ok()?);
+        let new = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]);
+        skb.l3_csum_replace(l3 + IP4_CSUM, old, u64::from(new), 4)
+            .ok()?;
+        skb.store(addr_at, &new, 0).ok()?;
+    } else {
+        let addr_at = l3 + if source { IP6_SRC } else { IP6_DST };
+        skb.store(addr_at, addr, 0).ok()?;
+    }
     Some(())
 }

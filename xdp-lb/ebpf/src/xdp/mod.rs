@@ -71,7 +71,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     if action != BALANCE {
         return action;
     }
-    balance(ctx, &packet, len)
+    balance(ctx, &mut packet, len)
 }
 
 /// `prepare`'s answer for a packet it filled for the core (not an XDP action).
@@ -133,7 +133,7 @@ fn pass_unless_marked(marks: u8, len: usize) -> u32 {
 /// Balances a parsed TCP, UDP or other IP packet (`Packet::marks` set) of
 /// `len` bytes: the core's decision, applied.
 #[inline(always)]
-fn balance(ctx: &XdpContext, packet: &Packet, len: usize) -> u32 {
+fn balance(ctx: &XdpContext, packet: &mut Packet, len: usize) -> u32 {
     // The translation lives in a per-CPU slot, not in this frame: the
     // 512-byte limit counts this frame with its deepest callees' (the L2
     // answers', the encapsulation's).

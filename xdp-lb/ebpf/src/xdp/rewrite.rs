@@ -70,6 +70,9 @@ pub(super) fn l4_replace<const N: usize>(
 pub fn translate(ctx: &XdpContext, flow: &Flow, nat: &Nat) -> bool {
     let frame = &ctx.frame();
     let source = nat.end == End::Source;
+    if nat.addresses_only {
+        return translate_addresses(frame, flow, nat, source).is_some();
+    }
     if rewrite_end(frame, flow, source, &nat.addr, nat.port_be).is_none() {
         return false;
     }
@@ -122,6 +125,46 @@ fn rewrite_end(frame: &Frame, flow: &Flow, source: bool, addr: &Addr, port_be: u
             store(l4, port_at, new_port);
             store(l4, l4_csum_at, l4_csum.to_be_bytes());
         }
+    }
+    Some(())
+}
+
+/// `translate` for a later fragment: the IP header's addresses only, as it
+/// carries no transport header (the first fragment's carried the whole
+/// datagram's checksum, updated for these same addresses).
+#[inline(always)]
+fn translate_addresses(frame: &Frame, flow: &Flow, nat: &Nat, source: bool) -> Option<()> {
+    rewrite_address(frame, flow, source, &nat.addr)?;
+    if nat.snat {
+        rewrite_address(frame, flow, !source, &nat.peer_addr)?;
+    }
+    Some(())
+}
+
+/// Replaces one end's address in the IP header (and the IPv4 header
+/// checksum).
+#[inline(always)]
+fn rewrite_address(frame: &Frame, flow: &Flow, source: bool, addr: &Addr) -> Option<()> {
+    if flow.is_v4 {
+        let ip = frame
+            .get_mut::<[u8; IP4_HLEN]>(flow.l3_offset)?
+            .cast::<u8>();
+        let addr_at = if source { IP4_SRC } else { IP4_DST };
+        let new = [addr[12], addr[13], addr[14], addr[15]];
+        // SAFETY: offsets within the checked IPv4 header.
+        unsafe {
+            let old = load::<4>(ip, addr_at);
+            let ip_csum = csum::replace(u16::from_be_bytes(load(ip, IP4_CSUM)), &old, &new);
+            store(ip, addr_at, new);
+            store(ip, IP4_CSUM, ip_csum.to_be_bytes());
+        }
+    } else {
+        let ip = frame
+            .get_mut::<[u8; IP6_HLEN]>(flow.l3_offset)?
+            .cast::<u8>();
+        let addr_at = if source { IP6_SRC } else { IP6_DST };
+        // SAFETY: offset within the checked IPv6 header.
+        unsafe { store(ip, addr_at, *addr) };
     }
     Some(())
 }

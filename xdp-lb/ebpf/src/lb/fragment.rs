@@ -1,0 +1,124 @@
+//! Fragments of TCP and UDP datagrams (`xdp_lb_common::fragment`), carried
+//! through a service as netfilter's conntrack and Cilium's fragment tracking
+//! carry them, without reassembly:
+//! - the first fragment carries the transport header: its ports are
+//!   remembered under the datagram's reassembly key, and it is balanced as a
+//!   whole packet would be (conntrack, selection, NAT; its transport checksum
+//!   covers the whole datagram, and the incremental update for the new
+//!   addresses and ports keeps it right);
+//! - a later fragment finds those ports, and with them the flow's conntrack
+//!   entry (the flow's own, or its reply entry for a backend's reply): it
+//!   leaves as the first did, its IP header translated (it has no transport
+//!   header to touch), or wrapped unchanged for direct server return.
+//!   Without ports or entry (it came before its first, the entry was
+//!   evicted, or the first was not balanced) it is dropped when addressed
+//!   to a VIP (`Verdict::DropFragmentUntracked`), and otherwise passes as
+//!   any packet not for a service does.
+//!
+//! The first fragment is remembered before the core decides on it, whatever
+//! it decides: that is what keeps whether a packet is a fragment out of
+//! everything after (see `lb::decide`). Only fragments reach this module,
+//! so a whole packet pays one test for it.
+
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a borrowed key or value reaches the map helper as a pointer; by value it would \
+              first be copied onto the 512-byte BPF stack"
+)]
+
+use core::mem::MaybeUninit;
+
+use xdp_lb_common::{
+    fragment::{FragmentKey, FragmentPorts},
+    service::{ADDRESS_NODE, ADDRESS_VIP},
+    stats::Verdict,
+};
+
+use crate::{
+    lb::{
+        Decision, MARK_DST, Nat, address_kind, conntrack,
+        flow::{Flow, Packet},
+    },
+    maps::{CONFIG, FRAGMENTS},
+};
+
+/// The reassembly key of the datagram `packet` is a fragment of.
+#[inline(always)]
+fn key(packet: &Packet) -> FragmentKey {
+    let t = &packet.flow.tuple;
+    FragmentKey {
+        src_addr: t.src_addr,
+        dst_addr: t.dst_addr,
+        id: packet.fragment_id,
+        proto: t.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Remembers the ports of the first fragment `packet` for the later ones.
+/// An entry of an earlier datagram with the same key (its identification
+/// reused) is replaced: that datagram is over. A full map evicts its least
+/// recently used entry, whose later fragments are then dropped, counted.
+#[inline(never)]
+pub fn remember_first(packet: &Packet) {
+    let t = &packet.flow.tuple;
+    let ports = FragmentPorts {
+        src_port_be: t.src_port_be,
+        dst_port_be: t.dst_port_be,
+    };
+    let _ = FRAGMENTS.insert(&key(packet), &ports, 0);
+}
+
+/// A later fragment: the flow of its first fragment, whose ports it is
+/// given, and the same way on. `replies_only` at a hook that translates only
+/// replies (`lb::decide_reply`).
+#[inline(never)]
+pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool) -> Decision {
+    let Some(ports) = FRAGMENTS.get_ptr(&key(packet)) else {
+        return untracked(&packet.flow, packet.marks, replies_only);
+    };
+    // SAFETY: a map value of the right type, copied out at once.
+    let ports = unsafe { *ports };
+    if packet.flow.ttl <= 1 {
+        // As for a whole packet: the kernel answers with time exceeded.
+        return Decision::pass(Verdict::PassTtlExpired);
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return Decision::pass(Verdict::PassNotFrontend);
+    };
+    // The flow as its first fragment showed it: conntrack knows it by its
+    // ports. A request's flow is keyed by its own tuple, a reply's through
+    // its reply entry. (Written into the packet rather than a copy: the
+    // verifier then meets the ports as it meets a whole packet's, values
+    // read from memory, and walks what follows once for both.)
+    let flow = &mut packet.flow;
+    flow.tuple.src_port_be = ports.src_port_be;
+    flow.tuple.dst_port_be = ports.dst_port_be;
+    let decision = if !replies_only
+        && let Some(decision) = Decision::tracked(conntrack::lookup(flow, config, nat))
+    {
+        decision
+    } else if conntrack::lookup_reply(flow, config, nat) {
+        Decision::translate()
+    } else {
+        return untracked(flow, packet.marks, replies_only);
+    };
+    // SAFETY: both lookups write the translation when they find the flow.
+    unsafe { nat.assume_init_mut() }.addresses_only = true;
+    decision
+}
+
+/// A later fragment without a flow to join: dropped when addressed to a
+/// VIP-only address, which would otherwise receive it alone; passed
+/// untouched when it is not for a service, or is a node address's own.
+#[inline(always)]
+fn untracked(flow: &Flow, marks: u8, replies_only: bool) -> Decision {
+    if replies_only || marks & MARK_DST == 0 {
+        return Decision::pass(Verdict::PassNotFrontend);
+    }
+    match address_kind(true, &flow.tuple.dst_addr) {
+        ADDRESS_VIP => Decision::drop(Verdict::DropFragmentUntracked),
+        ADDRESS_NODE => Decision::pass(Verdict::PassNodeAddress),
+        _ => Decision::pass(Verdict::PassNotFrontend),
+    }
+}
