@@ -356,6 +356,7 @@ pub(crate) fn run(args: &SyncArgs) -> anyhow::Result<()> {
         backends: (args.services * args.backends + 2).next_power_of_two(),
         conntrack: (args.flows * FLOW_HEADROOM).max(1024),
         addresses: (args.services.min(VIPS) + 1).next_power_of_two().max(1024),
+        fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
     };
     let mut datapath = Datapath::load_with(&LoadOptions {
         sizes,

@@ -38,6 +38,7 @@ fn before_its_first_announcement_the_speaker_shows_what_the_map_holds() {
                 backends: 4,
                 conntrack: 64,
                 addresses: 4,
+                fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
             },
             pin_dir: None,
         })
@@ -89,6 +90,7 @@ fn an_announcement_that_failed_part_way_is_withdrawn_once_unwanted() {
                 conntrack: 64,
                 // Two announcements at most.
                 addresses: 2,
+                fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
             },
             pin_dir: None,
         })

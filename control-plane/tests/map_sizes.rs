@@ -20,6 +20,7 @@ const TINY: MapSizes = MapSizes {
     backends: 4,
     conntrack: 64,
     addresses: 2,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 type Frontends = Vec<(Frontend, u32)>;

@@ -20,6 +20,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 16,
     conntrack: 1024,
     addresses: 16,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 /// Runs `f` on a thread in a network namespace of its own, so that nothing

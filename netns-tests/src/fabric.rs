@@ -67,6 +67,7 @@ pub const SIZES: MapSizes = MapSizes {
     backends: 64,
     conntrack: 16_384,
     addresses: 64,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 /// How long a [`PeerEchoServer`] connection may stay idle before the server
 /// closes it.

@@ -164,6 +164,7 @@ pub(crate) fn load(
             backends: BACKEND_POOL + 1,
             conntrack,
             addresses: layout.vips + 1,
+            fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
         },
         pin_dir: Some(pin_dir.to_owned()),
     };

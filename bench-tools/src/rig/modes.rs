@@ -157,6 +157,7 @@ pub(crate) fn set_up_xlb(topo: &mut ClientLbBackends, services: u32) -> anyhow::
             backends: STREAM_BACKEND + 1,
             conntrack: CONNTRACK_ENTRIES,
             addresses: services + 1,
+            fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
         },
         pin_dir: None,
     })

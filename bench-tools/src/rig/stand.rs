@@ -133,6 +133,7 @@ impl Stand {
                 backends: 2,
                 conntrack: 1,
                 addresses: 1,
+                fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
             },
             pin_dir: None,
         })

@@ -338,6 +338,18 @@ pub struct MapSizeOptions {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_addresses: u32,
+
+    /// Capacity of the fragment map: fragmented TCP and UDP datagrams in
+    /// flight through the datapath at once (the first fragment's ports, kept
+    /// for the later fragments; the least recently used give way). A later
+    /// fragment whose entry was evicted is dropped (`drop_fragment_untracked`).
+    #[arg(
+        long,
+        env = "XLB_FRAGMENT_ENTRIES",
+        default_value_t = xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub fragment_entries: u32,
 }
 
 impl AgentOptions {
@@ -368,6 +380,7 @@ impl MapSizeOptions {
             backends: self.max_backends,
             conntrack,
             addresses: self.max_addresses,
+            fragments: self.fragment_entries,
         }
     }
 }

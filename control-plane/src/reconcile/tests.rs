@@ -94,6 +94,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 64,
     conntrack: 64,
     addresses: 64,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 fn reconciler() -> Reconciler {
@@ -747,6 +748,7 @@ const SMALL: MapSizes = MapSizes {
     backends: 4,
     conntrack: 64,
     addresses: 2,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 /// A memory target that refuses what maps of `sizes` would refuse.
@@ -1080,7 +1082,7 @@ proptest! {
     fn a_sync_is_refused_whole_exactly_when_its_peak_overflows_a_map(
         models in proptest::collection::vec((arbitrary_model(), 0u8..12), 1..8)
     ) {
-        let sizes = MapSizes { services: 4, backends: 6, conntrack: 64, addresses: 3 };
+        let sizes = MapSizes { services: 4, backends: 6, conntrack: 64, addresses: 3, fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES };
         let capacities = [4, 3, 5, 3, 4];
         let (mut r, mut t) = sized(sizes);
         let mut programmed = Desired::default();

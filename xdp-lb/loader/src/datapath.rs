@@ -233,6 +233,7 @@ impl Datapath {
             (maps::AFFINITY, sizes.conntrack),
             (maps::ADDRESSES, sizes.addresses),
             (maps::L2_ANNOUNCE, sizes.addresses),
+            (maps::FRAGMENTS, sizes.fragments),
         ] {
             loader.map_max_entries(map, size);
         }

@@ -68,7 +68,7 @@ pub use links::{PinnedAttachment, PinnedLinkInfo, interface_index, is_interface_
 pub use maps::{AddressKind, BackendRecord, MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, ServiceOptions};
 pub use neighbour::L2Link;
 pub use net::{Flow, Frontend, Protocol};
-pub use options::{DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
+pub use options::{DEFAULT_FRAGMENT_ENTRIES, DEFAULT_VERSION_STAMP, LoadOptions, MapSizes};
 pub use pods::PodAttachment;
 pub use probes::{InvalidProbeMarkBase, ProbeEncapAttachment, ProbeMarkBase, ProbeStats};
 pub use recovery::MapUsage;

@@ -78,6 +78,8 @@ pub(crate) const AFFINITY: &str = "AFFINITY";
 const FLOOD_GUARD: &str = "FLOOD_GUARD";
 /// Sampled flow events.
 pub(crate) const FLOW_EVENTS: &str = "FLOW_EVENTS";
+/// The first fragments' ports, for the later fragments of their datagrams.
+pub(crate) const FRAGMENTS: &str = "FRAGMENTS";
 /// The per-CPU slot of the ICMP error being translated.
 const ICMP_ERROR: &str = "ICMP_ERROR";
 /// The scratch slot the programs use to make the verifier forget ranges.
@@ -93,7 +95,7 @@ pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// The maps pinned with `LoadOptions::pin_dir`: every map of the object but
 /// the benchmark wrapper's.
-pub(crate) const PINNED: [&str; 31] = [
+pub(crate) const PINNED: [&str; 32] = [
     PARSE_STATS,
     VERDICT_STATS,
     CT_STATS,
@@ -122,6 +124,7 @@ pub(crate) const PINNED: [&str; 31] = [
     FLOOD_GUARD,
     FLOW_EVENTS,
     FLOW_EVENT_STATS,
+    FRAGMENTS,
     ICMP_ERROR,
     SCRATCH,
     PORT_SEARCH,
@@ -339,6 +342,7 @@ impl Datapath {
                 buckets.saturating_mul(WAYS as u32 / 2)
             },
             addresses: capacity(ADDRESSES)?,
+            fragments: capacity(FRAGMENTS)?,
         })
     }
 

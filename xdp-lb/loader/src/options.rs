@@ -19,7 +19,15 @@ pub struct MapSizes {
     /// Frontend addresses (`ADDRESSES`), and as many L2 announcements
     /// (`L2_ANNOUNCE`, [`crate::Datapath::announce_l2`]).
     pub addresses: u32,
+    /// Fragmented datagrams in flight (`FRAGMENTS`, an LRU map of 44 bytes
+    /// and its overhead per entry): the first fragment's ports, kept for the
+    /// later ones. Past it, the oldest datagram's later fragments are dropped
+    /// (`drop_fragment_untracked`).
+    pub fragments: u32,
 }
+
+/// The default of [`MapSizes::fragments`].
+pub const DEFAULT_FRAGMENT_ENTRIES: u32 = 8_192;
 
 impl Default for MapSizes {
     fn default() -> Self {
@@ -28,6 +36,7 @@ impl Default for MapSizes {
             backends: 65_536,
             conntrack: 131_072,
             addresses: 4_096,
+            fragments: DEFAULT_FRAGMENT_ENTRIES,
         }
     }
 }
@@ -39,6 +48,7 @@ impl MapSizes {
             ("backends", self.backends),
             ("conntrack", self.conntrack),
             ("addresses", self.addresses),
+            ("fragments", self.fragments),
         ] {
             if value == 0 {
                 return Err(Error::InvalidOption {

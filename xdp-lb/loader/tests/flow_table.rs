@@ -39,6 +39,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 32,
     conntrack: 1,
     addresses: 4,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 const SERVICE: u32 = 7;
 

@@ -24,6 +24,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 32,
     conntrack: 64,
     addresses: 4,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 fn load_small() -> Datapath {

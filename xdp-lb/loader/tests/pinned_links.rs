@@ -23,6 +23,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 16,
     conntrack: 64,
     addresses: 4,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 /// The MAC of `xa0`, the end with the program.
 const XA0_MAC: &str = "02:00:00:00:50:02";

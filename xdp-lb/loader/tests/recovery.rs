@@ -30,6 +30,7 @@ const SIZES: MapSizes = MapSizes {
     backends: 32,
     conntrack: 64,
     addresses: 4,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 
 fn usage(name: &'static str, entries: u64, capacity: u64) -> MapUsage {
@@ -269,6 +270,7 @@ fn reopened_maps_keep_their_sizes_whatever_is_asked() {
                 backends: 1024,
                 conntrack: 4096,
                 addresses: 64,
+                fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
             };
             let second = Datapath::load_with(&LoadOptions {
                 sizes: other,

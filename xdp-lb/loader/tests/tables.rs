@@ -30,6 +30,7 @@ fn load(services: u32, backends: u32) -> Datapath {
             backends,
             conntrack: 64,
             addresses: 4,
+            fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
         },
         pin_dir: None,
     })

@@ -84,6 +84,7 @@ pub(crate) const FIXTURE_SIZES: MapSizes = MapSizes {
     backends: 64,
     conntrack: 4096,
     addresses: 16,
+    fragments: xdp_lb::DEFAULT_FRAGMENT_ENTRIES,
 };
 /// The hash seed the fixture configures.
 pub(crate) const SEED: u64 = 42;
