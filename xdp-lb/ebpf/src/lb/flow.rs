@@ -46,26 +46,32 @@ pub struct Flow {
 /// Plain fields rather than `Option`s: this type is in a BPF subprogram's
 /// signature, and the kernel rejects the BTF that Rust's data-carrying enums
 /// become.
+#[repr(C)]
 pub struct Packet {
+    pub flow: Flow,
+    pub dst: Addr,
+    /// 0 for a whole packet; for a fragment (first or later) of a larger
+    /// datagram, `FRAGMENT` with its IP identification (`Parsed::fragment_id`)
+    /// in the low 32 bits. One 8-byte stack slot of its own, apart from the
+    /// fields read after `lb::decide`: the verifier compares a slot whole,
+    /// and a whole packet and a first fragment then meet in one state once
+    /// `decide` has read it (`Packet::is_fragment`, `Packet::fragment_id`).
+    pub fragment: u64,
     pub counter: ParseCounter,
-    /// A fragment (first or later) of a larger datagram.
-    pub is_fragment: bool,
     /// `flow` is set: a well-formed TCP or UDP packet, a first fragment of
     /// one (which carries its transport header), or a later fragment of one
     /// (`is_later_fragment`), whose tuple's ports are 0: it carries none.
     pub has_flow: bool,
     /// `dst` is set: an IP frame that is not a TCP/UDP packet or fragment.
     pub has_dst: bool,
-    /// A fragment's IP identification (`Parsed::fragment_id`); set only
-    /// when `is_fragment`.
-    pub fragment_id: u32,
-    pub flow: Flow,
-    pub dst: Addr,
     /// Which ends the address filter holds (`MARK_DST`, `MARK_SRC` of
     /// `lb`): set by the attaching program from `lb::filter_marks`, which
     /// reads the filter once per packet.
     pub marks: u8,
 }
+
+/// `Packet::fragment` of a fragment.
+const FRAGMENT: u64 = 1 << 32;
 
 impl Packet {
     /// Fills `self` from a parsed frame (in place: this runs on the 512-byte
@@ -74,10 +80,11 @@ impl Packet {
     pub fn fill<S: FrameSource>(&mut self, source: &S, parsed: &Parsed) {
         let frame = &source.frame();
         self.counter = parsed.counter;
-        self.is_fragment = parsed.is_fragment != 0;
-        if self.is_fragment {
-            self.fragment_id = parsed.fragment_id;
-        }
+        self.fragment = if parsed.is_fragment != 0 {
+            FRAGMENT | u64::from(parsed.fragment_id)
+        } else {
+            0
+        };
         self.has_flow = fill_flow(frame, parsed, &mut self.flow).is_some();
         self.has_dst = false;
         if !self.has_flow
@@ -166,7 +173,7 @@ impl Packet {
         }
         // SAFETY: offsets within the checked bytes.
         let (ports, ttl) = unsafe { (<[u8; 4]>::load(h.add(L4)), *h.add(L3 + IP4_TTL)) };
-        self.is_fragment = false;
+        self.fragment = 0;
         self.has_flow = true;
         self.has_dst = false;
         // The offsets as `fill` leaves them: ranges the verifier does not
@@ -185,6 +192,18 @@ impl Packet {
         true
     }
 
+    /// A fragment (first or later) of a larger datagram.
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        self.fragment != 0
+    }
+
+    /// A fragment's IP identification (IPv4's 16 bits, IPv6's 32).
+    #[inline(always)]
+    pub fn fragment_id(&self) -> u32 {
+        self.fragment as u32
+    }
+
     /// A later fragment (offset > 0) of a datagram: no transport header.
     /// Read from the parser's counter rather than kept in `Flow`: a field
     /// written on every path made the verifier walk the core once more for
@@ -200,10 +219,9 @@ impl Packet {
     /// An empty packet, to `fill`.
     pub const EMPTY: Self = Self {
         counter: ParseCounter::OtherEthertype,
-        is_fragment: false,
         has_flow: false,
         has_dst: false,
-        fragment_id: 0,
+        fragment: 0,
         flow: Flow::EMPTY,
         dst: [0; 16],
         marks: 0,

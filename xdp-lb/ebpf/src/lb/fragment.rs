@@ -17,7 +17,9 @@
 //!
 //! The first fragment is remembered before the core decides on it, whatever
 //! it decides: that is what keeps whether a packet is a fragment out of
-//! everything after (see `lb::decide`). Only fragments reach this module,
+//! everything after (see `lb::decide` and `Packet::fragment`, without which
+//! the verifier walked the whole core and its forwarding twice, once for
+//! whole packets and once for first fragments). Only fragments reach this module,
 //! so a whole packet pays one test for it.
 
 #![expect(
@@ -49,7 +51,7 @@ fn key(packet: &Packet) -> FragmentKey {
     FragmentKey {
         src_addr: t.src_addr,
         dst_addr: t.dst_addr,
-        id: packet.fragment_id,
+        id: packet.fragment_id(),
         proto: t.proto,
         _pad: [0; 3],
     }
@@ -79,10 +81,6 @@ pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool
     };
     // SAFETY: a map value of the right type, copied out at once.
     let ports = unsafe { *ports };
-    if packet.flow.ttl <= 1 {
-        // As for a whole packet: the kernel answers with time exceeded.
-        return Decision::pass(Verdict::PassTtlExpired);
-    }
     let Some(config) = CONFIG.get(0) else {
         return Decision::pass(Verdict::PassNotFrontend);
     };
@@ -103,6 +101,14 @@ pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool
     } else {
         return untracked(flow, packet.marks, replies_only);
     };
+    if flow.ttl <= 1 {
+        // As for a whole packet of a service's flow: the kernel answers with
+        // time exceeded. Judged once the flow is found, as a whole packet's
+        // TTL is once its service is: an untracked one to a VIP is dropped
+        // whatever its TTL. (The request's lookup has refreshed the flow: a
+        // fragment of it did arrive.)
+        return Decision::pass(Verdict::PassTtlExpired);
+    }
     // SAFETY: both lookups write the translation when they find the flow.
     unsafe { nat.assume_init_mut() }.addresses_only = true;
     decision

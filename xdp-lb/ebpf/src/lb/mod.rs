@@ -313,9 +313,10 @@ pub fn decide(packet: &mut Packet, nat: &mut MaybeUninit<Nat>) -> Decision {
     if packet.has_flow {
         // Fragments branch off here, and only here: a whole packet pays one
         // test. A first fragment is remembered before it is balanced, so that
-        // nothing after reads whether it was one: the verifier then walks
-        // the rest once for whole packets and first fragments alike.
-        if packet.is_fragment {
+        // nothing after reads whether it was one (`Packet::fragment`, a stack
+        // slot of its own): the verifier then walks the rest once for whole
+        // packets and first fragments alike.
+        if packet.is_fragment() {
             if packet.is_later_fragment() {
                 return fragment::later(packet, nat, false);
             }
@@ -336,7 +337,7 @@ pub fn decide_reply(packet: &mut Packet, nat: &mut MaybeUninit<Nat>) -> Decision
     if !packet.has_flow || packet.marks & MARK_SRC == 0 {
         return Decision::pass(Verdict::PassNotFrontend);
     }
-    if packet.is_fragment {
+    if packet.is_fragment() {
         if packet.is_later_fragment() {
             return fragment::later(packet, nat, true);
         }
@@ -563,7 +564,7 @@ fn not_balanced(packet: &Packet) -> Decision {
     if unsafe { (*address).kind } == ADDRESS_NODE {
         return Decision::pass(Verdict::PassNodeAddress);
     }
-    if packet.is_fragment {
+    if packet.is_fragment() {
         Decision::drop(Verdict::DropFragment)
     } else {
         Decision::pass(Verdict::PassOtherProtocol)
