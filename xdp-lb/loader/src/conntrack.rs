@@ -11,18 +11,21 @@
 
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
+use aya::maps::HashMap;
 use xdp_lb_common::{
     config::{Config, NS_PER_SEC},
     conntrack::{
         CT_FIN_BACKEND, CT_FIN_CLIENT, CT_SEEN_REPLY, CtEntry, FlowTuple, TCP_CLOSING,
         TCP_ESTABLISHED, TCP_SYN_SENT,
     },
+    fragment::{FragmentKey, FragmentPorts},
     service::FrontendKey,
 };
 
 use crate::{
     Datapath, Error,
     flow_table::ConntrackTables,
+    maps::{FRAGMENTS, map_err},
     net::{Flow, Frontend, Protocol, socket},
 };
 
@@ -130,6 +133,25 @@ impl Datapath {
     /// mapping of each table. Returns how many there were.
     pub fn delete_flows(&mut self, flows: &[Flow]) -> Result<usize, Error> {
         self.ct_tables.delete_flows(flows)
+    }
+
+    /// Forgets every fragmented datagram in flight (`FRAGMENTS`, the first
+    /// fragments' ports): their later fragments then find no flow, and are
+    /// dropped as `drop_fragment_untracked` when sent to a VIP. Returns how
+    /// many there were. The map makes room by itself (least recently used
+    /// first); this is for a caller that must know what it holds, as the
+    /// fuzz test's model must over a long run.
+    pub fn forget_fragments(&mut self) -> Result<usize, Error> {
+        let mut map: HashMap<_, FragmentKey, FragmentPorts> =
+            HashMap::try_from(self.map_mut(FRAGMENTS)?).map_err(map_err(FRAGMENTS, "open"))?;
+        let keys = map
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(FRAGMENTS, "iterate"))?;
+        for key in &keys {
+            map.remove(key).map_err(map_err(FRAGMENTS, "delete"))?;
+        }
+        Ok(keys.len())
     }
 
     /// Deletes every flow the datapath already treats as gone (expired, or
