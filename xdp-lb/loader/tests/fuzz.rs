@@ -42,6 +42,14 @@
 //!   or a flow claims them; it counts the entries created and re-created,
 //!   the source-NAT ports given and refused, and the orphaned reply entries
 //!   exactly as often as the model saw them.
+//! - a first fragment of a TCP or UDP datagram is balanced as a whole packet
+//!   would be, and its ports are remembered by the datagram's addresses,
+//!   protocol and identification; a later fragment whose first was sent
+//!   goes that flow's way — its IP header alone translated (the IPv4 header
+//!   checksum holding as it held), or wrapped unchanged — and one without,
+//!   or of a flow no longer tracked, is dropped to a VIP-only address
+//!   (`drop_fragment_untracked`) and passes elsewhere; the fragment map
+//!   holds no datagram the model does not remember.
 //!
 //! `XLB_FUZZ_PACKETS` sets the number of frames (default 100 000) and
 //! `XLB_FUZZ_SEED` the seed (default `DEFAULT_SEED`); a failure names both,
@@ -102,6 +110,13 @@ const DEFAULT_PACKETS: u64 = 100_000;
 /// flows, one of the two tables has a bucket of nine about once in ten
 /// billion fills.
 const MAX_TRACKED_FLOWS: usize = 256;
+/// The fragment map is emptied, and the model's memory of it, when the model
+/// remembers this many datagrams: an eighth of the fixture's `FRAGMENTS`
+/// (an LRU map, which may evict before it is full: each CPU takes free
+/// entries from the common list in batches of 128), so that no entry is
+/// ever evicted behind the model's back. Mutated addresses and
+/// identifications make some 1 100 datagrams in 100 000 frames.
+const MAX_DATAGRAMS: usize = 1024;
 
 /// A run's parameters, from the environment.
 #[derive(Clone, Copy, Debug)]
@@ -205,9 +220,16 @@ impl Fuzzer {
                     .unwrap_or_else(|why| self.fail_after(index, &why));
                 self.mix.emptied += 1;
             }
+            if self.model.fragments.len() >= MAX_DATAGRAMS {
+                forget_fragments(&mut self.lb, &mut self.model)
+                    .unwrap_or_else(|why| self.fail_after(index, &why));
+                self.mix.fragments_forgotten += 1;
+            }
         }
         let last = self.run.packets.saturating_sub(1);
         check_conntrack(&self.lb, &self.model).unwrap_or_else(|why| self.fail_after(last, &why));
+        forget_fragments(&mut self.lb, &mut self.model)
+            .unwrap_or_else(|why| self.fail_after(last, &why));
         let verdicts = self.lb.dp.verdict_stats().expect("verdict stats");
         if verdicts.total_packets() != self.run.packets {
             self.fail_after(
@@ -266,13 +288,15 @@ impl Fuzzer {
             )
         });
         // The source a new source NAT gave the request, as the frame shows
-        // it when it left translated.
+        // it when it left translated (never a later fragment's: it joins a
+        // flow that has its source).
         let written = match (&prediction.expected, prediction.headers.ip) {
             (Expected::Request { .. }, Some(ip))
-                if matches!(
-                    verdict,
-                    Verdict::ForwardToBackend | Verdict::PassToBackendViaStack
-                ) =>
+                if !ip.later_fragment
+                    && matches!(
+                        verdict,
+                        Verdict::ForwardToBackend | Verdict::PassToBackendViaStack
+                    ) =>
             {
                 check::written_source(&out.packet, &ip)
             }
@@ -435,6 +459,27 @@ fn empty_conntrack(lb: &mut Lb, model: &mut Model) -> Result<(), String> {
     check_conntrack(lb, model)
 }
 
+/// Empties the datapath's fragment map and the model's memory of it, after
+/// checking the map held no datagram the model does not remember: the model
+/// remembers every first fragment of a TCP or UDP datagram, the datapath
+/// those of frames its address filter lets through to the core (which are
+/// all that matter: a later fragment has its first's addresses, and the
+/// filter lets it through or not alike).
+fn forget_fragments(lb: &mut Lb, model: &mut Model) -> Result<(), String> {
+    let held = lb
+        .dp
+        .forget_fragments()
+        .map_err(|e| format!("forget_fragments: {e}"))?;
+    let remembered = model.fragments.len();
+    if held > remembered {
+        return Err(format!(
+            "FRAGMENTS held {held} datagrams, more than the model's {remembered}"
+        ));
+    }
+    model.fragments.clear();
+    Ok(())
+}
+
 /// The counters from the last frame, to tell which slots the next one bumps.
 struct CounterSnapshot {
     parse: Counters<ParseCounter>,
@@ -519,6 +564,17 @@ struct Mix {
     wrapped_errors: u64,
     /// Times conntrack was checked and emptied flow by flow.
     emptied: u64,
+    /// First fragments of TCP and UDP datagrams (their ports remembered),
+    /// and later fragments that joined a flow by them: translated (request
+    /// or reply) and wrapped, or passed as expiring.
+    first_fragments: u64,
+    later_translated: u64,
+    later_wrapped: u64,
+    later_expiring: u64,
+    /// Datagrams the model remembers ports of at the end of the run.
+    datagrams: usize,
+    /// Times the fragment map was checked and emptied.
+    fragments_forgotten: u64,
 }
 
 impl Mix {
@@ -531,6 +587,20 @@ impl Mix {
         };
         self.snat_errors += u64::from(prediction.about_snat);
         self.orphans += u64::from(prediction.orphan.is_some());
+        self.first_fragments += u64::from(prediction.remembers.is_some());
+        self.datagrams = model.fragments.len();
+        if let Some(ip) = prediction.headers.ip
+            && ip.later_fragment
+        {
+            match (&prediction.expected, verdict) {
+                (Expected::Request { .. } | Expected::Reply { .. }, _) => {
+                    self.later_translated += 1;
+                }
+                (Expected::Encapsulated { .. }, _) => self.later_wrapped += 1,
+                (_, Verdict::PassTtlExpired) => self.later_expiring += 1,
+                _ => {}
+            }
+        }
         match (&prediction.expected, prediction.headers.ip) {
             (Expected::Request { source, .. }, Some(ip)) => {
                 match source {
@@ -591,6 +661,10 @@ impl Mix {
     }
 
     fn add_translated(&mut self, frame: &[u8], ip: &IpPacket) {
+        if ip.later_fragment {
+            // No transport checksum: counted with the fragments.
+            return;
+        }
         if (!ip.is_v4() || checksum::ip4_header_holds(frame, ip))
             && checksum::transport_holds(frame, ip) == Some(true)
         {
@@ -644,6 +718,28 @@ impl std::fmt::Display for Mix {
             f,
             "  {:>8}  of them ICMP errors about their flows",
             self.wrapped_errors
+        )?;
+        writeln!(f, "fragments of TCP and UDP datagrams:")?;
+        writeln!(
+            f,
+            "  {:>8}  first fragments, their ports remembered",
+            self.first_fragments
+        )?;
+        writeln!(
+            f,
+            "  {:>8}  later ones of a tracked flow, translated",
+            self.later_translated
+        )?;
+        writeln!(f, "  {:>8}  later ones wrapped", self.later_wrapped)?;
+        writeln!(
+            f,
+            "  {:>8}  later ones of a tracked flow, passed as expiring",
+            self.later_expiring
+        )?;
+        writeln!(
+            f,
+            "  {:>8}  datagrams remembered at the end; the map emptied {} times",
+            self.datagrams, self.fragments_forgotten
         )?;
         write!(
             f,

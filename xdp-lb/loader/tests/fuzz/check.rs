@@ -487,18 +487,22 @@ impl Rewrite<'_> {
         }
     }
 
-    /// The checksum fields the translation updates.
+    /// The checksum fields the translation updates (a later fragment has
+    /// no transport header, nor checksum there).
     fn checksum_fields(&self) -> Vec<usize> {
         match self.what {
             What::Flow { .. } => {
                 let ip = &self.ip;
-                let mut fields = vec![
-                    ip.l4
-                        + match ip.proto {
-                            IPPROTO_TCP => TCP_CHECKSUM,
-                            _ => UDP_CHECKSUM,
-                        },
-                ];
+                let mut fields = Vec::new();
+                if !ip.later_fragment {
+                    fields.push(
+                        ip.l4
+                            + match ip.proto {
+                                IPPROTO_TCP => TCP_CHECKSUM,
+                                _ => UDP_CHECKSUM,
+                            },
+                    );
+                }
                 if ip.is_v4() {
                     fields.push(ip.l3 + IP4_CHECKSUM);
                 }
@@ -579,7 +583,9 @@ fn address_offsets(ip: &IpPacket, end: End) -> (usize, usize) {
     }
 }
 
-/// `frame` with `end` replaced by `to`, checksums aside.
+/// `frame` with `end` replaced by `to`, checksums aside: its address, and
+/// its port unless `frame` is a later fragment, which carries none (the
+/// bytes there are the datagram's, and stay).
 fn translated(frame: &[u8], ip: &IpPacket, end: End, to: SocketAddr) -> Vec<u8> {
     let mut out = frame.to_vec();
     let (addr_at, port_at) = address_offsets(ip, end);
@@ -588,7 +594,9 @@ fn translated(frame: &[u8], ip: &IpPacket, end: End, to: SocketAddr) -> Vec<u8> 
         IpAddr::V6(v6) => v6.octets().to_vec(),
     };
     out[addr_at..addr_at + addr.len()].copy_from_slice(&addr);
-    out[port_at..port_at + 2].copy_from_slice(&to.port().to_be_bytes());
+    if !ip.later_fragment {
+        out[port_at..port_at + 2].copy_from_slice(&to.port().to_be_bytes());
+    }
     out
 }
 

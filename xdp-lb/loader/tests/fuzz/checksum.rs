@@ -29,8 +29,12 @@ pub(crate) fn ip4_header_holds(frame: &[u8], ip: &IpPacket) -> bool {
 }
 
 /// Offset of the TCP or UDP checksum in the frame, when the transport header
-/// lies whole inside the IP datagram (a segment the checksum can cover).
+/// lies whole inside the IP datagram (a segment the checksum can cover); a
+/// later fragment has none.
 pub(crate) fn transport_checksum_at(ip: &IpPacket) -> Option<usize> {
+    if ip.later_fragment {
+        return None;
+    }
     let (header_len, at) = match ip.proto {
         IPPROTO_TCP => (20, TCP_CHECKSUM),
         IPPROTO_UDP => (8, UDP_CHECKSUM),

@@ -40,6 +40,8 @@ pub(crate) const MAX_FRAME: usize = 1514;
 /// inserted IPv6 extension header) make such frames too.
 pub(crate) const MAX_OVERSIZED_FRAME: usize = MAX_FRAME + 64;
 const MIN_FRAME: usize = 14;
+/// The IP identifications of generated frames (`Spec::ip_id`).
+const IP_IDS: [u16; 2] = [0x4242, 0x4243];
 /// Routers on the clients' and on the backends' link (no fixture hosts).
 const CLIENT_ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
 const CLIENT_ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 9);
@@ -264,6 +266,10 @@ struct Spec {
     ip4_options: Vec<u8>,
     ip6_extensions: Ip6Extensions,
     fragment: Fragment,
+    /// The IP identification (IPv4's, or that of IPv6's Fragment header):
+    /// one of two, so that a later fragment is now and then of another
+    /// datagram between the same ends than the first fragment sent last.
+    ip_id: u16,
     transport: Transport,
     payload: Vec<u8>,
     /// Ethernet padding after the datagram.
@@ -332,6 +338,7 @@ impl Spec {
                 Ip6Extensions::default()
             },
             fragment: Fragment::random(rng),
+            ip_id: pick(rng, &IP_IDS),
             transport: Transport::Other(59),
             payload: Vec::new(),
             trailer: if rng.random_bool(0.1) {
@@ -416,7 +423,7 @@ impl Spec {
                 };
                 let header = Ipv4Header {
                     time_to_live: self.ttl,
-                    identification: 0x4242,
+                    identification: self.ip_id,
                     dont_fragment: matches!(self.fragment, Fragment::Whole),
                     more_fragments,
                     fragment_offset: IpFragOffset::try_new(offset).expect("a 13-bit offset"),
@@ -457,13 +464,13 @@ impl Spec {
                     IpNumber(0),
                     IpFragOffset::ZERO,
                     true,
-                    0x4242,
+                    u32::from(self.ip_id),
                 )),
                 Fragment::Later { offset, more } => Some(Ipv6FragmentHeader::new(
                     IpNumber(0),
                     IpFragOffset::try_new(offset).expect("a 13-bit offset"),
                     more,
-                    0x4242,
+                    u32::from(self.ip_id),
                 )),
             },
             auth: e

@@ -14,6 +14,11 @@
 //! gave up (re-created, it picked another) stays behind, naming the flow,
 //! until a reply to it finds it orphaned or a new flow claims it: the model
 //! keeps those too (`Conntrack::stale`).
+//!
+//! Fragments (`lb/fragment.rs`): a first fragment of a TCP or UDP datagram
+//! carries its transport header and is a packet of its flow; the model
+//! remembers its ports by datagram (`Model::fragments`), as the datapath
+//! does, and a later fragment finds its flow by them (`decide_later`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -28,7 +33,7 @@ use crate::{
     fixture::{Fixture, Service},
     hex,
     icmp::{self, IcmpError},
-    parse::{Headers, IPPROTO_TCP, IpPacket, parse},
+    parse::{Datagram, Headers, IPPROTO_TCP, IpPacket, parse},
     support::lb::Lb,
 };
 
@@ -194,6 +199,10 @@ pub(crate) struct Prediction {
     pub orphan: Option<Flow>,
     /// An ICMP error about a source-NATed flow (translated at both ends).
     pub about_snat: bool,
+    /// A first fragment of a TCP or UDP datagram: the datapath remembers its
+    /// ports, source then destination, for the datagram's later fragments
+    /// (`FRAGMENTS`), whatever becomes of it.
+    pub remembers: Option<(Datagram, (u16, u16))>,
 }
 
 /// A flow the datapath tracks, as the model knows it.
@@ -444,6 +453,12 @@ impl Conntrack {
 pub(crate) struct Model {
     pub fixture: Fixture,
     pub conntrack: Conntrack,
+    /// The ports of every first fragment of a TCP or UDP datagram sent, by
+    /// datagram, the latest for each: what `FRAGMENTS` holds (an LRU map far
+    /// larger than a run's datagrams, so nothing is evicted; the run checks
+    /// it holds no more), and what a later fragment finds there. Deleting
+    /// flows leaves it, as it leaves the map.
+    pub fragments: HashMap<Datagram, (u16, u16)>,
 }
 
 /// The TCP flags of `frame`'s TCP packet; 0 for anything else.
@@ -486,6 +501,7 @@ impl Model {
         Self {
             fixture,
             conntrack: Conntrack::default(),
+            fragments: HashMap::new(),
         }
     }
 
@@ -499,6 +515,7 @@ impl Model {
             tcp_flags: 0,
             orphan: None,
             about_snat: false,
+            remembers: None,
         };
         prediction.expected = if headers.counter.is_malformed() {
             Expected::Untouched(Verdict::PassMalformed)
@@ -510,10 +527,17 @@ impl Model {
             match (error, headers.flow(frame)) {
                 (Some(expected), _) => expected,
                 (None, Some(flow)) => {
+                    if ip.fragment {
+                        let ports = (flow.src.port(), flow.dst.port());
+                        prediction.remembers = Some((Datagram::of_first(&ip, &flow), ports));
+                    }
                     prediction.tcp_flags = tcp_flags(frame, &ip);
                     self.decide_flow(lb, frame, &mut prediction, flow)?
                 }
-                (None, None) => self.not_balanced(&ip),
+                (None, None) => match headers.later_fragment() {
+                    Some(datagram) => self.decide_later(lb, &ip, datagram, &mut prediction)?,
+                    None => self.not_balanced(&ip),
+                },
             }
         } else {
             Expected::Untouched(Verdict::PassNotIp)
@@ -538,6 +562,9 @@ impl Model {
         if let Some(orphan) = prediction.orphan {
             self.conntrack.stale.retain(|(tuple, _)| *tuple != orphan);
             self.conntrack.events.reply_orphan += 1;
+        }
+        if let Some((datagram, ports)) = prediction.remembers {
+            self.fragments.insert(datagram, ports);
         }
         let flags = prediction.tcp_flags;
         let flow = match &prediction.expected {
@@ -690,10 +717,100 @@ impl Model {
         self.conntrack.tracked.get(flow)?.why
     }
 
-    /// An IP packet that is not a whole TCP/UDP packet (other protocols,
-    /// fragments, IPv6 with an IPv4-mapped address): untouched unless
-    /// addressed to a VIP-only address, where fragments are dropped (no ports
-    /// to balance by, no reassembly) and other protocols pass.
+    /// A later fragment of a TCP or UDP datagram (`lb/fragment.rs`): the
+    /// ports its first fragment left (`fragments`) name its flow, looked up
+    /// as the flow's own entry first, then as a reply entry, and it goes the
+    /// flow's way — translated, its IP header alone (`check`), or for direct
+    /// server return wrapped unchanged — or, as a whole packet of the flow
+    /// would, passes when its TTL would expire here. Without ports or flow,
+    /// it is dropped when addressed to a VIP-only address, which would get
+    /// it alone (`drop_fragment_untracked`), and passes elsewhere; a stale
+    /// reply entry its ports name is found orphaned on the way.
+    fn decide_later(
+        &self,
+        lb: &Lb,
+        ip: &IpPacket,
+        datagram: Datagram,
+        prediction: &mut Prediction,
+    ) -> Result<Expected, String> {
+        let untracked = match self.fixture.address_kind(ip.dst) {
+            None => Expected::Untouched(Verdict::PassNotFrontend),
+            Some(AddressKind::Node) => Expected::Untouched(Verdict::PassNodeAddress),
+            Some(AddressKind::Vip) => Expected::Dropped(Verdict::DropFragmentUntracked),
+        };
+        let Some(&(src_port, dst_port)) = self.fragments.get(&datagram) else {
+            return Ok(untracked);
+        };
+        let flow = Flow::new(
+            SocketAddr::new(ip.src, src_port),
+            SocketAddr::new(ip.dst, dst_port),
+            datagram.proto,
+        );
+        let expiring = Expected::Untouched(Verdict::PassTtlExpired);
+        if let Some(tracked) = self.conntrack.tracked.get(&flow) {
+            let backend = tracked.entry.backend;
+            match lb
+                .dp
+                .simulate(&flow)
+                .map_err(|e| format!("simulate: {e}"))?
+            {
+                Simulation::Backend {
+                    addr,
+                    tracked: true,
+                    ..
+                } if addr == backend => {}
+                other => {
+                    return Err(format!(
+                        "{flow:?}, a later fragment's flow, is tracked to {backend} in the \
+                         model, but simulate says {other:?}"
+                    ));
+                }
+            }
+            return Ok(if ip.ttl <= 1 {
+                expiring
+            } else if tracked.dsr {
+                Expected::Encapsulated {
+                    flow,
+                    backend,
+                    source: self.fixture.encap_source(ip.is_v4(), backend.ip()),
+                    error: false,
+                }
+            } else {
+                Expected::Request {
+                    flow,
+                    backend,
+                    source: match (tracked.why, tracked.entry.snat) {
+                        (Some(why), Some(given)) => Source::Translated(why, given),
+                        _ => Source::Kept,
+                    },
+                    created: false,
+                }
+            });
+        }
+        if let Some(&original) = self.conntrack.replies.get(&flow) {
+            let tracked = &self.conntrack.tracked[&original];
+            return Ok(if ip.ttl <= 1 {
+                expiring
+            } else {
+                Expected::Reply {
+                    flow,
+                    original,
+                    frontend: original.dst,
+                    client: tracked.entry.snat.map(|_| original.src),
+                }
+            });
+        }
+        if self.conntrack.stale_holder(&flow).is_some() {
+            prediction.orphan = Some(flow);
+        }
+        Ok(untracked)
+    }
+
+    /// An IP packet that is neither a TCP/UDP packet nor a fragment of one
+    /// (other protocols and their fragments, IPv6 with an IPv4-mapped
+    /// address): untouched unless addressed to a VIP-only address, where
+    /// fragments are dropped (no ports to balance a later fragment by, no
+    /// reassembly) and other protocols pass.
     fn not_balanced(&self, ip: &IpPacket) -> Expected {
         match self.fixture.address_kind(ip.dst) {
             None => Expected::Untouched(Verdict::PassNotFrontend),

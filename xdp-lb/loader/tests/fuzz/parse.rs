@@ -59,6 +59,14 @@ pub(crate) struct IpPacket {
     pub ttl: u8,
     /// A fragment (first or later) of a larger datagram.
     pub fragment: bool,
+    /// A later fragment (offset > 0): what follows `l4` is the middle of
+    /// the datagram, no transport header, and `proto` is what the first
+    /// fragment's data begins with.
+    pub later_fragment: bool,
+    /// A fragment's identification (IPv4's 16 bits, or the 32 of the last
+    /// IPv6 Fragment header): with the addresses and protocol, the
+    /// datagram it belongs to (RFC 791 §2.3, RFC 8200 §4.5).
+    pub fragment_id: u32,
 }
 
 impl IpPacket {
@@ -88,10 +96,11 @@ impl Headers {
         }
     }
 
-    /// The flow of a whole TCP or UDP packet, as the datapath keys it; `None`
-    /// for anything else. IPv4-mapped addresses in an IPv6 header are never
-    /// valid on the wire (RFC 4291 §2.5.5.2) and would alias IPv4 keys, so
-    /// such a packet has no flow.
+    /// The flow of a whole TCP or UDP packet, or of the first fragment of
+    /// one (which carries its transport header), as the datapath keys it;
+    /// `None` for anything else. IPv4-mapped addresses in an IPv6 header are
+    /// never valid on the wire (RFC 4291 §2.5.5.2) and would alias IPv4
+    /// keys, so such a packet has no flow.
     pub(crate) fn flow(&self, frame: &[u8]) -> Option<Flow> {
         let proto = match self.counter {
             ParseCounter::Tcp4 | ParseCounter::Tcp6 => Protocol::Tcp,
@@ -99,13 +108,55 @@ impl Headers {
             _ => return None,
         };
         let ip = self.ip?;
-        if ip.fragment || is_v4_mapped(ip.src) || is_v4_mapped(ip.dst) {
+        if is_v4_mapped(ip.src) || is_v4_mapped(ip.dst) {
             return None;
         }
         let ports = &frame[ip.l4..ip.l4 + 4];
         let src = SocketAddr::new(ip.src, u16::from_be_bytes([ports[0], ports[1]]));
         let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([ports[2], ports[3]]));
         Some(Flow::new(src, dst, proto))
+    }
+
+    /// The datagram a later fragment of a TCP or UDP datagram belongs to;
+    /// `None` for anything else (IPv4-mapped addresses as for `flow`).
+    pub(crate) fn later_fragment(&self) -> Option<Datagram> {
+        let ip = self.ip.filter(|ip| ip.later_fragment)?;
+        let proto = match ip.proto {
+            IPPROTO_TCP => Protocol::Tcp,
+            IPPROTO_UDP => Protocol::Udp,
+            _ => return None,
+        };
+        if is_v4_mapped(ip.src) || is_v4_mapped(ip.dst) {
+            return None;
+        }
+        Some(Datagram {
+            src: ip.src,
+            dst: ip.dst,
+            proto,
+            id: ip.fragment_id,
+        })
+    }
+}
+
+/// A fragmented datagram, as its fragments name it (RFC 791 §2.3, RFC 8200
+/// §4.5): the key the datapath remembers a first fragment's ports by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Datagram {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: Protocol,
+    pub id: u32,
+}
+
+impl Datagram {
+    /// The datagram the first fragment `ip` of `flow` begins.
+    pub(crate) fn of_first(ip: &IpPacket, flow: &Flow) -> Self {
+        Self {
+            src: flow.src.ip(),
+            dst: flow.dst.ip(),
+            proto: flow.proto,
+            id: ip.fragment_id,
+        }
     }
 }
 
@@ -182,6 +233,8 @@ fn ipv4(frame: &[u8], l3: usize) -> Result<(ParseCounter, IpPacket), ParseCounte
         )),
         ttl: header[8],
         fragment: more_fragments || offset != 0,
+        later_fragment: offset != 0,
+        fragment_id: u32::from(u16::from_be_bytes([header[4], header[5]])),
     };
     if offset != 0 {
         // A later fragment carries no transport header.
@@ -219,6 +272,8 @@ fn ipv6(frame: &[u8], l3: usize) -> Result<(ParseCounter, IpPacket), ParseCounte
         dst: address(24),
         ttl: header[7],
         fragment: false,
+        later_fragment: false,
+        fragment_id: 0,
     };
     // Extension headers, like the transport header, must lie in the
     // datagram: what follows it in the frame is Ethernet padding.
@@ -241,9 +296,11 @@ fn ipv6(frame: &[u8], l3: usize) -> Result<(ParseCounter, IpPacket), ParseCounte
             IPPROTO_FRAGMENT => {
                 let ext = in_datagram(ip.l4, 8)?;
                 ip.fragment = true;
+                ip.fragment_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
                 ip.proto = ext[0];
                 ip.l4 += 8;
                 if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    ip.later_fragment = true;
                     return Ok((ParseCounter::Fragment6, ip));
                 }
             }
