@@ -22,6 +22,7 @@ use crate::{
     fixture::NODEPORT,
     model::Model,
     mutate::{Mutation, mutate},
+    parse::{IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING},
     support::lb::{
         BACKEND_PORT, BACKENDS4, BACKENDS6, CLIENT4, CLIENT4_2, CLIENT6, CLIENT6_2, DOWN_MAC,
         NODE4, NODE6, UNROUTED4, UP_MAC, VIP4, VIP6, mac_of,
@@ -395,8 +396,34 @@ impl Spec {
         };
         let mut frame = Vec::new();
         self.write_transport(step, &mut frame);
+        if !layout.v4 {
+            self.fix_fragment_field(&mut frame, l3);
+        }
         frame.extend_from_slice(&self.trailer);
         (frame, layout)
+    }
+
+    /// Writes the offset and M flag of the IPv6 Fragment header in `frame`
+    /// (its IPv6 header at `l3`) as RFC 8200 §4.5 lays them out: the 13-bit
+    /// offset in the top of the 16-bit field, M its bottom bit (Linux's
+    /// `IP6_OFFSET` 0xfff8, `IP6_MF` 0x0001). etherparse 0.19 writes M in the
+    /// top bit of the field's second byte and the offset's low five bits
+    /// below it: a first fragment would go out as one at offset 16.
+    fn fix_fragment_field(&self, frame: &mut [u8], l3: usize) {
+        let (offset, more) = match self.fragment {
+            Fragment::Whole => return,
+            Fragment::First => (0, true),
+            Fragment::Later { offset, more } => (offset, more),
+        };
+        let mut next = frame[l3 + 6];
+        let mut at = l3 + 40;
+        while matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
+            next = frame[at];
+            at += (usize::from(frame[at + 1]) + 1) * 8;
+        }
+        assert_eq!(next, IPPROTO_FRAGMENT, "the Fragment header follows");
+        let field = offset << 3 | u16::from(more);
+        frame[at + 2..at + 4].copy_from_slice(&field.to_be_bytes());
     }
 
     fn proto_number(&self) -> u8 {
