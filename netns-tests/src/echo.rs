@@ -225,6 +225,20 @@ impl EchoClient {
         })
     }
 
+    /// Sends one UDP request of `size` bytes (a tag, then filler) from a
+    /// fresh socket and returns the answer, which must echo it whole. Larger
+    /// than the path's MTU, the request leaves in fragments, and its echo
+    /// comes back in fragments too.
+    pub fn udp_sized(&self, server: SocketAddr, size: usize) -> Result<Echo> {
+        check_target(server.ip())?;
+        let timeout = self.timeout;
+        let mut request = format!("{}-", request_tag());
+        let filler = "0123456789abcdefghijklmnopqrstuvwxyz".chars().cycle();
+        request.extend(filler.take(size.saturating_sub(request.len())));
+        self.netns
+            .run(move || udp_request(any_port(server), server, &request, timeout))?
+    }
+
     /// Sends `count` requests and returns each one's outcome; the outer error
     /// is for not getting into the namespace at all. Takes at most `count`
     /// times the timeout.

@@ -61,11 +61,16 @@ pub const SETTLE: Duration = Duration::from_secs(3);
 pub const TO_BACKEND: [Verdict; 2] = [Verdict::ForwardToBackend, Verdict::PassToBackendViaStack];
 /// Verdicts that translate a backend's frame back to the client.
 pub const REPLY: [Verdict; 2] = [Verdict::ForwardReply, Verdict::PassReplyViaStack];
-/// Verdicts that drop a frame.
-pub const DROPS: [Verdict; 3] = [
+/// Verdicts that would drop the scenario's frames: to a port or service
+/// not served, or a fragment — of a datagram of neither TCP nor UDP
+/// (`DropFragment`, which the scenario's traffic must never meet), or a
+/// later one of a TCP or UDP datagram whose first fragment was not seen
+/// (`DropFragmentUntracked`).
+pub const DROPS: [Verdict; 4] = [
     Verdict::DropUnknownPort,
     Verdict::DropNoBackend,
     Verdict::DropFragment,
+    Verdict::DropFragmentUntracked,
 ];
 
 /// What a frontend serves.
