@@ -167,7 +167,9 @@ counter_enum! {
     DropSourceRange = "drop_source_range",
     /// A fragment addressed to a VIP-only address of a protocol xlb does not
     /// balance (neither TCP nor UDP), so no ports to balance its later
-    /// fragments by. TCP and UDP fragments are balanced (`FRAGMENTS`).
+    /// fragments by. TCP and UDP fragments are balanced (`FRAGMENTS`), but
+    /// for an IPv6 later fragment whose Fragment header is followed by
+    /// another extension header: its protocol is not seen, and it counts here.
     DropFragment = "drop_fragment",
     /// Translated to a backend (DNAT) and sent out by XDP_TX or a redirect.
     ForwardToBackend = "forward_to_backend",

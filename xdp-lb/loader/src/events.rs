@@ -43,12 +43,16 @@ pub enum FlowEventKind {
 pub struct FlowEvent {
     /// `CLOCK_MONOTONIC_COARSE` when it happened, in ns.
     pub time_ns: u64,
-    /// The client's end. For a dropped fragment (which carries no ports) the
-    /// client is unknown: `None`.
+    /// The client's end. For a dropped fragment of another protocol than
+    /// TCP and UDP (`drop_fragment`) the client is unknown: `None`. A later
+    /// TCP or UDP fragment (`drop_fragment_untracked`) names its client with
+    /// port 0, or with its first fragment's port when that was found but its
+    /// flow no longer is.
     pub client: Option<SocketAddr>,
-    /// The frontend the packet was sent to (port 0 for a fragment).
+    /// The frontend the packet was sent to (port 0 for a fragment of another
+    /// protocol, and for a later fragment as for its client).
     pub frontend: SocketAddr,
-    /// TCP or UDP; `None` for a fragment.
+    /// TCP or UDP; `None` for a fragment of another protocol.
     pub protocol: Option<Protocol>,
     pub kind: FlowEventKind,
 }

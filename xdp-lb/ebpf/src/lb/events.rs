@@ -66,7 +66,9 @@ pub fn new_flow(flow: &Flow, nat: &Nat, every: u32) {
 /// Writes the event of a packet that was not balanced, if this one is
 /// sampled: a drop (`XDP_DROP`, `TC_ACT_SHOT`) or a refusal (a `Refuse*`
 /// verdict: the packet became its answer), as `verdict`. A packet without a
-/// whole flow (a fragment) names only its destination.
+/// flow (a fragment of another protocol than TCP and UDP) names only its
+/// destination; a later TCP or UDP fragment names its ends with ports 0, or
+/// with those its first fragment left when its flow was not found.
 #[inline(never)]
 pub fn turned_away(packet: &Packet, verdict: Verdict, dropped: bool) {
     let every = CONFIG.get(0).map_or(0, |config| config.flow_event_sampling);
