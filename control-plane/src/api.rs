@@ -356,9 +356,12 @@ pub struct FlowEventView {
     /// `new_flow`, `drop`, or `refused` (a packet for a service without a
     /// backend, answered with a TCP reset or an ICMP port unreachable).
     pub kind: String,
-    /// TCP or UDP; absent for a dropped fragment.
+    /// TCP or UDP; absent for a dropped fragment of another protocol
+    /// (`drop_fragment`).
     pub protocol: Option<Protocol>,
-    /// The client; absent for a dropped fragment (no ports).
+    /// The client; absent for a dropped fragment of another protocol (no
+    /// ports). A later TCP or UDP fragment dropped untracked names its
+    /// client with port 0 (or its first fragment's).
     pub client: Option<SocketAddr>,
     pub frontend: SocketAddr,
     /// The service and backend a new flow was given; the service whose

@@ -27,5 +27,8 @@ pub mod service;
 pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
-/// type or meaning changes, so that an agent never reinterprets older bytes.
-pub const LAYOUT_VERSION: u32 = 9;
+/// type, meaning or fixed size changes (a counter array indexed by an enum
+/// grows with it), so that an agent never reinterprets older bytes nor
+/// counts into slots an older map does not have. 10: `VERDICT_STATS` holds
+/// `drop_fragment_untracked`.
+pub const LAYOUT_VERSION: u32 = 10;
