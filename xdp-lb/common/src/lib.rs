@@ -27,8 +27,8 @@ pub mod service;
 pub mod stats;
 
 /// Version of the pinned map layout. Bumped whenever a pinned map's key, value,
-/// type, meaning or fixed size changes (a counter array indexed by an enum
-/// grows with it), so that an agent never reinterprets older bytes nor
-/// counts into slots an older map does not have. 10: `VERDICT_STATS` holds
-/// `drop_fragment_untracked`.
-pub const LAYOUT_VERSION: u32 = 10;
+/// type or meaning changes, so that an agent never reinterprets older bytes.
+/// Not for a counter array that gains a slot (a new verdict): the loader
+/// makes such an array anew, the state kept (`stats::renew_resized_counters`
+/// of the loader).
+pub const LAYOUT_VERSION: u32 = 9;

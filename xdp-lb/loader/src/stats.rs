@@ -1,7 +1,10 @@
-//! Reading the programs' per-CPU counters, summed over CPUs.
+//! Reading the programs' per-CPU counters, summed over CPUs; and making a
+//! pinned counter array anew when another build left it with other slots.
+use std::path::Path;
+
 use aya::{
     Pod,
-    maps::{MapError, PerCpuArray, PerCpuValues},
+    maps::{MapError, MapInfo, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use xdp_lb_common::{
@@ -56,6 +59,67 @@ impl<C: Copy + Into<u32>> Counters<C> {
     pub fn total_packets(&self) -> u64 {
         self.counters.iter().map(|c| c.packets).sum()
     }
+}
+
+/// The counter arrays indexed by a counter enum, with the slots this build
+/// counts into: one more verdict in a later build is one more slot.
+const COUNTER_ARRAYS: [(&str, u32); 6] = [
+    (PARSE_STATS, ParseCounter::COUNT),
+    (VERDICT_STATS, Verdict::COUNT),
+    (CT_STATS, CtEvent::COUNT),
+    (DECAP_STATS, DecapVerdict::COUNT),
+    (FLOW_EVENT_STATS, FlowEventOutcome::COUNT),
+    (PROBE_STATS, ProbeVerdict::COUNT),
+];
+
+/// A pinned counter array another build left with other slots (or another
+/// counter size), made anew by this load: its counts start again from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenewedCounters {
+    pub map: &'static str,
+    /// Its slots as pinned, and as this build counts.
+    pub found: u32,
+    pub expected: u32,
+}
+
+/// Unpins every counter array of pin directory `dir` whose slots or counter
+/// size are not this build's, so that the load makes it anew, and says
+/// which. Reused, a smaller array would leave this build's new verdicts
+/// uncounted (a lookup past its end) and unreadable, and a larger one would
+/// hold slots no verdict names. Only counters are lost: the layout version
+/// guards the state (services, conntrack), and a counter array's slots are
+/// not state. The programs still attached keep the old array until this
+/// load's programs replace them.
+pub(crate) fn renew_resized_counters(dir: &Path) -> Result<Vec<RenewedCounters>, Error> {
+    let mut renewed = Vec::new();
+    for (map, expected) in COUNTER_ARRAYS {
+        let path = dir.join(map);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(map_err(map, "open the pinned"))?;
+        let counter_size = u32::try_from(size_of::<Counter>()).unwrap_or(u32::MAX);
+        if info.max_entries() == expected && info.value_size() == counter_size {
+            continue;
+        }
+        std::fs::remove_file(&path).map_err(|source| Error::PinDir {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::warn!(
+            map,
+            found = info.max_entries(),
+            expected,
+            "a pinned counter array has other slots than this build counts into (another \
+             build's): made anew, its counts start again from 0"
+        );
+        renewed.push(RenewedCounters {
+            map,
+            found: info.max_entries(),
+            expected,
+        });
+    }
+    Ok(renewed)
 }
 
 fn sum(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {

@@ -22,7 +22,7 @@ use support::{
 };
 use xdp_lb::{
     AddressKind, BackendRecord, Config, CtEvent, Datapath, Error, FlowState, Frontend, LoadOptions,
-    MapSizes, MapUsage, Protocol, ServiceOptions, TrackedFlow,
+    MapSizes, MapUsage, Protocol, RenewedCounters, ServiceOptions, TrackedFlow, Verdict,
 };
 
 const SIZES: MapSizes = MapSizes {
@@ -39,6 +39,58 @@ fn usage(name: &'static str, entries: u64, capacity: u64) -> MapUsage {
         entries,
         capacity,
     }
+}
+
+#[test]
+fn a_counter_array_pinned_with_other_slots_is_made_anew_and_the_state_kept() {
+    in_private_netns(|| {
+        with_private_bpffs(|bpffs| {
+            let dir = bpffs.join("xlb");
+            let options = LoadOptions {
+                sizes: SIZES,
+                pin_dir: Some(dir.clone()),
+            };
+            let mut first = Datapath::load_with(&options).unwrap();
+            assert!(first.renewed_counters().is_empty());
+            first
+                .set_address(IpAddr::from(VIP4), AddressKind::Vip)
+                .unwrap();
+            drop(first);
+            // What a build with three verdicts would have pinned.
+            let verdicts = dir.join("VERDICT_STATS");
+            std::fs::remove_file(&verdicts).unwrap();
+            let created = std::process::Command::new("bpftool")
+                .args(["map", "create"])
+                .arg(&verdicts)
+                .args(["type", "percpu_array", "key", "4", "value", "16"])
+                .args(["entries", "3", "name", "VERDICT_STATS"])
+                .status()
+                .expect("run bpftool");
+            assert!(created.success(), "bpftool map create: {created}");
+
+            let second = Datapath::load_with(&options).unwrap();
+            assert_eq!(
+                second.renewed_counters(),
+                [RenewedCounters {
+                    map: "VERDICT_STATS",
+                    found: 3,
+                    expected: Verdict::COUNT,
+                }]
+            );
+            let pinned = aya::maps::MapInfo::from_pin(&verdicts).unwrap();
+            assert_eq!(pinned.max_entries(), Verdict::COUNT);
+            // Every verdict reads back, the ones past the old end too.
+            assert_eq!(second.verdict_stats().unwrap().total_packets(), 0);
+            // Only the counters were made anew: the state is the first's.
+            assert_eq!(
+                second.addresses().unwrap(),
+                [(IpAddr::from(VIP4), AddressKind::Vip)]
+            );
+            drop(second);
+            let third = Datapath::load_with(&options).unwrap();
+            assert!(third.renewed_counters().is_empty());
+        });
+    });
 }
 
 #[test]
