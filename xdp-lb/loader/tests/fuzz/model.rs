@@ -717,6 +717,25 @@ impl Model {
         self.conntrack.tracked.get(flow)?.why
     }
 
+    /// What a frame of `flow` (with `ttl`) found through a reply entry
+    /// must do: translated back to its client, or, when it would expire
+    /// here, left to the kernel, which answers with ICMP time exceeded, as a
+    /// router does. `None` when no reply entry holds `flow`.
+    fn reply(&self, flow: Flow, ttl: u8) -> Option<Expected> {
+        let &original = self.conntrack.replies.get(&flow)?;
+        let tracked = &self.conntrack.tracked[&original];
+        Some(if ttl <= 1 {
+            Expected::Untouched(Verdict::PassTtlExpired)
+        } else {
+            Expected::Reply {
+                flow,
+                original,
+                frontend: original.dst,
+                client: tracked.entry.snat.map(|_| original.src),
+            }
+        })
+    }
+
     /// A later fragment of a TCP or UDP datagram (`lb/fragment.rs`): the
     /// ports its first fragment left (`fragments`) name its flow, looked up
     /// as the flow's own entry first, then as a reply entry, and it goes the
@@ -787,18 +806,8 @@ impl Model {
                 }
             });
         }
-        if let Some(&original) = self.conntrack.replies.get(&flow) {
-            let tracked = &self.conntrack.tracked[&original];
-            return Ok(if ip.ttl <= 1 {
-                expiring
-            } else {
-                Expected::Reply {
-                    flow,
-                    original,
-                    frontend: original.dst,
-                    client: tracked.entry.snat.map(|_| original.src),
-                }
-            });
+        if let Some(reply) = self.reply(flow, ip.ttl) {
+            return Ok(reply);
         }
         if self.conntrack.stale_holder(&flow).is_some() {
             prediction.orphan = Some(flow);
@@ -904,20 +913,8 @@ impl Model {
         let kind = self.fixture.address_kind(flow.dst.ip());
         // A VIP-only address never receives a reply: a client is never a VIP.
         if kind != Some(AddressKind::Vip) {
-            if let Some(&original) = self.conntrack.replies.get(&flow) {
-                let tracked = &self.conntrack.tracked[&original];
-                // One that would expire here goes to the kernel, which
-                // answers with ICMP time exceeded, as a router does.
-                return Ok(if ttl <= 1 {
-                    Expected::Untouched(Verdict::PassTtlExpired)
-                } else {
-                    Expected::Reply {
-                        flow,
-                        original,
-                        frontend: original.dst,
-                        client: tracked.entry.snat.map(|_| original.src),
-                    }
-                });
+            if let Some(reply) = self.reply(flow, ttl) {
+                return Ok(reply);
             }
             // A stale reply entry is found, orphaned, and deleted; the frame
             // goes on as any other.
