@@ -10,6 +10,7 @@
     reason = "each test binary uses a part of the support module"
 )]
 
+pub(crate) mod fragment;
 pub(crate) mod frame;
 pub(crate) mod lb;
 
