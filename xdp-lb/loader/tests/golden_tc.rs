@@ -1,18 +1,22 @@
 //! Golden packets, the TC programs of pod interfaces: `tc_lb_ingress`
 //! balances what a pod sends and `tc_lb_egress` translates replies back on
 //! their way into a pod, on the same maps as `xdp_lb`; `tc_lb_uplink`, at
-//! an uplink's egress, refuses as `tc_lb_ingress` does (its balancing is
+//! an uplink's egress, refuses and drops a later fragment without its first
+//! as `tc_lb_ingress` does (its balancing is
 //! exercised by the fabric's netns tests, which need the node's routes). A request leaves
 //! ingress with `bpf_redirect_neigh` toward the device the FIB names (the
 //! kernel writes the MACs as it sends: the frame keeps its own here, and its
 //! TTL); a reply continues from egress into the pod (`TC_ACT_OK`). Checksums are updated with the skb helpers and compared with
 //! etherparse's. (Partial checksums, which only a real socket buffer
-//! carries, are exercised by the fabric's netns tests.)
+//! carries, are exercised by the fabric's netns tests.) A pod's fragmented
+//! UDP datagrams, and the fragmented replies to them, are balanced and
+//! translated as `xdp_lb` does it (golden_fragments), fragment by fragment.
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
 
 use support::{
+    fragment::{fragments, fragments6},
     frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error as error, ip_packet},
     in_private_netns,
     lb::{
@@ -354,6 +358,134 @@ fn a_pod_clients_error_about_a_reply_reaches_the_backend() {
             lb.assert_verdicts(&[
                 (Verdict::ForwardToBackend, 1),
                 (Verdict::ForwardIcmpErrorToBackend, 1),
+            ]);
+        });
+    }
+}
+
+/// `frame`, a whole datagram, cut into its first and later fragment
+/// (`support::fragment`), with IP identification `id` (IPv6's widened).
+fn cut(v6: bool, frame: &[u8], id: u16) -> (Vec<u8>, Vec<u8>) {
+    if v6 {
+        fragments6(frame, 0x00ab_0000 | u32::from(id))
+    } else {
+        fragments(frame, id)
+    }
+}
+
+/// A 64-byte UDP datagram from a pod to port 53 of a ClusterIP: fragmented,
+/// it carries 32 bytes in each fragment.
+fn pod_query(v6: bool, port: u16) -> Packet {
+    let payload: Vec<u8> = (0..56).collect();
+    Packet::udp(FROM_CLIENT, client(v6, port), vip(v6, 53), &payload)
+}
+
+/// A pod's fragmented request to a ClusterIP leaves the ingress hook as
+/// `xdp_lb` sends it on (golden_fragments): the first fragment balanced as
+/// the whole datagram would be, its UDP header translated there; the later
+/// one toward the same backend with its destination address alone
+/// translated. The output fragments are the translated datagram cut the
+/// same way (the frame keeps its MACs and TTL, as ever at this hook).
+#[test]
+fn ingress_sends_a_pods_fragmented_request_to_one_backend() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let mut lb = Lb::new();
+            lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+            let request = pod_query(v6, 5353);
+            let (_, backend, _) = lb.simulated(&request.flow());
+            let (first, later) = cut(v6, &request.bytes(), 0x1234);
+            let (first_out, later_out) = cut(v6, &request.with_dst(backend).bytes(), 0x1234);
+
+            let out = run(&lb, ProgramName::TcLbIngress, &first);
+            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, first_out));
+            let out = run(&lb, ProgramName::TcLbIngress, &later);
+            assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, later_out));
+
+            lb.assert_verdicts(&[(Verdict::ForwardToBackend, 2)]);
+            lb.assert_ct(&[(CtEvent::Created, 1), (CtEvent::Hit, 1)]);
+        });
+    }
+}
+
+/// A backend's fragmented reply to a pod's request comes from the
+/// ClusterIP at either hook that translates replies for a pod: the client
+/// pod's egress (the reply reached the node untranslated) and a local
+/// backend pod's ingress (sent on toward the client): the first fragment
+/// with its UDP header translated, the later with its source address alone.
+#[test]
+fn a_backends_fragmented_reply_reaches_the_pod_from_the_clusterip() {
+    let hooks = [
+        (ProgramName::TcLbEgress, TC_ACT_OK),
+        (ProgramName::TcLbIngress, TC_ACT_REDIRECT),
+    ];
+    for v6 in [false, true] {
+        for (program, action) in hooks {
+            in_private_netns(|| {
+                let request = pod_query(v6, 5353);
+                let (lb, backend) = tc_with_flow(&request);
+                let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
+                let reply = Packet::udp(
+                    (mac_of(backend.ip()), CLIENT_MAC),
+                    backend,
+                    request.src,
+                    &payload,
+                );
+                let (first, later) = cut(v6, &reply.bytes(), 0x5151);
+                let translated = reply.with_src(request.dst).bytes();
+                let (first_out, later_out) = cut(v6, &translated, 0x5151);
+
+                let out = run(&lb, program, &first);
+                assert_eq!(
+                    (out.action, out.packet),
+                    (action, first_out),
+                    "{program:?}: the first fragment"
+                );
+                let out = run(&lb, program, &later);
+                assert_eq!(
+                    (out.action, out.packet),
+                    (action, later_out),
+                    "{program:?}: the later fragment"
+                );
+
+                lb.assert_verdicts(&[(Verdict::ForwardToBackend, 1), (Verdict::ForwardReply, 2)]);
+                lb.assert_ct(&[(CtEvent::Created, 1), (CtEvent::ReplyHit, 2)]);
+            });
+        }
+    }
+}
+
+/// A later fragment to a ClusterIP whose first the ingress hook has not
+/// seen has no ports to be balanced by: dropped, counted, as `xdp_lb` drops
+/// it; so is one of another datagram of a balanced flow (another
+/// identification); and at an uplink's egress, which balances the node's
+/// own requests as ingress balances a pod's. The egress hook of a pod,
+/// which balances nothing, lets it go into the pod untouched.
+#[test]
+fn ingress_and_uplink_drop_a_later_fragment_without_its_first() {
+    for v6 in [false, true] {
+        in_private_netns(|| {
+            let mut lb = Lb::new();
+            lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+            let request = pod_query(v6, 5354);
+            let (first, later) = cut(v6, &request.bytes(), 0x4321);
+            let out = run(&lb, ProgramName::TcLbIngress, &later);
+            assert_eq!(out.action, TC_ACT_SHOT);
+
+            let out = run(&lb, ProgramName::TcLbIngress, &first);
+            assert_eq!(out.action, TC_ACT_REDIRECT);
+            let (_, other_later) = cut(v6, &request.bytes(), 0x4322);
+            for program in [ProgramName::TcLbIngress, ProgramName::TcLbUplink] {
+                let out = run(&lb, program, &other_later);
+                assert_eq!(out.action, TC_ACT_SHOT, "{program:?}");
+            }
+
+            let out = run(&lb, ProgramName::TcLbEgress, &other_later);
+            assert_eq!((out.action, out.packet), (TC_ACT_OK, other_later));
+            lb.assert_verdicts(&[
+                (Verdict::DropFragmentUntracked, 3),
+                (Verdict::ForwardToBackend, 1),
+                (Verdict::PassNotFrontend, 1),
             ]);
         });
     }
