@@ -20,7 +20,7 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, TryLockError},
     time::Duration,
 };
 
@@ -28,7 +28,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use xdp_lb::{FlowEvent, FlowEventOutcome, FlowEvents};
 
 use super::{core::Core, event_names};
-use crate::admin::SharedHistory;
+use crate::admin::{HISTORY_CAPACITY, SharedHistory};
 
 pub(crate) use event_names::NamedEvent;
 
@@ -65,36 +65,46 @@ pub(crate) async fn run(
         }
     };
     tokio::pin!(stop);
-    // Whether the last read of the loss counter failed: its warning is
-    // logged once, not with every batch (up to 20 a second).
-    let mut losses_unreadable = false;
+    let mut recorder = Recorder::default();
+    // The loss count as it stands before any event: the datapath's outlives
+    // agents (its maps are pinned), and a history that told 0 until its
+    // first batch would have an observer take the whole count for new
+    // losses then.
+    tokio::task::block_in_place(|| recorder.record(&core, &history, true));
     loop {
-        let mut ready = tokio::select! {
+        // With events waiting for the agent's lock, look again after the
+        // spacing even if the ring stays quiet.
+        let ready = tokio::select! {
             () = &mut stop => return,
             ready = ring.readable_mut() => match ready {
-                Ok(ready) => ready,
+                Ok(ready) => Some(ready),
                 Err(error) => {
                     tracing::error!(%error, "waiting on the flow event ring failed; xlb observe shows no new events");
                     return;
                 }
             },
+            () = tokio::time::sleep(DRAIN_SPACING), if !recorder.pending.is_empty() => None,
         };
-        let batch: Vec<FlowEvent> = std::iter::from_fn(|| ready.get_inner_mut().try_next())
-            .take(MAX_PER_DRAIN)
-            .collect();
-        // The kernel wakes the ring's waiters only when it writes into a
-        // ring its reader had emptied: wait for that only once it is empty.
-        // (A wake-up that came during the drain is kept: tokio clears only
-        // the readiness this drain started from.)
-        if batch.len() < MAX_PER_DRAIN {
-            ready.clear_ready();
+        if let Some(mut ready) = ready {
+            let before = recorder.pending.len();
+            recorder.pending.extend(
+                std::iter::from_fn(|| ready.get_inner_mut().try_next()).take(MAX_PER_DRAIN),
+            );
+            // The kernel wakes the ring's waiters only when it writes into a
+            // ring its reader had emptied: wait for that only once it is
+            // empty. (A wake-up that came during the drain is kept: tokio
+            // clears only the readiness this drain started from.)
+            if recorder.pending.len() - before < MAX_PER_DRAIN {
+                ready.clear_ready();
+            }
         }
-        if !batch.is_empty() {
-            // The agent's lock may be held a while (a sync): wait for it
-            // off the runtime's worker, as the agent's own steps do.
-            tokio::task::block_in_place(|| {
-                record(&core, &history, batch, &mut losses_unreadable);
-            });
+        if !recorder.pending.is_empty() {
+            // Waits for the agent's lock only with a history's worth of
+            // events held (off the runtime's worker, as the agent's own
+            // steps do); else tries it, and keeps the events for the next
+            // round while a sync holds it.
+            let wait = recorder.pending.len() >= HISTORY_CAPACITY;
+            tokio::task::block_in_place(|| recorder.record(&core, &history, wait));
         }
         tokio::select! {
             () = &mut stop => return,
@@ -103,40 +113,57 @@ pub(crate) async fn run(
     }
 }
 
-/// Names `batch` as the agent's state names its services now, and appends
-/// it to `history` with the datapath's count of events lost to a full ring.
-///
-/// Reading that count here, with events, is enough: an event is lost only
-/// while the ring is full, and a full ring wakes the drain, which empties it
-/// and reads the count after; so the count appended last is at most one
-/// drain (some 50 ms) behind. `unreadable`: whether the last read of the
-/// count failed (and was logged).
-fn record(
-    core: &Mutex<Core>,
-    history: &SharedHistory<NamedEvent>,
-    batch: Vec<FlowEvent>,
-    unreadable: &mut bool,
-) {
-    let (named, lost_ring_full) = {
-        // Names only read the model: a step that panicked halfway through a
+/// Events taken off the ring and not yet in the history, which they enter
+/// named: naming reads the agent's state, under its lock, which a sync may
+/// hold for a while. The ring is emptied all the same meanwhile, so that a
+/// long sync does not make the datapath lose events to a full ring.
+#[derive(Debug, Default)]
+struct Recorder {
+    pending: Vec<FlowEvent>,
+    /// Whether the last read of the loss counter failed: its warning is
+    /// logged once, not with every batch (up to 20 a second).
+    losses_unreadable: bool,
+}
+
+impl Recorder {
+    /// Names the pending events as the agent's state names its services now,
+    /// and appends them to `history` with the datapath's count of events
+    /// lost to a full ring; unless the agent's lock is held and not `wait`,
+    /// when they stay pending.
+    ///
+    /// Reading that count here, with events, is enough: an event is lost only
+    /// while the ring is full, and a full ring wakes the drain, which empties
+    /// it and reads the count after; so the count appended last is at most
+    /// one drain (some 50 ms) behind, or behind by the time a sync holds the
+    /// lock.
+    fn record(&mut self, core: &Mutex<Core>, history: &SharedHistory<NamedEvent>, wait: bool) {
+        // Names only read the state: a step that panicked halfway through a
         // sync leaves them readable.
-        let core = core.lock().unwrap_or_else(PoisonError::into_inner);
-        let named = event_names::name(batch, &core.reconciler);
+        let core = if wait {
+            core.lock().unwrap_or_else(PoisonError::into_inner)
+        } else {
+            match core.try_lock() {
+                Ok(core) => core,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            }
+        };
+        let named = event_names::name(std::mem::take(&mut self.pending), &core.reconciler);
         let lost = match core.datapath.flow_event_stats() {
             Ok(stats) => {
-                if std::mem::take(unreadable) {
+                if std::mem::take(&mut self.losses_unreadable) {
                     tracing::info!("the flow event counters are readable again");
                 }
                 Some(stats.get(FlowEventOutcome::LostRingFull).packets)
             }
             Err(error) => {
-                if !std::mem::replace(unreadable, true) {
+                if !std::mem::replace(&mut self.losses_unreadable, true) {
                     tracing::warn!(%error, "reading the flow event counters failed; xlb observe's count of events lost to a full ring stays as it was until they can be read again");
                 }
                 None
             }
         };
-        (named, lost)
-    };
-    history.append(named, lost_ring_full);
+        drop(core);
+        history.append(named, lost);
+    }
 }
