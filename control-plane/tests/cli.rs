@@ -747,9 +747,15 @@ fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
     agent.stop_serving();
     let waiting = errors.next().expect("a line on stderr").expect("utf-8");
     assert!(waiting.contains("waiting for it to come back"), "{waiting}");
+    // The new agent's loss count is the datapath's, which outlived the old
+    // agent: no loss this observer saw happen, so no lost line.
     agent.restart(FakeAdmin {
         sampling: 10,
         synced: true,
+        events: Mutex::new(FakeEvents {
+            lost: 40,
+            ..FakeEvents::default()
+        }),
         ..FakeAdmin::default()
     });
     let after: Vec<String> = (0..4).map(|_| line()).collect();

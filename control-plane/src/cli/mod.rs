@@ -798,6 +798,9 @@ async fn observe(client: &AdminClient, args: &ObserveArgs) -> anyhow::Result<()>
             // The new agent may have been started with other flags.
             refuse_without_sampling(client, "the restarted agent").await?;
             text += &output::restarted_line(args.output, page.missed)?;
+            // Losses are counted again from the new agent's first answer:
+            // what happened in between is what the restarted line says.
+            lost = LostCount::default();
         } else if page.missed > 0 {
             text += &output::missed_line(args.output, page.missed)?;
         }
