@@ -28,12 +28,11 @@ use tokio::sync::watch;
 
 use crate::api::EventsView;
 
-/// The most events the agent's history holds. Twice the datapath's ring
-/// (256 KiB of 88-byte records, some 2 900 events), so one drain of a full
-/// ring pushes out none a reader had not been offered yet; and twice
+/// The most events the agent's history holds: twice
 /// [`super::server::MAX_EVENTS`], the most one call answers, so a reader a
 /// full answer behind still has a full answer's room (4 096 events) before
-/// its next call misses any. The agent keeps each event as the datapath
+/// its next call misses any, even after one drain of a full datapath ring
+/// (256 KiB of 88-byte records, some 2 900 events) comes in between. The agent keeps each event as the datapath
 /// wrote it with the name of its service (`agent::event_names`), some 140
 /// bytes: about 1 MiB once full.
 pub const HISTORY_CAPACITY: usize = 8192;

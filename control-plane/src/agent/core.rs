@@ -120,8 +120,7 @@ impl Core {
     /// check, on the path the service's traffic takes
     /// ([`crate::health::in_service`]).
     pub(crate) fn health_in_service(&self, name: &ServiceName, addr: SocketAddr) -> Health {
-        self.checked_in_service(name, addr)
-            .map_or(Health::Up, |(_, health)| health)
+        crate::health::in_service(&self.model, &self.health, self.tunnel(), name, addr)
     }
 
     /// The path and verdict of service `name`'s check of the backend at
