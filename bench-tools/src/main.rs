@@ -244,21 +244,21 @@ mod tests {
         );
         assert!(!sync.at_once.contains("sweep"), "{sync:?}");
         assert!(sync.after_stop.starts_with("nothing is left"), "{sync:?}");
-        // pairs: its runs' JSON unless --keep keeps it, and the bpffs of the
-        // `prog` run a Ctrl-C ends with it.
+        // pairs: its runs' JSON and the builds' copies unless --keep keeps
+        // them, and the bpffs of the `prog` run a Ctrl-C ends with it.
         let pairs = leftovers(&["pairs", "--a", "a", "--b", "b"]).unwrap();
         let runs = format!("{tmp}/xlb-bench-pairs-{pid}-*");
         assert!(
             pairs
                 .at_once
-                .contains(&format!("`rm -r {runs}` removes it"))
+                .contains(&format!("`rm -r {runs}` removes them"))
                 && pairs.at_once.contains(sweep),
             "{pairs:?}"
         );
         let kept = leftovers(&["pairs", "--a", "a", "--b", "b", "--keep", "runs"]).unwrap();
         assert!(
             !kept.at_once.contains("rm -r")
-                && kept.at_once.ends_with("stays in runs, as --keep asks"),
+                && kept.at_once.ends_with("stay in runs, as --keep asks"),
             "{kept:?}"
         );
         // Nothing to leave: the signals keep their default action.

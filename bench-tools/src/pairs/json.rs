@@ -40,7 +40,7 @@ struct Settings<'a> {
 struct Side<'a> {
     /// The binary given as `--a` or `--b`.
     binary: &'a Path,
-    /// Its SHA-256, the same before every run (`check_unchanged`).
+    /// The SHA-256 of the copy of it every run ran (`Binaries::copy`).
     binary_sha256: &'a str,
     /// The build its first run recorded; null for a build older than the
     /// record.
@@ -104,8 +104,8 @@ fn document<'a>(
             services: &args.services,
             flows: args.flows,
         },
-        a: side(&args.a, &binaries.a, |p| &p.0),
-        b: side(&args.b, &binaries.b, |p| &p.1),
+        a: side(&args.a, &binaries.a_sha256, |p| &p.0),
+        b: side(&args.b, &binaries.b_sha256, |p| &p.1),
         rows: comparisons
             .iter()
             .map(|c| JsonRow {
@@ -165,8 +165,10 @@ mod tests {
         });
         let comparisons = compare(&pairs);
         let binaries = Binaries {
-            a: "1".repeat(64),
-            b: "2".repeat(64),
+            a: "a.xlb-bench".into(),
+            b: "b.xlb-bench".into(),
+            a_sha256: "1".repeat(64),
+            b_sha256: "2".repeat(64),
         };
         let document =
             serde_json::to_value(document(&args, &binaries, &pairs, &comparisons)).unwrap();

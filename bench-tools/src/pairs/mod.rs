@@ -69,8 +69,9 @@ pub(crate) struct PairsArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     flows: u32,
     /// Keep every run's JSON in this directory (`a-1.json`, `b-1.json`, …),
-    /// which must hold no earlier run's; else they go to a temporary one,
-    /// removed at the end.
+    /// beside the copies of the two binaries the runs ran (`a.xlb-bench`,
+    /// `b.xlb-bench`); it must hold no earlier run's JSON. Else they go to
+    /// a temporary one, removed at the end.
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Write the comparison to this file as JSON: each row's B over A in
@@ -364,48 +365,45 @@ fn markdown(args: &PairsArgs, pairs: &[(Run, Run)], comparisons: &[Comparison]) 
     out
 }
 
-/// The SHA-256 of each build's binary, taken before the first pair.
+/// Each build's binary as the pairs run it: a copy in the runs' directory,
+/// taken before the first pair, so that a build rebuilt in place meanwhile
+/// changes nothing measured; and the copy's SHA-256, for `--json`.
 #[derive(Debug)]
 struct Binaries {
-    a: String,
-    b: String,
+    a: PathBuf,
+    b: PathBuf,
+    a_sha256: String,
+    b_sha256: String,
 }
 
 impl Binaries {
-    fn of(args: &PairsArgs) -> anyhow::Result<Self> {
-        let hash = |bin: &Path| {
-            crate::build_id::file_sha256(bin).with_context(|| format!("reading {}", bin.display()))
+    /// Copies `--a` and `--b` into `dir` (`a.xlb-bench`, `b.xlb-bench`).
+    fn copy(args: &PairsArgs, dir: &Path) -> anyhow::Result<Self> {
+        let copy = |given: &Path, build: Build| -> anyhow::Result<(PathBuf, String)> {
+            let to = dir.join(format!("{}.xlb-bench", build.name()));
+            std::fs::copy(given, &to).with_context(|| {
+                format!("copying {} to {} to run", given.display(), to.display())
+            })?;
+            let sha256 = crate::build_id::file_sha256(&to)
+                .with_context(|| format!("reading {}", to.display()))?;
+            Ok((to, sha256))
         };
+        let (a, a_sha256) = copy(&args.a, Build::A)?;
+        let (b, b_sha256) = copy(&args.b, Build::B)?;
         Ok(Self {
-            a: hash(&args.a)?,
-            b: hash(&args.b)?,
+            a,
+            b,
+            a_sha256,
+            b_sha256,
         })
     }
 
-    fn of_build(&self, build: Build) -> &str {
+    fn path(&self, build: Build) -> &Path {
         match build {
             Build::A => &self.a,
             Build::B => &self.b,
         }
     }
-}
-
-/// Refuses to run `bin` for pair `pair` once it is no longer the file the
-/// pairs began with (`at_start`, its SHA-256): rebuilt in place, it would
-/// make the pairs compare more than two builds. The file, not the build
-/// its runs record (`BuildId`): a rebuild of the userspace alone from a
-/// tree already dirty records the same commit and datapath.
-fn check_unchanged(bin: &Path, at_start: &str, pair: u32) -> anyhow::Result<()> {
-    let now = crate::build_id::file_sha256(bin)
-        .with_context(|| format!("reading {} again before pair {pair}", bin.display()))?;
-    anyhow::ensure!(
-        now == at_start,
-        "{} changed during the pairs: its SHA-256 was {at_start} before pair 1, {now} before \
-         pair {pair}; copy each build aside (`cp target/release/xlb-bench /tmp/xlb-bench-a`) \
-         and compare the copies",
-        bin.display(),
-    );
-    Ok(())
 }
 
 /// Runs `bin prog` and reads its JSON back from `json`.
@@ -537,8 +535,8 @@ fn temporary_prefix() -> String {
     format!("xlb-bench-pairs-{}-", std::process::id())
 }
 
-/// What an interrupted run may leave (`stop`): the runs' JSON, in a
-/// temporary directory without `--keep`, and the bpffs of the `prog` run
+/// What an interrupted run may leave (`stop`): the runs' JSON and the
+/// builds' copies, in a temporary directory without `--keep`, and the bpffs of the `prog` run
 /// under way should the same Ctrl-C end that run at once too (a SIGTERM
 /// sent to this process alone leaves that run to stop and clean up by
 /// itself: `wait`).
@@ -547,13 +545,14 @@ pub(crate) fn leftovers(args: &PairsArgs) -> crate::stop::Leftovers {
                 (`xlb-bench rig sweep --orphans` removes it)";
     let at_once = match &args.keep {
         Some(keep) => format!(
-            "leaving {prog}; the runs' JSON stays in {}, as --keep asks",
+            "leaving {prog}; the runs' JSON and the builds' copies stay in {}, as --keep asks",
             keep.display()
         ),
         None => {
             let runs = std::env::temp_dir().join(temporary_prefix());
             format!(
-                "leaving the runs' JSON in {runs}* (`rm -r {runs}*` removes it) and {prog}",
+                "leaving the runs' JSON and the copies of the builds in {runs}* (`rm -r \
+                 {runs}*` removes them) and {prog}",
                 runs = runs.display()
             )
         }
@@ -579,11 +578,11 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
         let temporary = tempfile::Builder::new()
             .prefix(&temporary_prefix())
             .tempdir()
-            .context("creating a temporary directory for the runs' JSON")?;
+            .context("creating a temporary directory for the runs")?;
         let result = measure(args, temporary.path());
         let path = temporary.path().to_owned();
         if let Err(e) = temporary.close() {
-            warn!(path = %path.display(), error = %e, "could not remove the runs' JSON: remove it by hand");
+            warn!(path = %path.display(), error = %e, "could not remove the runs' directory: remove it by hand");
         }
         return result;
     };
@@ -597,19 +596,18 @@ pub(crate) fn run(args: &PairsArgs) -> anyhow::Result<()> {
 /// Runs the pairs, each run's JSON in `dir`, and writes the table (and
 /// `--json`).
 fn measure(args: &PairsArgs, dir: &Path) -> anyhow::Result<()> {
-    let binaries = Binaries::of(args)?;
+    let binaries = Binaries::copy(args, dir)?;
     let mut pairs: Vec<(Run, Run)> = Vec::new();
     for index in 0..args.pairs {
         crate::stop::check()?;
         let (mut a, mut b) = (Run::default(), Run::default());
         for build in order(index) {
-            let (bin, run) = match build {
-                Build::A => (&args.a, &mut a),
-                Build::B => (&args.b, &mut b),
+            let run = match build {
+                Build::A => &mut a,
+                Build::B => &mut b,
             };
-            check_unchanged(bin, binaries.of_build(build), index + 1)?;
             let json = dir.join(format!("{}-{}.json", build.name(), index + 1));
-            *run = run_prog(args, bin, &json)?;
+            *run = run_prog(args, binaries.path(build), &json)?;
         }
         info!(pair = index + 1, of = args.pairs, "pair measured");
         pairs.push((a, b));
@@ -774,25 +772,33 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_replaced_during_the_pairs_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("xlb-bench");
-        std::fs::write(&bin, b"build a").unwrap();
-        let at_start = crate::build_id::file_sha256(&bin).unwrap();
-        check_unchanged(&bin, &at_start, 2).unwrap();
-        // Rebuilt in place: the same size, one byte apart.
-        std::fs::write(&bin, b"build b").unwrap();
-        let e = check_unchanged(&bin, &at_start, 3).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!(
-                "{} changed during the pairs: its SHA-256 was {at_start} before pair 1, ",
-                bin.display()
-            )) && e.contains(" before pair 3; copy each build aside"),
-            "{e}"
-        );
-        std::fs::remove_file(&bin).unwrap();
-        let e = format!("{:#}", check_unchanged(&bin, &at_start, 4).unwrap_err());
-        assert!(e.starts_with("reading "), "{e}");
+    fn each_build_runs_from_a_copy_a_rebuild_in_place_does_not_reach() {
+        let given = tempfile::tempdir().unwrap();
+        let runs = tempfile::tempdir().unwrap();
+        let (a, b) = (given.path().join("a"), given.path().join("b"));
+        std::fs::write(&a, b"build a").unwrap();
+        std::fs::write(&b, b"build b").unwrap();
+        let (a_arg, b_arg) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let argv = ["xlb-bench", "pairs", "--a", a_arg, "--b", b_arg];
+        let args = match <crate::Cli as clap::Parser>::try_parse_from(argv)
+            .unwrap()
+            .command
+        {
+            crate::Command::Pairs(args) => args,
+            other => panic!("parsed as {other:?}"),
+        };
+        let binaries = Binaries::copy(&args, runs.path()).unwrap();
+        assert_eq!(binaries.path(Build::A), runs.path().join("a.xlb-bench"));
+        assert_eq!(binaries.a_sha256, crate::build_id::file_sha256(&a).unwrap());
+        // Rebuilt in place during the pairs: the runs still use what was
+        // copied, and the JSON names that.
+        std::fs::write(&b, b"build c").unwrap();
+        assert_eq!(std::fs::read(binaries.path(Build::B)).unwrap(), b"build b");
+        assert_ne!(binaries.b_sha256, crate::build_id::file_sha256(&b).unwrap());
+        // A binary that is not there is said so.
+        std::fs::remove_file(&a).unwrap();
+        let e = format!("{:#}", Binaries::copy(&args, runs.path()).unwrap_err());
+        assert!(e.starts_with(&format!("copying {a_arg} to ")), "{e}");
     }
 
     #[test]
