@@ -187,9 +187,6 @@ pub struct Datapath {
     pub(crate) source_ranges: Option<crate::maps::SourceRangeIndex>,
     /// The conntrack tables, on descriptors of their own.
     pub(crate) ct_tables: ConntrackTables,
-    /// The pinned counter arrays this load made anew (another build's, with
-    /// other slots).
-    pub(crate) renewed_counters: Vec<crate::stats::RenewedCounters>,
 }
 
 impl Datapath {
@@ -240,14 +237,13 @@ impl Datapath {
         ] {
             loader.map_max_entries(map, size);
         }
-        let mut renewed_counters = Vec::new();
         if let Some(dir) = &options.pin_dir {
             std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
                 path: dir.clone(),
                 source,
             })?;
             maps::check_pinned_layout(dir)?;
-            renewed_counters = crate::stats::renew_resized_counters(dir)?;
+            crate::stats::renew_resized_counters(dir)?;
             for map in maps::PINNED {
                 loader.map_pin_path(map, dir.join(map));
             }
@@ -272,18 +268,10 @@ impl Datapath {
             sizes: *sizes,
             source_ranges: None,
             ct_tables,
-            renewed_counters,
         };
         datapath.adopt_or_initialise()?;
         datapath.sizes = datapath.sizes_in_effect(*sizes)?;
         Ok(datapath)
-    }
-
-    /// The pinned counter arrays this load found with other slots than this
-    /// build counts into, and made anew: their counts started again from 0
-    /// (logged as well). Empty for a fresh load or one of the same build.
-    pub fn renewed_counters(&self) -> &[crate::stats::RenewedCounters] {
-        &self.renewed_counters
     }
 
     /// The version stamp the programs were loaded with, read back from the

@@ -73,9 +73,7 @@ pub use pods::PodAttachment;
 pub use probes::{InvalidProbeMarkBase, ProbeEncapAttachment, ProbeMarkBase, ProbeStats};
 pub use recovery::MapUsage;
 pub use simulate::Simulation;
-pub use stats::{
-    Counters, CtStats, DecapStats, FlowEventStats, ParseStats, RenewedCounters, VerdictStats,
-};
+pub use stats::{Counters, CtStats, DecapStats, FlowEventStats, ParseStats, VerdictStats};
 pub use tables::TABLES_PER_BATCH;
 pub use test_run::TestRunOutput;
 pub use uplinks::UplinkAttachment;

@@ -21,7 +21,9 @@ pub struct MapSizes {
     pub addresses: u32,
     /// Fragmented datagrams in flight (`FRAGMENTS`, an LRU map of 44 bytes
     /// and its overhead per entry): the first fragment's ports, kept for the
-    /// later ones. Past it, the oldest datagram's later fragments are dropped
+    /// later ones; every first fragment the core sees takes one. The least
+    /// recently used give way (an LRU map, possibly before it is full), and
+    /// their datagrams' later fragments are dropped
     /// (`drop_fragment_untracked`).
     pub fragments: u32,
 }

@@ -72,26 +72,15 @@ const COUNTER_ARRAYS: [(&str, u32); 6] = [
     (PROBE_STATS, ProbeVerdict::COUNT),
 ];
 
-/// A pinned counter array another build left with other slots (or another
-/// counter size), made anew by this load: its counts start again from 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RenewedCounters {
-    pub map: &'static str,
-    /// Its slots as pinned, and as this build counts.
-    pub found: u32,
-    pub expected: u32,
-}
-
 /// Unpins every counter array of pin directory `dir` whose slots or counter
-/// size are not this build's, so that the load makes it anew, and says
+/// size are not this build's, so that the load makes it anew, and logs
 /// which. Reused, a smaller array would leave this build's new verdicts
 /// uncounted (a lookup past its end) and unreadable, and a larger one would
 /// hold slots no verdict names. Only counters are lost: the layout version
 /// guards the state (services, conntrack), and a counter array's slots are
 /// not state. The programs still attached keep the old array until this
 /// load's programs replace them.
-pub(crate) fn renew_resized_counters(dir: &Path) -> Result<Vec<RenewedCounters>, Error> {
-    let mut renewed = Vec::new();
+pub(crate) fn renew_resized_counters(dir: &Path) -> Result<(), Error> {
     for (map, expected) in COUNTER_ARRAYS {
         let path = dir.join(map);
         if !path.exists() {
@@ -113,13 +102,8 @@ pub(crate) fn renew_resized_counters(dir: &Path) -> Result<Vec<RenewedCounters>,
             "a pinned counter array has other slots than this build counts into (another \
              build's): made anew, its counts start again from 0"
         );
-        renewed.push(RenewedCounters {
-            map,
-            found: info.max_entries(),
-            expected,
-        });
     }
-    Ok(renewed)
+    Ok(())
 }
 
 fn sum(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {
