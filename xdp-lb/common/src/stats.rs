@@ -231,7 +231,7 @@ counter_enum! {
     /// was not seen: it came first (out of order), its entry in `FRAGMENTS`
     /// was evicted, or the first fragment was not balanced (refused,
     /// dropped). Without the first fragment's ports it has no flow to join.
-    /// (Last: the pinned `VERDICT_STATS` keeps every older slot's meaning.)
+    /// (Last, so that the older verdicts keep their slots and names.)
     DropFragmentUntracked = "drop_fragment_untracked",
     }
 }

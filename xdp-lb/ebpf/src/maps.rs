@@ -188,8 +188,9 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityEntry, 131072, NO_COMMON_LR
     LruHashMap::new();
 
 /// Fragmented TCP and UDP datagrams being balanced: the reassembly key
-/// (addresses, protocol, IP identification) → the first fragment's ports
-/// and direction, for the later fragments (`lb::fragment`). An LRU map: a
+/// (addresses, protocol, IP identification) → the first fragment's ports,
+/// for the later fragments (`lb::fragment`, which finds the direction by
+/// looking the flow up both ways). An LRU map: a
 /// datagram's entry is needed only while its fragments pass, and the oldest
 /// give way. One LRU list for all CPUs: a datagram's fragments may arrive on
 /// different CPUs, and per-CPU lists would split a small map between them.

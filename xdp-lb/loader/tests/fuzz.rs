@@ -49,7 +49,8 @@
 //!   checksum holding as it held), or wrapped unchanged — and one without,
 //!   or of a flow no longer tracked, is dropped to a VIP-only address
 //!   (`drop_fragment_untracked`) and passes elsewhere; the fragment map
-//!   holds no datagram the model does not remember.
+//!   holds no more datagrams than the model remembers (a count, not the
+//!   keys).
 //!
 //! `XLB_FUZZ_PACKETS` sets the number of frames (default 100 000) and
 //! `XLB_FUZZ_SEED` the seed (default `DEFAULT_SEED`); a failure names both,

@@ -73,8 +73,10 @@ fn a_fragmented_udp4_datagram_reaches_one_backend_translated() {
         assert_eq!(out.packet, first_out, "the first fragment");
         let out = lb.send(&later, lb.up0);
         assert_eq!(out.action, XDP_REDIRECT);
-        assert_eq!(out.packet, later_out, "the later fragment");
+        // First, so that a header checksum left wrong is said so rather
+        // than shown only as the bytes that differ.
         assert_ip4_checksum(&out.packet);
+        assert_eq!(out.packet, later_out, "the later fragment");
 
         lb.assert_verdicts(&[(Verdict::ForwardToBackend, 2)]);
         lb.assert_ct(&[(CtEvent::Created, 1), (CtEvent::Hit, 1)]);
@@ -165,8 +167,10 @@ fn a_backends_fragmented_reply_reaches_the_client_from_the_vip() {
         assert_eq!(out.packet, first_out, "the first fragment");
         let out = lb.send(&later, lb.dn0);
         assert_eq!(out.action, XDP_REDIRECT);
-        assert_eq!(out.packet, later_out, "the later fragment");
+        // First, so that a header checksum left wrong is said so rather
+        // than shown only as the bytes that differ.
         assert_ip4_checksum(&out.packet);
+        assert_eq!(out.packet, later_out, "the later fragment");
 
         lb.assert_verdicts(&[(Verdict::ForwardToBackend, 1), (Verdict::ForwardReply, 2)]);
         lb.assert_ct(&[(CtEvent::Created, 1), (CtEvent::ReplyHit, 2)]);

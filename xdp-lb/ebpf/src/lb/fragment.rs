@@ -1,6 +1,7 @@
 //! Fragments of TCP and UDP datagrams (`xdp_lb_common::fragment`), carried
-//! through a service as netfilter's conntrack and Cilium's fragment tracking
-//! carry them, without reassembly:
+//! through a service without reassembly, as Cilium's fragment tracking
+//! carries them (netfilter's conntrack sees them only reassembled, by
+//! `nf_defrag`):
 //! - the first fragment carries the transport header: its ports are
 //!   remembered under the datagram's reassembly key, and it is balanced as a
 //!   whole packet would be (conntrack, selection, NAT; its transport checksum
