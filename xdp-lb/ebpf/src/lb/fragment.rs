@@ -33,14 +33,14 @@ use core::mem::MaybeUninit;
 
 use xdp_lb_common::{
     fragment::{FragmentKey, FragmentPorts},
-    service::{ADDRESS_NODE, ADDRESS_VIP},
     stats::Verdict,
 };
 
 use crate::{
     lb::{
-        Decision, MARK_DST, Nat, address_kind, conntrack,
+        Decision, MARK_DST, Nat, conntrack,
         flow::{Flow, Packet},
+        unbalanced_to,
     },
     maps::{CONFIG, FRAGMENTS},
 };
@@ -120,12 +120,12 @@ pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool
 /// untouched when it is not for a service, or is a node address's own.
 #[inline(always)]
 fn untracked(flow: &Flow, marks: u8, replies_only: bool) -> Decision {
-    if replies_only || marks & MARK_DST == 0 {
+    if replies_only {
         return Decision::pass(Verdict::PassNotFrontend);
     }
-    match address_kind(true, &flow.tuple.dst_addr) {
-        ADDRESS_VIP => Decision::drop(Verdict::DropFragmentUntracked),
-        ADDRESS_NODE => Decision::pass(Verdict::PassNodeAddress),
-        _ => Decision::pass(Verdict::PassNotFrontend),
-    }
+    unbalanced_to(
+        marks & MARK_DST != 0,
+        &flow.tuple.dst_addr,
+        Decision::drop(Verdict::DropFragmentUntracked),
+    )
 }

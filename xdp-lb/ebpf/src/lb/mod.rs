@@ -554,20 +554,26 @@ fn in_source_ranges(service: &Service, tuple: &FlowTuple) -> bool {
 /// node address's fragments are the node's own traffic and pass.
 #[inline(never)]
 fn not_balanced(packet: &Packet) -> Decision {
-    if !packet.has_dst || packet.marks & MARK_DST == 0 {
+    if !packet.has_dst {
         return Decision::pass(Verdict::PassNotFrontend);
     }
-    let Some(address) = ADDRESSES.get_ptr(AddressKey { addr: packet.dst }) else {
-        return Decision::pass(Verdict::PassNotFrontend);
-    };
-    // SAFETY: a map value of the right type, read once.
-    if unsafe { (*address).kind } == ADDRESS_NODE {
-        return Decision::pass(Verdict::PassNodeAddress);
-    }
-    if packet.is_fragment() {
+    let at_vip = if packet.is_fragment() {
         Decision::drop(Verdict::DropFragment)
     } else {
         Decision::pass(Verdict::PassOtherProtocol)
+    };
+    unbalanced_to(packet.marks & MARK_DST != 0, &packet.dst, at_vip)
+}
+
+/// What comes of a frame to `dst` that no flow or service takes: `at_vip`
+/// on a VIP-only address; passed untouched anywhere else, a node address's
+/// being the node's own traffic. `marked`: the address filter holds `dst`.
+#[inline(always)]
+pub fn unbalanced_to(marked: bool, dst: &Addr, at_vip: Decision) -> Decision {
+    match address_kind(marked, dst) {
+        ADDRESS_VIP => at_vip,
+        ADDRESS_NODE => Decision::pass(Verdict::PassNodeAddress),
+        _ => Decision::pass(Verdict::PassNotFrontend),
     }
 }
 

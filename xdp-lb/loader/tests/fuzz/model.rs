@@ -752,11 +752,8 @@ impl Model {
         datagram: Datagram,
         prediction: &mut Prediction,
     ) -> Result<Expected, String> {
-        let untracked = match self.fixture.address_kind(ip.dst) {
-            None => Expected::Untouched(Verdict::PassNotFrontend),
-            Some(AddressKind::Node) => Expected::Untouched(Verdict::PassNodeAddress),
-            Some(AddressKind::Vip) => Expected::Dropped(Verdict::DropFragmentUntracked),
-        };
+        let untracked =
+            self.unbalanced_to(ip.dst, Expected::Dropped(Verdict::DropFragmentUntracked));
         let Some(&(src_port, dst_port)) = self.fragments.get(&datagram) else {
             return Ok(untracked);
         };
@@ -821,11 +818,23 @@ impl Model {
     /// fragments are dropped (no ports to balance a later fragment by, no
     /// reassembly) and other protocols pass.
     fn not_balanced(&self, ip: &IpPacket) -> Expected {
-        match self.fixture.address_kind(ip.dst) {
+        self.unbalanced_to(
+            ip.dst,
+            if ip.fragment {
+                Expected::Dropped(Verdict::DropFragment)
+            } else {
+                Expected::Untouched(Verdict::PassOtherProtocol)
+            },
+        )
+    }
+
+    /// A frame to `dst` that no flow or service takes (`lb::unbalanced_to`):
+    /// `at_vip` on a VIP-only address, untouched anywhere else.
+    fn unbalanced_to(&self, dst: IpAddr, at_vip: Expected) -> Expected {
+        match self.fixture.address_kind(dst) {
             None => Expected::Untouched(Verdict::PassNotFrontend),
             Some(AddressKind::Node) => Expected::Untouched(Verdict::PassNodeAddress),
-            Some(AddressKind::Vip) if ip.fragment => Expected::Dropped(Verdict::DropFragment),
-            Some(AddressKind::Vip) => Expected::Untouched(Verdict::PassOtherProtocol),
+            Some(AddressKind::Vip) => at_vip,
         }
     }
 
