@@ -910,13 +910,25 @@ pub(crate) fn stats_delta_table(delta: &StatsView, at: SystemTime, interval: Dur
 /// or `drop tcp CLIENT -> FRONTEND [service: ]reason` (and so `refused`);
 /// JSON: the event as one object.
 pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Result<String> {
-    if format != Format::Table {
-        let one_line = match format {
-            Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(event)?),
-            _ => serde_json::to_string(event).context("encoding JSON")? + "\n",
-        };
-        return Ok(one_line);
-    }
+    observe_line(format, event, || event_row(event))
+}
+
+/// One line of `xlb observe`: `table` in a table, else `document` as one
+/// JSON object on a line, or one YAML document.
+fn observe_line(
+    format: Format,
+    document: &impl Serialize,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => table(),
+        Format::Json => serde_json::to_string(document).context("encoding JSON")? + "\n",
+        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(document)?),
+    })
+}
+
+/// `event` as a line of the table.
+fn event_row(event: &FlowEventView) -> String {
     let protocol = event
         .protocol
         .map_or("-".to_owned(), |p| format!("{p:?}").to_lowercase());
@@ -932,26 +944,23 @@ pub(crate) fn event_line(format: Format, event: &FlowEventView) -> anyhow::Resul
         },
         (None, None) => String::new(),
     };
-    Ok(format!(
+    format!(
         "{:<8} {protocol:<3} {client} -> {} {what}\n",
         event.kind, event.frontend
-    ))
+    )
 }
 
 /// What `xlb observe` prints where it missed `missed` events (they left the
 /// agent's history before it read them): a line like an event's in a table,
 /// `{"missed":N}` in JSON, a `missed: N` document in YAML.
 pub(crate) fn missed_line(format: Format, missed: u64) -> anyhow::Result<String> {
-    let document = MissedView { missed };
-    Ok(match format {
-        Format::Table => format!(
+    observe_line(format, &MissedView { missed }, || {
+        format!(
             // No size: the agent's history is the agent build's, not this
             // client's.
             "{:<8} {missed} events: this observer fell behind the agent's history\n",
             "missed"
-        ),
-        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
-        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+        )
     })
 }
 
@@ -970,20 +979,15 @@ pub(crate) fn restarted_line(format: Format, missed: u64) -> anyhow::Result<Stri
         restarted: true,
         missed,
     };
-    Ok(match format {
-        Format::Table => {
-            let mut line = format!(
-                "{:<8} the agent restarted: events from its last answer to its start are \
-                 not known",
-                "restarted"
-            );
-            if missed > 0 {
-                line += &format!(", and {missed} of the new agent's left its history unread");
-            }
-            line + "\n"
+    observe_line(format, &document, || {
+        let mut line = format!(
+            "{:<8} the agent restarted: events from its last answer to its start are not known",
+            "restarted"
+        );
+        if missed > 0 {
+            line += &format!(", and {missed} of the new agent's left its history unread");
         }
-        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
-        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+        line + "\n"
     })
 }
 
@@ -1001,14 +1005,12 @@ pub(crate) fn lost_line(format: Format, lost: u64) -> anyhow::Result<String> {
     let document = LostView {
         lost_ring_full: lost,
     };
-    Ok(match format {
-        Format::Table => format!(
+    observe_line(format, &document, || {
+        format!(
             "{:<8} {lost} events: the datapath's ring was full, the agent's drain behind \
              (xlb stats: flow events lost_ring_full)\n",
             "lost"
-        ),
-        Format::Json => serde_json::to_string(&document).context("encoding JSON")? + "\n",
-        Format::Yaml => format!("---\n{}", serde_yaml_ng::to_string(&document)?),
+        )
     })
 }
 
