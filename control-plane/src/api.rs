@@ -342,7 +342,9 @@ pub enum ProbePathView {
     /// To the VIP, through the DSR tunnel, with the view's `mark`.
     Tunnel,
     /// A DSR backend no probe can be wrapped for: `last_error` says why.
-    None,
+    /// (`none` from an agent of before the name.)
+    #[serde(alias = "none")]
+    Unwrappable,
 }
 
 /// `GET /v1/events`: one sampled flow event (the agent's
@@ -715,4 +717,19 @@ pub struct MapUsageView {
     /// count taken for this answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbePathView;
+
+    #[test]
+    fn an_unwrappable_path_is_named_so_and_read_by_its_older_name_too() {
+        let named = serde_json::to_string(&ProbePathView::Unwrappable).unwrap();
+        assert_eq!(named, r#""unwrappable""#);
+        for old_or_new in [r#""none""#, r#""unwrappable""#] {
+            let read: ProbePathView = serde_json::from_str(old_or_new).unwrap();
+            assert_eq!(read, ProbePathView::Unwrappable);
+        }
+    }
 }

@@ -82,7 +82,7 @@ const fn path_view(path: ProbePath) -> (ProbePathView, Option<u32>) {
     match path {
         ProbePath::Direct => (ProbePathView::Direct, None),
         ProbePath::Tunnel { mark, .. } => (ProbePathView::Tunnel, Some(mark)),
-        ProbePath::Unwrappable(_) => (ProbePathView::None, None),
+        ProbePath::Unwrappable(_) => (ProbePathView::Unwrappable, None),
     }
 }
 
@@ -212,7 +212,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 (ProbePathView::Tunnel, Some(0x584c_0001), vip),
-                (ProbePathView::None, None, b1)
+                (ProbePathView::Unwrappable, None, b1)
             ]
         );
         assert_eq!(views[0].probe, "tcp");

@@ -227,7 +227,7 @@ fn backend_health(backend: &BackendView) -> String {
         let path = match view.path {
             ProbePathView::Direct => "direct",
             ProbePathView::Tunnel => "tunnel",
-            ProbePathView::None => "unwrappable",
+            ProbePathView::Unwrappable => "unwrappable",
         };
         let worst_first = match view.health.as_str() {
             "down" => 0,
@@ -599,7 +599,7 @@ pub(crate) fn health_checks_table(checks: &[HealthCheckView]) -> String {
                 "{} through the DSR tunnel (mark {mark:#010x})",
                 check.probe_address
             ),
-            (ProbePathView::None, _) => "- (cannot be wrapped for)".to_owned(),
+            (ProbePathView::Unwrappable, _) => "- (cannot be wrapped for)".to_owned(),
             _ => check.probe_address.to_string(),
         };
         let in_a_row = match (check.consecutive_successes, check.consecutive_failures) {
@@ -1380,7 +1380,7 @@ ID   Address               Status   Drained By   Health   Gen   Services   Packe
             health: "down".into(),
             health_by_service: BTreeMap::from([(
                 "web".into(),
-                checked(ProbePathView::None, "down"),
+                checked(ProbePathView::Unwrappable, "down"),
             )]),
             services: vec!["web".into()],
             status_by_service: BTreeMap::from([("web".into(), Down)]),
