@@ -116,13 +116,6 @@ impl Core {
         self.probe_tunnel.as_ref().map(TunnelProbes::tunnel)
     }
 
-    /// The health of the backend at `addr` in service `name`: its service's
-    /// check, on the path the service's traffic takes
-    /// ([`crate::health::in_service`]).
-    pub(crate) fn health_in_service(&self, name: &ServiceName, addr: SocketAddr) -> Health {
-        crate::health::in_service(&self.model, &self.health, self.tunnel(), name, addr)
-    }
-
     /// The path and verdict of service `name`'s check of the backend at
     /// `addr`; None when it has no check
     /// ([`crate::health::checked_in_service`]).
@@ -135,9 +128,10 @@ impl Core {
     }
 
     /// True when the backend at `addr` of service `name` passes its service's
-    /// health check (or has none).
+    /// health check, on the path the service's traffic takes (or has none:
+    /// [`crate::health::in_service`]).
     pub(crate) fn healthy(&self, name: &ServiceName, addr: SocketAddr) -> bool {
-        self.health_in_service(name, addr).is_up()
+        crate::health::in_service(&self.model, &self.health, self.tunnel(), name, addr).is_up()
     }
 
     /// Programs the effective model with health overlaid. `since` is when the

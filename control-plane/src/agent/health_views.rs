@@ -4,12 +4,10 @@
 //! with no why. And the health part of `GET /v1/backends` (`xlb backend
 //! list`): how each service checks a backend, and what it finds.
 
-use std::{collections::BTreeMap, net::SocketAddr};
-
 use crate::{
     api::{HealthCheckView, ProbePathView, ServiceHealthView},
     health::{Health, ProbePath, ProbeTunnel, TargetStatus},
-    model::{HealthCheck, Model, Probe, ServiceName},
+    model::{HealthCheck, Model, Probe},
 };
 
 /// One view per checked (backend, check, path), as the checker runs them
@@ -53,28 +51,13 @@ pub(crate) fn health_check_views(
         .collect()
 }
 
-/// Each service of `model` that lists the backend at `addr` and checks it,
-/// by name, with the path its probes take and the verdict it acts on:
-/// `checked` answers for one service ([`crate::health::checked_in_service`],
-/// None when the service has no check).
-pub(crate) fn health_by_service(
-    model: &Model,
-    addr: SocketAddr,
-    checked: impl Fn(&ServiceName, SocketAddr) -> Option<(ProbePath, Health)>,
-) -> BTreeMap<String, ServiceHealthView> {
-    model
-        .services
-        .iter()
-        .filter(|(_, service)| service.backends.iter().any(|b| b.addr == addr))
-        .filter_map(|(name, _)| {
-            let (path, health) = checked(name, addr)?;
-            let view = ServiceHealthView {
-                path: path_view(path).0,
-                health: health.as_str().to_owned(),
-            };
-            Some((name.to_string(), view))
-        })
-        .collect()
+/// A checking service's view of a backend: the path its probes take, and
+/// the verdict it acts on.
+pub(crate) fn service_health(path: ProbePath, health: Health) -> ServiceHealthView {
+    ServiceHealthView {
+        path: path_view(path).0,
+        health: health.as_str().to_owned(),
+    }
 }
 
 /// How the API names `path`, and the mark of a probe through the tunnel.
@@ -216,47 +199,5 @@ mod tests {
             ]
         );
         assert_eq!(views[0].probe, "tcp");
-    }
-
-    #[test]
-    fn a_backend_shows_each_checking_services_path_and_verdict() {
-        let b1: SocketAddr = "198.18.2.1:80".parse().unwrap();
-        let b2: SocketAddr = "198.18.2.2:80".parse().unwrap();
-        let tcp = check(Probe::Tcp);
-        let mut model = Model::default();
-        for (name, backends, check) in [
-            ("web", vec![b1], Some(tcp.clone())),
-            ("api", vec![b1], Some(tcp.clone())),
-            ("unchecked", vec![b1], None),
-            ("elsewhere", vec![b2], Some(tcp.clone())),
-        ] {
-            model
-                .services
-                .insert(ServiceName(name.into()), service(&backends, check));
-        }
-        let tunnel = ProbePath::Tunnel {
-            vip: "198.19.0.1".parse().unwrap(),
-            mark: 0x584c_0000,
-        };
-        // As `checked_in_service` answers: `web` is `dsr`.
-        let views = health_by_service(&model, b1, |name, _| {
-            let service = &model.services[name];
-            service.health_check.as_ref()?;
-            Some(match name.0.as_str() {
-                "web" => (tunnel, Health::Down),
-                _ => (ProbePath::Direct, Health::Up),
-            })
-        });
-        let shown: Vec<(&str, ProbePathView, &str)> = views
-            .iter()
-            .map(|(name, view)| (name.as_str(), view.path, view.health.as_str()))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("api", ProbePathView::Direct, "up"),
-                ("web", ProbePathView::Tunnel, "down")
-            ]
-        );
     }
 }

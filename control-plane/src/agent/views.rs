@@ -24,8 +24,9 @@ use crate::{
         BackendStatus, BackendView, DatapathLbView, DatapathRecordView, DrainRequest, DrainSource,
         DrainUnchangedView, DrainView, EventsView, FlowView, FrontendView, HealthCheckView,
         KubernetesView, MaglevSettingsView, MaglevView, MapUsageView, ServiceBackendView,
-        ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
+        ServiceHealthView, ServiceView, SimulateRequest, SimulateView, StatsView, StatusView,
     },
+    health::ProbePath,
     model::{Model, Protocol, ServiceName},
     reconcile::Reconciler,
     source::kube::watch::Cache,
@@ -65,6 +66,8 @@ struct BackendInServices {
     status_by_service: BTreeMap<String, BackendStatus>,
     /// Who drains it, in each service that does.
     drained_by: BTreeMap<String, Vec<DrainSource>>,
+    /// The path of each checking service's probes, and their verdict.
+    health_by_service: BTreeMap<String, ServiceHealthView>,
 }
 
 /// What a service's health check finds of a backend, ordered so that the
@@ -87,19 +90,21 @@ impl Health {
 }
 
 /// Every backend address of `model` (the source's), with its status in
-/// each service listing it, `drains` applied, and who drains it there
-/// (`health`: its health there, up when unchecked): a drain or a failed
-/// health check may hold in one service and not in another.
+/// each service listing it, `drains` applied, who drains it there, and how
+/// each service's check finds it (`checked`: the path of its probes and
+/// their verdict, none when the service has no check,
+/// [`Core::checked_in_service`]): a drain or a failed health check may hold
+/// in one service and not in another.
 fn backends_in_services(
     model: &Model,
     drains: &BTreeSet<Drain>,
-    health: impl Fn(&ServiceName, SocketAddr) -> crate::health::Health,
+    checked: impl Fn(&ServiceName, SocketAddr) -> Option<(ProbePath, crate::health::Health)>,
 ) -> BTreeMap<SocketAddr, BackendInServices> {
     let mut by_addr: BTreeMap<SocketAddr, BackendInServices> = BTreeMap::new();
     for (name, service) in &model.services {
         for b in &service.backends {
-            let verdict = health(name, b.addr);
-            let healthy = verdict.is_up();
+            let found = checked(name, b.addr);
+            let verdict = found.map_or(crate::health::Health::Up, |(_, verdict)| verdict);
             let health = match &service.health_check {
                 None => Health::Unchecked,
                 Some(_) => Health::Checked(verdict),
@@ -109,8 +114,16 @@ fn backends_in_services(
                 health,
                 status_by_service: BTreeMap::new(),
                 drained_by: BTreeMap::new(),
+                health_by_service: BTreeMap::new(),
             });
             entry.health = entry.health.max(health);
+            if let Some((path, verdict)) = found {
+                entry.health_by_service.insert(
+                    name.to_string(),
+                    health_views::service_health(path, verdict),
+                );
+            }
+            let healthy = verdict.is_up();
             let state = drains::drained_state(drains, name, b.addr, b.state);
             entry
                 .status_by_service
@@ -191,7 +204,7 @@ impl Admin for AgentAdmin {
     fn backends(&self) -> Result<Vec<BackendView>, AdminError> {
         let core = self.lock()?;
         let by_addr = backends_in_services(&core.model, core.drains.set(), |name, addr| {
-            core.health_in_service(name, addr)
+            core.checked_in_service(name, addr)
         });
         let mut views = Vec::new();
         for (addr, backend) in by_addr {
@@ -214,11 +227,7 @@ impl Admin for AgentAdmin {
                     .min()
                     .unwrap_or(BackendStatus::Active),
                 health: backend.health.as_str().to_owned(),
-                health_by_service: health_views::health_by_service(
-                    &core.model,
-                    addr,
-                    |name, addr| core.checked_in_service(name, addr),
-                ),
+                health_by_service: backend.health_by_service,
                 services: backend.status_by_service.keys().cloned().collect(),
                 status_by_service: backend.status_by_service,
                 drained_by: backend.drained_by,
@@ -681,6 +690,7 @@ mod tests {
     use super::*;
     use crate::{
         agent::drains::with_drains,
+        api::ProbePathView,
         health::Health as Verdict,
         model::{Backend, BackendState, HealthCheck, Mode, Probe, Service},
     };
@@ -720,7 +730,7 @@ mod tests {
             ]),
         };
         let drains = BTreeSet::from([(Some(api), shared)]);
-        let by_addr = backends_in_services(&model, &drains, |_, _| Verdict::Up);
+        let by_addr = backends_in_services(&model, &drains, |_, _| direct(Verdict::Up));
         assert_eq!(
             by_addr[&shared].status_by_service,
             BTreeMap::from([
@@ -739,11 +749,11 @@ mod tests {
         assert!(by_addr[&own].drained_by.is_empty());
         // Down in the service whose check it fails, whatever the other says.
         let by_addr = backends_in_services(&model, &BTreeSet::new(), |name, addr| {
-            if name == &web && addr == shared {
+            direct(if name == &web && addr == shared {
                 Verdict::Down
             } else {
                 Verdict::Up
-            }
+            })
         });
         assert_eq!(
             by_addr[&shared].status_by_service,
@@ -783,10 +793,12 @@ mod tests {
         };
         let health = |verdicts: &[(&ServiceName, Verdict)]| {
             backends_in_services(&model, &BTreeSet::new(), |name, _| {
-                verdicts
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map_or(Verdict::Up, |&(_, v)| v)
+                direct(
+                    verdicts
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(Verdict::Up, |&(_, v)| v),
+                )
             })[&shared]
                 .health
                 .as_str()
@@ -802,10 +814,69 @@ mod tests {
             services: BTreeMap::from([(ServiceName("api".into()), service(&[shared]))]),
         };
         assert_eq!(
-            backends_in_services(&unchecked, &BTreeSet::new(), |_, _| Verdict::Down)[&shared]
+            backends_in_services(&unchecked, &BTreeSet::new(), |_, _| direct(Verdict::Down))
+                [&shared]
                 .health,
             Health::Unchecked
         );
+    }
+
+    /// A check's answer for a direct probe.
+    fn direct(verdict: Verdict) -> Option<(ProbePath, Verdict)> {
+        Some((ProbePath::Direct, verdict))
+    }
+
+    #[test]
+    fn a_backend_shows_each_checking_services_path_and_verdict() {
+        let b1: SocketAddr = "198.18.2.1:80".parse().unwrap();
+        let check = HealthCheck {
+            probe: Probe::Tcp,
+            port: None,
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+        };
+        let checked = Service {
+            health_check: Some(check),
+            ..service(&[b1])
+        };
+        let model = Model {
+            services: BTreeMap::from([
+                (ServiceName("web".into()), checked.clone()),
+                (ServiceName("api".into()), checked),
+                (ServiceName("unchecked".into()), service(&[b1])),
+            ]),
+        };
+        let tunnel = ProbePath::Tunnel {
+            vip: "198.19.0.1".parse().unwrap(),
+            mark: 0x584c_0000,
+        };
+        // As `checked_in_service` answers: `web` is `dsr`, and its decap
+        // stopped; `unchecked` has no check.
+        let by_addr =
+            backends_in_services(&model, &BTreeSet::new(), |name, _| match name.0.as_str() {
+                "web" => Some((tunnel, Verdict::Down)),
+                "api" => Some((ProbePath::Direct, Verdict::Up)),
+                _ => None,
+            });
+        let b = &by_addr[&b1];
+        let shown: Vec<(&str, ProbePathView, &str)> = b
+            .health_by_service
+            .iter()
+            .map(|(name, view)| (name.as_str(), view.path, view.health.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("api", ProbePathView::Direct, "up"),
+                ("web", ProbePathView::Tunnel, "down")
+            ]
+        );
+        assert_eq!(b.health.as_str(), "down");
+        assert_eq!(b.status_by_service["api"], BackendStatus::Active);
+        assert_eq!(b.status_by_service["web"], BackendStatus::Down);
+        assert_eq!(b.status_by_service["unchecked"], BackendStatus::Active);
     }
 
     #[test]
