@@ -66,6 +66,25 @@ pub struct Service {
     pub source_ranges: Vec<(IpAddr, u8)>,
 }
 
+impl Service {
+    /// A NAT service of `protocol` over `backends`, with nothing more: no
+    /// frontends, affinity, health check or source ranges, refusing when no
+    /// backend is usable. What a service is before its settings; tests
+    /// build theirs from it (`Service { health_check, ..Service::nat(..) }`).
+    pub fn nat(protocol: Protocol, backends: Vec<Backend>) -> Self {
+        Self {
+            protocol,
+            frontends: Vec::new(),
+            backends,
+            mode: Mode::Nat,
+            affinity: None,
+            health_check: None,
+            drop_without_backends: false,
+            source_ranges: Vec::new(),
+        }
+    }
+}
+
 /// Where clients reach a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Frontend {
@@ -154,6 +173,18 @@ pub struct Backend {
     /// node's): flows to it keep the client's source even from a
     /// [`Frontend::snat_remote`] frontend.
     pub local: bool,
+}
+
+impl Backend {
+    /// An active backend at `addr`, of weight 1, not a pod of this node.
+    pub const fn active(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            weight: 1,
+            state: BackendState::Active,
+            local: false,
+        }
+    }
 }
 
 /// Whether a backend takes new flows. Health is not part of the desired

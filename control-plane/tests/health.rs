@@ -19,8 +19,7 @@ use control_plane::{
         self, Health, HealthChange, HealthChecker, PinnedTables, ProbePath, Target, TargetStatus,
     },
     model::{
-        Backend, BackendState, Frontend, FrontendKind, HealthCheck, Mode, Model, Probe, Protocol,
-        Service, ServiceName,
+        Backend, Frontend, FrontendKind, HealthCheck, Model, Probe, Protocol, Service, ServiceName,
     },
     reconcile::Desired,
 };
@@ -322,7 +321,6 @@ fn http_check_times_out_on_a_silent_server() {
 /// A TCP service on `vip`:80 served by `backends`, each checked by `check`.
 fn checked_service(vip: &str, backends: &[SocketAddr], check: &HealthCheck) -> Service {
     Service {
-        protocol: Protocol::Tcp,
         frontends: vec![Frontend {
             addr: vip.parse().unwrap(),
             port: 80,
@@ -331,20 +329,11 @@ fn checked_service(vip: &str, backends: &[SocketAddr], check: &HealthCheck) -> S
             snat_remote: false,
             source_ranges_only: false,
         }],
-        backends: backends
-            .iter()
-            .map(|&addr| Backend {
-                addr,
-                weight: 1,
-                state: BackendState::Active,
-                local: false,
-            })
-            .collect(),
-        mode: Mode::Nat,
-        affinity: None,
         health_check: Some(check.clone()),
-        drop_without_backends: false,
-        source_ranges: Vec::new(),
+        ..Service::nat(
+            Protocol::Tcp,
+            backends.iter().copied().map(Backend::active).collect(),
+        )
     }
 }
 

@@ -84,7 +84,7 @@ mod tests {
     use super::*;
     use crate::{
         health::{Health, Target},
-        model::{Backend, BackendState, Mode, Protocol, Service, ServiceName},
+        model::{Backend, Protocol, Service, ServiceName},
     };
 
     fn check(probe: Probe) -> HealthCheck {
@@ -100,22 +100,11 @@ mod tests {
 
     fn service(backends: &[SocketAddr], health_check: Option<HealthCheck>) -> Service {
         Service {
-            protocol: Protocol::Tcp,
-            frontends: Vec::new(),
-            backends: backends
-                .iter()
-                .map(|&addr| Backend {
-                    addr,
-                    weight: 1,
-                    state: BackendState::Active,
-                    local: false,
-                })
-                .collect(),
-            mode: Mode::Nat,
-            affinity: None,
             health_check,
-            drop_without_backends: false,
-            source_ranges: Vec::new(),
+            ..Service::nat(
+                Protocol::Tcp,
+                backends.iter().copied().map(Backend::active).collect(),
+            )
         }
     }
 

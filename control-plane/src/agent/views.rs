@@ -692,30 +692,16 @@ mod tests {
         agent::drains::with_drains,
         api::ProbePathView,
         health::Health as Verdict,
-        model::{Backend, BackendState, HealthCheck, Mode, Probe, Service},
+        model::{Backend, BackendState, HealthCheck, Probe, Service},
     };
 
     /// A TCP service of `backends`, all active, without frontends (the
     /// backend views do not look at them).
     fn service(backends: &[SocketAddr]) -> Service {
-        Service {
-            protocol: Protocol::Tcp,
-            frontends: Vec::new(),
-            backends: backends
-                .iter()
-                .map(|&addr| Backend {
-                    addr,
-                    weight: 1,
-                    state: BackendState::Active,
-                    local: false,
-                })
-                .collect(),
-            mode: Mode::Nat,
-            affinity: None,
-            health_check: None,
-            drop_without_backends: false,
-            source_ranges: Vec::new(),
-        }
+        Service::nat(
+            Protocol::Tcp,
+            backends.iter().copied().map(Backend::active).collect(),
+        )
     }
 
     #[test]

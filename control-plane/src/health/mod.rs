@@ -120,24 +120,16 @@ mod tests {
         Backend, BackendState, HealthCheck, Mode, Probe, Protocol, Service, ServiceName,
     };
 
+    /// A service of draining `backends`: a draining backend's health still
+    /// shows, so it is still a target.
     fn service(backends: &[&str], health_check: Option<HealthCheck>) -> Service {
+        let draining = |addr: &&str| Backend {
+            state: BackendState::Draining,
+            ..Backend::active(addr.parse().unwrap())
+        };
         Service {
-            protocol: Protocol::Tcp,
-            frontends: Vec::new(),
-            backends: backends
-                .iter()
-                .map(|addr| Backend {
-                    addr: addr.parse().unwrap(),
-                    weight: 1,
-                    state: BackendState::Draining,
-                    local: false,
-                })
-                .collect(),
-            mode: Mode::Nat,
-            affinity: None,
             health_check,
-            drop_without_backends: false,
-            source_ranges: Vec::new(),
+            ..Service::nat(Protocol::Tcp, backends.iter().map(draining).collect())
         }
     }
 
