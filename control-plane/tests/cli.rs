@@ -726,13 +726,23 @@ fn observe_says_when_the_datapath_lost_events_to_its_full_ring() {
     assert_eq!(lines[3], serde_json::json!({"lost_ring_full": 5}), "{json}");
 }
 
-#[test]
-fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
-    let mut agent = FakeAgent::start();
+/// `xlb observe` with `args` on a fake agent, stopped once the observer
+/// printed its first three events (the fake's): the observer, its output
+/// lines from then on and its stderr lines after the one saying it waits
+/// for the agent, and those three events' lines.
+struct ObserverOfAStoppedAgent {
+    observe: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    errors: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    before: Vec<String>,
+}
+
+fn observe_until_the_agent_stops(agent: &mut FakeAgent, args: &[&str]) -> ObserverOfAStoppedAgent {
     let mut observe = Command::new(env!("CARGO_BIN_EXE_xlb"))
         .arg("--admin-socket")
         .arg(agent.socket())
-        .args(["observe", "--count", "6", "--duration", "20s"])
+        .arg("observe")
+        .args(args)
         .env_remove("XLB_ADMIN_SOCKET")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -740,13 +750,32 @@ fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
         .expect("run xlb observe");
     let mut lines = BufReader::new(observe.stdout.take().expect("stdout")).lines();
     let mut errors = BufReader::new(observe.stderr.take().expect("stderr")).lines();
-    let mut line = || lines.next().expect("a line").expect("utf-8");
-    let before: Vec<String> = (0..3).map(|_| line()).collect();
+    let before = (0..3)
+        .map(|_| lines.next().expect("an event").expect("utf-8"))
+        .collect();
     // The agent stops; the observer waits for it (and says so) rather than
-    // fail, until it is back.
+    // fail.
     agent.stop_serving();
     let waiting = errors.next().expect("a line on stderr").expect("utf-8");
     assert!(waiting.contains("waiting for it to come back"), "{waiting}");
+    ObserverOfAStoppedAgent {
+        observe,
+        lines,
+        errors,
+        before,
+    }
+}
+
+#[test]
+fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
+    let mut agent = FakeAgent::start();
+    let ObserverOfAStoppedAgent {
+        mut observe,
+        mut lines,
+        before,
+        ..
+    } = observe_until_the_agent_stops(&mut agent, &["--count", "6", "--duration", "20s"]);
+    let mut line = || lines.next().expect("a line").expect("utf-8");
     // The new agent's loss count is the datapath's, which outlived the old
     // agent: no loss this observer saw happen, so no lost line.
     agent.restart(FakeAdmin {
@@ -778,23 +807,11 @@ fn observe_waits_for_a_restarting_agent_and_says_it_restarted() {
 #[test]
 fn observe_stops_when_the_restarted_agent_samples_no_events() {
     let mut agent = FakeAgent::start();
-    let mut observe = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .arg("--admin-socket")
-        .arg(agent.socket())
-        .args(["observe", "--duration", "20s"])
-        .env_remove("XLB_ADMIN_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run xlb observe");
-    let mut lines = BufReader::new(observe.stdout.take().expect("stdout")).lines();
-    let mut errors = BufReader::new(observe.stderr.take().expect("stderr")).lines();
-    for _ in 0..3 {
-        lines.next().expect("an event").expect("utf-8");
-    }
-    agent.stop_serving();
-    let waiting = errors.next().expect("a line on stderr").expect("utf-8");
-    assert!(waiting.contains("waiting for it to come back"), "{waiting}");
+    let ObserverOfAStoppedAgent {
+        mut observe,
+        errors,
+        ..
+    } = observe_until_the_agent_stops(&mut agent, &["--duration", "20s"]);
     // Back without sampling: nothing would ever come; it stops and says why.
     agent.restart(FakeAdmin {
         sampling: 0,
