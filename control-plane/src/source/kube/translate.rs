@@ -18,6 +18,7 @@ use super::{
     HealthCheckNodePort, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME,
     NODE_PORT_RANGE, NodeInfo, SkipReason, TranslateOptions, Translation, address,
     endpoints::{self, Scope},
+    node::AddressRange,
     validate::{self, FieldError, Origin, ServiceType},
 };
 use crate::model::{
@@ -308,6 +309,38 @@ struct ServiceContext<'a> {
     node_addresses: &'a BTreeSet<IpAddr>,
 }
 
+/// The ranged ingress IPs that kube-proxy lets through as sources too: those
+/// of a family where a source range holds one of this node's addresses. A
+/// LoadBalancer IP is often routed to the node itself, and a request the node
+/// sends to it then loops back with that IP as its source; a range that lets
+/// the node in is meant to let those requests in as well. Each as a host
+/// range, to add to the Service's ranges.
+fn allowed_from_node(
+    source_ranges: &[(IpAddr, u8)],
+    ranged_ips: &BTreeSet<IpAddr>,
+    node_addresses: &BTreeSet<IpAddr>,
+) -> Vec<(IpAddr, u8)> {
+    // `contains` is false across families.
+    let in_a_range = |addr: IpAddr| {
+        source_ranges
+            .iter()
+            .any(|&(network, prefix)| AddressRange::Cidr { network, prefix }.contains(addr))
+    };
+    let node_in = |ipv4: bool| {
+        node_addresses
+            .iter()
+            .any(|&node| node.is_ipv4() == ipv4 && in_a_range(node))
+    };
+    let (v4, v6) = (node_in(true), node_in(false));
+    ranged_ips
+        .iter()
+        .filter(|ip| if ip.is_ipv4() { v4 } else { v6 })
+        // An IP a range holds already needs no range of its own.
+        .filter(|&&ip| !in_a_range(ip))
+        .map(|&ip| (ip, if ip.is_ipv4() { 32 } else { 128 }))
+        .collect()
+}
+
 fn translate_service(
     service: &KubeService,
     slices: &[&EndpointSlice],
@@ -394,6 +427,9 @@ fn translate_service(
             external_ips.insert(ip);
         }
     }
+    let from_node = allowed_from_node(&source_ranges, &ranged_ips, node_addresses);
+    source_ranges.extend(from_node);
+    source_ranges.sort_unstable();
 
     let timeout_secs = spec
         .session_affinity_config
@@ -1133,12 +1169,15 @@ mod tests {
                 ("198.18.201.1:80/TCP".to_owned(), false),
             ]
         );
-        // 198.18.0.7/24 is 198.18.0.0/24: one network, sorted.
+        // 198.18.0.7/24 is 198.18.0.0/24: one network, sorted. It holds the
+        // node's 198.18.0.10, so the ingress IP is let through as a source
+        // too (`allowed_from_node`).
         assert_eq!(
             service.source_ranges,
             [
                 ("198.18.0.0".parse().unwrap(), 24),
-                ("198.18.9.9".parse().unwrap(), 32)
+                ("198.18.9.9".parse().unwrap(), 32),
+                ("198.18.200.1".parse().unwrap(), 32),
             ]
         );
         assert!(t.warnings.is_empty(), "{:?}", t.warnings);
@@ -1182,6 +1221,47 @@ mod tests {
             [
                 "default/web:http: 198.18.9.0/24 => 198.18.200.1:80/TCP",
                 "default/web:http/ipv6:  => ",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_range_holding_the_node_lets_the_ingress_ips_of_its_family_in() {
+        // As kube-proxy: a LoadBalancer IP routed to the node loops the
+        // node's own requests back with that IP as their source, and a range
+        // that holds the node (here 2001:2::/64, the node's 2001:2::10) lets
+        // them in. The IPv4 range holds no node address: no host range.
+        let mut s = web(
+            json!({ "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "clusterIPs": ["198.18.100.1", "2001:2::100"],
+            "loadBalancerSourceRanges": ["198.18.9.0/24", "2001:2::/64"] }),
+        );
+        s.status = serde_json::from_value(json!({ "loadBalancer": { "ingress": [
+            { "ip": "198.18.200.1" }, { "ip": "2001:2::200" }, { "ip": "2001:2:0:1::200" },
+        ]}}))
+        .unwrap();
+        let t = run(&[s], &[]);
+        let ranges: Vec<(String, Vec<String>)> = t
+            .model
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let ranges = s.source_ranges.iter().map(|(n, p)| format!("{n}/{p}"));
+                (name.to_string(), ranges.collect())
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                (
+                    "default/web:http".to_owned(),
+                    vec!["198.18.9.0/24".to_owned()]
+                ),
+                (
+                    "default/web:http/ipv6".to_owned(),
+                    // 2001:2::200 is inside 2001:2::/64 already.
+                    vec!["2001:2::/64".to_owned(), "2001:2:0:1::200/128".to_owned()]
+                ),
             ]
         );
     }
