@@ -751,6 +751,10 @@ mod tests {
         fn events(&self, _: &EventsRead) -> Result<EventsView, AdminError> {
             Ok(EventsView::default())
         }
+        /// No events ever come: a reader waits out its wait.
+        fn event_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+            tokio::sync::watch::channel(0).1
+        }
         fn health_probe_stats(&self) -> Result<Option<BTreeMap<String, u64>>, AdminError> {
             Ok(Some(if self.fresh {
                 BTreeMap::new()

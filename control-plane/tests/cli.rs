@@ -11,7 +11,9 @@ use std::{
 };
 
 use control_plane::{
-    admin::{Admin, AdminError, AdminServer, EventHistory, EventsRead, HISTORY_CAPACITY},
+    admin::{
+        Admin, AdminError, AdminServer, EventHistory, EventsRead, HISTORY_CAPACITY, SharedHistory,
+    },
     api::{
         BackendStatus, BackendView, DatapathAddressView, DatapathBackendStatus,
         DatapathBackendView, DatapathLbView, DatapathServiceView, DrainEntryView, DrainRequest,
@@ -47,7 +49,7 @@ struct FakeAdmin {
 /// more events lost to the datapath's full ring.
 #[derive(Debug)]
 struct FakeEvents {
-    history: EventHistory<FlowEventView>,
+    history: SharedHistory<FlowEventView>,
     on_every_read: bool,
     lost_per_read: u64,
     lost: u64,
@@ -56,7 +58,7 @@ struct FakeEvents {
 impl Default for FakeEvents {
     fn default() -> Self {
         Self {
-            history: EventHistory::new(HISTORY_CAPACITY),
+            history: SharedHistory::new(EventHistory::new(HISTORY_CAPACITY)),
             on_every_read: false,
             lost_per_read: 0,
             lost: 0,
@@ -69,7 +71,7 @@ impl FakeEvents {
     /// the first misses one.
     fn overflowing() -> Self {
         Self {
-            history: EventHistory::new(2),
+            history: SharedHistory::new(EventHistory::new(2)),
             on_every_read: true,
             ..Self::default()
         }
@@ -404,18 +406,24 @@ impl Admin for FakeAdmin {
         let mut fake = self.events.lock().expect("events");
         let run = fake.history.run();
         let new_reader = read.cursor().is_none_or(|c| c.run != Some(run));
-        if new_reader || fake.on_every_read {
-            for event in events() {
-                fake.history.push(FlowEventView {
-                    time_ns: now_ns + event.time_ns,
-                    ..event
-                });
-            }
-        }
+        let new_events = if new_reader || fake.on_every_read {
+            events()
+        } else {
+            Vec::new()
+        };
         fake.lost += fake.lost_per_read;
-        let lost = fake.lost;
-        fake.history.set_lost_ring_full(lost);
+        fake.history.append(
+            new_events.into_iter().map(|event| FlowEventView {
+                time_ns: now_ns + event.time_ns,
+                ..event
+            }),
+            Some(fake.lost),
+        );
         read.from(&fake.history, |e| e.time_ns)
+    }
+
+    fn event_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.lock().expect("events").history.arrivals()
     }
 }
 

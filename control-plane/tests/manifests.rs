@@ -1129,6 +1129,10 @@ impl Admin for EveryFamily {
     fn events(&self, _: &EventsRead) -> Result<EventsView, AdminError> {
         Ok(EventsView::default())
     }
+    /// No events ever come: a reader waits out its wait.
+    fn event_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
 }
 
 /// Every series name the agent's `/metrics` exposes, with its label names,

@@ -226,6 +226,11 @@ impl<T: Clone> SharedHistory<T> {
         });
     }
 
+    /// [`EventHistory::run`].
+    pub fn run(&self) -> u64 {
+        self.lock().run()
+    }
+
     /// [`EventHistory::read`], under the lock.
     pub fn read(
         &self,

@@ -45,11 +45,8 @@ pub trait Admin: Send + Sync + 'static {
     fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError>;
     /// What wakes a waiting `/v1/events` reader: the `next_seq` of the
     /// history [`Self::events`] reads, sent each time events are added to
-    /// it ([`SharedHistory::arrivals`]). The default never changes (its
-    /// sender is gone): a reader then reads once and waits out its wait.
-    fn event_arrivals(&self) -> watch::Receiver<u64> {
-        watch::channel(0).1
-    }
+    /// it ([`SharedHistory::arrivals`]).
+    fn event_arrivals(&self) -> watch::Receiver<u64>;
     /// The counters of `tc_probe_encap` (health probes through the DSR
     /// tunnel) by verdict name, packets only; `None` where no probe goes
     /// through the tunnel (`--dsr-health-probes direct`, or a fake).
@@ -89,17 +86,6 @@ impl EventsRead {
     /// Reads `history` as `self` says, its events `time_ns` by `time_ns`;
     /// a cursor the history never gave is a bad request.
     pub fn from<T: Clone>(
-        &self,
-        history: &EventHistory<T>,
-        time_ns: impl Fn(&T) -> u64,
-    ) -> Result<EventsView<T>, AdminError> {
-        history
-            .read(self.cursor(), self.max, |e| time_ns(e) >= self.since_ns)
-            .map_err(|e| AdminError::BadRequest(e.to_string()))
-    }
-
-    /// [`Self::from`], of a history shared with the one that fills it.
-    pub fn from_shared<T: Clone>(
         &self,
         history: &SharedHistory<T>,
         time_ns: impl Fn(&T) -> u64,

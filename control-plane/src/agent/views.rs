@@ -466,7 +466,7 @@ impl Admin for AgentAdmin {
     /// Read from the history alone: its events were named as they were
     /// drained (`event_names`), so a read takes no lock of the agent's.
     fn events(&self, read: &EventsRead) -> Result<EventsView, AdminError> {
-        let page = read.from_shared(&self.events, NamedEvent::time_ns)?;
+        let page = read.from(&self.events, NamedEvent::time_ns)?;
         Ok(page.map(|e| e.view()))
     }
 
