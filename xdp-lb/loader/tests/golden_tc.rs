@@ -10,13 +10,14 @@
 //! etherparse's. (Partial checksums, which only a real socket buffer
 //! carries, are exercised by the fabric's netns tests.) A pod's fragmented
 //! UDP datagrams, and the fragmented replies to them, are balanced and
-//! translated as `xdp_lb` does it (golden_fragments), fragment by fragment.
+//! translated as `xdp_lb` does it (golden_fragments), fragment by fragment,
+//! IPv6 ones with Destination Options after the Fragment header too.
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
 
 use support::{
-    fragment::{fragments, fragments6},
+    fragment::{fragments, fragments6, fragments6_after_dst_opts},
     frame::{ErrorKind, L4, Packet, TcpFlags, icmp_error as error, ip_packet},
     in_private_netns,
     lb::{
@@ -489,4 +490,58 @@ fn ingress_and_uplink_drop_a_later_fragment_without_its_first() {
             ]);
         });
     }
+}
+
+/// IPv6 fragments with Destination Options after the Fragment header, whose
+/// later fragment names those rather than UDP (golden_fragments): a pod's
+/// request leaves ingress toward one backend, the first fragment translated
+/// whole and the later its destination alone; the backend's reply comes
+/// into the pod from the ClusterIP at its egress, each fragment with its
+/// source translated; and a later fragment of another datagram of the
+/// flow, whose first ingress has not seen, is dropped, counted.
+#[test]
+fn pod_fragments_after_destination_options_are_balanced_at_ingress_and_egress() {
+    in_private_netns(|| {
+        let mut lb = Lb::new();
+        lb.serve_both_vips((3, 4), 53, Protocol::Udp);
+        let request = pod_query(true, 5355);
+        let (_, backend, _) = lb.simulated(&request.flow());
+        let (first, later) = fragments6_after_dst_opts(&request.bytes(), 0x00cd_1234);
+        let (first_out, later_out) =
+            fragments6_after_dst_opts(&request.with_dst(backend).bytes(), 0x00cd_1234);
+        let out = run(&lb, ProgramName::TcLbIngress, &first);
+        assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, first_out));
+        let out = run(&lb, ProgramName::TcLbIngress, &later);
+        assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, later_out));
+
+        let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
+        let reply = Packet::udp(
+            (mac_of(backend.ip()), CLIENT_MAC),
+            backend,
+            request.src,
+            &payload,
+        );
+        let (first, later) = fragments6_after_dst_opts(&reply.bytes(), 0x00cd_5151);
+        let (first_out, later_out) =
+            fragments6_after_dst_opts(&reply.with_src(request.dst).bytes(), 0x00cd_5151);
+        let out = run(&lb, ProgramName::TcLbEgress, &first);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, first_out));
+        let out = run(&lb, ProgramName::TcLbEgress, &later);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, later_out));
+
+        let (_, other_later) = fragments6_after_dst_opts(&request.bytes(), 0x00cd_1235);
+        let out = run(&lb, ProgramName::TcLbIngress, &other_later);
+        assert_eq!(out.action, TC_ACT_SHOT);
+
+        lb.assert_verdicts(&[
+            (Verdict::ForwardToBackend, 2),
+            (Verdict::ForwardReply, 2),
+            (Verdict::DropFragmentUntracked, 1),
+        ]);
+        lb.assert_ct(&[
+            (CtEvent::Created, 1),
+            (CtEvent::Hit, 1),
+            (CtEvent::ReplyHit, 2),
+        ]);
+    });
 }

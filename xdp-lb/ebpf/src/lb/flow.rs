@@ -15,8 +15,9 @@ use crate::{
     unaligned::PacketBytes,
     wire::{
         ETH_HLEN, ETH_P_IPV4, ETH_TYPE, IP4_FRAGS, IP4_HLEN, IP4_MF, IP4_OFFSET_MASK, IP4_PROTO,
-        IP4_SRC, IP4_TOTAL_LEN, IP4_TTL, IP6_DST, IP6_HOP_LIMIT, IP6_SRC, IPPROTO_TCP, IPPROTO_UDP,
-        TCP_ACK, TCP_DATA_OFFSET, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_RST, TCP_SYN, UDP_HLEN,
+        IP4_SRC, IP4_TOTAL_LEN, IP4_TTL, IP6_DST, IP6_HOP_LIMIT, IP6_SRC, IPPROTO_DSTOPTS,
+        IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_DATA_OFFSET, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_RST,
+        TCP_SYN, UDP_HLEN,
     },
 };
 
@@ -60,7 +61,10 @@ pub struct Packet {
     pub counter: ParseCounter,
     /// `flow` is set: a well-formed TCP or UDP packet, a first fragment of
     /// one (which carries its transport header), or a later fragment of one
-    /// (`is_later_fragment`), whose tuple's ports are 0: it carries none.
+    /// (`is_later_fragment`), whose tuple's ports are 0: it carries none. A
+    /// later IPv6 fragment whose Fragment header names Destination Options
+    /// has protocol 60 in its tuple until `fragment::later` finds whether
+    /// its datagram is UDP or TCP.
     pub has_flow: bool,
     /// `dst` is set: an IP frame that is not a TCP/UDP packet or fragment.
     pub has_dst: bool,
@@ -302,8 +306,9 @@ fn destination(frame: &Frame, parsed: &Parsed) -> Option<[u8; 16]> {
 }
 
 /// Writes the flow of a well-formed TCP or UDP frame (or first fragment)
-/// into `out`, or of a later fragment of one without its ports; `None` for
-/// anything else (`out` is then partly written, and not to be read).
+/// into `out`, or of a later fragment of one without its ports (and, after
+/// IPv6 Destination Options, without its protocol); `None` for anything
+/// else (`out` is then partly written, and not to be read).
 #[inline(always)]
 fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
     let (is_v4, is_tcp, later_fragment) = match parsed.counter {
@@ -316,6 +321,14 @@ fn fill_flow(frame: &Frame, parsed: &Parsed, out: &mut Flow) -> Option<()> {
             match parsed.l4_proto {
                 IPPROTO_TCP => true,
                 IPPROTO_UDP => false,
+                // The Fragment header names the first header of the
+                // fragmentable part (RFC 8200 §4.5): Destination Options
+                // there travel in the first fragment alone, before the
+                // transport header. A later fragment's transport is then
+                // not known here: its tuple keeps 60 for `fragment::later`,
+                // which finds it by the first fragment and sets `is_tcp`
+                // for TCP (false, as for UDP, until then).
+                IPPROTO_DSTOPTS if parsed.counter == ParseCounter::Fragment6 => false,
                 _ => return None,
             },
             true,

@@ -15,6 +15,16 @@
 //!   evicted, or the first was not balanced) it is dropped when addressed
 //!   to a VIP (`Verdict::DropFragmentUntracked`), and otherwise passes as
 //!   any packet not for a service does.
+//! - an IPv6 datagram may carry Destination Options after its Fragment
+//!   header (RFC 8200 §4.5: they are then part of what is fragmented, and
+//!   every fragment's Fragment header names them). Its first fragment
+//!   carries them and the transport header after them, and is remembered
+//!   under its transport protocol as any other; a later one says only 60,
+//!   so its first fragment's ports are looked for under UDP, then TCP, and
+//!   it goes on with the protocol found (`first_ports`). An AH or ESP
+//!   between them and the transport header stops the first fragment's
+//!   parse: such a datagram is not balanced, and its later fragments find
+//!   nothing.
 //!
 //! The first fragment is remembered before the core decides on it, whatever
 //! it decides: that is what keeps whether a packet is a fragment out of
@@ -43,6 +53,7 @@ use crate::{
         unbalanced_to,
     },
     maps::{CONFIG, FRAGMENTS},
+    wire::{IPPROTO_DSTOPTS, IPPROTO_TCP, IPPROTO_UDP},
 };
 
 /// The reassembly key of the datagram `packet` is a fragment of.
@@ -77,11 +88,9 @@ pub fn remember_first(packet: &Packet) {
 /// replies (`lb::decide_reply`).
 #[inline(never)]
 pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool) -> Decision {
-    let Some(ports) = FRAGMENTS.get_ptr(&key(packet)) else {
+    let Some(ports) = first_ports(packet) else {
         return untracked(&packet.flow, packet.marks, replies_only);
     };
-    // SAFETY: a map value of the right type, copied out at once.
-    let ports = unsafe { *ports };
     let Some(config) = CONFIG.get(0) else {
         return Decision::pass(Verdict::PassNotFrontend);
     };
@@ -113,6 +122,41 @@ pub fn later(packet: &mut Packet, nat: &mut MaybeUninit<Nat>, replies_only: bool
     // SAFETY: both lookups write the translation when they find the flow.
     unsafe { nat.assume_init_mut() }.addresses_only = true;
     decision
+}
+
+/// The ports the first fragment of `packet`'s datagram left, if it was
+/// seen. A later IPv6 fragment whose Fragment header names Destination
+/// Options (`fill_flow` leaves 60 in its tuple: only the first fragment
+/// carries those and the transport header after them) is of a UDP or a TCP
+/// datagram: the UDP key is tried, then the TCP one, and the tuple and
+/// `is_tcp` get the protocol found. An IPv6 identification is unique per
+/// source and destination (RFC 8200 §4.5), so at most one can match.
+#[inline(always)]
+fn first_ports(packet: &mut Packet) -> Option<FragmentPorts> {
+    let mut key = key(packet);
+    let ports = if key.proto == IPPROTO_DSTOPTS {
+        key.proto = IPPROTO_UDP;
+        let ports = match FRAGMENTS.get_ptr(&key) {
+            Some(ports) => ports,
+            None => {
+                key.proto = IPPROTO_TCP;
+                let ports = FRAGMENTS.get_ptr(&key)?;
+                // Set here alone: `fill_flow` left it false, as a UDP one's
+                // wants. Written on both ways, the verifier walked the rest
+                // of the core once more (some 5 800 instructions of
+                // `xdp_lb`'s): a UDP fragment's state then no longer matched
+                // that of the other later UDP fragments.
+                packet.flow.is_tcp = true;
+                ports
+            }
+        };
+        packet.flow.tuple.proto = key.proto;
+        ports
+    } else {
+        FRAGMENTS.get_ptr(&key)?
+    };
+    // SAFETY: a map value of the right type, copied out at once.
+    Some(unsafe { *ports })
 }
 
 /// A later fragment without a flow to join: dropped when addressed to a
