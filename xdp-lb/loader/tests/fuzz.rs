@@ -45,7 +45,8 @@
 //! - a first fragment of a TCP or UDP datagram is balanced as a whole packet
 //!   would be, and its ports are remembered by the datagram's addresses,
 //!   protocol and identification; a later fragment whose first was sent
-//!   goes that flow's way — its IP header alone translated (the IPv4 header
+//!   (for an IPv6 one whose Fragment header names Destination Options, the
+//!   first of its UDP datagram's, else of its TCP one's) goes that flow's way — its IP header alone translated (the IPv4 header
 //!   checksum holding as it held), or wrapped unchanged — and one without,
 //!   or of a flow no longer tracked, is dropped to a VIP-only address
 //!   (`drop_fragment_untracked`) and passes elsewhere; the fragment map

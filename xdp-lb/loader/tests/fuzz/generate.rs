@@ -267,6 +267,9 @@ struct Spec {
     ip4_options: Vec<u8>,
     ip6_extensions: Ip6Extensions,
     fragment: Fragment,
+    /// An IPv6 fragment has Destination Options after its Fragment header
+    /// (`put_dst_opts_after_fragment`); nothing for a whole packet.
+    dst_opts_after_fragment: bool,
     /// The IP identification (IPv4's, or that of IPv6's Fragment header):
     /// one of two, so that a later fragment is now and then of another
     /// datagram between the same ends than the first fragment sent last.
@@ -339,6 +342,7 @@ impl Spec {
                 Ip6Extensions::default()
             },
             fragment: Fragment::random(rng),
+            dst_opts_after_fragment: !v4 && rng.random_bool(0.3),
             ip_id: pick(rng, &IP_IDS),
             transport: Transport::Other(59),
             payload: Vec::new(),
@@ -371,7 +375,7 @@ impl Spec {
         let ip = self.ip_headers();
         let l3 = 14 + if self.vlan.is_some() { 4 } else { 0 };
         let l4 = l3 + ip.header_len();
-        let layout = Layout {
+        let mut layout = Layout {
             l3,
             l4,
             v4: self.src.is_ipv4(),
@@ -398,6 +402,9 @@ impl Spec {
         self.write_transport(step, &mut frame);
         if !layout.v4 {
             self.fix_fragment_field(&mut frame, l3);
+            if self.dst_opts_after_fragment {
+                self.put_dst_opts_after_fragment(&mut frame, &mut layout);
+            }
         }
         frame.extend_from_slice(&self.trailer);
         (frame, layout)
@@ -415,15 +422,36 @@ impl Spec {
             Fragment::First => (0, true),
             Fragment::Later { offset, more } => (offset, more),
         };
-        let mut next = frame[l3 + 6];
-        let mut at = l3 + 40;
-        while matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
-            next = frame[at];
-            at += (usize::from(frame[at + 1]) + 1) * 8;
-        }
-        assert_eq!(next, IPPROTO_FRAGMENT, "the Fragment header follows");
+        let at = fragment_header_at(frame, l3);
         let field = offset << 3 | u16::from(more);
         frame[at + 2..at + 4].copy_from_slice(&field.to_be_bytes());
+    }
+
+    /// Puts Destination Options after the Fragment header of an IPv6
+    /// fragment in `frame`, as a host sends a datagram that has them after
+    /// the headers each fragment repeats (RFC 8200 §4.5: they are then part
+    /// of what is fragmented). Every fragment's Fragment header names them
+    /// (60). A first fragment carries them, 8 bytes (one PadN option) naming
+    /// what followed the Fragment header, and its transport header moves on
+    /// by as much; a later one carries only the datagram's middle, which
+    /// nothing then names. etherparse places a Destination Options header
+    /// after the Fragment header only with a Routing header before it, hence
+    /// the bytes written here.
+    fn put_dst_opts_after_fragment(&self, frame: &mut Vec<u8>, layout: &mut Layout) {
+        if matches!(self.fragment, Fragment::Whole) {
+            return;
+        }
+        let l3 = layout.l3;
+        let at = fragment_header_at(frame, l3);
+        let next = frame[at];
+        frame[at] = IPPROTO_DSTOPTS;
+        if matches!(self.fragment, Fragment::First) {
+            frame.splice(at + 8..at + 8, [next, 0, 1, 4, 0, 0, 0, 0]);
+            let payload_len = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) + 8;
+            frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+            layout.l4 += 8;
+            layout.quote = layout.quote.map(|(l3, l4)| (l3 + 8, l4 + 8));
+        }
     }
 
     fn proto_number(&self) -> u8 {
@@ -1094,4 +1122,17 @@ fn payload_len(rng: &mut TestRng) -> usize {
         6..9 => rng.random_range(33..=256),
         _ => rng.random_range(257..=1400),
     }
+}
+
+/// Where the Fragment header of the IPv6 fragment `frame` (its IPv6 header at
+/// `l3`) is: after any Hop-by-Hop, Routing and Destination Options headers.
+fn fragment_header_at(frame: &[u8], l3: usize) -> usize {
+    let mut next = frame[l3 + 6];
+    let mut at = l3 + 40;
+    while matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
+        next = frame[at];
+        at += (usize::from(frame[at + 1]) + 1) * 8;
+    }
+    assert_eq!(next, IPPROTO_FRAGMENT, "the Fragment header follows");
+    at
 }

@@ -18,7 +18,9 @@
 //! Fragments (`lb/fragment.rs`): a first fragment of a TCP or UDP datagram
 //! carries its transport header and is a packet of its flow; the model
 //! remembers its ports by datagram (`Model::fragments`), as the datapath
-//! does, and a later fragment finds its flow by them (`decide_later`).
+//! does, and a later fragment finds its flow by them (`decide_later`); an
+//! IPv6 one whose Fragment header names Destination Options, which only its
+//! first fragment carries, by its UDP datagram's, else its TCP one's.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -534,9 +536,9 @@ impl Model {
                     prediction.tcp_flags = tcp_flags(frame, &ip);
                     self.decide_flow(lb, frame, &mut prediction, flow)?
                 }
-                (None, None) => match headers.later_fragment() {
-                    Some(datagram) => self.decide_later(lb, &ip, datagram, &mut prediction)?,
-                    None => self.not_balanced(&ip),
+                (None, None) => match headers.later_fragment().as_slice() {
+                    [] => self.not_balanced(&ip),
+                    datagrams => self.decide_later(lb, &ip, datagrams, &mut prediction)?,
                 },
             }
         } else {
@@ -737,7 +739,9 @@ impl Model {
     }
 
     /// A later fragment of a TCP or UDP datagram (`lb/fragment.rs`): the
-    /// ports its first fragment left (`fragments`) name its flow, looked up
+    /// ports its first fragment left (`fragments`), under the first of
+    /// `datagrams` it may be of that has them (IPv6 after Destination
+    /// Options: UDP's, then TCP's), name its flow, looked up
     /// as the flow's own entry first, then as a reply entry, and it goes the
     /// flow's way — translated, its IP header alone (`check`), or for direct
     /// server return wrapped unchanged — or, as a whole packet of the flow
@@ -749,12 +753,15 @@ impl Model {
         &self,
         lb: &Lb,
         ip: &IpPacket,
-        datagram: Datagram,
+        datagrams: &[Datagram],
         prediction: &mut Prediction,
     ) -> Result<Expected, String> {
         let untracked =
             self.unbalanced_to(ip.dst, Expected::Dropped(Verdict::DropFragmentUntracked));
-        let Some(&(src_port, dst_port)) = self.fragments.get(&datagram) else {
+        let Some((datagram, &(src_port, dst_port))) = datagrams
+            .iter()
+            .find_map(|datagram| Some((datagram, self.fragments.get(datagram)?)))
+        else {
             return Ok(untracked);
         };
         let flow = Flow::new(

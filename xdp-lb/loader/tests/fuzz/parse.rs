@@ -117,24 +117,35 @@ impl Headers {
         Some(Flow::new(src, dst, proto))
     }
 
-    /// The datagram a later fragment of a TCP or UDP datagram belongs to;
-    /// `None` for anything else (IPv4-mapped addresses as for `flow`).
-    pub(crate) fn later_fragment(&self) -> Option<Datagram> {
-        let ip = self.ip.filter(|ip| ip.later_fragment)?;
-        let proto = match ip.proto {
-            IPPROTO_TCP => Protocol::Tcp,
-            IPPROTO_UDP => Protocol::Udp,
-            _ => return None,
+    /// The datagrams a later fragment of a TCP or UDP datagram may belong
+    /// to, in the order the datapath looks for their first fragments: the
+    /// one its protocol names; for an IPv6 fragment whose Fragment header
+    /// names Destination Options, the UDP datagram, then the TCP one (RFC
+    /// 8200 §4.5: those options belong to the fragmentable part, so only the
+    /// first fragment carries them, and the transport header after them).
+    /// Empty for anything else (IPv4-mapped addresses as for `flow`).
+    pub(crate) fn later_fragment(&self) -> Vec<Datagram> {
+        let Some(ip) = self.ip.filter(|ip| ip.later_fragment) else {
+            return Vec::new();
+        };
+        let protos: &[Protocol] = match ip.proto {
+            IPPROTO_TCP => &[Protocol::Tcp],
+            IPPROTO_UDP => &[Protocol::Udp],
+            IPPROTO_DSTOPTS if !ip.is_v4() => &[Protocol::Udp, Protocol::Tcp],
+            _ => &[],
         };
         if is_v4_mapped(ip.src) || is_v4_mapped(ip.dst) {
-            return None;
+            return Vec::new();
         }
-        Some(Datagram {
-            src: ip.src,
-            dst: ip.dst,
-            proto,
-            id: ip.fragment_id,
-        })
+        protos
+            .iter()
+            .map(|&proto| Datagram {
+                src: ip.src,
+                dst: ip.dst,
+                proto,
+                id: ip.fragment_id,
+            })
+            .collect()
     }
 }
 
