@@ -167,9 +167,10 @@ counter_enum! {
     DropSourceRange = "drop_source_range",
     /// A fragment addressed to a VIP-only address of a protocol xlb does not
     /// balance (neither TCP nor UDP), so no ports to balance its later
-    /// fragments by. TCP and UDP fragments are balanced (`FRAGMENTS`), but
-    /// for an IPv6 later fragment whose Fragment header is followed by
-    /// another extension header: its protocol is not seen, and it counts here.
+    /// fragments by. TCP and UDP fragments are balanced (`FRAGMENTS`), IPv6
+    /// ones with Destination Options after the Fragment header too (a later
+    /// one, which names those, is looked up as UDP then TCP:
+    /// `DropFragmentUntracked` when neither is found).
     DropFragment = "drop_fragment",
     /// Translated to a backend (DNAT) and sent out by XDP_TX or a redirect.
     ForwardToBackend = "forward_to_backend",
@@ -231,6 +232,9 @@ counter_enum! {
     /// was not seen: it came first (out of order), its entry in `FRAGMENTS`
     /// was evicted, or the first fragment was not balanced (refused,
     /// dropped). Without the first fragment's ports it has no flow to join.
+    /// An IPv6 later fragment whose Fragment header names Destination
+    /// Options counts here when neither a UDP nor a TCP first fragment of
+    /// its datagram was seen.
     /// (Last, so that the older verdicts keep their slots and names.)
     DropFragmentUntracked = "drop_fragment_untracked",
     }

@@ -47,12 +47,15 @@ pub struct FlowEvent {
     /// TCP and UDP (`drop_fragment`) the client is unknown: `None`. A later
     /// TCP or UDP fragment (`drop_fragment_untracked`) names its client with
     /// port 0, or with its first fragment's port when that was found but its
-    /// flow no longer is.
+    /// flow no longer is; an IPv6 one whose Fragment header names
+    /// Destination Options, which only its first fragment carries, has no
+    /// protocol until that first fragment is found: without it, `None`.
     pub client: Option<SocketAddr>,
     /// The frontend the packet was sent to (port 0 for a fragment of another
     /// protocol, and for a later fragment as for its client).
     pub frontend: SocketAddr,
-    /// TCP or UDP; `None` for a fragment of another protocol.
+    /// TCP or UDP; `None` for a fragment of another protocol, or of one not
+    /// known (the IPv6 later fragment above).
     pub protocol: Option<Protocol>,
     pub kind: FlowEventKind,
 }
