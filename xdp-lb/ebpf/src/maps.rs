@@ -207,6 +207,14 @@ pub static FLOW_EVENTS: RingBuf<FlowEvent, { 256 * 1024 }> = RingBuf::new();
 #[btf_map]
 pub static FLOOD_GUARD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
 
+/// Words of a `PACKET` slot: room for one `lb::flow::Packet`.
+pub const PACKET_WORDS: usize = 16;
+
+/// Per CPU: the packet the program is balancing (`lb::flow::Packet`), kept
+/// here rather than in the program's main frame (see `Packet::slot`).
+#[btf_map]
+pub static PACKET: PerCpuArray<[u64; PACKET_WORDS], 1> = PerCpuArray::new();
+
 /// Words of an `ICMP_ERROR` slot: room for one `lb::icmp::IcmpError`.
 pub const ICMP_ERROR_WORDS: usize = 24;
 

@@ -94,7 +94,10 @@ pub(crate) const BENCH_INPUT: &str = "BENCH_INPUT";
 pub(crate) const BENCH_TARGET: &str = "BENCH_TARGET";
 
 /// The maps pinned with `LoadOptions::pin_dir`: every map of the object but
-/// the benchmark wrapper's.
+/// the benchmark wrapper's and `PACKET`, the per-CPU slot of the packet a
+/// program is balancing. That one holds nothing past a program's run, and
+/// its size follows the build's `Packet`: pinned, a reload of a build whose
+/// `Packet` grew would reuse the smaller map and fail verification.
 pub(crate) const PINNED: [&str; 32] = [
     PARSE_STATS,
     VERDICT_STATS,

@@ -118,12 +118,15 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     // Failing only when the packet is shorter than asked, and then it is
     // all linear anyway.
     let _ = ctx.skb.pull_data(PULL_LEN.min(len as u32));
-    let mut packet = Packet::EMPTY;
-    let action = prepare(ctx, &mut packet, len, hook);
+    // An array's only slot: never missing.
+    let Some(packet) = Packet::slot() else {
+        return OK;
+    };
+    let action = prepare(ctx, packet, len, hook);
     if action != BALANCE {
         return action;
     }
-    balance(ctx, &mut packet, len, hook)
+    balance(ctx, packet, len, hook)
 }
 
 /// `prepare`'s answer for a packet it filled for the core (not a TC action).

@@ -66,12 +66,15 @@ impl FrameSource for XdpContext {
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     let len = ctx.frame().len();
-    let mut packet = Packet::EMPTY;
-    let action = prepare(ctx, &mut packet, len);
+    // An array's only slot: never missing.
+    let Some(packet) = Packet::slot() else {
+        return XDP_PASS;
+    };
+    let action = prepare(ctx, packet, len);
     if action != BALANCE {
         return action;
     }
-    balance(ctx, &mut packet, len)
+    balance(ctx, packet, len)
 }
 
 /// `prepare`'s answer for a packet it filled for the core (not an XDP action).
