@@ -381,6 +381,18 @@ fn pod_query(v6: bool, port: u16) -> Packet {
     Packet::udp(FROM_CLIENT, client(v6, port), vip(v6, 53), &payload)
 }
 
+/// `backend`'s 200-byte answer to the pod that sent `request`, from its
+/// own address (before the reverse translation).
+fn backends_answer(request: &Packet, backend: SocketAddr) -> Packet {
+    let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
+    Packet::udp(
+        (mac_of(backend.ip()), CLIENT_MAC),
+        backend,
+        request.src,
+        &payload,
+    )
+}
+
 /// A pod's fragmented request to a ClusterIP leaves the ingress hook as
 /// `xdp_lb` sends it on (golden_fragments): the first fragment balanced as
 /// the whole datagram would be, its UDP header translated there; the later
@@ -425,13 +437,7 @@ fn a_backends_fragmented_reply_reaches_the_pod_from_the_clusterip() {
             in_private_netns(|| {
                 let request = pod_query(v6, 5353);
                 let (lb, backend) = tc_with_flow(&request);
-                let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
-                let reply = Packet::udp(
-                    (mac_of(backend.ip()), CLIENT_MAC),
-                    backend,
-                    request.src,
-                    &payload,
-                );
+                let reply = backends_answer(&request, backend);
                 let (first, later) = cut(v6, &reply.bytes(), 0x5151);
                 let translated = reply.with_src(request.dst).bytes();
                 let (first_out, later_out) = cut(v6, &translated, 0x5151);
@@ -514,13 +520,7 @@ fn pod_fragments_after_destination_options_are_balanced_at_ingress_and_egress() 
         let out = run(&lb, ProgramName::TcLbIngress, &later);
         assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, later_out));
 
-        let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
-        let reply = Packet::udp(
-            (mac_of(backend.ip()), CLIENT_MAC),
-            backend,
-            request.src,
-            &payload,
-        );
+        let reply = backends_answer(&request, backend);
         let (first, later) = fragments6_after_dst_opts(&reply.bytes(), 0x00cd_5151);
         let (first_out, later_out) =
             fragments6_after_dst_opts(&reply.with_src(request.dst).bytes(), 0x00cd_5151);
