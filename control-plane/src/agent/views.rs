@@ -759,14 +759,7 @@ mod tests {
             ServiceName("db".into()),
         );
         let checked = |backends: &[SocketAddr]| Service {
-            health_check: Some(HealthCheck {
-                probe: Probe::Tcp,
-                port: None,
-                interval: std::time::Duration::from_secs(1),
-                timeout: std::time::Duration::from_secs(1),
-                rise: 1,
-                fall: 1,
-            }),
+            health_check: Some(tcp_check()),
             ..service(backends)
         };
         // Services sorted by name: `api` (unchecked) first, then `db`, `web`.
@@ -812,19 +805,23 @@ mod tests {
         Some((ProbePath::Direct, verdict))
     }
 
-    #[test]
-    fn a_backend_shows_each_checking_services_path_and_verdict() {
-        let b1: SocketAddr = "198.18.2.1:80".parse().unwrap();
-        let check = HealthCheck {
+    /// A TCP check every second, one probe to rise or fall.
+    fn tcp_check() -> HealthCheck {
+        HealthCheck {
             probe: Probe::Tcp,
             port: None,
             interval: std::time::Duration::from_secs(1),
             timeout: std::time::Duration::from_secs(1),
             rise: 1,
             fall: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn a_backend_shows_each_checking_services_path_and_verdict() {
+        let b1: SocketAddr = "198.18.2.1:80".parse().unwrap();
         let checked = Service {
-            health_check: Some(check),
+            health_check: Some(tcp_check()),
             ..service(&[b1])
         };
         let model = Model {
