@@ -80,12 +80,18 @@ impl ClientError {
     /// True when no agent answered on the socket: none runs (no socket, or
     /// nobody listening on it), or it went away during the call. What a
     /// restarting agent looks like for a while; not a socket refused for
-    /// permission, or an answer.
+    /// permission, or an answer. A listener that closes while this call's
+    /// connection waits in its backlog resets it, so `connect` itself can
+    /// fail that way when the agent stops.
     pub fn agent_away(&self) -> bool {
-        matches!(
-            self,
-            Self::NoSocket { .. } | Self::NotListening { .. } | Self::Http { .. }
-        )
+        match self {
+            Self::NoSocket { .. } | Self::NotListening { .. } | Self::Http { .. } => true,
+            Self::Connect { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -383,6 +389,17 @@ mod tests {
             error.to_string(),
             format!("is the agent running? no socket at {}", path.display())
         );
+    }
+
+    #[test]
+    fn a_connection_the_stopping_agent_reset_is_the_agent_away() {
+        let connect = |kind| ClientError::Connect {
+            path: PathBuf::from("/run/xlb/admin.sock"),
+            source: io::Error::from(kind),
+        };
+        assert!(connect(io::ErrorKind::ConnectionReset).agent_away());
+        assert!(connect(io::ErrorKind::ConnectionAborted).agent_away());
+        assert!(!connect(io::ErrorKind::InvalidInput).agent_away());
     }
 
     #[tokio::test]
